@@ -1,0 +1,70 @@
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
+import { DomainError, USERNAME_PATTERN } from '#libs/protocol';
+import type { AccountStore } from './account.store.js';
+import type { PasswordHasher } from './password-hasher.js';
+
+export interface AccountsOptions {
+  minPasswordLength: number;
+  /** How long a successful login is remembered, so reconnects skip the KDF. */
+  verifiedCacheMs?: number;
+}
+
+/** Registration and login. */
+export class AccountsService {
+  /** A hash the KDF runs against for unknown users, so a login's timing does not reveal whether the name exists. */
+  private decoyHash: Promise<string> | undefined;
+  /** Users known to exist; accounts are never deleted, so a positive answer stays true. */
+  private readonly known = new Set<string>();
+  /** user → keyed digest of the password of the last successful login, with its expiry. */
+  private readonly verified = new Map<string, { digest: Buffer; expires: number }>();
+  private readonly cacheKey = randomBytes(32);
+
+  constructor(
+    private readonly store: AccountStore,
+    private readonly hasher: PasswordHasher,
+    private readonly opts: AccountsOptions,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Creates an account. Throws invalid_username, weak_password or user_exists; nothing is written then. */
+  async register(user: string, password: string): Promise<{ user: string }> {
+    if (!USERNAME_PATTERN.test(user)) {
+      throw new DomainError('invalid_username', 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -');
+    }
+    if ([...password].length < this.opts.minPasswordLength) {
+      throw new DomainError('weak_password', `a password needs at least ${this.opts.minPasswordLength} characters`);
+    }
+    const passwordHash = await this.hasher.hash(password);
+    const created = await this.store.create({ user, passwordHash, createdAt: this.now() });
+    if (!created) throw new DomainError('user_exists', `the name "${user}" is taken`);
+    this.known.add(user);
+    return { user };
+  }
+
+  /** True when the user exists and the password is its password. */
+  async authenticate(user: string, password: string): Promise<boolean> {
+    const digest = createHmac('sha256', this.cacheKey).update(user).update('\0').update(password).digest();
+    const cached = this.verified.get(user);
+    if (cached && cached.expires > this.now() && timingSafeEqual(cached.digest, digest)) return true;
+
+    const account = await this.store.get(user);
+    if (!account) {
+      this.decoyHash ??= this.hasher.hash('decoy password');
+      await this.hasher.verify(password, await this.decoyHash);
+      return false;
+    }
+    this.known.add(user);
+    const ok = await this.hasher.verify(password, account.passwordHash);
+    if (ok) this.verified.set(user, { digest, expires: this.now() + (this.opts.verifiedCacheMs ?? 10 * 60_000) });
+    return ok;
+  }
+
+  /** True when an account of that name exists. */
+  async exists(user: string): Promise<boolean> {
+    if (this.known.has(user)) return true;
+    if (!USERNAME_PATTERN.test(user)) return false;
+    const found = (await this.store.get(user)) !== undefined;
+    if (found) this.known.add(user);
+    return found;
+  }
+}

@@ -1,0 +1,57 @@
+import { z } from 'zod';
+
+/**
+ * Parley's whole configuration, read once from the environment at start and
+ * validated here so that a bad value stops the process with a one-line reason
+ * instead of surfacing later as a confusing fault.
+ */
+const port = (name: string, fallback: number) =>
+  z.coerce
+    .number({ error: `${name} must be a port number 0–65535` })
+    .int(`${name} must be a whole number`)
+    .min(0, `${name} must be 0–65535`)
+    .max(65535, `${name} must be 0–65535`)
+    .default(fallback);
+
+const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+  z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).min(1, `${name} must be at least 1`).max(max, `${name} must be at most ${max}`).default(fallback);
+
+export const ConfigSchema = z.object({
+  PARLEY_MQTT_HOST: z.string().min(1, 'PARLEY_MQTT_HOST must not be empty').default('::'),
+  PARLEY_MQTT_PORT: port('PARLEY_MQTT_PORT', 1883),
+  PARLEY_HTTP_HOST: z.string().min(1, 'PARLEY_HTTP_HOST must not be empty').default('::'),
+  PARLEY_HTTP_PORT: port('PARLEY_HTTP_PORT', 8080),
+  PARLEY_DATA_DIR: z.string().min(1, 'PARLEY_DATA_DIR must not be empty').default('./data'),
+  REDIS_URL: z
+    .string()
+    .regex(/^rediss?:\/\/\S+$/, 'REDIS_URL must look like redis://host:port (or rediss:// for TLS)')
+    .optional()
+    .or(z.literal('').transform(() => undefined)),
+  PARLEY_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_:.-]{1,64}$/, 'PARLEY_REDIS_PREFIX must be 1–64 characters of A-Z a-z 0-9 _ : . -').default('parley:'),
+  PARLEY_MAX_TEXT_LENGTH: positiveInt('PARLEY_MAX_TEXT_LENGTH', 4000, 100_000),
+  PARLEY_MAX_REQUEST_BYTES: positiveInt('PARLEY_MAX_REQUEST_BYTES', 65_536, 16 * 1024 * 1024),
+  PARLEY_MIN_PASSWORD_LENGTH: positiveInt('PARLEY_MIN_PASSWORD_LENGTH', 8, 1024),
+  PARLEY_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose'], { error: 'PARLEY_LOG_LEVEL must be one of error, warn, log, debug, verbose' }).default('log'),
+});
+
+export type ParleyConfig = z.infer<typeof ConfigSchema>;
+
+export class ConfigError extends Error {
+  override readonly name = 'ConfigError';
+}
+
+/** Reads and validates the configuration; throws ConfigError naming every bad variable. */
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
+  const picked: Record<string, string | undefined> = {};
+  for (const key of Object.keys(ConfigSchema.shape)) picked[key] = env[key];
+  const result = ConfigSchema.safeParse(picked);
+  if (!result.success) {
+    const reasons = result.error.issues.map((i) => {
+      const key = String(i.path[0] ?? '');
+      const got = key ? env[key] : undefined;
+      return got === undefined ? i.message : `${i.message} (got "${got}")`;
+    });
+    throw new ConfigError(`invalid configuration: ${reasons.join('; ')}`);
+  }
+  return result.data;
+}

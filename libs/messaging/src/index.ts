@@ -1,0 +1,5 @@
+export * from './conversation-log.store.js';
+export * from './messaging.service.js';
+export * from './messaging.module.js';
+export * from './embedded/embedded-conversation-log.store.js';
+export * from './redis/redis-conversation-log.store.js';

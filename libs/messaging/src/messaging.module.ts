@@ -1,0 +1,33 @@
+import { Module } from '@nestjs/common';
+import { AccountsModule, AccountsService } from '#libs/accounts';
+import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import { adapterFor, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
+import type { ConversationLogStore } from './conversation-log.store.js';
+import { EmbeddedConversationLogStore } from './embedded/embedded-conversation-log.store.js';
+import { MessagingService } from './messaging.service.js';
+import { RedisConversationLogStore } from './redis/redis-conversation-log.store.js';
+
+export const CONVERSATION_LOG_STORE = Symbol('CONVERSATION_LOG_STORE');
+
+@Module({
+  imports: [AccountsModule],
+  providers: [
+    {
+      provide: CONVERSATION_LOG_STORE,
+      useFactory: (backend: StorageBackend) =>
+        adapterFor<ConversationLogStore>(backend, {
+          embedded: (db) => new EmbeddedConversationLogStore(db),
+          redis: (redis) => new RedisConversationLogStore(redis),
+        }),
+      inject: [STORAGE_BACKEND],
+    },
+    {
+      provide: MessagingService,
+      useFactory: (log: ConversationLogStore, accounts: AccountsService, config: ParleyConfig) =>
+        new MessagingService(log, accounts, { maxTextLength: config.PARLEY_MAX_TEXT_LENGTH }),
+      inject: [CONVERSATION_LOG_STORE, AccountsService, PARLEY_CONFIG],
+    },
+  ],
+  exports: [MessagingService],
+})
+export class MessagingModule {}

@@ -1,0 +1,78 @@
+import type { RedisConnection } from '#libs/storage';
+import type { AppendInput, AppendResult, ConversationLogStore, LogEntry } from '../conversation-log.store.js';
+
+/**
+ * Keys per conversation: `{prefix}log:{conv}:last` (string, last seq),
+ * `{prefix}log:{conv}:entries` (hash seq → JSON entry without seq),
+ * `{prefix}log:{conv}:idem` (hash from\0id → seq).
+ * The append is one Lua script, so it is atomic and costs one round trip.
+ */
+const APPEND = `
+local seen = redis.call('HGET', KEYS[3], ARGV[1])
+if seen then
+  return {1, tonumber(seen), redis.call('HGET', KEYS[2], seen)}
+end
+local seq = redis.call('INCR', KEYS[1])
+redis.call('HSET', KEYS[2], seq, ARGV[2])
+redis.call('HSET', KEYS[3], ARGV[1], seq)
+return {0, seq, ARGV[2]}
+`;
+
+/** Reads entries seq in [from, to] that exist, clamped to the last seq. Returns a flat list seq, json, seq, json… */
+const READ_RANGE = `
+local last = tonumber(redis.call('GET', KEYS[1]) or '0')
+local from = tonumber(ARGV[1])
+local to = math.min(tonumber(ARGV[2]), last)
+if from < 1 then from = 1 end
+if to < from then return {} end
+local fields = {}
+for s = from, to do fields[#fields + 1] = s end
+local values = redis.call('HMGET', KEYS[2], unpack(fields))
+local out = {}
+for i, v in ipairs(values) do
+  if v then out[#out + 1] = fields[i]; out[#out + 1] = v end
+end
+return out
+`;
+
+type StoredEntry = Omit<LogEntry, 'seq'>;
+
+export class RedisConversationLogStore implements ConversationLogStore {
+  private readonly appendScript;
+  private readonly readRangeScript;
+
+  constructor(private readonly redis: RedisConnection) {
+    this.appendScript = redis.script('parleyLogAppend', 3, APPEND);
+    this.readRangeScript = redis.script('parleyLogReadRange', 2, READ_RANGE);
+  }
+
+  private keys(conv: string): [string, string, string] {
+    return [this.redis.key('log', conv, 'last'), this.redis.key('log', conv, 'entries'), this.redis.key('log', conv, 'idem')];
+  }
+
+  async append(conv: string, input: AppendInput): Promise<AppendResult> {
+    const stored: StoredEntry = { ts: input.ts, from: input.from, id: input.id, kind: input.kind, text: input.text };
+    const [dup, seq, json] = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(stored)])) as [number, number, string];
+    return { entry: { seq, ...(JSON.parse(json) as StoredEntry) }, duplicate: dup === 1 };
+  }
+
+  async readAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {
+    return this.readRange(conv, after + 1, after + limit);
+  }
+
+  async readBefore(conv: string, before: number, limit: number): Promise<LogEntry[]> {
+    return this.readRange(conv, Math.max(1, before - limit), before - 1);
+  }
+
+  async lastSeq(conv: string): Promise<number> {
+    return Number((await this.redis.client.get(this.keys(conv)[0])) ?? 0);
+  }
+
+  private async readRange(conv: string, from: number, to: number): Promise<LogEntry[]> {
+    const [lastKey, entriesKey] = this.keys(conv);
+    const flat = (await this.readRangeScript([lastKey, entriesKey], [from, to])) as (number | string)[];
+    const out: LogEntry[] = [];
+    for (let i = 0; i < flat.length; i += 2) out.push({ seq: Number(flat[i]), ...(JSON.parse(String(flat[i + 1])) as StoredEntry) });
+    return out;
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * Stable error codes. They are part of the wire protocol: clients match on
+ * `error.code`, never on the message text.
+ */
+export const ERROR_CODES = [
+  'bad_request', // payload is not JSON, or not the shape the operation needs
+  'unknown_op', // the `op` is not one the server knows
+  'payload_too_large', // the request payload exceeds the request size limit
+  'invalid_username', // a user name that does not match the allowed pattern
+  'weak_password', // a password shorter than the minimum
+  'user_exists', // registration of a name that is taken
+  'unknown_user', // the named user does not exist
+  'empty_text', // a message with no visible text
+  'text_too_long', // a message longer than the configured limit
+  'not_allowed', // the operation is not allowed for this connection
+  'rate_limited', // too many requests; retry later
+  'unavailable', // a service the request needs is down; nothing was changed
+  'internal', // an unexpected server fault; nothing was changed
+] as const;
+
+export type ErrorCode = (typeof ERROR_CODES)[number];
+
+/**
+ * The one error family services throw. Each edge (MQTT reply, CONNACK, HTTP,
+ * RPC) maps it once; the code survives every hop unchanged.
+ */
+export class DomainError extends Error {
+  override readonly name = 'DomainError';
+  constructor(
+    readonly code: ErrorCode,
+    message: string,
+    readonly details?: Record<string, unknown>,
+  ) {
+    super(message);
+  }
+}
+
+export function isDomainError(e: unknown): e is DomainError {
+  return e instanceof DomainError;
+}

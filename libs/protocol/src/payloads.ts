@@ -1,0 +1,146 @@
+import { z } from 'zod';
+import { DomainError, ERROR_CODES } from './errors.js';
+
+/**
+ * Wire payloads, shared by the server, the CLI and the tests. Every payload on
+ * every topic is one of these, as UTF-8 JSON.
+ */
+
+/** A request id chosen by the client. For `send` it is also the message id: a retry with the same id gets the same answer and stores nothing twice. */
+export const RequestId = z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'id must be 1–64 characters of A-Z a-z 0-9 _ . : -');
+/** Any name a client gives for a user; whether it exists is the server's answer, not the schema's. */
+const UserRef = z.string().min(1).max(64);
+/** Epoch milliseconds, as the server stamped it. */
+const Timestamp = z.number().int().nonnegative();
+
+export const RegisterRequest = z.strictObject({
+  op: z.literal('register'),
+  id: RequestId,
+  user: z.string().max(64),
+  password: z.string().max(1024),
+});
+
+export const SendRequest = z.strictObject({
+  op: z.literal('send'),
+  id: RequestId,
+  to: UserRef,
+  text: z.string().max(1_000_000),
+});
+
+export const HistoryRequest = z.strictObject({
+  op: z.literal('history'),
+  id: RequestId,
+  with: UserRef,
+  /** Only messages with a sequence number below this one (for paging back). */
+  before: z.number().int().positive().optional(),
+  limit: z.number().int().min(1).max(500).optional(),
+});
+
+export const Request = z.discriminatedUnion('op', [RegisterRequest, SendRequest, HistoryRequest]);
+export type Request = z.infer<typeof Request>;
+export type RegisterRequest = z.infer<typeof RegisterRequest>;
+export type SendRequest = z.infer<typeof SendRequest>;
+export type HistoryRequest = z.infer<typeof HistoryRequest>;
+export const REQUEST_OPS = ['register', 'send', 'history'] as const;
+export type RequestOp = Request['op'];
+
+/** A message as every member of its conversation sees it. */
+export const MessageEvent = z.strictObject({
+  type: z.literal('message'),
+  conv: z.string(),
+  seq: z.number().int().positive(),
+  from: z.string(),
+  to: z.string(),
+  ts: Timestamp,
+  id: RequestId,
+  text: z.string(),
+});
+export type MessageEvent = z.infer<typeof MessageEvent>;
+
+export const SendResult = z.strictObject({
+  status: z.literal('accepted'),
+  conv: z.string(),
+  seq: z.number().int().positive(),
+  ts: Timestamp,
+});
+export type SendResult = z.infer<typeof SendResult>;
+
+export const RegisterResult = z.strictObject({ user: z.string() });
+export type RegisterResult = z.infer<typeof RegisterResult>;
+
+export const HistoryResult = z.strictObject({ conv: z.string(), messages: z.array(MessageEvent) });
+export type HistoryResult = z.infer<typeof HistoryResult>;
+
+export const ErrorBody = z.strictObject({ code: z.enum(ERROR_CODES), message: z.string() });
+export type ErrorBody = z.infer<typeof ErrorBody>;
+
+export const OkReply = z.strictObject({
+  type: z.literal('reply'),
+  id: RequestId,
+  op: z.enum(['register', 'send', 'history']),
+  ok: z.literal(true),
+  result: z.union([SendResult, RegisterResult, HistoryResult]),
+});
+export const ErrorReply = z.strictObject({
+  type: z.literal('reply'),
+  /** The request's id, or null when the request was too broken to carry one. */
+  id: RequestId.nullable(),
+  op: z.string().nullable(),
+  ok: z.literal(false),
+  error: ErrorBody,
+});
+export const Reply = z.union([OkReply, ErrorReply]);
+export type OkReply = z.infer<typeof OkReply>;
+export type ErrorReply = z.infer<typeof ErrorReply>;
+export type Reply = z.infer<typeof Reply>;
+
+/** Everything that can arrive on an inbox topic. */
+export const InboxEvent = z.union([MessageEvent, OkReply, ErrorReply]);
+export type InboxEvent = z.infer<typeof InboxEvent>;
+
+/** The results each op answers with, for typed request helpers. */
+export interface ResultOf {
+  register: RegisterResult;
+  send: SendResult;
+  history: HistoryResult;
+}
+
+export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };
+
+/**
+ * Turns a raw request payload into a typed request, or into the error to reply
+ * with. Never throws: hostile payloads (not JSON, deeply nested, huge, wrong
+ * types) all end as `bad_request`, `unknown_op` or `payload_too_large`.
+ */
+export function parseRequest(payload: Buffer | string, maxBytes: number): ParsedRequest {
+  const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
+  if (size > maxBytes) {
+    return { ok: false, id: null, op: null, error: new DomainError('payload_too_large', `request is ${size} bytes; the limit is ${maxBytes}`) };
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'));
+  } catch {
+    return { ok: false, id: null, op: null, error: new DomainError('bad_request', 'request is not valid JSON') };
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
+    return { ok: false, id: null, op: null, error: new DomainError('bad_request', 'request must be a JSON object') };
+  }
+  const fields = raw as Record<string, unknown>;
+  const idCheck = RequestId.safeParse(fields.id);
+  const id = idCheck.success ? idCheck.data : null;
+  const op = typeof fields.op === 'string' && fields.op.length <= 64 ? fields.op : null;
+  if (op === null) {
+    return { ok: false, id, op: null, error: new DomainError('bad_request', 'request needs a string "op"') };
+  }
+  if (!(REQUEST_OPS as readonly string[]).includes(op)) {
+    return { ok: false, id, op, error: new DomainError('unknown_op', `unknown op "${op}"; known: ${REQUEST_OPS.join(', ')}`) };
+  }
+  const parsed = Request.safeParse(raw);
+  if (!parsed.success) {
+    const first = parsed.error.issues[0];
+    const where = first && first.path.length > 0 ? first.path.join('.') : 'request';
+    return { ok: false, id, op, error: new DomainError('bad_request', `${where}: ${first?.message ?? 'invalid'}`) };
+  }
+  return { ok: true, request: parsed.data };
+}

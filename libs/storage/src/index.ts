@@ -1,0 +1,4 @@
+export * from './embedded-database.js';
+export * from './redis-connection.js';
+export * from './storage-backend.js';
+export * from './storage.module.js';

@@ -1,0 +1,58 @@
+import { Redis } from 'ioredis';
+
+/**
+ * The shared Redis connection of one process, and the key prefix every
+ * adapter builds its keys under (so several Parley deployments, or test runs,
+ * can share one Redis without touching each other's data).
+ */
+export class RedisConnection {
+  readonly client: Redis;
+
+  constructor(
+    url: string,
+    readonly prefix: string,
+  ) {
+    this.client = new Redis(url, {
+      // A command waits for a reconnect at most this many times, then fails:
+      // callers get `unavailable` instead of hanging while Redis is down.
+      maxRetriesPerRequest: 2,
+      enableAutoPipelining: true,
+      lazyConnect: false,
+    });
+    // Connection errors are retried by ioredis and surface on the commands that
+    // need Redis; an unhandled 'error' event must not crash the process.
+    this.client.on('error', () => undefined);
+  }
+
+  /** Builds a key under this deployment's prefix. */
+  key(...parts: (string | number)[]): string {
+    return this.prefix + parts.join(':');
+  }
+
+  /**
+   * Registers a Lua script once and returns a caller for it. ioredis sends it
+   * by EVALSHA and falls back to EVAL when Redis does not have it cached (after
+   * a restart, say), so each call is one round trip.
+   */
+  script(name: string, numberOfKeys: number, lua: string): (keys: string[], args: (string | number)[]) => Promise<unknown> {
+    this.client.defineCommand(name, { numberOfKeys, lua });
+    const client = this.client as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown>>;
+    return (keys, args) => client[name]!(...keys, ...args);
+  }
+
+  async ping(): Promise<boolean> {
+    try {
+      return (await this.client.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  async close(): Promise<void> {
+    try {
+      await this.client.quit();
+    } catch {
+      this.client.disconnect();
+    }
+  }
+}
