@@ -1,0 +1,13 @@
+import { Module, type DynamicModule } from '@nestjs/common';
+import { ConfigModule, type ParleyConfig } from '#libs/config';
+import { GatewayModule } from '#libs/gateway';
+import { HealthModule } from '#libs/health';
+import { StorageModule } from '#libs/storage';
+
+/** The standalone server: the gateway with every domain in one process. */
+@Module({})
+export class AppModule {
+  static forRoot(config: ParleyConfig): DynamicModule {
+    return { module: AppModule, imports: [ConfigModule.forRoot(config), StorageModule, HealthModule, GatewayModule] };
+  }
+}

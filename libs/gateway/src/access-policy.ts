@@ -1,0 +1,106 @@
+import { Logger } from '@nestjs/common';
+import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes';
+import type { AccountsService } from '#libs/accounts';
+import type { Metrics } from '#libs/health';
+import { inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
+
+const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
+
+/** CONNACK return codes of MQTT 3.1.1 (section 3.2.2.3) that a login can end with. */
+const CONNACK = { IDENTIFIER_REJECTED: 2, SERVER_UNAVAILABLE: 3, BAD_USERNAME_OR_PASSWORD: 4, NOT_AUTHORIZED: 5 } as const;
+
+function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: string): AuthenticateError {
+  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+}
+
+/**
+ * Who may connect, and what each connection may read and write. The rules:
+ * a user logs in with its password and a client id of its own (`user` or
+ * `user/<device>`); it publishes only to its own requests topic and reads only
+ * its own inbox and anyone's presence. An anonymous connection (no user name)
+ * may only register.
+ */
+export class AccessPolicy {
+  private readonly logger = new Logger('AccessPolicy');
+  private readonly principals = new WeakMap<Client, Principal>();
+
+  constructor(
+    private readonly accounts: AccountsService,
+    private readonly metrics: Metrics,
+  ) {}
+
+  /** The principal a connection logged in as; undefined before login. */
+  principalOf(client: Client): Principal | undefined {
+    return this.principals.get(client);
+  }
+
+  authenticate(client: Client, username: string | undefined, password: Buffer | undefined, done: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    const principal = principalFor(client.id, username);
+    if (principal === null) {
+      this.metrics.loginsFailed.inc({ reason: 'client_id' });
+      // A client id that is someone else's, or malformed, is refused outright, so no one can take over another user's session.
+      return done(refusal(CONNACK.IDENTIFIER_REJECTED, 'client id must be your user name or user/<device>'), null);
+    }
+    if (principal.kind === 'anonymous') {
+      if (password !== undefined) return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
+      this.principals.set(client, principal);
+      return done(null, true);
+    }
+    if (password === undefined) {
+      this.metrics.loginsFailed.inc({ reason: 'password' });
+      return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password required'), null);
+    }
+    this.accounts.authenticate(principal.user, password.toString('utf8')).then(
+      (ok) => {
+        if (!ok) {
+          this.metrics.loginsFailed.inc({ reason: 'password' });
+          return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password'), null);
+        }
+        this.principals.set(client, principal);
+        done(null, true);
+      },
+      (e: unknown) => {
+        this.logger.error({ event: 'login_failed', error: String(e) });
+        this.metrics.loginsFailed.inc({ reason: 'unavailable' });
+        done(refusal(CONNACK.SERVER_UNAVAILABLE, 'account store unavailable'), null);
+      },
+    );
+  }
+
+  /**
+   * True when the connection may publish this packet. Only a connection's own
+   * requests topic is writable; anything else closes the connection, which is
+   * one of the two answers MQTT 3.1.1 allows for an unauthorized PUBLISH
+   * [MQTT-3.3.5-2].
+   */
+  mayPublish(client: Client | null, packet: PublishPacket): client is Client {
+    if (client === null) return false;
+    const principal = this.principals.get(client);
+    return principal !== undefined && packet.topic === requestTopicOf(principal);
+  }
+
+  /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]. */
+  grantSubscription(client: Client, sub: Subscription): Subscription | null {
+    const principal = this.principals.get(client);
+    if (!principal || !this.mayRead(principal, sub.topic)) return null;
+    // Inbox events are delivered at least once; QoS 2 adds nothing here.
+    return { ...sub, qos: sub.qos > 1 ? 1 : sub.qos };
+  }
+
+  /**
+   * Checks every packet again on its way out, so a subscription restored from
+   * an earlier session, a retained message or a queued replay can never carry
+   * what the connection may not read.
+   */
+  mayReceive(client: Client, topic: string): boolean {
+    const principal = this.principals.get(client);
+    return principal !== undefined && this.mayRead(principal, topic);
+  }
+
+  private mayRead(principal: Principal, filter: string): boolean {
+    if (filter === inboxTopicOf(principal)) return true;
+    if (principal.kind !== 'user' || !filter.startsWith(PRESENCE_PREFIX)) return false;
+    const who = filter.slice(PRESENCE_PREFIX.length);
+    return who === '+' || USERNAME_PATTERN.test(who);
+  }
+}

@@ -1,0 +1,138 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { InboxEvent, topics, type OkReply, type ErrorReply } from '#libs/protocol';
+
+export interface Waiter<T> {
+  promise: Promise<T>;
+}
+
+/**
+ * A logged-in test user on a real MQTT.js connection: it subscribes to its
+ * inbox, records every event, and waits (bounded) for the ones a test expects.
+ */
+export class MqttUser {
+  readonly events: InboxEvent[] = [];
+  private listeners: (() => void)[] = [];
+
+  private constructor(
+    readonly user: string,
+    readonly client: MqttClient,
+  ) {
+    client.on('message', (topic, payload) => {
+      if (topic !== topics.inbox(user)) return;
+      this.events.push(InboxEvent.parse(JSON.parse(payload.toString())));
+      for (const l of this.listeners) l();
+    });
+  }
+
+  static async connect(url: string, user: string, password: string, opts: IClientOptions = {}): Promise<MqttUser> {
+    const client = await connectClient(url, { username: user, password, clientId: `${user}/test-${randomBytes(4).toString('hex')}`, ...opts });
+    const u = new MqttUser(user, client);
+    await client.subscribeAsync(topics.inbox(user), { qos: 1 });
+    return u;
+  }
+
+  /** Publishes a request and resolves with its reply. */
+  async request(fields: Record<string, unknown>, timeoutMs = 10_000): Promise<OkReply | ErrorReply> {
+    const id = typeof fields.id === 'string' ? fields.id : randomUUID();
+    await this.client.publishAsync(topics.requests(this.user), JSON.stringify({ ...fields, id }), { qos: 1 });
+    return (await this.waitFor((e) => e.type === 'reply' && e.id === id, timeoutMs, `reply to ${String(fields.op)} ${id}`)) as OkReply | ErrorReply;
+  }
+
+  /** Resolves with the first recorded event (past or future) that matches; rejects after the timeout. */
+  waitFor(match: (e: InboxEvent) => boolean, timeoutMs = 10_000, what = 'event'): Promise<InboxEvent> {
+    return this.waitForCount(match, 1, timeoutMs, what).then((all) => all[0]!);
+  }
+
+  /** Resolves once `count` recorded events match; rejects after the timeout. */
+  waitForCount(match: (e: InboxEvent) => boolean, count: number, timeoutMs = 10_000, what = 'events'): Promise<InboxEvent[]> {
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.events.filter(match);
+        if (found.length >= count) {
+          cleanup();
+          resolve(found);
+        }
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`${this.user}: timed out after ${timeoutMs} ms waiting for ${count} × ${what}; got ${JSON.stringify(this.events.slice(-5))}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.listeners = this.listeners.filter((l) => l !== check);
+      };
+      this.listeners.push(check);
+      check();
+    });
+  }
+
+  /** Disconnects cleanly when connected; a connection the server already closed is just released. */
+  close(): Promise<void> {
+    return endClient(this.client);
+  }
+}
+
+/** Connects a raw MQTT 3.1.1 client, rejecting (never hanging) on refusal or timeout. */
+export function connectClient(url: string, opts: IClientOptions): Promise<MqttClient> {
+  return new Promise((resolve, reject) => {
+    const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...opts });
+    const fail = (err: Error) => {
+      client.end(true);
+      reject(err);
+    };
+    const closed = () => fail(new Error('connection closed before CONNACK'));
+    client.once('connect', () => {
+      client.off('error', fail);
+      client.off('close', closed);
+      resolve(client);
+    });
+    client.once('error', fail);
+    client.once('close', closed);
+  });
+}
+
+export function endClient(client: MqttClient): Promise<void> {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      client.end(true);
+      resolve();
+    }, 2000);
+    client.end(!client.connected, {}, () => {
+      clearTimeout(timer);
+      resolve();
+    });
+  });
+}
+
+/** Subscribes and returns the SUBACK return codes, refusals (0x80) included, instead of throwing on them. */
+export async function subscribeCodes(client: MqttClient, filters: string[]): Promise<number[]> {
+  try {
+    const granted = await client.subscribeAsync(filters, { qos: 1 });
+    return granted.map((g) => g.qos);
+  } catch (e) {
+    const packet = (e as { packet?: { granted?: (number | { reasonCode: number })[] } }).packet;
+    if (!packet?.granted) throw e;
+    return packet.granted.map((g) => (typeof g === 'number' ? g : g.reasonCode));
+  }
+}
+
+/** Registers a user over an anonymous connection, as `parley register` does. */
+export async function registerUser(url: string, user: string, password: string): Promise<OkReply | ErrorReply> {
+  const nonce = randomBytes(8).toString('hex');
+  const client = await connectClient(url, { clientId: `anon.${nonce}` });
+  try {
+    const reply = new Promise<OkReply | ErrorReply>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error('no reply to register')), 10_000);
+      client.on('message', (_t, payload) => {
+        clearTimeout(timer);
+        resolve(JSON.parse(payload.toString()) as OkReply | ErrorReply);
+      });
+    });
+    await client.subscribeAsync(topics.anonInbox(nonce), { qos: 1 });
+    await client.publishAsync(topics.anonRequests(nonce), JSON.stringify({ op: 'register', id: 'reg-1', user, password }), { qos: 1 });
+    return await reply;
+  } finally {
+    await endClient(client);
+  }
+}

@@ -1,0 +1,107 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { createInterface } from 'node:readline';
+
+export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+const GATEWAY_MAIN = join(REPO_ROOT, 'dist/apps/gateway/src/main.js');
+
+export interface ParleyServer {
+  mqttPort: number;
+  httpPort: number;
+  /** mqtt://127.0.0.1:PORT */
+  mqttUrl: string;
+  /** mqtt://[::1]:PORT */
+  mqttUrl6: string;
+  httpUrl: string;
+  dataDir: string;
+  /** Every line the process wrote to stdout and stderr so far. */
+  output: string[];
+  process: ChildProcess;
+  /** SIGTERM, then SIGKILL if it has not exited within a bound. Keeps the data dir. */
+  stop(): Promise<void>;
+  /** SIGKILL, as a crash would. Keeps the data dir. */
+  kill9(): Promise<void>;
+  /** Stops the process (if running) and removes its data dir, unless the caller owns it. */
+  dispose(): Promise<void>;
+}
+
+export interface StartOptions {
+  env?: Record<string, string>;
+  /** Reuse a data directory (e.g. after kill9); otherwise a fresh temp dir is made and removed on dispose. */
+  dataDir?: string;
+  /** Fixed ports, e.g. to restart on the same port; 0 (ephemeral) by default. */
+  mqttPort?: number;
+  httpPort?: number;
+  timeoutMs?: number;
+}
+
+/**
+ * Starts the built standalone server (`npm run build` first, which `npm test`
+ * does) on ephemeral ports and waits, bounded, for its `listening` log line.
+ */
+export async function startParley(opts: StartOptions = {}): Promise<ParleyServer> {
+  const ownsDir = opts.dataDir === undefined;
+  const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-data-'));
+  const child = spawn(process.execPath, [GATEWAY_MAIN], {
+    cwd: REPO_ROOT,
+    env: {
+      PATH: process.env.PATH ?? '',
+      PARLEY_MQTT_PORT: String(opts.mqttPort ?? 0),
+      PARLEY_HTTP_PORT: String(opts.httpPort ?? 0),
+      PARLEY_DATA_DIR: dataDir,
+      ...opts.env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  const output: string[] = [];
+  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+
+  const ports = await new Promise<{ mqtt: number; http: number }>((resolvePorts, reject) => {
+    const timer = setTimeout(() => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)), opts.timeoutMs ?? 20_000);
+    const onLine = (line: string) => {
+      output.push(line);
+      try {
+        const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: { port: number }; http?: { port: number } } };
+        if (rec.message?.event === 'listening' && rec.message.mqtt && rec.message.http) {
+          clearTimeout(timer);
+          resolvePorts({ mqtt: rec.message.mqtt.port, http: rec.message.http.port });
+        }
+      } catch {
+        /* not a JSON log line */
+      }
+    };
+    createInterface({ input: child.stdout! }).on('line', onLine);
+    createInterface({ input: child.stderr! }).on('line', (l) => output.push(l));
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`parley server exited (${code ?? signal}) before listening:\n${output.join('\n')}`));
+    });
+  });
+
+  const terminate = async (signal: NodeJS.Signals) => {
+    if (child.exitCode !== null || child.signalCode !== null) return;
+    child.kill(signal);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
+    await exited;
+    clearTimeout(timer);
+  };
+
+  return {
+    mqttPort: ports.mqtt,
+    httpPort: ports.http,
+    mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
+    mqttUrl6: `mqtt://[::1]:${ports.mqtt}`,
+    httpUrl: `http://127.0.0.1:${ports.http}`,
+    dataDir,
+    output,
+    process: child,
+    stop: () => terminate('SIGTERM'),
+    kill9: () => terminate('SIGKILL'),
+    dispose: async () => {
+      await terminate('SIGTERM');
+      if (ownsDir) rmSync(dataDir, { recursive: true, force: true });
+    },
+  };
+}
