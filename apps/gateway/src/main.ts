@@ -22,14 +22,22 @@ async function bootstrap(): Promise<void> {
   }
   const logLevels = LEVELS.slice(0, LEVELS.indexOf(config.PARLEY_LOG_LEVEL) + 1);
   const app = await NestFactory.create(AppModule.forRoot(config), { logger: new ConsoleLogger({ json: true, logLevels }), abortOnError: false });
-  app.enableShutdownHooks();
+  await app.init();
+  const httpServer = app.getHttpServer();
   try {
-    await app.listen(config.PARLEY_HTTP_PORT, config.PARLEY_HTTP_HOST);
+    // Listen here rather than with app.listen(), so a busy port is our one-line error, not Nest's logged stack.
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen({ host: config.PARLEY_HTTP_HOST, port: config.PARLEY_HTTP_PORT, ipv6Only: false }, () => {
+        httpServer.off('error', reject);
+        resolve();
+      });
+    });
   } catch (e) {
     await app.close();
     fail(describeListenError(e as NodeJS.ErrnoException, config.PARLEY_HTTP_HOST, config.PARLEY_HTTP_PORT, 'HTTP'), 1);
   }
-  const http = app.getHttpServer().address() as { port: number };
+  const http = httpServer.address() as { port: number };
   let mqtt: { port: number; address: string };
   try {
     mqtt = await app.get(MqttBroker).listen(config.PARLEY_MQTT_HOST, config.PARLEY_MQTT_PORT);
@@ -38,7 +46,21 @@ async function bootstrap(): Promise<void> {
     if (e instanceof ListenError) fail(e.message, 1);
     throw e;
   }
-  new Logger('Parley').log({
+  const logger = new Logger('Parley');
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.log({ event: 'stopping', signal });
+    // Shutdown hooks close the listeners, the broker and the store, in that order.
+    app.close().then(
+      () => process.exit(0),
+      (e: unknown) => fail(`shutdown failed: ${String(e)}`, 1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+  logger.log({
     event: 'listening',
     mqtt: { host: mqtt.address, port: mqtt.port },
     http: { port: http.port },

@@ -35,6 +35,10 @@ export class AccessPolicy {
   }
 
   authenticate(client: Client, username: string | undefined, password: Buffer | undefined, done: (error: AuthenticateError | null, success: boolean | null) => void): void {
+    if (username !== undefined && username !== '' && !USERNAME_PATTERN.test(username)) {
+      this.metrics.loginsFailed.inc({ reason: 'password' });
+      return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password'), null);
+    }
     const principal = principalFor(client.id, username);
     if (principal === null) {
       this.metrics.loginsFailed.inc({ reason: 'client_id' });

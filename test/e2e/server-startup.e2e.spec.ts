@@ -1,0 +1,124 @@
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type Server } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import request from 'supertest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import { MqttUser, registerUser } from '../support/mqtt-user.js';
+
+/** Runs the server expecting it to refuse to start; returns its exit code and what it printed. */
+function runToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const dataDir = mkdtempSync(join(tmpdir(), 'parley-start-'));
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', PARLEY_DATA_DIR: dataDir, PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not exit within 20 s; stderr: ${stderr}`));
+    }, 20_000);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      rmSync(dataDir, { recursive: true, force: true });
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+describe('server start-up and configuration', () => {
+  it.each([
+    ['PARLEY_MQTT_PORT', 'abc'],
+    ['PARLEY_MQTT_PORT', '70000'],
+    ['PARLEY_HTTP_PORT', '-1'],
+    ['REDIS_URL', 'http://nope'],
+    ['PARLEY_MAX_TEXT_LENGTH', '0'],
+  ])('refuses %s=%s with one clear line and exit code 2', async (key, value) => {
+    const { code, stderr } = await runToExit({ [key]: value });
+    expect(code).toBe(2);
+    const lines = stderr.trim().split('\n');
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toContain(key);
+    expect(lines[0]).toContain(`"${value}"`);
+    expect(stderr).not.toMatch(/\n\s+at /);
+  });
+
+  let blocker: Server;
+  beforeAll(async () => {
+    blocker = createServer();
+    await new Promise<void>((resolve) => blocker.listen({ host: '::', port: 0, ipv6Only: false }, () => resolve()));
+  });
+  afterAll(() => new Promise<void>((resolve) => blocker.close(() => resolve())));
+
+  it('says in one line, without a stack trace, that the MQTT port is in use', async () => {
+    const port = (blocker.address() as { port: number }).port;
+    const { code, stderr } = await runToExit({ PARLEY_MQTT_PORT: String(port) });
+    expect(code).toBe(1);
+    expect(stderr.trim()).toBe(`parley: cannot listen for MQTT on [::]:${port}: the port is already in use`);
+  });
+
+  it('says the same for the HTTP port', async () => {
+    const port = (blocker.address() as { port: number }).port;
+    const { code, stderr } = await runToExit({ PARLEY_HTTP_PORT: String(port) });
+    expect(code).toBe(1);
+    expect(stderr.trim()).toBe(`parley: cannot listen for HTTP on [::]:${port}: the port is already in use`);
+  });
+});
+
+describe('health, readiness and metrics over HTTP', () => {
+  let server: ParleyServer;
+  beforeAll(async () => {
+    server = await startParley();
+  });
+  afterAll(() => server?.dispose());
+
+  it('serves /healthz and /readyz', async () => {
+    await request(server.httpUrl).get('/healthz').expect(200, { status: 'ok' });
+    const ready = await request(server.httpUrl).get('/readyz').expect(200);
+    expect(ready.body).toEqual({ status: 'ready', checks: { mqtt: true, storage: true } });
+  });
+
+  it('counts connections and accepted messages in Prometheus /metrics', async () => {
+    await registerUser(server.mqttUrl, 'metrica', 'password123');
+    await registerUser(server.mqttUrl, 'metricb', 'password123');
+    const a = await MqttUser.connect(server.mqttUrl, 'metrica', 'password123');
+    try {
+      expect(await a.request({ op: 'send', to: 'metricb', text: 'count me' })).toMatchObject({ ok: true });
+      const res = await request(server.httpUrl).get('/metrics').expect(200).expect('content-type', /text\/plain/);
+      expect(res.text).toMatch(/^parley_mqtt_connections 1$/m);
+      expect(res.text).toMatch(/^parley_messages_accepted_total 1$/m);
+      expect(res.text).toMatch(/^parley_requests_total\{op="send",outcome="ok"\} 1$/m);
+    } finally {
+      await a.close();
+    }
+  });
+
+  it('stops cleanly on SIGTERM', async () => {
+    const s = await startParley();
+    const exit = new Promise<number | null>((resolve) => s.process.once('exit', (code) => resolve(code)));
+    s.process.kill('SIGTERM');
+    expect(await exit).toBe(0);
+    await s.dispose();
+  });
+});
+
+describe('readiness while Redis is unreachable', () => {
+  let server: ParleyServer;
+  beforeAll(async () => {
+    // Port 1 on loopback: nothing listens there, so every Redis call fails fast.
+    server = await startParley({ env: { REDIS_URL: 'redis://127.0.0.1:1' } });
+  });
+  afterAll(() => server?.dispose());
+
+  it('answers 503 on /readyz and refuses logins with "server unavailable"', async () => {
+    const res = await request(server.httpUrl).get('/readyz').expect(503);
+    expect(res.body).toMatchObject({ status: 'not ready', checks: { storage: false } });
+    await expect(registerUser(server.mqttUrl, 'nobody', 'password123')).resolves.toMatchObject({ ok: false, error: { code: 'unavailable' } });
+  });
+});
