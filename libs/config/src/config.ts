@@ -1,3 +1,4 @@
+import { hostname } from 'node:os';
 import { z } from 'zod';
 
 /**
@@ -31,10 +32,12 @@ export const ConfigSchema = z.object({
   PARLEY_MAX_TEXT_LENGTH: positiveInt('PARLEY_MAX_TEXT_LENGTH', 4000, 100_000),
   PARLEY_MAX_REQUEST_BYTES: positiveInt('PARLEY_MAX_REQUEST_BYTES', 65_536, 16 * 1024 * 1024),
   PARLEY_MIN_PASSWORD_LENGTH: positiveInt('PARLEY_MIN_PASSWORD_LENGTH', 8, 1024),
+  /** Names this gateway's connections in shared presence state; must be unique among gateways on one Redis and stable across restarts. */
+  PARLEY_GATEWAY_ID: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'PARLEY_GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ . : -').optional(),
   PARLEY_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose'], { error: 'PARLEY_LOG_LEVEL must be one of error, warn, log, debug, verbose' }).default('log'),
 });
 
-export type ParleyConfig = z.infer<typeof ConfigSchema>;
+export type ParleyConfig = Omit<z.infer<typeof ConfigSchema>, 'PARLEY_GATEWAY_ID'> & { PARLEY_GATEWAY_ID: string };
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -53,5 +56,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
     });
     throw new ConfigError(`invalid configuration: ${reasons.join('; ')}`);
   }
-  return result.data;
+  // Standalone (no Redis) there is one gateway per data dir; with Redis, host and port tell gateways apart.
+  const gatewayId = result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT}` : 'standalone');
+  return { ...result.data, PARLEY_GATEWAY_ID: gatewayId };
 }

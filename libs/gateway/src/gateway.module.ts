@@ -1,40 +1,76 @@
-import { Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Module, type DynamicModule, type ModuleMetadata, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { AccountsModule, AccountsService } from '#libs/accounts';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { Metrics, Readiness } from '#libs/health';
 import { MessagingModule, MessagingService } from '#libs/messaging';
+import { PRESENCE_API, type PresenceApi } from '#libs/presence';
+import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
 import { storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
 import { InboxPublisher } from './inbox-publisher.js';
+import { InboxSync } from './inbox-sync.js';
 import { MqttBroker } from './mqtt-broker.js';
+import { PresenceTracker } from './presence-tracker.js';
 import { RequestDispatcher } from './request-dispatcher.js';
 
-/** The MQTT edge: broker, login and ACLs, and the request dispatcher. */
-@Module({
-  imports: [AccountsModule, MessagingModule],
-  providers: [
-    { provide: AccessPolicy, useFactory: (accounts: AccountsService, metrics: Metrics) => new AccessPolicy(accounts, metrics), inject: [AccountsService, Metrics] },
-    {
-      provide: MqttBroker,
-      useFactory: (policy: AccessPolicy, metrics: Metrics) => new MqttBroker(policy, metrics, { maxClientIdLength: 97 }),
-      inject: [AccessPolicy, Metrics],
-    },
-    { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
-    {
-      provide: RequestDispatcher,
-      useFactory: (accounts: AccountsService, messaging: MessagingService, inbox: InboxPublisher, metrics: Metrics, config: ParleyConfig, broker: MqttBroker) => {
-        const dispatcher = new RequestDispatcher(accounts, messaging, inbox, metrics, { maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES });
-        broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
-        return dispatcher;
-      },
-      inject: [AccountsService, MessagingService, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker],
-    },
-  ],
-  exports: [MqttBroker],
-})
-export class GatewayModule implements OnApplicationShutdown {
+/**
+ * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
+ * and inbox sync. `services` provide PRESENCE_API and RECEIPTS_API: the
+ * domain modules themselves (standalone) or RPC clients to their apps
+ * (distributed). Nothing here knows which.
+ */
+@Module({})
+export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutdown {
+  static register(services: NonNullable<ModuleMetadata['imports']>): DynamicModule {
+    return {
+      module: GatewayModule,
+      imports: [AccountsModule, MessagingModule, ...services],
+      providers: [
+        { provide: AccessPolicy, useFactory: (accounts: AccountsService, metrics: Metrics) => new AccessPolicy(accounts, metrics), inject: [AccountsService, Metrics] },
+        {
+          provide: MqttBroker,
+          useFactory: (policy: AccessPolicy, metrics: Metrics) => new MqttBroker(policy, metrics, { maxClientIdLength: 97 }),
+          inject: [AccessPolicy, Metrics],
+        },
+        { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
+        {
+          provide: RequestDispatcher,
+          useFactory: (
+            accounts: AccountsService,
+            messaging: MessagingService,
+            presence: PresenceApi,
+            receipts: ReceiptsApi,
+            inbox: InboxPublisher,
+            metrics: Metrics,
+            config: ParleyConfig,
+            broker: MqttBroker,
+          ) => {
+            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, inbox, metrics, { maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES });
+            broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
+            return dispatcher;
+          },
+          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker],
+        },
+        {
+          provide: PresenceTracker,
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, presence: PresenceApi, config: ParleyConfig) =>
+            new PresenceTracker(broker.aedes, policy, presence, config.PARLEY_GATEWAY_ID),
+          inject: [MqttBroker, AccessPolicy, PRESENCE_API, PARLEY_CONFIG],
+        },
+        {
+          provide: InboxSync,
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, messaging: MessagingService, receipts: ReceiptsApi) => new InboxSync(broker.aedes, policy, messaging, receipts),
+          inject: [MqttBroker, AccessPolicy, MessagingService, RECEIPTS_API],
+        },
+      ],
+      exports: [MqttBroker],
+    };
+  }
+
   constructor(
     @Inject(MqttBroker) private readonly broker: MqttBroker,
+    @Inject(PresenceTracker) private readonly presence: PresenceTracker,
+    @Inject(InboxSync) private readonly inboxSync: InboxSync,
     @Inject(Readiness) readiness: Readiness,
     @Inject(STORAGE_BACKEND) backend: StorageBackend,
     // Instantiated for its side effect: it connects itself to the broker.
@@ -42,6 +78,11 @@ export class GatewayModule implements OnApplicationShutdown {
   ) {
     readiness.register('mqtt', () => broker.listening);
     readiness.register('storage', () => storageIsReady(backend));
+  }
+
+  async onApplicationBootstrap(): Promise<void> {
+    await this.presence.start();
+    this.inboxSync.start();
   }
 
   async onApplicationShutdown(): Promise<void> {

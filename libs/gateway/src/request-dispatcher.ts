@@ -2,6 +2,8 @@ import { Logger } from '@nestjs/common';
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import type { MessagingService } from '#libs/messaging';
+import type { PresenceApi } from '#libs/presence';
+import { NO_CURSORS, type ReceiptsApi } from '#libs/receipts';
 import { DomainError, inboxTopicOf, parseRequest, topics, type ErrorReply, type OkReply, type Principal, type Request, type ResultOf } from '#libs/protocol';
 import type { InboxPublisher } from './inbox-publisher.js';
 
@@ -23,6 +25,8 @@ export class RequestDispatcher {
   constructor(
     private readonly accounts: AccountsService,
     private readonly messaging: MessagingService,
+    private readonly presence: PresenceApi,
+    private readonly receipts: ReceiptsApi,
     private readonly inbox: InboxPublisher,
     private readonly metrics: Metrics,
     private readonly limits: DispatcherLimits,
@@ -78,10 +82,25 @@ export class RequestDispatcher {
           await Promise.all(recipients.map((r) => this.inbox.publish(topics.inbox(r), outcome.message)));
           this.metrics.messagesPushed.inc(recipients.length);
         }
-        return ok(req, 'send', outcome.result);
+        const recipient = await this.presence.stateOf(req.to);
+        return ok(req, 'send', { status: 'accepted', ...outcome.accepted, recipient });
       }
-      case 'history':
-        return ok(req, 'history', await this.messaging.history({ user, with: req.with, before: req.before, limit: req.limit }));
+      case 'history': {
+        const page = await this.messaging.history({ user, with: req.with, before: req.before, limit: req.limit });
+        const peers = await this.receipts.peersOf(page.conv, user);
+        const peer = req.with === user ? await this.receipts.cursorsOf(page.conv, user) : (peers[req.with] ?? NO_CURSORS);
+        return ok(req, 'history', { ...page, peer });
+      }
+      case 'who':
+        return ok(req, 'who', await this.presence.who(req.user));
+      case 'receipt': {
+        const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status });
+        if (outcome.notify) {
+          const { to, event } = outcome.notify;
+          await Promise.all(to.map((member) => this.inbox.publish(topics.inbox(member), event)));
+        }
+        return ok(req, 'receipt', outcome.result);
+      }
     }
   }
 

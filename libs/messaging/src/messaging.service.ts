@@ -1,4 +1,5 @@
-import { directConversationId, directPeer, DomainError, type HistoryResult, type MessageEvent, type SendResult } from '#libs/protocol';
+import { directConversationId, directPeer, DomainError, USERNAME_PATTERN, type MessageEvent } from '#libs/protocol';
+import type { ConversationIndexStore } from './conversation-index.store.js';
 import type { ConversationLogStore, LogEntry } from './conversation-log.store.js';
 
 /** What messaging needs to know about users; the accounts domain provides it. */
@@ -17,8 +18,14 @@ export interface SendCommand {
   text: string;
 }
 
+export interface Accepted {
+  conv: string;
+  seq: number;
+  ts: number;
+}
+
 export interface SendOutcome {
-  result: SendResult;
+  accepted: Accepted;
   /** The message as its recipients see it. */
   message: MessageEvent;
   /** True when this was a retry of an accepted message: nothing new was stored and it must not be delivered again. */
@@ -34,10 +41,19 @@ export interface HistoryQuery {
 
 const DEFAULT_HISTORY_LIMIT = 50;
 
+export interface HistoryPage {
+  conv: string;
+  messages: MessageEvent[];
+}
+
 /** 1:1 messages: validate, append durably, and describe what to deliver. */
 export class MessagingService {
+  /** `user\0conv` pairs known to be in the index, so repeat sends skip that write. */
+  private readonly indexed = new Set<string>();
+
   constructor(
     private readonly log: ConversationLogStore,
+    private readonly index: ConversationIndexStore,
     private readonly users: UserDirectory,
     private readonly limits: MessagingLimits,
     private readonly now: () => number = Date.now,
@@ -56,22 +72,52 @@ export class MessagingService {
     if (!(await this.users.exists(cmd.to))) throw new DomainError('unknown_user', `there is no user "${cmd.to}"`);
 
     const conv = directConversationId(cmd.from, cmd.to);
+    // Index first: a crash between the two leaves an empty entry in the index, never a message the index does not know.
+    await Promise.all([this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)]);
     const { entry, duplicate } = await this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
     return {
-      result: { status: 'accepted', conv, seq: entry.seq, ts: entry.ts },
+      accepted: { conv, seq: entry.seq, ts: entry.ts },
       message: toMessageEvent(conv, entry),
       duplicate,
     };
   }
 
   /** A page of a direct conversation the user is part of, oldest first. Throws unknown_user. */
-  async history(q: HistoryQuery): Promise<HistoryResult> {
+  async history(q: HistoryQuery): Promise<HistoryPage> {
     if (!(await this.users.exists(q.with))) throw new DomainError('unknown_user', `there is no user "${q.with}"`);
     const conv = directConversationId(q.user, q.with);
     const limit = q.limit ?? DEFAULT_HISTORY_LIMIT;
     const before = q.before ?? (await this.log.lastSeq(conv)) + 1;
     const entries = await this.log.readBefore(conv, before, limit);
     return { conv, messages: entries.map((e) => toMessageEvent(conv, e)) };
+  }
+
+  /** Messages after `after` in a conversation, oldest first, at most `limit`. */
+  async messagesAfter(conv: string, after: number, limit: number): Promise<MessageEvent[]> {
+    return (await this.log.readAfter(conv, after, limit)).map((e) => toMessageEvent(conv, e));
+  }
+
+  /** The conversations a user takes part in. */
+  conversationsOf(user: string): Promise<string[]> {
+    return this.index.list(user);
+  }
+
+  /** The members of a conversation, or null when the id names none. */
+  membersOf(conv: string): Promise<string[] | null> {
+    const m = /^dm:([^:]+):([^:]+)$/.exec(conv);
+    if (!m || !USERNAME_PATTERN.test(m[1]!) || !USERNAME_PATTERN.test(m[2]!) || m[1]! > m[2]!) return Promise.resolve(null);
+    return Promise.resolve(m[1] === m[2] ? [m[1]!] : [m[1]!, m[2]!]);
+  }
+
+  lastSeq(conv: string): Promise<number> {
+    return this.log.lastSeq(conv);
+  }
+
+  private async ensureIndexed(user: string, conv: string): Promise<void> {
+    const key = `${user}\0${conv}`;
+    if (this.indexed.has(key)) return;
+    await this.index.add(user, conv);
+    this.indexed.add(key);
   }
 }
 

@@ -13,6 +13,8 @@ export const ERROR_CODES = [
   'empty_text', // a message with no visible text
   'text_too_long', // a message longer than the configured limit
   'not_allowed', // the operation is not allowed for this connection
+  'not_member', // the conversation is not one the caller belongs to
+  'no_such_message', // a receipt names a message that does not exist
   'rate_limited', // too many requests; retry later
   'unavailable', // a service the request needs is down; nothing was changed
   'internal', // an unexpected server fault; nothing was changed

@@ -36,12 +36,31 @@ export const HistoryRequest = z.strictObject({
   limit: z.number().int().min(1).max(500).optional(),
 });
 
-export const Request = z.discriminatedUnion('op', [RegisterRequest, SendRequest, HistoryRequest]);
+/** When a user was last online. */
+export const WhoRequest = z.strictObject({ op: z.literal('who'), id: RequestId, user: UserRef });
+
+/**
+ * Moves the caller's own cursor in a conversation: every message up to `seq`
+ * has reached the caller's client (`delivered`) or been seen by the person
+ * (`read`, which implies delivered). Cursors never move back; a receipt below
+ * the cursor changes nothing.
+ */
+export const ReceiptRequest = z.strictObject({
+  op: z.literal('receipt'),
+  id: RequestId,
+  conv: z.string().min(1).max(200),
+  seq: z.number().int().positive(),
+  status: z.enum(['delivered', 'read']),
+});
+
+export const Request = z.discriminatedUnion('op', [RegisterRequest, SendRequest, HistoryRequest, WhoRequest, ReceiptRequest]);
 export type Request = z.infer<typeof Request>;
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
 export type SendRequest = z.infer<typeof SendRequest>;
 export type HistoryRequest = z.infer<typeof HistoryRequest>;
-export const REQUEST_OPS = ['register', 'send', 'history'] as const;
+export type WhoRequest = z.infer<typeof WhoRequest>;
+export type ReceiptRequest = z.infer<typeof ReceiptRequest>;
+export const REQUEST_OPS = ['register', 'send', 'history', 'who', 'receipt'] as const;
 export type RequestOp = Request['op'];
 
 /** A message as every member of its conversation sees it. */
@@ -57,19 +76,83 @@ export const MessageEvent = z.strictObject({
 });
 export type MessageEvent = z.infer<typeof MessageEvent>;
 
+/** A user's presence: online while at least one connection is up; lastSeen is when it was last online (null: never). */
+export const PresenceState = z.strictObject({ state: z.enum(['online', 'offline']), lastSeen: Timestamp.nullable() });
+export type PresenceState = z.infer<typeof PresenceState>;
+
 export const SendResult = z.strictObject({
   status: z.literal('accepted'),
   conv: z.string(),
   seq: z.number().int().positive(),
   ts: Timestamp,
+  /** The recipient's presence when the message was accepted: an offline recipient gets it when it next connects. */
+  recipient: PresenceState,
 });
 export type SendResult = z.infer<typeof SendResult>;
 
 export const RegisterResult = z.strictObject({ user: z.string() });
 export type RegisterResult = z.infer<typeof RegisterResult>;
 
-export const HistoryResult = z.strictObject({ conv: z.string(), messages: z.array(MessageEvent) });
+/** How far one member of a conversation has got: every message up to `delivered` reached its client, up to `read` was seen. */
+export const Cursors = z.strictObject({
+  delivered: z.number().int().nonnegative(),
+  deliveredAt: Timestamp.nullable(),
+  read: z.number().int().nonnegative(),
+  readAt: Timestamp.nullable(),
+});
+export type Cursors = z.infer<typeof Cursors>;
+
+export const HistoryResult = z.strictObject({
+  conv: z.string(),
+  messages: z.array(MessageEvent),
+  /** The other member's cursors, so each of my messages can show ✓, ✓✓ or read. */
+  peer: Cursors,
+});
 export type HistoryResult = z.infer<typeof HistoryResult>;
+
+export const WhoResult = z.strictObject({ user: z.string(), ...PresenceState.shape });
+export type WhoResult = z.infer<typeof WhoResult>;
+
+export const ReceiptResult = z.strictObject({ conv: z.string(), cursors: Cursors, moved: z.boolean() });
+export type ReceiptResult = z.infer<typeof ReceiptResult>;
+
+/** Another member moved a cursor in a conversation I am in: my messages up to `seq` are delivered to / read by `user`. */
+export const ReceiptEvent = z.strictObject({
+  type: z.literal('receipt'),
+  conv: z.string(),
+  user: z.string(),
+  status: z.enum(['delivered', 'read']),
+  seq: z.number().int().positive(),
+  ts: Timestamp,
+});
+export type ReceiptEvent = z.infer<typeof ReceiptEvent>;
+
+/** Retained on `parley/v1/presence/{user}`, and pushed to inboxes of people who talk to the user. */
+export const PresenceEvent = z.strictObject({ type: z.literal('presence'), user: z.string(), ...PresenceState.shape });
+export type PresenceEvent = z.infer<typeof PresenceEvent>;
+
+/**
+ * Sent to a connection when it subscribes to its inbox, before the backlog:
+ * for each conversation with something new, where my delivered cursor stands
+ * (the backlog follows from delivered + 1, in order) and the other members'
+ * cursors (receipts that happened while I was away).
+ */
+export const SyncEvent = z.strictObject({
+  type: z.literal('sync'),
+  conversations: z.array(
+    z.strictObject({
+      conv: z.string(),
+      last: z.number().int().nonnegative(),
+      mine: Cursors,
+      peers: z.record(z.string(), Cursors),
+    }),
+  ),
+});
+export type SyncEvent = z.infer<typeof SyncEvent>;
+
+/** The backlog announced by the sync event has been sent in full. */
+export const SyncedEvent = z.strictObject({ type: z.literal('synced'), messages: z.number().int().nonnegative() });
+export type SyncedEvent = z.infer<typeof SyncedEvent>;
 
 export const ErrorBody = z.strictObject({ code: z.enum(ERROR_CODES), message: z.string() });
 export type ErrorBody = z.infer<typeof ErrorBody>;
@@ -77,9 +160,9 @@ export type ErrorBody = z.infer<typeof ErrorBody>;
 export const OkReply = z.strictObject({
   type: z.literal('reply'),
   id: RequestId,
-  op: z.enum(['register', 'send', 'history']),
+  op: z.enum(REQUEST_OPS),
   ok: z.literal(true),
-  result: z.union([SendResult, RegisterResult, HistoryResult]),
+  result: z.union([SendResult, RegisterResult, HistoryResult, WhoResult, ReceiptResult]),
 });
 export const ErrorReply = z.strictObject({
   type: z.literal('reply'),
@@ -95,7 +178,7 @@ export type ErrorReply = z.infer<typeof ErrorReply>;
 export type Reply = z.infer<typeof Reply>;
 
 /** Everything that can arrive on an inbox topic. */
-export const InboxEvent = z.union([MessageEvent, OkReply, ErrorReply]);
+export const InboxEvent = z.union([MessageEvent, OkReply, ErrorReply, ReceiptEvent, PresenceEvent, SyncEvent, SyncedEvent]);
 export type InboxEvent = z.infer<typeof InboxEvent>;
 
 /** The results each op answers with, for typed request helpers. */
@@ -103,6 +186,8 @@ export interface ResultOf {
   register: RegisterResult;
   send: SendResult;
   history: HistoryResult;
+  who: WhoResult;
+  receipt: ReceiptResult;
 }
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };

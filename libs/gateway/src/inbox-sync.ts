@@ -1,0 +1,84 @@
+import { Logger } from '@nestjs/common';
+import type { Aedes, Client } from 'aedes';
+import type { MessagingService } from '#libs/messaging';
+import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
+import type { ReceiptsApi } from '#libs/receipts';
+import type { AccessPolicy } from './access-policy.js';
+
+const PAGE = 500;
+
+/**
+ * Brings a connection up to date when it subscribes to its inbox: first a
+ * `sync` event (where each conversation stands, and the other members'
+ * receipts), then every message after the user's delivered cursor, oldest
+ * first, conversation by conversation, then `synced`. Sent to that connection
+ * only. Live messages may arrive in between; the client orders by seq and
+ * drops what it has shown, so nothing depends on a persistent MQTT session.
+ */
+export class InboxSync {
+  private readonly logger = new Logger('InboxSync');
+
+  constructor(
+    private readonly aedes: Aedes,
+    private readonly policy: AccessPolicy,
+    private readonly messaging: MessagingService,
+    private readonly receipts: ReceiptsApi,
+  ) {}
+
+  start(): void {
+    this.aedes.on('subscribe', (subs, client) => {
+      const principal = client ? this.policy.principalOf(client) : undefined;
+      if (principal?.kind !== 'user') return;
+      const inbox = topics.inbox(principal.user);
+      // A refused subscription is reported with qos 128 (SUBACK 0x80).
+      if (!subs.some((s) => s.topic === inbox && (s.qos as number) !== 128)) return;
+      this.startSync(client, principal.user);
+    });
+    // A resumed session (clean session off) has its inbox subscription restored without a SUBSCRIBE.
+    this.aedes.on('clientReady', (client) => {
+      const principal = this.policy.principalOf(client);
+      const restored = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
+      if (principal?.kind === 'user' && restored?.[topics.inbox(principal.user)]) this.startSync(client, principal.user);
+    });
+  }
+
+  private startSync(client: Client, user: string): void {
+    this.sync(client, user).catch((e: unknown) => this.logger.warn({ event: 'sync_aborted', user, error: String(e) }));
+  }
+
+  /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
+  async sync(client: Client, user: string): Promise<number> {
+    const convs = await this.messaging.conversationsOf(user);
+    const states: SyncEvent['conversations'] = await Promise.all(
+      convs.map(async (conv) => {
+        const [last, mine, peers] = await Promise.all([this.messaging.lastSeq(conv), this.receipts.cursorsOf(conv, user), this.receipts.peersOf(conv, user)]);
+        return { conv, last, mine, peers };
+      }),
+    );
+    await this.send(client, { type: 'sync', conversations: states });
+    let sent = 0;
+    for (const { conv, last, mine } of states) {
+      let after = mine.delivered;
+      while (after < last) {
+        if (client.closed) return sent;
+        const page = await this.messaging.messagesAfter(conv, after, Math.min(PAGE, last - after));
+        if (page.length === 0) break;
+        for (const message of page) await this.send(client, message);
+        sent += page.length;
+        after = page[page.length - 1]!.seq;
+      }
+    }
+    await this.send(client, { type: 'synced', messages: sent });
+    return sent;
+  }
+
+  private send(client: Client, event: InboxEvent): Promise<void> {
+    const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
+    return new Promise((resolve, reject) => {
+      if (client.closed) return reject(new Error('connection closed during sync'));
+      client.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err?: Error) =>
+        err ? reject(err) : resolve(),
+      );
+    });
+  }
+}

@@ -1,0 +1,67 @@
+import { Logger } from '@nestjs/common';
+import type { Aedes, Client } from 'aedes';
+import type { ConnectionRef, PresenceApi } from '#libs/presence';
+import { topics, type PresenceEvent } from '#libs/protocol';
+import type { AccessPolicy } from './access-policy.js';
+
+/**
+ * Reports every logged-in connection's start and end to the presence service,
+ * as the broker sees them: a clean DISCONNECT, a dropped socket and a
+ * keep-alive timeout all end in 'clientDisconnect', so presence never rests on
+ * a client's Last Will. Presence changes are published retained, so a new
+ * subscriber sees the current state at once.
+ */
+export class PresenceTracker {
+  private readonly logger = new Logger('PresenceTracker');
+  private counter = 0;
+  /** Each connection's ref and the promise of its `connected` report, which its `disconnected` report waits for. */
+  private readonly live = new WeakMap<Client, { ref: ConnectionRef; reported: Promise<unknown> }>();
+
+  constructor(
+    private readonly aedes: Aedes,
+    private readonly policy: AccessPolicy,
+    private readonly presence: PresenceApi,
+    private readonly gatewayId: string,
+  ) {}
+
+  /** Clears connections a previous run of this gateway left behind (a crash), then starts tracking. */
+  async start(): Promise<void> {
+    for (const event of await this.presence.gatewayGone(this.gatewayId)) await this.publish(event);
+    this.aedes.on('clientReady', (client) => this.onConnect(client));
+    this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+  }
+
+  private onConnect(client: Client): void {
+    const principal = this.policy.principalOf(client);
+    if (principal?.kind !== 'user') return;
+    const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
+    const reported = this.report(() => this.presence.connected(ref));
+    this.live.set(client, { ref, reported });
+  }
+
+  private onDisconnect(client: Client): void {
+    const entry = this.live.get(client);
+    if (!entry) return;
+    this.live.delete(client);
+    void entry.reported.then(() => this.report(() => this.presence.disconnected(entry.ref)));
+  }
+
+  private async report(call: () => Promise<PresenceEvent | null>): Promise<void> {
+    try {
+      const event = await call();
+      if (event) await this.publish(event);
+    } catch (e) {
+      this.logger.error({ event: 'presence_report_failed', error: String(e) });
+    }
+  }
+
+  private publish(event: PresenceEvent): Promise<void> {
+    const { user, state, lastSeen } = event;
+    return new Promise((resolve, reject) =>
+      this.aedes.publish(
+        { cmd: 'publish', topic: topics.presence(user), payload: Buffer.from(JSON.stringify({ type: 'presence', user, state, lastSeen })), qos: 1, retain: true, dup: false },
+        (err?: Error) => (err ? reject(err) : resolve()),
+      ),
+    );
+  }
+}

@@ -1,0 +1,8 @@
+/** Storage port: which conversations each user takes part in, so a reconnecting user can be brought up to date. */
+export interface ConversationIndexStore {
+  /** Records that the user takes part in the conversation; idempotent, durable when it resolves. */
+  add(user: string, conv: string): Promise<void>;
+
+  /** Every conversation the user takes part in, in no particular order. */
+  list(user: string): Promise<string[]>;
+}

@@ -1,0 +1,64 @@
+import type { Database } from 'lmdb';
+import type { PresenceState } from '#libs/protocol';
+import type { EmbeddedDatabase } from '#libs/storage';
+import type { ConnectionRef, PresenceStore } from '../presence.store.js';
+
+/**
+ * Sub-databases: `presence-conns` keyed [user, connId] → gatewayId;
+ * `presence-by-gateway` keyed [gatewayId, user, connId]; `presence-seen`
+ * keyed user → last time online.
+ */
+export class EmbeddedPresenceStore implements PresenceStore {
+  private readonly conns: Database<string, [string, string]>;
+  private readonly byGateway: Database<true, [string, string, string]>;
+  private readonly seen: Database<number, string>;
+
+  constructor(db: EmbeddedDatabase) {
+    this.conns = db.open('presence-conns');
+    this.byGateway = db.open('presence-by-gateway');
+    this.seen = db.open('presence-seen');
+  }
+
+  private countOf(user: string): number {
+    return this.conns.getKeysCount({ start: [user, ''], end: [user, '\uffff'] });
+  }
+
+  connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }> {
+    return this.conns.transaction(() => {
+      if (this.conns.get([conn.user, conn.connId]) !== undefined) return { wentOnline: false };
+      const wentOnline = this.countOf(conn.user) === 0;
+      void this.conns.put([conn.user, conn.connId], conn.gatewayId);
+      void this.byGateway.put([conn.gatewayId, conn.user, conn.connId], true);
+      void this.seen.put(conn.user, at);
+      return { wentOnline };
+    });
+  }
+
+  disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }> {
+    return this.conns.transaction(() => ({ wentOffline: this.remove(conn.user, conn.connId, conn.gatewayId, at) }));
+  }
+
+  /** Inside a write transaction: removes one connection; true when it was the user's last. */
+  private remove(user: string, connId: string, gatewayId: string, at: number): boolean {
+    if (this.conns.get([user, connId]) === undefined) return false;
+    void this.conns.remove([user, connId]);
+    void this.byGateway.remove([gatewayId, user, connId]);
+    void this.seen.put(user, at);
+    return this.countOf(user) === 0;
+  }
+
+  get(user: string): Promise<PresenceState> {
+    const lastSeen = this.seen.get(user) ?? null;
+    return Promise.resolve({ state: this.countOf(user) > 0 ? 'online' : 'offline', lastSeen });
+  }
+
+  dropGateway(gatewayId: string, at: number): Promise<string[]> {
+    return this.conns.transaction(() => {
+      const wentOffline = new Set<string>();
+      for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
+        if (this.remove(user, connId, gatewayId, at)) wentOffline.add(user);
+      }
+      return [...wentOffline];
+    });
+  }
+}

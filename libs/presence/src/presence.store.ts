@@ -1,0 +1,35 @@
+import type { PresenceState } from '#libs/protocol';
+
+/** A live connection of a user, as one gateway knows it. */
+export interface ConnectionRef {
+  user: string;
+  /** Unique per connection, across gateways and restarts. */
+  connId: string;
+  /** The gateway holding the connection. */
+  gatewayId: string;
+}
+
+/** Storage port for presence: which connections each user has up, and when each user was last online. */
+export interface PresenceStore {
+  /**
+   * Records a connection as up at `at`. Resolves, once durable, with whether
+   * the user went from offline to online. Idempotent per connId.
+   */
+  connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }>;
+
+  /**
+   * Records a connection as closed at `at`. When it was the user's last, the
+   * user is offline from then on, with lastSeen = at. An unknown connId
+   * changes nothing.
+   */
+  disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }>;
+
+  /** The user's presence; offline with lastSeen null when it was never online. */
+  get(user: string): Promise<PresenceState>;
+
+  /**
+   * Closes every connection recorded under a gateway that is gone (restarted
+   * or dead), at `at`. Resolves with the users that went offline.
+   */
+  dropGateway(gatewayId: string, at: number): Promise<string[]>;
+}

@@ -1,0 +1,74 @@
+import type { PresenceState } from '#libs/protocol';
+import type { RedisConnection } from '#libs/storage';
+import type { ConnectionRef, PresenceStore } from '../presence.store.js';
+
+/**
+ * Keys: `{prefix}presence:conns:{user}` (set of connIds),
+ * `{prefix}presence:gateway:{gatewayId}` (set of `user|connId`),
+ * `{prefix}presence:seen` (hash user → last time online).
+ * Each change is one Lua script: atomic, one round trip.
+ */
+const CONNECT = `
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+if added == 0 then return 0 end
+redis.call('SADD', KEYS[2], ARGV[2] .. '|' .. ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+if redis.call('SCARD', KEYS[1]) == 1 then return 1 end
+return 0
+`;
+
+const DISCONNECT = `
+local removed = redis.call('SREM', KEYS[1], ARGV[1])
+if removed == 0 then return 0 end
+redis.call('SREM', KEYS[2], ARGV[2] .. '|' .. ARGV[1])
+redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+if redis.call('SCARD', KEYS[1]) == 0 then return 1 end
+return 0
+`;
+
+export class RedisPresenceStore implements PresenceStore {
+  private readonly connectScript;
+  private readonly disconnectScript;
+
+  constructor(private readonly redis: RedisConnection) {
+    this.connectScript = redis.script('parleyPresenceConnect', 3, CONNECT);
+    this.disconnectScript = redis.script('parleyPresenceDisconnect', 3, DISCONNECT);
+  }
+
+  private connsKey(user: string): string {
+    return this.redis.key('presence', 'conns', user);
+  }
+  private gatewayKey(gatewayId: string): string {
+    return this.redis.key('presence', 'gateway', gatewayId);
+  }
+  private get seenKey(): string {
+    return this.redis.key('presence', 'seen');
+  }
+
+  async connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }> {
+    const r = await this.connectScript([this.connsKey(conn.user), this.gatewayKey(conn.gatewayId), this.seenKey], [conn.connId, conn.user, at]);
+    return { wentOnline: r === 1 };
+  }
+
+  async disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }> {
+    const r = await this.disconnectScript([this.connsKey(conn.user), this.gatewayKey(conn.gatewayId), this.seenKey], [conn.connId, conn.user, at]);
+    return { wentOffline: r === 1 };
+  }
+
+  async get(user: string): Promise<PresenceState> {
+    const [count, seen] = await Promise.all([this.redis.client.scard(this.connsKey(user)), this.redis.client.hget(this.seenKey, user)]);
+    return { state: count > 0 ? 'online' : 'offline', lastSeen: seen === null ? null : Number(seen) };
+  }
+
+  async dropGateway(gatewayId: string, at: number): Promise<string[]> {
+    const members = await this.redis.client.smembers(this.gatewayKey(gatewayId));
+    const wentOffline = new Set<string>();
+    for (const member of members) {
+      const sep = member.indexOf('|');
+      const user = member.slice(0, sep);
+      const { wentOffline: off } = await this.disconnect({ user, connId: member.slice(sep + 1), gatewayId }, at);
+      if (off) wentOffline.add(user);
+    }
+    return [...wentOffline];
+  }
+}

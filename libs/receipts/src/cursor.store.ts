@@ -1,0 +1,19 @@
+import type { Cursors } from '#libs/protocol';
+
+export type ReceiptStatus = 'delivered' | 'read';
+
+export const NO_CURSORS: Cursors = { delivered: 0, deliveredAt: null, read: 0, readAt: null };
+
+/** Storage port for members' cursors in conversations: one record per (conversation, member), not per message. */
+export interface CursorStore {
+  /**
+   * Moves a member's cursor forward to `seq` at time `at`, atomically: a
+   * `read` also moves `delivered` up to `seq`. A cursor already at or past
+   * `seq` stays where it is. Resolves, once durable, with the cursors after
+   * the change and whether anything moved.
+   */
+  advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<{ cursors: Cursors; moved: boolean }>;
+
+  /** The member's cursors; all zero when it has none yet. */
+  get(conv: string, user: string): Promise<Cursors>;
+}

@@ -1,0 +1,68 @@
+import { DomainError, type Cursors, type ReceiptEvent, type ReceiptResult } from '#libs/protocol';
+import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store.js';
+
+/** What receipts need to know about conversations; the messaging domain provides it. */
+export interface ConversationDirectory {
+  /** The members of a conversation, or null when there is no such conversation. */
+  membersOf(conv: string): Promise<string[] | null>;
+  /** The seq of its last message, 0 when it has none. */
+  lastSeq(conv: string): Promise<number>;
+}
+
+export interface ReceiptCommand {
+  user: string;
+  conv: string;
+  seq: number;
+  status: ReceiptStatus;
+}
+
+export interface ReceiptOutcome {
+  result: ReceiptResult;
+  /** The event for the other members when a cursor moved; null when nothing changed. */
+  notify: { to: string[]; event: ReceiptEvent } | null;
+}
+
+/** Delivered and read cursors: members move their own, forward only, and the others hear of it. */
+export class ReceiptsService {
+  constructor(
+    private readonly cursors: CursorStore,
+    private readonly conversations: ConversationDirectory,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** Records a receipt. Throws not_member or no_such_message, changing nothing. */
+  async record(cmd: ReceiptCommand): Promise<ReceiptOutcome> {
+    const members = await this.conversations.membersOf(cmd.conv);
+    if (!members?.includes(cmd.user)) throw new DomainError('not_member', `you are not a member of ${cmd.conv}`);
+    const last = await this.conversations.lastSeq(cmd.conv);
+    if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} (its last is ${last})`);
+    const at = this.now();
+    const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, at);
+    const result = { conv: cmd.conv, cursors, moved };
+    if (!moved) return { result, notify: null };
+    const seq = cmd.status === 'read' ? cursors.read : cursors.delivered;
+    return {
+      result,
+      notify: { to: members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts: at } },
+    };
+  }
+
+  /** A member's own cursors. */
+  cursorsOf(conv: string, user: string): Promise<Cursors> {
+    return this.cursors.get(conv, user);
+  }
+
+  /** The cursors of every other member of a conversation. */
+  async peersOf(conv: string, user: string): Promise<Record<string, Cursors>> {
+    const members = (await this.conversations.membersOf(conv)) ?? [];
+    const others = members.filter((m) => m !== user);
+    const all = await Promise.all(others.map(async (m) => [m, await this.cursors.get(conv, m)] as const));
+    return Object.fromEntries(all);
+  }
+}
+
+export { NO_CURSORS };
+
+/** What the gateway calls: the service in process, or the same methods over RPC to the receipts app. */
+export type ReceiptsApi = Pick<ReceiptsService, 'record' | 'cursorsOf' | 'peersOf'>;
+export const RECEIPTS_API = Symbol('RECEIPTS_API');

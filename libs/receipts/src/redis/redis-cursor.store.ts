@@ -1,0 +1,52 @@
+import type { Cursors } from '#libs/protocol';
+import type { RedisConnection } from '#libs/storage';
+import { NO_CURSORS, type CursorStore, type ReceiptStatus } from '../cursor.store.js';
+
+/**
+ * Key `{prefix}cursors:{conv}`: a hash with fields `{user}:d`, `{user}:dt`,
+ * `{user}:r`, `{user}:rt`. The forward-only move is one Lua script, so two
+ * receipts racing can never move a cursor back.
+ */
+const ADVANCE = `
+local d = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':d') or '0')
+local r = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':r') or '0')
+local seq = tonumber(ARGV[3])
+local moved = 0
+if seq > d then
+  redis.call('HSET', KEYS[1], ARGV[1] .. ':d', seq, ARGV[1] .. ':dt', ARGV[4])
+  moved = 1
+end
+if ARGV[2] == 'read' and seq > r then
+  redis.call('HSET', KEYS[1], ARGV[1] .. ':r', seq, ARGV[1] .. ':rt', ARGV[4])
+  moved = 1
+end
+return {moved, unpack(redis.call('HMGET', KEYS[1], ARGV[1] .. ':d', ARGV[1] .. ':dt', ARGV[1] .. ':r', ARGV[1] .. ':rt'))}
+`;
+
+type Raw = (string | null)[];
+
+function toCursors([d, dt, r, rt]: Raw): Cursors {
+  if (d === null || d === undefined) return NO_CURSORS;
+  return { delivered: Number(d), deliveredAt: dt ? Number(dt) : null, read: Number(r ?? 0), readAt: rt ? Number(rt) : null };
+}
+
+export class RedisCursorStore implements CursorStore {
+  private readonly advanceScript;
+
+  constructor(private readonly redis: RedisConnection) {
+    this.advanceScript = redis.script('parleyCursorAdvance', 1, ADVANCE);
+  }
+
+  private cursorsKey(conv: string): string {
+    return this.redis.key('cursors', conv);
+  }
+
+  async advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<{ cursors: Cursors; moved: boolean }> {
+    const [moved, ...raw] = (await this.advanceScript([this.cursorsKey(conv)], [user, status, seq, at])) as [number, ...Raw];
+    return { cursors: toCursors(raw), moved: moved === 1 };
+  }
+
+  async get(conv: string, user: string): Promise<Cursors> {
+    return toCursors(await this.redis.client.hmget(this.cursorsKey(conv), `${user}:d`, `${user}:dt`, `${user}:r`, `${user}:rt`));
+  }
+}
