@@ -74,7 +74,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     };
     createInterface({ input: child.stdout! }).on('line', onLine);
     createInterface({ input: child.stderr! }).on('line', (l) => output.push(l));
-    child.once('exit', (code, signal) => {
+    // 'close' comes after the output streams are drained, so the reason is in `output`.
+    child.once('close', (code, signal) => {
       clearTimeout(timer);
       reject(new Error(`parley server exited (${code ?? signal}) before listening:\n${output.join('\n')}`));
     });

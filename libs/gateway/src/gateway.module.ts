@@ -81,6 +81,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
   }
 
   async onApplicationBootstrap(): Promise<void> {
+    await this.broker.start();
     await this.presence.start();
     this.inboxSync.start();
   }

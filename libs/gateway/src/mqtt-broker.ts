@@ -60,9 +60,17 @@ export class MqttBroker {
     this.sink = sink;
   }
 
+  private started: Promise<void> | undefined;
+
+  /** Readies the broker's persistence, so it can publish (retained presence, say) before any listener is up. Idempotent. */
+  start(): Promise<void> {
+    this.started ??= this.aedes.listen();
+    return this.started;
+  }
+
   /** Starts the TCP listener. On `::` it is dual-stack: IPv4 clients arrive as IPv4-mapped addresses on the same socket. */
   async listen(host: string, port: number): Promise<AddressInfo> {
-    await this.aedes.listen();
+    await this.start();
     const server = createServer((socket) => this.aedes.handle(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(describeListenError(err, host, port, 'MQTT'))));

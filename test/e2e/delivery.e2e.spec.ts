@@ -1,0 +1,226 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { topics, type MessageEvent, type OkReply, type PresenceEvent, type ReceiptEvent, type SendResult, type SyncEvent, type WhoResult } from '#libs/protocol';
+import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { MqttUser, registerUser } from '../support/mqtt-user.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+
+const PASSWORD = 'offline and back';
+const backends = ['embedded', 'redis'] as const;
+
+const isMessage = (text?: string) => (e: { type: string; text?: string }) => e.type === 'message' && (text === undefined || e.text === text);
+
+describe.each(backends)('delivery you can trust, on the %s store', (backend) => {
+  let redis: RedisServer | undefined;
+  let server: ParleyServer;
+  let env: Record<string, string> = {};
+  let open: MqttUser[] = [];
+
+  beforeAll(async () => {
+    if (backend === 'redis') {
+      redis = await startRedis();
+      env = { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}:` };
+    }
+    server = await startParley({ env });
+  });
+  afterEach(async () => {
+    await Promise.all(open.map((u) => u.close()));
+    open = [];
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await redis?.stop();
+  });
+
+  const fresh = async (base: string) => {
+    const name = `${base}${randomBytes(3).toString('hex')}`;
+    expect(await registerUser(server.mqttUrl, name, PASSWORD)).toMatchObject({ ok: true });
+    return name;
+  };
+  const login = async (name: string, url = server.mqttUrl) => {
+    const u = await MqttUser.connect(url, name, PASSWORD);
+    open.push(u);
+    return u;
+  };
+  const logout = async (u: MqttUser) => {
+    open = open.filter((x) => x !== u);
+    await u.close();
+  };
+
+  it('offline send → last seen → reconnect → in-order single delivery → delivered, then read', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const bobFirst = await login(bobName);
+    await logout(bobFirst);
+    const alice = await login(aliceName);
+
+    const who = (await alice.request({ op: 'who', user: bobName })) as OkReply;
+    expect(who.result).toMatchObject({ user: bobName, state: 'offline' });
+    const lastSeen = (who.result as WhoResult).lastSeen!;
+    expect(lastSeen).toBeGreaterThan(0);
+
+    const replies: OkReply[] = [];
+    for (let i = 1; i <= 5; i++) replies.push((await alice.request({ op: 'send', to: bobName, text: `while you were out ${i}` })) as OkReply);
+    for (const r of replies) expect((r.result as SendResult).recipient).toEqual({ state: 'offline', lastSeen });
+
+    const bob = await login(bobName);
+    const sync = (await bob.waitFor((e) => e.type === 'sync')) as SyncEvent;
+    expect(sync.conversations).toContainEqual(expect.objectContaining({ conv: replies[0]!.result && (replies[0]!.result as SendResult).conv, last: 5 }));
+    await bob.waitFor((e) => e.type === 'synced');
+    const got = bob.events.filter(isMessage()) as MessageEvent[];
+    expect(got.map((m) => m.text)).toEqual([1, 2, 3, 4, 5].map((i) => `while you were out ${i}`));
+    expect(got.map((m) => m.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(got.every((m) => m.from === aliceName)).toBe(true);
+    expect(got.map((m) => m.ts)).toEqual(replies.map((r) => (r.result as SendResult).ts));
+
+    // Alice sees bob come online on the retained presence topic.
+    const conv = got[0]!.conv;
+    expect(await bob.request({ op: 'receipt', conv, seq: 5, status: 'delivered' })).toMatchObject({ ok: true, result: { moved: true, cursors: { delivered: 5, read: 0 } } });
+    expect(await alice.waitFor((e) => e.type === 'receipt' && e.status === 'delivered')).toMatchObject({ conv, user: bobName, seq: 5 });
+    expect(await bob.request({ op: 'receipt', conv, seq: 3, status: 'read' })).toMatchObject({ ok: true, result: { cursors: { delivered: 5, read: 3 } } });
+    const read = (await alice.waitFor((e) => e.type === 'receipt' && e.status === 'read')) as ReceiptEvent;
+    expect(read).toMatchObject({ conv, user: bobName, seq: 3 });
+
+    // A reconnect starts after the delivered cursor: nothing is sent again.
+    await logout(bob);
+    const bobAgain = await login(bobName);
+    await bobAgain.waitFor((e) => e.type === 'synced');
+    expect(bobAgain.events.filter(isMessage())).toEqual([]);
+
+    // History shows each message's state from the sender's side.
+    const history = (await alice.request({ op: 'history', with: bobName })) as OkReply;
+    expect(history.result).toMatchObject({ peer: { delivered: 5, read: 3 } });
+  });
+
+  it('receipts that happen while the sender is offline reach it on reconnect', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const sent = (await alice.request({ op: 'send', to: bobName, text: 'read me later' })) as OkReply;
+    const { conv } = sent.result as SendResult;
+    await logout(alice);
+
+    const bob = await login(bobName);
+    await bob.waitFor(isMessage('read me later'));
+    expect(await bob.request({ op: 'receipt', conv, seq: 1, status: 'read' })).toMatchObject({ ok: true });
+
+    const back = await login(aliceName);
+    const sync = (await back.waitFor((e) => e.type === 'sync')) as SyncEvent;
+    const entry = sync.conversations.find((c) => c.conv === conv);
+    expect(entry?.peers[bobName]).toMatchObject({ delivered: 1, read: 1 });
+    expect(entry?.peers[bobName]?.readAt).toBeGreaterThan(0);
+  });
+
+  it('a kill -9 between accept and delivery loses nothing', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const texts = Array.from({ length: 20 }, (_, i) => `survive ${i}`);
+    for (const text of texts) expect(await alice.request({ op: 'send', to: bobName, text })).toMatchObject({ ok: true });
+    await logout(alice);
+
+    await server.kill9();
+    server = await startParley({ env, dataDir: server.dataDir });
+
+    const bob = await login(bobName);
+    await bob.waitFor((e) => e.type === 'synced');
+    expect((bob.events.filter(isMessage()) as MessageEvent[]).map((m) => m.text)).toEqual(texts);
+  });
+
+  it('1,000 messages queued for an offline user arrive complete and in order', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const n = 1000;
+    const replies = await Promise.all(Array.from({ length: n }, (_, i) => alice.request({ op: 'send', to: bobName, text: `queued ${i}` }, 60_000)));
+    expect(replies.every((r) => r.ok)).toBe(true);
+
+    const bob = await login(bobName);
+    await bob.waitFor((e) => e.type === 'synced', 60_000);
+    const got = bob.events.filter(isMessage()) as MessageEvent[];
+    expect(got).toHaveLength(n);
+    expect(got.map((m) => m.seq)).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+    // Sent concurrently on one connection, they are stored in the order they were published.
+    expect(got.map((m) => m.text)).toEqual(Array.from({ length: n }, (_, i) => `queued ${i}`));
+  });
+
+  it('a reconnect that drops half way through the catch-up loses nothing', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    for (let i = 0; i < 300; i++) alice.client.publish(topics.requests(aliceName), JSON.stringify({ op: 'send', id: `d${i}`, to: bobName, text: `drop ${i}` }), { qos: 1 });
+    await alice.waitForCount((e) => e.type === 'reply', 300, 30_000);
+
+    // Bob acknowledges what he has shown as it arrives, and his connection drops part way.
+    const bob = await login(bobName);
+    const firstBatch = (await bob.waitForCount(isMessage(), 50)) as MessageEvent[];
+    const shown = new Map<number, MessageEvent>();
+    for (const m of firstBatch) shown.set(m.seq, m);
+    const ackTo = Math.max(...shown.keys());
+    await bob.request({ op: 'receipt', conv: firstBatch[0]!.conv, seq: ackTo, status: 'delivered' });
+    (bob.client.stream as unknown as { destroy(): void }).destroy();
+
+    const again = await login(bobName);
+    await again.waitFor((e) => e.type === 'synced', 30_000);
+    const second = again.events.filter(isMessage()) as MessageEvent[];
+    // The second catch-up starts right after what was acknowledged, so nothing acknowledged comes again…
+    expect(second[0]!.seq).toBe(ackTo + 1);
+    // …and together the two cover every message, once each as shown.
+    for (const m of second) if (!shown.has(m.seq)) shown.set(m.seq, m);
+    expect([...shown.keys()].sort((a, b) => a - b)).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+  });
+
+  it('presence: online while any connection is up, offline when the last drops, retained for subscribers', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const presence = new Promise<PresenceEvent[]>((resolve) => {
+      const seen: PresenceEvent[] = [];
+      alice.client.on('message', (topic, payload) => {
+        if (topic !== topics.presence(bobName)) return;
+        seen.push(JSON.parse(payload.toString()) as PresenceEvent);
+        if (seen.length === 2) resolve(seen);
+      });
+    });
+    expect((await alice.client.subscribeAsync(topics.presence(bobName), { qos: 1 }))[0]!.qos).toBe(1);
+
+    const phone = await login(bobName);
+    const laptop = await login(bobName);
+    expect((await alice.request({ op: 'who', user: bobName })) as OkReply).toMatchObject({ result: { state: 'online' } });
+    await logout(phone);
+    expect((await alice.request({ op: 'who', user: bobName })) as OkReply).toMatchObject({ result: { state: 'online' } });
+    // A dropped connection (no DISCONNECT, no will) is noticed by the broker.
+    (laptop.client.stream as unknown as { destroy(): void }).destroy();
+    const events = await presence;
+    // Bob had never been online, so nothing was retained yet: online once (two devices), offline once (the last one gone).
+    expect(events.map((e) => e.state)).toEqual(['online', 'offline']);
+    expect(events[1]!.lastSeen).toBeGreaterThanOrEqual(events[0]!.lastSeen!);
+
+    // A late subscriber sees the current state at once (retained).
+    const carol = await login(await fresh('carol'));
+    const retained = new Promise<PresenceEvent>((resolve) =>
+      carol.client.on('message', (topic, payload) => topic === topics.presence(bobName) && resolve(JSON.parse(payload.toString()) as PresenceEvent)),
+    );
+    await carol.client.subscribeAsync(topics.presence(bobName), { qos: 1 });
+    expect(await retained).toMatchObject({ user: bobName, state: 'offline' });
+  });
+
+  it('refuses bad receipts and presence queries without changing anyone\u2019s state', async () => {
+    const [aliceName, bobName, malloryName] = [await fresh('alice'), await fresh('bob'), await fresh('mallory')];
+    const alice = await login(aliceName);
+    const sent = (await alice.request({ op: 'send', to: bobName, text: 'private' })) as OkReply;
+    const { conv } = sent.result as SendResult;
+    const mallory = await login(malloryName);
+    expect(await mallory.request({ op: 'receipt', conv, seq: 1, status: 'read' })).toMatchObject({ ok: false, error: { code: 'not_member' } });
+    expect(await mallory.request({ op: 'receipt', conv: 'dm:zzz:yyy', seq: 1, status: 'read' })).toMatchObject({ ok: false, error: { code: 'not_member' } });
+    expect(await mallory.request({ op: 'who', user: 'no-such-user' })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
+    expect(await mallory.request({ op: 'receipt', conv, seq: 0, status: 'read' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await mallory.request({ op: 'receipt', conv, seq: 1, status: 'seen' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+
+    const bob = await login(bobName);
+    expect(await bob.request({ op: 'receipt', conv, seq: 99, status: 'read' })).toMatchObject({ ok: false, error: { code: 'no_such_message' } });
+    expect(await bob.request({ op: 'receipt', conv, seq: 1, status: 'read' })).toMatchObject({ ok: true, result: { moved: true } });
+    // Backwards (or the same) is a no-op.
+    expect(await bob.request({ op: 'receipt', conv, seq: 1, status: 'delivered' })).toMatchObject({ ok: true, result: { moved: false, cursors: { delivered: 1, read: 1 } } });
+
+    const history = (await alice.request({ op: 'history', with: bobName })) as OkReply;
+    expect(history.result).toMatchObject({ peer: { delivered: 1, read: 1 } });
+    // Only Bob's own receipt reached Alice; Mallory's attempts changed nothing.
+    const receipts = alice.events.filter((e) => e.type === 'receipt') as ReceiptEvent[];
+    expect(receipts.every((r) => r.user === bobName)).toBe(true);
+  });
+});
