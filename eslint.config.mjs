@@ -34,7 +34,10 @@ export default tseslint.config(
       ],
       'no-restricted-syntax': [
         'error',
-        { selector: "NewExpression[callee.name=/^(HttpException|BadRequestException|NotFoundException|ForbiddenException|UnauthorizedException)$/]", message: 'Domain code throws DomainError, never HTTP exceptions.' },
+        {
+          selector: 'NewExpression[callee.name=/^(HttpException|BadRequestException|NotFoundException|ForbiddenException|UnauthorizedException)$/]',
+          message: 'Domain code throws DomainError, never HTTP exceptions.',
+        },
       ],
     },
   },

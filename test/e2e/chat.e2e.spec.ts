@@ -102,7 +102,13 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
     it('a user cannot read another inbox or publish as another user', async () => {
       const alice = await user(url(), 'alice');
       const mallory = await user(url(), 'mallory');
-      const codes = await subscribeCodes(mallory.client, [topics.inbox(alice.user), 'parley/v1/users/+/inbox', '#', topics.requests(alice.user), topics.inbox(mallory.user)]);
+      const codes = await subscribeCodes(mallory.client, [
+        topics.inbox(alice.user),
+        'parley/v1/users/+/inbox',
+        '#',
+        topics.requests(alice.user),
+        topics.inbox(mallory.user),
+      ]);
       expect(codes).toEqual([128, 128, 128, 128, 1]);
 
       // Publishing to Alice's requests topic closes Mallory's connection [MQTT-3.3.5-2] and does nothing.

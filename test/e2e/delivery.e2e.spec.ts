@@ -1,6 +1,15 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { topics, type MessageEvent, type OkReply, type PresenceEvent, type ReceiptEvent, type SendResult, type SyncEvent, type WhoResult } from '#libs/protocol';
+import {
+  topics,
+  type MessageEvent,
+  type OkReply,
+  type PresenceEvent,
+  type ReceiptEvent,
+  type SendResult,
+  type SyncEvent,
+  type WhoResult,
+} from '#libs/protocol';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { MqttUser, registerUser } from '../support/mqtt-user.js';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
@@ -74,7 +83,10 @@ describe.each(backends)('delivery you can trust, on the %s store', (backend) => 
 
     // Alice sees bob come online on the retained presence topic.
     const conv = got[0]!.conv;
-    expect(await bob.request({ op: 'receipt', conv, seq: 5, status: 'delivered' })).toMatchObject({ ok: true, result: { moved: true, cursors: { delivered: 5, read: 0 } } });
+    expect(await bob.request({ op: 'receipt', conv, seq: 5, status: 'delivered' })).toMatchObject({
+      ok: true,
+      result: { moved: true, cursors: { delivered: 5, read: 0 } },
+    });
     expect(await alice.waitFor((e) => e.type === 'receipt' && e.status === 'delivered')).toMatchObject({ conv, user: bobName, seq: 5 });
     expect(await bob.request({ op: 'receipt', conv, seq: 3, status: 'read' })).toMatchObject({ ok: true, result: { cursors: { delivered: 5, read: 3 } } });
     const read = (await alice.waitFor((e) => e.type === 'receipt' && e.status === 'read')) as ReceiptEvent;
@@ -143,7 +155,8 @@ describe.each(backends)('delivery you can trust, on the %s store', (backend) => 
   it('a reconnect that drops half way through the catch-up loses nothing', async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const alice = await login(aliceName);
-    for (let i = 0; i < 300; i++) alice.client.publish(topics.requests(aliceName), JSON.stringify({ op: 'send', id: `d${i}`, to: bobName, text: `drop ${i}` }), { qos: 1 });
+    for (let i = 0; i < 300; i++)
+      alice.client.publish(topics.requests(aliceName), JSON.stringify({ op: 'send', id: `d${i}`, to: bobName, text: `drop ${i}` }), { qos: 1 });
     await alice.waitForCount((e) => e.type === 'reply', 300, 30_000);
 
     // Bob acknowledges what he has shown as it arrives, and his connection drops part way.
@@ -215,7 +228,10 @@ describe.each(backends)('delivery you can trust, on the %s store', (backend) => 
     expect(await bob.request({ op: 'receipt', conv, seq: 99, status: 'read' })).toMatchObject({ ok: false, error: { code: 'no_such_message' } });
     expect(await bob.request({ op: 'receipt', conv, seq: 1, status: 'read' })).toMatchObject({ ok: true, result: { moved: true } });
     // Backwards (or the same) is a no-op.
-    expect(await bob.request({ op: 'receipt', conv, seq: 1, status: 'delivered' })).toMatchObject({ ok: true, result: { moved: false, cursors: { delivered: 1, read: 1 } } });
+    expect(await bob.request({ op: 'receipt', conv, seq: 1, status: 'delivered' })).toMatchObject({
+      ok: true,
+      result: { moved: false, cursors: { delivered: 1, read: 1 } },
+    });
 
     const history = (await alice.request({ op: 'history', with: bobName })) as OkReply;
     expect(history.result).toMatchObject({ peer: { delivered: 1, read: 1 } });

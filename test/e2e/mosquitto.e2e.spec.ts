@@ -86,7 +86,13 @@ describe('mosquitto_sub and mosquitto_pub as Parley clients', () => {
     const aliceSub = await mosquittoSub([...login(alice, 'sub'), '-t', topics.inbox(alice)]);
     subs.push(bobSub, aliceSub);
 
-    const code = await mosquittoPub([...login(alice, 'pub'), '-t', topics.requests(alice), '-m', JSON.stringify({ op: 'send', id: 'm1', to: bob, text: 'hello from mosquitto' })]);
+    const code = await mosquittoPub([
+      ...login(alice, 'pub'),
+      '-t',
+      topics.requests(alice),
+      '-m',
+      JSON.stringify({ op: 'send', id: 'm1', to: bob, text: 'hello from mosquitto' }),
+    ]);
     expect(code).toBe(0);
 
     const msg = MessageEvent.parse(await bobSub.next());
@@ -116,7 +122,9 @@ describe('mosquitto_sub and mosquitto_pub as Parley clients', () => {
     ]);
     // Alice subscribing to Bob's inbox is refused (SUBACK 0x80); mosquitto_sub reports it and exits.
     const denied = await new Promise<string>((resolve) => {
-      const child = spawn('mosquitto_sub', ['-V', 'mqttv311', '-q', '1', ...login(alice, 'spy'), '-t', topics.inbox(bob), '-W', '5'], { stdio: ['ignore', 'pipe', 'pipe'] });
+      const child = spawn('mosquitto_sub', ['-V', 'mqttv311', '-q', '1', ...login(alice, 'spy'), '-t', topics.inbox(bob), '-W', '5'], {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
       let out = '';
       child.stdout.on('data', (d: Buffer) => (out += d.toString()));
       child.stderr.on('data', (d: Buffer) => (out += d.toString()));

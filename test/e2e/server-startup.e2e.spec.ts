@@ -90,7 +90,10 @@ describe('health, readiness and metrics over HTTP', () => {
     const a = await MqttUser.connect(server.mqttUrl, 'metrica', 'password123');
     try {
       expect(await a.request({ op: 'send', to: 'metricb', text: 'count me' })).toMatchObject({ ok: true });
-      const res = await request(server.httpUrl).get('/metrics').expect(200).expect('content-type', /text\/plain/);
+      const res = await request(server.httpUrl)
+        .get('/metrics')
+        .expect(200)
+        .expect('content-type', /text\/plain/);
       expect(res.text).toMatch(/^parley_mqtt_connections 1$/m);
       expect(res.text).toMatch(/^parley_messages_accepted_total 1$/m);
       expect(res.text).toMatch(/^parley_requests_total\{op="send",outcome="ok"\} 1$/m);

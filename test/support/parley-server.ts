@@ -59,7 +59,10 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
 
   const ports = await new Promise<{ mqtt: number; http: number }>((resolvePorts, reject) => {
-    const timer = setTimeout(() => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)), opts.timeoutMs ?? 20_000);
+    const timer = setTimeout(
+      () => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)),
+      opts.timeoutMs ?? 20_000,
+    );
     const onLine = (line: string) => {
       output.push(line);
       try {

@@ -10,6 +10,9 @@ import { StorageModule } from '#libs/storage';
 @Module({})
 export class AppModule {
   static forRoot(config: ParleyConfig): DynamicModule {
-    return { module: AppModule, imports: [ConfigModule.forRoot(config), StorageModule, HealthModule, GatewayModule.register([PresenceModule, ReceiptsModule])] };
+    return {
+      module: AppModule,
+      imports: [ConfigModule.forRoot(config), StorageModule, HealthModule, GatewayModule.register([PresenceModule, ReceiptsModule])],
+    };
   }
 }

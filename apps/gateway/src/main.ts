@@ -1,4 +1,5 @@
 import 'reflect-metadata';
+import type { Server } from 'node:http';
 import { ConsoleLogger, Logger, type LogLevel } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ConfigError, loadConfig, type ParleyConfig } from '#libs/config';
@@ -23,7 +24,7 @@ async function bootstrap(): Promise<void> {
   const logLevels = LEVELS.slice(0, LEVELS.indexOf(config.PARLEY_LOG_LEVEL) + 1);
   const app = await NestFactory.create(AppModule.forRoot(config), { logger: new ConsoleLogger({ json: true, logLevels }), abortOnError: false });
   await app.init();
-  const httpServer = app.getHttpServer();
+  const httpServer = app.getHttpServer() as Server;
   try {
     // Listen here rather than with app.listen(), so a busy port is our one-line error, not Nest's logged stack.
     await new Promise<void>((resolve, reject) => {

@@ -15,7 +15,12 @@ const port = (name: string, fallback: number) =>
     .default(fallback);
 
 const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce.number({ error: `${name} must be a number` }).int(`${name} must be a whole number`).min(1, `${name} must be at least 1`).max(max, `${name} must be at most ${max}`).default(fallback);
+  z.coerce
+    .number({ error: `${name} must be a number` })
+    .int(`${name} must be a whole number`)
+    .min(1, `${name} must be at least 1`)
+    .max(max, `${name} must be at most ${max}`)
+    .default(fallback);
 
 export const ConfigSchema = z.object({
   PARLEY_MQTT_HOST: z.string().min(1, 'PARLEY_MQTT_HOST must not be empty').default('::'),
@@ -28,13 +33,21 @@ export const ConfigSchema = z.object({
     .regex(/^rediss?:\/\/\S+$/, 'REDIS_URL must look like redis://host:port (or rediss:// for TLS)')
     .optional()
     .or(z.literal('').transform(() => undefined)),
-  PARLEY_REDIS_PREFIX: z.string().regex(/^[A-Za-z0-9_:.-]{1,64}$/, 'PARLEY_REDIS_PREFIX must be 1–64 characters of A-Z a-z 0-9 _ : . -').default('parley:'),
+  PARLEY_REDIS_PREFIX: z
+    .string()
+    .regex(/^[A-Za-z0-9_:.-]{1,64}$/, 'PARLEY_REDIS_PREFIX must be 1–64 characters of A-Z a-z 0-9 _ : . -')
+    .default('parley:'),
   PARLEY_MAX_TEXT_LENGTH: positiveInt('PARLEY_MAX_TEXT_LENGTH', 4000, 100_000),
   PARLEY_MAX_REQUEST_BYTES: positiveInt('PARLEY_MAX_REQUEST_BYTES', 65_536, 16 * 1024 * 1024),
   PARLEY_MIN_PASSWORD_LENGTH: positiveInt('PARLEY_MIN_PASSWORD_LENGTH', 8, 1024),
   /** Names this gateway's connections in shared presence state; must be unique among gateways on one Redis and stable across restarts. */
-  PARLEY_GATEWAY_ID: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'PARLEY_GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ . : -').optional(),
-  PARLEY_LOG_LEVEL: z.enum(['error', 'warn', 'log', 'debug', 'verbose'], { error: 'PARLEY_LOG_LEVEL must be one of error, warn, log, debug, verbose' }).default('log'),
+  PARLEY_GATEWAY_ID: z
+    .string()
+    .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'PARLEY_GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ . : -')
+    .optional(),
+  PARLEY_LOG_LEVEL: z
+    .enum(['error', 'warn', 'log', 'debug', 'verbose'], { error: 'PARLEY_LOG_LEVEL must be one of error, warn, log, debug, verbose' })
+    .default('log'),
 });
 
 export type ParleyConfig = Omit<z.infer<typeof ConfigSchema>, 'PARLEY_GATEWAY_ID'> & { PARLEY_GATEWAY_ID: string };

@@ -10,7 +10,7 @@ const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
 const CONNACK = { IDENTIFIER_REJECTED: 2, SERVER_UNAVAILABLE: 3, BAD_USERNAME_OR_PASSWORD: 4, NOT_AUTHORIZED: 5 } as const;
 
 function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: string): AuthenticateError {
-  return Object.assign(new Error(message), { returnCode }) as AuthenticateError;
+  return Object.assign(new Error(message), { returnCode });
 }
 
 /**
@@ -34,7 +34,12 @@ export class AccessPolicy {
     return this.principals.get(client);
   }
 
-  authenticate(client: Client, username: string | undefined, password: Buffer | undefined, done: (error: AuthenticateError | null, success: boolean | null) => void): void {
+  authenticate(
+    client: Client,
+    username: string | undefined,
+    password: Buffer | undefined,
+    done: (error: AuthenticateError | null, success: boolean | null) => void,
+  ): void {
     if (username !== undefined && username !== '' && !USERNAME_PATTERN.test(username)) {
       this.metrics.loginsFailed.inc({ reason: 'password' });
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password'), null);

@@ -26,7 +26,11 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
       module: GatewayModule,
       imports: [AccountsModule, MessagingModule, ...services],
       providers: [
-        { provide: AccessPolicy, useFactory: (accounts: AccountsService, metrics: Metrics) => new AccessPolicy(accounts, metrics), inject: [AccountsService, Metrics] },
+        {
+          provide: AccessPolicy,
+          useFactory: (accounts: AccountsService, metrics: Metrics) => new AccessPolicy(accounts, metrics),
+          inject: [AccountsService, Metrics],
+        },
         {
           provide: MqttBroker,
           useFactory: (policy: AccessPolicy, metrics: Metrics) => new MqttBroker(policy, metrics, { maxClientIdLength: 97 }),
@@ -45,7 +49,9 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             config: ParleyConfig,
             broker: MqttBroker,
           ) => {
-            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, inbox, metrics, { maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES });
+            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, inbox, metrics, {
+              maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
+            });
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
             return dispatcher;
           },
@@ -59,7 +65,8 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: InboxSync,
-          useFactory: (broker: MqttBroker, policy: AccessPolicy, messaging: MessagingService, receipts: ReceiptsApi) => new InboxSync(broker.aedes, policy, messaging, receipts),
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, messaging: MessagingService, receipts: ReceiptsApi) =>
+            new InboxSync(broker.aedes, policy, messaging, receipts),
           inject: [MqttBroker, AccessPolicy, MessagingService, RECEIPTS_API],
         },
       ],

@@ -95,7 +95,7 @@ export class MqttBroker {
 
 export function describeListenError(err: NodeJS.ErrnoException, host: string, port: number, what: string): string {
   const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  switch (err.code) {
+  switch (err.code ?? '') {
     case 'EADDRINUSE':
       return `cannot listen for ${what} on ${where}: the port is already in use`;
     case 'EACCES':

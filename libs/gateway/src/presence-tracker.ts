@@ -59,7 +59,14 @@ export class PresenceTracker {
     const { user, state, lastSeen } = event;
     return new Promise((resolve, reject) =>
       this.aedes.publish(
-        { cmd: 'publish', topic: topics.presence(user), payload: Buffer.from(JSON.stringify({ type: 'presence', user, state, lastSeen })), qos: 1, retain: true, dup: false },
+        {
+          cmd: 'publish',
+          topic: topics.presence(user),
+          payload: Buffer.from(JSON.stringify({ type: 'presence', user, state, lastSeen })),
+          qos: 1,
+          retain: true,
+          dup: false,
+        },
         (err?: Error) => (err ? reject(err) : resolve()),
       ),
     );

@@ -17,7 +17,11 @@ export const PRESENCE_STORE = Symbol('PRESENCE_STORE');
         adapterFor<PresenceStore>(backend, { embedded: (db) => new EmbeddedPresenceStore(db), redis: (redis) => new RedisPresenceStore(redis) }),
       inject: [STORAGE_BACKEND],
     },
-    { provide: PresenceService, useFactory: (store: PresenceStore, accounts: AccountsService) => new PresenceService(store, accounts), inject: [PRESENCE_STORE, AccountsService] },
+    {
+      provide: PresenceService,
+      useFactory: (store: PresenceStore, accounts: AccountsService) => new PresenceService(store, accounts),
+      inject: [PRESENCE_STORE, AccountsService],
+    },
     { provide: PRESENCE_API, useExisting: PresenceService },
   ],
   exports: [PresenceService, PRESENCE_API],

@@ -10,7 +10,8 @@ export const STORAGE_BACKEND = Symbol('STORAGE_BACKEND');
   providers: [
     {
       provide: STORAGE_BACKEND,
-      useFactory: (config: ParleyConfig) => openStorageBackend({ dataDir: config.PARLEY_DATA_DIR, redisUrl: config.REDIS_URL, redisPrefix: config.PARLEY_REDIS_PREFIX }),
+      useFactory: (config: ParleyConfig) =>
+        openStorageBackend({ dataDir: config.PARLEY_DATA_DIR, redisUrl: config.REDIS_URL, redisPrefix: config.PARLEY_REDIS_PREFIX }),
       inject: [PARLEY_CONFIG],
     },
   ],
