@@ -39,6 +39,8 @@ export const ConfigSchema = z.object({
     .default('parley:'),
   PARLEY_MAX_TEXT_LENGTH: positiveInt('PARLEY_MAX_TEXT_LENGTH', 4000, 100_000),
   PARLEY_MAX_REQUEST_BYTES: positiveInt('PARLEY_MAX_REQUEST_BYTES', 65_536, 16 * 1024 * 1024),
+  PARLEY_MAX_GROUP_SIZE: positiveInt('PARLEY_MAX_GROUP_SIZE', 100, 10_000),
+  PARLEY_MAX_GROUP_NAME_LENGTH: positiveInt('PARLEY_MAX_GROUP_NAME_LENGTH', 64, 1000),
   PARLEY_MIN_PASSWORD_LENGTH: positiveInt('PARLEY_MIN_PASSWORD_LENGTH', 8, 1024),
   /** Names this gateway's connections in shared presence state; must be unique among gateways on one Redis and stable across restarts. */
   PARLEY_GATEWAY_ID: z

@@ -2,6 +2,7 @@ import { Inject, Module, type DynamicModule, type ModuleMetadata, type OnApplica
 import { AccountsModule, AccountsService } from '#libs/accounts';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { Metrics, Readiness } from '#libs/health';
+import { Conversations, GROUP_API, GroupModule, type GroupApi } from '#libs/group';
 import { MessagingModule, MessagingService } from '#libs/messaging';
 import { PRESENCE_API, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
@@ -24,7 +25,8 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
   static register(services: NonNullable<ModuleMetadata['imports']>): DynamicModule {
     return {
       module: GatewayModule,
-      imports: [AccountsModule, MessagingModule, ...services],
+      // GroupModule is imported for reads (who may see what of a group, for sync); changes go through GROUP_API.
+      imports: [AccountsModule, MessagingModule, GroupModule, ...services],
       providers: [
         {
           provide: AccessPolicy,
@@ -44,18 +46,19 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             messaging: MessagingService,
             presence: PresenceApi,
             receipts: ReceiptsApi,
+            groups: GroupApi,
             inbox: InboxPublisher,
             metrics: Metrics,
             config: ParleyConfig,
             broker: MqttBroker,
           ) => {
-            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, inbox, metrics, {
+            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, groups, inbox, metrics, {
               maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
             });
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
             return dispatcher;
           },
-          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker],
+          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker],
         },
         {
           provide: PresenceTracker,
@@ -65,9 +68,9 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: InboxSync,
-          useFactory: (broker: MqttBroker, policy: AccessPolicy, messaging: MessagingService, receipts: ReceiptsApi) =>
-            new InboxSync(broker.aedes, policy, messaging, receipts),
-          inject: [MqttBroker, AccessPolicy, MessagingService, RECEIPTS_API],
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi) =>
+            new InboxSync(broker.aedes, policy, conversations, receipts),
+          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API],
         },
       ],
       exports: [MqttBroker],
@@ -89,7 +92,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
 
   async onApplicationBootstrap(): Promise<void> {
     await this.broker.start();
-    await this.presence.start();
+    this.presence.start();
     this.inboxSync.start();
   }
 

@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
-import type { MessagingService } from '#libs/messaging';
+import type { Conversations } from '#libs/group';
 import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
@@ -21,7 +21,7 @@ export class InboxSync {
   constructor(
     private readonly aedes: Aedes,
     private readonly policy: AccessPolicy,
-    private readonly messaging: MessagingService,
+    private readonly conversations: Conversations,
     private readonly receipts: ReceiptsApi,
   ) {}
 
@@ -48,22 +48,24 @@ export class InboxSync {
 
   /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
   async sync(client: Client, user: string): Promise<number> {
-    const convs = await this.messaging.conversationsOf(user);
+    const convs = await this.conversations.conversationsOf(user);
+    const views = (await Promise.all(convs.map((conv) => this.conversations.viewOf(conv, user)))).filter((v) => v !== null);
     const states: SyncEvent['conversations'] = await Promise.all(
-      convs.map(async (conv) => {
-        const [last, mine, peers] = await Promise.all([this.messaging.lastSeq(conv), this.receipts.cursorsOf(conv, user), this.receipts.peersOf(conv, user)]);
-        return { conv, last, mine, peers };
+      views.map(async (view) => {
+        const [mine, peers] = await Promise.all([this.receipts.cursorsOf(view.conv, user), this.receipts.peersOf(view.conv, user)]);
+        const state = { conv: view.conv, after: Math.max(view.after, mine.delivered), last: view.last, mine, peers };
+        return view.group ? { ...state, group: view.group } : state;
       }),
     );
     await this.send(client, { type: 'sync', conversations: states });
     let sent = 0;
-    for (const { conv, last, mine } of states) {
-      let after = mine.delivered;
-      while (after < last) {
+    for (const [i, state] of states.entries()) {
+      let after = state.after;
+      while (after < state.last) {
         if (client.closed) return sent;
-        const page = await this.messaging.messagesAfter(conv, after, Math.min(PAGE, last - after));
+        const page = await this.conversations.entriesAfter(views[i]!, after, Math.min(PAGE, state.last - after));
         if (page.length === 0) break;
-        for (const message of page) await this.send(client, message);
+        for (const event of page) await this.send(client, event);
         sent += page.length;
         after = page[page.length - 1]!.seq;
       }

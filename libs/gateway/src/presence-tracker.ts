@@ -24,18 +24,37 @@ export class PresenceTracker {
     private readonly gatewayId: string,
   ) {}
 
-  /** Clears connections a previous run of this gateway left behind (a crash), then starts tracking. */
-  async start(): Promise<void> {
-    for (const event of await this.presence.gatewayGone(this.gatewayId)) await this.publish(event);
+  /**
+   * Starts tracking, and clears the connections a previous run of this
+   * gateway left behind (a crash) — in the background, retrying while the
+   * presence store is unreachable, so the gateway starts without it.
+   */
+  start(): void {
+    this.recovered = this.clearPreviousRun();
     this.aedes.on('clientReady', (client) => this.onConnect(client));
     this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+  }
+
+  /** Connection reports wait for this, so clearing the previous run can never drop a connection of this run. */
+  private recovered: Promise<void> = Promise.resolve();
+
+  private async clearPreviousRun(): Promise<void> {
+    for (let delay = 500; !this.aedes.closed; delay = Math.min(delay * 2, 30_000)) {
+      try {
+        for (const event of await this.presence.gatewayGone(this.gatewayId)) await this.publish(event);
+        return;
+      } catch (e) {
+        this.logger.warn({ event: 'presence_recovery_retry', error: String(e), retryInMs: delay });
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      }
+    }
   }
 
   private onConnect(client: Client): void {
     const principal = this.policy.principalOf(client);
     if (principal?.kind !== 'user') return;
     const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
-    const reported = this.report(() => this.presence.connected(ref));
+    const reported = this.recovered.then(() => this.report(() => this.presence.connected(ref)));
     this.live.set(client, { ref, reported });
   }
 

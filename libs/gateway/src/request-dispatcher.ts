@@ -1,10 +1,27 @@
 import { Logger } from '@nestjs/common';
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
+import type { GroupApi, GroupOutcome } from '#libs/group';
 import type { MessagingService } from '#libs/messaging';
 import type { PresenceApi } from '#libs/presence';
-import { NO_CURSORS, type ReceiptsApi } from '#libs/receipts';
-import { DomainError, inboxTopicOf, parseRequest, topics, type ErrorReply, type OkReply, type Principal, type Request, type ResultOf } from '#libs/protocol';
+import type { ReceiptsApi } from '#libs/receipts';
+import {
+  DomainError,
+  inboxTopicOf,
+  parseRequest,
+  topics,
+  type ErrorReply,
+  type GroupInfo,
+  type HistoryRequest,
+  type HistoryResult,
+  type InboxEvent,
+  type OkReply,
+  type Principal,
+  type Request,
+  type ResultOf,
+  type SendRequest,
+  type SendResult,
+} from '#libs/protocol';
 import type { InboxPublisher } from './inbox-publisher.js';
 
 export interface DispatcherLimits {
@@ -27,6 +44,7 @@ export class RequestDispatcher {
     private readonly messaging: MessagingService,
     private readonly presence: PresenceApi,
     private readonly receipts: ReceiptsApi,
+    private readonly groups: GroupApi,
     private readonly inbox: InboxPublisher,
     private readonly metrics: Metrics,
     private readonly limits: DispatcherLimits,
@@ -73,35 +91,87 @@ export class RequestDispatcher {
     switch (req.op) {
       case 'register':
         throw new DomainError('not_allowed', 'you are logged in; register new accounts from an anonymous connection');
-      case 'send': {
-        const outcome = await this.messaging.send({ from: user, id: req.id, to: req.to, text: req.text });
-        if (!outcome.duplicate) {
-          this.metrics.messagesAccepted.inc();
-          // Every device of both members sees the message; the recipient first.
-          const recipients = outcome.message.to === user ? [user] : [outcome.message.to, user];
-          await Promise.all(recipients.map((r) => this.inbox.publish(topics.inbox(r), outcome.message)));
-          this.metrics.messagesPushed.inc(recipients.length);
-        }
-        const recipient = await this.presence.stateOf(req.to);
-        return ok(req, 'send', { status: 'accepted', ...outcome.accepted, recipient });
-      }
-      case 'history': {
-        const page = await this.messaging.history({ user, with: req.with, before: req.before, limit: req.limit });
-        const peers = await this.receipts.peersOf(page.conv, user);
-        const peer = req.with === user ? await this.receipts.cursorsOf(page.conv, user) : (peers[req.with] ?? NO_CURSORS);
-        return ok(req, 'history', { ...page, peer });
-      }
+      case 'send':
+        return ok(req, 'send', await this.send(user, req));
+      case 'history':
+        return ok(req, 'history', await this.history(user, req));
       case 'who':
         return ok(req, 'who', await this.presence.who(req.user));
       case 'receipt': {
         const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status });
-        if (outcome.notify) {
-          const { to, event } = outcome.notify;
-          await Promise.all(to.map((member) => this.inbox.publish(topics.inbox(member), event)));
-        }
+        if (outcome.notify) await this.deliver(outcome.notify.to, outcome.notify.event);
         return ok(req, 'receipt', outcome.result);
       }
+      case 'group.create':
+        return ok(req, req.op, await this.groupChange(this.groups.create(user, req.id, req.name, req.members)));
+      case 'group.rename':
+        return ok(req, req.op, await this.groupChange(this.groups.rename(user, req.id, req.group, req.name)));
+      case 'group.add':
+        return ok(req, req.op, await this.groupChange(this.groups.add(user, req.id, req.group, req.members)));
+      case 'group.remove':
+        return ok(req, req.op, await this.groupChange(this.groups.remove(user, req.id, req.group, req.members)));
+      case 'group.owner':
+        return ok(req, req.op, await this.groupChange(this.groups.handOver(user, req.id, req.group, req.user)));
+      case 'group.leave':
+      case 'group.delete': {
+        const change = req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group) : this.groups.delete(user, req.id, req.group);
+        const info = await this.groupChange(change);
+        return ok(req, req.op, { id: info.id, name: info.name });
+      }
+      case 'group.list':
+        return ok(req, req.op, { groups: await this.groups.list(user) });
+      case 'group.members':
+        return ok(req, req.op, await this.groups.info(user, req.group));
+      case 'info': {
+        const { conv, group, entry, members } = await this.groups.entryAt(user, req.group, req.seq);
+        const others = members.filter((m) => m !== entry.from);
+        return ok(req, 'info', { conv, group, seq: req.seq, from: entry.from, members: await this.receipts.progress(conv, req.seq, others) });
+      }
     }
+  }
+
+  private async send(user: string, req: SendRequest): Promise<SendResult> {
+    const target = exactlyOne(req.to, req.group, 'to', 'group');
+    if (target.key === 'group') {
+      const outcome = await this.groups.post(user, req.id, target.value, req.text);
+      if (!outcome.duplicate) {
+        this.metrics.messagesAccepted.inc();
+        await this.deliver(outcome.deliverTo, outcome.message);
+      }
+      return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
+    }
+    const outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text });
+    if (!outcome.duplicate) {
+      this.metrics.messagesAccepted.inc();
+      // Every device of both members sees the message; the recipient first.
+      await this.deliver(target.value === user ? [user] : [target.value, user], outcome.message);
+    }
+    const recipient = await this.presence.stateOf(target.value);
+    return { status: 'accepted', ...outcome.accepted, recipient };
+  }
+
+  private async history(user: string, req: HistoryRequest): Promise<HistoryResult> {
+    const target = exactlyOne(req.with, req.group, 'with', 'group');
+    if (target.key === 'group') {
+      const page = await this.groups.history(user, target.value, req.before, req.limit ?? DEFAULT_HISTORY_LIMIT);
+      return { conv: page.conv, group: page.group, messages: page.events, peers: await this.receipts.peersOf(page.conv, user) };
+    }
+    const page = await this.messaging.history({ user, with: target.value, before: req.before, limit: req.limit });
+    const peers = target.value === user ? { [user]: await this.receipts.cursorsOf(page.conv, user) } : await this.receipts.peersOf(page.conv, user);
+    return { ...page, peers };
+  }
+
+  /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
+  private async groupChange(pending: Promise<GroupOutcome>): Promise<GroupInfo> {
+    const outcome = await pending;
+    if (outcome.event) await this.deliver(outcome.deliverTo, outcome.event);
+    return outcome.group;
+  }
+
+  /** Publishes one event to each user's inbox (every device of theirs). */
+  private async deliver(users: string[], event: InboxEvent): Promise<void> {
+    await Promise.all(users.map((u) => this.inbox.publish(topics.inbox(u), event)));
+    if (event.type === 'message') this.metrics.messagesPushed.inc(users.length);
   }
 
   private asDomainError(e: unknown, op: string): DomainError {
@@ -109,6 +179,14 @@ export class RequestDispatcher {
     this.logger.error({ event: 'request_failed', op, error: e instanceof Error ? e.message : String(e) });
     return new DomainError('unavailable', 'the server could not complete this request right now; retry with the same id (a retry never stores anything twice)');
   }
+}
+
+const DEFAULT_HISTORY_LIMIT = 50;
+
+/** Exactly one of two alternative fields must be given (a user or a group). */
+function exactlyOne(a: string | undefined, b: string | undefined, aName: string, bName: string): { key: string; value: string } {
+  if ((a === undefined) === (b === undefined)) throw new DomainError('bad_request', `give exactly one of "${aName}" and "${bName}"`);
+  return a !== undefined ? { key: aName, value: a } : { key: bName, value: b! };
 }
 
 function ok<Op extends keyof ResultOf>(req: Request, op: Op, result: ResultOf[Op]): OkReply {

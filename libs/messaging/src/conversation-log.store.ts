@@ -1,5 +1,12 @@
+import type { GroupChange } from '#libs/protocol';
+
+/** What an entry holds: a text message, or a change to a group. */
+export type LogBody = { kind: 'text'; text: string } | { kind: 'event'; event: GroupChange };
+
 /** One entry of a conversation's append-only log. */
-export interface LogEntry {
+export type LogEntry = LogHeader & LogBody;
+
+interface LogHeader {
   /** Position in the conversation, 1 for the first entry, no gaps. */
   seq: number;
   /** Server time of the append, epoch milliseconds. */
@@ -8,11 +15,9 @@ export interface LogEntry {
   from: string;
   /** The client's id for it; (from, id) is unique within a conversation. */
   id: string;
-  kind: 'text';
-  text: string;
 }
 
-export type AppendInput = Omit<LogEntry, 'seq'>;
+export type AppendInput = Omit<LogHeader, 'seq'> & LogBody;
 
 export interface AppendResult {
   entry: LogEntry;
@@ -35,6 +40,9 @@ export interface ConversationLogStore {
 
   /** The newest `limit` entries with seq < before, ascending. */
   readBefore(conv: string, before: number, limit: number): Promise<LogEntry[]>;
+
+  /** The entry that (from, id) appended, if any. */
+  findById(conv: string, from: string, id: string): Promise<LogEntry | undefined>;
 
   /** The seq of the last entry, 0 for an empty or unknown conversation. */
   lastSeq(conv: string): Promise<number>;

@@ -41,6 +41,6 @@ export const CONVERSATION_INDEX_STORE = Symbol('CONVERSATION_INDEX_STORE');
       inject: [CONVERSATION_LOG_STORE, CONVERSATION_INDEX_STORE, AccountsService, PARLEY_CONFIG],
     },
   ],
-  exports: [MessagingService],
+  exports: [MessagingService, CONVERSATION_LOG_STORE, CONVERSATION_INDEX_STORE, AccountsModule],
 })
 export class MessagingModule {}

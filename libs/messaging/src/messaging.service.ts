@@ -1,4 +1,4 @@
-import { directConversationId, directPeer, DomainError, USERNAME_PATTERN, type MessageEvent } from '#libs/protocol';
+import { directConversationId, directPeer, DomainError, USERNAME_PATTERN, type GroupEvent, type GroupLabel, type MessageEvent } from '#libs/protocol';
 import type { ConversationIndexStore } from './conversation-index.store.js';
 import type { ConversationLogStore, LogEntry } from './conversation-log.store.js';
 
@@ -64,11 +64,7 @@ export class MessagingService {
    * resolves. Throws empty_text, text_too_long or unknown_user, storing nothing.
    */
   async send(cmd: SendCommand): Promise<SendOutcome> {
-    if (cmd.text.trim().length === 0) throw new DomainError('empty_text', 'a message needs some text');
-    const length = [...cmd.text].length;
-    if (length > this.limits.maxTextLength) {
-      throw new DomainError('text_too_long', `a message is at most ${this.limits.maxTextLength} characters; this one has ${length}`);
-    }
+    checkText(cmd.text, this.limits.maxTextLength);
     if (!(await this.users.exists(cmd.to))) throw new DomainError('unknown_user', `there is no user "${cmd.to}"`);
 
     const conv = directConversationId(cmd.from, cmd.to);
@@ -92,9 +88,19 @@ export class MessagingService {
     return { conv, messages: entries.map((e) => toMessageEvent(conv, e)) };
   }
 
-  /** Messages after `after` in a conversation, oldest first, at most `limit`. */
+  /** Messages after `after` in a direct conversation, oldest first, at most `limit`. */
   async messagesAfter(conv: string, after: number, limit: number): Promise<MessageEvent[]> {
     return (await this.log.readAfter(conv, after, limit)).map((e) => toMessageEvent(conv, e));
+  }
+
+  /** Raw log entries after `after`, oldest first, at most `limit` (for other domains that render them). */
+  entriesAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {
+    return this.log.readAfter(conv, after, limit);
+  }
+
+  /** Whether a conversation id names a direct conversation. */
+  static isDirect(conv: string): boolean {
+    return conv.startsWith('dm:');
   }
 
   /** The conversations a user takes part in. */
@@ -102,7 +108,7 @@ export class MessagingService {
     return this.index.list(user);
   }
 
-  /** The members of a conversation, or null when the id names none. */
+  /** The members of a direct conversation, or null when the id names none. */
   membersOf(conv: string): Promise<string[] | null> {
     const m = /^dm:([^:]+):([^:]+)$/.exec(conv);
     if (!m || !USERNAME_PATTERN.test(m[1]!) || !USERNAME_PATTERN.test(m[2]!) || m[1]! > m[2]!) return Promise.resolve(null);
@@ -121,7 +127,18 @@ export class MessagingService {
   }
 }
 
-/** The wire form of a direct-conversation log entry. */
+/**
+ * The rule every message text meets, in any conversation: some visible text,
+ * at most `max` characters (counted as characters, so an emoji is one).
+ * Throws empty_text or text_too_long.
+ */
+export function checkText(text: string, max: number): void {
+  if (text.trim().length === 0) throw new DomainError('empty_text', 'a message needs some text');
+  const length = [...text].length;
+  if (length > max) throw new DomainError('text_too_long', `a message is at most ${max} characters; this one has ${length}`);
+}
+
+/** The wire form of a direct-conversation log entry (direct conversations hold only text). */
 export function toMessageEvent(conv: string, entry: LogEntry): MessageEvent {
   return {
     type: 'message',
@@ -131,6 +148,12 @@ export function toMessageEvent(conv: string, entry: LogEntry): MessageEvent {
     to: directPeer(conv, entry.from) ?? entry.from,
     ts: entry.ts,
     id: entry.id,
-    text: entry.text,
+    text: entry.kind === 'text' ? entry.text : '',
   };
+}
+
+/** The wire form of any log entry of a group: a message, or a group event. */
+export function toGroupInboxEvent(conv: string, group: GroupLabel, entry: LogEntry): MessageEvent | GroupEvent {
+  const head = { conv, seq: entry.seq, from: entry.from, group, ts: entry.ts, id: entry.id };
+  return entry.kind === 'text' ? { type: 'message', ...head, text: entry.text } : { type: 'group', ...head, change: entry.event };
 }

@@ -14,7 +14,12 @@ export const ERROR_CODES = [
   'text_too_long', // a message longer than the configured limit
   'not_allowed', // the operation is not allowed for this connection
   'not_member', // the conversation is not one the caller belongs to
-  'no_such_message', // a receipt names a message that does not exist
+  'no_such_message', // a receipt or info request names a message that does not exist
+  'unknown_group', // no group of that id or name among the caller's groups
+  'ambiguous_group', // the caller is in several groups of that name: use the id
+  'not_group_owner', // only the group's owner may do this
+  'invalid_group_name', // a group name that is empty, too long or has control characters
+  'group_too_large', // the group would exceed the maximum number of members
   'rate_limited', // too many requests; retry later
   'unavailable', // a service the request needs is down; nothing was changed
   'internal', // an unexpected server fault; nothing was changed

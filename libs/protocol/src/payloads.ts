@@ -20,17 +20,24 @@ export const RegisterRequest = z.strictObject({
   password: z.string().max(1024),
 });
 
+/** A group as a member names it: its id (`g…`) or its name, looked up among the caller's own groups. */
+const GroupRef = z.string().min(1).max(200);
+
+/** A message to a user (`to`) or to a group (`group`): exactly one of the two. */
 export const SendRequest = z.strictObject({
   op: z.literal('send'),
   id: RequestId,
-  to: UserRef,
+  to: UserRef.optional(),
+  group: GroupRef.optional(),
   text: z.string().max(1_000_000),
 });
 
+/** A page of a conversation with a user (`with`) or of a group (`group`): exactly one of the two. */
 export const HistoryRequest = z.strictObject({
   op: z.literal('history'),
   id: RequestId,
-  with: UserRef,
+  with: UserRef.optional(),
+  group: GroupRef.optional(),
   /** Only messages with a sequence number below this one (for paging back). */
   before: z.number().int().positive().optional(),
   limit: z.number().int().min(1).max(500).optional(),
@@ -53,28 +60,109 @@ export const ReceiptRequest = z.strictObject({
   status: z.enum(['delivered', 'read']),
 });
 
-export const Request = z.discriminatedUnion('op', [RegisterRequest, SendRequest, HistoryRequest, WhoRequest, ReceiptRequest]);
+const MemberList = z.array(UserRef).max(1000);
+const GroupName = z.string().max(1000);
+
+export const GroupCreateRequest = z.strictObject({ op: z.literal('group.create'), id: RequestId, name: GroupName, members: MemberList.optional() });
+export const GroupRenameRequest = z.strictObject({ op: z.literal('group.rename'), id: RequestId, group: GroupRef, name: GroupName });
+export const GroupAddRequest = z.strictObject({ op: z.literal('group.add'), id: RequestId, group: GroupRef, members: MemberList.min(1) });
+export const GroupRemoveRequest = z.strictObject({ op: z.literal('group.remove'), id: RequestId, group: GroupRef, members: MemberList.min(1) });
+export const GroupLeaveRequest = z.strictObject({ op: z.literal('group.leave'), id: RequestId, group: GroupRef });
+export const GroupOwnerRequest = z.strictObject({ op: z.literal('group.owner'), id: RequestId, group: GroupRef, user: UserRef });
+export const GroupDeleteRequest = z.strictObject({ op: z.literal('group.delete'), id: RequestId, group: GroupRef });
+export const GroupListRequest = z.strictObject({ op: z.literal('group.list'), id: RequestId });
+export const GroupMembersRequest = z.strictObject({ op: z.literal('group.members'), id: RequestId, group: GroupRef });
+/** Who of a group has received and read message `seq` (asked by any member, typically its sender). */
+export const InfoRequest = z.strictObject({ op: z.literal('info'), id: RequestId, group: GroupRef, seq: z.number().int().positive() });
+
+export const Request = z.discriminatedUnion('op', [
+  RegisterRequest,
+  SendRequest,
+  HistoryRequest,
+  WhoRequest,
+  ReceiptRequest,
+  GroupCreateRequest,
+  GroupRenameRequest,
+  GroupAddRequest,
+  GroupRemoveRequest,
+  GroupLeaveRequest,
+  GroupOwnerRequest,
+  GroupDeleteRequest,
+  GroupListRequest,
+  GroupMembersRequest,
+  InfoRequest,
+]);
 export type Request = z.infer<typeof Request>;
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
 export type SendRequest = z.infer<typeof SendRequest>;
 export type HistoryRequest = z.infer<typeof HistoryRequest>;
 export type WhoRequest = z.infer<typeof WhoRequest>;
 export type ReceiptRequest = z.infer<typeof ReceiptRequest>;
-export const REQUEST_OPS = ['register', 'send', 'history', 'who', 'receipt'] as const;
+export const REQUEST_OPS = [
+  'register',
+  'send',
+  'history',
+  'who',
+  'receipt',
+  'group.create',
+  'group.rename',
+  'group.add',
+  'group.remove',
+  'group.leave',
+  'group.owner',
+  'group.delete',
+  'group.list',
+  'group.members',
+  'info',
+] as const;
 export type RequestOp = Request['op'];
 
-/** A message as every member of its conversation sees it. */
+/** A group as members see it on every group message and event. */
+export const GroupLabel = z.strictObject({ id: z.string(), name: z.string() });
+export type GroupLabel = z.infer<typeof GroupLabel>;
+
+/**
+ * A message as every member of its conversation sees it: in a direct
+ * conversation `to` names the recipient; in a group, `group` names the group.
+ */
 export const MessageEvent = z.strictObject({
   type: z.literal('message'),
   conv: z.string(),
   seq: z.number().int().positive(),
   from: z.string(),
-  to: z.string(),
+  to: z.string().optional(),
+  group: GroupLabel.optional(),
   ts: Timestamp,
   id: RequestId,
   text: z.string(),
 });
 export type MessageEvent = z.infer<typeof MessageEvent>;
+
+/** A change to a group, as recorded in the group's log. */
+export const GroupChange = z.discriminatedUnion('kind', [
+  z.strictObject({ kind: z.literal('created'), name: z.string(), owner: z.string(), members: z.array(z.string()) }),
+  z.strictObject({ kind: z.literal('renamed'), oldName: z.string(), name: z.string() }),
+  z.strictObject({ kind: z.literal('member_added'), members: z.array(z.string()) }),
+  z.strictObject({ kind: z.literal('member_removed'), members: z.array(z.string()) }),
+  /** A member left; when it was the owner, ownership passed to `newOwner`, the longest-standing member. */
+  z.strictObject({ kind: z.literal('member_left'), user: z.string(), newOwner: z.string().optional() }),
+  z.strictObject({ kind: z.literal('owner_changed'), owner: z.string(), previous: z.string() }),
+  z.strictObject({ kind: z.literal('deleted') }),
+]);
+export type GroupChange = z.infer<typeof GroupChange>;
+
+/** A group change as members see it, in order with the group's messages. `from` is who made the change. */
+export const GroupEvent = z.strictObject({
+  type: z.literal('group'),
+  conv: z.string(),
+  seq: z.number().int().positive(),
+  from: z.string(),
+  group: GroupLabel,
+  ts: Timestamp,
+  id: RequestId,
+  change: GroupChange,
+});
+export type GroupEvent = z.infer<typeof GroupEvent>;
 
 /** A user's presence: online while at least one connection is up; lastSeen is when it was last online (null: never). */
 export const PresenceState = z.strictObject({ state: z.enum(['online', 'offline']), lastSeen: Timestamp.nullable() });
@@ -85,8 +173,11 @@ export const SendResult = z.strictObject({
   conv: z.string(),
   seq: z.number().int().positive(),
   ts: Timestamp,
-  /** The recipient's presence when the message was accepted: an offline recipient gets it when it next connects. */
-  recipient: PresenceState,
+  /** Direct messages: the recipient's presence when the message was accepted; an offline recipient gets it when it next connects. */
+  recipient: PresenceState.optional(),
+  /** Group messages: the group, and how many other members it goes to. */
+  group: GroupLabel.optional(),
+  recipients: z.number().int().nonnegative().optional(),
 });
 export type SendResult = z.infer<typeof SendResult>;
 
@@ -104,9 +195,10 @@ export type Cursors = z.infer<typeof Cursors>;
 
 export const HistoryResult = z.strictObject({
   conv: z.string(),
-  messages: z.array(MessageEvent),
-  /** The other member's cursors, so each of my messages can show ✓, ✓✓ or read. */
-  peer: Cursors,
+  messages: z.array(z.union([MessageEvent, GroupEvent])),
+  /** The other members' cursors, so each of my messages can show ✓, ✓✓ or read (or 3/5 read in a group). */
+  peers: z.record(z.string(), Cursors),
+  group: GroupLabel.optional(),
 });
 export type HistoryResult = z.infer<typeof HistoryResult>;
 
@@ -114,6 +206,39 @@ export const WhoResult = z.strictObject({ user: z.string(), ...PresenceState.sha
 export type WhoResult = z.infer<typeof WhoResult>;
 
 export const ReceiptResult = z.strictObject({ conv: z.string(), cursors: Cursors, moved: z.boolean() });
+
+export const GroupInfo = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  owner: z.string(),
+  /** In the order they joined. */
+  members: z.array(z.string()),
+  createdAt: Timestamp,
+});
+export type GroupInfo = z.infer<typeof GroupInfo>;
+
+export const GroupListResult = z.strictObject({ groups: z.array(GroupInfo) });
+export type GroupListResult = z.infer<typeof GroupListResult>;
+export const GroupGoneResult = z.strictObject({ id: z.string(), name: z.string() });
+export type GroupGoneResult = z.infer<typeof GroupGoneResult>;
+
+export const InfoResult = z.strictObject({
+  conv: z.string(),
+  group: GroupLabel,
+  seq: z.number().int().positive(),
+  from: z.string(),
+  /** Every other member: whether message `seq` reached its client and was read, and when. */
+  members: z.array(
+    z.strictObject({
+      user: z.string(),
+      delivered: z.boolean(),
+      deliveredAt: Timestamp.nullable(),
+      read: z.boolean(),
+      readAt: Timestamp.nullable(),
+    }),
+  ),
+});
+export type InfoResult = z.infer<typeof InfoResult>;
 export type ReceiptResult = z.infer<typeof ReceiptResult>;
 
 /** Another member moved a cursor in a conversation I am in: my messages up to `seq` are delivered to / read by `user`. */
@@ -142,6 +267,9 @@ export const SyncEvent = z.strictObject({
   conversations: z.array(
     z.strictObject({
       conv: z.string(),
+      group: GroupLabel.optional(),
+      /** The backlog that follows holds the entries after `after` up to `last`. */
+      after: z.number().int().nonnegative(),
       last: z.number().int().nonnegative(),
       mine: Cursors,
       peers: z.record(z.string(), Cursors),
@@ -162,7 +290,7 @@ export const OkReply = z.strictObject({
   id: RequestId,
   op: z.enum(REQUEST_OPS),
   ok: z.literal(true),
-  result: z.union([SendResult, RegisterResult, HistoryResult, WhoResult, ReceiptResult]),
+  result: z.union([SendResult, RegisterResult, HistoryResult, WhoResult, ReceiptResult, GroupInfo, GroupListResult, GroupGoneResult, InfoResult]),
 });
 export const ErrorReply = z.strictObject({
   type: z.literal('reply'),
@@ -178,7 +306,7 @@ export type ErrorReply = z.infer<typeof ErrorReply>;
 export type Reply = z.infer<typeof Reply>;
 
 /** Everything that can arrive on an inbox topic. */
-export const InboxEvent = z.union([MessageEvent, OkReply, ErrorReply, ReceiptEvent, PresenceEvent, SyncEvent, SyncedEvent]);
+export const InboxEvent = z.union([MessageEvent, GroupEvent, OkReply, ErrorReply, ReceiptEvent, PresenceEvent, SyncEvent, SyncedEvent]);
 export type InboxEvent = z.infer<typeof InboxEvent>;
 
 /** The results each op answers with, for typed request helpers. */
@@ -188,6 +316,16 @@ export interface ResultOf {
   history: HistoryResult;
   who: WhoResult;
   receipt: ReceiptResult;
+  'group.create': GroupInfo;
+  'group.rename': GroupInfo;
+  'group.add': GroupInfo;
+  'group.remove': GroupInfo;
+  'group.leave': GroupGoneResult;
+  'group.owner': GroupInfo;
+  'group.delete': GroupGoneResult;
+  'group.list': GroupListResult;
+  'group.members': GroupInfo;
+  info: InfoResult;
 }
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };

@@ -14,6 +14,12 @@ export interface CursorStore {
    */
   advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<{ cursors: Cursors; moved: boolean }>;
 
+  /**
+   * When the member's cursor of that kind first reached `seq` or beyond: the
+   * time of the receipt that covered message `seq`. Null when it has not yet.
+   */
+  reachedAt(conv: string, user: string, status: ReceiptStatus, seq: number): Promise<number | null>;
+
   /** The member's cursors; all zero when it has none yet. */
   get(conv: string, user: string): Promise<Cursors>;
 }

@@ -1,5 +1,5 @@
 import { Module } from '@nestjs/common';
-import { MessagingModule, MessagingService } from '#libs/messaging';
+import { Conversations, GroupModule } from '#libs/group';
 import { adapterFor, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import type { CursorStore } from './cursor.store.js';
 import { EmbeddedCursorStore } from './embedded/embedded-cursor.store.js';
@@ -9,7 +9,7 @@ import { RedisCursorStore } from './redis/redis-cursor.store.js';
 export const CURSOR_STORE = Symbol('CURSOR_STORE');
 
 @Module({
-  imports: [MessagingModule],
+  imports: [GroupModule],
   providers: [
     {
       provide: CURSOR_STORE,
@@ -19,8 +19,8 @@ export const CURSOR_STORE = Symbol('CURSOR_STORE');
     },
     {
       provide: ReceiptsService,
-      useFactory: (cursors: CursorStore, messaging: MessagingService) => new ReceiptsService(cursors, messaging),
-      inject: [CURSOR_STORE, MessagingService],
+      useFactory: (cursors: CursorStore, conversations: Conversations) => new ReceiptsService(cursors, conversations),
+      inject: [CURSOR_STORE, Conversations],
     },
     { provide: RECEIPTS_API, useExisting: ReceiptsService },
   ],

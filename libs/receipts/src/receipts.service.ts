@@ -52,6 +52,23 @@ export class ReceiptsService {
     return this.cursors.get(conv, user);
   }
 
+  /** For each user: whether message `seq` reached its client and was read, and when. */
+  async progress(
+    conv: string,
+    seq: number,
+    users: string[],
+  ): Promise<{ user: string; delivered: boolean; deliveredAt: number | null; read: boolean; readAt: number | null }[]> {
+    return Promise.all(
+      users.map(async (user) => {
+        const [deliveredAt, readAt] = await Promise.all([
+          this.cursors.reachedAt(conv, user, 'delivered', seq),
+          this.cursors.reachedAt(conv, user, 'read', seq),
+        ]);
+        return { user, delivered: deliveredAt !== null, deliveredAt, read: readAt !== null, readAt };
+      }),
+    );
+  }
+
   /** The cursors of every other member of a conversation. */
   async peersOf(conv: string, user: string): Promise<Record<string, Cursors>> {
     const members = (await this.conversations.membersOf(conv)) ?? [];
@@ -64,5 +81,5 @@ export class ReceiptsService {
 export { NO_CURSORS };
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the receipts app. */
-export type ReceiptsApi = Pick<ReceiptsService, 'record' | 'cursorsOf' | 'peersOf'>;
+export type ReceiptsApi = Pick<ReceiptsService, 'record' | 'cursorsOf' | 'peersOf' | 'progress'>;
 export const RECEIPTS_API = Symbol('RECEIPTS_API');

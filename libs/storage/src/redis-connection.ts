@@ -16,6 +16,8 @@ export class RedisConnection {
       // A command waits for a reconnect at most this many times, then fails:
       // callers get `unavailable` instead of hanging while Redis is down.
       maxRetriesPerRequest: 2,
+      // Reconnect attempts at most a second apart, so a command fails (or goes through) within a few seconds of Redis going away.
+      retryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
       enableAutoPipelining: true,
       lazyConnect: false,
     });

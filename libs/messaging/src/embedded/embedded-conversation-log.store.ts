@@ -2,7 +2,7 @@ import type { Database } from 'lmdb';
 import type { EmbeddedDatabase } from '#libs/storage';
 import type { AppendInput, AppendResult, ConversationLogStore, LogEntry } from '../conversation-log.store.js';
 
-type StoredEntry = Omit<LogEntry, 'seq'>;
+type StoredEntry = AppendInput;
 
 /**
  * Sub-databases: `log` keyed [conv, seq] (LMDB keeps keys ordered, so a range
@@ -29,7 +29,7 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
         if (original) return { entry: { seq: seen, ...original }, duplicate: true };
       }
       const seq = (this.last.get(conv) ?? 0) + 1;
-      void this.log.put([conv, seq], { ts: input.ts, from: input.from, id: input.id, kind: input.kind, text: input.text });
+      void this.log.put([conv, seq], input);
       void this.last.put(conv, seq);
       void this.idem.put([conv, input.from, input.id], seq);
       return { entry: { seq, ...input }, duplicate: false };
@@ -50,6 +50,12 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       out.push({ seq: key[1], ...value });
     }
     return Promise.resolve(out.reverse());
+  }
+
+  findById(conv: string, from: string, id: string): Promise<LogEntry | undefined> {
+    const seq = this.idem.get([conv, from, id]);
+    const entry = seq === undefined ? undefined : this.log.get([conv, seq]);
+    return Promise.resolve(seq !== undefined && entry ? { seq, ...entry } : undefined);
   }
 
   lastSeq(conv: string): Promise<number> {

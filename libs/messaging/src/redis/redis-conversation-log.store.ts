@@ -35,7 +35,7 @@ end
 return out
 `;
 
-type StoredEntry = Omit<LogEntry, 'seq'>;
+type StoredEntry = AppendInput;
 
 export class RedisConversationLogStore implements ConversationLogStore {
   private readonly appendScript;
@@ -51,8 +51,7 @@ export class RedisConversationLogStore implements ConversationLogStore {
   }
 
   async append(conv: string, input: AppendInput): Promise<AppendResult> {
-    const stored: StoredEntry = { ts: input.ts, from: input.from, id: input.id, kind: input.kind, text: input.text };
-    const [dup, seq, json] = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(stored)])) as [number, number, string];
+    const [dup, seq, json] = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(input)])) as [number, number, string];
     return { entry: { seq, ...(JSON.parse(json) as StoredEntry) }, duplicate: dup === 1 };
   }
 
@@ -62,6 +61,14 @@ export class RedisConversationLogStore implements ConversationLogStore {
 
   async readBefore(conv: string, before: number, limit: number): Promise<LogEntry[]> {
     return this.readRange(conv, Math.max(1, before - limit), before - 1);
+  }
+
+  async findById(conv: string, from: string, id: string): Promise<LogEntry | undefined> {
+    const [, entriesKey, idemKey] = this.keys(conv);
+    const seq = await this.redis.client.hget(idemKey, `${from}\0${id}`);
+    if (seq === null) return undefined;
+    const json = await this.redis.client.hget(entriesKey, seq);
+    return json === null ? undefined : { seq: Number(seq), ...(JSON.parse(json) as StoredEntry) };
   }
 
   async lastSeq(conv: string): Promise<number> {

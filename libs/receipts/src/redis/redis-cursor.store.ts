@@ -4,7 +4,9 @@ import { NO_CURSORS, type CursorStore, type ReceiptStatus } from '../cursor.stor
 
 /**
  * Key `{prefix}cursors:{conv}`: a hash with fields `{user}:d`, `{user}:dt`,
- * `{user}:r`, `{user}:rt`. The forward-only move is one Lua script, so two
+ * `{user}:r`, `{user}:rt`. Keys `{prefix}cursor-moves:{conv}:{user}:{status}`:
+ * sorted sets of `seq:time` scored by seq, one member per receipt that moved
+ * the cursor. The forward-only move is one Lua script, so two
  * receipts racing can never move a cursor back.
  */
 const ADVANCE = `
@@ -14,10 +16,12 @@ local seq = tonumber(ARGV[3])
 local moved = 0
 if seq > d then
   redis.call('HSET', KEYS[1], ARGV[1] .. ':d', seq, ARGV[1] .. ':dt', ARGV[4])
+  redis.call('ZADD', KEYS[2], seq, seq .. ':' .. ARGV[4])
   moved = 1
 end
 if ARGV[2] == 'read' and seq > r then
   redis.call('HSET', KEYS[1], ARGV[1] .. ':r', seq, ARGV[1] .. ':rt', ARGV[4])
+  redis.call('ZADD', KEYS[3], seq, seq .. ':' .. ARGV[4])
   moved = 1
 end
 return {moved, unpack(redis.call('HMGET', KEYS[1], ARGV[1] .. ':d', ARGV[1] .. ':dt', ARGV[1] .. ':r', ARGV[1] .. ':rt'))}
@@ -34,16 +38,28 @@ export class RedisCursorStore implements CursorStore {
   private readonly advanceScript;
 
   constructor(private readonly redis: RedisConnection) {
-    this.advanceScript = redis.script('parleyCursorAdvance', 1, ADVANCE);
+    this.advanceScript = redis.script('parleyCursorAdvance', 3, ADVANCE);
   }
 
   private cursorsKey(conv: string): string {
     return this.redis.key('cursors', conv);
   }
 
+  private movesKey(conv: string, user: string, status: ReceiptStatus): string {
+    return this.redis.key('cursor-moves', conv, user, status);
+  }
+
   async advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<{ cursors: Cursors; moved: boolean }> {
-    const [moved, ...raw] = (await this.advanceScript([this.cursorsKey(conv)], [user, status, seq, at])) as [number, ...Raw];
+    const [moved, ...raw] = (await this.advanceScript(
+      [this.cursorsKey(conv), this.movesKey(conv, user, 'delivered'), this.movesKey(conv, user, 'read')],
+      [user, status, seq, at],
+    )) as [number, ...Raw];
     return { cursors: toCursors(raw), moved: moved === 1 };
+  }
+
+  async reachedAt(conv: string, user: string, status: ReceiptStatus, seq: number): Promise<number | null> {
+    const [first] = await this.redis.client.zrangebyscore(this.movesKey(conv, user, status), seq, '+inf', 'LIMIT', 0, 1);
+    return first === undefined ? null : Number(first.slice(first.indexOf(':') + 1));
   }
 
   async get(conv: string, user: string): Promise<Cursors> {

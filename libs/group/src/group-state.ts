@@ -1,0 +1,102 @@
+import { createHash } from 'node:crypto';
+import type { GroupChange, GroupInfo, GroupLabel } from '#libs/protocol';
+
+/**
+ * A group's current state: a projection of the `event` entries of its log,
+ * kept so a post or a membership check does not re-read the log.
+ */
+export interface GroupState {
+  id: string;
+  name: string;
+  owner: string;
+  createdAt: number;
+  /** Current members in the order they joined, with the seq of the event that let them in: they see the log from there. */
+  members: { user: string; joined: number }[];
+  /** Past members: they see the log from `joined` up to `left`, the event that took them out. */
+  former: Record<string, { joined: number; left: number }>;
+  deleted: boolean;
+  /** The seq of the last event folded in. */
+  appliedSeq: number;
+  /** A change being written (request id): set before the log append and cleared after, so a crash in between is repaired from the log. */
+  pending: string | null;
+}
+
+export const GROUP_CONV_PREFIX = 'grp:';
+
+export function groupConv(id: string): string {
+  return GROUP_CONV_PREFIX + id;
+}
+
+export function groupIdOf(conv: string): string | null {
+  return conv.startsWith(GROUP_CONV_PREFIX) ? conv.slice(GROUP_CONV_PREFIX.length) : null;
+}
+
+/** A group's id follows from who created it with which request id, so a retried create names the same group. */
+export function newGroupId(creator: string, requestId: string): string {
+  return 'g' + createHash('sha256').update(`${creator}\0${requestId}`).digest('base64url').slice(0, 14).replace(/[-_]/g, 'x');
+}
+
+export function isMember(state: GroupState, user: string): boolean {
+  return state.members.some((m) => m.user === user);
+}
+
+export function labelOf(state: GroupState): GroupLabel {
+  return { id: state.id, name: state.name };
+}
+
+export function infoOf(state: GroupState): GroupInfo {
+  return { id: state.id, name: state.name, owner: state.owner, members: state.members.map((m) => m.user), createdAt: state.createdAt };
+}
+
+/** An empty state for a group being created, before its `created` event is folded in. */
+export function skeleton(id: string, pending: string): GroupState {
+  return { id, name: '', owner: '', createdAt: 0, members: [], former: {}, deleted: false, appliedSeq: 0, pending };
+}
+
+function without(state: GroupState, users: string[], seq: number): GroupState {
+  const former = { ...state.former };
+  for (const m of state.members) if (users.includes(m.user)) former[m.user] = { joined: m.joined, left: seq };
+  return { ...state, members: state.members.filter((m) => !users.includes(m.user)), former };
+}
+
+/**
+ * Folds one group change, appended at `seq` and time `ts`, into the state.
+ * Pure and total: a change that no longer fits (say, removing someone already
+ * gone) leaves the state as it is, so every replica folds the same log to the
+ * same state.
+ */
+export function applyChange(state: GroupState, change: GroupChange, seq: number, ts: number): GroupState {
+  if (seq <= state.appliedSeq) return state;
+  const next: GroupState = { ...state, appliedSeq: seq };
+  switch (change.kind) {
+    case 'created': {
+      const users = [change.owner, ...change.members.filter((u) => u !== change.owner)];
+      return { ...next, name: change.name, owner: change.owner, createdAt: ts, members: [...new Set(users)].map((user) => ({ user, joined: seq })) };
+    }
+    case 'renamed':
+      return { ...next, name: change.name };
+    case 'member_added': {
+      const added = change.members.filter((u) => !isMember(next, u));
+      const former = { ...next.former };
+      for (const u of added) delete former[u];
+      return { ...next, former, members: [...next.members, ...added.map((user) => ({ user, joined: seq }))] };
+    }
+    case 'member_removed':
+      return without(next, change.members, seq);
+    case 'member_left': {
+      const after = without(next, [change.user], seq);
+      return change.newOwner && isMember(after, change.newOwner) ? { ...after, owner: change.newOwner } : after;
+    }
+    case 'owner_changed':
+      return isMember(next, change.owner) ? { ...next, owner: change.owner } : next;
+    case 'deleted':
+      return {
+        ...without(
+          next,
+          next.members.map((m) => m.user),
+          seq,
+        ),
+        deleted: true,
+      };
+  }
+}

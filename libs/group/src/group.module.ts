@@ -1,0 +1,49 @@
+import { Module } from '@nestjs/common';
+import { AccountsService } from '#libs/accounts';
+import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import {
+  CONVERSATION_INDEX_STORE,
+  CONVERSATION_LOG_STORE,
+  MessagingModule,
+  MessagingService,
+  type ConversationIndexStore,
+  type ConversationLogStore,
+} from '#libs/messaging';
+import { adapterFor, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
+import { Conversations } from './conversations.js';
+import { EmbeddedGroupStore } from './embedded/embedded-group.store.js';
+import { GROUP_API, GroupService } from './group.service.js';
+import type { GroupStore } from './group.store.js';
+import { RedisGroupStore } from './redis/redis-group.store.js';
+
+export const GROUP_STORE = Symbol('GROUP_STORE');
+
+@Module({
+  imports: [MessagingModule],
+  providers: [
+    {
+      provide: GROUP_STORE,
+      useFactory: (backend: StorageBackend) =>
+        adapterFor<GroupStore>(backend, { embedded: (db) => new EmbeddedGroupStore(db), redis: (redis) => new RedisGroupStore(redis) }),
+      inject: [STORAGE_BACKEND],
+    },
+    {
+      provide: GroupService,
+      useFactory: (store: GroupStore, log: ConversationLogStore, index: ConversationIndexStore, accounts: AccountsService, config: ParleyConfig) =>
+        new GroupService(store, log, index, accounts, {
+          maxMembers: config.PARLEY_MAX_GROUP_SIZE,
+          maxNameLength: config.PARLEY_MAX_GROUP_NAME_LENGTH,
+          maxTextLength: config.PARLEY_MAX_TEXT_LENGTH,
+        }),
+      inject: [GROUP_STORE, CONVERSATION_LOG_STORE, CONVERSATION_INDEX_STORE, AccountsService, PARLEY_CONFIG],
+    },
+    { provide: GROUP_API, useExisting: GroupService },
+    {
+      provide: Conversations,
+      useFactory: (messaging: MessagingService, groups: GroupService) => new Conversations(messaging, groups),
+      inject: [MessagingService, GroupService],
+    },
+  ],
+  exports: [GroupService, GROUP_API, Conversations, MessagingModule],
+})
+export class GroupModule {}

@@ -1,0 +1,358 @@
+import { DomainError, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
+import { checkText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
+import { applyChange, groupConv, groupIdOf, GROUP_CONV_PREFIX, infoOf, isMember, labelOf, newGroupId, skeleton, type GroupState } from './group-state.js';
+import type { GroupStore } from './group.store.js';
+
+export interface UserDirectory {
+  exists(user: string): Promise<boolean>;
+}
+
+export interface GroupLimits {
+  maxMembers: number;
+  maxNameLength: number;
+  maxTextLength: number;
+}
+
+/** What a change produced: the group after it, and the event to deliver to `deliverTo` (null when nothing changed). */
+export interface GroupOutcome {
+  group: GroupInfo;
+  event: GroupEvent | null;
+  deliverTo: string[];
+}
+
+export interface PostOutcome {
+  accepted: { conv: string; seq: number; ts: number };
+  group: GroupLabel;
+  message: MessageEvent;
+  /** Every member, the sender included (its other devices see the message too). */
+  deliverTo: string[];
+  duplicate: boolean;
+}
+
+/** Which part of a group's log a user may see: after `after`, up to `last`. */
+export interface VisibleRange {
+  conv: string;
+  group: GroupLabel;
+  after: number;
+  last: number;
+}
+
+const PAGE = 500;
+// eslint-disable-next-line no-control-regex
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+/**
+ * Groups: the creator owns the group; only the owner renames it, manages
+ * members, hands ownership over and deletes it; any member posts and leaves.
+ * Every change is an entry of the group's own log, so members see changes in
+ * order with messages. A message is stored once, however many members read it.
+ *
+ * An owner who leaves hands the group to the longest-standing member; the
+ * last member leaving deletes it.
+ */
+export class GroupService {
+  /** Changes to one group are made one at a time in this process. */
+  private readonly locks = new Map<string, Promise<unknown>>();
+
+  constructor(
+    private readonly groups: GroupStore,
+    private readonly log: ConversationLogStore,
+    private readonly index: ConversationIndexStore,
+    private readonly users: UserDirectory,
+    private readonly limits: GroupLimits,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  async create(actor: string, requestId: string, name: string, members: string[] = []): Promise<GroupOutcome> {
+    const cleanName = this.validName(name);
+    const others = [...new Set(members)].filter((m) => m !== actor);
+    if (others.length + 1 > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
+    await this.mustExist(others);
+    const id = newGroupId(actor, requestId);
+    return this.change(id, actor, requestId, () => ({ kind: 'created', name: cleanName, owner: actor, members: others }), true);
+  }
+
+  async rename(actor: string, requestId: string, ref: string, name: string): Promise<GroupOutcome> {
+    const cleanName = this.validName(name);
+    const id = await this.resolve(actor, ref);
+    return this.change(id, actor, requestId, (g) => {
+      this.mustOwn(g, actor);
+      return g.name === cleanName ? null : { kind: 'renamed', oldName: g.name, name: cleanName };
+    });
+  }
+
+  async add(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
+    const id = await this.resolve(actor, ref);
+    await this.mustExist(users);
+    return this.change(id, actor, requestId, (g) => {
+      this.mustOwn(g, actor);
+      const added = [...new Set(users)].filter((u) => !isMember(g, u));
+      if (added.length === 0) return null;
+      if (g.members.length + added.length > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
+      return { kind: 'member_added', members: added };
+    });
+  }
+
+  async remove(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
+    const id = await this.resolve(actor, ref);
+    return this.change(id, actor, requestId, (g) => {
+      this.mustOwn(g, actor);
+      if (users.includes(actor)) throw new DomainError('not_allowed', 'the owner leaves with group.leave (or hands over first)');
+      const missing = users.filter((u) => !isMember(g, u));
+      if (missing.length > 0) throw new DomainError('not_member', `not in ${g.name}: ${missing.join(', ')}`);
+      return { kind: 'member_removed', members: [...new Set(users)] };
+    });
+  }
+
+  async leave(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
+    const id = await this.resolve(actor, ref);
+    return this.change(id, actor, requestId, (g) => {
+      const others = g.members.filter((m) => m.user !== actor);
+      if (others.length === 0) return { kind: 'deleted' };
+      if (g.owner !== actor) return { kind: 'member_left', user: actor };
+      return { kind: 'member_left', user: actor, newOwner: others[0]!.user };
+    });
+  }
+
+  async handOver(actor: string, requestId: string, ref: string, user: string): Promise<GroupOutcome> {
+    const id = await this.resolve(actor, ref);
+    return this.change(id, actor, requestId, (g) => {
+      this.mustOwn(g, actor);
+      if (!isMember(g, user)) throw new DomainError('not_member', `${user} is not a member of ${g.name}`);
+      return user === actor ? null : { kind: 'owner_changed', owner: user, previous: actor };
+    });
+  }
+
+  async delete(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
+    const id = await this.resolve(actor, ref);
+    return this.change(id, actor, requestId, (g) => {
+      this.mustOwn(g, actor);
+      return { kind: 'deleted' };
+    });
+  }
+
+  /** The groups the user is a member of now. */
+  async list(user: string): Promise<GroupInfo[]> {
+    const out: GroupInfo[] = [];
+    for (const id of await this.groupIdsOf(user)) {
+      const g = await this.load(id);
+      if (g && !g.deleted && isMember(g, user)) out.push(infoOf(g));
+    }
+    return out;
+  }
+
+  /** A group's members and owner, for its members only. */
+  async info(user: string, ref: string): Promise<GroupInfo> {
+    return infoOf(await this.memberView(user, await this.resolve(user, ref)));
+  }
+
+  /** Posts a text message; durable when this resolves. Throws unknown_group or not_member. */
+  async post(actor: string, requestId: string, ref: string, text: string): Promise<PostOutcome> {
+    checkText(text, this.limits.maxTextLength);
+    const id = await this.resolve(actor, ref);
+    const conv = groupConv(id);
+    const before = await this.log.findById(conv, actor, requestId);
+    const g = await this.memberView(actor, id, before !== undefined);
+    const { entry, duplicate } = before
+      ? { entry: before, duplicate: true }
+      : await this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text });
+    const group = labelOf(g);
+    return {
+      accepted: { conv, seq: entry.seq, ts: entry.ts },
+      group,
+      message: toGroupInboxEvent(conv, group, entry) as MessageEvent,
+      deliverTo: g.members.map((m) => m.user),
+      duplicate,
+    };
+  }
+
+  /** A page of the group's log as the user may see it, oldest first. */
+  async history(
+    user: string,
+    ref: string,
+    before: number | undefined,
+    limit: number,
+  ): Promise<{ conv: string; group: GroupLabel; events: (MessageEvent | GroupEvent)[] }> {
+    const id = await this.resolve(user, ref);
+    const range = await this.visibleRange(groupConv(id), user);
+    if (!range) throw unknownGroup(ref);
+    const upTo = Math.min(before === undefined ? range.last : before - 1, range.last);
+    const from = Math.max(range.after, upTo - limit);
+    const entries = upTo > from ? await this.log.readAfter(range.conv, from, upTo - from) : [];
+    return { conv: range.conv, group: range.group, events: entries.map((e) => toGroupInboxEvent(range.conv, range.group, e)) };
+  }
+
+  /** The entry at `seq` of a group's log that the user may see (for "who has read it"). */
+  async entryAt(user: string, ref: string, seq: number): Promise<{ conv: string; group: GroupLabel; entry: LogEntry; members: string[] }> {
+    const id = await this.resolve(user, ref);
+    const g = await this.memberView(user, id);
+    const conv = groupConv(id);
+    const [entry] = await this.log.readAfter(conv, seq - 1, 1);
+    if (!entry || entry.seq !== seq) throw new DomainError('no_such_message', `${g.name} has no message ${seq}`);
+    return { conv, group: labelOf(g), entry, members: g.members.map((m) => m.user) };
+  }
+
+  /** Current members of a group conversation, or null when it is not one. */
+  async membersOf(conv: string): Promise<string[] | null> {
+    const id = groupIdOf(conv);
+    const g = id ? await this.load(id) : undefined;
+    return g && !g.deleted ? g.members.map((m) => m.user) : null;
+  }
+
+  /** What of a group conversation a user may see: from when they joined up to now, or up to when they left. Null: nothing. */
+  async visibleRange(conv: string, user: string): Promise<VisibleRange | null> {
+    const id = groupIdOf(conv);
+    const g = id ? await this.load(id) : undefined;
+    if (!g) return null;
+    const member = g.members.find((m) => m.user === user);
+    const span = member ? { joined: member.joined, left: await this.log.lastSeq(conv) } : g.former[user];
+    if (!span) return null;
+    return { conv, group: labelOf(g), after: span.joined - 1, last: span.left };
+  }
+
+  /** Renders entries of a group conversation for a member. */
+  render(conv: string, group: GroupLabel, entries: LogEntry[]): (MessageEvent | GroupEvent)[] {
+    return entries.map((e) => toGroupInboxEvent(conv, group, e));
+  }
+
+  // ---- internals
+
+  /**
+   * Makes one change to a group: under the group's lock, validate against the
+   * current state, mark the state pending, append the change to the log, fold
+   * it in and clear the mark. A retry of the same request (same actor and id)
+   * returns the original outcome without appending again.
+   */
+  private change(id: string, actor: string, requestId: string, decide: (g: GroupState) => GroupChange | null, creating = false): Promise<GroupOutcome> {
+    return this.locked(id, async () => {
+      const conv = groupConv(id);
+      const done = await this.log.findById(conv, actor, requestId);
+      let g = await this.load(id);
+      if (done && done.kind === 'event') {
+        g = g && g.appliedSeq >= done.seq ? g : await this.repair(g ?? skeleton(id, requestId));
+        return this.outcome(g, conv, done, actor);
+      }
+      if (creating) {
+        if (g) throw new DomainError('bad_request', 'a group was already created with this request id');
+        g = skeleton(id, requestId);
+      } else if (!g || g.deleted || !isMember(g, actor)) {
+        throw unknownGroup(id);
+      }
+      const change = decide(g);
+      if (!change) return { group: infoOf(g), event: null, deliverTo: [] };
+      // Everyone who will see the group finds it in their index, before the change exists.
+      const joining = change.kind === 'created' ? [change.owner, ...change.members] : change.kind === 'member_added' ? change.members : [];
+      await Promise.all(joining.map((u) => this.index.add(u, conv)));
+      await this.groups.save({ ...g, pending: requestId });
+      const { entry } = await this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'event', event: change });
+      const before = g;
+      const after = { ...applyChange(g, change, entry.seq, entry.ts), pending: null };
+      await this.groups.save(after);
+      return this.outcome(after, conv, entry, actor, before);
+    });
+  }
+
+  private outcome(g: GroupState, conv: string, entry: LogEntry, actor: string, before?: GroupState): GroupOutcome {
+    const event = toGroupInboxEvent(conv, labelOf(g), entry) as GroupEvent;
+    // Those who were in the group before the change and those in it after it all see the change.
+    const deliverTo = new Set([...(before?.members ?? []).map((m) => m.user), ...g.members.map((m) => m.user), actor]);
+    if (entry.kind === 'event' && entry.event.kind === 'member_removed') for (const u of entry.event.members) deliverTo.add(u);
+    return { group: infoOf(g), event, deliverTo: [...deliverTo] };
+  }
+
+  /** The group's state, repaired from the log when a change was cut short. */
+  private async load(id: string): Promise<GroupState | undefined> {
+    const g = await this.groups.get(id);
+    if (!g?.pending) return g;
+    return this.repair(g);
+  }
+
+  /** Folds every event after the state's applied seq into it and saves it, clearing the pending mark. */
+  private async repair(g: GroupState): Promise<GroupState> {
+    const conv = groupConv(g.id);
+    let state = g;
+    let after = g.appliedSeq;
+    for (;;) {
+      const page = await this.log.readAfter(conv, after, PAGE);
+      for (const e of page) if (e.kind === 'event') state = applyChange(state, e.event, e.seq, e.ts);
+      if (page.length < PAGE) break;
+      after = page[page.length - 1]!.seq;
+    }
+    state = { ...state, pending: null };
+    await this.groups.save(state);
+    return state;
+  }
+
+  private async memberView(user: string, id: string, allowFormer = false): Promise<GroupState> {
+    const g = await this.load(id);
+    if (!g || g.deleted || (!isMember(g, user) && !(allowFormer && g.former[user]))) {
+      if (g && !g.deleted && g.former[user]) throw new DomainError('not_member', `you are no longer a member of ${g.name}`);
+      throw unknownGroup(id);
+    }
+    return g;
+  }
+
+  /**
+   * Finds the group a user means: an id of a group they belong (or belonged)
+   * to, or the name of one of their current groups. A group a user is not in
+   * is `unknown_group`, exactly like one that does not exist.
+   */
+  async resolve(user: string, ref: string): Promise<string> {
+    const ids = await this.groupIdsOf(user);
+    if (ids.includes(ref)) return ref;
+    const named: string[] = [];
+    for (const id of ids) {
+      const g = await this.load(id);
+      if (g && !g.deleted && isMember(g, user) && g.name === ref) named.push(id);
+    }
+    if (named.length === 1) return named[0]!;
+    if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);
+    throw unknownGroup(ref);
+  }
+
+  private async groupIdsOf(user: string): Promise<string[]> {
+    return (await this.index.list(user)).filter((c) => c.startsWith(GROUP_CONV_PREFIX)).map((c) => c.slice(GROUP_CONV_PREFIX.length));
+  }
+
+  private validName(name: string): string {
+    const clean = name.trim();
+    const length = [...clean].length;
+    if (length === 0 || CONTROL.test(clean)) throw new DomainError('invalid_group_name', 'a group name needs visible characters and no control characters');
+    if (length > this.limits.maxNameLength) throw new DomainError('invalid_group_name', `a group name is at most ${this.limits.maxNameLength} characters`);
+    return clean;
+  }
+
+  private mustOwn(g: GroupState, actor: string): void {
+    if (g.owner !== actor) throw new DomainError('not_group_owner', `only ${g.owner}, the owner of ${g.name}, may do that`);
+  }
+
+  private async mustExist(users: string[]): Promise<void> {
+    for (const u of users) if (!(await this.users.exists(u))) throw new DomainError('unknown_user', `there is no user "${u}"`);
+  }
+
+  private locked<T>(id: string, work: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(id) ?? Promise.resolve();
+    const run = prev.then(work, work);
+    const tail = run.catch(() => undefined);
+    this.locks.set(id, tail);
+    void tail.then(() => {
+      if (this.locks.get(id) === tail) this.locks.delete(id);
+    });
+    return run;
+  }
+}
+
+function unknownGroup(ref: string): DomainError {
+  return new DomainError('unknown_group', `you have no group "${ref}"`);
+}
+
+function tooLarge(max: number): DomainError {
+  return new DomainError('group_too_large', `a group has at most ${max} members`);
+}
+
+/** What the gateway calls: the service in process, or the same methods over RPC to the group app. */
+export type GroupApi = Pick<
+  GroupService,
+  'create' | 'rename' | 'add' | 'remove' | 'leave' | 'handOver' | 'delete' | 'list' | 'info' | 'post' | 'history' | 'entryAt'
+>;
+export const GROUP_API = Symbol('GROUP_API');
