@@ -1,0 +1,205 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { GroupEvent, GroupInfo, InfoResult, MessageEvent, OkReply, ReceiptEvent, SendResult, SyncEvent } from '#libs/protocol';
+import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { MqttUser, registerUser } from '../support/mqtt-user.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+
+const PASSWORD = 'group chat pass';
+const backends = ['embedded', 'redis'] as const;
+
+describe.each(backends)('groups on the %s store', (backend) => {
+  let redis: RedisServer | undefined;
+  let server: ParleyServer;
+  let open: MqttUser[] = [];
+
+  beforeAll(async () => {
+    if (backend === 'redis') redis = await startRedis();
+    server = await startParley({
+      env: { PARLEY_MAX_GROUP_SIZE: '4', ...(redis ? { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}:` } : {}) },
+    });
+  });
+  afterEach(async () => {
+    await Promise.all(open.map((u) => u.close()));
+    open = [];
+  });
+  afterAll(async () => {
+    await server?.dispose();
+    await redis?.stop();
+  });
+
+  const fresh = async (base: string) => {
+    const name = `${base}${randomBytes(3).toString('hex')}`;
+    expect(await registerUser(server.mqttUrl, name, PASSWORD)).toMatchObject({ ok: true });
+    return name;
+  };
+  const login = async (name: string) => {
+    const u = await MqttUser.connect(name.length % 2 ? server.mqttUrl : server.mqttUrl6, name, PASSWORD);
+    open.push(u);
+    return u;
+  };
+  const logout = async (u: MqttUser) => {
+    open = open.filter((x) => x !== u);
+    await u.close();
+  };
+  const result = async <T>(p: Promise<unknown>): Promise<T> => {
+    const reply = (await p) as OkReply;
+    expect(reply, JSON.stringify(reply)).toMatchObject({ ok: true });
+    return reply.result as T;
+  };
+  const groupMessages = (u: MqttUser, groupId: string) => u.events.filter((e) => e.type === 'message' && e.group?.id === groupId) as MessageEvent[];
+
+  it('the classroom demonstration: create, rename, add, post, offline catch-up, who has read', async () => {
+    const [aliceName, bobName, carolName] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    const [alice, bob] = [await login(aliceName), await login(bobName)];
+
+    const created = await result<GroupInfo>(alice.request({ op: 'group.create', name: 'class 4b', members: [bobName] }));
+    expect(created).toMatchObject({ name: 'class 4b', owner: aliceName, members: [aliceName, bobName] });
+    await bob.waitFor((e) => e.type === 'group' && e.change.kind === 'created');
+
+    expect(await result<GroupInfo>(alice.request({ op: 'group.rename', group: 'class 4b', name: 'class 5b' }))).toMatchObject({ name: 'class 5b' });
+    const renamed = (await bob.waitFor((e) => e.type === 'group' && e.change.kind === 'renamed')) as GroupEvent;
+    expect(renamed).toMatchObject({ from: aliceName, group: { id: created.id, name: 'class 5b' }, change: { oldName: 'class 4b', name: 'class 5b' } });
+
+    // Carol is added while offline: she has never connected.
+    expect(await result<GroupInfo>(alice.request({ op: 'group.add', group: created.id, members: [carolName] }))).toMatchObject({
+      members: [aliceName, bobName, carolName],
+    });
+
+    const sent = await result<SendResult>(alice.request({ op: 'send', group: 'class 5b', text: 'homework is due friday' }));
+    expect(sent).toMatchObject({ status: 'accepted', group: { id: created.id, name: 'class 5b' }, recipients: 2 });
+    const atBob = (await bob.waitFor((e) => e.type === 'message' && e.text === 'homework is due friday')) as MessageEvent;
+    expect(atBob).toMatchObject({ from: aliceName, group: { id: created.id, name: 'class 5b' }, seq: sent.seq, ts: sent.ts });
+    expect(atBob.to).toBeUndefined();
+
+    // Carol connects and catches up on the group's log from when she joined: her addition, then the message.
+    const carol = await login(carolName);
+    const sync = (await carol.waitFor((e) => e.type === 'sync')) as SyncEvent;
+    expect(sync.conversations.find((c) => c.conv === sent.conv)).toMatchObject({ group: { name: 'class 5b' }, last: sent.seq });
+    await carol.waitFor((e) => e.type === 'synced');
+    const seen = carol.events.filter((e) => (e.type === 'message' || e.type === 'group') && e.conv === sent.conv) as (MessageEvent | GroupEvent)[];
+    expect(seen.map((e) => (e.type === 'group' ? e.change.kind : e.text))).toEqual(['member_added', 'homework is due friday']);
+
+    // Bob and Carol acknowledge; Alice sees who received and read it, with times.
+    await result(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    await result(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' }));
+    await alice.waitForCount((e) => e.type === 'receipt' && e.conv === sent.conv, 2);
+    const info = await result<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
+    expect(info.from).toBe(aliceName);
+    expect(info.members).toEqual([
+      { user: bobName, delivered: true, deliveredAt: expect.any(Number), read: true, readAt: expect.any(Number) },
+      { user: carolName, delivered: true, deliveredAt: expect.any(Number), read: false, readAt: null },
+    ]);
+
+    // Later receipts do not change when message n was read.
+    const more = await result<SendResult>(alice.request({ op: 'send', group: created.id, text: 'and bring pencils' }));
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'and bring pencils');
+    await result(bob.request({ op: 'receipt', conv: sent.conv, seq: more.seq, status: 'read' }));
+    const again = await result<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
+    expect(again.members[0]!.readAt).toBe(info.members[0]!.readAt);
+  });
+
+  it('a user in two groups and a direct chat at once gets each message labelled', async () => {
+    const [a, b, c] = [await fresh('amy'), await fresh('ben'), await fresh('cat')];
+    const [amy, ben, cat] = [await login(a), await login(b), await login(c)];
+    const g1 = await result<GroupInfo>(amy.request({ op: 'group.create', name: 'band', members: [b, c] }));
+    const g2 = await result<GroupInfo>(ben.request({ op: 'group.create', name: 'chess', members: [a, c] }));
+    await Promise.all([
+      amy.request({ op: 'send', group: g1.id, text: 'rehearsal at 6' }),
+      ben.request({ op: 'send', group: g2.id, text: 'e4' }),
+      amy.request({ op: 'send', to: c, text: 'just for you' }),
+    ]);
+    await cat.waitForCount((e) => e.type === 'message', 3);
+    const got = cat.events.filter((e) => e.type === 'message') as MessageEvent[];
+    expect(got.find((m) => m.text === 'rehearsal at 6')).toMatchObject({ from: a, group: { id: g1.id, name: 'band' } });
+    expect(got.find((m) => m.text === 'e4')).toMatchObject({ from: b, group: { id: g2.id, name: 'chess' } });
+    const direct = got.find((m) => m.text === 'just for you')!;
+    expect(direct).toMatchObject({ from: a, to: c });
+    expect(direct.group).toBeUndefined();
+    const list = await result<{ groups: GroupInfo[] }>(cat.request({ op: 'group.list' }));
+    expect(list.groups.map((g) => g.name).sort()).toEqual(['band', 'chess']);
+  });
+
+  it('refuses every rule a non-member or non-owner would break, and a removed member hears nothing more', async () => {
+    const [o, m, x, r] = [await fresh('owner'), await fresh('member'), await fresh('outsider'), await fresh('removed')];
+    const [owner, member, outsider] = [await login(o), await login(m), await login(x)];
+    let removed = await login(r);
+    const g = await result<GroupInfo>(owner.request({ op: 'group.create', name: 'secret club', members: [m, r] }));
+    const first = await result<SendResult>(owner.request({ op: 'send', group: g.id, text: 'first rule' }));
+
+    const refused = async (u: MqttUser, req: Record<string, unknown>, code: string) =>
+      expect(await u.request(req), JSON.stringify(req)).toMatchObject({ ok: false, error: { code } });
+    // An outsider cannot post, read the log, list the members, ask who read, or move a cursor — by id or by name.
+    for (const ref of [g.id, 'secret club']) {
+      await refused(outsider, { op: 'send', group: ref, text: 'let me in' }, 'unknown_group');
+      await refused(outsider, { op: 'history', group: ref }, 'unknown_group');
+      await refused(outsider, { op: 'group.members', group: ref }, 'unknown_group');
+      await refused(outsider, { op: 'info', group: ref, seq: first.seq }, 'unknown_group');
+      await refused(outsider, { op: 'group.add', group: ref, members: [x] }, 'unknown_group');
+    }
+    await refused(outsider, { op: 'receipt', conv: first.conv, seq: first.seq, status: 'read' }, 'not_member');
+    // A member who is not the owner cannot rename, manage, hand over or delete.
+    await refused(member, { op: 'group.rename', group: g.id, name: 'mine now' }, 'not_group_owner');
+    await refused(member, { op: 'group.add', group: g.id, members: [x] }, 'not_group_owner');
+    await refused(member, { op: 'group.remove', group: g.id, members: [r] }, 'not_group_owner');
+    await refused(member, { op: 'group.owner', group: g.id, user: m }, 'not_group_owner');
+    await refused(member, { op: 'group.delete', group: g.id }, 'not_group_owner');
+    // Limits: group size (4 in this test server) and name length, bad names.
+    await refused(owner, { op: 'group.add', group: g.id, members: [x, await fresh('extra')] }, 'group_too_large');
+    await refused(owner, { op: 'group.create', name: 'n'.repeat(65) }, 'invalid_group_name');
+    await refused(owner, { op: 'group.create', name: '   ' }, 'invalid_group_name');
+    await refused(owner, { op: 'group.create', name: 'bell\u0007' }, 'invalid_group_name');
+    await refused(owner, { op: 'group.create', name: 'ok', members: ['nobody-at-all'] }, 'unknown_user');
+    await refused(owner, { op: 'send', group: g.id, to: m, text: 'both?' }, 'bad_request');
+    // Nothing of that changed the group.
+    expect(await result<GroupInfo>(owner.request({ op: 'group.members', group: g.id }))).toMatchObject({ name: 'secret club', owner: o, members: [o, m, r] });
+
+    // Removal: the removed member is told, then hears nothing more, live or on reconnect.
+    await result(owner.request({ op: 'group.remove', group: g.id, members: [r] }));
+    await removed.waitFor((e) => e.type === 'group' && e.change.kind === 'member_removed');
+    await result(owner.request({ op: 'send', group: g.id, text: 'after the removal' }));
+    await member.waitFor((e) => e.type === 'message' && e.text === 'after the removal');
+    await refused(removed, { op: 'send', group: g.id, text: 'still here?' }, 'not_member');
+    await logout(removed);
+    removed = await login(r);
+    await removed.waitFor((e) => e.type === 'synced');
+    expect(removed.events.some((e) => e.type === 'message' && e.text === 'after the removal')).toBe(false);
+    expect(groupMessages(removed, g.id).map((e) => e.text)).toEqual(['first rule']);
+    expect(removed.events.some((e) => e.type === 'group' && e.change.kind === 'member_removed')).toBe(true);
+  });
+
+  it('ownership: hand over, owner leaving passes it on, last member leaving deletes the group', async () => {
+    const [a, b, c] = [await fresh('ann'), await fresh('bill'), await fresh('cid')];
+    const [ann, bill, cid] = [await login(a), await login(b), await login(c)];
+    const g = await result<GroupInfo>(ann.request({ op: 'group.create', name: 'relay', members: [b, c] }));
+    expect(await result<GroupInfo>(ann.request({ op: 'group.owner', group: g.id, user: b }))).toMatchObject({ owner: b });
+    expect(await bill.waitFor((e) => e.type === 'group' && e.change.kind === 'owner_changed')).toMatchObject({ change: { owner: b, previous: a } });
+    // The new owner leaves: the longest-standing member (ann) becomes owner.
+    await result(bill.request({ op: 'group.leave', group: g.id }));
+    expect(await cid.waitFor((e) => e.type === 'group' && e.change.kind === 'member_left')).toMatchObject({ change: { user: b, newOwner: a } });
+    expect(await result<GroupInfo>(cid.request({ op: 'group.members', group: g.id }))).toMatchObject({ owner: a, members: [a, c] });
+    await result(cid.request({ op: 'group.leave', group: g.id }));
+    await result(ann.request({ op: 'group.leave', group: g.id }));
+    expect(await ann.request({ op: 'group.members', group: g.id })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
+    // Receipts for group messages reach the other members live.
+    const g2 = await result<GroupInfo>(ann.request({ op: 'group.create', name: 'again', members: [c] }));
+    const s = await result<SendResult>(ann.request({ op: 'send', group: g2.id, text: 'read me' }));
+    await result(cid.request({ op: 'receipt', conv: s.conv, seq: s.seq, status: 'read' }));
+    expect((await ann.waitFor((e) => e.type === 'receipt' && e.conv === s.conv)) as ReceiptEvent).toMatchObject({ user: c, status: 'read', seq: s.seq });
+  });
+
+  it('a retried group request gets the same answer and changes nothing twice', async () => {
+    const [a, b] = [await fresh('rita'), await fresh('rob')];
+    const rita = await login(a);
+    const one = await rita.request({ op: 'group.create', id: 'create-1', name: 'retry', members: [b] });
+    const two = await rita.request({ op: 'group.create', id: 'create-1', name: 'retry', members: [b] });
+    expect(two).toEqual(one);
+    const g = (one as OkReply).result as GroupInfo;
+    const p1 = await rita.request({ op: 'send', id: 'post-1', group: g.id, text: 'once' });
+    const p2 = await rita.request({ op: 'send', id: 'post-1', group: g.id, text: 'once' });
+    expect(p2).toEqual(p1);
+    const history = await result<{ messages: MessageEvent[] }>(rita.request({ op: 'history', group: g.id }));
+    expect(history.messages.filter((m) => m.type === 'message')).toHaveLength(1);
+    expect((await result<{ groups: GroupInfo[] }>(rita.request({ op: 'group.list' }))).groups).toHaveLength(1);
+  });
+});
