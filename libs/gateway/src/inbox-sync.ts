@@ -38,11 +38,16 @@ export class InboxSync {
     this.aedes.on('clientReady', (client) => {
       const principal = this.policy.principalOf(client);
       const restored = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
-      if (principal?.kind === 'user' && restored?.[topics.inbox(principal.user)]) this.startSync(client, principal.user);
+      if (!client.clean && principal?.kind === 'user' && restored?.[topics.inbox(principal.user)]) this.startSync(client, principal.user);
     });
   }
 
+  /** Connections whose sync has started: one per connection, however the subscription came about. */
+  private readonly syncing = new WeakSet<Client>();
+
   private startSync(client: Client, user: string): void {
+    if (this.syncing.has(client)) return;
+    this.syncing.add(client);
     this.sync(client, user).catch((e: unknown) => this.logger.warn({ event: 'sync_aborted', user, error: String(e) }));
   }
 

@@ -1,0 +1,126 @@
+import { afterAll, describe, expect, it } from 'vitest';
+import { adapterFor, type StorageBackend } from '#libs/storage';
+import { EmbeddedConversationIndexStore, RedisConversationIndexStore, type ConversationIndexStore } from '#libs/messaging';
+import { EmbeddedPresenceStore, RedisPresenceStore, type PresenceStore } from '#libs/presence';
+import { EmbeddedCursorStore, RedisCursorStore, type CursorStore } from '#libs/receipts';
+import { EmbeddedGroupStore, RedisGroupStore, skeleton, type GroupStore } from '#libs/group';
+import { embeddedFixture, redisFixture } from './backends.js';
+
+/**
+ * Contract suites of the presence, cursor, conversation-index and group
+ * stores: every clause of each port's doc comments, on both adapters.
+ */
+const fixtures = [embeddedFixture(), redisFixture()];
+afterAll(async () => {
+  for (const f of fixtures) await f.teardown();
+});
+
+const presenceOf = (b: StorageBackend) =>
+  adapterFor<PresenceStore>(b, { embedded: (db) => new EmbeddedPresenceStore(db), redis: (r) => new RedisPresenceStore(r) });
+const cursorsOf = (b: StorageBackend) => adapterFor<CursorStore>(b, { embedded: (db) => new EmbeddedCursorStore(db), redis: (r) => new RedisCursorStore(r) });
+const indexOf = (b: StorageBackend) =>
+  adapterFor<ConversationIndexStore>(b, { embedded: (db) => new EmbeddedConversationIndexStore(db), redis: (r) => new RedisConversationIndexStore(r) });
+const groupsOf = (b: StorageBackend) => adapterFor<GroupStore>(b, { embedded: (db) => new EmbeddedGroupStore(db), redis: (r) => new RedisGroupStore(r) });
+
+describe.each(fixtures)('PresenceStore on $name', (fixture) => {
+  const conn = (user: string, connId: string, gatewayId = 'gw1') => ({ user, connId, gatewayId });
+
+  it('is online while any connection is up and offline with lastSeen when the last one closes', async () => {
+    const { backend } = await fixture.open();
+    const store = presenceOf(backend);
+    expect(await store.get('ann')).toEqual({ state: 'offline', lastSeen: null });
+    expect(await store.connect(conn('ann', 'c1'), 1000)).toEqual({ wentOnline: true });
+    expect(await store.connect(conn('ann', 'c2'), 1100)).toEqual({ wentOnline: false });
+    expect((await store.get('ann')).state).toBe('online');
+    expect(await store.disconnect(conn('ann', 'c1'), 1200)).toEqual({ wentOffline: false });
+    expect((await store.get('ann')).state).toBe('online');
+    expect(await store.disconnect(conn('ann', 'c2'), 1300)).toEqual({ wentOffline: true });
+    expect(await store.get('ann')).toEqual({ state: 'offline', lastSeen: 1300 });
+  });
+
+  it('is idempotent per connection id, and ignores unknown ones', async () => {
+    const { backend } = await fixture.open();
+    const store = presenceOf(backend);
+    await store.connect(conn('bo', 'c1'), 10);
+    expect(await store.connect(conn('bo', 'c1'), 20)).toEqual({ wentOnline: false });
+    expect(await store.disconnect(conn('bo', 'nope'), 30)).toEqual({ wentOffline: false });
+    expect(await store.disconnect(conn('bo', 'c1'), 40)).toEqual({ wentOffline: true });
+    expect(await store.disconnect(conn('bo', 'c1'), 50)).toEqual({ wentOffline: false });
+    expect(await store.get('bo')).toEqual({ state: 'offline', lastSeen: 40 });
+  });
+
+  it('drops a gone gateway\u2019s connections only, and survives a reopen', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = presenceOf(backend);
+    await store.connect(conn('cy', 'a', 'gw1'), 1);
+    await store.connect(conn('di', 'b', 'gw1'), 1);
+    await store.connect(conn('di', 'c', 'gw2'), 1);
+    const again = presenceOf(await reopen());
+    expect((await again.dropGateway('gw1', 99)).sort()).toEqual(['cy']);
+    expect(await again.get('cy')).toEqual({ state: 'offline', lastSeen: 99 });
+    expect((await again.get('di')).state).toBe('online');
+    expect(await again.dropGateway('gw1', 100)).toEqual([]);
+  });
+});
+
+describe.each(fixtures)('CursorStore on $name', (fixture) => {
+  it('moves forward only, read implies delivered, and records when each seq was first reached', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = cursorsOf(backend);
+    expect(await store.get('dm:a:b', 'a')).toEqual({ delivered: 0, deliveredAt: null, read: 0, readAt: null });
+    expect(await store.advance('dm:a:b', 'a', 'delivered', 5, 100)).toEqual({
+      moved: true,
+      cursors: { delivered: 5, deliveredAt: 100, read: 0, readAt: null },
+    });
+    expect(await store.advance('dm:a:b', 'a', 'delivered', 3, 200)).toMatchObject({ moved: false, cursors: { delivered: 5, deliveredAt: 100 } });
+    expect(await store.advance('dm:a:b', 'a', 'read', 7, 300)).toEqual({ moved: true, cursors: { delivered: 7, deliveredAt: 300, read: 7, readAt: 300 } });
+    expect(await store.advance('dm:a:b', 'a', 'read', 7, 400)).toMatchObject({ moved: false });
+    const again = cursorsOf(await reopen());
+    expect(await again.reachedAt('dm:a:b', 'a', 'delivered', 4)).toBe(100);
+    expect(await again.reachedAt('dm:a:b', 'a', 'delivered', 6)).toBe(300);
+    expect(await again.reachedAt('dm:a:b', 'a', 'read', 2)).toBe(300);
+    expect(await again.reachedAt('dm:a:b', 'a', 'read', 8)).toBeNull();
+    // Members and conversations are separate.
+    expect((await again.get('dm:a:b', 'b')).delivered).toBe(0);
+    expect((await again.get('dm:a:c', 'a')).delivered).toBe(0);
+  });
+
+  it('never moves back under concurrent receipts', async () => {
+    const { backend } = await fixture.open();
+    const store = cursorsOf(backend);
+    await Promise.all(Array.from({ length: 50 }, (_, i) => store.advance('grp:x', 'u', i % 2 ? 'read' : 'delivered', 50 - i, i)));
+    const c = await store.get('grp:x', 'u');
+    expect(c.delivered).toBe(50);
+    expect(c.read).toBe(49);
+  });
+});
+
+describe.each(fixtures)('ConversationIndexStore on $name', (fixture) => {
+  it('lists each conversation of a user once, durably, and per user', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = indexOf(backend);
+    expect(await store.list('ed')).toEqual([]);
+    await store.add('ed', 'dm:ed:fi');
+    await store.add('ed', 'grp:g1');
+    await store.add('ed', 'dm:ed:fi');
+    await store.add('fi', 'dm:ed:fi');
+    const again = indexOf(await reopen());
+    expect((await again.list('ed')).sort()).toEqual(['dm:ed:fi', 'grp:g1']);
+    expect(await again.list('fi')).toEqual(['dm:ed:fi']);
+    expect(await again.list('e')).toEqual([]);
+  });
+});
+
+describe.each(fixtures)('GroupStore on $name', (fixture) => {
+  it('saves and replaces a group\u2019s state durably', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = groupsOf(backend);
+    expect(await store.get('g1')).toBeUndefined();
+    const state = { ...skeleton('g1', 'req'), name: 'band', owner: 'amy', members: [{ user: 'amy', joined: 1 }], appliedSeq: 1 };
+    await store.save(state);
+    await store.save({ ...state, name: 'the band', pending: null });
+    const again = groupsOf(await reopen());
+    expect(await again.get('g1')).toEqual({ ...state, name: 'the band', pending: null });
+    expect(await again.get('g2')).toBeUndefined();
+  });
+});
