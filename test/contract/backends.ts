@@ -13,7 +13,7 @@ import { startRedis, type RedisServer } from '../support/redis-server.js';
 export interface BackendFixture {
   name: 'embedded' | 'redis';
   /** A fresh, empty backend; `reopen` gives a new handle on the same data. */
-  open(): Promise<{ backend: StorageBackend; reopen(): Promise<StorageBackend>; close(): Promise<void> }>;
+  open: () => Promise<{ backend: StorageBackend; reopen: () => Promise<StorageBackend>; close: () => Promise<void> }>;
   teardown(): Promise<void>;
 }
 

@@ -1,4 +1,3 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import {
   topics,
@@ -10,51 +9,27 @@ import {
   type SyncEvent,
   type WhoResult,
 } from '#libs/protocol';
-import { startParley, type ParleyServer } from '../support/parley-server.js';
-import { MqttUser, registerUser } from '../support/mqtt-user.js';
-import { startRedis, type RedisServer } from '../support/redis-server.js';
+import type { MqttUser } from '../support/mqtt-user.js';
+import { TestUsers } from '../support/test-users.js';
+import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
 const PASSWORD = 'offline and back';
-const backends = ['embedded', 'redis'] as const;
+const modes: Mode[] = ['embedded', 'redis'];
 
 const isMessage = (text?: string) => (e: { type: string; text?: string }) => e.type === 'message' && (text === undefined || e.text === text);
 
-describe.each(backends)('delivery you can trust, on the %s store', (backend) => {
-  let redis: RedisServer | undefined;
-  let server: ParleyServer;
-  let env: Record<string, string> = {};
-  let open: MqttUser[] = [];
+describe.each(modes)('delivery you can trust, %s', (mode) => {
+  let topo: Topology;
+  const users = new TestUsers(() => topo.urls(), PASSWORD);
+  const fresh = (base: string) => users.fresh(base);
+  const login = (name: string) => users.login(name);
+  const logout = (u: MqttUser) => users.logout(u);
 
   beforeAll(async () => {
-    if (backend === 'redis') {
-      redis = await startRedis();
-      env = { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}:` };
-    }
-    server = await startParley({ env });
+    topo = await startTopology(mode);
   });
-  afterEach(async () => {
-    await Promise.all(open.map((u) => u.close()));
-    open = [];
-  });
-  afterAll(async () => {
-    await server?.dispose();
-    await redis?.stop();
-  });
-
-  const fresh = async (base: string) => {
-    const name = `${base}${randomBytes(3).toString('hex')}`;
-    expect(await registerUser(server.mqttUrl, name, PASSWORD)).toMatchObject({ ok: true });
-    return name;
-  };
-  const login = async (name: string, url = server.mqttUrl) => {
-    const u = await MqttUser.connect(url, name, PASSWORD);
-    open.push(u);
-    return u;
-  };
-  const logout = async (u: MqttUser) => {
-    open = open.filter((x) => x !== u);
-    await u.close();
-  };
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
 
   it('offline send → last seen → reconnect → in-order single delivery → delivered, then read', async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
@@ -128,8 +103,7 @@ describe.each(backends)('delivery you can trust, on the %s store', (backend) => 
     for (const text of texts) expect(await alice.request({ op: 'send', to: bobName, text })).toMatchObject({ ok: true });
     await logout(alice);
 
-    await server.kill9();
-    server = await startParley({ env, dataDir: server.dataDir });
+    await topo.crashAndRestart();
 
     const bob = await login(bobName);
     await bob.waitFor((e) => e.type === 'synced');
@@ -236,7 +210,7 @@ describe.each(backends)('delivery you can trust, on the %s store', (backend) => 
     const history = (await alice.request({ op: 'history', with: bobName })) as OkReply;
     expect(history.result).toMatchObject({ peers: { [bobName]: { delivered: 1, read: 1 } } });
     // Only Bob's own receipt reached Alice; Mallory's attempts changed nothing.
-    const receipts = alice.events.filter((e) => e.type === 'receipt') as ReceiptEvent[];
+    const receipts = alice.events.filter((e): e is ReceiptEvent => e.type === 'receipt');
     expect(receipts.every((r) => r.user === bobName)).toBe(true);
   });
 });

@@ -1,47 +1,25 @@
-import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { GroupEvent, GroupInfo, InfoResult, MessageEvent, OkReply, ReceiptEvent, SendResult, SyncEvent } from '#libs/protocol';
-import { startParley, type ParleyServer } from '../support/parley-server.js';
-import { MqttUser, registerUser } from '../support/mqtt-user.js';
-import { startRedis, type RedisServer } from '../support/redis-server.js';
+import type { MqttUser } from '../support/mqtt-user.js';
+import { TestUsers } from '../support/test-users.js';
+import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
 const PASSWORD = 'group chat pass';
-const backends = ['embedded', 'redis'] as const;
+const modes: Mode[] = ['embedded', 'redis'];
 
-describe.each(backends)('groups on the %s store', (backend) => {
-  let redis: RedisServer | undefined;
-  let server: ParleyServer;
-  let open: MqttUser[] = [];
+describe.each(modes)('groups, %s', (mode) => {
+  let topo: Topology;
+  const users = new TestUsers(() => topo.urls(), PASSWORD);
+  const fresh = (base: string) => users.fresh(base);
+  const login = (name: string) => users.login(name);
+  const logout = (u: MqttUser) => users.logout(u);
 
   beforeAll(async () => {
-    if (backend === 'redis') redis = await startRedis();
-    server = await startParley({
-      env: { PARLEY_MAX_GROUP_SIZE: '4', ...(redis ? { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}:` } : {}) },
-    });
+    topo = await startTopology(mode, { PARLEY_MAX_GROUP_SIZE: '4' });
   });
-  afterEach(async () => {
-    await Promise.all(open.map((u) => u.close()));
-    open = [];
-  });
-  afterAll(async () => {
-    await server?.dispose();
-    await redis?.stop();
-  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
 
-  const fresh = async (base: string) => {
-    const name = `${base}${randomBytes(3).toString('hex')}`;
-    expect(await registerUser(server.mqttUrl, name, PASSWORD)).toMatchObject({ ok: true });
-    return name;
-  };
-  const login = async (name: string) => {
-    const u = await MqttUser.connect(name.length % 2 ? server.mqttUrl : server.mqttUrl6, name, PASSWORD);
-    open.push(u);
-    return u;
-  };
-  const logout = async (u: MqttUser) => {
-    open = open.filter((x) => x !== u);
-    await u.close();
-  };
   const result = async <T>(p: Promise<unknown>): Promise<T> => {
     const reply = (await p) as OkReply;
     expect(reply, JSON.stringify(reply)).toMatchObject({ ok: true });
@@ -110,7 +88,7 @@ describe.each(backends)('groups on the %s store', (backend) => {
       amy.request({ op: 'send', to: c, text: 'just for you' }),
     ]);
     await cat.waitForCount((e) => e.type === 'message', 3);
-    const got = cat.events.filter((e) => e.type === 'message') as MessageEvent[];
+    const got = cat.events.filter((e): e is MessageEvent => e.type === 'message');
     expect(got.find((m) => m.text === 'rehearsal at 6')).toMatchObject({ from: a, group: { id: g1.id, name: 'band' } });
     expect(got.find((m) => m.text === 'e4')).toMatchObject({ from: b, group: { id: g2.id, name: 'chess' } });
     const direct = got.find((m) => m.text === 'just for you')!;

@@ -75,8 +75,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
         /* not a JSON log line */
       }
     };
-    createInterface({ input: child.stdout! }).on('line', onLine);
-    createInterface({ input: child.stderr! }).on('line', (l) => output.push(l));
+    createInterface({ input: child.stdout }).on('line', onLine);
+    createInterface({ input: child.stderr }).on('line', (l) => output.push(l));
     // 'close' comes after the output streams are drained, so the reason is in `output`.
     child.once('close', (code, signal) => {
       clearTimeout(timer);
