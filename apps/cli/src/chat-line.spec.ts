@@ -1,0 +1,22 @@
+import { describe, expect, it } from 'vitest';
+import { parseChatLine } from './chat-line.js';
+
+describe('parseChatLine', () => {
+  it('reads the chat commands', () => {
+    expect(parseChatLine('/msg bob hello  there')).toEqual({ kind: 'direct', to: 'bob', text: 'hello  there' });
+    expect(parseChatLine('/g class5b see you')).toEqual({ kind: 'group', group: 'class5b', text: 'see you' });
+    expect(parseChatLine('/g "class 5b" see you')).toEqual({ kind: 'group', group: 'class 5b', text: 'see you' });
+    expect(parseChatLine('/info class5b 12')).toEqual({ kind: 'info', group: 'class5b', seq: 12 });
+    expect(parseChatLine('/who bob')).toEqual({ kind: 'who', user: 'bob' });
+    expect(parseChatLine('  just text ')).toEqual({ kind: 'reply', text: 'just text' });
+    expect(parseChatLine('/quit')).toEqual({ kind: 'quit' });
+    expect(parseChatLine('/help')).toEqual({ kind: 'help' });
+    expect(parseChatLine('   ')).toEqual({ kind: 'nothing' });
+  });
+
+  it('explains what is wrong with a bad command', () => {
+    expect(parseChatLine('/msg bob')).toMatchObject({ kind: 'invalid', message: 'usage: /msg USER text' });
+    expect(parseChatLine('/info g x')).toMatchObject({ kind: 'invalid' });
+    expect(parseChatLine('/teleport')).toMatchObject({ kind: 'invalid', message: expect.stringContaining('/help') });
+  });
+});

@@ -1,0 +1,68 @@
+/** What a line typed in `parley chat` asks for. */
+export type ChatCommand =
+  | { kind: 'direct'; to: string; text: string }
+  | { kind: 'group'; group: string; text: string }
+  | { kind: 'reply'; text: string }
+  | { kind: 'info'; group: string; seq: number }
+  | { kind: 'who'; user: string }
+  | { kind: 'help' }
+  | { kind: 'quit' }
+  | { kind: 'nothing' }
+  | { kind: 'invalid'; message: string };
+
+export const CHAT_HELP = [
+  '/msg USER text      send a message to USER',
+  '/g GROUP text       send a message to a group (its id, its name, or "a name with spaces")',
+  '/info GROUP SEQ     who has received and read message SEQ of a group',
+  '/who USER           whether USER is online, or when last seen',
+  'text                reply to whoever you last talked with',
+  '/help               this list',
+  '/quit               leave (Ctrl-D too)',
+];
+
+/** Splits off the first word — or a "quoted name with spaces" — and returns it with the rest. */
+function firstWord(s: string): [string, string] {
+  const quoted = /^"([^"]+)"\s*([\s\S]*)$/.exec(s);
+  if (quoted) return [quoted[1]!, quoted[2]!];
+  const m = /^(\S+)\s*([\s\S]*)$/.exec(s);
+  return m ? [m[1]!, m[2]!] : ['', ''];
+}
+
+export function parseChatLine(line: string): ChatCommand {
+  const trimmed = line.trim();
+  if (trimmed === '') return { kind: 'nothing' };
+  if (!trimmed.startsWith('/')) return { kind: 'reply', text: trimmed };
+  const [command, rest] = firstWord(trimmed);
+  switch (command) {
+    case '/msg':
+    case '/m': {
+      const [to, text] = firstWord(rest);
+      if (!to || !text.trim()) return { kind: 'invalid', message: 'usage: /msg USER text' };
+      return { kind: 'direct', to, text: text.trim() };
+    }
+    case '/g': {
+      const [group, text] = firstWord(rest);
+      if (!group || !text.trim()) return { kind: 'invalid', message: 'usage: /g GROUP text' };
+      return { kind: 'group', group, text: text.trim() };
+    }
+    case '/info': {
+      const [group, seqText] = firstWord(rest);
+      const seq = Number(seqText.trim());
+      if (!group || !Number.isInteger(seq) || seq < 1) return { kind: 'invalid', message: 'usage: /info GROUP SEQ' };
+      return { kind: 'info', group, seq };
+    }
+    case '/who': {
+      const [user] = firstWord(rest);
+      return user ? { kind: 'who', user } : { kind: 'invalid', message: 'usage: /who USER' };
+    }
+    case '/help':
+    case '/?':
+      return { kind: 'help' };
+    case '/quit':
+    case '/exit':
+    case '/q':
+      return { kind: 'quit' };
+    default:
+      return { kind: 'invalid', message: `unknown command ${command}; /help lists them` };
+  }
+}

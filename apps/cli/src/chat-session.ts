@@ -1,0 +1,202 @@
+import { randomUUID } from 'node:crypto';
+import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
+import type { MessageEvent } from '#libs/protocol';
+import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
+import { InboxSession } from './inbox-session.js';
+import { groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
+import { RequestError, type ParleyClient } from './parley-client.js';
+
+type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string };
+
+/**
+ * The interactive `parley chat`. Lines arriving while you type are printed
+ * above the prompt and the prompt is redrawn with what you had typed, so
+ * nothing garbles your line. On a terminal, the mark of a recent message of
+ * yours is updated in place as receipts come (✓ → ✓✓ → ✓✓ read); otherwise
+ * (or once it has scrolled away) the line is printed again with its new mark.
+ */
+export class ChatSession {
+  private readonly tty: boolean;
+  private rl!: Interface;
+  private session!: InboxSession;
+  private last: Peer | null = null;
+  /** Ids of messages this session sent: their copies in my inbox are not printed twice. */
+  private readonly sentIds = new Set<string>();
+  /** Screen row (counted from the start of the session) and text of each of my messages, for in-place marks. */
+  private readonly rows = new Map<string, { row: number; base: string; mark: string }>();
+  private row = 0;
+  private readonly watched = new Set<string>();
+  private inflight = new Set<Promise<unknown>>();
+
+  constructor(
+    private readonly client: ParleyClient,
+    private readonly printer: Printer,
+  ) {
+    this.tty = Boolean(process.stdin.isTTY && process.stdout.isTTY) && !printer.json;
+  }
+
+  async run(): Promise<void> {
+    const me = this.client.user!;
+    this.session = new InboxSession(
+      this.client,
+      {
+        show: (e) => {
+          if (e.type === 'group') return this.print(groupEventLine(e, me), { ...e });
+          if (e.from === me && this.sentIds.has(e.id)) return;
+          if (e.from !== me) this.last = e.group ? { kind: 'group', name: e.group.id } : { kind: 'user', name: e.from };
+          if (!e.group) this.watch(e.from === me ? e.to! : e.from);
+          const mark = e.from === me ? this.session.markOf(e) : undefined;
+          this.printMessage(e, mark);
+        },
+        mark: (m, mark) => this.updateMark(m, mark),
+        presence: (p) => {
+          if (p.user === me) return;
+          this.print(`* ${presenceText(p.user, p)}`, { ...p });
+        },
+      },
+      'read',
+    );
+    this.rl = createInterface({ input: process.stdin, output: process.stdout, terminal: this.tty, prompt: `${me}> ` });
+    this.printer.emit(null, { type: 'ready', user: me });
+    this.printer.note(`logged in as ${me}; /help lists the commands`);
+    if (this.tty) this.rl.prompt();
+    this.client.on('offline', () => this.print('* connection lost; reconnecting…', null));
+    this.client.on('online', () => this.print('* connected', null));
+
+    await new Promise<void>((resolve) => {
+      this.rl.on('line', (line) => {
+        const cmd = parseChatLine(line);
+        if (cmd.kind === 'quit') return this.rl.close();
+        const work = this.execute(cmd).catch((e: unknown) => this.fail(e));
+        this.inflight.add(work);
+        void work.finally(() => this.inflight.delete(work));
+        if (this.tty) this.rl.prompt(true);
+      });
+      this.rl.on('close', () => resolve());
+    });
+    // Input ended: finish what was typed before leaving.
+    await Promise.allSettled([...this.inflight]);
+    await this.session.stop();
+  }
+
+  private async execute(cmd: ChatCommand): Promise<void> {
+    switch (cmd.kind) {
+      case 'nothing':
+      case 'quit':
+        return;
+      case 'help':
+        for (const l of CHAT_HELP) this.print(l, null);
+        return;
+      case 'invalid':
+        return this.printer.error('usage', cmd.message);
+      case 'who': {
+        const who = await this.client.request('who', { user: cmd.user });
+        return this.print(presenceText(cmd.user, who), { type: 'presence', ...who });
+      }
+      case 'info': {
+        const info = await this.client.request('info', { group: cmd.group, seq: cmd.seq });
+        for (const l of infoLines(info)) this.print(l, null);
+        this.printer.emit(null, { type: 'info', ...info });
+        return;
+      }
+      case 'reply':
+        if (!this.last) return this.printer.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
+        return this.last.kind === 'user' ? this.sendDirect(this.last.name, cmd.text) : this.sendGroup(this.last.name, cmd.text);
+      case 'direct':
+        this.last = { kind: 'user', name: cmd.to };
+        return this.sendDirect(cmd.to, cmd.text);
+      case 'group':
+        this.last = { kind: 'group', name: cmd.group };
+        return this.sendGroup(cmd.group, cmd.text);
+    }
+  }
+
+  private async sendDirect(to: string, text: string): Promise<void> {
+    const id = randomUUID();
+    this.sentIds.add(id);
+    const r = await this.client.request('send', { to, text }, id);
+    this.watch(to);
+    const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
+    this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
+    if (r.recipient?.state === 'offline') this.print(`  ${offlineNotice(to, r.recipient)}`, null);
+  }
+
+  private async sendGroup(group: string, text: string): Promise<void> {
+    const id = randomUUID();
+    this.sentIds.add(id);
+    const r = await this.client.request('send', { group, text }, id);
+    if (!this.session.hasPeers(r.conv)) {
+      const info = await this.client.request('group.members', { group: r.group!.id });
+      this.session.knowMembers(
+        r.conv,
+        info.members.filter((m) => m !== this.client.user),
+      );
+    }
+    const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, group: r.group!, ts: r.ts, id, text };
+    this.last = { kind: 'group', name: r.group!.id };
+    this.printMessage(message, this.session.track(message), { type: 'accepted', id, group: r.group, conv: r.conv, seq: r.seq, ts: r.ts });
+  }
+
+  private printMessage(m: MessageEvent, mark: Mark | undefined, record: Record<string, unknown> & { type: string } = { ...m }): void {
+    const mine = m.from === this.client.user;
+    const line = messageLine(m, this.client.user!, { mark: mine ? (mark ?? null) : undefined });
+    if (mine) this.rows.set(`${m.conv}#${m.seq}`, { row: this.row, base: messageLine(m, this.client.user), mark: markText(mark ?? null) });
+    this.print(line, record);
+  }
+
+  private updateMark(m: MessageEvent, mark: Mark): void {
+    const key = `${m.conv}#${m.seq}`;
+    const seen = this.rows.get(key);
+    const text = markText(mark);
+    if (!seen || seen.mark === text) return;
+    seen.mark = text;
+    this.printer.emit(null, { type: 'mark', conv: m.conv, seq: m.seq, id: m.id, mark: text });
+    if (this.printer.json) return;
+    const line = `${seen.base} ${text}`;
+    const up = this.row - seen.row;
+    const rows = process.stdout.rows ?? 24;
+    const columns = process.stdout.columns ?? 80;
+    if (this.tty && up < rows - 1 && line.length < columns) {
+      cursorTo(process.stdout, 0);
+      moveCursor(process.stdout, 0, -up);
+      clearLine(process.stdout, 0);
+      process.stdout.write(line);
+      moveCursor(process.stdout, 0, up);
+      cursorTo(process.stdout, 0);
+      this.rl.prompt(true);
+      return;
+    }
+    seen.row = this.row;
+    this.print(line, null);
+  }
+
+  /** Prints a line above the prompt (JSON mode: the record instead), keeping what the user is typing intact. */
+  private print(human: string, record: (Record<string, unknown> & { type: string }) | null): void {
+    if (this.printer.json) {
+      if (record) this.printer.emit(null, record);
+      return;
+    }
+    if (!this.tty) {
+      this.printer.emit(human, { type: 'line' });
+      this.row += 1;
+      return;
+    }
+    clearLine(process.stdout, 0);
+    cursorTo(process.stdout, 0);
+    process.stdout.write(human + '\n');
+    this.row += Math.max(1, Math.ceil(human.length / (process.stdout.columns ?? 80)));
+    this.rl.prompt(true);
+  }
+
+  private watch(user: string): void {
+    if (this.watched.has(user) || user === this.client.user) return;
+    this.watched.add(user);
+    this.client.watchPresence(user);
+  }
+
+  private fail(e: unknown): void {
+    if (e instanceof RequestError) this.printer.error(e.code, e.message);
+    else this.printer.error('failed', e instanceof Error ? e.message : String(e));
+    if (this.tty) this.rl.prompt(true);
+  }
+}

@@ -1,0 +1,227 @@
+import { randomUUID } from 'node:crypto';
+import type { Command } from 'commander';
+import { ChatSession } from './chat-session.js';
+import { InboxSession } from './inbox-session.js';
+import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer } from './output.js';
+import { ParleyClient } from './parley-client.js';
+import { requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
+
+/** What every command gets: its settings, a printer, and a way to log in. */
+export interface CommandContext {
+  settings: Settings;
+  printer: Printer;
+  login(opts?: { keepTrying?: boolean }): Promise<ParleyClient>;
+}
+
+export function contextOf(cmd: Command): CommandContext {
+  const settings = resolveSettings(cmd.optsWithGlobals<GlobalFlags>());
+  const printer = new Printer(settings.json);
+  return {
+    settings,
+    printer,
+    login: (opts = {}) => {
+      const s = requireLogin(settings);
+      return ParleyClient.connect({ server: s.server, user: s.user, password: s.password, keepTrying: opts.keepTrying });
+    },
+  };
+}
+
+/** Runs `work` with a logged-in client, closing it afterwards however it ends. */
+async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: { keepTrying?: boolean } = {}): Promise<T> {
+  const client = await ctx.login(opts);
+  try {
+    return await work(client);
+  } finally {
+    await client.close();
+  }
+}
+
+/** One of the two ways to name a conversation: a user, or `--group NAME`. */
+function target(user: string | undefined, group: string | undefined): { to: string } | { group: string } {
+  if (group !== undefined && user !== undefined) throw new UsageError('give a user or --group, not both');
+  if (group !== undefined) return { group };
+  if (user !== undefined) return { to: user };
+  throw new UsageError('give a user, or --group NAME');
+}
+
+export async function register(ctx: CommandContext): Promise<void> {
+  const { user, password } = requireLogin(ctx.settings);
+  const client = await ParleyClient.connect({ server: ctx.settings.server });
+  try {
+    const r = await client.request('register', { user, password });
+    ctx.printer.emit(`registered ${r.user}`, { type: 'registered', user: r.user });
+  } finally {
+    await client.close();
+  }
+}
+
+export async function send(ctx: CommandContext, user: string | undefined, text: string, opts: { group?: string }): Promise<void> {
+  const to = target(user, opts.group);
+  await withClient(ctx, async (client) => {
+    const id = randomUUID();
+    const r = await client.request('send', { ...to, text }, id);
+    const where = 'group' in to ? { group: r.group } : { to: to.to };
+    const human = r.group
+      ? `accepted (seq ${r.seq}, to ${r.recipients ?? 0} member${r.recipients === 1 ? '' : 's'} of ${r.group.name})`
+      : `accepted (seq ${r.seq})`;
+    ctx.printer.emit(human, { type: 'accepted', id, ...where, conv: r.conv, seq: r.seq, ts: r.ts, ...(r.recipient ? { recipient: r.recipient } : {}) });
+    if ('to' in to && r.recipient?.state === 'offline')
+      ctx.printer.emit(offlineNotice(to.to, r.recipient), { type: 'offline', user: to.to, lastSeen: r.recipient.lastSeen });
+  });
+}
+
+/** Prints what arrives (in order, once) and acknowledges delivery, until interrupted. */
+export async function listen(ctx: CommandContext): Promise<void> {
+  await withClient(
+    ctx,
+    async (client) => {
+      const me = client.user!;
+      const session = new InboxSession(
+        client,
+        {
+          show: (e) => ctx.printer.emit(e.type === 'group' ? groupEventLine(e, me) : messageLine(e, me), { ...e }),
+          receipt: (r) =>
+            ctx.printer.emit(`[${dateTime(r.ts).slice(11)}] ${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq} in ${r.conv}`, { ...r }),
+          synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
+        },
+        'delivered',
+      );
+      ctx.printer.emit(null, { type: 'ready', user: me });
+      ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);
+      await untilInterrupted();
+      await session.stop();
+    },
+    { keepTrying: true },
+  );
+}
+
+export async function history(ctx: CommandContext, user: string | undefined, opts: { group?: string; limit?: string; before?: string }): Promise<void> {
+  const t = target(user, opts.group);
+  const query = { ...('to' in t ? { with: t.to } : { group: t.group }), ...numberOpt('limit', opts.limit), ...numberOpt('before', opts.before) };
+  await withClient(ctx, async (client) => {
+    const me = client.user!;
+    const r = await client.request('history', query);
+    for (const e of r.messages) {
+      if (e.type === 'group') {
+        ctx.printer.emit(groupEventLine(e, me, true), { ...e });
+        continue;
+      }
+      const mark = e.from === me ? markFor(e.seq, r.peers, r.group !== undefined) : undefined;
+      ctx.printer.emit(messageLine(e, me, { mark, long: true }), { ...e, ...(mark ? { status: statusOf(mark) } : {}) });
+    }
+    if (r.messages.length === 0) ctx.printer.note('no messages');
+  });
+}
+
+export async function read(ctx: CommandContext, user: string | undefined, opts: { group?: string }): Promise<void> {
+  const t = target(user, opts.group);
+  await withClient(ctx, async (client) => {
+    const page = await client.request('history', { ...('to' in t ? { with: t.to } : { group: t.group }), limit: 1 });
+    const last = page.messages.at(-1);
+    if (!last) {
+      ctx.printer.emit('nothing to mark read', { type: 'read', conv: page.conv, seq: 0 });
+      return;
+    }
+    const r = await client.request('receipt', { conv: page.conv, seq: last.seq, status: 'read' });
+    ctx.printer.emit(`marked read up to #${r.cursors.read} in ${page.group?.name ?? ('to' in t ? t.to : '')}`, {
+      type: 'read',
+      conv: page.conv,
+      seq: r.cursors.read,
+    });
+  });
+}
+
+export async function who(ctx: CommandContext, user: string): Promise<void> {
+  await withClient(ctx, async (client) => {
+    const r = await client.request('who', { user });
+    ctx.printer.emit(presenceText(user, r), { type: 'presence', ...r });
+  });
+}
+
+export async function info(ctx: CommandContext, group: string, seqText: string): Promise<void> {
+  const seq = Number(seqText);
+  if (!Number.isInteger(seq) || seq < 1) throw new UsageError('SEQ must be a positive whole number');
+  await withClient(ctx, async (client) => {
+    const r = await client.request('info', { group, seq });
+    if (ctx.printer.json) ctx.printer.emit(null, { type: 'info', ...r });
+    else for (const l of infoLines(r)) ctx.printer.emit(l, { type: 'line' });
+  });
+}
+
+export async function chat(ctx: CommandContext): Promise<void> {
+  await withClient(ctx, (client) => new ChatSession(client, ctx.printer).run(), { keepTrying: true });
+}
+
+export const groupCommands = {
+  async create(ctx: CommandContext, name: string, members: string[]): Promise<void> {
+    await groupChange(ctx, 'group.create', { name, members }, (g) => `created ${groupLine(g)}`);
+  },
+  async rename(ctx: CommandContext, group: string, name: string): Promise<void> {
+    await groupChange(ctx, 'group.rename', { group, name }, (g) => `renamed: ${groupLine(g)}`);
+  },
+  async add(ctx: CommandContext, group: string, members: string[]): Promise<void> {
+    await groupChange(ctx, 'group.add', { group, members }, (g) => groupLine(g));
+  },
+  async remove(ctx: CommandContext, group: string, members: string[]): Promise<void> {
+    await groupChange(ctx, 'group.remove', { group, members }, (g) => groupLine(g));
+  },
+  async owner(ctx: CommandContext, group: string, user: string): Promise<void> {
+    await groupChange(ctx, 'group.owner', { group, user }, (g) => `${g.owner} now owns ${g.name}`);
+  },
+  async leave(ctx: CommandContext, group: string): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const r = await client.request('group.leave', { group });
+      ctx.printer.emit(`left ${r.name}`, { type: 'group.left', ...r });
+    });
+  },
+  async delete(ctx: CommandContext, group: string): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const r = await client.request('group.delete', { group });
+      ctx.printer.emit(`deleted ${r.name}`, { type: 'group.deleted', ...r });
+    });
+  },
+  async list(ctx: CommandContext): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const r = await client.request('group.list');
+      for (const g of r.groups) ctx.printer.emit(groupLine(g), { type: 'group', ...g });
+      if (r.groups.length === 0) ctx.printer.note('you are in no group');
+    });
+  },
+  async members(ctx: CommandContext, group: string): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const g = await client.request('group.members', { group });
+      for (const m of g.members) ctx.printer.emit(m === g.owner ? `${m} (owner)` : m, { type: 'member', group: g.id, user: m, owner: m === g.owner });
+    });
+  },
+};
+
+async function groupChange(
+  ctx: CommandContext,
+  op: 'group.create' | 'group.rename' | 'group.add' | 'group.remove' | 'group.owner',
+  fields: Record<string, unknown>,
+  human: (g: import('#libs/protocol').GroupInfo) => string,
+): Promise<void> {
+  await withClient(ctx, async (client) => {
+    const g = await client.request(op, fields);
+    ctx.printer.emit(human(g), { type: 'group', ...g });
+  });
+}
+
+function numberOpt(name: string, value: string | undefined): Record<string, number> {
+  if (value === undefined) return {};
+  const n = Number(value);
+  if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number`);
+  return { [name]: n };
+}
+
+function statusOf(mark: ReturnType<typeof markFor>): string {
+  if (mark.kind === 'direct') return mark.readAt !== null ? 'read' : mark.delivered ? 'delivered' : 'accepted';
+  return mark.read === mark.of && mark.of > 0 ? 'read' : mark.delivered > 0 ? 'delivered' : 'accepted';
+}
+
+function untilInterrupted(): Promise<void> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve());
+    process.once('SIGTERM', () => resolve());
+  });
+}

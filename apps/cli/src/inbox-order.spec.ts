@@ -1,0 +1,80 @@
+import { describe, expect, it, vi } from 'vitest';
+import type { MessageEvent, SyncEvent } from '#libs/protocol';
+import { InboxOrder } from './inbox-order.js';
+
+const msg = (conv: string, seq: number): MessageEvent => ({ type: 'message', conv, seq, from: 'a', to: 'b', ts: seq, id: `m${seq}`, text: `#${seq}` });
+const sync = (...convs: [string, number][]): SyncEvent => ({
+  type: 'sync',
+  conversations: convs.map(([conv, after]) => ({ conv, after, last: after, mine: { delivered: after, deliveredAt: null, read: 0, readAt: null }, peers: {} })),
+});
+
+describe('InboxOrder', () => {
+  it('holds events until the sync, then shows them in seq order from where the sync says', () => {
+    const shown: number[] = [];
+    const order = new InboxOrder((e) => shown.push(e.seq));
+    order.accept(msg('c', 7)); // a live message overtaking the backlog
+    order.accept(msg('c', 5));
+    expect(shown).toEqual([]);
+    order.sync(sync(['c', 4]));
+    expect(shown).toEqual([5]);
+    order.accept(msg('c', 6));
+    expect(shown).toEqual([5, 6, 7]);
+    order.stop();
+  });
+
+  it('drops repeats: a replayed backlog after a reconnect shows nothing twice', () => {
+    const shown: number[] = [];
+    const order = new InboxOrder((e) => shown.push(e.seq));
+    order.sync(sync(['c', 0]));
+    for (const s of [1, 2, 3]) order.accept(msg('c', s));
+    order.reconnecting();
+    order.sync(sync(['c', 1])); // the server only knew delivery up to 1
+    for (const s of [2, 3, 4]) order.accept(msg('c', s));
+    expect(shown).toEqual([1, 2, 3, 4]);
+    order.stop();
+  });
+
+  it('starts a conversation the sync did not mention at its first event, and keeps conversations apart', () => {
+    const shown: string[] = [];
+    const order = new InboxOrder((e) => shown.push(`${e.conv}${e.seq}`));
+    order.sync(sync(['a', 2]));
+    order.accept(msg('new', 1));
+    order.accept(msg('a', 3));
+    order.accept(msg('new', 2));
+    expect(shown).toEqual(['new1', 'a3', 'new2']);
+    order.stop();
+  });
+
+  it('gives up on a gap after the timeout instead of holding messages forever', () => {
+    vi.useFakeTimers();
+    try {
+      const shown: number[] = [];
+      const order = new InboxOrder((e) => shown.push(e.seq), 1000);
+      order.sync(sync(['c', 0]));
+      order.accept(msg('c', 3));
+      order.accept(msg('c', 4));
+      expect(shown).toEqual([]);
+      vi.advanceTimersByTime(1000);
+      expect(shown).toEqual([3, 4]);
+      order.accept(msg('c', 2)); // too late: already past it
+      expect(shown).toEqual([3, 4]);
+      order.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('proceeds without a sync when none comes', () => {
+    vi.useFakeTimers();
+    try {
+      const shown: number[] = [];
+      const order = new InboxOrder((e) => shown.push(e.seq), 500);
+      order.accept(msg('c', 9));
+      vi.advanceTimersByTime(500);
+      expect(shown).toEqual([9]);
+      order.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

@@ -1,0 +1,93 @@
+import type { GroupEvent, MessageEvent, SyncEvent } from '#libs/protocol';
+
+export type LogEvent = MessageEvent | GroupEvent;
+
+/**
+ * Puts what arrives on the inbox back in order and drops repeats, so each
+ * message is shown exactly once, in seq order per conversation — although live
+ * messages may overtake the backlog, and a reconnect replays what was not yet
+ * acknowledged.
+ *
+ * Until a connection's `sync` arrives, events are held: the sync says where
+ * each conversation's backlog starts. A gap that is not filled within
+ * `gapTimeoutMs` is given up on, so nothing is held forever.
+ */
+export class InboxOrder {
+  private readonly shown = new Map<string, number>();
+  private readonly held = new Map<string, Map<number, LogEvent>>();
+  private synced = false;
+  private gapTimer: NodeJS.Timeout | undefined;
+
+  constructor(
+    private readonly show: (e: LogEvent) => void,
+    private readonly gapTimeoutMs = 3000,
+  ) {}
+
+  /** A new connection: hold events until its sync arrives. */
+  reconnecting(): void {
+    this.synced = false;
+  }
+
+  /**
+   * The server's account of where each conversation stands. `startAt` may
+   * move a conversation's starting point back (to show unread messages again,
+   * which the caller then feeds in).
+   */
+  sync(event: SyncEvent, startAt: (c: SyncEvent['conversations'][number]) => number = (c) => c.after): void {
+    for (const c of event.conversations) this.shown.set(c.conv, Math.max(this.shown.get(c.conv) ?? 0, startAt(c)));
+    this.synced = true;
+    for (const conv of [...this.held.keys()]) this.flush(conv);
+  }
+
+  /** The highest seq shown in a conversation (0 if none). */
+  shownUpTo(conv: string): number {
+    return this.shown.get(conv) ?? 0;
+  }
+
+  accept(e: LogEvent): void {
+    const last = this.shown.get(e.conv);
+    if (last !== undefined && e.seq <= last) return;
+    let held = this.held.get(e.conv);
+    if (!held) this.held.set(e.conv, (held = new Map<number, LogEvent>()));
+    held.set(e.seq, e);
+    if (this.synced) this.flush(e.conv);
+    else this.armGapTimer();
+  }
+
+  /** Stops the gap timer (the command is ending). */
+  stop(): void {
+    clearTimeout(this.gapTimer);
+  }
+
+  private flush(conv: string): void {
+    const held = this.held.get(conv);
+    if (!held) return;
+    let last = this.shown.get(conv);
+    // A conversation the sync did not mention began after it: its first event is where it starts.
+    if (last === undefined) last = Math.min(...held.keys()) - 1;
+    for (let next = held.get(last + 1); next; next = held.get(last + 1)) {
+      held.delete(last + 1);
+      last += 1;
+      this.show(next);
+    }
+    this.shown.set(conv, last);
+    for (const seq of held.keys()) if (seq <= last) held.delete(seq);
+    if (held.size === 0) this.held.delete(conv);
+    else this.armGapTimer();
+  }
+
+  private armGapTimer(): void {
+    if (this.gapTimer) return;
+    this.gapTimer = setTimeout(() => {
+      this.gapTimer = undefined;
+      // Give up waiting (for the sync, or for a gap to fill): show what is held, in order, from the lowest seq.
+      this.synced = true;
+      for (const [conv, held] of this.held) {
+        const lowest = Math.min(...held.keys());
+        this.shown.set(conv, lowest - 1);
+        this.flush(conv);
+      }
+    }, this.gapTimeoutMs);
+    this.gapTimer.unref();
+  }
+}

@@ -1,0 +1,180 @@
+import type { Cursors, InboxEvent, MessageEvent, PresenceEvent, ReceiptEvent } from '#libs/protocol';
+import { InboxOrder, type LogEvent } from './inbox-order.js';
+import { markFor, type Mark } from './output.js';
+import type { ParleyClient } from './parley-client.js';
+
+export interface SessionHandlers {
+  /** A message or group event, in order, once. */
+  show(e: LogEvent): void;
+  /** The mark of one of my messages changed. */
+  mark?(message: MessageEvent, mark: Mark): void;
+  presence?(p: PresenceEvent): void;
+  receipt?(r: ReceiptEvent): void;
+  /** The backlog announced at (re)connect has been received. */
+  synced?(count: number): void;
+}
+
+const NO_CURSORS: Cursors = { delivered: 0, deliveredAt: null, read: 0, readAt: null };
+const ACK_DELAY_MS = 50;
+/** How many delivered-but-unread messages per conversation a chat shows again when it opens. */
+const MAX_UNREAD_REPLAY = 200;
+
+/**
+ * The client side of delivery: shows the inbox in order and once (InboxOrder),
+ * acknowledges what it showed (delivered, or read when a person is looking),
+ * and keeps the other members' cursors to mark my messages ✓, ✓✓ or read.
+ */
+export class InboxSession {
+  private readonly order: InboxOrder;
+  /** Other members' cursors per conversation. */
+  private readonly peers = new Map<string, Record<string, Cursors>>();
+  /** My messages seen in this session, per conversation, to re-mark on receipts. */
+  private readonly mine = new Map<string, Map<number, MessageEvent>>();
+  private readonly acked = new Map<string, number>();
+  private readonly ackTimers = new Map<string, NodeJS.Timeout>();
+
+  constructor(
+    private readonly client: ParleyClient,
+    private readonly handlers: SessionHandlers,
+    /** Chat (a person reads the screen) acknowledges `read`; listen acknowledges `delivered`. */
+    private readonly ackAs: 'delivered' | 'read' | 'none',
+  ) {
+    this.order = new InboxOrder((e) => this.shown(e));
+    client.on('event', (e) => this.onEvent(e));
+    client.on('presence', (p) => handlers.presence?.(p));
+    client.on('offline', () => this.order.reconnecting());
+  }
+
+  get me(): string {
+    return this.client.user ?? '';
+  }
+
+  /** Records one of my messages (just accepted) so its mark follows the receipts. */
+  track(message: MessageEvent): Mark {
+    let byConv = this.mine.get(message.conv);
+    if (!byConv) this.mine.set(message.conv, (byConv = new Map<number, MessageEvent>()));
+    byConv.set(message.seq, message);
+    return this.markOf(message);
+  }
+
+  /** Sets who the other members of a conversation are, when the sync did not say (a conversation begun since). */
+  knowMembers(conv: string, others: string[]): void {
+    const peers = this.peers.get(conv) ?? {};
+    for (const u of others) peers[u] ??= { ...NO_CURSORS };
+    this.peers.set(conv, peers);
+  }
+
+  hasPeers(conv: string): boolean {
+    return this.peers.has(conv);
+  }
+
+  markOf(message: MessageEvent): Mark {
+    return markFor(message.seq, this.peers.get(message.conv) ?? {}, message.group !== undefined);
+  }
+
+  /** Stops timers; sends the acknowledgements still due. */
+  async stop(): Promise<void> {
+    this.order.stop();
+    const due = [...this.ackTimers.keys()];
+    for (const t of this.ackTimers.values()) clearTimeout(t);
+    this.ackTimers.clear();
+    await Promise.allSettled(due.map((conv) => this.sendAck(conv)));
+  }
+
+  private onEvent(e: InboxEvent): void {
+    switch (e.type) {
+      case 'sync':
+        for (const c of e.conversations) this.peers.set(c.conv, { ...c.peers });
+        this.order.sync(e);
+        this.remarkAll();
+        return;
+      case 'synced':
+        this.handlers.synced?.(e.messages);
+        return;
+      case 'message':
+      case 'group':
+        this.order.accept(e);
+        return;
+      case 'receipt':
+        this.onReceipt(e);
+        return;
+      case 'presence':
+        this.handlers.presence?.(e);
+        return;
+      case 'reply':
+        return;
+    }
+  }
+
+  /** Fetches entries (from, to] of a conversation again and feeds them to the order, which shows them in place. */
+  private async replayUnread(conv: string, from: number, to: number): Promise<void> {
+    const dm = /^dm:([^:]+):([^:]+)$/.exec(conv);
+    const where = dm ? { with: dm[1] === this.me ? dm[2] : dm[1] } : { group: conv.replace(/^grp:/, '') };
+    try {
+      const page = await this.client.request('history', { ...where, before: to + 1, limit: Math.min(to - from, MAX_UNREAD_REPLAY) });
+      for (const e of page.messages) if (e.seq > from) this.order.accept(e);
+    } catch {
+      // Not shown again; nothing is lost (the messages stay in history).
+    }
+  }
+
+  private shown(e: LogEvent): void {
+    if (e.type === 'message' && e.from === this.me) this.track(e);
+    if (e.type === 'group') this.followMembership(e);
+    this.handlers.show(e);
+    this.scheduleAck(e.conv);
+  }
+
+  private followMembership(e: Extract<LogEvent, { type: 'group' }>): void {
+    const c = e.change;
+    if (c.kind === 'created')
+      this.knowMembers(
+        e.conv,
+        [c.owner, ...c.members].filter((u) => u !== this.me),
+      );
+    else if (c.kind === 'member_added')
+      this.knowMembers(
+        e.conv,
+        c.members.filter((u) => u !== this.me),
+      );
+    else if (c.kind === 'member_removed' || c.kind === 'member_left') {
+      const peers = this.peers.get(e.conv);
+      for (const u of c.kind === 'member_left' ? [c.user] : c.members) if (peers) delete peers[u];
+    }
+  }
+
+  private onReceipt(r: ReceiptEvent): void {
+    const peers = this.peers.get(r.conv) ?? {};
+    const prev = peers[r.user] ?? { ...NO_CURSORS };
+    const next = { ...prev };
+    if (r.seq > next.delivered) Object.assign(next, { delivered: r.seq, deliveredAt: r.ts });
+    if (r.status === 'read' && r.seq > next.read) Object.assign(next, { read: r.seq, readAt: r.ts });
+    peers[r.user] = next;
+    this.peers.set(r.conv, peers);
+    this.handlers.receipt?.(r);
+    for (const m of this.mine.get(r.conv)?.values() ?? []) if (m.seq <= r.seq) this.handlers.mark?.(m, this.markOf(m));
+  }
+
+  private remarkAll(): void {
+    for (const byConv of this.mine.values()) for (const m of byConv.values()) this.handlers.mark?.(m, this.markOf(m));
+  }
+
+  private scheduleAck(conv: string): void {
+    if (this.ackAs === 'none' || this.ackTimers.has(conv)) return;
+    this.ackTimers.set(
+      conv,
+      setTimeout(() => {
+        this.ackTimers.delete(conv);
+        void this.sendAck(conv).catch(() => undefined);
+      }, ACK_DELAY_MS),
+    );
+  }
+
+  private async sendAck(conv: string): Promise<void> {
+    if (this.ackAs === 'none') return;
+    const seq = this.order.shownUpTo(conv);
+    if (seq <= (this.acked.get(conv) ?? 0)) return;
+    this.acked.set(conv, seq);
+    await this.client.request('receipt', { conv, seq, status: this.ackAs });
+  }
+}

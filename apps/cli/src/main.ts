@@ -1,0 +1,144 @@
+import { Command, CommanderError } from 'commander';
+import * as commands from './commands.js';
+import { groupCommands } from './commands.js';
+import { ConnectError, RequestError } from './parley-client.js';
+import { Printer } from './output.js';
+import { UsageError } from './settings.js';
+
+/**
+ * `parley`: the command-line client. Each action gets its context from the
+ * global flags and environment; every failure ends as one clear line and a
+ * non-zero exit code (1: the server said no or could not be reached; 2: usage).
+ */
+const program = new Command('parley')
+  .description('Parley: instant messaging over MQTT')
+  .option('--server <url>', 'server, e.g. mqtt://localhost:1883 or mqtt://[::1]:1883 (env PARLEY_SERVER)')
+  .option('--user <name>', 'your user name (env PARLEY_USER)')
+  .option('--password <password>', 'your password (env PARLEY_PASSWORD)')
+  .option('--json', 'one JSON object per line, each with a "type"')
+  .showHelpAfterError()
+  .exitOverride();
+
+/** Wraps an action: builds its context, maps every error to one line and an exit code. */
+function run<A extends unknown[]>(action: (ctx: commands.CommandContext, ...args: A) => Promise<void>) {
+  return async (...args: unknown[]) => {
+    const cmd = args[args.length - 1] as Command;
+    const ctx = commands.contextOf(cmd);
+    try {
+      await action(ctx, ...(args.slice(0, -1) as A));
+    } catch (e) {
+      report(ctx.printer, e);
+    }
+  };
+}
+
+function report(printer: Printer, e: unknown): void {
+  if (e instanceof RequestError) {
+    printer.error(e.code, e.message);
+    process.exitCode = 1;
+  } else if (e instanceof UsageError) {
+    printer.error('usage', e.message);
+    process.exitCode = 2;
+  } else if (e instanceof ConnectError) {
+    printer.error('connect', e.message);
+    process.exitCode = 1;
+  } else {
+    printer.error('failed', e instanceof Error ? e.message : String(e));
+    process.exitCode = 1;
+  }
+}
+
+program.command('register').description('create the account given by --user and --password').action(run(commands.register));
+program
+  .command('send')
+  .description('send one message to USER (or --group NAME); exits 0 when the server accepted it')
+  .argument('<user>', 'recipient (or, with --group, the text)')
+  .argument('[text]', 'the message')
+  .option('--group <name>', 'send to a group (its name or id) instead of a user')
+  .usage('USER "text" | --group NAME "text"')
+  .action(
+    run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
+      // With --group the single positional argument is the text.
+      if (opts.group !== undefined) {
+        if (b !== undefined) throw new UsageError('with --group, give only the text');
+        return commands.send(ctx, undefined, a, opts);
+      }
+      if (b === undefined) throw new UsageError('usage: parley send USER "text"');
+      return commands.send(ctx, a, b, opts);
+    }),
+  );
+program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
+program.command('chat').description('interactive session: /msg USER text, /g GROUP text, /help').action(run(commands.chat));
+program
+  .command('history')
+  .description('the conversation with USER (or --group NAME), with the state of each of your messages')
+  .argument('[user]')
+  .option('--group <name>')
+  .option('--limit <n>', 'how many messages (default 50)')
+  .option('--before <seq>', 'only messages before this seq (to page back)')
+  .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, user, opts)));
+program
+  .command('read')
+  .description('mark everything from USER (or in --group NAME) as read')
+  .argument('[user]')
+  .option('--group <name>')
+  .action(run((ctx, user: string | undefined, opts: { group?: string }) => commands.read(ctx, user, opts)));
+program
+  .command('who')
+  .description('whether USER is online, or when last seen')
+  .argument('<user>')
+  .action(run((ctx, user: string) => commands.who(ctx, user)));
+program
+  .command('info')
+  .description('who has received and read message SEQ of a group')
+  .argument('<group>')
+  .argument('<seq>')
+  .action(run((ctx, group: string, seq: string) => commands.info(ctx, group, seq)));
+
+const group = program.command('group').description('create and manage groups');
+group
+  .command('create')
+  .argument('<name>')
+  .argument('[members...]')
+  .action(run((ctx, name: string, members: string[]) => groupCommands.create(ctx, name, members)));
+group
+  .command('rename')
+  .argument('<group>')
+  .argument('<name>')
+  .action(run((ctx, g: string, name: string) => groupCommands.rename(ctx, g, name)));
+group
+  .command('add')
+  .argument('<group>')
+  .argument('<users...>')
+  .action(run((ctx, g: string, users: string[]) => groupCommands.add(ctx, g, users)));
+group
+  .command('remove')
+  .argument('<group>')
+  .argument('<users...>')
+  .action(run((ctx, g: string, users: string[]) => groupCommands.remove(ctx, g, users)));
+group
+  .command('owner')
+  .description('hand the group over to another member')
+  .argument('<group>')
+  .argument('<user>')
+  .action(run((ctx, g: string, user: string) => groupCommands.owner(ctx, g, user)));
+group
+  .command('leave')
+  .argument('<group>')
+  .action(run((ctx, g: string) => groupCommands.leave(ctx, g)));
+group
+  .command('delete')
+  .argument('<group>')
+  .action(run((ctx, g: string) => groupCommands.delete(ctx, g)));
+group.command('list').action(run((ctx) => groupCommands.list(ctx)));
+group
+  .command('members')
+  .argument('<group>')
+  .action(run((ctx, g: string) => groupCommands.members(ctx, g)));
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) process.exitCode = e.exitCode === 0 ? 0 : 2;
+  else report(new Printer(process.argv.includes('--json')), e);
+}

@@ -1,0 +1,36 @@
+import { describe, expect, it } from 'vitest';
+import type { MessageEvent } from '#libs/protocol';
+import { clock, dateTime, markFor, markText, messageLine, offlineNotice, presenceText } from './output.js';
+
+const at = new Date(2026, 10, 23, 10, 32, 5).getTime();
+const dm: MessageEvent = { type: 'message', conv: 'dm:alice:bob', seq: 3, from: 'alice', to: 'bob', ts: at, id: 'm1', text: 'hello' };
+const cursors = (delivered: number, read: number, readAt: number | null = null) => ({ delivered, deliveredAt: delivered ? at : null, read, readAt });
+
+describe('output formatting', () => {
+  it('formats times in local time', () => {
+    expect(clock(at)).toBe('10:32:05');
+    expect(dateTime(at)).toBe('2026-11-23 10:32:05');
+  });
+
+  it('prints messages as the recipient and as the sender see them', () => {
+    expect(messageLine(dm, 'bob')).toBe('[10:32:05] alice → you: hello');
+    expect(messageLine(dm, 'alice', { mark: null })).toBe('[10:32:05] you → bob: hello ✓');
+    const group = { ...dm, to: undefined, group: { id: 'g1', name: 'class 5b' } };
+    expect(messageLine(group, 'bob')).toBe('[10:32:05] [class 5b] alice: hello');
+  });
+
+  it('marks ✓, ✓✓ and ✓✓ read (with time), and counts in groups', () => {
+    expect(markText(markFor(3, { bob: cursors(2, 0) }, false))).toBe('✓');
+    expect(markText(markFor(3, { bob: cursors(3, 0) }, false))).toBe('✓✓');
+    expect(markText(markFor(3, { bob: cursors(5, 4, at) }, false))).toBe('✓✓ read 10:32:05');
+    const five = { b: cursors(3, 3), c: cursors(9, 9), d: cursors(3, 2), e: cursors(3, 0), f: cursors(0, 0) };
+    expect(markText(markFor(3, five, true))).toBe('✓✓ 2/5 read');
+    expect(markText(markFor(3, { b: cursors(3, 0), c: cursors(0, 0) }, true))).toBe('✓✓ 1/2 delivered');
+  });
+
+  it('says when someone was last seen', () => {
+    expect(presenceText('bob', { state: 'online', lastSeen: at })).toBe('bob: online');
+    expect(presenceText('bob', { state: 'offline', lastSeen: at })).toBe('bob: offline, last seen 2026-11-23 10:32:05');
+    expect(offlineNotice('bob', { state: 'offline', lastSeen: at })).toBe('bob is offline (last seen 2026-11-23 10:32:05)');
+  });
+});

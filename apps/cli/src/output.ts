@@ -1,0 +1,130 @@
+import { styleText } from 'node:util';
+import type { Cursors, GroupChange, GroupEvent, GroupInfo, InfoResult, MessageEvent, PresenceState } from '#libs/protocol';
+
+/** `HH:MM:SS` in local time. */
+export function clock(ts: number): string {
+  const d = new Date(ts);
+  return [d.getHours(), d.getMinutes(), d.getSeconds()].map((n) => String(n).padStart(2, '0')).join(':');
+}
+
+/** `YYYY-MM-DD HH:MM:SS` in local time. */
+export function dateTime(ts: number): string {
+  const d = new Date(ts);
+  const date = [d.getFullYear(), d.getMonth() + 1, d.getDate()].map((n, i) => String(n).padStart(i === 0 ? 4 : 2, '0')).join('-');
+  return `${date} ${clock(ts)}`;
+}
+
+/** What the sender sees of its own message: ✓ accepted, ✓✓ delivered, ✓✓ read (with time); in a group, counts. */
+export type Mark = { kind: 'direct'; delivered: boolean; readAt: number | null } | { kind: 'group'; delivered: number; read: number; of: number };
+
+export function markText(mark: Mark | null): string {
+  if (mark === null) return '✓';
+  if (mark.kind === 'direct') {
+    if (mark.readAt !== null) return `✓✓ read ${clock(mark.readAt)}`;
+    return mark.delivered ? '✓✓' : '✓';
+  }
+  if (mark.read > 0) return `✓✓ ${mark.read}/${mark.of} read`;
+  if (mark.delivered > 0) return `✓✓ ${mark.delivered}/${mark.of} delivered`;
+  return '✓';
+}
+
+/** The mark of message `seq` given the other members' cursors. */
+export function markFor(seq: number, peers: Record<string, Cursors>, group: boolean): Mark {
+  const cursors = Object.values(peers);
+  if (!group) {
+    const peer = cursors[0];
+    return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, readAt: peer && peer.read >= seq ? peer.readAt : null };
+  }
+  return { kind: 'group', delivered: cursors.filter((c) => c.delivered >= seq).length, read: cursors.filter((c) => c.read >= seq).length, of: cursors.length };
+}
+
+/**
+ * One line for a message, as every command prints it:
+ * `[10:32:05] alice → you: hello`, `[10:32:05] you → bob: hello ✓✓`,
+ * `[10:32:05] [class 5b] alice: hello`.
+ */
+export function messageLine(m: MessageEvent, me: string, opts: { mark?: Mark | null; long?: boolean } = {}): string {
+  const when = opts.long ? dateTime(m.ts) : clock(m.ts);
+  const mine = m.from === me;
+  const suffix = mine && opts.mark !== undefined ? ` ${markText(opts.mark)}` : '';
+  if (m.group) return `[${when}] [${m.group.name}] ${mine ? 'you' : m.from}: ${m.text}${suffix}`;
+  const to = m.to === me ? 'you' : (m.to ?? '?');
+  return `[${when}] ${mine ? 'you' : m.from} → ${to}: ${m.text}${suffix}`;
+}
+
+export function groupChangeText(change: GroupChange, actor: string, me: string): string {
+  const who = (u: string) => (u === me ? 'you' : u);
+  switch (change.kind) {
+    case 'created':
+      return `${who(actor)} created the group with ${[change.owner, ...change.members].map(who).join(', ')}`;
+    case 'renamed':
+      return `${who(actor)} renamed the group from "${change.oldName}" to "${change.name}"`;
+    case 'member_added':
+      return `${who(actor)} added ${change.members.map(who).join(', ')}`;
+    case 'member_removed':
+      return `${who(actor)} removed ${change.members.map(who).join(', ')}`;
+    case 'member_left':
+      return `${who(change.user)} left${change.newOwner ? `; ${who(change.newOwner)} now owns the group` : ''}`;
+    case 'owner_changed':
+      return `${who(change.previous)} handed the group to ${who(change.owner)}`;
+    case 'deleted':
+      return `${who(actor)} deleted the group`;
+  }
+}
+
+export function groupEventLine(e: GroupEvent, me: string, long = false): string {
+  return `[${long ? dateTime(e.ts) : clock(e.ts)}] [${e.group.name}] * ${groupChangeText(e.change, e.from, me)}`;
+}
+
+export function presenceText(user: string, p: PresenceState): string {
+  if (p.state === 'online') return `${user}: online`;
+  return p.lastSeen === null ? `${user}: offline, never seen online` : `${user}: offline, last seen ${dateTime(p.lastSeen)}`;
+}
+
+export function offlineNotice(user: string, p: PresenceState): string {
+  return p.lastSeen === null ? `${user} is offline (never seen online)` : `${user} is offline (last seen ${dateTime(p.lastSeen)})`;
+}
+
+export function groupLine(g: GroupInfo): string {
+  return `${g.name} (${g.id}) owner ${g.owner}, ${g.members.length} member${g.members.length === 1 ? '' : 's'}: ${g.members.join(', ')}`;
+}
+
+export function infoLines(info: InfoResult): string[] {
+  const width = Math.max(4, ...info.members.map((m) => m.user.length));
+  return [
+    `message ${info.seq} in ${info.group.name}, from ${info.from}:`,
+    ...info.members.map((m) => {
+      const delivered = m.deliveredAt !== null ? `delivered ${clock(m.deliveredAt)}` : 'not delivered';
+      const read = m.readAt !== null ? `read ${clock(m.readAt)}` : 'not read';
+      return `  ${m.user.padEnd(width)}  ${delivered.padEnd(18)}  ${read}`;
+    }),
+  ];
+}
+
+/**
+ * Where lines go: human text, or one JSON object per line with a `type`.
+ * Errors go to stderr in human mode, to stdout as `{"type":"error"}` in JSON mode.
+ */
+export class Printer {
+  constructor(
+    readonly json: boolean,
+    private readonly out: (line: string) => void = (l) => process.stdout.write(l + '\n'),
+    private readonly err: (line: string) => void = (l) => process.stderr.write(l + '\n'),
+  ) {}
+
+  /** Prints `human` in human mode, `record` in JSON mode. */
+  emit(human: string | null, record: Record<string, unknown> & { type: string }): void {
+    if (this.json) this.out(JSON.stringify(record));
+    else if (human !== null) this.out(human);
+  }
+
+  error(code: string, message: string): void {
+    if (this.json) this.out(JSON.stringify({ type: 'error', code, message }));
+    else this.err(`error: ${code === 'failed' ? '' : `${code}: `}${message}`);
+  }
+
+  /** A dim hint for people (never in JSON mode). */
+  note(text: string): void {
+    if (!this.json) this.err(process.stderr.isTTY ? styleText('dim', text) : text);
+  }
+}

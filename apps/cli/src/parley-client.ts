@@ -1,0 +1,186 @@
+import { randomBytes, randomUUID } from 'node:crypto';
+import { EventEmitter } from 'node:events';
+import mqtt, { type MqttClient } from 'mqtt';
+import { InboxEvent, PresenceEvent, topics, type RequestOp, type ResultOf } from '#libs/protocol';
+
+/** The server answered a request with an error; `code` is the protocol's stable error code. */
+export class RequestError extends Error {
+  override readonly name = 'RequestError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+/** The CLI could not reach or log in to the server. */
+export class ConnectError extends Error {
+  override readonly name = 'ConnectError';
+}
+
+export interface ConnectOptions {
+  server: string;
+  /** Omitted: an anonymous connection, which may only register. */
+  user?: string;
+  password?: string;
+  /** Reconnect after a dropped connection (interactive commands); one-shot commands fail instead. */
+  keepTrying?: boolean;
+  timeoutMs?: number;
+}
+
+const CONNACK_REASONS: Record<number, string> = {
+  1: 'the server does not speak this MQTT version',
+  2: 'the server refused this client id',
+  3: 'the server is unavailable right now',
+  4: 'wrong user name or password',
+  5: 'not authorized (wrong user name or password)',
+};
+
+interface ClientEvents {
+  event: [InboxEvent];
+  presence: [PresenceEvent];
+  offline: [];
+  online: [];
+}
+
+/**
+ * A Parley connection on MQTT.js (protocol 3.1.1): it subscribes to its inbox
+ * before it sends anything, sends requests to its requests topic, and matches
+ * replies by id. Everything else arriving on the inbox is emitted as `event`.
+ */
+export class ParleyClient extends EventEmitter<ClientEvents> {
+  private readonly pending = new Map<string, { resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+
+  private constructor(
+    private readonly mqtt: MqttClient,
+    readonly user: string | null,
+    private readonly inbox: string,
+    private readonly requests: string,
+    private readonly timeoutMs: number,
+  ) {
+    super();
+    mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+    mqtt.on('offline', () => this.emit('offline'));
+    mqtt.on('connect', () => this.emit('online'));
+  }
+
+  static async connect(opts: ConnectOptions): Promise<ParleyClient> {
+    const timeoutMs = opts.timeoutMs ?? 10_000;
+    const anonymous = opts.user === undefined;
+    const nonce = randomBytes(8).toString('hex');
+    const clientId = anonymous ? `anon.${nonce}` : `${opts.user}/cli-${randomBytes(4).toString('hex')}`;
+    const inbox = anonymous ? topics.anonInbox(nonce) : topics.inbox(opts.user!);
+    const requests = anonymous ? topics.anonRequests(nonce) : topics.requests(opts.user!);
+    const client = mqtt.connect(opts.server, {
+      protocolVersion: 4,
+      clientId,
+      username: opts.user,
+      password: opts.password,
+      clean: true,
+      connectTimeout: timeoutMs,
+      reconnectPeriod: opts.keepTrying ? 2000 : 0,
+    });
+    await new Promise<void>((resolve, reject) => {
+      const fail = (e: Error) => {
+        cleanup();
+        client.end(true);
+        reject(new ConnectError(describeConnectError(e, opts.server)));
+      };
+      const closed = () => fail(new Error('the connection closed before the server answered'));
+      const cleanup = () => {
+        client.off('error', fail);
+        client.off('close', closed);
+      };
+      client.once('connect', () => {
+        cleanup();
+        resolve();
+      });
+      client.once('error', fail);
+      client.once('close', closed);
+    });
+    // Later errors (a dropped connection while reconnecting) are reported as offline/online, not thrown.
+    client.on('error', () => undefined);
+    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs);
+    const granted = await client.subscribeAsync(inbox, { qos: 1 });
+    if (granted[0]?.qos === 128) throw new ConnectError('the server refused the inbox subscription');
+    return parley;
+  }
+
+  /** Sends a request and resolves with its result; rejects with RequestError (server said no) or Error (no answer). */
+  request<Op extends RequestOp>(op: Op, fields: Record<string, unknown> = {}, id: string = randomUUID()): Promise<ResultOf[Op]> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(id);
+        reject(new Error(`no answer from the server within ${Math.round(this.timeoutMs / 1000)} s`));
+      }, this.timeoutMs);
+      this.pending.set(id, { resolve: resolve as (r: unknown) => void, reject, timer });
+      this.mqtt.publish(this.requests, JSON.stringify({ op, id, ...fields }), { qos: 1 }, (err) => {
+        if (!err) return;
+        clearTimeout(timer);
+        this.pending.delete(id);
+        reject(new Error(`could not send the request: ${err.message}`));
+      });
+    });
+  }
+
+  /** Follows a user's presence (retained: the current state arrives at once). */
+  watchPresence(user: string): void {
+    this.mqtt.subscribe(topics.presence(user), { qos: 1 });
+  }
+
+  get connected(): boolean {
+    return this.mqtt.connected;
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.pending.values()) clearTimeout(p.timer);
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        this.mqtt.end(true);
+        resolve();
+      }, 2000);
+      this.mqtt.end(!this.mqtt.connected, {}, () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+
+  private onMessage(topic: string, payload: Buffer): void {
+    let raw: unknown;
+    try {
+      raw = JSON.parse(payload.toString('utf8'));
+    } catch {
+      return;
+    }
+    if (topic !== this.inbox) {
+      const presence = PresenceEvent.safeParse(raw);
+      if (presence.success) this.emit('presence', presence.data);
+      return;
+    }
+    const parsed = InboxEvent.safeParse(raw);
+    if (!parsed.success) return;
+    const event = parsed.data;
+    if (event.type === 'reply' && event.id !== null) {
+      const waiter = this.pending.get(event.id);
+      if (waiter) {
+        clearTimeout(waiter.timer);
+        this.pending.delete(event.id);
+        if (event.ok) waiter.resolve(event.result);
+        else waiter.reject(new RequestError(event.error.code, event.error.message));
+      }
+      return;
+    }
+    this.emit('event', event);
+  }
+}
+
+function describeConnectError(e: Error, server: string): string {
+  const code = (e as { code?: unknown }).code;
+  if (typeof code === 'number' && CONNACK_REASONS[code]) return `login refused by ${server}: ${CONNACK_REASONS[code]}`;
+  if (code === 'ECONNREFUSED') return `cannot reach ${server}: connection refused`;
+  if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot reach ${server}: unknown host`;
+  if (/timeout/i.test(e.message)) return `cannot reach ${server}: no answer in time`;
+  return `cannot reach ${server}: ${e.message}`;
+}

@@ -1,0 +1,37 @@
+/** Where and as whom the CLI connects: flags win over PARLEY_* environment variables. */
+export interface Settings {
+  server: string;
+  user: string | undefined;
+  password: string | undefined;
+  json: boolean;
+}
+
+export interface GlobalFlags {
+  server?: string;
+  user?: string;
+  password?: string;
+  json?: boolean;
+}
+
+export const DEFAULT_SERVER = 'mqtt://localhost:1883';
+
+export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = process.env): Settings {
+  return {
+    server: flags.server ?? env.PARLEY_SERVER ?? DEFAULT_SERVER,
+    user: flags.user ?? env.PARLEY_USER,
+    password: flags.password ?? env.PARLEY_PASSWORD,
+    json: flags.json ?? false,
+  };
+}
+
+/** The settings of a logged-in command; throws a usage error naming what is missing. */
+export function requireLogin(s: Settings): Settings & { user: string; password: string } {
+  if (!s.user) throw new UsageError('no user: pass --user NAME or set PARLEY_USER');
+  if (s.password === undefined) throw new UsageError('no password: pass --password or set PARLEY_PASSWORD');
+  return s as Settings & { user: string; password: string };
+}
+
+/** A mistake in how the CLI was called (exit code 2). */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
