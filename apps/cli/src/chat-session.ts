@@ -74,6 +74,8 @@ export class ChatSession {
       });
       this.rl.on('close', () => resolve());
     });
+    // /quit closes readline but not stdin, which would keep the process alive.
+    process.stdin.destroy();
     // Input ended: finish what was typed before leaving.
     await Promise.allSettled([...this.inflight]);
     await this.session.stop();

@@ -1,0 +1,178 @@
+import { spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { CliProcess, runCli } from '../support/cli.js';
+import { REPO_ROOT } from '../support/parley-server.js';
+import { startTopology, type Topology } from '../support/topology.js';
+
+/** The parley CLI, as real processes against the real server, as two people in two terminals would use it. */
+describe('the parley CLI', () => {
+  let topo: Topology;
+  const running: CliProcess[] = [];
+  const PASSWORD = 'cli password';
+
+  beforeAll(async () => {
+    topo = await startTopology('embedded');
+  });
+  afterEach(async () => {
+    await Promise.all(running.splice(0).map((p) => p.stop()));
+  });
+  afterAll(() => topo?.dispose());
+
+  const as = (user: string, password = PASSWORD) => ({ PARLEY_SERVER: topo.server.mqttUrl6, PARLEY_USER: user, PARLEY_PASSWORD: password });
+  const start = (args: string[], env: Record<string, string>) => {
+    const p = CliProcess.start(args, env);
+    running.push(p);
+    return p;
+  };
+  const fresh = async (base: string) => {
+    const name = `${base}${randomBytes(3).toString('hex')}`;
+    const r = await runCli(['register'], as(name));
+    expect(r.stdout.trim()).toBe(`registered ${name}`);
+    expect(r.code).toBe(0);
+    return name;
+  };
+
+  it('registers, refuses a taken name, a wrong password and an unreachable server in one clear line', async () => {
+    const alice = await fresh('alice');
+    const again = await runCli(['register'], as(alice));
+    expect(again.code).toBe(1);
+    expect(again.stderr.trim()).toBe(`error: user_exists: the name "${alice}" is taken`);
+
+    const wrong = await runCli(['send', alice, 'hi'], as(alice, 'not the password'));
+    expect(wrong.code).toBe(1);
+    expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
+    expect(wrong.stderr).toMatch(/wrong user name or password/);
+
+    const nowhere = await runCli(['--server', 'mqtt://127.0.0.1:1', 'send', alice, 'hi'], as(alice));
+    expect(nowhere.code).toBe(1);
+    expect(nowhere.stderr.trim()).toBe('error: connect: cannot reach mqtt://127.0.0.1:1: connection refused');
+
+    const usage = await runCli(['send', alice], as(alice));
+    expect(usage.code).toBe(2);
+  });
+
+  it('send exits 0 when accepted (with --json lines) and non-zero with the reason when not; listen prints what arrives', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const listen = start(['--json', 'listen'], as(bob));
+    await listen.waitForLine(/"type":"ready"/);
+
+    const sent = await runCli(['--json', 'send', bob, 'hello bob'], as(alice));
+    expect(sent.code).toBe(0);
+    expect(sent.json[0]).toMatchObject({ type: 'accepted', to: bob, seq: 1, recipient: { state: 'online' } });
+    const line = await listen.waitForLine(/hello bob/);
+    expect(JSON.parse(line)).toMatchObject({ type: 'message', from: alice, to: bob, text: 'hello bob', seq: 1 });
+
+    const refused = await runCli(['--json', 'send', 'nobody-here', 'hi'], as(alice));
+    expect(refused.code).toBe(1);
+    expect(refused.json[0]).toMatchObject({ type: 'error', code: 'unknown_user' });
+    const empty = await runCli(['send', bob, '   '], as(alice));
+    expect(empty.code).toBe(1);
+    expect(empty.stderr).toMatch(/empty_text/);
+  });
+
+  it('offline: says when the recipient was last seen, delivers on return, and the sender sees ✓✓ then read', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    // Bob has been online once, so he has a last-seen time.
+    const first = start(['listen'], as(bob));
+    await first.waitForLine(/listening as/);
+    await first.stop();
+
+    const who = await runCli(['who', bob], as(alice));
+    expect(who.stdout.trim()).toMatch(new RegExp(`^${bob}: offline, last seen \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d$`));
+    const sent = await runCli(['send', bob, 'while you were out'], as(alice));
+    expect(sent.stdout).toContain('accepted (seq 1)');
+    expect(sent.stdout).toMatch(new RegExp(`${bob} is offline \\(last seen \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d\\)`));
+    expect((await runCli(['--json', 'history', bob], as(alice))).json[0]).toMatchObject({ text: 'while you were out', status: 'accepted' });
+
+    const back = start(['listen'], as(bob));
+    await back.waitForLine(new RegExp(`\\] ${alice} → you: while you were out$`));
+    expect((await runCli(['who', bob], as(alice))).stdout.trim()).toBe(`${bob}: online`);
+    await expect.poll(async () => (await runCli(['--json', 'history', bob], as(alice))).json[0]?.status, { timeout: 10_000 }).toBe('delivered');
+    expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/you → .*: while you were out ✓✓$/m);
+
+    const read = await runCli(['read', alice], as(bob));
+    expect(read.code).toBe(0);
+    const history = await runCli(['history', bob], as(alice));
+    expect(history.stdout).toMatch(/you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
+  });
+
+  it('chat: /msg sends and shows ✓, incoming lines print as "alice → you", replies go to the last peer', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const aliceListen = start(['--json', 'listen'], as(alice));
+    await aliceListen.waitForLine(/"type":"ready"/);
+    const chat = start(['chat'], as(bob));
+    await chat.waitForLine(/logged in as/);
+    chat.type(`/msg ${alice} hi from chat`);
+    await chat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] you → ${alice}: hi from chat ✓`));
+    await aliceListen.waitForLine(/hi from chat/);
+
+    await runCli(['send', bob, 'hi back'], as(alice));
+    await chat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${alice} → you: hi back$`));
+    chat.type('and a reply without /msg');
+    await aliceListen.waitForLine(/and a reply without \/msg/);
+    // The chat showed "hi back" to a person: Alice's history marks it read.
+    await expect.poll(async () => (await runCli(['history', bob], as(alice))).stdout, { timeout: 10_000 }).toMatch(/you → .*: hi back ✓✓ read/);
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
+  it('groups: create, rename, add, send --group (json has seq), /g in chat, read --group, info NAME SEQ', async () => {
+    const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    const created = await runCli(['--json', 'group', 'create', 'physics', bob], as(alice));
+    expect(created.json[0]).toMatchObject({ type: 'group', name: 'physics', owner: alice, members: [alice, bob] });
+    expect((await runCli(['group', 'rename', 'physics', 'physics 101'], as(alice))).code).toBe(0);
+    expect((await runCli(['group', 'add', 'physics 101', carol], as(alice))).stdout).toContain(`${alice}, ${bob}, ${carol}`);
+    const notOwner = await runCli(['group', 'rename', 'physics 101', 'mine'], as(bob));
+    expect(notOwner.code).toBe(1);
+    expect(notOwner.stderr).toMatch(/not_group_owner/);
+
+    const bobChat = start(['chat'], as(bob));
+    await bobChat.waitForLine(/logged in as/);
+    const sent = await runCli(['--json', 'send', '--group', 'physics 101', 'lab at noon'], as(alice));
+    expect(sent.json[0]).toMatchObject({ type: 'accepted', seq: expect.any(Number), group: { name: 'physics 101' } });
+    const seq = sent.json[0]!.seq as number;
+    await bobChat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[physics 101\\] ${alice}: lab at noon$`));
+    bobChat.type('/g "physics 101" see you there');
+    await bobChat.waitForLine(/\[physics 101\] you: see you there ✓/);
+
+    expect((await runCli(['read', '--group', 'physics 101'], as(carol))).code).toBe(0);
+    const info = await runCli(['info', 'physics 101', String(seq)], as(alice));
+    expect(info.code).toBe(0);
+    expect(info.stdout).toMatch(new RegExp(`${bob}\\s+delivered \\d\\d:\\d\\d:\\d\\d\\s+read \\d\\d:\\d\\d:\\d\\d`));
+    expect(info.stdout).toMatch(new RegExp(`${carol}\\s+delivered \\d\\d:\\d\\d:\\d\\d\\s+read \\d\\d:\\d\\d:\\d\\d`));
+    const list = await runCli(['group', 'list'], as(carol));
+    expect(list.stdout).toMatch(/^physics 101 \(g\w+\) owner /m);
+    const members = await runCli(['group', 'members', 'physics 101'], as(carol));
+    expect(members.stdout.trim().split('\n')).toEqual([`${alice} (owner)`, bob, carol]);
+    const outsider = await runCli(['group', 'members', 'physics 101'], as(await fresh('eve')));
+    expect(outsider.code).toBe(1);
+    expect(outsider.stderr).toMatch(/unknown_group/);
+  });
+
+  const tmux = spawnSync('tmux', ['-V']).status === 0;
+  it.runIf(tmux)('never garbles the line you are typing when a message arrives (real terminal, tmux)', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const session = `parley-${randomBytes(4).toString('hex')}`;
+    const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+    const env = Object.entries(as(bob)).map(([k, v]) => `${k}='${v}'`);
+    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js chat`);
+    try {
+      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
+      await expect.poll(screen, { timeout: 10_000 }).toContain(`${bob}>`);
+      tm('send-keys', '-t', session, '-l', `/msg ${alice} half a sen`);
+      await expect.poll(screen, { timeout: 5000 }).toContain('half a sen');
+      await runCli(['send', bob, 'an interruption'], as(alice));
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`${alice} → you: an interruption`));
+      const lines = screen().split('\n');
+      // The message has a line of its own, and the prompt below it still holds the partial input intact.
+      expect(lines.find((l) => l.includes('an interruption'))).toMatch(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${alice} → you: an interruption$`));
+      expect(lines.filter((l) => l.includes('half a sen'))).toEqual([`${bob}> /msg ${alice} half a sen`]);
+      tm('send-keys', '-t', session, '-l', 'tence');
+      tm('send-keys', '-t', session, 'Enter');
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: half a sentence ✓`));
+    } finally {
+      tm('kill-session', '-t', session);
+    }
+  });
+});

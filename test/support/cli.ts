@@ -1,0 +1,102 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { REPO_ROOT } from './parley-server.js';
+
+const CLI = join(REPO_ROOT, 'bin/parley.js');
+
+export interface CliResult {
+  code: number | null;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON lines (for --json runs). */
+  json: Record<string, unknown>[];
+}
+
+/** Runs `parley ARGS` to completion (bounded), with PARLEY_* settings from `env`. */
+export function runCli(args: string[], env: Record<string, string>, opts: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`parley ${args.join(' ')} did not finish within ${opts.timeoutMs ?? 20_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
+    }, opts.timeoutMs ?? 20_000);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      const json = stdout
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as Record<string, unknown>);
+      resolve({ code, stdout, stderr, json });
+    });
+    child.stdin.end(opts.input ?? '');
+  });
+}
+
+/** A long-running `parley` process (listen, chat) whose output lines can be awaited. */
+export class CliProcess {
+  readonly lines: string[] = [];
+  private waiters: (() => void)[] = [];
+  readonly exited: Promise<number | null>;
+
+  constructor(readonly child: ChildProcess) {
+    const onLine = (l: string) => {
+      this.lines.push(l);
+      for (const w of this.waiters) w();
+    };
+    createInterface({ input: child.stdout! }).on('line', onLine);
+    createInterface({ input: child.stderr! }).on('line', onLine);
+    this.exited = new Promise((resolve) => child.once('close', (code) => resolve(code)));
+  }
+
+  static start(args: string[], env: Record<string, string>): CliProcess {
+    return new CliProcess(spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] }));
+  }
+
+  /** Resolves with the first line (already printed or to come) that matches; rejects after the timeout. */
+  waitForLine(match: RegExp | ((l: string) => boolean), timeoutMs = 10_000): Promise<string> {
+    const test = typeof match === 'function' ? match : (l: string) => match.test(l);
+    return new Promise((resolve, reject) => {
+      const check = () => {
+        const found = this.lines.find(test);
+        if (found === undefined) return;
+        cleanup();
+        resolve(found);
+      };
+      const timer = setTimeout(() => {
+        cleanup();
+        reject(new Error(`no line matching ${String(match)} within ${timeoutMs} ms; got:\n${this.lines.join('\n')}`));
+      }, timeoutMs);
+      const cleanup = () => {
+        clearTimeout(timer);
+        this.waiters = this.waiters.filter((w) => w !== check);
+      };
+      this.waiters.push(check);
+      check();
+    });
+  }
+
+  /** JSON lines printed so far. */
+  json(): Record<string, unknown>[] {
+    return this.lines.filter((l) => l.startsWith('{')).map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
+  type(line: string): void {
+    this.child.stdin!.write(line + '\n');
+  }
+
+  /** Ends input (chat leaves after finishing what was typed), or interrupts (listen); then waits, bounded, for the exit. */
+  async stop(how: 'eof' | 'interrupt' = 'interrupt'): Promise<number | null> {
+    if (this.child.exitCode !== null) return this.child.exitCode;
+    if (how === 'eof') this.child.stdin!.end();
+    else this.child.kill('SIGINT');
+    const timer = setTimeout(() => this.child.kill('SIGKILL'), 10_000);
+    const code = await this.exited;
+    clearTimeout(timer);
+    return code;
+  }
+}
