@@ -1,0 +1,139 @@
+import { spawn } from 'node:child_process';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EmbeddedAccountStore, RedisAccountStore, type AccountStore } from '#libs/accounts';
+import { EmbeddedConversationLogStore, RedisConversationLogStore, type AppendInput, type ConversationLogStore } from '#libs/messaging';
+import { adapterFor, EmbeddedDatabase, type StorageBackend } from '#libs/storage';
+import { REPO_ROOT } from '../support/parley-server.js';
+import { embeddedFixture, redisFixture } from './backends.js';
+
+/** Contract suites of the account and conversation-log stores: every clause of each port's doc comments, on both adapters. */
+const fixtures = [embeddedFixture(), redisFixture()];
+afterAll(async () => {
+  for (const f of fixtures) await f.teardown();
+});
+
+const accountsOf = (b: StorageBackend) =>
+  adapterFor<AccountStore>(b, { embedded: (db) => new EmbeddedAccountStore(db), redis: (r) => new RedisAccountStore(r) });
+const logOf = (b: StorageBackend) =>
+  adapterFor<ConversationLogStore>(b, { embedded: (db) => new EmbeddedConversationLogStore(db), redis: (r) => new RedisConversationLogStore(r) });
+const text = (from: string, id: string, t = `text ${id}`, ts = 1000): AppendInput => ({ from, id, ts, kind: 'text', text: t });
+
+describe.each(fixtures)('AccountStore on $name', (fixture) => {
+  const account = (user: string, hash = 'h1') => ({ user, passwordHash: hash, createdAt: 1 });
+
+  it('creates a free name once and never overwrites it', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = accountsOf(backend);
+    expect(await store.get('ann')).toBeUndefined();
+    expect(await store.create(account('ann'))).toBe(true);
+    expect(await store.create(account('ann', 'other'))).toBe(false);
+    expect(await accountsOf(await reopen()).get('ann')).toEqual(account('ann'));
+  });
+
+  it('lets exactly one of many concurrent creates of a name win', async () => {
+    const { backend } = await fixture.open();
+    const store = accountsOf(backend);
+    const results = await Promise.all(Array.from({ length: 20 }, (_, i) => store.create(account('race', `h${i}`))));
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const winner = results.indexOf(true);
+    expect((await store.get('race'))?.passwordHash).toBe(`h${winner}`);
+  });
+});
+
+describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
+  it('numbers entries from 1 without gaps and reads ranges back', async () => {
+    const { backend, reopen } = await fixture.open();
+    const log = logOf(backend);
+    expect(await log.lastSeq('dm:a:b')).toBe(0);
+    expect(await log.readAfter('dm:a:b', 0, 10)).toEqual([]);
+    for (let i = 1; i <= 5; i++) expect((await log.append('dm:a:b', text('a', `m${i}`))).entry.seq).toBe(i);
+    const again = logOf(await reopen());
+    expect(await again.lastSeq('dm:a:b')).toBe(5);
+    expect((await again.readAfter('dm:a:b', 1, 2)).map((e) => e.seq)).toEqual([2, 3]);
+    expect((await again.readAfter('dm:a:b', 4, 10)).map((e) => e.seq)).toEqual([5]);
+    expect(await again.readAfter('dm:a:b', 5, 10)).toEqual([]);
+    expect((await again.readBefore('dm:a:b', 6, 2)).map((e) => e.seq)).toEqual([4, 5]);
+    expect((await again.readBefore('dm:a:b', 3, 10)).map((e) => e.seq)).toEqual([1, 2]);
+    expect(await again.readBefore('dm:a:b', 1, 10)).toEqual([]);
+    expect((await again.readAfter('dm:a:b', 0, 1))[0]).toEqual({ seq: 1, ...text('a', 'm1') });
+  });
+
+  it('is idempotent by (from, id): a repeat returns the original and writes nothing', async () => {
+    const { backend } = await fixture.open();
+    const log = logOf(backend);
+    const first = await log.append('c1', text('a', 'x', 'original', 10));
+    const repeat = await log.append('c1', text('a', 'x', 'changed', 20));
+    expect(repeat).toEqual({ entry: first.entry, duplicate: true });
+    expect(await log.lastSeq('c1')).toBe(1);
+    expect(await log.findById('c1', 'a', 'x')).toEqual(first.entry);
+    expect(await log.findById('c1', 'b', 'x')).toBeUndefined();
+    // The same id from another sender is another message.
+    expect(await log.append('c1', text('b', 'x'))).toMatchObject({ entry: { seq: 2, from: 'b' }, duplicate: false });
+  });
+
+  it('applies concurrent appends in call order, and keeps conversations apart', async () => {
+    const { backend } = await fixture.open();
+    const log = logOf(backend);
+    const results = await Promise.all(Array.from({ length: 50 }, (_, i) => log.append(i % 2 ? 'odd' : 'even', text('a', `k${i}`))));
+    const even = results.filter((_, i) => i % 2 === 0).map((r) => r.entry.seq);
+    expect(even).toEqual(Array.from({ length: 25 }, (_, i) => i + 1));
+    expect((await log.readAfter('odd', 0, 100)).map((e) => e.id)).toEqual(Array.from({ length: 25 }, (_, i) => `k${2 * i + 1}`));
+  });
+
+  it('stores group events as well as text', async () => {
+    const { backend } = await fixture.open();
+    const log = logOf(backend);
+    const change = { kind: 'renamed' as const, oldName: 'a', name: 'b' };
+    const { entry } = await log.append('grp:g', { from: 'o', id: 'r1', ts: 5, kind: 'event', event: change });
+    expect(await log.readAfter('grp:g', 0, 1)).toEqual([{ seq: entry.seq, from: 'o', id: 'r1', ts: 5, kind: 'event', event: change }]);
+  });
+});
+
+describe('the embedded store keeps what it accepted across kill -9', () => {
+  const fixture = embeddedFixture();
+  afterAll(() => fixture.teardown());
+
+  it('reads back every entry a killed writer reported as appended', async () => {
+    const { backend } = await fixture.open();
+    if (backend.kind !== 'embedded') throw new Error('unreachable');
+    const dir = backend.db.dataDir;
+    await backend.db.close();
+    // A separate process appends through the adapter (as built by \`npm run build\`), reports each append once it
+    // resolved, and is killed mid-stream.
+    const script = `
+      import { EmbeddedDatabase } from '#libs/storage';
+      import { EmbeddedConversationLogStore } from '#libs/messaging';
+      const log = new EmbeddedConversationLogStore(new EmbeddedDatabase(${JSON.stringify(dir)}));
+      for (let i = 1; ; i++) {
+        const { entry } = await log.append('dm:k:l', { from: 'k', id: 'n' + i, ts: i, kind: 'text', text: 'n' + i });
+        process.stdout.write(entry.seq + '\\n');
+      }`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'pipe'] });
+    let reported = 0;
+    let errors = '';
+    child.stderr.on('data', (d: Buffer) => (errors += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`writer reported nothing: ${errors}`)), 20_000);
+      child.stdout.on('data', (d: Buffer) => {
+        reported = Math.max(reported, ...d.toString().trim().split('\n').map(Number));
+        if (reported >= 200) {
+          clearTimeout(timer);
+          child.kill('SIGKILL');
+          resolve();
+        }
+      });
+      child.once('exit', () => reject(new Error(`writer exited early: ${errors}`)));
+    });
+    await new Promise((r) => child.once('close', r));
+    const reopened = new EmbeddedDatabase(dir);
+    try {
+      const log = new EmbeddedConversationLogStore(reopened);
+      const last = await log.lastSeq('dm:k:l');
+      expect(last).toBeGreaterThanOrEqual(reported);
+      const entries = await log.readAfter('dm:k:l', 0, last);
+      expect(entries.map((e) => e.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+    } finally {
+      await reopened.close();
+    }
+  });
+});
