@@ -1,0 +1,46 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { EmbeddedDatabase } from '#libs/storage';
+import { AccountsService } from './accounts.service.js';
+import { EmbeddedAccountStore } from './embedded/embedded-account.store.js';
+import { PasswordHasher } from './password-hasher.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'parley-accounts-'));
+const db = new EmbeddedDatabase(dir);
+const store = new EmbeddedAccountStore(db);
+const cheap = new PasswordHasher({ N: 1024, r: 8, p: 1 });
+const accounts = new AccountsService(store, cheap, { minPasswordLength: 8 });
+afterAll(async () => {
+  await db.close();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+describe('AccountsService', () => {
+  it('registers, then logs in with the right password only', async () => {
+    await accounts.register('dora', 'long enough');
+    expect(await accounts.authenticate('dora', 'long enough')).toBe(true);
+    expect(await accounts.authenticate('dora', 'long enougH')).toBe(false);
+    expect(await accounts.authenticate('nobody', 'long enough')).toBe(false);
+    expect((await store.get('dora'))?.passwordHash).not.toContain('long enough');
+  });
+
+  it('refuses bad names, short passwords and taken names, writing nothing', async () => {
+    await expect(accounts.register('Bad+Name', 'long enough')).rejects.toMatchObject({ code: 'invalid_username' });
+    await expect(accounts.register('shorty', 'short')).rejects.toMatchObject({ code: 'weak_password' });
+    expect(await store.get('shorty')).toBeUndefined();
+    await accounts.register('taken', 'long enough');
+    await expect(accounts.register('taken', 'another one')).rejects.toMatchObject({ code: 'user_exists' });
+    expect(await accounts.authenticate('taken', 'long enough')).toBe(true);
+  });
+});
+
+describe('PasswordHasher', () => {
+  it('salts each hash and never matches a malformed stored hash', async () => {
+    const [a, b] = [await cheap.hash('same'), await cheap.hash('same')];
+    expect(a).not.toBe(b);
+    expect(await cheap.verify('same', a)).toBe(true);
+    for (const bad of ['', 'plain', 'scrypt$1$2$3', 'bcrypt$x$y$z$salt$hash']) expect(await cheap.verify('same', bad)).toBe(false);
+  });
+});

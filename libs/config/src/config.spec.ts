@@ -1,0 +1,27 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, loadConfig } from './config.js';
+
+describe('loadConfig', () => {
+  it('has defaults for a standalone server', () => {
+    expect(loadConfig({})).toMatchObject({
+      PARLEY_MQTT_HOST: '::',
+      PARLEY_MQTT_PORT: 1883,
+      PARLEY_DATA_DIR: './data',
+      REDIS_URL: undefined,
+      PARLEY_GATEWAY_ID: 'standalone',
+    });
+  });
+
+  it('names the variable and the bad value', () => {
+    expect(() => loadConfig({ PARLEY_MQTT_PORT: 'abc' })).toThrow(ConfigError);
+    expect(() => loadConfig({ PARLEY_MQTT_PORT: 'abc' })).toThrow(/PARLEY_MQTT_PORT.*"abc"/);
+    expect(() => loadConfig({ PARLEY_HTTP_PORT: '65536' })).toThrow(/PARLEY_HTTP_PORT.*"65536"/);
+    expect(() => loadConfig({ REDIS_URL: 'localhost:6379' })).toThrow(/REDIS_URL/);
+    expect(() => loadConfig({ PARLEY_LOG_LEVEL: 'loud' })).toThrow(/PARLEY_LOG_LEVEL/);
+  });
+
+  it('treats an empty REDIS_URL as unset, and names a Redis gateway by host and port', () => {
+    expect(loadConfig({ REDIS_URL: '' }).REDIS_URL).toBeUndefined();
+    expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_MQTT_PORT: '1999' }).PARLEY_GATEWAY_ID).toMatch(/:1999$/);
+  });
+});

@@ -1,0 +1,52 @@
+import { describe, expect, it } from 'vitest';
+import { applyChange, newGroupId, skeleton, type GroupState } from './group-state.js';
+
+const created = (): GroupState => applyChange(skeleton('g1', 'r'), { kind: 'created', name: 'band', owner: 'amy', members: ['ben', 'cat'] }, 1, 100);
+
+describe('folding group changes', () => {
+  it('creates with the owner first and everyone joined at the creation', () => {
+    expect(created()).toMatchObject({
+      name: 'band',
+      owner: 'amy',
+      members: [
+        { user: 'amy', joined: 1 },
+        { user: 'ben', joined: 1 },
+        { user: 'cat', joined: 1 },
+      ],
+      appliedSeq: 1,
+    });
+  });
+
+  it('records when members joined and left, so each sees only their part of the log', () => {
+    let g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
+    expect(g.former.ben).toEqual({ joined: 1, left: 5 });
+    g = applyChange(g, { kind: 'member_added', members: ['ben', 'dan'] }, 9, 0);
+    expect(g.members.map((m) => [m.user, m.joined])).toEqual([
+      ['amy', 1],
+      ['cat', 1],
+      ['ben', 9],
+      ['dan', 9],
+    ]);
+    expect(g.former.ben).toBeUndefined();
+  });
+
+  it('passes ownership on when the owner leaves, and deletes when everyone is gone', () => {
+    let g = applyChange(created(), { kind: 'member_left', user: 'amy', newOwner: 'ben' }, 2, 0);
+    expect(g.owner).toBe('ben');
+    g = applyChange(g, { kind: 'deleted' }, 3, 0);
+    expect(g).toMatchObject({ deleted: true, members: [] });
+    expect(Object.keys(g.former).sort()).toEqual(['amy', 'ben', 'cat']);
+  });
+
+  it('ignores a change it has already folded, and one that no longer fits', () => {
+    const g = created();
+    expect(applyChange(g, { kind: 'renamed', oldName: 'x', name: 'y' }, 1, 0)).toBe(g);
+    expect(applyChange(g, { kind: 'owner_changed', owner: 'stranger', previous: 'amy' }, 2, 0).owner).toBe('amy');
+  });
+
+  it('derives the same id for the same creator and request', () => {
+    expect(newGroupId('amy', 'r1')).toBe(newGroupId('amy', 'r1'));
+    expect(newGroupId('amy', 'r1')).not.toBe(newGroupId('amy', 'r2'));
+    expect(newGroupId('amy', 'r1')).toMatch(/^g[A-Za-z0-9]{14}$/);
+  });
+});

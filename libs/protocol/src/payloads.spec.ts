@@ -1,0 +1,71 @@
+import { describe, expect, it } from 'vitest';
+import { parseRequest } from './payloads.js';
+import { directConversationId, directPeer, principalFor } from './topics.js';
+
+const LIMIT = 65_536;
+
+describe('parseRequest', () => {
+  it('accepts each well-formed request', () => {
+    expect(parseRequest('{"op":"send","id":"m1","to":"bob","text":"hi"}', LIMIT)).toEqual({
+      ok: true,
+      request: { op: 'send', id: 'm1', to: 'bob', text: 'hi' },
+    });
+    expect(parseRequest(Buffer.from('{"op":"group.list","id":"x"}'), LIMIT)).toMatchObject({ ok: true });
+  });
+
+  it.each([
+    ['not JSON', '{oops', 'bad_request', null],
+    ['an array', '[1,2]', 'bad_request', null],
+    ['a string', '"send"', 'bad_request', null],
+    ['no op', '{"id":"a1"}', 'bad_request', 'a1'],
+    ['a bad id', '{"op":"send","id":"has space","to":"b","text":"t"}', 'bad_request', null],
+    ['a wrong type', '{"op":"send","id":"a2","to":"b","text":5}', 'bad_request', 'a2'],
+    ['an extra field (a client naming its sender)', '{"op":"send","id":"a3","to":"b","text":"t","from":"alice"}', 'bad_request', 'a3'],
+  ])('refuses %s without throwing', (_what, payload, code, id) => {
+    const r = parseRequest(payload, LIMIT);
+    expect(r).toMatchObject({ ok: false, id, error: { code } });
+  });
+
+  it('keeps the id of an unknown op, so the client can match the error', () => {
+    expect(parseRequest('{"op":"teleport","id":"t1"}', LIMIT)).toMatchObject({ ok: false, id: 't1', op: 'teleport', error: { code: 'unknown_op' } });
+  });
+
+  it('measures the limit in bytes', () => {
+    expect(parseRequest('x'.repeat(101), 100)).toMatchObject({ ok: false, error: { code: 'payload_too_large' } });
+    expect(parseRequest('é'.repeat(60), 100)).toMatchObject({ ok: false, error: { code: 'payload_too_large' } });
+  });
+
+  it('survives nesting deep enough to overflow a recursive parser', () => {
+    const deep = '['.repeat(200_000) + ']'.repeat(200_000);
+    expect(parseRequest(deep, 1_000_000)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+  });
+});
+
+describe('client ids and conversation ids', () => {
+  it('lets a user use its own name or name/device, and nothing else', () => {
+    expect(principalFor('alice', 'alice')).toEqual({ kind: 'user', user: 'alice', device: null });
+    expect(principalFor('alice/phone-1', 'alice')).toEqual({ kind: 'user', user: 'alice', device: 'phone-1' });
+    expect(principalFor('bob', 'alice')).toBeNull();
+    expect(principalFor('bob/phone', 'alice')).toBeNull();
+    expect(principalFor('alice/', 'alice')).toBeNull();
+    expect(principalFor('alice/a/b', 'alice')).toBeNull();
+    expect(principalFor('', 'alice')).toBeNull();
+  });
+
+  it('refuses user names with wildcards, separators, capitals or control characters', () => {
+    for (const bad of ['a+b', 'a#', 'a/b', 'Alice', 'al\u0000ice', 'a', 'x'.repeat(33), 'anon.x']) expect(principalFor(bad, bad)).toBeNull();
+  });
+
+  it('lets anonymous connections in only as anon.<nonce>', () => {
+    expect(principalFor('anon.abcdefgh', undefined)).toEqual({ kind: 'anonymous', nonce: 'abcdefgh' });
+    expect(principalFor('anon.short', undefined)).toBeNull();
+    expect(principalFor('alice', undefined)).toBeNull();
+    expect(principalFor('anon.abcdefgh', 'alice')).toBeNull();
+  });
+
+  it('names a direct conversation the same from both sides', () => {
+    expect(directConversationId('bob', 'alice')).toBe(directConversationId('alice', 'bob'));
+    expect(directPeer('dm:alice:bob', 'alice')).toBe('bob');
+    expect(directPeer('dm:alice:bob', 'carol')).toBeNull();
+  });
+});
