@@ -1,0 +1,147 @@
+import { z } from 'zod';
+import { ERROR_CODES } from './errors.js';
+import * as P from './payloads.js';
+import { TOPIC_ROOT } from './topics.js';
+
+type Json = Record<string, unknown>;
+
+/** A zod schema as a JSON Schema (draft 7, which AsyncAPI schemas extend), without its `$schema` key. */
+function schemaOf(schema: z.ZodType): Json {
+  const { $schema: _drop, ...rest } = z.toJSONSchema(schema, { target: 'draft-7', unrepresentable: 'any' }) as Json;
+  return rest;
+}
+
+const REQUESTS: [string, z.ZodType, string][] = [
+  ['RegisterRequest', P.RegisterRequest, 'Create an account (anonymous connections only).'],
+  [
+    'SendRequest',
+    P.SendRequest,
+    'Send a message to a user (`to`) or a group (`group`). The `id` is the message id: a retry with the same id gets the same answer and stores nothing twice.',
+  ],
+  ['HistoryRequest', P.HistoryRequest, 'A page of a conversation with a user (`with`) or of a group (`group`).'],
+  ['WhoRequest', P.WhoRequest, 'Whether a user is online, or when it was last seen.'],
+  ['ReceiptRequest', P.ReceiptRequest, 'Move your own delivered or read cursor in a conversation (forward only).'],
+  ['GroupCreateRequest', P.GroupCreateRequest, 'Create a group; you own it.'],
+  ['GroupRenameRequest', P.GroupRenameRequest, 'Rename a group (owner only).'],
+  ['GroupAddRequest', P.GroupAddRequest, 'Add members (owner only).'],
+  ['GroupRemoveRequest', P.GroupRemoveRequest, 'Remove members (owner only).'],
+  ['GroupLeaveRequest', P.GroupLeaveRequest, 'Leave a group. An owner who leaves hands it to the longest-standing member; the last member leaving deletes it.'],
+  ['GroupOwnerRequest', P.GroupOwnerRequest, 'Hand the group over to another member (owner only).'],
+  ['GroupDeleteRequest', P.GroupDeleteRequest, 'Delete a group (owner only).'],
+  ['GroupListRequest', P.GroupListRequest, 'The groups you are a member of.'],
+  ['GroupMembersRequest', P.GroupMembersRequest, 'A group’s owner and members (members only).'],
+  ['InfoRequest', P.InfoRequest, 'Who of a group has received and read message `seq`, and when.'],
+];
+
+const EVENTS: [string, z.ZodType, string][] = [
+  ['MessageEvent', P.MessageEvent, 'A message, with the server-stamped sender, seq and time.'],
+  ['GroupEvent', P.GroupEvent, 'A change to a group, in order with its messages.'],
+  ['OkReply', P.OkReply, 'The answer to a request that succeeded (same `id`).'],
+  ['ErrorReply', P.ErrorReply, 'The answer to a request that failed (same `id`, or null when the request carried none); nothing was changed.'],
+  ['ReceiptEvent', P.ReceiptEvent, 'Another member moved a cursor: your messages up to `seq` were delivered to / read by `user`.'],
+  ['SyncEvent', P.SyncEvent, 'Sent when you subscribe to your inbox: where each conversation stands; the backlog follows.'],
+  ['SyncedEvent', P.SyncedEvent, 'The backlog announced by `sync` has been sent.'],
+];
+
+const userParam = { description: 'A user name: 2–32 characters, a lowercase letter, then lowercase letters, digits, _ or -.' };
+
+/** The AsyncAPI 3 document of Parley's MQTT interface, built from the same schemas the server validates with. */
+export function buildAsyncApiDocument(): Json {
+  const schemas: Json = {};
+  const messages: Json = {};
+  for (const [name, schema, description] of [...REQUESTS, ...EVENTS, ['PresenceEvent', P.PresenceEvent, 'Retained presence of a user.'] as const]) {
+    schemas[name] = schemaOf(schema);
+    messages[name] = { name, title: name, summary: description, contentType: 'application/json', payload: { $ref: `#/components/schemas/${name}` } };
+  }
+  const ref = (name: string) => ({ $ref: `#/components/messages/${name}` });
+  const refs = (list: [string, ...unknown[]][]) => Object.fromEntries(list.map(([name]) => [name, ref(name)]));
+  return {
+    asyncapi: '3.0.0',
+    info: {
+      title: 'Parley',
+      version: '1.0.0',
+      description: [
+        'Instant messaging over plain MQTT 3.1.1. Log in with the CONNECT user name and password; the client id must be your user name or `user/<device>`.',
+        'Publish JSON requests `{op, id, ...}` to your requests topic; every request gets exactly one reply with the same `id` on your inbox.',
+        'An anonymous connection (no user name, client id `anon.<nonce>`) may only register.',
+        `Stable error codes: ${ERROR_CODES.join(', ')}.`,
+      ].join('\n\n'),
+    },
+    defaultContentType: 'application/json',
+    servers: {
+      parley: {
+        host: 'localhost:1883',
+        protocol: 'mqtt',
+        protocolVersion: '3.1.1',
+        description: 'One dual-stack listener: IPv4 and IPv6 clients reach the same port.',
+        security: [{ $ref: '#/components/securitySchemes/login' }],
+      },
+    },
+    channels: {
+      inbox: {
+        address: `${TOPIC_ROOT}/users/{user}/inbox`,
+        description: 'Everything the server delivers to a user. Only that user may subscribe (QoS 1).',
+        parameters: { user: userParam },
+        messages: refs(EVENTS),
+      },
+      requests: {
+        address: `${TOPIC_ROOT}/users/{user}/requests`,
+        description: 'Requests from a user. Only that user may publish; publishing anywhere else closes the connection.',
+        parameters: { user: userParam },
+        messages: refs(REQUESTS.filter(([n]) => n !== 'RegisterRequest')),
+      },
+      presence: {
+        address: `${TOPIC_ROOT}/presence/{user}`,
+        description: 'Retained presence of a user; any logged-in user may subscribe (also to `parley/v1/presence/+`).',
+        parameters: { user: userParam },
+        messages: { PresenceEvent: ref('PresenceEvent') },
+      },
+      anonInbox: {
+        address: `${TOPIC_ROOT}/anon/{nonce}/inbox`,
+        description: 'Replies to an anonymous connection whose client id is `anon.<nonce>`.',
+        parameters: { nonce: { description: '8–64 characters of A-Z a-z 0-9 _ -, from the client id' } },
+        messages: { OkReply: ref('OkReply'), ErrorReply: ref('ErrorReply') },
+      },
+      anonRequests: {
+        address: `${TOPIC_ROOT}/anon/{nonce}/requests`,
+        description: 'Registration requests of an anonymous connection.',
+        parameters: { nonce: { description: '8–64 characters of A-Z a-z 0-9 _ -, from the client id' } },
+        messages: { RegisterRequest: ref('RegisterRequest') },
+      },
+    },
+    operations: {
+      sendRequest: {
+        action: 'send',
+        channel: { $ref: '#/channels/requests' },
+        summary: 'Ask the server to do something; the reply comes on the inbox.',
+        messages: REQUESTS.filter(([n]) => n !== 'RegisterRequest').map(([n]) => ({ $ref: `#/channels/requests/messages/${n}` })),
+      },
+      receiveInbox: {
+        action: 'receive',
+        channel: { $ref: '#/channels/inbox' },
+        summary: 'Messages, replies, receipts, group changes and sync events.',
+        messages: EVENTS.map(([n]) => ({ $ref: `#/channels/inbox/messages/${n}` })),
+      },
+      receivePresence: {
+        action: 'receive',
+        channel: { $ref: '#/channels/presence' },
+        messages: [{ $ref: '#/channels/presence/messages/PresenceEvent' }],
+      },
+      register: {
+        action: 'send',
+        channel: { $ref: '#/channels/anonRequests' },
+        messages: [{ $ref: '#/channels/anonRequests/messages/RegisterRequest' }],
+      },
+      receiveRegistration: {
+        action: 'receive',
+        channel: { $ref: '#/channels/anonInbox' },
+        messages: [{ $ref: '#/channels/anonInbox/messages/OkReply' }, { $ref: '#/channels/anonInbox/messages/ErrorReply' }],
+      },
+    },
+    components: {
+      schemas,
+      messages,
+      securitySchemes: { login: { type: 'userPassword', description: 'MQTT CONNECT user name and password.' } },
+    },
+  };
+}

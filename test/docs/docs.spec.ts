@@ -1,0 +1,53 @@
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { DiagnosticSeverity, Parser } from '@asyncapi/parser';
+import { describe, expect, it } from 'vitest';
+import type { z } from 'zod';
+import * as P from '#libs/protocol';
+import { buildAsyncApiDocument } from '#libs/protocol';
+import { REPO_ROOT } from '../support/parley-server.js';
+
+const read = (path: string) => readFileSync(join(REPO_ROOT, path), 'utf8');
+
+describe('docs/asyncapi.json', () => {
+  it('is a valid AsyncAPI document (validated offline)', async () => {
+    const diagnostics = await new Parser().validate(read('docs/asyncapi.json'));
+    const errors = diagnostics.filter((d) => d.severity === DiagnosticSeverity.Error).map((d) => `${d.path.join('.')}: ${d.message}`);
+    expect(errors).toEqual([]);
+  });
+
+  it('matches the schemas the server validates with (run `npm run docs` after changing them)', () => {
+    expect(JSON.parse(read('docs/asyncapi.json'))).toEqual(JSON.parse(JSON.stringify(buildAsyncApiDocument())));
+  });
+});
+
+describe('docs/topics.md', () => {
+  const doc = read('docs/topics.md');
+  const examples = [...doc.matchAll(/<!-- schema: (\w+) -->\s*```json\n([\s\S]*?)```/g)].map((m) => ({ schema: m[1]!, json: m[2]! }));
+
+  it('has an example of every request op and every inbox event type', () => {
+    const names = new Set(examples.map((e) => e.schema));
+    for (const n of [
+      'SendRequest',
+      'ReceiptRequest',
+      'HistoryRequest',
+      'WhoRequest',
+      'RegisterRequest',
+      'MessageEvent',
+      'GroupEvent',
+      'ReceiptEvent',
+      'SyncEvent',
+      'OkReply',
+    ])
+      expect(names).toContain(n);
+    for (const op of P.REQUEST_OPS) expect(doc).toContain(op);
+    for (const code of P.ERROR_CODES) expect(doc).toContain(`\`${code}\``);
+  });
+
+  it.each(examples.map((e) => [e.schema, e.json] as const))('example %s parses with its schema', (schema, json) => {
+    const zod = (P as unknown as Record<string, z.ZodType>)[schema];
+    expect(zod, `no schema named ${schema}`).toBeDefined();
+    const result = zod!.safeParse(JSON.parse(json));
+    expect(result.success, JSON.stringify(result.error?.issues)).toBe(true);
+  });
+});
