@@ -14,7 +14,7 @@ import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
 const PASSWORD = 'offline and back';
-const modes: Mode[] = ['embedded', 'redis'];
+const modes: Mode[] = ['embedded', 'redis', 'distributed'];
 
 const isMessage = (text?: string) => (e: { type: string; text?: string }) => e.type === 'message' && (text === undefined || e.text === text);
 

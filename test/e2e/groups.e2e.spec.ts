@@ -5,7 +5,7 @@ import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
 const PASSWORD = 'group chat pass';
-const modes: Mode[] = ['embedded', 'redis'];
+const modes: Mode[] = ['embedded', 'redis', 'distributed'];
 
 describe.each(modes)('groups, %s', (mode) => {
   let topo: Topology;

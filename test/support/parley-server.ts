@@ -5,7 +5,10 @@ import { join, resolve } from 'node:path';
 import { createInterface } from 'node:readline';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
-const GATEWAY_MAIN = join(REPO_ROOT, 'dist/apps/gateway/src/main.js');
+
+/** The built entry point of an app: gateway (the standalone server), presence, receipts or group. */
+export type App = 'gateway' | 'presence' | 'receipts' | 'group';
+const mainOf = (app: App) => join(REPO_ROOT, `dist/apps/${app}/src/main.js`);
 
 export interface ParleyServer {
   mqttPort: number;
@@ -28,6 +31,8 @@ export interface ParleyServer {
 }
 
 export interface StartOptions {
+  /** Which app to run; the gateway (standalone server) by default. */
+  app?: App;
   env?: Record<string, string>;
   /** Reuse a data directory (e.g. after kill9); otherwise a fresh temp dir is made and removed on dispose. */
   dataDir?: string;
@@ -44,7 +49,8 @@ export interface StartOptions {
 export async function startParley(opts: StartOptions = {}): Promise<ParleyServer> {
   const ownsDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-data-'));
-  const child = spawn(process.execPath, [GATEWAY_MAIN], {
+  const app = opts.app ?? 'gateway';
+  const child = spawn(process.execPath, [mainOf(app)], {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? '',
@@ -67,9 +73,9 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
       output.push(line);
       try {
         const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: { port: number }; http?: { port: number } } };
-        if (rec.message?.event === 'listening' && rec.message.mqtt && rec.message.http) {
+        if (rec.message?.event === 'listening' && rec.message.http) {
           clearTimeout(timer);
-          resolvePorts({ mqtt: rec.message.mqtt.port, http: rec.message.http.port });
+          resolvePorts({ mqtt: rec.message.mqtt?.port ?? 0, http: rec.message.http.port });
         }
       } catch {
         /* not a JSON log line */
@@ -80,7 +86,7 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     // 'close' comes after the output streams are drained, so the reason is in `output`.
     child.once('close', (code, signal) => {
       clearTimeout(timer);
-      reject(new Error(`parley server exited (${code ?? signal}) before listening:\n${output.join('\n')}`));
+      reject(new Error(`parley ${app} exited (${code ?? signal}) before listening:\n${output.join('\n')}`));
     });
   });
 

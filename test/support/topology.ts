@@ -2,8 +2,14 @@ import { randomBytes } from 'node:crypto';
 import { startParley, type ParleyServer, type StartOptions } from './parley-server.js';
 import { startRedis, type RedisServer } from './redis-server.js';
 
-/** How a spec runs Parley: standalone on the embedded store, or standalone on a private Redis. */
-export type Mode = 'embedded' | 'redis';
+/**
+ * How a spec runs Parley: standalone on the embedded store; standalone on a
+ * private Redis; or distributed — Redis (AOF on), the gateway, and the
+ * presence, receipts and group services each as its own process.
+ */
+export type Mode = 'embedded' | 'redis' | 'distributed';
+
+const SERVICES = ['presence', 'receipts', 'group'] as const;
 
 export interface Topology {
   mode: Mode;
@@ -13,26 +19,48 @@ export interface Topology {
   /** The environment the server runs with. */
   env: Record<string, string>;
   urls(): string[];
+  /** The service processes (distributed mode). */
+  services: Map<string, ParleyServer>;
   /** kill -9 the server and start it again on the same data. */
   crashAndRestart(): Promise<void>;
+  /** kill -9 one service process and start it again (distributed mode). */
+  restartService(name: (typeof SERVICES)[number], how?: 'kill9' | 'stop'): Promise<void>;
+  /** Stops a service process without restarting it (distributed mode). */
+  stopService(name: (typeof SERVICES)[number]): Promise<void>;
   dispose(): Promise<void>;
 }
 
 export async function startTopology(mode: Mode, extraEnv: Record<string, string> = {}, opts: StartOptions = {}): Promise<Topology> {
-  const redis = mode === 'redis' ? await startRedis() : undefined;
+  const redis = mode === 'embedded' ? undefined : await startRedis({ appendonly: mode === 'distributed' });
   const env = { ...extraEnv, ...(redis ? { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}:` } : {}) };
+  const services = new Map<string, ParleyServer>();
+  const startService = async (name: (typeof SERVICES)[number]) => services.set(name, await startParley({ app: name, env }));
+  if (mode === 'distributed') await Promise.all(SERVICES.map(startService));
+  const gatewayEnv = mode === 'distributed' ? { ...env, PARLEY_REMOTE_SERVICES: SERVICES.join(','), PARLEY_GATEWAY_ID: 'gw-a' } : env;
   const topology: Topology = {
     mode,
     redis,
     env,
-    server: await startParley({ ...opts, env }),
+    services,
+    server: await startParley({ ...opts, env: gatewayEnv }),
     urls: () => [topology.server.mqttUrl, topology.server.mqttUrl6],
     crashAndRestart: async () => {
       await topology.server.kill9();
-      topology.server = await startParley({ ...opts, env, dataDir: topology.server.dataDir });
+      topology.server = await startParley({ ...opts, env: gatewayEnv, dataDir: topology.server.dataDir });
+    },
+    restartService: async (name, how = 'kill9') => {
+      const s = services.get(name);
+      if (how === 'kill9') await s?.kill9();
+      await s?.dispose();
+      await startService(name);
+    },
+    stopService: async (name) => {
+      await services.get(name)?.dispose();
+      services.delete(name);
     },
     dispose: async () => {
       await topology.server.dispose();
+      await Promise.all([...services.values()].map((s) => s.dispose()));
       await redis?.stop();
     },
   };

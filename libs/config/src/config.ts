@@ -47,6 +47,19 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'PARLEY_GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ . : -')
     .optional(),
+  /** Services reached over Redis instead of run in this process: any of presence, receipts, group. */
+  PARLEY_REMOTE_SERVICES: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
+    .pipe(z.array(z.enum(['presence', 'receipts', 'group'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group' }))),
+  /** How long a call to a remote service may take before the client is told `unavailable`. */
+  PARLEY_RPC_TIMEOUT_MS: positiveInt('PARLEY_RPC_TIMEOUT_MS', 5000, 600_000),
   PARLEY_LOG_LEVEL: z
     .enum(['error', 'warn', 'log', 'debug', 'verbose'], { error: 'PARLEY_LOG_LEVEL must be one of error, warn, log, debug, verbose' })
     .default('log'),
@@ -70,6 +83,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
       return got === undefined ? i.message : `${i.message} (got "${got}")`;
     });
     throw new ConfigError(`invalid configuration: ${reasons.join('; ')}`);
+  }
+  if (result.data.PARLEY_REMOTE_SERVICES.length > 0 && !result.data.REDIS_URL) {
+    throw new ConfigError(
+      `invalid configuration: PARLEY_REMOTE_SERVICES (${result.data.PARLEY_REMOTE_SERVICES.join(',')}) needs REDIS_URL, the services are reached over Redis`,
+    );
   }
   // Standalone (no Redis) there is one gateway per data dir; with Redis, host and port tell gateways apart.
   const gatewayId = result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT}` : 'standalone');

@@ -4,6 +4,7 @@ import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
+import { describeListenError } from '#libs/runtime';
 
 export interface BrokerOptions {
   /** Longest client id accepted: `user/<device>` is at most 32 + 1 + 64 characters. */
@@ -90,19 +91,5 @@ export class MqttBroker {
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
-  }
-}
-
-export function describeListenError(err: NodeJS.ErrnoException, host: string, port: number, what: string): string {
-  const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
-  switch (err.code ?? '') {
-    case 'EADDRINUSE':
-      return `cannot listen for ${what} on ${where}: the port is already in use`;
-    case 'EACCES':
-      return `cannot listen for ${what} on ${where}: permission denied (ports below 1024 need privileges)`;
-    case 'EADDRNOTAVAIL':
-      return `cannot listen for ${what} on ${where}: no such address on this machine`;
-    default:
-      return `cannot listen for ${what} on ${where}: ${err.message}`;
   }
 }

@@ -37,13 +37,20 @@ export const GROUP_STORE = Symbol('GROUP_STORE');
         }),
       inject: [GROUP_STORE, CONVERSATION_LOG_STORE, CONVERSATION_INDEX_STORE, AccountsService, PARLEY_CONFIG],
     },
-    { provide: GROUP_API, useExisting: GroupService },
     {
       provide: Conversations,
       useFactory: (messaging: MessagingService, groups: GroupService) => new Conversations(messaging, groups),
       inject: [MessagingService, GroupService],
     },
   ],
-  exports: [GroupService, GROUP_API, Conversations, MessagingModule],
+  exports: [GroupService, Conversations, MessagingModule],
 })
 export class GroupModule {}
+
+/** GROUP_API served by the group service in this process (the other wiring is an RPC client). */
+@Module({
+  imports: [GroupModule],
+  providers: [{ provide: GROUP_API, useExisting: GroupService }],
+  exports: [GROUP_API],
+})
+export class GroupApiModule {}

@@ -351,8 +351,6 @@ function tooLarge(max: number): DomainError {
 }
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the group app. */
-export type GroupApi = Pick<
-  GroupService,
-  'create' | 'rename' | 'add' | 'remove' | 'leave' | 'handOver' | 'delete' | 'list' | 'info' | 'post' | 'history' | 'entryAt'
->;
+export const GROUP_API_METHODS = ['create', 'rename', 'add', 'remove', 'leave', 'handOver', 'delete', 'list', 'info', 'post', 'history', 'entryAt'] as const;
+export type GroupApi = Pick<GroupService, (typeof GROUP_API_METHODS)[number]>;
 export const GROUP_API = Symbol('GROUP_API');

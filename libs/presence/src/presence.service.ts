@@ -48,5 +48,6 @@ export class PresenceService {
 }
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the presence app. */
-export type PresenceApi = Pick<PresenceService, 'connected' | 'disconnected' | 'gatewayGone' | 'who' | 'stateOf'>;
+export const PRESENCE_API_METHODS = ['connected', 'disconnected', 'gatewayGone', 'who', 'stateOf'] as const;
+export type PresenceApi = Pick<PresenceService, (typeof PRESENCE_API_METHODS)[number]>;
 export const PRESENCE_API = Symbol('PRESENCE_API');

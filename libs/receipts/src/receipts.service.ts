@@ -81,5 +81,6 @@ export class ReceiptsService {
 export { NO_CURSORS };
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the receipts app. */
-export type ReceiptsApi = Pick<ReceiptsService, 'record' | 'cursorsOf' | 'peersOf' | 'progress'>;
+export const RECEIPTS_API_METHODS = ['record', 'cursorsOf', 'peersOf', 'progress'] as const;
+export type ReceiptsApi = Pick<ReceiptsService, (typeof RECEIPTS_API_METHODS)[number]>;
 export const RECEIPTS_API = Symbol('RECEIPTS_API');

@@ -1,0 +1,84 @@
+import type { Server } from 'node:http';
+import { ConsoleLogger, Logger, type INestApplication, type LogLevel } from '@nestjs/common';
+import { ConfigError, loadConfig, type ParleyConfig } from '#libs/config';
+
+/**
+ * What every Parley process does the same way at start and stop: read the
+ * configuration (a bad value is one line and exit 2), log JSON, listen for
+ * HTTP (a busy port is one line and exit 1), and stop cleanly on a signal.
+ */
+
+const LEVELS: LogLevel[] = ['fatal', 'error', 'warn', 'log', 'debug', 'verbose'];
+
+/** Prints `parley: <message>` on stderr and exits. */
+export function fail(message: string, code: number): never {
+  process.stderr.write(`parley: ${message}\n`);
+  process.exit(code);
+}
+
+export function loadConfigOrExit(): ParleyConfig {
+  try {
+    return loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) fail(e.message, 2);
+    throw e;
+  }
+}
+
+export function jsonLogger(config: ParleyConfig): ConsoleLogger {
+  return new ConsoleLogger({ json: true, logLevels: LEVELS.slice(0, LEVELS.indexOf(config.PARLEY_LOG_LEVEL) + 1) });
+}
+
+/** A one-line reason for a listener that could not start. */
+export function describeListenError(err: NodeJS.ErrnoException, host: string, port: number, what: string): string {
+  const where = host.includes(':') ? `[${host}]:${port}` : `${host}:${port}`;
+  switch (err.code ?? '') {
+    case 'EADDRINUSE':
+      return `cannot listen for ${what} on ${where}: the port is already in use`;
+    case 'EACCES':
+      return `cannot listen for ${what} on ${where}: permission denied (ports below 1024 need privileges)`;
+    case 'EADDRNOTAVAIL':
+      return `cannot listen for ${what} on ${where}: no such address on this machine`;
+    default:
+      return `cannot listen for ${what} on ${where}: ${err.message}`;
+  }
+}
+
+/**
+ * Starts the app's HTTP server (health, readiness, metrics) on the configured
+ * address, dual-stack on `::`. Listening here rather than with app.listen()
+ * makes a busy port our one-line error, not Nest's logged stack. Resolves with the port.
+ */
+export async function listenHttp(app: INestApplication, config: ParleyConfig): Promise<number> {
+  await app.init();
+  const httpServer = app.getHttpServer() as Server;
+  try {
+    await new Promise<void>((resolve, reject) => {
+      httpServer.once('error', reject);
+      httpServer.listen({ host: config.PARLEY_HTTP_HOST, port: config.PARLEY_HTTP_PORT, ipv6Only: false }, () => {
+        httpServer.off('error', reject);
+        resolve();
+      });
+    });
+  } catch (e) {
+    await app.close();
+    fail(describeListenError(e as NodeJS.ErrnoException, config.PARLEY_HTTP_HOST, config.PARLEY_HTTP_PORT, 'HTTP'), 1);
+  }
+  return (httpServer.address() as { port: number }).port;
+}
+
+/** On SIGTERM or SIGINT: run the shutdown hooks (listeners, then stores), then exit 0. */
+export function stopOnSignals(app: INestApplication, logger: Logger): void {
+  let stopping = false;
+  const stop = (signal: NodeJS.Signals) => {
+    if (stopping) return;
+    stopping = true;
+    logger.log({ event: 'stopping', signal });
+    app.close().then(
+      () => process.exit(0),
+      (e: unknown) => fail(`shutdown failed: ${String(e)}`, 1),
+    );
+  };
+  process.once('SIGTERM', stop);
+  process.once('SIGINT', stop);
+}

@@ -1,0 +1,89 @@
+import { randomUUID } from 'node:crypto';
+import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microservices';
+import { Redis } from 'ioredis';
+import { rpcKeys, serviceOf } from './rpc-keys.js';
+
+export interface RedisStreamsClientOptions {
+  url: string;
+  prefix: string;
+  maxLen?: number;
+}
+
+/**
+ * The calling side of the Redis Streams transport: a call is an entry added
+ * to the service's stream (so it waits there while no replica runs), and its
+ * reply comes on this process's own pub/sub channel, matched by packet id.
+ */
+export class RedisStreamsClient extends ClientProxy {
+  private pub: Redis | undefined;
+  private sub: Redis | undefined;
+  private connecting: Promise<void> | undefined;
+  private readonly replyChannel: string;
+
+  constructor(private readonly opts: RedisStreamsClientOptions) {
+    super();
+    this.replyChannel = rpcKeys.replies(opts.prefix, randomUUID());
+  }
+
+  connect(): Promise<void> {
+    this.connecting ??= (async () => {
+      const make = () => {
+        const r = new Redis(this.opts.url, { maxRetriesPerRequest: 2, retryStrategy: (n) => Math.min(n * 100, 1000) });
+        r.on('error', () => undefined);
+        return r;
+      };
+      this.pub = make();
+      this.sub = make();
+      this.sub.on('message', (_channel, message) => this.onReply(message));
+      // ioredis subscribes again by itself after a reconnect.
+      await this.sub.subscribe(this.replyChannel);
+    })();
+    return this.connecting;
+  }
+
+  async close(): Promise<void> {
+    await Promise.allSettled([this.pub?.quit(), this.sub?.quit()]);
+    this.connecting = undefined;
+  }
+
+  unwrap<T>(): T {
+    return this.pub as T;
+  }
+
+  protected publish(packet: ReadPacket, callback: (packet: WritePacket) => void): () => void {
+    const request = this.assignPacketId(packet);
+    this.routingMap.set(request.id, callback);
+    const pattern = this.normalizePattern(request.pattern as string);
+    this.connect()
+      .then(() => this.add(pattern, ['id', request.id, 'replyTo', this.replyChannel, 'data', JSON.stringify(request.data ?? null)]))
+      .catch((err: unknown) => {
+        this.routingMap.delete(request.id);
+        callback({ err: { code: 'unavailable', message: `could not reach the ${serviceOf(pattern)} service: ${String(err)}` }, isDisposed: true });
+      });
+    return () => this.routingMap.delete(request.id);
+  }
+
+  protected async dispatchEvent<T = unknown>(packet: ReadPacket): Promise<T> {
+    await this.connect();
+    const pattern = this.normalizePattern(packet.pattern as string);
+    await this.add(pattern, ['data', JSON.stringify(packet.data ?? null)]);
+    return undefined as T;
+  }
+
+  private add(pattern: string, fields: string[]): Promise<unknown> {
+    return this.pub!.xadd(rpcKeys.stream(this.opts.prefix, serviceOf(pattern)), 'MAXLEN', '~', this.opts.maxLen ?? 100_000, '*', 'pattern', pattern, ...fields);
+  }
+
+  private onReply(message: string): void {
+    let reply: { id?: string; response?: unknown; err?: unknown };
+    try {
+      reply = JSON.parse(message) as typeof reply;
+    } catch {
+      return;
+    }
+    const callback = reply.id ? (this.routingMap.get(reply.id) as ((p: WritePacket) => void) | undefined) : undefined;
+    if (!callback) return;
+    this.routingMap.delete(reply.id!);
+    callback(reply.err !== undefined ? { err: reply.err, isDisposed: true } : { response: reply.response, isDisposed: true });
+  }
+}

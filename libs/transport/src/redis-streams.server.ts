@@ -1,0 +1,183 @@
+import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { Server, type CustomTransportStrategy } from '@nestjs/microservices';
+import { Redis } from 'ioredis';
+import { lastValueFrom } from 'rxjs';
+import { DomainError } from '#libs/protocol';
+import { rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
+
+export interface RedisStreamsServerOptions {
+  url: string;
+  prefix: string;
+  /** How long one XREADGROUP blocks; also bounds how fast close() returns. */
+  blockMs?: number;
+  /** A call a consumer has held this long without acknowledging is taken over by another (its consumer died). */
+  claimIdleMs?: number;
+  /** Roughly how many entries each stream keeps. */
+  maxLen?: number;
+}
+
+type Entry = [id: string, fields: string[]];
+
+/**
+ * A Nest transport on Redis Streams, for calls that must not be lost and must
+ * run once however many replicas a service has: each service's calls are one
+ * stream, consumed by a consumer group named after the service, so each call
+ * goes to one replica; a call is acknowledged (XACK) only after its reply is
+ * published; calls left pending by a replica that died are claimed by another
+ * after `claimIdleMs`; calls made while no replica runs wait in the stream.
+ *
+ * Delivery is at least once: a handler must be idempotent (every exposed
+ * domain method is: presence by connection id, cursors forward-only, groups
+ * and messages by request id).
+ */
+export class RedisStreamsServer extends Server implements CustomTransportStrategy {
+  private readers: Redis[] = [];
+  private writer: Redis | undefined;
+  private running = false;
+  private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  private loops: Promise<void>[] = [];
+  private readonly opts: Required<RedisStreamsServerOptions>;
+
+  constructor(opts: RedisStreamsServerOptions) {
+    super();
+    this.opts = { blockMs: 1000, claimIdleMs: 5000, maxLen: 100_000, ...opts };
+  }
+
+  async listen(callback: (err?: unknown) => void): Promise<void> {
+    try {
+      this.writer = this.connection();
+      const services = [...new Set([...this.messageHandlers.keys()].map(serviceOf))];
+      for (const service of services) await this.ensureGroup(service);
+      this.running = true;
+      // One blocking reader per service: XREADGROUP reads all its streams under one group, and each service has its own.
+      this.readers = services.map(() => this.connection());
+      this.loops = [...services.map((s, i) => this.readLoop(s, this.readers[i]!)), this.claimLoop(services)];
+      callback();
+    } catch (e) {
+      callback(e);
+    }
+  }
+
+  /** Timers of the loops' pauses, cut short by close(). */
+  private readonly pauses = new Set<() => void>();
+
+  private pause(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        this.pauses.delete(done);
+        resolve();
+      };
+      const timer = setTimeout(done, ms);
+      this.pauses.add(done);
+    });
+  }
+
+  async close(): Promise<void> {
+    this.running = false;
+    for (const wake of [...this.pauses]) wake();
+    // Each blocking read returns within blockMs; then the connections go.
+    await Promise.allSettled(this.loops);
+    await Promise.allSettled([...this.readers, ...(this.writer ? [this.writer] : [])].map((r) => r.quit()));
+  }
+
+  on(): void {
+    // No transport events to subscribe to.
+  }
+
+  unwrap<T>(): T {
+    return this.writer as T;
+  }
+
+  /** True while this process consumes its streams and Redis answers. */
+  async healthy(): Promise<boolean> {
+    if (!this.running || !this.writer) return false;
+    try {
+      return (await this.writer.ping()) === 'PONG';
+    } catch {
+      return false;
+    }
+  }
+
+  private async ensureGroup(service: string): Promise<void> {
+    try {
+      await this.writer!.xgroup('CREATE', rpcKeys.stream(this.opts.prefix, service), service, '$', 'MKSTREAM');
+    } catch (e) {
+      if (!String(e).includes('BUSYGROUP')) throw e;
+    }
+  }
+
+  private connection(): Redis {
+    // Commands wait through a Redis restart rather than fail: a service keeps consuming once Redis is back.
+    const r = new Redis(this.opts.url, { maxRetriesPerRequest: null, retryStrategy: (n) => Math.min(n * 100, 1000) });
+    r.on('error', () => undefined);
+    return r;
+  }
+
+  private async readLoop(service: string, reader: Redis): Promise<void> {
+    const stream = rpcKeys.stream(this.opts.prefix, service);
+    while (this.running) {
+      try {
+        const res = (await reader.xreadgroup('GROUP', service, this.consumer, 'COUNT', 100, 'BLOCK', this.opts.blockMs, 'STREAMS', stream, '>')) as
+          [string, Entry[]][] | null;
+        for (const [, entries] of res ?? []) for (const entry of entries) await this.handle(stream, service, entry);
+      } catch (e) {
+        if (!this.running) return;
+        // The group is gone after a Redis restart without persistence: make it again.
+        if (String(e).includes('NOGROUP')) await this.ensureGroup(service).catch(() => undefined);
+        await this.pause(200);
+      }
+    }
+  }
+
+  private async claimLoop(services: string[]): Promise<void> {
+    while (this.running) {
+      await this.pause(Math.max(200, this.opts.claimIdleMs / 2));
+      for (const service of services) {
+        if (!this.running) return;
+        try {
+          const [, entries] = (await this.writer!.xautoclaim(
+            rpcKeys.stream(this.opts.prefix, service),
+            service,
+            this.consumer,
+            this.opts.claimIdleMs,
+            '0-0',
+            'COUNT',
+            100,
+          )) as [string, Entry[]];
+          for (const entry of entries) await this.handle(rpcKeys.stream(this.opts.prefix, service), service, entry);
+        } catch {
+          // Redis away: try again next round.
+        }
+      }
+    }
+  }
+
+  /** Runs one call, publishes its reply (if the caller waits for one), then acknowledges it. */
+  private async handle(stream: string, group: string, [entryId, fields]: Entry): Promise<void> {
+    const f = fieldsOf(fields);
+    const handler = f.pattern ? this.getHandlerByPattern(f.pattern) : null;
+    let reply: { id: string; response?: unknown; err?: RpcError };
+    try {
+      if (!handler) throw new DomainError('unavailable', `no handler for ${f.pattern ?? '(none)'}`);
+      const data: unknown = f.data === undefined ? undefined : JSON.parse(f.data);
+      const result: unknown = await lastValueFrom(this.transformToObservable<unknown>(await handler(data)), { defaultValue: undefined });
+      reply = { id: f.id ?? '', response: result };
+    } catch (e) {
+      reply = {
+        id: f.id ?? '',
+        err: e instanceof DomainError ? { code: e.code, message: e.message } : { code: 'internal', message: e instanceof Error ? e.message : String(e) },
+      };
+      if (!(e instanceof DomainError)) this.logger.error(`rpc ${f.pattern}: ${reply.err!.message}`);
+    }
+    if (f.replyTo) await this.writer!.publish(f.replyTo, JSON.stringify(reply));
+    await this.writer!.xack(stream, group, entryId);
+  }
+}
+
+function fieldsOf(list: string[]): Record<string, string | undefined> {
+  const out: Record<string, string> = {};
+  for (let i = 0; i + 1 < list.length; i += 2) out[list[i]!] = list[i + 1]!;
+  return out;
+}

@@ -1,0 +1,90 @@
+import { Inject, Module, type DynamicModule, type OnApplicationShutdown, type Provider } from '@nestjs/common';
+import { Redis } from 'ioredis';
+import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import { GROUP_API, GROUP_API_METHODS, type GroupApi } from '#libs/group';
+import { Readiness } from '#libs/health';
+import { PRESENCE_API, PRESENCE_API_METHODS, type PresenceApi } from '#libs/presence';
+import { RECEIPTS_API, RECEIPTS_API_METHODS, type ReceiptsApi } from '#libs/receipts';
+import { RedisStreamsClient } from './redis-streams.client.js';
+import { rpcKeys } from './rpc-keys.js';
+import { rpcProxy } from './rpc-proxy.js';
+
+export type RemoteService = 'presence' | 'receipts' | 'group';
+
+const TOKENS = { presence: PRESENCE_API, receipts: RECEIPTS_API, group: GROUP_API } as const;
+
+const REMOTE_SERVICES = Symbol('REMOTE_SERVICES');
+
+/** A remote service counts as up while one of its consumers read its stream within this long. */
+const CONSUMER_FRESH_MS = 10_000;
+
+/**
+ * The distributed wiring: PRESENCE_API, RECEIPTS_API and GROUP_API (those
+ * named) as RPC proxies over Redis Streams to the service apps, with a
+ * readiness check per service.
+ */
+@Module({})
+export class RemoteServicesModule implements OnApplicationShutdown {
+  static register(services: RemoteService[]): DynamicModule {
+    const proxies: Provider[] = services.map((service) => ({
+      provide: TOKENS[service],
+      useFactory: (client: RedisStreamsClient, config: ParleyConfig) => {
+        const timeoutMs = config.PARLEY_RPC_TIMEOUT_MS;
+        switch (service) {
+          case 'presence':
+            return rpcProxy<PresenceApi>(client, service, PRESENCE_API_METHODS, timeoutMs);
+          case 'receipts':
+            return rpcProxy<ReceiptsApi>(client, service, RECEIPTS_API_METHODS, timeoutMs);
+          case 'group':
+            return rpcProxy<GroupApi>(client, service, GROUP_API_METHODS, timeoutMs);
+        }
+      },
+      inject: [RedisStreamsClient, PARLEY_CONFIG],
+    }));
+    return {
+      module: RemoteServicesModule,
+      providers: [
+        {
+          provide: RedisStreamsClient,
+          useFactory: (config: ParleyConfig) => new RedisStreamsClient({ url: config.REDIS_URL!, prefix: config.PARLEY_REDIS_PREFIX }),
+          inject: [PARLEY_CONFIG],
+        },
+        { provide: REMOTE_SERVICES, useValue: services },
+        ...proxies,
+      ],
+      exports: services.map((s) => TOKENS[s]),
+    };
+  }
+
+  private readonly probe: Redis;
+
+  constructor(
+    @Inject(RedisStreamsClient) private readonly client: RedisStreamsClient,
+    @Inject(PARLEY_CONFIG) config: ParleyConfig,
+    @Inject(Readiness) readiness: Readiness,
+    @Inject(REMOTE_SERVICES) services: RemoteService[],
+  ) {
+    this.probe = new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 100, 1000) });
+    this.probe.on('error', () => undefined);
+    for (const service of services)
+      readiness.register(`service:${service}`, () => this.consumerAlive(rpcKeys.stream(config.PARLEY_REDIS_PREFIX, service), service));
+  }
+
+  /** True when some consumer of the service's group read its stream recently. */
+  private async consumerAlive(stream: string, group: string): Promise<boolean> {
+    try {
+      const consumers = (await this.probe.call('XINFO', 'CONSUMERS', stream, group)) as unknown[][];
+      return consumers.some((fields) => {
+        const idle = fields[fields.indexOf('idle') + 1];
+        return typeof idle === 'number' && idle < CONSUMER_FRESH_MS;
+      });
+    } catch {
+      return false;
+    }
+  }
+
+  async onApplicationShutdown(): Promise<void> {
+    await this.client.close();
+    this.probe.disconnect();
+  }
+}
