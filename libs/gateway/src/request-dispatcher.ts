@@ -134,18 +134,15 @@ export class RequestDispatcher {
     const target = exactlyOne(req.to, req.group, 'to', 'group');
     if (target.key === 'group') {
       const outcome = await this.groups.post(user, req.id, target.value, req.text);
-      if (!outcome.duplicate) {
-        this.metrics.messagesAccepted.inc();
-        await this.deliver(outcome.deliverTo, outcome.message);
-      }
+      if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
+      // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
+      await this.deliver(outcome.deliverTo, outcome.message);
       return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
     }
     const outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text });
-    if (!outcome.duplicate) {
-      this.metrics.messagesAccepted.inc();
-      // Every device of both members sees the message; the recipient first.
-      await this.deliver(target.value === user ? [user] : [target.value, user], outcome.message);
-    }
+    if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
+    // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
+    await this.deliver(target.value === user ? [user] : [target.value, user], outcome.message);
     const recipient = await this.presence.stateOf(target.value);
     return { status: 'accepted', ...outcome.accepted, recipient };
   }

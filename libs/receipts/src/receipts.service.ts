@@ -39,8 +39,10 @@ export class ReceiptsService {
     const at = this.now();
     const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, at);
     const result = { conv: cmd.conv, cursors, moved };
-    if (!moved) return { result, notify: null };
     const seq = cmd.status === 'read' ? cursors.read : cursors.delivered;
+    // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
+    // exactly here, whose announcement may have been lost with its first answer: announce it again.
+    if (!moved && seq !== cmd.seq) return { result, notify: null };
     return {
       result,
       notify: { to: members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts: at } },

@@ -4,7 +4,7 @@ import { Server, type CustomTransportStrategy } from '@nestjs/microservices';
 import { Redis } from 'ioredis';
 import { lastValueFrom } from 'rxjs';
 import { DomainError } from '#libs/protocol';
-import { rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
+import { ALIVE_WITHIN_MS, HEARTBEAT_MS, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
 
 export interface RedisStreamsServerOptions {
   url: string;
@@ -52,7 +52,8 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
       this.running = true;
       // One blocking reader per service: XREADGROUP reads all its streams under one group, and each service has its own.
       this.readers = services.map(() => this.connection());
-      this.loops = [...services.map((s, i) => this.readLoop(s, this.readers[i]!)), this.claimLoop(services)];
+      await this.beat(services);
+      this.loops = [...services.map((s, i) => this.readLoop(s, this.readers[i]!)), this.claimLoop(services), this.heartbeatLoop(services)];
       callback();
     } catch (e) {
       callback(e);
@@ -79,7 +80,42 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     for (const wake of [...this.pauses]) wake();
     // Each blocking read returns within blockMs; then the connections go.
     await Promise.allSettled(this.loops);
+    await this.leaveGroups();
     await Promise.allSettled([...this.readers, ...(this.writer ? [this.writer] : [])].map((r) => r.quit()));
+  }
+
+  /** Records this consumer as alive for each service (what gateways' readiness checks read), and forgets long-dead ones. */
+  private async beat(services: string[]): Promise<void> {
+    const now = Date.now();
+    for (const service of services) {
+      const key = rpcKeys.alive(this.opts.prefix, service);
+      await this.writer!.multi()
+        .zadd(key, now, this.consumer)
+        .zremrangebyscore(key, '-inf', now - 10 * ALIVE_WITHIN_MS)
+        .exec();
+    }
+  }
+
+  private async heartbeatLoop(services: string[]): Promise<void> {
+    while (this.running) {
+      await this.pause(HEARTBEAT_MS);
+      if (this.running) await this.beat(services).catch(() => undefined);
+    }
+  }
+
+  /** A clean stop removes this consumer from its groups (when it holds no call), so readiness checks see it gone at once. */
+  private async leaveGroups(): Promise<void> {
+    const services = [...new Set([...this.messageHandlers.keys()].map(serviceOf))];
+    for (const service of services) {
+      try {
+        await this.writer!.zrem(rpcKeys.alive(this.opts.prefix, service), this.consumer);
+        const stream = rpcKeys.stream(this.opts.prefix, service);
+        const [count] = (await this.writer!.xpending(stream, service, '-', '+', 1, this.consumer)) as unknown[];
+        if (count === undefined) await this.writer!.xgroup('DELCONSUMER', stream, service, this.consumer);
+      } catch {
+        // Redis away: the consumer just ages out.
+      }
+    }
   }
 
   on(): void {

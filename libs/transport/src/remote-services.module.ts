@@ -6,7 +6,7 @@ import { Readiness } from '#libs/health';
 import { PRESENCE_API, PRESENCE_API_METHODS, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, RECEIPTS_API_METHODS, type ReceiptsApi } from '#libs/receipts';
 import { RedisStreamsClient } from './redis-streams.client.js';
-import { rpcKeys } from './rpc-keys.js';
+import { ALIVE_WITHIN_MS, rpcKeys } from './rpc-keys.js';
 import { rpcProxy } from './rpc-proxy.js';
 
 export type RemoteService = 'presence' | 'receipts' | 'group';
@@ -14,9 +14,6 @@ export type RemoteService = 'presence' | 'receipts' | 'group';
 const TOKENS = { presence: PRESENCE_API, receipts: RECEIPTS_API, group: GROUP_API } as const;
 
 const REMOTE_SERVICES = Symbol('REMOTE_SERVICES');
-
-/** A remote service counts as up while one of its consumers read its stream within this long. */
-const CONSUMER_FRESH_MS = 10_000;
 
 /**
  * The distributed wiring: PRESENCE_API, RECEIPTS_API and GROUP_API (those
@@ -66,18 +63,13 @@ export class RemoteServicesModule implements OnApplicationShutdown {
   ) {
     this.probe = new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 100, 1000) });
     this.probe.on('error', () => undefined);
-    for (const service of services)
-      readiness.register(`service:${service}`, () => this.consumerAlive(rpcKeys.stream(config.PARLEY_REDIS_PREFIX, service), service));
+    for (const service of services) readiness.register(`service:${service}`, () => this.alive(rpcKeys.alive(config.PARLEY_REDIS_PREFIX, service)));
   }
 
-  /** True when some consumer of the service's group read its stream recently. */
-  private async consumerAlive(stream: string, group: string): Promise<boolean> {
+  /** True when some process of the service sent a heartbeat recently. */
+  private async alive(key: string): Promise<boolean> {
     try {
-      const consumers = (await this.probe.call('XINFO', 'CONSUMERS', stream, group)) as unknown[][];
-      return consumers.some((fields) => {
-        const idle = fields[fields.indexOf('idle') + 1];
-        return typeof idle === 'number' && idle < CONSUMER_FRESH_MS;
-      });
+      return (await this.probe.zcount(key, Date.now() - ALIVE_WITHIN_MS, '+inf')) > 0;
     } catch {
       return false;
     }

@@ -2,9 +2,15 @@
 export const rpcKeys = {
   /** The stream of calls to one service (`presence`, `receipts`, `group`). */
   stream: (prefix: string, service: string): string => `${prefix}rpc:${service}`,
+  /** A sorted set of a service's live consumers, scored by their last heartbeat (epoch ms). */
+  alive: (prefix: string, service: string): string => `${prefix}rpc:alive:${service}`,
   /** The pub/sub channel one client process receives its replies on. */
   replies: (prefix: string, clientId: string): string => `${prefix}rpc:reply:${clientId}`,
 };
+
+/** How often a service process says it is alive, and after how long without that it counts as gone. */
+export const HEARTBEAT_MS = 1000;
+export const ALIVE_WITHIN_MS = 5000;
 
 /** The service a pattern belongs to: its first dot-separated segment (`presence.who` → `presence`). */
 export function serviceOf(pattern: string): string {

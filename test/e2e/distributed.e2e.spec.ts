@@ -1,0 +1,68 @@
+import request from 'supertest';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { OkReply, SendResult } from '#libs/protocol';
+import type { MqttUser } from '../support/mqtt-user.js';
+import { TestUsers } from '../support/test-users.js';
+import { startTopology, type Topology } from '../support/topology.js';
+
+/** The distributed wiring under faults: a service that is down gives a clear error, and nothing it was asked is lost. */
+describe('services as their own processes', () => {
+  let topo: Topology;
+  const users = new TestUsers(() => topo.urls(), 'distributed pass');
+
+  beforeAll(async () => {
+    topo = await startTopology('distributed', { PARLEY_RPC_TIMEOUT_MS: '1500' });
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('answers unavailable (not a hang) while the receipts service is down, reports not ready, and works once it is back', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await users.login(a);
+    const bob = await users.login(b);
+    const sent = (await alice.request({ op: 'send', to: b, text: 'receipt me' })) as OkReply;
+    const { conv, seq } = sent.result as SendResult;
+    const ready = await request(topo.server.httpUrl).get('/readyz');
+    expect(ready.body).toMatchObject({ status: 'ready', checks: { 'service:presence': true, 'service:receipts': true, 'service:group': true } });
+
+    await topo.stopService('receipts');
+    const started = Date.now();
+    expect(await bob.request({ op: 'receipt', conv, seq, status: 'read' })).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    expect(Date.now() - started).toBeLessThan(5000);
+    await expect
+      .poll(async () => (await request(topo.server.httpUrl).get('/readyz')).body as unknown, { timeout: 10_000 })
+      .toMatchObject({ status: 'not ready', checks: { 'service:receipts': false } });
+
+    await topo.restartService('receipts', 'stop');
+    expect(await bob.request({ op: 'receipt', conv, seq, status: 'read' }, 15_000)).toMatchObject({ ok: true, result: { cursors: { read: seq } } });
+    await alice.waitFor((e) => e.type === 'receipt' && e.user === b);
+    await expect.poll(async () => (await request(topo.server.httpUrl).get('/readyz')).status, { timeout: 10_000 }).toBe(200);
+  });
+
+  it('loses no presence change made while the presence service was killed', async () => {
+    const carol = await users.fresh('carol');
+    const dave = await users.login(await users.fresh('dave'));
+    await topo.restartService('presence', 'kill9').then(() => undefined);
+    await topo.stopService('presence');
+    // Carol connects while no presence service runs: the gateway's report waits in the stream.
+    const c: MqttUser = await users.login(carol);
+    expect(await dave.request({ op: 'who', user: carol })).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    await topo.restartService('presence', 'stop');
+    await expect
+      .poll(async () => ((await dave.request({ op: 'who', user: carol }, 15_000)) as OkReply).result, { timeout: 15_000 })
+      .toMatchObject({ state: 'online' });
+    await users.logout(c);
+    await expect
+      .poll(async () => ((await dave.request({ op: 'who', user: carol })) as OkReply).result, { timeout: 15_000 })
+      .toMatchObject({ state: 'offline' });
+  });
+
+  it('serves health, readiness and metrics from each service process', async () => {
+    for (const [name, s] of topo.services) {
+      await request(s.httpUrl).get('/healthz').expect(200);
+      const ready = await request(s.httpUrl).get('/readyz').expect(200);
+      expect(ready.body, name).toMatchObject({ status: 'ready', checks: { rpc: true } });
+      expect((await request(s.httpUrl).get('/metrics').expect(200)).text).toContain('parley_process_');
+    }
+  });
+});
