@@ -110,7 +110,7 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
       try {
         await this.writer!.zrem(rpcKeys.alive(this.opts.prefix, service), this.consumer);
         const stream = rpcKeys.stream(this.opts.prefix, service);
-        const [count] = (await this.writer!.xpending(stream, service, '-', '+', 1, this.consumer));
+        const [count] = await this.writer!.xpending(stream, service, '-', '+', 1, this.consumer);
         if (count === undefined) await this.writer!.xgroup('DELCONSUMER', stream, service, this.consumer);
       } catch {
         // Redis away: the consumer just ages out.
