@@ -1,6 +1,7 @@
 import { Inject, Module, type DynamicModule, type ModuleMetadata, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { AccountsModule, AccountsService } from '#libs/accounts';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import { FILE_OFFER_API, type FileOfferApi } from '#libs/file-offer';
 import { Metrics, Readiness } from '#libs/health';
 import { Conversations, GROUP_API, GroupModule, type GroupApi } from '#libs/group';
 import { MessagingModule, MessagingService } from '#libs/messaging';
@@ -8,6 +9,7 @@ import { PRESENCE_API, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
 import { storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
+import { FileRequests } from './file-requests.js';
 import { InboxPublisher } from './inbox-publisher.js';
 import { InboxSync } from './inbox-sync.js';
 import { MqttBroker } from './mqtt-broker.js';
@@ -16,7 +18,7 @@ import { RequestDispatcher } from './request-dispatcher.js';
 
 /**
  * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
- * and inbox sync. `services` provide PRESENCE_API and RECEIPTS_API: the
+ * and inbox sync. `services` provide PRESENCE_API, RECEIPTS_API, GROUP_API and FILE_OFFER_API: the
  * domain modules themselves (standalone) or RPC clients to their apps
  * (distributed). Nothing here knows which.
  */
@@ -40,6 +42,11 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
         {
+          provide: FileRequests,
+          useFactory: (files: FileOfferApi, groups: GroupApi, inbox: InboxPublisher) => new FileRequests(files, groups, inbox),
+          inject: [FILE_OFFER_API, GROUP_API, InboxPublisher],
+        },
+        {
           provide: RequestDispatcher,
           useFactory: (
             accounts: AccountsService,
@@ -51,14 +58,23 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             metrics: Metrics,
             config: ParleyConfig,
             broker: MqttBroker,
+            files: FileRequests,
           ) => {
-            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, groups, inbox, metrics, {
-              maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
-            });
+            const dispatcher = new RequestDispatcher(
+              accounts,
+              messaging,
+              presence,
+              receipts,
+              groups,
+              inbox,
+              metrics,
+              { maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES },
+              files,
+            );
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
             return dispatcher;
           },
-          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker],
+          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker, FileRequests],
         },
         {
           provide: PresenceTracker,
@@ -68,9 +84,9 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: InboxSync,
-          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi) =>
-            new InboxSync(broker.aedes, policy, conversations, receipts),
-          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API],
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi, files: FileOfferApi) =>
+            new InboxSync(broker.aedes, policy, conversations, receipts, (user) => files.syncEvent(user)),
+          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API, FILE_OFFER_API],
         },
       ],
       exports: [MqttBroker],

@@ -23,6 +23,8 @@ export class InboxSync {
     private readonly policy: AccessPolicy,
     private readonly conversations: Conversations,
     private readonly receipts: ReceiptsApi,
+    /** More state to bring a connection up to date with (file offers), sent before `synced`; null when there is none. */
+    private readonly extra: (user: string) => Promise<InboxEvent | null> = () => Promise.resolve(null),
   ) {}
 
   start(): void {
@@ -75,6 +77,11 @@ export class InboxSync {
         after = page[page.length - 1]!.seq;
       }
     }
+    const more = await this.extra(user).catch((e: unknown) => {
+      this.logger.warn({ event: 'sync_extra_failed', user, error: String(e) });
+      return null;
+    });
+    if (more) await this.send(client, more);
     await this.send(client, { type: 'synced', messages: sent });
     return sent;
   }
