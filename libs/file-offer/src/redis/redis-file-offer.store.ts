@@ -128,7 +128,7 @@ export class RedisFileOfferStore implements FileOfferStore {
   }
 
   async listOf(user: string): Promise<StoredOffer[]> {
-    const ids = await this.redis.client.zrange(this.userKey(user), 0, -1);
+    const ids = await this.redis.client.zrange(this.userKey(user), '0', '-1');
     const offers = await Promise.all(ids.map((id) => this.get(id)));
     return offers.filter((o): o is StoredOffer => o !== null);
   }
