@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { ChatSession } from './chat-session.js';
+import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer } from './output.js';
 import { ParleyClient } from './parley-client.js';
@@ -86,6 +87,13 @@ export async function listen(ctx: CommandContext): Promise<void> {
         },
         'delivered',
       );
+      const notices = new FileNotices(me, { accept: 'parley file accept', decline: 'parley file decline' });
+      client.on('event', (e) => {
+        if (e.type !== 'file' && e.type !== 'files') return;
+        const lines = notices.linesFor(e);
+        if (ctx.printer.json) ctx.printer.emit(null, { ...e });
+        else for (const line of lines) ctx.printer.emit(line, { type: 'line' });
+      });
       ctx.printer.emit(null, { type: 'ready', user: me });
       ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);
       await untilInterrupted();
