@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ErrorReply, FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent, OkReply } from '#libs/protocol';
-import { runCli } from '../support/cli.js';
+import { CliProcess, runCli } from '../support/cli.js';
 import type { MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
@@ -14,6 +14,8 @@ const CHUNK = 32 * 1024;
 const MAX_FILE = 16 * 1024 * 1024;
 const TTL_MS = 20_000;
 
+/** Matches one whole line. */
+const line = (text: string) => (l: string) => l === text;
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 const isFile = (kind: FileEvent['event'], id?: string) => (e: InboxEvent) => e.type === 'file' && e.event === kind && (id === undefined || e.offer.id === id);
 const okResult = <T>(r: OkReply | ErrorReply): T => {
@@ -275,4 +277,35 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     await expect.poll(() => serverHolds(offer.id), { timeout: TTL_MS, interval: 500 }).toBe(false);
     expect(await carol.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
   }, TTL_MS * 4);
+
+  it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const env = (u: string) => ({ PARLEY_SERVER: topo.server.mqttUrl6, PARLEY_USER: u, PARLEY_PASSWORD: users.password });
+    const bobDir = dir();
+    const alice = CliProcess.start(['chat'], env(a));
+    const bob = CliProcess.start(['chat'], env(b), { cwd: bobDir });
+    try {
+      await alice.waitForLine(/logged in as/);
+      await bob.waitForLine(/logged in as/);
+      const notes = writeTemp('notes.txt', 'chat file\n');
+      alice.type(`/file ${b} ${notes}`);
+      const offeredLine = await alice.waitForLine(/^offered notes\.txt \(10 B\) to /, 30_000);
+      const id = offeredLine.split(': ').at(-1)!;
+      await bob.waitForLine(line(`* ${a} offers notes.txt (10 B) — /accept ${id} or /decline ${id}`), 30_000);
+      bob.type(`/accept ${id}`);
+      await bob.waitForLine(line(`received notes.txt (10 B) from ${a}: ${join(bobDir, 'notes.txt')}`), 30_000);
+      expect(readFileSync(join(bobDir, 'notes.txt'), 'utf8')).toBe('chat file\n');
+      await alice.waitForLine(line(`* ${b} accepted notes.txt (10 B)`));
+      await alice.waitForLine(line(`* ${b} received notes.txt (10 B)`));
+
+      alice.type(`/file ${b} ${writeTemp('spam.txt', 'no thanks')}`);
+      const spam = (await alice.waitForLine(/^offered spam\.txt/, 30_000)).split(': ').at(-1)!;
+      await bob.waitForLine(new RegExp(`offers spam\\.txt \\(9 B\\) — /accept ${spam}`), 30_000);
+      bob.type(`/decline ${spam}`);
+      await bob.waitForLine(line(`declined spam.txt (9 B) from ${a}`));
+      await alice.waitForLine(line(`* ${b} declined spam.txt (9 B)`));
+    } finally {
+      await Promise.all([alice.stop('eof'), bob.stop('eof')]);
+    }
+  }, 90_000);
 });
