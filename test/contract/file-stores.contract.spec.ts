@@ -1,6 +1,14 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { adapterFor, type StorageBackend } from '#libs/storage';
-import { EmbeddedFileBlobStore, EmbeddedFileOfferStore, RedisFileBlobStore, RedisFileOfferStore, type FileBlobStore, type FileOfferStore, type StoredOffer } from '#libs/file-offer';
+import {
+  EmbeddedFileBlobStore,
+  EmbeddedFileOfferStore,
+  RedisFileBlobStore,
+  RedisFileOfferStore,
+  type FileBlobStore,
+  type FileOfferStore,
+  type StoredOffer,
+} from '#libs/file-offer';
 import { embeddedFixture, redisFixture } from './backends.js';
 
 /** Contract suites of the file offer and file blob stores: every clause of the ports' doc comments, on both adapters. */
@@ -11,7 +19,8 @@ afterAll(async () => {
 
 const offersOf = (b: StorageBackend) =>
   adapterFor<FileOfferStore>(b, { embedded: (db) => new EmbeddedFileOfferStore(db), redis: (r) => new RedisFileOfferStore(r) });
-const blobsOf = (b: StorageBackend) => adapterFor<FileBlobStore>(b, { embedded: (db) => new EmbeddedFileBlobStore(db), redis: (r) => new RedisFileBlobStore(r) });
+const blobsOf = (b: StorageBackend) =>
+  adapterFor<FileBlobStore>(b, { embedded: (db) => new EmbeddedFileBlobStore(db), redis: (r) => new RedisFileBlobStore(r) });
 
 const LIMITS = { maxOpen: 3, quotaBytes: 1000 };
 

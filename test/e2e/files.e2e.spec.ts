@@ -72,7 +72,9 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const offered = okResult<FileOfferResult>(await u.request({ op: 'file.offer', id, name: 'raw.bin', size: data.length, sha256: sha256(data), ...fields }));
     const { offer } = offered;
     for (let i = offer.uploaded; i < Math.min(offer.chunks, upTo); i++) {
-      okResult<FileChunkResult>(await u.request({ op: 'file.chunk', offer: offer.id, index: i, data: data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64') }));
+      okResult<FileChunkResult>(
+        await u.request({ op: 'file.chunk', offer: offer.id, index: i, data: data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64') }),
+      );
     }
     return { offer, id };
   }
@@ -159,7 +161,9 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     // Bob comes online: the offer is in his sync, before `synced`.
     const bob = await users.login(b);
     const files = (await bob.waitFor((e) => e.type === 'files')) as FilesEvent;
-    expect(files.offers).toEqual([expect.objectContaining({ id: offer.id, from: a, name: 'for-later.bin', size: data.length, recipients: { [b]: 'pending' } })]);
+    expect(files.offers).toEqual([
+      expect.objectContaining({ id: offer.id, from: a, name: 'for-later.bin', size: data.length, recipients: { [b]: 'pending' } }),
+    ]);
     const order = bob.events.map((e) => e.type);
     expect(order.indexOf('files')).toBeLessThan(order.indexOf('synced'));
     await users.logout(bob);
@@ -203,7 +207,8 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     okResult(await bob.request({ op: 'file.accept', offer: offer.id }));
     const into = dir();
     const half: Buffer[] = [];
-    for (let i = 0; i < 17; i++) half.push(Buffer.from(okResult<{ data: string }>(await bob.request({ op: 'file.fetch', offer: offer.id, index: i })).data, 'base64'));
+    for (let i = 0; i < 17; i++)
+      half.push(Buffer.from(okResult<{ data: string }>(await bob.request({ op: 'file.fetch', offer: offer.id, index: i })).data, 'base64'));
     writeFileSync(join(into, `.${offer.id}.parley-part`), Buffer.concat([...half, randomBytes(100)]));
     const got = await cli(b, ['--json', 'file', 'accept', offer.id, '--to', into]);
     expect(got.code, got.stderr).toBe(0);
@@ -233,9 +238,15 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(await carol.request({ op: 'file.chunk', offer: offer.id, index: 1, data: chunk })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
     expect(await carol.request({ op: 'file.fetch', offer: offer.id, index: 0 })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
     expect(await carol.request({ op: 'file.decline', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
-    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 3, data: chunk })).toMatchObject({ ok: false, error: { code: 'chunk_out_of_range' } });
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 3, data: chunk })).toMatchObject({
+      ok: false,
+      error: { code: 'chunk_out_of_range' },
+    });
     expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 1, data: 'AAAA' })).toMatchObject({ ok: false, error: { code: 'bad_chunk' } });
-    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 1, data: 'not base64!' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 1, data: 'not base64!' })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request' },
+    });
     const [mine] = okResult<{ offers: FileOffer[] }>(await alice.request({ op: 'file.list' })).offers;
     expect(mine).toMatchObject({ id: offer.id, uploaded: 1, recipients: { [b]: 'pending' } });
     // Bob cannot see or take a file that is not completely uploaded.
@@ -251,32 +262,36 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(bob.events.some((e) => e.type === 'file')).toBe(false);
   });
 
-  it('limits how many offers a sender has open, offers to every other member of a group, and expires what nobody took', async () => {
-    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
-    const alice = await users.login(a);
-    const bob = await users.login(b);
-    const carol = await users.login(c);
-    okResult(await alice.request({ op: 'group.create', name: 'crew', members: [b, c] }));
-    const { offer } = await rawOffer(alice, { group: 'crew', name: 'plan.txt' }, Buffer.from('the plan'));
-    expect(Object.keys(offer.recipients).sort()).toEqual([b, c].sort());
-    for (const u of [bob, carol]) expect(((await u.waitFor(isFile('offered', offer.id))) as FileEvent).offer.group).toMatchObject({ name: 'crew' });
-    okResult(await bob.request({ op: 'file.decline', offer: offer.id }));
-    // Carol has not decided: the data stays.
-    expect(await serverHolds(offer.id)).toBe(true);
+  it(
+    'limits how many offers a sender has open, offers to every other member of a group, and expires what nobody took',
+    async () => {
+      const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+      const alice = await users.login(a);
+      const bob = await users.login(b);
+      const carol = await users.login(c);
+      okResult(await alice.request({ op: 'group.create', name: 'crew', members: [b, c] }));
+      const { offer } = await rawOffer(alice, { group: 'crew', name: 'plan.txt' }, Buffer.from('the plan'));
+      expect(Object.keys(offer.recipients).sort()).toEqual([b, c].sort());
+      for (const u of [bob, carol]) expect(((await u.waitFor(isFile('offered', offer.id))) as FileEvent).offer.group).toMatchObject({ name: 'crew' });
+      okResult(await bob.request({ op: 'file.decline', offer: offer.id }));
+      // Carol has not decided: the data stays.
+      expect(await serverHolds(offer.id)).toBe(true);
 
-    for (let i = 0; i < 3; i++) await rawOffer(alice, { to: b, name: `empty${i}.txt` }, Buffer.alloc(0));
-    expect(await alice.request({ op: 'file.offer', to: b, name: 'one-more.txt', size: 0, sha256: sha256(Buffer.alloc(0)) })).toMatchObject({
-      ok: false,
-      error: { code: 'too_many_offers' },
-    });
+      for (let i = 0; i < 3; i++) await rawOffer(alice, { to: b, name: `empty${i}.txt` }, Buffer.alloc(0));
+      expect(await alice.request({ op: 'file.offer', to: b, name: 'one-more.txt', size: 0, sha256: sha256(Buffer.alloc(0)) })).toMatchObject({
+        ok: false,
+        error: { code: 'too_many_offers' },
+      });
 
-    // Nobody took them: they expire, with their data.
-    await expect
-      .poll(async () => okResult<{ offers: FileOffer[] }>(await alice.request({ op: 'file.list' })).offers.length, { timeout: TTL_MS * 3, interval: 1000 })
-      .toBe(0);
-    await expect.poll(() => serverHolds(offer.id), { timeout: TTL_MS, interval: 500 }).toBe(false);
-    expect(await carol.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
-  }, TTL_MS * 4);
+      // Nobody took them: they expire, with their data.
+      await expect
+        .poll(async () => okResult<{ offers: FileOffer[] }>(await alice.request({ op: 'file.list' })).offers.length, { timeout: TTL_MS * 3, interval: 1000 })
+        .toBe(0);
+      await expect.poll(() => serverHolds(offer.id), { timeout: TTL_MS, interval: 500 }).toBe(false);
+      expect(await carol.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    },
+    TTL_MS * 4,
+  );
 
   it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];

@@ -7,7 +7,11 @@ export function fileLabel(offer: FileOffer): string {
 }
 
 function receiversText(offer: FileOffer, me: string): string {
-  return offer.group ? `[${offer.group.name}]` : Object.keys(offer.recipients).map((r) => (r === me ? 'you' : r)).join(', ');
+  return offer.group
+    ? `[${offer.group.name}]`
+    : Object.keys(offer.recipients)
+        .map((r) => (r === me ? 'you' : r))
+        .join(', ');
 }
 
 /** One line of `parley file list`: incoming offers with my state, mine with each receiver's. */

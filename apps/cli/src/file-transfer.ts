@@ -46,13 +46,21 @@ export async function sha256Of(path: string): Promise<string> {
  * request id comes from the file's hash, name and receiver). Resolves with
  * the offer once the server holds all of it.
  */
-export async function uploadFile(client: ParleyClient, target: FileTarget, path: string, onProgress: (offer: FileOffer, bytes: number) => void): Promise<FileOffer> {
+export async function uploadFile(
+  client: ParleyClient,
+  target: FileTarget,
+  path: string,
+  onProgress: (offer: FileOffer, bytes: number) => void,
+): Promise<FileOffer> {
   const info = await stat(path);
   if (!info.isFile()) throw new TransferError('usage', `${path} is not a file`);
   const name = sanitizeFileName(basename(path));
   const sha256 = await sha256Of(path);
   const file = { name, size: info.size, type: CONTENT_TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream', sha256 };
-  const key = createHash('sha256').update(JSON.stringify([target, name, sha256])).digest('hex').slice(0, 40);
+  const key = createHash('sha256')
+    .update(JSON.stringify([target, name, sha256]))
+    .digest('hex')
+    .slice(0, 40);
   let offered = await client.request('file.offer', { ...target, ...file }, `file-${key}`);
   // The same file went to the same receiver before and that offer is settled: this is a new offer.
   for (let n = 2; settled(offered.offer) && n < 100; n++) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${n}`);
@@ -74,7 +82,7 @@ async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileO
   let acked = offer.uploaded;
   progress(Math.min(offer.size, acked * offer.chunkSize));
   const inflight = new Set<Promise<void>>();
-  let failure: unknown = null;
+  let failure = null as Error | null;
   for (let index = offer.uploaded; index < offer.chunks && failure === null; index++) {
     while (inflight.size >= window) await Promise.race(inflight);
     if (failure !== null) break;
@@ -89,7 +97,7 @@ async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileO
         progress(Math.min(offer.size, acked * offer.chunkSize));
       })
       .catch((e: unknown) => {
-        failure ??= e;
+        failure ??= e instanceof Error ? e : new Error(String(e));
       })
       .finally(() => inflight.delete(sent));
     inflight.add(sent);
@@ -124,7 +132,7 @@ export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: 
     // Answers come in the order asked; each is written in turn, so the part file is always a whole prefix.
     let writing = Promise.resolve();
     const inflight = new Set<Promise<void>>();
-    let failure: unknown = null;
+    let failure = null as Error | null;
     for (let index = next; index < offer.chunks && failure === null; index++) {
       while (inflight.size >= window) await Promise.race(inflight);
       if (failure !== null) break;
@@ -140,7 +148,7 @@ export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: 
           return writing;
         })
         .catch((e: unknown) => {
-          failure ??= e;
+          failure ??= e instanceof Error ? e : new Error(String(e));
         })
         .finally(() => inflight.delete(fetched));
       inflight.add(fetched);

@@ -106,7 +106,10 @@ export class FileOfferService {
     const created = await this.offers.create(offer, { maxOpen: this.limits.maxPendingOffers, quotaBytes: this.limits.quotaBytes });
     switch (created) {
       case 'too_many_offers':
-        throw new DomainError('too_many_offers', `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined; wait for them or let them expire`);
+        throw new DomainError(
+          'too_many_offers',
+          `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined; wait for them or let them expire`,
+        );
       case 'quota_exceeded':
         throw new DomainError('quota_exceeded', `your file offers would hold more than ${this.limits.quotaBytes} bytes on the server`);
       case 'exists':

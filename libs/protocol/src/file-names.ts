@@ -13,7 +13,12 @@ const SEPARATORS = /[/\\]/g;
  * left is `file`.
  */
 export function sanitizeFileName(name: string): string {
-  let clean = name.normalize('NFC').replace(CONTROL, '').replace(SEPARATORS, '_').replace(/\.{2,}/g, '_').trim();
+  let clean = name
+    .normalize('NFC')
+    .replace(CONTROL, '')
+    .replace(SEPARATORS, '_')
+    .replace(/\.{2,}/g, '_')
+    .trim();
   clean = clean.replace(/^\./, '_');
   if (clean === '') clean = 'file';
   if (Buffer.byteLength(clean) > MAX_FILE_NAME_BYTES) clean = truncateKeepingExtension(clean);

@@ -75,7 +75,6 @@ export const GroupMembersRequest = z.strictObject({ op: z.literal('group.members
 /** Who of a group has received and read message `seq` (asked by any member, typically its sender). */
 export const InfoRequest = z.strictObject({ op: z.literal('info'), id: RequestId, group: GroupRef, seq: z.number().int().positive() });
 
-
 // ---- File transfer (see docs/topics.md, "Files") ----
 
 /** A file offer's id, as the server made it. */
@@ -176,7 +175,6 @@ export type RequestOp = Request['op'];
 export const GroupLabel = z.strictObject({ id: z.string(), name: z.string() });
 export type GroupLabel = z.infer<typeof GroupLabel>;
 
-
 /** Where one receiver of a file offer stands: not yet decided, accepted (downloading), declined, or has the file (verified). */
 export const FileRecipientState = z.enum(['pending', 'accepted', 'declined', 'received']);
 export type FileRecipientState = z.infer<typeof FileRecipientState>;
@@ -207,7 +205,12 @@ export type FileOffer = z.infer<typeof FileOffer>;
 export const FileOfferResult = z.strictObject({ offer: FileOffer, window: z.number().int().positive() });
 export type FileOfferResult = z.infer<typeof FileOfferResult>;
 /** `file.chunk`: chunk `index` is stored; `uploaded` chunks are held; `complete` once all are (the receivers are told then). */
-export const FileChunkResult = z.strictObject({ offer: z.string(), index: z.number().int().nonnegative(), uploaded: z.number().int().nonnegative(), complete: z.boolean() });
+export const FileChunkResult = z.strictObject({
+  offer: z.string(),
+  index: z.number().int().nonnegative(),
+  uploaded: z.number().int().nonnegative(),
+  complete: z.boolean(),
+});
 export type FileChunkResult = z.infer<typeof FileChunkResult>;
 /** `file.fetch`: one chunk, base64. */
 export const FileFetchResult = z.strictObject({ offer: z.string(), index: z.number().int().nonnegative(), data: z.string() });

@@ -89,7 +89,18 @@ export class RedisFileOfferStore implements FileOfferStore {
     const users = [offer.from, ...receivers];
     // The number of keys varies (the three fixed ones, then each user's list): EVAL, offers are rare.
     const keys = [this.offerKey(offer.id), this.openKey(offer.from), this.dueKey, ...users.map((u) => this.userKey(u))];
-    const args = [JSON.stringify(meta), offer.from, offer.size, offer.id, limits.maxOpen, limits.quotaBytes, offer.uploaded, offer.expiresAt, offer.createdAt, ...receivers];
+    const args = [
+      JSON.stringify(meta),
+      offer.from,
+      offer.size,
+      offer.id,
+      limits.maxOpen,
+      limits.quotaBytes,
+      offer.uploaded,
+      offer.expiresAt,
+      offer.createdAt,
+      ...receivers,
+    ];
     return (await this.redis.client.eval(CREATE, keys.length, ...keys, ...args)) as CreateOutcome;
   }
 
