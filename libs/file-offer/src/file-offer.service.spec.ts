@@ -38,9 +38,9 @@ function setup(limits: Partial<ConstructorParameters<typeof FileOfferService>[3]
 const describe_ = (data: Buffer, name = 'a.txt') => ({ name, size: data.length, sha256: createHash('sha256').update(data).digest('hex') });
 
 async function upload(service: FileOfferService, id: string, data: Buffer) {
-  let last;
-  for (let i = 0; i * CHUNK < data.length; i++) last = await service.putChunk('ann', id, i, data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64'));
-  return last;
+  const chunks = Math.ceil(data.length / CHUNK);
+  for (let i = 0; i < chunks - 1; i++) await service.putChunk('ann', id, i, data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64'));
+  return service.putChunk('ann', id, chunks - 1, data.subarray((chunks - 1) * CHUNK).toString('base64'));
 }
 
 const code = (p: Promise<unknown>) =>
