@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
-import { acceptFile, offeredText, offerFile } from './file-commands.js';
+import { acceptFile, offeredText, offerFile } from './file-actions.js';
 import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';

@@ -28,7 +28,7 @@ export function contextOf(cmd: Command): CommandContext {
 }
 
 /** Runs `work` with a logged-in client, closing it afterwards however it ends. */
-async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: { keepTrying?: boolean } = {}): Promise<T> {
+export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: { keepTrying?: boolean } = {}): Promise<T> {
   const client = await ctx.login(opts);
   try {
     return await work(client);
@@ -37,8 +37,8 @@ async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Pro
   }
 }
 
-/** One of the two ways to name a conversation: a user, or `--group NAME`. */
-function target(user: string | undefined, group: string | undefined): { to: string } | { group: string } {
+/** One of the two ways to name a conversation (or a file's receivers): a user, or `--group NAME`. */
+export function target(user: string | undefined, group: string | undefined): { to: string } | { group: string } {
   if (group !== undefined && user !== undefined) throw new UsageError('give a user or --group, not both');
   if (group !== undefined) return { group };
   if (user !== undefined) return { to: user };

@@ -53,6 +53,16 @@ function report(printer: Printer, e: unknown): void {
   }
 }
 
+/** `USER THING` or `--group NAME THING`: with --group the single positional argument is the thing. */
+function userOrGroup(a: string, b: string | undefined, opts: { group?: string }, thing: string, usage: string): [string | undefined, string] {
+  if (opts.group !== undefined) {
+    if (b !== undefined) throw new UsageError(`with --group, give only ${thing}`);
+    return [undefined, a];
+  }
+  if (b === undefined) throw new UsageError(usage);
+  return [a, b];
+}
+
 program.command('register').description('create the account given by --user and --password').action(run(commands.register));
 program
   .command('send')
@@ -63,13 +73,8 @@ program
   .usage('USER "text" | --group NAME "text"')
   .action(
     run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
-      // With --group the single positional argument is the text.
-      if (opts.group !== undefined) {
-        if (b !== undefined) throw new UsageError('with --group, give only the text');
-        return commands.send(ctx, undefined, a, opts);
-      }
-      if (b === undefined) throw new UsageError('usage: parley send USER "text"');
-      return commands.send(ctx, a, b, opts);
+      const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
+      return commands.send(ctx, user, text, opts);
     }),
   );
 program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
@@ -151,12 +156,8 @@ file
   .usage('USER PATH | --group NAME PATH')
   .action(
     run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
-      if (opts.group !== undefined) {
-        if (b !== undefined) throw new UsageError('with --group, give only the file');
-        return fileCommands.send(ctx, undefined, a, opts);
-      }
-      if (b === undefined) throw new UsageError('usage: parley file send USER PATH');
-      return fileCommands.send(ctx, a, b, opts);
+      const [user, path] = userOrGroup(a, b, opts, 'the file', 'usage: parley file send USER PATH');
+      return fileCommands.send(ctx, user, path, opts);
     }),
   );
 file
