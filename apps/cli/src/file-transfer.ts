@@ -81,9 +81,11 @@ function settled(offer: FileOffer): boolean {
 async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileOffer, window: number, progress: (bytes: number) => void): Promise<void> {
   let acked = offer.uploaded;
   progress(Math.min(offer.size, acked * offer.chunkSize));
+  // Uploaded before (this is a retry): the last chunk again makes sure the receivers were told.
+  const first = offer.uploaded === offer.chunks ? Math.max(0, offer.chunks - 1) : offer.uploaded;
   const inflight = new Set<Promise<void>>();
   let failure = null as Error | null;
-  for (let index = offer.uploaded; index < offer.chunks && failure === null; index++) {
+  for (let index = first; index < offer.chunks && failure === null; index++) {
     while (inflight.size >= window) await Promise.race(inflight);
     if (failure !== null) break;
     const length = Math.min(offer.chunkSize, offer.size - index * offer.chunkSize);

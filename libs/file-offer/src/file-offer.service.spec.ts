@@ -89,6 +89,11 @@ describe('FileOfferService', () => {
     expect(await code(service.putChunk('ann', offer.id, 1, 'AA=='))).toBe('bad_chunk');
     expect(await code(service.putChunk('ann', offer.id, 3, 'AAAA'))).toBe('chunk_out_of_range');
     expect(await code(service.putChunk('bob', offer.id, 1, 'AAAA'))).toBe('unknown_file');
+    // Once complete, the last chunk again announces the offer again (its first announcement may have been lost); others do not.
+    await service.putChunk('ann', offer.id, 1, data.subarray(4, 8).toString('base64'));
+    expect((await service.putChunk('ann', offer.id, 2, data.subarray(8).toString('base64'))).notify?.event.event).toBe('offered');
+    expect((await service.putChunk('ann', offer.id, 2, 'AAA=')).notify).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
   });
 
   it('refuses bad names, sizes, receivers and what is over the limits, changing nothing', async () => {

@@ -46,6 +46,8 @@ export interface FileOutcome<R> {
 
 const DEFAULT_TYPE = 'application/octet-stream';
 const SWEEP_BATCH = 100;
+/** Chunks read at once to check a completed upload's SHA-256. */
+const HASH_BATCH = 32;
 
 /**
  * File offers, consent first and store-and-forward: the sender describes the
@@ -133,7 +135,12 @@ export class FileOfferService {
     const offer = await this.live(offerId);
     if (!offer || offer.from !== sender) throw unknownFile(offerId);
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
-    if (index < offer.uploaded) return { result: { offer: offerId, index, uploaded: offer.uploaded, complete: offer.uploaded === offer.chunks }, notify: null };
+    if (index < offer.uploaded) {
+      const complete = offer.uploaded === offer.chunks;
+      // The last chunk again: its announcement may have been lost with its first answer (receivers drop an offer they have shown).
+      const notify = complete && index === offer.chunks - 1 ? this.announcement(offer) : null;
+      return { result: { offer: offerId, index, uploaded: offer.uploaded, complete }, notify };
+    }
     if (index > offer.uploaded) throw new DomainError('bad_chunk', `chunks go in order: the next one is ${offer.uploaded}, not ${index}`);
     const bytes = Buffer.from(data, 'base64');
     const expected = chunkLength(offer, index);
@@ -247,15 +254,21 @@ export class FileOfferService {
   /** The upload is complete: checks the SHA-256 over what is stored, then announces the offer to its receivers. */
   private async completed(offer: StoredOffer): Promise<FileOutcome<unknown>['notify']> {
     const hash = createHash('sha256');
-    for (let i = 0; i < offer.chunks; i++) {
-      const chunk = await this.blobs.get(offer.id, i);
-      if (!chunk) throw unknownFile(offer.id);
-      hash.update(chunk);
+    for (let start = 0; start < offer.chunks; start += HASH_BATCH) {
+      const indexes = Array.from({ length: Math.min(HASH_BATCH, offer.chunks - start) }, (_, i) => start + i);
+      for (const chunk of await Promise.all(indexes.map((i) => this.blobs.get(offer.id, i)))) {
+        if (!chunk) throw unknownFile(offer.id);
+        hash.update(chunk);
+      }
     }
     if (hash.digest('hex') !== offer.sha256) {
       await this.drop(offer.id);
       throw new DomainError('checksum_mismatch', 'the uploaded bytes do not have the SHA-256 the offer announced; the offer is deleted, offer the file again');
     }
+    return this.announcement(offer);
+  }
+
+  private announcement(offer: StoredOffer): { to: string[]; event: FileEvent } {
     return { to: Object.keys(offer.recipients), event: { type: 'file', event: 'offered', offer: viewOf(offer), ts: this.now() } };
   }
 
