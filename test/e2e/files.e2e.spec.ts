@@ -1,3 +1,4 @@
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -6,6 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { ErrorReply, FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent, OkReply } from '#libs/protocol';
 import { CliProcess, runCli } from '../support/cli.js';
+import { REPO_ROOT } from '../support/parley-server.js';
 import type { MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
@@ -108,6 +110,8 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const gotText = await cli(b, ['file', 'accept', textOffer.id, '--to', into]);
     expect(gotText.code, gotText.stderr).toBe(0);
     expect(gotText.stdout).toContain(`received notes.txt (`);
+    // Not a terminal: no progress bar.
+    expect(gotText.stderr).toBe('');
     expect(readFileSync(join(into, 'notes.txt'))).toEqual(readFileSync(text));
 
     const gotBin = await cli(b, ['--json', 'file', 'accept', binOffer.id, '--to', into]);
@@ -291,6 +295,44 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       expect(await carol.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
     },
     TTL_MS * 4,
+  );
+
+  const tmux = spawnSync('tmux', ['-V']).status === 0;
+  it.runIf(tmux && mode === 'embedded')(
+    'draws progress bars on a terminal, on both sides (real terminal, tmux)',
+    async () => {
+      const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+      const big = writeTemp('big.bin', randomBytes(12 * 1024 * 1024));
+      const into = dir();
+      const session = `parley-files-${randomBytes(4).toString('hex')}`;
+      const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+      const env = (u: string) => `env PARLEY_SERVER='${topo.server.mqttUrl}' PARLEY_USER='${u}' PARLEY_PASSWORD='${users.password}'`;
+      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
+      tm('new-session', '-d', '-s', session, '-x', '150', '-y', '20', `cd ${REPO_ROOT} && ${env(a)} node bin/parley.js file send ${b} ${big}; sleep 600`);
+      try {
+        await expect.poll(screen, { timeout: 60_000 }).toMatch(/offered big\.bin \(12\.0 MiB\) to \S+: (f\S+)/);
+        expect(screen()).toMatch(/↑ big\.bin \[#{24}\] 100% 12\.0 MiB \/ 12\.0 MiB/);
+        const id = /: (f\S+)/.exec(screen())![1]!;
+        tm('kill-session', '-t', session);
+        tm(
+          'new-session',
+          '-d',
+          '-s',
+          session,
+          '-x',
+          '150',
+          '-y',
+          '20',
+          `cd ${REPO_ROOT} && ${env(b)} node bin/parley.js file accept ${id} --to ${into}; sleep 600`,
+        );
+        await expect.poll(screen, { timeout: 60_000 }).toMatch(/received big\.bin \(12\.0 MiB\)/);
+        expect(screen()).toMatch(/↓ big\.bin \[#{24}\] 100% 12\.0 MiB \/ 12\.0 MiB/);
+        expect(readFileSync(join(into, 'big.bin')).equals(readFileSync(big))).toBe(true);
+      } finally {
+        tm('kill-session', '-t', session);
+      }
+    },
+    150_000,
   );
 
   it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size', async () => {
