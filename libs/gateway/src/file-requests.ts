@@ -21,7 +21,9 @@ export class FileRequests {
   async execute(user: string, req: FileRequest): Promise<OkReply['result']> {
     switch (req.op) {
       case 'file.offer':
-        return this.published(this.files.offer(user, req.id, await this.targetOf(user, req), req));
+        return this.published(
+          this.files.offer(user, req.id, await this.targetOf(user, req), { name: req.name, size: req.size, type: req.type, sha256: req.sha256 }),
+        );
       case 'file.chunk':
         return this.published(this.files.putChunk(user, req.offer, req.index, req.data));
       case 'file.accept':
