@@ -61,20 +61,14 @@ export class Metrics {
     labelNames: ['path'] as const,
     registers: [this.registry],
   });
-  readonly rpcCallSeconds = new Histogram({
-    name: 'parley_rpc_call_duration_seconds',
-    help: 'Calls to a remote service, from sending to the answer (or to giving up), by service, method and outcome',
-    labelNames: ['service', 'method', 'outcome'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
-  readonly rpcHandleSeconds = new Histogram({
-    name: 'parley_rpc_handle_duration_seconds',
-    help: 'Calls this service ran, from taking one off its queue to acknowledging it, by service, method and outcome',
-    labelNames: ['service', 'method', 'outcome'] as const,
-    buckets: LATENCY_BUCKETS,
-    registers: [this.registry],
-  });
+  readonly rpcCallSeconds = this.rpcLatency(
+    'parley_rpc_call_duration_seconds',
+    'Calls to a remote service, from sending to the answer (or to giving up), by service, method and outcome',
+  );
+  readonly rpcHandleSeconds = this.rpcLatency(
+    'parley_rpc_handle_duration_seconds',
+    'Calls this service ran, from taking one off its queue to acknowledging it, by service, method and outcome',
+  );
   readonly rpcQueueDepth = new Gauge({
     name: 'parley_rpc_queue_depth',
     help: 'Calls in a service queue: waiting (no replica has taken them) or pending (taken, not yet answered)',
@@ -85,6 +79,11 @@ export class Metrics {
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'parley_process_' });
+  }
+
+  /** The calling and the serving side of the RPC transport report latencies in the same shape. */
+  private rpcLatency(name: string, help: string): Histogram<'service' | 'method' | 'outcome'> {
+    return new Histogram({ name, help, labelNames: ['service', 'method', 'outcome'] as const, buckets: LATENCY_BUCKETS, registers: [this.registry] });
   }
 
   /** Adds a source of queue depths, read on every scrape. */
