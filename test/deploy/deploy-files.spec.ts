@@ -1,7 +1,8 @@
 /* eslint-disable @typescript-eslint/no-explicit-any, @typescript-eslint/no-unsafe-call, @typescript-eslint/no-unsafe-return, @typescript-eslint/no-unsafe-argument --
    Compose files and manifests are untyped YAML here: their shape is what the schemas under test check. */
 import { spawnSync } from 'node:child_process';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -94,6 +95,19 @@ describe('docker-compose.yml', () => {
     }
   });
 
+  it('refers only to services, networks and volumes it declares (what the schema cannot see)', () => {
+    const c = compose();
+    for (const [name, s] of Object.entries(c.services as Record<string, Json>)) {
+      for (const dep of Object.keys(s.depends_on ?? {})) expect(Object.keys(c.services), `${name} depends_on ${dep}`).toContain(dep);
+      for (const net of s.networks ?? []) expect(Object.keys(c.networks), `${name} network ${net}`).toContain(net);
+      for (const volume of (s.volumes ?? []) as string[]) {
+        const source = volume.split(':')[0]!;
+        if (source.startsWith('.')) expect(existsSync(join(REPO_ROOT, source)), `${name} mounts ${source}`).toBe(true);
+        else expect(Object.keys(c.volumes), `${name} volume ${source}`).toContain(source);
+      }
+    }
+  });
+
   it('runs Redis with AOF and a health check, two gateways behind a TCP load balancer on 1883, one of each service, on an IPv6 network', () => {
     const c = compose();
     const services = c.services as Record<string, Json>;
@@ -129,6 +143,35 @@ describe('docker-compose.yml', () => {
   });
 });
 
+describe('deploy/haproxy.cfg', () => {
+  /** `haproxy -c`: parses and checks a configuration without starting (unresolvable server names only warn). */
+  const check = (config: string) => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-haproxy-'));
+    try {
+      writeFileSync(join(dir, 'haproxy.cfg'), config);
+      const run = spawnSync('haproxy', ['-c', '-f', join(dir, 'haproxy.cfg')], { encoding: 'utf8' });
+      if (run.error) throw new Error(`haproxy is needed to check deploy/haproxy.cfg (apt-get install haproxy): ${run.error.message}`);
+      return { status: run.status, output: run.stdout + run.stderr };
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  };
+
+  it('is a configuration HAProxy accepts', () => {
+    const run = check(readRepo('deploy/haproxy.cfg'));
+    expect(run.status, run.output).toBe(0);
+    expect(run.output).toContain('Configuration file is valid');
+  });
+
+  it('is refused by HAProxy when broken (the check bites)', () => {
+    for (const broken of [
+      readRepo('deploy/haproxy.cfg').replace('balance leastconn', 'balance fewest'),
+      readRepo('deploy/haproxy.cfg').replace('bind :::1883 v4v6', 'bind :::1883 v4v6 nosuchoption'),
+    ])
+      expect(check(broken).status).not.toBe(0);
+  });
+});
+
 describe('k8s/ (kustomize base)', () => {
   let manifests: Json[];
   beforeAll(() => {
@@ -154,6 +197,43 @@ describe('k8s/ (kustomize base)', () => {
       const copy = structuredClone(byKind(manifests, kind)[0]!);
       mutate(copy);
       await expect(validateManifest(copy), `${kind}: ${mutate.toString()}`).rejects.toThrow();
+    }
+  });
+
+  it('refers only to objects it defines, with selectors that match their pods (what the schemas cannot see)', () => {
+    const workloads = [...byKind(manifests, 'Deployment'), ...byKind(manifests, 'StatefulSet')];
+    const matches = (selector: Record<string, string>, labels: Record<string, string>) => Object.entries(selector).every(([k, v]) => labels[k] === v);
+    for (const w of workloads) {
+      const pod = w.spec.template;
+      expect(matches(w.spec.selector.matchLabels, pod.metadata.labels), `${w.metadata.name} selector`).toBe(true);
+      for (const c of pod.spec.containers as Json[]) {
+        for (const from of (c.envFrom ?? []) as Json[]) named(manifests, 'ConfigMap', from.configMapRef.name);
+        for (const env of (c.env ?? []) as Json[]) {
+          const ref = env.valueFrom?.secretKeyRef;
+          if (ref) expect(named(manifests, 'Secret', ref.name).stringData, `${w.metadata.name} ${env.name}`).toHaveProperty(ref.key);
+        }
+      }
+    }
+    // Each workload's selector picks its own pods only.
+    for (const w of workloads)
+      for (const other of workloads.filter((o) => o !== w))
+        expect(matches(w.spec.selector.matchLabels, other.spec.template.metadata.labels), `${w.metadata.name} vs ${other.metadata.name}`).toBe(false);
+    for (const svc of byKind(manifests, 'Service')) {
+      const targets = workloads.filter((w) => matches(svc.spec.selector, w.spec.template.metadata.labels));
+      expect(targets.length, `Service ${svc.metadata.name}`).toBe(1);
+      for (const port of svc.spec.ports as Json[])
+        expect(
+          targets[0]!.spec.template.spec.containers[0].ports.map((p: Json) => p.name),
+          `Service ${svc.metadata.name}`,
+        ).toContain(port.targetPort);
+    }
+    const redis = named(manifests, 'StatefulSet', 'parley-redis');
+    named(manifests, 'Service', redis.spec.serviceName);
+    for (const w of byKind(manifests, 'Deployment')) {
+      const env = w.spec.template.spec.containers[0].env as Json[];
+      expect(env.find((e) => e.name === 'REDIS_URL')?.value, w.metadata.name).toBe(`redis://:$(REDIS_PASSWORD)@${redis.spec.serviceName}:6379`);
+      // $(VAR) is expanded only from variables defined before it.
+      expect(env.findIndex((e) => e.name === 'REDIS_PASSWORD')).toBeLessThan(env.findIndex((e) => e.name === 'REDIS_URL'));
     }
   });
 
