@@ -72,8 +72,8 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     r.on('error', () => undefined);
     return r;
   };
-  // Commands fail at once while Redis is away instead of queueing: a publish never waits on the backplane.
-  const pub = connect({ enableOfflineQueue: false, maxRetriesPerRequest: 0 });
+  // Nothing awaits a publish here, so commands may queue while connecting; while Redis is away they fail after a few retries.
+  const pub = connect({ maxRetriesPerRequest: 2 });
   const sub = connect();
   const channel = `${prefix}broker:packets`;
   const retainedKey = `${prefix}broker:retained`;

@@ -108,10 +108,9 @@ export class MqttBroker {
     const persistence = (this.aedes as unknown as { persistence?: { destroy?: () => Promise<void> } }).persistence;
     if (this.started && persistence?.destroy) {
       let timer: NodeJS.Timeout | undefined;
-      await Promise.race([
-        persistence.destroy().catch(() => undefined),
-        new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000))),
-      ]).finally(() => clearTimeout(timer));
+      await Promise.race([persistence.destroy().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]).finally(() =>
+        clearTimeout(timer),
+      );
     }
   }
 }
