@@ -283,3 +283,40 @@ describe('cluster under faults', () => {
     report('service kill -9', 40, accepted, screen.shown);
   });
 });
+
+/** The simplest scale-out: complete nodes (`npm start` with REDIS_URL: every service in process) on one Redis act as one service. */
+describe('complete nodes on one Redis', () => {
+  let topo: Topology;
+  let nodeB: ParleyServer;
+  const users = new TestUsers(() => topo.urls(), 'complete nodes password');
+
+  beforeAll(async () => {
+    topo = await startTopology('redis', { PARLEY_GATEWAY_ID: 'node-a' });
+    nodeB = await topo.addGateway('node-b');
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('users on different nodes chat 1:1 and in a group, with receipts and presence', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const alice = await users.login(a, topo.server.mqttUrl);
+    const bob = await users.login(b, nodeB.mqttUrl);
+    const carol = await users.login(c, nodeB.mqttUrl);
+
+    const sent = (await alice.request({ op: 'send', to: b, text: 'node to node' })) as OkReply;
+    expect(sent.result).toMatchObject({ status: 'accepted', recipient: { state: 'online' } });
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'node to node');
+    const { conv, seq } = sent.result as SendResult;
+    expect(await bob.request({ op: 'receipt', conv, seq, status: 'read' })).toMatchObject({ ok: true });
+    await alice.waitFor((e) => e.type === 'receipt' && e.user === b && e.status === 'read');
+
+    const group = ((await alice.request({ op: 'group.create', name: 'nodes', members: [b, c] })) as OkReply).result as GroupInfo;
+    // Bob, on the other node, renames nothing (not the owner) but posts to all.
+    expect(await bob.request({ op: 'group.rename', group: group.id, name: 'mine' })).toMatchObject({ ok: false, error: { code: 'not_group_owner' } });
+    expect(await bob.request({ op: 'send', group: group.id, text: 'hello nodes' })).toMatchObject({ ok: true });
+    for (const u of [alice, carol]) await u.waitFor((e) => e.type === 'message' && e.text === 'hello nodes' && e.from === b);
+
+    await users.logout(carol);
+    await expect.poll(async () => ((await alice.request({ op: 'who', user: c })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'offline' });
+  });
+});
