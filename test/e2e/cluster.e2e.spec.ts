@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type GroupInfo, type InboxEvent, type OkReply, type PresenceEvent, type SendResult, type WhoResult } from '#libs/protocol';
 import { InboxOrder, type LogEvent } from '../../apps/cli/src/inbox-order.js';
-import { connectClient, endClient, type MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, okResult, type MqttUser } from '../support/mqtt-user.js';
 import type { ParleyServer } from '../support/parley-server.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Topology } from '../support/topology.js';
@@ -28,24 +28,18 @@ describe('cluster: two gateways and the services on one Redis', () => {
   afterEach(() => users.closeAll());
   afterAll(() => topo?.dispose());
 
-  const result = async <T>(p: Promise<unknown>): Promise<T> => {
-    const reply = (await p) as OkReply;
-    expect(reply, JSON.stringify(reply)).toMatchObject({ ok: true });
-    return reply.result as T;
-  };
-
   it('1:1 across gateways, both ways, with presence and receipts', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const alice = await on(gwA, a);
     const bob = await on(gwB, b);
 
-    const sent = await result<SendResult>(alice.request({ op: 'send', to: b, text: 'from gateway a' }));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'from gateway a' }));
     expect(sent.recipient).toMatchObject({ state: 'online' });
     expect(await bob.waitFor((e) => e.type === 'message' && e.text === 'from gateway a')).toMatchObject({ from: a, seq: sent.seq });
-    await result(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    await okResult(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
     expect(await alice.waitFor((e) => e.type === 'receipt' && e.status === 'read')).toMatchObject({ user: b, seq: sent.seq });
 
-    await result(bob.request({ op: 'send', to: a, text: 'and back from b' }));
+    await okResult(bob.request({ op: 'send', to: a, text: 'and back from b' }));
     expect(await alice.waitFor((e) => e.type === 'message' && e.text === 'and back from b')).toMatchObject({ from: b });
 
     // Bob's presence, published by gateway B, is retained and seen by a subscriber on gateway A.
@@ -65,7 +59,7 @@ describe('cluster: two gateways and the services on one Redis', () => {
     const [bobOnA, bobOnB] = [await on(gwA, b), await on(gwB, b)];
     // Once caught up, a device gets live messages only (during catch-up a message may also come in the backlog, which the client drops by seq).
     await Promise.all([bobOnA, bobOnB].map((d) => d.waitFor((e) => e.type === 'synced')));
-    const sent = await result<SendResult>(alice.request({ op: 'send', to: b, text: 'to both of your devices' }));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'to both of your devices' }));
     for (const device of [bobOnA, bobOnB]) {
       expect(await device.waitFor((e) => e.type === 'message' && e.text === 'to both of your devices')).toMatchObject({ seq: sent.seq });
     }
@@ -77,17 +71,17 @@ describe('cluster: two gateways and the services on one Redis', () => {
   it('a group across gateways: offline member catches up on the other gateway, the sender sees who read', async () => {
     const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
     const [alice, bob] = [await on(gwA, a), await on(gwB, b)];
-    const group = await result<GroupInfo>(alice.request({ op: 'group.create', name: `across ${randomUUID().slice(0, 6)}`, members: [b, c] }));
-    const sent = await result<SendResult>(alice.request({ op: 'send', group: group.id, text: 'group hello' }));
+    const group = await okResult<GroupInfo>(alice.request({ op: 'group.create', name: `across ${randomUUID().slice(0, 6)}`, members: [b, c] }));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', group: group.id, text: 'group hello' }));
     expect(sent).toMatchObject({ recipients: 2 });
     expect(await bob.waitFor((e) => e.type === 'message' && e.text === 'group hello')).toMatchObject({ from: a, group: { id: group.id } });
 
     const carol = await on(gwB, c);
     await carol.waitFor((e) => e.type === 'synced');
     expect(carol.events.flatMap((e) => (e.type === 'message' ? [e.text] : []))).toEqual(['group hello']);
-    await result(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    await okResult(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
     await alice.waitFor((e) => e.type === 'receipt' && e.user === c && e.status === 'read');
-    const info = await result<{ members: { user: string; delivered: boolean; read: boolean }[] }>(
+    const info = await okResult<{ members: { user: string; delivered: boolean; read: boolean }[] }>(
       alice.request({ op: 'info', group: group.id, seq: sent.seq }),
     );
     expect(info.members).toEqual(

@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { expect } from 'vitest';
 import { InboxEvent, topics, type OkReply, type ErrorReply } from '#libs/protocol';
 
 export interface Waiter<T> {
@@ -145,4 +146,11 @@ export async function registerUser(url: string, user: string, password: string):
   } finally {
     await endClient(client);
   }
+}
+
+/** The result of a reply that must be ok; fails the test with the reply when it is an error. */
+export async function okResult<T>(reply: Promise<unknown>): Promise<T> {
+  const r = (await reply) as OkReply;
+  expect(r, JSON.stringify(r)).toMatchObject({ ok: true });
+  return r.result as T;
 }
