@@ -5,3 +5,5 @@ export * from './mqtt-broker.js';
 export * from './presence-tracker.js';
 export * from './request-dispatcher.js';
 export * from './gateway.module.js';
+export * from './broker-backplane.js';
+export * from './gateway-liveness.js';
