@@ -29,4 +29,5 @@ VOLUME /data
 USER node
 # MQTT (gateway) and HTTP /healthz, /readyz, /metrics (every app).
 EXPOSE 1883 8080
+HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["/app/deploy/docker-entrypoint.sh", "probe", "/healthz"]
 ENTRYPOINT ["/app/deploy/docker-entrypoint.sh"]

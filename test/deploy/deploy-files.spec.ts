@@ -332,6 +332,7 @@ describe('the deployment files agree with each other and with the apps', () => {
     expect(dockerfile).toMatch(/RUN npm ci --omit=dev/);
     expect(dockerfile).toMatch(/COPY --from=build \/app\/dist dist/);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/app\/deploy\/docker-entrypoint\.sh"\]$/m);
+    expect(dockerfile).toMatch(/^HEALTHCHECK .* CMD \["\/app\/deploy\/docker-entrypoint\.sh", "probe", "\/healthz"\]$/m);
     // The image is made from the package files and the sources: none of them may be ignored.
     const ignored = readRepo('.dockerignore')
       .split('\n')
