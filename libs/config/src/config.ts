@@ -92,6 +92,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
     );
   }
   // Standalone (no Redis) there is one gateway per data dir; with Redis, host and port tell gateways apart.
-  const gatewayId = result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT || `pid${process.pid}`}` : 'standalone');
+  const gatewayId =
+    result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT || `pid${process.pid}`}` : 'standalone');
   return { ...result.data, PARLEY_GATEWAY_ID: gatewayId };
 }

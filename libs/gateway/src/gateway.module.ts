@@ -86,9 +86,9 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: InboxSync,
-          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi) =>
-            new InboxSync(broker.aedes, policy, conversations, receipts),
-          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API],
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi, metrics: Metrics) =>
+            new InboxSync(broker.aedes, policy, conversations, receipts, metrics),
+          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API, Metrics],
         },
       ],
       exports: [MqttBroker],

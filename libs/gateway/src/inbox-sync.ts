@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import type { Conversations } from '#libs/group';
+import type { Metrics } from '#libs/health';
 import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
@@ -23,6 +24,7 @@ export class InboxSync {
     private readonly policy: AccessPolicy,
     private readonly conversations: Conversations,
     private readonly receipts: ReceiptsApi,
+    private readonly metrics: Metrics,
   ) {}
 
   start(): void {
@@ -72,6 +74,7 @@ export class InboxSync {
         if (page.length === 0) break;
         for (const event of page) await this.send(client, event);
         sent += page.length;
+        this.metrics.messagesDelivered.inc({ path: 'sync' }, page.filter((e) => e.type === 'message').length);
         after = page[page.length - 1]!.seq;
       }
     }
