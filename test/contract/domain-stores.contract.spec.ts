@@ -3,7 +3,7 @@ import { adapterFor, type StorageBackend } from '#libs/storage';
 import { EmbeddedConversationIndexStore, RedisConversationIndexStore, type ConversationIndexStore } from '#libs/messaging';
 import { EmbeddedPresenceStore, RedisPresenceStore, type PresenceStore } from '#libs/presence';
 import { EmbeddedCursorStore, RedisCursorStore, type CursorStore } from '#libs/receipts';
-import { EmbeddedGroupStore, RedisGroupStore, skeleton, type GroupStore } from '#libs/group';
+import { EmbeddedGroupLocks, EmbeddedGroupStore, RedisGroupLocks, RedisGroupStore, skeleton, type GroupLocks, type GroupStore } from '#libs/group';
 import { embeddedFixture, redisFixture } from './backends.js';
 
 /**
@@ -20,6 +20,8 @@ const presenceOf = (b: StorageBackend) =>
 const cursorsOf = (b: StorageBackend) => adapterFor<CursorStore>(b, { embedded: (db) => new EmbeddedCursorStore(db), redis: (r) => new RedisCursorStore(r) });
 const indexOf = (b: StorageBackend) =>
   adapterFor<ConversationIndexStore>(b, { embedded: (db) => new EmbeddedConversationIndexStore(db), redis: (r) => new RedisConversationIndexStore(r) });
+const locksOf = (b: StorageBackend) =>
+  adapterFor<GroupLocks>(b, { embedded: () => new EmbeddedGroupLocks(), redis: (r) => new RedisGroupLocks(r, { leaseMs: 300, waitMs: 3000 }) });
 const groupsOf = (b: StorageBackend) => adapterFor<GroupStore>(b, { embedded: (db) => new EmbeddedGroupStore(db), redis: (r) => new RedisGroupStore(r) });
 
 describe.each(fixtures)('PresenceStore on $name', (fixture) => {
@@ -122,5 +124,63 @@ describe.each(fixtures)('GroupStore on $name', (fixture) => {
     const again = groupsOf(await reopen());
     expect(await again.get('g1')).toEqual({ ...state, name: 'the band', pending: null });
     expect(await again.get('g2')).toBeUndefined();
+  });
+});
+
+/** Work that records how many holders are inside at once, and yields to the event loop so overlaps can happen. */
+const probe = () => {
+  let inside = 0;
+  let most = 0;
+  const order: number[] = [];
+  const work = (n: number) => async () => {
+    inside++;
+    most = Math.max(most, inside);
+    await new Promise((resolve) => setTimeout(resolve, 2));
+    order.push(n);
+    inside--;
+    return n;
+  };
+  return { work, most: () => most, order };
+};
+
+describe.each(fixtures)('GroupLocks on $name', (fixture) => {
+  it('runs calls for one group one at a time, in call order, and passes on results and errors', async () => {
+    const { backend } = await fixture.open();
+    const locks = locksOf(backend);
+    const p = probe();
+    const results = await Promise.all([1, 2, 3, 4, 5].map((n) => locks.withLock('g1', p.work(n))));
+    expect(results).toEqual([1, 2, 3, 4, 5]);
+    expect(p.most()).toBe(1);
+    expect(p.order).toEqual([1, 2, 3, 4, 5]);
+    await expect(locks.withLock('g1', () => Promise.reject(new Error('boom')))).rejects.toThrow('boom');
+    // A failed holder released the lock.
+    expect(await locks.withLock('g1', () => Promise.resolve('after'))).toBe('after');
+  });
+
+  it('does not make different groups wait for each other', async () => {
+    const { backend } = await fixture.open();
+    const locks = locksOf(backend);
+    let release!: () => void;
+    const held = locks.withLock('slow', () => new Promise<void>((resolve) => (release = resolve)));
+    expect(await locks.withLock('other', () => Promise.resolve('ran'))).toBe('ran');
+    release();
+    await held;
+  });
+});
+
+describe('GroupLocks across processes on redis', () => {
+  const redis = fixtures.find((f) => f.name === 'redis')!;
+  it('excludes across processes (separate connections), and frees a dead holder’s lock after its lease', async () => {
+    const { backend, reopen } = await redis.open();
+    const [one, two] = [locksOf(backend), locksOf(await reopen())];
+    const p = probe();
+    await Promise.all([1, 2, 3, 4, 5, 6].map((n) => (n % 2 ? one : two).withLock('shared', p.work(n))));
+    expect(p.most()).toBe(1);
+    expect(p.order.sort()).toEqual([1, 2, 3, 4, 5, 6]);
+
+    // A holder that died leaves its lease behind: the lock is free again once it expires (300 ms here).
+    if (backend.kind !== 'redis') throw new Error('redis only');
+    await backend.redis.client.set(backend.redis.key('group-lock', 'orphan'), 'dead-holder', 'PX', 300);
+    expect(await two.withLock('orphan', () => Promise.resolve('taken over'))).toBe('taken over');
   });
 });

@@ -5,10 +5,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { ErrorReply, FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent, OkReply } from '#libs/protocol';
+import type { FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent } from '#libs/protocol';
 import { CliProcess, runCli } from '../support/cli.js';
 import { REPO_ROOT } from '../support/parley-server.js';
-import type { MqttUser } from '../support/mqtt-user.js';
+import { okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
@@ -20,10 +20,6 @@ const TTL_MS = 20_000;
 const line = (text: string) => (l: string) => l === text;
 const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
 const isFile = (kind: FileEvent['event'], id?: string) => (e: InboxEvent) => e.type === 'file' && e.event === kind && (id === undefined || e.offer.id === id);
-const okResult = <T>(r: OkReply | ErrorReply): T => {
-  expect(r, JSON.stringify(r)).toMatchObject({ ok: true });
-  return (r as OkReply).result as T;
-};
 
 /**
  * File transfer end to end: real server processes, real MQTT clients and the
@@ -71,11 +67,11 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
   /** Offers and uploads `data` over raw MQTT requests, `upTo` chunks of it. */
   async function rawOffer(u: MqttUser, fields: Record<string, unknown>, data: Buffer, upTo = Infinity, id = `o-${randomBytes(4).toString('hex')}`) {
-    const offered = okResult<FileOfferResult>(await u.request({ op: 'file.offer', id, name: 'raw.bin', size: data.length, sha256: sha256(data), ...fields }));
+    const offered = await okResult<FileOfferResult>(u.request({ op: 'file.offer', id, name: 'raw.bin', size: data.length, sha256: sha256(data), ...fields }));
     const { offer } = offered;
     for (let i = offer.uploaded; i < Math.min(offer.chunks, upTo); i++) {
-      okResult<FileChunkResult>(
-        await u.request({ op: 'file.chunk', offer: offer.id, index: i, data: data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64') }),
+      await okResult<FileChunkResult>(
+        u.request({ op: 'file.chunk', offer: offer.id, index: i, data: data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64') }),
       );
     }
     return { offer, id };
@@ -193,7 +189,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
     // Offering again with the same request id tells how far the upload got; the rest follows.
     const alice = await users.login(a);
-    const again = okResult<FileOfferResult>(await alice.request({ op: 'file.offer', id, to: b, name: 'resumed.bin', size: data.length, sha256: sha256(data) }));
+    const again = await okResult<FileOfferResult>(alice.request({ op: 'file.offer', id, to: b, name: 'resumed.bin', size: data.length, sha256: sha256(data) }));
     expect(again.offer).toMatchObject({ id: offer.id, uploaded: 20, chunks: 41 });
     // A chunk already stored is acknowledged and changes nothing; one ahead of the next is refused.
     expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 5, data: Buffer.alloc(CHUNK).toString('base64') })).toMatchObject({
@@ -208,11 +204,11 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
     // Bob downloads half, is interrupted; the CLI goes on from the part file and fetches only the rest.
     const bob = await users.login(b);
-    okResult(await bob.request({ op: 'file.accept', offer: offer.id }));
+    await okResult(bob.request({ op: 'file.accept', offer: offer.id }));
     const into = dir();
     const half: Buffer[] = [];
     for (let i = 0; i < 17; i++)
-      half.push(Buffer.from(okResult<{ data: string }>(await bob.request({ op: 'file.fetch', offer: offer.id, index: i })).data, 'base64'));
+      half.push(Buffer.from((await okResult<{ data: string }>(bob.request({ op: 'file.fetch', offer: offer.id, index: i }))).data, 'base64'));
     writeFileSync(join(into, `.${offer.id}.parley-part`), Buffer.concat([...half, randomBytes(100)]));
     const got = await cli(b, ['--json', 'file', 'accept', offer.id, '--to', into]);
     expect(got.code, got.stderr).toBe(0);
@@ -234,7 +230,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const tooBig = await cli(a, ['file', 'send', b, writeTemp('big.bin', Buffer.alloc(MAX_FILE + 1))]);
     expect(tooBig.code).toBe(1);
     expect(tooBig.stderr.trim()).toMatch(/^error: file_too_large: the file is 16777217 bytes; the largest allowed is 16777216$/);
-    expect(okResult<{ offers: FileOffer[] }>(await alice.request({ op: 'file.list' })).offers).toEqual([]);
+    expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers).toEqual([]);
 
     const data = randomBytes(3 * CHUNK);
     const { offer } = await rawOffer(alice, { to: b, name: 'mine.bin' }, data, 1);
@@ -251,12 +247,12 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       ok: false,
       error: { code: 'bad_request' },
     });
-    const [mine] = okResult<{ offers: FileOffer[] }>(await alice.request({ op: 'file.list' })).offers;
+    const [mine] = (await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers;
     expect(mine).toMatchObject({ id: offer.id, uploaded: 1, recipients: { [b]: 'pending' } });
     // Bob cannot see or take a file that is not completely uploaded.
     const bob = await users.login(b);
     expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
-    expect(okResult<{ offers: FileOffer[] }>(await bob.request({ op: 'file.list' })).offers).toEqual([]);
+    expect((await okResult<{ offers: FileOffer[] }>(bob.request({ op: 'file.list' }))).offers).toEqual([]);
 
     // Bytes that do not match the announced SHA-256 are refused at the last chunk, and the offer is gone.
     const liar = await rawOffer(alice, { to: b, name: 'liar.bin', sha256: 'b'.repeat(64) }, data, 2);
@@ -273,11 +269,11 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       const alice = await users.login(a);
       const bob = await users.login(b);
       const carol = await users.login(c);
-      okResult(await alice.request({ op: 'group.create', name: 'crew', members: [b, c] }));
+      await okResult(alice.request({ op: 'group.create', name: 'crew', members: [b, c] }));
       const { offer } = await rawOffer(alice, { group: 'crew', name: 'plan.txt' }, Buffer.from('the plan'));
       expect(Object.keys(offer.recipients).sort()).toEqual([b, c].sort());
       for (const u of [bob, carol]) expect(((await u.waitFor(isFile('offered', offer.id))) as FileEvent).offer.group).toMatchObject({ name: 'crew' });
-      okResult(await bob.request({ op: 'file.decline', offer: offer.id }));
+      await okResult(bob.request({ op: 'file.decline', offer: offer.id }));
       // Carol has not decided: the data stays.
       expect(await serverHolds(offer.id)).toBe(true);
 
@@ -289,7 +285,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
       // Nobody took them: they expire, with their data.
       await expect
-        .poll(async () => okResult<{ offers: FileOffer[] }>(await alice.request({ op: 'file.list' })).offers.length, { timeout: TTL_MS * 3, interval: 1000 })
+        .poll(async () => (await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.length, { timeout: TTL_MS * 3, interval: 1000 })
         .toBe(0);
       await expect.poll(() => serverHolds(offer.id), { timeout: TTL_MS, interval: 500 }).toBe(false);
       expect(await carol.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });

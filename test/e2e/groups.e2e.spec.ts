@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { GroupEvent, GroupInfo, InfoResult, MessageEvent, OkReply, ReceiptEvent, SendResult, SyncEvent } from '#libs/protocol';
-import type { MqttUser } from '../support/mqtt-user.js';
+import { okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
@@ -20,31 +20,26 @@ describe.each(modes)('groups, %s', (mode) => {
   afterEach(() => users.closeAll());
   afterAll(() => topo?.dispose());
 
-  const result = async <T>(p: Promise<unknown>): Promise<T> => {
-    const reply = (await p) as OkReply;
-    expect(reply, JSON.stringify(reply)).toMatchObject({ ok: true });
-    return reply.result as T;
-  };
   const groupMessages = (u: MqttUser, groupId: string) => u.events.filter((e) => e.type === 'message' && e.group?.id === groupId) as MessageEvent[];
 
   it('the classroom demonstration: create, rename, add, post, offline catch-up, who has read', async () => {
     const [aliceName, bobName, carolName] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
     const [alice, bob] = [await login(aliceName), await login(bobName)];
 
-    const created = await result<GroupInfo>(alice.request({ op: 'group.create', name: 'class 4b', members: [bobName] }));
+    const created = await okResult<GroupInfo>(alice.request({ op: 'group.create', name: 'class 4b', members: [bobName] }));
     expect(created).toMatchObject({ name: 'class 4b', owner: aliceName, members: [aliceName, bobName] });
     await bob.waitFor((e) => e.type === 'group' && e.change.kind === 'created');
 
-    expect(await result<GroupInfo>(alice.request({ op: 'group.rename', group: 'class 4b', name: 'class 5b' }))).toMatchObject({ name: 'class 5b' });
+    expect(await okResult<GroupInfo>(alice.request({ op: 'group.rename', group: 'class 4b', name: 'class 5b' }))).toMatchObject({ name: 'class 5b' });
     const renamed = (await bob.waitFor((e) => e.type === 'group' && e.change.kind === 'renamed')) as GroupEvent;
     expect(renamed).toMatchObject({ from: aliceName, group: { id: created.id, name: 'class 5b' }, change: { oldName: 'class 4b', name: 'class 5b' } });
 
     // Carol is added while offline: she has never connected.
-    expect(await result<GroupInfo>(alice.request({ op: 'group.add', group: created.id, members: [carolName] }))).toMatchObject({
+    expect(await okResult<GroupInfo>(alice.request({ op: 'group.add', group: created.id, members: [carolName] }))).toMatchObject({
       members: [aliceName, bobName, carolName],
     });
 
-    const sent = await result<SendResult>(alice.request({ op: 'send', group: 'class 5b', text: 'homework is due friday' }));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', group: 'class 5b', text: 'homework is due friday' }));
     expect(sent).toMatchObject({ status: 'accepted', group: { id: created.id, name: 'class 5b' }, recipients: 2 });
     const atBob = (await bob.waitFor((e) => e.type === 'message' && e.text === 'homework is due friday')) as MessageEvent;
     expect(atBob).toMatchObject({ from: aliceName, group: { id: created.id, name: 'class 5b' }, seq: sent.seq, ts: sent.ts });
@@ -59,10 +54,10 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(seen.map((e) => (e.type === 'group' ? e.change.kind : e.text))).toEqual(['member_added', 'homework is due friday']);
 
     // Bob and Carol acknowledge; Alice sees who received and read it, with times.
-    await result(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
-    await result(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' }));
+    await okResult(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    await okResult(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' }));
     await alice.waitForCount((e) => e.type === 'receipt' && e.conv === sent.conv, 2);
-    const info = await result<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
+    const info = await okResult<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
     expect(info.from).toBe(aliceName);
     expect(info.members).toEqual([
       { user: bobName, delivered: true, deliveredAt: expect.any(Number), read: true, readAt: expect.any(Number) },
@@ -70,18 +65,18 @@ describe.each(modes)('groups, %s', (mode) => {
     ]);
 
     // Later receipts do not change when message n was read.
-    const more = await result<SendResult>(alice.request({ op: 'send', group: created.id, text: 'and bring pencils' }));
+    const more = await okResult<SendResult>(alice.request({ op: 'send', group: created.id, text: 'and bring pencils' }));
     await bob.waitFor((e) => e.type === 'message' && e.text === 'and bring pencils');
-    await result(bob.request({ op: 'receipt', conv: sent.conv, seq: more.seq, status: 'read' }));
-    const again = await result<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
+    await okResult(bob.request({ op: 'receipt', conv: sent.conv, seq: more.seq, status: 'read' }));
+    const again = await okResult<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
     expect(again.members[0]!.readAt).toBe(info.members[0]!.readAt);
   });
 
   it('a user in two groups and a direct chat at once gets each message labelled', async () => {
     const [a, b, c] = [await fresh('amy'), await fresh('ben'), await fresh('cat')];
     const [amy, ben, cat] = [await login(a), await login(b), await login(c)];
-    const g1 = await result<GroupInfo>(amy.request({ op: 'group.create', name: 'band', members: [b, c] }));
-    const g2 = await result<GroupInfo>(ben.request({ op: 'group.create', name: 'chess', members: [a, c] }));
+    const g1 = await okResult<GroupInfo>(amy.request({ op: 'group.create', name: 'band', members: [b, c] }));
+    const g2 = await okResult<GroupInfo>(ben.request({ op: 'group.create', name: 'chess', members: [a, c] }));
     await Promise.all([
       amy.request({ op: 'send', group: g1.id, text: 'rehearsal at 6' }),
       ben.request({ op: 'send', group: g2.id, text: 'e4' }),
@@ -94,7 +89,7 @@ describe.each(modes)('groups, %s', (mode) => {
     const direct = got.find((m) => m.text === 'just for you')!;
     expect(direct).toMatchObject({ from: a, to: c });
     expect(direct.group).toBeUndefined();
-    const list = await result<{ groups: GroupInfo[] }>(cat.request({ op: 'group.list' }));
+    const list = await okResult<{ groups: GroupInfo[] }>(cat.request({ op: 'group.list' }));
     expect(list.groups.map((g) => g.name).sort()).toEqual(['band', 'chess']);
   });
 
@@ -102,8 +97,8 @@ describe.each(modes)('groups, %s', (mode) => {
     const [o, m, x, r] = [await fresh('owner'), await fresh('member'), await fresh('outsider'), await fresh('removed')];
     const [owner, member, outsider] = [await login(o), await login(m), await login(x)];
     let removed = await login(r);
-    const g = await result<GroupInfo>(owner.request({ op: 'group.create', name: 'secret club', members: [m, r] }));
-    const first = await result<SendResult>(owner.request({ op: 'send', group: g.id, text: 'first rule' }));
+    const g = await okResult<GroupInfo>(owner.request({ op: 'group.create', name: 'secret club', members: [m, r] }));
+    const first = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'first rule' }));
 
     const refused = async (u: MqttUser, req: Record<string, unknown>, code: string) =>
       expect(await u.request(req), JSON.stringify(req)).toMatchObject({ ok: false, error: { code } });
@@ -130,12 +125,12 @@ describe.each(modes)('groups, %s', (mode) => {
     await refused(owner, { op: 'group.create', name: 'ok', members: ['nobody-at-all'] }, 'unknown_user');
     await refused(owner, { op: 'send', group: g.id, to: m, text: 'both?' }, 'bad_request');
     // Nothing of that changed the group.
-    expect(await result<GroupInfo>(owner.request({ op: 'group.members', group: g.id }))).toMatchObject({ name: 'secret club', owner: o, members: [o, m, r] });
+    expect(await okResult<GroupInfo>(owner.request({ op: 'group.members', group: g.id }))).toMatchObject({ name: 'secret club', owner: o, members: [o, m, r] });
 
     // Removal: the removed member is told, then hears nothing more, live or on reconnect.
-    await result(owner.request({ op: 'group.remove', group: g.id, members: [r] }));
+    await okResult(owner.request({ op: 'group.remove', group: g.id, members: [r] }));
     await removed.waitFor((e) => e.type === 'group' && e.change.kind === 'member_removed');
-    await result(owner.request({ op: 'send', group: g.id, text: 'after the removal' }));
+    await okResult(owner.request({ op: 'send', group: g.id, text: 'after the removal' }));
     await member.waitFor((e) => e.type === 'message' && e.text === 'after the removal');
     await refused(removed, { op: 'send', group: g.id, text: 'still here?' }, 'not_member');
     await logout(removed);
@@ -149,20 +144,20 @@ describe.each(modes)('groups, %s', (mode) => {
   it('ownership: hand over, owner leaving passes it on, last member leaving deletes the group', async () => {
     const [a, b, c] = [await fresh('ann'), await fresh('bill'), await fresh('cid')];
     const [ann, bill, cid] = [await login(a), await login(b), await login(c)];
-    const g = await result<GroupInfo>(ann.request({ op: 'group.create', name: 'relay', members: [b, c] }));
-    expect(await result<GroupInfo>(ann.request({ op: 'group.owner', group: g.id, user: b }))).toMatchObject({ owner: b });
+    const g = await okResult<GroupInfo>(ann.request({ op: 'group.create', name: 'relay', members: [b, c] }));
+    expect(await okResult<GroupInfo>(ann.request({ op: 'group.owner', group: g.id, user: b }))).toMatchObject({ owner: b });
     expect(await bill.waitFor((e) => e.type === 'group' && e.change.kind === 'owner_changed')).toMatchObject({ change: { owner: b, previous: a } });
     // The new owner leaves: the longest-standing member (ann) becomes owner.
-    await result(bill.request({ op: 'group.leave', group: g.id }));
+    await okResult(bill.request({ op: 'group.leave', group: g.id }));
     expect(await cid.waitFor((e) => e.type === 'group' && e.change.kind === 'member_left')).toMatchObject({ change: { user: b, newOwner: a } });
-    expect(await result<GroupInfo>(cid.request({ op: 'group.members', group: g.id }))).toMatchObject({ owner: a, members: [a, c] });
-    await result(cid.request({ op: 'group.leave', group: g.id }));
-    await result(ann.request({ op: 'group.leave', group: g.id }));
+    expect(await okResult<GroupInfo>(cid.request({ op: 'group.members', group: g.id }))).toMatchObject({ owner: a, members: [a, c] });
+    await okResult(cid.request({ op: 'group.leave', group: g.id }));
+    await okResult(ann.request({ op: 'group.leave', group: g.id }));
     expect(await ann.request({ op: 'group.members', group: g.id })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
     // Receipts for group messages reach the other members live.
-    const g2 = await result<GroupInfo>(ann.request({ op: 'group.create', name: 'again', members: [c] }));
-    const s = await result<SendResult>(ann.request({ op: 'send', group: g2.id, text: 'read me' }));
-    await result(cid.request({ op: 'receipt', conv: s.conv, seq: s.seq, status: 'read' }));
+    const g2 = await okResult<GroupInfo>(ann.request({ op: 'group.create', name: 'again', members: [c] }));
+    const s = await okResult<SendResult>(ann.request({ op: 'send', group: g2.id, text: 'read me' }));
+    await okResult(cid.request({ op: 'receipt', conv: s.conv, seq: s.seq, status: 'read' }));
     expect((await ann.waitFor((e) => e.type === 'receipt' && e.conv === s.conv)) as ReceiptEvent).toMatchObject({ user: c, status: 'read', seq: s.seq });
   });
 
@@ -176,8 +171,8 @@ describe.each(modes)('groups, %s', (mode) => {
     const p1 = await rita.request({ op: 'send', id: 'post-1', group: g.id, text: 'once' });
     const p2 = await rita.request({ op: 'send', id: 'post-1', group: g.id, text: 'once' });
     expect(p2).toEqual(p1);
-    const history = await result<{ messages: MessageEvent[] }>(rita.request({ op: 'history', group: g.id }));
+    const history = await okResult<{ messages: MessageEvent[] }>(rita.request({ op: 'history', group: g.id }));
     expect(history.messages.filter((m) => m.type === 'message')).toHaveLength(1);
-    expect((await result<{ groups: GroupInfo[] }>(rita.request({ op: 'group.list' }))).groups).toHaveLength(1);
+    expect((await okResult<{ groups: GroupInfo[] }>(rita.request({ op: 'group.list' }))).groups).toHaveLength(1);
   });
 });

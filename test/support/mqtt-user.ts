@@ -1,5 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
+import { expect } from 'vitest';
 import { InboxEvent, topics, type OkReply, type ErrorReply } from '#libs/protocol';
 
 export interface Waiter<T> {
@@ -35,8 +36,10 @@ export class MqttUser {
   /** Publishes a request and resolves with its reply. */
   async request(fields: Record<string, unknown>, timeoutMs = 10_000): Promise<OkReply | ErrorReply> {
     const id = typeof fields.id === 'string' ? fields.id : randomUUID();
-    await this.client.publishAsync(topics.requests(this.user), JSON.stringify({ ...fields, id }), { qos: 1 });
-    return (await this.waitFor((e) => e.type === 'reply' && e.id === id, timeoutMs, `reply to ${String(fields.op)} ${id}`)) as OkReply | ErrorReply;
+    // Bounded even when the publish itself never completes (a connection the server closed queues it forever).
+    const reply = this.waitFor((e) => e.type === 'reply' && e.id === id, timeoutMs, `reply to ${String(fields.op)} ${id}`);
+    const [, answer] = await Promise.all([this.client.publishAsync(topics.requests(this.user), JSON.stringify({ ...fields, id }), { qos: 1 }), reply]);
+    return answer as OkReply | ErrorReply;
   }
 
   /** Resolves with the first recorded event (past or future) that matches; rejects after the timeout. */
@@ -64,6 +67,14 @@ export class MqttUser {
       };
       this.listeners.push(check);
       check();
+    });
+  }
+
+  /** Calls `listener` with every event from now on, in arrival order. */
+  onEvent(listener: (e: InboxEvent) => void): void {
+    let seen = this.events.length;
+    this.listeners.push(() => {
+      while (seen < this.events.length) listener(this.events[seen++]!);
     });
   }
 
@@ -135,4 +146,11 @@ export async function registerUser(url: string, user: string, password: string):
   } finally {
     await endClient(client);
   }
+}
+
+/** The result of a reply that must be ok; fails the test with the reply when it is an error. */
+export async function okResult<T>(reply: Promise<unknown>): Promise<T> {
+  const r = (await reply) as OkReply;
+  expect(r, JSON.stringify(r)).toMatchObject({ ok: true });
+  return r.result as T;
 }

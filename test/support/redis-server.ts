@@ -21,7 +21,8 @@ export interface RedisOptions {
   appendonly?: boolean;
 }
 
-function freePort(): Promise<number> {
+/** A TCP port free on loopback right now (another process may still take it before the caller binds it). */
+export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
     srv.once('error', reject);

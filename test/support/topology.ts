@@ -27,6 +27,8 @@ export interface Topology {
   restartService(name: (typeof SERVICES)[number], how?: 'kill9' | 'stop'): Promise<void>;
   /** Stops a service process without restarting it (distributed mode). */
   stopService(name: (typeof SERVICES)[number]): Promise<void>;
+  /** Starts one more gateway on the same Redis and services (redis and distributed modes); disposed with the topology. */
+  addGateway(id: string, env?: Record<string, string>): Promise<ParleyServer>;
   dispose(): Promise<void>;
 }
 
@@ -37,6 +39,7 @@ export async function startTopology(mode: Mode, extraEnv: Record<string, string>
   const startService = async (name: (typeof SERVICES)[number]) => services.set(name, await startParley({ app: name, env }));
   if (mode === 'distributed') await Promise.all(SERVICES.map(startService));
   const gatewayEnv = mode === 'distributed' ? { ...env, PARLEY_REMOTE_SERVICES: SERVICES.join(','), PARLEY_GATEWAY_ID: 'gw-a' } : env;
+  const extraGateways: ParleyServer[] = [];
   const topology: Topology = {
     mode,
     redis,
@@ -58,7 +61,14 @@ export async function startTopology(mode: Mode, extraEnv: Record<string, string>
       await services.get(name)?.dispose();
       services.delete(name);
     },
+    addGateway: async (id, env = {}) => {
+      if (!redis) throw new Error('more gateways need Redis');
+      const gateway = await startParley({ ...opts, env: { ...gatewayEnv, ...env, PARLEY_GATEWAY_ID: id } });
+      extraGateways.push(gateway);
+      return gateway;
+    },
     dispose: async () => {
+      await Promise.all(extraGateways.map((g) => g.dispose()));
       await topology.server.dispose();
       await Promise.all([...services.values()].map((s) => s.dispose()));
       await redis?.stop();

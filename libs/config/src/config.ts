@@ -72,6 +72,8 @@ export const ConfigSchema = z.object({
         z.enum(['presence', 'receipts', 'group', 'file-offer'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group, file-offer' }),
       ),
     ),
+  /** After how long without a heartbeat a gateway on the same Redis is taken for dead and its users shown offline. */
+  PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000),
   /** How long a call to a remote service may take before the client is told `unavailable`. */
   PARLEY_RPC_TIMEOUT_MS: positiveInt('PARLEY_RPC_TIMEOUT_MS', 5000, 600_000),
   PARLEY_LOG_LEVEL: z
@@ -113,6 +115,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
     );
   }
   // Standalone (no Redis) there is one gateway per data dir; with Redis, host and port tell gateways apart.
-  const gatewayId = result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT}` : 'standalone');
+  const gatewayId =
+    result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT || `pid${process.pid}`}` : 'standalone');
   return { ...result.data, PARLEY_GATEWAY_ID: gatewayId };
 }

@@ -9,8 +9,10 @@ import { PRESENCE_API, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
 import { storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
+import { inMemoryBackplane, redisBackplane } from './broker-backplane.js';
 import { FileRequests } from './file-requests.js';
 import { InboxPublisher } from './inbox-publisher.js';
+import { GatewayLiveness } from './gateway-liveness.js';
 import { InboxSync } from './inbox-sync.js';
 import { MqttBroker } from './mqtt-broker.js';
 import { PresenceTracker } from './presence-tracker.js';
@@ -37,8 +39,13 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: MqttBroker,
-          useFactory: (policy: AccessPolicy, metrics: Metrics) => new MqttBroker(policy, metrics, { maxClientIdLength: 97 }),
-          inject: [AccessPolicy, Metrics],
+          useFactory: (policy: AccessPolicy, metrics: Metrics, config: ParleyConfig) =>
+            new MqttBroker(policy, metrics, {
+              maxClientIdLength: 97,
+              id: config.PARLEY_GATEWAY_ID,
+              backplane: config.REDIS_URL ? redisBackplane(config.REDIS_URL, config.PARLEY_REDIS_PREFIX) : inMemoryBackplane(),
+            }),
+          inject: [AccessPolicy, Metrics, PARLEY_CONFIG],
         },
         { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
         {
@@ -83,10 +90,21 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
           inject: [MqttBroker, AccessPolicy, PRESENCE_API, PARLEY_CONFIG],
         },
         {
+          provide: GatewayLiveness,
+          useFactory: (backend: StorageBackend, presence: PresenceApi, tracker: PresenceTracker, config: ParleyConfig) =>
+            backend.kind === 'redis'
+              ? new GatewayLiveness(backend.redis, config.PARLEY_GATEWAY_ID, presence, tracker, {
+                  beatMs: Math.max(250, Math.floor(config.PARLEY_GATEWAY_DEAD_AFTER_MS / 4)),
+                  deadAfterMs: config.PARLEY_GATEWAY_DEAD_AFTER_MS,
+                })
+              : null,
+          inject: [STORAGE_BACKEND, PRESENCE_API, PresenceTracker, PARLEY_CONFIG],
+        },
+        {
           provide: InboxSync,
-          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi, files: FileOfferApi) =>
-            new InboxSync(broker.aedes, policy, conversations, receipts, (user) => files.syncEvent(user)),
-          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API, FILE_OFFER_API],
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi, metrics: Metrics, files: FileOfferApi) =>
+            new InboxSync(broker.aedes, policy, conversations, receipts, metrics, (user) => files.syncEvent(user)),
+          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API, Metrics, FILE_OFFER_API],
         },
       ],
       exports: [MqttBroker],
@@ -97,6 +115,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
     @Inject(MqttBroker) private readonly broker: MqttBroker,
     @Inject(PresenceTracker) private readonly presence: PresenceTracker,
     @Inject(InboxSync) private readonly inboxSync: InboxSync,
+    @Inject(GatewayLiveness) private readonly liveness: GatewayLiveness | null,
     @Inject(Readiness) readiness: Readiness,
     @Inject(STORAGE_BACKEND) backend: StorageBackend,
     // Instantiated for its side effect: it connects itself to the broker.
@@ -110,9 +129,11 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
     await this.broker.start();
     this.presence.start();
     this.inboxSync.start();
+    this.liveness?.start();
   }
 
   async onApplicationShutdown(): Promise<void> {
+    await this.liveness?.stop();
     await this.broker.close();
   }
 }

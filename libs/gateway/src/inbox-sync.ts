@@ -1,6 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import type { Conversations } from '#libs/group';
+import type { Metrics } from '#libs/health';
 import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
@@ -23,6 +24,7 @@ export class InboxSync {
     private readonly policy: AccessPolicy,
     private readonly conversations: Conversations,
     private readonly receipts: ReceiptsApi,
+    private readonly metrics: Metrics,
     /** More state to bring a connection up to date with (file offers), sent before `synced`; null when there is none. */
     private readonly extra: (user: string) => Promise<InboxEvent | null> = () => Promise.resolve(null),
   ) {}
@@ -79,6 +81,7 @@ export class InboxSync {
         if (page.length === 0) break;
         for (const event of page) await this.send(client, event);
         sent += page.length;
+        this.metrics.messagesDelivered.inc({ path: 'sync' }, page.filter((e) => e.type === 'message').length);
         after = page[page.length - 1]!.seq;
       }
     }

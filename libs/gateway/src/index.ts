@@ -6,3 +6,5 @@ export * from './presence-tracker.js';
 export * from './request-dispatcher.js';
 export * from './file-requests.js';
 export * from './gateway.module.js';
+export * from './broker-backplane.js';
+export * from './gateway-liveness.js';

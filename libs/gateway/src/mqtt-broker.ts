@@ -2,6 +2,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Logger } from '@nestjs/common';
 import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
+import type { Backplane } from './broker-backplane.js';
 import type { Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
 import { describeListenError } from '#libs/runtime';
@@ -9,6 +10,10 @@ import { describeListenError } from '#libs/runtime';
 export interface BrokerOptions {
   /** Longest client id accepted: `user/<device>` is at most 32 + 1 + 64 characters. */
   maxClientIdLength: number;
+  /** Shared with other gateways (Redis) or in memory (standalone). */
+  backplane: Backplane;
+  /** Names this broker among the gateways, like the gateway id. */
+  id: string;
 }
 
 /** Receives each authorized request, in the order the connection sent them. */
@@ -35,6 +40,9 @@ export class MqttBroker {
     opts: BrokerOptions,
   ) {
     this.aedes = new Aedes({
+      id: opts.id,
+      mq: opts.backplane.mq,
+      persistence: opts.backplane.persistence,
       maxClientsIdLength: opts.maxClientIdLength,
       authenticate: (client, username, password, done) => policy.authenticate(client, username ?? undefined, password ?? undefined, done),
       authorizePublish: (client, packet, done) => {
@@ -48,6 +56,10 @@ export class MqttBroker {
       },
       authorizeSubscribe: (client, sub, done) => done(null, this.policy.grantSubscription(client, sub)),
       authorizeForward: (client, packet) => (this.policy.mayReceive(client, packet.topic) ? packet : null),
+    });
+    // Packets from other gateways may have been missed: every client reconnects and is brought up to date by InboxSync.
+    opts.backplane.onGap(() => {
+      for (const client of Object.values((this.aedes as unknown as { clients: Record<string, Client> }).clients)) client.close();
     });
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
     this.aedes.on('clientDisconnect', () => this.metrics.connections.dec());
@@ -91,5 +103,14 @@ export class MqttBroker {
     this.server = undefined;
     if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    // The persistence holds Redis connections in distributed mode; it exists only once the broker started.
+    // Aedes 1.x persistences destroy asynchronously; a Redis that is gone must not hold the shutdown forever.
+    const persistence = (this.aedes as unknown as { persistence?: { destroy?: () => Promise<void> } }).persistence;
+    if (this.started && persistence?.destroy) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([persistence.destroy().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]).finally(() =>
+        clearTimeout(timer),
+      );
+    }
   }
 }

@@ -74,7 +74,8 @@ export class PresenceTracker {
     }
   }
 
-  private publish(event: PresenceEvent): Promise<void> {
+  /** Publishes a presence change, retained, for every subscriber on every gateway. */
+  publish(event: PresenceEvent): Promise<void> {
     const { user, state, lastSeen } = event;
     return new Promise((resolve, reject) =>
       this.aedes.publish(

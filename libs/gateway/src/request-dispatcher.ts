@@ -54,8 +54,9 @@ export class RequestDispatcher {
 
   /** Queues a request from one connection. Never throws and never rejects. */
   enqueue(connection: object, principal: Principal, payload: Buffer): void {
+    this.metrics.requestsInProgress.inc();
     const tail = this.queues.get(connection) ?? Promise.resolve();
-    const next = tail.then(() => this.handle(principal, payload));
+    const next = tail.then(() => this.handle(principal, payload)).finally(() => this.metrics.requestsInProgress.dec());
     this.queues.set(connection, next);
   }
 
@@ -178,7 +179,7 @@ export class RequestDispatcher {
   /** Publishes one event to each user's inbox (every device of theirs). */
   private async deliver(users: string[], event: InboxEvent): Promise<void> {
     await Promise.all(users.map((u) => this.inbox.publish(topics.inbox(u), event)));
-    if (event.type === 'message') this.metrics.messagesPushed.inc(users.length);
+    if (event.type === 'message') this.metrics.messagesDelivered.inc({ path: 'live' }, users.length);
   }
 
   private asDomainError(e: unknown, op: string): DomainError {

@@ -1,6 +1,7 @@
 import { DomainError, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
 import { checkText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
 import { applyChange, groupConv, groupIdOf, GROUP_CONV_PREFIX, infoOf, isMember, labelOf, newGroupId, skeleton, type GroupState } from './group-state.js';
+import type { GroupLocks } from './group-locks.js';
 import type { GroupStore } from './group.store.js';
 
 export interface UserDirectory {
@@ -51,11 +52,10 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
  * last member leaving deletes it.
  */
 export class GroupService {
-  /** Changes to one group are made one at a time in this process. */
-  private readonly locks = new Map<string, Promise<unknown>>();
-
   constructor(
     private readonly groups: GroupStore,
+    /** Changes to one group are made one at a time, across processes. */
+    private readonly locks: GroupLocks,
     private readonly log: ConversationLogStore,
     private readonly index: ConversationIndexStore,
     private readonly users: UserDirectory,
@@ -224,7 +224,7 @@ export class GroupService {
    * returns the original outcome without appending again.
    */
   private change(id: string, actor: string, requestId: string, decide: (g: GroupState) => GroupChange | null, creating = false): Promise<GroupOutcome> {
-    return this.locked(id, async () => {
+    return this.locks.withLock(id, async () => {
       const conv = groupConv(id);
       const done = await this.log.findById(conv, actor, requestId);
       let g = await this.load(id);
@@ -328,17 +328,6 @@ export class GroupService {
 
   private async mustExist(users: string[]): Promise<void> {
     for (const u of users) if (!(await this.users.exists(u))) throw new DomainError('unknown_user', `there is no user "${u}"`);
-  }
-
-  private locked<T>(id: string, work: () => Promise<T>): Promise<T> {
-    const prev = this.locks.get(id) ?? Promise.resolve();
-    const run = prev.then(work, work);
-    const tail = run.catch(() => undefined);
-    this.locks.set(id, tail);
-    void tail.then(() => {
-      if (this.locks.get(id) === tail) this.locks.delete(id);
-    });
-    return run;
   }
 }
 

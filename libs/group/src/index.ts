@@ -5,3 +5,6 @@ export * from './conversations.js';
 export * from './group.module.js';
 export * from './embedded/embedded-group.store.js';
 export * from './redis/redis-group.store.js';
+export * from './group-locks.js';
+export * from './embedded/embedded-group-locks.js';
+export * from './redis/redis-group-locks.js';

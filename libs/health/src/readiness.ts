@@ -1,3 +1,5 @@
+import { withDeadline } from './deadline.js';
+
 /** A named check that says whether this process can do its work right now. */
 export type ReadinessCheck = () => Promise<boolean> | boolean;
 
@@ -13,14 +15,10 @@ export class Readiness {
   async report(timeoutMs = 2000): Promise<{ ready: boolean; checks: Record<string, boolean> }> {
     const entries = await Promise.all(
       [...this.checks].map(async ([name, check]) => {
-        let timer: NodeJS.Timeout | undefined;
-        const timeout = new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs)));
         try {
-          return [name, await Promise.race([Promise.resolve(check()), timeout])] as const;
+          return [name, await withDeadline(Promise.resolve(check()), timeoutMs)] as const;
         } catch {
           return [name, false] as const;
-        } finally {
-          clearTimeout(timer);
         }
       }),
     );

@@ -4,7 +4,9 @@ import { Server, type CustomTransportStrategy } from '@nestjs/microservices';
 import { Redis } from 'ioredis';
 import { lastValueFrom } from 'rxjs';
 import { DomainError } from '#libs/protocol';
-import { ALIVE_WITHIN_MS, HEARTBEAT_MS, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
+import type { QueueDepth } from '#libs/health';
+import { ALIVE_WITHIN_MS, fieldsOf, HEARTBEAT_MS, methodOf, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
+import { rpcQueueDepths, type RpcObserver } from './rpc-metrics.js';
 
 export interface RedisStreamsServerOptions {
   url: string;
@@ -15,6 +17,8 @@ export interface RedisStreamsServerOptions {
   claimIdleMs?: number;
   /** Roughly how many entries each stream keeps. */
   maxLen?: number;
+  /** Told of every call handled (for latency metrics). */
+  observe?: RpcObserver;
 }
 
 type Entry = [id: string, fields: string[]];
@@ -37,7 +41,7 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
   private running = false;
   private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   private loops: Promise<void>[] = [];
-  private readonly opts: Required<RedisStreamsServerOptions>;
+  private readonly opts: Required<Omit<RedisStreamsServerOptions, 'observe'>> & Pick<RedisStreamsServerOptions, 'observe'>;
 
   constructor(opts: RedisStreamsServerOptions) {
     super();
@@ -47,7 +51,7 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
   async listen(callback: (err?: unknown) => void): Promise<void> {
     try {
       this.writer = this.connection();
-      const services = [...new Set([...this.messageHandlers.keys()].map(serviceOf))];
+      const services = this.services();
       for (const service of services) await this.ensureGroup(service);
       this.running = true;
       // One blocking reader per service: XREADGROUP reads all its streams under one group, and each service has its own.
@@ -105,7 +109,7 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
 
   /** A clean stop removes this consumer from its groups (when it holds no call), so readiness checks see it gone at once. */
   private async leaveGroups(): Promise<void> {
-    const services = [...new Set([...this.messageHandlers.keys()].map(serviceOf))];
+    const services = this.services();
     for (const service of services) {
       try {
         await this.writer!.zrem(rpcKeys.alive(this.opts.prefix, service), this.consumer);
@@ -134,6 +138,17 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     } catch {
       return false;
     }
+  }
+
+  /** How many calls wait in this process's services' streams (for the queue depth gauge). */
+  queueDepths(): Promise<QueueDepth[]> {
+    if (!this.writer) return Promise.resolve([]);
+    return rpcQueueDepths(this.writer, this.opts.prefix, this.services());
+  }
+
+  /** The services this process serves: the first segment of its handlers' patterns. */
+  private services(): string[] {
+    return [...new Set([...this.messageHandlers.keys()].map(serviceOf))];
   }
 
   private async ensureGroup(service: string): Promise<void> {
@@ -192,6 +207,7 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
 
   /** Runs one call, publishes its reply (if the caller waits for one), then acknowledges it. */
   private async handle(stream: string, group: string, [entryId, fields]: Entry): Promise<void> {
+    const started = process.hrtime.bigint();
     const f = fieldsOf(fields);
     const handler = f.pattern ? this.getHandlerByPattern(f.pattern) : null;
     let reply: { id: string; response?: unknown; err?: RpcError };
@@ -209,11 +225,6 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     }
     if (f.replyTo) await this.writer!.publish(f.replyTo, JSON.stringify(reply));
     await this.writer!.xack(stream, group, entryId);
+    this.opts.observe?.(group, methodOf(f.pattern ?? ''), reply.err?.code ?? 'ok', Number(process.hrtime.bigint() - started) / 1e9);
   }
-}
-
-function fieldsOf(list: string[]): Record<string, string | undefined> {
-  const out: Record<string, string> = {};
-  for (let i = 0; i + 1 < list.length; i += 2) out[list[i]!] = list[i + 1]!;
-  return out;
 }

@@ -3,11 +3,12 @@ import { Redis } from 'ioredis';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { GROUP_API, GROUP_API_METHODS, type GroupApi } from '#libs/group';
 import { FILE_OFFER_API, FILE_OFFER_API_METHODS, type FileOfferApi } from '#libs/file-offer';
-import { Readiness } from '#libs/health';
+import { Metrics, Readiness } from '#libs/health';
 import { PRESENCE_API, PRESENCE_API_METHODS, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, RECEIPTS_API_METHODS, type ReceiptsApi } from '#libs/receipts';
 import { RedisStreamsClient } from './redis-streams.client.js';
 import { ALIVE_WITHIN_MS, rpcKeys } from './rpc-keys.js';
+import { observeInto, rpcQueueDepths } from './rpc-metrics.js';
 import { rpcProxy } from './rpc-proxy.js';
 
 export type RemoteService = 'presence' | 'receipts' | 'group' | 'file-offer';
@@ -19,28 +20,29 @@ const FILE_CHUNK_STREAM_LEN = 2000;
 
 /**
  * The distributed wiring: PRESENCE_API, RECEIPTS_API, GROUP_API and
- * FILE_OFFER_API (those named) as RPC proxies over Redis Streams to the service apps, with a
- * readiness check per service.
+ * FILE_OFFER_API (those named) as RPC proxies over Redis Streams to the service
+ * apps, with a readiness check per service, call latencies and the depth of each service's queue.
  */
 @Module({})
 export class RemoteServicesModule implements OnApplicationShutdown {
   static register(services: RemoteService[]): DynamicModule {
     const proxies: Provider[] = services.map((service) => ({
       provide: TOKENS[service],
-      useFactory: (client: RedisStreamsClient, config: ParleyConfig) => {
+      useFactory: (client: RedisStreamsClient, config: ParleyConfig, metrics: Metrics) => {
         const timeoutMs = config.PARLEY_RPC_TIMEOUT_MS;
+        const observe = observeInto(metrics.rpcCallSeconds);
         switch (service) {
           case 'presence':
-            return rpcProxy<PresenceApi>(client, service, PRESENCE_API_METHODS, timeoutMs);
+            return rpcProxy<PresenceApi>(client, service, PRESENCE_API_METHODS, timeoutMs, observe);
           case 'receipts':
-            return rpcProxy<ReceiptsApi>(client, service, RECEIPTS_API_METHODS, timeoutMs);
+            return rpcProxy<ReceiptsApi>(client, service, RECEIPTS_API_METHODS, timeoutMs, observe);
           case 'group':
-            return rpcProxy<GroupApi>(client, service, GROUP_API_METHODS, timeoutMs);
+            return rpcProxy<GroupApi>(client, service, GROUP_API_METHODS, timeoutMs, observe);
           case 'file-offer':
-            return rpcProxy<FileOfferApi>(client, service, FILE_OFFER_API_METHODS, timeoutMs);
+            return rpcProxy<FileOfferApi>(client, service, FILE_OFFER_API_METHODS, timeoutMs, observe);
         }
       },
-      inject: [RedisStreamsClient, PARLEY_CONFIG],
+      inject: [RedisStreamsClient, PARLEY_CONFIG, Metrics],
     }));
     return {
       module: RemoteServicesModule,
@@ -65,11 +67,14 @@ export class RemoteServicesModule implements OnApplicationShutdown {
     @Inject(RedisStreamsClient) private readonly client: RedisStreamsClient,
     @Inject(PARLEY_CONFIG) config: ParleyConfig,
     @Inject(Readiness) readiness: Readiness,
+    @Inject(Metrics) metrics: Metrics,
     @Inject(REMOTE_SERVICES) services: RemoteService[],
   ) {
     this.probe = new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 100, 1000) });
     this.probe.on('error', () => undefined);
     for (const service of services) readiness.register(`service:${service}`, () => this.alive(rpcKeys.alive(config.PARLEY_REDIS_PREFIX, service)));
+    // Calls this gateway made that no replica has taken yet (a service down or too slow) show here.
+    metrics.watchQueues(() => rpcQueueDepths(this.probe, config.PARLEY_REDIS_PREFIX, services));
   }
 
   /** True when some process of the service sent a heartbeat recently. */

@@ -18,8 +18,21 @@ export function serviceOf(pattern: string): string {
   return dot < 0 ? pattern : pattern.slice(0, dot);
 }
 
+/** The method a pattern calls (`presence.who` → `who`). */
+export function methodOf(pattern: string): string {
+  const dot = pattern.indexOf('.');
+  return dot < 0 ? '' : pattern.slice(dot + 1);
+}
+
 /** How an error crosses the wire: the DomainError code and message survive unchanged. */
 export interface RpcError {
   code: string;
   message: string;
+}
+
+/** A flat Redis reply `[field, value, field, value, …]` as an object. */
+export function fieldsOf<T>(list: readonly T[]): Record<string, T | undefined> {
+  const out: Record<string, T> = {};
+  for (let i = 0; i + 1 < list.length; i += 2) out[String(list[i])] = list[i + 1]!;
+  return out;
 }

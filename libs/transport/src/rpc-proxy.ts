@@ -2,6 +2,7 @@ import type { ClientProxy, Server } from '@nestjs/microservices';
 import { firstValueFrom, timeout, TimeoutError } from 'rxjs';
 import { DomainError, ERROR_CODES, type ErrorCode } from '#libs/protocol';
 import type { RpcError } from './rpc-keys.js';
+import type { RpcObserver } from './rpc-metrics.js';
 
 type AsyncMethods<T> = { [K in keyof T]: T[K] extends (...args: infer A) => Promise<infer R> ? (...args: A) => Promise<R> : never };
 
@@ -9,16 +10,29 @@ type AsyncMethods<T> = { [K in keyof T]: T[K] extends (...args: infer A) => Prom
  * An object with the same async methods as a domain API, each one a call
  * `service.method` over the transport. A call that gets no answer within
  * `timeoutMs` ends in `unavailable`; an error from the service comes back as
- * the same DomainError. Arguments and results are JSON.
+ * the same DomainError. Arguments and results are JSON. `observe` is told
+ * of every call's outcome and duration.
  */
-export function rpcProxy<T>(client: ClientProxy, service: string, methods: readonly (keyof T & string)[], timeoutMs: number): AsyncMethods<T> {
+export function rpcProxy<T>(
+  client: ClientProxy,
+  service: string,
+  methods: readonly (keyof T & string)[],
+  timeoutMs: number,
+  observe?: RpcObserver,
+): AsyncMethods<T> {
   const proxy: Record<string, unknown> = {};
   for (const method of methods) {
     proxy[method] = async (...args: unknown[]) => {
+      const started = process.hrtime.bigint();
+      const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
       try {
-        return await firstValueFrom(client.send<unknown>(`${service}.${method}`, args).pipe(timeout(timeoutMs)));
+        const result = await firstValueFrom(client.send<unknown>(`${service}.${method}`, args).pipe(timeout(timeoutMs)));
+        observe?.(service, method, 'ok', seconds());
+        return result;
       } catch (e) {
-        throw toDomainError(e, service);
+        const error = toDomainError(e, service);
+        observe?.(service, method, error.code, seconds());
+        throw error;
       }
     };
   }

@@ -2,10 +2,11 @@ import 'reflect-metadata';
 import { Logger, Module, type DynamicModule, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ConfigModule } from '#libs/config';
-import { HealthModule, Readiness } from '#libs/health';
+import { HealthModule, Metrics, Readiness } from '#libs/health';
 import { fail, jsonLogger, listenHttp, loadConfigOrExit, stopOnSignals } from '#libs/runtime';
-import { StorageModule } from '#libs/storage';
+import { STORAGE_BACKEND, StorageModule, storageIsReady, type StorageBackend } from '#libs/storage';
 import { RedisStreamsServer } from './redis-streams.server.js';
+import { observeInto } from './rpc-metrics.js';
 import { exposeService } from './rpc-proxy.js';
 
 export interface ServiceSpec<T extends object> {
@@ -27,17 +28,23 @@ class ServiceAppModule {
 
 /**
  * Runs one domain service as its own process: its module on Redis storage,
- * its API served over Redis Streams, and /healthz, /readyz, /metrics over HTTP.
+ * its API served over Redis Streams, and /healthz, /readyz (its streams and
+ * its storage reachable), /metrics (call latencies, queue depth) over HTTP.
  * The same module runs inside the standalone server; only this wiring differs.
  */
 export async function runService<T extends object>(spec: ServiceSpec<T>): Promise<void> {
   const config = loadConfigOrExit();
   if (!config.REDIS_URL) fail(`the ${spec.name} service needs REDIS_URL: it is reached over Redis`, 2);
   const app = await NestFactory.create(ServiceAppModule.forRoot(config, spec.module), { logger: jsonLogger(config), abortOnError: false });
-  const server = new RedisStreamsServer({ url: config.REDIS_URL, prefix: config.PARLEY_REDIS_PREFIX });
+  const metrics = app.get(Metrics);
+  const server = new RedisStreamsServer({ url: config.REDIS_URL, prefix: config.PARLEY_REDIS_PREFIX, observe: observeInto(metrics.rpcHandleSeconds) });
   exposeService(server, spec.name, app.get<T>(spec.api), spec.methods);
   app.connectMicroservice({ strategy: server });
-  app.get(Readiness).register('rpc', () => server.healthy());
+  const readiness = app.get(Readiness);
+  readiness.register('rpc', () => server.healthy());
+  const storage = app.get<StorageBackend>(STORAGE_BACKEND);
+  readiness.register('storage', () => storageIsReady(storage));
+  metrics.watchQueues(() => server.queueDepths());
   const httpPort = await listenHttp(app, config);
   await app.startAllMicroservices();
   const logger = new Logger(`Parley:${spec.name}`);

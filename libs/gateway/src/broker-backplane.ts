@@ -1,0 +1,174 @@
+import { randomUUID } from 'node:crypto';
+import { Logger } from '@nestjs/common';
+import aedesPersistence from 'aedes-persistence';
+import { Redis, type RedisOptions } from 'ioredis';
+import mqemitter, { type MQEmitter } from 'mqemitter';
+import { Packr } from 'msgpackr';
+import { TOPIC_ROOT } from '#libs/protocol';
+
+/**
+ * What an Aedes broker shares with the other gateways: the message emitter
+ * (who gets a published packet) and the persistence (retained messages).
+ * Standalone, both are in memory. With Redis, gateways on one Redis act as
+ * one broker: a packet published on gateway A reaches a subscriber on
+ * gateway B, and retained presence is seen on every gateway.
+ *
+ * Why not the stock `mqemitter-redis` + `aedes-persistence-redis` pair: it
+ * costs several sequential Redis round trips per QoS 1 packet (outgoing queues
+ * per subscriber), its setup blocks the broker until Redis answers (so a
+ * gateway could not even tell a client "unavailable"), and mqemitter-redis
+ * subscribes per topic, which races a reconnecting user. Parley needs none of
+ * MQTT's session persistence across gateways: a client that (re)connects is
+ * brought up to date from the conversation logs (InboxSync), not from broker
+ * queues. So sessions stay in each gateway's memory, packets travel over one
+ * Redis channel, and retained messages are mirrored in one Redis hash.
+ */
+export interface Backplane {
+  mq: MQEmitter;
+  persistence: unknown;
+  /** Called when this gateway may have missed packets from the others: its clients should reconnect and resync. */
+  onGap(listener: () => void): void;
+}
+
+type Packet = { topic: string; payload?: Buffer | string; retain?: boolean } & Record<string, unknown>;
+type Done = (err?: Error) => void;
+
+const REQUESTS = new RegExp(`^${TOPIC_ROOT.replace('/', '\\/')}\\/(users|anon)\\/[^/]+\\/requests$`);
+/** Requests are handled by the gateway that received them and subscribed to by no one: they are never routed. */
+const isRequest = (p: Packet) => REQUESTS.test(p.topic);
+
+function localEmitter(): MQEmitter {
+  return mqemitter({ concurrency: 100, matchEmptyLevels: true });
+}
+
+interface MemoryPersistence {
+  setup(broker: unknown): Promise<void>;
+  storeRetained(packet: Packet): Promise<void>;
+}
+// A CommonJS module whose function is its default export at run time; its typings describe it as a namespace.
+const memoryPersistence = aedesPersistence as unknown as () => MemoryPersistence;
+
+/** Standalone: the broker's own in-memory emitter (requests still not routed) and persistence. */
+export function inMemoryBackplane(): Backplane {
+  const local = localEmitter();
+  const emit = local.emit.bind(local);
+  const mq = Object.assign(local, { emit: (p: Packet, done?: Done) => (isRequest(p) ? (done?.(), local) : emit(p, done)) });
+  return { mq, persistence: memoryPersistence(), onGap: () => undefined };
+}
+
+/**
+ * Gateways on one Redis: every packet goes once to `{prefix}broker:packets`;
+ * each gateway hands what comes from the others to its own in-memory emitter,
+ * which knows its local subscribers. One channel for everything means no
+ * per-topic SUBSCRIBE that could race a reconnect, at the price of every
+ * gateway seeing every packet — fine for the handful of gateways a deployment
+ * runs. Retained messages live in each gateway's memory, written through to
+ * `{prefix}broker:retained` and loaded from it at start.
+ */
+export function redisBackplane(url: string, prefix: string): Backplane {
+  const logger = new Logger('BrokerBackplane');
+  const connect = (opts: RedisOptions = {}) => {
+    const r = new Redis(url, { retryStrategy: (n: number) => Math.min(n * 100, 1000), ...opts });
+    r.on('error', () => undefined);
+    return r;
+  };
+  // Nothing awaits a publish here, so commands may queue while connecting; while Redis is away they fail after a few retries.
+  const pub = connect({ maxRetriesPerRequest: 2 });
+  const sub = connect();
+  const channel = `${prefix}broker:packets`;
+  const retainedKey = `${prefix}broker:retained`;
+  const origin = randomUUID();
+  const packr = new Packr({ useRecords: false });
+  const local = localEmitter();
+  const gapListeners: (() => void)[] = [];
+
+  const persistence = memoryPersistence();
+  const storeLocally = persistence.storeRetained.bind(persistence);
+  /** Topics whose retained message this gateway set or received since it started: newer than what Redis held at start. */
+  const fresh = new Set<string>();
+  const setupLocally = persistence.setup.bind(persistence);
+  persistence.setup = async (broker) => {
+    await setupLocally(broker);
+    void loadRetained();
+  };
+  persistence.storeRetained = async (packet) => {
+    fresh.add(packet.topic);
+    await storeLocally(packet);
+    const payload = Buffer.from(packet.payload ?? '');
+    const write = payload.length === 0 ? pub.hdel(retainedKey, packet.topic) : pub.hset(retainedKey, packet.topic, packr.pack({ ...packet, payload }));
+    // The live copy already went out over the channel; the hash is for gateways that start later.
+    write.catch((e: unknown) => logger.warn({ event: 'retained_write_failed', topic: packet.topic, error: String(e) }));
+  };
+
+  async function loadRetained(): Promise<void> {
+    for (let delay = 250; ; delay = Math.min(delay * 2, 5000)) {
+      try {
+        const all = await pub.hgetallBuffer(retainedKey);
+        for (const [topic, raw] of Object.entries(all)) {
+          if (fresh.has(topic)) continue;
+          await storeLocally(packr.unpack(raw) as Packet);
+        }
+        return;
+      } catch (e) {
+        if (closed) return;
+        logger.warn({ event: 'retained_load_retry', error: String(e), retryInMs: delay });
+        await new Promise((resolve) => setTimeout(resolve, delay).unref());
+      }
+    }
+  }
+
+  let closed = false;
+  let subscribed = false;
+  sub.on('messageBuffer', (_channel: Buffer, raw: Buffer) => {
+    let envelope: { o: string; m: Packet };
+    try {
+      envelope = packr.unpack(raw) as { o: string; m: Packet };
+    } catch {
+      return;
+    }
+    if (envelope.o === origin) return;
+    const packet = envelope.m;
+    if (packet.retain) {
+      fresh.add(packet.topic);
+      void storeLocally(packet);
+    }
+    local.emit(packet);
+  });
+  sub.on('ready', () => {
+    subscribed = true;
+  });
+  // Packets published while the subscription was down never reach this gateway: its clients must resync.
+  sub.on('close', () => {
+    if (!subscribed || closed) return;
+    subscribed = false;
+    logger.warn({ event: 'backplane_lost' });
+    for (const l of gapListeners) l();
+  });
+  // ioredis subscribes again by itself after a reconnect.
+  sub.subscribe(channel).catch((e: unknown) => logger.warn({ event: 'backplane_subscribe_failed', error: String(e) }));
+
+  const mq = {
+    on: (topic: string, listener: (p: Packet, done: () => void) => void, done?: () => void) => (local.on(topic, listener, done), mq),
+    removeListener: (topic: string, listener: (p: Packet, done: () => void) => void, done?: () => void) => (local.removeListener(topic, listener, done), mq),
+    emit: (packet: Packet, done?: Done) => {
+      if (closed) {
+        done?.(new Error('the broker backplane is closed'));
+        return mq;
+      }
+      if (isRequest(packet)) {
+        done?.();
+        return mq;
+      }
+      local.emit(packet, done);
+      pub.publish(channel, packr.pack({ o: origin, m: packet })).catch((e: unknown) => logger.warn({ event: 'backplane_publish_failed', error: String(e) }));
+      return mq;
+    },
+    close: (done?: () => void) => {
+      closed = true;
+      sub.disconnect();
+      pub.disconnect();
+      local.close(done ?? (() => undefined));
+    },
+  };
+  return { mq: mq as unknown as MQEmitter, persistence, onGap: (l) => gapListeners.push(l) };
+}

@@ -1,0 +1,84 @@
+import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { startLoadBalancer, type LoadBalancer } from '../support/load-balancer.js';
+import { MqttUser } from '../support/mqtt-user.js';
+import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { sample, scrape } from '../support/prometheus.js';
+import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { TestUsers } from '../support/test-users.js';
+
+/**
+ * docker-compose.yml's load balancer, deploy/haproxy.cfg, run for real in
+ * front of two gateways on one Redis (only its addresses rewritten to
+ * loopback): it takes IPv4 and IPv6 clients on one port, sends them only to a
+ * gateway whose /readyz is 200, and when a gateway dies its clients come back
+ * through the same address to the other and catch up.
+ */
+describe('deploy/haproxy.cfg in front of two gateways', () => {
+  let redis: RedisServer;
+  let ready: ParleyServer;
+  let waiting: ParleyServer;
+  let presence: ParleyServer | undefined;
+  let lb: LoadBalancer;
+  let env: Record<string, string>;
+  const open: MqttUser[] = [];
+  const users = new TestUsers(() => [lb.url, lb.url6], 'balanced password');
+  const connectionsOf = async (g: ParleyServer) => sample(await scrape(g.httpUrl), 'parley_mqtt_connections') ?? 0;
+
+  beforeAll(async () => {
+    redis = await startRedis({ appendonly: true });
+    env = { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `lb${randomBytes(4).toString('hex')}:` };
+    // A complete node on Redis, and a gateway that needs a presence service that is not running yet: not ready.
+    ready = await startParley({ env: { ...env, PARLEY_GATEWAY_ID: 'gw-ready' } });
+    waiting = await startParley({ env: { ...env, PARLEY_GATEWAY_ID: 'gw-waiting', PARLEY_REMOTE_SERVICES: 'presence' } });
+    lb = await startLoadBalancer([ready, waiting]);
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((u) => u.close()));
+    await lb?.stop();
+    await Promise.all([ready?.dispose(), waiting?.dispose(), presence?.dispose()]);
+    await redis?.stop();
+  });
+
+  it('takes IPv4 and IPv6 clients on one port and sends them only to the ready gateway', async () => {
+    await lb.waitForState('gw1', 'DOWN');
+    const names = [await users.fresh('ann'), await users.fresh('ben'), await users.fresh('cat'), await users.fresh('dan')];
+    for (const [i, name] of names.entries()) open.push(await MqttUser.connect(i % 2 ? lb.url6 : lb.url, name, users.password));
+    expect(await connectionsOf(ready)).toBe(4);
+    expect(await connectionsOf(waiting)).toBe(0);
+  });
+
+  it('sends new clients to a gateway too once it becomes ready', async () => {
+    presence = await startParley({ app: 'presence', env });
+    await lb.waitForState('gw1', 'UP');
+    // leastconn: the gateway with no connection gets the next one.
+    open.push(await MqttUser.connect(lb.url, await users.fresh('eve'), users.password));
+    expect(await connectionsOf(waiting)).toBe(1);
+  });
+
+  it('brings the clients of a gateway that dies back through the same address to the other, where they catch up', async () => {
+    const [alice, bob] = [await users.fresh('alice'), await users.fresh('bob')];
+    const gateways = [ready, waiting];
+    const before = await Promise.all(gateways.map(connectionsOf));
+    const bobClient = await MqttUser.connect(lb.url, bob, users.password);
+    open.push(bobClient);
+    const after = await Promise.all(gateways.map(connectionsOf));
+    const bobsGateway = after.findIndex((n, i) => n > before[i]!);
+    const [doomed, survivor] = bobsGateway === 0 ? [ready, waiting] : [waiting, ready];
+
+    const dropped = new Promise<void>((resolve) => bobClient.client.once('close', () => resolve()));
+    await doomed.kill9();
+    await dropped;
+    // While Bob is away (HAProxy may not have noticed yet: a connection to the dead gateway is redispatched).
+    const aliceClient = await MqttUser.connect(lb.url6, alice, users.password);
+    open.push(aliceClient);
+    expect(await aliceClient.request({ op: 'send', to: bob, text: 'are you still there?' })).toMatchObject({ ok: true, result: { status: 'accepted' } });
+
+    await lb.waitForState(`gw${bobsGateway}`, 'DOWN');
+    const bobAgain = await MqttUser.connect(lb.url, bob, users.password);
+    open.push(bobAgain);
+    await bobAgain.waitFor((e) => e.type === 'message' && e.text === 'are you still there?');
+    expect(bobAgain.events.find((e) => e.type === 'synced')).toMatchObject({ messages: 1 });
+    expect(await connectionsOf(survivor)).toBeGreaterThanOrEqual(2);
+  });
+});

@@ -1,0 +1,316 @@
+import { randomUUID } from 'node:crypto';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { topics, type GroupInfo, type InboxEvent, type OkReply, type PresenceEvent, type SendResult, type WhoResult } from '#libs/protocol';
+import { InboxOrder, type LogEvent } from '../../apps/cli/src/inbox-order.js';
+import { connectClient, endClient, okResult, type MqttUser } from '../support/mqtt-user.js';
+import type { ParleyServer } from '../support/parley-server.js';
+import { TestUsers } from '../support/test-users.js';
+import { startTopology, type Topology } from '../support/topology.js';
+
+/**
+ * The compose topology as plain processes on loopback: Redis with AOF, two
+ * gateways (gw-a, gw-b) on it, and the presence, receipts and group services
+ * each as its own process. Clients on different gateways talk as if there
+ * were one server.
+ */
+describe('cluster: two gateways and the services on one Redis', () => {
+  let topo: Topology;
+  let gwA: ParleyServer;
+  let gwB: ParleyServer;
+  const users = new TestUsers(() => topo.urls(), 'cluster password');
+  const on = (g: ParleyServer, name: string) => users.login(name, g.mqttUrl);
+
+  beforeAll(async () => {
+    topo = await startTopology('distributed', { PARLEY_GATEWAY_DEAD_AFTER_MS: '1500', PARLEY_RPC_TIMEOUT_MS: '4000' });
+    gwA = topo.server;
+    gwB = await topo.addGateway('gw-b');
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('1:1 across gateways, both ways, with presence and receipts', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await on(gwA, a);
+    const bob = await on(gwB, b);
+
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'from gateway a' }));
+    expect(sent.recipient).toMatchObject({ state: 'online' });
+    expect(await bob.waitFor((e) => e.type === 'message' && e.text === 'from gateway a')).toMatchObject({ from: a, seq: sent.seq });
+    await okResult(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    expect(await alice.waitFor((e) => e.type === 'receipt' && e.status === 'read')).toMatchObject({ user: b, seq: sent.seq });
+
+    await okResult(bob.request({ op: 'send', to: a, text: 'and back from b' }));
+    expect(await alice.waitFor((e) => e.type === 'message' && e.text === 'and back from b')).toMatchObject({ from: b });
+
+    // Bob's presence, published by gateway B, is retained and seen by a subscriber on gateway A.
+    const watcher = await connectClient(gwA.mqttUrl, { username: a, password: users.password, clientId: `${a}/watch` });
+    try {
+      const retained = new Promise<PresenceEvent>((resolve) => watcher.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as PresenceEvent)));
+      await watcher.subscribeAsync(topics.presence(b), { qos: 1 });
+      expect(await retained).toMatchObject({ user: b, state: 'online' });
+    } finally {
+      await endClient(watcher);
+    }
+  });
+
+  it('a user connected to both gateways at once gets each message on both', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await on(gwA, a);
+    const [bobOnA, bobOnB] = [await on(gwA, b), await on(gwB, b)];
+    // Once caught up, a device gets live messages only (during catch-up a message may also come in the backlog, which the client drops by seq).
+    await Promise.all([bobOnA, bobOnB].map((d) => d.waitFor((e) => e.type === 'synced')));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'to both of your devices' }));
+    for (const device of [bobOnA, bobOnB]) {
+      expect(await device.waitFor((e) => e.type === 'message' && e.text === 'to both of your devices')).toMatchObject({ seq: sent.seq });
+    }
+    // Exactly once on each device.
+    expect(bobOnA.events.filter((e) => e.type === 'message')).toHaveLength(1);
+    expect(bobOnB.events.filter((e) => e.type === 'message')).toHaveLength(1);
+  });
+
+  it('a group across gateways: offline member catches up on the other gateway, the sender sees who read', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const [alice, bob] = [await on(gwA, a), await on(gwB, b)];
+    const group = await okResult<GroupInfo>(alice.request({ op: 'group.create', name: `across ${randomUUID().slice(0, 6)}`, members: [b, c] }));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', group: group.id, text: 'group hello' }));
+    expect(sent).toMatchObject({ recipients: 2 });
+    expect(await bob.waitFor((e) => e.type === 'message' && e.text === 'group hello')).toMatchObject({ from: a, group: { id: group.id } });
+
+    const carol = await on(gwB, c);
+    await carol.waitFor((e) => e.type === 'synced');
+    expect(carol.events.flatMap((e) => (e.type === 'message' ? [e.text] : []))).toEqual(['group hello']);
+    await okResult(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    await alice.waitFor((e) => e.type === 'receipt' && e.user === c && e.status === 'read');
+    const info = await okResult<{ members: { user: string; delivered: boolean; read: boolean }[] }>(
+      alice.request({ op: 'info', group: group.id, seq: sent.seq }),
+    );
+    expect(info.members).toEqual(
+      expect.arrayContaining([expect.objectContaining({ user: c, delivered: true, read: true }), expect.objectContaining({ user: b, read: false })]),
+    );
+  });
+
+  it('a gateway started later sees the presence that is already retained', async () => {
+    const a = await users.fresh('alice');
+    await on(gwA, a);
+    const late = await topo.addGateway('gw-late');
+    const watcher = await connectClient(late.mqttUrl, { username: a, password: users.password, clientId: `${a}/late` });
+    try {
+      const retained = new Promise<PresenceEvent>((resolve) => watcher.on('message', (_t, p) => resolve(JSON.parse(p.toString()) as PresenceEvent)));
+      await watcher.subscribeAsync(topics.presence(a), { qos: 1 });
+      expect(await retained).toMatchObject({ user: a, state: 'online' });
+    } finally {
+      await endClient(watcher);
+      await late.dispose();
+    }
+  });
+});
+
+/**
+ * A killed process loses no accepted message. The sender retries every
+ * request that got no answer with the same id (as the CLI does), on whichever
+ * gateway is up; the receiver counts what it would show (InboxOrder, the
+ * CLI's own ordering and de-duplication).
+ */
+describe('cluster under faults', () => {
+  let topo: Topology;
+  let gwA: ParleyServer;
+  let gwB: ParleyServer;
+  // Gateway A is killed by the first test: registrations go to B.
+  const users = new TestUsers(() => [gwB.mqttUrl], 'cluster fault password');
+
+  beforeAll(async () => {
+    topo = await startTopology('distributed', { PARLEY_GATEWAY_DEAD_AFTER_MS: '1500', PARLEY_RPC_TIMEOUT_MS: '3000' });
+    gwA = topo.server;
+    gwB = await topo.addGateway('gw-b');
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  /** What a user would be shown, across reconnects: each seq once, in order. */
+  class Screen {
+    readonly shown: number[] = [];
+    private readonly order = new InboxOrder((e: LogEvent) => {
+      if (e.type === 'message') this.shown.push(e.seq);
+    });
+    attach(u: MqttUser): void {
+      this.order.reconnecting();
+      u.onEvent((e: InboxEvent) => {
+        if (e.type === 'sync') this.order.sync(e);
+        else if (e.type === 'message') this.order.accept(e);
+      });
+    }
+    stop(): void {
+      this.order.stop();
+    }
+  }
+
+  /** Sends `count` messages, one at a time; a request without an answer is retried with the same id on `fallback()`. */
+  async function stream(sender: () => MqttUser, to: string, count: number, midway: () => Promise<void>, reconnect: () => Promise<void>) {
+    const accepted: number[] = [];
+    for (let i = 0; i < count; i++) {
+      if (i === Math.floor(count / 2)) await midway();
+      const id = `m-${i}`;
+      for (let attempt = 0; ; attempt++) {
+        expect(attempt, `message ${i} never accepted`).toBeLessThan(5);
+        const reply = await sender()
+          .request({ op: 'send', id, to, text: `n${i}` }, 6000)
+          .catch(() => undefined);
+        if (reply?.ok) {
+          accepted.push((reply.result as SendResult).seq);
+          break;
+        }
+        if (reply && reply.error.code !== 'unavailable') throw new Error(JSON.stringify(reply));
+        if (!reply || !sender().client.connected) await reconnect();
+      }
+    }
+    return accepted;
+  }
+
+  function report(what: string, sent: number, accepted: number[], shown: number[]) {
+    const shownSet = new Set(shown);
+    const lost = accepted.filter((s) => !shownSet.has(s)).length;
+    const duplicated = shown.length - shownSet.size;
+    console.log(`${what}: sent ${sent}, accepted ${accepted.length}, delivered ${shownSet.size}, lost ${lost}, duplicated-as-shown ${duplicated}`);
+    expect(lost).toBe(0);
+    expect(duplicated).toBe(0);
+    expect(shown).toEqual([...shown].sort((x, y) => x - y));
+  }
+
+  it('kill -9 of a gateway mid-traffic: its clients reconnect to the other, catch up, and lose nothing; its users go offline meanwhile', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    let alice = await users.login(a, gwB.mqttUrl);
+    let bob = await users.login(b, gwA.mqttUrl);
+    const carol = await users.login(c, gwA.mqttUrl);
+    const watcher = await users.login(await users.fresh('dave'), gwB.mqttUrl);
+    const screen = new Screen();
+    screen.attach(bob);
+    await bob.waitFor((e) => e.type === 'synced');
+    void carol;
+
+    const accepted = await stream(
+      () => alice,
+      b,
+      60,
+      async () => {
+        await gwA.kill9();
+        // Carol was only on gateway A: the other gateway takes her for offline once A stops beating.
+        await expect
+          .poll(async () => ((await watcher.request({ op: 'who', user: c })) as OkReply).result as WhoResult, { timeout: 15_000, interval: 300 })
+          .toMatchObject({ state: 'offline' });
+        bob = await users.login(b, gwB.mqttUrl);
+        screen.attach(bob);
+      },
+      async () => {
+        alice = await users.login(a, gwB.mqttUrl);
+      },
+    );
+    await expect.poll(() => screen.shown.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(accepted.length);
+    screen.stop();
+    report('gateway kill -9', 60, accepted, screen.shown);
+  });
+
+  /** A receiver that, like the CLI, logs in again whenever its connection is closed, until `stop()`. */
+  function stayConnected(name: string, url: string, screen: Screen) {
+    let stopped = false;
+    const connect = async (): Promise<void> => {
+      for (let attempt = 0; !stopped && attempt < 60; attempt++) {
+        try {
+          const u = await users.login(name, url);
+          screen.attach(u);
+          u.client.once('close', () => void connect());
+          return;
+        } catch {
+          await new Promise((resolve) => setTimeout(resolve, Math.min(100 * 2 ** attempt, 1000)));
+        }
+      }
+    };
+    return { ready: connect(), stop: () => (stopped = true) };
+  }
+
+  it('Redis restarted (AOF) mid-traffic: gateways and services come back, and every accepted message is delivered once', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    let alice = await users.login(a, gwB.mqttUrl);
+    const screen = new Screen();
+    const bob = stayConnected(b, gwB.mqttUrl, screen);
+    await bob.ready;
+    const accepted = await stream(
+      () => alice,
+      b,
+      40,
+      () => topo.redis!.restart(),
+      async () => {
+        for (let attempt = 0; ; attempt++) {
+          try {
+            alice = await users.login(a, gwB.mqttUrl);
+            return;
+          } catch (e) {
+            if (attempt > 20) throw e;
+            await new Promise((resolve) => setTimeout(resolve, 250));
+          }
+        }
+      },
+    );
+    await expect.poll(() => screen.shown.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(accepted.length);
+    bob.stop();
+    screen.stop();
+    report('Redis restart', 40, accepted, screen.shown);
+  }, 90_000);
+
+  it('kill -9 of a service mid-traffic: calls wait or fail clearly, and every accepted message is delivered once', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    let alice = await users.login(a, gwB.mqttUrl);
+    const bob = await users.login(b, gwB.mqttUrl);
+    const screen = new Screen();
+    screen.attach(bob);
+    await bob.waitFor((e) => e.type === 'synced');
+    const accepted = await stream(
+      () => alice,
+      b,
+      40,
+      () => topo.restartService('presence', 'kill9'),
+      async () => {
+        alice = await users.login(a, gwB.mqttUrl);
+      },
+    );
+    await expect.poll(() => screen.shown.length, { timeout: 20_000 }).toBeGreaterThanOrEqual(accepted.length);
+    screen.stop();
+    report('service kill -9', 40, accepted, screen.shown);
+  });
+});
+
+/** The simplest scale-out: complete nodes (`npm start` with REDIS_URL: every service in process) on one Redis act as one service. */
+describe('complete nodes on one Redis', () => {
+  let topo: Topology;
+  let nodeB: ParleyServer;
+  const users = new TestUsers(() => topo.urls(), 'complete nodes password');
+
+  beforeAll(async () => {
+    topo = await startTopology('redis', { PARLEY_GATEWAY_ID: 'node-a' });
+    nodeB = await topo.addGateway('node-b');
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('users on different nodes chat 1:1 and in a group, with receipts and presence', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const alice = await users.login(a, topo.server.mqttUrl);
+    const bob = await users.login(b, nodeB.mqttUrl);
+    const carol = await users.login(c, nodeB.mqttUrl);
+
+    const sent = (await alice.request({ op: 'send', to: b, text: 'node to node' })) as OkReply;
+    expect(sent.result).toMatchObject({ status: 'accepted', recipient: { state: 'online' } });
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'node to node');
+    const { conv, seq } = sent.result as SendResult;
+    expect(await bob.request({ op: 'receipt', conv, seq, status: 'read' })).toMatchObject({ ok: true });
+    await alice.waitFor((e) => e.type === 'receipt' && e.user === b && e.status === 'read');
+
+    const group = ((await alice.request({ op: 'group.create', name: 'nodes', members: [b, c] })) as OkReply).result as GroupInfo;
+    // Bob, on the other node, renames nothing (not the owner) but posts to all.
+    expect(await bob.request({ op: 'group.rename', group: group.id, name: 'mine' })).toMatchObject({ ok: false, error: { code: 'not_group_owner' } });
+    expect(await bob.request({ op: 'send', group: group.id, text: 'hello nodes' })).toMatchObject({ ok: true });
+    for (const u of [alice, carol]) await u.waitFor((e) => e.type === 'message' && e.text === 'hello nodes' && e.from === b);
+
+    await users.logout(carol);
+    await expect.poll(async () => ((await alice.request({ op: 'who', user: c })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'offline' });
+  });
+});
