@@ -37,6 +37,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       PARLEY_FILE_OFFER_TTL_MS: String(TTL_MS),
       PARLEY_FILE_CHUNK_BYTES: String(CHUNK),
       PARLEY_MAX_PENDING_OFFERS: '4',
+      PARLEY_FILE_QUOTA_BYTES: String(24 * 1024 * 1024),
       PARLEY_RPC_TIMEOUT_MS: '15000',
     });
     if (topo.redis) redis = new Redis(topo.redis.url);
@@ -217,7 +218,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(readdirSync(into)).toEqual(['resumed.bin']);
   }, 90_000);
 
-  it('refuses, changing nothing, a file over the limit, a name with ../, a chunk for someone else\u2019s transfer, a chunk out of range and corrupt data', async () => {
+  it('refuses, changing nothing, a file over the limit, a name with ../, a chunk for someone else\u2019s transfer, a chunk out of range, corrupt data and what is over the quota', async () => {
     const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
     const alice = await users.login(a);
     const carol = await users.login(c);
@@ -260,6 +261,11 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(last).toMatchObject({ ok: false, error: { code: 'checksum_mismatch' } });
     expect(await serverHolds(liar.offer.id)).toBe(false);
     expect(bob.events.some((e) => e.type === 'file')).toBe(false);
+
+    // The sender's open offers may hold so many bytes together (24 MiB here; mine.bin is still open).
+    await okResult(alice.request({ ...base, name: 'first.iso', size: MAX_FILE }));
+    expect(await alice.request({ ...base, name: 'second.iso', size: 8 * 1024 * 1024 })).toMatchObject({ ok: false, error: { code: 'quota_exceeded' } });
+    expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.map((o) => o.name)).toEqual(['mine.bin', 'first.iso']);
   });
 
   it(
