@@ -53,8 +53,10 @@ export class CliProcess {
     this.exited = new Promise((resolve) => child.once('close', (code) => resolve(code)));
   }
 
-  static start(args: string[], env: Record<string, string>): CliProcess {
-    return new CliProcess(spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] }));
+  static start(args: string[], env: Record<string, string>, opts: { cwd?: string } = {}): CliProcess {
+    return new CliProcess(
+      spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd }),
+    );
   }
 
   /** Resolves with the first line (already printed or to come) that matches; rejects after the timeout. */

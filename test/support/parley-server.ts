@@ -6,8 +6,8 @@ import { createInterface } from 'node:readline';
 
 export const REPO_ROOT = resolve(import.meta.dirname, '../..');
 
-/** The built entry point of an app: gateway (the standalone server), presence, receipts or group. */
-export type App = 'gateway' | 'presence' | 'receipts' | 'group';
+/** The built entry point of an app: gateway (the standalone server), presence, receipts, group or file-offer. */
+export type App = 'gateway' | 'presence' | 'receipts' | 'group' | 'file-offer';
 const mainOf = (app: App) => join(REPO_ROOT, `dist/apps/${app}/src/main.js`);
 
 export interface ParleyServer {

@@ -5,11 +5,11 @@ import { startRedis, type RedisServer } from './redis-server.js';
 /**
  * How a spec runs Parley: standalone on the embedded store; standalone on a
  * private Redis; or distributed — Redis (AOF on), the gateway, and the
- * presence, receipts and group services each as its own process.
+ * presence, receipts, group and file-offer services each as its own process.
  */
 export type Mode = 'embedded' | 'redis' | 'distributed';
 
-const SERVICES = ['presence', 'receipts', 'group'] as const;
+const SERVICES = ['presence', 'receipts', 'group', 'file-offer'] as const;
 
 export interface Topology {
   mode: Mode;

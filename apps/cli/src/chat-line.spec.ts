@@ -9,6 +9,10 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/info class5b 12')).toEqual({ kind: 'info', group: 'class5b', seq: 12 });
     expect(parseChatLine('/who bob')).toEqual({ kind: 'who', user: 'bob' });
     expect(parseChatLine('  just text ')).toEqual({ kind: 'reply', text: 'just text' });
+    expect(parseChatLine('/file bob ./notes.txt')).toEqual({ kind: 'file', to: 'bob', path: './notes.txt' });
+    expect(parseChatLine('/file bob "my notes.txt"')).toEqual({ kind: 'file', to: 'bob', path: 'my notes.txt' });
+    expect(parseChatLine('/accept fAbc')).toEqual({ kind: 'accept', offer: 'fAbc' });
+    expect(parseChatLine('/decline fAbc')).toEqual({ kind: 'decline', offer: 'fAbc' });
     expect(parseChatLine('/quit')).toEqual({ kind: 'quit' });
     expect(parseChatLine('/help')).toEqual({ kind: 'help' });
     expect(parseChatLine('   ')).toEqual({ kind: 'nothing' });
@@ -17,6 +21,8 @@ describe('parseChatLine', () => {
   it('explains what is wrong with a bad command', () => {
     expect(parseChatLine('/msg bob')).toMatchObject({ kind: 'invalid', message: 'usage: /msg USER text' });
     expect(parseChatLine('/info g x')).toMatchObject({ kind: 'invalid' });
+    expect(parseChatLine('/file bob')).toMatchObject({ kind: 'invalid', message: 'usage: /file USER PATH' });
+    expect(parseChatLine('/accept')).toMatchObject({ kind: 'invalid', message: 'usage: /accept ID' });
     expect(parseChatLine('/teleport')).toMatchObject({ kind: 'invalid', message: expect.stringContaining('/help') });
   });
 });

@@ -5,6 +5,9 @@ export type ChatCommand =
   | { kind: 'reply'; text: string }
   | { kind: 'info'; group: string; seq: number }
   | { kind: 'who'; user: string }
+  | { kind: 'file'; to: string; path: string }
+  | { kind: 'accept'; offer: string }
+  | { kind: 'decline'; offer: string }
   | { kind: 'help' }
   | { kind: 'quit' }
   | { kind: 'nothing' }
@@ -15,6 +18,9 @@ export const CHAT_HELP = [
   '/g GROUP text       send a message to a group (its id, its name, or "a name with spaces")',
   '/info GROUP SEQ     who has received and read message SEQ of a group',
   '/who USER           whether USER is online, or when last seen',
+  '/file USER PATH     offer a file to USER (uploaded now; USER accepts or declines)',
+  '/accept ID          accept a file offered to you (saved in the current directory)',
+  '/decline ID         decline a file offered to you',
   'text                reply to whoever you last talked with',
   '/help               this list',
   '/quit               leave (Ctrl-D too)',
@@ -54,6 +60,18 @@ export function parseChatLine(line: string): ChatCommand {
     case '/who': {
       const [user] = firstWord(rest);
       return user ? { kind: 'who', user } : { kind: 'invalid', message: 'usage: /who USER' };
+    }
+    case '/file': {
+      const [to, path] = firstWord(rest);
+      const clean = path.trim().replace(/^"(.*)"$/, '$1');
+      if (!to || !clean) return { kind: 'invalid', message: 'usage: /file USER PATH' };
+      return { kind: 'file', to, path: clean };
+    }
+    case '/accept':
+    case '/decline': {
+      const [offer] = firstWord(rest);
+      if (!offer) return { kind: 'invalid', message: `usage: ${command} ID` };
+      return command === '/accept' ? { kind: 'accept', offer } : { kind: 'decline', offer };
     }
     case '/help':
     case '/?':

@@ -2,6 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
+import { acceptFile, offeredText, offerFile } from './file-actions.js';
+import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
@@ -60,6 +62,10 @@ export class ChatSession {
     this.printer.emit(null, { type: 'ready', user: me });
     this.printer.note(`logged in as ${me}; /help lists the commands`);
     if (this.tty) this.rl.prompt();
+    const notices = new FileNotices(me, { accept: '/accept', decline: '/decline' });
+    this.client.on('event', (e) => {
+      if (e.type === 'file' || e.type === 'files') for (const line of notices.linesFor(e)) this.print(line, { ...e });
+    });
     this.client.on('offline', () => this.print('* connection lost; reconnecting…', null));
     this.client.on('online', () => this.print('* connected', null));
 
@@ -100,6 +106,18 @@ export class ChatSession {
         for (const l of infoLines(info)) this.print(l, null);
         this.printer.emit(null, { type: 'info', ...info });
         return;
+      }
+      case 'file': {
+        const offer = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path);
+        return this.print(offeredText(offer), { type: 'offered', offer });
+      }
+      case 'accept': {
+        const { offer, path } = await acceptFile(this.client, this.printer, cmd.offer, process.cwd());
+        return this.print(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
+      }
+      case 'decline': {
+        const { offer } = await this.client.request('file.decline', { offer: cmd.offer });
+        return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
       }
       case 'reply':
         if (!this.last) return this.printer.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { ChatSession } from './chat-session.js';
+import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer } from './output.js';
 import { ParleyClient } from './parley-client.js';
@@ -27,7 +28,7 @@ export function contextOf(cmd: Command): CommandContext {
 }
 
 /** Runs `work` with a logged-in client, closing it afterwards however it ends. */
-async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: { keepTrying?: boolean } = {}): Promise<T> {
+export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: { keepTrying?: boolean } = {}): Promise<T> {
   const client = await ctx.login(opts);
   try {
     return await work(client);
@@ -36,8 +37,8 @@ async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Pro
   }
 }
 
-/** One of the two ways to name a conversation: a user, or `--group NAME`. */
-function target(user: string | undefined, group: string | undefined): { to: string } | { group: string } {
+/** One of the two ways to name a conversation (or a file's receivers): a user, or `--group NAME`. */
+export function target(user: string | undefined, group: string | undefined): { to: string } | { group: string } {
   if (group !== undefined && user !== undefined) throw new UsageError('give a user or --group, not both');
   if (group !== undefined) return { group };
   if (user !== undefined) return { to: user };
@@ -86,6 +87,13 @@ export async function listen(ctx: CommandContext): Promise<void> {
         },
         'delivered',
       );
+      const notices = new FileNotices(me, { accept: 'parley file accept', decline: 'parley file decline' });
+      client.on('event', (e) => {
+        if (e.type !== 'file' && e.type !== 'files') return;
+        const lines = notices.linesFor(e);
+        if (ctx.printer.json) ctx.printer.emit(null, { ...e });
+        else for (const line of lines) ctx.printer.emit(line, { type: 'line' });
+      });
       ctx.printer.emit(null, { type: 'ready', user: me });
       ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);
       await untilInterrupted();

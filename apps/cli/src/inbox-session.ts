@@ -101,7 +101,10 @@ export class InboxSession {
       case 'presence':
         this.handlers.presence?.(e);
         return;
+      // File offers are shown by the commands (FileNotices), outside the conversations' order.
       case 'reply':
+      case 'file':
+      case 'files':
         return;
     }
   }

@@ -1,6 +1,8 @@
 import { Command, CommanderError } from 'commander';
 import * as commands from './commands.js';
 import { groupCommands } from './commands.js';
+import { fileCommands } from './file-commands.js';
+import { TransferError } from './file-transfer.js';
 import { ConnectError, RequestError } from './parley-client.js';
 import { Printer } from './output.js';
 import { UsageError } from './settings.js';
@@ -39,6 +41,9 @@ function report(printer: Printer, e: unknown): void {
   } else if (e instanceof UsageError) {
     printer.error('usage', e.message);
     process.exitCode = 2;
+  } else if (e instanceof TransferError) {
+    printer.error(e.code, e.message);
+    process.exitCode = e.code === 'usage' ? 2 : 1;
   } else if (e instanceof ConnectError) {
     printer.error('connect', e.message);
     process.exitCode = 1;
@@ -46,6 +51,16 @@ function report(printer: Printer, e: unknown): void {
     printer.error('failed', e instanceof Error ? e.message : String(e));
     process.exitCode = 1;
   }
+}
+
+/** `USER THING` or `--group NAME THING`: with --group the single positional argument is the thing. */
+function userOrGroup(a: string, b: string | undefined, opts: { group?: string }, thing: string, usage: string): [string | undefined, string] {
+  if (opts.group !== undefined) {
+    if (b !== undefined) throw new UsageError(`with --group, give only ${thing}`);
+    return [undefined, a];
+  }
+  if (b === undefined) throw new UsageError(usage);
+  return [a, b];
 }
 
 program.command('register').description('create the account given by --user and --password').action(run(commands.register));
@@ -58,13 +73,8 @@ program
   .usage('USER "text" | --group NAME "text"')
   .action(
     run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
-      // With --group the single positional argument is the text.
-      if (opts.group !== undefined) {
-        if (b !== undefined) throw new UsageError('with --group, give only the text');
-        return commands.send(ctx, undefined, a, opts);
-      }
-      if (b === undefined) throw new UsageError('usage: parley send USER "text"');
-      return commands.send(ctx, a, b, opts);
+      const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
+      return commands.send(ctx, user, text, opts);
     }),
   );
 program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
@@ -135,6 +145,35 @@ group
   .command('members')
   .argument('<group>')
   .action(run((ctx, g: string) => groupCommands.members(ctx, g)));
+
+const file = program.command('file').description('offer files, and accept or decline those offered to you');
+file
+  .command('send')
+  .description('offer a file to USER (or --group NAME) and upload it; the receiver accepts or declines')
+  .argument('<user>', 'receiver (or, with --group, the file)')
+  .argument('[path]', 'the file')
+  .option('--group <name>', 'offer to every other member of a group')
+  .usage('USER PATH | --group NAME PATH')
+  .action(
+    run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
+      const [user, path] = userOrGroup(a, b, opts, 'the file', 'usage: parley file send USER PATH');
+      return fileCommands.send(ctx, user, path, opts);
+    }),
+  );
+file
+  .command('list')
+  .description('offers made to you and by you')
+  .action(run((ctx) => fileCommands.list(ctx)));
+file
+  .command('accept')
+  .description('accept an offer and download the file (into --to DIR, the current directory by default)')
+  .argument('<id>')
+  .option('--to <dir>', 'where to put the file')
+  .action(run((ctx, id: string, opts: { to?: string }) => fileCommands.accept(ctx, id, opts)));
+file
+  .command('decline')
+  .argument('<id>')
+  .action(run((ctx, id: string) => fileCommands.decline(ctx, id)));
 
 try {
   await program.parseAsync(process.argv);

@@ -24,4 +24,16 @@ describe('loadConfig', () => {
     expect(loadConfig({ REDIS_URL: '' }).REDIS_URL).toBeUndefined();
     expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_MQTT_PORT: '1999' }).PARLEY_GATEWAY_ID).toMatch(/:1999$/);
   });
+
+  it('has file limits of at least 100 MiB, and refuses a chunk size whose requests would not fit the request limit', () => {
+    expect(loadConfig({}).PARLEY_MAX_FILE_BYTES).toBeGreaterThanOrEqual(100 * 1024 * 1024);
+    expect(loadConfig({ PARLEY_FILE_CHUNK_BYTES: '1000000', PARLEY_MAX_REQUEST_BYTES: '2000000' }).PARLEY_FILE_CHUNK_BYTES).toBe(1_000_000);
+    expect(() => loadConfig({ PARLEY_FILE_CHUNK_BYTES: '65536' })).toThrow(/PARLEY_FILE_CHUNK_BYTES.*PARLEY_MAX_REQUEST_BYTES/);
+    expect(() => loadConfig({ PARLEY_FILE_OFFER_TTL_MS: '0' })).toThrow(/PARLEY_FILE_OFFER_TTL_MS/);
+  });
+
+  it('runs file-offer remotely when asked', () => {
+    expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_REMOTE_SERVICES: 'group,file-offer' }).PARLEY_REMOTE_SERVICES).toEqual(['group', 'file-offer']);
+    expect(() => loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_REMOTE_SERVICES: 'files' })).toThrow(/file-offer/);
+  });
 });

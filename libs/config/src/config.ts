@@ -47,7 +47,17 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'PARLEY_GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ . : -')
     .optional(),
-  /** Services reached over Redis instead of run in this process: any of presence, receipts, group. */
+  /** Largest file a user may offer, in bytes (100 MiB by default). */
+  PARLEY_MAX_FILE_BYTES: positiveInt('PARLEY_MAX_FILE_BYTES', 100 * 1024 * 1024, 1024 * 1024 * 1024 * 1024),
+  /** How many file offers one user may have live (not yet taken or declined by every receiver). */
+  PARLEY_MAX_PENDING_OFFERS: positiveInt('PARLEY_MAX_PENDING_OFFERS', 20, 100_000),
+  /** How many bytes one user's live file offers may hold on the server together. */
+  PARLEY_FILE_QUOTA_BYTES: positiveInt('PARLEY_FILE_QUOTA_BYTES', 1024 * 1024 * 1024, 1024 * 1024 * 1024 * 1024 * 1024),
+  /** How long a file offer lives from when it is made: whatever is not received by then is deleted. */
+  PARLEY_FILE_OFFER_TTL_MS: positiveInt('PARLEY_FILE_OFFER_TTL_MS', 7 * 24 * 3600 * 1000, 365 * 24 * 3600 * 1000),
+  /** Bytes per file chunk; one chunk, base64 in a request, must fit PARLEY_MAX_REQUEST_BYTES. */
+  PARLEY_FILE_CHUNK_BYTES: positiveInt('PARLEY_FILE_CHUNK_BYTES', 32 * 1024, 8 * 1024 * 1024),
+  /** Services reached over Redis instead of run in this process: any of presence, receipts, group, file-offer. */
   PARLEY_REMOTE_SERVICES: z
     .string()
     .default('')
@@ -57,7 +67,11 @@ export const ConfigSchema = z.object({
         .map((s) => s.trim())
         .filter(Boolean),
     )
-    .pipe(z.array(z.enum(['presence', 'receipts', 'group'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group' }))),
+    .pipe(
+      z.array(
+        z.enum(['presence', 'receipts', 'group', 'file-offer'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group, file-offer' }),
+      ),
+    ),
   /** After how long without a heartbeat a gateway on the same Redis is taken for dead and its users shown offline. */
   PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000),
   /** How long a call to a remote service may take before the client is told `unavailable`. */
@@ -68,6 +82,9 @@ export const ConfigSchema = z.object({
 });
 
 export type ParleyConfig = Omit<z.infer<typeof ConfigSchema>, 'PARLEY_GATEWAY_ID'> & { PARLEY_GATEWAY_ID: string };
+
+/** Room in a `file.chunk` request for everything but the base64 data: op, ids, index. */
+const FILE_CHUNK_REQUEST_OVERHEAD = 512;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -89,6 +106,12 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   if (result.data.PARLEY_REMOTE_SERVICES.length > 0 && !result.data.REDIS_URL) {
     throw new ConfigError(
       `invalid configuration: PARLEY_REMOTE_SERVICES (${result.data.PARLEY_REMOTE_SERVICES.join(',')}) needs REDIS_URL, the services are reached over Redis`,
+    );
+  }
+  const chunkRequestBytes = Math.ceil(result.data.PARLEY_FILE_CHUNK_BYTES / 3) * 4 + FILE_CHUNK_REQUEST_OVERHEAD;
+  if (chunkRequestBytes > result.data.PARLEY_MAX_REQUEST_BYTES) {
+    throw new ConfigError(
+      `invalid configuration: a file chunk of PARLEY_FILE_CHUNK_BYTES (${result.data.PARLEY_FILE_CHUNK_BYTES}) needs requests of ${chunkRequestBytes} bytes; raise PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) or lower the chunk size`,
     );
   }
   // Standalone (no Redis) there is one gateway per data dir; with Redis, host and port tell gateways apart.

@@ -1,6 +1,7 @@
 import { Inject, Module, type DynamicModule, type ModuleMetadata, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { AccountsModule, AccountsService } from '#libs/accounts';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import { FILE_OFFER_API, type FileOfferApi } from '#libs/file-offer';
 import { Metrics, Readiness } from '#libs/health';
 import { Conversations, GROUP_API, GroupModule, type GroupApi } from '#libs/group';
 import { MessagingModule, MessagingService } from '#libs/messaging';
@@ -9,6 +10,7 @@ import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
 import { storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
 import { inMemoryBackplane, redisBackplane } from './broker-backplane.js';
+import { FileRequests } from './file-requests.js';
 import { InboxPublisher } from './inbox-publisher.js';
 import { GatewayLiveness } from './gateway-liveness.js';
 import { InboxSync } from './inbox-sync.js';
@@ -18,7 +20,7 @@ import { RequestDispatcher } from './request-dispatcher.js';
 
 /**
  * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
- * and inbox sync. `services` provide PRESENCE_API and RECEIPTS_API: the
+ * and inbox sync. `services` provide PRESENCE_API, RECEIPTS_API, GROUP_API and FILE_OFFER_API: the
  * domain modules themselves (standalone) or RPC clients to their apps
  * (distributed). Nothing here knows which.
  */
@@ -47,6 +49,11 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
         {
+          provide: FileRequests,
+          useFactory: (files: FileOfferApi, groups: GroupApi, inbox: InboxPublisher) => new FileRequests(files, groups, inbox),
+          inject: [FILE_OFFER_API, GROUP_API, InboxPublisher],
+        },
+        {
           provide: RequestDispatcher,
           useFactory: (
             accounts: AccountsService,
@@ -58,14 +65,23 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             metrics: Metrics,
             config: ParleyConfig,
             broker: MqttBroker,
+            files: FileRequests,
           ) => {
-            const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, groups, inbox, metrics, {
-              maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
-            });
+            const dispatcher = new RequestDispatcher(
+              accounts,
+              messaging,
+              presence,
+              receipts,
+              groups,
+              inbox,
+              metrics,
+              { maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES },
+              files,
+            );
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
             return dispatcher;
           },
-          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker],
+          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker, FileRequests],
         },
         {
           provide: PresenceTracker,
@@ -86,9 +102,9 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: InboxSync,
-          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi, metrics: Metrics) =>
-            new InboxSync(broker.aedes, policy, conversations, receipts, metrics),
-          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API, Metrics],
+          useFactory: (broker: MqttBroker, policy: AccessPolicy, conversations: Conversations, receipts: ReceiptsApi, metrics: Metrics, files: FileOfferApi) =>
+            new InboxSync(broker.aedes, policy, conversations, receipts, metrics, (user) => files.syncEvent(user)),
+          inject: [MqttBroker, AccessPolicy, Conversations, RECEIPTS_API, Metrics, FILE_OFFER_API],
         },
       ],
       exports: [MqttBroker],

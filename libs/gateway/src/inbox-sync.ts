@@ -25,6 +25,8 @@ export class InboxSync {
     private readonly conversations: Conversations,
     private readonly receipts: ReceiptsApi,
     private readonly metrics: Metrics,
+    /** More state to bring a connection up to date with (file offers), sent before `synced`; null when there is none. */
+    private readonly extra: (user: string) => Promise<InboxEvent | null> = () => Promise.resolve(null),
   ) {}
 
   start(): void {
@@ -55,6 +57,11 @@ export class InboxSync {
 
   /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
   async sync(client: Client, user: string): Promise<number> {
+    // Asked at once, so a slow answer does not hold up the backlog; sent before `synced`.
+    const extra = this.extra(user).catch((e: unknown) => {
+      this.logger.warn({ event: 'sync_extra_failed', user, error: String(e) });
+      return null;
+    });
     const convs = await this.conversations.conversationsOf(user);
     const views = (await Promise.all(convs.map((conv) => this.conversations.viewOf(conv, user)))).filter((v) => v !== null);
     const states: SyncEvent['conversations'] = await Promise.all(
@@ -78,6 +85,8 @@ export class InboxSync {
         after = page[page.length - 1]!.seq;
       }
     }
+    const more = await extra;
+    if (more) await this.send(client, more);
     await this.send(client, { type: 'synced', messages: sent });
     return sent;
   }

@@ -4,6 +4,7 @@ export * from './inbox-sync.js';
 export * from './mqtt-broker.js';
 export * from './presence-tracker.js';
 export * from './request-dispatcher.js';
+export * from './file-requests.js';
 export * from './gateway.module.js';
 export * from './broker-backplane.js';
 export * from './gateway-liveness.js';

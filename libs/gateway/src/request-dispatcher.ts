@@ -22,6 +22,7 @@ import {
   type SendRequest,
   type SendResult,
 } from '#libs/protocol';
+import type { FileRequests } from './file-requests.js';
 import type { InboxPublisher } from './inbox-publisher.js';
 
 export interface DispatcherLimits {
@@ -48,6 +49,7 @@ export class RequestDispatcher {
     private readonly inbox: InboxPublisher,
     private readonly metrics: Metrics,
     private readonly limits: DispatcherLimits,
+    private readonly files: FileRequests,
   ) {}
 
   /** Queues a request from one connection. Never throws and never rejects. */
@@ -128,6 +130,14 @@ export class RequestDispatcher {
         const others = members.filter((m) => m !== entry.from);
         return ok(req, 'info', { conv, group, seq: req.seq, from: entry.from, members: await this.receipts.progress(conv, req.seq, others) });
       }
+      case 'file.offer':
+      case 'file.chunk':
+      case 'file.accept':
+      case 'file.decline':
+      case 'file.fetch':
+      case 'file.received':
+      case 'file.list':
+        return { type: 'reply', id: req.id, op: req.op, ok: true, result: await this.files.execute(user, req) };
     }
   }
 

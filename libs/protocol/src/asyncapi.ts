@@ -31,6 +31,17 @@ const REQUESTS: [string, z.ZodType, string][] = [
   ['GroupListRequest', P.GroupListRequest, 'The groups you are a member of.'],
   ['GroupMembersRequest', P.GroupMembersRequest, 'A group’s owner and members (members only).'],
   ['InfoRequest', P.InfoRequest, 'Who of a group has received and read message `seq`, and when.'],
+  [
+    'FileOfferRequest',
+    P.FileOfferRequest,
+    'Offer a file to a user (`to`) or to the other members of a group (`group`); upload it at once with `file.chunk`. The same `id` again returns the same offer and how far its upload got.',
+  ],
+  ['FileChunkRequest', P.FileChunkRequest, 'Upload chunk `index` (base64) of your offer; chunks go in order, each is acknowledged by its reply.'],
+  ['FileAcceptRequest', P.FileAcceptRequest, 'Accept a file offered to you; then fetch its chunks.'],
+  ['FileDeclineRequest', P.FileDeclineRequest, 'Decline a file offered to you; its data is deleted once no receiver needs it.'],
+  ['FileFetchRequest', P.FileFetchRequest, 'Fetch chunk `index` (base64) of a file you accepted.'],
+  ['FileReceivedRequest', P.FileReceivedRequest, 'Tell the server (and the sender) that you have the whole file and its SHA-256 checks out.'],
+  ['FileListRequest', P.FileListRequest, 'The file offers you made, and those made to you that are still open.'],
 ];
 
 const EVENTS: [string, z.ZodType, string][] = [
@@ -41,6 +52,8 @@ const EVENTS: [string, z.ZodType, string][] = [
   ['ReceiptEvent', P.ReceiptEvent, 'Another member moved a cursor: your messages up to `seq` were delivered to / read by `user`.'],
   ['SyncEvent', P.SyncEvent, 'Sent when you subscribe to your inbox: where each conversation stands; the backlog follows.'],
   ['SyncedEvent', P.SyncedEvent, 'The backlog announced by `sync` has been sent.'],
+  ['FileEvent', P.FileEvent, 'A file offer for you (once uploaded), or a receiver accepted, declined or received one of yours.'],
+  ['FilesEvent', P.FilesEvent, 'Sent with the inbox sync (before `synced`) when you have live file offers: yours and those still open for you.'],
 ];
 
 const userParam = { description: 'A user name: 2–32 characters, a lowercase letter, then lowercase letters, digits, _ or -.' };

@@ -20,6 +20,15 @@ export const ERROR_CODES = [
   'not_group_owner', // only the group's owner may do this
   'invalid_group_name', // a group name that is empty, too long or has control characters
   'group_too_large', // the group would exceed the maximum number of members
+  'unknown_file', // no file offer of that id among the caller's (or it expired)
+  'invalid_file_name', // a file name with a path separator, `..`, control characters, or too long
+  'file_too_large', // a file over the maximum file size
+  'too_many_offers', // the sender has too many file offers not yet taken or declined
+  'quota_exceeded', // the sender's file offers would hold more bytes than the quota
+  'chunk_out_of_range', // a chunk index outside the file
+  'bad_chunk', // a chunk that is not the next one, or not the size it must be
+  'checksum_mismatch', // the uploaded bytes do not have the SHA-256 the offer announced
+  'file_not_ready', // the file is not completely uploaded, or not accepted by the caller
   'rate_limited', // too many requests; retry later
   'unavailable', // a service the request needs is down; nothing was changed
   'internal', // an unexpected server fault; nothing was changed

@@ -2,3 +2,4 @@ export * from './topics.js';
 export * from './errors.js';
 export * from './payloads.js';
 export * from './asyncapi.js';
+export * from './file-names.js';

@@ -75,6 +75,46 @@ export const GroupMembersRequest = z.strictObject({ op: z.literal('group.members
 /** Who of a group has received and read message `seq` (asked by any member, typically its sender). */
 export const InfoRequest = z.strictObject({ op: z.literal('info'), id: RequestId, group: GroupRef, seq: z.number().int().positive() });
 
+// ---- File transfer (see docs/topics.md, "Files") ----
+
+/** A file offer's id, as the server made it. */
+const OfferId = z.string().regex(/^f[A-Za-z0-9_-]{1,63}$/, 'offer must be a file offer id (f…)');
+const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'sha256 must be 64 lowercase hex digits');
+
+/**
+ * Offers a file to a user (`to`) or to every other member of a group (`group`).
+ * The sender uploads the bytes right away (`file.chunk`); the receivers are told
+ * once the upload is complete. Offering again with the same `id` returns the
+ * same offer with how far its upload got (to resume).
+ */
+export const FileOfferRequest = z.strictObject({
+  op: z.literal('file.offer'),
+  id: RequestId,
+  to: UserRef.optional(),
+  group: GroupRef.optional(),
+  name: z.string().min(1).max(1000),
+  size: z.number().int().nonnegative(),
+  type: z.string().min(1).max(200).optional(),
+  sha256: Sha256Hex,
+});
+/** One chunk of an offer's bytes (base64), uploaded by its sender; `index` counts from 0. Chunks go in order; one already stored is acknowledged again and changes nothing. */
+export const FileChunkRequest = z.strictObject({
+  op: z.literal('file.chunk'),
+  id: RequestId,
+  offer: OfferId,
+  index: z.number().int().nonnegative(),
+  data: z.base64(),
+});
+export const FileAcceptRequest = z.strictObject({ op: z.literal('file.accept'), id: RequestId, offer: OfferId });
+export const FileDeclineRequest = z.strictObject({ op: z.literal('file.decline'), id: RequestId, offer: OfferId });
+/** One chunk of an accepted offer, for its receiver. */
+export const FileFetchRequest = z.strictObject({ op: z.literal('file.fetch'), id: RequestId, offer: OfferId, index: z.number().int().nonnegative() });
+/** The receiver has the whole file and verified its SHA-256. */
+export const FileReceivedRequest = z.strictObject({ op: z.literal('file.received'), id: RequestId, offer: OfferId });
+/** The offers I made and the offers made to me that are still live. */
+export const FileListRequest = z.strictObject({ op: z.literal('file.list'), id: RequestId });
+export type FileOfferRequest = z.infer<typeof FileOfferRequest>;
+
 export const Request = z.discriminatedUnion('op', [
   RegisterRequest,
   SendRequest,
@@ -91,6 +131,13 @@ export const Request = z.discriminatedUnion('op', [
   GroupListRequest,
   GroupMembersRequest,
   InfoRequest,
+  FileOfferRequest,
+  FileChunkRequest,
+  FileAcceptRequest,
+  FileDeclineRequest,
+  FileFetchRequest,
+  FileReceivedRequest,
+  FileListRequest,
 ]);
 export type Request = z.infer<typeof Request>;
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
@@ -114,12 +161,83 @@ export const REQUEST_OPS = [
   'group.list',
   'group.members',
   'info',
+  'file.offer',
+  'file.chunk',
+  'file.accept',
+  'file.decline',
+  'file.fetch',
+  'file.received',
+  'file.list',
 ] as const;
 export type RequestOp = Request['op'];
 
 /** A group as members see it on every group message and event. */
 export const GroupLabel = z.strictObject({ id: z.string(), name: z.string() });
 export type GroupLabel = z.infer<typeof GroupLabel>;
+
+/** Where one receiver of a file offer stands: not yet decided, accepted (downloading), declined, or has the file (verified). */
+export const FileRecipientState = z.enum(['pending', 'accepted', 'declined', 'received']);
+export type FileRecipientState = z.infer<typeof FileRecipientState>;
+
+/** A file offer as its sender and receivers see it. */
+export const FileOffer = z.strictObject({
+  id: z.string(),
+  from: z.string(),
+  /** The group it was offered to (each other member is a receiver). */
+  group: GroupLabel.optional(),
+  name: z.string(),
+  size: z.number().int().nonnegative(),
+  type: z.string(),
+  sha256: z.string(),
+  /** Bytes per chunk (the last one may be shorter) and how many chunks. */
+  chunkSize: z.number().int().positive(),
+  chunks: z.number().int().nonnegative(),
+  /** How many chunks the server holds (uploaded, in order). */
+  uploaded: z.number().int().nonnegative(),
+  createdAt: Timestamp,
+  /** Whatever is not received by then is deleted. */
+  expiresAt: Timestamp,
+  recipients: z.record(z.string(), FileRecipientState),
+});
+export type FileOffer = z.infer<typeof FileOffer>;
+
+/** `file.offer`: the offer, and how many chunks a sender may have unacknowledged at once. */
+export const FileOfferResult = z.strictObject({ offer: FileOffer, window: z.number().int().positive() });
+export type FileOfferResult = z.infer<typeof FileOfferResult>;
+/** `file.chunk`: chunk `index` is stored; `uploaded` chunks are held; `complete` once all are (the receivers are told then). */
+export const FileChunkResult = z.strictObject({
+  offer: z.string(),
+  index: z.number().int().nonnegative(),
+  uploaded: z.number().int().nonnegative(),
+  complete: z.boolean(),
+});
+export type FileChunkResult = z.infer<typeof FileChunkResult>;
+/** `file.fetch`: one chunk, base64. */
+export const FileFetchResult = z.strictObject({ offer: z.string(), index: z.number().int().nonnegative(), data: z.string() });
+export type FileFetchResult = z.infer<typeof FileFetchResult>;
+/** `file.accept`, `file.decline`, `file.received`: the offer as it is now. */
+export const FileStateResult = z.strictObject({ offer: FileOffer });
+export type FileStateResult = z.infer<typeof FileStateResult>;
+export const FileListResult = z.strictObject({ offers: z.array(FileOffer) });
+export type FileListResult = z.infer<typeof FileListResult>;
+
+/**
+ * Something happened to a file offer: `offered` (to its receivers, once the
+ * upload is complete), or a receiver (`user`) `accepted`, `declined` or
+ * `received` it (to the sender, and to that receiver's other devices).
+ */
+export const FileEvent = z.strictObject({
+  type: z.literal('file'),
+  event: z.enum(['offered', 'accepted', 'declined', 'received']),
+  user: z.string().optional(),
+  offer: FileOffer,
+  ts: Timestamp,
+});
+export type FileEvent = z.infer<typeof FileEvent>;
+
+/** Sent with the inbox sync (before `synced`) when there are live offers: those made to me and not yet received or declined, and mine. */
+export const FilesEvent = z.strictObject({ type: z.literal('files'), offers: z.array(FileOffer) });
+export type FilesEvent = z.infer<typeof FilesEvent>;
 
 /**
  * A message as every member of its conversation sees it: in a direct
@@ -290,7 +408,22 @@ export const OkReply = z.strictObject({
   id: RequestId,
   op: z.enum(REQUEST_OPS),
   ok: z.literal(true),
-  result: z.union([SendResult, RegisterResult, HistoryResult, WhoResult, ReceiptResult, GroupInfo, GroupListResult, GroupGoneResult, InfoResult]),
+  result: z.union([
+    SendResult,
+    RegisterResult,
+    HistoryResult,
+    WhoResult,
+    ReceiptResult,
+    GroupInfo,
+    GroupListResult,
+    GroupGoneResult,
+    InfoResult,
+    FileOfferResult,
+    FileChunkResult,
+    FileFetchResult,
+    FileStateResult,
+    FileListResult,
+  ]),
 });
 export const ErrorReply = z.strictObject({
   type: z.literal('reply'),
@@ -306,7 +439,7 @@ export type ErrorReply = z.infer<typeof ErrorReply>;
 export type Reply = z.infer<typeof Reply>;
 
 /** Everything that can arrive on an inbox topic. */
-export const InboxEvent = z.union([MessageEvent, GroupEvent, OkReply, ErrorReply, ReceiptEvent, PresenceEvent, SyncEvent, SyncedEvent]);
+export const InboxEvent = z.union([MessageEvent, GroupEvent, OkReply, ErrorReply, ReceiptEvent, PresenceEvent, SyncEvent, SyncedEvent, FileEvent, FilesEvent]);
 export type InboxEvent = z.infer<typeof InboxEvent>;
 
 /** The results each op answers with, for typed request helpers. */
@@ -326,6 +459,13 @@ export interface ResultOf {
   'group.list': GroupListResult;
   'group.members': GroupInfo;
   info: InfoResult;
+  'file.offer': FileOfferResult;
+  'file.chunk': FileChunkResult;
+  'file.accept': FileStateResult;
+  'file.decline': FileStateResult;
+  'file.fetch': FileFetchResult;
+  'file.received': FileStateResult;
+  'file.list': FileListResult;
 }
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };

@@ -7,6 +7,8 @@ export interface RedisStreamsClientOptions {
   url: string;
   prefix: string;
   maxLen?: number;
+  /** Per service, roughly how many entries its stream keeps, where `maxLen` would hold too much (file chunks are tens of KiB each). */
+  maxLenOf?: Record<string, number>;
 }
 
 /**
@@ -71,7 +73,9 @@ export class RedisStreamsClient extends ClientProxy {
   }
 
   private add(pattern: string, fields: string[]): Promise<unknown> {
-    return this.pub!.xadd(rpcKeys.stream(this.opts.prefix, serviceOf(pattern)), 'MAXLEN', '~', this.opts.maxLen ?? 100_000, '*', 'pattern', pattern, ...fields);
+    const service = serviceOf(pattern);
+    const maxLen = this.opts.maxLenOf?.[service] ?? this.opts.maxLen ?? 100_000;
+    return this.pub!.xadd(rpcKeys.stream(this.opts.prefix, service), 'MAXLEN', '~', maxLen, '*', 'pattern', pattern, ...fields);
   }
 
   private onReply(message: string): void {

@@ -2,6 +2,7 @@ import { Inject, Module, type DynamicModule, type OnApplicationShutdown, type Pr
 import { Redis } from 'ioredis';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { GROUP_API, GROUP_API_METHODS, type GroupApi } from '#libs/group';
+import { FILE_OFFER_API, FILE_OFFER_API_METHODS, type FileOfferApi } from '#libs/file-offer';
 import { Metrics, Readiness } from '#libs/health';
 import { PRESENCE_API, PRESENCE_API_METHODS, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, RECEIPTS_API_METHODS, type ReceiptsApi } from '#libs/receipts';
@@ -10,16 +11,17 @@ import { ALIVE_WITHIN_MS, rpcKeys } from './rpc-keys.js';
 import { observeInto, rpcQueueDepths } from './rpc-metrics.js';
 import { rpcProxy } from './rpc-proxy.js';
 
-export type RemoteService = 'presence' | 'receipts' | 'group';
+export type RemoteService = 'presence' | 'receipts' | 'group' | 'file-offer';
 
-const TOKENS = { presence: PRESENCE_API, receipts: RECEIPTS_API, group: GROUP_API } as const;
+const TOKENS = { presence: PRESENCE_API, receipts: RECEIPTS_API, group: GROUP_API, 'file-offer': FILE_OFFER_API } as const;
 
 const REMOTE_SERVICES = Symbol('REMOTE_SERVICES');
+const FILE_CHUNK_STREAM_LEN = 2000;
 
 /**
- * The distributed wiring: PRESENCE_API, RECEIPTS_API and GROUP_API (those
- * named) as RPC proxies over Redis Streams to the service apps, with a
- * readiness check per service, call latencies and the depth of each service's queue.
+ * The distributed wiring: PRESENCE_API, RECEIPTS_API, GROUP_API and
+ * FILE_OFFER_API (those named) as RPC proxies over Redis Streams to the service
+ * apps, with a readiness check per service, call latencies and the depth of each service's queue.
  */
 @Module({})
 export class RemoteServicesModule implements OnApplicationShutdown {
@@ -36,6 +38,8 @@ export class RemoteServicesModule implements OnApplicationShutdown {
             return rpcProxy<ReceiptsApi>(client, service, RECEIPTS_API_METHODS, timeoutMs, observe);
           case 'group':
             return rpcProxy<GroupApi>(client, service, GROUP_API_METHODS, timeoutMs, observe);
+          case 'file-offer':
+            return rpcProxy<FileOfferApi>(client, service, FILE_OFFER_API_METHODS, timeoutMs, observe);
         }
       },
       inject: [RedisStreamsClient, PARLEY_CONFIG, Metrics],
@@ -45,7 +49,9 @@ export class RemoteServicesModule implements OnApplicationShutdown {
       providers: [
         {
           provide: RedisStreamsClient,
-          useFactory: (config: ParleyConfig) => new RedisStreamsClient({ url: config.REDIS_URL!, prefix: config.PARLEY_REDIS_PREFIX }),
+          useFactory: (config: ParleyConfig) =>
+            // File chunks are large: their stream keeps few entries (calls wait for their answers, so few are ever outstanding).
+            new RedisStreamsClient({ url: config.REDIS_URL!, prefix: config.PARLEY_REDIS_PREFIX, maxLenOf: { 'file-offer': FILE_CHUNK_STREAM_LEN } }),
           inject: [PARLEY_CONFIG],
         },
         { provide: REMOTE_SERVICES, useValue: services },

@@ -1,0 +1,38 @@
+import type { FileOffer } from '#libs/protocol';
+import { fileLabel } from './file-output.js';
+import { TransferProgress } from './file-progress.js';
+import { downloadFile, uploadFile, type FileTarget } from './file-transfer.js';
+import type { Printer } from './output.js';
+import type { ParleyClient } from './parley-client.js';
+
+/** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
+export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string): Promise<FileOffer> {
+  let progress: TransferProgress | undefined;
+  try {
+    return await uploadFile(client, target, path, (offer, bytes) => {
+      progress ??= new TransferProgress(printer, 'upload', offer.id, offer.name, offer.size);
+      progress.update(bytes);
+    });
+  } finally {
+    progress?.done();
+  }
+}
+
+/** Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. */
+export async function acceptFile(client: ParleyClient, printer: Printer, id: string, dir: string): Promise<{ offer: FileOffer; path: string }> {
+  const { offer } = await client.request('file.accept', { offer: id });
+  const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size);
+  try {
+    return { offer, path: await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes)) };
+  } finally {
+    progress.done();
+  }
+}
+
+/** Fetch requests a receiver keeps outstanding at once. */
+const DOWNLOAD_WINDOW = 8;
+
+export function offeredText(offer: FileOffer): string {
+  const to = offer.group ? offer.group.name : Object.keys(offer.recipients).join(', ');
+  return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
+}

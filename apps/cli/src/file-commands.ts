@@ -1,0 +1,34 @@
+import { resolve } from 'node:path';
+import { target, withClient, type CommandContext } from './commands.js';
+import { fileLabel, offerLine } from './file-output.js';
+import { acceptFile, offeredText, offerFile } from './file-actions.js';
+
+/** `parley file …` */
+export const fileCommands = {
+  async send(ctx: CommandContext, user: string | undefined, path: string, opts: { group?: string }): Promise<void> {
+    const to = target(user, opts.group);
+    await withClient(ctx, async (client) => {
+      const offer = await offerFile(client, ctx.printer, to, path);
+      ctx.printer.emit(offeredText(offer), { type: 'offered', offer });
+    });
+  },
+  async list(ctx: CommandContext): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const { offers } = await client.request('file.list');
+      for (const offer of offers) ctx.printer.emit(offerLine(offer, client.user!), { type: 'offer', offer });
+      if (offers.length === 0) ctx.printer.note('no file offers');
+    });
+  },
+  async accept(ctx: CommandContext, id: string, opts: { to?: string }): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const { offer, path } = await acceptFile(client, ctx.printer, id, resolve(opts.to ?? '.'));
+      ctx.printer.emit(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
+    });
+  },
+  async decline(ctx: CommandContext, id: string): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const { offer } = await client.request('file.decline', { offer: id });
+      ctx.printer.emit(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
+    });
+  },
+};

@@ -1,0 +1,71 @@
+import type { FileEvent, FileOffer, FilesEvent } from '#libs/protocol';
+import { formatBytes } from './file-progress.js';
+
+/** `notes.txt (1.2 KiB)` */
+export function fileLabel(offer: FileOffer): string {
+  return `${offer.name} (${formatBytes(offer.size)})`;
+}
+
+function receiversText(offer: FileOffer, me: string): string {
+  return offer.group
+    ? `[${offer.group.name}]`
+    : Object.keys(offer.recipients)
+        .map((r) => (r === me ? 'you' : r))
+        .join(', ');
+}
+
+/** One line of `parley file list`: incoming offers with my state, mine with each receiver's. */
+export function offerLine(offer: FileOffer, me: string): string {
+  if (offer.from === me) {
+    const states = Object.entries(offer.recipients)
+      .map(([u, s]) => `${u}: ${s}`)
+      .join(', ');
+    const upload = offer.uploaded < offer.chunks ? `, uploaded ${offer.uploaded}/${offer.chunks} chunks` : '';
+    return `${offer.id}  you → ${receiversText(offer, me)}  ${fileLabel(offer)}  ${states}${upload}`;
+  }
+  const via = offer.group ? ` [${offer.group.name}]` : '';
+  return `${offer.id}  ${offer.from}${via} → you  ${fileLabel(offer)}  ${offer.recipients[me] ?? '?'}`;
+}
+
+/** How an incoming offer is announced: sender, name and size, and what to do. */
+export function offeredLine(offer: FileOffer, how: { accept: string; decline: string }): string {
+  const via = offer.group ? ` in [${offer.group.name}]` : '';
+  return `* ${offer.from}${via} offers ${fileLabel(offer)} — ${how.accept} ${offer.id} or ${how.decline} ${offer.id}`;
+}
+
+/**
+ * Turns file events and the `files` sync into lines, each once per session:
+ * offers made to me (while I still have to decide) and decisions on mine.
+ */
+export class FileNotices {
+  private readonly seen = new Set<string>();
+
+  constructor(
+    private readonly me: string,
+    private readonly how: { accept: string; decline: string },
+  ) {}
+
+  /** The lines to print for an event (none when it was printed before, or is my own doing). */
+  linesFor(e: FileEvent | FilesEvent): string[] {
+    if (e.type === 'files') return e.offers.flatMap((o) => this.offerLines(o));
+    if (e.event === 'offered') return this.offerLines(e.offer);
+    if (e.user === this.me || e.offer.from !== this.me) return [];
+    return this.once(`${e.offer.id}:${e.user}:${e.event}`) ? [`* ${e.user} ${e.event} ${fileLabel(e.offer)}`] : [];
+  }
+
+  private offerLines(offer: FileOffer): string[] {
+    if (offer.from === this.me) {
+      return Object.entries(offer.recipients)
+        .filter(([u, s]) => s !== 'pending' && this.once(`${offer.id}:${u}:${s}`))
+        .map(([u, s]) => `* ${u} ${s} ${fileLabel(offer)}`);
+    }
+    if (offer.recipients[this.me] !== 'pending' || !this.once(`${offer.id}:offered`)) return [];
+    return [offeredLine(offer, this.how)];
+  }
+
+  private once(key: string): boolean {
+    if (this.seen.has(key)) return false;
+    this.seen.add(key);
+    return true;
+  }
+}

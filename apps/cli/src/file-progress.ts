@@ -1,0 +1,64 @@
+import type { Printer } from './output.js';
+
+/** `1.2 KiB`, `3.0 MiB`: sizes as people read them. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let value = n / 1024;
+  let unit = 0;
+  while (value >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return `${value.toFixed(1)} ${units[unit]}`;
+}
+
+const DRAW_AFTER_MS = 300;
+const REDRAW_MS = 100;
+const BAR_WIDTH = 24;
+
+/**
+ * Progress of one transfer: with --json, `progress` lines (at most one per
+ * percent, and the last); for people, a bar on stderr, only on a terminal and
+ * only once the transfer has taken more than a moment.
+ */
+export class TransferProgress {
+  private readonly started = Date.now();
+  private lastDraw = 0;
+  private lastPercent = -1;
+  private drawn = false;
+
+  constructor(
+    private readonly printer: Printer,
+    private readonly direction: 'upload' | 'download',
+    private readonly offer: string,
+    private readonly name: string,
+    private readonly total: number,
+    private readonly stream: NodeJS.WriteStream = process.stderr,
+  ) {}
+
+  update(bytes: number): void {
+    const percent = this.total === 0 ? 100 : Math.floor((bytes / this.total) * 100);
+    if (this.printer.json) {
+      if (percent === this.lastPercent && bytes !== this.total) return;
+      this.lastPercent = percent;
+      this.printer.emit(null, { type: 'progress', direction: this.direction, offer: this.offer, name: this.name, bytes, total: this.total });
+      return;
+    }
+    if (!this.stream.isTTY) return;
+    const now = Date.now();
+    if (now - this.started < DRAW_AFTER_MS || (now - this.lastDraw < REDRAW_MS && bytes !== this.total)) return;
+    this.lastDraw = now;
+    this.drawn = true;
+    const filled = Math.round((percent / 100) * BAR_WIDTH);
+    const bar = '#'.repeat(filled) + '-'.repeat(BAR_WIDTH - filled);
+    const verb = this.direction === 'upload' ? '↑' : '↓';
+    this.stream.write(`\r${verb} ${this.name} [${bar}] ${String(percent).padStart(3)}% ${formatBytes(bytes)} / ${formatBytes(this.total)}\u001b[K`);
+  }
+
+  /** Ends the bar's line (if one was drawn). */
+  done(): void {
+    if (this.drawn) this.stream.write('\n');
+    this.drawn = false;
+  }
+}

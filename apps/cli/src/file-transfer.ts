@@ -1,0 +1,188 @@
+import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { link, open, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { basename, extname, join } from 'node:path';
+import { numberedFileName, sanitizeFileName, type FileOffer } from '#libs/protocol';
+import type { ParleyClient } from './parley-client.js';
+
+/** Where an offer goes: a user or a group. */
+export type FileTarget = { to: string } | { group: string };
+
+export class TransferError extends Error {
+  override readonly name = 'TransferError';
+  constructor(
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+const CONTENT_TYPES: Record<string, string> = {
+  '.txt': 'text/plain',
+  '.md': 'text/markdown',
+  '.csv': 'text/csv',
+  '.json': 'application/json',
+  '.pdf': 'application/pdf',
+  '.png': 'image/png',
+  '.jpg': 'image/jpeg',
+  '.jpeg': 'image/jpeg',
+  '.gif': 'image/gif',
+  '.zip': 'application/zip',
+  '.gz': 'application/gzip',
+  '.tar': 'application/x-tar',
+};
+
+export async function sha256Of(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Offers a file and uploads it: chunk after chunk, with at most the server's
+ * window unacknowledged. Offering the same file to the same receiver again
+ * resumes an interrupted upload from the last acknowledged chunk (the offer's
+ * request id comes from the file's hash, name and receiver). Resolves with
+ * the offer once the server holds all of it.
+ */
+export async function uploadFile(
+  client: ParleyClient,
+  target: FileTarget,
+  path: string,
+  onProgress: (offer: FileOffer, bytes: number) => void,
+): Promise<FileOffer> {
+  const info = await stat(path);
+  if (!info.isFile()) throw new TransferError('usage', `${path} is not a file`);
+  const name = sanitizeFileName(basename(path));
+  const sha256 = await sha256Of(path);
+  const file = { name, size: info.size, type: CONTENT_TYPES[extname(name).toLowerCase()] ?? 'application/octet-stream', sha256 };
+  const key = createHash('sha256')
+    .update(JSON.stringify([target, name, sha256]))
+    .digest('hex')
+    .slice(0, 40);
+  let offered = await client.request('file.offer', { ...target, ...file }, `file-${key}`);
+  // The same file went to the same receiver before and that offer is settled: this is a new offer.
+  for (let n = 2; settled(offered.offer) && n < 100; n++) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${n}`);
+  const offer = offered.offer;
+  const handle = await open(path, 'r');
+  try {
+    await sendChunks(client, handle, offer, offered.window, (bytes) => onProgress(offer, bytes));
+  } finally {
+    await handle.close();
+  }
+  return { ...offer, uploaded: offer.chunks };
+}
+
+function settled(offer: FileOffer): boolean {
+  return offer.uploaded === offer.chunks && Object.values(offer.recipients).every((s) => s === 'declined' || s === 'received');
+}
+
+async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileOffer, window: number, progress: (bytes: number) => void): Promise<void> {
+  let acked = offer.uploaded;
+  progress(Math.min(offer.size, acked * offer.chunkSize));
+  // Uploaded before (this is a retry): the last chunk again makes sure the receivers were told.
+  const first = offer.uploaded === offer.chunks ? Math.max(0, offer.chunks - 1) : offer.uploaded;
+  const inflight = new Set<Promise<void>>();
+  let failure = null as Error | null;
+  for (let index = first; index < offer.chunks && failure === null; index++) {
+    while (inflight.size >= window) await Promise.race(inflight);
+    if (failure !== null) break;
+    const length = Math.min(offer.chunkSize, offer.size - index * offer.chunkSize);
+    const buffer = Buffer.alloc(length);
+    await handle.read(buffer, 0, length, index * offer.chunkSize);
+    // Requests are published in the order made, so chunks reach the server in order.
+    const sent: Promise<void> = client
+      .request('file.chunk', { offer: offer.id, index, data: buffer.toString('base64') })
+      .then((r) => {
+        acked = Math.max(acked, r.uploaded);
+        progress(Math.min(offer.size, acked * offer.chunkSize));
+      })
+      .catch((e: unknown) => {
+        failure ??= e instanceof Error ? e : new Error(String(e));
+      })
+      .finally(() => inflight.delete(sent));
+    inflight.add(sent);
+  }
+  await Promise.all(inflight);
+  if (failure !== null) throw failure;
+}
+
+/** The partial download of an offer in a directory: hidden, named by offer id, never the final name. */
+export function partPathOf(dir: string, offer: FileOffer): string {
+  return join(dir, `.${offer.id}.parley-part`);
+}
+
+/**
+ * Downloads an accepted offer into `dir`: chunks go to a hidden part file
+ * (an interrupted download resumes from its last whole chunk), the SHA-256
+ * is checked, and only then does the file appear under its (sanitised) name,
+ * never over an existing file (`name (1).ext` then). Tells the server it is
+ * received. Resolves with the final path.
+ */
+export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: string, window: number, onProgress: (bytes: number) => void): Promise<string> {
+  const part = partPathOf(dir, offer);
+  const have = await stat(part).then(
+    (s) => s.size,
+    () => -1,
+  );
+  let next = have < 0 ? 0 : Math.min(offer.chunks, Math.floor(have / offer.chunkSize));
+  if (have >= 0) await truncate(part, next * offer.chunkSize);
+  const handle = await open(part, have < 0 ? 'w' : 'r+');
+  try {
+    onProgress(Math.min(offer.size, next * offer.chunkSize));
+    // Answers come in the order asked; each is written in turn, so the part file is always a whole prefix.
+    let writing = Promise.resolve();
+    const inflight = new Set<Promise<void>>();
+    let failure = null as Error | null;
+    for (let index = next; index < offer.chunks && failure === null; index++) {
+      while (inflight.size >= window) await Promise.race(inflight);
+      if (failure !== null) break;
+      const fetched: Promise<void> = client
+        .request('file.fetch', { offer: offer.id, index })
+        .then((r) => {
+          const data = Buffer.from(r.data, 'base64');
+          writing = writing.then(async () => {
+            await handle.write(data, 0, data.length, r.index * offer.chunkSize);
+            next = r.index + 1;
+            onProgress(Math.min(offer.size, next * offer.chunkSize));
+          });
+          return writing;
+        })
+        .catch((e: unknown) => {
+          failure ??= e instanceof Error ? e : new Error(String(e));
+        })
+        .finally(() => inflight.delete(fetched));
+      inflight.add(fetched);
+    }
+    await Promise.all(inflight);
+    await writing;
+    if (failure !== null) throw failure;
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  if ((await sha256Of(part)) !== offer.sha256) {
+    await unlink(part);
+    throw new TransferError('checksum_mismatch', `${offer.name} did not arrive intact (SHA-256 differs); nothing was kept, accept it again to retry`);
+  }
+  const final = await placeFile(part, dir, sanitizeFileName(offer.name));
+  await client.request('file.received', { offer: offer.id });
+  return final;
+}
+
+/** Gives the verified part file its final name, taking `name (1).ext`, `name (2).ext`, … when a name is taken: never overwrites. */
+async function placeFile(part: string, dir: string, name: string): Promise<string> {
+  for (let n = 0; n < 10_000; n++) {
+    const candidate = join(dir, n === 0 ? name : numberedFileName(name, n));
+    try {
+      // link() fails on an existing name, atomically: no window in which another file could be overwritten.
+      await link(part, candidate);
+      await unlink(part);
+      return candidate;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+    }
+  }
+  throw new TransferError('failed', `no free name for ${name} in ${dir}`);
+}

@@ -1,0 +1,51 @@
+import { mkdir, readFile, rename, rm, open } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { EmbeddedDatabase } from '#libs/storage';
+import type { FileBlobStore } from '../file-offer.store.js';
+
+/**
+ * Chunks as plain files in the data directory: `files/{offerId}/{index}`.
+ * Each chunk is written to a temporary name, flushed and renamed, so a crash
+ * leaves a whole chunk or none. Offer ids are server-made (`f` and base64url),
+ * never a path. Expiry is the offer service's sweep.
+ */
+export class EmbeddedFileBlobStore implements FileBlobStore {
+  private readonly root: string;
+
+  constructor(db: EmbeddedDatabase) {
+    this.root = join(db.dataDir, 'files');
+  }
+
+  private dirOf(id: string): string {
+    if (!/^f[A-Za-z0-9_-]+$/.test(id)) throw new Error(`not an offer id: ${id}`);
+    return join(this.root, id);
+  }
+
+  async put(id: string, index: number, data: Buffer): Promise<void> {
+    const dir = this.dirOf(id);
+    await mkdir(dir, { recursive: true });
+    const final = join(dir, String(index));
+    const temp = `${final}.tmp`;
+    const handle = await open(temp, 'w');
+    try {
+      await handle.writeFile(data);
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+    await rename(temp, final);
+  }
+
+  async get(id: string, index: number): Promise<Buffer | null> {
+    try {
+      return await readFile(join(this.dirOf(id), String(index)));
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw e;
+    }
+  }
+
+  async delete(id: string): Promise<void> {
+    await rm(this.dirOf(id), { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,139 @@
+import { createHash } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DomainError } from '#libs/protocol';
+import { EmbeddedDatabase } from '#libs/storage';
+import { EmbeddedFileBlobStore } from './embedded/embedded-file-blob.store.js';
+import { EmbeddedFileOfferStore } from './embedded/embedded-file-offer.store.js';
+import { FileOfferService, offerIdOf } from './file-offer.service.js';
+
+const CHUNK = 4;
+const open: { db: EmbeddedDatabase; dir: string }[] = [];
+afterEach(async () => {
+  for (const { db, dir } of open.splice(0)) {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function setup(limits: Partial<ConstructorParameters<typeof FileOfferService>[3]> = {}) {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-files-unit-'));
+  const db = new EmbeddedDatabase(dir);
+  open.push({ db, dir });
+  const clock = { now: 1_000 };
+  const users = new Set(['ann', 'bob', 'cy']);
+  const blobs = new EmbeddedFileBlobStore(db);
+  const service = new FileOfferService(
+    new EmbeddedFileOfferStore(db),
+    blobs,
+    { exists: (u) => Promise.resolve(users.has(u)) },
+    { maxFileBytes: 100, maxPendingOffers: 2, quotaBytes: 150, ttlMs: 10_000, chunkBytes: CHUNK, window: 8, ...limits },
+    () => clock.now,
+  );
+  return { service, clock, blobs };
+}
+
+const describe_ = (data: Buffer, name = 'a.txt') => ({ name, size: data.length, sha256: createHash('sha256').update(data).digest('hex') });
+
+async function upload(service: FileOfferService, id: string, data: Buffer) {
+  const chunks = Math.ceil(data.length / CHUNK);
+  for (let i = 0; i < chunks - 1; i++) await service.putChunk('ann', id, i, data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64'));
+  return service.putChunk('ann', id, chunks - 1, data.subarray((chunks - 1) * CHUNK).toString('base64'));
+}
+
+const code = (p: Promise<unknown>) =>
+  p.then(
+    () => 'ok',
+    (e: unknown) => (e instanceof DomainError ? e.code : String(e)),
+  );
+
+describe('FileOfferService', () => {
+  it('offers to every other member of a group, announces once uploaded, and tells the sender of each decision', async () => {
+    const { service } = setup();
+    const data = Buffer.from('0123456789');
+    const made = await service.offer('ann', 'r1', { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] }, describe_(data));
+    expect(made.notify).toBeNull();
+    const id = made.result.offer.id;
+    expect(id).toBe(offerIdOf('ann', 'r1'));
+    expect(made.result.offer).toMatchObject({ chunks: 3, uploaded: 0, type: 'application/octet-stream', recipients: { bob: 'pending', cy: 'pending' } });
+    expect(await service.list('bob')).toEqual([]);
+    const done = await upload(service, id, data);
+    expect(done.notify).toMatchObject({ to: ['bob', 'cy'], event: { type: 'file', event: 'offered', offer: { id, uploaded: 3 } } });
+    expect((await service.list('bob')).map((o) => o.id)).toEqual([id]);
+
+    const accepted = await service.accept('bob', id);
+    expect(accepted.notify).toMatchObject({ to: ['ann', 'bob'], event: { event: 'accepted', user: 'bob' } });
+    expect((await service.accept('bob', id)).notify).toBeNull();
+    const chunks = await Promise.all([0, 1, 2].map((i) => service.fetch('bob', id, i)));
+    expect(Buffer.concat(chunks.map((c) => Buffer.from(c.data, 'base64')))).toEqual(data);
+    expect(await code(service.fetch('cy', id, 0))).toBe('file_not_ready');
+    expect((await service.confirm('bob', id)).notify).toMatchObject({ event: { event: 'received', user: 'bob' } });
+    expect((await service.decline('cy', id)).notify).toMatchObject({ event: { event: 'declined', user: 'cy' } });
+    expect(await code(service.decline('bob', id))).toBe('not_allowed');
+    // Settled: still listed for the sender, but no longer counted against it.
+    expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'received', cy: 'declined' });
+    expect(await service.list('cy')).toEqual([]);
+  });
+
+  it('is idempotent by request id, so an interrupted upload resumes where it stopped', async () => {
+    const { service } = setup();
+    const data = Buffer.from('abcdefghij');
+    const { offer } = (await service.offer('ann', 'r1', { to: 'bob' }, describe_(data))).result;
+    await service.putChunk('ann', offer.id, 0, data.subarray(0, 4).toString('base64'));
+    const again = await service.offer('ann', 'r1', { to: 'bob' }, describe_(data));
+    expect(again.result.offer).toMatchObject({ id: offer.id, uploaded: 1 });
+    expect(await service.putChunk('ann', offer.id, 0, 'AAAA')).toMatchObject({ result: { uploaded: 1 }, notify: null });
+    expect(await code(service.putChunk('ann', offer.id, 2, 'AAAA'))).toBe('bad_chunk');
+    expect(await code(service.putChunk('ann', offer.id, 1, 'AA=='))).toBe('bad_chunk');
+    expect(await code(service.putChunk('ann', offer.id, 3, 'AAAA'))).toBe('chunk_out_of_range');
+    expect(await code(service.putChunk('bob', offer.id, 1, 'AAAA'))).toBe('unknown_file');
+    // Once complete, the last chunk again announces the offer again (its first announcement may have been lost); others do not.
+    await service.putChunk('ann', offer.id, 1, data.subarray(4, 8).toString('base64'));
+    expect((await service.putChunk('ann', offer.id, 2, data.subarray(8).toString('base64'))).notify?.event.event).toBe('offered');
+    expect((await service.putChunk('ann', offer.id, 2, 'AAA=')).notify).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
+  });
+
+  it('refuses bad names, sizes, receivers and what is over the limits, changing nothing', async () => {
+    const { service } = setup();
+    const small = describe_(Buffer.from('x'));
+    expect(await code(service.offer('ann', 'a', { to: 'bob' }, { ...small, name: '../x' }))).toBe('invalid_file_name');
+    expect(await code(service.offer('ann', 'b', { to: 'bob' }, { ...small, size: 101 }))).toBe('file_too_large');
+    expect(await code(service.offer('ann', 'c', { to: 'zed' }, small))).toBe('unknown_user');
+    expect(await code(service.offer('ann', 'd', { to: 'ann' }, small))).toBe('bad_request');
+    expect(await code(service.offer('ann', 'e', { group: { id: 'g', name: 'solo' }, members: ['ann'] }, small))).toBe('bad_request');
+    expect(await service.list('ann')).toEqual([]);
+    await service.offer('ann', 'f', { to: 'bob' }, { ...small, size: 100 });
+    expect(await code(service.offer('ann', 'g', { to: 'bob' }, { ...small, size: 51 }))).toBe('quota_exceeded');
+    await service.offer('ann', 'h', { to: 'bob' }, { ...small, size: 50 });
+    expect(await code(service.offer('ann', 'i', { to: 'bob' }, { ...small, size: 0 }))).toBe('too_many_offers');
+    expect(await service.list('ann')).toHaveLength(2);
+  });
+
+  it('deletes an offer whose bytes do not match its SHA-256', async () => {
+    const { service, blobs } = setup();
+    const data = Buffer.from('12345678');
+    const { offer } = (await service.offer('ann', 'r', { to: 'bob' }, { ...describe_(data), sha256: '0'.repeat(64) })).result;
+    await service.putChunk('ann', offer.id, 0, data.subarray(0, 4).toString('base64'));
+    expect(await code(service.putChunk('ann', offer.id, 1, data.subarray(4).toString('base64')))).toBe('checksum_mismatch');
+    expect(await service.list('ann')).toEqual([]);
+    expect(await blobs.get(offer.id, 0)).toBeNull();
+  });
+
+  it('expires an unanswered offer with its data, and frees its place', async () => {
+    const { service, clock, blobs } = setup({ maxPendingOffers: 1 });
+    const data = Buffer.from('abc');
+    const { offer } = (await service.offer('ann', 'r', { to: 'bob' }, describe_(data))).result;
+    await upload(service, offer.id, data);
+    clock.now += 9_999;
+    expect(await service.list('bob')).toHaveLength(1);
+    clock.now += 1;
+    expect(await service.list('bob')).toEqual([]);
+    expect(await service.sweep()).toBe(1);
+    expect(await blobs.get(offer.id, 0)).toBeNull();
+    expect(await code(service.accept('bob', offer.id))).toBe('unknown_file');
+    expect(await code(service.offer('ann', 'r2', { to: 'bob' }, describe_(data)))).toBe('ok');
+  });
+});

@@ -1,0 +1,303 @@
+import { createHash } from 'node:crypto';
+import {
+  DomainError,
+  isSafeFileName,
+  type FileChunkResult,
+  type FileEvent,
+  type FileFetchResult,
+  type FileOffer,
+  type FileOfferResult,
+  type FileRecipientState,
+  type FileStateResult,
+  type FilesEvent,
+  type GroupLabel,
+} from '#libs/protocol';
+import type { FileBlobStore, FileOfferStore, StoredOffer } from './file-offer.store.js';
+
+export interface UserDirectory {
+  exists(user: string): Promise<boolean>;
+}
+
+export interface FileLimits {
+  maxFileBytes: number;
+  maxPendingOffers: number;
+  quotaBytes: number;
+  ttlMs: number;
+  chunkBytes: number;
+  /** How many chunks a sender may have unacknowledged at once (told to clients). */
+  window: number;
+}
+
+/** Whom an offer goes to, as the gateway resolved it: one user, or the other members of a group. */
+export type OfferTarget = { to: string } | { group: GroupLabel; members: string[] };
+
+export interface FileDescription {
+  name: string;
+  size: number;
+  type?: string | undefined;
+  sha256: string;
+}
+
+/** A result, and the event to publish to `notify.to` (every device of each), if any. */
+export interface FileOutcome<R> {
+  result: R;
+  notify: { to: string[]; event: FileEvent } | null;
+}
+
+const DEFAULT_TYPE = 'application/octet-stream';
+const SWEEP_BATCH = 100;
+/** Chunks read at once to check a completed upload's SHA-256. */
+const HASH_BATCH = 32;
+
+/**
+ * File offers, consent first and store-and-forward: the sender describes the
+ * file and uploads it in chunks at once; when the server holds all of it (and
+ * its SHA-256 checks out) the receivers are told; each accepts (then
+ * downloads) or declines; the sender hears of each decision. The data goes
+ * when every receiver has received or declined it, or when the offer expires.
+ *
+ * Every method is idempotent (calls may arrive twice over the RPC transport).
+ */
+export class FileOfferService {
+  constructor(
+    private readonly offers: FileOfferStore,
+    private readonly blobs: FileBlobStore,
+    private readonly users: UserDirectory,
+    private readonly limits: FileLimits,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /**
+   * Makes an offer (or, for a request id already used by the sender, returns
+   * that offer with its upload progress, to resume). Throws
+   * invalid_file_name, file_too_large, unknown_user, too_many_offers,
+   * quota_exceeded or bad_request, changing nothing.
+   */
+  async offer(sender: string, requestId: string, target: OfferTarget, file: FileDescription): Promise<FileOutcome<FileOfferResult>> {
+    const id = offerIdOf(sender, requestId);
+    const existing = await this.live(id);
+    if (existing) return { result: { offer: viewOf(existing), window: this.limits.window }, notify: null };
+    if (!isSafeFileName(file.name))
+      throw new DomainError('invalid_file_name', 'a file name may not hold a path separator, "..", control characters or a leading dot, nor be over 255 bytes');
+    if (file.size > this.limits.maxFileBytes)
+      throw new DomainError('file_too_large', `the file is ${file.size} bytes; the largest allowed is ${this.limits.maxFileBytes}`);
+    const receivers = 'to' in target ? [target.to] : target.members.filter((m) => m !== sender);
+    if ('to' in target) {
+      if (target.to === sender) throw new DomainError('bad_request', 'you cannot offer a file to yourself');
+      if (!(await this.users.exists(target.to))) throw new DomainError('unknown_user', `there is no user "${target.to}"`);
+    }
+    if (receivers.length === 0) throw new DomainError('bad_request', 'there is no one else in that group to offer the file to');
+    const createdAt = this.now();
+    const chunks = Math.ceil(file.size / this.limits.chunkBytes);
+    const offer: StoredOffer = {
+      id,
+      from: sender,
+      ...('group' in target ? { group: target.group } : {}),
+      name: file.name,
+      size: file.size,
+      type: file.type ?? DEFAULT_TYPE,
+      sha256: file.sha256,
+      chunkSize: this.limits.chunkBytes,
+      chunks,
+      uploaded: 0,
+      createdAt,
+      expiresAt: createdAt + this.limits.ttlMs,
+      recipients: Object.fromEntries(receivers.map((r) => [r, 'pending' as const])),
+      open: true,
+    };
+    const created = await this.offers.create(offer, { maxOpen: this.limits.maxPendingOffers, quotaBytes: this.limits.quotaBytes });
+    switch (created) {
+      case 'too_many_offers':
+        throw new DomainError(
+          'too_many_offers',
+          `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined; wait for them or let them expire`,
+        );
+      case 'quota_exceeded':
+        throw new DomainError('quota_exceeded', `your file offers would hold more than ${this.limits.quotaBytes} bytes on the server`);
+      case 'exists':
+        return this.offer(sender, requestId, target, file);
+      case 'created':
+        break;
+    }
+    // An empty file is complete as it is.
+    if (chunks === 0) return { result: { offer: viewOf(offer), window: this.limits.window }, notify: await this.completed(offer) };
+    return { result: { offer: viewOf(offer), window: this.limits.window }, notify: null };
+  }
+
+  /**
+   * Stores chunk `index` (base64 `data`) of the sender's offer. Chunks go in
+   * order; one already stored is acknowledged again and changes nothing. The
+   * last one completes the upload: the SHA-256 is checked and the receivers
+   * are told. Throws unknown_file, chunk_out_of_range, bad_chunk or
+   * checksum_mismatch (which deletes the offer).
+   */
+  async putChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
+    const offer = await this.live(offerId);
+    if (!offer || offer.from !== sender) throw unknownFile(offerId);
+    if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
+    if (index < offer.uploaded) {
+      const complete = offer.uploaded === offer.chunks;
+      // The last chunk again: its announcement may have been lost with its first answer (receivers drop an offer they have shown).
+      const notify = complete && index === offer.chunks - 1 ? this.announcement(offer) : null;
+      return { result: { offer: offerId, index, uploaded: offer.uploaded, complete }, notify };
+    }
+    if (index > offer.uploaded) throw new DomainError('bad_chunk', `chunks go in order: the next one is ${offer.uploaded}, not ${index}`);
+    const bytes = Buffer.from(data, 'base64');
+    const expected = chunkLength(offer, index);
+    if (bytes.length !== expected) throw new DomainError('bad_chunk', `chunk ${index} must be ${expected} bytes, not ${bytes.length}`);
+    await this.blobs.put(offerId, index, bytes, offer.expiresAt);
+    const uploaded = await this.offers.advance(offerId, index + 1);
+    if (uploaded === null) throw unknownFile(offerId);
+    const complete = uploaded === offer.chunks;
+    const notify = complete && index === offer.chunks - 1 ? await this.completed({ ...offer, uploaded }) : null;
+    return { result: { offer: offerId, index, uploaded, complete }, notify };
+  }
+
+  /** The receiver takes the offer; it may then fetch the chunks. Throws unknown_file, file_not_ready or not_allowed (declined already). */
+  async accept(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
+    const offer = await this.received(user, offerId);
+    const state = offer.recipients[user]!;
+    if (state === 'declined') throw new DomainError('not_allowed', 'you declined this file');
+    if (state !== 'pending') return { result: { offer: viewOf(offer) }, notify: null };
+    return this.decide(offer, user, 'accepted');
+  }
+
+  /** The receiver refuses the offer (or gives up on one accepted); the data goes once no one needs it. Throws unknown_file or not_allowed (received already). */
+  async decline(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
+    const offer = await this.received(user, offerId);
+    const state = offer.recipients[user]!;
+    if (state === 'received') throw new DomainError('not_allowed', 'you have received this file already');
+    if (state === 'declined') return { result: { offer: viewOf(offer) }, notify: null };
+    return this.decide(offer, user, 'declined');
+  }
+
+  /** Chunk `index` of an offer the receiver accepted, base64. Throws unknown_file, file_not_ready or chunk_out_of_range. */
+  async fetch(user: string, offerId: string, index: number): Promise<FileFetchResult> {
+    const offer = await this.received(user, offerId);
+    if (offer.recipients[user] !== 'accepted') throw new DomainError('file_not_ready', 'accept the file before you fetch it');
+    if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
+    const data = await this.blobs.get(offerId, index);
+    if (!data) throw unknownFile(offerId);
+    return { offer: offerId, index, data: data.toString('base64') };
+  }
+
+  /** The receiver has the whole file and verified it; the sender hears of it. Throws unknown_file or file_not_ready (not accepted). */
+  async confirm(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
+    const offer = await this.received(user, offerId);
+    const state = offer.recipients[user]!;
+    if (state === 'received') return { result: { offer: viewOf(offer) }, notify: null };
+    if (state !== 'accepted') throw new DomainError('file_not_ready', 'accept the file first');
+    return this.decide(offer, user, 'received');
+  }
+
+  /** Offers the user made, and those made to it that it can still see (complete, not declined), oldest first. */
+  async list(user: string): Promise<FileOffer[]> {
+    const now = this.now();
+    return (await this.offers.listOf(user)).filter((o) => o.expiresAt > now && this.visibleTo(o, user)).map(viewOf);
+  }
+
+  /** The `files` event for a connection's inbox sync: null when the user has no live offer. */
+  async syncEvent(user: string): Promise<FilesEvent | null> {
+    const offers = await this.list(user);
+    return offers.length === 0 ? null : { type: 'files', offers };
+  }
+
+  /** Deletes offers (and their data) that have expired. Resolves with how many went. */
+  async sweep(): Promise<number> {
+    let gone = 0;
+    for (;;) {
+      const due = await this.offers.dueBy(this.now(), SWEEP_BATCH);
+      for (const id of due) if (await this.drop(id)) gone += 1;
+      if (due.length < SWEEP_BATCH) return gone;
+    }
+  }
+
+  private visibleTo(o: StoredOffer, user: string): boolean {
+    if (o.from === user) return true;
+    const state = o.recipients[user];
+    return o.uploaded === o.chunks && (state === 'pending' || state === 'accepted');
+  }
+
+  /** An offer not expired; an expired one is deleted on sight. */
+  private async live(id: string): Promise<StoredOffer | null> {
+    const offer = await this.offers.get(id);
+    if (!offer) return null;
+    if (offer.expiresAt <= this.now()) {
+      await this.drop(id);
+      return null;
+    }
+    return offer;
+  }
+
+  /** An offer made to `user` and complete (receivers never see a half-uploaded one). */
+  private async received(user: string, offerId: string): Promise<StoredOffer> {
+    const offer = await this.live(offerId);
+    if (!offer || offer.recipients[user] === undefined || offer.uploaded < offer.chunks) throw unknownFile(offerId);
+    return offer;
+  }
+
+  private async decide(offer: StoredOffer, user: string, state: FileRecipientState): Promise<FileOutcome<FileStateResult>> {
+    const after = await this.offers.setRecipient(offer.id, user, state);
+    if (!after) throw unknownFile(offer.id);
+    await this.releaseIfDone(after);
+    const event: FileEvent = { type: 'file', event: state as FileEvent['event'], user, offer: viewOf(after), ts: this.now() };
+    return { result: { offer: viewOf(after) }, notify: { to: [offer.from, user], event } };
+  }
+
+  /** Once every receiver has received or declined, the data goes and the offer stops counting against its sender (it stays listed until it expires). */
+  private async releaseIfDone(offer: StoredOffer): Promise<void> {
+    if (!Object.values(offer.recipients).every((s) => s === 'received' || s === 'declined')) return;
+    await this.blobs.delete(offer.id, offer.chunks);
+    await this.offers.close(offer.id);
+  }
+
+  /** The upload is complete: checks the SHA-256 over what is stored, then announces the offer to its receivers. */
+  private async completed(offer: StoredOffer): Promise<FileOutcome<unknown>['notify']> {
+    const hash = createHash('sha256');
+    for (let start = 0; start < offer.chunks; start += HASH_BATCH) {
+      const indexes = Array.from({ length: Math.min(HASH_BATCH, offer.chunks - start) }, (_, i) => start + i);
+      for (const chunk of await Promise.all(indexes.map((i) => this.blobs.get(offer.id, i)))) {
+        if (!chunk) throw unknownFile(offer.id);
+        hash.update(chunk);
+      }
+    }
+    if (hash.digest('hex') !== offer.sha256) {
+      await this.drop(offer.id);
+      throw new DomainError('checksum_mismatch', 'the uploaded bytes do not have the SHA-256 the offer announced; the offer is deleted, offer the file again');
+    }
+    return this.announcement(offer);
+  }
+
+  private announcement(offer: StoredOffer): { to: string[]; event: FileEvent } {
+    return { to: Object.keys(offer.recipients), event: { type: 'file', event: 'offered', offer: viewOf(offer), ts: this.now() } };
+  }
+
+  private async drop(id: string): Promise<boolean> {
+    const offer = await this.offers.remove(id);
+    if (offer) await this.blobs.delete(id, offer.chunks);
+    return offer !== null;
+  }
+}
+
+/** Offer ids come from the sender and its request id, so a retried offer names the same offer. */
+export function offerIdOf(sender: string, requestId: string): string {
+  return `f${createHash('sha256').update(`${sender}\n${requestId}`).digest('base64url').slice(0, 22)}`;
+}
+
+function chunkLength(offer: FileOffer, index: number): number {
+  return index === offer.chunks - 1 ? offer.size - index * offer.chunkSize : offer.chunkSize;
+}
+
+function viewOf(offer: StoredOffer): FileOffer {
+  const { open: _open, ...view } = offer;
+  return view;
+}
+
+function unknownFile(id: string): DomainError {
+  return new DomainError('unknown_file', `there is no file offer ${id} for you (it may have expired)`);
+}
+
+/** What the gateway calls: the service in process, or the same methods over RPC to the file-offer app. */
+export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'list', 'syncEvent'] as const;
+export type FileOfferApi = Pick<FileOfferService, (typeof FILE_OFFER_API_METHODS)[number]>;
+export const FILE_OFFER_API = Symbol('FILE_OFFER_API');

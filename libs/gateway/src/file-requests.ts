@@ -1,0 +1,54 @@
+import type { FileOfferApi, FileOutcome, OfferTarget } from '#libs/file-offer';
+import type { GroupApi } from '#libs/group';
+import { DomainError, topics, type FileOfferRequest, type OkReply, type Request } from '#libs/protocol';
+import type { InboxPublisher } from './inbox-publisher.js';
+
+export type FileRequest = Extract<Request, { op: `file.${string}` }>;
+
+/**
+ * The `file.*` requests: resolves whom an offer goes to (a user, or the other
+ * members of one of the caller's groups), calls the file-offer service, and
+ * publishes what it asks to (the offer to its receivers once uploaded, each
+ * decision to the sender) before the reply goes out.
+ */
+export class FileRequests {
+  constructor(
+    private readonly files: FileOfferApi,
+    private readonly groups: GroupApi,
+    private readonly inbox: InboxPublisher,
+  ) {}
+
+  async execute(user: string, req: FileRequest): Promise<OkReply['result']> {
+    switch (req.op) {
+      case 'file.offer':
+        return this.published(
+          this.files.offer(user, req.id, await this.targetOf(user, req), { name: req.name, size: req.size, type: req.type, sha256: req.sha256 }),
+        );
+      case 'file.chunk':
+        return this.published(this.files.putChunk(user, req.offer, req.index, req.data));
+      case 'file.accept':
+        return this.published(this.files.accept(user, req.offer));
+      case 'file.decline':
+        return this.published(this.files.decline(user, req.offer));
+      case 'file.received':
+        return this.published(this.files.confirm(user, req.offer));
+      case 'file.fetch':
+        return this.files.fetch(user, req.offer, req.index);
+      case 'file.list':
+        return { offers: await this.files.list(user) };
+    }
+  }
+
+  private async targetOf(user: string, req: FileOfferRequest): Promise<OfferTarget> {
+    if ((req.to === undefined) === (req.group === undefined)) throw new DomainError('bad_request', 'give exactly one of "to" and "group"');
+    if (req.to !== undefined) return { to: req.to };
+    const group = await this.groups.info(user, req.group!);
+    return { group: { id: group.id, name: group.name }, members: group.members };
+  }
+
+  private async published<R>(pending: Promise<FileOutcome<R>>): Promise<R> {
+    const { result, notify } = await pending;
+    if (notify) await Promise.all([...new Set(notify.to)].map((u) => this.inbox.publish(topics.inbox(u), notify.event)));
+    return result;
+  }
+}

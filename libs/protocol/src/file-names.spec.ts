@@ -1,0 +1,56 @@
+import { describe, expect, it } from 'vitest';
+import { isSafeFileName, MAX_FILE_NAME_BYTES, numberedFileName, sanitizeFileName } from './file-names.js';
+
+describe('sanitizeFileName', () => {
+  it('keeps ordinary names as they are', () => {
+    for (const name of ['notes.txt', 'Photo 2026-11-24.jpeg', 'résumé.pdf', 'a.b.tar.gz', '日本語.md']) {
+      expect(sanitizeFileName(name)).toBe(name);
+      expect(isSafeFileName(name)).toBe(true);
+    }
+  });
+
+  it('removes every path separator, so a name never leaves the chosen directory', () => {
+    expect(sanitizeFileName('../../etc/passwd')).toBe('____etc_passwd');
+    expect(sanitizeFileName('..\\..\\boot.ini')).toBe('____boot.ini');
+    expect(sanitizeFileName('/abs/path.txt')).toBe('_abs_path.txt');
+    expect(isSafeFileName('../x')).toBe(false);
+    expect(isSafeFileName('a/b')).toBe(false);
+  });
+
+  it('never yields ., .. or a hidden name', () => {
+    expect(sanitizeFileName('..')).toBe('_');
+    expect(sanitizeFileName('a..b')).toBe('a_b');
+    expect(sanitizeFileName('.')).toBe('_');
+    expect(sanitizeFileName('.bashrc')).toBe('_bashrc');
+    expect(isSafeFileName('..')).toBe(false);
+  });
+
+  it('drops control characters (terminal escapes, NUL, newlines)', () => {
+    expect(sanitizeFileName('evil\u001b[31m.txt')).toBe('evil[31m.txt');
+    expect(sanitizeFileName('a\u0000b\nc.txt')).toBe('abc.txt');
+    expect(isSafeFileName('a\tb')).toBe(false);
+  });
+
+  it('names an empty result "file"', () => {
+    expect(sanitizeFileName('')).toBe('file');
+    expect(sanitizeFileName('\u0001\u0002')).toBe('file');
+    expect(sanitizeFileName('   ')).toBe('file');
+  });
+
+  it('shortens over-long names to fit file systems, keeping the extension', () => {
+    const long = `${'x'.repeat(400)}.txt`;
+    const clean = sanitizeFileName(long);
+    expect(Buffer.byteLength(clean)).toBeLessThanOrEqual(MAX_FILE_NAME_BYTES);
+    expect(clean.endsWith('.txt')).toBe(true);
+    const wide = sanitizeFileName('é'.repeat(300));
+    expect(Buffer.byteLength(wide)).toBeLessThanOrEqual(MAX_FILE_NAME_BYTES);
+  });
+});
+
+describe('numberedFileName', () => {
+  it('numbers before the extension', () => {
+    expect(numberedFileName('notes.txt', 1)).toBe('notes (1).txt');
+    expect(numberedFileName('archive.tar.gz', 2)).toBe('archive.tar (2).gz');
+    expect(numberedFileName('README', 3)).toBe('README (3)');
+  });
+});

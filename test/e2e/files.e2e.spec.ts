@@ -1,0 +1,370 @@
+import { spawnSync } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import type { FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent } from '#libs/protocol';
+import { CliProcess, runCli } from '../support/cli.js';
+import { REPO_ROOT } from '../support/parley-server.js';
+import { okResult, type MqttUser } from '../support/mqtt-user.js';
+import { TestUsers } from '../support/test-users.js';
+import { startTopology, type Mode, type Topology } from '../support/topology.js';
+
+const CHUNK = 32 * 1024;
+const MAX_FILE = 16 * 1024 * 1024;
+const TTL_MS = 20_000;
+
+/** Matches one whole line. */
+const line = (text: string) => (l: string) => l === text;
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+const isFile = (kind: FileEvent['event'], id?: string) => (e: InboxEvent) => e.type === 'file' && e.event === kind && (id === undefined || e.offer.id === id);
+
+/**
+ * File transfer end to end: real server processes, real MQTT clients and the
+ * real CLI, standalone and with file-offer as its own process over Redis.
+ */
+describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
+  let topo: Topology;
+  let redis: Redis | undefined;
+  let work: string;
+  const users = new TestUsers(() => topo.urls(), 'file transfer password');
+
+  beforeAll(async () => {
+    topo = await startTopology(mode, {
+      PARLEY_MAX_FILE_BYTES: String(MAX_FILE),
+      PARLEY_FILE_OFFER_TTL_MS: String(TTL_MS),
+      PARLEY_FILE_CHUNK_BYTES: String(CHUNK),
+      PARLEY_MAX_PENDING_OFFERS: '4',
+      PARLEY_FILE_QUOTA_BYTES: String(24 * 1024 * 1024),
+      PARLEY_RPC_TIMEOUT_MS: '15000',
+    });
+    if (topo.redis) redis = new Redis(topo.redis.url);
+    work = mkdtempSync(join(tmpdir(), 'parley-files-'));
+  });
+  afterEach(() => users.closeAll());
+  afterAll(async () => {
+    redis?.disconnect();
+    await topo?.dispose();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  const cli = (user: string, args: string[], timeoutMs = 60_000) =>
+    runCli(args, { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password }, { timeoutMs });
+  const dir = () => mkdtempSync(join(work, 'd-'));
+  const writeTemp = (name: string, data: Buffer | string) => {
+    const path = join(dir(), name);
+    writeFileSync(path, data);
+    return path;
+  };
+
+  /** Whether the server still holds any chunk of an offer: files in the data dir, or keys in Redis. */
+  async function serverHolds(id: string): Promise<boolean> {
+    if (!redis) return existsSync(join(topo.server.dataDir, 'files', id));
+    const keys = await redis.keys(`${topo.env.PARLEY_REDIS_PREFIX}file:blob:${id}:*`);
+    return keys.length > 0;
+  }
+
+  /** Offers and uploads `data` over raw MQTT requests, `upTo` chunks of it. */
+  async function rawOffer(u: MqttUser, fields: Record<string, unknown>, data: Buffer, upTo = Infinity, id = `o-${randomBytes(4).toString('hex')}`) {
+    const offered = await okResult<FileOfferResult>(u.request({ op: 'file.offer', id, name: 'raw.bin', size: data.length, sha256: sha256(data), ...fields }));
+    const { offer } = offered;
+    for (let i = offer.uploaded; i < Math.min(offer.chunks, upTo); i++) {
+      await okResult<FileChunkResult>(
+        u.request({ op: 'file.chunk', offer: offer.id, index: i, data: data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64') }),
+      );
+    }
+    return { offer, id };
+  }
+
+  it('delivers a text file and a binary file of several MiB byte-identical, with progress on both sides and the sender told of each step', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await users.login(a);
+    const bob = await users.login(b);
+    const text = writeTemp('notes.txt', 'first line\nsecond line, ünïcödé\n');
+    const binary = randomBytes(5 * 1024 * 1024 + 12_345);
+    const binPath = writeTemp('photo.raw', binary);
+
+    const sentText = await cli(a, ['--json', 'file', 'send', b, text]);
+    expect(sentText.code, sentText.stderr).toBe(0);
+    const textOffer = sentText.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    expect(textOffer).toMatchObject({ from: a, name: 'notes.txt', size: readFileSync(text).length, type: 'text/plain', recipients: { [b]: 'pending' } });
+
+    const sentBin = await cli(a, ['--json', 'file', 'send', b, binPath]);
+    expect(sentBin.code, sentBin.stderr).toBe(0);
+    const binOffer = sentBin.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    const upload = sentBin.json.filter((l) => l.type === 'progress');
+    expect(upload.length).toBeGreaterThan(10);
+    expect(upload.at(-1)).toMatchObject({ direction: 'upload', offer: binOffer.id, bytes: binary.length, total: binary.length });
+
+    // The receiver sees each offer with sender, name, size and hash once it is uploaded.
+    const offered = (await bob.waitFor(isFile('offered', binOffer.id))) as FileEvent;
+    expect(offered.offer).toMatchObject({ from: a, name: 'photo.raw', size: binary.length, sha256: sha256(binary), type: 'application/octet-stream' });
+    await bob.waitFor(isFile('offered', textOffer.id));
+
+    const into = dir();
+    const gotText = await cli(b, ['file', 'accept', textOffer.id, '--to', into]);
+    expect(gotText.code, gotText.stderr).toBe(0);
+    expect(gotText.stdout).toContain(`received notes.txt (`);
+    // Not a terminal: no progress bar.
+    expect(gotText.stderr).toBe('');
+    expect(readFileSync(join(into, 'notes.txt'))).toEqual(readFileSync(text));
+
+    const gotBin = await cli(b, ['--json', 'file', 'accept', binOffer.id, '--to', into]);
+    expect(gotBin.code, gotBin.stderr).toBe(0);
+    const download = gotBin.json.filter((l) => l.type === 'progress');
+    expect(download.length).toBeGreaterThan(10);
+    expect(download.at(-1)).toMatchObject({ direction: 'download', bytes: binary.length, total: binary.length });
+    expect(gotBin.json.at(-1)).toMatchObject({ type: 'received', path: join(into, 'photo.raw') });
+    expect(readFileSync(join(into, 'photo.raw')).equals(binary)).toBe(true);
+    // Nothing partial is left behind.
+    expect(readdirSync(into).sort()).toEqual(['notes.txt', 'photo.raw']);
+
+    for (const kind of ['accepted', 'received'] as const) await alice.waitFor(isFile(kind, binOffer.id));
+    expect(((await alice.waitFor(isFile('received', textOffer.id))) as FileEvent).user).toBe(b);
+    // Received by everyone: the server copy is gone.
+    await expect.poll(() => serverHolds(binOffer.id), { timeout: 10_000 }).toBe(false);
+
+    // Accepting the same file again never overwrites the one already there.
+    const again = await cli(a, ['--json', 'file', 'send', b, text]);
+    const second = again.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    expect(second.id).not.toBe(textOffer.id);
+    expect((await cli(b, ['file', 'accept', second.id, '--to', into])).code).toBe(0);
+    expect(readdirSync(into).sort()).toEqual(['notes (1).txt', 'notes.txt', 'photo.raw']);
+  }, 120_000);
+
+  it('deletes the server copy when the receiver declines, and tells the sender', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await users.login(a);
+    const path = writeTemp('unwanted.bin', randomBytes(3 * CHUNK + 7));
+    const sent = await cli(a, ['--json', 'file', 'send', b, path]);
+    const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    expect(await serverHolds(offer.id)).toBe(true);
+
+    const declined = await cli(b, ['file', 'decline', offer.id]);
+    expect(declined.code, declined.stderr).toBe(0);
+    expect(declined.stdout.trim()).toBe(`declined unwanted.bin (96.0 KiB) from ${a}`);
+    expect(((await alice.waitFor(isFile('declined', offer.id))) as FileEvent).user).toBe(b);
+    expect(await serverHolds(offer.id)).toBe(false);
+    const bob = await users.login(b);
+    expect(await bob.request({ op: 'file.fetch', offer: offer.id, index: 0 })).toMatchObject({ ok: false, error: { code: 'file_not_ready' } });
+    expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'not_allowed' } });
+  });
+
+  it('keeps an offer for an offline receiver, who accepts it after the sender has gone offline; the sender learns of it on return', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const data = randomBytes(200_000);
+    const alice = await users.login(a);
+    const { offer } = await rawOffer(alice, { to: b, name: 'for-later.bin' }, data);
+    await users.logout(alice);
+
+    // Bob comes online: the offer is in his sync, before `synced`.
+    const bob = await users.login(b);
+    const files = (await bob.waitFor((e) => e.type === 'files')) as FilesEvent;
+    expect(files.offers).toEqual([
+      expect.objectContaining({ id: offer.id, from: a, name: 'for-later.bin', size: data.length, recipients: { [b]: 'pending' } }),
+    ]);
+    const order = bob.events.map((e) => e.type);
+    expect(order.indexOf('files')).toBeLessThan(order.indexOf('synced'));
+    await users.logout(bob);
+
+    const into = dir();
+    const got = await cli(b, ['file', 'accept', offer.id, '--to', into]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(readFileSync(join(into, 'for-later.bin')).equals(data)).toBe(true);
+
+    const back = await users.login(a);
+    const state = (await back.waitFor((e) => e.type === 'files')) as FilesEvent;
+    expect(state.offers.find((o) => o.id === offer.id)?.recipients).toEqual({ [b]: 'received' });
+    const listed = await cli(a, ['file', 'list']);
+    expect(listed.stdout).toContain(`${offer.id}  you → ${b}  for-later.bin (195.3 KiB)  ${b}: received`);
+  });
+
+  it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const data = randomBytes(40 * CHUNK + 99);
+    const first = await users.login(a);
+    const { offer, id } = await rawOffer(first, { to: b, name: 'resumed.bin' }, data, 20);
+    await users.logout(first);
+
+    // Offering again with the same request id tells how far the upload got; the rest follows.
+    const alice = await users.login(a);
+    const again = await okResult<FileOfferResult>(alice.request({ op: 'file.offer', id, to: b, name: 'resumed.bin', size: data.length, sha256: sha256(data) }));
+    expect(again.offer).toMatchObject({ id: offer.id, uploaded: 20, chunks: 41 });
+    // A chunk already stored is acknowledged and changes nothing; one ahead of the next is refused.
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 5, data: Buffer.alloc(CHUNK).toString('base64') })).toMatchObject({
+      ok: true,
+      result: { uploaded: 20, complete: false },
+    });
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 22, data: Buffer.alloc(CHUNK).toString('base64') })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_chunk' },
+    });
+    await rawOffer(alice, { to: b, name: 'resumed.bin' }, data, Infinity, id);
+
+    // Bob downloads half, is interrupted; the CLI goes on from the part file and fetches only the rest.
+    const bob = await users.login(b);
+    await okResult(bob.request({ op: 'file.accept', offer: offer.id }));
+    const into = dir();
+    const half: Buffer[] = [];
+    for (let i = 0; i < 17; i++)
+      half.push(Buffer.from((await okResult<{ data: string }>(bob.request({ op: 'file.fetch', offer: offer.id, index: i }))).data, 'base64'));
+    writeFileSync(join(into, `.${offer.id}.parley-part`), Buffer.concat([...half, randomBytes(100)]));
+    const got = await cli(b, ['--json', 'file', 'accept', offer.id, '--to', into]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(got.json.find((l) => l.type === 'progress')).toMatchObject({ bytes: 17 * CHUNK });
+    expect(readFileSync(join(into, 'resumed.bin')).equals(data)).toBe(true);
+    expect(readdirSync(into)).toEqual(['resumed.bin']);
+  }, 90_000);
+
+  it('refuses, changing nothing, a file over the limit, a name with ../, a chunk for someone else\u2019s transfer, a chunk out of range, corrupt data and what is over the quota', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const alice = await users.login(a);
+    const carol = await users.login(c);
+    const base = { op: 'file.offer', to: b, sha256: 'a'.repeat(64) };
+
+    expect(await alice.request({ ...base, name: 'huge.iso', size: MAX_FILE + 1 })).toMatchObject({ ok: false, error: { code: 'file_too_large' } });
+    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden'])
+      expect(await alice.request({ ...base, name, size: 10 }), name).toMatchObject({ ok: false, error: { code: 'invalid_file_name' } });
+    expect(await alice.request({ ...base, to: 'nobody-here', name: 'x.txt', size: 1 })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
+    const tooBig = await cli(a, ['file', 'send', b, writeTemp('big.bin', Buffer.alloc(MAX_FILE + 1))]);
+    expect(tooBig.code).toBe(1);
+    expect(tooBig.stderr.trim()).toMatch(/^error: file_too_large: the file is 16777217 bytes; the largest allowed is 16777216$/);
+    expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers).toEqual([]);
+
+    const data = randomBytes(3 * CHUNK);
+    const { offer } = await rawOffer(alice, { to: b, name: 'mine.bin' }, data, 1);
+    const chunk = data.subarray(CHUNK, 2 * CHUNK).toString('base64');
+    expect(await carol.request({ op: 'file.chunk', offer: offer.id, index: 1, data: chunk })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    expect(await carol.request({ op: 'file.fetch', offer: offer.id, index: 0 })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    expect(await carol.request({ op: 'file.decline', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 3, data: chunk })).toMatchObject({
+      ok: false,
+      error: { code: 'chunk_out_of_range' },
+    });
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 1, data: 'AAAA' })).toMatchObject({ ok: false, error: { code: 'bad_chunk' } });
+    expect(await alice.request({ op: 'file.chunk', offer: offer.id, index: 1, data: 'not base64!' })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request' },
+    });
+    const [mine] = (await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers;
+    expect(mine).toMatchObject({ id: offer.id, uploaded: 1, recipients: { [b]: 'pending' } });
+    // Bob cannot see or take a file that is not completely uploaded.
+    const bob = await users.login(b);
+    expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    expect((await okResult<{ offers: FileOffer[] }>(bob.request({ op: 'file.list' }))).offers).toEqual([]);
+
+    // Bytes that do not match the announced SHA-256 are refused at the last chunk, and the offer is gone.
+    const liar = await rawOffer(alice, { to: b, name: 'liar.bin', sha256: 'b'.repeat(64) }, data, 2);
+    const last = await alice.request({ op: 'file.chunk', offer: liar.offer.id, index: 2, data: data.subarray(2 * CHUNK).toString('base64') });
+    expect(last).toMatchObject({ ok: false, error: { code: 'checksum_mismatch' } });
+    expect(await serverHolds(liar.offer.id)).toBe(false);
+    expect(bob.events.some((e) => e.type === 'file')).toBe(false);
+
+    // The sender's open offers may hold so many bytes together (24 MiB here; mine.bin is still open).
+    await okResult(alice.request({ ...base, name: 'first.iso', size: MAX_FILE }));
+    expect(await alice.request({ ...base, name: 'second.iso', size: 8 * 1024 * 1024 })).toMatchObject({ ok: false, error: { code: 'quota_exceeded' } });
+    expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.map((o) => o.name)).toEqual(['mine.bin', 'first.iso']);
+  });
+
+  it(
+    'limits how many offers a sender has open, offers to every other member of a group, and expires what nobody took',
+    async () => {
+      const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+      const alice = await users.login(a);
+      const bob = await users.login(b);
+      const carol = await users.login(c);
+      await okResult(alice.request({ op: 'group.create', name: 'crew', members: [b, c] }));
+      const { offer } = await rawOffer(alice, { group: 'crew', name: 'plan.txt' }, Buffer.from('the plan'));
+      expect(Object.keys(offer.recipients).sort()).toEqual([b, c].sort());
+      for (const u of [bob, carol]) expect(((await u.waitFor(isFile('offered', offer.id))) as FileEvent).offer.group).toMatchObject({ name: 'crew' });
+      await okResult(bob.request({ op: 'file.decline', offer: offer.id }));
+      // Carol has not decided: the data stays.
+      expect(await serverHolds(offer.id)).toBe(true);
+
+      for (let i = 0; i < 3; i++) await rawOffer(alice, { to: b, name: `empty${i}.txt` }, Buffer.alloc(0));
+      expect(await alice.request({ op: 'file.offer', to: b, name: 'one-more.txt', size: 0, sha256: sha256(Buffer.alloc(0)) })).toMatchObject({
+        ok: false,
+        error: { code: 'too_many_offers' },
+      });
+
+      // Nobody took them: they expire, with their data.
+      await expect
+        .poll(async () => (await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.length, { timeout: TTL_MS * 3, interval: 1000 })
+        .toBe(0);
+      await expect.poll(() => serverHolds(offer.id), { timeout: TTL_MS, interval: 500 }).toBe(false);
+      expect(await carol.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    },
+    TTL_MS * 4,
+  );
+
+  const tmux = spawnSync('tmux', ['-V']).status === 0;
+  it.runIf(tmux && mode === 'embedded')(
+    'draws progress bars on a terminal, on both sides (real terminal, tmux)',
+    async () => {
+      const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+      const big = writeTemp('big.bin', randomBytes(12 * 1024 * 1024));
+      const into = dir();
+      const session = `parley-files-${randomBytes(4).toString('hex')}`;
+      const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+      const env = (u: string) => `env PARLEY_SERVER='${topo.server.mqttUrl}' PARLEY_USER='${u}' PARLEY_PASSWORD='${users.password}'`;
+      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
+      tm('new-session', '-d', '-s', session, '-x', '150', '-y', '20', `cd ${REPO_ROOT} && ${env(a)} node bin/parley.js file send ${b} ${big}; sleep 600`);
+      try {
+        await expect.poll(screen, { timeout: 60_000 }).toMatch(/offered big\.bin \(12\.0 MiB\) to \S+: (f\S+)/);
+        expect(screen()).toMatch(/↑ big\.bin \[#{24}\] 100% 12\.0 MiB \/ 12\.0 MiB/);
+        const id = /: (f\S+)/.exec(screen())![1]!;
+        tm('kill-session', '-t', session);
+        tm(
+          'new-session',
+          '-d',
+          '-s',
+          session,
+          '-x',
+          '150',
+          '-y',
+          '20',
+          `cd ${REPO_ROOT} && ${env(b)} node bin/parley.js file accept ${id} --to ${into}; sleep 600`,
+        );
+        await expect.poll(screen, { timeout: 60_000 }).toMatch(/received big\.bin \(12\.0 MiB\)/);
+        expect(screen()).toMatch(/↓ big\.bin \[#{24}\] 100% 12\.0 MiB \/ 12\.0 MiB/);
+        expect(readFileSync(join(into, 'big.bin')).equals(readFileSync(big))).toBe(true);
+      } finally {
+        tm('kill-session', '-t', session);
+      }
+    },
+    150_000,
+  );
+
+  it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const env = (u: string) => ({ PARLEY_SERVER: topo.server.mqttUrl6, PARLEY_USER: u, PARLEY_PASSWORD: users.password });
+    const bobDir = dir();
+    const alice = CliProcess.start(['chat'], env(a));
+    const bob = CliProcess.start(['chat'], env(b), { cwd: bobDir });
+    try {
+      await alice.waitForLine(/logged in as/);
+      await bob.waitForLine(/logged in as/);
+      const notes = writeTemp('notes.txt', 'chat file\n');
+      alice.type(`/file ${b} ${notes}`);
+      const offeredLine = await alice.waitForLine(/^offered notes\.txt \(10 B\) to /, 30_000);
+      const id = offeredLine.split(': ').at(-1)!;
+      await bob.waitForLine(line(`* ${a} offers notes.txt (10 B) — /accept ${id} or /decline ${id}`), 30_000);
+      bob.type(`/accept ${id}`);
+      await bob.waitForLine(line(`received notes.txt (10 B) from ${a}: ${join(bobDir, 'notes.txt')}`), 30_000);
+      expect(readFileSync(join(bobDir, 'notes.txt'), 'utf8')).toBe('chat file\n');
+      await alice.waitForLine(line(`* ${b} accepted notes.txt (10 B)`));
+      await alice.waitForLine(line(`* ${b} received notes.txt (10 B)`));
+
+      alice.type(`/file ${b} ${writeTemp('spam.txt', 'no thanks')}`);
+      const spam = (await alice.waitForLine(/^offered spam\.txt/, 30_000)).split(': ').at(-1)!;
+      await bob.waitForLine(new RegExp(`offers spam\\.txt \\(9 B\\) — /accept ${spam}`), 30_000);
+      bob.type(`/decline ${spam}`);
+      await bob.waitForLine(line(`declined spam.txt (9 B) from ${a}`));
+      await alice.waitForLine(line(`* ${b} declined spam.txt (9 B)`));
+    } finally {
+      await Promise.all([alice.stop('eof'), bob.stop('eof')]);
+    }
+  }, 90_000);
+});
