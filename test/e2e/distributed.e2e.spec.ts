@@ -66,3 +66,18 @@ describe('services as their own processes', () => {
     }
   });
 });
+
+describe('stopping while Redis is gone', () => {
+  it('every process stops cleanly on SIGTERM, without waiting for Redis', async () => {
+    const topo = await startTopology('distributed');
+    try {
+      await topo.redis!.kill9();
+      const all = [topo.server, ...topo.services.values()];
+      await Promise.all(all.map((p) => p.stop()));
+      // stop() sends SIGTERM and only resorts to SIGKILL after 10 s: a clean exit is code 0, not a signal.
+      for (const p of all) expect({ code: p.process.exitCode, signal: p.process.signalCode }).toEqual({ code: 0, signal: null });
+    } finally {
+      await topo.dispose();
+    }
+  });
+});

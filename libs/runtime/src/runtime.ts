@@ -74,6 +74,8 @@ export function stopOnSignals(app: INestApplication, logger: Logger): void {
     if (stopping) return;
     stopping = true;
     logger.log({ event: 'stopping', signal });
+    // Every close is bounded on its own; this is the backstop, so a stop can never hang.
+    setTimeout(() => fail('shutdown did not finish within 15 s; exiting anyway', 1), 15_000).unref();
     app.close().then(
       () => process.exit(0),
       (e: unknown) => fail(`shutdown failed: ${String(e)}`, 1),

@@ -50,11 +50,22 @@ export class RedisConnection {
     }
   }
 
-  async close(): Promise<void> {
-    try {
-      await this.client.quit();
-    } catch {
-      this.client.disconnect();
-    }
+  close(): Promise<void> {
+    return quitRedis(this.client);
   }
+}
+
+/**
+ * Closes a connection without ever waiting on a Redis that is gone: QUIT
+ * (which lets replies in flight arrive) while connected, bounded in time;
+ * otherwise, or after the bound, the socket is just dropped.
+ */
+export async function quitRedis(client: Redis, boundMs = 2000): Promise<void> {
+  if (client.status === 'ready') {
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([client.quit().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, boundMs)))]).finally(() =>
+      clearTimeout(timer),
+    );
+  }
+  client.disconnect();
 }

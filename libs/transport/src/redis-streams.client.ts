@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { ClientProxy, type ReadPacket, type WritePacket } from '@nestjs/microservices';
 import { Redis } from 'ioredis';
+import { quitRedis } from '#libs/storage';
 import { rpcKeys, serviceOf } from './rpc-keys.js';
 
 export interface RedisStreamsClientOptions {
@@ -44,7 +45,7 @@ export class RedisStreamsClient extends ClientProxy {
   }
 
   async close(): Promise<void> {
-    await Promise.allSettled([this.pub?.quit(), this.sub?.quit()]);
+    await Promise.all([this.pub, this.sub].filter((c) => c !== undefined).map((c) => quitRedis(c)));
     this.connecting = undefined;
   }
 

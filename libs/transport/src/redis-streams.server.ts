@@ -4,6 +4,7 @@ import { Server, type CustomTransportStrategy } from '@nestjs/microservices';
 import { Redis } from 'ioredis';
 import { lastValueFrom } from 'rxjs';
 import { DomainError } from '#libs/protocol';
+import { quitRedis } from '#libs/storage';
 import type { QueueDepth } from '#libs/health';
 import { ALIVE_WITHIN_MS, fieldsOf, HEARTBEAT_MS, methodOf, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
 import { rpcQueueDepths, type RpcObserver } from './rpc-metrics.js';
@@ -82,10 +83,15 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
   async close(): Promise<void> {
     this.running = false;
     for (const wake of [...this.pauses]) wake();
-    // Each blocking read returns within blockMs; then the connections go.
-    await Promise.allSettled(this.loops);
-    await this.leaveGroups();
-    await Promise.allSettled([...this.readers, ...(this.writer ? [this.writer] : [])].map((r) => r.quit()));
+    // Each blocking read returns within blockMs; then the connections go. A command waiting for a Redis that
+    // is away would wait forever (reads retry without limit), so the wait is bounded too.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.allSettled(this.loops), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.opts.blockMs + 1000)))]).finally(() =>
+      clearTimeout(timer),
+    );
+    // Leaving the consumer groups is a courtesy (a dead consumer's calls are claimed anyway): it must not hold the stop while Redis is away.
+    if (this.writer?.status === 'ready') await this.leaveGroups();
+    await Promise.all([...this.readers, ...(this.writer ? [this.writer] : [])].map((r) => quitRedis(r)));
   }
 
   /** Records this consumer as alive for each service (what gateways' readiness checks read), and forgets long-dead ones. */
