@@ -37,8 +37,11 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     await logout(bobFirst);
     const alice = await login(aliceName);
 
+    // The server sees bob's disconnect a moment after his client has closed: wait for it, bounded.
+    await expect
+      .poll(async () => ((await alice.request({ op: 'who', user: bobName })) as OkReply).result, { timeout: 10_000 })
+      .toMatchObject({ user: bobName, state: 'offline' });
     const who = (await alice.request({ op: 'who', user: bobName })) as OkReply;
-    expect(who.result).toMatchObject({ user: bobName, state: 'offline' });
     const lastSeen = (who.result as WhoResult).lastSeen!;
     expect(lastSeen).toBeGreaterThan(0);
 
@@ -167,7 +170,10 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
 
     const phone = await login(bobName);
     const laptop = await login(bobName);
-    expect((await alice.request({ op: 'who', user: bobName })) as OkReply).toMatchObject({ result: { state: 'online' } });
+    // The server reports a connection to presence just after the CONNACK: wait for it, bounded.
+    await expect
+      .poll(async () => ((await alice.request({ op: 'who', user: bobName })) as OkReply).result, { timeout: 10_000 })
+      .toMatchObject({ state: 'online' });
     await logout(phone);
     expect((await alice.request({ op: 'who', user: bobName })) as OkReply).toMatchObject({ result: { state: 'online' } });
     // A dropped connection (no DISCONNECT, no will) is noticed by the broker.
