@@ -72,6 +72,9 @@ describe('FileOfferService', () => {
     expect((await service.confirm('bob', id)).notify).toMatchObject({ event: { event: 'received', user: 'bob' } });
     expect((await service.decline('cy', id)).notify).toMatchObject({ event: { event: 'declined', user: 'cy' } });
     expect(await code(service.decline('bob', id))).toBe('not_allowed');
+    // Accepting or fetching again after receiving says so, rather than asking to accept first.
+    await expect(service.accept('bob', id)).rejects.toThrow('received this file already');
+    await expect(service.fetch('bob', id, 0)).rejects.toThrow('received this file already');
     // Settled: still listed for the sender, but no longer counted against it.
     expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'received', cy: 'declined' });
     expect(await service.list('cy')).toEqual([]);

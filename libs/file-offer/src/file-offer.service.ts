@@ -158,6 +158,7 @@ export class FileOfferService {
     const offer = await this.received(user, offerId);
     const state = offer.recipients[user]!;
     if (state === 'declined') throw new DomainError('not_allowed', 'you declined this file');
+    if (state === 'received') throw receivedAlready();
     if (state !== 'pending') return { result: { offer: viewOf(offer) }, notify: null };
     return this.decide(offer, user, 'accepted');
   }
@@ -166,7 +167,7 @@ export class FileOfferService {
   async decline(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
     const offer = await this.received(user, offerId);
     const state = offer.recipients[user]!;
-    if (state === 'received') throw new DomainError('not_allowed', 'you have received this file already');
+    if (state === 'received') throw receivedAlready();
     if (state === 'declined') return { result: { offer: viewOf(offer) }, notify: null };
     return this.decide(offer, user, 'declined');
   }
@@ -174,6 +175,7 @@ export class FileOfferService {
   /** Chunk `index` of an offer the receiver accepted, base64. Throws unknown_file, file_not_ready or chunk_out_of_range. */
   async fetch(user: string, offerId: string, index: number): Promise<FileFetchResult> {
     const offer = await this.received(user, offerId);
+    if (offer.recipients[user] === 'received') throw receivedAlready();
     if (offer.recipients[user] !== 'accepted') throw new DomainError('file_not_ready', 'accept the file before you fetch it');
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
     const data = await this.blobs.get(offerId, index);
@@ -301,3 +303,7 @@ function unknownFile(id: string): DomainError {
 export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'list', 'syncEvent'] as const;
 export type FileOfferApi = Pick<FileOfferService, (typeof FILE_OFFER_API_METHODS)[number]>;
 export const FILE_OFFER_API = Symbol('FILE_OFFER_API');
+
+function receivedAlready(): DomainError {
+  return new DomainError('not_allowed', 'you have received this file already');
+}
