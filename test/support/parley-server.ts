@@ -18,6 +18,10 @@ export interface ParleyServer {
   /** mqtt://[::1]:PORT */
   mqttUrl6: string;
   httpUrl: string;
+  /** Ports of the optional listeners that were configured (PARLEY_MQTTS_PORT, PARLEY_WS_PORT, PARLEY_WSS_PORT). */
+  extraPorts: { mqtts?: number; ws?: number; wss?: number };
+  /** The server's process id (for memory readings in /proc). */
+  pid: number;
   dataDir: string;
   /** Every line the process wrote to stdout and stderr so far. */
   output: string[];
@@ -64,7 +68,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const output: string[] = [];
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
 
-  const ports = await new Promise<{ mqtt: number; http: number }>((resolvePorts, reject) => {
+  type Listening = { mqtt: number; http: number; extra: ParleyServer['extraPorts'] };
+  const ports = await new Promise<Listening>((resolvePorts, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)),
       opts.timeoutMs ?? 20_000,
@@ -72,10 +77,12 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     const onLine = (line: string) => {
       output.push(line);
       try {
-        const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: { port: number }; http?: { port: number } } };
-        if (rec.message?.event === 'listening' && rec.message.http) {
+        type Port = { port: number } | undefined;
+        const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: Port; http?: Port; mqtts?: Port; ws?: Port; wss?: Port } };
+        const m = rec.message;
+        if (m?.event === 'listening' && m.http) {
           clearTimeout(timer);
-          resolvePorts({ mqtt: rec.message.mqtt?.port ?? 0, http: rec.message.http.port });
+          resolvePorts({ mqtt: m.mqtt?.port ?? 0, http: m.http.port, extra: { mqtts: m.mqtts?.port, ws: m.ws?.port, wss: m.wss?.port } });
         }
       } catch {
         /* not a JSON log line */
@@ -104,6 +111,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
     mqttUrl6: `mqtt://[::1]:${ports.mqtt}`,
     httpUrl: `http://127.0.0.1:${ports.http}`,
+    extraPorts: ports.extra,
+    pid: child.pid!,
     dataDir,
     output,
     process: child,

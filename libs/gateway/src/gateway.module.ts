@@ -13,6 +13,20 @@ import { InboxSync } from './inbox-sync.js';
 import { MqttBroker } from './mqtt-broker.js';
 import { PresenceTracker } from './presence-tracker.js';
 import { RequestDispatcher } from './request-dispatcher.js';
+import type { GuardLimits } from './connection-guard.js';
+import { LoginThrottle } from './login-throttle.js';
+import { RequestLimiter } from './request-limiter.js';
+
+function guardLimitsOf(config: ParleyConfig): GuardLimits {
+  return {
+    connectTimeoutMs: config.PARLEY_CONNECT_TIMEOUT_MS,
+    maxConnectBytes: config.PARLEY_MAX_CONNECT_BYTES,
+    maxPacketBytes: config.PARLEY_MAX_PACKET_BYTES,
+    maxKeepAliveS: config.PARLEY_MAX_KEEPALIVE_S,
+    maxOutboundBytes: config.PARLEY_MAX_OUTBOUND_BYTES,
+    writeStallMs: config.PARLEY_WRITE_STALL_MS,
+  };
+}
 
 /**
  * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
@@ -30,13 +44,23 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
       providers: [
         {
           provide: AccessPolicy,
-          useFactory: (accounts: AccountsService, metrics: Metrics) => new AccessPolicy(accounts, metrics),
-          inject: [AccountsService, Metrics],
+          useFactory: (accounts: AccountsService, metrics: Metrics, config: ParleyConfig) =>
+            new AccessPolicy(accounts, metrics, {
+              throttle: new LoginThrottle({
+                maxFailuresPerAddress: config.PARLEY_LOGIN_MAX_FAILURES,
+                maxFailuresPerUser: config.PARLEY_LOGIN_MAX_USER_FAILURES,
+                windowMs: config.PARLEY_LOGIN_WINDOW_MS,
+                lockoutMs: config.PARLEY_LOGIN_LOCKOUT_MS,
+              }),
+              maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
+            }),
+          inject: [AccountsService, Metrics, PARLEY_CONFIG],
         },
         {
           provide: MqttBroker,
-          useFactory: (policy: AccessPolicy, metrics: Metrics) => new MqttBroker(policy, metrics, { maxClientIdLength: 97 }),
-          inject: [AccessPolicy, Metrics],
+          useFactory: (policy: AccessPolicy, metrics: Metrics, config: ParleyConfig) =>
+            new MqttBroker(policy, metrics, { maxClientIdLength: 97, guard: guardLimitsOf(config) }),
+          inject: [AccessPolicy, Metrics, PARLEY_CONFIG],
         },
         { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
         {
@@ -54,6 +78,10 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
           ) => {
             const dispatcher = new RequestDispatcher(accounts, messaging, presence, receipts, groups, inbox, metrics, {
               maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
+              rate: new RequestLimiter(
+                { perSecond: config.PARLEY_CONNECTION_RATE, burst: config.PARLEY_CONNECTION_BURST },
+                { perSecond: config.PARLEY_USER_RATE, burst: config.PARLEY_USER_BURST },
+              ),
             });
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
             return dispatcher;

@@ -4,6 +4,7 @@ import type { Conversations } from '#libs/group';
 import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
+import { guardOf } from './connection-guard.js';
 
 const PAGE = 500;
 
@@ -71,6 +72,8 @@ export class InboxSync {
         const page = await this.conversations.entriesAfter(views[i]!, after, Math.min(PAGE, state.last - after));
         if (page.length === 0) break;
         for (const event of page) await this.send(client, event);
+        // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
+        await guardOf(client.conn)?.settled();
         sent += page.length;
         after = page[page.length - 1]!.seq;
       }
