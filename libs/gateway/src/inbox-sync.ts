@@ -71,9 +71,11 @@ export class InboxSync {
         if (client.closed) return sent;
         const page = await this.conversations.entriesAfter(views[i]!, after, Math.min(PAGE, state.last - after));
         if (page.length === 0) break;
-        for (const event of page) await this.send(client, event);
-        // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
-        await guardOf(client.conn)?.settled();
+        for (const event of page) {
+          await this.send(client, event);
+          // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
+          await guardOf(client.conn)?.settled();
+        }
         sent += page.length;
         after = page[page.length - 1]!.seq;
       }
