@@ -218,7 +218,7 @@ describe('mutation fuzzing', () => {
         else if (roll < 0.5) delete req[pick(keys)];
         else if (roll < 0.6) req[`extra${Math.floor(rnd() * 3)}`] = pick(weird);
         else if (roll < 0.7) req.op = pick(['send', 'SEND', 'send ', 'group.', 'constructor', '__proto__', 'toString']);
-        let payload = Buffer.from(JSON.stringify(req));
+        let payload: Buffer = Buffer.from(JSON.stringify(req));
         if (broken) payload = mutate(payload, rnd);
         payloads.push({ id, payload });
       }
