@@ -42,6 +42,7 @@ const CONNACK_REASONS: Record<number, string> = {
 };
 
 interface ClientEvents {
+  newListener: [eventName: string | symbol, listener: unknown];
   event: [InboxEvent];
   presence: [PresenceEvent];
   offline: [];
@@ -54,6 +55,9 @@ interface ClientEvents {
  * replies by id. Everything else arriving on the inbox is emitted as `event`.
  */
 export class ParleyClient extends EventEmitter<ClientEvents> {
+  /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
+  private early: InboxEvent[] | undefined = [];
+  private replaying = false;
   private readonly pending = new Map<string, { resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   private constructor(
@@ -64,6 +68,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly timeoutMs: number,
   ) {
     super();
+    // The server starts the inbox sync as it grants the subscription, so events can arrive before anyone listens: they wait here.
+    this.on('newListener', (name) => {
+      if (name !== 'event' || !this.early || this.replaying) return;
+      this.replaying = true;
+      queueMicrotask(() => {
+        const early = this.early ?? [];
+        this.early = undefined;
+        for (const e of early) this.emit('event', e);
+      });
+    });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     mqtt.on('offline', () => this.emit('offline'));
     mqtt.on('connect', () => this.emit('online'));
@@ -183,6 +197,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         if (event.ok) waiter.resolve(event.result);
         else waiter.reject(new RequestError(event.error.code, event.error.message));
       }
+      return;
+    }
+    if (this.early) {
+      if (this.early.length < 10_000) this.early.push(event);
       return;
     }
     this.emit('event', event);
