@@ -44,6 +44,8 @@ export interface StartOptions {
   mqttPort?: number;
   httpPort?: number;
   timeoutMs?: number;
+  /** A network namespace (ip netns) to run the server in. */
+  netns?: string;
 }
 
 /**
@@ -54,7 +56,9 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const ownsDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-data-'));
   const app = opts.app ?? 'gateway';
-  const child = spawn(process.execPath, [mainOf(app)], {
+  // `ip netns exec` switches namespace and then execs node, so the child is the server itself.
+  const [command, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, mainOf(app)]] : [process.execPath, [mainOf(app)]];
+  const child = spawn(command, args, {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? '',

@@ -89,10 +89,10 @@ export const ConfigSchema = z.object({
   PARLEY_WRITE_STALL_MS: positiveInt('PARLEY_WRITE_STALL_MS', 30_000, 3_600_000),
   /** Requests per second (average) one connection may make, and its burst. */
   PARLEY_CONNECTION_RATE: positiveInt('PARLEY_CONNECTION_RATE', 50, 1_000_000),
-  PARLEY_CONNECTION_BURST: positiveInt('PARLEY_CONNECTION_BURST', 200, 1_000_000),
+  PARLEY_CONNECTION_BURST: positiveInt('PARLEY_CONNECTION_BURST', 1000, 1_000_000),
   /** Requests per second (average) one user may make over all its connections to a gateway, and its burst. */
   PARLEY_USER_RATE: positiveInt('PARLEY_USER_RATE', 100, 1_000_000),
-  PARLEY_USER_BURST: positiveInt('PARLEY_USER_BURST', 400, 1_000_000),
+  PARLEY_USER_BURST: positiveInt('PARLEY_USER_BURST', 2000, 1_000_000),
   /** Failed logins from one address within PARLEY_LOGIN_WINDOW_MS that lock it out for PARLEY_LOGIN_LOCKOUT_MS. */
   PARLEY_LOGIN_MAX_FAILURES: positiveInt('PARLEY_LOGIN_MAX_FAILURES', 10, 1_000_000),
   /** Failed logins for one user name, from all addresses together, that lock the name out. */
