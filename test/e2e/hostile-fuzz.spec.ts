@@ -4,6 +4,7 @@ import { startParley, type ParleyServer } from '../support/parley-server.js';
 import type { MqttUser } from '../support/mqtt-user.js';
 import { connectPacket, PINGREQ, publishPacket, RawClient, subscribePacket, unsubscribePacket } from '../support/raw-mqtt.js';
 import { TestUsers } from '../support/test-users.js';
+import { Witnesses } from '../support/witnesses.js';
 
 /**
  * A bounded, seeded mutation fuzzer: valid packets and valid requests, mutated
@@ -57,6 +58,11 @@ beforeAll(async () => {
   await alice.request({ op: 'send', to: names.bob, text: 'before the fuzz' });
   const created = (await alice.request({ op: 'group.create', name: 'fuzz-free zone', members: [names.bob] })) as OkReply;
   groupId = (created.result as { id: string }).id;
+  witnesses = new Witnesses(alice, bob, () => [
+    [alice, { op: 'history', with: names.bob, limit: 500 }],
+    [alice, { op: 'history', group: groupId, limit: 500 }],
+    [alice, { op: 'group.members', group: groupId }],
+  ]);
 });
 
 afterAll(async () => {
@@ -64,24 +70,13 @@ afterAll(async () => {
   await server?.dispose();
 });
 
-let probe = 0;
+let witnesses: Witnesses;
+
+/** After each batch: the server is alive, alice and bob are served, and what they share is as it was. */
 async function checkpoint(before: unknown): Promise<void> {
   expect(server.process.exitCode, 'the server is alive').toBeNull();
-  expect(await othersState()).toEqual(before);
-  const text = `probe ${++probe}`;
-  expect(await alice.request({ op: 'send', to: names.bob, text })).toMatchObject({ ok: true });
-  await bob.waitFor((e) => e.type === 'message' && e.text === text, 15_000, text);
-}
-
-/** What alice and bob have stored together; the probes are counted in. */
-async function othersState(): Promise<unknown> {
-  const strip = (r: unknown) =>
-    JSON.parse(JSON.stringify(r, (k, v: unknown) => (k === 'id' && typeof v === 'string' && v.length > 30 ? undefined : v))) as unknown;
-  return strip([
-    await alice.request({ op: 'history', with: names.bob, limit: 500 }),
-    await alice.request({ op: 'history', group: groupId, limit: 500 }),
-    await alice.request({ op: 'group.members', group: groupId }),
-  ]);
+  expect(await witnesses.storedState()).toEqual(before);
+  await witnesses.stillServing();
 }
 
 function mutate(bytes: Buffer, rnd: () => number): Buffer {
@@ -121,9 +116,9 @@ function mutate(bytes: Buffer, rnd: () => number): Buffer {
 describe('mutation fuzzing', () => {
   it(`${PACKET_CASES} mutated MQTT packets, before and after login`, { timeout: 600_000 }, async () => {
     const rnd = prng(SEED);
-    const before = await othersState();
+    const before = await witnesses.storedState();
     await checkpoint(before);
-    const stateAfterProbe = await othersState();
+    const stateAfterProbe = await witnesses.storedState();
     const login = (id: string) => connectPacket({ clientId: `${names.fuzz}/${id}`, username: names.fuzz, password: users.password });
     const valid = [
       () => publishPacket(topics.requests(names.fuzz), JSON.stringify({ op: 'who', id: 'f-1', user: names.bob })),
@@ -165,14 +160,14 @@ describe('mutation fuzzing', () => {
       closedByServer += outcomes.filter(Boolean).length;
       // Fuzz requests store notes to self only; what alice and bob share never changes beyond the probes.
       await checkpoint(state);
-      state = await othersState();
+      state = await witnesses.storedState();
     }
     expect(closedByServer).toBeGreaterThan(PACKET_CASES / 4);
   });
 
   it(`${REQUEST_CASES} mutated requests, each answered exactly once`, { timeout: 600_000 }, async () => {
     const rnd = prng(SEED + 1);
-    let state = await othersState();
+    let state = await witnesses.storedState();
     const templates: Record<string, unknown>[] = [
       { op: 'send', to: names.fuzz, text: 'hello me' },
       { op: 'send', group: 'no such group', text: 'hi' },
@@ -239,7 +234,7 @@ describe('mutation fuzzing', () => {
         ).toHaveLength(1);
       }
       await checkpoint(state);
-      state = await othersState();
+      state = await witnesses.storedState();
     }
   });
 });

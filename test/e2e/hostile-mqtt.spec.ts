@@ -6,6 +6,7 @@ import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { type MqttUser, registerUser, subscribeCodes, connectClient, endClient } from '../support/mqtt-user.js';
 import { connectPacket, DISCONNECT, packet, PINGREQ, publishPacket, rawLogin, RawClient, subscribePacket, unsubscribePacket } from '../support/raw-mqtt.js';
 import { TestUsers } from '../support/test-users.js';
+import { Witnesses } from '../support/witnesses.js';
 
 /**
  * Malformed and hostile MQTT against the real server: for each, the expected
@@ -30,6 +31,12 @@ beforeAll(async () => {
   alice = await users.login(aliceName);
   bob = await users.login(bobName);
   await alice.request({ op: 'send', to: bobName, text: 'before anything hostile' });
+  // What is stored, as alice sees it: her conversations with bob and carol, and her groups.
+  witnesses = new Witnesses(alice, bob, () => [
+    [alice, { op: 'history', with: bobName, limit: 500 }],
+    [alice, { op: 'group.list' }],
+    [alice, { op: 'history', with: carolName, limit: 500 }],
+  ]);
 });
 
 afterAll(async () => {
@@ -37,32 +44,9 @@ afterAll(async () => {
   await server?.dispose();
 });
 
-let probe = 0;
-/** Another pair is still served: alice's message reaches bob. */
-async function stillServing(): Promise<void> {
-  const text = `still here ${++probe}`;
-  const reply = await alice.request({ op: 'send', to: bobName, text });
-  expect(reply).toMatchObject({ ok: true });
-  await bob.waitFor((e) => e.type === 'message' && e.text === text, 10_000, text);
-}
-
-/** What is stored, as alice sees it: her conversation with bob and her groups. */
-async function storedState(): Promise<unknown> {
-  const history = await alice.request({ op: 'history', with: bobName, limit: 500 });
-  const groups = await alice.request({ op: 'group.list' });
-  const carolHistory = await alice.request({ op: 'history', with: carolName, limit: 500 });
-  const strip = (r: unknown) => JSON.parse(JSON.stringify(r, (k, v: unknown) => (k === 'id' ? undefined : v))) as unknown;
-  return [strip(history), strip(groups), strip(carolHistory)];
-}
-
-/** Runs a hostile case and checks the two things every case owes: others served, nothing stored. Probe messages are excluded by taking the state after them. */
-async function hostile(run: () => Promise<void>): Promise<void> {
-  await stillServing();
-  const before = await storedState();
-  await run();
-  expect(await storedState()).toEqual(before);
-  await stillServing();
-}
+let witnesses: Witnesses;
+const stillServing = () => witnesses.stillServing();
+const hostile = (run: () => Promise<void>) => witnesses.hostile(run);
 
 const refusedConnect = (bytes: Buffer, expected: number | 'closed') =>
   hostile(async () => {
@@ -75,7 +59,7 @@ const refusedConnect = (bytes: Buffer, expected: number | 'closed') =>
 /** Logs carol in over a raw socket, sends `bytes`, and expects the connection closed without any reply to them. */
 const closesAfterLogin = (bytes: Buffer) =>
   hostile(async () => {
-    const c = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/raw${probe}`);
+    const c = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/raw${witnesses.probeCount}`);
     const seen = c.packets.length;
     c.send(bytes);
     await c.waitClosed();

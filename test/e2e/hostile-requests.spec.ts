@@ -3,6 +3,7 @@ import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { connectClient, endClient, subscribeCodes, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
+import { Witnesses } from '../support/witnesses.js';
 
 /**
  * Malformed requests and the security rules, against the real server: each
@@ -25,6 +26,15 @@ beforeAll(async () => {
   const created = (await alice.request({ op: 'group.create', name: 'private club', members: [names.bob] })) as OkReply;
   groupId = (created.result as { id: string }).id;
   expect(await alice.request({ op: 'send', group: groupId, text: 'members only' })).toMatchObject({ ok: true });
+  // Everything alice, bob and mallory have stored, as they see it.
+  witnesses = new Witnesses(alice, bob, () => [
+    [alice, { op: 'history', with: names.bob, limit: 500 }],
+    [alice, { op: 'history', group: groupId, limit: 500 }],
+    [alice, { op: 'group.members', group: groupId }],
+    [bob, { op: 'group.list' }],
+    [mallory, { op: 'group.list' }],
+    [mallory, { op: 'history', with: names.alice, limit: 500 }],
+  ]);
 });
 
 afterAll(async () => {
@@ -32,33 +42,8 @@ afterAll(async () => {
   await server?.dispose();
 });
 
-let probe = 0;
-async function stillServing(): Promise<void> {
-  const text = `still here ${++probe}`;
-  expect(await alice.request({ op: 'send', to: names.bob, text })).toMatchObject({ ok: true });
-  await bob.waitFor((e) => e.type === 'message' && e.text === text, 10_000, text);
-}
-
-/** Everything alice and bob have stored, as they see it. */
-async function storedState(): Promise<unknown> {
-  const strip = (r: unknown) => JSON.parse(JSON.stringify(r, (k, v: unknown) => (k === 'id' ? undefined : v))) as unknown;
-  return strip([
-    await alice.request({ op: 'history', with: names.bob, limit: 500 }),
-    await alice.request({ op: 'history', group: groupId, limit: 500 }),
-    await alice.request({ op: 'group.members', group: groupId }),
-    await bob.request({ op: 'group.list' }),
-    await mallory.request({ op: 'group.list' }),
-    await mallory.request({ op: 'history', with: names.alice, limit: 500 }),
-  ]);
-}
-
-async function hostile(run: () => Promise<void>): Promise<void> {
-  await stillServing();
-  const before = await storedState();
-  await run();
-  expect(await storedState()).toEqual(before);
-  await stillServing();
-}
+let witnesses: Witnesses;
+const hostile = (run: () => Promise<void>) => witnesses.hostile(run);
 
 /** Publishes a raw payload as mallory and returns the reply (matched by id, or the only id-less reply). */
 async function rawRequest(payload: string | Buffer, id: string | null): Promise<ErrorReply | OkReply> {

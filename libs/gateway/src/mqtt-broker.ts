@@ -81,7 +81,10 @@ export class MqttBroker {
   /** Starts a listener of one kind (plain, TLS, WebSocket, secure WebSocket); TLS kinds need the certificate files. */
   async listenOn(kind: ListenerKind, host: string, port: number, tls?: TlsFiles): Promise<AddressInfo> {
     await this.start();
-    const listener = await openListener(kind, host, port, (stream, address) => this.accept(stream, address), tls);
+    const listener = await openListener(kind, host, port, (stream, address) => this.accept(stream, address), {
+      tls,
+      maxPacketBytes: this.opts.guard.maxPacketBytes,
+    });
     this.listeners.push(listener);
     return listener.address;
   }

@@ -38,7 +38,14 @@ export interface OpenListener {
  * arrive as IPv4-mapped addresses on the same socket. WebSocket listeners
  * speak the `mqtt` subprotocol and carry MQTT packets in binary frames.
  */
-export async function openListener(kind: ListenerKind, host: string, port: number, accept: Accept, tls?: TlsFiles): Promise<OpenListener> {
+export async function openListener(
+  kind: ListenerKind,
+  host: string,
+  port: number,
+  accept: Accept,
+  opts: { tls?: TlsFiles; maxPacketBytes: number },
+): Promise<OpenListener> {
+  const tls = opts.tls;
   const secure = kind === 'mqtts' || kind === 'wss';
   if (secure && !tls) throw new ListenError(`cannot listen for ${LABEL[kind]}: no certificate and key (PARLEY_TLS_CERT, PARLEY_TLS_KEY)`);
   const tlsOptions = tls ? { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } : undefined;
@@ -60,8 +67,8 @@ export async function openListener(kind: ListenerKind, host: string, port: numbe
       server.on('request', (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket only\n'));
       const ws = new WebSocketServer({
         server,
-        // Each WebSocket message is bounded like a packet; the guard bounds the packets themselves.
-        maxPayload: 1024 * 1024,
+        // A WebSocket message carries a packet or part of one: never more than the largest packet (plus its header).
+        maxPayload: opts.maxPacketBytes + 5,
         handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
       });
       ws.on('connection', (socket, req) => accept(createWebSocketStream(socket), addressOf(req.socket)));
