@@ -1,4 +1,4 @@
-import { createServer } from 'node:net';
+import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
 import { CliProcess } from '../support/cli.js';
@@ -120,4 +120,83 @@ it('kill -9 of the standalone server during a steady stream: every accepted mess
   expect(accepted.size).toBe(TOTAL);
   expect(lost).toBe(0);
   expect(duplicated).toBe(0);
+});
+
+/** A slow TCP relay on loopback whose connections can be cut at once, as a dropped network would. */
+async function startRelay(target: number): Promise<{ port: number; cut(): void; close(): Promise<void> }> {
+  const pairs = new Set<[Socket, Socket]>();
+  const relay = createServer((client) => {
+    const upstream = connect({ port: target, host: '127.0.0.1' });
+    const pair: [Socket, Socket] = [client, upstream];
+    pairs.add(pair);
+    client.pipe(upstream);
+    // A slow link towards the client (a pause after each chunk), so a transfer is still under way when the network drops.
+    upstream.on('data', (chunk: Buffer) => {
+      client.write(chunk);
+      upstream.pause();
+      setTimeout(() => upstream.resume(), 5);
+    });
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      upstream.destroy();
+    };
+    client.on('error', end).on('close', end);
+    upstream.on('error', end).on('close', end);
+  });
+  await new Promise<void>((resolve) => relay.listen({ port: 0, host: '127.0.0.1' }, resolve));
+  return {
+    port: (relay.address() as { port: number }).port,
+    // resetAndDestroy: an RST, no FIN — neither side learns of it cleanly.
+    cut: () => {
+      for (const [c, u] of pairs) {
+        c.resetAndDestroy();
+        u.resetAndDestroy();
+      }
+    },
+    close: () => new Promise<void>((resolve) => relay.close(() => resolve())),
+  };
+}
+
+it('a client whose network drops mid-transfer gets every message exactly once after it reconnects', { timeout: 120_000 }, async () => {
+  server = await startParley({ env: LIMITS });
+  const users = new TestUsers(() => [server!.mqttUrl]);
+  const [a, b] = [await users.fresh('sender'), await users.fresh('reader')];
+  const alice = await users.login(a);
+  cleanups.push(() => users.closeAll());
+  const TOTAL = 400;
+  const replies = await Promise.all(
+    Array.from({ length: TOTAL }, (_, i) => alice.request({ op: 'send', id: `net-${i}`, to: b, text: `net ${i} ${'x'.repeat(2000)}` }, 60_000)),
+  );
+  const accepted = replies.filter((r) => r.ok).length;
+
+  const relay = await startRelay(server.mqttPort);
+  cleanups.push(() => relay.close());
+  const listen = CliProcess.start(['listen', '--json'], { PARLEY_SERVER: `mqtt://127.0.0.1:${relay.port}`, PARLEY_USER: b, PARLEY_PASSWORD: users.password });
+  cleanups.push(() => listen.stop());
+  // Counted as lines arrive (parsing every line again on each new one would cost more than the transfer).
+  const ids: string[] = [];
+  let counted = 0;
+  const count = () => {
+    for (; counted < listen.lines.length; counted++) {
+      const id = /^\{"type":"message".*"id":"(net-\d+)"/.exec(listen.lines[counted]!)?.[1];
+      if (id) ids.push(id);
+    }
+    return ids.length;
+  };
+  // Mid-transfer: some of the backlog shown, the rest still on its way.
+  await listen.waitForLine(() => count() >= 50, 30_000);
+  relay.cut();
+  const atCut = count();
+  await listen.waitForLine(() => {
+    count();
+    return new Set(ids).size >= accepted;
+  }, 60_000);
+  const delivered = new Set(ids).size;
+  console.log(
+    `network drop: sent ${TOTAL}, accepted ${accepted}, shown before the drop ${atCut}, delivered ${delivered}, lost ${accepted - delivered}, duplicated-as-shown ${ids.length - delivered}`,
+  );
+  expect(atCut).toBeLessThan(accepted);
+  expect(delivered).toBe(accepted);
+  expect(ids.length).toBe(delivered);
 });

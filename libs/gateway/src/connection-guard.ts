@@ -97,7 +97,16 @@ export class GuardedConnection extends Duplex {
     if (this.phase !== 'login') this.stream.resume();
   }
 
+  /** A packet the broker wrote in pieces (it corks the stream) goes out in one write, so it is not split into small segments. */
+  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+    this.forward(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), done);
+  }
+
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.forward(chunk, done);
+  }
+
+  private forward(chunk: Buffer, done: (err?: Error | null) => void): void {
     if (this.stream.destroyed) return done();
     if (this.stream.writableLength === 0) this.lastFlush = Date.now();
     this.stream.write(chunk, () => (this.lastFlush = Date.now()));

@@ -55,11 +55,15 @@ export async function openListener(
   let wss: WebSocketServer | undefined;
   switch (kind) {
     case 'mqtt':
-      server = createTcpServer((socket) => accept(socket, addressOf(socket)));
+      // Each packet goes out in one write; Nagle's algorithm would only delay it.
+      server = createTcpServer({ noDelay: true }, (socket) => accept(socket, addressOf(socket)));
       break;
     case 'mqtts':
       // A handshake that never completes is the guard's connect timeout's business once it does; until then, TLS's own.
-      server = createTlsServer({ ...tlsOptions, handshakeTimeout: 10_000 }, (socket) => accept(socket, addressOf(socket)));
+      server = createTlsServer({ ...tlsOptions, handshakeTimeout: 10_000 }, (socket) => {
+        socket.setNoDelay(true);
+        accept(socket, addressOf(socket));
+      });
       break;
     case 'ws':
     case 'wss': {
