@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
-import { connectClient, endClient, subscribeCodes, type MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, registerUser, subscribeCodes, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { Witnesses } from '../support/witnesses.js';
 
@@ -213,6 +213,22 @@ describe('abuse limits', () => {
       const burst = await Promise.all(Array.from({ length: 20 }, () => flood2.request({ op: 'who', user: b })));
       expect(burst.some((r) => !r.ok && r.error.code === 'rate_limited')).toBe(true);
       await u.closeAll();
+    } finally {
+      await limited.dispose();
+    }
+  });
+
+  it('limits registrations per address (each costs a password hash), and other addresses are unaffected', async () => {
+    const limited = await startParley({ env: { PARLEY_REGISTRATIONS_PER_MINUTE: '3' } });
+    try {
+      const stamp = Date.now().toString(36).slice(-5);
+      const codes: string[] = [];
+      for (let i = 0; i < 5; i++) {
+        const r = await registerUser(limited.mqttUrl, `reg${i}${stamp}`, 'registration password');
+        codes.push(r.ok ? 'ok' : r.error.code);
+      }
+      expect(codes).toEqual(['ok', 'ok', 'ok', 'rate_limited', 'rate_limited']);
+      expect(await registerUser(limited.mqttUrl6, `reg9${stamp}`, 'registration password')).toMatchObject({ ok: true });
     } finally {
       await limited.dispose();
     }

@@ -93,6 +93,8 @@ export const ConfigSchema = z.object({
   /** Requests per second (average) one user may make over all its connections to a gateway, and its burst. */
   PARLEY_USER_RATE: positiveInt('PARLEY_USER_RATE', 100, 1_000_000),
   PARLEY_USER_BURST: positiveInt('PARLEY_USER_BURST', 2000, 1_000_000),
+  /** Requests (registrations: anonymous connections may do nothing else) per minute from one address. */
+  PARLEY_REGISTRATIONS_PER_MINUTE: positiveInt('PARLEY_REGISTRATIONS_PER_MINUTE', 10, 1_000_000),
   /** Failed logins from one address within PARLEY_LOGIN_WINDOW_MS that lock it out for PARLEY_LOGIN_LOCKOUT_MS. */
   PARLEY_LOGIN_MAX_FAILURES: positiveInt('PARLEY_LOGIN_MAX_FAILURES', 10, 1_000_000),
   /** Failed logins for one user name, from all addresses together, that lock the name out. */

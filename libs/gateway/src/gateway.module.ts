@@ -81,6 +81,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               rate: new RequestLimiter(
                 { perSecond: config.PARLEY_CONNECTION_RATE, burst: config.PARLEY_CONNECTION_BURST },
                 { perSecond: config.PARLEY_USER_RATE, burst: config.PARLEY_USER_BURST },
+                { perSecond: config.PARLEY_REGISTRATIONS_PER_MINUTE / 60, burst: config.PARLEY_REGISTRATIONS_PER_MINUTE },
               ),
             });
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));

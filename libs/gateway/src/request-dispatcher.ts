@@ -23,6 +23,7 @@ import {
   type SendResult,
 } from '#libs/protocol';
 import type { InboxPublisher } from './inbox-publisher.js';
+import { guardOf } from './connection-guard.js';
 import type { RequestLimiter } from './request-limiter.js';
 
 export interface DispatcherLimits {
@@ -56,7 +57,8 @@ export class RequestDispatcher {
   /** Queues a request from one connection. Never throws and never rejects. */
   enqueue(connection: object, principal: Principal, payload: Buffer): void {
     // Counted as it arrives, so a flood is refused before it costs more than a reply.
-    const allowed = this.limits.rate?.take(connection, principal.kind === 'user' ? principal.user : null) ?? true;
+    const address = guardOf((connection as { conn?: unknown }).conn)?.remoteAddress;
+    const allowed = this.limits.rate?.take(connection, principal.kind === 'user' ? principal.user : null, address) ?? true;
     const tail = this.queues.get(connection) ?? Promise.resolve();
     const next = tail.then(() => this.handle(principal, payload, allowed));
     this.queues.set(connection, next);

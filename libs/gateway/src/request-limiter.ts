@@ -1,3 +1,5 @@
+import { addressKey } from './login-throttle.js';
+
 export interface RateLimit {
   /** Requests per second, on average. */
   perSecond: number;
@@ -33,9 +35,10 @@ class TokenBucket {
 
 /**
  * Request rate limits, one bucket per connection and one per user (all of a
- * user's connections on this gateway together). A request over either limit
- * is answered `rate_limited` and does nothing; other users' buckets are
- * untouched.
+ * user's connections on this gateway together). Anonymous connections, which
+ * may only register (a password hash each), share one bucket per address. A
+ * request over any limit is answered `rate_limited` and does nothing; other
+ * users' buckets are untouched.
  */
 export class RequestLimiter {
   private readonly connections = new WeakMap<object, TokenBucket>();
@@ -45,18 +48,20 @@ export class RequestLimiter {
   constructor(
     private readonly perConnection: RateLimit,
     private readonly perUser: RateLimit,
+    private readonly perAnonymousAddress: RateLimit = perUser,
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** True when the request may run; takes one token from each bucket. */
-  take(connection: object, user: string | null): boolean {
+  /** True when the request may run; takes one token from each bucket. `user` null: an anonymous connection from `address`. */
+  take(connection: object, user: string | null, address = 'unknown'): boolean {
     const now = this.now();
     this.sweep(now);
     let conn = this.connections.get(connection);
     if (!conn) this.connections.set(connection, (conn = new TokenBucket(this.perConnection, now)));
-    if (user === null) return conn.take(now);
-    let bucket = this.users.get(user);
-    if (!bucket) this.users.set(user, (bucket = new TokenBucket(this.perUser, now)));
+    // User names never contain '@', so the two kinds of key cannot meet.
+    const key = user ?? `anonymous@${addressKey(address)}`;
+    let bucket = this.users.get(key);
+    if (!bucket) this.users.set(key, (bucket = new TokenBucket(user === null ? this.perAnonymousAddress : this.perUser, now)));
     // Both must allow it.
     if (!bucket.take(now)) return false;
     return conn.take(now);
