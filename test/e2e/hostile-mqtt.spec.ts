@@ -24,7 +24,7 @@ const PASSWORD = 'end to end password';
 
 beforeAll(async () => {
   server = await startParley({
-    env: { PARLEY_CONNECT_TIMEOUT_MS: '1500', PARLEY_MAX_PACKET_BYTES: '70000', PARLEY_LOGIN_MAX_FAILURES: '1000' },
+    env: { PARLEY_CONNECT_TIMEOUT_MS: '3000', PARLEY_MAX_PACKET_BYTES: '70000', PARLEY_LOGIN_MAX_FAILURES: '1000' },
   });
   users = new TestUsers(() => [server.mqttUrl, server.mqttUrl6], PASSWORD);
   [aliceName, bobName, carolName] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];

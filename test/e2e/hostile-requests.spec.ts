@@ -47,9 +47,9 @@ const hostile = (run: () => Promise<void>) => witnesses.hostile(run);
 
 /** Publishes a raw payload as mallory and returns the reply (matched by id, or the only id-less reply). */
 async function rawRequest(payload: string | Buffer, id: string | null): Promise<ErrorReply | OkReply> {
-  const seen = mallory.events.length;
+  const earlier = new Set(mallory.events);
   await mallory.client.publishAsync(topics.requests(names.mallory), payload, { qos: 1 });
-  const reply = await mallory.waitFor((e) => e.type === 'reply' && e.id === id && mallory.events.indexOf(e) >= seen, 10_000, `reply ${String(id)}`);
+  const reply = await mallory.waitFor((e) => e.type === 'reply' && e.id === id && !earlier.has(e), 10_000, `reply ${String(id)}`);
   return reply as ErrorReply | OkReply;
 }
 

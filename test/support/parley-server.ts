@@ -72,7 +72,16 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  let stopping = false;
+  const exited = new Promise<void>((done) =>
+    child.once('exit', (code, signal) => {
+      // A server that dies on its own is a bug worth seeing, with what it said last.
+      if (!stopping && (code !== null || signal !== null)) {
+        process.stderr.write(`parley ${app} exited unexpectedly (${code ?? signal}); its last output:\n${output.slice(-30).join('\n')}\n`);
+      }
+      done();
+    }),
+  );
 
   type Listening = { mqtt: number; http: number; extra: ParleyServer['extraPorts'] };
   const ports = await new Promise<Listening>((resolvePorts, reject) => {
@@ -105,6 +114,7 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
 
   const terminate = async (signal: NodeJS.Signals) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
+    stopping = true;
     child.kill(signal);
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await exited;

@@ -4,11 +4,14 @@ import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createServer as createTlsServer } from 'node:tls';
+import { Logger } from '@nestjs/common';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import { describeListenError } from '#libs/runtime';
 
 /** The transports a client can reach the broker over, each on its own port. */
 export type ListenerKind = 'mqtt' | 'mqtts' | 'ws' | 'wss';
+
+const logger = new Logger('MqttListeners');
 
 const LABEL: Record<ListenerKind, string> = { mqtt: 'MQTT', mqtts: 'MQTT over TLS', ws: 'MQTT over WebSocket', wss: 'MQTT over secure WebSocket' };
 
@@ -86,6 +89,8 @@ export async function openListener(
     server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(describeListenError(err, host, port, LABEL[kind]))));
     server.listen({ host, port, ipv6Only: false }, () => resolve());
   });
+  // Once listening, a listener error (EMFILE, say) is logged; it must never crash the process.
+  server.on('error', (err: Error) => logger.error({ event: 'listener_error', listener: kind, error: err.message }));
   return {
     kind,
     address: server.address() as AddressInfo,
