@@ -73,11 +73,12 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   });
   const output: string[] = [];
   let stopping = false;
+  let listening = false;
   const exited = new Promise<void>((done) =>
     child.once('exit', (code, signal) => {
       // A server that dies on its own is a bug worth seeing, with what it said last.
-      if (!stopping && (code !== null || signal !== null)) {
-        process.stderr.write(`parley ${app} exited unexpectedly (${code ?? signal}); its last output:\n${output.slice(-30).join('\n')}\n`);
+      if (!stopping && listening && code !== null && code !== 0) {
+        process.stderr.write(`parley ${app} exited unexpectedly (${code}${signal ? `, ${signal}` : ''}); its last output:\n${output.slice(-30).join('\n')}\n`);
       }
       done();
     }),
@@ -97,6 +98,7 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
         const m = rec.message;
         if (m?.event === 'listening' && m.http) {
           clearTimeout(timer);
+          listening = true;
           resolvePorts({ mqtt: m.mqtt?.port ?? 0, http: m.http.port, extra: { mqtts: m.mqtts?.port, ws: m.ws?.port, wss: m.wss?.port } });
         }
       } catch {
