@@ -3,6 +3,7 @@ import { join } from 'node:path';
 import { Parser } from '@asyncapi/parser';
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
+import { ConfigSchema } from '#libs/config';
 import * as P from '#libs/protocol';
 import { buildAsyncApiDocument } from '#libs/protocol';
 import { REPO_ROOT } from '../support/parley-server.js';
@@ -18,6 +19,13 @@ describe('docs/asyncapi.json', () => {
 
   it('matches the schemas the server validates with (run `npm run docs` after changing them)', () => {
     expect(JSON.parse(read('docs/asyncapi.json'))).toEqual(JSON.parse(JSON.stringify(buildAsyncApiDocument())));
+  });
+});
+
+describe('README.md', () => {
+  it('documents every setting the server reads', () => {
+    const readme = read('README.md');
+    for (const key of Object.keys(ConfigSchema.shape)) expect(readme, key).toContain(`\`${key}\``);
   });
 });
 

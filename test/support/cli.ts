@@ -5,6 +5,11 @@ import { REPO_ROOT } from './parley-server.js';
 
 const CLI = join(REPO_ROOT, 'bin/parley.js');
 
+/** The command line of `parley ARGS`, inside a network namespace (ip netns) when one is given. */
+function commandOf(args: string[], netns?: string): [string, string[]] {
+  return netns ? ['ip', ['netns', 'exec', netns, process.execPath, CLI, ...args]] : [process.execPath, [CLI, ...args]];
+}
+
 export interface CliResult {
   code: number | null;
   stdout: string;
@@ -14,9 +19,10 @@ export interface CliResult {
 }
 
 /** Runs `parley ARGS` to completion (bounded), with PARLEY_* settings from `env`. */
-export function runCli(args: string[], env: Record<string, string>, opts: { input?: string; timeoutMs?: number } = {}): Promise<CliResult> {
+export function runCli(args: string[], env: Record<string, string>, opts: { input?: string; timeoutMs?: number; netns?: string } = {}): Promise<CliResult> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+    const [command, argv] = commandOf(args, opts.netns);
+    const child = spawn(command, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -53,10 +59,9 @@ export class CliProcess {
     this.exited = new Promise((resolve) => child.once('close', (code) => resolve(code)));
   }
 
-  static start(args: string[], env: Record<string, string>, opts: { cwd?: string } = {}): CliProcess {
-    return new CliProcess(
-      spawn(process.execPath, [CLI, ...args], { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd }),
-    );
+  static start(args: string[], env: Record<string, string>, opts: { cwd?: string; netns?: string } = {}): CliProcess {
+    const [command, argv] = commandOf(args, opts.netns);
+    return new CliProcess(spawn(command, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'], cwd: opts.cwd }));
   }
 
   /** Resolves with the first line (already printed or to come) that matches; rejects after the timeout. */

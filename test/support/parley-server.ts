@@ -18,6 +18,10 @@ export interface ParleyServer {
   /** mqtt://[::1]:PORT */
   mqttUrl6: string;
   httpUrl: string;
+  /** Ports of the optional listeners that were configured (PARLEY_MQTTS_PORT, PARLEY_WS_PORT, PARLEY_WSS_PORT). */
+  extraPorts: { mqtts?: number; ws?: number; wss?: number };
+  /** The server's process id (for memory readings in /proc). */
+  pid: number;
   dataDir: string;
   /** Every line the process wrote to stdout and stderr so far. */
   output: string[];
@@ -40,6 +44,8 @@ export interface StartOptions {
   mqttPort?: number;
   httpPort?: number;
   timeoutMs?: number;
+  /** A network namespace (ip netns) to run the server in. */
+  netns?: string;
 }
 
 /**
@@ -50,21 +56,36 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const ownsDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-data-'));
   const app = opts.app ?? 'gateway';
-  const child = spawn(process.execPath, [mainOf(app)], {
+  // `ip netns exec` switches namespace and then execs node, so the child is the server itself.
+  const [command, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, mainOf(app)]] : [process.execPath, [mainOf(app)]];
+  const child = spawn(command, args, {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? '',
       PARLEY_MQTT_PORT: String(opts.mqttPort ?? 0),
       PARLEY_HTTP_PORT: String(opts.httpPort ?? 0),
       PARLEY_DATA_DIR: dataDir,
+      // Tests register many users from one address; a spec that tests this limit sets its own.
+      PARLEY_REGISTRATIONS_PER_MINUTE: '100000',
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
-  const exited = new Promise<void>((done) => child.once('exit', () => done()));
+  let stopping = false;
+  let listening = false;
+  const exited = new Promise<void>((done) =>
+    child.once('exit', (code, signal) => {
+      // A server that dies on its own is a bug worth seeing, with what it said last.
+      if (!stopping && listening && code !== null && code !== 0) {
+        process.stderr.write(`parley ${app} exited unexpectedly (${code}${signal ? `, ${signal}` : ''}); its last output:\n${output.slice(-30).join('\n')}\n`);
+      }
+      done();
+    }),
+  );
 
-  const ports = await new Promise<{ mqtt: number; http: number }>((resolvePorts, reject) => {
+  type Listening = { mqtt: number; http: number; extra: ParleyServer['extraPorts'] };
+  const ports = await new Promise<Listening>((resolvePorts, reject) => {
     const timer = setTimeout(
       () => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)),
       opts.timeoutMs ?? 20_000,
@@ -72,10 +93,13 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     const onLine = (line: string) => {
       output.push(line);
       try {
-        const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: { port: number }; http?: { port: number } } };
-        if (rec.message?.event === 'listening' && rec.message.http) {
+        type Port = { port: number } | undefined;
+        const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: Port; http?: Port; mqtts?: Port; ws?: Port; wss?: Port } };
+        const m = rec.message;
+        if (m?.event === 'listening' && m.http) {
           clearTimeout(timer);
-          resolvePorts({ mqtt: rec.message.mqtt?.port ?? 0, http: rec.message.http.port });
+          listening = true;
+          resolvePorts({ mqtt: m.mqtt?.port ?? 0, http: m.http.port, extra: { mqtts: m.mqtts?.port, ws: m.ws?.port, wss: m.wss?.port } });
         }
       } catch {
         /* not a JSON log line */
@@ -92,6 +116,7 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
 
   const terminate = async (signal: NodeJS.Signals) => {
     if (child.exitCode !== null || child.signalCode !== null) return;
+    stopping = true;
     child.kill(signal);
     const timer = setTimeout(() => child.kill('SIGKILL'), 10_000);
     await exited;
@@ -104,6 +129,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     mqttUrl: `mqtt://127.0.0.1:${ports.mqtt}`,
     mqttUrl6: `mqtt://[::1]:${ports.mqtt}`,
     httpUrl: `http://127.0.0.1:${ports.http}`,
+    extraPorts: ports.extra,
+    pid: child.pid!,
     dataDir,
     output,
     process: child,

@@ -5,7 +5,7 @@ import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer } from './output.js';
 import { ParleyClient } from './parley-client.js';
-import { requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
+import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
 /** What every command gets: its settings, a printer, and a way to log in. */
 export interface CommandContext {
@@ -22,7 +22,8 @@ export function contextOf(cmd: Command): CommandContext {
     printer,
     login: (opts = {}) => {
       const s = requireLogin(settings);
-      return ParleyClient.connect({ server: s.server, user: s.user, password: s.password, keepTrying: opts.keepTrying });
+      checkServer(s.server);
+      return ParleyClient.connect({ server: s.server, ca: s.ca, user: s.user, password: s.password, keepTrying: opts.keepTrying });
     },
   };
 }
@@ -47,7 +48,8 @@ export function target(user: string | undefined, group: string | undefined): { t
 
 export async function register(ctx: CommandContext): Promise<void> {
   const { user, password } = requireLogin(ctx.settings);
-  const client = await ParleyClient.connect({ server: ctx.settings.server });
+  checkServer(ctx.settings.server);
+  const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca });
   try {
     const r = await client.request('register', { user, password });
     ctx.printer.emit(`registered ${r.user}`, { type: 'registered', user: r.user });

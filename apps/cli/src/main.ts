@@ -14,7 +14,8 @@ import { UsageError } from './settings.js';
  */
 const program = new Command('parley')
   .description('Parley: instant messaging over MQTT')
-  .option('--server <url>', 'server, e.g. mqtt://localhost:1883 or mqtt://[::1]:1883 (env PARLEY_SERVER)')
+  .option('--server <url>', 'server: mqtt://, mqtts://, ws:// or wss://, e.g. mqtt://localhost:1883 or mqtt://[::1]:1883 (env PARLEY_SERVER)')
+  .option('--ca <file>', 'trust this CA certificate (PEM) for mqtts:// and wss:// (env PARLEY_CA)')
   .option('--user <name>', 'your user name (env PARLEY_USER)')
   .option('--password <password>', 'your password (env PARLEY_PASSWORD)')
   .option('--json', 'one JSON object per line, each with a "type"')

@@ -1,4 +1,5 @@
 import { randomBytes, randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import mqtt, { type MqttClient } from 'mqtt';
 import { InboxEvent, PresenceEvent, topics, type RequestOp, type ResultOf } from '#libs/protocol';
@@ -20,7 +21,10 @@ export class ConnectError extends Error {
 }
 
 export interface ConnectOptions {
+  /** mqtt://, mqtts://, ws:// or wss:// (a WebSocket URL without a path gets `/`). */
   server: string;
+  /** A CA certificate file (PEM) to trust for mqtts:// and wss://. */
+  ca?: string;
   /** Omitted: an anonymous connection, which may only register. */
   user?: string;
   password?: string;
@@ -34,10 +38,11 @@ const CONNACK_REASONS: Record<number, string> = {
   2: 'the server refused this client id',
   3: 'the server is unavailable right now',
   4: 'wrong user name or password',
-  5: 'not authorized (wrong user name or password)',
+  5: 'not authorized: too many failed logins or open connections; try again later',
 };
 
 interface ClientEvents {
+  newListener: [eventName: string | symbol, listener: unknown];
   event: [InboxEvent];
   presence: [PresenceEvent];
   offline: [];
@@ -50,6 +55,9 @@ interface ClientEvents {
  * replies by id. Everything else arriving on the inbox is emitted as `event`.
  */
 export class ParleyClient extends EventEmitter<ClientEvents> {
+  /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
+  private early: InboxEvent[] | undefined = [];
+  private replaying = false;
   private readonly pending = new Map<string, { resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   private constructor(
@@ -60,6 +68,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly timeoutMs: number,
   ) {
     super();
+    // The server starts the inbox sync as it grants the subscription, so events can arrive before anyone listens: they wait here.
+    this.on('newListener', (name) => {
+      if (name !== 'event' || !this.early || this.replaying) return;
+      this.replaying = true;
+      queueMicrotask(() => {
+        const early = this.early ?? [];
+        this.early = undefined;
+        for (const e of early) this.emit('event', e);
+      });
+    });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     mqtt.on('offline', () => this.emit('offline'));
     mqtt.on('connect', () => this.emit('online'));
@@ -72,7 +90,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const clientId = anonymous ? `anon.${nonce}` : `${opts.user}/cli-${randomBytes(4).toString('hex')}`;
     const inbox = anonymous ? topics.anonInbox(nonce) : topics.inbox(opts.user!);
     const requests = anonymous ? topics.anonRequests(nonce) : topics.requests(opts.user!);
+    let ca: Buffer | undefined;
+    try {
+      ca = opts.ca === undefined ? undefined : readFileSync(opts.ca);
+    } catch (e) {
+      throw new ConnectError(`cannot read the CA file ${opts.ca}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+    }
     const client = mqtt.connect(opts.server, {
+      ...(ca ? { ca: [ca] } : {}),
+      // MQTT.js drops the brackets of an IPv6 literal when it rebuilds a ws:// or wss:// URL.
+      transformWsUrl: (url, o) => (o.hostname?.includes(':') ? url.replace(`//${o.hostname}:`, `//[${o.hostname}]:`) : url),
       protocolVersion: 4,
       clientId,
       username: opts.user,
@@ -172,6 +199,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       }
       return;
     }
+    if (this.early) {
+      if (this.early.length < 10_000) this.early.push(event);
+      return;
+    }
     this.emit('event', event);
   }
 }
@@ -182,5 +213,8 @@ function describeConnectError(e: Error, server: string): string {
   if (code === 'ECONNREFUSED') return `cannot reach ${server}: connection refused`;
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot reach ${server}: unknown host`;
   if (/timeout/i.test(e.message)) return `cannot reach ${server}: no answer in time`;
+  if (typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
+    return `cannot reach ${server}: its certificate is not trusted (${code}); pass --ca FILE or set PARLEY_CA`;
+  }
   return `cannot reach ${server}: ${e.message}`;
 }

@@ -3,6 +3,8 @@ export interface Settings {
   server: string;
   user: string | undefined;
   password: string | undefined;
+  /** A CA certificate file (PEM) to trust for mqtts:// and wss:// servers, besides the system's. */
+  ca: string | undefined;
   json: boolean;
 }
 
@@ -10,6 +12,7 @@ export interface GlobalFlags {
   server?: string;
   user?: string;
   password?: string;
+  ca?: string;
   json?: boolean;
 }
 
@@ -20,8 +23,26 @@ export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = pro
     server: flags.server ?? env.PARLEY_SERVER ?? DEFAULT_SERVER,
     user: flags.user ?? env.PARLEY_USER,
     password: flags.password ?? env.PARLEY_PASSWORD,
+    ca: flags.ca ?? (env.PARLEY_CA || undefined),
     json: flags.json ?? false,
   };
+}
+
+/** The transports the CLI speaks: MQTT over TCP, over TLS, over WebSocket and over secure WebSocket. */
+export const SERVER_SCHEMES = ['mqtt:', 'mqtts:', 'ws:', 'wss:'] as const;
+
+/** Checks a server URL; throws a usage error naming what is wrong. */
+export function checkServer(server: string): URL {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    throw new UsageError(`--server must be a URL such as mqtt://localhost:1883 (got "${server}")`);
+  }
+  if (!(SERVER_SCHEMES as readonly string[]).includes(url.protocol)) {
+    throw new UsageError(`--server must start with mqtt://, mqtts://, ws:// or wss:// (got "${server}")`);
+  }
+  return url;
 }
 
 /** The settings of a logged-in command; throws a usage error naming what is missing. */

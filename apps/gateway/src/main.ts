@@ -11,8 +11,19 @@ async function bootstrap(): Promise<void> {
   const app = await NestFactory.create(AppModule.forRoot(config), { logger: jsonLogger(config), abortOnError: false });
   const httpPort = await listenHttp(app, config);
   let mqtt: { port: number; address: string };
+  const extra: Partial<Record<'mqtts' | 'ws' | 'wss', { port: number }>> = {};
   try {
-    mqtt = await app.get(MqttBroker).listen(config.PARLEY_MQTT_HOST, config.PARLEY_MQTT_PORT);
+    const broker = app.get(MqttBroker);
+    mqtt = await broker.listen(config.PARLEY_MQTT_HOST, config.PARLEY_MQTT_PORT);
+    const tls = config.PARLEY_TLS_CERT && config.PARLEY_TLS_KEY ? { cert: config.PARLEY_TLS_CERT, key: config.PARLEY_TLS_KEY } : undefined;
+    // Each optional listener is on its own port, on the same address as plain MQTT.
+    for (const [kind, port] of [
+      ['mqtts', config.PARLEY_MQTTS_PORT],
+      ['ws', config.PARLEY_WS_PORT],
+      ['wss', config.PARLEY_WSS_PORT],
+    ] as const) {
+      if (port !== undefined) extra[kind] = { port: (await broker.listenOn(kind, config.PARLEY_MQTT_HOST, port, tls)).port };
+    }
   } catch (e) {
     await app.close();
     if (e instanceof ListenError) fail(e.message, 1);
@@ -23,6 +34,7 @@ async function bootstrap(): Promise<void> {
   logger.log({
     event: 'listening',
     mqtt: { host: mqtt.address, port: mqtt.port },
+    ...extra,
     http: { port: httpPort },
     storage: config.REDIS_URL ? 'redis' : `embedded (${config.PARLEY_DATA_DIR})`,
     remoteServices: config.PARLEY_REMOTE_SERVICES,

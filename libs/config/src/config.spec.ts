@@ -36,4 +36,19 @@ describe('loadConfig', () => {
     expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_REMOTE_SERVICES: 'group,file-offer' }).PARLEY_REMOTE_SERVICES).toEqual(['group', 'file-offer']);
     expect(() => loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_REMOTE_SERVICES: 'files' })).toThrow(/file-offer/);
   });
+
+  it('has abuse limits by default, and refuses a TLS listener without a certificate and key that exist', () => {
+    expect(loadConfig({})).toMatchObject({
+      PARLEY_LOGIN_MAX_FAILURES: 10,
+      PARLEY_MAX_PACKET_BYTES: 131_072,
+      PARLEY_MQTTS_PORT: undefined,
+      PARLEY_WS_PORT: undefined,
+    });
+    expect(loadConfig({ PARLEY_WS_PORT: '8083', PARLEY_MQTTS_PORT: '' }).PARLEY_WS_PORT).toBe(8083);
+    expect(() => loadConfig({ PARLEY_MQTTS_PORT: '8883' })).toThrow(/PARLEY_MQTTS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/);
+    expect(() => loadConfig({ PARLEY_WSS_PORT: '8884', PARLEY_TLS_CERT: '/nonexistent/cert.pem', PARLEY_TLS_KEY: '/nonexistent/key.pem' })).toThrow(
+      /PARLEY_TLS_CERT names a file that does not exist/,
+    );
+    expect(() => loadConfig({ PARLEY_LOGIN_LOCKOUT_MS: '0' })).toThrow(/PARLEY_LOGIN_LOCKOUT_MS/);
+  });
 });

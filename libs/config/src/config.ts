@@ -1,3 +1,4 @@
+import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 
@@ -21,6 +22,20 @@ const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEG
     .min(1, `${name} must be at least 1`)
     .max(max, `${name} must be at most ${max}`)
     .default(fallback);
+
+/** A port that is off when unset or empty. */
+const optionalPort = (name: string) =>
+  z
+    .literal('')
+    .transform(() => undefined)
+    .or(port(name, 0).unwrap())
+    .optional();
+
+const optionalFile = () =>
+  z
+    .string()
+    .optional()
+    .transform((v) => (v === '' ? undefined : v));
 
 export const ConfigSchema = z.object({
   PARLEY_MQTT_HOST: z.string().min(1, 'PARLEY_MQTT_HOST must not be empty').default('::'),
@@ -76,6 +91,43 @@ export const ConfigSchema = z.object({
   PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000),
   /** How long a call to a remote service may take before the client is told `unavailable`. */
   PARLEY_RPC_TIMEOUT_MS: positiveInt('PARLEY_RPC_TIMEOUT_MS', 5000, 600_000),
+  /** A client must send a complete CONNECT, and its login finish, within this time. */
+  PARLEY_CONNECT_TIMEOUT_MS: positiveInt('PARLEY_CONNECT_TIMEOUT_MS', 10_000, 600_000),
+  /** Largest CONNECT packet: all a client can make the server read before it has logged in. */
+  PARLEY_MAX_CONNECT_BYTES: positiveInt('PARLEY_MAX_CONNECT_BYTES', 16_384, 262_144),
+  /** Largest MQTT packet after login (remaining length). */
+  PARLEY_MAX_PACKET_BYTES: positiveInt('PARLEY_MAX_PACKET_BYTES', 131_072, 268_435_455),
+  /** Longest silence (seconds) allowed to a client that asks for no keep-alive or a longer one. */
+  PARLEY_MAX_KEEPALIVE_S: positiveInt('PARLEY_MAX_KEEPALIVE_S', 300, 65_535),
+  /** Bytes waiting for a client that does not read, beyond which it is dropped. */
+  PARLEY_MAX_OUTBOUND_BYTES: positiveInt('PARLEY_MAX_OUTBOUND_BYTES', 8 * 1024 * 1024, 1024 * 1024 * 1024),
+  /** A client that takes none of the bytes sent to it for this long is dropped. */
+  PARLEY_WRITE_STALL_MS: positiveInt('PARLEY_WRITE_STALL_MS', 30_000, 3_600_000),
+  /** Requests per second (average) one connection may make, and its burst. */
+  PARLEY_CONNECTION_RATE: positiveInt('PARLEY_CONNECTION_RATE', 50, 1_000_000),
+  PARLEY_CONNECTION_BURST: positiveInt('PARLEY_CONNECTION_BURST', 1000, 1_000_000),
+  /** Requests per second (average) one user may make over all its connections to a gateway, and its burst. */
+  PARLEY_USER_RATE: positiveInt('PARLEY_USER_RATE', 100, 1_000_000),
+  PARLEY_USER_BURST: positiveInt('PARLEY_USER_BURST', 2000, 1_000_000),
+  /** Requests (registrations: anonymous connections may do nothing else) per minute from one address. */
+  PARLEY_REGISTRATIONS_PER_MINUTE: positiveInt('PARLEY_REGISTRATIONS_PER_MINUTE', 10, 1_000_000),
+  /** Failed logins from one address within PARLEY_LOGIN_WINDOW_MS that lock it out for PARLEY_LOGIN_LOCKOUT_MS. */
+  PARLEY_LOGIN_MAX_FAILURES: positiveInt('PARLEY_LOGIN_MAX_FAILURES', 10, 1_000_000),
+  /** Failed logins for one user name, from all addresses together, that lock the name out. */
+  PARLEY_LOGIN_MAX_USER_FAILURES: positiveInt('PARLEY_LOGIN_MAX_USER_FAILURES', 50, 1_000_000),
+  PARLEY_LOGIN_WINDOW_MS: positiveInt('PARLEY_LOGIN_WINDOW_MS', 60_000, 86_400_000),
+  PARLEY_LOGIN_LOCKOUT_MS: positiveInt('PARLEY_LOGIN_LOCKOUT_MS', 300_000, 86_400_000),
+  /** Connections one user may hold open on one gateway. */
+  PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
+  /** MQTT over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
+  PARLEY_MQTTS_PORT: optionalPort('PARLEY_MQTTS_PORT'),
+  /** MQTT over WebSocket (plain): its port, unset for none. */
+  PARLEY_WS_PORT: optionalPort('PARLEY_WS_PORT'),
+  /** MQTT over WebSocket over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
+  PARLEY_WSS_PORT: optionalPort('PARLEY_WSS_PORT'),
+  /** PEM files of the server certificate (chain) and its private key, for the TLS listeners. */
+  PARLEY_TLS_CERT: optionalFile(),
+  PARLEY_TLS_KEY: optionalFile(),
   PARLEY_LOG_LEVEL: z
     .enum(['error', 'warn', 'log', 'debug', 'verbose'], { error: 'PARLEY_LOG_LEVEL must be one of error, warn, log, debug, verbose' })
     .default('log'),
@@ -113,6 +165,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
     throw new ConfigError(
       `invalid configuration: a file chunk of PARLEY_FILE_CHUNK_BYTES (${result.data.PARLEY_FILE_CHUNK_BYTES}) needs requests of ${chunkRequestBytes} bytes; raise PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) or lower the chunk size`,
     );
+  }
+  const tlsPorts = (['PARLEY_MQTTS_PORT', 'PARLEY_WSS_PORT'] as const).filter((k) => result.data[k] !== undefined);
+  if (tlsPorts.length > 0 && (!result.data.PARLEY_TLS_CERT || !result.data.PARLEY_TLS_KEY)) {
+    throw new ConfigError(`invalid configuration: ${tlsPorts.join(' and ')} need PARLEY_TLS_CERT and PARLEY_TLS_KEY (PEM files)`);
+  }
+  for (const key of ['PARLEY_TLS_CERT', 'PARLEY_TLS_KEY'] as const) {
+    const file = result.data[key];
+    if (file !== undefined && !existsSync(file)) throw new ConfigError(`invalid configuration: ${key} names a file that does not exist (got "${file}")`);
   }
   // Standalone (no Redis) there is one gateway per data dir; with Redis, host and port tell gateways apart.
   const gatewayId =

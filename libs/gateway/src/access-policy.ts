@@ -2,6 +2,8 @@ import { Logger } from '@nestjs/common';
 import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
+import { guardOf } from './connection-guard.js';
+import type { LoginThrottle } from './login-throttle.js';
 import { inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
@@ -20,13 +22,21 @@ function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: st
  * its own inbox and anyone's presence. An anonymous connection (no user name)
  * may only register.
  */
+export interface LoginLimits {
+  throttle: LoginThrottle;
+  maxConnectionsPerUser: number;
+}
+
 export class AccessPolicy {
   private readonly logger = new Logger('AccessPolicy');
   private readonly principals = new WeakMap<Client, Principal>();
+  /** Open logged-in connections per user on this gateway. */
+  private readonly open = new Map<string, number>();
 
   constructor(
     private readonly accounts: AccountsService,
     private readonly metrics: Metrics,
+    private readonly limits?: LoginLimits,
   ) {}
 
   /** The principal a connection logged in as; undefined before login. */
@@ -59,13 +69,30 @@ export class AccessPolicy {
       this.metrics.loginsFailed.inc({ reason: 'password' });
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password required'), null);
     }
+    const address = guardOf(client.conn)?.remoteAddress ?? 'unknown';
+    // Asked before the password is hashed: a brute force costs a lookup, not a KDF run.
+    const lockedUntil = this.limits?.throttle.lockedUntil(principal.user, address) ?? 0;
+    if (lockedUntil > 0) {
+      this.metrics.loginsFailed.inc({ reason: 'throttled' });
+      return done(refusal(CONNACK.NOT_AUTHORIZED, `too many failed logins; try again after ${new Date(lockedUntil).toISOString()}`), null);
+    }
+    if (!this.mayOpenAnother(client, principal.user)) {
+      this.metrics.loginsFailed.inc({ reason: 'connections' });
+      return done(refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`), null);
+    }
     this.accounts.authenticate(principal.user, password.toString('utf8')).then(
       (ok) => {
         if (!ok) {
+          this.limits?.throttle.failed(principal.user, address);
           this.metrics.loginsFailed.inc({ reason: 'password' });
           return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password'), null);
         }
+        if (!this.mayOpenAnother(client, principal.user)) {
+          this.metrics.loginsFailed.inc({ reason: 'connections' });
+          return done(refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`), null);
+        }
         this.principals.set(client, principal);
+        this.countOpen(client, principal.user);
         done(null, true);
       },
       (e: unknown) => {
@@ -74,6 +101,23 @@ export class AccessPolicy {
         done(refusal(CONNACK.SERVER_UNAVAILABLE, 'account store unavailable'), null);
       },
     );
+  }
+
+  /** A user under its connection limit may open another; taking over one of its own client ids replaces a connection rather than adding one. */
+  private mayOpenAnother(client: Client, user: string): boolean {
+    if (!this.limits) return true;
+    const takesOver = (client as Client & { broker?: { clients?: Record<string, unknown> } }).broker?.clients?.[client.id] !== undefined;
+    return takesOver || (this.open.get(user) ?? 0) < this.limits.maxConnectionsPerUser;
+  }
+
+  /** Counts a logged-in connection until its stream closes, however it ends. */
+  private countOpen(client: Client, user: string): void {
+    this.open.set(user, (this.open.get(user) ?? 0) + 1);
+    client.conn.once('close', () => {
+      const n = (this.open.get(user) ?? 1) - 1;
+      if (n > 0) this.open.set(user, n);
+      else this.open.delete(user);
+    });
   }
 
   /**

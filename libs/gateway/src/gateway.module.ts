@@ -17,6 +17,20 @@ import { InboxSync } from './inbox-sync.js';
 import { MqttBroker } from './mqtt-broker.js';
 import { PresenceTracker } from './presence-tracker.js';
 import { RequestDispatcher } from './request-dispatcher.js';
+import type { GuardLimits } from './connection-guard.js';
+import { LoginThrottle } from './login-throttle.js';
+import { RequestLimiter } from './request-limiter.js';
+
+function guardLimitsOf(config: ParleyConfig): GuardLimits {
+  return {
+    connectTimeoutMs: config.PARLEY_CONNECT_TIMEOUT_MS,
+    maxConnectBytes: config.PARLEY_MAX_CONNECT_BYTES,
+    maxPacketBytes: config.PARLEY_MAX_PACKET_BYTES,
+    maxKeepAliveS: config.PARLEY_MAX_KEEPALIVE_S,
+    maxOutboundBytes: config.PARLEY_MAX_OUTBOUND_BYTES,
+    writeStallMs: config.PARLEY_WRITE_STALL_MS,
+  };
+}
 
 /**
  * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
@@ -34,8 +48,17 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
       providers: [
         {
           provide: AccessPolicy,
-          useFactory: (accounts: AccountsService, metrics: Metrics) => new AccessPolicy(accounts, metrics),
-          inject: [AccountsService, Metrics],
+          useFactory: (accounts: AccountsService, metrics: Metrics, config: ParleyConfig) =>
+            new AccessPolicy(accounts, metrics, {
+              throttle: new LoginThrottle({
+                maxFailuresPerAddress: config.PARLEY_LOGIN_MAX_FAILURES,
+                maxFailuresPerUser: config.PARLEY_LOGIN_MAX_USER_FAILURES,
+                windowMs: config.PARLEY_LOGIN_WINDOW_MS,
+                lockoutMs: config.PARLEY_LOGIN_LOCKOUT_MS,
+              }),
+              maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
+            }),
+          inject: [AccountsService, Metrics, PARLEY_CONFIG],
         },
         {
           provide: MqttBroker,
@@ -44,6 +67,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               maxClientIdLength: 97,
               id: config.PARLEY_GATEWAY_ID,
               backplane: config.REDIS_URL ? redisBackplane(config.REDIS_URL, config.PARLEY_REDIS_PREFIX) : inMemoryBackplane(),
+              guard: guardLimitsOf(config),
             }),
           inject: [AccessPolicy, Metrics, PARLEY_CONFIG],
         },
@@ -75,7 +99,14 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               groups,
               inbox,
               metrics,
-              { maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES },
+              {
+                maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
+                rate: new RequestLimiter(
+                  { perSecond: config.PARLEY_CONNECTION_RATE, burst: config.PARLEY_CONNECTION_BURST },
+                  { perSecond: config.PARLEY_USER_RATE, burst: config.PARLEY_USER_BURST },
+                  { perSecond: config.PARLEY_REGISTRATIONS_PER_MINUTE / 60, burst: config.PARLEY_REGISTRATIONS_PER_MINUTE },
+                ),
+              },
               files,
             );
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));

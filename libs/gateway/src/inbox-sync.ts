@@ -5,6 +5,7 @@ import type { Metrics } from '#libs/health';
 import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
+import { guardOf } from './connection-guard.js';
 
 const PAGE = 500;
 
@@ -79,7 +80,11 @@ export class InboxSync {
         if (client.closed) return sent;
         const page = await this.conversations.entriesAfter(views[i]!, after, Math.min(PAGE, state.last - after));
         if (page.length === 0) break;
-        for (const event of page) await this.send(client, event);
+        for (const event of page) {
+          await this.send(client, event);
+          // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
+          await guardOf(client.conn)?.settled();
+        }
         sent += page.length;
         this.metrics.messagesDelivered.inc({ path: 'sync' }, page.filter((e) => e.type === 'message').length);
         after = page[page.length - 1]!.seq;

@@ -1,11 +1,15 @@
-import { createServer, type AddressInfo, type Server } from 'node:net';
+import type { AddressInfo } from 'node:net';
+import type { Duplex } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
 import type { Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
-import { describeListenError } from '#libs/runtime';
+import { GuardedConnection, guardOf, type GuardLimits } from './connection-guard.js';
+import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
+
+export { ListenError } from './mqtt-listeners.js';
 
 export interface BrokerOptions {
   /** Longest client id accepted: `user/<device>` is at most 32 + 1 + 64 characters. */
@@ -14,14 +18,12 @@ export interface BrokerOptions {
   backplane: Backplane;
   /** Names this broker among the gateways, like the gateway id. */
   id: string;
+  /** What every connection is held to before and after login (see GuardedConnection). */
+  guard: GuardLimits;
 }
 
 /** Receives each authorized request, in the order the connection sent them. */
 export type RequestSink = (connection: Client, principal: Principal, payload: Buffer) => void;
-
-export class ListenError extends Error {
-  override readonly name = 'ListenError';
-}
 
 /**
  * The embedded Aedes broker and its TCP listener. Login and topic access go
@@ -31,13 +33,13 @@ export class ListenError extends Error {
 export class MqttBroker {
   private readonly logger = new Logger('MqttBroker');
   readonly aedes: Aedes;
-  private server: Server | undefined;
+  private listeners: OpenListener[] = [];
   private sink: RequestSink | undefined;
 
   constructor(
     private readonly policy: AccessPolicy,
     private readonly metrics: Metrics,
-    opts: BrokerOptions,
+    private readonly opts: BrokerOptions,
   ) {
     this.aedes = new Aedes({
       id: opts.id,
@@ -61,6 +63,8 @@ export class MqttBroker {
     opts.backplane.onGap(() => {
       for (const client of Object.values((this.aedes as unknown as { clients: Record<string, Client> }).clients)) client.close();
     });
+    // The broker answered a CONNECT: the guard lets the client's other packets through only after a successful one.
+    this.aedes.on('connackSent', (connack, client) => guardOf(client.conn)?.admit(connack.returnCode === 0));
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
     this.aedes.on('clientDisconnect', () => this.metrics.connections.dec());
     // Client faults (bad packets, dropped sockets) end that connection only.
@@ -82,35 +86,39 @@ export class MqttBroker {
   }
 
   /** Starts the TCP listener. On `::` it is dual-stack: IPv4 clients arrive as IPv4-mapped addresses on the same socket. */
-  async listen(host: string, port: number): Promise<AddressInfo> {
+  listen(host: string, port: number): Promise<AddressInfo> {
+    return this.listenOn('mqtt', host, port);
+  }
+
+  /** Starts a listener of one kind (plain, TLS, WebSocket, secure WebSocket); TLS kinds need the certificate files. */
+  async listenOn(kind: ListenerKind, host: string, port: number, tls?: TlsFiles): Promise<AddressInfo> {
     await this.start();
-    const server = createServer((socket) => this.aedes.handle(socket));
-    await new Promise<void>((resolve, reject) => {
-      server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(describeListenError(err, host, port, 'MQTT'))));
-      server.listen({ host, port, ipv6Only: false }, () => resolve());
+    const listener = await openListener(kind, host, port, (stream, address) => this.accept(stream, address), {
+      tls,
+      maxPacketBytes: this.opts.guard.maxPacketBytes,
     });
-    server.on('error', (err) => this.logger.error({ event: 'listener_error', error: err.message }));
-    this.server = server;
-    return server.address() as AddressInfo;
+    this.listeners.push(listener);
+    return listener.address;
+  }
+
+  /** Hands a client's stream to the broker behind its guard. */
+  private accept(stream: Duplex, remoteAddress: string): void {
+    const guarded = new GuardedConnection(stream, remoteAddress, this.opts.guard, (drop) =>
+      this.logger.log({ event: 'connection_dropped', address: remoteAddress, ...drop }),
+    );
+    guarded.on('error', () => undefined);
+    this.aedes.handle(guarded);
   }
 
   get listening(): boolean {
-    return this.server?.listening ?? false;
+    return this.listeners.length > 0 && this.listeners.every((l) => l.listening);
   }
 
   async close(): Promise<void> {
-    const server = this.server;
-    this.server = undefined;
-    if (server) await new Promise<void>((resolve) => server.close(() => resolve()));
+    const listeners = this.listeners;
+    this.listeners = [];
+    const closed = Promise.all(listeners.map((l) => l.close()));
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
-    // The persistence holds Redis connections in distributed mode; it exists only once the broker started.
-    // Aedes 1.x persistences destroy asynchronously; a Redis that is gone must not hold the shutdown forever.
-    const persistence = (this.aedes as unknown as { persistence?: { destroy?: () => Promise<void> } }).persistence;
-    if (this.started && persistence?.destroy) {
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([persistence.destroy().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, 2000)))]).finally(() =>
-        clearTimeout(timer),
-      );
-    }
+    await closed;
   }
 }

@@ -24,9 +24,13 @@ import {
 } from '#libs/protocol';
 import type { FileRequests } from './file-requests.js';
 import type { InboxPublisher } from './inbox-publisher.js';
+import { guardOf } from './connection-guard.js';
+import type { RequestLimiter } from './request-limiter.js';
 
 export interface DispatcherLimits {
   maxRequestBytes: number;
+  /** Request rate limits per connection and per user; none when absent. */
+  rate?: RequestLimiter;
 }
 
 /**
@@ -55,18 +59,28 @@ export class RequestDispatcher {
   /** Queues a request from one connection. Never throws and never rejects. */
   enqueue(connection: object, principal: Principal, payload: Buffer): void {
     this.metrics.requestsInProgress.inc();
+    // Counted as it arrives, so a flood is refused before it costs more than a reply.
+    const address = guardOf((connection as { conn?: unknown }).conn)?.remoteAddress;
+    const allowed = this.limits.rate?.take(connection, principal.kind === 'user' ? principal.user : null, address) ?? true;
     const tail = this.queues.get(connection) ?? Promise.resolve();
-    const next = tail.then(() => this.handle(principal, payload)).finally(() => this.metrics.requestsInProgress.dec());
+    const next = tail.then(() => this.handle(principal, payload, allowed)).finally(() => this.metrics.requestsInProgress.dec());
     this.queues.set(connection, next);
   }
 
-  /** Handles one request to completion: its reply is published when this resolves. */
-  async handle(principal: Principal, payload: Buffer): Promise<void> {
+  /** Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited` and does nothing. */
+  async handle(principal: Principal, payload: Buffer, allowed = true): Promise<void> {
     const started = process.hrtime.bigint();
     const parsed = parseRequest(payload, this.limits.maxRequestBytes);
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
-    if (!parsed.ok) {
+    if (!allowed) {
+      const id = parsed.ok ? parsed.request.id : parsed.id;
+      reply = errorReply(
+        id,
+        parsed.ok ? parsed.request.op : parsed.op,
+        new DomainError('rate_limited', 'too many requests; slow down and retry with the same id'),
+      );
+    } else if (!parsed.ok) {
       reply = errorReply(parsed.id, parsed.op, parsed.error);
     } else {
       op = parsed.request.op;

@@ -1,0 +1,80 @@
+import { Duplex, PassThrough } from 'node:stream';
+import { afterEach, describe, expect, it } from 'vitest';
+import { GuardedConnection, type GuardDrop } from './connection-guard.js';
+
+/** A client's socket as an in-memory pair: what the test writes, the guard reads; what the guard writes, the test reads. */
+function pair(): { socket: Duplex; toServer: PassThrough; fromServer: PassThrough } {
+  const toServer = new PassThrough();
+  const fromServer = new PassThrough();
+  const socket = Duplex.from({ readable: toServer, writable: fromServer });
+  return { socket, toServer, fromServer };
+}
+
+const limits = { connectTimeoutMs: 200, maxConnectBytes: 1024, maxPacketBytes: 4096, maxKeepAliveS: 60, maxOutboundBytes: 1 << 20, writeStallMs: 1000 };
+const str = (s: string) => Buffer.concat([Buffer.from([0, s.length]), Buffer.from(s)]);
+const connect = Buffer.concat([Buffer.from([0x10, 17]), str('MQTT'), Buffer.from([4, 0x02, 0, 60]), str('alice')]);
+
+const open: GuardedConnection[] = [];
+afterEach(() => {
+  for (const g of open.splice(0)) g.destroy();
+});
+
+function guard(): { g: GuardedConnection; toServer: PassThrough; fromServer: PassThrough; drops: GuardDrop[]; read: Buffer[] } {
+  const { socket, toServer, fromServer } = pair();
+  const drops: GuardDrop[] = [];
+  const g = new GuardedConnection(socket, '192.0.2.1', limits, (d) => drops.push(d));
+  const read: Buffer[] = [];
+  g.on('data', (d: Buffer) => read.push(d));
+  g.on('error', () => undefined);
+  open.push(g);
+  return { g, toServer, fromServer, drops, read };
+}
+
+const closed = (g: GuardedConnection) => new Promise<void>((resolve) => (g.destroyed ? resolve() : g.once('close', () => resolve())));
+
+describe('GuardedConnection', () => {
+  it('passes the CONNECT, then holds everything else until the broker admits the client', async () => {
+    const { g, toServer, read } = guard();
+    toServer.write(Buffer.concat([connect, Buffer.from([0xc0, 0x00])]));
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(read)).toEqual(connect);
+    g.admit(true);
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(read)).toEqual(Buffer.concat([connect, Buffer.from([0xc0, 0x00])]));
+    expect(g.connectInfo).toMatchObject({ clientId: 'alice', keepAlive: 60 });
+  });
+
+  it('cuts a first packet that claims more than the pre-login cap as soon as its header arrives', async () => {
+    const { g, toServer, drops, read } = guard();
+    toServer.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]));
+    await closed(g);
+    expect(read).toEqual([]);
+    expect(drops[0]).toMatchObject({ bytesRead: 5 });
+  });
+
+  it('answers an unsupported protocol level with CONNACK 0x01 before closing', async () => {
+    const { g, toServer, fromServer } = guard();
+    const answer: Buffer[] = [];
+    fromServer.on('data', (d: Buffer) => answer.push(d));
+    toServer.write(Buffer.concat([Buffer.from([0x10, 17]), str('MQTT'), Buffer.from([5, 0x02, 0, 60]), str('alice')]));
+    await closed(g);
+    expect(Buffer.concat(answer)).toEqual(Buffer.from([0x20, 0x02, 0x00, 0x01]));
+  });
+
+  it('drops a client whose CONNECT does not arrive in time', async () => {
+    const { g, toServer, drops } = guard();
+    toServer.write(connect.subarray(0, 5));
+    await closed(g);
+    expect(drops[0]?.reason).toMatch(/in time/);
+  });
+
+  it('after login, refuses a malformed packet before the broker sees it', async () => {
+    const { g, toServer, read } = guard();
+    toServer.write(connect);
+    await new Promise((r) => setImmediate(r));
+    g.admit(true);
+    toServer.write(Buffer.concat([Buffer.from([0x82, 4, 0, 0]), str('')]));
+    await closed(g);
+    expect(Buffer.concat(read)).toEqual(connect);
+  });
+});

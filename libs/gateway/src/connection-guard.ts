@@ -1,0 +1,226 @@
+import { Duplex } from 'node:stream';
+import { inspectConnect, inspectPacket, PacketType, readFixedHeader, type ConnectInfo, type Violation } from './mqtt-frame.js';
+
+export interface GuardLimits {
+  /** A CONNECT must arrive complete within this time, and login finish. */
+  connectTimeoutMs: number;
+  /** Largest CONNECT accepted: the byte cap before login. */
+  maxConnectBytes: number;
+  /** Largest packet accepted after login. */
+  maxPacketBytes: number;
+  /** The longest silence allowed (seconds) when a client asks for no keep-alive or a longer one than this. */
+  maxKeepAliveS: number;
+  /** Bytes waiting to be written to a client beyond this drop it: it is not reading. */
+  maxOutboundBytes: number;
+  /** A client whose socket does not take written bytes for this long is dropped. */
+  writeStallMs: number;
+}
+
+/** Why a guard ended a connection, for logs and metrics. */
+export interface GuardDrop {
+  reason: string;
+  clause?: string;
+  /** Bytes read from the client before the drop. */
+  bytesRead: number;
+}
+
+/**
+ * A connection as the broker sees it: the client's stream, with every packet
+ * checked before Aedes parses it. Aedes 1.2 buffers a declared remaining
+ * length of any size before it authenticates anyone, accepts packets MQTT
+ * 3.1.1 calls malformed, and lets one client that stops reading hold up
+ * deliveries to everyone. Here:
+ *
+ * - before login only one CONNECT is read, of at most `maxConnectBytes`, within
+ *   `connectTimeoutMs`; nothing more is read until the broker has answered it;
+ * - after login a packet declaring more than `maxPacketBytes` ends the
+ *   connection as soon as its header arrives, so memory never follows a claim;
+ * - packets that break a MUST of the spec end the connection (or get the
+ *   CONNACK code the spec asks for) before the broker sees them;
+ * - writes never wait on the client: the broker's delivery to others goes on
+ *   while a frozen client's bytes pile up, up to `maxOutboundBytes` or
+ *   `writeStallMs`, after which the client is dropped;
+ * - silence longer than the keep-alive rules allow ends the connection.
+ */
+export class GuardedConnection extends Duplex {
+  private pending: Buffer = Buffer.alloc(0);
+  private phase: 'connect' | 'login' | 'open' = 'connect';
+  private bytesRead = 0;
+  private connectTimer: NodeJS.Timeout | undefined;
+  private idleTimer: NodeJS.Timeout | undefined;
+  private stallTimer: NodeJS.Timeout | undefined;
+  private idleMs = 0;
+  /** Set once a drop reason is known, so the first reason wins. */
+  private dropped: GuardDrop | undefined;
+  /** What the client said in its CONNECT. */
+  connectInfo: ConnectInfo | undefined;
+
+  constructor(
+    private readonly stream: Duplex,
+    /** The client's address (for login throttling and logs). */
+    readonly remoteAddress: string,
+    private readonly limits: GuardLimits,
+    private readonly onDrop: (drop: GuardDrop) => void = () => undefined,
+  ) {
+    super({ allowHalfOpen: false });
+    stream.on('data', (chunk: Buffer) => this.onData(chunk));
+    stream.on('end', () => this.push(null));
+    stream.on('error', (err) => this.destroy(err));
+    stream.on('close', () => this.destroy());
+    this.connectTimer = setTimeout(() => this.cut({ reason: 'no complete login in time' }), limits.connectTimeoutMs);
+  }
+
+  /** The broker answered the CONNECT: from now on the client may send anything a logged-in client may. */
+  admit(accepted: boolean): void {
+    clearTimeout(this.connectTimer);
+    if (!accepted || this.phase !== 'login') return;
+    this.phase = 'open';
+    this.scan();
+    this.stream.resume();
+  }
+
+  /** Resolves once bytes written so far have mostly reached the client (or it is gone): paces bulk sends such as a backlog. */
+  settled(): Promise<void> {
+    if (this.stream.writableLength <= this.limits.maxOutboundBytes / 4 || this.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.stream.off('drain', done);
+        this.off('close', done);
+        resolve();
+      };
+      this.stream.once('drain', done);
+      this.once('close', done);
+    });
+  }
+
+  override _read(): void {
+    if (this.phase !== 'login') this.stream.resume();
+  }
+
+  /** A packet the broker wrote in pieces (it corks the stream) goes out in one write, so it is not split into small segments. */
+  override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
+    this.forward(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), done);
+  }
+
+  override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
+    this.forward(chunk, done);
+  }
+
+  private forward(chunk: Buffer, done: (err?: Error | null) => void): void {
+    if (this.stream.destroyed) return done();
+    if (this.stream.writableLength === 0) this.lastFlush = Date.now();
+    this.stream.write(chunk, () => (this.lastFlush = Date.now()));
+    // The broker is told at once that the write is done: it never waits on a client that does not read.
+    done();
+    if (this.stream.writableLength > this.limits.maxOutboundBytes) {
+      this.cut({ reason: `client is not reading: over ${this.limits.maxOutboundBytes} bytes waiting` });
+    } else if (this.stream.writableLength > 0 && !this.stallTimer) {
+      this.stallTimer = setTimeout(() => this.checkStall(), this.limits.writeStallMs);
+    }
+  }
+
+  /** When the bytes last moved to the client. */
+  private lastFlush = Date.now();
+
+  private checkStall(): void {
+    this.stallTimer = undefined;
+    if (this.stream.writableLength === 0) return;
+    const still = Date.now() - this.lastFlush;
+    if (still >= this.limits.writeStallMs) return this.cut({ reason: `client took no bytes for ${still} ms` });
+    this.stallTimer = setTimeout(() => this.checkStall(), this.limits.writeStallMs - still);
+  }
+
+  override _final(done: (err?: Error | null) => void): void {
+    this.stream.end();
+    done();
+  }
+
+  override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    clearTimeout(this.connectTimer);
+    clearTimeout(this.idleTimer);
+    this.clearStall();
+    this.stream.destroy();
+    done(err);
+  }
+
+  private clearStall(): void {
+    clearTimeout(this.stallTimer);
+    this.stallTimer = undefined;
+  }
+
+  private onData(chunk: Buffer): void {
+    this.bytesRead += chunk.length;
+    if (this.idleMs > 0) this.idleTimer?.refresh();
+    this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
+    this.scan();
+  }
+
+  /** Passes on every complete packet that may go to the broker now. */
+  private scan(): void {
+    while (!this.dropped && this.phase !== 'login') {
+      const header = readFixedHeader(this.pending);
+      if (header === 'incomplete') break;
+      if ('reason' in header) return this.refuse(header);
+      const limit = this.phase === 'connect' ? this.limits.maxConnectBytes : this.limits.maxPacketBytes;
+      // The claim is judged before a byte of the body is kept.
+      if (header.remainingLength > limit)
+        return this.refuse({ reason: `packet of ${header.remainingLength} bytes is over the ${limit} byte limit`, clause: 'size limit' });
+      const size = header.headerLength + header.remainingLength;
+      if (this.pending.length < size) break;
+      const packet = this.pending.subarray(0, size);
+      const body = packet.subarray(header.headerLength);
+      this.pending = this.pending.subarray(size);
+      if (this.phase === 'connect') {
+        // [MQTT-3.1.0-1] The first packet from a client must be CONNECT.
+        if (header.type !== PacketType.CONNECT) return this.refuse({ reason: 'first packet is not CONNECT', clause: 'MQTT-3.1.0-1' });
+        const info = inspectConnect(header.flags, body);
+        if ('reason' in info) return this.refuse(info);
+        this.connectInfo = info;
+        this.phase = 'login';
+        this.watchSilence(info.keepAlive);
+        // Nothing more is read until the broker has answered this CONNECT.
+        this.stream.pause();
+      } else {
+        const violation = inspectPacket(header.type, header.flags, body);
+        if (violation) return this.refuse(violation);
+      }
+      if (!this.push(packet)) this.stream.pause();
+    }
+  }
+
+  /**
+   * The broker's own keep-alive check covers a keep-alive up to the limit;
+   * a client that asks for none, or for a longer one, gets the limit [MQTT-3.1.2-24].
+   */
+  private watchSilence(keepAliveS: number): void {
+    const seconds = keepAliveS === 0 ? this.limits.maxKeepAliveS : Math.min(keepAliveS, this.limits.maxKeepAliveS);
+    this.idleMs = seconds * 1500;
+    this.idleTimer = setTimeout(() => this.cut({ reason: `silent for ${this.idleMs} ms` }), this.idleMs);
+  }
+
+  private refuse(v: Violation): void {
+    if (v.connack !== undefined && !this.stream.destroyed) {
+      // CONNACK: type 2, remaining length 2, session present 0, return code.
+      this.stream.write(Buffer.from([0x20, 0x02, 0x00, v.connack]));
+      this.cut({ reason: v.reason, clause: v.clause }, true);
+      return;
+    }
+    this.cut({ reason: v.reason, clause: v.clause });
+  }
+
+  private cut(d: Omit<GuardDrop, 'bytesRead'>, flushFirst = false): void {
+    if (this.dropped) return;
+    this.dropped = { ...d, bytesRead: this.bytesRead };
+    this.pending = Buffer.alloc(0);
+    this.stream.pause();
+    this.onDrop(this.dropped);
+    if (!flushFirst) return void this.destroy();
+    this.stream.end(() => this.destroy());
+    setTimeout(() => this.destroy(), 2000).unref();
+  }
+}
+
+/** The guard of a broker connection, if it has one. */
+export function guardOf(conn: unknown): GuardedConnection | undefined {
+  return conn instanceof GuardedConnection ? conn : undefined;
+}

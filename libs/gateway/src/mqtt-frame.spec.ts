@@ -1,0 +1,77 @@
+import { describe, expect, it } from 'vitest';
+import { decodeMqttString, inspectConnect, inspectPacket, isValidTopicFilter, readFixedHeader } from './mqtt-frame.js';
+
+const str = (s: string | Buffer) => {
+  const b = typeof s === 'string' ? Buffer.from(s) : s;
+  return Buffer.concat([Buffer.from([b.length >> 8, b.length & 0xff]), b]);
+};
+const connectBody = (opts: { level?: number; flags?: number; clientId?: string | Buffer; rest?: Buffer[] } = {}) =>
+  Buffer.concat([str('MQTT'), Buffer.from([opts.level ?? 4, opts.flags ?? 0x02, 0, 60]), str(opts.clientId ?? 'alice'), ...(opts.rest ?? [])]);
+
+describe('readFixedHeader', () => {
+  it('reads one- to four-byte remaining lengths, waits for more bytes, and refuses a fifth', () => {
+    expect(readFixedHeader(Buffer.from([0x30, 0x00]))).toEqual({ type: 3, flags: 0, remainingLength: 0, headerLength: 2 });
+    expect(readFixedHeader(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]))).toMatchObject({ remainingLength: 268_435_455, headerLength: 5 });
+    expect(readFixedHeader(Buffer.from([0x10, 0x80]))).toBe('incomplete');
+    expect(readFixedHeader(Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x01]))).toMatchObject({ clause: 'MQTT-2.2.3' });
+  });
+});
+
+describe('decodeMqttString', () => {
+  it('refuses ill-formed UTF-8, encoded surrogates and U+0000', () => {
+    expect(decodeMqttString(Buffer.from('héllo'))).toBe('héllo');
+    expect(decodeMqttString(Buffer.from([0xc3, 0x28]))).toBeNull();
+    expect(decodeMqttString(Buffer.from([0xed, 0xa0, 0x80]))).toBeNull();
+    expect(decodeMqttString(Buffer.from('a\u0000b'))).toBeNull();
+  });
+});
+
+describe('isValidTopicFilter', () => {
+  it('allows + and # only as whole levels, # only last', () => {
+    for (const ok of ['#', '+', 'a/+/b', 'a/#', '+/+/inbox', '$SYS/#']) expect(isValidTopicFilter(ok), ok).toBe(true);
+    for (const bad of ['', 'a+', '##', 'a/#/b', '+a', 'a/b#']) expect(isValidTopicFilter(bad), bad).toBe(false);
+  });
+});
+
+describe('inspectConnect', () => {
+  it('accepts a plain 3.1.1 CONNECT', () => {
+    expect(inspectConnect(0, connectBody())).toEqual({ clientId: 'alice', clean: true, keepAlive: 60, username: undefined });
+  });
+  it('answers an unsupported level with CONNACK 0x01 and an empty id without clean session with 0x02', () => {
+    expect(inspectConnect(0, connectBody({ level: 5 }))).toMatchObject({ connack: 1, clause: 'MQTT-3.1.2-2' });
+    expect(inspectConnect(0, connectBody({ flags: 0x00, clientId: '' }))).toMatchObject({ connack: 2, clause: 'MQTT-3.1.3-8' });
+  });
+  it('refuses Will QoS 3, reserved flags, a password without a user name, and trailing bytes', () => {
+    expect(inspectConnect(0, connectBody({ flags: 0x02 | 0x04 | 0x18, rest: [str('a/b'), str('x')] }))).toMatchObject({ clause: 'MQTT-3.1.2-14' });
+    expect(inspectConnect(0, connectBody({ flags: 0x03 }))).toMatchObject({ clause: 'MQTT-3.1.2-3' });
+    expect(inspectConnect(0, connectBody({ flags: 0x42, rest: [str('pw')] }))).toMatchObject({ clause: 'MQTT-3.1.2-22' });
+    expect(inspectConnect(0, connectBody({ rest: [Buffer.from([1])] }))).toMatchObject({ clause: 'MQTT-3.1.3-1' });
+    expect(inspectConnect(1, connectBody())).toMatchObject({ clause: 'MQTT-2.2.2-2' });
+  });
+  it('refuses U+0000 or bad UTF-8 in the client id or user name', () => {
+    expect(inspectConnect(0, connectBody({ clientId: 'a\u0000' }))).toMatchObject({ clause: 'MQTT-1.5.3-1' });
+    expect(inspectConnect(0, connectBody({ flags: 0x82, rest: [str(Buffer.from([0xff]))] }))).toMatchObject({ clause: 'MQTT-3.1.3-11' });
+  });
+});
+
+describe('inspectPacket', () => {
+  const publish = (topic: string | Buffer, id?: number) =>
+    Buffer.concat([str(topic), id === undefined ? Buffer.alloc(0) : Buffer.from([id >> 8, id & 0xff]), Buffer.from('{}')]);
+  it('lets well-formed packets through', () => {
+    expect(inspectPacket(3, 0x02, publish('a/b', 1))).toBeNull();
+    expect(inspectPacket(8, 0x02, Buffer.concat([Buffer.from([0, 1]), str('a/+'), Buffer.from([1])]))).toBeNull();
+    expect(inspectPacket(12, 0, Buffer.alloc(0))).toBeNull();
+  });
+  it('refuses what the spec calls malformed', () => {
+    expect(inspectPacket(3, 0x02, publish('a/+', 1))).toMatchObject({ clause: 'MQTT-3.3.2-2' });
+    expect(inspectPacket(3, 0x02, publish('a/b', 0))).toMatchObject({ clause: 'MQTT-2.3.1-1' });
+    expect(inspectPacket(3, 0x06, publish('a/b', 1))).toMatchObject({ clause: 'MQTT-3.3.1-4' });
+    expect(inspectPacket(3, 0x08, publish('a/b'))).toMatchObject({ clause: 'MQTT-3.3.1-2' });
+    expect(inspectPacket(8, 0x02, Buffer.concat([Buffer.from([0, 0]), str('a'), Buffer.from([1])]))).toMatchObject({ clause: 'MQTT-2.3.1-1' });
+    expect(inspectPacket(8, 0x02, Buffer.concat([Buffer.from([0, 1]), str('a'), Buffer.from([3])]))).toMatchObject({ clause: 'MQTT-3-8.3-4' });
+    expect(inspectPacket(8, 0x02, Buffer.from([0, 1]))).toMatchObject({ clause: 'MQTT-3.8.3-3' });
+    expect(inspectPacket(8, 0x00, Buffer.concat([Buffer.from([0, 1]), str('a'), Buffer.from([1])]))).toMatchObject({ clause: 'MQTT-3.8.1-1' });
+    expect(inspectPacket(1, 0, Buffer.alloc(0))).toMatchObject({ clause: 'MQTT-3.1.0-2' });
+    expect(inspectPacket(2, 0, Buffer.from([0, 0]))).toMatchObject({ clause: 'MQTT-2.2.1' });
+  });
+});

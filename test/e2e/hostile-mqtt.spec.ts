@@ -1,0 +1,266 @@
+import { readFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { topics } from '#libs/protocol';
+import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { type MqttUser, registerUser, subscribeCodes, connectClient, endClient } from '../support/mqtt-user.js';
+import { connectPacket, DISCONNECT, packet, PINGREQ, publishPacket, rawLogin, RawClient, subscribePacket, unsubscribePacket } from '../support/raw-mqtt.js';
+import { TestUsers } from '../support/test-users.js';
+import { Witnesses } from '../support/witnesses.js';
+
+/**
+ * Malformed and hostile MQTT against the real server: for each, the expected
+ * refusal (a closed connection, or the CONNACK/SUBACK code the spec asks
+ * for), every other client still served, and no stored state changed.
+ */
+let server: ParleyServer;
+let users: TestUsers;
+let alice: MqttUser;
+let bob: MqttUser;
+let aliceName: string;
+let bobName: string;
+let carolName: string;
+const PASSWORD = 'end to end password';
+
+beforeAll(async () => {
+  server = await startParley({
+    env: { PARLEY_CONNECT_TIMEOUT_MS: '3000', PARLEY_MAX_PACKET_BYTES: '70000', PARLEY_LOGIN_MAX_FAILURES: '1000' },
+  });
+  users = new TestUsers(() => [server.mqttUrl, server.mqttUrl6], PASSWORD);
+  [aliceName, bobName, carolName] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+  alice = await users.login(aliceName);
+  bob = await users.login(bobName);
+  await alice.request({ op: 'send', to: bobName, text: 'before anything hostile' });
+  // What is stored, as alice sees it: her conversations with bob and carol, and her groups.
+  witnesses = new Witnesses(alice, bob, () => [
+    [alice, { op: 'history', with: bobName, limit: 500 }],
+    [alice, { op: 'group.list' }],
+    [alice, { op: 'history', with: carolName, limit: 500 }],
+  ]);
+});
+
+afterAll(async () => {
+  await users?.closeAll();
+  await server?.dispose();
+});
+
+let witnesses: Witnesses;
+const stillServing = () => witnesses.stillServing();
+const hostile = (run: () => Promise<void>) => witnesses.hostile(run);
+
+const refusedConnect = (bytes: Buffer, expected: number | 'closed') =>
+  hostile(async () => {
+    const c = await RawClient.open(server.mqttPort);
+    c.send(bytes);
+    expect(await c.connackCode()).toBe(expected);
+    await c.waitClosed();
+  });
+
+/** Logs carol in over a raw socket, sends `bytes`, and expects the connection closed without any reply to them. */
+const closesAfterLogin = (bytes: Buffer) =>
+  hostile(async () => {
+    const c = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/raw${witnesses.probeCount}`);
+    const seen = c.packets.length;
+    c.send(bytes);
+    await c.waitClosed();
+    // Nothing was answered: no PUBACK, SUBACK or reply.
+    expect(c.packets.slice(seen)).toEqual([]);
+  });
+
+describe('before login', () => {
+  it('cuts off a first packet that declares a huge remaining length, reading little and keeping memory flat', async () => {
+    const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))![1]);
+    const before = rssKiB();
+    const junk = Buffer.alloc(64 * 1024, 0x41);
+    // Twenty connections each claim 268 MB and pour up to 4 MB in.
+    const results = await Promise.all(
+      Array.from(
+        { length: 20 },
+        () =>
+          new Promise<number>((resolve) => {
+            const s = connect({ port: server.mqttPort, host: '127.0.0.1' }, () => {
+              s.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]));
+              let written = 0;
+              const pump = () => {
+                while (written < 4 * 1024 * 1024 && !s.destroyed) {
+                  written += junk.length;
+                  if (!s.write(junk)) return void s.once('drain', pump);
+                }
+              };
+              pump();
+            });
+            s.on('error', () => undefined);
+            s.on('close', () => resolve(Date.now()));
+          }),
+      ),
+    );
+    expect(results).toHaveLength(20);
+    const grownMiB = (rssKiB() - before) / 1024;
+    expect(grownMiB).toBeLessThan(40);
+    const drops = server.output
+      .map((l) => {
+        try {
+          return (JSON.parse(l) as { message?: { event?: string; reason?: string; bytesRead?: number } }).message;
+        } catch {
+          return undefined;
+        }
+      })
+      .filter((m) => m?.event === 'connection_dropped' && /268435455 bytes is over/.test(m.reason ?? ''));
+    expect(drops.length).toBe(20);
+    for (const d of drops) expect(d!.bytesRead).toBeLessThanOrEqual(256 * 1024);
+    await stillServing();
+  });
+
+  it('drops a half-sent CONNECT after the connect timeout', async () => {
+    const c = await RawClient.open(server.mqttPort);
+    const full = connectPacket({ clientId: `${carolName}/slow`, username: carolName, password: PASSWORD });
+    c.send(full.subarray(0, 10));
+    const started = Date.now();
+    await c.waitClosed(10_000);
+    expect(Date.now() - started).toBeLessThan(8000);
+    await stillServing();
+  });
+
+  it('drops a connection that sends nothing at all', async () => {
+    const c = await RawClient.open(server.mqttPort);
+    await c.waitClosed(10_000);
+  });
+
+  it('closes on a malformed remaining length (five bytes)', () => refusedConnect(Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x01]), 'closed'));
+  it('closes when the first packet is not CONNECT', () => refusedConnect(publishPacket('a/b', 'x'), 'closed'));
+  it('answers an unsupported protocol level with CONNACK 0x01 [MQTT-3.1.2-2]', async () => {
+    await refusedConnect(connectPacket({ clientId: `${carolName}/v5`, username: carolName, password: PASSWORD, level: 5 }), 1);
+    await refusedConnect(connectPacket({ clientId: `${carolName}/v3`, username: carolName, password: PASSWORD, level: 3, protocol: 'MQIsdp' }), 1);
+    await refusedConnect(connectPacket({ clientId: `${carolName}/v9`, username: carolName, password: PASSWORD, level: 9 }), 1);
+  });
+  it('answers an empty client id with clean session off with CONNACK 0x02 [MQTT-3.1.3-8]', () =>
+    refusedConnect(connectPacket({ clientId: '', clean: false, username: carolName, password: PASSWORD }), 2));
+  it('refuses a zero-length client id and a foreign one with CONNACK 0x02', async () => {
+    await refusedConnect(connectPacket({ clientId: '', username: carolName, password: PASSWORD }), 2);
+    await refusedConnect(connectPacket({ clientId: `${aliceName}/stolen`, username: carolName, password: PASSWORD }), 2);
+    await refusedConnect(connectPacket({ clientId: aliceName, username: carolName, password: PASSWORD }), 2);
+  });
+  it('closes on U+0000 or an encoded surrogate in the client id or user name [MQTT-1.5.3-1/2]', async () => {
+    await refusedConnect(connectPacket({ clientId: `${carolName}\u0000x`, username: carolName, password: PASSWORD }), 'closed');
+    const surrogate = Buffer.concat([Buffer.from(carolName), Buffer.from([0xed, 0xa0, 0x80])]);
+    await refusedConnect(connectPacket({ clientId: surrogate, username: carolName, password: PASSWORD }), 'closed');
+    await refusedConnect(connectPacket({ clientId: carolName, username: `${carolName}\u0000`, password: PASSWORD }), 'closed');
+    await refusedConnect(connectPacket({ clientId: carolName, username: Buffer.from([0xc3, 0x28]), password: PASSWORD }), 'closed');
+  });
+  it('closes on a Will of QoS 3 [MQTT-3.1.2-14] and on a password without a user name [MQTT-3.1.2-22]', async () => {
+    await refusedConnect(
+      connectPacket({ clientId: carolName, username: carolName, password: PASSWORD, will: { topic: 'a/b', payload: 'x', qos: 3 } }),
+      'closed',
+    );
+    const noUser = connectPacket({ clientId: 'anon.abcdefgh12', password: 'x' });
+    await refusedConnect(noUser, 'closed');
+  });
+  it('refuses a wrong password with CONNACK 0x04 and keeps serving', () =>
+    refusedConnect(connectPacket({ clientId: carolName, username: carolName, password: 'wrong password' }), 4));
+});
+
+describe('after login', () => {
+  it('closes on a wildcard, invalid UTF-8 or U+0000 in a PUBLISH topic [MQTT-3.3.2-2, MQTT-1.5.3-1/2]', async () => {
+    await closesAfterLogin(publishPacket(`parley/v1/users/${carolName}/+`, '{}'));
+    await closesAfterLogin(publishPacket(`parley/v1/users/${carolName}/#`, '{}'));
+    await closesAfterLogin(publishPacket(Buffer.concat([Buffer.from(`parley/v1/users/${carolName}/`), Buffer.from([0xff, 0xfe])]), '{}'));
+    await closesAfterLogin(publishPacket(`parley/v1/users/${carolName}/requests\u0000`, '{}'));
+  });
+  it('closes on packet id 0 in PUBLISH, SUBSCRIBE and UNSUBSCRIBE [MQTT-2.3.1-1]', async () => {
+    await closesAfterLogin(publishPacket(topics.requests(carolName), '{"op":"who","id":"w","user":"bob"}', { qos: 1, id: 0 }));
+    await closesAfterLogin(subscribePacket([topics.inbox(carolName)], { id: 0 }));
+    await closesAfterLogin(unsubscribePacket([topics.inbox(carolName)], 0));
+  });
+  it('closes on a second CONNECT [MQTT-3.1.0-2]', () =>
+    closesAfterLogin(connectPacket({ clientId: `${carolName}/again`, username: carolName, password: PASSWORD })));
+  it('closes on invalid topic filters (a+, ##, a/#/b) and a requested QoS 3', async () => {
+    await closesAfterLogin(subscribePacket(['a+']));
+    await closesAfterLogin(subscribePacket(['##']));
+    await closesAfterLogin(subscribePacket(['a/#/b']));
+    await closesAfterLogin(subscribePacket([topics.inbox(carolName)], { qos: 3 }));
+  });
+  it('closes on truncated packets, reserved or server-only packet types, and a packet over the size limit', async () => {
+    // A SUBSCRIBE whose filter length runs past the end of the packet.
+    await closesAfterLogin(packet(0x82, Buffer.from([0x00, 0x01, 0x00, 0x40, 0x61])));
+    // A PUBLISH whose topic length runs past the end of the packet.
+    await closesAfterLogin(packet(0x32, Buffer.from([0x01, 0x00, 0x61])));
+    await closesAfterLogin(Buffer.from([0x00, 0x00]));
+    await closesAfterLogin(Buffer.from([0xf0, 0x00]));
+    await closesAfterLogin(Buffer.from([0x20, 0x02, 0x00, 0x00]));
+    await closesAfterLogin(Buffer.from([0xc0, 0x01, 0x00]));
+    await closesAfterLogin(publishPacket(topics.requests(carolName), Buffer.alloc(80_000, 0x20)));
+  });
+  it('closes on a publish to any topic but the own requests topic (impersonation)', async () => {
+    await closesAfterLogin(publishPacket(topics.requests(aliceName), JSON.stringify({ op: 'send', id: 'imp-1', to: bobName, text: 'I am alice' })));
+    await closesAfterLogin(publishPacket(topics.inbox(bobName), JSON.stringify({ type: 'message', from: aliceName, text: 'forged' })));
+    await closesAfterLogin(publishPacket(topics.presence(aliceName), '{"state":"offline"}', { retain: true }));
+  });
+  it('refuses subscriptions to #, +/+/inbox, $SYS/#, $share and other users’ topics with SUBACK 0x80', async () => {
+    await hostile(async () => {
+      const c = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/subs`);
+      const filters = [
+        '#',
+        '+/+/inbox',
+        'parley/v1/users/+/inbox',
+        `parley/v1/users/${aliceName}/inbox`,
+        `parley/v1/users/${aliceName}/requests`,
+        '$SYS/#',
+        `$share/g/parley/v1/users/${aliceName}/inbox`,
+        `$share/g/#`,
+        topics.inbox(carolName),
+      ];
+      c.send(subscribePacket(filters, { id: 7 }));
+      const suback = await c.waitFor(9);
+      expect([...suback.body.subarray(2)]).toEqual([...filters.slice(0, -1).map(() => 0x80), 1]);
+      c.send(PINGREQ);
+      await c.waitFor(13);
+      c.send(DISCONNECT);
+      await c.waitClosed();
+    });
+  });
+  it('a plain user never sees $SYS traffic, even subscribed to everything it may read', async () => {
+    const client = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: `${carolName}/sys` });
+    try {
+      const seen: string[] = [];
+      client.on('message', (t) => seen.push(t));
+      expect(await subscribeCodes(client, ['$SYS/#', 'parley/v1/presence/+', topics.inbox(carolName)])).toEqual([128, 1, 1]);
+      await stillServing();
+      expect(seen.filter((t) => t.startsWith('$SYS'))).toEqual([]);
+    } finally {
+      await endClient(client);
+    }
+  });
+  it('keeps a resumed session (clean session off) to what its user may read', async () => {
+    const id = `${carolName}/persist`;
+    const first = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false });
+    expect(await subscribeCodes(first, [topics.inbox(carolName), topics.inbox(aliceName)])).toEqual([1, 128]);
+    await endClient(first);
+    await alice.request({ op: 'send', to: carolName, text: 'while carol was away' });
+    const again = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false });
+    try {
+      const seen: string[] = [];
+      again.on('message', (t, p) => seen.push(`${t} ${p.toString()}`));
+      await stillServing();
+      await new Promise<void>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`no backlog on the resumed session: ${seen.join('\n')}`)), 10_000);
+        const check = () => {
+          if (seen.some((s) => s.includes('while carol was away'))) {
+            clearTimeout(timer);
+            resolve();
+          }
+        };
+        again.on('message', check);
+        check();
+      });
+      expect(seen.every((s) => s.startsWith(topics.inbox(carolName)))).toBe(true);
+    } finally {
+      await endClient(again);
+    }
+  });
+  it('refuses registration of user names with wildcards, slashes or control characters', async () => {
+    for (const bad of ['a+b', 'a#b', 'a/b', 'ab\u0000', 'ab\u0007', '+', '#', 'Alice', 'ab\n']) {
+      expect(await registerUser(server.mqttUrl, bad, PASSWORD)).toMatchObject({ ok: false, error: { code: 'invalid_username' } });
+    }
+    await stillServing();
+  });
+});

@@ -1,0 +1,133 @@
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect } from 'node:tls';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CliProcess, runCli } from '../support/cli.js';
+import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { connectPacket } from '../support/raw-mqtt.js';
+
+/**
+ * MQTT over TLS, over WebSocket and over secure WebSocket, each on its own
+ * port next to plain MQTT, with a certificate made for this run by a CA made
+ * for this run. The CLI reaches the server over each of them.
+ */
+let dir: string;
+let server: ParleyServer;
+let ca: string;
+
+function makeCertificates(into: string): { ca: string; cert: string; key: string } {
+  const f = (name: string) => join(into, name);
+  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=Parley test CA');
+  openssl('req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost');
+  writeFileSync(f('san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n');
+  openssl(
+    'x509',
+    '-req',
+    '-in',
+    f('server.csr'),
+    '-CA',
+    f('ca.pem'),
+    '-CAkey',
+    f('ca.key'),
+    '-CAcreateserial',
+    '-out',
+    f('server.pem'),
+    '-days',
+    '1',
+    '-extfile',
+    f('san.ext'),
+  );
+  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
+}
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'parley-tls-'));
+  const files = makeCertificates(dir);
+  ca = files.ca;
+  server = await startParley({
+    env: { PARLEY_MQTTS_PORT: '0', PARLEY_WS_PORT: '0', PARLEY_WSS_PORT: '0', PARLEY_TLS_CERT: files.cert, PARLEY_TLS_KEY: files.key },
+  });
+});
+
+afterAll(async () => {
+  await server?.dispose();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+const PASSWORD = 'transport password';
+
+describe('transports', () => {
+  it('opens each configured listener on its own port', () => {
+    const { mqtts, ws, wss } = server.extraPorts;
+    expect(new Set([server.mqttPort, mqtts, ws, wss]).size).toBe(4);
+  });
+
+  it('the CLI registers, sends and listens over mqtts://, ws:// and wss://, trusting the CA given with --ca or PARLEY_CA', { timeout: 60_000 }, async () => {
+    const { mqtts, ws, wss } = server.extraPorts;
+    const urls = { mqtts: `mqtts://localhost:${mqtts}`, ws: `ws://127.0.0.1:${ws}`, wss: `wss://[::1]:${wss}` };
+    const stamp = Date.now().toString(36).slice(-5);
+    const [amy, ben] = [`amy${stamp}`, `ben${stamp}`];
+    expect((await runCli(['register', '--ca', ca], { PARLEY_SERVER: urls.mqtts, PARLEY_USER: amy, PARLEY_PASSWORD: PASSWORD })).code).toBe(0);
+    expect((await runCli(['register'], { PARLEY_SERVER: urls.ws, PARLEY_USER: ben, PARLEY_PASSWORD: PASSWORD })).code).toBe(0);
+
+    const listen = CliProcess.start(['listen', '--json'], { PARLEY_SERVER: urls.wss, PARLEY_CA: ca, PARLEY_USER: ben, PARLEY_PASSWORD: PASSWORD });
+    try {
+      await listen.waitForLine(/"type":"ready"/, 20_000);
+      const sent = await runCli(['send', ben, 'over TLS', '--json'], { PARLEY_SERVER: urls.mqtts, PARLEY_CA: ca, PARLEY_USER: amy, PARLEY_PASSWORD: PASSWORD });
+      expect(sent.code).toBe(0);
+      await listen.waitForLine(/"text":"over TLS"/);
+      const viaWs = await runCli(['send', amy, 'over a WebSocket'], { PARLEY_SERVER: urls.ws, PARLEY_USER: ben, PARLEY_PASSWORD: PASSWORD });
+      expect(viaWs.code).toBe(0);
+      const history = await runCli(['history', ben, '--json'], { PARLEY_SERVER: urls.wss, PARLEY_CA: ca, PARLEY_USER: amy, PARLEY_PASSWORD: PASSWORD });
+      expect(history.json.filter((l) => l.type === 'message').map((l) => l.text)).toEqual(['over TLS', 'over a WebSocket']);
+    } finally {
+      await listen.stop();
+    }
+  });
+
+  it('the CLI refuses an untrusted certificate with a clear reason, and a server URL of an unknown scheme', async () => {
+    const untrusted = await runCli(['send', 'bob', 'hi'], {
+      PARLEY_SERVER: `mqtts://localhost:${server.extraPorts.mqtts}`,
+      PARLEY_USER: 'amy',
+      PARLEY_PASSWORD: PASSWORD,
+    });
+    expect(untrusted.code).toBe(1);
+    expect(untrusted.stderr).toMatch(/not trusted.*--ca/);
+    const badScheme = await runCli(['send', 'bob', 'hi'], { PARLEY_SERVER: 'http://localhost:1', PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD });
+    expect(badScheme.code).toBe(2);
+    expect(badScheme.stderr).toMatch(/mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\//);
+  });
+
+  it('holds TLS clients to the same rules: a huge first packet is cut off at once', async () => {
+    const socket = tlsConnect({ port: server.extraPorts.mqtts!, host: '127.0.0.1', servername: 'localhost', ca: readFileSync(ca) });
+    await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));
+    socket.on('error', () => undefined);
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.write(Buffer.from([0x10, 0xff, 0xff, 0xff, 0x7f]));
+    socket.write(Buffer.alloc(1024, 0x41));
+    await closed;
+    // A well-formed login over TLS still works.
+    const ok = tlsConnect({ port: server.extraPorts.mqtts!, host: '127.0.0.1', servername: 'localhost', ca: readFileSync(ca) });
+    const connack = await new Promise<Buffer>((resolve, reject) => {
+      let got = Buffer.alloc(0);
+      ok.on('data', (d: Buffer) => {
+        got = Buffer.concat([got, d]);
+        if (got.length >= 4) resolve(got);
+      });
+      ok.once('error', reject);
+      ok.write(connectPacket({ clientId: 'anon.tlsprobe01' }));
+    });
+    expect([...connack]).toEqual([0x20, 0x02, 0x00, 0x00]);
+    ok.destroy();
+  });
+
+  it('refuses to start a TLS listener without a certificate, in one line', async () => {
+    await expect(startParley({ env: { PARLEY_MQTTS_PORT: '0' }, timeoutMs: 10_000 })).rejects.toThrow(
+      /PARLEY_MQTTS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/,
+    );
+  });
+});
