@@ -158,14 +158,22 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
   it('presence: online while any connection is up, offline when the last drops, retained for subscribers', async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const alice = await login(aliceName);
-    const presence = new Promise<PresenceEvent[]>((resolve) => {
-      const seen: PresenceEvent[] = [];
+    const seen: PresenceEvent[] = [];
+    const presence = new Promise<PresenceEvent[]>((resolve, reject) => {
+      const timer = setTimeout(
+        () => reject(new Error(`two presence changes of bob expected; got ${JSON.stringify(seen)}; alice connected: ${alice.client.connected}`)),
+        20_000,
+      );
       alice.client.on('message', (topic, payload) => {
         if (topic !== topics.presence(bobName)) return;
         seen.push(JSON.parse(payload.toString()) as PresenceEvent);
-        if (seen.length === 2) resolve(seen);
+        if (seen.length === 2) {
+          clearTimeout(timer);
+          resolve(seen);
+        }
       });
     });
+    presence.catch(() => undefined);
     expect((await alice.client.subscribeAsync(topics.presence(bobName), { qos: 1 }))[0]!.qos).toBe(1);
 
     const phone = await login(bobName);
