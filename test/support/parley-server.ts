@@ -1,10 +1,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+/** The nearest directory up from here with a package.json: the repository, whether this runs from `test/` or compiled under `dist/` (the bench). */
+function findRepoRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
+
+export const REPO_ROOT = findRepoRoot(import.meta.dirname);
 
 /** The built entry point of an app: gateway (the standalone server), presence, receipts or group. */
 export type App = 'gateway' | 'presence' | 'receipts' | 'group';
@@ -65,10 +73,11 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const exited = new Promise<void>((done) => child.once('exit', () => done()));
 
   const ports = await new Promise<{ mqtt: number; http: number }>((resolvePorts, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)),
-      opts.timeoutMs ?? 20_000,
-    );
+    const timer = setTimeout(() => {
+      // A server that never came up must not outlive the caller.
+      child.kill('SIGKILL');
+      reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`));
+    }, opts.timeoutMs ?? 20_000);
     const onLine = (line: string) => {
       output.push(line);
       try {
