@@ -72,7 +72,8 @@ export class MqttBroker {
   /** Starts the TCP listener. On `::` it is dual-stack: IPv4 clients arrive as IPv4-mapped addresses on the same socket. */
   async listen(host: string, port: number): Promise<AddressInfo> {
     await this.start();
-    const server = createServer((socket) => this.aedes.handle(socket));
+    // No Nagle: a request's PUBACK, its reply and the deliveries are separate small writes; with Nagle each waits for the peer's (delayed) ACK.
+    const server = createServer({ noDelay: true }, (socket) => this.aedes.handle(socket));
     await new Promise<void>((resolve, reject) => {
       server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(describeListenError(err, host, port, 'MQTT'))));
       server.listen({ host, port, ipv6Only: false }, () => resolve());
