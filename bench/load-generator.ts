@@ -198,13 +198,10 @@ function runPairs(job: PairsJob & { tag: string }, byUser: Map<string, LoadClien
       timers.push(tick);
     }
     timers.push(
-      setTimeout(
-        () => {
-          for (const t of timers) clearInterval(t);
-          stopSending();
-        },
-        job.warmupMs + job.measureMs,
-      ),
+      setTimeout(() => {
+        for (const t of timers) clearInterval(t);
+        stopSending();
+      }, job.warmupMs + job.measureMs),
     );
   });
 }
@@ -281,7 +278,7 @@ async function runDrain(job: DrainJob & { tag: string; endpoint: Endpoint }, sen
       };
       for (; next < Math.min(job.window, ids.length); next++) sender.sendTo(job.receiver, ids[next]!);
     }),
-    120_000,
+    60_000,
     'drain: filling the backlog',
   );
 
@@ -301,7 +298,7 @@ async function runDrain(job: DrainJob & { tag: string; endpoint: Endpoint }, sen
     },
   });
   try {
-    await bounded(drained, 120_000, `drain: ${got} of ${ids.length} delivered`);
+    await bounded(drained, 60_000, `drain: ${got} of ${ids.length} delivered`);
     const seconds = (performance.now() - start) / 1000;
     // Parley: acknowledge the backlog, so the next repetition starts from an empty one.
     if (job.endpoint.protocol === 'parley' && last) {

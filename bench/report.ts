@@ -137,7 +137,10 @@ function tableRows(report: BenchReport): { head: string[]; body: string[][]; rat
   const scenarios = [...new Set(ROWS.map((r) => r.scenario))].filter((s) => report.results[s]);
   for (const scenario of scenarios) {
     for (const r of ROWS.filter((row) => row.scenario === scenario)) {
-      body.push([`${r.label} (${r.unit}, ${r.higherIsBetter ? 'higher' : 'lower'} is better)`, ...names.map((n) => cell(report.results[scenario]?.[n]?.[r.key]))]);
+      body.push([
+        `${r.label} (${r.unit}, ${r.higherIsBetter ? 'higher' : 'lower'} is better)`,
+        ...names.map((n) => cell(report.results[scenario]?.[n]?.[r.key])),
+      ]);
     }
     body.push([`  ↳ load generator CPU (% of a core)`, ...names.map((n) => cell(report.results[scenario]?.[n]?.generatorCpu))]);
     body.push([`  ↳ server CPU (% of a core; + its Redis)`, ...names.map((n) => serverCell(report, scenario, n))]);

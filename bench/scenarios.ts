@@ -35,7 +35,8 @@ export const FULL: BenchSettings = {
   measureMs: 5000,
   offeredRate: 2000,
   probeRate: 200,
-  latencyPairs: 20,
+  // The offered load spread over every pair (18 msg/s each), as chat traffic is: many users, each sending a little.
+  latencyPairs: 100,
   groupMembers: 50,
   fanoutWindow: 10,
   drainCount: 10_000,
@@ -44,13 +45,16 @@ export const FULL: BenchSettings = {
   payloadBytes: 200,
 };
 
+/** Small enough to finish in about a minute: Parley's password KDF makes every registered user cost ~0.1 s of CPU, twice. */
 export const QUICK: BenchSettings = {
   ...FULL,
   pairs: 20,
+  latencyPairs: 20,
+  groupMembers: 20,
   warmupMs: 300,
   measureMs: 1200,
   drainCount: 2000,
-  idleUsers: 100,
+  idleUsers: 44,
   saturationGenerators: 1,
 };
 
@@ -64,6 +68,32 @@ export interface Cast {
   drainReceiver: string;
   idle: string[];
   all: string[];
+}
+
+/** The users the given scenarios play with (only those are registered on Parley). */
+export function usersFor(cast: Cast, scenarios: readonly ScenarioName[]): string[] {
+  const users = new Set<string>();
+  const add = (list: string[]) => list.forEach((u) => users.add(u));
+  for (const s of scenarios) {
+    switch (s) {
+      case 'saturation':
+        add(cast.pairs.flat());
+        break;
+      case 'latency':
+        add([...cast.pairs.flat(), ...cast.probe]);
+        break;
+      case 'fanout':
+        add([cast.fanSender, ...cast.fanMembers]);
+        break;
+      case 'drain':
+        add([cast.drainSender, cast.drainReceiver]);
+        break;
+      case 'idle':
+        add(cast.idle);
+        break;
+    }
+  }
+  return [...users];
 }
 
 export function castFor(s: BenchSettings): Cast {
@@ -168,7 +198,14 @@ async function latency(ctx: RunContext): Promise<RunResult> {
     warmupMs: s.warmupMs,
     measureMs: s.measureMs,
   });
-  const probe = job(ctx, 'lp', { kind: 'pairs', pairs: [ctx.cast.probe], ratePerSec: s.probeRate, latency: true, warmupMs: s.warmupMs, measureMs: s.measureMs });
+  const probe = job(ctx, 'lp', {
+    kind: 'pairs',
+    pairs: [ctx.cast.probe],
+    ratePerSec: s.probeRate,
+    latency: true,
+    warmupMs: s.warmupMs,
+    measureMs: s.measureMs,
+  });
   const { results, usage } = await measured(ctx, [background, probe]);
   const p = results[1]!;
   const delivery = (p.deliveryMs ?? []).sort((a, b) => a - b);

@@ -37,13 +37,14 @@ export function mosquittoInstalled(): boolean {
   return !spawnSync('mosquitto', ['-h'], { stdio: 'ignore' }).error;
 }
 
-export async function startTarget(name: TargetName, benchDir: string): Promise<Target> {
+/** `profileDir`: Parley's processes write a V8 CPU profile there (`node --cpu-prof`) when they stop. */
+export async function startTarget(name: TargetName, benchDir: string, profileDir?: string): Promise<Target> {
   switch (name) {
     case 'parley':
-      return startParleyTarget(name);
+      return startParleyTarget(name, undefined, profileDir);
     case 'parley-redis': {
       const redis = await startRedis({ appendonly: true });
-      return withRedis(redis, () => startParleyTarget(name, redis));
+      return withRedis(redis, () => startParleyTarget(name, redis, profileDir));
     }
     case 'aedes':
       return startBareAedes(name, benchDir);
@@ -66,9 +67,14 @@ async function withRedis(redis: RedisServer, start: () => Promise<Target>): Prom
   }
 }
 
-async function startParleyTarget(name: TargetName, redis?: RedisServer): Promise<Target> {
+async function startParleyTarget(name: TargetName, redis?: RedisServer, profileDir?: string): Promise<Target> {
   const server = await startParley({
-    env: { PARLEY_MQTT_HOST: '127.0.0.1', PARLEY_HTTP_HOST: '127.0.0.1', ...(redis ? { REDIS_URL: redis.url } : {}) },
+    env: {
+      PARLEY_MQTT_HOST: '127.0.0.1',
+      PARLEY_HTTP_HOST: '127.0.0.1',
+      ...(redis ? { REDIS_URL: redis.url } : {}),
+    },
+    ...(profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {}),
     timeoutMs: SERVER_START_MS,
   });
   return {
@@ -167,7 +173,10 @@ async function startMosquitto(): Promise<Target> {
   for (let attempt = 1; ; attempt++) {
     const port = await freePort();
     const config = join(dir, 'mosquitto.conf');
-    writeFileSync(config, [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'));
+    writeFileSync(
+      config,
+      [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
+    );
     const child = spawn('mosquitto', ['-c', config], { stdio: 'ignore' });
     try {
       await waitForPort(port, child, SERVER_START_MS);

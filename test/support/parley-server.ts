@@ -48,6 +48,8 @@ export interface StartOptions {
   mqttPort?: number;
   httpPort?: number;
   timeoutMs?: number;
+  /** Extra node flags before the entry point, e.g. `--cpu-prof` (which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -58,7 +60,7 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const ownsDir = opts.dataDir === undefined;
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-data-'));
   const app = opts.app ?? 'gateway';
-  const child = spawn(process.execPath, [mainOf(app)], {
+  const child = spawn(process.execPath, [...(opts.nodeArgs ?? []), mainOf(app)], {
     cwd: REPO_ROOT,
     env: {
       PATH: process.env.PATH ?? '',
