@@ -21,8 +21,9 @@ export interface LoadEvents {
   acked?: (id: string, ok: boolean) => void;
 }
 
-/** Generous: a first login runs the server's password KDF, and many may queue for it. */
+/** Generous for Parley (a first login runs the password KDF, and many may queue for it); a bare broker answers at once or is stuck. */
 const CONNECT_TIMEOUT_MS = 60_000;
+const BARE_CONNECT_TIMEOUT_MS = 10_000;
 const ID_END = 0x7c; // '|': bare-broker payloads are `<id>|<padding>`
 
 /**
@@ -86,7 +87,7 @@ export class LoadClient {
     const client = mqtt.connect(ep.url, {
       protocolVersion: 4,
       reconnectPeriod: 0,
-      connectTimeout: CONNECT_TIMEOUT_MS,
+      connectTimeout: parley ? CONNECT_TIMEOUT_MS : BARE_CONNECT_TIMEOUT_MS,
       ...(parley
         ? { username: user, password: ep.password, clientId: `${user}/bench-${randomBytes(4).toString('hex')}` }
         : { clientId: `bench-${user}`, clean: false }),
@@ -100,7 +101,7 @@ export class LoadClient {
           client.once('error', reject);
           client.once('close', () => reject(new Error('connection closed before CONNACK')));
         }),
-        CONNECT_TIMEOUT_MS,
+        parley ? CONNECT_TIMEOUT_MS : BARE_CONNECT_TIMEOUT_MS,
         `${user}: no CONNACK`,
       );
     } catch (e) {
