@@ -132,12 +132,19 @@ async function main(): Promise<void> {
         const order = targets.map((_, i) => targets[(i + rep) % targets.length]!);
         for (const { target, endpoint, group } of order) {
           if (interrupted) return;
+          const death = target.death();
+          if (death !== undefined) {
+            records.push({ scenario, target: target.name, rep, failed: `the server is gone: it ${death.split('\n')[0]}` });
+            continue;
+          }
           const tag = `r${rep}${randomBytes(3).toString('hex')}`;
           let result: RunResult;
           try {
             result = await RUNNERS[scenario]({ target, endpoint, settings, cast, group, benchDir: BENCH_DIR, tag });
           } catch (e) {
             log(`${scenario} on ${target.name} failed: ${e instanceof Error ? e.message : String(e)}`);
+            const died = target.death();
+            if (died !== undefined) log(`${target.name} ${died}`);
             records.push({ scenario, target: target.name, rep, failed: e instanceof Error ? e.message : String(e) });
             continue;
           }

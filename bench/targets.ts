@@ -28,7 +28,14 @@ export interface Target {
   pid: number;
   /** Its Redis, when it has one (CPU reported too: the work moved there). */
   redisPid?: number;
+  /** Why the server process is gone (its exit and last output lines), or undefined while it runs. */
+  death(): string | undefined;
   stop(): Promise<void>;
+}
+
+function deathOf(child: ChildProcess, output: readonly string[] = []): string | undefined {
+  if (child.exitCode === null && child.signalCode === null) return undefined;
+  return `exited (${child.exitCode ?? child.signalCode}); last output:\n${output.slice(-15).join('\n')}`;
 }
 
 const SERVER_START_MS = 30_000;
@@ -83,6 +90,7 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
     url: server.mqttUrl,
     pid: server.process.pid!,
     ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
+    death: () => deathOf(server.process, server.output),
     stop: async () => {
       await server.dispose();
       await redis?.stop();
@@ -138,6 +146,7 @@ async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisS
       url: `mqtt://127.0.0.1:${port}`,
       pid: child.pid!,
       ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
+      death: () => deathOf(child),
       stop: async () => {
         await terminate(child);
         await redis?.stop();
@@ -185,6 +194,7 @@ async function startMosquitto(): Promise<Target> {
         protocol: 'mqtt',
         url: `mqtt://127.0.0.1:${port}`,
         pid: child.pid!,
+        death: () => deathOf(child),
         stop: async () => {
           await terminate(child);
           rmSync(dir, { recursive: true, force: true });
