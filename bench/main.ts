@@ -57,7 +57,8 @@ function parseOptions(argv: string[]): Options {
     if (bad.length > 0 || picked.length === 0) throw new Error(`unknown ${what}: ${bad.join(', ')} (choose from ${all.join(', ')})`);
     return picked;
   };
-  const reps = values.reps === undefined ? 3 : Number(values.reps);
+  // --quick is for iterating: one repetition unless asked; the medians of three come from the full run.
+  const reps = values.reps === undefined ? (values.quick ? 1 : 3) : Number(values.reps);
   if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new Error('--reps must be a whole number 1–50');
   let targets = list(values.targets, TARGETS, 'target');
   if (targets.includes('mosquitto') && !mosquittoInstalled()) {
