@@ -51,6 +51,9 @@ interface ClientEvents {
  */
 export class ParleyClient extends EventEmitter<ClientEvents> {
   private readonly pending = new Map<string, { resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  /** Inbox events that arrived before anyone listened for them; undefined once they have been handed over. */
+  private held: InboxEvent[] | undefined = [];
+  private flushing = false;
 
   private constructor(
     private readonly mqtt: MqttClient,
@@ -60,6 +63,17 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly timeoutMs: number,
   ) {
     super();
+    // The server starts the inbox sync as soon as the subscription lands, so its first events can arrive
+    // before the caller has attached its `event` listener: hold them until one is attached, in order.
+    (this as EventEmitter).on('newListener', (name: string | symbol) => {
+      if (name !== 'event' || this.held === undefined || this.flushing) return;
+      this.flushing = true;
+      process.nextTick(() => {
+        const held = this.held ?? [];
+        this.held = undefined;
+        for (const e of held) this.emit('event', e);
+      });
+    });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     mqtt.on('offline', () => this.emit('offline'));
     mqtt.on('connect', () => this.emit('online'));
@@ -172,7 +186,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       }
       return;
     }
-    this.emit('event', event);
+    if (this.held) this.held.push(event);
+    else this.emit('event', event);
   }
 }
 
