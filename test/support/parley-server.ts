@@ -1,10 +1,18 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 
-export const REPO_ROOT = resolve(import.meta.dirname, '../..');
+/** The nearest directory up from here with a package.json: the repository, whether this runs from `test/` or compiled under `dist/` (the bench). */
+function findRepoRoot(from: string): string {
+  for (let dir = from; ; dir = dirname(dir)) {
+    if (existsSync(join(dir, 'package.json'))) return dir;
+    if (dirname(dir) === dir) throw new Error(`no package.json above ${from}`);
+  }
+}
+
+export const REPO_ROOT = findRepoRoot(import.meta.dirname);
 
 /** The built entry point of an app: gateway (the standalone server), presence, receipts, group or file-offer. */
 export type App = 'gateway' | 'presence' | 'receipts' | 'group' | 'file-offer';
@@ -46,6 +54,8 @@ export interface StartOptions {
   timeoutMs?: number;
   /** A network namespace (ip netns) to run the server in. */
   netns?: string;
+  /** Extra node flags before the entry point, e.g. `--cpu-prof` (which NODE_OPTIONS refuses). */
+  nodeArgs?: string[];
 }
 
 /**
@@ -57,7 +67,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
   const dataDir = opts.dataDir ?? mkdtempSync(join(tmpdir(), 'parley-data-'));
   const app = opts.app ?? 'gateway';
   // `ip netns exec` switches namespace and then execs node, so the child is the server itself.
-  const [command, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, mainOf(app)]] : [process.execPath, [mainOf(app)]];
+  const nodeArgv = [...(opts.nodeArgs ?? []), mainOf(app)];
+  const [command, args] = opts.netns ? ['ip', ['netns', 'exec', opts.netns, process.execPath, ...nodeArgv]] : [process.execPath, nodeArgv];
   const child = spawn(command, args, {
     cwd: REPO_ROOT,
     env: {
@@ -86,10 +97,11 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
 
   type Listening = { mqtt: number; http: number; extra: ParleyServer['extraPorts'] };
   const ports = await new Promise<Listening>((resolvePorts, reject) => {
-    const timer = setTimeout(
-      () => reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`)),
-      opts.timeoutMs ?? 20_000,
-    );
+    const timer = setTimeout(() => {
+      // A server that never came up must not outlive the caller.
+      child.kill('SIGKILL');
+      reject(new Error(`parley server did not report listening within ${opts.timeoutMs ?? 20_000} ms:\n${output.join('\n')}`));
+    }, opts.timeoutMs ?? 20_000);
     const onLine = (line: string) => {
       output.push(line);
       try {

@@ -9,6 +9,8 @@ export interface RedisServer {
   url: string;
   port: number;
   dir: string;
+  /** The redis-server process id (for resource accounting, e.g. by the bench). */
+  readonly pid: number | undefined;
   /** SIGTERM (then SIGKILL after a bound) and remove the data dir. */
   stop(): Promise<void>;
   /** SIGKILL, as a crash would; keeps the data dir. */
@@ -21,7 +23,7 @@ export interface RedisOptions {
   appendonly?: boolean;
 }
 
-/** A TCP port free on loopback right now (another process may still take it before the caller binds it). */
+/** A TCP port that was free on 127.0.0.1 a moment ago (another process may still take it: retry on a bind failure). */
 export function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const srv = createServer();
@@ -114,6 +116,9 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     url: `redis://127.0.0.1:${port}`,
     port,
     dir,
+    get pid() {
+      return child?.pid;
+    },
     stop: async () => {
       await terminate('SIGTERM');
       rmSync(dir, { recursive: true, force: true });

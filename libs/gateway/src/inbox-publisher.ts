@@ -10,10 +10,19 @@ export class InboxPublisher {
   constructor(private readonly broker: Aedes) {}
 
   publish(topic: string, event: InboxEvent): Promise<void> {
-    return new Promise((resolve, reject) => {
-      this.broker.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err?: Error) =>
-        err ? reject(err) : resolve(),
-      );
-    });
+    return this.publishToAll([topic], event);
+  }
+
+  /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */
+  async publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<void> {
+    const payload = Buffer.from(JSON.stringify(event));
+    await Promise.all(
+      inboxTopics.map(
+        (topic) =>
+          new Promise<void>((resolve, reject) => {
+            this.broker.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
+          }),
+      ),
+    );
   }
 }

@@ -1,0 +1,185 @@
+/**
+ * `npm run bench`: Parley (standalone and on Redis) against bare Aedes, the
+ * stock Aedes + Redis pair and Mosquitto, in one interleaved run on loopback.
+ * Prints a table, writes JSON (and the table as Markdown) to bench/results/.
+ *
+ *   npm run bench -- [--quick] [--reps N] [--scenarios a,b] [--targets a,b] [--out FILE] [--profile DIR]
+ */
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { cpus, totalmem } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import { parseArgs } from 'node:util';
+import { connectClient, endClient, registerUser } from '../test/support/mqtt-user.js';
+import { REPO_ROOT } from '../test/support/parley-server.js';
+import { LoadClient, openAll, type Endpoint } from './load-client.js';
+import { buildReport, renderMarkdown, renderTerminal, type BenchRecord } from './report.js';
+import { FULL, QUICK, RUNNERS, SCENARIOS, castFor, usersFor, type BenchSettings, type Cast, type RunResult, type ScenarioName } from './scenarios.js';
+import { TARGETS, mosquittoInstalled, startTarget, type Target, type TargetName } from './targets.js';
+
+const BENCH_DIR = import.meta.dirname;
+const PASSWORD = 'bench password 1';
+const REGISTER_CONCURRENCY = 4;
+
+interface Options {
+  quick: boolean;
+  reps: number;
+  scenarios: ScenarioName[];
+  targets: TargetName[];
+  out: string;
+  /** Where Parley's V8 CPU profiles go (`--cpu-prof`), if anywhere. */
+  profile?: string;
+}
+
+function parseOptions(argv: string[]): Options {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: 'boolean', default: false },
+      reps: { type: 'string' },
+      scenarios: { type: 'string' },
+      targets: { type: 'string' },
+      out: { type: 'string' },
+      profile: { type: 'string' },
+      help: { type: 'boolean', default: false },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(
+      `usage: npm run bench -- [--quick] [--reps N] [--scenarios ${SCENARIOS.join(',')}] [--targets ${TARGETS.join(',')}] [--out FILE] [--profile DIR]\n`,
+    );
+    process.exit(0);
+  }
+  const list = <T extends string>(raw: string | undefined, all: readonly T[], what: string): T[] => {
+    if (raw === undefined) return [...all];
+    const picked = raw.split(',').map((s) => s.trim()) as T[];
+    const bad = picked.filter((p) => !all.includes(p));
+    if (bad.length > 0 || picked.length === 0) throw new Error(`unknown ${what}: ${bad.join(', ')} (choose from ${all.join(', ')})`);
+    return picked;
+  };
+  // --quick is for iterating: one repetition unless asked; the medians of three come from the full run.
+  const reps = values.reps === undefined ? (values.quick ? 1 : 3) : Number(values.reps);
+  if (!Number.isInteger(reps) || reps < 1 || reps > 50) throw new Error('--reps must be a whole number 1–50');
+  let targets = list(values.targets, TARGETS, 'target');
+  if (targets.includes('mosquitto') && !mosquittoInstalled()) {
+    if (values.targets !== undefined) throw new Error('mosquitto is not installed (apt-get install mosquitto)');
+    process.stderr.write('mosquitto is not installed: measuring without it\n');
+    targets = targets.filter((t) => t !== 'mosquitto');
+  }
+  return {
+    quick: values.quick,
+    reps,
+    scenarios: list(values.scenarios, SCENARIOS, 'scenario'),
+    targets,
+    out: resolve(values.out ?? join(REPO_ROOT, 'bench/results/latest.json')),
+    ...(values.profile !== undefined ? { profile: resolve(values.profile) } : {}),
+  };
+}
+
+/** Registers the cast (Parley only) and creates the fan-out group; returns the group's id (Parley) or topic (bare). */
+async function prepareTarget(target: Target, endpoint: Endpoint, cast: Cast, scenarios: ScenarioName[]): Promise<string> {
+  if (target.protocol !== 'parley') return 'fan';
+  await openAll(usersFor(cast, scenarios), REGISTER_CONCURRENCY, async (user) => {
+    const reply = await registerUser(target.url, user, PASSWORD);
+    if (!reply.ok) throw new Error(`registering ${user} on ${target.name}: ${reply.error.code}`);
+    // A first login runs the password KDF; the server then remembers it for ten minutes. Pay it here, not inside a scenario.
+    await endClient(await connectClient(target.url, { username: user, password: PASSWORD, clientId: `${user}/warm`, connectTimeout: 60_000 }));
+  });
+  if (!scenarios.includes('fanout')) return '';
+  const owner = await LoadClient.open(endpoint, cast.fanSender, { payloadBytes: 0 });
+  try {
+    const reply = await owner.request({ op: 'group.create', id: 'bench-group', name: 'bench fan-out', members: cast.fanMembers });
+    const id = (reply.result as { id?: string } | undefined)?.id;
+    if (reply.ok !== true || !id) throw new Error(`creating the fan-out group on ${target.name}: ${JSON.stringify(reply)}`);
+    return id;
+  } finally {
+    await owner.close();
+  }
+}
+
+async function main(): Promise<void> {
+  const opts = parseOptions(process.argv.slice(2));
+  const settings: BenchSettings = opts.quick ? QUICK : FULL;
+  const cast = castFor(settings);
+  const started = new Date();
+  const log = (line: string) => process.stderr.write(`[bench ${((Date.now() - started.getTime()) / 1000).toFixed(0).padStart(4)}s] ${line}\n`);
+
+  const targets: { target: Target; endpoint: Endpoint; group: string }[] = [];
+  const stopAll = async () => {
+    const all = targets.splice(0);
+    await Promise.all(all.map((t) => t.target.stop().catch(() => undefined)));
+  };
+  let interrupted = false;
+  const onSignal = () => {
+    interrupted = true;
+    log('interrupted: stopping every process');
+    void stopAll().then(() => process.exit(130));
+  };
+  process.once('SIGINT', onSignal);
+  process.once('SIGTERM', onSignal);
+
+  const records: BenchRecord[] = [];
+  try {
+    for (const name of opts.targets) {
+      log(`starting ${name}`);
+      const target = await startTarget(name, BENCH_DIR, opts.profile);
+      const endpoint: Endpoint = { url: target.url, protocol: target.protocol, password: PASSWORD };
+      targets.push({ target, endpoint, group: '' });
+      targets[targets.length - 1]!.group = await prepareTarget(target, endpoint, cast, opts.scenarios);
+    }
+    for (let rep = 0; rep < opts.reps; rep++) {
+      for (const scenario of opts.scenarios) {
+        // Interleaved: each repetition visits the targets in a rotated order, so drift (thermal, other load) spreads over all of them.
+        const order = targets.map((_, i) => targets[(i + rep) % targets.length]!);
+        for (const { target, endpoint, group } of order) {
+          if (interrupted) return;
+          const death = target.death();
+          if (death !== undefined) {
+            records.push({ scenario, target: target.name, rep, failed: `the server is gone: it ${death.split('\n')[0]}` });
+            continue;
+          }
+          const tag = `r${rep}${randomBytes(3).toString('hex')}`;
+          let result: RunResult;
+          try {
+            result = await RUNNERS[scenario]({ target, endpoint, settings, cast, group, benchDir: BENCH_DIR, tag });
+          } catch (e) {
+            log(`${scenario} on ${target.name} failed: ${e instanceof Error ? e.message : String(e)}`);
+            const died = target.death();
+            if (died !== undefined) log(`${target.name} ${died}`);
+            records.push({ scenario, target: target.name, rep, failed: e instanceof Error ? e.message : String(e) });
+            continue;
+          }
+          records.push({ scenario, target: target.name, rep, ...result });
+          log(
+            `${scenario} rep ${rep + 1}/${opts.reps} ${target.name}: ${Object.entries(result.values)
+              .map(([k, v]) => `${k}=${v.toFixed(1)}`)
+              .join(' ')} (gen ${result.generatorCpu.toFixed(0)}% cpu, server ${result.serverCpu.toFixed(0)}%${
+              result.redisCpu !== undefined ? `, redis ${result.redisCpu.toFixed(0)}%` : ''
+            })`,
+          );
+        }
+      }
+    }
+  } finally {
+    await stopAll();
+  }
+
+  const machine = {
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? 'unknown',
+    memoryGiB: Math.round(totalmem() / 2 ** 30),
+    node: process.version,
+    platform: process.platform,
+  };
+  const report = buildReport({ startedAt: started.toISOString(), machine, quick: opts.quick, reps: opts.reps, settings, targets: opts.targets, records });
+  mkdirSync(dirname(opts.out), { recursive: true });
+  writeFileSync(opts.out, JSON.stringify(report, null, 2) + '\n');
+  writeFileSync(opts.out.replace(/\.json$/, '') + '.md', renderMarkdown(report));
+  process.stdout.write(renderTerminal(report));
+  process.stdout.write(`\nwritten: ${opts.out}\n`);
+}
+
+main().catch((e: unknown) => {
+  process.stderr.write(`bench failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}\n`);
+  process.exitCode = 1;
+});

@@ -1,0 +1,266 @@
+import { runJobs } from './generators.js';
+import type { Endpoint } from './load-client.js';
+import type { Job, JobBody, JobResult } from './load-generator.js';
+import { cpuMsOf, rssOf, type Target } from './targets.js';
+
+export const SCENARIOS = ['saturation', 'latency', 'fanout', 'drain', 'idle'] as const;
+export type ScenarioName = (typeof SCENARIOS)[number];
+
+/** Sizes and durations of one run; `--quick` shrinks them, the load shape stays the same. */
+export interface BenchSettings {
+  pairs: number;
+  /** Messages in flight per pair at saturation. */
+  window: number;
+  /** Generator processes sharing the saturation pairs. */
+  saturationGenerators: number;
+  warmupMs: number;
+  measureMs: number;
+  /** Offered load of the latency scenario, of which the probe sends `probeRate`. */
+  offeredRate: number;
+  probeRate: number;
+  latencyPairs: number;
+  groupMembers: number;
+  fanoutWindow: number;
+  drainCount: number;
+  drainWindow: number;
+  idleUsers: number;
+  payloadBytes: number;
+}
+
+export const FULL: BenchSettings = {
+  pairs: 100,
+  window: 4,
+  saturationGenerators: 2,
+  warmupMs: 1000,
+  measureMs: 5000,
+  offeredRate: 2000,
+  probeRate: 200,
+  // The offered load spread over every pair (18 msg/s each), as chat traffic is: many users, each sending a little.
+  latencyPairs: 100,
+  groupMembers: 50,
+  fanoutWindow: 10,
+  drainCount: 10_000,
+  drainWindow: 50,
+  idleUsers: 1000,
+  payloadBytes: 200,
+};
+
+/** Small enough to finish in a minute or two: Parley's password KDF makes every registered user cost ~0.1 s of CPU, twice. */
+export const QUICK: BenchSettings = {
+  ...FULL,
+  pairs: 20,
+  latencyPairs: 20,
+  groupMembers: 20,
+  warmupMs: 300,
+  measureMs: 1200,
+  drainCount: 2000,
+  idleUsers: 20,
+  saturationGenerators: 1,
+};
+
+/** The users each scenario plays with, by index into one pool registered once per Parley target. */
+export interface Cast {
+  pairs: [string, string][];
+  probe: [string, string];
+  fanSender: string;
+  fanMembers: string[];
+  drainSender: string;
+  drainReceiver: string;
+  idle: string[];
+  all: string[];
+}
+
+/** The users the given scenarios play with (only those are registered on Parley). */
+export function usersFor(cast: Cast, scenarios: readonly ScenarioName[]): string[] {
+  const users = new Set<string>();
+  const add = (list: string[]) => list.forEach((u) => users.add(u));
+  for (const s of scenarios) {
+    switch (s) {
+      case 'saturation':
+        add(cast.pairs.flat());
+        break;
+      case 'latency':
+        add([...cast.pairs.flat(), ...cast.probe]);
+        break;
+      case 'fanout':
+        add([cast.fanSender, ...cast.fanMembers]);
+        break;
+      case 'drain':
+        add([cast.drainSender, cast.drainReceiver]);
+        break;
+      case 'idle':
+        add(cast.idle);
+        break;
+    }
+  }
+  return [...users];
+}
+
+export function castFor(s: BenchSettings): Cast {
+  // Idle users are their own: a user of the other scenarios would get its unacknowledged backlog at login, which is not idle.
+  const active = Math.max(2 * s.pairs + 4, s.groupMembers + 1);
+  const all = Array.from({ length: active + s.idleUsers }, (_, i) => `bench${String(i).padStart(4, '0')}`);
+  const pairs = Array.from({ length: s.pairs }, (_, i): [string, string] => [all[2 * i]!, all[2 * i + 1]!]);
+  return {
+    pairs,
+    probe: [all[2 * s.pairs]!, all[2 * s.pairs + 1]!],
+    fanSender: all[0]!,
+    fanMembers: all.slice(1, s.groupMembers + 1),
+    drainSender: all[2 * s.pairs + 2]!,
+    drainReceiver: all[2 * s.pairs + 3]!,
+    idle: all.slice(active),
+    all,
+  };
+}
+
+/** One scenario on one target, once: the headline figures plus the CPU each side used. */
+export interface RunResult {
+  /** Named figures, e.g. msgPerSec, p99Ms. */
+  values: Record<string, number>;
+  /** CPU use over the run, in % of one core. */
+  generatorCpu: number;
+  serverCpu: number;
+  redisCpu?: number;
+  errors: number;
+  lost: number;
+}
+
+export interface RunContext {
+  target: Target;
+  endpoint: Endpoint;
+  settings: BenchSettings;
+  cast: Cast;
+  /** Parley: the fan-out group's id; bare brokers: a topic name. */
+  group: string;
+  benchDir: string;
+  /** Unique per run, so message ids never repeat across repetitions. */
+  tag: string;
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
+}
+
+/** Runs the jobs, measuring the server's (and its Redis's) CPU time over the same span as the generators' own. */
+async function measured(ctx: RunContext, jobs: Job[], between?: () => Promise<void> | void) {
+  let server0 = 0;
+  let redis0 = 0;
+  let t0 = 0;
+  const results = await runJobs(ctx.benchDir, jobs, async () => {
+    await between?.();
+    server0 = cpuMsOf(ctx.target.pid);
+    redis0 = cpuMsOf(ctx.target.redisPid);
+    t0 = Date.now();
+  });
+  const wall = Math.max(1, Date.now() - t0);
+  const cpu = results.reduce((sum, r) => sum + r.cpuMs, 0);
+  const genWall = Math.max(1, ...results.map((r) => r.wallMs));
+  return {
+    results,
+    usage: {
+      generatorCpu: (100 * cpu) / genWall,
+      serverCpu: (100 * (cpuMsOf(ctx.target.pid) - server0)) / wall,
+      ...(ctx.target.redisPid !== undefined ? { redisCpu: (100 * (cpuMsOf(ctx.target.redisPid) - redis0)) / wall } : {}),
+      errors: results.reduce((n, r) => n + r.errors, 0),
+      lost: results.reduce((n, r) => n + r.lost, 0),
+    },
+  };
+}
+
+function job(ctx: RunContext, suffix: string, body: JobBody): Job {
+  return { ...body, endpoint: ctx.endpoint, payloadBytes: ctx.settings.payloadBytes, tag: `${ctx.tag}${suffix}` };
+}
+
+function split<T>(items: T[], parts: number): T[][] {
+  const out: T[][] = Array.from({ length: Math.max(1, parts) }, () => []);
+  items.forEach((item, i) => out[i % out.length]!.push(item));
+  return out.filter((p) => p.length > 0);
+}
+
+/** (1) 1:1 saturation: every pair keeps a window of messages in flight; a message counts once delivered and acknowledged (Parley: `accepted`). */
+async function saturation(ctx: RunContext): Promise<RunResult> {
+  const s = ctx.settings;
+  const jobs = split(ctx.cast.pairs, s.saturationGenerators).map((pairs, i) =>
+    job(ctx, `s${i}`, { kind: 'pairs', pairs, window: s.window, warmupMs: s.warmupMs, measureMs: s.measureMs }),
+  );
+  const { results, usage } = await measured(ctx, jobs);
+  const completed = results.reduce((n, r) => n + r.completed, 0);
+  return { values: { msgPerSec: completed / (s.measureMs / 1000) }, ...usage };
+}
+
+/** (2) Latency at a fixed offered load: background pairs plus a separate light probe, both open loop. */
+async function latency(ctx: RunContext): Promise<RunResult> {
+  const s = ctx.settings;
+  const background = job(ctx, 'lb', {
+    kind: 'pairs',
+    pairs: ctx.cast.pairs.slice(0, s.latencyPairs),
+    ratePerSec: s.offeredRate - s.probeRate,
+    warmupMs: s.warmupMs,
+    measureMs: s.measureMs,
+  });
+  const probe = job(ctx, 'lp', {
+    kind: 'pairs',
+    pairs: [ctx.cast.probe],
+    ratePerSec: s.probeRate,
+    latency: true,
+    warmupMs: s.warmupMs,
+    measureMs: s.measureMs,
+  });
+  const { results, usage } = await measured(ctx, [background, probe]);
+  const p = results[1]!;
+  const delivery = (p.deliveryMs ?? []).sort((a, b) => a - b);
+  const ack = (p.ackMs ?? []).sort((a, b) => a - b);
+  return {
+    values: {
+      p50Ms: percentile(delivery, 0.5),
+      p99Ms: percentile(delivery, 0.99),
+      p999Ms: percentile(delivery, 0.999),
+      ackP99Ms: percentile(ack, 0.99),
+      samples: delivery.length,
+    },
+    ...usage,
+  };
+}
+
+/** (3) Fan-out: one sender to a group; deliveries per second over all members. */
+async function fanout(ctx: RunContext): Promise<RunResult> {
+  const s = ctx.settings;
+  const { results, usage } = await measured(ctx, [
+    job(ctx, 'f', {
+      kind: 'fanout',
+      sender: ctx.cast.fanSender,
+      members: ctx.cast.fanMembers,
+      group: ctx.group,
+      window: s.fanoutWindow,
+      warmupMs: s.warmupMs,
+      measureMs: s.measureMs,
+    }),
+  ]);
+  return { values: { deliveriesPerSec: results[0]!.completed / (s.measureMs / 1000) }, ...usage };
+}
+
+/** (4) Offline drain: a backlog for one offline user; time from its connect to the last message. */
+async function drain(ctx: RunContext): Promise<RunResult> {
+  const s = ctx.settings;
+  const { results, usage } = await measured(ctx, [
+    job(ctx, 'd', { kind: 'drain', sender: ctx.cast.drainSender, receiver: ctx.cast.drainReceiver, count: s.drainCount, window: s.drainWindow }),
+  ]);
+  const r: JobResult = results[0]!;
+  return { values: { msgPerSec: r.completed / r.seconds, drainMs: r.seconds * 1000 }, ...usage };
+}
+
+/** (5) Idle: the server's resident memory grown by N logged-in, subscribed, idle users, per 1,000. */
+async function idle(ctx: RunContext): Promise<RunResult> {
+  const users = ctx.cast.idle;
+  const before = rssOf(ctx.target.pid);
+  let after = before;
+  const { usage } = await measured(ctx, [job(ctx, 'i', { kind: 'idle', users })], async () => {
+    // Let the connection burst's garbage settle before sampling.
+    await new Promise((r) => setTimeout(r, 500));
+    after = rssOf(ctx.target.pid);
+  });
+  return { values: { mibPer1000: ((after - before) / users.length) * (1000 / 2 ** 20), rssMib: after / 2 ** 20 }, ...usage };
+}
+
+export const RUNNERS: Record<ScenarioName, (ctx: RunContext) => Promise<RunResult>> = { saturation, latency, fanout, drain, idle };

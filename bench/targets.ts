@@ -1,0 +1,237 @@
+import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { startParley } from '../test/support/parley-server.js';
+import { freePort, startRedis, type RedisServer } from '../test/support/redis-server.js';
+import type { Protocol } from './load-client.js';
+
+/** Everything the bench measures, each in its own process(es) on loopback. */
+export const TARGETS = ['parley', 'parley-redis', 'aedes', 'aedes-redis', 'mosquitto'] as const;
+export type TargetName = (typeof TARGETS)[number];
+
+export const TARGET_LABELS: Record<TargetName, string> = {
+  parley: 'Parley standalone (LMDB)',
+  'parley-redis': 'Parley on Redis',
+  aedes: 'bare Aedes (memory)',
+  'aedes-redis': 'Aedes + persistence-redis + mqemitter-redis',
+  mosquitto: 'Mosquitto',
+};
+
+export interface Target {
+  name: TargetName;
+  protocol: Protocol;
+  url: string;
+  /** The broker/server process whose memory and CPU are reported. */
+  pid: number;
+  /** Its Redis, when it has one (CPU reported too: the work moved there). */
+  redisPid?: number;
+  /** Why the server process is gone (its exit and last output lines), or undefined while it runs. */
+  death(): string | undefined;
+  stop(): Promise<void>;
+}
+
+function deathOf(child: ChildProcess, output: readonly string[] = []): string | undefined {
+  if (child.exitCode === null && child.signalCode === null) return undefined;
+  return `exited (${child.exitCode ?? child.signalCode}); last output:\n${output.slice(-15).join('\n')}`;
+}
+
+const SERVER_START_MS = 30_000;
+
+export function mosquittoInstalled(): boolean {
+  return !spawnSync('mosquitto', ['-h'], { stdio: 'ignore' }).error;
+}
+
+/** `profileDir`: Parley's processes write a V8 CPU profile there (`node --cpu-prof`) when they stop. */
+export async function startTarget(name: TargetName, benchDir: string, profileDir?: string): Promise<Target> {
+  switch (name) {
+    case 'parley':
+      return startParleyTarget(name, undefined, profileDir);
+    case 'parley-redis': {
+      const redis = await startRedis({ appendonly: true });
+      return withRedis(redis, () => startParleyTarget(name, redis, profileDir));
+    }
+    case 'aedes':
+      return startBareAedes(name, benchDir);
+    case 'aedes-redis': {
+      const redis = await startRedis({ appendonly: true });
+      return withRedis(redis, () => startBareAedes(name, benchDir, redis));
+    }
+    case 'mosquitto':
+      return startMosquitto();
+  }
+}
+
+/** Starts what needs the Redis, stopping the Redis again if that fails. */
+async function withRedis(redis: RedisServer, start: () => Promise<Target>): Promise<Target> {
+  try {
+    return await start();
+  } catch (e) {
+    await redis.stop();
+    throw e;
+  }
+}
+
+async function startParleyTarget(name: TargetName, redis?: RedisServer, profileDir?: string): Promise<Target> {
+  const server = await startParley({
+    env: {
+      PARLEY_MQTT_HOST: '127.0.0.1',
+      PARLEY_HTTP_HOST: '127.0.0.1',
+      // The load generator is a trusted flood: lift the per-connection and per-user request limits (bare brokers have none).
+      PARLEY_CONNECTION_RATE: '1000000',
+      PARLEY_CONNECTION_BURST: '1000000',
+      PARLEY_USER_RATE: '1000000',
+      PARLEY_USER_BURST: '1000000',
+      PARLEY_REGISTRATIONS_PER_MINUTE: '1000000',
+      ...(redis ? { REDIS_URL: redis.url } : {}),
+    },
+    ...(profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {}),
+    timeoutMs: SERVER_START_MS,
+  });
+  return {
+    name,
+    protocol: 'parley',
+    url: server.mqttUrl,
+    pid: server.process.pid!,
+    ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
+    death: () => deathOf(server.process, server.output),
+    stop: async () => {
+      await server.dispose();
+      await redis?.stop();
+    },
+  };
+}
+
+/** Waits, bounded, for a JSON line `{"event":"listening","port":N}` from a child. */
+function listeningPort(child: ChildProcess, what: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const output: string[] = [];
+    const timer = setTimeout(() => reject(new Error(`${what} did not listen within ${SERVER_START_MS} ms:\n${output.join('\n')}`)), SERVER_START_MS);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      output.push(line);
+      try {
+        const rec = JSON.parse(line) as { event?: string; port?: number };
+        if (rec.event === 'listening' && rec.port) {
+          clearTimeout(timer);
+          resolve(rec.port);
+        }
+      } catch {
+        /* not ours */
+      }
+    });
+    createInterface({ input: child.stderr! }).on('line', (l) => output.push(l));
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      reject(new Error(`${what} exited (${code}) before listening:\n${output.join('\n')}`));
+    });
+  });
+}
+
+/** SIGTERM, then SIGKILL if the process has not exited within a bound. */
+async function terminate(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+  await exited;
+  clearTimeout(timer);
+}
+
+async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisServer): Promise<Target> {
+  const child = spawn(process.execPath, [join(benchDir, 'bare-broker.js')], {
+    env: { PATH: process.env.PATH ?? '', ...(redis ? { BENCH_REDIS_URL: redis.url } : {}) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  try {
+    const port = await listeningPort(child, name);
+    return {
+      name,
+      protocol: 'mqtt',
+      url: `mqtt://127.0.0.1:${port}`,
+      pid: child.pid!,
+      ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
+      death: () => deathOf(child),
+      stop: async () => {
+        await terminate(child);
+        await redis?.stop();
+      },
+    };
+  } catch (e) {
+    await terminate(child);
+    throw e;
+  }
+}
+
+/** Waits, bounded, until something accepts TCP connections on the port. */
+async function waitForPort(port: number, child: ChildProcess, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`mosquitto exited with ${child.exitCode} before listening`);
+    const open = await new Promise<boolean>((resolve) => {
+      const socket = connect({ host: '127.0.0.1', port }, () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (open) return;
+    if (Date.now() > deadline) throw new Error(`mosquitto did not listen on ${port} within ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** Stock Mosquitto, in memory; the only change to its defaults is room for the 10,000-message offline backlog (1,000 by default). */
+async function startMosquitto(): Promise<Target> {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-bench-mosquitto-'));
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    const config = join(dir, 'mosquitto.conf');
+    writeFileSync(
+      config,
+      [`listener ${port} 127.0.0.1`, 'allow_anonymous true', 'persistence false', 'max_queued_messages 1000000', 'log_dest none', ''].join('\n'),
+    );
+    const child = spawn('mosquitto', ['-c', config], { stdio: 'ignore' });
+    try {
+      await waitForPort(port, child, SERVER_START_MS);
+      return {
+        name: 'mosquitto',
+        protocol: 'mqtt',
+        url: `mqtt://127.0.0.1:${port}`,
+        pid: child.pid!,
+        death: () => deathOf(child),
+        stop: async () => {
+          await terminate(child);
+          rmSync(dir, { recursive: true, force: true });
+        },
+      };
+    } catch (e) {
+      await terminate(child);
+      // Another process may have taken the port between the probe and mosquitto's bind.
+      if (attempt >= 3) {
+        rmSync(dir, { recursive: true, force: true });
+        throw e;
+      }
+    }
+  }
+}
+
+/** Resident memory of a process, in bytes (Linux /proc). */
+export function rssOf(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  return m ? Number(m[1]) * 1024 : 0;
+}
+
+/** CPU time (user + system) a process has used so far, in ms (Linux /proc). */
+export function cpuMsOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    // Fields 14 and 15 of stat (utime, stime) are the 12th and 13th after the command name, in clock ticks (100 per second on Linux).
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+  } catch {
+    return 0;
+  }
+}
