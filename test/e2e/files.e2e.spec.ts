@@ -165,6 +165,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(files.offers).toEqual([
       expect.objectContaining({ id: offer.id, from: a, name: 'for-later.bin', size: data.length, recipients: { [b]: 'pending' } }),
     ]);
+    await bob.waitFor((e) => e.type === 'synced');
     const order = bob.events.map((e) => e.type);
     expect(order.indexOf('files')).toBeLessThan(order.indexOf('synced'));
     await users.logout(bob);
