@@ -85,9 +85,11 @@ export class MqttUser {
 }
 
 /** Connects a raw MQTT 3.1.1 client, rejecting (never hanging) on refusal or timeout. */
-export function connectClient(url: string, opts: IClientOptions): Promise<MqttClient> {
+export function connectClient(url: string, opts: IClientOptions, setup?: (client: MqttClient) => void): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...opts });
+    // Listeners that must see packets arriving right behind the CONNACK (a resumed session's queue) go on before it.
+    setup?.(client);
     const fail = (err: Error) => {
       client.end(true);
       reject(err);
