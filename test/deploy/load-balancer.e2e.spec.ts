@@ -78,7 +78,7 @@ describe('deploy/haproxy.cfg in front of two gateways', () => {
     const bobAgain = await MqttUser.connect(lb.url, bob, users.password);
     open.push(bobAgain);
     await bobAgain.waitFor((e) => e.type === 'message' && e.text === 'are you still there?');
-    expect(bobAgain.events.find((e) => e.type === 'synced')).toMatchObject({ messages: 1 });
+    expect(await bobAgain.waitFor((e) => e.type === 'synced')).toMatchObject({ messages: 1 });
     expect(await connectionsOf(survivor)).toBeGreaterThanOrEqual(2);
   });
 });
