@@ -48,7 +48,11 @@ export class FileRequests {
 
   private async published<R>(pending: Promise<FileOutcome<R>>): Promise<R> {
     const { result, notify } = await pending;
-    if (notify) await Promise.all([...new Set(notify.to)].map((u) => this.inbox.publish(topics.inbox(u), notify.event)));
+    if (notify)
+      await this.inbox.publishToAll(
+        [...new Set(notify.to)].map((u) => topics.inbox(u)),
+        notify.event,
+      );
     return result;
   }
 }

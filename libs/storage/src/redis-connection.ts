@@ -1,4 +1,5 @@
 import { Redis } from 'ioredis';
+import { withDeadline } from '#libs/health';
 
 /**
  * The shared Redis connection of one process, and the key prefix every
@@ -61,11 +62,6 @@ export class RedisConnection {
  * otherwise, or after the bound, the socket is just dropped.
  */
 export async function quitRedis(client: Redis, boundMs = 2000): Promise<void> {
-  if (client.status === 'ready') {
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([client.quit().catch(() => undefined), new Promise<void>((resolve) => (timer = setTimeout(resolve, boundMs)))]).finally(() =>
-      clearTimeout(timer),
-    );
-  }
+  if (client.status === 'ready') await withDeadline(client.quit(), boundMs).catch(() => undefined);
   client.disconnect();
 }

@@ -5,7 +5,7 @@ import { Redis } from 'ioredis';
 import { lastValueFrom } from 'rxjs';
 import { DomainError } from '#libs/protocol';
 import { quitRedis } from '#libs/storage';
-import type { QueueDepth } from '#libs/health';
+import { withDeadline, type QueueDepth } from '#libs/health';
 import { ALIVE_WITHIN_MS, fieldsOf, HEARTBEAT_MS, methodOf, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
 import { rpcQueueDepths, type RpcObserver } from './rpc-metrics.js';
 
@@ -85,10 +85,7 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     for (const wake of [...this.pauses]) wake();
     // Each blocking read returns within blockMs; then the connections go. A command waiting for a Redis that
     // is away would wait forever (reads retry without limit), so the wait is bounded too.
-    let timer: NodeJS.Timeout | undefined;
-    await Promise.race([Promise.allSettled(this.loops), new Promise<void>((resolve) => (timer = setTimeout(resolve, this.opts.blockMs + 1000)))]).finally(() =>
-      clearTimeout(timer),
-    );
+    await withDeadline(Promise.allSettled(this.loops), this.opts.blockMs + 1000).catch(() => undefined);
     // Leaving the consumer groups is a courtesy (a dead consumer's calls are claimed anyway): it must not hold the stop while Redis is away.
     if (this.writer?.status === 'ready') await this.leaveGroups();
     await Promise.all([...this.readers, ...(this.writer ? [this.writer] : [])].map((r) => quitRedis(r)));
