@@ -79,6 +79,38 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
       }
     });
 
+    it('a burst on one connection is stored, delivered and answered in the order sent; a history in it sees what came before', async () => {
+      const alice = await user(url(), 'alice');
+      const bob = await user(url(), 'bob');
+      const count = 150;
+      const historyAfter = 99; // a history request published right after message #99, before the rest
+      const pending: Promise<unknown>[] = [];
+      for (let n = 0; n < count; n++) {
+        pending.push(alice.request({ op: 'send', id: `burst-${n}`, to: bob.user, text: `#${n}` }, 30_000));
+        if (n === historyAfter) pending.push(alice.request({ op: 'history', id: 'burst-history', with: bob.user, limit: count }, 30_000));
+      }
+      const answers = (await Promise.all(pending)) as OkReply[];
+      expect(answers.every((a) => a.ok)).toBe(true);
+
+      // Stored in the order sent: message #n has seq n + 1.
+      const sends = answers.filter((a) => a.op === 'send');
+      expect(sends.map((a) => (a.result as { seq: number }).seq)).toEqual(Array.from({ length: count }, (_, n) => n + 1));
+      // Answered in the order sent, the history in its place.
+      const replyIds = alice.events.filter((e) => e.type === 'reply' && String(e.id).startsWith('burst-')).map((e) => (e as OkReply).id);
+      const expectedIds = Array.from({ length: count }, (_, n) => `burst-${n}`);
+      expectedIds.splice(historyAfter + 1, 0, 'burst-history');
+      expect(replyIds).toEqual(expectedIds);
+      // The history sees every message sent before it.
+      const history = answers.find((a) => a.op === 'history')!.result as { messages: MessageEvent[] };
+      expect(history.messages.slice(0, historyAfter + 1).map((m) => m.text)).toEqual(Array.from({ length: historyAfter + 1 }, (_, n) => `#${n}`));
+      // Delivered to both sides in the order sent (arrival order, not sorted).
+      const texts = Array.from({ length: count }, (_, n) => `#${n}`);
+      const atBob = (await bob.waitForCount((e) => e.type === 'message' && e.from === alice.user, count, 30_000)) as MessageEvent[];
+      expect(atBob.map((m) => m.text)).toEqual(texts);
+      const atAlice = (await alice.waitForCount((e) => e.type === 'message' && e.from === alice.user, count, 30_000)) as MessageEvent[];
+      expect(atAlice.map((m) => m.text)).toEqual(texts);
+    });
+
     it('a retry with the same message id gets the same answer and is stored once', async () => {
       const alice = await user(url(), 'alice');
       const bob = await user(url(), 'bob');

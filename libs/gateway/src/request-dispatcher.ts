@@ -15,6 +15,7 @@ import {
   type HistoryRequest,
   type HistoryResult,
   type InboxEvent,
+  type MessageEvent,
   type OkReply,
   type Principal,
   type Request,
@@ -34,15 +35,48 @@ export interface DispatcherLimits {
 }
 
 /**
+ * A request's place in its connection's queue. `issued` is called once the
+ * request has done what must happen in arrival order (a message's append has
+ * been handed to the store, which applies appends in call order). `previous`
+ * settles once the request before it has handed its deliveries and reply to
+ * the broker; `handedOver` is this request's own signal of that.
+ */
+export interface Turn {
+  issued: () => void;
+  previous: Promise<void>;
+  handedOver: () => void;
+}
+
+/** The tail of one connection's queue. */
+interface QueueTail {
+  /** The last request has been issued: a following `send` may start. */
+  issued: Promise<void>;
+  /** The last request's deliveries and reply are with the broker: anything may start. */
+  handedOver: Promise<void>;
+}
+
+const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve() };
+
+/**
  * Turns a request published by a client into a service call, and its outcome
- * into exactly one reply on the client's inbox. Requests of one connection are
- * handled one after the other, in the order they arrived, so a client that
- * sends two messages quickly sees them stored in that order.
+ * into exactly one reply on the client's inbox.
+ *
+ * Requests of one connection take effect in the order they arrived, and their
+ * deliveries and replies are handed to the broker in that order too (the
+ * broker keeps the order of what it is handed for one topic), so a client that
+ * sends two messages quickly sees them stored, delivered and answered in that
+ * order. Consecutive `send`s are pipelined: the next one starts once the
+ * previous one's append is issued, so their waits for the disk (or Redis)
+ * overlap and the store commits them together, instead of one commit per round
+ * trip. Any other request waits until the one before it has been answered, and
+ * the next waits for it: a `history` sees every message sent before it.
+ * (Pipelining stops at a process boundary: a group service in another process
+ * cannot signal `issued`, so there a post starts once the one before it is stored.)
  */
 export class RequestDispatcher {
   private readonly logger = new Logger('RequestDispatcher');
   /** The tail of each connection's queue of requests. */
-  private readonly queues = new WeakMap<object, Promise<void>>();
+  private readonly queues = new WeakMap<object, QueueTail>();
 
   constructor(
     private readonly accounts: AccountsService,
@@ -62,15 +96,30 @@ export class RequestDispatcher {
     // Counted as it arrives, so a flood is refused before it costs more than a reply.
     const address = guardOf((connection as { conn?: unknown }).conn)?.remoteAddress;
     const allowed = this.limits.rate?.take(connection, principal.kind === 'user' ? principal.user : null, address) ?? true;
-    const tail = this.queues.get(connection) ?? Promise.resolve();
-    const next = tail.then(() => this.handle(principal, payload, allowed)).finally(() => this.metrics.requestsInProgress.dec());
-    this.queues.set(connection, next);
+    const parsed = parseRequest(payload, this.limits.maxRequestBytes);
+    const tail = this.queues.get(connection) ?? IDLE;
+    const issued = deferred();
+    const handedOver = deferred();
+    const pipelined = allowed && parsed.ok && parsed.request.op === 'send';
+    void (pipelined ? tail.issued : tail.handedOver)
+      .then(() => this.handle(principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
+      .catch((e: unknown) => this.logger.error({ event: 'request_crashed', error: String(e) }))
+      .finally(() => {
+        // Whatever happened, the next request may go.
+        issued.resolve();
+        handedOver.resolve();
+        this.metrics.requestsInProgress.dec();
+      });
+    this.queues.set(connection, { issued: issued.promise, handedOver: handedOver.promise });
   }
 
-  /** Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited` and does nothing. */
-  async handle(principal: Principal, payload: Buffer, allowed = true): Promise<void> {
+  /**
+   * Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited`
+   * and does nothing. Without a `turn`, the request is handled on its own.
+   */
+  async handle(principal: Principal, request: Buffer | ParsedRequest, allowed = true, turn: Turn = ALONE): Promise<void> {
     const started = process.hrtime.bigint();
-    const parsed = parseRequest(payload, this.limits.maxRequestBytes);
+    const parsed = Buffer.isBuffer(request) ? parseRequest(request, this.limits.maxRequestBytes) : request;
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
     if (!allowed) {
@@ -85,13 +134,17 @@ export class RequestDispatcher {
     } else {
       op = parsed.request.op;
       try {
-        reply = await this.execute(principal, parsed.request);
+        reply = await this.execute(principal, parsed.request, turn);
       } catch (e) {
         reply = errorReply(parsed.request.id, op, this.asDomainError(e, op));
       }
     }
+    turn.issued();
+    await turn.previous;
+    const published = this.inbox.publish(inboxTopicOf(principal), reply);
+    turn.handedOver();
     try {
-      await this.inbox.publish(inboxTopicOf(principal), reply);
+      await published;
     } catch (e) {
       this.logger.error({ event: 'reply_failed', op, error: String(e) });
     }
@@ -99,7 +152,7 @@ export class RequestDispatcher {
     this.metrics.requestSeconds.observe({ op }, Number(process.hrtime.bigint() - started) / 1e9);
   }
 
-  private async execute(principal: Principal, req: Request): Promise<OkReply> {
+  private async execute(principal: Principal, req: Request, turn: Turn): Promise<OkReply> {
     if (principal.kind === 'anonymous') {
       if (req.op !== 'register') throw new DomainError('not_allowed', 'log in first: an anonymous connection may only register');
       return ok(req, 'register', await this.accounts.register(req.user, req.password));
@@ -109,7 +162,7 @@ export class RequestDispatcher {
       case 'register':
         throw new DomainError('not_allowed', 'you are logged in; register new accounts from an anonymous connection');
       case 'send':
-        return ok(req, 'send', await this.send(user, req));
+        return ok(req, 'send', await this.send(user, req, turn));
       case 'history':
         return ok(req, 'history', await this.history(user, req));
       case 'who':
@@ -155,22 +208,26 @@ export class RequestDispatcher {
     }
   }
 
-  private async send(user: string, req: SendRequest): Promise<SendResult> {
+  /** Stores a message, then (once the requests before it are answered) delivers it. */
+  private async send(user: string, req: SendRequest, turn: Turn): Promise<SendResult> {
     const target = exactlyOne(req.to, req.group, 'to', 'group');
     if (target.key === 'group') {
-      const outcome = await this.groups.post(user, req.id, target.value, req.text);
+      // A group service in another process cannot call `issued` back: there, the next send waits for this one's answer.
+      const outcome = await this.groups.post(user, req.id, target.value, req.text, turn.issued);
       if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
+      await turn.previous;
       // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
-      await this.deliver(outcome.deliverTo, outcome.message);
+      this.handOver(outcome.deliverTo, outcome.message);
       return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
     }
     // The recipient's presence is read while the message is stored, not after: one round trip (or RPC) less per message.
     const recipientState = this.presence.stateOf(target.value);
     recipientState.catch(() => undefined); // when the send fails first, this answer is not needed; its failure must not go unhandled
-    const outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text });
+    const outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text }, turn.issued);
     if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
+    await turn.previous;
     // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
-    await this.deliver(target.value === user ? [user] : [target.value, user], outcome.message);
+    this.handOver(target.value === user ? [user] : [target.value, user], outcome.message);
     const recipient = await recipientState;
     return { status: 'accepted', ...outcome.accepted, recipient };
   }
@@ -193,6 +250,15 @@ export class RequestDispatcher {
     return outcome.group;
   }
 
+  /**
+   * Hands a stored message to the broker for these users' inboxes, and does not wait for it to go out: the reply, and
+   * the next request's messages, follow it into the broker in order. The broker fails a publish only once it is
+   * closing; the message is in the log then, and the users' next sync delivers it.
+   */
+  private handOver(users: string[], event: MessageEvent): void {
+    this.deliver(users, event).catch((e: unknown) => this.logger.error({ event: 'delivery_failed', conv: event.conv, error: String(e) }));
+  }
+
   /** Publishes one event to each user's inbox (every device of theirs). */
   private async deliver(users: string[], event: InboxEvent): Promise<void> {
     await this.inbox.publishToAll(
@@ -210,6 +276,17 @@ export class RequestDispatcher {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
+
+/** A request handled outside any queue. */
+const ALONE: Turn = { issued: () => undefined, previous: Promise.resolve(), handedOver: () => undefined };
+
+function deferred(): { promise: Promise<void>; resolve: () => void } {
+  let resolve!: () => void;
+  const promise = new Promise<void>((r) => (resolve = r));
+  return { promise, resolve };
+}
+
+type ParsedRequest = ReturnType<typeof parseRequest>;
 
 /** Exactly one of two alternative fields must be given (a user or a group). */
 function exactlyOne(a: string | undefined, b: string | undefined, aName: string, bName: string): { key: string; value: string } {

@@ -146,16 +146,22 @@ export class GroupService {
     return infoOf(await this.memberView(user, await this.resolve(user, ref)));
   }
 
-  /** Posts a text message; durable when this resolves. Throws unknown_group or not_member. */
-  async post(actor: string, requestId: string, ref: string, text: string): Promise<PostOutcome> {
+  /**
+   * Posts a text message; durable when this resolves. Throws unknown_group or not_member. `issued` is called once the
+   * append has been handed to the log, which applies appends in call order (see MessagingService.send); a caller in
+   * another process never gets that call.
+   */
+  async post(actor: string, requestId: string, ref: string, text: string, issued?: () => void): Promise<PostOutcome> {
     checkText(text, this.limits.maxTextLength);
     const id = await this.resolve(actor, ref);
     const conv = groupConv(id);
     const before = await this.log.findById(conv, actor, requestId);
     const g = await this.memberView(actor, id, before !== undefined);
-    const { entry, duplicate } = before
-      ? { entry: before, duplicate: true }
-      : await this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text });
+    const appended = before
+      ? Promise.resolve({ entry: before, duplicate: true })
+      : this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text });
+    issued?.();
+    const { entry, duplicate } = await appended;
     const group = labelOf(g);
     return {
       accepted: { conv, seq: entry.seq, ts: entry.ts },

@@ -62,15 +62,20 @@ export class MessagingService {
   /**
    * Accepts a message: it is durable in the conversation log when this
    * resolves. Throws empty_text, text_too_long or unknown_user, storing nothing.
+   * `issued` is called as soon as the append has been handed to the log (which
+   * applies appends in call order), before it is durable: a caller may start
+   * its next send then, and the two appends keep their order.
    */
-  async send(cmd: SendCommand): Promise<SendOutcome> {
+  async send(cmd: SendCommand, issued?: () => void): Promise<SendOutcome> {
     checkText(cmd.text, this.limits.maxTextLength);
     if (!(await this.users.exists(cmd.to))) throw new DomainError('unknown_user', `there is no user "${cmd.to}"`);
 
     const conv = directConversationId(cmd.from, cmd.to);
     // Index first: a crash between the two leaves an empty entry in the index, never a message the index does not know.
     await Promise.all([this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)]);
-    const { entry, duplicate } = await this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
+    const appended = this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
+    issued?.();
+    const { entry, duplicate } = await appended;
     return {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
       message: toMessageEvent(conv, entry),

@@ -26,7 +26,9 @@ export function rpcProxy<T>(
       const started = process.hrtime.bigint();
       const seconds = () => Number(process.hrtime.bigint() - started) / 1e9;
       try {
-        const result = await firstValueFrom(client.send<unknown>(`${service}.${method}`, args).pipe(timeout(timeoutMs)));
+        // A callback argument cannot cross processes: it travels as null, so the service sees it as not given.
+        const wire = args.map((a) => (typeof a === 'function' ? null : a));
+        const result = await firstValueFrom(client.send<unknown>(`${service}.${method}`, wire).pipe(timeout(timeoutMs)));
         observe?.(service, method, 'ok', seconds());
         return result;
       } catch (e) {
