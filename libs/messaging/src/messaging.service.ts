@@ -139,7 +139,10 @@ export class MessagingService {
  */
 export function checkText(text: string, max: number): void {
   if (text.trim().length === 0) throw new DomainError('empty_text', 'a message needs some text');
-  const length = [...text].length;
+  // A string has at least as many UTF-16 units as characters: only a long one needs counting (without copying it).
+  if (text.length <= max) return;
+  let length = 0;
+  for (const _ of text) length++; // by code point, as the limit counts, without building an array
   if (length > max) throw new DomainError('text_too_long', `a message is at most ${max} characters; this one has ${length}`);
 }
 
