@@ -208,7 +208,7 @@ export class RequestDispatcher {
     }
   }
 
-  /** Stores a message, then (once the requests before it are answered) delivers it. */
+  /** Stores a message, then (once the requests before it have handed theirs over) hands it to the broker for delivery. */
   private async send(user: string, req: SendRequest, turn: Turn): Promise<SendResult> {
     const target = exactlyOne(req.to, req.group, 'to', 'group');
     if (target.key === 'group') {
