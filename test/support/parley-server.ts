@@ -1,5 +1,5 @@
 import { spawn, type ChildProcess } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -94,6 +94,9 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
       done();
     }),
   );
+  // For diagnosing a failure after the fact: with PARLEY_TEST_LOG_DIR set, every server's whole output is kept there.
+  const logDir = process.env.PARLEY_TEST_LOG_DIR;
+  if (logDir) child.once('close', () => writeFileSync(join(logDir, `${app}-${child.pid}.log`), output.join('\n') + '\n'));
 
   type Listening = { mqtt: number; http: number; extra: ParleyServer['extraPorts'] };
   const ports = await new Promise<Listening>((resolvePorts, reject) => {

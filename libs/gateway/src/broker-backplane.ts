@@ -37,8 +37,16 @@ const REQUESTS = new RegExp(`^${TOPIC_ROOT.replace('/', '\\/')}\\/(users|anon)\\
 /** Requests are handled by the gateway that received them and subscribed to by no one: they are never routed. */
 const isRequest = (p: Packet) => REQUESTS.test(p.topic);
 
+/**
+ * How many packets the emitter hands to subscribers at once; more wait in its queue. Writes to clients never wait
+ * (GuardedConnection), so a slot is normally free again within a turn of the event loop. At 100, a burst (a 1,000-message
+ * send, a group post to many members) or deliveries still held by connections that were just closing filled every slot
+ * under load, and an unrelated reply then waited behind them for over 10 s.
+ */
+const EMITTER_CONCURRENCY = 10_000;
+
 function localEmitter(): MQEmitter {
-  return mqemitter({ concurrency: 100, matchEmptyLevels: true });
+  return mqemitter({ concurrency: EMITTER_CONCURRENCY, matchEmptyLevels: true });
 }
 
 interface MemoryPersistence {

@@ -33,6 +33,25 @@ function guard(): { g: GuardedConnection; toServer: PassThrough; fromServer: Pas
 const closed = (g: GuardedConnection) => new Promise<void>((resolve) => (g.destroyed ? resolve() : g.once('close', () => resolve())));
 
 describe('GuardedConnection', () => {
+  it('never makes the broker wait for a drain: a large corked burst is taken, and a closed connection takes writes and drops them', async () => {
+    const { g, fromServer } = guard();
+    const got: Buffer[] = [];
+    fromServer.on('data', (d: Buffer) => got.push(d));
+    // The broker corks the stream while it writes a packet in pieces; 64 KiB at once still says "go on".
+    g.cork();
+    expect(g.write(Buffer.alloc(64 * 1024, 1))).toBe(true);
+    process.nextTick(() => g.uncork());
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(got).length).toBe(64 * 1024);
+
+    // Aedes may deliver to a client for a moment after its socket closed; it waits for 'drain' when a write says false.
+    g.destroy();
+    await closed(g);
+    const calledBack = new Promise<unknown>((resolve) => expect(g.write(Buffer.from([0x30, 0x00]), (err) => resolve(err))).toBe(true));
+    await expect(calledBack).resolves.toBeUndefined();
+  });
+
   it('passes the CONNECT, then holds everything else until the broker admits the client', async () => {
     const { g, toServer, read } = guard();
     toServer.write(Buffer.concat([connect, Buffer.from([0xc0, 0x00])]));

@@ -62,7 +62,9 @@ export class GuardedConnection extends Duplex {
     private readonly limits: GuardLimits,
     private readonly onDrop: (drop: GuardDrop) => void = () => undefined,
   ) {
-    super({ allowHalfOpen: false });
+    // The guard never makes the broker wait (see `forward`), so it never asks for a 'drain': the broker waits for one
+    // only after a write returns false, and a wait that is never answered holds a delivery slot of the broker forever.
+    super({ allowHalfOpen: false, writableHighWaterMark: limits.maxOutboundBytes });
     stream.on('data', (chunk: Buffer) => this.onData(chunk));
     stream.on('end', () => this.push(null));
     stream.on('error', (err) => this.destroy(err));
@@ -95,6 +97,21 @@ export class GuardedConnection extends Duplex {
 
   override _read(): void {
     if (this.phase !== 'login') this.stream.resume();
+  }
+
+  /**
+   * A connection that is gone takes writes and drops them. A write to a destroyed stream would return false, and the
+   * broker would wait for a 'drain' that never comes: Aedes can still deliver to a client for a moment after its socket
+   * closed, and each such wait held one of the broker's delivery slots until its drain timeout. Once all of them were
+   * held, no live message reached anyone on the gateway.
+   */
+  override write(chunk: unknown, encoding?: BufferEncoding | ((error?: Error | null) => void), cb?: (error?: Error | null) => void): boolean {
+    if (this.destroyed || this.writableEnded) {
+      const done = typeof encoding === 'function' ? encoding : cb;
+      if (done) process.nextTick(done);
+      return true;
+    }
+    return typeof encoding === 'function' ? super.write(chunk, encoding) : super.write(chunk, encoding as BufferEncoding, cb);
   }
 
   /** A packet the broker wrote in pieces (it corks the stream) goes out in one write, so it is not split into small segments. */

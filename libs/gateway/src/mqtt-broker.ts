@@ -46,6 +46,9 @@ export class MqttBroker {
       mq: opts.backplane.mq,
       persistence: opts.backplane.persistence,
       maxClientsIdLength: opts.maxClientIdLength,
+      // The guard never lets a write wait (see GuardedConnection.write); should a wait for 'drain' happen anyway, it ends
+      // when the guard would drop a client that takes no bytes, not after Aedes's default minute.
+      drainTimeout: opts.guard.writeStallMs,
       authenticate: (client, username, password, done) => policy.authenticate(client, username ?? undefined, password ?? undefined, done),
       authorizePublish: (client, packet, done) => {
         if (!this.policy.mayPublish(client, packet)) return done(new Error(`not allowed to publish to ${packet.topic}`));

@@ -53,9 +53,14 @@ interface QueueTail {
   issued: Promise<void>;
   /** The last request's deliveries and reply are with the broker: anything may start. */
   handedOver: Promise<void>;
+  /** How many sends in a row the last request is pipelined behind (itself included). */
+  depth: number;
 }
 
-const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve() };
+const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
+
+/** Sends of one connection in flight at once, at most. */
+const MAX_PIPELINED = 32;
 
 /**
  * Turns a request published by a client into a service call, and its outcome
@@ -100,7 +105,8 @@ export class RequestDispatcher {
     const tail = this.queues.get(connection) ?? IDLE;
     const issued = deferred();
     const handedOver = deferred();
-    const pipelined = allowed && parsed.ok && parsed.request.op === 'send';
+    // A burst is pipelined a window at a time: more in flight only floods the broker with deliveries at once.
+    const pipelined = allowed && parsed.ok && parsed.request.op === 'send' && tail.depth < MAX_PIPELINED;
     void (pipelined ? tail.issued : tail.handedOver)
       .then(() => this.handle(principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
       .catch((e: unknown) => this.logger.error({ event: 'request_crashed', error: String(e) }))
@@ -110,7 +116,8 @@ export class RequestDispatcher {
         handedOver.resolve();
         this.metrics.requestsInProgress.dec();
       });
-    this.queues.set(connection, { issued: issued.promise, handedOver: handedOver.promise });
+    const depth = pipelined ? tail.depth + 1 : 1;
+    this.queues.set(connection, { issued: issued.promise, handedOver: handedOver.promise, depth });
   }
 
   /**
