@@ -120,13 +120,9 @@ export class RequestDispatcher {
     this.queues.set(connection, { issued: issued.promise, handedOver: handedOver.promise, depth });
   }
 
-  /**
-   * Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited`
-   * and does nothing. Without a `turn`, the request is handled on its own.
-   */
-  async handle(principal: Principal, request: Buffer | ParsedRequest, allowed = true, turn: Turn = ALONE): Promise<void> {
+  /** Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited` and does nothing. */
+  private async handle(principal: Principal, parsed: ParsedRequest, allowed: boolean, turn: Turn): Promise<void> {
     const started = process.hrtime.bigint();
-    const parsed = Buffer.isBuffer(request) ? parseRequest(request, this.limits.maxRequestBytes) : request;
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
     if (!allowed) {
@@ -283,9 +279,6 @@ export class RequestDispatcher {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
-
-/** A request handled outside any queue. */
-const ALONE: Turn = { issued: () => undefined, previous: Promise.resolve(), handedOver: () => undefined };
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
