@@ -4,15 +4,34 @@ import type { AppendInput, AppendResult, ConversationLogStore, LogEntry } from '
 
 type StoredEntry = AppendInput;
 
+/** A conversation's appends that have been handed to LMDB and are not committed yet. */
+interface Unsettled {
+  /** The seq of the newest of them: the next append follows it, whatever the last commit says. */
+  last: number;
+  /** How many of them there are; the conversation is forgotten when none is left. */
+  count: number;
+  /** Each of them by `from\0id`, so a retry that arrives before its original is committed is still a duplicate. */
+  byId: Map<string, { entry: LogEntry; written: Promise<unknown> }>;
+}
+
 /**
  * Sub-databases: `log` keyed [conv, seq] (LMDB keeps keys ordered, so a range
  * read is one cursor walk), `log-last` keyed conv → last seq, `log-idem` keyed
  * [conv, from, id] → seq.
+ *
+ * An append numbers its entry on the spot and hands three plain puts to LMDB's
+ * write thread; puts issued in one event-loop turn are committed (and synced)
+ * in one transaction, so an entry, its seq and its id are stored together or
+ * not at all. Until the commit, the numbering continues from memory
+ * (`unsettled`), because reads see only what is committed. This process is
+ * the store's only writer (the embedded store is standalone), so memory and
+ * disk cannot disagree about the next seq.
  */
 export class EmbeddedConversationLogStore implements ConversationLogStore {
   private readonly log: Database<StoredEntry, [string, number]>;
   private readonly last: Database<number, string>;
   private readonly idem: Database<number, [string, string, string]>;
+  private readonly unsettled = new Map<string, Unsettled>();
 
   constructor(db: EmbeddedDatabase) {
     this.log = db.open('log');
@@ -21,19 +40,40 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
   }
 
   append(conv: string, input: AppendInput): Promise<AppendResult> {
-    // LMDB runs write transactions one at a time, in call order.
-    return this.log.transaction(() => {
-      const seen = this.idem.get([conv, input.from, input.id]);
-      if (seen !== undefined) {
-        const original = this.log.get([conv, seen]);
-        if (original) return { entry: { seq: seen, ...original }, duplicate: true };
-      }
-      const seq = (this.last.get(conv) ?? 0) + 1;
-      void this.log.put([conv, seq], input);
-      void this.last.put(conv, seq);
-      void this.idem.put([conv, input.from, input.id], seq);
-      return { entry: { seq, ...input }, duplicate: false };
-    });
+    const pending = this.unsettled.get(conv);
+    const idKey = `${input.from}\0${input.id}`;
+    const twin = pending?.byId.get(idKey);
+    if (twin) return twin.written.then(() => ({ entry: twin.entry, duplicate: true }));
+    const seen = this.idem.get([conv, input.from, input.id]);
+    if (seen !== undefined) {
+      const original = this.log.get([conv, seen]);
+      if (original) return Promise.resolve({ entry: { seq: seen, ...original }, duplicate: true });
+    }
+    const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
+    const entry: LogEntry = { seq, ...input };
+    // Issued together, in one turn: one transaction (lmdb-js batches a turn's writes), committed in call order.
+    const written = Promise.all([this.log.put([conv, seq], input), this.last.put(conv, seq), this.idem.put([conv, input.from, input.id], seq)]);
+    const state = pending ?? { last: 0, count: 0, byId: new Map() };
+    state.last = seq;
+    state.count++;
+    state.byId.set(idKey, { entry, written });
+    if (!pending) this.unsettled.set(conv, state);
+    const settle = (): void => {
+      state.byId.delete(idKey);
+      // Once nothing is in flight, the next seq comes from the committed `log-last` again. (A commit that failed leaves
+      // its seqs unused; later appends issued while it was in flight keep theirs, so the log then has a gap there.)
+      if (--state.count === 0 && this.unsettled.get(conv) === state) this.unsettled.delete(conv);
+    };
+    return written.then(
+      () => {
+        settle();
+        return { entry, duplicate: false };
+      },
+      (e: unknown) => {
+        settle();
+        throw e;
+      },
+    );
   }
 
   readAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {
