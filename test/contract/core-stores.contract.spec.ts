@@ -80,6 +80,29 @@ describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
     expect((await log.readAfter('odd', 0, 100)).map((e) => e.id)).toEqual(Array.from({ length: 25 }, (_, i) => `k${2 * i + 1}`));
   });
 
+  it('treats a retry issued while its original is still being written as a duplicate, and numbers on past appends in flight', async () => {
+    const { backend } = await fixture.open();
+    const log = logOf(backend);
+    // Issued in one turn: none of them is durable when the next is issued.
+    const [first, retry, second, retryOfSecond] = await Promise.all([
+      log.append('inflight', text('a', 'x', 'original', 10)),
+      log.append('inflight', text('a', 'x', 'changed', 20)),
+      log.append('inflight', text('b', 'y')),
+      log.append('inflight', text('b', 'y', 'changed')),
+    ]);
+    expect(first).toMatchObject({ entry: { seq: 1, text: 'original' }, duplicate: false });
+    expect(retry).toEqual({ entry: first.entry, duplicate: true });
+    expect(second).toMatchObject({ entry: { seq: 2, from: 'b' }, duplicate: false });
+    expect(retryOfSecond).toEqual({ entry: second.entry, duplicate: true });
+    // Once those are durable, numbering continues from what was stored.
+    expect((await log.append('inflight', text('a', 'z'))).entry.seq).toBe(3);
+    expect((await log.readAfter('inflight', 0, 10)).map((e) => [e.seq, e.from, e.id])).toEqual([
+      [1, 'a', 'x'],
+      [2, 'b', 'y'],
+      [3, 'a', 'z'],
+    ]);
+  });
+
   it('stores group events as well as text', async () => {
     const { backend } = await fixture.open();
     const log = logOf(backend);
