@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import type { WhoResult } from '#libs/protocol';
 import { MqttUser, registerUser } from '../support/mqtt-user.js';
 
 /** Runs the server expecting it to refuse to start; returns its exit code and what it printed. */
@@ -108,6 +109,32 @@ describe('health, readiness and metrics over HTTP', () => {
     s.process.kill('SIGTERM');
     expect(await exit).toBe(0);
     await s.dispose();
+  });
+
+  it('records the users a clean stop disconnects as offline since the stop, and logs no failure doing so', async () => {
+    const s = await startParley();
+    try {
+      await registerUser(s.mqttUrl, 'leaver', 'password123');
+      await registerUser(s.mqttUrl, 'asker', 'password123');
+      const leaver = await MqttUser.connect(s.mqttUrl, 'leaver', 'password123');
+      await s.stop();
+      const stoppedAt = Date.now();
+      await leaver.close();
+      expect(s.output.filter((l) => /presence_report_failed|No transaction/.test(l))).toEqual([]);
+      // Restarted on the same data: its presence comes from what the stop recorded, not from clearing up after it.
+      const again = await startParley({ dataDir: s.dataDir });
+      try {
+        const asker = await MqttUser.connect(again.mqttUrl, 'asker', 'password123');
+        const who = await asker.request({ op: 'who', user: 'leaver' });
+        await asker.close();
+        expect(who).toMatchObject({ ok: true, result: { state: 'offline' } });
+        expect((who.result as WhoResult).lastSeen).toBeLessThanOrEqual(stoppedAt);
+      } finally {
+        await again.dispose();
+      }
+    } finally {
+      await s.dispose();
+    }
   });
 });
 

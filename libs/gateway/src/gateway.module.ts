@@ -38,6 +38,9 @@ function guardLimitsOf(config: ParleyConfig): GuardLimits {
  * domain modules themselves (standalone) or RPC clients to their apps
  * (distributed). Nothing here knows which.
  */
+/** How long a shutdown waits for the presence reports of the connections it ended. */
+const SHUTDOWN_REPORTS_MS = 3000;
+
 @Module({})
 export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutdown {
   static register(services: NonNullable<ModuleMetadata['imports']>): DynamicModule {
@@ -165,6 +168,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
 
   async onApplicationShutdown(): Promise<void> {
     await this.liveness?.stop();
-    await this.broker.close();
+    // The connections the shutdown ends are reported (stored and published) before the broker and the stores close.
+    await this.broker.close(() => this.presence.settle(SHUTDOWN_REPORTS_MS));
   }
 }

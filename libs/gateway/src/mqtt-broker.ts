@@ -64,7 +64,7 @@ export class MqttBroker {
     });
     // Packets from other gateways may have been missed: every client reconnects and is brought up to date by InboxSync.
     opts.backplane.onGap(() => {
-      for (const client of Object.values((this.aedes as unknown as { clients: Record<string, Client> }).clients)) client.close();
+      for (const client of this.clients()) client.close();
     });
     // The broker answered a CONNECT: the guard lets the client's other packets through only after a successful one.
     this.aedes.on('connackSent', (connack, client) => guardOf(client.conn)?.admit(connack.returnCode === 0));
@@ -113,14 +113,25 @@ export class MqttBroker {
     this.aedes.handle(guarded);
   }
 
+  /** The clients connected now. */
+  private clients(): Client[] {
+    return Object.values((this.aedes as unknown as { clients: Record<string, Client> }).clients);
+  }
+
   get listening(): boolean {
     return this.listeners.length > 0 && this.listeners.every((l) => l.listening);
   }
 
-  async close(): Promise<void> {
+  /**
+   * Stops listening and ends every connection, then waits for `beforeClosing` while the broker can still publish (the
+   * presence changes of those connections), then closes the broker.
+   */
+  async close(beforeClosing?: () => Promise<void>): Promise<void> {
     const listeners = this.listeners;
     this.listeners = [];
     const closed = Promise.all(listeners.map((l) => l.close()));
+    await Promise.all(this.clients().map((client) => new Promise<void>((resolve) => client.close(() => resolve()))));
+    await beforeClosing?.();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
     await closed;
   }

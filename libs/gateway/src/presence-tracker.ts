@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
+import { withDeadline } from '#libs/health';
 import type { ConnectionRef, PresenceApi } from '#libs/presence';
 import { topics, type PresenceEvent } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
@@ -16,6 +17,8 @@ export class PresenceTracker {
   private counter = 0;
   /** Each connection's ref and the promise of its `connected` report, which its `disconnected` report waits for. */
   private readonly live = new WeakMap<Client, { ref: ConnectionRef; reported: Promise<unknown> }>();
+  /** Reports not finished yet; shutdown waits for them, so the connections the closing broker ends are recorded as gone. */
+  private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
     private readonly aedes: Aedes,
@@ -54,7 +57,7 @@ export class PresenceTracker {
     const principal = this.policy.principalOf(client);
     if (principal?.kind !== 'user') return;
     const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
-    const reported = this.recovered.then(() => this.report(() => this.presence.connected(ref)));
+    const reported = this.track(this.recovered.then(() => this.report(() => this.presence.connected(ref))));
     this.live.set(client, { ref, reported });
   }
 
@@ -62,7 +65,25 @@ export class PresenceTracker {
     const entry = this.live.get(client);
     if (!entry) return;
     this.live.delete(client);
-    void entry.reported.then(() => this.report(() => this.presence.disconnected(entry.ref)));
+    void this.track(entry.reported.then(() => this.report(() => this.presence.disconnected(entry.ref))));
+  }
+
+  /**
+   * Waits, at most `ms`, for the reports under way: called at shutdown once every connection has ended, while the
+   * broker can still publish and before the stores close, so that a clean stop records its users as offline.
+   */
+  async settle(ms: number): Promise<void> {
+    try {
+      await withDeadline(Promise.all(this.inFlight), ms);
+    } catch (e) {
+      this.logger.warn({ event: 'presence_reports_unfinished', count: this.inFlight.size, error: String(e) });
+    }
+  }
+
+  private track(report: Promise<void>): Promise<void> {
+    this.inFlight.add(report);
+    void report.finally(() => this.inFlight.delete(report));
+    return report;
   }
 
   private async report(call: () => Promise<PresenceEvent | null>): Promise<void> {
