@@ -7,7 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent } from '#libs/protocol';
 import { CliProcess, runCli } from '../support/cli.js';
-import { REPO_ROOT } from '../support/parley-server.js';
+import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
@@ -369,5 +369,61 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     } finally {
       await Promise.all([alice.stop('eof'), bob.stop('eof')]);
     }
+  }, 90_000);
+});
+
+/** File chunks are many requests for one file: they draw on a byte budget of their own, not on the request rate. */
+describe('file transfers under tight request limits', () => {
+  const SMALL_CHUNK = 4096;
+  let server: ParleyServer;
+  let work: string;
+  const users = new TestUsers(() => [server.mqttUrl], 'file transfer password');
+
+  beforeAll(async () => {
+    server = await startParley({
+      env: {
+        PARLEY_CONNECTION_RATE: '1',
+        PARLEY_CONNECTION_BURST: '30',
+        PARLEY_USER_RATE: '1',
+        PARLEY_USER_BURST: '30',
+        PARLEY_FILE_CHUNK_BYTES: String(SMALL_CHUNK),
+        // 200 chunks a second after a burst of 50.
+        PARLEY_TRANSFER_RATE: String(200 * SMALL_CHUNK),
+        PARLEY_TRANSFER_BURST: String(50 * SMALL_CHUNK),
+      },
+    });
+    work = mkdtempSync(join(tmpdir(), 'parley-files-limits-'));
+  });
+  afterEach(() => users.closeAll());
+  afterAll(async () => {
+    await server?.dispose();
+    if (work) rmSync(work, { recursive: true, force: true });
+  });
+
+  const cli = (user: string, args: string[]) =>
+    runCli(args, { PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password }, { timeoutMs: 60_000 });
+
+  it('moves a file of ten times more chunks than the request burst, holding chunks over the byte budget back instead of refusing them', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const data = randomBytes(300 * SMALL_CHUNK - 123);
+    const path = join(mkdtempSync(join(work, 'd-')), 'many-chunks.bin');
+    writeFileSync(path, data);
+
+    const sent = await cli(a, ['--json', 'file', 'send', b, path]);
+    expect(sent.code, sent.stderr).toBe(0);
+    const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    expect(offer).toMatchObject({ chunks: 300, uploaded: 300 });
+
+    const into = mkdtempSync(join(work, 'in-'));
+    const got = await cli(b, ['file', 'accept', offer.id, '--to', into]);
+    expect(got.code, got.stderr).toBe(0);
+    expect(readFileSync(join(into, 'many-chunks.bin')).equals(data)).toBe(true);
+
+    // Other requests are still held to the request rate: a burst of sends past its size is refused in part.
+    const alice = await users.login(a);
+    const replies = await Promise.all(Array.from({ length: 40 }, (_, i) => alice.request({ op: 'send', to: b, text: `flood ${i}` })));
+    const refused = replies.filter((r) => !r.ok && r.error.code === 'rate_limited').length;
+    expect(refused).toBeGreaterThan(0);
+    expect(replies.filter((r) => r.ok).length).toBeGreaterThan(0);
   }, 90_000);
 });

@@ -32,6 +32,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ PARLEY_FILE_OFFER_TTL_MS: '0' })).toThrow(/PARLEY_FILE_OFFER_TTL_MS/);
   });
 
+  it('moves a 100 MiB file in one transfer burst by default, and refuses a transfer budget smaller than one chunk', () => {
+    expect(loadConfig({}).PARLEY_TRANSFER_BURST).toBeGreaterThanOrEqual(100 * 1024 * 1024);
+    expect(() => loadConfig({ PARLEY_TRANSFER_RATE: '1000' })).toThrow(/PARLEY_TRANSFER_RATE.*PARLEY_FILE_CHUNK_BYTES/);
+    expect(() => loadConfig({ PARLEY_FILE_CHUNK_BYTES: '4096', PARLEY_TRANSFER_BURST: '4095' })).toThrow(/PARLEY_TRANSFER_BURST/);
+  });
+
   it('runs file-offer remotely when asked', () => {
     expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_REMOTE_SERVICES: 'group,file-offer' }).PARLEY_REMOTE_SERVICES).toEqual(['group', 'file-offer']);
     expect(() => loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_REMOTE_SERVICES: 'files' })).toThrow(/file-offer/);

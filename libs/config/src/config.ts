@@ -109,6 +109,9 @@ export const ConfigSchema = z.object({
   /** Requests per second (average) one user may make over all its connections to a gateway, and its burst. */
   PARLEY_USER_RATE: positiveInt('PARLEY_USER_RATE', 100, 1_000_000),
   PARLEY_USER_BURST: positiveInt('PARLEY_USER_BURST', 2000, 1_000_000),
+  /** File chunks up and down, in bytes per second (average) one user may move over all its connections to a gateway, and its burst; counted apart from requests. */
+  PARLEY_TRANSFER_RATE: positiveInt('PARLEY_TRANSFER_RATE', 32 * 1024 * 1024, 1024 * 1024 * 1024 * 1024),
+  PARLEY_TRANSFER_BURST: positiveInt('PARLEY_TRANSFER_BURST', 128 * 1024 * 1024, 1024 * 1024 * 1024 * 1024),
   /** Requests (registrations: anonymous connections may do nothing else) per minute from one address. */
   PARLEY_REGISTRATIONS_PER_MINUTE: positiveInt('PARLEY_REGISTRATIONS_PER_MINUTE', 10, 1_000_000),
   /** Failed logins from one address within PARLEY_LOGIN_WINDOW_MS that lock it out for PARLEY_LOGIN_LOCKOUT_MS. */
@@ -164,6 +167,11 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   if (chunkRequestBytes > result.data.PARLEY_MAX_REQUEST_BYTES) {
     throw new ConfigError(
       `invalid configuration: a file chunk of PARLEY_FILE_CHUNK_BYTES (${result.data.PARLEY_FILE_CHUNK_BYTES}) needs requests of ${chunkRequestBytes} bytes; raise PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) or lower the chunk size`,
+    );
+  }
+  if (result.data.PARLEY_TRANSFER_RATE < result.data.PARLEY_FILE_CHUNK_BYTES || result.data.PARLEY_TRANSFER_BURST < result.data.PARLEY_FILE_CHUNK_BYTES) {
+    throw new ConfigError(
+      `invalid configuration: PARLEY_TRANSFER_RATE (${result.data.PARLEY_TRANSFER_RATE}) and PARLEY_TRANSFER_BURST (${result.data.PARLEY_TRANSFER_BURST}) must each be at least one chunk, PARLEY_FILE_CHUNK_BYTES (${result.data.PARLEY_FILE_CHUNK_BYTES})`,
     );
   }
   const tlsPorts = (['PARLEY_MQTTS_PORT', 'PARLEY_WSS_PORT'] as const).filter((k) => result.data[k] !== undefined);

@@ -38,6 +38,9 @@ function guardLimitsOf(config: ParleyConfig): GuardLimits {
  * domain modules themselves (standalone) or RPC clients to their apps
  * (distributed). Nothing here knows which.
  */
+/** Longest a file chunk is held back to keep its user within PARLEY_TRANSFER_RATE; one that would wait longer is refused. */
+const TRANSFER_MAX_WAIT_MS = 2000;
+
 /** How long a shutdown waits for the presence reports of the connections it ended. */
 const SHUTDOWN_REPORTS_MS = 3000;
 
@@ -104,11 +107,17 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               metrics,
               {
                 maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
-                rate: new RequestLimiter(
-                  { perSecond: config.PARLEY_CONNECTION_RATE, burst: config.PARLEY_CONNECTION_BURST },
-                  { perSecond: config.PARLEY_USER_RATE, burst: config.PARLEY_USER_BURST },
-                  { perSecond: config.PARLEY_REGISTRATIONS_PER_MINUTE / 60, burst: config.PARLEY_REGISTRATIONS_PER_MINUTE },
-                ),
+                rate: new RequestLimiter({
+                  perConnection: { perSecond: config.PARLEY_CONNECTION_RATE, burst: config.PARLEY_CONNECTION_BURST },
+                  perUser: { perSecond: config.PARLEY_USER_RATE, burst: config.PARLEY_USER_BURST },
+                  perAnonymousAddress: { perSecond: config.PARLEY_REGISTRATIONS_PER_MINUTE / 60, burst: config.PARLEY_REGISTRATIONS_PER_MINUTE },
+                  transfer: {
+                    perSecond: config.PARLEY_TRANSFER_RATE,
+                    burst: config.PARLEY_TRANSFER_BURST,
+                    requestBytes: config.PARLEY_FILE_CHUNK_BYTES,
+                    maxWaitMs: TRANSFER_MAX_WAIT_MS,
+                  },
+                }),
               },
               files,
             );

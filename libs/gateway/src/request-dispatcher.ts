@@ -59,6 +59,9 @@ interface QueueTail {
 
 const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
 
+/** Requests that move file bytes: limited by the transfer budget, not the request rate. */
+const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
+
 /** Sends of one connection in flight at once, at most. */
 const MAX_PIPELINED = 32;
 
@@ -98,16 +101,27 @@ export class RequestDispatcher {
   /** Queues a request from one connection. Never throws and never rejects. */
   enqueue(connection: object, principal: Principal, payload: Buffer): void {
     this.metrics.requestsInProgress.inc();
-    // Counted as it arrives, so a flood is refused before it costs more than a reply.
-    const address = guardOf((connection as { conn?: unknown }).conn)?.remoteAddress;
-    const allowed = this.limits.rate?.take(connection, principal.kind === 'user' ? principal.user : null, address) ?? true;
     const parsed = parseRequest(payload, this.limits.maxRequestBytes);
+    // Counted as it arrives, so a flood is refused before it costs more than a reply. A file chunk draws on the user's
+    // transfer budget instead, and over it is held back (in its place in the queue) rather than refused.
+    const address = guardOf((connection as { conn?: unknown }).conn)?.remoteAddress;
+    const user = principal.kind === 'user' ? principal.user : null;
+    const rate = this.limits.rate;
+    const holdMs = !rate
+      ? 0
+      : user !== null && parsed.ok && TRANSFER_OPS.has(parsed.request.op)
+        ? rate.takeTransfer(connection, user, address)
+        : rate.take(connection, user, address)
+          ? 0
+          : null;
+    const allowed = holdMs !== null;
     const tail = this.queues.get(connection) ?? IDLE;
     const issued = deferred();
     const handedOver = deferred();
     // A burst is pipelined a window at a time: more in flight only floods the broker with deliveries at once.
     const pipelined = allowed && parsed.ok && parsed.request.op === 'send' && tail.depth < MAX_PIPELINED;
-    void (pipelined ? tail.issued : tail.handedOver)
+    const ready = pipelined ? tail.issued : tail.handedOver;
+    void (holdMs ? ready.then(() => new Promise((resolve) => setTimeout(resolve, holdMs))) : ready)
       .then(() => this.handle(principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
       .catch((e: unknown) => this.logger.error({ event: 'request_crashed', error: String(e) }))
       .finally(() => {

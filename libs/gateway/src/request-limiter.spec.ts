@@ -4,7 +4,7 @@ import { RequestLimiter } from './request-limiter.js';
 describe('RequestLimiter', () => {
   it('allows a burst, then the average rate, per connection', () => {
     let now = 0;
-    const limiter = new RequestLimiter({ perSecond: 2, burst: 3 }, { perSecond: 100, burst: 100 }, undefined, () => now);
+    const limiter = new RequestLimiter({ perConnection: { perSecond: 2, burst: 3 }, perUser: { perSecond: 100, burst: 100 }, now: () => now });
     const conn = {};
     expect([1, 2, 3, 4].map(() => limiter.take(conn, 'alice'))).toEqual([true, true, true, false]);
     now += 500;
@@ -15,11 +15,42 @@ describe('RequestLimiter', () => {
   });
 
   it('shares one budget among all connections of a user, and none with other users', () => {
-    const limiter = new RequestLimiter({ perSecond: 100, burst: 100 }, { perSecond: 1, burst: 2 }, { perSecond: 1, burst: 1 }, () => 0);
+    const limiter = new RequestLimiter({
+      perConnection: { perSecond: 100, burst: 100 },
+      perUser: { perSecond: 1, burst: 2 },
+      perAnonymousAddress: { perSecond: 1, burst: 1 },
+      now: () => 0,
+    });
     const [a, b] = [{}, {}];
     expect([limiter.take(a, 'alice'), limiter.take(b, 'alice'), limiter.take(a, 'alice')]).toEqual([true, true, false]);
     expect(limiter.take({}, 'bob')).toBe(true);
     // Anonymous connections share one budget per address.
     expect([limiter.take({}, null, '192.0.2.1'), limiter.take({}, null, '::ffff:192.0.2.1'), limiter.take({}, null, '192.0.2.2')]).toEqual([true, false, true]);
+  });
+
+  it('counts file chunks in bytes apart from requests: over the budget they wait, and past the longest wait they are refused', () => {
+    let now = 0;
+    const limiter = new RequestLimiter({
+      perConnection: { perSecond: 1, burst: 1 },
+      perUser: { perSecond: 1, burst: 1 },
+      // 100 bytes a second, a burst of 300, chunks of 100, held back at most 1.5 s.
+      transfer: { perSecond: 100, burst: 300, requestBytes: 100, maxWaitMs: 1500 },
+      now: () => now,
+    });
+    const conn = {};
+    expect(limiter.take(conn, 'alice')).toBe(true);
+    expect(limiter.take(conn, 'alice')).toBe(false);
+    // The request budget is spent; chunks still go: three at once, then each a second later than the one before.
+    expect([1, 2, 3, 4, 5].map(() => limiter.takeTransfer(conn, 'alice'))).toEqual([0, 0, 0, 1000, null]);
+    now += 1000;
+    expect(limiter.takeTransfer(conn, 'alice')).toBe(1000);
+    // Another user's budget is untouched.
+    expect(limiter.takeTransfer({}, 'bob')).toBe(0);
+  });
+
+  it('counts file chunks as requests when there is no transfer budget', () => {
+    const limiter = new RequestLimiter({ perConnection: { perSecond: 1, burst: 2 }, perUser: { perSecond: 100, burst: 100 }, now: () => 0 });
+    const conn = {};
+    expect([limiter.takeTransfer(conn, 'alice'), limiter.take(conn, 'alice'), limiter.takeTransfer(conn, 'alice')]).toEqual([0, true, null]);
   });
 });

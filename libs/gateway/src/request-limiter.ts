@@ -7,6 +7,25 @@ export interface RateLimit {
   burst: number;
 }
 
+/** File transfer budget of one user: bytes per second and a burst, in bytes. */
+export interface TransferLimit extends RateLimit {
+  /** What one transfer request (a chunk up or down) counts for, in bytes. */
+  requestBytes: number;
+  /** Longest a transfer request may be held back to stay within the budget; one that would wait longer is refused. */
+  maxWaitMs: number;
+}
+
+export interface LimiterOptions {
+  perConnection: RateLimit;
+  /** All of a user's connections on this gateway together. */
+  perUser: RateLimit;
+  /** Anonymous connections of one address together; `perUser` when absent. */
+  perAnonymousAddress?: RateLimit;
+  /** File chunks, up and down; counted apart from requests. None when absent (they count as requests then). */
+  transfer?: TransferLimit;
+  now?: () => number;
+}
+
 /** A token bucket: `burst` tokens, refilled at `perSecond`. */
 class TokenBucket {
   private tokens: number;
@@ -21,15 +40,32 @@ class TokenBucket {
   }
 
   take(now: number): boolean {
-    this.tokens = Math.min(this.limit.burst, this.tokens + ((now - this.at) / 1000) * this.limit.perSecond);
-    this.at = now;
+    this.refill(now);
     if (this.tokens < 1) return false;
     this.tokens -= 1;
     return true;
   }
 
+  /**
+   * Takes `cost` tokens now or on credit: resolves to how long (ms) until the bucket has covered them, 0 when it has
+   * them already, or null (taking nothing) when that would be longer than `maxWaitMs`.
+   */
+  reserve(now: number, cost: number, maxWaitMs: number): number | null {
+    this.refill(now);
+    const left = this.tokens - cost;
+    const waitMs = left >= 0 ? 0 : (-left / this.limit.perSecond) * 1000;
+    if (waitMs > maxWaitMs) return null;
+    this.tokens = left;
+    return waitMs;
+  }
+
   full(now: number): boolean {
     return this.tokens + ((now - this.at) / 1000) * this.limit.perSecond >= this.limit.burst;
+  }
+
+  private refill(now: number): void {
+    this.tokens = Math.min(this.limit.burst, this.tokens + ((now - this.at) / 1000) * this.limit.perSecond);
+    this.at = now;
   }
 }
 
@@ -39,38 +75,56 @@ class TokenBucket {
  * may only register (a password hash each), share one bucket per address. A
  * request over any limit is answered `rate_limited` and does nothing; other
  * users' buckets are untouched.
+ *
+ * File chunks (uploads and downloads) are many small requests that move one
+ * file; they draw on a per-user byte budget instead, and one over it is held
+ * back until the budget covers it (so a pipelined upload keeps its order and
+ * just slows down), or refused when that would take longer than `maxWaitMs`.
  */
 export class RequestLimiter {
   private readonly connections = new WeakMap<object, TokenBucket>();
   private readonly users = new Map<string, TokenBucket>();
+  private readonly transfers = new Map<string, TokenBucket>();
   private lastSweep = 0;
+  private readonly now: () => number;
 
-  constructor(
-    private readonly perConnection: RateLimit,
-    private readonly perUser: RateLimit,
-    private readonly perAnonymousAddress: RateLimit = perUser,
-    private readonly now: () => number = Date.now,
-  ) {}
+  constructor(private readonly opts: LimiterOptions) {
+    this.now = opts.now ?? Date.now;
+  }
 
   /** True when the request may run; takes one token from each bucket. `user` null: an anonymous connection from `address`. */
   take(connection: object, user: string | null, address = 'unknown'): boolean {
     const now = this.now();
     this.sweep(now);
     let conn = this.connections.get(connection);
-    if (!conn) this.connections.set(connection, (conn = new TokenBucket(this.perConnection, now)));
+    if (!conn) this.connections.set(connection, (conn = new TokenBucket(this.opts.perConnection, now)));
     // User names never contain '@', so the two kinds of key cannot meet.
     const key = user ?? `anonymous@${addressKey(address)}`;
     let bucket = this.users.get(key);
-    if (!bucket) this.users.set(key, (bucket = new TokenBucket(user === null ? this.perAnonymousAddress : this.perUser, now)));
+    if (!bucket) this.users.set(key, (bucket = new TokenBucket(user === null ? (this.opts.perAnonymousAddress ?? this.opts.perUser) : this.opts.perUser, now)));
     // Both must allow it.
     if (!bucket.take(now)) return false;
     return conn.take(now);
+  }
+
+  /**
+   * For a file transfer request of a logged-in user: how long (ms) to hold it back, 0 for not at all, or null to refuse
+   * it. Without a transfer budget it counts as an ordinary request.
+   */
+  takeTransfer(connection: object, user: string, address?: string): number | null {
+    const limit = this.opts.transfer;
+    if (!limit) return this.take(connection, user, address) ? 0 : null;
+    const now = this.now();
+    this.sweep(now);
+    let bucket = this.transfers.get(user);
+    if (!bucket) this.transfers.set(user, (bucket = new TokenBucket(limit, now)));
+    return bucket.reserve(now, limit.requestBytes, limit.maxWaitMs);
   }
 
   /** Full buckets carry no state worth keeping. */
   private sweep(now: number): void {
     if (now - this.lastSweep < 60_000) return;
     this.lastSweep = now;
-    for (const [user, bucket] of this.users) if (bucket.full(now)) this.users.delete(user);
+    for (const buckets of [this.users, this.transfers]) for (const [key, bucket] of buckets) if (bucket.full(now)) buckets.delete(key);
   }
 }
