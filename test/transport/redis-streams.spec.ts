@@ -78,6 +78,17 @@ describe('RPC over Redis Streams', () => {
     expect(calls).toEqual([7]);
   });
 
+  it('runs calls side by side: one that never finishes holds up no other', async () => {
+    prefix = `r${randomBytes(3).toString('hex')}:`;
+    const calls: number[] = [];
+    await serve(calls);
+    const counter = connect(2000);
+    const stuck = counter.hang();
+    stuck.catch(() => undefined);
+    expect(await Promise.all([counter.add(1), counter.add(2)])).toEqual([2, 3]);
+    await expect(stuck).rejects.toMatchObject({ code: 'unavailable' });
+  });
+
   it('runs each call once across replicas', async () => {
     prefix = `r${randomBytes(3).toString('hex')}:`;
     const a: number[] = [];

@@ -25,6 +25,14 @@ export interface RedisStreamsServerOptions {
 type Entry = [id: string, fields: string[]];
 
 /**
+ * Calls of one service that one process runs at once, at most; the rest wait in the stream for a free place (or for
+ * another replica). Calls run concurrently here just as they do across replicas: callers that need an order keep it
+ * themselves (a connection's requests are answered one after the other; presence reports a connection's end only after
+ * its start). One slow or stuck call therefore holds up only itself.
+ */
+const MAX_IN_FLIGHT = 64;
+
+/**
  * A Nest transport on Redis Streams, for calls that must not be lost and must
  * run once however many replicas a service has: each service's calls are one
  * stream, consumed by a consumer group named after the service, so each call
@@ -42,6 +50,8 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
   private running = false;
   private readonly consumer = `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   private loops: Promise<void>[] = [];
+  /** The calls running now, per service. */
+  private readonly inFlight = new Map<string, Set<Promise<void>>>();
   private readonly opts: Required<Omit<RedisStreamsServerOptions, 'observe'>> & Pick<RedisStreamsServerOptions, 'observe'>;
 
   constructor(opts: RedisStreamsServerOptions) {
@@ -86,6 +96,9 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     // Each blocking read returns within blockMs; then the connections go. A command waiting for a Redis that
     // is away would wait forever (reads retry without limit), so the wait is bounded too.
     await withDeadline(Promise.allSettled(this.loops), this.opts.blockMs + 1000).catch(() => undefined);
+    // Calls under way finish and are acknowledged if they can; one still running after that is claimed by another replica.
+    const running = [...this.inFlight.values()].flatMap((calls) => [...calls]);
+    await withDeadline(Promise.allSettled(running), this.opts.blockMs + 1000).catch(() => undefined);
     // Leaving the consumer groups is a courtesy (a dead consumer's calls are claimed anyway): it must not hold the stop while Redis is away.
     if (this.writer?.status === 'ready') await this.leaveGroups();
     await Promise.all([...this.readers, ...(this.writer ? [this.writer] : [])].map((r) => quitRedis(r)));
@@ -169,13 +182,33 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     return r;
   }
 
+  /** The calls of a service running now. */
+  private callsOf(service: string): Set<Promise<void>> {
+    let calls = this.inFlight.get(service);
+    if (!calls) this.inFlight.set(service, (calls = new Set()));
+    return calls;
+  }
+
+  /** Starts a call without waiting for it; it leaves `calls` when done. */
+  private start(calls: Set<Promise<void>>, stream: string, service: string, entry: Entry): void {
+    const call = this.handle(stream, service, entry).catch((e: unknown) => {
+      this.logger.error(`rpc ${service}: ${String(e)}`);
+    });
+    calls.add(call);
+    void call.finally(() => calls.delete(call));
+  }
+
   private async readLoop(service: string, reader: Redis): Promise<void> {
     const stream = rpcKeys.stream(this.opts.prefix, service);
+    const calls = this.callsOf(service);
     while (this.running) {
       try {
-        const res = (await reader.xreadgroup('GROUP', service, this.consumer, 'COUNT', 100, 'BLOCK', this.opts.blockMs, 'STREAMS', stream, '>')) as
+        while (calls.size >= MAX_IN_FLIGHT) await Promise.race(calls);
+        if (!this.running) return;
+        const room = MAX_IN_FLIGHT - calls.size;
+        const res = (await reader.xreadgroup('GROUP', service, this.consumer, 'COUNT', room, 'BLOCK', this.opts.blockMs, 'STREAMS', stream, '>')) as
           [string, Entry[]][] | null;
-        for (const [, entries] of res ?? []) for (const entry of entries) await this.handle(stream, service, entry);
+        for (const [, entries] of res ?? []) for (const entry of entries) this.start(calls, stream, service, entry);
       } catch (e) {
         if (!this.running) return;
         // The group is gone after a Redis restart without persistence: make it again.
@@ -190,17 +223,13 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
       await this.pause(Math.max(200, this.opts.claimIdleMs / 2));
       for (const service of services) {
         if (!this.running) return;
+        const calls = this.callsOf(service);
+        const room = MAX_IN_FLIGHT - calls.size;
+        if (room <= 0) continue;
         try {
-          const [, entries] = (await this.writer!.xautoclaim(
-            rpcKeys.stream(this.opts.prefix, service),
-            service,
-            this.consumer,
-            this.opts.claimIdleMs,
-            '0-0',
-            'COUNT',
-            100,
-          )) as [string, Entry[]];
-          for (const entry of entries) await this.handle(rpcKeys.stream(this.opts.prefix, service), service, entry);
+          const stream = rpcKeys.stream(this.opts.prefix, service);
+          const [, entries] = (await this.writer!.xautoclaim(stream, service, this.consumer, this.opts.claimIdleMs, '0-0', 'COUNT', room)) as [string, Entry[]];
+          for (const entry of entries) this.start(calls, stream, service, entry);
         } catch {
           // Redis away: try again next round.
         }
