@@ -11,6 +11,8 @@ export interface Endpoint {
   url: string;
   protocol: Protocol;
   password: string;
+  /** A bare broker whose every connection is a persistent session (clean=false), so it keeps each QoS 1 message until acknowledged. */
+  persistentSessions?: boolean;
 }
 
 /** What a generator sees of one message: arrived at a recipient, or acknowledged to its sender. */
@@ -69,9 +71,10 @@ export class LoadClient {
       c.onSynced = undefined;
       return c;
     }
+    const session = opts.session ?? ep.persistentSessions ?? false;
     const client = await connectClient(ep.url, {
-      clientId: opts.session ? `bench-${user}` : `${user}-${nonce}`,
-      clean: !opts.session,
+      clientId: session ? `bench-${user}` : `${user}-${nonce}`,
+      clean: !session,
       connectTimeout: CONNECT_TIMEOUT_MS,
     });
     await client.subscribeAsync([`bench/${user}/inbox`, ...(opts.groups ?? []).map((g) => `bench/group/${g}`)], { qos: 1 });

@@ -15,7 +15,7 @@ import { REPO_ROOT } from '../test/support/parley-server.js';
 import { LoadClient, openAll, type Endpoint } from './load-client.js';
 import { buildReport, renderMarkdown, renderTerminal, type BenchRecord } from './report.js';
 import { FULL, QUICK, RUNNERS, SCENARIOS, castFor, usersFor, type BenchSettings, type Cast, type RunResult, type ScenarioName } from './scenarios.js';
-import { TARGETS, mosquittoInstalled, startTarget, type Target, type TargetName } from './targets.js';
+import { TARGET_SCENARIOS, TARGETS, mosquittoInstalled, startTarget, type Target, type TargetName } from './targets.js';
 
 const BENCH_DIR = import.meta.dirname;
 const PASSWORD = 'bench password 1';
@@ -123,7 +123,12 @@ async function main(): Promise<void> {
     for (const name of opts.targets) {
       log(`starting ${name}`);
       const target = await startTarget(name, BENCH_DIR, opts.profile);
-      const endpoint: Endpoint = { url: target.url, protocol: target.protocol, password: PASSWORD };
+      const endpoint: Endpoint = {
+        url: target.url,
+        protocol: target.protocol,
+        password: PASSWORD,
+        ...(target.persistentSessions ? { persistentSessions: true } : {}),
+      };
       targets.push({ target, endpoint, group: '' });
       targets[targets.length - 1]!.group = await prepareTarget(target, endpoint, cast, opts.scenarios);
     }
@@ -133,6 +138,7 @@ async function main(): Promise<void> {
         const order = targets.map((_, i) => targets[(i + rep) % targets.length]!);
         for (const { target, endpoint, group } of order) {
           if (interrupted) return;
+          if (!(TARGET_SCENARIOS[target.name] ?? [scenario]).includes(scenario)) continue;
           const death = target.death();
           if (death !== undefined) {
             records.push({ scenario, target: target.name, rep, failed: `the server is gone: it ${death.split('\n')[0]}` });

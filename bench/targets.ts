@@ -9,7 +9,7 @@ import { freePort, startRedis, type RedisServer } from '../test/support/redis-se
 import type { Protocol } from './load-client.js';
 
 /** Everything the bench measures, each in its own process(es) on loopback. */
-export const TARGETS = ['parley', 'parley-redis', 'aedes', 'aedes-redis', 'mosquitto'] as const;
+export const TARGETS = ['parley', 'parley-redis', 'aedes', 'aedes-redis', 'aedes-redis-sessions', 'mosquitto'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export const TARGET_LABELS: Record<TargetName, string> = {
@@ -17,6 +17,7 @@ export const TARGET_LABELS: Record<TargetName, string> = {
   'parley-redis': 'Parley on Redis',
   aedes: 'bare Aedes (memory)',
   'aedes-redis': 'Aedes + persistence-redis + mqemitter-redis',
+  'aedes-redis-sessions': 'the same pair, persistent sessions (clean=false): it stores each QoS 1 message until acknowledged',
   mosquitto: 'Mosquitto',
 };
 
@@ -28,6 +29,8 @@ export interface Target {
   pid: number;
   /** Its Redis, when it has one (CPU reported too: the work moved there). */
   redisPid?: number;
+  /** Its clients connect with persistent sessions (clean=false). */
+  persistentSessions?: boolean;
   /** Why the server process is gone (its exit and last output lines), or undefined while it runs. */
   death(): string | undefined;
   stop(): Promise<void>;
@@ -39,6 +42,12 @@ function deathOf(child: ChildProcess, output: readonly string[] = []): string | 
 }
 
 const SERVER_START_MS = 30_000;
+
+/**
+ * Targets measured on some scenarios only. The stock Redis pair with persistent sessions is the durable counterpart of
+ * Parley on Redis (each message is written to Redis before it is acknowledged), which matters for 1:1 throughput.
+ */
+export const TARGET_SCENARIOS: Partial<Record<TargetName, readonly string[]>> = { 'aedes-redis-sessions': ['saturation'] };
 
 export function mosquittoInstalled(): boolean {
   return !spawnSync('mosquitto', ['-h'], { stdio: 'ignore' }).error;
@@ -55,7 +64,8 @@ export async function startTarget(name: TargetName, benchDir: string, profileDir
     }
     case 'aedes':
       return startBareAedes(name, benchDir);
-    case 'aedes-redis': {
+    case 'aedes-redis':
+    case 'aedes-redis-sessions': {
       const redis = await startRedis({ appendonly: true });
       return withRedis(redis, () => startBareAedes(name, benchDir, redis));
     }
@@ -152,6 +162,7 @@ async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisS
       url: `mqtt://127.0.0.1:${port}`,
       pid: child.pid!,
       ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
+      ...(name === 'aedes-redis-sessions' ? { persistentSessions: true } : {}),
       death: () => deathOf(child),
       stop: async () => {
         await terminate(child);
