@@ -5,10 +5,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { FileChunkResult, FileEvent, FileOffer, FileOfferResult, FilesEvent, InboxEvent } from '#libs/protocol';
+import { withDeadline } from '#libs/health';
+import { topics, type FileChunkResult, type FileEvent, type FileOffer, type FileOfferResult, type FilesEvent, type InboxEvent } from '#libs/protocol';
 import { CliProcess, runCli } from '../support/cli.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
-import { okResult, type MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
@@ -218,6 +219,55 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(readFileSync(join(into, 'resumed.bin')).equals(data)).toBe(true);
     expect(readdirSync(into)).toEqual(['resumed.bin']);
   }, 90_000);
+
+  it('sends a fetched chunk to the fetching connection only: not to the user\u2019s other devices, nor across the backplane', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const data = randomBytes(3 * CHUNK);
+    const alice = await users.login(a);
+    const { offer } = await rawOffer(alice, { to: b, name: 'direct.bin' }, data);
+    const fetching = await users.login(b);
+    const otherDevice = await users.login(b);
+    // With gateways over Redis, every packet one gateway publishes crosses this channel to all the others.
+    const marker = `after-fetch-${randomBytes(4).toString('hex')}`;
+    const backplane: Buffer[] = [];
+    let markerCrossed: () => void = () => undefined;
+    const crossed = new Promise<void>((resolve) => (markerCrossed = resolve));
+    const tap = redis?.duplicate();
+    if (tap) {
+      tap.on('messageBuffer', (_channel: Buffer, message: Buffer) => {
+        backplane.push(message);
+        if (message.includes(marker)) markerCrossed();
+      });
+      await tap.subscribe(`${topo.env.PARLEY_REDIS_PREFIX}broker:packets`);
+    }
+    try {
+      await okResult(fetching.request({ op: 'file.accept', offer: offer.id }));
+      const got: Buffer[] = [];
+      for (let i = 0; i < 3; i++)
+        got.push(Buffer.from((await okResult<{ data: string }>(fetching.request({ op: 'file.fetch', offer: offer.id, index: i }))).data, 'base64'));
+      expect(Buffer.concat(got).equals(data)).toBe(true);
+      // Any other reply still reaches every device, after what was published before it: once the other device has it,
+      // it would have had the chunks too, had they been published.
+      await okResult(fetching.request({ op: 'who', id: marker, user: a }));
+      await otherDevice.waitFor((e) => e.type === 'reply' && e.id === marker);
+      expect(otherDevice.events.filter((e) => e.type === 'reply' && e.op === 'file.fetch')).toEqual([]);
+      if (tap) {
+        await withDeadline(crossed, 10_000);
+        expect(Math.max(...backplane.map((m) => m.length))).toBeLessThan(CHUNK);
+      }
+      // A connection that only publishes (like mosquitto_pub) cannot take a reply itself: its chunk goes on the inbox.
+      const publishOnly = await connectClient(topo.server.mqttUrl, { username: b, password: users.password, clientId: `${b}/publish-only` });
+      try {
+        const id = `publish-only-${randomBytes(4).toString('hex')}`;
+        await publishOnly.publishAsync(topics.requests(b), JSON.stringify({ op: 'file.fetch', id, offer: offer.id, index: 1 }), { qos: 1 });
+        expect(await otherDevice.waitFor((e) => e.type === 'reply' && e.id === id)).toMatchObject({ ok: true, op: 'file.fetch' });
+      } finally {
+        await endClient(publishOnly);
+      }
+    } finally {
+      tap?.disconnect();
+    }
+  });
 
   it('refuses, changing nothing, a file over the limit, a name with ../, a chunk for someone else\u2019s transfer, a chunk out of range, corrupt data and what is over the quota', async () => {
     const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];

@@ -1,4 +1,4 @@
-import type { Aedes } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import type { InboxEvent } from '#libs/protocol';
 
 /**
@@ -11,6 +11,22 @@ export class InboxPublisher {
 
   publish(topic: string, event: InboxEvent): Promise<void> {
     return this.publishToAll([topic], event);
+  }
+
+  /**
+   * Sends an event on an inbox topic to one connection only, as a publish there would reach it, when that connection
+   * is subscribed to it. A connection that is not (it only publishes, like `mosquitto_pub`) gets nothing directly: the
+   * event is then published on the topic as usual, for the user's other connections.
+   */
+  publishTo(client: Client, topic: string, event: InboxEvent): Promise<void> {
+    const subscription = (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions[topic];
+    if (!subscription) return this.publish(topic, event);
+    if (client.closed) return Promise.resolve();
+    const payload = Buffer.from(JSON.stringify(event));
+    const qos = Math.min(1, subscription.qos) as 0 | 1;
+    return new Promise((resolve, reject) =>
+      client.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
+    );
   }
 
   /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */

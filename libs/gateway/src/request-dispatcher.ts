@@ -1,4 +1,5 @@
 import { Logger } from '@nestjs/common';
+import type { Client } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import type { GroupApi, GroupOutcome } from '#libs/group';
@@ -99,12 +100,12 @@ export class RequestDispatcher {
   ) {}
 
   /** Queues a request from one connection. Never throws and never rejects. */
-  enqueue(connection: object, principal: Principal, payload: Buffer): void {
+  enqueue(connection: Client, principal: Principal, payload: Buffer): void {
     this.metrics.requestsInProgress.inc();
     const parsed = parseRequest(payload, this.limits.maxRequestBytes);
     // Counted as it arrives, so a flood is refused before it costs more than a reply. A file chunk draws on the user's
     // transfer budget instead, and over it is held back (in its place in the queue) rather than refused.
-    const address = guardOf((connection as { conn?: unknown }).conn)?.remoteAddress;
+    const address = guardOf(connection.conn)?.remoteAddress;
     const user = principal.kind === 'user' ? principal.user : null;
     const rate = this.limits.rate;
     const holdMs = !rate
@@ -122,7 +123,7 @@ export class RequestDispatcher {
     const pipelined = allowed && parsed.ok && parsed.request.op === 'send' && tail.depth < MAX_PIPELINED;
     const ready = pipelined ? tail.issued : tail.handedOver;
     void (holdMs ? ready.then(() => new Promise((resolve) => setTimeout(resolve, holdMs))) : ready)
-      .then(() => this.handle(principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
+      .then(() => this.handle(connection, principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
       .catch((e: unknown) => this.logger.error({ event: 'request_crashed', error: String(e) }))
       .finally(() => {
         // Whatever happened, the next request may go.
@@ -135,7 +136,7 @@ export class RequestDispatcher {
   }
 
   /** Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited` and does nothing. */
-  private async handle(principal: Principal, parsed: ParsedRequest, allowed: boolean, turn: Turn): Promise<void> {
+  private async handle(connection: Client, principal: Principal, parsed: ParsedRequest, allowed: boolean, turn: Turn): Promise<void> {
     const started = process.hrtime.bigint();
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
@@ -158,7 +159,10 @@ export class RequestDispatcher {
     }
     turn.issued();
     await turn.previous;
-    const published = this.inbox.publish(inboxTopicOf(principal), reply);
+    // A file chunk (tens of KiB) goes to the connection that fetched it only: not to the user's other devices, and not
+    // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's devices.
+    const published =
+      op === 'file.fetch' ? this.inbox.publishTo(connection, inboxTopicOf(principal), reply) : this.inbox.publish(inboxTopicOf(principal), reply);
     turn.handedOver();
     try {
       await published;
