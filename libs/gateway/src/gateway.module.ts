@@ -32,18 +32,18 @@ function guardLimitsOf(config: ParleyConfig): GuardLimits {
   };
 }
 
-/**
- * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
- * and inbox sync. `services` provide PRESENCE_API, RECEIPTS_API, GROUP_API and FILE_OFFER_API: the
- * domain modules themselves (standalone) or RPC clients to their apps
- * (distributed). Nothing here knows which.
- */
 /** Longest a file chunk is held back to keep its user within PARLEY_TRANSFER_RATE; one that would wait longer is refused. */
 const TRANSFER_MAX_WAIT_MS = 2000;
 
 /** How long a shutdown waits for the presence reports of the connections it ended. */
 const SHUTDOWN_REPORTS_MS = 3000;
 
+/**
+ * The MQTT edge: broker, login and ACLs, request dispatch, presence tracking
+ * and inbox sync. `services` provide PRESENCE_API, RECEIPTS_API, GROUP_API and FILE_OFFER_API: the
+ * domain modules themselves (standalone) or RPC clients to their apps
+ * (distributed). Nothing here knows which.
+ */
 @Module({})
 export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutdown {
   static register(services: NonNullable<ModuleMetadata['imports']>): DynamicModule {

@@ -47,7 +47,7 @@ class TokenBucket {
   }
 
   /**
-   * Takes `cost` tokens now or on credit: resolves to how long (ms) until the bucket has covered them, 0 when it has
+   * Takes `cost` tokens now or on credit: returns how long (ms) until the bucket has covered them, 0 when it has
    * them already, or null (taking nothing) when that would be longer than `maxWaitMs`.
    */
   reserve(now: number, cost: number, maxWaitMs: number): number | null {
