@@ -39,7 +39,11 @@ const REQUESTS: [string, z.ZodType, string][] = [
   ['FileChunkRequest', P.FileChunkRequest, 'Upload chunk `index` (base64) of your offer; chunks go in order, each is acknowledged by its reply.'],
   ['FileAcceptRequest', P.FileAcceptRequest, 'Accept a file offered to you; then fetch its chunks.'],
   ['FileDeclineRequest', P.FileDeclineRequest, 'Decline a file offered to you; its data is deleted once no receiver needs it.'],
-  ['FileFetchRequest', P.FileFetchRequest, 'Fetch chunk `index` (base64) of a file you accepted.'],
+  [
+    'FileFetchRequest',
+    P.FileFetchRequest,
+    'Fetch chunk `index` (base64) of a file you accepted. Its reply goes to the fetching connection only, on its inbox topic (to the inbox as usual when that connection is not subscribed to it).',
+  ],
   ['FileReceivedRequest', P.FileReceivedRequest, 'Tell the server (and the sender) that you have the whole file and its SHA-256 checks out.'],
   ['FileListRequest', P.FileListRequest, 'The file offers you made, and those made to you that are still open.'],
 ];
