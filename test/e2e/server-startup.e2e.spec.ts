@@ -7,7 +7,7 @@ import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import type { WhoResult } from '#libs/protocol';
-import { MqttUser, registerUser } from '../support/mqtt-user.js';
+import { MqttUser, okResult, registerUser } from '../support/mqtt-user.js';
 
 /** Runs the server expecting it to refuse to start; returns its exit code and what it printed. */
 function runToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -125,10 +125,10 @@ describe('health, readiness and metrics over HTTP', () => {
       const again = await startParley({ dataDir: s.dataDir });
       try {
         const asker = await MqttUser.connect(again.mqttUrl, 'asker', 'password123');
-        const who = await asker.request({ op: 'who', user: 'leaver' });
+        const who = await okResult<WhoResult>(asker.request({ op: 'who', user: 'leaver' }));
         await asker.close();
-        expect(who).toMatchObject({ ok: true, result: { state: 'offline' } });
-        expect((who.result as WhoResult).lastSeen).toBeLessThanOrEqual(stoppedAt);
+        expect(who.state).toBe('offline');
+        expect(who.lastSeen).toBeLessThanOrEqual(stoppedAt);
       } finally {
         await again.dispose();
       }
