@@ -103,18 +103,7 @@ export class RequestDispatcher {
   enqueue(connection: Client, principal: Principal, payload: Buffer): void {
     this.metrics.requestsInProgress.inc();
     const parsed = parseRequest(payload, this.limits.maxRequestBytes);
-    // Counted as it arrives, so a flood is refused before it costs more than a reply. A file chunk draws on the user's
-    // transfer budget instead, and over it is held back (in its place in the queue) rather than refused.
-    const address = guardOf(connection.conn)?.remoteAddress;
-    const user = principal.kind === 'user' ? principal.user : null;
-    const rate = this.limits.rate;
-    const holdMs = !rate
-      ? 0
-      : user !== null && parsed.ok && TRANSFER_OPS.has(parsed.request.op)
-        ? rate.takeTransfer(connection, user, address)
-        : rate.take(connection, user, address)
-          ? 0
-          : null;
+    const holdMs = this.admit(connection, principal, parsed);
     const allowed = holdMs !== null;
     const tail = this.queues.get(connection) ?? IDLE;
     const issued = deferred();
@@ -133,6 +122,19 @@ export class RequestDispatcher {
       });
     const depth = pipelined ? tail.depth + 1 : 1;
     this.queues.set(connection, { issued: issued.promise, handedOver: handedOver.promise, depth });
+  }
+
+  /**
+   * Counts a request against the limits as it arrives, so a flood is refused before it costs more than a reply: how
+   * long (ms) to hold it back, 0 for not at all, or null to refuse it. A file chunk draws on the user's transfer budget
+   * instead of the request rate, and over it is held back (in its place in the queue) rather than refused.
+   */
+  private admit(connection: Client, principal: Principal, parsed: ParsedRequest): number | null {
+    const rate = this.limits.rate;
+    if (!rate) return 0;
+    const address = guardOf(connection.conn)?.remoteAddress;
+    if (principal.kind === 'user' && parsed.ok && TRANSFER_OPS.has(parsed.request.op)) return rate.takeTransfer(connection, principal.user, address);
+    return rate.take(connection, principal.kind === 'user' ? principal.user : null, address) ? 0 : null;
   }
 
   /** Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited` and does nothing. */

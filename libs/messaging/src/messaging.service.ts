@@ -72,9 +72,7 @@ export class MessagingService {
 
     const conv = directConversationId(cmd.from, cmd.to);
     // Index first: a crash between the two leaves an empty entry in the index, never a message the index does not know.
-    if (!this.indexed.has(`${cmd.from}\0${conv}`) || !this.indexed.has(`${cmd.to}\0${conv}`)) {
-      await Promise.all([this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)]);
-    }
+    await Promise.all([this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)]);
     const appended = this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
     issued?.();
     const { entry, duplicate } = await appended;

@@ -51,11 +51,8 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
     }
     const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
     const entry: LogEntry = { seq, ...input };
-    // Issued together, in one turn: one transaction (lmdb-js batches a turn's writes), committed in call order. The
-    // puts answer with their transaction's promise, so the last one's stands for all three.
-    const puts = [this.log.put([conv, seq], input), this.last.put(conv, seq)];
-    const written = this.idem.put([conv, input.from, input.id], seq);
-    for (const p of puts) if (p !== written) p.catch(() => undefined); // the same failure reaches the caller through `written`
+    // Issued together, in one turn: one transaction (lmdb-js batches a turn's writes), committed in call order.
+    const written = Promise.all([this.log.put([conv, seq], input), this.last.put(conv, seq), this.idem.put([conv, input.from, input.id], seq)]);
     const state = pending ?? { last: 0, count: 0, byId: new Map() };
     state.last = seq;
     state.count++;
@@ -65,7 +62,7 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       state.byId.delete(idKey);
       // Once nothing is in flight, the next seq comes from the committed `log-last` again. (A commit that failed leaves
       // its seqs unused; later appends issued while it was in flight keep theirs, so the log then has a gap there.)
-      if (--state.count === 0 && this.unsettled.get(conv) === state) this.unsettled.delete(conv);
+      if (--state.count === 0) this.unsettled.delete(conv);
     };
     return written.then(
       () => {
