@@ -101,6 +101,19 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     expect((await store.get('r1'))?.recipients).toEqual({ bob: 'accepted', cy: 'declined' });
   });
 
+  it('records which receivers\u2019 states the sender has seen, merged, durably, ignoring names that are not receivers', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = offersOf(backend);
+    await store.create(offer('s1'), LIMITS);
+    expect((await store.get('s1'))?.seen).toBeUndefined();
+    expect((await store.markSeen('s1', { bob: 'accepted', eve: 'declined' }))?.seen).toEqual({ bob: 'accepted' });
+    expect((await store.markSeen('s1', { cy: 'declined' }))?.seen).toEqual({ bob: 'accepted', cy: 'declined' });
+    expect((await store.markSeen('s1', { bob: 'received' }))?.seen).toEqual({ bob: 'received', cy: 'declined' });
+    expect(await store.markSeen('nope', { bob: 'accepted' })).toBeNull();
+    const again = offersOf(await reopen());
+    expect(await again.get('s1')).toEqual(offer('s1', { seen: { bob: 'received', cy: 'declined' } }));
+  });
+
   it('removes an offer from every list, and names what expires, soonest first', async () => {
     const { backend } = await fixture.open();
     const store = offersOf(backend);

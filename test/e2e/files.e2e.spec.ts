@@ -183,6 +183,57 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(listed.stdout).toContain(`${offer.id}  you → ${b}  for-later.bin (195.3 KiB)  ${b}: received`);
   });
 
+  it('tells the sender of each decision once: a later session shows only what happened since', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const env = { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: a, PARLEY_PASSWORD: users.password };
+    const alice = await users.login(a);
+    const { offer } = await rawOffer(alice, { to: b, name: 'seen.bin' }, randomBytes(100));
+    const bob = await users.login(b);
+    await okResult(bob.request({ op: 'file.accept', offer: offer.id }));
+    /** What the server says Alice has been shown, once it says it. */
+    const seenBecomes = (seen: FileOffer['seen']) =>
+      expect
+        .poll(async () => (await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.find((o) => o.id === offer.id)?.seen, {
+          timeout: 15_000,
+        })
+        .toEqual(seen);
+
+    const first = CliProcess.start(['listen'], env);
+    try {
+      await first.waitForLine(line(`* ${b} accepted seen.bin (100 B)`), 30_000);
+      await seenBecomes({ [b]: 'accepted' });
+    } finally {
+      await first.stop();
+    }
+
+    // While Alice is away, Bob downloads the file.
+    await okResult(bob.request({ op: 'file.fetch', offer: offer.id, index: 0 }));
+    await okResult(bob.request({ op: 'file.received', offer: offer.id }));
+
+    const second = CliProcess.start(['listen'], env);
+    try {
+      // Every live offer comes in one sync event: once the new state is shown, an old one would have been too.
+      await second.waitForLine(line(`* ${b} received seen.bin (100 B)`), 30_000);
+      expect(second.lines.filter((l) => l.includes('accepted'))).toEqual([]);
+      await seenBecomes({ [b]: 'received' });
+    } finally {
+      await second.stop();
+    }
+
+    // Away again: Bob declines another offer. The next session shows that, and nothing of the first offer.
+    const other = (await rawOffer(alice, { to: b, name: 'other.bin' }, randomBytes(10))).offer;
+    await okResult(bob.request({ op: 'file.decline', offer: other.id }));
+    const third = CliProcess.start(['listen'], env);
+    try {
+      await third.waitForLine(line(`* ${b} declined other.bin (10 B)`), 30_000);
+      expect(third.lines.filter((l) => l.includes('seen.bin'))).toEqual([]);
+    } finally {
+      await third.stop();
+    }
+    // Only the sender can say what it has seen.
+    expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+  });
+
   it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const data = randomBytes(40 * CHUNK + 99);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
-import { acceptFile, offeredText, offerFile } from './file-actions.js';
+import { acceptFile, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
@@ -62,7 +62,7 @@ export class ChatSession {
     this.printer.emit(null, { type: 'ready', user: me });
     this.printer.note(`logged in as ${me}; /help lists the commands`);
     if (this.tty) this.rl.prompt();
-    const notices = new FileNotices(me, { accept: '/accept', decline: '/decline' });
+    const notices = new FileNotices(me, { accept: '/accept', decline: '/decline' }, seenReporter(this.client));
     this.client.on('event', (e) => {
       if (e.type === 'file' || e.type === 'files') for (const line of notices.linesFor(e)) this.print(line, { ...e });
     });

@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { ChatSession } from './chat-session.js';
+import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer } from './output.js';
@@ -89,7 +90,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
         },
         'delivered',
       );
-      const notices = new FileNotices(me, { accept: 'parley file accept', decline: 'parley file decline' });
+      const notices = new FileNotices(me, { accept: 'parley file accept', decline: 'parley file decline' }, seenReporter(client));
       client.on('event', (e) => {
         if (e.type !== 'file' && e.type !== 'files') return;
         const lines = notices.linesFor(e);

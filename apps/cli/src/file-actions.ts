@@ -1,5 +1,5 @@
 import type { FileOffer } from '#libs/protocol';
-import { fileLabel } from './file-output.js';
+import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress } from './file-progress.js';
 import { downloadFile, uploadFile, type FileTarget } from './file-transfer.js';
 import type { Printer } from './output.js';
@@ -35,4 +35,12 @@ const DOWNLOAD_WINDOW = 8;
 export function offeredText(offer: FileOffer): string {
   const to = offer.group ? offer.group.name : Object.keys(offer.recipients).join(', ');
   return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
+}
+
+/**
+ * Reports shown decisions to the server in the background. Nothing waits on
+ * it: should it fail, the decision is shown once more in a later session.
+ */
+export function seenReporter(client: ParleyClient): SeenReporter {
+  return (offer, states) => void client.request('file.seen', { offer, states }).catch(() => undefined);
 }

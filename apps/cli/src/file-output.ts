@@ -1,4 +1,4 @@
-import type { FileEvent, FileOffer, FilesEvent } from '#libs/protocol';
+import type { FileEvent, FileOffer, FileRecipientState, FilesEvent } from '#libs/protocol';
 import { formatBytes } from './file-progress.js';
 
 /** `notes.txt (1.2 KiB)` */
@@ -33,9 +33,15 @@ export function offeredLine(offer: FileOffer, how: { accept: string; decline: st
   return `* ${offer.from}${via} offers ${fileLabel(offer)} — ${how.accept} ${offer.id} or ${how.decline} ${offer.id}`;
 }
 
+/** Tells the server which receivers' decisions on an offer of mine have been shown (`file.seen`). */
+export type SeenReporter = (offer: string, states: Record<string, FileRecipientState>) => void;
+
 /**
  * Turns file events and the `files` sync into lines, each once per session:
  * offers made to me (while I still have to decide) and decisions on mine.
+ * A decision is shown once, ever: the sync skips those the server says I
+ * have seen, and each one shown is reported as seen. An offer still waiting
+ * for my decision is shown again in each new session, as a reminder.
  */
 export class FileNotices {
   private readonly seen = new Set<string>();
@@ -43,24 +49,30 @@ export class FileNotices {
   constructor(
     private readonly me: string,
     private readonly how: { accept: string; decline: string },
+    private readonly report: SeenReporter = () => undefined,
   ) {}
 
   /** The lines to print for an event (none when it was printed before, or is my own doing). */
   linesFor(e: FileEvent | FilesEvent): string[] {
     if (e.type === 'files') return e.offers.flatMap((o) => this.offerLines(o));
     if (e.event === 'offered') return this.offerLines(e.offer);
-    if (e.user === this.me || e.offer.from !== this.me) return [];
-    return this.once(`${e.offer.id}:${e.user}:${e.event}`) ? [`* ${e.user} ${e.event} ${fileLabel(e.offer)}`] : [];
+    if (e.user === undefined || e.user === this.me || e.offer.from !== this.me) return [];
+    return this.decisionLines(e.offer, [[e.user, e.event]]);
   }
 
   private offerLines(offer: FileOffer): string[] {
     if (offer.from === this.me) {
-      return Object.entries(offer.recipients)
-        .filter(([u, s]) => s !== 'pending' && this.once(`${offer.id}:${u}:${s}`))
-        .map(([u, s]) => `* ${u} ${s} ${fileLabel(offer)}`);
+      const news = Object.entries(offer.recipients).filter(([u, s]) => s !== 'pending' && offer.seen?.[u] !== s);
+      return this.decisionLines(offer, news);
     }
     if (offer.recipients[this.me] !== 'pending' || !this.once(`${offer.id}:offered`)) return [];
     return [offeredLine(offer, this.how)];
+  }
+
+  private decisionLines(offer: FileOffer, decisions: [string, FileRecipientState][]): string[] {
+    const shown = decisions.filter(([u, s]) => this.once(`${offer.id}:${u}:${s}`));
+    if (shown.length > 0) this.report(offer.id, Object.fromEntries(shown));
+    return shown.map(([u, s]) => `* ${u} ${s} ${fileLabel(offer)}`);
   }
 
   private once(key: string): boolean {

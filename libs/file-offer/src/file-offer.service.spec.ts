@@ -80,6 +80,34 @@ describe('FileOfferService', () => {
     expect(await service.list('cy')).toEqual([]);
   });
 
+  it('records which decisions the sender has been shown, so the sync stops presenting them as news', async () => {
+    const { service } = setup();
+    const data = Buffer.from('0123456789');
+    const id = (await service.offer('ann', 'r1', { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] }, describe_(data))).result.offer.id;
+    await upload(service, id, data);
+    await service.accept('bob', id);
+    await service.decline('cy', id);
+    expect((await service.syncEvent('ann'))!.offers[0]!.seen).toBeUndefined();
+
+    // Only the sender may say so, and only of its receivers; a refusal changes nothing.
+    expect(await code(service.seen('bob', id, { bob: 'accepted' }))).toBe('unknown_file');
+    expect(await code(service.seen('ann', id, { dee: 'accepted' }))).toBe('bad_request');
+    expect(await code(service.seen('ann', 'fnope', { bob: 'accepted' }))).toBe('unknown_file');
+    expect((await service.syncEvent('ann'))!.offers[0]!.seen).toBeUndefined();
+
+    // A state the receiver has moved on from is not recorded: the newer one is still news.
+    const shown = await service.seen('ann', id, { bob: 'declined', cy: 'declined' });
+    expect(shown.notify).toBeNull();
+    expect(shown.result.offer.seen).toEqual({ cy: 'declined' });
+    await service.seen('ann', id, { bob: 'accepted' });
+    expect((await service.syncEvent('ann'))!.offers[0]!.seen).toEqual({ bob: 'accepted', cy: 'declined' });
+
+    await service.fetch('bob', id, 0);
+    await service.confirm('bob', id);
+    expect((await service.syncEvent('ann'))!.offers[0]).toMatchObject({ recipients: { bob: 'received' }, seen: { bob: 'accepted' } });
+    expect((await service.seen('ann', id, { bob: 'received' })).result.offer.seen).toEqual({ bob: 'received', cy: 'declined' });
+  });
+
   it('is idempotent by request id, so an interrupted upload resumes where it stopped', async () => {
     const { service } = setup();
     const data = Buffer.from('abcdefghij');

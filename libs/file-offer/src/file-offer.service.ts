@@ -192,6 +192,25 @@ export class FileOfferService {
     return this.decide(offer, user, 'received');
   }
 
+  /**
+   * The sender has been shown these receivers' states (its client prints a
+   * decision once, then says so), so the inbox sync stops presenting them as
+   * news. A state that is no longer the receiver's current one is ignored
+   * (the newer one is still news). Throws unknown_file (not the sender's
+   * offer) or bad_request (someone who is not a receiver), changing nothing.
+   */
+  async seen(user: string, offerId: string, states: Record<string, FileRecipientState>): Promise<FileOutcome<FileStateResult>> {
+    const offer = await this.live(offerId);
+    if (!offer || offer.from !== user) throw unknownFile(offerId);
+    const strangers = Object.keys(states).filter((u) => offer.recipients[u] === undefined);
+    if (strangers.length > 0) throw new DomainError('bad_request', `not a receiver of this offer: ${strangers.join(', ')}`);
+    const current = Object.entries(states).filter(([u, state]) => offer.recipients[u] === state && offer.seen?.[u] !== state);
+    if (current.length === 0) return { result: { offer: viewOf(offer) }, notify: null };
+    const after = await this.offers.markSeen(offerId, Object.fromEntries(current));
+    if (!after) throw unknownFile(offerId);
+    return { result: { offer: viewOf(after) }, notify: null };
+  }
+
   /** Offers the user made, and those made to it that it can still see (complete, not declined), oldest first. */
   async list(user: string): Promise<FileOffer[]> {
     const now = this.now();
@@ -300,7 +319,7 @@ function unknownFile(id: string): DomainError {
 }
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the file-offer app. */
-export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'list', 'syncEvent'] as const;
+export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'seen', 'list', 'syncEvent'] as const;
 export type FileOfferApi = Pick<FileOfferService, (typeof FILE_OFFER_API_METHODS)[number]>;
 export const FILE_OFFER_API = Symbol('FILE_OFFER_API');
 

@@ -27,6 +27,14 @@ export interface FileOfferStore {
   /** Sets one receiver's state. Resolves with the offer afterwards, or null (changing nothing) when there is no such offer or receiver. */
   setRecipient(id: string, user: string, state: FileRecipientState): Promise<StoredOffer | null>;
 
+  /**
+   * Records, for each receiver named, the state its sender has been shown
+   * (`seen`), merged into what was recorded before. Resolves with the offer
+   * afterwards, or null when there is no such offer. Names that are not
+   * receivers are ignored.
+   */
+  markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null>;
+
   /** Releases the offer from its sender's limits, once: later calls change nothing. The offer itself stays until removed. */
   close(id: string): Promise<void>;
 

@@ -227,6 +227,7 @@ export class RequestDispatcher {
       case 'file.fetch':
       case 'file.received':
       case 'file.list':
+      case 'file.seen':
         return { type: 'reply', id: req.id, op: req.op, ok: true, result: await this.files.execute(user, req) };
     }
   }

@@ -113,6 +113,19 @@ export const FileFetchRequest = z.strictObject({ op: z.literal('file.fetch'), id
 export const FileReceivedRequest = z.strictObject({ op: z.literal('file.received'), id: RequestId, offer: OfferId });
 /** The offers I made and the offers made to me that are still live. */
 export const FileListRequest = z.strictObject({ op: z.literal('file.list'), id: RequestId });
+/**
+ * The sender has been shown these receivers' decisions on its offer (each
+ * receiver's state as shown), so a later inbox sync does not present them as
+ * news. A state that is no longer the receiver's current one is ignored.
+ */
+export const FileSeenRequest = z.strictObject({
+  op: z.literal('file.seen'),
+  id: RequestId,
+  offer: OfferId,
+  states: z
+    .record(UserRef, z.enum(['accepted', 'declined', 'received']))
+    .refine((states) => Object.keys(states).length <= 1000, 'states may name at most 1000 receivers'),
+});
 export type FileOfferRequest = z.infer<typeof FileOfferRequest>;
 
 export const Request = z.discriminatedUnion('op', [
@@ -138,6 +151,7 @@ export const Request = z.discriminatedUnion('op', [
   FileFetchRequest,
   FileReceivedRequest,
   FileListRequest,
+  FileSeenRequest,
 ]);
 export type Request = z.infer<typeof Request>;
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
@@ -168,6 +182,7 @@ export const REQUEST_OPS = [
   'file.fetch',
   'file.received',
   'file.list',
+  'file.seen',
 ] as const;
 export type RequestOp = Request['op'];
 
@@ -198,6 +213,8 @@ export const FileOffer = z.strictObject({
   /** Whatever is not received by then is deleted. */
   expiresAt: Timestamp,
   recipients: z.record(z.string(), FileRecipientState),
+  /** Each receiver's state as its sender has been shown it (`file.seen`); absent until the sender has seen a decision. */
+  seen: z.record(z.string(), FileRecipientState).optional(),
 });
 export type FileOffer = z.infer<typeof FileOffer>;
 
@@ -215,7 +232,7 @@ export type FileChunkResult = z.infer<typeof FileChunkResult>;
 /** `file.fetch`: one chunk, base64. */
 export const FileFetchResult = z.strictObject({ offer: z.string(), index: z.number().int().nonnegative(), data: z.string() });
 export type FileFetchResult = z.infer<typeof FileFetchResult>;
-/** `file.accept`, `file.decline`, `file.received`: the offer as it is now. */
+/** `file.accept`, `file.decline`, `file.received`, `file.seen`: the offer as it is now. */
 export const FileStateResult = z.strictObject({ offer: FileOffer });
 export type FileStateResult = z.infer<typeof FileStateResult>;
 export const FileListResult = z.strictObject({ offers: z.array(FileOffer) });
@@ -466,6 +483,7 @@ export interface ResultOf {
   'file.fetch': FileFetchResult;
   'file.received': FileStateResult;
   'file.list': FileListResult;
+  'file.seen': FileStateResult;
 }
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };

@@ -64,6 +64,18 @@ export class EmbeddedFileOfferStore implements FileOfferStore {
     });
   }
 
+  markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null> {
+    return this.offers.transaction(() => {
+      const offer = this.offers.get(id);
+      if (!offer) return null;
+      const named = Object.entries(states).filter(([user]) => offer.recipients[user] !== undefined);
+      if (named.length === 0) return offer;
+      const next = { ...offer, seen: { ...offer.seen, ...Object.fromEntries(named) } };
+      void this.offers.put(id, next);
+      return next;
+    });
+  }
+
   close(id: string): Promise<void> {
     return this.offers.transaction(() => {
       const offer = this.offers.get(id);

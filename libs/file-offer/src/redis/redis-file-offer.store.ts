@@ -4,7 +4,8 @@ import type { CreateOutcome, FileOfferStore, StoredOffer } from '../file-offer.s
 
 /**
  * Keys: `{prefix}file:offer:{id}` (hash: `meta` JSON of what never changes,
- * `from`, `size`, `uploaded`, `open`, and `r:{user}` per receiver),
+ * `from`, `size`, `uploaded`, `open`, `r:{user}` per receiver, and
+ * `s:{user}` per receiver whose state its sender has seen),
  * `{prefix}file:user:{user}` (sorted set of the user's offer ids by creation
  * time), `{prefix}file:open:{user}` (hash: `count`, `bytes` of its open
  * offers), `{prefix}file:due` (sorted set of ids by expiry). Each change is
@@ -41,6 +42,15 @@ redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[2])
 return 1
 `;
 
+/** ARGV: user, state, user, state, …; only receivers' are set. */
+const MARK_SEEN = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do
+  if redis.call('HEXISTS', KEYS[1], 'r:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[1], 's:' .. ARGV[i], ARGV[i + 1]) end
+end
+return 1
+`;
+
 /** KEYS: offer, the sender's open totals. Releases the offer once; ARGV[1] = 1 deletes it too. */
 const RELEASE = `
 if redis.call('HGET', KEYS[1], 'open') == '1' then
@@ -56,17 +66,19 @@ if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
-type Meta = Omit<StoredOffer, 'uploaded' | 'open' | 'recipients'> & { receivers: string[] };
+type Meta = Omit<StoredOffer, 'uploaded' | 'open' | 'recipients' | 'seen'> & { receivers: string[] };
 
 export class RedisFileOfferStore implements FileOfferStore {
   private readonly advanceScript;
   private readonly setRecipientScript;
   private readonly releaseScript;
+  private readonly markSeenScript;
 
   constructor(private readonly redis: RedisConnection) {
     this.advanceScript = redis.script('parleyFileOfferAdvance', 1, ADVANCE);
     this.setRecipientScript = redis.script('parleyFileOfferSetRecipient', 1, SET_RECIPIENT);
     this.releaseScript = redis.script('parleyFileOfferRelease', 2, RELEASE);
+    this.markSeenScript = redis.script('parleyFileOfferMarkSeen', 1, MARK_SEEN);
   }
 
   private offerKey(id: string): string {
@@ -84,7 +96,7 @@ export class RedisFileOfferStore implements FileOfferStore {
 
   async create(offer: StoredOffer, limits: { maxOpen: number; quotaBytes: number }): Promise<CreateOutcome> {
     const receivers = Object.keys(offer.recipients);
-    const { uploaded: _u, open: _o, recipients: _r, ...fixed } = offer;
+    const { uploaded: _u, open: _o, recipients: _r, seen: _s, ...fixed } = offer;
     const meta: Meta = { ...fixed, receivers };
     const users = [offer.from, ...receivers];
     // The number of keys varies (the three fixed ones, then each user's list): EVAL, offers are rare.
@@ -109,8 +121,13 @@ export class RedisFileOfferStore implements FileOfferStore {
     if (!h.meta) return null;
     const { receivers, ...meta } = JSON.parse(h.meta) as Meta;
     const recipients: StoredOffer['recipients'] = {};
-    for (const user of receivers) recipients[user] = (h[`r:${user}`] ?? 'pending') as FileRecipientState;
-    return { ...meta, uploaded: Number(h.uploaded ?? 0), open: h.open === '1', recipients };
+    const seen: NonNullable<StoredOffer['seen']> = {};
+    for (const user of receivers) {
+      recipients[user] = (h[`r:${user}`] ?? 'pending') as FileRecipientState;
+      if (h[`s:${user}`] !== undefined) seen[user] = h[`s:${user}`] as FileRecipientState;
+    }
+    const offer: StoredOffer = { ...meta, uploaded: Number(h.uploaded ?? 0), open: h.open === '1', recipients };
+    return Object.keys(seen).length > 0 ? { ...offer, seen } : offer;
   }
 
   async advance(id: string, count: number): Promise<number | null> {
@@ -120,6 +137,11 @@ export class RedisFileOfferStore implements FileOfferStore {
 
   async setRecipient(id: string, user: string, state: FileRecipientState): Promise<StoredOffer | null> {
     const r = await this.setRecipientScript([this.offerKey(id)], [user, state]);
+    return r === 1 ? this.get(id) : null;
+  }
+
+  async markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null> {
+    const r = await this.markSeenScript([this.offerKey(id)], Object.entries(states).flat());
     return r === 1 ? this.get(id) : null;
   }
 

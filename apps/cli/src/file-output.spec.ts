@@ -1,0 +1,69 @@
+import { describe, expect, it } from 'vitest';
+import type { FileOffer, FileRecipientState } from '#libs/protocol';
+import { FileNotices } from './file-output.js';
+
+const HOW = { accept: 'parley file accept', decline: 'parley file decline' };
+
+function offer(fields: Partial<FileOffer> = {}): FileOffer {
+  return {
+    id: 'f1',
+    from: 'ann',
+    name: 'notes.txt',
+    size: 10,
+    type: 'text/plain',
+    sha256: 'a'.repeat(64),
+    chunkSize: 4,
+    chunks: 3,
+    uploaded: 3,
+    createdAt: 1,
+    expiresAt: 2,
+    recipients: { bob: 'accepted', cy: 'declined', dee: 'pending' },
+    ...fields,
+  };
+}
+
+function annNotices() {
+  const reported: [string, Record<string, FileRecipientState>][] = [];
+  const notices = new FileNotices('ann', HOW, (id, states) => reported.push([id, states]));
+  return { notices, reported };
+}
+
+describe('FileNotices', () => {
+  it('shows the sync\u2019s decisions on my offers that I have not seen, and reports them as seen', () => {
+    const { notices, reported } = annNotices();
+    const files = { type: 'files' as const, offers: [offer({ seen: { bob: 'accepted' } })] };
+    expect(notices.linesFor(files)).toEqual(['* cy declined notes.txt (10 B)']);
+    expect(reported).toEqual([['f1', { cy: 'declined' }]]);
+    // The same sync again (a reconnect) shows and reports nothing more.
+    expect(notices.linesFor(files)).toEqual([]);
+    expect(reported).toHaveLength(1);
+  });
+
+  it('shows a newer state of a receiver I have seen an older one of', () => {
+    const { notices, reported } = annNotices();
+    const files = { type: 'files' as const, offers: [offer({ recipients: { bob: 'received' }, seen: { bob: 'accepted' } })] };
+    expect(notices.linesFor(files)).toEqual(['* bob received notes.txt (10 B)']);
+    expect(reported).toEqual([['f1', { bob: 'received' }]]);
+  });
+
+  it('shows a live decision once and reports it; ignores my own doing and others\u2019 offers', () => {
+    const { notices, reported } = annNotices();
+    const decided = { type: 'file' as const, event: 'accepted' as const, user: 'bob', offer: offer(), ts: 5 };
+    expect(notices.linesFor(decided)).toEqual(['* bob accepted notes.txt (10 B)']);
+    expect(notices.linesFor(decided)).toEqual([]);
+    expect(reported).toEqual([['f1', { bob: 'accepted' }]]);
+    const theirs = offer({ id: 'f2', from: 'bob', recipients: { ann: 'accepted', cy: 'declined' } });
+    expect(notices.linesFor({ ...decided, user: 'cy', event: 'declined', offer: theirs })).toEqual([]);
+    expect(notices.linesFor({ ...decided, user: 'ann', offer: theirs })).toEqual([]);
+    expect(reported).toHaveLength(1);
+  });
+
+  it('reminds me, once per session, of offers still waiting for my decision, and reports nothing for them', () => {
+    const notices = new FileNotices('bob', HOW, () => expect.unreachable('nothing to report'));
+    const waiting = offer({ recipients: { bob: 'pending' } });
+    const line = `* ann offers notes.txt (10 B) — parley file accept f1 or parley file decline f1`;
+    expect(notices.linesFor({ type: 'files', offers: [waiting] })).toEqual([line]);
+    expect(notices.linesFor({ type: 'file', event: 'offered', offer: waiting, ts: 5 })).toEqual([]);
+    expect(notices.linesFor({ type: 'files', offers: [offer({ recipients: { bob: 'accepted' } })] })).toEqual([]);
+  });
+});
