@@ -3,6 +3,9 @@ import type { PresenceState } from '#libs/protocol';
 import type { EmbeddedDatabase } from '#libs/storage';
 import type { ConnectionRef, PresenceStore } from '../presence.store.js';
 
+/** Users whose presence is cached at most. */
+const MAX_CACHED = 100_000;
+
 /**
  * Sub-databases: `presence-conns` keyed [user, connId] → gatewayId;
  * `presence-by-gateway` keyed [gatewayId, user, connId]; `presence-seen`
@@ -12,6 +15,12 @@ export class EmbeddedPresenceStore implements PresenceStore {
   private readonly conns: Database<string, [string, string]>;
   private readonly byGateway: Database<true, [string, string, string]>;
   private readonly seen: Database<number, string>;
+  /**
+   * Each user's presence as last read. It is read for every message sent and changes only when a connection opens or
+   * closes, so reads come from here; an entry goes once a change to that user is committed (this process is the store's
+   * only writer).
+   */
+  private readonly cached = new Map<string, PresenceState>();
 
   constructor(db: EmbeddedDatabase) {
     this.conns = db.open('presence-conns');
@@ -24,7 +33,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
   }
 
   connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }> {
-    return this.conns.transaction(() => {
+    return this.changing(conn.user, () => {
       if (this.conns.get([conn.user, conn.connId]) !== undefined) return { wentOnline: false };
       const wentOnline = this.countOf(conn.user) === 0;
       void this.conns.put([conn.user, conn.connId], conn.gatewayId);
@@ -35,7 +44,12 @@ export class EmbeddedPresenceStore implements PresenceStore {
   }
 
   disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }> {
-    return this.conns.transaction(() => ({ wentOffline: this.remove(conn.user, conn.connId, conn.gatewayId, at) }));
+    return this.changing(conn.user, () => ({ wentOffline: this.remove(conn.user, conn.connId, conn.gatewayId, at) }));
+  }
+
+  /** A write transaction changing one user's presence; its cached presence goes once the change is committed (or failed). */
+  private changing<T>(user: string, change: () => T): Promise<T> {
+    return this.conns.transaction(change).finally(() => this.cached.delete(user));
   }
 
   /** Inside a write transaction: removes one connection; true when it was the user's last. */
@@ -48,17 +62,24 @@ export class EmbeddedPresenceStore implements PresenceStore {
   }
 
   get(user: string): Promise<PresenceState> {
-    const lastSeen = this.seen.get(user) ?? null;
-    return Promise.resolve({ state: this.countOf(user) > 0 ? 'online' : 'offline', lastSeen });
+    let presence = this.cached.get(user);
+    if (!presence) {
+      presence = { state: this.countOf(user) > 0 ? 'online' : 'offline', lastSeen: this.seen.get(user) ?? null };
+      // Bounded: past that many users, start over rather than grow without end.
+      if (this.cached.size >= MAX_CACHED) this.cached.clear();
+      this.cached.set(user, presence);
+    }
+    return Promise.resolve({ ...presence });
   }
 
   dropGateway(gatewayId: string, at: number): Promise<string[]> {
+    // Rare (a gateway gone) and touching many users: every cached presence goes.
     return this.conns.transaction(() => {
       const wentOffline = new Set<string>();
       for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
         if (this.remove(user, connId, gatewayId, at)) wentOffline.add(user);
       }
       return [...wentOffline];
-    });
+    }).finally(() => this.cached.clear());
   }
 }
