@@ -74,12 +74,14 @@ export class EmbeddedPresenceStore implements PresenceStore {
 
   dropGateway(gatewayId: string, at: number): Promise<string[]> {
     // Rare (a gateway gone) and touching many users: every cached presence goes.
-    return this.conns.transaction(() => {
-      const wentOffline = new Set<string>();
-      for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
-        if (this.remove(user, connId, gatewayId, at)) wentOffline.add(user);
-      }
-      return [...wentOffline];
-    }).finally(() => this.cached.clear());
+    return this.conns
+      .transaction(() => {
+        const wentOffline = new Set<string>();
+        for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
+          if (this.remove(user, connId, gatewayId, at)) wentOffline.add(user);
+        }
+        return [...wentOffline];
+      })
+      .finally(() => this.cached.clear());
   }
 }
