@@ -40,6 +40,19 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect(await store.get('ann')).toEqual({ state: 'offline', lastSeen: 1300 });
   });
 
+  it('answers a read taken while a change is being committed with the state before or after it, and the change once it is committed', async () => {
+    const { backend } = await fixture.open();
+    const store = presenceOf(backend);
+    const connecting = store.connect(conn('eve', 'c1'), 500);
+    expect(['online', 'offline']).toContain((await store.get('eve')).state);
+    await connecting;
+    expect(await store.get('eve')).toEqual({ state: 'online', lastSeen: 500 });
+    const leaving = store.disconnect(conn('eve', 'c1'), 600);
+    await store.get('eve');
+    await leaving;
+    expect(await store.get('eve')).toEqual({ state: 'offline', lastSeen: 600 });
+  });
+
   it('is idempotent per connection id, and ignores unknown ones', async () => {
     const { backend } = await fixture.open();
     const store = presenceOf(backend);

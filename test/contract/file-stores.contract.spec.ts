@@ -97,21 +97,30 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     expect((await store.setRecipient('r1', 'bob', 'accepted'))?.recipients).toEqual({ bob: 'accepted', cy: 'pending' });
     expect((await store.setRecipient('r1', 'cy', 'declined'))?.recipients).toEqual({ bob: 'accepted', cy: 'declined' });
     expect(await store.setRecipient('r1', 'eve', 'accepted')).toBeNull();
+    // A user may be called like a property every object has.
+    expect(await store.setRecipient('r1', 'constructor', 'declined')).toBeNull();
     expect(await store.setRecipient('nope', 'bob', 'accepted')).toBeNull();
     expect((await store.get('r1'))?.recipients).toEqual({ bob: 'accepted', cy: 'declined' });
   });
 
-  it('records which receivers\u2019 states the sender has seen, merged, durably, ignoring names that are not receivers', async () => {
+  it('records which receivers\u2019 states the sender has seen, merged, durably, only while current, ignoring names that are not receivers', async () => {
     const { backend, reopen } = await fixture.open();
     const store = offersOf(backend);
     await store.create(offer('s1'), LIMITS);
+    await store.setRecipient('s1', 'bob', 'accepted');
+    await store.setRecipient('s1', 'cy', 'declined');
     expect((await store.get('s1'))?.seen).toBeUndefined();
-    expect((await store.markSeen('s1', { bob: 'accepted', eve: 'declined' }))?.seen).toEqual({ bob: 'accepted' });
+    expect((await store.markSeen('s1', { bob: 'accepted', eve: 'declined', ['constructor' as string]: 'declined' as const }))?.seen).toEqual({
+      bob: 'accepted',
+    });
     expect((await store.markSeen('s1', { cy: 'declined' }))?.seen).toEqual({ bob: 'accepted', cy: 'declined' });
+    await store.setRecipient('s1', 'bob', 'received');
+    // A report of a state the receiver has moved on from (racing the newer decision) records nothing.
+    expect((await store.markSeen('s1', { bob: 'accepted' }))?.seen).toEqual({ bob: 'accepted', cy: 'declined' });
     expect((await store.markSeen('s1', { bob: 'received' }))?.seen).toEqual({ bob: 'received', cy: 'declined' });
     expect(await store.markSeen('nope', { bob: 'accepted' })).toBeNull();
     const again = offersOf(await reopen());
-    expect(await again.get('s1')).toEqual(offer('s1', { seen: { bob: 'received', cy: 'declined' } }));
+    expect(await again.get('s1')).toEqual(offer('s1', { recipients: { bob: 'received', cy: 'declined' }, seen: { bob: 'received', cy: 'declined' } }));
   });
 
   it('removes an offer from every list, and names what expires, soonest first', async () => {

@@ -20,6 +20,12 @@ describe('docs/asyncapi.json', () => {
   it('matches the schemas the server validates with (run `npm run docs` after changing them)', () => {
     expect(JSON.parse(read('docs/asyncapi.json'))).toEqual(JSON.parse(JSON.stringify(buildAsyncApiDocument())));
   });
+
+  it('has the payload schema of every request op', () => {
+    const doc = JSON.parse(read('docs/asyncapi.json')) as { components: { schemas: Record<string, { properties?: { op?: { const?: string } } }> } };
+    const ops = Object.values(doc.components.schemas).flatMap((schema) => schema.properties?.op?.const ?? []);
+    expect(new Set(ops)).toEqual(new Set(P.REQUEST_OPS));
+  });
 });
 
 describe('README.md', () => {

@@ -212,9 +212,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
     const second = CliProcess.start(['listen'], env);
     try {
-      // Every live offer comes in one sync event: once the new state is shown, an old one would have been too.
       await second.waitForLine(line(`* ${b} received seen.bin (100 B)`), 30_000);
-      expect(second.lines.filter((l) => l.includes('accepted'))).toEqual([]);
       await seenBecomes({ [b]: 'received' });
     } finally {
       await second.stop();
@@ -225,6 +223,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     await okResult(bob.request({ op: 'file.decline', offer: other.id }));
     const third = CliProcess.start(['listen'], env);
     try {
+      // Every live offer comes in one sync event: once the new decision is shown, an old one would have been too.
       await third.waitForLine(line(`* ${b} declined other.bin (10 B)`), 30_000);
       expect(third.lines.filter((l) => l.includes('seen.bin'))).toEqual([]);
     } finally {

@@ -93,9 +93,9 @@ export async function listen(ctx: CommandContext): Promise<void> {
       const notices = new FileNotices(me, { accept: 'parley file accept', decline: 'parley file decline' }, seenReporter(client));
       client.on('event', (e) => {
         if (e.type !== 'file' && e.type !== 'files') return;
-        const lines = notices.linesFor(e);
-        if (ctx.printer.json) ctx.printer.emit(null, { ...e });
-        else for (const line of lines) ctx.printer.emit(line, { type: 'line' });
+        // With --json the events go out as they come, for a script to judge; only decisions shown to a person count as seen.
+        if (ctx.printer.json) return ctx.printer.emit(null, { ...e });
+        for (const line of notices.linesFor(e)) ctx.printer.emit(line, { type: 'line' });
       });
       ctx.printer.emit(null, { type: 'ready', user: me });
       ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);

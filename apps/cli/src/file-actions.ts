@@ -42,5 +42,13 @@ export function offeredText(offer: FileOffer): string {
  * it: should it fail, the decision is shown once more in a later session.
  */
 export function seenReporter(client: ParleyClient): SeenReporter {
-  return (offer, states) => void client.request('file.seen', { offer, states }).catch(() => undefined);
+  return (offer, states) => {
+    const entries = Object.entries(states);
+    // A request names at most SEEN_BATCH receivers (a group offer may have more).
+    for (let i = 0; i < entries.length; i += SEEN_BATCH) {
+      void client.request('file.seen', { offer, states: Object.fromEntries(entries.slice(i, i + SEEN_BATCH)) }).catch(() => undefined);
+    }
+  };
 }
+
+const SEEN_BATCH = 500;

@@ -44,7 +44,8 @@ export type SeenReporter = (offer: string, states: Record<string, FileRecipientS
  * for my decision is shown again in each new session, as a reminder.
  */
 export class FileNotices {
-  private readonly seen = new Set<string>();
+  /** What this session has printed: offers and decisions, by key. */
+  private readonly shown = new Set<string>();
 
   constructor(
     private readonly me: string,
@@ -76,8 +77,8 @@ export class FileNotices {
   }
 
   private once(key: string): boolean {
-    if (this.seen.has(key)) return false;
-    this.seen.add(key);
+    if (this.shown.has(key)) return false;
+    this.shown.add(key);
     return true;
   }
 }

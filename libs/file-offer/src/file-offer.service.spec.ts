@@ -92,6 +92,7 @@ describe('FileOfferService', () => {
     // Only the sender may say so, and only of its receivers; a refusal changes nothing.
     expect(await code(service.seen('bob', id, { bob: 'accepted' }))).toBe('unknown_file');
     expect(await code(service.seen('ann', id, { dee: 'accepted' }))).toBe('bad_request');
+    expect(await code(service.seen('ann', id, { ['constructor' as string]: 'declined' as const }))).toBe('bad_request');
     expect(await code(service.seen('ann', 'fnope', { bob: 'accepted' }))).toBe('unknown_file');
     expect((await service.syncEvent('ann'))!.offers[0]!.seen).toBeUndefined();
 
@@ -101,11 +102,27 @@ describe('FileOfferService', () => {
     expect(shown.result.offer.seen).toEqual({ cy: 'declined' });
     await service.seen('ann', id, { bob: 'accepted' });
     expect((await service.syncEvent('ann'))!.offers[0]!.seen).toEqual({ bob: 'accepted', cy: 'declined' });
+    // What the sender has been shown is the sender's business: a receiver's view leaves it out.
+    const bobs = (await service.syncEvent('bob'))!.offers[0]!;
+    expect(bobs.id).toBe(id);
+    expect(bobs).not.toHaveProperty('seen');
 
     await service.fetch('bob', id, 0);
     await service.confirm('bob', id);
     expect((await service.syncEvent('ann'))!.offers[0]).toMatchObject({ recipients: { bob: 'received' }, seen: { bob: 'accepted' } });
     expect((await service.seen('ann', id, { bob: 'received' })).result.offer.seen).toEqual({ bob: 'received', cy: 'declined' });
+  });
+
+  it('knows a user called like a property every object has as no receiver', async () => {
+    const { service } = setup();
+    const data = Buffer.from('0123456789');
+    const id = (await service.offer('ann', 'r1', { to: 'bob' }, describe_(data))).result.offer.id;
+    await upload(service, id, data);
+    for (const name of ['constructor', 'toString', '__proto__']) {
+      expect(await code(service.decline(name, id))).toBe('unknown_file');
+      expect(await code(service.accept(name, id))).toBe('unknown_file');
+    }
+    expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'pending' });
   });
 
   it('is idempotent by request id, so an interrupted upload resumes where it stopped', async () => {

@@ -202,19 +202,19 @@ export class FileOfferService {
   async seen(user: string, offerId: string, states: Record<string, FileRecipientState>): Promise<FileOutcome<FileStateResult>> {
     const offer = await this.live(offerId);
     if (!offer || offer.from !== user) throw unknownFile(offerId);
-    const strangers = Object.keys(states).filter((u) => offer.recipients[u] === undefined);
+    const strangers = Object.keys(states).filter((u) => !isReceiver(offer, u));
     if (strangers.length > 0) throw new DomainError('bad_request', `not a receiver of this offer: ${strangers.join(', ')}`);
     const current = Object.entries(states).filter(([u, state]) => offer.recipients[u] === state && offer.seen?.[u] !== state);
-    if (current.length === 0) return { result: { offer: viewOf(offer) }, notify: null };
+    if (current.length === 0) return { result: { offer: viewOf(offer, user) }, notify: null };
     const after = await this.offers.markSeen(offerId, Object.fromEntries(current));
     if (!after) throw unknownFile(offerId);
-    return { result: { offer: viewOf(after) }, notify: null };
+    return { result: { offer: viewOf(after, user) }, notify: null };
   }
 
   /** Offers the user made, and those made to it that it can still see (complete, not declined), oldest first. */
   async list(user: string): Promise<FileOffer[]> {
     const now = this.now();
-    return (await this.offers.listOf(user)).filter((o) => o.expiresAt > now && this.visibleTo(o, user)).map(viewOf);
+    return (await this.offers.listOf(user)).filter((o) => o.expiresAt > now && this.visibleTo(o, user)).map((o) => viewOf(o, user));
   }
 
   /** The `files` event for a connection's inbox sync: null when the user has no live offer. */
@@ -253,7 +253,7 @@ export class FileOfferService {
   /** An offer made to `user` and complete (receivers never see a half-uploaded one). */
   private async received(user: string, offerId: string): Promise<StoredOffer> {
     const offer = await this.live(offerId);
-    if (!offer || offer.recipients[user] === undefined || offer.uploaded < offer.chunks) throw unknownFile(offerId);
+    if (!offer || !isReceiver(offer, user) || offer.uploaded < offer.chunks) throw unknownFile(offerId);
     return offer;
   }
 
@@ -309,9 +309,15 @@ function chunkLength(offer: FileOffer, index: number): number {
   return index === offer.chunks - 1 ? offer.size - index * offer.chunkSize : offer.chunkSize;
 }
 
-function viewOf(offer: StoredOffer): FileOffer {
-  const { open: _open, ...view } = offer;
-  return view;
+/** The offer as `viewer` sees it: what its sender has been shown (`seen`) is the sender's alone. */
+function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
+  const { open: _open, seen, ...view } = offer;
+  return seen !== undefined && viewer === offer.from ? { ...view, seen } : view;
+}
+
+/** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */
+function isReceiver(offer: FileOffer, user: string): boolean {
+  return Object.hasOwn(offer.recipients, user);
 }
 
 function unknownFile(id: string): DomainError {

@@ -29,9 +29,11 @@ export interface FileOfferStore {
 
   /**
    * Records, for each receiver named, the state its sender has been shown
-   * (`seen`), merged into what was recorded before. Resolves with the offer
-   * afterwards, or null when there is no such offer. Names that are not
-   * receivers are ignored.
+   * (`seen`), merged into what was recorded before, but only where that is
+   * still the receiver's state (checked in the same atomic step, so a report
+   * racing a newer decision cannot hide it). Names that are not receivers are
+   * ignored. Resolves with the offer afterwards, or null when there is no such
+   * offer.
    */
   markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null>;
 

@@ -46,6 +46,11 @@ const REQUESTS: [string, z.ZodType, string][] = [
   ],
   ['FileReceivedRequest', P.FileReceivedRequest, 'Tell the server (and the sender) that you have the whole file and its SHA-256 checks out.'],
   ['FileListRequest', P.FileListRequest, 'The file offers you made, and those made to you that are still open.'],
+  [
+    'FileSeenRequest',
+    P.FileSeenRequest,
+    'Say which receivers’ decisions on your offer you have been shown (each receiver’s state as shown), so a later sync no longer presents them as news. A state that is no longer current is ignored.',
+  ],
 ];
 
 const EVENTS: [string, z.ZodType, string][] = [

@@ -213,7 +213,7 @@ export const FileOffer = z.strictObject({
   /** Whatever is not received by then is deleted. */
   expiresAt: Timestamp,
   recipients: z.record(z.string(), FileRecipientState),
-  /** Each receiver's state as its sender has been shown it (`file.seen`); absent until the sender has seen a decision. */
+  /** Each receiver's state as its sender has been shown it (`file.seen`): in the sender's own view only, once there is any. */
   seen: z.record(z.string(), FileRecipientState).optional(),
 });
 export type FileOffer = z.infer<typeof FileOffer>;

@@ -57,7 +57,7 @@ export class EmbeddedFileOfferStore implements FileOfferStore {
   setRecipient(id: string, user: string, state: FileRecipientState): Promise<StoredOffer | null> {
     return this.offers.transaction(() => {
       const offer = this.offers.get(id);
-      if (!offer || offer.recipients[user] === undefined) return null;
+      if (!offer || !Object.hasOwn(offer.recipients, user)) return null;
       const next = { ...offer, recipients: { ...offer.recipients, [user]: state } };
       void this.offers.put(id, next);
       return next;
@@ -68,7 +68,7 @@ export class EmbeddedFileOfferStore implements FileOfferStore {
     return this.offers.transaction(() => {
       const offer = this.offers.get(id);
       if (!offer) return null;
-      const named = Object.entries(states).filter(([user]) => offer.recipients[user] !== undefined);
+      const named = Object.entries(states).filter(([user, state]) => Object.hasOwn(offer.recipients, user) && offer.recipients[user] === state);
       if (named.length === 0) return offer;
       const next = { ...offer, seen: { ...offer.seen, ...Object.fromEntries(named) } };
       void this.offers.put(id, next);

@@ -42,11 +42,11 @@ redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[2])
 return 1
 `;
 
-/** ARGV: user, state, user, state, …; only receivers' are set. */
+/** ARGV: user, state, user, state, …; set only for receivers whose state it still is. */
 const MARK_SEEN = `
 if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
 for i = 1, #ARGV, 2 do
-  if redis.call('HEXISTS', KEYS[1], 'r:' .. ARGV[i]) == 1 then redis.call('HSET', KEYS[1], 's:' .. ARGV[i], ARGV[i + 1]) end
+  if redis.call('HGET', KEYS[1], 'r:' .. ARGV[i]) == ARGV[i + 1] then redis.call('HSET', KEYS[1], 's:' .. ARGV[i], ARGV[i + 1]) end
 end
 return 1
 `;
