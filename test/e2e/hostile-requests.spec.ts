@@ -126,6 +126,24 @@ describe('security', () => {
     });
   });
 
+  it('a user named like a property every object has (constructor) is no member, former member or receiver of anything', async () => {
+    // User names are [a-z][a-z0-9_-]*: of Object.prototype's own names, only this one fits.
+    const name = 'constructor';
+    expect(await registerUser(server.mqttUrl, name, users.password)).toMatchObject({ ok: true });
+    const intruder = await users.login(name);
+    // A complete offer from alice to bob (one byte, "x").
+    const sha256 = '2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881';
+    const offered = (await alice.request({ op: 'file.offer', to: names.bob, name: 'x.txt', size: 1, sha256 })) as OkReply;
+    const offer = (offered.result as { offer: { id: string } }).offer.id;
+    expect(await alice.request({ op: 'file.chunk', offer, index: 0, data: 'eA==' })).toMatchObject({ ok: true, result: { complete: true } });
+    await hostile(async () => {
+      expect(await intruder.request({ op: 'history', group: groupId })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
+      expect(await intruder.request({ op: 'info', group: groupId, seq: 1 })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
+      expect(await intruder.request({ op: 'send', group: groupId, text: 'in?' })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
+      expect(await intruder.request({ op: 'file.decline', offer })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    });
+  });
+
   it('nobody posts to, or manages, a group they are not in or do not own', async () => {
     await hostile(async () => {
       for (const req of [

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyChange, newGroupId, skeleton, type GroupState } from './group-state.js';
+import { applyChange, formerSpan, newGroupId, skeleton, type GroupState } from './group-state.js';
 
 const created = (): GroupState => applyChange(skeleton('g1', 'r'), { kind: 'created', name: 'band', owner: 'amy', members: ['ben', 'cat'] }, 1, 100);
 
@@ -28,6 +28,12 @@ describe('folding group changes', () => {
       ['dan', 9],
     ]);
     expect(g.former.ben).toBeUndefined();
+  });
+
+  it('knows former members by own keys only: a user called like an object property never was one', () => {
+    const g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
+    expect(formerSpan(g, 'ben')).toEqual({ joined: 1, left: 5 });
+    for (const name of ['constructor', 'toString', 'cat', 'zed']) expect(formerSpan(g, name)).toBeUndefined();
   });
 
   it('passes ownership on when the owner leaves, and deletes when everyone is gone', () => {

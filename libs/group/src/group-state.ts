@@ -40,6 +40,11 @@ export function isMember(state: GroupState, user: string): boolean {
   return state.members.some((m) => m.user === user);
 }
 
+/** What a former member could see of the group (own keys only: a user may be called `constructor`); undefined for anyone else. */
+export function formerSpan(state: GroupState, user: string): { joined: number; left: number } | undefined {
+  return Object.hasOwn(state.former, user) ? state.former[user] : undefined;
+}
+
 export function labelOf(state: GroupState): GroupLabel {
   return { id: state.id, name: state.name };
 }

@@ -1,6 +1,18 @@
 import { DomainError, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
 import { checkText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
-import { applyChange, groupConv, groupIdOf, GROUP_CONV_PREFIX, infoOf, isMember, labelOf, newGroupId, skeleton, type GroupState } from './group-state.js';
+import {
+  applyChange,
+  groupConv,
+  groupIdOf,
+  GROUP_CONV_PREFIX,
+  infoOf,
+  formerSpan,
+  isMember,
+  labelOf,
+  newGroupId,
+  skeleton,
+  type GroupState,
+} from './group-state.js';
 import type { GroupLocks } from './group-locks.js';
 import type { GroupStore } from './group.store.js';
 
@@ -211,7 +223,7 @@ export class GroupService {
     const g = id ? await this.load(id) : undefined;
     if (!g) return null;
     const member = g.members.find((m) => m.user === user);
-    const span = member ? { joined: member.joined, left: await this.log.lastSeq(conv) } : g.former[user];
+    const span = member ? { joined: member.joined, left: await this.log.lastSeq(conv) } : formerSpan(g, user);
     if (!span) return null;
     return { conv, group: labelOf(g), after: span.joined - 1, last: span.left };
   }
@@ -291,8 +303,8 @@ export class GroupService {
 
   private async memberView(user: string, id: string, allowFormer = false): Promise<GroupState> {
     const g = await this.load(id);
-    if (!g || g.deleted || (!isMember(g, user) && !(allowFormer && g.former[user]))) {
-      if (g && !g.deleted && g.former[user]) throw new DomainError('not_member', `you are no longer a member of ${g.name}`);
+    if (!g || g.deleted || (!isMember(g, user) && !(allowFormer && formerSpan(g, user)))) {
+      if (g && !g.deleted && formerSpan(g, user)) throw new DomainError('not_member', `you are no longer a member of ${g.name}`);
       throw unknownGroup(id);
     }
     return g;
