@@ -198,37 +198,37 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
         })
         .toEqual(seen);
 
-    const first = CliProcess.start(['listen'], env);
-    try {
-      await first.waitForLine(line(`* ${b} accepted seen.bin (100 B)`), 30_000);
+    /** One `parley listen` session of Alice's, stopped once `check` is done. */
+    const session = async (check: (listen: CliProcess) => Promise<void>) => {
+      const listen = CliProcess.start(['listen'], env);
+      try {
+        await check(listen);
+      } finally {
+        await listen.stop();
+      }
+    };
+
+    await session(async (listen) => {
+      await listen.waitForLine(line(`* ${b} accepted seen.bin (100 B)`), 30_000);
       await seenBecomes({ [b]: 'accepted' });
-    } finally {
-      await first.stop();
-    }
+    });
 
     // While Alice is away, Bob downloads the file.
     await okResult(bob.request({ op: 'file.fetch', offer: offer.id, index: 0 }));
     await okResult(bob.request({ op: 'file.received', offer: offer.id }));
-
-    const second = CliProcess.start(['listen'], env);
-    try {
-      await second.waitForLine(line(`* ${b} received seen.bin (100 B)`), 30_000);
+    await session(async (listen) => {
+      await listen.waitForLine(line(`* ${b} received seen.bin (100 B)`), 30_000);
       await seenBecomes({ [b]: 'received' });
-    } finally {
-      await second.stop();
-    }
+    });
 
     // Away again: Bob declines another offer. The next session shows that, and nothing of the first offer.
     const other = (await rawOffer(alice, { to: b, name: 'other.bin' }, randomBytes(10))).offer;
     await okResult(bob.request({ op: 'file.decline', offer: other.id }));
-    const third = CliProcess.start(['listen'], env);
-    try {
+    await session(async (listen) => {
       // Every live offer comes in one sync event: once the new decision is shown, an old one would have been too.
-      await third.waitForLine(line(`* ${b} declined other.bin (10 B)`), 30_000);
-      expect(third.lines.filter((l) => l.includes('seen.bin'))).toEqual([]);
-    } finally {
-      await third.stop();
-    }
+      await listen.waitForLine(line(`* ${b} declined other.bin (10 B)`), 30_000);
+      expect(listen.lines.filter((l) => l.includes('seen.bin'))).toEqual([]);
+    });
     // Only the sender can say what it has seen.
     expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
   });
