@@ -21,7 +21,12 @@ describe('cluster: two gateways and the services on one Redis', () => {
   const on = (g: ParleyServer, name: string) => users.login(name, g.mqttUrl);
 
   beforeAll(async () => {
-    topo = await startTopology('distributed', { PARLEY_GATEWAY_DEAD_AFTER_MS: '1500', PARLEY_RPC_TIMEOUT_MS: '4000' });
+    topo = await startTopology('distributed', {
+      PARLEY_GATEWAY_DEAD_AFTER_MS: '1500',
+      PARLEY_RPC_TIMEOUT_MS: '4000',
+      // Low enough to reach in a test; only the user under attack is locked out (the address limit stays at its default).
+      PARLEY_LOGIN_MAX_USER_FAILURES: '4',
+    });
     gwA = topo.server;
     gwB = await topo.addGateway('gw-b');
   });
@@ -51,6 +56,26 @@ describe('cluster: two gateways and the services on one Redis', () => {
     } finally {
       await endClient(watcher);
     }
+  });
+
+  it('counts failed logins across gateways: guesses spread over both lock the user out on both', async () => {
+    const victim = await users.fresh('victim');
+    const attempt = (g: ParleyServer, password: string) =>
+      connectClient(g.mqttUrl, { username: victim, password, clientId: `${victim}/bf${randomUUID().slice(0, 8)}` }).then(
+        async (c) => {
+          await endClient(c);
+          return 0;
+        },
+        (e: { code?: number }) => e.code ?? -1,
+      );
+    const codes: number[] = [];
+    for (const g of [gwA, gwB, gwA, gwB]) codes.push(await attempt(g, 'a wrong guess'));
+    expect(codes).toEqual([4, 4, 4, 4]);
+    // Two failures on each gateway, four in all: locked out on both (0x05), even with the right password.
+    expect(await attempt(gwA, users.password)).toBe(5);
+    expect(await attempt(gwB, users.password)).toBe(5);
+    // Someone else still logs in.
+    await users.login(await users.fresh('bystander'), gwB.mqttUrl);
   });
 
   it('a user connected to both gateways at once gets each message on both', async () => {

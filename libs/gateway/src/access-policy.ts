@@ -70,37 +70,43 @@ export class AccessPolicy {
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password required'), null);
     }
     const address = guardOf(client.conn)?.remoteAddress ?? 'unknown';
-    // Asked before the password is hashed: a brute force costs a lookup, not a KDF run.
-    const lockedUntil = this.limits?.throttle.lockedUntil(principal.user, address) ?? 0;
-    if (lockedUntil > 0) {
-      this.metrics.loginsFailed.inc({ reason: 'throttled' });
-      return done(refusal(CONNACK.NOT_AUTHORIZED, `too many failed logins; try again after ${new Date(lockedUntil).toISOString()}`), null);
-    }
-    if (!this.mayOpenAnother(client, principal.user)) {
-      this.metrics.loginsFailed.inc({ reason: 'connections' });
-      return done(refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`), null);
-    }
-    this.accounts.authenticate(principal.user, password.toString('utf8')).then(
-      (ok) => {
-        if (!ok) {
-          this.limits?.throttle.failed(principal.user, address);
-          this.metrics.loginsFailed.inc({ reason: 'password' });
-          return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password'), null);
-        }
-        if (!this.mayOpenAnother(client, principal.user)) {
-          this.metrics.loginsFailed.inc({ reason: 'connections' });
-          return done(refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`), null);
-        }
-        this.principals.set(client, principal);
-        this.countOpen(client, principal.user);
-        done(null, true);
-      },
+    this.logIn(client, principal, password.toString('utf8'), address).then(
+      (refused) => (refused ? done(refused, null) : done(null, true)),
       (e: unknown) => {
         this.logger.error({ event: 'login_failed', error: String(e) });
         this.metrics.loginsFailed.inc({ reason: 'unavailable' });
         done(refusal(CONNACK.SERVER_UNAVAILABLE, 'account store unavailable'), null);
       },
     );
+  }
+
+  /** Logs a user's connection in, or resolves with why not. Rejects when a store cannot be asked. */
+  private async logIn(client: Client, principal: Principal & { kind: 'user' }, password: string, address: string): Promise<AuthenticateError | null> {
+    // Asked before the password is hashed: a brute force costs a lookup, not a KDF run.
+    const lockedUntil = (await this.limits?.throttle.lockedUntil(principal.user, address)) ?? 0;
+    if (lockedUntil > 0) {
+      this.metrics.loginsFailed.inc({ reason: 'throttled' });
+      return refusal(CONNACK.NOT_AUTHORIZED, `too many failed logins; try again after ${new Date(lockedUntil).toISOString()}`);
+    }
+    if (!this.mayOpenAnother(client, principal.user)) {
+      this.metrics.loginsFailed.inc({ reason: 'connections' });
+      return refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`);
+    }
+    if (!(await this.accounts.authenticate(principal.user, password))) {
+      // The login is refused either way; a failure that could not be counted is only logged.
+      await this.limits?.throttle
+        .failed(principal.user, address)
+        .catch((e: unknown) => this.logger.warn({ event: 'login_failure_not_counted', user: principal.user, error: String(e) }));
+      this.metrics.loginsFailed.inc({ reason: 'password' });
+      return refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password');
+    }
+    if (!this.mayOpenAnother(client, principal.user)) {
+      this.metrics.loginsFailed.inc({ reason: 'connections' });
+      return refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`);
+    }
+    this.principals.set(client, principal);
+    this.countOpen(client, principal.user);
+    return null;
   }
 
   /** A user under its connection limit may open another; taking over one of its own client ids replaces a connection rather than adding one. */

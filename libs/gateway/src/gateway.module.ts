@@ -7,7 +7,7 @@ import { Conversations, GROUP_API, GroupModule, type GroupApi } from '#libs/grou
 import { MessagingModule, MessagingService } from '#libs/messaging';
 import { PRESENCE_API, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
-import { storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
+import { adapterFor, storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
 import { inMemoryBackplane, redisBackplane } from './broker-backplane.js';
 import { FileRequests } from './file-requests.js';
@@ -18,7 +18,7 @@ import { MqttBroker } from './mqtt-broker.js';
 import { PresenceTracker } from './presence-tracker.js';
 import { RequestDispatcher } from './request-dispatcher.js';
 import type { GuardLimits } from './connection-guard.js';
-import { LoginThrottle } from './login-throttle.js';
+import { LoginThrottle, MemoryFailureLedger, RedisFailureLedger, type FailureLedger } from './login-throttle.js';
 import { RequestLimiter } from './request-limiter.js';
 
 function guardLimitsOf(config: ParleyConfig): GuardLimits {
@@ -54,17 +54,21 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
       providers: [
         {
           provide: AccessPolicy,
-          useFactory: (accounts: AccountsService, metrics: Metrics, config: ParleyConfig) =>
+          useFactory: (accounts: AccountsService, metrics: Metrics, config: ParleyConfig, backend: StorageBackend) =>
             new AccessPolicy(accounts, metrics, {
-              throttle: new LoginThrottle({
-                maxFailuresPerAddress: config.PARLEY_LOGIN_MAX_FAILURES,
-                maxFailuresPerUser: config.PARLEY_LOGIN_MAX_USER_FAILURES,
-                windowMs: config.PARLEY_LOGIN_WINDOW_MS,
-                lockoutMs: config.PARLEY_LOGIN_LOCKOUT_MS,
-              }),
+              throttle: new LoginThrottle(
+                {
+                  maxFailuresPerAddress: config.PARLEY_LOGIN_MAX_FAILURES,
+                  maxFailuresPerUser: config.PARLEY_LOGIN_MAX_USER_FAILURES,
+                  windowMs: config.PARLEY_LOGIN_WINDOW_MS,
+                  lockoutMs: config.PARLEY_LOGIN_LOCKOUT_MS,
+                },
+                // On Redis, failed logins count across every gateway: an attack spread over them is seen as one.
+                adapterFor<FailureLedger>(backend, { embedded: () => new MemoryFailureLedger(), redis: (redis) => new RedisFailureLedger(redis) }),
+              ),
               maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
             }),
-          inject: [AccountsService, Metrics, PARLEY_CONFIG],
+          inject: [AccountsService, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
         },
         {
           provide: MqttBroker,

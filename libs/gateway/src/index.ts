@@ -8,3 +8,4 @@ export * from './file-requests.js';
 export * from './gateway.module.js';
 export * from './broker-backplane.js';
 export * from './gateway-liveness.js';
+export * from './login-throttle.js';

@@ -1,41 +1,23 @@
 import { describe, expect, it } from 'vitest';
-import { addressKey, LoginThrottle } from './login-throttle.js';
+import { addressKey, MemoryFailureLedger } from './login-throttle.js';
 
-describe('LoginThrottle', () => {
-  const limits = { maxFailuresPerAddress: 3, maxFailuresPerUser: 5, windowMs: 60_000, lockoutMs: 300_000 };
-
-  it('locks an address out after its failures, for the lockout time, and leaves other addresses alone', () => {
-    let now = 1_000_000;
-    const t = new LoginThrottle(limits, () => now);
-    for (let i = 0; i < 3; i++) t.failed('alice', '198.51.100.7');
-    expect(t.lockedUntil('alice', '198.51.100.7')).toBe(now + 300_000);
-    expect(t.lockedUntil('bob', '::ffff:198.51.100.7')).toBeGreaterThan(0);
-    expect(t.lockedUntil('alice', '198.51.100.8')).toBe(0);
-    now += 300_001;
-    expect(t.lockedUntil('alice', '198.51.100.7')).toBe(0);
-  });
-
-  it('forgets failures older than the window', () => {
-    let now = 0;
-    const t = new LoginThrottle(limits, () => now);
-    t.failed('alice', '198.51.100.7');
-    t.failed('alice', '198.51.100.7');
-    now += 61_000;
-    t.failed('alice', '198.51.100.7');
-    expect(t.lockedUntil('alice', '198.51.100.7')).toBe(0);
-  });
-
-  it('locks a user name attacked from many addresses', () => {
-    const t = new LoginThrottle(limits, () => 0);
-    for (let i = 0; i < 5; i++) t.failed('alice', `203.0.113.${i}`);
-    expect(t.lockedUntil('alice', '203.0.113.200')).toBeGreaterThan(0);
-    expect(t.lockedUntil('bob', '203.0.113.200')).toBe(0);
-  });
-
+// The throttle's rules are tested on both ledgers in test/contract/login-throttle.contract.spec.ts.
+describe('addressKey', () => {
   it('counts IPv6 per /64 and IPv4-mapped addresses as IPv4', () => {
     expect(addressKey('2001:db8:1:2:aaaa::1')).toBe(addressKey('2001:db8:1:2:bbbb::2'));
     expect(addressKey('2001:db8:1:3::1')).not.toBe(addressKey('2001:db8:1:2::1'));
     expect(addressKey('::ffff:192.0.2.1')).toBe('192.0.2.1');
     expect(addressKey('::1')).toBe('0:0:0:0::/64');
+  });
+});
+
+describe('MemoryFailureLedger', () => {
+  it('forgets what is over, so its table stays as small as the current attack', async () => {
+    const ledger = new MemoryFailureLedger();
+    await ledger.fail([{ key: 'a', max: 3 }], 0, 1_000, 5_000);
+    await ledger.fail([{ key: 'b', max: 1 }], 500, 1_000, 5_000);
+    expect(ledger.size).toBe(2);
+    await ledger.fail([{ key: 'c', max: 3 }], 7_000, 1_000, 5_000);
+    expect(ledger.size).toBe(1);
   });
 });

@@ -1,4 +1,6 @@
+import { randomUUID } from 'node:crypto';
 import { isIPv4 } from 'node:net';
+import type { RedisConnection } from '#libs/storage';
 
 export interface LoginThrottleLimits {
   /** Failed logins from one address within the window that lock that address out. */
@@ -9,86 +11,135 @@ export interface LoginThrottleLimits {
   lockoutMs: number;
 }
 
-/** Failures counted in a sliding window, and a lockout once they reach the limit. */
-class FailureCounter {
+/** One counter to charge a failure to, and how many failures within the window lock it. */
+export interface FailureCharge {
+  key: string;
+  max: number;
+}
+
+/**
+ * Where failed logins are counted: failures in a sliding window per key, and a
+ * lockout once a key reaches its limit. In memory for one gateway; in Redis,
+ * shared by every gateway on it, so an attack spread over gateways counts once.
+ */
+export interface FailureLedger {
+  /** The latest time (epoch ms) any of the keys is locked out until, or 0 when none is locked at `now`. */
+  lockedUntil(keys: string[], now: number): Promise<number>;
+  /** Records one failure against each key, locking out (until `now + lockoutMs`) a key that reaches its max within `windowMs`. */
+  fail(charges: FailureCharge[], now: number, windowMs: number, lockoutMs: number): Promise<void>;
+}
+
+/** One gateway's failures, in memory. */
+export class MemoryFailureLedger implements FailureLedger {
   private readonly entries = new Map<string, { failures: number[]; lockedUntil: number }>();
+  private lastSweep = 0;
 
-  constructor(
-    private readonly max: number,
-    private readonly limits: LoginThrottleLimits,
-  ) {}
-
-  lockedUntil(key: string, now: number): number {
-    const e = this.entries.get(key);
-    return e && e.lockedUntil > now ? e.lockedUntil : 0;
-  }
-
-  fail(key: string, now: number): void {
-    const e = this.entries.get(key) ?? { failures: [], lockedUntil: 0 };
-    e.failures = e.failures.filter((t) => t > now - this.limits.windowMs);
-    e.failures.push(now);
-    if (e.failures.length >= this.max) {
-      e.lockedUntil = now + this.limits.lockoutMs;
-      e.failures = [];
+  lockedUntil(keys: string[], now: number): Promise<number> {
+    let until = 0;
+    for (const key of keys) {
+      const e = this.entries.get(key);
+      if (e && e.lockedUntil > now) until = Math.max(until, e.lockedUntil);
     }
-    this.entries.set(key, e);
+    return Promise.resolve(until);
   }
 
-  /** Forgets what is over, so the table stays as small as the current attack. */
-  sweep(now: number): void {
-    for (const [key, e] of this.entries) {
-      if (e.lockedUntil <= now && !e.failures.some((t) => t > now - this.limits.windowMs)) this.entries.delete(key);
+  fail(charges: FailureCharge[], now: number, windowMs: number, lockoutMs: number): Promise<void> {
+    for (const { key, max } of charges) {
+      const e = this.entries.get(key) ?? { failures: [], lockedUntil: 0 };
+      e.failures = e.failures.filter((t) => t > now - windowMs);
+      e.failures.push(now);
+      if (e.failures.length >= max) {
+        e.lockedUntil = now + lockoutMs;
+        e.failures = [];
+      }
+      this.entries.set(key, e);
     }
+    // Forgets what is over now and then, so the table stays as small as the current attack.
+    if (now - this.lastSweep > windowMs) {
+      this.lastSweep = now;
+      for (const [key, e] of this.entries) if (e.lockedUntil <= now && !e.failures.some((t) => t > now - windowMs)) this.entries.delete(key);
+    }
+    return Promise.resolve();
   }
 
+  /** How many keys are tracked (for tests). */
   get size(): number {
     return this.entries.size;
   }
 }
 
 /**
- * Failed-login throttling, asked before the password is hashed, so a brute
- * force costs the server a map lookup rather than a scrypt run. An address
- * that fails too often is locked out (other addresses log in as usual); a user
- * name that fails too often from everywhere (a spread-out attack) is locked
- * out too, with a higher bar. IPv6 addresses count per /64, the block one
- * host usually holds. State is per gateway process.
+ * KEYS: per charge, its window (sorted set of failure times) and its lock (the
+ * lockout's end, expiring with it). ARGV: now, window, lockout, a unique id for
+ * this failure, then each charge's max.
  */
-export class LoginThrottle {
-  private readonly byAddress: FailureCounter;
-  private readonly byUser: FailureCounter;
-  private lastSweep = 0;
+const FAIL = `
+local now, window, lockout = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+for i = 1, #KEYS, 2 do
+  local failures, lock = KEYS[i], KEYS[i + 1]
+  redis.call('ZREMRANGEBYSCORE', failures, '-inf', now - window)
+  redis.call('ZADD', failures, now, ARGV[4])
+  if redis.call('ZCARD', failures) >= tonumber(ARGV[4 + (i + 1) / 2]) then
+    redis.call('SET', lock, now + lockout, 'PX', lockout)
+    redis.call('DEL', failures)
+  else
+    redis.call('PEXPIRE', failures, window)
+  end
+end
+return 1
+`;
 
-  constructor(
-    private readonly limits: LoginThrottleLimits,
-    private readonly now: () => number = Date.now,
-  ) {
-    this.byAddress = new FailureCounter(limits.maxFailuresPerAddress, limits);
-    this.byUser = new FailureCounter(limits.maxFailuresPerUser, limits);
+/** Failures of every gateway on one Redis: `{prefix}login:failures:{key}` and `{prefix}login:lock:{key}`. */
+export class RedisFailureLedger implements FailureLedger {
+  constructor(private readonly redis: RedisConnection) {}
+
+  async lockedUntil(keys: string[], now: number): Promise<number> {
+    const locks = await this.redis.client.mget(...keys.map((k) => this.redis.key('login', 'lock', k)));
+    return Math.max(0, ...locks.map((v) => Number(v ?? 0)).filter((t) => t > now));
   }
 
-  /** 0 when a login attempt may proceed; otherwise the time (epoch ms) the lockout ends. */
-  lockedUntil(user: string, address: string): number {
-    const now = this.now();
-    return Math.max(this.byAddress.lockedUntil(addressKey(address), now), this.byUser.lockedUntil(user, now));
-  }
-
-  failed(user: string, address: string): void {
-    const now = this.now();
-    this.byAddress.fail(addressKey(address), now);
-    this.byUser.fail(user, now);
-    if (now - this.lastSweep > this.limits.windowMs) {
-      this.lastSweep = now;
-      this.byAddress.sweep(now);
-      this.byUser.sweep(now);
-    }
-  }
-
-  /** How many addresses and users are tracked (for tests and metrics). */
-  get tracked(): number {
-    return this.byAddress.size + this.byUser.size;
+  async fail(charges: FailureCharge[], now: number, windowMs: number, lockoutMs: number): Promise<void> {
+    const keys = charges.flatMap(({ key }) => [this.redis.key('login', 'failures', key), this.redis.key('login', 'lock', key)]);
+    // The number of keys follows the charges: EVAL (failed logins are rare).
+    await this.redis.client.eval(FAIL, keys.length, ...keys, now, windowMs, lockoutMs, `${now}:${randomUUID()}`, ...charges.map((c) => c.max));
   }
 }
+
+/**
+ * Failed-login throttling, asked before the password is hashed, so a brute
+ * force costs the server a lookup rather than a scrypt run. An address that
+ * fails too often is locked out (other addresses log in as usual); a user name
+ * that fails too often from everywhere (a spread-out attack) is locked out too,
+ * with a higher bar. IPv6 addresses count per /64, the block one host usually
+ * holds. Counted per gateway standalone, and across all gateways on Redis.
+ */
+export class LoginThrottle {
+  constructor(
+    private readonly limits: LoginThrottleLimits,
+    private readonly ledger: FailureLedger = new MemoryFailureLedger(),
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** 0 when a login attempt may proceed; otherwise the time (epoch ms) the lockout ends. */
+  lockedUntil(user: string, address: string): Promise<number> {
+    return this.ledger.lockedUntil([addressCounter(address), userCounter(user)], this.now());
+  }
+
+  failed(user: string, address: string): Promise<void> {
+    return this.ledger.fail(
+      [
+        { key: addressCounter(address), max: this.limits.maxFailuresPerAddress },
+        { key: userCounter(user), max: this.limits.maxFailuresPerUser },
+      ],
+      this.now(),
+      this.limits.windowMs,
+      this.limits.lockoutMs,
+    );
+  }
+}
+
+const addressCounter = (address: string) => `address:${addressKey(address)}`;
+const userCounter = (user: string) => `user:${user}`;
 
 /** An IPv4 address (mapped or not) as is; an IPv6 address by its /64. */
 export function addressKey(address: string): string {
