@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
-import { tmpdir } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,8 +10,8 @@ import type { WhoResult } from '#libs/protocol';
 import { MqttUser, okResult, registerUser } from '../support/mqtt-user.js';
 
 /** Runs the server expecting it to refuse to start; returns its exit code and what it printed. */
-function runToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'parley-start-'));
+function runToExit(env: Record<string, string>, dataDirOfAnother?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const dataDir = dataDirOfAnother ?? mkdtempSync(join(tmpdir(), 'parley-start-'));
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
       cwd: REPO_ROOT,
@@ -27,7 +27,7 @@ function runToExit(env: Record<string, string>): Promise<{ code: number | null; 
     }, 20_000);
     child.once('exit', (code) => {
       clearTimeout(timer);
-      rmSync(dataDir, { recursive: true, force: true });
+      if (!dataDirOfAnother) rmSync(dataDir, { recursive: true, force: true });
       resolve({ code, stdout, stderr });
     });
   });
@@ -62,6 +62,25 @@ describe('server start-up and configuration', () => {
     const { code, stderr } = await runToExit({ PARLEY_MQTT_PORT: String(port) });
     expect(code).toBe(1);
     expect(stderr.trim()).toBe(`parley: cannot listen for MQTT on [::]:${port}: the port is already in use`);
+  });
+
+  it('refuses, in one line, a data directory another running server holds; starts on it once that one is gone', async () => {
+    const first = await startParley();
+    try {
+      const { code, stderr } = await runToExit({}, first.dataDir);
+      expect(code).toBe(1);
+      expect(stderr.trim()).toBe(
+        `parley: the data directory ${first.dataDir} is in use by process ${first.pid} on ${hostname()}: stop that server, or give this one another PARLEY_DATA_DIR`,
+      );
+      // Refused without touching it: the first server still serves.
+      expect(await registerUser(first.mqttUrl, `lock${Date.now() % 100000}`, 'a password for the lock test')).toMatchObject({ ok: true });
+      await first.kill9();
+      // Killed, so its lock is left behind, naming a process that is gone: the next server takes the directory.
+      const second = await startParley({ dataDir: first.dataDir });
+      await second.dispose();
+    } finally {
+      await first.dispose();
+    }
   });
 
   it('says the same for the HTTP port', async () => {

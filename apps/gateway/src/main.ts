@@ -3,11 +3,20 @@ import { Logger } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ListenError, MqttBroker } from '#libs/gateway';
 import { fail, jsonLogger, listenHttp, loadConfigOrExit, stopOnSignals } from '#libs/runtime';
+import { DataDirLock } from '#libs/storage';
 import { AppModule } from './app.module.js';
 
 /** The gateway: the MQTT broker and edge; with no PARLEY_REMOTE_SERVICES, the whole standalone server. */
 async function bootstrap(): Promise<void> {
   const config = loadConfigOrExit();
+  // Said in one line before start-up, rather than as a failed provider's stack trace (the store takes the lock itself).
+  if (!config.REDIS_URL) {
+    try {
+      DataDirLock.check(config.PARLEY_DATA_DIR);
+    } catch (e) {
+      fail((e as Error).message, 1);
+    }
+  }
   const app = await NestFactory.create(AppModule.forRoot(config), { logger: jsonLogger(config), abortOnError: false });
   const httpPort = await listenHttp(app, config);
   let mqtt: { port: number; address: string };

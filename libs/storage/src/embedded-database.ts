@@ -1,6 +1,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
+import { DataDirLock } from './data-dir-lock.js';
 
 /**
  * The embedded durable store: one LMDB environment in the data directory.
@@ -12,9 +13,12 @@ import { open, type Database, type RootDatabase } from 'lmdb';
  */
 export class EmbeddedDatabase {
   readonly root: RootDatabase;
+  private readonly lock: DataDirLock;
 
   constructor(readonly dataDir: string) {
     mkdirSync(dataDir, { recursive: true });
+    // Refuses (throws) when another live server holds the directory.
+    this.lock = new DataDirLock(dataDir);
     // overlappingSync (lmdb-js's default on Linux) would let a commit resolve before its sync: durable against a crash of
     // the process but not of the machine. Parley answers `accepted` on this promise, so the sync stays inside the commit.
     this.root = open({ path: join(dataDir, 'parley.lmdb'), compression: false, maxDbs: 64, overlappingSync: false });
@@ -26,6 +30,10 @@ export class EmbeddedDatabase {
   }
 
   async close(): Promise<void> {
-    await this.root.close();
+    try {
+      await this.root.close();
+    } finally {
+      this.lock.release();
+    }
   }
 }

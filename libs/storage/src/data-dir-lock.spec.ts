@@ -1,0 +1,87 @@
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { DataDirLock } from './data-dir-lock.js';
+
+const dirs: string[] = [];
+const stops: (() => void)[] = [];
+afterEach(() => {
+  for (const stop of stops.splice(0)) stop();
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+function dataDir(): string {
+  const d = mkdtempSync(join(tmpdir(), 'parley-lock-'));
+  dirs.push(d);
+  return d;
+}
+
+/** A lock file as another holder would leave it. */
+function holdAs(dir: string, pid: number, host = hostname()): string {
+  const path = join(dir, 'parley.lock');
+  writeFileSync(path, JSON.stringify({ pid, host, token: 'someone else' }));
+  return path;
+}
+
+/** Another live process (its pid stands for a server that still runs). */
+async function liveProcess(): Promise<{ pid: number; stop: () => Promise<void> }> {
+  const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
+  await new Promise((resolve) => child.once('spawn', resolve));
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  stops.push(() => child.kill('SIGKILL'));
+  return {
+    pid: child.pid!,
+    stop: async () => {
+      child.kill('SIGKILL');
+      await exited;
+    },
+  };
+}
+
+describe('DataDirLock', () => {
+  it('takes a free directory, and gives it up on release', () => {
+    const dir = dataDir();
+    const lock = new DataDirLock(dir);
+    expect(JSON.parse(readFileSync(join(dir, 'parley.lock'), 'utf8'))).toMatchObject({ pid: process.pid, host: hostname() });
+    lock.release();
+    expect(existsSync(join(dir, 'parley.lock'))).toBe(false);
+  });
+
+  it('refuses a directory another live process on this host holds, naming it; takes it once that process is gone', async () => {
+    const dir = dataDir();
+    const other = await liveProcess();
+    holdAs(dir, other.pid);
+    expect(() => new DataDirLock(dir)).toThrow(`in use by process ${other.pid} on ${hostname()}`);
+    await other.stop();
+    const lock = new DataDirLock(dir);
+    expect(JSON.parse(readFileSync(join(dir, 'parley.lock'), 'utf8'))).toMatchObject({ pid: process.pid });
+    lock.release();
+  });
+
+  it('takes over a lock naming this very process (a container restarted with the same pid) or an unreadable one', () => {
+    const dir = dataDir();
+    holdAs(dir, process.pid);
+    new DataDirLock(dir).release();
+    writeFileSync(join(dir, 'parley.lock'), '{"pid": 12');
+    new DataDirLock(dir).release();
+  });
+
+  it('refuses a lock from another host while it is refreshed, and takes it over once it is not', () => {
+    const dir = dataDir();
+    const path = holdAs(dir, 1, 'another-host');
+    expect(() => new DataDirLock(dir)).toThrow('on another-host');
+    const longAgo = new Date(Date.now() - 60_000);
+    utimesSync(path, longAgo, longAgo);
+    new DataDirLock(dir).release();
+  });
+
+  it('leaves alone, on release, a lock that is no longer its own', () => {
+    const dir = dataDir();
+    const lock = new DataDirLock(dir);
+    const path = holdAs(dir, 1, 'another-host');
+    lock.release();
+    expect(existsSync(path)).toBe(true);
+  });
+});

@@ -1,0 +1,119 @@
+import { randomUUID } from 'node:crypto';
+import { closeSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+
+/** How often the holder marks its lock as alive. */
+const HEARTBEAT_MS = 5_000;
+/** A lock from another host not marked alive for this long is taken over (its holder is gone). */
+const STALE_MS = 30_000;
+
+interface Holder {
+  pid: number;
+  host: string;
+  token: string;
+}
+
+/**
+ * One server process per data directory. The embedded store numbers appends
+ * from memory and caches presence, both relying on being the directory's only
+ * writer; two processes on one directory would reuse sequence numbers and
+ * overwrite each other's messages. So the directory holds a lock file naming
+ * its holder, refreshed while it runs and removed on a clean close. A lock whose
+ * holder is gone is taken over: on the same host, when its process no longer
+ * exists (or is this process, as after a container restart); from another host
+ * (a shared volume), when it has not been refreshed for 30 s.
+ */
+export class DataDirLock {
+  private readonly path: string;
+  private readonly token = randomUUID();
+  private readonly heartbeat: NodeJS.Timeout;
+
+  constructor(private readonly dataDir: string) {
+    this.path = lockPath(dataDir);
+    this.take();
+    this.heartbeat = setInterval(() => touch(this.path), HEARTBEAT_MS);
+    this.heartbeat.unref();
+  }
+
+  /** Throws, as taking the directory would, when another live server holds it; takes nothing (a check before start-up). */
+  static check(dataDir: string): void {
+    const holder = holderOf(lockPath(dataDir));
+    if (holder && isAlive(holder, lockPath(dataDir))) throw inUse(dataDir, holder);
+  }
+
+  /** Gives the directory up (when the lock is still this process's). */
+  release(): void {
+    clearInterval(this.heartbeat);
+    if (holderOf(this.path)?.token === this.token) rmSync(this.path, { force: true });
+  }
+
+  private take(): void {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      try {
+        const fd = openSync(this.path, 'wx');
+        try {
+          writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token } satisfies Holder));
+        } finally {
+          closeSync(fd);
+        }
+        return;
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      const holder = holderOf(this.path);
+      if (holder && isAlive(holder, this.path)) throw inUse(this.dataDir, holder);
+      rmSync(this.path, { force: true });
+    }
+    throw new Error(`could not take the lock ${this.path}: another process keeps taking it`);
+  }
+}
+
+const lockPath = (dataDir: string) => join(dataDir, 'parley.lock');
+
+function inUse(dataDir: string, holder: Holder): Error {
+  // From another host only the lock's age tells whether its holder still runs.
+  const elsewhere = holder.host === hostname() ? '' : ` (if that server is gone, the directory is free ${STALE_MS / 1000} s after it was last active)`;
+  return new Error(
+    `the data directory ${dataDir} is in use by process ${holder.pid} on ${holder.host}: stop that server, or give this one another PARLEY_DATA_DIR${elsewhere}`,
+  );
+}
+
+/** Who holds the lock, or null when there is none or it is unreadable (a holder that died while writing it). */
+function holderOf(path: string): Holder | null {
+  try {
+    const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>;
+    return typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' ? (h as Holder) : null;
+  } catch {
+    return null;
+  }
+}
+
+function isAlive(holder: Holder, path: string): boolean {
+  if (holder.host !== hostname()) return Date.now() - modifiedAt(path) < STALE_MS;
+  if (holder.pid === process.pid) return false;
+  try {
+    process.kill(holder.pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: a process of another user has that pid, so it exists.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function modifiedAt(path: string): number {
+  try {
+    return statSync(path).mtimeMs;
+  } catch {
+    return 0;
+  }
+}
+
+function touch(path: string): void {
+  const now = new Date();
+  try {
+    utimesSync(path, now, now);
+  } catch {
+    // Gone (removed by hand): nothing to refresh.
+  }
+}
