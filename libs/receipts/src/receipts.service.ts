@@ -5,8 +5,8 @@ import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store
 export interface ConversationDirectory {
   /** The members of a conversation, or null when there is no such conversation. */
   membersOf(conv: string): Promise<string[] | null>;
-  /** The seq of its last message, 0 when it has none. */
-  lastSeq(conv: string): Promise<number>;
+  /** What of the conversation the user may see, up to `last`; null when nothing (a former group member sees up to when it left). */
+  viewOf(conv: string, user: string): Promise<{ last: number } | null>;
 }
 
 export interface ReceiptCommand {
@@ -30,19 +30,24 @@ export class ReceiptsService {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Records a receipt. Throws not_member or no_such_message, changing nothing. */
+  /**
+   * Records a receipt: a member's, or a former group member's for what it could see (so that what it has been shown
+   * of a group it left, or that was deleted, is not sent to it again). Throws not_member or no_such_message, changing
+   * nothing.
+   */
   async record(cmd: ReceiptCommand): Promise<ReceiptOutcome> {
-    const members = await this.conversations.membersOf(cmd.conv);
-    if (!members?.includes(cmd.user)) throw new DomainError('not_member', `you are not a member of ${cmd.conv}`);
-    const last = await this.conversations.lastSeq(cmd.conv);
-    if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} (its last is ${last})`);
+    const [members, view] = await Promise.all([this.conversations.membersOf(cmd.conv), this.conversations.viewOf(cmd.conv, cmd.user)]);
+    if (!view) throw new DomainError('not_member', `you are not a member of ${cmd.conv}`);
+    const last = view.last;
+    if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
     const at = this.now();
     const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, at);
     const result = { conv: cmd.conv, cursors, moved };
     const seq = cmd.status === 'read' ? cursors.read : cursors.delivered;
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
     // exactly here, whose announcement may have been lost with its first answer: announce it again.
-    if (!moved && seq !== cmd.seq) return { result, notify: null };
+    // A former member's receipts are its own business: the group has moved on without it.
+    if ((!moved && seq !== cmd.seq) || !members?.includes(cmd.user)) return { result, notify: null };
     return {
       result,
       notify: { to: members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts: at } },
