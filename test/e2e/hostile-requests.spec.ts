@@ -88,7 +88,9 @@ describe('malformed requests', () => {
     await refused(JSON.stringify({ op: 'send', id: 'h-1', to: names.bob, text: 'x'.repeat(5000) }), 'h-1', 'text_too_long');
     await refused(JSON.stringify({ op: 'send', id: 'h-2', to: 'b'.repeat(10_000), text: 'x' }), 'h-2', 'bad_request');
     await refused(JSON.stringify({ op: 'send', id: 'x'.repeat(100), to: names.bob, text: 'x' }), null, 'bad_request');
-    await refused(JSON.stringify({ op: 'send', id: 'h-3', to: names.bob, text: 'x', pad: 'y'.repeat(70_000) }), null, 'payload_too_large');
+    // Too large to parse: answered with the id when it comes first, as clients write it.
+    await refused(JSON.stringify({ op: 'send', id: 'h-3', to: names.bob, text: 'x', pad: 'y'.repeat(70_000) }), 'h-3', 'payload_too_large');
+    await refused(JSON.stringify({ op: 'send', pad: 'y'.repeat(70_000), id: 'h-3b' }), null, 'payload_too_large');
     await refused(
       JSON.stringify({ op: 'group.create', id: 'h-4', name: 'big', members: Array.from({ length: 2000 }, (_, i) => `u${i}`) }),
       'h-4',

@@ -30,6 +30,20 @@ describe('parseRequest', () => {
     expect(parseRequest('{"op":"teleport","id":"t1"}', LIMIT)).toMatchObject({ ok: false, id: 't1', op: 'teleport', error: { code: 'unknown_op' } });
   });
 
+  it('answers a request too large to parse with its op and id when they come first, at the top level', () => {
+    const pad = 'y'.repeat(200);
+    expect(parseRequest(`{"op":"send","id":"big-1","to":"bob","text":"${pad}"}`, 100)).toMatchObject({
+      ok: false,
+      id: 'big-1',
+      op: 'send',
+      error: { code: 'payload_too_large' },
+    });
+    // Not a nested one's, not one past the first bytes, not one that is no request id.
+    expect(parseRequest(`{"group":{"id":"g1"},"op":"send","text":"${pad}"}`, 100)).toMatchObject({ id: null, error: { code: 'payload_too_large' } });
+    expect(parseRequest(`{"op":"send","text":"${'z'.repeat(300)}","id":"late"}`, 100)).toMatchObject({ op: 'send', id: null });
+    expect(parseRequest(`{"id":"${'i'.repeat(100)}","op":"who","pad":"${pad}"}`, 100)).toMatchObject({ op: 'who', id: null });
+  });
+
   it('measures the limit in bytes', () => {
     expect(parseRequest('x'.repeat(101), 100)).toMatchObject({ ok: false, error: { code: 'payload_too_large' } });
     expect(parseRequest('é'.repeat(60), 100)).toMatchObject({ ok: false, error: { code: 'payload_too_large' } });

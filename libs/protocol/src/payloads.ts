@@ -493,10 +493,33 @@ export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: st
  * with. Never throws: hostile payloads (not JSON, deeply nested, huge, wrong
  * types) all end as `bad_request`, `unknown_op` or `payload_too_large`.
  */
+/** How much of a request too large to parse is read for its `op` and `id`. */
+const HEAD_BYTES = 256;
+const HEAD_FIELD = /"(op|id)"\s*:\s*"([^"\\]{1,128})"/g;
+
+/**
+ * The `op` and `id` of a request too large to parse, when they come first (as clients write them), so that the
+ * refusal reaches the request it answers. Read from the first bytes only, and only at the top level of the object.
+ */
+function headOf(payload: Buffer | string): { id: string | null; op: string | null } {
+  const head = (typeof payload === 'string' ? payload.slice(0, HEAD_BYTES) : payload.toString('utf8', 0, HEAD_BYTES)).trimStart();
+  const found: { id: string | null; op: string | null } = { id: null, op: null };
+  if (!head.startsWith('{')) return found;
+  for (const m of head.matchAll(HEAD_FIELD)) {
+    // Inside a nested object or array it is someone else's field.
+    if (/[[{]/.test(head.slice(1, m.index))) break;
+    const [, key, value] = m as unknown as [string, 'op' | 'id', string];
+    if (key === 'id') found.id = RequestId.safeParse(value).success ? value : null;
+    else if ((REQUEST_OPS as readonly string[]).includes(value)) found.op = value;
+  }
+  return found;
+}
+
 export function parseRequest(payload: Buffer | string, maxBytes: number): ParsedRequest {
   const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   if (size > maxBytes) {
-    return { ok: false, id: null, op: null, error: new DomainError('payload_too_large', `request is ${size} bytes; the limit is ${maxBytes}`) };
+    const { id, op } = headOf(payload);
+    return { ok: false, id, op, error: new DomainError('payload_too_large', `request is ${size} bytes; the limit is ${maxBytes}`) };
   }
   let raw: unknown;
   try {
