@@ -1,4 +1,4 @@
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -231,6 +231,31 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     });
     // Only the sender can say what it has seen.
     expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+  });
+
+  it('checks where to save before accepting, so a bad --to tells the sender nothing; a reader that stops early ends the CLI quietly', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await users.login(a);
+    const { offer } = await rawOffer(alice, { to: b, name: 'menu.txt' }, Buffer.from('soup'));
+    for (const to of [join(work, 'no-such-dir'), writeTemp('a-file.txt', 'x')]) {
+      const got = await cli(b, ['file', 'accept', offer.id, '--to', to]);
+      expect(got.code).toBe(2);
+      expect(got.stderr).toMatch(/is not a directory/);
+    }
+    expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers[0]?.recipients).toEqual({ [b]: 'pending' });
+    expect(alice.events.some(isFile('accepted'))).toBe(false);
+
+    // `parley --json file send … | head -1`: the output closes under a running upload.
+    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/parley.js'), '--json', 'file', 'send', b, writeTemp('big.bin', randomBytes(3 * CHUNK * 8))], {
+      env: { PATH: process.env.PATH ?? '', PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: a, PARLEY_PASSWORD: users.password },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout.once('data', () => child.stdout.destroy());
+    const code = await new Promise((resolve) => child.once('close', resolve));
+    expect(stderr).not.toMatch(/EPIPE|Error/);
+    expect(code).toBe(0);
   });
 
   it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {

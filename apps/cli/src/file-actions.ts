@@ -1,7 +1,9 @@
+import { constants } from 'node:fs';
+import { access, stat } from 'node:fs/promises';
 import type { FileOffer } from '#libs/protocol';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress } from './file-progress.js';
-import { downloadFile, uploadFile, type FileTarget } from './file-transfer.js';
+import { downloadFile, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
 import type { Printer } from './output.js';
 import type { ParleyClient } from './parley-client.js';
 
@@ -20,6 +22,8 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
 
 /** Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. */
 export async function acceptFile(client: ParleyClient, printer: Printer, id: string, dir: string): Promise<{ offer: FileOffer; path: string }> {
+  // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
+  await writableDirectory(dir);
   const { offer } = await client.request('file.accept', { offer: id });
   const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size);
   try {
@@ -52,3 +56,12 @@ export function seenReporter(client: ParleyClient): SeenReporter {
 }
 
 const SEEN_BATCH = 500;
+
+/** Throws a usage error unless `dir` is a directory this process may write into. */
+async function writableDirectory(dir: string): Promise<void> {
+  const info = await stat(dir).catch(() => null);
+  if (!info?.isDirectory()) throw new TransferError('usage', `${dir} is not a directory`);
+  await access(dir, constants.W_OK).catch(() => {
+    throw new TransferError('usage', `cannot write into ${dir}`);
+  });
+}

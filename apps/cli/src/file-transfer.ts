@@ -52,7 +52,8 @@ export async function uploadFile(
   path: string,
   onProgress: (offer: FileOffer, bytes: number) => void,
 ): Promise<FileOffer> {
-  const info = await stat(path);
+  const info = await stat(path).catch(() => null);
+  if (!info) throw new TransferError('usage', `${path}: no such file`);
   if (!info.isFile()) throw new TransferError('usage', `${path} is not a file`);
   const name = sanitizeFileName(basename(path));
   const sha256 = await sha256Of(path);

@@ -22,6 +22,14 @@ const program = new Command('parley')
   .showHelpAfterError()
   .exitOverride();
 
+// Whoever reads the output stopped (`parley … | head`): there is no one left to tell anything, so leave quietly.
+for (const stream of [process.stdout, process.stderr]) {
+  stream.on('error', (e: NodeJS.ErrnoException) => {
+    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    throw e;
+  });
+}
+
 /** Wraps an action: builds its context, maps every error to one line and an exit code. */
 function run<A extends unknown[]>(action: (ctx: commands.CommandContext, ...args: A) => Promise<void>) {
   return async (...args: unknown[]) => {
