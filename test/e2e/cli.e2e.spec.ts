@@ -175,4 +175,40 @@ describe('the parley CLI', () => {
       tm('kill-session', '-t', session);
     }
   });
+
+  it.runIf(tmux)('redraws a receipt mark on its own message line, whatever was typed or printed below it since (real terminal, tmux)', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const session = `parley-${randomBytes(4).toString('hex')}`;
+    const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+    const env = Object.entries(as(bob)).map(([k, v]) => `${k}='${v}'`);
+    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js chat`);
+    try {
+      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
+      await expect.poll(screen, { timeout: 10_000 }).toContain(`${bob}>`);
+      tm('send-keys', '-t', session, '-l', `/msg ${alice} one`);
+      tm('send-keys', '-t', session, 'Enter');
+      // Alice has never been online: a notice follows the message.
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(/is offline \(never seen online\)/);
+      // Below it: an empty line entered, and an error.
+      tm('send-keys', '-t', session, 'Enter');
+      tm('send-keys', '-t', session, '-l', '/who nobody-at-all');
+      tm('send-keys', '-t', session, 'Enter');
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(/^error: unknown_user: /m);
+      const before = screen().split('\n');
+
+      // Alice reads it.
+      const read = await runCli(['read', bob], as(alice));
+      expect(read.code, read.stderr).toBe(0);
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: one ✓✓ read \\d\\d:\\d\\d:\\d\\d$`, 'm'));
+      const after = screen().split('\n');
+      // Of what was on the screen, only the message's line changed (Alice's presence lines follow, where the prompt was).
+      const at = before.findIndex((l) => l.includes(`you → ${alice}: one`));
+      const upTo = before.findIndex((l) => l.startsWith('error: unknown_user'));
+      expect(upTo).toBeGreaterThan(at);
+      const shown = (lines: string[]) => lines.slice(0, upTo + 1).map((l, i) => (i === at ? 'the message' : l));
+      expect(shown(after)).toEqual(shown(before));
+    } finally {
+      tm('kill-session', '-t', session);
+    }
+  });
 });

@@ -71,6 +71,8 @@ export class ChatSession {
 
     await new Promise<void>((resolve) => {
       this.rl.on('line', (line) => {
+        // What was typed stays on the screen, a row (or more) above the new prompt: marks drawn in place count it.
+        if (this.tty) this.row += rowsOf(`${me}> ${line}`);
         const cmd = parseChatLine(line);
         if (cmd.kind === 'quit') return this.rl.close();
         const work = this.execute(cmd).catch((e: unknown) => this.fail(e));
@@ -96,7 +98,7 @@ export class ChatSession {
         for (const l of CHAT_HELP) this.print(l, null);
         return;
       case 'invalid':
-        return this.printer.error('usage', cmd.message);
+        return this.error('usage', cmd.message);
       case 'who': {
         const who = await this.client.request('who', { user: cmd.user });
         return this.print(presenceText(cmd.user, who), { type: 'presence', ...who });
@@ -120,7 +122,7 @@ export class ChatSession {
         return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
       }
       case 'reply':
-        if (!this.last) return this.printer.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
+        if (!this.last) return this.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
         return this.last.kind === 'user' ? this.sendDirect(this.last.name, cmd.text) : this.sendGroup(this.last.name, cmd.text);
       case 'direct':
         this.last = { kind: 'user', name: cmd.to };
@@ -204,7 +206,17 @@ export class ChatSession {
     clearLine(process.stdout, 0);
     cursorTo(process.stdout, 0);
     process.stdout.write(human + '\n');
-    this.row += Math.max(1, Math.ceil(human.length / (process.stdout.columns ?? 80)));
+    this.row += rowsOf(human);
+    this.rl.prompt(true);
+  }
+
+  /** An error, drawn and counted like any other line: above the prompt, not after it. */
+  private error(code: string, message: string): void {
+    if (!this.tty || this.printer.json) return this.printer.error(code, message);
+    clearLine(process.stdout, 0);
+    cursorTo(process.stdout, 0);
+    this.printer.error(code, message);
+    this.row += rowsOf(`error: ${code}: ${message}`);
     this.rl.prompt(true);
   }
 
@@ -215,8 +227,12 @@ export class ChatSession {
   }
 
   private fail(e: unknown): void {
-    if (e instanceof RequestError) this.printer.error(e.code, e.message);
-    else this.printer.error('failed', e instanceof Error ? e.message : String(e));
-    if (this.tty) this.rl.prompt(true);
+    if (e instanceof RequestError) this.error(e.code, e.message);
+    else this.error('failed', e instanceof Error ? e.message : String(e));
   }
+}
+
+/** How many terminal rows a line takes. */
+function rowsOf(line: string): number {
+  return Math.max(1, Math.ceil(line.length / (process.stdout.columns ?? 80)));
 }

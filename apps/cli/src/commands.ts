@@ -226,7 +226,7 @@ function numberOpt(name: string, value: string | undefined): Record<string, numb
 }
 
 function statusOf(mark: ReturnType<typeof markFor>): string {
-  if (mark.kind === 'direct') return mark.readAt !== null ? 'read' : mark.delivered ? 'delivered' : 'accepted';
+  if (mark.kind === 'direct') return mark.read ? 'read' : mark.delivered ? 'delivered' : 'accepted';
   return mark.read === mark.of && mark.of > 0 ? 'read' : mark.delivered > 0 ? 'delivered' : 'accepted';
 }
 

@@ -69,8 +69,13 @@ export class InboxSession {
   }
 
   markOf(message: MessageEvent): Mark {
-    return markFor(message.seq, this.peers.get(message.conv) ?? {}, message.group !== undefined);
+    const mark = markFor(message.seq, this.peers.get(message.conv) ?? {}, message.group !== undefined);
+    const readAt = this.readTimes.get(`${message.conv}#${message.seq}`);
+    return mark.kind === 'direct' && mark.read && readAt !== undefined ? { ...mark, readAt } : mark;
   }
+
+  /** When each of my direct messages was seen read in this session (a receipt reads up to a seq, at a time). */
+  private readonly readTimes = new Map<string, number>();
 
   /** Stops timers; sends the acknowledgements still due. */
   async stop(): Promise<void> {
@@ -155,7 +160,13 @@ export class InboxSession {
     peers[r.user] = next;
     this.peers.set(r.conv, peers);
     this.handlers.receipt?.(r);
-    for (const m of this.mine.get(r.conv)?.values() ?? []) if (m.seq <= r.seq) this.handlers.mark?.(m, this.markOf(m));
+    // Only the messages this receipt moved change their mark: those it reads were read by now, the others keep theirs.
+    const movedFrom = r.status === 'read' ? prev.read : prev.delivered;
+    for (const m of this.mine.get(r.conv)?.values() ?? []) {
+      if (m.seq <= movedFrom || m.seq > r.seq) continue;
+      if (r.status === 'read' && m.group === undefined) this.readTimes.set(`${m.conv}#${m.seq}`, r.ts);
+      this.handlers.mark?.(m, this.markOf(m));
+    }
   }
 
   private remarkAll(): void {

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MessageEvent } from '#libs/protocol';
-import { clock, dateTime, markFor, markText, messageLine, offlineNotice, presenceText } from './output.js';
+import { clock, dateTime, groupChangeText, markFor, markText, messageLine, offlineNotice, presenceText, Printer } from './output.js';
 
 const at = new Date(2026, 10, 23, 10, 32, 5).getTime();
 const dm: MessageEvent = { type: 'message', conv: 'dm:alice:bob', seq: 3, from: 'alice', to: 'bob', ts: at, id: 'm1', text: 'hello' };
@@ -19,13 +19,33 @@ describe('output formatting', () => {
     expect(messageLine(group, 'bob')).toBe('[10:32:05] [class 5b] alice: hello');
   });
 
-  it('marks ✓, ✓✓ and ✓✓ read (with time), and counts in groups', () => {
+  it('marks ✓, ✓✓ and ✓✓ read (with its time when known), and counts in groups', () => {
     expect(markText(markFor(3, { bob: cursors(2, 0) }, false))).toBe('✓');
     expect(markText(markFor(3, { bob: cursors(3, 0) }, false))).toBe('✓✓');
-    expect(markText(markFor(3, { bob: cursors(5, 4, at) }, false))).toBe('✓✓ read 10:32:05');
+    expect(markText(markFor(3, { bob: cursors(5, 3, at) }, false))).toBe('✓✓ read 10:32:05');
+    // The cursor's time is when it reached #4: #3 was read by then, but not necessarily then.
+    expect(markText(markFor(3, { bob: cursors(5, 4, at) }, false))).toBe('✓✓ read');
     const five = { b: cursors(3, 3), c: cursors(9, 9), d: cursors(3, 2), e: cursors(3, 0), f: cursors(0, 0) };
     expect(markText(markFor(3, five, true))).toBe('✓✓ 2/5 read');
     expect(markText(markFor(3, { b: cursors(3, 0), c: cursors(0, 0) }, true))).toBe('✓✓ 1/2 delivered');
+  });
+
+  it('prints an error once with its kind, also when the message names it already', () => {
+    const lines: string[] = [];
+    const printer = new Printer(
+      false,
+      (l) => lines.push(l),
+      (l) => lines.push(l),
+    );
+    printer.error('usage', 'usage: /msg USER text');
+    printer.error('unknown_user', 'there is no user "nobody"');
+    expect(lines).toEqual(['error: usage: /msg USER text', 'error: unknown_user: there is no user "nobody"']);
+  });
+
+  it('says "you now own" to the new owner', () => {
+    const left = { kind: 'member_left' as const, user: 'amy', newOwner: 'ben' };
+    expect(groupChangeText(left, 'amy', 'ben')).toBe('amy left; you now own the group');
+    expect(groupChangeText(left, 'amy', 'cat')).toBe('amy left; ben now owns the group');
   });
 
   it('says when someone was last seen', () => {

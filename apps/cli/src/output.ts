@@ -15,12 +15,14 @@ export function dateTime(ts: number): string {
 }
 
 /** What the sender sees of its own message: ✓ accepted, ✓✓ delivered, ✓✓ read (with time); in a group, counts. */
-export type Mark = { kind: 'direct'; delivered: boolean; readAt: number | null } | { kind: 'group'; delivered: number; read: number; of: number };
+/** A direct message's `readAt` is when it was read, when that is known (not every message up to a read cursor was read when the cursor got there). */
+export type Mark =
+  { kind: 'direct'; delivered: boolean; read: boolean; readAt: number | null } | { kind: 'group'; delivered: number; read: number; of: number };
 
 export function markText(mark: Mark | null): string {
   if (mark === null) return '✓';
   if (mark.kind === 'direct') {
-    if (mark.readAt !== null) return `✓✓ read ${clock(mark.readAt)}`;
+    if (mark.read) return mark.readAt !== null ? `✓✓ read ${clock(mark.readAt)}` : '✓✓ read';
     return mark.delivered ? '✓✓' : '✓';
   }
   if (mark.read > 0) return `✓✓ ${mark.read}/${mark.of} read`;
@@ -28,12 +30,16 @@ export function markText(mark: Mark | null): string {
   return '✓';
 }
 
-/** The mark of message `seq` given the other members' cursors. */
+/**
+ * The mark of message `seq` given the other members' cursors. A cursor says when it reached its seq, so only the
+ * message at a read cursor has its read time; those before it were read, at some time before.
+ */
 export function markFor(seq: number, peers: Record<string, Cursors>, group: boolean): Mark {
   const cursors = Object.values(peers);
   if (!group) {
     const peer = cursors[0];
-    return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, readAt: peer && peer.read >= seq ? peer.readAt : null };
+    const read = (peer?.read ?? 0) >= seq;
+    return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, read, readAt: read && peer!.read === seq ? peer!.readAt : null };
   }
   return { kind: 'group', delivered: cursors.filter((c) => c.delivered >= seq).length, read: cursors.filter((c) => c.read >= seq).length, of: cursors.length };
 }
@@ -64,7 +70,7 @@ export function groupChangeText(change: GroupChange, actor: string, me: string):
     case 'member_removed':
       return `${who(actor)} removed ${change.members.map(who).join(', ')}`;
     case 'member_left':
-      return `${who(change.user)} left${change.newOwner ? `; ${who(change.newOwner)} now owns the group` : ''}`;
+      return `${who(change.user)} left${change.newOwner ? `; ${who(change.newOwner)} now ${change.newOwner === me ? 'own' : 'owns'} the group` : ''}`;
     case 'owner_changed':
       return `${who(change.previous)} handed the group to ${who(change.owner)}`;
     case 'deleted':
@@ -120,7 +126,8 @@ export class Printer {
 
   error(code: string, message: string): void {
     if (this.json) this.out(JSON.stringify({ type: 'error', code, message }));
-    else this.err(`error: ${code === 'failed' ? '' : `${code}: `}${message}`);
+    // A message that names its kind already ("usage: parley send USER text") is not prefixed twice.
+    else this.err(`error: ${code === 'failed' || message.startsWith(`${code}: `) ? '' : `${code}: `}${message}`);
   }
 
   /** A dim hint for people (never in JSON mode). */
