@@ -130,7 +130,7 @@ describe('the parley CLI', () => {
     const bobChat = start(['chat'], as(bob));
     await bobChat.waitForLine(/logged in as/);
     const sent = await runCli(['--json', 'send', '--group', 'physics 101', 'lab at noon'], as(alice));
-    expect(sent.json[0]).toMatchObject({ type: 'accepted', seq: expect.any(Number), group: { name: 'physics 101' } });
+    expect(sent.json[0]).toMatchObject({ type: 'accepted', seq: expect.any(Number), group: { name: 'physics 101' }, recipients: expect.any(Number) });
     const seq = sent.json[0]!.seq as number;
     await bobChat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[physics 101\\] ${alice}: lab at noon$`));
     bobChat.type('/g "physics 101" see you there');

@@ -68,7 +68,16 @@ export async function send(ctx: CommandContext, user: string | undefined, text: 
     const human = r.group
       ? `accepted (seq ${r.seq}, to ${r.recipients ?? 0} member${r.recipients === 1 ? '' : 's'} of ${r.group.name})`
       : `accepted (seq ${r.seq})`;
-    ctx.printer.emit(human, { type: 'accepted', id, ...where, conv: r.conv, seq: r.seq, ts: r.ts, ...(r.recipient ? { recipient: r.recipient } : {}) });
+    ctx.printer.emit(human, {
+      type: 'accepted',
+      id,
+      ...where,
+      conv: r.conv,
+      seq: r.seq,
+      ts: r.ts,
+      ...(r.recipient ? { recipient: r.recipient } : {}),
+      ...(r.recipients !== undefined ? { recipients: r.recipients } : {}),
+    });
     if ('to' in to && r.recipient?.state === 'offline')
       ctx.printer.emit(offlineNotice(to.to, r.recipient), { type: 'offline', user: to.to, lastSeen: r.recipient.lastSeen });
   });
