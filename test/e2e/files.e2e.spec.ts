@@ -258,6 +258,29 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(code).toBe(0);
   });
 
+  it('lets the sender withdraw an offer (parley file cancel): a waiting receiver is told, and the data is gone', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const bob = await users.login(b);
+    const sent = await cli(a, ['--json', 'file', 'send', b, writeTemp('wrong.txt', 'not this one')]);
+    const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    await bob.waitFor(isFile('offered', offer.id));
+    const listen = CliProcess.start(['listen'], { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: b, PARLEY_PASSWORD: users.password });
+    try {
+      await listen.waitForLine(line(`* ${a} offers wrong.txt (12 B) — parley file accept ${offer.id} or parley file decline ${offer.id}`), 30_000);
+      expect((await cli(b, ['file', 'cancel', offer.id])).stderr).toMatch(/unknown_file/);
+      const cancelled = await cli(a, ['file', 'cancel', offer.id]);
+      expect(cancelled.code, cancelled.stderr).toBe(0);
+      expect(cancelled.stdout.trim()).toBe('withdrew wrong.txt (12 B)');
+      expect(((await bob.waitFor(isFile('withdrawn', offer.id))) as FileEvent).offer.from).toBe(a);
+      await listen.waitForLine(line(`* ${a} withdrew wrong.txt (12 B)`), 30_000);
+    } finally {
+      await listen.stop();
+    }
+    await expect.poll(() => serverHolds(offer.id), { timeout: 10_000 }).toBe(false);
+    expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    expect((await cli(a, ['file', 'list'])).stdout).not.toContain(offer.id);
+  });
+
   it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const data = randomBytes(40 * CHUNK + 99);

@@ -25,6 +25,12 @@ export const fileCommands = {
       ctx.printer.emit(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
     });
   },
+  async cancel(ctx: CommandContext, id: string): Promise<void> {
+    await withClient(ctx, async (client) => {
+      const { offer } = await client.request('file.cancel', { offer: id });
+      ctx.printer.emit(`withdrew ${fileLabel(offer)}`, { type: 'withdrawn', offer });
+    });
+  },
   async decline(ctx: CommandContext, id: string): Promise<void> {
     await withClient(ctx, async (client) => {
       const { offer } = await client.request('file.decline', { offer: id });

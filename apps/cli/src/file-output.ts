@@ -57,6 +57,8 @@ export class FileNotices {
   linesFor(e: FileEvent | FilesEvent): string[] {
     if (e.type === 'files') return e.offers.flatMap((o) => this.offerLines(o));
     if (e.event === 'offered') return this.offerLines(e.offer);
+    if (e.event === 'withdrawn')
+      return e.offer.from === this.me ? [] : this.once(`${e.offer.id}:withdrawn`) ? [`* ${e.offer.from} withdrew ${fileLabel(e.offer)}`] : [];
     if (e.user === undefined || e.user === this.me || e.offer.from !== this.me) return [];
     return this.decisionLines(e.offer, [[e.user, e.event]]);
   }

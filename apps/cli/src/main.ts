@@ -183,6 +183,11 @@ file
   .command('decline')
   .argument('<id>')
   .action(run((ctx, id: string) => fileCommands.decline(ctx, id)));
+file
+  .command('cancel')
+  .description('withdraw a file you offered: the server deletes it, and receivers who had not taken it are told')
+  .argument('<id>')
+  .action(run((ctx, id: string) => fileCommands.cancel(ctx, id)));
 
 try {
   await program.parseAsync(process.argv);

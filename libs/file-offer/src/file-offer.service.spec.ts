@@ -113,6 +113,26 @@ describe('FileOfferService', () => {
     expect((await service.seen('ann', id, { bob: 'received' })).result.offer.seen).toEqual({ bob: 'received', cy: 'declined' });
   });
 
+  it('lets the sender withdraw an offer: its data goes, and only receivers still waiting are told', async () => {
+    const { service, blobs } = setup();
+    const data = Buffer.from('0123456789');
+    const id = (await service.offer('ann', 'r1', { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] }, describe_(data))).result.offer.id;
+    await upload(service, id, data);
+    await service.decline('cy', id);
+    expect(await code(service.cancel('bob', id))).toBe('unknown_file');
+    const withdrawn = await service.cancel('ann', id);
+    expect(withdrawn.notify).toMatchObject({ to: ['ann', 'bob'], event: { type: 'file', event: 'withdrawn', offer: { id } } });
+    expect(await service.list('ann')).toEqual([]);
+    expect(await service.list('bob')).toEqual([]);
+    expect(await blobs.get(id, 0)).toBeNull();
+    expect(await code(service.accept('bob', id))).toBe('unknown_file');
+    expect(await code(service.cancel('ann', id))).toBe('unknown_file');
+    // An offer not uploaded in full was never announced: no receiver is told of its withdrawal.
+    const half = (await service.offer('ann', 'r2', { to: 'bob' }, describe_(data))).result.offer.id;
+    await service.putChunk('ann', half, 0, data.subarray(0, CHUNK).toString('base64'));
+    expect((await service.cancel('ann', half)).notify?.to).toEqual(['ann']);
+  });
+
   it('knows a user called like a property every object has as no receiver', async () => {
     const { service } = setup();
     const data = Buffer.from('0123456789');

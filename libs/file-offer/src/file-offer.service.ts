@@ -211,6 +211,21 @@ export class FileOfferService {
     return { result: { offer: viewOf(after, user) }, notify: null };
   }
 
+  /**
+   * The sender withdraws its offer: it and its data are deleted at once, and the receivers who had not received or
+   * declined it (and the sender's other devices) are told. Throws unknown_file (not the sender's offer, or gone).
+   */
+  async cancel(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
+    const offer = await this.live(offerId);
+    if (!offer || offer.from !== user) throw unknownFile(offerId);
+    await this.drop(offerId);
+    const waiting = Object.entries(offer.recipients).filter(([, s]) => s === 'pending' || s === 'accepted');
+    // Receivers never heard of an offer whose upload was not complete.
+    const told = offer.uploaded === offer.chunks ? waiting.map(([u]) => u) : [];
+    const event: FileEvent = { type: 'file', event: 'withdrawn', offer: viewOf(offer), ts: this.now() };
+    return { result: { offer: viewOf(offer, user) }, notify: { to: [user, ...told], event } };
+  }
+
   /** Offers the user made, and those made to it that it can still see (complete, not declined), oldest first. */
   async list(user: string): Promise<FileOffer[]> {
     const now = this.now();
@@ -325,7 +340,7 @@ function unknownFile(id: string): DomainError {
 }
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the file-offer app. */
-export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'seen', 'list', 'syncEvent'] as const;
+export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'seen', 'cancel', 'list', 'syncEvent'] as const;
 export type FileOfferApi = Pick<FileOfferService, (typeof FILE_OFFER_API_METHODS)[number]>;
 export const FILE_OFFER_API = Symbol('FILE_OFFER_API');
 

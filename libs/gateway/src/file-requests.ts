@@ -32,6 +32,8 @@ export class FileRequests {
         return this.published(this.files.decline(user, req.offer));
       case 'file.received':
         return this.published(this.files.confirm(user, req.offer));
+      case 'file.cancel':
+        return this.published(this.files.cancel(user, req.offer));
       case 'file.seen':
         return this.published(this.files.seen(user, req.offer, req.states));
       case 'file.fetch':

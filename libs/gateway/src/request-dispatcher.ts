@@ -228,6 +228,7 @@ export class RequestDispatcher {
       case 'file.received':
       case 'file.list':
       case 'file.seen':
+      case 'file.cancel':
         return { type: 'reply', id: req.id, op: req.op, ok: true, result: await this.files.execute(user, req) };
     }
   }

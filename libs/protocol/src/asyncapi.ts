@@ -45,6 +45,11 @@ const REQUESTS: [string, z.ZodType, string][] = [
     'Fetch chunk `index` (base64) of a file you accepted. Its reply goes to the fetching connection only, on its inbox topic (to the inbox as usual when that connection is not subscribed to it).',
   ],
   ['FileReceivedRequest', P.FileReceivedRequest, 'Tell the server (and the sender) that you have the whole file and its SHA-256 checks out.'],
+  [
+    'FileCancelRequest',
+    P.FileCancelRequest,
+    'Withdraw your offer: its data is deleted, and receivers who had not received or declined it are told (`withdrawn`).',
+  ],
   ['FileListRequest', P.FileListRequest, 'The file offers you made, and those made to you that are still open.'],
   [
     'FileSeenRequest',

@@ -111,6 +111,8 @@ export const FileDeclineRequest = z.strictObject({ op: z.literal('file.decline')
 export const FileFetchRequest = z.strictObject({ op: z.literal('file.fetch'), id: RequestId, offer: OfferId, index: z.number().int().nonnegative() });
 /** The receiver has the whole file and verified its SHA-256. */
 export const FileReceivedRequest = z.strictObject({ op: z.literal('file.received'), id: RequestId, offer: OfferId });
+/** The sender withdraws its offer: the data goes, and receivers who had not received or declined it are told. */
+export const FileCancelRequest = z.strictObject({ op: z.literal('file.cancel'), id: RequestId, offer: OfferId });
 /** The offers I made and the offers made to me that are still live. */
 export const FileListRequest = z.strictObject({ op: z.literal('file.list'), id: RequestId });
 /**
@@ -152,6 +154,7 @@ export const Request = z.discriminatedUnion('op', [
   FileReceivedRequest,
   FileListRequest,
   FileSeenRequest,
+  FileCancelRequest,
 ]);
 export type Request = z.infer<typeof Request>;
 export type RegisterRequest = z.infer<typeof RegisterRequest>;
@@ -183,6 +186,7 @@ export const REQUEST_OPS = [
   'file.received',
   'file.list',
   'file.seen',
+  'file.cancel',
 ] as const;
 export type RequestOp = Request['op'];
 
@@ -232,7 +236,7 @@ export type FileChunkResult = z.infer<typeof FileChunkResult>;
 /** `file.fetch`: one chunk, base64. */
 export const FileFetchResult = z.strictObject({ offer: z.string(), index: z.number().int().nonnegative(), data: z.string() });
 export type FileFetchResult = z.infer<typeof FileFetchResult>;
-/** `file.accept`, `file.decline`, `file.received`, `file.seen`: the offer as it is now. */
+/** `file.accept`, `file.decline`, `file.received`, `file.seen`: the offer as it is now; `file.cancel`: as it was when withdrawn. */
 export const FileStateResult = z.strictObject({ offer: FileOffer });
 export type FileStateResult = z.infer<typeof FileStateResult>;
 export const FileListResult = z.strictObject({ offers: z.array(FileOffer) });
@@ -241,11 +245,13 @@ export type FileListResult = z.infer<typeof FileListResult>;
 /**
  * Something happened to a file offer: `offered` (to its receivers, once the
  * upload is complete), or a receiver (`user`) `accepted`, `declined` or
- * `received` it (to the sender, and to that receiver's other devices).
+ * `received` it (to the sender, and to that receiver's other devices), or its
+ * sender `withdrawn` it (to the receivers who had not received or declined it,
+ * and to the sender's other devices).
  */
 export const FileEvent = z.strictObject({
   type: z.literal('file'),
-  event: z.enum(['offered', 'accepted', 'declined', 'received']),
+  event: z.enum(['offered', 'accepted', 'declined', 'received', 'withdrawn']),
   user: z.string().optional(),
   offer: FileOffer,
   ts: Timestamp,
@@ -484,6 +490,7 @@ export interface ResultOf {
   'file.received': FileStateResult;
   'file.list': FileListResult;
   'file.seen': FileStateResult;
+  'file.cancel': FileStateResult;
 }
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };
