@@ -151,15 +151,27 @@ describe('the parley CLI', () => {
   });
 
   const tmux = spawnSync('tmux', ['-V']).status === 0;
-  it.runIf(tmux)('never garbles the line you are typing when a message arrives (real terminal, tmux)', async () => {
-    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+  /** Runs `parley chat` as `user` in a real terminal (tmux, 120×20) until `work` is done. */
+  const inTmuxChat = async (
+    user: string,
+    work: (t: { tm: (...args: string[]) => { stdout: string }; session: string; screen: () => string }) => Promise<void>,
+  ) => {
     const session = `parley-${randomBytes(4).toString('hex')}`;
     const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
-    const env = Object.entries(as(bob)).map(([k, v]) => `${k}='${v}'`);
+    const env = Object.entries(as(user)).map(([k, v]) => `${k}='${v}'`);
     tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js chat`);
     try {
       const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
-      await expect.poll(screen, { timeout: 10_000 }).toContain(`${bob}>`);
+      await expect.poll(screen, { timeout: 10_000 }).toContain(`${user}>`);
+      await work({ tm, session, screen });
+    } finally {
+      tm('kill-session', '-t', session);
+    }
+  };
+
+  it.runIf(tmux)('never garbles the line you are typing when a message arrives (real terminal, tmux)', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    await inTmuxChat(bob, async ({ tm, session, screen }) => {
       tm('send-keys', '-t', session, '-l', `/msg ${alice} half a sen`);
       await expect.poll(screen, { timeout: 5000 }).toContain('half a sen');
       await runCli(['send', bob, 'an interruption'], as(alice));
@@ -171,20 +183,12 @@ describe('the parley CLI', () => {
       tm('send-keys', '-t', session, '-l', 'tence');
       tm('send-keys', '-t', session, 'Enter');
       await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: half a sentence ✓`));
-    } finally {
-      tm('kill-session', '-t', session);
-    }
+    });
   });
 
   it.runIf(tmux)('redraws a receipt mark on its own message line, whatever was typed or printed below it since (real terminal, tmux)', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
-    const session = `parley-${randomBytes(4).toString('hex')}`;
-    const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
-    const env = Object.entries(as(bob)).map(([k, v]) => `${k}='${v}'`);
-    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js chat`);
-    try {
-      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
-      await expect.poll(screen, { timeout: 10_000 }).toContain(`${bob}>`);
+    await inTmuxChat(bob, async ({ tm, session, screen }) => {
       tm('send-keys', '-t', session, '-l', `/msg ${alice} one`);
       tm('send-keys', '-t', session, 'Enter');
       // Alice has never been online: a notice follows the message.
@@ -207,8 +211,6 @@ describe('the parley CLI', () => {
       expect(upTo).toBeGreaterThan(at);
       const shown = (lines: string[]) => lines.slice(0, upTo + 1).map((l, i) => (i === at ? 'the message' : l));
       expect(shown(after)).toEqual(shown(before));
-    } finally {
-      tm('kill-session', '-t', session);
-    }
+    });
   });
 });
