@@ -126,6 +126,8 @@ describe.each(modes)('groups, %s', (mode) => {
     await refused(owner, { op: 'send', group: g.id, to: m, text: 'both?' }, 'bad_request');
     // Nothing of that changed the group.
     expect(await okResult<GroupInfo>(owner.request({ op: 'group.members', group: g.id }))).toMatchObject({ name: 'secret club', owner: o, members: [o, m, r] });
+    // A name is stored trimmed, and found trimmed.
+    expect(await okResult<GroupInfo>(owner.request({ op: 'group.members', group: '  secret club ' }))).toMatchObject({ id: g.id });
 
     // Removal: the removed member is told, then hears nothing more, live or on reconnect.
     await okResult(owner.request({ op: 'group.remove', group: g.id, members: [r] }));

@@ -318,10 +318,12 @@ export class GroupService {
   async resolve(user: string, ref: string): Promise<string> {
     const ids = await this.groupIdsOf(user);
     if (ids.includes(ref)) return ref;
+    // Names are stored trimmed (validName), so a name is looked up trimmed too.
+    const name = ref.trim();
     const named: string[] = [];
     for (const id of ids) {
       const g = await this.load(id);
-      if (g && !g.deleted && isMember(g, user) && g.name === ref) named.push(id);
+      if (g && !g.deleted && isMember(g, user) && g.name === name) named.push(id);
     }
     if (named.length === 1) return named[0]!;
     if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);
