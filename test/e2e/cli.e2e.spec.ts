@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
-import { REPO_ROOT } from '../support/parley-server.js';
+import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
 /** The parley CLI, as real processes against the real server, as two people in two terminals would use it. */
@@ -213,4 +213,25 @@ describe('the parley CLI', () => {
       expect(shown(after)).toEqual(shown(before));
     });
   });
+});
+
+describe('the parley CLI against a server that asks it to slow down', () => {
+  let server: ParleyServer;
+  const PASSWORD = 'slow down password';
+
+  beforeAll(async () => {
+    // Two requests at once per user, then one a second.
+    server = await startParley({ env: { PARLEY_USER_RATE: '1', PARLEY_USER_BURST: '2' } });
+  });
+  afterAll(() => server?.dispose());
+
+  it('retries a rate_limited request with the same id, so a burst of sends all get through, each stored once', async () => {
+    const as = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: PASSWORD });
+    const [alice, bob] = [`alice${randomBytes(3).toString('hex')}`, `bob${randomBytes(3).toString('hex')}`];
+    for (const u of [alice, bob]) expect((await runCli(['register'], as(u))).code).toBe(0);
+    const sends = await Promise.all([1, 2, 3, 4].map((n) => runCli(['send', bob, `burst ${n}`], as(alice), { timeoutMs: 30_000 })));
+    for (const s of sends) expect(s.code, s.stderr).toBe(0);
+    const history = await runCli(['--json', 'history', bob, '--limit', '50'], as(alice));
+    expect(history.json.map((m) => m.text).sort()).toEqual(['burst 1', 'burst 2', 'burst 3', 'burst 4']);
+  }, 60_000);
 });

@@ -33,6 +33,10 @@ export interface ConnectOptions {
   timeoutMs?: number;
 }
 
+/** Answers that ask for the same request again, later; and the pauses before each retry. */
+const RETRIED: ReadonlySet<string> = new Set(['rate_limited', 'unavailable']);
+const RETRY_PAUSES_MS = [500, 1000, 2000, 4000];
+
 const CONNACK_REASONS: Record<number, string> = {
   1: 'the server does not speak this MQTT version',
   2: 'the server refused this client id',
@@ -134,8 +138,23 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     return parley;
   }
 
-  /** Sends a request and resolves with its result; rejects with RequestError (server said no) or Error (no answer). */
-  request<Op extends RequestOp>(op: Op, fields: Record<string, unknown> = {}, id: string = randomUUID()): Promise<ResultOf[Op]> {
+  /**
+   * Sends a request and resolves with its result; rejects with RequestError (server said no) or Error (no answer).
+   * An answer of `rate_limited` or `unavailable` asks for a retry with the same id, which can never do a thing twice:
+   * it is retried a few times, after growing pauses, before it is reported.
+   */
+  async request<Op extends RequestOp>(op: Op, fields: Record<string, unknown> = {}, id: string = randomUUID()): Promise<ResultOf[Op]> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await this.requestOnce(op, fields, id);
+      } catch (e) {
+        if (!(e instanceof RequestError) || !RETRIED.has(e.code) || attempt >= RETRY_PAUSES_MS.length + 1) throw e;
+        await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSES_MS[attempt - 1]));
+      }
+    }
+  }
+
+  private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string): Promise<ResultOf[Op]> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.pending.delete(id);
