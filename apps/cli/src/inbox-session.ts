@@ -70,8 +70,12 @@ export class InboxSession {
 
   markOf(message: MessageEvent): Mark {
     const mark = markFor(message.seq, this.peers.get(message.conv) ?? {}, message.group !== undefined);
-    const readAt = this.readTimes.get(`${message.conv}#${message.seq}`);
-    return mark.kind === 'direct' && mark.read && readAt !== undefined ? { ...mark, readAt } : mark;
+    if (mark.kind !== 'direct' || !mark.read) return mark;
+    const key = `${message.conv}#${message.seq}`;
+    // A time learnt once (the cursor stood at this message) stays: the cursor moves on, the message's read time does not.
+    if (mark.readAt !== null && !this.readTimes.has(key)) this.readTimes.set(key, mark.readAt);
+    const readAt = this.readTimes.get(key);
+    return readAt !== undefined ? { ...mark, readAt } : mark;
   }
 
   /** When each of my direct messages was seen read in this session (a receipt reads up to a seq, at a time). */

@@ -1,0 +1,55 @@
+import { EventEmitter } from 'node:events';
+import { describe, expect, it } from 'vitest';
+import type { InboxEvent, MessageEvent } from '#libs/protocol';
+import { InboxSession } from './inbox-session.js';
+import { markText } from './output.js';
+import type { ParleyClient } from './parley-client.js';
+
+const CONV = 'dm:ann:bob';
+const T1 = new Date(2026, 10, 24, 10, 1, 0).getTime();
+const T2 = new Date(2026, 10, 24, 10, 2, 0).getTime();
+const message = (seq: number): MessageEvent => ({ type: 'message', conv: CONV, seq, from: 'ann', to: 'bob', ts: T1 - 1000, id: `m${seq}`, text: `#${seq}` });
+const sync = (read: number, readAt: number): InboxEvent => ({
+  type: 'sync',
+  conversations: [
+    {
+      conv: CONV,
+      after: 2,
+      last: 2,
+      mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 },
+      peers: { bob: { delivered: 2, deliveredAt: readAt, read, readAt } },
+    },
+  ],
+});
+
+/** A session of Ann's over a client that only carries events (what the server would send). */
+function annSession() {
+  const client = Object.assign(new EventEmitter(), { user: 'ann', request: () => Promise.resolve({}) });
+  const marks: [number, string][] = [];
+  const session = new InboxSession(
+    client as unknown as ParleyClient,
+    { show: () => undefined, mark: (m, mark) => marks.push([m.seq, markText(mark)]) },
+    'none',
+  );
+  return { session, marks, emit: (e: InboxEvent) => client.emit('event', e) };
+}
+
+describe('InboxSession marks of my direct messages', () => {
+  it('keeps a read time once known: a receipt re-marks only what it moved, and a reconnect does not lose it', async () => {
+    const { session, marks, emit } = annSession();
+    emit(sync(1, T1));
+    for (const seq of [1, 2]) session.track(message(seq));
+    expect(markText(session.markOf(message(1)))).toBe('✓✓ read 10:01:00');
+    expect(markText(session.markOf(message(2)))).toBe('✓✓');
+
+    marks.length = 0;
+    emit({ type: 'receipt', conv: CONV, user: 'bob', status: 'read', seq: 2, ts: T2 });
+    expect(marks).toEqual([[2, '✓✓ read 10:02:00']]);
+
+    // Reconnected: the cursor now stands at #2, but #1 was read at 10:01.
+    emit(sync(2, T2));
+    expect(markText(session.markOf(message(1)))).toBe('✓✓ read 10:01:00');
+    expect(markText(session.markOf(message(2)))).toBe('✓✓ read 10:02:00');
+    await session.stop();
+  });
+});
