@@ -1,10 +1,12 @@
 import { spawn } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { DataDirLock } from './data-dir-lock.js';
 
+const REPO_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const dirs: string[] = [];
 const stops: (() => void)[] = [];
 afterEach(() => {
@@ -60,13 +62,48 @@ describe('DataDirLock', () => {
     lock.release();
   });
 
-  it('takes over a lock naming this very process (a container restarted with the same pid) or an unreadable one', () => {
+  it('takes over a lock naming this very process (a container restarted with the same pid), and an unreadable one once it is old', () => {
     const dir = dataDir();
     holdAs(dir, process.pid);
     new DataDirLock(dir).release();
-    writeFileSync(join(dir, 'parley.lock'), '{"pid": 12');
+    const path = join(dir, 'parley.lock');
+    writeFileSync(path, '{"pid": 12');
+    expect(() => new DataDirLock(dir)).toThrow('is unreadable');
+    const longAgo = new Date(Date.now() - 60_000);
+    utimesSync(path, longAgo, longAgo);
     new DataDirLock(dir).release();
   });
+
+  it('lets exactly one of several servers starting at once take a directory, free or left by a dead one', async () => {
+    // Separate processes (as built by `npm run build`), each holding on to what it took while the others try.
+    const script = (dir: string, startAt: number) => `
+      import { DataDirLock } from './dist/libs/storage/src/data-dir-lock.js';
+      while (Date.now() < ${startAt}) {}
+      try { new DataDirLock(${JSON.stringify(dir)}); process.stdout.write('took'); setTimeout(() => {}, 600); }
+      catch { process.stdout.write('refused'); }`;
+    const race = async (dir: string) => {
+      // All try at the same moment, once every process has started.
+      const startAt = Date.now() + 800;
+      const outcomes = await Promise.all(
+        Array.from({ length: 5 }, () => {
+          const child = spawn(process.execPath, ['--input-type=module', '-e', script(dir, startAt)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
+          stops.push(() => child.kill('SIGKILL'));
+          let out = '';
+          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          return new Promise<string>((resolve) => child.once('close', () => resolve(out)));
+        }),
+      );
+      return outcomes.filter((o) => o === 'took').length;
+    };
+    for (let round = 0; round < 3; round++) {
+      expect(await race(dataDir())).toBe(1);
+      const left = dataDir();
+      const gone = await liveProcess();
+      holdAs(left, gone.pid);
+      await gone.stop();
+      expect(await race(left)).toBe(1);
+    }
+  }, 60_000);
 
   it('refuses a lock from another host while it is refreshed, and takes it over once it is not', () => {
     const dir = dataDir();

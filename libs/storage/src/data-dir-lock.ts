@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, openSync, readFileSync, rmSync, statSync, utimesSync, writeSync } from 'node:fs';
+import { linkSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
@@ -49,23 +49,52 @@ export class DataDirLock {
   }
 
   private take(): void {
-    for (let attempt = 0; attempt < 3; attempt++) {
-      try {
-        const fd = openSync(this.path, 'wx');
-        try {
-          writeSync(fd, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token } satisfies Holder));
-        } finally {
-          closeSync(fd);
-        }
-        return;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
+    for (let attempt = 0; attempt < 5; attempt++) {
+      if (this.create()) return;
       const holder = holderOf(this.path);
-      if (holder && isAlive(holder, this.path)) throw inUse(this.dataDir, holder);
-      rmSync(this.path, { force: true });
+      if (holder === null) {
+        // Unreadable (damaged by hand, or gone meanwhile): stale only once it is old.
+        if (Date.now() - modifiedAt(this.path) < STALE_MS)
+          throw new Error(`the data directory ${this.dataDir} is in use (its lock ${this.path} is unreadable)`);
+      } else if (isAlive(holder, this.path)) {
+        throw inUse(this.dataDir, holder);
+      }
+      // Taken over by moving it aside, which only one process can do; then it must be the lock judged stale.
+      const aside = `${this.path}.stale-${this.token}`;
+      try {
+        renameSync(this.path, aside);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
+        throw e;
+      }
+      const moved = holderOf(aside);
+      if (moved?.token !== holder?.token) {
+        // Another server took the directory between the look and the move: give its lock back, and yield.
+        try {
+          linkSync(aside, this.path);
+        } finally {
+          rmSync(aside, { force: true });
+        }
+        throw inUse(this.dataDir, moved!);
+      }
+      rmSync(aside, { force: true });
     }
-    throw new Error(`could not take the lock ${this.path}: another process keeps taking it`);
+    throw new Error(`could not take the lock ${this.path}: other processes keep taking it`);
+  }
+
+  /** Creates the lock, whole, or finds one there (false). Written aside and linked into place, so it is never seen half-written. */
+  private create(): boolean {
+    const draft = `${this.path}.${this.token}`;
+    writeFileSync(draft, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token } satisfies Holder));
+    try {
+      linkSync(draft, this.path);
+      return true;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+      throw e;
+    } finally {
+      rmSync(draft, { force: true });
+    }
   }
 }
 
