@@ -278,7 +278,10 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     }
     await expect.poll(() => serverHolds(offer.id), { timeout: 10_000 }).toBe(false);
     expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
-    expect((await cli(a, ['file', 'list'])).stdout).not.toContain(offer.id);
+    // The sender's list shows it withdrawn (until it expires); withdrawing again answers the same.
+    expect((await cli(a, ['file', 'list'])).stdout).toContain(`${offer.id}  you → ${b}  wrong.txt (12 B)  ${b}: withdrawn`);
+    expect((await cli(a, ['file', 'cancel', offer.id])).stdout.trim()).toBe('withdrew wrong.txt (12 B)');
+    expect((await cli(b, ['file', 'list'])).stdout).not.toContain(offer.id);
   });
 
   it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {

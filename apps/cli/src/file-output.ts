@@ -65,7 +65,7 @@ export class FileNotices {
 
   private offerLines(offer: FileOffer): string[] {
     if (offer.from === this.me) {
-      const news = Object.entries(offer.recipients).filter(([u, s]) => s !== 'pending' && offer.seen?.[u] !== s);
+      const news = Object.entries(offer.recipients).filter(([u, s]) => s !== 'pending' && s !== 'withdrawn' && offer.seen?.[u] !== s);
       return this.decisionLines(offer, news);
     }
     if (offer.recipients[this.me] !== 'pending' || !this.once(`${offer.id}:offered`)) return [];

@@ -122,15 +122,25 @@ describe('FileOfferService', () => {
     expect(await code(service.cancel('bob', id))).toBe('unknown_file');
     const withdrawn = await service.cancel('ann', id);
     expect(withdrawn.notify).toMatchObject({ to: ['ann', 'bob'], event: { type: 'file', event: 'withdrawn', offer: { id } } });
-    expect(await service.list('ann')).toEqual([]);
+    // The sender still sees it, withdrawn, until it expires; the receivers do not; the data is gone.
+    expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'withdrawn', cy: 'declined' });
     expect(await service.list('bob')).toEqual([]);
     expect(await blobs.get(id, 0)).toBeNull();
-    expect(await code(service.accept('bob', id))).toBe('unknown_file');
-    expect(await code(service.cancel('ann', id))).toBe('unknown_file');
+    for (const act of [service.accept('bob', id), service.decline('bob', id), service.fetch('bob', id, 0), service.confirm('bob', id)])
+      expect(await code(act)).toBe('unknown_file');
+    // A retry (RPC redelivery, the CLI after `unavailable`) gets the same answer and tells the same people again.
+    expect((await service.cancel('ann', id)).notify).toMatchObject({ to: ['ann', 'bob'], event: { event: 'withdrawn' } });
+    // Offering the same again (same request id) makes a new offer.
+    const again = await service.offer('ann', 'r1', { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] }, describe_(data));
+    expect(again.result.offer.recipients).toEqual({ bob: 'pending', cy: 'pending' });
+    await upload(service, id, data);
+    await service.cancel('ann', id);
     // An offer not uploaded in full was never announced: no receiver is told of its withdrawal.
     const half = (await service.offer('ann', 'r2', { to: 'bob' }, describe_(data))).result.offer.id;
     await service.putChunk('ann', half, 0, data.subarray(0, CHUNK).toString('base64'));
     expect((await service.cancel('ann', half)).notify?.to).toEqual(['ann']);
+    // Nor can its upload go on.
+    expect(await code(service.putChunk('ann', half, 1, data.subarray(CHUNK, 2 * CHUNK).toString('base64')))).toBe('unknown_file');
   });
 
   it('knows a user called like a property every object has as no receiver', async () => {

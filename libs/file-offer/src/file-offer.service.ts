@@ -75,7 +75,12 @@ export class FileOfferService {
    */
   async offer(sender: string, requestId: string, target: OfferTarget, file: FileDescription): Promise<FileOutcome<FileOfferResult>> {
     const id = offerIdOf(sender, requestId);
-    const existing = await this.live(id);
+    let existing = await this.live(id);
+    // Offering again what was withdrawn makes a new offer (the withdrawal was told already).
+    if (existing && isWithdrawn(existing)) {
+      await this.drop(id);
+      existing = null;
+    }
     if (existing) return { result: { offer: viewOf(existing), window: this.limits.window }, notify: null };
     if (!isSafeFileName(file.name))
       throw new DomainError('invalid_file_name', 'a file name may not hold a path separator, "..", control characters or a leading dot, nor be over 255 bytes');
@@ -133,7 +138,7 @@ export class FileOfferService {
    */
   async putChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
     const offer = await this.live(offerId);
-    if (!offer || offer.from !== sender) throw unknownFile(offerId);
+    if (!offer || offer.from !== sender || isWithdrawn(offer)) throw unknownFile(offerId);
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
     if (index < offer.uploaded) {
       const complete = offer.uploaded === offer.chunks;
@@ -216,12 +221,16 @@ export class FileOfferService {
    * declined it (and the sender's other devices) are told. Throws unknown_file (not the sender's offer, or gone).
    */
   async cancel(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
-    const offer = await this.live(offerId);
+    let offer = await this.live(offerId);
     if (!offer || offer.from !== user) throw unknownFile(offerId);
-    await this.drop(offerId);
-    const waiting = Object.entries(offer.recipients).filter(([, s]) => s === 'pending' || s === 'accepted');
+    // Each receiver still waiting is marked withdrawn (a tombstone until the offer expires, so a retried call gets the
+    // same answer); then no one needs the data, and it goes.
+    for (const [u, s] of Object.entries(offer.recipients)) {
+      if (s === 'pending' || s === 'accepted') offer = (await this.offers.setRecipient(offerId, u, 'withdrawn')) ?? offer;
+    }
+    await this.releaseIfDone(offer);
     // Receivers never heard of an offer whose upload was not complete.
-    const told = offer.uploaded === offer.chunks ? waiting.map(([u]) => u) : [];
+    const told = offer.uploaded === offer.chunks ? Object.keys(offer.recipients).filter((u) => offer.recipients[u] === 'withdrawn') : [];
     const event: FileEvent = { type: 'file', event: 'withdrawn', offer: viewOf(offer), ts: this.now() };
     return { result: { offer: viewOf(offer, user) }, notify: { to: [user, ...told], event } };
   }
@@ -268,7 +277,7 @@ export class FileOfferService {
   /** An offer made to `user` and complete (receivers never see a half-uploaded one). */
   private async received(user: string, offerId: string): Promise<StoredOffer> {
     const offer = await this.live(offerId);
-    if (!offer || !isReceiver(offer, user) || offer.uploaded < offer.chunks) throw unknownFile(offerId);
+    if (!offer || !isReceiver(offer, user) || offer.uploaded < offer.chunks || offer.recipients[user] === 'withdrawn') throw unknownFile(offerId);
     return offer;
   }
 
@@ -282,7 +291,7 @@ export class FileOfferService {
 
   /** Once every receiver has received or declined, the data goes and the offer stops counting against its sender (it stays listed until it expires). */
   private async releaseIfDone(offer: StoredOffer): Promise<void> {
-    if (!Object.values(offer.recipients).every((s) => s === 'received' || s === 'declined')) return;
+    if (!Object.values(offer.recipients).every((s) => s === 'received' || s === 'declined' || s === 'withdrawn')) return;
     await this.blobs.delete(offer.id, offer.chunks);
     await this.offers.close(offer.id);
   }
@@ -328,6 +337,11 @@ function chunkLength(offer: FileOffer, index: number): number {
 function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
   const { open: _open, seen, ...view } = offer;
   return seen !== undefined && viewer === offer.from ? { ...view, seen } : view;
+}
+
+/** Whether its sender withdrew the offer. */
+function isWithdrawn(offer: FileOffer): boolean {
+  return Object.values(offer.recipients).includes('withdrawn');
 }
 
 /** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */

@@ -62,11 +62,19 @@ const EVENTS: [string, z.ZodType, string][] = [
   ['MessageEvent', P.MessageEvent, 'A message, with the server-stamped sender, seq and time.'],
   ['GroupEvent', P.GroupEvent, 'A change to a group, in order with its messages.'],
   ['OkReply', P.OkReply, 'The answer to a request that succeeded (same `id`).'],
-  ['ErrorReply', P.ErrorReply, 'The answer to a request that failed (same `id`, or null when the request carried none); nothing was changed.'],
+  [
+    'ErrorReply',
+    P.ErrorReply,
+    'The answer to a request that failed (same `id`, or null when it could not be read: a request too large to parse has its `id` read back only from its first 256 bytes); nothing was changed.',
+  ],
   ['ReceiptEvent', P.ReceiptEvent, 'Another member moved a cursor: your messages up to `seq` were delivered to / read by `user`.'],
   ['SyncEvent', P.SyncEvent, 'Sent when you subscribe to your inbox: where each conversation stands; the backlog follows.'],
   ['SyncedEvent', P.SyncedEvent, 'The backlog announced by `sync` has been sent.'],
-  ['FileEvent', P.FileEvent, 'A file offer for you (once uploaded), or a receiver accepted, declined or received one of yours.'],
+  [
+    'FileEvent',
+    P.FileEvent,
+    'A file offer for you (once uploaded), a receiver accepted, declined or received one of yours, or its sender withdrew one offered to you.',
+  ],
   ['FilesEvent', P.FilesEvent, 'Sent with the inbox sync (before `synced`) when you have live file offers: yours and those still open for you.'],
 ];
 

@@ -194,8 +194,8 @@ export type RequestOp = Request['op'];
 export const GroupLabel = z.strictObject({ id: z.string(), name: z.string() });
 export type GroupLabel = z.infer<typeof GroupLabel>;
 
-/** Where one receiver of a file offer stands: not yet decided, accepted (downloading), declined, or has the file (verified). */
-export const FileRecipientState = z.enum(['pending', 'accepted', 'declined', 'received']);
+/** Where one receiver of a file offer stands: not yet decided, accepted (downloading), declined, has the file (verified), or the sender withdrew it first. */
+export const FileRecipientState = z.enum(['pending', 'accepted', 'declined', 'received', 'withdrawn']);
 export type FileRecipientState = z.infer<typeof FileRecipientState>;
 
 /** A file offer as its sender and receivers see it. */
@@ -236,7 +236,7 @@ export type FileChunkResult = z.infer<typeof FileChunkResult>;
 /** `file.fetch`: one chunk, base64. */
 export const FileFetchResult = z.strictObject({ offer: z.string(), index: z.number().int().nonnegative(), data: z.string() });
 export type FileFetchResult = z.infer<typeof FileFetchResult>;
-/** `file.accept`, `file.decline`, `file.received`, `file.seen`: the offer as it is now; `file.cancel`: as it was when withdrawn. */
+/** `file.accept`, `file.decline`, `file.received`, `file.seen`, `file.cancel`: the offer as it is now. */
 export const FileStateResult = z.strictObject({ offer: FileOffer });
 export type FileStateResult = z.infer<typeof FileStateResult>;
 export const FileListResult = z.strictObject({ offers: z.array(FileOffer) });
@@ -495,11 +495,6 @@ export interface ResultOf {
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };
 
-/**
- * Turns a raw request payload into a typed request, or into the error to reply
- * with. Never throws: hostile payloads (not JSON, deeply nested, huge, wrong
- * types) all end as `bad_request`, `unknown_op` or `payload_too_large`.
- */
 /** How much of a request too large to parse is read for its `op` and `id`. */
 const HEAD_BYTES = 256;
 const HEAD_FIELD = /"(op|id)"\s*:\s*"([^"\\]{1,128})"/g;
@@ -522,6 +517,11 @@ function headOf(payload: Buffer | string): { id: string | null; op: string | nul
   return found;
 }
 
+/**
+ * Turns a raw request payload into a typed request, or into the error to reply
+ * with. Never throws: hostile payloads (not JSON, deeply nested, huge, wrong
+ * types) all end as `bad_request`, `unknown_op` or `payload_too_large`.
+ */
 export function parseRequest(payload: Buffer | string, maxBytes: number): ParsedRequest {
   const size = typeof payload === 'string' ? Buffer.byteLength(payload) : payload.length;
   if (size > maxBytes) {
