@@ -216,7 +216,8 @@ export class ChatSession {
     clearLine(process.stdout, 0);
     cursorTo(process.stdout, 0);
     this.printer.error(code, message);
-    this.row += rowsOf(`error: ${code}: ${message}`);
+    // On the screen only when errors go to it (not with 2>file).
+    if (process.stderr.isTTY) this.row += rowsOf(`error: ${code}: ${message}`);
     this.rl.prompt(true);
   }
 

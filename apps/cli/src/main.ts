@@ -22,10 +22,11 @@ const program = new Command('parley')
   .showHelpAfterError()
   .exitOverride();
 
-// Whoever reads the output stopped (`parley … | head`): there is no one left to tell anything, so leave quietly.
+// Whoever reads the output stopped (`parley … | head`): there is no one left to tell anything, so leave quietly, with
+// the status of a program ended by SIGPIPE (128 + 13), as the work may be cut short.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
-    if (e.code === 'EPIPE') process.exit(process.exitCode ?? 0);
+    if (e.code === 'EPIPE') process.exit(141);
     throw e;
   });
 }
