@@ -36,9 +36,17 @@ export class MqttUser {
   /** Publishes a request and resolves with its reply. */
   async request(fields: Record<string, unknown>, timeoutMs = 10_000): Promise<OkReply | ErrorReply> {
     const id = typeof fields.id === 'string' ? fields.id : randomUUID();
+    // Whether the server acknowledged the request (PUBACK) tells, when no reply comes, a request never received from a
+    // reply that was lost on the way back.
+    let pubacked = false;
+    const reply = this.waitFor((e) => e.type === 'reply' && e.id === id, timeoutMs, `reply to ${String(fields.op)} ${id}`).catch((e: unknown) => {
+      throw new Error(`${(e as Error).message} (the request was ${pubacked ? '' : 'not '}PUBACKed)`);
+    });
+    const published = this.client.publishAsync(topics.requests(this.user), JSON.stringify({ ...fields, id }), { qos: 1 }).then(() => {
+      pubacked = true;
+    });
     // Bounded even when the publish itself never completes (a connection the server closed queues it forever).
-    const reply = this.waitFor((e) => e.type === 'reply' && e.id === id, timeoutMs, `reply to ${String(fields.op)} ${id}`);
-    const [, answer] = await Promise.all([this.client.publishAsync(topics.requests(this.user), JSON.stringify({ ...fields, id }), { qos: 1 }), reply]);
+    const [, answer] = await Promise.all([published, reply]);
     return answer as OkReply | ErrorReply;
   }
 
