@@ -8,6 +8,8 @@ export interface ConversationView {
   group?: GroupLabel;
   after: number;
   last: number;
+  /** The conversation's members now; the user may no longer be one (a former group member). */
+  members: string[];
 }
 
 /**
@@ -39,7 +41,7 @@ export class Conversations {
   async viewOf(conv: string, user: string): Promise<ConversationView | null> {
     if (!MessagingService.isDirect(conv)) return this.groups.visibleRange(conv, user);
     const members = await this.messaging.membersOf(conv);
-    return members?.includes(user) ? { conv, after: 0, last: await this.messaging.lastSeq(conv) } : null;
+    return members?.includes(user) ? { conv, after: 0, last: await this.messaging.lastSeq(conv), members } : null;
   }
 
   /** Entries after `after` as the user sees them, oldest first, at most `limit`. */

@@ -48,6 +48,8 @@ export interface VisibleRange {
   group: GroupLabel;
   after: number;
   last: number;
+  /** The group's members now (none once it is deleted), whether or not the user is still one of them. */
+  members: string[];
 }
 
 const PAGE = 500;
@@ -225,7 +227,7 @@ export class GroupService {
     const member = g.members.find((m) => m.user === user);
     const span = member ? { joined: member.joined, left: await this.log.lastSeq(conv) } : formerSpan(g, user);
     if (!span) return null;
-    return { conv, group: labelOf(g), after: span.joined - 1, last: span.left };
+    return { conv, group: labelOf(g), after: span.joined - 1, last: span.left, members: g.deleted ? [] : g.members.map((m) => m.user) };
   }
 
   /** Renders entries of a group conversation for a member. */

@@ -5,8 +5,11 @@ import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store
 export interface ConversationDirectory {
   /** The members of a conversation, or null when there is no such conversation. */
   membersOf(conv: string): Promise<string[] | null>;
-  /** What of the conversation the user may see, up to `last`; null when nothing (a former group member sees up to when it left). */
-  viewOf(conv: string, user: string): Promise<{ last: number } | null>;
+  /**
+   * What of the conversation the user may see, up to `last`, and who its members are now; null when nothing (a former
+   * group member sees up to when it left).
+   */
+  viewOf(conv: string, user: string): Promise<{ last: number; members: string[] } | null>;
 }
 
 export interface ReceiptCommand {
@@ -36,21 +39,23 @@ export class ReceiptsService {
    * nothing.
    */
   async record(cmd: ReceiptCommand): Promise<ReceiptOutcome> {
-    const [members, view] = await Promise.all([this.conversations.membersOf(cmd.conv), this.conversations.viewOf(cmd.conv, cmd.user)]);
+    const view = await this.conversations.viewOf(cmd.conv, cmd.user);
     if (!view) throw new DomainError('not_member', `you are not a member of ${cmd.conv}`);
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
-    const at = this.now();
-    const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, at);
+    const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now());
     const result = { conv: cmd.conv, cursors, moved };
-    const seq = cmd.status === 'read' ? cursors.read : cursors.delivered;
+    const read = cmd.status === 'read';
+    const seq = read ? cursors.read : cursors.delivered;
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
-    // exactly here, whose announcement may have been lost with its first answer: announce it again.
+    // exactly here, whose announcement may have been lost with its first answer: announce it again, with the time the
+    // cursor moved, not the time of the retry.
     // A former member's receipts are its own business: the group has moved on without it.
-    if ((!moved && seq !== cmd.seq) || !members?.includes(cmd.user)) return { result, notify: null };
+    if ((!moved && seq !== cmd.seq) || !view.members.includes(cmd.user)) return { result, notify: null };
+    const ts = (read ? cursors.readAt : cursors.deliveredAt) ?? this.now();
     return {
       result,
-      notify: { to: members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts: at } },
+      notify: { to: view.members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts } },
     };
   }
 

@@ -1,0 +1,64 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EmbeddedDatabase } from '#libs/storage';
+import { EmbeddedCursorStore } from './embedded/embedded-cursor.store.js';
+import { ReceiptsService, type ConversationDirectory } from './receipts.service.js';
+
+const open: { db: EmbeddedDatabase; dir: string }[] = [];
+afterEach(async () => {
+  for (const { db, dir } of open.splice(0)) {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+/** A group `g:1` of ann, bob and cy with 5 messages; `dan` left it after message 3. */
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-receipts-unit-'));
+  const db = new EmbeddedDatabase(dir);
+  open.push({ db, dir });
+  const clock = { now: 1_000 };
+  const members = ['ann', 'bob', 'cy'];
+  const lookups = { views: 0 };
+  const directory: ConversationDirectory = {
+    membersOf: (conv) => Promise.resolve(conv === 'g:1' ? [...members] : null),
+    viewOf: (conv, user) => {
+      lookups.views++;
+      if (conv !== 'g:1') return Promise.resolve(null);
+      if (members.includes(user)) return Promise.resolve({ last: 5, members: [...members] });
+      return Promise.resolve(user === 'dan' ? { last: 3, members: [...members] } : null);
+    },
+  };
+  return { service: new ReceiptsService(new EmbeddedCursorStore(db), directory, () => clock.now), clock, lookups };
+}
+
+describe('ReceiptsService', () => {
+  it('announces a move to the other members, with the time it moved, after one look at the conversation', async () => {
+    const { service, lookups } = setup();
+    const outcome = await service.record({ user: 'bob', conv: 'g:1', seq: 4, status: 'read' });
+    expect(outcome.result).toMatchObject({ moved: true, cursors: { read: 4, readAt: 1_000, delivered: 4 } });
+    expect(outcome.notify).toEqual({ to: ['ann', 'cy'], event: { type: 'receipt', conv: 'g:1', user: 'bob', status: 'read', seq: 4, ts: 1_000 } });
+    expect(lookups.views).toBe(1);
+  });
+
+  it('announces a retry of the receipt that moved the cursor again, with the time of the move, not of the retry', async () => {
+    const { service, clock } = setup();
+    await service.record({ user: 'bob', conv: 'g:1', seq: 4, status: 'read' });
+    clock.now = 9_000;
+    const retry = await service.record({ user: 'bob', conv: 'g:1', seq: 4, status: 'read' });
+    expect(retry.result.moved).toBe(false);
+    expect(retry.notify?.event).toMatchObject({ seq: 4, ts: 1_000 });
+    // A receipt behind the cursor is news to no one.
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 2, status: 'read' })).notify).toBeNull();
+  });
+
+  it('lets a former member move its cursors up to what it could see, and tells no one', async () => {
+    const { service } = setup();
+    const outcome = await service.record({ user: 'dan', conv: 'g:1', seq: 3, status: 'delivered' });
+    expect(outcome).toMatchObject({ result: { moved: true, cursors: { delivered: 3 } }, notify: null });
+    await expect(service.record({ user: 'dan', conv: 'g:1', seq: 4, status: 'delivered' })).rejects.toMatchObject({ code: 'no_such_message' });
+    await expect(service.record({ user: 'eve', conv: 'g:1', seq: 1, status: 'read' })).rejects.toMatchObject({ code: 'not_member' });
+  });
+});
