@@ -279,6 +279,13 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     }
     await expect.poll(() => serverHolds(offer.id), { timeout: 10_000 }).toBe(false);
     expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    // A download of it cut short earlier left a part file: asking for it again says why it is gone, and tidies up.
+    const into = dir();
+    writeFileSync(join(into, `.${offer.id}.parley-part`), 'not t');
+    const late = await cli(b, ['file', 'accept', offer.id, '--to', into]);
+    expect(late.code).not.toBe(0);
+    expect(late.stderr).toContain(`${a} withdrew file offer ${offer.id} (wrong.txt)`);
+    expect(readdirSync(into)).toEqual([]);
     // The sender's list shows it withdrawn (until it expires); withdrawing again answers the same.
     expect((await cli(a, ['file', 'list'])).stdout).toContain(`${offer.id}  you → ${b}  wrong.txt (12 B)  ${b}: withdrawn`);
     expect((await cli(a, ['file', 'cancel', offer.id])).stdout.trim()).toBe('withdrew wrong.txt (12 B)');

@@ -3,9 +3,9 @@ import { access, stat } from 'node:fs/promises';
 import type { FileOffer } from '#libs/protocol';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress } from './file-progress.js';
-import { downloadFile, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
+import { discardPart, downloadFile, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
 import type { Printer } from './output.js';
-import type { ParleyClient } from './parley-client.js';
+import { RequestError, type ParleyClient } from './parley-client.js';
 
 /** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
 export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string): Promise<FileOffer> {
@@ -24,7 +24,11 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
 export async function acceptFile(client: ParleyClient, printer: Printer, id: string, dir: string): Promise<{ offer: FileOffer; path: string }> {
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
-  const { offer } = await client.request('file.accept', { offer: id });
+  const { offer } = await client.request('file.accept', { offer: id }).catch(async (e: unknown) => {
+    // An earlier download of an offer that is gone now (withdrawn, expired) can never be resumed.
+    if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
+    throw e;
+  });
   const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size);
   try {
     return { offer, path: await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes)) };

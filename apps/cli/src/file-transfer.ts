@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { link, open, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { numberedFileName, sanitizeFileName, type FileOffer } from '#libs/protocol';
-import type { ParleyClient } from './parley-client.js';
+import { RequestError, type ParleyClient } from './parley-client.js';
 
 /** Where an offer goes: a user or a group. */
 export type FileTarget = { to: string } | { group: string };
@@ -110,8 +110,14 @@ async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileO
 }
 
 /** The partial download of an offer in a directory: hidden, named by offer id, never the final name. */
-export function partPathOf(dir: string, offer: FileOffer): string {
-  return join(dir, `.${offer.id}.parley-part`);
+export function partPathOf(dir: string, offerId: string): string {
+  return join(dir, `.${offerId}.parley-part`);
+}
+
+/** Removes what an interrupted download of an offer left in `dir`, once the offer is gone for good (withdrawn, expired). */
+export async function discardPart(dir: string, offerId: string): Promise<void> {
+  if (!/^f[A-Za-z0-9_-]{1,63}$/.test(offerId)) return;
+  await unlink(partPathOf(dir, offerId)).catch(() => undefined);
 }
 
 /**
@@ -122,7 +128,7 @@ export function partPathOf(dir: string, offer: FileOffer): string {
  * received. Resolves with the final path.
  */
 export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: string, window: number, onProgress: (bytes: number) => void): Promise<string> {
-  const part = partPathOf(dir, offer);
+  const part = partPathOf(dir, offer.id);
   const have = await stat(part).then(
     (s) => s.size,
     () => -1,
@@ -160,6 +166,10 @@ export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: 
     await writing;
     if (failure !== null) throw failure;
     await handle.sync();
+  } catch (e) {
+    // An offer that is gone (withdrawn, expired) can never be resumed: its part file would only be litter.
+    if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, offer.id);
+    throw e;
   } finally {
     await handle.close();
   }

@@ -128,6 +128,8 @@ describe('FileOfferService', () => {
     expect(await blobs.get(id, 0)).toBeNull();
     for (const act of [service.accept('bob', id), service.decline('bob', id), service.fetch('bob', id, 0), service.confirm('bob', id)])
       expect(await code(act)).toBe('unknown_file');
+    // With the reason, for one who was downloading it.
+    await expect(service.fetch('bob', id, 1)).rejects.toThrow(`ann withdrew file offer ${id} (a.txt)`);
     // A retry (RPC redelivery, the CLI after `unavailable`) gets the same answer and tells the same people again.
     expect((await service.cancel('ann', id)).notify).toMatchObject({ to: ['ann', 'bob'], event: { event: 'withdrawn' } });
     // Offering the same again (same request id) makes a new offer.

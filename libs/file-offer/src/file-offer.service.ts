@@ -277,7 +277,9 @@ export class FileOfferService {
   /** An offer made to `user` and complete (receivers never see a half-uploaded one). */
   private async received(user: string, offerId: string): Promise<StoredOffer> {
     const offer = await this.live(offerId);
-    if (!offer || !isReceiver(offer, user) || offer.uploaded < offer.chunks || offer.recipients[user] === 'withdrawn') throw unknownFile(offerId);
+    if (!offer || !isReceiver(offer, user) || offer.uploaded < offer.chunks) throw unknownFile(offerId);
+    // Gone for this receiver as for any other, with the reason: someone downloading it learns why it stopped.
+    if (offer.recipients[user] === 'withdrawn') throw new DomainError('unknown_file', `${offer.from} withdrew file offer ${offerId} (${offer.name})`);
     return offer;
   }
 
