@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
+import { connectClient, endClient } from '../support/mqtt-user.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
@@ -69,6 +70,25 @@ describe('the parley CLI', () => {
     const empty = await runCli(['send', bob, '   '], as(alice));
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/empty_text/);
+  });
+
+  it('one-shot commands and user/.name connections are quiet: they neither make the user online nor set last seen', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    expect((await runCli(['send', bob, 'just passing'], as(alice))).code).toBe(0);
+    expect((await runCli(['group', 'list'], as(alice))).code).toBe(0);
+    // A quiet connection of any MQTT client, still open while she is looked up.
+    const script = await connectClient(topo.server.mqttUrl, { clientId: `${alice}/.script`, username: alice, password: PASSWORD });
+    try {
+      expect((await runCli(['who', alice], as(bob))).stdout.trim()).toBe(`${alice}: offline, never seen online`);
+      // listen counts: she is online while it runs, and seen once it stops.
+      const listen = start(['listen'], as(alice));
+      await listen.waitForLine(/listening as/);
+      expect((await runCli(['who', alice], as(bob))).stdout.trim()).toBe(`${alice}: online`);
+      await listen.stop();
+      await expect.poll(async () => (await runCli(['who', alice], as(bob))).stdout.trim(), { timeout: 10_000 }).toMatch(/offline, last seen \d{4}-/);
+    } finally {
+      await endClient(script);
+    }
   });
 
   it('offline: says when the recipient was last seen, delivers on return, and the sender sees ✓✓ then read', async () => {

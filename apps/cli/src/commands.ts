@@ -8,11 +8,17 @@ import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, o
 import { ParleyClient } from './parley-client.js';
 import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
+/** Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither. */
+export interface LoginOptions {
+  keepTrying?: boolean;
+  present?: boolean;
+}
+
 /** What every command gets: its settings, a printer, and a way to log in. */
 export interface CommandContext {
   settings: Settings;
   printer: Printer;
-  login(opts?: { keepTrying?: boolean }): Promise<ParleyClient>;
+  login(opts?: LoginOptions): Promise<ParleyClient>;
 }
 
 export function contextOf(cmd: Command): CommandContext {
@@ -24,13 +30,13 @@ export function contextOf(cmd: Command): CommandContext {
     login: (opts = {}) => {
       const s = requireLogin(settings);
       checkServer(s.server);
-      return ParleyClient.connect({ server: s.server, ca: s.ca, user: s.user, password: s.password, keepTrying: opts.keepTrying });
+      return ParleyClient.connect({ server: s.server, ca: s.ca, user: s.user, password: s.password, keepTrying: opts.keepTrying, present: opts.present });
     },
   };
 }
 
 /** Runs `work` with a logged-in client, closing it afterwards however it ends. */
-export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: { keepTrying?: boolean } = {}): Promise<T> {
+export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: LoginOptions = {}): Promise<T> {
   const client = await ctx.login(opts);
   try {
     return await work(client);
@@ -111,7 +117,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
       await untilInterrupted();
       await session.stop();
     },
-    { keepTrying: true },
+    { keepTrying: true, present: true },
   );
 }
 
@@ -169,7 +175,7 @@ export async function info(ctx: CommandContext, group: string, seqText: string):
 }
 
 export async function chat(ctx: CommandContext): Promise<void> {
-  await withClient(ctx, (client) => new ChatSession(client, ctx.printer).run(), { keepTrying: true });
+  await withClient(ctx, (client) => new ChatSession(client, ctx.printer).run(), { keepTrying: true, present: true });
 }
 
 export const groupCommands = {

@@ -30,6 +30,11 @@ export interface ConnectOptions {
   password?: string;
   /** Reconnect after a dropped connection (interactive commands); one-shot commands fail instead. */
   keepTrying?: boolean;
+  /**
+   * Makes the user online while connected (`chat`, `listen`). Otherwise the connection is quiet (device `.cli-…`):
+   * a one-shot command does not flick its user online and offline for everyone watching.
+   */
+  present?: boolean;
   timeoutMs?: number;
 }
 
@@ -91,7 +96,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const anonymous = opts.user === undefined;
     const nonce = randomBytes(8).toString('hex');
-    const clientId = anonymous ? `anon.${nonce}` : `${opts.user}/cli-${randomBytes(4).toString('hex')}`;
+    const clientId = anonymous ? `anon.${nonce}` : `${opts.user}/${opts.present ? '' : '.'}cli-${randomBytes(4).toString('hex')}`;
     const inbox = anonymous ? topics.anonInbox(nonce) : topics.inbox(opts.user!);
     const requests = anonymous ? topics.anonRequests(nonce) : topics.requests(opts.user!);
     let ca: Buffer | undefined;

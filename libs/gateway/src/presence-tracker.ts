@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import { withDeadline } from '#libs/health';
 import type { ConnectionRef, PresenceApi } from '#libs/presence';
-import { topics, type PresenceEvent } from '#libs/protocol';
+import { isQuietDevice, topics, type PresenceEvent } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
 
 /**
@@ -55,7 +55,8 @@ export class PresenceTracker {
 
   private onConnect(client: Client): void {
     const principal = this.policy.principalOf(client);
-    if (principal?.kind !== 'user') return;
+    // A quiet connection (`user/.name`: a one-shot command) would only make its user flicker online and offline.
+    if (principal?.kind !== 'user' || isQuietDevice(principal.device)) return;
     const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
     const reported = this.track(this.recovered.then(() => this.report(() => this.presence.connected(ref))));
     this.live.set(client, { ref, reported });

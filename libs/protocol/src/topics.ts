@@ -8,6 +8,13 @@ export const TOPIC_ROOT = 'parley/v1';
 export const USERNAME_PATTERN = /^[a-z][a-z0-9_-]{1,31}$/;
 /** The part after `user/` in a client id: one device name per connection of the same user. */
 export const DEVICE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
+/**
+ * A device name that starts with `.` marks a quiet connection (a one-shot command, a script, a bot): it works like any
+ * other, but presence does not count it, so it neither makes its user online nor moves the user's last-seen time.
+ */
+export function isQuietDevice(device: string | null): boolean {
+  return device !== null && device.startsWith('.');
+}
 /** Client ids of anonymous (not logged-in) connections, which may only register: `anon.<nonce>`. */
 export const ANON_CLIENT_PREFIX = 'anon.';
 export const ANON_NONCE_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
