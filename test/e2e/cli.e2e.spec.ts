@@ -51,6 +51,12 @@ describe('the parley CLI', () => {
 
     const usage = await runCli(['send', alice], as(alice));
     expect(usage.code).toBe(2);
+    const noText = await runCli(['send', '--group', 'crew'], as(alice));
+    expect([noText.code, noText.stderr.trim()]).toEqual([2, 'error: usage: with --group, give the text too']);
+    // With --json, a usage error is a JSON line on stdout like any other error.
+    const unknown = await runCli(['--json', 'frobnicate'], as(alice));
+    expect(unknown.code).toBe(2);
+    expect(unknown.json).toEqual([{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]);
   });
 
   it('send exits 0 when accepted (with --json lines) and non-zero with the reason when not; listen prints what arrives', async () => {

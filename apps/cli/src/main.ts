@@ -20,6 +20,13 @@ const program = new Command('parley')
   .option('--password <password>', 'your password (env PARLEY_PASSWORD)')
   .option('--json', 'one JSON object per line, each with a "type"')
   .showHelpAfterError()
+  // With --json a script reads stdout: a usage error is one JSON line there too (the help that follows stays on stderr).
+  .configureOutput({
+    outputError: (text, write) => {
+      if (!process.argv.includes('--json')) return write(text);
+      process.stdout.write(`${JSON.stringify({ type: 'error', code: 'usage', message: text.trim().replace(/^error: /, '') })}\n`);
+    },
+  })
   .exitOverride();
 
 // Whoever reads the output stopped (`parley … | head`): there is no one left to tell anything, so leave quietly, with
@@ -64,12 +71,13 @@ function report(printer: Printer, e: unknown): void {
 }
 
 /** `USER THING` or `--group NAME THING`: with --group the single positional argument is the thing. */
-function userOrGroup(a: string, b: string | undefined, opts: { group?: string }, thing: string, usage: string): [string | undefined, string] {
+function userOrGroup(a: string | undefined, b: string | undefined, opts: { group?: string }, thing: string, usage: string): [string | undefined, string] {
   if (opts.group !== undefined) {
     if (b !== undefined) throw new UsageError(`with --group, give only ${thing}`);
+    if (a === undefined) throw new UsageError(`with --group, give ${thing} too`);
     return [undefined, a];
   }
-  if (b === undefined) throw new UsageError(usage);
+  if (a === undefined || b === undefined) throw new UsageError(usage);
   return [a, b];
 }
 
@@ -77,12 +85,12 @@ program.command('register').description('create the account given by --user and 
 program
   .command('send')
   .description('send one message to USER (or --group NAME); exits 0 when the server accepted it')
-  .argument('<user>', 'recipient (or, with --group, the text)')
+  .argument('[user]', 'recipient (or, with --group, the text)')
   .argument('[text]', 'the message')
   .option('--group <name>', 'send to a group (its name or id) instead of a user')
   .usage('USER "text" | --group NAME "text"')
   .action(
-    run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
+    run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
       return commands.send(ctx, user, text, opts);
     }),
@@ -160,12 +168,12 @@ const file = program.command('file').description('offer files, and accept or dec
 file
   .command('send')
   .description('offer a file to USER (or --group NAME) and upload it; the receiver accepts or declines')
-  .argument('<user>', 'receiver (or, with --group, the file)')
+  .argument('[user]', 'receiver (or, with --group, the file)')
   .argument('[path]', 'the file')
   .option('--group <name>', 'offer to every other member of a group')
   .usage('USER PATH | --group NAME PATH')
   .action(
-    run(async (ctx, a: string, b: string | undefined, opts: { group?: string }) => {
+    run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, path] = userOrGroup(a, b, opts, 'the file', 'usage: parley file send USER PATH');
       return fileCommands.send(ctx, user, path, opts);
     }),
