@@ -30,6 +30,17 @@ describe('AccountsService', () => {
     await expect(accounts.register('Bad+Name', 'long enough')).rejects.toMatchObject({ code: 'invalid_username' });
     await expect(accounts.register('shorty', 'short')).rejects.toMatchObject({ code: 'weak_password' });
     expect(await store.get('shorty')).toBeUndefined();
+    for (const [password, why] of [
+      [' '.repeat(12), 'only spaces'],
+      ['\t \t \t \t ', 'only spaces'],
+      ['a'.repeat(12), 'one character repeated'],
+      ['spacious', 'your user name'],
+      [' SPACIOUS ', 'your user name'],
+    ]) {
+      await expect(accounts.register('spacious', password!)).rejects.toMatchObject({ code: 'weak_password', message: expect.stringContaining(why!) });
+    }
+    expect(await store.get('spacious')).toBeUndefined();
+    await accounts.register('spacious', 'spacious and more');
     await accounts.register('taken', 'long enough');
     await expect(accounts.register('taken', 'another one')).rejects.toMatchObject({ code: 'user_exists' });
     expect(await accounts.authenticate('taken', 'long enough')).toBe(true);

@@ -31,9 +31,8 @@ export class AccountsService {
     if (!USERNAME_PATTERN.test(user)) {
       throw new DomainError('invalid_username', 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -');
     }
-    if ([...password].length < this.opts.minPasswordLength) {
-      throw new DomainError('weak_password', `a password needs at least ${this.opts.minPasswordLength} characters`);
-    }
+    const weakness = weaknessOf(user, password, this.opts.minPasswordLength);
+    if (weakness) throw new DomainError('weak_password', weakness);
     const passwordHash = await this.hasher.hash(password);
     const created = await this.store.create({ user, passwordHash, createdAt: this.now() });
     if (!created) throw new DomainError('user_exists', `the name "${user}" is taken`);
@@ -67,4 +66,17 @@ export class AccountsService {
     if (found) this.known.add(user);
     return found;
   }
+}
+
+/**
+ * Why a password is too easy to guess, or null. Beyond the length, the checks are the cheap, certain ones (as NIST SP
+ * 800-63B asks of a verifier): nothing but spaces, one character over and over, or the user's own name.
+ */
+function weaknessOf(user: string, password: string, minLength: number): string | null {
+  const chars = [...password];
+  if (chars.length < minLength) return `a password needs at least ${minLength} characters`;
+  if (password.trim() === '') return 'a password cannot be only spaces';
+  if (chars.every((c) => c === chars[0])) return 'a password cannot be one character repeated';
+  if (password.trim().toLowerCase() === user) return 'a password cannot be your user name';
+  return null;
 }
