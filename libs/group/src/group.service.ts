@@ -247,7 +247,7 @@ export class GroupService {
     return this.locks.withLock(id, async () => {
       const conv = groupConv(id);
       const done = await this.log.findById(conv, actor, requestId);
-      let g = await this.load(id);
+      let g = await this.loadLocked(id);
       if (done && done.kind === 'event') {
         g = g && g.appliedSeq >= done.seq ? g : await this.repair(g ?? skeleton(id, requestId));
         return this.outcome(g, conv, done, actor);
@@ -282,6 +282,15 @@ export class GroupService {
 
   /** The group's state, repaired from the log when a change was cut short. */
   private async load(id: string): Promise<GroupState | undefined> {
+    const g = await this.groups.get(id);
+    if (!g?.pending) return g;
+    // A change is under way, or one was cut short. Repairing here, outside the lock, could save a state read before
+    // that change's append over the one it saves after: wait for the lock, then look again.
+    return this.locks.withLock(id, () => this.loadLocked(id));
+  }
+
+  /** As `load`, for one who holds the group's lock: a pending mark left there is a change cut short, to repair. */
+  private async loadLocked(id: string): Promise<GroupState | undefined> {
     const g = await this.groups.get(id);
     if (!g?.pending) return g;
     return this.repair(g);

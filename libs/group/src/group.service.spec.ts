@@ -1,0 +1,101 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EmbeddedConversationIndexStore, EmbeddedConversationLogStore, type ConversationLogStore } from '#libs/messaging';
+import { EmbeddedDatabase } from '#libs/storage';
+import { EmbeddedGroupLocks } from './embedded/embedded-group-locks.js';
+import { EmbeddedGroupStore } from './embedded/embedded-group.store.js';
+import { groupConv, type GroupState } from './group-state.js';
+import { GroupService } from './group.service.js';
+import type { GroupStore } from './group.store.js';
+
+const open: { db: EmbeddedDatabase; dir: string }[] = [];
+afterEach(async () => {
+  for (const { db, dir } of open.splice(0)) {
+    await db.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  return { wait: new Promise<void>((resolve) => (open = resolve)), open };
+}
+
+/**
+ * A group service on the real embedded stores, with two seams for the test: appends to the log can be held back, and
+ * so can saves of the group state while `holdSaves` is on.
+ */
+function setup() {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-groups-unit-'));
+  const db = new EmbeddedDatabase(dir);
+  open.push({ db, dir });
+  const realStore = new EmbeddedGroupStore(db);
+  const realLog = new EmbeddedConversationLogStore(db);
+  const seams = { appendGate: null as Promise<void> | null, appending: gate(), holdSaves: false, held: [] as (() => void)[] };
+  const store: GroupStore = Object.assign(Object.create(realStore) as GroupStore, {
+    save: async (g: GroupState) => {
+      if (seams.holdSaves) await new Promise<void>((resolve) => seams.held.push(resolve));
+      return realStore.save(g);
+    },
+  });
+  const log: ConversationLogStore = Object.assign(Object.create(realLog) as ConversationLogStore, {
+    append: async (...args: Parameters<ConversationLogStore['append']>) => {
+      if (seams.appendGate) {
+        seams.appending.open();
+        await seams.appendGate;
+      }
+      return realLog.append(...args);
+    },
+  });
+  const service = new GroupService(
+    store,
+    new EmbeddedGroupLocks(),
+    log,
+    new EmbeddedConversationIndexStore(db),
+    { exists: () => Promise.resolve(true) },
+    { maxMembers: 10, maxNameLength: 64, maxTextLength: 1000 },
+  );
+  return { service, realStore, seams };
+}
+
+describe('GroupService', () => {
+  it('a read during a change never saves a state from before the change over the one after it', async () => {
+    const { service, realStore, seams } = setup();
+    const { group } = await service.create('ann', 'c1', 'old name', ['bob']);
+
+    // The rename has marked the state pending and is appending its event, held back.
+    const release = gate();
+    seams.appendGate = release.wait;
+    const renamed = service.rename('ann', 'r1', group.id, 'new name');
+    await seams.appending.wait;
+    // Meanwhile a reader looks at the group; any save it makes is held back until after the rename has saved.
+    seams.holdSaves = true;
+    const listed = service.list('bob');
+    await new Promise((resolve) => setImmediate(resolve));
+    seams.holdSaves = false;
+    release.open();
+    await renamed;
+    for (const resume of seams.held.splice(0)) resume();
+    expect((await listed).map((g) => g.name)).toEqual(['new name']);
+    expect(await realStore.get(group.id)).toMatchObject({ name: 'new name', pending: null });
+  });
+
+  it('repairs a change cut short between its append and its save, on the next read', async () => {
+    const { service, realStore } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
+    const state = (await realStore.get(group.id))!;
+    // As if the process died after appending a rename: the state still says pending, the log has the event.
+    await realStore.save({ ...state, pending: 'r1' });
+    await (service as unknown as { log: ConversationLogStore }).log.append(groupConv(group.id), {
+      from: 'ann',
+      id: 'r1',
+      ts: 5,
+      kind: 'event',
+      event: { kind: 'renamed', oldName: 'crew', name: 'the crew' },
+    });
+    expect((await service.list('bob')).map((g) => g.name)).toEqual(['the crew']);
+    expect(await realStore.get(group.id)).toMatchObject({ name: 'the crew', pending: null });
+  });
+});
