@@ -21,9 +21,9 @@ function dataDir(): string {
 }
 
 /** A lock file as another holder would leave it. */
-function holdAs(dir: string, pid: number, host = hostname()): string {
+function holdAs(dir: string, pid: number, host = hostname(), boot?: string): string {
   const path = join(dir, 'parley.lock');
-  writeFileSync(path, JSON.stringify({ pid, host, token: 'someone else' }));
+  writeFileSync(path, JSON.stringify({ pid, host, token: 'someone else', boot }));
   return path;
 }
 
@@ -62,6 +62,18 @@ describe('DataDirLock', () => {
     lock.release();
   });
 
+  it('takes over a lock from before this machine last booted, though its pid now names a live process', async () => {
+    const dir = dataDir();
+    const other = await liveProcess();
+    const boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
+    holdAs(dir, other.pid, hostname(), boot);
+    expect(() => new DataDirLock(dir)).toThrow(`in use by process ${other.pid}`);
+    holdAs(dir, other.pid, hostname(), 'a boot long ago');
+    const lock = new DataDirLock(dir);
+    expect(JSON.parse(readFileSync(join(dir, 'parley.lock'), 'utf8'))).toMatchObject({ pid: process.pid, boot });
+    lock.release();
+  });
+
   it('takes over a lock naming this very process (a container restarted with the same pid), and an unreadable one once it is old', () => {
     const dir = dataDir();
     holdAs(dir, process.pid);
@@ -72,6 +84,23 @@ describe('DataDirLock', () => {
     const longAgo = new Date(Date.now() - 60_000);
     utimesSync(path, longAgo, longAgo);
     new DataDirLock(dir).release();
+  });
+
+  it('notices at its heartbeat that another host took the lock over (this one was paused), and puts back a lock removed by hand', async () => {
+    const dir = dataDir();
+    const path = join(dir, 'parley.lock');
+    const lost = new Promise<unknown>((resolve) => {
+      const lock = new DataDirLock(dir, { heartbeatMs: 20, onLost: resolve });
+      stops.push(() => lock.release());
+    });
+    const mine = readFileSync(path, 'utf8');
+    rmSync(path);
+    // The next heartbeat puts it back, as it was.
+    await expect.poll(() => existsSync(path) && readFileSync(path, 'utf8'), { timeout: 5000, interval: 10 }).toBe(mine);
+    holdAs(dir, 4242, 'another-host');
+    expect(await lost).toMatchObject({ pid: 4242, host: 'another-host' });
+    // The lock is the other server's now; this one leaves it alone.
+    expect(JSON.parse(readFileSync(path, 'utf8'))).toMatchObject({ host: 'another-host' });
   });
 
   it('lets exactly one of several servers starting at once take a directory, free or left by a dead one', async () => {

@@ -8,11 +8,22 @@ const HEARTBEAT_MS = 5_000;
 /** A lock from another host not marked alive for this long is taken over (its holder is gone). */
 const STALE_MS = 30_000;
 
-interface Holder {
+export interface Holder {
   pid: number;
   host: string;
   token: string;
+  /** The kernel's boot id when the lock was taken (Linux): a pid from before a reboot names no process of now. */
+  boot?: string;
 }
+
+/** This boot of the machine (Linux), or undefined where the kernel does not say. */
+const BOOT_ID = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+})();
 
 /**
  * One server process per data directory. The embedded store numbers appends
@@ -21,19 +32,44 @@ interface Holder {
  * overwrite each other's messages. So the directory holds a lock file naming
  * its holder, refreshed while it runs and removed on a clean close. A lock whose
  * holder is gone is taken over: on the same host, when its process no longer
- * exists (or is this process, as after a container restart); from another host
- * (a shared volume), when it has not been refreshed for 30 s.
+ * exists (or is this process, as after a container restart, or was taken before
+ * the machine last booted); from another host (a shared volume), when it has not
+ * been refreshed for 30 s. Each refresh checks that the lock is still this
+ * process's (see `onLost`).
  */
+export interface DataDirLockOptions {
+  heartbeatMs?: number;
+  /**
+   * Called when a heartbeat finds the lock held by another server (this host was paused long enough for another host
+   * to judge it gone). Both would now write to the directory, so the default stops this process at once.
+   */
+  onLost?: (holder: Holder | null) => void;
+}
+
 export class DataDirLock {
   private readonly path: string;
   private readonly token = randomUUID();
   private readonly heartbeat: NodeJS.Timeout;
+  private readonly onLost: (holder: Holder | null) => void;
 
-  constructor(private readonly dataDir: string) {
+  constructor(
+    private readonly dataDir: string,
+    opts: DataDirLockOptions = {},
+  ) {
     this.path = lockPath(dataDir);
+    this.onLost = opts.onLost ?? ((holder) => stopOnLoss(dataDir, holder));
     this.take();
-    this.heartbeat = setInterval(() => touch(this.path), HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs ?? HEARTBEAT_MS);
     this.heartbeat.unref();
+  }
+
+  /** Marks the lock alive, after checking that it is still this process's: one removed by hand is put back. */
+  private beat(): void {
+    const holder = holderOf(this.path);
+    if (holder?.token === this.token) return touch(this.path);
+    if (holder === null && this.create()) return;
+    clearInterval(this.heartbeat);
+    this.onLost(holder);
   }
 
   /** Throws, as taking the directory would, when another live server holds it; takes nothing (a check before start-up). */
@@ -85,7 +121,7 @@ export class DataDirLock {
   /** Creates the lock, whole, or finds one there (false). Written aside and linked into place, so it is never seen half-written. */
   private create(): boolean {
     const draft = `${this.path}.${this.token}`;
-    writeFileSync(draft, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token } satisfies Holder));
+    writeFileSync(draft, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token, boot: BOOT_ID } satisfies Holder));
     try {
       linkSync(draft, this.path);
       return true;
@@ -100,6 +136,12 @@ export class DataDirLock {
 
 const lockPath = (dataDir: string) => join(dataDir, 'parley.lock');
 
+function stopOnLoss(dataDir: string, holder: Holder | null): void {
+  const who = holder ? `process ${holder.pid} on ${holder.host}` : 'another process';
+  process.stderr.write(`fatal: the data directory ${dataDir} was taken over by ${who}; stopping, so that only one server writes to it\n`);
+  process.exit(75);
+}
+
 function inUse(dataDir: string, holder: Holder): Error {
   // From another host only the lock's age tells whether its holder still runs.
   const elsewhere = holder.host === hostname() ? '' : ` (if that server is gone, the directory is free ${STALE_MS / 1000} s after it was last active)`;
@@ -112,7 +154,9 @@ function inUse(dataDir: string, holder: Holder): Error {
 function holderOf(path: string): Holder | null {
   try {
     const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>;
-    return typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' ? (h as Holder) : null;
+    const valid =
+      typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' && (h.boot === undefined || typeof h.boot === 'string');
+    return valid ? (h as Holder) : null;
   } catch {
     return null;
   }
@@ -121,6 +165,8 @@ function holderOf(path: string): Holder | null {
 function isAlive(holder: Holder, path: string): boolean {
   if (holder.host !== hostname()) return Date.now() - modifiedAt(path) < STALE_MS;
   if (holder.pid === process.pid) return false;
+  // Taken before the machine last booted: whatever has that pid now is not the holder.
+  if (holder.boot !== undefined && BOOT_ID !== undefined && holder.boot !== BOOT_ID) return false;
   try {
     process.kill(holder.pid, 0);
     return true;
