@@ -155,6 +155,8 @@ describe('the parley CLI', () => {
 
     const bobChat = start(['chat'], as(bob));
     await bobChat.waitForLine(/logged in as/);
+    const aliceListen = start(['listen'], as(alice));
+    await aliceListen.waitForLine(/listening as/);
     const sent = await runCli(['--json', 'send', '--group', 'physics 101', 'lab at noon'], as(alice));
     expect(sent.json[0]).toMatchObject({ type: 'accepted', seq: expect.any(Number), group: { name: 'physics 101' }, recipients: expect.any(Number) });
     const seq = sent.json[0]!.seq as number;
@@ -163,6 +165,8 @@ describe('the parley CLI', () => {
     await bobChat.waitForLine(/\[physics 101\] you: see you there ✓/);
 
     expect((await runCli(['read', '--group', 'physics 101'], as(carol))).code).toBe(0);
+    // Alice's listen names the group in the receipts it prints, never the conversation id.
+    await aliceListen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[physics 101\\] ${carol} read up to #\\d+$`));
     const info = await runCli(['info', 'physics 101', String(seq)], as(alice));
     expect(info.code).toBe(0);
     expect(info.stdout).toMatch(new RegExp(`${bob}\\s+delivered \\d\\d:\\d\\d:\\d\\d\\s+read \\d\\d:\\d\\d:\\d\\d`));

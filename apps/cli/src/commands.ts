@@ -4,7 +4,7 @@ import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { dateTime, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer } from './output.js';
+import { groupEventLine, groupLine, GroupNames, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
 import { ParleyClient } from './parley-client.js';
 import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
@@ -95,12 +95,14 @@ export async function listen(ctx: CommandContext): Promise<void> {
     ctx,
     async (client) => {
       const me = client.user!;
+      // Registered before the session's handlers, so a group is named by the time its first receipt is printed.
+      const groups = new GroupNames();
+      client.on('event', (e) => groups.note(e));
       const session = new InboxSession(
         client,
         {
           show: (e) => ctx.printer.emit(e.type === 'group' ? groupEventLine(e, me) : messageLine(e, me), { ...e }),
-          receipt: (r) =>
-            ctx.printer.emit(`[${dateTime(r.ts).slice(11)}] ${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq} in ${r.conv}`, { ...r }),
+          receipt: (r) => ctx.printer.emit(receiptLine(r, me, groups.of(r.conv)), { ...r }),
           synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
         },
         'delivered',

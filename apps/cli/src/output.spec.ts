@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { MessageEvent } from '#libs/protocol';
-import { clock, dateTime, groupChangeText, markFor, markText, messageLine, offlineNotice, presenceText, Printer } from './output.js';
+import { clock, dateTime, groupChangeText, GroupNames, markFor, markText, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
 
 const at = new Date(2026, 10, 23, 10, 32, 5).getTime();
 const dm: MessageEvent = { type: 'message', conv: 'dm:alice:bob', seq: 3, from: 'alice', to: 'bob', ts: at, id: 'm1', text: 'hello' };
@@ -17,6 +17,18 @@ describe('output formatting', () => {
     expect(messageLine(dm, 'alice', { mark: null })).toBe('[10:32:05] you → bob: hello ✓');
     const group = { ...dm, to: undefined, group: { id: 'g1', name: 'class 5b' } };
     expect(messageLine(group, 'bob')).toBe('[10:32:05] [class 5b] alice: hello');
+  });
+
+  it('prints others’ receipts with the group’s name (never a conversation id), and not the user’s own', () => {
+    const names = new GroupNames();
+    const empty = { delivered: 0, deliveredAt: null, read: 0, readAt: null };
+    names.note({ type: 'sync', conversations: [{ conv: 'g:g1', group: { id: 'g1', name: 'lunch' }, after: 0, last: 4, mine: empty, peers: {} }] });
+    names.note({ ...dm, conv: 'g:g2', to: undefined, group: { id: 'g2', name: 'band' } });
+    const receipt = { type: 'receipt' as const, conv: 'g:g1', user: 'carol', status: 'read' as const, seq: 3, ts: at };
+    expect(receiptLine(receipt, 'alice', names.of(receipt.conv))).toBe('[10:32:05] [lunch] carol read up to #3');
+    expect(receiptLine({ ...receipt, conv: 'g:g2', status: 'delivered' }, 'alice', names.of('g:g2'))).toBe('[10:32:05] [band] carol received up to #3');
+    expect(receiptLine({ ...receipt, conv: 'dm:alice:bob', user: 'bob' }, 'alice', names.of('dm:alice:bob'))).toBe('[10:32:05] bob read up to #3');
+    expect(receiptLine({ ...receipt, user: 'alice' }, 'alice', names.of(receipt.conv))).toBeNull();
   });
 
   it('marks ✓, ✓✓ and ✓✓ read (with its time when known), and counts in groups', () => {

@@ -1,5 +1,16 @@
 import { styleText } from 'node:util';
-import type { Cursors, GroupChange, GroupEvent, GroupInfo, InfoResult, MessageEvent, PresenceState } from '#libs/protocol';
+import type {
+  Cursors,
+  GroupChange,
+  GroupEvent,
+  GroupInfo,
+  GroupLabel,
+  InboxEvent,
+  InfoResult,
+  MessageEvent,
+  PresenceState,
+  ReceiptEvent,
+} from '#libs/protocol';
 
 /** `HH:MM:SS` in local time. */
 export function clock(ts: number): string {
@@ -56,6 +67,29 @@ export function messageLine(m: MessageEvent, me: string, opts: { mark?: Mark | n
   if (m.group) return `[${when}] [${m.group.name}] ${mine ? 'you' : m.from}: ${m.text}${suffix}`;
   const to = m.to === me ? 'you' : (m.to ?? '?');
   return `[${when}] ${mine ? 'you' : m.from} → ${to}: ${m.text}${suffix}`;
+}
+
+/**
+ * Someone else's receipt, as a person reads it: `[HH:MM:SS] bob read up to #3`, in a group `[HH:MM:SS] [lunch] bob read
+ * up to #3`. Null for the user's own receipts (sent by its other devices): news to no one here.
+ */
+export function receiptLine(r: ReceiptEvent, me: string, group: GroupLabel | undefined): string | null {
+  if (r.user === me) return null;
+  return `[${clock(r.ts)}] ${group ? `[${group.name}] ` : ''}${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq}`;
+}
+
+/** The names of the groups seen so far (in the sync, in messages and group events), by conversation. */
+export class GroupNames {
+  private readonly byConv = new Map<string, GroupLabel>();
+
+  note(e: InboxEvent): void {
+    if (e.type === 'sync') for (const c of e.conversations) if (c.group) this.byConv.set(c.conv, c.group);
+    if ((e.type === 'message' || e.type === 'group') && e.group) this.byConv.set(e.conv, e.group);
+  }
+
+  of(conv: string): GroupLabel | undefined {
+    return this.byConv.get(conv);
+  }
 }
 
 export function groupChangeText(change: GroupChange, actor: string, me: string): string {
