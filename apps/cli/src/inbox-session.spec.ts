@@ -1,7 +1,7 @@
 import { EventEmitter } from 'node:events';
 import { describe, expect, it } from 'vitest';
 import type { InboxEvent, MessageEvent } from '#libs/protocol';
-import { InboxSession } from './inbox-session.js';
+import { InboxSession, TRACKED_PER_CONVERSATION } from './inbox-session.js';
 import { markText } from './output.js';
 import type { ParleyClient } from './parley-client.js';
 
@@ -50,6 +50,18 @@ describe('InboxSession marks of my direct messages', () => {
     emit(sync(2, T2));
     expect(markText(session.markOf(message(1)))).toBe('✓✓ read 10:01:00');
     expect(markText(session.markOf(message(2)))).toBe('✓✓ read 10:02:00');
+    await session.stop();
+  });
+
+  it('follows only the latest messages of a long session', async () => {
+    const { session, marks, emit } = annSession();
+    emit(sync(0, T1));
+    const total = TRACKED_PER_CONVERSATION + 5;
+    for (let seq = 3; seq < 3 + total; seq++) session.track(message(seq));
+    marks.length = 0;
+    emit({ type: 'receipt', conv: CONV, user: 'bob', status: 'read', seq: 2 + total, ts: T2 });
+    expect(marks).toHaveLength(TRACKED_PER_CONVERSATION);
+    expect(marks[0]![0]).toBe(3 + 5);
     await session.stop();
   });
 });

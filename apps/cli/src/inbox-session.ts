@@ -24,6 +24,9 @@ const MAX_UNREAD_REPLAY = 200;
  * acknowledges what it showed (delivered, or read when a person is looking),
  * and keeps the other members' cursors to mark my messages ✓, ✓✓ or read.
  */
+/** How many of my latest messages per conversation keep following the receipts. */
+export const TRACKED_PER_CONVERSATION = 1000;
+
 export class InboxSession {
   private readonly order: InboxOrder;
   /** Other members' cursors per conversation. */
@@ -54,6 +57,12 @@ export class InboxSession {
     let byConv = this.mine.get(message.conv);
     if (!byConv) this.mine.set(message.conv, (byConv = new Map<number, MessageEvent>()));
     byConv.set(message.seq, message);
+    // A long session keeps the marks of its latest messages only: older ones have long scrolled away.
+    if (byConv.size > TRACKED_PER_CONVERSATION) {
+      const oldest = byConv.values().next().value!;
+      byConv.delete(oldest.seq);
+      this.readTimes.delete(`${oldest.conv}#${oldest.seq}`);
+    }
     return this.markOf(message);
   }
 
