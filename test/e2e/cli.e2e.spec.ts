@@ -178,6 +178,10 @@ describe('the parley CLI', () => {
     const outsider = await runCli(['group', 'members', 'physics 101'], as(await fresh('eve')));
     expect(outsider.code).toBe(1);
     expect(outsider.stderr).toMatch(/unknown_group/);
+
+    // A second group of the same name: lines about either now carry the group's id.
+    const twin = (await runCli(['--json', 'group', 'create', 'physics 101', carol], as(alice))).json[0]!;
+    await aliceListen.waitForLine(new RegExp(`\\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
   });
 
   const tmux = spawnSync('tmux', ['-V']).status === 0;

@@ -101,7 +101,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
       const session = new InboxSession(
         client,
         {
-          show: (e) => ctx.printer.emit(e.type === 'group' ? groupEventLine(e, me) : messageLine(e, me), { ...e }),
+          show: (e) => ctx.printer.emit(e.type === 'group' ? groupEventLine(groups.display(e), me) : messageLine(groups.display(e), me), { ...e }),
           receipt: (r) => ctx.printer.emit(receiptLine(r, me, groups.of(r.conv)), { ...r }),
           synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
         },

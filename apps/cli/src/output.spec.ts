@@ -31,6 +31,19 @@ describe('output formatting', () => {
     expect(receiptLine({ ...receipt, user: 'alice' }, 'alice', names.of(receipt.conv))).toBeNull();
   });
 
+  it('tells apart two groups with the same name by their ids, and only then', () => {
+    const names = new GroupNames();
+    const lunch1 = { ...dm, conv: 'g:g1', to: undefined, group: { id: 'g1', name: 'lunch' } };
+    names.note(lunch1);
+    expect(messageLine(names.display(lunch1), 'bob')).toBe('[10:32:05] [lunch] alice: hello');
+    names.note({ ...lunch1, conv: 'g:g2', group: { id: 'g2', name: 'lunch' } });
+    expect(messageLine(names.display(lunch1), 'bob')).toBe('[10:32:05] [lunch (g1)] alice: hello');
+    expect(names.of('g:g2')).toEqual({ id: 'g2', name: 'lunch (g2)' });
+    // One renamed: the names differ again.
+    names.note({ ...lunch1, conv: 'g:g2', group: { id: 'g2', name: 'dinner' } });
+    expect(messageLine(names.display(lunch1), 'bob')).toBe('[10:32:05] [lunch] alice: hello');
+  });
+
   it('marks ✓, ✓✓ and ✓✓ read (with its time when known), and counts in groups', () => {
     expect(markText(markFor(3, { bob: cursors(2, 0) }, false))).toBe('✓');
     expect(markText(markFor(3, { bob: cursors(3, 0) }, false))).toBe('✓✓');

@@ -87,8 +87,20 @@ export class GroupNames {
     if ((e.type === 'message' || e.type === 'group') && e.group) this.byConv.set(e.conv, e.group);
   }
 
+  /** A group's label as a person should see it (see `display`). */
   of(conv: string): GroupLabel | undefined {
-    return this.byConv.get(conv);
+    const group = this.byConv.get(conv);
+    return group && this.display({ group }).group;
+  }
+
+  /** The event as a person should see it: a group's name carries its id when another of the user's groups has that name. */
+  display<T extends { group?: GroupLabel | undefined }>(e: T): T {
+    const group = e.group;
+    if (!group) return e;
+    for (const other of this.byConv.values()) {
+      if (other.id !== group.id && other.name === group.name) return { ...e, group: { ...group, name: `${group.name} (${group.id})` } };
+    }
+    return e;
   }
 }
 
