@@ -29,6 +29,14 @@ export class ChatSession {
   private row = 0;
   private readonly watched = new Set<string>();
   private inflight = new Set<Promise<unknown>>();
+  /** A progress bar (stderr, on the prompt's row) ends with a new line: one row more above the prompt. */
+  private readonly bar = {
+    onLineEnd: () => {
+      if (!this.tty) return;
+      this.row += 1;
+      this.rl.prompt(true);
+    },
+  };
   /** Names of the user's groups, to tell apart two that share a name. */
   private readonly groups = new GroupNames();
 
@@ -114,11 +122,11 @@ export class ChatSession {
         return;
       }
       case 'file': {
-        const offer = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path);
+        const offer = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path, this.bar);
         return this.print(offeredText(offer), { type: 'offered', offer });
       }
       case 'accept': {
-        const { offer, path } = await acceptFile(this.client, this.printer, cmd.offer, process.cwd());
+        const { offer, path } = await acceptFile(this.client, this.printer, cmd.offer, process.cwd(), this.bar);
         return this.print(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
       }
       case 'decline': {

@@ -2,17 +2,17 @@ import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import type { FileOffer } from '#libs/protocol';
 import { fileLabel, type SeenReporter } from './file-output.js';
-import { TransferProgress } from './file-progress.js';
+import { TransferProgress, type BarOptions } from './file-progress.js';
 import { discardPart, downloadFile, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
 import type { Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
 /** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
-export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string): Promise<FileOffer> {
+export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string, bar?: BarOptions): Promise<FileOffer> {
   let progress: TransferProgress | undefined;
   try {
     return await uploadFile(client, target, path, (offer, bytes) => {
-      progress ??= new TransferProgress(printer, 'upload', offer.id, offer.name, offer.size);
+      progress ??= new TransferProgress(printer, 'upload', offer.id, offer.name, offer.size, bar);
       progress.update(bytes);
     });
   } finally {
@@ -21,7 +21,13 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
 }
 
 /** Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. */
-export async function acceptFile(client: ParleyClient, printer: Printer, id: string, dir: string): Promise<{ offer: FileOffer; path: string }> {
+export async function acceptFile(
+  client: ParleyClient,
+  printer: Printer,
+  id: string,
+  dir: string,
+  bar?: BarOptions,
+): Promise<{ offer: FileOffer; path: string }> {
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
   const { offer } = await client.request('file.accept', { offer: id }).catch(async (e: unknown) => {
@@ -29,7 +35,7 @@ export async function acceptFile(client: ParleyClient, printer: Printer, id: str
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
     throw e;
   });
-  const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size);
+  const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
   try {
     return { offer, path: await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes)) };
   } finally {

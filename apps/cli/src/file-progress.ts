@@ -22,11 +22,21 @@ const BAR_WIDTH = 24;
  * percent, and the last); for people, a bar on stderr, only on a terminal and
  * only once the transfer has taken more than a moment.
  */
+export interface BarOptions {
+  /** Where the bar is drawn (stderr); only a terminal gets one. */
+  stream?: Pick<NodeJS.WriteStream, 'isTTY' | 'write'>;
+  /** Called once the bar's line is ended: the screen has one row more (`parley chat` counts its rows). */
+  onLineEnd?: () => void;
+  now?: () => number;
+}
+
 export class TransferProgress {
-  private readonly started = Date.now();
+  private readonly started: number;
   private lastDraw = 0;
   private lastPercent = -1;
   private drawn = false;
+  private readonly stream: Pick<NodeJS.WriteStream, 'isTTY' | 'write'>;
+  private readonly now: () => number;
 
   constructor(
     private readonly printer: Printer,
@@ -34,8 +44,12 @@ export class TransferProgress {
     private readonly offer: string,
     private readonly name: string,
     private readonly total: number,
-    private readonly stream: NodeJS.WriteStream = process.stderr,
-  ) {}
+    private readonly bar: BarOptions = {},
+  ) {
+    this.stream = bar.stream ?? process.stderr;
+    this.now = bar.now ?? Date.now;
+    this.started = this.now();
+  }
 
   update(bytes: number): void {
     const percent = this.total === 0 ? 100 : Math.floor((bytes / this.total) * 100);
@@ -46,7 +60,7 @@ export class TransferProgress {
       return;
     }
     if (!this.stream.isTTY) return;
-    const now = Date.now();
+    const now = this.now();
     if (now - this.started < DRAW_AFTER_MS || (now - this.lastDraw < REDRAW_MS && bytes !== this.total)) return;
     this.lastDraw = now;
     this.drawn = true;
@@ -58,7 +72,9 @@ export class TransferProgress {
 
   /** Ends the bar's line (if one was drawn). */
   done(): void {
-    if (this.drawn) this.stream.write('\n');
+    if (!this.drawn) return;
+    this.stream.write('\n');
     this.drawn = false;
+    this.bar.onLineEnd?.();
   }
 }
