@@ -45,26 +45,6 @@ const isRequest = (p: Packet) => REQUESTS.test(p.topic);
  */
 const EMITTER_CONCURRENCY = 10_000;
 
-/**
- * Aedes hands a client a packet only when its broker counter is above the last one that client got under the same
- * broker id (its `duplicates` check, meant for one packet reaching a client twice). Aedes takes the counter when it makes
- * the packet, but the packet reaches the emitter only after asynchronous steps of varying length (a QoS 1 publish waits
- * for the offline queues, a retained one for the retained store too), so a later packet could overtake an earlier one,
- * which the check then dropped without a trace: a reply whose request had been PUBACKed, or a presence change, never
- * arrived. So the emitter stamps each packet again as it takes it, under an id of its own: the counters a client sees
- * under that id only go up, and one packet that matches two of a client's subscriptions still reaches it once.
- * (Packets written straight to one connection carry stamps of their own: see `directPacket`.)
- */
-export class EmitOrder {
-  readonly id = `emit:${randomUUID()}`;
-  private counter = 0;
-
-  stamp(packet: Packet): void {
-    packet.brokerId = this.id;
-    packet.brokerCounter = ++this.counter;
-  }
-}
-
 function localEmitter(): MQEmitter {
   return mqemitter({ concurrency: EMITTER_CONCURRENCY, matchEmptyLevels: true });
 }
@@ -80,14 +60,7 @@ const memoryPersistence = aedesPersistence as unknown as () => MemoryPersistence
 export function inMemoryBackplane(): Backplane {
   const local = localEmitter();
   const emit = local.emit.bind(local);
-  const order = new EmitOrder();
-  const mq = Object.assign(local, {
-    emit: (p: Packet, done?: Done) => {
-      if (isRequest(p)) return (done?.(), local);
-      order.stamp(p);
-      return emit(p, done);
-    },
-  });
+  const mq = Object.assign(local, { emit: (p: Packet, done?: Done) => (isRequest(p) ? (done?.(), local) : emit(p, done)) });
   return { mq, persistence: memoryPersistence(), onGap: () => undefined };
 }
 
@@ -116,8 +89,6 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   const origin = Buffer.from(randomUUID(), 'latin1');
   const packr = new Packr({ useRecords: false });
   const local = localEmitter();
-  // Packets from other gateways keep their stamps: each gateway's come over the channel in the order it stamped them.
-  const order = new EmitOrder();
   const gapListeners: (() => void)[] = [];
 
   const persistence = memoryPersistence();
@@ -208,7 +179,6 @@ export function redisBackplane(url: string, prefix: string): Backplane {
         done?.();
         return mq;
       }
-      order.stamp(packet);
       local.emit(packet, done);
       // Packets published in one turn of the event loop travel as one batch: one PUBLISH, one decode on each gateway.
       // Encoded now: the broker goes on using the packet object.

@@ -1,19 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import type { Aedes, Client, PublishPacket } from 'aedes';
+import type { Aedes, Client } from 'aedes';
 import type { InboxEvent } from '#libs/protocol';
-
-const DIRECT_ID = `direct:${randomUUID()}`;
-let directCounter = 0;
-
-/**
- * A packet to write straight to one connection (`client.publish`), bypassing the emitter. It is stamped in a series of
- * its own: Aedes drops a packet whose stamp is below one the client already got in the same series, and a direct write
- * reaches the client at once, ahead of emitted packets stamped before it (see EmitOrder in broker-backplane.ts).
- */
-export function directPacket(topic: string, event: InboxEvent, qos: 0 | 1 = 1): PublishPacket {
-  const packet = { cmd: 'publish' as const, topic, payload: Buffer.from(JSON.stringify(event)), qos, retain: false, dup: false };
-  return Object.assign(packet, { brokerId: DIRECT_ID, brokerCounter: ++directCounter });
-}
 
 /**
  * The gateway is the only publisher to inboxes. Events are published at QoS 1,
@@ -36,8 +22,11 @@ export class InboxPublisher {
     const subscription = (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions[topic];
     if (!subscription) return this.publish(topic, event);
     if (client.closed) return Promise.resolve();
-    const packet = directPacket(topic, event, Math.min(1, subscription.qos) as 0 | 1);
-    return new Promise((resolve, reject) => client.publish(packet, (err?: Error) => (err ? reject(err) : resolve())));
+    const payload = Buffer.from(JSON.stringify(event));
+    const qos = Math.min(1, subscription.qos) as 0 | 1;
+    return new Promise((resolve, reject) =>
+      client.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
+    );
   }
 
   /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */

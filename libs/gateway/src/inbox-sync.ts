@@ -6,7 +6,6 @@ import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
 import { guardOf } from './connection-guard.js';
-import { directPacket } from './inbox-publisher.js';
 
 const PAGE = 500;
 
@@ -101,7 +100,9 @@ export class InboxSync {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
     return new Promise((resolve, reject) => {
       if (client.closed) return reject(new Error('connection closed during sync'));
-      client.publish(directPacket(topic, event), (err?: Error) => (err ? reject(err) : resolve()));
+      client.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err?: Error) =>
+        err ? reject(err) : resolve(),
+      );
     });
   }
 }

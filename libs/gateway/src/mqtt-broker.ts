@@ -22,6 +22,29 @@ export interface BrokerOptions {
   guard: GuardLimits;
 }
 
+/**
+ * Aedes drops a packet for a client when that client already got a higher-numbered packet from the same broker (its
+ * per-client `duplicates` check, meant for a packet that reaches a client twice). Aedes numbers a packet when it makes
+ * it, before asynchronous steps of varying length (a retained publish waits for the retained store, a QoS 1 one for
+ * the offline queues, a packet written straight to one connection for nothing, one from another gateway for the
+ * backplane), so packets reach a client out of number order, and the check dropped the overtaken one without a trace: a
+ * reply whose request had been PUBACKed, or a presence change, never arrived. Parley routes each packet to a client
+ * once, so the check is switched off. The one case it covered, a packet matching two of a client's overlapping
+ * subscriptions, now gets a copy per subscription, as MQTT 3.1.1 allows (section 3.3.5) and Mosquitto does.
+ */
+const NO_DUPLICATE_CHECK: Record<string, number> = new Proxy(Object.create(null) as Record<string, number>, {
+  get: () => undefined,
+  set: () => true,
+  deleteProperty: () => true,
+});
+
+/** Hands a connection to the broker, with the duplicate check off (see NO_DUPLICATE_CHECK). */
+export function handleConnection(aedes: Aedes, stream: Duplex): Client {
+  const client = aedes.handle(stream as Parameters<Aedes['handle']>[0]);
+  (client as Client & { duplicates: Record<string, number> }).duplicates = NO_DUPLICATE_CHECK;
+  return client;
+}
+
 /** Receives each authorized request, in the order the connection sent them. */
 export type RequestSink = (connection: Client, principal: Principal, payload: Buffer) => void;
 
@@ -110,7 +133,7 @@ export class MqttBroker {
       this.logger.log({ event: 'connection_dropped', address: remoteAddress, ...drop }),
     );
     guarded.on('error', () => undefined);
-    this.aedes.handle(guarded);
+    handleConnection(this.aedes, guarded);
   }
 
   /** The clients connected now. */
