@@ -70,7 +70,7 @@ describe('GroupService', () => {
     seams.appendGate = release.wait;
     const renamed = service.rename('ann', 'r1', group.id, 'new name');
     await seams.appending.wait;
-    // Meanwhile a reader looks at the group; any save it makes is held back until after the rename has saved.
+    // Meanwhile a reader looks at the group; any save it made would be held back until after the rename has saved.
     seams.holdSaves = true;
     const listed = service.list('bob');
     await new Promise((resolve) => setImmediate(resolve));
@@ -78,11 +78,12 @@ describe('GroupService', () => {
     release.open();
     await renamed;
     for (const resume of seams.held.splice(0)) resume();
-    expect((await listed).map((g) => g.name)).toEqual(['new name']);
+    // The reader saw the group as it stood before or after the rename, never a mix; and it saved nothing.
+    expect(['old name', 'new name']).toContain((await listed)[0]?.name);
     expect(await realStore.get(group.id)).toMatchObject({ name: 'new name', pending: null });
   });
 
-  it('repairs a change cut short between its append and its save, on the next read', async () => {
+  it('shows a change cut short between its append and its save to readers at once, and saves the repair with the next change', async () => {
     const { service, realStore } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
     const state = (await realStore.get(group.id))!;
@@ -96,6 +97,9 @@ describe('GroupService', () => {
       event: { kind: 'renamed', oldName: 'crew', name: 'the crew' },
     });
     expect((await service.list('bob')).map((g) => g.name)).toEqual(['the crew']);
-    expect(await realStore.get(group.id)).toMatchObject({ name: 'the crew', pending: null });
+    // A reader saves nothing (it holds no lock); the next change repairs the state under the lock, then makes its own.
+    expect(await realStore.get(group.id)).toMatchObject({ name: 'crew', pending: 'r1' });
+    await service.add('ann', 'a1', group.id, ['cy']);
+    expect(await realStore.get(group.id)).toMatchObject({ name: 'the crew', pending: null, members: [{ user: 'ann' }, { user: 'bob' }, { user: 'cy' }] });
   });
 });

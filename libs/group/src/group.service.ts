@@ -281,23 +281,34 @@ export class GroupService {
   }
 
   /** The group's state, repaired from the log when a change was cut short. */
+  /**
+   * The group's state for a reader. A pending mark is a change under way, or one cut short by a crash: the reader folds
+   * the log into what it returns, and saves nothing. Saving here, outside the lock, could write a state read before a
+   * change's append over the one that change saves after it; waiting for the lock would stall every reader for as long
+   * as a crashed holder's lease. The next change, under the lock, saves the repair.
+   */
   private async load(id: string): Promise<GroupState | undefined> {
     const g = await this.groups.get(id);
     if (!g?.pending) return g;
-    // A change is under way, or one was cut short. Repairing here, outside the lock, could save a state read before
-    // that change's append over the one it saves after: wait for the lock, then look again.
-    return this.locks.withLock(id, () => this.loadLocked(id));
+    return this.folded(g);
   }
 
-  /** As `load`, for one who holds the group's lock: a pending mark left there is a change cut short, to repair. */
+  /** As `load`, for one who holds the group's lock: a pending mark there is a change cut short, repaired and saved. */
   private async loadLocked(id: string): Promise<GroupState | undefined> {
     const g = await this.groups.get(id);
     if (!g?.pending) return g;
     return this.repair(g);
   }
 
-  /** Folds every event after the state's applied seq into it and saves it, clearing the pending mark. */
+  /** Folds every event after the state's applied seq into it and saves it, clearing the pending mark. Under the lock only. */
   private async repair(g: GroupState): Promise<GroupState> {
+    const state = await this.folded(g);
+    await this.groups.save(state);
+    return state;
+  }
+
+  /** The state with every event after its applied seq folded in, and no pending mark. */
+  private async folded(g: GroupState): Promise<GroupState> {
     const conv = groupConv(g.id);
     let state = g;
     let after = g.appliedSeq;
@@ -307,9 +318,7 @@ export class GroupService {
       if (page.length < PAGE) break;
       after = page[page.length - 1]!.seq;
     }
-    state = { ...state, pending: null };
-    await this.groups.save(state);
-    return state;
+    return { ...state, pending: null };
   }
 
   private async memberView(user: string, id: string, allowFormer = false): Promise<GroupState> {
