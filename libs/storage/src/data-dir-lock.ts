@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { linkSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
@@ -43,14 +43,14 @@ export interface DataDirLockOptions {
    * Called when a heartbeat finds the lock held by another server (this host was paused long enough for another host
    * to judge it gone). Both would now write to the directory, so the default stops this process at once.
    */
-  onLost?: (holder: Holder | null) => void;
+  onLost?: (holder: Holder) => void;
 }
 
 export class DataDirLock {
   private readonly path: string;
   private readonly token = randomUUID();
   private readonly heartbeat: NodeJS.Timeout;
-  private readonly onLost: (holder: Holder | null) => void;
+  private readonly onLost: (holder: Holder) => void;
 
   constructor(
     private readonly dataDir: string,
@@ -63,13 +63,24 @@ export class DataDirLock {
     this.heartbeat.unref();
   }
 
-  /** Marks the lock alive, after checking that it is still this process's: one removed by hand is put back. */
+  /**
+   * Marks the lock alive, after checking that it is still this process's. Only a lock that names another holder counts
+   * as lost; one removed by hand is put back, and a look that fails (out of file descriptors, an I/O error, a lock
+   * caught half-written) is tried again at the next beat.
+   */
   private beat(): void {
-    const holder = holderOf(this.path);
-    if (holder?.token === this.token) return touch(this.path);
-    if (holder === null && this.create()) return;
-    clearInterval(this.heartbeat);
-    this.onLost(holder);
+    try {
+      const holder = holderOf(this.path);
+      if (holder?.token === this.token) return touch(this.path);
+      if (holder !== null) {
+        clearInterval(this.heartbeat);
+        return this.onLost(holder);
+      }
+      // Should another server create one first, the next beat finds it and reports it.
+      if (!existsSync(this.path)) this.create();
+    } catch {
+      // Tried again at the next beat.
+    }
   }
 
   /** Throws, as taking the directory would, when another live server holds it; takes nothing (a check before start-up). */
@@ -136,9 +147,10 @@ export class DataDirLock {
 
 const lockPath = (dataDir: string) => join(dataDir, 'parley.lock');
 
-function stopOnLoss(dataDir: string, holder: Holder | null): void {
-  const who = holder ? `process ${holder.pid} on ${holder.host}` : 'another process';
-  process.stderr.write(`fatal: the data directory ${dataDir} was taken over by ${who}; stopping, so that only one server writes to it\n`);
+function stopOnLoss(dataDir: string, holder: Holder): void {
+  process.stderr.write(
+    `fatal: the data directory ${dataDir} was taken over by process ${holder.pid} on ${holder.host}; stopping, so that only one server writes to it\n`,
+  );
   process.exit(75);
 }
 
