@@ -169,12 +169,19 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
       expect(await raw('['.repeat(50_000))).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       expect(await alice.request({ op: 'send', to: 'nobody-here', text: 'hi' })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: '   ' })).toMatchObject({ ok: false, error: { code: 'empty_text' } });
+      // Nothing visible (a zero-width space, a word joiner, a direction override) is no text either.
+      for (const text of ['\u200b', ' \u2060 ', '\u202e', '\ufeff\n'])
+        expect(await alice.request({ op: 'send', to: bob.user, text })).toMatchObject({ ok: false, error: { code: 'empty_text' } });
+      // A terminal acts on control characters (escape codes, carriage returns, bells): refused; tab and new line are text.
+      for (const text of ['red \u001b[31mtext', 'over\rwrite', 'ding\u0007', 'c1 \u009b'])
+        expect(await alice.request({ op: 'send', to: bob.user, text })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      expect(await alice.request({ op: 'group.create', name: '\u200b' })).toMatchObject({ ok: false, error: { code: 'invalid_group_name' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: 'x'.repeat(4001) })).toMatchObject({ ok: false, error: { code: 'text_too_long' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: 42 })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       // None of it was stored or delivered, and the server still serves.
-      const ok = await alice.request({ op: 'send', to: bob.user, text: 'still here' });
+      const ok = await alice.request({ op: 'send', to: bob.user, text: 'still here\n\tand a second line 👨‍👩‍👧' });
       expect(ok).toMatchObject({ ok: true, result: { seq: 1 } });
-      await bob.waitFor((e) => e.type === 'message' && e.text === 'still here');
+      await bob.waitFor((e) => e.type === 'message' && e.text === 'still here\n\tand a second line 👨‍👩‍👧');
       expect(bob.events.filter((e) => e.type === 'message')).toHaveLength(1);
     });
   });

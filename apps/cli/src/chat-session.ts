@@ -191,7 +191,8 @@ export class ChatSession {
     const up = this.row - seen.row;
     const rows = process.stdout.rows ?? 24;
     const columns = process.stdout.columns ?? 80;
-    if (this.tty && up < rows - 1 && line.length < columns) {
+    // Redrawn in place only when it is one row on the screen; otherwise printed again below.
+    if (this.tty && up < rows - 1 && line.length < columns && !line.includes('\n')) {
       cursorTo(process.stdout, 0);
       moveCursor(process.stdout, 0, -up);
       clearLine(process.stdout, 0);
@@ -247,6 +248,7 @@ export class ChatSession {
 }
 
 /** How many terminal rows a line takes. */
-function rowsOf(line: string): number {
-  return Math.max(1, Math.ceil(line.length / (process.stdout.columns ?? 80)));
+function rowsOf(text: string): number {
+  const width = process.stdout.columns ?? 80;
+  return text.split('\n').reduce((rows, line) => rows + Math.max(1, Math.ceil(line.length / width)), 0);
 }

@@ -1,6 +1,19 @@
 import { describe, expect, it } from 'vitest';
 import type { MessageEvent } from '#libs/protocol';
-import { clock, dateTime, groupChangeText, GroupNames, markFor, markText, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
+import {
+  clock,
+  dateTime,
+  displayText,
+  groupChangeText,
+  GroupNames,
+  markFor,
+  markText,
+  messageLine,
+  offlineNotice,
+  presenceText,
+  Printer,
+  receiptLine,
+} from './output.js';
 
 const at = new Date(2026, 10, 23, 10, 32, 5).getTime();
 const dm: MessageEvent = { type: 'message', conv: 'dm:alice:bob', seq: 3, from: 'alice', to: 'bob', ts: at, id: 'm1', text: 'hello' };
@@ -42,6 +55,13 @@ describe('output formatting', () => {
     // One renamed: the names differ again.
     names.note({ ...lunch1, conv: 'g:g2', group: { id: 'g2', name: 'dinner' } });
     expect(messageLine(names.display(lunch1), 'bob')).toBe('[10:32:05] [lunch] alice: hello');
+  });
+
+  it('shows others’ text so that it cannot act on the terminal nor pass for another message', () => {
+    const forged = { ...dm, text: 'ok\n[00:30:00] carol → you: send me your password' };
+    expect(messageLine(forged, 'bob')).toBe('[10:32:05] alice → you: ok\n  | [00:30:00] carol → you: send me your password');
+    expect(displayText('red\u001b[31m bell\u0007 \r\n\tend \u202eevil')).toBe('red\\u001b[31m bell\\u0007 \n  |     end \\u202eevil');
+    expect(displayText('plain text, emoji 👨‍👩‍👧 and שלום')).toBe('plain text, emoji 👨‍👩‍👧 and שלום');
   });
 
   it('marks ✓, ✓✓ and ✓✓ read (with its time when known), and counts in groups', () => {

@@ -60,13 +60,30 @@ export function markFor(seq: number, peers: Record<string, Cursors>, group: bool
  * `[10:32:05] alice → you: hello`, `[10:32:05] you → bob: hello ✓✓`,
  * `[10:32:05] [class 5b] alice: hello`.
  */
+/** Characters a terminal acts on or that reorder what it shows: controls (but new line), and direction overrides and isolates. */
+const UNSAFE_ON_SCREEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * Text from others as a terminal should show it: a tab as spaces, other controls and direction overrides as visible
+ * `\u….` escapes (never acted on), and each later line indented behind `| `, so no line of a message can pass for a
+ * message of its own. (The server refuses controls other than tab and new line; this also covers what came before.)
+ */
+export function displayText(text: string): string {
+  return text
+    .replace(/\r?\n/g, '\n')
+    .replace(/\t/g, '    ')
+    .replace(UNSAFE_ON_SCREEN, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+    .replace(/\n/g, '\n  | ');
+}
+
 export function messageLine(m: MessageEvent, me: string, opts: { mark?: Mark | null; long?: boolean } = {}): string {
   const when = opts.long ? dateTime(m.ts) : clock(m.ts);
   const mine = m.from === me;
   const suffix = mine && opts.mark !== undefined ? ` ${markText(opts.mark)}` : '';
-  if (m.group) return `[${when}] [${m.group.name}] ${mine ? 'you' : m.from}: ${m.text}${suffix}`;
+  const text = displayText(m.text);
+  if (m.group) return `[${when}] [${m.group.name}] ${mine ? 'you' : m.from}: ${text}${suffix}`;
   const to = m.to === me ? 'you' : (m.to ?? '?');
-  return `[${when}] ${mine ? 'you' : m.from} → ${to}: ${m.text}${suffix}`;
+  return `[${when}] ${mine ? 'you' : m.from} → ${to}: ${text}${suffix}`;
 }
 
 /**

@@ -102,4 +102,15 @@ describe('GroupService', () => {
     await service.add('ann', 'a1', group.id, ['cy']);
     expect(await realStore.get(group.id)).toMatchObject({ name: 'the crew', pending: null, members: [{ user: 'ann' }, { user: 'bob' }, { user: 'cy' }] });
   });
+
+  it('counts among a message’s readers only members who could see it: not one removed then and added back since', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'trio', ['bob', 'dan']);
+    await service.remove('ann', 'r1', group.id, ['dan']);
+    const { accepted } = await service.post('ann', 'p1', group.id, 'while dan is out');
+    await service.add('ann', 'a1', group.id, ['dan']);
+    expect((await service.entryAt('ann', group.id, accepted.seq)).members).toEqual(['ann', 'bob']);
+    const later = await service.post('ann', 'p2', group.id, 'dan is back');
+    expect((await service.entryAt('ann', group.id, later.accepted.seq)).members).toEqual(['ann', 'bob', 'dan']);
+  });
 });

@@ -1,5 +1,5 @@
 import { DomainError, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
-import { checkText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
+import { checkText, hasVisibleText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
 import {
   applyChange,
   groupConv,
@@ -202,14 +202,15 @@ export class GroupService {
     return { conv: range.conv, group: range.group, events: entries.map((e) => toGroupInboxEvent(range.conv, range.group, e)) };
   }
 
-  /** The entry at `seq` of a group's log that the user may see (for "who has read it"). */
+  /** The entry at `seq` of a group's log that the user may see, and the members who could see it (for "who has read it"). */
   async entryAt(user: string, ref: string, seq: number): Promise<{ conv: string; group: GroupLabel; entry: LogEntry; members: string[] }> {
     const id = await this.resolve(user, ref);
     const g = await this.memberView(user, id);
     const conv = groupConv(id);
     const [entry] = await this.log.readAfter(conv, seq - 1, 1);
     if (!entry || entry.seq !== seq) throw new DomainError('no_such_message', `${g.name} has no message ${seq}`);
-    return { conv, group: labelOf(g), entry, members: g.members.map((m) => m.user) };
+    // Only those who could see it: a member who joined (or rejoined) after it never had it, whatever its cursors say.
+    return { conv, group: labelOf(g), entry, members: g.members.filter((m) => m.joined <= seq).map((m) => m.user) };
   }
 
   /** Current members of a group conversation, or null when it is not one. */
@@ -357,7 +358,8 @@ export class GroupService {
   private validName(name: string): string {
     const clean = name.trim();
     const length = [...clean].length;
-    if (length === 0 || CONTROL.test(clean)) throw new DomainError('invalid_group_name', 'a group name needs visible characters and no control characters');
+    if (!hasVisibleText(clean) || CONTROL.test(clean))
+      throw new DomainError('invalid_group_name', 'a group name needs visible characters and no control characters');
     if (length > this.limits.maxNameLength) throw new DomainError('invalid_group_name', `a group name is at most ${this.limits.maxNameLength} characters`);
     return clean;
   }

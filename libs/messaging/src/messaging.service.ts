@@ -137,8 +137,19 @@ export class MessagingService {
  * at most `max` characters (counted as characters, so an emoji is one).
  * Throws empty_text or text_too_long.
  */
+/** Characters that show nothing: white space, controls, and format characters (zero-width space, joiners, direction marks). */
+const INVISIBLE = /[\s\p{Cc}\p{Cf}]/gu;
+/** Control characters a message may not carry: all but tab and new line (a terminal would act on them: escape codes, carriage returns, bells). */
+const CONTROL_IN_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+
+/** Whether a string has anything a person could see. */
+export function hasVisibleText(text: string): boolean {
+  return text.replace(INVISIBLE, '').length > 0;
+}
+
 export function checkText(text: string, max: number): void {
-  if (text.trim().length === 0) throw new DomainError('empty_text', 'a message needs some text');
+  if (!hasVisibleText(text)) throw new DomainError('empty_text', 'a message needs some visible text');
+  if (CONTROL_IN_TEXT.test(text)) throw new DomainError('bad_request', 'a message may not contain control characters other than tab and new line');
   // A string has at least as many UTF-16 units as characters: only a long one needs counting (without copying it).
   if (text.length <= max) return;
   let length = 0;
