@@ -138,7 +138,8 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
 
     // Bob acknowledges what he has shown as it arrives, and his connection drops part way.
     const bob = await login(bobName);
-    const firstBatch = (await bob.waitForCount(isMessage(), 50)) as MessageEvent[];
+    // The first 50 only: on a busy machine more (even all 300) may have arrived by the time this runs.
+    const firstBatch = ((await bob.waitForCount(isMessage(), 50)) as MessageEvent[]).slice(0, 50);
     const shown = new Map<number, MessageEvent>();
     for (const m of firstBatch) shown.set(m.seq, m);
     const ackTo = Math.max(...shown.keys());

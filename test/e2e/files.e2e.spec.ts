@@ -262,7 +262,8 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
   it('lets the sender withdraw an offer (parley file cancel): a waiting receiver is told, and the data is gone', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const bob = await users.login(b);
-    const sent = await cli(a, ['--json', 'file', 'send', b, writeTemp('wrong.txt', 'not this one')]);
+    const wrong = writeTemp('wrong.txt', 'not this one');
+    const sent = await cli(a, ['--json', 'file', 'send', b, wrong]);
     const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
     await bob.waitFor(isFile('offered', offer.id));
     const listen = CliProcess.start(['listen'], { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: b, PARLEY_PASSWORD: users.password });
@@ -290,6 +291,10 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect((await cli(a, ['file', 'list'])).stdout).toContain(`${offer.id}  you → ${b}  wrong.txt (12 B)  ${b}: withdrawn`);
     expect((await cli(a, ['file', 'cancel', offer.id])).stdout.trim()).toBe('withdrew wrong.txt (12 B)');
     expect((await cli(b, ['file', 'list'])).stdout).not.toContain(offer.id);
+    // Sending the same file again is a new offer, with an id of its own: not the one Bob was told is withdrawn.
+    const resent = (await cli(a, ['--json', 'file', 'send', b, wrong])).json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    expect(resent.id).not.toBe(offer.id);
+    await bob.waitFor(isFile('offered', resent.id));
   });
 
   it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {

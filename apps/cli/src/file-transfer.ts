@@ -63,7 +63,7 @@ export async function uploadFile(
     .digest('hex')
     .slice(0, 40);
   let offered = await client.request('file.offer', { ...target, ...file }, `file-${key}`);
-  // The same file went to the same receiver before and that offer is settled: this is a new offer.
+  // The same file went to the same receiver before and that offer is settled (or withdrawn): this is a new offer.
   for (let n = 2; settled(offered.offer) && n < 100; n++) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${n}`);
   const offer = offered.offer;
   const handle = await open(path, 'r');
@@ -75,8 +75,10 @@ export async function uploadFile(
   return { ...offer, uploaded: offer.chunks };
 }
 
+/** Nothing more will come of the offer: every receiver declined or has the file, or the sender withdrew it. */
 function settled(offer: FileOffer): boolean {
-  return offer.uploaded === offer.chunks && Object.values(offer.recipients).every((s) => s === 'declined' || s === 'received');
+  const states = Object.values(offer.recipients);
+  return states.includes('withdrawn') || (offer.uploaded === offer.chunks && states.every((s) => s === 'declined' || s === 'received'));
 }
 
 async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileOffer, window: number, progress: (bytes: number) => void): Promise<void> {

@@ -132,11 +132,12 @@ describe('FileOfferService', () => {
     await expect(service.fetch('bob', id, 1)).rejects.toThrow(`ann withdrew file offer ${id} (a.txt)`);
     // A retry (RPC redelivery, the CLI after `unavailable`) gets the same answer and tells the same people again.
     expect((await service.cancel('ann', id)).notify).toMatchObject({ to: ['ann', 'bob'], event: { event: 'withdrawn' } });
-    // Offering the same again (same request id) makes a new offer.
-    const again = await service.offer('ann', 'r1', { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] }, describe_(data));
+    // An offer request with its id answers with it, withdrawn; offering the file again takes a new request id, a new offer.
+    const crew = { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] };
+    expect((await service.offer('ann', 'r1', crew, describe_(data))).result.offer).toMatchObject({ id, recipients: { bob: 'withdrawn' } });
+    const again = await service.offer('ann', 'r1-2', crew, describe_(data));
+    expect(again.result.offer.id).not.toBe(id);
     expect(again.result.offer.recipients).toEqual({ bob: 'pending', cy: 'pending' });
-    await upload(service, id, data);
-    await service.cancel('ann', id);
     // An offer not uploaded in full was never announced: no receiver is told of its withdrawal.
     const half = (await service.offer('ann', 'r2', { to: 'bob' }, describe_(data))).result.offer.id;
     await service.putChunk('ann', half, 0, data.subarray(0, CHUNK).toString('base64'));

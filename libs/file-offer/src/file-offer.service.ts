@@ -75,12 +75,9 @@ export class FileOfferService {
    */
   async offer(sender: string, requestId: string, target: OfferTarget, file: FileDescription): Promise<FileOutcome<FileOfferResult>> {
     const id = offerIdOf(sender, requestId);
-    let existing = await this.live(id);
-    // Offering again what was withdrawn makes a new offer (the withdrawal was told already).
-    if (existing && isWithdrawn(existing)) {
-      await this.drop(id);
-      existing = null;
-    }
+    // A retry, or an offer to resume, gets that offer as it stands, withdrawn included: offering the file again is a new
+    // request (a new id), so receivers see a new offer, never one they were told is withdrawn.
+    const existing = await this.live(id);
     if (existing) return { result: { offer: viewOf(existing), window: this.limits.window }, notify: null };
     if (!isSafeFileName(file.name))
       throw new DomainError('invalid_file_name', 'a file name may not hold a path separator, "..", control characters or a leading dot, nor be over 255 bytes');
