@@ -231,6 +231,18 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     });
     // Only the sender can say what it has seen.
     expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    // `parley --json chat` prints the sync's one files event (both offers in it) once, as listen does.
+    const chat = CliProcess.start(['--json', 'chat'], env);
+    try {
+      await chat.waitForLine(/"type":"files"/, 30_000);
+      chat.type('/quit');
+      await chat.exited;
+      const files = chat.json().filter((l) => l.type === 'files');
+      expect(files).toHaveLength(1);
+      expect((files[0]!.offers as FileOffer[]).map((o) => o.name).sort()).toEqual(['other.bin', 'seen.bin']);
+    } finally {
+      await chat.stop();
+    }
   });
 
   it('checks where to save before accepting, so a bad --to tells the sender nothing; a reader that stops early ends the CLI quietly', async () => {

@@ -76,7 +76,10 @@ export class ChatSession {
     if (this.tty) this.rl.prompt();
     const notices = new FileNotices(me, { accept: '/accept', decline: '/decline' }, seenReporter(this.client));
     this.client.on('event', (e) => {
-      if (e.type === 'file' || e.type === 'files') for (const line of notices.linesFor(e)) this.print(line, { ...e });
+      if (e.type !== 'file' && e.type !== 'files') return;
+      // With --json each event goes out once, as it came (as in listen); only decisions shown to a person count as seen.
+      if (this.printer.json) return this.printer.emit(null, { ...e });
+      for (const line of notices.linesFor(e)) this.print(line, null);
     });
     this.client.on('offline', () => this.print('* connection lost; reconnecting…', null));
     this.client.on('online', () => this.print('* connected', null));
