@@ -80,12 +80,13 @@ describe('the parley CLI', () => {
 
   it('one-shot commands and user/.name connections are quiet: they neither make the user online nor set last seen', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
-    expect((await runCli(['send', bob, 'just passing'], as(alice))).code).toBe(0);
+    // User names typed in capitals mean the same (lower case) user, at login and as arguments.
+    expect((await runCli(['send', bob.toUpperCase(), 'just passing'], as(alice.toUpperCase()))).code).toBe(0);
     expect((await runCli(['group', 'list'], as(alice))).code).toBe(0);
     // A quiet connection of any MQTT client, still open while she is looked up.
     const script = await connectClient(topo.server.mqttUrl, { clientId: `${alice}/.script`, username: alice, password: PASSWORD });
     try {
-      expect((await runCli(['who', alice], as(bob))).stdout.trim()).toBe(`${alice}: offline, never seen online`);
+      expect((await runCli(['who', alice.toUpperCase()], as(bob))).stdout.trim()).toBe(`${alice}: offline, never seen online`);
       // listen counts: she is online while it runs, and seen once it stops.
       const listen = start(['listen'], as(alice));
       await listen.waitForLine(/listening as/);

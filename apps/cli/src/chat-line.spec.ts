@@ -16,6 +16,10 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/quit')).toEqual({ kind: 'quit' });
     expect(parseChatLine('/help')).toEqual({ kind: 'help' });
     expect(parseChatLine('   ')).toEqual({ kind: 'nothing' });
+    // User names are lower case: Bob can only mean bob.
+    expect(parseChatLine('/msg Bob Hello')).toEqual({ kind: 'direct', to: 'bob', text: 'Hello' });
+    expect(parseChatLine('/who BOB')).toEqual({ kind: 'who', user: 'bob' });
+    expect(parseChatLine('/file Bob a.txt')).toEqual({ kind: 'file', to: 'bob', path: 'a.txt' });
   });
 
   it('explains what is wrong with a bad command', () => {

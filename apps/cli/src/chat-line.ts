@@ -44,7 +44,7 @@ export function parseChatLine(line: string): ChatCommand {
     case '/m': {
       const [to, text] = firstWord(rest);
       if (!to || !text.trim()) return { kind: 'invalid', message: 'usage: /msg USER text' };
-      return { kind: 'direct', to, text: text.trim() };
+      return { kind: 'direct', to: to.toLowerCase(), text: text.trim() };
     }
     case '/g': {
       const [group, text] = firstWord(rest);
@@ -59,13 +59,13 @@ export function parseChatLine(line: string): ChatCommand {
     }
     case '/who': {
       const [user] = firstWord(rest);
-      return user ? { kind: 'who', user } : { kind: 'invalid', message: 'usage: /who USER' };
+      return user ? { kind: 'who', user: user.toLowerCase() } : { kind: 'invalid', message: 'usage: /who USER' };
     }
     case '/file': {
       const [to, path] = firstWord(rest);
       const clean = path.trim().replace(/^"(.*)"$/, '$1');
       if (!to || !clean) return { kind: 'invalid', message: 'usage: /file USER PATH' };
-      return { kind: 'file', to, path: clean };
+      return { kind: 'file', to: to.toLowerCase(), path: clean };
     }
     case '/accept':
     case '/decline': {

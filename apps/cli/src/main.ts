@@ -70,6 +70,11 @@ function report(printer: Printer, e: unknown): void {
   }
 }
 
+/** User names are lower case: `Bob` and `BOB` can only mean `bob`. */
+function userName<T extends string | undefined>(name: T): T {
+  return name?.toLowerCase() as T;
+}
+
 /** `USER THING` or `--group NAME THING`: with --group the single positional argument is the thing. */
 function userOrGroup(a: string | undefined, b: string | undefined, opts: { group?: string }, thing: string, usage: string): [string | undefined, string] {
   if (opts.group !== undefined) {
@@ -92,7 +97,7 @@ program
   .action(
     run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
-      return commands.send(ctx, user, text, opts);
+      return commands.send(ctx, userName(user), text, opts);
     }),
   );
 program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
@@ -104,18 +109,18 @@ program
   .option('--group <name>')
   .option('--limit <n>', 'how many messages (default 50)')
   .option('--before <seq>', 'only messages before this seq (to page back)')
-  .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, user, opts)));
+  .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, userName(user), opts)));
 program
   .command('read')
   .description('mark everything from USER (or in --group NAME) as read')
   .argument('[user]')
   .option('--group <name>')
-  .action(run((ctx, user: string | undefined, opts: { group?: string }) => commands.read(ctx, user, opts)));
+  .action(run((ctx, user: string | undefined, opts: { group?: string }) => commands.read(ctx, userName(user), opts)));
 program
   .command('who')
   .description('whether USER is online, or when last seen')
   .argument('<user>')
-  .action(run((ctx, user: string) => commands.who(ctx, user)));
+  .action(run((ctx, user: string) => commands.who(ctx, userName(user))));
 program
   .command('info')
   .description('who has received and read message SEQ of a group')
@@ -128,7 +133,7 @@ group
   .command('create')
   .argument('<name>')
   .argument('[members...]')
-  .action(run((ctx, name: string, members: string[]) => groupCommands.create(ctx, name, members)));
+  .action(run((ctx, name: string, members: string[]) => groupCommands.create(ctx, name, members.map(userName))));
 group
   .command('rename')
   .argument('<group>')
@@ -138,18 +143,18 @@ group
   .command('add')
   .argument('<group>')
   .argument('<users...>')
-  .action(run((ctx, g: string, users: string[]) => groupCommands.add(ctx, g, users)));
+  .action(run((ctx, g: string, users: string[]) => groupCommands.add(ctx, g, users.map(userName))));
 group
   .command('remove')
   .argument('<group>')
   .argument('<users...>')
-  .action(run((ctx, g: string, users: string[]) => groupCommands.remove(ctx, g, users)));
+  .action(run((ctx, g: string, users: string[]) => groupCommands.remove(ctx, g, users.map(userName))));
 group
   .command('owner')
   .description('hand the group over to another member')
   .argument('<group>')
   .argument('<user>')
-  .action(run((ctx, g: string, user: string) => groupCommands.owner(ctx, g, user)));
+  .action(run((ctx, g: string, user: string) => groupCommands.owner(ctx, g, userName(user))));
 group
   .command('leave')
   .argument('<group>')
@@ -175,7 +180,7 @@ file
   .action(
     run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, path] = userOrGroup(a, b, opts, 'the file', 'usage: parley file send USER PATH');
-      return fileCommands.send(ctx, user, path, opts);
+      return fileCommands.send(ctx, userName(user), path, opts);
     }),
   );
 file

@@ -21,7 +21,8 @@ export const DEFAULT_SERVER = 'mqtt://localhost:1883';
 export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = process.env): Settings {
   return {
     server: flags.server ?? env.PARLEY_SERVER ?? DEFAULT_SERVER,
-    user: flags.user ?? env.PARLEY_USER,
+    // User names are lower case: `--user Alice` can only mean alice (and a failed login would count against the lockout).
+    user: (flags.user ?? env.PARLEY_USER)?.toLowerCase(),
     password: flags.password ?? env.PARLEY_PASSWORD,
     ca: flags.ca ?? (env.PARLEY_CA || undefined),
     json: flags.json ?? false,
