@@ -98,6 +98,16 @@ describe('the parley CLI', () => {
     }
   });
 
+  it('chat: plain text replies in the conversation last written in, from another device of mine too', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const laptop = start(['chat'], as(bob));
+    await laptop.waitForLine(/logged in as/);
+    expect((await runCli(['send', alice, 'from my phone'], as(bob))).code).toBe(0);
+    await laptop.waitForLine(new RegExp(`you → ${alice}: from my phone`));
+    laptop.type('and from my laptop');
+    await laptop.waitForLine(new RegExp(`you → ${alice}: and from my laptop ✓`));
+  });
+
   it('offline: says when the recipient was last seen, delivers on return, and the sender sees ✓✓ then read', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     // Bob has been online once, so he has a last-seen time.

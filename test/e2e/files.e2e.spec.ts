@@ -117,7 +117,8 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const download = gotBin.json.filter((l) => l.type === 'progress');
     expect(download.length).toBeGreaterThan(10);
     expect(download.at(-1)).toMatchObject({ direction: 'download', bytes: binary.length, total: binary.length });
-    expect(gotBin.json.at(-1)).toMatchObject({ type: 'received', path: join(into, 'photo.raw') });
+    // The offer in the line is as it stands now: received.
+    expect(gotBin.json.at(-1)).toMatchObject({ type: 'received', path: join(into, 'photo.raw'), offer: { recipients: { [b]: 'received' } } });
     expect(readFileSync(join(into, 'photo.raw')).equals(binary)).toBe(true);
     // Nothing partial is left behind.
     expect(readdirSync(into).sort()).toEqual(['notes.txt', 'photo.raw']);

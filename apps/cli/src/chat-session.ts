@@ -57,7 +57,8 @@ export class ChatSession {
         show: (e) => {
           if (e.type === 'group') return this.print(groupEventLine(this.groups.display(e), me), { ...e });
           if (e.from === me && this.sentIds.has(e.id)) return;
-          if (e.from !== me) this.last = e.group ? { kind: 'group', name: e.group.id } : { kind: 'user', name: e.from };
+          // Plain text goes to the latest conversation: one I was written in, or wrote in from another device.
+          this.last = e.group ? { kind: 'group', name: e.group.id } : { kind: 'user', name: e.from === me ? e.to! : e.from };
           if (!e.group) this.watch(e.from === me ? e.to! : e.from);
           const mark = e.from === me ? this.session.markOf(e) : undefined;
           this.printMessage(e, mark);

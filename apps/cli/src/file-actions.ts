@@ -37,7 +37,7 @@ export async function acceptFile(
   });
   const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
   try {
-    return { offer, path: await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes)) };
+    return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
   } finally {
     progress.done();
   }

@@ -127,9 +127,15 @@ export async function discardPart(dir: string, offerId: string): Promise<void> {
  * (an interrupted download resumes from its last whole chunk), the SHA-256
  * is checked, and only then does the file appear under its (sanitised) name,
  * never over an existing file (`name (1).ext` then). Tells the server it is
- * received. Resolves with the final path.
+ * received. Resolves with the final path and the offer as it is now (received).
  */
-export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: string, window: number, onProgress: (bytes: number) => void): Promise<string> {
+export async function downloadFile(
+  client: ParleyClient,
+  offer: FileOffer,
+  dir: string,
+  window: number,
+  onProgress: (bytes: number) => void,
+): Promise<{ path: string; offer: FileOffer }> {
   const part = partPathOf(dir, offer.id);
   const have = await stat(part).then(
     (s) => s.size,
@@ -180,8 +186,8 @@ export async function downloadFile(client: ParleyClient, offer: FileOffer, dir: 
     throw new TransferError('checksum_mismatch', `${offer.name} did not arrive intact (SHA-256 differs); nothing was kept, accept it again to retry`);
   }
   const final = await placeFile(part, dir, sanitizeFileName(offer.name));
-  await client.request('file.received', { offer: offer.id });
-  return final;
+  const received = await client.request('file.received', { offer: offer.id });
+  return { path: final, offer: received.offer };
 }
 
 /** Gives the verified part file its final name, taking `name (1).ext`, `name (2).ext`, … when a name is taken: never overwrites. */

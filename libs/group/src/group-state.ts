@@ -36,6 +36,9 @@ export function newGroupId(creator: string, requestId: string): string {
   return 'g' + createHash('sha256').update(`${creator}\0${requestId}`).digest('base64url').slice(0, 14).replace(/[-_]/g, 'x');
 }
 
+/** What a group id looks like: `g` and 14 letters or digits. */
+export const GROUP_ID_PATTERN = /^g[A-Za-z0-9]{14}$/;
+
 export function isMember(state: GroupState, user: string): boolean {
   return state.members.some((m) => m.user === user);
 }

@@ -113,4 +113,14 @@ describe('GroupService', () => {
     const later = await service.post('ann', 'p2', group.id, 'dan is back');
     expect((await service.entryAt('ann', group.id, later.accepted.seq)).members).toEqual(['ann', 'bob', 'dan']);
   });
+
+  it('refuses a group name that looks like a group id (ids win when a group is named), and names nothing invisible', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
+    await expect(service.create('bob', 'c2', group.id, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
+    await expect(service.rename('ann', 'r1', group.id, 'gAAAAAAAAAAAAAA')).rejects.toMatchObject({ code: 'invalid_group_name' });
+    await expect(service.create('bob', 'c3', '\u200b\u2060', [])).rejects.toMatchObject({ code: 'invalid_group_name' });
+    // Close to an id is a name like any other.
+    expect((await service.create('bob', 'c4', 'g2024 reunion', [])).group.name).toBe('g2024 reunion');
+  });
 });

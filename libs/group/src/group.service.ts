@@ -2,6 +2,7 @@ import { DomainError, type GroupChange, type GroupEvent, type GroupInfo, type Gr
 import { checkText, hasVisibleText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
 import {
   applyChange,
+  GROUP_ID_PATTERN,
   groupConv,
   groupIdOf,
   GROUP_CONV_PREFIX,
@@ -111,7 +112,11 @@ export class GroupService {
     const id = await this.resolve(actor, ref);
     return this.change(id, actor, requestId, (g) => {
       this.mustOwn(g, actor);
-      if (users.includes(actor)) throw new DomainError('not_allowed', 'the owner leaves with group.leave (or hands over first)');
+      if (users.includes(actor))
+        throw new DomainError(
+          'not_allowed',
+          'the owner cannot remove itself: leave the group instead (its longest-standing member then owns it), or hand it over first',
+        );
       const missing = users.filter((u) => !isMember(g, u));
       if (missing.length > 0) throw new DomainError('not_member', `not in ${g.name}: ${missing.join(', ')}`);
       return { kind: 'member_removed', members: [...new Set(users)] };
@@ -361,6 +366,8 @@ export class GroupService {
     if (!hasVisibleText(clean) || CONTROL.test(clean))
       throw new DomainError('invalid_group_name', 'a group name needs visible characters and no control characters');
     if (length > this.limits.maxNameLength) throw new DomainError('invalid_group_name', `a group name is at most ${this.limits.maxNameLength} characters`);
+    // Groups are named by id or by name, an id first: a name that looks like an id could never be used as a name.
+    if (GROUP_ID_PATTERN.test(clean)) throw new DomainError('invalid_group_name', 'a group name may not look like a group id (g and 14 letters or digits)');
     return clean;
   }
 
