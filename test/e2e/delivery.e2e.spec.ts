@@ -9,7 +9,7 @@ import {
   type SyncEvent,
   type WhoResult,
 } from '#libs/protocol';
-import type { MqttUser } from '../support/mqtt-user.js';
+import { okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
@@ -199,6 +199,19 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     );
     await carol.client.subscribeAsync(topics.presence(bobName), { qos: 1 });
     expect(await retained).toMatchObject({ user: bobName, state: 'offline' });
+  });
+
+  it('announces a receipt only when it moves past someone else’s messages, not past the reader’s own', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const [alice, bob] = [await login(aliceName), await login(bobName)];
+    const { conv } = await okResult<SendResult>(alice.request({ op: 'send', to: bobName, text: 'mine' }));
+    // Alice's client acknowledges her own message as it shows it: no news for Bob.
+    expect(await alice.request({ op: 'receipt', conv, seq: 1, status: 'read' })).toMatchObject({ ok: true, result: { moved: true } });
+    await okResult(bob.request({ op: 'send', to: aliceName, text: 'yours' }));
+    expect(await alice.request({ op: 'receipt', conv, seq: 2, status: 'read' })).toMatchObject({ ok: true, result: { moved: true } });
+    // Receipts reach Bob in the order Alice sent them: once the second is here, the first would have been.
+    await bob.waitFor((e) => e.type === 'receipt' && e.seq === 2);
+    expect(bob.events.filter((e) => e.type === 'receipt').map((e) => (e as ReceiptEvent).seq)).toEqual([2]);
   });
 
   it('refuses bad receipts and presence queries without changing anyone\u2019s state', async () => {

@@ -3,6 +3,9 @@ import type { GroupLabel, GroupEvent, MessageEvent } from '#libs/protocol';
 import type { GroupService } from './group.service.js';
 
 /** The part of a conversation a user may see: entries after `after` up to `last`. */
+/** The longest stretch of a log read to tell whether a receipt covers anyone else's entries. */
+const OTHERS_SCAN_LIMIT = 100;
+
 export interface ConversationView {
   conv: string;
   group?: GroupLabel;
@@ -42,6 +45,17 @@ export class Conversations {
     if (!MessagingService.isDirect(conv)) return this.groups.visibleRange(conv, user);
     const members = await this.messaging.membersOf(conv);
     return members?.includes(user) ? { conv, after: 0, last: await this.messaging.lastSeq(conv), members } : null;
+  }
+
+  /**
+   * Whether anyone but `user` wrote an entry in (after, upTo]: a receipt that only moves past the user's own entries is
+   * news to no one. A stretch longer than OTHERS_SCAN_LIMIT is taken to hold someone else's, without reading it.
+   */
+  async othersWroteIn(conv: string, user: string, after: number, upTo: number): Promise<boolean> {
+    if (upTo <= after) return false;
+    if (upTo - after > OTHERS_SCAN_LIMIT) return true;
+    const entries = await this.messaging.entriesAfter(conv, after, upTo - after);
+    return entries.some((e) => e.from !== user);
   }
 
   /** Entries after `after` as the user sees them, oldest first, at most `limit`. */

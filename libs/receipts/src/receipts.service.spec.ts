@@ -14,7 +14,7 @@ afterEach(async () => {
   }
 });
 
-/** A group `g:1` of ann, bob and cy with 5 messages; `dan` left it after message 3. */
+/** A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3. */
 function setup() {
   const dir = mkdtempSync(join(tmpdir(), 'parley-receipts-unit-'));
   const db = new EmbeddedDatabase(dir);
@@ -22,6 +22,7 @@ function setup() {
   const clock = { now: 1_000 };
   const members = ['ann', 'bob', 'cy'];
   const lookups = { views: 0 };
+  const authors = ['ann', 'bob', 'cy', 'bob', 'bob'];
   const directory: ConversationDirectory = {
     membersOf: (conv) => Promise.resolve(conv === 'g:1' ? [...members] : null),
     viewOf: (conv, user) => {
@@ -30,6 +31,7 @@ function setup() {
       if (members.includes(user)) return Promise.resolve({ last: 5, members: [...members] });
       return Promise.resolve(user === 'dan' ? { last: 3, members: [...members] } : null);
     },
+    othersWroteIn: (_conv, user, after, upTo) => Promise.resolve(authors.slice(after, upTo).some((a) => a !== user)),
   };
   return { service: new ReceiptsService(new EmbeddedCursorStore(db), directory, () => clock.now), clock, lookups };
 }
@@ -52,6 +54,16 @@ describe('ReceiptsService', () => {
     expect(retry.notify?.event).toMatchObject({ seq: 4, ts: 1_000 });
     // A receipt behind the cursor is news to no one.
     expect((await service.record({ user: 'bob', conv: 'g:1', seq: 2, status: 'read' })).notify).toBeNull();
+  });
+
+  it('tells no one of a move past only the mover’s own messages', async () => {
+    const { service } = setup();
+    await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'read' });
+    // #4 and #5 are bob's own: his client acknowledges them as it shows them, which is news to no one.
+    const own = await service.record({ user: 'bob', conv: 'g:1', seq: 5, status: 'read' });
+    expect(own).toMatchObject({ result: { moved: true, cursors: { read: 5 } }, notify: null });
+    // cy's move past bob's messages is news to bob and ann.
+    expect((await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' })).notify?.to).toEqual(['ann', 'bob']);
   });
 
   it('lets a former member move its cursors up to what it could see, and tells no one', async () => {

@@ -10,6 +10,8 @@ export interface ConversationDirectory {
    * group member sees up to when it left).
    */
   viewOf(conv: string, user: string): Promise<{ last: number; members: string[] } | null>;
+  /** Whether anyone but `user` wrote an entry in (after, upTo]. */
+  othersWroteIn(conv: string, user: string, after: number, upTo: number): Promise<boolean>;
 }
 
 export interface ReceiptCommand {
@@ -43,15 +45,18 @@ export class ReceiptsService {
     if (!view) throw new DomainError('not_member', `you are not a member of ${cmd.conv}`);
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
+    const read = cmd.status === 'read';
+    const before = await this.cursors.get(cmd.conv, cmd.user);
     const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now());
     const result = { conv: cmd.conv, cursors, moved };
-    const read = cmd.status === 'read';
     const seq = read ? cursors.read : cursors.delivered;
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
     // exactly here, whose announcement may have been lost with its first answer: announce it again, with the time the
     // cursor moved, not the time of the retry.
     // A former member's receipts are its own business: the group has moved on without it.
     if ((!moved && seq !== cmd.seq) || !view.members.includes(cmd.user)) return { result, notify: null };
+    // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included).
+    if (moved && !(await this.conversations.othersWroteIn(cmd.conv, cmd.user, read ? before.read : before.delivered, seq))) return { result, notify: null };
     const ts = (read ? cursors.readAt : cursors.deliveredAt) ?? this.now();
     return {
       result,
