@@ -57,6 +57,8 @@ describe('the parley CLI', () => {
     const unknown = await runCli(['--json', 'frobnicate'], as(alice));
     expect(unknown.code).toBe(2);
     expect(unknown.json).toEqual([{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]);
+    const bare = await runCli(['--json', 'group'], as(alice));
+    expect([bare.code, bare.json]).toEqual([2, [{ type: 'error', code: 'usage', message: 'give a subcommand (see the help)' }]]);
   });
 
   it('send exits 0 when accepted (with --json lines) and non-zero with the reason when not; listen prints what arrives', async () => {

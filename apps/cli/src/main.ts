@@ -206,6 +206,11 @@ file
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
-  if (e instanceof CommanderError) process.exitCode = e.exitCode === 0 ? 0 : 2;
-  else report(new Printer(process.argv.includes('--json')), e);
+  if (!(e instanceof CommanderError)) report(new Printer(process.argv.includes('--json')), e);
+  else {
+    process.exitCode = e.exitCode === 0 ? 0 : 2;
+    // `parley group` without a subcommand: commander shows the help (stderr) as the error; a script gets its error line.
+    if (e.code === 'commander.help' && e.exitCode !== 0 && process.argv.includes('--json'))
+      process.stdout.write(`${JSON.stringify({ type: 'error', code: 'usage', message: 'give a subcommand (see the help)' })}\n`);
+  }
 }
