@@ -18,7 +18,7 @@ describe('TransferProgress', () => {
     expect(t.written).toEqual([]);
     t.clock.now = 1000;
     bar.update(1024);
-    expect(t.written.at(-1)).toMatch(/^\r↓ a\.bin \[#{12}-{12}\]  50% 1\.0 KiB \/ 2\.0 KiB/);
+    expect(t.written.at(-1)).toMatch(/^\r↓ a\.bin \[#{12}-{12}\] {2}50% 1\.0 KiB \/ 2\.0 KiB/);
     bar.update(2048);
     bar.done();
     expect(t.written.at(-1)).toBe('\n');

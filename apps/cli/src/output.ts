@@ -61,6 +61,7 @@ export function markFor(seq: number, peers: Record<string, Cursors>, group: bool
  * `[10:32:05] [class 5b] alice: hello`.
  */
 /** Characters a terminal acts on or that reorder what it shows: controls (but new line), and direction overrides and isolates. */
+// eslint-disable-next-line no-control-regex
 const UNSAFE_ON_SCREEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
 
 /**

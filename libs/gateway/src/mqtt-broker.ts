@@ -40,7 +40,7 @@ const NO_DUPLICATE_CHECK: Record<string, number> = new Proxy(Object.create(null)
 
 /** Hands a connection to the broker, with the duplicate check off (see NO_DUPLICATE_CHECK). */
 export function handleConnection(aedes: Aedes, stream: Duplex): Client {
-  const client = aedes.handle(stream as Parameters<Aedes['handle']>[0]);
+  const client = aedes.handle(stream);
   (client as Client & { duplicates: Record<string, number> }).duplicates = NO_DUPLICATE_CHECK;
   return client;
 }

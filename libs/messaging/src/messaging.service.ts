@@ -140,6 +140,7 @@ export class MessagingService {
 /** Characters that show nothing: white space, controls, and format characters (zero-width space, joiners, direction marks). */
 const INVISIBLE = /[\s\p{Cc}\p{Cf}]/gu;
 /** Control characters a message may not carry: all but tab and new line (a terminal would act on them: escape codes, carriage returns, bells). */
+// eslint-disable-next-line no-control-regex
 const CONTROL_IN_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 /** Whether a string has anything a person could see. */
