@@ -89,10 +89,16 @@ describe.each(fixtures)('CursorStore on $name', (fixture) => {
     expect(await store.advance('dm:a:b', 'a', 'delivered', 5, 100)).toEqual({
       moved: true,
       cursors: { delivered: 5, deliveredAt: 100, read: 0, readAt: null },
+      from: 0,
     });
-    expect(await store.advance('dm:a:b', 'a', 'delivered', 3, 200)).toMatchObject({ moved: false, cursors: { delivered: 5, deliveredAt: 100 } });
-    expect(await store.advance('dm:a:b', 'a', 'read', 7, 300)).toEqual({ moved: true, cursors: { delivered: 7, deliveredAt: 300, read: 7, readAt: 300 } });
-    expect(await store.advance('dm:a:b', 'a', 'read', 7, 400)).toMatchObject({ moved: false });
+    expect(await store.advance('dm:a:b', 'a', 'delivered', 3, 200)).toMatchObject({ moved: false, cursors: { delivered: 5, deliveredAt: 100 }, from: 5 });
+    // `from` is the cursor of the receipt's own status: read stood at 0.
+    expect(await store.advance('dm:a:b', 'a', 'read', 7, 300)).toEqual({
+      moved: true,
+      cursors: { delivered: 7, deliveredAt: 300, read: 7, readAt: 300 },
+      from: 0,
+    });
+    expect(await store.advance('dm:a:b', 'a', 'read', 7, 400)).toMatchObject({ moved: false, from: 7 });
     const again = cursorsOf(await reopen());
     expect(await again.reachedAt('dm:a:b', 'a', 'delivered', 4)).toBe(100);
     expect(await again.reachedAt('dm:a:b', 'a', 'delivered', 6)).toBe(300);

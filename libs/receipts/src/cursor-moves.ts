@@ -1,8 +1,8 @@
 import type { Cursors } from '#libs/protocol';
-import type { ReceiptStatus } from './cursor.store.js';
+import type { CursorMove, ReceiptStatus } from './cursor.store.js';
 
 /** The one rule both adapters apply: cursors only move forward, and reading implies delivery. */
-export function moveCursors(current: Cursors, status: ReceiptStatus, seq: number, at: number): { cursors: Cursors; moved: boolean } {
+export function moveCursors(current: Cursors, status: ReceiptStatus, seq: number, at: number): CursorMove {
   const next = { ...current };
   if (seq > next.delivered) {
     next.delivered = seq;
@@ -12,5 +12,9 @@ export function moveCursors(current: Cursors, status: ReceiptStatus, seq: number
     next.read = seq;
     next.readAt = at;
   }
-  return { cursors: next, moved: next.delivered !== current.delivered || next.read !== current.read };
+  return {
+    cursors: next,
+    moved: next.delivered !== current.delivered || next.read !== current.read,
+    from: status === 'read' ? current.read : current.delivered,
+  };
 }

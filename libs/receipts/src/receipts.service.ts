@@ -46,8 +46,7 @@ export class ReceiptsService {
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
     const read = cmd.status === 'read';
-    const before = await this.cursors.get(cmd.conv, cmd.user);
-    const { cursors, moved } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now());
+    const { cursors, moved, from } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now());
     const result = { conv: cmd.conv, cursors, moved };
     const seq = read ? cursors.read : cursors.delivered;
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
@@ -56,7 +55,7 @@ export class ReceiptsService {
     // A former member's receipts are its own business: the group has moved on without it.
     if ((!moved && seq !== cmd.seq) || !view.members.includes(cmd.user)) return { result, notify: null };
     // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included).
-    if (moved && !(await this.conversations.othersWroteIn(cmd.conv, cmd.user, read ? before.read : before.delivered, seq))) return { result, notify: null };
+    if (moved && !(await this.conversations.othersWroteIn(cmd.conv, cmd.user, from, seq))) return { result, notify: null };
     const ts = (read ? cursors.readAt : cursors.deliveredAt) ?? this.now();
     return {
       result,

@@ -2,7 +2,7 @@ import type { Database } from 'lmdb';
 import type { Cursors } from '#libs/protocol';
 import type { EmbeddedDatabase } from '#libs/storage';
 import { moveCursors } from '../cursor-moves.js';
-import { NO_CURSORS, type CursorStore, type ReceiptStatus } from '../cursor.store.js';
+import { NO_CURSORS, type CursorMove, type CursorStore, type ReceiptStatus } from '../cursor.store.js';
 
 /**
  * Sub-databases: `cursors` keyed [conv, user]; `cursor-moves` keyed
@@ -17,7 +17,7 @@ export class EmbeddedCursorStore implements CursorStore {
     this.moves = db.open('cursor-moves');
   }
 
-  advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<{ cursors: Cursors; moved: boolean }> {
+  advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<CursorMove> {
     return this.cursors.transaction(() => {
       const before = this.cursors.get([conv, user]) ?? NO_CURSORS;
       const result = moveCursors(before, status, seq, at);

@@ -1,6 +1,6 @@
 import type { Cursors } from '#libs/protocol';
 import type { RedisConnection } from '#libs/storage';
-import { NO_CURSORS, type CursorStore, type ReceiptStatus } from '../cursor.store.js';
+import { NO_CURSORS, type CursorMove, type CursorStore, type ReceiptStatus } from '../cursor.store.js';
 
 /**
  * Key `{prefix}cursors:{conv}`: a hash with fields `{user}:d`, `{user}:dt`,
@@ -24,7 +24,9 @@ if ARGV[2] == 'read' and seq > r then
   redis.call('ZADD', KEYS[3], seq, seq .. ':' .. ARGV[4])
   moved = 1
 end
-return {moved, unpack(redis.call('HMGET', KEYS[1], ARGV[1] .. ':d', ARGV[1] .. ':dt', ARGV[1] .. ':r', ARGV[1] .. ':rt'))}
+local from = d
+if ARGV[2] == 'read' then from = r end
+return {moved, from, unpack(redis.call('HMGET', KEYS[1], ARGV[1] .. ':d', ARGV[1] .. ':dt', ARGV[1] .. ':r', ARGV[1] .. ':rt'))}
 `;
 
 type Raw = (string | null)[];
@@ -49,12 +51,12 @@ export class RedisCursorStore implements CursorStore {
     return this.redis.key('cursor-moves', conv, user, status);
   }
 
-  async advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<{ cursors: Cursors; moved: boolean }> {
-    const [moved, ...raw] = (await this.advanceScript(
+  async advance(conv: string, user: string, status: ReceiptStatus, seq: number, at: number): Promise<CursorMove> {
+    const [moved, from, ...raw] = (await this.advanceScript(
       [this.cursorsKey(conv), this.movesKey(conv, user, 'delivered'), this.movesKey(conv, user, 'read')],
       [user, status, seq, at],
-    )) as [number, ...Raw];
-    return { cursors: toCursors(raw), moved: moved === 1 };
+    )) as [number, number, ...Raw];
+    return { cursors: toCursors(raw), moved: moved === 1, from };
   }
 
   async reachedAt(conv: string, user: string, status: ReceiptStatus, seq: number): Promise<number | null> {
