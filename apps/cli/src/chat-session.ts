@@ -5,7 +5,7 @@ import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
 import { acceptFile, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { groupEventLine, GroupNames, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
+import { groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
 type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string };
@@ -37,8 +37,6 @@ export class ChatSession {
       this.rl.prompt(true);
     },
   };
-  /** Names of the user's groups, to tell apart two that share a name. */
-  private readonly groups = new GroupNames();
 
   constructor(
     private readonly client: ParleyClient,
@@ -49,13 +47,11 @@ export class ChatSession {
 
   async run(): Promise<void> {
     const me = this.client.user!;
-    // Registered before the session's handlers, so a group is known by the time its first line is printed.
-    this.client.on('event', (e) => this.groups.note(e));
     this.session = new InboxSession(
       this.client,
       {
         show: (e) => {
-          if (e.type === 'group') return this.print(groupEventLine(this.groups.display(e), me), { ...e });
+          if (e.type === 'group') return this.print(groupEventLine(this.session.groups.display(e), me), { ...e });
           if (e.from === me && this.sentIds.has(e.id)) return;
           // Plain text goes to the latest conversation: one I was written in, or wrote in from another device.
           this.last = e.group ? { kind: 'group', name: e.group.id } : { kind: 'user', name: e.from === me ? e.to! : e.from };
@@ -177,7 +173,7 @@ export class ChatSession {
 
   private printMessage(m: MessageEvent, mark: Mark | undefined, record: Record<string, unknown> & { type: string } = { ...m }): void {
     const mine = m.from === this.client.user;
-    const shown = this.groups.display(m);
+    const shown = this.session.groups.display(m);
     const line = messageLine(shown, this.client.user!, { mark: mine ? (mark ?? null) : undefined });
     if (mine) this.rows.set(`${m.conv}#${m.seq}`, { row: this.row, base: messageLine(shown, this.client.user), mark: markText(mark ?? null) });
     this.print(line, record);

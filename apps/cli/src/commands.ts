@@ -4,7 +4,7 @@ import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { groupEventLine, groupLine, GroupNames, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
+import { groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
 import { ParleyClient } from './parley-client.js';
 import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
@@ -95,14 +95,14 @@ export async function listen(ctx: CommandContext): Promise<void> {
     ctx,
     async (client) => {
       const me = client.user!;
-      // Registered before the session's handlers, so a group is named by the time its first receipt is printed.
-      const groups = new GroupNames();
-      client.on('event', (e) => groups.note(e));
       const session = new InboxSession(
         client,
         {
-          show: (e) => ctx.printer.emit(e.type === 'group' ? groupEventLine(groups.display(e), me) : messageLine(groups.display(e), me), { ...e }),
-          receipt: (r) => ctx.printer.emit(receiptLine(r, me, groups.of(r.conv)), { ...r }),
+          show: (e) => {
+            const shown = session.groups.display(e);
+            ctx.printer.emit(shown.type === 'group' ? groupEventLine(shown, me) : messageLine(shown, me), { ...e });
+          },
+          receipt: (r) => ctx.printer.emit(receiptLine(r, me, session.groups.of(r.conv)), { ...r }),
           synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
         },
         'delivered',

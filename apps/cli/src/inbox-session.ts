@@ -1,6 +1,6 @@
 import type { Cursors, InboxEvent, MessageEvent, PresenceEvent, ReceiptEvent } from '#libs/protocol';
 import { InboxOrder, type LogEvent } from './inbox-order.js';
-import { markFor, type Mark } from './output.js';
+import { GroupNames, markFor, type Mark } from './output.js';
 import type { ParleyClient } from './parley-client.js';
 
 export interface SessionHandlers {
@@ -34,6 +34,8 @@ export class InboxSession {
   /** My messages seen in this session, per conversation, to re-mark on receipts. */
   private readonly mine = new Map<string, Map<number, MessageEvent>>();
   private readonly acked = new Map<string, number>();
+  /** Names of the user's groups, to tell apart two that share a name. */
+  readonly groups = new GroupNames();
   private readonly ackTimers = new Map<string, NodeJS.Timeout>();
 
   constructor(
@@ -100,6 +102,8 @@ export class InboxSession {
   }
 
   private onEvent(e: InboxEvent): void {
+    // Noted before anything is shown, so a line about a group can always name it.
+    this.groups.note(e);
     switch (e.type) {
       case 'sync':
         for (const c of e.conversations) this.peers.set(c.conv, { ...c.peers });
