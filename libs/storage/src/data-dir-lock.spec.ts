@@ -27,6 +27,12 @@ function holdAs(dir: string, pid: number, host = hostname(), boot?: string): str
   return path;
 }
 
+/** Ages a lock file past the stale limit (30 s), as if its holder stopped refreshing it a minute ago. */
+function lastRefreshedMinuteAgo(path: string): void {
+  const longAgo = new Date(Date.now() - 60_000);
+  utimesSync(path, longAgo, longAgo);
+}
+
 /** Another live process (its pid stands for a server that still runs). */
 async function liveProcess(): Promise<{ pid: number; stop: () => Promise<void> }> {
   const child = spawn(process.execPath, ['-e', 'setInterval(() => {}, 1000)'], { stdio: 'ignore' });
@@ -81,8 +87,7 @@ describe('DataDirLock', () => {
     const path = join(dir, 'parley.lock');
     writeFileSync(path, '{"pid": 12');
     expect(() => new DataDirLock(dir)).toThrow('is unreadable');
-    const longAgo = new Date(Date.now() - 60_000);
-    utimesSync(path, longAgo, longAgo);
+    lastRefreshedMinuteAgo(path);
     new DataDirLock(dir).release();
   });
 
@@ -146,8 +151,7 @@ describe('DataDirLock', () => {
     const dir = dataDir();
     const path = holdAs(dir, 1, 'another-host');
     expect(() => new DataDirLock(dir)).toThrow('on another-host');
-    const longAgo = new Date(Date.now() - 60_000);
-    utimesSync(path, longAgo, longAgo);
+    lastRefreshedMinuteAgo(path);
     new DataDirLock(dir).release();
   });
 
