@@ -30,16 +30,18 @@ export async function acceptFile(
 ): Promise<{ offer: FileOffer; path: string }> {
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
-  const { offer } = await client.request('file.accept', { offer: id }).catch(async (e: unknown) => {
-    // An earlier download of an offer that is gone now (withdrawn, expired) can never be resumed.
+  try {
+    const { offer } = await client.request('file.accept', { offer: id });
+    const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
+    try {
+      return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
+    } finally {
+      progress.done();
+    }
+  } catch (e) {
+    // The offer is gone (withdrawn, expired), before or during the download: what was downloaded can never be resumed.
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
     throw e;
-  });
-  const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
-  try {
-    return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
-  } finally {
-    progress.done();
   }
 }
 

@@ -2,8 +2,8 @@ import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, open, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
-import { numberedFileName, sanitizeFileName, type FileOffer } from '#libs/protocol';
-import { RequestError, type ParleyClient } from './parley-client.js';
+import { isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
+import type { ParleyClient } from './parley-client.js';
 
 /** Where an offer goes: a user or a group. */
 export type FileTarget = { to: string } | { group: string };
@@ -77,8 +77,7 @@ export async function uploadFile(
 
 /** Nothing more will come of the offer: every receiver declined or has the file, or the sender withdrew it. */
 function settled(offer: FileOffer): boolean {
-  const states = Object.values(offer.recipients);
-  return states.includes('withdrawn') || (offer.uploaded === offer.chunks && states.every((s) => s === 'declined' || s === 'received'));
+  return isWithdrawn(offer) || (offer.uploaded === offer.chunks && Object.values(offer.recipients).every((s) => s === 'declined' || s === 'received'));
 }
 
 async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileOffer, window: number, progress: (bytes: number) => void): Promise<void> {
@@ -118,7 +117,7 @@ export function partPathOf(dir: string, offerId: string): string {
 
 /** Removes what an interrupted download of an offer left in `dir`, once the offer is gone for good (withdrawn, expired). */
 export async function discardPart(dir: string, offerId: string): Promise<void> {
-  if (!/^f[A-Za-z0-9_-]{1,63}$/.test(offerId)) return;
+  if (!OfferId.safeParse(offerId).success) return;
   await unlink(partPathOf(dir, offerId)).catch(() => undefined);
 }
 
@@ -174,10 +173,6 @@ export async function downloadFile(
     await writing;
     if (failure !== null) throw failure;
     await handle.sync();
-  } catch (e) {
-    // An offer that is gone (withdrawn, expired) can never be resumed: its part file would only be litter.
-    if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, offer.id);
-    throw e;
   } finally {
     await handle.close();
   }

@@ -24,7 +24,7 @@ const program = new Command('parley')
   .configureOutput({
     outputError: (text, write) => {
       if (!process.argv.includes('--json')) return write(text);
-      process.stdout.write(`${JSON.stringify({ type: 'error', code: 'usage', message: text.trim().replace(/^error: /, '') })}\n`);
+      new Printer(true).error('usage', text.trim().replace(/^error: /, ''));
     },
   })
   .exitOverride();
@@ -211,6 +211,6 @@ try {
     process.exitCode = e.exitCode === 0 ? 0 : 2;
     // `parley group` without a subcommand: commander shows the help (stderr) as the error; a script gets its error line.
     if (e.code === 'commander.help' && e.exitCode !== 0 && process.argv.includes('--json'))
-      process.stdout.write(`${JSON.stringify({ type: 'error', code: 'usage', message: 'give a subcommand (see the help)' })}\n`);
+      new Printer(true).error('usage', 'give a subcommand (see the help)');
   }
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import {
   DomainError,
+  isWithdrawn,
   isSafeFileName,
   type FileChunkResult,
   type FileEvent,
@@ -336,11 +337,6 @@ function chunkLength(offer: FileOffer, index: number): number {
 function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
   const { open: _open, seen, ...view } = offer;
   return seen !== undefined && viewer === offer.from ? { ...view, seen } : view;
-}
-
-/** Whether its sender withdrew the offer. */
-function isWithdrawn(offer: FileOffer): boolean {
-  return Object.values(offer.recipients).includes('withdrawn');
 }
 
 /** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */

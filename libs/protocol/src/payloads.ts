@@ -78,7 +78,7 @@ export const InfoRequest = z.strictObject({ op: z.literal('info'), id: RequestId
 // ---- File transfer (see docs/topics.md, "Files") ----
 
 /** A file offer's id, as the server made it. */
-const OfferId = z.string().regex(/^f[A-Za-z0-9_-]{1,63}$/, 'offer must be a file offer id (f…)');
+export const OfferId = z.string().regex(/^f[A-Za-z0-9_-]{1,63}$/, 'offer must be a file offer id (f…)');
 const Sha256Hex = z.string().regex(/^[0-9a-f]{64}$/, 'sha256 must be 64 lowercase hex digits');
 
 /**
@@ -197,6 +197,11 @@ export type GroupLabel = z.infer<typeof GroupLabel>;
 /** Where one receiver of a file offer stands: not yet decided, accepted (downloading), declined, has the file (verified), or the sender withdrew it first. */
 export const FileRecipientState = z.enum(['pending', 'accepted', 'declined', 'received', 'withdrawn']);
 export type FileRecipientState = z.infer<typeof FileRecipientState>;
+
+/** Whether its sender withdrew the offer (every receiver still waiting then became `withdrawn`). */
+export function isWithdrawn(offer: { recipients: Record<string, FileRecipientState> }): boolean {
+  return Object.values(offer.recipients).includes('withdrawn');
+}
 
 /** A file offer as its sender and receivers see it. */
 export const FileOffer = z.strictObject({
