@@ -4,7 +4,7 @@ import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import { guardOf } from './connection-guard.js';
 import type { LoginThrottle } from './login-throttle.js';
-import { inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
+import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
 
@@ -138,12 +138,11 @@ export class AccessPolicy {
     return principal !== undefined && packet.topic === requestTopicOf(principal);
   }
 
-  /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]. */
+  /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]. Granted at QoS 0 (see DELIVERY_QOS). */
   grantSubscription(client: Client, sub: Subscription): Subscription | null {
     const principal = this.principals.get(client);
     if (!principal || !this.mayRead(principal, sub.topic)) return null;
-    // Inbox events are delivered at least once; QoS 2 adds nothing here.
-    return { ...sub, qos: sub.qos > 1 ? 1 : sub.qos };
+    return { ...sub, qos: DELIVERY_QOS };
   }
 
   /**

@@ -1,5 +1,5 @@
 import { Duplex } from 'node:stream';
-import { inspectConnect, inspectPacket, PacketType, readFixedHeader, type ConnectInfo, type Violation } from './mqtt-frame.js';
+import { capSubscribeQos, inspectConnect, inspectPacket, PacketType, readFixedHeader, type ConnectInfo, type Violation } from './mqtt-frame.js';
 
 export interface GuardLimits {
   /** A CONNECT must arrive complete within this time, and login finish. */
@@ -14,6 +14,8 @@ export interface GuardLimits {
   maxOutboundBytes: number;
   /** A client whose socket does not take written bytes for this long is dropped. */
   writeStallMs: number;
+  /** The highest QoS a SUBSCRIBE may ask for: higher requests are lowered to it before the broker reads them. */
+  maxSubscribeQos?: 0 | 1 | 2;
 }
 
 /** Why a guard ended a connection, for logs and metrics. */
@@ -220,6 +222,7 @@ export class GuardedConnection extends Duplex {
       } else {
         const violation = inspectPacket(header.type, header.flags, body);
         if (violation) return this.refuse(violation);
+        if (header.type === PacketType.SUBSCRIBE && this.limits.maxSubscribeQos !== undefined) capSubscribeQos(body, this.limits.maxSubscribeQos);
       }
       if (!this.push(packet)) this.stream.pause();
     }

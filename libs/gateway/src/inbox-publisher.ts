@@ -1,10 +1,11 @@
 import type { Aedes, Client } from 'aedes';
-import type { InboxEvent } from '#libs/protocol';
+import { DELIVERY_QOS, type InboxEvent } from '#libs/protocol';
 
 /**
- * The gateway is the only publisher to inboxes. Events are published at QoS 1,
- * never retained: an inbox is a stream, and the durable record of a message
- * is the conversation log, not the broker.
+ * The gateway is the only publisher to inboxes. Events are published at QoS 0
+ * (DELIVERY_QOS), never retained: an inbox is a stream, the durable record of
+ * a message is the conversation log, not the broker, and a client acknowledges
+ * what it got with receipts, not PUBACKs.
  */
 export class InboxPublisher {
   constructor(private readonly broker: Aedes) {}
@@ -19,14 +20,9 @@ export class InboxPublisher {
    * event is then published on the topic as usual, for the user's other connections.
    */
   publishTo(client: Client, topic: string, event: InboxEvent): Promise<void> {
-    const subscription = (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions[topic];
-    if (!subscription) return this.publish(topic, event);
+    if (!isSubscribed(client, topic)) return this.publish(topic, event);
     if (client.closed) return Promise.resolve();
-    const payload = Buffer.from(JSON.stringify(event));
-    const qos = Math.min(1, subscription.qos) as 0 | 1;
-    return new Promise((resolve, reject) =>
-      client.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
-    );
+    return writeTo(client, topic, Buffer.from(JSON.stringify(event)));
   }
 
   /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */
@@ -36,9 +32,23 @@ export class InboxPublisher {
       inboxTopics.map(
         (topic) =>
           new Promise<void>((resolve, reject) => {
-            this.broker.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
+            this.broker.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) =>
+              err ? reject(err) : resolve(),
+            );
           }),
       ),
     );
   }
+}
+
+/** Whether a connection is subscribed to exactly this topic (its inbox). */
+export function isSubscribed(client: Client, topic: string): boolean {
+  return (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined;
+}
+
+/** Writes one inbox packet to one connection, as the broker would deliver it there. */
+export function writeTo(client: Client, topic: string, payload: Buffer): Promise<void> {
+  return new Promise((resolve, reject) =>
+    client.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
+  );
 }

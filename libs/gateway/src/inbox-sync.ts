@@ -6,6 +6,7 @@ import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
 import { guardOf } from './connection-guard.js';
+import { writeTo } from './inbox-publisher.js';
 
 const PAGE = 500;
 
@@ -98,11 +99,7 @@ export class InboxSync {
 
   private send(client: Client, event: InboxEvent): Promise<void> {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
-    return new Promise((resolve, reject) => {
-      if (client.closed) return reject(new Error('connection closed during sync'));
-      client.publish({ cmd: 'publish', topic, payload: Buffer.from(JSON.stringify(event)), qos: 1, retain: false, dup: false }, (err?: Error) =>
-        err ? reject(err) : resolve(),
-      );
-    });
+    if (client.closed) return Promise.reject(new Error('connection closed during sync'));
+    return writeTo(client, topic, Buffer.from(JSON.stringify(event)));
   }
 }

@@ -4,7 +4,7 @@ import { Logger } from '@nestjs/common';
 import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
-import type { Principal } from '#libs/protocol';
+import { DELIVERY_QOS, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
 import { GuardedConnection, guardOf, type GuardLimits } from './connection-guard.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
@@ -58,12 +58,15 @@ export class MqttBroker {
   readonly aedes: Aedes;
   private listeners: OpenListener[] = [];
   private sink: RequestSink | undefined;
+  /** Every subscription is granted at the QoS inbox events are delivered at (see DELIVERY_QOS). */
+  private readonly guardLimits: GuardLimits;
 
   constructor(
     private readonly policy: AccessPolicy,
     private readonly metrics: Metrics,
     private readonly opts: BrokerOptions,
   ) {
+    this.guardLimits = { ...opts.guard, maxSubscribeQos: DELIVERY_QOS };
     this.aedes = new Aedes({
       id: opts.id,
       mq: opts.backplane.mq,
@@ -129,7 +132,7 @@ export class MqttBroker {
 
   /** Hands a client's stream to the broker behind its guard. */
   private accept(stream: Duplex, remoteAddress: string): void {
-    const guarded = new GuardedConnection(stream, remoteAddress, this.opts.guard, (drop) =>
+    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, (drop) =>
       this.logger.log({ event: 'connection_dropped', address: remoteAddress, ...drop }),
     );
     guarded.on('error', () => undefined);

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { decodeMqttString, inspectConnect, inspectPacket, isValidTopicFilter, readFixedHeader } from './mqtt-frame.js';
+import { capSubscribeQos, decodeMqttString, inspectConnect, inspectPacket, isValidTopicFilter, readFixedHeader } from './mqtt-frame.js';
 
 const str = (s: string | Buffer) => {
   const b = typeof s === 'string' ? Buffer.from(s) : s;
@@ -73,5 +73,17 @@ describe('inspectPacket', () => {
     expect(inspectPacket(8, 0x00, Buffer.concat([Buffer.from([0, 1]), str('a'), Buffer.from([1])]))).toMatchObject({ clause: 'MQTT-3.8.1-1' });
     expect(inspectPacket(1, 0, Buffer.alloc(0))).toMatchObject({ clause: 'MQTT-3.1.0-2' });
     expect(inspectPacket(2, 0, Buffer.from([0, 0]))).toMatchObject({ clause: 'MQTT-2.2.1' });
+  });
+});
+
+describe('capSubscribeQos', () => {
+  it('lowers every requested QoS above the cap, and leaves the filters and lower requests alone', () => {
+    const body = Buffer.concat([Buffer.from([0, 7]), str('a/b'), Buffer.from([2]), str('c'), Buffer.from([0]), str('d/#'), Buffer.from([1])]);
+    const before = Buffer.from(body);
+    expect(inspectPacket(8, 0x2, body)).toBeNull();
+    capSubscribeQos(body, 0);
+    expect(body).toEqual(Buffer.concat([Buffer.from([0, 7]), str('a/b'), Buffer.from([0]), str('c'), Buffer.from([0]), str('d/#'), Buffer.from([0])]));
+    capSubscribeQos(before, 1);
+    expect([...before].filter((_, i) => [7, 11, 17].includes(i))).toEqual([1, 0, 1]);
   });
 });

@@ -206,6 +206,20 @@ function inspectPublish(flags: number, body: Buffer): Violation | null {
   return null;
 }
 
+/**
+ * Lowers every requested QoS of a SUBSCRIBE body (one `inspectPacket` passed) to at most `max`, in place. The broker
+ * then grants, and its SUBACK reports, what the server delivers at: Aedes reports the QoS a client asked for even when
+ * its subscription authorizer granted a lower one [MQTT-3.9.3-1].
+ */
+export function capSubscribeQos(body: Buffer, max: number): void {
+  let at = 2;
+  while (at < body.length) {
+    at = field(body, at)!.next;
+    if (body[at]! > max) body[at] = max;
+    at += 1;
+  }
+}
+
 function inspectSubscribe(type: number, flags: number, body: Buffer): Violation | null {
   const subscribe = type === PacketType.SUBSCRIBE;
   if (flags !== 0x2) return bad('wrong fixed header flags', subscribe ? 'MQTT-3.8.1-1' : 'MQTT-3.10.1-1');

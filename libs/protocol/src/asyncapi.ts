@@ -115,7 +115,8 @@ export function buildAsyncApiDocument(): Json {
     channels: {
       inbox: {
         address: `${TOPIC_ROOT}/users/{user}/inbox`,
-        description: 'Everything the server delivers to a user. Only that user may subscribe (QoS 1).',
+        description:
+          'Everything the server delivers to a user. Only that user may subscribe. Granted and delivered at QoS 0: delivery is acknowledged by `receipt` requests, and the catch-up at the next subscription resends what a dropped connection missed.',
         parameters: { user: userParam },
         messages: refs(EVENTS),
       },

@@ -15,6 +15,15 @@ export const DEVICE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 export function isQuietDevice(device: string | null): boolean {
   return device !== null && device.startsWith('.');
 }
+/**
+ * The QoS the server grants every subscription and delivers at: 0. Delivery is acknowledged by the client's `receipt`
+ * requests, which move its delivered cursor, and whatever a connection did not get (its connection dropped) is sent
+ * again by the catch-up when it subscribes next, from the log. An MQTT PUBACK from the client would confirm nothing
+ * more: with a clean session, a QoS 1 packet not acknowledged when the connection drops is dropped with it. Granting
+ * QoS 1 cost the server a PUBACK to read and a packet id to keep for every event to every device.
+ */
+export const DELIVERY_QOS = 0;
+
 /** Client ids of anonymous (not logged-in) connections, which may only register: `anon.<nonce>`. */
 export const ANON_CLIENT_PREFIX = 'anon.';
 export const ANON_NONCE_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
