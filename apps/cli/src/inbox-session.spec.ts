@@ -64,4 +64,24 @@ describe('InboxSession marks of my direct messages', () => {
     expect(marks[0]![0]).toBe(3 + 5);
     await session.stop();
   });
+
+  it('reports a receipt once, however many times it comes, and never one that moves no cursor', async () => {
+    const client = Object.assign(new EventEmitter(), { user: 'ann', request: () => Promise.resolve({}) });
+    const receipts: string[] = [];
+    const session = new InboxSession(
+      client as unknown as ParleyClient,
+      { show: () => undefined, receipt: (r) => receipts.push(`${r.status} ${r.seq}`) },
+      'none',
+    );
+    const emit = (e: InboxEvent) => client.emit('event', e);
+    emit(sync(1, T1));
+    const receipt = (status: 'delivered' | 'read', seq: number) => emit({ type: 'receipt', conv: CONV, user: 'bob', status, seq, ts: T2 });
+    receipt('read', 1); // the sync said bob had read #1 already
+    receipt('read', 2);
+    receipt('read', 2); // announced again: a retry, or bob's second device
+    receipt('delivered', 2); // delivered is at #2 too
+    receipt('delivered', 3);
+    expect(receipts).toEqual(['read 2', 'delivered 3']);
+    await session.stop();
+  });
 });

@@ -171,6 +171,10 @@ export class InboxSession {
   private onReceipt(r: ReceiptEvent): void {
     const peers = this.peers.get(r.conv) ?? {};
     const prev = peers[r.user] ?? { ...NO_CURSORS };
+    // A receipt may come more than once: the server announces a retried one again (its first announcement may have
+    // been lost), and two devices of one reader may acknowledge the same message. One that moves no cursor known here
+    // is not news.
+    if (r.seq <= (r.status === 'read' ? prev.read : prev.delivered)) return;
     const next = { ...prev };
     if (r.seq > next.delivered) Object.assign(next, { delivered: r.seq, deliveredAt: r.ts });
     if (r.status === 'read' && r.seq > next.read) Object.assign(next, { read: r.seq, readAt: r.ts });
