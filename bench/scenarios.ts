@@ -250,15 +250,22 @@ async function drain(ctx: RunContext): Promise<RunResult> {
   return { values: { msgPerSec: r.completed / r.seconds, drainMs: r.seconds * 1000 }, ...usage };
 }
 
-/** (5) Idle: the server's resident memory grown by N logged-in, subscribed, idle users, per 1,000. */
+/**
+ * (5) Idle: the server's resident memory grown by N logged-in, subscribed, idle users, per 1,000. A Node server's
+ * memory is read after a full garbage collection, before and after, so the figure is what the connections keep alive.
+ */
 async function idle(ctx: RunContext): Promise<RunResult> {
   const users = ctx.cast.idle;
-  const before = rssOf(ctx.target.pid);
+  const settledRss = async () => {
+    await ctx.target.collectGarbage?.();
+    return rssOf(ctx.target.pid);
+  };
+  const before = await settledRss();
   let after = before;
   const { usage } = await measured(ctx, [job(ctx, 'i', { kind: 'idle', users })], async () => {
-    // Let the connection burst's garbage settle before sampling.
+    // Let the connection burst settle (its last writes, the presence changes) before sampling.
     await new Promise((r) => setTimeout(r, 500));
-    after = rssOf(ctx.target.pid);
+    after = await settledRss();
   });
   return { values: { mibPer1000: ((after - before) / users.length) * (1000 / 2 ** 20), rssMib: after / 2 ** 20 }, ...usage };
 }

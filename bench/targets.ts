@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startParley } from '../test/support/parley-server.js';
 import { freePort, startRedis, type RedisServer } from '../test/support/redis-server.js';
+import { collectGarbage, INSPECT_ARGS, inspectorUrlIn } from './inspector.js';
 import type { Protocol } from './load-client.js';
 
 /** Everything the bench measures, each in its own process(es) on loopback. */
@@ -33,6 +34,8 @@ export interface Target {
   persistentSessions?: boolean;
   /** Why the server process is gone (its exit and last output lines), or undefined while it runs. */
   death(): string | undefined;
+  /** A Node server: runs a full garbage collection in it (through its inspector). */
+  collectGarbage?(): Promise<void>;
   stop(): Promise<void>;
 }
 
@@ -97,9 +100,14 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
       PARLEY_REGISTRATIONS_PER_MINUTE: '1000000',
       ...(redis ? { REDIS_URL: redis.url } : {}),
     },
-    ...(profileDir ? { nodeArgs: ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] } : {}),
+    nodeArgs: [...INSPECT_ARGS, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
     timeoutMs: SERVER_START_MS,
   });
+  const inspector = inspectorUrlIn(server.output);
+  if (!inspector) {
+    await server.dispose();
+    throw new Error(`${name}: no inspector address in its output (needed to collect garbage before reading memory)`);
+  }
   return {
     name,
     protocol: 'parley',
@@ -107,6 +115,7 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
     pid: server.process.pid!,
     ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
     death: () => deathOf(server.process, server.output),
+    collectGarbage: () => collectGarbage(inspector),
     stop: async () => {
       await server.dispose();
       await redis?.stop();
@@ -114,10 +123,9 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
   };
 }
 
-/** Waits, bounded, for a JSON line `{"event":"listening","port":N}` from a child. */
-function listeningPort(child: ChildProcess, what: string): Promise<number> {
+/** Waits, bounded, for a JSON line `{"event":"listening","port":N}` from a child; what it printed goes to `output`. */
+function listeningPort(child: ChildProcess, what: string, output: string[] = []): Promise<number> {
   return new Promise((resolve, reject) => {
-    const output: string[] = [];
     const timer = setTimeout(() => reject(new Error(`${what} did not listen within ${SERVER_START_MS} ms:\n${output.join('\n')}`)), SERVER_START_MS);
     createInterface({ input: child.stdout! }).on('line', (line) => {
       output.push(line);
@@ -150,12 +158,15 @@ async function terminate(child: ChildProcess): Promise<void> {
 }
 
 async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisServer): Promise<Target> {
-  const child = spawn(process.execPath, [join(benchDir, 'bare-broker.js')], {
+  const child = spawn(process.execPath, [...INSPECT_ARGS, join(benchDir, 'bare-broker.js')], {
     env: { PATH: process.env.PATH ?? '', ...(redis ? { BENCH_REDIS_URL: redis.url } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   try {
-    const port = await listeningPort(child, name);
+    const output: string[] = [];
+    const port = await listeningPort(child, name, output);
+    const inspector = inspectorUrlIn(output);
+    if (!inspector) throw new Error(`${name}: no inspector address in its output (needed to collect garbage before reading memory)`);
     return {
       name,
       protocol: 'mqtt',
@@ -164,6 +175,7 @@ async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisS
       ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
       ...(name === 'aedes-redis-sessions' ? { persistentSessions: true } : {}),
       death: () => deathOf(child),
+      collectGarbage: () => collectGarbage(inspector),
       stop: async () => {
         await terminate(child);
         await redis?.stop();
