@@ -58,6 +58,18 @@ describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
     expect((await again.readAfter('dm:a:b', 0, 1))[0]).toEqual({ seq: 1, ...text('a', 'm1') });
   });
 
+  it('keeps the last seq of conversations whose ids extend one another apart, and numbers on from it after a reopen', async () => {
+    const { backend, reopen } = await fixture.open();
+    const log = logOf(backend);
+    for (let i = 0; i < 3; i++) await log.append('dm:a:b', text('a', `short${i}`));
+    await log.append('dm:a:bc', text('a', 'long0'));
+    expect([await log.lastSeq('dm:a:b'), await log.lastSeq('dm:a:bc'), await log.lastSeq('dm:a:'), await log.lastSeq('dm:a:bcd')]).toEqual([3, 1, 0, 0]);
+    const again = logOf(await reopen());
+    expect((await again.append('dm:a:b', text('a', 'short3'))).entry.seq).toBe(4);
+    expect((await again.append('dm:a:bc', text('a', 'long1'))).entry.seq).toBe(2);
+    expect(await again.lastSeq('dm:a:b')).toBe(4);
+  });
+
   it('is idempotent by (from, id): a repeat returns the original and writes nothing', async () => {
     const { backend } = await fixture.open();
     const log = logOf(backend);
