@@ -36,7 +36,9 @@ export function markText(mark: Mark | null): string {
     if (mark.read) return mark.readAt !== null ? `✓✓ read ${clock(mark.readAt)}` : '✓✓ read';
     return mark.delivered ? '✓✓' : '✓';
   }
-  if (mark.read > 0) return `✓✓ ${mark.read}/${mark.of} read`;
+  if (mark.read > 0 && mark.read === mark.of) return `✓✓ ${mark.read}/${mark.of} read`;
+  // Some have read it: how far it got among the rest still shows.
+  if (mark.read > 0) return `✓✓ ${mark.delivered}/${mark.of} delivered, ${mark.read} read`;
   if (mark.delivered > 0) return `✓✓ ${mark.delivered}/${mark.of} delivered`;
   return '✓';
 }
