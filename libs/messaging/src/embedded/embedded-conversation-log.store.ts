@@ -16,26 +16,26 @@ interface Unsettled {
 
 /**
  * Sub-databases: `log` keyed [conv, seq] (LMDB keeps keys ordered, so a range
- * read is one cursor walk, and a conversation's last seq is its last key) and
- * `log-idem` keyed [conv, from, id] → seq.
+ * read is one cursor walk), `log-last` keyed conv → last seq, `log-idem` keyed
+ * [conv, from, id] → seq.
  *
- * An append numbers its entry on the spot and hands two plain puts to LMDB's
+ * An append numbers its entry on the spot and hands three plain puts to LMDB's
  * write thread; puts issued in one event-loop turn are committed (and synced)
- * in one transaction, so an entry and its id are stored together or not at
- * all. (Data directories written before this kept the last seq in a third
- * sub-database, `log-last`, which is no longer read: every commit wrote a page
- * of a third B-tree for it.) Until the commit, the numbering continues from memory
+ * in one transaction, so an entry, its seq and its id are stored together or
+ * not at all. Until the commit, the numbering continues from memory
  * (`unsettled`), because reads see only what is committed. This process is
  * the store's only writer (the embedded store is standalone), so memory and
  * disk cannot disagree about the next seq.
  */
 export class EmbeddedConversationLogStore implements ConversationLogStore {
   private readonly log: Database<StoredEntry, [string, number]>;
+  private readonly last: Database<number, string>;
   private readonly idem: Database<number, [string, string, string]>;
   private readonly unsettled = new Map<string, Unsettled>();
 
   constructor(db: EmbeddedDatabase) {
     this.log = db.open('log');
+    this.last = db.open('log-last');
     this.idem = db.open('log-idem');
   }
 
@@ -49,10 +49,10 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       const original = this.log.get([conv, seen]);
       if (original) return Promise.resolve({ entry: { seq: seen, ...original }, duplicate: true });
     }
-    const seq = (pending ? pending.last : this.committedLast(conv)) + 1;
+    const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
     const entry: LogEntry = { seq, ...input };
     // Issued together, in one turn: one transaction (lmdb-js batches a turn's writes), committed in call order.
-    const written = Promise.all([this.log.put([conv, seq], input), this.idem.put([conv, input.from, input.id], seq)]);
+    const written = Promise.all([this.log.put([conv, seq], input), this.last.put(conv, seq), this.idem.put([conv, input.from, input.id], seq)]);
     const state = pending ?? { last: 0, count: 0, byId: new Map() };
     state.last = seq;
     state.count++;
@@ -60,7 +60,7 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
     if (!pending) this.unsettled.set(conv, state);
     const settle = (): void => {
       state.byId.delete(idKey);
-      // Once nothing is in flight, the next seq comes from the committed log again. (A commit that failed leaves
+      // Once nothing is in flight, the next seq comes from the committed `log-last` again. (A commit that failed leaves
       // its seqs unused; later appends issued while it was in flight keep theirs, so the log then has a gap there.)
       if (--state.count === 0) this.unsettled.delete(conv);
     };
@@ -99,12 +99,6 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
   }
 
   lastSeq(conv: string): Promise<number> {
-    return Promise.resolve(this.committedLast(conv));
-  }
-
-  /** The seq of a conversation's last committed entry (0 when it has none): its last key in `log`. */
-  private committedLast(conv: string): number {
-    for (const key of this.log.getKeys({ start: [conv, Number.MAX_SAFE_INTEGER], end: [conv, 0], reverse: true, limit: 1 })) return key[1];
-    return 0;
+    return Promise.resolve(this.last.get(conv) ?? 0);
   }
 }
