@@ -236,7 +236,7 @@ describe('after login', () => {
   it('keeps a resumed session (clean session off) to what its user may read', async () => {
     const id = `${carolName}/persist`;
     const first = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false });
-    expect(await subscribeCodes(first, [topics.inbox(carolName), topics.inbox(aliceName)])).toEqual([0, 128]);
+    expect(await subscribeCodes(first, [topics.inbox(carolName), topics.inbox(aliceName)])).toEqual([1, 128]);
     await endClient(first);
     await alice.request({ op: 'send', to: carolName, text: 'while carol was away' });
     const seen: string[] = [];
@@ -257,6 +257,34 @@ describe('after login', () => {
         check();
       });
       expect(seen.every((s) => s.startsWith(topics.inbox(carolName)))).toBe(true);
+    } finally {
+      await endClient(again);
+    }
+  });
+  it('keeps for a persistent session, while it is away, events the catch-up does not restore: a receipt', async () => {
+    const id = `${carolName}/queued`;
+    const first = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false });
+    expect(await subscribeCodes(first, [topics.inbox(carolName)])).toEqual([1]);
+    const replied = new Promise<{ conv: string; seq: number }>((resolve) =>
+      first.on('message', (_t, p) => {
+        const e = JSON.parse(p.toString()) as { type: string; id?: string; result?: { conv: string; seq: number } };
+        if (e.type === 'reply' && e.id === 'queued-1') resolve(e.result!);
+      }),
+    );
+    first.publish(topics.requests(carolName), JSON.stringify({ op: 'send', id: 'queued-1', to: aliceName, text: 'read this while I am away' }), { qos: 1 });
+    const sent = await replied;
+    await endClient(first);
+    await alice.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' });
+
+    const receipts: { user: string; status: string; seq: number }[] = [];
+    const again = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false }, (c) =>
+      c.on('message', (_t, p) => {
+        const e = JSON.parse(p.toString()) as { type: string; user: string; status: string; seq: number };
+        if (e.type === 'receipt') receipts.push(e);
+      }),
+    );
+    try {
+      await expect.poll(() => receipts, { timeout: 10_000 }).toContainEqual(expect.objectContaining({ user: aliceName, status: 'read', seq: sent.seq }));
     } finally {
       await endClient(again);
     }

@@ -1,6 +1,6 @@
 import { Duplex, PassThrough } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
-import { GuardedConnection, type GuardDrop } from './connection-guard.js';
+import { GuardedConnection, type GuardDrop, type GuardLimits } from './connection-guard.js';
 
 /** A client's socket as an in-memory pair: what the test writes, the guard reads; what the guard writes, the test reads. */
 function pair(): { socket: Duplex; toServer: PassThrough; fromServer: PassThrough } {
@@ -19,10 +19,10 @@ afterEach(() => {
   for (const g of open.splice(0)) g.destroy();
 });
 
-function guard(): { g: GuardedConnection; toServer: PassThrough; fromServer: PassThrough; drops: GuardDrop[]; read: Buffer[] } {
+function guard(extra: Partial<GuardLimits> = {}): { g: GuardedConnection; toServer: PassThrough; fromServer: PassThrough; drops: GuardDrop[]; read: Buffer[] } {
   const { socket, toServer, fromServer } = pair();
   const drops: GuardDrop[] = [];
-  const g = new GuardedConnection(socket, '192.0.2.1', limits, (d) => drops.push(d));
+  const g = new GuardedConnection(socket, '192.0.2.1', { ...limits, ...extra }, (d) => drops.push(d));
   const read: Buffer[] = [];
   g.on('data', (d: Buffer) => read.push(d));
   g.on('error', () => undefined);
@@ -33,6 +33,27 @@ function guard(): { g: GuardedConnection; toServer: PassThrough; fromServer: Pas
 const closed = (g: GuardedConnection) => new Promise<void>((resolve) => (g.destroyed ? resolve() : g.once('close', () => resolve())));
 
 describe('GuardedConnection', () => {
+  it('lowers the QoS a SUBSCRIBE asks for to what the session may be granted, before the broker reads it', async () => {
+    const subscribe = (id: number, qos: number[]) => {
+      const body = Buffer.concat([Buffer.from([0, id]), ...qos.flatMap((q, i) => [str(`t/${i}`), Buffer.from([q])])]);
+      return Buffer.concat([Buffer.from([0x82, body.length]), body]);
+    };
+    const persistent = Buffer.concat([Buffer.from([0x10, 17]), str('MQTT'), Buffer.from([4, 0x00, 0, 60]), str('alice')]);
+    for (const [hello, granted] of [
+      [connect, [0, 0, 0]],
+      [persistent, [0, 1, 1]],
+    ] as const) {
+      const { g, toServer, read } = guard({ maxSubscribeQos: (clean) => (clean ? 0 : 1) });
+      toServer.write(hello);
+      await new Promise((r) => setImmediate(r));
+      g.admit(true);
+      read.length = 0;
+      toServer.write(subscribe(9, [0, 1, 2]));
+      await new Promise((r) => setImmediate(r));
+      expect(Buffer.concat(read)).toEqual(subscribe(9, [...granted]));
+    }
+  });
+
   it('never makes the broker wait for a drain: a large corked burst is taken, and a closed connection takes writes and drops them', async () => {
     const { g, fromServer } = guard();
     const got: Buffer[] = [];

@@ -1,11 +1,13 @@
 import type { Aedes, Client } from 'aedes';
-import { DELIVERY_QOS, type InboxEvent } from '#libs/protocol';
+import type { InboxEvent } from '#libs/protocol';
 
 /**
- * The gateway is the only publisher to inboxes. Events are published at QoS 0
- * (DELIVERY_QOS), never retained: an inbox is a stream, the durable record of
- * a message is the conversation log, not the broker, and a client acknowledges
- * what it got with receipts, not PUBACKs.
+ * The gateway is the only publisher to inboxes. Events are published at QoS 1,
+ * never retained: an inbox is a stream, and the durable record of a message is
+ * the conversation log, not the broker. Each connection gets an event at the
+ * QoS its subscription was granted (`maxDeliveryQos`): 0 for a clean session,
+ * whose client acknowledges with receipts, 1 for a persistent one, which the
+ * broker keeps events for while it is away.
  */
 export class InboxPublisher {
   constructor(private readonly broker: Aedes) {}
@@ -32,23 +34,26 @@ export class InboxPublisher {
       inboxTopics.map(
         (topic) =>
           new Promise<void>((resolve, reject) => {
-            this.broker.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) =>
-              err ? reject(err) : resolve(),
-            );
+            this.broker.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
           }),
       ),
     );
   }
 }
 
-/** Whether a connection is subscribed to exactly this topic (its inbox). */
-export function isSubscribed(client: Client, topic: string): boolean {
-  return (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined;
+/** The connection's subscription to exactly this topic (its inbox), if it has one. */
+function subscriptionOf(client: Client, topic: string): { qos: number } | undefined {
+  return (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions[topic];
 }
 
-/** Writes one inbox packet to one connection, as the broker would deliver it there. */
+export function isSubscribed(client: Client, topic: string): boolean {
+  return subscriptionOf(client, topic) !== undefined;
+}
+
+/** Writes one inbox packet to one connection, as the broker would deliver it there: at the QoS of its subscription. */
 export function writeTo(client: Client, topic: string, payload: Buffer): Promise<void> {
+  const qos = Math.min(1, subscriptionOf(client, topic)?.qos ?? 0) as 0 | 1;
   return new Promise((resolve, reject) =>
-    client.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
+    client.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
   );
 }
