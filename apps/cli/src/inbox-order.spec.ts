@@ -64,6 +64,75 @@ describe('InboxOrder', () => {
     }
   });
 
+  it('does not give up on a gap that a slow catch-up is still filling', () => {
+    vi.useFakeTimers();
+    try {
+      const shown: number[] = [];
+      const order = new InboxOrder((e) => shown.push(e.seq), 1000);
+      order.sync(sync(['c', 0]));
+      order.accept(msg('c', 10)); // a live message overtakes a backlog of 9
+      for (let seq = 1; seq <= 9; seq++) {
+        vi.advanceTimersByTime(600); // each backlog entry comes in less than the timeout, all of them in more
+        order.accept(msg('c', seq));
+      }
+      expect(shown).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
+      order.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('asks the server for a gap that does not fill by itself, a page at a time, and shows it in place', async () => {
+    vi.useFakeTimers();
+    try {
+      const shown: number[] = [];
+      const asked: [number, number][] = [];
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        1000,
+        (conv, after, before) => {
+          asked.push([after, before]);
+          // The server answers at most two entries at a time.
+          return Promise.resolve(Array.from({ length: Math.min(2, before - after - 1) }, (_, i) => msg(conv, after + 1 + i)));
+        },
+      );
+      order.sync(sync(['c', 2]));
+      order.accept(msg('c', 8)); // #3–#7 were lost on the way
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(shown).toEqual([3, 4]);
+      await vi.advanceTimersByTimeAsync(1000);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(shown).toEqual([3, 4, 5, 6, 7, 8]);
+      expect(asked).toEqual([
+        [2, 8],
+        [4, 8],
+        [6, 8],
+      ]);
+      order.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('gives up on a gap the server cannot fill now, as it would without asking', async () => {
+    vi.useFakeTimers();
+    try {
+      const shown: number[] = [];
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        1000,
+        () => Promise.reject(new Error('offline')),
+      );
+      order.sync(sync(['c', 0]));
+      order.accept(msg('c', 3));
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(shown).toEqual([3]);
+      order.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('proceeds without a sync when none comes', () => {
     vi.useFakeTimers();
     try {

@@ -9,8 +9,10 @@ export type LogEvent = MessageEvent | GroupEvent;
  * acknowledged.
  *
  * Until a connection's `sync` arrives, events are held: the sync says where
- * each conversation's backlog starts. A gap that is not filled within
- * `gapTimeoutMs` is given up on, so nothing is held forever.
+ * each conversation's backlog starts. A gap that makes no progress for
+ * `gapTimeoutMs` (a slow catch-up that is still filling it counts as progress)
+ * is asked of the server (`fill`, a `history` page); what is still missing
+ * after that is given up on, so nothing is held forever.
  */
 export class InboxOrder {
   private readonly shown = new Map<string, number>();
@@ -21,6 +23,8 @@ export class InboxOrder {
   constructor(
     private readonly show: (e: LogEvent) => void,
     private readonly gapTimeoutMs = 3000,
+    /** Fetches the entries of a conversation after `after` and before `before` (some of them, oldest first). */
+    private readonly fill?: (conv: string, after: number, before: number) => Promise<LogEvent[]>,
   ) {}
 
   /** A new connection: hold events until its sync arrives. */
@@ -56,6 +60,7 @@ export class InboxOrder {
 
   /** Stops the gap timer (the command is ending). */
   stop(): void {
+    this.stopped = true;
     clearTimeout(this.gapTimer);
   }
 
@@ -65,6 +70,7 @@ export class InboxOrder {
     let last = this.shown.get(conv);
     // A conversation the sync did not mention began after it: its first event is where it starts.
     if (last === undefined) last = Math.min(...held.keys()) - 1;
+    const before = last;
     for (let next = held.get(last + 1); next; next = held.get(last + 1)) {
       held.delete(last + 1);
       last += 1;
@@ -73,21 +79,47 @@ export class InboxOrder {
     this.shown.set(conv, last);
     for (const seq of held.keys()) if (seq <= last) held.delete(seq);
     if (held.size === 0) this.held.delete(conv);
-    else this.armGapTimer();
+    // A gap that is filling (a catch-up still arriving) gets its full time again.
+    else this.armGapTimer(last > before);
   }
 
-  private armGapTimer(): void {
-    if (this.gapTimer) return;
+  private armGapTimer(restart = false): void {
+    if (this.gapTimer && !restart) return;
+    clearTimeout(this.gapTimer);
     this.gapTimer = setTimeout(() => {
       this.gapTimer = undefined;
-      // Give up waiting (for the sync, or for a gap to fill): show what is held, in order, from the lowest seq.
-      this.synced = true;
-      for (const [conv, held] of this.held) {
-        const lowest = Math.min(...held.keys());
-        this.shown.set(conv, lowest - 1);
-        this.flush(conv);
-      }
+      void this.gapTimedOut();
     }, this.gapTimeoutMs);
     this.gapTimer.unref();
+  }
+
+  private stopped = false;
+
+  /** No progress for a while: ask the server for what is missing, then show what is held, in order, from the lowest seq. */
+  private async gapTimedOut(): Promise<void> {
+    /** Conversations whose gap the server's answer narrowed: they get another round before anything is given up. */
+    const progressed = new Set<string>();
+    if (this.synced && this.fill) {
+      for (const conv of [...this.held.keys()]) {
+        const held = this.held.get(conv);
+        const after = this.shown.get(conv);
+        if (!held || after === undefined) continue;
+        try {
+          for (const e of await this.fill(conv, after, Math.min(...held.keys()))) this.accept(e);
+        } catch {
+          // Not available now: given up on below (the entries stay in `history`).
+        }
+        if ((this.shown.get(conv) ?? 0) > after) progressed.add(conv);
+      }
+    }
+    if (this.stopped) return;
+    // Give up waiting (for the sync, or for a gap to fill).
+    this.synced = true;
+    for (const [conv, held] of this.held) {
+      if (progressed.has(conv)) continue;
+      const lowest = Math.min(...held.keys());
+      if (lowest > (this.shown.get(conv) ?? 0) + 1) this.shown.set(conv, lowest - 1);
+      this.flush(conv);
+    }
   }
 }

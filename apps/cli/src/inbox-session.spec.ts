@@ -84,4 +84,15 @@ describe('InboxSession marks of my direct messages', () => {
     expect(receipts).toEqual(['read 2', 'delivered 3']);
     await session.stop();
   });
+
+  it('keeps a receipt that came before an older sync snapshot', async () => {
+    const { session, emit } = annSession();
+    emit(sync(0, T1));
+    session.track(message(2));
+    emit({ type: 'receipt', conv: CONV, user: 'bob', status: 'read', seq: 2, ts: T2 });
+    // A reconnect's sync, read on the server just before that receipt moved the cursor.
+    emit(sync(1, T1));
+    expect(markText(session.markOf(message(2)))).toBe('✓✓ read 10:02:00');
+    await session.stop();
+  });
 });

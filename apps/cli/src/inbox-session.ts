@@ -16,8 +16,8 @@ export interface SessionHandlers {
 
 const NO_CURSORS: Cursors = { delivered: 0, deliveredAt: null, read: 0, readAt: null };
 const ACK_DELAY_MS = 50;
-/** How many delivered-but-unread messages per conversation a chat shows again when it opens. */
-const MAX_UNREAD_REPLAY = 200;
+/** The most entries one `history` request returns: a longer gap is filled a page at a time. */
+const HISTORY_PAGE = 500;
 
 /**
  * The client side of delivery: shows the inbox in order and once (InboxOrder),
@@ -44,7 +44,11 @@ export class InboxSession {
     /** Chat (a person reads the screen) acknowledges `read`; listen acknowledges `delivered`. */
     private readonly ackAs: 'delivered' | 'read' | 'none',
   ) {
-    this.order = new InboxOrder((e) => this.shown(e));
+    this.order = new InboxOrder(
+      (e) => this.shown(e),
+      undefined,
+      (conv, after, before) => this.entriesBetween(conv, after, before),
+    );
     client.on('event', (e) => this.onEvent(e));
     client.on('presence', (p) => handlers.presence?.(p));
     client.on('offline', () => this.order.reconnecting());
@@ -106,7 +110,7 @@ export class InboxSession {
     this.groups.note(e);
     switch (e.type) {
       case 'sync':
-        for (const c of e.conversations) this.peers.set(c.conv, { ...c.peers });
+        for (const c of e.conversations) this.peers.set(c.conv, mergePeers(this.peers.get(c.conv), c.peers));
         this.order.sync(e);
         this.remarkAll();
         return;
@@ -131,16 +135,16 @@ export class InboxSession {
     }
   }
 
-  /** Fetches entries (from, to] of a conversation again and feeds them to the order, which shows them in place. */
-  private async replayUnread(conv: string, from: number, to: number): Promise<void> {
+  /**
+   * The entries of a conversation after `after` and before `before`, oldest first: at most a page of them, from the
+   * oldest. What a gap in the inbox is filled from when it does not fill by itself (a live event lost on the way).
+   */
+  private async entriesBetween(conv: string, after: number, before: number): Promise<LogEvent[]> {
     const dm = /^dm:([^:]+):([^:]+)$/.exec(conv);
     const where = dm ? { with: dm[1] === this.me ? dm[2] : dm[1] } : { group: conv.replace(/^grp:/, '') };
-    try {
-      const page = await this.client.request('history', { ...where, before: to + 1, limit: Math.min(to - from, MAX_UNREAD_REPLAY) });
-      for (const e of page.messages) if (e.seq > from) this.order.accept(e);
-    } catch {
-      // Not shown again; nothing is lost (the messages stay in history).
-    }
+    const end = Math.min(before, after + 1 + HISTORY_PAGE);
+    const page = await this.client.request('history', { ...where, before: end, limit: end - after - 1 });
+    return page.messages.filter((e) => e.seq > after);
   }
 
   private shown(e: LogEvent): void {
@@ -212,4 +216,20 @@ export class InboxSession {
     this.acked.set(conv, seq);
     await this.client.request('receipt', { conv, seq, status: this.ackAs });
   }
+}
+
+/**
+ * The members a sync names, each with the further of the cursors known here and those the sync read: a receipt that
+ * arrived just before the sync was read may be newer than the sync's own figure. Cursors only move forward.
+ */
+function mergePeers(known: Record<string, Cursors> | undefined, synced: Record<string, Cursors>): Record<string, Cursors> {
+  const out: Record<string, Cursors> = {};
+  for (const [user, c] of Object.entries(synced)) {
+    const k = known?.[user];
+    out[user] = {
+      ...(k && k.delivered > c.delivered ? { delivered: k.delivered, deliveredAt: k.deliveredAt } : { delivered: c.delivered, deliveredAt: c.deliveredAt }),
+      ...(k && k.read > c.read ? { read: k.read, readAt: k.readAt } : { read: c.read, readAt: c.readAt }),
+    };
+  }
+  return out;
 }
