@@ -90,6 +90,8 @@ describe('the walkthrough (docs/walkthrough.md)', () => {
     bob.type('/g "lunch club" Pizza or sushi?');
     await bob.waitForLine(rx(`${T} \\[lunch club\\] you: Pizza or sushi\\? ✓`));
     await carol.waitForLine(rx(`${T} \\[lunch club\\] bob: Pizza or sushi\\?`));
+    // Carol's chat has it and she has read it; alice, with no chat or listen open, has neither.
+    await bob.waitForLine(rx(`${T} \\[lunch club\\] you: Pizza or sushi\\? ✓✓ 1/2 delivered, 1 read`));
 
     // Step 4: membership changes, and carol offline catches up.
     expect((await run('alice', ['group', 'remove', 'lunch club', 'bob']))[0]).toMatch(/owner alice, 2 members: alice, carol$/);
