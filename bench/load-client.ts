@@ -13,6 +13,8 @@ export interface Endpoint {
   password: string;
   /** A bare broker whose every connection is a persistent session (clean=false), so it keeps each QoS 1 message until acknowledged. */
   persistentSessions?: boolean;
+  /** The QoS a bare broker's subscribers ask for (1 unless set). */
+  subscribeQos?: 0 | 1;
 }
 
 /** What a generator sees of one message: arrived at a recipient, or acknowledged to its sender. */
@@ -77,7 +79,7 @@ export class LoadClient {
       clean: !session,
       connectTimeout: CONNECT_TIMEOUT_MS,
     });
-    await client.subscribeAsync([`bench/${user}/inbox`, ...(opts.groups ?? []).map((g) => `bench/group/${g}`)], { qos: 1 });
+    await client.subscribeAsync([`bench/${user}/inbox`, ...(opts.groups ?? []).map((g) => `bench/group/${g}`)], { qos: ep.subscribeQos ?? 1 });
     return new LoadClient(user, client, 'mqtt', body);
   }
 

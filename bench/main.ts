@@ -128,6 +128,7 @@ async function main(): Promise<void> {
         protocol: target.protocol,
         password: PASSWORD,
         ...(target.persistentSessions ? { persistentSessions: true } : {}),
+        ...(target.subscribeQos !== undefined ? { subscribeQos: target.subscribeQos } : {}),
       };
       targets.push({ target, endpoint, group: '' });
       targets[targets.length - 1]!.group = await prepareTarget(target, endpoint, cast, opts.scenarios);

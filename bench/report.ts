@@ -54,6 +54,7 @@ const GOALS: { label: string; scenario: ScenarioName; key: string; parley: Targe
 /** Ratio columns: a Parley target over a bare one. */
 const RATIOS: [TargetName, TargetName][] = [
   ['parley', 'aedes'],
+  ['parley', 'aedes-qos0'],
   ['parley', 'mosquitto'],
   ['parley-redis', 'aedes-redis'],
   ['parley-redis', 'aedes-redis-sessions'],

@@ -10,13 +10,14 @@ import { collectGarbage, INSPECT_ARGS, inspectorUrlIn } from './inspector.js';
 import type { Protocol } from './load-client.js';
 
 /** Everything the bench measures, each in its own process(es) on loopback. */
-export const TARGETS = ['parley', 'parley-redis', 'aedes', 'aedes-redis', 'aedes-redis-sessions', 'mosquitto'] as const;
+export const TARGETS = ['parley', 'parley-redis', 'aedes', 'aedes-qos0', 'aedes-redis', 'aedes-redis-sessions', 'mosquitto'] as const;
 export type TargetName = (typeof TARGETS)[number];
 
 export const TARGET_LABELS: Record<TargetName, string> = {
   parley: 'Parley standalone (LMDB)',
   'parley-redis': 'Parley on Redis',
   aedes: 'bare Aedes (memory)',
+  'aedes-qos0': 'bare Aedes, its subscribers asking for QoS 0, the QoS Parley grants a clean session: no PUBACK from recipients',
   'aedes-redis': 'Aedes + persistence-redis + mqemitter-redis',
   'aedes-redis-sessions': 'the same pair, persistent sessions (clean=false): it stores each QoS 1 message until acknowledged',
   mosquitto: 'Mosquitto',
@@ -32,6 +33,8 @@ export interface Target {
   redisPid?: number;
   /** Its clients connect with persistent sessions (clean=false). */
   persistentSessions?: boolean;
+  /** The QoS its clients subscribe with (1 unless set). */
+  subscribeQos?: 0 | 1;
   /** Why the server process is gone (its exit and last output lines), or undefined while it runs. */
   death(): string | undefined;
   /** A Node server: runs a full garbage collection in it (through its inspector). */
@@ -50,7 +53,11 @@ const SERVER_START_MS = 30_000;
  * Targets measured on some scenarios only. The stock Redis pair with persistent sessions is the durable counterpart of
  * Parley on Redis (each message is written to Redis before it is acknowledged), which matters for 1:1 throughput.
  */
-export const TARGET_SCENARIOS: Partial<Record<TargetName, readonly string[]>> = { 'aedes-redis-sessions': ['saturation'] };
+export const TARGET_SCENARIOS: Partial<Record<TargetName, readonly string[]>> = {
+  'aedes-redis-sessions': ['saturation'],
+  // Bare Aedes doing the packet work Parley does for a clean session: a reference point for 1:1 throughput.
+  'aedes-qos0': ['saturation'],
+};
 
 export function mosquittoInstalled(): boolean {
   return !spawnSync('mosquitto', ['-h'], { stdio: 'ignore' }).error;
@@ -66,6 +73,7 @@ export async function startTarget(name: TargetName, benchDir: string, profileDir
       return withRedis(redis, () => startParleyTarget(name, redis, profileDir));
     }
     case 'aedes':
+    case 'aedes-qos0':
       return startBareAedes(name, benchDir);
     case 'aedes-redis':
     case 'aedes-redis-sessions': {
@@ -174,6 +182,7 @@ async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisS
       pid: child.pid!,
       ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
       ...(name === 'aedes-redis-sessions' ? { persistentSessions: true } : {}),
+      ...(name === 'aedes-qos0' ? { subscribeQos: 0 as const } : {}),
       death: () => deathOf(child),
       collectGarbage: () => collectGarbage(inspector),
       stop: async () => {
