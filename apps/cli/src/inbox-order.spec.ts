@@ -8,6 +8,16 @@ const sync = (...convs: [string, number][]): SyncEvent => ({
   conversations: convs.map(([conv, after]) => ({ conv, after, last: after, mine: { delivered: after, deliveredAt: null, read: 0, readAt: null }, peers: {} })),
 });
 
+/** Runs a test on fake timers, and puts the real ones back however it ends. */
+async function withFakeTimers(run: () => void | Promise<void>): Promise<void> {
+  vi.useFakeTimers();
+  try {
+    await run();
+  } finally {
+    vi.useRealTimers();
+  }
+}
+
 describe('InboxOrder', () => {
   it('holds events until the sync, then shows them in seq order from where the sync says', () => {
     const shown: number[] = [];
@@ -45,9 +55,8 @@ describe('InboxOrder', () => {
     order.stop();
   });
 
-  it('gives up on a gap after the timeout instead of holding messages forever', () => {
-    vi.useFakeTimers();
-    try {
+  it('gives up on a gap after the timeout instead of holding messages forever', () =>
+    withFakeTimers(() => {
       const shown: number[] = [];
       const order = new InboxOrder((e) => shown.push(e.seq), 1000);
       order.sync(sync(['c', 0]));
@@ -59,14 +68,10 @@ describe('InboxOrder', () => {
       order.accept(msg('c', 2)); // too late: already past it
       expect(shown).toEqual([3, 4]);
       order.stop();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('does not give up on a gap that a slow catch-up is still filling', () => {
-    vi.useFakeTimers();
-    try {
+  it('does not give up on a gap that a slow catch-up is still filling', () =>
+    withFakeTimers(() => {
       const shown: number[] = [];
       const order = new InboxOrder((e) => shown.push(e.seq), 1000);
       order.sync(sync(['c', 0]));
@@ -77,14 +82,10 @@ describe('InboxOrder', () => {
       }
       expect(shown).toEqual([1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
       order.stop();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('asks the server for a gap that does not fill by itself, a page at a time, and shows it in place', async () => {
-    vi.useFakeTimers();
-    try {
+  it('asks the server for a gap that does not fill by itself, a page at a time, and shows it in place', () =>
+    withFakeTimers(async () => {
       const shown: number[] = [];
       const asked: [number, number][] = [];
       const order = new InboxOrder(
@@ -109,14 +110,10 @@ describe('InboxOrder', () => {
         [6, 8],
       ]);
       order.stop();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('gives up on a gap the server cannot fill now, as it would without asking', async () => {
-    vi.useFakeTimers();
-    try {
+  it('gives up on a gap the server cannot fill now, as it would without asking', () =>
+    withFakeTimers(async () => {
       const shown: number[] = [];
       const order = new InboxOrder(
         (e) => shown.push(e.seq),
@@ -128,22 +125,15 @@ describe('InboxOrder', () => {
       await vi.advanceTimersByTimeAsync(1000);
       expect(shown).toEqual([3]);
       order.stop();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 
-  it('proceeds without a sync when none comes', () => {
-    vi.useFakeTimers();
-    try {
+  it('proceeds without a sync when none comes', () =>
+    withFakeTimers(() => {
       const shown: number[] = [];
       const order = new InboxOrder((e) => shown.push(e.seq), 500);
       order.accept(msg('c', 9));
       vi.advanceTimersByTime(500);
       expect(shown).toEqual([9]);
       order.stop();
-    } finally {
-      vi.useRealTimers();
-    }
-  });
+    }));
 });
