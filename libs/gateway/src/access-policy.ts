@@ -4,7 +4,7 @@ import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import { guardOf } from './connection-guard.js';
 import type { LoginThrottle } from './login-throttle.js';
-import { inboxTopicOf, maxDeliveryQos, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
+import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
 
@@ -138,11 +138,11 @@ export class AccessPolicy {
     return principal !== undefined && packet.topic === requestTopicOf(principal);
   }
 
-  /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 for a clean session, at most 1 otherwise (see maxDeliveryQos). */
+  /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 (see DELIVERY_QOS). */
   grantSubscription(client: Client, sub: Subscription): Subscription | null {
     const principal = this.principals.get(client);
     if (!principal || !this.mayRead(principal, sub.topic)) return null;
-    return { ...sub, qos: Math.min(sub.qos, maxDeliveryQos(client.clean)) as 0 | 1 };
+    return { ...sub, qos: DELIVERY_QOS };
   }
 
   /**

@@ -33,17 +33,18 @@ function guard(extra: Partial<GuardLimits> = {}): { g: GuardedConnection; toServ
 const closed = (g: GuardedConnection) => new Promise<void>((resolve) => (g.destroyed ? resolve() : g.once('close', () => resolve())));
 
 describe('GuardedConnection', () => {
-  it('lowers the QoS a SUBSCRIBE asks for to what the session may be granted, before the broker reads it', async () => {
+  it('lowers the QoS a SUBSCRIBE asks for to the cap, clean session or not, before the broker reads it', async () => {
     const subscribe = (id: number, qos: number[]) => {
       const body = Buffer.concat([Buffer.from([0, id]), ...qos.flatMap((q, i) => [str(`t/${i}`), Buffer.from([q])])]);
       return Buffer.concat([Buffer.from([0x82, body.length]), body]);
     };
     const persistent = Buffer.concat([Buffer.from([0x10, 17]), str('MQTT'), Buffer.from([4, 0x00, 0, 60]), str('alice')]);
-    for (const [hello, granted] of [
-      [connect, [0, 0, 0]],
-      [persistent, [0, 1, 1]],
+    for (const [hello, cap, granted] of [
+      [connect, 0, [0, 0, 0]],
+      [persistent, 0, [0, 0, 0]],
+      [connect, 1, [0, 1, 1]],
     ] as const) {
-      const { g, toServer, read } = guard({ maxSubscribeQos: (clean) => (clean ? 0 : 1) });
+      const { g, toServer, read } = guard({ maxSubscribeQos: cap });
       toServer.write(hello);
       await new Promise((r) => setImmediate(r));
       g.admit(true);

@@ -14,11 +14,8 @@ export interface GuardLimits {
   maxOutboundBytes: number;
   /** A client whose socket does not take written bytes for this long is dropped. */
   writeStallMs: number;
-  /**
-   * The highest QoS a SUBSCRIBE may ask for, by the connection's session (clean or not): higher requests are lowered to
-   * it before the broker reads them. Absent: requests pass as they are.
-   */
-  maxSubscribeQos?: (cleanSession: boolean) => 0 | 1 | 2;
+  /** The highest QoS a SUBSCRIBE may ask for: higher requests are lowered to it before the broker reads them. */
+  maxSubscribeQos?: 0 | 1 | 2;
 }
 
 /** Why a guard ended a connection, for logs and metrics. */
@@ -225,8 +222,7 @@ export class GuardedConnection extends Duplex {
       } else {
         const violation = inspectPacket(header.type, header.flags, body);
         if (violation) return this.refuse(violation);
-        if (header.type === PacketType.SUBSCRIBE && this.limits.maxSubscribeQos)
-          capSubscribeQos(body, this.limits.maxSubscribeQos(this.connectInfo?.clean ?? true));
+        if (header.type === PacketType.SUBSCRIBE && this.limits.maxSubscribeQos !== undefined) capSubscribeQos(body, this.limits.maxSubscribeQos);
       }
       if (!this.push(packet)) this.stream.pause();
     }

@@ -1,13 +1,11 @@
 import type { Aedes, Client } from 'aedes';
-import type { InboxEvent } from '#libs/protocol';
+import { DELIVERY_QOS, type InboxEvent } from '#libs/protocol';
 
 /**
- * The gateway is the only publisher to inboxes. Events are published at QoS 1,
- * never retained: an inbox is a stream, and the durable record of a message is
- * the conversation log, not the broker. Each connection gets an event at the
- * QoS its subscription was granted (`maxDeliveryQos`): 0 for a clean session,
- * whose client acknowledges with receipts, 1 for a persistent one, which the
- * broker keeps events for while it is away.
+ * The gateway is the only publisher to inboxes. Events are published at QoS 0
+ * (DELIVERY_QOS), never retained: an inbox is a stream, the durable record of
+ * a message is the conversation log, not the broker, and a client acknowledges
+ * what it got with receipts, not PUBACKs.
  */
 export class InboxPublisher {
   constructor(private readonly broker: Aedes) {}
@@ -34,7 +32,9 @@ export class InboxPublisher {
       inboxTopics.map(
         (topic) =>
           new Promise<void>((resolve, reject) => {
-            this.broker.publish({ cmd: 'publish', topic, payload, qos: 1, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve()));
+            this.broker.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) =>
+              err ? reject(err) : resolve(),
+            );
           }),
       ),
     );
@@ -52,7 +52,7 @@ export function isSubscribed(client: Client, topic: string): boolean {
 
 /** Writes one inbox packet to one connection, as the broker would deliver it there: at the QoS of its subscription. */
 export function writeTo(client: Client, topic: string, payload: Buffer): Promise<void> {
-  const qos = Math.min(1, subscriptionOf(client, topic)?.qos ?? 0) as 0 | 1;
+  const qos = Math.min(DELIVERY_QOS, subscriptionOf(client, topic)?.qos ?? 0) as 0 | 1;
   return new Promise((resolve, reject) =>
     client.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
   );

@@ -4,7 +4,7 @@ import { Logger } from '@nestjs/common';
 import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
-import { maxDeliveryQos, type Principal } from '#libs/protocol';
+import { DELIVERY_QOS, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
 import { GuardedConnection, guardOf, type GuardLimits } from './connection-guard.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
@@ -58,7 +58,7 @@ export class MqttBroker {
   readonly aedes: Aedes;
   private listeners: OpenListener[] = [];
   private sink: RequestSink | undefined;
-  /** A subscription is granted at the QoS the server delivers at for its session (see maxDeliveryQos). */
+  /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too, refused filters included. */
   private readonly guardLimits: GuardLimits;
 
   constructor(
@@ -66,7 +66,7 @@ export class MqttBroker {
     private readonly metrics: Metrics,
     private readonly opts: BrokerOptions,
   ) {
-    this.guardLimits = { ...opts.guard, maxSubscribeQos: maxDeliveryQos };
+    this.guardLimits = { ...opts.guard, maxSubscribeQos: DELIVERY_QOS };
     this.aedes = new Aedes({
       id: opts.id,
       mq: opts.backplane.mq,

@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import { withDeadline } from '#libs/health';
 import type { ConnectionRef, PresenceApi } from '#libs/presence';
-import { isQuietDevice, topics, type PresenceEvent } from '#libs/protocol';
+import { DELIVERY_QOS, isQuietDevice, topics, type PresenceEvent } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
 
 /**
@@ -105,7 +105,7 @@ export class PresenceTracker {
           cmd: 'publish',
           topic: topics.presence(user),
           payload: Buffer.from(JSON.stringify({ type: 'presence', user, state, lastSeen })),
-          qos: 1,
+          qos: DELIVERY_QOS,
           retain: true,
           dup: false,
         },

@@ -116,7 +116,7 @@ export function buildAsyncApiDocument(): Json {
       inbox: {
         address: `${TOPIC_ROOT}/users/{user}/inbox`,
         description:
-          'Everything the server delivers to a user. Only that user may subscribe: at QoS 0 with a clean session (delivery is acknowledged by `receipt` requests, and the catch-up at the next subscription sends again every log entry after the delivered cursor), at QoS 1 with a persistent session (the broker also keeps replies and events for it while it is away).',
+          'Everything the server delivers to a user. Only that user may subscribe. Granted and delivered at QoS 0, persistent sessions included: delivery is acknowledged by `receipt` requests, and the catch-up at the next subscription sends again every log entry after the delivered cursor.',
         parameters: { user: userParam },
         messages: refs(EVENTS),
       },

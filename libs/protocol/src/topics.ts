@@ -16,21 +16,16 @@ export function isQuietDevice(device: string | null): boolean {
   return device !== null && device.startsWith('.');
 }
 /**
- * The highest QoS the server grants a subscription, and so delivers at, by the connection's session.
- *
- * A clean session gets QoS 0. Delivery is acknowledged by the client's `receipt` requests, which move its delivered
- * cursor, and the catch-up at its next subscription sends everything after that cursor again, from the log. With a
- * clean session, a QoS 1 packet still unacknowledged when the connection drops is dropped with the session, so a
- * PUBACK confirmed nothing a receipt does not, and it cost the server a packet to read and a packet id to keep for
- * every event to every device.
- *
- * A persistent session (clean session off) gets QoS 1: the broker keeps what is published for it while it is away, and
- * sends again what it had not acknowledged when it comes back, so replies, receipts and file events of that time reach
- * it too, not only what the catch-up restores (log entries, cursors, open file offers).
+ * The QoS the server grants every subscription and delivers at: 0. Delivery is acknowledged by the client's `receipt`
+ * requests, which move its delivered cursor, and the catch-up at its next subscription sends every log entry after
+ * that cursor again, with everyone's cursors and the open file offers. With a clean session, a QoS 1 packet still
+ * unacknowledged when the connection drops is dropped with the session, so a PUBACK confirmed nothing a receipt does
+ * not, and it cost the server a packet to read and a packet id to keep for every event to every device. A persistent
+ * session (clean session off) keeps its subscriptions but no queue: the broker keeping QoS 1 packets for sessions
+ * that are away had no bound, was kept by one gateway only, and a persistent session was disconnected by a QoS 1
+ * packet that came from another gateway.
  */
-export function maxDeliveryQos(cleanSession: boolean): 0 | 1 {
-  return cleanSession ? 0 : 1;
-}
+export const DELIVERY_QOS = 0;
 
 /** Client ids of anonymous (not logged-in) connections, which may only register: `anon.<nonce>`. */
 export const ANON_CLIENT_PREFIX = 'anon.';
