@@ -84,7 +84,7 @@ describe('InboxOrder', () => {
       order.stop();
     }));
 
-  it('asks the server for a gap that does not fill by itself, a page at a time, and shows it in place', () =>
+  it('asks the server for a gap that does not fill by itself, page after page, and shows it in place', () =>
     withFakeTimers(async () => {
       const shown: number[] = [];
       const asked: [number, number][] = [];
@@ -99,10 +99,9 @@ describe('InboxOrder', () => {
       );
       order.sync(sync(['c', 2]));
       order.accept(msg('c', 8)); // #3–#7 were lost on the way
-      await vi.advanceTimersByTimeAsync(1000);
-      expect(shown).toEqual([3, 4]);
-      await vi.advanceTimersByTimeAsync(1000);
-      await vi.advanceTimersByTimeAsync(1000);
+      await vi.advanceTimersByTimeAsync(999);
+      expect(shown).toEqual([]);
+      await vi.advanceTimersByTimeAsync(1);
       expect(shown).toEqual([3, 4, 5, 6, 7, 8]);
       expect(asked).toEqual([
         [2, 8],
@@ -112,18 +111,49 @@ describe('InboxOrder', () => {
       order.stop();
     }));
 
-  it('gives up on a gap the server cannot fill now, as it would without asking', () =>
+  it('gives up on a gap only when the server answers it has nothing there, not when it cannot answer', () =>
     withFakeTimers(async () => {
       const shown: number[] = [];
+      // Offline at first; then #1, and nothing more before #3 (#2 is not the user's to see).
+      const answers: (() => Promise<MessageEvent[]>)[] = [
+        () => Promise.reject(new Error('offline')),
+        () => Promise.resolve([msg('c', 1)]),
+        () => Promise.resolve([]),
+      ];
       const order = new InboxOrder(
         (e) => shown.push(e.seq),
         1000,
-        () => Promise.reject(new Error('offline')),
+        () => answers.shift()!(),
       );
       order.sync(sync(['c', 0]));
       order.accept(msg('c', 3));
       await vi.advanceTimersByTimeAsync(1000);
-      expect(shown).toEqual([3]);
+      expect(shown).toEqual([]); // no answer: nothing given up
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(shown).toEqual([1, 3]);
+      expect(answers).toEqual([]);
+      order.stop();
+    }));
+
+  it('drops a fill answered after the connection was replaced: the new connection’s sync decides', () =>
+    withFakeTimers(async () => {
+      const shown: number[] = [];
+      let answer!: (events: MessageEvent[]) => void;
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        1000,
+        () => new Promise((resolve) => (answer = resolve)),
+      );
+      order.sync(sync(['c', 15]));
+      order.accept(msg('c', 20));
+      await vi.advanceTimersByTimeAsync(1000); // asks for #16–#19
+      order.reconnecting();
+      answer([msg('c', 16)]);
+      await vi.advanceTimersByTimeAsync(0);
+      expect(shown).toEqual([]);
+      order.sync(sync(['c', 15]));
+      for (const seq of [16, 17, 18, 19]) order.accept(msg('c', seq)); // the new catch-up
+      expect(shown).toEqual([16, 17, 18, 19, 20]);
       order.stop();
     }));
 

@@ -30,7 +30,13 @@ export class InboxOrder {
   /** A new connection: hold events until its sync arrives. */
   reconnecting(): void {
     this.synced = false;
+    this.connection++;
   }
+
+  /** Counts connections, so that an answer asked for on one is not acted on after the next one began. */
+  private connection = 0;
+  /** A round of asking the server for gaps is under way: no other starts until it ends. */
+  private filling = false;
 
   /**
    * The server's account of where each conversation stands. `startAt` may
@@ -84,7 +90,7 @@ export class InboxOrder {
   }
 
   private armGapTimer(restart = false): void {
-    if (this.gapTimer && !restart) return;
+    if (this.stopped || this.filling || (this.gapTimer && !restart)) return;
     clearTimeout(this.gapTimer);
     this.gapTimer = setTimeout(() => {
       this.gapTimer = undefined;
@@ -95,28 +101,50 @@ export class InboxOrder {
 
   private stopped = false;
 
-  /** No progress for a while: ask the server for what is missing, then show what is held, in order, from the lowest seq. */
+  /**
+   * No progress for a while. Without a sync (or without a server to ask), what is held is shown from its lowest seq, as
+   * before. Otherwise each gap is asked of the server, page after page while the answers fill it; a gap the server
+   * answers with nothing for (entries the user may not see) is given up on. A failed request gives nothing up: the
+   * next round, or the next connection's sync, tries again. A round whose connection was replaced meanwhile stops.
+   */
   private async gapTimedOut(): Promise<void> {
-    /** Conversations whose gap the server's answer narrowed: they get another round before anything is given up. */
-    const progressed = new Set<string>();
-    if (this.synced && this.fill) {
-      for (const conv of [...this.held.keys()]) {
-        const held = this.held.get(conv);
-        const after = this.shown.get(conv);
-        if (!held || after === undefined) continue;
-        try {
-          for (const e of await this.fill(conv, after, Math.min(...held.keys()))) this.accept(e);
-        } catch {
-          // Not available now: given up on below (the entries stay in `history`).
-        }
-        if ((this.shown.get(conv) ?? 0) > after) progressed.add(conv);
-      }
-    }
     if (this.stopped) return;
-    // Give up waiting (for the sync, or for a gap to fill).
+    if (!this.synced || !this.fill) return this.giveUp([...this.held.keys()]);
+    const connection = this.connection;
+    this.filling = true;
+    try {
+      for (const conv of [...this.held.keys()]) {
+        for (;;) {
+          const held = this.held.get(conv);
+          const after = this.shown.get(conv);
+          if (!held || after === undefined) break;
+          const lowest = Math.min(...held.keys());
+          let page: LogEvent[];
+          try {
+            page = await this.fill(conv, after, lowest);
+          } catch {
+            break;
+          }
+          if (this.stopped || connection !== this.connection) return;
+          for (const e of page) this.accept(e);
+          if ((this.shown.get(conv) ?? 0) === after) {
+            this.giveUp([conv]);
+            break;
+          }
+        }
+      }
+    } finally {
+      this.filling = false;
+      if (this.held.size > 0) this.armGapTimer(true);
+    }
+  }
+
+  /** Shows what is held in these conversations, in order, from the lowest seq, past any gap before it. */
+  private giveUp(convs: string[]): void {
     this.synced = true;
-    for (const [conv, held] of this.held) {
-      if (progressed.has(conv)) continue;
+    for (const conv of convs) {
+      const held = this.held.get(conv);
+      if (!held) continue;
       const lowest = Math.min(...held.keys());
       if (lowest > (this.shown.get(conv) ?? 0) + 1) this.shown.set(conv, lowest - 1);
       this.flush(conv);
