@@ -61,16 +61,19 @@ class Generator {
 /**
  * Runs jobs in parallel generator processes: all connect, then (after
  * `between`, e.g. a memory sample) all start at once; resolves with every
- * result in job order. Every generator is stopped, whatever happens.
+ * result in job order. `after` runs once every result is in, before the
+ * generators disconnect. Every generator is stopped, whatever happens.
  */
-export async function runJobs(benchDir: string, jobs: Job[], between?: () => Promise<void> | void): Promise<JobResult[]> {
+export async function runJobs(benchDir: string, jobs: Job[], between?: () => Promise<void> | void, after?: () => void): Promise<JobResult[]> {
   const gens = jobs.map(() => new Generator(fork(join(benchDir, 'load-generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
   try {
     jobs.forEach((job, i) => gens[i]!.send({ type: 'job', job }));
     await Promise.all(gens.map((g) => g.next('ready', READY_MS)));
     await between?.();
     for (const g of gens) g.send({ type: 'go' });
-    return (await Promise.all(gens.map((g) => g.next('result', RESULT_MS)))).map((m) => m.result);
+    const results = (await Promise.all(gens.map((g) => g.next('result', RESULT_MS)))).map((m) => m.result);
+    after?.();
+    return results;
   } finally {
     await Promise.all(gens.map((g) => g.stop()));
   }

@@ -323,8 +323,9 @@ async function main(): Promise<void> {
   const outcome = await prepared.run();
   const cpu = process.cpuUsage(cpu0);
   const result: JobResult = { ...outcome, cpuMs: (cpu.user + cpu.system) / 1000, wallMs: performance.now() - t0 };
-  await Promise.all(prepared.clients.map((c) => c.close()));
+  // The result goes first: disconnecting (a Parley client acknowledges what it got) is not part of what was measured.
   send({ type: 'result', result });
+  await Promise.all(prepared.clients.map((c) => c.close()));
 }
 
 main().then(

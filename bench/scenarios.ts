@@ -147,21 +147,28 @@ async function measured(ctx: RunContext, jobs: Job[], between?: () => Promise<vo
   let server0 = 0;
   let redis0 = 0;
   let t0 = 0;
-  const results = await runJobs(ctx.benchDir, jobs, async () => {
-    await between?.();
-    server0 = cpuMsOf(ctx.target.pid);
-    redis0 = cpuMsOf(ctx.target.redisPid);
-    t0 = Date.now();
-  });
-  const wall = Math.max(1, Date.now() - t0);
+  // Read when the results are in, before the generators disconnect (Parley clients acknowledge what they got then).
+  let end = { at: 0, server: 0, redis: 0 };
+  const results = await runJobs(
+    ctx.benchDir,
+    jobs,
+    async () => {
+      await between?.();
+      server0 = cpuMsOf(ctx.target.pid);
+      redis0 = cpuMsOf(ctx.target.redisPid);
+      t0 = Date.now();
+    },
+    () => (end = { at: Date.now(), server: cpuMsOf(ctx.target.pid), redis: cpuMsOf(ctx.target.redisPid) }),
+  );
+  const wall = Math.max(1, end.at - t0);
   const cpu = results.reduce((sum, r) => sum + r.cpuMs, 0);
   const genWall = Math.max(1, ...results.map((r) => r.wallMs));
   return {
     results,
     usage: {
       generatorCpu: (100 * cpu) / genWall,
-      serverCpu: (100 * (cpuMsOf(ctx.target.pid) - server0)) / wall,
-      ...(ctx.target.redisPid !== undefined ? { redisCpu: (100 * (cpuMsOf(ctx.target.redisPid) - redis0)) / wall } : {}),
+      serverCpu: (100 * (end.server - server0)) / wall,
+      ...(ctx.target.redisPid !== undefined ? { redisCpu: (100 * (end.redis - redis0)) / wall } : {}),
       errors: results.reduce((n, r) => n + r.errors, 0),
       lost: results.reduce((n, r) => n + r.lost, 0),
     },
