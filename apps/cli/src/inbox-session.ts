@@ -1,4 +1,4 @@
-import type { Cursors, InboxEvent, MessageEvent, PresenceEvent, ReceiptEvent } from '#libs/protocol';
+import { directPeer, MAX_HISTORY_LIMIT, type Cursors, type InboxEvent, type MessageEvent, type PresenceEvent, type ReceiptEvent } from '#libs/protocol';
 import { InboxOrder, type LogEvent } from './inbox-order.js';
 import { GroupNames, markFor, type Mark } from './output.js';
 import type { ParleyClient } from './parley-client.js';
@@ -16,8 +16,6 @@ export interface SessionHandlers {
 
 const NO_CURSORS: Cursors = { delivered: 0, deliveredAt: null, read: 0, readAt: null };
 const ACK_DELAY_MS = 50;
-/** The most entries one `history` request returns: a longer gap is filled a page at a time. */
-const HISTORY_PAGE = 500;
 
 /**
  * The client side of delivery: shows the inbox in order and once (InboxOrder),
@@ -140,9 +138,10 @@ export class InboxSession {
    * oldest. What a gap in the inbox is filled from when it does not fill by itself (a live event lost on the way).
    */
   private async entriesBetween(conv: string, after: number, before: number): Promise<LogEvent[]> {
-    const dm = /^dm:([^:]+):([^:]+)$/.exec(conv);
-    const where = dm ? { with: dm[1] === this.me ? dm[2] : dm[1] } : { group: conv.replace(/^grp:/, '') };
-    const end = Math.min(before, after + 1 + HISTORY_PAGE);
+    const peer = directPeer(conv, this.me);
+    const where = peer !== null ? { with: peer } : { group: conv.replace(/^grp:/, '') };
+    // A longer gap is filled a page at a time.
+    const end = Math.min(before, after + 1 + MAX_HISTORY_LIMIT);
     const page = await this.client.request('history', { ...where, before: end, limit: end - after - 1 });
     return page.messages.filter((e) => e.seq > after);
   }

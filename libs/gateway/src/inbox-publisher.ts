@@ -22,7 +22,7 @@ export class InboxPublisher {
   publishTo(client: Client, topic: string, event: InboxEvent): Promise<void> {
     if (!isSubscribed(client, topic)) return this.publish(topic, event);
     if (client.closed) return Promise.resolve();
-    return writeTo(client, topic, Buffer.from(JSON.stringify(event)));
+    return writeTo(client, topic, event);
   }
 
   /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */
@@ -41,19 +41,15 @@ export class InboxPublisher {
   }
 }
 
-/** The connection's subscription to exactly this topic (its inbox), if it has one. */
-function subscriptionOf(client: Client, topic: string): { qos: number } | undefined {
-  return (client as unknown as { subscriptions: Record<string, { qos: number } | undefined> }).subscriptions[topic];
-}
-
+/** Whether a connection is subscribed to exactly this topic (its inbox). */
 export function isSubscribed(client: Client, topic: string): boolean {
-  return subscriptionOf(client, topic) !== undefined;
+  return (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined;
 }
 
-/** Writes one inbox packet to one connection, as the broker would deliver it there: at the QoS of its subscription. */
-export function writeTo(client: Client, topic: string, payload: Buffer): Promise<void> {
-  const qos = Math.min(DELIVERY_QOS, subscriptionOf(client, topic)?.qos ?? 0) as 0 | 1;
+/** Writes one inbox event to one connection, as the broker would deliver it there (at DELIVERY_QOS, as everything). */
+export function writeTo(client: Client, topic: string, event: InboxEvent): Promise<void> {
+  const payload = Buffer.from(JSON.stringify(event));
   return new Promise((resolve, reject) =>
-    client.publish({ cmd: 'publish', topic, payload, qos, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
+    client.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
   );
 }

@@ -100,6 +100,6 @@ export class InboxSync {
   private send(client: Client, event: InboxEvent): Promise<void> {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
     if (client.closed) return Promise.reject(new Error('connection closed during sync'));
-    return writeTo(client, topic, Buffer.from(JSON.stringify(event)));
+    return writeTo(client, topic, event);
   }
 }

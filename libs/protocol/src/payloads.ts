@@ -32,6 +32,9 @@ export const SendRequest = z.strictObject({
   text: z.string().max(1_000_000),
 });
 
+/** The most entries one `history` request returns. */
+export const MAX_HISTORY_LIMIT = 500;
+
 /** A page of a conversation with a user (`with`) or of a group (`group`): exactly one of the two. */
 export const HistoryRequest = z.strictObject({
   op: z.literal('history'),
@@ -40,7 +43,7 @@ export const HistoryRequest = z.strictObject({
   group: GroupRef.optional(),
   /** Only messages with a sequence number below this one (for paging back). */
   before: z.number().int().positive().optional(),
-  limit: z.number().int().min(1).max(500).optional(),
+  limit: z.number().int().min(1).max(MAX_HISTORY_LIMIT).optional(),
 });
 
 /** When a user was last online. */
