@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { connectClient, endClient, registerUser, subscribeCodes, type MqttUser } from '../support/mqtt-user.js';
+import { connectPacket, RawClient } from '../support/raw-mqtt.js';
 import { TestUsers } from '../support/test-users.js';
 import { Witnesses } from '../support/witnesses.js';
 
@@ -274,6 +275,17 @@ describe('abuse limits', () => {
       expect(closedAt - connectedAt).toBeGreaterThanOrEqual(1000);
       expect(closedAt - connectedAt).toBeLessThan(10_000);
       silent.end(true);
+      // A keep-alive within the limit is the broker's to watch: 1.5 × its own keep-alive of silence.
+      const quiet = await RawClient.open(capped.mqttPort);
+      try {
+        quiet.send(connectPacket({ clientId: `${name}/quiet`, username: name, password: u.password, keepAlive: 1 }));
+        expect(await quiet.connackCode()).toBe(0);
+        const admittedAt = Date.now();
+        await quiet.waitClosed();
+        expect(Date.now() - admittedAt).toBeGreaterThanOrEqual(1000);
+      } finally {
+        quiet.socket.destroy();
+      }
     } finally {
       await capped.dispose();
     }

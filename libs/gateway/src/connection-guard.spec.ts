@@ -1,4 +1,4 @@
-import { Duplex, PassThrough } from 'node:stream';
+import { Duplex, PassThrough, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuardedConnection, type GuardDrop, type GuardLimits } from './connection-guard.js';
 
@@ -82,7 +82,35 @@ describe('GuardedConnection', () => {
     g.admit(true);
     await new Promise((r) => setImmediate(r));
     expect(Buffer.concat(read)).toEqual(Buffer.concat([connect, Buffer.from([0xc0, 0x00])]));
-    expect(g.connectInfo).toMatchObject({ clientId: 'alice', keepAlive: 60 });
+  });
+
+  it('drops a client that asked for no keep-alive, or a longer one than allowed, after 1.5 times the limit of silence', async () => {
+    const noKeepAlive = Buffer.concat([Buffer.from([0x10, 17]), str('MQTT'), Buffer.from([4, 0x02, 0, 0]), str('alice')]);
+    // `connect` asks for 60 s; the limit here is 0.1 s.
+    for (const hello of [noKeepAlive, connect]) {
+      const { g, toServer, drops } = guard({ maxKeepAliveS: 0.1 });
+      toServer.write(hello);
+      await new Promise((r) => setImmediate(r));
+      g.admit(true);
+      const admittedAt = Date.now();
+      await closed(g);
+      expect(Date.now() - admittedAt).toBeGreaterThanOrEqual(100);
+      expect(drops[0]?.reason).toBe('silent for 150 ms');
+    }
+  });
+
+  it('drops a client whose socket takes none of the bytes waiting for it within the stall time', async () => {
+    // A socket whose client never reads: the first write is never done, and what follows waits behind it.
+    const frozen = new Writable({ highWaterMark: 16, write: () => undefined });
+    const socket = Duplex.from({ readable: new PassThrough(), writable: frozen });
+    const drops: GuardDrop[] = [];
+    const g = new GuardedConnection(socket, '192.0.2.1', { ...limits, writeStallMs: 100 }, (d) => drops.push(d));
+    g.on('error', () => undefined);
+    open.push(g);
+    g.write(Buffer.alloc(64, 1));
+    g.write(Buffer.alloc(64, 2));
+    await closed(g);
+    expect(drops[0]?.reason).toMatch(/^client took no bytes for \d+ ms$/);
   });
 
   it('cuts a first packet that claims more than the pre-login cap as soon as its header arrives', async () => {

@@ -1,5 +1,5 @@
 import { Duplex } from 'node:stream';
-import { capSubscribeQos, inspectConnect, inspectPacket, PacketType, readFixedHeader, type ConnectInfo, type Violation } from './mqtt-frame.js';
+import { capSubscribeQos, inspectConnect, inspectPacket, PacketType, readFixedHeader, type Violation } from './mqtt-frame.js';
 
 export interface GuardLimits {
   /** A CONNECT must arrive complete within this time, and login finish. */
@@ -8,7 +8,10 @@ export interface GuardLimits {
   maxConnectBytes: number;
   /** Largest packet accepted after login. */
   maxPacketBytes: number;
-  /** The longest silence allowed (seconds) when a client asks for no keep-alive or a longer one than this. */
+  /**
+   * The longest keep-alive (seconds) a client may have: one that asks for none, or for a longer one, is dropped after
+   * 1.5 times this of silence. The broker watches a keep-alive within the limit itself (1.5 times it, [MQTT-3.1.2-24]).
+   */
   maxKeepAliveS: number;
   /** Bytes waiting to be written to a client beyond this drop it: it is not reading. */
   maxOutboundBytes: number;
@@ -43,40 +46,51 @@ export interface GuardDrop {
  *   while a frozen client's bytes pile up, up to `maxOutboundBytes` or
  *   `writeStallMs`, after which the client is dropped;
  * - silence longer than the keep-alive rules allow ends the connection.
+ *
+ * A gateway holds one guard per connected device, most of them idle: a guard
+ * keeps no timer, closure or buffer of its own that it does not need now
+ * (the stream handlers and the write flush are shared by all guards).
  */
 export class GuardedConnection extends Duplex {
-  private pending: Buffer = Buffer.alloc(0);
+  private pending: Buffer = EMPTY;
   private phase: 'connect' | 'login' | 'open' = 'connect';
   private bytesRead = 0;
+  /** Runs until the broker has answered the CONNECT, then is let go. */
   private connectTimer: NodeJS.Timeout | undefined;
+  /** Only for a client whose keep-alive the broker does not watch (none asked for, or over the limit). */
   private idleTimer: NodeJS.Timeout | undefined;
+  /** Only while bytes wait in the socket after a flush. */
   private stallTimer: NodeJS.Timeout | undefined;
-  private idleMs = 0;
   /** Set once a drop reason is known, so the first reason wins. */
   private dropped: GuardDrop | undefined;
-  /** What the client said in its CONNECT. */
-  connectInfo: ConnectInfo | undefined;
 
   constructor(
     private readonly stream: Duplex,
     /** The client's address (for login throttling and logs). */
     readonly remoteAddress: string,
     private readonly limits: GuardLimits,
-    private readonly onDrop: (drop: GuardDrop) => void = () => undefined,
+    private readonly onDrop: (drop: GuardDrop, guard: GuardedConnection) => void = ignoreDrop,
   ) {
     // The guard never makes the broker wait (see `forward`), so it never asks for a 'drain': the broker waits for one
     // only after a write returns false, and a wait that is never answered holds a delivery slot of the broker forever.
     super({ allowHalfOpen: false, writableHighWaterMark: limits.maxOutboundBytes });
-    stream.on('data', (chunk: Buffer) => this.onData(chunk));
-    stream.on('end', () => this.push(null));
-    stream.on('error', (err) => this.destroy(err));
-    stream.on('close', () => this.destroy());
-    this.connectTimer = setTimeout(() => this.cut({ reason: 'no complete login in time' }), limits.connectTimeoutMs);
+    (stream as GuardedStream)[GUARD] = this;
+    stream.on('data', onStreamData);
+    stream.on('end', onStreamEnd);
+    stream.on('error', onStreamError);
+    stream.on('close', onStreamClose);
+    this.connectTimer = setTimeout(onConnectTimeout, limits.connectTimeoutMs, this);
+  }
+
+  /** How long a client whose keep-alive the guard watches may stay silent. */
+  get silenceLimitMs(): number {
+    return this.limits.maxKeepAliveS * 1500;
   }
 
   /** The broker answered the CONNECT: from now on the client may send anything a logged-in client may. */
   admit(accepted: boolean): void {
     clearTimeout(this.connectTimer);
+    this.connectTimer = undefined;
     if (!accepted || this.phase !== 'login') return;
     this.phase = 'open';
     this.scan();
@@ -130,19 +144,17 @@ export class GuardedConnection extends Duplex {
     if (this.stream.writableLength === 0) this.lastFlush = Date.now();
     // What the broker writes to one client in one turn of the event loop (the messages of one commit, a reply and the
     // message it answers) leaves in one system call instead of one per packet: on loopback under load the writes were
-    // the gateway's largest cost.
+    // the gateway's largest cost. One immediate flushes every guard written to in the turn.
     if (!this.corked) {
       this.corked = true;
       this.stream.cork();
-      setImmediate(this.flushWrites);
+      if (toFlush.push(this) === 1) setImmediate(flushAll);
     }
     this.stream.write(chunk, this.moved);
     // The broker is told at once that the write is done: it never waits on a client that does not read.
     done();
     if (this.stream.writableLength > this.limits.maxOutboundBytes) {
       this.cut({ reason: `client is not reading: over ${this.limits.maxOutboundBytes} bytes waiting` });
-    } else if (this.stream.writableLength > 0 && !this.stallTimer) {
-      this.stallTimer = setTimeout(() => this.checkStall(), this.limits.writeStallMs);
     }
   }
 
@@ -152,18 +164,23 @@ export class GuardedConnection extends Duplex {
   private readonly moved = (): void => {
     this.lastFlush = Date.now();
   };
-  private readonly flushWrites = (): void => {
+
+  /** @internal Sends what was corked in this turn (the shared flush calls this). */
+  flushWrites(): void {
     if (!this.corked) return;
     this.corked = false;
     this.stream.uncork();
-  };
+    // What the socket could not take at once is watched: a client that takes none of it for `writeStallMs` is dropped.
+    if (this.stream.writableLength > 0 && !this.stallTimer && !this.destroyed) this.stallTimer = setTimeout(onStallCheck, this.limits.writeStallMs, this);
+  }
 
-  private checkStall(): void {
+  /** @internal A stall check is due (shared timer callback). */
+  checkStall(): void {
     this.stallTimer = undefined;
-    if (this.stream.writableLength === 0) return;
+    if (this.stream.writableLength === 0 || this.destroyed) return;
     const still = Date.now() - this.lastFlush;
     if (still >= this.limits.writeStallMs) return this.cut({ reason: `client took no bytes for ${still} ms` });
-    this.stallTimer = setTimeout(() => this.checkStall(), this.limits.writeStallMs - still);
+    this.stallTimer = setTimeout(onStallCheck, this.limits.writeStallMs - still, this);
   }
 
   override _final(done: (err?: Error | null) => void): void {
@@ -187,9 +204,10 @@ export class GuardedConnection extends Duplex {
     this.stallTimer = undefined;
   }
 
-  private onData(chunk: Buffer): void {
+  /** @internal Bytes from the client (the shared 'data' listener calls this). */
+  onData(chunk: Buffer): void {
     this.bytesRead += chunk.length;
-    if (this.idleMs > 0) this.idleTimer?.refresh();
+    this.idleTimer?.refresh();
     this.pending = this.pending.length === 0 ? chunk : Buffer.concat([this.pending, chunk]);
     this.scan();
   }
@@ -214,7 +232,6 @@ export class GuardedConnection extends Duplex {
         if (header.type !== PacketType.CONNECT) return this.refuse({ reason: 'first packet is not CONNECT', clause: 'MQTT-3.1.0-1' });
         const info = inspectConnect(header.flags, body);
         if ('reason' in info) return this.refuse(info);
-        this.connectInfo = info;
         this.phase = 'login';
         this.watchSilence(info.keepAlive);
         // Nothing more is read until the broker has answered this CONNECT.
@@ -229,13 +246,12 @@ export class GuardedConnection extends Duplex {
   }
 
   /**
-   * The broker's own keep-alive check covers a keep-alive up to the limit;
-   * a client that asks for none, or for a longer one, gets the limit [MQTT-3.1.2-24].
+   * The broker's own keep-alive check covers a keep-alive up to the limit (it drops a client silent for 1.5 times it,
+   * [MQTT-3.1.2-24]); a client that asks for none, or for a longer one, gets the limit, watched here.
    */
   private watchSilence(keepAliveS: number): void {
-    const seconds = keepAliveS === 0 ? this.limits.maxKeepAliveS : Math.min(keepAliveS, this.limits.maxKeepAliveS);
-    this.idleMs = seconds * 1500;
-    this.idleTimer = setTimeout(() => this.cut({ reason: `silent for ${this.idleMs} ms` }), this.idleMs);
+    if (keepAliveS > 0 && keepAliveS <= this.limits.maxKeepAliveS) return;
+    this.idleTimer = setTimeout(onSilence, this.silenceLimitMs, this);
   }
 
   private refuse(v: Violation): void {
@@ -248,17 +264,52 @@ export class GuardedConnection extends Duplex {
     this.cut({ reason: v.reason, clause: v.clause });
   }
 
-  private cut(d: Omit<GuardDrop, 'bytesRead'>, flushFirst = false): void {
+  /** @internal Ends the connection for this reason (the shared timer callbacks call this too). */
+  cut(d: Omit<GuardDrop, 'bytesRead'>, flushFirst = false): void {
     if (this.dropped) return;
     this.dropped = { ...d, bytesRead: this.bytesRead };
-    this.pending = Buffer.alloc(0);
+    this.pending = EMPTY;
     this.stream.pause();
-    this.onDrop(this.dropped);
+    this.onDrop(this.dropped, this);
     if (!flushFirst) return void this.destroy();
     this.stream.end(() => this.destroy());
     setTimeout(() => this.destroy(), 2000).unref();
   }
 }
+
+const EMPTY = Buffer.alloc(0);
+/** Guards whose writes are corked in this turn: one immediate flushes them all. */
+const toFlush: GuardedConnection[] = [];
+function flushAll(): void {
+  for (const g of toFlush.splice(0)) g.flushWrites();
+}
+
+// Listeners and timer callbacks shared by every guard, instead of closures of each one's own: a stream's listeners
+// find their guard on the stream, a timer gets it as its argument.
+const GUARD = Symbol('guard');
+type GuardedStream = Duplex & { [GUARD]: GuardedConnection };
+function onStreamData(this: GuardedStream, chunk: Buffer): void {
+  this[GUARD].onData(chunk);
+}
+function onStreamEnd(this: GuardedStream): void {
+  this[GUARD].push(null);
+}
+function onStreamError(this: GuardedStream, err: Error): void {
+  this[GUARD].destroy(err);
+}
+function onStreamClose(this: GuardedStream): void {
+  this[GUARD].destroy();
+}
+function onConnectTimeout(g: GuardedConnection): void {
+  g.cut({ reason: 'no complete login in time' });
+}
+function onSilence(g: GuardedConnection): void {
+  g.cut({ reason: `silent for ${g.silenceLimitMs} ms` });
+}
+function onStallCheck(g: GuardedConnection): void {
+  g.checkStall();
+}
+function ignoreDrop(): void {}
 
 /** The guard of a broker connection, if it has one. */
 export function guardOf(conn: unknown): GuardedConnection | undefined {

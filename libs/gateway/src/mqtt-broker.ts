@@ -6,7 +6,7 @@ import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
-import { GuardedConnection, guardOf, type GuardLimits } from './connection-guard.js';
+import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits } from './connection-guard.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
 
 export { ListenError } from './mqtt-listeners.js';
@@ -132,12 +132,14 @@ export class MqttBroker {
 
   /** Hands a client's stream to the broker behind its guard. */
   private accept(stream: Duplex, remoteAddress: string): void {
-    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, (drop) =>
-      this.logger.log({ event: 'connection_dropped', address: remoteAddress, ...drop }),
-    );
-    guarded.on('error', () => undefined);
+    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop);
+    guarded.on('error', ignoreError);
     handleConnection(this.aedes, guarded);
   }
+
+  /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
+  private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void =>
+    this.logger.log({ event: 'connection_dropped', address: guard.remoteAddress, ...drop });
 
   /** The clients connected now. */
   private clients(): Client[] {
@@ -162,3 +164,6 @@ export class MqttBroker {
     await closed;
   }
 }
+
+/** A guard's errors end its connection (it destroys itself); nothing more is done with them here. */
+function ignoreError(): void {}
