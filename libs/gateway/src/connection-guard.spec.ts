@@ -89,14 +89,27 @@ describe('GuardedConnection', () => {
     // `connect` asks for 60 s; the limit here is 0.1 s.
     for (const hello of [noKeepAlive, connect]) {
       const { g, toServer, drops } = guard({ maxKeepAliveS: 0.1 });
+      // The silence is counted from the CONNECT, which cannot arrive before it is sent.
+      const sentAt = Date.now();
       toServer.write(hello);
       await new Promise((r) => setImmediate(r));
       g.admit(true);
-      const admittedAt = Date.now();
       await closed(g);
-      expect(Date.now() - admittedAt).toBeGreaterThanOrEqual(100);
+      expect(Date.now() - sentAt).toBeGreaterThanOrEqual(145);
       expect(drops[0]?.reason).toBe('silent for 150 ms');
     }
+  });
+
+  it('keeps no timer of its own for an idle client whose keep-alive the broker watches, nor after a flush the socket took', async () => {
+    const { g, toServer } = guard();
+    const timers = g as unknown as { connectTimer?: unknown; idleTimer?: unknown; stallTimer?: unknown };
+    toServer.write(connect); // keep-alive 60, the limit
+    await new Promise((r) => setImmediate(r));
+    g.admit(true);
+    g.write(Buffer.from([0x20, 0x02, 0x00, 0x00]));
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(timers).toMatchObject({ connectTimer: undefined, idleTimer: undefined, stallTimer: undefined });
   });
 
   it('drops a client whose socket takes none of the bytes waiting for it within the stall time', async () => {

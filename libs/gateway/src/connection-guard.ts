@@ -281,7 +281,14 @@ const EMPTY = Buffer.alloc(0);
 /** Guards whose writes are corked in this turn: one immediate flushes them all. */
 const toFlush: GuardedConnection[] = [];
 function flushAll(): void {
-  for (const g of toFlush.splice(0)) g.flushWrites();
+  // One at a time, each on its own: a guard that fails to flush is ended, and the others are still flushed.
+  for (let g = toFlush.shift(); g; g = toFlush.shift()) {
+    try {
+      g.flushWrites();
+    } catch (e) {
+      g.destroy(e instanceof Error ? e : new Error(String(e)));
+    }
+  }
 }
 
 // Listeners and timer callbacks shared by every guard, instead of closures of each one's own: a stream's listeners
