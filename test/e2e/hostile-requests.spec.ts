@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { connectClient, endClient, registerUser, subscribeCodes, type MqttUser } from '../support/mqtt-user.js';
-import { connectPacket, RawClient } from '../support/raw-mqtt.js';
+import { connectPacket, publishPacket, RawClient, subscribePacket } from '../support/raw-mqtt.js';
 import { TestUsers } from '../support/test-users.js';
 import { Witnesses } from '../support/witnesses.js';
 
@@ -287,6 +287,26 @@ describe('abuse limits', () => {
         expect(Date.now() - sentAt).toBeLessThan(10_000);
       } finally {
         quiet.socket.destroy();
+      }
+      // Requests are signs of life too, though the server answers them past the broker: a client that only sends
+      // requests (no PINGREQ) for twice its 1.5 s of allowed silence stays connected, and gets every reply.
+      const busy = await RawClient.open(capped.mqttPort);
+      try {
+        busy.send(connectPacket({ clientId: `${name}/busy`, username: name, password: u.password, keepAlive: 1 }));
+        expect(await busy.connackCode()).toBe(0);
+        busy.send(subscribePacket([topics.inbox(name)], { qos: 0 }));
+        await busy.waitFor(9);
+        const replies = () => busy.packets.filter((p) => p.type === 3 && p.body.includes('"type":"reply"')).length;
+        const startedAt = Date.now();
+        for (let i = 1; Date.now() - startedAt < 3000; i++) {
+          busy.send(publishPacket(topics.requests(name), JSON.stringify({ op: 'who', id: `busy-${i}`, user: name }), { qos: 1, id: i }));
+          await busy.until(() => replies() === i || busy.closed, 5000, `reply ${i}`);
+          expect(busy.closed).toBe(false);
+          await new Promise((resolve) => setTimeout(resolve, 300)); // the client's own pace, not a wait for the server
+        }
+        expect(busy.packets.filter((p) => p.type === 4).length).toBe(replies());
+      } finally {
+        busy.socket.destroy();
       }
     } finally {
       await capped.dispose();

@@ -2,7 +2,7 @@ import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
 import type { MqttClient } from 'mqtt';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { handleConnection, InboxPublisher, inMemoryBackplane, redisBackplane, type Backplane } from '#libs/gateway';
+import { handleConnection, inMemoryBackplane, redisBackplane, type Backplane } from '#libs/gateway';
 import type { InboxEvent } from '#libs/protocol';
 import { connectClient, endClient } from '../support/mqtt-user.js';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
@@ -10,11 +10,11 @@ import { startRedis, type RedisServer } from '../support/redis-server.js';
 /**
  * Aedes drops a packet for a client when the client has already been handed a later-numbered packet from the same
  * broker (its "duplicates" check). The number is taken when a packet is made, but a QoS 1 publish reaches the client
- * only after asynchronous steps, a retained one after more, and a packet written straight to a connection (the inbox
- * sync, file chunks) after none. So a packet could be overtaken and then silently dropped: a reply never arrived,
- * although its request had been PUBACKed. Parley hands connections to the broker with that check off
- * (`handleConnection`). These tests use a bare Aedes on each backplane, with real MQTT.js clients, and publish in the
- * orders that lost packets.
+ * only after asynchronous steps, a retained one after more, and a packet written straight to a connection after none.
+ * So a packet could be overtaken and then silently dropped: a reply never arrived, although its request had been
+ * PUBACKed. Parley hands connections to the broker with that check off (`handleConnection`): its inbox events no longer
+ * go through the broker (LocalInboxes), but presence and anything a gateway without a relay listener routes still do.
+ * These tests use a bare Aedes on each backplane, with real MQTT.js clients, and publish in the orders that lost packets.
  */
 describe.each(['memory', 'redis'] as const)('broker backplane (%s): packets that overtake others', (kind) => {
   let redis: RedisServer | undefined;
@@ -53,6 +53,19 @@ describe.each(['memory', 'redis'] as const)('broker backplane (%s): packets that
 
   const reply = (id: string): InboxEvent => ({ type: 'reply', id, op: 'who', ok: true, result: { user: 'bob', state: 'online', lastSeen: 1 } });
 
+  /** Publishes through the broker's routing, at the QoS given. */
+  const publish = (aedes: Aedes, topic: string, payload: string, qos: 0 | 1, retain = false) =>
+    new Promise<void>((resolve, reject) =>
+      aedes.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos, retain, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
+    );
+  /** Writes straight to one connection, as the broker delivers there. */
+  const writeDirect = (serverSide: Client, topic: string, payload: string) =>
+    new Promise<void>((resolve, reject) =>
+      serverSide.publish({ cmd: 'publish', topic, payload: Buffer.from(payload), qos: 0, retain: false, dup: false }, (err?: Error) =>
+        err ? reject(err) : resolve(),
+      ),
+    );
+
   /** Resolves once `count` messages have arrived, or after 5 s with what has: the assertions then say what is missing. */
   function arrivals(client: MqttClient, received: string[], count: number): Promise<string[]> {
     return new Promise((resolve) => {
@@ -68,11 +81,10 @@ describe.each(['memory', 'redis'] as const)('broker backplane (%s): packets that
     });
   }
 
-  it('a published reply still arrives when a packet written straight to the connection overtakes it', async () => {
+  it('a published packet still arrives when a packet written straight to the connection overtakes it', async () => {
     const { aedes, serverSide, client, received } = await setUp([INBOX]);
-    const inbox = new InboxPublisher(aedes);
-    const published = inbox.publish(INBOX, reply('published'));
-    const direct = inbox.publishTo(serverSide, INBOX, reply('direct'));
+    const published = publish(aedes, INBOX, JSON.stringify(reply('published')), 1);
+    const direct = writeDirect(serverSide, INBOX, JSON.stringify(reply('direct')));
     await Promise.all([published, direct]);
     const got = await arrivals(client, received, 2);
     expect(got.map((m) => (JSON.parse(m.slice(INBOX.length + 1)) as { id: string }).id).sort()).toEqual(['direct', 'published']);
@@ -85,7 +97,7 @@ describe.each(['memory', 'redis'] as const)('broker backplane (%s): packets that
         err ? reject(err) : resolve(),
       ),
     );
-    const plain = new InboxPublisher(aedes).publish(INBOX, reply('plain'));
+    const plain = publish(aedes, INBOX, JSON.stringify(reply('plain')), 0);
     await Promise.all([retained, plain]);
     const got = await arrivals(client, received, 2);
     expect(got.some((m) => m.startsWith('parley/v1/presence/bob online'))).toBe(true);
@@ -96,10 +108,69 @@ describe.each(['memory', 'redis'] as const)('broker backplane (%s): packets that
     const { aedes, client, received } = await setUp([INBOX], false);
     let closed = false;
     client.on('close', () => (closed = true));
-    const inbox = new InboxPublisher(aedes);
-    for (const id of ['one', 'two', 'three']) await inbox.publish(INBOX, reply(id));
+    for (const id of ['one', 'two', 'three']) await publish(aedes, INBOX, JSON.stringify(reply(id)), 0);
     const got = await arrivals(client, received, 3);
     expect(got.map((m) => (JSON.parse(m.slice(INBOX.length + 1)) as { id: string }).id)).toEqual(['one', 'two', 'three']);
     expect(closed).toBe(false);
+  });
+});
+
+describe('redis backplane: inbox events relayed between gateways', () => {
+  let redis: RedisServer;
+  const backplanes: Backplane[] = [];
+  beforeAll(async () => {
+    redis = await startRedis();
+  });
+  afterEach(() => {
+    for (const b of backplanes.splice(0)) b.mq.close(() => undefined);
+  });
+  afterAll(() => redis.stop());
+
+  /** Two gateways' backplanes on one Redis, subscribed and ready. */
+  async function twoGateways(): Promise<[Backplane, Backplane]> {
+    const prefix = `relay${Math.random().toString(36).slice(2)}:`;
+    const a = redisBackplane(redis.url, prefix);
+    const b = redisBackplane(redis.url, prefix);
+    backplanes.push(a, b);
+    // A packet both see proves both subscriptions are up: routed packets reach every gateway's own emitter.
+    const seen = (bp: Backplane) => new Promise<void>((resolve) => bp.mq.on('ready/+', (_p, done) => (done(), resolve())));
+    const ready = Promise.all([seen(a), seen(b)]);
+    for (let i = 0; i < 50; i++) {
+      const settled = await Promise.race([ready.then(() => true), new Promise((r) => setTimeout(() => r(false), 100))]);
+      if (settled) return [a, b];
+      a.mq.emit({ topic: `ready/${i}`, payload: Buffer.from('') } as never);
+      b.mq.emit({ topic: `ready/${i}`, payload: Buffer.from('') } as never);
+    }
+    throw new Error('backplanes never saw each other');
+  }
+
+  it('reaches the other gateway’s listener, once, and not the sender’s own', async () => {
+    const [a, b] = await twoGateways();
+    const atA: string[] = [];
+    const atB: string[] = [];
+    a.onRelayed((topic, payload) => atA.push(`${topic} ${payload.toString()}`));
+    const arrived = new Promise<void>((resolve) =>
+      b.onRelayed((topic, payload) => {
+        atB.push(`${topic} ${payload.toString()}`);
+        if (atB.length === 2) resolve();
+      }),
+    );
+    a.relay('parley/v1/users/alice/inbox', Buffer.from('{"n":1}'));
+    a.relay('parley/v1/anon/n0nce123/inbox', Buffer.from('{"n":2}'));
+    await arrived;
+    expect(atB).toEqual(['parley/v1/users/alice/inbox {"n":1}', 'parley/v1/anon/n0nce123/inbox {"n":2}']);
+    expect(atA).toEqual([]);
+  });
+
+  it('a gateway without a relay listener routes a relayed inbox event through its broker, like any packet', async () => {
+    const [a, b] = await twoGateways();
+    const routed = new Promise<string>((resolve) =>
+      b.mq.on('parley/v1/users/alice/inbox', (packet, done) => {
+        done();
+        resolve(String((packet as { payload?: Buffer }).payload));
+      }),
+    );
+    a.relay('parley/v1/users/alice/inbox', Buffer.from('{"n":3}'));
+    expect(await routed).toBe('{"n":3}');
   });
 });

@@ -28,6 +28,13 @@ export interface Backplane {
   persistence: unknown;
   /** Called when this gateway may have missed packets from the others: its clients should reconnect and resync. */
   onGap(listener: () => void): void;
+  /**
+   * Sends an inbox event to the other gateways only: each gateway writes inbox events to its own connections itself
+   * (LocalInboxes), without the broker's routing. Standalone there is no other gateway and this does nothing.
+   */
+  relay(topic: string, payload: Buffer): void;
+  /** Where inbox events relayed by other gateways go; without a listener they are routed by the broker like any packet. */
+  onRelayed(listener: (topic: string, payload: Buffer) => void): void;
 }
 
 type Packet = { topic: string; payload?: Buffer | string; retain?: boolean } & Record<string, unknown>;
@@ -36,6 +43,7 @@ type Done = (err?: Error) => void;
 const REQUESTS = new RegExp(`^${TOPIC_ROOT.replace('/', '\\/')}\\/(users|anon)\\/[^/]+\\/requests$`);
 /** Requests are handled by the gateway that received them and subscribed to by no one: they are never routed. */
 const isRequest = (p: Packet) => REQUESTS.test(p.topic);
+const INBOXES = new RegExp(`^${TOPIC_ROOT.replace('/', '\\/')}\\/(users|anon)\\/[^/]+\\/inbox$`);
 
 /**
  * How many packets the emitter hands to subscribers at once; more wait in its queue. Writes to clients never wait
@@ -61,7 +69,7 @@ export function inMemoryBackplane(): Backplane {
   const local = localEmitter();
   const emit = local.emit.bind(local);
   const mq = Object.assign(local, { emit: (p: Packet, done?: Done) => (isRequest(p) ? (done?.(), local) : emit(p, done)) });
-  return { mq, persistence: memoryPersistence(), onGap: () => undefined };
+  return { mq, persistence: memoryPersistence(), onGap: () => undefined, relay: () => undefined, onRelayed: () => undefined };
 }
 
 /**
@@ -90,6 +98,7 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   const packr = new Packr({ useRecords: false });
   const local = localEmitter();
   const gapListeners: (() => void)[] = [];
+  let relayed: ((topic: string, payload: Buffer) => void) | undefined;
 
   const persistence = memoryPersistence();
   const storeLocally = persistence.storeRetained.bind(persistence);
@@ -140,6 +149,9 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       if (packet.retain) {
         fresh.add(packet.topic);
         void storeLocally(packet);
+      } else if (relayed && Buffer.isBuffer(packet.payload) && INBOXES.test(packet.topic)) {
+        relayed(packet.topic, packet.payload);
+        continue;
       }
       local.emit(packet);
     }
@@ -158,6 +170,11 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   sub.subscribe(channel).catch((e: unknown) => logger.warn({ event: 'backplane_subscribe_failed', error: String(e) }));
 
   let batch: Buffer[] = [];
+  /** Packets published in one turn of the event loop travel as one batch: one PUBLISH, one decode on each gateway. */
+  const toOthers = (packet: Packet): void => {
+    if (batch.length === 0) setImmediate(flush);
+    batch.push(packr.pack(packet));
+  };
   const flush = () => {
     const packets = batch;
     batch = [];
@@ -180,10 +197,8 @@ export function redisBackplane(url: string, prefix: string): Backplane {
         return mq;
       }
       local.emit(packet, done);
-      // Packets published in one turn of the event loop travel as one batch: one PUBLISH, one decode on each gateway.
       // Encoded now: the broker goes on using the packet object.
-      if (batch.length === 0) setImmediate(flush);
-      batch.push(packr.pack(packet));
+      toOthers(packet);
       return mq;
     },
     close: (done?: () => void) => {
@@ -194,5 +209,14 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       local.close(done ?? (() => undefined));
     },
   };
-  return { mq: mq as unknown as MQEmitter, persistence, onGap: (l) => gapListeners.push(l) };
+  return {
+    mq: mq as unknown as MQEmitter,
+    persistence,
+    onGap: (l) => gapListeners.push(l),
+    // The same packet shape the broker routes, so a gateway without a relay listener still delivers it.
+    relay: (topic, payload) => {
+      if (!closed) toOthers({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false });
+    },
+    onRelayed: (l) => (relayed = l),
+  };
 }

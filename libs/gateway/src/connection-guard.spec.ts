@@ -1,6 +1,7 @@
 import { Duplex, PassThrough, Writable } from 'node:stream';
 import { afterEach, describe, expect, it } from 'vitest';
 import { GuardedConnection, type GuardDrop, type GuardLimits } from './connection-guard.js';
+import { pubackPacket } from './mqtt-frame.js';
 
 /** A client's socket as an in-memory pair: what the test writes, the guard reads; what the guard writes, the test reads. */
 function pair(): { socket: Duplex; toServer: PassThrough; fromServer: PassThrough } {
@@ -158,5 +159,81 @@ describe('GuardedConnection', () => {
     toServer.write(Buffer.concat([Buffer.from([0x82, 4, 0, 0]), str('')]));
     await closed(g);
     expect(Buffer.concat(read)).toEqual(connect);
+  });
+
+  describe('request lane', () => {
+    const REQUESTS = 'parley/v1/users/alice/requests';
+    /** A PUBLISH to `topic` at `qos` (packet identifier 7 when it has one) carrying `payload`. */
+    const publish = (topic: string, qos: 0 | 1 | 2, payload: string) => {
+      const body = Buffer.concat([str(topic), qos > 0 ? Buffer.from([0, 7]) : Buffer.alloc(0), Buffer.from(payload)]);
+      return Buffer.concat([Buffer.from([0x30 | (qos << 1), body.length]), body]);
+    };
+    const turn = () => new Promise((r) => setImmediate(r));
+
+    /** A logged-in guard whose broker side the test reads by hand, as Aedes does: `read()` once it has handled a batch. */
+    async function laneGuard() {
+      const { socket, toServer, fromServer } = pair();
+      const taken: string[] = [];
+      const g = new GuardedConnection(socket, '192.0.2.1', limits, undefined, (guard, payload) => taken.push(`${String(guard.owner)} ${payload.toString()}`));
+      g.on('error', () => undefined);
+      open.push(g);
+      const written: Buffer[] = [];
+      fromServer.on('data', (d: Buffer) => written.push(d));
+      toServer.write(connect);
+      await turn();
+      expect(g.read()).toEqual(connect);
+      g.admit(true);
+      g.openRequests('alice-client', REQUESTS);
+      return { g, toServer, taken, written };
+    }
+
+    it('answers a QoS 0 or 1 request to the own requests topic itself, once the broker has read all before it, and hands it to the lane', async () => {
+      const { g, toServer, taken, written } = await laneGuard();
+      expect(g.read()).toBeNull(); // the broker has handled the CONNECT and asks for more
+      toServer.write(Buffer.concat([publish(REQUESTS, 1, '{"op":"who"}'), publish(REQUESTS, 0, '{"op":"history"}')]));
+      await turn();
+      await turn();
+      expect(taken).toEqual(['alice-client {"op":"who"}', 'alice-client {"op":"history"}']);
+      // [MQTT-4.3.2-2] The QoS 1 one is acknowledged with its packet identifier; nothing reached the broker.
+      expect(Buffer.concat(written)).toEqual(pubackPacket(7));
+      expect(g.read()).toBeNull();
+    });
+
+    it('leaves to the broker a QoS 2 request, another topic, and anything behind a packet the broker has not handled yet', async () => {
+      const { g, toServer, taken } = await laneGuard();
+      expect(g.read()).toBeNull();
+      const qos2 = publish(REQUESTS, 2, '{"op":"who"}');
+      const elsewhere = publish('parley/v1/users/bob/requests', 1, '{}');
+      toServer.write(Buffer.concat([qos2, elsewhere]));
+      await turn();
+      expect(taken).toEqual([]);
+      // The broker has not read those yet: a request now must come after them, through it.
+      const behind = publish(REQUESTS, 1, '{"op":"after"}');
+      toServer.write(behind);
+      await turn();
+      expect(taken).toEqual([]);
+      expect(g.read()).toEqual(Buffer.concat([qos2, elsewhere, behind]));
+      // Handled, and asked for more: the lane is open again.
+      expect(g.read()).toBeNull();
+      toServer.write(publish(REQUESTS, 1, '{"op":"next"}'));
+      await turn();
+      expect(taken).toEqual(['alice-client {"op":"next"}']);
+    });
+
+    it('takes nothing before the broker has opened the lane for a logged-in client', async () => {
+      const { socket, toServer } = pair();
+      const taken: Buffer[] = [];
+      const g = new GuardedConnection(socket, '192.0.2.1', limits, undefined, (_g, payload) => taken.push(payload));
+      open.push(g);
+      toServer.write(connect);
+      await turn();
+      expect(g.read()).toEqual(connect);
+      g.admit(true);
+      expect(g.read()).toBeNull();
+      toServer.write(publish(REQUESTS, 1, '{}'));
+      await turn();
+      expect(taken).toEqual([]);
+      expect(g.read()).toEqual(publish(REQUESTS, 1, '{}'));
+    });
   });
 });

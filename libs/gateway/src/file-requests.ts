@@ -53,7 +53,7 @@ export class FileRequests {
   private async published<R>(pending: Promise<FileOutcome<R>>): Promise<R> {
     const { result, notify } = await pending;
     if (notify)
-      await this.inbox.publishToAll(
+      this.inbox.publishToAll(
         [...new Set(notify.to)].map((u) => topics.inbox(u)),
         notify.event,
       );

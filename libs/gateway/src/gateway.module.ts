@@ -81,7 +81,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             }),
           inject: [AccessPolicy, Metrics, PARLEY_CONFIG],
         },
-        { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker.aedes), inject: [MqttBroker] },
+        { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker), inject: [MqttBroker] },
         {
           provide: FileRequests,
           useFactory: (files: FileOfferApi, groups: GroupApi, inbox: InboxPublisher) => new FileRequests(files, groups, inbox),

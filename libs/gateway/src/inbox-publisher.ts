@@ -1,17 +1,24 @@
-import type { Aedes, Client } from 'aedes';
-import { DELIVERY_QOS, type InboxEvent } from '#libs/protocol';
+import type { Client } from 'aedes';
+import type { InboxEvent } from '#libs/protocol';
+import { writeToConnection } from './local-inboxes.js';
+import type { MqttBroker } from './mqtt-broker.js';
 
 /**
- * The gateway is the only publisher to inboxes. Events are published at QoS 0
+ * The gateway is the only publisher to inboxes. Events go out at QoS 0
  * (DELIVERY_QOS), never retained: an inbox is a stream, the durable record of
  * a message is the conversation log, not the broker, and a client acknowledges
  * what it got with receipts, not PUBACKs.
+ *
+ * Each event is encoded once, written to this gateway's subscribed connections
+ * at once (LocalInboxes) and relayed to the other gateways, which write it to
+ * theirs. Writing is synchronous: events handed over one after the other reach
+ * each connection in that order.
  */
 export class InboxPublisher {
-  constructor(private readonly broker: Aedes) {}
+  constructor(private readonly broker: MqttBroker) {}
 
-  publish(topic: string, event: InboxEvent): Promise<void> {
-    return this.publishToAll([topic], event);
+  publish(topic: string, event: InboxEvent): void {
+    this.publishToAll([topic], event);
   }
 
   /**
@@ -19,37 +26,30 @@ export class InboxPublisher {
    * is subscribed to it. A connection that is not (it only publishes, like `mosquitto_pub`) gets nothing directly: the
    * event is then published on the topic as usual, for the user's other connections.
    */
-  publishTo(client: Client, topic: string, event: InboxEvent): Promise<void> {
-    if (!isSubscribed(client, topic)) return this.publish(topic, event);
-    if (client.closed) return Promise.resolve();
-    return writeTo(client, topic, event);
+  publishTo(client: Client, topic: string, event: InboxEvent): void {
+    if (client.closed) return;
+    const payload = encode(event);
+    if (!writeToConnection(client, topic, payload)) this.send(topic, payload);
   }
 
   /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */
-  async publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<void> {
-    const payload = Buffer.from(JSON.stringify(event));
-    await Promise.all(
-      inboxTopics.map(
-        (topic) =>
-          new Promise<void>((resolve, reject) => {
-            this.broker.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) =>
-              err ? reject(err) : resolve(),
-            );
-          }),
-      ),
-    );
+  publishToAll(inboxTopics: readonly string[], event: InboxEvent): void {
+    const payload = encode(event);
+    for (const topic of inboxTopics) this.send(topic, payload);
+  }
+
+  private send(topic: string, payload: Buffer): void {
+    this.broker.inboxes.write(topic, payload);
+    this.broker.relay(topic, payload);
   }
 }
 
-/** Whether a connection is subscribed to exactly this topic (its inbox). */
-export function isSubscribed(client: Client, topic: string): boolean {
-  return (client as unknown as { subscriptions: Record<string, unknown> }).subscriptions[topic] !== undefined;
+/** The wire form of an inbox event. */
+export function encode(event: InboxEvent): Buffer {
+  return Buffer.from(JSON.stringify(event));
 }
 
-/** Writes one inbox event to one connection, as the broker would deliver it there (at DELIVERY_QOS, as everything). */
-export function writeTo(client: Client, topic: string, event: InboxEvent): Promise<void> {
-  const payload = Buffer.from(JSON.stringify(event));
-  return new Promise((resolve, reject) =>
-    client.publish({ cmd: 'publish', topic, payload, qos: DELIVERY_QOS, retain: false, dup: false }, (err?: Error) => (err ? reject(err) : resolve())),
-  );
+/** Writes one inbox event to one connection subscribed to it; false when it is not (or is gone). */
+export function writeTo(client: Client, topic: string, event: InboxEvent): boolean {
+  return writeToConnection(client, topic, encode(event));
 }

@@ -73,7 +73,7 @@ export class InboxSync {
         return view.group ? { ...state, group: view.group } : state;
       }),
     );
-    await this.send(client, { type: 'sync', conversations: states });
+    this.send(client, { type: 'sync', conversations: states });
     let sent = 0;
     for (const [i, state] of states.entries()) {
       let after = state.after;
@@ -82,7 +82,7 @@ export class InboxSync {
         const page = await this.conversations.entriesAfter(views[i]!, after, Math.min(PAGE, state.last - after));
         if (page.length === 0) break;
         for (const event of page) {
-          await this.send(client, event);
+          this.send(client, event);
           // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
           await guardOf(client.conn)?.settled();
         }
@@ -92,14 +92,14 @@ export class InboxSync {
       }
     }
     const more = await extra;
-    if (more) await this.send(client, more);
-    await this.send(client, { type: 'synced', messages: sent });
+    if (more) this.send(client, more);
+    this.send(client, { type: 'synced', messages: sent });
     return sent;
   }
 
-  private send(client: Client, event: InboxEvent): Promise<void> {
+  /** Writes to the one connection being brought up to date; throws, ending its sync, once it is gone. */
+  private send(client: Client, event: InboxEvent): void {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
-    if (client.closed) return Promise.reject(new Error('connection closed during sync'));
-    return writeTo(client, topic, event);
+    if (!writeTo(client, topic, event)) throw new Error('connection closed during sync');
   }
 }

@@ -1,5 +1,6 @@
 export * from './access-policy.js';
 export * from './inbox-publisher.js';
+export * from './local-inboxes.js';
 export * from './inbox-sync.js';
 export * from './mqtt-broker.js';
 export * from './presence-tracker.js';

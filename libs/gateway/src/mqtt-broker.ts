@@ -4,9 +4,10 @@ import { Logger } from '@nestjs/common';
 import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
-import { DELIVERY_QOS, type Principal } from '#libs/protocol';
+import { DELIVERY_QOS, inboxTopicOf, requestTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
-import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits } from './connection-guard.js';
+import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
+import { LocalInboxes } from './local-inboxes.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
 
 export { ListenError } from './mqtt-listeners.js';
@@ -48,16 +49,24 @@ export function handleConnection(aedes: Aedes, stream: Duplex): Client {
 /** Receives each authorized request, in the order the connection sent them. */
 export type RequestSink = (connection: Client, principal: Principal, payload: Buffer) => void;
 
+/** What Parley touches of an Aedes client beyond its typings: its keep-alive timer (lib/handlers/index.js). */
+type ClientKeepAlive = Client & { _keepaliveInterval?: number; _keepaliveTimer?: NodeJS.Timeout | null };
+
 /**
  * The embedded Aedes broker and its TCP listener. Login and topic access go
  * through the AccessPolicy; requests are handed to the RequestDispatcher as
- * they arrive and never routed to subscribers.
+ * they arrive and never routed to subscribers. A logged-in connection's
+ * requests and inbox events take a lane of their own past the broker's
+ * routing (GuardedConnection.openRequests, LocalInboxes); the broker keeps
+ * the sessions, subscriptions, presence and everything else.
  */
 export class MqttBroker {
   private readonly logger = new Logger('MqttBroker');
   readonly aedes: Aedes;
   private listeners: OpenListener[] = [];
   private sink: RequestSink | undefined;
+  /** This gateway's connections by inbox topic: where inbox events are written. */
+  readonly inboxes = new LocalInboxes();
   /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too, refused filters included. */
   private readonly guardLimits: GuardLimits;
 
@@ -92,10 +101,23 @@ export class MqttBroker {
     opts.backplane.onGap(() => {
       for (const client of this.clients()) client.close();
     });
-    // The broker answered a CONNECT: the guard lets the client's other packets through only after a successful one.
-    this.aedes.on('connackSent', (connack, client) => guardOf(client.conn)?.admit(connack.returnCode === 0));
+    // The broker answered a CONNECT: the guard lets the client's other packets through only after a successful one, and
+    // the connection's requests and inbox events take their lane from then on.
+    this.aedes.on('connackSent', (connack, client) => {
+      const guard = guardOf(client.conn);
+      guard?.admit(connack.returnCode === 0);
+      const principal = connack.returnCode === 0 ? this.policy.principalOf(client) : undefined;
+      if (!principal) return;
+      this.inboxes.add(inboxTopicOf(principal), client);
+      guard?.openRequests(client, requestTopicOf(principal));
+    });
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
-    this.aedes.on('clientDisconnect', () => this.metrics.connections.dec());
+    this.aedes.on('clientDisconnect', (client) => {
+      this.metrics.connections.dec();
+      const principal = this.policy.principalOf(client);
+      if (principal) this.inboxes.remove(inboxTopicOf(principal), client);
+    });
+    opts.backplane.onRelayed((topic, payload) => this.inboxes.write(topic, payload));
     // Client faults (bad packets, dropped sockets) end that connection only.
     this.aedes.on('clientError', (client, err) => this.logger.debug?.({ event: 'client_error', client: client?.id, error: err.message }));
     this.aedes.on('connectionError', (client, err) => this.logger.debug?.({ event: 'connection_error', client: client?.id, error: err.message }));
@@ -132,7 +154,7 @@ export class MqttBroker {
 
   /** Hands a client's stream to the broker behind its guard. */
   private accept(stream: Duplex, remoteAddress: string): void {
-    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop);
+    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop, this.takeRequest);
     guarded.on('error', ignoreError);
     handleConnection(this.aedes, guarded);
   }
@@ -140,6 +162,20 @@ export class MqttBroker {
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
   private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void =>
     this.logger.log({ event: 'connection_dropped', address: guard.remoteAddress, ...drop });
+
+  /** A request a guard took off the broker's path: handled as `authorizePublish` handles one that went through it. */
+  private readonly takeRequest: RequestLane = (guard, payload) => {
+    const client = guard.owner as ClientKeepAlive;
+    // The broker counts every packet it handles as a sign of life [MQTT-3.1.2-24]; this one it never sees.
+    if ((client._keepaliveInterval ?? 0) > 0) client._keepaliveTimer?.refresh();
+    const principal = this.policy.principalOf(client);
+    if (principal && this.sink) this.sink(client, principal, payload);
+  };
+
+  /** Sends an inbox event to the other gateways (they write it to their own connections). */
+  relay(topic: string, payload: Buffer): void {
+    this.opts.backplane.relay(topic, payload);
+  }
 
   /** The clients connected now. */
   private clients(): Client[] {

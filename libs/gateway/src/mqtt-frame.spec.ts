@@ -1,5 +1,16 @@
 import { describe, expect, it } from 'vitest';
-import { capSubscribeQos, decodeMqttString, inspectConnect, inspectPacket, isValidTopicFilter, readFixedHeader } from './mqtt-frame.js';
+import {
+  capSubscribeQos,
+  decodeMqttString,
+  inspectConnect,
+  inspectPacket,
+  isValidTopicFilter,
+  publishPacket,
+  pubackPacket,
+  readFixedHeader,
+  readPublish,
+  type FixedHeader,
+} from './mqtt-frame.js';
 
 const str = (s: string | Buffer) => {
   const b = typeof s === 'string' ? Buffer.from(s) : s;
@@ -85,5 +96,45 @@ describe('capSubscribeQos', () => {
     expect(body).toEqual(Buffer.concat([Buffer.from([0, 7]), str('a/b'), Buffer.from([0]), str('c'), Buffer.from([0]), str('d/#'), Buffer.from([0])]));
     capSubscribeQos(before, 1);
     expect([...before].filter((_, i) => [7, 11, 17].includes(i))).toEqual([1, 0, 1]);
+  });
+});
+
+describe('readPublish', () => {
+  it('reads topic, QoS, packet identifier and where the payload starts', () => {
+    expect(readPublish(0x00, Buffer.concat([str('a/b'), Buffer.from('hi')]))).toEqual({ topic: 'a/b', qos: 0, packetId: 0, payloadAt: 5 });
+    expect(readPublish(0x02, Buffer.concat([str('a/b'), Buffer.from([0x01, 0x02]), Buffer.from('hi')]))).toEqual({
+      topic: 'a/b',
+      qos: 1,
+      packetId: 258,
+      payloadAt: 7,
+    });
+    expect(readPublish(0x0c, Buffer.concat([str('a'), Buffer.from([0, 9])]))).toEqual({ topic: 'a', qos: 2, packetId: 9, payloadAt: 5 });
+  });
+  it('refuses what inspectPacket refuses', () => {
+    expect(readPublish(0x06, str('a'))).toMatchObject({ clause: 'MQTT-3.3.1-4' });
+    expect(readPublish(0x02, Buffer.concat([str('a'), Buffer.from([0, 0])]))).toMatchObject({ clause: 'MQTT-2.3.1-1' });
+    expect(readPublish(0x00, str('a/+'))).toMatchObject({ clause: 'MQTT-3.3.2-2' });
+  });
+});
+
+describe('publishPacket and pubackPacket', () => {
+  it('builds a QoS 0 PUBLISH that reads back whole, with one- to three-byte remaining lengths', () => {
+    expect(publishPacket('a/b', Buffer.from('hi'))).toEqual(Buffer.from([0x30, 7, 0, 3, 0x61, 0x2f, 0x62, 0x68, 0x69]));
+    // The topic takes 28 bytes of the remaining length: 99 and 16,355 bytes of payload are the last of one and two length bytes.
+    for (const size of [0, 99, 100, 16_355, 16_356, 70_000]) {
+      const topic = 'parley/v1/users/zoë/inbox';
+      const payload = Buffer.alloc(size, 0x7a);
+      const packet = publishPacket(topic, payload);
+      const header = readFixedHeader(packet) as FixedHeader;
+      expect(header).toMatchObject({ type: 3, flags: 0, remainingLength: packet.length - header.headerLength });
+      const body = packet.subarray(header.headerLength);
+      const info = readPublish(header.flags, body);
+      expect(info).toMatchObject({ topic, qos: 0 });
+      expect(body.subarray((info as { payloadAt: number }).payloadAt)).toEqual(payload);
+    }
+  });
+  it('acknowledges a packet identifier', () => {
+    expect(pubackPacket(0x1234)).toEqual(Buffer.from([0x40, 2, 0x12, 0x34]));
+    expect(inspectPacket(4, 0, pubackPacket(65_535).subarray(2))).toBeNull();
   });
 });

@@ -189,8 +189,24 @@ export function inspectPacket(type: number, flags: number, body: Buffer): Violat
   }
 }
 
+/** What a PUBLISH from a client carries (section 3.3), read by `readPublish`. */
+export interface PublishInfo {
+  topic: string;
+  qos: 0 | 1 | 2;
+  /** The packet identifier; 0 at QoS 0, which has none. */
+  packetId: number;
+  /** Where the application message starts in the body. */
+  payloadAt: number;
+}
+
 function inspectPublish(flags: number, body: Buffer): Violation | null {
-  const qos = (flags >> 1) & 0x03;
+  const info = readPublish(flags, body);
+  return 'reason' in info ? info : null;
+}
+
+/** Checks a PUBLISH body and reads what it carries; the violation when it breaks a MUST of the spec. */
+export function readPublish(flags: number, body: Buffer): PublishInfo | Violation {
+  const qos = ((flags >> 1) & 0x03) as 0 | 1 | 2 | 3;
   if (qos === 3) return bad('PUBLISH with QoS 3', 'MQTT-3.3.1-4');
   if (qos === 0 && flags & 0x08) return bad('DUP set on a QoS 0 PUBLISH', 'MQTT-3.3.1-2');
   const topicField = field(body, 0);
@@ -199,11 +215,42 @@ function inspectPublish(flags: number, body: Buffer): Violation | null {
   if (topic === null) return bad('PUBLISH topic is not valid UTF-8 without U+0000', 'MQTT-1.5.3-1');
   if (topic === '') return bad('empty PUBLISH topic', 'MQTT-4.7.3-1');
   if (/[+#]/.test(topic)) return bad('wildcard in a PUBLISH topic', 'MQTT-3.3.2-2');
-  if (qos > 0) {
-    if (topicField.next + 2 > body.length) return bad('truncated packet identifier', 'MQTT-2.3.1-1');
-    if (body.readUInt16BE(topicField.next) === 0) return bad('packet identifier 0', 'MQTT-2.3.1-1');
+  if (qos === 0) return { topic, qos, packetId: 0, payloadAt: topicField.next };
+  if (topicField.next + 2 > body.length) return bad('truncated packet identifier', 'MQTT-2.3.1-1');
+  const packetId = body.readUInt16BE(topicField.next);
+  if (packetId === 0) return bad('packet identifier 0', 'MQTT-2.3.1-1');
+  return { topic, qos, packetId, payloadAt: topicField.next + 2 };
+}
+
+/**
+ * A whole QoS 0 PUBLISH packet of `payload` on `topic`, not retained (section 3.3): at QoS 0 it carries no packet
+ * identifier, so the same bytes serve every connection subscribed to the topic.
+ */
+export function publishPacket(topic: string, payload: Buffer): Buffer {
+  const topicBytes = Buffer.byteLength(topic);
+  const remaining = 2 + topicBytes + payload.length;
+  if (remaining > MAX_REMAINING_LENGTH) throw new RangeError(`a PUBLISH of ${remaining} bytes is over the MQTT limit`);
+  let lengthBytes = 1;
+  for (let n = remaining; n >= 128; n = Math.floor(n / 128)) lengthBytes++;
+  const packet = Buffer.allocUnsafe(1 + lengthBytes + remaining);
+  packet[0] = PacketType.PUBLISH << 4; // QoS 0, no DUP, no RETAIN
+  let at = 1;
+  // [MQTT-2.2.3] Seven bits a byte, least significant first; the top bit says another byte follows.
+  for (let n = remaining; ;) {
+    const digit = n % 128;
+    n = Math.floor(n / 128);
+    packet[at++] = n > 0 ? digit | 0x80 : digit;
+    if (n === 0) break;
   }
-  return null;
+  packet.writeUInt16BE(topicBytes, at);
+  at += 2 + packet.write(topic, at + 2, 'utf8');
+  payload.copy(packet, at);
+  return packet;
+}
+
+/** A PUBACK for a QoS 1 PUBLISH's packet identifier (section 3.4). */
+export function pubackPacket(packetId: number): Buffer {
+  return Buffer.from([PacketType.PUBACK << 4, 2, packetId >> 8, packetId & 0xff]);
 }
 
 /**

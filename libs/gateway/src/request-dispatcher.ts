@@ -163,14 +163,9 @@ export class RequestDispatcher {
     await turn.previous;
     // A file chunk (tens of KiB) goes to the connection that fetched it only: not to the user's other devices, and not
     // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's devices.
-    const published =
-      op === 'file.fetch' ? this.inbox.publishTo(connection, inboxTopicOf(principal), reply) : this.inbox.publish(inboxTopicOf(principal), reply);
+    if (op === 'file.fetch') this.inbox.publishTo(connection, inboxTopicOf(principal), reply);
+    else this.inbox.publish(inboxTopicOf(principal), reply);
     turn.handedOver();
-    try {
-      await published;
-    } catch (e) {
-      this.logger.error({ event: 'reply_failed', op, error: String(e) });
-    }
     this.metrics.requests.inc({ op, outcome: reply.ok ? 'ok' : reply.error.code });
     this.metrics.requestSeconds.observe({ op }, Number(process.hrtime.bigint() - started) / 1e9);
   }
@@ -192,7 +187,7 @@ export class RequestDispatcher {
         return ok(req, 'who', await this.presence.who(req.user));
       case 'receipt': {
         const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status });
-        if (outcome.notify) await this.deliver(outcome.notify.to, outcome.notify.event);
+        if (outcome.notify) this.deliver(outcome.notify.to, outcome.notify.event);
         return ok(req, 'receipt', outcome.result);
       }
       case 'group.create':
@@ -271,22 +266,22 @@ export class RequestDispatcher {
   /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
   private async groupChange(pending: Promise<GroupOutcome>): Promise<GroupInfo> {
     const outcome = await pending;
-    if (outcome.event) await this.deliver(outcome.deliverTo, outcome.event);
+    if (outcome.event) this.deliver(outcome.deliverTo, outcome.event);
     return outcome.group;
   }
 
   /**
-   * Hands a stored message to the broker for these users' inboxes, and does not wait for it to go out: the reply, and
-   * the next request's messages, follow it into the broker in order. The broker fails a publish only once it is
-   * closing; the message is in the log then, and the users' next sync delivers it.
+   * Hands a stored message over for these users' inboxes: the reply, and the next request's messages, follow it in
+   * order. A connection that is gone by then gets nothing; the message is in the log, and the user's next sync
+   * delivers it.
    */
   private handOver(users: string[], event: MessageEvent): void {
-    this.deliver(users, event).catch((e: unknown) => this.logger.error({ event: 'delivery_failed', conv: event.conv, error: String(e) }));
+    this.deliver(users, event);
   }
 
   /** Publishes one event to each user's inbox (every device of theirs). */
-  private async deliver(users: string[], event: InboxEvent): Promise<void> {
-    await this.inbox.publishToAll(
+  private deliver(users: string[], event: InboxEvent): void {
+    this.inbox.publishToAll(
       users.map((u) => topics.inbox(u)),
       event,
     );
