@@ -213,9 +213,10 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     mq: mq as unknown as MQEmitter,
     persistence,
     onGap: (l) => gapListeners.push(l),
-    // The same packet shape the broker routes, so a gateway without a relay listener still delivers it.
+    // A packet the broker can route too (it fills in a plain QoS 0 PUBLISH), so a gateway without a relay listener still
+    // delivers it; only what differs from those defaults is encoded.
     relay: (topic, payload) => {
-      if (!closed) toOthers({ cmd: 'publish', topic, payload, qos: 0, retain: false, dup: false });
+      if (!closed) toOthers({ topic, payload });
     },
     onRelayed: (l) => (relayed = l),
   };

@@ -5,7 +5,8 @@ import type { AppendInput, AppendResult, ConversationLogStore, LogEntry } from '
  * Keys per conversation: `{prefix}log:{conv}:last` (string, last seq),
  * `{prefix}log:{conv}:entries` (hash seq → JSON entry without seq),
  * `{prefix}log:{conv}:idem` (hash from\0id → seq).
- * The append is one Lua script, so it is atomic and costs one round trip.
+ * The append is one Lua script, so it is atomic and costs one round trip. It
+ * answers with the stored entry only for a retry: a new entry is the caller's own.
  */
 const APPEND = `
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
@@ -15,7 +16,7 @@ end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], seq, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], seq)
-return {0, seq, ARGV[2]}
+return {0, seq}
 `;
 
 /** Reads entries seq in [from, to] that exist, clamped to the last seq. Returns a flat list seq, json, seq, json… */
@@ -51,8 +52,9 @@ export class RedisConversationLogStore implements ConversationLogStore {
   }
 
   async append(conv: string, input: AppendInput): Promise<AppendResult> {
-    const [dup, seq, json] = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(input)])) as [number, number, string];
-    return { entry: { seq, ...(JSON.parse(json) as StoredEntry) }, duplicate: dup === 1 };
+    const [dup, seq, json] = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(input)])) as
+      [0, number] | [1, number, string];
+    return dup === 1 ? { entry: { seq, ...(JSON.parse(json!) as StoredEntry) }, duplicate: true } : { entry: { seq, ...input }, duplicate: false };
   }
 
   async readAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {

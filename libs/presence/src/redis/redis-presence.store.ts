@@ -26,13 +26,20 @@ if redis.call('SCARD', KEYS[1]) == 0 then return 1 end
 return 0
 `;
 
+/** A user's connection count and last-seen time in one command: every 1:1 send asks it. (`false` is a nil in the reply.) */
+const GET = `
+return {redis.call('SCARD', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]) or false}
+`;
+
 export class RedisPresenceStore implements PresenceStore {
   private readonly connectScript;
   private readonly disconnectScript;
+  private readonly getScript;
 
   constructor(private readonly redis: RedisConnection) {
     this.connectScript = redis.script('parleyPresenceConnect', 3, CONNECT);
     this.disconnectScript = redis.script('parleyPresenceDisconnect', 3, DISCONNECT);
+    this.getScript = redis.script('parleyPresenceGet', 2, GET);
   }
 
   private connsKey(user: string): string {
@@ -56,7 +63,7 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async get(user: string): Promise<PresenceState> {
-    const [count, seen] = await Promise.all([this.redis.client.scard(this.connsKey(user)), this.redis.client.hget(this.seenKey, user)]);
+    const [count, seen] = (await this.getScript([this.connsKey(user), this.seenKey], [user])) as [number, string | null];
     return { state: count > 0 ? 'online' : 'offline', lastSeen: seen === null ? null : Number(seen) };
   }
 
