@@ -52,9 +52,9 @@ export class RedisConversationLogStore implements ConversationLogStore {
   }
 
   async append(conv: string, input: AppendInput): Promise<AppendResult> {
-    const [dup, seq, json] = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(input)])) as
-      [0, number] | [1, number, string];
-    return dup === 1 ? { entry: { seq, ...(JSON.parse(json!) as StoredEntry) }, duplicate: true } : { entry: { seq, ...input }, duplicate: false };
+    const reply = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(input)])) as [0, number] | [1, number, string];
+    if (reply[0] === 1) return { entry: { seq: reply[1], ...(JSON.parse(reply[2]) as StoredEntry) }, duplicate: true };
+    return { entry: { seq: reply[1], ...input }, duplicate: false };
   }
 
   async readAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {
