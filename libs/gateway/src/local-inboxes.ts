@@ -20,43 +20,50 @@ export const WRITTEN_QOS: typeof DELIVERY_QOS = 0;
  * fifth of the gateway's work per message. Events from other gateways come here too (Backplane.onRelayed).
  */
 export class LocalInboxes {
-  /** One connection, or several (devices) of one user; most users have one. */
-  private readonly byTopic = new Map<string, Client | Client[]>();
+  private readonly byTopic = new Map<string, Filed>();
 
   /** Files a connection whose login was accepted under its inbox topic; connections closed meanwhile are let go. */
   add(topic: string, client: Client): void {
-    const entry = this.byTopic.get(topic);
-    if (entry === undefined || (!Array.isArray(entry) && entry.closed)) this.byTopic.set(topic, client);
-    else this.byTopic.set(topic, [...(Array.isArray(entry) ? entry : [entry]).filter((c) => !c.closed), client]);
+    const filed = this.byTopic.get(topic);
+    if (filed === undefined) return void this.byTopic.set(topic, { topic, clients: client });
+    const open = (Array.isArray(filed.clients) ? filed.clients : [filed.clients]).filter((c) => !c.closed);
+    filed.clients = open.length === 0 ? client : [...open, client];
   }
 
   /** Lets a connection go once it has ended. */
   remove(topic: string, client: Client): void {
-    const entry = this.byTopic.get(topic);
-    if (entry === client) return void this.byTopic.delete(topic);
-    if (!Array.isArray(entry)) return;
-    const rest = entry.filter((c) => c !== client);
-    if (rest.length === entry.length) return;
-    this.byTopic.set(topic, rest.length === 1 ? rest[0]! : rest);
+    const filed = this.byTopic.get(topic);
+    if (filed === undefined) return;
+    if (filed.clients === client) return void this.byTopic.delete(topic);
+    if (!Array.isArray(filed.clients)) return;
+    const rest = filed.clients.filter((c) => c !== client);
+    filed.clients = rest.length === 1 ? rest[0]! : rest;
   }
 
-  /** How many connections are filed (for tests and metrics). */
-  get size(): number {
-    let n = 0;
-    for (const entry of this.byTopic.values()) n += Array.isArray(entry) ? entry.length : 1;
-    return n;
+  /** How many connections are filed under a topic. */
+  countOf(topic: string): number {
+    const clients = this.byTopic.get(topic)?.clients;
+    return clients === undefined ? 0 : Array.isArray(clients) ? clients.length : 1;
   }
 
   /** Writes `payload` on `topic` to every connection here subscribed to it; returns how many it went to. */
   write(topic: string, payload: Buffer): number {
-    const entry = this.byTopic.get(topic);
-    if (entry === undefined) return 0;
-    const packet = publishPacket(topic, payload);
-    if (!Array.isArray(entry)) return writeIfSubscribed(entry, topic, packet) ? 1 : 0;
+    const filed = this.byTopic.get(topic);
+    if (filed === undefined) return 0;
+    // The topic string filed at login: the broker's subscription record is looked up by it, and a string used as a
+    // property key is interned once, where a topic built afresh for each event would be interned (hashed) every time.
+    const packet = publishPacket(filed.topic, payload);
+    if (!Array.isArray(filed.clients)) return writeIfSubscribed(filed.clients, filed.topic, packet) ? 1 : 0;
     let sent = 0;
-    for (const client of entry) if (writeIfSubscribed(client, topic, packet)) sent++;
+    for (const client of filed.clients) if (writeIfSubscribed(client, filed.topic, packet)) sent++;
     return sent;
   }
+}
+
+/** One inbox topic's connections: one, or several (devices) of one user; most users have one. */
+interface Filed {
+  readonly topic: string;
+  clients: Client | Client[];
 }
 
 /**
