@@ -1,15 +1,46 @@
 import { spawn } from 'node:child_process';
+import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdtempSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { basename, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { DataDirLock } from './data-dir-lock.js';
+
+/**
+ * Called after each file operation (here, in this process) with its name and first path: lets a test play other
+ * processes' steps at an exact point of a take, as the scheduler might. Its own steps must use the actual `node:fs`.
+ */
+const interleave = vi.hoisted(() => ({ after: undefined as ((op: string, path: string) => void) | undefined }));
+vi.mock('node:fs', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs')>();
+  const observed =
+    <A extends unknown[], R>(op: string, f: (...args: A) => R) =>
+    (...args: A): R => {
+      try {
+        return f(...args);
+      } finally {
+        interleave.after?.(op, String(args[0]));
+      }
+    };
+  return {
+    ...fs,
+    existsSync: observed('exists', fs.existsSync),
+    linkSync: observed('link', fs.linkSync),
+    readFileSync: observed('read', fs.readFileSync),
+    renameSync: observed('rename', fs.renameSync),
+    rmSync: observed('rm', fs.rmSync),
+    statSync: observed('stat', fs.statSync),
+    writeFileSync: observed('write', fs.writeFileSync),
+  };
+});
 
 const REPO_ROOT = fileURLToPath(new URL('../../..', import.meta.url));
 const dirs: string[] = [];
 const stops: (() => void)[] = [];
 afterEach(() => {
+  interleave.after = undefined;
   for (const stop of stops.splice(0)) stop();
   for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
 });
@@ -25,6 +56,11 @@ function holdAs(dir: string, pid: number, host = hostname(), boot?: string): str
   const path = join(dir, 'parley.lock');
   writeFileSync(path, JSON.stringify({ pid, host, token: 'someone else', boot }));
   return path;
+}
+
+/** Where the `n`th process to take over the lock at `path`, as it reads now, claims the right to. */
+function claimOn(path: string, n: number): string {
+  return `${path}.takeover-${createHash('sha256').update(readFileSync(path, 'utf8')).digest('hex').slice(0, 16)}-${n}`;
 }
 
 /** Ages a lock file past the stale limit (30 s), as if its holder stopped refreshing it a minute ago. */
@@ -114,38 +150,107 @@ describe('DataDirLock', () => {
     expect(JSON.parse(readFileSync(path, 'utf8'))).toMatchObject({ host: 'another-host' });
   });
 
-  it('lets exactly one of several servers starting at once take a directory, free or left by a dead one', async () => {
-    // Separate processes (as built by `npm run build`), each holding on to what it took while the others try.
-    const script = (dir: string, startAt: number) => `
+  it('lets exactly one of several servers starting at once take a directory: free, or left by a dead one, a silent host or a damaged lock', async () => {
+    // Separate processes (as built by `npm run build`), each holding on to what it took until all have tried.
+    const script = (dir: string) => `
+      import { createInterface } from 'node:readline';
       import { DataDirLock } from './dist/libs/storage/src/data-dir-lock.js';
+      const told = createInterface({ input: process.stdin })[Symbol.asyncIterator]();
+      process.stdout.write('ready\\n');
+      const startAt = Number((await told.next()).value);
       // Asleep until just before the moment, then spinning only the last few milliseconds (not hogging the CPU).
-      await new Promise((r) => setTimeout(r, Math.max(0, ${startAt} - Date.now() - 5)));
-      while (Date.now() < ${startAt}) {}
-      try { new DataDirLock(${JSON.stringify(dir)}); process.stdout.write('took'); setTimeout(() => {}, 600); }
-      catch { process.stdout.write('refused'); }`;
+      await new Promise((r) => setTimeout(r, Math.max(0, startAt - Date.now() - 5)));
+      while (Date.now() < startAt) {}
+      try { new DataDirLock(${JSON.stringify(dir)}); process.stdout.write('took\\n'); }
+      catch { process.stdout.write('refused\\n'); }
+      await told.next();`;
+    /** The pids of the servers that took the directory, and the pid its lock names once all have tried. */
     const race = async (dir: string) => {
-      // All try at the same moment, once every process has started.
-      const startAt = Date.now() + 800;
-      const outcomes = await Promise.all(
-        Array.from({ length: 5 }, () => {
-          const child = spawn(process.execPath, ['--input-type=module', '-e', script(dir, startAt)], { cwd: REPO_ROOT, stdio: ['ignore', 'pipe', 'inherit'] });
-          stops.push(() => child.kill('SIGKILL'));
-          let out = '';
-          child.stdout.on('data', (d: Buffer) => (out += d.toString()));
-          return new Promise<string>((resolve) => child.once('close', () => resolve(out)));
-        }),
-      );
-      return outcomes.filter((o) => o === 'took').length;
+      const servers = Array.from({ length: 8 }, () => {
+        const child = spawn(process.execPath, ['--input-type=module', '-e', script(dir)], { cwd: REPO_ROOT, stdio: ['pipe', 'pipe', 'inherit'] });
+        stops.push(() => child.kill('SIGKILL'));
+        const closed = new Promise((resolve) => child.once('close', resolve));
+        const says = createInterface({ input: child.stdout })[Symbol.asyncIterator]();
+        return { child, closed, next: async () => (await says.next()).value as string | undefined };
+      });
+      expect(await Promise.all(servers.map((s) => s.next()))).toEqual(servers.map(() => 'ready'));
+      // All try at the same moment, once every process has started (each hears of it within a few milliseconds).
+      const startAt = Date.now() + 50;
+      for (const s of servers) s.child.stdin.write(`${startAt}\n`);
+      const outcomes = await Promise.all(servers.map((s) => s.next()));
+      const holder = (JSON.parse(readFileSync(join(dir, 'parley.lock'), 'utf8')) as { pid: number }).pid;
+      for (const s of servers) s.child.stdin.end();
+      await Promise.all(servers.map((s) => s.closed));
+      return { took: servers.filter((_, i) => outcomes[i] === 'took').map((s) => s.child.pid), holder };
+    };
+    const leftBy = {
+      nobody: () => {},
+      'a dead process': async (dir: string) => {
+        const gone = await liveProcess();
+        holdAs(dir, gone.pid);
+        await gone.stop();
+      },
+      'a host silent for a minute': (dir: string) => lastRefreshedMinuteAgo(holdAs(dir, 1, 'another-host')),
+      'a process that died writing it, a minute ago': (dir: string) => {
+        writeFileSync(join(dir, 'parley.lock'), '{"pid": 12');
+        lastRefreshedMinuteAgo(join(dir, 'parley.lock'));
+      },
     };
     for (let round = 0; round < 3; round++) {
-      expect(await race(dataDir())).toBe(1);
-      const left = dataDir();
-      const gone = await liveProcess();
-      holdAs(left, gone.pid);
-      await gone.stop();
-      expect(await race(left)).toBe(1);
+      for (const [by, leave] of Object.entries(leftBy)) {
+        const dir = dataDir();
+        await leave(dir);
+        const { took, holder } = await race(dir);
+        expect({ by, took }).toEqual({ by, took: [holder] });
+        // Takeover claims go with the takeover.
+        expect(readdirSync(dir)).toEqual(['parley.lock']);
+      }
     }
   }, 60_000);
+
+  it('leaves a lock another process took over after this one judged it stale, though a third then finds the path empty', async () => {
+    const dir = dataDir();
+    const path = join(dir, 'parley.lock');
+    const fs = await vi.importActual<typeof import('node:fs')>('node:fs');
+    const dead = await liveProcess();
+    holdAs(dir, dead.pid);
+    await dead.stop();
+    const [a, c] = [await liveProcess(), await liveProcess()];
+    const lockOf = (pid: number) => JSON.stringify({ pid, host: hostname(), token: `token of ${pid}` });
+    let judged = false;
+    interleave.after = (op, at) => {
+      // Just after this process read the dead one's lock, A takes the directory over, as a whole.
+      if (op === 'read' && at === path && !judged) {
+        judged = true;
+        fs.rmSync(path);
+        fs.writeFileSync(path, lockOf(a.pid));
+      }
+      // And C, starting meanwhile, creates its lock as soon as it finds the path empty.
+      if (!fs.existsSync(path)) fs.writeFileSync(path, lockOf(c.pid));
+    };
+    expect(() => new DataDirLock(dir)).toThrow(`in use by process ${a.pid} on ${hostname()}`);
+    expect(judged).toBe(true);
+    expect(readFileSync(path, 'utf8')).toBe(lockOf(a.pid));
+    expect(readdirSync(dir)).toEqual(['parley.lock']);
+  });
+
+  it('refuses while another live process is taking over a stale lock, naming it; passes over a claim left by one that died', async () => {
+    const dir = dataDir();
+    const dead = await liveProcess();
+    const path = holdAs(dir, dead.pid);
+    await dead.stop();
+    const taker = await liveProcess();
+    writeFileSync(claimOn(path, 0), JSON.stringify({ pid: dead.pid, host: hostname(), token: 'a dead taker' }));
+    writeFileSync(claimOn(path, 1), JSON.stringify({ pid: taker.pid, host: hostname(), token: 'a live taker' }));
+    expect(() => new DataDirLock(dir)).toThrow(`in use by process ${taker.pid} on ${hostname()}`);
+    expect(readdirSync(dir).sort()).toEqual(['parley.lock', basename(claimOn(path, 0)), basename(claimOn(path, 1))]);
+    await taker.stop();
+    const lock = new DataDirLock(dir);
+    expect(JSON.parse(readFileSync(path, 'utf8'))).toMatchObject({ pid: process.pid });
+    // The dead takers' claims on the lock that is gone are cleared away.
+    expect(readdirSync(dir)).toEqual(['parley.lock']);
+    lock.release();
+  });
 
   it('refuses a lock from another host while it is refreshed, and takes it over once it is not', () => {
     const dir = dataDir();

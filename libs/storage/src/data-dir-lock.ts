@@ -1,5 +1,5 @@
-import { randomUUID } from 'node:crypto';
-import { existsSync, linkSync, readFileSync, renameSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { createHash, randomUUID } from 'node:crypto';
+import { existsSync, linkSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 
@@ -7,6 +7,8 @@ import { join } from 'node:path';
 const HEARTBEAT_MS = 5_000;
 /** A lock from another host not marked alive for this long is taken over (its holder is gone). */
 const STALE_MS = 30_000;
+/** Takeovers of one stale lock in a row whose takers may all die before the directory counts as wedged. */
+const MAX_CLAIMS = 8;
 
 export interface Holder {
   pid: number;
@@ -95,46 +97,84 @@ export class DataDirLock {
     if (holderOf(this.path)?.token === this.token) rmSync(this.path, { force: true });
   }
 
+  /**
+   * Takes the directory, or throws naming whoever holds it. Why exactly one of any number of processes starting at once
+   * succeeds, whatever the interleaving:
+   * - The lock only ever appears whole and by an exclusive link, so of the processes finding the path empty one creates it.
+   * - A lock is removed only by its holder or by a takeover; a takeover removes it only while holding a claim on that very
+   *   lock (its bytes, which carry the holder's unique token), and only after reading it again under the claim and
+   *   finding it the same and still stale. Only a takeover of that lock could have removed it meanwhile, and no other
+   *   one runs: so what goes is the stale lock, never a lock some live process just created. (Moving the lock aside and
+   *   giving back one that turned out fresh was not enough: another process could create its own in the gap.)
+   * - Claims are created exclusively, numbered, and given up by their holders when done. One left by a process that died
+   *   holding it is passed over by creating the next number, and not removed while the stale lock is there, so a claim's
+   *   holder had found the holder of each earlier claim dead: two live processes never hold claims on the same lock. A
+   *   live claim refuses the newcomer, naming the process about to hold the directory.
+   * - A process doing its first plain create() while a claim is held either finds the stale lock (and is refused by the
+   *   claim, or finds it changed) or finds the path empty after the removal and races the claim's holder to create it:
+   *   one wins, and the other finds a live holder and is refused.
+   * - Claims go once the stale lock is gone (a takeover by a late comer then finds it changed and does nothing).
+   * A holder on another host is judged gone by the lock's age; should it be merely paused, its next heartbeat finds the
+   * lock another's and stops it (`onLost`).
+   */
   private take(): void {
     for (let attempt = 0; attempt < 5; attempt++) {
       if (this.create()) return;
-      const holder = holderOf(this.path);
-      if (holder === null) {
-        // Unreadable (damaged by hand, or gone meanwhile): stale only once it is old.
-        if (Date.now() - modifiedAt(this.path) < STALE_MS)
-          throw new Error(`the data directory ${this.dataDir} is in use (its lock ${this.path} is unreadable)`);
-      } else if (isAlive(holder, this.path)) {
-        throw inUse(this.dataDir, holder);
-      }
-      // Taken over by moving it aside, which only one process can do; then it must be the lock judged stale.
-      const aside = `${this.path}.stale-${this.token}`;
-      try {
-        renameSync(this.path, aside);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === 'ENOENT') continue;
-        throw e;
-      }
-      const moved = holderOf(aside);
-      if (moved?.token !== holder?.token) {
-        // Another server took the directory between the look and the move: give its lock back, and yield.
-        try {
-          linkSync(aside, this.path);
-        } finally {
-          rmSync(aside, { force: true });
-        }
-        throw inUse(this.dataDir, moved!);
-      }
-      rmSync(aside, { force: true });
+      const seen = contentOf(this.path);
+      // Gone meanwhile: try again to create it.
+      if (seen === null) continue;
+      const refused = refusal(this.dataDir, this.path, seen);
+      if (refused) throw refused;
+      this.takeOver(seen);
     }
     throw new Error(`could not take the lock ${this.path}: other processes keep taking it`);
   }
 
-  /** Creates the lock, whole, or finds one there (false). Written aside and linked into place, so it is never seen half-written. */
+  /** Removes the lock if it is still the one read as `stale`, and still stale, holding a claim on it meanwhile. */
+  private takeOver(stale: string): void {
+    const claims = `${this.path}.takeover-${createHash('sha256').update(stale).digest('hex').slice(0, 16)}`;
+    const mine = this.claim(claims);
+    if (mine === null) return;
+    let gone = false;
+    try {
+      gone = contentOf(this.path) !== stale;
+      if (!gone && refusal(this.dataDir, this.path, stale) === null) {
+        rmSync(this.path, { force: true });
+        gone = true;
+      }
+    } finally {
+      // Dead claimants' claims may only go once the lock they were after is gone: then a takeover of it does nothing.
+      if (gone) for (let n = 0; n < mine; n++) rmSync(`${claims}-${n}`, { force: true });
+      rmSync(`${claims}-${mine}`, { force: true });
+    }
+  }
+
+  /**
+   * Creates the first claim in `claims` whose predecessors' holders are all gone, and says which; throws when a live
+   * process holds one. Null when a claim was given up meanwhile: its holder's takeover is over, so the lock has changed.
+   */
+  private claim(claims: string): number | null {
+    for (let n = 0; n < MAX_CLAIMS; n++) {
+      if (this.place(`${claims}-${n}`)) return n;
+      const content = contentOf(`${claims}-${n}`);
+      if (content === null) return null;
+      const refused = refusal(this.dataDir, `${claims}-${n}`, content);
+      if (refused) throw refused;
+    }
+    throw new Error(`could not take the lock ${this.path}: the processes taking it over keep dying (see ${claims}-*)`);
+  }
+
+  /** Creates the lock, whole, or finds one there (false). */
   private create(): boolean {
+    return this.place(this.path);
+  }
+
+  /** Writes this holder's record at `path` unless a file is there (false). Written aside and linked into place, so it is never seen half-written. */
+  private place(path: string): boolean {
     const draft = `${this.path}.${this.token}`;
     writeFileSync(draft, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token, boot: BOOT_ID } satisfies Holder));
     try {
-      linkSync(draft, this.path);
+      linkSync(draft, path);
       return true;
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
@@ -165,13 +205,40 @@ function inUse(dataDir: string, holder: Holder): Error {
 /** Who holds the lock, or null when there is none or it is unreadable (a holder that died while writing it). */
 function holderOf(path: string): Holder | null {
   try {
-    const h = JSON.parse(readFileSync(path, 'utf8')) as Partial<Holder>;
+    const content = contentOf(path);
+    return content === null ? null : parseHolder(content);
+  } catch {
+    return null;
+  }
+}
+
+function parseHolder(content: string): Holder | null {
+  try {
+    const h = JSON.parse(content) as Partial<Holder>;
     const valid =
       typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' && (h.boot === undefined || typeof h.boot === 'string');
     return valid ? (h as Holder) : null;
   } catch {
     return null;
   }
+}
+
+/** The file's content, or null when it is not there. */
+function contentOf(path: string): string | null {
+  try {
+    return readFileSync(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** Why the lock (or takeover claim) at `path`, read as `content`, must be left alone; null when its holder is gone. */
+function refusal(dataDir: string, path: string, content: string): Error | null {
+  const holder = parseHolder(content);
+  if (holder !== null) return isAlive(holder, path) ? inUse(dataDir, holder) : null;
+  // Damaged by hand: stale only once it is old.
+  return Date.now() - modifiedAt(path) < STALE_MS ? new Error(`the data directory ${dataDir} is in use (its lock ${path} is unreadable)`) : null;
 }
 
 function isAlive(holder: Holder, path: string): boolean {
