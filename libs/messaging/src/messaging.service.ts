@@ -72,7 +72,9 @@ export class MessagingService {
 
     const conv = directConversationId(cmd.from, cmd.to);
     // Index first: a crash between the two leaves an empty entry in the index, never a message the index does not know.
-    await Promise.all([this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)]);
+    // (Known pairs are skipped without a wait: nearly every send is in a conversation indexed already.)
+    const indexing = [this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)].filter((p) => p !== null);
+    if (indexing.length > 0) await Promise.all(indexing);
     const appended = this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
     issued?.();
     const { entry, duplicate } = await appended;
@@ -124,11 +126,11 @@ export class MessagingService {
     return this.log.lastSeq(conv);
   }
 
-  private async ensureIndexed(user: string, conv: string): Promise<void> {
+  /** Adds the conversation to the user's index unless it is known to be there; null when nothing needs doing. */
+  private ensureIndexed(user: string, conv: string): Promise<void> | null {
     const key = `${user}\0${conv}`;
-    if (this.indexed.has(key)) return;
-    await this.index.add(user, conv);
-    this.indexed.add(key);
+    if (this.indexed.has(key)) return null;
+    return this.index.add(user, conv).then(() => void this.indexed.add(key));
   }
 }
 
@@ -137,15 +139,15 @@ export class MessagingService {
  * at most `max` characters (counted as characters, so an emoji is one).
  * Throws empty_text or text_too_long.
  */
-/** Characters that show nothing: white space, controls, and format characters (zero-width space, joiners, direction marks). */
-const INVISIBLE = /[\s\p{Cc}\p{Cf}]/gu;
+/** A character that shows something: not white space, a control, or a format character (zero-width space, joiners, direction marks). */
+const VISIBLE = /[^\s\p{Cc}\p{Cf}]/u;
 /** Control characters a message may not carry: all but tab and new line (a terminal would act on them: escape codes, carriage returns, bells). */
 // eslint-disable-next-line no-control-regex
 const CONTROL_IN_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 /** Whether a string has anything a person could see. */
 export function hasVisibleText(text: string): boolean {
-  return text.replace(INVISIBLE, '').length > 0;
+  return VISIBLE.test(text);
 }
 
 export function checkText(text: string, max: number): void {

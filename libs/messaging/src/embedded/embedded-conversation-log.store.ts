@@ -52,7 +52,12 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
     const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
     const entry: LogEntry = { seq, ...input };
     // Issued together, in one turn: one transaction (lmdb-js batches a turn's writes), committed in call order.
-    const written = Promise.all([this.log.put([conv, seq], input), this.last.put(conv, seq), this.idem.put([conv, input.from, input.id], seq)]);
+    const entryPut = this.log.put([conv, seq], input);
+    const lastPut = this.last.put(conv, seq);
+    const idPut = this.idem.put([conv, input.from, input.id], seq);
+    // lmdb-js answers the plain puts of one transaction with that transaction's one promise; should they ever differ,
+    // all three are awaited.
+    const written = entryPut === idPut && lastPut === idPut ? idPut : Promise.all([entryPut, lastPut, idPut]);
     const state = pending ?? { last: 0, count: 0, byId: new Map() };
     state.last = seq;
     state.count++;
