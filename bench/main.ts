@@ -82,7 +82,8 @@ async function prepareTarget(target: Target, endpoint: Endpoint, cast: Cast, sce
   await openAll(usersFor(cast, scenarios), REGISTER_CONCURRENCY, async (user) => {
     const reply = await registerUser(target.url, user, PASSWORD);
     if (!reply.ok) throw new Error(`registering ${user} on ${target.name}: ${reply.error.code}`);
-    // A first login runs the password KDF; the server then remembers it for ten minutes. Pay it here, not inside a scenario.
+    // A first login runs the password KDF; the server then remembers it for the whole run (PARLEY_LOGIN_CACHE_MS, see
+    // targets.ts). Pay it here, not inside a scenario.
     await endClient(await connectClient(target.url, { username: user, password: PASSWORD, clientId: `${user}/warm`, connectTimeout: 60_000 }));
   });
   if (!scenarios.includes('fanout')) return '';

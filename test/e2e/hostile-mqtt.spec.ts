@@ -298,3 +298,49 @@ describe('after login', () => {
     await stillServing();
   });
 });
+
+describe('packets sent without waiting for answers', () => {
+  /** The ids of the replies a raw connection got on its inbox, in the order they came. */
+  const replyIds = (c: RawClient): string[] =>
+    c.packets
+      .filter((p) => p.type === 3)
+      .map((p) => JSON.parse(p.body.subarray(2 + p.body.readUInt16BE(0)).toString()) as { type: string; id?: string })
+      .filter((e) => e.type === 'reply')
+      .map((e) => e.id!);
+  const who = (id: string, packetId: number) =>
+    publishPacket(topics.requests(carolName), JSON.stringify({ op: 'who', id, user: aliceName }), { qos: 1, id: packetId });
+
+  it('answers requests sent right behind their SUBSCRIBE, in one write or several, with PUBACKs and replies in order', async () => {
+    // One write: the SUBSCRIBE and the requests reach the server together.
+    const together = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/eager1`);
+    // Several writes, none waiting for the answer to the one before (the server may read them in one go or one by one).
+    const apart = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/eager2`);
+    try {
+      together.send(Buffer.concat([subscribePacket([topics.inbox(carolName)], { id: 1, qos: 0 }), who('t1', 2), who('t2', 3), who('t3', 4)]));
+      apart.send(subscribePacket([topics.inbox(carolName)], { id: 1, qos: 0 }));
+      for (const [id, n] of [
+        ['a1', 2],
+        ['a2', 3],
+        ['a3', 4],
+      ] as const) {
+        await new Promise((resolve) => setImmediate(resolve));
+        apart.send(who(id, n));
+      }
+      for (const [c, ids] of [
+        [together, ['t1', 't2', 't3']],
+        [apart, ['a1', 'a2', 'a3']],
+      ] as const) {
+        // Each connection is subscribed to the same inbox, so it may also see the other's replies: its own come in order.
+        await c.until(() => ids.every((id) => replyIds(c).includes(id)), 10_000, `replies ${ids.join(', ')}`);
+        expect(replyIds(c).filter((id) => (ids as readonly string[]).includes(id))).toEqual(ids);
+        // [MQTT-4.6.0-2] PUBACKs in the order of the PUBLISHes. (The SUBACK may come before or after them: the broker
+        // answers a SUBSCRIBE once the subscription is in place, a PUBLISH as it reads it.)
+        expect(c.packets.filter((p) => p.type === 4).map((p) => p.body.readUInt16BE(0))).toEqual([2, 3, 4]);
+        expect(c.packets.filter((p) => p.type === 9).map((p) => [...p.body])).toEqual([[0, 1, 0]]);
+      }
+    } finally {
+      together.close();
+      apart.close();
+    }
+  });
+});

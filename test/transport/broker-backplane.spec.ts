@@ -162,6 +162,31 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     expect(atA).toEqual([]);
   });
 
+  it('sends what was published just before it closes: a shutdown’s last presence changes reach the others', async () => {
+    const [a, b] = await twoGateways();
+    const got = new Promise<string>((resolve) => b.onRelayed((topic, payload) => resolve(`${topic} ${payload.toString()}`)));
+    a.relay('parley/v1/users/alice/inbox', Buffer.from('{"last":true}'));
+    await new Promise<void>((resolve) => a.mq.close(resolve));
+    expect(await got).toBe('parley/v1/users/alice/inbox {"last":true}');
+  });
+
+  it('hands an inbox packet routed by a gateway of an earlier version (a whole broker packet) to the listener too', async () => {
+    const [a, b] = await twoGateways();
+    const got = new Promise<string>((resolve) => b.onRelayed((topic, payload) => resolve(`${topic} ${payload.toString()}`)));
+    const packet = {
+      cmd: 'publish',
+      topic: 'parley/v1/users/alice/inbox',
+      payload: Buffer.from('{"n":4}'),
+      qos: 0,
+      retain: false,
+      dup: false,
+      brokerId: 'old',
+      brokerCounter: 7,
+    };
+    a.mq.emit(packet as never);
+    expect(await got).toBe('parley/v1/users/alice/inbox {"n":4}');
+  });
+
   it('a gateway without a relay listener routes a relayed inbox event through its broker, like any packet', async () => {
     const [a, b] = await twoGateways();
     const routed = new Promise<string>((resolve) =>

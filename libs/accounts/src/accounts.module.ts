@@ -20,7 +20,10 @@ export const ACCOUNT_STORE = Symbol('ACCOUNT_STORE');
     {
       provide: AccountsService,
       useFactory: (store: AccountStore, config: ParleyConfig) =>
-        new AccountsService(store, new PasswordHasher(), { minPasswordLength: config.PARLEY_MIN_PASSWORD_LENGTH }),
+        new AccountsService(store, new PasswordHasher(), {
+          minPasswordLength: config.PARLEY_MIN_PASSWORD_LENGTH,
+          verifiedCacheMs: config.PARLEY_LOGIN_CACHE_MS,
+        }),
       inject: [ACCOUNT_STORE, PARLEY_CONFIG],
     },
   ],

@@ -54,4 +54,29 @@ describe('PasswordHasher', () => {
     expect(await cheap.verify('same', a)).toBe(true);
     for (const bad of ['', 'plain', 'scrypt$1$2$3', 'bcrypt$x$y$z$salt$hash']) expect(await cheap.verify('same', bad)).toBe(false);
   });
+
+  it('remembers a login for the cache time: a reconnect within it skips the KDF, one after it runs the KDF again', async () => {
+    /** The real hasher, counting the KDF runs of logins. */
+    class CountingHasher extends PasswordHasher {
+      runs = 0;
+      override verify(password: string, stored: string): Promise<boolean> {
+        this.runs++;
+        return super.verify(password, stored);
+      }
+    }
+    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
+    let now = 1_000_000;
+    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    await remembering.register('ezra', 'long enough');
+    expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
+    now += 59_000;
+    expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
+    expect(hasher.runs).toBe(1);
+    // A different password is never answered from the cache.
+    expect(await remembering.authenticate('ezra', 'long enougH')).toBe(false);
+    expect(hasher.runs).toBe(2);
+    now += 2_000;
+    expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
+    expect(hasher.runs).toBe(3);
+  });
 });

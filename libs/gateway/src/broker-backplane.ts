@@ -5,6 +5,7 @@ import { Redis, type RedisOptions } from 'ioredis';
 import mqemitter, { type MQEmitter } from 'mqemitter';
 import { Packr } from 'msgpackr';
 import { TOPIC_ROOT } from '#libs/protocol';
+import { quitRedis } from '#libs/storage';
 
 /**
  * What an Aedes broker shares with the other gateways: the message emitter
@@ -171,9 +172,9 @@ export function redisBackplane(url: string, prefix: string): Backplane {
 
   let batch: Buffer[] = [];
   /** Packets published in one turn of the event loop travel as one batch: one PUBLISH, one decode on each gateway. */
-  const toOthers = (packet: Packet): void => {
+  const toOthers = (packet: Packet | Buffer): void => {
     if (batch.length === 0) setImmediate(flush);
-    batch.push(packr.pack(packet));
+    batch.push(Buffer.isBuffer(packet) ? packet : packr.pack(packet));
   };
   const flush = () => {
     const packets = batch;
@@ -205,8 +206,10 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       flush();
       closed = true;
       sub.disconnect();
-      pub.disconnect();
-      local.close(done ?? (() => undefined));
+      // QUIT, not a dropped socket: the last batch (the presence changes of the connections a shutdown ended) still
+      // reaches the other gateways. Bounded, should Redis be gone. QUIT is sent at once and the publish at the end of
+      // this turn (auto-pipelined), so QUIT waits for the turn to end.
+      setImmediate(() => void quitRedis(pub).finally(() => local.close(done ?? (() => undefined))));
     },
   };
   return {
@@ -216,8 +219,44 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     // A packet the broker can route too (it fills in a plain QoS 0 PUBLISH), so a gateway without a relay listener still
     // delivers it; only what differs from those defaults is encoded.
     relay: (topic, payload) => {
-      if (!closed) toOthers({ topic, payload });
+      if (!closed) toOthers(relayRecord(topic, payload));
     },
     onRelayed: (l) => (relayed = l),
   };
+}
+
+/** map16 of two entries: msgpackr writes an object's map with a 16-bit size. */
+const MAP_OF_TWO = Buffer.from([0xde, 0x00, 0x02]);
+const TOPIC_KEY = Buffer.from([0xa5, ...Buffer.from('topic')]);
+const PAYLOAD_KEY = Buffer.from([0xa7, ...Buffer.from('payload')]);
+
+/**
+ * `{topic, payload}` in MessagePack, as `Packr.pack` writes it (a map of two entries: a string, then binary), built
+ * directly: a relayed inbox event is encoded once per inbox it goes to, and the generic encoder was the largest part of
+ * relaying one.
+ */
+export function relayRecord(topic: string, payload: Buffer): Buffer {
+  const topicBytes = Buffer.byteLength(topic);
+  const topicHead = topicBytes < 32 ? 1 : topicBytes < 0x100 ? 2 : 3;
+  const payloadHead = payload.length < 0x100 ? 2 : payload.length < 0x10000 ? 3 : 5;
+  const out = Buffer.allocUnsafe(MAP_OF_TWO.length + TOPIC_KEY.length + topicHead + topicBytes + PAYLOAD_KEY.length + payloadHead + payload.length);
+  let at = MAP_OF_TWO.copy(out, 0);
+  at += TOPIC_KEY.copy(out, at);
+  // str: fixstr, str8 or str16
+  if (topicHead === 1) out[at] = 0xa0 | topicBytes;
+  else if (topicHead === 2) out.writeUInt16BE(0xd900 | topicBytes, at);
+  else out.writeUIntBE(0xda0000 | topicBytes, at, 3);
+  at += topicHead;
+  at += out.write(topic, at, 'utf8');
+  at += PAYLOAD_KEY.copy(out, at);
+  // bin8, bin16 or bin32
+  if (payloadHead === 2) out.writeUInt16BE(0xc400 | payload.length, at);
+  else if (payloadHead === 3) out.writeUIntBE(0xc50000 | payload.length, at, 3);
+  else {
+    out[at] = 0xc6;
+    out.writeUInt32BE(payload.length, at + 1);
+  }
+  at += payloadHead;
+  payload.copy(out, at);
+  return out;
 }

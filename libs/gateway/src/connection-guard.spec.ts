@@ -171,10 +171,14 @@ describe('GuardedConnection', () => {
     const turn = () => new Promise((r) => setImmediate(r));
 
     /** A logged-in guard whose broker side the test reads by hand, as Aedes does: `read()` once it has handled a batch. */
-    async function laneGuard() {
+    async function laneGuard(taking = () => true) {
       const { socket, toServer, fromServer } = pair();
       const taken: string[] = [];
-      const g = new GuardedConnection(socket, '192.0.2.1', limits, undefined, (guard, payload) => taken.push(`${String(guard.owner)} ${payload.toString()}`));
+      const g = new GuardedConnection(socket, '192.0.2.1', limits, undefined, (guard, payload) => {
+        if (!taking()) return false;
+        taken.push(`${String(guard.owner)} ${payload.toString()}`);
+        return true;
+      });
       g.on('error', () => undefined);
       open.push(g);
       const written: Buffer[] = [];
@@ -223,7 +227,7 @@ describe('GuardedConnection', () => {
     it('takes nothing before the broker has opened the lane for a logged-in client', async () => {
       const { socket, toServer } = pair();
       const taken: Buffer[] = [];
-      const g = new GuardedConnection(socket, '192.0.2.1', limits, undefined, (_g, payload) => taken.push(payload));
+      const g = new GuardedConnection(socket, '192.0.2.1', limits, undefined, (_g, payload) => taken.push(payload) > 0);
       open.push(g);
       toServer.write(connect);
       await turn();
@@ -235,5 +239,33 @@ describe('GuardedConnection', () => {
       expect(taken).toEqual([]);
       expect(g.read()).toEqual(publish(REQUESTS, 1, '{}'));
     });
+
+    it('leaves to the broker, unanswered, a request the lane does not take (its connection is closing)', async () => {
+      let open = true;
+      const { g, toServer, taken, written } = await laneGuard(() => open);
+      expect(g.read()).toBeNull();
+      open = false;
+      const request = publish(REQUESTS, 1, '{"op":"who"}');
+      toServer.write(request);
+      await turn();
+      expect(taken).toEqual([]);
+      expect(written).toEqual([]);
+      expect(g.read()).toEqual(request);
+    });
+  });
+
+  it('writes a packet of its own behind what the broker has corked in it, never before', async () => {
+    const { g, fromServer } = guard();
+    const got: Buffer[] = [];
+    fromServer.on('data', (d: Buffer) => got.push(d));
+    // The broker corks the stream and writes a packet in pieces, uncorking on the next tick (mqtt-packet).
+    g.cork();
+    g.write(Buffer.from([0x30, 0x03]));
+    g.write(Buffer.from([0x00, 0x01, 0x61]));
+    g.writePacket(Buffer.from([0x40, 0x02, 0x00, 0x07]));
+    process.nextTick(() => g.uncork());
+    await new Promise((r) => setImmediate(r));
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(got)).toEqual(Buffer.from([0x30, 0x03, 0x00, 0x01, 0x61, 0x40, 0x02, 0x00, 0x07]));
   });
 });

@@ -33,9 +33,10 @@ export interface GuardLimits {
 
 /**
  * Where a guard hands the requests it takes off the broker's path (see `GuardedConnection.openRequests`): one function
- * for every guard, which it passes itself to.
+ * for every guard, which it passes itself to. False when the request is not taken (the connection is closing): it then
+ * goes to the broker as any packet.
  */
-export type RequestLane = (guard: GuardedConnection, payload: Buffer) => void;
+export type RequestLane = (guard: GuardedConnection, payload: Buffer) => boolean;
 
 /** Why a guard ended a connection, for logs and metrics. */
 export interface GuardDrop {
@@ -88,8 +89,9 @@ export class GuardedConnection extends Duplex {
   /** What the gateway knows this connection by (the broker's client), for the request lane. */
   owner: unknown;
   /**
-   * True while the broker has read every packet passed to it and handled them (it asked for more and got none): only
-   * then can a request skip it and still take effect after everything the client sent before it.
+   * True while the broker has read and dispatched every packet passed to it (it asked for more and got none): only then
+   * can a request skip it and still reach the dispatcher after every request the client sent before it. (The broker
+   * hands a request over while it parses it, and sets up a clean session's subscription then too.)
    */
   private brokerIdle = false;
 
@@ -314,9 +316,10 @@ export class GuardedConnection extends Duplex {
   /** Hands a request to the lane (see `openRequests`) when it may skip the broker; false when the broker should have it. */
   private takeRequest(publish: PublishInfo, body: Buffer): boolean {
     if (!this.requestLane || publish.topic !== this.requestTopic || publish.qos === 2 || !this.brokerIdle) return false;
-    // [MQTT-4.3.2-2] A QoS 1 PUBLISH is answered with a PUBACK carrying its packet identifier, as the broker would.
+    if (!this.requestLane(this, body.subarray(publish.payloadAt))) return false;
+    // [MQTT-4.3.2-2] A QoS 1 PUBLISH is answered with a PUBACK carrying its packet identifier, as the broker would. (Its
+    // reply is not written before a later turn: the dispatcher answers asynchronously.)
     if (publish.qos === 1) this.writePacket(pubackPacket(publish.packetId));
-    this.requestLane(this, body.subarray(publish.payloadAt));
     return true;
   }
 

@@ -54,7 +54,11 @@ export class InboxSync {
   private startSync(client: Client, user: string): void {
     if (this.syncing.has(client)) return;
     this.syncing.add(client);
-    this.sync(client, user).catch((e: unknown) => this.logger.warn({ event: 'sync_aborted', user, error: String(e) }));
+    this.sync(client, user).catch((e: unknown) => {
+      // A connection still open that dropped its inbox subscription midway gets a whole sync when it subscribes again.
+      if (!client.closed) this.syncing.delete(client);
+      this.logger.warn({ event: 'sync_aborted', user, error: String(e) });
+    });
   }
 
   /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
@@ -97,9 +101,9 @@ export class InboxSync {
     return sent;
   }
 
-  /** Writes to the one connection being brought up to date; throws, ending its sync, once it is gone. */
+  /** Writes to the one connection being brought up to date; throws, ending its sync, once it is gone or unsubscribed. */
   private send(client: Client, event: InboxEvent): void {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
-    if (!writeTo(client, topic, event)) throw new Error('connection closed during sync');
+    if (!writeTo(client, topic, event)) throw new Error(client.closed ? 'connection closed during sync' : 'inbox unsubscribed during sync');
   }
 }

@@ -53,7 +53,12 @@ export class LocalInboxes {
     // The topic string filed at login: the broker's subscription record is looked up by it, and a string used as a
     // property key is interned once, where a topic built afresh for each event would be interned (hashed) every time.
     const packet = publishPacket(filed.topic, payload);
-    if (!Array.isArray(filed.clients)) return writeIfSubscribed(filed.clients, filed.topic, packet) ? 1 : 0;
+    if (!Array.isArray(filed.clients)) {
+      if (writeIfSubscribed(filed.clients, filed.topic, packet)) return 1;
+      // A connection gone without a 'clientDisconnect' is let go here at the latest.
+      if (filed.clients.closed) this.byTopic.delete(topic);
+      return 0;
+    }
     let sent = 0;
     for (const client of filed.clients) if (writeIfSubscribed(client, filed.topic, packet)) sent++;
     return sent;

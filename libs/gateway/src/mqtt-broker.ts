@@ -106,7 +106,9 @@ export class MqttBroker {
     this.aedes.on('connackSent', (connack, client) => {
       const guard = guardOf(client.conn);
       guard?.admit(connack.returnCode === 0);
-      const principal = connack.returnCode === 0 ? this.policy.principalOf(client) : undefined;
+      // The CONNACK is answered a turn after the broker registered the client: a socket that failed meanwhile has been
+      // closed (and its 'clientDisconnect' has come and gone), and must not be filed.
+      const principal = connack.returnCode === 0 && !client.closed ? this.policy.principalOf(client) : undefined;
       if (!principal) return;
       this.inboxes.add(inboxTopicOf(principal), client);
       guard?.openRequests(client, requestTopicOf(principal));
@@ -166,10 +168,13 @@ export class MqttBroker {
   /** A request a guard took off the broker's path: handled as `authorizePublish` handles one that went through it. */
   private readonly takeRequest: RequestLane = (guard, payload) => {
     const client = guard.owner as ClientKeepAlive;
+    // A connection the broker has closed (taken over, say) stopped reading: what it sends now is left to the broker, unread.
+    const principal = client.closed ? undefined : this.policy.principalOf(client);
+    if (!principal || !this.sink) return false;
     // The broker counts every packet it handles as a sign of life [MQTT-3.1.2-24]; this one it never sees.
     if ((client._keepaliveInterval ?? 0) > 0) client._keepaliveTimer?.refresh();
-    const principal = this.policy.principalOf(client);
-    if (principal && this.sink) this.sink(client, principal, payload);
+    this.sink(client, principal, payload);
+    return true;
   };
 
   /** Sends an inbox event to the other gateways (they write it to their own connections). */

@@ -54,6 +54,9 @@ export class PresenceTracker {
   }
 
   private onConnect(client: Client): void {
+    // The broker reports a connection ready even when its socket failed since it was registered, after its
+    // 'clientDisconnect': recorded now, it would never be ended, and its user would stay online.
+    if (client.closed) return;
     const principal = this.policy.principalOf(client);
     // A quiet connection (`user/.name`: a one-shot command) would only make its user flicker online and offline.
     if (principal?.kind !== 'user' || isQuietDevice(principal.device)) return;
