@@ -32,6 +32,8 @@ export class AccessPolicy {
   private readonly principals = new WeakMap<Client, Principal>();
   /** Open logged-in connections per user on this gateway. */
   private readonly open = new Map<string, number>();
+  /** The connections counted in `open`, until they end. */
+  private readonly counted = new WeakMap<Client, string>();
 
   constructor(
     private readonly accounts: AccountsService,
@@ -116,14 +118,22 @@ export class AccessPolicy {
     return takesOver || (this.open.get(user) ?? 0) < this.limits.maxConnectionsPerUser;
   }
 
-  /** Counts a logged-in connection until its stream closes, however it ends. */
+  /** Counts a logged-in connection until it ends (`connectionClosed`). */
   private countOpen(client: Client, user: string): void {
+    // One that closed while its login ran is over already: it is not counted at all.
+    if (this.counted.has(client) || client.closed || (client.conn as { destroyed?: boolean }).destroyed === true) return;
+    this.counted.set(client, user);
     this.open.set(user, (this.open.get(user) ?? 0) + 1);
-    client.conn.once('close', () => {
-      const n = (this.open.get(user) ?? 1) - 1;
-      if (n > 0) this.open.set(user, n);
-      else this.open.delete(user);
-    });
+  }
+
+  /** A connection ended, however (the broker calls this for each one it was handed): it counts no longer. */
+  connectionClosed(client: Client): void {
+    const user = this.counted.get(client);
+    if (user === undefined) return;
+    this.counted.delete(client);
+    const n = (this.open.get(user) ?? 1) - 1;
+    if (n > 0) this.open.set(user, n);
+    else this.open.delete(user);
   }
 
   /**

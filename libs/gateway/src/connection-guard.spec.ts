@@ -187,7 +187,8 @@ describe('GuardedConnection', () => {
       await turn();
       expect(g.read()).toEqual(connect);
       g.admit(true);
-      g.openRequests('alice-client', REQUESTS);
+      g.owner = 'alice-client';
+      g.openRequests({ kind: 'user', user: 'alice', device: 'phone' });
       return { g, toServer, taken, written };
     }
 

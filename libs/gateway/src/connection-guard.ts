@@ -1,4 +1,5 @@
 import { Duplex } from 'node:stream';
+import { isRequestTopicOf, type Principal } from '#libs/protocol';
 import {
   capSubscribeQos,
   inspectConnect,
@@ -84,9 +85,9 @@ export class GuardedConnection extends Duplex {
   private stallTimer: NodeJS.Timeout | undefined;
   /** Set once a drop reason is known, so the first reason wins. */
   private dropped: GuardDrop | undefined;
-  /** The topic whose PUBLISHes go to the request lane, once the broker has logged the client in (see `openRequests`). */
-  private requestTopic: string | undefined;
-  /** What the gateway knows this connection by (the broker's client), for the request lane. */
+  /** Who the broker logged in on this connection: its requests go to the request lane (see `openRequests`). */
+  private principal: Principal | undefined;
+  /** What the gateway knows this connection by (the broker's client). */
   owner: unknown;
   /**
    * True while the broker has read and dispatched every packet passed to it (it asked for more and got none): only then
@@ -102,6 +103,8 @@ export class GuardedConnection extends Duplex {
     private readonly limits: GuardLimits,
     private readonly onDrop: (drop: GuardDrop, guard: GuardedConnection) => void = ignoreDrop,
     private readonly requestLane?: RequestLane,
+    /** Told once the connection is over, however it ended (shared by all guards, like `onDrop`). */
+    private readonly onClosed?: (guard: GuardedConnection) => void,
   ) {
     // The guard never makes the broker wait (see `forward`), so it never asks for a 'drain': the broker waits for one
     // only after a write returns false, and a wait that is never answered holds a delivery slot of the broker forever.
@@ -130,15 +133,14 @@ export class GuardedConnection extends Duplex {
   }
 
   /**
-   * From now on, a PUBLISH to `topic` at QoS 0 or 1 (the logged-in client's requests) is answered with its PUBACK here
+   * From now on, a PUBLISH to the principal's requests topic at QoS 0 or 1 is answered with its PUBACK here
    * and handed to the request lane instead of the broker, whenever the broker has handled everything before it. The
    * broker would do nothing more with it (a request is never routed, nor retained), and its parsing and routing of
    * each request was a tenth of the gateway's work per message. A QoS 2 request still goes to the broker, whose
    * PUBREC/PUBREL exchange it keeps.
    */
-  openRequests(owner: unknown, topic: string): void {
-    this.owner = owner;
-    this.requestTopic = topic;
+  openRequests(principal: Principal): void {
+    this.principal = principal;
   }
 
   /** Resolves once bytes written so far have mostly reached the client (or it is gone): paces bulk sends such as a backlog. */
@@ -254,6 +256,7 @@ export class GuardedConnection extends Duplex {
   }
 
   override _destroy(err: Error | null, done: (err?: Error | null) => void): void {
+    this.onClosed?.(this);
     clearTimeout(this.connectTimer);
     clearTimeout(this.idleTimer);
     this.clearStall();
@@ -290,7 +293,8 @@ export class GuardedConnection extends Duplex {
       if (this.pending.length < size) break;
       const packet = this.pending.subarray(0, size);
       const body = packet.subarray(header.headerLength);
-      this.pending = this.pending.subarray(size);
+      // A fully read chunk is let go (a view of it would keep it alive while the connection idles).
+      this.pending = size === this.pending.length ? EMPTY : this.pending.subarray(size);
       if (this.phase === 'connect') {
         // [MQTT-3.1.0-1] The first packet from a client must be CONNECT.
         if (header.type !== PacketType.CONNECT) return this.refuse({ reason: 'first packet is not CONNECT', clause: 'MQTT-3.1.0-1' });
@@ -315,7 +319,7 @@ export class GuardedConnection extends Duplex {
 
   /** Hands a request to the lane (see `openRequests`) when it may skip the broker; false when the broker should have it. */
   private takeRequest(publish: PublishInfo, body: Buffer): boolean {
-    if (!this.requestLane || publish.topic !== this.requestTopic || publish.qos === 2 || !this.brokerIdle) return false;
+    if (!this.requestLane || !this.principal || publish.qos === 2 || !this.brokerIdle || !isRequestTopicOf(this.principal, publish.topic)) return false;
     if (!this.requestLane(this, body.subarray(publish.payloadAt))) return false;
     // [MQTT-4.3.2-2] A QoS 1 PUBLISH is answered with a PUBACK carrying its packet identifier, as the broker would. (Its
     // reply is not written before a later turn: the dispatcher answers asynchronously.)

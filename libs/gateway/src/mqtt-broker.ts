@@ -4,7 +4,7 @@ import { Logger } from '@nestjs/common';
 import { Aedes, type Client } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
-import { DELIVERY_QOS, inboxTopicOf, requestTopicOf, type Principal } from '#libs/protocol';
+import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
 import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
 import { LocalInboxes } from './local-inboxes.js';
@@ -111,7 +111,7 @@ export class MqttBroker {
       const principal = connack.returnCode === 0 && !client.closed ? this.policy.principalOf(client) : undefined;
       if (!principal) return;
       this.inboxes.add(inboxTopicOf(principal), client);
-      guard?.openRequests(client, requestTopicOf(principal));
+      guard?.openRequests(principal);
     });
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
     this.aedes.on('clientDisconnect', (client) => {
@@ -156,10 +156,13 @@ export class MqttBroker {
 
   /** Hands a client's stream to the broker behind its guard. */
   private accept(stream: Duplex, remoteAddress: string): void {
-    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop, this.takeRequest);
+    const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop, this.takeRequest, this.connectionClosed);
     guarded.on('error', ignoreError);
-    handleConnection(this.aedes, guarded);
+    guarded.owner = handleConnection(this.aedes, guarded);
   }
+
+  /** One function for every connection's end, not a listener per connection: the policy counts open connections. */
+  private readonly connectionClosed = (guard: GuardedConnection): void => this.policy.connectionClosed(guard.owner as Client);
 
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
   private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void =>

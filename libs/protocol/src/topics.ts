@@ -70,6 +70,20 @@ export function requestTopicOf(p: Principal): string {
   return p.kind === 'user' ? topics.requests(p.user) : topics.anonRequests(p.nonce);
 }
 
+/** Whether `topic` is the topic a principal publishes its requests to, without building that topic. */
+export function isRequestTopicOf(p: Principal, topic: string): boolean {
+  const [head, name] = p.kind === 'user' ? [USERS_HEAD, p.user] : [ANON_HEAD, p.nonce];
+  return (
+    topic.length === head.length + name.length + REQUESTS_TAIL.length &&
+    topic.startsWith(head) &&
+    topic.startsWith(name, head.length) &&
+    topic.endsWith(REQUESTS_TAIL)
+  );
+}
+const USERS_HEAD = `${TOPIC_ROOT}/users/`;
+const ANON_HEAD = `${TOPIC_ROOT}/anon/`;
+const REQUESTS_TAIL = '/requests';
+
 /** The topic a principal receives its inbox on. */
 export function inboxTopicOf(p: Principal): string {
   return p.kind === 'user' ? topics.inbox(p.user) : topics.anonInbox(p.nonce);
