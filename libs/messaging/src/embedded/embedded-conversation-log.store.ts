@@ -19,10 +19,10 @@ interface Unsettled {
  * read is one cursor walk), `log-last` keyed conv → last seq, `log-idem` keyed
  * [conv, from, id] → seq.
  *
- * An append numbers its entry on the spot and hands three plain puts to LMDB's
- * write thread; puts issued in one event-loop turn are committed (and synced)
- * in one transaction, so an entry, its seq and its id are stored together or
- * not at all. Until the commit, the numbering continues from memory
+ * An append numbers its entry on the spot and hands three puts to the
+ * database's end-of-turn commit (`atTurnEnd`): every append of one event-loop
+ * turn is committed (and synced) in one transaction, and an entry, its seq and
+ * its id are stored together or not at all. Until the commit, the numbering continues from memory
  * (`unsettled`), because reads see only what is committed. This process is
  * the store's only writer (the embedded store is standalone), so memory and
  * disk cannot disagree about the next seq.
@@ -33,7 +33,7 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
   private readonly idem: Database<number, [string, string, string]>;
   private readonly unsettled = new Map<string, Unsettled>();
 
-  constructor(db: EmbeddedDatabase) {
+  constructor(private readonly db: EmbeddedDatabase) {
     this.log = db.open('log');
     this.last = db.open('log-last');
     this.idem = db.open('log-idem');
@@ -51,13 +51,12 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
     }
     const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
     const entry: LogEntry = { seq, ...input };
-    // Issued together, in one turn: one transaction (lmdb-js batches a turn's writes), committed in call order.
-    const entryPut = this.log.put([conv, seq], input);
-    const lastPut = this.last.put(conv, seq);
-    const idPut = this.idem.put([conv, input.from, input.id], seq);
-    // lmdb-js answers the plain puts of one transaction with that transaction's one promise; should they ever differ,
-    // all three are awaited.
-    const written = entryPut === idPut && lastPut === idPut ? idPut : Promise.all([entryPut, lastPut, idPut]);
+    // Committed with the rest of this turn's appends, in call order: an entry, its seq and its id together or not at all.
+    const written = this.db.atTurnEnd(() => {
+      this.log.putSync([conv, seq], input);
+      this.last.putSync(conv, seq);
+      this.idem.putSync([conv, input.from, input.id], seq);
+    });
     const state = pending ?? { last: 0, count: 0, byId: new Map() };
     state.last = seq;
     state.count++;

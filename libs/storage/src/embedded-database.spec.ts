@@ -1,0 +1,60 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { EmbeddedDatabase } from './embedded-database.js';
+
+describe('EmbeddedDatabase.atTurnEnd', () => {
+  const dirs: string[] = [];
+  const opened: EmbeddedDatabase[] = [];
+  const fresh = (): EmbeddedDatabase => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-edb-'));
+    dirs.push(dir);
+    const db = new EmbeddedDatabase(dir);
+    opened.push(db);
+    return db;
+  };
+  afterEach(async () => {
+    for (const db of opened.splice(0)) await db.close().catch(() => undefined);
+    for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('commits a turn’s writes together, after the turn, in call order; nothing is readable before', async () => {
+    const db = fresh();
+    const kv = db.open<number, string>('kv');
+    const done = [1, 2, 3].map((n) => db.atTurnEnd(() => kv.putSync('k', n)));
+    db.atTurnEnd(() => kv.putSync('other', 7)).catch(() => undefined);
+    // Still this turn: nothing is committed yet.
+    expect(kv.get('k')).toBeUndefined();
+    await Promise.all(done);
+    expect(kv.get('k')).toBe(3); // the last write of the turn wins: they ran in call order
+    expect(kv.get('other')).toBe(7);
+  });
+
+  it('fails only the write that throws; the rest of its turn is stored', async () => {
+    const db = fresh();
+    const kv = db.open<string, string>('kv');
+    const before = db.atTurnEnd(() => kv.putSync('a', 'stored'));
+    const bad = db.atTurnEnd(() => {
+      kv.putSync('half', 'never stored');
+      throw new Error('this write is refused');
+    });
+    const after = db.atTurnEnd(() => kv.putSync('b', 'stored too'));
+    await expect(bad).rejects.toThrow('this write is refused');
+    await Promise.all([before, after]);
+    expect(kv.get('a')).toBe('stored');
+    expect(kv.get('b')).toBe('stored too');
+    expect(kv.get('half')).toBeUndefined(); // the failed write's own transaction was rolled back
+  });
+
+  it('commits writes handed over in the turn the database is closed in', async () => {
+    const db = fresh();
+    const kv = db.open<string, string>('kv');
+    const written = db.atTurnEnd(() => kv.putSync('k', 'kept'));
+    await db.close();
+    await written;
+    const reopened = new EmbeddedDatabase(db.dataDir);
+    opened.push(reopened);
+    expect(reopened.open<string, string>('kv').get('k')).toBe('kept');
+  });
+});
