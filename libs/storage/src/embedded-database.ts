@@ -22,8 +22,8 @@ interface TurnWrite {
  * write thread; and `atTurnEnd`, for the hot path, where every write issued in
  * one event-loop turn is committed in one synchronous transaction once the
  * turn's I/O is handled. The second costs no hop to another thread and back,
- * which on a busy machine is where most of a commit's wait went (see the
- * architecture notes, "Group commit").
+ * which on a busy machine is where most of a commit's wait went (see
+ * docs/architecture.md, "Accepted means durable").
  */
 export class EmbeddedDatabase {
   readonly root: RootDatabase;
