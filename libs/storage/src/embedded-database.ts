@@ -28,8 +28,8 @@ interface TurnWrite {
 export class EmbeddedDatabase {
   readonly root: RootDatabase;
   private readonly lock: DataDirLock;
+  /** Writes handed over in this turn; the first schedules their commit. */
   private turnWrites: TurnWrite[] = [];
-  private turnScheduled = false;
 
   constructor(readonly dataDir: string) {
     mkdirSync(dataDir, { recursive: true });
@@ -54,17 +54,14 @@ export class EmbeddedDatabase {
    */
   atTurnEnd(write: () => void): Promise<void> {
     return new Promise<void>((resolve, reject) => {
-      this.turnWrites.push({ write, resolve, reject });
-      if (!this.turnScheduled) {
-        this.turnScheduled = true;
-        setImmediate(() => this.commitTurn());
-      }
+      if (this.turnWrites.push({ write, resolve, reject }) === 1) setImmediate(() => this.commitTurn());
     });
   }
 
   private commitTurn(): void {
-    this.turnScheduled = false;
     const writes = this.turnWrites;
+    // Nothing left when `close` committed the turn's writes first.
+    if (writes.length === 0) return;
     this.turnWrites = [];
     try {
       this.root.transactionSync(() => {
@@ -89,7 +86,7 @@ export class EmbeddedDatabase {
 
   async close(): Promise<void> {
     // Writes handed over in this turn are committed before the environment goes.
-    if (this.turnScheduled) this.commitTurn();
+    this.commitTurn();
     try {
       await this.root.close();
     } finally {

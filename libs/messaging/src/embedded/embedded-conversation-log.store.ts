@@ -22,8 +22,9 @@ interface Unsettled {
  * An append numbers its entry on the spot and hands three puts to the
  * database's end-of-turn commit (`atTurnEnd`): every append of one event-loop
  * turn is committed (and synced) in one transaction, and an entry, its seq and
- * its id are stored together or not at all. Until the commit, the numbering continues from memory
- * (`unsettled`), because reads see only what is committed. This process is
+ * its id are stored together or not at all. Until the commit, the numbering
+ * continues from memory (`unsettled`), because reads see only what is
+ * committed. This process is
  * the store's only writer (the embedded store is standalone), so memory and
  * disk cannot disagree about the next seq.
  */
