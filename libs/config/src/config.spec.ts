@@ -57,4 +57,12 @@ describe('loadConfig', () => {
     );
     expect(() => loadConfig({ PARLEY_LOGIN_LOCKOUT_MS: '0' })).toThrow(/PARLEY_LOGIN_LOCKOUT_MS/);
   });
+
+  it('remembers a login for ten minutes by default, and refuses a login cache time that is not a whole number in range', () => {
+    expect(loadConfig({}).PARLEY_LOGIN_CACHE_MS).toBe(600_000);
+    expect(loadConfig({ PARLEY_LOGIN_CACHE_MS: '3600000' }).PARLEY_LOGIN_CACHE_MS).toBe(3_600_000);
+    for (const bad of ['0', '-1', 'ten', '1.5', '86400001']) {
+      expect(() => loadConfig({ PARLEY_LOGIN_CACHE_MS: bad })).toThrow(new RegExp(`PARLEY_LOGIN_CACHE_MS.*"${bad.replace('.', '\\.')}"`));
+    }
+  });
 });
