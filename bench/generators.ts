@@ -4,6 +4,8 @@ import type { FromGenerator, Job, JobResult } from './load-generator.js';
 
 const READY_MS = 180_000;
 const RESULT_MS = 180_000;
+/** How long a generator may take to exit once its job is done (its clients have disconnected by then). */
+const STOP_MS = 5000;
 
 /** One forked load-generator process running one job. */
 class Generator {
@@ -51,7 +53,11 @@ class Generator {
   async stop(): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
-    const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
+    const timer = setTimeout(() => {
+      // A generator that outlives its job holds the run up: say so, since the figures are in but the wall time is not.
+      process.stderr.write(`load generator ${this.child.pid} had not exited ${STOP_MS} ms after its job: killed\n`);
+      this.child.kill('SIGKILL');
+    }, STOP_MS);
     if (!this.child.connected) this.child.kill('SIGTERM');
     await exited;
     clearTimeout(timer);

@@ -1,3 +1,4 @@
+import type { ChildProcess } from 'node:child_process';
 import WebSocket from 'ws';
 
 /**
@@ -9,12 +10,48 @@ import WebSocket from 'ws';
 export const INSPECT_ARGS = ['--inspect=127.0.0.1:0'];
 
 /** The inspector address a Node process printed on its stderr at start (`Debugger listening on ws://…`). */
-export function inspectorUrlIn(lines: readonly string[]): string | undefined {
+function inspectorUrlIn(lines: readonly string[]): string | undefined {
   for (const line of lines) {
-    const m = /Debugger listening on (ws:\/\/\S+)/.exec(line);
+    const m = INSPECTOR_LINE.exec(line);
     if (m) return m[1];
   }
   return undefined;
+}
+
+const INSPECTOR_LINE = /Debugger listening on (ws:\/\/\S+)/;
+const INSPECTOR_LINE_MS = 10_000;
+
+/**
+ * The inspector address of a child that has started: from the output read so far (`lines`), or else from its stderr as
+ * it comes. Node prints it before the program runs, but the child's stdout and stderr are separate pipes, so its
+ * "listening" line on stdout may be read first (it was, with several servers starting at once).
+ */
+export function inspectorUrlOf(child: ChildProcess, lines: readonly string[], what: string): Promise<string> {
+  const seen = inspectorUrlIn(lines);
+  if (seen) return Promise.resolve(seen);
+  const stderr = child.stderr;
+  if (!stderr) return Promise.reject(new Error(`${what}: its stderr is not piped, so its inspector address cannot be read`));
+  return new Promise((resolve, reject) => {
+    let text = '';
+    const finish = (outcome: () => void) => {
+      clearTimeout(timer);
+      stderr.off('data', onData);
+      child.off('exit', onExit);
+      outcome();
+    };
+    const onData = (chunk: Buffer | string) => {
+      text += chunk.toString();
+      const m = INSPECTOR_LINE.exec(text);
+      if (m) finish(() => resolve(m[1]!));
+    };
+    const onExit = () => finish(() => reject(new Error(`${what} exited before printing its inspector address`)));
+    const timer = setTimeout(
+      () => finish(() => reject(new Error(`${what}: no inspector address in its output within ${INSPECTOR_LINE_MS} ms (needed to collect garbage before reading memory)`))),
+      INSPECTOR_LINE_MS,
+    );
+    stderr.on('data', onData);
+    child.once('exit', onExit);
+  });
 }
 
 const ANSWER_MS = 30_000;

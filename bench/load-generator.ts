@@ -181,8 +181,9 @@ function runPairs(job: PairsJob & { tag: string }, byUser: Map<string, LoadClien
     };
     const stopSending = () => {
       sending = false;
+      // Nothing in flight: done now. (A settle timer armed after that would hold the process open for its whole length.)
       if (inflight.size === 0) finish();
-      timers.push(setTimeout(finish, SETTLE_MS));
+      else timers.push(setTimeout(finish, SETTLE_MS));
     };
 
     if (job.window !== undefined) {
@@ -257,7 +258,7 @@ function runFanout(job: FanoutJob & { tag: string }, sender: LoadClient, members
     setTimeout(() => {
       sending = false;
       if (inflight.size === 0) finish();
-      settle = setTimeout(finish, SETTLE_MS);
+      else settle = setTimeout(finish, SETTLE_MS);
     }, job.warmupMs + job.measureMs);
   });
 }

@@ -45,14 +45,17 @@ export const FULL: BenchSettings = {
   payloadBytes: 200,
 };
 
-/** Small enough to finish in a minute or two: Parley's password KDF makes every registered user cost ~0.1 s of CPU, twice. */
+/**
+ * Small enough to finish in under a minute on two cores (run with its default scenarios, all but idle): most of the
+ * rest is Parley's password KDF, ~0.15 s of CPU per registered user on each Parley target.
+ */
 export const QUICK: BenchSettings = {
   ...FULL,
   pairs: 20,
   latencyPairs: 20,
   groupMembers: 20,
   warmupMs: 300,
-  measureMs: 1200,
+  measureMs: 1000,
   drainCount: 2000,
   idleUsers: 20,
   saturationGenerators: 1,

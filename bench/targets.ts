@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startParley } from '../test/support/parley-server.js';
 import { freePort, startRedis, type RedisServer } from '../test/support/redis-server.js';
-import { collectGarbage, INSPECT_ARGS, inspectorUrlIn } from './inspector.js';
+import { collectGarbage, INSPECT_ARGS, inspectorUrlOf } from './inspector.js';
 import type { Protocol } from './load-client.js';
 
 /** Everything the bench measures, each in its own process(es) on loopback. */
@@ -116,10 +116,12 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
     nodeArgs: [...INSPECT_ARGS, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
     timeoutMs: SERVER_START_MS,
   });
-  const inspector = inspectorUrlIn(server.output);
-  if (!inspector) {
+  let inspector: string;
+  try {
+    inspector = await inspectorUrlOf(server.process, server.output, name);
+  } catch (e) {
     await server.dispose();
-    throw new Error(`${name}: no inspector address in its output (needed to collect garbage before reading memory)`);
+    throw e;
   }
   return {
     name,
@@ -178,8 +180,7 @@ async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisS
   try {
     const output: string[] = [];
     const port = await listeningPort(child, name, output);
-    const inspector = inspectorUrlIn(output);
-    if (!inspector) throw new Error(`${name}: no inspector address in its output (needed to collect garbage before reading memory)`);
+    const inspector = await inspectorUrlOf(child, output, name);
     return {
       name,
       protocol: 'mqtt',

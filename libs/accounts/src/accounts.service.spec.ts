@@ -55,7 +55,7 @@ describe('PasswordHasher', () => {
     for (const bad of ['', 'plain', 'scrypt$1$2$3', 'bcrypt$x$y$z$salt$hash']) expect(await cheap.verify('same', bad)).toBe(false);
   });
 
-  it('remembers a login for the cache time: a reconnect within it skips the KDF, one after it runs the KDF again', async () => {
+  it('remembers a registration and a login for the cache time: a login within it skips the KDF, one after it runs the KDF again', async () => {
     /** The real hasher, counting the KDF runs of logins. */
     class CountingHasher extends PasswordHasher {
       runs = 0;
@@ -68,15 +68,37 @@ describe('PasswordHasher', () => {
     let now = 1_000_000;
     const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
     await remembering.register('ezra', 'long enough');
+    // The registration ran the KDF on this password: the first login does not run it again.
     expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
-    now += 59_000;
-    expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
-    expect(hasher.runs).toBe(1);
+    expect(hasher.runs).toBe(0);
     // A different password is never answered from the cache.
     expect(await remembering.authenticate('ezra', 'long enougH')).toBe(false);
+    expect(hasher.runs).toBe(1);
+    now += 61_000;
+    expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
+    expect(hasher.runs).toBe(2);
+    now += 59_000;
+    expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
     expect(hasher.runs).toBe(2);
     now += 2_000;
     expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
     expect(hasher.runs).toBe(3);
+  });
+
+  it('remembers nothing from a registration that was refused', async () => {
+    const hasher = new (class extends PasswordHasher {
+      runs = 0;
+      override verify(password: string, stored: string): Promise<boolean> {
+        this.runs++;
+        return super.verify(password, stored);
+      }
+    })({ N: 1024, r: 8, p: 1 });
+    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 });
+    await remembering.register('fern', 'first password');
+    // Taken: the second registration's password is not the account's, and a login with it is checked and refused.
+    await expect(remembering.register('fern', 'second password')).rejects.toMatchObject({ code: 'user_exists' });
+    expect(await remembering.authenticate('fern', 'second password')).toBe(false);
+    expect(hasher.runs).toBe(1);
+    expect(await remembering.authenticate('fern', 'first password')).toBe(true);
   });
 });

@@ -15,7 +15,7 @@ export class AccountsService {
   private decoyHash: Promise<string> | undefined;
   /** Users known to exist; accounts are never deleted, so a positive answer stays true. */
   private readonly known = new Set<string>();
-  /** user → keyed digest of the password of the last successful login, with its expiry. */
+  /** user → keyed digest of the password of the last successful login (or the registration), with its expiry. */
   private readonly verified = new Map<string, { digest: Buffer; expires: number }>();
   private readonly cacheKey = randomBytes(32);
 
@@ -37,14 +37,15 @@ export class AccountsService {
     const created = await this.store.create({ user, passwordHash, createdAt: this.now() });
     if (!created) throw new DomainError('user_exists', `the name "${user}" is taken`);
     this.known.add(user);
+    // The KDF has just run on this password: the login that usually follows a registration need not run it again.
+    this.remember(user, password);
     return { user };
   }
 
   /** True when the user exists and the password is its password. */
   async authenticate(user: string, password: string): Promise<boolean> {
-    const digest = createHmac('sha256', this.cacheKey).update(user).update('\0').update(password).digest();
     const cached = this.verified.get(user);
-    if (cached && cached.expires > this.now() && timingSafeEqual(cached.digest, digest)) return true;
+    if (cached && cached.expires > this.now() && timingSafeEqual(cached.digest, this.digestOf(user, password))) return true;
 
     const account = await this.store.get(user);
     if (!account) {
@@ -54,8 +55,17 @@ export class AccountsService {
     }
     this.known.add(user);
     const ok = await this.hasher.verify(password, account.passwordHash);
-    if (ok) this.verified.set(user, { digest, expires: this.now() + (this.opts.verifiedCacheMs ?? 10 * 60_000) });
+    if (ok) this.remember(user, password);
     return ok;
+  }
+
+  /** Remembers a password checked by the KDF, for the cache time. */
+  private remember(user: string, password: string): void {
+    this.verified.set(user, { digest: this.digestOf(user, password), expires: this.now() + (this.opts.verifiedCacheMs ?? 10 * 60_000) });
+  }
+
+  private digestOf(user: string, password: string): Buffer {
+    return createHmac('sha256', this.cacheKey).update(user).update('\0').update(password).digest();
   }
 
   /** True when an account of that name exists. */
