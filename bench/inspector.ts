@@ -46,7 +46,10 @@ export function inspectorUrlOf(child: ChildProcess, lines: readonly string[], wh
     };
     const onExit = () => finish(() => reject(new Error(`${what} exited before printing its inspector address`)));
     const timer = setTimeout(
-      () => finish(() => reject(new Error(`${what}: no inspector address in its output within ${INSPECTOR_LINE_MS} ms (needed to collect garbage before reading memory)`))),
+      () =>
+        finish(() =>
+          reject(new Error(`${what}: no inspector address in its output within ${INSPECTOR_LINE_MS} ms (needed to collect garbage before reading memory)`)),
+        ),
       INSPECTOR_LINE_MS,
     );
     stderr.on('data', onData);
