@@ -132,7 +132,7 @@ async function main(): Promise<void> {
     const starting = await Promise.allSettled(
       opts.targets.map(async (name, i) => {
         log(`starting ${name}`);
-        const target = await startTarget(name, BENCH_DIR, opts.profile);
+        const target = await startTarget(name, BENCH_DIR, { profileDir: opts.profile, inspect: opts.scenarios.includes('idle') });
         const endpoint: Endpoint = {
           url: target.url,
           protocol: target.protocol,

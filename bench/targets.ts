@@ -63,22 +63,31 @@ export function mosquittoInstalled(): boolean {
   return !spawnSync('mosquitto', ['-h'], { stdio: 'ignore' }).error;
 }
 
-/** `profileDir`: Parley's processes write a V8 CPU profile there (`node --cpu-prof`) when they stop. */
-export async function startTarget(name: TargetName, benchDir: string, profileDir?: string): Promise<Target> {
+export interface StartOptions {
+  /** Parley's processes write a V8 CPU profile there (`node --cpu-prof`) when they stop. */
+  profileDir?: string | undefined;
+  /**
+   * Node targets open their inspector on a free loopback port, so that the idle scenario can collect their garbage
+   * before reading memory. Only when that scenario runs: it is an unauthenticated debugger port.
+   */
+  inspect: boolean;
+}
+
+export async function startTarget(name: TargetName, benchDir: string, opts: StartOptions): Promise<Target> {
   switch (name) {
     case 'parley':
-      return startParleyTarget(name, undefined, profileDir);
+      return startParleyTarget(name, opts);
     case 'parley-redis': {
       const redis = await startRedis({ appendonly: true });
-      return withRedis(redis, () => startParleyTarget(name, redis, profileDir));
+      return withRedis(redis, () => startParleyTarget(name, opts, redis));
     }
     case 'aedes':
     case 'aedes-qos0':
-      return startBareAedes(name, benchDir);
+      return startBareAedes(name, benchDir, opts);
     case 'aedes-redis':
     case 'aedes-redis-sessions': {
       const redis = await startRedis({ appendonly: true });
-      return withRedis(redis, () => startBareAedes(name, benchDir, redis));
+      return withRedis(redis, () => startBareAedes(name, benchDir, opts, redis));
     }
     case 'mosquitto':
       return startMosquitto();
@@ -95,7 +104,7 @@ async function withRedis(redis: RedisServer, start: () => Promise<Target>): Prom
   }
 }
 
-async function startParleyTarget(name: TargetName, redis?: RedisServer, profileDir?: string): Promise<Target> {
+async function startParleyTarget(name: TargetName, opts: StartOptions, redis?: RedisServer): Promise<Target> {
   const server = await startParley({
     env: {
       PARLEY_MQTT_HOST: '127.0.0.1',
@@ -113,12 +122,12 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
       PARLEY_CONNECT_TIMEOUT_MS: '60000',
       ...(redis ? { REDIS_URL: redis.url } : {}),
     },
-    nodeArgs: [...INSPECT_ARGS, ...(profileDir ? ['--cpu-prof', `--cpu-prof-dir=${profileDir}`] : [])],
+    nodeArgs: [...(opts.inspect ? INSPECT_ARGS : []), ...(opts.profileDir ? ['--cpu-prof', `--cpu-prof-dir=${opts.profileDir}`] : [])],
     timeoutMs: SERVER_START_MS,
   });
-  let inspector: string;
+  let inspector: string | undefined;
   try {
-    inspector = await inspectorUrlOf(server.process, server.output, name);
+    if (opts.inspect) inspector = await inspectorUrlOf(server.process, server.output, name);
   } catch (e) {
     await server.dispose();
     throw e;
@@ -130,7 +139,7 @@ async function startParleyTarget(name: TargetName, redis?: RedisServer, profileD
     pid: server.process.pid!,
     ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
     death: () => deathOf(server.process, server.output),
-    collectGarbage: () => collectGarbage(inspector),
+    ...(inspector !== undefined ? { collectGarbage: () => collectGarbage(inspector) } : {}),
     stop: async () => {
       await server.dispose();
       await redis?.stop();
@@ -172,15 +181,15 @@ async function terminate(child: ChildProcess): Promise<void> {
   clearTimeout(timer);
 }
 
-async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisServer): Promise<Target> {
-  const child = spawn(process.execPath, [...INSPECT_ARGS, join(benchDir, 'bare-broker.js')], {
+async function startBareAedes(name: TargetName, benchDir: string, opts: StartOptions, redis?: RedisServer): Promise<Target> {
+  const child = spawn(process.execPath, [...(opts.inspect ? INSPECT_ARGS : []), join(benchDir, 'bare-broker.js')], {
     env: { PATH: process.env.PATH ?? '', ...(redis ? { BENCH_REDIS_URL: redis.url } : {}) },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   try {
     const output: string[] = [];
     const port = await listeningPort(child, name, output);
-    const inspector = await inspectorUrlOf(child, output, name);
+    const inspector = opts.inspect ? await inspectorUrlOf(child, output, name) : undefined;
     return {
       name,
       protocol: 'mqtt',
@@ -190,7 +199,7 @@ async function startBareAedes(name: TargetName, benchDir: string, redis?: RedisS
       ...(name === 'aedes-redis-sessions' ? { persistentSessions: true } : {}),
       ...(name === 'aedes-qos0' ? { subscribeQos: 0 as const } : {}),
       death: () => deathOf(child),
-      collectGarbage: () => collectGarbage(inspector),
+      ...(inspector !== undefined ? { collectGarbage: () => collectGarbage(inspector) } : {}),
       stop: async () => {
         await terminate(child);
         await redis?.stop();
