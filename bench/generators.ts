@@ -50,15 +50,19 @@ class Generator {
     if (this.child.connected) this.child.send(msg as object);
   }
 
-  async stop(): Promise<void> {
+  /**
+   * Ends the generator: once its job is done it disconnects and exits by itself (`finished`); otherwise (a failed run)
+   * it is terminated at once. Either way it is killed if it has not exited within STOP_MS.
+   */
+  async stop(finished: boolean): Promise<void> {
     if (this.child.exitCode !== null || this.child.signalCode !== null) return;
     const exited = new Promise<void>((resolve) => this.child.once('exit', () => resolve()));
     const timer = setTimeout(() => {
-      // A generator that outlives its job holds the run up: say so, since the figures are in but the wall time is not.
-      process.stderr.write(`load generator ${this.child.pid} had not exited ${STOP_MS} ms after its job: killed\n`);
+      // A generator that lingers after its job holds the run up, and is a bug in it: say so.
+      if (finished) process.stderr.write(`load generator ${this.child.pid} had not exited ${STOP_MS} ms after its job: killed\n`);
       this.child.kill('SIGKILL');
     }, STOP_MS);
-    if (!this.child.connected) this.child.kill('SIGTERM');
+    if (!finished || !this.child.connected) this.child.kill('SIGTERM');
     await exited;
     clearTimeout(timer);
   }
@@ -72,6 +76,7 @@ class Generator {
  */
 export async function runJobs(benchDir: string, jobs: Job[], between?: () => Promise<void> | void, after?: () => void): Promise<JobResult[]> {
   const gens = jobs.map(() => new Generator(fork(join(benchDir, 'load-generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
+  let finished = false;
   try {
     jobs.forEach((job, i) => gens[i]!.send({ type: 'job', job }));
     await Promise.all(gens.map((g) => g.next('ready', READY_MS)));
@@ -79,8 +84,9 @@ export async function runJobs(benchDir: string, jobs: Job[], between?: () => Pro
     for (const g of gens) g.send({ type: 'go' });
     const results = (await Promise.all(gens.map((g) => g.next('result', RESULT_MS)))).map((m) => m.result);
     after?.();
+    finished = true;
     return results;
   } finally {
-    await Promise.all(gens.map((g) => g.stop()));
+    await Promise.all(gens.map((g) => g.stop(finished)));
   }
 }

@@ -19,6 +19,8 @@ function inspectorUrlIn(lines: readonly string[]): string | undefined {
 }
 
 const INSPECTOR_LINE = /Debugger listening on (ws:\/\/\S+)/;
+/** The same, in raw output: only once its line has ended, so that a chunk cut inside the address is not taken for it. */
+const INSPECTOR_LINE_ENDED = /Debugger listening on (ws:\/\/\S+)\r?\n/;
 const INSPECTOR_LINE_MS = 10_000;
 
 /**
@@ -31,6 +33,7 @@ export function inspectorUrlOf(child: ChildProcess, lines: readonly string[], wh
   if (seen) return Promise.resolve(seen);
   const stderr = child.stderr;
   if (!stderr) return Promise.reject(new Error(`${what}: its stderr is not piped, so its inspector address cannot be read`));
+  if (child.exitCode !== null || child.signalCode !== null) return Promise.reject(new Error(`${what} exited before printing its inspector address`));
   return new Promise((resolve, reject) => {
     let text = '';
     const finish = (outcome: () => void) => {
@@ -41,8 +44,9 @@ export function inspectorUrlOf(child: ChildProcess, lines: readonly string[], wh
     };
     const onData = (chunk: Buffer | string) => {
       text += chunk.toString();
-      const m = INSPECTOR_LINE.exec(text);
-      if (m) finish(() => resolve(m[1]!));
+      // What came before this listener was attached went to `lines` only (read line by line): look there too.
+      const url = INSPECTOR_LINE_ENDED.exec(text)?.[1] ?? inspectorUrlIn(lines);
+      if (url) finish(() => resolve(url));
     };
     const onExit = () => finish(() => reject(new Error(`${what} exited before printing its inspector address`)));
     const timer = setTimeout(

@@ -25,7 +25,7 @@ export interface LoadEvents {
   acked?: (id: string, ok: boolean) => void;
 }
 
-/** Generous for Parley (a first login runs the password KDF, and many may queue for it); a bare broker answers at once or is stuck. */
+/** Generous for Parley (a login the server does not remember runs the password KDF, and many may queue for it); a bare broker answers at once or is stuck. */
 const CONNECT_TIMEOUT_MS = 60_000;
 const BARE_CONNECT_TIMEOUT_MS = 10_000;
 const ID_END = 0x7c; // '|': bare-broker payloads are `<id>|<padding>`

@@ -81,6 +81,27 @@ function parseOptions(argv: string[]): Options {
   };
 }
 
+interface Listed {
+  target: Target;
+  endpoint: Endpoint;
+  group: string;
+}
+
+/** How long a stop waits for targets still starting, so that none outlives the bench. */
+const STARTS_SETTLE_MS = 30_000;
+
+/** Waits until every promise has settled, or the bound has passed. */
+function settledWithin(promises: Promise<unknown>[], ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  const bound = new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)));
+  return Promise.race([Promise.allSettled(promises).then(() => undefined), bound]).finally(() => clearTimeout(timer));
+}
+
+/** Whether a target takes part in a scenario (some bare-broker variants are there for one comparison only). */
+function runsScenario(name: TargetName, scenario: ScenarioName): boolean {
+  return (TARGET_SCENARIOS[name] ?? [scenario]).includes(scenario);
+}
+
 /** Registers the cast (Parley only) and creates the fan-out group; returns the group's id (Parley) or topic (bare). */
 async function prepareTarget(target: Target, endpoint: Endpoint, cast: Cast, scenarios: ScenarioName[]): Promise<string> {
   if (target.protocol !== 'parley') return 'fan';
@@ -110,8 +131,14 @@ async function main(): Promise<void> {
   const started = new Date();
   const log = (line: string) => process.stderr.write(`[bench ${((Date.now() - started.getTime()) / 1000).toFixed(0).padStart(4)}s] ${line}\n`);
 
-  const targets: { target: Target; endpoint: Endpoint; group: string }[] = [];
+  const targets: Listed[] = [];
+  /** Set once the run is stopping: a target that comes up after that is stopped at once instead of listed. */
+  let closing = false;
+  /** Targets still starting (each settles once its target is listed, or stopped because the run is stopping). */
+  const starting = new Set<Promise<unknown>>();
   const stopAll = async () => {
+    closing = true;
+    await settledWithin([...starting], STARTS_SETTLE_MS);
     const all = targets.splice(0);
     await Promise.all(all.map((t) => t.target.stop().catch(() => undefined)));
   };
@@ -124,15 +151,15 @@ async function main(): Promise<void> {
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
 
-  const records: BenchRecord[] = [];
-  try {
-    // Started and prepared side by side (nothing is measured yet): most of it is Parley's password KDF, which a lone
-    // target's registrations cannot spread over every core. Each is listed as soon as it runs, so a failure stops it too.
-    const ready: ({ target: Target; endpoint: Endpoint; group: string } | undefined)[] = opts.targets.map(() => undefined);
-    const starting = await Promise.allSettled(
-      opts.targets.map(async (name, i) => {
-        log(`starting ${name}`);
-        const target = await startTarget(name, BENCH_DIR, { profileDir: opts.profile, inspect: opts.scenarios.includes('idle') });
+  /** Starts a target and lists it, so that it is stopped with the rest whatever happens next. */
+  const bringUp = async (name: TargetName): Promise<Listed> => {
+    log(`starting ${name}`);
+    const listed = startTarget(name, BENCH_DIR, { profileDir: opts.profile, inspect: opts.scenarios.includes('idle') && runsScenario(name, 'idle') }).then(
+      async (target) => {
+        if (closing) {
+          await target.stop();
+          throw new Error(`${name}: the run stopped while it started`);
+        }
         const endpoint: Endpoint = {
           url: target.url,
           protocol: target.protocol,
@@ -140,24 +167,40 @@ async function main(): Promise<void> {
           ...(target.persistentSessions ? { persistentSessions: true } : {}),
           ...(target.subscribeQos !== undefined ? { subscribeQos: target.subscribeQos } : {}),
         };
-        const entry = { target, endpoint, group: '' };
-        ready[i] = entry;
+        const entry: Listed = { target, endpoint, group: '' };
         targets.push(entry);
-        entry.group = await prepareTarget(target, endpoint, cast, opts.scenarios);
-        log(`${name} ready`);
-      }),
+        return entry;
+      },
     );
-    const failed = starting.find((s) => s.status === 'rejected');
-    if (failed) throw failed.reason;
+    starting.add(listed);
+    try {
+      const entry = await listed;
+      entry.group = await prepareTarget(entry.target, entry.endpoint, cast, opts.scenarios);
+      log(`${name} ready`);
+      return entry;
+    } catch (e) {
+      log(`${name} failed to start: ${e instanceof Error ? e.message : String(e)}`);
+      throw e;
+    } finally {
+      starting.delete(listed);
+    }
+  };
+
+  const records: BenchRecord[] = [];
+  try {
+    // Started and prepared side by side (nothing is measured yet): most of it is Parley's password KDF, which a lone
+    // target's registrations cannot spread over every core. The first failure ends the run; the finally stops every
+    // target, and any still starting once it has come up.
+    const ready = await Promise.all(opts.targets.map(bringUp));
     // The runs below visit the targets in the order given, whatever order they came up in.
-    targets.splice(0, targets.length, ...ready.filter((t) => t !== undefined));
+    targets.splice(0, targets.length, ...ready);
     for (let rep = 0; rep < opts.reps; rep++) {
       for (const scenario of opts.scenarios) {
         // Interleaved: each repetition visits the targets in a rotated order, so drift (thermal, other load) spreads over all of them.
         const order = targets.map((_, i) => targets[(i + rep) % targets.length]!);
         for (const { target, endpoint, group } of order) {
           if (interrupted) return;
-          if (!(TARGET_SCENARIOS[target.name] ?? [scenario]).includes(scenario)) continue;
+          if (!runsScenario(target.name, scenario)) continue;
           const death = target.death();
           if (death !== undefined) {
             records.push({ scenario, target: target.name, rep, failed: `the server is gone: it ${death.split('\n')[0]}` });

@@ -38,10 +38,13 @@ describe('npm run bench', () => {
         results: Record<string, Record<string, Record<string, { median: number; n: number }>>>;
         ratios: Record<string, Record<string, number>>;
         machine: { cpus: number };
+        records: { scenario: string; target: string; rep: number }[];
       };
       expect(report.quick).toBe(true);
       expect(report.failures).toEqual([]);
       expect(report.targets.map((t) => t.name)).toEqual(['parley', 'aedes']);
+      // The targets start side by side (bare Aedes is up long before Parley), and are then run in the order asked for.
+      expect(report.records.filter((r) => r.scenario === 'drain').map((r) => r.target)).toEqual(['parley', 'aedes']);
       for (const target of ['parley', 'aedes']) {
         const drain = report.results.drain?.[target];
         expect(drain?.msgPerSec?.n).toBe(1);

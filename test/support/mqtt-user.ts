@@ -142,18 +142,22 @@ export async function subscribeCodes(client: MqttClient, filters: string[]): Pro
 export async function registerUser(url: string, user: string, password: string): Promise<OkReply | ErrorReply> {
   const nonce = randomBytes(8).toString('hex');
   const client = await connectClient(url, { clientId: `anon.${nonce}` });
+  let timer: NodeJS.Timeout | undefined;
   try {
     const reply = new Promise<OkReply | ErrorReply>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('no reply to register')), 10_000);
+      timer = setTimeout(() => reject(new Error('no reply to register')), 10_000);
       client.on('message', (_t, payload) => {
         clearTimeout(timer);
         resolve(JSON.parse(payload.toString()) as OkReply | ErrorReply);
       });
     });
+    // When the subscribe or publish below fails, that error is the one thrown: this one must not go unhandled meanwhile.
+    reply.catch(() => undefined);
     await client.subscribeAsync(topics.anonInbox(nonce), { qos: 1 });
     await client.publishAsync(topics.anonRequests(nonce), JSON.stringify({ op: 'register', id: 'reg-1', user, password }), { qos: 1 });
     return await reply;
   } finally {
+    clearTimeout(timer);
     await endClient(client);
   }
 }

@@ -23,16 +23,25 @@ export interface RedisOptions {
   appendonly?: boolean;
 }
 
+/** Ports this process has handed out: never handed out twice, so servers started side by side cannot be given one port. */
+const handedOut = new Set<number>();
+
 /** A TCP port that was free on 127.0.0.1 a moment ago (another process may still take it: retry on a bind failure). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const { port } = srv.address() as { port: number };
-      srv.close(() => resolve(port));
+export async function freePort(): Promise<number> {
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const port = await new Promise<number>((resolve, reject) => {
+      const srv = createServer();
+      srv.once('error', reject);
+      srv.listen(0, '127.0.0.1', () => {
+        const { port } = srv.address() as { port: number };
+        srv.close(() => resolve(port));
+      });
     });
-  });
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error('no free TCP port that this process has not handed out already');
 }
 
 function assertInstalled(): void {

@@ -54,16 +54,19 @@ describe('PasswordHasher', () => {
     expect(await cheap.verify('same', a)).toBe(true);
     for (const bad of ['', 'plain', 'scrypt$1$2$3', 'bcrypt$x$y$z$salt$hash']) expect(await cheap.verify('same', bad)).toBe(false);
   });
+});
 
+/** The real hasher, counting the KDF runs of logins. */
+class CountingHasher extends PasswordHasher {
+  runs = 0;
+  override verify(password: string, stored: string): Promise<boolean> {
+    this.runs++;
+    return super.verify(password, stored);
+  }
+}
+
+describe('AccountsService login cache', () => {
   it('remembers a registration and a login for the cache time: a login within it skips the KDF, one after it runs the KDF again', async () => {
-    /** The real hasher, counting the KDF runs of logins. */
-    class CountingHasher extends PasswordHasher {
-      runs = 0;
-      override verify(password: string, stored: string): Promise<boolean> {
-        this.runs++;
-        return super.verify(password, stored);
-      }
-    }
     const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
     let now = 1_000_000;
     const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
@@ -86,13 +89,7 @@ describe('PasswordHasher', () => {
   });
 
   it('remembers nothing from a registration that was refused', async () => {
-    const hasher = new (class extends PasswordHasher {
-      runs = 0;
-      override verify(password: string, stored: string): Promise<boolean> {
-        this.runs++;
-        return super.verify(password, stored);
-      }
-    })({ N: 1024, r: 8, p: 1 });
+    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
     const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 });
     await remembering.register('fern', 'first password');
     // Taken: the second registration's password is not the account's, and a login with it is checked and refused.
@@ -100,5 +97,17 @@ describe('PasswordHasher', () => {
     expect(await remembering.authenticate('fern', 'second password')).toBe(false);
     expect(hasher.runs).toBe(1);
     expect(await remembering.authenticate('fern', 'first password')).toBe(true);
+  });
+
+  it('remembers only the winner of two registrations of one name at once', async () => {
+    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
+    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 });
+    const passwords = ['password one', 'password two'];
+    const outcomes = await Promise.allSettled(passwords.map((p) => remembering.register('gale', p)));
+    expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
+    const winner = passwords[outcomes.findIndex((o) => o.status === 'fulfilled')]!;
+    const loser = passwords.find((p) => p !== winner)!;
+    expect(await remembering.authenticate('gale', loser)).toBe(false);
+    expect(await remembering.authenticate('gale', winner)).toBe(true);
   });
 });

@@ -5,7 +5,7 @@ import type { PasswordHasher } from './password-hasher.js';
 
 export interface AccountsOptions {
   minPasswordLength: number;
-  /** How long a successful login is remembered, so reconnects skip the KDF. */
+  /** How long a successful login or registration is remembered, so logging in again with that password skips the KDF. */
   verifiedCacheMs?: number;
 }
 

@@ -57,7 +57,7 @@ export const ConfigSchema = z.object({
   PARLEY_MAX_GROUP_SIZE: positiveInt('PARLEY_MAX_GROUP_SIZE', 100, 10_000),
   PARLEY_MAX_GROUP_NAME_LENGTH: positiveInt('PARLEY_MAX_GROUP_NAME_LENGTH', 64, 1000),
   PARLEY_MIN_PASSWORD_LENGTH: positiveInt('PARLEY_MIN_PASSWORD_LENGTH', 8, 1024),
-  /** How long a successful login is remembered (keyed HMAC, in memory), so the same user and password logging in again skip the KDF. */
+  /** How long a successful login or registration is remembered (keyed HMAC, in memory), so the same user and password logging in again skip the KDF. */
   PARLEY_LOGIN_CACHE_MS: positiveInt('PARLEY_LOGIN_CACHE_MS', 600_000, 86_400_000),
   /** Names this gateway's connections in shared presence state; must be unique among gateways on one Redis and stable across restarts. */
   PARLEY_GATEWAY_ID: z
