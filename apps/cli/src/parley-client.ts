@@ -2,7 +2,21 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import mqtt, { type MqttClient } from 'mqtt';
-import { InboxEvent, PresenceEvent, topics, type RequestOp, type ResultOf } from '#libs/protocol';
+import {
+  readInboxEvent,
+  readPresenceEvent,
+  readResult,
+  topics,
+  type ErrorReply,
+  type InboxEvent,
+  type OkReply,
+  type PresenceEvent,
+  type RequestOp,
+  type ResultOf,
+} from '#libs/protocol';
+
+/** What the inbox brings besides the replies to this client's requests. */
+type ServerEvent = Exclude<InboxEvent, OkReply | ErrorReply>;
 
 /** The server answered a request with an error; `code` is the protocol's stable error code. */
 export class RequestError extends Error {
@@ -52,7 +66,7 @@ const CONNACK_REASONS: Record<number, string> = {
 
 interface ClientEvents {
   newListener: [eventName: string | symbol, listener: unknown];
-  event: [InboxEvent];
+  event: [ServerEvent];
   presence: [PresenceEvent];
   offline: [];
   online: [];
@@ -65,9 +79,9 @@ interface ClientEvents {
  */
 export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
-  private early: InboxEvent[] | undefined = [];
+  private early: ServerEvent[] | undefined = [];
   private replaying = false;
-  private readonly pending = new Map<string, { resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  private readonly pending = new Map<string, { op: RequestOp; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
 
   private constructor(
     private readonly mqtt: MqttClient,
@@ -165,7 +179,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         this.pending.delete(id);
         reject(new Error(`no answer from the server within ${Math.round(this.timeoutMs / 1000)} s`));
       }, this.timeoutMs);
-      this.pending.set(id, { resolve: resolve as (r: unknown) => void, reject, timer });
+      this.pending.set(id, { op, resolve: resolve as (r: unknown) => void, reject, timer });
       this.mqtt.publish(this.requests, JSON.stringify({ op, id, ...fields }), { qos: 1 }, (err) => {
         if (!err) return;
         clearTimeout(timer);
@@ -205,21 +219,27 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     } catch {
       return;
     }
+    // Read leniently: a field a newer server added is left out, not a reason to drop the payload (see `lenient`).
     if (topic !== this.inbox) {
-      const presence = PresenceEvent.safeParse(raw);
-      if (presence.success) this.emit('presence', presence.data);
+      const presence = readPresenceEvent(raw);
+      if (presence) this.emit('presence', presence);
       return;
     }
-    const parsed = InboxEvent.safeParse(raw);
-    if (!parsed.success) return;
-    const event = parsed.data;
-    if (event.type === 'reply' && event.id !== null) {
-      const waiter = this.pending.get(event.id);
-      if (waiter) {
+    const event = readInboxEvent(raw);
+    if (!event) return;
+    if (event.type === 'reply') {
+      const waiter = event.id === null ? undefined : this.pending.get(event.id);
+      if (waiter && event.id !== null) {
         clearTimeout(waiter.timer);
         this.pending.delete(event.id);
-        if (event.ok) waiter.resolve(event.result);
-        else waiter.reject(new RequestError(event.error.code, event.error.message));
+        if (!event.ok) waiter.reject(new RequestError(event.error.code, event.error.message));
+        else {
+          try {
+            waiter.resolve(readResult(waiter.op, event.result));
+          } catch (e) {
+            waiter.reject(e instanceof Error ? e : new Error(String(e)));
+          }
+        }
       }
       return;
     }

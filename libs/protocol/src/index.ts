@@ -3,3 +3,4 @@ export * from './errors.js';
 export * from './payloads.js';
 export * from './asyncapi.js';
 export * from './file-names.js';
+export * from './lenient.js';

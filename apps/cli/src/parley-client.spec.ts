@@ -1,0 +1,75 @@
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { Aedes } from 'aedes';
+import mqtt, { type MqttClient } from 'mqtt';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { topics } from '#libs/protocol';
+import { ParleyClient, RequestError } from './parley-client.js';
+
+/**
+ * The CLI's client against what a newer server may send: fields this version
+ * does not know. A plain Aedes broker carries the packets; a second MQTT client
+ * answers the requests as such a server would.
+ */
+describe('ParleyClient and a newer server', () => {
+  let broker: Aedes;
+  let tcp: Server;
+  let url: string;
+  let server: MqttClient;
+
+  beforeAll(async () => {
+    broker = new Aedes();
+    await broker.listen();
+    tcp = createServer((socket) => broker.handle(socket));
+    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    url = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+    server = await mqtt.connectAsync(url, { clientId: 'newer-server', reconnectPeriod: 0 });
+    await server.subscribeAsync(topics.requests('+'), { qos: 1 });
+    server.on('message', (topic, payload) => {
+      const user = topic.split('/').at(-2)!;
+      const req = JSON.parse(payload.toString()) as { op: string; id: string };
+      const reply =
+        req.op === 'who'
+          ? { type: 'reply', id: req.id, op: 'who', ok: true, result: { user: 'bob', state: 'online', lastSeen: null, device: 'phone' }, served: 'v9' }
+          : { type: 'reply', id: req.id, op: req.op, ok: false, error: { code: 'quota_exceeded', message: 'over your quota', retryAfter: 5 } };
+      void server.publishAsync(topics.inbox(user), JSON.stringify(reply), { qos: 1 });
+    });
+  });
+
+  afterAll(async () => {
+    await server.endAsync();
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  });
+
+  it('gets the answer to a request whose reply carries fields it does not know, instead of waiting out the timeout', async () => {
+    const client = await ParleyClient.connect({ server: url, user: 'ann', password: 'unused', timeoutMs: 5000 });
+    try {
+      expect(await client.request('who', { user: 'bob' })).toEqual({ user: 'bob', state: 'online', lastSeen: null });
+      // An error code this version does not know is still an answer, with the server's message.
+      const refused = await client.request('send', { to: 'bob', text: 'hi' }).catch((e: unknown) => e);
+      expect(refused).toBeInstanceOf(RequestError);
+      expect(refused).toMatchObject({ code: 'quota_exceeded', message: 'over your quota' });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('shows a message event that carries fields it does not know', async () => {
+    const client = await ParleyClient.connect({ server: url, user: 'cat', password: 'unused', timeoutMs: 5000 });
+    try {
+      const got = new Promise<unknown>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error('no event within 5 s')), 5000);
+        client.once('event', (e) => {
+          clearTimeout(timer);
+          resolve(e);
+        });
+      });
+      const event = { type: 'message', conv: 'dm:ann:cat', seq: 1, from: 'ann', to: 'cat', ts: 1, id: 'm1', text: 'hello', edited: false };
+      await server.publishAsync(topics.inbox('cat'), JSON.stringify(event), { qos: 1 });
+      const { edited: _edited, ...known } = event;
+      expect(await got).toEqual(known);
+    } finally {
+      await client.close();
+    }
+  });
+});

@@ -1,0 +1,141 @@
+import { z } from 'zod';
+import {
+  ErrorReply,
+  FileChunkResult,
+  FileFetchResult,
+  FileListResult,
+  FileOfferResult,
+  FileStateResult,
+  GroupGoneResult,
+  GroupInfo,
+  GroupListResult,
+  HistoryResult,
+  InboxEvent,
+  InfoResult,
+  OkReply,
+  PresenceEvent,
+  ReceiptResult,
+  RegisterResult,
+  SendResult,
+  WhoResult,
+  type RequestOp,
+  type ResultOf,
+} from './payloads.js';
+
+/**
+ * Reading what a server sends, as a client: the payload schemas describe it
+ * exactly, and the server is held to them (its tests parse what it sends with
+ * them, strictly). A client must not be: a newer server may add a field to an
+ * event or a result, and an older client that rejected the whole payload for it
+ * would drop a message, or wait out the timeout of a request that was answered.
+ * So a client reads with the same schemas loosened: a field it does not know
+ * is left out, one it needs must still be there and of its type.
+ */
+export function lenient<T extends z.ZodType>(schema: T): z.ZodType<z.output<T>> {
+  return loosen(schema) as z.ZodType<z.output<T>>;
+}
+
+function loosen(schema: z.ZodType): z.ZodType {
+  const def = (schema as unknown as { _zod: { def: SchemaDef } })._zod.def;
+  switch (def.type) {
+    case 'object':
+      return z.object(Object.fromEntries(Object.entries(def.shape!).map(([key, field]) => [key, loosen(field)])));
+    case 'array':
+      return z.array(loosen(def.element!));
+    case 'optional':
+      return loosen(def.innerType!).optional();
+    case 'nullable':
+      return loosen(def.innerType!).nullable();
+    case 'record':
+      return z.record(def.keyType as z.ZodString, loosen(def.valueType!));
+    case 'union': {
+      const options = def.options!.map(loosen);
+      // A plain union of loosened objects could match the wrong one (every field it needs is there, the rest dropped):
+      // only discriminated unions, and unions whose options differ in a literal (the inbox events' `type`), are loosened.
+      return def.discriminator !== undefined
+        ? z.discriminatedUnion(def.discriminator, options as [z.ZodObject, ...z.ZodObject[]])
+        : z.union(options as [z.ZodType, ...z.ZodType[]]);
+    }
+    default:
+      // Strings, numbers, enums, literals and the rest have no fields to add.
+      return schema;
+  }
+}
+
+interface SchemaDef {
+  type: string;
+  shape?: Record<string, z.ZodType>;
+  element?: z.ZodType;
+  innerType?: z.ZodType;
+  keyType?: z.ZodType;
+  valueType?: z.ZodType;
+  options?: z.ZodType[];
+  discriminator?: string;
+}
+
+/** Each request's result schema, by op: a client reads a reply's result with the one its request asked for. */
+export const RESULT_SCHEMAS: { [Op in RequestOp]: z.ZodType<ResultOf[Op]> } = {
+  register: RegisterResult,
+  send: SendResult,
+  history: HistoryResult,
+  who: WhoResult,
+  receipt: ReceiptResult,
+  'group.create': GroupInfo,
+  'group.rename': GroupInfo,
+  'group.add': GroupInfo,
+  'group.remove': GroupInfo,
+  'group.leave': GroupGoneResult,
+  'group.owner': GroupInfo,
+  'group.delete': GroupGoneResult,
+  'group.list': GroupListResult,
+  'group.members': GroupInfo,
+  info: InfoResult,
+  'file.offer': FileOfferResult,
+  'file.chunk': FileChunkResult,
+  'file.accept': FileStateResult,
+  'file.decline': FileStateResult,
+  'file.fetch': FileFetchResult,
+  'file.received': FileStateResult,
+  'file.list': FileListResult,
+  'file.seen': FileStateResult,
+  'file.cancel': FileStateResult,
+};
+
+const LENIENT_RESULTS = Object.fromEntries(Object.entries(RESULT_SCHEMAS).map(([op, schema]) => [op, lenient(schema)])) as {
+  [Op in RequestOp]: z.ZodType<ResultOf[Op]>;
+};
+
+/**
+ * A reply as a client reads it: the result is left unread (the union of every result could match the wrong one once
+ * loosened) until `readResult` reads it for the op the client asked; an error's code may be one this client does not
+ * know yet (it is shown with its message).
+ */
+const ClientReply = z.union([
+  z.object({ ...OkReply.shape, result: z.unknown() }),
+  z.object({ ...ErrorReply.shape, error: z.object({ code: z.string(), message: z.string() }) }),
+]);
+const ClientInboxEvent = z.union([ClientReply, ...(InboxEvent.options.filter((o) => o !== OkReply && o !== ErrorReply).map(lenient) as z.ZodType[])]);
+
+export type ClientEvent = Exclude<InboxEvent, OkReply | ErrorReply> | z.output<typeof ClientReply>;
+
+/** An inbox payload (parsed JSON) as a client reads it, or undefined when it is none this client knows. */
+export function readInboxEvent(raw: unknown): ClientEvent | undefined {
+  const parsed = ClientInboxEvent.safeParse(raw);
+  return parsed.success ? (parsed.data as ClientEvent) : undefined;
+}
+
+const ClientPresenceEvent = lenient(PresenceEvent);
+
+/** A presence payload as a client reads it, or undefined. */
+export function readPresenceEvent(raw: unknown): PresenceEvent | undefined {
+  const parsed = ClientPresenceEvent.safeParse(raw);
+  return parsed.success ? parsed.data : undefined;
+}
+
+/** A reply's result read for the op that was asked; throws when it is not that op's result. */
+export function readResult<Op extends RequestOp>(op: Op, result: unknown): ResultOf[Op] {
+  const parsed = LENIENT_RESULTS[op].safeParse(result);
+  if (!parsed.success)
+    throw new Error(`the server's answer to ${op} is not one this version of parley understands: ${parsed.error.issues[0]?.message ?? 'invalid'}`);
+  return parsed.data;
+}
