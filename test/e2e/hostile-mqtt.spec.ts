@@ -24,7 +24,7 @@ const PASSWORD = 'end to end password';
 
 beforeAll(async () => {
   server = await startParley({
-    env: { PARLEY_CONNECT_TIMEOUT_MS: '3000', PARLEY_MAX_PACKET_BYTES: '70000', PARLEY_LOGIN_MAX_FAILURES: '1000' },
+    env: { PARLEY_CONNECT_TIMEOUT_MS: '3000', PARLEY_MAX_PACKET_BYTES: '70000', PARLEY_LOGIN_MAX_FAILURES: '1000', PARLEY_MAX_SESSIONS_PER_USER: '3' },
   });
   users = new TestUsers(() => [server.mqttUrl, server.mqttUrl6], PASSWORD);
   [aliceName, bobName, carolName] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
@@ -290,6 +290,35 @@ describe('after login', () => {
     } finally {
       await endClient(again);
     }
+  });
+  it('keeps at most PARLEY_MAX_SESSIONS_PER_USER persistent sessions per user, forgetting the least recently used idle one', async () => {
+    const dave = await users.fresh('dave');
+    /** Logs in device `d` with clean session off; resolves with the client and whether the server still had its session. */
+    const resume = async (d: number) => {
+      let present: boolean | undefined;
+      const client = await connectClient(server.mqttUrl, { username: dave, password: PASSWORD, clientId: `${dave}/d${d}`, clean: false }, (c) =>
+        c.once('connect', (ack) => (present = ack.sessionPresent)),
+      );
+      if (!present) expect(await subscribeCodes(client, [topics.inbox(dave)])).toEqual([0]);
+      return { client, present };
+    };
+    const visit = async (d: number) => {
+      const { client, present } = await resume(d);
+      await endClient(client);
+      return present;
+    };
+    expect([await visit(1), await visit(2), await visit(3)]).toEqual([false, false, false]);
+    // A fourth session, kept connected: the least recently used idle one (d1) is forgotten.
+    const four = await resume(4);
+    expect(await visit(1)).toBe(false);
+    // d1 came back as a new session, and d2 went in its turn; d3 is still kept.
+    expect(await visit(3)).toBe(true);
+    expect(await visit(2)).toBe(false);
+    // A connected session is never the one forgotten, however long ago it logged in: d4 is kept, d1 went.
+    expect(await visit(5)).toBe(false);
+    await endClient(four.client);
+    expect(await visit(4)).toBe(true);
+    await stillServing();
   });
   it('refuses registration of user names with wildcards, slashes or control characters', async () => {
     for (const bad of ['a+b', 'a#b', 'a/b', 'ab\u0000', 'ab\u0007', '+', '#', 'Alice', 'ab\n']) {

@@ -124,6 +124,8 @@ export const ConfigSchema = z.object({
   PARLEY_LOGIN_LOCKOUT_MS: positiveInt('PARLEY_LOGIN_LOCKOUT_MS', 300_000, 86_400_000),
   /** Connections one user may hold open on one gateway. */
   PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
+  /** Persistent sessions (clean session off) a gateway keeps per user, connected or not; beyond it the least recently used idle one is forgotten. */
+  PARLEY_MAX_SESSIONS_PER_USER: positiveInt('PARLEY_MAX_SESSIONS_PER_USER', 50, 100_000),
   /** MQTT over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
   PARLEY_MQTTS_PORT: optionalPort('PARLEY_MQTTS_PORT'),
   /** MQTT over WebSocket (plain): its port, unset for none. */

@@ -78,6 +78,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               id: config.PARLEY_GATEWAY_ID,
               backplane: config.REDIS_URL ? redisBackplane(config.REDIS_URL, config.PARLEY_REDIS_PREFIX) : inMemoryBackplane(),
               guard: guardLimitsOf(config),
+              maxSessionsPerUser: config.PARLEY_MAX_SESSIONS_PER_USER,
             }),
           inject: [AccessPolicy, Metrics, PARLEY_CONFIG],
         },

@@ -7,6 +7,7 @@ import type { Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
 import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
+import { SessionKeeper } from './session-keeper.js';
 import { LocalInboxes } from './local-inboxes.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
 
@@ -21,6 +22,8 @@ export interface BrokerOptions {
   id: string;
   /** What every connection is held to before and after login (see GuardedConnection). */
   guard: GuardLimits;
+  /** Persistent sessions kept per user (see SessionKeeper). */
+  maxSessionsPerUser: number;
 }
 
 /**
@@ -67,6 +70,8 @@ export class MqttBroker {
   private sink: RequestSink | undefined;
   /** This gateway's connections by inbox topic: where inbox events are written. */
   readonly inboxes = new LocalInboxes();
+  /** Bounds the persistent sessions each user leaves in this gateway's memory. */
+  readonly sessions: SessionKeeper;
   /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too, refused filters included. */
   private readonly guardLimits: GuardLimits;
 
@@ -113,6 +118,8 @@ export class MqttBroker {
       this.inboxes.add(inboxTopicOf(principal), client);
       guard?.openRequests(principal);
     });
+    this.sessions = new SessionKeeper(this.aedes, policy, opts.maxSessionsPerUser);
+    this.sessions.start();
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
     this.aedes.on('clientDisconnect', (client) => {
       this.metrics.connections.dec();
