@@ -314,7 +314,7 @@ describe('after login', () => {
     // d1 came back as a new session, and d2 went in its turn; d3 is still kept.
     expect(await visit(3)).toBe(true);
     expect(await visit(2)).toBe(false);
-    // A connected session is never the one forgotten, however long ago it logged in: d4 is kept, d1 went.
+    // A connected session is never the one forgotten, however long ago it logged in: d4 is kept (d3 went instead).
     expect(await visit(5)).toBe(false);
     await endClient(four.client);
     expect(await visit(4)).toBe(true);

@@ -5,7 +5,11 @@ import type { AccessPolicy } from './access-policy.js';
 /** What of the broker this reads beyond its typings: its connected clients by id, and its session store. */
 interface BrokerInternals {
   clients: Record<string, Client | undefined>;
-  persistence: { cleanSubscriptions(client: { id: string }): Promise<unknown> };
+  persistence: {
+    cleanSubscriptions(client: { id: string }): Promise<unknown>;
+    /** Inbound QoS 2 packets awaiting their PUBREL: session state too, which only a clean session otherwise clears. */
+    cleanIncoming?(client: { id: string }): Promise<unknown>;
+  };
 }
 
 /**
@@ -15,8 +19,9 @@ interface BrokerInternals {
  * device (`user/<device>`), so one account could otherwise leave behind as many
  * sessions as it cares to invent device names. Each user keeps at most
  * `maxPerUser`; when a login would leave more, the sessions used least
- * recently that are not connected now are forgotten, as a clean session would
- * end them. A client whose session was forgotten gets CONNACK session present
+ * recently (logged in or out last) that are not connected now are forgotten,
+ * as a clean session would end them: their subscriptions and any QoS 2 packets
+ * awaiting a PUBREL. A client whose session was forgotten gets CONNACK session present
  * 0 and subscribes again, as after any session lost with a gateway; nothing
  * else is lost with it, because Parley keeps no messages in sessions (the
  * inbox catch-up comes from the conversation logs).
@@ -36,17 +41,27 @@ export class SessionKeeper {
 
   start(): void {
     this.aedes.on('clientReady', (client) => this.onReady(client));
+    // Used until now: a device that was connected all week and left a minute ago is not the least recently used.
+    this.aedes.on('clientDisconnect', (client) => {
+      const sessions = this.sessionsOf(client);
+      if (sessions?.delete(client.id)) sessions.add(client.id);
+    });
   }
 
-  /** How many persistent sessions this gateway keeps for a user (connected or not). */
-  keptFor(user: string): number {
-    return this.byUser.get(user)?.size ?? 0;
+  private ownerOf(client: Client): string | undefined {
+    const principal = this.policy.principalOf(client);
+    if (!principal) return undefined;
+    return principal.kind === 'user' ? principal.user : '';
+  }
+
+  private sessionsOf(client: Client): Set<string> | undefined {
+    const owner = this.ownerOf(client);
+    return owner === undefined ? undefined : this.byUser.get(owner);
   }
 
   private onReady(client: Client): void {
-    const principal = this.policy.principalOf(client);
-    if (!principal) return;
-    const owner = principal.kind === 'user' ? principal.user : '';
+    const owner = this.ownerOf(client);
+    if (owner === undefined) return;
     const sessions = this.byUser.get(owner) ?? new Set<string>();
     sessions.delete(client.id);
     // A clean session ended whatever that client id kept (the broker cleaned it): nothing is kept for it now.
@@ -67,7 +82,9 @@ export class SessionKeeper {
 
   private async forget(id: string, owner: string): Promise<void> {
     try {
-      await (this.aedes as unknown as BrokerInternals).persistence.cleanSubscriptions({ id });
+      const store = (this.aedes as unknown as BrokerInternals).persistence;
+      await store.cleanSubscriptions({ id });
+      await store.cleanIncoming?.({ id });
       this.logger.log({ event: 'session_forgotten', client: id, user: owner || null, keptPerUser: this.maxPerUser });
     } catch (e) {
       this.logger.warn({ event: 'session_forget_failed', client: id, error: String(e) });

@@ -1,6 +1,15 @@
 import { describe, expect, it } from 'vitest';
+import { z } from 'zod';
 import { lenient, readInboxEvent, readPresenceEvent, readResult, RESULT_SCHEMAS } from './lenient.js';
-import { InboxEvent, MessageEvent, REQUEST_OPS } from './payloads.js';
+import { InboxEvent, MessageEvent, PresenceEvent, REQUEST_OPS } from './payloads.js';
+
+/** Whether an object anywhere in the schema still refuses fields it does not know. */
+function strictSomewhere(schema: z.ZodType): boolean {
+  const def = (schema as unknown as { _zod: { def: Record<string, unknown> & { type: string } } })._zod.def;
+  const inner = [def.element, def.innerType, def.valueType, ...((def.options as unknown[]) ?? []), ...Object.values((def.shape as object) ?? {})];
+  if (def.type === 'object' && (def.catchall as { _zod: { def: { type: string } } } | undefined)?._zod.def.type === 'never') return true;
+  return inner.some((s) => s !== undefined && strictSomewhere(s as z.ZodType));
+}
 
 const message = {
   type: 'message',
@@ -73,6 +82,45 @@ describe('reading what a newer server sends', () => {
       lastSeen: 9,
     });
     expect(readPresenceEvent({ type: 'presence', user: 'bob' })).toBeUndefined();
+  });
+
+  it('loosens every object of every payload a server sends, at any depth', () => {
+    for (const schema of [InboxEvent, PresenceEvent, ...Object.values(RESULT_SCHEMAS)]) {
+      expect(strictSomewhere(schema)).toBe(true);
+      expect(strictSomewhere(lenient(schema))).toBe(false);
+    }
+  });
+
+  it('reads nested additions in arrays, records and unions: a history page, a sync', () => {
+    const page = {
+      conv: 'g:1',
+      group: { id: 'g1', name: 'team', color: 'red' },
+      messages: [
+        { ...message, reactions: [] },
+        { ...message, seq: 4, type: 'group', change: { kind: 'renamed', oldName: 'a', name: 'team', by: 'ann' } },
+      ],
+      peers: { bob: { delivered: 4, deliveredAt: 5, read: 3, readAt: 6, device: 'phone' } },
+      cursorNote: 'x',
+    };
+    const read = readResult('history', page);
+    expect(read.messages).toHaveLength(2);
+    expect(read.messages[0]).toEqual(message);
+    expect(read.messages[1]).toMatchObject({ type: 'group', change: { kind: 'renamed', oldName: 'a', name: 'team' } });
+    expect(read.messages[1]).not.toHaveProperty('change.by');
+    expect(read.peers.bob).toEqual({ delivered: 4, deliveredAt: 5, read: 3, readAt: 6 });
+    expect(read.group).toEqual({ id: 'g1', name: 'team' });
+
+    const cursors = { delivered: 1, deliveredAt: 1, read: 1, readAt: 1 };
+    const sync = readInboxEvent({
+      type: 'sync',
+      conversations: [{ conv: 'dm:a:b', after: 0, last: 1, mine: { ...cursors, x: 1 }, peers: { b: cursors }, muted: true }],
+    });
+    expect(sync).toEqual({ type: 'sync', conversations: [{ conv: 'dm:a:b', after: 0, last: 1, mine: cursors, peers: { b: cursors } }] });
+  });
+
+  it('refuses, loudly, a schema it could not loosen without losing something', () => {
+    expect(() => lenient(z.strictObject({ a: z.string() }).refine(() => true))).toThrow(/refinements/);
+    expect(() => lenient(z.strictObject({ a: z.string() }).transform((v) => v))).toThrow(/pipe/);
   });
 
   it('has a result schema for every op, and loosening keeps what a schema checks of a field', () => {

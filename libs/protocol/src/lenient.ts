@@ -35,8 +35,14 @@ export function lenient<T extends z.ZodType>(schema: T): z.ZodType<z.output<T>> 
   return loosen(schema) as z.ZodType<z.output<T>>;
 }
 
+/** Schemas with nothing inside them that could gain a field. */
+const LEAVES = new Set(['string', 'number', 'int', 'boolean', 'bigint', 'enum', 'literal', 'null', 'undefined', 'unknown', 'any', 'date', 'nan']);
+
 function loosen(schema: z.ZodType): z.ZodType {
   const def = (schema as unknown as { _zod: { def: SchemaDef } })._zod.def;
+  if (LEAVES.has(def.type)) return schema;
+  // A rebuilt composite would lose its refinements without a word: a payload that has one needs thought here first.
+  if (def.checks !== undefined && def.checks.length > 0) throw new Error(`lenient: a ${def.type} with refinements cannot be loosened as it is`);
   switch (def.type) {
     case 'object':
       return z.object(Object.fromEntries(Object.entries(def.shape!).map(([key, field]) => [key, loosen(field)])));
@@ -57,8 +63,8 @@ function loosen(schema: z.ZodType): z.ZodType {
         : z.union(options as [z.ZodType, ...z.ZodType[]]);
     }
     default:
-      // Strings, numbers, enums, literals and the rest have no fields to add.
-      return schema;
+      // A pipe, lazy, tuple, intersection… might hide a strict object: loosening it needs a case above.
+      throw new Error(`lenient: no way to loosen a ${def.type} schema`);
   }
 }
 
@@ -71,6 +77,7 @@ interface SchemaDef {
   valueType?: z.ZodType;
   options?: z.ZodType[];
   discriminator?: string;
+  checks?: unknown[];
 }
 
 /** Each request's result schema, by op: a client reads a reply's result with the one its request asked for. */
