@@ -24,7 +24,13 @@ const PASSWORD = 'end to end password';
 
 beforeAll(async () => {
   server = await startParley({
-    env: { PARLEY_CONNECT_TIMEOUT_MS: '3000', PARLEY_MAX_PACKET_BYTES: '70000', PARLEY_LOGIN_MAX_FAILURES: '1000', PARLEY_MAX_SESSIONS_PER_USER: '3' },
+    env: {
+      PARLEY_CONNECT_TIMEOUT_MS: '3000',
+      PARLEY_MAX_PACKET_BYTES: '70000',
+      PARLEY_LOGIN_MAX_FAILURES: '1000',
+      PARLEY_MAX_SESSIONS_PER_USER: '3',
+      PARLEY_MAX_SUBSCRIPTIONS: '4',
+    },
   });
   users = new TestUsers(() => [server.mqttUrl, server.mqttUrl6], PASSWORD);
   [aliceName, bobName, carolName] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
@@ -290,6 +296,26 @@ describe('after login', () => {
     } finally {
       await endClient(again);
     }
+  });
+  it('grants a connection at most PARLEY_MAX_SUBSCRIPTIONS filters: the rest get SUBACK 0x80 until it unsubscribes', async () => {
+    const client = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: `${carolName}/watcher` });
+    try {
+      const presence = (n: number) => topics.presence(`${carolName}${n}`);
+      // Four filters held (refused ones do not count), the fifth and sixth refused.
+      expect(await subscribeCodes(client, [topics.inbox(carolName), 'parley/#', presence(1), presence(2), presence(3), presence(4), presence(5)])).toEqual([
+        0, 128, 0, 0, 0, 128, 128,
+      ]);
+      // A filter it holds is granted again; a new one is not, until one is let go.
+      expect(await subscribeCodes(client, [presence(1), presence(6)])).toEqual([0, 128]);
+      await client.unsubscribeAsync(presence(2));
+      expect(await subscribeCodes(client, [presence(6)])).toEqual([0]);
+      // Everyone's presence in one filter: what a client that watches many users subscribes to.
+      await client.unsubscribeAsync(presence(3));
+      expect(await subscribeCodes(client, [topics.presence('+')])).toEqual([0]);
+    } finally {
+      await endClient(client);
+    }
+    await stillServing();
   });
   it('keeps at most PARLEY_MAX_SESSIONS_PER_USER persistent sessions per user, forgetting the least recently used idle one', async () => {
     const dave = await users.fresh('dave');

@@ -126,6 +126,8 @@ export const ConfigSchema = z.object({
   PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
   /** Persistent sessions (clean session off) a gateway keeps per user, connected or not; beyond it the least recently used idle one is forgotten. */
   PARLEY_MAX_SESSIONS_PER_USER: positiveInt('PARLEY_MAX_SESSIONS_PER_USER', 50, 100_000),
+  /** Topic filters one connection (or persistent session) may hold; `presence/+` watches everyone's presence in one. */
+  PARLEY_MAX_SUBSCRIPTIONS: positiveInt('PARLEY_MAX_SUBSCRIPTIONS', 1000, 1_000_000),
   /** MQTT over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
   PARLEY_MQTTS_PORT: optionalPort('PARLEY_MQTTS_PORT'),
   /** MQTT over WebSocket (plain): its port, unset for none. */

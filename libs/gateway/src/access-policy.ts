@@ -25,6 +25,8 @@ function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: st
 export interface LoginLimits {
   throttle: LoginThrottle;
   maxConnectionsPerUser: number;
+  /** Filters one connection (or persistent session) may hold; more are refused (SUBACK 0x80). `presence/+` covers everyone. */
+  maxSubscriptions?: number;
 }
 
 export class AccessPolicy {
@@ -151,8 +153,26 @@ export class AccessPolicy {
   /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 (see DELIVERY_QOS). */
   grantSubscription(client: Client, sub: Subscription): Subscription | null {
     const principal = this.principals.get(client);
-    if (!principal || !this.mayRead(principal, sub.topic)) return null;
+    if (!principal || !this.mayRead(principal, sub.topic) || !this.hasRoomFor(client, sub.topic)) return null;
     return { ...sub, qos: DELIVERY_QOS };
+  }
+
+  /**
+   * Whether a persistent session may keep this filter: only one it would be granted. (Aedes stores every filter of a
+   * SUBSCRIBE of a persistent session, refused ones included, and keeps them as long as the session.) A filter the
+   * connection holds already is kept whatever the count.
+   */
+  mayKeep(client: Client, sub: Subscription): boolean {
+    const principal = this.principals.get(client);
+    return principal !== undefined && this.mayRead(principal, sub.topic) && this.hasRoomFor(client, sub.topic);
+  }
+
+  /** A filter the connection holds, or room for one more. */
+  private hasRoomFor(client: Client, topic: string): boolean {
+    const max = this.limits?.maxSubscriptions;
+    if (max === undefined) return true;
+    const held = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
+    return topic in held || Object.keys(held).length < max;
   }
 
   /**

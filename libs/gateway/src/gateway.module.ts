@@ -67,6 +67,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
                 adapterFor<FailureLedger>(backend, { embedded: () => new MemoryFailureLedger(), redis: (redis) => new RedisFailureLedger(redis) }),
               ),
               maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
+              maxSubscriptions: config.PARLEY_MAX_SUBSCRIPTIONS,
             }),
           inject: [AccountsService, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
         },

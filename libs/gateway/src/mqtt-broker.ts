@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Logger } from '@nestjs/common';
-import { Aedes, type Client } from 'aedes';
+import { Aedes, type Client, type Subscription } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import type { Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
@@ -118,6 +118,14 @@ export class MqttBroker {
       this.inboxes.add(inboxTopicOf(principal), client);
       guard?.openRequests(principal);
     });
+    // A persistent session keeps only the filters it may hold: Aedes stores every filter of its SUBSCRIBE, refused ones too.
+    const store = opts.backplane.persistence as { addSubscriptions(client: Client, subs: Subscription[]): Promise<unknown> };
+    const addSubscriptions = store.addSubscriptions.bind(store);
+    store.addSubscriptions = (client, subs) =>
+      addSubscriptions(
+        client,
+        subs.filter((sub) => policy.mayKeep(client, sub)),
+      );
     this.sessions = new SessionKeeper(this.aedes, policy, opts.maxSessionsPerUser);
     this.sessions.start();
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
