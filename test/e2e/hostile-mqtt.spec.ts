@@ -297,15 +297,15 @@ describe('after login', () => {
       await endClient(again);
     }
   });
-  it('grants a connection at most PARLEY_MAX_SUBSCRIPTIONS filters: the rest get SUBACK 0x80 until it unsubscribes', async () => {
+  it('grants a connection at most PARLEY_MAX_SUBSCRIPTIONS filters besides its inbox: the rest get SUBACK 0x80 until it unsubscribes', async () => {
     const client = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: `${carolName}/watcher` });
     try {
       const presence = (n: number) => topics.presence(`${carolName}${n}`);
-      // Four filters held (refused ones do not count), the fifth and sixth refused.
+      // The inbox and four filters held (refused ones do not count); the fifth is refused.
       expect(await subscribeCodes(client, [topics.inbox(carolName), 'parley/#', presence(1), presence(2), presence(3), presence(4), presence(5)])).toEqual([
-        0, 128, 0, 0, 0, 128, 128,
+        0, 128, 0, 0, 0, 0, 128,
       ]);
-      // A filter it holds is granted again; a new one is not, until one is let go.
+      // A filter it holds is granted again; a new one is not, until one is let go (its UNSUBACK has come).
       expect(await subscribeCodes(client, [presence(1), presence(6)])).toEqual([0, 128]);
       await client.unsubscribeAsync(presence(2));
       expect(await subscribeCodes(client, [presence(6)])).toEqual([0]);
@@ -316,6 +316,30 @@ describe('after login', () => {
       await endClient(client);
     }
     await stillServing();
+  });
+  it('counts a persistent session exactly too, within one SUBSCRIBE and when it resumes', async () => {
+    const id = `${carolName}/many`;
+    const presence = (n: number) => topics.presence(`${carolName}${n}`);
+    const first = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false });
+    try {
+      expect(await subscribeCodes(first, [topics.inbox(carolName), presence(1), presence(2), presence(3)])).toEqual([0, 0, 0, 0]);
+      // Aedes stores a persistent session's filters before it records them: the cap still holds inside one packet.
+      expect(await subscribeCodes(first, [presence(4), presence(5), 'parley/#'])).toEqual([0, 128, 128]);
+    } finally {
+      await endClient(first);
+    }
+    let present: boolean | undefined;
+    const again = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: id, clean: false }, (c) =>
+      c.once('connect', (ack) => (present = ack.sessionPresent)),
+    );
+    try {
+      expect(present).toBe(true);
+      // Restored: the inbox and the four granted filters, nothing refused; so still no room for a fifth.
+      expect(await subscribeCodes(again, [presence(5)])).toEqual([128]);
+      expect(await subscribeCodes(again, [presence(4), topics.inbox(carolName)])).toEqual([0, 0]);
+    } finally {
+      await endClient(again);
+    }
   });
   it('keeps at most PARLEY_MAX_SESSIONS_PER_USER persistent sessions per user, forgetting the least recently used idle one', async () => {
     const dave = await users.fresh('dave');

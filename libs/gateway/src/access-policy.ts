@@ -25,7 +25,7 @@ function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: st
 export interface LoginLimits {
   throttle: LoginThrottle;
   maxConnectionsPerUser: number;
-  /** Filters one connection (or persistent session) may hold; more are refused (SUBACK 0x80). `presence/+` covers everyone. */
+  /** Filters one connection (or persistent session) may hold besides its inbox; more are refused (SUBACK 0x80). `presence/+` covers everyone. */
   maxSubscriptions?: number;
 }
 
@@ -36,6 +36,8 @@ export class AccessPolicy {
   private readonly open = new Map<string, number>();
   /** The connections counted in `open`, until they end. */
   private readonly counted = new WeakMap<Client, string>();
+  /** The filters each connection was granted, for the subscription cap. */
+  private readonly granted = new WeakMap<Client, Set<string>>();
 
   constructor(
     private readonly accounts: AccountsService,
@@ -150,29 +152,35 @@ export class AccessPolicy {
     return principal !== undefined && packet.topic === requestTopicOf(principal);
   }
 
-  /** The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 (see DELIVERY_QOS). */
+  /**
+   * The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 (see DELIVERY_QOS). A
+   * connection holds at most `maxSubscriptions` filters besides its own inbox, which it may always have; a filter it
+   * holds already is granted again. Grants are counted here, as they are made, so the count is exact even while the
+   * broker has not yet recorded the filters of a persistent session's SUBSCRIBE (it stores them first).
+   */
   grantSubscription(client: Client, sub: Subscription): Subscription | null {
     const principal = this.principals.get(client);
-    if (!principal || !this.mayRead(principal, sub.topic) || !this.hasRoomFor(client, sub.topic)) return null;
+    if (!principal || !this.mayRead(principal, sub.topic)) return null;
+    let held = this.granted.get(client);
+    if (!held) this.granted.set(client, (held = new Set()));
+    if (!held.has(sub.topic)) {
+      const max = this.limits?.maxSubscriptions;
+      const counted = held.has(inboxTopicOf(principal)) ? held.size - 1 : held.size;
+      if (max !== undefined && sub.topic !== inboxTopicOf(principal) && counted >= max) return null;
+      held.add(sub.topic);
+    }
     return { ...sub, qos: DELIVERY_QOS };
   }
 
-  /**
-   * Whether a persistent session may keep this filter: only one it would be granted. (Aedes stores every filter of a
-   * SUBSCRIBE of a persistent session, refused ones included, and keeps them as long as the session.) A filter the
-   * connection holds already is kept whatever the count.
-   */
-  mayKeep(client: Client, sub: Subscription): boolean {
-    const principal = this.principals.get(client);
-    return principal !== undefined && this.mayRead(principal, sub.topic) && this.hasRoomFor(client, sub.topic);
+  /** Whether the connection was granted this filter (and has not let it go since). */
+  holds(client: Client, topic: string): boolean {
+    return this.granted.get(client)?.has(topic) ?? false;
   }
 
-  /** A filter the connection holds, or room for one more. */
-  private hasRoomFor(client: Client, topic: string): boolean {
-    const max = this.limits?.maxSubscriptions;
-    if (max === undefined) return true;
-    const held = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions ?? {};
-    return topic in held || Object.keys(held).length < max;
+  /** The connection unsubscribed from these filters: room for as many others. */
+  released(client: Client, topics: readonly string[]): void {
+    const held = this.granted.get(client);
+    if (held) for (const topic of topics) held.delete(topic);
   }
 
   /**

@@ -72,7 +72,7 @@ export class MqttBroker {
   readonly inboxes = new LocalInboxes();
   /** Bounds the persistent sessions each user leaves in this gateway's memory. */
   readonly sessions: SessionKeeper;
-  /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too, refused filters included. */
+  /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too. */
   private readonly guardLimits: GuardLimits;
 
   constructor(
@@ -118,14 +118,26 @@ export class MqttBroker {
       this.inboxes.add(inboxTopicOf(principal), client);
       guard?.openRequests(principal);
     });
-    // A persistent session keeps only the filters it may hold: Aedes stores every filter of its SUBSCRIBE, refused ones too.
+    // A persistent session keeps only the filters it was granted: Aedes stores every filter of its SUBSCRIBE, refused
+    // ones too. Aedes calls this once per granted filter, each time with the whole packet; the packet is stored once,
+    // after every filter of it has been authorized (synchronously, before this microtask runs).
     const store = opts.backplane.persistence as { addSubscriptions(client: Client, subs: Subscription[]): Promise<unknown> };
     const addSubscriptions = store.addSubscriptions.bind(store);
-    store.addSubscriptions = (client, subs) =>
-      addSubscriptions(
-        client,
-        subs.filter((sub) => policy.mayKeep(client, sub)),
-      );
+    const storing = new WeakMap<Subscription[], Promise<unknown>>();
+    store.addSubscriptions = (client, subs) => {
+      let stored = storing.get(subs);
+      if (!stored) {
+        stored = Promise.resolve().then(() =>
+          addSubscriptions(
+            client,
+            subs.filter((sub) => policy.holds(client, sub.topic)),
+          ),
+        );
+        storing.set(subs, stored);
+      }
+      return stored;
+    };
+    this.aedes.on('unsubscribe', (filters, client) => policy.released(client, filters));
     this.sessions = new SessionKeeper(this.aedes, policy, opts.maxSessionsPerUser);
     this.sessions.start();
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
