@@ -229,16 +229,15 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     if (!event) return;
     if (event.type === 'reply') {
       const waiter = event.id === null ? undefined : this.pending.get(event.id);
-      if (waiter && event.id !== null) {
-        clearTimeout(waiter.timer);
-        this.pending.delete(event.id);
-        if (!event.ok) waiter.reject(new RequestError(event.error.code, event.error.message));
-        else {
-          try {
-            waiter.resolve(readResult(waiter.op, event.result));
-          } catch (e) {
-            waiter.reject(e instanceof Error ? e : new Error(String(e)));
-          }
+      if (!waiter) return;
+      clearTimeout(waiter.timer);
+      this.pending.delete(event.id!);
+      if (!event.ok) waiter.reject(new RequestError(event.error.code, event.error.message));
+      else {
+        try {
+          waiter.resolve(readResult(waiter.op, event.result));
+        } catch (e) {
+          waiter.reject(e instanceof Error ? e : new Error(String(e)));
         }
       }
       return;

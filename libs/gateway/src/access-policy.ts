@@ -165,8 +165,9 @@ export class AccessPolicy {
     if (!held) this.granted.set(client, (held = new Set()));
     if (!held.has(sub.topic)) {
       const max = this.limits?.maxSubscriptions;
-      const counted = held.has(inboxTopicOf(principal)) ? held.size - 1 : held.size;
-      if (max !== undefined && sub.topic !== inboxTopicOf(principal) && counted >= max) return null;
+      const inbox = inboxTopicOf(principal);
+      const counted = held.has(inbox) ? held.size - 1 : held.size;
+      if (max !== undefined && sub.topic !== inbox && counted >= max) return null;
       held.add(sub.topic);
     }
     return { ...sub, qos: DELIVERY_QOS };

@@ -70,8 +70,6 @@ export class MqttBroker {
   private sink: RequestSink | undefined;
   /** This gateway's connections by inbox topic: where inbox events are written. */
   readonly inboxes = new LocalInboxes();
-  /** Bounds the persistent sessions each user leaves in this gateway's memory. */
-  readonly sessions: SessionKeeper;
   /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too. */
   private readonly guardLimits: GuardLimits;
 
@@ -138,8 +136,8 @@ export class MqttBroker {
       return stored;
     };
     this.aedes.on('unsubscribe', (filters, client) => policy.released(client, filters));
-    this.sessions = new SessionKeeper(this.aedes, policy, opts.maxSessionsPerUser);
-    this.sessions.start();
+    // Bounds the persistent sessions each user leaves in this gateway's memory.
+    new SessionKeeper(this.aedes, policy, opts.maxSessionsPerUser).start();
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
     this.aedes.on('clientDisconnect', (client) => {
       this.metrics.connections.dec();

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
-import { lenient, readInboxEvent, readPresenceEvent, readResult, RESULT_SCHEMAS } from './lenient.js';
-import { InboxEvent, MessageEvent, PresenceEvent, REQUEST_OPS } from './payloads.js';
+import { lenient, readInboxEvent, readPresenceEvent, readResult } from './lenient.js';
+import { InboxEvent, MessageEvent, PresenceEvent, REQUEST_OPS, RESULT_SCHEMAS } from './payloads.js';
 
 /** Whether an object anywhere in the schema still refuses fields it does not know. */
 function strictSomewhere(schema: z.ZodType): boolean {

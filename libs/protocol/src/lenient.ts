@@ -1,26 +1,5 @@
 import { z } from 'zod';
-import {
-  ErrorReply,
-  FileChunkResult,
-  FileFetchResult,
-  FileListResult,
-  FileOfferResult,
-  FileStateResult,
-  GroupGoneResult,
-  GroupInfo,
-  GroupListResult,
-  HistoryResult,
-  InboxEvent,
-  InfoResult,
-  OkReply,
-  PresenceEvent,
-  ReceiptResult,
-  RegisterResult,
-  SendResult,
-  WhoResult,
-  type RequestOp,
-  type ResultOf,
-} from './payloads.js';
+import { ErrorReply, InboxEvent, OkReply, PresenceEvent, RESULT_SCHEMAS, type RequestOp, type ResultOf } from './payloads.js';
 
 /**
  * Reading what a server sends, as a client: the payload schemas describe it
@@ -79,34 +58,6 @@ interface SchemaDef {
   discriminator?: string;
   checks?: unknown[];
 }
-
-/** Each request's result schema, by op: a client reads a reply's result with the one its request asked for. */
-export const RESULT_SCHEMAS: { [Op in RequestOp]: z.ZodType<ResultOf[Op]> } = {
-  register: RegisterResult,
-  send: SendResult,
-  history: HistoryResult,
-  who: WhoResult,
-  receipt: ReceiptResult,
-  'group.create': GroupInfo,
-  'group.rename': GroupInfo,
-  'group.add': GroupInfo,
-  'group.remove': GroupInfo,
-  'group.leave': GroupGoneResult,
-  'group.owner': GroupInfo,
-  'group.delete': GroupGoneResult,
-  'group.list': GroupListResult,
-  'group.members': GroupInfo,
-  info: InfoResult,
-  'file.offer': FileOfferResult,
-  'file.chunk': FileChunkResult,
-  'file.accept': FileStateResult,
-  'file.decline': FileStateResult,
-  'file.fetch': FileFetchResult,
-  'file.received': FileStateResult,
-  'file.list': FileListResult,
-  'file.seen': FileStateResult,
-  'file.cancel': FileStateResult,
-};
 
 const LENIENT_RESULTS = Object.fromEntries(Object.entries(RESULT_SCHEMAS).map(([op, schema]) => [op, lenient(schema)])) as {
   [Op in RequestOp]: z.ZodType<ResultOf[Op]>;

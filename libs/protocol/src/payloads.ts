@@ -474,32 +474,35 @@ export const InboxEvent = z.union([MessageEvent, GroupEvent, OkReply, ErrorReply
 export type InboxEvent = z.infer<typeof InboxEvent>;
 
 /** The results each op answers with, for typed request helpers. */
-export interface ResultOf {
-  register: RegisterResult;
-  send: SendResult;
-  history: HistoryResult;
-  who: WhoResult;
-  receipt: ReceiptResult;
-  'group.create': GroupInfo;
-  'group.rename': GroupInfo;
-  'group.add': GroupInfo;
-  'group.remove': GroupInfo;
-  'group.leave': GroupGoneResult;
-  'group.owner': GroupInfo;
-  'group.delete': GroupGoneResult;
-  'group.list': GroupListResult;
-  'group.members': GroupInfo;
-  info: InfoResult;
-  'file.offer': FileOfferResult;
-  'file.chunk': FileChunkResult;
-  'file.accept': FileStateResult;
-  'file.decline': FileStateResult;
-  'file.fetch': FileFetchResult;
-  'file.received': FileStateResult;
-  'file.list': FileListResult;
-  'file.seen': FileStateResult;
-  'file.cancel': FileStateResult;
-}
+/** Each request's result schema, by op: the server answers with it; a client reads a reply's result with the one its request asked for. */
+export const RESULT_SCHEMAS = {
+  register: RegisterResult,
+  send: SendResult,
+  history: HistoryResult,
+  who: WhoResult,
+  receipt: ReceiptResult,
+  'group.create': GroupInfo,
+  'group.rename': GroupInfo,
+  'group.add': GroupInfo,
+  'group.remove': GroupInfo,
+  'group.leave': GroupGoneResult,
+  'group.owner': GroupInfo,
+  'group.delete': GroupGoneResult,
+  'group.list': GroupListResult,
+  'group.members': GroupInfo,
+  info: InfoResult,
+  'file.offer': FileOfferResult,
+  'file.chunk': FileChunkResult,
+  'file.accept': FileStateResult,
+  'file.decline': FileStateResult,
+  'file.fetch': FileFetchResult,
+  'file.received': FileStateResult,
+  'file.list': FileListResult,
+  'file.seen': FileStateResult,
+  'file.cancel': FileStateResult,
+} as const satisfies Record<RequestOp, z.ZodType>;
+
+export type ResultOf = { [Op in RequestOp]: z.infer<(typeof RESULT_SCHEMAS)[Op]> };
 
 export type ParsedRequest = { ok: true; request: Request } | { ok: false; id: string | null; op: string | null; error: DomainError };
 
