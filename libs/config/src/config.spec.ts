@@ -65,4 +65,20 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ PARLEY_LOGIN_CACHE_MS: bad })).toThrow(new RegExp(`PARLEY_LOGIN_CACHE_MS.*"${bad.replace('.', '\\.')}"`));
     }
   });
+  it('keeps 50 persistent sessions per user and 1000 subscriptions per connection by default, and refuses values that are not whole numbers in range', () => {
+    const defaults = loadConfig({});
+    expect([defaults.PARLEY_MAX_SESSIONS_PER_USER, defaults.PARLEY_MAX_SUBSCRIPTIONS]).toEqual([50, 1000]);
+    expect(loadConfig({ PARLEY_MAX_SESSIONS_PER_USER: '3', PARLEY_MAX_SUBSCRIPTIONS: '4' })).toMatchObject({
+      PARLEY_MAX_SESSIONS_PER_USER: 3,
+      PARLEY_MAX_SUBSCRIPTIONS: 4,
+    });
+    for (const [name, tooBig] of [
+      ['PARLEY_MAX_SESSIONS_PER_USER', '100001'],
+      ['PARLEY_MAX_SUBSCRIPTIONS', '1000001'],
+    ] as const) {
+      for (const bad of ['0', '-1', 'many', '2.5', tooBig]) {
+        expect(() => loadConfig({ [name]: bad })).toThrow(new RegExp(`${name}.*"${bad.replace('.', '\\.')}"`));
+      }
+    }
+  });
 });
