@@ -282,3 +282,33 @@ describe('the parley CLI against a server that asks it to slow down', () => {
     expect(history.json.map((m) => m.text).sort()).toEqual(['burst 1', 'burst 2', 'burst 3', 'burst 4']);
   }, 60_000);
 });
+
+describe('the parley CLI against a server that follows few users per connection', () => {
+  let server: ParleyServer;
+  const PASSWORD = 'few follows password';
+
+  beforeAll(async () => {
+    // Besides its inbox, a connection may follow one user's presence.
+    server = await startParley({ env: { PARLEY_MAX_SUBSCRIPTIONS: '1' } });
+  });
+  afterAll(() => server?.dispose());
+
+  it("chat says when the server will not follow a peer's presence, and goes on sending to that peer", async () => {
+    const as = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: PASSWORD });
+    const [alice, bob, carol] = ['alice', 'bob', 'carol'].map((n) => `${n}${randomBytes(3).toString('hex')}`) as [string, string, string];
+    for (const u of [alice, bob, carol]) expect((await runCli(['register'], as(u))).code).toBe(0);
+    const chat = CliProcess.start(['chat'], as(bob));
+    try {
+      await chat.waitForLine(/logged in as/);
+      chat.type(`/msg ${alice} first`);
+      await chat.waitForLine(new RegExp(`you → ${alice}: first ✓`));
+      chat.type(`/msg ${carol} second`);
+      await chat.waitForLine(new RegExp(`^error: refused: .*${carol}'s presence will not be shown`));
+      await chat.waitForLine(new RegExp(`you → ${carol}: second ✓`));
+      chat.type('/quit');
+      expect(await chat.exited).toBe(0);
+    } finally {
+      await chat.stop();
+    }
+  });
+});

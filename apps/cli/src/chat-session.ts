@@ -238,7 +238,15 @@ export class ChatSession {
   private watch(user: string): void {
     if (this.watched.has(user) || user === this.client.user) return;
     this.watched.add(user);
-    this.client.watchPresence(user);
+    this.client.watchPresence(user).then(
+      (followed) => {
+        if (!followed) this.error('refused', `the server follows no more users for this connection: ${user}'s presence will not be shown`);
+      },
+      (e: unknown) => {
+        // Ending the session drops a subscription still on its way: nothing to tell.
+        if (this.client.connected) this.error('failed', `could not follow ${user}'s presence: ${e instanceof Error ? e.message : String(e)}`);
+      },
+    );
   }
 
   private fail(e: unknown): void {

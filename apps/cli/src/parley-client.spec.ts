@@ -17,7 +17,10 @@ describe('ParleyClient and a newer server', () => {
   let server: MqttClient;
 
   beforeAll(async () => {
-    broker = new Aedes();
+    // Like a server past its limit of followed users: one presence topic is refused (SUBACK 0x80); and one inbox.
+    broker = new Aedes({
+      authorizeSubscribe: (_client, sub, done) => done(null, [topics.presence('too-many'), topics.inbox('locked-out')].includes(sub.topic) ? null : sub),
+    });
     await broker.listen();
     tcp = createServer((socket) => broker.handle(socket));
     await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
@@ -71,5 +74,19 @@ describe('ParleyClient and a newer server', () => {
     } finally {
       await client.close();
     }
+  });
+
+  it("tells whether the server agreed to follow a user's presence, instead of waiting silently for updates that never come", async () => {
+    const client = await ParleyClient.connect({ server: url, user: 'dan', password: 'unused', timeoutMs: 5000 });
+    try {
+      expect(await client.watchPresence('bob')).toBe(true);
+      expect(await client.watchPresence('too-many')).toBe(false);
+      // Asked again for one it follows already: still followed.
+      expect(await client.watchPresence('bob')).toBe(true);
+    } finally {
+      await client.close();
+    }
+    const refused = await ParleyClient.connect({ server: url, user: 'locked-out', password: 'unused', timeoutMs: 5000 }).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ message: 'the server refused the inbox subscription' });
   });
 });

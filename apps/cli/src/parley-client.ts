@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import mqtt, { type MqttClient } from 'mqtt';
+import mqtt, { ErrorWithSubackPacket, type MqttClient } from 'mqtt';
 import {
   readInboxEvent,
   readPresenceEvent,
@@ -152,8 +152,14 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     // Later errors (a dropped connection while reconnecting) are reported as offline/online, not thrown.
     client.on('error', () => undefined);
     const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs);
-    const granted = await client.subscribeAsync(inbox, { qos: 1 });
-    if (granted[0]?.qos === 128) throw new ConnectError('the server refused the inbox subscription');
+    const inboxSubscribed = await subscribed(client, inbox).catch((e: unknown) => {
+      client.end(true);
+      throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);
+    });
+    if (!inboxSubscribed) {
+      client.end(true);
+      throw new ConnectError('the server refused the inbox subscription');
+    }
     return parley;
   }
 
@@ -189,9 +195,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     });
   }
 
-  /** Follows a user's presence (retained: the current state arrives at once). */
-  watchPresence(user: string): void {
-    this.mqtt.subscribe(topics.presence(user), { qos: 1 });
+  /**
+   * Follows a user's presence (retained: the current state arrives at once). Resolves false when the server refused
+   * to (SUBACK 0x80: past its limit of followed users per connection); then no update of that user will come.
+   */
+  watchPresence(user: string): Promise<boolean> {
+    return subscribed(this.mqtt, topics.presence(user));
   }
 
   get connected(): boolean {
@@ -247,6 +256,20 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       return;
     }
     this.emit('event', event);
+  }
+}
+
+/**
+ * Subscribes at QoS 1: true when granted, false when the SUBACK refused it (0x80; MQTT.js rejects with the SUBACK).
+ * No grant at all means MQTT.js had it subscribed already. Other failures (no connection) reject.
+ */
+async function subscribed(client: MqttClient, topic: string): Promise<boolean> {
+  try {
+    const granted = await client.subscribeAsync(topic, { qos: 1 });
+    return granted[0] === undefined || (granted[0].qos & 0x80) === 0;
+  } catch (e) {
+    if (e instanceof ErrorWithSubackPacket && e.packet.granted.some((g) => typeof g === 'number' && (g & 0x80) !== 0)) return false;
+    throw e;
   }
 }
 
