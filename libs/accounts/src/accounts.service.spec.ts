@@ -110,4 +110,25 @@ describe('AccountsService login cache', () => {
     expect(await remembering.authenticate('gale', loser)).toBe(false);
     expect(await remembering.authenticate('gale', winner)).toBe(true);
   });
+
+  it('forgets expired logins as new ones come, so it holds only the users of the last cache time', async () => {
+    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
+    let now = 5_000_000;
+    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    await remembering.register('hana', 'hana password');
+    await remembering.register('ivo', 'ivo password');
+    now += 30_000;
+    await remembering.register('jade', 'jade password');
+    expect(remembering.rememberedLogins).toBe(3);
+    now += 31_000;
+    // Hana's and Ivo's entries expired; Jade's has half its time left.
+    expect(await remembering.authenticate('hana', 'hana password')).toBe(true);
+    expect(remembering.rememberedLogins).toBe(2);
+    expect(hasher.runs).toBe(1);
+    expect(await remembering.authenticate('jade', 'jade password')).toBe(true);
+    expect(hasher.runs).toBe(1);
+    now += 60_000;
+    expect(await remembering.authenticate('ivo', 'ivo password')).toBe(true);
+    expect(remembering.rememberedLogins).toBe(1);
+  });
 });

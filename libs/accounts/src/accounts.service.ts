@@ -15,7 +15,11 @@ export class AccountsService {
   private decoyHash: Promise<string> | undefined;
   /** Users known to exist; accounts are never deleted, so a positive answer stays true. */
   private readonly known = new Set<string>();
-  /** user → keyed digest of the password of the last successful login (or the registration), with its expiry. */
+  /**
+   * user → keyed digest of the password of the last successful login (or the registration), with its expiry. Every
+   * entry lives equally long and is re-inserted when renewed, so the map's order is expiry order: expired entries are
+   * dropped from its front as new ones come, and it holds only the users who logged in within the cache time.
+   */
   private readonly verified = new Map<string, { digest: Buffer; expires: number }>();
   private readonly cacheKey = randomBytes(32);
 
@@ -61,7 +65,18 @@ export class AccountsService {
 
   /** Remembers a password checked by the KDF, for the cache time. */
   private remember(user: string, password: string): void {
-    this.verified.set(user, { digest: this.digestOf(user, password), expires: this.now() + (this.opts.verifiedCacheMs ?? 10 * 60_000) });
+    const now = this.now();
+    for (const [name, entry] of this.verified) {
+      if (entry.expires > now) break;
+      this.verified.delete(name);
+    }
+    this.verified.delete(user);
+    this.verified.set(user, { digest: this.digestOf(user, password), expires: now + (this.opts.verifiedCacheMs ?? 10 * 60_000) });
+  }
+
+  /** How many logins are remembered now (expired ones may linger until the next is remembered). */
+  get rememberedLogins(): number {
+    return this.verified.size;
   }
 
   private digestOf(user: string, password: string): Buffer {
