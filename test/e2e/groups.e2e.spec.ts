@@ -164,12 +164,18 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(await okResult<GroupInfo>(cid.request({ op: 'group.members', group: g.id }))).toMatchObject({ owner: a, members: [a, c] });
     await okResult(cid.request({ op: 'group.leave', group: g.id }));
     await okResult(ann.request({ op: 'group.leave', group: g.id }));
+    // Nobody deleted it: the last member left, and is told so.
+    expect(await ann.waitFor((e) => e.type === 'group' && e.change.kind === 'deleted')).toMatchObject({ from: a, change: { kind: 'deleted', lastMemberLeft: true } });
     expect(await ann.request({ op: 'group.members', group: g.id })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
     // Receipts for group messages reach the other members live.
     const g2 = await okResult<GroupInfo>(ann.request({ op: 'group.create', name: 'again', members: [c] }));
     const s = await okResult<SendResult>(ann.request({ op: 'send', group: g2.id, text: 'read me' }));
     await okResult(cid.request({ op: 'receipt', conv: s.conv, seq: s.seq, status: 'read' }));
     expect((await ann.waitFor((e) => e.type === 'receipt' && e.conv === s.conv)) as ReceiptEvent).toMatchObject({ user: c, status: 'read', seq: s.seq });
+    // The owner deletes it: the members are told who did.
+    await okResult(ann.request({ op: 'group.delete', group: g2.id }));
+    const deleted = (await cid.waitFor((e) => e.type === 'group' && e.conv === s.conv && e.change.kind === 'deleted')) as GroupEvent;
+    expect([deleted.from, deleted.change]).toEqual([a, { kind: 'deleted' }]);
   });
 
   it('a retried group request gets the same answer and changes nothing twice', async () => {

@@ -94,6 +94,11 @@ describe('output formatting', () => {
     expect(groupChangeText(left, 'amy', 'cat')).toBe('amy left; ben now owns the group');
   });
 
+  it('tells a group deleted by its owner from one its last member left', () => {
+    expect(groupChangeText({ kind: 'deleted' }, 'amy', 'ben')).toBe('amy deleted the group');
+    expect(groupChangeText({ kind: 'deleted', lastMemberLeft: true }, 'amy', 'amy')).toBe('you left, the last member: the group is deleted');
+  });
+
   it('says when someone was last seen', () => {
     expect(presenceText('bob', { state: 'online', lastSeen: at })).toBe('bob: online');
     expect(presenceText('bob', { state: 'offline', lastSeen: at })).toBe('bob: offline, last seen 2026-11-23 10:32:05');

@@ -140,7 +140,7 @@ export function groupChangeText(change: GroupChange, actor: string, me: string):
     case 'owner_changed':
       return `${who(change.previous)} handed the group to ${who(change.owner)}`;
     case 'deleted':
-      return `${who(actor)} deleted the group`;
+      return change.lastMemberLeft ? `${who(actor)} left, the last member: the group is deleted` : `${who(actor)} deleted the group`;
   }
 }
 

@@ -127,7 +127,7 @@ export class GroupService {
     const id = await this.resolve(actor, ref);
     return this.change(id, actor, requestId, (g) => {
       const others = g.members.filter((m) => m.user !== actor);
-      if (others.length === 0) return { kind: 'deleted' };
+      if (others.length === 0) return { kind: 'deleted', lastMemberLeft: true };
       if (g.owner !== actor) return { kind: 'member_left', user: actor };
       return { kind: 'member_left', user: actor, newOwner: others[0]!.user };
     });

@@ -46,7 +46,7 @@ describe('reading what a newer server sends', () => {
 
     const file = readInboxEvent({ type: 'file', event: 'offered', offer: { ...offer, thumbnail: 'data' }, ts: 5 });
     expect(file).toEqual({ type: 'file', event: 'offered', offer, ts: 5 });
-    const deleted = readInboxEvent({ ...message, type: 'group', change: { kind: 'deleted', reason: 'last_member_left' } });
+    const deleted = readInboxEvent({ ...message, type: 'group', change: { kind: 'deleted', by: 'retention' } });
     expect(deleted).toMatchObject({ type: 'group', change: { kind: 'deleted' } });
   });
 

@@ -296,7 +296,8 @@ export const GroupChange = z.discriminatedUnion('kind', [
   /** A member left; when it was the owner, ownership passed to `newOwner`, the longest-standing member. */
   z.strictObject({ kind: z.literal('member_left'), user: z.string(), newOwner: z.string().optional() }),
   z.strictObject({ kind: z.literal('owner_changed'), owner: z.string(), previous: z.string() }),
-  z.strictObject({ kind: z.literal('deleted') }),
+  // `lastMemberLeft`: nobody deleted it; its last member left (and `from` is that member).
+  z.strictObject({ kind: z.literal('deleted'), lastMemberLeft: z.literal(true).optional() }),
 ]);
 export type GroupChange = z.infer<typeof GroupChange>;
 
