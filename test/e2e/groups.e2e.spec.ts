@@ -165,7 +165,10 @@ describe.each(modes)('groups, %s', (mode) => {
     await okResult(cid.request({ op: 'group.leave', group: g.id }));
     await okResult(ann.request({ op: 'group.leave', group: g.id }));
     // Nobody deleted it: the last member left, and is told so.
-    expect(await ann.waitFor((e) => e.type === 'group' && e.change.kind === 'deleted')).toMatchObject({ from: a, change: { kind: 'deleted', lastMemberLeft: true } });
+    expect(await ann.waitFor((e) => e.type === 'group' && e.change.kind === 'deleted')).toMatchObject({
+      from: a,
+      change: { kind: 'deleted', lastMemberLeft: true },
+    });
     expect(await ann.request({ op: 'group.members', group: g.id })).toMatchObject({ ok: false, error: { code: 'unknown_group' } });
     // Receipts for group messages reach the other members live.
     const g2 = await okResult<GroupInfo>(ann.request({ op: 'group.create', name: 'again', members: [c] }));
