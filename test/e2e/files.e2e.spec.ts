@@ -517,15 +517,17 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     150_000,
   );
 
-  it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size', async () => {
+  it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size; the receiver\u2019s other device is told', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const env = (u: string) => ({ PARLEY_SERVER: topo.server.mqttUrl6, PARLEY_USER: u, PARLEY_PASSWORD: users.password });
     const bobDir = dir();
     const alice = CliProcess.start(['chat'], env(a));
     const bob = CliProcess.start(['chat'], env(b), { cwd: bobDir });
+    const bobElsewhere = CliProcess.start(['listen'], env(b));
     try {
       await alice.waitForLine(/logged in as/);
       await bob.waitForLine(/logged in as/);
+      await bobElsewhere.waitForLine(/listening as/);
       const notes = writeTemp('notes.txt', 'chat file\n');
       alice.type(`/file ${b} ${notes}`);
       const offeredLine = await alice.waitForLine(/^offered notes\.txt \(10 B\) to /, 30_000);
@@ -543,8 +545,17 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       bob.type(`/decline ${spam}`);
       await bob.waitForLine(line(`declined spam.txt (9 B) from ${a}`));
       await alice.waitForLine(line(`* ${b} declined spam.txt (9 B)`));
+
+      // Bob's other device hears what he did here.
+      await bobElsewhere.waitForLine(line(`* you accepted notes.txt (10 B) from ${a}`));
+      await bobElsewhere.waitForLine(line(`* you received notes.txt (10 B) from ${a}`));
+      await bobElsewhere.waitForLine(line(`* you declined spam.txt (9 B) from ${a}`));
+      // The chat that did it printed its own lines, not the events too: a message sent after them comes after them.
+      alice.type(`/msg ${b} that is all`);
+      await bob.waitForLine(new RegExp(`${a} → you: that is all$`));
+      expect(bob.lines.filter((l) => l.startsWith('* you '))).toEqual([]);
     } finally {
-      await Promise.all([alice.stop('eof'), bob.stop('eof')]);
+      await Promise.all([alice.stop('eof'), bob.stop('eof'), bobElsewhere.stop()]);
     }
   }, 90_000);
 });

@@ -28,6 +28,8 @@ export class ChatSession {
   private readonly rows = new Map<string, { row: number; base: string; mark: string }>();
   private row = 0;
   private readonly watched = new Set<string>();
+  /** File offers and decisions shown, once each; set when the session runs. */
+  private notices!: FileNotices;
   private inflight = new Set<Promise<unknown>>();
   /** A progress bar (stderr, on the prompt's row) ends with a new line: one row more above the prompt. */
   private readonly bar = {
@@ -71,7 +73,7 @@ export class ChatSession {
     this.printer.emit(null, { type: 'ready', user: me });
     this.printer.note(`logged in as ${me}; /help lists the commands`);
     if (this.tty) this.rl.prompt();
-    const notices = new FileNotices(me, { accept: '/accept', decline: '/decline' }, seenReporter(this.client));
+    const notices = (this.notices = new FileNotices(me, { accept: '/accept', decline: '/decline' }, seenReporter(this.client)));
     this.client.on('event', (e) => {
       if (e.type !== 'file' && e.type !== 'files') return;
       // With --json each event goes out once, as it came (as in listen); only decisions shown to a person count as seen.
@@ -126,10 +128,13 @@ export class ChatSession {
         return this.print(offeredText(offer), { type: 'offered', offer });
       }
       case 'accept': {
+        this.notices.doing(cmd.offer, 'accepted');
+        this.notices.doing(cmd.offer, 'received');
         const { offer, path } = await acceptFile(this.client, this.printer, cmd.offer, process.cwd(), this.bar);
         return this.print(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
       }
       case 'decline': {
+        this.notices.doing(cmd.offer, 'declined');
         const { offer } = await this.client.request('file.decline', { offer: cmd.offer });
         return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
       }

@@ -46,7 +46,7 @@ describe('FileNotices', () => {
     expect(reported).toEqual([['f1', { bob: 'received' }]]);
   });
 
-  it('shows a live decision once and reports it; ignores my own doing and others\u2019 offers', () => {
+  it('shows a live decision once and reports it; ignores others\u2019 decisions on others\u2019 offers', () => {
     const { notices, reported } = annNotices();
     const decided = { type: 'file' as const, event: 'accepted' as const, user: 'bob', offer: offer(), ts: 5 };
     expect(notices.linesFor(decided)).toEqual(['* bob accepted notes.txt (10 B)']);
@@ -54,8 +54,26 @@ describe('FileNotices', () => {
     expect(reported).toEqual([['f1', { bob: 'accepted' }]]);
     const theirs = offer({ id: 'f2', from: 'bob', recipients: { ann: 'accepted', cy: 'declined' } });
     expect(notices.linesFor({ ...decided, user: 'cy', event: 'declined', offer: theirs })).toEqual([]);
-    expect(notices.linesFor({ ...decided, user: 'ann', offer: theirs })).toEqual([]);
     expect(reported).toHaveLength(1);
+  });
+
+  it('shows, once, what I did on another device; not what this session did itself (its command said so)', () => {
+    const { notices, reported } = annNotices();
+    const theirs = offer({ id: 'f2', from: 'bob', recipients: { ann: 'accepted' } });
+    const accepted = { type: 'file' as const, event: 'accepted' as const, user: 'ann', offer: theirs, ts: 5 };
+    expect(notices.linesFor(accepted)).toEqual(['* you accepted notes.txt (10 B) from bob']);
+    expect(notices.linesFor(accepted)).toEqual([]);
+    expect(notices.linesFor({ ...accepted, event: 'received' })).toEqual(['* you received notes.txt (10 B) from bob']);
+    const mine = offer({ id: 'f3' });
+    expect(notices.linesFor({ type: 'file', event: 'withdrawn', offer: mine, ts: 6 })).toEqual(['* you withdrew notes.txt (10 B)']);
+    // Done here: the events about it are not news.
+    const other = offer({ id: 'f4', from: 'bob', recipients: { ann: 'pending' } });
+    notices.doing('f4', 'declined');
+    expect(notices.linesFor({ ...accepted, event: 'declined', offer: other })).toEqual([]);
+    notices.doing('f5', 'withdrawn');
+    expect(notices.linesFor({ type: 'file', event: 'withdrawn', offer: offer({ id: 'f5' }), ts: 7 })).toEqual([]);
+    // Only decisions on my offers are reported as seen.
+    expect(reported).toEqual([]);
   });
 
   it('reminds me, once per session, of offers still waiting for my decision, and reports nothing for them', () => {

@@ -38,7 +38,9 @@ export type SeenReporter = (offer: string, states: Record<string, FileRecipientS
 
 /**
  * Turns file events and the `files` sync into lines, each once per session:
- * offers made to me (while I still have to decide) and decisions on mine.
+ * offers made to me (while I still have to decide), decisions on mine, and
+ * what I did on another device (accepted, declined, received, withdrew) —
+ * not what this session did itself (`doing`): its command printed that.
  * A decision is shown once, ever: the sync skips those the server says I
  * have seen, and each one shown is reported as seen. An offer still waiting
  * for my decision is shown again in each new session, as a reminder.
@@ -57,10 +59,21 @@ export class FileNotices {
   linesFor(e: FileEvent | FilesEvent): string[] {
     if (e.type === 'files') return e.offers.flatMap((o) => this.offerLines(o));
     if (e.event === 'offered') return this.offerLines(e.offer);
-    if (e.event === 'withdrawn')
-      return e.offer.from === this.me ? [] : this.once(`${e.offer.id}:withdrawn`) ? [`* ${e.offer.from} withdrew ${fileLabel(e.offer)}`] : [];
-    if (e.user === undefined || e.user === this.me || e.offer.from !== this.me) return [];
+    if (e.event === 'withdrawn') {
+      if (!this.once(`${e.offer.id}:withdrawn`)) return [];
+      return [`* ${e.offer.from === this.me ? 'you' : e.offer.from} withdrew ${fileLabel(e.offer)}`];
+    }
+    if (e.user === this.me) return this.once(`${e.offer.id}:${e.user}:${e.event}`) ? [`* you ${e.event} ${fileLabel(e.offer)} from ${e.offer.from}`] : [];
+    if (e.user === undefined || e.offer.from !== this.me) return [];
     return this.decisionLines(e.offer, [[e.user, e.event]]);
+  }
+
+  /**
+   * This session is about to do `what` to an offer itself, and prints its own line for it: the event the server
+   * sends every device of mine about it is not news here. Called before the request, as the event may come first.
+   */
+  doing(offerId: string, what: 'accepted' | 'declined' | 'received' | 'withdrawn'): void {
+    this.shown.add(what === 'withdrawn' ? `${offerId}:withdrawn` : `${offerId}:${this.me}:${what}`);
   }
 
   private offerLines(offer: FileOffer): string[] {
