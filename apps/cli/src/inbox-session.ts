@@ -1,7 +1,7 @@
-import { directPeer, MAX_HISTORY_LIMIT, type Cursors, type InboxEvent, type MessageEvent, type PresenceEvent, type ReceiptEvent } from '#libs/protocol';
+import { directPeer, MAX_HISTORY_LIMIT, type Cursors, type MessageEvent, type PresenceEvent, type ReceiptEvent } from '#libs/protocol';
 import { InboxOrder, type LogEvent } from './inbox-order.js';
 import { GroupNames, markFor, type Mark } from './output.js';
-import type { ParleyClient } from './parley-client.js';
+import type { ParleyClient, ServerEvent } from './parley-client.js';
 
 export interface SessionHandlers {
   /** A message or group event, in order, once. */
@@ -103,7 +103,7 @@ export class InboxSession {
     await Promise.allSettled(due.map((conv) => this.sendAck(conv)));
   }
 
-  private onEvent(e: InboxEvent): void {
+  private onEvent(e: ServerEvent): void {
     // Noted before anything is shown, so a line about a group can always name it.
     this.groups.note(e);
     switch (e.type) {
@@ -126,7 +126,6 @@ export class InboxSession {
         this.handlers.presence?.(e);
         return;
       // File offers are shown by the commands (FileNotices), outside the conversations' order.
-      case 'reply':
       case 'file':
       case 'files':
         return;

@@ -16,7 +16,7 @@ import {
 } from '#libs/protocol';
 
 /** What the inbox brings besides the replies to this client's requests. */
-type ServerEvent = Exclude<InboxEvent, OkReply | ErrorReply>;
+export type ServerEvent = Exclude<InboxEvent, OkReply | ErrorReply>;
 
 /** The server answered a request with an error; `code` is the protocol's stable error code. */
 export class RequestError extends Error {
