@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { GroupEvent, GroupInfo, InfoResult, MessageEvent, OkReply, ReceiptEvent, SendResult, SyncEvent } from '#libs/protocol';
+import type { GroupEvent, GroupInfo, HistoryResult, InfoResult, MessageEvent, OkReply, ReceiptEvent, SendResult, SyncEvent } from '#libs/protocol';
 import { okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
@@ -48,7 +48,11 @@ describe.each(modes)('groups, %s', (mode) => {
     // Carol connects and catches up on the group's log from when she joined: her addition, then the message.
     const carol = await login(carolName);
     const sync = (await carol.waitFor((e) => e.type === 'sync')) as SyncEvent;
-    expect(sync.conversations.find((c) => c.conv === sent.conv)).toMatchObject({ group: { name: 'class 5b' }, last: sent.seq });
+    expect(sync.conversations.find((c) => c.conv === sent.conv)).toMatchObject({
+      group: { name: 'class 5b' },
+      last: sent.seq,
+      peers: { [aliceName]: { joined: 1 } },
+    });
     await carol.waitFor((e) => e.type === 'synced');
     const seen = carol.events.filter((e) => (e.type === 'message' || e.type === 'group') && e.conv === sent.conv) as (MessageEvent | GroupEvent)[];
     expect(seen.map((e) => (e.type === 'group' ? e.change.kind : e.text))).toEqual(['member_added', 'homework is due friday']);
@@ -63,6 +67,14 @@ describe.each(modes)('groups, %s', (mode) => {
       { user: bobName, delivered: true, deliveredAt: expect.any(Number), read: true, readAt: expect.any(Number) },
       { user: carolName, delivered: true, deliveredAt: expect.any(Number), read: false, readAt: null },
     ]);
+
+    // The peers' cursors say when each joined (Carol by the change just before the message), so a client counts a member
+    // only for the messages after it.
+    const page = await okResult<HistoryResult>(alice.request({ op: 'history', group: created.id }));
+    expect(page.peers).toEqual({
+      [bobName]: expect.objectContaining({ read: sent.seq, joined: 1 }),
+      [carolName]: expect.objectContaining({ delivered: sent.seq, joined: sent.seq - 1 }),
+    });
 
     // Later receipts do not change when message n was read.
     const more = await okResult<SendResult>(alice.request({ op: 'send', group: created.id, text: 'and bring pencils' }));

@@ -96,3 +96,50 @@ describe('InboxSession marks of my direct messages', () => {
     await session.stop();
   });
 });
+
+describe('InboxSession marks of my group messages', () => {
+  const GCONV = 'grp:g1';
+  const group = { id: 'g1', name: 'crew' };
+  const cursors = (delivered: number, joined: number) => ({ delivered, deliveredAt: T1, read: 0, readAt: null, joined });
+  const change = (seq: number, c: Extract<InboxEvent, { type: 'group' }>['change']): InboxEvent => ({
+    type: 'group',
+    conv: GCONV,
+    seq,
+    from: 'ann',
+    group,
+    ts: T1,
+    id: `c${seq}`,
+    change: c,
+  });
+
+  it('counts a member only for the messages after the change that added them, also one added again', async () => {
+    const { session, emit } = annSession();
+    // Bob has #2; Cy has nothing yet; both were there from the start (#1).
+    emit({
+      type: 'sync',
+      conversations: [
+        {
+          conv: GCONV,
+          group,
+          after: 2,
+          last: 2,
+          mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 },
+          peers: { bob: cursors(2, 1), cy: cursors(0, 1) },
+        },
+      ],
+    });
+    const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
+    emit(mine);
+    expect(markText(session.markOf(mine))).toBe('✓');
+    // Dan joins at #4 and Cy is removed and added again (#5, #6); then all of them have everything up to #7.
+    emit(change(4, { kind: 'member_added', members: ['dan'] }));
+    emit(change(5, { kind: 'member_removed', members: ['cy'] }));
+    emit(change(6, { kind: 'member_added', members: ['cy'] }));
+    for (const user of ['bob', 'cy', 'dan']) emit({ type: 'receipt', conv: GCONV, user, status: 'delivered', seq: 7, ts: T2 });
+    // Of those who could have had #3, only Bob is still counted: Dan never had it, and Cy's membership began again at #6.
+    expect(markText(session.markOf(mine))).toBe('✓✓ 1/1 delivered');
+    const later: MessageEvent = { ...mine, seq: 7, id: 'g7' };
+    expect(markText(session.markOf(later))).toBe('✓✓ 3/3 delivered');
+    await session.stop();
+  });
+});

@@ -1,4 +1,4 @@
-import { directPeer, MAX_HISTORY_LIMIT, type Cursors, type MessageEvent, type PresenceEvent, type ReceiptEvent } from '#libs/protocol';
+import { directPeer, MAX_HISTORY_LIMIT, type Cursors, type MessageEvent, type PeerCursors, type PresenceEvent, type ReceiptEvent } from '#libs/protocol';
 import { InboxOrder, type LogEvent } from './inbox-order.js';
 import { GroupNames, markFor, type Mark } from './output.js';
 import type { ParleyClient, ServerEvent } from './parley-client.js';
@@ -27,8 +27,8 @@ export const TRACKED_PER_CONVERSATION = 1000;
 
 export class InboxSession {
   private readonly order: InboxOrder;
-  /** Other members' cursors per conversation. */
-  private readonly peers = new Map<string, Record<string, Cursors>>();
+  /** Other members' cursors per conversation (in a group, with the seq each joined at, when known). */
+  private readonly peers = new Map<string, Record<string, PeerCursors>>();
   /** My messages seen in this session, per conversation, to re-mark on receipts. */
   private readonly mine = new Map<string, Map<number, MessageEvent>>();
   private readonly acked = new Map<string, number>();
@@ -70,10 +70,16 @@ export class InboxSession {
     return this.markOf(message);
   }
 
-  /** Sets who the other members of a conversation are, when the sync did not say (a conversation begun since). */
-  knowMembers(conv: string, others: string[]): void {
+  /**
+   * Sets who the other members of a conversation are, when the sync did not say (a conversation begun since); with
+   * `joined`, they were added by the group change at that seq (and count only for the messages after it).
+   */
+  knowMembers(conv: string, others: string[], joined?: number): void {
     const peers = this.peers.get(conv) ?? {};
-    for (const u of others) peers[u] ??= { ...NO_CURSORS };
+    for (const u of others) {
+      peers[u] ??= { ...NO_CURSORS };
+      if (joined !== undefined) peers[u] = { ...peers[u], joined };
+    }
     this.peers.set(conv, peers);
   }
 
@@ -158,11 +164,13 @@ export class InboxSession {
       this.knowMembers(
         e.conv,
         [c.owner, ...c.members].filter((u) => u !== this.me),
+        e.seq,
       );
     else if (c.kind === 'member_added')
       this.knowMembers(
         e.conv,
         c.members.filter((u) => u !== this.me),
+        e.seq,
       );
     else if (c.kind === 'member_removed' || c.kind === 'member_left') {
       const peers = this.peers.get(e.conv);
@@ -220,13 +228,16 @@ export class InboxSession {
  * The members a sync names, each with the further of the cursors known here and those the sync read: a receipt that
  * arrived just before the sync was read may be newer than the sync's own figure. Cursors only move forward.
  */
-function mergePeers(known: Record<string, Cursors> | undefined, synced: Record<string, Cursors>): Record<string, Cursors> {
-  const out: Record<string, Cursors> = {};
+function mergePeers(known: Record<string, PeerCursors> | undefined, synced: Record<string, PeerCursors>): Record<string, PeerCursors> {
+  const out: Record<string, PeerCursors> = {};
   for (const [user, c] of Object.entries(synced)) {
     const k = known?.[user];
+    // The later of two joins is the one that holds (a member added again after the sync was read).
+    const joined = Math.max(k?.joined ?? 0, c.joined ?? 0);
     out[user] = {
       ...(k && k.delivered > c.delivered ? { delivered: k.delivered, deliveredAt: k.deliveredAt } : { delivered: c.delivered, deliveredAt: c.deliveredAt }),
       ...(k && k.read > c.read ? { read: k.read, readAt: k.readAt } : { read: c.read, readAt: c.readAt }),
+      ...(joined > 0 ? { joined } : {}),
     };
   }
   return out;

@@ -1,6 +1,5 @@
 import { styleText } from 'node:util';
 import type {
-  Cursors,
   GroupChange,
   GroupEvent,
   GroupInfo,
@@ -8,6 +7,7 @@ import type {
   InboxEvent,
   InfoResult,
   MessageEvent,
+  PeerCursors,
   PresenceState,
   ReceiptEvent,
 } from '#libs/protocol';
@@ -45,16 +45,18 @@ export function markText(mark: Mark | null): string {
 
 /**
  * The mark of message `seq` given the other members' cursors. A cursor says when it reached its seq, so only the
- * message at a read cursor has its read time; those before it were read, at some time before.
+ * message at a read cursor has its read time; those before it were read, at some time before. In a group, a member
+ * who joined after the message counts neither way: they never had it.
  */
-export function markFor(seq: number, peers: Record<string, Cursors>, group: boolean): Mark {
+export function markFor(seq: number, peers: Record<string, PeerCursors>, group: boolean): Mark {
   const cursors = Object.values(peers);
   if (!group) {
     const peer = cursors[0];
     const read = (peer?.read ?? 0) >= seq;
     return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, read, readAt: read && peer!.read === seq ? peer!.readAt : null };
   }
-  return { kind: 'group', delivered: cursors.filter((c) => c.delivered >= seq).length, read: cursors.filter((c) => c.read >= seq).length, of: cursors.length };
+  const had = cursors.filter((c) => (c.joined ?? 0) <= seq);
+  return { kind: 'group', delivered: had.filter((c) => c.delivered >= seq).length, read: had.filter((c) => c.read >= seq).length, of: had.length };
 }
 
 /**

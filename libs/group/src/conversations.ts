@@ -26,9 +26,10 @@ export class Conversations {
     private readonly groups: GroupService,
   ) {}
 
-  /** Current members, or null when there is no such conversation. */
-  membersOf(conv: string): Promise<string[] | null> {
-    return MessagingService.isDirect(conv) ? this.messaging.membersOf(conv) : this.groups.membersOf(conv);
+  /** Current members (in a group, with the seq that added each), or null when there is no such conversation. */
+  async membersOf(conv: string): Promise<{ user: string; joined?: number }[] | null> {
+    if (!MessagingService.isDirect(conv)) return this.groups.membersOf(conv);
+    return (await this.messaging.membersOf(conv))?.map((user) => ({ user })) ?? null;
   }
 
   /** Every conversation the user takes (or took) part in. */

@@ -218,11 +218,11 @@ export class GroupService {
     return { conv, group: labelOf(g), entry, members: g.members.filter((m) => m.joined <= seq).map((m) => m.user) };
   }
 
-  /** Current members of a group conversation, or null when it is not one. */
-  async membersOf(conv: string): Promise<string[] | null> {
+  /** Current members of a group conversation, each with the seq of the change that (last) added them; null when it is not one. */
+  async membersOf(conv: string): Promise<{ user: string; joined: number }[] | null> {
     const id = groupIdOf(conv);
     const g = id ? await this.load(id) : undefined;
-    return g && !g.deleted ? g.members.map((m) => m.user) : null;
+    return g && !g.deleted ? g.members.map((m) => ({ user: m.user, joined: m.joined })) : null;
   }
 
   /** What of a group conversation a user may see: from when they joined up to now, or up to when they left. Null: nothing. */

@@ -343,11 +343,19 @@ export const Cursors = z.strictObject({
 });
 export type Cursors = z.infer<typeof Cursors>;
 
+/**
+ * Another member's cursors. In a group, `joined` is the seq of the change that (last) added the member: they count for
+ * the messages from there on, and not for older ones, whatever their cursors say (a member added again after leaving
+ * moves on from a cursor of before).
+ */
+export const PeerCursors = Cursors.extend({ joined: z.number().int().positive().optional() });
+export type PeerCursors = z.infer<typeof PeerCursors>;
+
 export const HistoryResult = z.strictObject({
   conv: z.string(),
   messages: z.array(z.union([MessageEvent, GroupEvent])),
   /** The other members' cursors, so each of my messages can show ✓, ✓✓ or read (or 3/5 read in a group). */
-  peers: z.record(z.string(), Cursors),
+  peers: z.record(z.string(), PeerCursors),
   group: GroupLabel.optional(),
 });
 export type HistoryResult = z.infer<typeof HistoryResult>;
@@ -422,7 +430,7 @@ export const SyncEvent = z.strictObject({
       after: z.number().int().nonnegative(),
       last: z.number().int().nonnegative(),
       mine: Cursors,
-      peers: z.record(z.string(), Cursors),
+      peers: z.record(z.string(), PeerCursors),
     }),
   ),
 });

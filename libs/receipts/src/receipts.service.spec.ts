@@ -14,7 +14,7 @@ afterEach(async () => {
   }
 });
 
-/** A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3. */
+/** A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3, cy joined at 2. */
 function setup() {
   const dir = mkdtempSync(join(tmpdir(), 'parley-receipts-unit-'));
   const db = new EmbeddedDatabase(dir);
@@ -24,7 +24,7 @@ function setup() {
   const lookups = { views: 0 };
   const authors = ['ann', 'bob', 'cy', 'bob', 'bob'];
   const directory: ConversationDirectory = {
-    membersOf: (conv) => Promise.resolve(conv === 'g:1' ? [...members] : null),
+    membersOf: (conv) => Promise.resolve(conv === 'g:1' ? members.map((user) => ({ user, joined: user === 'cy' ? 2 : 1 })) : null),
     viewOf: (conv, user) => {
       lookups.views++;
       if (conv !== 'g:1') return Promise.resolve(null);
@@ -72,5 +72,14 @@ describe('ReceiptsService', () => {
     expect(outcome).toMatchObject({ result: { moved: true, cursors: { delivered: 3 } }, notify: null });
     await expect(service.record({ user: 'dan', conv: 'g:1', seq: 4, status: 'delivered' })).rejects.toMatchObject({ code: 'no_such_message' });
     await expect(service.record({ user: 'eve', conv: 'g:1', seq: 1, status: 'read' })).rejects.toMatchObject({ code: 'not_member' });
+  });
+
+  it('gives the other members\u2019 cursors with the seq each joined at, so a client counts a member only for what it could have', async () => {
+    const { service, clock } = setup();
+    await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' });
+    expect(await service.peersOf('g:1', 'ann')).toEqual({
+      bob: { delivered: 0, deliveredAt: null, read: 0, readAt: null, joined: 1 },
+      cy: { delivered: 5, deliveredAt: clock.now, read: 0, readAt: null, joined: 2 },
+    });
   });
 });

@@ -1,10 +1,13 @@
-import { DomainError, type Cursors, type ReceiptEvent, type ReceiptResult } from '#libs/protocol';
+import { DomainError, type Cursors, type PeerCursors, type ReceiptEvent, type ReceiptResult } from '#libs/protocol';
 import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store.js';
 
 /** What receipts need to know about conversations; the messaging domain provides it. */
 export interface ConversationDirectory {
-  /** The members of a conversation, or null when there is no such conversation. */
-  membersOf(conv: string): Promise<string[] | null>;
+  /**
+   * The members of a conversation, or null when there is no such conversation; in a group, each with the seq of the
+   * change that (last) added them.
+   */
+  membersOf(conv: string): Promise<{ user: string; joined?: number }[] | null>;
   /**
    * What of the conversation the user may see, up to `last`, and who its members are now; null when nothing (a former
    * group member sees up to when it left).
@@ -85,11 +88,16 @@ export class ReceiptsService {
     );
   }
 
-  /** The cursors of every other member of a conversation. */
-  async peersOf(conv: string, user: string): Promise<Record<string, Cursors>> {
+  /** The cursors of every other member of a conversation; in a group, with when each joined. */
+  async peersOf(conv: string, user: string): Promise<Record<string, PeerCursors>> {
     const members = (await this.conversations.membersOf(conv)) ?? [];
-    const others = members.filter((m) => m !== user);
-    const all = await Promise.all(others.map(async (m) => [m, await this.cursors.get(conv, m)] as const));
+    const others = members.filter((m) => m.user !== user);
+    const all = await Promise.all(
+      others.map(async (m) => {
+        const cursors = await this.cursors.get(conv, m.user);
+        return [m.user, m.joined === undefined ? cursors : { ...cursors, joined: m.joined }] as const;
+      }),
+    );
     return Object.fromEntries(all);
   }
 }
