@@ -128,14 +128,13 @@ export class ChatSession {
         return this.print(offeredText(offer), { type: 'offered', offer });
       }
       case 'accept': {
-        this.notices.doing(cmd.offer, 'accepted');
-        this.notices.doing(cmd.offer, 'received');
-        const { offer, path } = await acceptFile(this.client, this.printer, cmd.offer, process.cwd(), this.bar);
+        const { offer, path } = await this.ownDoing(cmd.offer, ['accepted', 'received'], () =>
+          acceptFile(this.client, this.printer, cmd.offer, process.cwd(), this.bar),
+        );
         return this.print(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
       }
       case 'decline': {
-        this.notices.doing(cmd.offer, 'declined');
-        const { offer } = await this.client.request('file.decline', { offer: cmd.offer });
+        const { offer } = await this.ownDoing(cmd.offer, ['declined'], () => this.client.request('file.decline', { offer: cmd.offer }));
         return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
       }
       case 'reply':
@@ -147,6 +146,20 @@ export class ChatSession {
       case 'group':
         this.last = { kind: 'group', name: cmd.group };
         return this.sendGroup(cmd.group, cmd.text);
+    }
+  }
+
+  /**
+   * Does something to a file offer that prints its own line: the events about it are not news here (marked before, as
+   * they may come before the answer); should it fail, they are again, as it may be done on another device.
+   */
+  private async ownDoing<T>(offerId: string, what: ('accepted' | 'declined' | 'received')[], work: () => Promise<T>): Promise<T> {
+    for (const w of what) this.notices.doing(offerId, w);
+    try {
+      return await work();
+    } catch (e) {
+      for (const w of what) this.notices.undoing(offerId, w);
+      throw e;
     }
   }
 

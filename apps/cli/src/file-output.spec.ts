@@ -70,6 +70,10 @@ describe('FileNotices', () => {
     const other = offer({ id: 'f4', from: 'bob', recipients: { ann: 'pending' } });
     notices.doing('f4', 'declined');
     expect(notices.linesFor({ ...accepted, event: 'declined', offer: other })).toEqual([]);
+    // Set out to do here and failed (say, no room to save it): done elsewhere after all, it is news again.
+    notices.doing('f6', 'accepted');
+    notices.undoing('f6', 'accepted');
+    expect(notices.linesFor({ ...accepted, offer: { ...theirs, id: 'f6' } })).toEqual(['* you accepted notes.txt (10 B) from bob']);
     notices.doing('f5', 'withdrawn');
     expect(notices.linesFor({ type: 'file', event: 'withdrawn', offer: offer({ id: 'f5' }), ts: 7 })).toEqual([]);
     // Only decisions on my offers are reported as seen.

@@ -33,6 +33,9 @@ export function offeredLine(offer: FileOffer, how: { accept: string; decline: st
   return `* ${offer.from}${via} offers ${fileLabel(offer)} — ${how.accept} ${offer.id} or ${how.decline} ${offer.id}`;
 }
 
+/** What a session may do to a file offer itself. */
+type OwnAction = 'accepted' | 'declined' | 'received' | 'withdrawn';
+
 /** Tells the server which receivers' decisions on an offer of mine have been shown (`file.seen`). */
 export type SeenReporter = (offer: string, states: Record<string, FileRecipientState>) => void;
 
@@ -72,8 +75,17 @@ export class FileNotices {
    * This session is about to do `what` to an offer itself, and prints its own line for it: the event the server
    * sends every device of mine about it is not news here. Called before the request, as the event may come first.
    */
-  doing(offerId: string, what: 'accepted' | 'declined' | 'received' | 'withdrawn'): void {
-    this.shown.add(what === 'withdrawn' ? `${offerId}:withdrawn` : `${offerId}:${this.me}:${what}`);
+  doing(offerId: string, what: OwnAction): void {
+    this.shown.add(this.ownKey(offerId, what));
+  }
+
+  /** What this session set out to do failed: should it be done elsewhere, that is news here again. */
+  undoing(offerId: string, what: OwnAction): void {
+    this.shown.delete(this.ownKey(offerId, what));
+  }
+
+  private ownKey(offerId: string, what: OwnAction): string {
+    return what === 'withdrawn' ? `${offerId}:withdrawn` : `${offerId}:${this.me}:${what}`;
   }
 
   private offerLines(offer: FileOffer): string[] {

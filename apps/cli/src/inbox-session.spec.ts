@@ -142,4 +142,48 @@ describe('InboxSession marks of my group messages', () => {
     expect(markText(session.markOf(later))).toBe('✓✓ 3/3 delivered');
     await session.stop();
   });
+
+  it('re-marks my older messages when the change that added a member is shown after that member\u2019s receipt', async () => {
+    const { session, marks, emit } = annSession();
+    emit({
+      type: 'sync',
+      conversations: [{ conv: GCONV, group, after: 2, last: 2, mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 }, peers: { bob: cursors(0, 1) } }],
+    });
+    const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
+    emit(mine);
+    // Dan's receipt overtakes the change that added him (#4): for now he counts.
+    emit({ type: 'receipt', conv: GCONV, user: 'dan', status: 'delivered', seq: 4, ts: T2 });
+    expect(markText(session.markOf(mine))).toBe('✓✓ 1/2 delivered');
+    marks.length = 0;
+    emit(change(4, { kind: 'member_added', members: ['dan'] }));
+    expect(marks).toEqual([[3, '✓']]);
+    await session.stop();
+  });
+
+  it('keeps the latest join when a sync read before it comes after it', async () => {
+    const { session, emit } = annSession();
+    const synced = (cyJoined: number): InboxEvent => ({
+      type: 'sync',
+      conversations: [
+        {
+          conv: GCONV,
+          group,
+          after: 2,
+          last: 2,
+          mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 },
+          peers: { bob: cursors(0, 1), cy: cursors(0, cyJoined) },
+        },
+      ],
+    });
+    emit(synced(1));
+    const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
+    emit(mine);
+    emit(change(4, { kind: 'member_removed', members: ['cy'] }));
+    emit(change(5, { kind: 'member_added', members: ['cy'] }));
+    // A reconnect's sync, read before Cy was added again, still says she joined at #1.
+    emit(synced(1));
+    emit({ type: 'receipt', conv: GCONV, user: 'cy', status: 'delivered', seq: 5, ts: T2 });
+    expect(markText(session.markOf(mine))).toBe('✓');
+    await session.stop();
+  });
 });

@@ -76,11 +76,18 @@ export class InboxSession {
    */
   knowMembers(conv: string, others: string[], joined?: number): void {
     const peers = this.peers.get(conv) ?? {};
+    let moved = false;
     for (const u of others) {
-      peers[u] ??= { ...NO_CURSORS };
-      if (joined !== undefined) peers[u] = { ...peers[u], joined };
+      const known = (peers[u] ??= { ...NO_CURSORS });
+      // The latest join holds: a change replayed from the backlog never moves it back.
+      if (joined !== undefined && joined > (known.joined ?? 0)) {
+        peers[u] = { ...known, joined };
+        moved = true;
+      }
     }
     this.peers.set(conv, peers);
+    // A member's receipt may have come before the change that added them was shown: my older messages counted them.
+    if (moved) for (const m of this.mine.get(conv)?.values() ?? []) this.handlers.mark?.(m, this.markOf(m));
   }
 
   hasPeers(conv: string): boolean {

@@ -17,9 +17,13 @@ describe('ParleyClient and a newer server', () => {
   let server: MqttClient;
 
   beforeAll(async () => {
-    // Like a server past its limit of followed users: one presence topic is refused (SUBACK 0x80); and one inbox.
+    // Like a server past its limit of followed users: one presence topic is refused (SUBACK 0x80); and one inbox. One
+    // more ends the connection instead of answering.
     broker = new Aedes({
-      authorizeSubscribe: (_client, sub, done) => done(null, [topics.presence('too-many'), topics.inbox('locked-out')].includes(sub.topic) ? null : sub),
+      authorizeSubscribe: (client, sub, done) => {
+        if (sub.topic === topics.presence('hang-up')) return client.close();
+        done(null, [topics.presence('too-many'), topics.inbox('locked-out')].includes(sub.topic) ? null : sub);
+      },
     });
     await broker.listen();
     tcp = createServer((socket) => broker.handle(socket));
@@ -83,10 +87,17 @@ describe('ParleyClient and a newer server', () => {
       expect(await client.watchPresence('too-many')).toBe(false);
       // Asked again for one it follows already: still followed.
       expect(await client.watchPresence('bob')).toBe(true);
+      // The connection ends before the answer: an error that says so, not a failure of its own.
+      const cut = await client.watchPresence('hang-up').catch((e: unknown) => e);
+      expect(cut).toBeInstanceOf(Error);
+      expect(cut).not.toBeInstanceOf(TypeError);
     } finally {
       await client.close();
     }
+    await expect.poll(() => broker.connectedClients, { timeout: 5000 }).toBe(1);
     const refused = await ParleyClient.connect({ server: url, user: 'locked-out', password: 'unused', timeoutMs: 5000 }).catch((e: unknown) => e);
     expect(refused).toMatchObject({ message: 'the server refused the inbox subscription' });
+    // The connection it could not use is closed, not left open.
+    await expect.poll(() => broker.connectedClients, { timeout: 5000 }).toBe(1);
   });
 });

@@ -261,14 +261,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
 
 /**
  * Subscribes at QoS 1: true when granted, false when the SUBACK refused it (0x80; MQTT.js rejects with the SUBACK).
- * No grant at all means MQTT.js had it subscribed already. Other failures (no connection) reject.
+ * No grant at all means MQTT.js counts it subscribed already (granted, or asked for and not answered yet). Other
+ * failures (the connection closed before the SUBACK: MQTT.js rejects without a packet) reject.
  */
 async function subscribed(client: MqttClient, topic: string): Promise<boolean> {
   try {
     const granted = await client.subscribeAsync(topic, { qos: 1 });
     return granted[0] === undefined || (granted[0].qos & 0x80) === 0;
   } catch (e) {
-    if (e instanceof ErrorWithSubackPacket && e.packet.granted.some((g) => typeof g === 'number' && (g & 0x80) !== 0)) return false;
+    const granted = e instanceof ErrorWithSubackPacket ? (e.packet as { granted?: unknown[] } | undefined)?.granted : undefined;
+    if (granted?.some((g) => typeof g === 'number' && (g & 0x80) !== 0)) return false;
     throw e;
   }
 }

@@ -131,4 +131,30 @@ describe('AccountsService login cache', () => {
     expect(await remembering.authenticate('ivo', 'ivo password')).toBe(true);
     expect(remembering.rememberedLogins).toBe(1);
   });
+
+  it('does not trust an entry further from expiry than the cache time: the clock was set back', async () => {
+    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
+    let now = 9_000_000;
+    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    await remembering.register('kit', 'kit password');
+    now -= 3_600_000;
+    expect(await remembering.authenticate('kit', 'kit password')).toBe(true);
+    expect(hasher.runs).toBe(1);
+  });
+
+  it('still drops expired entries after the clock was set back', async () => {
+    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
+    let now = 20_000_000;
+    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    await remembering.register('lou', 'lou password');
+    now += 50_000;
+    await remembering.register('max', 'max password');
+    // Back 30 s: Lou's entry is still fresh and heads the map; Max's (too far from expiry now) waits behind it.
+    now -= 30_000;
+    await remembering.register('ned', 'ned password');
+    expect(remembering.rememberedLogins).toBe(3);
+    now += 200_000;
+    await remembering.register('ona', 'ona password');
+    expect(remembering.rememberedLogins).toBe(1);
+  });
 });

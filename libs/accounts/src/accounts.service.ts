@@ -18,7 +18,9 @@ export class AccountsService {
   /**
    * user → keyed digest of the password of the last successful login (or the registration), with its expiry. Every
    * entry lives equally long and is re-inserted when renewed, so the map's order is expiry order: expired entries are
-   * dropped from its front as new ones come, and it holds only the users who logged in within the cache time.
+   * dropped from its front as new ones come, and it holds only the users who logged in within the cache time. (Should
+   * the clock be set back, an entry made before is no longer trusted, as it is further from expiry than the cache
+   * time; one behind a fresher head waits until the head goes: a delay of at most the step back.)
    */
   private readonly verified = new Map<string, { digest: Buffer; expires: number }>();
   private readonly cacheKey = randomBytes(32);
@@ -49,7 +51,7 @@ export class AccountsService {
   /** True when the user exists and the password is its password. */
   async authenticate(user: string, password: string): Promise<boolean> {
     const cached = this.verified.get(user);
-    if (cached && cached.expires > this.now() && timingSafeEqual(cached.digest, this.digestOf(user, password))) return true;
+    if (cached && this.fresh(cached, this.now()) && timingSafeEqual(cached.digest, this.digestOf(user, password))) return true;
 
     const account = await this.store.get(user);
     if (!account) {
@@ -67,11 +69,20 @@ export class AccountsService {
   private remember(user: string, password: string): void {
     const now = this.now();
     for (const [name, entry] of this.verified) {
-      if (entry.expires > now) break;
+      if (this.fresh(entry, now)) break;
       this.verified.delete(name);
     }
     this.verified.delete(user);
-    this.verified.set(user, { digest: this.digestOf(user, password), expires: now + (this.opts.verifiedCacheMs ?? 10 * 60_000) });
+    this.verified.set(user, { digest: this.digestOf(user, password), expires: now + this.cacheMs });
+  }
+
+  private get cacheMs(): number {
+    return this.opts.verifiedCacheMs ?? 10 * 60_000;
+  }
+
+  /** Not expired, and not further from expiry than the cache time (the clock may have been set back since). */
+  private fresh(entry: { expires: number }, now: number): boolean {
+    return entry.expires > now && entry.expires - now <= this.cacheMs;
   }
 
   /** How many logins are remembered now (expired ones may linger until the next is remembered). */
