@@ -111,24 +111,18 @@ describe('InboxSession marks of my group messages', () => {
     id: `c${seq}`,
     change: c,
   });
+  /** The sync of a reconnect: the group's log up to #2, with these peers. */
+  const groupSync = (peers: Record<string, ReturnType<typeof cursors>>): InboxEvent => ({
+    type: 'sync',
+    conversations: [{ conv: GCONV, group, after: 2, last: 2, mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 }, peers }],
+  });
+  /** Ann's message #3 to the group. */
+  const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
 
   it('counts a member only for the messages after the change that added them, also one added again', async () => {
     const { session, emit } = annSession();
     // Bob has #2; Cy has nothing yet; both were there from the start (#1).
-    emit({
-      type: 'sync',
-      conversations: [
-        {
-          conv: GCONV,
-          group,
-          after: 2,
-          last: 2,
-          mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 },
-          peers: { bob: cursors(2, 1), cy: cursors(0, 1) },
-        },
-      ],
-    });
-    const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
+    emit(groupSync({ bob: cursors(2, 1), cy: cursors(0, 1) }));
     emit(mine);
     expect(markText(session.markOf(mine))).toBe('✓');
     // Dan joins at #4 and Cy is removed and added again (#5, #6); then all of them have everything up to #7.
@@ -145,11 +139,7 @@ describe('InboxSession marks of my group messages', () => {
 
   it('re-marks my older messages when the change that added a member is shown after that member\u2019s receipt', async () => {
     const { session, marks, emit } = annSession();
-    emit({
-      type: 'sync',
-      conversations: [{ conv: GCONV, group, after: 2, last: 2, mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 }, peers: { bob: cursors(0, 1) } }],
-    });
-    const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
+    emit(groupSync({ bob: cursors(0, 1) }));
     emit(mine);
     // Dan's receipt overtakes the change that added him (#4): for now he counts.
     emit({ type: 'receipt', conv: GCONV, user: 'dan', status: 'delivered', seq: 4, ts: T2 });
@@ -162,26 +152,13 @@ describe('InboxSession marks of my group messages', () => {
 
   it('keeps the latest join when a sync read before it comes after it', async () => {
     const { session, emit } = annSession();
-    const synced = (cyJoined: number): InboxEvent => ({
-      type: 'sync',
-      conversations: [
-        {
-          conv: GCONV,
-          group,
-          after: 2,
-          last: 2,
-          mine: { delivered: 2, deliveredAt: T1, read: 2, readAt: T1 },
-          peers: { bob: cursors(0, 1), cy: cursors(0, cyJoined) },
-        },
-      ],
-    });
-    emit(synced(1));
-    const mine: MessageEvent = { type: 'message', conv: GCONV, seq: 3, from: 'ann', group, ts: T1, id: 'g3', text: 'hello crew' };
+    const synced = groupSync({ bob: cursors(0, 1), cy: cursors(0, 1) });
+    emit(synced);
     emit(mine);
     emit(change(4, { kind: 'member_removed', members: ['cy'] }));
     emit(change(5, { kind: 'member_added', members: ['cy'] }));
     // A reconnect's sync, read before Cy was added again, still says she joined at #1.
-    emit(synced(1));
+    emit(synced);
     emit({ type: 'receipt', conv: GCONV, user: 'cy', status: 'delivered', seq: 5, ts: T2 });
     expect(markText(session.markOf(mine))).toBe('✓');
     await session.stop();

@@ -65,11 +65,17 @@ class CountingHasher extends PasswordHasher {
   }
 }
 
+/** A service remembering logins for a minute, on a clock the test moves, with a hasher that counts its runs. */
+function caching(start: number) {
+  const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
+  const clock = { now: start };
+  const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => clock.now);
+  return { hasher, remembering, clock };
+}
+
 describe('AccountsService login cache', () => {
   it('remembers a registration and a login for the cache time: a login within it skips the KDF, one after it runs the KDF again', async () => {
-    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
-    let now = 1_000_000;
-    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    const { hasher, remembering, clock } = caching(1_000_000);
     await remembering.register('ezra', 'long enough');
     // The registration ran the KDF on this password: the first login does not run it again.
     expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
@@ -77,20 +83,19 @@ describe('AccountsService login cache', () => {
     // A different password is never answered from the cache.
     expect(await remembering.authenticate('ezra', 'long enougH')).toBe(false);
     expect(hasher.runs).toBe(1);
-    now += 61_000;
+    clock.now += 61_000;
     expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
     expect(hasher.runs).toBe(2);
-    now += 59_000;
+    clock.now += 59_000;
     expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
     expect(hasher.runs).toBe(2);
-    now += 2_000;
+    clock.now += 2_000;
     expect(await remembering.authenticate('ezra', 'long enough')).toBe(true);
     expect(hasher.runs).toBe(3);
   });
 
   it('remembers nothing from a registration that was refused', async () => {
-    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
-    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 });
+    const { hasher, remembering } = caching(Date.now());
     await remembering.register('fern', 'first password');
     // Taken: the second registration's password is not the account's, and a login with it is checked and refused.
     await expect(remembering.register('fern', 'second password')).rejects.toMatchObject({ code: 'user_exists' });
@@ -100,8 +105,7 @@ describe('AccountsService login cache', () => {
   });
 
   it('remembers only the winner of two registrations of one name at once', async () => {
-    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
-    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 });
+    const { remembering } = caching(Date.now());
     const passwords = ['password one', 'password two'];
     const outcomes = await Promise.allSettled(passwords.map((p) => remembering.register('gale', p)));
     expect(outcomes.map((o) => o.status).sort()).toEqual(['fulfilled', 'rejected']);
@@ -112,48 +116,42 @@ describe('AccountsService login cache', () => {
   });
 
   it('forgets expired logins as new ones come, so it holds only the users of the last cache time', async () => {
-    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
-    let now = 5_000_000;
-    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    const { hasher, remembering, clock } = caching(5_000_000);
     await remembering.register('hana', 'hana password');
     await remembering.register('ivo', 'ivo password');
-    now += 30_000;
+    clock.now += 30_000;
     await remembering.register('jade', 'jade password');
     expect(remembering.rememberedLogins).toBe(3);
-    now += 31_000;
+    clock.now += 31_000;
     // Hana's and Ivo's entries expired; Jade's has half its time left.
     expect(await remembering.authenticate('hana', 'hana password')).toBe(true);
     expect(remembering.rememberedLogins).toBe(2);
     expect(hasher.runs).toBe(1);
     expect(await remembering.authenticate('jade', 'jade password')).toBe(true);
     expect(hasher.runs).toBe(1);
-    now += 60_000;
+    clock.now += 60_000;
     expect(await remembering.authenticate('ivo', 'ivo password')).toBe(true);
     expect(remembering.rememberedLogins).toBe(1);
   });
 
   it('does not trust an entry further from expiry than the cache time: the clock was set back', async () => {
-    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
-    let now = 9_000_000;
-    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    const { hasher, remembering, clock } = caching(9_000_000);
     await remembering.register('kit', 'kit password');
-    now -= 3_600_000;
+    clock.now -= 3_600_000;
     expect(await remembering.authenticate('kit', 'kit password')).toBe(true);
     expect(hasher.runs).toBe(1);
   });
 
   it('still drops expired entries after the clock was set back', async () => {
-    const hasher = new CountingHasher({ N: 1024, r: 8, p: 1 });
-    let now = 20_000_000;
-    const remembering = new AccountsService(store, hasher, { minPasswordLength: 8, verifiedCacheMs: 60_000 }, () => now);
+    const { remembering, clock } = caching(20_000_000);
     await remembering.register('lou', 'lou password');
-    now += 50_000;
+    clock.now += 50_000;
     await remembering.register('max', 'max password');
     // Back 30 s: Lou's entry is still fresh and heads the map; Max's (too far from expiry now) waits behind it.
-    now -= 30_000;
+    clock.now -= 30_000;
     await remembering.register('ned', 'ned password');
     expect(remembering.rememberedLogins).toBe(3);
-    now += 200_000;
+    clock.now += 200_000;
     await remembering.register('ona', 'ona password');
     expect(remembering.rememberedLogins).toBe(1);
   });
