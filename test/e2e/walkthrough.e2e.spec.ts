@@ -81,8 +81,8 @@ describe('the walkthrough (docs/walkthrough.md)', () => {
     expect(await alice.exited).toBe(0);
     const [created] = await run('alice', ['group', 'create', 'lunch', 'bob', 'carol']);
     expect(created).toMatch(rx(`created lunch \\(g[A-Za-z0-9_-]+\\) owner alice, 3 members: alice, bob, carol`));
-    await bob.waitForLine(rx(`${T} \\[lunch\\] \\* alice created the group with alice, you, carol`));
-    await carol.waitForLine(rx(`${T} \\[lunch\\] \\* alice created the group with alice, bob, you`));
+    await bob.waitForLine(rx(`${T} \\[lunch\\] \\* alice created the group with you, carol`));
+    await carol.waitForLine(rx(`${T} \\[lunch\\] \\* alice created the group with bob, you`));
     expect((await run('alice', ['group', 'rename', 'lunch', 'lunch club']))[0]).toMatch(
       /^renamed: lunch club \(g\S+\) owner alice, 3 members: alice, bob, carol$/,
     );

@@ -94,6 +94,13 @@ describe('output formatting', () => {
     expect(groupChangeText(left, 'amy', 'cat')).toBe('amy left; ben now owns the group');
   });
 
+  it('names the creator of a group once, and no one else when it is alone in it', () => {
+    const created = { kind: 'created' as const, name: 'crew', owner: 'amy', members: ['ben', 'cat'] };
+    expect(groupChangeText(created, 'amy', 'ben')).toBe('amy created the group with you, cat');
+    expect(groupChangeText(created, 'amy', 'amy')).toBe('you created the group with ben, cat');
+    expect(groupChangeText({ ...created, members: [] }, 'amy', 'amy')).toBe('you created the group');
+  });
+
   it('tells a group deleted by its owner from one its last member left', () => {
     expect(groupChangeText({ kind: 'deleted' }, 'amy', 'ben')).toBe('amy deleted the group');
     expect(groupChangeText({ kind: 'deleted', lastMemberLeft: true }, 'amy', 'amy')).toBe('you left, the last member: the group is deleted');

@@ -129,8 +129,11 @@ export class GroupNames {
 export function groupChangeText(change: GroupChange, actor: string, me: string): string {
   const who = (u: string) => (u === me ? 'you' : u);
   switch (change.kind) {
-    case 'created':
-      return `${who(actor)} created the group with ${[change.owner, ...change.members].map(who).join(', ')}`;
+    case 'created': {
+      // The creator is named once, as who did it; alone in it, with no one.
+      const others = change.members.filter((m) => m !== change.owner);
+      return others.length === 0 ? `${who(actor)} created the group` : `${who(actor)} created the group with ${others.map(who).join(', ')}`;
+    }
     case 'renamed':
       return `${who(actor)} renamed the group from "${change.oldName}" to "${change.name}"`;
     case 'member_added':
