@@ -81,6 +81,33 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
   });
 });
 
+describe('RedisPresenceStore', () => {
+  const fixture = fixtures.find((f) => f.name === 'redis')!;
+
+  it('answers a burst of reads of one user with one command, and a read asked for after a change with the change', async () => {
+    const { backend } = await fixture.open();
+    if (backend.kind !== 'redis') throw new Error('a Redis backend was expected');
+    const store = new RedisPresenceStore(backend.redis);
+    const scriptCalls = async () => Number(/cmdstat_evalsha:calls=(\d+)/.exec(await backend.redis.client.info('commandstats'))?.[1] ?? 0);
+    // Loads the script (a first call may go as EVAL).
+    await store.get('gil');
+    const before = await scriptCalls();
+    const burst = await Promise.all(Array.from({ length: 20 }, () => store.get('gil')));
+    expect(burst.every((s) => s.state === 'offline' && s.lastSeen === null)).toBe(true);
+    expect((await scriptCalls()) - before).toBe(1);
+    // A read under way when a change is issued answers with the state before it; one asked for after it, with it.
+    const underWay = store.get('gil');
+    const connecting = store.connect({ user: 'gil', connId: 'c1', gatewayId: 'gw1' }, 900);
+    const after = store.get('gil');
+    expect(await underWay).toEqual({ state: 'offline', lastSeen: null });
+    expect(await after).toEqual({ state: 'online', lastSeen: 900 });
+    await connecting;
+    const leaving = store.disconnect({ user: 'gil', connId: 'c1', gatewayId: 'gw1' }, 950);
+    expect(await store.get('gil')).toEqual({ state: 'offline', lastSeen: 950 });
+    await leaving;
+  });
+});
+
 describe.each(fixtures)('CursorStore on $name', (fixture) => {
   it('moves forward only, read implies delivered, and records when each seq was first reached', async () => {
     const { backend, reopen } = await fixture.open();

@@ -32,6 +32,12 @@ return {redis.call('SCARD', KEYS[1]), redis.call('HGET', KEYS[2], ARGV[1]) or fa
 `;
 
 export class RedisPresenceStore implements PresenceStore {
+  /**
+   * Reads of a user's presence under way: a read asked for meanwhile shares it (a burst of messages to one user costs
+   * one command, not one each). A change made through this store ends the sharing first, so a read asked for after it
+   * is issued after it too, on the same connection, and sees it.
+   */
+  private readonly reading = new Map<string, Promise<PresenceState>>();
   private readonly connectScript;
   private readonly disconnectScript;
   private readonly getScript;
@@ -53,16 +59,30 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }> {
+    this.reading.delete(conn.user);
     const r = await this.connectScript([this.connsKey(conn.user), this.gatewayKey(conn.gatewayId), this.seenKey], [conn.connId, conn.user, at]);
     return { wentOnline: r === 1 };
   }
 
   async disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }> {
+    this.reading.delete(conn.user);
     const r = await this.disconnectScript([this.connsKey(conn.user), this.gatewayKey(conn.gatewayId), this.seenKey], [conn.connId, conn.user, at]);
     return { wentOffline: r === 1 };
   }
 
-  async get(user: string): Promise<PresenceState> {
+  get(user: string): Promise<PresenceState> {
+    const shared = this.reading.get(user);
+    if (shared) return shared;
+    const read = this.read(user);
+    this.reading.set(user, read);
+    const done = () => {
+      if (this.reading.get(user) === read) this.reading.delete(user);
+    };
+    read.then(done, done);
+    return read;
+  }
+
+  private async read(user: string): Promise<PresenceState> {
     const [count, seen] = (await this.getScript([this.connsKey(user), this.seenKey], [user])) as [number, string | null];
     return { state: count > 0 ? 'online' : 'offline', lastSeen: seen === null ? null : Number(seen) };
   }
