@@ -4,7 +4,7 @@ import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { GROUP_API, GROUP_API_METHODS, type GroupApi } from '#libs/group';
 import { FILE_OFFER_API, FILE_OFFER_API_METHODS, type FileOfferApi } from '#libs/file-offer';
 import { Metrics, Readiness } from '#libs/health';
-import { PRESENCE_API, PRESENCE_API_METHODS, type PresenceApi } from '#libs/presence';
+import { PRESENCE_API, PRESENCE_API_METHODS, sharingReads, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, RECEIPTS_API_METHODS, type ReceiptsApi } from '#libs/receipts';
 import { RedisStreamsClient } from './redis-streams.client.js';
 import { ALIVE_WITHIN_MS, rpcKeys } from './rpc-keys.js';
@@ -33,7 +33,8 @@ export class RemoteServicesModule implements OnApplicationShutdown {
         const observe = observeInto(metrics.rpcCallSeconds);
         switch (service) {
           case 'presence':
-            return rpcProxy<PresenceApi>(client, service, PRESENCE_API_METHODS, timeoutMs, observe);
+            // Every 1:1 send reads its recipient's presence: a burst to one user shares one call.
+            return sharingReads(rpcProxy<PresenceApi>(client, service, PRESENCE_API_METHODS, timeoutMs, observe));
           case 'receipts':
             return rpcProxy<ReceiptsApi>(client, service, RECEIPTS_API_METHODS, timeoutMs, observe);
           case 'group':

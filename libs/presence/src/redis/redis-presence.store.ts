@@ -1,6 +1,7 @@
 import type { PresenceState } from '#libs/protocol';
 import type { RedisConnection } from '#libs/storage';
 import type { ConnectionRef, PresenceStore } from '../presence.store.js';
+import { SharedReads } from '../shared-reads.js';
 
 /**
  * Keys: `{prefix}presence:conns:{user}` (set of connIds),
@@ -37,7 +38,7 @@ export class RedisPresenceStore implements PresenceStore {
    * one command, not one each). A change made through this store ends the sharing first, so a read asked for after it
    * is issued after it too, on the same connection, and sees it.
    */
-  private readonly reading = new Map<string, Promise<PresenceState>>();
+  private readonly reads = new SharedReads<PresenceState>();
   private readonly connectScript;
   private readonly disconnectScript;
   private readonly getScript;
@@ -59,27 +60,19 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }> {
-    this.reading.delete(conn.user);
+    this.reads.forget(conn.user);
     const r = await this.connectScript([this.connsKey(conn.user), this.gatewayKey(conn.gatewayId), this.seenKey], [conn.connId, conn.user, at]);
     return { wentOnline: r === 1 };
   }
 
   async disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }> {
-    this.reading.delete(conn.user);
+    this.reads.forget(conn.user);
     const r = await this.disconnectScript([this.connsKey(conn.user), this.gatewayKey(conn.gatewayId), this.seenKey], [conn.connId, conn.user, at]);
     return { wentOffline: r === 1 };
   }
 
   get(user: string): Promise<PresenceState> {
-    const shared = this.reading.get(user);
-    if (shared) return shared;
-    const read = this.read(user);
-    this.reading.set(user, read);
-    const done = () => {
-      if (this.reading.get(user) === read) this.reading.delete(user);
-    };
-    read.then(done, done);
-    return read;
+    return this.reads.read(user, () => this.read(user));
   }
 
   private async read(user: string): Promise<PresenceState> {

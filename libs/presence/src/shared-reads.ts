@@ -1,0 +1,56 @@
+import type { PresenceState } from '#libs/protocol';
+import type { PresenceApi } from './presence.service.js';
+
+/**
+ * Reads under way, by key: a read asked for while one of the same key is under way gets its answer instead of
+ * starting another. `forget` ends the sharing of a key (say, its value is changing): the next read starts afresh.
+ */
+export class SharedReads<T> {
+  private readonly underWay = new Map<string, Promise<T>>();
+
+  read(key: string, start: () => Promise<T>): Promise<T> {
+    const shared = this.underWay.get(key);
+    if (shared) return shared;
+    const read = start();
+    this.underWay.set(key, read);
+    const done = () => {
+      if (this.underWay.get(key) === read) this.underWay.delete(key);
+    };
+    read.then(done, done);
+    return read;
+  }
+
+  forget(key: string): void {
+    this.underWay.delete(key);
+  }
+
+  forgetAll(): void {
+    this.underWay.clear();
+  }
+}
+
+/**
+ * A presence API whose reads of one user's state under way at once are one call: for a gateway whose presence
+ * service runs in another process, a burst of messages to one user costs one call, not one each. A change this
+ * gateway reports (a connection of that user up or down, a gateway gone) ends the sharing first, so a read asked
+ * for after it is a call of its own, made after it.
+ */
+export function sharingReads(api: PresenceApi): PresenceApi {
+  const reads = new SharedReads<PresenceState>();
+  return {
+    connected: (conn) => {
+      reads.forget(conn.user);
+      return api.connected(conn);
+    },
+    disconnected: (conn) => {
+      reads.forget(conn.user);
+      return api.disconnected(conn);
+    },
+    gatewayGone: (gatewayId) => {
+      reads.forgetAll();
+      return api.gatewayGone(gatewayId);
+    },
+    who: (user) => api.who(user),
+    stateOf: (user) => reads.read(user, () => api.stateOf(user)),
+  };
+}
