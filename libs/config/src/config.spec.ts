@@ -27,9 +27,20 @@ describe('loadConfig', () => {
 
   it('has file limits of at least 100 MiB, and refuses a chunk size whose requests would not fit the request limit', () => {
     expect(loadConfig({}).PARLEY_MAX_FILE_BYTES).toBeGreaterThanOrEqual(100 * 1024 * 1024);
-    expect(loadConfig({ PARLEY_FILE_CHUNK_BYTES: '1000000', PARLEY_MAX_REQUEST_BYTES: '2000000' }).PARLEY_FILE_CHUNK_BYTES).toBe(1_000_000);
+    expect(
+      loadConfig({ PARLEY_FILE_CHUNK_BYTES: '1000000', PARLEY_MAX_REQUEST_BYTES: '2000000', PARLEY_MAX_PACKET_BYTES: '2100000' }).PARLEY_FILE_CHUNK_BYTES,
+    ).toBe(1_000_000);
     expect(() => loadConfig({ PARLEY_FILE_CHUNK_BYTES: '65536' })).toThrow(/PARLEY_FILE_CHUNK_BYTES.*PARLEY_MAX_REQUEST_BYTES/);
     expect(() => loadConfig({ PARLEY_FILE_OFFER_TTL_MS: '0' })).toThrow(/PARLEY_FILE_OFFER_TTL_MS/);
+  });
+
+  it('refuses a text limit whose longest messages would not fit a request, and a request limit whose requests would not fit a packet', () => {
+    // 4,000 characters of up to 3 bytes each, with room for the rest of the request, fit the default 64 KiB.
+    expect(loadConfig({}).PARLEY_MAX_TEXT_LENGTH * 3 + 1024).toBeLessThanOrEqual(loadConfig({}).PARLEY_MAX_REQUEST_BYTES);
+    expect(() => loadConfig({ PARLEY_MAX_TEXT_LENGTH: '30000' })).toThrow(/PARLEY_MAX_TEXT_LENGTH \(30000\).*91024 bytes.*PARLEY_MAX_REQUEST_BYTES \(65536\)/);
+    expect(loadConfig({ PARLEY_MAX_TEXT_LENGTH: '30000', PARLEY_MAX_REQUEST_BYTES: '91024' }).PARLEY_MAX_TEXT_LENGTH).toBe(30_000);
+    expect(() => loadConfig({ PARLEY_MAX_REQUEST_BYTES: '200000' })).toThrow(/PARLEY_MAX_REQUEST_BYTES \(200000\).*PARLEY_MAX_PACKET_BYTES \(131072\)/);
+    expect(loadConfig({ PARLEY_MAX_REQUEST_BYTES: '200000', PARLEY_MAX_PACKET_BYTES: '200256' }).PARLEY_MAX_REQUEST_BYTES).toBe(200_000);
   });
 
   it('moves a 100 MiB file in one transfer burst by default, and refuses a transfer budget smaller than one chunk', () => {

@@ -146,6 +146,12 @@ export type ParleyConfig = Omit<z.infer<typeof ConfigSchema>, 'PARLEY_GATEWAY_ID
 
 /** Room in a `file.chunk` request for everything but the base64 data: op, ids, index. */
 const FILE_CHUNK_REQUEST_OVERHEAD = 512;
+/** Room in a `send` request for everything but the text: op, id, recipient or group. */
+const SEND_REQUEST_OVERHEAD = 1024;
+/** The most bytes one UTF-16 unit of text takes in a request's JSON (a character of the Basic Multilingual Plane). */
+const TEXT_BYTES_PER_UNIT = 3;
+/** Room in an MQTT PUBLISH for everything but its payload: fixed header, topic, packet id. */
+const PUBLISH_OVERHEAD = 256;
 
 export class ConfigError extends Error {
   override readonly name = 'ConfigError';
@@ -173,6 +179,20 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   if (chunkRequestBytes > result.data.PARLEY_MAX_REQUEST_BYTES) {
     throw new ConfigError(
       `invalid configuration: a file chunk of PARLEY_FILE_CHUNK_BYTES (${result.data.PARLEY_FILE_CHUNK_BYTES}) needs requests of ${chunkRequestBytes} bytes; raise PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) or lower the chunk size`,
+    );
+  }
+  // A message of the longest text allowed must fit a request, whatever its characters: else it would be refused as
+  // too large a request, not as too long a text.
+  const textRequestBytes = result.data.PARLEY_MAX_TEXT_LENGTH * TEXT_BYTES_PER_UNIT + SEND_REQUEST_OVERHEAD;
+  if (textRequestBytes > result.data.PARLEY_MAX_REQUEST_BYTES) {
+    throw new ConfigError(
+      `invalid configuration: a message of PARLEY_MAX_TEXT_LENGTH (${result.data.PARLEY_MAX_TEXT_LENGTH}) characters needs requests of up to ${textRequestBytes} bytes; raise PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) or lower the text limit`,
+    );
+  }
+  // A request the size limit allows must fit a packet: else its connection would be dropped instead of answered.
+  if (result.data.PARLEY_MAX_REQUEST_BYTES + PUBLISH_OVERHEAD > result.data.PARLEY_MAX_PACKET_BYTES) {
+    throw new ConfigError(
+      `invalid configuration: requests of PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) need packets of ${result.data.PARLEY_MAX_REQUEST_BYTES + PUBLISH_OVERHEAD} bytes; raise PARLEY_MAX_PACKET_BYTES (${result.data.PARLEY_MAX_PACKET_BYTES}) or lower the request limit`,
     );
   }
   if (result.data.PARLEY_TRANSFER_RATE < result.data.PARLEY_FILE_CHUNK_BYTES || result.data.PARLEY_TRANSFER_BURST < result.data.PARLEY_FILE_CHUNK_BYTES) {
