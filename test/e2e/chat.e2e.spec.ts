@@ -175,6 +175,9 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
       // A terminal acts on control characters (escape codes, carriage returns, bells): refused; tab and new line are text.
       for (const text of ['red \u001b[31mtext', 'over\rwrite', 'ding\u0007', 'c1 \u009b'])
         expect(await alice.request({ op: 'send', to: bob.user, text })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+      // Half of a surrogate pair alone is no character (UTF-8 cannot carry it).
+      for (const text of ['half \ud83d', '\ude00 after'])
+        expect(await alice.request({ op: 'send', to: bob.user, text })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       expect(await alice.request({ op: 'group.create', name: '\u200b' })).toMatchObject({ ok: false, error: { code: 'invalid_group_name' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: 'x'.repeat(4001) })).toMatchObject({ ok: false, error: { code: 'text_too_long' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: 42 })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
@@ -183,6 +186,9 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
       expect(ok).toMatchObject({ ok: true, result: { seq: 1 } });
       await bob.waitFor((e) => e.type === 'message' && e.text === 'still here\n\tand a second line 👨‍👩‍👧');
       expect(bob.events.filter((e) => e.type === 'message')).toHaveLength(1);
+      // The longest text allowed, of the widest characters (4 bytes each), fits a request.
+      const widest = '😀'.repeat(4000);
+      expect(await alice.request({ op: 'send', to: bob.user, text: widest })).toMatchObject({ ok: true, result: { seq: 2 } });
     });
   });
 });

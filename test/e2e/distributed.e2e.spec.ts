@@ -47,6 +47,11 @@ describe('services as their own processes', () => {
     // Carol connects while no presence service runs: the gateway's report waits in the stream.
     const c: MqttUser = await users.login(carol);
     expect(await dave.request({ op: 'who', user: carol })).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    // A message is stored and delivered all the same: accepted, only without the recipient's presence.
+    const sent = (await dave.request({ op: 'send', to: carol, text: 'while presence is away' }, 15_000)) as OkReply;
+    expect(sent).toMatchObject({ ok: true, result: { status: 'accepted' } });
+    expect((sent.result as SendResult).recipient).toBeUndefined();
+    await c.waitFor((e) => e.type === 'message' && e.text === 'while presence is away');
     await topo.restartService('presence', 'stop');
     await expect
       .poll(async () => ((await dave.request({ op: 'who', user: carol }, 15_000)) as OkReply).result, { timeout: 15_000 })

@@ -20,8 +20,8 @@ beforeAll(async () => {
   server = await startParley({
     env: {
       PARLEY_MAX_TEXT_LENGTH: '100000',
-      PARLEY_MAX_REQUEST_BYTES: '310000',
-      PARLEY_MAX_PACKET_BYTES: '320000',
+      PARLEY_MAX_REQUEST_BYTES: '410000',
+      PARLEY_MAX_PACKET_BYTES: '420000',
       PARLEY_WRITE_STALL_MS: '3000',
     },
   });

@@ -148,8 +148,12 @@ export type ParleyConfig = Omit<z.infer<typeof ConfigSchema>, 'PARLEY_GATEWAY_ID
 const FILE_CHUNK_REQUEST_OVERHEAD = 512;
 /** Room in a `send` request for everything but the text: op, id, recipient or group. */
 const SEND_REQUEST_OVERHEAD = 1024;
-/** The most bytes one UTF-16 unit of text takes in a request's JSON (a character of the Basic Multilingual Plane). */
-const TEXT_BYTES_PER_UNIT = 3;
+/**
+ * The most bytes one character of an accepted text takes in a request's JSON: 4, for a character beyond the Basic
+ * Multilingual Plane (an emoji) in UTF-8. (The escapes JSON may write are for controls, refused but for tab and new
+ * line, 2 bytes each, and for lone surrogates, refused.) The limit counts characters, not UTF-16 units.
+ */
+const TEXT_BYTES_PER_CHAR = 4;
 /** Room in an MQTT PUBLISH for everything but its payload: fixed header, topic, packet id. */
 const PUBLISH_OVERHEAD = 256;
 
@@ -183,7 +187,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   }
   // A message of the longest text allowed must fit a request, whatever its characters: else it would be refused as
   // too large a request, not as too long a text.
-  const textRequestBytes = result.data.PARLEY_MAX_TEXT_LENGTH * TEXT_BYTES_PER_UNIT + SEND_REQUEST_OVERHEAD;
+  const textRequestBytes = result.data.PARLEY_MAX_TEXT_LENGTH * TEXT_BYTES_PER_CHAR + SEND_REQUEST_OVERHEAD;
   if (textRequestBytes > result.data.PARLEY_MAX_REQUEST_BYTES) {
     throw new ConfigError(
       `invalid configuration: a message of PARLEY_MAX_TEXT_LENGTH (${result.data.PARLEY_MAX_TEXT_LENGTH}) characters needs requests of up to ${textRequestBytes} bytes; raise PARLEY_MAX_REQUEST_BYTES (${result.data.PARLEY_MAX_REQUEST_BYTES}) or lower the text limit`,

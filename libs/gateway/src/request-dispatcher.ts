@@ -273,8 +273,10 @@ export class RequestDispatcher {
     await turn.previous;
     // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
     this.handOver(target.value === user ? [user] : [target.value, user], outcome.message);
-    const recipient = await recipientState;
-    return { status: 'accepted', ...outcome.accepted, recipient };
+    // The message is stored and on its way: a presence read that failed (its service away) leaves out the recipient's
+    // presence, and does not turn an accepted message into an error.
+    const recipient = await recipientState.catch(() => undefined);
+    return { status: 'accepted', ...outcome.accepted, ...(recipient ? { recipient } : {}) };
   }
 
   private async history(user: string, req: HistoryRequest): Promise<HistoryResult> {

@@ -136,14 +136,18 @@ export class MessagingService {
 
 /**
  * The rule every message text meets, in any conversation: some visible text,
- * at most `max` characters (counted as characters, so an emoji is one).
- * Throws empty_text or text_too_long.
+ * at most `max` characters (counted as characters, so an emoji is one), no
+ * controls but tab and new line, well-formed Unicode.
+ * Throws empty_text, text_too_long or bad_request.
  */
 /** A character that shows something: not white space, a control, or a format character (zero-width space, joiners, direction marks). */
 const VISIBLE = /[^\s\p{Cc}\p{Cf}]/u;
 /** Control characters a message may not carry: all but tab and new line (a terminal would act on them: escape codes, carriage returns, bells). */
 // eslint-disable-next-line no-control-regex
 const CONTROL_IN_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
+
+/** Half of a surrogate pair on its own (with the `u` flag, a whole pair is one character, not a surrogate). */
+const LONE_SURROGATE = /\p{Cs}/u;
 
 /** Whether a string has anything a person could see. */
 export function hasVisibleText(text: string): boolean {
@@ -153,6 +157,8 @@ export function hasVisibleText(text: string): boolean {
 export function checkText(text: string, max: number): void {
   if (!hasVisibleText(text)) throw new DomainError('empty_text', 'a message needs some visible text');
   if (CONTROL_IN_TEXT.test(text)) throw new DomainError('bad_request', 'a message may not contain control characters other than tab and new line');
+  // Half of a surrogate pair on its own is no character at all (UTF-8 cannot carry it): a broken client or a probe.
+  if (LONE_SURROGATE.test(text)) throw new DomainError('bad_request', 'a message must be well-formed Unicode: it has half of a surrogate pair on its own');
   // A string has at least as many UTF-16 units as characters: only a long one needs counting (without copying it).
   if (text.length <= max) return;
   let length = 0;
