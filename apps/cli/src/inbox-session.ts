@@ -1,7 +1,16 @@
-import { directPeer, MAX_HISTORY_LIMIT, type Cursors, type MessageEvent, type PeerCursors, type PresenceEvent, type ReceiptEvent } from '#libs/protocol';
+import {
+  directPeer,
+  MAX_HISTORY_LIMIT,
+  type Cursors,
+  type MessageEvent,
+  type PeerCursors,
+  type PresenceEvent,
+  type ReceiptEvent,
+  type ServerEvent,
+} from '#libs/protocol';
 import { InboxOrder, type LogEvent } from './inbox-order.js';
 import { GroupNames, markFor, type Mark } from './output.js';
-import type { ParleyClient, ServerEvent } from './parley-client.js';
+import type { ParleyClient } from './parley-client.js';
 
 export interface SessionHandlers {
   /** A message or group event, in order, once. */
@@ -87,7 +96,7 @@ export class InboxSession {
     }
     this.peers.set(conv, peers);
     // A member's receipt may have come before the change that added them was shown: my older messages counted them.
-    if (moved) for (const m of this.mine.get(conv)?.values() ?? []) this.handlers.mark?.(m, this.markOf(m));
+    if (moved) this.remark(conv);
   }
 
   hasPeers(conv: string): boolean {
@@ -208,7 +217,12 @@ export class InboxSession {
   }
 
   private remarkAll(): void {
-    for (const byConv of this.mine.values()) for (const m of byConv.values()) this.handlers.mark?.(m, this.markOf(m));
+    for (const conv of this.mine.keys()) this.remark(conv);
+  }
+
+  /** Marks my messages of a conversation again. */
+  private remark(conv: string): void {
+    for (const m of this.mine.get(conv)?.values() ?? []) this.handlers.mark?.(m, this.markOf(m));
   }
 
   private scheduleAck(conv: string): void {

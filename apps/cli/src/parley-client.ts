@@ -2,21 +2,7 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import mqtt, { ErrorWithSubackPacket, type MqttClient } from 'mqtt';
-import {
-  readInboxEvent,
-  readPresenceEvent,
-  readResult,
-  topics,
-  type ErrorReply,
-  type InboxEvent,
-  type OkReply,
-  type PresenceEvent,
-  type RequestOp,
-  type ResultOf,
-} from '#libs/protocol';
-
-/** What the inbox brings besides the replies to this client's requests. */
-export type ServerEvent = Exclude<InboxEvent, OkReply | ErrorReply>;
+import { readInboxEvent, readPresenceEvent, readResult, topics, type PresenceEvent, type RequestOp, type ResultOf, type ServerEvent } from '#libs/protocol';
 
 /** The server answered a request with an error; `code` is the protocol's stable error code. */
 export class RequestError extends Error {

@@ -134,12 +134,6 @@ export class MessagingService {
   }
 }
 
-/**
- * The rule every message text meets, in any conversation: some visible text,
- * at most `max` characters (counted as characters, so an emoji is one), no
- * controls but tab and new line, well-formed Unicode.
- * Throws empty_text, text_too_long or bad_request.
- */
 /** A character that shows something: not white space, a control, or a format character (zero-width space, joiners, direction marks). */
 const VISIBLE = /[^\s\p{Cc}\p{Cf}]/u;
 /** Control characters a message may not carry: all but tab and new line (a terminal would act on them: escape codes, carriage returns, bells). */
@@ -154,6 +148,12 @@ export function hasVisibleText(text: string): boolean {
   return VISIBLE.test(text);
 }
 
+/**
+ * The rule every message text meets, in any conversation: some visible text,
+ * at most `max` characters (counted as characters, so an emoji is one), no
+ * controls but tab and new line, well-formed Unicode.
+ * Throws empty_text, text_too_long or bad_request.
+ */
 export function checkText(text: string, max: number): void {
   if (!hasVisibleText(text)) throw new DomainError('empty_text', 'a message needs some visible text');
   if (CONTROL_IN_TEXT.test(text)) throw new DomainError('bad_request', 'a message may not contain control characters other than tab and new line');

@@ -74,7 +74,9 @@ const ClientReply = z.union([
 ]);
 const ClientInboxEvent = z.union([ClientReply, ...(InboxEvent.options.filter((o) => o !== OkReply && o !== ErrorReply).map(lenient) as z.ZodType[])]);
 
-export type ClientEvent = Exclude<InboxEvent, OkReply | ErrorReply> | z.output<typeof ClientReply>;
+/** What an inbox brings besides replies. */
+export type ServerEvent = Exclude<InboxEvent, OkReply | ErrorReply>;
+export type ClientEvent = ServerEvent | z.output<typeof ClientReply>;
 
 /** An inbox payload (parsed JSON) as a client reads it, or undefined when it is none this client knows. */
 export function readInboxEvent(raw: unknown): ClientEvent | undefined {
