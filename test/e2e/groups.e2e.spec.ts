@@ -164,6 +164,43 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(removed.events.filter((e) => e.type === 'group' || e.type === 'message')).toEqual([]);
   });
 
+  it('a member removed while away and added back catches up on both times in the group, and not on what was said between', async () => {
+    const [o, b] = [await fresh('keeper'), await fresh('returner')];
+    const owner = await login(o);
+    let back = await login(b);
+    const g = await okResult<GroupInfo>(owner.request({ op: 'group.create', name: 'come and go', members: [b] }));
+    const mine = await okResult<SendResult>(back.request({ op: 'send', group: g.id, text: 'mine, from my first time' }));
+    const hello = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'hello while you are here' }));
+    await back.waitFor((e) => e.type === 'message' && e.seq === hello.seq);
+    await logout(back);
+    await okResult(owner.request({ op: 'group.remove', group: g.id, members: [b] }));
+    const between = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'while you were out' }));
+    await okResult(owner.request({ op: 'group.add', group: g.id, members: [b] }));
+    const after = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'welcome back' }));
+    const [removal, added] = [between.seq - 1, between.seq + 1];
+
+    back = await login(b);
+    await back.waitFor((e) => e.type === 'synced');
+    const sync = back.events.find((e) => e.type === 'sync') as SyncEvent;
+    expect(sync.conversations.find((c) => c.conv === mine.conv)).toMatchObject({ last: after.seq, hidden: [{ after: removal, upTo: between.seq }] });
+    const caughtUp = back.events.filter((e) => (e.type === 'message' || e.type === 'group') && e.conv === mine.conv) as (MessageEvent | GroupEvent)[];
+    // The removal he missed, his being added back and what followed; nothing said while he was out.
+    expect(caughtUp.map((e) => e.seq)).toEqual(expect.arrayContaining([removal, added, after.seq]));
+    expect(caughtUp.some((e) => e.seq === between.seq)).toBe(false);
+    expect(caughtUp.find((e) => e.seq === removal)).toMatchObject({ change: { kind: 'member_removed', members: [b] } });
+
+    // History keeps his first time, his own message included, and skips the stretch he was out for.
+    const page = await okResult<HistoryResult>(back.request({ op: 'history', group: g.id }));
+    expect(page.messages.map((e) => e.seq)).toEqual([1, mine.seq, hello.seq, removal, added, after.seq]);
+    // Who read what: he counts for both his times; what he was out for is not his to ask about.
+    const readers = async (seq: number) => (await okResult<InfoResult>(owner.request({ op: 'info', group: g.id, seq }))).members.map((m) => m.user);
+    expect(await readers(hello.seq)).toEqual([b]);
+    expect(await readers(between.seq)).toEqual([]);
+    expect(await readers(after.seq)).toEqual([b]);
+    expect(await okResult<InfoResult>(back.request({ op: 'info', group: g.id, seq: mine.seq }))).toMatchObject({ from: b });
+    expect(await back.request({ op: 'info', group: g.id, seq: between.seq })).toMatchObject({ ok: false, error: { code: 'no_such_message' } });
+  });
+
   it('ownership: hand over, owner leaving passes it on, last member leaving deletes the group', async () => {
     const [a, b, c] = [await fresh('ann'), await fresh('bill'), await fresh('cid')];
     const [ann, bill, cid] = [await login(a), await login(b), await login(c)];

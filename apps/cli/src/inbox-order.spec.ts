@@ -32,6 +32,32 @@ describe('InboxOrder', () => {
     order.stop();
   });
 
+  it('does not wait for what the sync says the user may not see (said while they were out of the group)', () => {
+    const shown: number[] = [];
+    const order = new InboxOrder((e) => shown.push(e.seq));
+    const s = sync(['g', 3]);
+    s.conversations[0]!.hidden = [{ after: 5, upTo: 8 }];
+    order.sync(s);
+    for (const seq of [4, 5, 9, 10]) order.accept(msg('g', seq));
+    expect(shown).toEqual([4, 5, 9, 10]);
+    order.stop();
+  });
+
+  it('does not wait for what came before the event that lets the user back in', () => {
+    const shown: number[] = [];
+    const back = (e: { seq: number }) => e.seq === 9;
+    const order = new InboxOrder((e) => shown.push(e.seq), undefined, undefined, back);
+    order.sync(sync(['g', 5]));
+    order.accept(msg('g', 10));
+    expect(shown).toEqual([]);
+    order.accept(msg('g', 9));
+    expect(shown).toEqual([9, 10]);
+    // Any other gap is still waited for.
+    order.accept(msg('g', 12));
+    expect(shown).toEqual([9, 10]);
+    order.stop();
+  });
+
   it('drops repeats: a replayed backlog after a reconnect shows nothing twice', () => {
     const shown: number[] = [];
     const order = new InboxOrder((e) => shown.push(e.seq));

@@ -17,6 +17,8 @@ export type LogEvent = MessageEvent | GroupEvent;
 export class InboxOrder {
   private readonly shown = new Map<string, number>();
   private readonly held = new Map<string, Map<number, LogEvent>>();
+  /** Stretches of a conversation that are not the user's (a group's, from while they were out of it): never waited for. */
+  private readonly hidden = new Map<string, { after: number; upTo: number }[]>();
   private synced = false;
   private gapTimer: NodeJS.Timeout | undefined;
 
@@ -25,6 +27,8 @@ export class InboxOrder {
     private readonly gapTimeoutMs = 3000,
     /** Fetches the entries of a conversation after `after` and before `before` (some of them, oldest first). */
     private readonly fill?: (conv: string, after: number, before: number) => Promise<LogEvent[]>,
+    /** Whether an event lets the user back into a conversation (added back to a group): what came just before it is not theirs. */
+    private readonly letsBackIn: (e: LogEvent) => boolean = () => false,
   ) {}
 
   /** A new connection: hold events until its sync arrives. */
@@ -44,7 +48,10 @@ export class InboxOrder {
    * which the caller then feeds in).
    */
   sync(event: SyncEvent, startAt: (c: SyncEvent['conversations'][number]) => number = (c) => c.after): void {
-    for (const c of event.conversations) this.shown.set(c.conv, Math.max(this.shown.get(c.conv) ?? 0, startAt(c)));
+    for (const c of event.conversations) {
+      this.shown.set(c.conv, Math.max(this.shown.get(c.conv) ?? 0, startAt(c)));
+      for (const h of c.hidden ?? []) this.hide(c.conv, h.after, h.upTo);
+    }
     this.synced = true;
     for (const conv of [...this.held.keys()]) this.flush(conv);
   }
@@ -57,11 +64,18 @@ export class InboxOrder {
   accept(e: LogEvent): void {
     const last = this.shown.get(e.conv);
     if (last !== undefined && e.seq <= last) return;
+    // Added back to a group: what was said while the user was out is not theirs, so there is nothing to wait for.
+    if (last !== undefined && e.seq - 1 > last && this.letsBackIn(e)) this.hide(e.conv, last, e.seq - 1);
     let held = this.held.get(e.conv);
     if (!held) this.held.set(e.conv, (held = new Map<number, LogEvent>()));
     held.set(e.seq, e);
     if (this.synced) this.flush(e.conv);
     else this.armGapTimer();
+  }
+
+  private hide(conv: string, after: number, upTo: number): void {
+    const known = this.hidden.get(conv) ?? [];
+    if (!known.some((h) => h.after === after && h.upTo === upTo)) this.hidden.set(conv, [...known, { after, upTo }]);
   }
 
   /** Stops the gap timer (the command is ending). */
@@ -73,11 +87,18 @@ export class InboxOrder {
   private flush(conv: string): void {
     const held = this.held.get(conv);
     if (!held) return;
-    let last = this.shown.get(conv);
     // A conversation the sync did not mention began after it: its first event is where it starts.
-    if (last === undefined) last = Math.min(...held.keys()) - 1;
+    let last: number = this.shown.get(conv) ?? Math.min(...held.keys()) - 1;
     const before = last;
-    for (let next = held.get(last + 1); next; next = held.get(last + 1)) {
+    for (;;) {
+      const at = last;
+      const skip = this.hidden.get(conv)?.find((h) => h.after <= at && at < h.upTo);
+      if (skip) {
+        last = skip.upTo;
+        continue;
+      }
+      const next = held.get(last + 1);
+      if (!next) break;
       held.delete(last + 1);
       last += 1;
       this.show(next);

@@ -55,6 +55,7 @@ export class InboxSession {
       (e) => this.shown(e),
       undefined,
       (conv, after, before) => this.entriesBetween(conv, after, before),
+      (e) => e.type === 'group' && e.change.kind === 'member_added' && e.change.members.includes(this.me),
     );
     client.on('event', (e) => this.onEvent(e));
     client.on('presence', (p) => handlers.presence?.(p));

@@ -73,18 +73,31 @@ export class InboxSync {
     const states: SyncEvent['conversations'] = await Promise.all(
       views.map(async (view) => {
         const [mine, peers] = await Promise.all([this.receipts.cursorsOf(view.conv, user), this.receipts.peersOf(view.conv, user)]);
-        const state = { conv: view.conv, after: Math.max(view.after, mine.delivered), last: view.last, mine, peers };
-        return view.group ? { ...state, group: view.group } : state;
+        const after = Math.max(view.after, mine.delivered);
+        const state = { conv: view.conv, after, last: view.last, mine, peers };
+        // Said while the user was out of the group: the backlog skips it, and the client need not wait for it.
+        const hidden = view.hidden.filter((h) => h.upTo > after);
+        return { ...state, ...(view.group ? { group: view.group } : {}), ...(hidden.length > 0 ? { hidden } : {}) };
       }),
     );
     this.send(client, { type: 'sync', conversations: states });
     let sent = 0;
     for (const [i, state] of states.entries()) {
+      const view = views[i]!;
       let after = state.after;
       while (after < state.last) {
         if (client.closed) return sent;
-        const page = await this.conversations.entriesAfter(views[i]!, after, Math.min(PAGE, state.last - after));
-        if (page.length === 0) break;
+        const gap = view.hidden.find((h) => h.after <= after && after < h.upTo);
+        if (gap) {
+          after = gap.upTo;
+          continue;
+        }
+        const end = view.hidden.find((h) => h.after > after)?.after ?? state.last;
+        const page = await this.conversations.entriesAfter(view, after, Math.min(PAGE, end - after));
+        if (page.length === 0) {
+          after = end;
+          continue;
+        }
         for (const event of page) {
           this.send(client, event);
           // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.

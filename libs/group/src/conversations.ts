@@ -2,15 +2,17 @@ import { MessagingService } from '#libs/messaging';
 import type { GroupLabel, GroupEvent, MessageEvent } from '#libs/protocol';
 import type { GroupService } from './group.service.js';
 
-/** The part of a conversation a user may see: entries after `after` up to `last`. */
 /** The longest stretch of a log read to tell whether a receipt covers anyone else's entries. */
 const OTHERS_SCAN_LIMIT = 100;
 
+/** The part of a conversation a user may see: entries after `after` up to `last`, but for the `hidden` stretches. */
 export interface ConversationView {
   conv: string;
   group?: GroupLabel;
   after: number;
   last: number;
+  /** Stretches in between that are not the user's (a group's, said while they were out of it): after `after` up to `upTo`. */
+  hidden: { after: number; upTo: number }[];
   /** The conversation's members now; the user may no longer be one (a former group member). */
   members: string[];
 }
@@ -45,7 +47,7 @@ export class Conversations {
   async viewOf(conv: string, user: string): Promise<ConversationView | null> {
     if (!MessagingService.isDirect(conv)) return this.groups.visibleRange(conv, user);
     const members = await this.messaging.membersOf(conv);
-    return members?.includes(user) ? { conv, after: 0, last: await this.messaging.lastSeq(conv), members } : null;
+    return members?.includes(user) ? { conv, after: 0, last: await this.messaging.lastSeq(conv), hidden: [], members } : null;
   }
 
   /**

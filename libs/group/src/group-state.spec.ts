@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyChange, formerSpan, newGroupId, skeleton, type GroupState } from './group-state.js';
+import { applyChange, formerSpan, newGroupId, skeleton, spansOf, within, type GroupState } from './group-state.js';
 
 const created = (): GroupState => applyChange(skeleton('g1', 'r'), { kind: 'created', name: 'band', owner: 'amy', members: ['ben', 'cat'] }, 1, 100);
 
@@ -28,6 +28,31 @@ describe('folding group changes', () => {
       ['dan', 9],
     ]);
     expect(g.former.ben).toBeUndefined();
+  });
+
+  it('keeps each earlier time in the group of a member added back, so they still see what they saw then', () => {
+    let g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
+    g = applyChange(g, { kind: 'member_added', members: ['ben'] }, 9, 0);
+    g = applyChange(g, { kind: 'member_left', user: 'ben' }, 12, 0);
+    g = applyChange(g, { kind: 'member_added', members: ['ben'] }, 20, 0);
+    expect(spansOf(g, 'ben', 30)).toEqual([
+      { joined: 1, left: 5 },
+      { joined: 9, left: 12 },
+      { joined: 20, left: 30 },
+    ]);
+    // Out again: the latest span ends at the removal, the earlier ones stay.
+    g = applyChange(g, { kind: 'member_removed', members: ['ben'] }, 25, 0);
+    expect(spansOf(g, 'ben', 30)).toEqual([
+      { joined: 1, left: 5 },
+      { joined: 9, left: 12 },
+      { joined: 20, left: 25 },
+    ]);
+    const spans = spansOf(g, 'ben', 30);
+    expect([4, 5, 6, 8, 9, 12, 13, 20, 25, 26].map((seq) => within(spans, seq))).toEqual([true, true, false, false, true, true, false, true, true, false]);
+    // Others are untouched; one never in the group has nothing.
+    expect(spansOf(g, 'cat', 30)).toEqual([{ joined: 1, left: 30 }]);
+    expect(spansOf(g, 'zed', 30)).toEqual([]);
+    expect(spansOf(g, 'constructor', 30)).toEqual([]);
   });
 
   it('knows former members by own keys only: a user called like an object property never was one', () => {

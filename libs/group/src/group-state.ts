@@ -13,12 +13,24 @@ export interface GroupState {
   /** Current members in the order they joined, with the seq of the event that let them in: they see the log from there. */
   members: { user: string; joined: number }[];
   /** Past members: they see the log from `joined` up to `left`, the event that took them out. */
-  former: Record<string, { joined: number; left: number }>;
+  former: Record<string, Span>;
+  /**
+   * The spans of users who were in the group more than once, before their latest one (which is in `members` or
+   * `former`), oldest first: a member added back still sees what they saw before, not what was said while they were out.
+   * Absent in states saved before it was kept (see GroupService.loadLocked).
+   */
+  earlier?: Record<string, Span[]>;
   deleted: boolean;
   /** The seq of the last event folded in. */
   appliedSeq: number;
   /** A change being written (request id): set before the log append and cleared after, so a crash in between is repaired from the log. */
   pending: string | null;
+}
+
+/** A stretch of a group's log one user was in the group for: from the event that added them up to the one that took them out. */
+export interface Span {
+  joined: number;
+  left: number;
 }
 
 export const GROUP_CONV_PREFIX = 'grp:';
@@ -44,8 +56,24 @@ export function isMember(state: GroupState, user: string): boolean {
 }
 
 /** What a former member could see of the group (own keys only: a user may be called `constructor`); undefined for anyone else. */
-export function formerSpan(state: GroupState, user: string): { joined: number; left: number } | undefined {
+export function formerSpan(state: GroupState, user: string): Span | undefined {
   return Object.hasOwn(state.former, user) ? state.former[user] : undefined;
+}
+
+/**
+ * Every stretch of the log the user may see, oldest first: each earlier time in the group, then the latest (up to
+ * `last`, the log's end, for a current member). Empty for one never in the group.
+ */
+export function spansOf(state: GroupState, user: string, last: number): Span[] {
+  const earlier = state.earlier && Object.hasOwn(state.earlier, user) ? state.earlier[user]! : [];
+  const member = state.members.find((m) => m.user === user);
+  const latest = member ? { joined: member.joined, left: last } : formerSpan(state, user);
+  return latest ? [...earlier, latest] : [...earlier];
+}
+
+/** Whether the entry at `seq` is in one of the spans. */
+export function within(spans: Span[], seq: number): boolean {
+  return spans.some((s) => s.joined <= seq && seq <= s.left);
 }
 
 export function labelOf(state: GroupState): GroupLabel {
@@ -57,8 +85,8 @@ export function infoOf(state: GroupState): GroupInfo {
 }
 
 /** An empty state for a group being created, before its `created` event is folded in. */
-export function skeleton(id: string, pending: string): GroupState {
-  return { id, name: '', owner: '', createdAt: 0, members: [], former: {}, deleted: false, appliedSeq: 0, pending };
+export function skeleton(id: string, pending: string | null): GroupState {
+  return { id, name: '', owner: '', createdAt: 0, members: [], former: {}, earlier: {}, deleted: false, appliedSeq: 0, pending };
 }
 
 function without(state: GroupState, users: string[], seq: number): GroupState {
@@ -86,8 +114,15 @@ export function applyChange(state: GroupState, change: GroupChange, seq: number,
     case 'member_added': {
       const added = change.members.filter((u) => !isMember(next, u));
       const former = { ...next.former };
-      for (const u of added) delete former[u];
-      return { ...next, former, members: [...next.members, ...added.map((user) => ({ user, joined: seq }))] };
+      const earlier = { ...next.earlier };
+      // A former member added back keeps what they could see before, as an earlier span.
+      for (const u of added) {
+        const span = formerSpan(next, u);
+        if (!span) continue;
+        earlier[u] = [...(Object.hasOwn(earlier, u) ? earlier[u]! : []), span];
+        delete former[u];
+      }
+      return { ...next, former, earlier, members: [...next.members, ...added.map((user) => ({ user, joined: seq }))] };
     }
     case 'member_removed':
       return without(next, change.members, seq);

@@ -114,6 +114,54 @@ describe('GroupService', () => {
     expect((await service.entryAt('ann', group.id, later.accepted.seq)).members).toEqual(['ann', 'bob', 'dan']);
   });
 
+  it('a member added back sees their earlier time in the group in history, and not what was said while they were out', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'trio', ['bob']); // 1
+    await service.post('bob', 'b1', group.id, 'bob before'); // 2
+    await service.remove('ann', 'r1', group.id, ['bob']); // 3
+    await service.post('ann', 'p1', group.id, 'while bob is out'); // 4
+    await service.add('ann', 'a1', group.id, ['bob']); // 5
+    await service.post('ann', 'p2', group.id, 'welcome back'); // 6
+    const seen = (h: { events: { seq: number }[] }) => h.events.map((e) => e.seq);
+    expect(seen(await service.history('bob', group.id, undefined, 50))).toEqual([1, 2, 3, 5, 6]);
+    // Pages run across the gap: the latest `limit` entries the user may see before `before`.
+    expect(seen(await service.history('bob', group.id, undefined, 3))).toEqual([3, 5, 6]);
+    expect(seen(await service.history('bob', group.id, 5, 3))).toEqual([1, 2, 3]);
+    expect(seen(await service.history('bob', group.id, 4, 50))).toEqual([1, 2, 3]);
+    expect(seen(await service.history('ann', group.id, undefined, 50))).toEqual([1, 2, 3, 4, 5, 6]);
+    // Who has read: bob counts for what he could see, also from his first time; what he was out for is not his to ask.
+    expect((await service.entryAt('ann', group.id, 2)).members).toEqual(['ann', 'bob']);
+    expect((await service.entryAt('ann', group.id, 4)).members).toEqual(['ann']);
+    await expect(service.entryAt('bob', group.id, 4)).rejects.toMatchObject({ code: 'no_such_message' });
+    expect((await service.entryAt('bob', group.id, 2)).entry).toMatchObject({ text: 'bob before' });
+    // The inbox sync's view: the backlog skips the stretch he was out for.
+    expect(await service.visibleRange(groupConv(group.id), 'bob')).toMatchObject({ after: 0, last: 6, hidden: [{ after: 3, upTo: 4 }] });
+  });
+
+  it('a member who joined later cannot ask who read what was said before', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'duo', ['bob']); // 1
+    const { accepted } = await service.post('ann', 'p1', group.id, 'before cy'); // 2
+    await service.add('ann', 'a1', group.id, ['cy']); // 3
+    await expect(service.entryAt('cy', group.id, accepted.seq)).rejects.toMatchObject({ code: 'no_such_message' });
+    await expect(service.history('cy', group.id, undefined, 50)).resolves.toMatchObject({ events: [{ seq: 3 }] });
+  });
+
+  it('folds a state saved before earlier spans were kept again from the log at the next change, under the lock', async () => {
+    const { service, realStore } = setup();
+    const { group } = await service.create('ann', 'c1', 'trio', ['bob']); // 1
+    await service.post('bob', 'b1', group.id, 'bob before'); // 2
+    await service.remove('ann', 'r1', group.id, ['bob']); // 3
+    await service.add('ann', 'a1', group.id, ['bob']); // 4
+    // What the previous version saved: no `earlier`, so bob's first time in the group was forgotten.
+    const { earlier: _, ...old } = (await realStore.get(group.id))!;
+    await realStore.save(old);
+    expect((await service.history('bob', group.id, undefined, 50)).events.map((e) => e.seq)).toEqual([4]);
+    await service.rename('ann', 'n1', group.id, 'the trio');
+    expect((await service.history('bob', group.id, undefined, 50)).events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect(await realStore.get(group.id)).toMatchObject({ name: 'the trio', appliedSeq: 5, earlier: { bob: [{ joined: 1, left: 3 }] }, pending: null });
+  });
+
   it('refuses a group name that looks like a group id (ids win when a group is named), and names nothing invisible', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob']);

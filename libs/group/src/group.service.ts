@@ -9,6 +9,8 @@ import {
   infoOf,
   formerSpan,
   isMember,
+  spansOf,
+  within,
   labelOf,
   newGroupId,
   skeleton,
@@ -43,12 +45,14 @@ export interface PostOutcome {
   duplicate: boolean;
 }
 
-/** Which part of a group's log a user may see: after `after`, up to `last`. */
+/** Which part of a group's log a user may see: after `after`, up to `last`, but for the `hidden` stretches. */
 export interface VisibleRange {
   conv: string;
   group: GroupLabel;
   after: number;
   last: number;
+  /** Stretches in between that are not the user's: entries after `after` up to `upTo`, said while they were out of the group. */
+  hidden: { after: number; upTo: number }[];
   /** The group's members now (none once it is deleted), whether or not the user is still one of them. */
   members: string[];
 }
@@ -191,7 +195,7 @@ export class GroupService {
     };
   }
 
-  /** A page of the group's log as the user may see it, oldest first. */
+  /** A page of the group's log as the user may see it, oldest first: the latest `limit` entries before `before`. */
   async history(
     user: string,
     ref: string,
@@ -201,9 +205,14 @@ export class GroupService {
     const id = await this.resolve(user, ref);
     const range = await this.visibleRange(groupConv(id), user);
     if (!range) throw unknownGroup(ref);
-    const upTo = Math.min(before === undefined ? range.last : before - 1, range.last);
-    const from = Math.max(range.after, upTo - limit);
-    const entries = upTo > from ? await this.log.readAfter(range.conv, from, upTo - from) : [];
+    const entries: LogEntry[] = [];
+    // From the newest stretch the user may see back to the oldest, skipping what was said while they were out.
+    for (const span of visibleSpans(range).reverse()) {
+      const upTo = Math.min(before === undefined ? span.last : before - 1, span.last);
+      const from = Math.max(span.after, upTo - (limit - entries.length));
+      if (upTo > from) entries.unshift(...(await this.log.readAfter(range.conv, from, upTo - from)));
+      if (entries.length >= limit) break;
+    }
     return { conv: range.conv, group: range.group, events: entries.map((e) => toGroupInboxEvent(range.conv, range.group, e)) };
   }
 
@@ -213,9 +222,12 @@ export class GroupService {
     const g = await this.memberView(user, id);
     const conv = groupConv(id);
     const [entry] = await this.log.readAfter(conv, seq - 1, 1);
-    if (!entry || entry.seq !== seq) throw new DomainError('no_such_message', `${g.name} has no message ${seq}`);
-    // Only those who could see it: a member who joined (or rejoined) after it never had it, whatever its cursors say.
-    return { conv, group: labelOf(g), entry, members: g.members.filter((m) => m.joined <= seq).map((m) => m.user) };
+    // What was said before the user joined, or while they were out, is not theirs to ask about, as in history.
+    if (!entry || entry.seq !== seq || !within(spansOf(g, user, seq), seq))
+      throw new DomainError('no_such_message', `${g.name} has no message ${seq} you can see`);
+    // Only those who could see it: a member who joined after it, or was out of the group then, never had it, whatever
+    // its cursors say.
+    return { conv, group: labelOf(g), entry, members: g.members.filter((m) => within(spansOf(g, m.user, seq), seq)).map((m) => m.user) };
   }
 
   /** Current members of a group conversation, each with the seq of the change that (last) added them; null when it is not one. */
@@ -230,10 +242,20 @@ export class GroupService {
     const id = groupIdOf(conv);
     const g = id ? await this.load(id) : undefined;
     if (!g) return null;
-    const member = g.members.find((m) => m.user === user);
-    const span = member ? { joined: member.joined, left: await this.log.lastSeq(conv) } : formerSpan(g, user);
-    if (!span) return null;
-    return { conv, group: labelOf(g), after: span.joined - 1, last: span.left, members: g.deleted ? [] : g.members.map((m) => m.user) };
+    const spans = spansOf(g, user, isMember(g, user) ? await this.log.lastSeq(conv) : 0);
+    if (spans.length === 0) return null;
+    const hidden = spans
+      .slice(1)
+      .map((s, i) => ({ after: spans[i]!.left, upTo: s.joined - 1 }))
+      .filter((h) => h.upTo > h.after);
+    return {
+      conv,
+      group: labelOf(g),
+      after: spans[0]!.joined - 1,
+      last: spans[spans.length - 1]!.left,
+      hidden,
+      members: g.deleted ? [] : g.members.map((m) => m.user),
+    };
   }
 
   /** Renders entries of a group conversation for a member. */
@@ -299,9 +321,14 @@ export class GroupService {
     return this.folded(g);
   }
 
-  /** As `load`, for one who holds the group's lock: a pending mark there is a change cut short, repaired and saved. */
+  /**
+   * As `load`, for one who holds the group's lock: a pending mark there is a change cut short, repaired and saved. A
+   * state saved before `earlier` was kept is folded again from the log's start, once, so a member added back before
+   * the upgrade finds their earlier time in the group again.
+   */
   private async loadLocked(id: string): Promise<GroupState | undefined> {
     const g = await this.groups.get(id);
+    if (g && g.earlier === undefined) return this.repair(skeleton(id, g.pending));
     if (!g?.pending) return g;
     return this.repair(g);
   }
@@ -378,6 +405,18 @@ export class GroupService {
   private async mustExist(users: string[]): Promise<void> {
     for (const u of users) if (!(await this.users.exists(u))) throw new DomainError('unknown_user', `there is no user "${u}"`);
   }
+}
+
+/** The stretches of a visible range, oldest first: (after, last] without its hidden ones. */
+function visibleSpans(range: VisibleRange): { after: number; last: number }[] {
+  const spans: { after: number; last: number }[] = [];
+  let after = range.after;
+  for (const h of range.hidden) {
+    spans.push({ after, last: h.after });
+    after = h.upTo;
+  }
+  spans.push({ after, last: range.last });
+  return spans;
 }
 
 function unknownGroup(ref: string): DomainError {

@@ -429,6 +429,11 @@ export const SyncEvent = z.strictObject({
       /** The backlog that follows holds the entries after `after` up to `last`. */
       after: z.number().int().nonnegative(),
       last: z.number().int().nonnegative(),
+      /**
+       * Stretches of a group's log in between that are not the user's (said while they were out of the group, before
+       * being added back): entries after `after` up to `upTo`. The backlog skips them. Absent when there are none.
+       */
+      hidden: z.array(z.strictObject({ after: z.number().int().nonnegative(), upTo: z.number().int().nonnegative() })).optional(),
       mine: Cursors,
       peers: z.record(z.string(), PeerCursors),
     }),
