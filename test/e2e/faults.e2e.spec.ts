@@ -1,6 +1,7 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
+import { ParleyClient } from '../../apps/cli/src/parley-client.js';
 import { CliProcess } from '../support/cli.js';
 import { connectClient, type MqttUser } from '../support/mqtt-user.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
@@ -199,4 +200,44 @@ it('a client whose network drops mid-transfer gets every message exactly once af
   expect(atCut).toBeLessThan(accepted);
   expect(delivered).toBe(accepted);
   expect(ids.length).toBe(delivered);
+});
+
+it('a message sent while the server is down is accepted once it is back, and stored once: the CLI client says so', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  server = await startParley({ env: LIMITS, mqttPort: port });
+  const users = new TestUsers(() => [server!.mqttUrl]);
+  const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+  const client = await ParleyClient.connect({ server: server.mqttUrl, user: a, password: users.password, keepTrying: true, timeoutMs: 60_000 });
+  cleanups.push(() => client.close());
+  await server.kill9();
+  await expect.poll(() => client.connected, { timeout: 10_000 }).toBe(false);
+  const sent = client.request('send', { to: b, text: 'typed while the server was down' }, 'while-down-1');
+  server = await startParley({ env: LIMITS, mqttPort: port, dataDir: server.dataDir });
+  expect(await sent).toMatchObject({ conv: expect.any(String), seq: 1 });
+  const bob = await new TestUsers(() => [server!.mqttUrl]).login(b);
+  cleanups.push(() => bob.close());
+  const history = (await bob.request({ op: 'history', with: a })) as OkReply;
+  expect((history.result as { messages: { id: string }[] }).messages.map((m) => m.id)).toEqual(['while-down-1']);
+});
+
+it('a message the CLI client reported as not sent, the server being down, is not sent later when it is back', { timeout: 120_000 }, async () => {
+  const port = await freePort();
+  server = await startParley({ env: LIMITS, mqttPort: port });
+  const users = new TestUsers(() => [server!.mqttUrl]);
+  const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+  const client = await ParleyClient.connect({ server: server.mqttUrl, user: a, password: users.password, keepTrying: true, timeoutMs: 2000 });
+  cleanups.push(() => client.close());
+  await server.kill9();
+  await expect.poll(() => client.connected, { timeout: 10_000 }).toBe(false);
+  const failed = await client.request('send', { to: b, text: 'given up' }, 'given-up-1').catch((e: unknown) => e);
+  expect(failed).toMatchObject({ message: 'not sent: no connection to the server for 2 s' });
+  server = await startParley({ env: LIMITS, mqttPort: port, dataDir: server.dataDir });
+  await expect.poll(() => client.connected, { timeout: 20_000 }).toBe(true);
+  // Requests go out in order on the new connection: once a later one is answered, the given-up one would have been
+  // carried out.
+  expect(await client.request('send', { to: b, text: 'sent once it is back' }, 'later-1')).toMatchObject({ seq: 1 });
+  const bob = await new TestUsers(() => [server!.mqttUrl]).login(b);
+  cleanups.push(() => bob.close());
+  const history = (await bob.request({ op: 'history', with: a })) as OkReply;
+  expect((history.result as { messages: { id: string }[] }).messages.map((m) => m.id)).toEqual(['later-1']);
 });

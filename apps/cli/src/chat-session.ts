@@ -166,7 +166,7 @@ export class ChatSession {
   private async sendDirect(to: string, text: string): Promise<void> {
     const id = randomUUID();
     this.sentIds.add(id);
-    const r = await this.client.request('send', { to, text }, id);
+    const r = await naming(to, text, () => this.client.request('send', { to, text }, id));
     this.watch(to);
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
@@ -176,7 +176,7 @@ export class ChatSession {
   private async sendGroup(group: string, text: string): Promise<void> {
     const id = randomUUID();
     this.sentIds.add(id);
-    const r = await this.client.request('send', { group, text }, id);
+    const r = await naming(group, text, () => this.client.request('send', { group, text }, id));
     if (!this.session.hasPeers(r.conv)) {
       const info = await this.client.request('group.members', { group: r.group!.id });
       this.session.knowMembers(
@@ -277,4 +277,16 @@ export class ChatSession {
 function rowsOf(text: string): number {
   const width = process.stdout.columns ?? 80;
   return text.split('\n').reduce((rows, line) => rows + Math.max(1, Math.ceil(line.length / width)), 0);
+}
+
+/** A failed send says which message it was about: several may be under way at once. */
+async function naming<T>(to: string, text: string, send: () => Promise<T>): Promise<T> {
+  try {
+    return await send();
+  } catch (e) {
+    const chars = [...text.replace(/\s+/g, ' ')];
+    const what = `(your message to ${to}: "${chars.length > 40 ? `${chars.slice(0, 40).join('')}…` : chars.join('')}")`;
+    if (e instanceof RequestError) throw new RequestError(e.code, `${e.message} ${what}`);
+    throw new Error(`${e instanceof Error ? e.message : String(e)} ${what}`, { cause: e });
+  }
 }

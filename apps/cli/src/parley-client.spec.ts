@@ -101,3 +101,85 @@ describe('ParleyClient and a newer server', () => {
     await expect.poll(() => broker.connectedClients, { timeout: 5000 }).toBe(1);
   });
 });
+
+/**
+ * The CLI's client across a dropped connection. Clients reach a plain Aedes broker through a listener the test can
+ * take down and bring back on the same port; a second MQTT client, on a listener that stays up, answers the requests
+ * as the server would and records what it got.
+ */
+describe('ParleyClient across a dropped connection', () => {
+  let broker: Aedes;
+  let front: Server;
+  let back: Server;
+  let port: number;
+  let server: MqttClient;
+  const sockets = new Set<import('node:net').Socket>();
+  const asked: { user: string; op: string; id: string; fields: Record<string, unknown> }[] = [];
+
+  const listen = (tcp: Server, at: number) => new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: at }, resolve));
+
+  beforeAll(async () => {
+    broker = new Aedes();
+    await broker.listen();
+    front = createServer((socket) => {
+      sockets.add(socket);
+      socket.on('close', () => sockets.delete(socket));
+      broker.handle(socket);
+    });
+    await listen(front, 0);
+    port = (front.address() as AddressInfo).port;
+    back = createServer((socket) => broker.handle(socket));
+    await listen(back, 0);
+    server = await mqtt.connectAsync(`mqtt://127.0.0.1:${(back.address() as AddressInfo).port}`, { clientId: 'the-server', reconnectPeriod: 0 });
+    await server.subscribeAsync(topics.requests('+'), { qos: 1 });
+    server.on('message', (topic, payload) => {
+      const user = topic.split('/').at(-2)!;
+      const { op, id, ...fields } = JSON.parse(payload.toString()) as { op: string; id: string } & Record<string, unknown>;
+      asked.push({ user, op, id, fields });
+      const reply = { type: 'reply', id, op: 'who', ok: true, result: { user: fields.user, state: 'online', lastSeen: null } };
+      void server.publishAsync(topics.inbox(user), JSON.stringify(reply), { qos: 1 });
+    });
+  });
+
+  afterAll(async () => {
+    await server.endAsync();
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    for (const tcp of [front, back]) if (tcp.listening) await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  });
+
+  /** Takes the clients' listener down, with every connection through it; resolves once the client has noticed. */
+  async function drop(client: ParleyClient): Promise<void> {
+    const closed = new Promise<void>((resolve) => front.close(() => resolve()));
+    for (const s of sockets) s.destroy();
+    await closed;
+    await expect.poll(() => client.connected, { timeout: 5000 }).toBe(false);
+  }
+
+  it('sends a request made while the connection is down once it is back, and gets its answer', async () => {
+    const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'eve', password: 'unused', timeoutMs: 20_000, keepTrying: true });
+    try {
+      await drop(client);
+      const answer = client.request('who', { user: 'bob' });
+      await listen(front, port);
+      expect(await answer).toEqual({ user: 'bob', state: 'online', lastSeen: null });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('never sends later a request it already reported as not sent', async () => {
+    const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'fay', password: 'unused', timeoutMs: 1500, keepTrying: true });
+    try {
+      await drop(client);
+      const failed = await client.request('who', { user: 'given-up' }).catch((e: unknown) => e);
+      expect(failed).toMatchObject({ message: 'not sent: no connection to the server for 2 s' });
+      await listen(front, port);
+      // Requests go out in order on the new connection: once a later one is answered, the first would have arrived.
+      await expect.poll(() => client.connected, { timeout: 10_000 }).toBe(true);
+      expect(await client.request('who', { user: 'bob' })).toMatchObject({ user: 'bob' });
+      expect(asked.filter((a) => a.user === 'fay').map((a) => a.fields.user)).toEqual(['bob']);
+    } finally {
+      await client.close();
+    }
+  });
+});

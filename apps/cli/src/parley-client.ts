@@ -67,7 +67,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
   private early: ServerEvent[] | undefined = [];
   private replaying = false;
-  private readonly pending = new Map<string, { op: RequestOp; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }>();
+  /** Requests waiting for their reply; `sent` once published (on any connection). */
+  private readonly pending = new Map<
+    string,
+    { op: RequestOp; body: string; sent: boolean; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+  >();
+  /**
+   * The inbox subscription is in place on the current connection, so a reply can reach us: requests are published only
+   * then. Off from a drop until the next connection's inbox is subscribed again.
+   */
+  private ready = true;
 
   private constructor(
     private readonly mqtt: MqttClient,
@@ -89,7 +98,31 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     mqtt.on('offline', () => this.emit('offline'));
-    mqtt.on('connect', () => this.emit('online'));
+    mqtt.on('close', () => (this.ready = false));
+    mqtt.on('connect', () => {
+      this.emit('online');
+      void this.resume();
+    });
+  }
+
+  /**
+   * A new connection (the first one's 'connect' came before this client existed): once its inbox subscription is
+   * granted, every request still waiting is published (again). One sent before the drop may have been carried out with
+   * its reply lost, or lost itself; the same id never does anything twice, and the server answers it again.
+   */
+  private async resume(): Promise<void> {
+    const granted = await subscribed(this.mqtt, this.inbox).catch(() => false);
+    if (!granted || !this.mqtt.connected) return;
+    this.ready = true;
+    for (const id of this.pending.keys()) this.publish(id);
+  }
+
+  private publish(id: string): void {
+    const p = this.pending.get(id);
+    if (!p) return;
+    p.sent = true;
+    // A publish cut short by a drop is sent again by `resume` on the next connection, until the request times out.
+    this.mqtt.publish(this.requests, p.body, { qos: 1 }, () => undefined);
   }
 
   static async connect(opts: ConnectOptions): Promise<ParleyClient> {
@@ -165,19 +198,25 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     }
   }
 
+  /**
+   * Publishes a request once the inbox can take its reply, and again on each new connection until the reply comes (see
+   * `resume`). Times out after `timeoutMs`; a request that was never published is then given up for good, so nothing
+   * is done after the caller was told it failed.
+   */
   private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string): Promise<ResultOf[Op]> {
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
+        const sent = this.pending.get(id)?.sent ?? false;
         this.pending.delete(id);
-        reject(new Error(`no answer from the server within ${Math.round(this.timeoutMs / 1000)} s`));
+        const secs = Math.round(this.timeoutMs / 1000);
+        reject(
+          new Error(
+            sent ? `no answer from the server within ${secs} s: it may or may not have been done` : `not sent: no connection to the server for ${secs} s`,
+          ),
+        );
       }, this.timeoutMs);
-      this.pending.set(id, { op, resolve: resolve as (r: unknown) => void, reject, timer });
-      this.mqtt.publish(this.requests, JSON.stringify({ op, id, ...fields }), { qos: 1 }, (err) => {
-        if (!err) return;
-        clearTimeout(timer);
-        this.pending.delete(id);
-        reject(new Error(`could not send the request: ${err.message}`));
-      });
+      this.pending.set(id, { op, body: JSON.stringify({ op, id, ...fields }), sent: false, resolve: resolve as (r: unknown) => void, reject, timer });
+      if (this.ready && this.mqtt.connected) this.publish(id);
     });
   }
 
