@@ -39,6 +39,24 @@ describe('services as their own processes', () => {
     await expect.poll(async () => (await request(topo.server.httpUrl).get('/readyz')).status, { timeout: 10_000 }).toBe(200);
   });
 
+  it('brings a user up to date once the receipts service is back, when it was down as they logged in', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await users.login(a);
+    for (const text of ['first while away', 'second while away'])
+      expect(await alice.request({ op: 'send', to: b, text })).toMatchObject({ ok: true, result: { status: 'accepted' } });
+    await topo.stopService('receipts');
+    // The catch-up needs bob's cursors: it cannot start yet. Live messages still come.
+    const bob = await users.login(b);
+    expect(await alice.request({ op: 'send', to: b, text: 'live meanwhile' })).toMatchObject({ ok: true });
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'live meanwhile');
+    expect(bob.events.some((e) => e.type === 'sync')).toBe(false);
+    await topo.restartService('receipts', 'stop');
+    // The gateway tries again: the sync and the whole backlog come on the same connection, without a reconnect.
+    expect(await bob.waitFor((e) => e.type === 'synced', 30_000)).toMatchObject({ messages: 3 });
+    const texts = bob.events.filter((e) => e.type === 'message').map((e) => (e as { text: string }).text);
+    expect(texts.slice(1)).toEqual(['first while away', 'second while away', 'live meanwhile']);
+  });
+
   it('loses no presence change made while the presence service was killed', async () => {
     const carol = await users.fresh('carol');
     const dave = await users.login(await users.fresh('dave'));

@@ -9,6 +9,9 @@ import { guardOf } from './connection-guard.js';
 import { writeTo } from './inbox-publisher.js';
 
 const PAGE = 500;
+/** The pause before a failed sync is run again, doubling up to the longest. */
+const SYNC_RETRY_FIRST_MS = 500;
+const SYNC_RETRY_MAX_MS = 15_000;
 
 /**
  * Brings a connection up to date when it subscribes to its inbox: first a
@@ -54,11 +57,34 @@ export class InboxSync {
   private startSync(client: Client, user: string): void {
     if (this.syncing.has(client)) return;
     this.syncing.add(client);
+    this.run(client, user, 0);
+  }
+
+  /**
+   * Runs a connection's sync. One that fails while the connection is still open and subscribed (a service or the
+   * store did not answer) is run again, after a growing pause: until it succeeds the connection gets live events
+   * only, and the backlog waits for it. A connection that dropped its inbox subscription midway gets a whole sync
+   * when it subscribes again.
+   */
+  private run(client: Client, user: string, failures: number): void {
     this.sync(client, user).catch((e: unknown) => {
-      // A connection still open that dropped its inbox subscription midway gets a whole sync when it subscribes again.
-      if (!client.closed) this.syncing.delete(client);
-      this.logger.warn({ event: 'sync_aborted', user, error: String(e) });
+      if (client.closed) return;
+      if (!this.subscribed(client, user)) {
+        this.syncing.delete(client);
+        return;
+      }
+      const retryInMs = Math.min(SYNC_RETRY_FIRST_MS * 2 ** failures, SYNC_RETRY_MAX_MS);
+      this.logger.warn({ event: 'sync_failed', user, error: String(e), retryInMs });
+      setTimeout(() => {
+        if (!client.closed && this.subscribed(client, user)) this.run(client, user, failures + 1);
+        else if (!client.closed) this.syncing.delete(client);
+      }, retryInMs).unref();
     });
+  }
+
+  private subscribed(client: Client, user: string): boolean {
+    const subs = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
+    return subs?.[topics.inbox(user)] !== undefined;
   }
 
   /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
