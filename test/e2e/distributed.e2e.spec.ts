@@ -57,6 +57,30 @@ describe('services as their own processes', () => {
     expect(texts.slice(1)).toEqual(['first while away', 'second while away', 'live meanwhile']);
   });
 
+  it('does not carry out, once its service is back, a request it answered unavailable; the same id then does it once', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await users.login(a);
+    const g = (await alice.request({ op: 'group.create', name: 'too late', members: [b] })) as OkReply;
+    const group = (g.result as { id: string }).id;
+    await topo.stopService('group');
+    const late = { op: 'send', id: 'late-post-1', group, text: 'posted while the group service was down' };
+    expect(await alice.request(late)).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    await topo.restartService('group', 'stop');
+    // The call waited in the service's stream. Once the service has taken and settled everything there, it has found
+    // its caller gone, and done nothing.
+    const queued = async () => {
+      const text = (await request(topo.server.httpUrl).get('/metrics')).text;
+      return ['waiting', 'pending'].map((state) => new RegExp(`parley_rpc_queue_depth\\{service="group",state="${state}"\\} (\\d+)`).exec(text)?.[1]);
+    };
+    await expect.poll(queued, { timeout: 15_000 }).toEqual(['0', '0']);
+    const history = async () => ((await alice.request({ op: 'history', group }, 15_000)) as OkReply).result as { messages: { id: string }[] };
+    expect((await history()).messages.map((m) => m.id)).not.toContain('late-post-1');
+    // Sent again with the same id (from a new connection, whose replies are its own): done, once.
+    const again = await users.login(a);
+    expect(await again.request(late, 15_000)).toMatchObject({ ok: true, result: { status: 'accepted' } });
+    expect((await history()).messages.filter((m) => m.id === 'late-post-1')).toHaveLength(1);
+  });
+
   it('loses no presence change made while the presence service was killed', async () => {
     const carol = await users.fresh('carol');
     const dave = await users.login(await users.fresh('dave'));

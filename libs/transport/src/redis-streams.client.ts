@@ -10,6 +10,13 @@ export interface RedisStreamsClientOptions {
   maxLen?: number;
   /** Per service, roughly how many entries its stream keeps, where `maxLen` would hold too much (file chunks are tens of KiB each). */
   maxLenOf?: Record<string, number>;
+  /**
+   * How long the caller waits for an answer (PARLEY_RPC_TIMEOUT_MS). A call carries the time it expires, and a service
+   * that takes it later does nothing with it: a caller told `unavailable` must not find it done later. Unset: no expiry.
+   */
+  expireAfterMs?: number;
+  /** Patterns whose calls never expire: reports of what happened, which must land however late (presence changes). */
+  lasting?: ReadonlySet<string>;
 }
 
 /**
@@ -57,8 +64,9 @@ export class RedisStreamsClient extends ClientProxy {
     const request = this.assignPacketId(packet);
     this.routingMap.set(request.id, callback);
     const pattern = this.normalizePattern(request.pattern as string);
+    const expires = this.opts.expireAfterMs !== undefined && !this.opts.lasting?.has(pattern) ? ['expires', String(Date.now() + this.opts.expireAfterMs)] : [];
     this.connect()
-      .then(() => this.add(pattern, ['id', request.id, 'replyTo', this.replyChannel, 'data', JSON.stringify(request.data ?? null)]))
+      .then(() => this.add(pattern, ['id', request.id, 'replyTo', this.replyChannel, ...expires, 'data', JSON.stringify(request.data ?? null)]))
       .catch((err: unknown) => {
         this.routingMap.delete(request.id);
         callback({ err: { code: 'unavailable', message: `could not reach the ${serviceOf(pattern)} service: ${String(err)}` }, isDisposed: true });

@@ -245,6 +245,9 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     let reply: { id: string; response?: unknown; err?: RpcError };
     try {
       if (!handler) throw new DomainError('unavailable', `no handler for ${f.pattern ?? '(none)'}`);
+      // Its caller has stopped waiting and answered `unavailable`: carried out now, it would be done behind their back.
+      if (f.expires !== undefined && Date.now() > Number(f.expires))
+        throw new DomainError('unavailable', `${f.pattern ?? 'the call'} came after its caller stopped waiting: nothing was done`);
       const data: unknown = f.data === undefined ? undefined : JSON.parse(f.data);
       const result: unknown = await lastValueFrom(this.transformToObservable<unknown>(await handler(data)), { defaultValue: undefined });
       reply = { id: f.id ?? '', response: result };

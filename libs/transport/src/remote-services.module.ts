@@ -17,6 +17,11 @@ const TOKENS = { presence: PRESENCE_API, receipts: RECEIPTS_API, group: GROUP_AP
 
 const REMOTE_SERVICES = Symbol('REMOTE_SERVICES');
 const FILE_CHUNK_STREAM_LEN = 2000;
+/**
+ * Calls that never expire: a gateway's reports of connections made and ended. They record what happened, so they must
+ * land however late; everything else a user asked for expires with its caller's wait (see RedisStreamsClient).
+ */
+const LASTING_CALLS: ReadonlySet<string> = new Set(['presence.connected', 'presence.disconnected', 'presence.gatewayGone']);
 
 /**
  * The distributed wiring: PRESENCE_API, RECEIPTS_API, GROUP_API and
@@ -52,7 +57,13 @@ export class RemoteServicesModule implements OnApplicationShutdown {
           provide: RedisStreamsClient,
           useFactory: (config: ParleyConfig) =>
             // File chunks are large: their stream keeps few entries (calls wait for their answers, so few are ever outstanding).
-            new RedisStreamsClient({ url: config.REDIS_URL!, prefix: config.PARLEY_REDIS_PREFIX, maxLenOf: { 'file-offer': FILE_CHUNK_STREAM_LEN } }),
+            new RedisStreamsClient({
+              url: config.REDIS_URL!,
+              prefix: config.PARLEY_REDIS_PREFIX,
+              maxLenOf: { 'file-offer': FILE_CHUNK_STREAM_LEN },
+              expireAfterMs: config.PARLEY_RPC_TIMEOUT_MS,
+              lasting: LASTING_CALLS,
+            }),
           inject: [PARLEY_CONFIG],
         },
         { provide: REMOTE_SERVICES, useValue: services },
