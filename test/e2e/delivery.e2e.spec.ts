@@ -225,6 +225,31 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     expect(await retained).toMatchObject({ user: bobName, state: 'offline' });
   });
 
+  it('retained presence outlives a restart of the server: a new subscriber still sees who was last seen when', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    await logout(await login(bobName));
+    await expect
+      .poll(async () => ((await alice.request({ op: 'who', user: bobName })) as OkReply).result, { timeout: 10_000 })
+      .toMatchObject({ state: 'offline', lastSeen: expect.any(Number) });
+    const { lastSeen } = ((await alice.request({ op: 'who', user: bobName })) as OkReply).result as WhoResult;
+    await logout(alice);
+
+    await topo.restart();
+
+    const carol = await login(await fresh('carol'));
+    const retained = new Promise<PresenceEvent>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no retained presence of ${bobName} within 10 s`)), 10_000);
+      carol.client.on('message', (topic, payload) => {
+        if (topic !== topics.presence(bobName)) return;
+        clearTimeout(timer);
+        resolve(JSON.parse(payload.toString()) as PresenceEvent);
+      });
+    });
+    await carol.client.subscribeAsync(topics.presence(bobName), { qos: 1 });
+    expect(await retained).toEqual({ type: 'presence', user: bobName, state: 'offline', lastSeen });
+  });
+
   it('announces a receipt only when it moves past someone else’s messages, not past the reader’s own', async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const [alice, bob] = [await login(aliceName), await login(bobName)];

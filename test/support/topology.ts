@@ -23,6 +23,8 @@ export interface Topology {
   services: Map<string, ParleyServer>;
   /** kill -9 the server and start it again on the same data. */
   crashAndRestart(): Promise<void>;
+  /** Stops the server cleanly (SIGTERM) and starts it again on the same data. */
+  restart(): Promise<void>;
   /** kill -9 one service process and start it again (distributed mode). */
   restartService(name: (typeof SERVICES)[number], how?: 'kill9' | 'stop'): Promise<void>;
   /** Stops a service process without restarting it (distributed mode). */
@@ -49,6 +51,10 @@ export async function startTopology(mode: Mode, extraEnv: Record<string, string>
     urls: () => [topology.server.mqttUrl, topology.server.mqttUrl6],
     crashAndRestart: async () => {
       await topology.server.kill9();
+      topology.server = await startParley({ ...opts, env: gatewayEnv, dataDir: topology.server.dataDir });
+    },
+    restart: async () => {
+      await topology.server.stop();
       topology.server = await startParley({ ...opts, env: gatewayEnv, dataDir: topology.server.dataDir });
     },
     restartService: async (name, how = 'kill9') => {

@@ -38,7 +38,7 @@ export interface Backplane {
   onRelayed(listener: (topic: string, payload: Buffer) => void): void;
 }
 
-type Packet = { topic: string; payload?: Buffer | string; retain?: boolean } & Record<string, unknown>;
+export type Packet = { topic: string; payload?: Buffer | string; retain?: boolean } & Record<string, unknown>;
 type Done = (err?: Error) => void;
 
 const REQUESTS = new RegExp(`^${TOPIC_ROOT.replace('/', '\\/')}\\/(users|anon)\\/[^/]+\\/requests$`);
@@ -65,12 +65,42 @@ interface MemoryPersistence {
 // A CommonJS module whose function is its default export at run time; its typings describe it as a namespace.
 const memoryPersistence = aedesPersistence as unknown as () => MemoryPersistence;
 
-/** Standalone: the broker's own in-memory emitter (requests still not routed) and persistence. */
-export function inMemoryBackplane(): Backplane {
+/** Where a standalone broker keeps its retained messages (the users' presence), so that a restart does not forget them. */
+export interface RetainedStore {
+  /** Every retained message kept, read once as the broker starts. */
+  all(): Iterable<Packet>;
+  put(packet: Packet): Promise<void>;
+  remove(topic: string): Promise<void>;
+}
+
+/**
+ * Standalone: the broker's own in-memory emitter (requests still not routed) and persistence; retained messages are
+ * written through to `retained` and loaded from it as the broker starts (before any listener is up).
+ */
+export function inMemoryBackplane(retained?: RetainedStore): Backplane {
   const local = localEmitter();
   const emit = local.emit.bind(local);
   const mq = Object.assign(local, { emit: (p: Packet, done?: Done) => (isRequest(p) ? (done?.(), local) : emit(p, done)) });
-  return { mq, persistence: memoryPersistence(), onGap: () => undefined, relay: () => undefined, onRelayed: () => undefined };
+  const persistence = memoryPersistence();
+  if (retained) keepRetained(persistence, retained);
+  return { mq, persistence, onGap: () => undefined, relay: () => undefined, onRelayed: () => undefined };
+}
+
+function keepRetained(persistence: MemoryPersistence, store: RetainedStore): void {
+  const logger = new Logger('BrokerBackplane');
+  const storeLocally = persistence.storeRetained.bind(persistence);
+  const setupLocally = persistence.setup.bind(persistence);
+  persistence.setup = async (broker) => {
+    await setupLocally(broker);
+    for (const packet of store.all()) await storeLocally(packet);
+  };
+  persistence.storeRetained = async (packet) => {
+    await storeLocally(packet);
+    const payload = Buffer.from(packet.payload ?? '');
+    // Not awaited, like the Redis hash: the live copy has gone out; the store is for the next start.
+    const write = payload.length === 0 ? store.remove(packet.topic) : store.put({ ...packet, payload });
+    write.catch((e: unknown) => logger.warn({ event: 'retained_write_failed', topic: packet.topic, error: String(e) }));
+  };
 }
 
 /**

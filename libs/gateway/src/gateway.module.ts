@@ -10,6 +10,7 @@ import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
 import { adapterFor, storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
 import { inMemoryBackplane, redisBackplane } from './broker-backplane.js';
+import { EmbeddedRetainedStore } from './embedded-retained.store.js';
 import { FileRequests } from './file-requests.js';
 import { InboxPublisher } from './inbox-publisher.js';
 import { GatewayLiveness } from './gateway-liveness.js';
@@ -73,15 +74,18 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
         },
         {
           provide: MqttBroker,
-          useFactory: (policy: AccessPolicy, metrics: Metrics, config: ParleyConfig) =>
+          useFactory: (policy: AccessPolicy, metrics: Metrics, config: ParleyConfig, backend: StorageBackend) =>
             new MqttBroker(policy, metrics, {
               maxClientIdLength: 97,
               id: config.PARLEY_GATEWAY_ID,
-              backplane: config.REDIS_URL ? redisBackplane(config.REDIS_URL, config.PARLEY_REDIS_PREFIX) : inMemoryBackplane(),
+              // Retained presence outlives a restart: in Redis (shared by the gateways), or standalone in the data directory.
+              backplane: config.REDIS_URL
+                ? redisBackplane(config.REDIS_URL, config.PARLEY_REDIS_PREFIX)
+                : inMemoryBackplane(backend.kind === 'embedded' ? new EmbeddedRetainedStore(backend.db) : undefined),
               guard: guardLimitsOf(config),
               maxSessionsPerUser: config.PARLEY_MAX_SESSIONS_PER_USER,
             }),
-          inject: [AccessPolicy, Metrics, PARLEY_CONFIG],
+          inject: [AccessPolicy, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
         },
         { provide: InboxPublisher, useFactory: (broker: MqttBroker) => new InboxPublisher(broker), inject: [MqttBroker] },
         {
