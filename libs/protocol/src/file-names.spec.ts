@@ -53,4 +53,38 @@ describe('numberedFileName', () => {
     expect(numberedFileName('archive.tar.gz', 2)).toBe('archive.tar (2).gz');
     expect(numberedFileName('README', 3)).toBe('README (3)');
   });
+
+  it('shortens the stem of a name at the byte limit so that the numbered name fits too, keeping the extension', () => {
+    const long = `${'L'.repeat(251)}.txt`;
+    expect(isSafeFileName(long)).toBe(true);
+    const first = numberedFileName(long, 1);
+    expect(first).toBe(`${'L'.repeat(247)} (1).txt`);
+    expect(Buffer.byteLength(first)).toBe(MAX_FILE_NAME_BYTES);
+    expect(Buffer.byteLength(numberedFileName(long, 9999))).toBe(MAX_FILE_NAME_BYTES);
+    expect(numberedFileName(long, 9999).endsWith(' (9999).txt')).toBe(true);
+  });
+
+  it('cuts by bytes between characters, never inside one', () => {
+    // 2-, 3- and 4-byte characters: whatever the cut, the result is whole characters only.
+    for (const char of ['é', '日', '😀']) {
+      for (let pad = 0; pad < 4; pad++) {
+        const stem = 'x'.repeat(pad) + char.repeat(Math.floor((MAX_FILE_NAME_BYTES - 4 - pad) / Buffer.byteLength(char)));
+        const name = `${stem}.txt`;
+        const numbered = numberedFileName(name, 12);
+        expect(Buffer.byteLength(numbered), numbered).toBeLessThanOrEqual(MAX_FILE_NAME_BYTES);
+        expect(numbered).not.toContain('\ufffd');
+        expect(numbered.endsWith(' (12).txt')).toBe(true);
+        expect(stem.startsWith(numbered.slice(0, -' (12).txt'.length))).toBe(true);
+      }
+    }
+  });
+
+  it('gives way at the end of the name when its extension leaves no room for a stem', () => {
+    const name = `a.${'e'.repeat(252)}`;
+    expect(isSafeFileName(name)).toBe(true);
+    const numbered = numberedFileName(name, 3);
+    expect(Buffer.byteLength(numbered)).toBeLessThanOrEqual(MAX_FILE_NAME_BYTES);
+    expect(numbered.startsWith('a.eee')).toBe(true);
+    expect(numbered.endsWith(' (3)')).toBe(true);
+  });
 });

@@ -30,18 +30,35 @@ export function isSafeFileName(name: string): boolean {
   return name.length > 0 && sanitizeFileName(name) === name;
 }
 
-/** `notes.txt` → `notes (1).txt`, `notes (2).txt`, …; `archive` → `archive (1)`. */
+/**
+ * `notes.txt` → `notes (1).txt`, `notes (2).txt`, …; `archive` → `archive (1)`. Never over 255 UTF-8 bytes: when the
+ * number would not fit, the stem gives way (cut between characters, the extension kept), or, when the extension
+ * leaves no room for a stem, the end of the name.
+ */
 export function numberedFileName(name: string, n: number): string {
   const dot = name.lastIndexOf('.');
   const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
-  return `${stem} (${n})${ext}`;
+  const suffix = ` (${n})`;
+  const room = MAX_FILE_NAME_BYTES - Buffer.byteLength(suffix + ext);
+  const shortStem = room > 0 ? truncateToBytes(stem, room) : '';
+  if (shortStem !== '') return `${shortStem}${suffix}${ext}`;
+  return `${truncateToBytes(name, MAX_FILE_NAME_BYTES - Buffer.byteLength(suffix))}${suffix}`;
 }
 
 function truncateKeepingExtension(name: string): string {
   const dot = name.lastIndexOf('.');
   const ext = dot > 0 && name.length - dot <= 16 ? name.slice(dot) : '';
-  let stem = ext ? name.slice(0, dot) : name;
+  const stem = ext ? name.slice(0, dot) : name;
   // Leave room for a " (n)" suffix when the name is taken.
-  while (Buffer.byteLength(stem + ext) > MAX_FILE_NAME_BYTES - 8) stem = [...stem].slice(0, -1).join('');
-  return stem + ext;
+  return truncateToBytes(stem, MAX_FILE_NAME_BYTES - 8 - Buffer.byteLength(ext)) + ext;
+}
+
+/** The longest start of `text` of at most `max` UTF-8 bytes, cut between characters (never inside one). */
+function truncateToBytes(text: string, max: number): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= max) return text;
+  let cut = Math.max(0, max);
+  // A byte 10xxxxxx continues the character before it: the cut goes before that character's first byte.
+  while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--;
+  return bytes.subarray(0, cut).toString('utf8');
 }
