@@ -163,7 +163,7 @@ export class FileOfferService {
     if (state === 'declined') throw new DomainError('not_allowed', 'you declined this file');
     if (state === 'received') throw receivedAlready();
     if (state !== 'pending') return { result: { offer: viewOf(offer) }, notify: null };
-    return this.decide(offer, user, 'accepted');
+    return (await this.decide(offer, user, 'accepted', ['pending'])) ?? this.accept(user, offerId);
   }
 
   /** The receiver refuses the offer (or gives up on one accepted); the data goes once no one needs it. Throws unknown_file or not_allowed (received already). */
@@ -172,7 +172,7 @@ export class FileOfferService {
     const state = offer.recipients[user]!;
     if (state === 'received') throw receivedAlready();
     if (state === 'declined') return { result: { offer: viewOf(offer) }, notify: null };
-    return this.decide(offer, user, 'declined');
+    return (await this.decide(offer, user, 'declined', ['pending', 'accepted'])) ?? this.decline(user, offerId);
   }
 
   /** Chunk `index` of an offer the receiver accepted, base64. Throws unknown_file, file_not_ready or chunk_out_of_range. */
@@ -182,17 +182,26 @@ export class FileOfferService {
     if (offer.recipients[user] !== 'accepted') throw new DomainError('file_not_ready', 'accept the file before you fetch it');
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
     const data = await this.blobs.get(offerId, index);
-    if (!data) throw unknownFile(offerId);
+    if (!data) {
+      // Withdrawn (or expired) since the check above: say so, with the reason, as the next fetch would.
+      await this.received(user, offerId);
+      throw unknownFile(offerId);
+    }
     return { offer: offerId, index, data: data.toString('base64') };
   }
 
-  /** The receiver has the whole file and verified it; the sender hears of it. Throws unknown_file or file_not_ready (not accepted). */
+  /**
+   * The receiver has the whole file and verified it; the sender hears of it. Throws unknown_file (withdrawn, with the
+   * reason, or expired) or file_not_ready (not accepted). Of this and a withdrawal at the same moment, exactly one
+   * happens: the receiver is told the file is its own, or that it was withdrawn, and the sender hears the same. A
+   * client saves the file under its name only after this answer.
+   */
   async confirm(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
     const offer = await this.received(user, offerId);
     const state = offer.recipients[user]!;
     if (state === 'received') return { result: { offer: viewOf(offer) }, notify: null };
     if (state !== 'accepted') throw new DomainError('file_not_ready', 'accept the file first');
-    return this.decide(offer, user, 'received');
+    return (await this.decide(offer, user, 'received', ['accepted'])) ?? this.confirm(user, offerId);
   }
 
   /**
@@ -223,8 +232,9 @@ export class FileOfferService {
     if (!offer || offer.from !== user) throw unknownFile(offerId);
     // Each receiver still waiting is marked withdrawn (a tombstone until the offer expires, so a retried call gets the
     // same answer); then no one needs the data, and it goes.
+    // Only from a waiting state, in one atomic step: a receiver who has just received or declined it keeps that.
     for (const [u, s] of Object.entries(offer.recipients)) {
-      if (s === 'pending' || s === 'accepted') offer = (await this.offers.setRecipient(offerId, u, 'withdrawn')) ?? offer;
+      if (s === 'pending' || s === 'accepted') offer = (await this.offers.setRecipient(offerId, u, 'withdrawn', ['pending', 'accepted'])) ?? offer;
     }
     await this.releaseIfDone(offer);
     // Receivers never heard of an offer whose upload was not complete.
@@ -281,9 +291,19 @@ export class FileOfferService {
     return offer;
   }
 
-  private async decide(offer: StoredOffer, user: string, state: FileRecipientState): Promise<FileOutcome<FileStateResult>> {
-    const after = await this.offers.setRecipient(offer.id, user, state);
+  /**
+   * Moves the receiver to `state` from one of `from`, and tells the sender. Null when the receiver's state moved on
+   * meanwhile (a withdrawal, the user on another device): the caller asks again, and answers from the state as it is.
+   */
+  private async decide(
+    offer: StoredOffer,
+    user: string,
+    state: FileRecipientState,
+    from: readonly FileRecipientState[],
+  ): Promise<FileOutcome<FileStateResult> | null> {
+    const after = await this.offers.setRecipient(offer.id, user, state, from);
     if (!after) throw unknownFile(offer.id);
+    if (after.recipients[user] !== state) return null;
     await this.releaseIfDone(after);
     const event: FileEvent = { type: 'file', event: state as FileEvent['event'], user, offer: viewOf(after), ts: this.now() };
     return { result: { offer: viewOf(after) }, notify: { to: [offer.from, user], event } };
