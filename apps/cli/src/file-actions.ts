@@ -1,9 +1,9 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import type { FileOffer } from '#libs/protocol';
+import { OfferId, type FileOffer } from '#libs/protocol';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress, type BarOptions } from './file-progress.js';
-import { discardPart, downloadFile, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
+import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
 import type { Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
@@ -20,7 +20,10 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
   }
 }
 
-/** Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. */
+/**
+ * Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. Accepting
+ * an offer received before but not saved here (see `saveReceived`) saves it.
+ */
 export async function acceptFile(
   client: ParleyClient,
   printer: Printer,
@@ -31,7 +34,14 @@ export async function acceptFile(
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
   try {
-    const { offer } = await client.request('file.accept', { offer: id });
+    let offer: FileOffer;
+    try {
+      ({ offer } = await client.request('file.accept', { offer: id }));
+    } catch (e) {
+      const saved = e instanceof RequestError && e.code === 'not_allowed' && OfferId.safeParse(id).success ? await savedAgain(client, id, dir) : null;
+      if (saved) return saved;
+      throw e;
+    }
     const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
     try {
       return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
@@ -43,6 +53,19 @@ export async function acceptFile(
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
     throw e;
   }
+}
+
+/**
+ * After `not_allowed` (declined, or received already): when the server counts the file received and `dir` keeps it
+ * unsaved, saves it. `file.received` changes nothing here; it answers with the offer (to know the file's name and
+ * hash) only when this user has received it. Null otherwise: the refusal stands.
+ */
+async function savedAgain(client: ParleyClient, id: string, dir: string): Promise<{ offer: FileOffer; path: string } | null> {
+  if ((await downloadsOf(dir, id)).length === 0) return null;
+  const { offer } = await client.request('file.received', { offer: id }).catch(() => ({ offer: null }));
+  if (!offer || offer.recipients[client.user!] !== 'received') return null;
+  const path = await saveReceived(offer, dir);
+  return path === null ? null : { offer, path };
 }
 
 /** Fetch requests a receiver keeps outstanding at once. */
