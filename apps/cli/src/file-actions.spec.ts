@@ -205,4 +205,34 @@ describe('acceptFile', () => {
       message: 'you declined this file',
     });
   });
+
+  it('runs one download of an offer into a folder at a time: a second one at once is refused, saying so, and changes nothing', async () => {
+    const { client, hooks, offered } = server();
+    const into = temp('parley-cli-files-');
+    const data = Buffer.alloc(50 * CHUNK, 7);
+    const offer = await offered('big.bin', data);
+    // The second starts while the first is fetching.
+    let second: Promise<unknown> | undefined;
+    hooks.before = (op) => {
+      if (op === 'file.fetch' && !second) second = failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    };
+    const first = await acceptFile(client('bob'), quiet, offer.id, into, noBar);
+    const refused = (await second) as Error & { code?: string };
+    expect(refused).toMatchObject({ name: 'TransferError', code: 'download_in_progress' });
+    expect(refused.message).toBe(
+      `another download of ${offer.id} into ${into} is under way (process ${process.pid}); wait for it to end (it saves the file), or accept it into another directory`,
+    );
+    expect(readFileSync(first.path)).toEqual(data);
+    expect(readdirSync(into)).toEqual(['big.bin']);
+  });
+
+  it('takes over the lock of a download whose process is gone', async () => {
+    const { client, offered } = server();
+    const into = temp('parley-cli-files-');
+    const offer = await offered('after-crash.txt', Buffer.from('the first download was killed'));
+    // A pid far above any real one (pid_max is at most 2^22).
+    writeFileSync(join(into, `.${offer.id}.parley-lock`), JSON.stringify({ pid: 2 ** 30, host: (await import('node:os')).hostname(), token: 'dead' }));
+    expect((await acceptFile(client('bob'), quiet, offer.id, into, noBar)).path).toBe(join(into, 'after-crash.txt'));
+    expect(readdirSync(into)).toEqual(['after-crash.txt']);
+  });
 });

@@ -1,6 +1,7 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { OfferId, type FileOffer } from '#libs/protocol';
+import { DownloadLock } from './download-lock.js';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress, type BarOptions } from './file-progress.js';
 import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
@@ -21,7 +22,8 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
 }
 
 /**
- * Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. Accepting
+ * Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. One
+ * download of an offer into a directory runs at a time (a second one is refused: `download_in_progress`). Accepting
  * an offer received before but not saved here (see `saveReceived`) saves it.
  */
 export async function acceptFile(
@@ -33,12 +35,14 @@ export async function acceptFile(
 ): Promise<{ offer: FileOffer; path: string }> {
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
+  // Not an offer id: no file is named after it, and the server says what is wrong with it.
+  const lock = OfferId.safeParse(id).success ? await DownloadLock.take(dir, id) : null;
   try {
     let offer: FileOffer;
     try {
       ({ offer } = await client.request('file.accept', { offer: id }));
     } catch (e) {
-      const saved = e instanceof RequestError && e.code === 'not_allowed' && OfferId.safeParse(id).success ? await savedAgain(client, id, dir) : null;
+      const saved = e instanceof RequestError && e.code === 'not_allowed' && lock ? await savedAgain(client, id, dir) : null;
       if (saved) return saved;
       throw e;
     }
@@ -52,6 +56,8 @@ export async function acceptFile(
     // The offer is gone (withdrawn, expired), before or during the download: what was downloaded can never be resumed.
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
     throw e;
+  } finally {
+    await lock?.release();
   }
 }
 
