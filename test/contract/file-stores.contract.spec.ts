@@ -48,10 +48,10 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     const { backend, reopen } = await fixture.open();
     const store = offersOf(backend);
     const group = { id: 'g1', name: 'class' };
-    expect(await store.create(offer('f1', { group }), LIMITS)).toBe('created');
+    expect(await store.create(offer('f1', { group, request: 'file-1' }), LIMITS)).toBe('created');
     expect(await store.create(offer('f1', { name: 'other.txt' }), LIMITS)).toBe('exists');
     const again = offersOf(await reopen());
-    expect(await again.get('f1')).toEqual(offer('f1', { group }));
+    expect(await again.get('f1')).toEqual(offer('f1', { group, request: 'file-1' }));
     expect(await again.get('nope')).toBeNull();
     for (const user of ['ann', 'bob', 'cy']) expect((await again.listOf(user)).map((o) => o.id)).toEqual(['f1']);
     expect(await again.listOf('dee')).toEqual([]);

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EmbeddedFileBlobStore, EmbeddedFileOfferStore, FileOfferService } from '#libs/file-offer';
 import { DomainError, MAX_FILE_NAME_BYTES, type FileOffer } from '#libs/protocol';
 import { EmbeddedDatabase } from '#libs/storage';
-import { acceptFile } from './file-actions.js';
+import { acceptFile, offerFile } from './file-actions.js';
 import { keptPathOf, partPathOf } from './file-transfer.js';
 import { Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
@@ -46,7 +46,7 @@ type Hook = (op: string, fields: Record<string, unknown>) => Promise<void> | voi
 
 /**
  * The file-offer service in process (LMDB in a temp dir) behind clients that answer as the server's would: results,
- * or RequestError with the service's code and message. `before` runs before a request reaches the service, `after`
+ * or RequestError with the service's code and message, in the order asked. `before` runs before a request reaches the service, `after`
  * once it has been carried out (it may throw, as when the answer is lost).
  */
 function server() {
@@ -60,6 +60,7 @@ function server() {
   );
   const hooks: { before?: Hook; after?: Hook } = {};
   const requests: { user: string; op: string; id: string }[] = [];
+  let queue: Promise<unknown> = Promise.resolve();
   const client = (user: string) =>
     ({
       user,
@@ -67,8 +68,11 @@ function server() {
         requests.push({ user, op, id });
         await hooks.before?.(op, fields);
         let result: unknown;
+        // One at a time, in the order asked, as the server takes a connection's requests.
+        const done = queue.then(() => call(user, op, fields, id));
+        queue = done.catch(() => undefined);
         try {
-          result = await call(user, op, fields, id);
+          result = await done;
         } catch (e) {
           if (e instanceof DomainError) throw new RequestError(e.code, e.message);
           throw e;
@@ -234,5 +238,64 @@ describe('acceptFile', () => {
     writeFileSync(join(into, `.${offer.id}.parley-lock`), JSON.stringify({ pid: 2 ** 30, host: (await import('node:os')).hostname(), token: 'dead' }));
     expect((await acceptFile(client('bob'), quiet, offer.id, into, noBar)).path).toBe(join(into, 'after-crash.txt'));
     expect(readdirSync(into)).toEqual(['after-crash.txt']);
+  });
+});
+
+describe('offerFile', () => {
+  it('makes a new offer for each send of a file whose last offer is settled, with one offer request each, however many came before', async () => {
+    const { service, client, requests } = server();
+    const path = join(temp('parley-cli-files-'), 'sticker.txt');
+    writeFileSync(path, 'sticker\n');
+    const into = temp('parley-cli-files-');
+    const ids = new Set<string>();
+    for (let i = 0; i < 101; i++) {
+      const before = requests.length;
+      const offer = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+      const made = requests.slice(before).filter((r) => r.op !== 'file.chunk');
+      // However many offers of it came before: one offer request, and one look at the list.
+      expect(
+        made.filter((r) => r.op === 'file.offer'),
+        `send ${i + 1}`,
+      ).toHaveLength(1);
+      expect(made.length).toBeLessThanOrEqual(2);
+      expect(ids.has(offer.id), `send ${i + 1} offered ${offer.id} again`).toBe(false);
+      ids.add(offer.id);
+      expect(offer.recipients).toEqual({ bob: 'pending' });
+      // Settled each way there is: declined, received, withdrawn.
+      if (i % 3 === 0) await service.decline('bob', offer.id);
+      else if (i % 3 === 1) await acceptFile(client('bob'), quiet, offer.id, into, noBar);
+      else await service.cancel('ann', offer.id);
+    }
+  });
+
+  it('resumes an upload cut short from the last acknowledged chunk, and gives an offer not yet decided on rather than another', async () => {
+    const { service, client, hooks, requests } = server();
+    const data = Buffer.alloc(20 * CHUNK + 3, 1);
+    const path = join(temp('parley-cli-files-'), 'big.bin');
+    writeFileSync(path, data);
+    let cut = false;
+    hooks.before = (op, fields) => {
+      if (op === 'file.chunk' && fields.index === 9 && !cut) {
+        cut = true;
+        throw new Error('the connection dropped');
+      }
+    };
+    await expect(offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar)).rejects.toThrow('the connection dropped');
+    const [cutShort] = await service.list('ann');
+    expect(cutShort?.uploaded).toBe(9);
+
+    // Another device of the same sender goes on from chunk 9.
+    const before = requests.length;
+    const resumed = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    expect(resumed.id).toBe(cutShort!.id);
+    const chunks = requests.slice(before).filter((r) => r.op === 'file.chunk');
+    expect(chunks).toHaveLength(21 - 9);
+    expect((await service.list('bob')).map((o) => o.id)).toEqual([resumed.id]);
+    // Sent again while bob has not decided: the same offer (its last chunk again, which announces it again).
+    const again = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    expect(again.id).toBe(resumed.id);
+    expect((await service.list('ann')).map((o) => o.id)).toEqual([resumed.id]);
+    // To someone else, it is an offer of its own.
+    expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
   });
 });

@@ -1,4 +1,4 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, open, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
@@ -41,10 +41,12 @@ export async function sha256Of(path: string): Promise<string> {
 
 /**
  * Offers a file and uploads it: chunk after chunk, with at most the server's
- * window unacknowledged. Offering the same file to the same receiver again
- * resumes an interrupted upload from the last acknowledged chunk (the offer's
- * request id comes from the file's hash, name and receiver). Resolves with
- * the offer once the server holds all of it.
+ * window unacknowledged. Offering the same file (name and hash) to the same
+ * receiver again, from any device, while that offer is still under way (its
+ * upload cut short, or not yet decided on) resumes it from the last
+ * acknowledged chunk rather than making another; once it is settled, sending
+ * the file again is a new offer. Resolves with the offer once the server holds
+ * all of it.
  */
 export async function uploadFile(
   client: ParleyClient,
@@ -62,9 +64,13 @@ export async function uploadFile(
     .update(JSON.stringify([target, name, sha256]))
     .digest('hex')
     .slice(0, 40);
-  let offered = await client.request('file.offer', { ...target, ...file }, `file-${key}`);
-  // The same file went to the same receiver before and that offer is settled (or withdrawn): this is a new offer.
-  for (let n = 2; settled(offered.offer) && n < 100; n++) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${n}`);
+  // Each offer of this file to this receiver is made by a request id of its own, `file-KEY-NONCE`, which the sender's
+  // list names: one look finds the offer to resume, however many were made before.
+  const { offers } = await client.request('file.list');
+  const going = offers.filter((o) => o.from === client.user && o.request !== undefined && isRequestOf(o.request, key) && !settled(o)).at(-1);
+  let offered = going ? await client.request('file.offer', { ...target, ...file }, going.request) : null;
+  // None, or settled (a receiver declined it) since the list was read: this is a new offer.
+  if (!offered || settled(offered.offer)) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${randomBytes(8).toString('hex')}`);
   const offer = offered.offer;
   const handle = await open(path, 'r');
   try {
@@ -73,6 +79,11 @@ export async function uploadFile(
     await handle.close();
   }
   return { ...offer, uploaded: offer.chunks };
+}
+
+/** Whether a request id made an offer of the file whose key this is (`file-KEY` and `file-KEY-N` are earlier CLIs' ids). */
+function isRequestOf(request: string, key: string): boolean {
+  return request === `file-${key}` || request.startsWith(`file-${key}-`);
 }
 
 /** Nothing more will come of the offer: every receiver declined or has the file, or the sender withdrew it. */

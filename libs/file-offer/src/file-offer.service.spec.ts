@@ -216,6 +216,9 @@ describe('FileOfferService', () => {
     await service.putChunk('ann', offer.id, 0, data.subarray(0, 4).toString('base64'));
     const again = await service.offer('ann', 'r1', { to: 'bob' }, describe_(data));
     expect(again.result.offer).toMatchObject({ id: offer.id, uploaded: 1 });
+    // The sender's view names the request that made it (to resume from any device); a receiver's view does not.
+    expect(offer.request).toBe('r1');
+    expect((await service.list('ann'))[0]?.request).toBe('r1');
     expect(await service.putChunk('ann', offer.id, 0, 'AAAA')).toMatchObject({ result: { uploaded: 1 }, notify: null });
     expect(await code(service.putChunk('ann', offer.id, 2, 'AAAA'))).toBe('bad_chunk');
     expect(await code(service.putChunk('ann', offer.id, 1, 'AA=='))).toBe('bad_chunk');
@@ -224,7 +227,11 @@ describe('FileOfferService', () => {
     // Once complete, the last chunk again announces the offer again (its first announcement may have been lost); others do not.
     await service.putChunk('ann', offer.id, 1, data.subarray(4, 8).toString('base64'));
     expect((await service.putChunk('ann', offer.id, 2, data.subarray(8).toString('base64'))).notify?.event.event).toBe('offered');
-    expect((await service.putChunk('ann', offer.id, 2, 'AAA=')).notify).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    const announced = (await service.putChunk('ann', offer.id, 2, 'AAA=')).notify;
+    expect(announced).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    expect(announced?.event.offer).not.toHaveProperty('request');
+    expect((await service.list('bob'))[0]).not.toHaveProperty('request');
+    expect((await service.accept('bob', offer.id)).result.offer).not.toHaveProperty('request');
     expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
   });
 

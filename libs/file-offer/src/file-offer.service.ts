@@ -79,7 +79,7 @@ export class FileOfferService {
     // A retry, or an offer to resume, gets that offer as it stands, withdrawn included: offering the file again is a new
     // request (a new id), so receivers see a new offer, never one they were told is withdrawn.
     const existing = await this.live(id);
-    if (existing) return { result: { offer: viewOf(existing), window: this.limits.window }, notify: null };
+    if (existing) return { result: { offer: viewOf(existing, sender), window: this.limits.window }, notify: null };
     if (!isSafeFileName(file.name))
       throw new DomainError('invalid_file_name', 'a file name may not hold a path separator, "..", control characters or a leading dot, nor be over 255 bytes');
     if (file.size > this.limits.maxFileBytes)
@@ -106,6 +106,7 @@ export class FileOfferService {
       createdAt,
       expiresAt: createdAt + this.limits.ttlMs,
       recipients: Object.fromEntries(receivers.map((r) => [r, 'pending' as const])),
+      request: requestId,
       open: true,
     };
     const created = await this.offers.create(offer, { maxOpen: this.limits.maxPendingOffers, quotaBytes: this.limits.quotaBytes });
@@ -123,8 +124,8 @@ export class FileOfferService {
         break;
     }
     // An empty file is complete as it is.
-    if (chunks === 0) return { result: { offer: viewOf(offer), window: this.limits.window }, notify: await this.completed(offer) };
-    return { result: { offer: viewOf(offer), window: this.limits.window }, notify: null };
+    if (chunks === 0) return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: await this.completed(offer) };
+    return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: null };
   }
 
   /**
@@ -353,10 +354,11 @@ function chunkLength(offer: FileOffer, index: number): number {
   return index === offer.chunks - 1 ? offer.size - index * offer.chunkSize : offer.chunkSize;
 }
 
-/** The offer as `viewer` sees it: what its sender has been shown (`seen`) is the sender's alone. */
+/** The offer as `viewer` sees it: what its sender has been shown (`seen`), and the request that made it, are the sender's alone. */
 function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
-  const { open: _open, seen, ...view } = offer;
-  return seen !== undefined && viewer === offer.from ? { ...view, seen } : view;
+  const { open: _open, seen, request, ...view } = offer;
+  if (viewer !== offer.from) return view;
+  return { ...view, ...(seen !== undefined ? { seen } : {}), ...(request !== undefined ? { request } : {}) };
 }
 
 /** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */
