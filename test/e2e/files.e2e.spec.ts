@@ -403,8 +403,12 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const base = { op: 'file.offer', to: b, sha256: 'a'.repeat(64) };
 
     expect(await alice.request({ ...base, name: 'huge.iso', size: MAX_FILE + 1 })).toMatchObject({ ok: false, error: { code: 'file_too_large' } });
-    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden'])
+    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden', 'invoice\u202egpj.exe', 'a\u2066b.txt'])
       expect(await alice.request({ ...base, name, size: 10 }), name).toMatchObject({ ok: false, error: { code: 'invalid_file_name' } });
+    expect(await alice.request({ ...base, name: 'page.html', type: 'text/html\u001b[31m', size: 10 })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request', message: 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)' },
+    });
     expect(await alice.request({ ...base, to: 'nobody-here', name: 'x.txt', size: 1 })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
     const tooBig = await cli(a, ['file', 'send', b, writeTemp('big.bin', Buffer.alloc(MAX_FILE + 1))]);
     expect(tooBig.code).toBe(1);

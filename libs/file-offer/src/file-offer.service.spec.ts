@@ -239,6 +239,15 @@ describe('FileOfferService', () => {
     const { service } = setup();
     const small = describe_(Buffer.from('x'));
     expect(await code(service.offer('ann', 'a', { to: 'bob' }, { ...small, name: '../x' }))).toBe('invalid_file_name');
+    // A name that displays as another: refused, saying why.
+    await expect(service.offer('ann', 'a2', { to: 'bob' }, { ...small, name: 'invoice\u202egpj.exe' })).rejects.toThrow(/bidirectional controls/);
+    expect(await code(service.offer('ann', 'a3', { to: 'bob' }, { ...small, name: 'a\u2067b.txt' }))).toBe('invalid_file_name');
+    // A content type with a terminal escape, or one that reorders text.
+    for (const type of ['text/html\u001b[31m', 'text/plain\u202e'])
+      await expect(service.offer('ann', 'a4', { to: 'bob' }, { ...small, type }), type).rejects.toMatchObject({
+        code: 'bad_request',
+        message: 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)',
+      });
     expect(await code(service.offer('ann', 'b', { to: 'bob' }, { ...small, size: 101 }))).toBe('file_too_large');
     expect(await code(service.offer('ann', 'c', { to: 'zed' }, small))).toBe('unknown_user');
     expect(await code(service.offer('ann', 'd', { to: 'ann' }, small))).toBe('bad_request');

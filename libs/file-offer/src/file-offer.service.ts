@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import {
   DomainError,
   isWithdrawn,
+  isSafeContentType,
   isSafeFileName,
   type FileChunkResult,
   type FileEvent,
@@ -81,7 +82,13 @@ export class FileOfferService {
     const existing = await this.live(id);
     if (existing) return { result: { offer: viewOf(existing, sender), window: this.limits.window }, notify: null };
     if (!isSafeFileName(file.name))
-      throw new DomainError('invalid_file_name', 'a file name may not hold a path separator, "..", control characters or a leading dot, nor be over 255 bytes');
+      throw new DomainError(
+        'invalid_file_name',
+        'a file name may not hold a path separator, "..", control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or a leading dot, nor be over 255 bytes',
+      );
+    // Shown to receivers and their programs as it is: what would act on a terminal or reorder text is no content type.
+    if (file.type !== undefined && !isSafeContentType(file.type))
+      throw new DomainError('bad_request', 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)');
     if (file.size > this.limits.maxFileBytes)
       throw new DomainError('file_too_large', `the file is ${file.size} bytes; the largest allowed is ${this.limits.maxFileBytes}`);
     const receivers = 'to' in target ? [target.to] : target.members.filter((m) => m !== sender);

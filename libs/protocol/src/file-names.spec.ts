@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isSafeFileName, MAX_FILE_NAME_BYTES, numberedFileName, sanitizeFileName } from './file-names.js';
+import { isSafeContentType, isSafeFileName, MAX_FILE_NAME_BYTES, numberedFileName, sanitizeFileName } from './file-names.js';
 
 describe('sanitizeFileName', () => {
   it('keeps ordinary names as they are', () => {
@@ -29,6 +29,22 @@ describe('sanitizeFileName', () => {
     expect(sanitizeFileName('evil\u001b[31m.txt')).toBe('evil[31m.txt');
     expect(sanitizeFileName('a\u0000b\nc.txt')).toBe('abc.txt');
     expect(isSafeFileName('a\tb')).toBe(false);
+  });
+
+  it('drops bidirectional overrides and isolates, which make a name display as another (invoice, U+202E, gpj.exe shows as invoiceexe.jpg)', () => {
+    expect(sanitizeFileName('invoice\u202egpj.exe')).toBe('invoicegpj.exe');
+    for (const c of ['\u202a', '\u202b', '\u202c', '\u202d', '\u202e', '\u2066', '\u2067', '\u2068', '\u2069']) {
+      expect(isSafeFileName(`a${c}b.txt`), JSON.stringify(c)).toBe(false);
+      expect(sanitizeFileName(`a${c}b.txt`)).toBe('ab.txt');
+    }
+    // Right-to-left text itself is a name like any other.
+    expect(isSafeFileName('מסמך.pdf')).toBe(true);
+  });
+
+  it('tells whether a content type is free of control characters and bidirectional controls', () => {
+    for (const type of ['text/plain', 'text/html; charset=utf-8', 'application/vnd.ms-excel']) expect(isSafeContentType(type), type).toBe(true);
+    for (const type of ['text/html\u001b[31m', 'text/plain\n', 'a\u0000b', 'text/\u009bx', 'text/plain\u202e'])
+      expect(isSafeContentType(type), type).toBe(false);
   });
 
   it('names an empty result "file"', () => {

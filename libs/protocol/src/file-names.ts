@@ -3,19 +3,26 @@ export const MAX_FILE_NAME_BYTES = 255;
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+/**
+ * Bidirectional embeddings and overrides (U+202A–U+202E) and isolates (U+2066–U+2069): they reorder what follows
+ * them on screen, so that `invoice\u202egpj.exe` shows as "invoiceexe.jpg".
+ */
+const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/g;
 const SEPARATORS = /[/\\]/g;
 
 /**
- * A file name safe to create in a directory of the receiver's choosing: no
- * path separator (`/`, `\`), no control character, no `..` anywhere, never
- * empty, no leading dot (no hidden files), at most 255 UTF-8 bytes
- * (the extension kept). What cannot be kept becomes `_`; a name with nothing
- * left is `file`.
+ * A file name safe to create in a directory of the receiver's choosing and
+ * to show: no path separator (`/`, `\`), no control character, no
+ * bidirectional override or isolate, no `..` anywhere, never empty, no
+ * leading dot (no hidden files), at most 255 UTF-8 bytes (the extension
+ * kept). What cannot be kept becomes `_` (separators, `..`) or goes
+ * (controls); a name with nothing left is `file`.
  */
 export function sanitizeFileName(name: string): string {
   let clean = name
     .normalize('NFC')
     .replace(CONTROL, '')
+    .replace(BIDI_CONTROL, '')
     .replace(SEPARATORS, '_')
     .replace(/\.{2,}/g, '_')
     .trim();
@@ -28,6 +35,11 @@ export function sanitizeFileName(name: string): string {
 /** True when a name needs no change to be safe (what the server asks of every offered name). */
 export function isSafeFileName(name: string): boolean {
   return name.length > 0 && sanitizeFileName(name) === name;
+}
+
+/** True when a content type holds no control character and no bidirectional control (what the server asks of an offer's `type`). */
+export function isSafeContentType(type: string): boolean {
+  return type.replace(CONTROL, '').replace(BIDI_CONTROL, '') === type;
 }
 
 /**
