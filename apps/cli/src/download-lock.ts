@@ -29,7 +29,7 @@ const BOOT_ID = (() => {
 /** Tokens of the locks this process holds: a lock naming this pid and another token is a previous process's (a container's pid 1). */
 const HELD = new Set<string>();
 
-/** The lock of an offer's download into a directory: hidden, beside its part file, at most 81 bytes long. */
+/** The lock of an offer's download into a directory: hidden, beside its part file, at most 77 bytes long (120 for its drafts). */
 export function lockPathOf(dir: string, offerId: string): string {
   if (!OfferId.safeParse(offerId).success) throw new Error(`not a file offer id: ${JSON.stringify(offerId)}`);
   return join(dir, `.${offerId}.parley-lock`);

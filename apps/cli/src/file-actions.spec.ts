@@ -6,6 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EmbeddedFileBlobStore, EmbeddedFileOfferStore, FileOfferService } from '#libs/file-offer';
 import { DomainError, MAX_FILE_NAME_BYTES, type FileOffer } from '#libs/protocol';
 import { EmbeddedDatabase } from '#libs/storage';
+import { lockPathOf } from './download-lock.js';
 import { acceptFile, offerFile } from './file-actions.js';
 import { keptPathOf, partPathOf } from './file-transfer.js';
 import { Printer } from './output.js';
@@ -143,8 +144,10 @@ describe('acceptFile', () => {
   });
 
   it('names its hidden files within any file system\u2019s limit, and never after something that is not an offer id', () => {
+    // The longest offer id there can be.
     const longest = `f${'x'.repeat(63)}`;
-    for (const path of [partPathOf('/d', longest), keptPathOf('/d', longest)]) expect(Buffer.byteLength(path.slice(3))).toBeLessThanOrEqual(81);
+    const names = [partPathOf('/d', longest), keptPathOf('/d', longest), lockPathOf('/d', longest)].map((p) => p.slice('/d/'.length));
+    expect(names.map((n) => Buffer.byteLength(n))).toEqual([77, 81, 77]);
     expect(() => partPathOf('/d', '../../etc/passwd')).toThrow(/not a file offer id/);
   });
 

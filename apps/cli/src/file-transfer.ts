@@ -121,7 +121,7 @@ async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileO
   if (failure !== null) throw failure;
 }
 
-/** The partial download of an offer in a directory: hidden, named by offer id, never the final name (at most 81 bytes). */
+/** The partial download of an offer in a directory: hidden, named by offer id, never the final name (at most 77 bytes). */
 export function partPathOf(dir: string, offerId: string): string {
   return join(dir, `.${checkedOfferId(offerId)}.parley-part`);
 }
