@@ -48,10 +48,10 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     const { backend, reopen } = await fixture.open();
     const store = offersOf(backend);
     const group = { id: 'g1', name: 'class' };
-    expect(await store.create(offer('f1', { group }), LIMITS)).toBe('created');
+    expect(await store.create(offer('f1', { group, request: 'file-1' }), LIMITS)).toBe('created');
     expect(await store.create(offer('f1', { name: 'other.txt' }), LIMITS)).toBe('exists');
     const again = offersOf(await reopen());
-    expect(await again.get('f1')).toEqual(offer('f1', { group }));
+    expect(await again.get('f1')).toEqual(offer('f1', { group, request: 'file-1' }));
     expect(await again.get('nope')).toBeNull();
     for (const user of ['ann', 'bob', 'cy']) expect((await again.listOf(user)).map((o) => o.id)).toEqual(['f1']);
     expect(await again.listOf('dee')).toEqual([]);
@@ -94,27 +94,47 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     const { backend } = await fixture.open();
     const store = offersOf(backend);
     await store.create(offer('r1'), LIMITS);
-    expect((await store.setRecipient('r1', 'bob', 'accepted'))?.recipients).toEqual({ bob: 'accepted', cy: 'pending' });
-    expect((await store.setRecipient('r1', 'cy', 'declined'))?.recipients).toEqual({ bob: 'accepted', cy: 'declined' });
-    expect(await store.setRecipient('r1', 'eve', 'accepted')).toBeNull();
+    expect((await store.setRecipient('r1', 'bob', 'accepted', ['pending']))?.recipients).toEqual({ bob: 'accepted', cy: 'pending' });
+    expect((await store.setRecipient('r1', 'cy', 'declined', ['pending', 'accepted']))?.recipients).toEqual({ bob: 'accepted', cy: 'declined' });
+    expect(await store.setRecipient('r1', 'eve', 'accepted', ['pending'])).toBeNull();
     // A user may be called like a property every object has.
-    expect(await store.setRecipient('r1', 'constructor', 'declined')).toBeNull();
-    expect(await store.setRecipient('nope', 'bob', 'accepted')).toBeNull();
+    expect(await store.setRecipient('r1', 'constructor', 'declined', ['pending'])).toBeNull();
+    expect(await store.setRecipient('nope', 'bob', 'accepted', ['pending'])).toBeNull();
     expect((await store.get('r1'))?.recipients).toEqual({ bob: 'accepted', cy: 'declined' });
+  });
+
+  it('sets a receiver\u2019s state only from the states given, so of two racing changes one is made and the other changes nothing', async () => {
+    const { backend } = await fixture.open();
+    const store = offersOf(backend);
+    await store.create(offer('c1'), LIMITS);
+    await store.setRecipient('c1', 'bob', 'accepted', ['pending']);
+    // A withdrawal and a receipt at once: whichever comes second finds the state moved on.
+    const [withdrawn, received] = await Promise.all([
+      store.setRecipient('c1', 'bob', 'withdrawn', ['pending', 'accepted']),
+      store.setRecipient('c1', 'bob', 'received', ['accepted']),
+    ]);
+    const final = (await store.get('c1'))!.recipients.bob;
+    expect(['withdrawn', 'received']).toContain(final);
+    // Each answer is the offer afterwards: the one that lost sees the winner's state.
+    expect(withdrawn?.recipients.bob === 'withdrawn' || received?.recipients.bob === 'received').toBe(true);
+    expect(withdrawn?.recipients.bob === 'withdrawn' && received?.recipients.bob === 'received').toBe(false);
+    // From a state not listed: nothing changes, and the answer says how it stands.
+    expect((await store.setRecipient('c1', 'cy', 'received', ['accepted']))?.recipients).toEqual({ bob: final, cy: 'pending' });
+    expect((await store.get('c1'))?.recipients.cy).toBe('pending');
   });
 
   it('records which receivers\u2019 states the sender has seen, merged, durably, only while current, ignoring names that are not receivers', async () => {
     const { backend, reopen } = await fixture.open();
     const store = offersOf(backend);
     await store.create(offer('s1'), LIMITS);
-    await store.setRecipient('s1', 'bob', 'accepted');
-    await store.setRecipient('s1', 'cy', 'declined');
+    await store.setRecipient('s1', 'bob', 'accepted', ['pending']);
+    await store.setRecipient('s1', 'cy', 'declined', ['pending']);
     expect((await store.get('s1'))?.seen).toBeUndefined();
     expect((await store.markSeen('s1', { bob: 'accepted', eve: 'declined', ['constructor' as string]: 'declined' as const }))?.seen).toEqual({
       bob: 'accepted',
     });
     expect((await store.markSeen('s1', { cy: 'declined' }))?.seen).toEqual({ bob: 'accepted', cy: 'declined' });
-    await store.setRecipient('s1', 'bob', 'received');
+    await store.setRecipient('s1', 'bob', 'received', ['accepted']);
     // A report of a state the receiver has moved on from (racing the newer decision) records nothing.
     expect((await store.markSeen('s1', { bob: 'accepted' }))?.seen).toEqual({ bob: 'accepted', cy: 'declined' });
     expect((await store.markSeen('s1', { bob: 'received' }))?.seen).toEqual({ bob: 'received', cy: 'declined' });

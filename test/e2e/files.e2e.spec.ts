@@ -310,6 +310,47 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     await bob.waitFor(isFile('offered', resent.id));
   });
 
+  it('saves a name at the byte limit again in the same folder, ends two accepts of one offer at once clearly, and offers a settled file anew', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const into = dir();
+    const send = async (path: string) => {
+      const sent = await cli(a, ['--json', 'file', 'send', b, path]);
+      expect(sent.code, sent.stderr).toBe(0);
+      return sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+    };
+    // A name of 255 bytes: the second copy is numbered within the limit.
+    const long = writeTemp(`${'L'.repeat(251)}.txt`, 'long\n');
+    for (let i = 0; i < 2; i++) {
+      const got = await cli(b, ['file', 'accept', (await send(long)).id, '--to', into]);
+      expect(got.code, got.stderr).toBe(0);
+    }
+    expect(readdirSync(into).sort()).toEqual([`${'L'.repeat(247)} (1).txt`, `${'L'.repeat(251)}.txt`]);
+
+    // Two accepts of one offer into one folder at once: one saves it; the other says why it did not, in words.
+    const big = randomBytes(40 * CHUNK);
+    const offer = await send(writeTemp('big.bin', big));
+    const both = await Promise.all([0, 1].map(() => cli(b, ['file', 'accept', offer.id, '--to', into])));
+    expect(both.map((r) => r.code).sort()).toEqual([0, 1]);
+    const refused = both.find((r) => r.code === 1)!;
+    expect(refused.stderr).toMatch(
+      /^error: (download_in_progress: another download of \S+ into .* is under way|not_allowed: you have received this file already)/,
+    );
+    expect(readFileSync(join(into, 'big.bin')).equals(big)).toBe(true);
+    expect(readdirSync(into).filter((n) => n.startsWith('.'))).toEqual([]);
+
+    // Sent again once declined, and again once withdrawn: a new offer each time, pending for bob.
+    const sticker = writeTemp('sticker.txt', 'sticker\n');
+    const first = await send(sticker);
+    expect((await cli(b, ['file', 'decline', first.id])).code).toBe(0);
+    const second = await send(sticker);
+    expect((await cli(a, ['file', 'cancel', second.id])).code).toBe(0);
+    const third = await send(sticker);
+    expect(new Set([first.id, second.id, third.id]).size).toBe(3);
+    expect(third.recipients).toEqual({ [b]: 'pending' });
+    // Sent again while bob has not decided: the same offer, not a second one.
+    expect((await send(sticker)).id).toBe(third.id);
+  }, 90_000);
+
   it('resumes an upload interrupted half way, and a download from its part file, from the last acknowledged chunk', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const data = randomBytes(40 * CHUNK + 99);
@@ -403,8 +444,12 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const base = { op: 'file.offer', to: b, sha256: 'a'.repeat(64) };
 
     expect(await alice.request({ ...base, name: 'huge.iso', size: MAX_FILE + 1 })).toMatchObject({ ok: false, error: { code: 'file_too_large' } });
-    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden'])
+    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden', 'invoice\u202egpj.exe', 'a\u2066b.txt'])
       expect(await alice.request({ ...base, name, size: 10 }), name).toMatchObject({ ok: false, error: { code: 'invalid_file_name' } });
+    expect(await alice.request({ ...base, name: 'page.html', type: 'text/html\u001b[31m', size: 10 })).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request', message: 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)' },
+    });
     expect(await alice.request({ ...base, to: 'nobody-here', name: 'x.txt', size: 1 })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
     const tooBig = await cli(a, ['file', 'send', b, writeTemp('big.bin', Buffer.alloc(MAX_FILE + 1))]);
     expect(tooBig.code).toBe(1);

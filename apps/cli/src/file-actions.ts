@@ -1,9 +1,10 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
-import type { FileOffer } from '#libs/protocol';
+import { OfferId, type FileOffer } from '#libs/protocol';
+import { DownloadLock } from './download-lock.js';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress, type BarOptions } from './file-progress.js';
-import { discardPart, downloadFile, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
+import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
 import type { Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
@@ -20,7 +21,11 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
   }
 }
 
-/** Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. */
+/**
+ * Accepts an offer and downloads it into `dir`, with progress; resolves with the offer and where the file is. One
+ * download of an offer into a directory runs at a time (a second one is refused: `download_in_progress`). Accepting
+ * an offer received before but not saved here (see `saveReceived`) saves it.
+ */
 export async function acceptFile(
   client: ParleyClient,
   printer: Printer,
@@ -30,8 +35,17 @@ export async function acceptFile(
 ): Promise<{ offer: FileOffer; path: string }> {
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
+  // Not an offer id: no file is named after it, and the server says what is wrong with it.
+  const lock = OfferId.safeParse(id).success ? await DownloadLock.take(dir, id) : null;
   try {
-    const { offer } = await client.request('file.accept', { offer: id });
+    let offer: FileOffer;
+    try {
+      ({ offer } = await client.request('file.accept', { offer: id }));
+    } catch (e) {
+      const saved = e instanceof RequestError && e.code === 'not_allowed' && lock ? await savedAgain(client, id, dir) : null;
+      if (saved) return saved;
+      throw e;
+    }
     const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
     try {
       return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
@@ -42,7 +56,22 @@ export async function acceptFile(
     // The offer is gone (withdrawn, expired), before or during the download: what was downloaded can never be resumed.
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
     throw e;
+  } finally {
+    await lock?.release();
   }
+}
+
+/**
+ * After `not_allowed` (declined, or received already): when the server counts the file received and `dir` keeps it
+ * unsaved, saves it. `file.received` changes nothing here; it answers with the offer (to know the file's name and
+ * hash) only when this user has received it. Null otherwise: the refusal stands.
+ */
+async function savedAgain(client: ParleyClient, id: string, dir: string): Promise<{ offer: FileOffer; path: string } | null> {
+  if ((await downloadsOf(dir, id)).length === 0) return null;
+  const { offer } = await client.request('file.received', { offer: id }).catch(() => ({ offer: null }));
+  if (!offer || offer.recipients[client.user!] !== 'received') return null;
+  const path = await saveReceived(offer, dir);
+  return path === null ? null : { offer, path };
 }
 
 /** Fetch requests a receiver keeps outstanding at once. */

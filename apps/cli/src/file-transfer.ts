@@ -1,6 +1,6 @@
-import { createHash } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { link, open, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { link, open, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
 import type { ParleyClient } from './parley-client.js';
@@ -41,10 +41,12 @@ export async function sha256Of(path: string): Promise<string> {
 
 /**
  * Offers a file and uploads it: chunk after chunk, with at most the server's
- * window unacknowledged. Offering the same file to the same receiver again
- * resumes an interrupted upload from the last acknowledged chunk (the offer's
- * request id comes from the file's hash, name and receiver). Resolves with
- * the offer once the server holds all of it.
+ * window unacknowledged. Offering the same file (name and hash) to the same
+ * receiver again, from any device, while that offer is still under way (its
+ * upload cut short, or not yet decided on) resumes it from the last
+ * acknowledged chunk rather than making another; once it is settled, sending
+ * the file again is a new offer. Resolves with the offer once the server holds
+ * all of it.
  */
 export async function uploadFile(
   client: ParleyClient,
@@ -62,9 +64,13 @@ export async function uploadFile(
     .update(JSON.stringify([target, name, sha256]))
     .digest('hex')
     .slice(0, 40);
-  let offered = await client.request('file.offer', { ...target, ...file }, `file-${key}`);
-  // The same file went to the same receiver before and that offer is settled (or withdrawn): this is a new offer.
-  for (let n = 2; settled(offered.offer) && n < 100; n++) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${n}`);
+  // Each offer of this file to this receiver is made by a request id of its own, `file-KEY-NONCE`, which the sender's
+  // list names: one look finds the offer to resume, however many were made before.
+  const { offers } = await client.request('file.list');
+  const going = offers.filter((o) => o.from === client.user && o.request !== undefined && isRequestOf(o.request, key) && !settled(o)).at(-1);
+  let offered = going ? await client.request('file.offer', { ...target, ...file }, going.request) : null;
+  // None, or settled (a receiver declined it) since the list was read: this is a new offer.
+  if (!offered || settled(offered.offer)) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${randomBytes(8).toString('hex')}`);
   const offer = offered.offer;
   const handle = await open(path, 'r');
   try {
@@ -73,6 +79,11 @@ export async function uploadFile(
     await handle.close();
   }
   return { ...offer, uploaded: offer.chunks };
+}
+
+/** Whether a request id made an offer of the file whose key this is (`file-KEY` and `file-KEY-N` are earlier CLIs' ids). */
+function isRequestOf(request: string, key: string): boolean {
+  return request === `file-${key}` || request.startsWith(`file-${key}-`);
 }
 
 /** Nothing more will come of the offer: every receiver declined or has the file, or the sender withdrew it. */
@@ -110,9 +121,24 @@ async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileO
   if (failure !== null) throw failure;
 }
 
-/** The partial download of an offer in a directory: hidden, named by offer id, never the final name. */
+/** The partial download of an offer in a directory: hidden, named by offer id, never the final name (at most 77 bytes). */
 export function partPathOf(dir: string, offerId: string): string {
-  return join(dir, `.${offerId}.parley-part`);
+  return join(dir, `.${checkedOfferId(offerId)}.parley-part`);
+}
+
+/**
+ * A download the server was told is received, waiting for its final name: what a failure to save it leaves behind.
+ * Unlike a part file, parley never deletes it (the server's copy may be gone): it is saved by accepting the offer
+ * again, or moved by hand.
+ */
+export function keptPathOf(dir: string, offerId: string): string {
+  return join(dir, `.${checkedOfferId(offerId)}.parley-received`);
+}
+
+/** An offer id, checked before it becomes part of a path: the server's answer is trusted with no file name. */
+function checkedOfferId(offerId: string): string {
+  if (!OfferId.safeParse(offerId).success) throw new TransferError('failed', `not a file offer id: ${JSON.stringify(offerId)}`);
+  return offerId;
 }
 
 /** Removes what an interrupted download of an offer left in `dir`, once the offer is gone for good (withdrawn, expired). */
@@ -124,9 +150,14 @@ export async function discardPart(dir: string, offerId: string): Promise<void> {
 /**
  * Downloads an accepted offer into `dir`: chunks go to a hidden part file
  * (an interrupted download resumes from its last whole chunk), the SHA-256
- * is checked, and only then does the file appear under its (sanitised) name,
- * never over an existing file (`name (1).ext` then). Tells the server it is
- * received. Resolves with the final path and the offer as it is now (received).
+ * is checked, the server is told it is received, and only then does the file
+ * appear under its (sanitised) name, never over an existing file (`name (1).ext`
+ * then). Told first, the server settles a withdrawal racing the download's end
+ * one way for both sides: refused (unknown_file, with the reason), the file is
+ * not saved and the caller discards the part file; confirmed, the file is the
+ * receiver's, and a failure to save it (TransferError `not_saved`) leaves it
+ * kept, named by the error, never lost. Resolves with the final path and the
+ * offer as it is now (received).
  */
 export async function downloadFile(
   client: ParleyClient,
@@ -180,23 +211,73 @@ export async function downloadFile(
     await unlink(part);
     throw new TransferError('checksum_mismatch', `${offer.name} did not arrive intact (SHA-256 differs); nothing was kept, accept it again to retry`);
   }
-  const final = await placeFile(part, dir, sanitizeFileName(offer.name));
   const received = await client.request('file.received', { offer: offer.id });
-  return { path: final, offer: received.offer };
+  // From here on the file is the receiver's: it is moved aside from part files (which are deleted once an offer is
+  // gone) before it takes its name.
+  const kept = keptPathOf(dir, offer.id);
+  try {
+    await rename(part, kept);
+  } catch (e) {
+    throw notSaved(offer, dir, part, e);
+  }
+  return { path: await placeFile(kept, dir, offer), offer: received.offer };
 }
 
-/** Gives the verified part file its final name, taking `name (1).ext`, `name (2).ext`, … when a name is taken: never overwrites. */
-async function placeFile(part: string, dir: string, name: string): Promise<string> {
+/**
+ * Saves a download the server already counts as received but that was not saved here (the answer to `file.received`
+ * was lost, or saving failed): from its kept file, or from a part file that holds the whole file (checked again).
+ * Resolves with the final path, or null when `dir` holds no such file.
+ */
+export async function saveReceived(offer: FileOffer, dir: string): Promise<string | null> {
+  for (const path of await downloadsOf(dir, offer.id)) if ((await sha256Of(path)) === offer.sha256) return placeFile(path, dir, offer);
+  return null;
+}
+
+/** The kept file and part file of an offer's download in `dir`, those that are there. */
+export async function downloadsOf(dir: string, offerId: string): Promise<string[]> {
+  const paths = [keptPathOf(dir, offerId), partPathOf(dir, offerId)];
+  const there = await Promise.all(
+    paths.map((p) =>
+      stat(p).then(
+        (s) => s.isFile(),
+        () => false,
+      ),
+    ),
+  );
+  return paths.filter((_, i) => there[i]);
+}
+
+/**
+ * Gives the verified file at `from` its final name, taking `name (1).ext`, `name (2).ext`, … when a name is taken:
+ * never overwrites. A failure (a full disk, a file system that refuses the name) throws `not_saved`, naming where the
+ * file is kept.
+ */
+async function placeFile(from: string, dir: string, offer: FileOffer): Promise<string> {
+  const name = sanitizeFileName(offer.name);
   for (let n = 0; n < 10_000; n++) {
     const candidate = join(dir, n === 0 ? name : numberedFileName(name, n));
     try {
       // link() fails on an existing name, atomically: no window in which another file could be overwritten.
-      await link(part, candidate);
-      await unlink(part);
-      return candidate;
+      await link(from, candidate);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw notSaved(offer, dir, from, e);
     }
+    // Saved: the other name is only a second link to it now.
+    await unlink(from).catch(() => undefined);
+    return candidate;
   }
-  throw new TransferError('failed', `no free name for ${name} in ${dir}`);
+  throw notSaved(offer, dir, from, new Error(`no free name for ${name}`));
+}
+
+function notSaved(offer: FileOffer, dir: string, kept: string, cause: unknown): TransferError {
+  const code = (cause as NodeJS.ErrnoException).code;
+  // Gone from under this download: only another one of the same offer into the same directory moves it.
+  if (code === 'ENOENT') return new TransferError('download_in_progress', `another download of ${offer.id} into ${dir} saved ${offer.name} (or is saving it)`);
+  const reason = cause instanceof Error ? cause.message : String(cause);
+  return new TransferError(
+    'not_saved',
+    `${offer.name} from ${offer.from} is received and verified, but could not be saved in ${dir} (${reason}); ` +
+      `it is kept as ${kept}: accept it again to save it, or move that file yourself`,
+  );
 }

@@ -8,6 +8,7 @@ import { EmbeddedDatabase } from '#libs/storage';
 import { EmbeddedFileBlobStore } from './embedded/embedded-file-blob.store.js';
 import { EmbeddedFileOfferStore } from './embedded/embedded-file-offer.store.js';
 import { FileOfferService, offerIdOf } from './file-offer.service.js';
+import type { FileOfferStore } from './file-offer.store.js';
 
 const CHUNK = 4;
 const open: { db: EmbeddedDatabase; dir: string }[] = [];
@@ -25,14 +26,27 @@ function setup(limits: Partial<ConstructorParameters<typeof FileOfferService>[3]
   const clock = { now: 1_000 };
   const users = new Set(['ann', 'bob', 'cy']);
   const blobs = new EmbeddedFileBlobStore(db);
+  const store = new EmbeddedFileOfferStore(db);
+  // `meanwhile`, once set, runs after the next read of an offer and before that read is answered: what another request
+  // does between this one's read and its write.
+  const interleave = { meanwhile: null as (() => Promise<unknown>) | null };
+  const offers: FileOfferStore = Object.assign(Object.create(store) as FileOfferStore, {
+    get: async (id: string) => {
+      const read = await store.get(id);
+      const meanwhile = interleave.meanwhile;
+      interleave.meanwhile = null;
+      if (meanwhile) await meanwhile();
+      return read;
+    },
+  });
   const service = new FileOfferService(
-    new EmbeddedFileOfferStore(db),
+    offers,
     blobs,
     { exists: (u) => Promise.resolve(users.has(u)) },
     { maxFileBytes: 100, maxPendingOffers: 2, quotaBytes: 150, ttlMs: 10_000, chunkBytes: CHUNK, window: 8, ...limits },
     () => clock.now,
   );
-  return { service, clock, blobs };
+  return { service, clock, blobs, interleave };
 }
 
 const describe_ = (data: Buffer, name = 'a.txt') => ({ name, size: data.length, sha256: createHash('sha256').update(data).digest('hex') });
@@ -146,6 +160,43 @@ describe('FileOfferService', () => {
     expect(await code(service.putChunk('ann', half, 1, data.subarray(CHUNK, 2 * CHUNK).toString('base64')))).toBe('unknown_file');
   });
 
+  it('of a receipt and a withdrawal at the same moment makes exactly one happen, and tells receiver and sender the same', async () => {
+    const data = Buffer.from('0123456789');
+    const ready = async () => {
+      const ctx = setup();
+      const id = (await ctx.service.offer('ann', 'r1', { to: 'bob' }, describe_(data))).result.offer.id;
+      await upload(ctx.service, id, data);
+      await ctx.service.accept('bob', id);
+      return { ...ctx, id };
+    };
+
+    // Withdrawn between the receipt's read and its write: the receipt is refused with the reason, and the offer stays withdrawn.
+    const late = await ready();
+    let withdrawal: Awaited<ReturnType<FileOfferService['cancel']>> | undefined;
+    late.interleave.meanwhile = async () => (withdrawal = await late.service.cancel('ann', late.id));
+    await expect(late.service.confirm('bob', late.id)).rejects.toThrow(`ann withdrew file offer ${late.id} (a.txt)`);
+    expect(withdrawal?.notify?.to).toEqual(['ann', 'bob']);
+    expect((await late.service.list('ann'))[0]?.recipients).toEqual({ bob: 'withdrawn' });
+
+    // Received between the withdrawal's read and its write: the receiver keeps the file, and is not told it was withdrawn.
+    const early = await ready();
+    let receipt: Awaited<ReturnType<FileOfferService['confirm']>> | undefined;
+    early.interleave.meanwhile = async () => (receipt = await early.service.confirm('bob', early.id));
+    const cancelled = await early.service.cancel('ann', early.id);
+    expect(receipt?.result.offer.recipients).toEqual({ bob: 'received' });
+    expect(cancelled.result.offer.recipients).toEqual({ bob: 'received' });
+    expect(cancelled.notify?.to).toEqual(['ann']);
+    expect((await early.service.list('ann'))[0]?.recipients).toEqual({ bob: 'received' });
+
+    // An acceptance that loses to a withdrawal says why, rather than leaving an accepted receiver on a withdrawn offer.
+    const ctx = setup();
+    const id = (await ctx.service.offer('ann', 'r1', { to: 'bob' }, describe_(data))).result.offer.id;
+    await upload(ctx.service, id, data);
+    ctx.interleave.meanwhile = () => ctx.service.cancel('ann', id);
+    await expect(ctx.service.accept('bob', id)).rejects.toThrow(`ann withdrew file offer ${id}`);
+    expect((await ctx.service.list('ann'))[0]?.recipients).toEqual({ bob: 'withdrawn' });
+  });
+
   it('knows a user called like a property every object has as no receiver', async () => {
     const { service } = setup();
     const data = Buffer.from('0123456789');
@@ -165,6 +216,9 @@ describe('FileOfferService', () => {
     await service.putChunk('ann', offer.id, 0, data.subarray(0, 4).toString('base64'));
     const again = await service.offer('ann', 'r1', { to: 'bob' }, describe_(data));
     expect(again.result.offer).toMatchObject({ id: offer.id, uploaded: 1 });
+    // The sender's view names the request that made it (to resume from any device); a receiver's view does not.
+    expect(offer.request).toBe('r1');
+    expect((await service.list('ann'))[0]?.request).toBe('r1');
     expect(await service.putChunk('ann', offer.id, 0, 'AAAA')).toMatchObject({ result: { uploaded: 1 }, notify: null });
     expect(await code(service.putChunk('ann', offer.id, 2, 'AAAA'))).toBe('bad_chunk');
     expect(await code(service.putChunk('ann', offer.id, 1, 'AA=='))).toBe('bad_chunk');
@@ -173,7 +227,11 @@ describe('FileOfferService', () => {
     // Once complete, the last chunk again announces the offer again (its first announcement may have been lost); others do not.
     await service.putChunk('ann', offer.id, 1, data.subarray(4, 8).toString('base64'));
     expect((await service.putChunk('ann', offer.id, 2, data.subarray(8).toString('base64'))).notify?.event.event).toBe('offered');
-    expect((await service.putChunk('ann', offer.id, 2, 'AAA=')).notify).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    const announced = (await service.putChunk('ann', offer.id, 2, 'AAA=')).notify;
+    expect(announced).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    expect(announced?.event.offer).not.toHaveProperty('request');
+    expect((await service.list('bob'))[0]).not.toHaveProperty('request');
+    expect((await service.accept('bob', offer.id)).result.offer).not.toHaveProperty('request');
     expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
   });
 
@@ -181,6 +239,15 @@ describe('FileOfferService', () => {
     const { service } = setup();
     const small = describe_(Buffer.from('x'));
     expect(await code(service.offer('ann', 'a', { to: 'bob' }, { ...small, name: '../x' }))).toBe('invalid_file_name');
+    // A name that displays as another: refused, saying why.
+    await expect(service.offer('ann', 'a2', { to: 'bob' }, { ...small, name: 'invoice\u202egpj.exe' })).rejects.toThrow(/bidirectional controls/);
+    expect(await code(service.offer('ann', 'a3', { to: 'bob' }, { ...small, name: 'a\u2067b.txt' }))).toBe('invalid_file_name');
+    // A content type with a terminal escape, or one that reorders text.
+    for (const type of ['text/html\u001b[31m', 'text/plain\u202e'])
+      await expect(service.offer('ann', 'a4', { to: 'bob' }, { ...small, type }), type).rejects.toMatchObject({
+        code: 'bad_request',
+        message: 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)',
+      });
     expect(await code(service.offer('ann', 'b', { to: 'bob' }, { ...small, size: 101 }))).toBe('file_too_large');
     expect(await code(service.offer('ann', 'c', { to: 'zed' }, small))).toBe('unknown_user');
     expect(await code(service.offer('ann', 'd', { to: 'ann' }, small))).toBe('bad_request');

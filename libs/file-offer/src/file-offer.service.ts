@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import {
   DomainError,
   isWithdrawn,
+  isSafeContentType,
   isSafeFileName,
   type FileChunkResult,
   type FileEvent,
@@ -79,9 +80,15 @@ export class FileOfferService {
     // A retry, or an offer to resume, gets that offer as it stands, withdrawn included: offering the file again is a new
     // request (a new id), so receivers see a new offer, never one they were told is withdrawn.
     const existing = await this.live(id);
-    if (existing) return { result: { offer: viewOf(existing), window: this.limits.window }, notify: null };
+    if (existing) return { result: { offer: viewOf(existing, sender), window: this.limits.window }, notify: null };
     if (!isSafeFileName(file.name))
-      throw new DomainError('invalid_file_name', 'a file name may not hold a path separator, "..", control characters or a leading dot, nor be over 255 bytes');
+      throw new DomainError(
+        'invalid_file_name',
+        'a file name may not hold a path separator, "..", control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or a leading dot, nor be over 255 bytes',
+      );
+    // Shown to receivers and their programs as it is: what would act on a terminal or reorder text is no content type.
+    if (file.type !== undefined && !isSafeContentType(file.type))
+      throw new DomainError('bad_request', 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)');
     if (file.size > this.limits.maxFileBytes)
       throw new DomainError('file_too_large', `the file is ${file.size} bytes; the largest allowed is ${this.limits.maxFileBytes}`);
     const receivers = 'to' in target ? [target.to] : target.members.filter((m) => m !== sender);
@@ -106,6 +113,7 @@ export class FileOfferService {
       createdAt,
       expiresAt: createdAt + this.limits.ttlMs,
       recipients: Object.fromEntries(receivers.map((r) => [r, 'pending' as const])),
+      request: requestId,
       open: true,
     };
     const created = await this.offers.create(offer, { maxOpen: this.limits.maxPendingOffers, quotaBytes: this.limits.quotaBytes });
@@ -123,8 +131,8 @@ export class FileOfferService {
         break;
     }
     // An empty file is complete as it is.
-    if (chunks === 0) return { result: { offer: viewOf(offer), window: this.limits.window }, notify: await this.completed(offer) };
-    return { result: { offer: viewOf(offer), window: this.limits.window }, notify: null };
+    if (chunks === 0) return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: await this.completed(offer) };
+    return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: null };
   }
 
   /**
@@ -163,7 +171,7 @@ export class FileOfferService {
     if (state === 'declined') throw new DomainError('not_allowed', 'you declined this file');
     if (state === 'received') throw receivedAlready();
     if (state !== 'pending') return { result: { offer: viewOf(offer) }, notify: null };
-    return this.decide(offer, user, 'accepted');
+    return (await this.decide(offer, user, 'accepted', ['pending'])) ?? this.accept(user, offerId);
   }
 
   /** The receiver refuses the offer (or gives up on one accepted); the data goes once no one needs it. Throws unknown_file or not_allowed (received already). */
@@ -172,7 +180,7 @@ export class FileOfferService {
     const state = offer.recipients[user]!;
     if (state === 'received') throw receivedAlready();
     if (state === 'declined') return { result: { offer: viewOf(offer) }, notify: null };
-    return this.decide(offer, user, 'declined');
+    return (await this.decide(offer, user, 'declined', ['pending', 'accepted'])) ?? this.decline(user, offerId);
   }
 
   /** Chunk `index` of an offer the receiver accepted, base64. Throws unknown_file, file_not_ready or chunk_out_of_range. */
@@ -182,17 +190,26 @@ export class FileOfferService {
     if (offer.recipients[user] !== 'accepted') throw new DomainError('file_not_ready', 'accept the file before you fetch it');
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
     const data = await this.blobs.get(offerId, index);
-    if (!data) throw unknownFile(offerId);
+    if (!data) {
+      // Withdrawn (or expired) since the check above: say so, with the reason, as the next fetch would.
+      await this.received(user, offerId);
+      throw unknownFile(offerId);
+    }
     return { offer: offerId, index, data: data.toString('base64') };
   }
 
-  /** The receiver has the whole file and verified it; the sender hears of it. Throws unknown_file or file_not_ready (not accepted). */
+  /**
+   * The receiver has the whole file and verified it; the sender hears of it. Throws unknown_file (withdrawn, with the
+   * reason, or expired) or file_not_ready (not accepted). Of this and a withdrawal at the same moment, exactly one
+   * happens: the receiver is told the file is its own, or that it was withdrawn, and the sender hears the same. A
+   * client saves the file under its name only after this answer.
+   */
   async confirm(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
     const offer = await this.received(user, offerId);
     const state = offer.recipients[user]!;
     if (state === 'received') return { result: { offer: viewOf(offer) }, notify: null };
     if (state !== 'accepted') throw new DomainError('file_not_ready', 'accept the file first');
-    return this.decide(offer, user, 'received');
+    return (await this.decide(offer, user, 'received', ['accepted'])) ?? this.confirm(user, offerId);
   }
 
   /**
@@ -223,8 +240,9 @@ export class FileOfferService {
     if (!offer || offer.from !== user) throw unknownFile(offerId);
     // Each receiver still waiting is marked withdrawn (a tombstone until the offer expires, so a retried call gets the
     // same answer); then no one needs the data, and it goes.
+    // Only from a waiting state, in one atomic step: a receiver who has just received or declined it keeps that.
     for (const [u, s] of Object.entries(offer.recipients)) {
-      if (s === 'pending' || s === 'accepted') offer = (await this.offers.setRecipient(offerId, u, 'withdrawn')) ?? offer;
+      if (s === 'pending' || s === 'accepted') offer = (await this.offers.setRecipient(offerId, u, 'withdrawn', ['pending', 'accepted'])) ?? offer;
     }
     await this.releaseIfDone(offer);
     // Receivers never heard of an offer whose upload was not complete.
@@ -281,9 +299,19 @@ export class FileOfferService {
     return offer;
   }
 
-  private async decide(offer: StoredOffer, user: string, state: FileRecipientState): Promise<FileOutcome<FileStateResult>> {
-    const after = await this.offers.setRecipient(offer.id, user, state);
+  /**
+   * Moves the receiver to `state` from one of `from`, and tells the sender. Null when the receiver's state moved on
+   * meanwhile (a withdrawal, the user on another device): the caller asks again, and answers from the state as it is.
+   */
+  private async decide(
+    offer: StoredOffer,
+    user: string,
+    state: FileRecipientState,
+    from: readonly FileRecipientState[],
+  ): Promise<FileOutcome<FileStateResult> | null> {
+    const after = await this.offers.setRecipient(offer.id, user, state, from);
     if (!after) throw unknownFile(offer.id);
+    if (after.recipients[user] !== state) return null;
     await this.releaseIfDone(after);
     const event: FileEvent = { type: 'file', event: state as FileEvent['event'], user, offer: viewOf(after), ts: this.now() };
     return { result: { offer: viewOf(after) }, notify: { to: [offer.from, user], event } };
@@ -333,10 +361,11 @@ function chunkLength(offer: FileOffer, index: number): number {
   return index === offer.chunks - 1 ? offer.size - index * offer.chunkSize : offer.chunkSize;
 }
 
-/** The offer as `viewer` sees it: what its sender has been shown (`seen`) is the sender's alone. */
+/** The offer as `viewer` sees it: what its sender has been shown (`seen`), and the request that made it, are the sender's alone. */
 function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
-  const { open: _open, seen, ...view } = offer;
-  return seen !== undefined && viewer === offer.from ? { ...view, seen } : view;
+  const { open: _open, seen, request, ...view } = offer;
+  if (viewer !== offer.from) return view;
+  return { ...view, ...(seen !== undefined ? { seen } : {}), ...(request !== undefined ? { request } : {}) };
 }
 
 /** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */

@@ -24,8 +24,13 @@ export interface FileOfferStore {
   /** Moves `uploaded` forward to `count` (never back). Resolves with its value afterwards, or null when there is no such offer. */
   advance(id: string, count: number): Promise<number | null>;
 
-  /** Sets one receiver's state. Resolves with the offer afterwards, or null (changing nothing) when there is no such offer or receiver. */
-  setRecipient(id: string, user: string, state: FileRecipientState): Promise<StoredOffer | null>;
+  /**
+   * Sets one receiver's state, if its state now is one of `from`, checked in the same atomic step: of two changes
+   * racing (a withdrawal and a receipt, say), one is made and the other finds the state moved on and changes nothing.
+   * Resolves with the offer afterwards, changed or not (the caller compares the receiver's state), or null, changing
+   * nothing, when there is no such offer or receiver.
+   */
+  setRecipient(id: string, user: string, state: FileRecipientState, from: readonly FileRecipientState[]): Promise<StoredOffer | null>;
 
   /**
    * Records, for each receiver named, the state its sender has been shown

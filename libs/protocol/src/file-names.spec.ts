@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { isSafeFileName, MAX_FILE_NAME_BYTES, numberedFileName, sanitizeFileName } from './file-names.js';
+import { isSafeContentType, isSafeFileName, MAX_FILE_NAME_BYTES, numberedFileName, sanitizeFileName } from './file-names.js';
 
 describe('sanitizeFileName', () => {
   it('keeps ordinary names as they are', () => {
@@ -31,6 +31,22 @@ describe('sanitizeFileName', () => {
     expect(isSafeFileName('a\tb')).toBe(false);
   });
 
+  it('drops bidirectional overrides and isolates, which make a name display as another (invoice, U+202E, gpj.exe shows as invoiceexe.jpg)', () => {
+    expect(sanitizeFileName('invoice\u202egpj.exe')).toBe('invoicegpj.exe');
+    for (const c of ['\u202a', '\u202b', '\u202c', '\u202d', '\u202e', '\u2066', '\u2067', '\u2068', '\u2069']) {
+      expect(isSafeFileName(`a${c}b.txt`), JSON.stringify(c)).toBe(false);
+      expect(sanitizeFileName(`a${c}b.txt`)).toBe('ab.txt');
+    }
+    // Right-to-left text itself is a name like any other.
+    expect(isSafeFileName('מסמך.pdf')).toBe(true);
+  });
+
+  it('tells whether a content type is free of control characters and bidirectional controls', () => {
+    for (const type of ['text/plain', 'text/html; charset=utf-8', 'application/vnd.ms-excel']) expect(isSafeContentType(type), type).toBe(true);
+    for (const type of ['text/html\u001b[31m', 'text/plain\n', 'a\u0000b', 'text/\u009bx', 'text/plain\u202e'])
+      expect(isSafeContentType(type), type).toBe(false);
+  });
+
   it('names an empty result "file"', () => {
     expect(sanitizeFileName('')).toBe('file');
     expect(sanitizeFileName('\u0001\u0002')).toBe('file');
@@ -52,5 +68,39 @@ describe('numberedFileName', () => {
     expect(numberedFileName('notes.txt', 1)).toBe('notes (1).txt');
     expect(numberedFileName('archive.tar.gz', 2)).toBe('archive.tar (2).gz');
     expect(numberedFileName('README', 3)).toBe('README (3)');
+  });
+
+  it('shortens the stem of a name at the byte limit so that the numbered name fits too, keeping the extension', () => {
+    const long = `${'L'.repeat(251)}.txt`;
+    expect(isSafeFileName(long)).toBe(true);
+    const first = numberedFileName(long, 1);
+    expect(first).toBe(`${'L'.repeat(247)} (1).txt`);
+    expect(Buffer.byteLength(first)).toBe(MAX_FILE_NAME_BYTES);
+    expect(Buffer.byteLength(numberedFileName(long, 9999))).toBe(MAX_FILE_NAME_BYTES);
+    expect(numberedFileName(long, 9999).endsWith(' (9999).txt')).toBe(true);
+  });
+
+  it('cuts by bytes between characters, never inside one', () => {
+    // 2-, 3- and 4-byte characters: whatever the cut, the result is whole characters only.
+    for (const char of ['é', '日', '😀']) {
+      for (let pad = 0; pad < 4; pad++) {
+        const stem = 'x'.repeat(pad) + char.repeat(Math.floor((MAX_FILE_NAME_BYTES - 4 - pad) / Buffer.byteLength(char)));
+        const name = `${stem}.txt`;
+        const numbered = numberedFileName(name, 12);
+        expect(Buffer.byteLength(numbered), numbered).toBeLessThanOrEqual(MAX_FILE_NAME_BYTES);
+        expect(numbered).not.toContain('\ufffd');
+        expect(numbered.endsWith(' (12).txt')).toBe(true);
+        expect(stem.startsWith(numbered.slice(0, -' (12).txt'.length))).toBe(true);
+      }
+    }
+  });
+
+  it('gives way at the end of the name when its extension leaves no room for a stem', () => {
+    const name = `a.${'e'.repeat(252)}`;
+    expect(isSafeFileName(name)).toBe(true);
+    const numbered = numberedFileName(name, 3);
+    expect(Buffer.byteLength(numbered)).toBeLessThanOrEqual(MAX_FILE_NAME_BYTES);
+    expect(numbered.startsWith('a.eee')).toBe(true);
+    expect(numbered.endsWith(' (3)')).toBe(true);
   });
 });

@@ -3,19 +3,26 @@ export const MAX_FILE_NAME_BYTES = 255;
 
 // eslint-disable-next-line no-control-regex
 const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
+/**
+ * Bidirectional embeddings and overrides (U+202A–U+202E) and isolates (U+2066–U+2069): they reorder what follows
+ * them on screen, so that `invoice\u202egpj.exe` shows as "invoiceexe.jpg".
+ */
+const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/g;
 const SEPARATORS = /[/\\]/g;
 
 /**
- * A file name safe to create in a directory of the receiver's choosing: no
- * path separator (`/`, `\`), no control character, no `..` anywhere, never
- * empty, no leading dot (no hidden files), at most 255 UTF-8 bytes
- * (the extension kept). What cannot be kept becomes `_`; a name with nothing
- * left is `file`.
+ * A file name safe to create in a directory of the receiver's choosing and
+ * to show: no path separator (`/`, `\`), no control character, no
+ * bidirectional override or isolate, no `..` anywhere, never empty, no
+ * leading dot (no hidden files), at most 255 UTF-8 bytes (the extension
+ * kept). What cannot be kept becomes `_` (separators, `..`) or goes
+ * (controls); a name with nothing left is `file`.
  */
 export function sanitizeFileName(name: string): string {
   let clean = name
     .normalize('NFC')
     .replace(CONTROL, '')
+    .replace(BIDI_CONTROL, '')
     .replace(SEPARATORS, '_')
     .replace(/\.{2,}/g, '_')
     .trim();
@@ -30,18 +37,40 @@ export function isSafeFileName(name: string): boolean {
   return name.length > 0 && sanitizeFileName(name) === name;
 }
 
-/** `notes.txt` → `notes (1).txt`, `notes (2).txt`, …; `archive` → `archive (1)`. */
+/** True when a content type holds no control character and no bidirectional control (what the server asks of an offer's `type`). */
+export function isSafeContentType(type: string): boolean {
+  return type.replace(CONTROL, '').replace(BIDI_CONTROL, '') === type;
+}
+
+/**
+ * `notes.txt` → `notes (1).txt`, `notes (2).txt`, …; `archive` → `archive (1)`. Never over 255 UTF-8 bytes: when the
+ * number would not fit, the stem gives way (cut between characters, the extension kept), or, when the extension
+ * leaves no room for a stem, the end of the name.
+ */
 export function numberedFileName(name: string, n: number): string {
   const dot = name.lastIndexOf('.');
   const [stem, ext] = dot > 0 ? [name.slice(0, dot), name.slice(dot)] : [name, ''];
-  return `${stem} (${n})${ext}`;
+  const suffix = ` (${n})`;
+  const room = MAX_FILE_NAME_BYTES - Buffer.byteLength(suffix + ext);
+  const shortStem = room > 0 ? truncateToBytes(stem, room) : '';
+  if (shortStem !== '') return `${shortStem}${suffix}${ext}`;
+  return `${truncateToBytes(name, MAX_FILE_NAME_BYTES - Buffer.byteLength(suffix))}${suffix}`;
 }
 
 function truncateKeepingExtension(name: string): string {
   const dot = name.lastIndexOf('.');
   const ext = dot > 0 && name.length - dot <= 16 ? name.slice(dot) : '';
-  let stem = ext ? name.slice(0, dot) : name;
+  const stem = ext ? name.slice(0, dot) : name;
   // Leave room for a " (n)" suffix when the name is taken.
-  while (Buffer.byteLength(stem + ext) > MAX_FILE_NAME_BYTES - 8) stem = [...stem].slice(0, -1).join('');
-  return stem + ext;
+  return truncateToBytes(stem, MAX_FILE_NAME_BYTES - 8 - Buffer.byteLength(ext)) + ext;
+}
+
+/** The longest start of `text` of at most `max` UTF-8 bytes, cut between characters (never inside one). */
+function truncateToBytes(text: string, max: number): string {
+  const bytes = Buffer.from(text);
+  if (bytes.length <= max) return text;
+  let cut = Math.max(0, max);
+  // A byte 10xxxxxx continues the character before it: the cut goes before that character's first byte.
+  while (cut > 0 && (bytes[cut]! & 0xc0) === 0x80) cut--;
+  return bytes.subarray(0, cut).toString('utf8');
 }

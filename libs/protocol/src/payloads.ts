@@ -227,6 +227,11 @@ export const FileOffer = z.strictObject({
   recipients: z.record(z.string(), FileRecipientState),
   /** Each receiver's state as its sender has been shown it (`file.seen`): in the sender's own view only, once there is any. */
   seen: z.record(z.string(), FileRecipientState).optional(),
+  /**
+   * The `id` of the `file.offer` request that made it, in its sender's own view only: offering again with that id
+   * resumes the upload, from any of the sender's devices.
+   */
+  request: z.string().optional(),
 });
 export type FileOffer = z.infer<typeof FileOffer>;
 

@@ -54,10 +54,11 @@ export class EmbeddedFileOfferStore implements FileOfferStore {
     });
   }
 
-  setRecipient(id: string, user: string, state: FileRecipientState): Promise<StoredOffer | null> {
+  setRecipient(id: string, user: string, state: FileRecipientState, from: readonly FileRecipientState[]): Promise<StoredOffer | null> {
     return this.offers.transaction(() => {
       const offer = this.offers.get(id);
       if (!offer || !Object.hasOwn(offer.recipients, user)) return null;
+      if (!from.includes(offer.recipients[user]!)) return offer;
       const next = { ...offer, recipients: { ...offer.recipients, [user]: state } };
       void this.offers.put(id, next);
       return next;

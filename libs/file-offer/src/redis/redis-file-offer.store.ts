@@ -36,9 +36,16 @@ end
 return tonumber(cur)
 `;
 
+/** ARGV: user, state, then the states it may be set from. 0: no such receiver. */
 const SET_RECIPIENT = `
-if redis.call('HEXISTS', KEYS[1], 'r:' .. ARGV[1]) == 0 then return 0 end
-redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[2])
+local cur = redis.call('HGET', KEYS[1], 'r:' .. ARGV[1])
+if not cur then return 0 end
+for i = 3, #ARGV do
+  if cur == ARGV[i] then
+    redis.call('HSET', KEYS[1], 'r:' .. ARGV[1], ARGV[2])
+    return 1
+  end
+end
 return 1
 `;
 
@@ -76,7 +83,7 @@ export class RedisFileOfferStore implements FileOfferStore {
 
   constructor(private readonly redis: RedisConnection) {
     this.advanceScript = redis.script('parleyFileOfferAdvance', 1, ADVANCE);
-    this.setRecipientScript = redis.script('parleyFileOfferSetRecipient', 1, SET_RECIPIENT);
+    this.setRecipientScript = redis.script('parleyFileOfferSetRecipientFrom', 1, SET_RECIPIENT);
     this.releaseScript = redis.script('parleyFileOfferRelease', 2, RELEASE);
     this.markSeenScript = redis.script('parleyFileOfferMarkSeen', 1, MARK_SEEN);
   }
@@ -135,8 +142,8 @@ export class RedisFileOfferStore implements FileOfferStore {
     return r < 0 ? null : r;
   }
 
-  async setRecipient(id: string, user: string, state: FileRecipientState): Promise<StoredOffer | null> {
-    const r = await this.setRecipientScript([this.offerKey(id)], [user, state]);
+  async setRecipient(id: string, user: string, state: FileRecipientState, from: readonly FileRecipientState[]): Promise<StoredOffer | null> {
+    const r = await this.setRecipientScript([this.offerKey(id)], [user, state, ...from]);
     return r === 1 ? this.get(id) : null;
   }
 

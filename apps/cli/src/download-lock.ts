@@ -1,0 +1,172 @@
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { link, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
+import { hostname } from 'node:os';
+import { join } from 'node:path';
+import { OfferId } from '#libs/protocol';
+import { TransferError } from './file-transfer.js';
+
+/** How often a holder marks its lock alive, and how long a lock from another host may go unmarked before it is stale. */
+const HEARTBEAT_MS = 5_000;
+const STALE_MS = 30_000;
+
+interface Holder {
+  pid: number;
+  host: string;
+  token: string;
+  /** The kernel's boot id when the lock was taken (Linux): a pid from before a reboot names no process of now. */
+  boot?: string;
+}
+
+const BOOT_ID = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** Tokens of the locks this process holds: a lock naming this pid and another token is a previous process's (a container's pid 1). */
+const HELD = new Set<string>();
+
+/** The lock of an offer's download into a directory: hidden, beside its part file, at most 77 bytes long (120 for its drafts). */
+export function lockPathOf(dir: string, offerId: string): string {
+  if (!OfferId.safeParse(offerId).success) throw new Error(`not a file offer id: ${JSON.stringify(offerId)}`);
+  return join(dir, `.${offerId}.parley-lock`);
+}
+
+/**
+ * One download of an offer into a directory at a time. A download writes its part file at chunk offsets, truncates it
+ * to resume, and moves it into place once verified: two at once would undo each other's work, and the slower one
+ * would find the file gone from under it. So a download holds a lock file naming its process (`.ID.parley-lock`),
+ * and a second one is refused, saying so, before it changes anything. A lock whose holder is gone (killed, or the
+ * machine restarted; on another host sharing the directory, not marked alive for 30 s) is taken over.
+ */
+export class DownloadLock {
+  private constructor(
+    private readonly path: string,
+    private readonly token: string,
+    private readonly heartbeat: NodeJS.Timeout,
+  ) {}
+
+  /** Takes the lock, or throws `download_in_progress` naming the process that holds it. */
+  static async take(dir: string, offerId: string): Promise<DownloadLock> {
+    const path = lockPathOf(dir, offerId);
+    const token = randomUUID();
+    const record = JSON.stringify({ pid: process.pid, host: hostname(), token, boot: BOOT_ID } satisfies Holder);
+    for (let attempt = 0; attempt < 5; attempt++) {
+      if (await place(path, record, token)) {
+        HELD.add(token);
+        const heartbeat = setInterval(() => void touch(path), HEARTBEAT_MS);
+        heartbeat.unref();
+        return new DownloadLock(path, token, heartbeat);
+      }
+      const seen = await contentOf(path);
+      // Released meanwhile: try again.
+      if (seen === null) continue;
+      const holder = parseHolder(seen);
+      if (holder && (await isAlive(holder, path))) throw inProgress(offerId, dir, holder);
+      // Unreadable: only a hand could have damaged it (locks appear whole); stale once old.
+      if (!holder && Date.now() - (await modifiedAt(path)) < STALE_MS) throw inProgress(offerId, dir, null);
+      await takeOver(path, seen, token);
+    }
+    throw inProgress(offerId, dir, null);
+  }
+
+  /** Gives the lock up (if it is still this one's). */
+  async release(): Promise<void> {
+    clearInterval(this.heartbeat);
+    HELD.delete(this.token);
+    const content = await contentOf(this.path).catch(() => null);
+    if (content !== null && parseHolder(content)?.token === this.token) await rm(this.path, { force: true });
+  }
+}
+
+/** Writes the record at `path` unless a file is there (false). Written aside and linked into place: never seen half-written. */
+async function place(path: string, record: string, token: string): Promise<boolean> {
+  const draft = `${path}.${token}`;
+  await writeFile(draft, record);
+  try {
+    await link(draft, path);
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return false;
+    throw e;
+  } finally {
+    await rm(draft, { force: true });
+  }
+}
+
+/**
+ * Removes the lock read as `stale`, if it is still that one: it is moved aside first and read again there, and one
+ * that turns out to be another's new lock is linked back. (Two takeovers of one stale lock at the very same moment
+ * may still both go on; then both write the same bytes, and the SHA-256 check and the never-overwriting link keep
+ * the result whole.)
+ */
+async function takeOver(path: string, stale: string, token: string): Promise<void> {
+  const aside = `${path}.${token}.stale`;
+  try {
+    await rename(path, aside);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw e;
+  }
+  try {
+    if ((await contentOf(aside)) !== stale) await link(aside, path).catch(() => undefined);
+  } finally {
+    await rm(aside, { force: true });
+  }
+}
+
+async function isAlive(holder: Holder, path: string): Promise<boolean> {
+  if (holder.host !== hostname()) return Date.now() - (await modifiedAt(path)) < STALE_MS;
+  if (holder.pid === process.pid) return HELD.has(holder.token);
+  if (holder.boot !== undefined && BOOT_ID !== undefined && holder.boot !== BOOT_ID) return false;
+  try {
+    process.kill(holder.pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: a process of another user has that pid, so it exists.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+function inProgress(offerId: string, dir: string, holder: Holder | null): TransferError {
+  const who = holder === null ? '' : ` (process ${holder.pid}${holder.host === hostname() ? '' : ` on ${holder.host}`})`;
+  return new TransferError(
+    'download_in_progress',
+    `another download of ${offerId} into ${dir} is under way${who}; wait for it to end (it saves the file), or accept it into another directory`,
+  );
+}
+
+function parseHolder(content: string): Holder | null {
+  try {
+    const h = JSON.parse(content) as Partial<Holder>;
+    const valid =
+      typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' && (h.boot === undefined || typeof h.boot === 'string');
+    return valid ? (h as Holder) : null;
+  } catch {
+    return null;
+  }
+}
+
+async function contentOf(path: string): Promise<string | null> {
+  try {
+    return await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+async function modifiedAt(path: string): Promise<number> {
+  return stat(path).then(
+    (s) => s.mtimeMs,
+    () => 0,
+  );
+}
+
+async function touch(path: string): Promise<void> {
+  const now = new Date();
+  await utimes(path, now, now).catch(() => undefined);
+}

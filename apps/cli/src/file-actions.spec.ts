@@ -1,0 +1,304 @@
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { EmbeddedFileBlobStore, EmbeddedFileOfferStore, FileOfferService } from '#libs/file-offer';
+import { DomainError, MAX_FILE_NAME_BYTES, type FileOffer } from '#libs/protocol';
+import { EmbeddedDatabase } from '#libs/storage';
+import { lockPathOf } from './download-lock.js';
+import { acceptFile, offerFile } from './file-actions.js';
+import { keptPathOf, partPathOf } from './file-transfer.js';
+import { Printer } from './output.js';
+import { RequestError, type ParleyClient } from './parley-client.js';
+
+// Saving fails (as on a full or failing disk) while `failLinks` is set.
+const fsControl = vi.hoisted(() => ({ failLinks: false }));
+vi.mock('node:fs/promises', async (importOriginal) => {
+  const fs = await importOriginal<typeof import('node:fs/promises')>();
+  const link: typeof fs.link = (from, to) =>
+    fsControl.failLinks && String(to).includes('.parley-') === false
+      ? Promise.reject(Object.assign(new Error(`EIO: i/o error, link '${String(from)}' -> '${String(to)}'`), { code: 'EIO' }))
+      : fs.link(from, to);
+  return { ...fs, link, default: { ...fs, link } };
+});
+
+const CHUNK = 8;
+const cleanups: (() => Promise<void> | void)[] = [];
+afterEach(async () => {
+  fsControl.failLinks = false;
+  for (const c of cleanups.splice(0).reverse()) await c();
+});
+
+const temp = (prefix: string) => {
+  const dir = mkdtempSync(join(tmpdir(), prefix));
+  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+};
+const sha256 = (data: Buffer) => createHash('sha256').update(data).digest('hex');
+const quiet = new Printer(
+  false,
+  () => undefined,
+  () => undefined,
+);
+const noBar = { stream: { isTTY: false, write: () => true } };
+
+type Hook = (op: string, fields: Record<string, unknown>) => Promise<void> | void;
+
+/**
+ * The file-offer service in process (LMDB in a temp dir) behind clients that answer as the server's would: results,
+ * or RequestError with the service's code and message, in the order asked. `before` runs before a request reaches the service, `after`
+ * once it has been carried out (it may throw, as when the answer is lost).
+ */
+function server() {
+  const db = new EmbeddedDatabase(temp('parley-cli-files-db-'));
+  cleanups.push(() => db.close());
+  const service = new FileOfferService(
+    new EmbeddedFileOfferStore(db),
+    new EmbeddedFileBlobStore(db),
+    { exists: () => Promise.resolve(true) },
+    { maxFileBytes: 1 << 20, maxPendingOffers: 1000, quotaBytes: 1 << 30, ttlMs: 60_000, chunkBytes: CHUNK, window: 4 },
+  );
+  const hooks: { before?: Hook; after?: Hook } = {};
+  const requests: { user: string; op: string; id: string }[] = [];
+  let queue: Promise<unknown> = Promise.resolve();
+  const client = (user: string) =>
+    ({
+      user,
+      async request(op: string, fields: Record<string, unknown> = {}, id: string = randomUUID()) {
+        requests.push({ user, op, id });
+        await hooks.before?.(op, fields);
+        let result: unknown;
+        // One at a time, in the order asked, as the server takes a connection's requests.
+        const done = queue.then(() => call(user, op, fields, id));
+        queue = done.catch(() => undefined);
+        try {
+          result = await done;
+        } catch (e) {
+          if (e instanceof DomainError) throw new RequestError(e.code, e.message);
+          throw e;
+        }
+        await hooks.after?.(op, fields);
+        return result;
+      },
+    }) as unknown as ParleyClient;
+  const call = async (user: string, op: string, f: Record<string, unknown>, id: string): Promise<unknown> => {
+    const offer = f.offer as string;
+    switch (op) {
+      case 'file.offer':
+        return (
+          await service.offer(
+            user,
+            id,
+            { to: f.to as string },
+            { name: f.name as string, size: f.size as number, type: f.type as string, sha256: f.sha256 as string },
+          )
+        ).result;
+      case 'file.chunk':
+        return (await service.putChunk(user, offer, f.index as number, f.data as string)).result;
+      case 'file.accept':
+        return (await service.accept(user, offer)).result;
+      case 'file.decline':
+        return (await service.decline(user, offer)).result;
+      case 'file.fetch':
+        return service.fetch(user, offer, f.index as number);
+      case 'file.received':
+        return (await service.confirm(user, offer)).result;
+      case 'file.cancel':
+        return (await service.cancel(user, offer)).result;
+      case 'file.list':
+        return { offers: await service.list(user) };
+      default:
+        throw new Error(`unexpected request ${op}`);
+    }
+  };
+  /** Offers `data` as `name` from ann to bob and uploads it (over raw requests, as another client would). */
+  const offered = async (name: string, data: Buffer): Promise<FileOffer> => {
+    const { offer } = (await service.offer('ann', randomUUID(), { to: 'bob' }, { name, size: data.length, sha256: sha256(data) })).result;
+    for (let i = 0; i < offer.chunks; i++) await service.putChunk('ann', offer.id, i, data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64'));
+    return offer;
+  };
+  return { service, client, hooks, requests, offered };
+}
+
+const failureOf = (p: Promise<unknown>) =>
+  p.then(
+    () => null,
+    (e: unknown) => e as Error & { code?: string },
+  );
+
+describe('acceptFile', () => {
+  it('saves a file whose name is at the 255-byte limit again and again in one folder, shortening the numbered names', async () => {
+    const { client, offered } = server();
+    const into = temp('parley-cli-files-');
+    const name = `${'L'.repeat(MAX_FILE_NAME_BYTES - 4)}.txt`;
+    const saved: string[] = [];
+    for (let i = 0; i < 3; i++) {
+      const offer = await offered(name, Buffer.from(`long ${i}\n`));
+      saved.push((await acceptFile(client('bob'), quiet, offer.id, into, noBar)).path);
+    }
+    expect(saved).toEqual([name, `${'L'.repeat(247)} (1).txt`, `${'L'.repeat(247)} (2).txt`].map((n) => join(into, n)));
+    expect(saved.map((p) => readFileSync(p, 'utf8'))).toEqual(['long 0\n', 'long 1\n', 'long 2\n']);
+    // Nothing hidden is left behind.
+    expect(readdirSync(into).sort()).toEqual(saved.map((p) => p.slice(into.length + 1)).sort());
+  });
+
+  it('names its hidden files within any file system\u2019s limit, and never after something that is not an offer id', () => {
+    // The longest offer id there can be.
+    const longest = `f${'x'.repeat(63)}`;
+    const names = [partPathOf('/d', longest), keptPathOf('/d', longest), lockPathOf('/d', longest)].map((p) => p.slice('/d/'.length));
+    expect(names.map((n) => Buffer.byteLength(n))).toEqual([77, 81, 77]);
+    expect(() => partPathOf('/d', '../../etc/passwd')).toThrow(/not a file offer id/);
+  });
+
+  it('does not save a file withdrawn as its download ends: the part file goes, and the error says who withdrew it', async () => {
+    const { service, client, hooks, offered } = server();
+    const into = temp('parley-cli-files-');
+    const offer = await offered('late.txt', Buffer.from('withdrawn at the last moment'));
+    // The sender withdraws it after the last chunk came and before the receiver says it has it.
+    hooks.before = async (op) => {
+      if (op === 'file.received') await service.cancel('ann', offer.id);
+    };
+    const failed = await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    expect(failed).toBeInstanceOf(RequestError);
+    expect(failed).toMatchObject({ code: 'unknown_file', message: `ann withdrew file offer ${offer.id} (late.txt)` });
+    expect(readdirSync(into)).toEqual([]);
+    // The sender and the server agree: withdrawn.
+    expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'withdrawn' });
+  });
+
+  it('keeps a received file it could not save, says where, and saves it when accepted again', async () => {
+    const { service, client, offered } = server();
+    const into = temp('parley-cli-files-');
+    const data = Buffer.from('a file the disk would not take');
+    const offer = await offered('report.pdf', data);
+    fsControl.failLinks = true;
+    const failed = await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    expect(failed).toMatchObject({ name: 'TransferError', code: 'not_saved' });
+    const kept = keptPathOf(into, offer.id);
+    expect(failed?.message).toContain('report.pdf from ann is received and verified, but could not be saved');
+    expect(failed?.message).toContain(`EIO: i/o error`);
+    expect(failed?.message).toContain(`it is kept as ${kept}: accept it again to save it, or move that file yourself`);
+    expect(readFileSync(kept)).toEqual(data);
+    // The server was told first: the sender sees it received.
+    expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'received' });
+
+    fsControl.failLinks = false;
+    const again = await acceptFile(client('bob'), quiet, offer.id, into, noBar);
+    expect(again.path).toBe(join(into, 'report.pdf'));
+    expect(again.offer.recipients).toEqual({ bob: 'received' });
+    expect(readFileSync(again.path)).toEqual(data);
+    expect(readdirSync(into)).toEqual(['report.pdf']);
+  });
+
+  it('saves a file whose receipt the server recorded but whose answer was lost, when accepted again', async () => {
+    const { client, hooks, offered } = server();
+    const into = temp('parley-cli-files-');
+    const offer = await offered('notes.txt', Buffer.from('the answer never came'));
+    hooks.after = (op) => {
+      if (op === 'file.received') throw new Error('no answer from the server within 10 s');
+    };
+    expect((await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar)))?.message).toMatch(/no answer/);
+    expect(readdirSync(into)).toEqual([`.${offer.id}.parley-part`]);
+    hooks.after = undefined;
+    expect((await acceptFile(client('bob'), quiet, offer.id, into, noBar)).path).toBe(join(into, 'notes.txt'));
+    expect(readdirSync(into)).toEqual(['notes.txt']);
+    // What was declined stays declined, part file or not: the refusal stands.
+    const declined = await offered('no.txt', Buffer.from('declined'));
+    await client('bob').request('file.decline', { offer: declined.id });
+    writeFileSync(partPathOf(into, declined.id), 'decl');
+    expect(await failureOf(acceptFile(client('bob'), quiet, declined.id, into, noBar))).toMatchObject({
+      code: 'not_allowed',
+      message: 'you declined this file',
+    });
+  });
+
+  it('runs one download of an offer into a folder at a time: a second one at once is refused, saying so, and changes nothing', async () => {
+    const { client, hooks, offered } = server();
+    const into = temp('parley-cli-files-');
+    const data = Buffer.alloc(50 * CHUNK, 7);
+    const offer = await offered('big.bin', data);
+    // The second starts while the first is fetching.
+    let second: Promise<unknown> | undefined;
+    hooks.before = (op) => {
+      if (op === 'file.fetch' && !second) second = failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    };
+    const first = await acceptFile(client('bob'), quiet, offer.id, into, noBar);
+    const refused = (await second) as Error & { code?: string };
+    expect(refused).toMatchObject({ name: 'TransferError', code: 'download_in_progress' });
+    expect(refused.message).toBe(
+      `another download of ${offer.id} into ${into} is under way (process ${process.pid}); wait for it to end (it saves the file), or accept it into another directory`,
+    );
+    expect(readFileSync(first.path)).toEqual(data);
+    expect(readdirSync(into)).toEqual(['big.bin']);
+  });
+
+  it('takes over the lock of a download whose process is gone', async () => {
+    const { client, offered } = server();
+    const into = temp('parley-cli-files-');
+    const offer = await offered('after-crash.txt', Buffer.from('the first download was killed'));
+    // A pid far above any real one (pid_max is at most 2^22).
+    writeFileSync(join(into, `.${offer.id}.parley-lock`), JSON.stringify({ pid: 2 ** 30, host: (await import('node:os')).hostname(), token: 'dead' }));
+    expect((await acceptFile(client('bob'), quiet, offer.id, into, noBar)).path).toBe(join(into, 'after-crash.txt'));
+    expect(readdirSync(into)).toEqual(['after-crash.txt']);
+  });
+});
+
+describe('offerFile', () => {
+  it('makes a new offer for each send of a file whose last offer is settled, with one offer request each, however many came before', async () => {
+    const { service, client, requests } = server();
+    const path = join(temp('parley-cli-files-'), 'sticker.txt');
+    writeFileSync(path, 'sticker\n');
+    const into = temp('parley-cli-files-');
+    const ids = new Set<string>();
+    for (let i = 0; i < 101; i++) {
+      const before = requests.length;
+      const offer = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+      const made = requests.slice(before).filter((r) => r.op !== 'file.chunk');
+      // However many offers of it came before: one offer request, and one look at the list.
+      expect(
+        made.filter((r) => r.op === 'file.offer'),
+        `send ${i + 1}`,
+      ).toHaveLength(1);
+      expect(made.length).toBeLessThanOrEqual(2);
+      expect(ids.has(offer.id), `send ${i + 1} offered ${offer.id} again`).toBe(false);
+      ids.add(offer.id);
+      expect(offer.recipients).toEqual({ bob: 'pending' });
+      // Settled each way there is: declined, received, withdrawn.
+      if (i % 3 === 0) await service.decline('bob', offer.id);
+      else if (i % 3 === 1) await acceptFile(client('bob'), quiet, offer.id, into, noBar);
+      else await service.cancel('ann', offer.id);
+    }
+  });
+
+  it('resumes an upload cut short from the last acknowledged chunk, and gives an offer not yet decided on rather than another', async () => {
+    const { service, client, hooks, requests } = server();
+    const data = Buffer.alloc(20 * CHUNK + 3, 1);
+    const path = join(temp('parley-cli-files-'), 'big.bin');
+    writeFileSync(path, data);
+    let cut = false;
+    hooks.before = (op, fields) => {
+      if (op === 'file.chunk' && fields.index === 9 && !cut) {
+        cut = true;
+        throw new Error('the connection dropped');
+      }
+    };
+    await expect(offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar)).rejects.toThrow('the connection dropped');
+    const [cutShort] = await service.list('ann');
+    expect(cutShort?.uploaded).toBe(9);
+
+    // Another device of the same sender goes on from chunk 9.
+    const before = requests.length;
+    const resumed = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    expect(resumed.id).toBe(cutShort!.id);
+    const chunks = requests.slice(before).filter((r) => r.op === 'file.chunk');
+    expect(chunks).toHaveLength(21 - 9);
+    expect((await service.list('bob')).map((o) => o.id)).toEqual([resumed.id]);
+    // Sent again while bob has not decided: the same offer (its last chunk again, which announces it again).
+    const again = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    expect(again.id).toBe(resumed.id);
+    expect((await service.list('ann')).map((o) => o.id)).toEqual([resumed.id]);
+    // To someone else, it is an offer of its own.
+    expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
+  });
+});
