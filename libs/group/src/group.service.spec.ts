@@ -144,6 +144,11 @@ describe('GroupService', () => {
     const { accepted } = await service.post('ann', 'p1', group.id, 'before cy'); // 2
     await service.add('ann', 'a1', group.id, ['cy']); // 3
     await expect(service.entryAt('cy', group.id, accepted.seq)).rejects.toMatchObject({ code: 'no_such_message' });
+    // A change to the group is not a message anyone read.
+    await expect(service.entryAt('ann', group.id, 3)).rejects.toMatchObject({
+      code: 'no_such_message',
+      message: expect.stringContaining('a change to the group'),
+    });
     await expect(service.history('cy', group.id, undefined, 50)).resolves.toMatchObject({ events: [{ seq: 3 }] });
   });
 

@@ -225,6 +225,8 @@ export class GroupService {
     // What was said before the user joined, or while they were out, is not theirs to ask about, as in history.
     if (!entry || entry.seq !== seq || !within(spansOf(g, user, seq), seq))
       throw new DomainError('no_such_message', `${g.name} has no message ${seq} you can see`);
+    // Receipts are about messages: a change to the group (its creation, a member added) is not something anyone read.
+    if (entry.kind !== 'text') throw new DomainError('no_such_message', `${seq} in ${g.name} is a change to the group, not a message`);
     // Only those who could see it: a member who joined after it, or was out of the group then, never had it, whatever
     // its cursors say.
     return { conv, group: labelOf(g), entry, members: g.members.filter((m) => within(spansOf(g, m.user, seq), seq)).map((m) => m.user) };
