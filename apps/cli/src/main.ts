@@ -203,6 +203,15 @@ file
   .argument('<id>')
   .action(run((ctx, id: string) => fileCommands.cancel(ctx, id)));
 
+// Whatever a command waits for is held by a connection, a timer or input. Should all of them end with the command still
+// waiting (a connection that stopped trying without saying so), Node would leave with status 13 and not a word: say so.
+let finished = false;
+process.once('beforeExit', () => {
+  if (finished) return;
+  report(new Printer(process.argv.includes('--json')), new Error('stopped: nothing left to wait for (the connection to the server ended)'));
+  process.exit(1);
+});
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
@@ -214,3 +223,4 @@ try {
       new Printer(true).error('usage', 'give a subcommand (see the help)');
   }
 }
+finished = true;
