@@ -4,7 +4,7 @@ import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
+import { connectionNotice, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
 import { ParleyClient } from './parley-client.js';
 import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
@@ -114,10 +114,22 @@ export async function listen(ctx: CommandContext): Promise<void> {
         if (ctx.printer.json) return ctx.printer.emit(null, { ...e });
         for (const line of notices.linesFor(e)) ctx.printer.emit(line, { type: 'line' });
       });
+      for (const [event, state] of [
+        ['offline', 'lost'],
+        ['online', 'back'],
+      ] as const) {
+        client.on(event, () => {
+          const { text, record } = connectionNotice(state);
+          ctx.printer.emit(text, record);
+        });
+      }
       ctx.printer.emit(null, { type: 'ready', user: me });
       ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);
-      await untilInterrupted();
+      // Until interrupted, or until the connection ends for good (refused in a way retrying cannot change): then with
+      // its reason, and exit status 1.
+      const ended = await Promise.race([untilInterrupted().then(() => undefined), client.ended]);
       await session.stop();
+      if (ended) throw ended;
     },
     { keepTrying: true, present: true },
   );
