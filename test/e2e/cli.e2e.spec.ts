@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
+import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
@@ -400,4 +401,21 @@ describe('the parley CLI against a server that refuses logins for a while', () =
       await Promise.all([listen.stop(), chat.stop()]);
     }
   }, 40_000);
+});
+
+describe('the parley CLI before it connects', () => {
+  // Nothing listens on port 1: a usage mistake is caught before any connection is tried.
+  const env = { PARLEY_SERVER: 'mqtt://127.0.0.1:1', PARLEY_USER: 'ann', PARLEY_PASSWORD: 'unused' };
+
+  it('takes a history --limit over the protocol maximum for a usage mistake (exit 2, naming the maximum), like 0 or abc', async () => {
+    const over = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT + 1)], env);
+    expect([over.code, over.stderr.trim()]).toEqual([2, `error: usage: --limit must be at most ${MAX_HISTORY_LIMIT}`]);
+    for (const bad of ['0', 'abc', '-1']) {
+      const r = await runCli(['--json', 'history', 'bob', `--limit=${bad}`], env);
+      expect([r.code, r.json]).toEqual([2, [{ type: 'error', code: 'usage', message: '--limit must be a positive whole number' }]]);
+    }
+    // The maximum itself goes to the server (none here).
+    const most = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT)], env);
+    expect([most.code, most.stderr.trim()]).toEqual([1, 'error: connect: cannot reach mqtt://127.0.0.1:1: connection refused']);
+  });
 });

@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
+import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
@@ -137,7 +138,11 @@ export async function listen(ctx: CommandContext): Promise<void> {
 
 export async function history(ctx: CommandContext, user: string | undefined, opts: { group?: string; limit?: string; before?: string }): Promise<void> {
   const t = target(user, opts.group);
-  const query = { ...('to' in t ? { with: t.to } : { group: t.group }), ...numberOpt('limit', opts.limit), ...numberOpt('before', opts.before) };
+  const query = {
+    ...('to' in t ? { with: t.to } : { group: t.group }),
+    ...numberOpt('limit', opts.limit, MAX_HISTORY_LIMIT),
+    ...numberOpt('before', opts.before),
+  };
   await withClient(ctx, async (client) => {
     const me = client.user!;
     const r = await client.request('history', query);
@@ -247,10 +252,12 @@ async function groupChange(
   });
 }
 
-function numberOpt(name: string, value: string | undefined): Record<string, number> {
+/** A positive whole number flag; one over `max` (the protocol's limit) is a usage mistake too, not the server's refusal. */
+function numberOpt(name: string, value: string | undefined, max = Number.MAX_SAFE_INTEGER): Record<string, number> {
   if (value === undefined) return {};
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number`);
+  if (n > max) throw new UsageError(`--${name} must be at most ${max}`);
   return { [name]: n };
 }
 

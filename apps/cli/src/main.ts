@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import * as commands from './commands.js';
 import { groupCommands } from './commands.js';
 import { fileCommands } from './file-commands.js';
@@ -107,7 +108,7 @@ program
   .description('the conversation with USER (or --group NAME), with the state of each of your messages')
   .argument('[user]')
   .option('--group <name>')
-  .option('--limit <n>', 'how many messages (default 50)')
+  .option('--limit <n>', `how many messages (default 50, at most ${MAX_HISTORY_LIMIT})`)
   .option('--before <seq>', 'only messages before this seq (to page back)')
   .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, userName(user), opts)));
 program
