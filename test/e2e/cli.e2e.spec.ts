@@ -1,5 +1,8 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createServer, type AddressInfo, type Server } from 'node:net';
+import { Aedes, type Client } from 'aedes';
+import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
@@ -310,5 +313,109 @@ describe('the parley CLI against a server that follows few users per connection'
     } finally {
       await chat.stop();
     }
+  });
+});
+
+/**
+ * `chat` and `listen` when logins are refused after they connected: a distributed server whose account store (Redis)
+ * restarts answers CONNACK 3 ("try again") for a while; a changed password answers 4, a lockout 5. A plain Aedes
+ * broker stands in for the server, refusing with the code the test sets.
+ */
+describe('the parley CLI against a server that refuses logins for a while', () => {
+  let broker: Aedes;
+  let tcp: Server;
+  let url: string;
+  const logins = new Set<Client>();
+  const refuse = new Map<string, number>();
+  const refused = new Map<string, number>();
+
+  beforeAll(async () => {
+    broker = new Aedes({
+      authenticate: (_client, username, _password, done) => {
+        const code = refuse.get(username ?? '') ?? 0;
+        if (code === 0) return done(null, true);
+        refused.set(username!, (refused.get(username!) ?? 0) + 1);
+        done(Object.assign(new Error('refused'), { returnCode: code }), false);
+      },
+    });
+    await broker.listen();
+    broker.on('clientReady', (c) => logins.add(c));
+    broker.on('clientDisconnect', (c) => logins.delete(c));
+    tcp = createServer((socket) => broker.handle(socket));
+    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    url = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+  });
+  afterAll(async () => {
+    await new Promise<void>((resolve) => broker.close(() => resolve()));
+    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+  });
+
+  const as = (user: string) => ({ PARLEY_SERVER: url, PARLEY_USER: user, PARLEY_PASSWORD: 'unused' });
+  /** Closes the user's connection (once the broker counts it logged in: its CONNACK may reach the client first). */
+  const drop = async (user: string) => {
+    const open = () => [...logins].filter((c) => c.id.startsWith(`${user}/`) && !c.closed);
+    await expect.poll(() => open().length, { timeout: 5000 }).toBeGreaterThan(0);
+    for (const c of open()) c.close();
+  };
+
+  it('listen --json rides out "try again" (CONNACK 3), saying when the connection is lost and back; a lockout (5) ends it, with the reason and status 1', async () => {
+    const listen = CliProcess.start(['--json', 'listen'], as('ivy'));
+    try {
+      await listen.waitForLine((l) => l.includes('"type":"ready"'));
+      refuse.set('ivy', 3);
+      await drop('ivy');
+      await listen.waitForLine((l) => l === JSON.stringify({ type: 'connection', state: 'lost' }));
+      await expect.poll(() => refused.get('ivy') ?? 0, { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+      refuse.set('ivy', 0);
+      await listen.waitForLine((l) => l === JSON.stringify({ type: 'connection', state: 'back' }), 15_000);
+      expect(listen.child.exitCode).toBe(null);
+
+      refuse.set('ivy', 5);
+      await drop('ivy');
+      expect(await listen.exited).toBe(1);
+      expect(listen.json().at(-1)).toEqual({
+        type: 'error',
+        code: 'connect',
+        message: `login refused by ${url}: not authorized: too many failed logins or open connections; try again later`,
+      });
+    } finally {
+      await listen.stop();
+    }
+  }, 40_000);
+
+  it('listen and chat end with the reason and status 1 when the password is refused (CONNACK 4), instead of waiting in silence', async () => {
+    const listen = CliProcess.start(['listen'], as('jay'));
+    const chat = CliProcess.start(['chat'], as('kim'));
+    try {
+      await listen.waitForLine(/listening as jay/);
+      await chat.waitForLine(/logged in as kim/);
+      refuse.set('jay', 4);
+      refuse.set('kim', 4);
+      await Promise.all([drop('jay'), drop('kim')]);
+      expect(await listen.exited).toBe(1);
+      expect(await chat.exited).toBe(1);
+      expect(listen.lines).toContain('* connection lost; reconnecting…');
+      expect(listen.lines.at(-1)).toBe(`error: connect: login refused by ${url}: wrong user name or password`);
+      expect(chat.lines.at(-1)).toBe(`error: connect: login refused by ${url}: wrong user name or password`);
+    } finally {
+      await Promise.all([listen.stop(), chat.stop()]);
+    }
+  }, 40_000);
+});
+
+describe('the parley CLI before it connects', () => {
+  // Nothing listens on port 1: a usage mistake is caught before any connection is tried.
+  const env = { PARLEY_SERVER: 'mqtt://127.0.0.1:1', PARLEY_USER: 'ann', PARLEY_PASSWORD: 'unused' };
+
+  it('takes a history --limit over the protocol maximum for a usage mistake (exit 2, naming the maximum), like 0 or abc', async () => {
+    const over = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT + 1)], env);
+    expect([over.code, over.stderr.trim()]).toEqual([2, `error: usage: --limit must be at most ${MAX_HISTORY_LIMIT}`]);
+    for (const bad of ['0', 'abc', '-1']) {
+      const r = await runCli(['--json', 'history', 'bob', `--limit=${bad}`], env);
+      expect([r.code, r.json]).toEqual([2, [{ type: 'error', code: 'usage', message: '--limit must be a positive whole number' }]]);
+    }
+    // The maximum itself goes to the server (none here).
+    const most = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT)], env);
+    expect([most.code, most.stderr.trim()]).toEqual([1, 'error: connect: cannot reach mqtt://127.0.0.1:1: connection refused']);
   });
 });

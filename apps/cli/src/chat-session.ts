@@ -5,7 +5,7 @@ import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
 import { acceptFile, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
+import { connectionNotice, groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
 type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string };
@@ -80,8 +80,21 @@ export class ChatSession {
       if (this.printer.json) return this.printer.emit(null, { ...e });
       for (const line of notices.linesFor(e)) this.print(line, null);
     });
-    this.client.on('offline', () => this.print('* connection lost; reconnecting…', null));
-    this.client.on('online', () => this.print('* connected', null));
+    for (const [event, state] of [
+      ['offline', 'lost'],
+      ['online', 'back'],
+    ] as const) {
+      this.client.on(event, () => {
+        const { text, record } = connectionNotice(state);
+        this.print(text, record);
+      });
+    }
+    // A connection that ends for good (a refusal that retrying cannot change) ends the session, with the reason.
+    let ended: Error | undefined;
+    void this.client.ended.then((e) => {
+      ended = e;
+      this.rl.close();
+    });
 
     await new Promise<void>((resolve) => {
       this.rl.on('line', (line) => {
@@ -101,6 +114,7 @@ export class ChatSession {
     // Input ended: finish what was typed before leaving.
     await Promise.allSettled([...this.inflight]);
     await this.session.stop();
+    if (ended) throw ended;
   }
 
   private async execute(cmd: ChatCommand): Promise<void> {

@@ -1,10 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
+import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
+import { connectionNotice, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
 import { ParleyClient } from './parley-client.js';
 import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
@@ -114,10 +115,22 @@ export async function listen(ctx: CommandContext): Promise<void> {
         if (ctx.printer.json) return ctx.printer.emit(null, { ...e });
         for (const line of notices.linesFor(e)) ctx.printer.emit(line, { type: 'line' });
       });
+      for (const [event, state] of [
+        ['offline', 'lost'],
+        ['online', 'back'],
+      ] as const) {
+        client.on(event, () => {
+          const { text, record } = connectionNotice(state);
+          ctx.printer.emit(text, record);
+        });
+      }
       ctx.printer.emit(null, { type: 'ready', user: me });
       ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);
-      await untilInterrupted();
+      // Until interrupted, or until the connection ends for good (refused in a way retrying cannot change): then with
+      // its reason, and exit status 1.
+      const ended = await Promise.race([untilInterrupted().then(() => undefined), client.ended]);
       await session.stop();
+      if (ended) throw ended;
     },
     { keepTrying: true, present: true },
   );
@@ -125,7 +138,11 @@ export async function listen(ctx: CommandContext): Promise<void> {
 
 export async function history(ctx: CommandContext, user: string | undefined, opts: { group?: string; limit?: string; before?: string }): Promise<void> {
   const t = target(user, opts.group);
-  const query = { ...('to' in t ? { with: t.to } : { group: t.group }), ...numberOpt('limit', opts.limit), ...numberOpt('before', opts.before) };
+  const query = {
+    ...('to' in t ? { with: t.to } : { group: t.group }),
+    ...numberOpt('limit', opts.limit, MAX_HISTORY_LIMIT),
+    ...numberOpt('before', opts.before),
+  };
   await withClient(ctx, async (client) => {
     const me = client.user!;
     const r = await client.request('history', query);
@@ -235,10 +252,12 @@ async function groupChange(
   });
 }
 
-function numberOpt(name: string, value: string | undefined): Record<string, number> {
+/** A positive whole number flag; one over `max` (the protocol's limit) is a usage mistake too, not the server's refusal. */
+function numberOpt(name: string, value: string | undefined, max = Number.MAX_SAFE_INTEGER): Record<string, number> {
   if (value === undefined) return {};
   const n = Number(value);
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number`);
+  if (n > max) throw new UsageError(`--${name} must be at most ${max}`);
   return { [name]: n };
 }
 

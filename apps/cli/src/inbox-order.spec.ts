@@ -1,6 +1,6 @@
 import { describe, expect, it, vi } from 'vitest';
 import type { MessageEvent, SyncEvent } from '#libs/protocol';
-import { InboxOrder } from './inbox-order.js';
+import { InboxOrder, type FilledStretch } from './inbox-order.js';
 
 const msg = (conv: string, seq: number): MessageEvent => ({ type: 'message', conv, seq, from: 'a', to: 'b', ts: seq, id: `m${seq}`, text: `#${seq}` });
 const sync = (...convs: [string, number][]): SyncEvent => ({
@@ -81,7 +81,7 @@ describe('InboxOrder', () => {
     order.stop();
   });
 
-  it('gives up on a gap after the timeout instead of holding messages forever', () =>
+  it('gives up on a gap after the timeout instead of holding messages forever; what it passed over is shown when it comes, and acknowledged only then', () =>
     withFakeTimers(() => {
       const shown: number[] = [];
       const order = new InboxOrder((e) => shown.push(e.seq), 1000);
@@ -91,8 +91,15 @@ describe('InboxOrder', () => {
       expect(shown).toEqual([]);
       vi.advanceTimersByTime(1000);
       expect(shown).toEqual([3, 4]);
-      order.accept(msg('c', 2)); // too late: already past it
-      expect(shown).toEqual([3, 4]);
+      // Nothing said #1 and #2 are not there: acknowledging #4 would tell the server they were delivered.
+      expect(order.acknowledgeableUpTo('c')).toBe(0);
+      order.accept(msg('c', 2)); // late: shown all the same, once
+      order.accept(msg('c', 2));
+      expect(shown).toEqual([3, 4, 2]);
+      expect(order.acknowledgeableUpTo('c')).toBe(0);
+      order.accept(msg('c', 1));
+      expect(shown).toEqual([3, 4, 2, 1]);
+      expect(order.acknowledgeableUpTo('c')).toBe(4);
       order.stop();
     }));
 
@@ -120,7 +127,8 @@ describe('InboxOrder', () => {
         (conv, after, before) => {
           asked.push([after, before]);
           // The server answers at most two entries at a time.
-          return Promise.resolve(Array.from({ length: Math.min(2, before - after - 1) }, (_, i) => msg(conv, after + 1 + i)));
+          const entries = Array.from({ length: Math.min(2, before - after - 1) }, (_, i) => msg(conv, after + 1 + i));
+          return Promise.resolve({ entries, through: after + entries.length });
         },
       );
       order.sync(sync(['c', 2]));
@@ -141,15 +149,14 @@ describe('InboxOrder', () => {
     withFakeTimers(async () => {
       const shown: number[] = [];
       // Offline at first; then #1, and nothing more before #3 (#2 is not the user's to see).
-      const answers: (() => Promise<MessageEvent[]>)[] = [
+      const answers: ((before: number) => Promise<FilledStretch>)[] = [
         () => Promise.reject(new Error('offline')),
-        () => Promise.resolve([msg('c', 1)]),
-        () => Promise.resolve([]),
+        (before) => Promise.resolve({ entries: [msg('c', 1)], through: before - 1 }),
       ];
       const order = new InboxOrder(
         (e) => shown.push(e.seq),
         1000,
-        () => answers.shift()!(),
+        (_conv, _after, before) => answers.shift()!(before),
       );
       order.sync(sync(['c', 0]));
       order.accept(msg('c', 3));
@@ -158,13 +165,15 @@ describe('InboxOrder', () => {
       await vi.advanceTimersByTimeAsync(1000);
       expect(shown).toEqual([1, 3]);
       expect(answers).toEqual([]);
+      // The server said what there is: all of it may be acknowledged.
+      expect(order.acknowledgeableUpTo('c')).toBe(3);
       order.stop();
     }));
 
   it('drops a fill answered after the connection was replaced: the new connection’s sync decides', () =>
     withFakeTimers(async () => {
       const shown: number[] = [];
-      let answer!: (events: MessageEvent[]) => void;
+      let answer!: (stretch: FilledStretch) => void;
       const order = new InboxOrder(
         (e) => shown.push(e.seq),
         1000,
@@ -174,7 +183,7 @@ describe('InboxOrder', () => {
       order.accept(msg('c', 20));
       await vi.advanceTimersByTimeAsync(1000); // asks for #16–#19
       order.reconnecting();
-      answer([msg('c', 16)]);
+      answer({ entries: [msg('c', 16)], through: 19 });
       await vi.advanceTimersByTimeAsync(0);
       expect(shown).toEqual([]);
       order.sync(sync(['c', 15]));
@@ -190,6 +199,79 @@ describe('InboxOrder', () => {
       order.accept(msg('c', 9));
       vi.advanceTimersByTime(500);
       expect(shown).toEqual([9]);
+      order.stop();
+    }));
+
+  it('acknowledges nothing past what came before a sync that never came, and shows that backlog when a late sync brings it', () =>
+    withFakeTimers(async () => {
+      const shown: number[] = [];
+      // The server cannot be asked either (its answer would not say where the user's part begins, with no sync).
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        500,
+        () => Promise.reject(new Error('unavailable')),
+      );
+      order.accept(msg('c', 4)); // live; the catch-up of #1–#3 failed on the server
+      await vi.advanceTimersByTimeAsync(500);
+      expect(shown).toEqual([4]);
+      expect(order.acknowledgeableUpTo('c')).toBe(0);
+      // The server tries its catch-up again: a sync from the cursor, then the backlog.
+      order.sync(sync(['c', 0]));
+      for (const seq of [1, 2, 3, 4]) order.accept(msg('c', seq));
+      expect(shown).toEqual([4, 1, 2, 3]);
+      expect(order.acknowledgeableUpTo('c')).toBe(4);
+      order.stop();
+    }));
+
+  it('takes a late sync’s word for what is not missing: up to the cursor (acknowledged elsewhere), and its hidden stretches', () =>
+    withFakeTimers(() => {
+      const shown: number[] = [];
+      const order = new InboxOrder((e) => shown.push(e.seq), 500);
+      for (const [conv, seq] of [
+        ['a', 4],
+        ['g', 9],
+      ] as const)
+        order.accept(msg(conv, seq));
+      vi.advanceTimersByTime(500);
+      expect(shown).toEqual([4, 9]);
+      const late = sync(['a', 3], ['g', 5]);
+      late.conversations[1]!.hidden = [{ after: 6, upTo: 8 }];
+      order.sync(late);
+      expect(order.acknowledgeableUpTo('a')).toBe(4);
+      // #6 of the group is still to come; #7 and #8 are not the user's.
+      expect(order.acknowledgeableUpTo('g')).toBe(5);
+      order.accept(msg('g', 6));
+      expect(order.acknowledgeableUpTo('g')).toBe(9);
+      expect(shown).toEqual([4, 9, 6]);
+      order.stop();
+    }));
+
+  it('asks the server for a gap given up on without a sync, where it begins is known, and acknowledges past it only once answered', () =>
+    withFakeTimers(async () => {
+      const shown: number[] = [];
+      const settled: string[] = [];
+      let answer: (after: number, before: number) => Promise<FilledStretch> = () => Promise.reject(new Error('unavailable'));
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        500,
+        (_conv, after, before) => answer(after, before),
+        undefined,
+        (conv) => settled.push(conv),
+      );
+      order.sync(sync(['c', 2]));
+      order.reconnecting(); // and the new connection's sync never comes
+      order.accept(msg('c', 6));
+      await vi.advanceTimersByTimeAsync(500);
+      expect(shown).toEqual([6]);
+      expect(order.acknowledgeableUpTo('c')).toBe(2); // asked, not answered
+      // The next gap's round asks again: now the server has #3 and #5 (#4 is not the user's).
+      answer = (after, before) =>
+        Promise.resolve({ entries: [3, 5, 7].filter((seq) => seq > after && seq < before).map((seq) => msg('c', seq)), through: before - 1 });
+      order.accept(msg('c', 8));
+      await vi.advanceTimersByTimeAsync(500);
+      expect(shown).toEqual([6, 3, 5, 7, 8]);
+      expect(order.acknowledgeableUpTo('c')).toBe(8);
+      expect(settled).toContain('c');
       order.stop();
     }));
 });

@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import type { InboxEvent, MessageEvent } from '#libs/protocol';
 import { InboxSession, TRACKED_PER_CONVERSATION } from './inbox-session.js';
 import { markText } from './output.js';
@@ -162,5 +162,44 @@ describe('InboxSession marks of my group messages', () => {
     emit({ type: 'receipt', conv: GCONV, user: 'cy', status: 'delivered', seq: 5, ts: T2 });
     expect(markText(session.markOf(mine))).toBe('✓');
     await session.stop();
+  });
+});
+
+describe('InboxSession acknowledgements', () => {
+  const CCONV = 'dm:ann:carol';
+  const fromAnn = (seq: number): MessageEvent => ({ type: 'message', conv: CCONV, seq, from: 'ann', to: 'carol', ts: T1, id: `c${seq}`, text: `c${seq}` });
+
+  it('never acknowledges past messages it has not shown: a catch-up that failed on the server keeps the receipt below them until they come', async () => {
+    vi.useFakeTimers();
+    try {
+      // Carol's listen: the receipts service is down, so the server sends no sync (its catch-up failed); history fails too.
+      const receipts: number[] = [];
+      const client = Object.assign(new EventEmitter(), {
+        user: 'carol',
+        request: (op: string, fields: { seq?: number }) => {
+          if (op === 'receipt') receipts.push(fields.seq!);
+          return op === 'receipt' ? Promise.resolve({}) : Promise.reject(new Error('unavailable'));
+        },
+      });
+      const shown: number[] = [];
+      const session = new InboxSession(client as unknown as ParleyClient, { show: (e) => shown.push(e.seq) }, 'delivered');
+      const emit = (e: InboxEvent) => client.emit('event', e);
+      emit(fromAnn(4)); // live, while c1–c3 wait on the server
+      await vi.advanceTimersByTimeAsync(10_000);
+      expect(shown).toEqual([4]);
+      expect(receipts).toEqual([]);
+      // The server's catch-up works again: a sync from carol's cursor, then the backlog.
+      emit({
+        type: 'sync',
+        conversations: [{ conv: CCONV, after: 0, last: 4, mine: { delivered: 0, deliveredAt: null, read: 0, readAt: null }, peers: {} }],
+      });
+      for (const seq of [1, 2, 3, 4]) emit(fromAnn(seq));
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(shown).toEqual([4, 1, 2, 3]);
+      expect(receipts).toEqual([4]);
+      await session.stop();
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

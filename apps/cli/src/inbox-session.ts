@@ -8,7 +8,7 @@ import {
   type ReceiptEvent,
   type ServerEvent,
 } from '#libs/protocol';
-import { InboxOrder, type LogEvent } from './inbox-order.js';
+import { InboxOrder, type FilledStretch, type LogEvent } from './inbox-order.js';
 import { GroupNames, markFor, type Mark } from './output.js';
 import type { ParleyClient } from './parley-client.js';
 
@@ -56,6 +56,7 @@ export class InboxSession {
       undefined,
       (conv, after, before) => this.entriesBetween(conv, after, before),
       (e) => e.type === 'group' && e.change.kind === 'member_added' && e.change.members.includes(this.me),
+      (conv) => this.scheduleAck(conv),
     );
     client.on('event', (e) => this.onEvent(e));
     client.on('presence', (p) => handlers.presence?.(p));
@@ -133,6 +134,8 @@ export class InboxSession {
       case 'sync':
         for (const c of e.conversations) this.peers.set(c.conv, mergePeers(this.peers.get(c.conv), c.peers));
         this.order.sync(e);
+        // A stretch given up on before (no sync came then) may be settled by this one: what it held back goes out.
+        for (const c of e.conversations) this.scheduleAck(c.conv);
         this.remarkAll();
         return;
       case 'synced':
@@ -156,16 +159,17 @@ export class InboxSession {
   }
 
   /**
-   * The entries of a conversation after `after` and before `before`, oldest first: at most a page of them, from the
-   * oldest. What a gap in the inbox is filled from when it does not fill by itself (a live event lost on the way).
+   * The entries of a conversation after `after` and before `before` that the user may see, oldest first: a page of the
+   * stretch, from its start, and how far the page went. What a gap in the inbox is filled from when it does not fill by
+   * itself (a live event lost on the way, a catch-up that never came).
    */
-  private async entriesBetween(conv: string, after: number, before: number): Promise<LogEvent[]> {
+  private async entriesBetween(conv: string, after: number, before: number): Promise<FilledStretch> {
     const peer = directPeer(conv, this.me);
     const where = peer !== null ? { with: peer } : { group: conv.replace(/^grp:/, '') };
-    // A longer gap is filled a page at a time.
+    // A longer gap is filled a page at a time. A page as long as the stretch holds all of it that the user may see.
     const end = Math.min(before, after + 1 + MAX_HISTORY_LIMIT);
     const page = await this.client.request('history', { ...where, before: end, limit: end - after - 1 });
-    return page.messages.filter((e) => e.seq > after);
+    return { entries: page.messages.filter((e) => e.seq > after && e.seq < end), through: end - 1 };
   }
 
   private shown(e: LogEvent): void {
@@ -239,7 +243,8 @@ export class InboxSession {
 
   private async sendAck(conv: string): Promise<void> {
     if (this.ackAs === 'none') return;
-    const seq = this.order.shownUpTo(conv);
+    // Never past a stretch it gave up on without seeing it filled: the next catch-up would not send it again.
+    const seq = this.order.acknowledgeableUpTo(conv);
     if (seq <= (this.acked.get(conv) ?? 0)) return;
     this.acked.set(conv, seq);
     await this.client.request('receipt', { conv, seq, status: this.ackAs });

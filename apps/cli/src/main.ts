@@ -1,4 +1,5 @@
 import { Command, CommanderError } from 'commander';
+import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import * as commands from './commands.js';
 import { groupCommands } from './commands.js';
 import { fileCommands } from './file-commands.js';
@@ -107,7 +108,7 @@ program
   .description('the conversation with USER (or --group NAME), with the state of each of your messages')
   .argument('[user]')
   .option('--group <name>')
-  .option('--limit <n>', 'how many messages (default 50)')
+  .option('--limit <n>', `how many messages (default 50, at most ${MAX_HISTORY_LIMIT})`)
   .option('--before <seq>', 'only messages before this seq (to page back)')
   .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, userName(user), opts)));
 program
@@ -203,6 +204,15 @@ file
   .argument('<id>')
   .action(run((ctx, id: string) => fileCommands.cancel(ctx, id)));
 
+// Whatever a command waits for is held by a connection, a timer or input. Should all of them end with the command still
+// waiting (a connection that stopped trying without saying so), Node would leave with status 13 and not a word: say so.
+let finished = false;
+process.once('beforeExit', () => {
+  if (finished) return;
+  report(new Printer(process.argv.includes('--json')), new Error('stopped: nothing left to wait for (the connection to the server ended)'));
+  process.exit(1);
+});
+
 try {
   await program.parseAsync(process.argv);
 } catch (e) {
@@ -214,3 +224,4 @@ try {
       new Printer(true).error('usage', 'give a subcommand (see the help)');
   }
 }
+finished = true;

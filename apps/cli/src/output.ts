@@ -182,6 +182,14 @@ export function infoLines(info: InfoResult): string[] {
  * Where lines go: human text, or one JSON object per line with a `type`.
  * Errors go to stderr in human mode, to stdout as `{"type":"error"}` in JSON mode.
  */
+/**
+ * What `chat` and `listen` say when their connection drops (`lost`: they keep trying) and when it is back (`back`: its
+ * catch-up follows); the text for people, and the `--json` record.
+ */
+export function connectionNotice(state: 'lost' | 'back'): { text: string; record: { type: 'connection'; state: 'lost' | 'back' } } {
+  return { text: state === 'lost' ? '* connection lost; reconnecting…' : '* connected', record: { type: 'connection', state } };
+}
+
 export class Printer {
   constructor(
     readonly json: boolean,

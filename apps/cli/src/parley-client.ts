@@ -36,6 +36,8 @@ export interface ConnectOptions {
    */
   present?: boolean;
   timeoutMs?: number;
+  /** With keepTrying: the pause between two attempts to connect again (2 s). */
+  reconnectMs?: number;
 }
 
 /** Answers that ask for the same request again, later; and the pauses before each retry. */
@@ -49,6 +51,9 @@ const CONNACK_REASONS: Record<number, string> = {
   4: 'wrong user name or password',
   5: 'not authorized: too many failed logins or open connections; try again later',
 };
+
+/** A refusal worth trying again: `3`, the server cannot check logins just now. Any other will answer the same next time. */
+const CONNACK_TRY_AGAIN = 3;
 
 interface ClientEvents {
   newListener: [eventName: string | symbol, listener: unknown];
@@ -77,6 +82,15 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    * then. Off from a drop until the next connection's inbox is subscribed again.
    */
   private ready = true;
+  /** Why the connection ended for good (not by `close`); from then on every request fails at once with it. */
+  private endedWith: ConnectError | undefined;
+  private closing = false;
+  private readonly onEnded: (e: ConnectError) => void;
+  /**
+   * Resolves with the reason once the connection has ended for good, and will not be tried again: a refusal that
+   * retrying cannot change (a wrong password, a lockout, the inbox subscription refused). Never resolves after `close`.
+   */
+  readonly ended: Promise<ConnectError>;
 
   private constructor(
     private readonly mqtt: MqttClient,
@@ -84,8 +98,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly inbox: string,
     private readonly requests: string,
     private readonly timeoutMs: number,
+    private readonly server: string,
   ) {
     super();
+    let onEnded!: (e: ConnectError) => void;
+    this.ended = new Promise((resolve) => (onEnded = resolve));
+    this.onEnded = onEnded;
     // The server starts the inbox sync as it grants the subscription, so events can arrive before anyone listens: they wait here.
     this.on('newListener', (name) => {
       if (name !== 'event' || !this.early || this.replaying) return;
@@ -97,6 +115,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       });
     });
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
+    // Errors while reconnecting (refused, unreachable) are reported as offline/online; MQTT.js tries again on its own,
+    // after a CONNACK refusal too (reconnectOnConnackError). A refusal that cannot change ends it here instead.
+    mqtt.on('error', (e) => {
+      const code = (e as { code?: unknown }).code;
+      if (typeof code === 'number' && code !== CONNACK_TRY_AGAIN) this.end(new ConnectError(describeConnectError(e, this.server)));
+    });
     mqtt.on('offline', () => this.emit('offline'));
     mqtt.on('close', () => (this.ready = false));
     mqtt.on('connect', () => {
@@ -111,10 +135,26 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    * its reply lost, or lost itself; the same id never does anything twice, and the server answers it again.
    */
   private async resume(): Promise<void> {
-    const granted = await subscribed(this.mqtt, this.inbox).catch(() => false);
+    // A connection lost before the SUBACK: the next one subscribes again.
+    const granted = await subscribed(this.mqtt, this.inbox).catch(() => undefined);
+    if (granted === false) return this.end(new ConnectError('the server refused the inbox subscription'));
     if (!granted || !this.mqtt.connected) return;
     this.ready = true;
     for (const id of this.pending.keys()) this.publish(id);
+  }
+
+  /** The connection ended for good: it is closed, every request waiting fails with the reason, and `ended` resolves. */
+  private end(reason: ConnectError): void {
+    if (this.closing || this.endedWith) return;
+    this.endedWith = reason;
+    this.ready = false;
+    this.mqtt.end(true);
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(reason);
+    }
+    this.onEnded(reason);
   }
 
   private publish(id: string): void {
@@ -148,7 +188,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       password: opts.password,
       clean: true,
       connectTimeout: timeoutMs,
-      reconnectPeriod: opts.keepTrying ? 2000 : 0,
+      reconnectPeriod: opts.keepTrying ? (opts.reconnectMs ?? 2000) : 0,
+      // A server that cannot check logins for a while (its account store restarting) answers CONNACK 3, "try again":
+      // keep trying. Refusals that retrying cannot change end the client (see the 'error' listener in the constructor).
+      reconnectOnConnackError: opts.keepTrying ?? false,
     });
     await new Promise<void>((resolve, reject) => {
       const fail = (e: Error) => {
@@ -168,9 +211,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       client.once('error', fail);
       client.once('close', closed);
     });
-    // Later errors (a dropped connection while reconnecting) are reported as offline/online, not thrown.
-    client.on('error', () => undefined);
-    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs);
+    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server);
     const inboxSubscribed = await subscribed(client, inbox).catch((e: unknown) => {
       client.end(true);
       throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);
@@ -205,6 +246,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    */
   private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string): Promise<ResultOf[Op]> {
     return new Promise((resolve, reject) => {
+      if (this.endedWith) return reject(this.endedWith);
       const timer = setTimeout(() => {
         const sent = this.pending.get(id)?.sent ?? false;
         this.pending.delete(id);
@@ -233,6 +275,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   }
 
   async close(): Promise<void> {
+    this.closing = true;
     for (const p of this.pending.values()) clearTimeout(p.timer);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
