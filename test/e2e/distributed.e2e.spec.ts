@@ -1,7 +1,8 @@
+import { Redis } from 'ioredis';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { OkReply, SendResult } from '#libs/protocol';
-import type { MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
@@ -70,6 +71,60 @@ describe('services as their own processes', () => {
       expect((await request(s.httpUrl).get('/metrics').expect(200)).text).toContain('parley_process_');
     }
   });
+});
+
+/** Presence reports that failed while Redis was away are not lost: the gateway brings its records back in line. */
+describe('presence across a Redis restart', () => {
+  let topo: Topology;
+  const users = new TestUsers(() => topo.urls(), 'redis restart pass');
+
+  beforeAll(async () => {
+    topo = await startTopology('distributed', { PARLEY_RPC_TIMEOUT_MS: '1500' });
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('a user whose connection ended while Redis was down goes offline once it is back', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    // A raw client of a device: presence counts it (not a quiet one).
+    const phone = await connectClient(topo.server.mqttUrl, { username: b, password: users.password, clientId: `${b}/phone` });
+    const alice = await users.login(a);
+    await expect.poll(async () => ((await alice.request({ op: 'who', user: b })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'online' });
+    const failuresBefore = reportFailures();
+
+    await topo.redis!.shutdown();
+    // The gateway closes its clients when it loses the backplane; bob's phone goes either way, while Redis is down.
+    await endClient(phone);
+    // The gateway could not record it (nor the end of alice's connection, closed with the others).
+    await expect.poll(reportFailures, { timeout: 10_000 }).toBeGreaterThanOrEqual(failuresBefore + 2);
+    await topo.redis!.restart();
+
+    const watcher = await loginWhenBack(a);
+    await expect
+      .poll(async () => ((await watcher.request({ op: 'who', user: b })) as OkReply).result, { timeout: 20_000, interval: 250 })
+      .toMatchObject({ state: 'offline' });
+    // And Redis holds no connection of bob's.
+    const redis = new Redis(topo.redis!.url);
+    try {
+      expect(await redis.scard(`${topo.env.PARLEY_REDIS_PREFIX}presence:conns:${b}`)).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
+    // A user who connects now is shown online as usual.
+    await users.login(b);
+    await expect.poll(async () => ((await watcher.request({ op: 'who', user: b })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'online' });
+  });
+
+  function reportFailures(): number {
+    return topo.server.output.filter((l) => l.includes('presence_report_failed')).length;
+  }
+
+  /** Logs in once the gateway takes logins again (its account store is back). */
+  async function loginWhenBack(name: string): Promise<MqttUser> {
+    let user: MqttUser | undefined;
+    await expect.poll(async () => (user ??= await users.login(name).catch(() => undefined)), { timeout: 15_000, interval: 250 }).toBeDefined();
+    return user!;
+  }
 });
 
 describe('stopping while Redis is gone', () => {
