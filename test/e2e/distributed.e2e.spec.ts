@@ -40,19 +40,30 @@ describe('services as their own processes', () => {
     await expect.poll(async () => (await request(topo.server.httpUrl).get('/readyz')).status, { timeout: 10_000 }).toBe(200);
   });
 
-  it('loses no presence change made while the presence service was killed', async () => {
+  it('loses no presence change made while the presence service was killed, and answers sends meanwhile without waiting for it', async () => {
     const carol = await users.fresh('carol');
-    const dave = await users.login(await users.fresh('dave'));
+    const daveName = await users.fresh('dave');
+    const dave = await users.login(daveName);
+    // A gateway whose calls wait (nearly) for ever: a send whose reply waited for the presence read's RPC timeout would
+    // not be answered within the request's wait below.
+    const patient = await topo.addGateway('gw-patient', { PARLEY_RPC_TIMEOUT_MS: '600000' });
+    const daveThere = await users.login(daveName, patient.mqttUrl);
     await topo.restartService('presence', 'kill9').then(() => undefined);
     await topo.stopService('presence');
     // Carol connects while no presence service runs: the gateway's report waits in the stream.
     const c: MqttUser = await users.login(carol);
     expect(await dave.request({ op: 'who', user: carol })).toMatchObject({ ok: false, error: { code: 'unavailable' } });
-    // A message is stored and delivered all the same: accepted, only without the recipient's presence.
-    const sent = (await dave.request({ op: 'send', to: carol, text: 'while presence is away' }, 15_000)) as OkReply;
-    expect(sent).toMatchObject({ ok: true, result: { status: 'accepted' } });
-    expect((sent.result as SendResult).recipient).toBeUndefined();
-    await c.waitFor((e) => e.type === 'message' && e.text === 'while presence is away');
+    // A message is stored and delivered all the same, and answered at once: accepted, only without the recipient's
+    // presence. On both gateways, whatever their RPC timeout.
+    for (const [sender, text] of [
+      [dave, 'while presence is away'],
+      [daveThere, 'while presence is away, via a patient gateway'],
+    ] as const) {
+      const sent = (await sender.request({ op: 'send', to: carol, text }, 10_000)) as OkReply;
+      expect(sent).toMatchObject({ ok: true, result: { status: 'accepted' } });
+      expect((sent.result as SendResult).recipient).toBeUndefined();
+      await c.waitFor((e) => e.type === 'message' && e.text === text);
+    }
     await topo.restartService('presence', 'stop');
     await expect
       .poll(async () => ((await dave.request({ op: 'who', user: carol }, 15_000)) as OkReply).result, { timeout: 15_000 })
