@@ -9,8 +9,6 @@ import type { AccessPolicy } from './access-policy.js';
 interface Tracked {
   ref: ConnectionRef;
   reported: Promise<void>;
-  /** The connection has ended: a `connected` report not made yet is left out (its `disconnected` follows). */
-  ended: boolean;
 }
 
 /** Waits between attempts to bring this gateway's presence records in line: from the first to the longest. */
@@ -30,8 +28,8 @@ const REALIGN_MAX_DELAY_MS = 10_000;
  * instead the gateway brings its records in line (`realign`): it states every
  * connection it holds now, and presence records exactly those under its
  * gateway id, closing the rest. That covers the failed report whatever became
- * of it, a connection that ended before its start could be reported again,
- * and records another gateway closed while this one could not beat (see
+ * of it, the end of a connection whose start failed (it is reported all the
+ * same, a no-op if the start was not carried out), and records another gateway closed while this one could not beat (see
  * GatewayLiveness). It is tried again, with backoff, until it succeeds or the
  * broker closes; reports wait for it, so none overtakes it, and a connection's
  * end is reported only after its start.
@@ -111,7 +109,7 @@ export class PresenceTracker {
     // A quiet connection (`user/.name`: a one-shot command) would only make its user flicker online and offline.
     if (principal?.kind !== 'user' || isQuietDevice(principal.device)) return;
     const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
-    const tracked: Tracked = { ref, reported: Promise.resolve(), ended: false };
+    const tracked: Tracked = { ref, reported: Promise.resolve() };
     this.live.set(client, tracked);
     tracked.reported = this.track(this.report(tracked, 'connected'));
   }
@@ -120,15 +118,13 @@ export class PresenceTracker {
     const tracked = this.live.get(client);
     if (!tracked) return;
     this.live.delete(client);
-    tracked.ended = true;
     void this.track(tracked.reported.then(() => this.report(tracked, 'disconnected')));
   }
 
   private async report(tracked: Tracked, change: 'connected' | 'disconnected'): Promise<void> {
+    // A start held back is still made when its connection has ended meanwhile, its end right after it: the user was
+    // online, and is last seen then.
     while (this.aligning) await this.aligned;
-    // Ended while its start waited: the records were brought in line without it, and its end (a no-op for a
-    // connection never recorded) follows, in case its start was carried out by a call that failed all the same.
-    if (change === 'connected' && tracked.ended) return;
     let event: PresenceEvent | null;
     try {
       event = await (change === 'connected' ? this.presence.connected(tracked.ref) : this.presence.disconnected(tracked.ref));
