@@ -79,6 +79,37 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect((await again.get('di')).state).toBe('online');
     expect(await again.dropGateway('gw1', 100)).toEqual([]);
   });
+
+  it('brings a gateway\u2019s records in line with what it holds: adds the missing, closes the rest, leaves other gateways alone', async () => {
+    const { backend } = await fixture.open();
+    const store = presenceOf(backend);
+    await store.connect(conn('fa', 'stale', 'gw1'), 1); // its end was never recorded
+    await store.connect(conn('gu', 'old', 'gw1'), 1); // ended, while a newer connection of gu was never recorded
+    await store.connect(conn('ha', 'kept', 'gw1'), 1);
+    await store.connect(conn('ha', 'elsewhere', 'gw2'), 1);
+    await store.connect(conn('iv', 'gone', 'gw1'), 1);
+    await store.connect(conn('iv', 'there', 'gw2'), 1);
+    // Read first, so that an adapter that keeps what it read must let go of it.
+    for (const u of ['fa', 'gu', 'ha', 'iv', 'jo']) await store.get(u);
+    const held = [
+      { user: 'gu', connId: 'new' },
+      { user: 'ha', connId: 'kept' },
+      { user: 'jo', connId: 'unrecorded' },
+    ];
+    expect((await store.setGateway('gw1', held, 50)).sort()).toEqual(['fa', 'jo']);
+    expect(await store.get('fa')).toEqual({ state: 'offline', lastSeen: 50 });
+    expect(await store.get('jo')).toEqual({ state: 'online', lastSeen: 50 });
+    expect((await store.get('gu')).state).toBe('online');
+    expect((await store.get('ha')).state).toBe('online');
+    expect((await store.get('iv')).state).toBe('online');
+    // Exactly what was held is left: closing it closes the user, and a second run changes nothing.
+    expect(await store.setGateway('gw1', held, 60)).toEqual([]);
+    expect(await store.disconnect(conn('gu', 'new'), 70)).toEqual({ wentOffline: true });
+    expect(await store.disconnect(conn('jo', 'unrecorded'), 70)).toEqual({ wentOffline: true });
+    expect((await store.setGateway('gw1', [], 80)).sort()).toEqual([]);
+    expect((await store.get('ha')).state).toBe('online'); // still up on gw2
+    expect(await store.dropGateway('gw2', 90)).toEqual(expect.arrayContaining(['ha', 'iv']));
+  });
 });
 
 describe('RedisPresenceStore', () => {

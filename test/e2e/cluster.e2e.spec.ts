@@ -114,6 +114,24 @@ describe('cluster: two gateways and the services on one Redis', () => {
     );
   });
 
+  it('a gateway taken for dead while it was only paused records its connections again: its users are back online', async () => {
+    const [a, c] = [await users.fresh('alice'), await users.fresh('carol')];
+    const alice = await on(gwA, a);
+    await on(gwB, c);
+    const whoCarol = async () => ((await alice.request({ op: 'who', user: c })) as OkReply).result;
+    await expect.poll(whoCarol, { timeout: 10_000 }).toMatchObject({ state: 'online' });
+    // Paused (as a host that stalls, or one cut off from Redis): silent for PARLEY_GATEWAY_DEAD_AFTER_MS, so gateway A
+    // takes it for dead and closes its connections in presence.
+    gwB.process.kill('SIGSTOP');
+    try {
+      await expect.poll(whoCarol, { timeout: 15_000 }).toMatchObject({ state: 'offline' });
+    } finally {
+      gwB.process.kill('SIGCONT');
+    }
+    // Gateway B still holds carol's connection: once it beats again and finds itself taken for dead, it records it again.
+    await expect.poll(whoCarol, { timeout: 15_000 }).toMatchObject({ state: 'online' });
+  });
+
   it('a gateway started later sees the presence that is already retained', async () => {
     const a = await users.fresh('alice');
     await on(gwA, a);

@@ -1,7 +1,8 @@
+import { Redis } from 'ioredis';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { OkReply, SendResult } from '#libs/protocol';
-import type { MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
@@ -81,19 +82,30 @@ describe('services as their own processes', () => {
     expect((await history()).messages.filter((m) => m.id === 'late-post-1')).toHaveLength(1);
   });
 
-  it('loses no presence change made while the presence service was killed', async () => {
+  it('loses no presence change made while the presence service was killed, and answers sends meanwhile without waiting for it', async () => {
     const carol = await users.fresh('carol');
-    const dave = await users.login(await users.fresh('dave'));
+    const daveName = await users.fresh('dave');
+    const dave = await users.login(daveName);
+    // A gateway whose calls wait (nearly) for ever: a send whose reply waited for the presence read's RPC timeout would
+    // not be answered within the request's wait below.
+    const patient = await topo.addGateway('gw-patient', { PARLEY_RPC_TIMEOUT_MS: '600000' });
+    const daveThere = await users.login(daveName, patient.mqttUrl);
     await topo.restartService('presence', 'kill9').then(() => undefined);
     await topo.stopService('presence');
     // Carol connects while no presence service runs: the gateway's report waits in the stream.
     const c: MqttUser = await users.login(carol);
     expect(await dave.request({ op: 'who', user: carol })).toMatchObject({ ok: false, error: { code: 'unavailable' } });
-    // A message is stored and delivered all the same: accepted, only without the recipient's presence.
-    const sent = (await dave.request({ op: 'send', to: carol, text: 'while presence is away' }, 15_000)) as OkReply;
-    expect(sent).toMatchObject({ ok: true, result: { status: 'accepted' } });
-    expect((sent.result as SendResult).recipient).toBeUndefined();
-    await c.waitFor((e) => e.type === 'message' && e.text === 'while presence is away');
+    // A message is stored and delivered all the same, and answered at once: accepted, only without the recipient's
+    // presence. On both gateways, whatever their RPC timeout.
+    for (const [sender, text] of [
+      [dave, 'while presence is away'],
+      [daveThere, 'while presence is away, via a patient gateway'],
+    ] as const) {
+      const sent = (await sender.request({ op: 'send', to: carol, text }, 10_000)) as OkReply;
+      expect(sent).toMatchObject({ ok: true, result: { status: 'accepted' } });
+      expect((sent.result as SendResult).recipient).toBeUndefined();
+      await c.waitFor((e) => e.type === 'message' && e.text === text);
+    }
     await topo.restartService('presence', 'stop');
     await expect
       .poll(async () => ((await dave.request({ op: 'who', user: carol }, 15_000)) as OkReply).result, { timeout: 15_000 })
@@ -112,6 +124,60 @@ describe('services as their own processes', () => {
       expect((await request(s.httpUrl).get('/metrics').expect(200)).text).toContain('parley_process_');
     }
   });
+});
+
+/** Presence reports that failed while Redis was away are not lost: the gateway brings its records back in line. */
+describe('presence across a Redis restart', () => {
+  let topo: Topology;
+  const users = new TestUsers(() => topo.urls(), 'redis restart pass');
+
+  beforeAll(async () => {
+    topo = await startTopology('distributed', { PARLEY_RPC_TIMEOUT_MS: '1500' });
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('a user whose connection ended while Redis was down goes offline once it is back', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    // A raw client of a device: presence counts it (not a quiet one).
+    const phone = await connectClient(topo.server.mqttUrl, { username: b, password: users.password, clientId: `${b}/phone` });
+    const alice = await users.login(a);
+    await expect.poll(async () => ((await alice.request({ op: 'who', user: b })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'online' });
+    const failuresBefore = reportFailures();
+
+    await topo.redis!.shutdown();
+    // The gateway closes its clients when it loses the backplane; bob's phone goes either way, while Redis is down.
+    await endClient(phone);
+    // The gateway could not record it (nor the end of alice's connection, closed with the others).
+    await expect.poll(reportFailures, { timeout: 10_000 }).toBeGreaterThanOrEqual(failuresBefore + 2);
+    await topo.redis!.restart();
+
+    const watcher = await loginWhenBack(a);
+    await expect
+      .poll(async () => ((await watcher.request({ op: 'who', user: b })) as OkReply).result, { timeout: 20_000, interval: 250 })
+      .toMatchObject({ state: 'offline' });
+    // And Redis holds no connection of bob's.
+    const redis = new Redis(topo.redis!.url);
+    try {
+      expect(await redis.scard(`${topo.env.PARLEY_REDIS_PREFIX}presence:conns:${b}`)).toBe(0);
+    } finally {
+      redis.disconnect();
+    }
+    // A user who connects now is shown online as usual.
+    await users.login(b);
+    await expect.poll(async () => ((await watcher.request({ op: 'who', user: b })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'online' });
+  });
+
+  function reportFailures(): number {
+    return topo.server.output.filter((l) => l.includes('presence_report_failed')).length;
+  }
+
+  /** Logs in once the gateway takes logins again (its account store is back). */
+  async function loginWhenBack(name: string): Promise<MqttUser> {
+    let user: MqttUser | undefined;
+    await expect.poll(async () => (user ??= await users.login(name).catch(() => undefined)), { timeout: 15_000, interval: 250 }).toBeDefined();
+    return user!;
+  }
 });
 
 describe('stopping while Redis is gone', () => {

@@ -15,6 +15,8 @@ export interface RedisServer {
   stop(): Promise<void>;
   /** SIGKILL, as a crash would; keeps the data dir. */
   kill9(): Promise<void>;
+  /** SIGTERM, as `redis-cli shutdown` does (the AOF is flushed); keeps the data dir, for `restart`. */
+  shutdown(): Promise<void>;
   /** Start again on the same port and dir (with AOF on, what was written survives). */
   restart(): Promise<void>;
 }
@@ -133,6 +135,7 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
       rmSync(dir, { recursive: true, force: true });
     },
     kill9: () => terminate('SIGKILL'),
+    shutdown: () => terminate('SIGTERM'),
     restart: async () => {
       await terminate('SIGTERM');
       await launch();

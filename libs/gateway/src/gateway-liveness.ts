@@ -46,7 +46,10 @@ export class GatewayLiveness {
 
   private async beatAndSweep(): Promise<void> {
     const now = Date.now();
-    await this.redis.client.zadd(this.key, now, this.gatewayId);
+    // Added rather than updated: another gateway took this one for dead (it could not beat: Redis was away, say) and
+    // closed its connections in presence, or Redis lost the roster. Either way the records of the connections this
+    // gateway still holds are to be restored. (At start this is the realignment under way already.)
+    if ((await this.redis.client.zadd(this.key, now, this.gatewayId)) === 1) this.tracker.realign();
     const dead = (await this.redis.client.zrangebyscore(this.key, '-inf', now - this.opts.deadAfterMs)).filter((id) => id !== this.gatewayId);
     for (const id of dead) {
       const events = await this.presence.gatewayGone(id);

@@ -5,20 +5,46 @@ import type { ConnectionRef, PresenceApi } from '#libs/presence';
 import { DELIVERY_QOS, isQuietDevice, topics, type PresenceEvent } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
 
+/** A connection this gateway reports: its ref, and the promise of its `connected` report, which its `disconnected` report waits for. */
+interface Tracked {
+  ref: ConnectionRef;
+  reported: Promise<void>;
+}
+
+/** Waits between attempts to bring this gateway's presence records in line: from the first to the longest. */
+const REALIGN_FIRST_DELAY_MS = 500;
+const REALIGN_MAX_DELAY_MS = 10_000;
+
 /**
  * Reports every logged-in connection's start and end to the presence service,
  * as the broker sees them: a clean DISCONNECT, a dropped socket and a
  * keep-alive timeout all end in 'clientDisconnect', so presence never rests on
  * a client's Last Will. Presence changes are published retained, so a new
  * subscriber sees the current state at once.
+ *
+ * A report can fail (Redis restarting, the presence service away), and one
+ * that failed may still have been carried out (an RPC that timed out while it
+ * waited in the stream). So a failed report is not retried on its own:
+ * instead the gateway brings its records in line (`realign`): it states every
+ * connection it holds now, and presence records exactly those under its
+ * gateway id, closing the rest. That covers the failed report whatever became
+ * of it, the end of a connection whose start failed (it is reported all the
+ * same, a no-op if the start was not carried out), and records another gateway closed while this one could not beat (see
+ * GatewayLiveness). It is tried again, with backoff, until it succeeds or the
+ * broker closes; reports wait for it, so none overtakes it, and a connection's
+ * end is reported only after its start.
  */
 export class PresenceTracker {
   private readonly logger = new Logger('PresenceTracker');
   private counter = 0;
-  /** Each connection's ref and the promise of its `connected` report, which its `disconnected` report waits for. */
-  private readonly live = new WeakMap<Client, { ref: ConnectionRef; reported: Promise<unknown> }>();
+  /** The connections this gateway holds and reports, in the order they came up. */
+  private readonly live = new Map<Client, Tracked>();
   /** Reports not finished yet; shutdown waits for them, so the connections the closing broker ends are recorded as gone. */
   private readonly inFlight = new Set<Promise<void>>();
+  /** Set while the records are being brought in line (or are due to be): reports wait for `aligned`. */
+  private aligning = false;
+  private aligned: Promise<void> = Promise.resolve();
+  private alignAgain = false;
 
   constructor(
     private readonly aedes: Aedes,
@@ -28,29 +54,51 @@ export class PresenceTracker {
   ) {}
 
   /**
-   * Starts tracking, and clears the connections a previous run of this
-   * gateway left behind (a crash) — in the background, retrying while the
-   * presence store is unreachable, so the gateway starts without it.
+   * Starts tracking. It first brings this gateway's records in line — it holds no connection yet, so this clears what
+   * a previous run left behind (a crash) — in the background, retrying while presence is unreachable, so the gateway
+   * starts without it.
    */
   start(): void {
-    this.recovered = this.clearPreviousRun();
+    this.realign();
     this.aedes.on('clientReady', (client) => this.onConnect(client));
     this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
   }
 
-  /** Connection reports wait for this, so clearing the previous run can never drop a connection of this run. */
-  private recovered: Promise<void> = Promise.resolve();
+  /**
+   * Brings this gateway's presence records in line with the connections it holds, unless that is under way already;
+   * reports wait until it is done. Called when a report failed, and by GatewayLiveness when another gateway took this
+   * one for dead and closed its connections in presence.
+   */
+  realign(): void {
+    // Asked for while one is under way: what failed may postdate the list that one sent, so another follows it.
+    if (this.aligning) {
+      this.alignAgain = true;
+      return;
+    }
+    this.aligning = true;
+    // Not among the reports a shutdown waits for: reports held back by it are, and with none there is nothing to wait for.
+    this.aligned = this.alignRecords();
+  }
 
-  private async clearPreviousRun(): Promise<void> {
-    for (let delay = 500; !this.aedes.closed; delay = Math.min(delay * 2, 30_000)) {
+  private async alignRecords(): Promise<void> {
+    for (let delay = REALIGN_FIRST_DELAY_MS; !this.aedes.closed; delay = Math.min(delay * 2, REALIGN_MAX_DELAY_MS)) {
+      this.alignAgain = false;
       try {
-        for (const event of await this.presence.gatewayGone(this.gatewayId)) await this.publish(event);
+        // Reports under way now agree with this list (a start of a connection in it, an end of one left out); reports
+        // asked for from now on wait for the answer.
+        const held = [...this.live.values()].map(({ ref }) => ({ user: ref.user, connId: ref.connId }));
+        const events = await this.presence.gatewayHolds(this.gatewayId, held);
+        this.logger.log({ event: 'presence_realigned', connections: held.length, changed: events.length });
+        for (const event of events) await this.publish(event).catch((e: unknown) => this.publishFailed(e));
+        if (this.alignAgain) continue;
+        this.aligning = false;
         return;
       } catch (e) {
-        this.logger.warn({ event: 'presence_recovery_retry', error: String(e), retryInMs: delay });
+        this.logger.warn({ event: 'presence_realign_retry', error: String(e), retryInMs: delay });
         await new Promise((resolve) => setTimeout(resolve, delay).unref());
       }
     }
+    this.aligning = false;
   }
 
   private onConnect(client: Client): void {
@@ -61,15 +109,35 @@ export class PresenceTracker {
     // A quiet connection (`user/.name`: a one-shot command) would only make its user flicker online and offline.
     if (principal?.kind !== 'user' || isQuietDevice(principal.device)) return;
     const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
-    const reported = this.track(this.recovered.then(() => this.report(() => this.presence.connected(ref))));
-    this.live.set(client, { ref, reported });
+    const tracked: Tracked = { ref, reported: Promise.resolve() };
+    this.live.set(client, tracked);
+    tracked.reported = this.track(this.report(tracked, 'connected'));
   }
 
   private onDisconnect(client: Client): void {
-    const entry = this.live.get(client);
-    if (!entry) return;
+    const tracked = this.live.get(client);
+    if (!tracked) return;
     this.live.delete(client);
-    void this.track(entry.reported.then(() => this.report(() => this.presence.disconnected(entry.ref))));
+    void this.track(tracked.reported.then(() => this.report(tracked, 'disconnected')));
+  }
+
+  private async report(tracked: Tracked, change: 'connected' | 'disconnected'): Promise<void> {
+    // A start held back is still made when its connection has ended meanwhile, its end right after it: the user was
+    // online, and is last seen then.
+    while (this.aligning) await this.aligned;
+    let event: PresenceEvent | null;
+    try {
+      event = await (change === 'connected' ? this.presence.connected(tracked.ref) : this.presence.disconnected(tracked.ref));
+    } catch (e) {
+      this.logger.error({ event: 'presence_report_failed', change, error: String(e) });
+      this.realign();
+      return;
+    }
+    if (event) await this.publish(event).catch((e: unknown) => this.publishFailed(e));
+  }
+
+  private publishFailed(e: unknown): void {
+    this.logger.warn({ event: 'presence_publish_failed', error: String(e) });
   }
 
   /**
@@ -88,15 +156,6 @@ export class PresenceTracker {
     this.inFlight.add(report);
     void report.finally(() => this.inFlight.delete(report));
     return report;
-  }
-
-  private async report(call: () => Promise<PresenceEvent | null>): Promise<void> {
-    try {
-      const event = await call();
-      if (event) await this.publish(event);
-    } catch (e) {
-      this.logger.error({ event: 'presence_report_failed', error: String(e) });
-    }
   }
 
   /** Publishes a presence change, retained, for every subscriber on every gateway. */

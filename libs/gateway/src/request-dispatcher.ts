@@ -64,6 +64,13 @@ const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve
 /** Requests that move file bytes: limited by the transfer budget, not the request rate. */
 const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
 
+/**
+ * How long the `accepted` reply to a 1:1 send waits, once the message is stored, for the recipient's presence (read
+ * meanwhile); past it the reply goes out without `recipient`. Presence normally answers in well under a millisecond in
+ * process and a few over RPC; a presence service that is away would otherwise hold every reply for the RPC timeout.
+ */
+export const RECIPIENT_PRESENCE_WAIT_MS = 1000;
+
 /** Sends of one connection in flight at once, at most. */
 const MAX_PIPELINED = 32;
 
@@ -273,9 +280,10 @@ export class RequestDispatcher {
     await turn.previous;
     // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
     this.handOver(target.value === user ? [user] : [target.value, user], outcome.message);
-    // The message is stored and on its way: a presence read that failed (its service away) leaves out the recipient's
-    // presence, and does not turn an accepted message into an error.
-    const recipient = await recipientState.catch(() => undefined);
+    // The message is stored and on its way: a presence read that failed (its service away), or is not answered within
+    // RECIPIENT_PRESENCE_WAIT_MS of that, leaves out the recipient's presence, and does not turn an accepted message
+    // into an error nor hold its answer for the whole RPC timeout.
+    const recipient = await settledWithin(recipientState, RECIPIENT_PRESENCE_WAIT_MS);
     return { status: 'accepted', ...outcome.accepted, ...(recipient ? { recipient } : {}) };
   }
 
@@ -344,4 +352,27 @@ function ok<Op extends keyof ResultOf>(req: Request, op: Op, result: ResultOf[Op
 
 function errorReply(id: string | null, op: string | null, error: DomainError): ErrorReply {
   return { type: 'reply', id, op, ok: false, error: { code: error.code, message: error.message } };
+}
+
+/**
+ * What `promise` resolves to, or undefined when it rejects or has not settled `ms` after this is called. A timer is
+ * set only for a promise still pending after the current microtasks (the usual read has answered by then).
+ */
+async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | undefined> {
+  let settled = false;
+  const answer = promise.then(
+    (value) => {
+      settled = true;
+      return value;
+    },
+    () => {
+      settled = true;
+      return undefined;
+    },
+  );
+  await Promise.resolve();
+  if (settled) return answer;
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)));
+  return Promise.race([answer, expired]).finally(() => clearTimeout(timer));
 }

@@ -1,5 +1,5 @@
 import { DomainError, type PresenceEvent, type PresenceState, type WhoResult } from '#libs/protocol';
-import type { ConnectionRef, PresenceStore } from './presence.store.js';
+import type { ConnectionRef, HeldConnection, PresenceStore } from './presence.store.js';
 
 export interface UserDirectory {
   exists(user: string): Promise<boolean>;
@@ -31,6 +31,15 @@ export class PresenceService {
     return Promise.all(users.map((u) => this.event(u)));
   }
 
+  /**
+   * A gateway states every connection it holds now: its records are brought in line with them (see
+   * PresenceStore.setGateway). Resolves with the events to publish. Idempotent.
+   */
+  async gatewayHolds(gatewayId: string, held: HeldConnection[]): Promise<PresenceEvent[]> {
+    const users = await this.store.setGateway(gatewayId, held, this.now());
+    return Promise.all(users.map((u) => this.event(u)));
+  }
+
   /** A user's presence, for anyone who asks. Throws unknown_user. */
   async who(user: string): Promise<WhoResult> {
     if (!(await this.users.exists(user))) throw new DomainError('unknown_user', `there is no user "${user}"`);
@@ -48,6 +57,6 @@ export class PresenceService {
 }
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the presence app. */
-export const PRESENCE_API_METHODS = ['connected', 'disconnected', 'gatewayGone', 'who', 'stateOf'] as const;
+export const PRESENCE_API_METHODS = ['connected', 'disconnected', 'gatewayGone', 'gatewayHolds', 'who', 'stateOf'] as const;
 export type PresenceApi = Pick<PresenceService, (typeof PRESENCE_API_METHODS)[number]>;
 export const PRESENCE_API = Symbol('PRESENCE_API');

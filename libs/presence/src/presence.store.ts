@@ -9,6 +9,9 @@ export interface ConnectionRef {
   gatewayId: string;
 }
 
+/** A connection as the gateway holding it states it: the gateway is named once for all of them. */
+export type HeldConnection = Omit<ConnectionRef, 'gatewayId'>;
+
 /** Storage port for presence: which connections each user has up, and when each user was last online. */
 export interface PresenceStore {
   /**
@@ -32,4 +35,16 @@ export interface PresenceStore {
    * or dead), at `at`. Resolves with the users that went offline.
    */
   dropGateway(gatewayId: string, at: number): Promise<string[]>;
+
+  /**
+   * Makes the connections recorded under a gateway exactly `held`: records
+   * each missing one as up at `at` and closes every other one at `at` (the
+   * missing ones first, so a user who keeps a connection never passes through
+   * offline). Resolves with the users whose state (online or offline) changed.
+   * Idempotent. Meant for the gateway itself, bringing its records back in line
+   * with the connections it holds after reports of them were lost; it is not
+   * atomic against reports of that gateway made meanwhile, so the gateway
+   * makes none while it waits for this.
+   */
+  setGateway(gatewayId: string, held: HeldConnection[], at: number): Promise<string[]>;
 }

@@ -23,6 +23,10 @@ function remoteApi() {
       calls.push(`gatewayGone ${id}`);
       return answer(() => []);
     },
+    gatewayHolds: (id) => {
+      calls.push(`gatewayHolds ${id}`);
+      return answer(() => []);
+    },
     who: (user) => {
       calls.push(`who ${user}`);
       return answer(() => ({ user, ...state }));

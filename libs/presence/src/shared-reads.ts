@@ -32,7 +32,8 @@ export class SharedReads<T> {
 /**
  * A presence API whose reads of one user's state under way at once are one call: for a gateway whose presence
  * service runs in another process, a burst of messages to one user costs one call, not one each. A change this
- * gateway reports (a connection of that user up or down, a gateway gone) ends the sharing first, so a read asked
+ * gateway reports (a connection of that user up or down, a gateway gone or
+ * brought in line) ends the sharing first, so a read asked
  * for after it is a call of its own, made after it. A change made elsewhere (on another gateway) does not: a read may
  * then join a call begun just before it and answer with the state before it, as a read racing that change could
  * anyway; the call's duration is as long as that lasts.
@@ -51,6 +52,10 @@ export function sharingReads(api: PresenceApi): PresenceApi {
     gatewayGone: (gatewayId) => {
       reads.forgetAll();
       return api.gatewayGone(gatewayId);
+    },
+    gatewayHolds: (gatewayId, held) => {
+      reads.forgetAll();
+      return api.gatewayHolds(gatewayId, held);
     },
     who: (user) => api.who(user),
     stateOf: (user) => reads.read(user, () => api.stateOf(user)),

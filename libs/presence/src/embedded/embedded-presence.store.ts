@@ -1,7 +1,7 @@
 import type { Database } from 'lmdb';
 import type { PresenceState } from '#libs/protocol';
 import type { EmbeddedDatabase } from '#libs/storage';
-import type { ConnectionRef, PresenceStore } from '../presence.store.js';
+import type { ConnectionRef, HeldConnection, PresenceStore } from '../presence.store.js';
 
 /** Users whose presence is cached at most. */
 const MAX_CACHED = 100_000;
@@ -81,6 +81,27 @@ export class EmbeddedPresenceStore implements PresenceStore {
           if (this.remove(user, connId, gatewayId, at)) wentOffline.add(user);
         }
         return [...wentOffline];
+      })
+      .finally(() => this.cached.clear());
+  }
+
+  setGateway(gatewayId: string, held: HeldConnection[], at: number): Promise<string[]> {
+    return this.conns
+      .transaction(() => {
+        const changed = new Set<string>();
+        const wanted = new Set<string>();
+        for (const { user, connId } of held) {
+          wanted.add(`${user}|${connId}`);
+          if (this.conns.get([user, connId]) !== undefined) continue;
+          if (this.countOf(user) === 0) changed.add(user);
+          void this.conns.put([user, connId], gatewayId);
+          void this.byGateway.put([gatewayId, user, connId], true);
+          void this.seen.put(user, at);
+        }
+        for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
+          if (!wanted.has(`${user}|${connId}`) && this.remove(user, connId, gatewayId, at)) changed.add(user);
+        }
+        return [...changed];
       })
       .finally(() => this.cached.clear());
   }

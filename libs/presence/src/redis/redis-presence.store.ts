@@ -1,6 +1,6 @@
 import type { PresenceState } from '#libs/protocol';
 import type { RedisConnection } from '#libs/storage';
-import type { ConnectionRef, PresenceStore } from '../presence.store.js';
+import type { ConnectionRef, HeldConnection, PresenceStore } from '../presence.store.js';
 import { SharedReads } from '../shared-reads.js';
 
 /**
@@ -90,5 +90,27 @@ export class RedisPresenceStore implements PresenceStore {
       if (off) wentOffline.add(user);
     }
     return [...wentOffline];
+  }
+
+  async setGateway(gatewayId: string, held: HeldConnection[], at: number): Promise<string[]> {
+    const recorded = new Set(await this.redis.client.smembers(this.gatewayKey(gatewayId)));
+    const wanted = new Set(held.map((c) => `${c.user}|${c.connId}`));
+    const changed = new Set<string>();
+    // One script per connection, issued together (one connection runs them in call order); the gateway reports nothing
+    // else meanwhile, and each script is idempotent, so being cut short leaves nothing a second run does not mend.
+    const added = await Promise.all(
+      held.filter((c) => !recorded.has(`${c.user}|${c.connId}`)).map(async (c) => ({ user: c.user, ...(await this.connect({ ...c, gatewayId }, at)) })),
+    );
+    for (const { user, wentOnline } of added) if (wentOnline) changed.add(user);
+    const stale = [...recorded].filter((member) => !wanted.has(member));
+    const removed = await Promise.all(
+      stale.map(async (member) => {
+        const sep = member.indexOf('|');
+        const user = member.slice(0, sep);
+        return { user, ...(await this.disconnect({ user, connId: member.slice(sep + 1), gatewayId }, at)) };
+      }),
+    );
+    for (const { user, wentOffline } of removed) if (wentOffline) changed.add(user);
+    return [...changed];
   }
 }

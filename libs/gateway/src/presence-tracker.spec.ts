@@ -1,0 +1,131 @@
+import { EventEmitter } from 'node:events';
+import type { Aedes, Client } from 'aedes';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { PresenceApi } from '#libs/presence';
+import type { Principal } from '#libs/protocol';
+import type { AccessPolicy } from './access-policy.js';
+import { PresenceTracker } from './presence-tracker.js';
+
+/**
+ * Presence as one gateway's reports reach it: the connections recorded under the gateway, and a switch for how calls
+ * fare: carried out (`up`), not carried out (`down`: Redis away), or carried out with the answer lost on the way back
+ * (`lost`: an RPC that timed out while it waited in the stream, and ran later).
+ */
+function presence() {
+  const records = new Map<string, string>();
+  const calls: string[] = [];
+  const state = { mode: 'up' as 'up' | 'down' | 'lost' };
+  const call = <T>(name: string, apply: () => T): Promise<T> => {
+    calls.push(name);
+    if (state.mode === 'down') return Promise.reject(new Error('presence is away'));
+    const result = apply();
+    return state.mode === 'lost' ? Promise.reject(new Error('no answer in time')) : Promise.resolve(result);
+  };
+  const api: PresenceApi = {
+    connected: (ref) => call(`connected ${ref.user}`, () => (records.set(ref.connId, ref.user), null)),
+    disconnected: (ref) => call(`disconnected ${ref.user}`, () => (records.delete(ref.connId), null)),
+    gatewayHolds: (_gatewayId, held) =>
+      call(`holds ${held.map((h) => h.user).join(',')}`, () => {
+        records.clear();
+        for (const h of held) records.set(h.connId, h.user);
+        return [];
+      }),
+    gatewayGone: () => Promise.reject(new Error('not used')),
+    who: () => Promise.reject(new Error('not used')),
+    stateOf: () => Promise.reject(new Error('not used')),
+  };
+  return { api, calls, state, users: () => [...records.values()].sort() };
+}
+
+/** The broker as the tracker sees it: connection events, whether it is closed, and retained publishes. */
+function broker() {
+  const principals = new Map<Client, Principal>();
+  const aedes = Object.assign(new EventEmitter(), { closed: false, publish: (_packet: unknown, done: () => void) => done() });
+  const policy = { principalOf: (client: Client) => principals.get(client) } as unknown as AccessPolicy;
+  const connect = (user: string): Client => {
+    const client = { id: `${user}/phone`, closed: false } as unknown as Client;
+    principals.set(client, { kind: 'user', user, device: 'phone' });
+    aedes.emit('clientReady', client);
+    return client;
+  };
+  const disconnect = (client: Client) => aedes.emit('clientDisconnect', client);
+  return { aedes, policy, connect, disconnect };
+}
+
+describe('PresenceTracker', () => {
+  const trackers: { aedes: { closed: boolean } }[] = [];
+  afterEach(() => {
+    // Ends the retry loops of the trackers a test left running.
+    for (const t of trackers.splice(0)) t.aedes.closed = true;
+  });
+
+  async function started() {
+    const p = presence();
+    const b = broker();
+    const tracker = new PresenceTracker(b.aedes as unknown as Aedes, b.policy, p.api, 'gw1');
+    trackers.push(b);
+    tracker.start();
+    // Starting brings the records in line with no connection: what a previous run left is closed.
+    await expect.poll(() => p.calls).toEqual(['holds ']);
+    return { ...p, ...b, tracker };
+  }
+
+  it('reports a connection’s start and end, the end after the start', async () => {
+    const t = await started();
+    const bob = t.connect('bob');
+    t.disconnect(bob);
+    await t.tracker.settle(1000);
+    expect(t.calls.slice(1)).toEqual(['connected bob', 'disconnected bob']);
+    expect(t.users()).toEqual([]);
+  });
+
+  it('closes in presence a connection whose end could not be reported, once presence is back', async () => {
+    const t = await started();
+    const bob = t.connect('bob');
+    await expect.poll(() => t.users()).toEqual(['bob']);
+    t.state.mode = 'down';
+    t.disconnect(bob);
+    await expect.poll(() => t.calls).toContain('disconnected bob');
+    // Still recorded: the report failed. Nothing is lost once presence answers again.
+    expect(t.users()).toEqual(['bob']);
+    t.state.mode = 'up';
+    await expect.poll(() => t.users(), { timeout: 5000 }).toEqual([]);
+  });
+
+  it('records a connection whose start could not be reported, and not one that ended before presence was back, even if its start was carried out', async () => {
+    const t = await started();
+    // Carol's start is carried out but its answer lost; then presence is away altogether.
+    t.state.mode = 'lost';
+    const carol = t.connect('carol');
+    await expect.poll(() => t.calls).toContain('connected carol');
+    t.state.mode = 'down';
+    const dave = t.connect('dave');
+    const erin = t.connect('erin');
+    t.disconnect(carol);
+    t.disconnect(erin);
+    expect(t.users()).toEqual(['carol']);
+    t.state.mode = 'up';
+    await expect.poll(() => t.users(), { timeout: 5000 }).toEqual(['dave']);
+    await t.tracker.settle(1000);
+    expect(t.users()).toEqual(['dave']);
+    // Reports held back while the records were brought in line go after it, in order per connection: erin's start
+    // too (she was online, and is last seen then), then her end. Carol's failed start is not made again; her end is.
+    const after = t.calls.slice(t.calls.lastIndexOf('holds dave') + 1);
+    expect(after).toEqual(expect.arrayContaining(['connected dave', 'disconnected carol', 'connected erin', 'disconnected erin']));
+    expect(after.indexOf('connected erin')).toBeLessThan(after.indexOf('disconnected erin'));
+    expect(after).not.toContain('connected carol');
+    t.disconnect(dave);
+    await t.tracker.settle(1000);
+    expect(t.users()).toEqual([]);
+  });
+
+  it('brings the records back when asked (another gateway closed this one’s connections), without waiting for a report to fail', async () => {
+    const t = await started();
+    t.connect('bob');
+    await expect.poll(() => t.users()).toEqual(['bob']);
+    await t.api.gatewayHolds('gw1', []); // what a sweep by another gateway does
+    expect(t.users()).toEqual([]);
+    t.tracker.realign();
+    await expect.poll(() => t.users()).toEqual(['bob']);
+  });
+});
