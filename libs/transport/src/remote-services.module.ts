@@ -18,10 +18,11 @@ const TOKENS = { presence: PRESENCE_API, receipts: RECEIPTS_API, group: GROUP_AP
 const REMOTE_SERVICES = Symbol('REMOTE_SERVICES');
 const FILE_CHUNK_STREAM_LEN = 2000;
 /**
- * Calls that never expire: a gateway's reports of connections made and ended. They record what happened, so they must
- * land however late; everything else a user asked for expires with its caller's wait (see RedisStreamsClient).
+ * Calls that never expire: the sweep of a gateway found dead, which records what happened. Everything else expires with
+ * its caller's wait (see RedisStreamsClient): a gateway's report of a connection made or ended that fails is made good by
+ * realigning its records (PresenceTracker), and a late report could undo that realignment.
  */
-const LASTING_CALLS: ReadonlySet<string> = new Set(['presence.connected', 'presence.disconnected', 'presence.gatewayGone']);
+const LASTING_CALLS: ReadonlySet<string> = new Set(['presence.gatewayGone']);
 
 /**
  * The distributed wiring: PRESENCE_API, RECEIPTS_API, GROUP_API and
