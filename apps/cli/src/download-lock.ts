@@ -1,30 +1,10 @@
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { link, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
 import { OfferId } from '#libs/protocol';
 import { TransferError } from './file-transfer.js';
-
-/** How often a holder marks its lock alive, and how long a lock from another host may go unmarked before it is stale. */
-const HEARTBEAT_MS = 5_000;
-const STALE_MS = 30_000;
-
-interface Holder {
-  pid: number;
-  host: string;
-  token: string;
-  /** The kernel's boot id when the lock was taken (Linux): a pid from before a reboot names no process of now. */
-  boot?: string;
-}
-
-const BOOT_ID = (() => {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
-})();
 
 /** Tokens of the locks this process holds: a lock naming this pid and another token is a previous process's (a container's pid 1). */
 const HELD = new Set<string>();
@@ -53,11 +33,11 @@ export class DownloadLock {
   static async take(dir: string, offerId: string): Promise<DownloadLock> {
     const path = lockPathOf(dir, offerId);
     const token = randomUUID();
-    const record = JSON.stringify({ pid: process.pid, host: hostname(), token, boot: BOOT_ID } satisfies Holder);
+    const record = holderRecord(token);
     for (let attempt = 0; attempt < 5; attempt++) {
       if (await place(path, record, token)) {
         HELD.add(token);
-        const heartbeat = setInterval(() => void touch(path), HEARTBEAT_MS);
+        const heartbeat = setInterval(() => void touch(path), LOCK_HEARTBEAT_MS);
         heartbeat.unref();
         return new DownloadLock(path, token, heartbeat);
       }
@@ -67,7 +47,7 @@ export class DownloadLock {
       const holder = parseHolder(seen);
       if (holder && (await isAlive(holder, path))) throw inProgress(offerId, dir, holder);
       // Unreadable: only a hand could have damaged it (locks appear whole); stale once old.
-      if (!holder && Date.now() - (await modifiedAt(path)) < STALE_MS) throw inProgress(offerId, dir, null);
+      if (!holder && Date.now() - (await modifiedAt(path)) < LOCK_STALE_MS) throw inProgress(offerId, dir, null);
       await takeOver(path, seen, token);
     }
     throw inProgress(offerId, dir, null);
@@ -118,36 +98,17 @@ async function takeOver(path: string, stale: string, token: string): Promise<voi
   }
 }
 
-async function isAlive(holder: Holder, path: string): Promise<boolean> {
-  if (holder.host !== hostname()) return Date.now() - (await modifiedAt(path)) < STALE_MS;
-  if (holder.pid === process.pid) return HELD.has(holder.token);
-  if (holder.boot !== undefined && BOOT_ID !== undefined && holder.boot !== BOOT_ID) return false;
-  try {
-    process.kill(holder.pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: a process of another user has that pid, so it exists.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+async function isAlive(holder: LockHolder, path: string): Promise<boolean> {
+  // A lock naming this process is one of its own downloads, or a previous process's with the same pid (a container's pid 1).
+  return holderAlive(holder, await modifiedAt(path), (h) => HELD.has(h.token));
 }
 
-function inProgress(offerId: string, dir: string, holder: Holder | null): TransferError {
+function inProgress(offerId: string, dir: string, holder: LockHolder | null): TransferError {
   const who = holder === null ? '' : ` (process ${holder.pid}${holder.host === hostname() ? '' : ` on ${holder.host}`})`;
   return new TransferError(
     'download_in_progress',
     `another download of ${offerId} into ${dir} is under way${who}; wait for it to end (it saves the file), or accept it into another directory`,
   );
-}
-
-function parseHolder(content: string): Holder | null {
-  try {
-    const h = JSON.parse(content) as Partial<Holder>;
-    const valid =
-      typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' && (h.boot === undefined || typeof h.boot === 'string');
-    return valid ? (h as Holder) : null;
-  } catch {
-    return null;
-  }
 }
 
 async function contentOf(path: string): Promise<string | null> {

@@ -2,30 +2,10 @@ import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, linkSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
+import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
 
-/** How often the holder marks its lock as alive. */
-const HEARTBEAT_MS = 5_000;
-/** A lock from another host not marked alive for this long is taken over (its holder is gone). */
-const STALE_MS = 30_000;
 /** Takeovers of one stale lock in a row whose takers may all die before the directory counts as wedged. */
 const MAX_CLAIMS = 8;
-
-export interface Holder {
-  pid: number;
-  host: string;
-  token: string;
-  /** The kernel's boot id when the lock was taken (Linux): a pid from before a reboot names no process of now. */
-  boot?: string;
-}
-
-/** This boot of the machine (Linux), or undefined where the kernel does not say. */
-const BOOT_ID = (() => {
-  try {
-    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
-  } catch {
-    return undefined;
-  }
-})();
 
 /**
  * One server process per data directory. The embedded store numbers appends
@@ -45,14 +25,14 @@ export interface DataDirLockOptions {
    * Called when a heartbeat finds the lock held by another server (this host was paused long enough for another host
    * to judge it gone). Both would now write to the directory, so the default stops this process at once.
    */
-  onLost?: (holder: Holder) => void;
+  onLost?: (holder: LockHolder) => void;
 }
 
 export class DataDirLock {
   private readonly path: string;
   private readonly token = randomUUID();
   private readonly heartbeat: NodeJS.Timeout;
-  private readonly onLost: (holder: Holder) => void;
+  private readonly onLost: (holder: LockHolder) => void;
 
   constructor(
     private readonly dataDir: string,
@@ -61,7 +41,7 @@ export class DataDirLock {
     this.path = lockPath(dataDir);
     this.onLost = opts.onLost ?? ((holder) => stopOnLoss(dataDir, holder));
     this.take();
-    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs ?? HEARTBEAT_MS);
+    this.heartbeat = setInterval(() => this.beat(), opts.heartbeatMs ?? LOCK_HEARTBEAT_MS);
     this.heartbeat.unref();
   }
 
@@ -172,7 +152,7 @@ export class DataDirLock {
   /** Writes this holder's record at `path` unless a file is there (false). Written aside and linked into place, so it is never seen half-written. */
   private place(path: string): boolean {
     const draft = `${this.path}.${this.token}`;
-    writeFileSync(draft, JSON.stringify({ pid: process.pid, host: hostname(), token: this.token, boot: BOOT_ID } satisfies Holder));
+    writeFileSync(draft, holderRecord(this.token));
     try {
       linkSync(draft, path);
       return true;
@@ -187,37 +167,26 @@ export class DataDirLock {
 
 const lockPath = (dataDir: string) => join(dataDir, 'parley.lock');
 
-function stopOnLoss(dataDir: string, holder: Holder): void {
+function stopOnLoss(dataDir: string, holder: LockHolder): void {
   process.stderr.write(
     `fatal: the data directory ${dataDir} was taken over by process ${holder.pid} on ${holder.host}; stopping, so that only one server writes to it\n`,
   );
   process.exit(75);
 }
 
-function inUse(dataDir: string, holder: Holder): Error {
+function inUse(dataDir: string, holder: LockHolder): Error {
   // From another host only the lock's age tells whether its holder still runs.
-  const elsewhere = holder.host === hostname() ? '' : ` (if that server is gone, the directory is free ${STALE_MS / 1000} s after it was last active)`;
+  const elsewhere = holder.host === hostname() ? '' : ` (if that server is gone, the directory is free ${LOCK_STALE_MS / 1000} s after it was last active)`;
   return new Error(
     `the data directory ${dataDir} is in use by process ${holder.pid} on ${holder.host}: stop that server, or give this one another PARLEY_DATA_DIR${elsewhere}`,
   );
 }
 
 /** Who holds the lock, or null when there is none or it is unreadable (a holder that died while writing it). */
-function holderOf(path: string): Holder | null {
+function holderOf(path: string): LockHolder | null {
   try {
     const content = contentOf(path);
     return content === null ? null : parseHolder(content);
-  } catch {
-    return null;
-  }
-}
-
-function parseHolder(content: string): Holder | null {
-  try {
-    const h = JSON.parse(content) as Partial<Holder>;
-    const valid =
-      typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' && (h.boot === undefined || typeof h.boot === 'string');
-    return valid ? (h as Holder) : null;
   } catch {
     return null;
   }
@@ -238,21 +207,11 @@ function refusal(dataDir: string, path: string, content: string): Error | null {
   const holder = parseHolder(content);
   if (holder !== null) return isAlive(holder, path) ? inUse(dataDir, holder) : null;
   // Damaged by hand: stale only once it is old.
-  return Date.now() - modifiedAt(path) < STALE_MS ? new Error(`the data directory ${dataDir} is in use (its lock ${path} is unreadable)`) : null;
+  return Date.now() - modifiedAt(path) < LOCK_STALE_MS ? new Error(`the data directory ${dataDir} is in use (its lock ${path} is unreadable)`) : null;
 }
 
-function isAlive(holder: Holder, path: string): boolean {
-  if (holder.host !== hostname()) return Date.now() - modifiedAt(path) < STALE_MS;
-  if (holder.pid === process.pid) return false;
-  // Taken before the machine last booted: whatever has that pid now is not the holder.
-  if (holder.boot !== undefined && BOOT_ID !== undefined && holder.boot !== BOOT_ID) return false;
-  try {
-    process.kill(holder.pid, 0);
-    return true;
-  } catch (e) {
-    // EPERM: a process of another user has that pid, so it exists.
-    return (e as NodeJS.ErrnoException).code === 'EPERM';
-  }
+function isAlive(holder: LockHolder, path: string): boolean {
+  return holderAlive(holder, modifiedAt(path), () => false);
 }
 
 function modifiedAt(path: string): number {

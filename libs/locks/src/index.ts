@@ -1,0 +1,64 @@
+import { readFileSync } from 'node:fs';
+import { hostname } from 'node:os';
+
+/**
+ * What a lock file says about who holds it, and whether that holder is still there: shared by the server's lock on its
+ * data directory and the CLI's lock on a download. No dependencies beyond Node, so the CLI loads nothing it does not use.
+ */
+
+/** How often a holder marks its lock alive. */
+export const LOCK_HEARTBEAT_MS = 5_000;
+/** A lock from another host not marked alive for this long is stale (its holder is gone). */
+export const LOCK_STALE_MS = 30_000;
+
+export interface LockHolder {
+  pid: number;
+  host: string;
+  token: string;
+  /** The kernel's boot id when the lock was taken (Linux): a pid from before a reboot names no process of now. */
+  boot?: string;
+}
+
+/** This boot of the machine (Linux), or undefined where the kernel does not say. */
+const BOOT_ID = (() => {
+  try {
+    return readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim() || undefined;
+  } catch {
+    return undefined;
+  }
+})();
+
+/** The record this process writes into a lock it takes. */
+export function holderRecord(token: string): string {
+  return JSON.stringify({ pid: process.pid, host: hostname(), token, boot: BOOT_ID } satisfies LockHolder);
+}
+
+/** A lock file's content as a holder; null when it is not one (damaged by hand, or a draft cut short). */
+export function parseHolder(content: string): LockHolder | null {
+  try {
+    const h = JSON.parse(content) as Partial<LockHolder>;
+    const valid =
+      typeof h.pid === 'number' && typeof h.host === 'string' && typeof h.token === 'string' && (h.boot === undefined || typeof h.boot === 'string');
+    return valid ? (h as LockHolder) : null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether a lock's holder is still there. On another host: while the lock was marked alive (`modifiedAtMs`, its file's
+ * mtime) within LOCK_STALE_MS. On this host: while its process runs (a pid from before the last boot is not it);
+ * `own` decides for a lock naming this very process (one it holds, or one a previous process with this pid left).
+ */
+export function holderAlive(holder: LockHolder, modifiedAtMs: number, own: (holder: LockHolder) => boolean): boolean {
+  if (holder.host !== hostname()) return Date.now() - modifiedAtMs < LOCK_STALE_MS;
+  if (holder.pid === process.pid) return own(holder);
+  if (holder.boot !== undefined && BOOT_ID !== undefined && holder.boot !== BOOT_ID) return false;
+  try {
+    process.kill(holder.pid, 0);
+    return true;
+  } catch (e) {
+    // EPERM: a process of another user has that pid, so it exists.
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
