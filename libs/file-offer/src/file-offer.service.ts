@@ -121,7 +121,7 @@ export class FileOfferService {
       case 'too_many_offers':
         throw new DomainError(
           'too_many_offers',
-          `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined; wait for them or let them expire`,
+          `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined; wait for them, let them expire, or withdraw one (file.cancel; with the CLI, parley file list shows them and parley file cancel ID withdraws one)`,
         );
       case 'quota_exceeded':
         throw new DomainError('quota_exceeded', `your file offers would hold more than ${this.limits.quotaBytes} bytes on the server`);
