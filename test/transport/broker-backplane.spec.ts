@@ -132,14 +132,16 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     const a = redisBackplane(redis.url, prefix);
     const b = redisBackplane(redis.url, prefix);
     backplanes.push(a, b);
-    // A packet both see proves both subscriptions are up: routed packets reach every gateway's own emitter.
-    const seen = (bp: Backplane) => new Promise<void>((resolve) => bp.mq.on('ready/+', (_p, done) => (done(), resolve())));
-    const ready = Promise.all([seen(a), seen(b)]);
+    // Each seeing a packet the other emitted proves both subscriptions are up. (A gateway's own packets reach its own
+    // emitter at once, through Redis or not: seeing those proved nothing, and a relay could go out before the other
+    // gateway listened.)
+    const seen = (bp: Backplane, from: string) => new Promise<void>((resolve) => bp.mq.on(`ready-${from}/+`, (_p, done) => (done(), resolve())));
+    const ready = Promise.all([seen(a, 'b'), seen(b, 'a')]);
     for (let i = 0; i < 50; i++) {
       const settled = await Promise.race([ready.then(() => true), new Promise((r) => setTimeout(() => r(false), 100))]);
       if (settled) return [a, b];
-      a.mq.emit({ topic: `ready/${i}`, payload: Buffer.from('') } as never);
-      b.mq.emit({ topic: `ready/${i}`, payload: Buffer.from('') } as never);
+      a.mq.emit({ topic: `ready-a/${i}`, payload: Buffer.from('') } as never);
+      b.mq.emit({ topic: `ready-b/${i}`, payload: Buffer.from('') } as never);
     }
     throw new Error('backplanes never saw each other');
   }
