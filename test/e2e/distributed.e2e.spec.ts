@@ -52,10 +52,13 @@ describe('services as their own processes', () => {
     await bob.waitFor((e) => e.type === 'message' && e.text === 'live meanwhile');
     expect(bob.events.some((e) => e.type === 'sync')).toBe(false);
     await topo.restartService('receipts', 'stop');
-    // The gateway tries again: the sync and the whole backlog come on the same connection, without a reconnect.
-    expect(await bob.waitFor((e) => e.type === 'synced', 30_000)).toMatchObject({ messages: 3 });
-    const texts = bob.events.filter((e) => e.type === 'message').map((e) => (e as { text: string }).text);
-    expect(texts.slice(1)).toEqual(['first while away', 'second while away', 'live meanwhile']);
+    // The gateway tries again: the sync and the backlog come on the same connection, without a reconnect. (Whether the
+    // backlog also holds the live message depends on whether the attempt that succeeded began before or after it.)
+    await bob.waitFor((e) => e.type === 'synced', 30_000);
+    const afterSync = bob.events.slice(bob.events.findIndex((e) => e.type === 'sync'));
+    const texts = (events: typeof bob.events) => events.filter((e) => e.type === 'message').map((e) => (e as { text: string }).text);
+    expect(texts(afterSync).slice(0, 2)).toEqual(['first while away', 'second while away']);
+    expect(new Set(texts(bob.events))).toEqual(new Set(['first while away', 'second while away', 'live meanwhile']));
   });
 
   it('does not carry out, once its service is back, a request it answered unavailable; the same id then does it once', async () => {
