@@ -1,12 +1,11 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createServer, type AddressInfo, type Server } from 'node:net';
-import { Aedes, type Client } from 'aedes';
 import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import { startRefusingBroker, type RefusingBroker } from '../support/refusing-broker.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
 /** The parley CLI, as real processes against the real server, as two people in two terminals would use it. */
@@ -322,55 +321,33 @@ describe('the parley CLI against a server that follows few users per connection'
  * broker stands in for the server, refusing with the code the test sets.
  */
 describe('the parley CLI against a server that refuses logins for a while', () => {
-  let broker: Aedes;
-  let tcp: Server;
+  let refusing: RefusingBroker;
   let url: string;
-  const logins = new Set<Client>();
-  const refuse = new Map<string, number>();
-  const refused = new Map<string, number>();
+  const refuse = (user: string, code: number) => refusing.refuse.set(user, code);
+  const refused = (user: string) => refusing.refused.get(user);
 
   beforeAll(async () => {
-    broker = new Aedes({
-      authenticate: (_client, username, _password, done) => {
-        const code = refuse.get(username ?? '') ?? 0;
-        if (code === 0) return done(null, true);
-        refused.set(username!, (refused.get(username!) ?? 0) + 1);
-        done(Object.assign(new Error('refused'), { returnCode: code }), false);
-      },
-    });
-    await broker.listen();
-    broker.on('clientReady', (c) => logins.add(c));
-    broker.on('clientDisconnect', (c) => logins.delete(c));
-    tcp = createServer((socket) => broker.handle(socket));
-    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
-    url = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+    refusing = await startRefusingBroker();
+    url = refusing.url;
   });
-  afterAll(async () => {
-    await new Promise<void>((resolve) => broker.close(() => resolve()));
-    await new Promise<void>((resolve) => tcp.close(() => resolve()));
-  });
+  afterAll(() => refusing.close());
 
   const as = (user: string) => ({ PARLEY_SERVER: url, PARLEY_USER: user, PARLEY_PASSWORD: 'unused' });
-  /** Closes the user's connection (once the broker counts it logged in: its CONNACK may reach the client first). */
-  const drop = async (user: string) => {
-    const open = () => [...logins].filter((c) => c.id.startsWith(`${user}/`) && !c.closed);
-    await expect.poll(() => open().length, { timeout: 5000 }).toBeGreaterThan(0);
-    for (const c of open()) c.close();
-  };
+  const drop = (user: string) => refusing.drop(user);
 
   it('listen --json rides out "try again" (CONNACK 3), saying when the connection is lost and back; a lockout (5) ends it, with the reason and status 1', async () => {
     const listen = CliProcess.start(['--json', 'listen'], as('ivy'));
     try {
       await listen.waitForLine((l) => l.includes('"type":"ready"'));
-      refuse.set('ivy', 3);
+      refuse('ivy', 3);
       await drop('ivy');
       await listen.waitForLine((l) => l === JSON.stringify({ type: 'connection', state: 'lost' }));
-      await expect.poll(() => refused.get('ivy') ?? 0, { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
-      refuse.set('ivy', 0);
+      await expect.poll(() => refused('ivy') ?? 0, { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+      refuse('ivy', 0);
       await listen.waitForLine((l) => l === JSON.stringify({ type: 'connection', state: 'back' }), 15_000);
       expect(listen.child.exitCode).toBe(null);
 
-      refuse.set('ivy', 5);
+      refuse('ivy', 5);
       await drop('ivy');
       expect(await listen.exited).toBe(1);
       expect(listen.json().at(-1)).toEqual({
@@ -389,8 +366,8 @@ describe('the parley CLI against a server that refuses logins for a while', () =
     try {
       await listen.waitForLine(/listening as jay/);
       await chat.waitForLine(/logged in as kim/);
-      refuse.set('jay', 4);
-      refuse.set('kim', 4);
+      refuse('jay', 4);
+      refuse('kim', 4);
       await Promise.all([drop('jay'), drop('kim')]);
       expect(await listen.exited).toBe(1);
       expect(await chat.exited).toBe(1);

@@ -1,9 +1,10 @@
 import { createServer, type AddressInfo, type Server } from 'node:net';
-import { Aedes, type Client } from 'aedes';
+import { Aedes } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics } from '#libs/protocol';
 import { ConnectError, ParleyClient, RequestError } from './parley-client.js';
+import { startRefusingBroker, type RefusingBroker } from '../../../test/support/refusing-broker.js';
 
 /**
  * The CLI's client against what a newer server may send: fields this version
@@ -190,30 +191,15 @@ describe('ParleyClient across a dropped connection', () => {
  * A plain Aedes broker refuses with the code the test sets; a second MQTT client answers requests as the server would.
  */
 describe('ParleyClient while the server refuses logins', () => {
-  let broker: Aedes;
-  let tcp: Server;
+  let refusing: RefusingBroker;
   let url: string;
   let server: MqttClient;
-  const logins = new Set<Client>();
-  /** The CONNACK code every login of a user gets for now (0: accepted), and how many times each was refused. */
-  const refuse = new Map<string, number>();
-  const refused = new Map<string, number>();
+  const refuse = (user: string, code: number) => refusing.refuse.set(user, code);
+  const refused = (user: string) => refusing.refused.get(user);
 
   beforeAll(async () => {
-    broker = new Aedes({
-      authenticate: (client, username, _password, done) => {
-        const code = refuse.get(username ?? '') ?? 0;
-        if (code === 0) return done(null, true);
-        refused.set(username!, (refused.get(username!) ?? 0) + 1);
-        done(Object.assign(new Error('refused'), { returnCode: code }), false);
-      },
-    });
-    await broker.listen();
-    broker.on('clientReady', (c) => logins.add(c));
-    broker.on('clientDisconnect', (c) => logins.delete(c));
-    tcp = createServer((socket) => broker.handle(socket));
-    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
-    url = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+    refusing = await startRefusingBroker();
+    url = refusing.url;
     server = await mqtt.connectAsync(url, { clientId: 'the-server', username: 'the-server', reconnectPeriod: 0 });
     await server.subscribeAsync(topics.requests('+'), { qos: 1 });
     server.on('message', (topic, payload) => {
@@ -226,27 +212,24 @@ describe('ParleyClient while the server refuses logins', () => {
 
   afterAll(async () => {
     await server.endAsync();
-    await new Promise<void>((resolve) => broker.close(() => resolve()));
-    await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    await refusing.close();
   });
 
   /** Drops every connection of `user` (once the broker counts it logged in); resolves once its client has noticed. */
   async function drop(client: ParleyClient, user: string): Promise<void> {
-    const open = () => [...logins].filter((c) => c.id.startsWith(`${user}/`) && !c.closed);
-    await expect.poll(() => open().length, { timeout: 5000 }).toBeGreaterThan(0);
-    for (const c of open()) c.close();
+    await refusing.drop(user);
     await expect.poll(() => client.connected, { timeout: 5000 }).toBe(false);
   }
 
   it('keeps reconnecting while the server answers "unavailable, try again" (CONNACK 3), and is answered once it accepts', async () => {
     const client = await ParleyClient.connect({ server: url, user: 'gil', password: 'unused', timeoutMs: 20_000, keepTrying: true, reconnectMs: 100 });
     try {
-      refuse.set('gil', 3);
+      refuse('gil', 3);
       await drop(client, 'gil');
       // Refused again and again, and still trying.
-      await expect.poll(() => refused.get('gil') ?? 0, { timeout: 5000 }).toBeGreaterThanOrEqual(3);
+      await expect.poll(() => refused('gil') ?? 0, { timeout: 5000 }).toBeGreaterThanOrEqual(3);
       const answer = client.request('who', { user: 'bob' });
-      refuse.set('gil', 0);
+      refuse('gil', 0);
       expect(await answer).toEqual({ user: 'bob', state: 'online', lastSeen: null });
       expect(client.connected).toBe(true);
     } finally {
@@ -257,7 +240,7 @@ describe('ParleyClient while the server refuses logins', () => {
   it('gives up at once, with the reason, on a refusal retrying cannot change (CONNACK 5), and fails what was waiting', async () => {
     const client = await ParleyClient.connect({ server: url, user: 'hal', password: 'unused', timeoutMs: 20_000, keepTrying: true, reconnectMs: 100 });
     try {
-      refuse.set('hal', 5);
+      refuse('hal', 5);
       await drop(client, 'hal');
       const waiting = client.request('who', { user: 'bob' }).catch((e: unknown) => e);
       const reason = await client.ended;
@@ -266,7 +249,7 @@ describe('ParleyClient while the server refuses logins', () => {
       // What was waiting fails with it, long before its own timeout; and so does anything asked later.
       expect(await waiting).toBe(reason);
       expect(await client.request('who', { user: 'bob' }).catch((e: unknown) => e)).toBe(reason);
-      expect(refused.get('hal')).toBe(1);
+      expect(refused('hal')).toBe(1);
     } finally {
       await client.close();
     }
