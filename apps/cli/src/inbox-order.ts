@@ -260,8 +260,7 @@ export class InboxOrder {
       from = seq;
     }
     for (const e of answer.entries) this.accept(e);
-    const held = this.held.get(conv);
-    if (held) this.flush(conv);
+    this.flush(conv);
     return true;
   }
 

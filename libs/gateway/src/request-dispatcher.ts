@@ -1,7 +1,7 @@
 import { Logger } from '@nestjs/common';
 import type { Client } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
-import type { Metrics } from '#libs/health';
+import { withDeadline, type Metrics } from '#libs/health';
 import type { GroupApi, GroupOutcome } from '#libs/group';
 import type { MessagingService } from '#libs/messaging';
 import type { PresenceApi } from '#libs/presence';
@@ -372,7 +372,6 @@ async function settledWithin<T>(promise: Promise<T>, ms: number): Promise<T | un
   );
   await Promise.resolve();
   if (settled) return answer;
-  let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<undefined>((resolve) => (timer = setTimeout(resolve, ms, undefined)));
-  return Promise.race([answer, expired]).finally(() => clearTimeout(timer));
+  // `answer` never rejects: a rejection here is the deadline passing.
+  return withDeadline(answer, ms).catch(() => undefined);
 }

@@ -33,14 +33,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
   }
 
   connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }> {
-    return this.changing(conn.user, () => {
-      if (this.conns.get([conn.user, conn.connId]) !== undefined) return { wentOnline: false };
-      const wentOnline = this.countOf(conn.user) === 0;
-      void this.conns.put([conn.user, conn.connId], conn.gatewayId);
-      void this.byGateway.put([conn.gatewayId, conn.user, conn.connId], true);
-      void this.seen.put(conn.user, at);
-      return { wentOnline };
-    });
+    return this.changing(conn.user, () => ({ wentOnline: this.add(conn.user, conn.connId, conn.gatewayId, at) }));
   }
 
   disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }> {
@@ -50,6 +43,16 @@ export class EmbeddedPresenceStore implements PresenceStore {
   /** A write transaction changing one user's presence; its cached presence goes once the change is committed (or failed). */
   private changing<T>(user: string, change: () => T): Promise<T> {
     return this.conns.transaction(change).finally(() => this.cached.delete(user));
+  }
+
+  /** Inside a write transaction: records one connection, unless it is recorded already; true when it is the user's first. */
+  private add(user: string, connId: string, gatewayId: string, at: number): boolean {
+    if (this.conns.get([user, connId]) !== undefined) return false;
+    const first = this.countOf(user) === 0;
+    void this.conns.put([user, connId], gatewayId);
+    void this.byGateway.put([gatewayId, user, connId], true);
+    void this.seen.put(user, at);
+    return first;
   }
 
   /** Inside a write transaction: removes one connection; true when it was the user's last. */
@@ -92,11 +95,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
         const wanted = new Set<string>();
         for (const { user, connId } of held) {
           wanted.add(`${user}|${connId}`);
-          if (this.conns.get([user, connId]) !== undefined) continue;
-          if (this.countOf(user) === 0) changed.add(user);
-          void this.conns.put([user, connId], gatewayId);
-          void this.byGateway.put([gatewayId, user, connId], true);
-          void this.seen.put(user, at);
+          if (this.add(user, connId, gatewayId, at)) changed.add(user);
         }
         for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
           if (!wanted.has(`${user}|${connId}`) && this.remove(user, connId, gatewayId, at)) changed.add(user);
