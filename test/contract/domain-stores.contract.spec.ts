@@ -80,6 +80,23 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect(await again.dropGateway('gw1', 100)).toEqual([]);
   });
 
+  it('closes connections that ended unseen at the time given, never moving a user\u2019s last seen back', async () => {
+    const { backend } = await fixture.open();
+    const store = presenceOf(backend);
+    await store.connect(conn('ko', 'dead', 'gw1'), 10);
+    await store.connect(conn('lu', 'dead', 'gw1'), 10);
+    await store.connect(conn('lu', 'later', 'gw2'), 30);
+    await store.disconnect(conn('lu', 'later', 'gw2'), 40);
+    await store.connect(conn('mo', 'dead', 'gw3'), 10);
+    // gw1 restarts after a crash: what it held closes at its last sign of life (20), not at its restart (90).
+    expect((await store.setGateway('gw1', [{ user: 'ko', connId: 'new' }], 90, 20)).sort()).toEqual(['lu']);
+    expect(await store.get('ko')).toEqual({ state: 'online', lastSeen: 90 });
+    // Lu was online elsewhere until 40: the later time stays.
+    expect(await store.get('lu')).toEqual({ state: 'offline', lastSeen: 40 });
+    expect(await store.dropGateway('gw3', 25)).toEqual(['mo']);
+    expect(await store.get('mo')).toEqual({ state: 'offline', lastSeen: 25 });
+  });
+
   it('brings a gateway\u2019s records in line with what it holds: adds the missing, closes the rest, leaves other gateways alone', async () => {
     const { backend } = await fixture.open();
     const store = presenceOf(backend);

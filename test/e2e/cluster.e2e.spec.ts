@@ -235,11 +235,15 @@ describe('cluster under faults', () => {
       b,
       60,
       async () => {
+        const killedAt = Date.now();
         await gwA.kill9();
-        // Carol was only on gateway A: the other gateway takes her for offline once A stops beating.
-        await expect
-          .poll(async () => ((await watcher.request({ op: 'who', user: c })) as OkReply).result as WhoResult, { timeout: 15_000, interval: 300 })
-          .toMatchObject({ state: 'offline' });
+        // Carol was only on gateway A: the other gateway takes her for offline once A stops beating, and she was last
+        // seen when A last beat (it beats every quarter of the 1.5 s it may be silent), not when that was noticed.
+        const who = async () => ((await watcher.request({ op: 'who', user: c })) as OkReply).result as WhoResult;
+        await expect.poll(who, { timeout: 15_000, interval: 300 }).toMatchObject({ state: 'offline' });
+        const { lastSeen } = await who();
+        expect(lastSeen).toBeLessThanOrEqual(killedAt);
+        expect(lastSeen).toBeGreaterThan(killedAt - 1500);
         bob = await users.login(b, gwB.mqttUrl);
         screen.attach(bob);
       },

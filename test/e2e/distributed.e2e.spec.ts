@@ -1,7 +1,7 @@
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import type { OkReply, SendResult } from '#libs/protocol';
+import type { OkReply, SendResult, WhoResult } from '#libs/protocol';
 import { connectClient, endClient, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Topology } from '../support/topology.js';
@@ -117,6 +117,29 @@ describe('services as their own processes', () => {
     await expect
       .poll(async () => ((await dave.request({ op: 'who', user: carol })) as OkReply).result, { timeout: 15_000 })
       .toMatchObject({ state: 'offline' });
+  });
+
+  it('a gateway stopped while presence is away leaves its users for another gateway to close, at its stop', async () => {
+    const quick = { PARLEY_GATEWAY_DEAD_AFTER_MS: '1500' };
+    const sweeper = await topo.addGateway('gw-sweeper', quick);
+    // Its calls expire 300 ms after they are made, so none is left for the presence service that starts after it stopped.
+    const leaving = await topo.addGateway('gw-leaving', { ...quick, PARLEY_RPC_TIMEOUT_MS: '300' });
+    const [erin, frank] = [await users.fresh('erin'), await users.fresh('frank')];
+    await users.login(erin, leaving.mqttUrl);
+    const watcher = await users.login(frank, sweeper.mqttUrl);
+    const who = async () => ((await watcher.request({ op: 'who', user: erin }, 15_000)) as OkReply).result as WhoResult;
+    await expect.poll(who).toMatchObject({ state: 'online' });
+    await topo.stopService('presence');
+    // A clean stop, whose report of Erin's connection's end cannot reach presence.
+    const stopping = Date.now();
+    await leaving.stop();
+    const stopped = Date.now();
+    await topo.restartService('presence', 'stop');
+    // The stopped gateway stayed in the roster: another takes it for dead and closes its connections, at its last beat.
+    await expect.poll(who, { timeout: 15_000, interval: 300 }).toMatchObject({ state: 'offline' });
+    const { lastSeen } = await who();
+    expect(lastSeen).toBeGreaterThanOrEqual(stopping);
+    expect(lastSeen).toBeLessThanOrEqual(stopped);
   });
 
   it('serves health, readiness and metrics from each service process', async () => {

@@ -1,6 +1,6 @@
 import { connect, createServer, type Socket } from 'node:net';
 import { afterEach, expect, it } from 'vitest';
-import { topics, type ErrorReply, type OkReply } from '#libs/protocol';
+import { topics, type ErrorReply, type OkReply, type WhoResult } from '#libs/protocol';
 import { ParleyClient } from '../../apps/cli/src/parley-client.js';
 import { CliProcess } from '../support/cli.js';
 import { connectClient, type MqttUser } from '../support/mqtt-user.js';
@@ -240,4 +240,30 @@ it('a message the CLI client reported as not sent, the server being down, is not
   cleanups.push(() => bob.close());
   const history = (await bob.request({ op: 'history', with: a })) as OkReply;
   expect((history.result as { messages: { id: string }[] }).messages.map((m) => m.id)).toEqual(['later-1']);
+});
+
+it('after a kill -9, a user who was online is last seen about when the server died, not when it came back', { timeout: 120_000 }, async () => {
+  server = await startParley({ env: LIMITS });
+  const users = new TestUsers(() => [server!.mqttUrl]);
+  const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+  const alice = await users.login(a);
+  cleanups.push(() => alice.close());
+  const bob = await users.login(b);
+  await expect.poll(async () => ((await bob.request({ op: 'who', user: a })) as OkReply).result).toMatchObject({ state: 'online' });
+  await bob.close();
+  const killedAt = Date.now();
+  await server.kill9();
+  const first = server;
+  server = await startParley({ env: LIMITS, dataDir: first.dataDir });
+  const startedAt = Date.now();
+  const watcher = await new TestUsers(() => [server!.mqttUrl]).login(b);
+  cleanups.push(() => watcher.close());
+  const who = async () => ((await watcher.request({ op: 'who', user: a })) as OkReply).result as WhoResult;
+  await expect.poll(who, { timeout: 10_000 }).toMatchObject({ state: 'offline' });
+  const { lastSeen } = await who();
+  // Alice was online until the server died: her last seen is its last sign of life (the data directory's lock, refreshed
+  // every 5 s), not the restart, which came later.
+  expect(lastSeen).toBeLessThanOrEqual(killedAt);
+  expect(lastSeen).toBeGreaterThan(killedAt - 10_000);
+  expect(startedAt).toBeGreaterThan(killedAt);
 });

@@ -1,7 +1,11 @@
 import { Logger } from '@nestjs/common';
+import { withDeadline } from '#libs/health';
 import type { PresenceApi } from '#libs/presence';
 import type { RedisConnection } from '#libs/storage';
 import type { PresenceTracker } from './presence-tracker.js';
+
+/** How long a starting gateway waits for Redis to say when its previous run last beat. */
+const LAST_BEAT_WAIT_MS = 2_000;
 
 export interface LivenessOptions {
   beatMs: number;
@@ -38,10 +42,27 @@ export class GatewayLiveness {
     this.timer.unref();
   }
 
-  async stop(): Promise<void> {
+  /**
+   * When this gateway last beat before it started: its previous run's last sign of life, if that run was killed before
+   * another gateway noticed (a clean stop leaves the roster). Undefined when there is none, or Redis does not answer
+   * within `ms`. Asked before `start`, whose first beat replaces it.
+   */
+  async lastBeat(ms = LAST_BEAT_WAIT_MS): Promise<number | undefined> {
+    const score = await withDeadline(this.redis.client.zscore(this.key, this.gatewayId), ms).catch(() => null);
+    return score === null ? undefined : Number(score);
+  }
+
+  /**
+   * Called last in a clean stop, once the connections the shutdown ended have been reported. When presence has them all
+   * (`recordsInLine`), the gateway leaves the roster. Otherwise (presence was unreachable) it beats a last time and
+   * stays: another gateway takes it for dead after `deadAfterMs` and closes its connections, at this last beat, as it
+   * would after a crash. (A gateway alone in the cluster leaves them until it starts again.)
+   */
+  async stop(recordsInLine: boolean): Promise<void> {
     clearInterval(this.timer);
-    // A clean stop: this gateway's connections are closed one by one as it shuts down; it leaves the roster now.
-    await this.redis.client.zrem(this.key, this.gatewayId).catch(() => undefined);
+    const leaving = recordsInLine ? this.redis.client.zrem(this.key, this.gatewayId) : this.redis.client.zadd(this.key, Date.now(), this.gatewayId);
+    await leaving.catch(() => undefined);
+    if (!recordsInLine) this.logger.warn({ event: 'presence_left_to_sweep', gateway: this.gatewayId, afterMs: this.opts.deadAfterMs });
   }
 
   private async beatAndSweep(): Promise<void> {
@@ -50,9 +71,12 @@ export class GatewayLiveness {
     // closed its connections in presence, or Redis lost the roster. Either way the records of the connections this
     // gateway still holds are to be restored. (At start this is the realignment under way already.)
     if ((await this.redis.client.zadd(this.key, now, this.gatewayId)) === 1) this.tracker.realign();
-    const dead = (await this.redis.client.zrangebyscore(this.key, '-inf', now - this.opts.deadAfterMs)).filter((id) => id !== this.gatewayId);
-    for (const id of dead) {
-      const events = await this.presence.gatewayGone(id);
+    const roster = await this.redis.client.zrangebyscore(this.key, '-inf', now - this.opts.deadAfterMs, 'WITHSCORES');
+    for (let i = 0; i < roster.length; i += 2) {
+      const [id, lastBeat] = [roster[i]!, Number(roster[i + 1])];
+      if (id === this.gatewayId) continue;
+      // Its users were online until it last beat, not until now.
+      const events = await this.presence.gatewayGone(id, lastBeat);
       for (const event of events) await this.tracker.publish(event);
       await this.redis.client.zrem(this.key, id);
       this.logger.log({ event: 'gateway_gone', gateway: id, wentOffline: events.length });

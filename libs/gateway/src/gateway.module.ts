@@ -164,6 +164,9 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
     };
   }
 
+  /** Standalone: when the server that used the data directory before was last alive, if it was killed; else null. */
+  private readonly previousRunAliveAt: number | null;
+
   constructor(
     @Inject(MqttBroker) private readonly broker: MqttBroker,
     @Inject(PresenceTracker) private readonly presence: PresenceTracker,
@@ -174,20 +177,25 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
     // Instantiated for its side effect: it connects itself to the broker.
     @Inject(RequestDispatcher) _dispatcher: RequestDispatcher,
   ) {
+    this.previousRunAliveAt = backend.kind === 'embedded' ? backend.db.previousRunAliveAt : null;
     readiness.register('mqtt', () => broker.listening);
     readiness.register('storage', () => storageIsReady(backend));
   }
 
   async onApplicationBootstrap(): Promise<void> {
     await this.broker.start();
-    this.presence.start();
+    // Asked before the first beat replaces it; the realignment that closes what a killed previous run left waits for it.
+    this.presence.start(this.liveness ? this.liveness.lastBeat() : Promise.resolve(this.previousRunAliveAt ?? undefined));
     this.inboxSync.start();
     this.liveness?.start();
   }
 
   async onApplicationShutdown(): Promise<void> {
-    await this.liveness?.stop();
-    // The connections the shutdown ends are reported (stored and published) before the broker and the stores close.
-    await this.broker.close(() => this.presence.settle(SHUTDOWN_REPORTS_MS));
+    // The connections the shutdown ends are reported (stored and published) before the broker and the stores close;
+    // then the gateway leaves the roster, or stays for another to sweep if presence did not get those reports.
+    await this.broker.close(async () => {
+      await this.presence.settle(SHUTDOWN_REPORTS_MS);
+      await this.liveness?.stop(this.presence.inLine);
+    });
   }
 }

@@ -14,6 +14,10 @@ import { PresenceTracker } from './presence-tracker.js';
 function presence() {
   const records = new Map<string, string>();
   const calls: string[] = [];
+  /** The time each realignment said the connections it left out had ended by. */
+  const closedAt: (number | undefined)[] = [];
+  /** When each user's connection ended, as its report said. */
+  const endedAt = new Map<string, number | undefined>();
   const state = { mode: 'up' as 'up' | 'down' | 'lost' };
   const call = <T>(name: string, apply: () => T): Promise<T> => {
     calls.push(name);
@@ -23,9 +27,10 @@ function presence() {
   };
   const api: PresenceApi = {
     connected: (ref) => call(`connected ${ref.user}`, () => (records.set(ref.connId, ref.user), null)),
-    disconnected: (ref) => call(`disconnected ${ref.user}`, () => (records.delete(ref.connId), null)),
-    gatewayHolds: (_gatewayId, held) =>
+    disconnected: (ref, at) => call(`disconnected ${ref.user}`, () => (records.delete(ref.connId), endedAt.set(ref.user, at), null)),
+    gatewayHolds: (_gatewayId, held, endedBy) =>
       call(`holds ${held.map((h) => h.user).join(',')}`, () => {
+        closedAt.push(endedBy);
         records.clear();
         for (const h of held) records.set(h.connId, h.user);
         return [];
@@ -34,7 +39,7 @@ function presence() {
     who: () => Promise.reject(new Error('not used')),
     stateOf: () => Promise.reject(new Error('not used')),
   };
-  return { api, calls, state, users: () => [...records.values()].sort() };
+  return { api, calls, closedAt, endedAt, state, users: () => [...records.values()].sort() };
 }
 
 /** The broker as the tracker sees it: connection events, whether it is closed, and retained publishes. */
@@ -70,12 +75,15 @@ describe('PresenceTracker', () => {
     return { ...p, ...b, tracker };
   }
 
-  it('reports a connection’s start and end, the end after the start', async () => {
+  it('reports a connection’s start and end, the end after the start and with the time it ended', async () => {
     const t = await started();
     const bob = t.connect('bob');
+    const endedAfter = Date.now();
     t.disconnect(bob);
     await t.tracker.settle(1000);
     expect(t.calls.slice(1)).toEqual(['connected bob', 'disconnected bob']);
+    // The end carries its own time: the report may reach presence later.
+    expect(t.endedAt.get('bob')).toBeGreaterThanOrEqual(endedAfter);
     expect(t.users()).toEqual([]);
   });
 
@@ -127,5 +135,38 @@ describe('PresenceTracker', () => {
     expect(t.users()).toEqual([]);
     t.tracker.realign();
     await expect.poll(() => t.users()).toEqual(['bob']);
+  });
+
+  it('closes what a killed previous run left at its last sign of life, once; later rounds close at the time', async () => {
+    const p = presence();
+    const b = broker();
+    const tracker = new PresenceTracker(b.aedes as unknown as Aedes, b.policy, p.api, 'gw1');
+    trackers.push(b);
+    let lastAlive!: (at: number) => void;
+    tracker.start(new Promise((resolve) => (lastAlive = resolve)));
+    // A connection made meanwhile is among those held (recorded now), and its own report waits for that.
+    b.connect('bob');
+    lastAlive(1234);
+    await expect.poll(() => p.calls).toEqual(['holds bob', 'connected bob']);
+    expect(p.closedAt).toEqual([1234]);
+    const asked = Date.now();
+    tracker.realign();
+    await expect.poll(() => p.calls).toEqual(['holds bob', 'connected bob', 'holds bob']);
+    expect(p.closedAt[1]).toBeGreaterThanOrEqual(asked);
+  });
+
+  it('says its records are out of line from a failed report until a realignment succeeds', async () => {
+    const t = await started();
+    expect(t.tracker.inLine).toBe(true);
+    t.state.mode = 'down';
+    const bob = t.connect('bob');
+    await expect.poll(() => t.calls).toContain('connected bob');
+    await expect.poll(() => t.tracker.inLine).toBe(false);
+    t.state.mode = 'up';
+    await expect.poll(() => t.users(), { timeout: 5000 }).toEqual(['bob']);
+    await expect.poll(() => t.tracker.inLine).toBe(true);
+    t.disconnect(bob);
+    await t.tracker.settle(1000);
+    expect(t.tracker.inLine).toBe(true);
   });
 });

@@ -9,6 +9,8 @@ import type { AccessPolicy } from './access-policy.js';
 interface Tracked {
   ref: ConnectionRef;
   reported: Promise<void>;
+  /** When the connection ended, once it has: its end's report may wait, and presence records the end at this time. */
+  endedAt?: number;
 }
 
 /** Waits between attempts to bring this gateway's presence records in line: from the first to the longest. */
@@ -45,6 +47,8 @@ export class PresenceTracker {
   private aligning = false;
   private aligned: Promise<void> = Promise.resolve();
   private alignAgain = false;
+  /** Cleared when a realignment is asked for, set once one has succeeded (see `inLine`). */
+  private recordsInLine = true;
 
   constructor(
     private readonly aedes: Aedes,
@@ -56,12 +60,23 @@ export class PresenceTracker {
   /**
    * Starts tracking. It first brings this gateway's records in line — it holds no connection yet, so this clears what
    * a previous run left behind (a crash) — in the background, retrying while presence is unreachable, so the gateway
-   * starts without it.
+   * starts without it. `previousRunAliveAt` resolves with when that previous run was last alive, if the gateway can
+   * tell (else undefined): the connections it left behind are closed then, so their users' last seen is when they were
+   * last online, not when this run started.
    */
-  start(): void {
-    this.realign();
+  start(previousRunAliveAt: Promise<number | undefined> = Promise.resolve(undefined)): void {
+    this.realign(previousRunAliveAt);
     this.aedes.on('clientReady', (client) => this.onConnect(client));
     this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+  }
+
+  /**
+   * Whether this gateway's presence records match its connections, as far as it knows: false while a realignment is
+   * due or under way (a report failed), or a report is unanswered. A gateway that stops while this is false leaves records behind, for another
+   * gateway to close once it stops beating (see GatewayLiveness.stop).
+   */
+  get inLine(): boolean {
+    return this.recordsInLine && this.inFlight.size === 0;
   }
 
   /**
@@ -69,29 +84,38 @@ export class PresenceTracker {
    * reports wait until it is done. Called when a report failed, and by GatewayLiveness when another gateway took this
    * one for dead and closed its connections in presence.
    */
-  realign(): void {
+  realign(endedBy?: Promise<number | undefined>): void {
     // Asked for while one is under way: what failed may postdate the list that one sent, so another follows it.
     if (this.aligning) {
       this.alignAgain = true;
       return;
     }
     this.aligning = true;
+    this.recordsInLine = false;
     // Not among the reports a shutdown waits for: reports held back by it are, and with none there is nothing to wait for.
-    this.aligned = this.alignRecords();
+    this.aligned = this.alignRecords(endedBy);
   }
 
-  private async alignRecords(): Promise<void> {
+  private async alignRecords(endedByAnswer?: Promise<number | undefined>): Promise<void> {
+    // Asked once, at start; a realignment later closes what it finds at the time presence answers.
+    const previousRun = await endedByAnswer?.catch(() => undefined);
+    let first = true;
     for (let delay = REALIGN_FIRST_DELAY_MS; !this.aedes.closed; delay = Math.min(delay * 2, REALIGN_MAX_DELAY_MS)) {
       this.alignAgain = false;
       try {
         // Reports under way now agree with this list (a start of a connection in it, an end of one left out); reports
         // asked for from now on wait for the answer.
         const held = [...this.live.values()].map(({ ref }) => ({ user: ref.user, connId: ref.connId }));
-        const events = await this.presence.gatewayHolds(this.gatewayId, held);
+        // Connections left out had ended by now (the call may wait for presence); at first, what a killed previous run
+        // left had ended by its last sign of life.
+        const endedBy = first && previousRun !== undefined ? previousRun : Date.now();
+        const events = await this.presence.gatewayHolds(this.gatewayId, held, endedBy);
+        first = false;
         this.logger.log({ event: 'presence_realigned', connections: held.length, changed: events.length });
         for (const event of events) await this.publish(event).catch((e: unknown) => this.publishFailed(e));
         if (this.alignAgain) continue;
         this.aligning = false;
+        this.recordsInLine = true;
         return;
       } catch (e) {
         this.logger.warn({ event: 'presence_realign_retry', error: String(e), retryInMs: delay });
@@ -118,6 +142,7 @@ export class PresenceTracker {
     const tracked = this.live.get(client);
     if (!tracked) return;
     this.live.delete(client);
+    tracked.endedAt = Date.now();
     void this.track(tracked.reported.then(() => this.report(tracked, 'disconnected')));
   }
 
@@ -127,7 +152,7 @@ export class PresenceTracker {
     while (this.aligning) await this.aligned;
     let event: PresenceEvent | null;
     try {
-      event = await (change === 'connected' ? this.presence.connected(tracked.ref) : this.presence.disconnected(tracked.ref));
+      event = await (change === 'connected' ? this.presence.connected(tracked.ref) : this.presence.disconnected(tracked.ref, tracked.endedAt));
     } catch (e) {
       this.logger.error({ event: 'presence_report_failed', change, error: String(e) });
       this.realign();

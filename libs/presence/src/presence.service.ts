@@ -19,25 +19,41 @@ export class PresenceService {
     return wentOnline ? this.event(conn.user) : null;
   }
 
-  /** A connection closed, cleanly or not. Resolves with the event to publish when the user went offline, else null. */
-  async disconnected(conn: ConnectionRef): Promise<PresenceEvent | null> {
-    const { wentOffline } = await this.store.disconnect(conn, this.now());
+  /**
+   * A connection closed, cleanly or not, at `at` when the gateway says (a report can arrive late: it waited for the
+   * service), else now. Resolves with the event to publish when the user went offline, else null.
+   */
+  async disconnected(conn: ConnectionRef, at?: number): Promise<PresenceEvent | null> {
+    const { wentOffline } = await this.store.disconnect(conn, this.closedAt(at));
     return wentOffline ? this.event(conn.user) : null;
   }
 
-  /** Closes all connections of a gateway that is gone; resolves with the events to publish. */
-  async gatewayGone(gatewayId: string): Promise<PresenceEvent[]> {
-    const users = await this.store.dropGateway(gatewayId, this.now());
+  /**
+   * Closes all connections of a gateway that is gone; resolves with the events to publish. `lastAlive` is its last sign
+   * of life (its last heartbeat), when known: its users were online until then, not until someone noticed.
+   */
+  async gatewayGone(gatewayId: string, lastAlive?: number): Promise<PresenceEvent[]> {
+    const users = await this.store.dropGateway(gatewayId, this.closedAt(lastAlive));
     return Promise.all(users.map((u) => this.event(u)));
   }
 
   /**
    * A gateway states every connection it holds now: its records are brought in line with them (see
-   * PresenceStore.setGateway). Resolves with the events to publish. Idempotent.
+   * PresenceStore.setGateway). Resolves with the events to publish. Idempotent. `endedBy`, when the gateway says, is
+   * when the connections it no longer holds had ended at the latest: the time it took the list (the call may wait for
+   * the service), or, for a gateway starting after a crash, its previous run's last sign of life.
    */
-  async gatewayHolds(gatewayId: string, held: HeldConnection[]): Promise<PresenceEvent[]> {
-    const users = await this.store.setGateway(gatewayId, held, this.now());
+  async gatewayHolds(gatewayId: string, held: HeldConnection[], endedBy?: number): Promise<PresenceEvent[]> {
+    const now = this.now();
+    const users = await this.store.setGateway(gatewayId, held, now, this.closedAt(endedBy));
     return Promise.all(users.map((u) => this.event(u)));
+  }
+
+  /** When to close connections that ended unseen: at the time given, if it is a plausible past time, else now. */
+  private closedAt(given: number | undefined): number {
+    const now = this.now();
+    // Whole milliseconds, as every time in the protocol.
+    return typeof given === 'number' && Number.isFinite(given) && given > 0 && given < now ? Math.floor(given) : now;
   }
 
   /** A user's presence, for anyone who asks. Throws unknown_user. */

@@ -22,8 +22,9 @@ export interface PresenceStore {
 
   /**
    * Records a connection as closed at `at`. When it was the user's last, the
-   * user is offline from then on, with lastSeen = at. An unknown connId
-   * changes nothing.
+   * user is offline from then on, last seen at `at` or at a later time already
+   * recorded (a close never moves last seen back). An unknown connId changes
+   * nothing.
    */
   disconnect(conn: ConnectionRef, at: number): Promise<{ wentOffline: boolean }>;
 
@@ -32,13 +33,16 @@ export interface PresenceStore {
 
   /**
    * Closes every connection recorded under a gateway that is gone (restarted
-   * or dead), at `at`. Resolves with the users that went offline.
+   * or dead), at `at` (its last sign of life, when known). Resolves with the
+   * users that went offline.
    */
   dropGateway(gatewayId: string, at: number): Promise<string[]>;
 
   /**
    * Makes the connections recorded under a gateway exactly `held`: records
-   * each missing one as up at `at` and closes every other one at `at` (the
+   * each missing one as up at `at` and closes every other one at `closedAt`
+   * (default `at`; earlier when the gateway knows when they ended, e.g. the
+   * last sign of life of its previous run) (the
    * missing ones first, so a user who keeps a connection never passes through
    * offline). Resolves with the users whose state (online or offline) changed.
    * Idempotent. Meant for the gateway itself, bringing its records back in line
@@ -46,5 +50,5 @@ export interface PresenceStore {
    * atomic against reports of that gateway made meanwhile, so the gateway
    * makes none while it waits for this.
    */
-  setGateway(gatewayId: string, held: HeldConnection[], at: number): Promise<string[]>;
+  setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt?: number): Promise<string[]>;
 }

@@ -45,17 +45,17 @@ export function sharingReads(api: PresenceApi): PresenceApi {
       reads.forget(conn.user);
       return api.connected(conn);
     },
-    disconnected: (conn) => {
+    disconnected: (conn, at) => {
       reads.forget(conn.user);
-      return api.disconnected(conn);
+      return api.disconnected(conn, at);
     },
-    gatewayGone: (gatewayId) => {
+    gatewayGone: (gatewayId, lastAlive) => {
       reads.forgetAll();
-      return api.gatewayGone(gatewayId);
+      return api.gatewayGone(gatewayId, lastAlive);
     },
-    gatewayHolds: (gatewayId, held) => {
+    gatewayHolds: (gatewayId, held, endedBy) => {
       reads.forgetAll();
-      return api.gatewayHolds(gatewayId, held);
+      return api.gatewayHolds(gatewayId, held, endedBy);
     },
     who: (user) => api.who(user),
     stateOf: (user) => reads.read(user, () => api.stateOf(user)),

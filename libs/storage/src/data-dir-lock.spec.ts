@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -91,6 +91,25 @@ describe('DataDirLock', () => {
     expect(JSON.parse(readFileSync(join(dir, 'parley.lock'), 'utf8'))).toMatchObject({ pid: process.pid, host: hostname() });
     lock.release();
     expect(existsSync(join(dir, 'parley.lock'))).toBe(false);
+  });
+
+  it('tells when the server before it was last alive: its lock’s last refresh if it was killed, nothing after a clean release', async () => {
+    const dir = dataDir();
+    const first = new DataDirLock(dir);
+    expect(first.previousHolderAliveAt).toBeNull();
+    first.release();
+    const afterClean = new DataDirLock(dir);
+    expect(afterClean.previousHolderAliveAt).toBeNull();
+    afterClean.release();
+    const dead = await liveProcess();
+    const path = holdAs(dir, dead.pid);
+    await dead.stop();
+    lastRefreshedMinuteAgo(path);
+    const refreshed = Math.floor(statSync(path).mtimeMs);
+    const lock = new DataDirLock(dir);
+    // In whole milliseconds, as every time Parley shows.
+    expect(lock.previousHolderAliveAt).toBe(refreshed);
+    lock.release();
   });
 
   it('refuses a directory another live process on this host holds, naming it; takes it once that process is gone', async () => {

@@ -33,6 +33,12 @@ export class DataDirLock {
   private readonly token = randomUUID();
   private readonly heartbeat: NodeJS.Timeout;
   private readonly onLost: (holder: LockHolder) => void;
+  /**
+   * When the server that held the directory before this one was last known alive (its lock's last heartbeat), if it
+   * ended without giving the directory up (killed, or its machine went down); null after a clean stop or on a new
+   * directory. What it had recorded as going on then (users online) ended by that time, give or take a heartbeat.
+   */
+  previousHolderAliveAt: number | null = null;
 
   constructor(
     private readonly dataDir: string,
@@ -119,7 +125,9 @@ export class DataDirLock {
     try {
       gone = contentOf(this.path) !== stale;
       if (!gone && refusal(this.dataDir, this.path, stale) === null) {
+        const aliveAt = modifiedAt(this.path);
         rmSync(this.path, { force: true });
+        if (aliveAt > 0) this.previousHolderAliveAt = Math.floor(aliveAt);
         gone = true;
       }
     } finally {

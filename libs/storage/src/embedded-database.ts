@@ -84,6 +84,11 @@ export class EmbeddedDatabase {
     w.resolve();
   }
 
+  /** When the server that used this directory before was last alive, if it was killed rather than stopped; else null. */
+  get previousRunAliveAt(): number | null {
+    return this.lock.previousHolderAliveAt;
+  }
+
   async close(): Promise<void> {
     // Writes handed over in this turn are committed before the environment goes.
     this.commitTurn();

@@ -60,7 +60,8 @@ export class EmbeddedPresenceStore implements PresenceStore {
     if (this.conns.get([user, connId]) === undefined) return false;
     void this.conns.remove([user, connId]);
     void this.byGateway.remove([gatewayId, user, connId]);
-    void this.seen.put(user, at);
+    // Never back: a dead gateway's connections close at its last sign of life, which may be older than another's end.
+    if ((this.seen.get(user) ?? 0) < at) void this.seen.put(user, at);
     return this.countOf(user) === 0;
   }
 
@@ -88,7 +89,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
       .finally(() => this.cached.clear());
   }
 
-  setGateway(gatewayId: string, held: HeldConnection[], at: number): Promise<string[]> {
+  setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {
     return this.conns
       .transaction(() => {
         const changed = new Set<string>();
@@ -98,7 +99,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
           if (this.add(user, connId, gatewayId, at)) changed.add(user);
         }
         for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
-          if (!wanted.has(`${user}|${connId}`) && this.remove(user, connId, gatewayId, at)) changed.add(user);
+          if (!wanted.has(`${user}|${connId}`) && this.remove(user, connId, gatewayId, closedAt)) changed.add(user);
         }
         return [...changed];
       })

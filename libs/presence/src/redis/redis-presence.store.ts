@@ -7,7 +7,9 @@ import { SharedReads } from '../shared-reads.js';
  * Keys: `{prefix}presence:conns:{user}` (set of connIds),
  * `{prefix}presence:gateway:{gatewayId}` (set of `user|connId`),
  * `{prefix}presence:seen` (hash user → last time online).
- * Each change is one Lua script: atomic, one round trip.
+ * Each change is one Lua script: atomic, one round trip. A close never moves
+ * the last-seen time back (a dead gateway's connections close at its last
+ * heartbeat, which may be older than another connection's end).
  */
 const CONNECT = `
 local added = redis.call('SADD', KEYS[1], ARGV[1])
@@ -22,7 +24,8 @@ const DISCONNECT = `
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
 if removed == 0 then return 0 end
 redis.call('SREM', KEYS[2], ARGV[2] .. '|' .. ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+local seen = tonumber(redis.call('HGET', KEYS[3], ARGV[2]))
+if seen == nil or seen < tonumber(ARGV[3]) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
 if redis.call('SCARD', KEYS[1]) == 0 then return 1 end
 return 0
 `;
@@ -92,7 +95,7 @@ export class RedisPresenceStore implements PresenceStore {
     return [...wentOffline];
   }
 
-  async setGateway(gatewayId: string, held: HeldConnection[], at: number): Promise<string[]> {
+  async setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {
     const recorded = new Set(await this.redis.client.smembers(this.gatewayKey(gatewayId)));
     const wanted = new Set(held.map((c) => `${c.user}|${c.connId}`));
     const changed = new Set<string>();
@@ -107,7 +110,7 @@ export class RedisPresenceStore implements PresenceStore {
       stale.map(async (member) => {
         const sep = member.indexOf('|');
         const user = member.slice(0, sep);
-        return { user, ...(await this.disconnect({ user, connId: member.slice(sep + 1), gatewayId }, at)) };
+        return { user, ...(await this.disconnect({ user, connId: member.slice(sep + 1), gatewayId }, closedAt)) };
       }),
     );
     for (const { user, wentOffline } of removed) if (wentOffline) changed.add(user);
