@@ -127,15 +127,16 @@ describe('the parley CLI', () => {
     expect((await runCli(['--json', 'history', bob], as(alice))).json[0]).toMatchObject({ text: 'while you were out', status: 'accepted' });
 
     const back = start(['listen'], as(bob));
-    await back.waitForLine(new RegExp(`\\] ${alice} → you: while you were out$`));
+    // Its seq, as receipts and `history --before` name it.
+    await back.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 ${alice} → you: while you were out$`));
     expect((await runCli(['who', bob], as(alice))).stdout.trim()).toBe(`${bob}: online`);
     await expect.poll(async () => (await runCli(['--json', 'history', bob], as(alice))).json[0]?.status, { timeout: 10_000 }).toBe('delivered');
-    expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/you → .*: while you were out ✓✓$/m);
+    expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓$/m);
 
     const read = await runCli(['read', alice], as(bob));
     expect(read.code).toBe(0);
     const history = await runCli(['history', bob], as(alice));
-    expect(history.stdout).toMatch(/you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
+    expect(history.stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
   });
 
   it('chat: /msg sends and shows ✓, incoming lines print as "alice → you", replies go to the last peer', async () => {
@@ -153,7 +154,7 @@ describe('the parley CLI', () => {
     chat.type('and a reply without /msg');
     await aliceListen.waitForLine(/and a reply without \/msg/);
     // The chat showed "hi back" to a person: Alice's history marks it read.
-    await expect.poll(async () => (await runCli(['history', bob], as(alice))).stdout, { timeout: 10_000 }).toMatch(/you → .*: hi back ✓✓ read/);
+    await expect.poll(async () => (await runCli(['history', bob], as(alice))).stdout, { timeout: 10_000 }).toMatch(/\] #2 you → .*: hi back ✓✓ read/);
     chat.type('/quit');
     expect(await chat.exited).toBe(0);
   });
@@ -196,7 +197,7 @@ describe('the parley CLI', () => {
 
     // A second group of the same name: lines about either now carry the group's id.
     const twin = (await runCli(['--json', 'group', 'create', 'physics 101', carol], as(alice))).json[0]!;
-    await aliceListen.waitForLine(new RegExp(`\\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
+    await aliceListen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 \\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
   });
 
   const tmux = spawnSync('tmux', ['-V']).status === 0;

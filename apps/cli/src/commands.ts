@@ -101,7 +101,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
         {
           show: (e) => {
             const shown = session.groups.display(e);
-            ctx.printer.emit(shown.type === 'group' ? groupEventLine(shown, me) : messageLine(shown, me), { ...e });
+            ctx.printer.emit(shown.type === 'group' ? groupEventLine(shown, me, { seq: true }) : messageLine(shown, me, { seq: true }), { ...e });
           },
           receipt: (r) => ctx.printer.emit(receiptLine(r, me, session.groups.of(r.conv)), { ...r }),
           synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
@@ -148,11 +148,11 @@ export async function history(ctx: CommandContext, user: string | undefined, opt
     const r = await client.request('history', query);
     for (const e of r.messages) {
       if (e.type === 'group') {
-        ctx.printer.emit(groupEventLine(e, me, true), { ...e });
+        ctx.printer.emit(groupEventLine(e, me, { long: true, seq: true }), { ...e });
         continue;
       }
       const mark = e.from === me ? markFor(e.seq, r.peers, r.group !== undefined) : undefined;
-      ctx.printer.emit(messageLine(e, me, { mark, long: true }), { ...e, ...(mark ? { status: statusOf(mark) } : {}) });
+      ctx.printer.emit(messageLine(e, me, { mark, long: true, seq: true }), { ...e, ...(mark ? { status: statusOf(mark) } : {}) });
     }
     if (r.messages.length === 0) ctx.printer.note('no messages');
   });
