@@ -200,6 +200,33 @@ describe('the parley CLI', () => {
     await aliceListen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 \\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
   });
 
+  it("listen in a group prints a member's receipt only when it reaches one of your messages; --json prints every one", async () => {
+    const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    expect((await runCli(['group', 'create', 'crew', bob, carol], as(alice))).code).toBe(0);
+    const listen = start(['listen'], as(alice));
+    const script = start(['--json', 'listen'], as(alice));
+    await listen.waitForLine(/listening as/);
+    await script.waitForLine(/"type":"ready"/);
+    const receiptOf = (seq: number) => (l: string) => {
+      const r = l.startsWith('{') ? (JSON.parse(l) as Record<string, unknown>) : {};
+      return r.type === 'receipt' && r.user === carol && r.status === 'read' && r.seq === seq;
+    };
+
+    // Carol reads Bob's message (#2; the group's creation is #1): nothing of Alice's.
+    expect((await runCli(['send', '--group', 'crew', 'from bob'], as(bob))).code).toBe(0);
+    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #2 \\[crew\\] ${bob}: from bob$`));
+    expect((await runCli(['read', '--group', 'crew'], as(carol))).code).toBe(0);
+    await script.waitForLine(receiptOf(2));
+
+    // Then Alice's own (#3): that receipt is news to her. It comes after the first, which has reached her by then.
+    expect((await runCli(['send', '--group', 'crew', 'from alice'], as(alice))).code).toBe(0);
+    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #3 \\[crew\\] you: from alice$`));
+    expect((await runCli(['read', '--group', 'crew'], as(carol))).code).toBe(0);
+    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[crew\\] ${carol} read up to #3$`));
+    await script.waitForLine(receiptOf(3));
+    expect(listen.lines.filter((l) => l.includes(' up to #'))).toEqual([expect.stringMatching(new RegExp(`${carol} read up to #3$`))]);
+  });
+
   const tmux = spawnSync('tmux', ['-V']).status === 0;
   /** Runs `parley chat` as `user` in a real terminal (tmux, 120×20) until `work` is done. */
   const inTmuxChat = async (

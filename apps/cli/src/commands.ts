@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
-import { MAX_HISTORY_LIMIT } from '#libs/protocol';
+import { directPeer, MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
@@ -103,7 +103,12 @@ export async function listen(ctx: CommandContext): Promise<void> {
             const shown = session.groups.display(e);
             ctx.printer.emit(shown.type === 'group' ? groupEventLine(shown, me, { seq: true }) : messageLine(shown, me, { seq: true }), { ...e });
           },
-          receipt: (r) => ctx.printer.emit(receiptLine(r, me, session.groups.of(r.conv)), { ...r }),
+          receipt: (r, passed) => {
+            // In a group every member's receipts come, about one a member a message, most about others' messages: a
+            // person is told only of those that reach one of their own. A script (--json) gets them all, to judge.
+            const told = directPeer(r.conv, me) !== null || passed.length > 0;
+            ctx.printer.emit(told ? receiptLine(r, me, session.groups.of(r.conv)) : null, { ...r });
+          },
           synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
         },
         'delivered',
