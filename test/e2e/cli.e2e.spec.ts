@@ -388,6 +388,38 @@ describe('the parley CLI against a server that refuses logins for a while', () =
     }
   }, 40_000);
 
+  it('listen and chat keep trying a first login refused with "try again" (CONNACK 3), saying so; a one-shot command tries for 10 s, then exits 1 with the reason', async () => {
+    for (const user of ['lee', 'max', 'ned']) refuse(user, 3);
+    const retrying = `* login refused by ${url}: the server is unavailable right now; retrying…`;
+    const listen = CliProcess.start(['listen'], as('lee'));
+    const chat = CliProcess.start(['chat'], as('max'));
+    try {
+      const started = Date.now();
+      const who = runCli(['who', 'bob'], as('ned'));
+      await listen.waitForLine((l) => l === retrying);
+      await chat.waitForLine((l) => l === retrying);
+      // Refused again (a try every 2 s), still running, and said once.
+      await expect.poll(() => Math.min(refused('lee') ?? 0, refused('max') ?? 0), { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+      expect([listen.child.exitCode, chat.child.exitCode]).toEqual([null, null]);
+      refuse('lee', 0);
+      refuse('max', 0);
+      await listen.waitForLine(/^listening as lee/, 15_000);
+      await chat.waitForLine(/^logged in as max/, 15_000);
+      expect(listen.lines.filter((l) => l === retrying)).toHaveLength(1);
+
+      const ended = await who;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(10_000);
+      expect(ended.code).toBe(1);
+      expect(ended.stderr.trim().split('\n')).toEqual([
+        retrying,
+        `error: connect: login refused by ${url}: the server is unavailable right now (tried for 10 s)`,
+      ]);
+      expect(refused('ned')).toBeGreaterThanOrEqual(3);
+    } finally {
+      await Promise.all([listen.stop(), chat.stop('eof')]);
+    }
+  }, 40_000);
+
   it('listen and chat end with the reason and status 1 when the password is refused (CONNACK 4), instead of waiting in silence', async () => {
     const listen = CliProcess.start(['listen'], as('jay'));
     const chat = CliProcess.start(['chat'], as('kim'));

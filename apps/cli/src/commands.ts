@@ -31,9 +31,22 @@ export function contextOf(cmd: Command): CommandContext {
     login: (opts = {}) => {
       const s = requireLogin(settings);
       checkServer(s.server);
-      return ParleyClient.connect({ server: s.server, ca: s.ca, user: s.user, password: s.password, keepTrying: opts.keepTrying, present: opts.present });
+      return ParleyClient.connect({
+        server: s.server,
+        ca: s.ca,
+        user: s.user,
+        password: s.password,
+        keepTrying: opts.keepTrying,
+        present: opts.present,
+        onUnavailable: retryingNote(printer),
+      });
     },
   };
+}
+
+/** Tells a person why a first login is taking its time: the server asked to try again later, and the CLI does. */
+function retryingNote(printer: Printer): (reason: string) => void {
+  return (reason) => printer.note(`* ${reason}; retrying…`);
 }
 
 /** Runs `work` with a logged-in client, closing it afterwards however it ends. */
@@ -57,7 +70,7 @@ export function target(user: string | undefined, group: string | undefined): { t
 export async function register(ctx: CommandContext): Promise<void> {
   const { user, password } = requireLogin(ctx.settings);
   checkServer(ctx.settings.server);
-  const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca });
+  const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca, onUnavailable: retryingNote(ctx.printer) });
   try {
     const r = await client.request('register', { user, password });
     ctx.printer.emit(`registered ${r.user}`, { type: 'registered', user: r.user });
