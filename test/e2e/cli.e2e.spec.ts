@@ -127,15 +127,16 @@ describe('the parley CLI', () => {
     expect((await runCli(['--json', 'history', bob], as(alice))).json[0]).toMatchObject({ text: 'while you were out', status: 'accepted' });
 
     const back = start(['listen'], as(bob));
-    await back.waitForLine(new RegExp(`\\] ${alice} → you: while you were out$`));
+    // Its seq, as receipts and `history --before` name it.
+    await back.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 ${alice} → you: while you were out$`));
     expect((await runCli(['who', bob], as(alice))).stdout.trim()).toBe(`${bob}: online`);
     await expect.poll(async () => (await runCli(['--json', 'history', bob], as(alice))).json[0]?.status, { timeout: 10_000 }).toBe('delivered');
-    expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/you → .*: while you were out ✓✓$/m);
+    expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓$/m);
 
     const read = await runCli(['read', alice], as(bob));
     expect(read.code).toBe(0);
     const history = await runCli(['history', bob], as(alice));
-    expect(history.stdout).toMatch(/you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
+    expect(history.stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
   });
 
   it('chat: /msg sends and shows ✓, incoming lines print as "alice → you", replies go to the last peer', async () => {
@@ -153,7 +154,7 @@ describe('the parley CLI', () => {
     chat.type('and a reply without /msg');
     await aliceListen.waitForLine(/and a reply without \/msg/);
     // The chat showed "hi back" to a person: Alice's history marks it read.
-    await expect.poll(async () => (await runCli(['history', bob], as(alice))).stdout, { timeout: 10_000 }).toMatch(/you → .*: hi back ✓✓ read/);
+    await expect.poll(async () => (await runCli(['history', bob], as(alice))).stdout, { timeout: 10_000 }).toMatch(/\] #2 you → .*: hi back ✓✓ read/);
     chat.type('/quit');
     expect(await chat.exited).toBe(0);
   });
@@ -196,7 +197,34 @@ describe('the parley CLI', () => {
 
     // A second group of the same name: lines about either now carry the group's id.
     const twin = (await runCli(['--json', 'group', 'create', 'physics 101', carol], as(alice))).json[0]!;
-    await aliceListen.waitForLine(new RegExp(`\\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
+    await aliceListen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 \\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
+  });
+
+  it("listen in a group prints a member's receipt only when it reaches one of your messages; --json prints every one", async () => {
+    const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    expect((await runCli(['group', 'create', 'crew', bob, carol], as(alice))).code).toBe(0);
+    const listen = start(['listen'], as(alice));
+    const script = start(['--json', 'listen'], as(alice));
+    await listen.waitForLine(/listening as/);
+    await script.waitForLine(/"type":"ready"/);
+    const receiptOf = (seq: number) => (l: string) => {
+      const r = l.startsWith('{') ? (JSON.parse(l) as Record<string, unknown>) : {};
+      return r.type === 'receipt' && r.user === carol && r.status === 'read' && r.seq === seq;
+    };
+
+    // Carol reads Bob's message (#2; the group's creation is #1): nothing of Alice's.
+    expect((await runCli(['send', '--group', 'crew', 'from bob'], as(bob))).code).toBe(0);
+    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #2 \\[crew\\] ${bob}: from bob$`));
+    expect((await runCli(['read', '--group', 'crew'], as(carol))).code).toBe(0);
+    await script.waitForLine(receiptOf(2));
+
+    // Then Alice's own (#3): that receipt is news to her. It comes after the first, which has reached her by then.
+    expect((await runCli(['send', '--group', 'crew', 'from alice'], as(alice))).code).toBe(0);
+    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #3 \\[crew\\] you: from alice$`));
+    expect((await runCli(['read', '--group', 'crew'], as(carol))).code).toBe(0);
+    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[crew\\] ${carol} read up to #3$`));
+    await script.waitForLine(receiptOf(3));
+    expect(listen.lines.filter((l) => l.includes(' up to #'))).toEqual([expect.stringMatching(new RegExp(`${carol} read up to #3$`))]);
   });
 
   const tmux = spawnSync('tmux', ['-V']).status === 0;
@@ -357,6 +385,38 @@ describe('the parley CLI against a server that refuses logins for a while', () =
       });
     } finally {
       await listen.stop();
+    }
+  }, 40_000);
+
+  it('listen and chat keep trying a first login refused with "try again" (CONNACK 3), saying so; a one-shot command tries for 10 s, then exits 1 with the reason', async () => {
+    for (const user of ['lee', 'max', 'ned']) refuse(user, 3);
+    const retrying = `* login refused by ${url}: the server is unavailable right now; retrying…`;
+    const listen = CliProcess.start(['listen'], as('lee'));
+    const chat = CliProcess.start(['chat'], as('max'));
+    try {
+      const started = Date.now();
+      const who = runCli(['who', 'bob'], as('ned'));
+      await listen.waitForLine((l) => l === retrying);
+      await chat.waitForLine((l) => l === retrying);
+      // Refused again (a try every 2 s), still running, and said once.
+      await expect.poll(() => Math.min(refused('lee') ?? 0, refused('max') ?? 0), { timeout: 15_000 }).toBeGreaterThanOrEqual(2);
+      expect([listen.child.exitCode, chat.child.exitCode]).toEqual([null, null]);
+      refuse('lee', 0);
+      refuse('max', 0);
+      await listen.waitForLine(/^listening as lee/, 15_000);
+      await chat.waitForLine(/^logged in as max/, 15_000);
+      expect(listen.lines.filter((l) => l === retrying)).toHaveLength(1);
+
+      const ended = await who;
+      expect(Date.now() - started).toBeGreaterThanOrEqual(10_000);
+      expect(ended.code).toBe(1);
+      expect(ended.stderr.trim().split('\n')).toEqual([
+        retrying,
+        `error: connect: login refused by ${url}: the server is unavailable right now (tried for 10 s)`,
+      ]);
+      expect(refused('ned')).toBeGreaterThanOrEqual(3);
+    } finally {
+      await Promise.all([listen.stop(), chat.stop('eof')]);
     }
   }, 40_000);
 

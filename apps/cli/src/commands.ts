@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
-import { MAX_HISTORY_LIMIT } from '#libs/protocol';
+import { directPeer, MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { ChatSession } from './chat-session.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
@@ -31,9 +31,22 @@ export function contextOf(cmd: Command): CommandContext {
     login: (opts = {}) => {
       const s = requireLogin(settings);
       checkServer(s.server);
-      return ParleyClient.connect({ server: s.server, ca: s.ca, user: s.user, password: s.password, keepTrying: opts.keepTrying, present: opts.present });
+      return ParleyClient.connect({
+        server: s.server,
+        ca: s.ca,
+        user: s.user,
+        password: s.password,
+        keepTrying: opts.keepTrying,
+        present: opts.present,
+        onUnavailable: retryingNote(printer),
+      });
     },
   };
+}
+
+/** Tells a person why a first login is taking its time: the server asked to try again later, and the CLI does. */
+function retryingNote(printer: Printer): (reason: string) => void {
+  return (reason) => printer.note(`* ${reason}; retrying…`);
 }
 
 /** Runs `work` with a logged-in client, closing it afterwards however it ends. */
@@ -57,7 +70,7 @@ export function target(user: string | undefined, group: string | undefined): { t
 export async function register(ctx: CommandContext): Promise<void> {
   const { user, password } = requireLogin(ctx.settings);
   checkServer(ctx.settings.server);
-  const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca });
+  const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca, onUnavailable: retryingNote(ctx.printer) });
   try {
     const r = await client.request('register', { user, password });
     ctx.printer.emit(`registered ${r.user}`, { type: 'registered', user: r.user });
@@ -101,9 +114,14 @@ export async function listen(ctx: CommandContext): Promise<void> {
         {
           show: (e) => {
             const shown = session.groups.display(e);
-            ctx.printer.emit(shown.type === 'group' ? groupEventLine(shown, me) : messageLine(shown, me), { ...e });
+            ctx.printer.emit(shown.type === 'group' ? groupEventLine(shown, me, { seq: true }) : messageLine(shown, me, { seq: true }), { ...e });
           },
-          receipt: (r) => ctx.printer.emit(receiptLine(r, me, session.groups.of(r.conv)), { ...r }),
+          receipt: (r, passed) => {
+            // In a group every member's receipts come, about one a member a message, most about others' messages: a
+            // person is told only of those that reach one of their own. A script (--json) gets them all, to judge.
+            const told = directPeer(r.conv, me) !== null || passed.length > 0;
+            ctx.printer.emit(told ? receiptLine(r, me, session.groups.of(r.conv)) : null, { ...r });
+          },
           synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
         },
         'delivered',
@@ -148,11 +166,11 @@ export async function history(ctx: CommandContext, user: string | undefined, opt
     const r = await client.request('history', query);
     for (const e of r.messages) {
       if (e.type === 'group') {
-        ctx.printer.emit(groupEventLine(e, me, true), { ...e });
+        ctx.printer.emit(groupEventLine(e, me, { long: true, seq: true }), { ...e });
         continue;
       }
       const mark = e.from === me ? markFor(e.seq, r.peers, r.group !== undefined) : undefined;
-      ctx.printer.emit(messageLine(e, me, { mark, long: true }), { ...e, ...(mark ? { status: statusOf(mark) } : {}) });
+      ctx.printer.emit(messageLine(e, me, { mark, long: true, seq: true }), { ...e, ...(mark ? { status: statusOf(mark) } : {}) });
     }
     if (r.messages.length === 0) ctx.printer.note('no messages');
   });

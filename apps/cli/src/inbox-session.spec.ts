@@ -150,6 +150,45 @@ describe('InboxSession marks of my group messages', () => {
     await session.stop();
   });
 
+  it('tells which of my messages a member\u2019s receipt moved their cursor past, none for one about others\u2019 messages', async () => {
+    const client = Object.assign(new EventEmitter(), { user: 'ann', request: () => Promise.resolve({}) });
+    const told: string[] = [];
+    const session = new InboxSession(
+      client as unknown as ParleyClient,
+      { show: () => undefined, receipt: (r, passed) => told.push(`${r.user} ${r.status} ${r.seq}: ${passed.map((m) => m.seq).join(',')}`) },
+      'none',
+    );
+    const emit = (e: InboxEvent) => client.emit('event', e);
+    const receipt = (user: string, status: 'delivered' | 'read', seq: number) => emit({ type: 'receipt', conv: GCONV, user, status, seq, ts: T2 });
+    // Bob has #2, Cy nothing yet. Then #3 from Bob, #4 mine (from the backlog or live, alike), #5 from Cy.
+    emit(groupSync({ bob: cursors(2, 1), cy: cursors(0, 1) }));
+    emit({ ...mine, seq: 3, id: 'g3', from: 'bob' });
+    emit({ ...mine, seq: 4, id: 'g4' });
+    emit({ ...mine, seq: 5, id: 'g5', from: 'cy' });
+    receipt('cy', 'delivered', 3);
+    receipt('cy', 'read', 3);
+    receipt('bob', 'delivered', 4);
+    receipt('bob', 'read', 5);
+    receipt('cy', 'delivered', 5);
+    receipt('cy', 'read', 5);
+    // Dan joins at #6: his first receipt passes my #4 without his ever having had it; my #7 he has.
+    emit(change(6, { kind: 'member_added', members: ['dan'] }));
+    receipt('dan', 'delivered', 6);
+    emit({ ...mine, seq: 7, id: 'g7' });
+    receipt('dan', 'read', 7);
+    expect(told).toEqual([
+      'cy delivered 3: ',
+      'cy read 3: ',
+      'bob delivered 4: 4',
+      'bob read 5: 4',
+      'cy delivered 5: 4',
+      'cy read 5: 4',
+      'dan delivered 6: ',
+      'dan read 7: 7',
+    ]);
+    await session.stop();
+  });
+
   it('keeps the latest join when a sync read before it comes after it', async () => {
     const { session, emit } = annSession();
     const synced = groupSync({ bob: cursors(0, 1), cy: cursors(0, 1) });

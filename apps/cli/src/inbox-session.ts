@@ -18,7 +18,11 @@ export interface SessionHandlers {
   /** The mark of one of my messages changed. */
   mark?(message: MessageEvent, mark: Mark): void;
   presence?(p: PresenceEvent): void;
-  receipt?(r: ReceiptEvent): void;
+  /**
+   * Another member's receipt that moved their cursor (of its status), once. `passed`: my messages known to this session
+   * (shown or tracked in it) that it moved that cursor past, oldest first; in a group, those sent after the member joined.
+   */
+  receipt?(r: ReceiptEvent, passed: MessageEvent[]): void;
   /** The backlog announced at (re)connect has been received. */
   synced?(count: number): void;
 }
@@ -211,11 +215,12 @@ export class InboxSession {
     if (r.status === 'read' && r.seq > next.read) Object.assign(next, { read: r.seq, readAt: r.ts });
     peers[r.user] = next;
     this.peers.set(r.conv, peers);
-    this.handlers.receipt?.(r);
     // Only the messages this receipt moved change their mark: those it reads were read by now, the others keep theirs.
-    const movedFrom = r.status === 'read' ? prev.read : prev.delivered;
-    for (const m of this.mine.get(r.conv)?.values() ?? []) {
-      if (m.seq <= movedFrom || m.seq > r.seq) continue;
+    // A member who joined after a message never had it: their cursor passes it without news.
+    const movedFrom = Math.max(r.status === 'read' ? prev.read : prev.delivered, prev.joined ?? 0);
+    const passed = [...(this.mine.get(r.conv)?.values() ?? [])].filter((m) => m.seq > movedFrom && m.seq <= r.seq).sort((a, b) => a.seq - b.seq);
+    this.handlers.receipt?.(r, passed);
+    for (const m of passed) {
       if (r.status === 'read' && m.group === undefined) this.readTimes.set(`${m.conv}#${m.seq}`, r.ts);
       this.handlers.mark?.(m, this.markOf(m));
     }

@@ -5,6 +5,7 @@ import {
   dateTime,
   displayText,
   groupChangeText,
+  groupEventLine,
   GroupNames,
   markFor,
   markText,
@@ -30,6 +31,19 @@ describe('output formatting', () => {
     expect(messageLine(dm, 'alice', { mark: null })).toBe('[10:32:05] you → bob: hello ✓');
     const group = { ...dm, to: undefined, group: { id: 'g1', name: 'class 5b' } };
     expect(messageLine(group, 'bob')).toBe('[10:32:05] [class 5b] alice: hello');
+  });
+
+  it('shows the seq of messages and group changes where receipts refer to it (listen, history), right after the time', () => {
+    expect(messageLine(dm, 'bob', { seq: true })).toBe('[10:32:05] #3 alice → you: hello');
+    expect(messageLine(dm, 'alice', { seq: true, long: true, mark: null })).toBe('[2026-11-23 10:32:05] #3 you → bob: hello ✓');
+    const group = { ...dm, to: undefined, group: { id: 'g1', name: 'lunch' }, seq: 7 };
+    expect(messageLine(group, 'bob', { seq: true })).toBe('[10:32:05] #7 [lunch] alice: hello');
+    const added = { type: 'group' as const, conv: 'g:g1', seq: 8, from: 'amy', group: { id: 'g1', name: 'lunch' }, ts: at, id: 'c1' };
+    const change = { kind: 'member_added' as const, members: ['ben'] };
+    expect(groupEventLine({ ...added, change }, 'ben', { seq: true })).toBe('[10:32:05] #8 [lunch] * amy added you');
+    expect(groupEventLine({ ...added, change }, 'cat', { long: true, seq: true })).toBe('[2026-11-23 10:32:05] #8 [lunch] * amy added ben');
+    // chat marks its messages instead: no seq unless asked for.
+    expect(groupEventLine({ ...added, change }, 'ben')).toBe('[10:32:05] [lunch] * amy added you');
   });
 
   it('prints others’ receipts with the group’s name (never a conversation id), and not the user’s own', () => {

@@ -59,11 +59,6 @@ export function markFor(seq: number, peers: Record<string, PeerCursors>, group: 
   return { kind: 'group', delivered: had.filter((c) => c.delivered >= seq).length, read: had.filter((c) => c.read >= seq).length, of: had.length };
 }
 
-/**
- * One line for a message, as every command prints it:
- * `[10:32:05] alice → you: hello`, `[10:32:05] you → bob: hello ✓✓`,
- * `[10:32:05] [class 5b] alice: hello`.
- */
 /** Characters a terminal acts on or that reorder what it shows: controls (but new line), and direction overrides and isolates. */
 // eslint-disable-next-line no-control-regex
 const UNSAFE_ON_SCREEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
@@ -81,14 +76,34 @@ export function displayText(text: string): string {
     .replace(/\n/g, '\n  | ');
 }
 
-export function messageLine(m: MessageEvent, me: string, opts: { mark?: Mark | null; long?: boolean } = {}): string {
-  const when = opts.long ? dateTime(m.ts) : clock(m.ts);
+/** How a line about a conversation's entry starts: its time, long or short, and with `seq`, the entry's `#N`. */
+export interface EntryLineOptions {
+  /** The date too (`history`, whose lines span days). */
+  long?: boolean;
+  /**
+   * The entry's seq after the time (`listen`, `history`): what receipts (`read up to #3`) and `history --before SEQ`
+   * refer to. `chat` leaves it out: it marks each message ✓/✓✓ in place instead of printing receipts.
+   */
+  seq?: boolean;
+}
+
+function entryStart(e: { ts: number; seq: number }, opts: EntryLineOptions): string {
+  const when = `[${opts.long ? dateTime(e.ts) : clock(e.ts)}]`;
+  return opts.seq ? `${when} #${e.seq}` : when;
+}
+
+/**
+ * One line for a message: `[10:32:05] alice → you: hello`, `[10:32:05] you → bob: hello ✓✓`,
+ * `[10:32:05] [class 5b] alice: hello`; with `seq`, `[10:32:05] #12 alice → you: hello`.
+ */
+export function messageLine(m: MessageEvent, me: string, opts: EntryLineOptions & { mark?: Mark | null } = {}): string {
+  const start = entryStart(m, opts);
   const mine = m.from === me;
   const suffix = mine && opts.mark !== undefined ? ` ${markText(opts.mark)}` : '';
   const text = displayText(m.text);
-  if (m.group) return `[${when}] [${m.group.name}] ${mine ? 'you' : m.from}: ${text}${suffix}`;
+  if (m.group) return `${start} [${m.group.name}] ${mine ? 'you' : m.from}: ${text}${suffix}`;
   const to = m.to === me ? 'you' : (m.to ?? '?');
-  return `[${when}] ${mine ? 'you' : m.from} → ${to}: ${text}${suffix}`;
+  return `${start} ${mine ? 'you' : m.from} → ${to}: ${text}${suffix}`;
 }
 
 /**
@@ -149,8 +164,9 @@ export function groupChangeText(change: GroupChange, actor: string, me: string):
   }
 }
 
-export function groupEventLine(e: GroupEvent, me: string, long = false): string {
-  return `[${long ? dateTime(e.ts) : clock(e.ts)}] [${e.group.name}] * ${groupChangeText(e.change, e.from, me)}`;
+/** One line for a group change: `[10:32:05] [lunch] * alice added bob`; with `seq`, `[10:32:05] #7 [lunch] * …`. */
+export function groupEventLine(e: GroupEvent, me: string, opts: EntryLineOptions = {}): string {
+  return `${entryStart(e, opts)} [${e.group.name}] * ${groupChangeText(e.change, e.from, me)}`;
 }
 
 export function presenceText(user: string, p: PresenceState): string {

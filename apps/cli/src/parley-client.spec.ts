@@ -237,6 +237,67 @@ describe('ParleyClient while the server refuses logins', () => {
     }
   });
 
+  it('keeps trying a first login refused with "try again" (CONNACK 3) when it keeps trying, past its timeout, saying so once', async () => {
+    refuse('ida', 3);
+    const told: string[] = [];
+    const connecting = ParleyClient.connect({
+      server: url,
+      user: 'ida',
+      password: 'unused',
+      timeoutMs: 1000,
+      keepTrying: true,
+      reconnectMs: 100,
+      onUnavailable: (reason) => told.push(reason),
+    });
+    // Refused for longer than its timeout (1 s at 100 ms a try), and still trying.
+    await expect.poll(() => refused('ida') ?? 0, { timeout: 10_000 }).toBeGreaterThanOrEqual(15);
+    refuse('ida', 0);
+    const client = await connecting;
+    try {
+      expect(told).toEqual([`login refused by ${url}: the server is unavailable right now`]);
+      expect(await client.request('who', { user: 'bob' })).toEqual({ user: 'bob', state: 'online', lastSeen: null });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('gives up a first login at once when "try again" turns into a refusal that cannot change (CONNACK 4)', async () => {
+    refuse('jon', 3);
+    const connecting = ParleyClient.connect({ server: url, user: 'jon', password: 'unused', timeoutMs: 20_000, keepTrying: true, reconnectMs: 100 });
+    const failed = connecting.catch((e: unknown) => e);
+    await expect.poll(() => refused('jon') ?? 0, { timeout: 5000 }).toBeGreaterThanOrEqual(2);
+    refuse('jon', 4);
+    const reason = await failed;
+    expect(reason).toBeInstanceOf(ConnectError);
+    expect(reason).toMatchObject({ message: `login refused by ${url}: wrong user name or password` });
+    // Not tried again after that.
+    const count = refused('jon');
+    await expect(ParleyClient.connect({ server: url, user: 'jon', password: 'unused', timeoutMs: 5000 })).rejects.toBeInstanceOf(ConnectError);
+    expect(refused('jon')).toBe(count! + 1);
+  });
+
+  it('a one-shot client tries a first login refused with "try again" (CONNACK 3) for as long as its timeout, then gives the reason', async () => {
+    refuse('kai', 3);
+    const started = Date.now();
+    const given = await ParleyClient.connect({ server: url, user: 'kai', password: 'unused', timeoutMs: 2000, reconnectMs: 100 }).catch((e: unknown) => e);
+    expect(given).toBeInstanceOf(ConnectError);
+    expect(given).toMatchObject({ message: `login refused by ${url}: the server is unavailable right now (tried for 2 s)` });
+    expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
+    expect(refused('kai')).toBeGreaterThanOrEqual(5);
+
+    // Accepted within that time: it goes on as if accepted at once.
+    const connecting = ParleyClient.connect({ server: url, user: 'kai', password: 'unused', timeoutMs: 5000, reconnectMs: 100 });
+    const before = refused('kai')!;
+    await expect.poll(() => refused('kai'), { timeout: 5000 }).toBeGreaterThanOrEqual(before + 2);
+    refuse('kai', 0);
+    const client = await connecting;
+    try {
+      expect(await client.request('who', { user: 'bob' })).toEqual({ user: 'bob', state: 'online', lastSeen: null });
+    } finally {
+      await client.close();
+    }
+  });
+
   it('gives up at once, with the reason, on a refusal retrying cannot change (CONNACK 5), and fails what was waiting', async () => {
     const client = await ParleyClient.connect({ server: url, user: 'hal', password: 'unused', timeoutMs: 20_000, keepTrying: true, reconnectMs: 100 });
     try {

@@ -1,7 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
-import mqtt, { ErrorWithSubackPacket, type MqttClient } from 'mqtt';
+import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
 import { readInboxEvent, readPresenceEvent, readResult, topics, type PresenceEvent, type RequestOp, type ResultOf, type ServerEvent } from '#libs/protocol';
 
 /** The server answered a request with an error; `code` is the protocol's stable error code. */
@@ -28,16 +28,25 @@ export interface ConnectOptions {
   /** Omitted: an anonymous connection, which may only register. */
   user?: string;
   password?: string;
-  /** Reconnect after a dropped connection (interactive commands); one-shot commands fail instead. */
+  /**
+   * Reconnect after a dropped connection, and keep trying a first login refused with "try again" (interactive
+   * commands); one-shot commands fail instead, the latter once `timeoutMs` is over.
+   */
   keepTrying?: boolean;
   /**
    * Makes the user online while connected (`chat`, `listen`). Otherwise the connection is quiet (device `.cli-…`):
    * a one-shot command does not flick its user online and offline for everyone watching.
    */
   present?: boolean;
+  /**
+   * How long a request waits for its answer, and a one-shot command's first connect for a login the server refuses with
+   * "try again" (CONNACK 3) to be accepted (10 s).
+   */
   timeoutMs?: number;
-  /** With keepTrying: the pause between two attempts to connect again (2 s). */
+  /** The pause between two attempts to connect: again after a drop (keepTrying), or after a "try again" refusal (2 s). */
   reconnectMs?: number;
+  /** Told once, with the reason, when the first login is refused with "try again" (CONNACK 3) and will be tried again. */
+  onUnavailable?: (reason: string) => void;
 }
 
 /** Answers that ask for the same request again, later; and the pauses before each retry. */
@@ -178,7 +187,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     } catch (e) {
       throw new ConnectError(`cannot read the CA file ${opts.ca}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
     }
-    const client = mqtt.connect(opts.server, {
+    const pauseMs = opts.reconnectMs ?? 2000;
+    const options: IClientOptions = {
       ...(ca ? { ca: [ca] } : {}),
       // MQTT.js drops the brackets of an IPv6 literal when it rebuilds a ws:// or wss:// URL.
       transformWsUrl: (url, o) => (o.hostname?.includes(':') ? url.replace(`//${o.hostname}:`, `//[${o.hostname}]:`) : url),
@@ -187,30 +197,36 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       username: opts.user,
       password: opts.password,
       clean: true,
-      connectTimeout: timeoutMs,
-      reconnectPeriod: opts.keepTrying ? (opts.reconnectMs ?? 2000) : 0,
+      reconnectPeriod: opts.keepTrying ? pauseMs : 0,
       // A server that cannot check logins for a while (its account store restarting) answers CONNACK 3, "try again":
       // keep trying. Refusals that retrying cannot change end the client (see the 'error' listener in the constructor).
       reconnectOnConnackError: opts.keepTrying ?? false,
-    });
-    await new Promise<void>((resolve, reject) => {
-      const fail = (e: Error) => {
-        cleanup();
-        client.end(true);
-        reject(new ConnectError(describeConnectError(e, opts.server)));
-      };
-      const closed = () => fail(new Error('the connection closed before the server answered'));
-      const cleanup = () => {
-        client.off('error', fail);
-        client.off('close', closed);
-      };
-      client.once('connect', () => {
-        cleanup();
-        resolve();
-      });
-      client.once('error', fail);
-      client.once('close', closed);
-    });
+    };
+    // The first login gets the same "try again" answer while the server's account store restarts. `chat` and `listen`
+    // keep trying, as they do after a drop; a one-shot command for as long as it waits for an answer, then gives the
+    // reason. Once refused that way, the server was there: its being unreachable for a while is part of its restart.
+    // Any other refusal (a wrong password, a lockout) and an unreachable server at the first attempt fail at once.
+    const deadline = Date.now() + timeoutMs;
+    let retrying = false;
+    let client: MqttClient;
+    for (;;) {
+      try {
+        // A one-shot command's last attempts wait no longer than what is left of its time.
+        const connectTimeout = opts.keepTrying ? timeoutMs : Math.max(1000, deadline - Date.now());
+        client = await connectOnce(opts.server, { ...options, connectTimeout });
+        break;
+      } catch (e) {
+        const code = (e as { code?: unknown }).code;
+        const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number');
+        const reason = describeConnectError(e as Error, opts.server);
+        if (!tryAgain) throw new ConnectError(reason);
+        const left = deadline - Date.now();
+        if (!opts.keepTrying && left <= 0) throw new ConnectError(`${reason} (tried for ${Math.round(timeoutMs / 1000)} s)`);
+        if (!retrying) opts.onUnavailable?.(reason);
+        retrying = true;
+        await new Promise((resolve) => setTimeout(resolve, opts.keepTrying ? pauseMs : Math.min(pauseMs, left)));
+      }
+    }
     const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server);
     const inboxSubscribed = await subscribed(client, inbox).catch((e: unknown) => {
       client.end(true);
@@ -325,6 +341,32 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     }
     this.emit('event', event);
   }
+}
+
+/**
+ * One attempt to connect: resolves with the client once the server accepted the login; rejects with the error that
+ * ended the attempt (a CONNACK refusal carries its code), the client closed.
+ */
+function connectOnce(server: string, options: IClientOptions): Promise<MqttClient> {
+  const client = mqtt.connect(server, options);
+  return new Promise((resolve, reject) => {
+    const fail = (e: Error) => {
+      cleanup();
+      client.end(true);
+      reject(e);
+    };
+    const closed = () => fail(new Error('the connection closed before the server answered'));
+    const cleanup = () => {
+      client.off('error', fail);
+      client.off('close', closed);
+    };
+    client.once('connect', () => {
+      cleanup();
+      resolve(client);
+    });
+    client.once('error', fail);
+    client.once('close', closed);
+  });
 }
 
 /**
