@@ -2,7 +2,14 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { adapterFor, type StorageBackend } from '#libs/storage';
 import { EmbeddedConversationIndexStore, RedisConversationIndexStore, type ConversationIndexStore } from '#libs/messaging';
 import { EmbeddedPresenceStore, RedisPresenceStore, type PresenceStore } from '#libs/presence';
-import { EmbeddedCursorStore, RedisCursorStore, type CursorStore } from '#libs/receipts';
+import {
+  EmbeddedCursorStore,
+  EmbeddedDeviceCursorStore,
+  RedisCursorStore,
+  RedisDeviceCursorStore,
+  type CursorStore,
+  type DeviceCursorStore,
+} from '#libs/receipts';
 import { EmbeddedGroupLocks, EmbeddedGroupStore, RedisGroupLocks, RedisGroupStore, skeleton, type GroupLocks, type GroupStore } from '#libs/group';
 import { embeddedFixture, redisFixture } from './backends.js';
 
@@ -18,6 +25,8 @@ afterAll(async () => {
 const presenceOf = (b: StorageBackend) =>
   adapterFor<PresenceStore>(b, { embedded: (db) => new EmbeddedPresenceStore(db), redis: (r) => new RedisPresenceStore(r) });
 const cursorsOf = (b: StorageBackend) => adapterFor<CursorStore>(b, { embedded: (db) => new EmbeddedCursorStore(db), redis: (r) => new RedisCursorStore(r) });
+const devicesOf = (b: StorageBackend) =>
+  adapterFor<DeviceCursorStore>(b, { embedded: (db) => new EmbeddedDeviceCursorStore(db), redis: (r) => new RedisDeviceCursorStore(r) });
 const indexOf = (b: StorageBackend) =>
   adapterFor<ConversationIndexStore>(b, { embedded: (db) => new EmbeddedConversationIndexStore(db), redis: (r) => new RedisConversationIndexStore(r) });
 const locksOf = (b: StorageBackend) =>
@@ -126,6 +135,46 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect((await store.setGateway('gw1', [], 80)).sort()).toEqual([]);
     expect((await store.get('ha')).state).toBe('online'); // still up on gw2
     expect(await store.dropGateway('gw2', 90)).toEqual(expect.arrayContaining(['ha', 'iv']));
+  });
+});
+
+describe.each(fixtures)('DeviceCursorStore on $name', (fixture) => {
+  it('knows a device from its start, moves its positions forward only, and survives a reopen', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = devicesOf(backend);
+    expect(await store.get('ann', 'ann/laptop')).toBeNull();
+    // Not known yet: a receipt or a catch-up of it records nothing.
+    await store.advance('ann', 'ann/laptop', 'dm:a:b', 4, 5);
+    await store.touch('ann', 'ann/laptop', 5);
+    expect(await store.get('ann', 'ann/laptop')).toBeNull();
+    expect(await store.start('ann', 'ann/laptop', { 'dm:a:b': 2, 'g:1': 0 }, 10, 5)).toEqual([]);
+    await store.advance('ann', 'ann/laptop', 'dm:a:b', 7, 20);
+    await store.advance('ann', 'ann/laptop', 'dm:a:b', 3, 30);
+    await store.advance('ann', 'ann/laptop', 'g:2', 1, 40);
+    const again = devicesOf(await reopen());
+    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 7, 'g:1': 0, 'g:2': 1 }, usedAt: 40 });
+    await again.touch('ann', 'ann/laptop', 50);
+    expect((await again.get('ann', 'ann/laptop'))?.usedAt).toBe(50);
+    // Starting again replaces what it had.
+    await again.start('ann', 'ann/laptop', { 'dm:a:b': 9 }, 60, 5);
+    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 9 }, usedAt: 60 });
+  });
+
+  it('keeps at most so many devices per user, forgetting the least recently used others', async () => {
+    const { backend } = await fixture.open();
+    const store = devicesOf(backend);
+    await store.start('bo', 'bo/a', { c: 1 }, 10, 2);
+    await store.start('bo', 'bo/b', { c: 2 }, 20, 2);
+    await store.start('cy', 'cy/a', { c: 3 }, 5, 2);
+    await store.touch('bo', 'bo/a', 30);
+    // bo/b was used least recently; another user's device is not counted.
+    expect(await store.start('bo', 'bo/c', { c: 4 }, 40, 2)).toEqual(['bo/b']);
+    expect(await store.get('bo', 'bo/b')).toBeNull();
+    expect(await store.get('bo', 'bo/a')).toEqual({ cursors: { c: 1 }, usedAt: 30 });
+    expect(await store.get('cy', 'cy/a')).toEqual({ cursors: { c: 3 }, usedAt: 5 });
+    // A device forgotten and started again starts from what it is given, not from what it had.
+    await store.start('bo', 'bo/b', { c: 0 }, 50, 3);
+    expect(await store.get('bo', 'bo/b')).toEqual({ cursors: { c: 0 }, usedAt: 50 });
   });
 });
 

@@ -180,6 +180,45 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     expect(caughtUp).toEqual(Array.from({ length: 35 }, (_, i) => i + 6));
   });
 
+  it('a device that keeps a session gets, back, what another device of the user acknowledged while it was away', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const synced = (u: MqttUser) => u.waitFor((e) => e.type === 'synced', 30_000);
+    const caughtUp = (u: MqttUser) => (u.events.filter(isMessage()) as MessageEvent[]).map((m) => m.text);
+    const laptopOpts = { clientId: `${bobName}/laptop`, clean: false };
+    let laptop = await users.login(bobName, undefined, laptopOpts);
+    await synced(laptop);
+    await alice.request({ op: 'send', to: bobName, text: 'one' });
+    const one = (await laptop.waitFor(isMessage('one'))) as MessageEvent;
+    await laptop.request({ op: 'receipt', conv: one.conv, seq: one.seq, status: 'delivered' });
+    await logout(laptop);
+
+    // Bob's phone (no session) gets two more, and acknowledges them: Bob's delivered cursor passes them.
+    const phone = await login(bobName);
+    await synced(phone);
+    for (const text of ['two', 'three']) await alice.request({ op: 'send', to: bobName, text });
+    const three = (await phone.waitFor(isMessage('three'))) as MessageEvent;
+    await phone.request({ op: 'receipt', conv: three.conv, seq: three.seq, status: 'delivered' });
+    await logout(phone);
+
+    // The laptop comes back: it gets them all the same, from where it stood itself.
+    laptop = await users.login(bobName, undefined, laptopOpts);
+    const sync = (await laptop.waitFor((e) => e.type === 'sync')) as SyncEvent;
+    expect(sync.conversations.find((c) => c.conv === one.conv)).toMatchObject({ after: one.seq, mine: { delivered: three.seq } });
+    await synced(laptop);
+    expect(caughtUp(laptop)).toEqual(['two', 'three']);
+    await laptop.request({ op: 'receipt', conv: three.conv, seq: three.seq, status: 'delivered' });
+    await logout(laptop);
+
+    // A device without a session starts at the user's cursor; the laptop, which has acknowledged them now, at its own.
+    const tablet = await login(bobName);
+    await synced(tablet);
+    expect(caughtUp(tablet)).toEqual([]);
+    laptop = await users.login(bobName, undefined, laptopOpts);
+    await synced(laptop);
+    expect(caughtUp(laptop)).toEqual([]);
+  });
+
   it('presence: online while any connection is up, offline when the last drops, retained for subscribers', async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const alice = await login(aliceName);

@@ -1,3 +1,4 @@
+import type { IClientOptions } from 'mqtt';
 import { randomBytes } from 'node:crypto';
 import { expect } from 'vitest';
 import { MqttUser, registerUser } from './mqtt-user.js';
@@ -22,10 +23,10 @@ export class TestUsers {
     return name;
   }
 
-  /** Logs in (subscribed to the inbox), alternating between the server's addresses unless one is given. */
-  async login(name: string, url?: string): Promise<MqttUser> {
+  /** Logs in (subscribed to the inbox), alternating between the server's addresses unless one is given; `opts` go to MQTT.js. */
+  async login(name: string, url?: string, opts: IClientOptions = {}): Promise<MqttUser> {
     const urls = this.urls();
-    const u = await MqttUser.connect(url ?? urls[this.turn++ % urls.length]!, name, this.password);
+    const u = await MqttUser.connect(url ?? urls[this.turn++ % urls.length]!, name, this.password, opts);
     this.open.push(u);
     return u;
   }

@@ -16,8 +16,9 @@ const SYNC_RETRY_MAX_MS = 15_000;
 /**
  * Brings a connection up to date when it subscribes to its inbox: first a
  * `sync` event (where each conversation stands, and the other members'
- * receipts), then every message after the user's delivered cursor, oldest
- * first, conversation by conversation, then `synced`. Sent to that connection
+ * receipts), then every message after the user's delivered cursor (a device
+ * with a persistent session: after its own position), oldest first,
+ * conversation by conversation, then `synced`. Sent to that connection
  * only. Live messages may arrive in between; the client orders by seq and
  * drops what it has shown, so nothing depends on a persistent MQTT session.
  */
@@ -96,16 +97,19 @@ export class InboxSync {
     });
     const convs = await this.conversations.conversationsOf(user);
     const views = (await Promise.all(convs.map((conv) => this.conversations.viewOf(conv, user)))).filter((v) => v !== null);
-    const states: SyncEvent['conversations'] = await Promise.all(
-      views.map(async (view) => {
-        const [mine, peers] = await Promise.all([this.receipts.cursorsOf(view.conv, user), this.receipts.peersOf(view.conv, user)]);
-        const after = Math.max(view.after, mine.delivered);
-        const state = { conv: view.conv, after, last: view.last, mine, peers };
-        // Said while the user was out of the group: the backlog skips it, and the client need not wait for it.
-        const hidden = view.hidden.filter((h) => h.upTo > after);
-        return { ...state, ...(view.group ? { group: view.group } : {}), ...(hidden.length > 0 ? { hidden } : {}) };
-      }),
-    );
+    const cursors = await Promise.all(views.map((view) => Promise.all([this.receipts.cursorsOf(view.conv, user), this.receipts.peersOf(view.conv, user)])));
+    const delivered = Object.fromEntries(views.map((view, i) => [view.conv, cursors[i]![0].delivered]));
+    // A device that keeps a session (clean session off) is brought up to date from where it stood itself: what another
+    // device of the user acknowledged while it was away comes too. Any other connection starts at the user's cursor.
+    const from = client.clean ? delivered : await this.receipts.deviceStart(user, client.id, delivered);
+    const states: SyncEvent['conversations'] = views.map((view, i) => {
+      const [mine, peers] = cursors[i]!;
+      const after = Math.max(view.after, from[view.conv] ?? mine.delivered);
+      const state = { conv: view.conv, after, last: view.last, mine, peers };
+      // Said while the user was out of the group: the backlog skips it, and the client need not wait for it.
+      const hidden = view.hidden.filter((h) => h.upTo > after);
+      return { ...state, ...(view.group ? { group: view.group } : {}), ...(hidden.length > 0 ? { hidden } : {}) };
+    });
     this.send(client, { type: 'sync', conversations: states });
     let sent = 0;
     for (const [i, state] of states.entries()) {

@@ -170,7 +170,7 @@ export class RequestDispatcher {
     } else {
       op = parsed.request.op;
       try {
-        reply = await this.execute(principal, parsed.request, turn);
+        reply = await this.execute(principal, parsed.request, turn, connection);
       } catch (e) {
         reply = errorReply(parsed.request.id, op, this.asDomainError(e, op));
       }
@@ -202,7 +202,7 @@ export class RequestDispatcher {
     return metrics;
   }
 
-  private async execute(principal: Principal, req: Request, turn: Turn): Promise<OkReply> {
+  private async execute(principal: Principal, req: Request, turn: Turn, connection: Client): Promise<OkReply> {
     if (principal.kind === 'anonymous') {
       if (req.op !== 'register') throw new DomainError('not_allowed', 'log in first: an anonymous connection may only register');
       return ok(req, 'register', await this.accounts.register(req.user, req.password));
@@ -218,7 +218,9 @@ export class RequestDispatcher {
       case 'who':
         return ok(req, 'who', await this.presence.who(req.user));
       case 'receipt': {
-        const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status });
+        // A device that keeps a session (clean session off) has a position of its own (see InboxSync).
+        const device = connection.clean ? {} : { device: connection.id };
+        const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status, ...device });
         if (outcome.notify) this.deliver(outcome.notify.to, outcome.notify.event);
         return ok(req, 'receipt', outcome.result);
       }

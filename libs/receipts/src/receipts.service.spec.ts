@@ -4,7 +4,8 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { EmbeddedDatabase } from '#libs/storage';
 import { EmbeddedCursorStore } from './embedded/embedded-cursor.store.js';
-import { ReceiptsService, type ConversationDirectory } from './receipts.service.js';
+import { EmbeddedDeviceCursorStore } from './embedded/embedded-device-cursor.store.js';
+import { DEVICE_IDLE_MS, ReceiptsService, type ConversationDirectory } from './receipts.service.js';
 
 const open: { db: EmbeddedDatabase; dir: string }[] = [];
 afterEach(async () => {
@@ -33,7 +34,8 @@ function setup() {
     },
     othersWroteIn: (_conv, user, after, upTo) => Promise.resolve(authors.slice(after, upTo).some((a) => a !== user)),
   };
-  return { service: new ReceiptsService(new EmbeddedCursorStore(db), directory, () => clock.now), clock, lookups };
+  const devices = { store: new EmbeddedDeviceCursorStore(db), keepPerUser: 50 };
+  return { service: new ReceiptsService(new EmbeddedCursorStore(db), directory, () => clock.now, devices), clock, lookups };
 }
 
 describe('ReceiptsService', () => {
@@ -81,5 +83,20 @@ describe('ReceiptsService', () => {
       bob: { delivered: 0, deliveredAt: null, read: 0, readAt: null, joined: 1 },
       cy: { delivered: 5, deliveredAt: clock.now, read: 0, readAt: null, joined: 2 },
     });
+  });
+
+  it('brings a device that keeps a session up to date from its own positions, and one unknown or long unused from the user’s', async () => {
+    const { service, clock } = setup();
+    // Unknown: it starts where the user stands, and is known from then on.
+    expect(await service.deviceStart('bob', 'bob/laptop', { 'g:1': 2 })).toEqual({ 'g:1': 2 });
+    // Its receipts move its own position as well as the user's; another device's move only the user's.
+    await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', device: 'bob/laptop' });
+    await service.record({ user: 'bob', conv: 'g:1', seq: 5, status: 'read' });
+    expect((await service.cursorsOf('g:1', 'bob')).delivered).toBe(5);
+    // Back, it starts at its own 3; in a conversation new to it, from the start.
+    expect(await service.deviceStart('bob', 'bob/laptop', { 'g:1': 5, 'dm:bob:cy': 4 })).toEqual({ 'g:1': 3, 'dm:bob:cy': 0 });
+    // Unused for longer than devices are kept: it starts over from the user's positions.
+    clock.now += DEVICE_IDLE_MS + 1;
+    expect(await service.deviceStart('bob', 'bob/laptop', { 'g:1': 5, 'dm:bob:cy': 4 })).toEqual({ 'g:1': 5, 'dm:bob:cy': 4 });
   });
 });

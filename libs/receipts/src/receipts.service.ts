@@ -1,5 +1,15 @@
 import { DomainError, type Cursors, type PeerCursors, type ReceiptEvent, type ReceiptResult } from '#libs/protocol';
 import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store.js';
+import type { DeviceCursorStore } from './device-cursor.store.js';
+
+/** A device unused this long is brought up to date from its user's positions again, as a new one would be. */
+export const DEVICE_IDLE_MS = 30 * 24 * 3600 * 1000;
+
+/** Where the devices that keep a session keep their own positions, and how many of them a user keeps at most. */
+export interface DeviceOptions {
+  store: DeviceCursorStore;
+  keepPerUser: number;
+}
 
 /** What receipts need to know about conversations; the messaging domain provides it. */
 export interface ConversationDirectory {
@@ -22,6 +32,8 @@ export interface ReceiptCommand {
   conv: string;
   seq: number;
   status: ReceiptStatus;
+  /** The device that sent it, when it keeps a session (MQTT clean session off): its own position moves too. */
+  device?: string;
 }
 
 export interface ReceiptOutcome {
@@ -36,6 +48,7 @@ export class ReceiptsService {
     private readonly cursors: CursorStore,
     private readonly conversations: ConversationDirectory,
     private readonly now: () => number = Date.now,
+    private readonly devices: DeviceOptions | null = null,
   ) {}
 
   /**
@@ -49,7 +62,11 @@ export class ReceiptsService {
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
     const read = cmd.status === 'read';
-    const { cursors, moved, from } = await this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now());
+    const [{ cursors, moved, from }] = await Promise.all([
+      this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now()),
+      // Delivered or read, the device that says so has the message.
+      cmd.device !== undefined && this.devices ? this.devices.store.advance(cmd.user, cmd.device, cmd.conv, cmd.seq, this.now()) : undefined,
+    ]);
     const result = { conv: cmd.conv, cursors, moved };
     const seq = read ? cursors.read : cursors.delivered;
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
@@ -64,6 +81,25 @@ export class ReceiptsService {
       result,
       notify: { to: view.members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts } },
     };
+  }
+
+  /**
+   * Where a device that keeps a session is to be brought up to date from, by conversation, given the user's delivered
+   * cursors (`delivered`, every conversation of the user): a known device from its own positions, so it gets what
+   * another device of the user acknowledged while it was away; in a conversation it has no position in (new to it since
+   * it became known), from the start. A device not known, or unused for DEVICE_IDLE_MS, starts from the user's cursors,
+   * as a device without a session does, and is known from then on.
+   */
+  async deviceStart(user: string, device: string, delivered: Record<string, number>): Promise<Record<string, number>> {
+    if (!this.devices) return delivered;
+    const now = this.now();
+    const known = await this.devices.store.get(user, device);
+    if (!known || now - known.usedAt > DEVICE_IDLE_MS) {
+      await this.devices.store.start(user, device, delivered, now, this.devices.keepPerUser);
+      return delivered;
+    }
+    await this.devices.store.touch(user, device, now);
+    return Object.fromEntries(Object.keys(delivered).map((conv) => [conv, known.cursors[conv] ?? 0]));
   }
 
   /** A member's own cursors. */
@@ -105,6 +141,6 @@ export class ReceiptsService {
 export { NO_CURSORS };
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the receipts app. */
-export const RECEIPTS_API_METHODS = ['record', 'cursorsOf', 'peersOf', 'progress'] as const;
+export const RECEIPTS_API_METHODS = ['record', 'cursorsOf', 'peersOf', 'progress', 'deviceStart'] as const;
 export type ReceiptsApi = Pick<ReceiptsService, (typeof RECEIPTS_API_METHODS)[number]>;
 export const RECEIPTS_API = Symbol('RECEIPTS_API');

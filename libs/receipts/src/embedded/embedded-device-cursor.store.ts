@@ -1,0 +1,59 @@
+import type { Database } from 'lmdb';
+import type { EmbeddedDatabase } from '#libs/storage';
+import type { DeviceCursors, DeviceCursorStore } from '../device-cursor.store.js';
+
+/**
+ * Sub-databases: `device-cursors` keyed [user, device, conv] → seq; `devices` keyed [user, device] → last used. A device
+ * is known while its `devices` entry is there.
+ */
+export class EmbeddedDeviceCursorStore implements DeviceCursorStore {
+  private readonly cursors: Database<number, [string, string, string]>;
+  private readonly devices: Database<number, [string, string]>;
+
+  constructor(db: EmbeddedDatabase) {
+    this.cursors = db.open('device-cursors');
+    this.devices = db.open('devices');
+  }
+
+  get(user: string, device: string): Promise<DeviceCursors | null> {
+    const usedAt = this.devices.get([user, device]);
+    if (usedAt === undefined) return Promise.resolve(null);
+    const cursors: Record<string, number> = {};
+    for (const { key, value } of this.cursors.getRange({ start: [user, device, ''], end: [user, device, '\uffff'] })) cursors[key[2]] = value;
+    return Promise.resolve({ cursors, usedAt });
+  }
+
+  start(user: string, device: string, cursors: Record<string, number>, at: number, keep: number): Promise<string[]> {
+    return this.devices.transaction(() => {
+      this.drop(user, device);
+      void this.devices.put([user, device], at);
+      for (const [conv, seq] of Object.entries(cursors)) void this.cursors.put([user, device, conv], seq);
+      const others = [...this.devices.getRange({ start: [user, ''], end: [user, '\uffff'] })]
+        .filter(({ key }) => key[1] !== device)
+        .sort((a, b) => a.value - b.value);
+      const forgotten = others.slice(0, Math.max(0, others.length + 1 - keep)).map(({ key }) => key[1]);
+      for (const old of forgotten) this.drop(user, old);
+      return forgotten;
+    });
+  }
+
+  /** Inside a write transaction: forgets a device and its positions. */
+  private drop(user: string, device: string): void {
+    void this.devices.remove([user, device]);
+    for (const key of this.cursors.getKeys({ start: [user, device, ''], end: [user, device, '\uffff'] })) void this.cursors.remove(key);
+  }
+
+  advance(user: string, device: string, conv: string, seq: number, at: number): Promise<void> {
+    return this.devices.transaction(() => {
+      if (this.devices.get([user, device]) === undefined) return;
+      void this.devices.put([user, device], at);
+      if ((this.cursors.get([user, device, conv]) ?? 0) < seq) void this.cursors.put([user, device, conv], seq);
+    });
+  }
+
+  touch(user: string, device: string, at: number): Promise<void> {
+    return this.devices.transaction(() => {
+      if (this.devices.get([user, device]) !== undefined) void this.devices.put([user, device], at);
+    });
+  }
+}
