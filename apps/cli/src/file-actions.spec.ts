@@ -301,4 +301,34 @@ describe('offerFile', () => {
     // To someone else, it is an offer of its own.
     expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
   });
+
+  it('withdraws the upload, cut short, of an earlier version of a file when the changed file is sent; nothing else', async () => {
+    const { service, client, hooks } = server();
+    const path = join(temp('parley-cli-files-'), 'notes.bin');
+    writeFileSync(path, Buffer.alloc(10 * CHUNK, 1));
+    let cut = false;
+    hooks.before = (op, fields) => {
+      if (op === 'file.chunk' && fields.index === 3 && !cut) {
+        cut = true;
+        throw new Error('the connection dropped');
+      }
+    };
+    await expect(offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar)).rejects.toThrow('the connection dropped');
+    const [earlier] = await service.list('ann');
+    expect(earlier?.uploaded).toBe(3);
+    // Complete offers of the same name (to bob, to cy) and a half upload to cy are none of its business.
+    const other = join(temp('parley-cli-files-'), 'notes.bin');
+    writeFileSync(other, Buffer.alloc(CHUNK, 3));
+    const complete = await offerFile(client('ann'), quiet, { to: 'bob' }, other, noBar);
+    const toCy = await offerFile(client('ann'), quiet, { to: 'cy' }, other, noBar);
+    const { offer: halfToCy } = (await service.offer('ann', 'half-to-cy', { to: 'cy' }, { name: 'notes.bin', size: 2 * CHUNK, sha256: 'ab'.repeat(32) }))
+      .result;
+
+    writeFileSync(path, Buffer.alloc(10 * CHUNK, 2));
+    const changed = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    expect(changed.id).not.toBe(earlier!.id);
+    const states = Object.fromEntries((await service.list('ann')).map((o) => [o.id, o.recipients]));
+    expect(states[earlier!.id]).toEqual({ bob: 'withdrawn' });
+    for (const kept of [complete, toCy, halfToCy, changed]) expect(Object.values(states[kept.id]!)).toEqual(['pending']);
+  });
 });

@@ -45,8 +45,9 @@ export async function sha256Of(path: string): Promise<string> {
  * receiver again, from any device, while that offer is still under way (its
  * upload cut short, or not yet decided on) resumes it from the last
  * acknowledged chunk rather than making another; once it is settled, sending
- * the file again is a new offer. Resolves with the offer once the server holds
- * all of it.
+ * the file again is a new offer. Sending a changed file (same name and
+ * receivers, other content) withdraws an upload of an earlier version that was
+ * cut short. Resolves with the offer once the server holds all of it.
  */
 export async function uploadFile(
   client: ParleyClient,
@@ -72,6 +73,13 @@ export async function uploadFile(
   // None, or settled (a receiver declined it) since the list was read: this is a new offer.
   if (!offered || settled(offered.offer)) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${randomBytes(8).toString('hex')}`);
   const offer = offered.offer;
+  // An upload of an earlier version of this file (same name, same receivers, other content) cut short can no longer be
+  // finished from here: withdrawn, it stops counting against the sender's limits (no receiver ever saw it). Best
+  // effort: one that fails to go expires with its offer.
+  const abandoned = offers.filter(
+    (o) => o.from === client.user && o.id !== offer.id && o.name === name && o.sha256 !== sha256 && o.uploaded < o.chunks && sameTarget(o, target),
+  );
+  for (const o of abandoned) await client.request('file.cancel', { offer: o.id }).catch(() => undefined);
   const handle = await open(path, 'r');
   try {
     await sendChunks(client, handle, offer, offered.window, (bytes) => onProgress(offer, bytes));
@@ -79,6 +87,12 @@ export async function uploadFile(
     await handle.close();
   }
   return { ...offer, uploaded: offer.chunks };
+}
+
+/** Whether an offer went to this target: the group, or the one receiver of a direct offer. */
+function sameTarget(offer: FileOffer, target: FileTarget): boolean {
+  if ('group' in target) return offer.group?.id === target.group;
+  return offer.group === undefined && Object.keys(offer.recipients).join() === target.to;
 }
 
 /** Whether a request id made an offer of the file whose key this is (`file-KEY` and `file-KEY-N` are earlier CLIs' ids). */
