@@ -112,6 +112,49 @@ describe('the parley CLI', () => {
     await laptop.waitForLine(new RegExp(`you → ${alice}: and from my laptop ✓`));
   });
 
+  it('--device: a device catches up from where it stood itself, one process per device', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const statusOf = async (text: string) =>
+      (await runCli(['--json', 'history', bob], as(alice))).json.find((m) => m.text === text)?.status as string | undefined;
+    let laptop = start(['--device', 'laptop', 'listen'], as(bob));
+    await laptop.waitForLine(/listening as/);
+    expect((await runCli(['send', bob, 'one'], as(alice))).code).toBe(0);
+    await laptop.waitForLine(new RegExp(`#1 ${alice} → you: one$`));
+    await expect.poll(() => statusOf('one'), { timeout: 10_000 }).toBe('delivered');
+    // One process per device: a second one would take the session from the first, and it back, over and over.
+    const twice = await runCli(['--device', 'laptop', 'listen'], as(bob));
+    expect(twice.code).toBe(1);
+    expect(twice.stderr).toMatch(/device laptop is in use by another parley here \(process \d+\)/);
+    await laptop.stop();
+
+    // The phone (no --device) has the next one, and acknowledges it.
+    const phone = start(['listen'], as(bob));
+    await phone.waitForLine(/listening as/);
+    expect((await runCli(['send', bob, 'two'], as(alice))).code).toBe(0);
+    await phone.waitForLine(new RegExp(`#2 ${alice} → you: two$`));
+    await expect.poll(() => statusOf('two'), { timeout: 10_000 }).toBe('delivered');
+    await phone.stop();
+
+    // Back, the laptop gets it all the same; a listen without --device starts at what the phone acknowledged.
+    laptop = start(['--device', 'laptop', '--json', 'listen'], as(bob));
+    await laptop.waitForLine((l) => l.includes('"type":"synced"'));
+    expect(
+      laptop
+        .json()
+        .filter((e) => e.type === 'message')
+        .map((e) => e.text),
+    ).toEqual(['two']);
+    const other = start(['--json', 'listen'], as(bob));
+    await other.waitForLine((l) => l.includes('"type":"synced"'));
+    expect(other.json().filter((e) => e.type === 'message')).toEqual([]);
+
+    const bad = await runCli(['--device', '.hidden', 'listen'], as(bob));
+    expect([bad.code, bad.stderr.trim()]).toEqual([
+      2,
+      `error: usage: --device must be 1–64 letters, digits, '_', '.' or '-', not starting with '.' (got ".hidden")`,
+    ]);
+  });
+
   it('offline: says when the recipient was last seen, delivers on return, and the sender sees ✓✓ then read', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     // Bob has been online once, so he has a last-seen time.

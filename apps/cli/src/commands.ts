@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Command } from 'commander';
 import { directPeer, MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { ChatSession } from './chat-session.js';
+import { DeviceLock } from './process-lock.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
@@ -38,6 +39,7 @@ export function contextOf(cmd: Command): CommandContext {
         password: s.password,
         keepTrying: opts.keepTrying,
         present: opts.present,
+        device: s.device,
         onUnavailable: retryingNote(printer),
       });
     },
@@ -49,13 +51,22 @@ function retryingNote(printer: Printer): (reason: string) => void {
   return (reason) => printer.note(`* ${reason}; retrying…`);
 }
 
-/** Runs `work` with a logged-in client, closing it afterwards however it ends. */
+/**
+ * Runs `work` with a logged-in client, closing it afterwards however it ends. A command that makes its user present as
+ * a device (`--device`) holds that device for as long (one process per device: see DeviceLock).
+ */
 export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: LoginOptions = {}): Promise<T> {
-  const client = await ctx.login(opts);
+  const { server, user, device } = ctx.settings;
+  const lock = opts.present && device !== undefined && user !== undefined ? await DeviceLock.take(server, user, device) : null;
   try {
-    return await work(client);
+    const client = await ctx.login(opts);
+    try {
+      return await work(client);
+    } finally {
+      await client.close();
+    }
   } finally {
-    await client.close();
+    await lock?.release();
   }
 }
 

@@ -6,7 +6,7 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EmbeddedFileBlobStore, EmbeddedFileOfferStore, FileOfferService } from '#libs/file-offer';
 import { DomainError, MAX_FILE_NAME_BYTES, type FileOffer } from '#libs/protocol';
 import { EmbeddedDatabase } from '#libs/storage';
-import { lockPathOf } from './download-lock.js';
+import { lockPathOf } from './process-lock.js';
 import { acceptFile, offerFile } from './file-actions.js';
 import { keptPathOf, partPathOf } from './file-transfer.js';
 import { Printer } from './output.js';

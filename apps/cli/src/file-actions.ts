@@ -1,7 +1,7 @@
 import { constants } from 'node:fs';
 import { access, stat } from 'node:fs/promises';
 import { OfferId, type FileOffer } from '#libs/protocol';
-import { DownloadLock } from './download-lock.js';
+import { DownloadLock } from './process-lock.js';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress, type BarOptions } from './file-progress.js';
 import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, uploadFile, type FileTarget } from './file-transfer.js';

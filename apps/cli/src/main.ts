@@ -19,6 +19,7 @@ const program = new Command('parley')
   .option('--ca <file>', 'trust this CA certificate (PEM) for mqtts:// and wss:// (env PARLEY_CA)')
   .option('--user <name>', 'your user name (env PARLEY_USER)')
   .option('--password <password>', 'your password (env PARLEY_PASSWORD)')
+  .option('--device <name>', 'chat and listen keep a session as this device, which catches up from where it stood itself (env PARLEY_DEVICE)')
   .option('--json', 'one JSON object per line, each with a "type"')
   .showHelpAfterError()
   // With --json a script reads stdout: a usage error is one JSON line there too (the help that follows stays on stderr).

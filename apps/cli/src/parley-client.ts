@@ -39,6 +39,11 @@ export interface ConnectOptions {
    */
   present?: boolean;
   /**
+   * With `present`: connect as this device (`user/DEVICE`) with a persistent session (clean session off), so the
+   * server keeps the device's own delivery position and its catch-up starts there.
+   */
+  device?: string;
+  /**
    * How long a request waits for its answer, and a one-shot command's first connect for a login the server refuses with
    * "try again" (CONNACK 3) to be accepted (10 s).
    */
@@ -178,7 +183,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const timeoutMs = opts.timeoutMs ?? 10_000;
     const anonymous = opts.user === undefined;
     const nonce = randomBytes(8).toString('hex');
-    const clientId = anonymous ? `anon.${nonce}` : `${opts.user}/${opts.present ? '' : '.'}cli-${randomBytes(4).toString('hex')}`;
+    const device = opts.present ? opts.device : undefined;
+    const clientId = anonymous
+      ? `anon.${nonce}`
+      : device !== undefined
+        ? `${opts.user}/${device}`
+        : `${opts.user}/${opts.present ? '' : '.'}cli-${randomBytes(4).toString('hex')}`;
     const inbox = anonymous ? topics.anonInbox(nonce) : topics.inbox(opts.user!);
     const requests = anonymous ? topics.anonRequests(nonce) : topics.requests(opts.user!);
     let ca: Buffer | undefined;
@@ -196,7 +206,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       clientId,
       username: opts.user,
       password: opts.password,
-      clean: true,
+      clean: device === undefined,
       reconnectPeriod: opts.keepTrying ? pauseMs : 0,
       // A server that cannot check logins for a while (its account store restarting) answers CONNACK 3, "try again":
       // keep trying. Refusals that retrying cannot change end the client (see the 'error' listener in the constructor).

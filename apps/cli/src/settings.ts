@@ -1,3 +1,5 @@
+import { DEVICE_PATTERN } from '#libs/protocol';
+
 /** Where and as whom the CLI connects: flags win over PARLEY_* environment variables. */
 export interface Settings {
   server: string;
@@ -5,6 +7,8 @@ export interface Settings {
   password: string | undefined;
   /** A CA certificate file (PEM) to trust for mqtts:// and wss:// servers, besides the system's. */
   ca: string | undefined;
+  /** `chat` and `listen` keep a session as this device (`user/DEVICE`), which catches up from where it stood itself. */
+  device: string | undefined;
   json: boolean;
 }
 
@@ -13,6 +17,7 @@ export interface GlobalFlags {
   user?: string;
   password?: string;
   ca?: string;
+  device?: string;
   json?: boolean;
 }
 
@@ -25,6 +30,7 @@ export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = pro
     user: (flags.user ?? env.PARLEY_USER)?.toLowerCase(),
     password: flags.password ?? env.PARLEY_PASSWORD,
     ca: flags.ca ?? (env.PARLEY_CA || undefined),
+    device: flags.device ?? (env.PARLEY_DEVICE || undefined),
     json: flags.json ?? false,
   };
 }
@@ -46,10 +52,13 @@ export function checkServer(server: string): URL {
   return url;
 }
 
-/** The settings of a logged-in command; throws a usage error naming what is missing. */
+/** The settings of a logged-in command; throws a usage error naming what is missing or malformed. */
 export function requireLogin(s: Settings): Settings & { user: string; password: string } {
   if (!s.user) throw new UsageError('no user: pass --user NAME or set PARLEY_USER');
   if (s.password === undefined) throw new UsageError('no password: pass --password or set PARLEY_PASSWORD');
+  // A name starting with a dot is a quiet one-shot connection's (it would not be online); the rest as the server takes it.
+  if (s.device !== undefined && (!DEVICE_PATTERN.test(s.device) || s.device.startsWith('.')))
+    throw new UsageError(`--device must be 1–64 letters, digits, '_', '.' or '-', not starting with '.' (got "${s.device}")`);
   return s as Settings & { user: string; password: string };
 }
 

@@ -1,10 +1,11 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { link, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/promises';
-import { hostname } from 'node:os';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
 import { OfferId } from '#libs/protocol';
 import { TransferError } from './file-transfer.js';
+import { ConnectError } from './parley-client.js';
 
 /** Tokens of the locks this process holds: a lock naming this pid and another token is a previous process's (a container's pid 1). */
 const HELD = new Set<string>();
@@ -16,22 +17,19 @@ export function lockPathOf(dir: string, offerId: string): string {
 }
 
 /**
- * One download of an offer into a directory at a time. A download writes its part file at chunk offsets, truncates it
- * to resume, and moves it into place once verified: two at once would undo each other's work, and the slower one
- * would find the file gone from under it. So a download holds a lock file naming its process (`.ID.parley-lock`),
- * and a second one is refused, saying so, before it changes anything. A lock whose holder is gone (killed, or the
- * machine restarted; on another host sharing the directory, not marked alive for 30 s) is taken over.
+ * A lock file naming the process that holds it, so that a second process doing the same thing is refused, saying
+ * who holds it, before it changes anything. A lock whose holder is gone (killed, or the machine restarted; on another
+ * host sharing the directory, not marked alive for 30 s) is taken over. The holder marks it alive while it runs.
  */
-export class DownloadLock {
+export class ProcessLock {
   private constructor(
     private readonly path: string,
     private readonly token: string,
     private readonly heartbeat: NodeJS.Timeout,
   ) {}
 
-  /** Takes the lock, or throws `download_in_progress` naming the process that holds it. */
-  static async take(dir: string, offerId: string): Promise<DownloadLock> {
-    const path = lockPathOf(dir, offerId);
+  /** Takes the lock at `path`, or throws what `refuse` makes of its live holder (null: a lock it cannot read). */
+  static async take(path: string, refuse: (holder: LockHolder | null) => Error): Promise<ProcessLock> {
     const token = randomUUID();
     const record = holderRecord(token);
     for (let attempt = 0; attempt < 5; attempt++) {
@@ -39,18 +37,18 @@ export class DownloadLock {
         HELD.add(token);
         const heartbeat = setInterval(() => void touch(path), LOCK_HEARTBEAT_MS);
         heartbeat.unref();
-        return new DownloadLock(path, token, heartbeat);
+        return new ProcessLock(path, token, heartbeat);
       }
       const seen = await contentOf(path);
       // Released meanwhile: try again.
       if (seen === null) continue;
       const holder = parseHolder(seen);
-      if (holder && (await isAlive(holder, path))) throw inProgress(offerId, dir, holder);
+      if (holder && (await isAlive(holder, path))) throw refuse(holder);
       // Unreadable: only a hand could have damaged it (locks appear whole); stale once old.
-      if (!holder && Date.now() - (await modifiedAt(path)) < LOCK_STALE_MS) throw inProgress(offerId, dir, null);
+      if (!holder && Date.now() - (await modifiedAt(path)) < LOCK_STALE_MS) throw refuse(null);
       await takeOver(path, seen, token);
     }
-    throw inProgress(offerId, dir, null);
+    throw refuse(null);
   }
 
   /** Gives the lock up (if it is still this one's). */
@@ -61,6 +59,31 @@ export class DownloadLock {
     if (content !== null && parseHolder(content)?.token === this.token) await rm(this.path, { force: true });
   }
 }
+
+/**
+ * One download of an offer into a directory at a time. A download writes its part file at chunk offsets, truncates it
+ * to resume, and moves it into place once verified: two at once would undo each other's work, and the slower one
+ * would find the file gone from under it. So a download holds a lock beside its part file (`.ID.parley-lock`), and a
+ * second one is refused with `download_in_progress`.
+ */
+export const DownloadLock = {
+  take: (dir: string, offerId: string): Promise<ProcessLock> => ProcessLock.take(lockPathOf(dir, offerId), (holder) => inProgress(offerId, dir, holder)),
+};
+
+/**
+ * One process per device at a time on this machine. Two connections with one client id take the session from each
+ * other, over and over, as each reconnects; so `chat` or `listen` as a device holds a lock (in the temporary
+ * directory, named after server, user and device), and a second one is refused, naming the first.
+ */
+export const DeviceLock = {
+  take: (server: string, user: string, device: string): Promise<ProcessLock> => {
+    const key = createHash('sha256')
+      .update(JSON.stringify([server, user, device]))
+      .digest('hex')
+      .slice(0, 32);
+    return ProcessLock.take(join(tmpdir(), `parley-device-${key}.lock`), (holder) => deviceInUse(device, holder));
+  },
+};
 
 /** Writes the record at `path` unless a file is there (false). Written aside and linked into place: never seen half-written. */
 async function place(path: string, record: string, token: string): Promise<boolean> {
@@ -99,12 +122,20 @@ async function takeOver(path: string, stale: string, token: string): Promise<voi
 }
 
 async function isAlive(holder: LockHolder, path: string): Promise<boolean> {
-  // A lock naming this process is one of its own downloads, or a previous process's with the same pid (a container's pid 1).
+  // A lock naming this process is one of its own, or a previous process's with the same pid (a container's pid 1).
   return holderAlive(holder, await modifiedAt(path), (h) => HELD.has(h.token));
 }
 
+function holderName(holder: LockHolder | null): string {
+  return holder === null ? '' : ` (process ${holder.pid}${holder.host === hostname() ? '' : ` on ${holder.host}`})`;
+}
+
+function deviceInUse(device: string, holder: LockHolder | null): ConnectError {
+  return new ConnectError(`device ${device} is in use by another parley here${holderName(holder)}; stop it, or pick another --device`);
+}
+
 function inProgress(offerId: string, dir: string, holder: LockHolder | null): TransferError {
-  const who = holder === null ? '' : ` (process ${holder.pid}${holder.host === hostname() ? '' : ` on ${holder.host}`})`;
+  const who = holderName(holder);
   return new TransferError(
     'download_in_progress',
     `another download of ${offerId} into ${dir} is under way${who}; wait for it to end (it saves the file), or accept it into another directory`,
