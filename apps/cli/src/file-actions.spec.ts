@@ -121,6 +121,17 @@ function server() {
   return { service, client, hooks, requests, offered };
 }
 
+/** A hook that fails the upload of chunk `index` once, as a dropped connection would. */
+function dropOnceAtChunk(index: number): Hook {
+  let cut = false;
+  return (op, fields) => {
+    if (op === 'file.chunk' && fields.index === index && !cut) {
+      cut = true;
+      throw new Error('the connection dropped');
+    }
+  };
+}
+
 const failureOf = (p: Promise<unknown>) =>
   p.then(
     () => null,
@@ -276,13 +287,7 @@ describe('offerFile', () => {
     const data = Buffer.alloc(20 * CHUNK + 3, 1);
     const path = join(temp('parley-cli-files-'), 'big.bin');
     writeFileSync(path, data);
-    let cut = false;
-    hooks.before = (op, fields) => {
-      if (op === 'file.chunk' && fields.index === 9 && !cut) {
-        cut = true;
-        throw new Error('the connection dropped');
-      }
-    };
+    hooks.before = dropOnceAtChunk(9);
     await expect(offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar)).rejects.toThrow('the connection dropped');
     const [cutShort] = await service.list('ann');
     expect(cutShort?.uploaded).toBe(9);
@@ -306,13 +311,7 @@ describe('offerFile', () => {
     const { service, client, hooks } = server();
     const path = join(temp('parley-cli-files-'), 'notes.bin');
     writeFileSync(path, Buffer.alloc(10 * CHUNK, 1));
-    let cut = false;
-    hooks.before = (op, fields) => {
-      if (op === 'file.chunk' && fields.index === 3 && !cut) {
-        cut = true;
-        throw new Error('the connection dropped');
-      }
-    };
+    hooks.before = dropOnceAtChunk(3);
     await expect(offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar)).rejects.toThrow('the connection dropped');
     const [earlier] = await service.list('ann');
     expect(earlier?.uploaded).toBe(3);
