@@ -89,7 +89,7 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect(await again.dropGateway('gw1', 100)).toEqual([]);
   });
 
-  it('closes connections that ended unseen at the time given, never moving a user\u2019s last seen back', async () => {
+  it('records changes at the time given, closing connections that ended unseen then, never moving a user\u2019s last seen back', async () => {
     const { backend } = await fixture.open();
     const store = presenceOf(backend);
     await store.connect(conn('ko', 'dead', 'gw1'), 10);
@@ -104,6 +104,9 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect(await store.get('lu')).toEqual({ state: 'offline', lastSeen: 40 });
     expect(await store.dropGateway('gw3', 25)).toEqual(['mo']);
     expect(await store.get('mo')).toEqual({ state: 'offline', lastSeen: 25 });
+    // A start reported late (it waited for presence) does not move last seen back either.
+    expect(await store.connect(conn('lu', 'held-back', 'gw2'), 35)).toEqual({ wentOnline: true });
+    expect(await store.get('lu')).toEqual({ state: 'online', lastSeen: 40 });
   });
 
   it('brings a gateway\u2019s records in line with what it holds: adds the missing, closes the rest, leaves other gateways alone', async () => {
@@ -144,13 +147,13 @@ describe.each(fixtures)('DeviceCursorStore on $name', (fixture) => {
     const store = devicesOf(backend);
     expect(await store.get('ann', 'ann/laptop')).toBeNull();
     // Not known yet: a receipt or a catch-up of it records nothing.
-    await store.advance('ann', 'ann/laptop', 'dm:a:b', 4, 5);
+    expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 4, 5)).toEqual({ moved: false });
     await store.touch('ann', 'ann/laptop', 5);
     expect(await store.get('ann', 'ann/laptop')).toBeNull();
     expect(await store.start('ann', 'ann/laptop', { 'dm:a:b': 2, 'g:1': 0 }, 10, 5)).toEqual([]);
-    await store.advance('ann', 'ann/laptop', 'dm:a:b', 7, 20);
-    await store.advance('ann', 'ann/laptop', 'dm:a:b', 3, 30);
-    await store.advance('ann', 'ann/laptop', 'g:2', 1, 40);
+    expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 7, 20)).toEqual({ moved: true });
+    expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 3, 30)).toEqual({ moved: false });
+    expect(await store.advance('ann', 'ann/laptop', 'g:2', 1, 40)).toEqual({ moved: true });
     const again = devicesOf(await reopen());
     expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 7, 'g:1': 0, 'g:2': 1 }, usedAt: 40 });
     await again.touch('ann', 'ann/laptop', 50);

@@ -4,7 +4,7 @@ import type { PresenceApi } from '#libs/presence';
 import type { RedisConnection } from '#libs/storage';
 import type { PresenceTracker } from './presence-tracker.js';
 
-/** How long a starting gateway waits for Redis to say when its previous run last beat. */
+/** How long a starting gateway waits for Redis to say when its previous run last beat, and a stopping one to leave. */
 const LAST_BEAT_WAIT_MS = 2_000;
 
 export interface LivenessOptions {
@@ -61,7 +61,8 @@ export class GatewayLiveness {
   async stop(recordsInLine: boolean): Promise<void> {
     clearInterval(this.timer);
     const leaving = recordsInLine ? this.redis.client.zrem(this.key, this.gatewayId) : this.redis.client.zadd(this.key, Date.now(), this.gatewayId);
-    await leaving.catch(() => undefined);
+    // Bounded, so a Redis that does not answer cannot hold up the stop: not leaving leaves the last beat, as a crash would.
+    await withDeadline(leaving, LAST_BEAT_WAIT_MS).catch(() => undefined);
     if (!recordsInLine) this.logger.warn({ event: 'presence_left_to_sweep', gateway: this.gatewayId, afterMs: this.opts.deadAfterMs });
   }
 

@@ -20,7 +20,8 @@ const SYNC_RETRY_MAX_MS = 15_000;
  * with a persistent session: after its own position), oldest first,
  * conversation by conversation, then `synced`. Sent to that connection
  * only. Live messages may arrive in between; the client orders by seq and
- * drops what it has shown, so nothing depends on a persistent MQTT session.
+ * drops what it has shown, so nothing depends on the broker keeping a
+ * persistent MQTT session (a device's own position is in the store).
  */
 export class InboxSync {
   private readonly logger = new Logger('InboxSync');

@@ -16,6 +16,8 @@ function presence() {
   const calls: string[] = [];
   /** The time each realignment said the connections it left out had ended by. */
   const closedAt: (number | undefined)[] = [];
+  /** When each user's connection came up, as its report said. */
+  const startedAt = new Map<string, number | undefined>();
   /** When each user's connection ended, as its report said. */
   const endedAt = new Map<string, number | undefined>();
   const state = { mode: 'up' as 'up' | 'down' | 'lost' };
@@ -26,7 +28,7 @@ function presence() {
     return state.mode === 'lost' ? Promise.reject(new Error('no answer in time')) : Promise.resolve(result);
   };
   const api: PresenceApi = {
-    connected: (ref) => call(`connected ${ref.user}`, () => (records.set(ref.connId, ref.user), null)),
+    connected: (ref, at) => call(`connected ${ref.user}`, () => (records.set(ref.connId, ref.user), startedAt.set(ref.user, at), null)),
     disconnected: (ref, at) => call(`disconnected ${ref.user}`, () => (records.delete(ref.connId), endedAt.set(ref.user, at), null)),
     gatewayHolds: (_gatewayId, held, endedBy) =>
       call(`holds ${held.map((h) => h.user).join(',')}`, () => {
@@ -39,7 +41,7 @@ function presence() {
     who: () => Promise.reject(new Error('not used')),
     stateOf: () => Promise.reject(new Error('not used')),
   };
-  return { api, calls, closedAt, endedAt, state, users: () => [...records.values()].sort() };
+  return { api, calls, closedAt, startedAt, endedAt, state, users: () => [...records.values()].sort() };
 }
 
 /** The broker as the tracker sees it: connection events, whether it is closed, and retained publishes. */
@@ -77,12 +79,15 @@ describe('PresenceTracker', () => {
 
   it('reports a connection’s start and end, the end after the start and with the time it ended', async () => {
     const t = await started();
+    const startedAfter = Date.now();
     const bob = t.connect('bob');
     const endedAfter = Date.now();
     t.disconnect(bob);
     await t.tracker.settle(1000);
     expect(t.calls.slice(1)).toEqual(['connected bob', 'disconnected bob']);
-    // The end carries its own time: the report may reach presence later.
+    // Each report carries the time of its change: it may reach presence later.
+    expect(t.startedAt.get('bob')).toBeGreaterThanOrEqual(startedAfter);
+    expect(t.startedAt.get('bob')).toBeLessThanOrEqual(endedAfter);
     expect(t.endedAt.get('bob')).toBeGreaterThanOrEqual(endedAfter);
     expect(t.users()).toEqual([]);
   });

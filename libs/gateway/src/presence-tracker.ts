@@ -9,6 +9,8 @@ import type { AccessPolicy } from './access-policy.js';
 interface Tracked {
   ref: ConnectionRef;
   reported: Promise<void>;
+  /** When the connection came up: its report may wait, and presence records the start at this time. */
+  startedAt: number;
   /** When the connection ended, once it has: its end's report may wait, and presence records the end at this time. */
   endedAt?: number;
 }
@@ -133,7 +135,7 @@ export class PresenceTracker {
     // A quiet connection (`user/.name`: a one-shot command) would only make its user flicker online and offline.
     if (principal?.kind !== 'user' || isQuietDevice(principal.device)) return;
     const ref: ConnectionRef = { user: principal.user, connId: `${this.gatewayId}/${client.id}/${++this.counter}`, gatewayId: this.gatewayId };
-    const tracked: Tracked = { ref, reported: Promise.resolve() };
+    const tracked: Tracked = { ref, reported: Promise.resolve(), startedAt: Date.now() };
     this.live.set(client, tracked);
     tracked.reported = this.track(this.report(tracked, 'connected'));
   }
@@ -152,7 +154,9 @@ export class PresenceTracker {
     while (this.aligning) await this.aligned;
     let event: PresenceEvent | null;
     try {
-      event = await (change === 'connected' ? this.presence.connected(tracked.ref) : this.presence.disconnected(tracked.ref, tracked.endedAt));
+      event = await (change === 'connected'
+        ? this.presence.connected(tracked.ref, tracked.startedAt)
+        : this.presence.disconnected(tracked.ref, tracked.endedAt));
     } catch (e) {
       this.logger.error({ event: 'presence_report_failed', change, error: String(e) });
       this.realign();

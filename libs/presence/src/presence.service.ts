@@ -13,9 +13,12 @@ export class PresenceService {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** A connection came up. Resolves with the presence event to publish when the user went online, else null. */
-  async connected(conn: ConnectionRef): Promise<PresenceEvent | null> {
-    const { wentOnline } = await this.store.connect(conn, this.now());
+  /**
+   * A connection came up, at `at` when the gateway says (its report may have waited), else now. Resolves with the
+   * presence event to publish when the user went online, else null.
+   */
+  async connected(conn: ConnectionRef, at?: number): Promise<PresenceEvent | null> {
+    const { wentOnline } = await this.store.connect(conn, this.timeOf(at));
     return wentOnline ? this.event(conn.user) : null;
   }
 
@@ -24,7 +27,7 @@ export class PresenceService {
    * service), else now. Resolves with the event to publish when the user went offline, else null.
    */
   async disconnected(conn: ConnectionRef, at?: number): Promise<PresenceEvent | null> {
-    const { wentOffline } = await this.store.disconnect(conn, this.closedAt(at));
+    const { wentOffline } = await this.store.disconnect(conn, this.timeOf(at));
     return wentOffline ? this.event(conn.user) : null;
   }
 
@@ -33,7 +36,7 @@ export class PresenceService {
    * of life (its last heartbeat), when known: its users were online until then, not until someone noticed.
    */
   async gatewayGone(gatewayId: string, lastAlive?: number): Promise<PresenceEvent[]> {
-    const users = await this.store.dropGateway(gatewayId, this.closedAt(lastAlive));
+    const users = await this.store.dropGateway(gatewayId, this.timeOf(lastAlive));
     return Promise.all(users.map((u) => this.event(u)));
   }
 
@@ -45,12 +48,12 @@ export class PresenceService {
    */
   async gatewayHolds(gatewayId: string, held: HeldConnection[], endedBy?: number): Promise<PresenceEvent[]> {
     const now = this.now();
-    const users = await this.store.setGateway(gatewayId, held, now, this.closedAt(endedBy));
+    const users = await this.store.setGateway(gatewayId, held, now, this.timeOf(endedBy));
     return Promise.all(users.map((u) => this.event(u)));
   }
 
-  /** When to close connections that ended unseen: at the time given, if it is a plausible past time, else now. */
-  private closedAt(given: number | undefined): number {
+  /** When a reported change happened: at the time the gateway gives, if it is a plausible past time, else now. */
+  private timeOf(given: number | undefined): number {
     const now = this.now();
     // Whole milliseconds, as every time in the protocol.
     return typeof given === 'number' && Number.isFinite(given) && given > 0 && given < now ? Math.floor(given) : now;

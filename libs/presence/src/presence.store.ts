@@ -15,8 +15,9 @@ export type HeldConnection = Omit<ConnectionRef, 'gatewayId'>;
 /** Storage port for presence: which connections each user has up, and when each user was last online. */
 export interface PresenceStore {
   /**
-   * Records a connection as up at `at`. Resolves, once durable, with whether
-   * the user went from offline to online. Idempotent per connId.
+   * Records a connection as up at `at` (last seen then, unless a later time is
+   * recorded already). Resolves, once durable, with whether the user went from
+   * offline to online. Idempotent per connId.
    */
   connect(conn: ConnectionRef, at: number): Promise<{ wentOnline: boolean }>;
 

@@ -41,9 +41,9 @@ export class SharedReads<T> {
 export function sharingReads(api: PresenceApi): PresenceApi {
   const reads = new SharedReads<PresenceState>();
   return {
-    connected: (conn) => {
+    connected: (conn, at) => {
       reads.forget(conn.user);
-      return api.connected(conn);
+      return api.connected(conn, at);
     },
     disconnected: (conn, at) => {
       reads.forget(conn.user);

@@ -22,9 +22,9 @@ export interface DeviceCursorStore {
 
   /**
    * Moves a known device's position in a conversation forward to `seq` (never back) and marks the device used at `at`.
-   * Does nothing for a device that is not known. Resolves once durable.
+   * Does nothing for a device that is not known. Resolves, once durable, with whether the position moved.
    */
-  advance(user: string, device: string, conv: string, seq: number, at: number): Promise<void>;
+  advance(user: string, device: string, conv: string, seq: number, at: number): Promise<{ moved: boolean }>;
 
   /** Marks a known device used at `at` (a catch-up); nothing for one that is not known. */
   touch(user: string, device: string, at: number): Promise<void>;

@@ -99,4 +99,17 @@ describe('ReceiptsService', () => {
     clock.now += DEVICE_IDLE_MS + 1;
     expect(await service.deviceStart('bob', 'bob/laptop', { 'g:1': 5, 'dm:bob:cy': 4 })).toEqual({ 'g:1': 5, 'dm:bob:cy': 4 });
   });
+
+  it('does not announce again a receipt by which a device only caught up with what another device acknowledged', async () => {
+    const { service } = setup();
+    await service.deviceStart('bob', 'bob/laptop', { 'g:1': 0 });
+    // The phone's receipt moves Bob's cursor to 3 and is announced.
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered' })).notify).not.toBeNull();
+    // The laptop, catching up, acknowledges the same 3: its own position moves, Bob's cursor does not; no news.
+    const caughtUp = await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', device: 'bob/laptop' });
+    expect(caughtUp.result.moved).toBe(false);
+    expect(caughtUp.notify).toBeNull();
+    // The laptop's own retry of it, its answer lost: announced again, as any retry of the receipt that set the cursor.
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', device: 'bob/laptop' })).notify).not.toBeNull();
+  });
 });

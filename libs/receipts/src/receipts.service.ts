@@ -62,7 +62,7 @@ export class ReceiptsService {
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
     const read = cmd.status === 'read';
-    const [{ cursors, moved, from }] = await Promise.all([
+    const [{ cursors, moved, from }, own] = await Promise.all([
       this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now()),
       // Delivered or read, the device that says so has the message.
       cmd.device !== undefined && this.devices ? this.devices.store.advance(cmd.user, cmd.device, cmd.conv, cmd.seq, this.now()) : undefined,
@@ -71,9 +71,11 @@ export class ReceiptsService {
     const seq = read ? cursors.read : cursors.delivered;
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
     // exactly here, whose announcement may have been lost with its first answer: announce it again, with the time the
-    // cursor moved, not the time of the retry.
+    // cursor moved, not the time of the retry. One that moved only its device's own position is not a retry: that
+    // device caught up with what another device of the user had acknowledged, which was announced then.
+    const retry = !moved && seq === cmd.seq && own?.moved !== true;
     // A former member's receipts are its own business: the group has moved on without it.
-    if ((!moved && seq !== cmd.seq) || !view.members.includes(cmd.user)) return { result, notify: null };
+    if ((!moved && !retry) || !view.members.includes(cmd.user)) return { result, notify: null };
     // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included).
     if (moved && !(await this.conversations.othersWroteIn(cmd.conv, cmd.user, from, seq))) return { result, notify: null };
     const ts = (read ? cursors.readAt : cursors.deliveredAt) ?? this.now();

@@ -51,7 +51,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
     const first = this.countOf(user) === 0;
     void this.conns.put([user, connId], gatewayId);
     void this.byGateway.put([gatewayId, user, connId], true);
-    void this.seen.put(user, at);
+    this.seenAt(user, at);
     return first;
   }
 
@@ -60,9 +60,16 @@ export class EmbeddedPresenceStore implements PresenceStore {
     if (this.conns.get([user, connId]) === undefined) return false;
     void this.conns.remove([user, connId]);
     void this.byGateway.remove([gatewayId, user, connId]);
-    // Never back: a dead gateway's connections close at its last sign of life, which may be older than another's end.
-    if ((this.seen.get(user) ?? 0) < at) void this.seen.put(user, at);
+    this.seenAt(user, at);
     return this.countOf(user) === 0;
+  }
+
+  /**
+   * Inside a write transaction: the user was online at `at`. Never back: reports carry the time of the change, and a
+   * dead gateway's connections close at its last sign of life, either of which may be older than one recorded since.
+   */
+  private seenAt(user: string, at: number): void {
+    if ((this.seen.get(user) ?? 0) < at) void this.seen.put(user, at);
   }
 
   get(user: string): Promise<PresenceState> {

@@ -7,15 +7,17 @@ import { SharedReads } from '../shared-reads.js';
  * Keys: `{prefix}presence:conns:{user}` (set of connIds),
  * `{prefix}presence:gateway:{gatewayId}` (set of `user|connId`),
  * `{prefix}presence:seen` (hash user → last time online).
- * Each change is one Lua script: atomic, one round trip. A close never moves
- * the last-seen time back (a dead gateway's connections close at its last
- * heartbeat, which may be older than another connection's end).
+ * Each change is one Lua script: atomic, one round trip. No change moves the
+ * last-seen time back (reports carry the time of the change, and a dead
+ * gateway's connections close at its last heartbeat, either of which may be
+ * older than a time recorded since).
  */
 const CONNECT = `
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 if added == 0 then return 0 end
 redis.call('SADD', KEYS[2], ARGV[2] .. '|' .. ARGV[1])
-redis.call('HSET', KEYS[3], ARGV[2], ARGV[3])
+local seen = tonumber(redis.call('HGET', KEYS[3], ARGV[2]))
+if seen == nil or seen < tonumber(ARGV[3]) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
 if redis.call('SCARD', KEYS[1]) == 1 then return 1 end
 return 0
 `;

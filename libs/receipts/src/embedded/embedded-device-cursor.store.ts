@@ -43,11 +43,13 @@ export class EmbeddedDeviceCursorStore implements DeviceCursorStore {
     for (const key of this.cursors.getKeys({ start: [user, device, ''], end: [user, device, '\uffff'] })) void this.cursors.remove(key);
   }
 
-  advance(user: string, device: string, conv: string, seq: number, at: number): Promise<void> {
+  advance(user: string, device: string, conv: string, seq: number, at: number): Promise<{ moved: boolean }> {
     return this.devices.transaction(() => {
-      if (this.devices.get([user, device]) === undefined) return;
+      if (this.devices.get([user, device]) === undefined) return { moved: false };
       void this.devices.put([user, device], at);
-      if ((this.cursors.get([user, device, conv]) ?? 0) < seq) void this.cursors.put([user, device, conv], seq);
+      if ((this.cursors.get([user, device, conv]) ?? 0) >= seq) return { moved: false };
+      void this.cursors.put([user, device, conv], seq);
+      return { moved: true };
     });
   }
 

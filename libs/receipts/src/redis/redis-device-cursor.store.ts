@@ -38,7 +38,8 @@ const ADVANCE = `
 if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
 redis.call('ZADD', KEYS[1], 'XX', ARGV[2], ARGV[1])
 local seq = tonumber(ARGV[4])
-if tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0') < seq then redis.call('HSET', KEYS[2], ARGV[3], seq) end
+if tonumber(redis.call('HGET', KEYS[2], ARGV[3]) or '0') >= seq then return 0 end
+redis.call('HSET', KEYS[2], ARGV[3], seq)
 return 1
 `;
 
@@ -78,8 +79,8 @@ export class RedisDeviceCursorStore implements DeviceCursorStore {
     )) as string[];
   }
 
-  async advance(user: string, device: string, conv: string, seq: number, at: number): Promise<void> {
-    await this.advanceScript([this.devicesKey(user), this.cursorsKey(user, device)], [device, at, conv, seq]);
+  async advance(user: string, device: string, conv: string, seq: number, at: number): Promise<{ moved: boolean }> {
+    return { moved: (await this.advanceScript([this.devicesKey(user), this.cursorsKey(user, device)], [device, at, conv, seq])) === 1 };
   }
 
   async touch(user: string, device: string, at: number): Promise<void> {
