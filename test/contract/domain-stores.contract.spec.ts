@@ -142,42 +142,56 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
 });
 
 describe.each(fixtures)('DeviceCursorStore on $name', (fixture) => {
-  it('knows a device from its start, moves its positions forward only, and survives a reopen', async () => {
+  it('knows a device from its start, complete once filled in, moves its positions forward only, and survives a reopen', async () => {
     const { backend, reopen } = await fixture.open();
     const store = devicesOf(backend);
     expect(await store.get('ann', 'ann/laptop')).toBeNull();
-    // Not known yet: a receipt or a catch-up of it records nothing.
+    // Not known yet: a receipt, a catch-up or a filling in of it records nothing.
     expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 4, 5)).toEqual({ moved: false });
     await store.touch('ann', 'ann/laptop', 5);
+    expect(await store.fill('ann', 'ann/laptop', { 'dm:a:b': 1 })).toBeNull();
     expect(await store.get('ann', 'ann/laptop')).toBeNull();
-    expect(await store.start('ann', 'ann/laptop', { 'dm:a:b': 2, 'g:1': 0 }, 10, 5)).toEqual([]);
+    expect(await store.start('ann', 'ann/laptop', 10, 5, false)).toEqual([]);
+    expect(await store.get('ann', 'ann/laptop')).toEqual({ cursors: {}, usedAt: 10, complete: false });
+    // A receipt between the start and the filling in counts: the larger position stays.
+    expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 3, 15)).toEqual({ moved: true });
+    expect(await store.fill('ann', 'ann/laptop', { 'dm:a:b': 2, 'g:1': 0 })).toEqual({ 'dm:a:b': 3, 'g:1': 0 });
     expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 7, 20)).toEqual({ moved: true });
     expect(await store.advance('ann', 'ann/laptop', 'dm:a:b', 3, 30)).toEqual({ moved: false });
     expect(await store.advance('ann', 'ann/laptop', 'g:2', 1, 40)).toEqual({ moved: true });
     const again = devicesOf(await reopen());
-    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 7, 'g:1': 0, 'g:2': 1 }, usedAt: 40 });
+    // A position of 0 is as good as none: nothing is stored for it.
+    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 7, 'g:2': 1 }, usedAt: 40, complete: true });
     await again.touch('ann', 'ann/laptop', 50);
     expect((await again.get('ann', 'ann/laptop'))?.usedAt).toBe(50);
-    // Starting again replaces what it had.
-    await again.start('ann', 'ann/laptop', { 'dm:a:b': 9 }, 60, 5);
-    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 9 }, usedAt: 60 });
+    // Started again: not complete until filled in, keeping its positions; started fresh, without them.
+    await again.start('ann', 'ann/laptop', 60, 5, false);
+    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 7, 'g:2': 1 }, usedAt: 60, complete: false });
+    await again.start('ann', 'ann/laptop', 70, 5, true);
+    expect(await again.fill('ann', 'ann/laptop', { 'dm:a:b': 9 })).toEqual({ 'dm:a:b': 9 });
+    expect(await again.get('ann', 'ann/laptop')).toEqual({ cursors: { 'dm:a:b': 9 }, usedAt: 70, complete: true });
   });
 
   it('keeps at most so many devices per user, forgetting the least recently used others', async () => {
     const { backend } = await fixture.open();
     const store = devicesOf(backend);
-    await store.start('bo', 'bo/a', { c: 1 }, 10, 2);
-    await store.start('bo', 'bo/b', { c: 2 }, 20, 2);
-    await store.start('cy', 'cy/a', { c: 3 }, 5, 2);
+    const started = async (user: string, device: string, c: number, at: number, keep: number) => {
+      const forgotten = await store.start(user, device, at, keep, true);
+      await store.fill(user, device, { c });
+      return forgotten;
+    };
+    await started('bo', 'bo/a', 1, 10, 2);
+    await started('bo', 'bo/b', 2, 20, 2);
+    await started('cy', 'cy/a', 3, 5, 2);
     await store.touch('bo', 'bo/a', 30);
     // bo/b was used least recently; another user's device is not counted.
-    expect(await store.start('bo', 'bo/c', { c: 4 }, 40, 2)).toEqual(['bo/b']);
+    expect(await started('bo', 'bo/c', 4, 40, 2)).toEqual(['bo/b']);
     expect(await store.get('bo', 'bo/b')).toBeNull();
-    expect(await store.get('bo', 'bo/a')).toEqual({ cursors: { c: 1 }, usedAt: 30 });
-    expect(await store.get('cy', 'cy/a')).toEqual({ cursors: { c: 3 }, usedAt: 5 });
+    expect(await store.get('bo', 'bo/a')).toEqual({ cursors: { c: 1 }, usedAt: 30, complete: true });
+    expect(await store.get('cy', 'cy/a')).toEqual({ cursors: { c: 3 }, usedAt: 5, complete: true });
     // A device forgotten and started again starts from what it is given, not from what it had.
-    await store.start('bo', 'bo/b', { c: 0 }, 50, 3);
-    expect(await store.get('bo', 'bo/b')).toEqual({ cursors: { c: 0 }, usedAt: 50 });
+    await started('bo', 'bo/b', 1, 50, 3);
+    expect(await store.get('bo', 'bo/b')).toEqual({ cursors: { c: 1 }, usedAt: 50, complete: true });
   });
 });
 

@@ -117,7 +117,7 @@ describe('the parley CLI', () => {
     const statusOf = async (text: string) =>
       (await runCli(['--json', 'history', bob], as(alice))).json.find((m) => m.text === text)?.status as string | undefined;
     let laptop = start(['--device', 'laptop', 'listen'], as(bob));
-    await laptop.waitForLine(/listening as/);
+    await laptop.waitForLine(new RegExp(`listening as ${bob} \\(device laptop\\)`));
     expect((await runCli(['send', bob, 'one'], as(alice))).code).toBe(0);
     await laptop.waitForLine(new RegExp(`#1 ${alice} → you: one$`));
     await expect.poll(() => statusOf('one'), { timeout: 10_000 }).toBe('delivered');
@@ -153,6 +153,8 @@ describe('the parley CLI', () => {
       2,
       `error: usage: --device must be 1–64 letters, digits, '_', '.' or '-', not starting with '.' (got ".hidden")`,
     ]);
+    // One-shot commands do not use it: they run whatever it says.
+    expect((await runCli(['--device', '.hidden', 'who', alice], as(bob))).code).toBe(0);
   });
 
   it('offline: says when the recipient was last seen, delivers on return, and the sender sees ✓✓ then read', async () => {

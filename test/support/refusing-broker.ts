@@ -12,6 +12,8 @@ export interface RefusingBroker {
   broker: Aedes;
   refuse: Map<string, number>;
   refused: Map<string, number>;
+  /** How long the broker takes to refuse each user's login, in ms (a server that cannot check logins may take seconds). */
+  slowness: Map<string, number>;
   /** Closes the user's connections, once the broker counts one logged in (its CONNACK may reach the client first). */
   drop(user: string): Promise<void>;
   close(): Promise<void>;
@@ -20,13 +22,17 @@ export interface RefusingBroker {
 export async function startRefusingBroker(): Promise<RefusingBroker> {
   const refuse = new Map<string, number>();
   const refused = new Map<string, number>();
+  const slowness = new Map<string, number>();
   const logins = new Set<Client>();
   const broker = new Aedes({
     authenticate: (_client, username, _password, done) => {
       const code = refuse.get(username ?? '') ?? 0;
       if (code === 0) return done(null, true);
       refused.set(username!, (refused.get(username!) ?? 0) + 1);
-      done(Object.assign(new Error('refused'), { returnCode: code }), false);
+      const refusal = () => done(Object.assign(new Error('refused'), { returnCode: code }), false);
+      const ms = slowness.get(username!) ?? 0;
+      if (ms > 0) setTimeout(refusal, ms);
+      else refusal();
     },
   });
   await broker.listen();
@@ -39,6 +45,7 @@ export async function startRefusingBroker(): Promise<RefusingBroker> {
     broker,
     refuse,
     refused,
+    slowness,
     drop: async (user) => {
       const open = () => [...logins].filter((c) => c.id.startsWith(`${user}/`) && !c.closed);
       await expect.poll(() => open().length, { timeout: 5000 }).toBeGreaterThan(0);

@@ -5,7 +5,18 @@ import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
 import { acceptFile, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { connectionNotice, groupEventLine, infoLines, markText, messageLine, offlineNotice, presenceText, type Mark, type Printer } from './output.js';
+import {
+  asDevice,
+  connectionNotice,
+  groupEventLine,
+  infoLines,
+  markText,
+  messageLine,
+  offlineNotice,
+  presenceText,
+  type Mark,
+  type Printer,
+} from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
 type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string };
@@ -71,7 +82,7 @@ export class ChatSession {
     );
     this.rl = createInterface({ input: process.stdin, output: process.stdout, terminal: this.tty, prompt: `${me}> ` });
     this.printer.emit(null, { type: 'ready', user: me });
-    this.printer.note(`logged in as ${me}; /help lists the commands`);
+    this.printer.note(`logged in as ${me}${asDevice(this.client.device)}; /help lists the commands`);
     if (this.tty) this.rl.prompt();
     const notices = (this.notices = new FileNotices(me, { accept: '/accept', decline: '/decline' }, seenReporter(this.client)));
     this.client.on('event', (e) => {

@@ -6,9 +6,21 @@ import { DeviceLock } from './process-lock.js';
 import { seenReporter } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
-import { connectionNotice, groupEventLine, groupLine, infoLines, markFor, messageLine, offlineNotice, presenceText, Printer, receiptLine } from './output.js';
+import {
+  asDevice,
+  connectionNotice,
+  groupEventLine,
+  groupLine,
+  infoLines,
+  markFor,
+  messageLine,
+  offlineNotice,
+  presenceText,
+  Printer,
+  receiptLine,
+} from './output.js';
 import { ParleyClient } from './parley-client.js';
-import { checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
+import { checkDevice, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
 /** Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither. */
 export interface LoginOptions {
@@ -39,7 +51,7 @@ export function contextOf(cmd: Command): CommandContext {
         password: s.password,
         keepTrying: opts.keepTrying,
         present: opts.present,
-        device: s.device,
+        device: opts.present ? s.device : undefined,
         onUnavailable: retryingNote(printer),
       });
     },
@@ -57,6 +69,7 @@ function retryingNote(printer: Printer): (reason: string) => void {
  */
 export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: LoginOptions = {}): Promise<T> {
   const { server, user, device } = ctx.settings;
+  if (opts.present && device !== undefined) checkDevice(device);
   const lock = opts.present && device !== undefined && user !== undefined ? await DeviceLock.take(server, user, device) : null;
   try {
     const client = await ctx.login(opts);
@@ -154,7 +167,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
         });
       }
       ctx.printer.emit(null, { type: 'ready', user: me });
-      ctx.printer.note(`listening as ${me}; Ctrl-C to stop`);
+      ctx.printer.note(`listening as ${me}${asDevice(client.device)}; Ctrl-C to stop`);
       // Until interrupted, or until the connection ends for good (refused in a way retrying cannot change): then with
       // its reason, and exit status 1.
       const ended = await Promise.race([untilInterrupted().then(() => undefined), client.ended]);

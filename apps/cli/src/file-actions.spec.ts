@@ -307,7 +307,7 @@ describe('offerFile', () => {
     expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
   });
 
-  it('withdraws the upload, cut short, of an earlier version of a file when the changed file is sent; nothing else', async () => {
+  it('tells of an unfinished upload of another file of the same name to the same receiver, and withdraws nothing', async () => {
     const { service, client, hooks } = server();
     const path = join(temp('parley-cli-files-'), 'notes.bin');
     writeFileSync(path, Buffer.alloc(10 * CHUNK, 1));
@@ -315,19 +315,25 @@ describe('offerFile', () => {
     await expect(offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar)).rejects.toThrow('the connection dropped');
     const [earlier] = await service.list('ann');
     expect(earlier?.uploaded).toBe(3);
-    // Complete offers of the same name (to bob, to cy) and a half upload to cy are none of its business.
+    // Neither a complete offer of the same name, nor an unfinished one to someone else, is worth a word.
     const other = join(temp('parley-cli-files-'), 'notes.bin');
     writeFileSync(other, Buffer.alloc(CHUNK, 3));
-    const complete = await offerFile(client('ann'), quiet, { to: 'bob' }, other, noBar);
-    const toCy = await offerFile(client('ann'), quiet, { to: 'cy' }, other, noBar);
-    const { offer: halfToCy } = (await service.offer('ann', 'half-to-cy', { to: 'cy' }, { name: 'notes.bin', size: 2 * CHUNK, sha256: 'ab'.repeat(32) }))
-      .result;
+    await offerFile(client('ann'), quiet, { to: 'bob' }, other, noBar);
+    await service.offer('ann', 'half-to-cy', { to: 'cy' }, { name: 'notes.bin', size: 2 * CHUNK, sha256: 'ab'.repeat(32) });
 
+    // The file changed since its upload was cut short (or another one shares its name; or it is being sent right now).
     writeFileSync(path, Buffer.alloc(10 * CHUNK, 2));
-    const changed = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    const notes: string[] = [];
+    const printer = new Printer(
+      false,
+      () => undefined,
+      (line) => notes.push(line),
+    );
+    const changed = await offerFile(client('ann'), printer, { to: 'bob' }, path, noBar);
     expect(changed.id).not.toBe(earlier!.id);
-    const states = Object.fromEntries((await service.list('ann')).map((o) => [o.id, o.recipients]));
-    expect(states[earlier!.id]).toEqual({ bob: 'withdrawn' });
-    for (const kept of [complete, toCy, halfToCy, changed]) expect(Object.values(states[kept.id]!)).toEqual(['pending']);
+    expect(notes).toEqual([
+      `* your upload of another notes.bin to bob is unfinished (${earlier!.id}, 3 of 10 chunks); parley file cancel ${earlier!.id} withdraws it`,
+    ]);
+    expect((await service.list('ann')).find((o) => o.id === earlier!.id)?.recipients).toEqual({ bob: 'pending' });
   });
 });

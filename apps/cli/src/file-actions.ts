@@ -12,10 +12,22 @@ import { RequestError, type ParleyClient } from './parley-client.js';
 export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string, bar?: BarOptions): Promise<FileOffer> {
   let progress: TransferProgress | undefined;
   try {
-    return await uploadFile(client, target, path, (offer, bytes) => {
-      progress ??= new TransferProgress(printer, 'upload', offer.id, offer.name, offer.size, bar);
-      progress.update(bytes);
-    });
+    return await uploadFile(
+      client,
+      target,
+      path,
+      (offer, bytes) => {
+        progress ??= new TransferProgress(printer, 'upload', offer.id, offer.name, offer.size, bar);
+        progress.update(bytes);
+      },
+      (unfinished) => {
+        const to = 'to' in target ? target.to : (unfinished[0]!.group?.name ?? target.group);
+        for (const o of unfinished)
+          printer.note(
+            `* your upload of another ${o.name} to ${to} is unfinished (${o.id}, ${o.uploaded} of ${o.chunks} chunks); parley file cancel ${o.id} withdraws it`,
+          );
+      },
+    );
   } finally {
     progress?.done();
   }

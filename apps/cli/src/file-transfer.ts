@@ -45,15 +45,16 @@ export async function sha256Of(path: string): Promise<string> {
  * receiver again, from any device, while that offer is still under way (its
  * upload cut short, or not yet decided on) resumes it from the last
  * acknowledged chunk rather than making another; once it is settled, sending
- * the file again is a new offer. Sending a changed file (same name and
- * receivers, other content) withdraws an upload of an earlier version that was
- * cut short. Resolves with the offer once the server holds all of it.
+ * the file again is a new offer. Resolves with the offer once the server
+ * holds all of it.
  */
 export async function uploadFile(
   client: ParleyClient,
   target: FileTarget,
   path: string,
   onProgress: (offer: FileOffer, bytes: number) => void,
+  /** Told of unfinished uploads of other files of the same name to the same receivers (see below). */
+  onUnfinished?: (offers: FileOffer[]) => void,
 ): Promise<FileOffer> {
   const info = await stat(path).catch(() => null);
   if (!info) throw new TransferError('usage', `${path}: no such file`);
@@ -73,13 +74,14 @@ export async function uploadFile(
   // None, or settled (a receiver declined it) since the list was read: this is a new offer.
   if (!offered || settled(offered.offer)) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${randomBytes(8).toString('hex')}`);
   const offer = offered.offer;
-  // An upload of an earlier version of this file (same name, same receivers, other content) cut short can no longer be
-  // finished from here: withdrawn, it stops counting against the sender's limits (no receiver ever saw it). Best
-  // effort: one that fails to go expires with its offer.
-  const abandoned = offers.filter(
-    (o) => o.from === client.user && o.id !== offer.id && o.name === name && o.sha256 !== sha256 && o.uploaded < o.chunks && sameTarget(o, target),
+  // An unfinished upload of another file of this name to the same receivers (an earlier version cut short, most
+  // likely) holds a place against the sender's limits until it expires. It may as well be running right now, or be
+  // another file that happens to share the name: said, not withdrawn.
+  const unfinished = offers.filter(
+    (o) =>
+      o.from === client.user && o.id !== offer.id && o.name === name && o.sha256 !== sha256 && o.uploaded < o.chunks && !settled(o) && sameTarget(o, target),
   );
-  for (const o of abandoned) await client.request('file.cancel', { offer: o.id }).catch(() => undefined);
+  if (unfinished.length > 0) onUnfinished?.(unfinished);
   const handle = await open(path, 'r');
   try {
     await sendChunks(client, handle, offer, offered.window, (bytes) => onProgress(offer, bytes));

@@ -106,6 +106,11 @@ export function messageLine(m: MessageEvent, me: string, opts: EntryLineOptions 
   return `${start} ${mine ? 'you' : m.from} → ${to}: ${text}${suffix}`;
 }
 
+/** Names the device a client connected as (`--device`), for the line that says who is logged in; '' for none. */
+export function asDevice(device: string | null): string {
+  return device === null ? '' : ` (device ${device})`;
+}
+
 /**
  * Someone else's receipt, as a person reads it: `[HH:MM:SS] bob read up to #3`, in a group `[HH:MM:SS] [lunch] bob read
  * up to #3`. Null for the user's own receipts (sent by its other devices): news to no one here.

@@ -285,6 +285,12 @@ describe('ParleyClient while the server refuses logins', () => {
     expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
     expect(refused('kai')).toBeGreaterThanOrEqual(5);
 
+    // A server slow to refuse: the last attempt's wait ends first, and the reason is still the refusal.
+    refuse('kai-slow', 3);
+    refusing.slowness.set('kai-slow', 1500);
+    const slow = await ParleyClient.connect({ server: url, user: 'kai-slow', password: 'unused', timeoutMs: 2000, reconnectMs: 100 }).catch((e: unknown) => e);
+    expect(slow).toMatchObject({ message: `login refused by ${url}: the server is unavailable right now (tried for 2 s)` });
+
     // Accepted within that time: it goes on as if accepted at once.
     const connecting = ParleyClient.connect({ server: url, user: 'kai', password: 'unused', timeoutMs: 5000, reconnectMs: 100 });
     const before = refused('kai')!;

@@ -113,6 +113,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly requests: string,
     private readonly timeoutMs: number,
     private readonly server: string,
+    /** The device it connected as, with a persistent session (`device`), or null. */
+    readonly device: string | null = null,
   ) {
     super();
     let onEnded!: (e: ConnectError) => void;
@@ -218,6 +220,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     // Any other refusal (a wrong password, a lockout) and an unreachable server at the first attempt fail at once.
     const deadline = Date.now() + timeoutMs;
     let retrying = false;
+    /** Why the server refused the login the first time: the reason to give up with, whatever ended the last attempt. */
+    let refusal = '';
     let client: MqttClient;
     for (;;) {
       try {
@@ -230,14 +234,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number');
         const reason = describeConnectError(e as Error, opts.server);
         if (!tryAgain) throw new ConnectError(reason);
+        if (!retrying) refusal = reason;
         const left = deadline - Date.now();
-        if (!opts.keepTrying && left <= 0) throw new ConnectError(`${reason} (tried for ${Math.round(timeoutMs / 1000)} s)`);
+        // A server that cannot check logins may take seconds to say so: the last attempt may time out instead.
+        if (!opts.keepTrying && left <= 0) throw new ConnectError(`${refusal} (tried for ${Math.round(timeoutMs / 1000)} s)`);
         if (!retrying) opts.onUnavailable?.(reason);
         retrying = true;
         await new Promise((resolve) => setTimeout(resolve, opts.keepTrying ? pauseMs : Math.min(pauseMs, left)));
       }
     }
-    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server);
+    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server, device ?? null);
     const inboxSubscribed = await subscribed(client, inbox).catch((e: unknown) => {
       client.end(true);
       throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);

@@ -52,17 +52,21 @@ export function checkServer(server: string): URL {
   return url;
 }
 
-/** The settings of a logged-in command; throws a usage error naming what is missing or malformed. */
+/** The settings of a logged-in command; throws a usage error naming what is missing. */
 export function requireLogin(s: Settings): Settings & { user: string; password: string } {
   if (!s.user) throw new UsageError('no user: pass --user NAME or set PARLEY_USER');
   if (s.password === undefined) throw new UsageError('no password: pass --password or set PARLEY_PASSWORD');
-  // A name starting with a dot is a quiet one-shot connection's (it would not be online); the rest as the server takes it.
-  if (s.device !== undefined && (!DEVICE_PATTERN.test(s.device) || s.device.startsWith('.')))
-    throw new UsageError(`--device must be 1–64 letters, digits, '_', '.' or '-', not starting with '.' (got "${s.device}")`);
   return s as Settings & { user: string; password: string };
 }
 
 /** A mistake in how the CLI was called (exit code 2). */
 export class UsageError extends Error {
   override readonly name = 'UsageError';
+}
+
+/** Checks a device name (`--device`, used by `chat` and `listen` only); throws a usage error naming what is wrong. */
+export function checkDevice(device: string): void {
+  // A name starting with a dot is a quiet one-shot connection's (it would not be online); the rest as the server takes it.
+  if (!DEVICE_PATTERN.test(device) || device.startsWith('.'))
+    throw new UsageError(`--device must be 1–64 letters, digits, '_', '.' or '-', not starting with '.' (got "${device}")`);
 }

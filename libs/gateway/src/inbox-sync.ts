@@ -102,7 +102,7 @@ export class InboxSync {
     const delivered = Object.fromEntries(views.map((view, i) => [view.conv, cursors[i]![0].delivered]));
     // A device that keeps a session (clean session off) is brought up to date from where it stood itself: what another
     // device of the user acknowledged while it was away comes too. Any other connection starts at the user's cursor.
-    const from = client.clean ? delivered : await this.receipts.deviceStart(user, client.id, delivered);
+    const from = client.clean ? delivered : await this.receipts.deviceStart(user, client.id, Object.keys(delivered));
     const states: SyncEvent['conversations'] = views.map((view, i) => {
       const [mine, peers] = cursors[i]!;
       const after = Math.max(view.after, from[view.conv] ?? mine.delivered);

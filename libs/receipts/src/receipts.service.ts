@@ -86,22 +86,29 @@ export class ReceiptsService {
   }
 
   /**
-   * Where a device that keeps a session is to be brought up to date from, by conversation, given the user's delivered
-   * cursors (`delivered`, every conversation of the user): a known device from its own positions, so it gets what
-   * another device of the user acknowledged while it was away; in a conversation it has no position in (new to it since
-   * it became known), from the start. A device not known, or unused for DEVICE_IDLE_MS, starts from the user's cursors,
-   * as a device without a session does, and is known from then on.
+   * Where a device that keeps a session is to be brought up to date from, in each of the user's conversations (`convs`):
+   * a known device from its own positions, so it gets what another device of the user acknowledged while it was away;
+   * in a conversation it has no position in (new to it since it became known), from the start. A device not known, or
+   * unused for DEVICE_IDLE_MS, starts from the user's delivered cursors, as a device without a session does, and is
+   * known from then on. It is made known before those cursors are read, so a receipt it sends meanwhile (for a message
+   * that came live) moves its position rather than being lost in between.
    */
-  async deviceStart(user: string, device: string, delivered: Record<string, number>): Promise<Record<string, number>> {
-    if (!this.devices) return delivered;
+  async deviceStart(user: string, device: string, convs: string[]): Promise<Record<string, number>> {
+    const delivered = async () =>
+      Object.fromEntries(await Promise.all(convs.map(async (conv) => [conv, (await this.cursors.get(conv, user)).delivered] as const)));
+    if (!this.devices) return delivered();
+    const { store, keepPerUser } = this.devices;
     const now = this.now();
-    const known = await this.devices.store.get(user, device);
-    if (!known || now - known.usedAt > DEVICE_IDLE_MS) {
-      await this.devices.store.start(user, device, delivered, now, this.devices.keepPerUser);
-      return delivered;
+    const known = await store.get(user, device);
+    if (known?.complete && now - known.usedAt <= DEVICE_IDLE_MS) {
+      await store.touch(user, device, now);
+      return Object.fromEntries(convs.map((conv) => [conv, known.cursors[conv] ?? 0]));
     }
-    await this.devices.store.touch(user, device, now);
-    return Object.fromEntries(Object.keys(delivered).map((conv) => [conv, known.cursors[conv] ?? 0]));
+    // Long unused: starts over. Made known but not filled in (its catch-up ended early): keeps what it has.
+    await store.start(user, device, now, keepPerUser, known !== null && known.complete);
+    const positions = await store.fill(user, device, await delivered());
+    if (!positions) throw new Error(`device ${device} of ${user} was forgotten during its catch-up`);
+    return positions;
   }
 
   /** A member's own cursors. */
