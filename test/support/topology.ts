@@ -39,15 +39,27 @@ export async function startTopology(mode: Mode, extraEnv: Record<string, string>
   const env = { ...extraEnv, ...(redis ? { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `t${randomBytes(4).toString('hex')}:` } : {}) };
   const services = new Map<string, ParleyServer>();
   const startService = async (name: (typeof SERVICES)[number]) => services.set(name, await startParley({ app: name, env }));
-  if (mode === 'distributed') await Promise.all(SERVICES.map(startService));
   const gatewayEnv = mode === 'distributed' ? { ...env, PARLEY_REMOTE_SERVICES: SERVICES.join(','), PARLEY_GATEWAY_ID: 'gw-a' } : env;
+  let server: ParleyServer;
+  try {
+    // Every start settles before a failure is reported, so that none is left running behind it.
+    const started = mode === 'distributed' ? await Promise.allSettled(SERVICES.map(startService)) : [];
+    const failed = started.find((r) => r.status === 'rejected');
+    if (failed) throw failed.reason;
+    server = await startParley({ ...opts, env: gatewayEnv });
+  } catch (e) {
+    // A topology that could not start stops what it started: the caller has nothing to dispose.
+    await Promise.all([...services.values()].map((s) => s.dispose()));
+    await redis?.stop();
+    throw e;
+  }
   const extraGateways: ParleyServer[] = [];
   const topology: Topology = {
     mode,
     redis,
     env,
     services,
-    server: await startParley({ ...opts, env: gatewayEnv }),
+    server,
     urls: () => [topology.server.mqttUrl, topology.server.mqttUrl6],
     crashAndRestart: async () => {
       await topology.server.kill9();
