@@ -7,13 +7,13 @@ import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
   asDevice,
-  connectionNotice,
   groupEventLine,
   infoLines,
   markText,
   messageLine,
   offlineNotice,
   presenceText,
+  reportConnection,
   type Mark,
   type Printer,
 } from './output.js';
@@ -91,15 +91,7 @@ export class ChatSession {
       if (this.printer.json) return this.printer.emit(null, { ...e });
       for (const line of notices.linesFor(e)) this.print(line, null);
     });
-    for (const [event, state] of [
-      ['offline', 'lost'],
-      ['online', 'back'],
-    ] as const) {
-      this.client.on(event, () => {
-        const { text, record } = connectionNotice(state);
-        this.print(text, record);
-      });
-    }
+    reportConnection(this.client, (text, record) => this.print(text, record));
     // A connection that ends for good (a refusal that retrying cannot change) ends the session, with the reason.
     let ended: Error | undefined;
     void this.client.ended.then((e) => {

@@ -8,7 +8,6 @@ import { FileNotices } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
   asDevice,
-  connectionNotice,
   groupEventLine,
   groupLine,
   infoLines,
@@ -18,6 +17,7 @@ import {
   presenceText,
   Printer,
   receiptLine,
+  reportConnection,
 } from './output.js';
 import { ParleyClient } from './parley-client.js';
 import { checkDevice, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
@@ -51,7 +51,7 @@ export function contextOf(cmd: Command): CommandContext {
         password: s.password,
         keepTrying: opts.keepTrying,
         present: opts.present,
-        device: opts.present ? s.device : undefined,
+        device: s.device,
         onUnavailable: retryingNote(printer),
       });
     },
@@ -68,9 +68,11 @@ function retryingNote(printer: Printer): (reason: string) => void {
  * a device (`--device`) holds that device for as long (one process per device: see DeviceLock).
  */
 export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: LoginOptions = {}): Promise<T> {
-  const { server, user, device } = ctx.settings;
-  if (opts.present && device !== undefined) checkDevice(device);
-  const lock = opts.present && device !== undefined && user !== undefined ? await DeviceLock.take(server, user, device) : null;
+  const { server, user } = ctx.settings;
+  // Only a present command (chat, listen) connects as the device; one-shot commands ignore it.
+  const device = opts.present ? ctx.settings.device : undefined;
+  if (device !== undefined) checkDevice(device);
+  const lock = device !== undefined && user !== undefined ? await DeviceLock.take(server, user, device) : null;
   try {
     const client = await ctx.login(opts);
     try {
@@ -157,15 +159,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
         if (ctx.printer.json) return ctx.printer.emit(null, { ...e });
         for (const line of notices.linesFor(e)) ctx.printer.emit(line, { type: 'line' });
       });
-      for (const [event, state] of [
-        ['offline', 'lost'],
-        ['online', 'back'],
-      ] as const) {
-        client.on(event, () => {
-          const { text, record } = connectionNotice(state);
-          ctx.printer.emit(text, record);
-        });
-      }
+      reportConnection(client, (text, record) => ctx.printer.emit(text, record));
       ctx.printer.emit(null, { type: 'ready', user: me });
       ctx.printer.note(`listening as ${me}${asDevice(client.device)}; Ctrl-C to stop`);
       // Until interrupted, or until the connection ends for good (refused in a way retrying cannot change): then with

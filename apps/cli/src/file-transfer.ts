@@ -152,7 +152,7 @@ export function keptPathOf(dir: string, offerId: string): string {
 }
 
 /** An offer id, checked before it becomes part of a path: the server's answer is trusted with no file name. */
-function checkedOfferId(offerId: string): string {
+export function checkedOfferId(offerId: string): string {
   if (!OfferId.safeParse(offerId).success) throw new TransferError('failed', `not a file offer id: ${JSON.stringify(offerId)}`);
   return offerId;
 }

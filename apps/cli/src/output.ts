@@ -11,6 +11,7 @@ import type {
   PresenceState,
   ReceiptEvent,
 } from '#libs/protocol';
+import type { ParleyClient } from './parley-client.js';
 
 /** `HH:MM:SS` in local time. */
 export function clock(ts: number): string {
@@ -200,17 +201,18 @@ export function infoLines(info: InfoResult): string[] {
 }
 
 /**
+ * Tells, through `print`, when the client's connection drops (`lost`: `chat` and `listen` keep trying) and when it is
+ * back (`back`: its catch-up follows): the text for people, and the `--json` record.
+ */
+export function reportConnection(client: ParleyClient, print: (text: string, record: { type: 'connection'; state: 'lost' | 'back' }) => void): void {
+  client.on('offline', () => print('* connection lost; reconnecting…', { type: 'connection', state: 'lost' }));
+  client.on('online', () => print('* connected', { type: 'connection', state: 'back' }));
+}
+
+/**
  * Where lines go: human text, or one JSON object per line with a `type`.
  * Errors go to stderr in human mode, to stdout as `{"type":"error"}` in JSON mode.
  */
-/**
- * What `chat` and `listen` say when their connection drops (`lost`: they keep trying) and when it is back (`back`: its
- * catch-up follows); the text for people, and the `--json` record.
- */
-export function connectionNotice(state: 'lost' | 'back'): { text: string; record: { type: 'connection'; state: 'lost' | 'back' } } {
-  return { text: state === 'lost' ? '* connection lost; reconnecting…' : '* connected', record: { type: 'connection', state } };
-}
-
 export class Printer {
   constructor(
     readonly json: boolean,

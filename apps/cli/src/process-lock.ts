@@ -3,8 +3,7 @@ import { link, readFile, rename, rm, stat, utimes, writeFile } from 'node:fs/pro
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
-import { OfferId } from '#libs/protocol';
-import { TransferError } from './file-transfer.js';
+import { checkedOfferId, TransferError } from './file-transfer.js';
 import { ConnectError } from './parley-client.js';
 
 /** Tokens of the locks this process holds: a lock naming this pid and another token is a previous process's (a container's pid 1). */
@@ -12,8 +11,7 @@ const HELD = new Set<string>();
 
 /** The lock of an offer's download into a directory: hidden, beside its part file, at most 77 bytes long (120 for its drafts). */
 export function lockPathOf(dir: string, offerId: string): string {
-  if (!OfferId.safeParse(offerId).success) throw new Error(`not a file offer id: ${JSON.stringify(offerId)}`);
-  return join(dir, `.${offerId}.parley-lock`);
+  return join(dir, `.${checkedOfferId(offerId)}.parley-lock`);
 }
 
 /**

@@ -99,7 +99,7 @@ export class PresenceTracker {
   }
 
   private async alignRecords(endedByAnswer?: Promise<number | undefined>): Promise<void> {
-    // Asked once, at start; a realignment later closes what it finds at the time presence answers.
+    // Given at start only: when the previous run was last alive.
     const previousRun = await endedByAnswer?.catch(() => undefined);
     let first = true;
     for (let delay = REALIGN_FIRST_DELAY_MS; !this.aedes.closed; delay = Math.min(delay * 2, REALIGN_MAX_DELAY_MS)) {

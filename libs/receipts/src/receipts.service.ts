@@ -62,10 +62,11 @@ export class ReceiptsService {
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
     const read = cmd.status === 'read';
+    const at = this.now();
     const [{ cursors, moved, from }, own] = await Promise.all([
-      this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, this.now()),
+      this.cursors.advance(cmd.conv, cmd.user, cmd.status, cmd.seq, at),
       // Delivered or read, the device that says so has the message.
-      cmd.device !== undefined && this.devices ? this.devices.store.advance(cmd.user, cmd.device, cmd.conv, cmd.seq, this.now()) : undefined,
+      cmd.device !== undefined && this.devices ? this.devices.store.advance(cmd.user, cmd.device, cmd.conv, cmd.seq, at) : undefined,
     ]);
     const result = { conv: cmd.conv, cursors, moved };
     const seq = read ? cursors.read : cursors.delivered;

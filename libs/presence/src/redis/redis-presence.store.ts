@@ -12,12 +12,17 @@ import { SharedReads } from '../shared-reads.js';
  * gateway's connections close at its last heartbeat, either of which may be
  * older than a time recorded since).
  */
+/** Records the user (ARGV[2]) as seen at ARGV[3] in the hash KEYS[3], unless a later time is recorded already. */
+const SEEN_AT = `
+local seen = tonumber(redis.call('HGET', KEYS[3], ARGV[2]))
+if seen == nil or seen < tonumber(ARGV[3]) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
+`;
+
 const CONNECT = `
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 if added == 0 then return 0 end
 redis.call('SADD', KEYS[2], ARGV[2] .. '|' .. ARGV[1])
-local seen = tonumber(redis.call('HGET', KEYS[3], ARGV[2]))
-if seen == nil or seen < tonumber(ARGV[3]) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
+${SEEN_AT}
 if redis.call('SCARD', KEYS[1]) == 1 then return 1 end
 return 0
 `;
@@ -26,8 +31,7 @@ const DISCONNECT = `
 local removed = redis.call('SREM', KEYS[1], ARGV[1])
 if removed == 0 then return 0 end
 redis.call('SREM', KEYS[2], ARGV[2] .. '|' .. ARGV[1])
-local seen = tonumber(redis.call('HGET', KEYS[3], ARGV[2]))
-if seen == nil or seen < tonumber(ARGV[3]) then redis.call('HSET', KEYS[3], ARGV[2], ARGV[3]) end
+${SEEN_AT}
 if redis.call('SCARD', KEYS[1]) == 0 then return 1 end
 return 0
 `;
@@ -89,33 +93,42 @@ export class RedisPresenceStore implements PresenceStore {
     const members = await this.redis.client.smembers(this.gatewayKey(gatewayId));
     const wentOffline = new Set<string>();
     for (const member of members) {
-      const sep = member.indexOf('|');
-      const user = member.slice(0, sep);
-      const { wentOffline: off } = await this.disconnect({ user, connId: member.slice(sep + 1), gatewayId }, at);
-      if (off) wentOffline.add(user);
+      const held = heldOf(member);
+      const { wentOffline: off } = await this.disconnect({ ...held, gatewayId }, at);
+      if (off) wentOffline.add(held.user);
     }
     return [...wentOffline];
   }
 
   async setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {
     const recorded = new Set(await this.redis.client.smembers(this.gatewayKey(gatewayId)));
-    const wanted = new Set(held.map((c) => `${c.user}|${c.connId}`));
+    const wanted = new Set(held.map(memberOf));
     const changed = new Set<string>();
     // One script per connection, issued together (one connection runs them in call order); the gateway reports nothing
     // else meanwhile, and each script is idempotent, so being cut short leaves nothing a second run does not mend.
     const added = await Promise.all(
-      held.filter((c) => !recorded.has(`${c.user}|${c.connId}`)).map(async (c) => ({ user: c.user, ...(await this.connect({ ...c, gatewayId }, at)) })),
+      held.filter((c) => !recorded.has(memberOf(c))).map(async (c) => ({ user: c.user, ...(await this.connect({ ...c, gatewayId }, at)) })),
     );
     for (const { user, wentOnline } of added) if (wentOnline) changed.add(user);
     const stale = [...recorded].filter((member) => !wanted.has(member));
     const removed = await Promise.all(
       stale.map(async (member) => {
-        const sep = member.indexOf('|');
-        const user = member.slice(0, sep);
-        return { user, ...(await this.disconnect({ user, connId: member.slice(sep + 1), gatewayId }, closedAt)) };
+        const c = heldOf(member);
+        return { user: c.user, ...(await this.disconnect({ ...c, gatewayId }, closedAt)) };
       }),
     );
     for (const { user, wentOffline } of removed) if (wentOffline) changed.add(user);
     return [...changed];
   }
+}
+
+/** A connection as the gateway's set holds it, `user|connId` (the scripts build the same). */
+function memberOf(c: HeldConnection): string {
+  return `${c.user}|${c.connId}`;
+}
+
+/** The connection a member of the gateway's set names. */
+function heldOf(member: string): HeldConnection {
+  const sep = member.indexOf('|');
+  return { user: member.slice(0, sep), connId: member.slice(sep + 1) };
 }
