@@ -74,7 +74,7 @@ class Generator {
  * result in job order. `after` runs once every result is in, before the
  * generators disconnect. Every generator is stopped, whatever happens.
  */
-export async function runJobs(benchDir: string, jobs: Job[], between?: () => Promise<void> | void, after?: () => void): Promise<JobResult[]> {
+export async function runJobs(benchDir: string, jobs: Job[], between?: () => Promise<void> | void, after?: () => Promise<void> | void): Promise<JobResult[]> {
   const gens = jobs.map(() => new Generator(fork(join(benchDir, 'load-generator.js'), [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })));
   let finished = false;
   try {
@@ -83,7 +83,7 @@ export async function runJobs(benchDir: string, jobs: Job[], between?: () => Pro
     await between?.();
     for (const g of gens) g.send({ type: 'go' });
     const results = (await Promise.all(gens.map((g) => g.next('result', RESULT_MS)))).map((m) => m.result);
-    after?.();
+    await after?.();
     finished = true;
     return results;
   } finally {

@@ -223,6 +223,10 @@ async function main(): Promise<void> {
               .map(([k, v]) => `${k}=${v.toFixed(1)}`)
               .join(' ')} (gen ${result.generatorCpu.toFixed(0)}% cpu, server ${result.serverCpu.toFixed(0)}%${
               result.redisCpu !== undefined ? `, redis ${result.redisCpu.toFixed(0)}%` : ''
+            }${
+              result.sync
+                ? `; syncs ${result.sync.commitsPerSec.toFixed(0)}/s, ${result.sync.waitPct.toFixed(0)}% of the time, mean ${result.sync.meanMs.toFixed(2)} ms, ${result.sync.over5msPct.toFixed(1)}% over 5 ms`
+                : ''
             })`,
           );
         }

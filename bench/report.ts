@@ -104,6 +104,12 @@ export function buildReport(input: Omit<BenchReport, 'targets' | 'results' | 'ra
     figures.generatorCpu = spread(runs.map((r) => r.generatorCpu));
     figures.serverCpu = spread(runs.map((r) => r.serverCpu));
     if (runs[0]!.redisCpu !== undefined) figures.redisCpu = spread(runs.map((r) => r.redisCpu ?? NaN));
+    if (runs[0]!.sync !== undefined) {
+      figures.syncWaitPct = spread(runs.map((r) => r.sync?.waitPct ?? NaN));
+      figures.syncCommitsPerSec = spread(runs.map((r) => r.sync?.commitsPerSec ?? NaN));
+      figures.syncMeanMs = spread(runs.map((r) => r.sync?.meanMs ?? NaN));
+      figures.syncOver5msPct = spread(runs.map((r) => r.sync?.over5msPct ?? NaN));
+    }
     figures.errors = spread(runs.map((r) => r.errors));
     figures.lost = spread(runs.map((r) => r.lost));
     (results[scenario] ??= {})[target] = figures;
@@ -162,6 +168,9 @@ function tableRows(report: BenchReport): { head: string[]; body: string[][]; rat
     }
     body.push([`  ↳ load generator CPU (% of a core)`, ...names.map((n) => cell(report.results[scenario]?.[n]?.generatorCpu))]);
     body.push([`  ↳ server CPU (% of a core; + its Redis)`, ...names.map((n) => serverCell(report, scenario, n))]);
+    if (names.some((n) => report.results[scenario]?.[n]?.syncWaitPct !== undefined)) {
+      body.push([`  ↳ server waiting for disk syncs (% of time; mean ms, % over 5 ms)`, ...names.map((n) => syncCell(report, scenario, n))]);
+    }
   }
   const ratioKeys = Object.keys(report.ratios);
   const ratioHead = ['ratio of medians', ...ratioKeys];
@@ -180,6 +189,13 @@ function serverCell(report: BenchReport, scenario: ScenarioName, target: TargetN
   if (!figures) return '–';
   const redis = figures.redisCpu;
   return redis ? `${fmt(figures.serverCpu!.median)} + ${fmt(redis.median)}` : fmt(figures.serverCpu!.median);
+}
+
+/** Medians of the time a Parley target on the embedded store spent in synced commits, or '–' for the others. */
+function syncCell(report: BenchReport, scenario: ScenarioName, target: TargetName): string {
+  const f = report.results[scenario]?.[target];
+  if (f?.syncWaitPct === undefined) return '–';
+  return `${fmt(f.syncWaitPct.median)} (${fmt(f.syncMeanMs!.median)} ms, ${fmt(f.syncOver5msPct!.median)} %)`;
 }
 
 function aligned(rows: string[][]): string {

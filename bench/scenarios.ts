@@ -1,6 +1,7 @@
 import { runJobs } from './generators.js';
 import type { Endpoint } from './load-client.js';
 import type { Job, JobBody, JobResult } from './load-generator.js';
+import { sample } from '../test/support/prometheus.js';
 import { cpuMsOf, rssOf, type Target } from './targets.js';
 
 export const SCENARIOS = ['saturation', 'latency', 'fanout', 'drain', 'idle'] as const;
@@ -124,6 +125,8 @@ export interface RunResult {
   generatorCpu: number;
   serverCpu: number;
   redisCpu?: number;
+  /** Parley on the embedded store: how its main thread waited for synced commits over the run (see `syncWaitOf`). */
+  sync?: SyncWait;
   errors: number;
   lost: number;
 }
@@ -140,6 +143,48 @@ export interface RunContext {
   tag: string;
 }
 
+/** The disk's part in a run of Parley on the embedded store, from its commit histogram read before and after. */
+export interface SyncWait {
+  /** Share of the run's wall time the server's main thread spent in synced commits, in %. */
+  waitPct: number;
+  commitsPerSec: number;
+  meanMs: number;
+  /** Share of commits that took longer than 5 ms, in %: the stalls behind the latency tail. */
+  over5msPct: number;
+}
+
+/** The commit histogram's running totals at one moment. */
+interface CommitTotals {
+  seconds: number;
+  count: number;
+  upTo5ms: number;
+}
+
+const COMMIT_METRIC = 'parley_store_commit_duration_seconds';
+
+async function commitTotals(metricsUrl: string): Promise<CommitTotals> {
+  const res = await fetch(metricsUrl, { signal: AbortSignal.timeout(5000) });
+  if (!res.ok) throw new Error(`${metricsUrl}: HTTP ${res.status}`);
+  const text = await res.text();
+  const read = (name: string, labels?: Record<string, string>) => {
+    const v = sample(text, name, labels);
+    if (v === undefined) throw new Error(`${metricsUrl}: no ${name}`);
+    return v;
+  };
+  return { seconds: read(`${COMMIT_METRIC}_sum`), count: read(`${COMMIT_METRIC}_count`), upTo5ms: read(`${COMMIT_METRIC}_bucket`, { le: '0.005' }) };
+}
+
+function syncWaitOf(before: CommitTotals, after: CommitTotals, wallMs: number): SyncWait {
+  const count = after.count - before.count;
+  const seconds = after.seconds - before.seconds;
+  return {
+    waitPct: (100 * seconds * 1000) / wallMs,
+    commitsPerSec: count / (wallMs / 1000),
+    meanMs: count > 0 ? (1000 * seconds) / count : 0,
+    over5msPct: count > 0 ? (100 * (count - (after.upTo5ms - before.upTo5ms))) / count : 0,
+  };
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.max(0, Math.ceil(p * sorted.length) - 1))]!;
@@ -150,18 +195,25 @@ async function measured(ctx: RunContext, jobs: Job[], between?: () => Promise<vo
   let server0 = 0;
   let redis0 = 0;
   let t0 = 0;
+  const metricsUrl = ctx.target.metricsUrl;
+  let commits0: CommitTotals | undefined;
   // Read when the results are in, before the generators disconnect (Parley clients acknowledge what they got then).
   let end = { at: 0, server: 0, redis: 0 };
+  let commits1: CommitTotals | undefined;
   const results = await runJobs(
     ctx.benchDir,
     jobs,
     async () => {
       await between?.();
+      if (metricsUrl) commits0 = await commitTotals(metricsUrl);
       server0 = cpuMsOf(ctx.target.pid);
       redis0 = cpuMsOf(ctx.target.redisPid);
       t0 = Date.now();
     },
-    () => (end = { at: Date.now(), server: cpuMsOf(ctx.target.pid), redis: cpuMsOf(ctx.target.redisPid) }),
+    async () => {
+      end = { at: Date.now(), server: cpuMsOf(ctx.target.pid), redis: cpuMsOf(ctx.target.redisPid) };
+      if (metricsUrl) commits1 = await commitTotals(metricsUrl);
+    },
   );
   const wall = Math.max(1, end.at - t0);
   const cpu = results.reduce((sum, r) => sum + r.cpuMs, 0);
@@ -172,6 +224,7 @@ async function measured(ctx: RunContext, jobs: Job[], between?: () => Promise<vo
       generatorCpu: (100 * cpu) / genWall,
       serverCpu: (100 * (end.server - server0)) / wall,
       ...(ctx.target.redisPid !== undefined ? { redisCpu: (100 * (end.redis - redis0)) / wall } : {}),
+      ...(commits0 && commits1 ? { sync: syncWaitOf(commits0, commits1, wall) } : {}),
       errors: results.reduce((n, r) => n + r.errors, 0),
       lost: results.reduce((n, r) => n + r.lost, 0),
     },

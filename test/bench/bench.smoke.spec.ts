@@ -53,9 +53,15 @@ describe('npm run bench', () => {
         // Memory is read after a garbage collection in the server: a failed collection would have failed the run.
         expect(Number.isFinite(report.results.idle?.[target]?.mibPer1000?.median)).toBe(true);
       }
+      // Parley on the embedded store also says how long it waited for the disk (from its commit histogram); a bare broker has no disk.
+      expect(Number.isFinite(report.results.drain?.parley?.syncWaitPct?.median)).toBe(true);
+      expect(Number.isFinite(report.results.drain?.parley?.syncMeanMs?.median)).toBe(true);
+      expect(report.results.drain?.aedes?.syncWaitPct).toBeUndefined();
       expect(report.ratios['parley/aedes']?.['drain.msgPerSec']).toBeGreaterThan(0);
       expect(report.machine.cpus).toBeGreaterThan(0);
-      expect(readFileSync(out.replace(/\.json$/, '.md'), 'utf8')).toContain('| offline drain');
+      const markdown = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
+      expect(markdown).toContain('| offline drain');
+      expect(markdown).toContain('waiting for disk syncs');
     },
   );
 });

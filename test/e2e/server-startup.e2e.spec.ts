@@ -117,6 +117,8 @@ describe('health, readiness and metrics over HTTP', () => {
       expect(res.text).toMatch(/^parley_mqtt_connections 1$/m);
       expect(res.text).toMatch(/^parley_messages_accepted_total 1$/m);
       expect(res.text).toMatch(/^parley_requests_total\{op="send",outcome="ok"\} 1$/m);
+      // The send's append was a synced commit of the embedded store, timed.
+      expect(res.text).toMatch(/^parley_store_commit_duration_seconds_count [1-9]\d*$/m);
     } finally {
       await a.close();
     }

@@ -47,6 +47,27 @@ describe('EmbeddedDatabase.atTurnEnd', () => {
     expect(kv.get('half')).toBeUndefined(); // the failed write's own transaction was rolled back
   });
 
+  it('tells its observer how long each synced commit took: once per turn, not once per write', async () => {
+    const db = fresh();
+    const kv = db.open<number, string>('kv');
+    const commits: number[] = [];
+    db.observeCommits((seconds) => commits.push(seconds));
+    await Promise.all([1, 2, 3].map((n) => db.atTurnEnd(() => kv.putSync(`k${n}`, n))));
+    expect(commits).toHaveLength(1);
+    expect(commits[0]).toBeGreaterThan(0);
+    await db.atTurnEnd(() => kv.putSync('k4', 4));
+    expect(commits).toHaveLength(2);
+    // A turn whose shared transaction fails is committed again write by write: each attempt held the loop, each is told.
+    const refused = db.atTurnEnd(() => {
+      throw new Error('refused');
+    });
+    const kept = db.atTurnEnd(() => kv.putSync('k5', 5));
+    await expect(refused).rejects.toThrow('refused');
+    await kept;
+    expect(commits).toHaveLength(5);
+    expect(commits.every((s) => Number.isFinite(s) && s >= 0)).toBe(true);
+  });
+
   it('commits writes handed over in the turn the database is closed in', async () => {
     const db = fresh();
     const kv = db.open<string, string>('kv');

@@ -30,6 +30,8 @@ export class EmbeddedDatabase {
   private readonly lock: DataDirLock;
   /** Writes handed over in this turn; the first schedules their commit. */
   private turnWrites: TurnWrite[] = [];
+  /** Told how long each synced commit of `atTurnEnd` held the event loop (see `observeCommits`). */
+  private commitObserver: ((seconds: number) => void) | undefined;
 
   constructor(readonly dataDir: string) {
     mkdirSync(dataDir, { recursive: true });
@@ -58,13 +60,21 @@ export class EmbeddedDatabase {
     });
   }
 
+  /**
+   * Reports the duration, in seconds, of every synced commit `atTurnEnd` makes (one per event-loop turn with writes):
+   * time the event loop spent waiting for the disk. One observer; a later call replaces it.
+   */
+  observeCommits(observer: (seconds: number) => void): void {
+    this.commitObserver = observer;
+  }
+
   private commitTurn(): void {
     const writes = this.turnWrites;
     // Nothing left when `close` committed the turn's writes first.
     if (writes.length === 0) return;
     this.turnWrites = [];
     try {
-      this.root.transactionSync(() => {
+      this.timedCommit(() => {
         for (const w of writes) w.write();
       });
     } catch {
@@ -76,12 +86,22 @@ export class EmbeddedDatabase {
 
   private commitAlone(w: TurnWrite): void {
     try {
-      this.root.transactionSync(w.write);
+      this.timedCommit(w.write);
     } catch (e) {
       w.reject(e);
       return;
     }
     w.resolve();
+  }
+
+  /** One synchronous, synced transaction; its duration goes to the observer whether it commits or throws. */
+  private timedCommit(write: () => void): void {
+    const started = performance.now();
+    try {
+      this.root.transactionSync(write);
+    } finally {
+      this.commitObserver?.((performance.now() - started) / 1000);
+    }
   }
 
   /** When the server that used this directory before was last alive, if it was killed rather than stopped; else null. */

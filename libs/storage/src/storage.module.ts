@@ -1,5 +1,6 @@
 import { Global, Inject, Module, type OnApplicationShutdown } from '@nestjs/common';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import { Metrics } from '#libs/health';
 import { closeStorageBackend, openStorageBackend, type StorageBackend } from './storage-backend.js';
 
 export const STORAGE_BACKEND = Symbol('STORAGE_BACKEND');
@@ -10,9 +11,13 @@ export const STORAGE_BACKEND = Symbol('STORAGE_BACKEND');
   providers: [
     {
       provide: STORAGE_BACKEND,
-      useFactory: (config: ParleyConfig) =>
-        openStorageBackend({ dataDir: config.PARLEY_DATA_DIR, redisUrl: config.REDIS_URL, redisPrefix: config.PARLEY_REDIS_PREFIX }),
-      inject: [PARLEY_CONFIG],
+      useFactory: (config: ParleyConfig, metrics?: Metrics) => {
+        const backend = openStorageBackend({ dataDir: config.PARLEY_DATA_DIR, redisUrl: config.REDIS_URL, redisPrefix: config.PARLEY_REDIS_PREFIX });
+        // The disk's sync is what a message's `accepted` waits for on the embedded store: operators see it on /metrics.
+        if (backend.kind === 'embedded' && metrics) backend.db.observeCommits((seconds) => metrics.storeCommitSeconds.observe(seconds));
+        return backend;
+      },
+      inject: [PARLEY_CONFIG, { token: Metrics, optional: true }],
     },
   ],
   exports: [STORAGE_BACKEND],
