@@ -76,7 +76,10 @@ export class AccessPolicy {
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password required'), null);
     }
     const address = guardOf(client.conn)?.remoteAddress ?? 'unknown';
-    this.logIn(client, principal, password.toString('utf8'), address).then(
+    const secret = password.toString('utf8');
+    // Aedes keeps the CONNECT packet, and this buffer in it, for as long as the connection lasts: the plaintext goes now.
+    password.fill(0);
+    this.logIn(client, principal, secret, address).then(
       (refused) => (refused ? done(refused, null) : done(null, true)),
       (e: unknown) => {
         this.logger.error({ event: 'login_failed', error: String(e) });
