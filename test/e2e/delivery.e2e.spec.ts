@@ -180,10 +180,11 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     expect(caughtUp).toEqual(Array.from({ length: 35 }, (_, i) => i + 6));
   });
 
-  it('a device that keeps a session gets, back, what another device of the user acknowledged while it was away', async () => {
+  // Six logins, five catch-ups: each wait is bounded well inside the test's own timeout, so a step that stalls is named.
+  it('a device that keeps a session gets, back, what another device of the user acknowledged while it was away', { timeout: 90_000 }, async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const alice = await login(aliceName);
-    const synced = (u: MqttUser) => u.waitFor((e) => e.type === 'synced', 30_000);
+    const synced = (u: MqttUser) => u.waitFor((e) => e.type === 'synced', 12_000, `synced for ${String(u.client.options.clientId)}`);
     const caughtUp = (u: MqttUser) => (u.events.filter(isMessage()) as MessageEvent[]).map((m) => m.text);
     const laptopOpts = { clientId: `${bobName}/laptop`, clean: false };
     let laptop = await users.login(bobName, undefined, laptopOpts);

@@ -29,7 +29,19 @@ export class MqttUser {
   static async connect(url: string, user: string, password: string, opts: IClientOptions = {}): Promise<MqttUser> {
     const client = await connectClient(url, { username: user, password, clientId: `${user}/test-${randomBytes(4).toString('hex')}`, ...opts });
     const u = new MqttUser(user, client);
-    await client.subscribeAsync(topics.inbox(user), { qos: 1 });
+    // Bounded: a SUBACK that never comes fails the login with its reason instead of holding the test until its timeout.
+    let timer: NodeJS.Timeout | undefined;
+    const noSuback = new Promise<never>((_, reject) => {
+      timer = setTimeout(() => reject(new Error(`${user} (${client.options.clientId}): no SUBACK for the inbox within ${SUBACK_MS} ms`)), SUBACK_MS);
+    });
+    try {
+      await Promise.race([client.subscribeAsync(topics.inbox(user), { qos: 1 }), noSuback]);
+    } catch (e) {
+      client.end(true);
+      throw e;
+    } finally {
+      clearTimeout(timer);
+    }
     return u;
   }
 
@@ -93,6 +105,9 @@ export class MqttUser {
 }
 
 /** Connects a raw MQTT 3.1.1 client, rejecting (never hanging) on refusal or timeout. */
+/** How long a login waits for the SUBACK of its inbox subscription. */
+const SUBACK_MS = 10_000;
+
 export function connectClient(url: string, opts: IClientOptions, setup?: (client: MqttClient) => void): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...opts });
