@@ -1,28 +1,17 @@
 import { createHash } from 'node:crypto';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { DomainError } from '#libs/protocol';
-import { EmbeddedDatabase } from '#libs/storage';
+import { tempDatabases } from '../../../test/support/temp-databases.js';
 import { EmbeddedFileBlobStore } from './embedded/embedded-file-blob.store.js';
 import { EmbeddedFileOfferStore } from './embedded/embedded-file-offer.store.js';
 import { FileOfferService, offerIdOf } from './file-offer.service.js';
 import type { FileOfferStore } from './file-offer.store.js';
 
 const CHUNK = 4;
-const open: { db: EmbeddedDatabase; dir: string }[] = [];
-afterEach(async () => {
-  for (const { db, dir } of open.splice(0)) {
-    await db.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+const freshDatabase = tempDatabases('parley-files-unit-');
 
 function setup(limits: Partial<ConstructorParameters<typeof FileOfferService>[3]> = {}) {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-files-unit-'));
-  const db = new EmbeddedDatabase(dir);
-  open.push({ db, dir });
+  const db = freshDatabase();
   const clock = { now: 1_000 };
   const users = new Set(['ann', 'bob', 'cy']);
   const blobs = new EmbeddedFileBlobStore(db);

@@ -1,22 +1,13 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { EmbeddedConversationIndexStore, EmbeddedConversationLogStore, type ConversationLogStore } from '#libs/messaging';
-import { EmbeddedDatabase } from '#libs/storage';
+import { tempDatabases } from '../../../test/support/temp-databases.js';
 import { EmbeddedGroupLocks } from './embedded/embedded-group-locks.js';
 import { EmbeddedGroupStore } from './embedded/embedded-group.store.js';
 import { groupConv, type GroupState } from './group-state.js';
 import { GroupService } from './group.service.js';
 import type { GroupStore } from './group.store.js';
 
-const open: { db: EmbeddedDatabase; dir: string }[] = [];
-afterEach(async () => {
-  for (const { db, dir } of open.splice(0)) {
-    await db.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+const freshDatabase = tempDatabases('parley-groups-unit-');
 
 function gate(): { wait: Promise<void>; open: () => void } {
   let open!: () => void;
@@ -28,9 +19,7 @@ function gate(): { wait: Promise<void>; open: () => void } {
  * so can saves of the group state while `holdSaves` is on.
  */
 function setup() {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-groups-unit-'));
-  const db = new EmbeddedDatabase(dir);
-  open.push({ db, dir });
+  const db = freshDatabase();
   const realStore = new EmbeddedGroupStore(db);
   const realLog = new EmbeddedConversationLogStore(db);
   const seams = { appendGate: null as Promise<void> | null, appending: gate(), holdSaves: false, held: [] as (() => void)[] };

@@ -1,23 +1,12 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { EmbeddedDatabase } from '#libs/storage';
+import { describe, expect, it } from 'vitest';
+import { tempDatabases } from '../../../test/support/temp-databases.js';
 import { EmbeddedPresenceStore } from './embedded/embedded-presence.store.js';
 import { PresenceService } from './presence.service.js';
 
-const open: { db: EmbeddedDatabase; dir: string }[] = [];
-afterEach(async () => {
-  for (const { db, dir } of open.splice(0)) {
-    await db.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+const freshDatabase = tempDatabases('parley-presence-unit-');
 
 function setup() {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-presence-unit-'));
-  const db = new EmbeddedDatabase(dir);
-  open.push({ db, dir });
+  const db = freshDatabase();
   const clock = { now: 10_000 };
   const service = new PresenceService(new EmbeddedPresenceStore(db), { exists: () => Promise.resolve(true) }, () => clock.now);
   return { service, clock };

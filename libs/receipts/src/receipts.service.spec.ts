@@ -1,25 +1,14 @@
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
-import { EmbeddedDatabase } from '#libs/storage';
+import { describe, expect, it } from 'vitest';
+import { tempDatabases } from '../../../test/support/temp-databases.js';
 import { EmbeddedCursorStore } from './embedded/embedded-cursor.store.js';
 import { EmbeddedDeviceCursorStore } from './embedded/embedded-device-cursor.store.js';
 import { DEVICE_IDLE_MS, ReceiptsService, type ConversationDirectory } from './receipts.service.js';
 
-const open: { db: EmbeddedDatabase; dir: string }[] = [];
-afterEach(async () => {
-  for (const { db, dir } of open.splice(0)) {
-    await db.close();
-    rmSync(dir, { recursive: true, force: true });
-  }
-});
+const freshDatabase = tempDatabases('parley-receipts-unit-');
 
 /** A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3, cy joined at 2. */
 function setup() {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-receipts-unit-'));
-  const db = new EmbeddedDatabase(dir);
-  open.push({ db, dir });
+  const db = freshDatabase();
   const clock = { now: 1_000 };
   const members = ['ann', 'bob', 'cy'];
   const lookups = { views: 0 };
