@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID } from 'node:crypto';
 import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { expect } from 'vitest';
+import { withDeadline } from '#libs/health';
 import { InboxEvent, topics, type OkReply, type ErrorReply } from '#libs/protocol';
 
 export interface Waiter<T> {
@@ -29,18 +30,12 @@ export class MqttUser {
   static async connect(url: string, user: string, password: string, opts: IClientOptions = {}): Promise<MqttUser> {
     const client = await connectClient(url, { username: user, password, clientId: `${user}/test-${randomBytes(4).toString('hex')}`, ...opts });
     const u = new MqttUser(user, client);
-    // Bounded: a SUBACK that never comes fails the login with its reason instead of holding the test until its timeout.
-    let timer: NodeJS.Timeout | undefined;
-    const noSuback = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${user} (${client.options.clientId}): no SUBACK for the inbox within ${SUBACK_MS} ms`)), SUBACK_MS);
-    });
+    // Bounded: a SUBACK that never comes fails the login, naming the client, instead of holding the test until its timeout.
     try {
-      await Promise.race([client.subscribeAsync(topics.inbox(user), { qos: 1 }), noSuback]);
+      await withDeadline(client.subscribeAsync(topics.inbox(user), { qos: 1 }), SUBACK_MS);
     } catch (e) {
       client.end(true);
-      throw e;
-    } finally {
-      clearTimeout(timer);
+      throw new Error(`${user} (${client.options.clientId}): no SUBACK for the inbox: ${(e as Error).message}`, { cause: e });
     }
     return u;
   }
