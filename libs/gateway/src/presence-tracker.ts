@@ -74,8 +74,8 @@ export class PresenceTracker {
 
   /**
    * Whether this gateway's presence records match its connections, as far as it knows: false while a realignment is
-   * due or under way (a report failed), or a report is unanswered. A gateway that stops while this is false leaves records behind, for another
-   * gateway to close once it stops beating (see GatewayLiveness.stop).
+   * due or under way (a report failed), or a report is unanswered. A gateway that stops while this is false leaves
+   * records behind, for another gateway to close once it stops beating (see GatewayLiveness.stop).
    */
   get inLine(): boolean {
     return this.recordsInLine && this.inFlight.size === 0;
