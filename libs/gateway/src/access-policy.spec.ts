@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Client } from 'aedes';
+import type { Client, ConnectPacket } from 'aedes';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { AccountsService, EmbeddedAccountStore, PasswordHasher } from '#libs/accounts';
 import { Metrics } from '#libs/health';
@@ -45,5 +45,19 @@ describe('AccessPolicy.authenticate', () => {
     const client = clientOf('alice/tablet');
     expect(await authenticate(client, 'alice', Buffer.from('correct horse'))).toBe(true);
     expect(policy.principalOf(client)).toMatchObject({ kind: 'user', user: 'alice' });
+  });
+
+  // The broker keeps the CONNECT packet (its parser holds on to it), and the password in it is a view of the bytes the
+  // client sent: left there, it would keep them for as long as the connection lasts.
+  it("takes the password out of the CONNECT packet and hands it to that connection's login once", async () => {
+    const client = clientOf('alice/watch');
+    const packet = { cmd: 'connect', clientId: 'alice/watch', username: 'alice', password: Buffer.from('correct horse') } as ConnectPacket;
+    policy.holdPassword(client, packet);
+    expect(packet.password).toBeUndefined();
+    expect(policy.heldPassword(clientOf('alice/other'))).toBeUndefined();
+    const held = policy.heldPassword(client);
+    expect(held?.toString()).toBe('correct horse');
+    expect(policy.heldPassword(client)).toBeUndefined();
+    expect(await authenticate(client, 'alice', held!)).toBe(true);
   });
 });

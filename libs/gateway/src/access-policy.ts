@@ -1,5 +1,5 @@
 import { Logger } from '@nestjs/common';
-import type { AuthenticateError, Client, PublishPacket, Subscription } from 'aedes';
+import type { AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import { guardOf } from './connection-guard.js';
@@ -45,6 +45,28 @@ export class AccessPolicy {
     private readonly limits?: LoginLimits,
   ) {}
 
+  /** Passwords taken out of CONNECT packets (`holdPassword`) until their login reads them. */
+  private readonly passwords = new WeakMap<Client, Buffer>();
+
+  /**
+   * Takes the password out of a connection's CONNECT packet before the broker logs it in (Aedes's `preConnect`), for
+   * `heldPassword` to hand to `authenticate`. The broker keeps the packet as long as the connection lasts (its parser
+   * holds on to it), and the password in it is a view of the bytes the client sent: kept there, it kept those bytes
+   * too, about 250 bytes per connection.
+   */
+  holdPassword(client: Client, packet: ConnectPacket): void {
+    if (packet.password === undefined) return;
+    this.passwords.set(client, packet.password);
+    packet.password = undefined;
+  }
+
+  /** The password `holdPassword` took for this connection's login, once: it is let go. */
+  heldPassword(client: Client): Buffer | undefined {
+    const password = this.passwords.get(client);
+    this.passwords.delete(client);
+    return password;
+  }
+
   /** The principal a connection logged in as; undefined before login. */
   principalOf(client: Client): Principal | undefined {
     return this.principals.get(client);
@@ -77,7 +99,7 @@ export class AccessPolicy {
     }
     const address = guardOf(client.conn)?.remoteAddress ?? 'unknown';
     const secret = password.toString('utf8');
-    // Aedes keeps the CONNECT packet, and this buffer in it, for as long as the connection lasts: the plaintext goes now.
+    // The plaintext goes now: a buffer a caller still holds (a CONNECT packet the broker keeps) no longer shows it.
     password.fill(0);
     this.logIn(client, principal, secret, address).then(
       (refused) => (refused ? done(refused, null) : done(null, true)),

@@ -1,6 +1,6 @@
 import { Packr } from 'msgpackr';
 import { describe, expect, it } from 'vitest';
-import { relayRecord } from './broker-backplane.js';
+import { inMemoryBackplane, relayRecord } from './broker-backplane.js';
 
 describe('relayRecord', () => {
   it('is byte for byte what msgpackr writes for {topic, payload}, at every length boundary of both', () => {
@@ -13,5 +13,26 @@ describe('relayRecord', () => {
         expect(record.equals(packr.pack({ topic, payload })), `${topic.length} ${size}`).toBe(true);
         expect(packr.unpack(record)).toEqual({ topic, payload });
       }
+  });
+});
+
+interface RetainedPersistence {
+  storeRetained(packet: Record<string, unknown>): Promise<void>;
+  createRetainedStream(pattern: string): AsyncIterable<{ payload: Buffer }>;
+}
+
+describe('inMemoryBackplane', () => {
+  // A retained message (a user's presence) lives as long as the user does: a view of Node's shared 8 KiB slab would keep
+  // the whole slab alive with it, long after everything else cut from it is gone.
+  it('keeps a retained payload in memory of its own, not as a view of a shared slab', async () => {
+    const persistence = inMemoryBackplane().persistence as RetainedPersistence;
+    const pooled = Buffer.from('{"type":"presence","user":"alice","state":"online","lastSeen":1}');
+    expect(pooled.buffer.byteLength).toBeGreaterThan(pooled.length);
+    await persistence.storeRetained({ cmd: 'publish', topic: 'parley/v1/presence/alice', payload: pooled, qos: 1, retain: true, dup: false });
+    const kept: Buffer[] = [];
+    for await (const packet of persistence.createRetainedStream('parley/v1/presence/alice')) kept.push(packet.payload);
+    expect(kept).toHaveLength(1);
+    expect(kept[0]!.equals(pooled)).toBe(true);
+    expect(kept[0]!.buffer.byteLength).toBe(pooled.length);
   });
 });

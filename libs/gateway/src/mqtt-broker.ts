@@ -87,7 +87,12 @@ export class MqttBroker {
       // The guard never lets a write wait (see GuardedConnection.write); should a wait for 'drain' happen anyway, it ends
       // when the guard would drop a client that takes no bytes, not after Aedes's default minute.
       drainTimeout: opts.guard.writeStallMs,
-      authenticate: (client, username, password, done) => policy.authenticate(client, username ?? undefined, password ?? undefined, done),
+      // The password is taken out of the CONNECT packet, which the broker keeps, and handed to the login from there.
+      preConnect: (client, packet, done) => {
+        policy.holdPassword(client, packet);
+        done(null, true);
+      },
+      authenticate: (client, username, _password, done) => policy.authenticate(client, username ?? undefined, policy.heldPassword(client), done),
       authorizePublish: (client, packet, done) => {
         if (!this.policy.mayPublish(client, packet)) return done(new Error(`not allowed to publish to ${packet.topic}`));
         // A request is an instruction to the server, never a message to keep:
@@ -182,7 +187,8 @@ export class MqttBroker {
   /** Hands a client's stream to the broker behind its guard. */
   private accept(stream: Duplex, remoteAddress: string): void {
     const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop, this.takeRequest, this.connectionClosed);
-    guarded.on('error', ignoreError);
+    // No 'error' listener of the gateway's own: the broker's client listens from here on, and leaves a no-op one
+    // behind when it lets the connection go. (A third listener grew the guard's list of them to 19 slots.)
     guarded.owner = handleConnection(this.aedes, guarded);
   }
 
@@ -233,6 +239,3 @@ export class MqttBroker {
     await closed;
   }
 }
-
-/** A guard's errors end its connection (it destroys itself); nothing more is done with them here. */
-function ignoreError(): void {}
