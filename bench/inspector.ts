@@ -3,9 +3,10 @@ import WebSocket from 'ws';
 
 /**
  * Node flags that open the V8 inspector on a free loopback port. A Node target started with them can be asked, from
- * outside, for a full garbage collection (`collectGarbage`), so that its resident memory is read with no garbage in
- * it: the idle scenario compares servers by memory per connection, and garbage waiting for a collection (the login
- * burst's, more in one server than another) made that figure swing by tens of MiB from one repetition to the next.
+ * outside, for a full garbage collection and then for its heap in use (`collectGarbage`), so that its memory is read
+ * with no garbage in it: the idle scenario compares servers by memory per connection, and garbage waiting for a
+ * collection (the login burst's, more in one server than another) made that figure swing by tens of MiB from one
+ * repetition to the next.
  */
 export const INSPECT_ARGS = ['--inspect=127.0.0.1:0'];
 
@@ -63,22 +64,42 @@ export function inspectorUrlOf(child: ChildProcess, lines: readonly string[], wh
 
 const ANSWER_MS = 30_000;
 
-/** Runs a full garbage collection in the process behind the inspector address, and resolves once it is done. */
-export async function collectGarbage(url: string): Promise<void> {
+/** What a Node process's JS keeps: V8's heap in use, and the memory of its buffers outside that heap (`external`). */
+export interface HeapUse {
+  heapUsed: number;
+  external: number;
+}
+
+/** What the process reports of its memory, read in it through the inspector. */
+const MEMORY_USAGE = 'JSON.stringify((({ heapUsed, external }) => ({ heapUsed, external }))(process.memoryUsage()))';
+
+/**
+ * Runs a full garbage collection in the process behind the inspector address, then reads its heap in use and its
+ * buffers' memory (`process.memoryUsage()`), and resolves with them.
+ */
+export async function collectGarbage(url: string): Promise<HeapUse> {
   const ws = new WebSocket(url);
   try {
-    await new Promise<void>((resolve, reject) => {
+    return await new Promise<HeapUse>((resolve, reject) => {
       const timer = setTimeout(() => reject(new Error(`no answer from the inspector at ${url} within ${ANSWER_MS} ms`)), ANSWER_MS);
-      ws.once('error', (e) => {
+      const fail = (e: Error) => {
         clearTimeout(timer);
         reject(e);
-      });
+      };
+      ws.once('error', fail);
       ws.on('message', (data: Buffer) => {
-        const reply = JSON.parse(data.toString('utf8')) as { id?: number; error?: { message: string } };
-        if (reply.id !== 1) return;
-        clearTimeout(timer);
-        if (reply.error) reject(new Error(`HeapProfiler.collectGarbage: ${reply.error.message}`));
-        else resolve();
+        const reply = JSON.parse(data.toString('utf8')) as { id?: number; error?: { message: string }; result?: { result?: { value?: unknown } } };
+        if (reply.id === 1) {
+          if (reply.error) return fail(new Error(`HeapProfiler.collectGarbage: ${reply.error.message}`));
+          ws.send(JSON.stringify({ id: 2, method: 'Runtime.evaluate', params: { expression: MEMORY_USAGE, returnByValue: true } }));
+        } else if (reply.id === 2) {
+          const value = reply.result?.result?.value;
+          const use = typeof value === 'string' ? (JSON.parse(value) as Partial<HeapUse>) : {};
+          if (reply.error || typeof use.heapUsed !== 'number' || typeof use.external !== 'number')
+            return fail(new Error(`reading process.memoryUsage(): ${reply.error?.message ?? JSON.stringify(reply.result)}`));
+          clearTimeout(timer);
+          resolve({ heapUsed: use.heapUsed, external: use.external });
+        }
       });
       ws.once('open', () => ws.send(JSON.stringify({ id: 1, method: 'HeapProfiler.collectGarbage' })));
     });

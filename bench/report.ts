@@ -21,7 +21,8 @@ const ROWS: { scenario: ScenarioName; key: string; label: string; unit: string; 
   { scenario: 'fanout', key: 'deliveriesPerSec', label: 'group fan-out', unit: 'deliveries/s', higherIsBetter: true },
   { scenario: 'drain', key: 'msgPerSec', label: 'offline drain', unit: 'msg/s', higherIsBetter: true },
   { scenario: 'drain', key: 'drainMs', label: 'offline drain time', unit: 'ms', higherIsBetter: false },
-  { scenario: 'idle', key: 'mibPer1000', label: 'idle memory per 1,000 users', unit: 'MiB', higherIsBetter: false },
+  { scenario: 'idle', key: 'heapMibPer1000', label: 'idle memory per 1,000 users (JS heap + buffers)', unit: 'MiB', higherIsBetter: false },
+  { scenario: 'idle', key: 'mibPer1000', label: 'idle memory per 1,000 users (resident set)', unit: 'MiB', higherIsBetter: false },
 ];
 
 /** The issue's targets: a Parley figure over the same figure of a bare broker from the same run. */
@@ -31,7 +32,8 @@ const GOALS: { label: string; scenario: ScenarioName; key: string; parley: Targe
   { label: 'accepted p99 ≤ 15 ms', scenario: 'latency', key: 'ackP99Ms', parley: 'parley', versus: null, atMost: 15 },
   { label: 'fan-out ≥ 0.5× Aedes', scenario: 'fanout', key: 'deliveriesPerSec', parley: 'parley', versus: 'aedes', atLeast: 0.5 },
   { label: 'offline drain ≥ 0.5× Aedes', scenario: 'drain', key: 'msgPerSec', parley: 'parley', versus: 'aedes', atLeast: 0.5 },
-  { label: 'idle memory ≤ 1.4× Aedes', scenario: 'idle', key: 'mibPer1000', parley: 'parley', versus: 'aedes', atMost: 1.4 },
+  // Read on the heap: the resident set of a server that ran the other scenarios first moves with page reuse (see `idle`).
+  { label: 'idle memory (JS heap + buffers) ≤ 1.4× Aedes', scenario: 'idle', key: 'heapMibPer1000', parley: 'parley', versus: 'aedes', atMost: 1.4 },
   // The stock pair stores a message in Redis only for a persistent session; with clean sessions it stores nothing.
   {
     label: 'distributed 1:1 ≥ 2× Aedes+Redis (persistent sessions)',

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { startParley } from '../test/support/parley-server.js';
 import { freePort, startRedis, type RedisServer } from '../test/support/redis-server.js';
-import { collectGarbage, INSPECT_ARGS, inspectorUrlOf } from './inspector.js';
+import { collectGarbage, INSPECT_ARGS, inspectorUrlOf, type HeapUse } from './inspector.js';
 import type { Protocol } from './load-client.js';
 
 /** Everything the bench measures, each in its own process(es) on loopback. */
@@ -42,8 +42,8 @@ export interface Target {
   subscribeQos?: 0 | 1;
   /** Why the server process is gone (its exit and last output lines), or undefined while it runs. */
   death(): string | undefined;
-  /** A Node server: runs a full garbage collection in it (through its inspector). */
-  collectGarbage?(): Promise<void>;
+  /** A Node server: runs a full garbage collection in it (through its inspector), and reads what its JS keeps then. */
+  collectGarbage?(): Promise<HeapUse>;
   stop(): Promise<void>;
 }
 

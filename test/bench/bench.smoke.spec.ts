@@ -50,8 +50,10 @@ describe('npm run bench', () => {
         expect(drain?.msgPerSec?.n).toBe(1);
         expect(drain?.msgPerSec?.median).toBeGreaterThan(0);
         expect(drain?.generatorCpu?.n).toBe(1);
-        // Memory is read after a garbage collection in the server: a failed collection would have failed the run.
+        // Memory is read after a garbage collection in the server: a failed collection would have failed the run. Both
+        // are Node servers, so both have the heap figure too (read through the inspector).
         expect(Number.isFinite(report.results.idle?.[target]?.mibPer1000?.median)).toBe(true);
+        expect(Number.isFinite(report.results.idle?.[target]?.heapMibPer1000?.median)).toBe(true);
       }
       // Parley on the embedded store also says how long it waited for the disk (from its commit histogram); a bare broker has no disk.
       expect(Number.isFinite(report.results.drain?.parley?.syncWaitPct?.median)).toBe(true);
@@ -62,6 +64,7 @@ describe('npm run bench', () => {
       const markdown = readFileSync(out.replace(/\.json$/, '.md'), 'utf8');
       expect(markdown).toContain('| offline drain');
       expect(markdown).toContain('waiting for disk syncs');
+      expect(markdown).toContain('| idle memory per 1,000 users (JS heap + buffers)');
     },
   );
 });
