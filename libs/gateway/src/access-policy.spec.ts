@@ -31,7 +31,7 @@ afterAll(async () => {
 describe('AccessPolicy.authenticate', () => {
   // The broker keeps the CONNECT packet as long as the connection lasts: a heap dump would show every connected user's
   // password if the buffer were left as it came.
-  it('wipes the password buffer it is handed, once read, on a login that succeeds and on one that fails', async () => {
+  it('wipes the password buffer it is handed, once read, on a login that succeeds, one that fails and one refused early', async () => {
     const right = Buffer.from('correct horse');
     expect(await authenticate(clientOf('alice/phone'), 'alice', right)).toBe(true);
     expect(right.every((b) => b === 0)).toBe(true);
@@ -39,6 +39,17 @@ describe('AccessPolicy.authenticate', () => {
     const wrong = Buffer.from('wrong horse!');
     expect(await authenticate(clientOf('alice/laptop'), 'alice', wrong)).toBe(false);
     expect(wrong.every((b) => b === 0)).toBe(true);
+
+    // Refused before any password check: a client id that is someone else's, a malformed user name, no user name.
+    for (const [id, user] of [
+      ['bob/phone', 'alice'],
+      ['alice/pc', 'al ice'],
+      ['anon-1', ''],
+    ] as const) {
+      const early = Buffer.from('correct horse');
+      expect(await authenticate(clientOf(id), user, early)).toBe(false);
+      expect(early.every((b) => b === 0)).toBe(true);
+    }
   });
 
   it('logs the connection in as the user the password belongs to', async () => {

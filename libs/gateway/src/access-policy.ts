@@ -78,6 +78,10 @@ export class AccessPolicy {
     password: Buffer | undefined,
     done: (error: AuthenticateError | null, success: boolean | null) => void,
   ): void {
+    // Read once, and the plaintext goes at once, whatever becomes of the login: a buffer a caller still holds (a
+    // CONNECT packet the broker keeps) no longer shows it.
+    const secret = password?.toString('utf8');
+    password?.fill(0);
     if (username !== undefined && username !== '' && !USERNAME_PATTERN.test(username)) {
       this.metrics.loginsFailed.inc({ reason: 'password' });
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password'), null);
@@ -89,18 +93,15 @@ export class AccessPolicy {
       return done(refusal(CONNACK.IDENTIFIER_REJECTED, 'client id must be your user name or user/<device>'), null);
     }
     if (principal.kind === 'anonymous') {
-      if (password !== undefined) return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
+      if (secret !== undefined) return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
       this.principals.set(client, principal);
       return done(null, true);
     }
-    if (password === undefined) {
+    if (secret === undefined) {
       this.metrics.loginsFailed.inc({ reason: 'password' });
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password required'), null);
     }
     const address = guardOf(client.conn)?.remoteAddress ?? 'unknown';
-    const secret = password.toString('utf8');
-    // The plaintext goes now: a buffer a caller still holds (a CONNECT packet the broker keeps) no longer shows it.
-    password.fill(0);
     this.logIn(client, principal, secret, address).then(
       (refused) => (refused ? done(refused, null) : done(null, true)),
       (e: unknown) => {
