@@ -28,8 +28,12 @@ export class MqttUser {
   }
 
   static async connect(url: string, user: string, password: string, opts: IClientOptions = {}): Promise<MqttUser> {
-    const client = await connectClient(url, { username: user, password, clientId: `${user}/test-${randomBytes(4).toString('hex')}`, ...opts });
-    const u = new MqttUser(user, client);
+    // Listening from before the CONNACK: a resumed session's sync starts as the server answers the login, and MQTT.js
+    // handles what came in the same read before `connectClient`'s promise settles.
+    let u!: MqttUser;
+    const client = await connectClient(url, { username: user, password, clientId: `${user}/test-${randomBytes(4).toString('hex')}`, ...opts }, (c) => {
+      u = new MqttUser(user, c);
+    });
     // Bounded: a SUBACK that never comes fails the login, naming the client, instead of holding the test until its timeout.
     try {
       await withDeadline(client.subscribeAsync(topics.inbox(user), { qos: 1 }), SUBACK_MS);

@@ -322,3 +322,72 @@ describe('ParleyClient while the server refuses logins', () => {
     }
   });
 });
+
+/**
+ * A resumed session's sync starts as the server answers the login, so its first events can come in the same read as
+ * the CONNACK; MQTT.js handles them back to back, before the connect's promise settles. A scripted peer writes them
+ * in one piece, every time, to show they are kept.
+ */
+describe('ParleyClient and a resumed session', () => {
+  const varint = (n: number) => {
+    const out: number[] = [];
+    do {
+      let digit = n % 128;
+      n = Math.floor(n / 128);
+      if (n > 0) digit |= 0x80;
+      out.push(digit);
+    } while (n > 0);
+    return out;
+  };
+  const publish = (topic: string, body: string) => {
+    const t = Buffer.from(topic);
+    const p = Buffer.from(body);
+    return Buffer.concat([Buffer.from([0x30, ...varint(2 + t.length + p.length), t.length >> 8, t.length & 0xff]), t, p]);
+  };
+
+  it('keeps the events that came in the same read as the CONNACK, and hands them over in order', async () => {
+    const inbox = topics.inbox('dev');
+    const tcp = createServer((socket) => {
+      let pending = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        pending = Buffer.concat([pending, chunk]);
+        for (;;) {
+          let length = 0;
+          let at = 1;
+          for (let shift = 0; at < pending.length; shift += 7) {
+            const byte = pending[at++]!;
+            length += (byte & 0x7f) * 2 ** shift;
+            if ((byte & 0x80) === 0) break;
+          }
+          if (pending.length < 2 || pending.length < at + length) return;
+          const type = pending[0]! >> 4;
+          const body = pending.subarray(at, at + length);
+          pending = pending.subarray(at + length);
+          // CONNECT: the CONNACK (session present) and the sync's first events, in one write.
+          if (type === 1)
+            socket.write(
+              Buffer.concat([
+                Buffer.from([0x20, 0x02, 0x01, 0x00]),
+                publish(inbox, JSON.stringify({ type: 'sync', conversations: [] })),
+                publish(inbox, JSON.stringify({ type: 'synced', messages: 0 })),
+              ]),
+            );
+          // SUBSCRIBE: granted at QoS 1.
+          if (type === 8) socket.write(Buffer.from([0x90, 0x03, body[0]!, body[1]!, 0x01]));
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    const server = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+    const client = await ParleyClient.connect({ server, user: 'dev', password: 'unused', present: true, device: 'laptop', timeoutMs: 5000 });
+    try {
+      const events: string[] = [];
+      client.on('event', (e: { type: string }) => events.push(e.type));
+      await expect.poll(() => events, { timeout: 5000 }).toEqual(['sync', 'synced']);
+    } finally {
+      await client.close();
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    }
+  });
+});

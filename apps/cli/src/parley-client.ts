@@ -130,6 +130,13 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         for (const e of early) this.emit('event', e);
       });
     });
+    // What came before this client existed is handled first, in order (see connectOnce); nothing can come in between.
+    const held = (mqtt as MqttClient & { [HELD]?: Held })[HELD];
+    if (held) {
+      mqtt.off('message', held.listener);
+      delete (mqtt as MqttClient & { [HELD]?: Held })[HELD];
+      for (const [topic, payload] of held.messages) this.onMessage(topic, payload);
+    }
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     // Errors while reconnecting (refused, unreachable) are reported as offline/online; MQTT.js tries again on its own,
     // after a CONNACK refusal too (reconnectOnConnackError). A refusal that cannot change ends it here instead.
@@ -359,12 +366,26 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   }
 }
 
+/** Messages a connection received before its ParleyClient listened, and the listener that kept them. */
+interface Held {
+  messages: [string, Buffer][];
+  listener: (topic: string, payload: Buffer) => void;
+}
+const HELD = Symbol('held messages');
+
 /**
  * One attempt to connect: resolves with the client once the server accepted the login; rejects with the error that
  * ended the attempt (a CONNACK refusal carries its code), the client closed.
  */
 function connectOnce(server: string, options: IClientOptions): Promise<MqttClient> {
   const client = mqtt.connect(server, options);
+  // What arrives right behind the CONNACK is kept for the ParleyClient made once this resolves (see HELD): MQTT.js
+  // handles the packets of one read back to back, before the promise's reaction runs, and a resumed session's inbox
+  // sync starts as the server answers the login, so its first events can come in that same read.
+  const held: [string, Buffer][] = [];
+  const hold = (topic: string, payload: Buffer) => held.push([topic, payload]);
+  client.on('message', hold);
+  (client as MqttClient & { [HELD]?: Held })[HELD] = { messages: held, listener: hold };
   return new Promise((resolve, reject) => {
     const fail = (e: Error) => {
       cleanup();
