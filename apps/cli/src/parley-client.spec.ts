@@ -4,6 +4,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics } from '#libs/protocol';
 import { ConnectError, ParleyClient, RequestError } from './parley-client.js';
+import { publishPacket } from '../../../test/support/raw-mqtt.js';
 import { startRefusingBroker, type RefusingBroker } from '../../../test/support/refusing-broker.js';
 
 /**
@@ -329,22 +330,6 @@ describe('ParleyClient while the server refuses logins', () => {
  * in one piece, every time, to show they are kept.
  */
 describe('ParleyClient and a resumed session', () => {
-  const varint = (n: number) => {
-    const out: number[] = [];
-    do {
-      let digit = n % 128;
-      n = Math.floor(n / 128);
-      if (n > 0) digit |= 0x80;
-      out.push(digit);
-    } while (n > 0);
-    return out;
-  };
-  const publish = (topic: string, body: string) => {
-    const t = Buffer.from(topic);
-    const p = Buffer.from(body);
-    return Buffer.concat([Buffer.from([0x30, ...varint(2 + t.length + p.length), t.length >> 8, t.length & 0xff]), t, p]);
-  };
-
   it('keeps the events that came in the same read as the CONNACK, and hands them over in order', async () => {
     const inbox = topics.inbox('dev');
     const tcp = createServer((socket) => {
@@ -352,6 +337,7 @@ describe('ParleyClient and a resumed session', () => {
       socket.on('data', (chunk: Buffer) => {
         pending = Buffer.concat([pending, chunk]);
         for (;;) {
+          // The fixed header: the type, then the remaining length (section 2.2.3).
           let length = 0;
           let at = 1;
           for (let shift = 0; at < pending.length; shift += 7) {
@@ -368,8 +354,8 @@ describe('ParleyClient and a resumed session', () => {
             socket.write(
               Buffer.concat([
                 Buffer.from([0x20, 0x02, 0x01, 0x00]),
-                publish(inbox, JSON.stringify({ type: 'sync', conversations: [] })),
-                publish(inbox, JSON.stringify({ type: 'synced', messages: 0 })),
+                publishPacket(inbox, JSON.stringify({ type: 'sync', conversations: [] }), { qos: 0 }),
+                publishPacket(inbox, JSON.stringify({ type: 'synced', messages: 0 }), { qos: 0 }),
               ]),
             );
           // SUBSCRIBE: granted at QoS 1.
