@@ -423,3 +423,18 @@ describe('packets sent without waiting for answers', () => {
     }
   });
 });
+
+describe('a Will', () => {
+  // A Will on the client's own requests topic is a request left for when the connection drops, and is carried out then.
+  // Its payload reaches the server whole through the copy the broker keeps of it (`keepWillApart`).
+  it('carries out a Will left on the own requests topic when the connection drops, its payload intact', async () => {
+    const dave = await users.fresh('dave');
+    const text = `dropped ${Date.now()} ☂`;
+    const c = await RawClient.open(server.mqttPort);
+    const will = { topic: topics.requests(dave), payload: JSON.stringify({ op: 'send', id: 'will-1', to: bobName, text }), qos: 1 };
+    c.socket.write(connectPacket({ clientId: `${dave}/will`, username: dave, password: PASSWORD, will }));
+    expect(await c.connackCode()).toBe(0);
+    c.socket.destroy();
+    await bob.waitFor((e) => e.type === 'message' && e.text === text, 10_000, 'the message the Will sent');
+  });
+});

@@ -79,7 +79,7 @@ function memoryPersistence(): MemoryPersistence {
  * whatever else was cut from it is long gone. In a heap snapshot of 600 idle users, the slabs their presence pinned
  * came to about 600 bytes per connection, against 60 bytes of payload.
  */
-function ownCopy(payload: Uint8Array | string): Buffer {
+export function ownCopy(payload: Uint8Array | string): Buffer {
   const bytes = typeof payload === 'string' ? Buffer.from(payload) : payload;
   const copy = Buffer.allocUnsafeSlow(bytes.length);
   copy.set(bytes);

@@ -1,9 +1,9 @@
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Logger } from '@nestjs/common';
-import { Aedes, type Client, type Subscription } from 'aedes';
+import { Aedes, type Client, type ConnectPacket, type Subscription } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
-import type { Backplane } from './broker-backplane.js';
+import { ownCopy, type Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
 import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
@@ -49,6 +49,14 @@ export function handleConnection(aedes: Aedes, stream: Duplex): Client {
   return client;
 }
 
+/**
+ * Gives a CONNECT packet's will a payload of its own. As parsed, it is a view of the bytes the client sent, and the
+ * broker keeps the packet, and the will, as long as the connection lasts: with them, all of those bytes.
+ */
+export function keepWillApart(packet: ConnectPacket): void {
+  if (packet.will?.payload && packet.will.payload.length > 0) packet.will.payload = ownCopy(packet.will.payload);
+}
+
 /** Receives each authorized request, in the order the connection sent them. */
 export type RequestSink = (connection: Client, principal: Principal, payload: Buffer) => void;
 
@@ -90,6 +98,7 @@ export class MqttBroker {
       // The password is taken out of the CONNECT packet, which the broker keeps, and handed to the login from there.
       preConnect: (client, packet, done) => {
         policy.holdPassword(client, packet);
+        keepWillApart(packet);
         done(null, true);
       },
       authenticate: (client, username, _password, done) => policy.authenticate(client, username ?? undefined, policy.heldPassword(client), done),
