@@ -85,6 +85,27 @@ export interface ServerPacket {
   body: Buffer;
 }
 
+/** The whole packets at the start of `buf` (by their fixed headers, section 2.2), and the bytes after them. */
+export function splitPackets(buf: Buffer): { packets: ServerPacket[]; rest: Buffer } {
+  const packets: ServerPacket[] = [];
+  for (;;) {
+    if (buf.length < 2) return { packets, rest: buf };
+    let len = 0;
+    let mult = 1;
+    let i = 1;
+    for (; i <= 4; i++) {
+      if (i >= buf.length) return { packets, rest: buf };
+      len += (buf[i]! & 0x7f) * mult;
+      mult *= 128;
+      if ((buf[i]! & 0x80) === 0) break;
+    }
+    const size = i + 1 + len;
+    if (buf.length < size) return { packets, rest: buf };
+    packets.push({ type: buf[0]! >> 4, body: buf.subarray(i + 1, size) });
+    buf = buf.subarray(size);
+  }
+}
+
 /**
  * A TCP connection that sends raw bytes and records what the server sends
  * back, packet by packet, and whether (and when) it closed the connection.
@@ -92,7 +113,7 @@ export interface ServerPacket {
 export class RawClient {
   readonly packets: ServerPacket[] = [];
   closed = false;
-  private buf = Buffer.alloc(0);
+  private buf: Buffer = Buffer.alloc(0);
   private waiters: (() => void)[] = [];
 
   private constructor(readonly socket: Socket) {
@@ -165,22 +186,9 @@ export class RawClient {
   }
 
   private split(): void {
-    for (;;) {
-      if (this.buf.length < 2) return;
-      let len = 0;
-      let mult = 1;
-      let i = 1;
-      for (; i <= 4; i++) {
-        if (i >= this.buf.length) return;
-        len += (this.buf[i]! & 0x7f) * mult;
-        mult *= 128;
-        if ((this.buf[i]! & 0x80) === 0) break;
-      }
-      const size = i + 1 + len;
-      if (this.buf.length < size) return;
-      this.packets.push({ type: this.buf[0]! >> 4, body: this.buf.subarray(i + 1, size) });
-      this.buf = this.buf.subarray(size);
-    }
+    const { packets, rest } = splitPackets(this.buf);
+    this.packets.push(...packets);
+    this.buf = rest;
   }
 
   private wake(): void {

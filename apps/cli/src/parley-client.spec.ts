@@ -4,7 +4,7 @@ import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics } from '#libs/protocol';
 import { ConnectError, ParleyClient, RequestError } from './parley-client.js';
-import { publishPacket } from '../../../test/support/raw-mqtt.js';
+import { publishPacket, splitPackets } from '../../../test/support/raw-mqtt.js';
 import { startRefusingBroker, type RefusingBroker } from '../../../test/support/refusing-broker.js';
 
 /**
@@ -333,22 +333,11 @@ describe('ParleyClient and a resumed session', () => {
   it('keeps the events that came in the same read as the CONNACK, and hands them over in order', async () => {
     const inbox = topics.inbox('dev');
     const tcp = createServer((socket) => {
-      let pending = Buffer.alloc(0);
+      let pending: Buffer = Buffer.alloc(0);
       socket.on('data', (chunk: Buffer) => {
-        pending = Buffer.concat([pending, chunk]);
-        for (;;) {
-          // The fixed header: the type, then the remaining length (section 2.2.3).
-          let length = 0;
-          let at = 1;
-          for (let shift = 0; at < pending.length; shift += 7) {
-            const byte = pending[at++]!;
-            length += (byte & 0x7f) * 2 ** shift;
-            if ((byte & 0x80) === 0) break;
-          }
-          if (pending.length < 2 || pending.length < at + length) return;
-          const type = pending[0]! >> 4;
-          const body = pending.subarray(at, at + length);
-          pending = pending.subarray(at + length);
+        const { packets, rest } = splitPackets(Buffer.concat([pending, chunk]));
+        pending = rest;
+        for (const { type, body } of packets) {
           // CONNECT: the CONNACK (session present) and the sync's first events, in one write.
           if (type === 1)
             socket.write(
