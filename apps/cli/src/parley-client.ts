@@ -114,7 +114,9 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly timeoutMs: number,
     private readonly server: string,
     /** The device it connected as, with a persistent session (`device`), or null. */
-    readonly device: string | null = null,
+    readonly device: string | null,
+    /** What the connection received before this client existed (see connectOnce). */
+    held: Held,
   ) {
     super();
     let onEnded!: (e: ConnectError) => void;
@@ -130,13 +132,9 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         for (const e of early) this.emit('event', e);
       });
     });
-    // What came before this client existed is handled first, in order (see connectOnce); nothing can come in between.
-    const held = (mqtt as MqttClient & { [HELD]?: Held })[HELD];
-    if (held) {
-      mqtt.off('message', held.listener);
-      delete (mqtt as MqttClient & { [HELD]?: Held })[HELD];
-      for (const [topic, payload] of held.messages) this.onMessage(topic, payload);
-    }
+    // What came before this client existed is handled first, in order; nothing can come in between.
+    mqtt.off('message', held.listener);
+    for (const [topic, payload] of held.messages) this.onMessage(topic, payload);
     mqtt.on('message', (topic, payload) => this.onMessage(topic, payload));
     // Errors while reconnecting (refused, unreachable) are reported as offline/online; MQTT.js tries again on its own,
     // after a CONNACK refusal too (reconnectOnConnackError). A refusal that cannot change ends it here instead.
@@ -229,12 +227,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     let retrying = false;
     /** Why the server refused the login the first time: the reason to give up with, whatever ended the last attempt. */
     let refusal = '';
-    let client: MqttClient;
+    let connected: Connected;
     for (;;) {
       try {
         // A one-shot command's last attempts wait no longer than what is left of its time.
         const connectTimeout = opts.keepTrying ? timeoutMs : Math.max(1000, deadline - Date.now());
-        client = await connectOnce(opts.server, { ...options, connectTimeout });
+        connected = await connectOnce(opts.server, { ...options, connectTimeout });
         break;
       } catch (e) {
         const code = (e as { code?: unknown }).code;
@@ -250,7 +248,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         await new Promise((resolve) => setTimeout(resolve, opts.keepTrying ? pauseMs : Math.min(pauseMs, left)));
       }
     }
-    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server, device ?? null);
+    const { client, held } = connected;
+    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server, device ?? null, held);
     const inboxSubscribed = await subscribed(client, inbox).catch((e: unknown) => {
       client.end(true);
       throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);
@@ -371,21 +370,25 @@ interface Held {
   messages: [string, Buffer][];
   listener: (topic: string, payload: Buffer) => void;
 }
-const HELD = Symbol('held messages');
+
+/** A connection the server accepted, and what it received before anyone else listened. */
+interface Connected {
+  client: MqttClient;
+  held: Held;
+}
 
 /**
- * One attempt to connect: resolves with the client once the server accepted the login; rejects with the error that
- * ended the attempt (a CONNACK refusal carries its code), the client closed.
+ * One attempt to connect: resolves with the client, and what it received meanwhile, once the server accepted the
+ * login; rejects with the error that ended the attempt (a CONNACK refusal carries its code), the client closed.
  */
-function connectOnce(server: string, options: IClientOptions): Promise<MqttClient> {
+function connectOnce(server: string, options: IClientOptions): Promise<Connected> {
   const client = mqtt.connect(server, options);
-  // What arrives right behind the CONNACK is kept for the ParleyClient made once this resolves (see HELD): MQTT.js
-  // handles the packets of one read back to back, before the promise's reaction runs, and a resumed session's inbox
-  // sync starts as the server answers the login, so its first events can come in that same read.
+  // What arrives right behind the CONNACK is kept for the ParleyClient made once this resolves: MQTT.js handles the
+  // packets of one read back to back, before the promise's reaction runs, and a resumed session's inbox sync starts
+  // as the server answers the login, so its first events can come in that same read.
   const held: [string, Buffer][] = [];
   const hold = (topic: string, payload: Buffer) => held.push([topic, payload]);
   client.on('message', hold);
-  (client as MqttClient & { [HELD]?: Held })[HELD] = { messages: held, listener: hold };
   return new Promise((resolve, reject) => {
     const fail = (e: Error) => {
       cleanup();
@@ -399,7 +402,7 @@ function connectOnce(server: string, options: IClientOptions): Promise<MqttClien
     };
     client.once('connect', () => {
       cleanup();
-      resolve(client);
+      resolve({ client, held: { messages: held, listener: hold } });
     });
     client.once('error', fail);
     client.once('close', closed);
