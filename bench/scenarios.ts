@@ -2,7 +2,7 @@ import { readdirSync, readFileSync } from 'node:fs';
 import { runJobs } from './generators.js';
 import type { Endpoint } from './load-client.js';
 import type { Job, JobBody, JobResult } from './load-generator.js';
-import { sample } from '../test/support/prometheus.js';
+import { sample, scrape } from '../test/support/prometheus.js';
 import { cpuMsOf, rssOf, type Target } from './targets.js';
 
 export const SCENARIOS = ['saturation', 'latency', 'fanout', 'drain', 'idle'] as const;
@@ -163,13 +163,11 @@ interface CommitTotals {
 
 const COMMIT_METRIC = 'parley_store_commit_duration_seconds';
 
-async function commitTotals(metricsUrl: string): Promise<CommitTotals> {
-  const res = await fetch(metricsUrl, { signal: AbortSignal.timeout(5000) });
-  if (!res.ok) throw new Error(`${metricsUrl}: HTTP ${res.status}`);
-  const text = await res.text();
+async function commitTotals(httpUrl: string): Promise<CommitTotals> {
+  const text = await scrape(httpUrl, 5000);
   const read = (name: string, labels?: Record<string, string>) => {
     const v = sample(text, name, labels);
-    if (v === undefined) throw new Error(`${metricsUrl}: no ${name}`);
+    if (v === undefined) throw new Error(`${httpUrl}/metrics: no ${name}`);
     return v;
   };
   return { seconds: read(`${COMMIT_METRIC}_sum`), count: read(`${COMMIT_METRIC}_count`), upTo5ms: read(`${COMMIT_METRIC}_bucket`, { le: '0.005' }) };
@@ -196,7 +194,7 @@ async function measured(ctx: RunContext, jobs: Job[], between?: () => Promise<vo
   let server0 = 0;
   let redis0 = 0;
   let t0 = 0;
-  const metricsUrl = ctx.target.metricsUrl;
+  const metricsAt = ctx.target.metricsAt;
   let commits0: CommitTotals | undefined;
   // Read when the results are in, before the generators disconnect (Parley clients acknowledge what they got then).
   let end = { at: 0, server: 0, redis: 0 };
@@ -206,14 +204,14 @@ async function measured(ctx: RunContext, jobs: Job[], between?: () => Promise<vo
     jobs,
     async () => {
       await between?.();
-      if (metricsUrl) commits0 = await commitTotals(metricsUrl);
+      if (metricsAt) commits0 = await commitTotals(metricsAt);
       server0 = cpuMsOf(ctx.target.pid);
       redis0 = cpuMsOf(ctx.target.redisPid);
       t0 = Date.now();
     },
     async () => {
       end = { at: Date.now(), server: cpuMsOf(ctx.target.pid), redis: cpuMsOf(ctx.target.redisPid) };
-      if (metricsUrl) commits1 = await commitTotals(metricsUrl);
+      if (metricsAt) commits1 = await commitTotals(metricsAt);
     },
   );
   const wall = Math.max(1, end.at - t0);

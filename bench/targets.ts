@@ -32,10 +32,10 @@ export interface Target {
   /** Its Redis, when it has one (CPU reported too: the work moved there). */
   redisPid?: number;
   /**
-   * Parley on the embedded store: its Prometheus endpoint, whose commit histogram (`parley_store_commit_duration_seconds`)
-   * tells how long the server waited for the disk in a run.
+   * Parley on the embedded store: its HTTP address, whose /metrics has the commit histogram
+   * (`parley_store_commit_duration_seconds`) that tells how long the server waited for the disk in a run.
    */
-  metricsUrl?: string;
+  metricsAt?: string;
   /** Its clients connect with persistent sessions (clean=false). */
   persistentSessions?: boolean;
   /** The QoS its clients subscribe with (1 unless set). */
@@ -142,7 +142,7 @@ async function startParleyTarget(name: TargetName, opts: StartOptions, redis?: R
     protocol: 'parley',
     url: server.mqttUrl,
     pid: server.process.pid!,
-    ...(redis ? {} : { metricsUrl: `${server.httpUrl}/metrics` }),
+    ...(redis ? {} : { metricsAt: server.httpUrl }),
     ...(redis?.pid !== undefined ? { redisPid: redis.pid } : {}),
     death: () => deathOf(server.process, server.output),
     ...(inspector !== undefined ? { collectGarbage: () => collectGarbage(inspector) } : {}),

@@ -1,8 +1,8 @@
 import request from 'supertest';
 
-/** The Prometheus text exposition a process serves on /metrics. */
-export async function scrape(httpUrl: string): Promise<string> {
-  return (await request(httpUrl).get('/metrics').expect(200)).text;
+/** The Prometheus text exposition a process serves on /metrics; rejects when it is not served within `timeoutMs`. */
+export async function scrape(httpUrl: string, timeoutMs = 10_000): Promise<string> {
+  return (await request(httpUrl).get('/metrics').timeout(timeoutMs).expect(200)).text;
 }
 
 /**
