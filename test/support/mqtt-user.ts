@@ -103,10 +103,10 @@ export class MqttUser {
   }
 }
 
-/** Connects a raw MQTT 3.1.1 client, rejecting (never hanging) on refusal or timeout. */
 /** How long a login waits for the SUBACK of its inbox subscription. */
 const SUBACK_MS = 10_000;
 
+/** Connects a raw MQTT 3.1.1 client, rejecting (never hanging) on refusal or timeout. */
 export function connectClient(url: string, opts: IClientOptions, setup?: (client: MqttClient) => void): Promise<MqttClient> {
   return new Promise((resolve, reject) => {
     const client = mqtt.connect(url, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5000, ...opts });
