@@ -1,9 +1,8 @@
-import { readdirSync, readFileSync } from 'node:fs';
 import { runJobs } from './generators.js';
 import type { Endpoint } from './load-client.js';
 import type { Job, JobBody, JobResult } from './load-generator.js';
 import { sample, scrape } from '../test/support/prometheus.js';
-import { cpuMsOf, rssOf, type Target } from './targets.js';
+import { cpuMsOf, cpuNsOf, rssOf, type Target } from './targets.js';
 
 export const SCENARIOS = ['saturation', 'latency', 'fanout', 'drain', 'idle'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number];
@@ -319,28 +318,6 @@ const QUIET_WINDOW_MS = 100;
 const QUIET_CPU_MS = 1;
 /** The longest wait for that; memory is read then anyway, and the run's log says so. */
 const QUIET_MAX_MS = 15_000;
-
-/**
- * CPU time (ns) used so far by every thread of a process and of its Redis, from the scheduler's own accounting
- * (/proc/<pid>/task/<tid>/schedstat): exact to the nanosecond, where /proc/<pid>/stat counts 10 ms ticks, and a
- * process using a few percent of a core would cross no tick in many 100 ms windows.
- */
-function cpuNsOf(pid: number | undefined): number {
-  if (pid === undefined) return 0;
-  let total = 0;
-  try {
-    for (const tid of readdirSync(`/proc/${pid}/task`)) {
-      try {
-        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
-      } catch {
-        // A thread that ended meanwhile.
-      }
-    }
-  } catch {
-    return 0;
-  }
-  return total;
-}
 
 /**
  * Waits until a server has finished the work a burst of logins or logouts left it (its last writes, the presence

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -274,6 +274,29 @@ async function startMosquitto(): Promise<Target> {
 export function rssOf(pid: number): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
   return m ? Number(m[1]) * 1024 : 0;
+}
+
+/**
+ * CPU time (ns) used so far by the threads a process has now, from the scheduler's own accounting
+ * (/proc/<pid>/task/<tid>/schedstat): exact to the nanosecond, where `cpuMsOf` counts 10 ms ticks, and a process using
+ * a few percent of a core would cross no tick in many 100 ms windows. For short windows; `cpuMsOf` also counts threads
+ * that have ended, so it is the one for a run's total.
+ */
+export function cpuNsOf(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  let total = 0;
+  try {
+    for (const tid of readdirSync(`/proc/${pid}/task`)) {
+      try {
+        total += Number(readFileSync(`/proc/${pid}/task/${tid}/schedstat`, 'utf8').split(' ')[0]);
+      } catch {
+        // A thread that ended meanwhile.
+      }
+    }
+  } catch {
+    return 0;
+  }
+  return total;
 }
 
 /** CPU time (user + system) a process has used so far, in ms (Linux /proc). */
