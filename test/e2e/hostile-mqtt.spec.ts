@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -436,5 +437,27 @@ describe('a Will', () => {
     expect(await c.connackCode()).toBe(0);
     c.socket.destroy();
     await bob.waitFor((e) => e.type === 'message' && e.text === text, 10_000, 'the message the Will sent');
+  });
+
+  it('does nothing with a Will that is not a valid request, or that is left on a topic not its own, and keeps serving', async () => {
+    const erin = await users.fresh('erin');
+    const dropWith = async (will: { topic: string; payload: string; qos: number }, n: number) => {
+      const c = await RawClient.open(server.mqttPort);
+      c.socket.write(connectPacket({ clientId: `${erin}/will${n}`, username: erin, password: PASSWORD, will }));
+      const code = await c.connackCode();
+      c.socket.destroy();
+      return code;
+    };
+    const send = (text: string) => JSON.stringify({ op: 'send', id: `will-${randomUUID()}`, to: bobName, text });
+    expect(await dropWith({ topic: topics.requests(erin), payload: 'not a request {', qos: 1 }, 1)).toBe(0);
+    expect(await dropWith({ topic: topics.requests(erin), payload: JSON.stringify({ op: 'send', id: 'will-x', to: bobName }), qos: 1 }, 2)).toBe(0);
+    expect(await dropWith({ topic: topics.requests(bobName), payload: send('as bob'), qos: 1 }, 3)).toBe(0);
+    // The last one is carried out: by then the others had been, and bob got nothing from them.
+    expect(await dropWith({ topic: topics.requests(erin), payload: send('the valid one'), qos: 1 }, 4)).toBe(0);
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'the valid one', 10_000, 'the message of the valid Will');
+    expect(bob.events.filter((e) => e.type === 'message' && (e.from === erin || e.text === 'as bob')).map((e) => (e as { text: string }).text)).toEqual([
+      'the valid one',
+    ]);
+    await stillServing();
   });
 });
