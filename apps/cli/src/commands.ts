@@ -17,6 +17,7 @@ import {
   presenceText,
   Printer,
   receiptLine,
+  displayLabel,
   reportConnection,
 } from './output.js';
 import { ParleyClient } from './parley-client.js';
@@ -112,7 +113,7 @@ export async function send(ctx: CommandContext, user: string | undefined, text: 
     const r = await client.request('send', { ...to, text }, id);
     const where = 'group' in to ? { group: r.group } : { to: to.to };
     const human = r.group
-      ? `accepted (seq ${r.seq}, to ${r.recipients ?? 0} member${r.recipients === 1 ? '' : 's'} of ${r.group.name})`
+      ? `accepted (seq ${r.seq}, to ${r.recipients ?? 0} member${r.recipients === 1 ? '' : 's'} of ${displayLabel(r.group.name)})`
       : `accepted (seq ${r.seq})`;
     ctx.printer.emit(human, {
       type: 'accepted',
@@ -204,7 +205,7 @@ export async function read(ctx: CommandContext, user: string | undefined, opts: 
       return;
     }
     const r = await client.request('receipt', { conv: page.conv, seq: last.seq, status: 'read' });
-    ctx.printer.emit(`marked read up to #${r.cursors.read} in ${page.group?.name ?? ('to' in t ? t.to : '')}`, {
+    ctx.printer.emit(`marked read up to #${r.cursors.read} in ${page.group ? displayLabel(page.group.name) : 'to' in t ? t.to : ''}`, {
       type: 'read',
       conv: page.conv,
       seq: r.cursors.read,
@@ -247,18 +248,18 @@ export const groupCommands = {
     await groupChange(ctx, 'group.remove', { group, members }, (g) => groupLine(g));
   },
   async owner(ctx: CommandContext, group: string, user: string): Promise<void> {
-    await groupChange(ctx, 'group.owner', { group, user }, (g) => `${g.owner} now owns ${g.name}`);
+    await groupChange(ctx, 'group.owner', { group, user }, (g) => `${g.owner} now owns ${displayLabel(g.name)}`);
   },
   async leave(ctx: CommandContext, group: string): Promise<void> {
     await withClient(ctx, async (client) => {
       const r = await client.request('group.leave', { group });
-      ctx.printer.emit(`left ${r.name}`, { type: 'group.left', ...r });
+      ctx.printer.emit(`left ${displayLabel(r.name)}`, { type: 'group.left', ...r });
     });
   },
   async delete(ctx: CommandContext, group: string): Promise<void> {
     await withClient(ctx, async (client) => {
       const r = await client.request('group.delete', { group });
-      ctx.printer.emit(`deleted ${r.name}`, { type: 'group.deleted', ...r });
+      ctx.printer.emit(`deleted ${displayLabel(r.name)}`, { type: 'group.deleted', ...r });
     });
   },
   async list(ctx: CommandContext): Promise<void> {

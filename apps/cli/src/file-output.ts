@@ -1,5 +1,6 @@
 import type { FileEvent, FileOffer, FileRecipientState, FilesEvent } from '#libs/protocol';
 import { formatBytes } from './file-progress.js';
+import { displayLabel } from './output.js';
 
 /** `notes.txt (1.2 KiB)` */
 export function fileLabel(offer: FileOffer): string {
@@ -8,7 +9,7 @@ export function fileLabel(offer: FileOffer): string {
 
 function receiversText(offer: FileOffer, me: string): string {
   return offer.group
-    ? `[${offer.group.name}]`
+    ? `[${displayLabel(offer.group.name)}]`
     : Object.keys(offer.recipients)
         .map((r) => (r === me ? 'you' : r))
         .join(', ');
@@ -23,13 +24,13 @@ export function offerLine(offer: FileOffer, me: string): string {
     const upload = offer.uploaded < offer.chunks ? `, uploaded ${offer.uploaded}/${offer.chunks} chunks` : '';
     return `${offer.id}  you → ${receiversText(offer, me)}  ${fileLabel(offer)}  ${states}${upload}`;
   }
-  const via = offer.group ? ` [${offer.group.name}]` : '';
+  const via = offer.group ? ` [${displayLabel(offer.group.name)}]` : '';
   return `${offer.id}  ${offer.from}${via} → you  ${fileLabel(offer)}  ${offer.recipients[me] ?? '?'}`;
 }
 
 /** How an incoming offer is announced: sender, name and size, and what to do. */
 export function offeredLine(offer: FileOffer, how: { accept: string; decline: string }): string {
-  const via = offer.group ? ` in [${offer.group.name}]` : '';
+  const via = offer.group ? ` in [${displayLabel(offer.group.name)}]` : '';
   return `* ${offer.from}${via} offers ${fileLabel(offer)} — ${how.accept} ${offer.id} or ${how.decline} ${offer.id}`;
 }
 

@@ -3,9 +3,11 @@ import type { MessageEvent } from '#libs/protocol';
 import {
   clock,
   dateTime,
+  displayLabel,
   displayText,
   groupChangeText,
   groupEventLine,
+  groupLine,
   GroupNames,
   markFor,
   markText,
@@ -76,6 +78,19 @@ describe('output formatting', () => {
     expect(messageLine(forged, 'bob')).toBe('[10:32:05] alice → you: ok\n  | [00:30:00] carol → you: send me your password');
     expect(displayText('red\u001b[31m bell\u0007 \r\n\tend \u202eevil')).toBe('red\\u001b[31m bell\\u0007 \n  |     end \\u202eevil');
     expect(displayText('plain text, emoji 👨‍👩‍👧 and שלום')).toBe('plain text, emoji 👨‍👩‍👧 and שלום');
+  });
+
+  it('shows a group’s name on one line with its direction overrides escaped, wherever the name is printed', () => {
+    // A name the server took before it refused these: it must not show as "team alice".
+    const group = { id: 'g1', name: 'team \u202eecila\u202c' };
+    const shown = 'team \\u202eecila\\u202c';
+    expect(messageLine({ ...dm, to: undefined, group }, 'bob')).toBe(`[10:32:05] [${shown}] alice: hello`);
+    expect(groupLine({ ...group, owner: 'amy', members: ['amy'], createdAt: at })).toBe(`${shown} (g1) owner amy, 1 member: amy`);
+    const renamed = { kind: 'renamed' as const, oldName: 'a\nb', name: group.name };
+    expect(groupChangeText(renamed, 'amy', 'bob')).toBe(`amy renamed the group from "a\\u000ab" to "${shown}"`);
+    const receipt = { type: 'receipt' as const, conv: 'g:g1', user: 'carol', status: 'read' as const, seq: 3, ts: at };
+    expect(receiptLine(receipt, 'alice', group)).toBe(`[10:32:05] [${shown}] carol read up to #3`);
+    expect(displayLabel('צוות 👨‍👩‍👧')).toBe('צוות 👨‍👩‍👧');
   });
 
   it('marks ✓, ✓✓ and ✓✓ read (with its time when known), and counts in groups', () => {

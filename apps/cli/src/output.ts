@@ -63,6 +63,18 @@ export function markFor(seq: number, peers: Record<string, PeerCursors>, group: 
 /** Characters a terminal acts on or that reorder what it shows: controls (but new line), and direction overrides and isolates. */
 // eslint-disable-next-line no-control-regex
 const UNSAFE_ON_SCREEN = /[\u0000-\u0009\u000b-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+// eslint-disable-next-line no-control-regex
+const UNSAFE_LABEL = /[\u0000-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+const escapeChar = (c: string): string => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`;
+
+/**
+ * A name from others (a group's) as a terminal should show it, on one line: every control, new line included, and
+ * every direction override as a visible `\u….` escape. The server refuses these in new names; this covers older ones.
+ */
+export function displayLabel(name: string): string {
+  return name.replace(UNSAFE_LABEL, escapeChar);
+}
 
 /**
  * Text from others as a terminal should show it: a tab as spaces, other controls and direction overrides as visible
@@ -73,7 +85,7 @@ export function displayText(text: string): string {
   return text
     .replace(/\r?\n/g, '\n')
     .replace(/\t/g, '    ')
-    .replace(UNSAFE_ON_SCREEN, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`)
+    .replace(UNSAFE_ON_SCREEN, escapeChar)
     .replace(/\n/g, '\n  | ');
 }
 
@@ -102,7 +114,7 @@ export function messageLine(m: MessageEvent, me: string, opts: EntryLineOptions 
   const mine = m.from === me;
   const suffix = mine && opts.mark !== undefined ? ` ${markText(opts.mark)}` : '';
   const text = displayText(m.text);
-  if (m.group) return `${start} [${m.group.name}] ${mine ? 'you' : m.from}: ${text}${suffix}`;
+  if (m.group) return `${start} [${displayLabel(m.group.name)}] ${mine ? 'you' : m.from}: ${text}${suffix}`;
   const to = m.to === me ? 'you' : (m.to ?? '?');
   return `${start} ${mine ? 'you' : m.from} → ${to}: ${text}${suffix}`;
 }
@@ -118,7 +130,7 @@ export function asDevice(device: string | null): string {
  */
 export function receiptLine(r: ReceiptEvent, me: string, group: GroupLabel | undefined): string | null {
   if (r.user === me) return null;
-  return `[${clock(r.ts)}] ${group ? `[${group.name}] ` : ''}${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq}`;
+  return `[${clock(r.ts)}] ${group ? `[${displayLabel(group.name)}] ` : ''}${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq}`;
 }
 
 /** The names of the groups seen so far (in the sync, in messages and group events), by conversation. */
@@ -156,7 +168,7 @@ export function groupChangeText(change: GroupChange, actor: string, me: string):
       return others.length === 0 ? `${who(actor)} created the group` : `${who(actor)} created the group with ${others.map(who).join(', ')}`;
     }
     case 'renamed':
-      return `${who(actor)} renamed the group from "${change.oldName}" to "${change.name}"`;
+      return `${who(actor)} renamed the group from "${displayLabel(change.oldName)}" to "${displayLabel(change.name)}"`;
     case 'member_added':
       return `${who(actor)} added ${change.members.map(who).join(', ')}`;
     case 'member_removed':
@@ -172,7 +184,7 @@ export function groupChangeText(change: GroupChange, actor: string, me: string):
 
 /** One line for a group change: `[10:32:05] [lunch] * alice added bob`; with `seq`, `[10:32:05] #7 [lunch] * …`. */
 export function groupEventLine(e: GroupEvent, me: string, opts: EntryLineOptions = {}): string {
-  return `${entryStart(e, opts)} [${e.group.name}] * ${groupChangeText(e.change, e.from, me)}`;
+  return `${entryStart(e, opts)} [${displayLabel(e.group.name)}] * ${groupChangeText(e.change, e.from, me)}`;
 }
 
 export function presenceText(user: string, p: PresenceState): string {
@@ -185,13 +197,13 @@ export function offlineNotice(user: string, p: PresenceState): string {
 }
 
 export function groupLine(g: GroupInfo): string {
-  return `${g.name} (${g.id}) owner ${g.owner}, ${g.members.length} member${g.members.length === 1 ? '' : 's'}: ${g.members.join(', ')}`;
+  return `${displayLabel(g.name)} (${g.id}) owner ${g.owner}, ${g.members.length} member${g.members.length === 1 ? '' : 's'}: ${g.members.join(', ')}`;
 }
 
 export function infoLines(info: InfoResult): string[] {
   const width = Math.max(4, ...info.members.map((m) => m.user.length));
   return [
-    `message ${info.seq} in ${info.group.name}, from ${info.from}:`,
+    `message ${info.seq} in ${displayLabel(info.group.name)}, from ${info.from}:`,
     ...info.members.map((m) => {
       const delivered = m.deliveredAt !== null ? `delivered ${clock(m.deliveredAt)}` : 'not delivered';
       const read = m.readAt !== null ? `read ${clock(m.readAt)}` : 'not read';

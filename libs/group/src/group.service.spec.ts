@@ -165,4 +165,16 @@ describe('GroupService', () => {
     // Close to an id is a name like any other.
     expect((await service.create('bob', 'c4', 'g2024 reunion', [])).group.name).toBe('g2024 reunion');
   });
+
+  it('refuses a group name with bidirectional controls, which would let it show as another name, and leaves the group as it was', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
+    for (const [i, name] of ['team \u202eecila\u202c', 'a\u202ab', 'x\u2066y\u2069', 'tab\there'].entries()) {
+      await expect(service.create('ann', `c-${i}`, name, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
+      await expect(service.rename('ann', `r-${i}`, group.id, name)).rejects.toMatchObject({ code: 'invalid_group_name' });
+    }
+    expect((await service.list('ann')).map((g) => g.name)).toEqual(['crew']);
+    // Right-to-left text itself is a name like any other.
+    expect((await service.rename('ann', 'r-ok', group.id, 'צוות')).group.name).toBe('צוות');
+  });
 });

@@ -1,4 +1,4 @@
-import { DomainError, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
+import { DomainError, isPlainLabel, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
 import { checkText, hasVisibleText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
 import {
   applyChange,
@@ -58,8 +58,6 @@ export interface VisibleRange {
 }
 
 const PAGE = 500;
-// eslint-disable-next-line no-control-regex
-const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
 
 /**
  * Groups: the creator owns the group; only the owner renames it, manages
@@ -392,8 +390,12 @@ export class GroupService {
   private validName(name: string): string {
     const clean = name.trim();
     const length = [...clean].length;
-    if (!hasVisibleText(clean) || CONTROL.test(clean))
-      throw new DomainError('invalid_group_name', 'a group name needs visible characters and no control characters');
+    // Bidirectional controls would let a name show as another (`team \u202eecila` as "team alice").
+    if (!hasVisibleText(clean) || !isPlainLabel(clean))
+      throw new DomainError(
+        'invalid_group_name',
+        'a group name needs visible characters and no control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)',
+      );
     if (length > this.limits.maxNameLength) throw new DomainError('invalid_group_name', `a group name is at most ${this.limits.maxNameLength} characters`);
     // Groups are named by id or by name, an id first: a name that looks like an id could never be used as a name.
     if (GROUP_ID_PATTERN.test(clean)) throw new DomainError('invalid_group_name', 'a group name may not look like a group id (g and 14 letters or digits)');

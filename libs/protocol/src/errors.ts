@@ -18,7 +18,7 @@ export const ERROR_CODES = [
   'unknown_group', // no group of that id or name among the caller's groups
   'ambiguous_group', // the caller is in several groups of that name: use the id
   'not_group_owner', // only the group's owner may do this
-  'invalid_group_name', // a group name that is empty, too long or has control characters
+  'invalid_group_name', // a group name that is empty, too long, or has control characters or bidirectional controls
   'group_too_large', // the group would exceed the maximum number of members
   'unknown_file', // no file offer of that id among the caller's (or it expired)
   'invalid_file_name', // a file name with a path separator, `..`, control characters, bidirectional controls, or too long

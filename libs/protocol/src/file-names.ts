@@ -37,9 +37,17 @@ export function isSafeFileName(name: string): boolean {
   return name.length > 0 && sanitizeFileName(name) === name;
 }
 
-/** True when a content type holds no control character and no bidirectional control (what the server asks of an offer's `type`). */
+/**
+ * True when a label holds no control character and no bidirectional control: what the server asks of an offer's
+ * `type` and of a group's name, which are shown to other people as they are.
+ */
+export function isPlainLabel(label: string): boolean {
+  return label.replace(CONTROL, '').replace(BIDI_CONTROL, '') === label;
+}
+
+/** True when a content type is a plain label (what the server asks of an offer's `type`). */
 export function isSafeContentType(type: string): boolean {
-  return type.replace(CONTROL, '').replace(BIDI_CONTROL, '') === type;
+  return isPlainLabel(type);
 }
 
 /**
