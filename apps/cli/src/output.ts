@@ -82,11 +82,7 @@ export function displayLabel(name: string): string {
  * message of its own. (The server refuses controls other than tab and new line; this also covers what came before.)
  */
 export function displayText(text: string): string {
-  return text
-    .replace(/\r?\n/g, '\n')
-    .replace(/\t/g, '    ')
-    .replace(UNSAFE_ON_SCREEN, escapeChar)
-    .replace(/\n/g, '\n  | ');
+  return text.replace(/\r?\n/g, '\n').replace(/\t/g, '    ').replace(UNSAFE_ON_SCREEN, escapeChar).replace(/\n/g, '\n  | ');
 }
 
 /** How a line about a conversation's entry starts: its time, long or short, and with `seq`, the entry's `#N`. */

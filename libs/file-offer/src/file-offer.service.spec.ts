@@ -224,6 +224,23 @@ describe('FileOfferService', () => {
     expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
   });
 
+  it('takes two uploads of one offer at once (a resume while the first still runs): each chunk stored once, none failing', async () => {
+    const { service, blobs } = setup();
+    const data = Buffer.from('abcdefghijklmnopqrstuvwx');
+    const { offer } = (await service.offer('ann', 'r1', { to: 'bob' }, describe_(data))).result;
+    const chunk = (i: number) => data.subarray(i * CHUNK, (i + 1) * CHUNK).toString('base64');
+    // Both send every chunk in order without waiting, as two clients each with a window of chunks in flight.
+    const first = [0, 1, 2, 3, 4, 5].map((i) => service.putChunk('ann', offer.id, i, chunk(i)));
+    const second = [0, 1, 2, 3, 4, 5].map((i) => service.putChunk('ann', offer.id, i, chunk(i)));
+    const answers = await Promise.all([...first, ...second]);
+    expect(answers.map((a) => a.result.uploaded)).toEqual([1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6, 6]);
+    // The receivers are told once, by the upload that completed it.
+    expect(answers.filter((a) => a.notify !== null)).toHaveLength(2);
+    expect(answers[5]!.notify?.event.event).toBe('offered');
+    const stored = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => blobs.get(offer.id, i)));
+    expect(Buffer.concat(stored.map((b) => b!))).toEqual(data);
+  });
+
   it('refuses bad names, sizes, receivers and what is over the limits, changing nothing', async () => {
     const { service } = setup();
     const small = describe_(Buffer.from('x'));

@@ -14,6 +14,7 @@ import {
   type FilesEvent,
   type GroupLabel,
 } from '#libs/protocol';
+import { KeyedQueue } from '#libs/locks';
 import type { FileBlobStore, FileOfferStore, StoredOffer } from './file-offer.store.js';
 
 export interface UserDirectory {
@@ -61,6 +62,9 @@ const HASH_BATCH = 32;
  * Every method is idempotent (calls may arrive twice over the RPC transport).
  */
 export class FileOfferService {
+  /** Chunk uploads in flight, one at a time per offer (within this process). */
+  private readonly uploads = new KeyedQueue();
+
   constructor(
     private readonly offers: FileOfferStore,
     private readonly blobs: FileBlobStore,
@@ -142,7 +146,13 @@ export class FileOfferService {
    * are told. Throws unknown_file, chunk_out_of_range, bad_chunk or
    * checksum_mismatch (which deletes the offer).
    */
-  async putChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
+  putChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
+    // One chunk of an offer at a time, in arrival order: two uploads of one offer at once (a resume started while the
+    // first still runs) then each find the other's chunk stored, and answer it as a repeat, instead of both writing it.
+    return this.uploads.run(offerId, () => this.storeChunk(sender, offerId, index, data));
+  }
+
+  private async storeChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
     const offer = await this.live(offerId);
     if (!offer || offer.from !== sender || isWithdrawn(offer)) throw unknownFile(offerId);
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);

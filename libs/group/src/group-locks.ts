@@ -13,19 +13,3 @@ export interface GroupLocks {
    */
   withLock<T>(id: string, work: () => Promise<T>): Promise<T>;
 }
-
-/** Runs the calls for one key one after another, in call order, within this process. */
-export class KeyedQueue {
-  private readonly tails = new Map<string, Promise<unknown>>();
-
-  run<T>(key: string, work: () => Promise<T>): Promise<T> {
-    const prev = this.tails.get(key) ?? Promise.resolve();
-    const run = prev.then(work, work);
-    const tail = run.catch(() => undefined);
-    this.tails.set(key, tail);
-    void tail.then(() => {
-      if (this.tails.get(key) === tail) this.tails.delete(key);
-    });
-    return run;
-  }
-}

@@ -2,8 +2,9 @@ import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 
 /**
- * What a lock file says about who holds it, and whether that holder is still there: shared by the server's lock on its
- * data directory and the CLI's lock on a download. No dependencies beyond Node, so the CLI loads nothing it does not use.
+ * Locks. What a lock file says about who holds it, and whether that holder is still there: shared by the server's lock
+ * on its data directory and the CLI's lock on a download. And `KeyedQueue`, one at a time per key within a process. No
+ * dependencies beyond Node, so the CLI loads nothing it does not use.
  */
 
 /** How often a holder marks its lock alive. */
@@ -60,5 +61,21 @@ export function holderAlive(holder: LockHolder, modifiedAtMs: number, own: (hold
   } catch (e) {
     // EPERM: a process of another user has that pid, so it exists.
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+/** Runs the calls for one key one after another, in call order, within this process. */
+export class KeyedQueue {
+  private readonly tails = new Map<string, Promise<unknown>>();
+
+  run<T>(key: string, work: () => Promise<T>): Promise<T> {
+    const prev = this.tails.get(key) ?? Promise.resolve();
+    const run = prev.then(work, work);
+    const tail = run.catch(() => undefined);
+    this.tails.set(key, tail);
+    void tail.then(() => {
+      if (this.tails.get(key) === tail) this.tails.delete(key);
+    });
+    return run;
   }
 }

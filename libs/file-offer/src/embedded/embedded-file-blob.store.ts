@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { mkdir, readFile, rename, rm, open } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { EmbeddedDatabase } from '#libs/storage';
@@ -25,7 +26,8 @@ export class EmbeddedFileBlobStore implements FileBlobStore {
     const dir = this.dirOf(id);
     await mkdir(dir, { recursive: true });
     const final = join(dir, String(index));
-    const temp = `${final}.tmp`;
+    // A name of its own, so that no other write of this chunk can take it from under this one.
+    const temp = `${final}.${randomUUID()}.tmp`;
     const handle = await open(temp, 'w');
     try {
       await handle.writeFile(data);

@@ -1,4 +1,5 @@
-import { KeyedQueue, type GroupLocks } from '../group-locks.js';
+import { KeyedQueue } from '#libs/locks';
+import type { GroupLocks } from '../group-locks.js';
 
 /** One process owns the data directory, so an in-process queue per group is the whole lock. */
 export class EmbeddedGroupLocks implements GroupLocks {

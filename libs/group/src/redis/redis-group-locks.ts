@@ -1,7 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import { DomainError } from '#libs/protocol';
 import type { RedisConnection } from '#libs/storage';
-import { KeyedQueue, type GroupLocks } from '../group-locks.js';
+import { KeyedQueue } from '#libs/locks';
+import type { GroupLocks } from '../group-locks.js';
 
 export interface RedisLockOptions {
   /** A lock whose holder died is free again after this long. */
