@@ -169,8 +169,9 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
       expect(await raw('['.repeat(50_000))).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       expect(await alice.request({ op: 'send', to: 'nobody-here', text: 'hi' })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: '   ' })).toMatchObject({ ok: false, error: { code: 'empty_text' } });
-      // Nothing visible (a zero-width space, a word joiner, a direction override) is no text either.
-      for (const text of ['\u200b', ' \u2060 ', '\u202e', '\ufeff\n'])
+      // Nothing visible (a zero-width space, a word joiner, a direction override, a Hangul filler, a blank Braille cell, a
+      // variation selector or accents with nothing under them) is no text either.
+      for (const text of ['\u200b', ' \u2060 ', '\u202e', '\ufeff\n', '\u3164', '\u2800', '\u115f', '\ufe0f', '\u034f', '\u0301\u0301'])
         expect(await alice.request({ op: 'send', to: bob.user, text })).toMatchObject({ ok: false, error: { code: 'empty_text' } });
       // A terminal acts on control characters (escape codes, carriage returns, bells): refused; tab and new line are text.
       for (const text of ['red \u001b[31mtext', 'over\rwrite', 'ding\u0007', 'c1 \u009b'])
@@ -178,7 +179,8 @@ describe.each(backends)('1:1 chat end to end on the %s store', (backend) => {
       // Half of a surrogate pair alone is no character (UTF-8 cannot carry it).
       for (const text of ['half \ud83d', '\ude00 after'])
         expect(await alice.request({ op: 'send', to: bob.user, text })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
-      expect(await alice.request({ op: 'group.create', name: '\u200b' })).toMatchObject({ ok: false, error: { code: 'invalid_group_name' } });
+      for (const name of ['\u200b', '\u3164\u3164'])
+        expect(await alice.request({ op: 'group.create', name })).toMatchObject({ ok: false, error: { code: 'invalid_group_name' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: 'x'.repeat(4001) })).toMatchObject({ ok: false, error: { code: 'text_too_long' } });
       expect(await alice.request({ op: 'send', to: bob.user, text: 42 })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
       // None of it was stored or delivered, and the server still serves.
