@@ -180,8 +180,16 @@ describe('the parley CLI', () => {
 
     const read = await runCli(['read', alice], as(bob));
     expect(read.code).toBe(0);
+    expect(read.stdout.trim()).toBe(`marked read up to #1 with ${alice}`);
     const history = await runCli(['history', bob], as(alice));
     expect(history.stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
+    // Again, it moves nothing, and says so.
+    expect((await runCli(['read', alice], as(bob))).stdout.trim()).toBe(`read already up to #1 with ${alice}`);
+    expect((await runCli(['--json', 'read', alice], as(bob))).json).toEqual([{ type: 'read', conv: expect.any(String), seq: 1, moved: false }]);
+
+    // A note to self says nothing about one's own presence (a one-shot connection is quiet, so it reads as offline).
+    const note = await runCli(['send', alice, 'note to self'], as(alice));
+    expect(note.stdout.trim()).toBe('accepted (seq 1)');
   });
 
   it('chat: /msg sends and shows ✓, incoming lines print as "alice → you", replies go to the last peer', async () => {

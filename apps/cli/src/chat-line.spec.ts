@@ -9,6 +9,9 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/info class5b 12')).toEqual({ kind: 'info', group: 'class5b', seq: 12 });
     expect(parseChatLine('/who bob')).toEqual({ kind: 'who', user: 'bob' });
     expect(parseChatLine('  just text ')).toEqual({ kind: 'reply', text: 'just text' });
+    // A doubled slash escapes a reply that starts with one; a lone one is still a command.
+    expect(parseChatLine('//etc/hosts is the file')).toEqual({ kind: 'reply', text: '/etc/hosts is the file' });
+    expect(parseChatLine('//')).toEqual({ kind: 'reply', text: '/' });
     expect(parseChatLine('/file bob ./notes.txt')).toEqual({ kind: 'file', to: 'bob', path: './notes.txt' });
     expect(parseChatLine('/file bob "my notes.txt"')).toEqual({ kind: 'file', to: 'bob', path: 'my notes.txt' });
     expect(parseChatLine('/accept fAbc')).toEqual({ kind: 'accept', offer: 'fAbc' });

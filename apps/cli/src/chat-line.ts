@@ -22,6 +22,7 @@ export const CHAT_HELP = [
   '/accept ID          accept a file offered to you (saved in the current directory)',
   '/decline ID         decline a file offered to you',
   'text                reply to whoever you last talked with',
+  '//text              reply with text that starts with a slash ("/text")',
   '/help               this list',
   '/quit               leave (Ctrl-D too)',
 ];
@@ -38,6 +39,8 @@ export function parseChatLine(line: string): ChatCommand {
   const trimmed = line.trim();
   if (trimmed === '') return { kind: 'nothing' };
   if (!trimmed.startsWith('/')) return { kind: 'reply', text: trimmed };
+  // A doubled slash is a reply whose text starts with one (`//etc/hosts is the file` sends "/etc/hosts is the file").
+  if (trimmed.startsWith('//')) return { kind: 'reply', text: trimmed.slice(1) };
   const [command, rest] = firstWord(trimmed);
   switch (command) {
     case '/msg':

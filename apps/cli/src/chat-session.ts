@@ -187,7 +187,8 @@ export class ChatSession {
     this.watch(to);
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
-    if (r.recipient?.state === 'offline') this.print(`  ${offlineNotice(to, r.recipient)}`, null);
+    // A note to self: its reader is here, whatever the presence of a quiet connection says.
+    if (r.recipient?.state === 'offline' && to !== this.client.user) this.print(`  ${offlineNotice(to, r.recipient)}`, null);
   }
 
   private async sendGroup(group: string, text: string): Promise<void> {

@@ -125,7 +125,8 @@ export async function send(ctx: CommandContext, user: string | undefined, text: 
       ...(r.recipient ? { recipient: r.recipient } : {}),
       ...(r.recipients !== undefined ? { recipients: r.recipients } : {}),
     });
-    if ('to' in to && r.recipient?.state === 'offline')
+    // A note to self: its reader is here, whatever the presence of a quiet connection says.
+    if ('to' in to && r.recipient?.state === 'offline' && to.to !== client.user)
       ctx.printer.emit(offlineNotice(to.to, r.recipient), { type: 'offline', user: to.to, lastSeen: r.recipient.lastSeen });
   });
 }
@@ -201,14 +202,17 @@ export async function read(ctx: CommandContext, user: string | undefined, opts: 
     const page = await client.request('history', { ...('to' in t ? { with: t.to } : { group: t.group }), limit: 1 });
     const last = page.messages.at(-1);
     if (!last) {
-      ctx.printer.emit('nothing to mark read', { type: 'read', conv: page.conv, seq: 0 });
+      ctx.printer.emit('nothing to mark read', { type: 'read', conv: page.conv, seq: 0, moved: false });
       return;
     }
     const r = await client.request('receipt', { conv: page.conv, seq: last.seq, status: 'read' });
-    ctx.printer.emit(`marked read up to #${r.cursors.read} in ${page.group ? displayLabel(page.group.name) : 'to' in t ? t.to : ''}`, {
+    const where = page.group ? `in ${displayLabel(page.group.name)}` : `with ${'to' in t ? t.to : ''}`;
+    // Run again, it moves nothing: say so rather than claim to have marked something.
+    ctx.printer.emit(`${r.moved ? 'marked read' : 'read already'} up to #${r.cursors.read} ${where}`, {
       type: 'read',
       conv: page.conv,
       seq: r.cursors.read,
+      moved: r.moved,
     });
   });
 }
