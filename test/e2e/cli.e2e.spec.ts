@@ -2,7 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, runCli } from '../support/cli.js';
+import { CliProcess, runCli, TIME } from '../support/cli.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { startRefusingBroker, type RefusingBroker } from '../support/refusing-broker.js';
@@ -173,7 +173,7 @@ describe('the parley CLI', () => {
 
     const back = start(['listen'], as(bob));
     // Its seq, as receipts and `history --before` name it.
-    await back.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 ${alice} → you: while you were out$`));
+    await back.waitForLine(new RegExp(`^\\[${TIME}\\] #1 ${alice} → you: while you were out$`));
     expect((await runCli(['who', bob], as(alice))).stdout.trim()).toBe(`${bob}: online`);
     await expect.poll(async () => (await runCli(['--json', 'history', bob], as(alice))).json[0]?.status, { timeout: 10_000 }).toBe('delivered');
     expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓$/m);
@@ -199,11 +199,11 @@ describe('the parley CLI', () => {
     const chat = start(['chat'], as(bob));
     await chat.waitForLine(/logged in as/);
     chat.type(`/msg ${alice} hi from chat`);
-    await chat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] you → ${alice}: hi from chat ✓`));
+    await chat.waitForLine(new RegExp(`^\\[${TIME}\\] you → ${alice}: hi from chat ✓`));
     await aliceListen.waitForLine(/hi from chat/);
 
     await runCli(['send', bob, 'hi back'], as(alice));
-    await chat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${alice} → you: hi back$`));
+    await chat.waitForLine(new RegExp(`^\\[${TIME}\\] ${alice} → you: hi back$`));
     chat.type('and a reply without /msg');
     await aliceListen.waitForLine(/and a reply without \/msg/);
     // The chat showed "hi back" to a person: Alice's history marks it read.
@@ -229,17 +229,17 @@ describe('the parley CLI', () => {
     const sent = await runCli(['--json', 'send', '--group', 'physics 101', 'lab at noon'], as(alice));
     expect(sent.json[0]).toMatchObject({ type: 'accepted', seq: expect.any(Number), group: { name: 'physics 101' }, recipients: expect.any(Number) });
     const seq = sent.json[0]!.seq as number;
-    await bobChat.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[physics 101\\] ${alice}: lab at noon$`));
+    await bobChat.waitForLine(new RegExp(`^\\[${TIME}\\] \\[physics 101\\] ${alice}: lab at noon$`));
     bobChat.type('/g "physics 101" see you there');
     await bobChat.waitForLine(/\[physics 101\] you: see you there ✓/);
 
     expect((await runCli(['read', '--group', 'physics 101'], as(carol))).code).toBe(0);
     // Alice's listen names the group in the receipts it prints, never the conversation id.
-    await aliceListen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[physics 101\\] ${carol} read up to #\\d+$`));
+    await aliceListen.waitForLine(new RegExp(`^\\[${TIME}\\] \\[physics 101\\] ${carol} read up to #\\d+$`));
     const info = await runCli(['info', 'physics 101', String(seq)], as(alice));
     expect(info.code).toBe(0);
-    expect(info.stdout).toMatch(new RegExp(`${bob}\\s+delivered \\d\\d:\\d\\d:\\d\\d\\s+read \\d\\d:\\d\\d:\\d\\d`));
-    expect(info.stdout).toMatch(new RegExp(`${carol}\\s+delivered \\d\\d:\\d\\d:\\d\\d\\s+read \\d\\d:\\d\\d:\\d\\d`));
+    expect(info.stdout).toMatch(new RegExp(`${bob}\\s+delivered ${TIME}\\s+read ${TIME}`));
+    expect(info.stdout).toMatch(new RegExp(`${carol}\\s+delivered ${TIME}\\s+read ${TIME}`));
     const list = await runCli(['group', 'list'], as(carol));
     expect(list.stdout).toMatch(/^physics 101 \(g\w+\) owner /m);
     const members = await runCli(['group', 'members', 'physics 101'], as(carol));
@@ -250,7 +250,7 @@ describe('the parley CLI', () => {
 
     // A second group of the same name: lines about either now carry the group's id.
     const twin = (await runCli(['--json', 'group', 'create', 'physics 101', carol], as(alice))).json[0]!;
-    await aliceListen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #1 \\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
+    await aliceListen.waitForLine(new RegExp(`^\\[${TIME}\\] #1 \\[physics 101 \\(${String(twin.id)}\\)\\] \\* you created the group`));
   });
 
   it("listen in a group prints a member's receipt only when it reaches one of your messages; --json prints every one", async () => {
@@ -267,15 +267,15 @@ describe('the parley CLI', () => {
 
     // Carol reads Bob's message (#2; the group's creation is #1): nothing of Alice's.
     expect((await runCli(['send', '--group', 'crew', 'from bob'], as(bob))).code).toBe(0);
-    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #2 \\[crew\\] ${bob}: from bob$`));
+    await listen.waitForLine(new RegExp(`^\\[${TIME}\\] #2 \\[crew\\] ${bob}: from bob$`));
     expect((await runCli(['read', '--group', 'crew'], as(carol))).code).toBe(0);
     await script.waitForLine(receiptOf(2));
 
     // Then Alice's own (#3): that receipt is news to her. It comes after the first, which has reached her by then.
     expect((await runCli(['send', '--group', 'crew', 'from alice'], as(alice))).code).toBe(0);
-    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] #3 \\[crew\\] you: from alice$`));
+    await listen.waitForLine(new RegExp(`^\\[${TIME}\\] #3 \\[crew\\] you: from alice$`));
     expect((await runCli(['read', '--group', 'crew'], as(carol))).code).toBe(0);
-    await listen.waitForLine(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] \\[crew\\] ${carol} read up to #3$`));
+    await listen.waitForLine(new RegExp(`^\\[${TIME}\\] \\[crew\\] ${carol} read up to #3$`));
     await script.waitForLine(receiptOf(3));
     expect(listen.lines.filter((l) => l.includes(' up to #'))).toEqual([expect.stringMatching(new RegExp(`${carol} read up to #3$`))]);
   });
@@ -308,7 +308,7 @@ describe('the parley CLI', () => {
       await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`${alice} → you: an interruption`));
       const lines = screen().split('\n');
       // The message has a line of its own, and the prompt below it still holds the partial input intact.
-      expect(lines.find((l) => l.includes('an interruption'))).toMatch(new RegExp(`^\\[\\d\\d:\\d\\d:\\d\\d\\] ${alice} → you: an interruption$`));
+      expect(lines.find((l) => l.includes('an interruption'))).toMatch(new RegExp(`^\\[${TIME}\\] ${alice} → you: an interruption$`));
       expect(lines.filter((l) => l.includes('half a sen'))).toEqual([`${bob}> /msg ${alice} half a sen`]);
       tm('send-keys', '-t', session, '-l', 'tence');
       tm('send-keys', '-t', session, 'Enter');
@@ -333,7 +333,7 @@ describe('the parley CLI', () => {
       // Alice reads it.
       const read = await runCli(['read', bob], as(alice));
       expect(read.code, read.stderr).toBe(0);
-      await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: one ✓✓ read \\d\\d:\\d\\d:\\d\\d$`, 'm'));
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: one ✓✓ read ${TIME}$`, 'm'));
       const after = screen().split('\n');
       // Of what was on the screen, only the message's line changed (Alice's presence lines follow, where the prompt was).
       const at = before.findIndex((l) => l.includes(`you → ${alice}: one`));

@@ -107,3 +107,9 @@ export class CliProcess {
     return code;
   }
 }
+
+/**
+ * A time as the CLI prints it, for a regular expression: `HH:MM:SS`, or `YYYY-MM-DD HH:MM:SS` for a time of another
+ * day than the line's (an event stamped just before midnight and printed just after).
+ */
+export const TIME = '(?:\\d{4}-\\d\\d-\\d\\d )?\\d\\d:\\d\\d:\\d\\d';

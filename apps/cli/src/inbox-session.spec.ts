@@ -1,5 +1,5 @@
 import { EventEmitter } from 'node:events';
-import { describe, expect, it, vi } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { InboxEvent, MessageEvent } from '#libs/protocol';
 import { InboxSession, TRACKED_PER_CONVERSATION } from './inbox-session.js';
 import { markText } from './output.js';
@@ -8,6 +8,15 @@ import type { ParleyClient } from './parley-client.js';
 const CONV = 'dm:ann:bob';
 const T1 = new Date(2026, 10, 24, 10, 1, 0).getTime();
 const T2 = new Date(2026, 10, 24, 10, 2, 0).getTime();
+
+// A time of today shows as HH:MM:SS, of another day with its date: these tests run on the day of T1 and T2.
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['Date'] });
+  vi.setSystemTime(T2 + 60_000);
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
 const message = (seq: number): MessageEvent => ({ type: 'message', conv: CONV, seq, from: 'ann', to: 'bob', ts: T1 - 1000, id: `m${seq}`, text: `#${seq}` });
 const sync = (read: number, readAt: number): InboxEvent => ({
   type: 'sync',

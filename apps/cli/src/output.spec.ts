@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import type { MessageEvent } from '#libs/protocol';
 import {
   clock,
@@ -16,13 +16,36 @@ import {
   presenceText,
   Printer,
   receiptLine,
+  stamp,
 } from './output.js';
 
 const at = new Date(2026, 10, 23, 10, 32, 5).getTime();
+
+// A time of today shows as HH:MM:SS, of another day with its date: these tests run on the day of `at`.
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ['Date'] });
+  vi.setSystemTime(at + 3_600_000);
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
 const dm: MessageEvent = { type: 'message', conv: 'dm:alice:bob', seq: 3, from: 'alice', to: 'bob', ts: at, id: 'm1', text: 'hello' };
 const cursors = (delivered: number, read: number, readAt: number | null = null) => ({ delivered, deliveredAt: delivered ? at : null, read, readAt });
 
 describe('output formatting', () => {
+  it('dates a line whose time is not today, so that a catch-up after a day away does not pass for today', () => {
+    const yesterday = at - 24 * 3_600_000;
+    expect(stamp(at)).toBe('10:32:05');
+    expect(stamp(yesterday)).toBe('2026-11-22 10:32:05');
+    expect(messageLine({ ...dm, ts: yesterday }, 'bob')).toBe('[2026-11-22 10:32:05] alice → you: hello');
+    const receipt = { type: 'receipt' as const, conv: 'dm:alice:bob', user: 'bob', status: 'read' as const, seq: 3, ts: yesterday };
+    expect(receiptLine(receipt, 'alice', undefined)).toBe('[2026-11-22 10:32:05] bob read up to #3');
+    expect(markText({ kind: 'direct', delivered: true, read: true, readAt: yesterday })).toBe('✓✓ read 2026-11-22 10:32:05');
+    // Just after midnight, a message from just before it is of another day.
+    const midnight = new Date(2026, 10, 24, 0, 0, 30).getTime();
+    expect(stamp(midnight - 60_000, midnight)).toBe('2026-11-23 23:59:30');
+  });
+
   it('formats times in local time', () => {
     expect(clock(at)).toBe('10:32:05');
     expect(dateTime(at)).toBe('2026-11-23 10:32:05');

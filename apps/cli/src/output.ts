@@ -26,6 +26,16 @@ export function dateTime(ts: number): string {
   return `${date} ${clock(ts)}`;
 }
 
+/**
+ * A time as a line shows it: `HH:MM:SS` when it is today (local time), `YYYY-MM-DD HH:MM:SS` when not, so that a
+ * catch-up after a day away, or a read receipt from last week, does not pass for today.
+ */
+export function stamp(ts: number, now: number = Date.now()): string {
+  const [d, today] = [new Date(ts), new Date(now)];
+  const sameDay = d.getFullYear() === today.getFullYear() && d.getMonth() === today.getMonth() && d.getDate() === today.getDate();
+  return sameDay ? clock(ts) : dateTime(ts);
+}
+
 /** What the sender sees of its own message: ✓ accepted, ✓✓ delivered, ✓✓ read (with time); in a group, counts. */
 /** A direct message's `readAt` is when it was read, when that is known (not every message up to a read cursor was read when the cursor got there). */
 export type Mark =
@@ -34,7 +44,7 @@ export type Mark =
 export function markText(mark: Mark | null): string {
   if (mark === null) return '✓';
   if (mark.kind === 'direct') {
-    if (mark.read) return mark.readAt !== null ? `✓✓ read ${clock(mark.readAt)}` : '✓✓ read';
+    if (mark.read) return mark.readAt !== null ? `✓✓ read ${stamp(mark.readAt)}` : '✓✓ read';
     return mark.delivered ? '✓✓' : '✓';
   }
   if (mark.read > 0 && mark.read === mark.of) return `✓✓ ${mark.read}/${mark.of} read`;
@@ -97,7 +107,7 @@ export interface EntryLineOptions {
 }
 
 function entryStart(e: { ts: number; seq: number }, opts: EntryLineOptions): string {
-  const when = `[${opts.long ? dateTime(e.ts) : clock(e.ts)}]`;
+  const when = `[${opts.long ? dateTime(e.ts) : stamp(e.ts)}]`;
   return opts.seq ? `${when} #${e.seq}` : when;
 }
 
@@ -126,7 +136,7 @@ export function asDevice(device: string | null): string {
  */
 export function receiptLine(r: ReceiptEvent, me: string, group: GroupLabel | undefined): string | null {
   if (r.user === me) return null;
-  return `[${clock(r.ts)}] ${group ? `[${displayLabel(group.name)}] ` : ''}${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq}`;
+  return `[${stamp(r.ts)}] ${group ? `[${displayLabel(group.name)}] ` : ''}${r.user} ${r.status === 'read' ? 'read' : 'received'} up to #${r.seq}`;
 }
 
 /** The names of the groups seen so far (in the sync, in messages and group events), by conversation. */
@@ -198,13 +208,16 @@ export function groupLine(g: GroupInfo): string {
 
 export function infoLines(info: InfoResult): string[] {
   const width = Math.max(4, ...info.members.map((m) => m.user.length));
+  const rows = info.members.map((m) => ({
+    user: m.user,
+    delivered: m.deliveredAt !== null ? `delivered ${stamp(m.deliveredAt)}` : 'not delivered',
+    read: m.readAt !== null ? `read ${stamp(m.readAt)}` : 'not read',
+  }));
+  // As wide as "delivered HH:MM:SS", or as the widest of them (one of another day carries its date).
+  const column = Math.max(18, ...rows.map((r) => r.delivered.length));
   return [
     `message ${info.seq} in ${displayLabel(info.group.name)}, from ${info.from}:`,
-    ...info.members.map((m) => {
-      const delivered = m.deliveredAt !== null ? `delivered ${clock(m.deliveredAt)}` : 'not delivered';
-      const read = m.readAt !== null ? `read ${clock(m.readAt)}` : 'not read';
-      return `  ${m.user.padEnd(width)}  ${delivered.padEnd(18)}  ${read}`;
-    }),
+    ...rows.map(({ user, delivered, read }) => `  ${user.padEnd(width)}  ${delivered.padEnd(column)}  ${read}`),
   ];
 }
 
