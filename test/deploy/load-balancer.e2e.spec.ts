@@ -5,6 +5,7 @@ import { MqttUser } from '../support/mqtt-user.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { sample, scrape } from '../support/prometheus.js';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
+import { startTcpGate, type TcpGate } from '../support/tcp-gate.js';
 import { TestUsers } from '../support/test-users.js';
 
 /**
@@ -18,7 +19,7 @@ describe('deploy/haproxy.cfg in front of two gateways', () => {
   let redis: RedisServer;
   let ready: ParleyServer;
   let waiting: ParleyServer;
-  let presence: ParleyServer | undefined;
+  let gate: TcpGate;
   let lb: LoadBalancer;
   let env: Record<string, string>;
   const open: MqttUser[] = [];
@@ -28,15 +29,17 @@ describe('deploy/haproxy.cfg in front of two gateways', () => {
   beforeAll(async () => {
     redis = await startRedis({ appendonly: true });
     env = { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `lb${randomBytes(4).toString('hex')}:` };
-    // A complete node on Redis, and a gateway that needs a presence service that is not running yet: not ready.
+    // A complete node on Redis, and one whose way to the same Redis is shut for now: not ready.
+    gate = await startTcpGate({ host: '127.0.0.1', port: redis.port });
     ready = await startParley({ env: { ...env, PARLEY_GATEWAY_ID: 'gw-ready' } });
-    waiting = await startParley({ env: { ...env, PARLEY_GATEWAY_ID: 'gw-waiting', PARLEY_REMOTE_SERVICES: 'presence' } });
+    waiting = await startParley({ env: { ...env, REDIS_URL: gate.url, PARLEY_GATEWAY_ID: 'gw-waiting' } });
     lb = await startLoadBalancer([ready, waiting]);
   });
   afterAll(async () => {
     await Promise.all(open.map((u) => u.close()));
     await lb?.stop();
-    await Promise.all([ready?.dispose(), waiting?.dispose(), presence?.dispose()]);
+    await Promise.all([ready?.dispose(), waiting?.dispose()]);
+    await gate?.close();
     await redis?.stop();
   });
 
@@ -49,7 +52,7 @@ describe('deploy/haproxy.cfg in front of two gateways', () => {
   });
 
   it('sends new clients to a gateway too once it becomes ready', async () => {
-    presence = await startParley({ app: 'presence', env });
+    gate.open();
     await lb.waitForState('gw1', 'UP');
     // leastconn: the gateway with no connection gets the next one.
     open.push(await MqttUser.connect(lb.url, await users.fresh('eve'), users.password));

@@ -8,7 +8,7 @@ import { startTopology, type Topology } from '../support/topology.js';
 
 /**
  * What an operator watches, from the real distributed processes: every app's
- * /healthz, /readyz (503 while Redis or a needed service is away) and
+ * /healthz, /readyz (503 while Redis is away) and
  * Prometheus /metrics (connections, messages accepted and delivered, request
  * and RPC latencies, queue depths), and JSON log lines.
  */

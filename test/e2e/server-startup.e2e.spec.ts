@@ -101,7 +101,7 @@ describe('health, readiness and metrics over HTTP', () => {
   it('serves /healthz and /readyz', async () => {
     await request(server.httpUrl).get('/healthz').expect(200, { status: 'ok' });
     const ready = await request(server.httpUrl).get('/readyz').expect(200);
-    expect(ready.body).toEqual({ status: 'ready', checks: { mqtt: true, storage: true } });
+    expect(ready.body).toEqual({ status: 'ready', checks: { mqtt: true, storage: true }, degraded: [] });
   });
 
   it('counts connections and accepted messages in Prometheus /metrics', async () => {

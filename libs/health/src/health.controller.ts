@@ -17,11 +17,14 @@ export class HealthController {
     return { status: 'ok' };
   }
 
-  /** Ready: every registered check passes (storage reachable, listeners up). 503 otherwise. */
+  /**
+   * Ready: every required check passes (storage reachable, listeners up). 503 otherwise. `degraded` names the checks
+   * that failed without making it unready (a remote service down: the gateway works without it, with less).
+   */
   @Get('readyz')
   async readyz(@Res() res: Response): Promise<void> {
     const report = await this.readiness.report();
-    res.status(report.ready ? 200 : 503).json({ status: report.ready ? 'ready' : 'not ready', checks: report.checks });
+    res.status(report.ready ? 200 : 503).json({ status: report.ready ? 'ready' : 'not ready', checks: report.checks, degraded: report.degraded });
   }
 
   @Get('metrics')

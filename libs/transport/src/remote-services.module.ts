@@ -85,7 +85,10 @@ export class RemoteServicesModule implements OnApplicationShutdown {
   ) {
     this.probe = new Redis(config.REDIS_URL!, { maxRetriesPerRequest: 1, retryStrategy: (n) => Math.min(n * 100, 1000) });
     this.probe.on('error', () => undefined);
-    for (const service of services) readiness.register(`service:${service}`, () => this.alive(rpcKeys.alive(config.PARLEY_REDIS_PREFIX, service)));
+    // Every gateway shares these services: one down makes each gateway do less (no presence, no catch-up, no groups or
+    // files), not one gateway worse than another, so it does not take the gateways out of their load balancer.
+    for (const service of services)
+      readiness.register(`service:${service}`, () => this.alive(rpcKeys.alive(config.PARLEY_REDIS_PREFIX, service)), { required: false });
     // Calls this gateway made that no replica has taken yet (a service down or too slow) show here.
     metrics.watchQueues(() => rpcQueueDepths(this.probe, config.PARLEY_REDIS_PREFIX, services));
   }
