@@ -21,6 +21,27 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ PARLEY_LOG_LEVEL: 'loud' })).toThrow(/PARLEY_LOG_LEVEL/);
   });
 
+  it('takes numbers only in decimal digits: an empty port is no port 0 (a random one), 0x50 no port 80, 1e3 no 1000', () => {
+    for (const [name, bad] of [
+      ['PARLEY_MQTT_PORT', ''],
+      ['PARLEY_HTTP_PORT', ' '],
+      ['PARLEY_MQTT_PORT', '0x50'],
+      ['PARLEY_HTTP_PORT', '1e3'],
+      ['PARLEY_MQTT_PORT', '-0'],
+      ['PARLEY_RPC_TIMEOUT_MS', '1e3'],
+      ['PARLEY_MAX_TEXT_LENGTH', ''],
+      ['PARLEY_USER_RATE', '0b11'],
+      ['PARLEY_WS_PORT', '0o17'],
+    ] as const)
+      expect(() => loadConfig({ [name]: bad }), `${name}=${JSON.stringify(bad)}`).toThrow(new RegExp(`${name} must be .*decimal digits`));
+    // Port 0 written out is an ephemeral port (what the tests use); surrounding white space is no mistake.
+    expect(loadConfig({ PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: ' 8081 ', PARLEY_RPC_TIMEOUT_MS: '1000' })).toMatchObject({
+      PARLEY_MQTT_PORT: 0,
+      PARLEY_HTTP_PORT: 8081,
+      PARLEY_RPC_TIMEOUT_MS: 1000,
+    });
+  });
+
   it('treats an empty REDIS_URL as unset, and names a Redis gateway by host and port', () => {
     expect(loadConfig({ REDIS_URL: '' }).REDIS_URL).toBeUndefined();
     expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_MQTT_PORT: '1999' }).PARLEY_GATEWAY_ID).toMatch(/:1999$/);

@@ -7,29 +7,28 @@ import { z } from 'zod';
  * validated here so that a bad value stops the process with a one-line reason
  * instead of surfacing later as a confusing fault.
  */
+/**
+ * A whole number written in decimal digits, and nothing else: `Number()` would take '' as 0 (an empty
+ * `PARLEY_MQTT_PORT=` listening on a random port), `0x50` as 80 and `1e3` as 1000.
+ */
+const decimal = (name: string, what: string) =>
+  z
+    .union([z.number(), z.string().trim()], { error: `${name} must be ${what}` })
+    .refine((v) => typeof v === 'number' || /^\d+$/.test(v), `${name} must be ${what}, in decimal digits`)
+    .transform(Number);
+
 const port = (name: string, fallback: number) =>
-  z.coerce
-    .number({ error: `${name} must be a port number 0–65535` })
-    .int(`${name} must be a whole number`)
-    .min(0, `${name} must be 0–65535`)
-    .max(65535, `${name} must be 0–65535`)
+  decimal(name, 'a port number 0–65535')
+    .pipe(z.number().int(`${name} must be a whole number`).min(0, `${name} must be 0–65535`).max(65535, `${name} must be 0–65535`))
     .default(fallback);
 
 const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce
-    .number({ error: `${name} must be a number` })
-    .int(`${name} must be a whole number`)
-    .min(1, `${name} must be at least 1`)
-    .max(max, `${name} must be at most ${max}`)
+  decimal(name, 'a whole number')
+    .pipe(z.number().int(`${name} must be a whole number`).min(1, `${name} must be at least 1`).max(max, `${name} must be at most ${max}`))
     .default(fallback);
 
 /** A port that is off when unset or empty. */
-const optionalPort = (name: string) =>
-  z
-    .literal('')
-    .transform(() => undefined)
-    .or(port(name, 0).unwrap())
-    .optional();
+const optionalPort = (name: string) => z.preprocess((v) => (v === '' ? undefined : v), port(name, 0).unwrap().optional());
 
 const optionalFile = () =>
   z
