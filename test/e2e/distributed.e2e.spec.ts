@@ -1,8 +1,14 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { OkReply, SendResult, WhoResult } from '#libs/protocol';
+import { CliProcess, runCli } from '../support/cli.js';
 import { connectClient, endClient, type MqttUser } from '../support/mqtt-user.js';
+import { sample, scrape } from '../support/prometheus.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
@@ -12,7 +18,8 @@ describe('services as their own processes', () => {
   const users = new TestUsers(() => topo.urls(), 'distributed pass');
 
   beforeAll(async () => {
-    topo = await startTopology('distributed', { PARLEY_RPC_TIMEOUT_MS: '1500' });
+    // Uploads at 1 MiB/s past a small burst: a file of a few MiB is still on its way when a test kills its service.
+    topo = await startTopology('distributed', { PARLEY_RPC_TIMEOUT_MS: '1500', PARLEY_TRANSFER_RATE: '1048576', PARLEY_TRANSFER_BURST: '262144' });
   });
   afterEach(() => users.closeAll());
   afterAll(() => topo?.dispose());
@@ -68,6 +75,37 @@ describe('services as their own processes', () => {
     expect(texts(afterSync).slice(0, 2)).toEqual(['first while away', 'second while away']);
     expect(new Set(texts(bob.events))).toEqual(new Set(['first while away', 'second while away', 'live meanwhile']));
   });
+
+  it('parley file send rides out a file-offer service killed mid-upload: chunks refused as out of order meanwhile resume from where the server stands', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const dir = mkdtempSync(join(tmpdir(), 'parley-upload-'));
+    try {
+      const data = randomBytes(4 * 1024 * 1024 + 123);
+      writeFileSync(join(dir, 'big.bin'), data);
+      const as = (user: string) => ({ PARLEY_SERVER: topo.urls()[0]!, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+      const send = CliProcess.start(['--json', 'file', 'send', b, join(dir, 'big.bin')], as(a));
+      await send.waitForLine((l) => l.startsWith('{') && (JSON.parse(l) as { type: string; bytes?: number }).bytes! > 0, 20_000);
+      await topo.services.get('file-offer')!.kill9();
+      // The gateway has answered a chunk unavailable (the client retries it; the chunks behind it were on their way).
+      const unavailable = async () =>
+        sample(await scrape(topo.server.httpUrl), 'parley_rpc_call_duration_seconds_count', {
+          service: 'file-offer',
+          method: 'putChunk',
+          outcome: 'unavailable',
+        }) ?? 0;
+      await expect.poll(unavailable, { timeout: 15_000 }).toBeGreaterThan(0);
+      await topo.restartService('file-offer', 'stop');
+      expect(await send.exited, send.lines.join('\n')).toBe(0);
+      expect(send.json().filter((l) => l.type === 'error')).toEqual([]);
+      const offer = (send.json().find((l) => l.type === 'offered')?.offer as { id: string } | undefined)?.id;
+      expect(offer).toBeDefined();
+      const got = await runCli(['--json', 'file', 'accept', offer!, '--to', dir], as(b), { timeoutMs: 60_000 });
+      expect(got.code, got.stdout + got.stderr).toBe(0);
+      expect(readFileSync(join(dir, 'big (1).bin')).equals(data)).toBe(true);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 120_000);
 
   it('does not carry out, once its service is back, a request it answered unavailable; the same id then does it once', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { link, open, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
-import type { ParleyClient } from './parley-client.js';
+import { RequestError, type ParleyClient } from './parley-client.js';
 
 /** Where an offer goes: a user or a group. */
 export type FileTarget = { to: string } | { group: string };
@@ -84,7 +84,11 @@ export async function uploadFile(
   if (unfinished.length > 0) onUnfinished?.(unfinished);
   const handle = await open(path, 'r');
   try {
-    await sendChunks(client, handle, offer, offered.window, (bytes) => onProgress(offer, bytes));
+    // The offer's own request again answers with how far its upload has got.
+    const request = offered.offer.request;
+    const uploadedNow = async () =>
+      request === undefined ? offer.uploaded : (await client.request('file.offer', { ...target, ...file }, request)).offer.uploaded;
+    await sendChunks(client, handle, offer, offered.window, (bytes) => onProgress(offer, bytes), uploadedNow);
   } finally {
     await handle.close();
   }
@@ -107,11 +111,49 @@ function settled(offer: FileOffer): boolean {
   return isWithdrawn(offer) || (offer.uploaded === offer.chunks && Object.values(offer.recipients).every((s) => s === 'declined' || s === 'received'));
 }
 
-async function sendChunks(client: ParleyClient, handle: FileHandle, offer: FileOffer, window: number, progress: (bytes: number) => void): Promise<void> {
-  let acked = offer.uploaded;
+/**
+ * Uploads the chunks the server does not have yet, with at most `window` unacknowledged. A chunk answered `unavailable`
+ * is retried by the client while the ones after it are already on their way; the server then refuses those as out of
+ * order (`bad_chunk`). Such a refusal is no reason to give up: the upload goes on from where the server stands
+ * (`uploadedNow`), for as long as each new start gets further than the one before.
+ */
+async function sendChunks(
+  client: ParleyClient,
+  handle: FileHandle,
+  offer: FileOffer,
+  window: number,
+  progress: (bytes: number) => void,
+  uploadedNow: () => Promise<number>,
+): Promise<void> {
+  let from = offer.uploaded;
+  let fruitless = 0;
+  for (;;) {
+    try {
+      await sendFrom(client, handle, offer, from, window, progress);
+      return;
+    } catch (e) {
+      if (!(e instanceof RequestError && e.code === 'bad_chunk')) throw e;
+      const now = await uploadedNow();
+      // A chunk of the wrong length, say, is refused again however often it is sent.
+      fruitless = now > from ? 0 : fruitless + 1;
+      if (fruitless >= 3) throw e;
+      from = now;
+    }
+  }
+}
+
+async function sendFrom(
+  client: ParleyClient,
+  handle: FileHandle,
+  offer: FileOffer,
+  uploaded: number,
+  window: number,
+  progress: (bytes: number) => void,
+): Promise<void> {
+  let acked = uploaded;
   progress(Math.min(offer.size, acked * offer.chunkSize));
   // Uploaded before (this is a retry): the last chunk again makes sure the receivers were told.
-  const first = offer.uploaded === offer.chunks ? Math.max(0, offer.chunks - 1) : offer.uploaded;
+  const first = uploaded === offer.chunks ? Math.max(0, offer.chunks - 1) : uploaded;
   const inflight = new Set<Promise<void>>();
   let failure = null as Error | null;
   for (let index = first; index < offer.chunks && failure === null; index++) {
