@@ -432,6 +432,12 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       } finally {
         await endClient(publishOnly);
       }
+      // Nor can one that has left by the time the chunk is read (mosquitto_pub leaves once its PUBLISH is acknowledged).
+      const gone = await connectClient(topo.server.mqttUrl, { username: b, password: users.password, clientId: `${b}/gone` });
+      const id = `gone-${randomBytes(4).toString('hex')}`;
+      await gone.publishAsync(topics.requests(b), JSON.stringify({ op: 'file.fetch', id, offer: offer.id, index: 2 }), { qos: 1 });
+      await endClient(gone);
+      expect(await otherDevice.waitFor((e) => e.type === 'reply' && e.id === id)).toMatchObject({ ok: true, op: 'file.fetch' });
     } finally {
       tap?.disconnect();
     }

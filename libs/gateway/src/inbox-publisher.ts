@@ -23,11 +23,11 @@ export class InboxPublisher {
 
   /**
    * Sends an event on an inbox topic to one connection only, as a publish there would reach it, when that connection
-   * is subscribed to it. A connection that is not (it only publishes, like `mosquitto_pub`) gets nothing directly: the
-   * event is then published on the topic as usual, for the user's other connections.
+   * is subscribed to it. A connection that is not (it only publishes, like `mosquitto_pub`), or that is gone by now
+   * (`mosquitto_pub` leaves once its PUBLISH is acknowledged), gets nothing directly: the event is then published on
+   * the topic as usual, for the user's other connections, so that every request still gets its one reply.
    */
   publishTo(client: Client, topic: string, event: InboxEvent): void {
-    if (client.closed) return;
     const payload = encode(event);
     if (!writeToConnection(client, topic, payload)) this.send(topic, payload);
   }
