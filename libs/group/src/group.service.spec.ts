@@ -166,6 +166,25 @@ describe('GroupService', () => {
     expect((await service.create('bob', 'c4', 'g2024 reunion', [])).group.name).toBe('g2024 reunion');
   });
 
+  it('answers a retried leave, delete, rename or post by name as the first time, though the name leads nowhere now', async () => {
+    const { service } = setup();
+    // The same answer: the group and the change (members had the change the first time).
+    const same = (o: { group: unknown; event: unknown }) => ({ group: o.group, event: o.event });
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy']);
+    const posted = await service.post('bob', 'p1', 'crew', 'hello');
+    const left = await service.leave('bob', 'l1', 'crew');
+    // bob is out of crew: "crew" names none of his groups, yet his retries are the same requests, done once.
+    expect(same(await service.leave('bob', 'l1', 'crew'))).toEqual(same(left));
+    expect((await service.post('bob', 'p1', 'crew', 'hello')).accepted).toEqual(posted.accepted);
+    await expect(service.leave('bob', 'l2', 'crew')).rejects.toMatchObject({ code: 'unknown_group' });
+    const renamed = await service.rename('ann', 'r1', 'crew', 'team');
+    expect(same(await service.rename('ann', 'r1', 'crew', 'team'))).toEqual(same(renamed));
+    const deleted = await service.delete('ann', 'd1', 'team');
+    expect(same(await service.delete('ann', 'd1', 'team'))).toEqual(same(deleted));
+    await expect(service.delete('ann', 'd2', 'team')).rejects.toMatchObject({ code: 'unknown_group' });
+    expect((await service.history('ann', group.id, undefined, 50)).events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
+  });
+
   it('refuses a group name with bidirectional controls, which would let it show as another name, and leaves the group as it was', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob']);

@@ -91,7 +91,7 @@ export class GroupService {
 
   async rename(actor: string, requestId: string, ref: string, name: string): Promise<GroupOutcome> {
     const cleanName = this.validName(name);
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     return this.change(id, actor, requestId, (g) => {
       this.mustOwn(g, actor);
       return g.name === cleanName ? null : { kind: 'renamed', oldName: g.name, name: cleanName };
@@ -99,7 +99,7 @@ export class GroupService {
   }
 
   async add(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     await this.mustExist(users);
     return this.change(id, actor, requestId, (g) => {
       this.mustOwn(g, actor);
@@ -111,7 +111,7 @@ export class GroupService {
   }
 
   async remove(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     return this.change(id, actor, requestId, (g) => {
       this.mustOwn(g, actor);
       if (users.includes(actor))
@@ -126,7 +126,7 @@ export class GroupService {
   }
 
   async leave(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     return this.change(id, actor, requestId, (g) => {
       const others = g.members.filter((m) => m.user !== actor);
       if (others.length === 0) return { kind: 'deleted', lastMemberLeft: true };
@@ -136,7 +136,7 @@ export class GroupService {
   }
 
   async handOver(actor: string, requestId: string, ref: string, user: string): Promise<GroupOutcome> {
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     return this.change(id, actor, requestId, (g) => {
       this.mustOwn(g, actor);
       if (!isMember(g, user)) throw new DomainError('not_member', `${user} is not a member of ${g.name}`);
@@ -145,7 +145,7 @@ export class GroupService {
   }
 
   async delete(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     return this.change(id, actor, requestId, (g) => {
       this.mustOwn(g, actor);
       return { kind: 'deleted' };
@@ -174,7 +174,7 @@ export class GroupService {
    */
   async post(actor: string, requestId: string, ref: string, text: string, issued?: () => void): Promise<PostOutcome> {
     checkText(text, this.limits.maxTextLength);
-    const id = await this.resolve(actor, ref);
+    const id = await this.resolveChange(actor, requestId, ref);
     const conv = groupConv(id);
     const before = await this.log.findById(conv, actor, requestId);
     const g = await this.memberView(actor, id, before !== undefined);
@@ -381,6 +381,24 @@ export class GroupService {
     if (named.length === 1) return named[0]!;
     if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);
     throw unknownGroup(ref);
+  }
+
+  /**
+   * As `resolve`, for a change or a post: a retry of one already made (same actor and request id) finds its group
+   * again even when the name no longer leads there (the actor left it, deleted it, or renamed it), so that it is
+   * answered as the first time was, not `unknown_group`. Only a name that leads nowhere costs the search.
+   */
+  private async resolveChange(actor: string, requestId: string, ref: string): Promise<string> {
+    try {
+      return await this.resolve(actor, ref);
+    } catch (e) {
+      if (!(e instanceof DomainError && e.code === 'unknown_group')) throw e;
+      for (const id of await this.groupIdsOf(actor)) {
+        const done = await this.log.findById(groupConv(id), actor, requestId);
+        if (done !== undefined) return id;
+      }
+      throw e;
+    }
   }
 
   private async groupIdsOf(user: string): Promise<string[]> {
