@@ -240,6 +240,9 @@ describe('the parley CLI', () => {
     expect(info.code).toBe(0);
     expect(info.stdout).toMatch(new RegExp(`${bob}\\s+delivered ${TIME}\\s+read ${TIME}`));
     expect(info.stdout).toMatch(new RegExp(`${carol}\\s+delivered ${TIME}\\s+read ${TIME}`));
+    // history --json says as much as the ✓✓ counts do: both others have it and have read it.
+    const history = await runCli(['--json', 'history', '--group', 'physics 101'], as(alice));
+    expect(history.json.find((m) => m.seq === seq)).toMatchObject({ text: 'lab at noon', status: 'read', delivered: 2, read: 2, of: 2 });
     const list = await runCli(['group', 'list'], as(carol));
     expect(list.stdout).toMatch(/^physics 101 \(g\w+\) owner /m);
     const members = await runCli(['group', 'members', 'physics 101'], as(carol));

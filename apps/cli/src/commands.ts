@@ -190,7 +190,7 @@ export async function history(ctx: CommandContext, user: string | undefined, opt
         continue;
       }
       const mark = e.from === me ? markFor(e.seq, r.peers, r.group !== undefined) : undefined;
-      ctx.printer.emit(messageLine(e, me, { mark, long: true, seq: true }), { ...e, ...(mark ? { status: statusOf(mark) } : {}) });
+      ctx.printer.emit(messageLine(e, me, { mark, long: true, seq: true }), { ...e, ...(mark ? statusFields(mark) : {}) });
     }
     if (r.messages.length === 0) ctx.printer.note('no messages');
   });
@@ -300,6 +300,12 @@ function numberOpt(name: string, value: string | undefined, max = Number.MAX_SAF
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number`);
   if (n > max) throw new UsageError(`--${name} must be at most ${max}`);
   return { [name]: n };
+}
+
+/** A message's state for `--json`: its status, and in a group how many of the others have it and have read it. */
+function statusFields(mark: ReturnType<typeof markFor>): { status: string; delivered?: number; read?: number; of?: number } {
+  const status = statusOf(mark);
+  return mark.kind === 'group' ? { status, delivered: mark.delivered, read: mark.read, of: mark.of } : { status };
 }
 
 function statusOf(mark: ReturnType<typeof markFor>): string {
