@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { topics, type GroupInfo, type InboxEvent, type OkReply, type PresenceEvent, type SendResult, type WhoResult } from '#libs/protocol';
 import { InboxOrder, type LogEvent } from '../../apps/cli/src/inbox-order.js';
@@ -359,5 +360,34 @@ describe('complete nodes on one Redis', () => {
 
     await users.logout(carol);
     await expect.poll(async () => ((await alice.request({ op: 'who', user: c })) as OkReply).result, { timeout: 10_000 }).toMatchObject({ state: 'offline' });
+  });
+});
+
+describe('two gateway processes started with one PARLEY_GATEWAY_ID', () => {
+  let topo: Topology;
+  beforeAll(async () => {
+    topo = await startTopology('redis', { PARLEY_GATEWAY_ID: 'gw-same', PARLEY_GATEWAY_DEAD_AFTER_MS: '1000' });
+  });
+  afterAll(() => topo?.dispose());
+
+  it('each says so in an error (they would take each other’s connections for their own), and a restart is not taken for one', async () => {
+    const said = (g: ParleyServer) => g.output.some((l) => l.includes('"gateway_id_in_use"') && l.includes('gw-same'));
+    // Killed and started again at once: the new process replaces the old one's token once, and hears of no other.
+    await topo.crashAndRestart();
+    const redis = new Redis(topo.redis!.url);
+    try {
+      // Its beats (every 250 ms) move its score in the roster: three of them, and not a word.
+      const beats = new Set<string | null>();
+      await expect
+        .poll(async () => beats.add(await redis.zscore(`${topo.env.PARLEY_REDIS_PREFIX}gateways`, 'gw-same')).size, { timeout: 10_000, interval: 100 })
+        .toBeGreaterThanOrEqual(4);
+      expect(said(topo.server)).toBe(false);
+    } finally {
+      redis.disconnect();
+    }
+    const twin = await topo.addGateway('gw-same');
+    await expect.poll(() => said(twin), { timeout: 10_000 }).toBe(true);
+    await expect.poll(() => said(topo.server), { timeout: 10_000 }).toBe(true);
+    await twin.dispose();
   });
 });

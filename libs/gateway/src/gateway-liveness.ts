@@ -1,3 +1,4 @@
+import { randomUUID } from 'node:crypto';
 import { Logger } from '@nestjs/common';
 import { withDeadline } from '#libs/health';
 import type { PresenceApi } from '#libs/presence';
@@ -24,6 +25,10 @@ export class GatewayLiveness {
   private readonly logger = new Logger('GatewayLiveness');
   private timer: NodeJS.Timeout | undefined;
   private readonly key: string;
+  /** Which process beats for this gateway id: this one's token, written at every beat (see `checkAlone`). */
+  private readonly instanceKey: string;
+  private readonly token = randomUUID();
+  private beats = 0;
 
   constructor(
     private readonly redis: RedisConnection,
@@ -33,6 +38,7 @@ export class GatewayLiveness {
     private readonly opts: LivenessOptions,
   ) {
     this.key = redis.key('gateways');
+    this.instanceKey = redis.key('gateways', 'instance', gatewayId);
   }
 
   start(): void {
@@ -66,7 +72,24 @@ export class GatewayLiveness {
     if (!recordsInLine) this.logger.warn({ event: 'presence_left_to_sweep', gateway: this.gatewayId, afterMs: this.opts.deadAfterMs });
   }
 
+  /**
+   * Two live processes with one PARLEY_GATEWAY_ID would each take the other's connections for its own: presence would
+   * flap, and a realignment by one would close the other's users. Each beat writes this process's token and reads the
+   * one it replaces: another token, after the first beat (which replaces a previous run's, killed or stopped), means
+   * another process beat for this id since. Said as an error at every such beat, until one of them goes.
+   */
+  private async checkAlone(): Promise<void> {
+    const previous = await this.redis.client.set(this.instanceKey, this.token, 'PX', this.opts.deadAfterMs * 3, 'GET');
+    if (this.beats++ > 0 && previous !== null && previous !== this.token)
+      this.logger.error({
+        event: 'gateway_id_in_use',
+        gateway: this.gatewayId,
+        message: `another gateway process beats as ${this.gatewayId}: give each gateway its own PARLEY_GATEWAY_ID`,
+      });
+  }
+
   private async beatAndSweep(): Promise<void> {
+    await this.checkAlone();
     const now = Date.now();
     // Added rather than updated: another gateway took this one for dead (it could not beat: Redis was away, say) and
     // closed its connections in presence, or Redis lost the roster. Either way the records of the connections this
