@@ -5,6 +5,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli, TIME } from '../support/cli.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import { sample, scrape } from '../support/prometheus.js';
 import { startRefusingBroker, type RefusingBroker } from '../support/refusing-broker.js';
 import { startTopology, type Topology } from '../support/topology.js';
 
@@ -100,6 +101,20 @@ describe('the parley CLI', () => {
     } finally {
       await endClient(script);
     }
+  });
+
+  it('one-shot commands take their replies only: the user’s unread backlog is not sent to each of them again', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    for (const text of ['one', 'two', 'three']) expect((await runCli(['send', bob, text], as(alice))).code).toBe(0);
+    const fromCatchUps = async () => sample(await scrape(topo.server.httpUrl), 'parley_messages_delivered_total', { path: 'sync' }) ?? 0;
+    const before = await fromCatchUps();
+    expect((await runCli(['who', alice], as(bob))).code).toBe(0);
+    expect((await runCli(['history', alice], as(bob))).stdout).toMatch(/#3 .*: three$/m);
+    expect(await fromCatchUps()).toBe(before);
+    // listen is brought up to date as ever.
+    const listen = start(['listen'], as(bob));
+    await listen.waitForLine(/#3 .* → you: three$/);
+    expect(await fromCatchUps()).toBe(before + 3);
   });
 
   it('chat: plain text replies in the conversation last written in, from another device of mine too', async () => {

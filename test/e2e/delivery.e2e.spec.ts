@@ -9,7 +9,7 @@ import {
   type SyncEvent,
   type WhoResult,
 } from '#libs/protocol';
-import { okResult, type MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, okResult, type MqttUser } from '../support/mqtt-user.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
@@ -79,6 +79,45 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     // History shows each message's state from the sender's side.
     const history = (await alice.request({ op: 'history', with: bobName })) as OkReply;
     expect(history.result).toMatchObject({ peers: { [bobName]: { delivered: 5, read: 3 } } });
+  });
+
+  it('a connection on its replies topic gets the replies to its own requests there, and nothing else: no catch-up, no messages', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    // Bob has unread messages: an inbox subscription would be sent them first.
+    for (const text of ['unread 1', 'unread 2']) await okResult(alice.request({ op: 'send', to: bobName, text }));
+    const inbox = await login(bobName);
+    await inbox.waitForCount(isMessage(), 2);
+    const connect = (device: string) => connectClient(topo.server.mqttUrl, { username: bobName, password: PASSWORD, clientId: `${bobName}/${device}` });
+    const [tool, other] = [await connect('.tool'), await connect('.other')];
+    try {
+      const got = { tool: [] as { topic: string; event: { type: string; id?: string } }[], other: [] as unknown[] };
+      tool.on('message', (topic, payload) => got.tool.push({ topic, event: JSON.parse(payload.toString()) as { type: string; id?: string } }));
+      other.on('message', (_t, payload) => got.other.push(JSON.parse(payload.toString())));
+      expect((await tool.subscribeAsync(topics.replies(bobName), { qos: 1 }))[0]?.qos).toBe(0);
+      expect((await other.subscribeAsync(topics.replies(bobName), { qos: 1 }))[0]?.qos).toBe(0);
+      // Someone else's replies are not to be had.
+      await expect(tool.subscribeAsync(topics.replies(aliceName), { qos: 1 })).rejects.toThrow(/Subscribe error/);
+      const ask = async (id: string) => {
+        await tool.publishAsync(topics.requests(bobName), JSON.stringify({ op: 'who', id, user: aliceName }), { qos: 1 });
+        await expect.poll(() => got.tool.some((g) => g.event.id === id), { timeout: 10_000 }).toBe(true);
+      };
+      await ask('w1');
+      // Every reply still goes on the inbox too, for the user's other devices.
+      await inbox.waitFor((e) => e.type === 'reply' && e.id === 'w1');
+      // A message now: on the inbox, not on the replies topic (the next reply comes after it would have).
+      await okResult(alice.request({ op: 'send', to: bobName, text: 'live' }));
+      await inbox.waitFor(isMessage('live'));
+      await ask('w2');
+      expect(got.tool.map((g) => [g.topic, g.event.type, g.event.id])).toEqual([
+        [topics.replies(bobName), 'reply', 'w1'],
+        [topics.replies(bobName), 'reply', 'w2'],
+      ]);
+      // The other connection on the replies topic made no request, and got no reply.
+      expect(got.other).toEqual([]);
+    } finally {
+      await Promise.all([endClient(tool), endClient(other)]);
+    }
   });
 
   it('receipts that happen while the sender is offline reach it on reconnect', async () => {

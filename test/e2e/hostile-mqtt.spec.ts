@@ -298,13 +298,14 @@ describe('after login', () => {
       await endClient(again);
     }
   });
-  it('grants a connection at most PARLEY_MAX_SUBSCRIPTIONS filters besides its inbox: the rest get SUBACK 0x80 until it unsubscribes', async () => {
+  it('grants a connection at most PARLEY_MAX_SUBSCRIPTIONS filters besides its inbox and replies topic: the rest get SUBACK 0x80 until it unsubscribes', async () => {
     const client = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: `${carolName}/watcher` });
     try {
       const presence = (n: number) => topics.presence(`${carolName}${n}`);
-      // The inbox and four filters held (refused ones do not count); the fifth is refused.
-      expect(await subscribeCodes(client, [topics.inbox(carolName), 'parley/#', presence(1), presence(2), presence(3), presence(4), presence(5)])).toEqual([
-        0, 128, 0, 0, 0, 0, 128,
+      // The inbox, the replies topic and four filters held (refused ones do not count); the fifth is refused.
+      const own = [topics.inbox(carolName), topics.replies(carolName)];
+      expect(await subscribeCodes(client, [...own, 'parley/#', presence(1), presence(2), presence(3), presence(4), presence(5)])).toEqual([
+        0, 0, 128, 0, 0, 0, 0, 128,
       ]);
       // A filter it holds is granted again; a new one is not, until one is let go (its UNSUBACK has come).
       expect(await subscribeCodes(client, [presence(1), presence(6)])).toEqual([0, 128]);

@@ -117,7 +117,15 @@ describe('security', () => {
 
   it('nobody reads another’s inbox, history or receipts beyond what the docs allow', async () => {
     await hostile(async () => {
-      expect(await subscribeCodes(mallory.client, [topics.inbox(names.alice), 'parley/v1/users/+/inbox', '#'])).toEqual([128, 128, 128]);
+      expect(
+        await subscribeCodes(mallory.client, [
+          topics.inbox(names.alice),
+          topics.replies(names.alice),
+          'parley/v1/users/+/inbox',
+          'parley/v1/users/+/replies',
+          '#',
+        ]),
+      ).toEqual([128, 128, 128, 128, 128]);
       // Mallory's own history with alice is empty; the alice–bob conversation is not hers.
       expect(await mallory.request({ op: 'history', with: names.alice })).toMatchObject({ ok: true, result: { messages: [] } });
       const conv = [names.alice, names.bob].sort().join(':');

@@ -79,8 +79,9 @@ interface ClientEvents {
 
 /**
  * A Parley connection on MQTT.js (protocol 3.1.1): it subscribes to its inbox
- * before it sends anything, sends requests to its requests topic, and matches
- * replies by id. Everything else arriving on the inbox is emitted as `event`.
+ * (a one-shot command: its replies topic) before it sends anything, sends
+ * requests to its requests topic, and matches replies by id. Everything else
+ * arriving on the inbox is emitted as `event`.
  */
 export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
@@ -109,7 +110,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   private constructor(
     private readonly mqtt: MqttClient,
     readonly user: string | null,
-    private readonly inbox: string,
+    /** Where replies (and, for `chat` and `listen`, events) come: the inbox, or a one-shot command's replies topic. */
+    private inbox: string,
     private readonly requests: string,
     private readonly timeoutMs: number,
     private readonly server: string,
@@ -196,7 +198,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       : device !== undefined
         ? `${opts.user}/${device}`
         : `${opts.user}/${opts.present ? '' : '.'}cli-${randomBytes(4).toString('hex')}`;
-    const inbox = anonymous ? topics.anonInbox(nonce) : topics.inbox(opts.user!);
+    // A one-shot command wants its replies only: on the inbox, the server would first send it the user's whole unread
+    // backlog, each time (it acknowledges nothing, so the backlog never shrinks).
+    const repliesOnly = !anonymous && !opts.present;
+    const inbox = anonymous ? topics.anonInbox(nonce) : repliesOnly ? topics.replies(opts.user!) : topics.inbox(opts.user!);
     const requests = anonymous ? topics.anonRequests(nonce) : topics.requests(opts.user!);
     let ca: Buffer | undefined;
     try {
@@ -250,15 +255,25 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     }
     const { client, held } = connected;
     const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server, device ?? null, held);
-    const inboxSubscribed = await subscribed(client, inbox).catch((e: unknown) => {
-      client.end(true);
-      throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);
-    });
+    const subscribe = (topic: string) =>
+      subscribed(client, topic).catch((e: unknown) => {
+        client.end(true);
+        throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);
+      });
+    let inboxSubscribed = await subscribe(inbox);
+    // A server from before the replies topic refuses it: replies come on the inbox there, as they always did.
+    if (!inboxSubscribed && repliesOnly) inboxSubscribed = await subscribe(parley.useInbox(topics.inbox(opts.user!)));
     if (!inboxSubscribed) {
       client.end(true);
       throw new ConnectError('the server refused the inbox subscription');
     }
     return parley;
+  }
+
+  /** Takes replies on `topic` from now on (see `connect`); returns it. */
+  private useInbox(topic: string): string {
+    this.inbox = topic;
+    return topic;
   }
 
   /**

@@ -4,7 +4,7 @@ import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import { guardOf } from './connection-guard.js';
 import type { LoginThrottle } from './login-throttle.js';
-import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, USERNAME_PATTERN, type Principal } from '#libs/protocol';
+import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, topics, USERNAME_PATTERN, type Principal } from '#libs/protocol';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
 
@@ -180,7 +180,8 @@ export class AccessPolicy {
 
   /**
    * The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 (see DELIVERY_QOS). A
-   * connection holds at most `maxSubscriptions` filters besides its own inbox, which it may always have; a filter it
+   * connection holds at most `maxSubscriptions` filters besides its own inbox and replies topic, which it may always
+   * have; a filter it
    * holds already is granted again. Grants are counted here, as they are made, so the count is exact even while the
    * broker has not yet recorded the filters of a persistent session's SUBSCRIBE (it stores them first).
    */
@@ -191,9 +192,9 @@ export class AccessPolicy {
     if (!held) this.granted.set(client, (held = new Set()));
     if (!held.has(sub.topic)) {
       const max = this.limits?.maxSubscriptions;
-      const inbox = inboxTopicOf(principal);
-      const counted = held.has(inbox) ? held.size - 1 : held.size;
-      if (max !== undefined && sub.topic !== inbox && counted >= max) return null;
+      let counted = 0;
+      for (const topic of held) if (!isOwnTopic(principal, topic)) counted++;
+      if (max !== undefined && !isOwnTopic(principal, sub.topic) && counted >= max) return null;
       held.add(sub.topic);
     }
     return { ...sub, qos: DELIVERY_QOS };
@@ -221,9 +222,14 @@ export class AccessPolicy {
   }
 
   private mayRead(principal: Principal, filter: string): boolean {
-    if (filter === inboxTopicOf(principal)) return true;
+    if (isOwnTopic(principal, filter)) return true;
     if (principal.kind !== 'user' || !filter.startsWith(PRESENCE_PREFIX)) return false;
     const who = filter.slice(PRESENCE_PREFIX.length);
     return who === '+' || USERNAME_PATTERN.test(who);
   }
+}
+
+/** Whether a topic is one a connection always may hold, uncounted: its inbox, or a user's replies topic. */
+function isOwnTopic(principal: Principal, topic: string): boolean {
+  return topic === inboxTopicOf(principal) || (principal.kind === 'user' && topic === topics.replies(principal.user));
 }

@@ -1,5 +1,5 @@
 import type { Client } from 'aedes';
-import type { InboxEvent } from '#libs/protocol';
+import { topics, type InboxEvent } from '#libs/protocol';
 import { writeToConnection } from './local-inboxes.js';
 import type { MqttBroker } from './mqtt-broker.js';
 
@@ -22,14 +22,18 @@ export class InboxPublisher {
   }
 
   /**
-   * Sends an event on an inbox topic to one connection only, as a publish there would reach it, when that connection
-   * is subscribed to it. A connection that is not (it only publishes, like `mosquitto_pub`), or that is gone by now
-   * (`mosquitto_pub` leaves once its PUBLISH is acknowledged), gets nothing directly: the event is then published on
-   * the topic as usual, for the user's other connections, so that every request still gets its one reply.
+   * The reply to a request `client` made. A connection subscribed to its replies topic has it written there, directly.
+   * It is also published on the user's inbox, for all their devices (and for the requester when it listens there) —
+   * but for a reply meant for the requester alone (`thisConnectionOnly`: a file chunk, tens of KiB), which goes on the
+   * inbox only when the requester has it on neither topic: it only publishes, like `mosquitto_pub`, or has gone by now
+   * (`mosquitto_pub` leaves once its PUBLISH is acknowledged). So every request still gets its one reply.
    */
-  publishTo(client: Client, topic: string, event: InboxEvent): void {
+  reply(client: Client, user: string, event: InboxEvent, thisConnectionOnly: boolean): void {
     const payload = encode(event);
-    if (!writeToConnection(client, topic, payload)) this.send(topic, payload);
+    const inbox = topics.inbox(user);
+    const direct = writeToConnection(client, topics.replies(user), payload);
+    if (thisConnectionOnly && (direct || writeToConnection(client, inbox, payload))) return;
+    this.send(inbox, payload);
   }
 
   /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */

@@ -178,8 +178,9 @@ export class RequestDispatcher {
     turn.issued();
     await turn.previous;
     // A file chunk (tens of KiB) goes to the connection that fetched it only: not to the user's other devices, and not
-    // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's devices.
-    if (op === 'file.fetch') this.inbox.publishTo(connection, inboxTopicOf(principal), reply);
+    // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's
+    // devices, and written to the requester's replies topic when it has one.
+    if (principal.kind === 'user') this.inbox.reply(connection, principal.user, reply, op === 'file.fetch');
     else this.inbox.publish(inboxTopicOf(principal), reply);
     turn.handedOver();
     const seconds = (performance.now() - started) / 1000;

@@ -42,7 +42,7 @@ const REQUESTS: [string, z.ZodType, string][] = [
   [
     'FileFetchRequest',
     P.FileFetchRequest,
-    'Fetch chunk `index` (base64) of a file you accepted. Its reply goes to the fetching connection only, on its inbox topic (to the inbox as usual when that connection is not subscribed to it).',
+    'Fetch chunk `index` (base64) of a file you accepted. Its reply goes to the fetching connection only, on its replies topic or its inbox topic (to the inbox as usual when that connection is subscribed to neither, or has gone).',
   ],
   ['FileReceivedRequest', P.FileReceivedRequest, 'Tell the server (and the sender) that you have the whole file and its SHA-256 checks out.'],
   [
@@ -120,6 +120,13 @@ export function buildAsyncApiDocument(): Json {
         parameters: { user: userParam },
         messages: refs(EVENTS),
       },
+      replies: {
+        address: `${TOPIC_ROOT}/users/{user}/replies`,
+        description:
+          'Replies to the requests this connection makes, and nothing else: no catch-up, no messages (for a tool that asks and leaves). Only that user may subscribe. Replies also go on the inbox, for the user’s other devices; subscribe to one or the other.',
+        parameters: { user: userParam },
+        messages: { OkReply: ref('OkReply'), ErrorReply: ref('ErrorReply') },
+      },
       requests: {
         address: `${TOPIC_ROOT}/users/{user}/requests`,
         description: 'Requests from a user. Only that user may publish; publishing anywhere else closes the connection.',
@@ -157,6 +164,12 @@ export function buildAsyncApiDocument(): Json {
         channel: { $ref: '#/channels/inbox' },
         summary: 'Messages, replies, receipts, group changes and sync events.',
         messages: EVENTS.map(([n]) => ({ $ref: `#/channels/inbox/messages/${n}` })),
+      },
+      receiveReplies: {
+        action: 'receive',
+        channel: { $ref: '#/channels/replies' },
+        summary: 'The replies to this connection’s own requests, without the inbox’s catch-up.',
+        messages: [{ $ref: '#/channels/replies/messages/OkReply' }, { $ref: '#/channels/replies/messages/ErrorReply' }],
       },
       receivePresence: {
         action: 'receive',

@@ -34,6 +34,12 @@ export const ANON_NONCE_PATTERN = /^[A-Za-z0-9_-]{8,64}$/;
 export const topics = {
   /** Everything the server delivers to a user: messages, replies, events. Only that user may subscribe. */
   inbox: (user: string): string => `${TOPIC_ROOT}/users/${user}/inbox`,
+  /**
+   * Replies to the requests a connection makes, to that connection only, and nothing else: no catch-up, no messages
+   * (for a tool that asks and goes, which the inbox's catch-up would send the whole unread backlog each time). Only
+   * that user may subscribe.
+   */
+  replies: (user: string): string => `${TOPIC_ROOT}/users/${user}/replies`,
   /** Requests from a user to the server. Only that user may publish. */
   requests: (user: string): string => `${TOPIC_ROOT}/users/${user}/requests`,
   /** Retained presence of a user (`{state, lastSeen}`), readable by any logged-in user. */
