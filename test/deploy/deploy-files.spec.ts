@@ -289,6 +289,26 @@ describe('the deployment files agree with each other and with the apps', () => {
     for (const d of byKind(manifests, 'Deployment')) expect(componentOf(d)).toBe(appArgOf(d));
   });
 
+  it('has HAProxy send the PROXY protocol to the gateways, which trust it from the compose network, and health checks go without it', () => {
+    const services = compose().services as Record<string, Json>;
+    const haproxy = readRepo('deploy/haproxy.cfg');
+    const defaultServer = haproxy.split('\n').find((l) => /^\s*default-server /.test(l))!;
+    expect(defaultServer.split(/\s+/)).toContain('send-proxy-v2');
+    // A check with a port of its own sends no PROXY header (HAProxy's check-send-proxy would force one): /readyz is plain HTTP.
+    expect(defaultServer).toMatch(/ check port 8080 /);
+    expect(haproxy).not.toMatch(/check-send-proxy|send-proxy(?!-v2)/);
+    expect(haproxy).not.toMatch(/^\s*server .*\bno-send-proxy/m);
+    const subnets = (compose().networks.parley.ipam.config as Json[]).map((n) => n.subnet as string);
+    expect(subnets).toEqual(['172.30.83.0/24', 'fd00:7061:726c:6579::/64']);
+    const gateways = Object.keys(services).filter((s) => services[s]!.command?.[0] === 'gateway');
+    for (const g of gateways) {
+      const from = loadConfig(services[g]!.environment).PARLEY_PROXY_FROM;
+      expect(from, g).toEqual(subnets);
+    }
+    // Only the gateways take MQTT.
+    for (const [name, s] of Object.entries(services)) if (!gateways.includes(name)) expect(s.environment?.PARLEY_PROXY_FROM, name).toBeUndefined();
+  });
+
   it('gives every app settings the server itself accepts', () => {
     for (const [name, s] of Object.entries(compose().services as Record<string, Json>)) {
       if (s.image !== 'parley:latest') continue;

@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startLoadBalancer, type LoadBalancer } from '../support/load-balancer.js';
+import { BEHIND_LOAD_BALANCER, startLoadBalancer, type LoadBalancer } from '../support/load-balancer.js';
 import { MqttUser } from '../support/mqtt-user.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { sample, scrape } from '../support/prometheus.js';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
 import { startTcpGate, type TcpGate } from '../support/tcp-gate.js';
 import { TestUsers } from '../support/test-users.js';
+import { droppedConnections } from '../support/proxy-protocol.js';
+import { connectPacket, PINGREQ, RawClient } from '../support/raw-mqtt.js';
 
 /**
  * docker-compose.yml's load balancer, deploy/haproxy.cfg, run for real in
@@ -28,7 +30,7 @@ describe('deploy/haproxy.cfg in front of two gateways', () => {
 
   beforeAll(async () => {
     redis = await startRedis({ appendonly: true });
-    env = { REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `lb${randomBytes(4).toString('hex')}:` };
+    env = { ...BEHIND_LOAD_BALANCER, REDIS_URL: redis.url, PARLEY_REDIS_PREFIX: `lb${randomBytes(4).toString('hex')}:` };
     // A complete node on Redis, and one whose way to the same Redis is shut for now: not ready.
     gate = await startTcpGate({ host: '127.0.0.1', port: redis.port });
     ready = await startParley({ env: { ...env, PARLEY_GATEWAY_ID: 'gw-ready' } });
@@ -83,5 +85,73 @@ describe('deploy/haproxy.cfg in front of two gateways', () => {
     await bobAgain.waitFor((e) => e.type === 'message' && e.text === 'are you still there?');
     expect(await bobAgain.waitFor((e) => e.type === 'synced')).toMatchObject({ messages: 1 });
     expect(await connectionsOf(survivor)).toBeGreaterThanOrEqual(2);
+  });
+});
+
+/**
+ * Behind HAProxy every connection comes from HAProxy's address; with the PROXY
+ * protocol (send-proxy-v2, PARLEY_PROXY_FROM) the gateways see each client's
+ * own. Without it, one client's failed logins locked every client out.
+ */
+describe('deploy/haproxy.cfg passes each client’s address to the gateways', () => {
+  const MAX_FAILURES = 3;
+  let redis: RedisServer;
+  let gateways: ParleyServer[] = [];
+  let lb: LoadBalancer;
+  const open: MqttUser[] = [];
+  const users = new TestUsers(() => [lb.url6], 'balanced password');
+
+  beforeAll(async () => {
+    redis = await startRedis({ appendonly: false });
+    const env = {
+      ...BEHIND_LOAD_BALANCER,
+      REDIS_URL: redis.url,
+      PARLEY_REDIS_PREFIX: `lbp${randomBytes(4).toString('hex')}:`,
+      PARLEY_LOGIN_MAX_FAILURES: String(MAX_FAILURES),
+    };
+    gateways = await Promise.all(['gw-a', 'gw-b'].map((id) => startParley({ env: { ...env, PARLEY_GATEWAY_ID: id } })));
+    lb = await startLoadBalancer(gateways);
+  });
+  afterAll(async () => {
+    await Promise.all(open.map((u) => u.close()));
+    await lb?.stop();
+    await Promise.all(gateways.map((g) => g.dispose()));
+    await redis?.stop();
+  });
+
+  /** A raw connection through HAProxy from `host` that sends `bytes`; the CONNACK code, or 'closed'. */
+  const through = async (host: '127.0.0.1' | '::1', bytes: Buffer) => {
+    const c = await RawClient.open(lb.port, host);
+    try {
+      c.send(bytes);
+      return await c.connackCode();
+    } finally {
+      c.close();
+    }
+  };
+  const login = (user: string, password: string) => connectPacket({ clientId: `${user}/raw`, username: user, password });
+
+  it('locks out the client that failed logins, not the others behind the same HAProxy', async () => {
+    await Promise.all([lb.waitForState('gw0', 'UP'), lb.waitForState('gw1', 'UP')]);
+    const [mia, max] = [await users.fresh('mia'), await users.fresh('max')];
+    // From 127.0.0.1: wrong passwords for mia, over both gateways (leastconn spreads them; the count is shared in Redis).
+    for (let i = 0; i < MAX_FAILURES; i++) expect(await through('127.0.0.1', login(mia, 'wrong password'))).toBe(4);
+    expect(await through('127.0.0.1', login(mia, users.password))).toBe(5);
+    expect(await through('127.0.0.1', login(max, users.password))).toBe(5);
+    // From ::1, through the same HAProxy to the same gateways: both log in.
+    expect(await through('::1', login(max, users.password))).toBe(0);
+    open.push(await MqttUser.connect(lb.url6, mia, users.password));
+  });
+
+  it('logs the client’s address, not HAProxy’s', async () => {
+    // A first packet that is not CONNECT: dropped, and logged by the connection's address.
+    expect(await through('::1', PINGREQ)).toBe('closed');
+    expect(await through('127.0.0.1', PINGREQ)).toBe('closed');
+    const dropsFrom = (address: string) =>
+      gateways.flatMap((g) => droppedConnections(g)).filter((d) => d.reason === 'first packet is not CONNECT' && d.address === address);
+    await expect.poll(() => dropsFrom('::1').length, { timeout: 10_000 }).toBe(1);
+    await expect.poll(() => dropsFrom('127.0.0.1').length, { timeout: 10_000 }).toBe(1);
+    // HAProxy reaches the gateways from ::ffff:127.0.0.1: that address is never the one a connection is known by.
+    expect(gateways.flatMap((g) => droppedConnections(g)).filter((d) => d.address === '::ffff:127.0.0.1')).toEqual([]);
   });
 });

@@ -1,5 +1,4 @@
-import { execFileSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -7,6 +6,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { connectPacket } from '../support/raw-mqtt.js';
+import { makeCertificates } from '../support/certificates.js';
 
 /**
  * MQTT over TLS, over WebSocket and over secure WebSocket, each on its own
@@ -16,33 +16,6 @@ import { connectPacket } from '../support/raw-mqtt.js';
 let dir: string;
 let server: ParleyServer;
 let ca: string;
-
-function makeCertificates(into: string): { ca: string; cert: string; key: string } {
-  const f = (name: string) => join(into, name);
-  const openssl = (...args: string[]) => execFileSync('openssl', args, { stdio: 'pipe' });
-  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
-  openssl('req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=Parley test CA');
-  openssl('req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost');
-  writeFileSync(f('san.ext'), 'subjectAltName=DNS:localhost,IP:127.0.0.1,IP:::1\n');
-  openssl(
-    'x509',
-    '-req',
-    '-in',
-    f('server.csr'),
-    '-CA',
-    f('ca.pem'),
-    '-CAkey',
-    f('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    f('server.pem'),
-    '-days',
-    '1',
-    '-extfile',
-    f('san.ext'),
-  );
-  return { ca: f('ca.pem'), cert: f('server.pem'), key: f('server.key') };
-}
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'parley-tls-'));

@@ -7,10 +7,17 @@ import type { ParleyServer } from './parley-server.js';
 import { REPO_ROOT } from './parley-server.js';
 import { freePort } from './redis-server.js';
 
+/**
+ * The environment gateways behind startLoadBalancer need: deploy/haproxy.cfg sends them the PROXY protocol
+ * (send-proxy-v2), and HAProxy reaches them from loopback.
+ */
+export const BEHIND_LOAD_BALANCER = { PARLEY_PROXY_FROM: '127.0.0.1,::1' } as const;
+
 export interface LoadBalancer {
   /** mqtt://127.0.0.1:PORT and mqtt://[::1]:PORT: the one address clients use. */
   url: string;
   url6: string;
+  port: number;
   /** Every line HAProxy wrote so far (its logs and its server state changes). */
   output: string[];
   /** Resolves once HAProxy has said that server (gw0, gw1, … in the order given) is UP or DOWN. */
@@ -29,7 +36,8 @@ function replaceOnce(text: string, pattern: RegExp, by: string): string {
  * Runs HAProxy with the shipped deploy/haproxy.cfg in front of gateways on
  * loopback: only the addresses change (listen ports, the gateways' MQTT and
  * HTTP ports instead of container names, no Docker DNS); balancing, health
- * checks on /readyz and failover are the file's own.
+ * checks on /readyz, failover and the PROXY protocol are the file's own. Start
+ * the gateways with BEHIND_LOAD_BALANCER in their environment.
  */
 export async function startLoadBalancer(gateways: ParleyServer[]): Promise<LoadBalancer> {
   if (spawnSync('haproxy', ['-v'], { stdio: 'ignore' }).error) throw new Error('haproxy is not installed: run `apt-get install haproxy` (or `bash .ci/run`)');
@@ -87,6 +95,7 @@ export async function startLoadBalancer(gateways: ParleyServer[]): Promise<LoadB
   return {
     url: `mqtt://127.0.0.1:${port}`,
     url6: `mqtt://[::1]:${port}`,
+    port,
     output,
     stop,
     waitForState: (server, state, timeoutMs = 20_000) =>

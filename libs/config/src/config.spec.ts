@@ -130,4 +130,19 @@ describe('loadConfig', () => {
       }
     }
   });
+
+  it('reads PARLEY_PROXY_FROM as a list of trusted proxies, off when empty, and refuses what is no address or range', () => {
+    expect(loadConfig({}).PARLEY_PROXY_FROM).toEqual([]);
+    expect(loadConfig({ PARLEY_PROXY_FROM: ' ' }).PARLEY_PROXY_FROM).toEqual([]);
+    expect(loadConfig({ PARLEY_PROXY_FROM: '172.30.83.0/24, fd00:7061:726c:6579::/64,127.0.0.1,::1' }).PARLEY_PROXY_FROM).toEqual([
+      '172.30.83.0/24',
+      'fd00:7061:726c:6579::/64',
+      '127.0.0.1',
+      '::1',
+    ]);
+    for (const bad of ['haproxy', '10.0.0.0/33', '10.0.0.1,::1/200', '10.0.0.0/8;10.1.0.0/16'])
+      expect(() => loadConfig({ PARLEY_PROXY_FROM: bad }), bad).toThrow(
+        /^invalid configuration: PARLEY_PROXY_FROM lists IP addresses and CIDR ranges: .*\(got ".*"\)$/,
+      );
+  });
 });

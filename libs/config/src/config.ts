@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { addressRangeProblem } from './address-ranges.js';
 
 /**
  * Parley's whole configuration, read once from the environment at start and
@@ -88,6 +89,23 @@ export const ConfigSchema = z.object({
         z.enum(['presence', 'receipts', 'group', 'file-offer'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group, file-offer' }),
       ),
     ),
+  /**
+   * Trusted proxies (IP addresses and CIDR ranges, comma-separated): an MQTT connection from one of them must start with
+   * a PROXY protocol header (v1 or v2), and the client address it names is the connection's address from then on.
+   */
+  PARLEY_PROXY_FROM: z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    )
+    .superRefine((entries, ctx) => {
+      const problem = entries.map(addressRangeProblem).find((p) => p !== undefined);
+      if (problem) ctx.addIssue({ code: 'custom', message: `PARLEY_PROXY_FROM lists IP addresses and CIDR ranges: ${problem}` });
+    }),
   /** After how long without a heartbeat a gateway on the same Redis is taken for dead and its users shown offline. */
   PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000),
   /** How long a call to a remote service may take before the client is told `unavailable`. */

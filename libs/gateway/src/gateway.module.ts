@@ -1,6 +1,6 @@
 import { Inject, Module, type DynamicModule, type ModuleMetadata, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { AccountsModule, AccountsService } from '#libs/accounts';
-import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
+import { AddressRanges, PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { FILE_OFFER_API, type FileOfferApi } from '#libs/file-offer';
 import { Metrics, Readiness } from '#libs/health';
 import { Conversations, GROUP_API, GroupModule, type GroupApi } from '#libs/group';
@@ -84,6 +84,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
                 : inMemoryBackplane(backend.kind === 'embedded' ? new EmbeddedRetainedStore(backend.db) : undefined),
               guard: guardLimitsOf(config),
               maxSessionsPerUser: config.PARLEY_MAX_SESSIONS_PER_USER,
+              proxyFrom: AddressRanges.parse(config.PARLEY_PROXY_FROM),
             }),
           inject: [AccessPolicy, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
         },

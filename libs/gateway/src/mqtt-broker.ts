@@ -6,9 +6,11 @@ import type { AccessPolicy } from './access-policy.js';
 import { ownCopy, type Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
+import type { AddressRanges } from '#libs/config';
 import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
 import { SessionKeeper } from './session-keeper.js';
 import { LocalInboxes } from './local-inboxes.js';
+import type { ProxyHeaderDrop } from './proxy-header.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
 
 export { ListenError } from './mqtt-listeners.js';
@@ -24,6 +26,11 @@ export interface BrokerOptions {
   guard: GuardLimits;
   /** Persistent sessions kept per user (see SessionKeeper). */
   maxSessionsPerUser: number;
+  /**
+   * Trusted proxies (PARLEY_PROXY_FROM): a plain or TLS MQTT connection from one of them starts with a PROXY protocol
+   * header, and the client address it names is the connection's address for limits and logs.
+   */
+  proxyFrom?: AddressRanges;
 }
 
 /**
@@ -185,9 +192,11 @@ export class MqttBroker {
   /** Starts a listener of one kind (plain, TLS, WebSocket, secure WebSocket); TLS kinds need the certificate files. */
   async listenOn(kind: ListenerKind, host: string, port: number, tls?: TlsFiles): Promise<AddressInfo> {
     await this.start();
+    const proxyFrom = this.opts.proxyFrom;
     const listener = await openListener(kind, host, port, (stream, address) => this.accept(stream, address), {
       tls,
       maxPacketBytes: this.opts.guard.maxPacketBytes,
+      proxy: proxyFrom && { from: proxyFrom, headerTimeoutMs: this.opts.guard.connectTimeoutMs, onDrop: this.logProxyDrop },
     });
     this.listeners.push(listener);
     return listener.address;
@@ -207,6 +216,10 @@ export class MqttBroker {
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
   private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void =>
     this.logger.log({ event: 'connection_dropped', address: guard.remoteAddress, ...drop });
+
+  /** A trusted proxy's connection closed for its PROXY protocol header: logged as the guard's drops are, by the proxy's address. */
+  private readonly logProxyDrop = (drop: ProxyHeaderDrop, proxyAddress: string): void =>
+    this.logger.log({ event: 'connection_dropped', address: proxyAddress, ...drop });
 
   /** A request a guard took off the broker's path: handled as `authorizePublish` handles one that went through it. */
   private readonly takeRequest: RequestLane = (guard, payload) => {

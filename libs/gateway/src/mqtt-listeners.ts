@@ -1,12 +1,14 @@
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createTcpServer, type AddressInfo } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer } from 'node:tls';
+import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { createWebSocketStream, WebSocketServer } from 'ws';
+import type { AddressRanges } from '#libs/config';
 import { describeListenError } from '#libs/runtime';
+import { awaitProxyHeader, type ProxyHeaderDrop } from './proxy-header.js';
 
 /** The transports a client can reach the broker over, each on its own port. */
 export type ListenerKind = 'mqtt' | 'mqtts' | 'ws' | 'wss';
@@ -29,6 +31,26 @@ export class ListenError extends Error {
 /** A byte stream from a client and the address it came from. */
 export type Accept = (stream: Duplex, remoteAddress: string) => void;
 
+/**
+ * Connections from trusted proxies (PARLEY_PROXY_FROM) on the MQTT and MQTT over TLS listeners: each must start with a
+ * PROXY protocol header, and is known by the client address it names.
+ */
+export interface ProxyTrust {
+  from: AddressRanges;
+  /** How long a proxy has to send its header: the connect timeout. */
+  headerTimeoutMs: number;
+  /** A proxied connection closed for its header (malformed, too long, late), with the proxy's address. */
+  onDrop: (drop: ProxyHeaderDrop, proxyAddress: string) => void;
+}
+
+/**
+ * The TCP connection a server-side TLS socket wraps. Node keeps it as `_parent` (lib/_tls_wrap.js); undefined should a
+ * release of Node stop doing so, which closes proxied connections rather than mistake whose they are.
+ */
+function tcpSocketOf(socket: TLSSocket): Duplex | undefined {
+  return (socket as TLSSocket & { _parent?: Duplex })._parent ?? undefined;
+}
+
 export interface OpenListener {
   kind: ListenerKind;
   address: AddressInfo;
@@ -46,28 +68,61 @@ export async function openListener(
   host: string,
   port: number,
   accept: Accept,
-  opts: { tls?: TlsFiles; maxPacketBytes: number },
+  opts: { tls?: TlsFiles; maxPacketBytes: number; proxy?: ProxyTrust },
 ): Promise<OpenListener> {
   const tls = opts.tls;
   const secure = kind === 'mqtts' || kind === 'wss';
   if (secure && !tls) throw new ListenError(`cannot listen for ${LABEL[kind]}: no certificate and key (PARLEY_TLS_CERT, PARLEY_TLS_KEY)`);
   const tlsOptions = tls ? { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } : undefined;
   const addressOf = (s: { remoteAddress?: string | undefined }) => s.remoteAddress ?? 'unknown';
+  const proxy = opts.proxy && !opts.proxy.from.empty ? opts.proxy : undefined;
+  /** Hands a TCP connection on, after its PROXY protocol header when it comes from a trusted proxy. */
+  const afterProxyHeader = (socket: Socket, next: (socket: Socket, address: string) => void) => {
+    const address = addressOf(socket);
+    if (!proxy?.from.has(address)) return next(socket, address);
+    awaitProxyHeader(socket, address, proxy.headerTimeoutMs, (s, client) => next(s as Socket, client), proxy.onDrop);
+  };
 
   let server;
   let wss: WebSocketServer | undefined;
   switch (kind) {
     case 'mqtt':
       // Each packet goes out in one write; Nagle's algorithm would only delay it.
-      server = createTcpServer({ noDelay: true }, (socket) => accept(socket, addressOf(socket)));
+      server = createTcpServer({ noDelay: true }, (socket) =>
+        afterProxyHeader(socket, (s, address) => {
+          accept(s, address);
+          // Paused after its header (see awaitProxyHeader): flowing again, as a socket that had none starts.
+          s.resume();
+        }),
+      );
       break;
-    case 'mqtts':
+    case 'mqtts': {
+      /** The client addresses of proxied connections, by their TCP connection (which TLS wraps). */
+      const proxied = new WeakMap<Duplex, string>();
       // A handshake that never completes is the guard's connect timeout's business once it does; until then, TLS's own.
-      server = createTlsServer({ ...tlsOptions, handshakeTimeout: 10_000 }, (socket) => {
+      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout: 10_000 }, (socket) => {
         socket.setNoDelay(true);
-        accept(socket, addressOf(socket));
+        const tcp = tcpSocketOf(socket);
+        const client = tcp && proxied.get(tcp);
+        // A proxy's connection whose client address is not known here is closed: its own address would stand for every client.
+        if (proxy && client === undefined && proxy.from.has(addressOf(socket))) return void socket.destroy();
+        accept(socket, client ?? addressOf(socket));
       });
+      if (!proxy) {
+        server = secure;
+        break;
+      }
+      // The PROXY header comes before the TLS handshake: it is read off the TCP connection, and TLS then takes the
+      // connection over (reading what came after the header first).
+      secure.on('tlsClientError', () => undefined);
+      server = createTcpServer({ noDelay: true }, (socket) =>
+        afterProxyHeader(socket, (s, address) => {
+          if (proxy.from.has(addressOf(s))) proxied.set(s, address);
+          secure.emit('connection', s);
+        }),
+      );
       break;
+    }
     case 'ws':
     case 'wss': {
       server = kind === 'wss' ? createHttpsServer(tlsOptions!) : createHttpServer();
