@@ -37,6 +37,18 @@ const optionalFile = () =>
     .optional()
     .transform((v) => (v === '' ? undefined : v));
 
+/** A comma-separated list, its entries trimmed, empty ones dropped; unset or empty is none. */
+const commaList = () =>
+  z
+    .string()
+    .default('')
+    .transform((v) =>
+      v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean),
+    );
+
 export const ConfigSchema = z.object({
   PARLEY_MQTT_HOST: z.string().min(1, 'PARLEY_MQTT_HOST must not be empty').default('::'),
   PARLEY_MQTT_PORT: port('PARLEY_MQTT_PORT', 1883),
@@ -75,37 +87,19 @@ export const ConfigSchema = z.object({
   /** Bytes per file chunk; one chunk, base64 in a request, must fit PARLEY_MAX_REQUEST_BYTES. */
   PARLEY_FILE_CHUNK_BYTES: positiveInt('PARLEY_FILE_CHUNK_BYTES', 32 * 1024, 8 * 1024 * 1024),
   /** Services reached over Redis instead of run in this process: any of presence, receipts, group, file-offer. */
-  PARLEY_REMOTE_SERVICES: z
-    .string()
-    .default('')
-    .transform((v) =>
-      v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean),
-    )
-    .pipe(
-      z.array(
-        z.enum(['presence', 'receipts', 'group', 'file-offer'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group, file-offer' }),
-      ),
+  PARLEY_REMOTE_SERVICES: commaList().pipe(
+    z.array(
+      z.enum(['presence', 'receipts', 'group', 'file-offer'], { error: 'PARLEY_REMOTE_SERVICES lists services from: presence, receipts, group, file-offer' }),
     ),
+  ),
   /**
    * Trusted proxies (IP addresses and CIDR ranges, comma-separated): an MQTT connection from one of them must start with
    * a PROXY protocol header (v1 or v2), and the client address it names is the connection's address from then on.
    */
-  PARLEY_PROXY_FROM: z
-    .string()
-    .default('')
-    .transform((v) =>
-      v
-        .split(',')
-        .map((s) => s.trim())
-        .filter(Boolean),
-    )
-    .superRefine((entries, ctx) => {
-      const problem = entries.map(addressRangeProblem).find((p) => p !== undefined);
-      if (problem) ctx.addIssue({ code: 'custom', message: `PARLEY_PROXY_FROM lists IP addresses and CIDR ranges: ${problem}` });
-    }),
+  PARLEY_PROXY_FROM: commaList().superRefine((entries, ctx) => {
+    const problem = entries.map(addressRangeProblem).find((p) => p !== undefined);
+    if (problem) ctx.addIssue({ code: 'custom', message: `PARLEY_PROXY_FROM lists IP addresses and CIDR ranges: ${problem}` });
+  }),
   /** After how long without a heartbeat a gateway on the same Redis is taken for dead and its users shown offline. */
   PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000),
   /** How long a call to a remote service may take before the client is told `unavailable`. */
