@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { connect as tlsConnect } from 'node:tls';
@@ -101,6 +101,15 @@ describe('transports', () => {
   it('refuses to start a TLS listener without a certificate, in one line', async () => {
     await expect(startParley({ env: { PARLEY_MQTTS_PORT: '0' }, timeoutMs: 10_000 })).rejects.toThrow(
       /PARLEY_MQTTS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/,
+    );
+  });
+
+  it('refuses, in one line naming the files, a certificate or key that is not PEM', async () => {
+    const notPem = join(dir, 'not-a-cert.txt');
+    writeFileSync(notPem, 'hello, I am no certificate\n');
+    const key = join(dir, 'server.key');
+    await expect(startParley({ env: { PARLEY_MQTTS_PORT: '0', PARLEY_TLS_CERT: notPem, PARLEY_TLS_KEY: key }, timeoutMs: 10_000 })).rejects.toThrow(
+      new RegExp(`PARLEY_TLS_CERT ${notPem.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} and PARLEY_TLS_KEY .* are not a PEM certificate and its key`),
     );
   });
 });

@@ -3,7 +3,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, type TLSSocket } from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { AddressRanges } from '#libs/config';
@@ -51,6 +51,22 @@ function tcpSocketOf(socket: TLSSocket): Duplex | undefined {
   return (socket as TLSSocket & { _parent?: Duplex })._parent ?? undefined;
 }
 
+/**
+ * The certificate and key, read and checked before anything listens: a file that is not PEM, or a key that does not
+ * match its certificate, is refused with the files named (OpenSSL's own message names neither).
+ */
+function readTlsFiles(tls: TlsFiles, kind: ListenerKind): { cert: Buffer; key: Buffer } {
+  const files = { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+  try {
+    createSecureContext(files);
+  } catch (e) {
+    throw new ListenError(
+      `cannot listen for ${LABEL[kind]}: PARLEY_TLS_CERT ${tls.cert} and PARLEY_TLS_KEY ${tls.key} are not a PEM certificate and its key (${(e as Error).message})`,
+    );
+  }
+  return files;
+}
+
 export interface OpenListener {
   kind: ListenerKind;
   address: AddressInfo;
@@ -73,7 +89,7 @@ export async function openListener(
   const tls = opts.tls;
   const secure = kind === 'mqtts' || kind === 'wss';
   if (secure && !tls) throw new ListenError(`cannot listen for ${LABEL[kind]}: no certificate and key (PARLEY_TLS_CERT, PARLEY_TLS_KEY)`);
-  const tlsOptions = tls ? { cert: readFileSync(tls.cert), key: readFileSync(tls.key) } : undefined;
+  const tlsOptions = tls ? readTlsFiles(tls, kind) : undefined;
   const addressOf = (s: { remoteAddress?: string | undefined }) => s.remoteAddress ?? 'unknown';
   const proxy = opts.proxy && !opts.proxy.from.empty ? opts.proxy : undefined;
   /** Hands a TCP connection on, after its PROXY protocol header when it comes from a trusted proxy. */
