@@ -12,6 +12,11 @@ import { startRefusingBroker, type RefusingBroker } from '../../../test/support/
  * does not know. A plain Aedes broker carries the packets; a second MQTT client
  * answers the requests as such a server would.
  */
+/** A reply as the server sends it: to the requester on its replies topic, and on the user's inbox for every device. */
+function answer(server: MqttClient, user: string, reply: object): void {
+  for (const topic of [topics.replies(user), topics.inbox(user)]) void server.publishAsync(topic, JSON.stringify(reply), { qos: 1 });
+}
+
 describe('ParleyClient and a newer server', () => {
   let broker: Aedes;
   let tcp: Server;
@@ -19,12 +24,14 @@ describe('ParleyClient and a newer server', () => {
   let server: MqttClient;
 
   beforeAll(async () => {
-    // Like a server past its limit of followed users: one presence topic is refused (SUBACK 0x80); and one inbox. One
-    // more ends the connection instead of answering.
+    // Like a server past its limit of followed users: one presence topic is refused (SUBACK 0x80); and one user's inbox
+    // and replies topic. One more ends the connection instead of answering. And a server from before the replies topic
+    // for one user, `old`.
     broker = new Aedes({
       authorizeSubscribe: (client, sub, done) => {
         if (sub.topic === topics.presence('hang-up')) return client.close();
-        done(null, [topics.presence('too-many'), topics.inbox('locked-out')].includes(sub.topic) ? null : sub);
+        const refused = [topics.presence('too-many'), topics.inbox('locked-out'), topics.replies('locked-out'), topics.replies('old')];
+        done(null, refused.includes(sub.topic) ? null : sub);
       },
     });
     await broker.listen();
@@ -40,7 +47,7 @@ describe('ParleyClient and a newer server', () => {
         req.op === 'who'
           ? { type: 'reply', id: req.id, op: 'who', ok: true, result: { user: 'bob', state: 'online', lastSeen: null, device: 'phone' }, served: 'v9' }
           : { type: 'reply', id: req.id, op: req.op, ok: false, error: { code: 'quota_exceeded', message: 'over your quota', retryAfter: 5 } };
-      void server.publishAsync(topics.inbox(user), JSON.stringify(reply), { qos: 1 });
+      answer(server, user, reply);
     });
   });
 
@@ -63,8 +70,17 @@ describe('ParleyClient and a newer server', () => {
     }
   });
 
+  it('takes its replies on the inbox from a server that refuses the replies topic (one from before it)', async () => {
+    const client = await ParleyClient.connect({ server: url, user: 'old', password: 'unused', timeoutMs: 5000 });
+    try {
+      expect(await client.request('who', { user: 'bob' })).toEqual({ user: 'bob', state: 'online', lastSeen: null });
+    } finally {
+      await client.close();
+    }
+  });
+
   it('shows a message event that carries fields it does not know', async () => {
-    const client = await ParleyClient.connect({ server: url, user: 'cat', password: 'unused', timeoutMs: 5000 });
+    const client = await ParleyClient.connect({ server: url, user: 'cat', password: 'unused', timeoutMs: 5000, present: true });
     try {
       const got = new Promise<unknown>((resolve, reject) => {
         const timer = setTimeout(() => reject(new Error('no event within 5 s')), 5000);
@@ -139,7 +155,7 @@ describe('ParleyClient across a dropped connection', () => {
       const { op, id, ...fields } = JSON.parse(payload.toString()) as { op: string; id: string } & Record<string, unknown>;
       asked.push({ user, op, id, fields });
       const reply = { type: 'reply', id, op: 'who', ok: true, result: { user: fields.user, state: 'online', lastSeen: null } };
-      void server.publishAsync(topics.inbox(user), JSON.stringify(reply), { qos: 1 });
+      answer(server, user, reply);
     });
   });
 
@@ -207,7 +223,7 @@ describe('ParleyClient while the server refuses logins', () => {
       const user = topic.split('/').at(-2)!;
       const { id, ...fields } = JSON.parse(payload.toString()) as { id: string } & Record<string, unknown>;
       const reply = { type: 'reply', id, op: 'who', ok: true, result: { user: fields.user, state: 'online', lastSeen: null } };
-      void server.publishAsync(topics.inbox(user), JSON.stringify(reply), { qos: 1 });
+      answer(server, user, reply);
     });
   });
 
