@@ -1,4 +1,8 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect, createServer, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply, type WhoResult } from '#libs/protocol';
 import { ParleyClient } from '../../apps/cli/src/parley-client.js';
@@ -266,4 +270,53 @@ it('after a kill -9, a user who was online is last seen about when the server di
   expect(lastSeen).toBeLessThanOrEqual(killedAt);
   expect(lastSeen).toBeGreaterThan(killedAt - 10_000);
   expect(startedAt).toBeGreaterThan(killedAt);
+});
+
+it('parley file send and file accept ride out a kill -9 and restart of the server mid-transfer, saying so', { timeout: 180_000 }, async () => {
+  const port = await freePort();
+  // Transfers at 1 MiB/s past a small burst: a file of a few MiB is still on its way when the server is killed.
+  const env = { ...LIMITS, PARLEY_TRANSFER_RATE: '1048576', PARLEY_TRANSFER_BURST: '262144' };
+  server = await startParley({ env, mqttPort: port });
+  const url = `mqtt://127.0.0.1:${port}`;
+  const users = new TestUsers(() => [url]);
+  const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+  const as = (user: string) => ({ PARLEY_SERVER: url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+  const dir = mkdtempSync(join(tmpdir(), 'parley-restart-'));
+  cleanups.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+  const data = randomBytes(3 * 1024 * 1024 + 77);
+  writeFileSync(join(dir, 'big.bin'), data);
+  const movedSome = (l: string) => l.startsWith('{') && ((JSON.parse(l) as { type: string; bytes?: number }).bytes ?? 0) > 0;
+  const crashAndRestart = async () => {
+    const dead = server!;
+    await dead.kill9();
+    server = await startParley({ env, mqttPort: port, dataDir: dead.dataDir });
+  };
+
+  const send = CliProcess.start(['--json', 'file', 'send', b, join(dir, 'big.bin')], as(a));
+  cleanups.push(() => send.stop());
+  await send.waitForLine(movedSome, 20_000);
+  await crashAndRestart();
+  expect(await send.exited, send.lines.join('\n')).toBe(0);
+  expect(
+    send
+      .json()
+      .filter((l) => l.type === 'connection')
+      .map((l) => l.state),
+  ).toEqual(['lost', 'back']);
+  const offer = (send.json().find((l) => l.type === 'offered')?.offer as { id: string } | undefined)?.id;
+  expect(offer).toBeDefined();
+
+  const into = mkdtempSync(join(dir, 'into-'));
+  const accept = CliProcess.start(['--json', 'file', 'accept', offer!, '--to', into], as(b));
+  cleanups.push(() => accept.stop());
+  await accept.waitForLine(movedSome, 20_000);
+  await crashAndRestart();
+  expect(await accept.exited, accept.lines.join('\n')).toBe(0);
+  expect(
+    accept
+      .json()
+      .filter((l) => l.type === 'connection')
+      .map((l) => l.state),
+  ).toEqual(['lost', 'back']);
+  expect(readFileSync(join(into, 'big.bin')).equals(data)).toBe(true);
 });

@@ -23,9 +23,13 @@ import {
 import { ParleyClient } from './parley-client.js';
 import { checkDevice, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
-/** Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither. */
+/**
+ * Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither, but for file
+ * transfers, which reconnect after a drop (`reconnect`) so that a server's restart does not end them.
+ */
 export interface LoginOptions {
   keepTrying?: boolean;
+  reconnect?: boolean;
   present?: boolean;
 }
 
@@ -51,6 +55,7 @@ export function contextOf(cmd: Command): CommandContext {
         user: s.user,
         password: s.password,
         keepTrying: opts.keepTrying,
+        reconnect: opts.reconnect,
         present: opts.present,
         device: s.device,
         onUnavailable: retryingNote(printer),

@@ -1,16 +1,22 @@
 import { resolve } from 'node:path';
 import { target, withClient, type CommandContext } from './commands.js';
 import { fileLabel, offerLine } from './file-output.js';
+import { reportConnection } from './output.js';
 import { acceptFile, offeredText, offerFile } from './file-actions.js';
 
 /** `parley file …` */
 export const fileCommands = {
   async send(ctx: CommandContext, user: string | undefined, path: string, opts: { group?: string }): Promise<void> {
     const to = target(user, opts.group);
-    await withClient(ctx, async (client) => {
-      const offer = await offerFile(client, ctx.printer, to, path);
-      ctx.printer.emit(offeredText(offer), { type: 'offered', offer });
-    });
+    await withClient(
+      ctx,
+      async (client) => {
+        reportConnection(client, (text, record) => ctx.printer.emit(text, record));
+        const offer = await offerFile(client, ctx.printer, to, path);
+        ctx.printer.emit(offeredText(offer), { type: 'offered', offer });
+      },
+      { reconnect: true },
+    );
   },
   async list(ctx: CommandContext): Promise<void> {
     await withClient(ctx, async (client) => {
@@ -20,10 +26,15 @@ export const fileCommands = {
     });
   },
   async accept(ctx: CommandContext, id: string, opts: { to?: string }): Promise<void> {
-    await withClient(ctx, async (client) => {
-      const { offer, path } = await acceptFile(client, ctx.printer, id, resolve(opts.to ?? '.'));
-      ctx.printer.emit(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
-    });
+    await withClient(
+      ctx,
+      async (client) => {
+        reportConnection(client, (text, record) => ctx.printer.emit(text, record));
+        const { offer, path } = await acceptFile(client, ctx.printer, id, resolve(opts.to ?? '.'));
+        ctx.printer.emit(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
+      },
+      { reconnect: true },
+    );
   },
   async cancel(ctx: CommandContext, id: string): Promise<void> {
     await withClient(ctx, async (client) => {

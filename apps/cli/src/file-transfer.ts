@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { link, open, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
-import { RequestError, type ParleyClient } from './parley-client.js';
+import { RequestError, RequestTimeout, type ParleyClient } from './parley-client.js';
 
 /** Where an offer goes: a user or a group. */
 export type FileTarget = { to: string } | { group: string };
@@ -114,8 +114,8 @@ function settled(offer: FileOffer): boolean {
 /**
  * Uploads the chunks the server does not have yet, with at most `window` unacknowledged. A chunk answered `unavailable`
  * is retried by the client while the ones after it are already on their way; the server then refuses those as out of
- * order (`bad_chunk`). Such a refusal is no reason to give up: the upload goes on from where the server stands
- * (`uploadedNow`), for as long as each new start gets further than the one before.
+ * order (`bad_chunk`). Such a refusal, or no answer in time (a server restarting), is no reason to give up: the upload
+ * goes on from where the server stands (`uploadedNow`), for as long as each new start gets further than the one before.
  */
 async function sendChunks(
   client: ParleyClient,
@@ -132,7 +132,8 @@ async function sendChunks(
       await sendFrom(client, handle, offer, from, window, progress);
       return;
     } catch (e) {
-      if (!(e instanceof RequestError && e.code === 'bad_chunk')) throw e;
+      // No answer in time (the connection was down longer than a request waits) is the same: where does it stand now?
+      if (!((e instanceof RequestError && e.code === 'bad_chunk') || e instanceof RequestTimeout)) throw e;
       const now = await uploadedNow();
       // A chunk of the wrong length, say, is refused again however often it is sent.
       fruitless = now > from ? 0 : fruitless + 1;

@@ -16,6 +16,17 @@ export class RequestError extends Error {
 }
 
 /** The CLI could not reach or log in to the server. */
+/** No answer to a request in time: `sent` when it was published (and may have been carried out), else never sent. */
+export class RequestTimeout extends Error {
+  override readonly name = 'RequestTimeout';
+  constructor(
+    readonly sent: boolean,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
 export class ConnectError extends Error {
   override readonly name = 'ConnectError';
 }
@@ -48,6 +59,11 @@ export interface ConnectOptions {
    * "try again" (CONNACK 3) to be accepted (10 s).
    */
   timeoutMs?: number;
+  /**
+   * Reconnect after a dropped connection, and send again what waits for an answer, like `keepTrying`, but try a first
+   * login as a one-shot command does (a long transfer that should ride out a server's restart).
+   */
+  reconnect?: boolean;
   /** The pause between two attempts to connect: again after a drop (keepTrying), or after a "try again" refusal (2 s). */
   reconnectMs?: number;
   /** Told once, with the reason, when the first login is refused with "try again" (CONNACK 3) and will be tried again. */
@@ -219,10 +235,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       username: opts.user,
       password: opts.password,
       clean: device === undefined,
-      reconnectPeriod: opts.keepTrying ? pauseMs : 0,
+      reconnectPeriod: opts.keepTrying || opts.reconnect ? pauseMs : 0,
       // A server that cannot check logins for a while (its account store restarting) answers CONNACK 3, "try again":
       // keep trying. Refusals that retrying cannot change end the client (see the 'error' listener in the constructor).
-      reconnectOnConnackError: opts.keepTrying ?? false,
+      reconnectOnConnackError: (opts.keepTrying || opts.reconnect) ?? false,
     };
     // The first login gets the same "try again" answer while the server's account store restarts. `chat` and `listen`
     // keep trying, as they do after a drop; a one-shot command for as long as it waits for an answer, then gives the
@@ -305,7 +321,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         this.pending.delete(id);
         const secs = Math.round(this.timeoutMs / 1000);
         reject(
-          new Error(
+          new RequestTimeout(
+            sent,
             sent ? `no answer from the server within ${secs} s: it may or may not have been done` : `not sent: no connection to the server for ${secs} s`,
           ),
         );
