@@ -199,6 +199,11 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(await readers(after.seq)).toEqual([b]);
     expect(await okResult<InfoResult>(back.request({ op: 'info', group: g.id, seq: mine.seq }))).toMatchObject({ from: b });
     expect(await back.request({ op: 'info', group: g.id, seq: between.seq })).toMatchObject({ ok: false, error: { code: 'no_such_message' } });
+    // The owner's history says the same as info: the peers carry his earlier time in the group, so a client counts him
+    // for what was said then (his cursors passed it), though he joined again after it.
+    await okResult(back.request({ op: 'receipt', conv: mine.conv, seq: after.seq, status: 'delivered' }));
+    const ownerPage = await okResult<HistoryResult>(owner.request({ op: 'history', group: g.id }));
+    expect(ownerPage.peers[b]).toMatchObject({ joined: added, earlier: [{ joined: 1, left: removal }], delivered: after.seq });
   });
 
   it('ownership: hand over, owner leaving passes it on, last member leaving deletes the group', async () => {

@@ -270,6 +270,8 @@ function mergePeers(known: Record<string, PeerCursors> | undefined, synced: Reco
       ...(k && k.delivered > c.delivered ? { delivered: k.delivered, deliveredAt: k.deliveredAt } : { delivered: c.delivered, deliveredAt: c.deliveredAt }),
       ...(k && k.read > c.read ? { read: k.read, readAt: k.readAt } : { read: c.read, readAt: c.readAt }),
       ...(joined > 0 ? { joined } : {}),
+      // Earlier times in the group only grow; the sync read later knows them all.
+      ...((c.earlier ?? k?.earlier) ? { earlier: c.earlier ?? k?.earlier } : {}),
     };
   }
   return out;

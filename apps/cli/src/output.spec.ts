@@ -126,6 +126,11 @@ describe('output formatting', () => {
     expect(markText(markFor(3, five, true))).toBe('✓✓ 4/5 delivered, 2 read');
     expect(markText(markFor(3, { b: cursors(3, 3), c: cursors(4, 4) }, true))).toBe('✓✓ 2/2 read');
     expect(markText(markFor(3, { b: cursors(3, 0), c: cursors(0, 0) }, true))).toBe('✓✓ 1/2 delivered');
+    // c joined (again) at #6: not for #3 — unless #3 was said in c's earlier time in the group (#1 to #4), when c had it.
+    const back = { b: cursors(3, 0), c: { ...cursors(9, 9), joined: 6 } };
+    expect(markText(markFor(3, back, true))).toBe('✓✓ 1/1 delivered');
+    expect(markText(markFor(3, { ...back, c: { ...back.c, earlier: [{ joined: 1, left: 4 }] } }, true))).toBe('✓✓ 2/2 delivered, 1 read');
+    expect(markText(markFor(5, { ...back, c: { ...back.c, earlier: [{ joined: 1, left: 4 }] } }, true))).toBe('✓');
   });
 
   it('prints an error once with its kind, also when the message names it already', () => {

@@ -57,7 +57,8 @@ export function markText(mark: Mark | null): string {
 /**
  * The mark of message `seq` given the other members' cursors. A cursor says when it reached its seq, so only the
  * message at a read cursor has its read time; those before it were read, at some time before. In a group, a member
- * who joined after the message counts neither way: they never had it.
+ * who joined after the message counts neither way: they never had it — unless it was said in an earlier time of theirs
+ * in the group (removed, then added back), when they had it.
  */
 export function markFor(seq: number, peers: Record<string, PeerCursors>, group: boolean): Mark {
   const cursors = Object.values(peers);
@@ -66,7 +67,7 @@ export function markFor(seq: number, peers: Record<string, PeerCursors>, group: 
     const read = (peer?.read ?? 0) >= seq;
     return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, read, readAt: read && peer!.read === seq ? peer!.readAt : null };
   }
-  const had = cursors.filter((c) => (c.joined ?? 0) <= seq);
+  const had = cursors.filter((c) => (c.joined ?? 0) <= seq || (c.earlier ?? []).some((s) => s.joined <= seq && seq <= s.left));
   return { kind: 'group', delivered: had.filter((c) => c.delivered >= seq).length, read: had.filter((c) => c.read >= seq).length, of: had.length };
 }
 

@@ -29,7 +29,7 @@ export class Conversations {
   ) {}
 
   /** Current members (in a group, with the seq that added each), or null when there is no such conversation. */
-  async membersOf(conv: string): Promise<{ user: string; joined?: number }[] | null> {
+  async membersOf(conv: string): Promise<{ user: string; joined?: number; earlier?: { joined: number; left: number }[] }[] | null> {
     if (!MessagingService.isDirect(conv)) return this.groups.membersOf(conv);
     return (await this.messaging.membersOf(conv))?.map((user) => ({ user })) ?? null;
   }

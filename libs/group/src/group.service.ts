@@ -15,6 +15,7 @@ import {
   newGroupId,
   skeleton,
   type GroupState,
+  type Span,
 } from './group-state.js';
 import type { GroupLocks } from './group-locks.js';
 import type { GroupStore } from './group.store.js';
@@ -230,11 +231,18 @@ export class GroupService {
     return { conv, group: labelOf(g), entry, members: g.members.filter((m) => within(spansOf(g, m.user, seq), seq)).map((m) => m.user) };
   }
 
-  /** Current members of a group conversation, each with the seq of the change that (last) added them; null when it is not one. */
-  async membersOf(conv: string): Promise<{ user: string; joined: number }[] | null> {
+  /**
+   * Current members of a group conversation, each with the seq of the change that (last) added them, and the earlier
+   * stretches of the log they were in the group for, when they were in it before; null when it is not one.
+   */
+  async membersOf(conv: string): Promise<{ user: string; joined: number; earlier?: Span[] }[] | null> {
     const id = groupIdOf(conv);
     const g = id ? await this.load(id) : undefined;
-    return g && !g.deleted ? g.members.map((m) => ({ user: m.user, joined: m.joined })) : null;
+    if (!g || g.deleted) return null;
+    return g.members.map((m) => {
+      const earlier = g.earlier && Object.hasOwn(g.earlier, m.user) ? g.earlier[m.user]! : [];
+      return earlier.length > 0 ? { user: m.user, joined: m.joined, earlier } : { user: m.user, joined: m.joined };
+    });
   }
 
   /** What of a group conversation a user may see: from when they joined up to now, or up to when they left. Null: nothing. */

@@ -348,12 +348,15 @@ export const Cursors = z.strictObject({
 });
 export type Cursors = z.infer<typeof Cursors>;
 
+/** A stretch of a group's log a member was in the group for: from the change that added them to the one that took them out. */
+export const MemberSpan = z.strictObject({ joined: z.number().int().positive(), left: z.number().int().positive() });
+
 /**
  * Another member's cursors. In a group, `joined` is the seq of the change that (last) added the member: they count for
  * the messages from there on, and not for older ones, whatever their cursors say (a member added again after leaving
- * moves on from a cursor of before).
+ * moves on from a cursor of before) — but for those said in an `earlier` time of theirs in the group, which they had.
  */
-export const PeerCursors = Cursors.extend({ joined: z.number().int().positive().optional() });
+export const PeerCursors = Cursors.extend({ joined: z.number().int().positive().optional(), earlier: z.array(MemberSpan).optional() });
 export type PeerCursors = z.infer<typeof PeerCursors>;
 
 export const HistoryResult = z.strictObject({

@@ -17,7 +17,7 @@ export interface ConversationDirectory {
    * The members of a conversation, or null when there is no such conversation; in a group, each with the seq of the
    * change that (last) added them.
    */
-  membersOf(conv: string): Promise<{ user: string; joined?: number }[] | null>;
+  membersOf(conv: string): Promise<{ user: string; joined?: number; earlier?: { joined: number; left: number }[] }[] | null>;
   /**
    * What of the conversation the user may see, up to `last`, and who its members are now; null when nothing (a former
    * group member sees up to when it left).
@@ -134,14 +134,14 @@ export class ReceiptsService {
     );
   }
 
-  /** The cursors of every other member of a conversation; in a group, with when each joined. */
+  /** The cursors of every other member of a conversation; in a group, with when each joined (and was in it before). */
   async peersOf(conv: string, user: string): Promise<Record<string, PeerCursors>> {
     const members = (await this.conversations.membersOf(conv)) ?? [];
     const others = members.filter((m) => m.user !== user);
     const all = await Promise.all(
       others.map(async (m) => {
         const cursors = await this.cursors.get(conv, m.user);
-        return [m.user, m.joined === undefined ? cursors : { ...cursors, joined: m.joined }] as const;
+        return [m.user, { ...cursors, ...(m.joined === undefined ? {} : { joined: m.joined }), ...(m.earlier ? { earlier: m.earlier } : {}) }] as const;
       }),
     );
     return Object.fromEntries(all);
