@@ -286,37 +286,24 @@ it('parley file send and file accept ride out a kill -9 and restart of the serve
   const data = randomBytes(3 * 1024 * 1024 + 77);
   writeFileSync(join(dir, 'big.bin'), data);
   const movedSome = (l: string) => l.startsWith('{') && ((JSON.parse(l) as { type: string; bytes?: number }).bytes ?? 0) > 0;
-  const crashAndRestart = async () => {
+  /** Runs a transfer, kills and restarts the server once it has moved some bytes, and sees it finish, saying so. */
+  const interrupted = async (args: string[], user: string) => {
+    const cli = CliProcess.start(['--json', 'file', ...args], as(user));
+    cleanups.push(() => cli.stop());
+    await cli.waitForLine(movedSome, 20_000);
     const dead = server!;
     await dead.kill9();
     server = await startParley({ env, mqttPort: port, dataDir: dead.dataDir });
+    expect(await cli.exited, cli.lines.join('\n')).toBe(0);
+    const states = cli.json().filter((l) => l.type === 'connection');
+    expect(states.map((l) => l.state)).toEqual(['lost', 'back']);
+    return cli;
   };
 
-  const send = CliProcess.start(['--json', 'file', 'send', b, join(dir, 'big.bin')], as(a));
-  cleanups.push(() => send.stop());
-  await send.waitForLine(movedSome, 20_000);
-  await crashAndRestart();
-  expect(await send.exited, send.lines.join('\n')).toBe(0);
-  expect(
-    send
-      .json()
-      .filter((l) => l.type === 'connection')
-      .map((l) => l.state),
-  ).toEqual(['lost', 'back']);
+  const send = await interrupted(['send', b, join(dir, 'big.bin')], a);
   const offer = (send.json().find((l) => l.type === 'offered')?.offer as { id: string } | undefined)?.id;
   expect(offer).toBeDefined();
-
   const into = mkdtempSync(join(dir, 'into-'));
-  const accept = CliProcess.start(['--json', 'file', 'accept', offer!, '--to', into], as(b));
-  cleanups.push(() => accept.stop());
-  await accept.waitForLine(movedSome, 20_000);
-  await crashAndRestart();
-  expect(await accept.exited, accept.lines.join('\n')).toBe(0);
-  expect(
-    accept
-      .json()
-      .filter((l) => l.type === 'connection')
-      .map((l) => l.state),
-  ).toEqual(['lost', 'back']);
+  await interrupted(['accept', offer!, '--to', into], b);
   expect(readFileSync(join(into, 'big.bin')).equals(data)).toBe(true);
 });
