@@ -5,7 +5,7 @@ import { DownloadLock } from './process-lock.js';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress, type BarOptions } from './file-progress.js';
 import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
-import type { Printer } from './output.js';
+import { displayLabel, type Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
 /** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
@@ -21,7 +21,7 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
         progress.update(bytes);
       },
       (unfinished) => {
-        const to = 'to' in target ? target.to : (unfinished[0]!.group?.name ?? target.group);
+        const to = 'to' in target ? target.to : displayLabel(unfinished[0]!.group?.name ?? target.group);
         for (const o of unfinished)
           printer.note(
             `* your upload of another ${o.name} to ${to} is unfinished (${o.id}, ${o.uploaded} of ${o.chunks} chunks); parley file cancel ${o.id} withdraws it`,
@@ -90,7 +90,7 @@ async function savedAgain(client: ParleyClient, id: string, dir: string): Promis
 const DOWNLOAD_WINDOW = 8;
 
 export function offeredText(offer: FileOffer): string {
-  const to = offer.group ? offer.group.name : Object.keys(offer.recipients).join(', ');
+  const to = offer.group ? displayLabel(offer.group.name) : Object.keys(offer.recipients).join(', ');
   return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
 }
 

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import type { FileOffer, FileRecipientState } from '#libs/protocol';
+import { offeredText } from './file-actions.js';
 import { FileNotices } from './file-output.js';
 
 const HOW = { accept: 'parley file accept', decline: 'parley file decline' };
@@ -87,5 +88,12 @@ describe('FileNotices', () => {
     expect(notices.linesFor({ type: 'files', offers: [waiting] })).toEqual([line]);
     expect(notices.linesFor({ type: 'file', event: 'offered', offer: waiting, ts: 5 })).toEqual([]);
     expect(notices.linesFor({ type: 'files', offers: [offer({ recipients: { bob: 'accepted' } })] })).toEqual([]);
+  });
+});
+
+describe('offeredText', () => {
+  it('shows a group’s name with its direction overrides escaped, as every other line does', () => {
+    const toGroup = offer({ group: { id: 'g1', name: 'team \u202eecila' }, recipients: { bob: 'pending' } });
+    expect(offeredText(toGroup)).toBe('offered notes.txt (10 B) to team \\u202eecila: f1');
   });
 });

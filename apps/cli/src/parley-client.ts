@@ -274,7 +274,9 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const subscribe = (topic: string) =>
       subscribed(client, topic).catch((e: unknown) => {
         client.end(true);
-        throw new ConnectError(`could not subscribe to the inbox: ${e instanceof Error ? e.message : String(e)}`);
+        throw new ConnectError(
+          `could not subscribe to ${topic === inbox && repliesOnly ? 'the replies topic' : 'the inbox'}: ${e instanceof Error ? e.message : String(e)}`,
+        );
       });
     let inboxSubscribed = await subscribe(inbox);
     // A server from before the replies topic refuses it: replies come on the inbox there, as they always did.

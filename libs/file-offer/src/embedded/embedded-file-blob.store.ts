@@ -30,12 +30,18 @@ export class EmbeddedFileBlobStore implements FileBlobStore {
     const temp = `${final}.${randomUUID()}.tmp`;
     const handle = await open(temp, 'w');
     try {
-      await handle.writeFile(data);
-      await handle.sync();
-    } finally {
-      await handle.close();
+      try {
+        await handle.writeFile(data);
+        await handle.sync();
+      } finally {
+        await handle.close();
+      }
+      await rename(temp, final);
+    } catch (e) {
+      // A write that failed (a full disk, say) leaves no part of itself behind: its retry writes a temp file of its own.
+      await rm(temp, { force: true });
+      throw e;
     }
-    await rename(temp, final);
   }
 
   async get(id: string, index: number): Promise<Buffer | null> {
