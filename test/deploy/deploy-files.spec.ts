@@ -99,7 +99,9 @@ describe('docker-compose.yml', () => {
     const c = compose();
     for (const [name, s] of Object.entries(c.services as Record<string, Json>)) {
       for (const dep of Object.keys(s.depends_on ?? {})) expect(Object.keys(c.services), `${name} depends_on ${dep}`).toContain(dep);
-      for (const net of s.networks ?? []) expect(Object.keys(c.networks), `${name} network ${net}`).toContain(net);
+      // A list of networks, or a map of them with settings (a fixed address).
+      const networks = Array.isArray(s.networks) ? (s.networks as string[]) : Object.keys(s.networks ?? {});
+      for (const net of networks) expect(Object.keys(c.networks), `${name} network ${net}`).toContain(net);
       for (const volume of (s.volumes ?? []) as string[]) {
         const source = volume.split(':')[0]!;
         if (source.startsWith('.')) expect(existsSync(join(REPO_ROOT, source)), `${name} mounts ${source}`).toBe(true);
@@ -300,10 +302,14 @@ describe('the deployment files agree with each other and with the apps', () => {
     expect(haproxy).not.toMatch(/^\s*server .*\bno-send-proxy/m);
     const subnets = (compose().networks.parley.ipam.config as Json[]).map((n) => n.subnet as string);
     expect(subnets).toEqual(['172.30.83.0/24', 'fd00:7061:726c:6579::/64']);
+    // The gateways trust HAProxy's own fixed addresses, in the network's subnets, and nothing else on the network.
+    const pinned = services.mqtt!.networks.parley as Json;
+    const haproxyAt = [pinned.ipv4_address as string, pinned.ipv6_address as string];
+    expect(haproxyAt[0]!.startsWith('172.30.83.') && haproxyAt[1]!.startsWith('fd00:7061:726c:6579::')).toBe(true);
     const gateways = Object.keys(services).filter((s) => services[s]!.command?.[0] === 'gateway');
     for (const g of gateways) {
       const from = loadConfig(services[g]!.environment).PARLEY_PROXY_FROM;
-      expect(from, g).toEqual(subnets);
+      expect(from, g).toEqual(haproxyAt);
     }
     // Only the gateways take MQTT.
     for (const [name, s] of Object.entries(services)) if (!gateways.includes(name)) expect(s.environment?.PARLEY_PROXY_FROM, name).toBeUndefined();
