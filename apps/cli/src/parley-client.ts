@@ -15,7 +15,6 @@ export class RequestError extends Error {
   }
 }
 
-/** The CLI could not reach or log in to the server. */
 /** No answer to a request in time: `sent` when it was published (and may have been carried out), else never sent. */
 export class RequestTimeout extends Error {
   override readonly name = 'RequestTimeout';
@@ -27,6 +26,7 @@ export class RequestTimeout extends Error {
   }
 }
 
+/** The CLI could not reach or log in to the server. */
 export class ConnectError extends Error {
   override readonly name = 'ConnectError';
 }
@@ -226,6 +226,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       throw new ConnectError(`cannot read the CA file ${opts.ca}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
     }
     const pauseMs = opts.reconnectMs ?? 2000;
+    // After a drop: `chat` and `listen` (keepTrying), and file transfers (reconnect).
+    const reconnects = Boolean(opts.keepTrying || opts.reconnect);
     const options: IClientOptions = {
       ...(ca ? { ca: [ca] } : {}),
       // MQTT.js drops the brackets of an IPv6 literal when it rebuilds a ws:// or wss:// URL.
@@ -235,10 +237,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       username: opts.user,
       password: opts.password,
       clean: device === undefined,
-      reconnectPeriod: opts.keepTrying || opts.reconnect ? pauseMs : 0,
+      reconnectPeriod: reconnects ? pauseMs : 0,
       // A server that cannot check logins for a while (its account store restarting) answers CONNACK 3, "try again":
       // keep trying. Refusals that retrying cannot change end the client (see the 'error' listener in the constructor).
-      reconnectOnConnackError: (opts.keepTrying || opts.reconnect) ?? false,
+      reconnectOnConnackError: reconnects,
     };
     // The first login gets the same "try again" answer while the server's account store restarts. `chat` and `listen`
     // keep trying, as they do after a drop; a one-shot command for as long as it waits for an answer, then gives the
@@ -295,7 +297,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * Sends a request and resolves with its result; rejects with RequestError (server said no) or Error (no answer).
+   * Sends a request and resolves with its result; rejects with RequestError (server said no) or RequestTimeout (no answer).
    * An answer of `rate_limited` or `unavailable` asks for a retry with the same id, which can never do a thing twice:
    * it is retried a few times, after growing pauses, before it is reported.
    */

@@ -8,6 +8,7 @@ import { addressRangeProblem } from './address-ranges.js';
  * validated here so that a bad value stops the process with a one-line reason
  * instead of surfacing later as a confusing fault.
  */
+
 /**
  * A whole number written in decimal digits, and nothing else: `Number()` would take '' as 0 (an empty
  * `PARLEY_MQTT_PORT=` listening on a random port), `0x50` as 80 and `1e3` as 1000.

@@ -181,9 +181,8 @@ export class AccessPolicy {
   /**
    * The subscription to grant, or null for a refusal (SUBACK 0x80) [MQTT-3.9.3-1]: at QoS 0 (see DELIVERY_QOS). A
    * connection holds at most `maxSubscriptions` filters besides its own inbox and replies topic, which it may always
-   * have; a filter it
-   * holds already is granted again. Grants are counted here, as they are made, so the count is exact even while the
-   * broker has not yet recorded the filters of a persistent session's SUBSCRIBE (it stores them first).
+   * have; a filter it holds already is granted again. Grants are counted here, as they are made, so the count is exact
+   * even while the broker has not yet recorded the filters of a persistent session's SUBSCRIBE (it stores them first).
    */
   grantSubscription(client: Client, sub: Subscription): Subscription | null {
     const principal = this.principals.get(client);
@@ -192,8 +191,11 @@ export class AccessPolicy {
     if (!held) this.granted.set(client, (held = new Set()));
     if (!held.has(sub.topic)) {
       const max = this.limits?.maxSubscriptions;
-      let counted = 0;
-      for (const topic of held) if (!isOwnTopic(principal, topic)) counted++;
+      // The connection's own topics are held but not counted. (Counted from the set's size, not by walking it: one
+      // SUBSCRIBE may carry a thousand filters.)
+      let counted = held.size;
+      if (held.has(inboxTopicOf(principal))) counted--;
+      if (principal.kind === 'user' && held.has(topics.replies(principal.user))) counted--;
       if (max !== undefined && !isOwnTopic(principal, sub.topic) && counted >= max) return null;
       held.add(sub.topic);
     }
