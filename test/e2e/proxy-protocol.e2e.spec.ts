@@ -196,5 +196,11 @@ describe('MQTT over TLS from a trusted proxy', () => {
     expect((await tlsVia(undefined, login)).packets).toEqual([]);
     // A client that is no proxy connects over TLS as ever.
     expect((await tlsVia(undefined, login, '::1')).packets).toEqual([2]);
+    // A proxied client that speaks no TLS after its header is closed, and concerns no one else.
+    const plain = connect({ port: server.extraPorts.mqtts!, host: '127.0.0.1' });
+    plain.on('error', () => undefined);
+    plain.write(Buffer.concat([proxyV1('192.0.2.97'), login]));
+    await new Promise((resolve) => plain.once('close', resolve));
+    expect((await tlsVia(proxyV1('192.0.2.99'), login)).packets).toEqual([2]);
   });
 });

@@ -3,7 +3,7 @@ import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
 import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
-import { createSecureContext, createServer as createTlsServer, type TLSSocket } from 'node:tls';
+import { createSecureContext, createServer as createTlsServer, type SecureContext, TLSSocket } from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { createWebSocketStream, WebSocketServer } from 'ws';
 import type { AddressRanges } from '#libs/config';
@@ -43,12 +43,27 @@ export interface ProxyTrust {
   onDrop: (drop: ProxyHeaderDrop, proxyAddress: string) => void;
 }
 
+/** How long a client has to complete its TLS handshake. */
+const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
 /**
- * The TCP connection a server-side TLS socket wraps. Node keeps it as `_parent` (lib/_tls_wrap.js); undefined should a
- * release of Node stop doing so, which closes proxied connections rather than mistake whose they are.
+ * The server side of TLS on a connection read from a trusted proxy, handed on once the handshake is done. A handshake
+ * that fails, or does not finish in time, closes the connection and concerns no one else.
  */
-function tcpSocketOf(socket: TLSSocket): Duplex | undefined {
-  return (socket as TLSSocket & { _parent?: Duplex })._parent ?? undefined;
+function acceptProxiedTls(socket: Socket, secureContext: SecureContext, next: (socket: TLSSocket) => void): void {
+  const tlsSocket = new TLSSocket(socket, { isServer: true, secureContext });
+  const timer = setTimeout(() => tlsSocket.destroy(), TLS_HANDSHAKE_TIMEOUT_MS);
+  const fail = () => {
+    clearTimeout(timer);
+    tlsSocket.destroy();
+  };
+  tlsSocket.on('error', fail);
+  tlsSocket.once('close', () => clearTimeout(timer));
+  tlsSocket.once('secure', () => {
+    clearTimeout(timer);
+    tlsSocket.off('error', fail);
+    next(tlsSocket);
+  });
 }
 
 /**
@@ -113,28 +128,23 @@ export async function openListener(
       );
       break;
     case 'mqtts': {
-      /** The client addresses of proxied connections, by their TCP connection (which TLS wraps). */
-      const proxied = new WeakMap<Duplex, string>();
       // A handshake that never completes is the guard's connect timeout's business once it does; until then, TLS's own.
-      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout: 10_000 }, (socket) => {
+      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) => {
         socket.setNoDelay(true);
-        const tcp = tcpSocketOf(socket);
-        const client = tcp && proxied.get(tcp);
-        // A proxy's connection whose client address is not known here is closed: its own address would stand for every client.
-        if (proxy && client === undefined && proxy.from.has(addressOf(socket))) return void socket.destroy();
-        accept(socket, client ?? addressOf(socket));
+        accept(socket, addressOf(socket));
       });
       if (!proxy) {
         server = secure;
         break;
       }
       // The PROXY header comes before the TLS handshake: it is read off the TCP connection, and TLS then takes the
-      // connection over (reading what came after the header first).
-      secure.on('tlsClientError', () => undefined);
+      // connection over (reading what came after the header first). A connection from elsewhere goes to the TLS server
+      // as it came; a proxied one is wrapped here, so that its client's address stays with it.
+      const context = createSecureContext(tlsOptions);
       server = createTcpServer({ noDelay: true }, (socket) =>
         afterProxyHeader(socket, (s, address) => {
-          if (proxy.from.has(addressOf(s))) proxied.set(s, address);
-          secure.emit('connection', s);
+          if (!proxy.from.has(addressOf(s))) return void secure.emit('connection', s);
+          acceptProxiedTls(s, context, (tlsSocket) => accept(tlsSocket, address));
         }),
       );
       break;
