@@ -7,7 +7,7 @@ import request from 'supertest';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { OkReply, SendResult, WhoResult } from '#libs/protocol';
 import { CliProcess, runCli } from '../support/cli.js';
-import { connectClient, endClient, type MqttUser } from '../support/mqtt-user.js';
+import { connectClient, endClient, MqttUser, registerUser } from '../support/mqtt-user.js';
 import { sample, scrape } from '../support/prometheus.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Topology } from '../support/topology.js';
@@ -267,5 +267,45 @@ describe('stopping while Redis is gone', () => {
     } finally {
       await topo.dispose();
     }
+  });
+});
+
+/**
+ * A Redis that comes back empty (restarted without persistence): what the gateway remembered of its data is not taken
+ * as still there. The accounts are gone, as the README says; a message accepted after that is delivered.
+ */
+describe('after Redis lost its data', () => {
+  let topo: Topology;
+  const users = new TestUsers(() => topo.urls(), 'redis wipe pass');
+
+  beforeAll(async () => {
+    topo = await startTopology('redis');
+  });
+  afterEach(() => users.closeAll());
+  afterAll(() => topo?.dispose());
+
+  it('indexes a conversation again, refuses accounts it lost, and delivers what it accepts afterwards', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const alice = await users.login(a);
+    // The gateway now knows alice's and carol's passwords (a registration is remembered as a login), that bob and carol exist, and that alice and bob's conversation is indexed.
+    expect(await alice.request({ op: 'send', to: b, text: 'before' })).toMatchObject({ ok: true });
+    expect(await alice.request({ op: 'send', to: c, text: 'before' })).toMatchObject({ ok: true });
+    await users.closeAll();
+
+    await topo.redis!.kill9();
+    await topo.redis!.restart();
+
+    // Only alice and bob register again; carol's account is gone.
+    const url = topo.urls()[0]!;
+    await expect.poll(async () => (await registerUser(url, a, users.password).catch(() => undefined))?.ok, { timeout: 15_000, interval: 250 }).toBe(true);
+    expect(await registerUser(url, b, users.password)).toMatchObject({ ok: true });
+    const again = await users.login(a);
+    expect(await again.request({ op: 'send', to: c, text: 'to no one' })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
+    expect(await again.request({ op: 'send', to: b, text: 'after' })).toMatchObject({ ok: true, result: { seq: 1 } });
+    await expect(MqttUser.connect(url, c, users.password)).rejects.toThrow();
+
+    // bob's catch-up finds the conversation, and the message in it.
+    const bob = await users.login(b);
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'after');
   });
 });

@@ -16,4 +16,10 @@ export interface AccountStore {
 
   /** The account of that name, or undefined when there is none. */
   get(user: string): Promise<Account | undefined>;
+
+  /**
+   * Changes whenever the store may have lost accounts it had acknowledged (Redis reconnected, see
+   * `RedisConnection.generation`); what is known of an account holds only within one generation.
+   */
+  generation(): number;
 }

@@ -13,8 +13,11 @@ export interface AccountsOptions {
 export class AccountsService {
   /** A hash the KDF runs against for unknown users, so a login's timing does not reveal whether the name exists. */
   private decoyHash: Promise<string> | undefined;
-  /** Users known to exist; accounts are never deleted, so a positive answer stays true. */
-  private readonly known = new Set<string>();
+  /**
+   * Users known to exist, with the store's generation they were seen in: accounts are never deleted, so a positive
+   * answer stays true for as long as the store keeps what it held (see `AccountStore.generation`).
+   */
+  private readonly known = new Map<string, number>();
   /**
    * user → keyed digest of the password of the last successful login (or the registration), with its expiry. Every
    * entry lives equally long and is re-inserted when renewed, so the map's order is expiry order: expired entries are
@@ -22,7 +25,7 @@ export class AccountsService {
    * the clock be set back, an entry made before is no longer trusted, as it is further from expiry than the cache
    * time; one behind a fresher head waits until the head goes: a delay of at most the step back.)
    */
-  private readonly verified = new Map<string, { digest: Buffer; expires: number }>();
+  private readonly verified = new Map<string, { digest: Buffer; expires: number; generation: number }>();
   private readonly cacheKey = randomBytes(32);
 
   constructor(
@@ -40,40 +43,51 @@ export class AccountsService {
     const weakness = weaknessOf(user, password, this.opts.minPasswordLength);
     if (weakness) throw new DomainError('weak_password', weakness);
     const passwordHash = await this.hasher.hash(password);
+    const generation = this.store.generation();
     const created = await this.store.create({ user, passwordHash, createdAt: this.now() });
     if (!created) throw new DomainError('user_exists', `the name "${user}" is taken`);
-    this.known.add(user);
+    this.known.set(user, generation);
     // The KDF has just run on this password: the login that usually follows a registration need not run it again.
-    this.remember(user, password);
+    this.remember(user, password, generation);
     return { user };
   }
 
   /** True when the user exists and the password is its password. */
   async authenticate(user: string, password: string): Promise<boolean> {
     const cached = this.verified.get(user);
-    if (cached && this.fresh(cached, this.now()) && timingSafeEqual(cached.digest, this.digestOf(user, password))) return true;
+    if (
+      cached &&
+      this.fresh(cached, this.now()) &&
+      cached.generation === this.store.generation() &&
+      timingSafeEqual(cached.digest, this.digestOf(user, password))
+    )
+      return true;
 
+    const generation = this.store.generation();
     const account = await this.store.get(user);
     if (!account) {
       this.decoyHash ??= this.hasher.hash('decoy password');
       await this.hasher.verify(password, await this.decoyHash);
       return false;
     }
-    this.known.add(user);
+    this.known.set(user, generation);
     const ok = await this.hasher.verify(password, account.passwordHash);
-    if (ok) this.remember(user, password);
+    if (ok) this.remember(user, password, generation);
     return ok;
   }
 
-  /** Remembers a password checked by the KDF, for the cache time. */
-  private remember(user: string, password: string): void {
+  /**
+   * Remembers a password checked by the KDF, for the cache time, and while the store keeps the account it was checked
+   * against (the store's generation then).
+   */
+  private remember(user: string, password: string, generation: number): void {
     const now = this.now();
     for (const [name, entry] of this.verified) {
       if (this.fresh(entry, now)) break;
       this.verified.delete(name);
     }
     this.verified.delete(user);
-    this.verified.set(user, { digest: this.digestOf(user, password), expires: now + this.cacheMs });
+    this.verified.set(user, { digest: this.digestOf(user, password), expires: now + this.cacheMs, generation });
   }
 
   private get cacheMs(): number {
@@ -96,10 +110,11 @@ export class AccountsService {
 
   /** True when an account of that name exists. */
   async exists(user: string): Promise<boolean> {
-    if (this.known.has(user)) return true;
+    const generation = this.store.generation();
+    if (this.known.get(user) === generation) return true;
     if (!USERNAME_PATTERN.test(user)) return false;
     const found = (await this.store.get(user)) !== undefined;
-    if (found) this.known.add(user);
+    if (found) this.known.set(user, generation);
     return found;
   }
 }

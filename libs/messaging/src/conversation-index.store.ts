@@ -5,4 +5,10 @@ export interface ConversationIndexStore {
 
   /** Every conversation the user takes part in, in no particular order. */
   list(user: string): Promise<string[]>;
+
+  /**
+   * Changes whenever the store may have lost entries it had acknowledged (Redis reconnected, see
+   * `RedisConnection.generation`); an entry known to be there is known only within one generation.
+   */
+  generation(): number;
 }

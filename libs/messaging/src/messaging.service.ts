@@ -48,8 +48,11 @@ export interface HistoryPage {
 
 /** 1:1 messages: validate, append durably, and describe what to deliver. */
 export class MessagingService {
-  /** `user\0conv` pairs known to be in the index, so repeat sends skip that write. */
-  private readonly indexed = new Set<string>();
+  /**
+   * `user\0conv` pairs known to be in the index, so repeat sends skip that write, with the index's generation they were
+   * written in: a store that may have lost them since (see `ConversationIndexStore.generation`) is written again.
+   */
+  private readonly indexed = new Map<string, number>();
 
   constructor(
     private readonly log: ConversationLogStore,
@@ -73,11 +76,15 @@ export class MessagingService {
     const conv = directConversationId(cmd.from, cmd.to);
     // Index first: a crash between the two leaves an empty entry in the index, never a message the index does not know.
     // (Known pairs are skipped without a wait: nearly every send is in a conversation indexed already.)
-    const indexing = [this.ensureIndexed(cmd.from, conv), this.ensureIndexed(cmd.to, conv)].filter((p) => p !== null);
-    if (indexing.length > 0) await Promise.all(indexing);
+    const generation = this.index.generation();
+    const indexing = this.ensureIndexed(cmd.from, cmd.to, conv, generation);
+    if (indexing) await indexing;
     const appended = this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
     issued?.();
     const { entry, duplicate } = await appended;
+    // The store was reconnected meanwhile, and may have lost the index entries taken as known: written again before the
+    // message is answered, so that a catch-up finds it.
+    if (this.index.generation() !== generation) await this.ensureIndexed(cmd.from, cmd.to, conv, this.index.generation());
     return {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
       message: toMessageEvent(conv, entry),
@@ -126,11 +133,20 @@ export class MessagingService {
     return this.log.lastSeq(conv);
   }
 
+  /**
+   * Adds the conversation to both users' indexes unless known to be there in this generation of the store; null when
+   * nothing needs doing (no wait for a send in a conversation indexed already).
+   */
+  private ensureIndexed(from: string, to: string, conv: string, generation: number): Promise<unknown> | null {
+    const indexing = [this.indexOne(from, conv, generation), this.indexOne(to, conv, generation)].filter((p) => p !== null);
+    return indexing.length > 0 ? Promise.all(indexing) : null;
+  }
+
   /** Adds the conversation to the user's index unless it is known to be there; null when nothing needs doing. */
-  private ensureIndexed(user: string, conv: string): Promise<void> | null {
+  private indexOne(user: string, conv: string, generation: number): Promise<void> | null {
     const key = `${user}\0${conv}`;
-    if (this.indexed.has(key)) return null;
-    return this.index.add(user, conv).then(() => void this.indexed.add(key));
+    if (this.indexed.get(key) === generation) return null;
+    return this.index.add(user, conv).then(() => void this.indexed.set(key, generation));
   }
 }
 

@@ -8,6 +8,8 @@ import { withDeadline } from '#libs/health';
  */
 export class RedisConnection {
   readonly client: Redis;
+  /** How many times the connection to Redis was lost (see `generation`). */
+  private lost = 0;
 
   constructor(
     url: string,
@@ -25,6 +27,16 @@ export class RedisConnection {
     // Connection errors are retried by ioredis and surface on the commands that
     // need Redis; an unhandled 'error' event must not crash the process.
     this.client.on('error', () => undefined);
+    this.client.on('close', () => void this.lost++);
+  }
+
+  /**
+   * Changes whenever the connection to Redis is lost. The Redis it reconnects to may have lost what it held (a restart
+   * without persistence, a failover to a replica that was behind), so what a process remembers of Redis's data holds
+   * within one generation only.
+   */
+  get generation(): number {
+    return this.lost;
   }
 
   /** Builds a key under this deployment's prefix. */

@@ -18,4 +18,8 @@ export class RedisAccountStore implements AccountStore {
     const raw = await this.redis.client.get(this.accountKey(user));
     return raw === null ? undefined : (JSON.parse(raw) as Account);
   }
+
+  generation(): number {
+    return this.redis.generation;
+  }
 }

@@ -19,4 +19,9 @@ export class EmbeddedConversationIndexStore implements ConversationIndexStore {
     for (const key of this.index.getKeys({ start: [user, ''], end: [user, '\uffff'] })) out.push(key[1]);
     return Promise.resolve(out);
   }
+
+  /** The embedded store loses nothing it acknowledged while the process lives. */
+  generation(): number {
+    return 0;
+  }
 }

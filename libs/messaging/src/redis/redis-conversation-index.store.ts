@@ -12,4 +12,8 @@ export class RedisConversationIndexStore implements ConversationIndexStore {
   list(user: string): Promise<string[]> {
     return this.redis.client.smembers(this.redis.key('convs', user));
   }
+
+  generation(): number {
+    return this.redis.generation;
+  }
 }

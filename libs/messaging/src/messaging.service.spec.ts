@@ -1,0 +1,75 @@
+import { describe, expect, it } from 'vitest';
+import { directConversationId } from '#libs/protocol';
+import { tempDatabases } from '../../../test/support/temp-databases.js';
+import type { ConversationIndexStore } from './conversation-index.store.js';
+import type { ConversationLogStore } from './conversation-log.store.js';
+import { EmbeddedConversationIndexStore } from './embedded/embedded-conversation-index.store.js';
+import { EmbeddedConversationLogStore } from './embedded/embedded-conversation-log.store.js';
+import { MessagingService } from './messaging.service.js';
+
+const freshDatabase = tempDatabases('parley-messaging-unit-');
+
+/**
+ * A messaging service on the real embedded stores, with an index that can lose its entries and move to a new
+ * generation, as a Redis restarted without persistence does (the process sees a reconnect), and an append that can be
+ * held back.
+ */
+function setup() {
+  const db = freshDatabase();
+  const realIndex = new EmbeddedConversationIndexStore(db);
+  const realLog = new EmbeddedConversationLogStore(db);
+  const entries = db.open<true, [string, string]>('conv-index');
+  let generation = 0;
+  let holdAppend: Promise<void> | null = null;
+  let appending: () => void = () => undefined;
+  const index: ConversationIndexStore = Object.assign(Object.create(realIndex) as ConversationIndexStore, { generation: () => generation });
+  const log: ConversationLogStore = Object.assign(Object.create(realLog) as ConversationLogStore, {
+    append: async (...args: Parameters<ConversationLogStore['append']>) => {
+      if (holdAppend) {
+        appending();
+        await holdAppend;
+      }
+      return realLog.append(...args);
+    },
+  });
+  const service = new MessagingService(log, index, { exists: () => Promise.resolve(true) }, { maxTextLength: 100 });
+  /** The index loses everything it held, and the process learns of a new generation (a reconnect). */
+  const loseIndex = async () => {
+    for (const key of entries.getKeys()) await entries.remove(key);
+    generation++;
+  };
+  const hold = () => {
+    let release!: () => void;
+    holdAppend = new Promise<void>((resolve) => (release = resolve));
+    const started = new Promise<void>((resolve) => (appending = resolve));
+    return { started, release: () => ((holdAppend = null), release()) };
+  };
+  return { service, index, loseIndex, hold };
+}
+
+describe('MessagingService', () => {
+  const conv = directConversationId('ann', 'bob');
+
+  it('writes the index again in a new generation of the store, where the entries it knew of may be gone', async () => {
+    const { service, index, loseIndex } = setup();
+    await service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'one' });
+    await loseIndex();
+    await service.send({ from: 'ann', id: 'm2', to: 'bob', text: 'two' });
+    expect(await index.list('bob')).toEqual([conv]);
+    expect(await index.list('ann')).toEqual([conv]);
+  });
+
+  it('writes the index again before answering when the store moved to a new generation during the append', async () => {
+    const { service, index, loseIndex, hold } = setup();
+    await service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'one' });
+    const held = hold();
+    const sending = service.send({ from: 'ann', id: 'm2', to: 'bob', text: 'two' });
+    await held.started;
+    // The index was taken as known; the store loses it while the append is under way.
+    await loseIndex();
+    held.release();
+    expect((await sending).accepted.seq).toBe(2);
+    expect(await index.list('bob')).toEqual([conv]);
+    expect(await index.list('ann')).toEqual([conv]);
+  });
+});
