@@ -83,6 +83,13 @@ describe('server start-up and configuration', () => {
     }
   });
 
+  it('says the same for the WebSocket port', async () => {
+    const port = (blocker.address() as { port: number }).port;
+    const { code, stderr } = await runToExit({ PARLEY_WS_PORT: String(port) });
+    expect(code).toBe(1);
+    expect(stderr.trim()).toBe(`parley: cannot listen for MQTT over WebSocket on [::]:${port}: the port is already in use`);
+  });
+
   it('says the same for the HTTP port', async () => {
     const port = (blocker.address() as { port: number }).port;
     const { code, stderr } = await runToExit({ PARLEY_HTTP_PORT: String(port) });

@@ -160,6 +160,8 @@ export async function openListener(
         handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
       });
       ws.on('connection', (socket, req) => accept(createWebSocketStream(socket), addressOf(req.socket)));
+      // ws passes on the HTTP server's errors (a port in use, say), which are handled on the server below.
+      ws.on('error', () => undefined);
       wss = ws;
       break;
     }
