@@ -9,6 +9,8 @@ interface Counter {
   add(n: number): Promise<number>;
   fail(code: string): Promise<never>;
   hang(): Promise<never>;
+  /** Fails as a store does (an error that is no DomainError: Redis out of memory, a full disk). */
+  crash(): Promise<never>;
 }
 
 describe('RPC over Redis Streams', () => {
@@ -33,8 +35,9 @@ describe('RPC over Redis Streams', () => {
       },
       fail: (code: string) => Promise.reject(new DomainError(code as 'not_member', `refused with ${code}`)),
       hang: () => new Promise<never>(() => undefined),
+      crash: () => Promise.reject(new Error("OOM command not allowed when used memory > 'maxmemory'.")),
     };
-    exposeService(server, 'counter', impl, ['add', 'fail', 'hang']);
+    exposeService(server, 'counter', impl, ['add', 'fail', 'hang', 'crash']);
     await new Promise<void>(
       (resolve, reject) => void server.listen((err) => (err ? reject(err instanceof Error ? err : new Error('listen failed')) : resolve())),
     );
@@ -44,7 +47,7 @@ describe('RPC over Redis Streams', () => {
   const connect = (timeoutMs = 3000) => {
     const client = new RedisStreamsClient({ url: redis.url, prefix });
     closers.push(() => client.close());
-    return rpcProxy<Counter>(client, 'counter', ['add', 'fail', 'hang'], timeoutMs);
+    return rpcProxy<Counter>(client, 'counter', ['add', 'fail', 'hang', 'crash'], timeoutMs);
   };
 
   it('calls and answers, and brings a DomainError back with its code', async () => {
@@ -55,6 +58,15 @@ describe('RPC over Redis Streams', () => {
     expect(await counter.add(41)).toBe(42);
     await expect(counter.fail('not_member')).rejects.toMatchObject({ name: 'DomainError', code: 'not_member', message: 'refused with not_member' });
     expect(calls).toEqual([41]);
+  });
+
+  it('answers a failure that is no DomainError as unavailable (to be retried), without what the store said', async () => {
+    prefix = `r${randomBytes(3).toString('hex')}:`;
+    await serve([]);
+    const counter = connect();
+    const failed = await counter.crash().catch((e: unknown) => e);
+    expect(failed).toMatchObject({ name: 'DomainError', code: 'unavailable' });
+    expect((failed as Error).message).not.toContain('OOM');
   });
 
   it('ends in unavailable, not a hang, when no service answers', async () => {

@@ -8,6 +8,7 @@ import type { PresenceApi } from '#libs/presence';
 import type { ReceiptsApi } from '#libs/receipts';
 import {
   DomainError,
+  serverFailure,
   inboxTopicOf,
   parseRequest,
   topics,
@@ -329,7 +330,7 @@ export class RequestDispatcher {
   private asDomainError(e: unknown, op: string): DomainError {
     if (e instanceof DomainError) return e;
     this.logger.error({ event: 'request_failed', op, error: e instanceof Error ? e.message : String(e) });
-    return new DomainError('unavailable', 'the server could not complete this request right now; retry with the same id (a retry never stores anything twice)');
+    return serverFailure();
   }
 }
 

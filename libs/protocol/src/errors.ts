@@ -51,6 +51,14 @@ export class DomainError extends Error {
   }
 }
 
+/**
+ * What a request that failed for a reason of the server's own (a store that refused a write, a service that threw) is
+ * answered: `unavailable`, to be retried. The cause is for the server's log, not the client.
+ */
+export function serverFailure(): DomainError {
+  return new DomainError('unavailable', 'the server could not complete this request right now; retry with the same id (a retry never stores anything twice)');
+}
+
 export function isDomainError(e: unknown): e is DomainError {
   return e instanceof DomainError;
 }

@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { Server, type CustomTransportStrategy } from '@nestjs/microservices';
 import { Redis } from 'ioredis';
 import { lastValueFrom } from 'rxjs';
-import { DomainError } from '#libs/protocol';
+import { DomainError, serverFailure } from '#libs/protocol';
 import { quitRedis } from '#libs/storage';
 import { withDeadline, type QueueDepth } from '#libs/health';
 import { ALIVE_WITHIN_MS, fieldsOf, HEARTBEAT_MS, methodOf, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
@@ -252,11 +252,11 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
       const result: unknown = await lastValueFrom(this.transformToObservable<unknown>(await handler(data)), { defaultValue: undefined });
       reply = { id: f.id ?? '', response: result };
     } catch (e) {
-      reply = {
-        id: f.id ?? '',
-        err: e instanceof DomainError ? { code: e.code, message: e.message } : { code: 'internal', message: e instanceof Error ? e.message : String(e) },
-      };
-      if (!(e instanceof DomainError)) this.logger.error(`rpc ${f.pattern}: ${reply.err!.message}`);
+      // A failure of the service's own (its store refused a write, say) is logged here and answered as any such failure
+      // at the gateway is: unavailable, to be retried.
+      if (!(e instanceof DomainError)) this.logger.error({ event: 'rpc_failed', pattern: f.pattern, error: e instanceof Error ? e.message : String(e) });
+      const answer = e instanceof DomainError ? e : serverFailure();
+      reply = { id: f.id ?? '', err: { code: answer.code, message: answer.message } };
     }
     if (f.replyTo) await this.writer!.publish(f.replyTo, JSON.stringify(reply));
     await this.writer!.xack(stream, group, entryId);
