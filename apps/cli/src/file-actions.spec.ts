@@ -48,7 +48,7 @@ type Hook = (op: string, fields: Record<string, unknown>) => Promise<void> | voi
 /**
  * The file-offer service in process (LMDB in a temp dir) behind clients that answer as the server's would: results,
  * or RequestError with the service's code and message, in the order asked. `before` runs before a request reaches the service, `after`
- * once it has been carried out (it may throw, as when the answer is lost).
+ * once it has been carried out (it may throw, as when the answer is lost), `refused` when the service refused it.
  */
 function server() {
   const db = new EmbeddedDatabase(temp('parley-cli-files-db-'));
@@ -59,7 +59,7 @@ function server() {
     { exists: () => Promise.resolve(true) },
     { maxFileBytes: 1 << 20, maxPendingOffers: 1000, quotaBytes: 1 << 30, ttlMs: 60_000, chunkBytes: CHUNK, window: 4 },
   );
-  const hooks: { before?: Hook; after?: Hook } = {};
+  const hooks: { before?: Hook; after?: Hook; refused?: Hook } = {};
   const requests: { user: string; op: string; id: string }[] = [];
   let queue: Promise<unknown> = Promise.resolve();
   const client = (user: string) =>
@@ -75,6 +75,7 @@ function server() {
         try {
           result = await done;
         } catch (e) {
+          await hooks.refused?.(op, fields);
           if (e instanceof DomainError) throw new RequestError(e.code, e.message);
           throw e;
         }
@@ -305,6 +306,26 @@ describe('offerFile', () => {
     expect((await service.list('ann')).map((o) => o.id)).toEqual([resumed.id]);
     // To someone else, it is an offer of its own.
     expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
+  });
+
+  it('gives up an upload with the error of the chunk the server could not store, not the refusals of the chunks behind it', async () => {
+    const { service, client, hooks } = server();
+    const path = join(temp('parley-cli-files-'), 'full.bin');
+    writeFileSync(path, Buffer.alloc(10 * CHUNK, 1));
+    // Chunk 3 is answered, each time it is sent (after the client's retries), only once the chunk behind it was refused
+    // as out of order.
+    let refused: () => void = () => undefined;
+    hooks.before = async (op, fields) => {
+      if (op !== 'file.chunk' || fields.index !== 3) return;
+      await new Promise<void>((resolve) => (refused = resolve));
+      throw new RequestError('unavailable', 'the server is out of storage space');
+    };
+    hooks.refused = (op, fields) => {
+      if (op === 'file.chunk' && fields.index === 4) refused();
+    };
+    const failed = offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    await expect(failed).rejects.toMatchObject({ code: 'unavailable', message: 'the server is out of storage space' });
+    expect((await service.list('ann'))[0]?.uploaded).toBe(3);
   });
 
   it('tells of an unfinished upload of another file of the same name to the same receiver, and withdraws nothing', async () => {

@@ -117,8 +117,8 @@ function settled(offer: FileOffer): boolean {
  * order (`bad_chunk`). Such a refusal, or no answer in time (a server restarting), is no reason to give up: the upload
  * goes on from where the server stands (`uploadedNow`), for as long as each new start gets further than the one before.
  */
-async function sendChunks(
-  client: ParleyClient,
+export async function sendChunks(
+  client: Pick<ParleyClient, 'request'>,
   handle: FileHandle,
   offer: FileOffer,
   window: number,
@@ -144,7 +144,7 @@ async function sendChunks(
 }
 
 async function sendFrom(
-  client: ParleyClient,
+  client: Pick<ParleyClient, 'request'>,
   handle: FileHandle,
   offer: FileOffer,
   uploaded: number,
@@ -156,7 +156,12 @@ async function sendFrom(
   // Uploaded before (this is a retry): the last chunk again makes sure the receivers were told.
   const first = uploaded === offer.chunks ? Math.max(0, offer.chunks - 1) : uploaded;
   const inflight = new Set<Promise<void>>();
+  /**
+   * The failure of the first chunk that failed: the chunks behind one the server could not store are refused as out of
+   * order (`bad_chunk`), often before its own answer comes (it is retried meanwhile), but say nothing of the cause.
+   */
   let failure = null as Error | null;
+  let failedAt = Infinity;
   for (let index = first; index < offer.chunks && failure === null; index++) {
     while (inflight.size >= window) await Promise.race(inflight);
     if (failure !== null) break;
@@ -171,7 +176,9 @@ async function sendFrom(
         progress(Math.min(offer.size, acked * offer.chunkSize));
       })
       .catch((e: unknown) => {
-        failure ??= e instanceof Error ? e : new Error(String(e));
+        if (index > failedAt) return;
+        failedAt = index;
+        failure = e instanceof Error ? e : new Error(String(e));
       })
       .finally(() => inflight.delete(sent));
     inflight.add(sent);
