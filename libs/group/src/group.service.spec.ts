@@ -196,4 +196,22 @@ describe('GroupService', () => {
     // Right-to-left text itself is a name like any other.
     expect((await service.rename('ann', 'r-ok', group.id, 'צוות')).group.name).toBe('צוות');
   });
+
+  it('refuses a request whose id the actor used for another request in the group, and changes nothing, rather than take it for a retry', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'k1', 'reuse', ['bob']);
+    await expect(service.post('ann', 'k1', group.id, 'lost message')).rejects.toMatchObject({ code: 'bad_request' });
+    await service.add('ann', 'k2', group.id, ['cy']);
+    await expect(service.rename('ann', 'k2', group.id, 'renamed')).rejects.toMatchObject({ code: 'bad_request' });
+    await service.post('ann', 'k3', group.id, 'hello');
+    await expect(service.delete('ann', 'k3', group.id)).rejects.toMatchObject({ code: 'bad_request' });
+    // Nothing of the refused requests was stored; the retries of the first ones are answered as before.
+    expect((await service.history('ann', group.id, undefined, 50)).events.map((e) => (e.type === 'message' ? e.text : e.change.kind))).toEqual([
+      'created',
+      'member_added',
+      'hello',
+    ]);
+    expect((await service.info('ann', group.id)).name).toBe('reuse');
+    expect((await service.add('ann', 'k2', group.id, ['cy'])).group.members).toEqual(['ann', 'bob', 'cy']);
+  });
 });

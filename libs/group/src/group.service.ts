@@ -87,13 +87,13 @@ export class GroupService {
     if (others.length + 1 > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
     await this.mustExist(others);
     const id = newGroupId(actor, requestId);
-    return this.change(id, actor, requestId, () => ({ kind: 'created', name: cleanName, owner: actor, members: others }), true);
+    return this.change(id, actor, requestId, ['created'], () => ({ kind: 'created', name: cleanName, owner: actor, members: others }), true);
   }
 
   async rename(actor: string, requestId: string, ref: string, name: string): Promise<GroupOutcome> {
     const cleanName = this.validName(name);
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, (g) => {
+    return this.change(id, actor, requestId, ['renamed'], (g) => {
       this.mustOwn(g, actor);
       return g.name === cleanName ? null : { kind: 'renamed', oldName: g.name, name: cleanName };
     });
@@ -102,7 +102,7 @@ export class GroupService {
   async add(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
     await this.mustExist(users);
-    return this.change(id, actor, requestId, (g) => {
+    return this.change(id, actor, requestId, ['member_added'], (g) => {
       this.mustOwn(g, actor);
       const added = [...new Set(users)].filter((u) => !isMember(g, u));
       if (added.length === 0) return null;
@@ -113,7 +113,7 @@ export class GroupService {
 
   async remove(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, (g) => {
+    return this.change(id, actor, requestId, ['member_removed'], (g) => {
       this.mustOwn(g, actor);
       if (users.includes(actor))
         throw new DomainError(
@@ -128,7 +128,7 @@ export class GroupService {
 
   async leave(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, (g) => {
+    return this.change(id, actor, requestId, ['member_left', 'deleted'], (g) => {
       const others = g.members.filter((m) => m.user !== actor);
       if (others.length === 0) return { kind: 'deleted', lastMemberLeft: true };
       if (g.owner !== actor) return { kind: 'member_left', user: actor };
@@ -138,7 +138,7 @@ export class GroupService {
 
   async handOver(actor: string, requestId: string, ref: string, user: string): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, (g) => {
+    return this.change(id, actor, requestId, ['owner_changed'], (g) => {
       this.mustOwn(g, actor);
       if (!isMember(g, user)) throw new DomainError('not_member', `${user} is not a member of ${g.name}`);
       return user === actor ? null : { kind: 'owner_changed', owner: user, previous: actor };
@@ -147,7 +147,7 @@ export class GroupService {
 
   async delete(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, (g) => {
+    return this.change(id, actor, requestId, ['deleted'], (g) => {
       this.mustOwn(g, actor);
       return { kind: 'deleted' };
     });
@@ -178,6 +178,7 @@ export class GroupService {
     const id = await this.resolveChange(actor, requestId, ref);
     const conv = groupConv(id);
     const before = await this.log.findById(conv, actor, requestId);
+    if (before && before.kind !== 'text') throw idInUse(requestId);
     const g = await this.memberView(actor, id, before !== undefined);
     const appended = before
       ? Promise.resolve({ entry: before, duplicate: true })
@@ -277,14 +278,24 @@ export class GroupService {
    * Makes one change to a group: under the group's lock, validate against the
    * current state, mark the state pending, append the change to the log, fold
    * it in and clear the mark. A retry of the same request (same actor and id)
-   * returns the original outcome without appending again.
+   * returns the original outcome without appending again; `madeBy` are the
+   * kinds of change the request makes, so that an id the actor used for
+   * another request in the group is refused, never taken for a retry.
    */
-  private change(id: string, actor: string, requestId: string, decide: (g: GroupState) => GroupChange | null, creating = false): Promise<GroupOutcome> {
+  private change(
+    id: string,
+    actor: string,
+    requestId: string,
+    madeBy: readonly GroupChange['kind'][],
+    decide: (g: GroupState) => GroupChange | null,
+    creating = false,
+  ): Promise<GroupOutcome> {
     return this.locks.withLock(id, async () => {
       const conv = groupConv(id);
       const done = await this.log.findById(conv, actor, requestId);
+      if (done && !(done.kind === 'event' && madeBy.includes(done.event.kind))) throw idInUse(requestId);
       let g = await this.loadLocked(id);
-      if (done && done.kind === 'event') {
+      if (done) {
         g = g && g.appliedSeq >= done.seq ? g : await this.repair(g ?? skeleton(id, requestId));
         return this.outcome(g, conv, done, actor);
       }
@@ -461,3 +472,8 @@ function tooLarge(max: number): DomainError {
 export const GROUP_API_METHODS = ['create', 'rename', 'add', 'remove', 'leave', 'handOver', 'delete', 'list', 'info', 'post', 'history', 'entryAt'] as const;
 export type GroupApi = Pick<GroupService, (typeof GROUP_API_METHODS)[number]>;
 export const GROUP_API = Symbol('GROUP_API');
+
+/** A request whose id the actor already used for another request in the group: taking it for a retry would answer wrongly. */
+function idInUse(requestId: string): DomainError {
+  return new DomainError('bad_request', `the id "${requestId}" was used for another request in this group: a new request needs an id of its own`);
+}
