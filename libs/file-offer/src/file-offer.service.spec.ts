@@ -241,6 +241,14 @@ describe('FileOfferService', () => {
     expect(Buffer.concat(stored.map((b) => b!))).toEqual(data);
   });
 
+  it('takes a name spelled with decomposed accents (as macOS spells it), or with spaces at its ends, as the one name it is', async () => {
+    const { service } = setup();
+    const small = describe_(Buffer.from('x'));
+    const { offer } = (await service.offer('ann', 'nfd', { to: 'bob' }, { ...small, name: ' cafe\u0301 notes.txt ' })).result;
+    expect(offer.name).toBe('caf\u00e9 notes.txt');
+    expect((await service.list('ann')).map((o) => o.name)).toEqual(['caf\u00e9 notes.txt']);
+  });
+
   it('refuses bad names, sizes, receivers and what is over the limits, changing nothing', async () => {
     const { service } = setup();
     const small = describe_(Buffer.from('x'));
@@ -248,11 +256,13 @@ describe('FileOfferService', () => {
     // A name that displays as another: refused, saying why.
     await expect(service.offer('ann', 'a2', { to: 'bob' }, { ...small, name: 'invoice\u202egpj.exe' })).rejects.toThrow(/bidirectional controls/);
     expect(await code(service.offer('ann', 'a3', { to: 'bob' }, { ...small, name: 'a\u2067b.txt' }))).toBe('invalid_file_name');
-    // A content type with a terminal escape, or one that reorders text.
-    for (const type of ['text/html\u001b[31m', 'text/plain\u202e'])
+    // Half of a surrogate pair is no character: it would be stored as U+FFFD, another name than the one answered.
+    expect(await code(service.offer('ann', 'a5', { to: 'bob' }, { ...small, name: 'a\udc00b.txt' }))).toBe('invalid_file_name');
+    // A content type with a terminal escape, or one that reorders text, or half of a surrogate pair.
+    for (const type of ['text/html\u001b[31m', 'text/plain\u202e', 'text/\ud800'])
       await expect(service.offer('ann', 'a4', { to: 'bob' }, { ...small, type }), type).rejects.toMatchObject({
         code: 'bad_request',
-        message: 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)',
+        message: 'a content type may not hold control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or half of a surrogate pair',
       });
     expect(await code(service.offer('ann', 'b', { to: 'bob' }, { ...small, size: 101 }))).toBe('file_too_large');
     expect(await code(service.offer('ann', 'c', { to: 'zed' }, small))).toBe('unknown_user');

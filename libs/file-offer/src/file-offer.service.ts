@@ -85,14 +85,19 @@ export class FileOfferService {
     // request (a new id), so receivers see a new offer, never one they were told is withdrawn.
     const existing = await this.live(id);
     if (existing) return { result: { offer: viewOf(existing, sender), window: this.limits.window }, notify: null };
-    if (!isSafeFileName(file.name))
+    // One name however the sender's system spells it (macOS decomposes accents), without spaces at its ends.
+    const name = file.name.normalize('NFC').trim();
+    if (!isSafeFileName(name))
       throw new DomainError(
         'invalid_file_name',
-        'a file name may not hold a path separator, "..", control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or a leading dot, nor be over 255 bytes',
+        'a file name may not hold a path separator, "..", control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069), half of a surrogate pair or a leading dot, nor be over 255 bytes',
       );
     // Shown to receivers and their programs as it is: what would act on a terminal or reorder text is no content type.
     if (file.type !== undefined && !isSafeContentType(file.type))
-      throw new DomainError('bad_request', 'a content type may not hold control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)');
+      throw new DomainError(
+        'bad_request',
+        'a content type may not hold control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or half of a surrogate pair',
+      );
     if (file.size > this.limits.maxFileBytes)
       throw new DomainError('file_too_large', `the file is ${file.size} bytes; the largest allowed is ${this.limits.maxFileBytes}`);
     const receivers = 'to' in target ? [target.to] : target.members.filter((m) => m !== sender);
@@ -107,7 +112,7 @@ export class FileOfferService {
       id,
       from: sender,
       ...('group' in target ? { group: target.group } : {}),
-      name: file.name,
+      name,
       size: file.size,
       type: file.type ?? DEFAULT_TYPE,
       sha256: file.sha256,

@@ -431,7 +431,7 @@ export class GroupService {
     if (!hasVisibleText(clean) || !isPlainLabel(clean))
       throw new DomainError(
         'invalid_group_name',
-        'a group name needs visible characters and no control characters or bidirectional controls (U+202A–U+202E, U+2066–U+2069)',
+        'a group name needs visible characters and no control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or half of a surrogate pair',
       );
     if (length > this.limits.maxNameLength) throw new DomainError('invalid_group_name', `a group name is at most ${this.limits.maxNameLength} characters`);
     // Groups are named by id or by name, an id first: a name that looks like an id could never be used as a name.

@@ -43,7 +43,7 @@ describe('sanitizeFileName', () => {
 
   it('tells whether a content type is free of control characters and bidirectional controls', () => {
     for (const type of ['text/plain', 'text/html; charset=utf-8', 'application/vnd.ms-excel']) expect(isSafeContentType(type), type).toBe(true);
-    for (const type of ['text/html\u001b[31m', 'text/plain\n', 'a\u0000b', 'text/\u009bx', 'text/plain\u202e'])
+    for (const type of ['text/html\u001b[31m', 'text/plain\n', 'a\u0000b', 'text/\u009bx', 'text/plain\u202e', 'text/\ud800', 'x\udc00'])
       expect(isSafeContentType(type), type).toBe(false);
   });
 

@@ -9,17 +9,21 @@ const CONTROL = /[\u0000-\u001f\u007f-\u009f]/g;
  */
 const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/g;
 const SEPARATORS = /[/\\]/g;
+/** Half of a surrogate pair on its own: no character at all (UTF-8 cannot carry it, so it would be stored as U+FFFD). */
+const LONE_SURROGATE = /\p{Cs}/gu;
 
 /**
  * A file name safe to create in a directory of the receiver's choosing and
  * to show: no path separator (`/`, `\`), no control character, no
  * bidirectional override or isolate, no `..` anywhere, never empty, no
  * leading dot (no hidden files), at most 255 UTF-8 bytes (the extension
- * kept). What cannot be kept becomes `_` (separators, `..`) or goes
+ * kept), well-formed Unicode in its composed form (NFC). What cannot be kept
+ * becomes `_` (separators, `..`), U+FFFD (half of a surrogate pair) or goes
  * (controls); a name with nothing left is `file`.
  */
 export function sanitizeFileName(name: string): string {
   let clean = name
+    .replace(LONE_SURROGATE, '\ufffd')
     .normalize('NFC')
     .replace(CONTROL, '')
     .replace(BIDI_CONTROL, '')
@@ -38,11 +42,11 @@ export function isSafeFileName(name: string): boolean {
 }
 
 /**
- * True when a label holds no control character and no bidirectional control: what the server asks of an offer's
- * `type` and of a group's name, which are shown to other people as they are.
+ * True when a label holds no control character, no bidirectional control and no half of a surrogate pair: what the
+ * server asks of an offer's `type` and of a group's name, which are shown to other people as they are.
  */
 export function isPlainLabel(label: string): boolean {
-  return label.replace(CONTROL, '').replace(BIDI_CONTROL, '') === label;
+  return label.replace(CONTROL, '').replace(BIDI_CONTROL, '').replace(LONE_SURROGATE, '') === label;
 }
 
 /** True when a content type is a plain label (what the server asks of an offer's `type`). */
