@@ -3,6 +3,8 @@ export interface Account {
   user: string;
   passwordHash: string;
   createdAt: number;
+  /** The id of the register request that made it, so that a retry of that request is answered as the first time. */
+  request?: string;
 }
 
 /** Storage port for accounts. */

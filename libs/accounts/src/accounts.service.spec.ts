@@ -45,6 +45,15 @@ describe('AccountsService', () => {
     await expect(accounts.register('taken', 'another one')).rejects.toMatchObject({ code: 'user_exists' });
     expect(await accounts.authenticate('taken', 'long enough')).toBe(true);
   });
+
+  it('answers a retried registration (the same request id) as the first time, and any other registration of the name user_exists', async () => {
+    expect(await accounts.register('retry', 'long enough', 'reg-1')).toEqual({ user: 'retry' });
+    expect(await accounts.register('retry', 'long enough', 'reg-1')).toEqual({ user: 'retry' });
+    await expect(accounts.register('retry', 'long enough', 'reg-2')).rejects.toMatchObject({ code: 'user_exists' });
+    await expect(accounts.register('retry', 'long enough')).rejects.toMatchObject({ code: 'user_exists' });
+    // The account is the first one, once.
+    expect(await accounts.authenticate('retry', 'long enough')).toBe(true);
+  });
 });
 
 describe('PasswordHasher', () => {

@@ -35,8 +35,11 @@ export class AccountsService {
     private readonly now: () => number = Date.now,
   ) {}
 
-  /** Creates an account. Throws invalid_username, weak_password or user_exists; nothing is written then. */
-  async register(user: string, password: string): Promise<{ user: string }> {
+  /**
+   * Creates an account. Throws invalid_username, weak_password or user_exists; nothing is written then. A retry of the
+   * request that created the account (the same `requestId`: its answer was lost, say) is answered as the first time.
+   */
+  async register(user: string, password: string, requestId?: string): Promise<{ user: string }> {
     if (!USERNAME_PATTERN.test(user)) {
       throw new DomainError('invalid_username', 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -');
     }
@@ -44,8 +47,11 @@ export class AccountsService {
     if (weakness) throw new DomainError('weak_password', weakness);
     const passwordHash = await this.hasher.hash(password);
     const generation = this.store.generation();
-    const created = await this.store.create({ user, passwordHash, createdAt: this.now() });
-    if (!created) throw new DomainError('user_exists', `the name "${user}" is taken`);
+    const created = await this.store.create({ user, passwordHash, createdAt: this.now(), ...(requestId ? { request: requestId } : {}) });
+    if (!created) {
+      if (requestId && (await this.store.get(user))?.request === requestId) return { user };
+      throw new DomainError('user_exists', `the name "${user}" is taken`);
+    }
     this.known.set(user, generation);
     // The KDF has just run on this password: the login that usually follows a registration need not run it again.
     this.remember(user, password, generation);

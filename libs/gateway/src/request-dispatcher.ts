@@ -207,7 +207,7 @@ export class RequestDispatcher {
   private async execute(principal: Principal, req: Request, turn: Turn, connection: Client): Promise<OkReply> {
     if (principal.kind === 'anonymous') {
       if (req.op !== 'register') throw new DomainError('not_allowed', 'log in first: an anonymous connection may only register');
-      return ok(req, 'register', await this.accounts.register(req.user, req.password));
+      return ok(req, 'register', await this.accounts.register(req.user, req.password, req.id));
     }
     const user = principal.user;
     switch (req.op) {
