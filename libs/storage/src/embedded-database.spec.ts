@@ -1,7 +1,8 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { EmbeddedDatabase } from './embedded-database.js';
 
 describe('EmbeddedDatabase.atTurnEnd', () => {
@@ -77,5 +78,48 @@ describe('EmbeddedDatabase.atTurnEnd', () => {
     const reopened = new EmbeddedDatabase(db.dataDir);
     opened.push(reopened);
     expect(reopened.open<string, string>('kv').get('k')).toBe('kept');
+  });
+});
+
+/** A small file system of its own to fill (tmpfs: needs root, as the networks test does; skipped otherwise). */
+function mountSmallDisk(): { dir: string; unmount: () => void } | null {
+  const dir = mkdtempSync(join(tmpdir(), 'parley-full-disk-'));
+  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', dir]).status !== 0) {
+    rmSync(dir, { recursive: true, force: true });
+    return null;
+  }
+  return {
+    dir,
+    unmount: () => {
+      spawnSync('umount', [dir]);
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+describe('EmbeddedDatabase.writable', () => {
+  const disk = process.getuid?.() === 0 ? mountSmallDisk() : null;
+  afterAll(() => disk?.unmount());
+
+  it.skipIf(disk === null)('is false while the disk is full, and true again once it has room', async () => {
+    const ballast = join(disk!.dir, 'ballast');
+    writeFileSync(ballast, Buffer.alloc(512 * 1024));
+    const db = new EmbeddedDatabase(join(disk!.dir, 'data'));
+    try {
+      const kv = db.open<string, number>('kv');
+      expect(db.writable()).toBe(true);
+      let failed: unknown;
+      for (let i = 0; failed === undefined && i < 100_000; i++)
+        failed = await db.atTurnEnd(() => kv.putSync(i, 'x'.repeat(1000))).catch((e: unknown) => e ?? 'failed');
+      expect(failed).toBeInstanceOf(Error);
+      expect(db.writable()).toBe(false);
+      rmSync(ballast);
+      // Probed again a second later (not at every readiness check).
+      expect(db.writable(performance.now() + 1500)).toBe(true);
+      await db.atTurnEnd(() => kv.putSync(-1, 'after'));
+      expect(kv.get(-1)).toBe('after');
+    } finally {
+      await db.close().catch(() => undefined);
+    }
   });
 });

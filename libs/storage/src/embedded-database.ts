@@ -3,6 +3,11 @@ import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DataDirLock } from './data-dir-lock.js';
 
+/** How often, at most, `writable` tries a write while commits fail. */
+const PROBE_INTERVAL_MS = 1000;
+/** What that write stores: room for some hundreds of messages, so that a disk with a few pages left is not taken as writable. */
+const PROBE_VALUE = Buffer.alloc(256 * 1024);
+
 /** A write waiting for the end of the event-loop turn, with the promise its caller holds. */
 interface TurnWrite {
   write: () => void;
@@ -32,6 +37,11 @@ export class EmbeddedDatabase {
   private turnWrites: TurnWrite[] = [];
   /** Told how long each synced commit of `atTurnEnd` held the event loop (see `observeCommits`). */
   private commitObserver: ((seconds: number) => void) | undefined;
+  /** Whether the last commit of `atTurnEnd` failed (a full or failing disk), until one succeeds (see `writable`). */
+  private lastCommitFailed = false;
+  /** The last probe `writable` made while commits failed: when, and whether it committed. */
+  private probe: { at: number; ok: boolean } | undefined;
+  private health: Database<Buffer, string> | undefined;
 
   constructor(readonly dataDir: string) {
     mkdirSync(dataDir, { recursive: true });
@@ -99,9 +109,34 @@ export class EmbeddedDatabase {
     const started = performance.now();
     try {
       this.root.transactionSync(write);
+      this.lastCommitFailed = false;
+    } catch (e) {
+      this.lastCommitFailed = true;
+      throw e;
     } finally {
       this.commitObserver?.((performance.now() - started) / 1000);
     }
+  }
+
+  /**
+   * Whether the store takes writes: true unless the last commit failed (the disk full, say), in which case a small
+   * synced write is tried (at most once a second) and its outcome is the answer. For readiness: a server whose every
+   * message is refused is not ready, and is again once the disk has room.
+   */
+  writable(now = performance.now()): boolean {
+    if (!this.lastCommitFailed) return true;
+    if (this.probe && now - this.probe.at < PROBE_INTERVAL_MS) return this.probe.ok;
+    let ok = true;
+    try {
+      this.health ??= this.open<Buffer, string>('health');
+      const health = this.health;
+      this.root.transactionSync(() => health.putSync('probe', PROBE_VALUE));
+    } catch {
+      ok = false;
+    }
+    this.probe = { at: now, ok };
+    if (ok) this.lastCommitFailed = false;
+    return ok;
   }
 
   /** When the server that used this directory before was last alive, if it was killed rather than stopped; else null. */

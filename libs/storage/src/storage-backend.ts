@@ -21,9 +21,9 @@ export async function closeStorageBackend(backend: StorageBackend): Promise<void
   else await backend.db.close();
 }
 
-/** True while the backend can serve reads and writes. */
+/** True while the backend can serve reads and writes: Redis answers, or the embedded store's writes commit. */
 export async function storageIsReady(backend: StorageBackend): Promise<boolean> {
-  return backend.kind === 'redis' ? backend.redis.ping() : true;
+  return backend.kind === 'redis' ? backend.redis.ping() : backend.db.writable();
 }
 
 /**
