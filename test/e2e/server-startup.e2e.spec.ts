@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -88,6 +88,21 @@ describe('server start-up and configuration', () => {
     const { code, stderr } = await runToExit({ PARLEY_WS_PORT: String(port) });
     expect(code).toBe(1);
     expect(stderr.trim()).toBe(`parley: cannot listen for MQTT over WebSocket on [::]:${port}: the port is already in use`);
+  });
+
+  it('refuses, in one line that names it, a data directory it cannot write to', async () => {
+    const parent = mkdtempSync(join(tmpdir(), 'parley-start-'));
+    try {
+      writeFileSync(join(parent, 'file'), '');
+      const dir = join(parent, 'file', 'data');
+      const { code, stderr } = await runToExit({ PARLEY_DATA_DIR: dir });
+      expect(code).toBe(1);
+      expect(stderr.trim()).toBe(
+        `parley: cannot write to the data directory ${dir}: a part of its path is a file, not a directory; give this server a directory it may write to (PARLEY_DATA_DIR)`,
+      );
+    } finally {
+      rmSync(parent, { recursive: true, force: true });
+    }
   });
 
   it('says the same for the HTTP port', async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, linkSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
@@ -75,6 +75,7 @@ export class DataDirLock {
   static check(dataDir: string): void {
     const holder = holderOf(lockPath(dataDir));
     if (holder && isAlive(holder, lockPath(dataDir))) throw inUse(dataDir, holder);
+    checkWritable(dataDir);
   }
 
   /** Gives the directory up (when the lock is still this process's). */
@@ -236,5 +237,34 @@ function touch(path: string): void {
     utimesSync(path, now, now);
   } catch {
     // Gone (removed by hand): nothing to refresh.
+  }
+}
+
+/** Why a directory cannot be written, as a person would say it, by the error's code. */
+const CANNOT_WRITE: Record<string, string> = {
+  EACCES: 'permission denied',
+  EPERM: 'permission denied',
+  EROFS: 'it is on a read-only file system',
+  ENOSPC: 'its disk is full',
+  EDQUOT: 'the disk quota is used up',
+  ENOTDIR: 'a part of its path is a file, not a directory',
+};
+
+/**
+ * Makes the directory (and its parents) when missing, and writes and removes a file in it: a directory that cannot be
+ * used is refused in one line that names it and says why, before anything starts on it.
+ */
+function checkWritable(dataDir: string): void {
+  const probe = join(dataDir, `.parley-write-test.${process.pid}`);
+  try {
+    mkdirSync(dataDir, { recursive: true });
+    writeFileSync(probe, '');
+    rmSync(probe, { force: true });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code ?? '';
+    throw new Error(
+      `cannot write to the data directory ${dataDir}: ${CANNOT_WRITE[code] ?? (e as Error).message}; give this server a directory it may write to (PARLEY_DATA_DIR)`,
+      { cause: e },
+    );
   }
 }
