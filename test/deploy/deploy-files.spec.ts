@@ -259,6 +259,8 @@ describe('k8s/ (kustomize base)', () => {
 
     const redis = named(manifests, 'StatefulSet', 'parley-redis');
     expect(redis.spec.template.spec.containers[0].args.join(' ')).toMatch(/--appendonly yes/);
+    // Full below the container's limit, Redis refuses writes and evicts nothing, rather than be killed by the kernel.
+    expect(redis.spec.template.spec.containers[0].args.join(' ')).toMatch(/--maxmemory 3gb --maxmemory-policy noeviction/);
     expect(redis.spec.volumeClaimTemplates[0].metadata.name).toBe(redis.spec.template.spec.containers[0].volumeMounts[0].name);
   });
 });
