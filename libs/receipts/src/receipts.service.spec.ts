@@ -57,6 +57,13 @@ describe('ReceiptsService', () => {
     expect((await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' })).notify?.to).toEqual(['ann', 'bob']);
   });
 
+  it('does not announce a repeated receipt of a move past only the user’s own messages, which was never announced', async () => {
+    const { service } = setup();
+    // ann wrote only #1: her receipt for it moves past her own message, and tells no one; so does its repetition.
+    expect((await service.record({ user: 'ann', conv: 'g:1', seq: 1, status: 'read' })).notify).toBeNull();
+    expect((await service.record({ user: 'ann', conv: 'g:1', seq: 1, status: 'read' })).notify).toBeNull();
+  });
+
   it('lets a former member move its cursors up to what it could see, and tells no one', async () => {
     const { service } = setup();
     const outcome = await service.record({ user: 'dan', conv: 'g:1', seq: 3, status: 'delivered' });

@@ -77,8 +77,10 @@ export class ReceiptsService {
     const retry = !moved && seq === cmd.seq && own?.moved !== true;
     // A former member's receipts are its own business: the group has moved on without it.
     if ((!moved && !retry) || !view.members.includes(cmd.user)) return { result, notify: null };
-    // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included).
-    if (moved && !(await this.conversations.othersWroteIn(cmd.conv, cmd.user, from, seq))) return { result, notify: null };
+    // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included). A
+    // retry is announced again only when someone else wrote up to where it names: in a conversation of only the user's
+    // own messages so far, the move was never announced, and a repeated receipt must not announce it now.
+    if (!(await this.conversations.othersWroteIn(cmd.conv, cmd.user, moved ? from : 0, seq))) return { result, notify: null };
     const ts = (read ? cursors.readAt : cursors.deliveredAt) ?? this.now();
     return {
       result,
