@@ -128,7 +128,7 @@ export class RequestDispatcher {
     // A burst is pipelined a window at a time: more in flight only floods the broker with deliveries at once.
     const pipelined = allowed && parsed.ok && parsed.request.op === 'send' && tail.depth < MAX_PIPELINED;
     const ready = pipelined ? tail.issued : tail.handedOver;
-    void (holdMs ? ready.then(() => new Promise((resolve) => setTimeout(resolve, holdMs))) : ready)
+    void (holdMs ? heldBack(ready, holdMs) : ready)
       .then(() => this.handle(connection, principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
       .catch((e: unknown) => this.logger.error({ event: 'request_crashed', error: String(e) }))
       .finally(() => {
@@ -335,6 +335,16 @@ export class RequestDispatcher {
 }
 
 const DEFAULT_HISTORY_LIMIT = 50;
+
+/**
+ * Settles once `ready` has and `holdMs` have passed from now, whichever is later: a request held back by the transfer
+ * budget waits from when it came, when the budget covers it, not from when the requests before it were done (the
+ * waits of a pipeline would add up, and a transfer run below its budget).
+ */
+export function heldBack(ready: Promise<unknown>, holdMs: number, now: () => number = () => performance.now()): Promise<void> {
+  const coveredAt = now() + holdMs;
+  return ready.then(() => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, coveredAt - now()))));
+}
 
 function deferred(): { promise: Promise<void>; resolve: () => void } {
   let resolve!: () => void;
