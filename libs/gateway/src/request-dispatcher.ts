@@ -25,6 +25,7 @@ import {
   type SendRequest,
   type SendResult,
 } from '#libs/protocol';
+import { LogThrottle } from '#libs/runtime';
 import type { FileRequests } from './file-requests.js';
 import type { InboxPublisher } from './inbox-publisher.js';
 import { guardOf } from './connection-guard.js';
@@ -93,6 +94,8 @@ const MAX_PIPELINED = 32;
  */
 export class RequestDispatcher {
   private readonly logger = new Logger('RequestDispatcher');
+  /** Failures alike (a full disk refuses every write) are logged once a window, with a count of the rest. */
+  private readonly failureLog = new LogThrottle();
   /** The tail of each connection's queue of requests. */
   private readonly queues = new WeakMap<object, QueueTail>();
   /**
@@ -329,7 +332,9 @@ export class RequestDispatcher {
 
   private asDomainError(e: unknown, op: string): DomainError {
     if (e instanceof DomainError) return e;
-    this.logger.error({ event: 'request_failed', op, error: e instanceof Error ? e.message : String(e) });
+    const error = e instanceof Error ? e.message : String(e);
+    const admitted = this.failureLog.admit(`${op}\0${error}`);
+    if (admitted) this.logger.error({ event: 'request_failed', op, error, ...(admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {}) });
     return serverFailure();
   }
 }

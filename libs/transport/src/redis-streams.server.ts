@@ -4,6 +4,7 @@ import { Server, type CustomTransportStrategy } from '@nestjs/microservices';
 import { Redis } from 'ioredis';
 import { lastValueFrom } from 'rxjs';
 import { DomainError, serverFailure } from '#libs/protocol';
+import { LogThrottle } from '#libs/runtime';
 import { quitRedis } from '#libs/storage';
 import { withDeadline, type QueueDepth } from '#libs/health';
 import { ALIVE_WITHIN_MS, fieldsOf, HEARTBEAT_MS, methodOf, rpcKeys, serviceOf, type RpcError } from './rpc-keys.js';
@@ -52,6 +53,8 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
   private loops: Promise<void>[] = [];
   /** The calls running now, per service. */
   private readonly inFlight = new Map<string, Set<Promise<void>>>();
+  /** Failures alike (a full Redis refuses every call) are logged once a window, with a count of the rest. */
+  private readonly failureLog = new LogThrottle();
   private readonly opts: Required<Omit<RedisStreamsServerOptions, 'observe'>> & Pick<RedisStreamsServerOptions, 'observe'>;
 
   constructor(opts: RedisStreamsServerOptions) {
@@ -192,7 +195,10 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
   /** Starts a call without waiting for it; it leaves `calls` when done. */
   private start(calls: Set<Promise<void>>, stream: string, service: string, entry: Entry): void {
     const call = this.handle(stream, service, entry).catch((e: unknown) => {
-      this.logger.error(`rpc ${service}: ${String(e)}`);
+      // The reply or its acknowledgement could not be written (Redis away): the call is claimed again later.
+      const error = e instanceof Error ? e.message : String(e);
+      const admitted = this.failureLog.admit(`${service}\0answer\0${error}`);
+      if (admitted) this.logger.error({ event: 'rpc_answer_failed', service, error, ...(admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {}) });
     });
     calls.add(call);
     void call.finally(() => calls.delete(call));
@@ -254,7 +260,12 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     } catch (e) {
       // A failure of the service's own (its store refused a write, say) is logged here and answered as any such failure
       // at the gateway is: unavailable, to be retried.
-      if (!(e instanceof DomainError)) this.logger.error({ event: 'rpc_failed', pattern: f.pattern, error: e instanceof Error ? e.message : String(e) });
+      if (!(e instanceof DomainError)) {
+        const error = e instanceof Error ? e.message : String(e);
+        const admitted = this.failureLog.admit(`${f.pattern}\0${error}`);
+        if (admitted)
+          this.logger.error({ event: 'rpc_failed', pattern: f.pattern, error, ...(admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {}) });
+      }
       const answer = e instanceof DomainError ? e : serverFailure();
       reply = { id: f.id ?? '', err: { code: answer.code, message: answer.message } };
     }

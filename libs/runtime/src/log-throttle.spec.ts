@@ -1,0 +1,16 @@
+import { describe, expect, it } from 'vitest';
+import { LogThrottle } from './log-throttle.js';
+
+describe('LogThrottle', () => {
+  it('logs the first failure of a kind in a window, counts the rest, and says how many were left out with the next one logged', () => {
+    const clock = { now: 0 };
+    const throttle = new LogThrottle(10_000, () => clock.now);
+    expect(throttle.admit('send\0disk full')).toEqual({ leftOut: 0 });
+    for (let i = 0; i < 482; i++) expect(throttle.admit('send\0disk full')).toBeNull();
+    // Another kind is its own.
+    expect(throttle.admit('history\0disk full')).toEqual({ leftOut: 0 });
+    clock.now = 10_000;
+    expect(throttle.admit('send\0disk full')).toEqual({ leftOut: 482 });
+    expect(throttle.admit('send\0disk full')).toBeNull();
+  });
+});

@@ -1,0 +1,27 @@
+/**
+ * Keeps a failure that repeats from flooding the log: the first of a kind in a window is logged, the rest of the window
+ * only counted, and the next one logged says how many were left out (a full disk refuses every write at once, and one
+ * line a second says as much as a thousand).
+ */
+export class LogThrottle {
+  private readonly windows = new Map<string, { until: number; left: number }>();
+
+  constructor(
+    private readonly windowMs = 10_000,
+    private readonly now: () => number = () => performance.now(),
+  ) {}
+
+  /** Null when this one is left out; else how many of its kind were left out since the last one logged. */
+  admit(kind: string): { leftOut: number } | null {
+    const now = this.now();
+    const w = this.windows.get(kind);
+    if (w && now < w.until) {
+      w.left++;
+      return null;
+    }
+    // Windows that have ended are dropped as they are found: a kind seen once does not stay.
+    if (this.windows.size > 1000) for (const [k, v] of this.windows) if (now >= v.until) this.windows.delete(k);
+    this.windows.set(kind, { until: now + this.windowMs, left: 0 });
+    return { leftOut: w?.left ?? 0 };
+  }
+}
