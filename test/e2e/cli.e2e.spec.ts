@@ -127,6 +127,21 @@ describe('the parley CLI', () => {
     await laptop.waitForLine(new RegExp(`you → ${alice}: and from my laptop ✓`));
   });
 
+  it('chat: plain text stays with the conversation you chose, whoever writes to you meanwhile', async () => {
+    const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    const chat = start(['chat'], as(bob));
+    await chat.waitForLine(/logged in as/);
+    chat.type(`/msg ${alice}`);
+    await chat.waitForLine(new RegExp(`^\\* plain text goes to ${alice} now$`));
+    expect((await runCli(['send', bob, 'hi bob, carol here'], as(carol))).code).toBe(0);
+    await chat.waitForLine(new RegExp(`${carol} → you: hi bob, carol here$`));
+    chat.type('meant for alice');
+    await chat.waitForLine(new RegExp(`you → ${alice}: meant for alice ✓`));
+    expect((await runCli(['history', bob], as(carol))).stdout).not.toContain('meant for alice');
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('--device: a device catches up from where it stood itself, one process per device', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const statusOf = async (text: string) =>
@@ -327,7 +342,8 @@ describe('the parley CLI', () => {
       const lines = screen().split('\n');
       // The message has a line of its own, and the prompt below it still holds the partial input intact.
       expect(lines.find((l) => l.includes('an interruption'))).toMatch(new RegExp(`^\\[${TIME}\\] ${alice} → you: an interruption$`));
-      expect(lines.filter((l) => l.includes('half a sen'))).toEqual([`${bob}> /msg ${alice} half a sen`]);
+      // The prompt now names alice, who wrote first: plain text would go to her.
+      expect(lines.filter((l) => l.includes('half a sen'))).toEqual([`${bob} → ${alice}> /msg ${alice} half a sen`]);
       tm('send-keys', '-t', session, '-l', 'tence');
       tm('send-keys', '-t', session, 'Enter');
       await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: half a sentence ✓`));

@@ -22,11 +22,15 @@ describe('parseChatLine', () => {
     // User names are lower case: Bob can only mean bob.
     expect(parseChatLine('/msg Bob Hello')).toEqual({ kind: 'direct', to: 'bob', text: 'Hello' });
     expect(parseChatLine('/who BOB')).toEqual({ kind: 'who', user: 'bob' });
+    // A name alone turns plain text to that conversation, sending nothing.
+    expect(parseChatLine('/msg bob')).toEqual({ kind: 'direct', to: 'bob', text: '' });
+    expect(parseChatLine('/g "team x"')).toEqual({ kind: 'group', group: 'team x', text: '' });
     expect(parseChatLine('/file Bob a.txt')).toEqual({ kind: 'file', to: 'bob', path: 'a.txt' });
   });
 
   it('explains what is wrong with a bad command', () => {
-    expect(parseChatLine('/msg bob')).toMatchObject({ kind: 'invalid', message: 'usage: /msg USER text' });
+    expect(parseChatLine('/msg')).toMatchObject({ kind: 'invalid', message: 'usage: /msg USER [text]' });
+    expect(parseChatLine('/g')).toMatchObject({ kind: 'invalid', message: 'usage: /g GROUP [text]' });
     expect(parseChatLine('/info g x')).toMatchObject({ kind: 'invalid' });
     expect(parseChatLine('/file bob')).toMatchObject({ kind: 'invalid', message: 'usage: /file USER PATH' });
     expect(parseChatLine('/accept')).toMatchObject({ kind: 'invalid', message: 'usage: /accept ID' });

@@ -14,15 +14,15 @@ export type ChatCommand =
   | { kind: 'invalid'; message: string };
 
 export const CHAT_HELP = [
-  '/msg USER text      send a message to USER',
-  '/g GROUP text       send a message to a group (its id, its name, or "a name with spaces")',
+  '/msg USER [text]    send a message to USER; plain text goes to USER from now on',
+  '/g GROUP [text]     send a message to a group (its id, its name, or "a name with spaces"); plain text goes there from now on',
   '/info GROUP SEQ     who has received and read message SEQ of a group',
   '/who USER           whether USER is online, or when last seen',
   '/file USER PATH     offer a file to USER (uploaded now; USER accepts or declines)',
   '/accept ID          accept a file offered to you (saved in the current directory)',
   '/decline ID         decline a file offered to you',
-  'text                reply to whoever you last talked with',
-  '//text              reply with text that starts with a slash ("/text")',
+  'text                send to the conversation the prompt names (until you choose one: the first to write to you)',
+  '//text              the same, with text that starts with a slash ("/text")',
   '/help               this list',
   '/quit               leave (Ctrl-D too)',
 ];
@@ -46,12 +46,12 @@ export function parseChatLine(line: string): ChatCommand {
     case '/msg':
     case '/m': {
       const [to, text] = firstWord(rest);
-      if (!to || !text.trim()) return { kind: 'invalid', message: 'usage: /msg USER text' };
+      if (!to) return { kind: 'invalid', message: 'usage: /msg USER [text]' };
       return { kind: 'direct', to: to.toLowerCase(), text: text.trim() };
     }
     case '/g': {
       const [group, text] = firstWord(rest);
-      if (!group || !text.trim()) return { kind: 'invalid', message: 'usage: /g GROUP text' };
+      if (!group) return { kind: 'invalid', message: 'usage: /g GROUP [text]' };
       return { kind: 'group', group, text: text.trim() };
     }
     case '/info': {

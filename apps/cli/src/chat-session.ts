@@ -7,6 +7,7 @@ import { FileNotices, fileLabel } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
   asDevice,
+  displayLabel,
   groupEventLine,
   infoLines,
   markText,
@@ -19,7 +20,8 @@ import {
 } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
-type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string };
+/** Where plain text goes: a user, or a group by the id or name typed (`label`: how the prompt names it). */
+type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string; label: string };
 
 /**
  * The interactive `parley chat`. Lines arriving while you type are printed
@@ -32,7 +34,11 @@ export class ChatSession {
   private readonly tty: boolean;
   private rl!: Interface;
   private session!: InboxSession;
-  private last: Peer | null = null;
+  /**
+   * The conversation plain text goes to, named in the prompt. Only what you type changes it (`/msg`, `/g`); until you
+   * have, the first message that comes sets it. A message arriving as you type never redirects your line.
+   */
+  private target: Peer | null = null;
   /** Ids of messages this session sent: their copies in my inbox are not printed twice. */
   private readonly sentIds = new Set<string>();
   /** Screen row (counted from the start of the session) and text of each of my messages, for in-place marks. */
@@ -66,8 +72,10 @@ export class ChatSession {
         show: (e) => {
           if (e.type === 'group') return this.print(groupEventLine(this.session.groups.display(e), me), { ...e });
           if (e.from === me && this.sentIds.has(e.id)) return;
-          // Plain text goes to the latest conversation: one I was written in, or wrote in from another device.
-          this.last = e.group ? { kind: 'group', name: e.group.id } : { kind: 'user', name: e.from === me ? e.to! : e.from };
+          // Before you have chosen, plain text answers the first conversation to speak: one you were written in, or
+          // wrote in from another device.
+          if (!this.target)
+            this.setTarget(e.group ? { kind: 'group', name: e.group.id, label: e.group.name } : { kind: 'user', name: e.from === me ? e.to! : e.from });
           if (!e.group) this.watch(e.from === me ? e.to! : e.from);
           const mark = e.from === me ? this.session.markOf(e) : undefined;
           this.printMessage(e, mark);
@@ -80,7 +88,7 @@ export class ChatSession {
       },
       'read',
     );
-    this.rl = createInterface({ input: process.stdin, output: process.stdout, terminal: this.tty, prompt: `${me}> ` });
+    this.rl = createInterface({ input: process.stdin, output: process.stdout, terminal: this.tty, prompt: this.promptText() });
     this.printer.emit(null, { type: 'ready', user: me });
     this.printer.note(`logged in as ${me}${asDevice(this.client.device)}; /help lists the commands`);
     if (this.tty) this.rl.prompt();
@@ -102,7 +110,7 @@ export class ChatSession {
     await new Promise<void>((resolve) => {
       this.rl.on('line', (line) => {
         // What was typed stays on the screen, a row (or more) above the new prompt: marks drawn in place count it.
-        if (this.tty) this.row += rowsOf(`${me}> ${line}`);
+        if (this.tty) this.row += rowsOf(`${this.promptText()}${line}`);
         const cmd = parseChatLine(line);
         if (cmd.kind === 'quit') return this.rl.close();
         const work = this.execute(cmd).catch((e: unknown) => this.fail(e));
@@ -155,13 +163,15 @@ export class ChatSession {
         return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
       }
       case 'reply':
-        if (!this.last) return this.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
-        return this.last.kind === 'user' ? this.sendDirect(this.last.name, cmd.text) : this.sendGroup(this.last.name, cmd.text);
+        if (!this.target) return this.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
+        return this.target.kind === 'user' ? this.sendDirect(this.target.name, cmd.text) : this.sendGroup(this.target.name, cmd.text);
       case 'direct':
-        this.last = { kind: 'user', name: cmd.to };
+        this.setTarget({ kind: 'user', name: cmd.to });
+        if (cmd.text === '') return this.print(`* plain text goes to ${cmd.to} now`, null);
         return this.sendDirect(cmd.to, cmd.text);
       case 'group':
-        this.last = { kind: 'group', name: cmd.group };
+        this.setTarget({ kind: 'group', name: cmd.group, label: cmd.group });
+        if (cmd.text === '') return this.print(`* plain text goes to [${displayLabel(cmd.group)}] now`, null);
         return this.sendGroup(cmd.group, cmd.text);
     }
   }
@@ -203,8 +213,31 @@ export class ChatSession {
       );
     }
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, group: r.group!, ts: r.ts, id, text };
-    this.last = { kind: 'group', name: r.group!.id };
+    // Still talking in this group: from now on by its id (a name may come to mean another group), shown by its name.
+    if (this.target?.kind === 'group' && this.target.name === group) this.setTarget({ kind: 'group', name: r.group!.id, label: r.group!.name });
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, group: r.group, conv: r.conv, seq: r.seq, ts: r.ts });
+  }
+
+  /** The prompt, which names where plain text goes: `bob → alice> `, `bob → [crew]> `, or `bob> ` before anyone. */
+  private promptText(): string {
+    const me = this.client.user!;
+    const t = this.target;
+    if (!t) return `${me}> `;
+    return `${me} → ${t.kind === 'user' ? t.name : `[${displayLabel(t.label)}]`}> `;
+  }
+
+  /** Points plain text at a conversation, and the prompt with it (redrawn with what is being typed). */
+  private setTarget(peer: Peer): void {
+    const t = this.target;
+    if (t && t.kind === peer.kind && t.name === peer.name && (t.kind === 'user' || t.label === (peer as { label: string }).label)) return;
+    this.target = peer;
+    if (!this.rl) return;
+    this.rl.setPrompt(this.promptText());
+    if (this.tty) {
+      clearLine(process.stdout, 0);
+      cursorTo(process.stdout, 0);
+      this.rl.prompt(true);
+    }
   }
 
   private printMessage(m: MessageEvent, mark: Mark | undefined, record: Record<string, unknown> & { type: string } = { ...m }): void {
