@@ -192,8 +192,7 @@ export class ChatSession {
 
   private async sendDirect(to: string, text: string): Promise<void> {
     const id = randomUUID();
-    this.sentIds.add(id);
-    const r = await naming(to, text, () => this.client.request('send', { to, text }, id));
+    const r = await this.sending(id, () => naming(to, text, () => this.client.request('send', { to, text }, id)));
     this.watch(to);
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
@@ -203,8 +202,7 @@ export class ChatSession {
 
   private async sendGroup(group: string, text: string): Promise<void> {
     const id = randomUUID();
-    this.sentIds.add(id);
-    const r = await naming(group, text, () => this.client.request('send', { group, text }, id));
+    const r = await this.sending(id, () => naming(group, text, () => this.client.request('send', { group, text }, id)));
     if (!this.session.hasPeers(r.conv)) {
       const info = await this.client.request('group.members', { group: r.group!.id });
       this.session.knowMembers(
@@ -216,6 +214,20 @@ export class ChatSession {
     // Still talking in this group: from now on by its id (a name may come to mean another group), shown by its name.
     if (this.target?.kind === 'group' && this.target.name === group) this.setTarget({ kind: 'group', name: r.group!.id, label: r.group!.name });
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, group: r.group, conv: r.conv, seq: r.seq, ts: r.ts });
+  }
+
+  /**
+   * A send of this session's: its copy in the inbox is not printed again once the answer has printed it. Should it
+   * fail with no answer, that copy, if it comes (the server did it after all), is printed: it is news then.
+   */
+  private async sending<T>(id: string, send: () => Promise<T>): Promise<T> {
+    this.sentIds.add(id);
+    try {
+      return await send();
+    } catch (e) {
+      this.sentIds.delete(id);
+      throw e;
+    }
   }
 
   /** The prompt, which names where plain text goes: `bob → alice> `, `bob → [crew]> `, or `bob> ` before anyone. */

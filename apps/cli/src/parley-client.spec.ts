@@ -133,11 +133,18 @@ describe('ParleyClient across a dropped connection', () => {
   let server: MqttClient;
   const sockets = new Set<import('node:net').Socket>();
   const asked: { user: string; op: string; id: string; fields: Record<string, unknown> }[] = [];
+  /** Users whose publishes the broker takes and holds, never passing them on nor acknowledging them: a server that hangs. */
+  const hung = new Set<string>();
 
   const listen = (tcp: Server, at: number) => new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: at }, resolve));
 
   beforeAll(async () => {
-    broker = new Aedes();
+    broker = new Aedes({
+      authorizePublish: (client, _packet, done) => {
+        if (client && hung.has(client.id.split('/')[0]!)) return;
+        done(null);
+      },
+    });
     await broker.listen();
     front = createServer((socket) => {
       sockets.add(socket);
@@ -180,6 +187,23 @@ describe('ParleyClient across a dropped connection', () => {
       const answer = client.request('who', { user: 'bob' });
       await listen(front, port);
       expect(await answer).toEqual({ user: 'bob', state: 'online', lastSeen: null });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('never sends later a request it sent and reported as not answered, on a later connection', async () => {
+    const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'gus', password: 'unused', timeoutMs: 1500, keepTrying: true });
+    try {
+      hung.add('gus');
+      const failed = await client.request('who', { user: 'given-up' }).catch((e: unknown) => e);
+      expect(failed).toMatchObject({ message: 'no answer from the server within 2 s: it may or may not have been done' });
+      await drop(client);
+      hung.delete('gus');
+      await listen(front, port);
+      await expect.poll(() => client.connected, { timeout: 10_000 }).toBe(true);
+      expect(await client.request('who', { user: 'bob' })).toMatchObject({ user: 'bob' });
+      expect(asked.filter((a) => a.user === 'gus').map((a) => a.fields.user)).toEqual(['bob']);
     } finally {
       await client.close();
     }

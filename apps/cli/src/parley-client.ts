@@ -200,8 +200,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const p = this.pending.get(id);
     if (!p) return;
     p.sent = true;
-    // A publish cut short by a drop is sent again by `resume` on the next connection, until the request times out.
-    this.mqtt.publish(this.requests, p.body, { qos: 1 }, () => undefined);
+    // A publish cut short by a drop is sent again by `resume` on the next connection, until the request times out; then
+    // never again. (At QoS 1, MQTT.js would keep it, unacknowledged, and send it again on its own after a reconnect:
+    // `chat` said a message failed, and it arrived later.)
+    this.mqtt.publish(this.requests, p.body, { qos: 0 }, () => undefined);
   }
 
   static async connect(opts: ConnectOptions): Promise<ParleyClient> {
@@ -241,6 +243,9 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       // A server that cannot check logins for a while (its account store restarting) answers CONNACK 3, "try again":
       // keep trying. Refusals that retrying cannot change end the client (see the 'error' listener in the constructor).
       reconnectOnConnackError: reconnects,
+      // Requests are published at QoS 0 and sent again by the client itself on each new connection while they wait
+      // (`resume`): none is kept by MQTT.js to go out on a later connection, after the caller was told it failed.
+      queueQoSZero: false,
     };
     // The first login gets the same "try again" answer while the server's account store restarts. `chat` and `listen`
     // keep trying, as they do after a drop; a one-shot command for as long as it waits for an answer, then gives the
