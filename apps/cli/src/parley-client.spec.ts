@@ -406,3 +406,34 @@ describe('ParleyClient and a resumed session', () => {
     }
   });
 });
+
+describe('ParleyClient and a server that stops answering', () => {
+  it('closes within its bound, its connection gone, when the server takes the goodbye and answers nothing (hung, or a half-open network)', async () => {
+    const sockets: import('node:net').Socket[] = [];
+    // Answers the login and the subscriptions; then reads and ignores everything, and never closes its side.
+    const tcp = createServer({ allowHalfOpen: true }, (socket) => {
+      sockets.push(socket);
+      let pending: Buffer = Buffer.alloc(0);
+      socket.on('data', (chunk: Buffer) => {
+        const { packets, rest } = splitPackets(Buffer.concat([pending, chunk]));
+        pending = rest;
+        for (const { type, body } of packets) {
+          if (type === 1) socket.write(Buffer.from([0x20, 0x02, 0x00, 0x00]));
+          if (type === 8) socket.write(Buffer.from([0x90, 0x03, body[0]!, body[1]!, 0x00]));
+        }
+      });
+      socket.on('error', () => undefined);
+    });
+    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    try {
+      const server = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+      const client = await ParleyClient.connect({ server, user: 'hal', password: 'unused', timeoutMs: 5000, keepTrying: true });
+      await client.close();
+      // Nothing of it is left to keep the process alive (Ctrl-C in chat or listen ends it).
+      expect((client as unknown as { mqtt: MqttClient }).mqtt.stream.destroyed).toBe(true);
+    } finally {
+      for (const s of sockets) s.destroy();
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+    }
+  });
+});

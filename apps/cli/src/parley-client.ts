@@ -358,7 +358,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     for (const p of this.pending.values()) clearTimeout(p.timer);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
+        // A server that takes the goodbye and answers nothing (hung, or a network gone half-open) leaves the socket
+        // open, which would keep the process alive: it goes. (MQTT.js's `end(true)` does nothing once an end is under way.)
         this.mqtt.end(true);
+        this.mqtt.stream?.destroy();
         resolve();
       }, 2000);
       this.mqtt.end(!this.mqtt.connected, {}, () => {
