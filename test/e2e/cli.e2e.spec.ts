@@ -377,6 +377,50 @@ describe('the parley CLI', () => {
       expect(shown(after)).toEqual(shown(before));
     });
   });
+
+  it.runIf(tmux)('redraws marks on the right rows above a message of wide characters that wraps (real terminal, tmux)', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    // 60 CJK characters: 120 columns, with the line's start more than the pane's width.
+    const wide = '漢字'.repeat(30);
+    await inTmuxChat(bob, async ({ tm, session, screen }) => {
+      for (const [i, text] of ['message A', wide, 'message C'].entries()) {
+        tm('send-keys', '-t', session, '-l', `/msg ${alice} ${text}`);
+        tm('send-keys', '-t', session, 'Enter');
+        // Alice has never been online: a notice follows each message.
+        await expect
+          .poll(
+            () =>
+              screen()
+                .split('\n')
+                .filter((l) => l.includes('is offline')).length,
+            { timeout: 10_000 },
+          )
+          .toBe(i + 1);
+      }
+      const read = await runCli(['read', bob], as(alice));
+      expect(read.code, read.stderr).toBe(0);
+      const readMark = new RegExp(`✓✓ read ${TIME}$`);
+      await expect
+        .poll(
+          () =>
+            screen()
+              .split('\n')
+              .filter((l) => readMark.test(l)).length,
+          { timeout: 10_000 },
+        )
+        .toBe(3);
+      const lines = screen().split('\n');
+      // Each message's line took its mark, once; the notices between them are as they were.
+      const sent = (text: string) => lines.filter((l) => l.includes(`you → ${alice}: ${text}`));
+      expect(sent('message A')).toEqual([expect.stringMatching(readMark)]);
+      expect(sent('message C')).toEqual([expect.stringMatching(readMark)]);
+      expect(lines.filter((l) => l.includes('is offline'))).toHaveLength(3);
+      // The wide one takes two rows: it is printed again below, with its mark, rather than redrawn.
+      const rows = lines.map((l, i) => (l.includes(`you → ${alice}: 漢字`) ? i : -1)).filter((i) => i >= 0);
+      expect(rows).toHaveLength(2);
+      expect(lines[rows[1]! + 1]).toMatch(readMark);
+    });
+  });
 });
 
 describe('the parley CLI against a server that asks it to slow down', () => {

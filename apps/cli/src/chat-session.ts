@@ -19,6 +19,7 @@ import {
   type Printer,
 } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
+import { terminalWidth } from './terminal-width.js';
 
 /** Where plain text goes: a user, or a group by the id or name typed (`label`: how the prompt names it). */
 type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string; label: string };
@@ -273,7 +274,7 @@ export class ChatSession {
     const rows = process.stdout.rows ?? 24;
     const columns = process.stdout.columns ?? 80;
     // Redrawn in place only when it is one row on the screen; otherwise printed again below.
-    if (this.tty && up < rows - 1 && line.length < columns && !line.includes('\n')) {
+    if (this.tty && up < rows - 1 && terminalWidth(line) < columns && !line.includes('\n')) {
       cursorTo(process.stdout, 0);
       moveCursor(process.stdout, 0, -up);
       clearLine(process.stdout, 0);
@@ -336,10 +337,10 @@ export class ChatSession {
   }
 }
 
-/** How many terminal rows a line takes. */
+/** How many terminal rows a line takes (by the columns its characters take: a CJK character two, an accent none). */
 function rowsOf(text: string): number {
   const width = process.stdout.columns ?? 80;
-  return text.split('\n').reduce((rows, line) => rows + Math.max(1, Math.ceil(line.length / width)), 0);
+  return text.split('\n').reduce((rows, line) => rows + Math.max(1, Math.ceil(terminalWidth(line) / width)), 0);
 }
 
 /** A failed send says which message it was about: several may be under way at once. */
