@@ -37,6 +37,16 @@ describe('the parley CLI', () => {
     return name;
   };
 
+  it('describes every command and subcommand in its help', async () => {
+    for (const args of [['--help'], ['group', '--help'], ['file', '--help']]) {
+      const help = await runCli(args, {});
+      expect(help.code, args.join(' ')).toBe(0);
+      const commands = help.stdout.split('Commands:\n')[1]!.split('\n');
+      // A command's line is its name and arguments, then (after two spaces or more) what it does.
+      for (const line of commands.filter((l) => /^ {2}\S/.test(l))) expect(line, args.join(' ')).toMatch(/^ {2}\S.*\S {2,}\S/);
+    }
+  });
+
   it('registers, refuses a taken name, a wrong password and an unreachable server in one clear line', async () => {
     const alice = await fresh('alice');
     const again = await runCli(['register'], as(alice));

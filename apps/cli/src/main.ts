@@ -103,72 +103,85 @@ program
     }),
   );
 program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
-program.command('chat').description('interactive session: /msg USER text, /g GROUP text, /help').action(run(commands.chat));
+program
+  .command('chat')
+  .description('interactive session: /msg USER text, /g GROUP text, plain text to the conversation the prompt names, /help')
+  .action(run(commands.chat));
 program
   .command('history')
   .description('the conversation with USER (or --group NAME), with the state of each of your messages')
-  .argument('[user]')
-  .option('--group <name>')
+  .argument('[user]', 'the other person')
+  .option('--group <name>', "a group's conversation instead (its name or id)")
   .option('--limit <n>', `how many messages (default 50, at most ${MAX_HISTORY_LIMIT})`)
   .option('--before <seq>', 'only messages before this seq (to page back)')
   .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, userName(user), opts)));
 program
   .command('read')
   .description('mark everything from USER (or in --group NAME) as read')
-  .argument('[user]')
-  .option('--group <name>')
+  .argument('[user]', 'the other person')
+  .option('--group <name>', 'mark a group read instead (its name or id)')
   .action(run((ctx, user: string | undefined, opts: { group?: string }) => commands.read(ctx, userName(user), opts)));
 program
   .command('who')
   .description('whether USER is online, or when last seen')
-  .argument('<user>')
+  .argument('<user>', 'the person')
   .action(run((ctx, user: string) => commands.who(ctx, userName(user))));
 program
   .command('info')
   .description('who has received and read message SEQ of a group')
-  .argument('<group>')
-  .argument('<seq>')
+  .argument('<group>', 'the group (its name or id)')
+  .argument('<seq>', 'the message (its #, as listen and history show it)')
   .action(run((ctx, group: string, seq: string) => commands.info(ctx, group, seq)));
 
 const group = program.command('group').description('create and manage groups');
 group
   .command('create')
-  .argument('<name>')
-  .argument('[members...]')
+  .description('create a group that you own, with these members')
+  .argument('<name>', "the group's name")
+  .argument('[members...]', 'the other members')
   .action(run((ctx, name: string, members: string[]) => groupCommands.create(ctx, name, members.map(userName))));
 group
   .command('rename')
-  .argument('<group>')
-  .argument('<name>')
+  .description('rename a group you own')
+  .argument('<group>', 'the group (its name or id)')
+  .argument('<name>', 'its new name')
   .action(run((ctx, g: string, name: string) => groupCommands.rename(ctx, g, name)));
 group
   .command('add')
-  .argument('<group>')
-  .argument('<users...>')
+  .description('add members to a group you own (they see what is said from then on)')
+  .argument('<group>', 'the group (its name or id)')
+  .argument('<users...>', 'who to add')
   .action(run((ctx, g: string, users: string[]) => groupCommands.add(ctx, g, users.map(userName))));
 group
   .command('remove')
-  .argument('<group>')
-  .argument('<users...>')
+  .description('remove members from a group you own')
+  .argument('<group>', 'the group (its name or id)')
+  .argument('<users...>', 'who to remove')
   .action(run((ctx, g: string, users: string[]) => groupCommands.remove(ctx, g, users.map(userName))));
 group
   .command('owner')
   .description('hand the group over to another member')
-  .argument('<group>')
-  .argument('<user>')
+  .argument('<group>', 'the group (its name or id)')
+  .argument('<user>', 'the new owner')
   .action(run((ctx, g: string, user: string) => groupCommands.owner(ctx, g, userName(user))));
 group
   .command('leave')
-  .argument('<group>')
+  .description('leave a group (an owner who leaves hands it to the longest-standing member; the last one deletes it)')
+  .argument('<group>', 'the group (its name or id)')
   .action(run((ctx, g: string) => groupCommands.leave(ctx, g)));
 group
   .command('delete')
-  .argument('<group>')
+  .description('delete a group you own, for everyone')
+  .argument('<group>', 'the group (its name or id)')
   .action(run((ctx, g: string) => groupCommands.delete(ctx, g)));
-group.command('list').action(run((ctx) => groupCommands.list(ctx)));
+group
+  .command('list')
+  .description('the groups you are in')
+  .action(run((ctx) => groupCommands.list(ctx)));
 group
   .command('members')
-  .argument('<group>')
+  .description("a group's members and owner")
+  .argument('<group>', 'the group (its name or id)')
   .action(run((ctx, g: string) => groupCommands.members(ctx, g)));
 
 const file = program.command('file').description('offer files, and accept or decline those offered to you');
@@ -192,17 +205,18 @@ file
 file
   .command('accept')
   .description('accept an offer and download the file (into --to DIR, the current directory by default)')
-  .argument('<id>')
+  .argument('<id>', "the offer's id (parley file list shows it)")
   .option('--to <dir>', 'where to put the file')
   .action(run((ctx, id: string, opts: { to?: string }) => fileCommands.accept(ctx, id, opts)));
 file
   .command('decline')
-  .argument('<id>')
+  .description('decline an offer: the server deletes its copy, and the sender is told')
+  .argument('<id>', "the offer's id (parley file list shows it)")
   .action(run((ctx, id: string) => fileCommands.decline(ctx, id)));
 file
   .command('cancel')
   .description('withdraw a file you offered: the server deletes it, and receivers who had not taken it are told')
-  .argument('<id>')
+  .argument('<id>', "the offer's id (parley file list shows it)")
   .action(run((ctx, id: string) => fileCommands.cancel(ctx, id)));
 
 // Whatever a command waits for is held by a connection, a timer or input. Should all of them end with the command still
