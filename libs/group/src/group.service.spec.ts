@@ -216,4 +216,10 @@ describe('GroupService', () => {
     expect((await service.info('ann', group.id)).name).toBe('reuse');
     expect((await service.add('ann', 'k2', group.id, ['cy'])).group.members).toEqual(['ann', 'bob', 'cy']);
   });
+
+  it('lists a user\u2019s groups by name, as a person looks for one (case aside, numbers as numbers), then oldest first', async () => {
+    const { service } = setup();
+    for (const [i, name] of ['team 10', 'Lunch', 'team 9', 'book club', 'apples'].entries()) await service.create('ann', `c${i}`, name, []);
+    expect((await service.list('ann')).map((g) => g.name)).toEqual(['apples', 'book club', 'Lunch', 'team 9', 'team 10']);
+  });
 });

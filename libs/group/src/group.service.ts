@@ -160,7 +160,8 @@ export class GroupService {
       const g = await this.load(id);
       if (g && !g.deleted && isMember(g, user)) out.push(infoOf(g));
     }
-    return out;
+    // As a person looks for one: by name (case and accents aside at first), groups of one name by when they were made.
+    return out.sort((a, b) => BY_NAME.compare(a.name, b.name) || a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
   }
 
   /** A group's members and owner, for its members only. */
@@ -472,6 +473,8 @@ function tooLarge(max: number): DomainError {
 export const GROUP_API_METHODS = ['create', 'rename', 'add', 'remove', 'leave', 'handOver', 'delete', 'list', 'info', 'post', 'history', 'entryAt'] as const;
 export type GroupApi = Pick<GroupService, (typeof GROUP_API_METHODS)[number]>;
 export const GROUP_API = Symbol('GROUP_API');
+
+const BY_NAME = new Intl.Collator(undefined, { sensitivity: 'base', numeric: true });
 
 /** A request whose id the actor already used for another request in the group: taking it for a retry would answer wrongly. */
 function idInUse(requestId: string): DomainError {
