@@ -139,8 +139,8 @@ describe('InboxSession marks of my group messages', () => {
     emit(change(5, { kind: 'member_removed', members: ['cy'] }));
     emit(change(6, { kind: 'member_added', members: ['cy'] }));
     for (const user of ['bob', 'cy', 'dan']) emit({ type: 'receipt', conv: GCONV, user, status: 'delivered', seq: 7, ts: T2 });
-    // Of those who could have had #3, only Bob is still counted: Dan never had it, and Cy's membership began again at #6.
-    expect(markText(session.markOf(mine))).toBe('✓✓ 1/1 delivered');
+    // Of those who could have had #3, Bob and Cy count (Cy was in the group then, before her removal at #5); Dan never had it.
+    expect(markText(session.markOf(mine))).toBe('✓✓ 2/2 delivered');
     const later: MessageEvent = { ...mine, seq: 7, id: 'g7' };
     expect(markText(session.markOf(later))).toBe('✓✓ 3/3 delivered');
     await session.stop();
@@ -202,13 +202,43 @@ describe('InboxSession marks of my group messages', () => {
     const { session, emit } = annSession();
     const synced = groupSync({ bob: cursors(0, 1), cy: cursors(0, 1) });
     emit(synced);
-    emit(mine);
-    emit(change(4, { kind: 'member_removed', members: ['cy'] }));
+    emit(change(3, { kind: 'member_removed', members: ['cy'] }));
+    // Said while Cy was out of the group.
+    const whileOut: MessageEvent = { ...mine, seq: 4, id: 'g4' };
+    emit(whileOut);
     emit(change(5, { kind: 'member_added', members: ['cy'] }));
-    // A reconnect's sync, read before Cy was added again, still says she joined at #1.
+    // A reconnect's sync, read before Cy was removed, still says she joined at #1 and is in.
     emit(synced);
     emit({ type: 'receipt', conv: GCONV, user: 'cy', status: 'delivered', seq: 5, ts: T2 });
-    expect(markText(session.markOf(mine))).toBe('✓');
+    expect(markText(session.markOf(whileOut))).toBe('✓');
+    await session.stop();
+  });
+
+  it('counts members who left, or all of a deleted group, for what was said before they went', async () => {
+    const { session, emit } = annSession();
+    emit(groupSync({ bob: cursors(2, 1), cy: cursors(2, 1) }));
+    emit(mine);
+    emit({ type: 'receipt', conv: GCONV, user: 'bob', status: 'read', seq: 3, ts: T2 });
+    emit({ type: 'receipt', conv: GCONV, user: 'cy', status: 'delivered', seq: 3, ts: T2 });
+    expect(markText(session.markOf(mine))).toBe('✓✓ 2/2 delivered, 1 read');
+    emit(change(4, { kind: 'member_left', user: 'cy' }));
+    emit(change(5, { kind: 'deleted' }));
+    expect(markText(session.markOf(mine))).toBe('✓✓ 2/2 delivered, 1 read');
+    // A later sync names them with when they went, as the server keeps them.
+    emit({
+      type: 'sync',
+      conversations: [
+        {
+          conv: GCONV,
+          group,
+          after: 5,
+          last: 5,
+          mine: { delivered: 5, deliveredAt: T1, read: 5, readAt: T1 },
+          peers: { bob: { ...cursors(3, 1), read: 3, readAt: T2, left: 5 }, cy: { ...cursors(3, 1), left: 4 } },
+        },
+      ],
+    });
+    expect(markText(session.markOf(mine))).toBe('✓✓ 2/2 delivered, 1 read');
     await session.stop();
   });
 });

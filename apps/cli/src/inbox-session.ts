@@ -87,7 +87,8 @@ export class InboxSession {
 
   /**
    * Sets who the other members of a conversation are, when the sync did not say (a conversation begun since); with
-   * `joined`, they were added by the group change at that seq (and count only for the messages after it).
+   * `joined`, they were added by the group change at that seq (and count only for the messages after it). One who had
+   * left before keeps that time in the group as an earlier one.
    */
   knowMembers(conv: string, others: string[], joined?: number): void {
     const peers = this.peers.get(conv) ?? {};
@@ -96,7 +97,9 @@ export class InboxSession {
       const known = (peers[u] ??= { ...NO_CURSORS });
       // The latest join holds: a change replayed from the backlog never moves it back.
       if (joined !== undefined && joined > (known.joined ?? 0)) {
-        peers[u] = { ...known, joined };
+        const { left, ...rest } = known;
+        const earlier = left !== undefined && known.joined !== undefined ? [...(known.earlier ?? []), { joined: known.joined, left }] : known.earlier;
+        peers[u] = { ...rest, joined, ...(earlier ? { earlier } : {}) };
         moved = true;
       }
     }
@@ -197,9 +200,14 @@ export class InboxSession {
         c.members.filter((u) => u !== this.me),
         e.seq,
       );
-    else if (c.kind === 'member_removed' || c.kind === 'member_left') {
-      const peers = this.peers.get(e.conv);
-      for (const u of c.kind === 'member_left' ? [c.user] : c.members) if (peers) delete peers[u];
+    else if (c.kind === 'member_removed' || c.kind === 'member_left' || c.kind === 'deleted') {
+      // Out of the group from here: they still count for what was said before, which they had.
+      const peers = this.peers.get(e.conv) ?? {};
+      const out = c.kind === 'member_left' ? [c.user] : c.kind === 'member_removed' ? c.members : Object.keys(peers);
+      for (const u of out) {
+        const known = peers[u];
+        if (known && known.left === undefined && (known.joined ?? 0) < e.seq) peers[u] = { ...known, left: e.seq };
+      }
     }
   }
 
@@ -264,12 +272,15 @@ function mergePeers(known: Record<string, PeerCursors> | undefined, synced: Reco
   const out: Record<string, PeerCursors> = {};
   for (const [user, c] of Object.entries(synced)) {
     const k = known?.[user];
-    // The later of two joins is the one that holds (a member added again after the sync was read).
+    // The later of two joins is the one that holds (a member added again after the sync was read), and with it when that
+    // time in the group ended, if it has (a removal shown here may be newer than the sync).
     const joined = Math.max(k?.joined ?? 0, c.joined ?? 0);
+    const left = (k?.joined ?? 0) > (c.joined ?? 0) ? k?.left : (c.joined ?? 0) > (k?.joined ?? 0) ? c.left : (k?.left ?? c.left);
     out[user] = {
       ...(k && k.delivered > c.delivered ? { delivered: k.delivered, deliveredAt: k.deliveredAt } : { delivered: c.delivered, deliveredAt: c.deliveredAt }),
       ...(k && k.read > c.read ? { read: k.read, readAt: k.readAt } : { read: c.read, readAt: c.readAt }),
       ...(joined > 0 ? { joined } : {}),
+      ...(left !== undefined ? { left } : {}),
       // Earlier times in the group only grow; the sync read later knows them all.
       ...((c.earlier ?? k?.earlier) ? { earlier: c.earlier ?? k?.earlier } : {}),
     };

@@ -67,7 +67,9 @@ export function markFor(seq: number, peers: Record<string, PeerCursors>, group: 
     const read = (peer?.read ?? 0) >= seq;
     return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, read, readAt: read && peer!.read === seq ? peer!.readAt : null };
   }
-  const had = cursors.filter((c) => (c.joined ?? 0) <= seq || (c.earlier ?? []).some((s) => s.joined <= seq && seq <= s.left));
+  const had = cursors.filter(
+    (c) => ((c.joined ?? 0) <= seq && (c.left === undefined || seq <= c.left)) || (c.earlier ?? []).some((s) => s.joined <= seq && seq <= s.left),
+  );
   return { kind: 'group', delivered: had.filter((c) => c.delivered >= seq).length, read: had.filter((c) => c.read >= seq).length, of: had.length };
 }
 

@@ -28,9 +28,15 @@ export class Conversations {
     private readonly groups: GroupService,
   ) {}
 
-  /** Current members (in a group, with the seq that added each), or null when there is no such conversation. */
-  async membersOf(conv: string): Promise<{ user: string; joined?: number; earlier?: { joined: number; left: number }[] }[] | null> {
-    if (!MessagingService.isDirect(conv)) return this.groups.membersOf(conv);
+  /**
+   * The members (in a group, with the seq that added each, and its former members as `viewer` may know of them, with
+   * the seq that took each out: see GroupService.membersOf), or null when there is no such conversation.
+   */
+  async membersOf(
+    conv: string,
+    viewer?: string,
+  ): Promise<{ user: string; joined?: number; left?: number; earlier?: { joined: number; left: number }[] }[] | null> {
+    if (!MessagingService.isDirect(conv)) return this.groups.membersOf(conv, viewer);
     return (await this.messaging.membersOf(conv))?.map((user) => ({ user })) ?? null;
   }
 

@@ -222,4 +222,35 @@ describe('GroupService', () => {
     for (const [i, name] of ['team 10', 'Lunch', 'team 9', 'book club', 'apples'].entries()) await service.create('ann', `c${i}`, name, []);
     expect((await service.list('ann')).map((g) => g.name)).toEqual(['apples', 'book club', 'Lunch', 'team 9', 'team 10']);
   });
+
+  it('names, among who was in a group, those who left with when they went, for what they had; a later member is not told of them', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy']); // 1
+    const { accepted } = await service.post('ann', 'p1', group.id, 'before anyone left'); // 2
+    await service.leave('cy', 'l1', group.id); // 3
+    await service.remove('ann', 'r1', group.id, ['bob']); // 4
+    await service.add('ann', 'a1', group.id, ['dan']); // 5
+    const conv = groupConv(group.id);
+    expect(await service.membersOf(conv, 'ann')).toEqual([
+      { user: 'ann', joined: 1 },
+      { user: 'dan', joined: 5 },
+      { user: 'cy', joined: 1, left: 3 },
+      { user: 'bob', joined: 1, left: 4 },
+    ]);
+    // Dan was never in the group with them.
+    expect(await service.membersOf(conv, 'dan')).toEqual([
+      { user: 'ann', joined: 1 },
+      { user: 'dan', joined: 5 },
+    ]);
+    // Who could have read ann's message: those who were in the group when it was said, gone since or not.
+    expect((await service.entryAt('ann', group.id, accepted.seq)).members).toEqual(['ann', 'cy', 'bob']);
+    // Deleted, the group still knows who was in it.
+    await service.delete('ann', 'd1', group.id); // 6
+    expect(await service.membersOf(conv, 'ann')).toEqual([
+      { user: 'cy', joined: 1, left: 3 },
+      { user: 'bob', joined: 1, left: 4 },
+      { user: 'ann', joined: 1, left: 6 },
+      { user: 'dan', joined: 5, left: 6 },
+    ]);
+  });
 });

@@ -229,22 +229,33 @@ export class GroupService {
     // Receipts are about messages: a change to the group (its creation, a member added) is not something anyone read.
     if (entry.kind !== 'text') throw new DomainError('no_such_message', `${seq} in ${g.name} is a change to the group, not a message`);
     // Only those who could see it: a member who joined after it, or was out of the group then, never had it, whatever
-    // its cursors say.
-    return { conv, group: labelOf(g), entry, members: g.members.filter((m) => within(spansOf(g, m.user, seq), seq)).map((m) => m.user) };
+    // its cursors say; one who has left since had it.
+    const everyone = [...g.members.map((m) => m.user), ...Object.keys(g.former).filter((u) => !isMember(g, u))];
+    return { conv, group: labelOf(g), entry, members: everyone.filter((u) => within(spansOf(g, u, seq), seq)) };
   }
 
   /**
-   * Current members of a group conversation, each with the seq of the change that (last) added them, and the earlier
-   * stretches of the log they were in the group for, when they were in it before; null when it is not one.
+   * Everyone who was in a group conversation: its current members, each with the seq of the change that (last) added
+   * them, and its former members (left, removed, or the group deleted) with the seq of the change that took them out
+   * (`left`); each with the earlier stretches of the log they were in the group for, when they were in it more than
+   * once. Null when it is not one. With a `viewer`, former members are those who were in the group at some time the
+   * viewer was (a member who joined later is not told who had left before).
    */
-  async membersOf(conv: string): Promise<{ user: string; joined: number; earlier?: Span[] }[] | null> {
+  async membersOf(conv: string, viewer?: string): Promise<{ user: string; joined: number; left?: number; earlier?: Span[] }[] | null> {
     const id = groupIdOf(conv);
     const g = id ? await this.load(id) : undefined;
-    if (!g || g.deleted) return null;
-    return g.members.map((m) => {
-      const earlier = g.earlier && Object.hasOwn(g.earlier, m.user) ? g.earlier[m.user]! : [];
-      return earlier.length > 0 ? { user: m.user, joined: m.joined, earlier } : { user: m.user, joined: m.joined };
-    });
+    if (!g) return null;
+    const earlierOf = (user: string) => (g.earlier && Object.hasOwn(g.earlier, user) ? g.earlier[user]! : []);
+    const withEarlier = <T extends { user: string }>(m: T) => {
+      const earlier = earlierOf(m.user);
+      return earlier.length > 0 ? { ...m, earlier } : m;
+    };
+    const current = g.members.map((m) => withEarlier({ user: m.user, joined: m.joined }));
+    const seen = viewer === undefined ? null : spansOf(g, viewer, Number.MAX_SAFE_INTEGER);
+    const former = Object.entries(g.former)
+      .filter(([user, span]) => !isMember(g, user) && (seen === null || overlaps([...earlierOf(user), span], seen)))
+      .map(([user, span]) => withEarlier({ user, joined: span.joined, left: span.left }));
+    return [...current, ...former];
   }
 
   /** What of a group conversation a user may see: from when they joined up to now, or up to when they left. Null: nothing. */
@@ -473,6 +484,11 @@ function tooLarge(max: number): DomainError {
 export const GROUP_API_METHODS = ['create', 'rename', 'add', 'remove', 'leave', 'handOver', 'delete', 'list', 'info', 'post', 'history', 'entryAt'] as const;
 export type GroupApi = Pick<GroupService, (typeof GROUP_API_METHODS)[number]>;
 export const GROUP_API = Symbol('GROUP_API');
+
+/** Whether two sets of stretches of the log share an entry. */
+function overlaps(a: Span[], b: Span[]): boolean {
+  return a.some((x) => b.some((y) => x.joined <= y.left && y.joined <= x.left));
+}
 
 const BY_NAME = new Intl.Collator(undefined, { sensitivity: 'base', numeric: true });
 

@@ -355,8 +355,14 @@ export const MemberSpan = z.strictObject({ joined: z.number().int().positive(), 
  * Another member's cursors. In a group, `joined` is the seq of the change that (last) added the member: they count for
  * the messages from there on, and not for older ones, whatever their cursors say (a member added again after leaving
  * moves on from a cursor of before) — but for those said in an `earlier` time of theirs in the group, which they had.
+ * `left`, for one who is out of the group now (left, removed, or the group deleted), is the seq of the change that
+ * took them out: they count for the messages before it.
  */
-export const PeerCursors = Cursors.extend({ joined: z.number().int().positive().optional(), earlier: z.array(MemberSpan).optional() });
+export const PeerCursors = Cursors.extend({
+  joined: z.number().int().positive().optional(),
+  left: z.number().int().positive().optional(),
+  earlier: z.array(MemberSpan).optional(),
+});
 export type PeerCursors = z.infer<typeof PeerCursors>;
 
 export const HistoryResult = z.strictObject({

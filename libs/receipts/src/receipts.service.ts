@@ -17,7 +17,7 @@ export interface ConversationDirectory {
    * The members of a conversation, or null when there is no such conversation; in a group, each with the seq of the
    * change that (last) added them.
    */
-  membersOf(conv: string): Promise<{ user: string; joined?: number; earlier?: { joined: number; left: number }[] }[] | null>;
+  membersOf(conv: string, viewer?: string): Promise<{ user: string; joined?: number; left?: number; earlier?: { joined: number; left: number }[] }[] | null>;
   /**
    * What of the conversation the user may see, up to `last`, and who its members are now; null when nothing (a former
    * group member sees up to when it left).
@@ -136,14 +136,18 @@ export class ReceiptsService {
     );
   }
 
-  /** The cursors of every other member of a conversation; in a group, with when each joined (and was in it before). */
+  /**
+   * The cursors of every other member of a conversation; in a group, with when each joined (and was in it before), and
+   * of those who were in it with the user and are out now (with when they left: they count for what was said until then).
+   */
   async peersOf(conv: string, user: string): Promise<Record<string, PeerCursors>> {
-    const members = (await this.conversations.membersOf(conv)) ?? [];
+    const members = (await this.conversations.membersOf(conv, user)) ?? [];
     const others = members.filter((m) => m.user !== user);
     const all = await Promise.all(
       others.map(async (m) => {
         const cursors = await this.cursors.get(conv, m.user);
-        return [m.user, { ...cursors, ...(m.joined === undefined ? {} : { joined: m.joined }), ...(m.earlier ? { earlier: m.earlier } : {}) }] as const;
+        const span = { ...(m.joined === undefined ? {} : { joined: m.joined }), ...(m.left === undefined ? {} : { left: m.left }) };
+        return [m.user, { ...cursors, ...span, ...(m.earlier ? { earlier: m.earlier } : {}) }] as const;
       }),
     );
     return Object.fromEntries(all);
