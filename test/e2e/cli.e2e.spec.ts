@@ -152,6 +152,16 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat --json: says where the catch-up ends, and that a recipient is offline, as listen and send do', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const chat = start(['--json', 'chat'], as(bob));
+    await chat.waitForLine(/^\{"type":"synced","messages":0\}$/);
+    chat.type(`/msg ${alice} are you there?`);
+    await chat.waitForLine(new RegExp(`^\\{"type":"offline","user":"${alice}","lastSeen":null\\}$`));
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('--device: a device catches up from where it stood itself, one process per device', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const statusOf = async (text: string) =>

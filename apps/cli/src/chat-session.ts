@@ -82,6 +82,8 @@ export class ChatSession {
           this.printMessage(e, mark);
         },
         mark: (m, mark) => this.updateMark(m, mark),
+        // Where the catch-up ends, for scripts (as listen says it).
+        synced: (n) => this.printer.emit(null, { type: 'synced', messages: n }),
         presence: (p) => {
           if (p.user === me) return;
           this.print(`* ${presenceText(p.user, p)}`, { ...p });
@@ -198,7 +200,8 @@ export class ChatSession {
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
     // A note to self: its reader is here, whatever the presence of a quiet connection says.
-    if (r.recipient?.state === 'offline' && to !== this.client.user) this.print(`  ${offlineNotice(to, r.recipient)}`, null);
+    if (r.recipient?.state === 'offline' && to !== this.client.user)
+      this.print(`  ${offlineNotice(to, r.recipient)}`, { type: 'offline', user: to, lastSeen: r.recipient.lastSeen });
   }
 
   private async sendGroup(group: string, text: string): Promise<void> {
