@@ -253,4 +253,12 @@ describe('GroupService', () => {
       { user: 'dan', joined: 5, left: 6 },
     ]);
   });
+
+  it('takes a group name however it is spelled in Unicode: stored composed, found by either spelling', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'Cafe\u0301 crew', ['bob']);
+    expect(group.name).toBe('Caf\u00e9 crew');
+    expect(await service.resolve('bob', 'Caf\u00e9 crew')).toBe(group.id);
+    expect(await service.resolve('bob', 'Cafe\u0301 crew')).toBe(group.id);
+  });
 });

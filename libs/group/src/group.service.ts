@@ -402,12 +402,13 @@ export class GroupService {
   async resolve(user: string, ref: string): Promise<string> {
     const ids = await this.groupIdsOf(user);
     if (ids.includes(ref)) return ref;
-    // Names are stored trimmed (validName), so a name is looked up trimmed too.
-    const name = ref.trim();
+    // Names are stored trimmed and composed (validName), so a name is looked up so too: "Café" typed with a combining
+    // accent (as macOS spells it) is the group "Café". (A name stored before names were composed is composed to compare.)
+    const name = ref.normalize('NFC').trim();
     const named: string[] = [];
     for (const id of ids) {
       const g = await this.load(id);
-      if (g && !g.deleted && isMember(g, user) && g.name === name) named.push(id);
+      if (g && !g.deleted && isMember(g, user) && g.name.normalize('NFC') === name) named.push(id);
     }
     if (named.length === 1) return named[0]!;
     if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);
@@ -437,7 +438,8 @@ export class GroupService {
   }
 
   private validName(name: string): string {
-    const clean = name.trim();
+    // One name however it is spelled in Unicode: an accent as part of its letter (NFC), as most systems type it.
+    const clean = name.normalize('NFC').trim();
     const length = [...clean].length;
     // Bidirectional controls would let a name show as another (`team \u202eecila` as "team alice").
     if (!hasVisibleText(clean) || !isPlainLabel(clean))
