@@ -152,6 +152,17 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('send - takes the message from stdin, all of it as one message; an empty stdin is a usage mistake', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const sent = await runCli(['send', bob, '-'], as(alice), { input: 'line one\nline two\n' });
+    expect(sent.code, sent.stderr).toBe(0);
+    const history = await runCli(['--json', 'history', alice], as(bob));
+    expect(history.json.map((m) => m.text)).toEqual(['line one\nline two']);
+    const empty = await runCli(['send', bob, '-'], as(alice), { input: '' });
+    expect(empty.code).toBe(2);
+    expect(empty.stderr.trim()).toBe('error: usage: nothing to send: stdin was empty');
+  });
+
   it('chat --json: says where the catch-up ends, and that a recipient is offline, as listen and send do', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const chat = start(['--json', 'chat'], as(bob));

@@ -72,6 +72,17 @@ function report(printer: Printer, e: unknown): void {
   }
 }
 
+/** A message read from stdin (`parley send bob -`): all of it, without the new line that ends its last line. */
+async function textFromStdin(): Promise<string> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  const text = Buffer.concat(chunks)
+    .toString('utf8')
+    .replace(/\r?\n$/, '');
+  if (text === '') throw new UsageError('nothing to send: stdin was empty');
+  return text;
+}
+
 /** User names are lower case: `Bob` and `BOB` can only mean `bob`. */
 function userName<T extends string | undefined>(name: T): T {
   return name?.toLowerCase() as T;
@@ -93,13 +104,13 @@ program
   .command('send')
   .description('send one message to USER (or --group NAME); exits 0 when the server accepted it')
   .argument('[user]', 'recipient (or, with --group, the text)')
-  .argument('[text]', 'the message')
+  .argument('[text]', 'the message; - reads it from stdin (all of it, one message)')
   .option('--group <name>', 'send to a group (its name or id) instead of a user')
-  .usage('USER "text" | --group NAME "text"')
+  .usage('USER "text" | --group NAME "text" | USER - < file')
   .action(
     run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
-      return commands.send(ctx, userName(user), text, opts);
+      return commands.send(ctx, userName(user), text === '-' ? await textFromStdin() : text, opts);
     }),
   );
 program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
