@@ -206,6 +206,28 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(ownerPage.peers[b]).toMatchObject({ joined: added, earlier: [{ joined: 1, left: removal }], delivered: after.seq });
   });
 
+  it('names those who left among who had a message (formerPeers, info), while peers stays the current members', async () => {
+    const [o, s, l] = [await fresh('stayer'), await fresh('sticker'), await fresh('leaver')];
+    const [owner, sticker, leaver] = [await login(o), await login(s), await login(l)];
+    const g = await okResult<GroupInfo>(owner.request({ op: 'group.create', name: 'gone but counted', members: [s, l] }));
+    const said = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'before anyone went' }));
+    for (const u of [sticker, leaver]) await okResult(u.request({ op: 'receipt', conv: said.conv, seq: said.seq, status: 'read' }));
+    await okResult(leaver.request({ op: 'group.leave', group: g.id }));
+    const page = await okResult<HistoryResult>(owner.request({ op: 'history', group: g.id }));
+    expect(Object.keys(page.peers)).toEqual([s]);
+    expect(page.formerPeers).toEqual({ [l]: expect.objectContaining({ joined: 1, left: said.seq + 1, read: said.seq }) });
+    const readers = (await okResult<InfoResult>(owner.request({ op: 'info', group: g.id, seq: said.seq }))).members;
+    expect(readers.map((m) => [m.user, m.read])).toEqual([
+      [s, true],
+      [l, true],
+    ]);
+    // The sync says the same.
+    const again = await login(o);
+    await again.waitFor((e) => e.type === 'synced');
+    const state = (again.events.find((e) => e.type === 'sync') as SyncEvent).conversations.find((c) => c.conv === said.conv)!;
+    expect([Object.keys(state.peers), Object.keys(state.formerPeers ?? {})]).toEqual([[s], [l]]);
+  });
+
   it('ownership: hand over, owner leaving passes it on, last member leaving deletes the group', async () => {
     const [a, b, c] = [await fresh('ann'), await fresh('bill'), await fresh('cid')];
     const [ann, bill, cid] = [await login(a), await login(b), await login(c)];

@@ -194,7 +194,7 @@ export async function history(ctx: CommandContext, user: string | undefined, opt
         ctx.printer.emit(groupEventLine(e, me, { long: true, seq: true }), { ...e });
         continue;
       }
-      const mark = e.from === me ? markFor(e.seq, r.peers, r.group !== undefined) : undefined;
+      const mark = e.from === me ? markFor(e.seq, { ...r.peers, ...r.formerPeers }, r.group !== undefined) : undefined;
       ctx.printer.emit(messageLine(e, me, { mark, long: true, seq: true }), { ...e, ...(mark ? statusFields(mark) : {}) });
     }
     if (r.messages.length === 0) ctx.printer.note('no messages');

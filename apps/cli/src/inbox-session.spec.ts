@@ -234,7 +234,8 @@ describe('InboxSession marks of my group messages', () => {
           after: 5,
           last: 5,
           mine: { delivered: 5, deliveredAt: T1, read: 5, readAt: T1 },
-          peers: { bob: { ...cursors(3, 1), read: 3, readAt: T2, left: 5 }, cy: { ...cursors(3, 1), left: 4 } },
+          peers: {},
+          formerPeers: { bob: { ...cursors(3, 1), read: 3, readAt: T2, left: 5 }, cy: { ...cursors(3, 1), left: 4 } },
         },
       ],
     });

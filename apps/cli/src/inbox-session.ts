@@ -139,7 +139,7 @@ export class InboxSession {
     this.groups.note(e);
     switch (e.type) {
       case 'sync':
-        for (const c of e.conversations) this.peers.set(c.conv, mergePeers(this.peers.get(c.conv), c.peers));
+        for (const c of e.conversations) this.peers.set(c.conv, mergePeers(this.peers.get(c.conv), { ...c.peers, ...c.formerPeers }));
         this.order.sync(e);
         // A stretch given up on before (no sync came then) may be settled by this one: what it held back goes out.
         for (const c of e.conversations) this.scheduleAck(c.conv);

@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import type { Conversations } from '#libs/group';
 import type { Metrics } from '#libs/health';
-import { topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
+import { splitPeers, topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
 import { guardOf } from './connection-guard.js';
@@ -106,7 +106,7 @@ export class InboxSync {
     const states: SyncEvent['conversations'] = views.map((view, i) => {
       const [mine, peers] = cursors[i]!;
       const after = Math.max(view.after, from[view.conv] ?? mine.delivered);
-      const state = { conv: view.conv, after, last: view.last, mine, peers };
+      const state = { conv: view.conv, after, last: view.last, mine, ...splitPeers(peers) };
       // Said while the user was out of the group: the backlog skips it, and the client need not wait for it.
       const hidden = view.hidden.filter((h) => h.upTo > after);
       return { ...state, ...(view.group ? { group: view.group } : {}), ...(hidden.length > 0 ? { hidden } : {}) };

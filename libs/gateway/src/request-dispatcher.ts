@@ -9,6 +9,7 @@ import type { ReceiptsApi } from '#libs/receipts';
 import {
   DomainError,
   serverFailure,
+  splitPeers,
   inboxTopicOf,
   parseRequest,
   topics,
@@ -298,7 +299,7 @@ export class RequestDispatcher {
     const target = exactlyOne(req.with, req.group, 'with', 'group');
     if (target.key === 'group') {
       const page = await this.groups.history(user, target.value, req.before, req.limit ?? DEFAULT_HISTORY_LIMIT);
-      return { conv: page.conv, group: page.group, messages: page.events, peers: await this.receipts.peersOf(page.conv, user) };
+      return { conv: page.conv, group: page.group, messages: page.events, ...splitPeers(await this.receipts.peersOf(page.conv, user)) };
     }
     const page = await this.messaging.history({ user, with: target.value, before: req.before, limit: req.limit });
     const peers = target.value === user ? { [user]: await this.receipts.cursorsOf(page.conv, user) } : await this.receipts.peersOf(page.conv, user);

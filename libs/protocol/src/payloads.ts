@@ -356,7 +356,8 @@ export const MemberSpan = z.strictObject({ joined: z.number().int().positive(), 
  * the messages from there on, and not for older ones, whatever their cursors say (a member added again after leaving
  * moves on from a cursor of before) — but for those said in an `earlier` time of theirs in the group, which they had.
  * `left`, for one who is out of the group now (left, removed, or the group deleted), is the seq of the change that
- * took them out: they count for the messages before it.
+ * took them out: they count for the messages before it. Such members are in `formerPeers`, never in `peers`, whose
+ * meaning (the current members) stays what it was.
  */
 export const PeerCursors = Cursors.extend({
   joined: z.number().int().positive().optional(),
@@ -370,9 +371,22 @@ export const HistoryResult = z.strictObject({
   messages: z.array(z.union([MessageEvent, GroupEvent])),
   /** The other members' cursors, so each of my messages can show ✓, ✓✓ or read (or 3/5 read in a group). */
   peers: z.record(z.string(), PeerCursors),
+  /** In a group: the cursors of those who were in it with me and are out now, each with `left`; absent when none. */
+  formerPeers: z.record(z.string(), PeerCursors).optional(),
   group: GroupLabel.optional(),
 });
 export type HistoryResult = z.infer<typeof HistoryResult>;
+
+/**
+ * Splits the cursors of everyone who was in a conversation into the current members' (`peers`) and, when there are
+ * any, those who are out of the group now (`formerPeers`, each with `left`).
+ */
+export function splitPeers(all: Record<string, PeerCursors>): { peers: Record<string, PeerCursors>; formerPeers?: Record<string, PeerCursors> } {
+  const peers: Record<string, PeerCursors> = {};
+  const former: Record<string, PeerCursors> = {};
+  for (const [user, c] of Object.entries(all)) (c.left === undefined ? peers : former)[user] = c;
+  return Object.keys(former).length > 0 ? { peers, formerPeers: former } : { peers };
+}
 
 export const WhoResult = z.strictObject({ user: z.string(), ...PresenceState.shape });
 export type WhoResult = z.infer<typeof WhoResult>;
@@ -450,6 +464,8 @@ export const SyncEvent = z.strictObject({
       hidden: z.array(z.strictObject({ after: z.number().int().nonnegative(), upTo: z.number().int().nonnegative() })).optional(),
       mine: Cursors,
       peers: z.record(z.string(), PeerCursors),
+      /** In a group: those who were in it with the user and are out now, each with `left` (see HistoryResult). */
+      formerPeers: z.record(z.string(), PeerCursors).optional(),
     }),
   ),
 });
