@@ -50,6 +50,8 @@ describe('AccountsService', () => {
     expect(await accounts.register('retry', 'long enough', 'reg-1')).toEqual({ user: 'retry' });
     expect(await accounts.register('retry', 'long enough', 'reg-1')).toEqual({ user: 'retry' });
     await expect(accounts.register('retry', 'long enough', 'reg-2')).rejects.toMatchObject({ code: 'user_exists' });
+    // Someone else who picked the same id, with another password, is told the name is taken.
+    await expect(accounts.register('retry', 'another password', 'reg-1')).rejects.toMatchObject({ code: 'user_exists' });
     await expect(accounts.register('retry', 'long enough')).rejects.toMatchObject({ code: 'user_exists' });
     // The account is the first one, once.
     expect(await accounts.authenticate('retry', 'long enough')).toBe(true);

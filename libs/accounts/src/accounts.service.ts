@@ -49,7 +49,9 @@ export class AccountsService {
     const generation = this.store.generation();
     const created = await this.store.create({ user, passwordHash, createdAt: this.now(), ...(requestId ? { request: requestId } : {}) });
     if (!created) {
-      if (requestId && (await this.store.get(user))?.request === requestId) return { user };
+      // A retry is the same request: the same id and the same password (two people may pick one id, say "reg-1").
+      const account = requestId ? await this.store.get(user) : undefined;
+      if (account && account.request === requestId && (await this.hasher.verify(password, account.passwordHash))) return { user };
       throw new DomainError('user_exists', `the name "${user}" is taken`);
     }
     this.known.set(user, generation);
