@@ -137,6 +137,18 @@ describe('the parley CLI', () => {
     await laptop.waitForLine(new RegExp(`you → ${alice}: and from my laptop ✓`));
   });
 
+  it('chat: until you choose, plain text answers the newest message of the catch-up, the one just above the prompt', async () => {
+    const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    expect((await runCli(['send', bob, 'yesterday'], as(alice))).code).toBe(0);
+    expect((await runCli(['send', bob, 'a minute ago'], as(carol))).code).toBe(0);
+    const chat = start(['chat'], as(bob));
+    await chat.waitForLine(new RegExp(`${carol} → you: a minute ago$`));
+    chat.type('meant for carol');
+    await chat.waitForLine(new RegExp(`you → ${carol}: meant for carol ✓`));
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('chat: plain text stays with the conversation you chose, whoever writes to you meanwhile', async () => {
     const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
     const chat = start(['chat'], as(bob));

@@ -21,7 +21,7 @@ export const CHAT_HELP = [
   '/file USER PATH     offer a file to USER (uploaded now; USER accepts or declines)',
   '/accept ID          accept a file offered to you (saved in the current directory)',
   '/decline ID         decline a file offered to you',
-  'text                send to the conversation the prompt names (until you choose one: the first to write to you)',
+  'text                send to the conversation the prompt names (until you choose one: the newest to write to you)',
   '//text              the same, with text that starts with a slash ("/text")',
   '/help               this list',
   '/quit               leave (Ctrl-D too)',

@@ -37,9 +37,12 @@ export class ChatSession {
   private session!: InboxSession;
   /**
    * The conversation plain text goes to, named in the prompt. Only what you type changes it (`/msg`, `/g`); until you
-   * have, the first message that comes sets it. A message arriving as you type never redirects your line.
+   * have, the conversation of the newest message of the catch-up sets it, or else the first message that comes after.
+   * A message arriving as you type never redirects your line.
    */
   private target: Peer | null = null;
+  /** Until the first catch-up has all come: the conversation of the newest message shown in it. */
+  private catchingUp: { newest: Peer | null } | null = { newest: null };
   /** Ids of messages this session sent: their copies in my inbox are not printed twice. */
   private readonly sentIds = new Set<string>();
   /** Screen row (counted from the start of the session) and text of each of my messages, for in-place marks. */
@@ -73,17 +76,24 @@ export class ChatSession {
         show: (e) => {
           if (e.type === 'group') return this.print(groupEventLine(this.session.groups.display(e), me), { ...e });
           if (e.from === me && this.sentIds.has(e.id)) return;
-          // Before you have chosen, plain text answers the first conversation to speak: one you were written in, or
-          // wrote in from another device.
-          if (!this.target)
-            this.setTarget(e.group ? { kind: 'group', name: e.group.id, label: e.group.name } : { kind: 'user', name: e.from === me ? e.to! : e.from });
+          // Before you have chosen, plain text answers the newest conversation: of the catch-up, the one of its last
+          // message (shown just above the prompt); after it, the first to speak. One you were written in, or wrote in
+          // from another device.
+          const peer: Peer = e.group ? { kind: 'group', name: e.group.id, label: e.group.name } : { kind: 'user', name: e.from === me ? e.to! : e.from };
+          if (this.catchingUp) this.catchingUp.newest = peer;
+          else if (!this.target) this.setTarget(peer);
           if (!e.group) this.watch(e.from === me ? e.to! : e.from);
           const mark = e.from === me ? this.session.markOf(e) : undefined;
           this.printMessage(e, mark);
         },
         mark: (m, mark) => this.updateMark(m, mark),
         // Where the catch-up ends, for scripts (as listen says it).
-        synced: (n) => this.printer.emit(null, { type: 'synced', messages: n }),
+        synced: (n) => {
+          const newest = this.catchingUp?.newest;
+          this.catchingUp = null;
+          if (newest && !this.target) this.setTarget(newest);
+          this.printer.emit(null, { type: 'synced', messages: n });
+        },
         presence: (p) => {
           if (p.user === me) return;
           this.print(`* ${presenceText(p.user, p)}`, { ...p });
