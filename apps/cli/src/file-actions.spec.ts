@@ -308,6 +308,21 @@ describe('offerFile', () => {
     expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
   });
 
+  it('goes on with an upload from where the server stands after a chunk stays unavailable through the client\u2019s retries (a failover)', async () => {
+    const { service, client, hooks } = server();
+    const data = Buffer.alloc(10 * CHUNK, 7);
+    const path = join(temp('parley-cli-files-'), 'failover.bin');
+    writeFileSync(path, data);
+    let failures = 0;
+    hooks.before = (op, fields) => {
+      if (op === 'file.chunk' && fields.index === 3 && failures++ === 0)
+        throw new RequestError('unavailable', 'the server could not complete this request right now');
+    };
+    const offer = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    expect(failures).toBe(2);
+    expect((await service.list('ann')).find((o) => o.id === offer.id)?.uploaded).toBe(10);
+  });
+
   it('gives up an upload with the error of the chunk the server could not store, not the refusals of the chunks behind it', async () => {
     const { service, client, hooks } = server();
     const path = join(temp('parley-cli-files-'), 'full.bin');

@@ -114,9 +114,14 @@ function settled(offer: FileOffer): boolean {
 /**
  * Uploads the chunks the server does not have yet, with at most `window` unacknowledged. A chunk answered `unavailable`
  * is retried by the client while the ones after it are already on their way; the server then refuses those as out of
- * order (`bad_chunk`). Such a refusal, or no answer in time (a server restarting), is no reason to give up: the upload
- * goes on from where the server stands (`uploadedNow`), for as long as each new start gets further than the one before.
+ * order (`bad_chunk`). Such a refusal, a chunk still `unavailable` (or `rate_limited`) after the client's retries, or no
+ * answer in time (a server restarting, a failover) is no reason to give up at once: the upload goes on from where the
+ * server stands (`uploadedNow`), for as long as each new start gets further than the one before, or for three starts
+ * that do not; it then fails with the error of the first chunk that failed (the cause).
  */
+/** Refusals after which an upload starts again from where the server stands (see `sendChunks`). */
+const AGAIN_FROM_WHERE_IT_STANDS: ReadonlySet<string> = new Set(['bad_chunk', 'unavailable', 'rate_limited']);
+
 export async function sendChunks(
   client: Pick<ParleyClient, 'request'>,
   handle: FileHandle,
@@ -133,8 +138,12 @@ export async function sendChunks(
       return;
     } catch (e) {
       // No answer in time (the connection was down longer than a request waits) is the same: where does it stand now?
-      if (!((e instanceof RequestError && e.code === 'bad_chunk') || e instanceof RequestTimeout)) throw e;
-      const now = await uploadedNow();
+      if (!((e instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(e.code)) || e instanceof RequestTimeout)) throw e;
+      // Asking may fail the same way, for a while: that start got no further.
+      const now = await uploadedNow().catch((asked: unknown) => {
+        if ((asked instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(asked.code)) || asked instanceof RequestTimeout) return from;
+        throw asked;
+      });
       // A chunk of the wrong length, say, is refused again however often it is sent.
       fruitless = now > from ? 0 : fruitless + 1;
       if (fruitless >= 3) throw e;
