@@ -207,6 +207,10 @@ describe('GroupService', () => {
     await expect(service.rename('ann', 'k2', group.id, 'renamed')).rejects.toMatchObject({ code: 'bad_request' });
     await service.post('ann', 'k3', group.id, 'hello');
     await expect(service.delete('ann', 'k3', group.id)).rejects.toMatchObject({ code: 'bad_request' });
+    // A leave is no retry of a delete (both end in a "deleted" change; only the last member's leave makes one).
+    const { group: other } = await service.create('ann', 'k4', 'other', ['bob']);
+    await service.delete('ann', 'k5', other.id);
+    await expect(service.leave('ann', 'k5', other.id)).rejects.toMatchObject({ code: 'bad_request' });
     // Nothing of the refused requests was stored; the retries of the first ones are answered as before.
     expect((await service.history('ann', group.id, undefined, 50)).events.map((e) => (e.type === 'message' ? e.text : e.change.kind))).toEqual([
       'created',
