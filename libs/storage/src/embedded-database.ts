@@ -119,9 +119,10 @@ export class EmbeddedDatabase {
   }
 
   /**
-   * Whether the store takes writes: true unless the last commit failed (the disk full, say), in which case a small
-   * synced write is tried (at most once a second) and its outcome is the answer. For readiness: a server whose every
-   * message is refused is not ready, and is again once the disk has room.
+   * Whether the store takes writes: true unless the last commit of messages (`atTurnEnd`) failed (the disk full, say),
+   * in which case a 256 KiB synced write is tried (at most once a second, and removed again) and its outcome is the
+   * answer. For readiness: a server whose every message is refused is not ready, and is again once the disk has room.
+   * (Other writes, of groups, cursors, offers, go through lmdb-js's own commits; they fail alike on a full disk.)
    */
   writable(now = performance.now()): boolean {
     if (!this.lastCommitFailed) return true;
@@ -131,6 +132,8 @@ export class EmbeddedDatabase {
       this.health ??= this.open<Buffer, string>('health');
       const health = this.health;
       this.root.transactionSync(() => health.putSync('probe', PROBE_VALUE));
+      // Its pages go back to the store's free list: a nearly full disk keeps room for messages.
+      this.root.transactionSync(() => health.removeSync('probe'));
     } catch {
       ok = false;
     }
