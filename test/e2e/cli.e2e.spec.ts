@@ -175,6 +175,17 @@ describe('the parley CLI', () => {
     expect(empty.stderr.trim()).toBe('error: usage: nothing to send: stdin was empty');
   });
 
+  it('group leave says when leaving deleted the group (you were its last member)', async () => {
+    const alice = await fresh('alice');
+    expect((await runCli(['group', 'create', 'solo'], as(alice))).code).toBe(0);
+    const left = await runCli(['group', 'leave', 'solo'], as(alice));
+    expect(left.stdout.trim()).toBe('left solo; you were its last member, so it is deleted');
+    expect((await runCli(['--json', 'group', 'create', 'duo'], as(alice))).code).toBe(0);
+    expect((await runCli(['--json', 'group', 'leave', 'duo'], as(alice))).json).toEqual([
+      expect.objectContaining({ type: 'group.left', name: 'duo', deleted: true }),
+    ]);
+  });
+
   it('chat --json: says where the catch-up ends, and that a recipient is offline, as listen and send do', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const chat = start(['--json', 'chat'], as(bob));

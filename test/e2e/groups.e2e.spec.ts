@@ -238,8 +238,9 @@ describe.each(modes)('groups, %s', (mode) => {
     await okResult(bill.request({ op: 'group.leave', group: g.id }));
     expect(await cid.waitFor((e) => e.type === 'group' && e.change.kind === 'member_left')).toMatchObject({ change: { user: b, newOwner: a } });
     expect(await okResult<GroupInfo>(cid.request({ op: 'group.members', group: g.id }))).toMatchObject({ owner: a, members: [a, c] });
-    await okResult(cid.request({ op: 'group.leave', group: g.id }));
-    await okResult(ann.request({ op: 'group.leave', group: g.id }));
+    // A leave that is not the last says nothing of deleting; the last one's answer says the group is gone.
+    expect(await okResult(cid.request({ op: 'group.leave', group: g.id }))).toEqual({ id: g.id, name: 'relay' });
+    expect(await okResult(ann.request({ op: 'group.leave', group: g.id }))).toEqual({ id: g.id, name: 'relay', deleted: true });
     // Nobody deleted it: the last member left, and is told so.
     expect(await ann.waitFor((e) => e.type === 'group' && e.change.kind === 'deleted')).toMatchObject({
       from: a,

@@ -262,7 +262,13 @@ export const groupCommands = {
   async leave(ctx: CommandContext, group: string): Promise<void> {
     await withClient(ctx, async (client) => {
       const r = await client.request('group.leave', { group });
-      ctx.printer.emit(`left ${displayLabel(r.name)}`, { type: 'group.left', ...r });
+      // The last member to leave deletes the group: say so, as its members would be told.
+      const deleted = r.deleted === true;
+      ctx.printer.emit(`left ${displayLabel(r.name)}${deleted ? '; you were its last member, so it is deleted' : ''}`, {
+        type: 'group.left',
+        ...r,
+        ...(deleted ? { deleted: true } : {}),
+      });
     });
   },
   async delete(ctx: CommandContext, group: string): Promise<void> {

@@ -244,7 +244,9 @@ export class RequestDispatcher {
       case 'group.delete': {
         const change = req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group) : this.groups.delete(user, req.id, req.group);
         const info = await this.groupChange(change);
-        return ok(req, req.op, { id: info.id, name: info.name });
+        // A leave by the last member deletes the group: the answer says so.
+        const deleted = req.op === 'group.leave' && info.members.length === 0;
+        return ok(req, req.op, { id: info.id, name: info.name, ...(deleted ? { deleted: true as const } : {}) });
       }
       case 'group.list':
         return ok(req, req.op, { groups: await this.groups.list(user) });

@@ -405,7 +405,8 @@ export type GroupInfo = z.infer<typeof GroupInfo>;
 
 export const GroupListResult = z.strictObject({ groups: z.array(GroupInfo) });
 export type GroupListResult = z.infer<typeof GroupListResult>;
-export const GroupGoneResult = z.strictObject({ id: z.string(), name: z.string() });
+/** The group left or deleted; `deleted` on a leave by its last member, which deletes it. */
+export const GroupGoneResult = z.strictObject({ id: z.string(), name: z.string(), deleted: z.literal(true).optional() });
 export type GroupGoneResult = z.infer<typeof GroupGoneResult>;
 
 export const InfoResult = z.strictObject({
