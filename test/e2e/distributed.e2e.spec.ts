@@ -284,6 +284,20 @@ describe('after Redis lost its data', () => {
   afterEach(() => users.closeAll());
   afterAll(() => topo?.dispose());
 
+  it('says in /readyz when Redis takes no writes (full at maxmemory), without taking the gateway out', async () => {
+    const redis = new Redis(topo.redis!.url);
+    try {
+      await redis.config('SET', 'maxmemory', '1');
+      const full = await request(topo.server.httpUrl).get('/readyz').expect(200);
+      expect(full.body).toMatchObject({ status: 'ready', checks: { storage: true, 'storage:writes': false }, degraded: ['storage:writes'] });
+    } finally {
+      await redis.config('SET', 'maxmemory', '0');
+      redis.disconnect();
+    }
+    const ready = await request(topo.server.httpUrl).get('/readyz').expect(200);
+    expect(ready.body).toMatchObject({ checks: { 'storage:writes': true }, degraded: [] });
+  });
+
   it('indexes a conversation again, refuses accounts it lost, and delivers what it accepts afterwards', async () => {
     const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
     const alice = await users.login(a);

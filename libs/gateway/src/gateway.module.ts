@@ -7,7 +7,7 @@ import { Conversations, GROUP_API, GroupModule, type GroupApi } from '#libs/grou
 import { MessagingModule, MessagingService } from '#libs/messaging';
 import { PRESENCE_API, type PresenceApi } from '#libs/presence';
 import { RECEIPTS_API, type ReceiptsApi } from '#libs/receipts';
-import { adapterFor, storageIsReady, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
+import { adapterFor, storageIsReady, storageWritesCheck, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
 import { inMemoryBackplane, redisBackplane } from './broker-backplane.js';
 import { EmbeddedRetainedStore } from './embedded-retained.store.js';
@@ -181,6 +181,8 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
     this.previousRunAliveAt = backend.kind === 'embedded' ? backend.db.previousRunAliveAt : null;
     readiness.register('mqtt', () => broker.listening);
     readiness.register('storage', () => storageIsReady(backend));
+    const writes = storageWritesCheck(backend);
+    if (writes) readiness.register('storage:writes', writes, { required: false });
   }
 
   async onApplicationBootstrap(): Promise<void> {

@@ -55,6 +55,18 @@ export class RedisConnection {
     return (keys, args) => client[name]!(...keys, ...args);
   }
 
+  /**
+   * Whether Redis takes writes: a small key written with an expiry. PING still answers a Redis at `maxmemory` (with
+   * `noeviction`) or a read-only replica, where every write is refused.
+   */
+  async writable(): Promise<boolean> {
+    try {
+      return (await this.client.set(this.key('health', 'probe'), String(Date.now()), 'PX', 60_000)) === 'OK';
+    } catch {
+      return false;
+    }
+  }
+
   async ping(): Promise<boolean> {
     try {
       return (await this.client.ping()) === 'PONG';

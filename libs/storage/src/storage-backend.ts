@@ -27,6 +27,15 @@ export async function storageIsReady(backend: StorageBackend): Promise<boolean> 
 }
 
 /**
+ * On Redis, whether it takes writes now (see `RedisConnection.writable`); null for the embedded store, whose
+ * `storageIsReady` already asks that. A check apart from readiness: every process shares the Redis, so a full one is
+ * said (`degraded`), not a reason to take one gateway out of its load balancer, which helps no one.
+ */
+export function storageWritesCheck(backend: StorageBackend): (() => Promise<boolean>) | null {
+  return backend.kind === 'redis' ? () => backend.redis.writable() : null;
+}
+
+/**
  * Picks the adapter of a port for the backend in use. Each domain module calls
  * this once with its two constructors; an unknown backend kind cannot compile.
  */

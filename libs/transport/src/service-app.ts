@@ -4,7 +4,7 @@ import { NestFactory } from '@nestjs/core';
 import { ConfigModule } from '#libs/config';
 import { HealthModule, Metrics, Readiness } from '#libs/health';
 import { fail, jsonLogger, listenHttp, loadConfigOrExit, stopOnSignals } from '#libs/runtime';
-import { STORAGE_BACKEND, StorageModule, storageIsReady, type StorageBackend } from '#libs/storage';
+import { STORAGE_BACKEND, StorageModule, storageIsReady, storageWritesCheck, type StorageBackend } from '#libs/storage';
 import { RedisStreamsServer } from './redis-streams.server.js';
 import { observeInto } from './rpc-metrics.js';
 import { exposeService } from './rpc-proxy.js';
@@ -44,6 +44,8 @@ export async function runService<T extends object>(spec: ServiceSpec<T>): Promis
   readiness.register('rpc', () => server.healthy());
   const storage = app.get<StorageBackend>(STORAGE_BACKEND);
   readiness.register('storage', () => storageIsReady(storage));
+  const writes = storageWritesCheck(storage);
+  if (writes) readiness.register('storage:writes', writes, { required: false });
   metrics.watchQueues(() => server.queueDepths());
   const httpPort = await listenHttp(app, config);
   await app.startAllMicroservices();
