@@ -228,6 +228,25 @@ describe('after login', () => {
       await c.waitClosed();
     });
   });
+  it('answers a SUBSCRIBE that names a filter more than once with one return code per filter listed [MQTT-3.9.3-1]', async () => {
+    await hostile(async () => {
+      const c = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/twice`);
+      const presence = topics.presence(aliceName);
+      const filters = [presence, `parley/v1/users/${aliceName}/inbox`, presence, topics.inbox(carolName), presence];
+      c.send(subscribePacket(filters, { id: 5 }));
+      const suback = await c.waitFor(9);
+      expect(suback.body.readUInt16BE(0)).toBe(5);
+      expect([...suback.body.subarray(2)]).toEqual([0, 0x80, 0, 0, 0]);
+      // The next SUBSCRIBE, of distinct filters, is answered as the broker answers it.
+      c.send(subscribePacket([presence, topics.inbox(carolName)], { id: 6 }));
+      const subacks = () => c.packets.filter((p) => p.type === 9);
+      await expect.poll(() => subacks().length, { timeout: 10_000 }).toBe(2);
+      expect(subacks()[1]!.body).toEqual(Buffer.from([0, 6, 0, 0]));
+      c.send(DISCONNECT);
+      await c.waitClosed();
+    });
+  });
+
   it('a plain user never sees $SYS traffic, even subscribed to everything it may read', async () => {
     const client = await connectClient(server.mqttUrl, { username: carolName, password: PASSWORD, clientId: `${carolName}/sys` });
     try {

@@ -2,12 +2,14 @@ import { Duplex } from 'node:stream';
 import { isRequestTopicOf, type Principal } from '#libs/protocol';
 import {
   capSubscribeQos,
+  expandSuback,
   inspectConnect,
   inspectPacket,
   PacketType,
   pubackPacket,
   readFixedHeader,
   readPublish,
+  repeatedFilters,
   type PublishInfo,
   type Violation,
 } from './mqtt-frame.js';
@@ -198,11 +200,31 @@ export class GuardedConnection extends Duplex {
 
   /** A packet the broker wrote in pieces (it corks the stream) goes out in one write, so it is not split into small segments. */
   override _writev(chunks: { chunk: Buffer }[], done: (err?: Error | null) => void): void {
-    this.forward(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk)), done);
+    this.forward(this.fromBroker(chunks.length === 1 ? chunks[0]!.chunk : Buffer.concat(chunks.map((c) => c.chunk))), done);
   }
 
   override _write(chunk: Buffer, _enc: BufferEncoding, done: (err?: Error | null) => void): void {
-    this.forward(chunk, done);
+    this.forward(this.fromBroker(chunk), done);
+  }
+
+  /**
+   * The SUBSCRIBEs in flight that named a filter more than once, by packet id: what each listed, for its SUBACK. Aedes
+   * answers such a SUBSCRIBE with one return code per distinct filter; [MQTT-3.9.3-1] asks for one per filter listed,
+   * and a client (MQTT.js) takes a shorter SUBACK for an error. Rare: unset until a SUBSCRIBE repeats a filter.
+   */
+  private repeatedSubscribes: Map<number, number[]> | undefined;
+
+  /** What the broker writes, with the SUBACK of a SUBSCRIBE that repeated a filter given a return code per filter listed. */
+  private fromBroker(chunk: Buffer): Buffer {
+    if (!this.repeatedSubscribes?.size) return chunk;
+    for (const [packetId, positions] of this.repeatedSubscribes) {
+      const expanded = expandSuback(chunk, packetId, positions);
+      if (expanded) {
+        this.repeatedSubscribes.delete(packetId);
+        return expanded;
+      }
+    }
+    return chunk;
   }
 
   private forward(chunk: Buffer, done: (err?: Error | null) => void): void {
@@ -311,7 +333,11 @@ export class GuardedConnection extends Duplex {
       } else {
         const violation = inspectPacket(header.type, header.flags, body);
         if (violation) return this.refuse(violation);
-        if (header.type === PacketType.SUBSCRIBE && this.limits.maxSubscribeQos !== undefined) capSubscribeQos(body, this.limits.maxSubscribeQos);
+        if (header.type === PacketType.SUBSCRIBE) {
+          if (this.limits.maxSubscribeQos !== undefined) capSubscribeQos(body, this.limits.maxSubscribeQos);
+          const positions = repeatedFilters(body);
+          if (positions) (this.repeatedSubscribes ??= new Map()).set(body.readUInt16BE(0), positions);
+        }
       }
       if (!this.push(packet)) this.stream.pause();
     }

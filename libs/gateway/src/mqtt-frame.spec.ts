@@ -2,6 +2,8 @@ import { describe, expect, it } from 'vitest';
 import {
   capSubscribeQos,
   decodeMqttString,
+  expandSuback,
+  repeatedFilters,
   inspectConnect,
   inspectPacket,
   isValidTopicFilter,
@@ -84,6 +86,28 @@ describe('inspectPacket', () => {
     expect(inspectPacket(8, 0x00, Buffer.concat([Buffer.from([0, 1]), str('a'), Buffer.from([1])]))).toMatchObject({ clause: 'MQTT-3.8.1-1' });
     expect(inspectPacket(1, 0, Buffer.alloc(0))).toMatchObject({ clause: 'MQTT-3.1.0-2' });
     expect(inspectPacket(2, 0, Buffer.from([0, 0]))).toMatchObject({ clause: 'MQTT-2.2.1' });
+  });
+});
+
+describe('repeatedFilters and expandSuback', () => {
+  const subscribe = (...filters: string[]) => Buffer.concat([Buffer.from([0, 9]), ...filters.flatMap((f) => [str(f), Buffer.from([0])])]);
+  const suback = (id: number, codes: number[]) => Buffer.from([0x90, 2 + codes.length, id >> 8, id & 0xff, ...codes]);
+
+  it('says nothing of a SUBSCRIBE whose filters are all distinct', () => {
+    expect(repeatedFilters(subscribe('a', 'b', 'a/b'))).toBeNull();
+  });
+
+  it('gives one return code per filter listed, a repeated one the code of its distinct filter (MQTT-3.9.3-1)', () => {
+    // The broker answers each distinct filter once, in the order each first appears: p, then inbox.
+    const positions = repeatedFilters(subscribe('p', 'inbox', 'p'))!;
+    expect(positions).toEqual([0, 1, 0]);
+    expect(expandSuback(suback(9, [0, 0x80]), 9, positions)).toEqual(suback(9, [0, 0x80, 0]));
+    // Among other packets of the same write, before and after it; another packet id's SUBACK is left alone.
+    const publish = publishPacket('t', Buffer.from('x'));
+    expect(expandSuback(Buffer.concat([publish, suback(9, [0, 1]), publish]), 9, positions)).toEqual(Buffer.concat([publish, suback(9, [0, 1, 0]), publish]));
+    expect(expandSuback(suback(8, [0, 1]), 9, positions)).toBeNull();
+    // Part of a packet: not this write's to change.
+    expect(expandSuback(suback(9, [0, 1]).subarray(0, 4), 9, positions)).toBeNull();
   });
 });
 

@@ -258,6 +258,70 @@ export function pubackPacket(packetId: number): Buffer {
  * then grants, and its SUBACK reports, what the server delivers at: Aedes reports the QoS a client asked for even when
  * its subscription authorizer granted a lower one [MQTT-3.9.3-1].
  */
+/**
+ * For a SUBSCRIBE that names one filter more than once: for each filter as the client listed it, the position of its
+ * return code among those of the distinct filters, in the order each first appears. Null when every filter is
+ * distinct (nearly always). Aedes subscribes each distinct filter once and answers one return code for each, in that
+ * order; [MQTT-3.9.3-1] asks for one per filter listed, which `expandSuback` restores.
+ */
+export function repeatedFilters(body: Buffer): number[] | null {
+  const first = new Map<string, number>();
+  const positions: number[] = [];
+  let at = 2;
+  while (at < body.length) {
+    const f = field(body, at)!;
+    const filter = f.bytes.toString('latin1');
+    let position = first.get(filter);
+    if (position === undefined) first.set(filter, (position = first.size));
+    positions.push(position);
+    at = f.next + 1;
+  }
+  return first.size === positions.length ? null : positions;
+}
+
+/**
+ * Rewrites the SUBACK of packet `packetId` among the whole packets of `bytes` (a write of the broker's) so it has one
+ * return code per filter listed (`positions`, see `repeatedFilters`). Null when `bytes` holds no such SUBACK, or is
+ * not whole packets.
+ */
+export function expandSuback(bytes: Buffer, packetId: number, positions: number[]): Buffer | null {
+  for (let at = 0; at < bytes.length;) {
+    const header = readFixedHeader(bytes.subarray(at));
+    if (header === 'incomplete' || 'reason' in header) return null;
+    const start = at + header.headerLength;
+    const end = start + header.remainingLength;
+    if (bytes.length < end) return null;
+    if (header.type === SUBACK && header.remainingLength >= 2 && bytes.readUInt16BE(start) === packetId) {
+      const codes = bytes.subarray(start + 2, end);
+      if (positions.some((p) => p >= codes.length)) return null;
+      const suback = Buffer.concat([
+        Buffer.from([SUBACK << 4]),
+        remainingLength(2 + positions.length),
+        Buffer.from([packetId >> 8, packetId & 0xff]),
+        Buffer.from(positions.map((p) => codes[p]!)),
+      ]);
+      return Buffer.concat([bytes.subarray(0, at), suback, bytes.subarray(end)]);
+    }
+    at = end;
+  }
+  return null;
+}
+
+/** The SUBACK packet type (server to client). */
+const SUBACK = 9;
+
+/** The variable-length encoding of a remaining length (section 2.2.3). */
+function remainingLength(n: number): Buffer {
+  const out: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    out.push(byte);
+  } while (n > 0);
+  return Buffer.from(out);
+}
+
 export function capSubscribeQos(body: Buffer, max: number): void {
   let at = 2;
   while (at < body.length) {
