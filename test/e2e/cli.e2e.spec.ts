@@ -192,6 +192,10 @@ describe('the parley CLI', () => {
     await chat.waitForLine(/^\{"type":"synced","messages":0\}$/);
     chat.type(`/msg ${alice} are you there?`);
     await chat.waitForLine(new RegExp(`^\\{"type":"offline","user":"${alice}","lastSeen":null\\}$`));
+    // A group message's answer says how many it goes to, as send --group's does.
+    expect((await runCli(['group', 'create', 'pair', alice], as(bob))).code).toBe(0);
+    chat.type('/g pair hello pair');
+    await chat.waitForLine(/^\{"type":"accepted",.*"group":\{.*"name":"pair"\}.*"recipients":1\}$/);
     chat.type('/quit');
     expect(await chat.exited).toBe(0);
   });

@@ -227,7 +227,16 @@ export class ChatSession {
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, group: r.group!, ts: r.ts, id, text };
     // Still talking in this group: from now on by its id (a name may come to mean another group), shown by its name.
     if (this.target?.kind === 'group' && this.target.name === group) this.setTarget({ kind: 'group', name: r.group!.id, label: r.group!.name });
-    this.printMessage(message, this.session.track(message), { type: 'accepted', id, group: r.group, conv: r.conv, seq: r.seq, ts: r.ts });
+    this.printMessage(message, this.session.track(message), {
+      type: 'accepted',
+      id,
+      group: r.group,
+      conv: r.conv,
+      seq: r.seq,
+      ts: r.ts,
+      // As `send --group` says it: how many other members it goes to.
+      ...(r.recipients !== undefined ? { recipients: r.recipients } : {}),
+    });
   }
 
   /**
