@@ -230,10 +230,21 @@ export function publishPacket(topic: string, payload: Buffer): Buffer {
   const topicBytes = Buffer.byteLength(topic);
   const remaining = 2 + topicBytes + payload.length;
   if (remaining > MAX_REMAINING_LENGTH) throw new RangeError(`a PUBLISH of ${remaining} bytes is over the MQTT limit`);
+  // QoS 0, no DUP, no RETAIN.
+  const packet = packetWithHeader(PacketType.PUBLISH << 4, remaining);
+  let at = packet.length - remaining;
+  packet.writeUInt16BE(topicBytes, at);
+  at += 2 + packet.write(topic, at + 2, 'utf8');
+  payload.copy(packet, at);
+  return packet;
+}
+
+/** A packet of `remaining` bytes after its fixed header, the header written; its body starts at `length - remaining`. */
+function packetWithHeader(firstByte: number, remaining: number): Buffer {
   let lengthBytes = 1;
   for (let n = remaining; n >= 128; n = Math.floor(n / 128)) lengthBytes++;
   const packet = Buffer.allocUnsafe(1 + lengthBytes + remaining);
-  packet[0] = PacketType.PUBLISH << 4; // QoS 0, no DUP, no RETAIN
+  packet[0] = firstByte;
   let at = 1;
   // [MQTT-2.2.3] Seven bits a byte, least significant first; the top bit says another byte follows.
   for (let n = remaining; ;) {
@@ -242,9 +253,6 @@ export function publishPacket(topic: string, payload: Buffer): Buffer {
     packet[at++] = n > 0 ? digit | 0x80 : digit;
     if (n === 0) break;
   }
-  packet.writeUInt16BE(topicBytes, at);
-  at += 2 + packet.write(topic, at + 2, 'utf8');
-  payload.copy(packet, at);
   return packet;
 }
 
@@ -253,11 +261,6 @@ export function pubackPacket(packetId: number): Buffer {
   return Buffer.from([PacketType.PUBACK << 4, 2, packetId >> 8, packetId & 0xff]);
 }
 
-/**
- * Lowers every requested QoS of a SUBSCRIBE body (one `inspectPacket` passed) to at most `max`, in place. The broker
- * then grants, and its SUBACK reports, what the server delivers at: Aedes reports the QoS a client asked for even when
- * its subscription authorizer granted a lower one [MQTT-3.9.3-1].
- */
 /**
  * For a SUBSCRIBE that names one filter more than once: for each filter as the client listed it, the position of its
  * return code among those of the distinct filters, in the order each first appears. Null when every filter is
@@ -294,12 +297,10 @@ export function expandSuback(bytes: Buffer, packetId: number, positions: number[
     if (header.type === SUBACK && header.remainingLength >= 2 && bytes.readUInt16BE(start) === packetId) {
       const codes = bytes.subarray(start + 2, end);
       if (positions.some((p) => p >= codes.length)) return null;
-      const suback = Buffer.concat([
-        Buffer.from([SUBACK << 4]),
-        remainingLength(2 + positions.length),
-        Buffer.from([packetId >> 8, packetId & 0xff]),
-        Buffer.from(positions.map((p) => codes[p]!)),
-      ]);
+      const suback = packetWithHeader(SUBACK << 4, 2 + positions.length);
+      const bodyAt = suback.length - 2 - positions.length;
+      suback.writeUInt16BE(packetId, bodyAt);
+      positions.forEach((p, i) => (suback[bodyAt + 2 + i] = codes[p]!));
       return Buffer.concat([bytes.subarray(0, at), suback, bytes.subarray(end)]);
     }
     at = end;
@@ -310,18 +311,11 @@ export function expandSuback(bytes: Buffer, packetId: number, positions: number[
 /** The SUBACK packet type (server to client). */
 const SUBACK = 9;
 
-/** The variable-length encoding of a remaining length (section 2.2.3). */
-function remainingLength(n: number): Buffer {
-  const out: number[] = [];
-  do {
-    let byte = n % 128;
-    n = Math.floor(n / 128);
-    if (n > 0) byte |= 0x80;
-    out.push(byte);
-  } while (n > 0);
-  return Buffer.from(out);
-}
-
+/**
+ * Lowers every requested QoS of a SUBSCRIBE body (one `inspectPacket` passed) to at most `max`, in place. The broker
+ * then grants, and its SUBACK reports, what the server delivers at: Aedes reports the QoS a client asked for even when
+ * its subscription authorizer granted a lower one [MQTT-3.9.3-1].
+ */
 export function capSubscribeQos(body: Buffer, max: number): void {
   let at = 2;
   while (at < body.length) {
