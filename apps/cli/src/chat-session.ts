@@ -82,7 +82,7 @@ export class ChatSession {
           const peer: Peer = e.group ? { kind: 'group', name: e.group.id, label: e.group.name } : { kind: 'user', name: e.from === me ? e.to! : e.from };
           if (this.catchingUp) this.catchingUp.newest = peer;
           else if (!this.target) this.setTarget(peer);
-          if (!e.group) this.watch(e.from === me ? e.to! : e.from);
+          if (peer.kind === 'user') this.watch(peer.name);
           const mark = e.from === me ? this.session.markOf(e) : undefined;
           this.printMessage(e, mark);
         },

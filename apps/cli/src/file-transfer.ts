@@ -122,6 +122,11 @@ function settled(offer: FileOffer): boolean {
 /** Refusals after which an upload starts again from where the server stands (see `sendChunks`). */
 const AGAIN_FROM_WHERE_IT_STANDS: ReadonlySet<string> = new Set(['bad_chunk', 'unavailable', 'rate_limited']);
 
+/** A failure after which an upload starts again from where the server stands: one of those refusals, or no answer in time. */
+function startsAgain(e: unknown): boolean {
+  return (e instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(e.code)) || e instanceof RequestTimeout;
+}
+
 export async function sendChunks(
   client: Pick<ParleyClient, 'request'>,
   handle: FileHandle,
@@ -138,10 +143,10 @@ export async function sendChunks(
       return;
     } catch (e) {
       // No answer in time (the connection was down longer than a request waits) is the same: where does it stand now?
-      if (!((e instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(e.code)) || e instanceof RequestTimeout)) throw e;
+      if (!startsAgain(e)) throw e;
       // Asking may fail the same way, for a while: that start got no further.
       const now = await uploadedNow().catch((asked: unknown) => {
-        if ((asked instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(asked.code)) || asked instanceof RequestTimeout) return from;
+        if (startsAgain(asked)) return from;
         throw asked;
       });
       // A chunk of the wrong length, say, is refused again however often it is sent.

@@ -62,16 +62,11 @@ export class AccountsService {
 
   /** True when the user exists and the password is its password. */
   async authenticate(user: string, password: string): Promise<boolean> {
+    const generation = this.store.generation();
     const cached = this.verified.get(user);
-    if (
-      cached &&
-      this.fresh(cached, this.now()) &&
-      cached.generation === this.store.generation() &&
-      timingSafeEqual(cached.digest, this.digestOf(user, password))
-    )
+    if (cached && this.fresh(cached, this.now()) && cached.generation === generation && timingSafeEqual(cached.digest, this.digestOf(user, password)))
       return true;
 
-    const generation = this.store.generation();
     const account = await this.store.get(user);
     if (!account) {
       this.decoyHash ??= this.hasher.hash('decoy password');

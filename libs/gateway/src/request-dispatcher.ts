@@ -336,8 +336,8 @@ export class RequestDispatcher {
   private asDomainError(e: unknown, op: string): DomainError {
     if (e instanceof DomainError) return e;
     const error = e instanceof Error ? e.message : String(e);
-    const admitted = this.failureLog.admit(`${op}\0${error}`);
-    if (admitted) this.logger.error({ event: 'request_failed', op, error, ...(admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {}) });
+    const fields = this.failureLog.logFields(`${op}\0${error}`);
+    if (fields) this.logger.error({ event: 'request_failed', op, error, ...fields });
     return serverFailure();
   }
 }

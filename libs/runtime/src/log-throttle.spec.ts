@@ -13,4 +13,13 @@ describe('LogThrottle', () => {
     expect(throttle.admit('send\0disk full')).toEqual({ leftOut: 482 });
     expect(throttle.admit('send\0disk full')).toBeNull();
   });
+
+  it('gives the fields for the log line: none for the first of a kind, the count left out with the next one logged', () => {
+    const clock = { now: 0 };
+    const throttle = new LogThrottle(10_000, () => clock.now);
+    expect(throttle.logFields('k')).toEqual({});
+    expect(throttle.logFields('k')).toBeNull();
+    clock.now = 10_000;
+    expect(throttle.logFields('k')).toEqual({ alikeLeftOut: 1 });
+  });
 });

@@ -24,4 +24,11 @@ export class LogThrottle {
     this.windows.set(kind, { until: now + this.windowMs, left: 0 });
     return { leftOut: w?.left ?? 0 };
   }
+
+  /** As `admit`, as fields for the log line: null when left out, else `alikeLeftOut` when some were. */
+  logFields(kind: string): { alikeLeftOut?: number } | null {
+    const admitted = this.admit(kind);
+    if (!admitted) return null;
+    return admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {};
+  }
 }

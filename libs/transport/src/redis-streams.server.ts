@@ -197,8 +197,8 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
     const call = this.handle(stream, service, entry).catch((e: unknown) => {
       // The reply or its acknowledgement could not be written (Redis away): the call is claimed again later.
       const error = e instanceof Error ? e.message : String(e);
-      const admitted = this.failureLog.admit(`${service}\0answer\0${error}`);
-      if (admitted) this.logger.error({ event: 'rpc_answer_failed', service, error, ...(admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {}) });
+      const fields = this.failureLog.logFields(`${service}\0answer\0${error}`);
+      if (fields) this.logger.error({ event: 'rpc_answer_failed', service, error, ...fields });
     });
     calls.add(call);
     void call.finally(() => calls.delete(call));
@@ -262,9 +262,8 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
       // at the gateway is: unavailable, to be retried.
       if (!(e instanceof DomainError)) {
         const error = e instanceof Error ? e.message : String(e);
-        const admitted = this.failureLog.admit(`${f.pattern}\0${error}`);
-        if (admitted)
-          this.logger.error({ event: 'rpc_failed', pattern: f.pattern, error, ...(admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {}) });
+        const fields = this.failureLog.logFields(`${f.pattern}\0${error}`);
+        if (fields) this.logger.error({ event: 'rpc_failed', pattern: f.pattern, error, ...fields });
       }
       const answer = e instanceof DomainError ? e : serverFailure();
       reply = { id: f.id ?? '', err: { code: answer.code, message: answer.message } };
