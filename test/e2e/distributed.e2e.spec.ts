@@ -322,4 +322,34 @@ describe('after Redis lost its data', () => {
     const bob = await users.login(b);
     await bob.waitFor((e) => e.type === 'message' && e.text === 'after');
   });
+
+  it('notices a Redis emptied behind a kept connection (FLUSHALL) within seconds, as one that restarted empty', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const alice = await users.login(a);
+    expect(await alice.request({ op: 'send', to: b, text: 'before' })).toMatchObject({ ok: true });
+    expect(await alice.request({ op: 'send', to: c, text: 'before' })).toMatchObject({ ok: true });
+
+    const redis = new Redis(topo.redis!.url);
+    try {
+      await redis.flushall();
+    } finally {
+      redis.disconnect();
+    }
+    // alice stays connected throughout, as does the gateway's own connection to Redis: nothing was dropped.
+    const url = topo.urls()[0]!;
+    expect(await registerUser(url, a, users.password)).toMatchObject({ ok: true });
+    expect(await registerUser(url, b, users.password)).toMatchObject({ ok: true });
+    // Until the gateway notices, it still takes carol for a user it knows; then she is refused.
+    await expect
+      .poll(async () => ((await alice.request({ op: 'send', to: c, text: 'to no one' })) as { error?: { code: string } }).error?.code, {
+        timeout: 10_000,
+        interval: 250,
+      })
+      .toBe('unknown_user');
+    expect(await alice.request({ op: 'send', to: b, text: 'after' })).toMatchObject({ ok: true, result: { seq: 1 } });
+    await expect(MqttUser.connect(url, c, users.password)).rejects.toThrow();
+
+    const bob = await users.login(b);
+    await bob.waitFor((e) => e.type === 'message' && e.text === 'after');
+  });
 });

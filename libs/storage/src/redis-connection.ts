@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
 import { withDeadline } from '#libs/health';
 
@@ -8,8 +9,12 @@ import { withDeadline } from '#libs/health';
  */
 export class RedisConnection {
   readonly client: Redis;
-  /** How many times the connection to Redis was lost (see `generation`). */
+  /** How many times the connection to Redis was lost, or its data found wiped (see `generation`). */
   private lost = 0;
+  /** The token last read from the wipe marker (see `watchForWipes`); null before the first read. */
+  private marker: string | null = null;
+  private readonly markerCheck: NodeJS.Timeout;
+  private readonly readMarker: (keys: string[], args: string[]) => Promise<unknown>;
 
   constructor(
     url: string,
@@ -28,12 +33,16 @@ export class RedisConnection {
     // need Redis; an unhandled 'error' event must not crash the process.
     this.client.on('error', () => undefined);
     this.client.on('close', () => void this.lost++);
+    this.readMarker = this.script('parleyMarker', 1, MARKER_LUA);
+    this.markerCheck = setInterval(() => void this.checkMarker(), MARKER_CHECK_MS).unref();
+    void this.checkMarker();
   }
 
   /**
-   * Changes whenever the connection to Redis is lost. The Redis it reconnects to may have lost what it held (a restart
-   * without persistence, a failover to a replica that was behind), so what a process remembers of Redis's data holds
-   * within one generation only.
+   * Changes whenever the connection to Redis is lost, or its data is found wiped behind a kept connection. The Redis it
+   * reconnects to may have lost what it held (a restart without persistence, a failover to a replica that was behind),
+   * and one that stayed connected may have been emptied (`FLUSHALL`, a proxy failing over behind one TCP connection),
+   * so what a process remembers of Redis's data holds within one generation only.
    */
   get generation(): number {
     return this.lost;
@@ -75,7 +84,26 @@ export class RedisConnection {
     }
   }
 
+  /**
+   * Reads the wipe marker: a key every process of the deployment shares, holding a random token the first of them wrote.
+   * Gone (the data wiped; whoever reads first writes a new token, never one written before) or changed since the last
+   * read, it starts a new generation.
+   * Checked once a second, so what a process remembers of a wiped Redis is trusted for a second at most; a read that
+   * fails (Redis away) changes nothing here, the lost connection does.
+   */
+  private async checkMarker(): Promise<void> {
+    let token: string;
+    try {
+      token = String(await this.readMarker([this.key('marker')], [randomBytes(9).toString('base64url')]));
+    } catch {
+      return;
+    }
+    if (this.marker !== null && token !== this.marker) this.lost++;
+    this.marker = token;
+  }
+
   close(): Promise<void> {
+    clearInterval(this.markerCheck);
     return quitRedis(this.client);
   }
 }
@@ -89,3 +117,12 @@ export async function quitRedis(client: Redis, boundMs = 2000): Promise<void> {
   if (client.status === 'ready') await withDeadline(client.quit(), boundMs).catch(() => undefined);
   client.disconnect();
 }
+
+/** How often each process reads the wipe marker (see `RedisConnection.checkMarker`). */
+const MARKER_CHECK_MS = 1000;
+
+/** The marker's token, written first when there is none. */
+const MARKER_LUA = `local t = redis.call('GET', KEYS[1])
+if t then return t end
+redis.call('SET', KEYS[1], ARGV[1])
+return ARGV[1]`;
