@@ -27,6 +27,9 @@ export class RedisConnection {
       // Reconnect attempts at most a second apart, so a command fails (or goes through) within a few seconds of Redis going away.
       retryStrategy: (attempt: number) => Math.min(attempt * 100, 1000),
       enableAutoPipelining: true,
+      // An automatic pipeline knows the scripts defined when it was opened: the marker's first read, issued as this
+      // connection is made, must not open one that the stores' scripts, defined just after, would then be missing from.
+      autoPipeliningIgnoredCommands: ['parleyMarker'],
       lazyConnect: false,
     });
     // Connection errors are retried by ioredis and surface on the commands that
