@@ -57,10 +57,26 @@ export function holderAlive(holder: LockHolder, modifiedAtMs: number, own: (hold
   if (holder.boot !== undefined && BOOT_ID !== undefined && holder.boot !== BOOT_ID) return false;
   try {
     process.kill(holder.pid, 0);
-    return true;
   } catch (e) {
     // EPERM: a process of another user has that pid, so it exists.
     return (e as NodeJS.ErrnoException).code === 'EPERM';
+  }
+  return !exited(holder.pid);
+}
+
+/**
+ * Whether a process that still has its pid has exited and waits for its parent to collect it (a zombie, Linux): it
+ * holds nothing any more, but signals still reach its pid. A server killed with -9 stays one until whatever started it
+ * reaps it, and a restart in between must not be refused.
+ */
+function exited(pid: number): boolean {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    // The state follows the command name, which is in parentheses and may itself hold any character.
+    const state = stat.slice(stat.lastIndexOf(')') + 2, stat.lastIndexOf(')') + 3);
+    return state === 'Z' || state === 'X';
+  } catch {
+    return false;
   }
 }
 

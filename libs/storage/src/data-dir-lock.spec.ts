@@ -123,6 +123,22 @@ describe('DataDirLock', () => {
     lock.release();
   });
 
+  it('takes over a lock whose holder was killed and not yet reaped by its parent (a zombie still answers signals)', async () => {
+    const dir = dataDir();
+    // The shell starts a child that exits at once, then becomes a process that never waits for it: the child stays a
+    // zombie, as a server killed with -9 does until whatever started it collects it.
+    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    stops.push(() => parent.kill('SIGKILL'));
+    const pid = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
+    const isZombie = () => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');
+    await expect.poll(isZombie, { timeout: 5_000 }).toBe(true);
+    expect(() => process.kill(pid, 0)).not.toThrow();
+    holdAs(dir, pid);
+    const lock = new DataDirLock(dir);
+    expect(JSON.parse(readFileSync(join(dir, 'parley.lock'), 'utf8'))).toMatchObject({ pid: process.pid });
+    lock.release();
+  });
+
   it('takes over a lock from before this machine last booted, though its pid now names a live process', async () => {
     const dir = dataDir();
     const other = await liveProcess();
