@@ -330,6 +330,21 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     expect(await retained).toEqual({ type: 'presence', user: bobName, state: 'offline', lastSeen });
   });
 
+  it('a read on one device reaches the reader’s other devices; what reached one device is nothing to the others', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const phone = await users.login(bobName, undefined, { clientId: `${bobName}/phone` });
+    const laptop = await users.login(bobName, undefined, { clientId: `${bobName}/laptop` });
+    const { conv } = await okResult<SendResult>(alice.request({ op: 'send', to: bobName, text: 'read me' }));
+    await laptop.waitFor(isMessage('read me'));
+    await okResult(laptop.request({ op: 'receipt', conv, seq: 1, status: 'delivered' }));
+    await okResult(laptop.request({ op: 'receipt', conv, seq: 1, status: 'read' }));
+    await phone.waitFor((e) => e.type === 'receipt' && e.user === bobName && e.status === 'read' && e.seq === 1);
+    await alice.waitFor((e) => e.type === 'receipt' && e.status === 'read' && e.seq === 1);
+    // The read came after the delivered receipt: had that been sent to bob's devices, it would be here by now.
+    expect(phone.events.filter((e) => e.type === 'receipt').map((e) => (e as { status: string }).status)).toEqual(['read']);
+  });
+
   it('announces a receipt only when it moves past someone else’s messages, not past the reader’s own', async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const [alice, bob] = [await login(aliceName), await login(bobName)];

@@ -146,6 +146,22 @@ describe('InboxSession marks of my group messages', () => {
     await session.stop();
   });
 
+  it('takes my own read, made on another device, for no member: it changes no mark and is handed on as it came', async () => {
+    const client = Object.assign(new EventEmitter(), { user: 'ann', request: () => Promise.resolve({}) });
+    const receipts: [string, number][] = [];
+    const session = new InboxSession(
+      client as unknown as ParleyClient,
+      { show: () => undefined, receipt: (r, passed) => receipts.push([r.user, passed.length]) },
+      'none',
+    );
+    client.emit('event', groupSync({ bob: cursors(0, 1) }));
+    client.emit('event', mine);
+    client.emit('event', { type: 'receipt', conv: GCONV, user: 'ann', status: 'read', seq: 3, ts: T2 });
+    expect(markText(session.markOf(mine))).toBe('✓');
+    expect(receipts).toEqual([['ann', 0]]);
+    await session.stop();
+  });
+
   it('re-marks my older messages when the change that added a member is shown after that member\u2019s receipt', async () => {
     const { session, marks, emit } = annSession();
     emit(groupSync({ bob: cursors(0, 1) }));

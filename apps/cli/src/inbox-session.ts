@@ -212,6 +212,8 @@ export class InboxSession {
   }
 
   private onReceipt(r: ReceiptEvent): void {
+    // One's own read, made on another device (or this one): news to whoever keeps unread counts, and to no mark.
+    if (r.user === this.me) return void this.handlers.receipt?.(r, []);
     const peers = this.peers.get(r.conv) ?? {};
     const prev = peers[r.user] ?? { ...NO_CURSORS };
     // A receipt may come more than once: the server announces a retried one again (its first announcement may have

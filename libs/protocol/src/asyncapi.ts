@@ -67,7 +67,11 @@ const EVENTS: [string, z.ZodType, string][] = [
     P.ErrorReply,
     'The answer to a request that failed (same `id`, or null when it could not be read: a request too large to parse has its `id` read back only from its first 256 bytes); nothing was changed.',
   ],
-  ['ReceiptEvent', P.ReceiptEvent, 'Another member moved a cursor: your messages up to `seq` were delivered to / read by `user`.'],
+  [
+    'ReceiptEvent',
+    P.ReceiptEvent,
+    'A member moved a cursor: everything up to `seq` was delivered to / read by `user`; `user` is you when one of your devices read it.',
+  ],
   ['SyncEvent', P.SyncEvent, 'Sent when you subscribe to your inbox: where each conversation stands; the backlog follows.'],
   ['SyncedEvent', P.SyncedEvent, 'The backlog announced by `sync` has been sent.'],
   [

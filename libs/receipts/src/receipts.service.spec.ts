@@ -28,12 +28,14 @@ function setup() {
 }
 
 describe('ReceiptsService', () => {
-  it('announces a move to the other members, with the time it moved, after one look at the conversation', async () => {
+  it('announces a move to the other members, and a read to the reader’s own devices too, with the time it moved, after one look at the conversation', async () => {
     const { service, lookups } = setup();
     const outcome = await service.record({ user: 'bob', conv: 'g:1', seq: 4, status: 'read' });
     expect(outcome.result).toMatchObject({ moved: true, cursors: { read: 4, readAt: 1_000, delivered: 4 } });
-    expect(outcome.notify).toEqual({ to: ['ann', 'cy'], event: { type: 'receipt', conv: 'g:1', user: 'bob', status: 'read', seq: 4, ts: 1_000 } });
+    expect(outcome.notify).toEqual({ to: ['ann', 'bob', 'cy'], event: { type: 'receipt', conv: 'g:1', user: 'bob', status: 'read', seq: 4, ts: 1_000 } });
     expect(lookups.views).toBe(1);
+    // That a message reached one of cy's devices is nothing to cy's others.
+    expect((await service.record({ user: 'cy', conv: 'g:1', seq: 4, status: 'delivered' })).notify?.to).toEqual(['ann', 'bob']);
   });
 
   it('announces a retry of the receipt that moved the cursor again, with the time of the move, not of the retry', async () => {

@@ -84,7 +84,12 @@ export class ReceiptsService {
     const ts = (read ? cursors.readAt : cursors.deliveredAt) ?? this.now();
     return {
       result,
-      notify: { to: view.members.filter((m) => m !== cmd.user), event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts } },
+      // A read goes to the reader's own devices too: what one of them read is no longer unread on the others. (Whether a
+      // message reached one device is nothing to the others.)
+      notify: {
+        to: view.members.filter((m) => m !== cmd.user || read),
+        event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts },
+      },
     };
   }
 
