@@ -206,6 +206,36 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(ownerPage.peers[b]).toMatchObject({ joined: added, earlier: [{ joined: 1, left: removal }], delivered: after.seq });
   });
 
+  it('a removed member is shown the group as it was when they went out: not its new name, later members or later reads', async () => {
+    const [o, m, r, n] = [await fresh('owner'), await fresh('member'), await fresh('removed'), await fresh('newcomer')];
+    const [owner, member] = [await login(o), await login(m)];
+    const g = await okResult<GroupInfo>(owner.request({ op: 'group.create', name: 'before', members: [m, r] }));
+    const said = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'while all were in' }));
+    await okResult(owner.request({ op: 'group.remove', group: g.id, members: [r] }));
+    const later = await okResult<SendResult>(owner.request({ op: 'send', group: g.id, text: 'after the removal' }));
+    await okResult(owner.request({ op: 'group.rename', group: g.id, name: 'secret new name' }));
+    await okResult(owner.request({ op: 'group.add', group: g.id, members: [n] }));
+    await okResult(member.request({ op: 'receipt', conv: said.conv, seq: later.seq + 2, status: 'read' }));
+
+    const removed = await login(r);
+    const state = ((await removed.waitFor((e) => e.type === 'sync')) as SyncEvent).conversations.find((c) => c.conv === said.conv)!;
+    await removed.waitFor((e) => e.type === 'synced');
+    const page = await okResult<HistoryResult>(removed.request({ op: 'history', group: g.id }));
+    for (const seen of [state, page]) {
+      expect(seen.group).toEqual({ id: g.id, name: 'before' });
+      // The member is a member still, as far as the removed one knows, and read up to the removal, no further.
+      expect(Object.keys(seen.peers).sort()).toEqual([o, m].sort());
+      expect(seen.peers[m]).toMatchObject({ read: said.seq + 1, delivered: said.seq + 1 });
+      expect(seen.formerPeers).toBeUndefined();
+    }
+    expect(groupMessages(removed, g.id).map((e) => e.group?.name)).toEqual(['before']);
+    expect(JSON.stringify(removed.events)).not.toContain('secret new name');
+    expect(await removed.request({ op: 'send', group: g.id, text: 'hello?' })).toMatchObject({
+      ok: false,
+      error: { code: 'not_member', message: 'you are no longer a member of before' },
+    });
+  });
+
   it('names those who left among who had a message (formerPeers, info), while peers stays the current members', async () => {
     const [o, s, l] = [await fresh('stayer'), await fresh('sticker'), await fresh('leaver')];
     const [owner, sticker, leaver] = [await login(o), await login(s), await login(l)];

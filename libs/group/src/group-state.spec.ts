@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyChange, formerSpan, newGroupId, skeleton, spansOf, within, type GroupState } from './group-state.js';
+import { applyChange, formerSpan, labelFor, newGroupId, skeleton, spansOf, within, type GroupState } from './group-state.js';
 
 const created = (): GroupState => applyChange(skeleton('g1', 'r'), { kind: 'created', name: 'band', owner: 'amy', members: ['ben', 'cat'] }, 1, 100);
 
@@ -19,7 +19,7 @@ describe('folding group changes', () => {
 
   it('records when members joined and left, so each sees only their part of the log', () => {
     let g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
-    expect(g.former.ben).toEqual({ joined: 1, left: 5 });
+    expect(g.former.ben).toEqual({ joined: 1, left: 5, name: 'band' });
     g = applyChange(g, { kind: 'member_added', members: ['ben', 'dan'] }, 9, 0);
     expect(g.members.map((m) => [m.user, m.joined])).toEqual([
       ['amy', 1],
@@ -36,17 +36,22 @@ describe('folding group changes', () => {
     g = applyChange(g, { kind: 'member_left', user: 'ben' }, 12, 0);
     g = applyChange(g, { kind: 'member_added', members: ['ben'] }, 20, 0);
     expect(spansOf(g, 'ben', 30)).toEqual([
-      { joined: 1, left: 5 },
-      { joined: 9, left: 12 },
+      { joined: 1, left: 5, name: 'band' },
+      { joined: 9, left: 12, name: 'band' },
       { joined: 20, left: 30 },
     ]);
-    // Out again: the latest span ends at the removal, the earlier ones stay.
+    // Out again: the latest span ends at the removal, with the name the group had then; the earlier ones stay.
+    g = applyChange(g, { kind: 'renamed', oldName: 'band', name: 'choir' }, 22, 0);
     g = applyChange(g, { kind: 'member_removed', members: ['ben'] }, 25, 0);
+    g = applyChange(g, { kind: 'renamed', oldName: 'choir', name: 'orchestra' }, 27, 0);
     expect(spansOf(g, 'ben', 30)).toEqual([
-      { joined: 1, left: 5 },
-      { joined: 9, left: 12 },
-      { joined: 20, left: 25 },
+      { joined: 1, left: 5, name: 'band' },
+      { joined: 9, left: 12, name: 'band' },
+      { joined: 20, left: 25, name: 'choir' },
     ]);
+    // Shown as it was when they went out; to a member, as it is.
+    expect(labelFor(g, 'ben')).toEqual({ id: g.id, name: 'choir' });
+    expect(labelFor(g, 'cat')).toEqual({ id: g.id, name: 'orchestra' });
     const spans = spansOf(g, 'ben', 30);
     expect([4, 5, 6, 8, 9, 12, 13, 20, 25, 26].map((seq) => within(spans, seq))).toEqual([true, true, false, false, true, true, false, true, true, false]);
     // Others are untouched; one never in the group has nothing.
@@ -57,7 +62,7 @@ describe('folding group changes', () => {
 
   it('knows former members by own keys only: a user called like an object property never was one', () => {
     const g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
-    expect(formerSpan(g, 'ben')).toEqual({ joined: 1, left: 5 });
+    expect(formerSpan(g, 'ben')).toEqual({ joined: 1, left: 5, name: 'band' });
     for (const name of ['constructor', 'toString', 'cat', 'zed']) expect(formerSpan(g, name)).toBeUndefined();
   });
 

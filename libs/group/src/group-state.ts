@@ -31,6 +31,11 @@ export interface GroupState {
 export interface Span {
   joined: number;
   left: number;
+  /**
+   * The group's name when the user went out of it: what a former member is shown the group as, not what it was renamed
+   * to since. Absent in spans saved before it was kept, and of no use in a current member's.
+   */
+  name?: string;
 }
 
 export const GROUP_CONV_PREFIX = 'grp:';
@@ -80,6 +85,17 @@ export function labelOf(state: GroupState): GroupLabel {
   return { id: state.id, name: state.name };
 }
 
+/** The group as a user is shown it: as it is to a member, as it was when they went out of it to a former member. */
+export function labelFor(state: GroupState, user: string): GroupLabel {
+  if (isMember(state, user)) return labelOf(state);
+  return { id: state.id, name: formerSpan(state, user)?.name ?? state.name };
+}
+
+/** A span as clients are shown it: where it starts and ends. */
+export function bareSpan(span: Span): { joined: number; left: number } {
+  return { joined: span.joined, left: span.left };
+}
+
 export function infoOf(state: GroupState): GroupInfo {
   return { id: state.id, name: state.name, owner: state.owner, members: state.members.map((m) => m.user), createdAt: state.createdAt };
 }
@@ -91,7 +107,7 @@ export function skeleton(id: string, pending: string | null): GroupState {
 
 function without(state: GroupState, users: string[], seq: number): GroupState {
   const former = { ...state.former };
-  for (const m of state.members) if (users.includes(m.user)) former[m.user] = { joined: m.joined, left: seq };
+  for (const m of state.members) if (users.includes(m.user)) former[m.user] = { joined: m.joined, left: seq, name: state.name };
   return { ...state, members: state.members.filter((m) => !users.includes(m.user)), former };
 }
 

@@ -258,6 +258,29 @@ describe('GroupService', () => {
     ]);
   });
 
+  it('tells one who is out of a group of it as it stood when they went out: not its later name, members or changes', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy', 'eve']); // 1
+    await service.leave('eve', 'l1', group.id); // 2
+    await service.remove('ann', 'r1', group.id, ['cy']); // 3
+    await service.rename('ann', 'n1', group.id, 'renamed after cy left'); // 4
+    await service.add('ann', 'a1', group.id, ['dan']); // 5
+    await service.remove('ann', 'r2', group.id, ['bob']); // 6
+    const conv = groupConv(group.id);
+    // Bob, removed after cy, is still a member as far as cy knows; dan came later; eve went before, while cy was in.
+    expect(await service.membersOf(conv, 'cy')).toEqual([
+      { user: 'ann', joined: 1, upTo: 3 },
+      { user: 'eve', joined: 1, left: 2, upTo: 3 },
+      { user: 'cy', joined: 1, left: 3, upTo: 3 },
+      { user: 'bob', joined: 1, upTo: 3 },
+    ]);
+    expect((await service.visibleRange(conv, 'cy'))?.group).toEqual({ id: group.id, name: 'crew' });
+    await expect(service.info('cy', group.id)).rejects.toMatchObject({ code: 'not_member', message: 'you are no longer a member of crew' });
+    // Bob went out after the rename: he knows the new name, and dan.
+    expect((await service.visibleRange(conv, 'bob'))?.group).toEqual({ id: group.id, name: 'renamed after cy left' });
+    expect((await service.membersOf(conv, 'bob'))?.map((m) => m.user)).toEqual(['ann', 'dan', 'eve', 'cy', 'bob']);
+  });
+
   it('takes a group name however it is spelled in Unicode: stored composed, found by either spelling', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'Cafe\u0301 crew', ['bob']);

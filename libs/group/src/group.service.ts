@@ -12,6 +12,8 @@ import {
   spansOf,
   within,
   labelOf,
+  labelFor,
+  bareSpan,
   newGroupId,
   skeleton,
   type GroupState,
@@ -282,13 +284,15 @@ export class GroupService {
    * them, and its former members (left, removed, or the group deleted) with the seq of the change that took them out
    * (`left`); each with the earlier stretches of the log they were in the group for, when they were in it more than
    * once. Null when it is not one. With a `viewer`, former members are those who were in the group at some time the
-   * viewer was (a member who joined later is not told who had left before).
+   * viewer was (a member who joined later is not told who had left before); a viewer who is out of the group is told
+   * of the group as it stood when they went out (see `membersAsLeftBy`).
    */
-  async membersOf(conv: string, viewer?: string): Promise<{ user: string; joined: number; left?: number; earlier?: Span[] }[] | null> {
+  async membersOf(conv: string, viewer?: string): Promise<GroupMember[] | null> {
     const id = groupIdOf(conv);
     const g = id ? await this.load(id) : undefined;
     if (!g) return null;
-    const earlierOf = (user: string) => (g.earlier && Object.hasOwn(g.earlier, user) ? g.earlier[user]! : []);
+    if (viewer !== undefined && !isMember(g, viewer)) return membersAsLeftBy(g, viewer);
+    const earlierOf = (user: string) => (g.earlier && Object.hasOwn(g.earlier, user) ? g.earlier[user]!.map(bareSpan) : []);
     const withEarlier = <T extends { user: string }>(m: T) => {
       const earlier = earlierOf(m.user);
       return earlier.length > 0 ? { ...m, earlier } : m;
@@ -314,7 +318,7 @@ export class GroupService {
       .filter((h) => h.upTo > h.after);
     return {
       conv,
-      group: labelOf(g),
+      group: labelFor(g, user),
       after: spans[0]!.joined - 1,
       last: spans[spans.length - 1]!.left,
       hidden,
@@ -433,7 +437,7 @@ export class GroupService {
   private async memberView(user: string, id: string, allowFormer = false): Promise<GroupState> {
     const g = await this.load(id);
     if (!g || g.deleted || (!isMember(g, user) && !(allowFormer && formerSpan(g, user)))) {
-      if (g && !g.deleted && formerSpan(g, user)) throw new DomainError('not_member', `you are no longer a member of ${g.name}`);
+      if (g && !g.deleted && formerSpan(g, user)) throw new DomainError('not_member', `you are no longer a member of ${labelFor(g, user).name}`);
       throw unknownGroup(id);
     }
     return g;
@@ -533,6 +537,47 @@ export type GroupApi = Pick<GroupService, (typeof GROUP_API_METHODS)[number]>;
 export const GROUP_API = Symbol('GROUP_API');
 
 /** Whether two sets of stretches of the log share an entry. */
+/** One who is or was in a group, as `membersOf` tells of them. */
+export interface GroupMember {
+  user: string;
+  joined: number;
+  left?: number;
+  earlier?: { joined: number; left: number }[];
+  /** Their cursors are to be shown up to this seq at most: the viewer is out of the group since. */
+  upTo?: number;
+}
+
+/**
+ * The group's members as a viewer who is out of it saw them when they went out (at `upTo`, the change that took them
+ * out): those in it then, and those who had been in it with the viewer and were out by then. Who joined, left or
+ * read later is not theirs to know: each member's stretches are cut at `upTo`, and so are their cursors (`upTo`).
+ */
+function membersAsLeftBy(g: GroupState, viewer: string): GroupMember[] {
+  const seen = spansOf(g, viewer, 0);
+  if (seen.length === 0) return [];
+  const upTo = seen[seen.length - 1]!.left;
+  const everyone = [...g.members.map((m) => m.user), ...Object.keys(g.former).filter((u) => !isMember(g, u))];
+  const out: GroupMember[] = [];
+  for (const user of everyone) {
+    const spans = spansOf(g, user, Number.MAX_SAFE_INTEGER)
+      .filter((s) => s.joined <= upTo)
+      .map(bareSpan);
+    if (spans.length === 0 || !overlaps(spans, seen)) continue;
+    const latest = spans[spans.length - 1]!;
+    const earlier = spans.slice(0, -1);
+    out.push({
+      user,
+      joined: latest.joined,
+      // Still in the group when the viewer went out: a member, as far as the viewer knows.
+      ...(latest.left > upTo ? {} : { left: latest.left }),
+      ...(earlier.length > 0 ? { earlier } : {}),
+      // The deletion took everyone out at once, and nothing follows it: no cursor can pass it.
+      ...(g.deleted && upTo >= g.appliedSeq ? {} : { upTo }),
+    });
+  }
+  return out;
+}
+
 function overlaps(a: Span[], b: Span[]): boolean {
   return a.some((x) => b.some((y) => x.joined <= y.left && y.joined <= x.left));
 }

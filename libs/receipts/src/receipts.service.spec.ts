@@ -14,7 +14,15 @@ function setup() {
   const lookups = { views: 0 };
   const authors = ['ann', 'bob', 'cy', 'bob', 'bob'];
   const directory: ConversationDirectory = {
-    membersOf: (conv) => Promise.resolve(conv === 'g:1' ? members.map((user) => ({ user, joined: user === 'cy' ? 2 : 1 })) : null),
+    // As the group service tells one who is out of the group (dan) of it: as it stood when they went out.
+    membersOf: (conv, viewer) =>
+      Promise.resolve(
+        conv !== 'g:1'
+          ? null
+          : viewer === 'dan'
+            ? [...members, 'dan'].map((user) => ({ user, joined: user === 'cy' ? 2 : 1, ...(user === 'dan' ? { left: 3 } : {}), upTo: 3 }))
+            : members.map((user) => ({ user, joined: user === 'cy' ? 2 : 1 })),
+      ),
     viewOf: (conv, user) => {
       lookups.views++;
       if (conv !== 'g:1') return Promise.resolve(null);
@@ -80,6 +88,19 @@ describe('ReceiptsService', () => {
     expect(await service.peersOf('g:1', 'ann')).toEqual({
       bob: { delivered: 0, deliveredAt: null, read: 0, readAt: null, joined: 1 },
       cy: { delivered: 5, deliveredAt: clock.now, read: 0, readAt: null, joined: 2 },
+    });
+  });
+
+  it('gives one who is out of the group the others’ cursors only as far as they could see, with when each got that far', async () => {
+    const { service, clock } = setup();
+    await service.record({ user: 'cy', conv: 'g:1', seq: 2, status: 'delivered' });
+    clock.now = 2_000;
+    await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' });
+    await service.record({ user: 'bob', conv: 'g:1', seq: 5, status: 'read' });
+    expect(await service.peersOf('g:1', 'dan')).toEqual({
+      ann: { delivered: 0, deliveredAt: null, read: 0, readAt: null, joined: 1 },
+      bob: { delivered: 3, deliveredAt: 2_000, read: 3, readAt: 2_000, joined: 1 },
+      cy: { delivered: 3, deliveredAt: 2_000, read: 0, readAt: null, joined: 2 },
     });
   });
 

@@ -17,7 +17,10 @@ export interface ConversationDirectory {
    * The members of a conversation, or null when there is no such conversation; in a group, each with the seq of the
    * change that (last) added them.
    */
-  membersOf(conv: string, viewer?: string): Promise<{ user: string; joined?: number; left?: number; earlier?: { joined: number; left: number }[] }[] | null>;
+  membersOf(
+    conv: string,
+    viewer?: string,
+  ): Promise<{ user: string; joined?: number; left?: number; earlier?: { joined: number; left: number }[]; upTo?: number }[] | null>;
   /**
    * What of the conversation the user may see, up to `last`, and who its members are now; null when nothing (a former
    * group member sees up to when it left).
@@ -150,12 +153,28 @@ export class ReceiptsService {
     const others = members.filter((m) => m.user !== user);
     const all = await Promise.all(
       others.map(async (m) => {
-        const cursors = await this.cursors.get(conv, m.user);
+        const cursors = await this.cursorsUpTo(conv, m.user, m.upTo);
         const span = { ...(m.joined === undefined ? {} : { joined: m.joined }), ...(m.left === undefined ? {} : { left: m.left }) };
         return [m.user, { ...cursors, ...span, ...(m.earlier ? { earlier: m.earlier } : {}) }] as const;
       }),
     );
     return Object.fromEntries(all);
+  }
+
+  /** A member's cursors, as far as `upTo` if given: one who went out of a group is not told what others read since. */
+  private async cursorsUpTo(conv: string, user: string, upTo: number | undefined): Promise<Cursors> {
+    const cursors = await this.cursors.get(conv, user);
+    if (upTo === undefined) return cursors;
+    const [delivered, read] = await Promise.all(
+      (['delivered', 'read'] as const).map(async (status) =>
+        cursors[status] <= upTo ? null : { seq: upTo, at: await this.cursors.reachedAt(conv, user, status, upTo) },
+      ),
+    );
+    return {
+      ...cursors,
+      ...(delivered ? { delivered: delivered.seq, deliveredAt: delivered.at } : {}),
+      ...(read ? { read: read.seq, readAt: read.at } : {}),
+    };
   }
 }
 
