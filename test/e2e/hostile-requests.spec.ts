@@ -263,6 +263,32 @@ describe('abuse limits', () => {
     }
   });
 
+  it('caps anonymous connections per address, and closes each after a while: free sockets held open exhaust a server', async () => {
+    const capped = await startParley({ env: { PARLEY_MAX_ANONYMOUS_PER_ADDRESS: '2', PARLEY_ANONYMOUS_TIMEOUT_MS: '2000' } });
+    try {
+      const anon = (url = capped.mqttUrl) => connectClient(url, { clientId: `anon.${Math.random().toString(36).slice(2)}` });
+      const [first, second] = [await anon(), await anon()];
+      await expect(anon()).rejects.toMatchObject({ code: 5 });
+      // Another address (IPv6 loopback) has its own count; a user's login is not anonymous.
+      const other = await anon(capped.mqttUrl6);
+      const u = new TestUsers(() => [capped.mqttUrl6]);
+      const user = await u.login(await u.fresh('named'));
+      // The cap holds while they last; each is closed after the timeout, as anyone still registering would be.
+      const closed = (c: Awaited<ReturnType<typeof anon>>) => new Promise<number>((resolve) => c.once('close', () => resolve(Date.now())));
+      const openedAt = Date.now();
+      const closedAt = await Promise.all([first, second, other].map(closed));
+      for (const at of closedAt) expect(at - openedAt).toBeLessThan(10_000);
+      const again = await anon();
+      await endClient(again);
+      // The logged-in user stayed.
+      expect(await user.request({ op: 'who', user: user.user })).toMatchObject({ ok: true });
+      await u.closeAll();
+      for (const c of [first, second, other]) c.end(true);
+    } finally {
+      await capped.dispose();
+    }
+  });
+
   it('caps connections per user, and drops a silent connection after the keep-alive rules', async () => {
     const capped = await startParley({ env: { PARLEY_MAX_CONNECTIONS_PER_USER: '2', PARLEY_MAX_KEEPALIVE_S: '1' } });
     try {

@@ -134,6 +134,10 @@ export const ConfigSchema = z.object({
   PARLEY_LOGIN_MAX_USER_FAILURES: positiveInt('PARLEY_LOGIN_MAX_USER_FAILURES', 50, 1_000_000),
   PARLEY_LOGIN_WINDOW_MS: positiveInt('PARLEY_LOGIN_WINDOW_MS', 60_000, 86_400_000),
   PARLEY_LOGIN_LOCKOUT_MS: positiveInt('PARLEY_LOGIN_LOCKOUT_MS', 300_000, 86_400_000),
+  /** Anonymous connections (they may only register) one address (IPv6: one /64) may hold open on one gateway at once. */
+  PARLEY_MAX_ANONYMOUS_PER_ADDRESS: positiveInt('PARLEY_MAX_ANONYMOUS_PER_ADDRESS', 10, 100_000),
+  /** An anonymous connection is closed this long after it logged in: time enough to register, not to hold a socket. */
+  PARLEY_ANONYMOUS_TIMEOUT_MS: positiveInt('PARLEY_ANONYMOUS_TIMEOUT_MS', 60_000, 86_400_000),
   /** Connections one user may hold open on one gateway. */
   PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
   /** Persistent sessions (clean session off) a gateway keeps per user, connected or not; beyond it the least recently used idle one is forgotten. */

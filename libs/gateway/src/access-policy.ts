@@ -3,7 +3,7 @@ import type { AuthenticateError, Client, ConnectPacket, PublishPacket, Subscript
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
 import { guardOf } from './connection-guard.js';
-import type { LoginThrottle } from './login-throttle.js';
+import { addressKey, type LoginThrottle } from './login-throttle.js';
 import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, topics, USERNAME_PATTERN, type Principal } from '#libs/protocol';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
@@ -25,6 +25,10 @@ function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: st
 export interface LoginLimits {
   throttle: LoginThrottle;
   maxConnectionsPerUser: number;
+  /** Anonymous connections one address (IPv6: its /64) may hold at once; more are refused (CONNACK 5). */
+  maxAnonymousPerAddress?: number;
+  /** How long an anonymous connection may stay: it is closed then, registered or not. */
+  anonymousTimeoutMs?: number;
   /** Filters one connection (or persistent session) may hold besides its inbox; more are refused (SUBACK 0x80). `presence/+` covers everyone. */
   maxSubscriptions?: number;
 }
@@ -36,6 +40,10 @@ export class AccessPolicy {
   private readonly open = new Map<string, number>();
   /** The connections counted in `open`, until they end. */
   private readonly counted = new WeakMap<Client, string>();
+  /** Open anonymous connections per address (`addressKey`) on this gateway. */
+  private readonly anonymous = new Map<string, number>();
+  /** The anonymous connections counted in `anonymous`, with their address and the timer that closes them. */
+  private readonly anonymousCounted = new WeakMap<Client, { address: string; timer: NodeJS.Timeout | undefined }>();
   /** The filters each connection was granted, for the subscription cap. */
   private readonly granted = new WeakMap<Client, Set<string>>();
 
@@ -94,7 +102,14 @@ export class AccessPolicy {
     }
     if (principal.kind === 'anonymous') {
       if (secret !== undefined) return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
+      const address = addressKey(guardOf(client.conn)?.remoteAddress ?? 'unknown');
+      const max = this.limits?.maxAnonymousPerAddress;
+      if (max !== undefined && (this.anonymous.get(address) ?? 0) >= max) {
+        this.metrics.loginsFailed.inc({ reason: 'connections' });
+        return done(refusal(CONNACK.NOT_AUTHORIZED, `at most ${max} anonymous connections per address; register, then log in`), null);
+      }
       this.principals.set(client, principal);
+      this.countAnonymous(client, address);
       return done(null, true);
     }
     if (secret === undefined) {
@@ -156,8 +171,29 @@ export class AccessPolicy {
     this.open.set(user, (this.open.get(user) ?? 0) + 1);
   }
 
+  /**
+   * Counts an anonymous connection until it ends, and closes it after `anonymousTimeoutMs`: one that may only register
+   * has no reason to stay, and free sockets held open are how a stranger would run a server out of them.
+   */
+  private countAnonymous(client: Client, address: string): void {
+    if (client.closed || (client.conn as { destroyed?: boolean }).destroyed === true) return;
+    const ttl = this.limits?.anonymousTimeoutMs;
+    const timer = ttl === undefined ? undefined : setTimeout(() => client.close(), ttl).unref();
+    this.anonymousCounted.set(client, { address, timer });
+    this.anonymous.set(address, (this.anonymous.get(address) ?? 0) + 1);
+  }
+
   /** A connection ended, however (the broker calls this for each one it was handed): it counts no longer. */
   connectionClosed(client: Client): void {
+    const anonymous = this.anonymousCounted.get(client);
+    if (anonymous) {
+      this.anonymousCounted.delete(client);
+      clearTimeout(anonymous.timer);
+      const n = (this.anonymous.get(anonymous.address) ?? 1) - 1;
+      if (n > 0) this.anonymous.set(anonymous.address, n);
+      else this.anonymous.delete(anonymous.address);
+      return;
+    }
     const user = this.counted.get(client);
     if (user === undefined) return;
     this.counted.delete(client);

@@ -68,6 +68,8 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
                 adapterFor<FailureLedger>(backend, { embedded: () => new MemoryFailureLedger(), redis: (redis) => new RedisFailureLedger(redis) }),
               ),
               maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
+              maxAnonymousPerAddress: config.PARLEY_MAX_ANONYMOUS_PER_ADDRESS,
+              anonymousTimeoutMs: config.PARLEY_ANONYMOUS_TIMEOUT_MS,
               maxSubscriptions: config.PARLEY_MAX_SUBSCRIPTIONS,
             }),
           inject: [AccountsService, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
