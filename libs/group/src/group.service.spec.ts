@@ -22,7 +22,14 @@ function setup() {
   const db = freshDatabase();
   const realStore = new EmbeddedGroupStore(db);
   const realLog = new EmbeddedConversationLogStore(db);
-  const seams = { appendGate: null as Promise<void> | null, appending: gate(), holdSaves: false, held: [] as (() => void)[] };
+  const seams = {
+    appendGate: null as Promise<void> | null,
+    appending: gate(),
+    holdSaves: false,
+    held: [] as (() => void)[],
+    /** Run before a message's append (not a change's), once: what lands between a post's check and its append. */
+    beforePost: null as (() => Promise<unknown>) | null,
+  };
   const store: GroupStore = Object.assign(Object.create(realStore) as GroupStore, {
     save: async (g: GroupState) => {
       if (seams.holdSaves) await new Promise<void>((resolve) => seams.held.push(resolve));
@@ -31,6 +38,9 @@ function setup() {
   });
   const log: ConversationLogStore = Object.assign(Object.create(realLog) as ConversationLogStore, {
     append: async (...args: Parameters<ConversationLogStore['append']>) => {
+      const beforePost = args[1].kind === 'text' ? seams.beforePost : null;
+      seams.beforePost = null;
+      if (beforePost) await beforePost();
       if (seams.appendGate) {
         seams.appending.open();
         await seams.appendGate;
@@ -256,6 +266,18 @@ describe('GroupService', () => {
       { user: 'ann', joined: 1, left: 6 },
       { user: 'dan', joined: 5, left: 6 },
     ]);
+  });
+
+  it('sends a post to those in the group at its seq, though a change landed between its check of the members and its append', async () => {
+    const { service, seams } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy']); // 1
+    seams.beforePost = () => service.remove('ann', 'r1', group.id, ['cy']); // 2
+    const first = await service.post('bob', 'p1', group.id, 'cy was in when I pressed send');
+    expect(first.accepted.seq).toBe(3);
+    expect(first.deliverTo.sort()).toEqual(['ann', 'bob']);
+    seams.beforePost = () => service.add('ann', 'a1', group.id, ['dan']); // 4
+    const second = await service.post('bob', 'p2', group.id, 'dan came in just before');
+    expect(second.deliverTo.sort()).toEqual(['ann', 'bob', 'dan']);
   });
 
   it('tells one who is out of a group of it as it stood when they went out: not its later name, members or changes', async () => {

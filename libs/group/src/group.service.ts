@@ -236,9 +236,22 @@ export class GroupService {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
       group,
       message: toGroupInboxEvent(conv, group, entry) as MessageEvent,
-      deliverTo: g.members.map((m) => m.user),
+      deliverTo: await this.membersAt(id, entry.seq, g),
       duplicate,
     };
+  }
+
+  /**
+   * Who was in the group at `seq`, read after the entry there is stored: a change may have landed between a post's
+   * check of the members (`checked`, the state it was made against) and its append, so a member removed just before the
+   * post is not sent it, and one added just before is. Every change before `seq` is in the state by then (a change marks
+   * the state pending before its append). The members are worked out again only when a change came since `checked`.
+   */
+  private async membersAt(id: string, seq: number, checked: GroupState): Promise<string[]> {
+    const now = (await this.load(id)) ?? checked;
+    if (now.appliedSeq === checked.appliedSeq) return checked.members.map((m) => m.user);
+    const everyone = [...now.members.map((m) => m.user), ...Object.keys(now.former).filter((u) => !isMember(now, u))];
+    return everyone.filter((u) => within(spansOf(now, u, seq), seq));
   }
 
   /** A page of the group's log as the user may see it, oldest first: the latest `limit` entries before `before`. */
