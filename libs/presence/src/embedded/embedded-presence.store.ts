@@ -5,6 +5,8 @@ import type { ConnectionRef, HeldConnection, PresenceStore } from '../presence.s
 
 /** Users whose presence is cached at most. */
 const MAX_CACHED = 100_000;
+/** How long the users a drop of a gateway took offline are kept, for a retried drop to announce again. */
+const DROPPED_KEPT_MS = 3_600_000;
 
 /**
  * Sub-databases: `presence-conns` keyed [user, connId] → gatewayId;
@@ -21,6 +23,8 @@ export class EmbeddedPresenceStore implements PresenceStore {
    * only writer).
    */
   private readonly cached = new Map<string, PresenceState>();
+  /** The users each drop of a gateway took offline, and until when they are kept (see `dropGateway`). */
+  private readonly dropped = new Map<string, { users: Set<string>; until: number }>();
 
   constructor(db: EmbeddedDatabase) {
     this.conns = db.open('presence-conns');
@@ -83,17 +87,24 @@ export class EmbeddedPresenceStore implements PresenceStore {
     return Promise.resolve({ ...presence });
   }
 
-  dropGateway(gatewayId: string, at: number): Promise<string[]> {
+  /** As the port says: with the users an earlier drop of the gateway (within DROPPED_KEPT_MS) took offline, still offline. */
+  async dropGateway(gatewayId: string, at: number): Promise<string[]> {
     // Rare (a gateway gone) and touching many users: every cached presence goes.
-    return this.conns
+    const wentOffline = await this.conns
       .transaction(() => {
-        const wentOffline = new Set<string>();
+        const users = new Set<string>();
         for (const [, user, connId] of this.byGateway.getKeys({ start: [gatewayId, '', ''], end: [gatewayId, '\uffff', ''] })) {
-          if (this.remove(user, connId, gatewayId, at)) wentOffline.add(user);
+          if (this.remove(user, connId, gatewayId, at)) users.add(user);
         }
-        return [...wentOffline];
+        return users;
       })
       .finally(() => this.cached.clear());
+    const now = Date.now();
+    for (const [id, d] of this.dropped) if (d.until <= now) this.dropped.delete(id);
+    const earlier = [...(this.dropped.get(gatewayId)?.users ?? [])].filter((u) => !wentOffline.has(u));
+    if (wentOffline.size > 0) this.dropped.set(gatewayId, { users: new Set([...earlier, ...wentOffline]), until: now + DROPPED_KEPT_MS });
+    const offline = await Promise.all(earlier.map(async (u) => ((await this.get(u)).state === 'offline' ? u : null)));
+    return [...wentOffline, ...offline.filter((u) => u !== null)];
   }
 
   setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {

@@ -89,7 +89,14 @@ export class RedisPresenceStore implements PresenceStore {
     return { state: count > 0 ? 'online' : 'offline', lastSeen: seen === null ? null : Number(seen) };
   }
 
+  /**
+   * As the port says, and also the users an earlier drop of the same gateway (within DROPPED_KEPT_MS) took offline: the
+   * call that did the work may have waited in the service's stream until the gateways that asked had given up on its
+   * answer, and their retries then find nothing left to drop; without this, no one would publish those users' offline
+   * presence, and watchers would see them online until they came back.
+   */
   async dropGateway(gatewayId: string, at: number): Promise<string[]> {
+    const droppedKey = this.redis.key('presence', 'dropped', gatewayId);
     const members = await this.redis.client.smembers(this.gatewayKey(gatewayId));
     const wentOffline = new Set<string>();
     for (const member of members) {
@@ -97,7 +104,16 @@ export class RedisPresenceStore implements PresenceStore {
       const { wentOffline: off } = await this.disconnect({ ...held, gatewayId }, at);
       if (off) wentOffline.add(held.user);
     }
-    return [...wentOffline];
+    if (wentOffline.size > 0)
+      await this.redis.client
+        .multi()
+        .sadd(droppedKey, ...wentOffline)
+        .pexpire(droppedKey, DROPPED_KEPT_MS)
+        .exec();
+    const earlier = await this.redis.client.smembers(droppedKey);
+    // Only those still offline: one who came back meanwhile was announced online then.
+    const offline = await Promise.all(earlier.filter((u) => !wentOffline.has(u)).map(async (u) => ((await this.get(u)).state === 'offline' ? u : null)));
+    return [...wentOffline, ...offline.filter((u) => u !== null)];
   }
 
   async setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {
@@ -132,3 +148,6 @@ function heldOf(member: string): HeldConnection {
   const sep = member.indexOf('|');
   return { user: member.slice(0, sep), connId: member.slice(sep + 1) };
 }
+
+/** How long the users a gateway's drop took offline are kept, for a retried drop to announce again (see `dropGateway`). */
+const DROPPED_KEPT_MS = 3_600_000;
