@@ -87,8 +87,10 @@ describe.each(fixtures)('PresenceStore on $name', (fixture) => {
     expect(await again.get('cy')).toEqual({ state: 'offline', lastSeen: 99 });
     expect((await again.get('di')).state).toBe('online');
     // A retry (its first call's answer may have been lost) names again who that drop took offline and still is.
-    expect(await again.dropGateway('gw1', 100)).toEqual(['cy']);
+    expect(await again.dropGateway('gw1', 99)).toEqual(['cy']);
     expect(await again.get('cy')).toEqual({ state: 'offline', lastSeen: 99 });
+    // A later sweep of a gateway of that id (it came back and died again) is not a retry: it names only its own.
+    expect(await again.dropGateway('gw1', 500)).toEqual([]);
   });
 
   it('records changes at the time given, closing connections that ended unseen then, never moving a user\u2019s last seen back', async () => {
@@ -233,6 +235,7 @@ describe('RedisPresenceStore', () => {
     // ivy is back, on another gateway, announced online then; hal is still offline, and a retry names him again.
     await store.connect({ user: 'ivy', connId: 'ivy-2', gatewayId: 'gw-live' }, 300);
     expect(await store.dropGateway('gw-gone', 200)).toEqual(['hal']);
+    expect(await store.dropGateway('gw-gone', 400)).toEqual([]);
     expect(await store.get('hal')).toEqual({ state: 'offline', lastSeen: 200 });
   });
 });

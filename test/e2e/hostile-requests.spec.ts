@@ -266,7 +266,14 @@ describe('abuse limits', () => {
   it('caps anonymous connections per address, and closes each after a while: free sockets held open exhaust a server', async () => {
     const capped = await startParley({ env: { PARLEY_MAX_ANONYMOUS_PER_ADDRESS: '2', PARLEY_ANONYMOUS_TIMEOUT_MS: '2000' } });
     try {
-      const anon = (url = capped.mqttUrl) => connectClient(url, { clientId: `anon.${Math.random().toString(36).slice(2)}` });
+      // Each connection's close is watched from its CONNACK on: the timeout may run out before the test looks.
+      const closes: Promise<number>[] = [];
+      const anon = async (url = capped.mqttUrl) => {
+        const c = await connectClient(url, { clientId: `anon.${Math.random().toString(36).slice(2)}` });
+        closes.push(new Promise<number>((resolve) => c.once('close', () => resolve(Date.now()))));
+        return c;
+      };
+      const openedAt = Date.now();
       const [first, second] = [await anon(), await anon()];
       await expect(anon()).rejects.toMatchObject({ code: 5 });
       // Another address (IPv6 loopback) has its own count; a user's login is not anonymous.
@@ -274,10 +281,9 @@ describe('abuse limits', () => {
       const u = new TestUsers(() => [capped.mqttUrl6]);
       const user = await u.login(await u.fresh('named'));
       // The cap holds while they last; each is closed after the timeout, as anyone still registering would be.
-      const closed = (c: Awaited<ReturnType<typeof anon>>) => new Promise<number>((resolve) => c.once('close', () => resolve(Date.now())));
-      const openedAt = Date.now();
-      const closedAt = await Promise.all([first, second, other].map(closed));
-      for (const at of closedAt) expect(at - openedAt).toBeLessThan(10_000);
+      const closedAt = await Promise.all(closes);
+      for (const at of closedAt) expect(at - openedAt).toBeGreaterThanOrEqual(2000);
+      for (const at of closedAt) expect(at - openedAt).toBeLessThan(30_000);
       const again = await anon();
       await endClient(again);
       // The logged-in user stayed.

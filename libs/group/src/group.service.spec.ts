@@ -278,6 +278,18 @@ describe('GroupService', () => {
     seams.beforePost = () => service.add('ann', 'a1', group.id, ['dan']); // 4
     const second = await service.post('bob', 'p2', group.id, 'dan came in just before');
     expect(second.deliverTo.sort()).toEqual(['ann', 'bob', 'dan']);
+    // A retry of the first, after dan came in: to those who were in the group at #3, neither cy (out at #2) nor dan (in at #4).
+    const retried = await service.post('bob', 'p1', group.id, 'cy was in when I pressed send');
+    expect(retried).toMatchObject({ duplicate: true, accepted: { seq: 3 } });
+    expect(retried.deliverTo.sort()).toEqual(['ann', 'bob']);
+    await service.rename('ann', 'n1', group.id, 'renamed'); // 6
+    await service.remove('ann', 'r2', group.id, ['bob']); // 7
+    await service.rename('ann', 'n2', group.id, 'renamed after bob left'); // 8
+    // bob, out now, retries his second: his answer names the group as he knew it, its event the group as it is.
+    const late = await service.post('bob', 'p2', group.id, 'dan came in just before');
+    expect(late.group.name).toBe('renamed');
+    expect(late.message.group?.name).toBe('renamed after bob left');
+    expect(late.deliverTo.sort()).toEqual(['ann', 'bob', 'dan']);
   });
 
   it('tells one who is out of a group of it as it stood when they went out: not its later name, members or changes', async () => {

@@ -231,11 +231,11 @@ export class GroupService {
       : this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text });
     issued?.();
     const { entry, duplicate } = await appended;
-    const group = labelOf(g);
     return {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
-      group,
-      message: toGroupInboxEvent(conv, group, entry) as MessageEvent,
+      // The poster's answer names the group as they are shown it: a former member's retry, as it was when they went out.
+      group: labelFor(g, actor),
+      message: toGroupInboxEvent(conv, labelOf(g), entry) as MessageEvent,
       deliverTo: await this.membersAt(id, entry.seq, g),
       duplicate,
     };
@@ -245,11 +245,12 @@ export class GroupService {
    * Who was in the group at `seq`, read after the entry there is stored: a change may have landed between a post's
    * check of the members (`checked`, the state it was made against) and its append, so a member removed just before the
    * post is not sent it, and one added just before is. Every change before `seq` is in the state by then (a change marks
-   * the state pending before its append). The members are worked out again only when a change came since `checked`.
+   * the state pending before its append). `checked`'s members are taken as they are when it was read before `seq` and
+   * no change came since; a retry, whose state was read after its entry, is worked out from the spans.
    */
   private async membersAt(id: string, seq: number, checked: GroupState): Promise<string[]> {
     const now = (await this.load(id)) ?? checked;
-    if (now.appliedSeq === checked.appliedSeq) return checked.members.map((m) => m.user);
+    if (checked.appliedSeq < seq && now.appliedSeq === checked.appliedSeq) return checked.members.map((m) => m.user);
     const everyone = [...now.members.map((m) => m.user), ...Object.keys(now.former).filter((u) => !isMember(now, u))];
     return everyone.filter((u) => within(spansOf(now, u, seq), seq));
   }
@@ -549,7 +550,6 @@ export const GROUP_API_METHODS = ['create', 'rename', 'add', 'remove', 'leave', 
 export type GroupApi = Pick<GroupService, (typeof GROUP_API_METHODS)[number]>;
 export const GROUP_API = Symbol('GROUP_API');
 
-/** Whether two sets of stretches of the log share an entry. */
 /** One who is or was in a group, as `membersOf` tells of them. */
 export interface GroupMember {
   user: string;
@@ -591,6 +591,7 @@ function membersAsLeftBy(g: GroupState, viewer: string): GroupMember[] {
   return out;
 }
 
+/** Whether two sets of stretches of the log share an entry. */
 function overlaps(a: Span[], b: Span[]): boolean {
   return a.some((x) => b.some((y) => x.joined <= y.left && y.joined <= x.left));
 }

@@ -35,9 +35,9 @@ export interface PresenceStore {
   /**
    * Closes every connection recorded under a gateway that is gone (restarted
    * or dead), at `at` (its last sign of life, when known). Resolves with the
-   * users that went offline, and those an earlier drop of the same gateway
-   * (within the hour) took offline and still are: a retry whose first call was
-   * carried out after its caller gave up announces them again.
+   * users that went offline, and those an earlier drop of the same gateway at
+   * the same `at` (within the hour) took offline and still are: a retry whose
+   * first call was carried out after its caller gave up announces them again.
    */
   dropGateway(gatewayId: string, at: number): Promise<string[]>;
 

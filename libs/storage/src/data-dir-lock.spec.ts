@@ -125,9 +125,9 @@ describe('DataDirLock', () => {
 
   it('takes over a lock whose holder was killed and not yet reaped by its parent (a zombie still answers signals)', async () => {
     const dir = dataDir();
-    // The shell starts a child that exits at once, then becomes a process that never waits for it: the child stays a
-    // zombie, as a server killed with -9 does until whatever started it collects it.
-    const parent = spawn('sh', ['-c', 'sleep 0 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
+    // The shell starts a child that exits shortly, and meanwhile becomes a process that never waits for it (whatever the
+    // shell): the child stays a zombie, as a server killed with -9 does until whatever started it collects it.
+    const parent = spawn('sh', ['-c', 'sleep 0.3 & echo $!; exec sleep 30'], { stdio: ['ignore', 'pipe', 'ignore'] });
     stops.push(() => parent.kill('SIGKILL'));
     const pid = Number(await new Promise<string>((resolve) => parent.stdout.once('data', (d: Buffer) => resolve(d.toString()))));
     const isZombie = () => readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.startsWith('Z');

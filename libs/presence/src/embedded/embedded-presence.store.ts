@@ -87,7 +87,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
     return Promise.resolve({ ...presence });
   }
 
-  /** As the port says: with the users an earlier drop of the gateway (within DROPPED_KEPT_MS) took offline, still offline. */
+  /** As the port says: with the users an earlier drop of the gateway at `at` (within DROPPED_KEPT_MS) took offline, still offline. */
   async dropGateway(gatewayId: string, at: number): Promise<string[]> {
     // Rare (a gateway gone) and touching many users: every cached presence goes.
     const wentOffline = await this.conns
@@ -101,8 +101,10 @@ export class EmbeddedPresenceStore implements PresenceStore {
       .finally(() => this.cached.clear());
     const now = Date.now();
     for (const [id, d] of this.dropped) if (d.until <= now) this.dropped.delete(id);
-    const earlier = [...(this.dropped.get(gatewayId)?.users ?? [])].filter((u) => !wentOffline.has(u));
-    if (wentOffline.size > 0) this.dropped.set(gatewayId, { users: new Set([...earlier, ...wentOffline]), until: now + DROPPED_KEPT_MS });
+    // Per sweep: a retry carries the same last sign of life; a later crash of a gateway of that id is a sweep of its own.
+    const sweep = `${gatewayId}\0${at}`;
+    const earlier = [...(this.dropped.get(sweep)?.users ?? [])].filter((u) => !wentOffline.has(u));
+    if (wentOffline.size > 0) this.dropped.set(sweep, { users: new Set([...earlier, ...wentOffline]), until: now + DROPPED_KEPT_MS });
     const offline = await Promise.all(earlier.map(async (u) => ((await this.get(u)).state === 'offline' ? u : null)));
     return [...wentOffline, ...offline.filter((u) => u !== null)];
   }

@@ -90,13 +90,15 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   /**
-   * As the port says, and also the users an earlier drop of the same gateway (within DROPPED_KEPT_MS) took offline: the
+   * As the port says, and also the users an earlier drop of the same gateway at the same time (within DROPPED_KEPT_MS)
+   * took offline: the
    * call that did the work may have waited in the service's stream until the gateways that asked had given up on its
    * answer, and their retries then find nothing left to drop; without this, no one would publish those users' offline
    * presence, and watchers would see them online until they came back.
    */
   async dropGateway(gatewayId: string, at: number): Promise<string[]> {
-    const droppedKey = this.redis.key('presence', 'dropped', gatewayId);
+    // Per sweep: a retry carries the same last sign of life; a later crash of a gateway of that id is a sweep of its own.
+    const droppedKey = this.redis.key('presence', 'dropped', gatewayId, at);
     const members = await this.redis.client.smembers(this.gatewayKey(gatewayId));
     const wentOffline = new Set<string>();
     for (const member of members) {
