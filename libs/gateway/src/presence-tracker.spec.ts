@@ -103,6 +103,11 @@ describe('PresenceTracker', () => {
     expect(t.users()).toEqual(['bob']);
     t.state.mode = 'up';
     await expect.poll(() => t.users(), { timeout: 5000 }).toEqual([]);
+    // At the time it ended, not when presence came back: reported again with its own time before the realignment.
+    const ended = t.endedAt.get('bob');
+    expect(ended).toBeDefined();
+    expect(t.closedAt.at(-1)! - ended!).toBeGreaterThanOrEqual(0);
+    expect(t.calls.slice(-2)).toEqual(['disconnected bob', 'holds ']);
   });
 
   it('records a connection whose start could not be reported, and not one that ended before presence was back, even if its start was carried out', async () => {

@@ -28,8 +28,9 @@ const REALIGN_MAX_DELAY_MS = 10_000;
  *
  * A report can fail (Redis restarting, the presence service away), and one
  * that failed may still have been carried out (an RPC that timed out while it
- * waited in the stream). So a failed report is not retried on its own:
- * instead the gateway brings its records in line (`realign`): it states every
+ * waited in the stream). So a failed start is not retried on its own (a failed
+ * end is, with its own time, first thing in the realignment: ends are
+ * idempotent): the gateway brings its records in line (`realign`): it states every
  * connection it holds now, and presence records exactly those under its
  * gateway id, closing the rest. That covers the failed report whatever became
  * of it, the end of a connection whose start failed (it is reported all the
@@ -51,6 +52,12 @@ export class PresenceTracker {
   private alignAgain = false;
   /** Cleared when a realignment is asked for, set once one has succeeded (see `inLine`). */
   private recordsInLine = true;
+  /**
+   * Connections whose end could not be reported, by connection id: the next realignment reports each again first, with
+   * the time it ended (an end is idempotent per connection id: one that was carried out after all changes nothing), so
+   * the user is last seen when they left, not when presence came back.
+   */
+  private readonly unreportedEnds = new Map<string, Tracked>();
 
   constructor(
     private readonly aedes: Aedes,
@@ -105,6 +112,11 @@ export class PresenceTracker {
     for (let delay = REALIGN_FIRST_DELAY_MS; !this.aedes.closed; delay = Math.min(delay * 2, REALIGN_MAX_DELAY_MS)) {
       this.alignAgain = false;
       try {
+        for (const [connId, tracked] of this.unreportedEnds) {
+          const event = await this.presence.disconnected(tracked.ref, tracked.endedAt);
+          this.unreportedEnds.delete(connId);
+          if (event) await this.publish(event).catch((e: unknown) => this.publishFailed(e));
+        }
         // Reports under way now agree with this list (a start of a connection in it, an end of one left out); reports
         // asked for from now on wait for the answer.
         const held = [...this.live.values()].map(({ ref }) => ({ user: ref.user, connId: ref.connId }));
@@ -159,6 +171,7 @@ export class PresenceTracker {
         : this.presence.disconnected(tracked.ref, tracked.endedAt));
     } catch (e) {
       this.logger.error({ event: 'presence_report_failed', change, error: String(e) });
+      if (change === 'disconnected') this.unreportedEnds.set(tracked.ref.connId, tracked);
       this.realign();
       return;
     }
