@@ -295,6 +295,30 @@ describe('abuse limits', () => {
     }
   });
 
+  it('logs at most 20 dropped connections of one address in 10 s: a stranger cannot write the log at will', async () => {
+    const server = await startParley({});
+    try {
+      const startedAt = Date.now();
+      for (let i = 0; i < 30; i++) {
+        const c = await RawClient.open(server.mqttPort, '127.0.0.1');
+        c.send(Buffer.from([0x30, 0x00]));
+        expect(await c.connackCode()).toBe('closed');
+      }
+      // Another address is logged on its own.
+      const other = await RawClient.open(server.mqttPort, '::1');
+      other.send(Buffer.from([0x30, 0x00]));
+      expect(await other.connackCode()).toBe('closed');
+      const drops = () => server.output.filter((l) => l.includes('connection_dropped'));
+      await expect.poll(() => drops().some((l) => l.includes('"address":"::1"')), { timeout: 10_000 }).toBe(true);
+      const logged = drops().filter((l) => l.includes('127.0.0.1')).length;
+      // Within one 10 s window, 20 of the 30; a machine so slow that the drops spanned two windows logs more, never all.
+      if (Date.now() - startedAt < 10_000) expect(logged).toBe(20);
+      else expect(logged).toBeLessThan(30);
+    } finally {
+      await server.dispose();
+    }
+  });
+
   it('caps connections per user, and drops a silent connection after the keep-alive rules', async () => {
     const capped = await startParley({ env: { PARLEY_MAX_CONNECTIONS_PER_USER: '2', PARLEY_MAX_KEEPALIVE_S: '1' } });
     try {

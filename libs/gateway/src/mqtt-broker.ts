@@ -6,12 +6,17 @@ import type { AccessPolicy } from './access-policy.js';
 import { ownCopy, type Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
+import { LogThrottle } from '#libs/runtime';
 import type { AddressRanges } from '#libs/config';
 import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
 import { SessionKeeper } from './session-keeper.js';
 import { LocalInboxes } from './local-inboxes.js';
+import { addressKey } from './login-throttle.js';
 import type { ProxyHeaderDrop } from './proxy-header.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
+
+/** Dropped connections logged per address in 10 s before the rest are only counted (see `MqttBroker.dropLog`). */
+const DROPS_LOGGED_PER_ADDRESS = 20;
 
 export { ListenError } from './mqtt-listeners.js';
 
@@ -213,13 +218,22 @@ export class MqttBroker {
   /** One function for every connection's end, not a listener per connection: the policy counts open connections. */
   private readonly connectionClosed = (guard: GuardedConnection): void => this.policy.connectionClosed(guard.owner as Client);
 
+  /**
+   * Drops logged per address (IPv6: its /64): the first DROPS_LOGGED_PER_ADDRESS in 10 s each, then one line with how many
+   * were left out. Anyone can make a connection be dropped, and without a bound a stranger could write the log at will.
+   */
+  private readonly dropLog = new LogThrottle(10_000, undefined, DROPS_LOGGED_PER_ADDRESS);
+
+  private logDropped(address: string, drop: GuardDrop | ProxyHeaderDrop): void {
+    const fields = this.dropLog.logFields(addressKey(address));
+    if (fields) this.logger.log({ event: 'connection_dropped', address, ...drop, ...fields });
+  }
+
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
-  private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void =>
-    this.logger.log({ event: 'connection_dropped', address: guard.remoteAddress, ...drop });
+  private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void => this.logDropped(guard.remoteAddress, drop);
 
   /** A trusted proxy's connection closed for its PROXY protocol header: logged as the guard's drops are, by the proxy's address. */
-  private readonly logProxyDrop = (drop: ProxyHeaderDrop, proxyAddress: string): void =>
-    this.logger.log({ event: 'connection_dropped', address: proxyAddress, ...drop });
+  private readonly logProxyDrop = (drop: ProxyHeaderDrop, proxyAddress: string): void => this.logDropped(proxyAddress, drop);
 
   /** A request a guard took off the broker's path: handled as `authorizePublish` handles one that went through it. */
   private readonly takeRequest: RequestLane = (guard, payload) => {

@@ -22,4 +22,15 @@ describe('LogThrottle', () => {
     clock.now = 10_000;
     expect(throttle.logFields('k')).toEqual({ alikeLeftOut: 1 });
   });
+
+  it('logs up to a burst of a kind in a window, when asked to, before it only counts', () => {
+    const clock = { now: 0 };
+    const throttle = new LogThrottle(10_000, () => clock.now, 3);
+    for (let i = 0; i < 3; i++) expect(throttle.admit('::1')).toEqual({ leftOut: 0 });
+    for (let i = 0; i < 7; i++) expect(throttle.admit('::1')).toBeNull();
+    expect(throttle.admit('192.0.2.1')).toEqual({ leftOut: 0 });
+    clock.now = 10_000;
+    expect(throttle.admit('::1')).toEqual({ leftOut: 7 });
+    expect(throttle.admit('::1')).toEqual({ leftOut: 0 });
+  });
 });

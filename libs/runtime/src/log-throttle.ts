@@ -4,11 +4,13 @@
  * line a second says as much as a thousand).
  */
 export class LogThrottle {
-  private readonly windows = new Map<string, { until: number; left: number }>();
+  private readonly windows = new Map<string, { until: number; admitted: number; left: number }>();
 
+  /** `burst`: how many of a kind are logged in one window before the rest are only counted. */
   constructor(
     private readonly windowMs = 10_000,
     private readonly now: () => number = () => performance.now(),
+    private readonly burst = 1,
   ) {}
 
   /** Null when this one is left out; else how many of its kind were left out since the last one logged. */
@@ -16,12 +18,16 @@ export class LogThrottle {
     const now = this.now();
     const w = this.windows.get(kind);
     if (w && now < w.until) {
+      if (w.admitted < this.burst) {
+        w.admitted++;
+        return { leftOut: 0 };
+      }
       w.left++;
       return null;
     }
     // Windows that have ended are dropped as they are found: a kind seen once does not stay.
     if (this.windows.size > 1000) for (const [k, v] of this.windows) if (now >= v.until) this.windows.delete(k);
-    this.windows.set(kind, { until: now + this.windowMs, left: 0 });
+    this.windows.set(kind, { until: now + this.windowMs, admitted: 1, left: 0 });
     return { leftOut: w?.left ?? 0 };
   }
 
