@@ -1,6 +1,7 @@
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { connect as netConnect } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
@@ -96,6 +97,56 @@ describe('transports', () => {
     });
     expect([...connack]).toEqual([0x20, 0x02, 0x00, 0x00]);
     ok.destroy();
+  });
+
+  it('closes a connection that never finishes its TLS handshake or WebSocket upgrade at the connect timeout, and stops at once beside one', async () => {
+    const files = makeCertificates(mkdtempSync(join(tmpdir(), 'parley-tls-stall-')));
+    const stalled = await startParley({
+      env: {
+        PARLEY_CONNECT_TIMEOUT_MS: '1500',
+        PARLEY_MQTTS_PORT: '0',
+        PARLEY_WS_PORT: '0',
+        PARLEY_WSS_PORT: '0',
+        PARLEY_TLS_CERT: files.cert,
+        PARLEY_TLS_KEY: files.key,
+      },
+    });
+    try {
+      const { mqtts, ws, wss } = stalled.extraPorts;
+      /** A TCP connection that sends `bytes` (or nothing) and then nothing more; resolves when the server closes it. */
+      const silent = async (port: number, bytes?: Buffer) => {
+        const socket = netConnect({ port, host: '127.0.0.1' });
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve) => socket.once('connect', () => resolve()));
+        if (bytes) socket.write(bytes);
+        const openedAt = Date.now();
+        await new Promise<void>((resolve) => socket.once('close', () => resolve()));
+        return Date.now() - openedAt;
+      };
+      const halfHello = Buffer.from([0x16, 0x03, 0x01, 0x02, 0x00, 0x01]);
+      const halfUpgrade = Buffer.from('GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n');
+      const waits = await Promise.all([
+        silent(mqtts!),
+        silent(mqtts!, halfHello),
+        silent(ws!),
+        silent(ws!, halfUpgrade),
+        silent(wss!),
+        silent(wss!, halfHello),
+      ]);
+      for (const ms of waits) expect(ms).toBeLessThan(10_000);
+
+      // One stays, with nothing sent: a stop does not wait for it.
+      const lingering = netConnect({ port: mqtts!, host: '127.0.0.1' });
+      lingering.on('error', () => undefined);
+      await new Promise<void>((resolve) => lingering.once('connect', () => resolve()));
+      const stopping = Date.now();
+      await stalled.stop();
+      expect(Date.now() - stopping).toBeLessThan(1500);
+      expect({ code: stalled.process.exitCode, signal: stalled.process.signalCode }).toEqual({ code: 0, signal: null });
+      lingering.destroy();
+    } finally {
+      await stalled.dispose();
+    }
   });
 
   it('refuses to start a TLS listener without a certificate, in one line', async () => {

@@ -201,6 +201,7 @@ export class MqttBroker {
     const listener = await openListener(kind, host, port, (stream, address) => this.accept(stream, address), {
       tls,
       maxPacketBytes: this.opts.guard.maxPacketBytes,
+      connectTimeoutMs: this.opts.guard.connectTimeoutMs,
       proxy: proxyFrom && { from: proxyFrom, headerTimeoutMs: this.opts.guard.connectTimeoutMs, onDrop: this.logProxyDrop },
     });
     this.listeners.push(listener);

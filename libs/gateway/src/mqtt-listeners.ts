@@ -43,27 +43,64 @@ export interface ProxyTrust {
   onDrop: (drop: ProxyHeaderDrop, proxyAddress: string) => void;
 }
 
-/** How long a client has to complete its TLS handshake. */
-const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
-
 /**
  * The server side of TLS on a connection read from a trusted proxy, handed on once the handshake is done. A handshake
- * that fails, or does not finish in time, closes the connection and concerns no one else.
+ * that fails closes the connection and concerns no one else; one that does not finish is the listener's deadline's
+ * business (`Unaccepted`).
  */
 function acceptProxiedTls(socket: Socket, secureContext: SecureContext, next: (socket: TLSSocket) => void): void {
   const tlsSocket = new TLSSocket(socket, { isServer: true, secureContext });
-  const timer = setTimeout(() => tlsSocket.destroy(), TLS_HANDSHAKE_TIMEOUT_MS);
-  const fail = () => {
-    clearTimeout(timer);
-    tlsSocket.destroy();
-  };
+  const fail = () => tlsSocket.destroy();
   tlsSocket.on('error', fail);
-  tlsSocket.once('close', () => clearTimeout(timer));
   tlsSocket.once('secure', () => {
-    clearTimeout(timer);
     tlsSocket.off('error', fail);
     next(tlsSocket);
   });
+}
+
+/**
+ * The TCP connections of a TLS or WebSocket listener that have not reached the guard yet (a TLS handshake, an HTTP
+ * upgrade under way): each is closed if it is not handed on within the connect timeout, and all are closed when the
+ * listener is. The guard's own connect timeout starts only once it has the connection; without this, a client that
+ * opened a TCP connection and sent nothing held it open for as long as it liked (TLS's handshake timeout only reports
+ * a stall), and kept a stopping server waiting. Known by the remote address and port, which a TLS socket shares with
+ * the TCP connection under it.
+ */
+class Unaccepted {
+  private readonly waiting = new Map<string, { socket: Socket; timer: NodeJS.Timeout }>();
+
+  constructor(private readonly deadlineMs: number) {}
+
+  add(socket: Socket): void {
+    const key = peerOf(socket);
+    const timer = setTimeout(() => socket.destroy(), this.deadlineMs).unref();
+    this.waiting.set(key, { socket, timer });
+    socket.once('close', () => {
+      clearTimeout(timer);
+      if (this.waiting.get(key)?.socket === socket) this.waiting.delete(key);
+    });
+  }
+
+  /** The connection under `handedOn` reached the guard: its deadline is the guard's now. */
+  accepted(handedOn: { remoteAddress?: string | undefined; remotePort?: number | undefined }): void {
+    const key = peerOf(handedOn);
+    const entry = this.waiting.get(key);
+    if (!entry) return;
+    clearTimeout(entry.timer);
+    this.waiting.delete(key);
+  }
+
+  closeAll(): void {
+    for (const { socket, timer } of this.waiting.values()) {
+      clearTimeout(timer);
+      socket.destroy();
+    }
+    this.waiting.clear();
+  }
+}
+
+function peerOf(s: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
+  return `${s.remoteAddress ?? ''}\0${s.remotePort ?? ''}`;
 }
 
 /**
@@ -99,7 +136,7 @@ export async function openListener(
   host: string,
   port: number,
   accept: Accept,
-  opts: { tls?: TlsFiles; maxPacketBytes: number; proxy?: ProxyTrust },
+  opts: { tls?: TlsFiles; maxPacketBytes: number; proxy?: ProxyTrust; connectTimeoutMs: number },
 ): Promise<OpenListener> {
   const tls = opts.tls;
   const secure = kind === 'mqtts' || kind === 'wss';
@@ -114,6 +151,7 @@ export async function openListener(
     awaitProxyHeader(socket, address, proxy.headerTimeoutMs, (s, client) => next(s as Socket, client), proxy.onDrop);
   };
 
+  const unaccepted = new Unaccepted(opts.connectTimeoutMs);
   let server;
   let wss: WebSocketServer | undefined;
   switch (kind) {
@@ -128,12 +166,14 @@ export async function openListener(
       );
       break;
     case 'mqtts': {
-      // A handshake that never completes is the guard's connect timeout's business once it does; until then, TLS's own.
-      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout: TLS_HANDSHAKE_TIMEOUT_MS }, (socket) => {
+      // A handshake that never completes is closed at the connect timeout (`unaccepted`); once it completes, the guard's.
+      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout: opts.connectTimeoutMs }, (socket) => {
+        unaccepted.accepted(socket);
         socket.setNoDelay(true);
         accept(socket, addressOf(socket));
       });
       if (!proxy) {
+        secure.on('connection', (socket: Socket) => unaccepted.add(socket));
         server = secure;
         break;
       }
@@ -141,17 +181,23 @@ export async function openListener(
       // connection over (reading what came after the header first). A connection from elsewhere goes to the TLS server
       // as it came; a proxied one is wrapped here, so that its client's address stays with it.
       const context = createSecureContext(tlsOptions);
-      server = createTcpServer({ noDelay: true }, (socket) =>
+      server = createTcpServer({ noDelay: true }, (socket) => {
+        unaccepted.add(socket);
         afterProxyHeader(socket, (s, address) => {
           if (!proxy.from.has(addressOf(s))) return void secure.emit('connection', s);
-          acceptProxiedTls(s, context, (tlsSocket) => accept(tlsSocket, address));
-        }),
-      );
+          acceptProxiedTls(s, context, (tlsSocket) => {
+            unaccepted.accepted(s);
+            accept(tlsSocket, address);
+          });
+        });
+      });
       break;
     }
     case 'ws':
     case 'wss': {
-      server = kind === 'wss' ? createHttpsServer(tlsOptions!) : createHttpServer();
+      server = kind === 'wss' ? createHttpsServer({ ...tlsOptions!, handshakeTimeout: opts.connectTimeoutMs }) : createHttpServer();
+      // Until its upgrade to WebSocket (and its TLS handshake before that), a connection has the connect timeout.
+      server.on('connection', (socket: Socket) => unaccepted.add(socket));
       server.on('request', (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket only\n'));
       const ws = new WebSocketServer({
         server,
@@ -159,15 +205,18 @@ export async function openListener(
         maxPayload: opts.maxPacketBytes + 5,
         handleProtocols: (protocols) => (protocols.has('mqtt') ? 'mqtt' : protocols.has('mqttv3.1') ? 'mqttv3.1' : false),
       });
-      ws.on('connection', (socket, req) => accept(createWebSocketStream(socket), addressOf(req.socket)));
+      ws.on('connection', (socket, req) => {
+        unaccepted.accepted(req.socket);
+        accept(createWebSocketStream(socket), addressOf(req.socket));
+      });
       // ws passes on the HTTP server's errors (a port in use, say), which are handled on the server below.
       ws.on('error', () => undefined);
       wss = ws;
       break;
     }
   }
-  // A client that errs during a TLS handshake affects only itself.
-  server.on('tlsClientError', () => undefined);
+  // A client that errs during a TLS handshake (or does not finish it in time, which is only reported) affects only itself.
+  server.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(describeListenError(err, host, port, LABEL[kind]))));
     server.listen({ host, port, ipv6Only: false }, () => resolve());
@@ -181,6 +230,7 @@ export async function openListener(
       return server.listening;
     },
     close: async () => {
+      unaccepted.closeAll();
       if (wss) for (const c of wss.clients) c.terminate();
       wss?.close();
       await new Promise<void>((resolve) => server.close(() => resolve()));
