@@ -149,6 +149,27 @@ describe('transports', () => {
     }
   });
 
+  it('binds each TLS listener where told, apart from plain MQTT: plain kept to IPv4 loopback, TLS on every address', async () => {
+    const files = makeCertificates(mkdtempSync(join(tmpdir(), 'parley-tls-host-')));
+    const split = await startParley({
+      env: { PARLEY_MQTT_HOST: '127.0.0.1', PARLEY_MQTTS_PORT: '0', PARLEY_MQTTS_HOST: '::', PARLEY_TLS_CERT: files.cert, PARLEY_TLS_KEY: files.key },
+    });
+    try {
+      const reaches = (port: number, host: string) =>
+        new Promise<boolean>((resolve) => {
+          const socket = netConnect({ port, host });
+          socket.once('connect', () => (socket.destroy(), resolve(true)));
+          socket.once('error', () => resolve(false));
+        });
+      expect(await reaches(split.mqttPort, '127.0.0.1')).toBe(true);
+      expect(await reaches(split.mqttPort, '::1')).toBe(false);
+      expect(await reaches(split.extraPorts.mqtts!, '::1')).toBe(true);
+      expect(await reaches(split.extraPorts.mqtts!, '127.0.0.1')).toBe(true);
+    } finally {
+      await split.dispose();
+    }
+  });
+
   it('refuses to start a TLS listener without a certificate, in one line', async () => {
     await expect(startParley({ env: { PARLEY_MQTTS_PORT: '0' }, timeoutMs: 10_000 })).rejects.toThrow(
       /PARLEY_MQTTS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/,

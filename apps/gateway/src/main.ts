@@ -25,13 +25,13 @@ async function bootstrap(): Promise<void> {
     const broker = app.get(MqttBroker);
     mqtt = await broker.listen(config.PARLEY_MQTT_HOST, config.PARLEY_MQTT_PORT);
     const tls = config.PARLEY_TLS_CERT && config.PARLEY_TLS_KEY ? { cert: config.PARLEY_TLS_CERT, key: config.PARLEY_TLS_KEY } : undefined;
-    // Each optional listener is on its own port, on the same address as plain MQTT.
-    for (const [kind, port] of [
-      ['mqtts', config.PARLEY_MQTTS_PORT],
-      ['ws', config.PARLEY_WS_PORT],
-      ['wss', config.PARLEY_WSS_PORT],
+    // Each optional listener is on its own port, on its own address if given, else on plain MQTT's.
+    for (const [kind, port, host] of [
+      ['mqtts', config.PARLEY_MQTTS_PORT, config.PARLEY_MQTTS_HOST],
+      ['ws', config.PARLEY_WS_PORT, config.PARLEY_WS_HOST],
+      ['wss', config.PARLEY_WSS_PORT, config.PARLEY_WSS_HOST],
     ] as const) {
-      if (port !== undefined) extra[kind] = { port: (await broker.listenOn(kind, config.PARLEY_MQTT_HOST, port, tls)).port };
+      if (port !== undefined) extra[kind] = { port: (await broker.listenOn(kind, host ?? config.PARLEY_MQTT_HOST, port, tls)).port };
     }
   } catch (e) {
     await app.close();

@@ -150,6 +150,10 @@ export const ConfigSchema = z.object({
   PARLEY_WS_PORT: optionalPort('PARLEY_WS_PORT'),
   /** MQTT over WebSocket over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
   PARLEY_WSS_PORT: optionalPort('PARLEY_WSS_PORT'),
+  /** The address each optional listener binds; unset: PARLEY_MQTT_HOST's (so plain MQTT can be kept to loopback alone). */
+  PARLEY_MQTTS_HOST: z.string().min(1, 'PARLEY_MQTTS_HOST must not be empty').optional(),
+  PARLEY_WS_HOST: z.string().min(1, 'PARLEY_WS_HOST must not be empty').optional(),
+  PARLEY_WSS_HOST: z.string().min(1, 'PARLEY_WSS_HOST must not be empty').optional(),
   /** PEM files of the server certificate (chain) and its private key, for the TLS listeners. */
   PARLEY_TLS_CERT: optionalFile(),
   PARLEY_TLS_KEY: optionalFile(),
