@@ -71,6 +71,22 @@ describe('transports', () => {
     });
     expect(untrusted.code).toBe(1);
     expect(untrusted.stderr).toMatch(/not trusted.*--ca/);
+    // With the CA given: a name the certificate is not for says so, and a CA file with no certificate in it is refused.
+    const login = { PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD };
+    const otherName = await runCli(['--ca', ca, 'send', 'bob', 'hi'], { ...login, PARLEY_SERVER: `mqtts://127.0.0.2:${server.extraPorts.mqtts}` });
+    expect(otherName.code).toBe(1);
+    expect(otherName.stderr).toMatch(/certificate is for another host name/);
+    expect(otherName.stderr).not.toMatch(/--ca/);
+    const notCa = await runCli(['--ca', join(dir, 'server.key'), 'send', 'bob', 'hi'], {
+      ...login,
+      PARLEY_SERVER: `mqtts://localhost:${server.extraPorts.mqtts}`,
+    });
+    expect(notCa.code).toBe(1);
+    expect(notCa.stderr).toMatch(/holds no PEM certificate/);
+    // TLS spoken to the plain WebSocket port.
+    const noTls = await runCli(['--ca', ca, 'send', 'bob', 'hi'], { ...login, PARLEY_SERVER: `wss://localhost:${server.extraPorts.ws}` });
+    expect(noTls.code).toBe(1);
+    expect(noTls.stderr).toMatch(/does not speak TLS on that port/);
     const badScheme = await runCli(['send', 'bob', 'hi'], { PARLEY_SERVER: 'http://localhost:1', PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD });
     expect(badScheme.code).toBe(2);
     expect(badScheme.stderr).toMatch(/mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\//);

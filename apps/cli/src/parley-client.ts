@@ -1,4 +1,4 @@
-import { randomBytes, randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
@@ -221,12 +221,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const repliesOnly = !anonymous && !opts.present;
     const inbox = anonymous ? topics.anonInbox(nonce) : repliesOnly ? topics.replies(opts.user!) : topics.inbox(opts.user!);
     const requests = anonymous ? topics.anonRequests(nonce) : topics.requests(opts.user!);
-    let ca: Buffer | undefined;
-    try {
-      ca = opts.ca === undefined ? undefined : readFileSync(opts.ca);
-    } catch (e) {
-      throw new ConnectError(`cannot read the CA file ${opts.ca}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
-    }
+    const ca = opts.ca === undefined ? undefined : readCaFile(opts.ca);
     const pauseMs = opts.reconnectMs ?? 2000;
     // After a drop: `chat` and `listen` (keepTrying), and file transfers (reconnect).
     const reconnects = Boolean(opts.keepTrying || opts.reconnect);
@@ -265,7 +260,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       } catch (e) {
         const code = (e as { code?: unknown }).code;
         const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number');
-        const reason = describeConnectError(e as Error, opts.server);
+        const reason = describeConnectError(e as Error, opts.server, opts.ca);
         if (!tryAgain) throw new ConnectError(reason);
         if (!retrying) refusal = reason;
         const left = deadline - Date.now();
@@ -469,14 +464,42 @@ async function subscribed(client: MqttClient, topic: string): Promise<boolean> {
   }
 }
 
-function describeConnectError(e: Error, server: string): string {
+/** What a TLS verification failure means to a person, by OpenSSL's (or Node's) code. */
+const CERTIFICATE_FAULTS: Record<string, string> = {
+  CERT_HAS_EXPIRED: 'its certificate has expired',
+  CERT_NOT_YET_VALID: 'its certificate is not valid yet (is a clock wrong?)',
+  ERR_TLS_CERT_ALTNAME_INVALID: 'its certificate is for another host name',
+};
+
+function describeConnectError(e: Error, server: string, ca?: string): string {
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'number' && CONNACK_REASONS[code]) return `login refused by ${server}: ${CONNACK_REASONS[code]}`;
   if (code === 'ECONNREFUSED') return `cannot reach ${server}: connection refused`;
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot reach ${server}: unknown host`;
   if (/timeout/i.test(e.message)) return `cannot reach ${server}: no answer in time`;
+  if (typeof code === 'string' && CERTIFICATE_FAULTS[code]) return `cannot reach ${server}: ${CERTIFICATE_FAULTS[code]} (${code})`;
   if (typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO_VERIFY|ERR_TLS/.test(code)) {
-    return `cannot reach ${server}: its certificate is not trusted (${code}); pass --ca FILE or set PARLEY_CA`;
+    const advice = ca === undefined ? 'pass --ca FILE or set PARLEY_CA' : `it is signed by neither the CA in ${ca} nor one this system trusts`;
+    return `cannot reach ${server}: its certificate is not trusted (${code}); ${advice}`;
   }
+  // TLS spoken to a port that does not (OpenSSL reads the plain answer as a record of a TLS version it does not know).
+  if (code === 'EPROTO' && /wrong version number/.test(e.message))
+    return `cannot reach ${server}: it does not speak TLS on that port (mqtt:// or ws:// there?)`;
   return `cannot reach ${server}: ${e.message}`;
+}
+
+/** The CA file's certificates, read and checked: a file that holds none (a key, say) would otherwise be ignored without a word. */
+function readCaFile(path: string): Buffer {
+  let pem: Buffer;
+  try {
+    pem = readFileSync(path);
+  } catch (e) {
+    throw new ConnectError(`cannot read the CA file ${path}: ${(e as NodeJS.ErrnoException).code ?? String(e)}`);
+  }
+  try {
+    new X509Certificate(pem);
+  } catch {
+    throw new ConnectError(`the CA file ${path} holds no PEM certificate`);
+  }
+  return pem;
 }
