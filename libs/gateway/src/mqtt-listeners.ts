@@ -1,3 +1,4 @@
+import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
@@ -108,7 +109,14 @@ function peerOf(s: { remoteAddress?: string | undefined; remotePort?: number | u
  * match its certificate, is refused with the files named (OpenSSL's own message names neither).
  */
 function readTlsFiles(tls: TlsFiles, kind: ListenerKind): { cert: Buffer; key: Buffer } {
-  const files = { cert: readFileSync(tls.cert), key: readFileSync(tls.key) };
+  const read = (setting: string, path: string) => {
+    try {
+      return readFileSync(path);
+    } catch (e) {
+      throw new ListenError(`cannot listen for ${LABEL[kind]}: cannot read ${setting} ${path} (${(e as NodeJS.ErrnoException).code ?? String(e)})`);
+    }
+  };
+  const files = { cert: read('PARLEY_TLS_CERT', tls.cert), key: read('PARLEY_TLS_KEY', tls.key) };
   try {
     createSecureContext(files);
   } catch (e) {
@@ -116,7 +124,21 @@ function readTlsFiles(tls: TlsFiles, kind: ListenerKind): { cert: Buffer; key: B
       `cannot listen for ${LABEL[kind]}: PARLEY_TLS_CERT ${tls.cert} and PARLEY_TLS_KEY ${tls.key} are not a PEM certificate and its key (${(e as Error).message})`,
     );
   }
+  warnOfExpiry(files.cert, tls.cert, kind);
   return files;
+}
+
+/** Says at start when the certificate has expired, is not valid yet, or expires within 14 days: clients will refuse it. */
+function warnOfExpiry(pem: Buffer, path: string, kind: ListenerKind): void {
+  let cert: X509Certificate;
+  try {
+    cert = new X509Certificate(pem);
+  } catch {
+    return;
+  }
+  const [from, to, now] = [Date.parse(cert.validFrom), Date.parse(cert.validTo), Date.now()];
+  const state = now > to ? 'has expired' : now < from ? 'is not valid yet' : to - now < 14 * 86_400_000 ? 'expires soon' : null;
+  if (state) logger.warn({ event: 'certificate_not_valid', listener: kind, file: path, state, validFrom: cert.validFrom, validTo: cert.validTo });
 }
 
 export interface OpenListener {
