@@ -8,6 +8,29 @@ const PROBE_INTERVAL_MS = 1000;
 /** What that write stores: room for some hundreds of messages, so that a disk with a few pages left is not taken as writable. */
 const PROBE_VALUE = Buffer.alloc(256 * 1024);
 
+/**
+ * lmdb-js, when a commit fails (a full disk), rejects promises of its own that no one can handle: the one its write
+ * batch starts with, and the `commitError` it hangs on each write's error, rejected later with the system's error.
+ * Node ends a process on a rejection left unhandled, so one failed commit of a receipt or a file offer ended the
+ * server. The process ignores those two, as the writes whose callers hear of the failure (every write's own promise
+ * rejects, and is handled where it is awaited) make them redundant; any other rejection left unhandled still ends it.
+ */
+function guardAgainstLmdbCommitRejections(): void {
+  if (lmdbGuardInstalled) return;
+  lmdbGuardInstalled = true;
+  process.on('unhandledRejection', (reason: unknown, promise: Promise<unknown>) => {
+    // The failed batch's own promise is rejected with the error each write gets; `commitError` carries lmdb-js's second
+    // promise, which has `reject` of its own (no promise of Node's has).
+    if (reason instanceof Error && 'commitError' in reason) return;
+    if (typeof (promise as { reject?: unknown }).reject === 'function') return;
+    throw reason;
+  });
+}
+let lmdbGuardInstalled = false;
+
+/** The asynchronous writes of lmdb-js's databases that commit on its write thread (see `EmbeddedDatabase.open`). */
+const WATCHED_WRITES = ['put', 'remove', 'transaction', 'ifNoExists', 'ifVersion', 'batch', 'childTransaction'] as const;
+
 /** A write waiting for the end of the event-loop turn, with the promise its caller holds. */
 interface TurnWrite {
   write: () => void;
@@ -47,15 +70,37 @@ export class EmbeddedDatabase {
     mkdirSync(dataDir, { recursive: true });
     // Refuses (throws) when another live server holds the directory.
     this.lock = new DataDirLock(dataDir);
+    guardAgainstLmdbCommitRejections();
     // overlappingSync (lmdb-js's default on Linux) would let a commit resolve before its sync: durable against a crash of
     // the process but not of the machine. Parley answers `accepted` on this promise, so the sync stays inside the commit.
     this.root = open({ path: join(dataDir, 'parley.lmdb'), compression: false, maxDbs: 64, overlappingSync: false });
   }
 
-  /** A named sub-database whose values are stored as structured (msgpack) data. */
+  /**
+   * A named sub-database whose values are stored as structured (msgpack) data. Its asynchronous writes (lmdb-js's own
+   * commits) are watched: a failed commit counts for `writable`, as one of `atTurnEnd` does; and the promise of each put
+   * made inside a `transaction` callback, which only the transaction's own promise reports, is not left unhandled.
+   */
   open<V = unknown, K extends import('lmdb').Key = import('lmdb').Key>(name: string): Database<V, K> {
-    return this.root.openDB<V, K>({ name });
+    const db = this.root.openDB<V, K>({ name });
+    const methods = db as unknown as Record<string, unknown>;
+    for (const name of WATCHED_WRITES) {
+      const write = methods[name];
+      if (typeof write !== 'function') continue;
+      methods[name] = (...args: unknown[]): unknown => {
+        const result: unknown = (write as (...a: unknown[]) => unknown).apply(db, args);
+        // lmdb-js's promises are not all of the built-in class: any thenable is watched.
+        if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') (result as PromiseLike<unknown>).then(undefined, this.commitFailed);
+        return result;
+      };
+    }
+    return db;
   }
+
+  /** An asynchronous write failed: the store may be full (see `writable`). */
+  private readonly commitFailed = (): void => {
+    this.lastCommitFailed = true;
+  };
 
   /**
    * Runs `write` (synchronous puts and removes, e.g. `putSync`) in the one
@@ -119,10 +164,10 @@ export class EmbeddedDatabase {
   }
 
   /**
-   * Whether the store takes writes: true unless the last commit of messages (`atTurnEnd`) failed (the disk full, say),
-   * in which case a 256 KiB synced write is tried (at most once a second, and removed again) and its outcome is the
-   * answer. For readiness: a server whose every message is refused is not ready, and is again once the disk has room.
-   * (Other writes, of groups, cursors, offers, go through lmdb-js's own commits; they fail alike on a full disk.)
+   * Whether the store takes writes: true unless the last commit failed (the disk full, say): one of messages
+   * (`atTurnEnd`), or one of lmdb-js's own (groups, cursors, offers: see `open`), in which case a 256 KiB synced write
+   * is tried (at most once a second, and removed again) and its outcome is the answer. For readiness: a server whose
+   * writes are refused is not ready, and is again once the disk has room.
    */
   writable(now = performance.now()): boolean {
     if (!this.lastCommitFailed) return true;
