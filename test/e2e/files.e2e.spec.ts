@@ -338,6 +338,14 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(readFileSync(join(into, 'big.bin')).equals(big)).toBe(true);
     expect(readdirSync(into).filter((n) => n.startsWith('.'))).toEqual([]);
 
+    // Two accepts into two folders (two devices): one saves it; one that loses the race says so and leaves no part file.
+    const twice = await send(writeTemp('twice.bin', big));
+    const folders = [dir(), dir()];
+    const devices = await Promise.all(folders.map((to) => cli(b, ['file', 'accept', twice.id, '--to', to])));
+    expect(devices.some((r) => r.code === 0)).toBe(true);
+    for (const r of devices.filter((r) => r.code !== 0)) expect(r.stderr).toMatch(/you have received this file already/);
+    for (const to of folders) expect(readdirSync(to).filter((n) => n.startsWith('.'))).toEqual([]);
+
     // Sent again once declined, and again once withdrawn: a new offer each time, pending for bob.
     const sticker = writeTemp('sticker.txt', 'sticker\n');
     const first = await send(sticker);

@@ -67,6 +67,9 @@ export async function acceptFile(
   } catch (e) {
     // The offer is gone (withdrawn, expired), before or during the download: what was downloaded can never be resumed.
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
+    // Declined or received by another device of the user (the server keeps a file for one download per receiver):
+    // what this one downloaded can never be finished either.
+    if (e instanceof RequestError && e.code === 'not_allowed' && lock) await discardPart(dir, id);
     throw e;
   } finally {
     await lock?.release();

@@ -398,5 +398,5 @@ export type FileOfferApi = Pick<FileOfferService, (typeof FILE_OFFER_API_METHODS
 export const FILE_OFFER_API = Symbol('FILE_OFFER_API');
 
 function receivedAlready(): DomainError {
-  return new DomainError('not_allowed', 'you have received this file already');
+  return new DomainError('not_allowed', 'you have received this file already (on one of your devices: a file is kept for one download per receiver)');
 }
