@@ -22,6 +22,8 @@ describe('ParleyClient and a newer server', () => {
   let tcp: Server;
   let url: string;
   let server: MqttClient;
+  /** How many times each request id was published. */
+  const tries = new Map<string, number>();
 
   beforeAll(async () => {
     // Like a server past its limit of followed users: one presence topic is refused (SUBACK 0x80); and one user's inbox
@@ -43,10 +45,13 @@ describe('ParleyClient and a newer server', () => {
     server.on('message', (topic, payload) => {
       const user = topic.split('/').at(-2)!;
       const req = JSON.parse(payload.toString()) as { op: string; id: string };
+      tries.set(req.id, (tries.get(req.id) ?? 0) + 1);
       const reply =
         req.op === 'who'
           ? { type: 'reply', id: req.id, op: 'who', ok: true, result: { user: 'bob', state: 'online', lastSeen: null, device: 'phone' }, served: 'v9' }
-          : { type: 'reply', id: req.id, op: req.op, ok: false, error: { code: 'quota_exceeded', message: 'over your quota', retryAfter: 5 } };
+          : req.op === 'group.list'
+            ? { type: 'reply', id: req.id, op: req.op, ok: false, error: { code: 'unavailable', message: 'retry with the same id' } }
+            : { type: 'reply', id: req.id, op: req.op, ok: false, error: { code: 'quota_exceeded', message: 'over your quota', retryAfter: 5 } };
       answer(server, user, reply);
     });
   });
@@ -65,6 +70,17 @@ describe('ParleyClient and a newer server', () => {
       const refused = await client.request('send', { to: 'bob', text: 'hi' }).catch((e: unknown) => e);
       expect(refused).toBeInstanceOf(RequestError);
       expect(refused).toMatchObject({ code: 'quota_exceeded', message: 'over your quota' });
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('retries a request answered `unavailable` with the same id, then gives up in words for a person', { timeout: 20_000 }, async () => {
+    const client = await ParleyClient.connect({ server: url, user: 'ann', password: 'unused', timeoutMs: 5000 });
+    try {
+      const failed = await client.request('group.list', {}, 'list-1').catch((e: unknown) => e);
+      expect(failed).toMatchObject({ code: 'unavailable', message: expect.stringMatching(/even after 5 tries; try again later$/) });
+      expect(tries.get('list-1')).toBe(5);
     } finally {
       await client.close();
     }

@@ -306,7 +306,15 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       try {
         return await this.requestOnce(op, fields, id);
       } catch (e) {
-        if (!(e instanceof RequestError) || !RETRIED.has(e.code) || attempt >= RETRY_PAUSES_MS.length + 1) throw e;
+        if (!(e instanceof RequestError) || !RETRIED.has(e.code)) throw e;
+        // Given up after the retries: said for a person, who runs the command again, not for a client that keeps an id.
+        if (attempt >= RETRY_PAUSES_MS.length + 1)
+          throw e.code === 'unavailable'
+            ? new RequestError(
+                e.code,
+                `the server could not do this right now (one of its services is down, or its storage is full), even after ${attempt} tries; try again later`,
+              )
+            : e;
         await new Promise((resolve) => setTimeout(resolve, RETRY_PAUSES_MS[attempt - 1]));
       }
     }
