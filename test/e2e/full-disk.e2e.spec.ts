@@ -37,7 +37,7 @@ describe('standalone, on a full disk', () => {
   });
 
   it.skipIf(disk === null)('refuses writes of every kind without going down, and takes them again once the disk has room', { timeout: 90_000 }, async () => {
-    server = await startParley({ dataDir: join(disk!.dir, 'data') });
+    server = await startParley({ dataDir: join(disk!.dir, 'data'), env: { PARLEY_MAX_PENDING_OFFERS: '1000' } });
     const users = new TestUsers(() => [server!.mqttUrl], 'full disk password');
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const alice = await users.login(a);
@@ -62,9 +62,14 @@ describe('standalone, on a full disk', () => {
     }
     expect(refused).toMatchObject({ ok: false, error: { code: 'unavailable' } });
 
-    // A write through lmdb-js's own commits: a file offer.
-    const offer = { op: 'file.offer', to: b, name: 'notes.txt', size: 5000, type: 'text/plain', sha256: 'a'.repeat(64) };
-    expect(await alice.request(offer)).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+    // Writes through lmdb-js's own commits: file offers, until one is refused (LMDB may still have a free page or two).
+    const offer = (i: number) => ({ op: 'file.offer', to: b, name: `notes-${i}.txt`, size: 50, type: 'text/plain', sha256: 'a'.repeat(64) });
+    let offerRefused: { ok: boolean; error?: { code: string } } | undefined;
+    for (let i = 0; i < 500 && !offerRefused; i++) {
+      const r = (await alice.request(offer(i))) as { ok: boolean; error?: { code: string } };
+      if (!r.ok) offerRefused = r;
+    }
+    expect(offerRefused).toMatchObject({ ok: false, error: { code: 'unavailable' } });
     // Still up, and answering.
     expect(await alice.request({ op: 'who', user: b })).toMatchObject({ ok: true });
     expect(server.process.exitCode).toBeNull();
@@ -74,7 +79,7 @@ describe('standalone, on a full disk', () => {
     for (const path of ballast) rmSync(path);
     await expect.poll(async () => (await request(server!.httpUrl).get('/readyz')).status, { timeout: 10_000, interval: 250 }).toBe(200);
     expect(await alice.request({ op: 'send', to: b, text: 'after' })).toMatchObject({ ok: true });
-    expect(await alice.request(offer)).toMatchObject({ ok: true });
+    expect(await alice.request(offer(1000))).toMatchObject({ ok: true });
     await users.closeAll();
   });
 });

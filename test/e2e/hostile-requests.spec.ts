@@ -295,11 +295,11 @@ describe('abuse limits', () => {
     }
   });
 
-  it('logs at most 20 dropped connections of one address in 10 s: a stranger cannot write the log at will', async () => {
+  it('logs at most 50 dropped connections of one address in 10 s: a stranger cannot write the log at will', async () => {
     const server = await startParley({});
     try {
       const startedAt = Date.now();
-      for (let i = 0; i < 30; i++) {
+      for (let i = 0; i < 60; i++) {
         const c = await RawClient.open(server.mqttPort, '127.0.0.1');
         c.send(Buffer.from([0x30, 0x00]));
         expect(await c.connackCode()).toBe('closed');
@@ -311,9 +311,9 @@ describe('abuse limits', () => {
       const drops = () => server.output.filter((l) => l.includes('connection_dropped'));
       await expect.poll(() => drops().some((l) => l.includes('"address":"::1"')), { timeout: 10_000 }).toBe(true);
       const logged = drops().filter((l) => l.includes('127.0.0.1')).length;
-      // Within one 10 s window, 20 of the 30; a machine so slow that the drops spanned two windows logs more, never all.
-      if (Date.now() - startedAt < 10_000) expect(logged).toBe(20);
-      else expect(logged).toBeLessThan(30);
+      // Within one 10 s window, 50 of the 60; a machine so slow that the drops spanned two windows logs more, never all.
+      if (Date.now() - startedAt < 10_000) expect(logged).toBe(50);
+      else expect(logged).toBeLessThan(60);
     } finally {
       await server.dispose();
     }

@@ -49,6 +49,7 @@ export async function acceptFile(
   await writableDirectory(dir);
   // Not an offer id: no file is named after it, and the server says what is wrong with it.
   const lock = OfferId.safeParse(id).success ? await DownloadLock.take(dir, id) : null;
+  let downloading = false;
   try {
     let offer: FileOffer;
     try {
@@ -59,6 +60,7 @@ export async function acceptFile(
       throw e;
     }
     const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
+    downloading = true;
     try {
       return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
     } finally {
@@ -67,9 +69,10 @@ export async function acceptFile(
   } catch (e) {
     // The offer is gone (withdrawn, expired), before or during the download: what was downloaded can never be resumed.
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
-    // Declined or received by another device of the user (the server keeps a file for one download per receiver):
-    // what this one downloaded can never be finished either.
-    if (e instanceof RequestError && e.code === 'not_allowed' && lock) await discardPart(dir, id);
+    // Refused part way (declined or received on another device of the user: the server keeps a file for one download
+    // per receiver): what this one downloaded can never be finished either. (Refused at the accept, a part here may be
+    // a whole file whose save was cut short: `savedAgain` had its chance, and the part stays for the next run.)
+    if (e instanceof RequestError && e.code === 'not_allowed' && lock && downloading) await discardPart(dir, id);
     throw e;
   } finally {
     await lock?.release();

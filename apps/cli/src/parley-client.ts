@@ -491,7 +491,7 @@ function describeConnectError(e: Error, server: string, ca?: string): string {
     return `cannot reach ${server}: its certificate is not trusted (${code}); ${advice}`;
   }
   // TLS spoken to a port that does not (OpenSSL reads the plain answer as a record of a TLS version it does not know).
-  if (code === 'EPROTO' && /wrong version number/.test(e.message))
+  if ((code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER') && /wrong version number/i.test(e.message))
     return `cannot reach ${server}: it does not speak TLS on that port (mqtt:// or ws:// there?)`;
   return `cannot reach ${server}: ${e.message}`;
 }

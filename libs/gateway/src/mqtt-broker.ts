@@ -16,7 +16,7 @@ import type { ProxyHeaderDrop } from './proxy-header.js';
 import { openListener, type ListenerKind, type OpenListener, type TlsFiles } from './mqtt-listeners.js';
 
 /** Dropped connections logged per address in 10 s before the rest are only counted (see `MqttBroker.dropLog`). */
-const DROPS_LOGGED_PER_ADDRESS = 20;
+const DROPS_LOGGED_PER_ADDRESS = 50;
 
 export { ListenError } from './mqtt-listeners.js';
 

@@ -83,7 +83,7 @@ class Unaccepted {
   }
 
   /** The connection under `handedOn` reached the guard: its deadline is the guard's now. */
-  accepted(handedOn: { remoteAddress?: string | undefined; remotePort?: number | undefined }): void {
+  accepted(handedOn: Peer): void {
     const key = peerOf(handedOn);
     const entry = this.waiting.get(key);
     if (!entry) return;
@@ -100,8 +100,16 @@ class Unaccepted {
   }
 }
 
-function peerOf(s: { remoteAddress?: string | undefined; remotePort?: number | undefined }): string {
-  return `${s.remoteAddress ?? ''}\0${s.remotePort ?? ''}`;
+/** What a TLS socket shares with the TCP connection under it: both ends' addresses and ports. */
+interface Peer {
+  remoteAddress?: string | undefined;
+  remotePort?: number | undefined;
+  localAddress?: string | undefined;
+  localPort?: number | undefined;
+}
+
+function peerOf(s: Peer): string {
+  return `${s.remoteAddress ?? ''}\0${s.remotePort ?? ''}\0${s.localAddress ?? ''}\0${s.localPort ?? ''}`;
 }
 
 /**
@@ -173,7 +181,8 @@ export async function openListener(
     awaitProxyHeader(socket, address, proxy.headerTimeoutMs, (s, client) => next(s as Socket, client), proxy.onDrop);
   };
 
-  const unaccepted = new Unaccepted(opts.connectTimeoutMs);
+  // Behind a trusted proxy the PROXY header comes first, with the connect timeout of its own: then the handshake.
+  const unaccepted = new Unaccepted(proxy ? 2 * opts.connectTimeoutMs : opts.connectTimeoutMs);
   let server;
   let wss: WebSocketServer | undefined;
   switch (kind) {

@@ -5,6 +5,8 @@
  */
 export class LogThrottle {
   private readonly windows = new Map<string, { until: number; admitted: number; left: number }>();
+  /** When ended windows were last dropped: at most once a window, so many kinds (addresses) do not cost a scan each. */
+  private sweptAt = -Infinity;
 
   /** `burst`: how many of a kind are logged in one window before the rest are only counted. */
   constructor(
@@ -26,7 +28,10 @@ export class LogThrottle {
       return null;
     }
     // Windows that have ended are dropped as they are found: a kind seen once does not stay.
-    if (this.windows.size > 1000) for (const [k, v] of this.windows) if (now >= v.until) this.windows.delete(k);
+    if (this.windows.size > 1000 && now - this.sweptAt >= this.windowMs) {
+      this.sweptAt = now;
+      for (const [k, v] of this.windows) if (now >= v.until) this.windows.delete(k);
+    }
     this.windows.set(kind, { until: now + this.windowMs, admitted: 1, left: 0 });
     return { leftOut: w?.left ?? 0 };
   }
