@@ -1,27 +1,10 @@
-import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { mountSmallDisk } from '../support/small-disk.js';
 import { TestUsers } from '../support/test-users.js';
-
-/** A small file system of its own for the server's data (tmpfs: needs root, as the networks test does; skipped otherwise). */
-function mountSmallDisk(): { dir: string; unmount: () => void } | null {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-full-disk-e2e-'));
-  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=24m', 'tmpfs', dir]).status !== 0) {
-    rmSync(dir, { recursive: true, force: true });
-    return null;
-  }
-  return {
-    dir,
-    unmount: () => {
-      spawnSync('umount', [dir]);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
 
 /**
  * The standalone server on a disk that fills: every request that would write is refused (`unavailable`), the server
@@ -29,7 +12,7 @@ function mountSmallDisk(): { dir: string; unmount: () => void } | null {
  * the process (lmdb-js left promises of its own to reject unhandled).
  */
 describe('standalone, on a full disk', () => {
-  const disk = process.getuid?.() === 0 ? mountSmallDisk() : null;
+  const disk = mountSmallDisk('24m');
   let server: ParleyServer | undefined;
   afterAll(async () => {
     await server?.dispose();

@@ -1,8 +1,8 @@
-import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { mountSmallDisk } from '../../../test/support/small-disk.js';
 import { EmbeddedDatabase } from './embedded-database.js';
 
 describe('EmbeddedDatabase.atTurnEnd', () => {
@@ -81,24 +81,8 @@ describe('EmbeddedDatabase.atTurnEnd', () => {
   });
 });
 
-/** A small file system of its own to fill (tmpfs: needs root, as the networks test does; skipped otherwise). */
-function mountSmallDisk(): { dir: string; unmount: () => void } | null {
-  const dir = mkdtempSync(join(tmpdir(), 'parley-full-disk-'));
-  if (spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=3m', 'tmpfs', dir]).status !== 0) {
-    rmSync(dir, { recursive: true, force: true });
-    return null;
-  }
-  return {
-    dir,
-    unmount: () => {
-      spawnSync('umount', [dir]);
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
-}
-
 describe('EmbeddedDatabase.writable', () => {
-  const disk = process.getuid?.() === 0 ? mountSmallDisk() : null;
+  const disk = mountSmallDisk('3m');
   afterAll(() => disk?.unmount());
 
   it.skipIf(disk === null)('is false while the disk is full, and true again once it has room', async () => {
