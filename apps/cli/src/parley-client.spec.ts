@@ -453,3 +453,41 @@ describe('ParleyClient and a server that stops answering', () => {
     }
   });
 });
+
+describe('ParleyClient and a server that drops a connection before it answers the login (it is restarting)', () => {
+  it('rides it out when the command rides out drops (file transfers, chat, listen); a one-shot command fails at once', async () => {
+    const broker = new Aedes();
+    await broker.listen();
+    // The first connections of each kind are dropped as their CONNECT arrives, as a server going down would.
+    let toDrop = 0;
+    const tcp = createServer((socket) => {
+      if (toDrop > 0) {
+        toDrop--;
+        socket.once('data', () => socket.destroy());
+        return;
+      }
+      broker.handle(socket);
+    });
+    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    const at = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+    try {
+      toDrop = 1;
+      await expect(ParleyClient.connect({ server: at, user: 'ann', password: 'unused', timeoutMs: 5000 })).rejects.toThrow(
+        'the connection closed before the server answered',
+      );
+      toDrop = 2;
+      const riding = await ParleyClient.connect({ server: at, user: 'ann', password: 'unused', timeoutMs: 5000, reconnect: true, reconnectMs: 100 });
+      expect(toDrop).toBe(0);
+      await riding.close();
+      // A port that only ever drops (it speaks something else): even chat and listen give up once a command's time is out.
+      toDrop = 1000;
+      await expect(ParleyClient.connect({ server: at, user: 'ann', password: 'unused', timeoutMs: 1500, keepTrying: true, reconnectMs: 100 })).rejects.toThrow(
+        'the connection closed before the server answered (tried for 2 s)',
+      );
+      toDrop = 0;
+    } finally {
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    }
+  });
+});

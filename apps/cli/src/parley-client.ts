@@ -248,6 +248,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     // Any other refusal (a wrong password, a lockout) and an unreachable server at the first attempt fail at once.
     const deadline = Date.now() + timeoutMs;
     let retrying = false;
+    /** Whether the server has answered "try again" (CONNACK 3): then `chat` and `listen` keep trying without end. */
+    let toldToTryAgain = false;
     /** Why the server refused the login the first time: the reason to give up with, whatever ended the last attempt. */
     let refusal = '';
     let connected: Connected;
@@ -259,13 +261,18 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         break;
       } catch (e) {
         const code = (e as { code?: unknown }).code;
-        const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number');
+        // A server that took the connection and dropped it before answering is going down or restarting: a command that
+        // rides out drops (file transfers, chat, listen) rides this one out too.
+        const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number') || (reconnects && code === CLOSED_BEFORE_ANSWER);
         const reason = describeConnectError(e as Error, opts.server, opts.ca);
         if (!tryAgain) throw new ConnectError(reason);
+        if (code === CONNACK_TRY_AGAIN) toldToTryAgain = true;
         if (!retrying) refusal = reason;
         const left = deadline - Date.now();
-        // A server that cannot check logins may take seconds to say so: the last attempt may time out instead.
-        if (!opts.keepTrying && left <= 0) throw new ConnectError(`${refusal} (tried for ${Math.round(timeoutMs / 1000)} s)`);
+        // A server that cannot check logins may take seconds to say so: the last attempt may time out instead. One that
+        // only ever dropped the connection (a restart, or a port that speaks something else) is given as long as a
+        // one-shot command waits.
+        if ((!opts.keepTrying || !toldToTryAgain) && left <= 0) throw new ConnectError(`${refusal} (tried for ${Math.round(timeoutMs / 1000)} s)`);
         if (!retrying) opts.onUnavailable?.(reason);
         retrying = true;
         await new Promise((resolve) => setTimeout(resolve, opts.keepTrying ? pauseMs : Math.min(pauseMs, left)));
@@ -424,6 +431,9 @@ interface Connected {
   held: Held;
 }
 
+/** The code of a connection the server closed before it answered the login (see `connectOnce`). */
+const CLOSED_BEFORE_ANSWER = 'CLOSED_BEFORE_ANSWER';
+
 /**
  * One attempt to connect: resolves with the client, and what it received meanwhile, once the server accepted the
  * login; rejects with the error that ended the attempt (a CONNACK refusal carries its code), the client closed.
@@ -442,7 +452,7 @@ function connectOnce(server: string, options: IClientOptions): Promise<Connected
       client.end(true);
       reject(e);
     };
-    const closed = () => fail(new Error('the connection closed before the server answered'));
+    const closed = () => fail(Object.assign(new Error('the connection closed before the server answered'), { code: CLOSED_BEFORE_ANSWER }));
     const cleanup = () => {
       client.off('error', fail);
       client.off('close', closed);
