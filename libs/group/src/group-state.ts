@@ -76,6 +76,16 @@ export function spansOf(state: GroupState, user: string, last: number): Span[] {
   return latest ? [...earlier, latest] : [...earlier];
 }
 
+/** Everyone who is or was in the group: its members, then its former members (each once). */
+export function everyoneIn(state: GroupState): string[] {
+  return [...state.members.map((m) => m.user), ...Object.keys(state.former).filter((u) => !isMember(state, u))];
+}
+
+/** Those who were in the group when the entry at `seq` was appended: they had it, gone since or not. */
+export function inGroupAt(state: GroupState, seq: number): string[] {
+  return everyoneIn(state).filter((u) => within(spansOf(state, u, seq), seq));
+}
+
 /** Whether the entry at `seq` is in one of the spans. */
 export function within(spans: Span[], seq: number): boolean {
   return spans.some((s) => s.joined <= seq && seq <= s.left);

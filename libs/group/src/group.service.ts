@@ -14,6 +14,8 @@ import {
   labelOf,
   labelFor,
   bareSpan,
+  everyoneIn,
+  inGroupAt,
   newGroupId,
   skeleton,
   type GroupState,
@@ -251,8 +253,7 @@ export class GroupService {
   private async membersAt(id: string, seq: number, checked: GroupState): Promise<string[]> {
     const now = (await this.load(id)) ?? checked;
     if (checked.appliedSeq < seq && now.appliedSeq === checked.appliedSeq) return checked.members.map((m) => m.user);
-    const everyone = [...now.members.map((m) => m.user), ...Object.keys(now.former).filter((u) => !isMember(now, u))];
-    return everyone.filter((u) => within(spansOf(now, u, seq), seq));
+    return inGroupAt(now, seq);
   }
 
   /** A page of the group's log as the user may see it, oldest first: the latest `limit` entries before `before`. */
@@ -289,8 +290,7 @@ export class GroupService {
     if (entry.kind !== 'text') throw new DomainError('no_such_message', `${seq} in ${g.name} is a change to the group, not a message`);
     // Only those who could see it: a member who joined after it, or was out of the group then, never had it, whatever
     // its cursors say; one who has left since had it.
-    const everyone = [...g.members.map((m) => m.user), ...Object.keys(g.former).filter((u) => !isMember(g, u))];
-    return { conv, group: labelOf(g), entry, members: everyone.filter((u) => within(spansOf(g, u, seq), seq)) };
+    return { conv, group: labelOf(g), entry, members: inGroupAt(g, seq) };
   }
 
   /**
@@ -569,9 +569,8 @@ function membersAsLeftBy(g: GroupState, viewer: string): GroupMember[] {
   const seen = spansOf(g, viewer, 0);
   if (seen.length === 0) return [];
   const upTo = seen[seen.length - 1]!.left;
-  const everyone = [...g.members.map((m) => m.user), ...Object.keys(g.former).filter((u) => !isMember(g, u))];
   const out: GroupMember[] = [];
-  for (const user of everyone) {
+  for (const user of everyoneIn(g)) {
     const spans = spansOf(g, user, Number.MAX_SAFE_INTEGER)
       .filter((s) => s.joined <= upTo)
       .map(bareSpan);
