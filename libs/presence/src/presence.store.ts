@@ -55,3 +55,12 @@ export interface PresenceStore {
    */
   setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt?: number): Promise<string[]>;
 }
+
+/** How long the users a drop of a gateway took offline are kept, for a retried drop to announce again (see `dropGateway`). */
+export const DROPPED_KEPT_MS = 3_600_000;
+
+/** Of `users`, those offline now, in order: one who came back since was announced online then. */
+export async function stillOffline(users: string[], presenceOf: (user: string) => Promise<PresenceState>): Promise<string[]> {
+  const offline = await Promise.all(users.map(async (u) => ((await presenceOf(u)).state === 'offline' ? u : null)));
+  return offline.filter((u) => u !== null);
+}

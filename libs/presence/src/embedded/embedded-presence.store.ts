@@ -1,12 +1,10 @@
 import type { Database } from 'lmdb';
 import type { PresenceState } from '#libs/protocol';
 import type { EmbeddedDatabase } from '#libs/storage';
-import type { ConnectionRef, HeldConnection, PresenceStore } from '../presence.store.js';
+import { DROPPED_KEPT_MS, stillOffline, type ConnectionRef, type HeldConnection, type PresenceStore } from '../presence.store.js';
 
 /** Users whose presence is cached at most. */
 const MAX_CACHED = 100_000;
-/** How long the users a drop of a gateway took offline are kept, for a retried drop to announce again. */
-const DROPPED_KEPT_MS = 3_600_000;
 
 /**
  * Sub-databases: `presence-conns` keyed [user, connId] → gatewayId;
@@ -105,8 +103,7 @@ export class EmbeddedPresenceStore implements PresenceStore {
     const sweep = `${gatewayId}\0${at}`;
     const earlier = [...(this.dropped.get(sweep)?.users ?? [])].filter((u) => !wentOffline.has(u));
     if (wentOffline.size > 0) this.dropped.set(sweep, { users: new Set([...earlier, ...wentOffline]), until: now + DROPPED_KEPT_MS });
-    const offline = await Promise.all(earlier.map(async (u) => ((await this.get(u)).state === 'offline' ? u : null)));
-    return [...wentOffline, ...offline.filter((u) => u !== null)];
+    return [...wentOffline, ...(await stillOffline(earlier, (u) => this.get(u)))];
   }
 
   setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {

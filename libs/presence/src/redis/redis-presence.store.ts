@@ -1,6 +1,6 @@
 import type { PresenceState } from '#libs/protocol';
 import type { RedisConnection } from '#libs/storage';
-import type { ConnectionRef, HeldConnection, PresenceStore } from '../presence.store.js';
+import { DROPPED_KEPT_MS, stillOffline, type ConnectionRef, type HeldConnection, type PresenceStore } from '../presence.store.js';
 import { SharedReads } from '../shared-reads.js';
 
 /**
@@ -112,10 +112,8 @@ export class RedisPresenceStore implements PresenceStore {
         .sadd(droppedKey, ...wentOffline)
         .pexpire(droppedKey, DROPPED_KEPT_MS)
         .exec();
-    const earlier = await this.redis.client.smembers(droppedKey);
-    // Only those still offline: one who came back meanwhile was announced online then.
-    const offline = await Promise.all(earlier.filter((u) => !wentOffline.has(u)).map(async (u) => ((await this.get(u)).state === 'offline' ? u : null)));
-    return [...wentOffline, ...offline.filter((u) => u !== null)];
+    const earlier = (await this.redis.client.smembers(droppedKey)).filter((u) => !wentOffline.has(u));
+    return [...wentOffline, ...(await stillOffline(earlier, (u) => this.get(u)))];
   }
 
   async setGateway(gatewayId: string, held: HeldConnection[], at: number, closedAt = at): Promise<string[]> {
@@ -150,6 +148,3 @@ function heldOf(member: string): HeldConnection {
   const sep = member.indexOf('|');
   return { user: member.slice(0, sep), connId: member.slice(sep + 1) };
 }
-
-/** How long the users a gateway's drop took offline are kept, for a retried drop to announce again (see `dropGateway`). */
-const DROPPED_KEPT_MS = 3_600_000;
