@@ -37,11 +37,11 @@ export class AccessPolicy {
   private readonly logger = new Logger('AccessPolicy');
   private readonly principals = new WeakMap<Client, Principal>();
   /** Open logged-in connections per user on this gateway. */
-  private readonly open = new Map<string, number>();
+  private readonly open = new OpenCounts();
   /** The connections counted in `open`, until they end. */
   private readonly counted = new WeakMap<Client, string>();
   /** Open anonymous connections per address (`addressKey`) on this gateway. */
-  private readonly anonymous = new Map<string, number>();
+  private readonly anonymous = new OpenCounts();
   /** The anonymous connections counted in `anonymous`, with their address and the timer that closes them. */
   private readonly anonymousCounted = new WeakMap<Client, { address: string; timer: NodeJS.Timeout | undefined }>();
   /** The filters each connection was granted, for the subscription cap. */
@@ -104,7 +104,7 @@ export class AccessPolicy {
       if (secret !== undefined) return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
       const address = addressKey(guardOf(client.conn)?.remoteAddress ?? 'unknown');
       const max = this.limits?.maxAnonymousPerAddress;
-      if (max !== undefined && (this.anonymous.get(address) ?? 0) >= max) {
+      if (max !== undefined && this.anonymous.of(address) >= max) {
         this.metrics.loginsFailed.inc({ reason: 'connections' });
         return done(refusal(CONNACK.NOT_AUTHORIZED, `at most ${max} anonymous connections per address; register, then log in`), null);
       }
@@ -160,15 +160,14 @@ export class AccessPolicy {
   private mayOpenAnother(client: Client, user: string): boolean {
     if (!this.limits) return true;
     const takesOver = (client as Client & { broker?: { clients?: Record<string, unknown> } }).broker?.clients?.[client.id] !== undefined;
-    return takesOver || (this.open.get(user) ?? 0) < this.limits.maxConnectionsPerUser;
+    return takesOver || this.open.of(user) < this.limits.maxConnectionsPerUser;
   }
 
   /** Counts a logged-in connection until it ends (`connectionClosed`). */
   private countOpen(client: Client, user: string): void {
-    // One that closed while its login ran is over already: it is not counted at all.
-    if (this.counted.has(client) || client.closed || (client.conn as { destroyed?: boolean }).destroyed === true) return;
+    if (this.counted.has(client) || isOver(client)) return;
     this.counted.set(client, user);
-    this.open.set(user, (this.open.get(user) ?? 0) + 1);
+    this.open.add(user);
   }
 
   /**
@@ -176,11 +175,11 @@ export class AccessPolicy {
    * has no reason to stay, and free sockets held open are how a stranger would run a server out of them.
    */
   private countAnonymous(client: Client, address: string): void {
-    if (client.closed || (client.conn as { destroyed?: boolean }).destroyed === true) return;
+    if (isOver(client)) return;
     const ttl = this.limits?.anonymousTimeoutMs;
     const timer = ttl === undefined ? undefined : setTimeout(() => client.close(), ttl).unref();
     this.anonymousCounted.set(client, { address, timer });
-    this.anonymous.set(address, (this.anonymous.get(address) ?? 0) + 1);
+    this.anonymous.add(address);
   }
 
   /** A connection ended, however (the broker calls this for each one it was handed): it counts no longer. */
@@ -189,17 +188,13 @@ export class AccessPolicy {
     if (anonymous) {
       this.anonymousCounted.delete(client);
       clearTimeout(anonymous.timer);
-      const n = (this.anonymous.get(anonymous.address) ?? 1) - 1;
-      if (n > 0) this.anonymous.set(anonymous.address, n);
-      else this.anonymous.delete(anonymous.address);
+      this.anonymous.remove(anonymous.address);
       return;
     }
     const user = this.counted.get(client);
     if (user === undefined) return;
     this.counted.delete(client);
-    const n = (this.open.get(user) ?? 1) - 1;
-    if (n > 0) this.open.set(user, n);
-    else this.open.delete(user);
+    this.open.remove(user);
   }
 
   /**
@@ -270,4 +265,28 @@ export class AccessPolicy {
 /** Whether a topic is one a connection always may hold, uncounted: its inbox, or a user's replies topic. */
 function isOwnTopic(principal: Principal, topic: string): boolean {
   return topic === inboxTopicOf(principal) || (principal.kind === 'user' && topic === topics.replies(principal.user));
+}
+
+/** Open connections per key (a user, an address), forgetting a key whose count is back to zero. */
+class OpenCounts {
+  private readonly counts = new Map<string, number>();
+
+  of(key: string): number {
+    return this.counts.get(key) ?? 0;
+  }
+
+  add(key: string): void {
+    this.counts.set(key, this.of(key) + 1);
+  }
+
+  remove(key: string): void {
+    const n = this.of(key) - 1;
+    if (n > 0) this.counts.set(key, n);
+    else this.counts.delete(key);
+  }
+}
+
+/** A connection that closed while its login ran is over already: it is not counted at all. */
+function isOver(client: Client): boolean {
+  return client.closed || (client.conn as { destroyed?: boolean }).destroyed === true;
 }
