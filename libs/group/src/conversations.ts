@@ -1,6 +1,6 @@
 import { MessagingService } from '#libs/messaging';
 import type { GroupLabel, GroupEvent, MessageEvent } from '#libs/protocol';
-import type { GroupService } from './group.service.js';
+import type { GroupMember, GroupService } from './group.service.js';
 
 /** The longest stretch of a log read to tell whether a receipt covers anyone else's entries. */
 const OTHERS_SCAN_LIMIT = 100;
@@ -32,10 +32,7 @@ export class Conversations {
    * The members (in a group, with the seq that added each, and its former members as `viewer` may know of them, with
    * the seq that took each out: see GroupService.membersOf), or null when there is no such conversation.
    */
-  async membersOf(
-    conv: string,
-    viewer?: string,
-  ): Promise<{ user: string; joined?: number; left?: number; earlier?: { joined: number; left: number }[] }[] | null> {
+  async membersOf(conv: string, viewer?: string): Promise<(Partial<GroupMember> & { user: string })[] | null> {
     if (!MessagingService.isDirect(conv)) return this.groups.membersOf(conv, viewer);
     return (await this.messaging.membersOf(conv))?.map((user) => ({ user })) ?? null;
   }
