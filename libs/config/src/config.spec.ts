@@ -124,11 +124,24 @@ describe('loadConfig', () => {
     for (const [name, tooBig] of [
       ['PARLEY_MAX_SESSIONS_PER_USER', '100001'],
       ['PARLEY_MAX_SUBSCRIPTIONS', '1000001'],
+      ['PARLEY_MAX_ANONYMOUS_PER_ADDRESS', '100001'],
+      ['PARLEY_ANONYMOUS_TIMEOUT_MS', '86400001'],
     ] as const) {
       for (const bad of ['0', '-1', 'many', '2.5', tooBig]) {
         expect(() => loadConfig({ [name]: bad })).toThrow(new RegExp(`${name}.*"${bad.replace('.', '\\.')}"`));
       }
     }
+  });
+
+  it('binds each optional listener on plain MQTT\u2019s host unless told its own, and refuses an empty one', () => {
+    expect(loadConfig({}).PARLEY_MQTTS_HOST).toBeUndefined();
+    expect(loadConfig({ PARLEY_MQTTS_HOST: '::', PARLEY_WS_HOST: '127.0.0.1', PARLEY_WSS_HOST: '::1' })).toMatchObject({
+      PARLEY_MQTTS_HOST: '::',
+      PARLEY_WS_HOST: '127.0.0.1',
+      PARLEY_WSS_HOST: '::1',
+    });
+    for (const name of ['PARLEY_MQTTS_HOST', 'PARLEY_WS_HOST', 'PARLEY_WSS_HOST'])
+      expect(() => loadConfig({ [name]: '' })).toThrow(new RegExp(`${name} must not be empty`));
   });
 
   it('reads PARLEY_PROXY_FROM as a list of trusted proxies, off when empty, and refuses what is no address or range', () => {
