@@ -1,7 +1,7 @@
 import { spawn } from 'node:child_process';
 import { afterAll, describe, expect, it } from 'vitest';
 import { EmbeddedAccountStore, RedisAccountStore, type AccountStore } from '#libs/accounts';
-import { EmbeddedConversationLogStore, RedisConversationLogStore, type AppendInput, type ConversationLogStore } from '#libs/messaging';
+import { EmbeddedConversationLogStore, NotAWriter, RedisConversationLogStore, type AppendInput, type ConversationLogStore } from '#libs/messaging';
 import { adapterFor, EmbeddedDatabase, type StorageBackend } from '#libs/storage';
 import { REPO_ROOT } from '../support/parley-server.js';
 import { embeddedFixture, redisFixture } from './backends.js';
@@ -113,6 +113,53 @@ describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
       [2, 'b', 'y'],
       [3, 'a', 'z'],
     ]);
+  });
+
+  it('checks a sender against the writers the log keeps, in the append, and writes nothing for one who is not', async () => {
+    const { backend, reopen } = await fixture.open();
+    const log = logOf(backend);
+    const change = (id: string, writers: string[]) =>
+      log.append('grp:w', { from: 'o', id, ts: 1, kind: 'event', event: { kind: 'renamed', oldName: 'a', name: id } }, { writers });
+    // A conversation that never had writers set is not checked, whatever seq the caller checked against.
+    expect(await log.append('grp:w', text('x', 'before'), { writersSince: 0 })).toEqual({ entry: expect.objectContaining({ seq: 1 }), duplicate: false });
+    await change('c2', ['o', 'a', 'b']); // 2
+    expect(await log.append('grp:w', text('a', 'p3'), { writersSince: 2 })).toMatchObject({
+      entry: { seq: 3 },
+      writers: expect.arrayContaining(['o', 'a', 'b']),
+    });
+    expect((await log.append('grp:w', text('a', 'p4'), { writersSince: 2 })).writers).toHaveLength(3);
+    // b checked at #2, and removed by #5 before the append: refused, nothing written, the seq not taken.
+    await change('c5', ['o', 'a']); // 5
+    await expect(log.append('grp:w', text('b', 'late'), { writersSince: 2 })).rejects.toBeInstanceOf(NotAWriter);
+    expect(await log.lastSeq('grp:w')).toBe(5);
+    expect(await log.findById('grp:w', 'b', 'late')).toBeUndefined();
+    // A repeat of what b wrote while a writer is still the duplicate it is.
+    await change('c6', ['o', 'a', 'b']); // 6
+    const kept = await log.append('grp:w', text('b', 'p7'), { writersSince: 6 }); // 7
+    await change('c8', ['o']); // 8
+    expect(await log.append('grp:w', text('b', 'p7'), { writersSince: 8 })).toEqual({ entry: kept.entry, duplicate: true });
+    // Writers set before the seq the caller checked against (a change by a version that kept none) are not checked.
+    expect(await log.append('grp:w', text('z', 'p9'), { writersSince: 9 })).toEqual({ entry: expect.objectContaining({ seq: 9 }), duplicate: false });
+    // No writers at all (a deleted group) refuses everyone; what was set is kept across a reopen.
+    await change('c10', []); // 10
+    const again = logOf(await reopen());
+    await expect(again.append('grp:w', text('o', 'p11'), { writersSince: 10 })).rejects.toBeInstanceOf(NotAWriter);
+    await again.append('grp:w', { from: 'o', id: 'c11', ts: 1, kind: 'event', event: { kind: 'renamed', oldName: 'a', name: 'b' } }, { writers: ['q'] });
+    expect(await again.append('grp:w', text('q', 'p12'), { writersSince: 11 })).toMatchObject({ entry: { seq: 12 }, writers: ['q'] });
+  });
+
+  it('checks appends issued in one turn against the writers set by those before them', async () => {
+    const { backend } = await fixture.open();
+    const log = logOf(backend);
+    const event = (id: string) => ({ from: 'o', id, ts: 1, kind: 'event' as const, event: { kind: 'renamed' as const, oldName: 'a', name: id } });
+    const results = await Promise.allSettled([
+      log.append('grp:t', event('c1'), { writers: ['o', 'a'] }),
+      log.append('grp:t', text('a', 'p2'), { writersSince: 1 }),
+      log.append('grp:t', event('c3'), { writers: ['o'] }),
+      log.append('grp:t', text('a', 'p4'), { writersSince: 1 }),
+      log.append('grp:t', text('o', 'p4'), { writersSince: 1 }),
+    ]);
+    expect(results.map((r) => (r.status === 'fulfilled' ? r.value.entry.seq : 'refused'))).toEqual([1, 2, 3, 'refused', 4]);
   });
 
   it('stores group events as well as text', async () => {

@@ -29,6 +29,8 @@ function setup() {
     held: [] as (() => void)[],
     /** Run before a message's append (not a change's), once: what lands between a post's check and its append. */
     beforePost: null as (() => Promise<unknown>) | null,
+    /** Run after a message's append has been answered (or refused), once. */
+    afterPost: null as (() => Promise<unknown>) | null,
   };
   const store: GroupStore = Object.assign(Object.create(realStore) as GroupStore, {
     save: async (g: GroupState) => {
@@ -38,14 +40,16 @@ function setup() {
   });
   const log: ConversationLogStore = Object.assign(Object.create(realLog) as ConversationLogStore, {
     append: async (...args: Parameters<ConversationLogStore['append']>) => {
-      const beforePost = args[1].kind === 'text' ? seams.beforePost : null;
-      seams.beforePost = null;
+      const [beforePost, afterPost] = args[1].kind === 'text' ? [seams.beforePost, seams.afterPost] : [null, null];
+      if (args[1].kind === 'text') seams.beforePost = seams.afterPost = null;
       if (beforePost) await beforePost();
       if (seams.appendGate) {
         seams.appending.open();
         await seams.appendGate;
       }
-      return realLog.append(...args);
+      const appended = realLog.append(...args);
+      await appended.then(afterPost, afterPost);
+      return appended;
     },
   });
   const service = new GroupService(
@@ -290,6 +294,35 @@ describe('GroupService', () => {
     expect(late.group.name).toBe('renamed');
     expect(late.message.group?.name).toBe('renamed after bob left');
     expect(late.deliverTo.sort()).toEqual(['ann', 'bob', 'dan']);
+  });
+
+  it('refuses a post whose sender was removed between its check of the members and its append, and stores nothing', async () => {
+    const { service, seams } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy']); // 1
+    const conv = groupConv(group.id);
+    seams.beforePost = () => service.remove('ann', 'r1', group.id, ['bob']); // 2
+    await expect(service.post('bob', 'p1', group.id, 'pressed send just before I was removed')).rejects.toMatchObject({
+      code: 'not_member',
+      message: 'you are no longer a member of crew',
+    });
+    expect((await service.history('ann', group.id, undefined, 10)).events.map((e) => e.seq)).toEqual([1, 2]);
+    // Removed and added back before the append: a member when it is stored, so it is stored.
+    seams.beforePost = async () => {
+      await service.remove('ann', 'r2', group.id, ['cy']); // 3
+      await service.add('ann', 'a2', group.id, ['cy']); // 4
+    };
+    const back = await service.post('cy', 'p2', group.id, 'sent while I was being added back');
+    expect(back).toMatchObject({ duplicate: false, accepted: { conv, seq: 5 } });
+    expect(back.deliverTo.sort()).toEqual(['ann', 'cy']);
+    // Removed before the append, and added back before the refusal is told: refused, and told why.
+    seams.beforePost = () => service.remove('ann', 'r3', group.id, ['cy']); // 6
+    seams.afterPost = () => service.add('ann', 'a3', group.id, ['cy']); // 7
+    await expect(service.post('cy', 'p3', group.id, 'on its way while I was out')).rejects.toMatchObject({
+      code: 'not_member',
+      message: 'you were out of crew when this message reached it; send it again',
+    });
+    // Sent again, it is stored.
+    expect((await service.post('cy', 'p3', group.id, 'on its way while I was out')).accepted.seq).toBe(8);
   });
 
   it('tells one who is out of a group of it as it stood when they went out: not its later name, members or changes', async () => {

@@ -1,5 +1,14 @@
 import { DomainError, isPlainLabel, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
-import { checkText, hasVisibleText, toGroupInboxEvent, type ConversationIndexStore, type ConversationLogStore, type LogEntry } from '#libs/messaging';
+import {
+  checkText,
+  hasVisibleText,
+  NotAWriter,
+  toGroupInboxEvent,
+  type AppendResult,
+  type ConversationIndexStore,
+  type ConversationLogStore,
+  type LogEntry,
+} from '#libs/messaging';
 import {
   applyChange,
   GROUP_ID_PATTERN,
@@ -228,17 +237,26 @@ export class GroupService {
     const before = await this.log.findById(conv, actor, requestId);
     if (before && before.kind !== 'text') throw idInUse(requestId);
     const g = await this.memberView(actor, id, before !== undefined);
-    const appended = before
+    // The log checks the sender against the members it keeps, in the append: a change that removed them after the check
+    // above and before the append refuses the post, which would otherwise be stored after their removal.
+    const appended: Promise<AppendResult> = before
       ? Promise.resolve({ entry: before, duplicate: true })
-      : this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text });
+      : this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text }, { writersSince: g.appliedSeq });
     issued?.();
-    const { entry, duplicate } = await appended;
+    const { entry, duplicate, writers } = await appended.catch(async (e: unknown) => {
+      if (!(e instanceof NotAWriter)) throw e;
+      // Refused as one who is out is refused (the group named as it was when they went out); one added back since is told
+      // that this message came while they were out.
+      const now = await this.memberView(actor, id);
+      throw new DomainError('not_member', `you were out of ${labelOf(now).name} when this message reached it; send it again`);
+    });
     return {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
       // The poster's answer names the group as they are shown it: a former member's retry, as it was when they went out.
       group: labelFor(g, actor),
       message: toGroupInboxEvent(conv, labelOf(g), entry) as MessageEvent,
-      deliverTo: await this.membersAt(id, entry.seq, g),
+      // The members the append was checked against are those at its seq; a retry, or a log that kept none, works them out.
+      deliverTo: writers ?? (await this.membersAt(id, entry.seq, g)),
       duplicate,
     };
   }
@@ -386,7 +404,9 @@ export class GroupService {
       const joining = change.kind === 'created' ? [change.owner, ...change.members] : change.kind === 'member_added' ? change.members : [];
       await Promise.all(joining.map((u) => this.index.add(u, conv)));
       await this.groups.save({ ...g, pending: requestId });
-      const { entry } = await this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'event', event: change });
+      // The log keeps the members as of each change, for the check of each post (see post).
+      const writers = applyChange(g, change, g.appliedSeq + 1, 0).members.map((m) => m.user);
+      const { entry } = await this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'event', event: change }, { writers });
       const before = g;
       const after = { ...applyChange(g, change, entry.seq, entry.ts), pending: null };
       await this.groups.save(after);

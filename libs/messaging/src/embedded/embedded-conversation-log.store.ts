@@ -1,8 +1,14 @@
 import type { Database } from 'lmdb';
 import type { EmbeddedDatabase } from '#libs/storage';
-import type { AppendInput, AppendResult, ConversationLogStore, LogEntry } from '../conversation-log.store.js';
+import { NotAWriter, type AppendInput, type AppendOptions, type AppendResult, type ConversationLogStore, type LogEntry } from '../conversation-log.store.js';
 
 type StoredEntry = AppendInput;
+
+/** A conversation's writers (AppendOptions), and the seq of the entry that set them. */
+interface Writers {
+  at: number;
+  users: string[];
+}
 
 /** A conversation's appends that have been handed to LMDB and are not committed yet. */
 interface Unsettled {
@@ -12,12 +18,14 @@ interface Unsettled {
   count: number;
   /** Each of them by `from\0id`, so a retry that arrives before its original is committed is still a duplicate. */
   byId: Map<string, { entry: LogEntry; written: Promise<unknown> }>;
+  /** The writers set by the newest of them that set any: later appends are checked against these, not the committed. */
+  writers?: Writers;
 }
 
 /**
  * Sub-databases: `log` keyed [conv, seq] (LMDB keeps keys ordered, so a range
  * read is one cursor walk), `log-last` keyed conv → last seq, `log-idem` keyed
- * [conv, from, id] → seq.
+ * [conv, from, id] → seq, `log-writers` keyed conv → the writers and the seq that set them.
  *
  * An append numbers its entry on the spot and hands three puts to the
  * database's end-of-turn commit (`atTurnEnd`): every append of one event-loop
@@ -32,15 +40,17 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
   private readonly log: Database<StoredEntry, [string, number]>;
   private readonly last: Database<number, string>;
   private readonly idem: Database<number, [string, string, string]>;
+  private readonly writers: Database<Writers, string>;
   private readonly unsettled = new Map<string, Unsettled>();
 
   constructor(private readonly db: EmbeddedDatabase) {
     this.log = db.open('log');
     this.last = db.open('log-last');
     this.idem = db.open('log-idem');
+    this.writers = db.open('log-writers');
   }
 
-  append(conv: string, input: AppendInput): Promise<AppendResult> {
+  append(conv: string, input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
     const pending = this.unsettled.get(conv);
     const idKey = `${input.from}\0${input.id}`;
     const twin = pending?.byId.get(idKey);
@@ -50,16 +60,27 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       const original = this.log.get([conv, seen]);
       if (original) return Promise.resolve({ entry: { seq: seen, ...original }, duplicate: true });
     }
+    let checked: string[] | undefined;
+    if (options.writersSince !== undefined) {
+      const writers = pending?.writers ?? this.writers.get(conv);
+      if (writers && writers.at >= options.writersSince) {
+        if (!writers.users.includes(input.from)) return Promise.reject(new NotAWriter(conv, input.from));
+        checked = writers.users;
+      }
+    }
     const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
     const entry: LogEntry = { seq, ...input };
+    const setWriters = options.writers && { at: seq, users: [...options.writers] };
     // Committed with the rest of this turn's appends, in call order: an entry, its seq and its id together or not at all.
     const written = this.db.atTurnEnd(() => {
       this.log.putSync([conv, seq], input);
       this.last.putSync(conv, seq);
       this.idem.putSync([conv, input.from, input.id], seq);
+      if (setWriters) this.writers.putSync(conv, setWriters);
     });
-    const state = pending ?? { last: 0, count: 0, byId: new Map() };
+    const state: Unsettled = pending ?? { last: 0, count: 0, byId: new Map() };
     state.last = seq;
+    if (setWriters) state.writers = setWriters;
     state.count++;
     state.byId.set(idKey, { entry, written });
     if (!pending) this.unsettled.set(conv, state);
@@ -72,7 +93,7 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
     return written.then(
       () => {
         settle();
-        return { entry, duplicate: false };
+        return checked ? { entry, duplicate: false, writers: [...checked] } : { entry, duplicate: false };
       },
       (e: unknown) => {
         settle();

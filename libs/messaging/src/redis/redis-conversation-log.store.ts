@@ -1,21 +1,40 @@
 import type { RedisConnection } from '#libs/storage';
-import type { AppendInput, AppendResult, ConversationLogStore, LogEntry } from '../conversation-log.store.js';
+import { NotAWriter, type AppendInput, type AppendOptions, type AppendResult, type ConversationLogStore, type LogEntry } from '../conversation-log.store.js';
 
 /**
  * Keys per conversation: `{prefix}log:{conv}:last` (string, last seq),
  * `{prefix}log:{conv}:entries` (hash seq → JSON entry without seq),
- * `{prefix}log:{conv}:idem` (hash from\0id → seq).
+ * `{prefix}log:{conv}:idem` (hash from\0id → seq),
+ * `{prefix}log:{conv}:writers` (hash: `@` → the seq that set them, and a field per writer).
  * The append is one Lua script, so it is atomic and costs one round trip. It
  * answers with the stored entry only for a retry: a new entry is the caller's own.
+ *
+ * ARGV: from\0id, the entry's JSON, the sender, the seq from which writers are checked ('' for no check), then, when
+ * the entry sets the writers, '=' and each of them. Replies {0, seq} (with the writers, when checked), {1, seq, json}
+ * for a repeat, {2} when the sender is not a writer.
  */
 const APPEND = `
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
 if seen then
   return {1, tonumber(seen), redis.call('HGET', KEYS[2], seen)}
 end
+local checked = nil
+if ARGV[4] ~= '' then
+  local at = redis.call('HGET', KEYS[4], '@')
+  if at and tonumber(at) >= tonumber(ARGV[4]) then
+    if redis.call('HEXISTS', KEYS[4], '+' .. ARGV[3]) == 0 then return {2} end
+    checked = redis.call('HKEYS', KEYS[4])
+  end
+end
 local seq = redis.call('INCR', KEYS[1])
 redis.call('HSET', KEYS[2], seq, ARGV[2])
 redis.call('HSET', KEYS[3], ARGV[1], seq)
+if ARGV[5] == '=' then
+  redis.call('DEL', KEYS[4])
+  redis.call('HSET', KEYS[4], '@', seq)
+  for i = 6, #ARGV do redis.call('HSET', KEYS[4], '+' .. ARGV[i], 1) end
+end
+if checked then return {0, seq, checked} end
 return {0, seq}
 `;
 
@@ -43,7 +62,7 @@ export class RedisConversationLogStore implements ConversationLogStore {
   private readonly readRangeScript;
 
   constructor(private readonly redis: RedisConnection) {
-    this.appendScript = redis.script('parleyLogAppend', 3, APPEND);
+    this.appendScript = redis.script('parleyLogAppend', 4, APPEND);
     this.readRangeScript = redis.script('parleyLogReadRange', 2, READ_RANGE);
   }
 
@@ -51,10 +70,16 @@ export class RedisConversationLogStore implements ConversationLogStore {
     return [this.redis.key('log', conv, 'last'), this.redis.key('log', conv, 'entries'), this.redis.key('log', conv, 'idem')];
   }
 
-  async append(conv: string, input: AppendInput): Promise<AppendResult> {
-    const reply = (await this.appendScript(this.keys(conv), [`${input.from}\0${input.id}`, JSON.stringify(input)])) as [0, number] | [1, number, string];
+  async append(conv: string, input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
+    const args = [`${input.from}\0${input.id}`, JSON.stringify(input), input.from, options.writersSince ?? ''];
+    if (options.writers) args.push('=', ...options.writers);
+    const reply = (await this.appendScript([...this.keys(conv), this.redis.key('log', conv, 'writers')], args)) as
+      [0, number, string[]?] | [1, number, string] | [2];
+    if (reply[0] === 2) throw new NotAWriter(conv, input.from);
     if (reply[0] === 1) return { entry: { seq: reply[1], ...(JSON.parse(reply[2]) as StoredEntry) }, duplicate: true };
-    return { entry: { seq: reply[1], ...input }, duplicate: false };
+    const entry = { seq: reply[1], ...input };
+    const writers = reply[2]?.filter((f) => f !== '@').map((f) => f.slice(1));
+    return writers ? { entry, duplicate: false, writers } : { entry, duplicate: false };
   }
 
   async readAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {
