@@ -1,8 +1,11 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { hostname } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
-import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { DATA_DIR_FULL_EXIT, START_ROOM_BYTES } from '#libs/storage';
+import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { mountSmallDisk } from '../support/small-disk.js';
 import { TestUsers } from '../support/test-users.js';
 
@@ -65,4 +68,109 @@ describe('standalone, on a full disk', () => {
     expect(await alice.request(offer(1000))).toMatchObject({ ok: true });
     await users.closeAll();
   });
+});
+
+/** Fills what is left of the disk at `dir` with ballast files (the big first, then small ones to its last block); returns their paths. */
+function fillDisk(dir: string): string[] {
+  const ballast: string[] = [];
+  for (const size of [256 * 1024, 4096, 1]) {
+    for (let i = 0; i < 10_000; i++) {
+      const path = join(dir, `ballast-${size}-${i}`);
+      try {
+        writeFileSync(path, Buffer.alloc(size));
+        ballast.push(path);
+      } catch {
+        rmSync(path, { force: true });
+        break;
+      }
+    }
+  }
+  return ballast;
+}
+
+/** Runs the standalone server on `dataDir` expecting it to refuse to start; its exit code and every line it printed. */
+function runToExit(dataDir: string): Promise<{ code: number | null; stdout: string[]; stderr: string[] }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', PARLEY_DATA_DIR: dataDir, PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0' },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not exit within 20 s: ${stdout}${stderr}`));
+    }, 20_000);
+    const lines = (text: string) => text.split('\n').filter((l) => l !== '');
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout: lines(stdout), stderr: lines(stderr) });
+    });
+  });
+}
+
+/**
+ * A restart on a disk that is still full: refused in one JSON log line that says so (the directory, its free space),
+ * with an exit status of its own, touching nothing; a live server's lock is still refused as in use. It used to fail
+ * at writing the lock, with a stack trace about the lock and a draft lock file left behind; on a disk with a few pages
+ * left, LMDB ended the process with SIGSEGV and no word at all.
+ */
+describe('standalone, restarted on a full disk', () => {
+  const disk = mountSmallDisk('8m');
+  const servers: ParleyServer[] = [];
+  afterAll(async () => {
+    for (const s of servers) await s.dispose();
+    disk?.unmount();
+  });
+
+  it.skipIf(disk === null)(
+    'refuses to start, saying the disk is full, leaves the directory as it was, and starts once there is room',
+    { timeout: 90_000 },
+    async () => {
+      const dataDir = join(disk!.dir, 'data');
+      const first = await startParley({ dataDir });
+      servers.push(first);
+      const users = new TestUsers(() => [first.mqttUrl], 'full disk password');
+      const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+      const alice = await users.login(a);
+      expect(await alice.request({ op: 'send', to: b, text: 'accepted before the disk filled' })).toMatchObject({ ok: true });
+      await users.closeAll();
+
+      const ballast = fillDisk(disk!.dir);
+      // A server that still runs keeps its directory, full disk or not: the newcomer is refused as before.
+      const beside = await runToExit(dataDir);
+      expect(beside.code).toBe(1);
+      expect(beside.stderr.join('\n')).toMatch(`is in use by process ${first.pid} on ${hostname()}`);
+      expect(first.process.exitCode).toBeNull();
+
+      // Killed, so its lock is left behind naming a process that is gone; the disk is still full.
+      await first.kill9();
+      const before = readdirSync(dataDir).sort();
+      const lockBefore = readFileSync(join(dataDir, 'parley.lock'), 'utf8');
+      const refused = await runToExit(dataDir);
+      expect(refused.code).toBe(DATA_DIR_FULL_EXIT);
+      const printed = [...refused.stdout, ...refused.stderr];
+      expect(printed).toHaveLength(1);
+      const line = JSON.parse(printed[0]!) as { level: string; message: Record<string, unknown> };
+      expect(line).toMatchObject({ level: 'fatal', message: { event: 'data_dir_full', dataDir, neededBytes: START_ROOM_BYTES } });
+      expect(line.message.availableBytes).toBeLessThan(START_ROOM_BYTES);
+      expect(line.message.totalBytes).toBe(8 * 1024 * 1024);
+      expect(line.message.error).toMatch(new RegExp(`^the disk holding the data directory ${dataDir} is full \\(\\d+ (B|KiB) free of 8 MiB`));
+      expect(printed[0]).not.toMatch(/lock/);
+      // Nothing taken, nothing left behind: the stale lock is the dead server's still, and no draft of a new one lies about.
+      expect(readdirSync(dataDir).sort()).toEqual(before);
+      expect(readFileSync(join(dataDir, 'parley.lock'), 'utf8')).toBe(lockBefore);
+
+      // Room again: the next start takes the directory over, with what was accepted before.
+      for (const path of ballast) rmSync(path);
+      const again = await startParley({ dataDir });
+      servers.push(again);
+      const bob = await new TestUsers(() => [again.mqttUrl], 'full disk password').login(b);
+      const history = (await bob.request({ op: 'history', with: a })) as { ok: boolean; result?: { messages: { text?: string }[] } };
+      expect(history.result?.messages.map((m) => m.text)).toEqual(['accepted before the disk filled']);
+      await bob.close();
+    },
+  );
 });

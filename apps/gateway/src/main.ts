@@ -1,9 +1,10 @@
 import 'reflect-metadata';
-import { Logger } from '@nestjs/common';
+import { Logger, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ListenError, MqttBroker } from '#libs/gateway';
 import { fail, jsonLogger, listenHttp, loadConfigOrExit, stopOnSignals } from '#libs/runtime';
-import { DataDirLock } from '#libs/storage';
+import type { ParleyConfig } from '#libs/config';
+import { DATA_DIR_FULL_EXIT, DataDirFullError, DataDirLock, START_ROOM_BYTES } from '#libs/storage';
 import { AppModule } from './app.module.js';
 
 /** The gateway: the MQTT broker and edge; with no PARLEY_REMOTE_SERVICES, the whole standalone server. */
@@ -14,10 +15,18 @@ async function bootstrap(): Promise<void> {
     try {
       DataDirLock.check(config.PARLEY_DATA_DIR);
     } catch (e) {
+      if (e instanceof DataDirFullError) failOnFullDisk(e, config);
       fail((e as Error).message, 1);
     }
   }
-  const app = await NestFactory.create(AppModule.forRoot(config), { logger: jsonLogger(config), abortOnError: false });
+  let app: INestApplication;
+  try {
+    app = await NestFactory.create(AppModule.forRoot(config), { logger: jsonLogger(config), abortOnError: false });
+  } catch (e) {
+    // The disk filled between the check and the store's own take of the directory.
+    if (e instanceof DataDirFullError) failOnFullDisk(e, config);
+    throw e;
+  }
   const httpPort = await listenHttp(app, config);
   let mqtt: { port: number; address: string };
   const extra: Partial<Record<'mqtts' | 'ws' | 'wss', { port: number }>> = {};
@@ -48,6 +57,26 @@ async function bootstrap(): Promise<void> {
     storage: config.REDIS_URL ? 'redis' : `embedded (${config.PARLEY_DATA_DIR})`,
     remoteServices: config.PARLEY_REMOTE_SERVICES,
   });
+}
+
+/**
+ * The data directory's disk has no room to start on: said in one JSON log line, as the running server logs (a disk that
+ * fills is a thing of production, read by whatever reads the logs), with its own exit status. Nothing was changed, so a
+ * supervisor's restart, once there is room, starts the server as if it had never been refused.
+ */
+function failOnFullDisk(e: DataDirFullError, config: ParleyConfig): never {
+  jsonLogger(config).fatal(
+    {
+      event: 'data_dir_full',
+      dataDir: e.dataDir,
+      availableBytes: e.availableBytes,
+      totalBytes: e.totalBytes,
+      neededBytes: START_ROOM_BYTES,
+      error: e.message,
+    },
+    'Parley',
+  );
+  process.exit(DATA_DIR_FULL_EXIT);
 }
 
 bootstrap().catch((e: unknown) => fail(e instanceof Error ? e.message : String(e), 1));

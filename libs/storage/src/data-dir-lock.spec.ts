@@ -5,8 +5,10 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, u
 import { hostname, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
-import { afterEach, describe, expect, it, vi } from 'vitest';
+import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
+import { mountSmallDisk } from '../../../test/support/small-disk.js';
 import { DataDirLock } from './data-dir-lock.js';
+import { DataDirFullError } from './data-dir-space.js';
 
 /**
  * Called after each file operation (here, in this process) with its name and first path: lets a test play other
@@ -301,5 +303,48 @@ describe('DataDirLock', () => {
     const path = holdAs(dir, 1, 'another-host');
     lock.release();
     expect(existsSync(path)).toBe(true);
+  });
+
+  // A tmpfs of its own to fill (needs root; skipped otherwise).
+  describe('on a full disk', () => {
+    const disk = mountSmallDisk('1m');
+    afterAll(() => disk?.unmount());
+    /** Fills the disk to its last byte. */
+    function fill(): void {
+      for (const size of [64 * 1024, 1024, 1]) for (let i = 0; i < 100_000 && fits(join(disk!.dir, `ballast-${size}-${i}`), size); i++);
+    }
+    function fits(path: string, size: number): boolean {
+      try {
+        writeFileSync(path, Buffer.alloc(size));
+        return true;
+      } catch {
+        rmSync(path, { force: true });
+        return false;
+      }
+    }
+    afterEach(() => {
+      if (disk) for (const f of readdirSync(disk.dir)) rmSync(join(disk.dir, f), { recursive: true, force: true });
+    });
+
+    it.skipIf(disk === null)('says so, leaving a stale lock as it was and no draft of its own behind', async () => {
+      const dir = mkdtempSync(join(disk!.dir, 'data-'));
+      const dead = await liveProcess();
+      const path = holdAs(dir, dead.pid);
+      await dead.stop();
+      fill();
+      const stale = readFileSync(path, 'utf8');
+      expect(() => new DataDirLock(dir)).toThrow(DataDirFullError);
+      expect(readdirSync(dir)).toEqual(['parley.lock']);
+      expect(readFileSync(path, 'utf8')).toBe(stale);
+    });
+
+    it.skipIf(disk === null)('still refuses a lock a live process holds as in use, not as a full disk', async () => {
+      const dir = mkdtempSync(join(disk!.dir, 'data-'));
+      const other = await liveProcess();
+      holdAs(dir, other.pid);
+      fill();
+      expect(() => new DataDirLock(dir)).toThrow(`in use by process ${other.pid} on ${hostname()}`);
+      expect(readdirSync(dir)).toEqual(['parley.lock']);
+    });
   });
 });

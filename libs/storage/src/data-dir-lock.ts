@@ -3,6 +3,7 @@ import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, utimes
 import { hostname } from 'node:os';
 import { join } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
+import { checkStartRoom, DataDirFullError, isOutOfRoom } from './data-dir-space.js';
 
 /** Takeovers of one stale lock in a row whose takers may all die before the directory counts as wedged. */
 const MAX_CLAIMS = 8;
@@ -71,7 +72,10 @@ export class DataDirLock {
     }
   }
 
-  /** Throws, as taking the directory would, when another live server holds it; takes nothing (a check before start-up). */
+  /**
+   * Throws, as taking the directory would, when another live server holds it, or when the directory cannot be written or
+   * its disk has no room to start on (`DataDirFullError`); takes nothing (a check before start-up).
+   */
   static check(dataDir: string): void {
     const holder = holderOf(lockPath(dataDir));
     if (holder && isAlive(holder, lockPath(dataDir))) throw inUse(dataDir, holder);
@@ -105,6 +109,20 @@ export class DataDirLock {
    * lock another's and stops it (`onLost`).
    */
   private take(): void {
+    try {
+      this.tryToTake();
+    } catch (e) {
+      if (!isOutOfRoom(e)) throw e;
+      // No room for this holder's record (or a claim). Whoever holds the directory is still refused as such: a full disk
+      // neither hides a live holder nor lets one be taken for gone. Nothing was removed: a lock is only ever removed
+      // after a claim on it was written.
+      const holder = holderOf(this.path);
+      if (holder && isAlive(holder, this.path)) throw inUse(this.dataDir, holder);
+      throw new DataDirFullError(this.dataDir, e);
+    }
+  }
+
+  private tryToTake(): void {
     for (let attempt = 0; attempt < 5; attempt++) {
       if (this.create()) return;
       const seen = contentOf(this.path);
@@ -161,8 +179,9 @@ export class DataDirLock {
   /** Writes this holder's record at `path` unless a file is there (false). Written aside and linked into place, so it is never seen half-written. */
   private place(path: string): boolean {
     const draft = `${this.path}.${this.token}`;
-    writeFileSync(draft, holderRecord(this.token));
     try {
+      // Inside the try: a write cut short (a full disk) leaves no draft behind.
+      writeFileSync(draft, holderRecord(this.token));
       linkSync(draft, path);
       return true;
     } catch (e) {
@@ -245,22 +264,21 @@ const CANNOT_WRITE: Record<string, string> = {
   EACCES: 'permission denied',
   EPERM: 'permission denied',
   EROFS: 'it is on a read-only file system',
-  ENOSPC: 'its disk is full',
-  EDQUOT: 'the disk quota is used up',
   ENOTDIR: 'a part of its path is a file, not a directory',
 };
 
 /**
  * Makes the directory (and its parents) when missing, and writes and removes a file in it: a directory that cannot be
- * used is refused in one line that names it and says why, before anything starts on it.
+ * used is refused in one line that names it and says why, before anything starts on it; one whose disk has no room to
+ * start on, with `DataDirFullError` (see `checkStartRoom`).
  */
 function checkWritable(dataDir: string): void {
-  const probe = join(dataDir, `.parley-write-test.${process.pid}`);
   try {
     mkdirSync(dataDir, { recursive: true });
-    writeFileSync(probe, '');
-    rmSync(probe, { force: true });
+    checkStartRoom(dataDir);
   } catch (e) {
+    if (e instanceof DataDirFullError) throw e;
+    if (isOutOfRoom(e)) throw new DataDirFullError(dataDir, e);
     const code = (e as NodeJS.ErrnoException).code ?? '';
     throw new Error(
       `cannot write to the data directory ${dataDir}: ${CANNOT_WRITE[code] ?? (e as Error).message}; give this server a directory it may write to (PARLEY_DATA_DIR)`,

@@ -2,11 +2,12 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DataDirLock } from './data-dir-lock.js';
+import { checkStartRoom, DataDirFullError, isOutOfRoom, START_ROOM_BYTES } from './data-dir-space.js';
 
 /** How often, at most, `writable` tries a write while commits fail. */
 const PROBE_INTERVAL_MS = 1000;
 /** What that write stores: room for some hundreds of messages, so that a disk with a few pages left is not taken as writable. */
-const PROBE_VALUE = Buffer.alloc(256 * 1024);
+const PROBE_VALUE = Buffer.alloc(START_ROOM_BYTES);
 
 /**
  * lmdb-js, when a commit fails (a full disk), rejects promises of its own that no one can handle: the one its write
@@ -67,9 +68,22 @@ export class EmbeddedDatabase {
   private health: Database<Buffer, string> | undefined;
 
   constructor(readonly dataDir: string) {
-    mkdirSync(dataDir, { recursive: true });
-    // Refuses (throws) when another live server holds the directory.
+    try {
+      mkdirSync(dataDir, { recursive: true });
+    } catch (e) {
+      if (isOutOfRoom(e)) throw new DataDirFullError(dataDir, e);
+      throw e;
+    }
+    // Refuses (throws) when another live server holds the directory, or when the disk has no room for the lock.
     this.lock = new DataDirLock(dataDir);
+    try {
+      // LMDB, short of room while it maps its files, ends the process with a signal rather than an error (see
+      // START_ROOM_BYTES): a disk without that room is refused here, in words.
+      checkStartRoom(dataDir);
+    } catch (e) {
+      this.lock.release();
+      throw e;
+    }
     guardAgainstLmdbCommitRejections();
     // overlappingSync (lmdb-js's default on Linux) would let a commit resolve before its sync: durable against a crash of
     // the process but not of the machine. Parley answers `accepted` on this promise, so the sync stays inside the commit.

@@ -3,3 +3,4 @@ export * from './redis-connection.js';
 export * from './storage-backend.js';
 export * from './storage.module.js';
 export * from './data-dir-lock.js';
+export * from './data-dir-space.js';
