@@ -67,6 +67,13 @@ describe('standalone, on a full disk', () => {
     expect(await alice.request({ op: 'send', to: b, text: 'after' })).toMatchObject({ ok: true });
     expect(await alice.request(offer(1000))).toMatchObject({ ok: true });
     await users.closeAll();
+
+    // The log stays parseable: stdout holds only JSON lines, lmdb-js's own report of each failed commit among them
+    // (it prints it with console.error); stderr holds only what lmdb-js's native code prints, which nothing can turn off.
+    for (const line of server.stdout) expect(() => JSON.parse(line) as unknown, line).not.toThrow();
+    expect(server.stdout.some((l) => /"event":"library_output".*No space left on device/.test(l))).toBe(true);
+    for (const line of server.stderr) expect(line).toMatch(/^(Write error: No space left on device|mdb_page_spill (flushing )?error \d+$|do_write error)/);
+    expect(server.stderr.join('\n')).not.toMatch(/"level":/);
   });
 });
 

@@ -33,6 +33,9 @@ export interface ParleyServer {
   dataDir: string;
   /** Every line the process wrote to stdout and stderr so far. */
   output: string[];
+  /** The lines of `output` that came on stdout, and on stderr. */
+  stdout: string[];
+  stderr: string[];
   process: ChildProcess;
   /** SIGTERM, then SIGKILL if it has not exited within a bound. Keeps the data dir. */
   stop(): Promise<void>;
@@ -83,6 +86,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const output: string[] = [];
+  const stdout: string[] = [];
+  const stderr: string[] = [];
   let stopping = false;
   let listening = false;
   const exited = new Promise<void>((done) =>
@@ -107,6 +112,7 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     }, opts.timeoutMs ?? 20_000);
     const onLine = (line: string) => {
       output.push(line);
+      stdout.push(line);
       try {
         type Port = { port: number } | undefined;
         const rec = JSON.parse(line) as { message?: { event?: string; mqtt?: Port; http?: Port; mqtts?: Port; ws?: Port; wss?: Port } };
@@ -121,7 +127,10 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
       }
     };
     createInterface({ input: child.stdout }).on('line', onLine);
-    createInterface({ input: child.stderr }).on('line', (l) => output.push(l));
+    createInterface({ input: child.stderr }).on('line', (l) => {
+      output.push(l);
+      stderr.push(l);
+    });
     // 'close' comes after the output streams are drained, so the reason is in `output`.
     child.once('close', (code, signal) => {
       clearTimeout(timer);
@@ -148,6 +157,8 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     pid: child.pid!,
     dataDir,
     output,
+    stdout,
+    stderr,
     process: child,
     stop: () => terminate('SIGTERM'),
     kill9: () => terminate('SIGKILL'),

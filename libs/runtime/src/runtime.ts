@@ -1,6 +1,8 @@
 import type { Server } from 'node:http';
+import { format } from 'node:util';
 import { ConsoleLogger, Logger, type INestApplication, type LogLevel } from '@nestjs/common';
 import { ConfigError, loadConfig, type ParleyConfig } from '#libs/config';
+import { LogThrottle } from './log-throttle.js';
 
 /**
  * What every Parley process does the same way at start and stop: read the
@@ -25,8 +27,52 @@ export function loadConfigOrExit(): ParleyConfig {
   }
 }
 
+/**
+ * Nest's JSON logger, writing every level to stdout: errors too, which Nest would put on stderr. Stdout then carries
+ * Parley's JSON lines and nothing else, while stderr is left to what Parley does not write itself (lmdb-js's native
+ * code prints some errors there, not always with a line end, so a JSON line on stderr could be run into; see the
+ * README, "Logs").
+ */
+class StdoutJsonLogger extends ConsoleLogger {
+  protected override printMessages(
+    messages: unknown[],
+    context?: string,
+    logLevel?: LogLevel,
+    _stream?: 'stdout' | 'stderr',
+    errorStack?: unknown,
+    params?: unknown[],
+  ): void {
+    super.printMessages(messages, context, logLevel, 'stdout', errorStack, params);
+  }
+}
+
 export function jsonLogger(config: ParleyConfig): ConsoleLogger {
-  return new ConsoleLogger({ json: true, logLevels: LEVELS.slice(0, LEVELS.indexOf(config.PARLEY_LOG_LEVEL) + 1) });
+  return new StdoutJsonLogger({ json: true, logLevels: LEVELS.slice(0, LEVELS.indexOf(config.PARLEY_LOG_LEVEL) + 1) });
+}
+
+/** Lines of one console method logged per 10 s before the rest are only counted (`alikeLeftOut`). */
+const CONSOLE_BURST = 5;
+
+/**
+ * Makes what libraries print with `console` (lmdb-js prints each failed commit with `console.error`, a multi-line
+ * error with its stack) JSON log lines like Parley's own: event `library_output`, the text as `util.format` gives it.
+ * A full disk fails every commit, so each method's lines are limited as Parley's own failures are.
+ */
+export function routeConsoleToLog(config: ParleyConfig): void {
+  const logger = jsonLogger(config);
+  const throttle = new LogThrottle(10_000, undefined, CONSOLE_BURST);
+  const route = (method: 'log' | 'info' | 'debug' | 'warn' | 'error' | 'trace', level: 'log' | 'debug' | 'warn' | 'error') => {
+    console[method] = (...args: unknown[]) => {
+      const fields = throttle.logFields(method);
+      if (fields) logger[level]({ event: 'library_output', console: method, text: format(...args), ...fields }, 'console');
+    };
+  };
+  route('log', 'log');
+  route('info', 'log');
+  route('debug', 'debug');
+  route('warn', 'warn');
+  route('error', 'error');
+  route('trace', 'error');
 }
 
 /** A one-line reason for a listener that could not start. */
