@@ -2,23 +2,37 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { afterAll, beforeAll } from 'vitest';
 
 /**
- * A small file system of its own to fill (a tmpfs of `size`, e.g. `3m`), for tests of a full disk. Mounting needs root,
- * as the networks test does: null otherwise, and the test is skipped.
+ * A small file system of its own to fill (a tmpfs of `size`, e.g. `3m`), for tests of a full disk, mounted before the
+ * tests of the describe block that asks for it and taken away after them; so a run whose filter (`-t`) leaves out every
+ * one of them mounts nothing. Mounting needs root, as the networks test does: null otherwise, and the tests skip.
  */
-export function mountSmallDisk(size: string): { dir: string; unmount: () => void } | null {
+export function mountSmallDisk(size: string): { readonly dir: string; unmount: () => void } | null {
   if (process.getuid?.() !== 0) return null;
-  const dir = mkdtempSync(join(tmpdir(), 'parley-full-disk-'));
-  if (spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', dir]).status !== 0) {
+  let dir: string | undefined;
+  const unmount = (): void => {
+    if (dir === undefined) return;
+    spawnSync('umount', [dir]);
     rmSync(dir, { recursive: true, force: true });
-    return null;
-  }
+    dir = undefined;
+  };
+  beforeAll(() => {
+    const made = mkdtempSync(join(tmpdir(), 'parley-full-disk-'));
+    const mounted = spawnSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', made]);
+    if (mounted.status !== 0) {
+      rmSync(made, { recursive: true, force: true });
+      throw new Error(`could not mount a ${size} tmpfs as root: ${mounted.stderr.toString().trim()}`);
+    }
+    dir = made;
+  });
+  afterAll(unmount);
   return {
-    dir,
-    unmount: () => {
-      spawnSync('umount', [dir]);
-      rmSync(dir, { recursive: true, force: true });
+    get dir(): string {
+      if (dir === undefined) throw new Error('the small disk is mounted only while its tests run');
+      return dir;
     },
+    unmount,
   };
 }
