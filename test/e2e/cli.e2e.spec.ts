@@ -74,6 +74,23 @@ describe('the parley CLI', () => {
     expect([bare.code, bare.json]).toEqual([2, [{ type: 'error', code: 'usage', message: 'give a subcommand (see the help)' }]]);
   });
 
+  it('takes a password exactly as given, and the server takes it in either Unicode form: registered precomposed, logged in decomposed', async () => {
+    // é and è as one code point each (most keyboards), then as a letter and a combining accent (macOS often sends that).
+    const composed = ' cr\u00e8me br\u00fbl\u00e9e ';
+    const decomposed = ' cre\u0300me bru\u0302le\u0301e ';
+    const name = `uni${randomBytes(3).toString('hex')}`;
+    const reg = await runCli(['register'], as(name, composed));
+    expect([reg.code, reg.stdout.trim()]).toEqual([0, `registered ${name}`]);
+    expect((await runCli(['who', name], as(name, decomposed))).code).toBe(0);
+    // The --password flag is taken as given too; the spaces are part of the password, neither side trims them.
+    expect((await runCli(['--password', decomposed, 'who', name], as(name, 'not it'))).code).toBe(0);
+    const trimmed = await runCli(['who', name], as(name, composed.trim()));
+    expect([trimmed.code, trimmed.stderr]).toEqual([1, expect.stringMatching(/wrong user name or password/)]);
+    // Any MQTT client, not only the CLI: the CONNECT password in the other form.
+    const client = await connectClient(topo.server.mqttUrl, { clientId: `${name}/raw`, username: name, password: decomposed });
+    await endClient(client);
+  });
+
   it('send exits 0 when accepted (with --json lines) and non-zero with the reason when not; listen prints what arrives', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const listen = start(['--json', 'listen'], as(bob));

@@ -28,6 +28,8 @@ export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = pro
     server: flags.server ?? env.PARLEY_SERVER ?? DEFAULT_SERVER,
     // User names are lower case: `--user Alice` can only mean alice (and a failed login would count against the lockout).
     user: (flags.user ?? env.PARLEY_USER)?.toLowerCase(),
+    // A password goes as given: no trimming, no Unicode normalisation (the server puts it in NFC itself, and tries it as
+    // sent too, for accounts registered before it did).
     password: flags.password ?? env.PARLEY_PASSWORD,
     ca: flags.ca ?? (env.PARLEY_CA || undefined),
     device: flags.device ?? (env.PARLEY_DEVICE || undefined),

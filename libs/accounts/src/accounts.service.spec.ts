@@ -58,6 +58,69 @@ describe('AccountsService', () => {
   });
 });
 
+describe('AccountsService password forms (Unicode normalisation)', () => {
+  // One password, typed on two keyboards: é as one code point (NFC, most systems) or as e + U+0301 (NFD, macOS often).
+  const composed = 'caf\u00e9 au lait';
+  const decomposed = 'cafe\u0301 au lait';
+
+  it('lets a password registered in one form log in with the other', async () => {
+    await accounts.register('nfc-reg', composed);
+    expect(await accounts.authenticate('nfc-reg', decomposed)).toBe(true);
+    expect(await accounts.authenticate('nfc-reg', composed)).toBe(true);
+    await accounts.register('nfd-reg', decomposed);
+    expect(await accounts.authenticate('nfd-reg', composed)).toBe(true);
+    expect(await accounts.authenticate('nfd-reg', decomposed)).toBe(true);
+    expect(await accounts.authenticate('nfd-reg', 'cafe au lait')).toBe(false);
+  });
+
+  it('still logs in an account stored before normalisation with exactly what was typed then, and only with that', async () => {
+    // What a server before this change stored for a password sent decomposed: the hash of those very code points.
+    await store.create({ user: 'legacy', passwordHash: await cheap.hash(decomposed), createdAt: 0 });
+    expect(await accounts.authenticate('legacy', decomposed)).toBe(true);
+    expect(await accounts.authenticate('legacy', composed)).toBe(false);
+  });
+
+  it('judges the minimum length on the normalised form, whichever form was sent', async () => {
+    // 8 code points decomposed, 7 composed: the same password, refused both ways.
+    const nearly = 'e\u0301e\u0301abcd';
+    expect([...nearly].length).toBe(8);
+    await expect(accounts.register('shortnfd', nearly)).rejects.toMatchObject({ code: 'weak_password' });
+    await expect(accounts.register('shortnfd', nearly.normalize('NFC'))).rejects.toMatchObject({ code: 'weak_password' });
+    expect(await store.get('shortnfd')).toBeUndefined();
+  });
+
+  it('answers a retried registration sent in the other form as the first time', async () => {
+    expect(await accounts.register('retryform', composed, 'reg-f')).toEqual({ user: 'retryform' });
+    expect(await accounts.register('retryform', decomposed, 'reg-f')).toEqual({ user: 'retryform' });
+  });
+
+  it('costs one KDF run for a password already in NFC, two at most otherwise, and never answers the other form from the cache wrongly', async () => {
+    const { hasher, remembering } = caching(Date.now());
+    await remembering.register('runs', composed);
+    // Remembered in its normalised form: the other keyboard's login is answered from the cache too.
+    expect(await remembering.authenticate('runs', decomposed)).toBe(true);
+    expect(hasher.runs).toBe(0);
+    expect(await remembering.authenticate('runs', 'wrong but nfc')).toBe(false);
+    expect(hasher.runs).toBe(1);
+    expect(await remembering.authenticate('runs', 'wrong, cafe\u0301')).toBe(false);
+    expect(hasher.runs).toBe(3);
+    // An unknown user costs the same as a known one, form for form, so timing tells no names.
+    hasher.runs = 0;
+    expect(await remembering.authenticate('nobody-here', 'plain')).toBe(false);
+    expect(hasher.runs).toBe(1);
+    expect(await remembering.authenticate('nobody-here', decomposed)).toBe(false);
+    expect(hasher.runs).toBe(3);
+    // A legacy account, logged in with its raw form, is remembered in that form only: its NFC form stays refused.
+    await store.create({ user: 'legacy2', passwordHash: await hasher.hash(decomposed), createdAt: 0 });
+    hasher.runs = 0;
+    expect(await remembering.authenticate('legacy2', decomposed)).toBe(true);
+    expect(hasher.runs).toBe(2);
+    expect(await remembering.authenticate('legacy2', decomposed)).toBe(true);
+    expect(hasher.runs).toBe(2);
+    expect(await remembering.authenticate('legacy2', composed)).toBe(false);
+  });
+});
+
 describe('PasswordHasher', () => {
   it('salts each hash and never matches a malformed stored hash', async () => {
     const [a, b] = [await cheap.hash('same'), await cheap.hash('same')];

@@ -38,45 +38,66 @@ export class AccountsService {
   /**
    * Creates an account. Throws invalid_username, weak_password or user_exists; nothing is written then. A retry of the
    * request that created the account (the same `requestId`: its answer was lost, say) is answered as the first time.
+   * The password is kept in its NFC form (see `formsOf`), and judged in that form: the same password typed on any
+   * keyboard gets the same verdict.
    */
   async register(user: string, password: string, requestId?: string): Promise<{ user: string }> {
     if (!USERNAME_PATTERN.test(user)) {
       throw new DomainError('invalid_username', 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -');
     }
-    const weakness = weaknessOf(user, password, this.opts.minPasswordLength);
+    const normalised = password.normalize('NFC');
+    const weakness = weaknessOf(user, normalised, this.opts.minPasswordLength);
     if (weakness) throw new DomainError('weak_password', weakness);
-    const passwordHash = await this.hasher.hash(password);
+    const passwordHash = await this.hasher.hash(normalised);
     const generation = this.store.generation();
     const created = await this.store.create({ user, passwordHash, createdAt: this.now(), ...(requestId ? { request: requestId } : {}) });
     if (!created) {
       // A retry is the same request: the same id and the same password (two people may pick one id, say "reg-1").
       const account = requestId ? await this.store.get(user) : undefined;
-      if (account && account.request === requestId && (await this.hasher.verify(password, account.passwordHash))) return { user };
+      if (account && account.request === requestId && (await this.matchingForm(password, account.passwordHash)) !== undefined) return { user };
       throw new DomainError('user_exists', `the name "${user}" is taken`);
     }
     this.known.set(user, generation);
     // The KDF has just run on this password: the login that usually follows a registration need not run it again.
-    this.remember(user, password, generation);
+    this.remember(user, normalised, generation);
     return { user };
   }
 
-  /** True when the user exists and the password is its password. */
+  /**
+   * True when the user exists and the password is its password, in either of its forms (see `formsOf`). One call is
+   * one login attempt, however many forms it tries: whoever counts failed logins counts it once.
+   */
   async authenticate(user: string, password: string): Promise<boolean> {
+    const forms = formsOf(password);
     const generation = this.store.generation();
     const cached = this.verified.get(user);
-    if (cached && this.fresh(cached, this.now()) && cached.generation === generation && timingSafeEqual(cached.digest, this.digestOf(user, password)))
+    if (
+      cached &&
+      this.fresh(cached, this.now()) &&
+      cached.generation === generation &&
+      forms.some((form) => timingSafeEqual(cached.digest, this.digestOf(user, form)))
+    )
       return true;
 
     const account = await this.store.get(user);
     if (!account) {
+      // As many KDF runs as a known user's wrong password costs, form for form, so timing tells no names.
       this.decoyHash ??= this.hasher.hash('decoy password');
-      await this.hasher.verify(password, await this.decoyHash);
+      await this.matchingForm(password, await this.decoyHash);
       return false;
     }
     this.known.set(user, generation);
-    const ok = await this.hasher.verify(password, account.passwordHash);
-    if (ok) this.remember(user, password, generation);
-    return ok;
+    const matched = await this.matchingForm(password, account.passwordHash);
+    // Remembered in the form that matched, so the cache answers exactly as the KDF would: a legacy account's raw form
+    // does not make its NFC form good.
+    if (matched !== undefined) this.remember(user, matched, generation);
+    return matched !== undefined;
+  }
+
+  /** The first of the password's forms that the stored hash is of, or undefined. Runs the KDF once per form tried. */
+  private async matchingForm(password: string, passwordHash: string): Promise<string | undefined> {
+    for (const form of formsOf(password)) if (await this.hasher.verify(form, passwordHash)) return form;
+    return undefined;
   }
 
   /**
@@ -120,6 +141,18 @@ export class AccountsService {
     if (found) this.known.set(user, generation);
     return found;
   }
+}
+
+/**
+ * The forms in which a typed password may have been stored, in the order to try them. A password is stored in Unicode
+ * NFC, so that "café" typed with a precomposed é (most systems) and with e + U+0301 (macOS often) are one password: its
+ * NFC form comes first. Accounts registered before passwords were normalised hold the hash of the password exactly as
+ * it was sent; when that differs from its NFC form, it is tried second. A password in NFC already (any ASCII one) has
+ * one form, and costs one KDF run.
+ */
+function formsOf(password: string): string[] {
+  const normalised = password.normalize('NFC');
+  return normalised === password ? [password] : [normalised, password];
 }
 
 /**

@@ -10,6 +10,8 @@ const KEY_LENGTH = 32;
 /**
  * Hashes passwords with scrypt from node:crypto. The stored form is
  * `scrypt$N$r$p$salt$hash` (base64), self-describing so parameters can change.
+ * It hashes the string it is given, code point for code point: which form of a
+ * password to hash (its Unicode NFC form) is `AccountsService`'s choice.
  */
 export class PasswordHasher {
   constructor(private readonly cost = DEFAULT_COST) {}

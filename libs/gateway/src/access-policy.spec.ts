@@ -7,6 +7,7 @@ import { AccountsService, EmbeddedAccountStore, PasswordHasher } from '#libs/acc
 import { Metrics } from '#libs/health';
 import { EmbeddedDatabase } from '#libs/storage';
 import { AccessPolicy } from './access-policy.js';
+import { LoginThrottle, MemoryFailureLedger, type FailureCharge } from './login-throttle.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'parley-policy-'));
 const db = new EmbeddedDatabase(dir);
@@ -70,5 +71,34 @@ describe('AccessPolicy.authenticate', () => {
     expect(held?.toString()).toBe('correct horse');
     expect(policy.heldPassword(client)).toBeUndefined();
     expect(await authenticate(client, 'alice', held!)).toBe(true);
+  });
+});
+
+/** A ledger that counts the failures recorded against it. */
+class CountingLedger extends MemoryFailureLedger {
+  failures = 0;
+  override fail(charges: FailureCharge[], now: number, windowMs: number, lockoutMs: number): Promise<void> {
+    this.failures++;
+    return super.fail(charges, now, windowMs, lockoutMs);
+  }
+}
+
+describe('AccessPolicy.authenticate, passwords in either Unicode form', () => {
+  // The CONNECT password arrives as UTF-8 bytes: é precomposed (U+00E9) on most systems, e + U+0301 on macOS often.
+  const composed = Buffer.from('caf\u00e9 cr\u00e8me', 'utf8');
+  const decomposed = () => Buffer.from('cafe\u0301 cre\u0300me', 'utf8');
+
+  it('logs in with the other form of the password registered, and counts a wrong one as one failed login', async () => {
+    await accounts.register('claire', composed.toString('utf8'));
+    const ledger = new CountingLedger();
+    const throttle = new LoginThrottle({ maxFailuresPerAddress: 1000, maxFailuresPerUser: 1000, windowMs: 60_000, lockoutMs: 60_000 }, ledger);
+    const guarded = new AccessPolicy(accounts, new Metrics(), { throttle, maxConnectionsPerUser: 10 });
+    const login = (client: Client, password: Buffer) =>
+      new Promise<boolean>((resolve) => guarded.authenticate(client, 'claire', password, (error, ok) => resolve(error === null && ok === true)));
+
+    expect(await login(clientOf('claire/mac'), decomposed())).toBe(true);
+    // Two forms tried (NFC, then as sent), one attempt: one failure recorded.
+    expect(await login(clientOf('claire/mac2'), Buffer.from('wrong cre\u0300me', 'utf8'))).toBe(false);
+    expect(ledger.failures).toBe(1);
   });
 });
