@@ -1,6 +1,13 @@
 import { afterAll, describe, expect, it } from 'vitest';
 import { adapterFor, type StorageBackend } from '#libs/storage';
-import { EmbeddedConversationIndexStore, RedisConversationIndexStore, type ConversationIndexStore } from '#libs/messaging';
+import {
+  EmbeddedConversationIndexStore,
+  EmbeddedConversationLogStore,
+  RedisConversationIndexStore,
+  RedisConversationLogStore,
+  type ConversationIndexStore,
+  type ConversationLogStore,
+} from '#libs/messaging';
 import { EmbeddedPresenceStore, RedisPresenceStore, type PresenceStore } from '#libs/presence';
 import {
   EmbeddedCursorStore,
@@ -10,7 +17,16 @@ import {
   type CursorStore,
   type DeviceCursorStore,
 } from '#libs/receipts';
-import { EmbeddedGroupLocks, EmbeddedGroupStore, RedisGroupLocks, RedisGroupStore, skeleton, type GroupLocks, type GroupStore } from '#libs/group';
+import {
+  EmbeddedGroupLocks,
+  EmbeddedGroupStore,
+  GroupService,
+  RedisGroupLocks,
+  RedisGroupStore,
+  skeleton,
+  type GroupLocks,
+  type GroupStore,
+} from '#libs/group';
 import { embeddedFixture, redisFixture } from './backends.js';
 
 /**
@@ -32,6 +48,18 @@ const indexOf = (b: StorageBackend) =>
 const locksOf = (b: StorageBackend) =>
   adapterFor<GroupLocks>(b, { embedded: () => new EmbeddedGroupLocks(), redis: (r) => new RedisGroupLocks(r, { leaseMs: 300, waitMs: 3000 }) });
 const groupsOf = (b: StorageBackend) => adapterFor<GroupStore>(b, { embedded: (db) => new EmbeddedGroupStore(db), redis: (r) => new RedisGroupStore(r) });
+const logOf = (b: StorageBackend) =>
+  adapterFor<ConversationLogStore>(b, { embedded: (db) => new EmbeddedConversationLogStore(db), redis: (r) => new RedisConversationLogStore(r) });
+/** The group service on a backend's real stores, as a process started on it would make it. */
+const groupServiceOf = (b: StorageBackend) =>
+  new GroupService(
+    groupsOf(b),
+    locksOf(b),
+    logOf(b),
+    indexOf(b),
+    { exists: () => Promise.resolve(true) },
+    { maxMembers: 10, maxNameLength: 64, maxTextLength: 1000 },
+  );
 
 describe.each(fixtures)('PresenceStore on $name', (fixture) => {
   const conn = (user: string, connId: string, gatewayId = 'gw1') => ({ user, connId, gatewayId });
@@ -305,6 +333,31 @@ describe.each(fixtures)('GroupStore on $name', (fixture) => {
     const again = groupsOf(await reopen());
     expect(await again.get('g1')).toEqual({ ...state, name: 'the band', pending: null });
     expect(await again.get('g2')).toBeUndefined();
+    // The requests that changed nothing are kept with it, in order.
+    const noops = [
+      { actor: 'amy', id: 'n1', op: 'rename' as const },
+      { actor: 'amy', id: 'n2', op: 'add' as const },
+    ];
+    await again.save({ ...state, noops });
+    expect((await groupsOf(await reopen()).get('g1'))?.noops).toEqual(noops);
+  });
+});
+
+describe.each(fixtures)('GroupService on $name: a request that changed nothing', (fixture) => {
+  it('keeps its id across a restart: a retry gets the same answer, another request with the id is refused, members see no change', async () => {
+    const { backend, reopen } = await fixture.open();
+    const before = groupServiceOf(backend);
+    const { group } = await before.create('amy', 'c1', 'band', ['ben']);
+    const first = await before.rename('amy', 'n1', group.id, 'band');
+    expect(first).toEqual({ group: expect.objectContaining({ name: 'band' }), event: null, deliverTo: [] });
+
+    const after = groupServiceOf(await reopen());
+    expect(await after.rename('amy', 'n1', group.id, 'band')).toEqual(first);
+    await expect(after.add('amy', 'n1', group.id, ['cat'])).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(after.post('amy', 'n1', group.id, 'hello')).rejects.toMatchObject({ code: 'bad_request' });
+    const seen = await after.history('ben', group.id, undefined, 10);
+    expect(seen.events.map((e) => (e.type === 'message' ? e.text : e.change.kind))).toEqual(['created']);
+    expect(await after.info('ben', group.id)).toMatchObject({ name: 'band', members: ['amy', 'ben'] });
   });
 });
 

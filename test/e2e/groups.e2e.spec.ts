@@ -1,6 +1,10 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { GroupEvent, GroupInfo, HistoryResult, InfoResult, MessageEvent, OkReply, ReceiptEvent, SendResult, SyncEvent } from '#libs/protocol';
 import { okResult, type MqttUser } from '../support/mqtt-user.js';
+import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { TestUsers } from '../support/test-users.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
@@ -301,5 +305,44 @@ describe.each(modes)('groups, %s', (mode) => {
     const history = await okResult<{ messages: MessageEvent[] }>(rita.request({ op: 'history', group: g.id }));
     expect(history.messages.filter((m) => m.type === 'message')).toHaveLength(1);
     expect((await okResult<{ groups: GroupInfo[] }>(rita.request({ op: 'group.list' }))).groups).toHaveLength(1);
+  });
+});
+
+describe('a group request that changed nothing, across a restart (standalone)', () => {
+  let server: ParleyServer | undefined;
+  const dataDir = mkdtempSync(join(tmpdir(), 'parley-noop-'));
+  const users = new TestUsers(() => (server ? [server.mqttUrl, server.mqttUrl6] : []), PASSWORD);
+  afterAll(async () => {
+    await users.closeAll();
+    await server?.dispose();
+    rmSync(dataDir, { recursive: true, force: true });
+  });
+
+  it('keeps its id: members are told nothing, a retry after the restart gets the same answer, another request with the id is refused', async () => {
+    server = await startParley({ dataDir });
+    const [a, b] = [await users.fresh('nia'), await users.fresh('noah')];
+    const [nia, noah] = [await users.login(a), await users.login(b)];
+    const g = await okResult<GroupInfo>(nia.request({ op: 'group.create', name: 'same', members: [b] }));
+    const first = await nia.request({ op: 'group.rename', id: 'noop-1', group: g.id, name: 'same' });
+    expect(first).toMatchObject({ ok: true, result: { id: g.id, name: 'same' } });
+    // The next entry reaches Noah right after the creation: nothing came for the rename that changed nothing.
+    await okResult(nia.request({ op: 'send', id: 'after-noop', group: g.id, text: 'still the same name' }));
+    await noah.waitFor((e) => e.type === 'message' && e.text === 'still the same name');
+    const seen = noah.events.filter((e) => (e.type === 'group' || e.type === 'message') && e.conv === `grp:${g.id}`) as (MessageEvent | GroupEvent)[];
+    expect(seen.map((e) => (e.type === 'group' ? e.change.kind : e.text))).toEqual(['created', 'still the same name']);
+
+    await users.closeAll();
+    await server.stop();
+    server = await startParley({ dataDir });
+    const again = await users.login(a);
+    // Each with the id used before: the replies recorded so far go first, or the wait for this one's reply would find them.
+    const ask = (fields: Record<string, unknown>) => {
+      again.events.splice(0);
+      return again.request(fields);
+    };
+    expect(await ask({ op: 'group.rename', id: 'noop-1', group: g.id, name: 'same' })).toEqual(first);
+    expect(await ask({ op: 'group.add', id: 'noop-1', group: g.id, members: [b] })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await ask({ op: 'send', id: 'noop-1', group: g.id, text: 'not a retry' })).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    expect(await okResult<GroupInfo>(ask({ op: 'group.members', group: g.id }))).toMatchObject({ name: 'same', members: [a, b] });
   });
 });

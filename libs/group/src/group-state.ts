@@ -25,6 +25,43 @@ export interface GroupState {
   appliedSeq: number;
   /** A change being written (request id): set before the log append and cleared after, so a crash in between is repaired from the log. */
   pending: string | null;
+  /**
+   * The group's latest requests that changed nothing, oldest first, at most `MAX_NOOP_REQUESTS`; absent when there were
+   * none. Not part of the projection of the log: such a request appends nothing (members are not told of a rename to
+   * the name the group has), so its id is kept here, under the group's lock like every change.
+   */
+  noops?: NoopRequest[];
+}
+
+/** The requests that may change a group, by what the client asked (`group.rename` is `rename`, `group.owner` is `owner`). */
+export type GroupRequestKind = 'create' | 'rename' | 'add' | 'remove' | 'leave' | 'owner' | 'delete';
+
+/**
+ * A request answered without a change (a rename to the name the group has, adding members who are in it, handing the
+ * group to its owner). Kept so that its id stays its own, as a change's id does in the log: a retry (the same actor,
+ * id and kind of request) is answered alike, and another request with that id is refused.
+ */
+export interface NoopRequest {
+  actor: string;
+  id: string;
+  op: GroupRequestKind;
+}
+
+/**
+ * How many requests that changed nothing a group keeps (see `GroupState.noops`). Only its owner can make one, and a
+ * retry comes soon after its request: the latest few are enough, and the state, read by every post, stays small (at
+ * most about 4 KiB of them).
+ */
+export const MAX_NOOP_REQUESTS = 32;
+
+/** The request of that actor and id that changed nothing, while the group keeps it. */
+export function noopOf(state: GroupState, actor: string, id: string): NoopRequest | undefined {
+  return state.noops?.find((n) => n.actor === actor && n.id === id);
+}
+
+/** The state keeping one more request that changed nothing, and forgetting the oldest beyond `MAX_NOOP_REQUESTS`. */
+export function withNoop(state: GroupState, noop: NoopRequest): GroupState {
+  return { ...state, noops: [...(state.noops ?? []), noop].slice(-MAX_NOOP_REQUESTS) };
 }
 
 /** A stretch of a group's log one user was in the group for: from the event that added them up to the one that took them out. */

@@ -3,7 +3,7 @@ import { EmbeddedConversationIndexStore, EmbeddedConversationLogStore, type Conv
 import { tempDatabases } from '../../../test/support/temp-databases.js';
 import { EmbeddedGroupLocks } from './embedded/embedded-group-locks.js';
 import { EmbeddedGroupStore } from './embedded/embedded-group.store.js';
-import { groupConv, type GroupState } from './group-state.js';
+import { groupConv, MAX_NOOP_REQUESTS, type GroupState } from './group-state.js';
 import { GroupService } from './group.service.js';
 import type { GroupStore } from './group.store.js';
 
@@ -233,6 +233,52 @@ describe('GroupService', () => {
     ]);
     expect((await service.info('ann', group.id)).name).toBe('reuse');
     expect((await service.add('ann', 'k2', group.id, ['cy'])).group.members).toEqual(['ann', 'bob', 'cy']);
+  });
+
+  it('keeps the id of a request that changed nothing: its retry gets the same answer, another request with that id is refused, members see nothing', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'n0', 'same', ['bob']);
+    const kinds = async () => (await service.history('bob', group.id, undefined, 50)).events.map((e) => (e.type === 'message' ? e.text : e.change.kind));
+    // A rename to the name it has, adding a member, handing the group to its owner: each answered, none stored as a change.
+    for (const [id, noop] of [
+      ['n1', () => service.rename('ann', 'n1', group.id, 'same')],
+      ['n2', () => service.add('ann', 'n2', group.id, ['bob'])],
+      ['n3', () => service.handOver('ann', 'n3', group.id, 'ann')],
+    ] as const) {
+      expect(await noop(), id).toEqual({ group: expect.objectContaining({ name: 'same', owner: 'ann', members: ['ann', 'bob'] }), event: null, deliverTo: [] });
+    }
+    expect(await kinds()).toEqual(['created']);
+
+    // Another request with a used id is refused, as one with the id of a stored change is, and stores nothing.
+    await expect(service.rename('ann', 'n2', group.id, 'other')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(service.add('ann', 'n1', group.id, ['cy'])).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(service.handOver('ann', 'n1', group.id, 'bob')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(service.remove('ann', 'n3', group.id, ['bob'])).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(service.post('ann', 'n1', group.id, 'hello')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(service.delete('ann', 'n2', group.id)).rejects.toMatchObject({ code: 'bad_request' });
+    expect(await kinds()).toEqual(['created']);
+    expect(await service.info('ann', group.id)).toMatchObject({ name: 'same', owner: 'ann', members: ['ann', 'bob'] });
+
+    // A retry, after real changes by other ids, and by the name it had then: answered as the first time, nothing done
+    // (the rename back, the add, the handover are not made now: they were not made then).
+    await service.rename('ann', 'r1', group.id, 'other');
+    await service.add('ann', 'r2', group.id, ['cy']);
+    await service.remove('ann', 'r3', group.id, ['bob']);
+    const now = { name: 'other', owner: 'ann', members: ['ann', 'cy'] };
+    expect(await service.rename('ann', 'n1', 'same', 'same')).toEqual({ group: expect.objectContaining(now), event: null, deliverTo: [] });
+    expect(await service.add('ann', 'n2', group.id, ['bob'])).toEqual({ group: expect.objectContaining(now), event: null, deliverTo: [] });
+    expect(await service.handOver('ann', 'n3', group.id, 'ann')).toEqual({ group: expect.objectContaining(now), event: null, deliverTo: [] });
+    expect(await kinds()).toEqual(['created', 'renamed', 'member_added', 'member_removed']);
+  });
+
+  it(`keeps the ids of a group's last ${MAX_NOOP_REQUESTS} requests that changed nothing, and forgets older ones`, async () => {
+    const { service, realStore } = setup();
+    const { group } = await service.create('ann', 'm0', 'kept', ['bob']);
+    for (let i = 0; i <= MAX_NOOP_REQUESTS; i++) await service.rename('ann', `m${i + 1}`, group.id, 'kept');
+    expect((await realStore.get(group.id))?.noops).toHaveLength(MAX_NOOP_REQUESTS);
+    // The oldest is forgotten: its id is free again. The newest is still refused for another request.
+    await expect(service.add('ann', `m${MAX_NOOP_REQUESTS + 1}`, group.id, ['cy'])).rejects.toMatchObject({ code: 'bad_request' });
+    expect((await service.add('ann', 'm1', group.id, ['cy'])).event).not.toBeNull();
   });
 
   it('lists a user\u2019s groups by name, as a person looks for one (case aside, numbers as numbers), then oldest first', async () => {

@@ -26,7 +26,10 @@ import {
   everyoneIn,
   inGroupAt,
   newGroupId,
+  noopOf,
   skeleton,
+  withNoop,
+  type GroupRequestKind,
   type GroupState,
   type Span,
 } from './group-state.js';
@@ -104,6 +107,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'create',
       (c) => c.kind === 'created',
       () => ({ kind: 'created', name: cleanName, owner: actor, members: others }),
       true,
@@ -117,6 +121,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'rename',
       (c) => c.kind === 'renamed',
       (g) => {
         this.mustOwn(g, actor);
@@ -132,6 +137,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'add',
       (c) => c.kind === 'member_added',
       (g) => {
         this.mustOwn(g, actor);
@@ -149,6 +155,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'remove',
       (c) => c.kind === 'member_removed',
       (g) => {
         this.mustOwn(g, actor);
@@ -170,6 +177,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'leave',
       (c) => c.kind === 'member_left' || (c.kind === 'deleted' && c.lastMemberLeft === true),
       (g) => {
         const others = g.members.filter((m) => m.user !== actor);
@@ -186,6 +194,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'owner',
       (c) => c.kind === 'owner_changed',
       (g) => {
         this.mustOwn(g, actor);
@@ -201,6 +210,7 @@ export class GroupService {
       id,
       actor,
       requestId,
+      'delete',
       (c) => c.kind === 'deleted' && !c.lastMemberLeft,
       (g) => {
         this.mustOwn(g, actor);
@@ -237,6 +247,8 @@ export class GroupService {
     const before = await this.log.findById(conv, actor, requestId);
     if (before && before.kind !== 'text') throw idInUse(requestId);
     const g = await this.memberView(actor, id, before !== undefined);
+    // An id kept by a change request that changed nothing is not a message's either.
+    if (!before && noopOf(g, actor, requestId)) throw idInUse(requestId);
     // The log checks the sender against the members it keeps, in the append: a change that removed them after the check
     // above and before the append refuses the post, which would otherwise be stored after their removal.
     const appended: Promise<AppendResult> = before
@@ -371,14 +383,18 @@ export class GroupService {
    * it in and clear the mark. A retry of the same request (same actor and id)
    * returns the original outcome without appending again; `madeBy` tells the
    * changes the request makes, so that an id the actor used for another
-   * request in the group is refused, never taken for a retry. (A request that
-   * changed nothing, a rename to the same name say, stored nothing: its id is
-   * not kept.)
+   * request in the group is refused, never taken for a retry. A request that
+   * changes nothing (a rename to the same name, say) appends nothing, so that
+   * members are not told of it, but its id is kept with the state (`op`, see
+   * `GroupState.noops`): its retry gets the same answer, with the group as it
+   * is now, as a change's retry does, and is not made now (a rename back to
+   * that name since renamed); another request with its id is refused.
    */
   private change(
     id: string,
     actor: string,
     requestId: string,
+    op: GroupRequestKind,
     madeBy: (change: GroupChange) => boolean,
     decide: (g: GroupState) => GroupChange | null,
     creating = false,
@@ -392,6 +408,11 @@ export class GroupService {
         g = g && g.appliedSeq >= done.seq ? g : await this.repair(g ?? skeleton(id, requestId));
         return this.outcome(g, conv, done, actor);
       }
+      const noop = g && noopOf(g, actor, requestId);
+      if (g && noop) {
+        if (noop.op !== op) throw idInUse(requestId);
+        return { group: infoOf(g), event: null, deliverTo: [] };
+      }
       if (creating) {
         if (g) throw new DomainError('bad_request', 'a group was already created with this request id');
         g = skeleton(id, requestId);
@@ -399,7 +420,11 @@ export class GroupService {
         throw unknownGroup(id);
       }
       const change = decide(g);
-      if (!change) return { group: infoOf(g), event: null, deliverTo: [] };
+      if (!change) {
+        // Durable before it is answered, as a change is: a retry after a restart finds it.
+        await this.groups.save(withNoop(g, { actor, id: requestId, op }));
+        return { group: infoOf(g), event: null, deliverTo: [] };
+      }
       // Everyone who will see the group finds it in their index, before the change exists.
       const joining = change.kind === 'created' ? [change.owner, ...change.members] : change.kind === 'member_added' ? change.members : [];
       await Promise.all(joining.map((u) => this.index.add(u, conv)));
@@ -511,6 +536,8 @@ export class GroupService {
       for (const id of await this.groupIdsOf(actor)) {
         const done = await this.log.findById(groupConv(id), actor, requestId);
         if (done !== undefined) return id;
+        const g = await this.load(id);
+        if (g && noopOf(g, actor, requestId)) return id;
       }
       throw e;
     }
