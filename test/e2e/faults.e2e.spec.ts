@@ -6,7 +6,8 @@ import { join } from 'node:path';
 import { afterEach, expect, it } from 'vitest';
 import { topics, type ErrorReply, type OkReply, type WhoResult } from '#libs/protocol';
 import { ParleyClient } from '../../apps/cli/src/parley-client.js';
-import { CliProcess } from '../support/cli.js';
+import { CliProcess, runCli } from '../support/cli.js';
+import { startCuttingProxy } from '../support/cutting-proxy.js';
 import { connectClient, type MqttUser } from '../support/mqtt-user.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { TestUsers } from '../support/test-users.js';
@@ -307,3 +308,43 @@ it('parley file send and file accept ride out a kill -9 and restart of the serve
   await interrupted(['accept', offer!, '--to', into], b);
   expect(readFileSync(join(into, 'big.bin')).equals(data)).toBe(true);
 });
+
+it(
+  'parley file send and file accept ride out connections dropped between the login (CONNACK) and the inbox subscription; other one-shot commands fail at once',
+  { timeout: 120_000 },
+  async () => {
+    server = await startParley({ env: LIMITS });
+    const users = new TestUsers(() => [server!.mqttUrl]);
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    // Each command's first two connections are cut as soon as the server's CONNACK has passed the proxy.
+    const proxy = await startCuttingProxy({ host: '127.0.0.1', port: server.mqttPort }, 0);
+    cleanups.push(() => proxy.close());
+    const as = (user: string) => ({ PARLEY_SERVER: proxy.url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const dir = mkdtempSync(join(tmpdir(), 'parley-cut-'));
+    cleanups.push(() => Promise.resolve(rmSync(dir, { recursive: true, force: true })));
+    const data = randomBytes(200 * 1024 + 5);
+    writeFileSync(join(dir, 'cut.bin'), data);
+
+    proxy.cuts = 2;
+    const send = await runCli(['file', 'send', b, join(dir, 'cut.bin')], as(a), { timeoutMs: 30_000 });
+    expect(send.code, send.stdout + send.stderr).toBe(0);
+    expect(proxy.cut).toBe(2);
+    // Said once, on stderr: a person sees why it takes a moment.
+    expect(send.stderr.trim().split('\n')).toEqual(['* could not subscribe to the replies topic: Connection closed; retrying…']);
+    const offer = new RegExp(`^offered cut\\.bin \\(200\\.0 KiB\\) to ${b}: (\\S+)$`).exec(send.stdout.trim())?.[1];
+    expect(offer, send.stdout).toBeDefined();
+
+    proxy.cuts = 2;
+    const into = mkdtempSync(join(dir, 'into-'));
+    const accept = await runCli(['--json', 'file', 'accept', offer!, '--to', into], as(b), { timeoutMs: 30_000 });
+    expect(accept.code, accept.stdout + accept.stderr).toBe(0);
+    expect(proxy.cut).toBe(4);
+    expect(readFileSync(join(into, 'cut.bin')).equals(data)).toBe(true);
+
+    // A one-shot command that does not ride out drops says why at once.
+    proxy.cuts = 1;
+    const list = await runCli(['--json', 'file', 'list'], as(b), { timeoutMs: 30_000 });
+    expect(list.code).toBe(1);
+    expect(list.json).toEqual([{ type: 'error', code: 'connect', message: 'could not subscribe to the replies topic: Connection closed' }]);
+  },
+);

@@ -491,3 +491,60 @@ describe('ParleyClient and a server that drops a connection before it answers th
     }
   });
 });
+
+describe('ParleyClient and a server that drops a connection between the login and the inbox subscription (it is restarting)', () => {
+  it('rides it out, within the command’s time, when the command rides out drops; a one-shot command fails at once', async () => {
+    // Logins are accepted; the first subscriptions of each kind end the connection instead of being answered.
+    let toDrop = 0;
+    let dropped = 0;
+    const broker = new Aedes({
+      authorizeSubscribe: (client, sub, done) => {
+        if (toDrop > 0) {
+          toDrop--;
+          dropped++;
+          return client.close();
+        }
+        done(null, sub);
+      },
+    });
+    await broker.listen();
+    const tcp = createServer((socket) => broker.handle(socket));
+    await new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: 0 }, resolve));
+    const at = `mqtt://127.0.0.1:${(tcp.address() as AddressInfo).port}`;
+    try {
+      toDrop = 1;
+      await expect(ParleyClient.connect({ server: at, user: 'ann', password: 'unused', timeoutMs: 5000 })).rejects.toThrow(
+        'could not subscribe to the replies topic',
+      );
+      toDrop = 2;
+      const told: string[] = [];
+      const riding = await ParleyClient.connect({
+        server: at,
+        user: 'ann',
+        password: 'unused',
+        timeoutMs: 5000,
+        reconnect: true,
+        reconnectMs: 100,
+        onUnavailable: (reason) => told.push(reason),
+      });
+      expect(toDrop).toBe(0);
+      expect(told).toEqual([expect.stringContaining('could not subscribe to the replies topic')]);
+      // Subscribed, it takes its replies.
+      expect(riding.connected).toBe(true);
+      await riding.close();
+      // One that always drops there is given up once the command's time is out, never tried endlessly.
+      toDrop = 1000;
+      dropped = 0;
+      const started = Date.now();
+      await expect(ParleyClient.connect({ server: at, user: 'ann', password: 'unused', timeoutMs: 1500, keepTrying: true, reconnectMs: 100 })).rejects.toThrow(
+        /^could not subscribe to the replies topic: .* \(tried for 2 s\)$/,
+      );
+      expect(Date.now() - started).toBeLessThan(5000);
+      expect(dropped).toBeGreaterThan(1);
+      toDrop = 0;
+    } finally {
+      await new Promise<void>((resolve) => tcp.close(() => resolve()));
+      await new Promise<void>((resolve) => broker.close(() => resolve()));
+    }
+  });
+});

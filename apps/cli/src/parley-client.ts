@@ -127,7 +127,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     private readonly mqtt: MqttClient,
     readonly user: string | null,
     /** Where replies (and, for `chat` and `listen`, events) come: the inbox, or a one-shot command's replies topic. */
-    private inbox: string,
+    private readonly inbox: string,
     private readonly requests: string,
     private readonly timeoutMs: number,
     private readonly server: string,
@@ -253,17 +253,24 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     /** Why the server refused the login the first time: the reason to give up with, whatever ended the last attempt. */
     let refusal = '';
     let connected: Connected;
+    /** Where replies come on the connection: `inbox`, or the user's inbox on a server from before the replies topic. */
+    let listening: string;
     for (;;) {
       try {
         // A one-shot command's last attempts wait no longer than what is left of its time.
         const connectTimeout = opts.keepTrying ? timeoutMs : Math.max(1000, deadline - Date.now());
         connected = await connectOnce(opts.server, { ...options, connectTimeout });
+        // Nothing is sent before replies can come back: the login is not done until its inbox is subscribed.
+        listening = await subscribeInbox(connected.client, inbox, repliesOnly ? topics.inbox(opts.user!) : null);
         break;
       } catch (e) {
+        if (e instanceof ConnectError) throw e;
         const code = (e as { code?: unknown }).code;
-        // A server that took the connection and dropped it before answering is going down or restarting: a command that
-        // rides out drops (file transfers, chat, listen) rides this one out too.
-        const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number') || (reconnects && code === CLOSED_BEFORE_ANSWER);
+        // A server that took the connection and dropped it before answering the login, or before granting the inbox,
+        // is going down or restarting: a command that rides out drops (file transfers, chat, listen) rides this one out
+        // too.
+        const dropped = code === CLOSED_BEFORE_ANSWER || code === CLOSED_BEFORE_SUBSCRIBED;
+        const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number') || (reconnects && dropped);
         const reason = describeConnectError(e as Error, opts.server, opts.ca);
         if (!tryAgain) throw new ConnectError(reason);
         if (code === CONNACK_TRY_AGAIN) toldToTryAgain = true;
@@ -279,28 +286,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       }
     }
     const { client, held } = connected;
-    const parley = new ParleyClient(client, opts.user ?? null, inbox, requests, timeoutMs, opts.server, device ?? null, held);
-    const subscribe = (topic: string) =>
-      subscribed(client, topic).catch((e: unknown) => {
-        client.end(true);
-        throw new ConnectError(
-          `could not subscribe to ${topic === inbox && repliesOnly ? 'the replies topic' : 'the inbox'}: ${e instanceof Error ? e.message : String(e)}`,
-        );
-      });
-    let inboxSubscribed = await subscribe(inbox);
-    // A server from before the replies topic refuses it: replies come on the inbox there, as they always did.
-    if (!inboxSubscribed && repliesOnly) inboxSubscribed = await subscribe(parley.useInbox(topics.inbox(opts.user!)));
-    if (!inboxSubscribed) {
-      client.end(true);
-      throw new ConnectError('the server refused the inbox subscription');
-    }
-    return parley;
-  }
-
-  /** Takes replies on `topic` from now on (see `connect`); returns it. */
-  private useInbox(topic: string): string {
-    this.inbox = topic;
-    return topic;
+    // What arrived once the inbox was granted (a resumed session's sync) was held by connectOnce's listener, in order.
+    return new ParleyClient(client, opts.user ?? null, listening, requests, timeoutMs, opts.server, device ?? null, held);
   }
 
   /**
@@ -433,6 +420,38 @@ interface Connected {
 
 /** The code of a connection the server closed before it answered the login (see `connectOnce`). */
 const CLOSED_BEFORE_ANSWER = 'CLOSED_BEFORE_ANSWER';
+/** The code of a connection that closed after the login was accepted, before the inbox subscription was answered. */
+const CLOSED_BEFORE_SUBSCRIBED = 'CLOSED_BEFORE_SUBSCRIBED';
+
+/**
+ * Subscribes a new connection to `inbox`, or, refused it, to `fallback` (a server from before the replies topic sends
+ * replies on the inbox, as it always did); resolves with the topic granted. A refusal ends the client and throws a
+ * ConnectError, which trying again cannot change; a connection lost before the SUBACK ends it and throws an error with
+ * the code CLOSED_BEFORE_SUBSCRIBED, which a command that rides out drops tries again, as a drop before the CONNACK.
+ */
+async function subscribeInbox(client: MqttClient, inbox: string, fallback: string | null): Promise<string> {
+  // A socket error meanwhile (a reset) comes before the close that fails the subscription: it must not go unheard, which
+  // would throw (the ParleyClient listens from when this resolves).
+  const unheard = () => undefined;
+  client.on('error', unheard);
+  try {
+    for (const topic of fallback === null ? [inbox] : [inbox, fallback]) {
+      let granted: boolean;
+      try {
+        granted = await subscribed(client, topic);
+      } catch (e) {
+        client.end(true);
+        const what = topic === inbox && fallback !== null ? 'the replies topic' : 'the inbox';
+        throw Object.assign(new Error(`could not subscribe to ${what}: ${e instanceof Error ? e.message : String(e)}`), { code: CLOSED_BEFORE_SUBSCRIBED });
+      }
+      if (granted) return topic;
+    }
+    client.end(true);
+    throw new ConnectError('the server refused the inbox subscription');
+  } finally {
+    client.off('error', unheard);
+  }
+}
 
 /**
  * One attempt to connect: resolves with the client, and what it received meanwhile, once the server accepted the
@@ -492,6 +511,7 @@ const CERTIFICATE_FAULTS: Record<string, string> = {
 function describeConnectError(e: Error, server: string, ca?: string): string {
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'number' && CONNACK_REASONS[code]) return `login refused by ${server}: ${CONNACK_REASONS[code]}`;
+  if (code === CLOSED_BEFORE_SUBSCRIBED) return e.message;
   if (code === 'ECONNREFUSED') return `cannot reach ${server}: connection refused`;
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot reach ${server}: unknown host`;
   if (/timeout/i.test(e.message)) return `cannot reach ${server}: no answer in time`;
