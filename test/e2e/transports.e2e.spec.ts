@@ -92,6 +92,29 @@ describe('transports', () => {
     expect(badScheme.stderr).toMatch(/mqtt:\/\/, mqtts:\/\/, ws:\/\/ or wss:\/\//);
   });
 
+  it('the CLI says that a plain MQTT URL names a WebSocket port (it answers in HTTP), and to use ws:// or wss:// there, at once', async () => {
+    const login = { PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD };
+    const plain = `mqtt://127.0.0.1:${server.extraPorts.ws}`;
+    const viaPlain = await runCli(['send', 'bob', 'hi'], { ...login, PARLEY_SERVER: plain });
+    expect(viaPlain.code).toBe(1);
+    expect(viaPlain.stderr.trim()).toBe(
+      `error: connect: cannot reach ${plain}: it seems to speak HTTP (WebSocket), not MQTT, on that port (ws:// or wss:// there?)`,
+    );
+    // A file transfer rides out dropped connections, but this is no drop: it is told at once (it would try for 10 s).
+    const file = join(dir, 'to-send.txt');
+    writeFileSync(file, 'a file');
+    const sending = await runCli(['--json', 'file', 'send', 'bob', file], { ...login, PARLEY_SERVER: plain }, { timeoutMs: 8000 });
+    expect(sending.code).toBe(1);
+    expect(sending.json).toEqual([
+      { type: 'error', code: 'connect', message: `cannot reach ${plain}: it seems to speak HTTP (WebSocket), not MQTT, on that port (ws:// or wss:// there?)` },
+    ]);
+    // MQTT over TLS to the secure WebSocket port: the TLS is right, what follows is not.
+    const secure = `mqtts://localhost:${server.extraPorts.wss}`;
+    const viaTls = await runCli(['--ca', ca, 'send', 'bob', 'hi'], { ...login, PARLEY_SERVER: secure });
+    expect(viaTls.code).toBe(1);
+    expect(viaTls.stderr).toMatch(/it seems to speak HTTP \(WebSocket\), not MQTT, on that port \(ws:\/\/ or wss:\/\/ there\?\)/);
+  });
+
   it('holds TLS clients to the same rules: a huge first packet is cut off at once', async () => {
     const socket = tlsConnect({ port: server.extraPorts.mqtts!, host: '127.0.0.1', servername: 'localhost', ca: readFileSync(ca) });
     await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));

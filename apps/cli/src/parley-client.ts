@@ -1,6 +1,7 @@
 import { randomBytes, randomUUID, X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
+import type { Duplex } from 'node:stream';
 import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
 import { readInboxEvent, readPresenceEvent, readResult, topics, type PresenceEvent, type RequestOp, type ResultOf, type ServerEvent } from '#libs/protocol';
 
@@ -418,6 +419,9 @@ interface Connected {
   held: Held;
 }
 
+/** The code of an attempt that an answer in HTTP ended (see `connectOnce`): the port is a WebSocket listener's. */
+const SPEAKS_HTTP = 'SPEAKS_HTTP';
+
 /** The code of a connection the server closed before it answered the login (see `connectOnce`). */
 const CLOSED_BEFORE_ANSWER = 'CLOSED_BEFORE_ANSWER';
 /** The code of a connection that closed after the login was accepted, before the inbox subscription was answered. */
@@ -465,11 +469,16 @@ function connectOnce(server: string, options: IClientOptions): Promise<Connected
   const held: [string, Buffer][] = [];
   const hold = (topic: string, payload: Buffer) => held.push([topic, payload]);
   client.on('message', hold);
+  // What the server said first, before MQTT.js parses it: an HTTP answer (a WebSocket listener's "400 Bad Request")
+  // fails the parse with a message about packet flags that means nothing to a person. Read ahead of MQTT.js's own
+  // listener, which fails the attempt while it takes the same bytes.
+  let first: Buffer | undefined;
+  (client.stream as Duplex | undefined)?.prependOnceListener('data', (chunk: Buffer | string) => (first = Buffer.from(chunk)));
   return new Promise((resolve, reject) => {
     const fail = (e: Error) => {
       cleanup();
       client.end(true);
-      reject(e);
+      reject(first?.subarray(0, 5).toString('latin1') === 'HTTP/' ? Object.assign(e, { code: SPEAKS_HTTP }) : e);
     };
     const closed = () => fail(Object.assign(new Error('the connection closed before the server answered'), { code: CLOSED_BEFORE_ANSWER }));
     const cleanup = () => {
@@ -523,6 +532,8 @@ function describeConnectError(e: Error, server: string, ca?: string): string {
   // TLS spoken to a port that does not (OpenSSL reads the plain answer as a record of a TLS version it does not know).
   if ((code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER') && /wrong version number/i.test(e.message))
     return `cannot reach ${server}: it does not speak TLS on that port (mqtt:// or ws:// there?)`;
+  // MQTT spoken to a WebSocket port, whose HTTP server answers a request it cannot read with 400.
+  if (code === SPEAKS_HTTP) return `cannot reach ${server}: it seems to speak HTTP (WebSocket), not MQTT, on that port (ws:// or wss:// there?)`;
   return `cannot reach ${server}: ${e.message}`;
 }
 
