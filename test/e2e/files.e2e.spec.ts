@@ -470,7 +470,9 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(await alice.request({ ...base, to: 'nobody-here', name: 'x.txt', size: 1 })).toMatchObject({ ok: false, error: { code: 'unknown_user' } });
     const tooBig = await cli(a, ['file', 'send', b, writeTemp('big.bin', Buffer.alloc(MAX_FILE + 1))]);
     expect(tooBig.code).toBe(1);
-    expect(tooBig.stderr.trim()).toMatch(/^error: file_too_large: the file is 16777217 bytes; the largest allowed is 16777216$/);
+    expect(tooBig.stderr.trim()).toBe('error: file_too_large: the file is 16.0 MiB (16777217 bytes); the largest allowed is 16.0 MiB (16777216 bytes)');
+    const tooBigJson = await cli(a, ['--json', 'file', 'send', b, writeTemp('bigger.bin', Buffer.alloc(MAX_FILE + 4 * 1024 * 1024))]);
+    expect(tooBigJson.json).toEqual([{ type: 'error', code: 'file_too_large', message: 'the file is 20.0 MiB; the largest allowed is 16.0 MiB' }]);
     expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers).toEqual([]);
 
     const data = randomBytes(3 * CHUNK);
@@ -504,7 +506,20 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
     // The sender's open offers may hold so many bytes together (24 MiB here; mine.bin is still open).
     await okResult(alice.request({ ...base, name: 'first.iso', size: MAX_FILE }));
-    expect(await alice.request({ ...base, name: 'second.iso', size: 8 * 1024 * 1024 })).toMatchObject({ ok: false, error: { code: 'quota_exceeded' } });
+    expect(await alice.request({ ...base, name: 'second.iso', size: 8 * 1024 * 1024 })).toMatchObject({
+      ok: false,
+      error: {
+        code: 'quota_exceeded',
+        message:
+          'this file (8.0 MiB) would take your open file offers over the 24.0 MiB the server holds for you; wait for them to be taken, let them expire, or withdraw one',
+      },
+    });
+    // The CLI says it in its own words: its commands, not the protocol's.
+    const overQuota = await cli(a, ['file', 'send', b, writeTemp('second.iso', Buffer.alloc(8 * 1024 * 1024))]);
+    expect(overQuota.code).toBe(1);
+    expect(overQuota.stderr.trim()).toBe(
+      'error: quota_exceeded: this file (8.0 MiB) would take your open file offers over the 24.0 MiB the server holds for you; wait for them to be taken, let them expire, or withdraw one (parley file list shows them, parley file cancel ID withdraws one)',
+    );
     expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.map((o) => o.name)).toEqual(['mine.bin', 'first.iso']);
   });
 
@@ -527,8 +542,19 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       expect(await alice.request({ op: 'file.offer', to: b, name: 'one-more.txt', size: 0, sha256: sha256(Buffer.alloc(0)) })).toMatchObject({
         ok: false,
         // The answer says how to make room now, not only how to wait.
-        error: { code: 'too_many_offers', message: expect.stringContaining('withdraw one (file.cancel') },
+        error: { code: 'too_many_offers', message: expect.stringContaining('or withdraw one') },
       });
+      // The CLI names its own commands for it, not the protocol's; --json keeps the line's shape.
+      const oneMore = await cli(a, ['--json', 'file', 'send', b, writeTemp('one-more.txt', 'one more')]);
+      expect(oneMore.code).toBe(1);
+      expect(oneMore.json).toEqual([
+        {
+          type: 'error',
+          code: 'too_many_offers',
+          message:
+            'you have 4 file offers not yet taken or declined, the most allowed; wait for them, let them expire, or withdraw one (parley file list shows them, parley file cancel ID withdraws one)',
+        },
+      ]);
 
       // Nobody took them: they expire, with their data.
       await expect

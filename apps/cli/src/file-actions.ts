@@ -8,6 +8,19 @@ import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, up
 import { displayLabel, type Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
+/**
+ * Refusals whose way out is to withdraw one of the sender's offers: the server says so for every client alike, and the
+ * CLI adds its own commands for it.
+ */
+const MAKE_ROOM: ReadonlySet<string> = new Set(['too_many_offers', 'quota_exceeded']);
+const MAKE_ROOM_HOW = 'parley file list shows them, parley file cancel ID withdraws one';
+
+/** A refusal of an offer, in the CLI's words (see MAKE_ROOM); any other error as it is. */
+export function inCliWords(e: unknown): unknown {
+  if (!(e instanceof RequestError) || !MAKE_ROOM.has(e.code) || e.message.includes('parley file cancel')) return e;
+  return new RequestError(e.code, `${e.message} (${MAKE_ROOM_HOW})`);
+}
+
 /** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
 export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string, bar?: BarOptions): Promise<FileOffer> {
   let progress: TransferProgress | undefined;
@@ -28,6 +41,8 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
           );
       },
     );
+  } catch (e) {
+    throw inCliWords(e);
   } finally {
     progress?.done();
   }

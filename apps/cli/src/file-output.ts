@@ -1,5 +1,4 @@
-import type { FileEvent, FileOffer, FileRecipientState, FilesEvent } from '#libs/protocol';
-import { formatBytes } from './file-progress.js';
+import { formatBytes, type FileEvent, type FileOffer, type FileRecipientState, type FilesEvent } from '#libs/protocol';
 import { displayLabel } from './output.js';
 
 /** `notes.txt (1.2 KiB)` */

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { formatBytes, TransferProgress } from './file-progress.js';
+import { TransferProgress } from './file-progress.js';
 import { Printer } from './output.js';
 
 /** A terminal that records what is written to it, and a clock the test moves. */
@@ -28,9 +28,5 @@ describe('TransferProgress', () => {
     quick.update(10);
     quick.done();
     expect(ended).toBe(1);
-  });
-
-  it('formats sizes as people read them', () => {
-    expect([formatBytes(12), formatBytes(1536), formatBytes(3 * 1024 * 1024)]).toEqual(['12 B', '1.5 KiB', '3.0 MiB']);
   });
 });

@@ -1,17 +1,5 @@
+import { formatBytes } from '#libs/protocol';
 import type { Printer } from './output.js';
-
-/** `1.2 KiB`, `3.0 MiB`: sizes as people read them. */
-export function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let value = n / 1024;
-  let unit = 0;
-  while (value >= 1024 && unit < units.length - 1) {
-    value /= 1024;
-    unit += 1;
-  }
-  return `${value.toFixed(1)} ${units[unit]}`;
-}
 
 const DRAW_AFTER_MS = 300;
 const REDRAW_MS = 100;

@@ -276,6 +276,30 @@ describe('FileOfferService', () => {
     expect(await service.list('ann')).toHaveLength(2);
   });
 
+  it('says sizes over a limit in units people read, with the limit, and how to make room, without any client’s commands', async () => {
+    const MiB = 1024 * 1024;
+    const { service } = setup({ maxFileBytes: 10 * MiB, quotaBytes: 15 * MiB, maxPendingOffers: 2 });
+    const small = describe_(Buffer.from('x'));
+    await expect(service.offer('ann', 'a', { to: 'bob' }, { ...small, size: 12.5 * MiB })).rejects.toMatchObject({
+      code: 'file_too_large',
+      message: 'the file is 12.5 MiB; the largest allowed is 10.0 MiB',
+    });
+    await expect(service.offer('ann', 'b', { to: 'bob' }, { ...small, size: 10 * MiB + 1 })).rejects.toMatchObject({
+      message: 'the file is 10.0 MiB (10485761 bytes); the largest allowed is 10.0 MiB (10485760 bytes)',
+    });
+    await service.offer('ann', 'c', { to: 'bob' }, { ...small, size: 9 * MiB });
+    await expect(service.offer('ann', 'd', { to: 'bob' }, { ...small, size: 7 * MiB })).rejects.toMatchObject({
+      code: 'quota_exceeded',
+      message:
+        'this file (7.0 MiB) would take your open file offers over the 15.0 MiB the server holds for you; wait for them to be taken, let them expire, or withdraw one',
+    });
+    await service.offer('ann', 'e', { to: 'bob' }, describe_(Buffer.alloc(0)));
+    await expect(service.offer('ann', 'f', { to: 'bob' }, describe_(Buffer.alloc(0)))).rejects.toMatchObject({
+      code: 'too_many_offers',
+      message: 'you have 2 file offers not yet taken or declined, the most allowed; wait for them, let them expire, or withdraw one',
+    });
+  });
+
   it('deletes an offer whose bytes do not match its SHA-256', async () => {
     const { service, blobs } = setup();
     const data = Buffer.from('12345678');

@@ -1,6 +1,8 @@
 import { createHash } from 'node:crypto';
 import {
   DomainError,
+  formatBytes,
+  formatBytesAgainst,
   isWithdrawn,
   isSafeContentType,
   isSafeFileName,
@@ -98,8 +100,10 @@ export class FileOfferService {
         'bad_request',
         'a content type may not hold control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or half of a surrogate pair',
       );
-    if (file.size > this.limits.maxFileBytes)
-      throw new DomainError('file_too_large', `the file is ${file.size} bytes; the largest allowed is ${this.limits.maxFileBytes}`);
+    if (file.size > this.limits.maxFileBytes) {
+      const [size, limit] = formatBytesAgainst(file.size, this.limits.maxFileBytes);
+      throw new DomainError('file_too_large', `the file is ${size}; the largest allowed is ${limit}`);
+    }
     const receivers = 'to' in target ? [target.to] : target.members.filter((m) => m !== sender);
     if ('to' in target) {
       if (target.to === sender) throw new DomainError('bad_request', 'you cannot offer a file to yourself');
@@ -127,13 +131,18 @@ export class FileOfferService {
     };
     const created = await this.offers.create(offer, { maxOpen: this.limits.maxPendingOffers, quotaBytes: this.limits.quotaBytes });
     switch (created) {
+      // Said for every client alike: how to list and withdraw offers is each client's own (the protocol's file.list and
+      // file.cancel, the CLI's commands), and it adds them.
       case 'too_many_offers':
         throw new DomainError(
           'too_many_offers',
-          `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined; wait for them, let them expire, or withdraw one (file.cancel; with the CLI, parley file list shows them and parley file cancel ID withdraws one)`,
+          `you have ${this.limits.maxPendingOffers} file offers not yet taken or declined, the most allowed; wait for them, let them expire, or withdraw one`,
         );
       case 'quota_exceeded':
-        throw new DomainError('quota_exceeded', `your file offers would hold more than ${this.limits.quotaBytes} bytes on the server`);
+        throw new DomainError(
+          'quota_exceeded',
+          `this file (${formatBytes(file.size)}) would take your open file offers over the ${formatBytes(this.limits.quotaBytes)} the server holds for you; wait for them to be taken, let them expire, or withdraw one`,
+        );
       case 'exists':
         return this.offer(sender, requestId, target, file);
       case 'created':

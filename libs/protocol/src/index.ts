@@ -4,3 +4,4 @@ export * from './payloads.js';
 export * from './asyncapi.js';
 export * from './file-names.js';
 export * from './lenient.js';
+export * from './byte-sizes.js';
