@@ -1,10 +1,13 @@
 import { spawn } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { hostname } from 'node:os';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, describe, expect, it } from 'vitest';
+import { formatBytes } from '#libs/protocol';
 import { DATA_DIR_FULL_EXIT, START_ROOM_BYTES } from '#libs/storage';
+import { runCli } from '../support/cli.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { mountSmallDisk } from '../support/small-disk.js';
 import { TestUsers } from '../support/test-users.js';
@@ -180,4 +183,60 @@ describe('standalone, restarted on a full disk', () => {
       await bob.close();
     },
   );
+});
+
+/**
+ * `parley file accept` into a download directory on a disk that fills: it says so in words (which disk, how much is
+ * saved, what to run again), keeps the part file, and the same command goes on from there once there is room.
+ */
+describe('parley file accept, into a directory on a full disk', () => {
+  const disk = mountSmallDisk('8m');
+  let server: ParleyServer | undefined;
+  let scratch: string | undefined;
+  afterAll(async () => {
+    await server?.dispose();
+    disk?.unmount();
+    if (scratch) rmSync(scratch, { recursive: true, force: true });
+  });
+
+  it.skipIf(disk === null)('says the disk is full and how much is saved, keeps the part file, and resumes when run again', { timeout: 120_000 }, async () => {
+    scratch = mkdtempSync(join(tmpdir(), 'parley-full-download-'));
+    server = await startParley();
+    const users = new TestUsers(() => [server!.mqttUrl], 'full download password');
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const as = (user: string) => ({ PARLEY_SERVER: server!.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const data = randomBytes(6 * 1024 * 1024 + 123);
+    writeFileSync(join(scratch, 'big.bin'), data);
+    const sent = await runCli(['--json', 'file', 'send', b, join(scratch, 'big.bin')], as(a), { timeoutMs: 60_000 });
+    expect(sent.code, sent.stdout).toBe(0);
+    const offer = (sent.json.find((l) => l.type === 'offered')?.offer as { id: string; chunkSize: number }) ?? expect.fail(sent.stdout);
+
+    // Half of the disk is taken already: the download fills the rest.
+    const ballast = join(disk!.dir, 'ballast');
+    writeFileSync(ballast, Buffer.alloc(4 * 1024 * 1024));
+    const into = join(disk!.dir, 'downloads');
+    mkdirSync(into);
+    const accept = ['file', 'accept', offer.id, '--to', into];
+    const full = await runCli(accept, as(b), { timeoutMs: 60_000 });
+    expect(full.code).toBe(1);
+    const part = join(into, `.${offer.id}.parley-part`);
+    const saved = statSync(part).size;
+    // Whole chunks only, and some of them.
+    expect(saved).toBeGreaterThan(0);
+    expect(saved % offer.chunkSize).toBe(0);
+    expect(full.stderr.trim()).toBe(
+      `error: the disk holding ${into} is full: ${formatBytes(saved)} of big.bin (6.0 MiB) from ${a} is saved there; ` +
+        `make room and run parley file accept ${offer.id} --to ${into} to go on from there`,
+    );
+    expect(readdirSync(into)).toEqual([`.${offer.id}.parley-part`]);
+
+    // Room again: the same command goes on from what was saved, not from the start.
+    rmSync(ballast);
+    const resumed = await runCli(['--json', ...accept], as(b), { timeoutMs: 60_000 });
+    expect(resumed.code, resumed.stdout).toBe(0);
+    expect(resumed.json.find((l) => l.type === 'progress')).toMatchObject({ bytes: saved });
+    expect(readFileSync(join(into, 'big.bin')).equals(data)).toBe(true);
+    expect(readdirSync(into)).toEqual(['big.bin']);
+    await users.closeAll();
+  });
 });

@@ -167,7 +167,7 @@ export class ChatSession {
       }
       case 'accept': {
         const { offer, path } = await this.ownDoing(cmd.offer, ['accepted', 'received'], () =>
-          acceptFile(this.client, this.printer, cmd.offer, process.cwd(), this.bar),
+          acceptFile(this.client, this.printer, cmd.offer, process.cwd(), this.bar, `/accept ${cmd.offer}`),
         );
         return this.print(`received ${fileLabel(offer)} from ${offer.from}: ${path}`, { type: 'received', offer, path });
       }

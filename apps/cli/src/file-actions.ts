@@ -59,6 +59,8 @@ export async function acceptFile(
   id: string,
   dir: string,
   bar?: BarOptions,
+  /** The command that goes on with this download, for a person to run again (a full disk says so). */
+  again = `parley file accept ${id} --to ${shellWord(dir)}`,
 ): Promise<{ offer: FileOffer; path: string }> {
   // Checked before accepting: the sender is told of the acceptance, which must not come to nothing here.
   await writableDirectory(dir);
@@ -77,7 +79,7 @@ export async function acceptFile(
     const progress = new TransferProgress(printer, 'download', offer.id, offer.name, offer.size, bar);
     downloading = true;
     try {
-      return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes));
+      return await downloadFile(client, offer, dir, DOWNLOAD_WINDOW, (bytes) => progress.update(bytes), again);
     } finally {
       progress.done();
     }
@@ -105,6 +107,11 @@ async function savedAgain(client: ParleyClient, id: string, dir: string): Promis
   if (!offer || offer.recipients[client.user!] !== 'received') return null;
   const path = await saveReceived(offer, dir);
   return path === null ? null : { offer, path };
+}
+
+/** A path as a shell takes it, quoted only when it must be. */
+function shellWord(path: string): string {
+  return /^[\w@%+=:,./-]+$/.test(path) ? path : `'${path.replace(/'/g, `'\\''`)}'`;
 }
 
 /** Fetch requests a receiver keeps outstanding at once. */

@@ -2,7 +2,8 @@ import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { link, open, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
-import { isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
+import { formatBytes, isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
+import { fileLabel } from './file-output.js';
 import { RequestError, RequestTimeout, type ParleyClient } from './parley-client.js';
 
 /** Where an offer goes: a user or a group. */
@@ -245,6 +246,8 @@ export async function downloadFile(
   dir: string,
   window: number,
   onProgress: (bytes: number) => void,
+  /** What the person runs to go on with the download (`parley file accept ID`), named when the disk is full. */
+  again = 'accept it again',
 ): Promise<{ path: string; offer: FileOffer }> {
   const part = partPathOf(dir, offer.id);
   const have = await stat(part).then(
@@ -252,40 +255,20 @@ export async function downloadFile(
     () => -1,
   );
   let next = have < 0 ? 0 : Math.min(offer.chunks, Math.floor(have / offer.chunkSize));
-  if (have >= 0) await truncate(part, next * offer.chunkSize);
-  const handle = await open(part, have < 0 ? 'w' : 'r+');
   try {
-    onProgress(Math.min(offer.size, next * offer.chunkSize));
-    // Answers come in the order asked; each is written in turn, so the part file is always a whole prefix.
-    let writing = Promise.resolve();
-    const inflight = new Set<Promise<void>>();
-    let failure = null as Error | null;
-    for (let index = next; index < offer.chunks && failure === null; index++) {
-      while (inflight.size >= window) await Promise.race(inflight);
-      if (failure !== null) break;
-      const fetched: Promise<void> = client
-        .request('file.fetch', { offer: offer.id, index })
-        .then((r) => {
-          const data = Buffer.from(r.data, 'base64');
-          writing = writing.then(async () => {
-            await handle.write(data, 0, data.length, r.index * offer.chunkSize);
-            next = r.index + 1;
-            onProgress(Math.min(offer.size, next * offer.chunkSize));
-          });
-          return writing;
-        })
-        .catch((e: unknown) => {
-          failure ??= e instanceof Error ? e : new Error(String(e));
-        })
-        .finally(() => inflight.delete(fetched));
-      inflight.add(fetched);
-    }
-    await Promise.all(inflight);
-    await writing;
-    if (failure !== null) throw failure;
-    await handle.sync();
-  } finally {
-    await handle.close();
+    if (have >= 0) await truncate(part, next * offer.chunkSize);
+    await fetchInto(part, have < 0 ? 'w' : 'r+');
+  } catch (e) {
+    // The part file keeps every whole chunk written: the next run goes on from there, once there is room. What a chunk
+    // that did not fit left behind is of no use, and takes room.
+    if (!isDiskFull(e)) throw e;
+    const saved = Math.min(offer.size, next * offer.chunkSize);
+    await truncate(part, next * offer.chunkSize).catch(() => undefined);
+    throw new TransferError(
+      'failed',
+      `the disk holding ${dir} is full: ${formatBytes(saved)} of ${fileLabel(offer)} from ${offer.from} is saved there; ` +
+        `make room and run ${again} to go on from there`,
+    );
   }
   if ((await sha256Of(part)) !== offer.sha256) {
     await unlink(part);
@@ -301,6 +284,55 @@ export async function downloadFile(
     throw notSaved(offer, dir, part, e);
   }
   return { path: await placeFile(kept, dir, offer), offer: received.offer };
+
+  /** Fetches the chunks from `next` on into the part file, each written whole, in order. */
+  async function fetchInto(path: string, flags: 'w' | 'r+'): Promise<void> {
+    const handle = await open(path, flags);
+    try {
+      onProgress(Math.min(offer.size, next * offer.chunkSize));
+      // Answers come in the order asked; each is written in turn, so the part file is always a whole prefix.
+      let writing = Promise.resolve();
+      const inflight = new Set<Promise<void>>();
+      let failure = null as Error | null;
+      for (let index = next; index < offer.chunks && failure === null; index++) {
+        while (inflight.size >= window) await Promise.race(inflight);
+        if (failure !== null) break;
+        const fetched: Promise<void> = client
+          .request('file.fetch', { offer: offer.id, index })
+          .then((r) => {
+            const data = Buffer.from(r.data, 'base64');
+            writing = writing.then(async () => {
+              // A disk that fills writes part of a chunk, without an error: the rest is written (and fails) again.
+              for (let done = 0; done < data.length;) {
+                const { bytesWritten } = await handle.write(data, done, data.length - done, r.index * offer.chunkSize + done);
+                if (bytesWritten === 0) throw Object.assign(new Error('nothing written'), { code: 'ENOSPC' });
+                done += bytesWritten;
+              }
+              next = r.index + 1;
+              onProgress(Math.min(offer.size, next * offer.chunkSize));
+            });
+            return writing;
+          })
+          .catch((e: unknown) => {
+            failure ??= e instanceof Error ? e : new Error(String(e));
+          })
+          .finally(() => inflight.delete(fetched));
+        inflight.add(fetched);
+      }
+      await Promise.all(inflight);
+      await writing;
+      if (failure !== null) throw failure;
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+}
+
+/** A write refused for want of room: the disk (ENOSPC) or the user's quota on it (EDQUOT) is full. */
+function isDiskFull(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException | undefined)?.code;
+  return code === 'ENOSPC' || code === 'EDQUOT';
 }
 
 /**
