@@ -167,7 +167,7 @@ describe('standalone, restarted on a full disk', () => {
       expect(line).toMatchObject({ level: 'fatal', message: { event: 'data_dir_full', dataDir, neededBytes: START_ROOM_BYTES } });
       expect(line.message.availableBytes).toBeLessThan(START_ROOM_BYTES);
       expect(line.message.totalBytes).toBe(8 * 1024 * 1024);
-      expect(line.message.error).toMatch(new RegExp(`^the disk holding the data directory ${dataDir} is full \\(\\d+ (B|KiB) free of 8 MiB`));
+      expect(line.message.error).toMatch(new RegExp(`^the disk holding the data directory ${dataDir} is full \\(\\d+(\\.\\d)? (B|KiB) free of 8\\.0 MiB`));
       expect(printed[0]).not.toMatch(/lock/);
       // Nothing taken, nothing left behind: the stale lock is the dead server's still, and no draft of a new one lies about.
       expect(readdirSync(dataDir).sort()).toEqual(before);

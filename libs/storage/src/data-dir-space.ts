@@ -1,5 +1,6 @@
 import { rmSync, statfsSync, writeFileSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
+import { formatBytes } from '#libs/protocol';
 
 /**
  * Room the standalone server needs free on its data directory's disk to start: as much as the readiness probe of a
@@ -77,16 +78,4 @@ function spaceOf(dir: string): { availableBytes: number; totalBytes: number } | 
       if (dirname(d) === d) return null;
     }
   }
-}
-
-function formatBytes(n: number): string {
-  if (n < 1024) return `${n} B`;
-  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
-  let v = n / 1024;
-  let u = 0;
-  while (v >= 1024 && u < units.length - 1) {
-    v /= 1024;
-    u++;
-  }
-  return `${v >= 10 ? Math.round(v) : Math.round(v * 10) / 10} ${units[u]}`;
 }
