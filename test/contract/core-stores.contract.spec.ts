@@ -171,6 +171,34 @@ describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
   });
 });
 
+describe('the embedded store, when a write of a turn fails', () => {
+  const fixture = embeddedFixture();
+  afterAll(() => fixture.teardown());
+
+  it('checks a post against the writers the transaction sees: a change whose write failed never let anyone in', async () => {
+    const log = logOf((await fixture.open()).backend);
+    const change = (id: string, extra: object = {}) => ({
+      from: 'o',
+      id,
+      ts: 1,
+      kind: 'event' as const,
+      event: { kind: 'renamed' as const, oldName: 'a', name: id, ...extra },
+    });
+    await log.append('grp:f', change('c1'), { writers: ['o', 'a'] }); // 1
+    // In one turn: a change letting cy in whose write fails (a value the store cannot encode), and posts checked against it.
+    const [failed, byCy, byA] = await Promise.allSettled([
+      log.append('grp:f', change('c2', { poison: Symbol('cannot be stored') }), { writers: ['o', 'a', 'cy'] }),
+      log.append('grp:f', text('cy', 'p1'), { writersSince: 1 }),
+      log.append('grp:f', text('a', 'p2'), { writersSince: 1 }),
+    ]);
+    expect(failed.status).toBe('rejected');
+    expect(byCy).toMatchObject({ status: 'rejected', reason: expect.any(NotAWriter) });
+    expect(await log.findById('grp:f', 'cy', 'p1')).toBeUndefined();
+    // a's post is stored, and goes to the writers there are, not to cy.
+    expect(byA).toMatchObject({ status: 'fulfilled', value: { writers: ['o', 'a'] } });
+  });
+});
+
 describe('the embedded store keeps what it accepted across kill -9', () => {
   const fixture = embeddedFixture();
   afterAll(() => fixture.teardown());
