@@ -7,10 +7,11 @@ import { afterAll, beforeAll } from 'vitest';
 /**
  * A small file system of its own to fill (a tmpfs of `size`, e.g. `3m`), for tests of a full disk, mounted before the
  * tests of the describe block that asks for it and taken away after them; so a run whose filter (`-t`) leaves out every
- * one of them mounts nothing. Mounting needs root, as the networks test does: null otherwise, and the tests skip.
+ * one of them mounts nothing. Mounting needs root with the right to mount (a container's root may lack it), as the
+ * networks test needs its namespaces: null otherwise, and the tests skip.
  */
 export function mountSmallDisk(size: string): { readonly dir: string; unmount: () => void } | null {
-  if (process.getuid?.() !== 0) return null;
+  if (!canMount()) return null;
   let dir: string | undefined;
   const unmount = (): void => {
     if (dir === undefined) return;
@@ -35,4 +36,17 @@ export function mountSmallDisk(size: string): { readonly dir: string; unmount: (
     },
     unmount,
   };
+}
+
+let mountable: boolean | undefined;
+
+/** Whether this process may mount a tmpfs: tried once, on a throwaway mount taken away at once. */
+function canMount(): boolean {
+  if (mountable !== undefined) return mountable;
+  if (process.getuid?.() !== 0) return (mountable = false);
+  const probe = mkdtempSync(join(tmpdir(), 'parley-mount-probe-'));
+  mountable = spawnSync('mount', ['-t', 'tmpfs', '-o', 'size=64k', 'tmpfs', probe]).status === 0;
+  if (mountable) spawnSync('umount', [probe]);
+  rmSync(probe, { recursive: true, force: true });
+  return mountable;
 }
