@@ -9,6 +9,7 @@ import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
 import { mountSmallDisk } from '../../../test/support/small-disk.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { DataDirFullError } from './data-dir-space.js';
+import { EmbeddedDatabase } from './embedded-database.js';
 
 /**
  * Called after each file operation (here, in this process) with its name and first path: lets a test play other
@@ -334,6 +335,20 @@ describe('DataDirLock', () => {
       fill();
       const stale = readFileSync(path, 'utf8');
       expect(() => new DataDirLock(dir)).toThrow(DataDirFullError);
+      expect(readdirSync(dir)).toEqual(['parley.lock']);
+      expect(readFileSync(path, 'utf8')).toBe(stale);
+    });
+
+    it.skipIf(disk === null)('leaves a stale lock as it was when the store is opened on a disk with room for a lock but not to start', async () => {
+      const dir = mkdtempSync(join(disk!.dir, 'data-'));
+      const dead = await liveProcess();
+      const path = holdAs(dir, dead.pid);
+      await dead.stop();
+      fill();
+      // Room for a lock, not for what the store needs to start on.
+      rmSync(join(disk!.dir, 'ballast-65536-0'));
+      const stale = readFileSync(path, 'utf8');
+      expect(() => new EmbeddedDatabase(dir)).toThrow(DataDirFullError);
       expect(readdirSync(dir)).toEqual(['parley.lock']);
       expect(readFileSync(path, 'utf8')).toBe(stale);
     });

@@ -1,8 +1,7 @@
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DataDirLock } from './data-dir-lock.js';
-import { checkStartRoom, DataDirFullError, isOutOfRoom, START_ROOM_BYTES } from './data-dir-space.js';
+import { checkStartRoom, START_ROOM_BYTES } from './data-dir-space.js';
 
 /** How often, at most, `writable` tries a write while commits fail. */
 const PROBE_INTERVAL_MS = 1000;
@@ -68,12 +67,10 @@ export class EmbeddedDatabase {
   private health: Database<Buffer, string> | undefined;
 
   constructor(readonly dataDir: string) {
-    try {
-      mkdirSync(dataDir, { recursive: true });
-    } catch (e) {
-      if (isOutOfRoom(e)) throw new DataDirFullError(dataDir, e);
-      throw e;
-    }
+    // A live holder is refused first, then a disk without room to start on, before the lock is taken: taking it would
+    // replace a killed server's stale lock (and the time it was last alive, which the next start reads) only to give
+    // the directory up again at once.
+    DataDirLock.check(dataDir);
     // Refuses (throws) when another live server holds the directory, or when the disk has no room for the lock.
     this.lock = new DataDirLock(dataDir);
     try {
