@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { applyChange, formerSpan, labelFor, newGroupId, skeleton, spansOf, within, type GroupState } from './group-state.js';
+import { applyChange, formerSpan, infoFor, labelFor, newGroupId, skeleton, spansOf, within, type GroupState } from './group-state.js';
 
 const created = (): GroupState => applyChange(skeleton('g1', 'r'), { kind: 'created', name: 'band', owner: 'amy', members: ['ben', 'cat'] }, 1, 100);
 
@@ -19,7 +19,7 @@ describe('folding group changes', () => {
 
   it('records when members joined and left, so each sees only their part of the log', () => {
     let g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
-    expect(g.former.ben).toEqual({ joined: 1, left: 5, name: 'band' });
+    expect(g.former.ben).toEqual({ joined: 1, left: 5, name: 'band', owner: 'amy' });
     g = applyChange(g, { kind: 'member_added', members: ['ben', 'dan'] }, 9, 0);
     expect(g.members.map((m) => [m.user, m.joined])).toEqual([
       ['amy', 1],
@@ -36,8 +36,8 @@ describe('folding group changes', () => {
     g = applyChange(g, { kind: 'member_left', user: 'ben' }, 12, 0);
     g = applyChange(g, { kind: 'member_added', members: ['ben'] }, 20, 0);
     expect(spansOf(g, 'ben', 30)).toEqual([
-      { joined: 1, left: 5, name: 'band' },
-      { joined: 9, left: 12, name: 'band' },
+      { joined: 1, left: 5, name: 'band', owner: 'amy' },
+      { joined: 9, left: 12, name: 'band', owner: 'amy' },
       { joined: 20, left: 30 },
     ]);
     // Out again: the latest span ends at the removal, with the name the group had then; the earlier ones stay.
@@ -45,9 +45,9 @@ describe('folding group changes', () => {
     g = applyChange(g, { kind: 'member_removed', members: ['ben'] }, 25, 0);
     g = applyChange(g, { kind: 'renamed', oldName: 'choir', name: 'orchestra' }, 27, 0);
     expect(spansOf(g, 'ben', 30)).toEqual([
-      { joined: 1, left: 5, name: 'band' },
-      { joined: 9, left: 12, name: 'band' },
-      { joined: 20, left: 25, name: 'choir' },
+      { joined: 1, left: 5, name: 'band', owner: 'amy' },
+      { joined: 9, left: 12, name: 'band', owner: 'amy' },
+      { joined: 20, left: 25, name: 'choir', owner: 'amy' },
     ]);
     // Shown as it was when they went out; to a member, as it is.
     expect(labelFor(g, 'ben')).toEqual({ id: g.id, name: 'choir' });
@@ -58,11 +58,19 @@ describe('folding group changes', () => {
     expect(spansOf(g, 'cat', 30)).toEqual([{ joined: 1, left: 30 }]);
     expect(spansOf(g, 'zed', 30)).toEqual([]);
     expect(spansOf(g, 'constructor', 30)).toEqual([]);
+    // Its members and owner too: dan, who came in later, and the new owner are not ben's to know.
+    g = applyChange(g, { kind: 'member_added', members: ['dan'] }, 28, 0);
+    g = applyChange(g, { kind: 'owner_changed', owner: 'cat', previous: 'amy' }, 29, 0);
+    expect(infoFor(g, 'ben')).toMatchObject({ name: 'choir', owner: 'amy', members: ['amy', 'cat'] });
+    expect(infoFor(g, 'cat')).toMatchObject({ name: 'orchestra', owner: 'cat', members: ['amy', 'cat', 'dan'] });
+    // An owner who leaves, handing the group over, saw it go to the new owner.
+    g = applyChange(g, { kind: 'member_left', user: 'cat', newOwner: 'dan' }, 30, 0);
+    expect(infoFor(g, 'cat')).toMatchObject({ name: 'orchestra', owner: 'dan', members: ['amy', 'dan'] });
   });
 
   it('knows former members by own keys only: a user called like an object property never was one', () => {
     const g = applyChange(created(), { kind: 'member_removed', members: ['ben'] }, 5, 0);
-    expect(formerSpan(g, 'ben')).toEqual({ joined: 1, left: 5, name: 'band' });
+    expect(formerSpan(g, 'ben')).toEqual({ joined: 1, left: 5, name: 'band', owner: 'amy' });
     for (const name of ['constructor', 'toString', 'cat', 'zed']) expect(formerSpan(g, name)).toBeUndefined();
   });
 

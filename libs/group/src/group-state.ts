@@ -73,6 +73,8 @@ export interface Span {
    * to since. Absent in spans saved before it was kept, and of no use in a current member's.
    */
   name?: string;
+  /** Its owner once the change that took the user out was made; absent in spans saved before it was kept. */
+  owner?: string;
 }
 
 export const GROUP_CONV_PREFIX = 'grp:';
@@ -147,6 +149,18 @@ export function infoOf(state: GroupState): GroupInfo {
   return { id: state.id, name: state.name, owner: state.owner, members: state.members.map((m) => m.user), createdAt: state.createdAt };
 }
 
+/**
+ * The group as a user is shown it: as it is to a member; to one who is out of it, as it stood once the change that took
+ * them out was made (its name, owner and members then), not as it is now. Spans saved before the owner was kept give
+ * today's owner.
+ */
+export function infoFor(state: GroupState, user: string): GroupInfo {
+  const span = isMember(state, user) ? undefined : formerSpan(state, user);
+  if (!span) return infoOf(state);
+  const stayed = (u: string) => spansOf(state, u, Number.MAX_SAFE_INTEGER).some((s) => s.joined <= span.left && span.left < s.left);
+  return { ...infoOf(state), name: span.name ?? state.name, owner: span.owner ?? state.owner, members: everyoneIn(state).filter(stayed) };
+}
+
 /** An empty state for a group being created, before its `created` event is folded in. */
 export function skeleton(id: string, pending: string | null): GroupState {
   return { id, name: '', owner: '', createdAt: 0, members: [], former: {}, earlier: {}, deleted: false, appliedSeq: 0, pending };
@@ -154,7 +168,7 @@ export function skeleton(id: string, pending: string | null): GroupState {
 
 function without(state: GroupState, users: string[], seq: number): GroupState {
   const former = { ...state.former };
-  for (const m of state.members) if (users.includes(m.user)) former[m.user] = { joined: m.joined, left: seq, name: state.name };
+  for (const m of state.members) if (users.includes(m.user)) former[m.user] = { joined: m.joined, left: seq, name: state.name, owner: state.owner };
   return { ...state, members: state.members.filter((m) => !users.includes(m.user)), former };
 }
 
@@ -191,7 +205,9 @@ export function applyChange(state: GroupState, change: GroupChange, seq: number,
       return without(next, change.members, seq);
     case 'member_left': {
       const after = without(next, [change.user], seq);
-      return change.newOwner && isMember(after, change.newOwner) ? { ...after, owner: change.newOwner } : after;
+      if (!change.newOwner || !isMember(after, change.newOwner)) return after;
+      // The owner who left handed the group over as they went: they saw it go to the new owner.
+      return { ...after, owner: change.newOwner, former: { ...after.former, [change.user]: { ...after.former[change.user]!, owner: change.newOwner } } };
     }
     case 'owner_changed':
       return isMember(next, change.owner) ? { ...next, owner: change.owner } : next;

@@ -335,11 +335,18 @@ describe('GroupService', () => {
     await service.rename('ann', 'n1', group.id, 'renamed'); // 6
     await service.remove('ann', 'r2', group.id, ['bob']); // 7
     await service.rename('ann', 'n2', group.id, 'renamed after bob left'); // 8
-    // bob, out now, retries his second: his answer names the group as he knew it, its event the group as it is.
+    // bob, out now, retries his second: his answer and its event name the group as he knew it, and only he is sent it
+    // again (those in the group have it; one who is out learns no later name from it).
     const late = await service.post('bob', 'p2', group.id, 'dan came in just before');
     expect(late.group.name).toBe('renamed');
-    expect(late.message.group?.name).toBe('renamed after bob left');
-    expect(late.deliverTo.sort()).toEqual(['ann', 'bob', 'dan']);
+    expect(late.message.group?.name).toBe('renamed');
+    expect(late.deliverTo).toEqual(['bob']);
+    // ann's retry of that post goes again to those who had it and are in the group still, not to bob.
+    const annPost = await service.post('ann', 'q1', group.id, 'to those in the group');
+    await service.remove('ann', 'r3', group.id, ['dan']);
+    const annAgain = await service.post('ann', 'q1', group.id, 'to those in the group');
+    expect(annAgain).toMatchObject({ duplicate: true, accepted: annPost.accepted });
+    expect(annAgain.deliverTo).toEqual(['ann']);
   });
 
   it('refuses a post whose sender was removed between its check of the members and its append, and stores nothing', async () => {
@@ -369,6 +376,36 @@ describe('GroupService', () => {
     });
     // Sent again, it is stored.
     expect((await service.post('cy', 'p3', group.id, 'on its way while I was out')).accepted.seq).toBe(8);
+  });
+
+  it('answers the retry of a change by one who is out of the group now with the group as it stood when they went out', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy']); // 1
+    expect((await service.rename('ann', 'same', group.id, 'crew')).event).toBeNull(); // changed nothing
+    await service.add('ann', 'a1', group.id, ['eve']); // 2
+    await service.handOver('ann', 'o1', group.id, 'bob'); // 3
+    await service.remove('bob', 'r1', group.id, ['ann']); // 4
+    await service.rename('bob', 'n1', group.id, 'secret plans'); // 5
+    await service.add('bob', 'a2', group.id, ['dan']); // 6
+    await service.handOver('bob', 'o2', group.id, 'cy'); // 7
+    const asLeft = { id: group.id, name: 'crew', owner: 'bob', members: ['bob', 'cy', 'eve'] };
+    for (const retry of [
+      () => service.rename('ann', 'same', group.id, 'crew'),
+      () => service.add('ann', 'a1', group.id, ['eve']),
+      () => service.handOver('ann', 'o1', group.id, 'bob'),
+    ]) {
+      const answer = await retry();
+      expect(answer.group).toMatchObject(asLeft);
+      if (answer.event) {
+        expect(answer.event.group?.name).toBe('crew');
+        expect(answer.deliverTo).toEqual(['ann']);
+      }
+    }
+    // A member's retry of a change goes again to those who had it and are in the group still.
+    await service.remove('cy', 'r2', group.id, ['eve']); // 8
+    const again = await service.rename('bob', 'n1', group.id, 'secret plans');
+    expect(again.group).toMatchObject({ name: 'secret plans', owner: 'cy', members: ['bob', 'cy', 'dan'] });
+    expect(again.deliverTo.sort()).toEqual(['bob', 'cy']);
   });
 
   it('tells one who is out of a group of it as it stood when they went out: not its later name, members or changes', async () => {

@@ -16,6 +16,7 @@ import {
   groupIdOf,
   GROUP_CONV_PREFIX,
   infoOf,
+  infoFor,
   formerSpan,
   isMember,
   spansOf,
@@ -266,9 +267,10 @@ export class GroupService {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
       // The poster's answer names the group as they are shown it: a former member's retry, as it was when they went out.
       group: labelFor(g, actor),
-      message: toGroupInboxEvent(conv, labelOf(g), entry) as MessageEvent,
-      // The members the append was checked against are those at its seq; a retry, or a log that kept none, works them out.
-      deliverTo: writers ?? (await this.membersAt(id, entry.seq, g)),
+      message: toGroupInboxEvent(conv, labelFor(g, actor), entry) as MessageEvent,
+      // The members the append was checked against are those at its seq; a log that kept none works them out. A retry
+      // goes again to those who had it and are in the group still (one out since learns no later name from it).
+      deliverTo: writers ?? (duplicate ? stillIn(g, inGroupAt(g, entry.seq), actor) : await this.membersAt(id, entry.seq, g)),
       duplicate,
     };
   }
@@ -406,12 +408,12 @@ export class GroupService {
       let g = await this.loadLocked(id);
       if (done) {
         g = g && g.appliedSeq >= done.seq ? g : await this.repair(g ?? skeleton(id, requestId));
-        return this.outcome(g, conv, done, actor);
+        return this.retried(g, conv, done, actor);
       }
       const noop = g && noopOf(g, actor, requestId);
       if (g && noop) {
         if (noop.op !== op) throw idInUse(requestId);
-        return { group: infoOf(g), event: null, deliverTo: [] };
+        return { group: infoFor(g, actor), event: null, deliverTo: [] };
       }
       if (creating) {
         if (g) throw new DomainError('bad_request', 'a group was already created with this request id');
@@ -439,12 +441,22 @@ export class GroupService {
     });
   }
 
-  private outcome(g: GroupState, conv: string, entry: LogEntry, actor: string, before?: GroupState): GroupOutcome {
+  private outcome(g: GroupState, conv: string, entry: LogEntry, actor: string, before: GroupState): GroupOutcome {
     const event = toGroupInboxEvent(conv, labelOf(g), entry) as GroupEvent;
     // Those who were in the group before the change and those in it after it all see the change.
-    const deliverTo = new Set([...(before?.members ?? []).map((m) => m.user), ...g.members.map((m) => m.user), actor]);
+    const deliverTo = new Set([...before.members.map((m) => m.user), ...g.members.map((m) => m.user), actor]);
     if (entry.kind === 'event' && entry.event.kind === 'member_removed') for (const u of entry.event.members) deliverTo.add(u);
     return { group: infoOf(g), event, deliverTo: [...deliverTo] };
+  }
+
+  /**
+   * The answer to a change's retry, made long after it perhaps: the group as the actor is shown it now (as it stood
+   * when they went out, to one who is out since), and the change again for those who had it and are in the group still
+   * (one out since learns no later name from it), and for the actor.
+   */
+  private retried(g: GroupState, conv: string, entry: LogEntry, actor: string): GroupOutcome {
+    const event = toGroupInboxEvent(conv, labelFor(g, actor), entry) as GroupEvent;
+    return { group: infoFor(g, actor), event, deliverTo: stillIn(g, inGroupAt(g, entry.seq), actor) };
   }
 
   /** The group's state, repaired from the log when a change was cut short. */
@@ -647,4 +659,14 @@ const BY_NAME = new Intl.Collator(undefined, { sensitivity: 'base', numeric: tru
 /** A request whose id the actor already used for another request in the group: taking it for a retry would answer wrongly. */
 function idInUse(requestId: string): DomainError {
   return new DomainError('bad_request', `the id "${requestId}" was used for another request in this group: a new request needs an id of its own`);
+}
+
+/**
+ * Of `had` (those who had an entry), who is sent it again on a retry: the actor, and, when the actor is in the group, those
+ * of `had` who are in it still. The entry is labelled as the actor is shown the group: to one out of it since, as it was
+ * then, which is no label for those in it now.
+ */
+function stillIn(g: GroupState, had: string[], actor: string): string[] {
+  if (!isMember(g, actor)) return [actor];
+  return [...new Set([...had.filter((u) => isMember(g, u)), actor])];
 }
