@@ -176,7 +176,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    */
   private async resume(): Promise<void> {
     // A connection lost before the SUBACK: the next one subscribes again.
-    const granted = await subscribed(this.mqtt, this.inbox).catch(() => undefined);
+    const granted = await subscribed(this.mqtt, this.inbox, this.timeoutMs).catch(() => undefined);
     if (granted === false) return this.end(new ConnectError('the server refused the inbox subscription'));
     if (!granted || !this.mqtt.connected) return;
     this.ready = true;
@@ -262,7 +262,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         const connectTimeout = opts.keepTrying ? timeoutMs : Math.max(1000, deadline - Date.now());
         connected = await connectOnce(opts.server, { ...options, connectTimeout });
         // Nothing is sent before replies can come back: the login is not done until its inbox is subscribed.
-        listening = await subscribeInbox(connected.client, inbox, repliesOnly ? topics.inbox(opts.user!) : null);
+        listening = await subscribeInbox(connected.client, inbox, repliesOnly ? topics.inbox(opts.user!) : null, connectTimeout);
         break;
       } catch (e) {
         if (e instanceof ConnectError) throw e;
@@ -344,7 +344,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    * to (SUBACK 0x80: past its limit of followed users per connection); then no update of that user will come.
    */
   watchPresence(user: string): Promise<boolean> {
-    return subscribed(this.mqtt, topics.presence(user));
+    return subscribed(this.mqtt, topics.presence(user), this.timeoutMs);
   }
 
   get connected(): boolean {
@@ -433,7 +433,7 @@ const CLOSED_BEFORE_SUBSCRIBED = 'CLOSED_BEFORE_SUBSCRIBED';
  * ConnectError, which trying again cannot change; a connection lost before the SUBACK ends it and throws an error with
  * the code CLOSED_BEFORE_SUBSCRIBED, which a command that rides out drops tries again, as a drop before the CONNACK.
  */
-async function subscribeInbox(client: MqttClient, inbox: string, fallback: string | null): Promise<string> {
+async function subscribeInbox(client: MqttClient, inbox: string, fallback: string | null, waitMs: number): Promise<string> {
   // A socket error meanwhile (a reset) comes before the close that fails the subscription: it must not go unheard, which
   // would throw (the ParleyClient listens from when this resolves).
   const unheard = () => undefined;
@@ -442,7 +442,7 @@ async function subscribeInbox(client: MqttClient, inbox: string, fallback: strin
     for (const topic of fallback === null ? [inbox] : [inbox, fallback]) {
       let granted: boolean;
       try {
-        granted = await subscribed(client, topic);
+        granted = await subscribed(client, topic, waitMs);
       } catch (e) {
         client.end(true);
         const what = topic === inbox && fallback !== null ? 'the replies topic' : 'the inbox';
@@ -499,14 +499,21 @@ function connectOnce(server: string, options: IClientOptions): Promise<Connected
  * No grant at all means MQTT.js counts it subscribed already (granted, or asked for and not answered yet). Other
  * failures (the connection closed before the SUBACK: MQTT.js rejects without a packet) reject.
  */
-async function subscribed(client: MqttClient, topic: string): Promise<boolean> {
+async function subscribed(client: MqttClient, topic: string, waitMs: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  // A server that keeps the connection and never answers is given as long as the login was (connectTimeout).
+  const unanswered = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer within ${Math.round(waitMs / 1000)} s`)), waitMs);
+  });
   try {
-    const granted = await client.subscribeAsync(topic, { qos: 1 });
+    const granted = await Promise.race([client.subscribeAsync(topic, { qos: 1 }), unanswered]);
     return granted[0] === undefined || (granted[0].qos & 0x80) === 0;
   } catch (e) {
     const granted = e instanceof ErrorWithSubackPacket ? (e.packet as { granted?: unknown[] } | undefined)?.granted : undefined;
     if (granted?.some((g) => typeof g === 'number' && (g & 0x80) !== 0)) return false;
     throw e;
+  } finally {
+    clearTimeout(timer);
   }
 }
 
