@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll } from 'vitest';
@@ -49,4 +49,25 @@ function canMount(): boolean {
   if (mountable) spawnSync('umount', [probe]);
   rmSync(probe, { recursive: true, force: true });
   return mountable;
+}
+
+/**
+ * Fills what is left of the disk at `dir` with ballast files, `ballast-<size>-<n>`, of each of `sizes` in turn (the big
+ * first, then smaller ones towards its last block); returns their paths.
+ */
+export function fillDisk(dir: string, sizes: number[] = [256 * 1024, 4096, 1]): string[] {
+  const ballast: string[] = [];
+  for (const size of sizes) {
+    for (let i = 0; i < 100_000; i++) {
+      const path = join(dir, `ballast-${size}-${i}`);
+      try {
+        writeFileSync(path, Buffer.alloc(size));
+        ballast.push(path);
+      } catch {
+        rmSync(path, { force: true });
+        break;
+      }
+    }
+  }
+  return ballast;
 }

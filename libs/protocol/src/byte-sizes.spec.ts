@@ -10,6 +10,8 @@ describe('byte sizes for people', () => {
       '12.5 MiB',
       '1.0 GiB',
     ]);
+    // A figure that rounds up to 1024 of a unit reads as one of the next.
+    expect([formatBytes(1023), formatBytes(1024 * 1024 - 1), formatBytes(2 ** 30 - 1)]).toEqual(['1023 B', '1.0 MiB', '1.0 GiB']);
   });
 
   it('never makes a size over its limit look equal to it', () => {

@@ -6,7 +6,7 @@ import { hostname, tmpdir } from 'node:os';
 import { basename, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { afterAll, afterEach, describe, expect, it, vi } from 'vitest';
-import { mountSmallDisk } from '../../../test/support/small-disk.js';
+import { fillDisk, mountSmallDisk } from '../../../test/support/small-disk.js';
 import { DataDirLock } from './data-dir-lock.js';
 import { DataDirFullError } from './data-dir-space.js';
 import { EmbeddedDatabase } from './embedded-database.js';
@@ -311,18 +311,7 @@ describe('DataDirLock', () => {
     const disk = mountSmallDisk('1m');
     afterAll(() => disk?.unmount());
     /** Fills the disk to its last byte. */
-    function fill(): void {
-      for (const size of [64 * 1024, 1024, 1]) for (let i = 0; i < 100_000 && fits(join(disk!.dir, `ballast-${size}-${i}`), size); i++);
-    }
-    function fits(path: string, size: number): boolean {
-      try {
-        writeFileSync(path, Buffer.alloc(size));
-        return true;
-      } catch {
-        rmSync(path, { force: true });
-        return false;
-      }
-    }
+    const fill = () => fillDisk(disk!.dir, [64 * 1024, 1024, 1]);
     afterEach(() => {
       if (disk) for (const f of readdirSync(disk.dir)) rmSync(join(disk.dir, f), { recursive: true, force: true });
     });

@@ -70,10 +70,14 @@ export class RedisConversationLogStore implements ConversationLogStore {
     return [this.redis.key('log', conv, 'last'), this.redis.key('log', conv, 'entries'), this.redis.key('log', conv, 'idem')];
   }
 
+  private writersKey(conv: string): string {
+    return this.redis.key('log', conv, 'writers');
+  }
+
   async append(conv: string, input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
     const args = [`${input.from}\0${input.id}`, JSON.stringify(input), input.from, options.writersSince ?? ''];
     if (options.writers) args.push('=', ...options.writers);
-    const reply = (await this.appendScript([...this.keys(conv), this.redis.key('log', conv, 'writers')], args)) as
+    const reply = (await this.appendScript([...this.keys(conv), this.writersKey(conv)], args)) as
       [0, number, string[]?] | [1, number, string] | [2];
     if (reply[0] === 2) throw new NotAWriter(conv, input.from);
     if (reply[0] === 1) return { entry: { seq: reply[1], ...(JSON.parse(reply[2]) as StoredEntry) }, duplicate: true };
