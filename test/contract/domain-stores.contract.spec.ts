@@ -361,6 +361,46 @@ describe.each(fixtures)('GroupService on $name: a request that changed nothing',
   });
 });
 
+describe.each(fixtures)('GroupService on $name: a post and a change that took its sender out', (fixture) => {
+  it('never stores the post after that change: refused when the change landed between the post\u2019s check and its append', async () => {
+    const { backend } = await fixture.open();
+    const log = logOf(backend);
+    // What lands between a post's check of the members and its append, once.
+    let beforePost: (() => Promise<unknown>) | null = null;
+    const seamed: ConversationLogStore = Object.assign(Object.create(log) as ConversationLogStore, {
+      append: async (...args: Parameters<ConversationLogStore['append']>) => {
+        const run = args[1].kind === 'text' ? beforePost : null;
+        if (run) beforePost = null;
+        await run?.();
+        return log.append(...args);
+      },
+    });
+    const service = new GroupService(
+      groupsOf(backend),
+      locksOf(backend),
+      seamed,
+      indexOf(backend),
+      { exists: () => Promise.resolve(true) },
+      { maxMembers: 10, maxNameLength: 64, maxTextLength: 1000 },
+    );
+    const { group } = await service.create('amy', 'c1', 'band', ['ben', 'cat']); // 1
+    beforePost = () => service.remove('amy', 'r1', group.id, ['ben']); // 2
+    await expect(service.post('ben', 'p1', group.id, 'pressed send as I was removed')).rejects.toMatchObject({ code: 'not_member' });
+    // One who is in the group still is not held up by it: their post goes to those in the group then.
+    beforePost = () => service.remove('amy', 'r2', group.id, ['cat']); // 3
+    const kept = await service.post('amy', 'p2', group.id, 'to those in the group');
+    expect(kept).toMatchObject({ duplicate: false, accepted: { seq: 4 } });
+    expect(kept.deliverTo).toEqual(['amy']);
+    const seen = await service.history('amy', group.id, undefined, 10);
+    expect(seen.events.map((e) => (e.type === 'message' ? `${e.from}: ${e.text}` : e.change.kind))).toEqual([
+      'created',
+      'member_removed',
+      'member_removed',
+      'amy: to those in the group',
+    ]);
+  });
+});
+
 /** Work that records how many holders are inside at once, and yields to the event loop so overlaps can happen. */
 const probe = () => {
   let inside = 0;
