@@ -1,4 +1,3 @@
-import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { hostname, tmpdir } from 'node:os';
@@ -8,7 +7,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { formatBytes } from '#libs/protocol';
 import { DATA_DIR_FULL_EXIT, START_ROOM_BYTES } from '#libs/storage';
 import { runCli } from '../support/cli.js';
-import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import { runServerToExit, startParley, type ParleyServer } from '../support/parley-server.js';
 import { fillDisk, mountSmallDisk } from '../support/small-disk.js';
 import { TestUsers } from '../support/test-users.js';
 
@@ -73,26 +72,10 @@ describe('standalone, on a full disk', () => {
 });
 
 /** Runs the standalone server on `dataDir` expecting it to refuse to start; its exit code and every line it printed. */
-function runToExit(dataDir: string): Promise<{ code: number | null; stdout: string[]; stderr: string[] }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', PARLEY_DATA_DIR: dataDir, PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0' },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`server did not exit within 20 s: ${stdout}${stderr}`));
-    }, 20_000);
-    const lines = (text: string) => text.split('\n').filter((l) => l !== '');
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout: lines(stdout), stderr: lines(stderr) });
-    });
-  });
+async function runToExit(dataDir: string): Promise<{ code: number | null; stdout: string[]; stderr: string[] }> {
+  const { code, stdout, stderr } = await runServerToExit({ PARLEY_DATA_DIR: dataDir });
+  const lines = (text: string) => text.split('\n').filter((l) => l !== '');
+  return { code, stdout: lines(stdout), stderr: lines(stderr) };
 }
 
 /**

@@ -1,36 +1,21 @@
-import { spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import { runServerToExit, startParley, type ParleyServer } from '../support/parley-server.js';
 import type { WhoResult } from '#libs/protocol';
 import { MqttUser, okResult, registerUser } from '../support/mqtt-user.js';
 
-/** Runs the server expecting it to refuse to start; returns its exit code and what it printed. */
-function runToExit(env: Record<string, string>, dataDirOfAnother?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the server expecting it to refuse to start (on a data directory of its own, unless given another's); returns its exit code and what it printed. */
+async function runToExit(env: Record<string, string>, dataDirOfAnother?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const dataDir = dataDirOfAnother ?? mkdtempSync(join(tmpdir(), 'parley-start-'));
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', PARLEY_DATA_DIR: dataDir, PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`server did not exit within 20 s; stderr: ${stderr}`));
-    }, 20_000);
-    child.once('exit', (code) => {
-      clearTimeout(timer);
-      if (!dataDirOfAnother) rmSync(dataDir, { recursive: true, force: true });
-      resolve({ code, stdout, stderr });
-    });
-  });
+  try {
+    return await runServerToExit({ PARLEY_DATA_DIR: dataDir, ...env });
+  } finally {
+    if (!dataDirOfAnother) rmSync(dataDir, { recursive: true, force: true });
+  }
 }
 
 describe('server start-up and configuration', () => {

@@ -168,3 +168,28 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
     },
   };
 }
+
+/**
+ * Runs the standalone server (as built) with only `env` (and PATH) set, expecting it to refuse to start: its exit code
+ * and everything it printed, once its output has closed. Fails after 20 s, the server killed.
+ */
+export function runServerToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
+      cwd: REPO_ROOT,
+      env: { PATH: process.env.PATH ?? '', PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', ...env },
+    });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`server did not exit within 20 s; stdout: ${stdout}; stderr: ${stderr}`));
+    }, 20_000);
+    child.once('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
