@@ -2,6 +2,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { REPO_ROOT } from './parley-server.js';
+import { runToClose } from './run-to-close.js';
 
 const CLI = join(REPO_ROOT, 'bin/parley.js');
 
@@ -19,28 +20,20 @@ export interface CliResult {
 }
 
 /** Runs `parley ARGS` to completion (bounded), with PARLEY_* settings from `env`. */
-export function runCli(args: string[], env: Record<string, string>, opts: { input?: string; timeoutMs?: number; netns?: string } = {}): Promise<CliResult> {
-  return new Promise((resolve, reject) => {
-    const [command, argv] = commandOf(args, opts.netns);
-    const child = spawn(command, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`parley ${args.join(' ')} did not finish within ${opts.timeoutMs ?? 20_000} ms\nstdout: ${stdout}\nstderr: ${stderr}`));
-    }, opts.timeoutMs ?? 20_000);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      const json = stdout
-        .split('\n')
-        .filter((l) => l.startsWith('{'))
-        .map((l) => JSON.parse(l) as Record<string, unknown>);
-      resolve({ code, stdout, stderr, json });
-    });
-    child.stdin.end(opts.input ?? '');
-  });
+export async function runCli(
+  args: string[],
+  env: Record<string, string>,
+  opts: { input?: string; timeoutMs?: number; netns?: string } = {},
+): Promise<CliResult> {
+  const [command, argv] = commandOf(args, opts.netns);
+  const child = spawn(command, argv, { env: { PATH: process.env.PATH ?? '', ...env }, stdio: ['pipe', 'pipe', 'pipe'] });
+  child.stdin.end(opts.input ?? '');
+  const { code, stdout, stderr } = await runToClose(child, `parley ${args.join(' ')}`, opts.timeoutMs ?? 20_000);
+  const json = stdout
+    .split('\n')
+    .filter((l) => l.startsWith('{'))
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  return { code, stdout, stderr, json };
 }
 
 /** A long-running `parley` process (listen, chat) whose output lines can be awaited. */

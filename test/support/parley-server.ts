@@ -3,6 +3,7 @@ import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
+import { runToClose } from './run-to-close.js';
 
 /** The nearest directory up from here with a package.json: the repository, whether this runs from `test/` or compiled under `dist/` (the bench). */
 function findRepoRoot(from: string): string {
@@ -174,22 +175,9 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
  * and everything it printed, once its output has closed. Fails after 20 s, the server killed.
  */
 export function runServerToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
-      cwd: REPO_ROOT,
-      env: { PATH: process.env.PATH ?? '', PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`server did not exit within 20 s; stdout: ${stdout}; stderr: ${stderr}`));
-    }, 20_000);
-    child.once('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
+  const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
+    cwd: REPO_ROOT,
+    env: { PATH: process.env.PATH ?? '', PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', ...env },
   });
+  return runToClose(child, 'a server expected to refuse to start', 20_000);
 }
