@@ -15,6 +15,9 @@ export interface Waiter<T> {
 export class MqttUser {
   readonly events: InboxEvent[] = [];
   private listeners: (() => void)[] = [];
+  /** How many events have arrived, and when (by that count) each did: a reply is looked for among those after its request. */
+  private arrivals = 0;
+  private readonly arrivedAs = new WeakMap<InboxEvent, number>();
 
   private constructor(
     readonly user: string,
@@ -22,7 +25,9 @@ export class MqttUser {
   ) {
     client.on('message', (topic, payload) => {
       if (topic !== topics.inbox(user)) return;
-      this.events.push(InboxEvent.parse(JSON.parse(payload.toString())));
+      const event = InboxEvent.parse(JSON.parse(payload.toString()));
+      this.arrivedAs.set(event, ++this.arrivals);
+      this.events.push(event);
       for (const l of this.listeners) l();
     });
   }
@@ -50,7 +55,10 @@ export class MqttUser {
     // Whether the server acknowledged the request (PUBACK) tells, when no reply comes, a request never received from a
     // reply that was lost on the way back.
     let pubacked = false;
-    const reply = this.waitFor((e) => e.type === 'reply' && e.id === id, timeoutMs, `reply to ${String(fields.op)} ${id}`).catch((e: unknown) => {
+    // A reply to this request, not one to an earlier request with the same id (a retry's test asks twice).
+    const after = this.arrivals;
+    const answers = (e: InboxEvent) => e.type === 'reply' && e.id === id && this.arrivedAs.get(e)! > after;
+    const reply = this.waitFor(answers, timeoutMs, `reply to ${String(fields.op)} ${id}`).catch((e: unknown) => {
       throw new Error(`${(e as Error).message} (the request was ${pubacked ? '' : 'not '}PUBACKed)`);
     });
     const published = this.client.publishAsync(topics.requests(this.user), JSON.stringify({ ...fields, id }), { qos: 1 }).then(() => {
