@@ -606,7 +606,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     150_000,
   );
 
-  it('offers, accepts and declines in parley chat, where incoming offers show sender, name and size; the receiver\u2019s other device is told', async () => {
+  it('offers, accepts, declines and withdraws in parley chat, where incoming offers show sender, name and size; the receiver\u2019s other device is told', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const env = (u: string) => ({ PARLEY_SERVER: topo.server.mqttUrl6, PARLEY_USER: u, PARLEY_PASSWORD: users.password });
     const bobDir = dir();
@@ -634,6 +634,14 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       bob.type(`/decline ${spam}`);
       await bob.waitForLine(line(`declined spam.txt (9 B) from ${a}`));
       await alice.waitForLine(line(`* ${b} declined spam.txt (9 B)`));
+
+      // An offer thought better of is withdrawn from the chat too; its receiver is told.
+      alice.type(`/file ${b} ${writeTemp('oops.txt', 'wrong file')}`);
+      const oops = (await alice.waitForLine(/^offered oops\.txt/, 30_000)).split(': ').at(-1)!;
+      await bob.waitForLine(new RegExp(`offers oops\\.txt \\(10 B\\) — /accept ${oops}`), 30_000);
+      alice.type(`/cancel ${oops}`);
+      await alice.waitForLine(line(`withdrew oops.txt (10 B)`));
+      await bob.waitForLine(new RegExp(`${a} withdrew oops\\.txt`), 30_000);
 
       // Bob's other device hears what he did here.
       await bobElsewhere.waitForLine(line(`* you accepted notes.txt (10 B) from ${a}`));

@@ -16,6 +16,8 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/file bob "my notes.txt"')).toEqual({ kind: 'file', to: 'bob', path: 'my notes.txt' });
     expect(parseChatLine('/accept fAbc')).toEqual({ kind: 'accept', offer: 'fAbc' });
     expect(parseChatLine('/decline fAbc')).toEqual({ kind: 'decline', offer: 'fAbc' });
+    expect(parseChatLine('/cancel fAbc')).toEqual({ kind: 'cancel', offer: 'fAbc' });
+    expect(parseChatLine('/cancel')).toEqual({ kind: 'invalid', message: 'usage: /cancel ID' });
     expect(parseChatLine('/quit')).toEqual({ kind: 'quit' });
     expect(parseChatLine('/help')).toEqual({ kind: 'help' });
     expect(parseChatLine('   ')).toEqual({ kind: 'nothing' });

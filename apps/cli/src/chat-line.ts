@@ -8,6 +8,7 @@ export type ChatCommand =
   | { kind: 'file'; to: string; path: string }
   | { kind: 'accept'; offer: string }
   | { kind: 'decline'; offer: string }
+  | { kind: 'cancel'; offer: string }
   | { kind: 'help' }
   | { kind: 'quit' }
   | { kind: 'nothing' }
@@ -21,6 +22,7 @@ export const CHAT_HELP = [
   '/file USER PATH     offer a file to USER (uploaded now; USER accepts or declines)',
   '/accept ID          accept a file offered to you (saved in the current directory)',
   '/decline ID         decline a file offered to you',
+  '/cancel ID          withdraw a file you offered (its receivers are told)',
   'text                send to the conversation the prompt names (until you choose one: the newest to write to you)',
   '//text              the same, with text that starts with a slash ("/text")',
   '/help               this list',
@@ -71,10 +73,11 @@ export function parseChatLine(line: string): ChatCommand {
       return { kind: 'file', to: to.toLowerCase(), path: clean };
     }
     case '/accept':
-    case '/decline': {
+    case '/decline':
+    case '/cancel': {
       const [offer] = firstWord(rest);
       if (!offer) return { kind: 'invalid', message: `usage: ${command} ID` };
-      return command === '/accept' ? { kind: 'accept', offer } : { kind: 'decline', offer };
+      return { kind: command === '/accept' ? 'accept' : command === '/decline' ? 'decline' : 'cancel', offer };
     }
     case '/help':
     case '/?':

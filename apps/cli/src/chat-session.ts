@@ -2,8 +2,8 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
-import { acceptFile, offeredText, offerFile, seenReporter } from './file-actions.js';
-import { FileNotices, fileLabel } from './file-output.js';
+import { acceptFile, CHAT_MAKE_ROOM, offeredText, offerFile, seenReporter } from './file-actions.js';
+import { FileNotices, fileLabel, type OwnAction } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
   asDevice,
@@ -162,7 +162,7 @@ export class ChatSession {
         return;
       }
       case 'file': {
-        const offer = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path, this.bar);
+        const offer = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path, this.bar, CHAT_MAKE_ROOM);
         return this.print(offeredText(offer), { type: 'offered', offer });
       }
       case 'accept': {
@@ -174,6 +174,10 @@ export class ChatSession {
       case 'decline': {
         const { offer } = await this.ownDoing(cmd.offer, ['declined'], () => this.client.request('file.decline', { offer: cmd.offer }));
         return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
+      }
+      case 'cancel': {
+        const { offer } = await this.ownDoing(cmd.offer, ['withdrawn'], () => this.client.request('file.cancel', { offer: cmd.offer }));
+        return this.print(`withdrew ${fileLabel(offer)}`, { type: 'withdrawn', offer });
       }
       case 'reply':
         if (!this.target) return this.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
@@ -193,7 +197,7 @@ export class ChatSession {
    * Does something to a file offer that prints its own line: the events about it are not news here (marked before, as
    * they may come before the answer); should it fail, they are again, as it may be done on another device.
    */
-  private async ownDoing<T>(offerId: string, what: ('accepted' | 'declined' | 'received')[], work: () => Promise<T>): Promise<T> {
+  private async ownDoing<T>(offerId: string, what: OwnAction[], work: () => Promise<T>): Promise<T> {
     for (const w of what) this.notices.doing(offerId, w);
     try {
       return await work();

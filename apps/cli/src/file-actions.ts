@@ -14,15 +14,24 @@ import { RequestError, type ParleyClient } from './parley-client.js';
  */
 const MAKE_ROOM: ReadonlySet<string> = new Set(['too_many_offers', 'quota_exceeded']);
 const MAKE_ROOM_HOW = 'parley file list shows them, parley file cancel ID withdraws one';
+/** The same in `parley chat`, where /cancel withdraws one. */
+export const CHAT_MAKE_ROOM = 'parley file list shows them, /cancel ID withdraws one';
 
-/** A refusal of an offer, in the CLI's words (see MAKE_ROOM); any other error as it is. */
-export function inCliWords(e: unknown): unknown {
+/** A refusal of an offer, in the CLI's words (see MAKE_ROOM, or `how` for another place); any other error as it is. */
+export function inCliWords(e: unknown, how = MAKE_ROOM_HOW): unknown {
   if (!(e instanceof RequestError) || !MAKE_ROOM.has(e.code) || e.message.includes('parley file cancel')) return e;
-  return new RequestError(e.code, `${e.message} (${MAKE_ROOM_HOW})`);
+  return new RequestError(e.code, `${e.message} (${how})`);
 }
 
 /** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
-export async function offerFile(client: ParleyClient, printer: Printer, target: FileTarget, path: string, bar?: BarOptions): Promise<FileOffer> {
+export async function offerFile(
+  client: ParleyClient,
+  printer: Printer,
+  target: FileTarget,
+  path: string,
+  bar?: BarOptions,
+  makeRoom?: string,
+): Promise<FileOffer> {
   let progress: TransferProgress | undefined;
   try {
     return await uploadFile(
@@ -42,7 +51,7 @@ export async function offerFile(client: ParleyClient, printer: Printer, target: 
       },
     );
   } catch (e) {
-    throw inCliWords(e);
+    throw inCliWords(e, makeRoom);
   } finally {
     progress?.done();
   }

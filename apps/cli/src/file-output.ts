@@ -34,7 +34,7 @@ export function offeredLine(offer: FileOffer, how: { accept: string; decline: st
 }
 
 /** What a session may do to a file offer itself. */
-type OwnAction = 'accepted' | 'declined' | 'received' | 'withdrawn';
+export type OwnAction = 'accepted' | 'declined' | 'received' | 'withdrawn';
 
 /** Tells the server which receivers' decisions on an offer of mine have been shown (`file.seen`). */
 export type SeenReporter = (offer: string, states: Record<string, FileRecipientState>) => void;
