@@ -77,6 +77,13 @@ export const ConfigSchema = z.object({
     .string()
     .regex(/^[A-Za-z0-9_.:-]{1,64}$/, 'PARLEY_GATEWAY_ID must be 1–64 characters of A-Z a-z 0-9 _ . : -')
     .optional(),
+  /**
+   * Standalone: free bytes the store keeps on its data directory's disk; below it, writes are refused (`unavailable`,
+   * /readyz not ready) before LMDB meets a full disk (see DEFAULT_MIN_FREE_BYTES in libs/storage). At least 1 MiB.
+   */
+  PARLEY_MIN_FREE_DISK_BYTES: positiveInt('PARLEY_MIN_FREE_DISK_BYTES', 64 * 1024 * 1024).refine((n) => n >= 1024 * 1024, {
+    message: 'PARLEY_MIN_FREE_DISK_BYTES must be at least 1048576 (1 MiB)',
+  }),
   /** Largest file a user may offer, in bytes (100 MiB by default). */
   PARLEY_MAX_FILE_BYTES: positiveInt('PARLEY_MAX_FILE_BYTES', 100 * 1024 * 1024, 1024 * 1024 * 1024 * 1024),
   /** How many file offers one user may have live (not yet taken or declined by every receiver). */

@@ -1,9 +1,9 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, statfsSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { mountSmallDisk } from '../../../test/support/small-disk.js';
-import { EmbeddedDatabase } from './embedded-database.js';
+import { fillDisk, mountSmallDisk } from '../../../test/support/small-disk.js';
+import { EmbeddedDatabase, StoreFullError } from './embedded-database.js';
 
 describe('EmbeddedDatabase.atTurnEnd', () => {
   const dirs: string[] = [];
@@ -85,23 +85,25 @@ describe('EmbeddedDatabase.writable', () => {
   const disk = mountSmallDisk('3m');
   afterAll(() => disk?.unmount());
 
-  it.skipIf(disk === null)('is false while the disk is full, and true again once it has room', async () => {
-    const ballast = join(disk!.dir, 'ballast');
-    writeFileSync(ballast, Buffer.alloc(512 * 1024));
-    const db = new EmbeddedDatabase(join(disk!.dir, 'data'));
+  it.skipIf(disk === null)('refuses writes under its floor of free space, before LMDB meets a full disk, and takes them again once there is room', async () => {
+    const db = new EmbeddedDatabase(join(disk!.dir, 'data'), { minFreeBytes: 1024 * 1024 });
     try {
       const kv = db.open<string, number>('kv');
+      await db.atTurnEnd(() => kv.putSync(0, 'before'));
       expect(db.writable()).toBe(true);
-      let failed: unknown;
-      for (let i = 0; failed === undefined && i < 100_000; i++)
-        failed = await db.atTurnEnd(() => kv.putSync(i, 'x'.repeat(1000))).catch((e: unknown) => e ?? 'failed');
-      expect(failed).toBeInstanceOf(Error);
+      // The disk fills (files, say): under the floor, with room to spare for LMDB, nothing is handed to it.
+      const ballast = fillDisk(disk!.dir, [64 * 1024]);
+      expect(statfsSync(disk!.dir).bavail * statfsSync(disk!.dir).bsize).toBeLessThan(1024 * 1024);
+      await expect(db.atTurnEnd(() => kv.putSync(1, 'x'))).rejects.toBeInstanceOf(StoreFullError);
+      await expect(kv.put(2, 'x')).rejects.toMatchObject({ code: 'ENOSPC' });
       expect(db.writable()).toBe(false);
-      rmSync(ballast);
+      expect([kv.get(1), kv.get(2)]).toEqual([undefined, undefined]);
+      for (const path of ballast) rmSync(path);
       // Probed again a second later (not at every readiness check).
       expect(db.writable(performance.now() + 1500)).toBe(true);
       await db.atTurnEnd(() => kv.putSync(-1, 'after'));
-      expect(kv.get(-1)).toBe('after');
+      await kv.put(-2, 'after');
+      expect([kv.get(0), kv.get(-1), kv.get(-2)]).toEqual(['before', 'after', 'after']);
     } finally {
       await db.close().catch(() => undefined);
     }

@@ -1,3 +1,4 @@
+import { statfsSync } from 'node:fs';
 import { join } from 'node:path';
 import { open, type Database, type RootDatabase } from 'lmdb';
 import { DataDirLock } from './data-dir-lock.js';
@@ -30,6 +31,28 @@ let lmdbGuardInstalled = false;
 
 /** The asynchronous writes of lmdb-js's databases that commit on its write thread (see `EmbeddedDatabase.open`). */
 const WATCHED_WRITES = ['put', 'remove', 'transaction', 'ifNoExists', 'ifVersion', 'batch', 'childTransaction'] as const;
+
+/**
+ * Free space the store keeps on its disk by default (`PARLEY_MIN_FREE_DISK_BYTES`): below it, writes are refused before
+ * LMDB is asked to make them. LMDB must never meet a full disk: lmdb-js (3.5) formats the report of a failed page write
+ * into a heap buffer too small for it, which corrupts the heap and ends the process (free(): invalid size), and a short
+ * write comes back as EIO. The floor keeps its writes clear of that, and leaves the disk room for everything else.
+ */
+export const DEFAULT_MIN_FREE_BYTES = 64 * 1024 * 1024;
+
+export interface EmbeddedDatabaseOptions {
+  /** Free bytes below which writes are refused (see DEFAULT_MIN_FREE_BYTES). */
+  minFreeBytes?: number;
+}
+
+/** A write refused because the disk holding the data directory has less free than the store keeps (ENOSPC, for callers). */
+export class StoreFullError extends Error {
+  readonly code = 'ENOSPC';
+  constructor(dataDir: string, freeBytes: number, minFreeBytes: number) {
+    super(`the disk holding ${dataDir} has ${freeBytes} bytes free, under the ${minFreeBytes} the store keeps: writes are refused until there is room`);
+    this.name = 'StoreFullError';
+  }
+}
 
 /** A write waiting for the end of the event-loop turn, with the promise its caller holds. */
 interface TurnWrite {
@@ -66,7 +89,13 @@ export class EmbeddedDatabase {
   private probe: { at: number; ok: boolean } | undefined;
   private health: Database<Buffer, string> | undefined;
 
-  constructor(readonly dataDir: string) {
+  private readonly minFreeBytes: number;
+
+  constructor(
+    readonly dataDir: string,
+    opts: EmbeddedDatabaseOptions = {},
+  ) {
+    this.minFreeBytes = opts.minFreeBytes ?? DEFAULT_MIN_FREE_BYTES;
     // A live holder is refused first, then a disk without room to start on, before the lock is taken: taking it would
     // replace a killed server's stale lock (and the time it was last alive, which the next start reads) only to give
     // the directory up again at once.
@@ -99,6 +128,11 @@ export class EmbeddedDatabase {
       const write = methods[name];
       if (typeof write !== 'function') continue;
       methods[name] = (...args: unknown[]): unknown => {
+        const full = this.short();
+        if (full) {
+          this.lastCommitFailed = true;
+          return Promise.reject(full);
+        }
         const result: unknown = (write as (...a: unknown[]) => unknown).apply(db, args);
         // lmdb-js's promises are not all of the built-in class: any thenable is watched.
         if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') (result as PromiseLike<unknown>).then(undefined, this.commitFailed);
@@ -139,6 +173,12 @@ export class EmbeddedDatabase {
     // Nothing left when `close` committed the turn's writes first.
     if (writes.length === 0) return;
     this.turnWrites = [];
+    const full = this.short();
+    if (full) {
+      this.lastCommitFailed = true;
+      for (const w of writes) w.reject(full);
+      return;
+    }
     try {
       this.timedCommit(() => {
         for (const w of writes) w.write();
@@ -181,6 +221,7 @@ export class EmbeddedDatabase {
    * writes are refused is not ready, and is again once the disk has room.
    */
   writable(now = performance.now()): boolean {
+    if (this.short()) return false;
     if (!this.lastCommitFailed) return true;
     if (this.probe && now - this.probe.at < PROBE_INTERVAL_MS) return this.probe.ok;
     let ok = true;
@@ -196,6 +237,18 @@ export class EmbeddedDatabase {
     this.probe = { at: now, ok };
     if (ok) this.lastCommitFailed = false;
     return ok;
+  }
+
+  /** The refusal for a write when the disk has less free than the store keeps; null when it has room (or cannot say). */
+  private short(): StoreFullError | null {
+    let free: number;
+    try {
+      const fs = statfsSync(this.dataDir);
+      free = fs.bavail * fs.bsize;
+    } catch {
+      return null;
+    }
+    return free < this.minFreeBytes ? new StoreFullError(this.dataDir, free, this.minFreeBytes) : null;
   }
 
   /** When the server that used this directory before was last alive, if it was killed rather than stopped; else null. */

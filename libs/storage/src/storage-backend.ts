@@ -8,12 +8,14 @@ export interface StorageOptions {
   dataDir: string;
   redisUrl?: string | undefined;
   redisPrefix: string;
+  /** The embedded store's floor of free disk space (see EmbeddedDatabaseOptions). */
+  minFreeBytes?: number;
 }
 
 /** The one place that chooses a backend: Redis when a URL is given, the embedded store otherwise. */
 export function openStorageBackend(opts: StorageOptions): StorageBackend {
   if (opts.redisUrl) return { kind: 'redis', redis: new RedisConnection(opts.redisUrl, opts.redisPrefix) };
-  return { kind: 'embedded', db: new EmbeddedDatabase(opts.dataDir) };
+  return { kind: 'embedded', db: new EmbeddedDatabase(opts.dataDir, { minFreeBytes: opts.minFreeBytes }) };
 }
 
 export async function closeStorageBackend(backend: StorageBackend): Promise<void> {

@@ -12,7 +12,12 @@ export const STORAGE_BACKEND = Symbol('STORAGE_BACKEND');
     {
       provide: STORAGE_BACKEND,
       useFactory: (config: ParleyConfig, metrics?: Metrics) => {
-        const backend = openStorageBackend({ dataDir: config.PARLEY_DATA_DIR, redisUrl: config.REDIS_URL, redisPrefix: config.PARLEY_REDIS_PREFIX });
+        const backend = openStorageBackend({
+          dataDir: config.PARLEY_DATA_DIR,
+          redisUrl: config.REDIS_URL,
+          redisPrefix: config.PARLEY_REDIS_PREFIX,
+          minFreeBytes: config.PARLEY_MIN_FREE_DISK_BYTES,
+        });
         // The disk's sync is what a message's `accepted` waits for on the embedded store: operators see it on /metrics.
         if (backend.kind === 'embedded' && metrics) backend.db.observeCommits((seconds) => metrics.storeCommitSeconds.observe(seconds));
         return backend;
