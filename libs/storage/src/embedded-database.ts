@@ -239,8 +239,17 @@ export class EmbeddedDatabase {
     return ok;
   }
 
-  /** The refusal for a write when the disk has less free than the store keeps; null when it has room (or cannot say). */
-  private short(): StoreFullError | null {
+  /**
+   * Throws StoreFullError when writing `bytes` more to the data directory's disk (outside LMDB: an uploaded file's
+   * chunk) would leave it under the floor of free space the store keeps: files never take the room kept for messages.
+   */
+  checkRoomFor(bytes: number): void {
+    const full = this.short(bytes);
+    if (full) throw full;
+  }
+
+  /** The refusal for a write of `bytes` that would leave the disk under the floor; null when it has room (or cannot say). */
+  private short(bytes = 0): StoreFullError | null {
     let free: number;
     try {
       const fs = statfsSync(this.dataDir);
@@ -248,7 +257,7 @@ export class EmbeddedDatabase {
     } catch {
       return null;
     }
-    return free < this.minFreeBytes ? new StoreFullError(this.dataDir, free, this.minFreeBytes) : null;
+    return free - bytes < this.minFreeBytes ? new StoreFullError(this.dataDir, free, this.minFreeBytes) : null;
   }
 
   /** When the server that used this directory before was last alive, if it was killed rather than stopped; else null. */

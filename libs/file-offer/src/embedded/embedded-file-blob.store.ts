@@ -8,12 +8,13 @@ import type { FileBlobStore } from '../file-offer.store.js';
  * Chunks as plain files in the data directory: `files/{offerId}/{index}`.
  * Each chunk is written to a temporary name, flushed and renamed, so a crash
  * leaves a whole chunk or none. Offer ids are server-made (`f` and base64url),
- * never a path. Expiry is the offer service's sweep.
+ * never a path. Expiry is the offer service's sweep. A chunk that would take
+ * the disk under the store's floor of free space is refused, as by a full disk.
  */
 export class EmbeddedFileBlobStore implements FileBlobStore {
   private readonly root: string;
 
-  constructor(db: EmbeddedDatabase) {
+  constructor(private readonly db: EmbeddedDatabase) {
     this.root = join(db.dataDir, 'files');
   }
 
@@ -24,6 +25,8 @@ export class EmbeddedFileBlobStore implements FileBlobStore {
 
   async put(id: string, index: number, data: Buffer): Promise<void> {
     const dir = this.dirOf(id);
+    // Not into the room the store keeps free for messages (refused as a full disk is: the upload goes on once there is room).
+    this.db.checkRoomFor(data.length);
     await mkdir(dir, { recursive: true });
     const final = join(dir, String(index));
     // A name of its own, so that no other write of this chunk can take it from under this one.
