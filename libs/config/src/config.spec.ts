@@ -136,8 +136,7 @@ describe('loadConfig', () => {
   it('keeps 64 MiB of the data directory\u2019s disk free by default, and refuses a floor under 1 MiB by name', () => {
     expect(loadConfig({}).PARLEY_MIN_FREE_DISK_BYTES).toBe(64 * 1024 * 1024);
     expect(loadConfig({ PARLEY_MIN_FREE_DISK_BYTES: '2097152' }).PARLEY_MIN_FREE_DISK_BYTES).toBe(2 * 1024 * 1024);
-    for (const bad of ['0', '1048575', 'lots', '1.5'])
-      expect(() => loadConfig({ PARLEY_MIN_FREE_DISK_BYTES: bad })).toThrow(/PARLEY_MIN_FREE_DISK_BYTES/);
+    for (const bad of ['0', '1048575', 'lots', '1.5']) expect(() => loadConfig({ PARLEY_MIN_FREE_DISK_BYTES: bad })).toThrow(/PARLEY_MIN_FREE_DISK_BYTES/);
   });
 
   it('binds each optional listener on plain MQTT\u2019s host unless told its own, and refuses an empty one', () => {

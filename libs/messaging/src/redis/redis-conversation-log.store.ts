@@ -77,8 +77,7 @@ export class RedisConversationLogStore implements ConversationLogStore {
   async append(conv: string, input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
     const args = [`${input.from}\0${input.id}`, JSON.stringify(input), input.from, options.writersSince ?? ''];
     if (options.writers) args.push('=', ...options.writers);
-    const reply = (await this.appendScript([...this.keys(conv), this.writersKey(conv)], args)) as
-      [0, number, string[]?] | [1, number, string] | [2];
+    const reply = (await this.appendScript([...this.keys(conv), this.writersKey(conv)], args)) as [0, number, string[]?] | [1, number, string] | [2];
     if (reply[0] === 2) throw new NotAWriter(conv, input.from);
     if (reply[0] === 1) return { entry: { seq: reply[1], ...(JSON.parse(reply[2]) as StoredEntry) }, duplicate: true };
     const entry = { seq: reply[1], ...input };
