@@ -85,6 +85,27 @@ describe('EmbeddedDatabase.writable', () => {
   const disk = mountSmallDisk('3m');
   afterAll(() => disk?.unmount());
 
+  it.skipIf(disk === null)('commits a transaction it took above the floor whole, though the disk went under the floor before its callback ran', async () => {
+    const db = new EmbeddedDatabase(join(disk!.dir, 'transaction'), { minFreeBytes: 1024 * 1024 });
+    try {
+      const kv = db.open<string, number>('kv');
+      let ran = false;
+      // lmdb-js runs a transaction's callback later, when its turn comes: the disk is filled before then.
+      const done = kv.transaction(() => {
+        ran = true;
+        void kv.put(1, 'a');
+        void kv.put(2, 'b');
+      });
+      expect(ran).toBe(false);
+      const ballast = fillDisk(disk!.dir, [64 * 1024]);
+      await done;
+      expect([kv.get(1), kv.get(2)]).toEqual(['a', 'b']);
+      for (const path of ballast) rmSync(path);
+    } finally {
+      await db.close().catch(() => undefined);
+    }
+  });
+
   it.skipIf(disk === null)('refuses writes under its floor of free space, before LMDB meets a full disk, and takes them again once there is room', async () => {
     const db = new EmbeddedDatabase(join(disk!.dir, 'data'), { minFreeBytes: 1024 * 1024 });
     try {
@@ -98,6 +119,10 @@ describe('EmbeddedDatabase.writable', () => {
       await expect(kv.put(2, 'x')).rejects.toMatchObject({ code: 'ENOSPC' });
       expect(db.writable()).toBe(false);
       expect([kv.get(1), kv.get(2)]).toEqual([undefined, undefined]);
+      // A write nobody waits for (`void put`, as lmdb-js's own failed ones) is refused without an unhandled rejection.
+      void kv.put(3, 'x');
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(kv.get(3)).toBeUndefined();
       for (const path of ballast) rmSync(path);
       // Probed again a second later (not at every readiness check).
       expect(db.writable(performance.now() + 1500)).toBe(true);

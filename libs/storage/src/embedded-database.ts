@@ -90,6 +90,8 @@ export class EmbeddedDatabase {
   private health: Database<Buffer, string> | undefined;
 
   private readonly minFreeBytes: number;
+  /** How deep the main thread is in callbacks of watched writes (see `open`). */
+  private insideWrite = 0;
 
   constructor(
     readonly dataDir: string,
@@ -128,18 +130,38 @@ export class EmbeddedDatabase {
       const write = methods[name];
       if (typeof write !== 'function') continue;
       methods[name] = (...args: unknown[]): unknown => {
-        const full = this.short();
+        // The floor is checked once per write as its caller makes it: not again for each write inside a transaction's
+        // callback, which lmdb-js runs later, when the transaction's turn comes. Refused there, a write would be left out
+        // of a transaction that still commits the rest and reports success.
+        const full = this.insideWrite === 0 ? this.short() : null;
         if (full) {
           this.lastCommitFailed = true;
-          return Promise.reject(full);
+          const refused = Promise.reject(full);
+          // Heard by a caller who awaits it; one who does not (`void put`, as lmdb-js's own failed writes) must not
+          // end the process with an unhandled rejection: the failure is on record for `writable`.
+          refused.catch(() => undefined);
+          return refused;
         }
-        const result: unknown = (write as (...a: unknown[]) => unknown).apply(db, args);
+        const inside = args.map((a) => (typeof a === 'function' ? this.asInsideWrite(a as (...x: unknown[]) => unknown) : a));
+        const result: unknown = (write as (...a: unknown[]) => unknown).apply(db, inside);
         // lmdb-js's promises are not all of the built-in class: any thenable is watched.
         if (typeof (result as PromiseLike<unknown> | null)?.then === 'function') (result as PromiseLike<unknown>).then(undefined, this.commitFailed);
         return result;
       };
     }
     return db;
+  }
+
+  /** A write's callback (a transaction's, say), run as part of that write: writes it makes are not checked again. */
+  private asInsideWrite(callback: (...x: unknown[]) => unknown): (...x: unknown[]) => unknown {
+    return (...x) => {
+      this.insideWrite++;
+      try {
+        return callback(...x);
+      } finally {
+        this.insideWrite--;
+      }
+    };
   }
 
   /** An asynchronous write failed: the store may be full (see `writable`). */
