@@ -64,9 +64,10 @@ export function routeConsoleToLog(config: ParleyConfig): void {
   const route = (method: 'log' | 'info' | 'debug' | 'warn' | 'error' | 'trace', level: 'log' | 'debug' | 'warn' | 'error') => {
     console[method] = (...args: unknown[]) => {
       const fields = throttle.logFields(method);
+      if (!fields) return;
       // console.trace prints where it was called from: kept, as the stack of an Error made here, less its own line.
       const stack = method === 'trace' ? { stack: new Error().stack?.split('\n').slice(2).join('\n') } : {};
-      if (fields) logger[level]({ event: 'library_output', console: method, text: format(...args), ...stack, ...fields }, 'console');
+      logger[level]({ event: 'library_output', console: method, text: format(...args), ...stack, ...fields }, 'console');
     };
   };
   route('log', 'log');

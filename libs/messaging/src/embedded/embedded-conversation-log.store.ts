@@ -60,18 +60,11 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       const original = this.log.get([conv, seen]);
       if (original) return Promise.resolve({ entry: { seq: seen, ...original }, duplicate: true });
     }
-    // The writers the sender is checked against (undefined: not checked); throws NotAWriter when they are not one.
-    const admit = (writers: Writers | undefined): string[] | undefined => {
-      if (options.writersSince === undefined || !writers || writers.at < options.writersSince) return undefined;
-      if (!writers.users.includes(input.from)) throw new NotAWriter(conv, input.from);
-      return writers.users;
-    };
-    let checked: string[] | undefined;
-    try {
-      checked = admit(pending?.writers ?? this.writers.get(conv));
-    } catch (e) {
-      return Promise.reject(e instanceof Error ? e : new Error(String(e)));
-    }
+    // The writers the sender is checked against, if any (see AppendOptions); the sender must be one of them.
+    const checkedBy = (writers: Writers | undefined): string[] | undefined =>
+      options.writersSince !== undefined && writers && writers.at >= options.writersSince ? writers.users : undefined;
+    let checked = checkedBy(pending?.writers ?? this.writers.get(conv));
+    if (checked && !checked.includes(input.from)) return Promise.reject(new NotAWriter(conv, input.from));
     const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
     const entry: LogEntry = { seq, ...input };
     const setWriters = options.writers && { at: seq, users: [...options.writers] };
@@ -79,7 +72,8 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
     const written = this.db.atTurnEnd(() => {
       // Checked again against what the transaction sees: the writers checked against above may be an append of this
       // turn whose write failed since (each write of a failed turn is then tried alone), a change that never was.
-      if (options.writersSince !== undefined) checked = admit(this.writers.get(conv));
+      checked = checkedBy(this.writers.get(conv));
+      if (checked && !checked.includes(input.from)) throw new NotAWriter(conv, input.from);
       this.log.putSync([conv, seq], input);
       this.last.putSync(conv, seq);
       this.idem.putSync([conv, input.from, input.id], seq);
