@@ -38,6 +38,24 @@ describe.each(fixtures)('AccountStore on $name', (fixture) => {
     const winner = results.indexOf(true);
     expect((await store.get('race'))?.passwordHash).toBe(`h${winner}`);
   });
+
+  it('replaces a hash only while it is the one expected, keeping the rest of the account, durably', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = accountsOf(backend);
+    // Hashes as the hasher writes them ($, / and + included), and a request id that mentions a hash in its own text.
+    const [h1, h2, h3] = ['scrypt$1024$8$1$c2FsdA==$a/b+c', 'scrypt$32768$8$1$bmV3$d/e+f', 'scrypt$32768$8$1$dGhpcmQ=$g/h+i'];
+    const full = { user: 'hal', passwordHash: h1, createdAt: 1_765_000_000_123, request: `"passwordHash":"${h1}"` };
+    expect(await store.create(full)).toBe(true);
+    expect(await store.replaceHash('hal', 'not-the-hash', h2)).toBe(false);
+    expect(await store.replaceHash('nobody', h1, h2)).toBe(false);
+    expect(await store.get('nobody')).toBeUndefined();
+    expect(await store.get('hal')).toEqual(full);
+    // Of two replacements of one hash under way at once, one wins and the other changes nothing.
+    const results = await Promise.all([store.replaceHash('hal', h1, h2), store.replaceHash('hal', h1, h3)]);
+    expect(results.filter(Boolean)).toHaveLength(1);
+    const winner = results[0] ? h2 : h3;
+    expect(await accountsOf(await reopen()).get('hal')).toEqual({ ...full, passwordHash: winner });
+  });
 });
 
 describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {

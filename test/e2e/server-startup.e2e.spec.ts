@@ -5,7 +5,9 @@ import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { runServerToExit, startParley, type ParleyServer } from '../support/parley-server.js';
+import { EmbeddedAccountStore } from '#libs/accounts';
 import type { WhoResult } from '#libs/protocol';
+import { EmbeddedDatabase } from '#libs/storage';
 import { MqttUser, okResult, registerUser } from '../support/mqtt-user.js';
 
 /** Runs the server expecting it to refuse to start (on a data directory of its own, unless given another's); returns its exit code and what it printed. */
@@ -128,6 +130,41 @@ describe('health, readiness and metrics over HTTP', () => {
       expect(res.text).toMatch(/^parley_store_commit_duration_seconds_count [1-9]\d*$/m);
     } finally {
       await a.close();
+    }
+  });
+
+  it('hashes a new password at PARLEY_PASSWORD_COST, and keeps one hashed at another cost at the new cost from its next login', async () => {
+    const dataDir = mkdtempSync(join(tmpdir(), 'parley-cost-'));
+    /** The stored hash's scrypt N, read with the server stopped. */
+    const storedN = async (user: string) => {
+      const db = new EmbeddedDatabase(dataDir);
+      try {
+        return (await new EmbeddedAccountStore(db).get(user))?.passwordHash.split('$')[1];
+      } finally {
+        await db.close();
+      }
+    };
+    try {
+      const cheap = await startParley({ dataDir, env: { PARLEY_PASSWORD_COST: '10' } });
+      expect((await registerUser(cheap.mqttUrl, 'ada', 'password123')).ok).toBe(true);
+      await cheap.dispose();
+      expect(await storedN('ada')).toBe('1024');
+      // 15 is the default; set here since the test servers run at 10.
+      const raised = await startParley({ dataDir, env: { PARLEY_PASSWORD_COST: '15' } });
+      await (await MqttUser.connect(raised.mqttUrl, 'ada', 'password123')).close();
+      expect((await registerUser(raised.mqttUrl, 'bea', 'password123')).ok).toBe(true);
+      // A clean stop waits for the login's new hash to be kept.
+      await raised.dispose();
+      expect([await storedN('ada'), await storedN('bea')]).toEqual(['32768', '32768']);
+      const again = await startParley({ dataDir, env: { PARLEY_PASSWORD_COST: '15' } });
+      try {
+        await (await MqttUser.connect(again.mqttUrl, 'ada', 'password123')).close();
+        await expect(MqttUser.connect(again.mqttUrl, 'ada', 'password124')).rejects.toThrow(/bad username or password/i);
+      } finally {
+        await again.dispose();
+      }
+    } finally {
+      rmSync(dataDir, { recursive: true, force: true });
     }
   });
 

@@ -16,6 +16,13 @@ export interface AccountStore {
    */
   create(account: Account): Promise<boolean>;
 
+  /**
+   * Replaces the account's password hash with `to` when it is still `from`, and resolves true once that is durable.
+   * Resolves false, writing nothing, when the account is gone or its hash is no longer `from` (another login replaced
+   * it first). Nothing else of the account changes.
+   */
+  replaceHash(user: string, from: string, to: string): Promise<boolean>;
+
   /** The account of that name, or undefined when there is none. */
   get(user: string): Promise<Account | undefined>;
 

@@ -1,10 +1,10 @@
-import { Module } from '@nestjs/common';
+import { Module, type BeforeApplicationShutdown } from '@nestjs/common';
 import { PARLEY_CONFIG, type ParleyConfig } from '#libs/config';
 import { adapterFor, STORAGE_BACKEND, type StorageBackend } from '#libs/storage';
 import type { AccountStore } from './account.store.js';
 import { AccountsService } from './accounts.service.js';
 import { EmbeddedAccountStore } from './embedded/embedded-account.store.js';
-import { PasswordHasher } from './password-hasher.js';
+import { PasswordHasher, scryptCostOf } from './password-hasher.js';
 import { RedisAccountStore } from './redis/redis-account.store.js';
 
 export const ACCOUNT_STORE = Symbol('ACCOUNT_STORE');
@@ -20,7 +20,7 @@ export const ACCOUNT_STORE = Symbol('ACCOUNT_STORE');
     {
       provide: AccountsService,
       useFactory: (store: AccountStore, config: ParleyConfig) =>
-        new AccountsService(store, new PasswordHasher(), {
+        new AccountsService(store, new PasswordHasher(scryptCostOf(config.PARLEY_PASSWORD_COST)), {
           minPasswordLength: config.PARLEY_MIN_PASSWORD_LENGTH,
           verifiedCacheMs: config.PARLEY_LOGIN_CACHE_MS,
         }),
@@ -29,4 +29,11 @@ export const ACCOUNT_STORE = Symbol('ACCOUNT_STORE');
   ],
   exports: [AccountsService],
 })
-export class AccountsModule {}
+export class AccountsModule implements BeforeApplicationShutdown {
+  constructor(private readonly accounts: AccountsService) {}
+
+  /** A password being hashed again at a login is kept before the store closes (see `AccountsService.rehash`). */
+  async beforeApplicationShutdown(): Promise<void> {
+    await this.accounts.rehashed();
+  }
+}

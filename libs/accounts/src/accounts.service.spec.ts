@@ -5,7 +5,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { EmbeddedDatabase } from '#libs/storage';
 import { AccountsService } from './accounts.service.js';
 import { EmbeddedAccountStore } from './embedded/embedded-account.store.js';
-import { PasswordHasher } from './password-hasher.js';
+import { PasswordHasher, scryptCostOf } from './password-hasher.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'parley-accounts-'));
 const db = new EmbeddedDatabase(dir);
@@ -73,11 +73,21 @@ describe('AccountsService password forms (Unicode normalisation)', () => {
     expect(await accounts.authenticate('nfd-reg', 'cafe au lait')).toBe(false);
   });
 
-  it('still logs in an account stored before normalisation with exactly what was typed then, and only with that', async () => {
+  it('logs in an account stored before normalisation with exactly what was typed then, and that login keeps the password in NFC', async () => {
     // What a server before this change stored for a password sent decomposed: the hash of those very code points.
-    await store.create({ user: 'legacy', passwordHash: await cheap.hash(decomposed), createdAt: 0 });
-    expect(await accounts.authenticate('legacy', decomposed)).toBe(true);
+    const legacy = await cheap.hash(decomposed);
+    await store.create({ user: 'legacy', passwordHash: legacy, createdAt: 0 });
     expect(await accounts.authenticate('legacy', composed)).toBe(false);
+    expect((await store.get('legacy'))?.passwordHash).toBe(legacy);
+    expect(await accounts.authenticate('legacy', decomposed)).toBe(true);
+    await accounts.rehashed();
+    // Hashed again in NFC: the account now logs in as one registered today, from either keyboard.
+    const now = (await store.get('legacy'))?.passwordHash;
+    expect(now).not.toBe(legacy);
+    expect(await cheap.verify(composed, now!)).toBe(true);
+    const fresh = new AccountsService(store, cheap, { minPasswordLength: 8 });
+    expect(await fresh.authenticate('legacy', composed)).toBe(true);
+    expect(await fresh.authenticate('legacy', decomposed)).toBe(true);
   });
 
   it('judges the minimum length on the normalised form, whichever form was sent', async () => {
@@ -110,14 +120,42 @@ describe('AccountsService password forms (Unicode normalisation)', () => {
     expect(hasher.runs).toBe(1);
     expect(await remembering.authenticate('nobody-here', decomposed)).toBe(false);
     expect(hasher.runs).toBe(3);
-    // A legacy account, logged in with its raw form, is remembered in that form only: its NFC form stays refused.
+    // A legacy account, logged in with its raw form, is remembered in that form only: its NFC form stays refused until
+    // the login's hashing again in NFC (held back here) is kept.
     await store.create({ user: 'legacy2', passwordHash: await hasher.hash(decomposed), createdAt: 0 });
     hasher.runs = 0;
+    const release = hasher.holdHashes();
     expect(await remembering.authenticate('legacy2', decomposed)).toBe(true);
     expect(hasher.runs).toBe(2);
     expect(await remembering.authenticate('legacy2', decomposed)).toBe(true);
     expect(hasher.runs).toBe(2);
     expect(await remembering.authenticate('legacy2', composed)).toBe(false);
+    release();
+    await remembering.rehashed();
+    expect(await remembering.authenticate('legacy2', composed)).toBe(true);
+  });
+
+  it('hashes a password again at the current cost when its login matches a hash of another cost, and never for a wrong password', async () => {
+    const older = new PasswordHasher({ N: 512, r: 8, p: 1 });
+    const before = await older.hash('long enough');
+    await store.create({ user: 'oldcost', passwordHash: before, createdAt: 7, request: 'reg-old' });
+    expect(cheap.isCurrent(before)).toBe(false);
+    expect(await accounts.authenticate('oldcost', 'long enougH')).toBe(false);
+    await accounts.rehashed();
+    expect((await store.get('oldcost'))?.passwordHash).toBe(before);
+    expect(await accounts.authenticate('oldcost', 'long enough')).toBe(true);
+    await accounts.rehashed();
+    const after = await store.get('oldcost');
+    // Only the hash changed: the account's other fields (a retried registration is known by its request) are kept.
+    expect(after).toMatchObject({ user: 'oldcost', createdAt: 7, request: 'reg-old' });
+    expect(cheap.isCurrent(after!.passwordHash)).toBe(true);
+    const fresh = new AccountsService(store, cheap, { minPasswordLength: 8 });
+    expect(await fresh.authenticate('oldcost', 'long enough')).toBe(true);
+    expect(await fresh.authenticate('oldcost', 'long enougH')).toBe(false);
+    // At the current cost already: a login leaves the hash alone.
+    expect(await fresh.authenticate('oldcost', 'long enough')).toBe(true);
+    await fresh.rehashed();
+    expect((await store.get('oldcost'))?.passwordHash).toBe(after!.passwordHash);
   });
 });
 
@@ -128,14 +166,36 @@ describe('PasswordHasher', () => {
     expect(await cheap.verify('same', a)).toBe(true);
     for (const bad of ['', 'plain', 'scrypt$1$2$3', 'bcrypt$x$y$z$salt$hash']) expect(await cheap.verify('same', bad)).toBe(false);
   });
+
+  it('knows a hash of its own cost from one of another cost', async () => {
+    expect(cheap.isCurrent(await cheap.hash('same'))).toBe(true);
+    expect(cheap.isCurrent(await new PasswordHasher(scryptCostOf(11)).hash('same'))).toBe(false);
+    expect(new PasswordHasher(scryptCostOf(10)).isCurrent(await cheap.hash('same'))).toBe(true);
+    expect(new PasswordHasher().isCurrent(await new PasswordHasher(scryptCostOf(15)).hash('x'))).toBe(true);
+    for (const bad of ['', 'plain', 'scrypt$1024$8', 'bcrypt$1024$8$1$salt$hash']) expect(cheap.isCurrent(bad)).toBe(false);
+  });
 });
 
-/** The real hasher, counting the KDF runs of logins. */
+/** The real hasher, counting the KDF runs of logins, whose new hashes a test may hold back. */
 class CountingHasher extends PasswordHasher {
   runs = 0;
+  private held: Promise<void> | undefined;
   override verify(password: string, stored: string): Promise<boolean> {
     this.runs++;
     return super.verify(password, stored);
+  }
+  override async hash(password: string): Promise<string> {
+    await this.held;
+    return super.hash(password);
+  }
+  /** Holds back every hash made from now on until the returned function is called. */
+  holdHashes(): () => void {
+    let release = () => {};
+    this.held = new Promise<void>((resolve) => (release = resolve));
+    return () => {
+      this.held = undefined;
+      release();
+    };
   }
 }
 

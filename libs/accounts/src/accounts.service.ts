@@ -27,6 +27,8 @@ export class AccountsService {
    */
   private readonly verified = new Map<string, { digest: Buffer; expires: number; generation: number }>();
   private readonly cacheKey = randomBytes(32);
+  /** Users whose password is being hashed again (see `rehash`). */
+  private readonly rehashing = new Map<string, Promise<void>>();
 
   constructor(
     private readonly store: AccountStore,
@@ -90,8 +92,35 @@ export class AccountsService {
     const matched = await this.matchingForm(password, account.passwordHash);
     // Remembered in the form that matched, so the cache answers exactly as the KDF would: a legacy account's raw form
     // does not make its NFC form good.
-    if (matched !== undefined) this.remember(user, matched, generation);
-    return matched !== undefined;
+    if (matched === undefined) return false;
+    this.remember(user, matched, generation);
+    const normalised = password.normalize('NFC');
+    if (matched !== normalised || !this.hasher.isCurrent(account.passwordHash)) this.rehash(user, normalised, account.passwordHash);
+    return true;
+  }
+
+  /**
+   * Hashes a password just checked again, in its NFC form and at the hasher's cost, and keeps it in place of the hash it
+   * matched: an account made before passwords were normalised, or hashed at another cost, is brought up to date by its
+   * next login. Runs after the login is answered; should it fail (or another login replace the hash first), the old hash
+   * stays good and the next login tries again.
+   */
+  private rehash(user: string, password: string, from: string): void {
+    if (this.rehashing.has(user)) return;
+    const done = this.hasher
+      .hash(password)
+      .then((to) => this.store.replaceHash(user, from, to))
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => this.rehashing.delete(user));
+    this.rehashing.set(user, done);
+  }
+
+  /** Resolves once the passwords being hashed again now (see `rehash`) are kept, or given up. */
+  async rehashed(): Promise<void> {
+    await Promise.all(this.rehashing.values());
   }
 
   /** The first of the password's forms that the stored hash is of, or undefined. Runs the KDF once per form tried. */

@@ -3,8 +3,20 @@ import { randomBytes, scrypt, timingSafeEqual, type ScryptOptions } from 'node:c
 const scryptAsync = (password: string, salt: Buffer, keylen: number, opts: ScryptOptions) =>
   new Promise<Buffer>((resolve, reject) => scrypt(password, salt, keylen, opts, (err, key) => (err ? reject(err) : resolve(key))));
 
+/** scrypt's parameters. */
+export interface ScryptCost {
+  N: number;
+  r: number;
+  p: number;
+}
+
 /** scrypt cost: N=2^15, r=8 (32 MiB, memory-hard), p=1. Stored with the hash, so it can be raised later without breaking old hashes. */
-const DEFAULT_COST = { N: 1 << 15, r: 8, p: 1 };
+const DEFAULT_COST: ScryptCost = { N: 1 << 15, r: 8, p: 1 };
+
+/** The cost `PARLEY_PASSWORD_COST` names: N = 2^exponent, with the default r and p. */
+export function scryptCostOf(exponent: number): ScryptCost {
+  return { ...DEFAULT_COST, N: 2 ** exponent };
+}
 const KEY_LENGTH = 32;
 
 /**
@@ -14,7 +26,7 @@ const KEY_LENGTH = 32;
  * password to hash (its Unicode NFC form) is `AccountsService`'s choice.
  */
 export class PasswordHasher {
-  constructor(private readonly cost = DEFAULT_COST) {}
+  constructor(private readonly cost: ScryptCost = DEFAULT_COST) {}
 
   async hash(password: string): Promise<string> {
     const salt = randomBytes(16);
@@ -29,6 +41,12 @@ export class PasswordHasher {
     const expected = Buffer.from(hash, 'base64');
     const key = await scryptAsync(password, Buffer.from(salt, 'base64'), expected.length, this.options(Number(n), Number(r), Number(p)));
     return key.length === expected.length && timingSafeEqual(key, expected);
+  }
+
+  /** True when the stored hash is of this hasher's own cost: one of another cost (or malformed) is worth making again. */
+  isCurrent(stored: string): boolean {
+    const [scheme, n, r, p] = stored.split('$');
+    return scheme === 'scrypt' && Number(n) === this.cost.N && Number(r) === this.cost.r && Number(p) === this.cost.p;
   }
 
   private options(N: number, r: number, p: number): ScryptOptions {

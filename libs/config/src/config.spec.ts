@@ -114,6 +114,12 @@ describe('loadConfig', () => {
       expect(() => loadConfig({ PARLEY_LOGIN_CACHE_MS: bad })).toThrow(new RegExp(`PARLEY_LOGIN_CACHE_MS.*"${bad.replace('.', '\\.')}"`));
     }
   });
+  it('hashes passwords at scrypt cost 2^15 by default, and refuses a cost that is not a whole number from 10 to 18', () => {
+    expect(loadConfig({}).PARLEY_PASSWORD_COST).toBe(15);
+    expect(loadConfig({ PARLEY_PASSWORD_COST: '10' }).PARLEY_PASSWORD_COST).toBe(10);
+    expect(loadConfig({ PARLEY_PASSWORD_COST: '18' }).PARLEY_PASSWORD_COST).toBe(18);
+    for (const bad of ['9', '19', '0', 'high', '12.5', '']) expect(() => loadConfig({ PARLEY_PASSWORD_COST: bad })).toThrow(/PARLEY_PASSWORD_COST/);
+  });
   it('keeps 50 persistent sessions per user and 1000 subscriptions per connection by default, and refuses values that are not whole numbers in range', () => {
     const defaults = loadConfig({});
     expect([defaults.PARLEY_MAX_SESSIONS_PER_USER, defaults.PARLEY_MAX_SUBSCRIPTIONS]).toEqual([50, 1000]);

@@ -18,6 +18,15 @@ export class EmbeddedAccountStore implements AccountStore {
     });
   }
 
+  replaceHash(user: string, from: string, to: string): Promise<boolean> {
+    return this.accounts.transaction(() => {
+      const account = this.accounts.get(user);
+      if (account?.passwordHash !== from) return false;
+      void this.accounts.put(user, { ...account, passwordHash: to });
+      return true;
+    });
+  }
+
   get(user: string): Promise<Account | undefined> {
     return Promise.resolve(this.accounts.get(user));
   }
