@@ -188,9 +188,8 @@ async function main(): Promise<void> {
 
   const records: BenchRecord[] = [];
   try {
-    // Started and prepared side by side (nothing is measured yet): most of it is Parley's password KDF, which a lone
-    // target's registrations cannot spread over every core. The first failure ends the run; the finally stops every
-    // target, and any still starting once it has come up.
+    // Started and prepared side by side (nothing is measured yet). The first failure ends the run; the finally stops
+    // every target, and any still starting once it has come up.
     const ready = await Promise.all(opts.targets.map(bringUp));
     // The runs below visit the targets in the order given, whatever order they came up in.
     targets.splice(0, targets.length, ...ready);

@@ -48,7 +48,7 @@ export const FULL: BenchSettings = {
 
 /**
  * Small enough to finish in under a minute on two cores (run with its default scenarios, all but idle): most of the
- * rest is Parley's password KDF, ~0.15 s of CPU per registered user on each Parley target.
+ * rest is starting the targets and registering the users.
  */
 export const QUICK: BenchSettings = {
   ...FULL,
