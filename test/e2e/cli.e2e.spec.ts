@@ -166,6 +166,30 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat: shows first what listen had but nobody read, and marks read only what it showed', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const statusOf = async (text: string) =>
+      (await runCli(['--json', 'history', bob], as(alice))).json.find((m) => m.text === text)?.status as string | undefined;
+    expect((await runCli(['send', bob, 'seen by listen only'], as(alice))).code).toBe(0);
+    const listen = start(['listen'], as(bob));
+    await listen.waitForLine(/seen by listen only$/);
+    await expect.poll(() => statusOf('seen by listen only'), { timeout: 10_000 }).toBe('delivered');
+    await listen.stop();
+    expect((await runCli(['send', bob, 'not yet delivered'], as(alice))).code).toBe(0);
+
+    const chat = start(['chat'], as(bob));
+    // The unread one first, then the backlog, then the prompt's conversation is the newest.
+    await chat.waitForLine(new RegExp(`${alice} → you: seen by listen only$`));
+    await chat.waitForLine(new RegExp(`${alice} → you: not yet delivered$`));
+    await expect.poll(() => statusOf('not yet delivered'), { timeout: 10_000 }).toBe('read');
+    expect(await statusOf('seen by listen only')).toBe('read');
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+    const at = (text: string) => chat.lines.findIndex((l) => l.endsWith(text));
+    expect(at('seen by listen only')).toBeLessThan(at('not yet delivered'));
+    expect(chat.lines.filter((l) => l.includes('seen by listen only'))).toHaveLength(1);
+  });
+
   it('chat: plain text stays with the conversation you chose, whoever writes to you meanwhile', async () => {
     const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
     const chat = start(['chat'], as(bob));

@@ -145,6 +145,65 @@ describe('InboxOrder', () => {
       order.stop();
     }));
 
+  it('shows again, before the backlog, what a sync was moved back to (delivered, not read), asking the server at once', async () => {
+    const shown: number[] = [];
+    const asked: [string, number, number][] = [];
+    const order = new InboxOrder(
+      (e) => shown.push(e.seq),
+      60_000,
+      (conv, after, before) => {
+        asked.push([conv, after, before]);
+        // Two entries a page; #3 is not the user's (hidden by the answer).
+        const entries = [after + 1, after + 2].filter((seq) => seq < before && seq !== 3).map((seq) => msg(conv, seq));
+        return Promise.resolve({ entries, through: Math.min(before - 1, after + 2) });
+      },
+    );
+    // Read up to #1, delivered up to #5 (to another command); the backlog brings #6.
+    order.sync(sync(['c', 5], ['d', 2]), (c) => (c.conv === 'c' ? 1 : c.after));
+    order.accept(msg('c', 6));
+    order.accept(msg('d', 3));
+    expect(shown).toEqual([3]); // d's backlog goes on; c's waits behind what is fetched
+    expect(order.acknowledgeableUpTo('c')).toBe(1);
+    await order.fetchUnread();
+    expect(shown).toEqual([3, 2, 4, 5, 6]);
+    expect(asked).toEqual([
+      ['c', 1, 6],
+      ['c', 3, 6],
+    ]);
+    expect(order.acknowledgeableUpTo('c')).toBe(6);
+    // Fetched once: a second call asks nothing.
+    await order.fetchUnread();
+    expect(asked).toHaveLength(2);
+    order.stop();
+  });
+
+  it('gives a stretch moved back to up as a gap when the server cannot answer: the backlog is shown, but never acknowledged past the stretch', () =>
+    withFakeTimers(async () => {
+      const shown: number[] = [];
+      let answer: () => Promise<FilledStretch> = () => Promise.reject(new Error('offline'));
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        1000,
+        () => answer(),
+      );
+      order.sync(sync(['c', 3]), () => 0);
+      order.accept(msg('c', 4));
+      await order.fetchUnread();
+      expect(shown).toEqual([4]);
+      expect(order.acknowledgeableUpTo('c')).toBe(0);
+      // The next connection's sync, moved back again, does not take the delivered cursor for what was shown: the stretch
+      // is asked for with the next round of gaps, shown late, and acknowledged then.
+      answer = () => Promise.resolve({ entries: [1, 2, 3].map((seq) => msg('c', seq)), through: 3 });
+      order.reconnecting();
+      order.sync(sync(['c', 4]), () => 0);
+      await order.fetchUnread();
+      expect(order.acknowledgeableUpTo('c')).toBe(0);
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(shown).toEqual([4, 1, 2, 3]);
+      expect(order.acknowledgeableUpTo('c')).toBe(4);
+      order.stop();
+    }));
+
   it('gives up on a gap only when the server answers it has nothing there, not when it cannot answer', () =>
     withFakeTimers(async () => {
       const shown: number[] = [];

@@ -69,20 +69,50 @@ export class InboxOrder {
 
   /**
    * The server's account of where each conversation stands. `startAt` may
-   * move a conversation's starting point back (to show unread messages again,
-   * which the caller then feeds in).
+   * move a conversation's starting point back, to show again what was
+   * delivered but not read: `fetchUnread` asks the server for it, and the
+   * backlog waits behind it.
    */
   sync(event: SyncEvent, startAt: (c: SyncEvent['conversations'][number]) => number = (c) => c.after): void {
     for (const c of event.conversations) {
-      this.shown.set(c.conv, Math.max(this.shown.get(c.conv) ?? 0, startAt(c)));
+      const start = startAt(c);
+      this.shown.set(c.conv, Math.max(this.shown.get(c.conv) ?? 0, start));
+      if (this.shownUpTo(c.conv) < c.after) this.unfetched.set(c.conv, c.after);
       // Up to the cursor, someone (another device) has had it all: nothing is missing there. After it, the backlog follows.
-      this.settle(c.conv, undefined, c.after);
+      // Moved back, only up to where it starts: what was passed over after that is still to be shown.
+      this.settle(c.conv, undefined, Math.min(start, c.after));
       for (const h of c.hidden ?? []) this.hide(c.conv, h.after, h.upTo);
     }
     this.synced = true;
     this.syncedHere = true;
     for (const conv of [...this.held.keys()]) this.flush(conv);
     if (this.hasMissing()) this.armGapTimer();
+  }
+
+  /** Conversations whose stretch `(shown, upTo]`, before the backlog, is to be asked of the server (see `sync`). */
+  private readonly unfetched = new Map<string, number>();
+
+  /**
+   * Asks the server for the stretches `sync` moved back to (page after page) and shows them, in place, before the
+   * backlog held behind them. One the server cannot answer is given up on as a gap is (shown when it comes, and never
+   * acknowledged past until then), so the backlog is not held for it. Resolves once each is shown or given up on.
+   */
+  async fetchUnread(): Promise<void> {
+    const connection = this.connection;
+    for (const [conv, upTo] of [...this.unfetched]) {
+      this.unfetched.delete(conv);
+      for (;;) {
+        const after = this.shownUpTo(conv);
+        if (after >= upTo) break;
+        const answer = await this.fill?.(conv, after, upTo + 1).catch(() => undefined);
+        if (this.stopped || connection !== this.connection) return;
+        if (answer && this.filled(conv, after, answer) && this.shownUpTo(conv) > after) continue;
+        this.missing.set(conv, [...(this.missing.get(conv) ?? []), { from: after + 1, to: upTo }]);
+        this.shown.set(conv, upTo);
+        this.flush(conv);
+        break;
+      }
+    }
   }
 
   /** The highest seq shown in a conversation, or passed over (0 if none). */

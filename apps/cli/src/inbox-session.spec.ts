@@ -297,4 +297,60 @@ describe('InboxSession acknowledgements', () => {
       vi.useRealTimers();
     }
   });
+  it('in chat, shows what was delivered but not read before the backlog, says the catch-up is over after it, and only then reads past it', async () => {
+    vi.useFakeTimers();
+    try {
+      // Carol's listen had c1–c3 (delivered up to 3); she read up to 1. Her chat opens; c4 is the backlog.
+      const receipts: [number, string][] = [];
+      const asked: unknown[] = [];
+      const client = Object.assign(new EventEmitter(), {
+        user: 'carol',
+        request: (op: string, fields: { seq?: number; status?: string; before?: number; limit?: number }) => {
+          if (op === 'receipt') receipts.push([fields.seq!, fields.status!]);
+          if (op !== 'history') return Promise.resolve({});
+          asked.push(fields);
+          return Promise.resolve({ conv: CCONV, messages: [fromAnn(2), fromAnn(3)], peers: {} });
+        },
+      });
+      const shown: number[] = [];
+      const events: string[] = [];
+      const session = new InboxSession(
+        client as unknown as ParleyClient,
+        { show: (e) => (shown.push(e.seq), events.push(`#${e.seq}`)), synced: (n) => events.push(`synced ${n}`) },
+        'read',
+      );
+      const emit = (e: InboxEvent) => client.emit('event', e);
+      emit({
+        type: 'sync',
+        conversations: [{ conv: CCONV, after: 3, last: 4, mine: { delivered: 3, deliveredAt: T1, read: 1, readAt: T1 }, peers: {} }],
+      });
+      emit(fromAnn(4));
+      emit({ type: 'synced', messages: 1 });
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(asked).toEqual([{ with: 'ann', before: 4, limit: 2 }]);
+      expect(events).toEqual(['#2', '#3', '#4', 'synced 1']);
+      expect(receipts).toEqual([[4, 'read']]);
+      await session.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('in listen, shows only the backlog after the delivered cursor, read or not', async () => {
+    const asked: string[] = [];
+    const client = Object.assign(new EventEmitter(), {
+      user: 'carol',
+      request: (op: string) => (asked.push(op), Promise.resolve({})),
+    });
+    const shown: number[] = [];
+    const session = new InboxSession(client as unknown as ParleyClient, { show: (e) => shown.push(e.seq) }, 'delivered');
+    client.emit('event', {
+      type: 'sync',
+      conversations: [{ conv: CCONV, after: 3, last: 4, mine: { delivered: 3, deliveredAt: T1, read: 1, readAt: T1 }, peers: {} }],
+    });
+    client.emit('event', fromAnn(4));
+    expect(shown).toEqual([4]);
+    await session.stop();
+    expect(asked).toEqual(['receipt']);
+  });
 });

@@ -48,6 +48,8 @@ export class InboxSession {
   /** Names of the user's groups, to tell apart two that share a name. */
   readonly groups = new GroupNames();
   private readonly ackTimers = new Map<string, NodeJS.Timeout>();
+  /** Settles once the unread stretches of the last sync are shown (see `InboxOrder.fetchUnread`). */
+  private unreadShown: Promise<void> = Promise.resolve();
 
   constructor(
     private readonly client: ParleyClient,
@@ -140,13 +142,16 @@ export class InboxSession {
     switch (e.type) {
       case 'sync':
         for (const c of e.conversations) this.peers.set(c.conv, mergePeers(this.peers.get(c.conv), { ...c.peers, ...c.formerPeers }));
-        this.order.sync(e);
+        // Chat shows what was delivered (to listen, say) but not read before the backlog: a person reads it there first.
+        this.order.sync(e, this.ackAs === 'read' ? (c) => Math.min(c.after, c.mine.read) : undefined);
+        this.unreadShown = this.order.fetchUnread();
         // A stretch given up on before (no sync came then) may be settled by this one: what it held back goes out.
         for (const c of e.conversations) this.scheduleAck(c.conv);
         this.remarkAll();
         return;
       case 'synced':
-        this.handlers.synced?.(e.messages);
+        // The catch-up is over once what was unread before it has been shown too.
+        void this.unreadShown.then(() => this.handlers.synced?.(e.messages));
         return;
       case 'message':
       case 'group':
