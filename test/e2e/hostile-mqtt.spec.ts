@@ -481,3 +481,35 @@ describe('a Will', () => {
     await stillServing();
   });
 });
+
+describe('subscriptions and the request rate', () => {
+  it('counts each subscription, granted again or new, as a request: over the limit it is refused (0x80), so the retained presence cannot be replayed at will; the own inbox is always granted', async () => {
+    const limited = await startParley({ env: { PARLEY_CONNECTION_RATE: '1', PARLEY_CONNECTION_BURST: '3' } });
+    try {
+      const name = `sub${randomUUID().slice(0, 8)}`;
+      expect((await registerUser(limited.mqttUrl, name, PASSWORD)).ok).toBe(true);
+      const client = await connectClient(limited.mqttUrl, { username: name, password: PASSWORD, clientId: `${name}/watcher` });
+      try {
+        const replayed: string[] = [];
+        client.on('message', (topic) => replayed.push(topic));
+        const everyone = topics.presence('+');
+        // The burst: three subscriptions; the fourth, to the same filter, is refused and replays nothing.
+        for (let i = 0; i < 3; i++) expect(await subscribeCodes(client, [everyone])).toEqual([0]);
+        expect(await subscribeCodes(client, [everyone, topics.inbox(name), topics.replies(name)])).toEqual([128, 0, 0]);
+        // A request shares the connection's budget: answered rate_limited now.
+        const reply = new Promise<string>((resolve) =>
+          client.on('message', (topic, payload) => {
+            if (topic === topics.replies(name)) resolve((JSON.parse(payload.toString()) as { error?: { code: string } }).error?.code ?? 'ok');
+          }),
+        );
+        await client.publishAsync(topics.requests(name), JSON.stringify({ op: 'who', id: 'w-1', user: name }), { qos: 1 });
+        expect(await reply).toBe('rate_limited');
+        expect(replayed.filter((t) => t.startsWith(topics.presence(''))).length).toBeGreaterThan(0);
+      } finally {
+        await endClient(client);
+      }
+    } finally {
+      await limited.dispose();
+    }
+  });
+});

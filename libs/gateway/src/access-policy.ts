@@ -214,10 +214,13 @@ export class AccessPolicy {
    * connection holds at most `maxSubscriptions` filters besides its own inbox and replies topic, which it may always
    * have; a filter it holds already is granted again. Grants are counted here, as they are made, so the count is exact
    * even while the broker has not yet recorded the filters of a persistent session's SUBSCRIBE (it stores them first).
+   * Each filter other than the connection's own topics also costs what `mayTake` says (the request rate limits): one
+   * it refuses is refused too, and a SUBSCRIBE repeated to replay the retained presence cannot run unchecked.
    */
-  grantSubscription(client: Client, sub: Subscription): Subscription | null {
+  grantSubscription(client: Client, sub: Subscription, mayTake: (principal: Principal) => boolean = () => true): Subscription | null {
     const principal = this.principals.get(client);
     if (!principal || !this.mayRead(principal, sub.topic)) return null;
+    if (!isOwnTopic(principal, sub.topic) && !mayTake(principal)) return null;
     let held = this.granted.get(client);
     if (!held) this.granted.set(client, (held = new Set()));
     if (!held.has(sub.topic)) {

@@ -88,6 +88,8 @@ export class MqttBroker {
   readonly aedes: Aedes;
   private listeners: OpenListener[] = [];
   private sink: RequestSink | undefined;
+  /** Whether a connection may take up one more subscription now (the request rate limits); every one when unset. */
+  private subscriptionRate: ((connection: Client, principal: Principal) => boolean) | undefined;
   /** This gateway's connections by inbox topic: where inbox events are written. */
   readonly inboxes = new LocalInboxes();
   /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too. */
@@ -123,7 +125,11 @@ export class MqttBroker {
         if (principal && this.sink) this.sink(client, principal, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload));
         done(null);
       },
-      authorizeSubscribe: (client, sub, done) => done(null, this.policy.grantSubscription(client, sub)),
+      authorizeSubscribe: (client, sub, done) =>
+        done(
+          null,
+          this.policy.grantSubscription(client, sub, (principal) => this.subscriptionRate?.(client, principal) ?? true),
+        ),
       authorizeForward: (client, packet) => (this.policy.mayReceive(client, packet.topic) ? packet : null),
     });
     // Packets from other gateways may have been missed: every client reconnects and is brought up to date by InboxSync.
@@ -179,6 +185,14 @@ export class MqttBroker {
   /** Where authorized requests go. */
   onRequest(sink: RequestSink): void {
     this.sink = sink;
+  }
+
+  /**
+   * Counts each subscription a connection takes up against the request rate limits: a SUBSCRIBE to presence replays
+   * every retained presence it matches, so one repeated without a limit would make the server send any amount.
+   */
+  limitSubscriptions(mayTake: (connection: Client, principal: Principal) => boolean): void {
+    this.subscriptionRate = mayTake;
   }
 
   private started: Promise<void> | undefined;

@@ -158,6 +158,13 @@ export class RequestDispatcher {
     return rate.take(connection, principal.kind === 'user' ? principal.user : null, address) ? 0 : null;
   }
 
+  /** Whether a subscription may be taken up now: it counts as one request against the same limits. */
+  admitSubscription(connection: Client, principal: Principal): boolean {
+    const rate = this.limits.rate;
+    if (!rate) return true;
+    return rate.take(connection, principal.kind === 'user' ? principal.user : null, guardOf(connection.conn)?.remoteAddress);
+  }
+
   /** Handles one request to completion: its reply is published when this resolves. `allowed` false answers `rate_limited` and does nothing. */
   private async handle(connection: Client, principal: Principal, parsed: ParsedRequest, allowed: boolean, turn: Turn): Promise<void> {
     const started = performance.now();
