@@ -426,6 +426,10 @@ describe('GroupService', () => {
     ]);
     expect((await service.visibleRange(conv, 'cy'))?.group).toEqual({ id: group.id, name: 'crew' });
     await expect(service.info('cy', group.id)).rejects.toMatchObject({ code: 'not_member', message: 'you are no longer a member of crew' });
+    // A change asked for by one who was in the group says so too (leaving again, renaming); to a stranger there is no group.
+    await expect(service.leave('cy', 'l9', group.id)).rejects.toMatchObject({ code: 'not_member', message: 'you are no longer a member of crew' });
+    await expect(service.rename('cy', 'n9', group.id, 'mine now')).rejects.toMatchObject({ code: 'not_member' });
+    await expect(service.leave('zed', 'l9', group.id)).rejects.toMatchObject({ code: 'unknown_group' });
     // Bob went out after the rename: he knows the new name, and dan.
     expect((await service.visibleRange(conv, 'bob'))?.group).toEqual({ id: group.id, name: 'renamed after cy left' });
     expect((await service.membersOf(conv, 'bob'))?.map((m) => m.user)).toEqual(['ann', 'dan', 'eve', 'cy', 'bob']);

@@ -419,6 +419,8 @@ export class GroupService {
         if (g) throw new DomainError('bad_request', 'a group was already created with this request id');
         g = skeleton(id, requestId);
       } else if (!g || g.deleted || !isMember(g, actor)) {
+        // One who was in it is told so, as a post or a read of theirs is; to anyone else the group does not exist.
+        if (g && !g.deleted && formerSpan(g, actor)) throw new DomainError('not_member', `you are no longer a member of ${labelFor(g, actor).name}`);
         throw unknownGroup(id);
       }
       const change = decide(g);
