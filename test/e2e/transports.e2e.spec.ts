@@ -98,7 +98,7 @@ describe('transports', () => {
     const viaPlain = await runCli(['send', 'bob', 'hi'], { ...login, PARLEY_SERVER: plain });
     expect(viaPlain.code).toBe(1);
     expect(viaPlain.stderr.trim()).toBe(
-      `error: connect: cannot reach ${plain}: it seems to speak HTTP (WebSocket), not MQTT, on that port (ws:// or wss:// there?)`,
+      `error: connect: cannot reach ${plain}: it speaks HTTP (WebSocket), not MQTT, on that port: use ws://127.0.0.1:${server.extraPorts.ws}`,
     );
     // A file transfer rides out dropped connections, but this is no drop: it is told at once (it would try for 10 s).
     const file = join(dir, 'to-send.txt');
@@ -106,13 +106,56 @@ describe('transports', () => {
     const sending = await runCli(['--json', 'file', 'send', 'bob', file], { ...login, PARLEY_SERVER: plain }, { timeoutMs: 8000 });
     expect(sending.code).toBe(1);
     expect(sending.json).toEqual([
-      { type: 'error', code: 'connect', message: `cannot reach ${plain}: it seems to speak HTTP (WebSocket), not MQTT, on that port (ws:// or wss:// there?)` },
+      {
+        type: 'error',
+        code: 'connect',
+        message: `cannot reach ${plain}: it speaks HTTP (WebSocket), not MQTT, on that port: use ws://127.0.0.1:${server.extraPorts.ws}`,
+      },
     ]);
     // MQTT over TLS to the secure WebSocket port: the TLS is right, what follows is not.
     const secure = `mqtts://localhost:${server.extraPorts.wss}`;
     const viaTls = await runCli(['--ca', ca, 'send', 'bob', 'hi'], { ...login, PARLEY_SERVER: secure });
     expect(viaTls.code).toBe(1);
-    expect(viaTls.stderr).toMatch(/it seems to speak HTTP \(WebSocket\), not MQTT, on that port \(ws:\/\/ or wss:\/\/ there\?\)/);
+    expect(viaTls.stderr.trim()).toBe(
+      `error: connect: cannot reach ${secure}: it speaks HTTP (WebSocket), not MQTT, on that port: use wss://localhost:${server.extraPorts.wss}`,
+    );
+  });
+
+  it('the CLI tells the health and metrics port (HTTP, but no WebSocket) from a WebSocket port, and says MQTT is elsewhere', async () => {
+    const login = { PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD };
+    const health = `mqtt://127.0.0.1:${server.httpPort}`;
+    const viaMqtt = await runCli(['who', 'bob'], { ...login, PARLEY_SERVER: health });
+    expect(viaMqtt.code).toBe(1);
+    expect(viaMqtt.stderr.trim()).toBe(
+      `error: connect: cannot reach ${health}: it speaks HTTP, not MQTT, on that port: it is a Parley health and metrics port (/healthz, /metrics); MQTT (PARLEY_MQTT_PORT, 1883 by default) is on another port`,
+    );
+    // Nor does it take a WebSocket: it closes on the upgrade request.
+    const viaWs = await runCli(['who', 'bob'], { ...login, PARLEY_SERVER: `ws://127.0.0.1:${server.httpPort}` });
+    expect(viaWs.code).toBe(1);
+    expect(viaWs.stderr).toMatch(
+      /it takes no WebSocket on that port: it is a Parley health and metrics port .*MQTT over WebSocket \(PARLEY_WS_PORT\) is on another port/,
+    );
+  });
+
+  it('the CLI says that a plain MQTT port speaks no TLS and no WebSocket, and to use mqtt:// there', async () => {
+    const login = { PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD };
+    const mqtt = `mqtt://localhost:${server.mqttPort}`;
+    for (const scheme of ['mqtts', 'wss']) {
+      const url = `${scheme}://localhost:${server.mqttPort}`;
+      const r = await runCli(['--ca', ca, 'who', 'bob'], { ...login, PARLEY_SERVER: url });
+      expect(r.code, scheme).toBe(1);
+      expect(r.stderr.trim(), scheme).toBe(`error: connect: cannot reach ${url}: it does not speak TLS on that port, but plain MQTT: use ${mqtt}`);
+    }
+    const ws = `ws://localhost:${server.mqttPort}`;
+    const viaWs = await runCli(['--json', 'who', 'bob'], { ...login, PARLEY_SERVER: ws });
+    expect(viaWs.code).toBe(1);
+    expect(viaWs.json).toEqual([{ type: 'error', code: 'connect', message: `cannot reach ${ws}: it speaks MQTT, not WebSocket, on that port: use ${mqtt}` }]);
+    // And the TLS ports the other way round: secure WebSocket to the MQTT-over-TLS port.
+    const wss = `wss://localhost:${server.extraPorts.mqtts}`;
+    const viaWss = await runCli(['--ca', ca, 'who', 'bob'], { ...login, PARLEY_SERVER: wss });
+    expect(viaWss.stderr.trim()).toBe(
+      `error: connect: cannot reach ${wss}: it speaks MQTT, not WebSocket, on that port: use mqtts://localhost:${server.extraPorts.mqtts}`,
+    );
   });
 
   it('holds TLS clients to the same rules: a huge first packet is cut off at once', async () => {

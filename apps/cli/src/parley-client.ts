@@ -4,6 +4,7 @@ import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
 import { readInboxEvent, readPresenceEvent, readResult, topics, type PresenceEvent, type RequestOp, type ResultOf, type ServerEvent } from '#libs/protocol';
+import { probePort, type PortKind } from './port-probe.js';
 
 /** The server answered a request with an error; `code` is the protocol's stable error code. */
 export class RequestError extends Error {
@@ -273,7 +274,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         const dropped = code === CLOSED_BEFORE_ANSWER || code === CLOSED_BEFORE_SUBSCRIBED;
         const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number') || (reconnects && dropped);
         const reason = describeConnectError(e as Error, opts.server, opts.ca);
-        if (!tryAgain) throw new ConnectError(reason);
+        if (!tryAgain) throw new ConnectError((await wrongScheme(e as Error, opts.server, ca)) ?? reason);
         if (code === CONNACK_TRY_AGAIN) toldToTryAgain = true;
         if (!retrying) refusal = reason;
         const left = deadline - Date.now();
@@ -419,7 +420,7 @@ interface Connected {
   held: Held;
 }
 
-/** The code of an attempt that an answer in HTTP ended (see `connectOnce`): the port is a WebSocket listener's. */
+/** The code of an attempt that an answer in HTTP ended (see `connectOnce`): a WebSocket listener's port, or another HTTP server's. */
 const SPEAKS_HTTP = 'SPEAKS_HTTP';
 
 /** The code of a connection the server closed before it answered the login (see `connectOnce`). */
@@ -540,9 +541,92 @@ function describeConnectError(e: Error, server: string, ca?: string): string {
   if ((code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER') && /wrong version number/i.test(e.message))
     return `cannot reach ${server}: it does not speak TLS on that port (mqtt:// or ws:// there?)`;
   // MQTT spoken to a WebSocket port, whose HTTP server answers a request it cannot read with 400.
-  if (code === SPEAKS_HTTP) return `cannot reach ${server}: it seems to speak HTTP (WebSocket), not MQTT, on that port (ws:// or wss:// there?)`;
+  if (code === SPEAKS_HTTP) return `cannot reach ${server}: it speaks HTTP, not MQTT, on that port (if it is a WebSocket port: ws:// or wss://)`;
   return `cannot reach ${server}: ${e.message}`;
 }
+
+/** A TLS handshake that the port answered in plain bytes (OpenSSL: "wrong version number"), or closed unanswered. */
+function tlsRefused(e: Error, scheme: string): boolean {
+  if (scheme !== 'mqtts:' && scheme !== 'wss:') return false;
+  const code = (e as { code?: unknown }).code;
+  if ((code === 'EPROTO' || code === 'ERR_SSL_WRONG_VERSION_NUMBER') && /wrong version number/i.test(e.message)) return true;
+  return /before secure TLS connection was established/i.test(e.message);
+}
+
+/** A WebSocket upgrade request that went unanswered: the port closed on it (an MQTT port reads it as a bad packet). */
+function upgradeUnanswered(e: Error, scheme: string): boolean {
+  if (scheme !== 'ws:' && scheme !== 'wss:') return false;
+  return (e as { code?: unknown }).code === CLOSED_BEFORE_ANSWER || /socket hang up/i.test(e.message);
+}
+
+/**
+ * For a failure that suggests a scheme that does not fit the port (TLS to a plain port, MQTT to an HTTP one, WebSocket
+ * to an MQTT one), what the port speaks and the URL to use, found by asking it (`probePort`); undefined when that
+ * cannot be told, and `describeConnectError` says what it can. The question goes as far as the failed attempt went:
+ * over TLS when its handshake succeeded, else plain.
+ */
+async function wrongScheme(e: Error, server: string, ca: Buffer | undefined): Promise<string | undefined> {
+  let url: URL;
+  try {
+    url = new URL(server);
+  } catch {
+    return undefined;
+  }
+  const scheme = url.protocol;
+  const tlsFailed = tlsRefused(e, scheme);
+  const speaksHttp = (e as { code?: unknown }).code === SPEAKS_HTTP;
+  if (!tlsFailed && !speaksHttp && !upgradeUnanswered(e, scheme)) return undefined;
+  const overTls = (scheme === 'mqtts:' || scheme === 'wss:') && !tlsFailed;
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const port = url.port === '' ? DEFAULT_PORTS[scheme]! : Number(url.port);
+  const kind: PortKind = await probePort({ host, port, ...(overTls ? { tls: { ca, servername: host } } : {}) });
+  const as = (s: string) => `${s}//${url.host}`;
+  const there = `cannot reach ${server}:`;
+  // Parley's HTTP port answers /healthz: it is no MQTT port of any kind, and the listener wanted is on a port of its own.
+  const healthPort = (wanted: string) => `it is a Parley health and metrics port (/healthz, /metrics); ${wanted} is on another port`;
+  if (tlsFailed) {
+    switch (kind) {
+      case 'mqtt':
+        return `${there} it does not speak TLS on that port, but plain MQTT: use ${as('mqtt:')}`;
+      case 'websocket':
+        return `${there} it does not speak TLS on that port, but plain HTTP (WebSocket): use ${as('ws:')}`;
+      case 'parley-http':
+        return `${there} it does not speak TLS on that port: ${healthPort(scheme === 'wss:' ? 'MQTT over secure WebSocket (PARLEY_WSS_PORT)' : 'MQTT over TLS (PARLEY_MQTTS_PORT)')}`;
+      case 'http':
+        return `${there} it does not speak TLS on that port, but plain HTTP, and no WebSocket there`;
+      case 'unknown':
+        return /wrong version number/i.test(e.message)
+          ? undefined
+          : `${there} it closed the connection before the TLS handshake was done: it does not seem to speak TLS on that port (mqtt:// or ws:// there?)`;
+    }
+  }
+  if (scheme === 'mqtt:' || scheme === 'mqtts:') {
+    switch (kind) {
+      case 'websocket':
+        return `${there} it speaks HTTP (WebSocket), not MQTT, on that port: use ${as(overTls ? 'wss:' : 'ws:')}`;
+      case 'parley-http':
+        return `${there} it speaks HTTP, not MQTT, on that port: ${healthPort('MQTT (PARLEY_MQTT_PORT, 1883 by default)')}`;
+      case 'http':
+        return `${there} it speaks HTTP, not MQTT, on that port, and takes no WebSocket there either: is it the right port?`;
+      case 'mqtt':
+      case 'unknown':
+        return `${there} it speaks HTTP, not MQTT, on that port (if it is a WebSocket port: ws:// or wss://)`;
+    }
+  }
+  switch (kind) {
+    case 'mqtt':
+      return `${there} it speaks MQTT, not WebSocket, on that port: use ${as(overTls ? 'mqtts:' : 'mqtt:')}`;
+    case 'parley-http':
+      return `${there} it takes no WebSocket on that port: ${healthPort('MQTT over WebSocket (PARLEY_WS_PORT)')}`;
+    case 'websocket':
+    case 'http':
+    case 'unknown':
+      return undefined;
+  }
+}
+
+/** The port a URL without one names, by scheme. */
+const DEFAULT_PORTS: Record<string, number> = { 'mqtt:': 1883, 'mqtts:': 8883, 'ws:': 80, 'wss:': 443 };
 
 /** The CA file's certificates, read and checked: a file that holds none (a key, say) would otherwise be ignored without a word. */
 function readCaFile(path: string): Buffer {
