@@ -205,6 +205,38 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat: a /msg or /g that names no one to talk to leaves plain text where it went', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const nobody = `nobody${randomBytes(3).toString('hex')}`;
+    const chat = start(['chat'], as(bob));
+    await chat.waitForLine(/logged in as/);
+    chat.type(`/msg ${alice} first`);
+    await chat.waitForLine(new RegExp(`you → ${alice}: first ✓`));
+    // Each failure is awaited before the next line: a line typed while one is under way goes where it points meanwhile.
+    const failed = (code: string) => chat.lines.filter((l) => l.startsWith(`error: ${code}: `)).length;
+    chat.type(`/msg ${nobody} hey`);
+    await expect.poll(() => failed('unknown_user'), { timeout: 10_000 }).toBe(1);
+    chat.type('/g no-such-group hi');
+    await expect.poll(() => failed('unknown_group'), { timeout: 10_000 }).toBe(1);
+    // Choosing without a text is checked too: nothing says plain text goes there now.
+    chat.type(`/msg ${nobody}`);
+    await expect.poll(() => failed('unknown_user'), { timeout: 10_000 }).toBe(2);
+    chat.type('/g no-such-group');
+    await expect.poll(() => failed('unknown_group'), { timeout: 10_000 }).toBe(2);
+    chat.type('still for alice');
+    await chat.waitForLine(new RegExp(`you → ${alice}: still for alice ✓`));
+    expect(chat.lines.filter((l) => l.startsWith('* plain text goes to'))).toEqual([]);
+    // A group of yours, chosen by name without a text, is chosen (and told by its name).
+    expect((await runCli(['group', 'create', 'pair', alice], as(bob))).code).toBe(0);
+    chat.type('/g pair');
+    await chat.waitForLine(/^\* plain text goes to \[pair\] now$/);
+    chat.type('for the pair');
+    await chat.waitForLine(/\[pair\] you: for the pair ✓/);
+    expect(chat.lines.filter((l) => l.startsWith('error:'))).toHaveLength(4);
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('send - takes the message from stdin, all of it as one message; an empty stdin is a usage mistake', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const sent = await runCli(['send', bob, '-'], as(alice), { input: 'line one\nline two\n' });

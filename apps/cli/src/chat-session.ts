@@ -182,15 +182,47 @@ export class ChatSession {
       case 'reply':
         if (!this.target) return this.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');
         return this.target.kind === 'user' ? this.sendDirect(this.target.name, cmd.text) : this.sendGroup(this.target.name, cmd.text);
-      case 'direct':
-        this.setTarget({ kind: 'user', name: cmd.to });
-        if (cmd.text === '') return this.print(`* plain text goes to ${cmd.to} now`, null);
-        return this.sendDirect(cmd.to, cmd.text);
-      case 'group':
-        this.setTarget({ kind: 'group', name: cmd.group, label: cmd.group });
-        if (cmd.text === '') return this.print(`* plain text goes to [${displayLabel(cmd.group)}] now`, null);
-        return this.sendGroup(cmd.group, cmd.text);
+      case 'direct': {
+        const peer: Peer = { kind: 'user', name: cmd.to };
+        if (cmd.text === '') {
+          // Only a conversation that can be had: the server knows the user (or says why not).
+          await this.choosing(peer, () => this.client.request('who', { user: cmd.to }));
+          return this.print(`* plain text goes to ${cmd.to} now`, null);
+        }
+        return this.choosing(peer, () => this.sendDirect(cmd.to, cmd.text));
+      }
+      case 'group': {
+        const peer: Peer = { kind: 'group', name: cmd.group, label: cmd.group };
+        if (cmd.text === '') {
+          // The group must be one of yours, and one only: it is chosen by its id from then on, shown by its name.
+          const g = await this.choosing(peer, () => this.client.request('group.members', { group: cmd.group }));
+          if (this.isTarget(peer)) this.setTarget({ kind: 'group', name: g.id, label: g.name });
+          return this.print(`* plain text goes to [${displayLabel(g.name)}] now`, null);
+        }
+        return this.choosing(peer, () => this.sendGroup(cmd.group, cmd.text));
+      }
     }
+  }
+
+  /**
+   * `/msg` and `/g` choose where plain text goes at once, so that the lines typed right after them go there too; should
+   * the server say that user or group is none to talk to (unknown, or ambiguous), the choice is taken back, and plain
+   * text goes where it went before (unless another choice came meanwhile). Other failures (no answer in time, a text
+   * refused) leave the choice made: the conversation is there.
+   */
+  private async choosing<T>(peer: Peer, work: () => Promise<T>): Promise<T> {
+    const before = this.target;
+    this.setTarget(peer);
+    try {
+      return await work();
+    } catch (e) {
+      if (e instanceof RequestError && NO_CONVERSATION.has(e.code) && this.isTarget(peer)) this.setTarget(before);
+      throw e;
+    }
+  }
+
+  private isTarget(peer: Peer): boolean {
+    return this.target !== null && this.target.kind === peer.kind && this.target.name === peer.name;
   }
 
   /**
@@ -265,10 +297,11 @@ export class ChatSession {
     return `${me} → ${t.kind === 'user' ? t.name : `[${displayLabel(t.label)}]`}> `;
   }
 
-  /** Points plain text at a conversation, and the prompt with it (redrawn with what is being typed). */
-  private setTarget(peer: Peer): void {
+  /** Points plain text at a conversation (null: none yet), and the prompt with it (redrawn with what is being typed). */
+  private setTarget(peer: Peer | null): void {
     const t = this.target;
-    if (t && t.kind === peer.kind && t.name === peer.name && (t.kind === 'user' || t.label === (peer as { label: string }).label)) return;
+    if (t === peer) return;
+    if (t && peer && t.kind === peer.kind && t.name === peer.name && (t.kind === 'user' || t.label === (peer as { label: string }).label)) return;
     this.target = peer;
     if (!this.rl) return;
     this.rl.setPrompt(this.promptText());
@@ -362,6 +395,9 @@ export class ChatSession {
     else this.error('failed', e instanceof Error ? e.message : String(e));
   }
 }
+
+/** Answers that mean there is no conversation to have with the user or group named: a choice of it is taken back. */
+const NO_CONVERSATION: ReadonlySet<string> = new Set(['unknown_user', 'unknown_group', 'ambiguous_group']);
 
 /** How many terminal rows a line takes (by the columns its characters take: a CJK character two, an accent none). */
 function rowsOf(text: string): number {
