@@ -445,15 +445,16 @@ describe('the parley CLI', () => {
   });
 
   const tmux = spawnSync('tmux', ['-V']).status === 0;
-  /** Runs `parley chat` as `user` in a real terminal (tmux, 120×20) until `work` is done. */
+  /** Runs `parley chat` as `user` in a real terminal (tmux, 120×20) until `work` is done; then the shell runs `after`, if given. */
   const inTmuxChat = async (
     user: string,
     work: (t: { tm: (...args: string[]) => { stdout: string }; session: string; screen: () => string }) => Promise<void>,
+    after = '',
   ) => {
     const session = `parley-${randomBytes(4).toString('hex')}`;
     const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
     const env = Object.entries(as(user)).map(([k, v]) => `${k}='${v}'`);
-    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js chat`);
+    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js chat${after}`);
     try {
       const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
       await expect.poll(screen, { timeout: 10_000 }).toContain(`${user}>`);
@@ -462,6 +463,30 @@ describe('the parley CLI', () => {
       tm('kill-session', '-t', session);
     }
   };
+
+  it.runIf(tmux)('leaves the terminal on a new line when chat ends with Ctrl-C or Ctrl-D, and on none more after /quit (real terminal, tmux)', async () => {
+    const bob = await fresh('bob');
+    for (const [keys, how] of [
+      [['C-c'], 'Ctrl-C'],
+      [['C-d'], 'Ctrl-D'],
+      [['-l', '/quit'], '/quit'],
+    ] as const) {
+      // What the shell prints next stands for its prompt: it must start a row of its own, right below the chat's.
+      await inTmuxChat(
+        bob,
+        async ({ tm, session, screen }) => {
+          tm('send-keys', '-t', session, ...keys);
+          if (how === '/quit') tm('send-keys', '-t', session, 'Enter');
+          await expect.poll(screen, { timeout: 10_000 }).toMatch(/^\[exit \d+\]$/m);
+          const lines = screen().split('\n');
+          const at = lines.findIndex((l) => l.startsWith('[exit'));
+          expect(lines[at], how).toBe('[exit 0]');
+          expect(lines[at - 1], how).toBe(how === '/quit' ? `${bob}> /quit` : `${bob}>`);
+        },
+        '; echo "[exit $?]"; read x',
+      );
+    }
+  });
 
   it.runIf(tmux)('never garbles the line you are typing when a message arrives (real terminal, tmux)', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];

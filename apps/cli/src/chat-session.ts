@@ -120,18 +120,27 @@ export class ChatSession {
       this.rl.close();
     });
 
+    let quit = false;
     await new Promise<void>((resolve) => {
       this.rl.on('line', (line) => {
         // What was typed stays on the screen, a row (or more) above the new prompt: marks drawn in place count it.
         if (this.tty) this.row += rowsOf(`${this.promptText()}${line}`);
         const cmd = parseChatLine(line);
-        if (cmd.kind === 'quit') return this.rl.close();
+        if (cmd.kind === 'quit') {
+          quit = true;
+          return this.rl.close();
+        }
         const work = this.execute(cmd).catch((e: unknown) => this.fail(e));
         this.inflight.add(work);
         void work.finally(() => this.inflight.delete(work));
         if (this.tty) this.rl.prompt(true);
       });
-      this.rl.on('close', () => resolve());
+      this.rl.on('close', () => {
+        // Ctrl-C, Ctrl-D or the connection's end leave the cursor on the prompt's row (/quit's Enter has moved it down):
+        // what comes next, the shell's prompt or the reason, starts on a row of its own.
+        if (this.tty && !quit) process.stdout.write('\n');
+        resolve();
+      });
     });
     // /quit closes readline but not stdin, which would keep the process alive.
     process.stdin.destroy();
