@@ -1,5 +1,7 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli, TIME } from '../support/cli.js';
@@ -730,6 +732,16 @@ describe('the parley CLI against a server that refuses logins for a while', () =
 describe('the parley CLI before it connects', () => {
   // Nothing listens on port 1: a usage mistake is caught before any connection is tried.
   const env = { PARLEY_SERVER: 'mqtt://127.0.0.1:1', PARLEY_USER: 'ann', PARLEY_PASSWORD: 'unused' };
+
+  it('prints its version with --version or -V, and names the default server and PARLEY_SERVER in its help', async () => {
+    const { version } = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await runCli([flag], env);
+      expect([r.code, r.stdout, r.stderr], flag).toEqual([0, `${version}\n`, '']);
+    }
+    const help = await runCli(['--help'], {});
+    expect(help.stdout.replace(/\s+/g, ' ')).toMatch(/--server <url> .*\(env PARLEY_SERVER; default mqtt:\/\/localhost:1883\)/);
+  });
 
   it('takes a history --limit over the protocol maximum for a usage mistake (exit 2, naming the maximum), like 0 or abc', async () => {
     const over = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT + 1)], env);

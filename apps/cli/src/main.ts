@@ -1,3 +1,5 @@
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { Command, CommanderError } from 'commander';
 import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import * as commands from './commands.js';
@@ -6,16 +8,26 @@ import { fileCommands } from './file-commands.js';
 import { TransferError } from './file-transfer.js';
 import { ConnectError, RequestError } from './parley-client.js';
 import { Printer } from './output.js';
-import { UsageError } from './settings.js';
+import { DEFAULT_SERVER, UsageError } from './settings.js';
 
 /**
  * `parley`: the command-line client. Each action gets its context from the
  * global flags and environment; every failure ends as one clear line and a
  * non-zero exit code (1: the server said no or could not be reached; 2: usage).
  */
+/** The version of the package the CLI comes in: the nearest package.json above it (the repository, or /app in the image). */
+function packageVersion(): string {
+  for (let dir = import.meta.dirname; ; dir = dirname(dir)) {
+    const file = join(dir, 'package.json');
+    if (existsSync(file)) return (JSON.parse(readFileSync(file, 'utf8')) as { version?: string }).version ?? 'unknown';
+    if (dirname(dir) === dir) return 'unknown';
+  }
+}
+
 const program = new Command('parley')
   .description('Parley: instant messaging over MQTT')
-  .option('--server <url>', 'server: mqtt://, mqtts://, ws:// or wss://, e.g. mqtt://localhost:1883 or mqtt://[::1]:1883 (env PARLEY_SERVER)')
+  .version(packageVersion(), '-V, --version', 'print the version of parley')
+  .option('--server <url>', `server: mqtt://, mqtts://, ws:// or wss://, e.g. mqtt://[::1]:1883 (env PARLEY_SERVER; default ${DEFAULT_SERVER})`)
   .option('--ca <file>', 'trust this CA certificate (PEM) for mqtts:// and wss:// (env PARLEY_CA)')
   .option('--user <name>', 'your user name (env PARLEY_USER)')
   .option('--password <password>', 'your password (env PARLEY_PASSWORD)')
