@@ -259,6 +259,11 @@ describe('the parley CLI', () => {
     expect((await runCli(['--json', 'group', 'leave', 'duo'], as(alice))).json).toEqual([
       expect.objectContaining({ type: 'group.left', name: 'duo', deleted: true }),
     ]);
+    // Leaving a group one owns hands it to the longest-standing member, and says to whom; a member's leave says nothing of it.
+    const [bob, carol] = [await fresh('bob'), await fresh('carol')];
+    expect((await runCli(['group', 'create', 'trio', bob, carol], as(alice))).code).toBe(0);
+    expect((await runCli(['group', 'leave', 'trio'], as(alice))).stdout.trim()).toBe(`left trio; ${bob} owns it now`);
+    expect((await runCli(['--json', 'group', 'leave', 'trio'], as(carol))).json).toEqual([{ type: 'group.left', id: expect.any(String), name: 'trio' }]);
   });
 
   it('chat --json: says where the catch-up ends, and that a recipient is offline, as listen and send do', async () => {

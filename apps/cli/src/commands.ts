@@ -264,7 +264,8 @@ export const groupCommands = {
       const r = await client.request('group.leave', { group });
       // The last member to leave deletes the group: say so, as its members would be told.
       const deleted = r.deleted === true;
-      ctx.printer.emit(`left ${displayLabel(r.name)}${deleted ? '; you were its last member, so it is deleted' : ''}`, {
+      const handed = r.newOwner ? `; ${r.newOwner} owns it now` : '';
+      ctx.printer.emit(`left ${displayLabel(r.name)}${deleted ? '; you were its last member, so it is deleted' : handed}`, {
         type: 'group.left',
         ...r,
         ...(deleted ? { deleted: true } : {}),

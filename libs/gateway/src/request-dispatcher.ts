@@ -249,11 +249,15 @@ export class RequestDispatcher {
         return ok(req, req.op, await this.groupChange(this.groups.handOver(user, req.id, req.group, req.user)));
       case 'group.leave':
       case 'group.delete': {
-        const change = req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group) : this.groups.delete(user, req.id, req.group);
-        const info = await this.groupChange(change);
-        // A leave by the last member deletes the group: the answer says so.
+        const outcome = await this.groupOutcome(
+          req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group) : this.groups.delete(user, req.id, req.group),
+        );
+        const info = outcome.group;
+        // A leave by the last member deletes the group, and one by the owner hands it on: the answer says so.
         const deleted = req.op === 'group.leave' && info.members.length === 0;
-        return ok(req, req.op, { id: info.id, name: info.name, ...(deleted ? { deleted: true as const } : {}) });
+        const change = outcome.event?.change;
+        const newOwner = change?.kind === 'member_left' ? change.newOwner : undefined;
+        return ok(req, req.op, { id: info.id, name: info.name, ...(deleted ? { deleted: true as const } : {}), ...(newOwner ? { newOwner } : {}) });
       }
       case 'group.list':
         return ok(req, req.op, { groups: await this.groups.list(user) });
@@ -317,9 +321,14 @@ export class RequestDispatcher {
 
   /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
   private async groupChange(pending: Promise<GroupOutcome>): Promise<GroupInfo> {
+    return (await this.groupOutcome(pending)).group;
+  }
+
+  /** Delivers a group change to everyone it concerns; resolves with the whole outcome. */
+  private async groupOutcome(pending: Promise<GroupOutcome>): Promise<GroupOutcome> {
     const outcome = await pending;
     if (outcome.event) this.deliver(outcome.deliverTo, outcome.event);
-    return outcome.group;
+    return outcome;
   }
 
   /**

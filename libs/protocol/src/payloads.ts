@@ -406,7 +406,13 @@ export type GroupInfo = z.infer<typeof GroupInfo>;
 export const GroupListResult = z.strictObject({ groups: z.array(GroupInfo) });
 export type GroupListResult = z.infer<typeof GroupListResult>;
 /** The group left or deleted; `deleted` on a leave by its last member, which deletes it. */
-export const GroupGoneResult = z.strictObject({ id: z.string(), name: z.string(), deleted: z.literal(true).optional() });
+export const GroupGoneResult = z.strictObject({
+  id: z.string(),
+  name: z.string(),
+  deleted: z.literal(true).optional(),
+  /** Leaving as its owner: the member who owns the group now. */
+  newOwner: z.string().optional(),
+});
 export type GroupGoneResult = z.infer<typeof GroupGoneResult>;
 
 export const InfoResult = z.strictObject({
