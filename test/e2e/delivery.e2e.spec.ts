@@ -220,6 +220,26 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     expect(caughtUp).toEqual(Array.from({ length: 35 }, (_, i) => i + 6));
   });
 
+  it('subscribing to the inbox again on the same connection brings a catch-up of its own, with what was sent while unsubscribed', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const bob = await login(bobName);
+    await bob.waitFor((e) => e.type === 'synced');
+    await bob.client.unsubscribeAsync(topics.inbox(bobName));
+    await alice.request({ op: 'send', to: bobName, text: 'while unsubscribed' });
+    await bob.client.subscribeAsync(topics.inbox(bobName), { qos: 1 });
+    // A second sync, the message in its backlog, then synced: in that order, on the connection that never closed.
+    await bob.waitForCount((e) => e.type === 'synced', 2);
+    const kinds = bob.events.map((e) => (e.type === 'message' ? e.text : e.type)).filter((k) => k === 'sync' || k === 'synced' || k === 'while unsubscribed');
+    expect(kinds).toEqual(['sync', 'synced', 'sync', 'while unsubscribed', 'synced']);
+    // Live messages come again, once each.
+    await alice.request({ op: 'send', to: bobName, text: 'live again' });
+    await bob.waitFor(isMessage('live again'));
+    await alice.request({ op: 'send', to: bobName, text: 'and after' });
+    await bob.waitFor(isMessage('and after'));
+    expect(bob.events.filter(isMessage('live again'))).toHaveLength(1);
+  });
+
   // Six logins, five catch-ups: each wait is bounded well inside the test's own timeout, so a step that stalls is named.
   it('a device that keeps a session gets, back, what another device of the user acknowledged while it was away', { timeout: 90_000 }, async () => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];

@@ -43,45 +43,79 @@ export class InboxSync {
       const inbox = topics.inbox(principal.user);
       // A refused subscription is reported with qos 128 (SUBACK 0x80).
       if (!subs.some((s) => s.topic === inbox && (s.qos as number) !== 128)) return;
-      this.startSync(client, principal.user);
+      this.subscribedAnew(client, principal.user);
+    });
+    this.aedes.on('unsubscribe', (filters, client) => {
+      const principal = client ? this.policy.principalOf(client) : undefined;
+      const state = client ? this.states.get(client) : undefined;
+      // What the running catch-up has not sent yet was for the subscription just dropped: it stops at its next write.
+      if (principal?.kind === 'user' && state?.busy && filters.includes(topics.inbox(principal.user))) state.dropped = true;
     });
     // A resumed session (clean session off) has its inbox subscription restored without a SUBSCRIBE.
     this.aedes.on('clientReady', (client) => {
       const principal = this.policy.principalOf(client);
       const restored = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
-      if (!client.clean && principal?.kind === 'user' && restored?.[topics.inbox(principal.user)]) this.startSync(client, principal.user);
+      // A SUBSCRIBE handled before this (on Redis a login is slower) has brought the connection up to date already.
+      if (!client.clean && principal?.kind === 'user' && restored?.[topics.inbox(principal.user)] && !this.states.has(client)) {
+        this.subscribedAnew(client, principal.user);
+      }
     });
   }
 
-  /** Connections whose sync has started: one per connection, however the subscription came about. */
-  private readonly syncing = new WeakSet<Client>();
+  /** Each connection's catch-up, from its first subscription to its inbox on. */
+  private readonly states = new WeakMap<Client, ConnectionSync>();
 
-  private startSync(client: Client, user: string): void {
-    if (this.syncing.has(client)) return;
-    this.syncing.add(client);
-    this.run(client, user, 0);
+  /**
+   * The connection subscribed to its inbox: a new subscription (the first, one after an UNSUBSCRIBE, or a SUBSCRIBE
+   * again once the last catch-up is over) gets a catch-up of its own. One catch-up runs at a time per connection: a
+   * SUBSCRIBE repeated while one runs (or waits to be retried) for a subscription still held adds nothing, as that
+   * catch-up brings it up to date; a subscription made after an UNSUBSCRIBE while one runs gets another once that
+   * one has stopped (at its next write), however many such subscriptions came meanwhile. So the client's own
+   * packets never start more than one catch-up at a time, nor cut short a retry's pause.
+   */
+  private subscribedAnew(client: Client, user: string): void {
+    const state = this.states.get(client);
+    if (!state) {
+      const fresh: ConnectionSync = { busy: false, dropped: false, again: false, failures: 0 };
+      this.states.set(client, fresh);
+      return this.run(client, user, fresh);
+    }
+    if (!state.busy) return this.run(client, user, state);
+    if (state.dropped) state.again = true;
   }
 
   /**
-   * Runs a connection's sync. One that fails while the connection is still open and subscribed (a service or the
+   * Runs a connection's catch-up. One that fails while the connection is still open and subscribed (a service or the
    * store did not answer) is run again, after a growing pause: until it succeeds the connection gets live events
-   * only, and the backlog waits for it. A connection that dropped its inbox subscription midway gets a whole sync
-   * when it subscribes again.
+   * only, and the backlog waits for it. One stopped by an UNSUBSCRIBE is followed at once by a whole catch-up for a
+   * subscription made since, and by none otherwise: the next SUBSCRIBE starts one.
    */
-  private run(client: Client, user: string, failures: number): void {
-    this.sync(client, user).catch((e: unknown) => {
-      if (client.closed) return;
-      if (!this.subscribed(client, user)) {
-        this.syncing.delete(client);
-        return;
-      }
-      const retryInMs = Math.min(SYNC_RETRY_FIRST_MS * 2 ** failures, SYNC_RETRY_MAX_MS);
-      this.logger.warn({ event: 'sync_failed', user, error: String(e), retryInMs });
-      setTimeout(() => {
-        if (!client.closed && this.subscribed(client, user)) this.run(client, user, failures + 1);
-        else if (!client.closed) this.syncing.delete(client);
-      }, retryInMs).unref();
-    });
+  private run(client: Client, user: string, state: ConnectionSync): void {
+    state.busy = true;
+    state.dropped = false;
+    state.again = false;
+    this.sync(client, user, state).then(
+      () => {
+        state.failures = 0;
+        state.busy = false;
+      },
+      (e: unknown) => {
+        if (client.closed) return;
+        if (e instanceof Unsubscribed) {
+          state.busy = false;
+          if (state.again && this.subscribed(client, user)) this.run(client, user, state);
+          return;
+        }
+        // The pause holds whatever the client does meanwhile: a SUBSCRIBE again does not bring the next try closer.
+        const retryInMs = Math.min(SYNC_RETRY_FIRST_MS * 2 ** state.failures, SYNC_RETRY_MAX_MS);
+        state.failures += 1;
+        this.logger.warn({ event: 'sync_failed', user, error: String(e), retryInMs });
+        setTimeout(() => {
+          state.busy = false;
+          if (!client.closed && this.subscribed(client, user)) this.run(client, user, state);
+        }, retryInMs).unref();
+      },
+    );
   }
 
   private subscribed(client: Client, user: string): boolean {
@@ -90,7 +124,7 @@ export class InboxSync {
   }
 
   /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
-  async sync(client: Client, user: string): Promise<number> {
+  async sync(client: Client, user: string, catchUp?: ConnectionSync): Promise<number> {
     // Asked at once, so a slow answer does not hold up the backlog; sent before `synced`.
     const extra = this.extra(user).catch((e: unknown) => {
       this.logger.warn({ event: 'sync_extra_failed', user, error: String(e) });
@@ -111,7 +145,7 @@ export class InboxSync {
       const hidden = view.hidden.filter((h) => h.upTo > after);
       return { ...state, ...(view.group ? { group: view.group } : {}), ...(hidden.length > 0 ? { hidden } : {}) };
     });
-    this.send(client, { type: 'sync', conversations: states });
+    this.send(client, catchUp, { type: 'sync', conversations: states });
     let sent = 0;
     for (const [i, state] of states.entries()) {
       const view = views[i]!;
@@ -130,7 +164,7 @@ export class InboxSync {
           continue;
         }
         for (const event of page) {
-          this.send(client, event);
+          this.send(client, catchUp, event);
           // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
           await guardOf(client.conn)?.settled();
         }
@@ -140,14 +174,38 @@ export class InboxSync {
       }
     }
     const more = await extra;
-    if (more) this.send(client, more);
-    this.send(client, { type: 'synced', messages: sent });
+    if (more) this.send(client, catchUp, more);
+    this.send(client, catchUp, { type: 'synced', messages: sent });
     return sent;
   }
 
-  /** Writes to the one connection being brought up to date; throws, ending its sync, once it is gone or unsubscribed. */
-  private send(client: Client, event: InboxEvent): void {
+  /**
+   * Writes to the one connection being brought up to date; throws, ending its sync, once it is gone or has dropped the
+   * subscription this catch-up is for (even if it has subscribed again since: that subscription gets a catch-up of its
+   * own, from its `sync` on).
+   */
+  private send(client: Client, catchUp: ConnectionSync | undefined, event: InboxEvent): void {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
-    if (!writeTo(client, topic, event)) throw new Error(client.closed ? 'connection closed during sync' : 'inbox unsubscribed during sync');
+    if (client.closed) throw new Error('connection closed during sync');
+    if (catchUp?.dropped || !writeTo(client, topic, event)) throw new Unsubscribed();
+  }
+}
+
+/** Where one connection's catch-up stands. */
+interface ConnectionSync {
+  /** A catch-up is running, or waiting to be tried again. */
+  busy: boolean;
+  /** The connection unsubscribed from its inbox since the running catch-up started: it is to stop. */
+  dropped: boolean;
+  /** It subscribed again after that: another catch-up follows the one that stops. */
+  again: boolean;
+  /** Catch-ups that failed in a row, for the pause before the next try. */
+  failures: number;
+}
+
+/** A catch-up stopped because its connection dropped the inbox subscription it was for. */
+class Unsubscribed extends Error {
+  constructor() {
+    super('inbox unsubscribed during sync');
   }
 }
