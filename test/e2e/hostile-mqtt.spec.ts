@@ -138,6 +138,22 @@ describe('before login', () => {
 
   it('closes on a malformed remaining length (five bytes)', () => refusedConnect(Buffer.from([0x10, 0x80, 0x80, 0x80, 0x80, 0x01]), 'closed'));
   it('closes when the first packet is not CONNECT', () => refusedConnect(publishPacket('a/b', 'x'), 'closed'));
+  it('closes at once, not at the connect timeout, on a first byte that does not start a CONNECT [MQTT-3.1.0-1]', async () => {
+    for (const first of [
+      Buffer.from('GET / HTTP/1.1\r\nHost: x\r\n\r\n'), // 0x47 reads as a PUBACK header claiming 32 bytes
+      Buffer.from([0x40, 0x02]), // a PUBACK header, its body never sent
+      Buffer.from([0x30, 0x64]), // a PUBLISH header claiming 100 bytes
+      Buffer.from([0x12, 0x0c]), // a CONNECT header with a reserved flag set [MQTT-2.2.2-2]
+    ]) {
+      await hostile(async () => {
+        const c = await RawClient.open(server.mqttPort);
+        c.send(first);
+        // Well inside the 3 s connect timeout: before, each of these was held until it ran out.
+        await c.waitClosed(1500);
+        expect(c.packets).toEqual([]);
+      });
+    }
+  });
   it('answers an unsupported protocol level with CONNACK 0x01 [MQTT-3.1.2-2]', async () => {
     await refusedConnect(connectPacket({ clientId: `${carolName}/v5`, username: carolName, password: PASSWORD, level: 5 }), 1);
     await refusedConnect(connectPacket({ clientId: `${carolName}/v3`, username: carolName, password: PASSWORD, level: 3, protocol: 'MQIsdp' }), 1);

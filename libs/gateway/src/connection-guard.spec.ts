@@ -135,6 +135,23 @@ describe('GuardedConnection', () => {
     expect(drops[0]).toMatchObject({ bytesRead: 5 });
   });
 
+  it('refuses a first byte that does not start a CONNECT as soon as it arrives, long before the connect timeout', async () => {
+    for (const [first, reason, clause] of [
+      ['GET / HTTP/1.1\r\n', 'first packet is not CONNECT', 'MQTT-3.1.0-1'], // 0x47: a PUBACK header, flags 7
+      [Buffer.from([0x40, 0x02]), 'first packet is not CONNECT', 'MQTT-3.1.0-1'], // a PUBACK header alone
+      [Buffer.from([0x30, 0x64]), 'first packet is not CONNECT', 'MQTT-3.1.0-1'], // a PUBLISH claiming 100 bytes
+      [Buffer.from([0x12]), 'reserved flags set in CONNECT', 'MQTT-2.2.2-2'],
+      [Buffer.from([0x16, 0x03, 0x01]), 'reserved flags set in CONNECT', 'MQTT-2.2.2-2'], // a TLS ClientHello: type 1, flags 6
+    ] as const) {
+      const { g, toServer, drops, read } = guard({ connectTimeoutMs: 60_000 });
+      // One byte: it already tells.
+      toServer.write(Buffer.from(first).subarray(0, 1));
+      await closed(g);
+      expect(drops).toEqual([{ reason, clause, bytesRead: 1 }]);
+      expect(read).toEqual([]);
+    }
+  });
+
   it('answers an unsupported protocol level with CONNACK 0x01 before closing', async () => {
     const { g, toServer, fromServer } = guard();
     const answer: Buffer[] = [];

@@ -4,6 +4,7 @@ import {
   capSubscribeQos,
   expandSuback,
   inspectConnect,
+  inspectFirstByte,
   inspectPacket,
   PacketType,
   pubackPacket,
@@ -304,6 +305,12 @@ export class GuardedConnection extends Duplex {
   /** Passes on every complete packet that may go to the broker now. */
   private scan(): void {
     while (!this.dropped && this.phase !== 'login') {
+      // The first byte tells: anything but a CONNECT's (an HTTP request, a TLS hello, another packet) is refused at once,
+      // not held until the connect timeout waiting for the length it seems to claim.
+      if (this.phase === 'connect' && this.pending.length > 0) {
+        const violation = inspectFirstByte(this.pending[0]!);
+        if (violation) return this.refuse(violation);
+      }
       const header = readFixedHeader(this.pending);
       if (header === 'incomplete') break;
       if ('reason' in header) return this.refuse(header);
@@ -318,8 +325,6 @@ export class GuardedConnection extends Duplex {
       // A fully read chunk is let go (a view of it would keep it alive while the connection idles).
       this.pending = size === this.pending.length ? EMPTY : this.pending.subarray(size);
       if (this.phase === 'connect') {
-        // [MQTT-3.1.0-1] The first packet from a client must be CONNECT.
-        if (header.type !== PacketType.CONNECT) return this.refuse({ reason: 'first packet is not CONNECT', clause: 'MQTT-3.1.0-1' });
         const info = inspectConnect(header.flags, body);
         if ('reason' in info) return this.refuse(info);
         this.phase = 'login';

@@ -98,6 +98,15 @@ export interface ConnectInfo {
 
 const bad = (reason: string, clause: string, connack?: number): Violation => (connack === undefined ? { reason, clause } : { reason, clause, connack });
 
+/**
+ * Checks the first byte a client sends, before anything else of it has come: null when it starts a CONNECT. A client's
+ * first packet must be CONNECT [MQTT-3.1.0-1], with its reserved flags 0 [MQTT-2.2.2-2], and its first byte says both.
+ */
+export function inspectFirstByte(byte: number): Violation | null {
+  if (byte >> 4 !== PacketType.CONNECT) return bad('first packet is not CONNECT', 'MQTT-3.1.0-1');
+  return (byte & 0x0f) === 0 ? null : bad('reserved flags set in CONNECT', 'MQTT-2.2.2-2');
+}
+
 /** Checks a whole CONNECT packet (`body` is everything after the fixed header). */
 export function inspectConnect(flags: number, body: Buffer): ConnectInfo | Violation {
   if (flags !== 0) return bad('reserved flags set in CONNECT', 'MQTT-2.2.2-2');
