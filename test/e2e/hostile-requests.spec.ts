@@ -99,6 +99,40 @@ describe('malformed requests', () => {
     );
   });
 
+  it('ill-formed UTF-8 is refused, not stored or echoed as U+FFFD; a U+FFFD sent as such is kept', async () => {
+    const send = (id: string, bytes: number[]) =>
+      Buffer.concat([Buffer.from(`{"op":"send","id":"${id}","to":"${names.alice}","text":"hi `), Buffer.from(bytes), Buffer.from('"}')]);
+    // A stray byte, an encoded surrogate (CESU-8), an overlong NUL: the witnesses see nothing stored.
+    for (const [id, bytes] of [
+      ['e-1', [0xff, 0xfe]],
+      ['e-2', [0xed, 0xa0, 0x80]],
+      ['e-3', [0xc0, 0x80]],
+    ] as const) {
+      await hostile(async () => {
+        expect(await rawRequest(send(id, [...bytes]), id)).toMatchObject({
+          ok: false,
+          id,
+          error: { code: 'bad_request', message: expect.stringMatching(/UTF-8/) as string },
+        });
+      });
+    }
+    // Not answered about a user "b\uFFFDob": refused for what it is.
+    const who = Buffer.concat([Buffer.from('{"op":"who","id":"e-4","user":"b'), Buffer.from([0xff]), Buffer.from('ob"}')]);
+    await hostile(async () => {
+      expect(await rawRequest(who, 'e-4')).toMatchObject({
+        ok: false,
+        id: 'e-4',
+        error: { code: 'bad_request', message: expect.stringMatching(/UTF-8/) as string },
+      });
+    });
+    // A replacement character the client meant (EF BF BD) is text like any other.
+    const text = `kept \ufffd ${Date.now()}`;
+    const kept = Buffer.from(JSON.stringify({ op: 'send', id: 'e-5', to: names.bob, text }));
+    expect(kept.includes(Buffer.from([0xef, 0xbf, 0xbd]))).toBe(true);
+    expect(await rawRequest(kept, 'e-5')).toMatchObject({ ok: true });
+    expect(await bob.waitFor((e) => e.type === 'message' && e.text === text)).toMatchObject({ from: names.mallory });
+  });
+
   it('deeply nested JSON', async () => {
     const deep = '{"a":'.repeat(5000) + '1' + '}'.repeat(5000);
     await refused(deep, null, 'bad_request');

@@ -3,7 +3,7 @@
  * `error.code`, never on the message text.
  */
 export const ERROR_CODES = [
-  'bad_request', // payload is not JSON, or not the shape the operation needs
+  'bad_request', // payload is not well-formed UTF-8, not JSON, or not the shape the operation needs
   'unknown_op', // the `op` is not one the server knows
   'payload_too_large', // the request payload exceeds the request size limit
   'invalid_username', // a user name that does not match the allowed pattern

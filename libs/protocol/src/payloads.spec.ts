@@ -26,6 +26,42 @@ describe('parseRequest', () => {
     expect(r).toMatchObject({ ok: false, id, error: { code } });
   });
 
+  it('refuses a payload that is not well-formed UTF-8, naming its id, instead of reading U+FFFD into it; takes a U+FFFD sent as such', () => {
+    const send = (bytes: number[]) => Buffer.concat([Buffer.from('{"op":"send","id":"u1","to":"bob","text":"hi '), Buffer.from(bytes), Buffer.from('"}')]);
+    // A byte that starts no character, an encoded surrogate (CESU-8), an overlong NUL, a sequence cut short.
+    for (const bytes of [
+      [0xff, 0xfe],
+      [0xed, 0xa0, 0x80],
+      [0xc0, 0x80],
+      [0xe2, 0x82],
+    ]) {
+      expect(parseRequest(send(bytes), LIMIT)).toMatchObject({
+        ok: false,
+        id: 'u1',
+        op: 'send',
+        error: { code: 'bad_request', message: expect.stringMatching(/not valid UTF-8/) as string },
+      });
+    }
+    expect(parseRequest(Buffer.from('{"op":"who","id":"u2","user":"b\xffob"}', 'latin1'), LIMIT)).toMatchObject({
+      ok: false,
+      id: 'u2',
+      error: { code: 'bad_request' },
+    });
+    // Not JSON either: still told it is the encoding.
+    expect(parseRequest(Buffer.from([0xff, 0xfe, 0x00]), LIMIT)).toMatchObject({
+      ok: false,
+      id: null,
+      error: { message: expect.stringMatching(/not valid UTF-8/) as string },
+    });
+    // A U+FFFD the client sent as such, encoded (EF BF BD) or escaped, is text like any other.
+    for (const payload of [
+      Buffer.from('{"op":"send","id":"r1","to":"bob","text":"a \ufffd b"}'),
+      Buffer.from('{"op":"send","id":"r1","to":"bob","text":"a \\ufffd b"}'),
+    ]) {
+      expect(parseRequest(payload, LIMIT)).toEqual({ ok: true, request: { op: 'send', id: 'r1', to: 'bob', text: 'a \ufffd b' } });
+    }
+  });
+
   it('keeps the id of an unknown op, so the client can match the error', () => {
     expect(parseRequest('{"op":"teleport","id":"t1"}', LIMIT)).toMatchObject({ ok: false, id: 't1', op: 'teleport', error: { code: 'unknown_op' } });
   });

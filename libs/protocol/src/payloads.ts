@@ -579,6 +579,19 @@ function headOf(payload: Buffer | string): { id: string | null; op: string | nul
   return found;
 }
 
+const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
+const NOT_UTF8 = 'request is not valid UTF-8 (a byte that starts no character, an encoded surrogate or an overlong form)';
+
+/** True when the bytes are well-formed UTF-8: what a fatal decoder takes without throwing. */
+function isWellFormedUtf8(bytes: Buffer): boolean {
+  try {
+    strictUtf8.decode(bytes);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 /**
  * Turns a raw request payload into a typed request, or into the error to reply
  * with. Never throws: hostile payloads (not JSON, deeply nested, huge, wrong
@@ -590,19 +603,26 @@ export function parseRequest(payload: Buffer | string, maxBytes: number): Parsed
     const { id, op } = headOf(payload);
     return { ok: false, id, op, error: new DomainError('payload_too_large', `request is ${size} bytes; the limit is ${maxBytes}`) };
   }
+  const text = typeof payload === 'string' ? payload : payload.toString('utf8');
+  // The quick decode puts U+FFFD for every ill-formed sequence (a stray byte, an encoded surrogate, an overlong form),
+  // which would be stored as if the client had sent it: only a payload with a U+FFFD in it can be one of those, and
+  // only such a payload is decoded again, strictly [RFC 3629].
+  const illFormed = typeof payload !== 'string' && text.includes('\ufffd') && !isWellFormedUtf8(payload);
   let raw: unknown;
   try {
-    raw = JSON.parse(typeof payload === 'string' ? payload : payload.toString('utf8'));
+    raw = JSON.parse(text);
   } catch {
-    return { ok: false, id: null, op: null, error: new DomainError('bad_request', 'request is not valid JSON') };
+    return { ok: false, id: null, op: null, error: new DomainError('bad_request', illFormed ? NOT_UTF8 : 'request is not valid JSON') };
   }
   if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) {
-    return { ok: false, id: null, op: null, error: new DomainError('bad_request', 'request must be a JSON object') };
+    return { ok: false, id: null, op: null, error: new DomainError('bad_request', illFormed ? NOT_UTF8 : 'request must be a JSON object') };
   }
   const fields = raw as Record<string, unknown>;
   const idCheck = RequestId.safeParse(fields.id);
   const id = idCheck.success ? idCheck.data : null;
   const op = typeof fields.op === 'string' && fields.op.length <= 64 ? fields.op : null;
+  // Refused whole, before anything of it is looked at, as a JSON "\ud800" is: the reply still names its id and op.
+  if (illFormed) return { ok: false, id, op, error: new DomainError('bad_request', NOT_UTF8) };
   if (op === null) {
     return { ok: false, id, op: null, error: new DomainError('bad_request', 'request needs a string "op"') };
   }
