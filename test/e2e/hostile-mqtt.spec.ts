@@ -499,7 +499,7 @@ describe('a Will', () => {
 });
 
 describe('subscriptions and the request rate', () => {
-  it('counts each subscription, granted again or new, as a request: over the limit it is refused (0x80), so the retained presence cannot be replayed at will; the own inbox is always granted', async () => {
+  it('counts each subscription, granted again or new, as a request: over the limit it is refused (0x80), so the retained presence (or the inbox catch-up) cannot be replayed at will; the first to the own inbox is always granted', async () => {
     const limited = await startParley({ env: { PARLEY_CONNECTION_RATE: '1', PARLEY_CONNECTION_BURST: '3' } });
     try {
       const name = `sub${randomUUID().slice(0, 8)}`;
@@ -520,6 +520,9 @@ describe('subscriptions and the request rate', () => {
         );
         await client.publishAsync(topics.requests(name), JSON.stringify({ op: 'who', id: 'w-1', user: name }), { qos: 1 });
         expect(await reply).toBe('rate_limited');
+        // Subscribing to the inbox again starts its catch-up again: that costs, and is refused now.
+        await client.unsubscribeAsync(topics.inbox(name));
+        expect(await subscribeCodes(client, [topics.inbox(name)])).toEqual([128]);
         expect(replayed.filter((t) => t.startsWith(topics.presence(''))).length).toBeGreaterThan(0);
       } finally {
         await endClient(client);

@@ -44,6 +44,8 @@ export class AccessPolicy {
   private readonly anonymous = new OpenCounts();
   /** The anonymous connections counted in `anonymous`, with their address and the timer that closes them. */
   private readonly anonymousCounted = new WeakMap<Client, { address: string; timer: NodeJS.Timeout | undefined }>();
+  /** The own topics (inbox, replies) each connection has subscribed to at least once. */
+  private readonly subscribedOnce = new WeakMap<Client, Set<string>>();
   /** The filters each connection was granted, for the subscription cap. */
   private readonly granted = new WeakMap<Client, Set<string>>();
 
@@ -214,13 +216,20 @@ export class AccessPolicy {
    * connection holds at most `maxSubscriptions` filters besides its own inbox and replies topic, which it may always
    * have; a filter it holds already is granted again. Grants are counted here, as they are made, so the count is exact
    * even while the broker has not yet recorded the filters of a persistent session's SUBSCRIBE (it stores them first).
-   * Each filter other than the connection's own topics also costs what `mayTake` says (the request rate limits): one
-   * it refuses is refused too, and a SUBSCRIBE repeated to replay the retained presence cannot run unchecked.
+   * Each filter also costs what `mayTake` says (the request rate limits), but for the first subscription to each of
+   * the connection's own topics: one it refuses is refused too, so a SUBSCRIBE repeated to replay the retained
+   * presence, or the inbox's catch-up, cannot run unchecked.
    */
   grantSubscription(client: Client, sub: Subscription, mayTake: (principal: Principal) => boolean = () => true): Subscription | null {
     const principal = this.principals.get(client);
     if (!principal || !this.mayRead(principal, sub.topic)) return null;
-    if (!isOwnTopic(principal, sub.topic) && !mayTake(principal)) return null;
+    // The own topics' first subscription is free, so a device is never shut out of its inbox by its user's other
+    // connections' requests; each one after it costs, as it starts a catch-up again.
+    const own = isOwnTopic(principal, sub.topic);
+    let once = this.subscribedOnce.get(client);
+    if (!once) this.subscribedOnce.set(client, (once = new Set()));
+    if ((!own || once.has(sub.topic)) && !mayTake(principal)) return null;
+    if (own) once.add(sub.topic);
     let held = this.granted.get(client);
     if (!held) this.granted.set(client, (held = new Set()));
     if (!held.has(sub.topic)) {
