@@ -79,15 +79,21 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     expect(await store.create(offer('a6', { size: 0 }), LIMITS)).toBe('too_many_offers');
   });
 
-  it('moves the upload forward only', async () => {
+  it('moves the upload forward only, and says whether this call moved it', async () => {
     const { backend } = await fixture.open();
     const store = offersOf(backend);
     await store.create(offer('u1'), LIMITS);
-    expect(await store.advance('u1', 2)).toBe(2);
-    expect(await store.advance('u1', 1)).toBe(2);
-    expect(await store.advance('u1', 3)).toBe(3);
+    expect(await store.advance('u1', 2)).toEqual({ uploaded: 2, moved: true });
+    expect(await store.advance('u1', 1)).toEqual({ uploaded: 2, moved: false });
+    expect(await store.advance('u1', 2)).toEqual({ uploaded: 2, moved: false });
+    expect(await store.advance('u1', 3)).toEqual({ uploaded: 3, moved: true });
     expect((await store.get('u1'))?.uploaded).toBe(3);
     expect(await store.advance('nope', 1)).toBeNull();
+    // Of calls racing to the same count (the last chunk stored twice at once), exactly one moved it: only it announces.
+    await store.create(offer('u2'), LIMITS);
+    const raced = await Promise.all(Array.from({ length: 10 }, () => store.advance('u2', 3)));
+    expect(raced.filter((r) => r?.moved)).toHaveLength(1);
+    expect(raced.every((r) => r?.uploaded === 3)).toBe(true);
   });
 
   it('sets a receiver\u2019s state, and changes nothing for someone who is not one', async () => {

@@ -566,6 +566,34 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     TTL_MS * 4,
   );
 
+  it('tells each receiver of an offer once, however often the sender sends its last chunk again', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
+    const alice = await users.login(a);
+    const bob = await users.login(b);
+    const carol = await users.login(c);
+    await okResult(alice.request({ op: 'group.create', name: 'crew', members: [b, c] }));
+    const data = randomBytes(CHUNK + 5);
+    const { offer } = await rawOffer(alice, { group: 'crew', name: 'once.bin' }, data, 1);
+    const last = data.subarray(CHUNK).toString('base64');
+    const completing = `last-${randomBytes(4).toString('hex')}`;
+    const first = await okResult<FileChunkResult>(alice.request({ op: 'file.chunk', id: completing, offer: offer.id, index: 1, data: last }));
+    expect(first).toEqual({ offer: offer.id, index: 1, uploaded: 2, complete: true });
+    for (const u of [bob, carol]) await u.waitFor(isFile('offered', offer.id));
+    // Repeats with new ids, and the completing request itself again: each answered as the first time.
+    const repeats = await Promise.all([
+      ...Array.from({ length: 30 }, () => alice.request({ op: 'file.chunk', offer: offer.id, index: 1, data: last })),
+      alice.request({ op: 'file.chunk', id: completing, offer: offer.id, index: 1, data: last }),
+      alice.request({ op: 'file.chunk', offer: offer.id, index: 0, data: '' }),
+    ]);
+    for (const r of repeats) expect(r).toMatchObject({ ok: true, result: { offer: offer.id, uploaded: 2, complete: true } });
+    // Events to an inbox keep their order: once the withdrawal has arrived, any further offered would have too.
+    await okResult(alice.request({ op: 'file.cancel', offer: offer.id }));
+    for (const u of [bob, carol]) {
+      await u.waitFor(isFile('withdrawn', offer.id));
+      expect(u.events.filter(isFile('offered', offer.id))).toHaveLength(1);
+    }
+  });
+
   const tmux = spawnSync('tmux', ['-V']).status === 0;
   // Drawing is the CLI's own business, the same in both wirings: one run of it is enough.
   const inOneWiring = mode === 'embedded' ? it.runIf(tmux) : () => undefined;

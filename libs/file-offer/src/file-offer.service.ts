@@ -155,9 +155,9 @@ export class FileOfferService {
 
   /**
    * Stores chunk `index` (base64 `data`) of the sender's offer. Chunks go in
-   * order; one already stored is acknowledged again and changes nothing. The
-   * last one completes the upload: the SHA-256 is checked and the receivers
-   * are told. Throws unknown_file, chunk_out_of_range, bad_chunk or
+   * order; one already stored is acknowledged again and changes nothing (and
+   * tells no one). The last one completes the upload: the SHA-256 is checked
+   * and the receivers are told, once. Throws unknown_file, chunk_out_of_range, bad_chunk or
    * checksum_mismatch (which deletes the offer).
    */
   putChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
@@ -170,21 +170,23 @@ export class FileOfferService {
     const offer = await this.live(offerId);
     if (!offer || offer.from !== sender || isWithdrawn(offer)) throw unknownFile(offerId);
     if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
-    if (index < offer.uploaded) {
-      const complete = offer.uploaded === offer.chunks;
-      // The last chunk again: its announcement may have been lost with its first answer (receivers drop an offer they have shown).
-      const notify = complete && index === offer.chunks - 1 ? this.announcement(offer) : null;
-      return { result: { offer: offerId, index, uploaded: offer.uploaded, complete }, notify };
-    }
+    // A chunk stored already (a retry, with its request id or a new one) is answered as the first time and tells no
+    // one anything: receivers are told of an offer once, by the chunk that completed it (an announcement lost with a
+    // gateway reaches them in their next sync). Otherwise every repeat of the last chunk would be an `offered` event
+    // to each receiver, as many as the sender cared to send.
+    if (index < offer.uploaded) return { result: { offer: offerId, index, uploaded: offer.uploaded, complete: offer.uploaded === offer.chunks }, notify: null };
     if (index > offer.uploaded) throw new DomainError('bad_chunk', `chunks go in order: the next one is ${offer.uploaded}, not ${index}`);
     const bytes = Buffer.from(data, 'base64');
     const expected = chunkLength(offer, index);
     if (bytes.length !== expected) throw new DomainError('bad_chunk', `chunk ${index} must be ${expected} bytes, not ${bytes.length}`);
     await this.blobs.put(offerId, index, bytes, offer.expiresAt);
-    const uploaded = await this.offers.advance(offerId, index + 1);
-    if (uploaded === null) throw unknownFile(offerId);
+    const advanced = await this.offers.advance(offerId, index + 1);
+    if (advanced === null) throw unknownFile(offerId);
+    const { uploaded, moved } = advanced;
     const complete = uploaded === offer.chunks;
-    const notify = complete && index === offer.chunks - 1 ? await this.completed({ ...offer, uploaded }) : null;
+    // Only the call that made it complete announces it: another upload of the same chunk at once (a resume on another
+    // gateway) finds it moved already, and is answered like any repeat.
+    const notify = complete && moved ? await this.completed({ ...offer, uploaded }) : null;
     return { result: { offer: offerId, index, uploaded, complete }, notify };
   }
 

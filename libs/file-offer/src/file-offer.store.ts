@@ -21,8 +21,11 @@ export interface FileOfferStore {
   /** The offer, or null when there is none of that id. */
   get(id: string): Promise<StoredOffer | null>;
 
-  /** Moves `uploaded` forward to `count` (never back). Resolves with its value afterwards, or null when there is no such offer. */
-  advance(id: string, count: number): Promise<number | null>;
+  /**
+   * Moves `uploaded` forward to `count` (never back), in one atomic step. Resolves with its value afterwards and
+   * whether this call moved it (of calls racing to the same count, exactly one did), or null when there is no such offer.
+   */
+  advance(id: string, count: number): Promise<{ uploaded: number; moved: boolean } | null>;
 
   /**
    * Sets one receiver's state, if its state now is one of `from`, checked in the same atomic step: of two changes

@@ -45,12 +45,13 @@ export class EmbeddedFileOfferStore implements FileOfferStore {
     return Promise.resolve(this.offers.get(id) ?? null);
   }
 
-  advance(id: string, count: number): Promise<number | null> {
+  advance(id: string, count: number): Promise<{ uploaded: number; moved: boolean } | null> {
     return this.offers.transaction(() => {
       const offer = this.offers.get(id);
       if (!offer) return null;
-      if (count > offer.uploaded) void this.offers.put(id, { ...offer, uploaded: count });
-      return Math.max(count, offer.uploaded);
+      if (count <= offer.uploaded) return { uploaded: offer.uploaded, moved: false };
+      void this.offers.put(id, { ...offer, uploaded: count });
+      return { uploaded: count, moved: true };
     });
   }
 

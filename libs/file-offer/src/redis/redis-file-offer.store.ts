@@ -26,14 +26,15 @@ for i = 4, #KEYS do redis.call('ZADD', KEYS[i], ARGV[9], ARGV[4]) end
 return 'created'
 `;
 
+/** Returns {uploaded afterwards, 1 when this call moved it}, or -1 when there is no such offer. */
 const ADVANCE = `
 local cur = redis.call('HGET', KEYS[1], 'uploaded')
 if not cur then return -1 end
 if tonumber(ARGV[1]) > tonumber(cur) then
   redis.call('HSET', KEYS[1], 'uploaded', ARGV[1])
-  return tonumber(ARGV[1])
+  return {tonumber(ARGV[1]), 1}
 end
-return tonumber(cur)
+return {tonumber(cur), 0}
 `;
 
 /** ARGV: user, state, then the states it may be set from. 0: no such receiver. */
@@ -137,9 +138,10 @@ export class RedisFileOfferStore implements FileOfferStore {
     return Object.keys(seen).length > 0 ? { ...offer, seen } : offer;
   }
 
-  async advance(id: string, count: number): Promise<number | null> {
-    const r = Number(await this.advanceScript([this.offerKey(id)], [count]));
-    return r < 0 ? null : r;
+  async advance(id: string, count: number): Promise<{ uploaded: number; moved: boolean } | null> {
+    const r = (await this.advanceScript([this.offerKey(id)], [count])) as [number, number] | number;
+    if (!Array.isArray(r)) return null;
+    return { uploaded: Number(r[0]), moved: Number(r[1]) === 1 };
   }
 
   async setRecipient(id: string, user: string, state: FileRecipientState, from: readonly FileRecipientState[]): Promise<StoredOffer | null> {
