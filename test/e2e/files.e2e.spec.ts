@@ -739,4 +739,16 @@ describe('file transfers under tight request limits', () => {
     expect(refused).toBeGreaterThan(0);
     expect(replies.filter((r) => r.ok).length).toBeGreaterThan(0);
   }, 90_000);
+
+  it('counts a chunk request that moves nothing as a request: a flood of chunks and fetches for no offer is refused like any flood', async () => {
+    const mallory = await users.login(await users.fresh('mallory'));
+    const flood = (make: (i: number) => Record<string, unknown>) => Promise.all(Array.from({ length: 60 }, (_, i) => mallory.request(make(i), 30_000)));
+    const codes = (replies: Awaited<ReturnType<typeof flood>>) => replies.map((r) => (r.ok ? 'ok' : r.error.code));
+    // A burst of 30 requests, then one a second: of 60 at once, about half are answered, the rest refused.
+    const chunks = codes(await flood(() => ({ op: 'file.chunk', offer: 'fNoSuchOffer', index: 0, data: '' })));
+    expect(chunks.filter((c) => c === 'rate_limited').length).toBeGreaterThanOrEqual(20);
+    expect(chunks.filter((c) => c !== 'rate_limited').every((c) => c === 'unknown_file')).toBe(true);
+    const fetches = codes(await flood(() => ({ op: 'file.fetch', offer: 'fNoSuchOffer', index: 0 })));
+    expect(fetches.filter((c) => c === 'rate_limited').length).toBeGreaterThanOrEqual(50);
+  }, 60_000);
 });

@@ -64,7 +64,7 @@ interface QueueTail {
 
 const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
 
-/** Requests that move file bytes: limited by the transfer budget, not the request rate. */
+/** Requests that move file bytes: limited by the transfer budget, and by the request rate only when they move nothing. */
 const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
 
 /**
@@ -147,8 +147,9 @@ export class RequestDispatcher {
 
   /**
    * Counts a request against the limits as it arrives, so a flood is refused before it costs more than a reply: how
-   * long (ms) to hold it back, 0 for not at all, or null to refuse it. A file chunk draws on the user's transfer budget
-   * instead of the request rate, and over it is held back (in its place in the queue) rather than refused.
+   * long (ms) to hold it back, 0 for not at all, or null to refuse it. A file chunk draws on the user's transfer budget,
+   * and over it is held back (in its place in the queue) rather than refused; it takes a request too, given back once
+   * it has moved its chunk (see `RequestLimiter.moved`).
    */
   private admit(connection: Client, principal: Principal, parsed: ParsedRequest): number | null {
     const rate = this.limits.rate;
@@ -186,6 +187,8 @@ export class RequestDispatcher {
       } catch (e) {
         reply = errorReply(parsed.request.id, op, this.asDomainError(e, op));
       }
+      // A chunk moved: its bytes paid for it, and the request it took goes back. One that moved nothing keeps it.
+      if (reply.ok && principal.kind === 'user' && TRANSFER_OPS.has(op)) this.limits.rate?.moved(connection, principal.user);
     }
     turn.issued();
     await turn.previous;

@@ -28,24 +28,52 @@ describe('RequestLimiter', () => {
     expect([limiter.take({}, null, '192.0.2.1'), limiter.take({}, null, '::ffff:192.0.2.1'), limiter.take({}, null, '192.0.2.2')]).toEqual([true, false, true]);
   });
 
-  it('counts file chunks in bytes apart from requests: over the budget they wait, and past the longest wait they are refused', () => {
+  it('counts file chunks that move their chunk in bytes, not requests: over the budget they wait, and past the longest wait they are refused', () => {
     let now = 0;
     const limiter = new RequestLimiter({
-      perConnection: { perSecond: 1, burst: 1 },
-      perUser: { perSecond: 1, burst: 1 },
+      perConnection: { perSecond: 1, burst: 2 },
+      perUser: { perSecond: 1, burst: 2 },
       // 100 bytes a second, a burst of 300, chunks of 100, held back at most 1.5 s.
       transfer: { perSecond: 100, burst: 300, requestBytes: 100, maxWaitMs: 1500 },
       now: () => now,
     });
     const conn = {};
-    expect(limiter.take(conn, 'alice')).toBe(true);
-    expect(limiter.take(conn, 'alice')).toBe(false);
-    // The request budget is spent; chunks still go: three at once, then each a second later than the one before.
-    expect([1, 2, 3, 4, 5].map(() => limiter.takeTransfer(conn, 'alice'))).toEqual([0, 0, 0, 1000, null]);
+    // Each chunk that moves gives back the request it took: three at once, then each a second later than the one before.
+    const chunk = () => {
+      const holdMs = limiter.takeTransfer(conn, 'alice');
+      if (holdMs !== null) limiter.moved(conn, 'alice');
+      return holdMs;
+    };
+    expect([1, 2, 3, 4, 5].map(chunk)).toEqual([0, 0, 0, 1000, null]);
     now += 1000;
-    expect(limiter.takeTransfer(conn, 'alice')).toBe(1000);
-    // Another user's budget is untouched.
+    expect(chunk()).toBe(1000);
+    // The request budget is untouched by all that.
+    expect([limiter.take(conn, 'alice'), limiter.take(conn, 'alice'), limiter.take(conn, 'alice')]).toEqual([true, true, false]);
+    // Another user's budgets are untouched.
     expect(limiter.takeTransfer({}, 'bob')).toBe(0);
+  });
+
+  it('counts a chunk request that moves nothing (an unknown offer, a refused chunk) as a request, so a flood of them is limited like any other', () => {
+    const limiter = new RequestLimiter({
+      perConnection: { perSecond: 1, burst: 100 },
+      perUser: { perSecond: 1, burst: 3 },
+      transfer: { perSecond: 1e9, burst: 1e9, requestBytes: 100, maxWaitMs: 1500 },
+      now: () => 0,
+    });
+    const conn = {};
+    // Three answered with an error (not `moved`): the fourth is refused, though bytes are plentiful.
+    expect([1, 2, 3, 4].map(() => limiter.takeTransfer(conn, 'alice'))).toEqual([0, 0, 0, null]);
+    expect(limiter.take(conn, 'alice')).toBe(false);
+    // A chunk refused by the byte budget gives its request back: it did nothing.
+    const tight = new RequestLimiter({
+      perConnection: { perSecond: 1, burst: 100 },
+      perUser: { perSecond: 1, burst: 1 },
+      transfer: { perSecond: 100, burst: 100, requestBytes: 100, maxWaitMs: 0 },
+      now: () => 0,
+    });
+    expect([tight.takeTransfer(conn, 'bob'), tight.takeTransfer({}, 'bob')]).toEqual([0, null]);
+    tight.moved(conn, 'bob');
+    expect([tight.takeTransfer({}, 'bob'), tight.take({}, 'bob')]).toEqual([null, true]);
   });
 
   it('counts file chunks as requests when there is no transfer budget', () => {

@@ -21,7 +21,7 @@ export interface LimiterOptions {
   perUser: RateLimit;
   /** Anonymous connections of one address together; `perUser` when absent. */
   perAnonymousAddress?: RateLimit;
-  /** File chunks, up and down; counted apart from requests. None when absent (they count as requests then). */
+  /** File chunks, up and down; counted in bytes, and as requests only when they move nothing. None when absent (they count as requests then). */
   transfer?: TransferLimit;
   now?: () => number;
 }
@@ -59,6 +59,12 @@ class TokenBucket {
     return waitMs;
   }
 
+  /** Gives one token back (a request that turned out to cost nothing here), never above the burst. */
+  give(now: number): void {
+    this.refill(now);
+    this.tokens = Math.min(this.limit.burst, this.tokens + 1);
+  }
+
   full(now: number): boolean {
     return this.tokens + ((now - this.at) / 1000) * this.limit.perSecond >= this.limit.burst;
   }
@@ -77,9 +83,13 @@ class TokenBucket {
  * users' buckets are untouched.
  *
  * File chunks (uploads and downloads) are many small requests that move one
- * file; they draw on a per-user byte budget instead, and one over it is held
- * back until the budget covers it (so a pipelined upload keeps its order and
- * just slows down), or refused when that would take longer than `maxWaitMs`.
+ * file; they draw on a per-user byte budget, and one over it is held back until
+ * the budget covers it (so a pipelined upload keeps its order and just slows
+ * down), or refused when that would take longer than `maxWaitMs`. Each also
+ * takes a request while it is handled, given back once it has moved its chunk
+ * (`moved`): a chunk that moves nothing (an unknown offer, a refused chunk) costs
+ * a request like any other, and a flood of them is limited like any other, while
+ * a transfer (a window of chunks in flight) holds only a few requests at a time.
  */
 export class RequestLimiter {
   private readonly connections = new WeakMap<object, TokenBucket>();
@@ -109,16 +119,31 @@ export class RequestLimiter {
 
   /**
    * For a file transfer request of a logged-in user: how long (ms) to hold it back, 0 for not at all, or null to refuse
-   * it. Without a transfer budget it counts as an ordinary request.
+   * it. It takes a request (as `take`) and its bytes from the transfer budget; the request is given back by `moved`
+   * once it has moved its chunk, and kept when it has not. Without a transfer budget it counts as an ordinary request.
    */
   takeTransfer(connection: object, user: string, address?: string): number | null {
     const limit = this.opts.transfer;
-    if (!limit) return this.take(connection, user, address) ? 0 : null;
+    if (!this.take(connection, user, address)) return null;
+    if (!limit) return 0;
     const now = this.now();
-    this.sweep(now);
     let bucket = this.transfers.get(user);
     if (!bucket) this.transfers.set(user, (bucket = new TokenBucket(limit, now)));
-    return bucket.reserve(now, limit.requestBytes, limit.maxWaitMs);
+    const holdMs = bucket.reserve(now, limit.requestBytes, limit.maxWaitMs);
+    // Refused: it did nothing, and costs what any refused request costs (nothing).
+    if (holdMs === null) this.moved(connection, user);
+    return holdMs;
+  }
+
+  /**
+   * A transfer request admitted by `takeTransfer` moved its chunk: gives back the request it took, which its bytes
+   * paid for. Does nothing without a transfer budget (chunks are ordinary requests then).
+   */
+  moved(connection: object, user: string): void {
+    if (!this.opts.transfer) return;
+    const now = this.now();
+    this.connections.get(connection)?.give(now);
+    this.users.get(user)?.give(now);
   }
 
   /** Full buckets carry no state worth keeping. */
