@@ -458,7 +458,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const base = { op: 'file.offer', to: b, sha256: 'a'.repeat(64) };
 
     expect(await alice.request({ ...base, name: 'huge.iso', size: MAX_FILE + 1 })).toMatchObject({ ok: false, error: { code: 'file_too_large' } });
-    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden', 'invoice\u202egpj.exe', 'a\u2066b.txt'])
+    for (const name of ['../escape.txt', 'a/b.txt', '..', 'bad\u0007.txt', '.hidden', 'invoice\u202egpj.exe', 'a\u2066b.txt', '\u200b', '\u200b\u2800'])
       expect(await alice.request({ ...base, name, size: 10 }), name).toMatchObject({ ok: false, error: { code: 'invalid_file_name' } });
     expect(await alice.request({ ...base, name: 'page.html', type: 'text/html\u001b[31m', size: 10 })).toMatchObject({
       ok: false,

@@ -92,7 +92,7 @@ export class FileOfferService {
     if (!isSafeFileName(name))
       throw new DomainError(
         'invalid_file_name',
-        'a file name may not hold a path separator, "..", control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069), half of a surrogate pair or a leading dot, nor be over 255 bytes',
+        'a file name needs visible characters, and may not hold a path separator, "..", control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069), half of a surrogate pair or a leading dot, nor be over 255 bytes',
       );
     // Shown to receivers and their programs as it is: what would act on a terminal or reorder text is no content type.
     if (file.type !== undefined && !isSafeContentType(file.type))

@@ -1,7 +1,15 @@
-import { DomainError, isPlainLabel, type GroupChange, type GroupEvent, type GroupInfo, type GroupLabel, type MessageEvent } from '#libs/protocol';
+import {
+  DomainError,
+  hasVisibleText,
+  isPlainLabel,
+  type GroupChange,
+  type GroupEvent,
+  type GroupInfo,
+  type GroupLabel,
+  type MessageEvent,
+} from '#libs/protocol';
 import {
   checkText,
-  hasVisibleText,
   NotAWriter,
   toGroupInboxEvent,
   type AppendResult,

@@ -1,4 +1,13 @@
-import { directConversationId, directPeer, DomainError, USERNAME_PATTERN, type GroupEvent, type GroupLabel, type MessageEvent } from '#libs/protocol';
+import {
+  directConversationId,
+  directPeer,
+  DomainError,
+  hasVisibleText,
+  USERNAME_PATTERN,
+  type GroupEvent,
+  type GroupLabel,
+  type MessageEvent,
+} from '#libs/protocol';
 import type { ConversationIndexStore } from './conversation-index.store.js';
 import type { ConversationLogStore, LogEntry } from './conversation-log.store.js';
 
@@ -150,24 +159,12 @@ export class MessagingService {
   }
 }
 
-/**
- * A character that shows something on its own: not white space, a control, a format character (zero-width space,
- * joiners, direction marks), a combining mark (an accent with nothing under it), a code point Unicode says to show as
- * nothing (variation selectors, the Hangul fillers U+115F, U+1160, U+3164, U+FFA0, the grapheme joiner), nor the blank
- * Braille cell U+2800, which renders as a blank.
- */
-const VISIBLE = /[^\s\p{Cc}\p{Cf}\p{M}\p{Default_Ignorable_Code_Point}\u2800]/u;
 /** Control characters a message may not carry: all but tab and new line (a terminal would act on them: escape codes, carriage returns, bells). */
 // eslint-disable-next-line no-control-regex
 const CONTROL_IN_TEXT = /[\u0000-\u0008\u000b-\u001f\u007f-\u009f]/;
 
 /** Half of a surrogate pair on its own (with the `u` flag, a whole pair is one character, not a surrogate). */
 const LONE_SURROGATE = /\p{Cs}/u;
-
-/** Whether a string has anything a person could see. */
-export function hasVisibleText(text: string): boolean {
-  return VISIBLE.test(text);
-}
 
 /**
  * The rule every message text meets, in any conversation: some visible text,

@@ -21,7 +21,7 @@ export const ERROR_CODES = [
   'invalid_group_name', // a group name that is empty, too long, or has control characters or bidirectional controls
   'group_too_large', // the group would exceed the maximum number of members
   'unknown_file', // no file offer of that id among the caller's (or it expired)
-  'invalid_file_name', // a file name with a path separator, `..`, control characters, bidirectional controls, or too long
+  'invalid_file_name', // a file name with a path separator, `..`, control characters, bidirectional controls, nothing visible, or too long
   'file_too_large', // a file over the maximum file size
   'too_many_offers', // the sender has too many file offers not yet taken or declined
   'quota_exceeded', // the sender's file offers would hold more bytes than the quota

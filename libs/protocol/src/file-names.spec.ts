@@ -25,6 +25,13 @@ describe('sanitizeFileName', () => {
     expect(isSafeFileName('..')).toBe(false);
   });
 
+  it('makes a name of nothing a person could see (zero-width spaces, a blank Braille cell) `file`, as group names and messages need visible text', () => {
+    for (const name of ['\u200b', '\u200b\u200c\u200d', '\u2800', '\u3164', '\u00ad\ufe0f'])
+      expect([sanitizeFileName(name), isSafeFileName(name)], JSON.stringify(name)).toEqual(['file', false]);
+    // Invisible characters next to visible ones are the name's own business.
+    expect(isSafeFileName('a\u200bb.txt')).toBe(true);
+  });
+
   it('drops control characters (terminal escapes, NUL, newlines)', () => {
     expect(sanitizeFileName('evil\u001b[31m.txt')).toBe('evil[31m.txt');
     expect(sanitizeFileName('a\u0000b\nc.txt')).toBe('abc.txt');

@@ -1,3 +1,5 @@
+import { hasVisibleText } from './visible-text.js';
+
 /** The longest file name, in UTF-8 bytes, that common file systems accept. */
 export const MAX_FILE_NAME_BYTES = 255;
 
@@ -17,9 +19,10 @@ const LONE_SURROGATE = /\p{Cs}/gu;
  * to show: no path separator (`/`, `\`), no control character, no
  * bidirectional override or isolate, no `..` anywhere, never empty, no
  * leading dot (no hidden files), at most 255 UTF-8 bytes (the extension
- * kept), well-formed Unicode in its composed form (NFC). What cannot be kept
- * becomes `_` (separators, `..`), U+FFFD (half of a surrogate pair) or goes
- * (controls); a name with nothing left is `file`.
+ * kept), well-formed Unicode in its composed form (NFC), something visible in
+ * it. What cannot be kept becomes `_` (separators, `..`), U+FFFD (half of a
+ * surrogate pair) or goes (controls); a name with nothing left, or nothing a
+ * person could see (only zero-width spaces, say), is `file`.
  */
 export function sanitizeFileName(name: string): string {
   let clean = name
@@ -31,7 +34,7 @@ export function sanitizeFileName(name: string): string {
     .replace(/\.{2,}/g, '_')
     .trim();
   clean = clean.replace(/^\./, '_');
-  if (clean === '') clean = 'file';
+  if (!hasVisibleText(clean)) clean = 'file';
   if (Buffer.byteLength(clean) > MAX_FILE_NAME_BYTES) clean = truncateKeepingExtension(clean);
   return clean;
 }
