@@ -88,6 +88,26 @@ describe('parseRequest', () => {
   it('survives nesting deep enough to overflow a recursive parser', () => {
     const deep = '['.repeat(200_000) + ']'.repeat(200_000);
     expect(parseRequest(deep, 1_000_000)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    const inside = `{"op":"who","id":"d1","user":"bob","x":${'['.repeat(200_000)}{"__proto__":1}${']'.repeat(200_000)}}`;
+    expect(parseRequest(inside, 1_000_000)).toMatchObject({ ok: false, id: 'd1', error: { code: 'bad_request' } });
+  });
+
+  it('refuses a key named __proto__ anywhere, which the parsed request would silently drop (naming no one, passing the strict check)', () => {
+    const seen = '{"op":"file.seen","id":"s1","offer":"fabc","states":{"__proto__":"received"}}';
+    expect(parseRequest(seen, LIMIT)).toEqual({
+      ok: false,
+      id: 's1',
+      op: 'file.seen',
+      error: expect.objectContaining({ code: 'bad_request', message: 'states.__proto__: no field or name may be "__proto__"' }),
+    });
+    // However it is spelled in JSON.
+    expect(parseRequest('{"op":"file.seen","id":"s2","offer":"fabc","states":{"bob":"accepted","\\u005f_proto__":"declined"}}', LIMIT)).toMatchObject({
+      ok: false,
+      error: { code: 'bad_request' },
+    });
+    expect(parseRequest('{"op":"who","id":"w1","user":"bob","__proto__":{"x":1}}', LIMIT)).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    // As a value it is text like any other.
+    expect(parseRequest('{"op":"send","id":"m2","to":"bob","text":"__proto__"}', LIMIT)).toMatchObject({ ok: true });
   });
 });
 

@@ -593,6 +593,26 @@ function isWellFormedUtf8(bytes: Buffer): boolean {
 }
 
 /**
+ * Where the parsed JSON holds a key `__proto__` (its path), or null. JSON.parse makes it an own key like any other, but
+ * the schemas' parsed objects drop it, as a prototype and not a field: `file.seen` with `states: {"__proto__": …}` would
+ * pass as naming no one, and an unknown top-level `__proto__` would pass the strict check. Walked without recursion, as
+ * a hostile payload may nest deeply.
+ */
+function protoKeyIn(raw: unknown): string | null {
+  const stack: { value: unknown; path: string }[] = [{ value: raw, path: '' }];
+  for (let next = stack.pop(); next; next = stack.pop()) {
+    const { value, path } = next;
+    if (typeof value !== 'object' || value === null) continue;
+    for (const [key, inner] of Object.entries(value)) {
+      const at = path === '' ? key : `${path}.${key}`;
+      if (key === '__proto__') return at;
+      if (typeof inner === 'object' && inner !== null) stack.push({ value: inner, path: at });
+    }
+  }
+  return null;
+}
+
+/**
  * Turns a raw request payload into a typed request, or into the error to reply
  * with. Never throws: hostile payloads (not JSON, deeply nested, huge, wrong
  * types) all end as `bad_request`, `unknown_op` or `payload_too_large`.
@@ -629,6 +649,8 @@ export function parseRequest(payload: Buffer | string, maxBytes: number): Parsed
   if (!(REQUEST_OPS as readonly string[]).includes(op)) {
     return { ok: false, id, op, error: new DomainError('unknown_op', `unknown op "${op}"; known: ${REQUEST_OPS.join(', ')}`) };
   }
+  const proto = protoKeyIn(raw);
+  if (proto !== null) return { ok: false, id, op, error: new DomainError('bad_request', `${proto}: no field or name may be "__proto__"`) };
   const parsed = Request.safeParse(raw);
   if (!parsed.success) {
     const first = parsed.error.issues[0];
