@@ -231,7 +231,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
       expect(listen.lines.filter((l) => l.includes('seen.bin'))).toEqual([]);
     });
     // Only the sender can say what it has seen.
-    expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+    expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'not_allowed' } });
     // `parley --json chat` prints the sync's one files event (both offers in it) once, as listen does.
     const chat = CliProcess.start(['--json', 'chat'], env);
     try {
@@ -275,6 +275,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
   it('lets the sender withdraw an offer (parley file cancel): a waiting receiver is told, and the data is gone', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const bob = await users.login(b);
+    const alice = await users.login(a);
     const wrong = writeTemp('wrong.txt', 'not this one');
     const sent = await cli(a, ['--json', 'file', 'send', b, wrong]);
     const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
@@ -282,7 +283,15 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     const listen = CliProcess.start(['listen'], { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: b, PARLEY_PASSWORD: users.password });
     try {
       await listen.waitForLine(line(`* ${a} offers wrong.txt (12 B) — parley file accept ${offer.id} or parley file decline ${offer.id}`), 30_000);
-      expect((await cli(b, ['file', 'cancel', offer.id])).stderr).toMatch(/unknown_file/);
+      // Its receiver is told who may withdraw it, and how to decline it instead; its sender, that only receivers take it.
+      expect((await cli(b, ['file', 'cancel', offer.id])).stderr.trim()).toBe(
+        `error: not_allowed: ${a} sent file offer ${offer.id} (wrong.txt); only its sender withdraws it; decline it instead (parley file decline ${offer.id})`,
+      );
+      expect(await alice.request({ op: 'file.accept', offer: offer.id })).toMatchObject({
+        ok: false,
+        error: { code: 'not_allowed', message: `you sent file offer ${offer.id} (wrong.txt); only its receivers accept it` },
+      });
+      expect(await alice.request({ op: 'file.fetch', offer: offer.id, index: 0 })).toMatchObject({ ok: false, error: { code: 'not_allowed' } });
       const cancelled = await cli(a, ['file', 'cancel', offer.id]);
       expect(cancelled.code, cancelled.stderr).toBe(0);
       expect(cancelled.stdout.trim()).toBe('withdrew wrong.txt (12 B)');

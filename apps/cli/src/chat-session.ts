@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
-import { acceptFile, CHAT_MAKE_ROOM, offeredText, offerFile, seenReporter } from './file-actions.js';
+import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel, type OwnAction } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
@@ -185,7 +185,11 @@ export class ChatSession {
         return this.print(`declined ${fileLabel(offer)} from ${offer.from}`, { type: 'declined', offer });
       }
       case 'cancel': {
-        const { offer } = await this.ownDoing(cmd.offer, ['withdrawn'], () => this.client.request('file.cancel', { offer: cmd.offer }));
+        const { offer } = await this.ownDoing(cmd.offer, ['withdrawn'], () =>
+          this.client.request('file.cancel', { offer: cmd.offer }).catch((e: unknown) => {
+            throw cancelInCliWords(e, `/decline ${cmd.offer}`);
+          }),
+        );
         return this.print(`withdrew ${fileLabel(offer)}`, { type: 'withdrawn', offer });
       }
       case 'reply':

@@ -23,6 +23,15 @@ export function inCliWords(e: unknown, how = MAKE_ROOM_HOW): unknown {
   return new RequestError(e.code, `${e.message} (${how})`);
 }
 
+/**
+ * A refused withdrawal in the CLI's words: a receiver asking to withdraw an offer (`not_allowed`, only its sender
+ * may) is told the command that declines it, `decline` (`parley file decline ID`, or `/decline ID` in chat).
+ */
+export function cancelInCliWords(e: unknown, decline: string): unknown {
+  if (!(e instanceof RequestError) || e.code !== 'not_allowed' || e.message.includes(decline)) return e;
+  return new RequestError(e.code, `${e.message} (${decline})`);
+}
+
 /** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
 export async function offerFile(
   client: ParleyClient,

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { target, withClient, type CommandContext } from './commands.js';
 import { fileLabel, offerLine } from './file-output.js';
 import { reportConnection } from './output.js';
-import { acceptFile, offeredText, offerFile } from './file-actions.js';
+import { acceptFile, cancelInCliWords, offeredText, offerFile } from './file-actions.js';
 
 /** `parley file …` */
 export const fileCommands = {
@@ -38,7 +38,9 @@ export const fileCommands = {
   },
   async cancel(ctx: CommandContext, id: string): Promise<void> {
     await withClient(ctx, async (client) => {
-      const { offer } = await client.request('file.cancel', { offer: id });
+      const { offer } = await client.request('file.cancel', { offer: id }).catch((e: unknown) => {
+        throw cancelInCliWords(e, `parley file decline ${id}`);
+      });
       ctx.printer.emit(`withdrew ${fileLabel(offer)}`, { type: 'withdrawn', offer });
     });
   },

@@ -93,7 +93,7 @@ describe('FileOfferService', () => {
     expect((await service.syncEvent('ann'))!.offers[0]!.seen).toBeUndefined();
 
     // Only the sender may say so, and only of its receivers; a refusal changes nothing.
-    expect(await code(service.seen('bob', id, { bob: 'accepted' }))).toBe('unknown_file');
+    expect(await code(service.seen('bob', id, { bob: 'accepted' }))).toBe('not_allowed');
     expect(await code(service.seen('ann', id, { dee: 'accepted' }))).toBe('bad_request');
     expect(await code(service.seen('ann', id, { ['constructor' as string]: 'declined' as const }))).toBe('bad_request');
     expect(await code(service.seen('ann', 'fnope', { bob: 'accepted' }))).toBe('unknown_file');
@@ -122,7 +122,7 @@ describe('FileOfferService', () => {
     const id = (await service.offer('ann', 'r1', { group: { id: 'g1', name: 'crew' }, members: ['ann', 'bob', 'cy'] }, describe_(data))).result.offer.id;
     await upload(service, id, data);
     await service.decline('cy', id);
-    expect(await code(service.cancel('bob', id))).toBe('unknown_file');
+    expect(await code(service.cancel('bob', id))).toBe('not_allowed');
     const withdrawn = await service.cancel('ann', id);
     expect(withdrawn.notify).toMatchObject({ to: ['ann', 'bob'], event: { type: 'file', event: 'withdrawn', offer: { id } } });
     // The sender still sees it, withdrawn, until it expires; the receivers do not; the data is gone.
@@ -196,6 +196,57 @@ describe('FileOfferService', () => {
       expect(await code(service.accept(name, id))).toBe('unknown_file');
     }
     expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'pending' });
+  });
+
+  it('tells sender and receivers who may do what to an offer they know of, and anyone else (or a receiver of a half-uploaded one) nothing', async () => {
+    const { service } = setup();
+    const data = Buffer.from('0123456789');
+    const id = (await service.offer('ann', 'r1', { to: 'bob' }, describe_(data))).result.offer.id;
+    await service.putChunk('ann', id, 0, data.subarray(0, 4).toString('base64'));
+    // Half uploaded: to its receiver it does not exist yet.
+    for (const act of [service.cancel('bob', id), service.seen('bob', id, {}), service.putChunk('bob', id, 1, 'AAAA'), service.accept('bob', id)])
+      expect(await code(act)).toBe('unknown_file');
+    await upload(service, id, data);
+    const refusal = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (e: DomainError) => `${e.code}: ${e.message}`,
+      );
+    expect(await refusal(service.accept('ann', id))).toBe(`not_allowed: you sent file offer ${id} (a.txt); only its receivers accept it`);
+    expect(await refusal(service.fetch('ann', id, 0))).toBe(`not_allowed: you sent file offer ${id} (a.txt); only its receivers fetch it`);
+    expect(await code(service.decline('ann', id))).toBe('not_allowed');
+    expect(await code(service.confirm('ann', id))).toBe('not_allowed');
+    expect(await refusal(service.cancel('bob', id))).toBe(`not_allowed: ann sent file offer ${id} (a.txt); only its sender withdraws it; decline it instead`);
+    expect(await code(service.putChunk('bob', id, 0, 'AAAA'))).toBe('not_allowed');
+    // Someone else learns nothing, not even that it exists.
+    for (const act of [
+      service.accept('cy', id),
+      service.fetch('cy', id, 0),
+      service.cancel('cy', id),
+      service.seen('cy', id, {}),
+      service.putChunk('cy', id, 0, 'AAAA'),
+    ])
+      expect(await refusal(act)).toBe(`unknown_file: there is no file offer ${id} for you (it may have expired)`);
+    // None of it changed anything.
+    expect((await service.list('ann'))[0]).toMatchObject({ uploaded: 3, recipients: { bob: 'pending' } });
+  });
+
+  it('says of a chunk of an empty file that it has none, and is complete as offered', async () => {
+    const { service } = setup();
+    const made = await service.offer('ann', 'e1', { to: 'bob' }, describe_(Buffer.alloc(0), 'empty.txt'));
+    expect(made.result.offer).toMatchObject({ chunks: 0, uploaded: 0 });
+    expect(made.notify).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
+    const id = made.result.offer.id;
+    const said = `chunk_out_of_range: file offer ${id} (empty.txt) is an empty file: it has no chunks, and is complete as offered`;
+    const refusal = (p: Promise<unknown>) =>
+      p.then(
+        () => 'ok',
+        (e: DomainError) => `${e.code}: ${e.message}`,
+      );
+    expect(await refusal(service.putChunk('ann', id, 0, ''))).toBe(said);
+    await service.accept('bob', id);
+    expect(await refusal(service.fetch('bob', id, 0))).toBe(said);
+    expect((await service.confirm('bob', id)).result.offer.recipients).toEqual({ bob: 'received' });
   });
 
   it('is idempotent by request id, so an interrupted upload resumes where it stopped', async () => {

@@ -168,8 +168,9 @@ export class FileOfferService {
 
   private async storeChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
     const offer = await this.live(offerId);
-    if (!offer || offer.from !== sender || isWithdrawn(offer)) throw unknownFile(offerId);
-    if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
+    if (!offer || offer.from !== sender) throw notTheSender(offer, sender, offerId, 'uploads it');
+    if (isWithdrawn(offer)) throw unknownFile(offerId);
+    if (index >= offer.chunks) throw outOfRange(offer, index);
     // A chunk stored already (a retry, with its request id or a new one) is answered as the first time and tells no
     // one anything: receivers are told of an offer once, by the chunk that completed it (an announcement lost with a
     // gateway reaches them in their next sync). Otherwise every repeat of the last chunk would be an `offered` event
@@ -192,7 +193,7 @@ export class FileOfferService {
 
   /** The receiver takes the offer; it may then fetch the chunks. Throws unknown_file, file_not_ready or not_allowed (declined already). */
   async accept(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
-    const offer = await this.received(user, offerId);
+    const offer = await this.received(user, offerId, 'accept');
     const state = offer.recipients[user]!;
     if (state === 'declined') throw new DomainError('not_allowed', 'you declined this file');
     if (state === 'received') throw receivedAlready();
@@ -202,7 +203,7 @@ export class FileOfferService {
 
   /** The receiver refuses the offer (or gives up on one accepted); the data goes once no one needs it. Throws unknown_file or not_allowed (received already). */
   async decline(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
-    const offer = await this.received(user, offerId);
+    const offer = await this.received(user, offerId, 'decline');
     const state = offer.recipients[user]!;
     if (state === 'received') throw receivedAlready();
     if (state === 'declined') return { result: { offer: viewOf(offer) }, notify: null };
@@ -211,14 +212,14 @@ export class FileOfferService {
 
   /** Chunk `index` of an offer the receiver accepted, base64. Throws unknown_file, file_not_ready or chunk_out_of_range. */
   async fetch(user: string, offerId: string, index: number): Promise<FileFetchResult> {
-    const offer = await this.received(user, offerId);
+    const offer = await this.received(user, offerId, 'fetch');
     if (offer.recipients[user] === 'received') throw receivedAlready();
     if (offer.recipients[user] !== 'accepted') throw new DomainError('file_not_ready', 'accept the file before you fetch it');
-    if (index >= offer.chunks) throw new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
+    if (index >= offer.chunks) throw outOfRange(offer, index);
     const data = await this.blobs.get(offerId, index);
     if (!data) {
       // Withdrawn (or expired) since the check above: say so, with the reason, as the next fetch would.
-      await this.received(user, offerId);
+      await this.received(user, offerId, 'fetch');
       throw unknownFile(offerId);
     }
     return { offer: offerId, index, data: data.toString('base64') };
@@ -231,7 +232,7 @@ export class FileOfferService {
    * client saves the file under its name only after this answer.
    */
   async confirm(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
-    const offer = await this.received(user, offerId);
+    const offer = await this.received(user, offerId, 'confirm receiving');
     const state = offer.recipients[user]!;
     if (state === 'received') return { result: { offer: viewOf(offer) }, notify: null };
     if (state !== 'accepted') throw new DomainError('file_not_ready', 'accept the file first');
@@ -247,7 +248,7 @@ export class FileOfferService {
    */
   async seen(user: string, offerId: string, states: Record<string, FileRecipientState>): Promise<FileOutcome<FileStateResult>> {
     const offer = await this.live(offerId);
-    if (!offer || offer.from !== user) throw unknownFile(offerId);
+    if (!offer || offer.from !== user) throw notTheSender(offer, user, offerId, 'says what it was shown of it');
     const strangers = Object.keys(states).filter((u) => !isReceiver(offer, u));
     if (strangers.length > 0) throw new DomainError('bad_request', `not a receiver of this offer: ${strangers.join(', ')}`);
     const current = Object.entries(states).filter(([u, state]) => offer.recipients[u] === state && offer.seen?.[u] !== state);
@@ -263,7 +264,7 @@ export class FileOfferService {
    */
   async cancel(user: string, offerId: string): Promise<FileOutcome<FileStateResult>> {
     let offer = await this.live(offerId);
-    if (!offer || offer.from !== user) throw unknownFile(offerId);
+    if (!offer || offer.from !== user) throw notTheSender(offer, user, offerId, 'withdraws it; decline it instead');
     // Each receiver still waiting is marked withdrawn (a tombstone until the offer expires, so a retried call gets the
     // same answer); then no one needs the data, and it goes.
     // Only from a waiting state, in one atomic step: a receiver who has just received or declined it keeps that.
@@ -316,9 +317,13 @@ export class FileOfferService {
     return offer;
   }
 
-  /** An offer made to `user` and complete (receivers never see a half-uploaded one). */
-  private async received(user: string, offerId: string): Promise<StoredOffer> {
+  /**
+   * An offer made to `user` and complete (receivers never see a half-uploaded one). Its sender, who knows it exists,
+   * is told that only its receivers `action` it (not_allowed); anyone else gets unknown_file.
+   */
+  private async received(user: string, offerId: string, action: string): Promise<StoredOffer> {
     const offer = await this.live(offerId);
+    if (offer?.from === user) throw new DomainError('not_allowed', `you sent file offer ${offerId} (${offer.name}); only its receivers ${action} it`);
     if (!offer || !isReceiver(offer, user) || offer.uploaded < offer.chunks) throw unknownFile(offerId);
     // Gone for this receiver as for any other, with the reason: someone downloading it learns why it stopped.
     if (offer.recipients[user] === 'withdrawn') throw new DomainError('unknown_file', `${offer.from} withdrew file offer ${offerId} (${offer.name})`);
@@ -397,6 +402,23 @@ function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
 /** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */
 function isReceiver(offer: FileOffer, user: string): boolean {
   return Object.hasOwn(offer.recipients, user);
+}
+
+/**
+ * What someone other than an offer's sender is told when asking what only its sender may: a receiver, who knows the
+ * offer exists (complete, and not withdrawn for it), is told who may (not_allowed, `what` the sender does); anyone
+ * else, or a receiver of a half-uploaded offer it was never shown, gets unknown_file, as for an offer that does not exist.
+ */
+function notTheSender(offer: StoredOffer | null, user: string, id: string, what: string): DomainError {
+  const known = offer !== null && isReceiver(offer, user) && offer.uploaded === offer.chunks && offer.recipients[user] !== 'withdrawn';
+  return known ? new DomainError('not_allowed', `${offer.from} sent file offer ${id} (${offer.name}); only its sender ${what}`) : unknownFile(id);
+}
+
+/** Chunk `index` is not in the offer's file: an empty file has none at all. */
+function outOfRange(offer: FileOffer, index: number): DomainError {
+  if (offer.chunks === 0)
+    return new DomainError('chunk_out_of_range', `file offer ${offer.id} (${offer.name}) is an empty file: it has no chunks, and is complete as offered`);
+  return new DomainError('chunk_out_of_range', `chunk ${index} is outside the file: it has chunks 0–${offer.chunks - 1}`);
 }
 
 function unknownFile(id: string): DomainError {
