@@ -649,7 +649,8 @@ export function parseRequest(payload: Buffer | string, maxBytes: number): Parsed
   if (!(REQUEST_OPS as readonly string[]).includes(op)) {
     return { ok: false, id, op, error: new DomainError('unknown_op', `unknown op "${op}"; known: ${REQUEST_OPS.join(', ')}`) };
   }
-  const proto = protoKeyIn(raw);
+  // Only a payload that spells "proto", or escapes characters, can hold such a key: the rest are not walked.
+  const proto = text.includes('proto') || text.includes('\\u') ? protoKeyIn(raw) : null;
   if (proto !== null) return { ok: false, id, op, error: new DomainError('bad_request', `${proto}: no field or name may be "__proto__"`) };
   const parsed = Request.safeParse(raw);
   if (!parsed.success) {
