@@ -173,6 +173,14 @@ describe('before login', () => {
     await refusedConnect(connectPacket({ clientId: carolName, username: `${carolName}\u0000`, password: PASSWORD }), 'closed');
     await refusedConnect(connectPacket({ clientId: carolName, username: Buffer.from([0xc3, 0x28]), password: PASSWORD }), 'closed');
   });
+  it('refuses a password that is not well-formed UTF-8 with CONNACK 0x04, instead of reading it as another password', async () => {
+    const name = `utf${randomUUID().slice(0, 8)}`;
+    // A password with a real U+FFFD in it: what a stray byte would have been read as.
+    expect((await registerUser(server.mqttUrl, name, 'pass\ufffdword')).ok).toBe(true);
+    const stray = Buffer.concat([Buffer.from('pass'), Buffer.from([0xff]), Buffer.from('word')]);
+    await refusedConnect(connectPacket({ clientId: name, username: name, password: stray }), 4);
+    await endClient(await connectClient(server.mqttUrl, { username: name, password: 'pass\ufffdword', clientId: name }));
+  });
   it('closes on a Will of QoS 3 [MQTT-3.1.2-14] and on a password without a user name [MQTT-3.1.2-22]', async () => {
     await refusedConnect(
       connectPacket({ clientId: carolName, username: carolName, password: PASSWORD, will: { topic: 'a/b', payload: 'x', qos: 3 } }),

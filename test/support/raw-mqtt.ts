@@ -31,7 +31,7 @@ export function packet(firstByte: number, body: Buffer): Buffer {
 export interface ConnectFields {
   clientId: string | Buffer;
   username?: string | Buffer;
-  password?: string;
+  password?: string | Buffer;
   clean?: boolean;
   keepAlive?: number;
   level?: number;

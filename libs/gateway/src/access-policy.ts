@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { Logger } from '@nestjs/common';
 import type { AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
@@ -91,6 +92,9 @@ export class AccessPolicy {
     // Read once, and the plaintext goes at once, whatever becomes of the login: a buffer a caller still holds (a
     // CONNECT packet the broker keeps) no longer shows it.
     const secret = password?.toString('utf8');
+    // Read as text, a byte that starts no character would become U+FFFD, and passwords differing only in such bytes
+    // would be one password: one that is not well-formed UTF-8 is refused instead.
+    const wellFormed = password === undefined || isUtf8(password);
     password?.fill(0);
     if (username !== undefined && username !== '' && !USERNAME_PATTERN.test(username)) {
       this.metrics.loginsFailed.inc({ reason: 'password' });
@@ -117,6 +121,10 @@ export class AccessPolicy {
     if (secret === undefined) {
       this.metrics.loginsFailed.inc({ reason: 'password' });
       return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password required'), null);
+    }
+    if (!wellFormed) {
+      this.metrics.loginsFailed.inc({ reason: 'password' });
+      return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'password is not valid UTF-8'), null);
     }
     const address = guardOf(client.conn)?.remoteAddress ?? 'unknown';
     this.logIn(client, principal, secret, address).then(
