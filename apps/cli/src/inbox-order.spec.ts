@@ -148,32 +148,44 @@ describe('InboxOrder', () => {
   it('shows again, before the backlog, what a sync was moved back to (delivered, not read), asking the server at once', async () => {
     const shown: number[] = [];
     const asked: [string, number, number][] = [];
-    const order = new InboxOrder(
-      (e) => shown.push(e.seq),
-      60_000,
-      (conv, after, before) => {
-        asked.push([conv, after, before]);
-        // Two entries a page; #3 is not the user's (hidden by the answer).
-        const entries = [after + 1, after + 2].filter((seq) => seq < before && seq !== 3).map((seq) => msg(conv, seq));
-        return Promise.resolve({ entries, through: Math.min(before - 1, after + 2) });
-      },
-    );
+    const order = new InboxOrder((e) => shown.push(e.seq), 60_000);
+    // #3 is not the user's: the answer leaves it out.
+    const fetch = (conv: string, after: number, upTo: number) => {
+      asked.push([conv, after, upTo]);
+      const entries = [2, 3, 4, 5].filter((seq) => seq > after && seq <= upTo && seq !== 3).map((seq) => msg(conv, seq));
+      return Promise.resolve({ entries, through: upTo });
+    };
     // Read up to #1, delivered up to #5 (to another command); the backlog brings #6.
     order.sync(sync(['c', 5], ['d', 2]), (c) => (c.conv === 'c' ? 1 : c.after));
     order.accept(msg('c', 6));
     order.accept(msg('d', 3));
     expect(shown).toEqual([3]); // d's backlog goes on; c's waits behind what is fetched
     expect(order.acknowledgeableUpTo('c')).toBe(1);
-    await order.fetchUnread();
+    await order.fetchUnread(fetch);
     expect(shown).toEqual([3, 2, 4, 5, 6]);
-    expect(asked).toEqual([
-      ['c', 1, 6],
-      ['c', 3, 6],
-    ]);
+    expect(asked).toEqual([['c', 1, 5]]);
     expect(order.acknowledgeableUpTo('c')).toBe(6);
     // Fetched once: a second call asks nothing.
-    await order.fetchUnread();
-    expect(asked).toHaveLength(2);
+    await order.fetchUnread(fetch);
+    expect(asked).toHaveLength(1);
+    order.stop();
+  });
+
+  it('passes over a stretch moved back to that holds nothing of the user’s (a group joined late), with nothing waiting behind it', async () => {
+    const shown: number[] = [];
+    const order = new InboxOrder((e) => shown.push(e.seq), 60_000);
+    // Joined at #600 (read cursor 0), delivered up to #601; nothing new. All before #600 is not theirs.
+    order.sync(sync(['g', 601]), () => 0);
+    await order.fetchUnread((conv) => Promise.resolve({ entries: [msg(conv, 600), msg(conv, 601)], through: 601 }));
+    expect(shown).toEqual([600, 601]);
+    expect(order.acknowledgeableUpTo('g')).toBe(601);
+    // And when none of it is theirs at all: passed over, and acknowledged, all the same.
+    order.sync(sync(['h', 40]), () => 0);
+    await order.fetchUnread(() => Promise.resolve({ entries: [], through: 40 }));
+    expect(order.acknowledgeableUpTo('h')).toBe(40);
+    order.accept(msg('h', 41));
+    expect(shown).toEqual([600, 601, 41]);
+    expect(order.acknowledgeableUpTo('h')).toBe(41);
     order.stop();
   });
 
@@ -188,7 +200,7 @@ describe('InboxOrder', () => {
       );
       order.sync(sync(['c', 3]), () => 0);
       order.accept(msg('c', 4));
-      await order.fetchUnread();
+      await order.fetchUnread(() => answer());
       expect(shown).toEqual([4]);
       expect(order.acknowledgeableUpTo('c')).toBe(0);
       // The next connection's sync, moved back again, does not take the delivered cursor for what was shown: the stretch
@@ -196,7 +208,7 @@ describe('InboxOrder', () => {
       answer = () => Promise.resolve({ entries: [1, 2, 3].map((seq) => msg('c', seq)), through: 3 });
       order.reconnecting();
       order.sync(sync(['c', 4]), () => 0);
-      await order.fetchUnread();
+      await order.fetchUnread(() => answer());
       expect(order.acknowledgeableUpTo('c')).toBe(0);
       await vi.advanceTimersByTimeAsync(1000);
       expect(shown).toEqual([4, 1, 2, 3]);

@@ -97,21 +97,19 @@ export class InboxOrder {
    * backlog held behind them. One the server cannot answer is given up on as a gap is (shown when it comes, and never
    * acknowledged past until then), so the backlog is not held for it. Resolves once each is shown or given up on.
    */
-  async fetchUnread(): Promise<void> {
+  async fetchUnread(fetch: (conv: string, after: number, upTo: number) => Promise<FilledStretch>): Promise<void> {
     const connection = this.connection;
     for (const [conv, upTo] of [...this.unfetched]) {
       this.unfetched.delete(conv);
-      for (;;) {
-        const after = this.shownUpTo(conv);
-        if (after >= upTo) break;
-        const answer = await this.fill?.(conv, after, upTo + 1).catch(() => undefined);
-        if (this.stopped || connection !== this.connection) return;
-        if (answer && this.filled(conv, after, answer) && this.shownUpTo(conv) > after) continue;
-        this.missing.set(conv, [...(this.missing.get(conv) ?? []), { from: after + 1, to: upTo }]);
-        this.shown.set(conv, upTo);
-        this.flush(conv);
-        break;
-      }
+      const after = this.shownUpTo(conv);
+      if (after >= upTo) continue;
+      const answer = await fetch(conv, after, upTo).catch(() => undefined);
+      if (this.stopped || connection !== this.connection) return;
+      if (answer && this.filled(conv, after, answer) && this.shownUpTo(conv) >= answer.through) continue;
+      const from = this.shownUpTo(conv) + 1;
+      this.missing.set(conv, [...(this.missing.get(conv) ?? []), { from, to: upTo }]);
+      this.shown.set(conv, upTo);
+      this.flush(conv);
     }
   }
 
@@ -191,10 +189,12 @@ export class InboxOrder {
   }
 
   private flush(conv: string): void {
-    const held = this.held.get(conv);
-    if (!held) return;
+    const held = this.held.get(conv) ?? new Map<number, LogEvent>();
     // A conversation the sync did not mention began after it: its first event is where it starts.
-    let last: number = this.shown.get(conv) ?? Math.min(...held.keys()) - 1;
+    const start = this.shown.get(conv) ?? (held.size > 0 ? Math.min(...held.keys()) - 1 : undefined);
+    if (start === undefined) return;
+    // With nothing held, only what is not the user's is passed over (a stretch a fill found hidden).
+    let last: number = start;
     const before = last;
     for (;;) {
       const at = last;
@@ -211,9 +211,12 @@ export class InboxOrder {
     }
     this.shown.set(conv, last);
     for (const seq of held.keys()) if (seq <= last) held.delete(seq);
-    if (held.size === 0) this.held.delete(conv);
+    if (held.size === 0) {
+      this.held.delete(conv);
+      return;
+    }
     // A gap that is filling (a catch-up still arriving) gets its full time again.
-    else this.armGapTimer(last > before);
+    this.armGapTimer(last > before);
   }
 
   /** A sync came on this connection: where the user's part of each conversation begins is known. */

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
-import type { InboxEvent, MessageEvent } from '#libs/protocol';
+import { MAX_HISTORY_LIMIT, type InboxEvent, type MessageEvent } from '#libs/protocol';
 import { InboxSession, TRACKED_PER_CONVERSATION } from './inbox-session.js';
 import { markText } from './output.js';
 import type { ParleyClient } from './parley-client.js';
@@ -327,13 +327,50 @@ describe('InboxSession acknowledgements', () => {
       emit(fromAnn(4));
       emit({ type: 'synced', messages: 1 });
       await vi.advanceTimersByTimeAsync(1000);
-      expect(asked).toEqual([{ with: 'ann', before: 4, limit: 2 }]);
+      expect(asked).toEqual([{ with: 'ann', before: 4, limit: MAX_HISTORY_LIMIT }]);
       expect(events).toEqual(['#2', '#3', '#4', 'synced 1']);
       expect(receipts).toEqual([[4, 'read']]);
       await session.stop();
     } finally {
       vi.useRealTimers();
     }
+  });
+
+  it('in chat, pages back from the delivered cursor for a group joined late: a request per page of what the user may see, not of the log', async () => {
+    const GCONV = 'grp:g1';
+    const post = (seq: number): MessageEvent => ({
+      type: 'message',
+      conv: GCONV,
+      seq,
+      from: 'ann',
+      group: { id: 'g1', name: 'crew' },
+      ts: T1,
+      id: `g${seq}`,
+      text: `g${seq}`,
+    });
+    // Carol was added at #600 (read cursor still 0); listen had everything up to #1200.
+    const asked: number[] = [];
+    const client = Object.assign(new EventEmitter(), {
+      user: 'carol',
+      request: (op: string, fields: { before?: number; limit?: number }) => {
+        if (op !== 'history') return Promise.resolve({});
+        asked.push(fields.before!);
+        const seqs: number[] = [];
+        for (let seq = fields.before! - 1; seq >= 600 && seqs.length < fields.limit!; seq--) seqs.unshift(seq);
+        return Promise.resolve({ conv: GCONV, messages: seqs.map(post), peers: {} });
+      },
+    });
+    const shown: number[] = [];
+    const session = new InboxSession(client as unknown as ParleyClient, { show: (e) => shown.push(e.seq) }, 'read');
+    client.emit('event', {
+      type: 'sync',
+      conversations: [{ conv: GCONV, after: 1200, last: 1200, mine: { delivered: 1200, deliveredAt: T1, read: 0, readAt: null }, peers: {} }],
+    });
+    await vi.waitFor(() => expect(shown).toHaveLength(601), { timeout: 2000 });
+    expect(shown[0]).toBe(600);
+    expect(shown.at(-1)).toBe(1200);
+    expect(asked).toEqual([1201, 1201 - MAX_HISTORY_LIMIT]);
+    await session.stop();
   });
 
   it('in listen, shows only the backlog after the delivered cursor, read or not', async () => {

@@ -144,14 +144,14 @@ export class InboxSession {
         for (const c of e.conversations) this.peers.set(c.conv, mergePeers(this.peers.get(c.conv), { ...c.peers, ...c.formerPeers }));
         // Chat shows what was delivered (to listen, say) but not read before the backlog: a person reads it there first.
         this.order.sync(e, this.ackAs === 'read' ? (c) => Math.min(c.after, c.mine.read) : undefined);
-        this.unreadShown = this.order.fetchUnread();
+        this.unreadShown = this.order.fetchUnread((conv, after, upTo) => this.unreadBetween(conv, after, upTo));
         // A stretch given up on before (no sync came then) may be settled by this one: what it held back goes out.
         for (const c of e.conversations) this.scheduleAck(c.conv);
         this.remarkAll();
         return;
       case 'synced':
         // The catch-up is over once what was unread before it has been shown too.
-        void this.unreadShown.then(() => this.handlers.synced?.(e.messages));
+        void this.unreadShown.then(() => this.handlers.synced?.(e.messages)).catch(() => undefined);
         return;
       case 'message':
       case 'group':
@@ -175,9 +175,31 @@ export class InboxSession {
    * stretch, from its start, and how far the page went. What a gap in the inbox is filled from when it does not fill by
    * itself (a live event lost on the way, a catch-up that never came).
    */
-  private async entriesBetween(conv: string, after: number, before: number): Promise<FilledStretch> {
+  /**
+   * All the entries of a conversation after `after` up to `upTo` that the user may see: what was delivered but not read,
+   * shown again in chat. Paged back from `upTo`, so that a stretch mostly not the user's (a group they joined late, whose
+   * read cursor is still 0) costs a request per page of what they may see, not per page of the log.
+   */
+  private async unreadBetween(conv: string, after: number, upTo: number): Promise<FilledStretch> {
+    const entries: LogEvent[] = [];
+    for (let before = upTo + 1; ;) {
+      const page = await this.client.request('history', { ...this.whereOf(conv), before, limit: MAX_HISTORY_LIMIT });
+      const inStretch = page.messages.filter((e) => e.seq > after && e.seq < before);
+      entries.unshift(...inStretch);
+      // A short page reached the start of what the user may see; one that went below `after` reached the stretch's.
+      if (page.messages.length < MAX_HISTORY_LIMIT || inStretch.length < page.messages.length || inStretch.length === 0) break;
+      before = inStretch[0]!.seq;
+    }
+    return { entries, through: upTo };
+  }
+
+  private whereOf(conv: string): { with: string } | { group: string } {
     const peer = directPeer(conv, this.me);
-    const where = peer !== null ? { with: peer } : { group: conv.replace(/^grp:/, '') };
+    return peer !== null ? { with: peer } : { group: conv.replace(/^grp:/, '') };
+  }
+
+  private async entriesBetween(conv: string, after: number, before: number): Promise<FilledStretch> {
+    const where = this.whereOf(conv);
     // A longer gap is filled a page at a time. A page as long as the stretch holds all of it that the user may see.
     const end = Math.min(before, after + 1 + MAX_HISTORY_LIMIT);
     const page = await this.client.request('history', { ...where, before: end, limit: end - after - 1 });
