@@ -410,7 +410,7 @@ export class ChatSession {
 }
 
 /** Answers that mean there is no conversation to have with the user or group named: a choice of it is taken back. */
-const NO_CONVERSATION: ReadonlySet<string> = new Set(['unknown_user', 'unknown_group', 'ambiguous_group']);
+const NO_CONVERSATION: ReadonlySet<string> = new Set(['unknown_user', 'unknown_group', 'ambiguous_group', 'not_member']);
 
 /** How many terminal rows a line takes (by the columns its characters take: a CJK character two, an accent none). */
 function rowsOf(text: string): number {

@@ -231,25 +231,26 @@ export class AccessPolicy {
   grantSubscription(client: Client, sub: Subscription, mayTake: (principal: Principal) => boolean = () => true): Subscription | null {
     const principal = this.principals.get(client);
     if (!principal || !this.mayRead(principal, sub.topic)) return null;
-    // The own topics' first subscription is free, so a device is never shut out of its inbox by its user's other
-    // connections' requests; each one after it costs, as it starts a catch-up again.
     const own = isOwnTopic(principal, sub.topic);
-    let once = this.subscribedOnce.get(client);
-    if (!once) this.subscribedOnce.set(client, (once = new Set()));
-    if ((!own || once.has(sub.topic)) && !mayTake(principal)) return null;
-    if (own) once.add(sub.topic);
     let held = this.granted.get(client);
     if (!held) this.granted.set(client, (held = new Set()));
-    if (!held.has(sub.topic)) {
+    const isNew = !held.has(sub.topic);
+    if (isNew && !own) {
       const max = this.limits?.maxSubscriptions;
       // The connection's own topics are held but not counted. (Counted from the set's size, not by walking it: one
       // SUBSCRIBE may carry a thousand filters.)
       let counted = held.size;
       if (held.has(inboxTopicOf(principal))) counted--;
       if (principal.kind === 'user' && held.has(topics.replies(principal.user))) counted--;
-      if (max !== undefined && !isOwnTopic(principal, sub.topic) && counted >= max) return null;
-      held.add(sub.topic);
+      if (max !== undefined && counted >= max) return null;
     }
+    // Past the cap, it costs a request: but for the own topics' first subscription, so a device is never shut out of its
+    // inbox by its user's other connections' requests (each one after it costs, as it starts a catch-up again).
+    let once = this.subscribedOnce.get(client);
+    if (!once) this.subscribedOnce.set(client, (once = new Set()));
+    if ((!own || once.has(sub.topic)) && !mayTake(principal)) return null;
+    if (own) once.add(sub.topic);
+    if (isNew) held.add(sub.topic);
     return { ...sub, qos: DELIVERY_QOS };
   }
 
