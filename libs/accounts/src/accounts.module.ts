@@ -34,6 +34,6 @@ export class AccountsModule implements BeforeApplicationShutdown {
 
   /** A password being hashed again at a login is kept before the store closes (see `AccountsService.rehash`). */
   async beforeApplicationShutdown(): Promise<void> {
-    await this.accounts.rehashed();
+    await this.accounts.stopRehashing();
   }
 }

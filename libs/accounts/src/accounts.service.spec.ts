@@ -156,6 +156,22 @@ describe('AccountsService password forms (Unicode normalisation)', () => {
     expect(await fresh.authenticate('oldcost', 'long enough')).toBe(true);
     await fresh.rehashed();
     expect((await store.get('oldcost'))?.passwordHash).toBe(after!.passwordHash);
+    // So does one at a lower cost than the hash's: a gateway set lower never hashes it down.
+    const lower = new AccountsService(store, older, { minPasswordLength: 8 });
+    expect(await lower.authenticate('oldcost', 'long enough')).toBe(true);
+    await lower.rehashed();
+    expect((await store.get('oldcost'))?.passwordHash).toBe(after!.passwordHash);
+  });
+
+  it('hashes nothing again once the server is stopping', async () => {
+    const older = new PasswordHasher({ N: 512, r: 8, p: 1 });
+    const before = await older.hash('long enough');
+    await store.create({ user: 'stopping', passwordHash: before, createdAt: 0 });
+    const stopping = new AccountsService(store, cheap, { minPasswordLength: 8 });
+    await stopping.stopRehashing();
+    expect(await stopping.authenticate('stopping', 'long enough')).toBe(true);
+    await stopping.rehashed();
+    expect((await store.get('stopping'))?.passwordHash).toBe(before);
   });
 });
 
@@ -165,6 +181,15 @@ describe('PasswordHasher', () => {
     expect(a).not.toBe(b);
     expect(await cheap.verify('same', a)).toBe(true);
     for (const bad of ['', 'plain', 'scrypt$1$2$3', 'bcrypt$x$y$z$salt$hash']) expect(await cheap.verify('same', bad)).toBe(false);
+  });
+
+  it('knows a hash cheaper to guess than its own from one that costs as much or more', async () => {
+    const weak = await new PasswordHasher({ N: 512, r: 8, p: 1 }).hash('x');
+    const strong = await new PasswordHasher(scryptCostOf(11)).hash('x');
+    expect(cheap.isWeaker(weak)).toBe(true);
+    expect(cheap.isWeaker(await cheap.hash('x'))).toBe(false);
+    expect(cheap.isWeaker(strong)).toBe(false);
+    for (const bad of ['', 'plain', 'scrypt$abc$8$1$s$h', 'bcrypt$1024$8$1$salt$hash']) expect(cheap.isWeaker(bad)).toBe(true);
   });
 
   it('knows a hash of its own cost from one of another cost', async () => {

@@ -29,6 +29,7 @@ export class AccountsService {
   private readonly cacheKey = randomBytes(32);
   /** Users whose password is being hashed again (see `rehash`). */
   private readonly rehashing = new Map<string, Promise<void>>();
+  private closing = false;
 
   constructor(
     private readonly store: AccountStore,
@@ -95,18 +96,18 @@ export class AccountsService {
     if (matched === undefined) return false;
     this.remember(user, matched, generation);
     const normalised = password.normalize('NFC');
-    if (matched !== normalised || !this.hasher.isCurrent(account.passwordHash)) this.rehash(user, normalised, account.passwordHash);
+    if (matched !== normalised || this.hasher.isWeaker(account.passwordHash)) this.rehash(user, normalised, account.passwordHash);
     return true;
   }
 
   /**
    * Hashes a password just checked again, in its NFC form and at the hasher's cost, and keeps it in place of the hash it
-   * matched: an account made before passwords were normalised, or hashed at another cost, is brought up to date by its
+   * matched: an account made before passwords were normalised, or hashed at a lower cost, is brought up to date by its
    * next login. Runs after the login is answered; should it fail (or another login replace the hash first), the old hash
    * stays good and the next login tries again.
    */
   private rehash(user: string, password: string, from: string): void {
-    if (this.rehashing.has(user)) return;
+    if (this.closing || this.rehashing.has(user)) return;
     const done = this.hasher
       .hash(password)
       .then((to) => this.store.replaceHash(user, from, to))
@@ -121,6 +122,12 @@ export class AccountsService {
   /** Resolves once the passwords being hashed again now (see `rehash`) are kept, or given up. */
   async rehashed(): Promise<void> {
     await Promise.all(this.rehashing.values());
+  }
+
+  /** The server is stopping: no password is hashed again from now on; resolves once those under way are kept. */
+  async stopRehashing(): Promise<void> {
+    this.closing = true;
+    await this.rehashed();
   }
 
   /** The first of the password's forms that the stored hash is of, or undefined. Runs the KDF once per form tried. */

@@ -49,6 +49,16 @@ export class PasswordHasher {
     return scheme === 'scrypt' && Number(n) === this.cost.N && Number(r) === this.cost.r && Number(p) === this.cost.p;
   }
 
+  /**
+   * True when the stored hash is cheaper to guess than one this hasher makes (a smaller N or r, or not scrypt): worth
+   * making again. One that costs as much or more is left as it is, so gateways set to different costs (a rollout, a
+   * cost lowered to save CPU) do not hash the same passwords back and forth.
+   */
+  isWeaker(stored: string): boolean {
+    const [scheme, n, r] = stored.split('$');
+    return scheme !== 'scrypt' || !(Number(n) >= this.cost.N) || !(Number(r) >= this.cost.r);
+  }
+
   private options(N: number, r: number, p: number): ScryptOptions {
     return { N, r, p, maxmem: 256 * N * r + 1024 * 1024 };
   }

@@ -74,7 +74,7 @@ export const ConfigSchema = z.object({
   PARLEY_LOGIN_CACHE_MS: positiveInt('PARLEY_LOGIN_CACHE_MS', 600_000, 86_400_000),
   /**
    * scrypt's cost for new password hashes, as a power of two (N = 2^cost, r = 8, p = 1): 15 takes 32 MiB and about 0.1 s of
-   * a core per hash. A login against a hash of another cost re-hashes the password at this one.
+   * a core per hash. A login against a hash of a lower cost re-hashes the password at this one (never down).
    */
   PARLEY_PASSWORD_COST: positiveInt('PARLEY_PASSWORD_COST', 15, 18).refine((n) => n >= 10, {
     message: 'PARLEY_PASSWORD_COST must be at least 10',
