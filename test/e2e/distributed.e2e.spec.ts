@@ -155,6 +155,15 @@ describe('services as their own processes', () => {
       expect((sent.result as SendResult).recipient).toBeUndefined();
       await c.waitFor((e) => e.type === 'message' && e.text === text);
     }
+    // A burst of sends pipelined on one connection: each waits for presence on its own (a second at most), not one
+    // after another (before, the tenth was answered ten seconds on).
+    const burst = Array.from({ length: 10 }, (_, i) => `burst ${i} while presence is away`);
+    const answers = await Promise.all(burst.map((text) => daveThere.request({ op: 'send', to: carol, text }, 5_000)));
+    expect(answers.map((a) => (a as OkReply).ok)).toEqual(burst.map(() => true));
+    expect(answers.map((a) => ((a as OkReply).result as SendResult).seq)).toEqual(
+      [...answers.map((a) => ((a as OkReply).result as SendResult).seq)].sort((x, y) => x - y),
+    );
+    for (const text of burst) await c.waitFor((e) => e.type === 'message' && e.text === text);
     await topo.restartService('presence', 'stop');
     await expect
       .poll(async () => ((await dave.request({ op: 'who', user: carol }, 15_000)) as OkReply).result, { timeout: 15_000 })

@@ -45,24 +45,31 @@ export interface DispatcherLimits {
  * been handed to the store, which applies appends in call order). `previous`
  * settles once the request before it has handed its deliveries and reply to
  * the broker; `handedOver` is this request's own signal of that.
+ * `previousDelivered` settles once the request before it has handed over its
+ * deliveries (its reply may still wait: a send's, for the recipient's presence);
+ * `delivered` is this request's own signal of that.
  */
 export interface Turn {
   issued: () => void;
   previous: Promise<void>;
   handedOver: () => void;
+  previousDelivered: Promise<void>;
+  delivered: () => void;
 }
 
 /** The tail of one connection's queue. */
 interface QueueTail {
   /** The last request has been issued: a following `send` may start. */
   issued: Promise<void>;
+  /** The last request's deliveries are with the broker: a following send's may go. */
+  delivered: Promise<void>;
   /** The last request's deliveries and reply are with the broker: anything may start. */
   handedOver: Promise<void>;
   /** How many sends in a row the last request is pipelined behind (itself included). */
   depth: number;
 }
 
-const IDLE: QueueTail = { issued: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
+const IDLE: QueueTail = { issued: Promise.resolve(), delivered: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
 
 /** Requests that move file bytes: limited by the transfer budget, and by the request rate only when they move nothing. */
 const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
@@ -128,21 +135,31 @@ export class RequestDispatcher {
     const allowed = holdMs !== null;
     const tail = this.queues.get(connection) ?? IDLE;
     const issued = deferred();
+    const delivered = deferred();
     const handedOver = deferred();
     // A burst is pipelined a window at a time: more in flight only floods the broker with deliveries at once.
     const pipelined = allowed && parsed.ok && parsed.request.op === 'send' && tail.depth < MAX_PIPELINED;
     const ready = pipelined ? tail.issued : tail.handedOver;
     void (holdMs ? heldBack(ready, holdMs) : ready)
-      .then(() => this.handle(connection, principal, parsed, allowed, { issued: issued.resolve, previous: tail.handedOver, handedOver: handedOver.resolve }))
+      .then(() =>
+        this.handle(connection, principal, parsed, allowed, {
+          issued: issued.resolve,
+          previous: tail.handedOver,
+          handedOver: handedOver.resolve,
+          previousDelivered: tail.delivered,
+          delivered: delivered.resolve,
+        }),
+      )
       .catch((e: unknown) => this.logger.error({ event: 'request_crashed', error: String(e) }))
       .finally(() => {
         // Whatever happened, the next request may go.
         issued.resolve();
+        delivered.resolve();
         handedOver.resolve();
         this.metrics.requestsInProgress.dec();
       });
     const depth = pipelined ? tail.depth + 1 : 1;
-    this.queues.set(connection, { issued: issued.promise, handedOver: handedOver.promise, depth });
+    this.queues.set(connection, { issued: issued.promise, delivered: delivered.promise, handedOver: handedOver.promise, depth });
   }
 
   /**
@@ -192,6 +209,7 @@ export class RequestDispatcher {
     }
     turn.issued();
     await turn.previous;
+    turn.delivered();
     // A file chunk (tens of KiB) goes to the connection that fetched it only: not to the user's other devices, and not
     // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's
     // devices, and written to the requester's replies topic when it has one.
@@ -291,9 +309,10 @@ export class RequestDispatcher {
       // A group service in another process cannot call `issued` back: there, the next send waits for this one's answer.
       const outcome = await this.groups.post(user, req.id, target.value, req.text, turn.issued);
       if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
-      await turn.previous;
+      await turn.previousDelivered;
       // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
       this.handOver(outcome.deliverTo, outcome.message);
+      turn.delivered();
       return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
     }
     // The recipient's presence is read while the message is stored, not after: one round trip (or RPC) less per message.
@@ -301,9 +320,12 @@ export class RequestDispatcher {
     recipientState.catch(() => undefined); // when the send fails first, this answer is not needed; its failure must not go unhandled
     const outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text }, turn.issued);
     if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
-    await turn.previous;
+    await turn.previousDelivered;
     // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
     this.handOver(target.value === user ? [user] : [target.value, user], outcome.message);
+    // The next send's delivery need not wait for this one's answer: with presence slow to answer, pipelined sends would
+    // otherwise wait for one another's presence reads in turn, up to RECIPIENT_PRESENCE_WAIT_MS each.
+    turn.delivered();
     // The message is stored and on its way: a presence read that failed (its service away), or is not answered within
     // RECIPIENT_PRESENCE_WAIT_MS of that, leaves out the recipient's presence, and does not turn an accepted message
     // into an error nor hold its answer for the whole RPC timeout.
