@@ -82,9 +82,6 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
       PARLEY_DATA_DIR: dataDir,
       // Tests register many users from one address; a spec that tests this limit sets its own.
       PARLEY_REGISTRATIONS_PER_MINUTE: '100000',
-      // The cheapest password hashing there is (1 MiB, ~3 ms a hash, against 32 MiB and ~0.1 s by default): tests register
-      // thousands of users on two cores. The default cost has a test of its own (server-startup).
-      PARLEY_PASSWORD_COST: '10',
       ...opts.env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
