@@ -149,7 +149,7 @@ describe('health, readiness and metrics over HTTP', () => {
       expect((await registerUser(cheap.mqttUrl, 'ada', 'password123')).ok).toBe(true);
       await cheap.dispose();
       expect(await storedN('ada')).toBe('1024');
-      // 15 is the default; set here since the test servers run at 10.
+      // 15 is the default, named here so that the test says what it checks.
       const raised = await startParley({ dataDir, env: { PARLEY_PASSWORD_COST: '15' } });
       await (await MqttUser.connect(raised.mqttUrl, 'ada', 'password123')).close();
       expect((await registerUser(raised.mqttUrl, 'bea', 'password123')).ok).toBe(true);
