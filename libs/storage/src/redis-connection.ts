@@ -90,7 +90,7 @@ export class RedisConnection {
   /**
    * Reads the wipe marker: a key every process of the deployment shares, holding a random token the first of them wrote.
    * Gone (the data wiped; whoever reads first writes a new token, never one written before) or changed since the last
-   * read, it starts a new generation.
+   * read, it starts a new generation; so does the first read that succeeds.
    * Checked once a second, so what a process remembers of a wiped Redis is trusted for a second at most; a read that
    * fails (Redis away) changes nothing here, the lost connection does.
    */
@@ -101,7 +101,10 @@ export class RedisConnection {
     } catch {
       return;
     }
-    if (this.marker !== null && token !== this.marker) this.lost++;
+    // A token other than the last one read means the data was wiped in between. So does the first one read: until then
+    // this process had nothing to compare with, and what it learnt of Redis meanwhile (its first reads refused, say, a
+    // full Redis, while it already served) may predate a wipe. A new generation only makes it check what it knew again.
+    if (token !== this.marker) this.lost++;
     this.marker = token;
   }
 
