@@ -139,7 +139,7 @@ describe('AccountsService password forms (Unicode normalisation)', () => {
     const older = new PasswordHasher({ N: 512, r: 8, p: 1 });
     const before = await older.hash('long enough');
     await store.create({ user: 'oldcost', passwordHash: before, createdAt: 7, request: 'reg-old' });
-    expect(cheap.isCurrent(before)).toBe(false);
+    expect(costOf(before)).toBe('512$8$1');
     expect(await accounts.authenticate('oldcost', 'long enougH')).toBe(false);
     await accounts.rehashed();
     expect((await store.get('oldcost'))?.passwordHash).toBe(before);
@@ -148,7 +148,7 @@ describe('AccountsService password forms (Unicode normalisation)', () => {
     const after = await store.get('oldcost');
     // Only the hash changed: the account's other fields (a retried registration is known by its request) are kept.
     expect(after).toMatchObject({ user: 'oldcost', createdAt: 7, request: 'reg-old' });
-    expect(cheap.isCurrent(after!.passwordHash)).toBe(true);
+    expect(costOf(after!.passwordHash)).toBe('1024$8$1');
     const fresh = new AccountsService(store, cheap, { minPasswordLength: 8 });
     expect(await fresh.authenticate('oldcost', 'long enough')).toBe(true);
     expect(await fresh.authenticate('oldcost', 'long enougH')).toBe(false);
@@ -192,14 +192,16 @@ describe('PasswordHasher', () => {
     for (const bad of ['', 'plain', 'scrypt$abc$8$1$s$h', 'bcrypt$1024$8$1$salt$hash']) expect(cheap.isWeaker(bad)).toBe(true);
   });
 
-  it('knows a hash of its own cost from one of another cost', async () => {
-    expect(cheap.isCurrent(await cheap.hash('same'))).toBe(true);
-    expect(cheap.isCurrent(await new PasswordHasher(scryptCostOf(11)).hash('same'))).toBe(false);
-    expect(new PasswordHasher(scryptCostOf(10)).isCurrent(await cheap.hash('same'))).toBe(true);
-    expect(new PasswordHasher().isCurrent(await new PasswordHasher(scryptCostOf(15)).hash('x'))).toBe(true);
-    for (const bad of ['', 'plain', 'scrypt$1024$8', 'bcrypt$1024$8$1$salt$hash']) expect(cheap.isCurrent(bad)).toBe(false);
+  it('hashes at the cost it is given: PARLEY_PASSWORD_COST names N as a power of two, with r = 8 and p = 1', async () => {
+    expect(costOf(await cheap.hash('same'))).toBe('1024$8$1');
+    expect(costOf(await new PasswordHasher(scryptCostOf(11)).hash('same'))).toBe('2048$8$1');
+    expect(costOf(await new PasswordHasher(scryptCostOf(10)).hash('same'))).toBe('1024$8$1');
+    expect(costOf(await new PasswordHasher().hash('x'))).toBe(costOf(await new PasswordHasher(scryptCostOf(15)).hash('x')));
   });
 });
+
+/** The scrypt parameters a stored hash was made with: `N$r$p`. */
+const costOf = (stored: string) => stored.split('$').slice(1, 4).join('$');
 
 /** The real hasher, counting the KDF runs of logins, whose new hashes a test may hold back. */
 class CountingHasher extends PasswordHasher {

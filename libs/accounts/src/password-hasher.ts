@@ -43,12 +43,6 @@ export class PasswordHasher {
     return key.length === expected.length && timingSafeEqual(key, expected);
   }
 
-  /** True when the stored hash is of this hasher's own cost: one of another cost (or malformed) is worth making again. */
-  isCurrent(stored: string): boolean {
-    const [scheme, n, r, p] = stored.split('$');
-    return scheme === 'scrypt' && Number(n) === this.cost.N && Number(r) === this.cost.r && Number(p) === this.cost.p;
-  }
-
   /**
    * True when the stored hash is cheaper to guess than one this hasher makes (a smaller N or r, or not scrypt): worth
    * making again. One that costs as much or more is left as it is, so gateways set to different costs (a rollout, a
