@@ -1,3 +1,4 @@
+import { isUtf8 } from 'node:buffer';
 import { z } from 'zod';
 import { DomainError, ERROR_CODES } from './errors.js';
 
@@ -579,18 +580,7 @@ function headOf(payload: Buffer | string): { id: string | null; op: string | nul
   return found;
 }
 
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true });
 const NOT_UTF8 = 'request is not valid UTF-8 (a byte that starts no character, an encoded surrogate or an overlong form)';
-
-/** True when the bytes are well-formed UTF-8: what a fatal decoder takes without throwing. */
-function isWellFormedUtf8(bytes: Buffer): boolean {
-  try {
-    strictUtf8.decode(bytes);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /**
  * Where the parsed JSON holds a key `__proto__` (its path), or null. JSON.parse makes it an own key like any other, but
@@ -627,7 +617,7 @@ export function parseRequest(payload: Buffer | string, maxBytes: number): Parsed
   // The quick decode puts U+FFFD for every ill-formed sequence (a stray byte, an encoded surrogate, an overlong form),
   // which would be stored as if the client had sent it: only a payload with a U+FFFD in it can be one of those, and
   // only such a payload is decoded again, strictly [RFC 3629].
-  const illFormed = typeof payload !== 'string' && text.includes('\ufffd') && !isWellFormedUtf8(payload);
+  const illFormed = typeof payload !== 'string' && text.includes('\ufffd') && !isUtf8(payload);
   let raw: unknown;
   try {
     raw = JSON.parse(text);
