@@ -135,7 +135,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               files,
             );
             broker.onRequest((connection, principal, payload) => dispatcher.enqueue(connection, principal, payload));
-            broker.limitSubscriptions((connection, principal) => dispatcher.admitSubscription(connection, principal));
+            broker.limitSubscriptions((connection, principal) => dispatcher.takeRequest(connection, principal));
             return dispatcher;
           },
           inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker, FileRequests],

@@ -173,11 +173,11 @@ export class RequestDispatcher {
     if (!rate) return 0;
     const address = guardOf(connection.conn)?.remoteAddress;
     if (principal.kind === 'user' && parsed.ok && TRANSFER_OPS.has(parsed.request.op)) return rate.takeTransfer(connection, principal.user, address);
-    return rate.take(connection, principal.kind === 'user' ? principal.user : null, address) ? 0 : null;
+    return this.takeRequest(connection, principal) ? 0 : null;
   }
 
-  /** Whether a subscription may be taken up now: it counts as one request against the same limits. */
-  admitSubscription(connection: Client, principal: Principal): boolean {
+  /** Whether the connection may make one more request now, taking it from the limits: what a subscription costs too. */
+  takeRequest(connection: Client, principal: Principal): boolean {
     const rate = this.limits.rate;
     if (!rate) return true;
     return rate.take(connection, principal.kind === 'user' ? principal.user : null, guardOf(connection.conn)?.remoteAddress);
