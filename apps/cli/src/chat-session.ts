@@ -314,7 +314,7 @@ export class ChatSession {
   private setTarget(peer: Peer | null): void {
     const t = this.target;
     if (t === peer) return;
-    if (t && peer && t.kind === peer.kind && t.name === peer.name && (t.kind === 'user' || t.label === (peer as { label: string }).label)) return;
+    if (t && peer && this.isTarget(peer) && (t.kind === 'user' || t.label === (peer as { label: string }).label)) return;
     this.target = peer;
     if (!this.rl) return;
     this.rl.setPrompt(this.promptText());

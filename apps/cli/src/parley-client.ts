@@ -610,7 +610,7 @@ async function wrongScheme(e: Error, server: string, ca: Buffer | undefined): Pr
         return `${there} it speaks HTTP, not MQTT, on that port, and takes no WebSocket there either: is it the right port?`;
       case 'mqtt':
       case 'unknown':
-        return `${there} it speaks HTTP, not MQTT, on that port (if it is a WebSocket port: ws:// or wss://)`;
+        return undefined;
     }
   }
   switch (kind) {
