@@ -171,6 +171,35 @@ describe('InboxOrder', () => {
     order.stop();
   });
 
+  it('does not ask for the unread stretch twice: the backlog held behind a slow fetch is no gap of its own', () =>
+    withFakeTimers(async () => {
+      const shown: number[] = [];
+      const gapAsks: [string, number, number][] = [];
+      const order = new InboxOrder(
+        (e) => shown.push(e.seq),
+        1000,
+        (conv, after, before) => {
+          gapAsks.push([conv, after, before]);
+          return Promise.resolve({ entries: [], through: before - 1 });
+        },
+      );
+      let answer!: (a: FilledStretch) => void;
+      order.sync(sync(['c', 3]), () => 0);
+      order.accept(msg('c', 4));
+      const fetching = order.fetchUnread(() => new Promise<FilledStretch>((resolve) => (answer = resolve)));
+      // The fetch takes longer than the gap timeout, twice over: the gap rounds leave its conversation be.
+      await vi.advanceTimersByTimeAsync(2500);
+      expect(gapAsks).toEqual([]);
+      expect(shown).toEqual([]);
+      answer({ entries: [1, 2, 3].map((seq) => msg('c', seq)), through: 3 });
+      await fetching;
+      expect(shown).toEqual([1, 2, 3, 4]);
+      expect(order.acknowledgeableUpTo('c')).toBe(4);
+      await vi.advanceTimersByTimeAsync(2000);
+      expect(gapAsks).toEqual([]);
+      order.stop();
+    }));
+
   it('passes over a stretch moved back to that holds nothing of the user’s (a group joined late), with nothing waiting behind it', async () => {
     const shown: number[] = [];
     const order = new InboxOrder((e) => shown.push(e.seq), 60_000);

@@ -99,19 +99,34 @@ export class InboxOrder {
    */
   async fetchUnread(fetch: (conv: string, after: number, upTo: number) => Promise<FilledStretch>): Promise<void> {
     const connection = this.connection;
-    for (const [conv, upTo] of [...this.unfetched]) {
-      this.unfetched.delete(conv);
-      const after = this.shownUpTo(conv);
-      if (after >= upTo) continue;
-      const answer = await fetch(conv, after, upTo).catch(() => undefined);
-      if (this.stopped || connection !== this.connection) return;
-      if (answer && this.filled(conv, after, answer) && this.shownUpTo(conv) >= answer.through) continue;
-      const from = this.shownUpTo(conv) + 1;
-      this.missing.set(conv, [...(this.missing.get(conv) ?? []), { from, to: upTo }]);
-      this.shown.set(conv, upTo);
-      this.flush(conv);
+    const pending = [...this.unfetched];
+    this.unfetched.clear();
+    for (const [conv] of pending) this.fetchingUnread.add(conv);
+    try {
+      for (const [conv, upTo] of pending) {
+        const after = this.shownUpTo(conv);
+        if (after < upTo) {
+          const answer = await fetch(conv, after, upTo).catch(() => undefined);
+          if (this.stopped || connection !== this.connection) return;
+          if (!answer || !this.filled(conv, after, answer) || this.shownUpTo(conv) < answer.through) {
+            const from = this.shownUpTo(conv) + 1;
+            this.missing.set(conv, [...(this.missing.get(conv) ?? []), { from, to: upTo }]);
+            this.shown.set(conv, upTo);
+            this.flush(conv);
+          }
+        }
+        this.fetchingUnread.delete(conv);
+      }
+    } finally {
+      this.fetchingUnread.clear();
     }
   }
+
+  /**
+   * Conversations whose unread stretch `fetchUnread` has still to ask for, or is asking for: the backlog held behind it
+   * is no gap of its own, and a round of gaps leaves them be (it would ask the server for the same stretch again).
+   */
+  private readonly fetchingUnread = new Set<string>();
 
   /** The highest seq shown in a conversation, or passed over (0 if none). */
   shownUpTo(conv: string): number {
@@ -253,6 +268,7 @@ export class InboxOrder {
     try {
       // Older first: what was passed over before, then what is held now.
       for (const [conv, list] of [...this.missing]) {
+        if (this.fetchingUnread.has(conv)) continue;
         for (const m of list) {
           if (m.from === undefined) continue;
           for (let after = m.from - 1; after < m.to;) {
@@ -264,6 +280,7 @@ export class InboxOrder {
         }
       }
       for (const conv of [...this.held.keys()]) {
+        if (this.fetchingUnread.has(conv)) continue;
         for (;;) {
           const held = this.held.get(conv);
           const after = this.shown.get(conv);
