@@ -1,3 +1,5 @@
+import { spawn } from 'node:child_process';
+import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
 import type { MqttClient } from 'mqtt';
@@ -5,6 +7,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { handleConnection, inMemoryBackplane, redisBackplane, type Backplane } from '#libs/gateway';
 import type { InboxEvent } from '#libs/protocol';
 import { connectClient, endClient } from '../support/mqtt-user.js';
+import { REPO_ROOT } from '../support/parley-server.js';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
 
 /**
@@ -127,7 +130,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
   afterAll(() => redis.stop());
 
   /** Two gateways' backplanes on one Redis, subscribed and ready. */
-  async function twoGateways(): Promise<[Backplane, Backplane]> {
+  async function twoGateways(): Promise<[Backplane, Backplane, string]> {
     const prefix = `relay${Math.random().toString(36).slice(2)}:`;
     const a = redisBackplane(redis.url, prefix);
     const b = redisBackplane(redis.url, prefix);
@@ -139,7 +142,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     const ready = Promise.all([seen(a, 'b'), seen(b, 'a')]);
     for (let i = 0; i < 50; i++) {
       const settled = await Promise.race([ready.then(() => true), new Promise((r) => setTimeout(() => r(false), 100))]);
-      if (settled) return [a, b];
+      if (settled) return [a, b, prefix];
       a.mq.emit({ topic: `ready-a/${i}`, payload: Buffer.from('') } as never);
       b.mq.emit({ topic: `ready-b/${i}`, payload: Buffer.from('') } as never);
     }
@@ -170,6 +173,33 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     a.relay('parley/v1/users/alice/inbox', Buffer.from('{"last":true}'));
     await new Promise<void>((resolve) => a.mq.close(resolve));
     expect(await got).toBe('parley/v1/users/alice/inbox {"last":true}');
+  });
+
+  it('says when what it relayed has reached Redis: a gateway killed right after still delivered it to the others', async () => {
+    const [a, b, prefix] = await twoGateways();
+    expect(a.sent()).toBeUndefined();
+    const got = new Promise<string>((resolve) => b.onRelayed((topic, payload) => resolve(`${topic} ${payload.toString()}`)));
+    // A gateway in a process of its own (as built by \`npm run build\`) relays an event, waits for \`sent\`, and dies at once
+    // with SIGKILL: nothing it had not handed to Redis by then leaves it.
+    const script = `
+      import { redisBackplane } from '#libs/gateway';
+      const gateway = redisBackplane(${JSON.stringify(redis.url)}, ${JSON.stringify(prefix)});
+      gateway.relay('parley/v1/users/alice/inbox', Buffer.from('{"last":"words"}'));
+      await gateway.sent();
+      process.kill(process.pid, 'SIGKILL');`;
+    const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+    let errors = '';
+    child.stderr.on('data', (d: Buffer) => (errors += d.toString()));
+    const [, signal] = (await once(child, 'exit')) as [number | null, string | null];
+    expect(signal, errors).toBe('SIGKILL');
+    const never = new Promise<string>((resolve) => setTimeout(() => resolve('nothing arrived within 5 s'), 5000).unref());
+    expect(await Promise.race([got, never])).toBe('parley/v1/users/alice/inbox {"last":"words"}');
+    // And a gateway's own: settled once published.
+    a.relay('parley/v1/users/bob/inbox', Buffer.from('{}'));
+    const sent = a.sent();
+    expect(sent).toBeInstanceOf(Promise);
+    await sent;
+    expect(a.sent()).toBeUndefined();
   });
 
   it('hands an inbox packet routed by a gateway of an earlier version (a whole broker packet) to the listener too', async () => {

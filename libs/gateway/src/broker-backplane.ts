@@ -34,6 +34,12 @@ export interface Backplane {
    * (LocalInboxes), without the broker's routing. Standalone there is no other gateway and this does nothing.
    */
   relay(topic: string, payload: Buffer): void;
+  /**
+   * Settles once every packet handed over so far has reached Redis, whose PUBLISH answer means each other gateway
+   * has it on its way: what a request delivered is then out of this process, and survives its crash. Undefined when
+   * there is nothing to wait for (standalone, or nothing on its way). Never rejects: a publish that failed is logged.
+   */
+  sent(): Promise<void> | undefined;
   /** Where inbox events relayed by other gateways go; without a listener they are routed by the broker like any packet. */
   onRelayed(listener: (topic: string, payload: Buffer) => void): void;
 }
@@ -104,7 +110,7 @@ export function inMemoryBackplane(retained?: RetainedStore): Backplane {
   const mq = Object.assign(local, { emit: (p: Packet, done?: Done) => (isRequest(p) ? (done?.(), local) : emit(p, done)) });
   const persistence = memoryPersistence();
   if (retained) keepRetained(persistence, retained);
-  return { mq, persistence, onGap: () => undefined, relay: () => undefined, onRelayed: () => undefined };
+  return { mq, persistence, onGap: () => undefined, relay: () => undefined, onRelayed: () => undefined, sent: () => undefined };
 }
 
 function keepRetained(persistence: MemoryPersistence, store: RetainedStore): void {
@@ -222,6 +228,10 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   sub.subscribe(channel).catch((e: unknown) => logger.warn({ event: 'backplane_subscribe_failed', error: String(e) }));
 
   let batch: Buffer[] = [];
+  /** Settles once the batch being gathered has been published (see `sent`). */
+  let batchSent: { promise: Promise<void>; resolve: () => void } | undefined;
+  /** The last batch published, until Redis answers it. Redis answers a connection's commands in order. */
+  let inFlight: Promise<void> | undefined;
   /** Packets published in one turn of the event loop travel as one batch: one PUBLISH, one decode on each gateway. */
   const toOthers = (packet: Packet | Buffer): void => {
     if (batch.length === 0) setImmediate(flush);
@@ -229,11 +239,30 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   };
   const flush = () => {
     const packets = batch;
+    const done = batchSent;
     batch = [];
-    if (packets.length === 0 || closed) return;
-    pub
+    batchSent = undefined;
+    if (packets.length === 0 || closed) return done?.resolve();
+    const published = pub
       .publish(channel, Buffer.concat([origin, ...packets]))
-      .catch((e: unknown) => logger.warn({ event: 'backplane_publish_failed', packets: packets.length, error: String(e) }));
+      .then(
+        () => undefined,
+        (e: unknown) => logger.warn({ event: 'backplane_publish_failed', packets: packets.length, error: String(e) }),
+      )
+      .finally(() => {
+        if (inFlight === published) inFlight = undefined;
+        done?.resolve();
+      });
+    inFlight = published;
+  };
+  const sent = (): Promise<void> | undefined => {
+    if (batch.length === 0) return inFlight;
+    if (!batchSent) {
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      batchSent = { promise, resolve };
+    }
+    return batchSent.promise;
   };
 
   const mq = {
@@ -273,6 +302,7 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       if (!closed) toOthers(relayRecord(topic, payload));
     },
     onRelayed: (l) => (relayed = l),
+    sent,
   };
 }
 

@@ -40,6 +40,20 @@ export class InboxPublisher {
   publishToAll(inboxTopics: readonly string[], event: InboxEvent): void {
     const payload = encode(event);
     for (const topic of inboxTopics) this.send(topic, payload);
+    if (inboxTopics.length > 0) this.eventsPublished++;
+  }
+
+  /** How many events (not replies) have been published: a request compares it before and after (see `relayedSince`). */
+  eventsPublished = 0;
+
+  /**
+   * Settles once the events published so far have left this gateway for the others (Redis has them), when any was
+   * published since `mark` (an earlier `eventsPublished`); undefined when none was, or there are no other gateways.
+   * A request's answer waits for it: a sender told `accepted` by a gateway that crashed a moment later has had the
+   * message relayed to recipients on other gateways; one not told retries with the same id, and the retry delivers it.
+   */
+  relayedSince(mark: number): Promise<void> | undefined {
+    return this.eventsPublished === mark ? undefined : this.broker.relayed();
   }
 
   private send(topic: string, payload: Buffer): void {

@@ -267,6 +267,11 @@ export class MqttBroker {
     this.opts.backplane.relay(topic, payload);
   }
 
+  /** Settles once what was relayed so far has left this process for good (see `Backplane.sent`); undefined: at once. */
+  relayed(): Promise<void> | undefined {
+    return this.opts.backplane.sent();
+  }
+
   /** The clients connected now. */
   private clients(): Client[] {
     return Object.values((this.aedes as unknown as { clients: Record<string, Client> }).clients);

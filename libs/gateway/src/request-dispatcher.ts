@@ -81,6 +81,13 @@ const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
  */
 export const RECIPIENT_PRESENCE_WAIT_MS = 1000;
 
+/**
+ * How long an answer waits, at most, for the events its request delivered to reach the other gateways (Redis's answer to
+ * their PUBLISH, normally within a millisecond). Past it the answer goes: a Redis that does not answer is no reason to
+ * hold it, and the events are stored.
+ */
+const RELAY_WAIT_MS = 1000;
+
 /** Sends of one connection in flight at once, at most. */
 const MAX_PIPELINED = 32;
 
@@ -188,6 +195,7 @@ export class RequestDispatcher {
     const started = performance.now();
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
+    let relayed: Promise<void> | undefined;
     if (!allowed) {
       const id = parsed.ok ? parsed.request.id : parsed.id;
       reply = errorReply(
@@ -199,17 +207,22 @@ export class RequestDispatcher {
       reply = errorReply(parsed.id, parsed.op, parsed.error);
     } else {
       op = parsed.request.op;
+      const published = this.inbox.eventsPublished;
       try {
         reply = await this.execute(principal, parsed.request, turn, connection);
       } catch (e) {
         reply = errorReply(parsed.request.id, op, this.asDomainError(e, op));
       }
+      relayed = this.inbox.relayedSince(published);
       // A chunk moved: its bytes paid for it, and the request it took goes back. One that moved nothing keeps it.
       if (reply.ok && principal.kind === 'user' && TRANSFER_OPS.has(op)) this.limits.rate?.moved(connection, principal.user);
     }
     turn.issued();
     await turn.previous;
     turn.delivered();
+    // What the request delivered has reached the other gateways before it is answered (see `relayedSince`); bounded,
+    // should Redis not answer: the events are stored, and reach their recipients' next catch-up.
+    if (relayed) await withDeadline(relayed, RELAY_WAIT_MS).catch(() => undefined);
     // A file chunk (tens of KiB) goes to the connection that fetched it only: not to the user's other devices, and not
     // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's
     // devices, and written to the requester's replies topic when it has one.
