@@ -94,6 +94,10 @@ describe('output formatting', () => {
     // One renamed: the names differ again.
     names.note({ ...lunch1, conv: 'g:g2', group: { id: 'g2', name: 'dinner' } });
     expect(messageLine(names.display(lunch1), 'bob')).toBe('[10:32:05] [lunch] alice: hello');
+    // A name that only looks the same (a zero-width space in it) is told apart too.
+    names.note({ ...lunch1, conv: 'g:g3', group: { id: 'g3', name: 'lunch\u200b' } });
+    expect(messageLine(names.display(lunch1), 'bob')).toBe('[10:32:05] [lunch (g1)] alice: hello');
+    expect(names.of('g:g3')).toEqual({ id: 'g3', name: 'lunch\u200b (g3)' });
   });
 
   it('shows others’ text so that it cannot act on the terminal nor pass for another message', () => {

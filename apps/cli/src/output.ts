@@ -1,15 +1,16 @@
 import { styleText } from 'node:util';
-import type {
-  GroupChange,
-  GroupEvent,
-  GroupInfo,
-  GroupLabel,
-  InboxEvent,
-  InfoResult,
-  MessageEvent,
-  PeerCursors,
-  PresenceState,
-  ReceiptEvent,
+import {
+  nameLooks,
+  type GroupChange,
+  type GroupEvent,
+  type GroupInfo,
+  type GroupLabel,
+  type InboxEvent,
+  type InfoResult,
+  type MessageEvent,
+  type PeerCursors,
+  type PresenceState,
+  type ReceiptEvent,
 } from '#libs/protocol';
 import type { ParleyClient } from './parley-client.js';
 
@@ -157,12 +158,16 @@ export class GroupNames {
     return group && this.display({ group }).group;
   }
 
-  /** The event as a person should see it: a group's name carries its id when another of the user's groups has that name. */
+  /**
+   * The event as a person should see it: a group's name carries its id when another of the user's groups has that name,
+   * or one that looks the same (`nameLooks`: the same but for a zero-width space, say).
+   */
   display<T extends { group?: GroupLabel | undefined }>(e: T): T {
     const group = e.group;
     if (!group) return e;
+    const looks = nameLooks(group.name);
     for (const other of this.byConv.values()) {
-      if (other.id !== group.id && other.name === group.name) return { ...e, group: { ...group, name: `${group.name} (${group.id})` } };
+      if (other.id !== group.id && nameLooks(other.name) === looks) return { ...e, group: { ...group, name: `${group.name} (${group.id})` } };
     }
     return e;
   }

@@ -2,6 +2,7 @@ import {
   DomainError,
   hasVisibleText,
   isPlainLabel,
+  nameLooks,
   type GroupChange,
   type GroupEvent,
   type GroupInfo,
@@ -532,13 +533,14 @@ export class GroupService {
   async resolve(user: string, ref: string): Promise<string> {
     const ids = await this.groupIdsOf(user);
     if (ids.includes(ref)) return ref;
-    // Names are stored trimmed and composed (validName), so a name is looked up so too: "Café" typed with a combining
-    // accent (as macOS spells it) is the group "Café". (A name stored before names were composed is composed to compare.)
-    const name = ref.normalize('NFC').trim();
+    // A name is looked up as it looks: "Café" typed with a combining accent (as macOS spells it) is the group "Café",
+    // and so is a "Café" with a zero-width space in it, which no one can tell from it on screen: with both, the name is
+    // ambiguous, rather than one of them passing for the other.
+    const name = nameLooks(ref);
     const named: string[] = [];
     for (const id of ids) {
       const g = await this.load(id);
-      if (g && !g.deleted && isMember(g, user) && g.name.normalize('NFC') === name) named.push(id);
+      if (g && !g.deleted && isMember(g, user) && nameLooks(g.name) === name) named.push(id);
     }
     if (named.length === 1) return named[0]!;
     if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);

@@ -10,3 +10,14 @@ const VISIBLE = /[^\s\p{Cc}\p{Cf}\p{M}\p{Default_Ignorable_Code_Point}\u2800]/u;
 export function hasVisibleText(text: string): boolean {
   return VISIBLE.test(text);
 }
+
+/** Code points Unicode says to show as nothing: zero-width space and joiners, soft hyphen, word joiner, Hangul fillers… */
+const SHOWN_AS_NOTHING = /\p{Default_Ignorable_Code_Point}/gu;
+
+/**
+ * How a name looks, to tell whether two names can be told apart on screen: composed (NFC), without what shows as
+ * nothing, and without spaces at its ends. `Team` and `Team` followed by a zero-width space are one name to a person.
+ */
+export function nameLooks(name: string): string {
+  return name.normalize('NFC').replace(SHOWN_AS_NOTHING, '').trim();
+}
