@@ -446,16 +446,18 @@ describe('GroupService', () => {
   it('finds a name as it looks: one that differs only by what shows as nothing is the same name, and two such are ambiguous', async () => {
     const { service } = setup();
     const { group: real } = await service.create('ann', 'c1', 'crew', ['bob']);
-    // Zero-width space, soft hyphen, word joiner, Hangul filler: each shows as "crew".
-    const lookalikes = ['crew\u200b', '\u200bcrew', 'cr\u00adew', 'crew\u2060', 'crew\u3164'];
+    const { group: real2 } = await service.create('ann', 'c3', 'the crew', ['bob']);
+    // Zero-width space, soft hyphen, word joiner, Hangul filler: each shows as "crew"; a no-break space or two spaces as one.
+    const lookalikes = ['crew\u200b', '\u200bcrew', 'cr\u00adew', 'crew\u2060', 'crew\u3164', 'the\u00a0crew', 'the  crew'];
     for (const [i, name] of lookalikes.entries()) {
       const { group: fake } = await service.create('eve', `f${i}`, name, ['bob']);
       // Eve, in the lookalike only, finds it by the name it shows; bob, in both, cannot have one pass for the other.
-      expect(await service.resolve('eve', 'crew')).toBe(fake.id);
-      await expect(service.resolve('bob', 'crew')).rejects.toMatchObject({ code: 'ambiguous_group' });
+      const [shown, genuine] = name.includes('the') ? ['the crew', real2] : ['crew', real];
+      expect(await service.resolve('eve', shown)).toBe(fake.id);
+      await expect(service.resolve('bob', shown)).rejects.toMatchObject({ code: 'ambiguous_group' });
       await expect(service.resolve('bob', name)).rejects.toMatchObject({ code: 'ambiguous_group' });
       await service.delete('eve', `d${i}`, fake.id);
-      expect(await service.resolve('bob', 'crew')).toBe(real.id);
+      expect(await service.resolve('bob', shown)).toBe(genuine.id);
     }
     // A joiner that makes an emoji sequence is kept in the name, which stays found by what was typed.
     const { group: family } = await service.create('ann', 'c2', '\u{1F468}\u200d\u{1F469}\u200d\u{1F467}', []);

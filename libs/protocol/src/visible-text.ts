@@ -16,8 +16,9 @@ const SHOWN_AS_NOTHING = /\p{Default_Ignorable_Code_Point}/gu;
 
 /**
  * How a name looks, to tell whether two names can be told apart on screen: composed (NFC), without what shows as
- * nothing, and without spaces at its ends. `Team` and `Team` followed by a zero-width space are one name to a person.
+ * nothing, each run of white space (a no-break space, two spaces) as one space, and none at its ends. `Team` and `Team`
+ * followed by a zero-width space are one name to a person, and so are `lunch crew` and `lunch` no-break space `crew`.
  */
 export function nameLooks(name: string): string {
-  return name.normalize('NFC').replace(SHOWN_AS_NOTHING, '').trim();
+  return name.normalize('NFC').replace(SHOWN_AS_NOTHING, '').replace(/\s+/gu, ' ').trim();
 }
