@@ -82,6 +82,18 @@ describe('ReceiptsService', () => {
     await expect(service.record({ user: 'eve', conv: 'g:1', seq: 1, status: 'read' })).rejects.toMatchObject({ code: 'not_member' });
   });
 
+  it('names a direct conversation back as it is when a receipt names it with its two names out of order, and changes nothing', async () => {
+    const { service } = setup();
+    await expect(service.record({ user: 'bob', conv: 'dm:bob:ann', seq: 1, status: 'read' })).rejects.toMatchObject({
+      code: 'not_member',
+      message: 'there is no conversation dm:bob:ann: yours with ann is dm:ann:bob',
+    });
+    // Someone else's, or one with a name no user can have, is simply not the user's.
+    for (const conv of ['dm:ann:cy', 'dm:bob:Ann', 'bogus'])
+      await expect(service.record({ user: 'bob', conv, seq: 1, status: 'read' })).rejects.toMatchObject({ message: `you are not a member of ${conv}` });
+    expect(await service.cursorsOf('dm:ann:bob', 'bob')).toMatchObject({ delivered: 0, read: 0 });
+  });
+
   it('gives the other members\u2019 cursors with the seq each joined at, so a client counts a member only for what it could have', async () => {
     const { service, clock } = setup();
     await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' });

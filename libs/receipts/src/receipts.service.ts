@@ -1,4 +1,13 @@
-import { DomainError, type Cursors, type PeerCursors, type ReceiptEvent, type ReceiptResult } from '#libs/protocol';
+import {
+  directConversationId,
+  directPeer,
+  DomainError,
+  USERNAME_PATTERN,
+  type Cursors,
+  type PeerCursors,
+  type ReceiptEvent,
+  type ReceiptResult,
+} from '#libs/protocol';
 import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store.js';
 import type { DeviceCursorStore } from './device-cursor.store.js';
 
@@ -61,7 +70,7 @@ export class ReceiptsService {
    */
   async record(cmd: ReceiptCommand): Promise<ReceiptOutcome> {
     const view = await this.conversations.viewOf(cmd.conv, cmd.user);
-    if (!view) throw new DomainError('not_member', `you are not a member of ${cmd.conv}`);
+    if (!view) throw new DomainError('not_member', notYours(cmd.conv, cmd.user));
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
     const read = cmd.status === 'read';
@@ -176,6 +185,16 @@ export class ReceiptsService {
       ...(read ? { read: read.seq, readAt: read.at } : {}),
     };
   }
+}
+
+/**
+ * Why a receipt's conversation is not the user's. A direct conversation is named with its two names in order: one named
+ * the other way round is theirs all the same, so the answer names it as it is rather than say they are not in it.
+ */
+function notYours(conv: string, user: string): string {
+  const peer = directPeer(conv, user);
+  if (peer === null || !USERNAME_PATTERN.test(peer) || directConversationId(user, peer) === conv) return `you are not a member of ${conv}`;
+  return `there is no conversation ${conv}: yours with ${peer} is ${directConversationId(user, peer)}`;
 }
 
 export { NO_CURSORS };
