@@ -175,6 +175,7 @@ describe('GroupService', () => {
     const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
     await expect(service.create('bob', 'c2', group.id, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     await expect(service.rename('ann', 'r1', group.id, 'gAAAAAAAAAAAAAA')).rejects.toMatchObject({ code: 'invalid_group_name' });
+    await expect(service.create('bob', 'c6', `${group.id}\u200b`, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     await expect(service.create('bob', 'c3', '\u200b\u2060', [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     // Half of a surrogate pair: stored as U+FFFD, the group could not be found by the name it was answered with.
     await expect(service.create('bob', 'c5', 'y\udead', [])).rejects.toMatchObject({ code: 'invalid_group_name' });

@@ -582,8 +582,10 @@ export class GroupService {
         'a group name needs visible characters and no control characters, bidirectional controls (U+202A–U+202E, U+2066–U+2069) or half of a surrogate pair',
       );
     if (length > this.limits.maxNameLength) throw new DomainError('invalid_group_name', `a group name is at most ${this.limits.maxNameLength} characters`);
-    // Groups are named by id or by name, an id first: a name that looks like an id could never be used as a name.
-    if (GROUP_ID_PATTERN.test(clean)) throw new DomainError('invalid_group_name', 'a group name may not look like a group id (g and 14 letters or digits)');
+    // Groups are named by id or by name, an id first: a name that looks like an id could never be used as a name (and
+    // one that only looks like one, with a zero-width space in it, would show as another group's id).
+    if (GROUP_ID_PATTERN.test(nameLooks(clean)))
+      throw new DomainError('invalid_group_name', 'a group name may not look like a group id (g and 14 letters or digits)');
     return clean;
   }
 
