@@ -255,7 +255,7 @@ describe('transports', () => {
 
   it('refuses to start a TLS listener without a certificate, in one line', async () => {
     await expect(startParley({ env: { PARLEY_MQTTS_PORT: '0' }, timeoutMs: 10_000 })).rejects.toThrow(
-      /PARLEY_MQTTS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/,
+      /PARLEY_MQTTS_PORT needs PARLEY_TLS_CERT and PARLEY_TLS_KEY/,
     );
   });
 

@@ -100,7 +100,10 @@ describe('loadConfig', () => {
       PARLEY_WS_PORT: undefined,
     });
     expect(loadConfig({ PARLEY_WS_PORT: '8083', PARLEY_MQTTS_PORT: '' }).PARLEY_WS_PORT).toBe(8083);
-    expect(() => loadConfig({ PARLEY_MQTTS_PORT: '8883' })).toThrow(/PARLEY_MQTTS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/);
+    expect(() => loadConfig({ PARLEY_MQTTS_PORT: '8883' })).toThrow(/PARLEY_MQTTS_PORT needs PARLEY_TLS_CERT and PARLEY_TLS_KEY/);
+    expect(() => loadConfig({ PARLEY_MQTTS_PORT: '8883', PARLEY_WSS_PORT: '8884' })).toThrow(
+      /PARLEY_MQTTS_PORT and PARLEY_WSS_PORT need PARLEY_TLS_CERT and PARLEY_TLS_KEY/,
+    );
     expect(() => loadConfig({ PARLEY_WSS_PORT: '8884', PARLEY_TLS_CERT: '/nonexistent/cert.pem', PARLEY_TLS_KEY: '/nonexistent/key.pem' })).toThrow(
       /PARLEY_TLS_CERT names a file that does not exist/,
     );

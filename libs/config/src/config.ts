@@ -240,7 +240,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   }
   const tlsPorts = (['PARLEY_MQTTS_PORT', 'PARLEY_WSS_PORT'] as const).filter((k) => result.data[k] !== undefined);
   if (tlsPorts.length > 0 && (!result.data.PARLEY_TLS_CERT || !result.data.PARLEY_TLS_KEY)) {
-    throw new ConfigError(`invalid configuration: ${tlsPorts.join(' and ')} need PARLEY_TLS_CERT and PARLEY_TLS_KEY (PEM files)`);
+    const verb = tlsPorts.length === 1 ? 'needs' : 'need';
+    throw new ConfigError(`invalid configuration: ${tlsPorts.join(' and ')} ${verb} PARLEY_TLS_CERT and PARLEY_TLS_KEY (PEM files)`);
   }
   for (const key of ['PARLEY_TLS_CERT', 'PARLEY_TLS_KEY'] as const) {
     const file = result.data[key];
