@@ -1,5 +1,6 @@
+import { Logger } from '@nestjs/common';
 import { Redis } from 'ioredis';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi, type MockInstance } from 'vitest';
 import { RedisConnection } from '#libs/storage';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
 
@@ -30,6 +31,27 @@ describe('RedisConnection generation', () => {
     } finally {
       await connection.close();
       admin.disconnect();
+    }
+  });
+
+  it('logs that Redis cannot be reached (once, not at every reconnect attempt), and that it can again', async () => {
+    const warn = vi.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    const log = vi.spyOn(Logger.prototype, 'log').mockImplementation(() => undefined);
+    const logged = (spy: MockInstance, event: string) => spy.mock.calls.filter(([m]) => (m as { event?: string }).event === event).length;
+    const connection = new RedisConnection(redis.url, `log${Date.now()}:`);
+    try {
+      await expect.poll(() => connection.ping(), { timeout: 5000 }).toBe(true);
+      expect(logged(warn, 'redis_unreachable')).toBe(0);
+      await redis.shutdown();
+      await expect.poll(() => logged(warn, 'redis_unreachable'), { timeout: 5000 }).toBe(1);
+      await redis.restart();
+      await expect.poll(() => logged(log, 'redis_reachable'), { timeout: 10_000 }).toBe(1);
+      // Reconnect attempts, at most a second apart, failed all the while: one line said so.
+      expect(logged(warn, 'redis_unreachable')).toBe(1);
+    } finally {
+      warn.mockRestore();
+      log.mockRestore();
+      await connection.close();
     }
   });
 });

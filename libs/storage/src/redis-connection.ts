@@ -1,6 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { Logger } from '@nestjs/common';
 import { Redis } from 'ioredis';
 import { withDeadline } from '#libs/health';
+import { LogThrottle } from '#libs/runtime';
 
 /**
  * The shared Redis connection of one process, and the key prefix every
@@ -15,6 +17,10 @@ export class RedisConnection {
   private marker: string | null = null;
   private readonly markerCheck: NodeJS.Timeout;
   private readonly readMarker: (keys: string[], args: string[]) => Promise<unknown>;
+  private readonly logger = new Logger('Redis');
+  private readonly errorLog = new LogThrottle();
+  /** Whether a connection error was seen since Redis last answered, so that its return is logged once. */
+  private unreachable = false;
 
   constructor(
     url: string,
@@ -33,8 +39,18 @@ export class RedisConnection {
       lazyConnect: false,
     });
     // Connection errors are retried by ioredis and surface on the commands that
-    // need Redis; an unhandled 'error' event must not crash the process.
-    this.client.on('error', () => undefined);
+    // need Redis; an unhandled 'error' event must not crash the process. They are
+    // logged (once per 10 s): a domain service started on a Redis it cannot reach
+    // waits for it, and without this line its log would not say why.
+    this.client.on('error', (e: Error) => {
+      const fields = this.errorLog.logFields('error');
+      if (fields) this.logger.warn({ event: 'redis_unreachable', error: e.message, ...fields });
+      this.unreachable = true;
+    });
+    this.client.on('ready', () => {
+      if (this.unreachable) this.logger.log({ event: 'redis_reachable' });
+      this.unreachable = false;
+    });
     this.client.on('close', () => void this.lost++);
     this.readMarker = this.script('parleyMarker', 1, MARKER_LUA);
     this.markerCheck = setInterval(() => void this.checkMarker(), MARKER_CHECK_MS).unref();
