@@ -96,6 +96,13 @@ describe('DataDirLock', () => {
     expect(existsSync(join(dir, 'parley.lock'))).toBe(false);
   });
 
+  it('refuses, saying why in words, a data directory that is a file or lies under one', () => {
+    const file = join(dataDir(), 'file');
+    writeFileSync(file, '');
+    expect(() => DataDirLock.check(file)).toThrow(`cannot write to the data directory ${file}: it is a file, not a directory;`);
+    expect(() => DataDirLock.check(join(file, 'data'))).toThrow(`${join(file, 'data')}: a part of its path is a file, not a directory;`);
+  });
+
   it('tells when the server before it was last alive: its lock’s last refresh if it was killed, nothing after a clean release', async () => {
     const dir = dataDir();
     const first = new DataDirLock(dir);

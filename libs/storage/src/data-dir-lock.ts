@@ -265,6 +265,8 @@ const CANNOT_WRITE: Record<string, string> = {
   EPERM: 'permission denied',
   EROFS: 'it is on a read-only file system',
   ENOTDIR: 'a part of its path is a file, not a directory',
+  // mkdir of a path that is there already, as something else than a directory.
+  EEXIST: 'it is a file, not a directory',
 };
 
 /**
