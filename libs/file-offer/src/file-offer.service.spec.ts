@@ -145,8 +145,10 @@ describe('FileOfferService', () => {
     const half = (await service.offer('ann', 'r2', { to: 'bob' }, describe_(data))).result.offer.id;
     await service.putChunk('ann', half, 0, data.subarray(0, CHUNK).toString('base64'));
     expect((await service.cancel('ann', half)).notify?.to).toEqual(['ann']);
-    // Nor can its upload go on.
-    expect(await code(service.putChunk('ann', half, 1, data.subarray(CHUNK, 2 * CHUNK).toString('base64')))).toBe('unknown_file');
+    // Nor can its upload go on; the uploader is told why, not that the offer may have expired.
+    const next = service.putChunk('ann', half, 1, data.subarray(CHUNK, 2 * CHUNK).toString('base64'));
+    await expect(next).rejects.toThrow(`you withdrew file offer ${half} (a.txt)`);
+    expect(await code(next)).toBe('unknown_file');
   });
 
   it('of a receipt and a withdrawal at the same moment makes exactly one happen, and tells receiver and sender the same', async () => {

@@ -169,7 +169,8 @@ export class FileOfferService {
   private async storeChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
     const offer = await this.live(offerId);
     if (!offer || offer.from !== sender) throw notTheSender(offer, sender, offerId, 'uploads it');
-    if (isWithdrawn(offer)) throw unknownFile(offerId);
+    // Said as such: the upload still running when the sender withdrew the offer (on another device, say) ends with why.
+    if (isWithdrawn(offer)) throw new DomainError('unknown_file', `you withdrew file offer ${offerId} (${offer.name})`);
     if (index >= offer.chunks) throw outOfRange(offer, index);
     // A chunk stored already (a retry, with its request id or a new one) is answered as the first time and tells no
     // one anything: receivers are told of an offer once, by the chunk that completed it (an announcement lost with a
