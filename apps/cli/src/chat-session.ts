@@ -3,7 +3,7 @@ import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
 import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredText, offerFile, seenReporter } from './file-actions.js';
-import { FileNotices, fileLabel, type OwnAction } from './file-output.js';
+import { FileNotices, fileLabel, withdrewText, type OwnAction } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
   asDevice,
@@ -190,7 +190,7 @@ export class ChatSession {
             throw cancelInCliWords(e, `/decline ${cmd.offer}`);
           }),
         );
-        return this.print(`withdrew ${fileLabel(offer)}`, { type: 'withdrawn', offer });
+        return this.print(withdrewText(offer), { type: 'withdrawn', offer });
       }
       case 'reply':
         if (!this.target) return this.error('usage', 'no one to reply to yet: start with /msg USER text or /g GROUP text');

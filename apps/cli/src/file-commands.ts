@@ -1,6 +1,6 @@
 import { resolve } from 'node:path';
 import { target, withClient, type CommandContext } from './commands.js';
-import { fileLabel, offerLine } from './file-output.js';
+import { fileLabel, offerLine, withdrewText } from './file-output.js';
 import { reportConnection } from './output.js';
 import { acceptFile, cancelInCliWords, offeredText, offerFile } from './file-actions.js';
 
@@ -41,7 +41,7 @@ export const fileCommands = {
       const { offer } = await client.request('file.cancel', { offer: id }).catch((e: unknown) => {
         throw cancelInCliWords(e, `parley file decline ${id}`);
       });
-      ctx.printer.emit(`withdrew ${fileLabel(offer)}`, { type: 'withdrawn', offer });
+      ctx.printer.emit(withdrewText(offer), { type: 'withdrawn', offer });
     });
   },
   async decline(ctx: CommandContext, id: string): Promise<void> {

@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import type { FileOffer, FileRecipientState } from '#libs/protocol';
 import { offeredText } from './file-actions.js';
-import { FileNotices } from './file-output.js';
+import { FileNotices, withdrewText } from './file-output.js';
 
 const HOW = { accept: 'parley file accept', decline: 'parley file decline' };
 
@@ -95,5 +95,17 @@ describe('offeredText', () => {
   it('shows a group’s name with its direction overrides escaped, as every other line does', () => {
     const toGroup = offer({ group: { id: 'g1', name: 'team \u202eecila' }, recipients: { bob: 'pending' } });
     expect(offeredText(toGroup)).toBe('offered notes.txt (10 B) to team \\u202eecila: f1');
+  });
+});
+
+describe('withdrewText', () => {
+  it('says what withdrawing did: nothing, when every receiver had received or declined the file', () => {
+    expect(withdrewText(offer({ recipients: { bob: 'withdrawn', cy: 'declined' } }))).toBe('withdrew notes.txt (10 B)');
+    expect(withdrewText(offer({ recipients: { bob: 'withdrawn', cy: 'received', dee: 'received' } }))).toBe(
+      'withdrew notes.txt (10 B) (cy, dee had received it already)',
+    );
+    expect(withdrewText(offer({ recipients: { bob: 'received', cy: 'declined' } }))).toBe(
+      'nothing to withdraw: every receiver of notes.txt (10 B) has received or declined it',
+    );
   });
 });

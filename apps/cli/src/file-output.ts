@@ -6,6 +6,17 @@ export function fileLabel(offer: FileOffer): string {
   return `${offer.name} (${formatBytes(offer.size)})`;
 }
 
+/**
+ * What withdrawing one of my offers did: `withdrew notes.txt (10 B)`, naming those who had received it already (they
+ * keep it); when every receiver had received or declined it, nothing was left to withdraw, and that is what it says.
+ */
+export function withdrewText(offer: FileOffer): string {
+  const states = Object.entries(offer.recipients);
+  if (!states.some(([, s]) => s === 'withdrawn')) return `nothing to withdraw: every receiver of ${fileLabel(offer)} has received or declined it`;
+  const had = states.filter(([, s]) => s === 'received').map(([u]) => u);
+  return had.length === 0 ? `withdrew ${fileLabel(offer)}` : `withdrew ${fileLabel(offer)} (${had.join(', ')} had received it already)`;
+}
+
 function receiversText(offer: FileOffer, me: string): string {
   return offer.group
     ? `[${displayLabel(offer.group.name)}]`
