@@ -225,6 +225,28 @@ describe('acceptFile', () => {
     });
   });
 
+  it('deletes a download cut short once the file is declined or received on another device: it can never be finished', async () => {
+    const { client, offered } = server();
+    const [here, elsewhere] = [temp('parley-cli-files-'), temp('parley-cli-files-')];
+    const data = Buffer.from('sixteen bytes, then some more');
+    // A download here stopped after its first chunk; then the same user took the file on another device.
+    const received = await offered('taken.txt', data);
+    writeFileSync(partPathOf(here, received.id), data.subarray(0, CHUNK));
+    expect((await acceptFile(client('bob'), quiet, received.id, elsewhere, noBar)).path).toBe(join(elsewhere, 'taken.txt'));
+    expect(await failureOf(acceptFile(client('bob'), quiet, received.id, here, noBar))).toMatchObject({ code: 'not_allowed' });
+    expect(readdirSync(here)).toEqual([]);
+    // Or declined it there.
+    const declined = await offered('refused.txt', data);
+    await client('bob').request('file.accept', { offer: declined.id });
+    writeFileSync(partPathOf(here, declined.id), data.subarray(0, CHUNK));
+    await client('bob').request('file.decline', { offer: declined.id });
+    expect(await failureOf(acceptFile(client('bob'), quiet, declined.id, here, noBar))).toMatchObject({
+      code: 'not_allowed',
+      message: 'you declined this file',
+    });
+    expect(readdirSync(here)).toEqual([]);
+  });
+
   it('runs one download of an offer into a folder at a time: a second one at once is refused, saying so, and changes nothing', async () => {
     const { client, hooks, offered } = server();
     const into = temp('parley-cli-files-');

@@ -106,7 +106,7 @@ export async function acceptFile(
     if (e instanceof RequestError && e.code === 'unknown_file') await discardPart(dir, id);
     // Refused part way (declined or received on another device of the user: the server keeps a file for one download
     // per receiver): what this one downloaded can never be finished either. (Refused at the accept, a part here may be
-    // a whole file whose save was cut short: `savedAgain` had its chance, and the part stays for the next run.)
+    // a whole file whose save was cut short: `savedAgain` saves it, or discards what can never be finished.)
     if (e instanceof RequestError && e.code === 'not_allowed' && lock && downloading) await discardPart(dir, id);
     throw e;
   } finally {
@@ -117,13 +117,24 @@ export async function acceptFile(
 /**
  * After `not_allowed` (declined, or received already): when the server counts the file received and `dir` keeps it
  * unsaved, saves it. `file.received` changes nothing here; it answers with the offer (to know the file's name and
- * hash) only when this user has received it. Null otherwise: the refusal stands.
+ * hash) only when this user has received it. Null otherwise: the refusal stands, and a part file that can never be
+ * finished (the offer declined, or received on another device while this download was cut short) goes.
  */
 async function savedAgain(client: ParleyClient, id: string, dir: string): Promise<{ offer: FileOffer; path: string } | null> {
   if ((await downloadsOf(dir, id)).length === 0) return null;
-  const { offer } = await client.request('file.received', { offer: id }).catch(() => ({ offer: null }));
-  if (!offer || offer.recipients[client.user!] !== 'received') return null;
+  let offer: FileOffer;
+  try {
+    ({ offer } = await client.request('file.received', { offer: id }));
+  } catch (e) {
+    // Declined (the accept's refusal was for that or a receipt, both final, and only a declined file is not ready):
+    // none of it will ever come. Any other failure tells nothing, and the part stays for the next run.
+    if (e instanceof RequestError && e.code === 'file_not_ready') await discardPart(dir, id);
+    return null;
+  }
+  if (offer.recipients[client.user!] !== 'received') return null;
   const path = await saveReceived(offer, dir);
+  // Received on another device, and nothing here is the whole file: no more of it will come.
+  if (path === null) await discardPart(dir, id);
   return path === null ? null : { offer, path };
 }
 
