@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -223,6 +223,29 @@ describe('acceptFile', () => {
       code: 'not_allowed',
       message: 'you declined this file',
     });
+  });
+
+  it('never writes a download through a symbolic link planted under its part file name: nothing outside the folder changes', async () => {
+    const { client, offered } = server();
+    const [shared, outside] = [temp('parley-cli-files-'), temp('parley-cli-files-')];
+    const victim = join(outside, 'precious.txt');
+    writeFileSync(victim, 'precious');
+    const offer = await offered('notes.txt', Buffer.from('what the sender sent'));
+    // Whoever knows the offer's id (its sender, another member of its group) and may write into the folder.
+    symlinkSync(victim, partPathOf(shared, offer.id));
+    const planted = await failureOf(acceptFile(client('bob'), quiet, offer.id, shared, noBar));
+    expect(planted).toMatchObject({ name: 'TransferError', code: 'failed' });
+    expect(planted?.message).toContain(`${partPathOf(shared, offer.id)} is not a file parley made; remove it`);
+    expect(readFileSync(victim, 'utf8')).toBe('precious');
+    // A link to a file not there yet does not make it either.
+    rmSync(partPathOf(shared, offer.id));
+    symlinkSync(join(outside, 'new.txt'), partPathOf(shared, offer.id));
+    expect(await failureOf(acceptFile(client('bob'), quiet, offer.id, shared, noBar))).toMatchObject({ code: 'failed' });
+    expect(readdirSync(outside)).toEqual(['precious.txt']);
+    // Once it is gone, the download runs.
+    rmSync(partPathOf(shared, offer.id));
+    const saved = await acceptFile(client('bob'), quiet, offer.id, shared, noBar);
+    expect(readFileSync(saved.path, 'utf8')).toBe('what the sender sent');
   });
 
   it('deletes a download cut short once the file is declined or received on another device: it can never be finished', async () => {

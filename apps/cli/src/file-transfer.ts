@@ -1,6 +1,6 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createReadStream } from 'node:fs';
-import { link, open, rename, stat, truncate, unlink, type FileHandle } from 'node:fs/promises';
+import { constants, createReadStream } from 'node:fs';
+import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { formatBytes, isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
 import { fileLabel } from './file-output.js';
@@ -250,20 +250,24 @@ export async function downloadFile(
   again = 'accept it again',
 ): Promise<{ path: string; offer: FileOffer }> {
   const part = partPathOf(dir, offer.id);
-  const have = await stat(part).then(
-    (s) => s.size,
+  // Only a part file this download made is written to: in a directory others may write into (/tmp), the name could be
+  // a symbolic link planted by whoever knows the offer's id, and writing through it would overwrite another file.
+  const have = await lstat(part).then(
+    (s) => (s.isFile() ? s.size : Number.NaN),
     () => -1,
   );
+  if (Number.isNaN(have)) throw new TransferError('failed', `${part} is not a file parley made; remove it, then ${again}`);
   let next = have < 0 ? 0 : Math.min(offer.chunks, Math.floor(have / offer.chunkSize));
   try {
-    if (have >= 0) await truncate(part, next * offer.chunkSize);
-    await fetchInto(part, have < 0 ? 'w' : 'r+');
+    await fetchInto(part, have < 0 ? NEW_PART : OWN_PART);
   } catch (e) {
     // The part file keeps every whole chunk written: the next run goes on from there, once there is room. What a chunk
     // that did not fit left behind is of no use, and takes room.
     if (!isDiskFull(e)) throw e;
     const saved = Math.min(offer.size, next * offer.chunkSize);
-    await truncate(part, next * offer.chunkSize).catch(() => undefined);
+    await open(part, OWN_PART)
+      .then((h) => h.truncate(next * offer.chunkSize).finally(() => h.close()))
+      .catch(() => undefined);
     throw new TransferError(
       'failed',
       `the disk holding ${dir} is full: ${formatBytes(saved)} of ${fileLabel(offer)} from ${offer.from} is saved there; ` +
@@ -286,9 +290,11 @@ export async function downloadFile(
   return { path: await placeFile(kept, dir, offer), offer: received.offer };
 
   /** Fetches the chunks from `next` on into the part file, each written whole, in order. */
-  async function fetchInto(path: string, flags: 'w' | 'r+'): Promise<void> {
-    const handle = await open(path, flags);
+  async function fetchInto(path: string, flags: number): Promise<void> {
+    const handle = await open(path, flags, 0o666);
     try {
+      // A chunk written only in part (a download cut short) is fetched again.
+      await handle.truncate(next * offer.chunkSize);
       onProgress(Math.min(offer.size, next * offer.chunkSize));
       // Answers come in the order asked; each is written in turn, so the part file is always a whole prefix.
       let writing = Promise.resolve();
@@ -328,6 +334,11 @@ export async function downloadFile(
     }
   }
 }
+
+/** Opening a new part file: never one already there, nor through a symbolic link. */
+const NEW_PART = constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
+/** Opening the part file of a download that goes on: never through a symbolic link. */
+const OWN_PART = constants.O_RDWR | constants.O_NOFOLLOW;
 
 /** A write refused for want of room: the disk (ENOSPC) or the user's quota on it (EDQUOT) is full. */
 function isDiskFull(e: unknown): boolean {
