@@ -246,6 +246,13 @@ describe('acceptFile', () => {
     rmSync(partPathOf(shared, offer.id));
     const saved = await acceptFile(client('bob'), quiet, offer.id, shared, noBar);
     expect(readFileSync(saved.path, 'utf8')).toBe('what the sender sent');
+    // Nor is a link planted under the name of a received file kept unsaved saved as that file (a link to a file its
+    // planter may change once it was checked).
+    const twin = join(outside, 'twin.txt');
+    writeFileSync(twin, 'what the sender sent');
+    symlinkSync(twin, keptPathOf(shared, offer.id));
+    expect(await failureOf(acceptFile(client('bob'), quiet, offer.id, shared, noBar))).toMatchObject({ code: 'not_allowed' });
+    expect(readdirSync(shared).sort()).toEqual([`.${offer.id}.parley-received`, 'notes.txt']);
   });
 
   it('deletes a download cut short once the file is declined or received on another device: it can never be finished', async () => {

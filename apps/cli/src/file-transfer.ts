@@ -356,12 +356,15 @@ export async function saveReceived(offer: FileOffer, dir: string): Promise<strin
   return null;
 }
 
-/** The kept file and part file of an offer's download in `dir`, those that are there. */
+/**
+ * The kept file and part file of an offer's download in `dir`, those that are there: files, never symbolic links (one
+ * planted under such a name would be saved as the received file, pointing wherever, its content checked only once).
+ */
 export async function downloadsOf(dir: string, offerId: string): Promise<string[]> {
   const paths = [keptPathOf(dir, offerId), partPathOf(dir, offerId)];
   const there = await Promise.all(
     paths.map((p) =>
-      stat(p).then(
+      lstat(p).then(
         (s) => s.isFile(),
         () => false,
       ),
