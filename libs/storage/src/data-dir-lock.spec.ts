@@ -31,6 +31,11 @@ vi.mock('node:fs', async (importOriginal) => {
     ...fs,
     existsSync: observed('exists', fs.existsSync),
     linkSync: observed('link', fs.linkSync),
+    // Node's recursive mkdir retries for ever (in native code, past any test timeout) under /proc: a test fails instead.
+    mkdirSync: ((path: string, options?: { recursive?: boolean }) => {
+      if (options?.recursive && String(path).startsWith('/proc/')) throw new Error(`a recursive mkdir of ${path} would never return`);
+      return fs.mkdirSync(path, options);
+    }) as typeof fs.mkdirSync,
     readFileSync: observed('read', fs.readFileSync),
     renameSync: observed('rename', fs.renameSync),
     rmSync: observed('rm', fs.rmSync),
@@ -101,6 +106,21 @@ describe('DataDirLock', () => {
     writeFileSync(file, '');
     expect(() => DataDirLock.check(file)).toThrow(`cannot write to the data directory ${file}: it is a file, not a directory;`);
     expect(() => DataDirLock.check(join(file, 'data'))).toThrow(`${join(file, 'data')}: a part of its path is a file, not a directory;`);
+  });
+
+  it.runIf(process.platform === 'linux')('refuses, in words and without hanging, a data directory that cannot be made where its parent is', () => {
+    // /proc is there, but no directory can be made in it (mkdir fails with ENOENT).
+    for (const dir of ['/proc/parley-nope', '/proc/parley-nope/data']) {
+      expect(() => DataDirLock.check(dir)).toThrow(`cannot write to the data directory ${dir}: no directory can be made there;`);
+    }
+  });
+
+  it('makes a missing data directory and its missing parents', () => {
+    const dir = join(dataDir(), 'a', 'b', 'c');
+    DataDirLock.check(dir);
+    expect(statSync(dir).isDirectory()).toBe(true);
+    // And takes one that is there already.
+    DataDirLock.check(dir);
   });
 
   it('tells when the server before it was last alive: its lock’s last refresh if it was killed, nothing after a clean release', async () => {

@@ -1,7 +1,7 @@
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
 import { checkStartRoom, DataDirFullError, isOutOfRoom } from './data-dir-space.js';
 
@@ -267,6 +267,8 @@ const CANNOT_WRITE: Record<string, string> = {
   ENOTDIR: 'a part of its path is a file, not a directory',
   // mkdir of a path that is there already, as something else than a directory.
   EEXIST: 'it is a file, not a directory',
+  // mkdir under a directory that is there but holds no directories of ours (/proc, /sys).
+  ENOENT: 'no directory can be made there',
 };
 
 /**
@@ -276,7 +278,7 @@ const CANNOT_WRITE: Record<string, string> = {
  */
 function checkWritable(dataDir: string): void {
   try {
-    mkdirSync(dataDir, { recursive: true });
+    makeDir(dataDir);
     checkStartRoom(dataDir);
   } catch (e) {
     if (e instanceof DataDirFullError) throw e;
@@ -286,5 +288,24 @@ function checkWritable(dataDir: string): void {
       `cannot write to the data directory ${dataDir}: ${CANNOT_WRITE[code] ?? (e as Error).message}; give this server a directory it may write to (PARLEY_DATA_DIR)`,
       { cause: e },
     );
+  }
+}
+
+/**
+ * Makes the directory and its missing parents, a level at a time from the first that is there. Not by
+ * `mkdirSync(dir, { recursive: true })`: Node's retries a level for ever when making it fails with ENOENT though its
+ * parent is there (under /proc, say), so the server would hang without a word.
+ */
+function makeDir(dir: string): void {
+  const missing: string[] = [];
+  for (let at = resolve(dir); !existsSync(at) && dirname(at) !== at; at = dirname(at)) missing.unshift(at);
+  // When nothing is missing, still made: mkdir names a path that is there as something else (EEXIST).
+  for (const level of missing.length > 0 ? missing : [resolve(dir)]) {
+    try {
+      mkdirSync(level);
+    } catch (e) {
+      // Made meanwhile (by another server starting on it), or there already: fine if it is a directory.
+      if ((e as NodeJS.ErrnoException).code !== 'EEXIST' || !statSync(level).isDirectory()) throw e;
+    }
   }
 }
