@@ -158,6 +158,28 @@ describe('transports', () => {
     );
   });
 
+  it('the CLI says that a TLS port speaks TLS, and to use mqtts:// or wss:// there, at once (not trusting its certificate yet)', async () => {
+    const login = { PARLEY_USER: 'amy', PARLEY_PASSWORD: PASSWORD };
+    const { mqtts, wss } = server.extraPorts;
+    const cases: [string, string][] = [
+      [`mqtt://localhost:${mqtts}`, `it speaks MQTT over TLS on that port: use mqtts://localhost:${mqtts}`],
+      [`ws://localhost:${wss}`, `it speaks WebSocket over TLS on that port: use wss://localhost:${wss}`],
+      [`mqtt://127.0.0.1:${wss}`, `it speaks HTTP (WebSocket) over TLS, not MQTT, on that port: use wss://127.0.0.1:${wss}`],
+      [`ws://127.0.0.1:${mqtts}`, `it speaks MQTT over TLS, not WebSocket, on that port: use mqtts://127.0.0.1:${mqtts}`],
+    ];
+    for (const [url, hint] of cases) {
+      const r = await runCli(['who', 'bob'], { ...login, PARLEY_SERVER: url });
+      expect(r.code, url).toBe(1);
+      expect(r.stderr.trim(), url).toBe(`error: connect: cannot reach ${url}: ${hint}`);
+    }
+    // A file transfer rides out dropped connections, but a TLS port's close is no drop: it is told at once (it would try for 10 s).
+    const file = join(dir, 'to-send-tls.txt');
+    writeFileSync(file, 'a file');
+    const url = `mqtt://localhost:${mqtts}`;
+    const sending = await runCli(['--json', 'file', 'send', 'bob', file], { ...login, PARLEY_SERVER: url }, { timeoutMs: 8000 });
+    expect(sending.json).toEqual([{ type: 'error', code: 'connect', message: `cannot reach ${url}: ${cases[0]![1]}` }]);
+  });
+
   it('holds TLS clients to the same rules: a huge first packet is cut off at once', async () => {
     const socket = tlsConnect({ port: server.extraPorts.mqtts!, host: '127.0.0.1', servername: 'localhost', ca: readFileSync(ca) });
     await new Promise<void>((resolve, reject) => socket.once('secureConnect', resolve).once('error', reject));

@@ -275,6 +275,9 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
         const tryAgain = code === CONNACK_TRY_AGAIN || (retrying && typeof code !== 'number') || (reconnects && dropped);
         const reason = describeConnectError(e as Error, opts.server, opts.ca);
         if (!tryAgain) throw new ConnectError((await wrongScheme(e as Error, opts.server, ca)) ?? reason);
+        // A first drop may be no restart but a TLS port spoken to in plain: then it is said at once, not retried.
+        const misnamed = dropped && !retrying ? await wrongScheme(e as Error, opts.server, ca) : undefined;
+        if (misnamed) throw new ConnectError(misnamed);
         if (code === CONNACK_TRY_AGAIN) toldToTryAgain = true;
         if (!retrying) refusal = reason;
         const left = deadline - Date.now();
@@ -556,6 +559,11 @@ function tlsRefused(e: Error, scheme: string): boolean {
 /** A WebSocket upgrade request that went unanswered: the port closed on it (an MQTT port reads it as a bad packet). */
 function upgradeUnanswered(e: Error, scheme: string): boolean {
   if (scheme !== 'ws:' && scheme !== 'wss:') return false;
+  return closedUnanswered(e);
+}
+
+/** The port closed the connection before it answered anything. */
+function closedUnanswered(e: Error): boolean {
   return (e as { code?: unknown }).code === CLOSED_BEFORE_ANSWER || /socket hang up/i.test(e.message);
 }
 
@@ -575,13 +583,23 @@ async function wrongScheme(e: Error, server: string, ca: Buffer | undefined): Pr
   const scheme = url.protocol;
   const tlsFailed = tlsRefused(e, scheme);
   const speaksHttp = (e as { code?: unknown }).code === SPEAKS_HTTP;
-  if (!tlsFailed && !speaksHttp && !upgradeUnanswered(e, scheme)) return undefined;
+  // Plain bytes to a TLS port: it reads them as a broken handshake and closes without a word.
+  const plainClosed = (scheme === 'mqtt:' || scheme === 'ws:') && closedUnanswered(e);
+  if (!tlsFailed && !speaksHttp && !upgradeUnanswered(e, scheme) && !plainClosed) return undefined;
   const overTls = (scheme === 'mqtts:' || scheme === 'wss:') && !tlsFailed;
   const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
   const port = url.port === '' ? DEFAULT_PORTS[scheme]! : Number(url.port);
-  const kind: PortKind = await probePort({ host, port, ...(overTls ? { tls: { ca, servername: host } } : {}) });
+  // A plain MQTT port would have answered the failed attempt's own CONNECT: no need to ask it again.
+  const kind: PortKind = scheme === 'mqtt:' && plainClosed ? 'unknown' : await probePort({ host, port, ...(overTls ? { tls: { ca, servername: host } } : {}) });
   const as = (s: string) => `${s}//${url.host}`;
   const there = `cannot reach ${server}:`;
+  if (plainClosed && kind === 'unknown') {
+    // Asked again over TLS, whatever its certificate: only what the port speaks is told, and the URL to use.
+    const overTlsKind = await probePort({ host, port, tls: { servername: host, unverified: true } });
+    if (overTlsKind === 'mqtt') return `${there} it speaks MQTT over TLS${scheme === 'ws:' ? ', not WebSocket,' : ''} on that port: use ${as('mqtts:')}`;
+    if (overTlsKind === 'websocket')
+      return `${there} it speaks ${scheme === 'ws:' ? 'WebSocket' : 'HTTP (WebSocket)'} over TLS${scheme === 'mqtt:' ? ', not MQTT,' : ''} on that port: use ${as('wss:')}`;
+  }
   // Parley's HTTP port answers /healthz: it is no MQTT port of any kind, and the listener wanted is on a port of its own.
   const healthPort = (wanted: string) => `it is a Parley health and metrics port (/healthz, /metrics); ${wanted} is on another port`;
   if (tlsFailed) {

@@ -1,4 +1,4 @@
-import { connect as netConnect, type Socket } from 'node:net';
+import { isIP, connect as netConnect, type Socket } from 'node:net';
 import { connect as tlsConnect } from 'node:tls';
 
 /**
@@ -11,8 +11,11 @@ export type PortKind = 'mqtt' | 'websocket' | 'parley-http' | 'http' | 'unknown'
 export interface ProbeTarget {
   host: string;
   port: number;
-  /** Ask over TLS (the port took a TLS handshake), trusting these CA certificates besides the system's. */
-  tls?: { ca?: Buffer; servername: string };
+  /**
+   * Ask over TLS (the port took a TLS handshake), trusting these CA certificates besides the system's; or, `unverified`,
+   * any certificate: only to tell whether the port speaks TLS, and what over it (the questions carry nothing secret).
+   */
+  tls?: { ca?: Buffer; servername: string; unverified?: boolean };
 }
 
 /**
@@ -44,8 +47,16 @@ function exchange(target: ProbeTarget, bytes: Buffer, timeoutMs: number, enough:
   return new Promise((resolve) => {
     let read = Buffer.alloc(0);
     const socket: Socket = target.tls
-      ? tlsConnect({ host: target.host, port: target.port, servername: target.tls.servername, ...(target.tls.ca ? { ca: [target.tls.ca] } : {}) }, () =>
-          socket.write(bytes),
+      ? tlsConnect(
+          {
+            host: target.host,
+            port: target.port,
+            // A name, not an address (RFC 6066: Node warns of an address).
+            ...(isIP(target.tls.servername) ? {} : { servername: target.tls.servername }),
+            ...(target.tls.ca ? { ca: [target.tls.ca] } : {}),
+            ...(target.tls.unverified ? { rejectUnauthorized: false } : {}),
+          },
+          () => socket.write(bytes),
         )
       : netConnect({ host: target.host, port: target.port }, () => socket.write(bytes));
     const done = () => {
