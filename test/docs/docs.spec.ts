@@ -21,6 +21,16 @@ describe('docs/asyncapi.json', () => {
     expect(JSON.parse(read('docs/asyncapi.json'))).toEqual(JSON.parse(JSON.stringify(buildAsyncApiDocument())));
   });
 
+  it('names a server for each listener the server can open, the optional ones marked so', () => {
+    const servers = Object.values((JSON.parse(read('docs/asyncapi.json')) as { servers: Record<string, { protocol: string; description: string }> }).servers);
+    const listeners = { PARLEY_MQTT_PORT: 'mqtt', PARLEY_MQTTS_PORT: 'secure-mqtt', PARLEY_WS_PORT: 'ws', PARLEY_WSS_PORT: 'wss' };
+    for (const [setting, protocol] of Object.entries(listeners)) {
+      const server = servers.find((s) => s.description.includes(`\`${setting}\``));
+      expect(server?.protocol, setting).toBe(protocol);
+      if (setting !== 'PARLEY_MQTT_PORT') expect(server?.description, setting).toMatch(/^Optional:/);
+    }
+  });
+
   it('has the payload schema of every request op', () => {
     const doc = JSON.parse(read('docs/asyncapi.json')) as { components: { schemas: Record<string, { properties?: { op?: { const?: string } } }> } };
     const ops = Object.values(doc.components.schemas).flatMap((schema) => schema.properties?.op?.const ?? []);

@@ -112,7 +112,31 @@ export function buildAsyncApiDocument(): Json {
         host: 'localhost:1883',
         protocol: 'mqtt',
         protocolVersion: '3.1.1',
-        description: 'One dual-stack listener: IPv4 and IPv6 clients reach the same port.',
+        description: 'Plain MQTT (`PARLEY_MQTT_PORT`, 1883 by default), always open. One dual-stack listener: IPv4 and IPv6 clients reach the same port.',
+        security: [{ $ref: '#/components/securitySchemes/login' }],
+      },
+      // The optional listeners: the same protocol and topics over TLS and WebSocket. They have no default port; the
+      // ones shown are those the README and SECURITY.md use.
+      'parley-tls': {
+        host: 'localhost:8883',
+        protocol: 'secure-mqtt',
+        protocolVersion: '3.1.1',
+        description:
+          'Optional: MQTT over TLS, open only when `PARLEY_MQTTS_PORT` is set (no default; 8883 is the usual port), with `PARLEY_TLS_CERT` and `PARLEY_TLS_KEY`.',
+        security: [{ $ref: '#/components/securitySchemes/login' }],
+      },
+      'parley-ws': {
+        host: 'localhost:8083',
+        protocol: 'ws',
+        description:
+          'Optional: MQTT 3.1.1 over WebSocket (subprotocol `mqtt`, any path), open only when `PARLEY_WS_PORT` is set (no default; 8083 here). Plain: for behind a TLS-terminating proxy.',
+        security: [{ $ref: '#/components/securitySchemes/login' }],
+      },
+      'parley-wss': {
+        host: 'localhost:8884',
+        protocol: 'wss',
+        description:
+          'Optional: MQTT 3.1.1 over WebSocket over TLS (subprotocol `mqtt`, any path), open only when `PARLEY_WSS_PORT` is set (no default; 8884 here), with `PARLEY_TLS_CERT` and `PARLEY_TLS_KEY`.',
         security: [{ $ref: '#/components/securitySchemes/login' }],
       },
     },
