@@ -20,13 +20,16 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY package.json package-lock.json ./
 RUN npm ci --omit=dev --no-audit --no-fund && npm cache clean --force \
- && mkdir -p /data && chown node:node /data
+ && mkdir -p /data /files && chown node:node /data /files
 COPY --from=build /app/dist dist
 COPY bin bin
 COPY --chmod=0755 deploy/docker-entrypoint.sh deploy/docker-entrypoint.sh
 # The embedded store of a standalone container; unused with REDIS_URL.
 VOLUME /data
 USER node
+# The working directory, the container user's own: where `cli file accept` saves (mount a directory here to keep the
+# files) and `cli file send` finds relative paths. The entrypoint finds the apps in /app wherever it runs.
+WORKDIR /files
 # MQTT (gateway) and HTTP /healthz, /readyz, /metrics (every app).
 EXPOSE 1883 8080
 HEALTHCHECK --interval=10s --timeout=5s --start-period=20s --retries=3 CMD ["/app/deploy/docker-entrypoint.sh", "probe", "/healthz"]

@@ -6,7 +6,9 @@
 #   docker run parley cli who bob          the parley CLI
 #   docker-entrypoint.sh probe /readyz     health check: GET a path on this container's HTTP port, exit 0 on 2xx
 set -eu
-cd "$(dirname "$0")/.."
+# The apps are found from here; the working directory stays the container's (the image's /files, or `docker run -w`):
+# where the CLI reads the files it sends from and saves the ones it accepts (/app is root's, the container runs as node).
+root="$(cd "$(dirname "$0")/.." && pwd)"
 
 case "${1:-}" in
   "" | -*) app="${PARLEY_APP:-gateway}" ;;
@@ -25,10 +27,10 @@ fi
 
 case "$app" in
   "" | *[!a-z0-9-]*) main="" ;;
-  *) main="dist/apps/$app/src/main.js" ;;
+  *) main="$root/dist/apps/$app/src/main.js" ;;
 esac
 if [ -z "$main" ] || [ ! -f "$main" ]; then
-  echo "parley: unknown app \"$app\"; run one of: $(ls dist/apps | tr '\n' ' ')" >&2
+  echo "parley: unknown app \"$app\"; run one of: $(ls "$root/dist/apps" | tr '\n' ' ')" >&2
   exit 2
 fi
 exec node "$main" "$@"

@@ -364,6 +364,11 @@ describe('the deployment files agree with each other and with the apps', () => {
     expect(dockerfile).toMatch(/COPY --from=build \/app\/dist dist/);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["\/app\/deploy\/docker-entrypoint\.sh"\]$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK .* CMD \["\/app\/deploy\/docker-entrypoint\.sh", "probe", "\/healthz"\]$/m);
+    // The container runs as node, in a working directory of node's own (/app is root's): `cli file accept` saves there.
+    const runtime = dockerfile.slice(dockerfile.indexOf('AS runtime'));
+    const workdir = [...runtime.matchAll(/^WORKDIR (\S+)$/gm)].at(-1)?.[1];
+    expect(runtime.indexOf(`WORKDIR ${workdir}`)).toBeGreaterThan(runtime.indexOf('USER node'));
+    expect(runtime).toMatch(new RegExp(`mkdir -p [^\n]*${workdir}[^\n]*&& chown node:node [^\n]*${workdir}`));
     // The image is made from the package files and the sources: none of them may be ignored.
     const ignored = readRepo('.dockerignore')
       .split('\n')
@@ -393,6 +398,22 @@ describe('the container entrypoint', () => {
   it('runs the app given by argument or PARLEY_APP (the CLI here, which needs no server)', () => {
     expect(entrypoint(['cli', '--help']).stdout).toContain('Usage: parley');
     expect(entrypoint(['--help'], { PARLEY_APP: 'cli' }).stdout).toContain('Usage: parley');
+  });
+
+  it('runs the app in the working directory it was started in (the image’s own, or `docker run -w`), not in /app', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-entrypoint-'));
+    try {
+      // A node that says where it runs and what it was asked to run.
+      writeFileSync(join(dir, 'node'), '#!/bin/sh\necho "$PWD $1"\n', { mode: 0o755 });
+      const run = spawnSync('sh', [join(REPO_ROOT, 'deploy/docker-entrypoint.sh'), 'cli', '--help'], {
+        cwd: dir,
+        encoding: 'utf8',
+        env: { PATH: `${dir}:${process.env.PATH ?? ''}` },
+      });
+      expect(run.stdout.trim()).toBe(`${dir} ${join(REPO_ROOT, 'dist/apps/cli/src/main.js')}`);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   describe('probe', () => {
