@@ -125,7 +125,8 @@ describe('output formatting', () => {
     expect(markText(markFor(3, { bob: cursors(3, 0) }, false))).toBe('✓✓');
     expect(markText(markFor(3, { bob: cursors(5, 3, at) }, false))).toBe('✓✓ read 10:32:05');
     // The cursor's time is when it reached #4: #3 was read by then, but not necessarily then.
-    expect(markText(markFor(3, { bob: cursors(5, 4, at) }, false))).toBe('✓✓ read');
+    expect(markText(markFor(3, { bob: cursors(5, 4, at) }, false))).toBe('✓✓ read by 10:32:05');
+    expect(markText(markFor(3, { bob: cursors(5, 4) }, false))).toBe('✓✓ read');
     const five = { b: cursors(3, 3), c: cursors(9, 9), d: cursors(3, 2), e: cursors(3, 0), f: cursors(0, 0) };
     expect(markText(markFor(3, five, true))).toBe('✓✓ 4/5 delivered, 2 read');
     expect(markText(markFor(3, { b: cursors(3, 3), c: cursors(4, 4) }, true))).toBe('✓✓ 2/2 read');

@@ -37,15 +37,19 @@ export function stamp(ts: number, now: number = Date.now()): string {
   return sameDay ? clock(ts) : dateTime(ts);
 }
 
-/** What the sender sees of its own message: ✓ accepted, ✓✓ delivered, ✓✓ read (with time); in a group, counts. */
-/** A direct message's `readAt` is when it was read, when that is known (not every message up to a read cursor was read when the cursor got there). */
+/**
+ * What the sender sees of its own message: ✓ accepted, ✓✓ delivered, ✓✓ read (with time); in a group, counts.
+ * A direct message's `readAt` is when it was read, when that is known (not every message up to a read cursor was read
+ * when the cursor got there); else `readBy`, when known, a time it had been read by (at the latest: `✓✓ read by …`).
+ */
 export type Mark =
-  { kind: 'direct'; delivered: boolean; read: boolean; readAt: number | null } | { kind: 'group'; delivered: number; read: number; of: number };
+  | { kind: 'direct'; delivered: boolean; read: boolean; readAt: number | null; readBy?: number }
+  | { kind: 'group'; delivered: number; read: number; of: number };
 
 export function markText(mark: Mark | null): string {
   if (mark === null) return '✓';
   if (mark.kind === 'direct') {
-    if (mark.read) return mark.readAt !== null ? `✓✓ read ${stamp(mark.readAt)}` : '✓✓ read';
+    if (mark.read) return mark.readAt !== null ? `✓✓ read ${stamp(mark.readAt)}` : mark.readBy !== undefined ? `✓✓ read by ${stamp(mark.readBy)}` : '✓✓ read';
     return mark.delivered ? '✓✓' : '✓';
   }
   if (mark.read > 0 && mark.read === mark.of) return `✓✓ ${mark.read}/${mark.of} read`;
@@ -57,7 +61,8 @@ export function markText(mark: Mark | null): string {
 
 /**
  * The mark of message `seq` given the other members' cursors. A cursor says when it reached its seq, so only the
- * message at a read cursor has its read time; those before it were read, at some time before. In a group, a member
+ * message at a read cursor has its read time; those before it were read at that time or before (`readBy`: it may be
+ * long before, so it is not passed for their read time). In a group, a member
  * who joined after the message counts neither way: they never had it — unless it was said in an earlier time of theirs
  * in the group (removed, then added back), when they had it.
  */
@@ -66,7 +71,11 @@ export function markFor(seq: number, peers: Record<string, PeerCursors>, group: 
   if (!group) {
     const peer = cursors[0];
     const read = (peer?.read ?? 0) >= seq;
-    return { kind: 'direct', delivered: (peer?.delivered ?? 0) >= seq, read, readAt: read && peer!.read === seq ? peer!.readAt : null };
+    const delivered = (peer?.delivered ?? 0) >= seq;
+    if (!read || peer!.readAt === null) return { kind: 'direct', delivered, read, readAt: null };
+    return peer!.read === seq
+      ? { kind: 'direct', delivered, read, readAt: peer!.readAt }
+      : { kind: 'direct', delivered, read, readAt: null, readBy: peer!.readAt };
   }
   const had = cursors.filter(
     (c) => ((c.joined ?? 0) <= seq && (c.left === undefined || seq <= c.left)) || (c.earlier ?? []).some((s) => s.joined <= seq && seq <= s.left),
