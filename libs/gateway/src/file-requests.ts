@@ -1,7 +1,7 @@
 import type { FileOfferApi, FileOutcome, OfferTarget } from '#libs/file-offer';
 import type { GroupApi } from '#libs/group';
 import { DomainError, topics, type FileOfferRequest, type OkReply, type Request } from '#libs/protocol';
-import type { InboxPublisher } from './inbox-publisher.js';
+import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 
 export type FileRequest = Extract<Request, { op: `file.${string}` }>;
 
@@ -18,24 +18,26 @@ export class FileRequests {
     private readonly inbox: InboxPublisher,
   ) {}
 
-  async execute(user: string, req: FileRequest): Promise<OkReply['result']> {
+  /** Carries out a request; the relay of what it publishes is noted in `note`, for its answer to wait for. */
+  async execute(user: string, req: FileRequest, note: RelayNote): Promise<OkReply['result']> {
     switch (req.op) {
       case 'file.offer':
         return this.published(
+          note,
           this.files.offer(user, req.id, await this.targetOf(user, req), { name: req.name, size: req.size, type: req.type, sha256: req.sha256 }),
         );
       case 'file.chunk':
-        return this.published(this.files.putChunk(user, req.offer, req.index, req.data));
+        return this.published(note, this.files.putChunk(user, req.offer, req.index, req.data));
       case 'file.accept':
-        return this.published(this.files.accept(user, req.offer));
+        return this.published(note, this.files.accept(user, req.offer));
       case 'file.decline':
-        return this.published(this.files.decline(user, req.offer));
+        return this.published(note, this.files.decline(user, req.offer));
       case 'file.received':
-        return this.published(this.files.confirm(user, req.offer));
+        return this.published(note, this.files.confirm(user, req.offer));
       case 'file.cancel':
-        return this.published(this.files.cancel(user, req.offer));
+        return this.published(note, this.files.cancel(user, req.offer));
       case 'file.seen':
-        return this.published(this.files.seen(user, req.offer, req.states));
+        return this.published(note, this.files.seen(user, req.offer, req.states));
       case 'file.fetch':
         return this.files.fetch(user, req.offer, req.index);
       case 'file.list':
@@ -50,12 +52,15 @@ export class FileRequests {
     return { group: { id: group.id, name: group.name }, members: group.members };
   }
 
-  private async published<R>(pending: Promise<FileOutcome<R>>): Promise<R> {
+  private async published<R>(note: RelayNote, pending: Promise<FileOutcome<R>>): Promise<R> {
     const { result, notify } = await pending;
     if (notify)
-      this.inbox.publishToAll(
-        [...new Set(notify.to)].map((u) => topics.inbox(u)),
-        notify.event,
+      noteRelay(
+        note,
+        this.inbox.publishToAll(
+          [...new Set(notify.to)].map((u) => topics.inbox(u)),
+          notify.event,
+        ),
       );
     return result;
   }

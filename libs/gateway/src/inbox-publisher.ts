@@ -18,7 +18,7 @@ export class InboxPublisher {
   constructor(private readonly broker: MqttBroker) {}
 
   publish(topic: string, event: InboxEvent): void {
-    this.publishToAll([topic], event);
+    this.send(topic, encode(event));
   }
 
   /**
@@ -36,30 +36,35 @@ export class InboxPublisher {
     this.send(inbox, payload);
   }
 
-  /** Publishes one event to several inboxes; it is encoded once, however many members receive it. */
-  publishToAll(inboxTopics: readonly string[], event: InboxEvent): void {
+  /**
+   * Publishes one event to several inboxes; it is encoded once, however many members receive it. Returns what settles
+   * once it has left this gateway for the others (see `RelayNote`); undefined when there are none.
+   */
+  publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<void> | undefined {
     const payload = encode(event);
     for (const topic of inboxTopics) this.send(topic, payload);
-    if (inboxTopics.length > 0) this.eventsPublished++;
-  }
-
-  /** How many events (not replies) have been published: a request compares it before and after (see `relayedSince`). */
-  eventsPublished = 0;
-
-  /**
-   * Settles once the events published so far have left this gateway for the others (Redis has them), when any was
-   * published since `mark` (an earlier `eventsPublished`); undefined when none was, or there are no other gateways.
-   * A request's answer waits for it: a sender told `accepted` by a gateway that crashed a moment later has had the
-   * message relayed to recipients on other gateways; one not told retries with the same id, and the retry delivers it.
-   */
-  relayedSince(mark: number): Promise<void> | undefined {
-    return this.eventsPublished === mark ? undefined : this.broker.relayed();
+    return inboxTopics.length > 0 ? this.broker.relayed() : undefined;
   }
 
   private send(topic: string, payload: Buffer): void {
     this.broker.inboxes.write(topic, payload);
     this.broker.relay(topic, payload);
   }
+}
+
+/**
+ * Where a request notes the relay of the events it delivered (`InboxPublisher.publishToAll`), so that its answer waits
+ * until they have left the gateway: Redis has them, and each other gateway gets them, however soon this one dies after
+ * answering. A sender told `accepted` by a gateway that crashed has had the message relayed; one not told sends it again
+ * with the same id, and the repeat is delivered again. Batches are answered in order: the last one noted covers all.
+ */
+export interface RelayNote {
+  relayed?: Promise<void> | undefined;
+}
+
+/** Notes an event's relay, when there is one to wait for. */
+export function noteRelay(note: RelayNote, relayed: Promise<void> | undefined): void {
+  if (relayed) note.relayed = relayed;
 }
 
 /** The wire form of an inbox event. */

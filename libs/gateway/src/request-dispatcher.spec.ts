@@ -1,5 +1,9 @@
+import type { Client } from 'aedes';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { heldBack } from './request-dispatcher.js';
+import { Metrics } from '#libs/health';
+import { InboxPublisher } from './inbox-publisher.js';
+import type { MqttBroker } from './mqtt-broker.js';
+import { heldBack, RequestDispatcher } from './request-dispatcher.js';
 
 describe('heldBack', () => {
   afterEach(() => void vi.useRealTimers());
@@ -29,5 +33,90 @@ describe('heldBack', () => {
     release();
     await vi.advanceTimersByTimeAsync(0);
     expect(settled).toEqual(['held']);
+  });
+});
+
+/** A dispatcher on a gateway with others (a broker whose relays stay on their way until `relay.send()`), its fakes, and what it writes. */
+function gatewayWithOthers() {
+  const written: { topic: string; event: Record<string, unknown> }[] = [];
+  let pending: { promise: Promise<void>; resolve: () => void } | undefined;
+  const broker = {
+    inboxes: { write: (topic: string, payload: Buffer) => written.push({ topic, event: JSON.parse(payload.toString()) as Record<string, unknown> }) },
+    relay: () => {
+      if (pending) return;
+      let resolve!: () => void;
+      const promise = new Promise<void>((r) => (resolve = r));
+      pending = { promise, resolve };
+    },
+    relayed: () => pending?.promise,
+  };
+  const relay = {
+    send: () => {
+      pending?.resolve();
+      pending = undefined;
+    },
+  };
+  const messaging = {
+    send: (cmd: { from: string; id: string; to: string; text: string }, issued?: () => void) => {
+      issued?.();
+      const conv = `dm:${[cmd.from, cmd.to].sort().join(':')}`;
+      const message = { type: 'message', conv, seq: 1, from: cmd.from, to: cmd.to, ts: 5, id: cmd.id, text: cmd.text };
+      return Promise.resolve({ accepted: { conv, seq: 1, ts: 5 }, message, duplicate: false });
+    },
+  };
+  const presence = {
+    stateOf: () => Promise.resolve(undefined),
+    who: (user: string) => Promise.resolve({ user, state: 'online', lastSeen: null }),
+  };
+  const inbox = new InboxPublisher(broker as unknown as MqttBroker);
+  const dispatcher = new RequestDispatcher(
+    {} as never,
+    messaging as never,
+    presence as never,
+    {} as never,
+    {} as never,
+    inbox,
+    new Metrics(),
+    { maxRequestBytes: 65_536 },
+    {} as never,
+  );
+  const connection = (user: string) => ({ closed: false, clean: true, subscriptions: {}, user }) as unknown as Client;
+  const request = (client: Client, user: string, body: object) =>
+    dispatcher.enqueue(client, { kind: 'user', user, device: null }, Buffer.from(JSON.stringify(body)));
+  const replies = () => written.filter((w) => w.event.type === 'reply').map((w) => `${w.topic} ${String(w.event.id)}`);
+  return { written, relay, connection, request, replies };
+}
+
+describe('RequestDispatcher on a gateway with others', () => {
+  afterEach(() => void vi.useRealTimers());
+
+  it('answers a send only once its delivery has reached the other gateways (Redis has it)', async () => {
+    const { written, relay, connection, request, replies } = gatewayWithOthers();
+    request(connection('ann'), 'ann', { id: 's1', op: 'send', to: 'bob', text: 'hi' });
+    await vi.waitFor(() => expect(written.map((w) => w.topic)).toContain('parley/v1/users/bob/inbox'));
+    // Delivered on this gateway, relayed, and not answered while the relay is on its way.
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    expect(replies()).toEqual([]);
+    relay.send();
+    await vi.waitFor(() => expect(replies()).toEqual(['parley/v1/users/ann/inbox s1']));
+  });
+
+  it('answers after a second all the same when Redis does not answer, and a request that delivered nothing waits for no one', async () => {
+    vi.useFakeTimers();
+    const { relay, connection, request, replies } = gatewayWithOthers();
+    const ann = connection('ann');
+    request(ann, 'ann', { id: 's1', op: 'send', to: 'bob', text: 'hi' });
+    request(ann, 'ann', { id: 's2', op: 'send', to: 'bob', text: 'again' });
+    // Another connection's `who` while ann's relay is on its way: it delivered nothing, and is answered at once.
+    request(connection('cy'), 'cy', { id: 'w1', op: 'who', user: 'bob' });
+    await vi.advanceTimersByTimeAsync(0);
+    expect(replies()).toEqual(['parley/v1/users/cy/inbox w1']);
+    await vi.advanceTimersByTimeAsync(999);
+    expect(replies()).toEqual(['parley/v1/users/cy/inbox w1']);
+    // Each answer's second counts from when its request was done, not from the answer before it: a pipeline is not
+    // answered one second at a time.
+    await vi.advanceTimersByTimeAsync(1);
+    expect(replies()).toEqual(['parley/v1/users/cy/inbox w1', 'parley/v1/users/ann/inbox s1', 'parley/v1/users/ann/inbox s2']);
+    relay.send();
   });
 });

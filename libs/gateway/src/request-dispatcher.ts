@@ -28,7 +28,7 @@ import {
 } from '#libs/protocol';
 import { LogThrottle } from '#libs/runtime';
 import type { FileRequests } from './file-requests.js';
-import type { InboxPublisher } from './inbox-publisher.js';
+import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 import { guardOf } from './connection-guard.js';
 import type { RequestLimiter } from './request-limiter.js';
 import type { Counter, Histogram } from 'prom-client';
@@ -49,7 +49,7 @@ export interface DispatcherLimits {
  * deliveries (its reply may still wait: a send's, for the recipient's presence);
  * `delivered` is this request's own signal of that.
  */
-export interface Turn {
+export interface Turn extends RelayNote {
   issued: () => void;
   previous: Promise<void>;
   handedOver: () => void;
@@ -195,7 +195,6 @@ export class RequestDispatcher {
     const started = performance.now();
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
-    let relayed: Promise<void> | undefined;
     if (!allowed) {
       const id = parsed.ok ? parsed.request.id : parsed.id;
       reply = errorReply(
@@ -207,22 +206,22 @@ export class RequestDispatcher {
       reply = errorReply(parsed.id, parsed.op, parsed.error);
     } else {
       op = parsed.request.op;
-      const published = this.inbox.eventsPublished;
       try {
         reply = await this.execute(principal, parsed.request, turn, connection);
       } catch (e) {
         reply = errorReply(parsed.request.id, op, this.asDomainError(e, op));
       }
-      relayed = this.inbox.relayedSince(published);
       // A chunk moved: its bytes paid for it, and the request it took goes back. One that moved nothing keeps it.
       if (reply.ok && principal.kind === 'user' && TRANSFER_OPS.has(op)) this.limits.rate?.moved(connection, principal.user);
     }
+    // What the request delivered reaches the other gateways before it is answered (see `RelayNote`). Bounded from now,
+    // not from when the answers before it went, should Redis not answer: the events are stored, and reach their
+    // recipients' next catch-up.
+    const relayed = turn.relayed && withDeadline(turn.relayed, RELAY_WAIT_MS).catch(() => undefined);
     turn.issued();
     await turn.previous;
     turn.delivered();
-    // What the request delivered has reached the other gateways before it is answered (see `relayedSince`); bounded,
-    // should Redis not answer: the events are stored, and reach their recipients' next catch-up.
-    if (relayed) await withDeadline(relayed, RELAY_WAIT_MS).catch(() => undefined);
+    if (relayed) await relayed;
     // A file chunk (tens of KiB) goes to the connection that fetched it only: not to the user's other devices, and not
     // across the backplane to every other gateway. Every other reply is published on the inbox, for all the user's
     // devices, and written to the requester's replies topic when it has one.
@@ -268,22 +267,23 @@ export class RequestDispatcher {
         // A device that keeps a session (clean session off) has a position of its own (see InboxSync).
         const device = connection.clean ? {} : { device: connection.id };
         const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status, ...device });
-        if (outcome.notify) this.deliver(outcome.notify.to, outcome.notify.event);
+        if (outcome.notify) this.deliver(turn, outcome.notify.to, outcome.notify.event);
         return ok(req, 'receipt', outcome.result);
       }
       case 'group.create':
-        return ok(req, req.op, await this.groupChange(this.groups.create(user, req.id, req.name, req.members)));
+        return ok(req, req.op, await this.groupChange(turn, this.groups.create(user, req.id, req.name, req.members)));
       case 'group.rename':
-        return ok(req, req.op, await this.groupChange(this.groups.rename(user, req.id, req.group, req.name)));
+        return ok(req, req.op, await this.groupChange(turn, this.groups.rename(user, req.id, req.group, req.name)));
       case 'group.add':
-        return ok(req, req.op, await this.groupChange(this.groups.add(user, req.id, req.group, req.members)));
+        return ok(req, req.op, await this.groupChange(turn, this.groups.add(user, req.id, req.group, req.members)));
       case 'group.remove':
-        return ok(req, req.op, await this.groupChange(this.groups.remove(user, req.id, req.group, req.members)));
+        return ok(req, req.op, await this.groupChange(turn, this.groups.remove(user, req.id, req.group, req.members)));
       case 'group.owner':
-        return ok(req, req.op, await this.groupChange(this.groups.handOver(user, req.id, req.group, req.user)));
+        return ok(req, req.op, await this.groupChange(turn, this.groups.handOver(user, req.id, req.group, req.user)));
       case 'group.leave':
       case 'group.delete': {
         const outcome = await this.groupOutcome(
+          turn,
           req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group) : this.groups.delete(user, req.id, req.group),
         );
         const info = outcome.group;
@@ -311,7 +311,7 @@ export class RequestDispatcher {
       case 'file.list':
       case 'file.seen':
       case 'file.cancel':
-        return { type: 'reply', id: req.id, op: req.op, ok: true, result: await this.files.execute(user, req) };
+        return { type: 'reply', id: req.id, op: req.op, ok: true, result: await this.files.execute(user, req, turn) };
     }
   }
 
@@ -324,7 +324,7 @@ export class RequestDispatcher {
       if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
       await turn.previousDelivered;
       // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
-      this.handOver(outcome.deliverTo, outcome.message);
+      this.handOver(turn, outcome.deliverTo, outcome.message);
       turn.delivered();
       return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
     }
@@ -335,7 +335,7 @@ export class RequestDispatcher {
     if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
     await turn.previousDelivered;
     // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
-    this.handOver(target.value === user ? [user] : [target.value, user], outcome.message);
+    this.handOver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
     // The next send's delivery need not wait for this one's answer: with presence slow to answer, pipelined sends would
     // otherwise wait for one another's presence reads in turn, up to RECIPIENT_PRESENCE_WAIT_MS each.
     turn.delivered();
@@ -358,14 +358,14 @@ export class RequestDispatcher {
   }
 
   /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
-  private async groupChange(pending: Promise<GroupOutcome>): Promise<GroupInfo> {
-    return (await this.groupOutcome(pending)).group;
+  private async groupChange(note: RelayNote, pending: Promise<GroupOutcome>): Promise<GroupInfo> {
+    return (await this.groupOutcome(note, pending)).group;
   }
 
   /** Delivers a group change to everyone it concerns; resolves with the whole outcome. */
-  private async groupOutcome(pending: Promise<GroupOutcome>): Promise<GroupOutcome> {
+  private async groupOutcome(note: RelayNote, pending: Promise<GroupOutcome>): Promise<GroupOutcome> {
     const outcome = await pending;
-    if (outcome.event) this.deliver(outcome.deliverTo, outcome.event);
+    if (outcome.event) this.deliver(note, outcome.deliverTo, outcome.event);
     return outcome;
   }
 
@@ -374,15 +374,18 @@ export class RequestDispatcher {
    * order. A connection that is gone by then gets nothing; the message is in the log, and the user's next sync
    * delivers it.
    */
-  private handOver(users: string[], event: MessageEvent): void {
-    this.deliver(users, event);
+  private handOver(turn: Turn, users: string[], event: MessageEvent): void {
+    this.deliver(turn, users, event);
   }
 
-  /** Publishes one event to each user's inbox (every device of theirs). */
-  private deliver(users: string[], event: InboxEvent): void {
-    this.inbox.publishToAll(
-      users.map((u) => topics.inbox(u)),
-      event,
+  /** Publishes one event to each user's inbox (every device of theirs); its relay is noted for the request's answer. */
+  private deliver(note: RelayNote, users: string[], event: InboxEvent): void {
+    noteRelay(
+      note,
+      this.inbox.publishToAll(
+        users.map((u) => topics.inbox(u)),
+        event,
+      ),
     );
     if (event.type === 'message') this.liveDeliveries.inc(users.length);
   }
