@@ -373,6 +373,58 @@ describe('InboxSession acknowledgements', () => {
     await session.stop();
   });
 
+  it('acknowledges only seqs of entries it showed: not where a sync started a group joined late, nor a stretch the user was out of', async () => {
+    vi.useFakeTimers();
+    try {
+      const GCONV = 'grp:g1';
+      const post = (seq: number): MessageEvent => ({
+        type: 'message',
+        conv: GCONV,
+        seq,
+        from: 'ann',
+        group: { id: 'g1', name: 'crew' },
+        ts: T1,
+        id: `g${seq}`,
+        text: `g${seq}`,
+      });
+      // Carol was added at #4, out of the group for #6 and #7, and back at #8 (whose backlog is slow to come).
+      const receipts: number[] = [];
+      const client = Object.assign(new EventEmitter(), {
+        user: 'carol',
+        request: (op: string, fields: { seq?: number }) => {
+          if (op === 'receipt') receipts.push(fields.seq!);
+          return Promise.resolve({});
+        },
+      });
+      const shown: number[] = [];
+      const session = new InboxSession(client as unknown as ParleyClient, { show: (e) => shown.push(e.seq) }, 'delivered');
+      client.emit('event', {
+        type: 'sync',
+        conversations: [
+          {
+            conv: GCONV,
+            after: 3,
+            last: 8,
+            mine: { delivered: 0, deliveredAt: null, read: 0, readAt: null },
+            peers: {},
+            hidden: [{ after: 5, upTo: 7 }],
+          },
+        ],
+      });
+      await vi.advanceTimersByTimeAsync(1000);
+      // #3 is where the backlog starts, not a message of hers: "carol had up to #3" would be untrue (and is refused).
+      expect(receipts).toEqual([]);
+      for (const seq of [4, 5]) client.emit('event', post(seq));
+      await vi.advanceTimersByTimeAsync(1000);
+      expect(receipts).toEqual([5]);
+      await session.stop();
+      expect(shown).toEqual([4, 5]);
+      expect(receipts).toEqual([5]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('in listen, shows only the backlog after the delivered cursor, read or not', async () => {
     const asked: string[] = [];
     const client = Object.assign(new EventEmitter(), {

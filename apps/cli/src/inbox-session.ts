@@ -45,6 +45,8 @@ export class InboxSession {
   /** My messages seen in this session, per conversation, to re-mark on receipts. */
   private readonly mine = new Map<string, Map<number, MessageEvent>>();
   private readonly acked = new Map<string, number>();
+  /** The highest seq of an entry shown per conversation: a receipt names one of them (see sendAck). */
+  private readonly highestShown = new Map<string, number>();
   /** Names of the user's groups, to tell apart two that share a name. */
   readonly groups = new GroupNames();
   private readonly ackTimers = new Map<string, NodeJS.Timeout>();
@@ -210,6 +212,7 @@ export class InboxSession {
     if (e.type === 'message' && e.from === this.me) this.track(e);
     if (e.type === 'group') this.followMembership(e);
     this.handlers.show(e);
+    if (e.seq > (this.highestShown.get(e.conv) ?? 0)) this.highestShown.set(e.conv, e.seq);
     this.scheduleAck(e.conv);
   }
 
@@ -285,8 +288,10 @@ export class InboxSession {
 
   private async sendAck(conv: string): Promise<void> {
     if (this.ackAs === 'none') return;
-    // Never past a stretch it gave up on without seeing it filled: the next catch-up would not send it again.
-    const seq = this.order.acknowledgeableUpTo(conv);
+    // Never past a stretch it gave up on without seeing it filled: the next catch-up would not send it again. Nor at a
+    // seq it passed over without an entry (where a sync started it, before the user joined a group, or one said while
+    // they were out of it): that is not theirs, and the server refuses it; what it had is acknowledged by its last entry.
+    const seq = Math.min(this.order.acknowledgeableUpTo(conv), this.highestShown.get(conv) ?? 0);
     if (seq <= (this.acked.get(conv) ?? 0)) return;
     this.acked.set(conv, seq);
     await this.client.request('receipt', { conv, seq, status: this.ackAs });

@@ -6,7 +6,10 @@ import { DEVICE_IDLE_MS, ReceiptsService, type ConversationDirectory } from './r
 
 const freshDatabase = tempDatabases('parley-receipts-unit-');
 
-/** A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3, cy joined at 2. */
+/**
+ * A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3, cy joined
+ * at 2; fay joined at 1, was out of it for 2 and 3, and is back since 4.
+ */
 function setup() {
   const db = freshDatabase();
   const clock = { now: 1_000 };
@@ -26,8 +29,9 @@ function setup() {
     viewOf: (conv, user) => {
       lookups.views++;
       if (conv !== 'g:1') return Promise.resolve(null);
-      if (members.includes(user)) return Promise.resolve({ last: 5, members: [...members] });
-      return Promise.resolve(user === 'dan' ? { last: 3, members: [...members] } : null);
+      if (user === 'fay') return Promise.resolve({ after: 0, last: 5, hidden: [{ after: 1, upTo: 3 }], members: [...members, 'fay'] });
+      if (members.includes(user)) return Promise.resolve({ after: user === 'cy' ? 1 : 0, last: 5, hidden: [], members: [...members] });
+      return Promise.resolve(user === 'dan' ? { after: 0, last: 3, hidden: [], members: [...members] } : null);
     },
     othersWroteIn: (_conv, user, after, upTo) => Promise.resolve(authors.slice(after, upTo).some((a) => a !== user)),
   };
@@ -92,6 +96,27 @@ describe('ReceiptsService', () => {
     for (const conv of ['dm:ann:cy', 'dm:bob:Ann', 'bogus'])
       await expect(service.record({ user: 'bob', conv, seq: 1, status: 'read' })).rejects.toMatchObject({ message: `you are not a member of ${conv}` });
     expect(await service.cursorsOf('dm:ann:bob', 'bob')).toMatchObject({ delivered: 0, read: 0 });
+  });
+
+  it('refuses a receipt for a seq said before the user joined the group, or while it was out of it, and tells no one of it', async () => {
+    const { service } = setup();
+    // cy joined at 2: #1 was never cy's, and "cy read up to #1" would tell the others it had it.
+    await expect(service.record({ user: 'cy', conv: 'g:1', seq: 1, status: 'read' })).rejects.toMatchObject({
+      code: 'no_such_message',
+      message: 'g:1 has no message 1 you can see: it is from before you joined (your first is 2)',
+    });
+    // fay was out of the group for #2 and #3.
+    for (const seq of [2, 3])
+      await expect(service.record({ user: 'fay', conv: 'g:1', seq, status: 'delivered' })).rejects.toMatchObject({
+        code: 'no_such_message',
+        message: `g:1 has no message ${seq} you can see: it is from while you were out of the group (#2 to #3)`,
+      });
+    expect(await service.cursorsOf('g:1', 'cy')).toMatchObject({ delivered: 0, read: 0 });
+    expect(await service.cursorsOf('g:1', 'fay')).toMatchObject({ delivered: 0, read: 0 });
+    // Up to a seq of theirs is theirs, whatever came before it: fay's #1, and #4 past the stretch she was out for.
+    expect((await service.record({ user: 'fay', conv: 'g:1', seq: 1, status: 'delivered' })).result.moved).toBe(true);
+    expect((await service.record({ user: 'fay', conv: 'g:1', seq: 4, status: 'delivered' })).notify?.event).toMatchObject({ user: 'fay', seq: 4 });
+    expect((await service.record({ user: 'cy', conv: 'g:1', seq: 2, status: 'read' })).notify?.event).toMatchObject({ user: 'cy', seq: 2 });
   });
 
   it('gives the other members\u2019 cursors with the seq each joined at, so a client counts a member only for what it could have', async () => {

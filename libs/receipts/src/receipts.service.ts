@@ -31,10 +31,11 @@ export interface ConversationDirectory {
     viewer?: string,
   ): Promise<{ user: string; joined?: number; left?: number; earlier?: { joined: number; left: number }[]; upTo?: number }[] | null>;
   /**
-   * What of the conversation the user may see, up to `last`, and who its members are now; null when nothing (a former
-   * group member sees up to when it left).
+   * What of the conversation the user may see: the entries after `after` up to `last`, but for the `hidden` stretches
+   * (each after `after` up to `upTo`: a group's, said while the user was out of it), and who its members are now; null
+   * when nothing (a group member sees from the change that added it, a former one up to when it left).
    */
-  viewOf(conv: string, user: string): Promise<{ last: number; members: string[] } | null>;
+  viewOf(conv: string, user: string): Promise<{ after: number; last: number; hidden: { after: number; upTo: number }[]; members: string[] } | null>;
   /** Whether anyone but `user` wrote an entry in (after, upTo]. */
   othersWroteIn(conv: string, user: string, after: number, upTo: number): Promise<boolean>;
 }
@@ -73,6 +74,19 @@ export class ReceiptsService {
     if (!view) throw new DomainError('not_member', notYours(cmd.conv, cmd.user));
     const last = view.last;
     if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
+    // A cursor names a seq the user had: announcing "read up to #3" for a message said before they joined the group, or
+    // while they were out of it, would tell the others they had it. (Up to a later seq is theirs, whatever came before.)
+    if (cmd.seq <= view.after)
+      throw new DomainError(
+        'no_such_message',
+        `${cmd.conv} has no message ${cmd.seq} you can see: it is from before you joined (your first is ${view.after + 1})`,
+      );
+    const out = view.hidden.find((h) => h.after < cmd.seq && cmd.seq <= h.upTo);
+    if (out)
+      throw new DomainError(
+        'no_such_message',
+        `${cmd.conv} has no message ${cmd.seq} you can see: it is from while you were out of the group (#${out.after + 1} to #${out.upTo})`,
+      );
     const read = cmd.status === 'read';
     const at = this.now();
     const [{ cursors, moved, from }, own] = await Promise.all([
