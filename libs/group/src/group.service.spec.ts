@@ -202,6 +202,22 @@ describe('GroupService', () => {
     expect((await service.history('ann', group.id, undefined, 50)).events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('tells one who was in a deleted group, named by its id, that it was deleted (still unknown_group); anyone else that there is no such group', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy', 'dan']);
+    await service.leave('dan', 'l1', group.id);
+    await service.rename('ann', 'r1', group.id, 'team');
+    await service.delete('ann', 'd1', group.id);
+    const deleted = { code: 'unknown_group', message: `the group team (${group.id}) was deleted` };
+    await expect(service.post('bob', 'p1', group.id, 'anyone?')).rejects.toMatchObject(deleted);
+    await expect(service.info('bob', group.id)).rejects.toMatchObject(deleted);
+    await expect(service.delete('ann', 'd2', group.id)).rejects.toMatchObject(deleted);
+    await expect(service.entryAt('cy', group.id, 1)).rejects.toMatchObject(deleted);
+    // Dan left before the rename and the deletion: he is told he is out of the group he knew, and nothing later.
+    await expect(service.info('dan', group.id)).rejects.toMatchObject({ code: 'unknown_group', message: `you are no longer a member of crew (${group.id})` });
+    await expect(service.info('zed', group.id)).rejects.toMatchObject({ code: 'unknown_group', message: `you have no group "${group.id}"` });
+  });
+
   it('refuses a group name with bidirectional controls, which would let it show as another name, and leaves the group as it was', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob']);

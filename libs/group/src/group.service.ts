@@ -430,7 +430,7 @@ export class GroupService {
       } else if (!g || g.deleted || !isMember(g, actor)) {
         // One who was in it is told so, as a post or a read of theirs is; to anyone else the group does not exist.
         if (g && !g.deleted && formerSpan(g, actor)) throw new DomainError('not_member', `you are no longer a member of ${labelFor(g, actor).name}`);
-        throw unknownGroup(id);
+        throw g ? goneFor(g, actor) : unknownGroup(id);
       }
       const change = decide(g);
       if (!change) {
@@ -520,7 +520,7 @@ export class GroupService {
     const g = await this.load(id);
     if (!g || g.deleted || (!isMember(g, user) && !(allowFormer && formerSpan(g, user)))) {
       if (g && !g.deleted && formerSpan(g, user)) throw new DomainError('not_member', `you are no longer a member of ${labelFor(g, user).name}`);
-      throw unknownGroup(id);
+      throw g ? goneFor(g, user) : unknownGroup(id);
     }
     return g;
   }
@@ -612,6 +612,19 @@ function visibleSpans(range: VisibleRange): { after: number; last: number }[] {
 
 function unknownGroup(ref: string): DomainError {
   return new DomainError('unknown_group', `you have no group "${ref}"`);
+}
+
+/**
+ * A group the user names by id that is not theirs now (deleted, or never theirs): unknown_group, as it always was, but one
+ * who was in it is told why. Those in it when it was deleted learn it was; one out of it by then is told only that, as
+ * it learns nothing else of the group since it went out.
+ */
+function goneFor(g: GroupState, user: string): DomainError {
+  const span = formerSpan(g, user);
+  if (!span) return unknownGroup(g.id);
+  const name = labelFor(g, user).name;
+  if (g.deleted && span.left >= g.appliedSeq) return new DomainError('unknown_group', `the group ${name} (${g.id}) was deleted`);
+  return new DomainError('unknown_group', `you are no longer a member of ${name} (${g.id})`);
 }
 
 function tooLarge(max: number): DomainError {
