@@ -53,6 +53,10 @@ export class Conversations {
     return members?.includes(user) ? { conv, after: 0, last: await this.messaging.lastSeq(conv), hidden: [], members } : null;
   }
 
+  userExists(user: string): Promise<boolean> {
+    return this.messaging.userExists(user);
+  }
+
   /**
    * Whether anyone but `user` wrote an entry in (after, upTo]: a receipt that only moves past the user's own entries is
    * news to no one. A stretch longer than OTHERS_SCAN_LIMIT is taken to hold someone else's, without reading it.

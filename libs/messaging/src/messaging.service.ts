@@ -142,6 +142,10 @@ export class MessagingService {
     return this.log.lastSeq(conv);
   }
 
+  userExists(user: string): Promise<boolean> {
+    return this.users.exists(user);
+  }
+
   /**
    * Adds the conversation to both users' indexes unless known to be there in this generation of the store; null when
    * nothing needs doing (no wait for a send in a conversation indexed already).

@@ -8,7 +8,7 @@ const freshDatabase = tempDatabases('parley-receipts-unit-');
 
 /**
  * A group `g:1` of ann, bob and cy with 5 messages (by ann, bob, cy, bob, bob); `dan` left it after message 3, cy joined
- * at 2; fay joined at 1, was out of it for 2 and 3, and is back since 4.
+ * at 2; fay joined at 1, was out of it for 2 and 3, and is back since 4. `dm:bob:cy` is empty; there is no user zed.
  */
 function setup() {
   const db = freshDatabase();
@@ -28,11 +28,13 @@ function setup() {
       ),
     viewOf: (conv, user) => {
       lookups.views++;
+      if (conv === 'dm:bob:cy' || conv === 'dm:bob:zed') return Promise.resolve({ after: 0, last: 0, hidden: [], members: conv.slice(3).split(':') });
       if (conv !== 'g:1') return Promise.resolve(null);
       if (user === 'fay') return Promise.resolve({ after: 0, last: 5, hidden: [{ after: 1, upTo: 3 }], members: [...members, 'fay'] });
       if (members.includes(user)) return Promise.resolve({ after: user === 'cy' ? 1 : 0, last: 5, hidden: [], members: [...members] });
       return Promise.resolve(user === 'dan' ? { after: 0, last: 3, hidden: [], members: [...members] } : null);
     },
+    userExists: (user) => Promise.resolve(user !== 'zed'),
     othersWroteIn: (_conv, user, after, upTo) => Promise.resolve(authors.slice(after, upTo).some((a) => a !== user)),
   };
   const devices = { store: new EmbeddedDeviceCursorStore(db), keepPerUser: 50 };
@@ -93,9 +95,26 @@ describe('ReceiptsService', () => {
       message: 'there is no conversation dm:bob:ann: yours with ann is dm:ann:bob',
     });
     // Someone else's, or one with a name no user can have, is simply not the user's.
-    for (const conv of ['dm:ann:cy', 'dm:bob:Ann', 'bogus'])
+    for (const conv of ['dm:ann:cy', 'dm:bob:Ann'])
       await expect(service.record({ user: 'bob', conv, seq: 1, status: 'read' })).rejects.toMatchObject({ message: `you are not a member of ${conv}` });
+    // A name of no conversation at all is not one the user could be in: the answer says there is none.
+    await expect(service.record({ user: 'bob', conv: 'bogus', seq: 1, status: 'read' })).rejects.toMatchObject({
+      code: 'not_member',
+      message: 'there is no conversation bogus',
+    });
     expect(await service.cursorsOf('dm:ann:bob', 'bob')).toMatchObject({ delivered: 0, read: 0 });
+  });
+
+  it('says there is no such user for a direct conversation with a name no one has, and that a real but empty one has no messages yet', async () => {
+    const { service } = setup();
+    await expect(service.record({ user: 'bob', conv: 'dm:bob:zed', seq: 1, status: 'read' })).rejects.toMatchObject({
+      code: 'unknown_user',
+      message: 'there is no user "zed"',
+    });
+    await expect(service.record({ user: 'bob', conv: 'dm:bob:cy', seq: 1, status: 'read' })).rejects.toMatchObject({
+      code: 'no_such_message',
+      message: 'dm:bob:cy has no message 1 you can see (the last is 0)',
+    });
   });
 
   it('refuses a receipt for a seq said before the user joined the group, or while it was out of it, and tells no one of it', async () => {

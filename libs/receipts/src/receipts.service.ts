@@ -36,6 +36,8 @@ export interface ConversationDirectory {
    * when nothing (a group member sees from the change that added it, a former one up to when it left).
    */
   viewOf(conv: string, user: string): Promise<{ after: number; last: number; hidden: { after: number; upTo: number }[]; members: string[] } | null>;
+  /** Whether a user of that name exists (asked only to explain a refusal). */
+  userExists(user: string): Promise<boolean>;
   /** Whether anyone but `user` wrote an entry in (after, upTo]. */
   othersWroteIn(conv: string, user: string, after: number, upTo: number): Promise<boolean>;
 }
@@ -66,14 +68,20 @@ export class ReceiptsService {
 
   /**
    * Records a receipt: a member's, or a former group member's for what it could see (so that what it has been shown
-   * of a group it left, or that was deleted, is not sent to it again). Throws not_member or no_such_message, changing
-   * nothing.
+   * of a group it left, or that was deleted, is not sent to it again). Throws not_member, unknown_user (a direct
+   * conversation with no one) or no_such_message, changing nothing.
    */
   async record(cmd: ReceiptCommand): Promise<ReceiptOutcome> {
     const view = await this.conversations.viewOf(cmd.conv, cmd.user);
     if (!view) throw new DomainError('not_member', notYours(cmd.conv, cmd.user));
     const last = view.last;
-    if (cmd.seq > last) throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
+    if (cmd.seq > last) {
+      // A direct conversation with a name no one has is empty, but "the last is 0" would hide why.
+      const peer = directPeer(cmd.conv, cmd.user);
+      if (last === 0 && peer !== null && peer !== cmd.user && !(await this.conversations.userExists(peer)))
+        throw new DomainError('unknown_user', `there is no user "${peer}"`);
+      throw new DomainError('no_such_message', `${cmd.conv} has no message ${cmd.seq} you can see (the last is ${last})`);
+    }
     // A cursor names a seq the user had: announcing "read up to #3" for a message said before they joined the group, or
     // while they were out of it, would tell the others they had it. (Up to a later seq is theirs, whatever came before.)
     if (cmd.seq <= view.after)
@@ -206,6 +214,8 @@ export class ReceiptsService {
  * the other way round is theirs all the same, so the answer names it as it is rather than say they are not in it.
  */
 function notYours(conv: string, user: string): string {
+  // Conversations are direct ones (`dm:a:b`) and groups (`grp:<id>`): anything else names none at all.
+  if (!/^(dm|grp):/.test(conv)) return `there is no conversation ${conv}`;
   const peer = directPeer(conv, user);
   if (peer === null || !USERNAME_PATTERN.test(peer) || directConversationId(user, peer) === conv) return `you are not a member of ${conv}`;
   return `there is no conversation ${conv}: yours with ${peer} is ${directConversationId(user, peer)}`;
