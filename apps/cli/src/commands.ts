@@ -257,7 +257,7 @@ export const groupCommands = {
     await groupChange(ctx, 'group.remove', { group, members }, (g) => groupLine(g));
   },
   async owner(ctx: CommandContext, group: string, user: string): Promise<void> {
-    await groupChange(ctx, 'group.owner', { group, user }, (g) => `${g.owner} now owns ${displayLabel(g.name)}`);
+    await groupChange(ctx, 'group.owner', { group, user }, (g) => (g.deleted ? `handed over ${groupLine(g)}` : `${g.owner} now owns ${displayLabel(g.name)}`));
   },
   async leave(ctx: CommandContext, group: string): Promise<void> {
     await withClient(ctx, async (client) => {

@@ -113,6 +113,8 @@ describe('output formatting', () => {
     const shown = 'team \\u202eecila\\u202c';
     expect(messageLine({ ...dm, to: undefined, group }, 'bob')).toBe(`[10:32:05] [${shown}] alice: hello`);
     expect(groupLine({ ...group, owner: 'amy', members: ['amy'], createdAt: at })).toBe(`${shown} (g1) owner amy, 1 member: amy`);
+    // A retry's answer for a group deleted since: not "0 members".
+    expect(groupLine({ ...group, owner: 'amy', members: [], createdAt: at, deleted: true })).toBe(`${shown} (g1), deleted since`);
     const renamed = { kind: 'renamed' as const, oldName: 'a\nb', name: group.name };
     expect(groupChangeText(renamed, 'amy', 'bob')).toBe(`amy renamed the group from "a\\u000ab" to "${shown}"`);
     const receipt = { type: 'receipt' as const, conv: 'g:g1', user: 'carol', status: 'read' as const, seq: 3, ts: at };

@@ -220,6 +220,8 @@ export function offlineNotice(user: string, p: PresenceState): string {
 }
 
 export function groupLine(g: GroupInfo): string {
+  // A retry's answer for a group deleted since: it has no members to count.
+  if (g.deleted) return `${displayLabel(g.name)} (${g.id}), deleted since`;
   return `${displayLabel(g.name)} (${g.id}) owner ${g.owner}, ${g.members.length} member${g.members.length === 1 ? '' : 's'}: ${g.members.join(', ')}`;
 }
 

@@ -146,19 +146,24 @@ export function bareSpan(span: Span): { joined: number; left: number } {
 }
 
 export function infoOf(state: GroupState): GroupInfo {
-  return { id: state.id, name: state.name, owner: state.owner, members: state.members.map((m) => m.user), createdAt: state.createdAt };
+  const info = { id: state.id, name: state.name, owner: state.owner, members: state.members.map((m) => m.user), createdAt: state.createdAt };
+  // "No members" alone would read as a group of no one (a retried create's answer, say).
+  return state.deleted ? { ...info, deleted: true } : info;
 }
 
 /**
  * The group as a user is shown it: as it is to a member; to one who is out of it, as it stood once the change that took
- * them out was made (its name, owner and members then), not as it is now. Spans saved before the owner was kept give
- * today's owner.
+ * them out was made (its name, owner and members then), not as it is now, with `deleted` when that change deleted it.
+ * Spans saved before the owner was kept give today's owner.
  */
 export function infoFor(state: GroupState, user: string): GroupInfo {
   const span = isMember(state, user) ? undefined : formerSpan(state, user);
   if (!span) return infoOf(state);
   const stayed = (u: string) => spansOf(state, u, Number.MAX_SAFE_INTEGER).some((s) => s.joined <= span.left && span.left < s.left);
-  return { ...infoOf(state), name: span.name ?? state.name, owner: span.owner ?? state.owner, members: everyoneIn(state).filter(stayed) };
+  const { deleted, ...now } = infoOf(state);
+  const info = { ...now, name: span.name ?? state.name, owner: span.owner ?? state.owner, members: everyoneIn(state).filter(stayed) };
+  // Only one taken out by the deletion itself learns of it.
+  return deleted && span.left >= state.appliedSeq ? { ...info, deleted } : info;
 }
 
 /** An empty state for a group being created, before its `created` event is folded in. */

@@ -218,6 +218,16 @@ describe('GroupService', () => {
     await expect(service.info('zed', group.id)).rejects.toMatchObject({ code: 'unknown_group', message: `you have no group "${group.id}"` });
   });
 
+  it('answers a create retried after the group was deleted with the group marked deleted, not as a group of no one', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy']);
+    await service.leave('cy', 'l1', group.id);
+    await service.delete('ann', 'd1', group.id);
+    expect((await service.create('ann', 'c1', 'crew', ['bob', 'cy'])).group).toEqual({ ...group, members: [], deleted: true });
+    // cy went out before the deletion: her retry shows the group as she left it, and nothing of what came after.
+    expect((await service.leave('cy', 'l1', group.id)).group).toEqual({ ...group, members: ['ann', 'bob'] });
+  });
+
   it('refuses a group name with bidirectional controls, which would let it show as another name, and leaves the group as it was', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob']);

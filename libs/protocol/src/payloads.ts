@@ -401,6 +401,11 @@ export const GroupInfo = z.strictObject({
   /** In the order they joined. */
   members: z.array(z.string()),
   createdAt: Timestamp,
+  /**
+   * On a retried request's answer only: the group was deleted since, with you in it (it has no members now). Absent
+   * otherwise, and in answers of servers before 2026-12-07, which gave such a group with no members and no word why.
+   */
+  deleted: z.literal(true).optional(),
 });
 export type GroupInfo = z.infer<typeof GroupInfo>;
 
