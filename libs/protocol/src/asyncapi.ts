@@ -84,12 +84,27 @@ const EVENTS: [string, z.ZodType, string][] = [
 
 const userParam = { description: 'A user name: 2–32 characters, a lowercase letter, then lowercase letters, digits, _ or -.' };
 
+/**
+ * The error reply's schema with its `code` open: the server may add codes (docs/topics.md), so a client generated from
+ * a closed enum would reject a reply it must show. The current codes stay, as examples.
+ */
+function withOpenErrorCodes(reply: Json): Json {
+  const error = (reply.properties as Record<string, Json>).error!;
+  const properties = error.properties as Record<string, Json>;
+  const code: Json = {
+    type: 'string',
+    description: `What went wrong, for a client to match on. The current codes are listed in \`examples\`; a later server may add others, which a client must accept (showing the reply's \`message\`).`,
+    examples: [...ERROR_CODES],
+  };
+  return { ...reply, properties: { ...reply.properties!, error: { ...error, properties: { ...properties, code } } } };
+}
+
 /** The AsyncAPI 3 document of Parley's MQTT interface, built from the same schemas the server validates with. */
 export function buildAsyncApiDocument(): Json {
   const schemas: Json = {};
   const messages: Json = {};
   for (const [name, schema, description] of [...REQUESTS, ...EVENTS, ['PresenceEvent', P.PresenceEvent, 'Retained presence of a user.'] as const]) {
-    schemas[name] = schemaOf(schema);
+    schemas[name] = name === 'ErrorReply' ? withOpenErrorCodes(schemaOf(schema)) : schemaOf(schema);
     messages[name] = { name, title: name, summary: description, contentType: 'application/json', payload: { $ref: `#/components/schemas/${name}` } };
   }
   const ref = (name: string) => ({ $ref: `#/components/messages/${name}` });
@@ -103,7 +118,7 @@ export function buildAsyncApiDocument(): Json {
         'Instant messaging over plain MQTT 3.1.1. Log in with the CONNECT user name and password; the client id must be your user name or `user/<device>`.',
         'Publish JSON requests `{op, id, ...}` to your requests topic; every request gets exactly one reply with the same `id` on your inbox.',
         'An anonymous connection (no user name, client id `anon.<nonce>`) may only register.',
-        `Stable error codes: ${ERROR_CODES.join(', ')}.`,
+        `Error codes are stable; these are the current ones, and a later server may add others (a client shows one it does not know with its \`message\`): ${ERROR_CODES.join(', ')}.`,
       ].join('\n\n'),
     },
     defaultContentType: 'application/json',
