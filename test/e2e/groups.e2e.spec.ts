@@ -61,10 +61,16 @@ describe.each(modes)('groups, %s', (mode) => {
     const seen = carol.events.filter((e) => (e.type === 'message' || e.type === 'group') && e.conv === sent.conv) as (MessageEvent | GroupEvent)[];
     expect(seen.map((e) => (e.type === 'group' ? e.change.kind : e.text))).toEqual(['member_added', 'homework is due friday']);
 
+    // What was said before Carol joined was never hers: a receipt for it is refused, and no one is told she had it.
+    expect(await carol.request({ op: 'receipt', conv: sent.conv, seq: 1, status: 'read' })).toMatchObject({
+      ok: false,
+      error: { code: 'no_such_message', message: expect.stringContaining('before you joined') as string },
+    });
     // Bob and Carol acknowledge; Alice sees who received and read it, with times.
     await okResult(bob.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
     await okResult(carol.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' }));
     await alice.waitForCount((e) => e.type === 'receipt' && e.conv === sent.conv, 2);
+    expect(alice.events.filter((e) => e.type === 'receipt' && e.user === carolName).map((e) => (e as ReceiptEvent).seq)).toEqual([sent.seq]);
     const info = await okResult<InfoResult>(alice.request({ op: 'info', group: 'class 5b', seq: sent.seq }));
     expect(info.from).toBe(aliceName);
     expect(info.members).toEqual([
@@ -127,6 +133,15 @@ describe.each(modes)('groups, %s', (mode) => {
       await refused(outsider, { op: 'group.add', group: ref, members: [x] }, 'unknown_group');
     }
     await refused(outsider, { op: 'receipt', conv: first.conv, seq: first.seq, status: 'read' }, 'not_member');
+    // A direct conversation with no one, or a name of no conversation, is said to be so.
+    expect(await outsider.request({ op: 'receipt', conv: `dm:${x}:zz-nobody`, seq: 1, status: 'read' })).toMatchObject({
+      ok: false,
+      error: { code: 'unknown_user', message: 'there is no user "zz-nobody"' },
+    });
+    expect(await outsider.request({ op: 'receipt', conv: 'bogus', seq: 1, status: 'read' })).toMatchObject({
+      ok: false,
+      error: { code: 'not_member', message: 'there is no conversation bogus' },
+    });
     // A member who is not the owner cannot rename, manage, hand over or delete.
     await refused(member, { op: 'group.rename', group: g.id, name: 'mine now' }, 'not_group_owner');
     await refused(member, { op: 'group.add', group: g.id, members: [x] }, 'not_group_owner');
@@ -203,9 +218,16 @@ describe.each(modes)('groups, %s', (mode) => {
     expect(await readers(after.seq)).toEqual([b]);
     expect(await okResult<InfoResult>(back.request({ op: 'info', group: g.id, seq: mine.seq }))).toMatchObject({ from: b });
     expect(await back.request({ op: 'info', group: g.id, seq: between.seq })).toMatchObject({ ok: false, error: { code: 'no_such_message' } });
+    // What was said while he was out is not his to acknowledge either, and no one hears that he had it.
+    expect(await back.request({ op: 'receipt', conv: mine.conv, seq: between.seq, status: 'read' })).toMatchObject({
+      ok: false,
+      error: { code: 'no_such_message' },
+    });
     // The owner's history says the same as info: the peers carry his earlier time in the group, so a client counts him
     // for what was said then (his cursors passed it), though he joined again after it.
     await okResult(back.request({ op: 'receipt', conv: mine.conv, seq: after.seq, status: 'delivered' }));
+    await owner.waitFor((e) => e.type === 'receipt' && e.user === b && e.seq === after.seq);
+    expect(owner.events.filter((e) => e.type === 'receipt' && e.user === b).map((e) => (e as ReceiptEvent).seq)).toEqual([after.seq]);
     const ownerPage = await okResult<HistoryResult>(owner.request({ op: 'history', group: g.id }));
     expect(ownerPage.peers[b]).toMatchObject({ joined: added, earlier: [{ joined: 1, left: removal }], delivered: after.seq });
   });
@@ -290,6 +312,10 @@ describe.each(modes)('groups, %s', (mode) => {
     await okResult(ann.request({ op: 'group.delete', group: g2.id }));
     const deleted = (await cid.waitFor((e) => e.type === 'group' && e.conv === s.conv && e.change.kind === 'deleted')) as GroupEvent;
     expect([deleted.from, deleted.change]).toEqual([a, { kind: 'deleted' }]);
+    // Its former members, naming it by its id, are told it was deleted (the code is unknown_group, as it always was).
+    const gone = { ok: false, error: { code: 'unknown_group', message: `the group again (${g2.id}) was deleted` } };
+    expect(await cid.request({ op: 'send', group: g2.id, text: 'hello?' })).toMatchObject(gone);
+    expect(await ann.request({ op: 'group.delete', group: g2.id })).toMatchObject(gone);
   });
 
   it('a retried group request gets the same answer and changes nothing twice', async () => {
@@ -305,6 +331,13 @@ describe.each(modes)('groups, %s', (mode) => {
     const history = await okResult<{ messages: MessageEvent[] }>(rita.request({ op: 'history', group: g.id }));
     expect(history.messages.filter((m) => m.type === 'message')).toHaveLength(1);
     expect((await okResult<{ groups: GroupInfo[] }>(rita.request({ op: 'group.list' }))).groups).toHaveLength(1);
+    // Retried after the group was deleted, the create says so, rather than give a group of no one.
+    await okResult(rita.request({ op: 'group.delete', group: g.id }));
+    expect(await okResult<GroupInfo>(rita.request({ op: 'group.create', id: 'create-1', name: 'retry', members: [b] }))).toEqual({
+      ...g,
+      members: [],
+      deleted: true,
+    });
   });
 });
 
