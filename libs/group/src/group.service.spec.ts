@@ -176,6 +176,7 @@ describe('GroupService', () => {
     await expect(service.create('bob', 'c2', group.id, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     await expect(service.rename('ann', 'r1', group.id, 'gAAAAAAAAAAAAAA')).rejects.toMatchObject({ code: 'invalid_group_name' });
     await expect(service.create('bob', 'c6', `${group.id}\u200b`, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
+    await expect(service.create('bob', 'c7', `${group.id}\u2800`, [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     await expect(service.create('bob', 'c3', '\u200b\u2060', [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     // Half of a surrogate pair: stored as U+FFFD, the group could not be found by the name it was answered with.
     await expect(service.create('bob', 'c5', 'y\udead', [])).rejects.toMatchObject({ code: 'invalid_group_name' });
@@ -475,7 +476,7 @@ describe('GroupService', () => {
     const { group: real } = await service.create('ann', 'c1', 'crew', ['bob']);
     const { group: real2 } = await service.create('ann', 'c3', 'the crew', ['bob']);
     // Zero-width space, soft hyphen, word joiner, Hangul filler: each shows as "crew"; a no-break space or two spaces as one.
-    const lookalikes = ['crew\u200b', '\u200bcrew', 'cr\u00adew', 'crew\u2060', 'crew\u3164', 'the\u00a0crew', 'the  crew'];
+    const lookalikes = ['crew\u200b', '\u200bcrew', 'cr\u00adew', 'crew\u2060', 'crew\u3164', 'crew\u2800', 'the\u00a0crew', 'the  crew'];
     for (const [i, name] of lookalikes.entries()) {
       const { group: fake } = await service.create('eve', `f${i}`, name, ['bob']);
       // Eve, in the lookalike only, finds it by the name it shows; bob, in both, cannot have one pass for the other.

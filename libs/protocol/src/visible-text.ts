@@ -11,8 +11,12 @@ export function hasVisibleText(text: string): boolean {
   return VISIBLE.test(text);
 }
 
-/** Code points Unicode says to show as nothing: zero-width space and joiners, soft hyphen, word joiner, Hangul fillers… */
-const SHOWN_AS_NOTHING = /\p{Default_Ignorable_Code_Point}/gu;
+/**
+ * What shows as nothing, as `VISIBLE` has it, but for combining marks (which change the letter they sit on): format
+ * characters, code points Unicode says to show as nothing (zero-width space and joiners, soft hyphen, word joiner,
+ * Hangul fillers…), and the blank Braille cell.
+ */
+const SHOWN_AS_NOTHING = /[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
 
 /**
  * How a name looks, to tell whether two names can be told apart on screen: composed (NFC), without what shows as
