@@ -200,6 +200,36 @@ describe('InboxOrder', () => {
       order.stop();
     }));
 
+  it('keeps leaving a reconnect’s unread fetch alone when the fetch of the connection before it ends', () =>
+    withFakeTimers(async () => {
+      const gapAsks: [string, number, number][] = [];
+      const order = new InboxOrder(
+        () => undefined,
+        1000,
+        (conv, after, before) => {
+          gapAsks.push([conv, after, before]);
+          return Promise.resolve({ entries: [], through: before - 1 });
+        },
+      );
+      const answers: ((a: FilledStretch) => void)[] = [];
+      const slowFetch = () => new Promise<FilledStretch>((resolve) => answers.push(resolve));
+      order.sync(sync(['c', 3]), () => 0);
+      const first = order.fetchUnread(slowFetch);
+      // The connection drops; the next one's sync moves back again, and its fetch is slow too.
+      order.reconnecting();
+      order.sync(sync(['c', 3]), () => 0);
+      order.accept(msg('c', 4));
+      const second = order.fetchUnread(slowFetch);
+      answers[0]!({ entries: [], through: 3 });
+      await first;
+      await vi.advanceTimersByTimeAsync(2500);
+      expect(gapAsks).toEqual([]);
+      answers[1]!({ entries: [1, 2, 3].map((seq) => msg('c', seq)), through: 3 });
+      await second;
+      expect(order.acknowledgeableUpTo('c')).toBe(4);
+      order.stop();
+    }));
+
   it('passes over a stretch moved back to that holds nothing of the user’s (a group joined late), with nothing waiting behind it', async () => {
     const shown: number[] = [];
     const order = new InboxOrder((e) => shown.push(e.seq), 60_000);

@@ -100,8 +100,13 @@ export class InboxOrder {
   async fetchUnread(fetch: (conv: string, after: number, upTo: number) => Promise<FilledStretch>): Promise<void> {
     const connection = this.connection;
     const pending = [...this.unfetched];
+    const run = ++this.unreadRuns;
     this.unfetched.clear();
-    for (const [conv] of pending) this.fetchingUnread.add(conv);
+    for (const [conv] of pending) this.fetchingUnread.set(conv, run);
+    // Only this run's marks go: a later sync's run (a reconnect's) may have marked the same conversation meanwhile.
+    const done = (conv: string) => {
+      if (this.fetchingUnread.get(conv) === run) this.fetchingUnread.delete(conv);
+    };
     try {
       for (const [conv, upTo] of pending) {
         const after = this.shownUpTo(conv);
@@ -115,10 +120,10 @@ export class InboxOrder {
             this.flush(conv);
           }
         }
-        this.fetchingUnread.delete(conv);
+        done(conv);
       }
     } finally {
-      this.fetchingUnread.clear();
+      for (const [conv] of pending) done(conv);
     }
   }
 
@@ -126,7 +131,9 @@ export class InboxOrder {
    * Conversations whose unread stretch `fetchUnread` has still to ask for, or is asking for: the backlog held behind it
    * is no gap of its own, and a round of gaps leaves them be (it would ask the server for the same stretch again).
    */
-  private readonly fetchingUnread = new Set<string>();
+  private readonly fetchingUnread = new Map<string, number>();
+  /** Counts `fetchUnread` runs, so that each takes back only its own marks in `fetchingUnread`. */
+  private unreadRuns = 0;
 
   /** The highest seq shown in a conversation, or passed over (0 if none). */
   shownUpTo(conv: string): number {
