@@ -48,6 +48,11 @@ describe('RedisConnection generation', () => {
       await expect.poll(() => logged(log, 'redis_reachable'), { timeout: 10_000 }).toBe(1);
       // Reconnect attempts, at most a second apart, failed all the while: one line said so.
       expect(logged(warn, 'redis_unreachable')).toBe(1);
+      // A second outage soon after (within the first one's ten seconds) is said at once too.
+      await redis.shutdown();
+      await expect.poll(() => logged(warn, 'redis_unreachable'), { timeout: 5000 }).toBe(2);
+      await redis.restart();
+      await expect.poll(() => logged(log, 'redis_reachable'), { timeout: 10_000 }).toBe(2);
     } finally {
       warn.mockRestore();
       log.mockRestore();

@@ -21,6 +21,8 @@ export class RedisConnection {
   private readonly errorLog = new LogThrottle();
   /** Whether a connection error was seen since Redis last answered, so that its return is logged once. */
   private unreachable = false;
+  /** Outages that ended: each one's errors are throttled on their own. */
+  private outages = 0;
 
   constructor(
     url: string,
@@ -43,12 +45,16 @@ export class RedisConnection {
     // logged (once per 10 s): a domain service started on a Redis it cannot reach
     // waits for it, and without this line its log would not say why.
     this.client.on('error', (e: Error) => {
-      const fields = this.errorLog.logFields('error');
+      const fields = this.errorLog.logFields(`outage ${this.outages}`);
       if (fields) this.logger.warn({ event: 'redis_unreachable', error: e.message, ...fields });
       this.unreachable = true;
     });
     this.client.on('ready', () => {
-      if (this.unreachable) this.logger.log({ event: 'redis_reachable' });
+      if (this.unreachable) {
+        this.logger.log({ event: 'redis_reachable' });
+        // The next outage is said at once, however soon it comes: its errors are counted apart from this one's.
+        this.outages++;
+      }
       this.unreachable = false;
     });
     this.client.on('close', () => void this.lost++);
