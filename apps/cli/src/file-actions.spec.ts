@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { chmodSync, chownSync, linkSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
@@ -253,6 +253,78 @@ describe('acceptFile', () => {
     symlinkSync(twin, keptPathOf(shared, offer.id));
     expect(await failureOf(acceptFile(client('bob'), quiet, offer.id, shared, noBar))).toMatchObject({ code: 'not_allowed' });
     expect(readdirSync(shared).sort()).toEqual([`.${offer.id}.parley-received`, 'notes.txt']);
+  });
+
+  it('never writes a download into a second name of another file planted under its part file name', async () => {
+    const { client, offered } = server();
+    const into = temp('parley-cli-files-');
+    const data = Buffer.from('what the sender sent, in chunks');
+    const offer = await offered('notes.txt', data);
+    // A file of the user's, given the part file's name as well (a hard link, as anyone may make where links to others'
+    // files are allowed): resuming into it would overwrite the file.
+    const mine = join(into, 'mine.txt');
+    writeFileSync(mine, data.subarray(0, CHUNK));
+    linkSync(mine, partPathOf(into, offer.id));
+    const again = `parley file accept ${offer.id} --to ${into}`;
+    const refused = await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    expect(refused).toMatchObject({ name: 'TransferError', code: 'failed' });
+    expect(refused?.message).toBe(`${partPathOf(into, offer.id)} is not a file parley made; remove it, then ${again}`);
+    expect(readFileSync(mine)).toEqual(data.subarray(0, CHUNK));
+    expect(readdirSync(into).sort()).toEqual([`.${offer.id}.parley-part`, 'mine.txt']);
+  });
+
+  it.skipIf(process.getuid?.() !== 0)('never writes a download into, nor saves, a file of someone else\u2019s planted under its names', async () => {
+    const { client, hooks, offered } = server();
+    const into = temp('parley-cli-files-');
+    const data = Buffer.from('private content, in chunks of eight');
+    const offer = await offered('secret.txt', data);
+    // Someone else who knows the offer's id (its sender, say) makes the part file, theirs and writable by all.
+    const part = partPathOf(into, offer.id);
+    writeFileSync(part, data.subarray(0, CHUNK));
+    chmodSync(part, 0o666);
+    chownSync(part, 65534, 65534);
+    const refused = await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    expect(refused?.message).toBe(`${part} is not a file parley made; remove it, then parley file accept ${offer.id} --to ${into}`);
+    // Nothing of what came was written into it.
+    expect(readFileSync(part)).toEqual(data.subarray(0, CHUNK));
+
+    // Nor is a whole copy of theirs saved as the received file, under the name of a kept one, when the receipt's answer
+    // was lost.
+    rmSync(part);
+    hooks.after = (op) => {
+      if (op === 'file.received') throw new Error('no answer from the server within 10 s');
+    };
+    await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar));
+    hooks.after = undefined;
+    rmSync(part);
+    const kept = keptPathOf(into, offer.id);
+    writeFileSync(kept, data);
+    chownSync(kept, 65534, 65534);
+    expect(await failureOf(acceptFile(client('bob'), quiet, offer.id, into, noBar))).toMatchObject({ code: 'not_allowed' });
+    expect(readdirSync(into)).toEqual([`.${offer.id}.parley-received`]);
+  });
+
+  it('keeps a download private while it is written, resumes the user\u2019s own part file, and saves the file as the user makes files', async () => {
+    const { client, hooks, requests, offered } = server();
+    const into = temp('parley-cli-files-');
+    const data = Buffer.alloc(6 * CHUNK + 3, 5);
+    const offer = await offered('photo.png', data);
+    // A download cut short after two chunks.
+    writeFileSync(partPathOf(into, offer.id), data.subarray(0, 2 * CHUNK));
+    const before = requests.length;
+    const resumed = await acceptFile(client('bob'), quiet, offer.id, into, noBar);
+    expect(readFileSync(resumed.path)).toEqual(data);
+    expect(requests.slice(before).filter((r) => r.op === 'file.fetch')).toHaveLength(7 - 2);
+
+    const fresh = await offered('photo.png', data);
+    const modes: number[] = [];
+    hooks.before = (op) => {
+      if (op === 'file.fetch' || op === 'file.received') modes.push(statSync(partPathOf(into, fresh.id)).mode & 0o777);
+    };
+    const saved = await acceptFile(client('bob'), quiet, fresh.id, into, noBar);
+    expect(new Set(modes)).toEqual(new Set([0o600]));
+    expect(saved.path).toBe(join(into, 'photo (1).png'));
+    expect(statSync(saved.path).mode & 0o777).toBe(0o666 & ~process.umask());
   });
 
   it('deletes a download cut short once the file is declined or received on another device: it can never be finished', async () => {

@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, createReadStream } from 'node:fs';
+import { constants, createReadStream, type Stats } from 'node:fs';
 import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { formatBytes, isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
@@ -251,48 +251,55 @@ export async function downloadFile(
 ): Promise<{ path: string; offer: FileOffer }> {
   const part = partPathOf(dir, offer.id);
   // Only a part file this download made is written to: in a directory others may write into (/tmp), the name could be
-  // a symbolic link planted by whoever knows the offer's id, and writing through it would overwrite another file.
-  const have = await lstat(part).then(
-    (s) => (s.isFile() ? s.size : Number.NaN),
-    () => -1,
-  );
-  if (Number.isNaN(have)) throw new TransferError('failed', `${part} is not a file parley made; remove it, then ${again}`);
-  let next = have < 0 ? 0 : Math.min(offer.chunks, Math.floor(have / offer.chunkSize));
+  // a symbolic link, or a file of whoever knows the offer's id (they could read what comes, and change it once
+  // checked), or a second name of another file of this user's, which writing would overwrite.
+  const notOurs = () => new TransferError('failed', `${part} is not a file parley made; remove it, then ${again}`);
+  const found = await openOwn(part, constants.O_RDWR);
+  if (found === 'foreign') throw notOurs();
+  // Private while it is written: it is no one else's until it is verified and received.
+  const handle =
+    found ??
+    (await open(part, NEW_PART, 0o600).catch((e: unknown) => {
+      // Planted between the look and the making.
+      throw ['EEXIST', 'ELOOP'].includes((e as NodeJS.ErrnoException).code ?? '') ? notOurs() : e;
+    }));
   try {
-    await fetchInto(part, have < 0 ? NEW_PART : OWN_PART);
-  } catch (e) {
-    // The part file keeps every whole chunk written: the next run goes on from there, once there is room. What a chunk
-    // that did not fit left behind is of no use, and takes room.
-    if (!isDiskFull(e)) throw e;
-    const saved = Math.min(offer.size, next * offer.chunkSize);
-    await open(part, OWN_PART)
-      .then((h) => h.truncate(next * offer.chunkSize).finally(() => h.close()))
-      .catch(() => undefined);
-    throw new TransferError(
-      'failed',
-      `the disk holding ${dir} is full: ${formatBytes(saved)} of ${fileLabel(offer)} from ${offer.from} is saved there; ` +
-        `make room and run ${again} to go on from there`,
-    );
-  }
-  if ((await sha256Of(part)) !== offer.sha256) {
-    await unlink(part);
-    throw new TransferError('checksum_mismatch', `${offer.name} did not arrive intact (SHA-256 differs); nothing was kept, accept it again to retry`);
-  }
-  const received = await client.request('file.received', { offer: offer.id });
-  // From here on the file is the receiver's: it is moved aside from part files (which are deleted once an offer is
-  // gone) before it takes its name.
-  const kept = keptPathOf(dir, offer.id);
-  try {
-    await rename(part, kept);
-  } catch (e) {
-    throw notSaved(offer, dir, part, e);
-  }
-  return { path: await placeFile(kept, dir, offer), offer: received.offer };
-
-  /** Fetches the chunks from `next` on into the part file, each written whole, in order. */
-  async function fetchInto(path: string, flags: number): Promise<void> {
-    const handle = await open(path, flags, 0o666);
+    // One an earlier version made readable by all is made private too.
+    if (found !== null) await handle.chmod(0o600);
+    let next = found === null ? 0 : Math.min(offer.chunks, Math.floor((await handle.stat()).size / offer.chunkSize));
     try {
+      await fetchInto();
+    } catch (e) {
+      // The part file keeps every whole chunk written: the next run goes on from there, once there is room. What a chunk
+      // that did not fit left behind is of no use, and takes room.
+      if (!isDiskFull(e)) throw e;
+      const saved = Math.min(offer.size, next * offer.chunkSize);
+      await handle.truncate(next * offer.chunkSize).catch(() => undefined);
+      throw new TransferError(
+        'failed',
+        `the disk holding ${dir} is full: ${formatBytes(saved)} of ${fileLabel(offer)} from ${offer.from} is saved there; ` +
+          `make room and run ${again} to go on from there`,
+      );
+    }
+    // Read through the handle written to, not by name.
+    if ((await sha256Through(handle)) !== offer.sha256) {
+      await unlink(part);
+      throw new TransferError('checksum_mismatch', `${offer.name} did not arrive intact (SHA-256 differs); nothing was kept, accept it again to retry`);
+    }
+    const received = await client.request('file.received', { offer: offer.id });
+    // From here on the file is the receiver's: readable as any file they make, and moved aside from part files (which
+    // are deleted once an offer is gone) before it takes its name.
+    await asMadeByUser(handle);
+    const kept = keptPathOf(dir, offer.id);
+    try {
+      await rename(part, kept);
+    } catch (e) {
+      throw notSaved(offer, dir, part, e);
+    }
+    return { path: await placeFile(handle, kept, dir, offer), offer: received.offer };
+
+    /** Fetches the chunks from `next` on into the part file, each written whole, in order. */
+    async function fetchInto(): Promise<void> {
       // A chunk written only in part (a download cut short) is fetched again.
       await handle.truncate(next * offer.chunkSize);
       onProgress(Math.min(offer.size, next * offer.chunkSize));
@@ -329,16 +336,74 @@ export async function downloadFile(
       await writing;
       if (failure !== null) throw failure;
       await handle.sync();
-    } finally {
-      await handle.close();
     }
+  } finally {
+    await handle.close();
   }
 }
 
 /** Opening a new part file: never one already there, nor through a symbolic link. */
 const NEW_PART = constants.O_RDWR | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW;
-/** Opening the part file of a download that goes on: never through a symbolic link. */
-const OWN_PART = constants.O_RDWR | constants.O_NOFOLLOW;
+
+/**
+ * Opens the part or kept file of a download at `path` (`flags` and O_NOFOLLOW, and O_NONBLOCK: a FIFO swapped in
+ * never blocks the open) if it is one this user's parley made: a regular file of this user's, with no other name.
+ * 'foreign' when something else is there: a symbolic link (to wherever), a file of someone else's (in a directory
+ * others may write into, such as /tmp, whoever knows the offer's id can make one; they could read what is written into
+ * it, and change it once checked), or a second name of a file (a hard link to another file of the user's, which writing
+ * would overwrite). Null when nothing is. The handle is what was looked at: its file and the one under the name are
+ * one and the same when opened (in a sticky directory no one else can move the name away from it later).
+ */
+async function openOwn(path: string, flags: number): Promise<FileHandle | 'foreign' | null> {
+  const seen = await lstat(path).catch((e: unknown) => {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  });
+  if (seen === null) return null;
+  if (!isOwnFile(seen)) return 'foreign';
+  let handle: FileHandle;
+  try {
+    handle = await open(path, flags | constants.O_NOFOLLOW | constants.O_NONBLOCK);
+  } catch (e) {
+    // Swapped for a link since the look; or taken away, and nothing is there.
+    if ((e as NodeJS.ErrnoException).code === 'ELOOP') return 'foreign';
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw e;
+  }
+  const opened = await handle.stat().catch(async (e: unknown) => {
+    await handle.close();
+    throw e;
+  });
+  if (opened.dev === seen.dev && opened.ino === seen.ino && isOwnFile(opened)) return handle;
+  await handle.close();
+  return 'foreign';
+}
+
+/** A regular file of this user's (where users have ids) with one name. */
+function isOwnFile(s: Stats): boolean {
+  return s.isFile() && s.nlink === 1 && (process.getuid === undefined || s.uid === process.getuid());
+}
+
+/** The SHA-256 of what the handle's file holds, from its start. */
+async function sha256Through(handle: FileHandle): Promise<string> {
+  const hash = createHash('sha256');
+  const buffer = Buffer.alloc(1 << 16);
+  for (let position = 0; ;) {
+    const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
+    if (bytesRead === 0) return hash.digest('hex');
+    hash.update(buffer.subarray(0, bytesRead));
+    position += bytesRead;
+  }
+}
+
+/**
+ * Gives a received file the permissions of a file the user makes (0666 less the umask: with the usual 022, readable by
+ * all, writable by the user), as any program that saves a file does; its part file was the user's alone.
+ */
+async function asMadeByUser(handle: FileHandle): Promise<void> {
+  // Reading the umask is allowed in worker threads too (only setting it is not).
+  await handle.chmod(0o666 & ~process.umask());
+}
 
 /** A write refused for want of room: the disk (ENOSPC) or the user's quota on it (EDQUOT) is full. */
 function isDiskFull(e: unknown): boolean {
@@ -349,23 +414,35 @@ function isDiskFull(e: unknown): boolean {
 /**
  * Saves a download the server already counts as received but that was not saved here (the answer to `file.received`
  * was lost, or saving failed): from its kept file, or from a part file that holds the whole file (checked again).
- * Resolves with the final path, or null when `dir` holds no such file.
+ * Resolves with the final path, or null when `dir` holds no such file. Only files parley made are saved (see
+ * `openOwn`): anything else under those names is left alone.
  */
 export async function saveReceived(offer: FileOffer, dir: string): Promise<string | null> {
-  for (const path of await downloadsOf(dir, offer.id)) if ((await sha256Of(path)) === offer.sha256) return placeFile(path, dir, offer);
+  for (const path of [keptPathOf(dir, offer.id), partPathOf(dir, offer.id)]) {
+    const handle = await openOwn(path, constants.O_RDONLY);
+    if (handle === null || handle === 'foreign') continue;
+    try {
+      // Checked and saved through one handle: what was checked is what takes the name.
+      if ((await sha256Through(handle)) !== offer.sha256) continue;
+      await asMadeByUser(handle);
+      return await placeFile(handle, path, dir, offer);
+    } finally {
+      await handle.close();
+    }
+  }
   return null;
 }
 
 /**
- * The kept file and part file of an offer's download in `dir`, those that are there: files, never symbolic links (one
- * planted under such a name would be saved as the received file, pointing wherever, its content checked only once).
+ * The kept file and part file of an offer's download in `dir`, those that are there and parley made (see `openOwn`):
+ * one planted under such a name (a symbolic link to wherever, someone else's file) is never saved as the received file.
  */
 export async function downloadsOf(dir: string, offerId: string): Promise<string[]> {
   const paths = [keptPathOf(dir, offerId), partPathOf(dir, offerId)];
   const there = await Promise.all(
     paths.map((p) =>
       lstat(p).then(
-        (s) => s.isFile(),
+        (s) => isOwnFile(s),
         () => false,
       ),
     ),
@@ -374,11 +451,15 @@ export async function downloadsOf(dir: string, offerId: string): Promise<string[
 }
 
 /**
- * Gives the verified file at `from` its final name, taking `name (1).ext`, `name (2).ext`, … when a name is taken:
- * never overwrites. A failure (a full disk, a file system that refuses the name) throws `not_saved`, naming where the
- * file is kept.
+ * Gives the verified file open as `handle`, named `from`, its final name, taking `name (1).ext`, `name (2).ext`, … when
+ * a name is taken: never overwrites. A failure (a full disk, a file system that refuses the name) throws `not_saved`,
+ * naming where the file is kept.
  */
-async function placeFile(from: string, dir: string, offer: FileOffer): Promise<string> {
+async function placeFile(handle: FileHandle, from: string, dir: string, offer: FileOffer): Promise<string> {
+  // The name is linked, not the handle: it must still be the file checked.
+  const [named, checked] = await Promise.all([lstat(from).catch(() => null), handle.stat()]);
+  if (named && (named.dev !== checked.dev || named.ino !== checked.ino || !isOwnFile(named)))
+    throw new TransferError('failed', `${from} changed while ${offer.name} was saved; remove it, then accept the file again`);
   const name = sanitizeFileName(offer.name);
   for (let n = 0; n < 10_000; n++) {
     const candidate = join(dir, n === 0 ? name : numberedFileName(name, n));
