@@ -455,7 +455,7 @@ export async function downloadsOf(dir: string, offerId: string): Promise<string[
  * a name is taken: never overwrites. A failure (a full disk, a file system that refuses the name) throws `not_saved`,
  * naming where the file is kept.
  */
-async function placeFile(handle: FileHandle, from: string, dir: string, offer: FileOffer): Promise<string> {
+export async function placeFile(handle: FileHandle, from: string, dir: string, offer: FileOffer, linkFile = link): Promise<string> {
   // The name is linked, not the handle: it must still be the file checked.
   const [named, checked] = await Promise.all([lstat(from).catch(() => null), handle.stat()]);
   if (named && (named.dev !== checked.dev || named.ino !== checked.ino || !isOwnFile(named)))
@@ -465,16 +465,52 @@ async function placeFile(handle: FileHandle, from: string, dir: string, offer: F
     const candidate = join(dir, n === 0 ? name : numberedFileName(name, n));
     try {
       // link() fails on an existing name, atomically: no window in which another file could be overwritten.
-      await link(from, candidate);
+      await linkFile(from, candidate);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === 'EEXIST') continue;
-      throw notSaved(offer, dir, from, e);
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'EEXIST') continue;
+      if (!NO_HARD_LINKS.has(code ?? '')) throw notSaved(offer, dir, from, e);
+      // A file system without hard links (FAT and exFAT, on a memory stick; some network shares): the file is copied
+      // to a name made for it (O_EXCL, so never over another file), and the kept one goes once the copy is whole.
+      if (!(await copyInto(handle, candidate, offer, dir, from))) continue;
     }
-    // Saved: the other name is only a second link to it now.
+    // Saved: the other name is only a second link to it now (or the original of a copy).
     await unlink(from).catch(() => undefined);
     return candidate;
   }
   throw notSaved(offer, dir, from, new Error(`no free name for ${name}`));
+}
+
+/** What link() answers on a file system that has no hard links (FAT says EPERM). */
+const NO_HARD_LINKS: ReadonlySet<string> = new Set(['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS']);
+
+/**
+ * Copies the checked file into a new file `candidate`, with its permissions; false when that name is taken. A copy that
+ * fails (the disk is full) is removed, and the kept file stays for the next try.
+ */
+async function copyInto(handle: FileHandle, candidate: string, offer: FileOffer, dir: string, kept: string): Promise<boolean> {
+  const mode = (await handle.stat()).mode & 0o777;
+  const out = await open(candidate, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, mode).catch((e: unknown) => {
+    if ((e as NodeJS.ErrnoException).code === 'EEXIST') return null;
+    throw notSaved(offer, dir, kept, e);
+  });
+  if (!out) return false;
+  try {
+    const buffer = Buffer.allocUnsafe(1 << 20);
+    for (let at = 0; ;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, at);
+      if (bytesRead === 0) break;
+      for (let done = 0; done < bytesRead;) done += (await out.write(buffer, done, bytesRead - done, at + done)).bytesWritten;
+      at += bytesRead;
+    }
+    await out.sync();
+  } catch (e) {
+    await out.close().catch(() => undefined);
+    await unlink(candidate).catch(() => undefined);
+    throw notSaved(offer, dir, kept, e);
+  }
+  await out.close();
+  return true;
 }
 
 function notSaved(offer: FileOffer, dir: string, kept: string, cause: unknown): TransferError {
