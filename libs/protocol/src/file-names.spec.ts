@@ -17,9 +17,19 @@ describe('sanitizeFileName', () => {
     expect(isSafeFileName('a/b')).toBe(false);
   });
 
+  it('keeps the extension after a run of dots: `report..pdf` is still a PDF', () => {
+    expect(sanitizeFileName('report..pdf')).toBe('report_.pdf');
+    expect(sanitizeFileName('wait...txt')).toBe('wait_.txt');
+    expect(sanitizeFileName('Wait... what.txt')).toBe('Wait_ what.txt');
+    expect(isSafeFileName('report_.pdf')).toBe(true);
+    expect(isSafeFileName('report..pdf')).toBe(false);
+  });
+
   it('never yields ., .. or a hidden name', () => {
     expect(sanitizeFileName('..')).toBe('_');
-    expect(sanitizeFileName('a..b')).toBe('a_b');
+    expect(sanitizeFileName('a..b')).toBe('a_.b');
+    expect(sanitizeFileName('a..b.c')).toBe('a_b.c');
+    expect(sanitizeFileName('a..')).toBe('a_');
     expect(sanitizeFileName('.')).toBe('_');
     expect(sanitizeFileName('.bashrc')).toBe('_bashrc');
     expect(isSafeFileName('..')).toBe(false);

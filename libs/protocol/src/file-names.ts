@@ -13,6 +13,8 @@ const BIDI_CONTROL = /[\u202a-\u202e\u2066-\u2069]/g;
 const SEPARATORS = /[/\\]/g;
 /** Half of a surrogate pair on its own: no character at all (UTF-8 cannot carry it, so it would be stored as U+FFFD). */
 const LONE_SURROGATE = /\p{Cs}/gu;
+/** Two dots or more, then an extension (letters and digits, up to ten) that ends the name. */
+const DOTS_BEFORE_EXTENSION = /\.{2,}(?=[\p{L}\p{N}]{1,10}$)/u;
 
 /**
  * A file name safe to create in a directory of the receiver's choosing and
@@ -21,7 +23,8 @@ const LONE_SURROGATE = /\p{Cs}/gu;
  * leading dot (no hidden files), at most 255 UTF-8 bytes (the extension
  * kept), well-formed Unicode in its composed form (NFC), something visible in
  * it. What cannot be kept becomes `_` (separators, `..`), U+FFFD (half of a
- * surrogate pair) or goes (controls); a name with nothing left, or nothing a
+ * surrogate pair) or goes (controls), but for a run of dots before the
+ * extension, which becomes `_.`; a name with nothing left, or nothing a
  * person could see (only zero-width spaces, say), is `file`.
  */
 export function sanitizeFileName(name: string): string {
@@ -31,6 +34,8 @@ export function sanitizeFileName(name: string): string {
     .replace(CONTROL, '')
     .replace(BIDI_CONTROL, '')
     .replace(SEPARATORS, '_')
+    // A run of dots just before the extension keeps one dot for it: `report..pdf` is `report_.pdf`, still a PDF.
+    .replace(DOTS_BEFORE_EXTENSION, '_.')
     .replace(/\.{2,}/g, '_')
     .trim();
   clean = clean.replace(/^\./, '_');
