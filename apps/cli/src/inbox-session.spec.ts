@@ -7,6 +7,18 @@ import type { ParleyClient } from './parley-client.js';
 
 const CONV = 'dm:ann:bob';
 const T1 = new Date(2026, 10, 24, 10, 1, 0).getTime();
+const GCONV = 'grp:g1';
+/** Ann's post #seq in the group crew (g1). */
+const post = (seq: number): MessageEvent => ({
+  type: 'message',
+  conv: GCONV,
+  seq,
+  from: 'ann',
+  group: { id: 'g1', name: 'crew' },
+  ts: T1,
+  id: `g${seq}`,
+  text: `g${seq}`,
+});
 const T2 = new Date(2026, 10, 24, 10, 2, 0).getTime();
 
 // A time of today shows as HH:MM:SS, of another day with its date: these tests run on the day of T1 and T2.
@@ -107,7 +119,6 @@ describe('InboxSession marks of my direct messages', () => {
 });
 
 describe('InboxSession marks of my group messages', () => {
-  const GCONV = 'grp:g1';
   const group = { id: 'g1', name: 'crew' };
   const cursors = (delivered: number, joined: number) => ({ delivered, deliveredAt: T1, read: 0, readAt: null, joined });
   const change = (seq: number, c: Extract<InboxEvent, { type: 'group' }>['change']): InboxEvent => ({
@@ -337,17 +348,6 @@ describe('InboxSession acknowledgements', () => {
   });
 
   it('in chat, pages back from the delivered cursor for a group joined late: a request per page of what the user may see, not of the log', async () => {
-    const GCONV = 'grp:g1';
-    const post = (seq: number): MessageEvent => ({
-      type: 'message',
-      conv: GCONV,
-      seq,
-      from: 'ann',
-      group: { id: 'g1', name: 'crew' },
-      ts: T1,
-      id: `g${seq}`,
-      text: `g${seq}`,
-    });
     // Carol was added at #600 (read cursor still 0); listen had everything up to #1200.
     const asked: number[] = [];
     const client = Object.assign(new EventEmitter(), {
@@ -376,17 +376,6 @@ describe('InboxSession acknowledgements', () => {
   it('acknowledges only seqs of entries it showed: not where a sync started a group joined late, nor a stretch the user was out of', async () => {
     vi.useFakeTimers();
     try {
-      const GCONV = 'grp:g1';
-      const post = (seq: number): MessageEvent => ({
-        type: 'message',
-        conv: GCONV,
-        seq,
-        from: 'ann',
-        group: { id: 'g1', name: 'crew' },
-        ts: T1,
-        id: `g${seq}`,
-        text: `g${seq}`,
-      });
       // Carol was added at #4, out of the group for #6 and #7, and back at #8 (whose backlog is slow to come).
       const receipts: number[] = [];
       const client = Object.assign(new EventEmitter(), {
