@@ -88,6 +88,8 @@ export class GuardedConnection extends Duplex {
   private stallTimer: NodeJS.Timeout | undefined;
   /** Set once a drop reason is known, so the first reason wins. */
   private dropped: GuardDrop | undefined;
+  /** When a client dropped for its silence was last heard from (its last seen is then, not when the drop came). */
+  heardLastAt: number | undefined;
   /** Who the broker logged in on this connection: its requests go to the request lane (see `openRequests`). */
   private principal: Principal | undefined;
   /** What the gateway knows this connection by (the broker's client). */
@@ -424,6 +426,7 @@ function onConnectTimeout(g: GuardedConnection): void {
   g.cut({ reason: 'no complete login in time' });
 }
 function onSilence(g: GuardedConnection): void {
+  g.heardLastAt = Date.now() - g.silenceLimitMs;
   g.cut({ reason: `silent for ${g.silenceLimitMs} ms` });
 }
 function onStallCheck(g: GuardedConnection): void {

@@ -1,6 +1,6 @@
 import { EventEmitter } from 'node:events';
 import type { Aedes, Client } from 'aedes';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { PresenceApi } from '#libs/presence';
 import type { Principal } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
@@ -90,6 +90,29 @@ describe('PresenceTracker', () => {
     expect(t.startedAt.get('bob')).toBeLessThanOrEqual(endedAfter);
     expect(t.endedAt.get('bob')).toBeGreaterThanOrEqual(endedAfter);
     expect(t.users()).toEqual([]);
+  });
+
+  it('ends a connection dropped for its silence when it was last heard from, not when the drop came', async () => {
+    const t = await started();
+    const bob = t.connect('bob');
+    const carol = t.connect('carol');
+    // The broker drops a client silent for 1.5 times its keep-alive, the timer refreshed by every packet it sends: bob
+    // was online for a minute, carol never said a word after her CONNECT.
+    Object.assign(bob, { _keepaliveInterval: 6001 });
+    Object.assign(carol, { _keepaliveInterval: 90_001 });
+    vi.useFakeTimers({ toFake: ['Date'], now: Date.now() + 60_000 });
+    try {
+      for (const c of [bob, carol]) {
+        t.aedes.emit('keepaliveTimeout', c);
+        t.disconnect(c);
+      }
+    } finally {
+      vi.useRealTimers();
+    }
+    await t.tracker.settle(1000);
+    expect(t.endedAt.get('bob')).toBe(t.startedAt.get('bob')! + 60_000 - 6001);
+    // Never before it came up: online from its CONNECT.
+    expect(t.endedAt.get('carol')).toBe(t.startedAt.get('carol'));
   });
 
   it('closes in presence a connection whose end could not be reported, once presence is back', async () => {

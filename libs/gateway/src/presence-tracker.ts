@@ -4,6 +4,7 @@ import { withDeadline } from '#libs/health';
 import type { ConnectionRef, PresenceApi } from '#libs/presence';
 import { DELIVERY_QOS, isQuietDevice, topics, type PresenceEvent } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
+import { guardOf } from './connection-guard.js';
 
 /** A connection this gateway reports: its ref, and the promise of its `connected` report, which its `disconnected` report waits for. */
 interface Tracked {
@@ -13,6 +14,8 @@ interface Tracked {
   startedAt: number;
   /** When the connection ended, once it has: its end's report may wait, and presence records the end at this time. */
   endedAt?: number;
+  /** When a connection that fell silent was last heard from: its end, for its last seen, rather than when that was noticed. */
+  silentSince?: number;
 }
 
 /** Waits between attempts to bring this gateway's presence records in line: from the first to the longest. */
@@ -77,6 +80,7 @@ export class PresenceTracker {
     this.realign(previousRunAliveAt);
     this.aedes.on('clientReady', (client) => this.onConnect(client));
     this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+    this.aedes.on('keepaliveTimeout', (client) => this.onSilent(client));
   }
 
   /**
@@ -156,8 +160,19 @@ export class PresenceTracker {
     const tracked = this.live.get(client);
     if (!tracked) return;
     this.live.delete(client);
-    tracked.endedAt = Date.now();
+    tracked.endedAt = tracked.silentSince ?? guardOf(client.conn)?.heardLastAt ?? Date.now();
     void this.track(tracked.reported.then(() => this.report(tracked, 'disconnected')));
+  }
+
+  /**
+   * The broker drops a client silent for 1.5 times its keep-alive (the guard, one that asked for none or too long: up to
+   * 450 s): it was last online at its last packet, when the timer was last refreshed, not when the timer fired, which
+   * would make its last seen up to minutes late.
+   */
+  private onSilent(client: Client): void {
+    const tracked = this.live.get(client);
+    const silentFor = (client as Client & { _keepaliveInterval?: number })._keepaliveInterval ?? 0;
+    if (tracked && silentFor > 0) tracked.silentSince = Math.max(tracked.startedAt, Date.now() - silentFor);
   }
 
   private async report(tracked: Tracked, change: 'connected' | 'disconnected'): Promise<void> {
