@@ -88,6 +88,25 @@ describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
     expect(await again.lastSeq('dm:a:b')).toBe(4);
   });
 
+  it('never lets an entry’s time go back along the seqs: one given an earlier time takes the last one’s, stored and answered', async () => {
+    const { backend, reopen } = await fixture.open();
+    const log = logOf(backend);
+    expect((await log.append('dm:a:b', text('a', 't1', 'first', 1_800_000_000_500))).entry.ts).toBe(1_800_000_000_500);
+    // Another gateway's clock a little behind, or its append reaching the store later than one stamped after it.
+    expect((await log.append('dm:a:b', text('b', 't2', 'second', 1_800_000_000_450))).entry).toMatchObject({ seq: 2, ts: 1_800_000_000_500 });
+    expect((await log.append('dm:a:b', text('a', 't3', 'third', 1_800_000_000_600))).entry.ts).toBe(1_800_000_000_600);
+    // Other conversations keep their own times; and after a reopen, the last time is still known.
+    expect((await log.append('dm:a:c', text('a', 't4', 'elsewhere', 1_800_000_000_000))).entry.ts).toBe(1_800_000_000_000);
+    const again = logOf(await reopen());
+    expect((await again.append('dm:a:b', text('b', 't5', 'late', 1_800_000_000_001))).entry.ts).toBe(1_800_000_000_600);
+    expect((await again.readAfter('dm:a:b', 0, 10)).map((e) => [e.seq, e.ts, e.kind === 'text' ? e.text : null])).toEqual([
+      [1, 1_800_000_000_500, 'first'],
+      [2, 1_800_000_000_500, 'second'],
+      [3, 1_800_000_000_600, 'third'],
+      [4, 1_800_000_000_600, 'late'],
+    ]);
+  });
+
   it('is idempotent by (from, id): a repeat returns the original and writes nothing', async () => {
     const { backend } = await fixture.open();
     const log = logOf(backend);

@@ -61,7 +61,8 @@ export interface ConversationLogStore {
    * Idempotent by (from, id): a repeat resolves to the original entry with
    * `duplicate: true` and writes nothing. Appends to one conversation are
    * applied in the order of the calls; so are their checks and changes of the writers (AppendOptions). A repeat is
-   * a duplicate whatever the writers are now.
+   * a duplicate whatever the writers are now. An entry's `ts` is never earlier than the entry before it: one given an
+   * earlier time (another process's clock, a store reached later) is stored, and answered, with the previous one's.
    */
   append(conv: string, input: AppendInput, options?: AppendOptions): Promise<AppendResult>;
 

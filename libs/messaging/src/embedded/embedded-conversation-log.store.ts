@@ -20,6 +20,8 @@ interface Unsettled {
   byId: Map<string, { entry: LogEntry; written: Promise<unknown> }>;
   /** The writers set by the newest of them that set any: later appends are checked against these, not the committed. */
   writers?: Writers;
+  /** The time of the newest of them: the next append's is never earlier. */
+  lastTs: number;
 }
 
 /**
@@ -65,7 +67,11 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       options.writersSince !== undefined && writers && writers.at >= options.writersSince ? writers.users : undefined;
     let checked = options.writersSince === undefined ? undefined : checkedBy(pending?.writers ?? this.writers.get(conv));
     if (checked && !checked.includes(input.from)) return Promise.reject(new NotAWriter(conv, input.from));
-    const seq = (pending ? pending.last : (this.last.get(conv) ?? 0)) + 1;
+    const lastSeq = pending ? pending.last : (this.last.get(conv) ?? 0);
+    const seq = lastSeq + 1;
+    // Times never go back along a conversation's seqs, whatever the clock did (see ConversationLogStore.append).
+    const lastTs = pending ? pending.lastTs : lastSeq > 0 ? (this.log.get([conv, lastSeq])?.ts ?? 0) : 0;
+    if (input.ts < lastTs) input = { ...input, ts: lastTs };
     const entry: LogEntry = { seq, ...input };
     const setWriters = options.writers && { at: seq, users: [...options.writers] };
     // Committed with the rest of this turn's appends, in call order: an entry, its seq and its id together or not at all.
@@ -81,8 +87,9 @@ export class EmbeddedConversationLogStore implements ConversationLogStore {
       this.idem.putSync([conv, input.from, input.id], seq);
       if (setWriters) this.writers.putSync(conv, setWriters);
     });
-    const state: Unsettled = pending ?? { last: 0, count: 0, byId: new Map() };
+    const state: Unsettled = pending ?? { last: 0, count: 0, byId: new Map(), lastTs: 0 };
     state.last = seq;
+    state.lastTs = input.ts;
     if (setWriters) state.writers = setWriters;
     state.count++;
     state.byId.set(idKey, { entry, written });

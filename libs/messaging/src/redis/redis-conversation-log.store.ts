@@ -5,13 +5,16 @@ import { NotAWriter, type AppendInput, type AppendOptions, type AppendResult, ty
  * Keys per conversation: `{prefix}log:{conv}:last` (string, last seq),
  * `{prefix}log:{conv}:entries` (hash seq → JSON entry without seq),
  * `{prefix}log:{conv}:idem` (hash from\0id → seq),
- * `{prefix}log:{conv}:writers` (hash: `@` → the seq that set them, and a field per writer).
+ * `{prefix}log:{conv}:writers` (hash: `@` → the seq that set them, and a field per writer),
+ * `{prefix}log:{conv}:ts` (string, the last entry's time).
  * The append is one Lua script, so it is atomic and costs one round trip. It
- * answers with the stored entry only for a retry: a new entry is the caller's own.
+ * answers with the stored entry only for a retry: a new entry is the caller's own, with the time it was stored at.
  *
- * ARGV: from\0id, the entry's JSON, the sender, the seq from which writers are checked ('' for no check), then, when
- * the entry sets the writers, '=' and each of them. Replies {0, seq} (with the writers, when checked), {1, seq, json}
- * for a repeat, {2} when the sender is not a writer.
+ * ARGV: from\0id, the entry's JSON without its time, the sender, the seq from which writers are checked ('' for no
+ * check), the entry's time, then, when the entry sets the writers, '=' and each of them. The time stored is the later of
+ * the given one and the last entry's: gateways' clocks, and the moments their appends reach Redis, differ, and a
+ * conversation's times must not go back as its seqs go up. Replies {0, seq, ts} (with the writers, when checked),
+ * {1, seq, json} for a repeat, {2} when the sender is not a writer.
  */
 const APPEND = `
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
@@ -26,16 +29,20 @@ if ARGV[4] ~= '' then
     checked = redis.call('HKEYS', KEYS[4])
   end
 end
+local ts = ARGV[5]
+local lastTs = redis.call('GET', KEYS[5])
+if lastTs and tonumber(lastTs) > tonumber(ts) then ts = lastTs end
 local seq = redis.call('INCR', KEYS[1])
-redis.call('HSET', KEYS[2], seq, ARGV[2])
+redis.call('HSET', KEYS[2], seq, '{"ts":' .. ts .. ',' .. string.sub(ARGV[2], 2))
 redis.call('HSET', KEYS[3], ARGV[1], seq)
-if ARGV[5] == '=' then
+redis.call('SET', KEYS[5], ts)
+if ARGV[6] == '=' then
   redis.call('DEL', KEYS[4])
   redis.call('HSET', KEYS[4], '@', seq)
-  for i = 6, #ARGV do redis.call('HSET', KEYS[4], '+' .. ARGV[i], 1) end
+  for i = 7, #ARGV do redis.call('HSET', KEYS[4], '+' .. ARGV[i], 1) end
 end
-if checked then return {0, seq, checked} end
-return {0, seq}
+if checked then return {0, seq, ts, checked} end
+return {0, seq, ts}
 `;
 
 /** Reads entries seq in [from, to] that exist, clamped to the last seq. Returns a flat list seq, json, seq, json… */
@@ -62,7 +69,7 @@ export class RedisConversationLogStore implements ConversationLogStore {
   private readonly readRangeScript;
 
   constructor(private readonly redis: RedisConnection) {
-    this.appendScript = redis.script('parleyLogAppend', 4, APPEND);
+    this.appendScript = redis.script('parleyLogAppend', 5, APPEND);
     this.readRangeScript = redis.script('parleyLogReadRange', 2, READ_RANGE);
   }
 
@@ -75,13 +82,15 @@ export class RedisConversationLogStore implements ConversationLogStore {
   }
 
   async append(conv: string, input: AppendInput, options: AppendOptions = {}): Promise<AppendResult> {
-    const args = [`${input.from}\0${input.id}`, JSON.stringify(input), input.from, options.writersSince ?? ''];
+    const { ts, ...untimed } = input;
+    const args = [`${input.from}\0${input.id}`, JSON.stringify(untimed), input.from, options.writersSince ?? '', String(Math.trunc(ts))];
     if (options.writers) args.push('=', ...options.writers);
-    const reply = (await this.appendScript([...this.keys(conv), this.writersKey(conv)], args)) as [0, number, string[]?] | [1, number, string] | [2];
+    const keys = [...this.keys(conv), this.writersKey(conv), this.redis.key('log', conv, 'ts')];
+    const reply = (await this.appendScript(keys, args)) as [0, number, string, string[]?] | [1, number, string] | [2];
     if (reply[0] === 2) throw new NotAWriter(conv, input.from);
     if (reply[0] === 1) return { entry: { seq: reply[1], ...(JSON.parse(reply[2]) as StoredEntry) }, duplicate: true };
-    const entry = { seq: reply[1], ...input };
-    const writers = reply[2]?.filter((f) => f !== '@').map((f) => f.slice(1));
+    const entry = { ...input, seq: reply[1], ts: Number(reply[2]) };
+    const writers = reply[3]?.filter((f) => f !== '@').map((f) => f.slice(1));
     return writers ? { entry, duplicate: false, writers } : { entry, duplicate: false };
   }
 
