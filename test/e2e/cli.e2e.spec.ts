@@ -513,6 +513,43 @@ describe('the parley CLI', () => {
     });
   });
 
+  it.runIf(tmux)('clears every row of a typed line that wraps, and redraws marks above it, in a narrow terminal (real terminal, tmux)', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    await inTmuxChat(bob, async ({ tm, session, screen }) => {
+      tm('resize-window', '-t', session, '-x', '60');
+      tm('send-keys', '-t', session, '-l', `/msg ${alice} one`);
+      tm('send-keys', '-t', session, 'Enter');
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(/is offline \(never seen online\)/);
+      // Three rows of 60 columns, the cursor on the last.
+      const typed = `${'a line that wraps '.repeat(7)}END`;
+      tm('send-keys', '-t', session, '-l', typed);
+      await expect.poll(() => screen().replace(/\n/g, ''), { timeout: 5000 }).toContain('wraps END');
+
+      expect((await runCli(['send', bob, 'an interruption'], as(alice))).code).toBe(0);
+      await expect.poll(screen, { timeout: 10_000 }).toMatch(new RegExp(`^\\[${TIME}\\] ${alice} → you: an interruption$`, 'm'));
+      expect((await runCli(['read', bob], as(alice))).code).toBe(0);
+      const readMark = new RegExp(`^\\[${TIME}\\] you → ${alice}: one ✓✓ read ${TIME}$`);
+      await expect.poll(() => screen().split('\n'), { timeout: 10_000 }).toContainEqual(expect.stringMatching(readMark));
+
+      const lines = screen().split('\n');
+      // The mark went to the message's own row, not to a row of the notice below it; the typed line is on the screen
+      // once, below the message that came (no stale first rows of it above that).
+      expect(lines.filter((l) => l.includes(`: one`))).toEqual([expect.stringMatching(readMark)]);
+      expect(lines.filter((l) => l.includes('is offline'))).toEqual([`  ${alice} is offline (never seen online)`]);
+      expect(lines.filter((l) => l.startsWith(`${bob} → ${alice}> a line`))).toHaveLength(1);
+      const at = lines.findIndex((l) => l.includes('an interruption'));
+      // (Rows lose their trailing spaces in a capture.)
+      expect(
+        lines
+          .slice(at + 1)
+          .join('')
+          .replace(/ /g, ''),
+      ).toBe(`${bob}→${alice}>${typed}`.replace(/ /g, ''));
+      tm('send-keys', '-t', session, 'Enter');
+      await expect.poll(() => screen().replace(/\n/g, ''), { timeout: 10_000 }).toMatch(new RegExp(`you → ${alice}: a line that wraps.*END ✓`));
+    });
+  });
+
   it.runIf(tmux)('redraws a receipt mark on its own message line, whatever was typed or printed below it since (real terminal, tmux)', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     await inTmuxChat(bob, async ({ tm, session, screen }) => {

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { createInterface, clearLine, cursorTo, moveCursor, type Interface } from 'node:readline';
+import { createInterface, clearLine, clearScreenDown, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
 import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredText, offerFile, seenReporter } from './file-actions.js';
@@ -317,12 +317,9 @@ export class ChatSession {
     if (t && peer && this.isTarget(peer) && (t.kind === 'user' || t.label === (peer as { label: string }).label)) return;
     this.target = peer;
     if (!this.rl) return;
+    if (this.tty) this.clearTyped();
     this.rl.setPrompt(this.promptText());
-    if (this.tty) {
-      clearLine(process.stdout, 0);
-      cursorTo(process.stdout, 0);
-      this.rl.prompt(true);
-    }
+    if (this.tty) this.rl.prompt(true);
   }
 
   private printMessage(m: MessageEvent, mark: Mark | undefined, record: Record<string, unknown> & { type: string } = { ...m }): void {
@@ -345,9 +342,10 @@ export class ChatSession {
     const up = this.row - seen.row;
     const rows = process.stdout.rows ?? 24;
     const columns = process.stdout.columns ?? 80;
-    // Redrawn in place only when it is one row on the screen; otherwise printed again below.
-    if (this.tty && up < rows - 1 && terminalWidth(line) < columns && !line.includes('\n')) {
-      cursorTo(process.stdout, 0);
+    // Redrawn in place only when it is one row on the screen, above the prompt and what is typed (which may wrap);
+    // otherwise printed again below.
+    if (this.tty && up + rowsOf(`${this.promptText()}${this.rl.line}`) < rows && terminalWidth(line) < columns && !line.includes('\n')) {
+      this.clearTyped();
       moveCursor(process.stdout, 0, -up);
       clearLine(process.stdout, 0);
       process.stdout.write(line);
@@ -358,6 +356,20 @@ export class ChatSession {
     }
     seen.row = this.row;
     this.print(line, null);
+  }
+
+  /**
+   * Clears the prompt and what is typed after it, from the prompt's first row, and leaves the cursor there: a long line
+   * wraps onto several rows, the cursor on any of them (where readline's getCursorPos says), and clearing only the
+   * cursor's row would leave the rows above it on the screen, a stale copy of the line above what is printed next.
+   */
+  private clearTyped(): void {
+    const { rows } = this.rl.getCursorPos();
+    cursorTo(process.stdout, 0);
+    if (rows > 0) moveCursor(process.stdout, 0, -rows);
+    clearScreenDown(process.stdout);
+    // readline's redraw first moves up to where it last left the cursor; the prompt now starts on the cursor's row.
+    (this.rl as unknown as { prevRows: number }).prevRows = 0;
   }
 
   /** Prints a line above the prompt (JSON mode: the record instead), keeping what the user is typing intact. */
@@ -371,8 +383,7 @@ export class ChatSession {
       this.row += 1;
       return;
     }
-    clearLine(process.stdout, 0);
-    cursorTo(process.stdout, 0);
+    this.clearTyped();
     process.stdout.write(human + '\n');
     this.row += rowsOf(human);
     this.rl.prompt(true);
@@ -381,8 +392,7 @@ export class ChatSession {
   /** An error, drawn and counted like any other line: above the prompt, not after it. */
   private error(code: string, message: string): void {
     if (!this.tty || this.printer.json) return this.printer.error(code, message);
-    clearLine(process.stdout, 0);
-    cursorTo(process.stdout, 0);
+    this.clearTyped();
     this.printer.error(code, message);
     // On the screen only when errors go to it (not with 2>file).
     if (process.stderr.isTTY) this.row += rowsOf(`error: ${code}: ${message}`);
