@@ -360,6 +360,30 @@ describe('the parley CLI', () => {
     expect(note.stdout.trim()).toBe('accepted (seq 1)');
   });
 
+  it("chat shows a peer's presence once: not again right after the offline notice of a message, only when it changes", async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    // Alice has been online once: her retained presence says offline, with a last-seen time.
+    const once = start(['listen'], as(alice));
+    await once.waitForLine(/listening as/);
+    await once.stop();
+    const chat = start(['chat'], as(bob));
+    try {
+      await chat.waitForLine(/logged in as/);
+      chat.type(`/msg ${alice} are you there?`);
+      await chat.waitForLine(new RegExp(`^  ${alice} is offline \\(last seen `));
+      // Her coming online is news; it comes after the retained presence the /msg subscribed to.
+      const back = start(['listen'], as(alice));
+      await chat.waitForLine((l) => l === `* ${alice}: online`);
+      await back.stop();
+      await chat.waitForLine(new RegExp(`^\\* ${alice}: offline, last seen `));
+      expect(chat.lines.filter((l) => l.startsWith(`* ${alice}:`))).toEqual([`* ${alice}: online`, expect.stringMatching(/offline, last seen/)]);
+      chat.type('/quit');
+      expect(await chat.exited).toBe(0);
+    } finally {
+      await chat.stop();
+    }
+  });
+
   it('chat: /msg sends and shows ✓, incoming lines print as "alice → you", replies go to the last peer', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const aliceListen = start(['--json', 'listen'], as(alice));

@@ -49,6 +49,8 @@ export class ChatSession {
   private readonly rows = new Map<string, { row: number; base: string; mark: string }>();
   private row = 0;
   private readonly watched = new Set<string>();
+  /** The presence of each peer last shown (presenceShown's key), as a line or an offline notice. */
+  private readonly presenceShown = new Map<string, string>();
   /** File offers and decisions shown, once each; set when the session runs. */
   private notices!: FileNotices;
   private inflight = new Set<Promise<unknown>>();
@@ -96,6 +98,11 @@ export class ChatSession {
         },
         presence: (p) => {
           if (p.user === me) return;
+          // The retained presence comes again with each subscription: on the first message to a peer (just after its
+          // offline notice) and after every reconnect. Only a change is news; --json gets every event, as it came.
+          const shown = presenceShown(p);
+          if (this.presenceShown.get(p.user) === shown && !this.printer.json) return;
+          this.presenceShown.set(p.user, shown);
           this.print(`* ${presenceText(p.user, p)}`, { ...p });
         },
       },
@@ -259,8 +266,10 @@ export class ChatSession {
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
     // A note to self: its reader is here, whatever the presence of a quiet connection says.
-    if (r.recipient?.state === 'offline' && to !== this.client.user)
+    if (r.recipient?.state === 'offline' && to !== this.client.user) {
+      this.presenceShown.set(to, presenceShown(r.recipient));
       this.print(`  ${offlineNotice(to, r.recipient)}`, { type: 'offline', user: to, lastSeen: r.recipient.lastSeen });
+    }
   }
 
   private async sendGroup(group: string, text: string): Promise<void> {
@@ -421,6 +430,11 @@ export class ChatSession {
 
 /** Answers that mean there is no conversation to have with the user or group named: a choice of it is taken back. */
 const NO_CONVERSATION: ReadonlySet<string> = new Set(['unknown_user', 'unknown_group', 'ambiguous_group', 'not_member']);
+
+/** What a presence line says: online, or offline since when (an online user's lastSeen moves with each device). */
+function presenceShown(p: { state: string; lastSeen: number | null }): string {
+  return p.state === 'online' ? 'online' : `offline ${p.lastSeen}`;
+}
 
 /** How many terminal rows a line takes (by the columns its characters take: a CJK character two, an accent none). */
 function rowsOf(text: string): number {
