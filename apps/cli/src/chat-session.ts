@@ -13,6 +13,7 @@ import {
   markText,
   messageLine,
   offlineNotice,
+  PresenceNews,
   presenceText,
   reportConnection,
   type Mark,
@@ -49,8 +50,8 @@ export class ChatSession {
   private readonly rows = new Map<string, { row: number; base: string; mark: string }>();
   private row = 0;
   private readonly watched = new Set<string>();
-  /** The presence of each peer last shown (presenceShown's key), as a line or an offline notice. */
-  private readonly presenceShown = new Map<string, string>();
+  /** The presence of each peer last shown, as a line or an offline notice. */
+  private readonly presence = new PresenceNews();
   /** File offers and decisions shown, once each; set when the session runs. */
   private notices!: FileNotices;
   private inflight = new Set<Promise<unknown>>();
@@ -98,11 +99,8 @@ export class ChatSession {
         },
         presence: (p) => {
           if (p.user === me) return;
-          // The retained presence comes again with each subscription: on the first message to a peer (just after its
-          // offline notice) and after every reconnect. Only a change is news; --json gets every event, as it came.
-          const shown = presenceShown(p);
-          if (this.presenceShown.get(p.user) === shown && !this.printer.json) return;
-          this.presenceShown.set(p.user, shown);
+          // Only a change is news (not a retained copy again, nor a stale one); --json gets every event, as it came.
+          if (!this.presence.isNews(p.user, p) && !this.printer.json) return;
           this.print(`* ${presenceText(p.user, p)}`, { ...p });
         },
       },
@@ -267,7 +265,7 @@ export class ChatSession {
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
     // A note to self: its reader is here, whatever the presence of a quiet connection says.
     if (r.recipient?.state === 'offline' && to !== this.client.user) {
-      this.presenceShown.set(to, presenceShown(r.recipient));
+      this.presence.isNews(to, r.recipient);
       this.print(`  ${offlineNotice(to, r.recipient)}`, { type: 'offline', user: to, lastSeen: r.recipient.lastSeen });
     }
   }
@@ -430,11 +428,6 @@ export class ChatSession {
 
 /** Answers that mean there is no conversation to have with the user or group named: a choice of it is taken back. */
 const NO_CONVERSATION: ReadonlySet<string> = new Set(['unknown_user', 'unknown_group', 'ambiguous_group', 'not_member']);
-
-/** What a presence line says: online, or offline since when (an online user's lastSeen moves with each device). */
-function presenceShown(p: { state: string; lastSeen: number | null }): string {
-  return p.state === 'online' ? 'online' : `offline ${p.lastSeen}`;
-}
 
 /** How many terminal rows a line takes (by the columns its characters take: a CJK character two, an accent none). */
 function rowsOf(text: string): number {

@@ -13,6 +13,7 @@ import {
   markText,
   messageLine,
   offlineNotice,
+  PresenceNews,
   presenceText,
   Printer,
   receiptLine,
@@ -174,5 +175,36 @@ describe('output formatting', () => {
     expect(presenceText('bob', { state: 'online', lastSeen: at })).toBe('bob: online');
     expect(presenceText('bob', { state: 'offline', lastSeen: at })).toBe('bob: offline, last seen 2026-11-23 10:32:05');
     expect(offlineNotice('bob', { state: 'offline', lastSeen: at })).toBe('bob is offline (last seen 2026-11-23 10:32:05)');
+  });
+});
+
+describe('PresenceNews', () => {
+  it('tells a change, not the same state again (a retained copy after a reconnect, or after an offline notice)', () => {
+    const news = new PresenceNews();
+    expect(news.isNews('bob', { state: 'offline', lastSeen: at })).toBe(true);
+    expect(news.isNews('bob', { state: 'offline', lastSeen: at })).toBe(false);
+    expect(news.isNews('bob', { state: 'online', lastSeen: at + 1000 })).toBe(true);
+    // Another device of bob's came up: still online.
+    expect(news.isNews('bob', { state: 'online', lastSeen: at + 2000 })).toBe(false);
+    expect(news.isNews('bob', { state: 'offline', lastSeen: at + 3000 })).toBe(true);
+    // Online and offline again while we were away: offline since a later time is news.
+    expect(news.isNews('bob', { state: 'offline', lastSeen: at + 9000 })).toBe(true);
+    // Each user on their own; one never online is news once.
+    expect(news.isNews('carol', { state: 'offline', lastSeen: null })).toBe(true);
+    expect(news.isNews('carol', { state: 'offline', lastSeen: null })).toBe(false);
+  });
+
+  it('drops a stale retained copy that comes after a newer change (users reconnecting together after a restart)', () => {
+    const news = new PresenceNews();
+    expect(news.isNews('alice', { state: 'online', lastSeen: at })).toBe(true);
+    // The restart's offline, then alice back online; the subscription's retained copy (the offline) comes last.
+    expect(news.isNews('alice', { state: 'offline', lastSeen: at + 5000 })).toBe(true);
+    expect(news.isNews('alice', { state: 'online', lastSeen: at + 9000 })).toBe(true);
+    expect(news.isNews('alice', { state: 'offline', lastSeen: at + 5000 })).toBe(false);
+    // The same when the newer one was not news itself (the screen already said online).
+    const quiet = new PresenceNews();
+    expect(quiet.isNews('alice', { state: 'online', lastSeen: at })).toBe(true);
+    expect(quiet.isNews('alice', { state: 'online', lastSeen: at + 9000 })).toBe(false);
+    expect(quiet.isNews('alice', { state: 'offline', lastSeen: at + 5000 })).toBe(false);
   });
 });

@@ -215,6 +215,26 @@ export function presenceText(user: string, p: PresenceState): string {
   return p.lastSeen === null ? `${user}: offline, never seen online` : `${user}: offline, last seen ${dateTime(p.lastSeen)}`;
 }
 
+/**
+ * Which presence events of the users a chat follows are news to a person. The retained presence comes again with each
+ * subscription (the first message to a peer, just after its offline notice; every reconnect): the same state again is
+ * not news. And that retained copy can come after a newer change, published while the broker was reading it for the
+ * subscription (users reconnecting together after a server restart): one older, by its lastSeen, than one already
+ * seen is stale. (A user's lastSeen never goes back: a close never moves it back, a connection only forward.)
+ */
+export class PresenceNews {
+  private readonly seen = new Map<string, PresenceState>();
+
+  /** Records `p` as what the screen says of `user` now, and tells whether it said otherwise before. */
+  isNews(user: string, p: PresenceState): boolean {
+    const before = this.seen.get(user);
+    if (before && (p.lastSeen ?? 0) < (before.lastSeen ?? 0)) return false;
+    this.seen.set(user, { state: p.state, lastSeen: p.lastSeen });
+    // Online is one state whatever its lastSeen (it moves with each device); offline since when is news each time.
+    return !before || before.state !== p.state || (p.state === 'offline' && before.lastSeen !== p.lastSeen);
+  }
+}
+
 export function offlineNotice(user: string, p: PresenceState): string {
   return p.lastSeen === null ? `${user} is offline (never seen online)` : `${user} is offline (last seen ${dateTime(p.lastSeen)})`;
 }
