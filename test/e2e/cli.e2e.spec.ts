@@ -519,6 +519,26 @@ describe('the parley CLI', () => {
     }
   });
 
+  it.runIf(tmux)('Ctrl-C clears a typed line, as a shell does, and leaves on an empty one (real terminal, tmux)', async () => {
+    const bob = await fresh('bob');
+    await inTmuxChat(
+      bob,
+      async ({ tm, session, screen }) => {
+        tm('send-keys', '-t', session, '-l', 'a line I changed my mind about');
+        tm('send-keys', '-t', session, 'Left', 'Left');
+        await expect.poll(screen, { timeout: 5000 }).toContain('my mind about');
+        tm('send-keys', '-t', session, 'C-c');
+        await expect.poll(screen, { timeout: 5000 }).not.toContain('my mind');
+        // Still there, with an empty prompt; the next Ctrl-C leaves.
+        expect(screen().trimEnd().split('\n').at(-1)).toBe(`${bob}>`);
+        tm('send-keys', '-t', session, 'C-c');
+        await expect.poll(screen, { timeout: 10_000 }).toMatch(/^\[exit \d+\]$/m);
+        expect(screen()).toMatch(/^\[exit 0\]$/m);
+      },
+      '; echo "[exit $?]"; read x',
+    );
+  });
+
   it.runIf(tmux)('never garbles the line you are typing when a message arrives (real terminal, tmux)', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     await inTmuxChat(bob, async ({ tm, session, screen }) => {

@@ -26,7 +26,7 @@ export const CHAT_HELP = [
   'text                send to the conversation the prompt names (until you choose one: the newest to write to you)',
   '//text              the same, with text that starts with a slash ("/text")',
   '/help               this list',
-  '/quit               leave (Ctrl-D too)',
+  '/quit               leave (Ctrl-D too, or Ctrl-C on an empty line: on a typed one, it clears it)',
 ];
 
 /** Splits off the first word — or a "quoted name with spaces" — and returns it with the rest. */

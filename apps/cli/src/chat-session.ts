@@ -140,6 +140,13 @@ export class ChatSession {
         void work.finally(() => this.inflight.delete(work));
         if (this.tty) this.rl.prompt(true);
       });
+      // Ctrl-C on a typed line clears it, as a shell does (leaving would lose both the line and the session); on an
+      // empty line it leaves.
+      this.rl.on('SIGINT', () => {
+        if (this.rl.line === '') return this.rl.close();
+        this.rl.write(null, { ctrl: true, name: 'e' });
+        this.rl.write(null, { ctrl: true, name: 'u' });
+      });
       this.rl.on('close', () => {
         // Ctrl-C, Ctrl-D or the connection's end leave the cursor on the prompt's row (/quit's Enter has moved it down):
         // what comes next, the shell's prompt or the reason, starts on a row of its own.
