@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { parseChatLine } from './chat-line.js';
+import { CHAT_HELP, parseChatLine } from './chat-line.js';
+import { terminalWidth } from './terminal-width.js';
 
 describe('parseChatLine', () => {
   it('reads the chat commands', () => {
@@ -37,5 +38,11 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/file bob')).toMatchObject({ kind: 'invalid', message: 'usage: /file USER PATH' });
     expect(parseChatLine('/accept')).toMatchObject({ kind: 'invalid', message: 'usage: /accept ID' });
     expect(parseChatLine('/teleport')).toMatchObject({ kind: 'invalid', message: expect.stringContaining('/help') });
+  });
+});
+
+describe('CHAT_HELP', () => {
+  it('fits an 80-column terminal, so /help never wraps mid-word there', () => {
+    for (const line of CHAT_HELP) expect(terminalWidth(line), line).toBeLessThan(80);
   });
 });

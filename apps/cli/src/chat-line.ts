@@ -14,19 +14,23 @@ export type ChatCommand =
   | { kind: 'nothing' }
   | { kind: 'invalid'; message: string };
 
+/** /help, each line narrower than 80 columns (a longer one would wrap mid-word on a common terminal). */
 export const CHAT_HELP = [
   '/msg USER [text]    send a message to USER; plain text goes to USER from now on',
-  '/g GROUP [text]     send a message to a group (its id, its name, or "a name with spaces"); plain text goes there from now on',
+  '/g GROUP [text]     send a message to a group (its id, its name, or "a name',
+  '                    with spaces"); plain text goes there from now on',
   '/info GROUP SEQ     who has received and read message SEQ of a group',
   '/who USER           whether USER is online, or when last seen',
-  '/file USER PATH     offer a file to USER (uploaded now; USER accepts or declines)',
-  '/accept ID          accept a file offered to you (saved in the current directory)',
+  '/file USER PATH     offer a file to USER (uploaded now; they accept or decline)',
+  '/accept ID          accept an offered file (saved in the current directory)',
   '/decline ID         decline a file offered to you',
   '/cancel ID          withdraw a file you offered (its receivers are told)',
-  'text                send to the conversation the prompt names (until you choose one: the newest to write to you)',
+  'text                send to the conversation the prompt names (until you choose',
+  '                    one: the newest to write to you)',
   '//text              the same, with text that starts with a slash ("/text")',
   '/help               this list',
-  '/quit               leave (Ctrl-D too, or Ctrl-C on an empty line: on a typed one, it clears it)',
+  '/quit               leave (Ctrl-D too; Ctrl-C clears a typed line, and leaves',
+  '                    on an empty one)',
 ];
 
 /** Splits off the first word — or a "quoted name with spaces" — and returns it with the rest. */
