@@ -37,7 +37,7 @@ describe('heldBack', () => {
 });
 
 /** A dispatcher on a gateway with others (a broker whose relays stay on their way until `relay.send()`), its fakes, and what it writes. */
-function gatewayWithOthers() {
+function gatewayWithOthers(messagingOverride?: object) {
   const written: { topic: string; event: Record<string, unknown> }[] = [];
   let pending: { promise: Promise<void>; resolve: () => void } | undefined;
   const broker = {
@@ -71,7 +71,7 @@ function gatewayWithOthers() {
   const inbox = new InboxPublisher(broker as unknown as MqttBroker);
   const dispatcher = new RequestDispatcher(
     {} as never,
-    messaging as never,
+    (messagingOverride ?? messaging) as never,
     presence as never,
     {} as never,
     {} as never,
@@ -118,5 +118,34 @@ describe('RequestDispatcher on a gateway with others', () => {
     await vi.advanceTimersByTimeAsync(1);
     expect(replies()).toEqual(['parley/v1/users/cy/inbox w1', 'parley/v1/users/ann/inbox s1', 'parley/v1/users/ann/inbox s2']);
     relay.send();
+  });
+});
+
+describe('RequestDispatcher, two members sending to each other at once', () => {
+  it('hands their messages over in the order their appends were issued (seq order), whichever append settles first', async () => {
+    // A store whose appends are numbered as they are issued and settle when the test says.
+    let seq = 0;
+    const settle: (() => void)[] = [];
+    const messaging = {
+      send: (cmd: { from: string; id: string; to: string; text: string }, issued?: () => void) => {
+        const conv = `dm:${[cmd.from, cmd.to].sort().join(':')}`;
+        const mine = ++seq;
+        issued?.();
+        const message = { type: 'message', conv, seq: mine, from: cmd.from, to: cmd.to, ts: mine, id: cmd.id, text: cmd.text };
+        return new Promise((resolve) => settle.push(() => resolve({ accepted: { conv, seq: mine, ts: mine }, message, duplicate: false })));
+      },
+    };
+    const { written, connection, request } = gatewayWithOthers(messaging);
+    request(connection('ann'), 'ann', { id: 'a1', op: 'send', to: 'bob', text: 'one' });
+    request(connection('bob'), 'bob', { id: 'b1', op: 'send', to: 'ann', text: 'two' });
+    await vi.waitFor(() => expect(settle).toHaveLength(2));
+    // Bob's append (#2) settles before Ann's (#1): it waits for #1 to be handed over.
+    settle[1]!();
+    for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
+    const seqsOn = (user: string) => written.filter((w) => w.topic === `parley/v1/users/${user}/inbox` && w.event.type === 'message').map((w) => w.event.seq);
+    expect(seqsOn('ann')).toEqual([]);
+    settle[0]!();
+    await vi.waitFor(() => expect(seqsOn('ann')).toEqual([1, 2]));
+    expect(seqsOn('bob')).toEqual([1, 2]);
   });
 });

@@ -7,6 +7,7 @@ import type { MessagingService } from '#libs/messaging';
 import type { PresenceApi } from '#libs/presence';
 import type { ReceiptsApi } from '#libs/receipts';
 import {
+  directConversationId,
   DomainError,
   serverFailure,
   splitPeers,
@@ -69,6 +70,7 @@ interface QueueTail {
   depth: number;
 }
 
+const DONE: Promise<void> = Promise.resolve();
 const IDLE: QueueTail = { issued: Promise.resolve(), delivered: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
 
 /** Requests that move file bytes: limited by the transfer budget, and by the request rate only when they move nothing. */
@@ -331,11 +333,27 @@ export class RequestDispatcher {
     // The recipient's presence is read while the message is stored, not after: one round trip (or RPC) less per message.
     const recipientState = this.presence.stateOf(target.value);
     recipientState.catch(() => undefined); // when the send fails first, this answer is not needed; its failure must not go unhandled
-    const outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text }, turn.issued);
-    if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
-    await turn.previousDelivered;
-    // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
-    this.handOver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
+    // Handed over in the order the conversation's appends were issued (which is their seq order), after the sends of
+    // both members on this gateway issued before it: two people sending bursts to each other at once would otherwise see
+    // one another's messages overtake their own, as each connection's deliveries follow only its own.
+    const conv = directConversationId(user, target.value);
+    const handed = deferred();
+    let earlier: Promise<void> = DONE;
+    let outcome: Awaited<ReturnType<MessagingService['send']>>;
+    try {
+      const issued = () => {
+        earlier = this.afterEarlierInConversation(conv, handed.promise);
+        turn.issued();
+      };
+      outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text }, issued);
+      if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
+      await turn.previousDelivered;
+      await earlier;
+      // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
+      this.handOver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
+    } finally {
+      handed.resolve();
+    }
     // The next send's delivery need not wait for this one's answer: with presence slow to answer, pipelined sends would
     // otherwise wait for one another's presence reads in turn, up to RECIPIENT_PRESENCE_WAIT_MS each.
     turn.delivered();
@@ -355,6 +373,19 @@ export class RequestDispatcher {
     const page = await this.messaging.history({ user, with: target.value, before: req.before, limit: req.limit });
     const peers = target.value === user ? { [user]: await this.receipts.cursorsOf(page.conv, user) } : await this.receipts.peersOf(page.conv, user);
     return { ...page, peers };
+  }
+
+  /** The last 1:1 send of each conversation issued on this gateway whose message is not handed over (or failed) yet. */
+  private readonly conversationTails = new Map<string, Promise<void>>();
+
+  /** Queues a send's hand-over in its conversation: resolves once the one issued before it is handed over or failed. */
+  private afterEarlierInConversation(conv: string, handed: Promise<void>): Promise<void> {
+    const earlier = this.conversationTails.get(conv) ?? DONE;
+    this.conversationTails.set(conv, handed);
+    void handed.then(() => {
+      if (this.conversationTails.get(conv) === handed) this.conversationTails.delete(conv);
+    });
+    return earlier;
   }
 
   /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
