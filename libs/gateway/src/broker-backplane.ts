@@ -6,6 +6,7 @@ import mqemitter, { type MQEmitter } from 'mqemitter';
 import { Packr } from 'msgpackr';
 import { TOPIC_ROOT } from '#libs/protocol';
 import { quitRedis } from '#libs/storage';
+import { deferred } from './deferred.js';
 
 /**
  * What an Aedes broker shares with the other gateways: the message emitter
@@ -257,11 +258,7 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   };
   const sent = (): Promise<void> | undefined => {
     if (batch.length === 0) return inFlight;
-    if (!batchSent) {
-      let resolve!: () => void;
-      const promise = new Promise<void>((r) => (resolve = r));
-      batchSent = { promise, resolve };
-    }
+    batchSent ??= deferred();
     return batchSent.promise;
   };
 

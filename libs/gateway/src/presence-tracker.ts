@@ -160,7 +160,9 @@ export class PresenceTracker {
     const tracked = this.live.get(client);
     if (!tracked) return;
     this.live.delete(client);
-    tracked.endedAt = tracked.silentSince ?? guardOf(client.conn)?.heardLastAt ?? Date.now();
+    const heardLast = tracked.silentSince ?? guardOf(client.conn)?.heardLastAt;
+    // Never before it came up: a connection silent from its CONNECT on was online from then.
+    tracked.endedAt = heardLast === undefined ? Date.now() : Math.max(tracked.startedAt, heardLast);
     void this.track(tracked.reported.then(() => this.report(tracked, 'disconnected')));
   }
 
@@ -172,7 +174,7 @@ export class PresenceTracker {
   private onSilent(client: Client): void {
     const tracked = this.live.get(client);
     const silentFor = (client as Client & { _keepaliveInterval?: number })._keepaliveInterval ?? 0;
-    if (tracked && silentFor > 0) tracked.silentSince = Math.max(tracked.startedAt, Date.now() - silentFor);
+    if (tracked && silentFor > 0) tracked.silentSince = Date.now() - silentFor;
   }
 
   private async report(tracked: Tracked, change: 'connected' | 'disconnected'): Promise<void> {

@@ -3,7 +3,7 @@ import type { Client } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
 import { withDeadline, type Metrics } from '#libs/health';
 import type { GroupApi, GroupOutcome } from '#libs/group';
-import type { MessagingService } from '#libs/messaging';
+import type { MessagingService, SendOutcome } from '#libs/messaging';
 import type { PresenceApi } from '#libs/presence';
 import type { ReceiptsApi } from '#libs/receipts';
 import {
@@ -28,6 +28,7 @@ import {
   type SendResult,
 } from '#libs/protocol';
 import { LogThrottle } from '#libs/runtime';
+import { deferred } from './deferred.js';
 import type { FileRequests } from './file-requests.js';
 import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 import { guardOf } from './connection-guard.js';
@@ -71,7 +72,7 @@ interface QueueTail {
 }
 
 const DONE: Promise<void> = Promise.resolve();
-const IDLE: QueueTail = { issued: Promise.resolve(), delivered: Promise.resolve(), handedOver: Promise.resolve(), depth: 0 };
+const IDLE: QueueTail = { issued: DONE, delivered: DONE, handedOver: DONE, depth: 0 };
 
 /** Requests that move file bytes: limited by the transfer budget, and by the request rate only when they move nothing. */
 const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
@@ -339,7 +340,7 @@ export class RequestDispatcher {
     const conv = directConversationId(user, target.value);
     const handed = deferred();
     let earlier: Promise<void> = DONE;
-    let outcome: Awaited<ReturnType<MessagingService['send']>>;
+    let outcome: SendOutcome;
     try {
       const issued = () => {
         earlier = this.afterEarlierInConversation(conv, handed.promise);
@@ -440,12 +441,6 @@ const DEFAULT_HISTORY_LIMIT = 50;
 export function heldBack(ready: Promise<unknown>, holdMs: number, now: () => number = () => performance.now()): Promise<void> {
   const coveredAt = now() + holdMs;
   return ready.then(() => new Promise<void>((resolve) => setTimeout(resolve, Math.max(0, coveredAt - now()))));
-}
-
-function deferred(): { promise: Promise<void>; resolve: () => void } {
-  let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
 }
 
 type ParsedRequest = ReturnType<typeof parseRequest>;
