@@ -315,12 +315,7 @@ export async function downloadFile(
           .then((r) => {
             const data = Buffer.from(r.data, 'base64');
             writing = writing.then(async () => {
-              // A disk that fills writes part of a chunk, without an error: the rest is written (and fails) again.
-              for (let done = 0; done < data.length;) {
-                const { bytesWritten } = await handle.write(data, done, data.length - done, r.index * offer.chunkSize + done);
-                if (bytesWritten === 0) throw Object.assign(new Error('nothing written'), { code: 'ENOSPC' });
-                done += bytesWritten;
-              }
+              await writeWhole(handle, data, r.index * offer.chunkSize);
               next = r.index + 1;
               onProgress(Math.min(offer.size, next * offer.chunkSize));
             });
@@ -387,12 +382,27 @@ function isOwnFile(s: Stats): boolean {
 /** The SHA-256 of what the handle's file holds, from its start. */
 async function sha256Through(handle: FileHandle): Promise<string> {
   const hash = createHash('sha256');
-  const buffer = Buffer.alloc(1 << 16);
+  for await (const stretch of stretchesOf(handle)) hash.update(stretch);
+  return hash.digest('hex');
+}
+
+/** What the handle's file holds, from its start, a stretch at a time, in one buffer: each is used before the next is read. */
+async function* stretchesOf(handle: FileHandle): AsyncGenerator<Buffer> {
+  const buffer = Buffer.allocUnsafe(1 << 20);
   for (let position = 0; ;) {
     const { bytesRead } = await handle.read(buffer, 0, buffer.length, position);
-    if (bytesRead === 0) return hash.digest('hex');
-    hash.update(buffer.subarray(0, bytesRead));
+    if (bytesRead === 0) return;
+    yield buffer.subarray(0, bytesRead);
     position += bytesRead;
+  }
+}
+
+/** Writes all of `data` at `position`. A disk that fills writes part of it without an error: the rest is written (and fails) again. */
+async function writeWhole(handle: FileHandle, data: Buffer, position: number): Promise<void> {
+  for (let done = 0; done < data.length;) {
+    const { bytesWritten } = await handle.write(data, done, data.length - done, position + done);
+    if (bytesWritten === 0) throw Object.assign(new Error('nothing written'), { code: 'ENOSPC' });
+    done += bytesWritten;
   }
 }
 
@@ -496,12 +506,10 @@ async function copyInto(handle: FileHandle, candidate: string, offer: FileOffer,
   });
   if (!out) return false;
   try {
-    const buffer = Buffer.allocUnsafe(1 << 20);
-    for (let at = 0; ;) {
-      const { bytesRead } = await handle.read(buffer, 0, buffer.length, at);
-      if (bytesRead === 0) break;
-      for (let done = 0; done < bytesRead;) done += (await out.write(buffer, done, bytesRead - done, at + done)).bytesWritten;
-      at += bytesRead;
+    let at = 0;
+    for await (const stretch of stretchesOf(handle)) {
+      await writeWhole(out, stretch, at);
+      at += stretch.length;
     }
     await out.sync();
   } catch (e) {
