@@ -149,6 +149,25 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     expect(await again.get('s1')).toEqual(offer('s1', { recipients: { bob: 'received', cy: 'declined' }, seen: { bob: 'received', cy: 'declined' } }));
   });
 
+  it('records that an offer was announced, durably, without bringing back one removed meanwhile', async () => {
+    const { backend, reopen } = await fixture.open();
+    const store = offersOf(backend);
+    await store.create(offer('n1'), LIMITS);
+    expect((await store.get('n1'))?.announced).toBeUndefined();
+    await store.markAnnounced('n1');
+    await store.markAnnounced('n1');
+    expect(await store.get('n1')).toEqual({ ...offer('n1'), announced: true });
+    await store.create(offer('n2'), LIMITS);
+    await store.remove('n2');
+    await store.markAnnounced('n2');
+    await store.markAnnounced('never');
+    const again = offersOf(await reopen());
+    expect(await again.get('n1')).toEqual({ ...offer('n1'), announced: true });
+    expect(await again.get('n2')).toBeNull();
+    expect(await again.get('never')).toBeNull();
+    expect((await again.listOf('ann')).map((o) => o.id)).toEqual(['n1']);
+  });
+
   it('removes an offer from every list, and names what expires, soonest first', async () => {
     const { backend } = await fixture.open();
     const store = offersOf(backend);

@@ -198,7 +198,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     a.relay('parley/v1/users/bob/inbox', Buffer.from('{}'));
     const sent = a.sent();
     expect(sent).toBeInstanceOf(Promise);
-    await sent;
+    expect(await sent).toBe(true);
     expect(a.sent()).toBeUndefined();
   });
 

@@ -266,17 +266,51 @@ describe('FileOfferService', () => {
     expect(await code(service.putChunk('ann', offer.id, 1, 'AA=='))).toBe('bad_chunk');
     expect(await code(service.putChunk('ann', offer.id, 3, 'AAAA'))).toBe('chunk_out_of_range');
     expect(await code(service.putChunk('bob', offer.id, 1, 'AAAA'))).toBe('unknown_file');
-    // The chunk that completes the upload announces the offer, once: the last chunk again is answered as the first
-    // time, and tells the receivers nothing, however often it comes.
+    // The chunk that completes the upload announces the offer, once: once its publisher says the announcement has
+    // left, the last chunk again is answered as the first time, and tells the receivers nothing, however often it comes.
     await service.putChunk('ann', offer.id, 1, data.subarray(4, 8).toString('base64'));
     const completed = await service.putChunk('ann', offer.id, 2, data.subarray(8).toString('base64'));
     expect(completed.notify).toMatchObject({ to: ['bob'], event: { event: 'offered' } });
     expect(completed.notify?.event.offer).not.toHaveProperty('request');
+    expect(completed.notify?.event.offer).not.toHaveProperty('announced');
+    expect(completed.announces).toBe(offer.id);
+    await service.announced(offer.id);
+    const { announces: _, ...answer } = completed;
     for (const repeat of [data.subarray(8).toString('base64'), 'AAA=', ''])
-      expect(await service.putChunk('ann', offer.id, 2, repeat)).toEqual({ result: completed.result, notify: null });
+      expect(await service.putChunk('ann', offer.id, 2, repeat)).toEqual({ ...answer, notify: null });
     expect((await service.list('bob'))[0]).not.toHaveProperty('request');
     expect((await service.accept('bob', offer.id)).result.offer).not.toHaveProperty('request');
     expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
+  });
+
+  it('announces a complete upload again, by its last chunk sent again, until its announcement is known to have left', async () => {
+    // The gateway that had the announcement died before relaying it: its sender, with no answer, sends the last chunk again.
+    const { service, blobs } = setup();
+    const data = Buffer.from('abcdefghij');
+    const members = ['ann', 'bob', 'cy'];
+    const { offer } = (await service.offer('ann', 'g1', { group: { id: 'g1', name: 'crew' }, members }, describe_(data))).result;
+    const completed = await upload(service, offer.id, data);
+    expect(completed.notify?.to).toEqual(['bob', 'cy']);
+    // Another chunk again tells no one; the last one announces it again, to whoever has not decided yet.
+    expect((await service.putChunk('ann', offer.id, 1, 'AAAA')).notify).toBeNull();
+    await service.decline('cy', offer.id);
+    const again = await service.putChunk('ann', offer.id, 2, 'AAA=');
+    expect(again.notify).toMatchObject({ to: ['bob'], event: { event: 'offered', offer: { id: offer.id } } });
+    expect(again.announces).toBe(offer.id);
+    expect(again.result).toEqual(completed.result);
+    // Once it has left, no more; and what is stored is checked again first (a crash may have cut the check short).
+    await service.announced(offer.id);
+    expect(await service.putChunk('ann', offer.id, 2, 'AAA=')).toEqual({ result: completed.result, notify: null });
+    const other = (await service.offer('ann', 'g2', { to: 'bob' }, describe_(data))).result.offer;
+    await upload(service, other.id, data);
+    await blobs.put(other.id, 0, Buffer.from('XXXX'), Date.now() + 60_000);
+    expect(await code(service.putChunk('ann', other.id, 2, 'AAA='))).toBe('checksum_mismatch');
+    // An empty file is announced by its offer: a retry of it, the same way.
+    const empty = await service.offer('ann', 'e1', { to: 'bob' }, describe_(Buffer.alloc(0), 'empty.txt'));
+    expect(empty.announces).toBe(empty.result.offer.id);
+    expect((await service.offer('ann', 'e1', { to: 'bob' }, describe_(Buffer.alloc(0), 'empty.txt'))).notify?.to).toEqual(['bob']);
+    await service.announced(empty.result.offer.id);
+    expect((await service.offer('ann', 'e1', { to: 'bob' }, describe_(Buffer.alloc(0), 'empty.txt'))).notify).toBeNull();
   });
 
   it('takes two uploads of one offer at once (a resume while the first still runs): each chunk stored once, none failing', async () => {
@@ -289,9 +323,11 @@ describe('FileOfferService', () => {
     const second = [0, 1, 2, 3, 4, 5].map((i) => service.putChunk('ann', offer.id, i, chunk(i)));
     const answers = await Promise.all([...first, ...second]);
     expect(answers.map((a) => a.result.uploaded)).toEqual([1, 2, 3, 4, 5, 6, 6, 6, 6, 6, 6, 6]);
-    // The receivers are told once, by the upload that completed it.
-    expect(answers.filter((a) => a.notify !== null)).toHaveLength(1);
-    expect(answers[5]!.notify?.event.event).toBe('offered');
+    // The receivers are told by the upload that completed it, and by the other's last chunk only because that came
+    // before the announcement was known to have left (a client shows an offer once).
+    expect(answers.map((a) => a.notify?.event.event ?? null)).toEqual([null, null, null, null, null, 'offered', null, null, null, null, null, 'offered']);
+    await service.announced(offer.id);
+    expect((await service.putChunk('ann', offer.id, 5, chunk(5))).notify).toBeNull();
     const stored = await Promise.all([0, 1, 2, 3, 4, 5].map((i) => blobs.get(offer.id, i)));
     expect(Buffer.concat(stored.map((b) => b!))).toEqual(data);
   });

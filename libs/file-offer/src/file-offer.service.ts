@@ -43,10 +43,14 @@ export interface FileDescription {
   sha256: string;
 }
 
-/** A result, and the event to publish to `notify.to` (every device of each), if any. */
+/**
+ * A result, and the event to publish to `notify.to` (every device of each), if any. `announces` names the offer when
+ * that event announces its complete upload: the publisher says `announced` once the event has left for its receivers.
+ */
 export interface FileOutcome<R> {
   result: R;
   notify: { to: string[]; event: FileEvent } | null;
+  announces?: string;
 }
 
 const DEFAULT_TYPE = 'application/octet-stream';
@@ -86,7 +90,12 @@ export class FileOfferService {
     // A retry, or an offer to resume, gets that offer as it stands, withdrawn included: offering the file again is a new
     // request (a new id), so receivers see a new offer, never one they were told is withdrawn.
     const existing = await this.live(id);
-    if (existing) return { result: { offer: viewOf(existing, sender), window: this.limits.window }, notify: null };
+    if (existing) {
+      const result = { offer: viewOf(existing, sender), window: this.limits.window };
+      // An empty file is announced by its offer: a retry of it, before that announcement is known to have left, is
+      // announced again (as the last chunk again is for others; see `storeChunk`).
+      return existing.chunks === 0 ? { result, ...(await this.announcedAgain(existing)) } : { result, notify: null };
+    }
     // One name however the sender's system spells it (macOS decomposes accents), without spaces at its ends.
     const name = file.name.normalize('NFC').trim();
     if (!isSafeFileName(name))
@@ -149,7 +158,7 @@ export class FileOfferService {
         break;
     }
     // An empty file is complete as it is.
-    if (chunks === 0) return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: await this.completed(offer) };
+    if (chunks === 0) return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: await this.completed(offer), announces: id };
     return { result: { offer: viewOf(offer, sender), window: this.limits.window }, notify: null };
   }
 
@@ -172,11 +181,16 @@ export class FileOfferService {
     // Said as such: the upload still running when the sender withdrew the offer (on another device, say) ends with why.
     if (isWithdrawn(offer)) throw new DomainError('unknown_file', `you withdrew file offer ${offerId} (${offer.name})`);
     if (index >= offer.chunks) throw outOfRange(offer, index);
-    // A chunk stored already (a retry, with its request id or a new one) is answered as the first time and tells no
-    // one anything: receivers are told of an offer once, by the chunk that completed it (an announcement lost with a
-    // gateway reaches them in their next sync). Otherwise every repeat of the last chunk would be an `offered` event
-    // to each receiver, as many as the sender cared to send.
-    if (index < offer.uploaded) return { result: { offer: offerId, index, uploaded: offer.uploaded, complete: offer.uploaded === offer.chunks }, notify: null };
+    // A chunk stored already (a retry, with its request id or a new one) is answered as the first time. Receivers are
+    // told of an offer once, by the chunk that completed it: otherwise every repeat of the last chunk would be an
+    // `offered` event to each receiver, as many as the sender cared to send. But the gateway that had that
+    // announcement may have died before it left (its sender then had no answer, and sends the last chunk again):
+    // until the announcement is known to have left (`announced`), the last chunk again announces it again.
+    if (index < offer.uploaded) {
+      const complete = offer.uploaded === offer.chunks;
+      const result = { offer: offerId, index, uploaded: offer.uploaded, complete };
+      return complete && index === offer.chunks - 1 ? { result, ...(await this.announcedAgain(offer)) } : { result, notify: null };
+    }
     if (index > offer.uploaded) throw new DomainError('bad_chunk', `chunks go in order: the next one is ${offer.uploaded}, not ${index}`);
     const bytes = Buffer.from(data, 'base64');
     const expected = chunkLength(offer, index);
@@ -189,7 +203,26 @@ export class FileOfferService {
     // Only the call that made it complete announces it: another upload of the same chunk at once (a resume on another
     // gateway) finds it moved already, and is answered like any repeat.
     const notify = complete && moved ? await this.completed({ ...offer, uploaded }) : null;
-    return { result: { offer: offerId, index, uploaded, complete }, notify };
+    return { result: { offer: offerId, index, uploaded, complete }, notify, ...(notify ? { announces: offerId } : {}) };
+  }
+
+  /**
+   * Says that the announcement of an offer's complete upload (an outcome's `announces`) has left for its receivers:
+   * from then on, the last chunk sent again announces nothing.
+   */
+  async announced(offerId: string): Promise<void> {
+    await this.offers.markAnnounced(offerId);
+  }
+
+  /**
+   * The announcement of a complete upload once more, to the receivers yet to decide, while it is not known to have
+   * left: what it took the first time (its SHA-256 checked over what is stored, which a crash may have cut short).
+   */
+  private async announcedAgain(offer: StoredOffer): Promise<Pick<FileOutcome<unknown>, 'notify' | 'announces'>> {
+    const pending = Object.keys(offer.recipients).filter((r) => offer.recipients[r] === 'pending');
+    if (offer.announced || isWithdrawn(offer) || pending.length === 0) return { notify: null };
+    const notify = await this.completed(offer);
+    return { notify: notify && { ...notify, to: pending }, announces: offer.id };
   }
 
   /** The receiver takes the offer; it may then fetch the chunks. Throws unknown_file, file_not_ready or not_allowed (declined already). */
@@ -395,7 +428,7 @@ function chunkLength(offer: FileOffer, index: number): number {
 
 /** The offer as `viewer` sees it: what its sender has been shown (`seen`), and the request that made it, are the sender's alone. */
 function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
-  const { open: _open, seen, request, ...view } = offer;
+  const { open: _open, announced: _announced, seen, request, ...view } = offer;
   if (viewer !== offer.from) return view;
   return { ...view, ...(seen !== undefined ? { seen } : {}), ...(request !== undefined ? { request } : {}) };
 }
@@ -427,7 +460,19 @@ function unknownFile(id: string): DomainError {
 }
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the file-offer app. */
-export const FILE_OFFER_API_METHODS = ['offer', 'putChunk', 'accept', 'decline', 'fetch', 'confirm', 'seen', 'cancel', 'list', 'syncEvent'] as const;
+export const FILE_OFFER_API_METHODS = [
+  'offer',
+  'putChunk',
+  'announced',
+  'accept',
+  'decline',
+  'fetch',
+  'confirm',
+  'seen',
+  'cancel',
+  'list',
+  'syncEvent',
+] as const;
 export type FileOfferApi = Pick<FileOfferService, (typeof FILE_OFFER_API_METHODS)[number]>;
 export const FILE_OFFER_API = Symbol('FILE_OFFER_API');
 

@@ -4,6 +4,11 @@ import type { FileOffer, FileRecipientState } from '#libs/protocol';
 export interface StoredOffer extends FileOffer {
   /** True until every receiver has received or declined it (then it no longer counts against the sender's limits). */
   open: boolean;
+  /**
+   * True once the announcement of the complete upload has left for its receivers (see `FileOfferService.announced`):
+   * until then, the last chunk sent again announces it again.
+   */
+  announced?: boolean;
 }
 
 export type CreateOutcome = 'created' | 'exists' | 'too_many_offers' | 'quota_exceeded';
@@ -44,6 +49,9 @@ export interface FileOfferStore {
    * offer.
    */
   markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null>;
+
+  /** Records that the offer's announcement has left for its receivers (`announced`); nothing when there is no such offer. */
+  markAnnounced(id: string): Promise<void>;
 
   /** Releases the offer from its sender's limits, once: later calls change nothing. The offer itself stays until removed. */
   close(id: string): Promise<void>;

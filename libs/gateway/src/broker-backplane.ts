@@ -38,9 +38,10 @@ export interface Backplane {
   /**
    * Settles once every packet handed over so far has reached Redis, whose PUBLISH answer means each other gateway
    * has it on its way: what a request delivered is then out of this process, and survives its crash. Undefined when
-   * there is nothing to wait for (standalone, or nothing on its way). Never rejects: a publish that failed is logged.
+   * there is nothing to wait for (standalone, or nothing on its way). Never rejects: it resolves false when a publish
+   * failed (which is logged), true once Redis answered.
    */
-  sent(): Promise<void> | undefined;
+  sent(): Promise<boolean> | undefined;
   /** Where inbox events relayed by other gateways go; without a listener they are routed by the broker like any packet. */
   onRelayed(listener: (topic: string, payload: Buffer) => void): void;
 }
@@ -230,9 +231,9 @@ export function redisBackplane(url: string, prefix: string): Backplane {
 
   let batch: Buffer[] = [];
   /** Settles once the batch being gathered has been published (see `sent`). */
-  let batchSent: { promise: Promise<void>; resolve: () => void } | undefined;
+  let batchSent: { promise: Promise<boolean>; resolve: (published: boolean) => void } | undefined;
   /** The last batch published, until Redis answers it. Redis answers a connection's commands in order. */
-  let inFlight: Promise<void> | undefined;
+  let inFlight: Promise<boolean> | undefined;
   /** Packets published in one turn of the event loop travel as one batch: one PUBLISH, one decode on each gateway. */
   const toOthers = (packet: Packet | Buffer): void => {
     if (batch.length === 0) setImmediate(flush);
@@ -243,22 +244,26 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     const done = batchSent;
     batch = [];
     batchSent = undefined;
-    if (packets.length === 0 || closed) return done?.resolve();
-    const published = pub
+    if (packets.length === 0 || closed) return done?.resolve(packets.length === 0);
+    const published: Promise<boolean> = pub
       .publish(channel, Buffer.concat([origin, ...packets]))
       .then(
-        () => undefined,
-        (e: unknown) => logger.warn({ event: 'backplane_publish_failed', packets: packets.length, error: String(e) }),
+        () => true,
+        (e: unknown) => {
+          logger.warn({ event: 'backplane_publish_failed', packets: packets.length, error: String(e) });
+          return false;
+        },
       )
-      .finally(() => {
+      .then((ok) => {
         if (inFlight === published) inFlight = undefined;
-        done?.resolve();
+        done?.resolve(ok);
+        return ok;
       });
     inFlight = published;
   };
-  const sent = (): Promise<void> | undefined => {
+  const sent = (): Promise<boolean> | undefined => {
     if (batch.length === 0) return inFlight;
-    batchSent ??= deferred();
+    batchSent ??= deferred<boolean>();
     return batchSent.promise;
   };
 

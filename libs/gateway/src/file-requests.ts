@@ -53,15 +53,18 @@ export class FileRequests {
   }
 
   private async published<R>(note: RelayNote, pending: Promise<FileOutcome<R>>): Promise<R> {
-    const { result, notify } = await pending;
-    if (notify)
-      noteRelay(
-        note,
-        this.inbox.publishToAll(
-          [...new Set(notify.to)].map((u) => topics.inbox(u)),
-          notify.event,
-        ),
-      );
+    const { result, notify, announces } = await pending;
+    if (!notify) return result;
+    const relayed = this.inbox.publishToAll(
+      [...new Set(notify.to)].map((u) => topics.inbox(u)),
+      notify.event,
+    );
+    noteRelay(note, relayed);
+    // Once the announcement has left this gateway (standalone: at once), the last chunk sent again need not announce it
+    // again; a relay that failed leaves that to the sender's next try. Should recording it fail, the offer may be
+    // announced once more. Nothing waits for it.
+    if (announces !== undefined)
+      void (relayed ?? Promise.resolve(true)).then((left) => (left ? this.files.announced(announces) : undefined)).catch(() => undefined);
     return result;
   }
 }

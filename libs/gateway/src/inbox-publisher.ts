@@ -40,7 +40,7 @@ export class InboxPublisher {
    * Publishes one event to several inboxes; it is encoded once, however many members receive it. Returns what settles
    * once it has left this gateway for the others (see `RelayNote`); undefined when there are none.
    */
-  publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<void> | undefined {
+  publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<boolean> | undefined {
     const payload = encode(event);
     for (const topic of inboxTopics) this.send(topic, payload);
     return inboxTopics.length > 0 ? this.broker.relayed() : undefined;
@@ -59,11 +59,11 @@ export class InboxPublisher {
  * with the same id, and the repeat is delivered again. Batches are answered in order: the last one noted covers all.
  */
 export interface RelayNote {
-  relayed?: Promise<void> | undefined;
+  relayed?: Promise<unknown> | undefined;
 }
 
 /** Notes an event's relay, when there is one to wait for. */
-export function noteRelay(note: RelayNote, relayed: Promise<void> | undefined): void {
+export function noteRelay(note: RelayNote, relayed: Promise<unknown> | undefined): void {
   if (relayed) note.relayed = relayed;
 }
 

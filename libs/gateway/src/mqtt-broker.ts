@@ -268,7 +268,7 @@ export class MqttBroker {
   }
 
   /** Settles once what was relayed so far has left this process for good (see `Backplane.sent`); undefined: at once. */
-  relayed(): Promise<void> | undefined {
+  relayed(): Promise<boolean> | undefined {
     return this.opts.backplane.sent();
   }
 

@@ -66,6 +66,13 @@ export class EmbeddedFileOfferStore implements FileOfferStore {
     });
   }
 
+  async markAnnounced(id: string): Promise<void> {
+    await this.offers.transaction(() => {
+      const offer = this.offers.get(id);
+      if (offer && !offer.announced) void this.offers.put(id, { ...offer, announced: true });
+    });
+  }
+
   markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null> {
     return this.offers.transaction(() => {
       const offer = this.offers.get(id);

@@ -5,7 +5,8 @@ import type { CreateOutcome, FileOfferStore, StoredOffer } from '../file-offer.s
 /**
  * Keys: `{prefix}file:offer:{id}` (hash: `meta` JSON of what never changes,
  * `from`, `size`, `uploaded`, `open`, `r:{user}` per receiver, and
- * `s:{user}` per receiver whose state its sender has seen),
+ * `s:{user}` per receiver whose state its sender has seen, `announced` once
+ * its announcement has left),
  * `{prefix}file:user:{user}` (sorted set of the user's offer ids by creation
  * time), `{prefix}file:open:{user}` (hash: `count`, `bytes` of its open
  * offers), `{prefix}file:due` (sorted set of ids by expiry). Each change is
@@ -59,6 +60,12 @@ end
 return 1
 `;
 
+/** Only on an offer still there: a plain HSET would bring back one deleted meanwhile, as a hash without its `meta`. */
+const MARK_ANNOUNCED = `
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'announced', 1) end
+return 1
+`;
+
 /** KEYS: offer, the sender's open totals. Releases the offer once; ARGV[1] = 1 deletes it too. */
 const RELEASE = `
 if redis.call('HGET', KEYS[1], 'open') == '1' then
@@ -74,19 +81,21 @@ if ARGV[1] == '1' then redis.call('DEL', KEYS[1]) end
 return 1
 `;
 
-type Meta = Omit<StoredOffer, 'uploaded' | 'open' | 'recipients' | 'seen'> & { receivers: string[] };
+type Meta = Omit<StoredOffer, 'uploaded' | 'open' | 'recipients' | 'seen' | 'announced'> & { receivers: string[] };
 
 export class RedisFileOfferStore implements FileOfferStore {
   private readonly advanceScript;
   private readonly setRecipientScript;
   private readonly releaseScript;
   private readonly markSeenScript;
+  private readonly markAnnouncedScript;
 
   constructor(private readonly redis: RedisConnection) {
     this.advanceScript = redis.script('parleyFileOfferAdvance', 1, ADVANCE);
     this.setRecipientScript = redis.script('parleyFileOfferSetRecipientFrom', 1, SET_RECIPIENT);
     this.releaseScript = redis.script('parleyFileOfferRelease', 2, RELEASE);
     this.markSeenScript = redis.script('parleyFileOfferMarkSeen', 1, MARK_SEEN);
+    this.markAnnouncedScript = redis.script('parleyFileOfferMarkAnnounced', 1, MARK_ANNOUNCED);
   }
 
   private offerKey(id: string): string {
@@ -104,7 +113,7 @@ export class RedisFileOfferStore implements FileOfferStore {
 
   async create(offer: StoredOffer, limits: { maxOpen: number; quotaBytes: number }): Promise<CreateOutcome> {
     const receivers = Object.keys(offer.recipients);
-    const { uploaded: _u, open: _o, recipients: _r, seen: _s, ...fixed } = offer;
+    const { uploaded: _u, open: _o, recipients: _r, seen: _s, announced: _a, ...fixed } = offer;
     const meta: Meta = { ...fixed, receivers };
     const users = [offer.from, ...receivers];
     // The number of keys varies (the three fixed ones, then each user's list): EVAL, offers are rare.
@@ -134,7 +143,13 @@ export class RedisFileOfferStore implements FileOfferStore {
       recipients[user] = (h[`r:${user}`] ?? 'pending') as FileRecipientState;
       if (h[`s:${user}`] !== undefined) seen[user] = h[`s:${user}`] as FileRecipientState;
     }
-    const offer: StoredOffer = { ...meta, uploaded: Number(h.uploaded ?? 0), open: h.open === '1', recipients };
+    const offer: StoredOffer = {
+      ...meta,
+      uploaded: Number(h.uploaded ?? 0),
+      open: h.open === '1',
+      recipients,
+      ...(h.announced === '1' ? { announced: true } : {}),
+    };
     return Object.keys(seen).length > 0 ? { ...offer, seen } : offer;
   }
 
@@ -152,6 +167,10 @@ export class RedisFileOfferStore implements FileOfferStore {
   async markSeen(id: string, states: Record<string, FileRecipientState>): Promise<StoredOffer | null> {
     const r = await this.markSeenScript([this.offerKey(id)], Object.entries(states).flat());
     return r === 1 ? this.get(id) : null;
+  }
+
+  async markAnnounced(id: string): Promise<void> {
+    await this.markAnnouncedScript([this.offerKey(id)], []);
   }
 
   async close(id: string): Promise<void> {

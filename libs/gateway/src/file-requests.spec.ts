@@ -1,0 +1,60 @@
+import { describe, expect, it } from 'vitest';
+import type { FileOfferApi, FileOutcome } from '#libs/file-offer';
+import type { GroupApi } from '#libs/group';
+import type { FileEvent } from '#libs/protocol';
+import { FileRequests } from './file-requests.js';
+import type { InboxPublisher, RelayNote } from './inbox-publisher.js';
+import { deferred } from './deferred.js';
+
+const offered = { type: 'file', event: 'offered', offer: { id: 'f1' }, ts: 1 } as unknown as FileEvent;
+
+/** A file service whose chunk answers `outcome`, and records what it is told has been announced. */
+function files(outcome: FileOutcome<unknown>) {
+  const announced: string[] = [];
+  const api = {
+    putChunk: () => Promise.resolve(outcome),
+    announced: (id: string) => (announced.push(id), Promise.resolve()),
+  } as unknown as FileOfferApi;
+  return { api, announced };
+}
+
+/** An inbox publisher whose relay settles when the test says (undefined: standalone, nothing to relay). */
+function inbox(relay?: Promise<boolean>) {
+  const published: string[][] = [];
+  const publisher = {
+    publishToAll: (topics: readonly string[]) => (published.push([...topics]), relay),
+  } as unknown as InboxPublisher;
+  return { publisher, published };
+}
+
+const chunk = { op: 'file.chunk', id: 'r1', offer: 'f1', index: 2, data: '' } as const;
+
+describe('FileRequests', () => {
+  it('says an upload was announced once the announcement has left the gateway, and not when its relay failed', async () => {
+    const outcome = { result: { complete: true }, notify: { to: ['bob', 'bob'], event: offered }, announces: 'f1' };
+    for (const relayed of [true, false]) {
+      const relay = deferred<boolean>();
+      const service = files(outcome);
+      const out = inbox(relay.promise);
+      const note: RelayNote = {};
+      await new FileRequests(service.api, {} as GroupApi, out.publisher).execute('ann', chunk, note);
+      expect(out.published).toEqual([['parley/v1/users/bob/inbox']]);
+      expect(note.relayed).toBe(relay.promise);
+      expect(service.announced).toEqual([]);
+      relay.resolve(relayed);
+      await relay.promise;
+      await new Promise<void>((resolve) => setImmediate(resolve));
+      expect(service.announced).toEqual(relayed ? ['f1'] : []);
+    }
+    // Standalone (nothing to relay): at once.
+    const service = files(outcome);
+    await new FileRequests(service.api, {} as GroupApi, inbox().publisher).execute('ann', chunk, {});
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(service.announced).toEqual(['f1']);
+    // An event that announces nothing (a decision, say) records nothing.
+    const decision = files({ result: {}, notify: { to: ['ann'], event: offered } });
+    await new FileRequests(decision.api, {} as GroupApi, inbox().publisher).execute('ann', chunk, {});
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    expect(decision.announced).toEqual([]);
+  });
+});
