@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, clearScreenDown, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
-import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredText, offerFile, seenReporter } from './file-actions.js';
+import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredRecord, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel, withdrewText, type OwnAction } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
@@ -183,8 +183,8 @@ export class ChatSession {
         return;
       }
       case 'file': {
-        const offer = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path, this.bar, CHAT_MAKE_ROOM);
-        return this.print(offeredText(offer), { type: 'offered', offer });
+        const sent = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path, this.bar, CHAT_MAKE_ROOM);
+        return this.print(offeredText(sent), offeredRecord(sent));
       }
       case 'accept': {
         const { offer, path } = await this.ownDoing(cmd.offer, ['accepted', 'received'], () =>

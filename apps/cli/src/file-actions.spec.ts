@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { EmbeddedFileBlobStore, EmbeddedFileOfferStore, FileOfferService } from '#libs/file-offer';
-import { DomainError, MAX_FILE_NAME_BYTES, type FileOffer } from '#libs/protocol';
+import { DomainError, formatBytes, MAX_FILE_NAME_BYTES, type FileOffer } from '#libs/protocol';
 import { EmbeddedDatabase } from '#libs/storage';
 import { lockPathOf } from './process-lock.js';
-import { acceptFile, offerFile } from './file-actions.js';
+import { acceptFile, offeredRecord, offeredText, offerFile } from './file-actions.js';
 import { keptPathOf, partPathOf } from './file-transfer.js';
 import { Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
@@ -389,7 +389,7 @@ describe('offerFile', () => {
     const ids = new Set<string>();
     for (let i = 0; i < 101; i++) {
       const before = requests.length;
-      const offer = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+      const { offer } = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
       const made = requests.slice(before).filter((r) => r.op !== 'file.chunk');
       // However many offers of it came before: one offer request, and one look at the list.
       expect(
@@ -419,17 +419,27 @@ describe('offerFile', () => {
 
     // Another device of the same sender goes on from chunk 9.
     const before = requests.length;
-    const resumed = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    const { offer: resumed, earlier } = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
     expect(resumed.id).toBe(cutShort!.id);
+    expect(earlier).toMatchObject({ id: cutShort!.id, uploaded: 9 });
+    expect(offeredText({ offer: resumed, earlier })).toBe(
+      `offered big.bin (${formatBytes(data.length)}) to bob: ${resumed.id} (its upload went on from where it stopped)`,
+    );
+    expect(offeredRecord({ offer: resumed, earlier })).toEqual({ type: 'offered', offer: resumed, again: 'resumed' });
     const chunks = requests.slice(before).filter((r) => r.op === 'file.chunk');
     expect(chunks).toHaveLength(21 - 9);
     expect((await service.list('bob')).map((o) => o.id)).toEqual([resumed.id]);
-    // Sent again while bob has not decided: the same offer (its last chunk again, which announces it again).
-    const again = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    // Sent again while bob has not decided: the same offer (its last chunk again, which announces it again should the
+    // first announcement not be known to have left), and said so.
+    const { offer: again, earlier: taken } = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
     expect(again.id).toBe(resumed.id);
+    expect(offeredText({ offer: again, earlier: taken })).toBe(
+      `already offered big.bin (${formatBytes(data.length)}) to bob: ${again.id}, waiting for bob to decide`,
+    );
+    expect(offeredRecord({ offer: again, earlier: taken })).toEqual({ type: 'offered', offer: again, again: 'already' });
     expect((await service.list('ann')).map((o) => o.id)).toEqual([resumed.id]);
     // To someone else, it is an offer of its own.
-    expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).id).not.toBe(resumed.id);
+    expect((await offerFile(client('ann'), quiet, { to: 'cy' }, path, noBar)).offer.id).not.toBe(resumed.id);
   });
 
   it('goes on with an upload from where the server stands after a chunk stays unavailable through the client\u2019s retries (a failover)', async () => {
@@ -442,7 +452,7 @@ describe('offerFile', () => {
       if (op === 'file.chunk' && fields.index === 3 && failures++ === 0)
         throw new RequestError('unavailable', 'the server could not complete this request right now');
     };
-    const offer = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
+    const { offer } = await offerFile(client('ann'), quiet, { to: 'bob' }, path, noBar);
     expect(failures).toBe(2);
     expect((await service.list('ann')).find((o) => o.id === offer.id)?.uploaded).toBe(10);
   });
@@ -489,7 +499,7 @@ describe('offerFile', () => {
       () => undefined,
       (line) => notes.push(line),
     );
-    const changed = await offerFile(client('ann'), printer, { to: 'bob' }, path, noBar);
+    const { offer: changed } = await offerFile(client('ann'), printer, { to: 'bob' }, path, noBar);
     expect(changed.id).not.toBe(earlier!.id);
     expect(notes).toEqual([
       `* your upload of another notes.bin to bob is unfinished (${earlier!.id}, 3 of 10 chunks); parley file cancel ${earlier!.id} withdraws it`,

@@ -32,7 +32,17 @@ export function cancelInCliWords(e: unknown, decline: string): unknown {
   return new RequestError(e.code, `${e.message} (${decline})`);
 }
 
-/** Offers and uploads a file, with progress; resolves with the offer once the server holds it all. */
+/** A file sent: its offer, and that offer as an earlier send had left it, when this one took it up (see `offerFile`). */
+export interface SentFile {
+  offer: FileOffer;
+  earlier: FileOffer | null;
+}
+
+/**
+ * Offers and uploads a file, with progress; resolves once the server holds it all. Sending a file again while its
+ * last offer to the same receivers is not settled takes that offer up (an upload cut short goes on), rather than making
+ * another: `earlier` then says how that offer stood.
+ */
 export async function offerFile(
   client: ParleyClient,
   printer: Printer,
@@ -40,10 +50,11 @@ export async function offerFile(
   path: string,
   bar?: BarOptions,
   makeRoom?: string,
-): Promise<FileOffer> {
+): Promise<SentFile> {
   let progress: TransferProgress | undefined;
+  let earlier: FileOffer | null = null;
   try {
-    return await uploadFile(
+    const offer = await uploadFile(
       client,
       target,
       path,
@@ -58,7 +69,9 @@ export async function offerFile(
             `* your upload of another ${o.name} to ${to} is unfinished (${o.id}, ${o.uploaded} of ${o.chunks} chunks); parley file cancel ${o.id} withdraws it`,
           );
       },
+      (offer) => (earlier = offer),
     );
+    return { offer, earlier };
   } catch (e) {
     throw inCliWords(e, makeRoom);
   } finally {
@@ -146,9 +159,23 @@ function shellWord(path: string): string {
 /** Fetch requests a receiver keeps outstanding at once. */
 const DOWNLOAD_WINDOW = 8;
 
-export function offeredText(offer: FileOffer): string {
+/**
+ * What `file send` says once the server holds the file: that it was offered, or, sent again while its offer was still
+ * open, that it had been offered already (and who has yet to decide), or that its upload was cut short and went on.
+ */
+export function offeredText({ offer, earlier }: SentFile): string {
   const to = offer.group ? displayLabel(offer.group.name) : Object.keys(offer.recipients).join(', ');
-  return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
+  if (earlier === null) return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
+  if (earlier.uploaded < earlier.chunks) return `offered ${fileLabel(offer)} to ${to}: ${offer.id} (its upload went on from where it stopped)`;
+  const waiting = Object.keys(offer.recipients).filter((r) => offer.recipients[r] === 'pending');
+  const who = offer.group ? `${waiting.length} of ${Object.keys(offer.recipients).length} members` : waiting.join(', ');
+  return `already offered ${fileLabel(offer)} to ${to}: ${offer.id}${waiting.length > 0 ? `, waiting for ${who} to decide` : ''}`;
+}
+
+/** The `--json` line of a file sent: `offered`, with `again` when an earlier send's offer was taken up. */
+export function offeredRecord({ offer, earlier }: SentFile): Record<string, unknown> & { type: 'offered' } {
+  if (earlier === null) return { type: 'offered', offer };
+  return { type: 'offered', offer, again: earlier.uploaded < earlier.chunks ? 'resumed' : 'already' };
 }
 
 /**

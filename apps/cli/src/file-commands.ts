@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { target, withClient, type CommandContext } from './commands.js';
 import { fileLabel, offerLine, withdrewText } from './file-output.js';
 import { reportConnection } from './output.js';
-import { acceptFile, cancelInCliWords, offeredText, offerFile } from './file-actions.js';
+import { acceptFile, cancelInCliWords, offeredRecord, offeredText, offerFile } from './file-actions.js';
 
 /** `parley file …` */
 export const fileCommands = {
@@ -12,8 +12,8 @@ export const fileCommands = {
       ctx,
       async (client) => {
         reportConnection(client, (text, record) => ctx.printer.emit(text, record));
-        const offer = await offerFile(client, ctx.printer, to, path);
-        ctx.printer.emit(offeredText(offer), { type: 'offered', offer });
+        const sent = await offerFile(client, ctx.printer, to, path);
+        ctx.printer.emit(offeredText(sent), offeredRecord(sent));
       },
       { reconnect: true },
     );

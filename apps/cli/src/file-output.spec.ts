@@ -94,7 +94,13 @@ describe('FileNotices', () => {
 describe('offeredText', () => {
   it('shows a group’s name with its direction overrides escaped, as every other line does', () => {
     const toGroup = offer({ group: { id: 'g1', name: 'team \u202eecila' }, recipients: { bob: 'pending' } });
-    expect(offeredText(toGroup)).toBe('offered notes.txt (10 B) to team \\u202eecila: f1');
+    expect(offeredText({ offer: toGroup, earlier: null })).toBe('offered notes.txt (10 B) to team \\u202eecila: f1');
+  });
+
+  it('says a group offer taken up again is waiting for how many members, and a first send nothing of the kind', () => {
+    const open = offer({ group: { id: 'g1', name: 'crew' }, recipients: { bob: 'pending', cy: 'declined', dan: 'pending' }, uploaded: 1, chunks: 1 });
+    expect(offeredText({ offer: open, earlier: open })).toBe('already offered notes.txt (10 B) to crew: f1, waiting for 2 of 3 members to decide');
+    expect(offeredText({ offer: open, earlier: null })).toBe('offered notes.txt (10 B) to crew: f1');
   });
 });
 

@@ -56,6 +56,8 @@ export async function uploadFile(
   onProgress: (offer: FileOffer, bytes: number) => void,
   /** Told of unfinished uploads of other files of the same name to the same receivers (see below). */
   onUnfinished?: (offers: FileOffer[]) => void,
+  /** Told, before the upload goes on, of an offer of this file made before (by an earlier run) that this one takes up. */
+  onEarlier?: (offer: FileOffer) => void,
 ): Promise<FileOffer> {
   const info = await stat(path).catch(() => null);
   if (!info) throw new TransferError('usage', `${path}: no such file`);
@@ -75,6 +77,7 @@ export async function uploadFile(
   // None, or settled (a receiver declined it) since the list was read: this is a new offer.
   if (!offered || settled(offered.offer)) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${randomBytes(8).toString('hex')}`);
   const offer = offered.offer;
+  if (going !== undefined && offer.id === going.id) onEarlier?.(offer);
   // An unfinished upload of another file of this name to the same receivers (an earlier version cut short, most
   // likely) holds a place against the sender's limits until it expires. It may as well be running right now, or be
   // another file that happens to share the name: said, not withdrawn.
