@@ -99,14 +99,37 @@ function withOpenErrorCodes(reply: Json): Json {
   return { ...reply, properties: { ...reply.properties!, error: { ...error, properties: { ...properties, code } } } };
 }
 
+/** Each op's result schema, by the name the protocol lib exports it under (`SendResult`, `GroupInfo`, …). */
+const RESULTS: [string, z.ZodType][] = Object.entries(P).filter(([, s]) => (Object.values(P.RESULT_SCHEMAS) as unknown[]).includes(s)) as [string, z.ZodType][];
+
+/**
+ * The ok reply's schema as one alternative per op, each with the result that op answers with (a component schema of
+ * its own), rather than any op with any result: a client, or a check of live traffic, can tell a `send` answered with a
+ * group from one answered as it should be.
+ */
+function okReplyByOp(reply: Json): Json {
+  const { properties, ...rest } = reply as { properties: Record<string, Json> };
+  const nameOf = (schema: z.ZodType) => RESULTS.find(([, s]) => s === schema)![0];
+  return {
+    type: 'object',
+    oneOf: P.REQUEST_OPS.map((op) => ({
+      title: op,
+      type: 'object',
+      properties: { ...properties, op: { type: 'string', const: op }, result: { $ref: `#/components/schemas/${nameOf(P.RESULT_SCHEMAS[op])}` } },
+      ...rest,
+    })),
+  };
+}
+
 /** The AsyncAPI 3 document of Parley's MQTT interface, built from the same schemas the server validates with. */
 export function buildAsyncApiDocument(): Json {
   const schemas: Json = {};
   const messages: Json = {};
   for (const [name, schema, description] of [...REQUESTS, ...EVENTS, ['PresenceEvent', P.PresenceEvent, 'Retained presence of a user.'] as const]) {
-    schemas[name] = name === 'ErrorReply' ? withOpenErrorCodes(schemaOf(schema)) : schemaOf(schema);
+    schemas[name] = name === 'ErrorReply' ? withOpenErrorCodes(schemaOf(schema)) : name === 'OkReply' ? okReplyByOp(schemaOf(schema)) : schemaOf(schema);
     messages[name] = { name, title: name, summary: description, contentType: 'application/json', payload: { $ref: `#/components/schemas/${name}` } };
   }
+  for (const [name, schema] of RESULTS) schemas[name] = schemaOf(schema);
   const ref = (name: string) => ({ $ref: `#/components/messages/${name}` });
   const refs = (list: [string, ...unknown[]][]) => Object.fromEntries(list.map(([name]) => [name, ref(name)]));
   return {
