@@ -6,8 +6,9 @@ import addFormatsModule from 'ajv-formats';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { REQUEST_OPS, topics } from '#libs/protocol';
-import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
+import { REPO_ROOT } from '../support/parley-server.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
+import { startTopology, type Mode, type Topology } from '../support/topology.js';
 
 // ajv-formats is CommonJS: under ESM its plugin is the `default` of the default import (which is the plugin too).
 const addFormats = addFormatsModule.default;
@@ -144,31 +145,32 @@ class Recorder {
  * The document against live traffic: a real server, real MQTT.js clients, a broad run of every request and the events
  * they cause, and every payload any client received checked against the message the document gives for its channel.
  */
-describe('docs/asyncapi.json against what the server sends', () => {
-  let server: ParleyServer;
+describe.each<Mode>(['embedded', 'distributed'])('docs/asyncapi.json against what the server sends (%s)', (mode) => {
+  let topo: Topology;
   const received: Received[] = [];
   const open: Recorder[] = [];
   const validatorAt = compileDocument();
   const validators = Object.fromEntries(Object.keys(doc.components.schemas).map((name) => [name, validatorAt(name)]));
 
   beforeAll(async () => {
-    server = await startParley({ env: { PARLEY_PASSWORD_COST: '10', PARLEY_FILE_CHUNK_BYTES: String(CHUNK) } });
+    // A connection's burst small enough that one burst of requests goes over it (the rest of the run stays well below).
+    topo = await startTopology(mode, { PARLEY_PASSWORD_COST: '10', PARLEY_FILE_CHUNK_BYTES: String(CHUNK), PARLEY_CONNECTION_BURST: '200' });
   });
   afterAll(async () => {
     await Promise.all(open.map((r) => r.close()));
-    await server?.dispose();
+    await topo?.dispose();
   });
 
   /** Registers over an anonymous connection (recorded too), expecting `code` or success. */
-  async function register(user: string, password = PASSWORD, code?: string): Promise<void> {
+  async function register(user: string, password: string | Json = PASSWORD, code?: string): Promise<void> {
     const nonce = randomBytes(8).toString('hex');
-    const anon = await Recorder.connect(server.mqttUrl, received, {
+    const anon = await Recorder.connect(topo.server.mqttUrl, received, {
       clientId: `anon.${nonce}`,
       subscribe: [topics.anonInbox(nonce)],
       requests: topics.anonRequests(nonce),
     });
     try {
-      const r = await anon.ask({ op: 'register', id: `reg-${nonce}`, user, password });
+      const r = await anon.ask(typeof password === 'string' ? { op: 'register', id: `reg-${nonce}`, user, password } : { ...password, id: `reg-${nonce}` });
       expect(r, JSON.stringify(r)).toMatchObject(code ? { ok: false, error: { code } } : { ok: true });
     } finally {
       await anon.close();
@@ -177,7 +179,7 @@ describe('docs/asyncapi.json against what the server sends', () => {
 
   /** Logs in subscribed to the inbox and to everyone's presence (or to the replies topic only). */
   async function login(user: string, device: string, subscribe: 'inbox' | 'replies' = 'inbox'): Promise<Recorder> {
-    const r = await Recorder.connect(server.mqttUrl, received, {
+    const r = await Recorder.connect(topo.server.mqttUrl, received, {
       user,
       clientId: `${user}/${device}`,
       subscribe: subscribe === 'inbox' ? [topics.inbox(user), 'parley/v1/presence/+'] : [topics.replies(user)],
@@ -217,6 +219,7 @@ describe('docs/asyncapi.json against what the server sends', () => {
     await register(alice, PASSWORD, 'user_exists');
     await register('X', PASSWORD, 'invalid_username');
     await register(`eve${tag}`, 'short', 'weak_password');
+    await register(`eve${tag}`, { op: 'who', user: alice }, 'not_allowed'); // an anonymous connection only registers
 
     const a = await login(alice, 'phone');
     const aTool = await login(alice, '.tool', 'replies');
@@ -292,6 +295,11 @@ describe('docs/asyncapi.json against what the server sends', () => {
     await b.ok({ op: 'file.received', offer: f1 });
     await a.waitFor((e) => e.type === 'file' && e.event === 'received', 'received');
     await a.ok({ op: 'file.seen', offer: f1, states: { [bob]: 'received' } });
+    const again = { op: 'file.offer', id: `resume-${tag}`, to: bob, name: 'resumed.bin', size: CHUNK + 1, sha256: sha256(Buffer.alloc(CHUNK + 1)) };
+    const resumed = await a.ok<{ offer: { id: string } }>(again);
+    await a.ok({ op: 'file.chunk', offer: resumed.offer.id, index: 0, data: Buffer.alloc(CHUNK).toString('base64') });
+    await a.ok(again); // the same offer, with how far its upload got
+    await a.fails({ op: 'file.chunk', offer: resumed.offer.id, index: 1, data: 'AAAA' }, 'bad_chunk');
     const f2 = await offerFile(a, { to: bob }, Buffer.from('no thanks'));
     await b.ok({ op: 'file.decline', offer: f2 });
     await a.waitFor((e) => e.type === 'file' && e.event === 'declined', 'declined');
@@ -333,6 +341,10 @@ describe('docs/asyncapi.json against what the server sends', () => {
     await logout(b);
     await c.waitFor((e) => e.type === 'presence' && e.user === bob && e.state === 'offline', `${bob} offline`);
     await c.ok({ op: 'who', user: bob });
+
+    // Over the rate limit: a burst of requests at once, some of them refused.
+    const burst = await Promise.all(Array.from({ length: 300 }, () => d.ask({ op: 'who', user: alice })));
+    expect(burst.some((r) => (r.error as Json | undefined)?.code === 'rate_limited')).toBe(true);
 
     // Every payload against its channel's messages in the document.
     const problems: string[] = [];

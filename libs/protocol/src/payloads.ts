@@ -451,7 +451,7 @@ export const ReceiptEvent = z.strictObject({
 });
 export type ReceiptEvent = z.infer<typeof ReceiptEvent>;
 
-/** Retained on `parley/v1/presence/{user}`, and pushed to inboxes of people who talk to the user. */
+/** Retained on `parley/v1/presence/{user}`, and only there: the server puts no presence on an inbox. */
 export const PresenceEvent = z.strictObject({ type: z.literal('presence'), user: z.string(), ...PresenceState.shape });
 export type PresenceEvent = z.infer<typeof PresenceEvent>;
 
