@@ -332,7 +332,14 @@ describe.each<Mode>(['embedded', 'distributed'])('docs/asyncapi.json against wha
     // Catch-ups: dave's first (a backlog, group changes, a hidden stretch, an open file offer); bob's again (peers
     // and former peers); and presence going offline.
     const d = await login(dave, 'phone');
-    await d.waitFor((e) => e.type === 'synced', 'synced');
+    const synced = await d.waitFor((e) => e.type === 'synced', 'synced');
+    // `messages` counts the backlog's entries, group changes included (docs/topics.md).
+    const backlog = d.events.slice(
+      d.events.findIndex((e) => e.type === 'sync'),
+      d.events.indexOf(synced),
+    );
+    expect(synced.messages).toBe(backlog.filter((e) => e.type === 'message' || e.type === 'group').length);
+    expect(backlog.filter((e) => e.type === 'group').length).toBeGreaterThan(0);
     await d.waitFor((e) => e.type === 'message' && e.seq === toDave.seq, 'the message sent while away');
     const b3 = await login(bob, 'tablet');
     await b3.waitFor((e) => e.type === 'synced', 'synced');

@@ -485,7 +485,11 @@ export const SyncEvent = z.strictObject({
 export type SyncEvent = z.infer<typeof SyncEvent>;
 
 /** The backlog announced by the sync event has been sent in full. */
-export const SyncedEvent = z.strictObject({ type: z.literal('synced'), messages: z.number().int().nonnegative() });
+export const SyncedEvent = z.strictObject({
+  type: z.literal('synced'),
+  // Described in the document: the field's name says messages, but group changes count too.
+  messages: z.number().int().nonnegative().describe('How many log entries the catch-up sent: messages and group changes alike.'),
+});
 export type SyncedEvent = z.infer<typeof SyncedEvent>;
 
 export const ErrorBody = z.strictObject({ code: z.enum(ERROR_CODES), message: z.string() });
