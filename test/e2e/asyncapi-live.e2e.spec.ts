@@ -329,6 +329,18 @@ describe.each<Mode>(['embedded', 'distributed'])('docs/asyncapi.json against wha
     await a.fails(JSON.stringify({ op: 'send', id: `big-${tag}`, to: bob, text: 'x'.repeat(70_000) }), 'payload_too_large', `big-${tag}`);
     await aTool.fails({ op: 'who', user: `zz${tag}` }, 'unknown_user');
 
+    // A Will on the requests topic is carried out when its connection drops; its reply reaches the user's other devices.
+    const will = { op: 'send', id: `will-${tag}`, to: bob, text: 'from my will' };
+    const dropped = await connectClient(topo.server.mqttUrl, {
+      username: alice,
+      password: PASSWORD,
+      clientId: `${alice}/will`,
+      will: { topic: topics.requests(alice), payload: Buffer.from(JSON.stringify(will)), qos: 1, retain: false },
+    });
+    dropped.stream.destroy();
+    await a.waitFor((e) => e.type === 'reply' && e.id === will.id && e.ok === true, 'the reply to the will');
+    dropped.end(true);
+
     // Catch-ups: dave's first (a backlog, group changes, a hidden stretch, an open file offer); bob's again (peers
     // and former peers); and presence going offline.
     const d = await login(dave, 'phone');
