@@ -65,7 +65,7 @@ const EVENTS: [string, z.ZodType, string][] = [
   [
     'ErrorReply',
     P.ErrorReply,
-    'The answer to a request that failed (same `id`, or null when it could not be read: a request too large to parse has its `id` read back only from its first 256 bytes); nothing was changed.',
+    'The answer to a request that failed (same `id`, or null when it could not be read: a request too large to parse has its `id` read back only from its first 256 bytes); nothing was changed, but for an `unavailable` the server stopped waiting on, whose retry with the same `id` completes what was begun (docs/topics.md).',
   ],
   [
     'ReceiptEvent',
@@ -77,7 +77,7 @@ const EVENTS: [string, z.ZodType, string][] = [
   [
     'FileEvent',
     P.FileEvent,
-    'A file offer for you (once uploaded), a receiver accepted, declined or received one of yours, or its sender withdrew one offered to you.',
+    'A file offer for you (once uploaded), a receiver accepted, declined or received one of yours, or its sender withdrew one offered to you; each also goes to every device of whoever acted, the acting one included.',
   ],
   ['FilesEvent', P.FilesEvent, 'Sent with the inbox sync (before `synced`) when you have live file offers: yours and those still open for you.'],
 ];
