@@ -261,6 +261,10 @@ describe('GroupService', () => {
     ]);
     expect((await service.info('ann', group.id)).name).toBe('reuse');
     expect((await service.add('ann', 'k2', group.id, ['cy'])).group.members).toEqual(['ann', 'bob', 'cy']);
+    // A post's id is the same: its retry is answered as the first time, another text with it is refused.
+    expect((await service.post('ann', 'k3', group.id, 'hello')).duplicate).toBe(true);
+    await expect(service.post('ann', 'k3', group.id, 'hello all')).rejects.toMatchObject({ code: 'bad_request', message: expect.stringContaining('(#3)') });
+    expect((await service.history('ann', group.id, undefined, 50)).events).toHaveLength(3);
   });
 
   it('keeps the id of a request that changed nothing: its retry gets the same answer, another request with that id is refused, members see nothing', async () => {

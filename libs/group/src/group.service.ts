@@ -10,6 +10,7 @@ import {
   type MessageEvent,
 } from '#libs/protocol';
 import {
+  checkRetry,
   checkText,
   NotAWriter,
   toGroupInboxEvent,
@@ -272,6 +273,7 @@ export class GroupService {
       const now = await this.memberView(actor, id);
       throw new DomainError('not_member', `you were out of ${labelOf(now).name} when this message reached it; send it again`);
     });
+    if (duplicate) checkRetry(entry, requestId, text);
     return {
       accepted: { conv, seq: entry.seq, ts: entry.ts },
       // The poster's answer names the group as they are shown it: a former member's retry, as it was when they went out.

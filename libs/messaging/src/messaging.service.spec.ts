@@ -50,6 +50,26 @@ function setup() {
 describe('MessagingService', () => {
   const conv = directConversationId('ann', 'bob');
 
+  it('answers a retry as the first time, and refuses an id used for another text, storing and delivering nothing', async () => {
+    const { service } = setup();
+    const first = await service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'lunch at noon?' });
+    expect(await service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'lunch at noon?' })).toEqual({ ...first, duplicate: true });
+    // Both at once, before the first is durable: the second is still refused.
+    const [again, other] = await Promise.allSettled([
+      service.send({ from: 'ann', id: 'm2', to: 'bob', text: 'see you' }),
+      service.send({ from: 'ann', id: 'm2', to: 'bob', text: 'see you there' }),
+    ]);
+    expect(again).toMatchObject({ status: 'fulfilled', value: { accepted: { seq: 2 } } });
+    expect(other).toMatchObject({ status: 'rejected', reason: { code: 'bad_request' } });
+    await expect(service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'lunch at one?' })).rejects.toMatchObject({
+      code: 'bad_request',
+      message: 'the id "m1" was used for another message in this conversation (#1): a new message needs an id of its own',
+    });
+    // The same id from the other member, or to someone else, is another message.
+    expect((await service.send({ from: 'bob', id: 'm1', to: 'ann', text: 'yes' })).accepted.seq).toBe(3);
+    expect((await service.history({ user: 'ann', with: 'bob' })).messages.map((m) => m.text)).toEqual(['lunch at noon?', 'see you', 'yes']);
+  });
+
   it('writes the index again in a new generation of the store, where the entries it knew of may be gone', async () => {
     const { service, index, loseIndex } = setup();
     await service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'one' });

@@ -91,6 +91,7 @@ export class MessagingService {
     const appended = this.log.append(conv, { from: cmd.from, id: cmd.id, ts: this.now(), kind: 'text', text: cmd.text });
     issued?.();
     const { entry, duplicate } = await appended;
+    if (duplicate) checkRetry(entry, cmd.id, cmd.text);
     // The store was reconnected meanwhile, and may have lost the index entries taken as known: written again before the
     // message is answered, so that a catch-up finds it.
     if (this.index.generation() !== generation) await this.ensureIndexed(cmd.from, cmd.to, conv, this.index.generation());
@@ -186,6 +187,19 @@ export function checkText(text: string, max: number): void {
   let length = 0;
   for (const _ of text) length++; // by code point, as the limit counts, without building an array
   if (length > max) throw new DomainError('text_too_long', `a message is at most ${max} characters; this one has ${length}`);
+}
+
+/**
+ * A retry is the message it retries: an id used in the conversation for another text is refused (nothing is stored or
+ * delivered), so a client that reused an id by mistake learns that this message was not sent, instead of being told
+ * `accepted` with the first one's seq.
+ */
+export function checkRetry(entry: LogEntry, id: string, text: string): void {
+  if (entry.kind === 'text' && entry.text !== text)
+    throw new DomainError(
+      'bad_request',
+      `the id "${id}" was used for another message in this conversation (#${entry.seq}): a new message needs an id of its own`,
+    );
 }
 
 /** The wire form of a direct-conversation log entry (direct conversations hold only text). */
