@@ -491,6 +491,19 @@ describe('GroupService', () => {
       await service.delete('eve', `d${i}`, fake.id);
       expect(await service.resolve('bob', shown)).toBe(genuine.id);
     }
+    // Letters of another script drawn as Latin ones (Cyrillic с and е, Greek lunate sigma), and full-width ones, are the Latin letters.
+    for (const [i, name] of ['\u0441r\u0435w', 'cr\u0435w', 'the \u03f2rew', '\uff43\uff52\uff45\uff57'].entries()) {
+      const { group: fake } = await service.create('eve', `s${i}`, name, ['bob']);
+      const shown = name.startsWith('the') ? 'the crew' : 'crew';
+      expect(await service.resolve('eve', shown)).toBe(fake.id);
+      await expect(service.resolve('bob', shown)).rejects.toMatchObject({ code: 'ambiguous_group' });
+      await service.delete('eve', `sd${i}`, fake.id);
+    }
+    // A name all in another script is a name of its own, even where some of its letters look Latin: Сад (Cyrillic) is
+    // not "Cag", and a Cyrillic name is found by what was typed.
+    const { group: garden } = await service.create('ann', 'c4', '\u0421\u0430\u0434', ['bob']);
+    expect(await service.resolve('bob', '\u0421\u0430\u0434')).toBe(garden.id);
+    await expect(service.resolve('bob', 'Cag')).rejects.toMatchObject({ code: 'unknown_group' });
     // A joiner that makes an emoji sequence is kept in the name, which stays found by what was typed.
     const { group: family } = await service.create('ann', 'c2', '\u{1F468}\u200d\u{1F469}\u200d\u{1F467}', []);
     expect(family.name).toBe('\u{1F468}\u200d\u{1F469}\u200d\u{1F467}');

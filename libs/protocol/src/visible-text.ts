@@ -19,10 +19,31 @@ export function hasVisibleText(text: string): boolean {
 const SHOWN_AS_NOTHING = /[\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/gu;
 
 /**
+ * Letters of other scripts drawn as a Latin letter in common fonts (`LOOKALIKES_FROM`, Cyrillic then Greek), and that
+ * letter (`LOOKALIKES_TO`, at the same place): those Unicode's confusables data (UTS #39) gives a single Latin letter
+ * for. Only letters of other scripts: Latin ones that a font may draw alike (`l`, `I`, `1`) are told apart by people
+ * who type them.
+ */
+const LOOKALIKES_FROM = 'АВЕКМНОРСТХУҮЅІЈԚԜӀаеорсуүхѕіјԁһԛԝӏ' + 'ΑΒΕΖΗΙΚΜΝΟΡΤΥΧοναρυϲϳι';
+const LOOKALIKES_TO = 'ABEKMHOPCTXYYSIJQWIaeopcyyxsijdhqwl' + 'ABEZHIKMNOPTYXovapucji';
+const LOOKALIKE = new RegExp(`[${LOOKALIKES_FROM}]`, 'gu');
+/** Full-width forms of ASCII (U+FF01–U+FF5E), as East Asian input methods type them: the same letters, drawn wider. */
+const FULL_WIDTH = /[\uff01-\uff5e]/gu;
+
+/**
  * How a name looks, to tell whether two names can be told apart on screen: composed (NFC), without what shows as
- * nothing, each run of white space (a no-break space, two spaces) as one space, and none at its ends. `Team` and `Team`
- * followed by a zero-width space are one name to a person, and so are `lunch crew` and `lunch` no-break space `crew`.
+ * nothing, each run of white space (a no-break space, two spaces) as one space, and none at its ends, and each letter of
+ * another script that is drawn as a Latin one (Cyrillic `а`, Greek `Ο`), or a full-width one, as that letter. `Team`
+ * and `Team` followed by a zero-width space are one name to a person, and so are `lunch crew` and `lunch` no-break
+ * space `crew`, and `Team` and `Тeаm` (with a Cyrillic Т and а). Names of one script that only share some letters with Latin
+ * (`Сад`) stay apart from every Latin name.
  */
 export function nameLooks(name: string): string {
-  return name.normalize('NFC').replace(SHOWN_AS_NOTHING, '').replace(/\s+/gu, ' ').trim();
+  return name
+    .normalize('NFC')
+    .replace(SHOWN_AS_NOTHING, '')
+    .replace(LOOKALIKE, (c) => LOOKALIKES_TO[LOOKALIKES_FROM.indexOf(c)]!)
+    .replace(FULL_WIDTH, (c) => String.fromCharCode(c.charCodeAt(0) - 0xfee0))
+    .replace(/\s+/gu, ' ')
+    .trim();
 }
