@@ -87,7 +87,15 @@ describe('FileNotices', () => {
     const line = `* ann offers notes.txt (10 B) — parley file accept f1 or parley file decline f1`;
     expect(notices.linesFor({ type: 'files', offers: [waiting] })).toEqual([line]);
     expect(notices.linesFor({ type: 'file', event: 'offered', offer: waiting, ts: 5 })).toEqual([]);
-    expect(notices.linesFor({ type: 'files', offers: [offer({ recipients: { bob: 'accepted' } })] })).toEqual([]);
+  });
+
+  it('reminds me, once per session, of an offer I accepted and have not received, unless this session is downloading it', () => {
+    const notices = new FileNotices('bob', HOW, () => expect.unreachable('nothing to report'));
+    const accepted = { type: 'files' as const, offers: [offer({ recipients: { bob: 'accepted' } }), offer({ id: 'f2', recipients: { bob: 'accepted' } })] };
+    notices.doing('f2', 'accepted');
+    expect(notices.linesFor(accepted)).toEqual(['* notes.txt (10 B) from ann is accepted but not yet received — parley file accept f1 downloads it here']);
+    expect(notices.linesFor(accepted)).toEqual([]);
+    expect(notices.linesFor({ type: 'files', offers: [offer({ recipients: { bob: 'received' } })] })).toEqual([]);
   });
 });
 

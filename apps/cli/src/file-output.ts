@@ -57,7 +57,8 @@ export type SeenReporter = (offer: string, states: Record<string, FileRecipientS
  * not what this session did itself (`doing`): its command printed that.
  * A decision is shown once, ever: the sync skips those the server says I
  * have seen, and each one shown is reported as seen. An offer still waiting
- * for my decision is shown again in each new session, as a reminder.
+ * for my decision is shown again in each new session, as a reminder, and so
+ * is one I accepted and have not received yet (a download cut short).
  */
 export class FileNotices {
   /** What this session has printed: offers and decisions, by key. */
@@ -104,7 +105,14 @@ export class FileNotices {
       const news = Object.entries(offer.recipients).filter(([u, s]) => s !== 'pending' && s !== 'withdrawn' && offer.seen?.[u] !== s);
       return this.decisionLines(offer, news);
     }
-    if (offer.recipients[this.me] !== 'pending' || !this.once(`${offer.id}:offered`)) return [];
+    const mine = offer.recipients[this.me];
+    // Accepted and not received (in the sync): a download cut short, here or on another device, or running there.
+    // Shown once a session as a reminder too, unless this session took it on itself.
+    if (mine === 'accepted') {
+      if (this.shown.has(this.ownKey(offer.id, 'accepted')) || !this.once(`${offer.id}:unfinished`)) return [];
+      return [`* ${fileLabel(offer)} from ${offer.from} is accepted but not yet received — ${this.how.accept} ${offer.id} downloads it here`];
+    }
+    if (mine !== 'pending' || !this.once(`${offer.id}:offered`)) return [];
     return [offeredLine(offer, this.how)];
   }
 
