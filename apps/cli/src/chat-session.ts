@@ -10,6 +10,7 @@ import {
   displayLabel,
   groupEventLine,
   infoLines,
+  markedInOneRow,
   markText,
   messageLine,
   offlineNotice,
@@ -369,7 +370,7 @@ export class ChatSession {
       return;
     }
     seen.row = this.row;
-    this.print(line, null);
+    this.print(this.tty ? markedInOneRow(seen.base, text, columns) : line, null);
   }
 
   /**

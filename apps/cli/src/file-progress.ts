@@ -1,6 +1,6 @@
 import { formatBytes } from '#libs/protocol';
 import type { Printer } from './output.js';
-import { terminalWidth } from './terminal-width.js';
+import { shortened, terminalWidth } from './terminal-width.js';
 
 const DRAW_AFTER_MS = 300;
 const REDRAW_MS = 100;
@@ -114,17 +114,4 @@ function timeLeft(bytes: number, rate: number): string {
   const [h, m, sec] = [Math.floor(s / 3600), Math.floor((s % 3600) / 60), s % 60];
   const two = (n: number) => String(n).padStart(2, '0');
   return `, ${h > 0 ? `${h}:${two(m)}` : String(m)}:${two(sec)} left`;
-}
-
-const graphemes = new Intl.Segmenter(undefined, { granularity: 'grapheme' });
-
-/** `name` cut to `columns` columns at most, by whole characters, with `…` where it was cut (`…` alone when nothing fits). */
-function shortened(name: string, columns: number): string {
-  if (terminalWidth(name) <= columns) return name;
-  let out = '';
-  for (const { segment } of graphemes.segment(name)) {
-    if (terminalWidth(out + segment) + 1 > columns) break;
-    out += segment;
-  }
-  return `${out}…`;
 }

@@ -9,6 +9,7 @@ import {
   groupEventLine,
   groupLine,
   GroupNames,
+  markedInOneRow,
   markFor,
   markText,
   messageLine,
@@ -19,6 +20,7 @@ import {
   receiptLine,
   stamp,
 } from './output.js';
+import { terminalWidth } from './terminal-width.js';
 
 const at = new Date(2026, 10, 23, 10, 32, 5).getTime();
 
@@ -206,5 +208,19 @@ describe('PresenceNews', () => {
     expect(quiet.isNews('alice', { state: 'online', lastSeen: at })).toBe(true);
     expect(quiet.isNews('alice', { state: 'online', lastSeen: at + 9000 })).toBe(false);
     expect(quiet.isNews('alice', { state: 'offline', lastSeen: at + 5000 })).toBe(false);
+  });
+});
+
+describe('markedInOneRow', () => {
+  it('cuts a long message short, by whole characters, so that its new mark takes one row', () => {
+    const base = '[10:00:01] you → bob: ' + 'lorem ipsum '.repeat(10);
+    expect(markedInOneRow('[10:00:01] you → bob: hi', '✓✓', 80)).toBe('[10:00:01] you → bob: hi ✓✓');
+    const cut = markedInOneRow(base, '✓✓ read 10:00:03', 60);
+    expect(cut).toBe('[10:00:01] you → bob: lorem ipsum lorem i… ✓✓ read 10:00:03');
+    expect(terminalWidth(cut)).toBe(59);
+    // A message of several lines shows its first, and that more follows.
+    expect(markedInOneRow('[10:00:01] you → bob: first\nsecond', '✓', 80)).toBe('[10:00:01] you → bob: first … ✓');
+    // Wide characters count two columns each.
+    expect(terminalWidth(markedInOneRow('[10:00:01] you → bob: ' + '漢字'.repeat(40), '✓✓', 40))).toBeLessThanOrEqual(39);
   });
 });

@@ -13,6 +13,7 @@ import {
   type ReceiptEvent,
 } from '#libs/protocol';
 import type { ParleyClient } from './parley-client.js';
+import { shortened, terminalWidth } from './terminal-width.js';
 
 /** `HH:MM:SS` in local time. */
 export function clock(ts: number): string {
@@ -296,4 +297,16 @@ export class Printer {
   note(text: string): void {
     if (!this.json) this.err(process.stderr.isTTY ? styleText('dim', text) : text);
   }
+}
+
+/**
+ * A message's line with its new mark, printed again below on a terminal, in one row: a long message (which wraps, or has
+ * several lines) is cut short, enough to tell which it was, so that each change of its mark adds one row, not its
+ * whole text again.
+ */
+export function markedInOneRow(base: string, mark: string, columns: number): string {
+  // The last column is left free: some terminals wrap a line that fills it.
+  const room = columns - 1 - terminalWidth(mark) - 1;
+  const firstLine = base.split('\n', 1)[0]!;
+  return `${shortened(firstLine === base ? base : `${firstLine} …`, room)} ${mark}`;
 }

@@ -21,3 +21,17 @@ export function terminalWidth(text: string): number {
   }
   return width;
 }
+
+/** `text` cut to `columns` columns at most, by whole characters, with `…` where it was cut (`…` alone when nothing fits). */
+export function shortened(text: string, columns: number): string {
+  if (terminalWidth(text) <= columns) return text;
+  let out = '';
+  let width = 0;
+  for (const { segment } of graphemes.segment(text)) {
+    const w = terminalWidth(segment);
+    if (width + w + 1 > columns) break;
+    out += segment;
+    width += w;
+  }
+  return `${out}…`;
+}
