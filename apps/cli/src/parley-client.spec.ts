@@ -225,6 +225,32 @@ describe('ParleyClient across a dropped connection', () => {
     }
   });
 
+  it('a one-shot client (no reconnecting) fails what waits at once when the connection closes, not at its timeout', async () => {
+    const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'hal', password: 'unused', timeoutMs: 20_000 });
+    try {
+      hung.add('hal');
+      const waiting = client.request('who', { user: 'never-answered' }).catch((e: unknown) => e);
+      // Published (the hung broker holds it unanswered), then the server closes the connection, as it does on a request
+      // larger than it takes.
+      const asked = Date.now();
+      await drop(client);
+      expect(await waiting).toMatchObject({
+        sent: true,
+        message: expect.stringMatching(/^the server closed the connection before it answered .*: it may or may not have been done$/),
+      });
+      expect(Date.now() - asked).toBeLessThan(5000);
+      // Nothing more can go out on it: a later request says so at once.
+      expect(await client.request('who', { user: 'bob' }).catch((e: unknown) => e)).toMatchObject({
+        sent: false,
+        message: 'not sent: the connection to the server closed',
+      });
+    } finally {
+      hung.delete('hal');
+      await client.close();
+      await listen(front, port);
+    }
+  });
+
   it('never sends later a request it already reported as not sent', async () => {
     const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'fay', password: 'unused', timeoutMs: 1500, keepTrying: true });
     try {

@@ -28,6 +28,16 @@ export class RequestTimeout extends Error {
   }
 }
 
+/** What a request of a client that does not reconnect learns when the connection closes before its answer comes. */
+function closedBeforeAnswer(sent: boolean): RequestTimeout {
+  return new RequestTimeout(
+    sent,
+    sent
+      ? 'the server closed the connection before it answered (as it does on a request larger than it takes): it may or may not have been done'
+      : 'not sent: the connection to the server closed',
+  );
+}
+
 /** The CLI could not reach or log in to the server. */
 export class ConnectError extends Error {
   override readonly name = 'ConnectError';
@@ -118,6 +128,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Why the connection ended for good (not by `close`); from then on every request fails at once with it. */
   private endedWith: ConnectError | undefined;
   private closing = false;
+  /** The connection closed, and this client does not reconnect (a one-shot command's). */
+  private gone = false;
   private readonly onEnded: (e: ConnectError) => void;
   /**
    * Resolves with the reason once the connection has ended for good, and will not be tried again: a refusal that
@@ -163,7 +175,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       if (typeof code === 'number' && code !== CONNACK_TRY_AGAIN) this.end(new ConnectError(describeConnectError(e, this.server)));
     });
     mqtt.on('offline', () => this.emit('offline'));
-    mqtt.on('close', () => (this.ready = false));
+    mqtt.on('close', () => {
+      this.ready = false;
+      // A one-shot command does not reconnect (see connect): what waits for an answer will get none, so it is told now
+      // rather than at its timeout, 10 s on.
+      if (!mqtt.options.reconnectPeriod) this.lost();
+    });
     mqtt.on('connect', () => {
       this.emit('online');
       void this.resume();
@@ -196,6 +213,17 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       p.reject(reason);
     }
     this.onEnded(reason);
+  }
+
+  /** The connection of a client that does not reconnect closed: every request waiting fails at once, and so does every later one. */
+  private lost(): void {
+    if (this.closing || this.endedWith || this.gone) return;
+    this.gone = true;
+    for (const [id, p] of this.pending) {
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(closedBeforeAnswer(p.sent));
+    }
   }
 
   private publish(id: string): void {
@@ -327,6 +355,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string): Promise<ResultOf[Op]> {
     return new Promise((resolve, reject) => {
       if (this.endedWith) return reject(this.endedWith);
+      if (this.gone) return reject(closedBeforeAnswer(false));
       const timer = setTimeout(() => {
         const sent = this.pending.get(id)?.sent ?? false;
         this.pending.delete(id);
