@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
 import { checkedOfferId, TransferError } from './file-transfer.js';
 import { ConnectError } from './parley-client.js';
+import { UsageError } from './settings.js';
 
 /** Tokens of the locks this process holds: a lock naming this pid and another token is a previous process's (a container's pid 1). */
 const HELD = new Set<string>();
@@ -79,7 +80,15 @@ export const DeviceLock = {
       .update(JSON.stringify([server, user, device]))
       .digest('hex')
       .slice(0, 32);
-    return ProcessLock.take(join(tmpdir(), `parley-device-${key}.lock`), (holder) => deviceInUse(device, holder));
+    const dir = tmpdir();
+    return ProcessLock.take(join(dir, `parley-device-${key}.lock`), (holder) => deviceInUse(device, holder)).catch((e: unknown) => {
+      // The temporary directory cannot hold the lock (gone, not writable, or someone else's stale lock in it): a raw
+      // ENOENT naming a draft file would not tell a person what to do.
+      if (typeof (e as NodeJS.ErrnoException).code !== 'string') throw e;
+      throw new UsageError(
+        `--device keeps a lock file in the temporary directory ${dir}, which failed (${(e as Error).message}); set TMPDIR to a directory of your own`,
+      );
+    });
   },
 };
 
