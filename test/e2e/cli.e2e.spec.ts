@@ -43,9 +43,33 @@ describe('the parley CLI', () => {
     for (const args of [['--help'], ['group', '--help'], ['file', '--help']]) {
       const help = await runCli(args, {});
       expect(help.code, args.join(' ')).toBe(0);
-      const commands = help.stdout.split('Commands:\n')[1]!.split('\n');
+      const commands = help.stdout.split('Commands:\n')[1]!.split('\n\n')[0]!.split('\n');
       // A command's line is its name and arguments, then (after two spaces or more) what it does.
       for (const line of commands.filter((l) => /^ {2}\S/.test(l))) expect(line, args.join(' ')).toMatch(/^ {2}\S.*\S {2,}\S/);
+    }
+  });
+
+  it("gives every command and subcommand's help an example of it, and the flags that say who you are", { timeout: 120_000 }, async () => {
+    const listed = async (parent: string[]) => {
+      const help = await runCli([...parent, '--help'], {});
+      const names = help.stdout
+        .split('Commands:\n')[1]!
+        .split('\n')
+        .flatMap((l) => /^ {2}([a-z]+)/.exec(l)?.[1] ?? []);
+      return names.filter((n) => n !== 'help').map((n) => [...parent, n]);
+    };
+    const commands = [[], ...(await listed([]))];
+    for (const parent of [['group'], ['file']]) commands.push(...(await listed(parent)));
+    expect(commands.length).toBeGreaterThan(20);
+    for (const command of commands) {
+      const help = await runCli([...command, '--help'], {});
+      const name = ['parley', ...command].join(' ');
+      expect(help.code, name).toBe(0);
+      // Not only the top level's: `parley send --help` is where a newcomer looks for how to say who they are.
+      for (const flag of ['--server <url>', '--user <name>', '--password <password>', '--json']) expect(help.stdout, name).toContain(flag);
+      const examples = help.stdout.split('\nExamples:\n')[1]?.split('\n\n')[0]?.split('\n') ?? [];
+      expect(examples.length, name).toBeGreaterThan(0);
+      expect(examples.some((l) => l.includes(name)) || command.length === 0, name).toBe(true);
     }
   });
 

@@ -24,6 +24,11 @@ function packageVersion(): string {
   }
 }
 
+/** The examples block of a command's help: a newcomer learns a command fastest from one that works. */
+function examples(...lines: string[]): string {
+  return `\nExamples:\n${lines.map((l) => `  $ ${l}`).join('\n')}`;
+}
+
 const program = new Command('parley')
   .description('Parley: instant messaging over MQTT')
   .version(packageVersion(), '-V, --version', 'print the version of parley')
@@ -33,6 +38,18 @@ const program = new Command('parley')
   .option('--password <password>', 'your password (env PARLEY_PASSWORD)')
   .option('--device <name>', 'chat and listen keep a session as this device, which catches up from where it stood itself (env PARLEY_DEVICE)')
   .option('--json', 'one JSON object per line, each with a "type"')
+  // Each command's help lists these too: `parley send --help` is where a newcomer looks for how to say who they are.
+  .configureHelp({ showGlobalOptions: true })
+  .addHelpText(
+    'after',
+    examples(
+      `export PARLEY_SERVER=mqtt://localhost:1883 PARLEY_USER=alice PARLEY_PASSWORD='correct horse'`,
+      'parley register',
+      'parley send bob "hello"',
+      'parley chat',
+    ) +
+      "\n\nExit status: 0 done, 1 the server said no or could not be reached, 2 a usage mistake. A command's own flags and examples:\n`parley COMMAND --help`.",
+  )
   .showHelpAfterError()
   // With --json a script reads stdout: a usage error is one JSON line there too (the help that follows stays on stderr).
   .configureOutput({
@@ -111,7 +128,11 @@ function userOrGroup(a: string | undefined, b: string | undefined, opts: { group
   return [a, b];
 }
 
-program.command('register').description('create the account given by --user and --password').action(run(commands.register));
+program
+  .command('register')
+  .description('create the account given by --user and --password')
+  .addHelpText('after', examples("parley register --user alice --password 'correct horse'"))
+  .action(run(commands.register));
 program
   .command('send')
   .description('send one message to USER (or --group NAME); exits 0 when the server accepted it')
@@ -119,16 +140,30 @@ program
   .argument('[text]', 'the message; - reads it from stdin (all of it, one message)')
   .option('--group <name>', 'send to a group (its name or id) instead of a user')
   .usage('USER "text" | --group NAME "text" | USER - < file')
+  .addHelpText(
+    'after',
+    examples(
+      'parley send bob "lunch at noon?"',
+      'parley send --group "lunch crew" "on my way"',
+      'uptime | parley send bob -',
+      'parley send bob -- "-1 is the text"',
+    ),
+  )
   .action(
     run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
       return commands.send(ctx, userName(user), text === '-' ? await textFromStdin() : text, opts);
     }),
   );
-program.command('listen').description('print what arrives until interrupted').action(run(commands.listen));
+program
+  .command('listen')
+  .description('print what arrives until interrupted')
+  .addHelpText('after', examples('parley listen', 'parley --json --device laptop listen'))
+  .action(run(commands.listen));
 program
   .command('chat')
   .description('interactive session: /msg USER text, /g GROUP text, plain text to the conversation the prompt names, /help')
+  .addHelpText('after', examples('parley chat', 'parley --device phone chat'))
   .action(run(commands.chat));
 program
   .command('history')
@@ -137,80 +172,100 @@ program
   .option('--group <name>', "a group's conversation instead (its name or id)")
   .option('--limit <n>', `how many messages (default 50, at most ${MAX_HISTORY_LIMIT})`)
   .option('--before <seq>', 'only messages before this seq (to page back)')
+  .addHelpText('after', examples('parley history bob', 'parley history bob --limit 10 --before 42', 'parley history --group "lunch crew"'))
   .action(run((ctx, user: string | undefined, opts: { group?: string; limit?: string; before?: string }) => commands.history(ctx, userName(user), opts)));
 program
   .command('read')
   .description('mark everything from USER (or in --group NAME) as read')
   .argument('[user]', 'the other person')
   .option('--group <name>', 'mark a group read instead (its name or id)')
+  .addHelpText('after', examples('parley read bob', 'parley read --group "lunch crew"'))
   .action(run((ctx, user: string | undefined, opts: { group?: string }) => commands.read(ctx, userName(user), opts)));
 program
   .command('who')
   .description('whether USER is online, or when last seen')
   .argument('<user>', 'the person')
+  .addHelpText('after', examples('parley who bob'))
   .action(run((ctx, user: string) => commands.who(ctx, userName(user))));
 program
   .command('info')
   .description('who has received and read message SEQ of a group')
   .argument('<group>', 'the group (its name or id)')
   .argument('<seq>', 'the message (its #, as listen and history show it)')
+  .addHelpText('after', examples('parley info "lunch crew" 7'))
   .action(run((ctx, group: string, seq: string) => commands.info(ctx, group, seq)));
 
-const group = program.command('group').description('create and manage groups');
+const group = program
+  .command('group')
+  .description('create and manage groups')
+  .addHelpText('after', examples('parley group create "lunch crew" bob carol', 'parley group list', 'parley group create --help'));
 group
   .command('create')
   .description('create a group that you own, with these members')
+  .addHelpText('after', examples('parley group create "lunch crew" bob carol'))
   .argument('<name>', "the group's name")
   .argument('[members...]', 'the other members')
   .action(run((ctx, name: string, members: string[]) => groupCommands.create(ctx, name, members.map(userName))));
 group
   .command('rename')
   .description('rename a group you own')
+  .addHelpText('after', examples('parley group rename lunch "lunch crew"'))
   .argument('<group>', 'the group (its name or id)')
   .argument('<name>', 'its new name')
   .action(run((ctx, g: string, name: string) => groupCommands.rename(ctx, g, name)));
 group
   .command('add')
   .description('add members to a group you own (they see what is said from then on)')
+  .addHelpText('after', examples('parley group add "lunch crew" dave erin'))
   .argument('<group>', 'the group (its name or id)')
   .argument('<users...>', 'who to add')
   .action(run((ctx, g: string, users: string[]) => groupCommands.add(ctx, g, users.map(userName))));
 group
   .command('remove')
   .description('remove members from a group you own')
+  .addHelpText('after', examples('parley group remove "lunch crew" dave'))
   .argument('<group>', 'the group (its name or id)')
   .argument('<users...>', 'who to remove')
   .action(run((ctx, g: string, users: string[]) => groupCommands.remove(ctx, g, users.map(userName))));
 group
   .command('owner')
   .description('hand the group over to another member')
+  .addHelpText('after', examples('parley group owner "lunch crew" bob'))
   .argument('<group>', 'the group (its name or id)')
   .argument('<user>', 'the new owner')
   .action(run((ctx, g: string, user: string) => groupCommands.owner(ctx, g, userName(user))));
 group
   .command('leave')
   .description('leave a group (an owner who leaves hands it to the longest-standing member; the last one deletes it)')
+  .addHelpText('after', examples('parley group leave "lunch crew"'))
   .argument('<group>', 'the group (its name or id)')
   .action(run((ctx, g: string) => groupCommands.leave(ctx, g)));
 group
   .command('delete')
   .description('delete a group you own, for everyone')
+  .addHelpText('after', examples('parley group delete "lunch crew"'))
   .argument('<group>', 'the group (its name or id)')
   .action(run((ctx, g: string) => groupCommands.delete(ctx, g)));
 group
   .command('list')
   .description('the groups you are in')
+  .addHelpText('after', examples('parley group list'))
   .action(run((ctx) => groupCommands.list(ctx)));
 group
   .command('members')
   .description("a group's members and owner")
+  .addHelpText('after', examples('parley group members "lunch crew"', 'parley group members gxYH6HWhjS6bDSY'))
   .argument('<group>', 'the group (its name or id)')
   .action(run((ctx, g: string) => groupCommands.members(ctx, g)));
 
-const file = program.command('file').description('offer files, and accept or decline those offered to you');
+const file = program
+  .command('file')
+  .description('offer files, and accept or decline those offered to you')
+  .addHelpText('after', examples('parley file send bob ./notes.txt', 'parley file list', 'parley file accept ID --to ~/Downloads'));
 file
   .command('send')
   .description('offer a file to USER (or --group NAME) and upload it; the receiver accepts or declines')
+  .addHelpText('after', examples('parley file send bob ./notes.txt', 'parley file send --group "lunch crew" ./menu.pdf'))
   .argument('[user]', 'receiver (or, with --group, the file)')
   .argument('[path]', 'the file')
   .option('--group <name>', 'offer to every other member of a group')
@@ -224,21 +279,25 @@ file
 file
   .command('list')
   .description('offers made to you and by you')
+  .addHelpText('after', examples('parley file list'))
   .action(run((ctx) => fileCommands.list(ctx)));
 file
   .command('accept')
   .description('accept an offer and download the file (into --to DIR, the current directory by default)')
+  .addHelpText('after', examples('parley file accept fpHM--ZChYx3 --to ~/Downloads'))
   .argument('<id>', "the offer's id (parley file list shows it)")
   .option('--to <dir>', 'where to put the file')
   .action(run((ctx, id: string, opts: { to?: string }) => fileCommands.accept(ctx, id, opts)));
 file
   .command('decline')
   .description('decline an offer: the server deletes its copy, and the sender is told')
+  .addHelpText('after', examples('parley file decline fpHM--ZChYx3'))
   .argument('<id>', "the offer's id (parley file list shows it)")
   .action(run((ctx, id: string) => fileCommands.decline(ctx, id)));
 file
   .command('cancel')
   .description('withdraw a file you offered: the server deletes it, and receivers who had not taken it are told')
+  .addHelpText('after', examples('parley file cancel fpHM--ZChYx3'))
   .argument('<id>', "the offer's id (parley file list shows it)")
   .action(run((ctx, id: string) => fileCommands.cancel(ctx, id)));
 
