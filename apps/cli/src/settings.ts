@@ -25,7 +25,8 @@ export const DEFAULT_SERVER = 'mqtt://localhost:1883';
 
 export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = process.env): Settings {
   return {
-    server: flags.server ?? env.PARLEY_SERVER ?? DEFAULT_SERVER,
+    // An empty variable (`PARLEY_SERVER=` in a compose file or a script that clears it) is unset, as for PARLEY_CA.
+    server: flags.server ?? (env.PARLEY_SERVER || undefined) ?? DEFAULT_SERVER,
     // User names are lower case: `--user Alice` can only mean alice (and a failed login would count against the lockout).
     user: (flags.user ?? env.PARLEY_USER)?.toLowerCase(),
     // A password goes as given: no trimming, no Unicode normalisation (the server puts it in NFC itself, and tries it as
