@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -842,6 +842,23 @@ describe('the parley CLI against a server that refuses logins for a while', () =
 describe('the parley CLI before it connects', () => {
   // Nothing listens on port 1: a usage mistake is caught before any connection is tried.
   const env = { PARLEY_SERVER: 'mqtt://127.0.0.1:1', PARLEY_USER: 'ann', PARLEY_PASSWORD: 'unused' };
+
+  it('says in one line on stderr, with status 1, that it cannot write its output (> /dev/full), instead of a stack trace', () => {
+    const full = openSync('/dev/full', 'w');
+    try {
+      for (const args of [['--help'], ['--version'], ['--json', 'who', 'bob']]) {
+        const r = spawnSync(process.execPath, [join(REPO_ROOT, 'bin/parley.js'), ...args], {
+          env: { PATH: process.env.PATH ?? '', ...env },
+          stdio: ['ignore', full, 'pipe'],
+          encoding: 'utf8',
+          timeout: 20_000,
+        });
+        expect([r.status, r.stderr], args.join(' ')).toEqual([1, 'error: cannot write the output: ENOSPC: no space left on device, write\n']);
+      }
+    } finally {
+      closeSync(full);
+    }
+  });
 
   it('prints its version with --version or -V, and names the default server and PARLEY_SERVER in its help', async () => {
     const { version } = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };

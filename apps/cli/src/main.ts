@@ -62,10 +62,13 @@ const program = new Command('parley')
 
 // Whoever reads the output stopped (`parley … | head`): there is no one left to tell anything, so leave quietly, with
 // the status of a program ended by SIGPIPE (128 + 13), as the work may be cut short.
+// Any other failure to write (`> /dev/full`, a redirect into a full disk) loses the output: one line on stderr says so, if
+// stderr is not what failed, with status 1, instead of a stack trace.
 for (const stream of [process.stdout, process.stderr]) {
   stream.on('error', (e: NodeJS.ErrnoException) => {
     if (e.code === 'EPIPE') process.exit(141);
-    throw e;
+    if (stream === process.stdout) process.stderr.write(`error: cannot write the output: ${e.message}\n`);
+    process.exit(1);
   });
 }
 
