@@ -543,6 +543,24 @@ describe('the parley CLI', () => {
     }
   });
 
+  it.runIf(tmux)('send - at a terminal says how to end the message, instead of waiting without a word (real terminal, tmux)', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const session = `parley-${randomBytes(4).toString('hex')}`;
+    const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+    const env = Object.entries(as(alice)).map(([k, v]) => `${k}='${v}'`);
+    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `cd ${REPO_ROOT} && env ${env.join(' ')} node bin/parley.js send ${bob} -; read x`);
+    try {
+      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
+      await expect.poll(screen, { timeout: 10_000 }).toContain('type the message; Ctrl-D on a line of its own sends it');
+      tm('send-keys', '-t', session, '-l', 'typed by hand');
+      tm('send-keys', '-t', session, 'Enter', 'C-d');
+      await expect.poll(screen, { timeout: 10_000 }).toContain('accepted (seq 1)');
+    } finally {
+      tm('kill-session', '-t', session);
+    }
+    expect((await runCli(['history', alice, '--json'], as(bob))).json).toMatchObject([{ from: alice, text: 'typed by hand' }]);
+  });
+
   it.runIf(tmux)('Ctrl-C clears a typed line, as a shell does, and leaves on an empty one (real terminal, tmux)', async () => {
     const bob = await fresh('bob');
     await inTmuxChat(

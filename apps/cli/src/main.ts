@@ -105,7 +105,9 @@ function report(printer: Printer, e: unknown): void {
 }
 
 /** A message read from stdin (`parley send bob -`): all of it, without the new line that ends its last line. */
-async function textFromStdin(): Promise<string> {
+async function textFromStdin(printer: Printer): Promise<string> {
+  // Typed at a terminal, it would otherwise wait without a word: say how to end the message.
+  if (process.stdin.isTTY) printer.note('type the message; Ctrl-D on a line of its own sends it');
   const chunks: Buffer[] = [];
   for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
   const text = Buffer.concat(chunks)
@@ -155,7 +157,7 @@ program
   .action(
     run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
-      return commands.send(ctx, userName(user), text === '-' ? await textFromStdin() : text, opts);
+      return commands.send(ctx, userName(user), text === '-' ? await textFromStdin(ctx.printer) : text, opts);
     }),
   );
 program
