@@ -74,11 +74,11 @@ function retryingNote(printer: Printer): (reason: string) => void {
  * a device (`--device`) holds that device for as long (one process per device: see DeviceLock).
  */
 export async function withClient<T>(ctx: CommandContext, work: (c: ParleyClient) => Promise<T>, opts: LoginOptions = {}): Promise<T> {
-  const { server, user } = ctx.settings;
+  const { user } = ctx.settings;
   // Only a present command (chat, listen) connects as the device; one-shot commands ignore it.
   const device = opts.present ? ctx.settings.device : undefined;
   if (device !== undefined) checkDevice(device);
-  const lock = device !== undefined && user !== undefined ? await DeviceLock.take(server, user, device) : null;
+  const lock = device !== undefined && user !== undefined ? await DeviceLock.take(user, device) : null;
   try {
     const client = await ctx.login(opts);
     try {

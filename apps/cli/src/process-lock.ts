@@ -72,12 +72,14 @@ export const DownloadLock = {
 /**
  * One process per device at a time on this machine. Two connections with one client id take the session from each
  * other, over and over, as each reconnects; so `chat` or `listen` as a device holds a lock (in the temporary
- * directory, named after server, user and device), and a second one is refused, naming the first.
+ * directory, named after user and device), and a second one is refused, naming the first. Not after the server too:
+ * one server has many names (`localhost` and `127.0.0.1`, a port given or not, a load balancer's and a gateway's),
+ * and the same device on two servers at once is rare enough to be refused.
  */
 export const DeviceLock = {
-  take: (server: string, user: string, device: string): Promise<ProcessLock> => {
+  take: (user: string, device: string): Promise<ProcessLock> => {
     const key = createHash('sha256')
-      .update(JSON.stringify([server, user, device]))
+      .update(JSON.stringify([user, device]))
       .digest('hex')
       .slice(0, 32);
     const dir = tmpdir();
