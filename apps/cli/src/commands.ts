@@ -21,7 +21,7 @@ import {
   reportConnection,
 } from './output.js';
 import { ParleyClient } from './parley-client.js';
-import { checkDevice, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
+import { checkDevice, checkLoginName, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
 /**
  * Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither, but for file
@@ -48,6 +48,7 @@ export function contextOf(cmd: Command): CommandContext {
     printer,
     login: (opts = {}) => {
       const s = requireLogin(settings);
+      checkLoginName(s.user);
       checkServer(s.server);
       return ParleyClient.connect({
         server: s.server,

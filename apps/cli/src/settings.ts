@@ -1,4 +1,4 @@
-import { DEVICE_PATTERN } from '#libs/protocol';
+import { DEVICE_PATTERN, USERNAME_PATTERN } from '#libs/protocol';
 
 /** Where and as whom the CLI connects: flags win over PARLEY_* environment variables. */
 export interface Settings {
@@ -60,6 +60,15 @@ export function requireLogin(s: Settings): Settings & { user: string; password: 
   if (!s.user) throw new UsageError('no user: pass --user NAME or set PARLEY_USER');
   if (s.password === undefined) throw new UsageError('no password: pass --password or set PARLEY_PASSWORD');
   return s as Settings & { user: string; password: string };
+}
+
+/**
+ * Checks the user name a command logs in with. One no account can have is refused here: sent, it would be a failed
+ * login, which counts towards the lockout of the user and the address.
+ */
+export function checkLoginName(user: string): void {
+  if (!USERNAME_PATTERN.test(user))
+    throw new UsageError(`"${user}" is no user name (a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -)`);
 }
 
 /** A mistake in how the CLI was called (exit code 2). */
