@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -27,6 +27,8 @@ describe('server start-up and configuration', () => {
     ['PARLEY_HTTP_PORT', '-1'],
     ['REDIS_URL', 'http://nope'],
     ['PARLEY_MAX_TEXT_LENGTH', '0'],
+    // ioredis would send SELECT NaN for it, and die of the uncaught reply with a stack trace.
+    ['REDIS_URL', 'redis://127.0.0.1:1/abc'],
   ])('refuses %s=%s with one clear line and exit code 2', async (key, value) => {
     const { code, stderr } = await runToExit({ [key]: value });
     expect(code).toBe(2);
@@ -70,6 +72,14 @@ describe('server start-up and configuration', () => {
     }
   });
 
+  it('refuses, with exit code 2, two of its own listeners on one port, rather than call it a port another process holds', async () => {
+    const { code, stderr } = await runToExit({ PARLEY_MQTT_PORT: '1883', PARLEY_HTTP_PORT: '1883' });
+    expect(code).toBe(2);
+    expect(stderr.trim()).toBe(
+      'parley: invalid configuration: PARLEY_MQTT_PORT and PARLEY_HTTP_PORT are both 1883 (on :: and ::); give each listener a port of its own',
+    );
+  });
+
   it('says the same for the WebSocket port', async () => {
     const port = (blocker.address() as { port: number }).port;
     const { code, stderr } = await runToExit({ PARLEY_WS_PORT: String(port) });
@@ -89,6 +99,24 @@ describe('server start-up and configuration', () => {
       );
     } finally {
       rmSync(parent, { recursive: true, force: true });
+    }
+  });
+
+  it.runIf(process.getuid?.() === 0)('refuses, in one line that names the file, a data directory whose store files another user made', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-start-'));
+    try {
+      // As after a first run as root: the directory is anyone's to write, the store's files root's alone.
+      chmodSync(dir, 0o777);
+      writeFileSync(join(dir, 'parley.lmdb'), '', { mode: 0o644 });
+      const nobody = { uid: 65534, gid: 65534 };
+      const { code, stdout, stderr } = await runServerToExit({ PARLEY_DATA_DIR: dir }, nobody);
+      expect(code).toBe(1);
+      expect(stderr.trim()).toBe(
+        `parley: cannot write to the data directory ${dir}: its file parley.lmdb: permission denied (another user's?); give this server a directory it may write to (PARLEY_DATA_DIR)`,
+      );
+      expect(stdout).not.toMatch(/"level":"error"/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 

@@ -172,12 +172,17 @@ export async function startParley(opts: StartOptions = {}): Promise<ParleyServer
 
 /**
  * Runs the standalone server (as built) with only `env` (and PATH) set, expecting it to refuse to start: its exit code
- * and everything it printed, once its output has closed. Fails after 20 s, the server killed.
+ * and everything it printed, once its output has closed. Fails after 20 s, the server killed. `as` runs it as another
+ * user (the test must run as root).
  */
-export function runServerToExit(env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
+export function runServerToExit(
+  env: Record<string, string>,
+  as?: { uid: number; gid: number },
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   const child = spawn(process.execPath, ['dist/apps/gateway/src/main.js'], {
     cwd: REPO_ROOT,
     env: { PATH: process.env.PATH ?? '', PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', ...env },
+    ...as,
   });
   return runToClose(child, 'a server expected to refuse to start', 20_000);
 }

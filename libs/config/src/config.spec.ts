@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseRequest } from '#libs/protocol';
-import { ConfigError, loadConfig } from './config.js';
+import { ConfigError, listenerClash, loadConfig } from './config.js';
 
 describe('loadConfig', () => {
   it('has defaults for a standalone server', () => {
@@ -45,6 +45,52 @@ describe('loadConfig', () => {
   it('treats an empty REDIS_URL as unset, and names a Redis gateway by host and port', () => {
     expect(loadConfig({ REDIS_URL: '' }).REDIS_URL).toBeUndefined();
     expect(loadConfig({ REDIS_URL: 'redis://r:6379', PARLEY_MQTT_PORT: '1999' }).PARLEY_GATEWAY_ID).toMatch(/:1999$/);
+  });
+
+  it('refuses a REDIS_URL ioredis could not use (no URL, a port out of range, a database that is no number) by name, its password left out', () => {
+    for (const good of [
+      'redis://r:6379',
+      'redis://r',
+      'redis://r:6379/',
+      'redis://r:6379/3',
+      'rediss://u:p%40ss@r:6380',
+      'redis://[::1]:6379',
+      'redis://:pw@r',
+    ])
+      expect(loadConfig({ REDIS_URL: good }).REDIS_URL, good).toBe(good);
+    for (const [bad, why] of [
+      ['redis://r:99999', 'is not a valid URL'],
+      ['redis://::1:6379', 'is not a valid URL'],
+      ['redis://r:6379/abc', 'may end only in a database number'],
+      ['redis://r:6379/1/2', 'may end only in a database number'],
+    ] as const)
+      expect(() => loadConfig({ REDIS_URL: bad }), bad).toThrow(`REDIS_URL ${why}`);
+    // The value is echoed, as with every setting, but not the password in it.
+    const error = (() => {
+      try {
+        loadConfig({ REDIS_URL: 'redis://admin:s3cret/pw@r:99999' });
+      } catch (e) {
+        return (e as Error).message;
+      }
+    })();
+    expect(error).toContain('(got "redis://admin:***@r:99999")');
+    expect(error).not.toContain('s3cret');
+    expect(() => loadConfig({ REDIS_URL: 'http://:s3cret@r' })).toThrow(/REDIS_URL must look like .*\(got "http:\/\/:\*\*\*@r"\)/);
+  });
+
+  it('tells, for the gateway, two of its listeners given one port of one address', () => {
+    expect(listenerClash(loadConfig({}))).toBeUndefined();
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', PARLEY_WS_PORT: '0' }))).toBeUndefined();
+    expect(listenerClash(loadConfig({ PARLEY_HTTP_PORT: '1883' }))).toBe(
+      'PARLEY_MQTT_PORT and PARLEY_HTTP_PORT are both 1883 (on :: and ::); give each listener a port of its own',
+    );
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '127.0.0.1', PARLEY_WS_PORT: '1883' }))).toMatch(/^PARLEY_MQTT_PORT and PARLEY_WS_PORT are both 1883/);
+    // `::` takes the port on every address, 0.0.0.0 on every IPv4 one.
+    expect(listenerClash(loadConfig({ PARLEY_HTTP_HOST: '127.0.0.1', PARLEY_HTTP_PORT: '1883' }))).toMatch(/^PARLEY_MQTT_PORT and PARLEY_HTTP_PORT/);
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '0.0.0.0', PARLEY_HTTP_HOST: '10.0.0.1', PARLEY_HTTP_PORT: '1883' }))).toBeDefined();
+    // One port on two addresses of their own is two listeners.
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '127.0.0.1', PARLEY_HTTP_HOST: '::1', PARLEY_HTTP_PORT: '1883' }))).toBeUndefined();
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '0.0.0.0', PARLEY_HTTP_HOST: '::1', PARLEY_HTTP_PORT: '1883' }))).toBeUndefined();
   });
 
   it('has file limits of at least 100 MiB, and refuses a chunk size whose requests would not fit the request limit', () => {

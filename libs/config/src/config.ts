@@ -50,6 +50,30 @@ const commaList = () =>
         .filter(Boolean),
     );
 
+/**
+ * What ioredis would stumble on in a redis:// URL, said before start-up: it throws a bare "Invalid URL" (logged with the
+ * whole URL, password included) for one the URL parser refuses (a port over 65535), and sends `SELECT NaN`, an uncaught
+ * reply error, for a database that is no number.
+ */
+function redisUrlProblem(url: string): string | undefined {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return 'is not a valid URL (a port 1–65535, an IPv6 address in brackets, special characters of a password %-encoded)';
+  }
+  if (!parsed.hostname) return 'names no host';
+  if (parsed.pathname !== '' && parsed.pathname !== '/' && !/^\/\d+$/.test(parsed.pathname)) {
+    return 'may end only in a database number (redis://host:port/0)';
+  }
+  return undefined;
+}
+
+/** A Redis URL as it may be shown: its password, if any, left out. */
+export function redactUrl(url: string): string {
+  return url.replace(/^([a-z]+:\/\/[^/@:]*:).*@/i, '$1***@');
+}
+
 export const ConfigSchema = z.object({
   PARLEY_MQTT_HOST: z.string().min(1, 'PARLEY_MQTT_HOST must not be empty').default('::'),
   PARLEY_MQTT_PORT: port('PARLEY_MQTT_PORT', 1883),
@@ -59,6 +83,10 @@ export const ConfigSchema = z.object({
   REDIS_URL: z
     .string()
     .regex(/^rediss?:\/\/\S+$/, 'REDIS_URL must look like redis://host:port (or rediss:// for TLS)')
+    .superRefine((url, ctx) => {
+      const problem = redisUrlProblem(url);
+      if (problem) ctx.addIssue({ code: 'custom', message: `REDIS_URL ${problem}` });
+    })
     .optional()
     .or(z.literal('').transform(() => undefined)),
   PARLEY_REDIS_PREFIX: z
@@ -203,7 +231,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   if (!result.success) {
     const reasons = result.error.issues.map((i) => {
       const key = String(i.path[0] ?? '');
-      const got = key ? env[key] : undefined;
+      const got = key === 'REDIS_URL' && env[key] !== undefined ? redactUrl(env[key]) : key ? env[key] : undefined;
       return got === undefined ? i.message : `${i.message} (got "${got}")`;
     });
     throw new ConfigError(`invalid configuration: ${reasons.join('; ')}`);
@@ -251,4 +279,32 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   const gatewayId =
     result.data.PARLEY_GATEWAY_ID ?? (result.data.REDIS_URL ? `${hostname()}:${result.data.PARLEY_MQTT_PORT || `pid${process.pid}`}` : 'standalone');
   return { ...result.data, PARLEY_GATEWAY_ID: gatewayId };
+}
+
+/**
+ * Two of the gateway's own listeners on one port of one address: the second would fail to start as "the port is already
+ * in use", which sends the operator looking for another process. `::` (dual-stack) and `0.0.0.0` take the port on every
+ * address (of their family), so they clash with any address; host names other than those are compared as written. Only
+ * the gateway listens for MQTT: a service's HTTP port is its one listener.
+ */
+export function listenerClash(c: ParleyConfig): string | undefined {
+  const listeners = [
+    ['PARLEY_MQTT_PORT', c.PARLEY_MQTT_PORT, c.PARLEY_MQTT_HOST],
+    ['PARLEY_HTTP_PORT', c.PARLEY_HTTP_PORT, c.PARLEY_HTTP_HOST],
+    ['PARLEY_MQTTS_PORT', c.PARLEY_MQTTS_PORT, c.PARLEY_MQTTS_HOST ?? c.PARLEY_MQTT_HOST],
+    ['PARLEY_WS_PORT', c.PARLEY_WS_PORT, c.PARLEY_WS_HOST ?? c.PARLEY_MQTT_HOST],
+    ['PARLEY_WSS_PORT', c.PARLEY_WSS_PORT, c.PARLEY_WSS_HOST ?? c.PARLEY_MQTT_HOST],
+  ] as const;
+  const overlap = (a: string, b: string) =>
+    a === b || a === '::' || b === '::' || (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
+  for (const [i, [nameA, portA, hostA]] of listeners.entries()) {
+    // Port 0 picks a free port for each listener, and the optional ones are off when unset.
+    if (!portA) continue;
+    for (const [nameB, portB, hostB] of listeners.slice(i + 1)) {
+      if (portB === portA && overlap(hostA, hostB)) {
+        return `${nameA} and ${nameB} are both ${portA} (on ${hostA} and ${hostB}); give each listener a port of its own`;
+      }
+    }
+  }
+  return undefined;
 }

@@ -1,6 +1,7 @@
+import type { INestApplication, Logger } from '@nestjs/common';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '#libs/config';
-import { routeConsoleToLog } from './runtime.js';
+import { routeConsoleToLog, stopOnSignals } from './runtime.js';
 
 describe('routeConsoleToLog', () => {
   const saved = { ...console };
@@ -25,5 +26,42 @@ describe('routeConsoleToLog', () => {
     expect(lines[0]!.message.text).toMatch(/^Write error: Error: No space left on device\n\s+at /);
     expect(lines[1]).toMatchObject({ level: 'error', message: { event: 'library_output', console: 'trace', text: 'where from' } });
     expect(lines[1]!.message.stack).toMatch(/runtime\.spec\.ts/);
+  });
+});
+
+describe('stopOnSignals', () => {
+  const before = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') };
+  afterEach(() => {
+    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+      for (const l of process.listeners(signal)) if (!before[signal].includes(l)) process.off(signal, l);
+    }
+    vi.useRealTimers();
+    vi.restoreAllMocks();
+  });
+
+  it('stops once, and keeps handling the signal while stopping: a second one logs and does not end the stop', async () => {
+    let closed!: () => void;
+    const close = vi.fn(() => new Promise<void>((resolve) => (closed = resolve)));
+    const logged: unknown[] = [];
+    const logger = { log: (m: unknown) => logged.push(m) } as unknown as Logger;
+    const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
+    // The stop's 15 s backstop, which would end the test run, never fires: it goes with the fake timers.
+    vi.useFakeTimers({ toFake: ['setTimeout'] });
+    stopOnSignals({ close } as unknown as INestApplication, logger);
+    process.emit('SIGTERM', 'SIGTERM');
+    // Were the handler gone, the real signal would now kill the process with its default action (exit 143), mid-stop.
+    expect(process.listeners('SIGTERM').length).toBeGreaterThan(before.SIGTERM.length);
+    process.emit('SIGTERM', 'SIGTERM');
+    process.emit('SIGINT', 'SIGINT');
+    expect(close).toHaveBeenCalledTimes(1);
+    expect(logged).toEqual([
+      { event: 'stopping', signal: 'SIGTERM' },
+      { event: 'stopping_already', signal: 'SIGTERM' },
+      { event: 'stopping_already', signal: 'SIGINT' },
+    ]);
+    expect(exit).not.toHaveBeenCalled();
+    closed();
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(exit).toHaveBeenCalledWith(0);
   });
 });

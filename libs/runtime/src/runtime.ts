@@ -116,11 +116,15 @@ export async function listenHttp(app: INestApplication, config: ParleyConfig): P
   return (httpServer.address() as { port: number }).port;
 }
 
-/** On SIGTERM or SIGINT: run the shutdown hooks (listeners, then stores), then exit 0. */
+/**
+ * On SIGTERM or SIGINT: run the shutdown hooks (listeners, then stores), then exit 0. A signal that comes while stopping
+ * is logged and changes nothing: with the handler gone, a second Ctrl-C or a supervisor repeating its SIGTERM killed the
+ * process mid-stop (exit 143), with no word of why.
+ */
 export function stopOnSignals(app: INestApplication, logger: Logger): void {
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
-    if (stopping) return;
+    if (stopping) return logger.log({ event: 'stopping_already', signal });
     stopping = true;
     logger.log({ event: 'stopping', signal });
     // Every close is bounded on its own; this is the backstop, so a stop can never hang.
@@ -130,6 +134,6 @@ export function stopOnSignals(app: INestApplication, logger: Logger): void {
       (e: unknown) => fail(`shutdown failed: ${String(e)}`, 1),
     );
   };
-  process.once('SIGTERM', stop);
-  process.once('SIGINT', stop);
+  process.on('SIGTERM', stop);
+  process.on('SIGINT', stop);
 }

@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, linkSync, mkdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { holderAlive, holderRecord, LOCK_HEARTBEAT_MS, LOCK_STALE_MS, parseHolder, type LockHolder } from '#libs/locks';
@@ -280,16 +280,27 @@ function checkWritable(dataDir: string): void {
   try {
     makeDir(dataDir);
     checkStartRoom(dataDir);
+    // The store's files, when there: in a directory first run by another user (root, say), the directory may be writable
+    // and they not, and LMDB would then stop the start with a bare "Permission denied: Attempting to setup locks".
+    for (const name of STORE_FILES) {
+      const file = join(dataDir, name);
+      if (existsSync(file)) accessSync(file, constants.R_OK | constants.W_OK);
+    }
   } catch (e) {
     if (e instanceof DataDirFullError) throw e;
     if (isOutOfRoom(e)) throw new DataDirFullError(dataDir, e);
-    const code = (e as NodeJS.ErrnoException).code ?? '';
+    const { code = '', path } = e as NodeJS.ErrnoException;
+    const why = CANNOT_WRITE[code] ?? (e as Error).message;
+    const file = STORE_FILES.find((name) => path === join(dataDir, name));
     throw new Error(
-      `cannot write to the data directory ${dataDir}: ${CANNOT_WRITE[code] ?? (e as Error).message}; give this server a directory it may write to (PARLEY_DATA_DIR)`,
+      `cannot write to the data directory ${dataDir}: ${file ? `its file ${file}: ${why} (another user's?)` : why}; give this server a directory it may write to (PARLEY_DATA_DIR)`,
       { cause: e },
     );
   }
 }
+
+/** The files the embedded store keeps in the data directory (see EmbeddedDatabase). */
+const STORE_FILES = ['parley.lmdb', 'parley.lmdb-lock'];
 
 /**
  * Makes the directory and its missing parents, a level at a time from the first that is there. Not by
