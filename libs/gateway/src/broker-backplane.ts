@@ -141,6 +141,9 @@ function keepRetained(persistence: MemoryPersistence, store: RetainedStore): voi
  * runs. Retained messages live in each gateway's memory, written through to
  * `{prefix}broker:retained` and loaded from it at start.
  */
+/** How long a closing backplane waits for Redis to answer its last batch before it quits all the same. */
+const QUIT_WAIT_MS = 2000;
+
 export function redisBackplane(url: string, prefix: string): Backplane {
   const logger = new Logger('BrokerBackplane');
   const connect = (opts: RedisOptions = {}) => {
@@ -288,10 +291,18 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       flush();
       closed = true;
       sub.disconnect();
-      // QUIT, not a dropped socket: the last batch (the presence changes of the connections a shutdown ended) still
-      // reaches the other gateways. Bounded, should Redis be gone. QUIT is sent at once and the publish at the end of
-      // this turn (auto-pipelined), so QUIT waits for the turn to end.
-      setImmediate(() => void quitRedis(pub).finally(() => local.close(done ?? (() => undefined))));
+      // QUIT, not a dropped socket, and only once the last batch is answered: it (the presence changes of the connections
+      // a shutdown ended) still reaches the other gateways. ioredis runs one auto-pipeline at a time, so a batch queued
+      // behind one still awaiting Redis went out after a QUIT sent at once, and was lost ("Connection is closed").
+      // Bounded, should Redis be gone.
+      const last = inFlight;
+      const answered = new Promise<void>((resolve) => {
+        setTimeout(resolve, QUIT_WAIT_MS).unref();
+        void last?.then(resolve);
+        // Nothing in flight: QUIT at the end of this turn, after the auto-pipelined commands of this turn go out.
+        if (!last) setImmediate(resolve);
+      });
+      void answered.then(() => quitRedis(pub)).finally(() => local.close(done ?? (() => undefined)));
     },
   };
   return {
