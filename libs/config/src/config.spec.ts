@@ -78,6 +78,15 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ REDIS_URL: 'http://:s3cret@r' })).toThrow(/REDIS_URL must look like .*\(got "http:\/\/:\*\*\*@r"\)/);
   });
 
+  it('takes an IPv6 listen address as it is, and refuses one in brackets by name', () => {
+    expect(loadConfig({ PARLEY_MQTT_HOST: '::1', PARLEY_WSS_HOST: 'fe80::1%eth0' })).toMatchObject({
+      PARLEY_MQTT_HOST: '::1',
+      PARLEY_WSS_HOST: 'fe80::1%eth0',
+    });
+    for (const name of ['PARLEY_MQTT_HOST', 'PARLEY_HTTP_HOST', 'PARLEY_MQTTS_HOST', 'PARLEY_WS_HOST', 'PARLEY_WSS_HOST'])
+      expect(() => loadConfig({ [name]: '[::1]' }), name).toThrow(`${name} is an address without brackets (::1, not [::1]) (got "[::1]")`);
+  });
+
   it('tells, for the gateway, two of its listeners given one port of one address', () => {
     expect(listenerClash(loadConfig({}))).toBeUndefined();
     expect(listenerClash(loadConfig({ PARLEY_MQTT_PORT: '0', PARLEY_HTTP_PORT: '0', PARLEY_WS_PORT: '0' }))).toBeUndefined();

@@ -29,6 +29,16 @@ const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEG
     .pipe(z.number().int(`${name} must be a whole number`).min(1, `${name} must be at least 1`).max(max, `${name} must be at most ${max}`))
     .default(fallback);
 
+/**
+ * A listen address: a host name or an IP address as it is, an IPv6 one without the brackets of a URL (`::1`); with them,
+ * it was looked up as a host name, and the start failed with "getaddrinfo ENOTFOUND [::1]".
+ */
+const host = (name: string) =>
+  z
+    .string()
+    .min(1, `${name} must not be empty`)
+    .refine((v) => !/^\[.*\]$/.test(v), `${name} is an address without brackets (::1, not [::1])`);
+
 /** A port that is off when unset or empty. */
 const optionalPort = (name: string) => z.preprocess((v) => (v === '' ? undefined : v), port(name, 0).unwrap().optional());
 
@@ -75,9 +85,9 @@ export function redactUrl(url: string): string {
 }
 
 export const ConfigSchema = z.object({
-  PARLEY_MQTT_HOST: z.string().min(1, 'PARLEY_MQTT_HOST must not be empty').default('::'),
+  PARLEY_MQTT_HOST: host('PARLEY_MQTT_HOST').default('::'),
   PARLEY_MQTT_PORT: port('PARLEY_MQTT_PORT', 1883),
-  PARLEY_HTTP_HOST: z.string().min(1, 'PARLEY_HTTP_HOST must not be empty').default('::'),
+  PARLEY_HTTP_HOST: host('PARLEY_HTTP_HOST').default('::'),
   PARLEY_HTTP_PORT: port('PARLEY_HTTP_PORT', 8080),
   PARLEY_DATA_DIR: z.string().min(1, 'PARLEY_DATA_DIR must not be empty').default('./data'),
   REDIS_URL: z
@@ -193,9 +203,9 @@ export const ConfigSchema = z.object({
   /** MQTT over WebSocket over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
   PARLEY_WSS_PORT: optionalPort('PARLEY_WSS_PORT'),
   /** The address each optional listener binds; unset: PARLEY_MQTT_HOST's (so plain MQTT can be kept to loopback alone). */
-  PARLEY_MQTTS_HOST: z.string().min(1, 'PARLEY_MQTTS_HOST must not be empty').optional(),
-  PARLEY_WS_HOST: z.string().min(1, 'PARLEY_WS_HOST must not be empty').optional(),
-  PARLEY_WSS_HOST: z.string().min(1, 'PARLEY_WSS_HOST must not be empty').optional(),
+  PARLEY_MQTTS_HOST: host('PARLEY_MQTTS_HOST').optional(),
+  PARLEY_WS_HOST: host('PARLEY_WS_HOST').optional(),
+  PARLEY_WSS_HOST: host('PARLEY_WSS_HOST').optional(),
   /** PEM files of the server certificate (chain) and its private key, for the TLS listeners. */
   PARLEY_TLS_CERT: optionalFile(),
   PARLEY_TLS_KEY: optionalFile(),
