@@ -78,6 +78,13 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ REDIS_URL: 'http://:s3cret@r' })).toThrow(/REDIS_URL must look like .*\(got "http:\/\/:\*\*\*@r"\)/);
   });
 
+  it('refuses a gateway dead-after time shorter than four of the fastest heartbeats, at which live gateways were taken for dead', () => {
+    expect(loadConfig({ PARLEY_GATEWAY_DEAD_AFTER_MS: '1000' }).PARLEY_GATEWAY_DEAD_AFTER_MS).toBe(1000);
+    expect(() => loadConfig({ PARLEY_GATEWAY_DEAD_AFTER_MS: '999' })).toThrow(
+      'PARLEY_GATEWAY_DEAD_AFTER_MS must be at least 1000 (gateways beat at most every 250 ms) (got "999")',
+    );
+  });
+
   it('takes an IPv6 listen address as it is, and refuses one in brackets by name', () => {
     expect(loadConfig({ PARLEY_MQTT_HOST: '::1', PARLEY_WSS_HOST: 'fe80::1%eth0' })).toMatchObject({
       PARLEY_MQTT_HOST: '::1',

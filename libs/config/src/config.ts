@@ -154,7 +154,14 @@ export const ConfigSchema = z.object({
     if (problem) ctx.addIssue({ code: 'custom', message: `PARLEY_PROXY_FROM lists IP addresses and CIDR ranges: ${problem}` });
   }),
   /** After how long without a heartbeat a gateway on the same Redis is taken for dead and its users shown offline. */
-  PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000),
+  /**
+   * At least 1 s: gateways beat every quarter of it, but at most every 250 ms (see GatewayModule), so under 1 s a live
+   * gateway missed its own deadline and every gateway took the others for dead at each beat (their users flapping
+   * offline and online).
+   */
+  PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000).refine((n) => n >= 1000, {
+    message: 'PARLEY_GATEWAY_DEAD_AFTER_MS must be at least 1000 (gateways beat at most every 250 ms)',
+  }),
   /** How long a call to a remote service may take before the client is told `unavailable`. */
   PARLEY_RPC_TIMEOUT_MS: positiveInt('PARLEY_RPC_TIMEOUT_MS', 5000, 600_000),
   /** A client must send a complete CONNECT, and its login finish, within this time. */
