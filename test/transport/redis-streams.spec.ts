@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DomainError } from '#libs/protocol';
 import { exposeService, RedisStreamsClient, RedisStreamsServer, rpcProxy } from '#libs/transport';
 import { startRedis, type RedisServer } from '../support/redis-server.js';
@@ -88,6 +88,20 @@ describe('RPC over Redis Streams', () => {
     await serve(calls);
     expect(await pending).toBe(8);
     expect(calls).toEqual([7]);
+  });
+
+  it('reaches the service once Redis is back, when its first call was made while Redis was down', async () => {
+    prefix = `r${randomBytes(3).toString('hex')}:`;
+    const calls: number[] = [];
+    await serve(calls);
+    await redis.shutdown();
+    const counter = connect(2000);
+    // As a gateway started before Redis: the first call cannot reach it.
+    await expect(counter.add(1)).rejects.toMatchObject({ code: 'unavailable' });
+    await redis.restart();
+    // Once back, calls go through (the service reconnects on its own, and picks them up from its stream).
+    await vi.waitFor(async () => expect(await counter.add(2)).toBe(3), { timeout: 15_000, interval: 200 });
+    expect(calls).toContain(2);
   });
 
   it('runs calls side by side: one that never finishes holds up no other', async () => {

@@ -42,11 +42,20 @@ export class RedisStreamsClient extends ClientProxy {
         r.on('error', () => undefined);
         return r;
       };
-      this.pub = make();
-      this.sub = make();
-      this.sub.on('message', (_channel, message) => this.onReply(message));
-      // ioredis subscribes again by itself after a reconnect.
-      await this.sub.subscribe(this.replyChannel);
+      const pub = (this.pub = make());
+      const sub = (this.sub = make());
+      sub.on('message', (_channel, message) => this.onReply(message));
+      try {
+        // ioredis subscribes again by itself after a reconnect, once subscribed.
+        await sub.subscribe(this.replyChannel);
+      } catch (e) {
+        // Redis away at the first call (a gateway started before it): the next call tries again from the start. Kept,
+        // the failed attempt answered every call `unavailable` for as long as the process ran, Redis back or not.
+        pub.disconnect();
+        sub.disconnect();
+        if (this.pub === pub) [this.pub, this.sub, this.connecting] = [undefined, undefined, undefined];
+        throw e;
+      }
     })();
     return this.connecting;
   }
