@@ -2,8 +2,10 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
+import { Redis } from 'ioredis';
 import type { MqttClient } from 'mqtt';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { Logger } from '@nestjs/common';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { handleConnection, inMemoryBackplane, redisBackplane, type Backplane } from '#libs/gateway';
 import type { InboxEvent } from '#libs/protocol';
 import { connectClient, endClient } from '../support/mqtt-user.js';
@@ -167,12 +169,77 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     expect(atA).toEqual([]);
   });
 
+  it('hears the other gateways once Redis is up, when Redis was down at its start for longer than one SUBSCRIBE tries', { timeout: 60_000 }, async () => {
+    const late = await startRedis();
+    const warned = vi.spyOn(Logger.prototype, 'warn');
+    try {
+      await late.shutdown();
+      const prefix = `late${Math.random().toString(36).slice(2)}:`;
+      const a = redisBackplane(late.url, prefix);
+      backplanes.push(a);
+      // A gateway started while Redis is away: its SUBSCRIBE gives up after its tries (some 15 s).
+      await vi.waitFor(() => expect(warned).toHaveBeenCalledWith(expect.objectContaining({ event: 'backplane_subscribe_failed' })), {
+        timeout: 40_000,
+        interval: 200,
+      });
+      await late.restart();
+      const b = redisBackplane(late.url, prefix);
+      backplanes.push(b);
+      const got: string[] = [];
+      a.onRelayed((topic) => got.push(topic));
+      await vi.waitFor(
+        () => {
+          b.relay('parley/v1/users/alice/inbox', Buffer.from('{}'));
+          expect(got).toContain('parley/v1/users/alice/inbox');
+        },
+        { timeout: 15_000, interval: 250 },
+      );
+    } finally {
+      warned.mockRestore();
+      for (const bp of backplanes.splice(0)) await new Promise<void>((resolve) => bp.mq.close(resolve));
+      await late.stop();
+    }
+  });
+
   it('sends what was published just before it closes: a shutdown’s last presence changes reach the others', async () => {
     const [a, b] = await twoGateways();
     const got = new Promise<string>((resolve) => b.onRelayed((topic, payload) => resolve(`${topic} ${payload.toString()}`)));
     a.relay('parley/v1/users/alice/inbox', Buffer.from('{"last":true}'));
     await new Promise<void>((resolve) => a.mq.close(resolve));
     expect(await got).toBe('parley/v1/users/alice/inbox {"last":true}');
+  });
+
+  it('sends its last batch to the other gateways when it closes, also while an earlier batch still awaits Redis', async () => {
+    const packet = (topic: string) => ({ cmd: 'publish', topic, payload: Buffer.from(topic), qos: 0, retain: false, dup: false });
+    const turn = () => new Promise((resolve) => setImmediate(resolve));
+    const closing = redisBackplane(redis.url, 'close-test:');
+    const other = redisBackplane(redis.url, 'close-test:');
+    const seen: string[] = [];
+    other.mq.on('t/#', (p: { topic: string }, done: () => void) => (seen.push(p.topic), done()));
+    // The other gateway is subscribed once a probe reaches it.
+    await vi.waitFor(
+      async () => {
+        closing.mq.emit(packet('t/probe'));
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        expect(seen).toContain('t/probe');
+      },
+      { timeout: 5000 },
+    );
+    const admin = new Redis(redis.url);
+    try {
+      // Redis holds every command for a while: the first batch is sent and unanswered when the gateway closes.
+      await admin.call('CLIENT', 'PAUSE', '300', 'ALL');
+      closing.mq.emit(packet('t/first'));
+      // The batch goes out at the end of this turn, and its auto-pipeline is written in the next.
+      await turn();
+      await turn();
+      closing.mq.emit(packet('t/last'));
+      await new Promise<void>((resolve) => closing.mq.close(resolve));
+      await vi.waitFor(() => expect(seen).toEqual(expect.arrayContaining(['t/first', 't/last'])), { timeout: 3000 });
+    } finally {
+      admin.disconnect();
+      await new Promise<void>((resolve) => other.mq.close(resolve));
+    }
   });
 
   it('says when what it relayed has reached Redis: a gateway killed right after still delivered it to the others', async () => {

@@ -141,6 +141,9 @@ function keepRetained(persistence: MemoryPersistence, store: RetainedStore): voi
  * runs. Retained messages live in each gateway's memory, written through to
  * `{prefix}broker:retained` and loaded from it at start.
  */
+/** How soon a SUBSCRIBE to the backplane's channel that failed is tried again. */
+const SUBSCRIBE_RETRY_MS = 1000;
+
 /** How long a closing backplane waits for Redis to answer its last batch before it quits all the same. */
 const QUIT_WAIT_MS = 2000;
 
@@ -229,8 +232,16 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     logger.warn({ event: 'backplane_lost' });
     for (const l of gapListeners) l();
   });
-  // ioredis subscribes again by itself after a reconnect.
-  sub.subscribe(channel).catch((e: unknown) => logger.warn({ event: 'backplane_subscribe_failed', error: String(e) }));
+  // ioredis subscribes again by itself after a reconnect, but only to what it had subscribed to: a SUBSCRIBE that gave up
+  // (Redis away for its 20 tries at start, some 15 s) is tried again, else this gateway never heard the others.
+  const subscribe = (): void => {
+    sub.subscribe(channel).catch((e: unknown) => {
+      if (closed) return;
+      logger.warn({ event: 'backplane_subscribe_failed', error: String(e), retryInMs: SUBSCRIBE_RETRY_MS });
+      setTimeout(subscribe, SUBSCRIBE_RETRY_MS).unref();
+    });
+  };
+  subscribe();
 
   let batch: Buffer[] = [];
   /** Settles once the batch being gathered has been published (see `sent`). */
