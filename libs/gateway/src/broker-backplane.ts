@@ -309,7 +309,7 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       const last = inFlight;
       const answered = new Promise<void>((resolve) => {
         setTimeout(resolve, QUIT_WAIT_MS).unref();
-        void last?.then(resolve);
+        void last?.then(() => resolve());
         // Nothing in flight: QUIT at the end of this turn, after the auto-pipelined commands of this turn go out.
         if (!last) setImmediate(resolve);
       });
