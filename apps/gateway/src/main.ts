@@ -2,6 +2,7 @@ import 'reflect-metadata';
 import { Logger, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ListenError, MqttBroker } from '#libs/gateway';
+import { Readiness } from '#libs/health';
 import { fail, jsonLogger, listenHttp, loadConfigOrExit, routeConsoleToLog, stopOnSignals } from '#libs/runtime';
 import { listenerClash, type ParleyConfig } from '#libs/config';
 import { DATA_DIR_FULL_EXIT, DataDirFullError, DataDirLock, START_ROOM_BYTES } from '#libs/storage';
@@ -51,7 +52,7 @@ async function bootstrap(): Promise<void> {
     throw e;
   }
   const logger = new Logger('Parley');
-  stopOnSignals(app, logger);
+  stopOnSignals(app, logger, () => app.get(Readiness).stopping());
   logger.log({
     event: 'listening',
     mqtt: { host: mqtt.address, port: mqtt.port },

@@ -25,6 +25,11 @@ export class Readiness {
     this.checks.set(name, { check, required: opts.required ?? true });
   }
 
+  /** The process is stopping: not ready from now on, whatever the other checks say (`running` fails). */
+  stopping(): void {
+    this.register('running', () => false);
+  }
+
   /** Runs every check; a check that throws or takes longer than the timeout counts as failed. */
   async report(timeoutMs = 2000): Promise<ReadinessReport> {
     const entries = await Promise.all(

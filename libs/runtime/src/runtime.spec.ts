@@ -30,9 +30,9 @@ describe('routeConsoleToLog', () => {
 });
 
 describe('stopOnSignals', () => {
-  const before = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT') };
+  const before = { SIGTERM: process.listeners('SIGTERM'), SIGINT: process.listeners('SIGINT'), SIGHUP: process.listeners('SIGHUP') };
   afterEach(() => {
-    for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    for (const signal of ['SIGTERM', 'SIGINT', 'SIGHUP'] as const) {
       for (const l of process.listeners(signal)) if (!before[signal].includes(l)) process.off(signal, l);
     }
     vi.useRealTimers();
@@ -47,15 +47,19 @@ describe('stopOnSignals', () => {
     const exit = vi.spyOn(process, 'exit').mockImplementation((() => undefined) as never);
     // The stop's 15 s backstop, which would end the test run, never fires: it goes with the fake timers.
     vi.useFakeTimers({ toFake: ['setTimeout'] });
-    stopOnSignals({ close } as unknown as INestApplication, logger);
-    process.emit('SIGTERM', 'SIGTERM');
+    let told = 0;
+    stopOnSignals({ close } as unknown as INestApplication, logger, () => told++);
+    // A closed terminal's SIGHUP stops it as SIGTERM does (Node's default would end it at once, with no stop).
+    process.emit('SIGHUP', 'SIGHUP');
+    expect(told).toBe(1);
     // Were the handler gone, the real signal would now kill the process with its default action (exit 143), mid-stop.
     expect(process.listeners('SIGTERM').length).toBeGreaterThan(before.SIGTERM.length);
     process.emit('SIGTERM', 'SIGTERM');
     process.emit('SIGINT', 'SIGINT');
     expect(close).toHaveBeenCalledTimes(1);
+    expect(told).toBe(1);
     expect(logged).toEqual([
-      { event: 'stopping', signal: 'SIGTERM' },
+      { event: 'stopping', signal: 'SIGHUP' },
       { event: 'stopping_already', signal: 'SIGTERM' },
       { event: 'stopping_already', signal: 'SIGINT' },
     ]);

@@ -117,16 +117,18 @@ export async function listenHttp(app: INestApplication, config: ParleyConfig): P
 }
 
 /**
- * On SIGTERM or SIGINT: run the shutdown hooks (listeners, then stores), then exit 0. A signal that comes while stopping
- * is logged and changes nothing: with the handler gone, a second Ctrl-C or a supervisor repeating its SIGTERM killed the
- * process mid-stop (exit 143), with no word of why.
+ * On SIGTERM, SIGINT or SIGHUP (its terminal closed): say so (`onStop`: /readyz answers 503 from then on, so a load
+ * balancer sends no one new), run the shutdown hooks (listeners, then stores), then exit 0. A signal that comes while
+ * stopping is logged and changes nothing: with the handler gone, a second Ctrl-C or a supervisor repeating its SIGTERM
+ * killed the process mid-stop (exit 143), with no word of why.
  */
-export function stopOnSignals(app: INestApplication, logger: Logger): void {
+export function stopOnSignals(app: INestApplication, logger: Logger, onStop: () => void = () => undefined): void {
   let stopping = false;
   const stop = (signal: NodeJS.Signals) => {
     if (stopping) return logger.log({ event: 'stopping_already', signal });
     stopping = true;
     logger.log({ event: 'stopping', signal });
+    onStop();
     // Every close is bounded on its own; this is the backstop, so a stop can never hang.
     setTimeout(() => fail('shutdown did not finish within 15 s; exiting anyway', 1), 15_000).unref();
     app.close().then(
@@ -136,4 +138,6 @@ export function stopOnSignals(app: INestApplication, logger: Logger): void {
   };
   process.on('SIGTERM', stop);
   process.on('SIGINT', stop);
+  // Node's default for SIGHUP ends the process at once, with no stop: its connections cut, nothing logged.
+  process.on('SIGHUP', stop);
 }

@@ -50,6 +50,6 @@ export async function runService<T extends object>(spec: ServiceSpec<T>): Promis
   const httpPort = await listenHttp(app, config);
   await app.startAllMicroservices();
   const logger = new Logger(`Parley:${spec.name}`);
-  stopOnSignals(app, logger);
+  stopOnSignals(app, logger, () => readiness.stopping());
   logger.log({ event: 'listening', service: spec.name, http: { port: httpPort } });
 }
