@@ -567,6 +567,38 @@ describe('the parley CLI', () => {
     expect((await runCli(['history', alice, '--json'], as(bob))).json).toMatchObject([{ from: alice, text: 'typed by hand' }]);
   });
 
+  it.runIf(tmux)('asks for a password not given, at a terminal, without showing it; a new account’s twice (real terminal, tmux)', async () => {
+    const bob = await fresh('bob');
+    const alice = `alice${randomBytes(3).toString('hex')}`;
+    const session = `parley-pw-${process.pid}`;
+    const tm = (...args: string[]) => spawnSync('tmux', args, { encoding: 'utf8' });
+    const env = `PARLEY_SERVER='${as(bob).PARLEY_SERVER}' PARLEY_USER='${alice}'`;
+    const cli = `cd ${REPO_ROOT} && env ${env} node bin/parley.js`;
+    tm('new-session', '-d', '-s', session, '-x', '120', '-y', '20', `${cli} register && ${cli} send ${bob} 'typed unseen'; read x`);
+    try {
+      const screen = () => tm('capture-pane', '-t', session, '-p').stdout;
+      const type = (keys: string) => (tm('send-keys', '-t', session, '-l', keys), tm('send-keys', '-t', session, 'Enter'));
+      await expect.poll(screen, { timeout: 10_000 }).toContain(`password for the new user ${alice}:`);
+      type(PASSWORD);
+      await expect.poll(screen, { timeout: 5000 }).toContain('the same password again:');
+      type(PASSWORD);
+      await expect.poll(screen, { timeout: 10_000 }).toContain(`password for ${alice}:`);
+      type(PASSWORD);
+      await expect.poll(screen, { timeout: 10_000 }).toContain('accepted (seq 1)');
+      expect(screen()).toContain(`registered ${alice}`);
+      expect(screen()).not.toContain(PASSWORD);
+    } finally {
+      tm('kill-session', '-t', session);
+    }
+    expect((await runCli(['history', alice, '--json'], as(bob))).json).toMatchObject([{ from: alice, text: 'typed unseen' }]);
+    // Not at a terminal, a missing password is still a usage mistake.
+    const piped = await runCli(['send', bob, 'hi'], { PARLEY_SERVER: as(bob).PARLEY_SERVER, PARLEY_USER: alice });
+    expect([piped.code, piped.stderr.trim()]).toEqual([
+      2,
+      'error: usage: no password: pass --password, set PARLEY_PASSWORD, or run it at a terminal to be asked for it',
+    ]);
+  });
+
   it.runIf(tmux)('Ctrl-C clears a typed line, as a shell does, and leaves on an empty one (real terminal, tmux)', async () => {
     const bob = await fresh('bob');
     await inTmuxChat(

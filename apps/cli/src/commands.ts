@@ -21,6 +21,7 @@ import {
   reportConnection,
 } from './output.js';
 import { ParleyClient } from './parley-client.js';
+import { canPrompt, promptPassword } from './password-prompt.js';
 import { checkDevice, checkLoginName, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
 /**
@@ -38,16 +39,29 @@ export interface CommandContext {
   settings: Settings;
   printer: Printer;
   login(opts?: LoginOptions): Promise<ParleyClient>;
+  /** Asks for the password now, if it must be asked for: before the command reads stdin itself (`send USER -`). */
+  askPassword(): Promise<void>;
 }
 
 export function contextOf(cmd: Command): CommandContext {
   const settings = resolveSettings(cmd.optsWithGlobals<GlobalFlags>());
   const printer = new Printer(settings.json);
+  // Asked for once, at the first login: chat and listen log in again after a drop with the same.
+  const ask = canPrompt()
+    ? async (user: string) => {
+        checkLoginName(user);
+        settings.password ??= await promptPassword(`password for ${user}: `);
+        return settings.password;
+      }
+    : null;
   return {
     settings,
     printer,
-    login: (opts = {}) => {
-      const s = requireLogin(settings);
+    askPassword: async () => {
+      if (ask !== null && settings.user !== undefined && settings.password === undefined) await ask(settings.user);
+    },
+    login: async (opts = {}) => {
+      const s = await requireLogin(settings, ask);
       checkLoginName(s.user);
       checkServer(s.server);
       return ParleyClient.connect({
@@ -100,8 +114,16 @@ export function target(user: string | undefined, group: string | undefined): { t
   throw new UsageError('give a user, or --group NAME');
 }
 
+/** A new account's password, asked for twice at the terminal (no one sees it typed, so no one sees a slip either). */
+async function askNewPassword(user: string): Promise<string> {
+  checkLoginName(user);
+  const password = await promptPassword(`password for the new user ${user}: `);
+  if ((await promptPassword('the same password again: ')) !== password) throw new UsageError('the two passwords differ; nothing was registered');
+  return password;
+}
+
 export async function register(ctx: CommandContext): Promise<void> {
-  const { user, password } = requireLogin(ctx.settings);
+  const { user, password } = await requireLogin(ctx.settings, canPrompt() ? askNewPassword : null);
   checkServer(ctx.settings.server);
   const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca, onUnavailable: retryingNote(ctx.printer) });
   try {

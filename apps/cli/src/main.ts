@@ -157,7 +157,10 @@ program
   .action(
     run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
-      return commands.send(ctx, userName(user), text === '-' ? await textFromStdin(ctx.printer) : text, opts);
+      if (text !== '-') return commands.send(ctx, userName(user), text, opts);
+      // Both typed at the terminal: the password first, as the message ends stdin.
+      await ctx.askPassword();
+      return commands.send(ctx, userName(user), await textFromStdin(ctx.printer), opts);
     }),
   );
 program

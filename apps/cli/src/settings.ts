@@ -55,11 +55,15 @@ export function checkServer(server: string): URL {
   return url;
 }
 
-/** The settings of a logged-in command; throws a usage error naming what is missing. */
-export function requireLogin(s: Settings): Settings & { user: string; password: string } {
+/**
+ * The settings of a logged-in command; throws a usage error naming what is missing. A password not given is asked for
+ * by `ask`, when there is a terminal to ask at (see `promptPassword`).
+ */
+export async function requireLogin(s: Settings, ask: ((user: string) => Promise<string>) | null): Promise<Settings & { user: string; password: string }> {
   if (!s.user) throw new UsageError('no user: pass --user NAME or set PARLEY_USER');
-  if (s.password === undefined) throw new UsageError('no password: pass --password or set PARLEY_PASSWORD');
-  return s as Settings & { user: string; password: string };
+  if (s.password !== undefined) return s as Settings & { user: string; password: string };
+  if (ask === null) throw new UsageError('no password: pass --password, set PARLEY_PASSWORD, or run it at a terminal to be asked for it');
+  return { ...s, user: s.user, password: await ask(s.user) };
 }
 
 /**
