@@ -90,6 +90,11 @@ describe('the parley CLI', () => {
       2,
       'error: usage: " alice" is no user name (a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -)',
     ]);
+    const badOffer = await runCli(['file', 'accept', 'bad id!'], as(alice));
+    expect([badOffer.code, badOffer.stderr.trim()]).toEqual([
+      2,
+      'error: usage: "bad id!" is no file offer id (an id starts with f; parley file list shows them)',
+    ]);
     const nowhere = await runCli(['--server', 'mqtt://127.0.0.1:1', 'send', alice, 'hi'], as(alice));
     expect(nowhere.code).toBe(1);
     expect(nowhere.stderr.trim()).toBe('error: connect: cannot reach mqtt://127.0.0.1:1: connection refused');

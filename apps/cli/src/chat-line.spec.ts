@@ -37,6 +37,10 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/info g x')).toMatchObject({ kind: 'invalid' });
     expect(parseChatLine('/file bob')).toMatchObject({ kind: 'invalid', message: 'usage: /file USER PATH' });
     expect(parseChatLine('/accept')).toMatchObject({ kind: 'invalid', message: 'usage: /accept ID' });
+    expect(parseChatLine('/decline bad!')).toMatchObject({
+      kind: 'invalid',
+      message: '"bad!" is no file offer id (an id starts with f, as in the line that showed the offer)',
+    });
     expect(parseChatLine('/teleport')).toMatchObject({ kind: 'invalid', message: expect.stringContaining('/help') });
   });
 });

@@ -1,3 +1,4 @@
+import { OfferId } from '#libs/protocol';
 /** What a line typed in `parley chat` asks for. */
 export type ChatCommand =
   | { kind: 'direct'; to: string; text: string }
@@ -81,6 +82,8 @@ export function parseChatLine(line: string): ChatCommand {
     case '/cancel': {
       const [offer] = firstWord(rest);
       if (!offer) return { kind: 'invalid', message: `usage: ${command} ID` };
+      if (!OfferId.safeParse(offer).success)
+        return { kind: 'invalid', message: `"${offer}" is no file offer id (an id starts with f, as in the line that showed the offer)` };
       return { kind: command === '/accept' ? 'accept' : command === '/decline' ? 'decline' : 'cancel', offer };
     }
     case '/help':

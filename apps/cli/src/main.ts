@@ -1,7 +1,7 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { MAX_HISTORY_LIMIT } from '#libs/protocol';
+import { MAX_HISTORY_LIMIT, OfferId } from '#libs/protocol';
 import * as commands from './commands.js';
 import { groupCommands } from './commands.js';
 import { fileCommands } from './file-commands.js';
@@ -115,6 +115,12 @@ async function textFromStdin(printer: Printer): Promise<string> {
     .replace(/\r?\n$/, '');
   if (text === '') throw new UsageError('nothing to send: stdin was empty');
   return text;
+}
+
+/** A file offer's id as typed: one that cannot be one is a usage mistake, said before connecting. */
+function offerId(id: string): string {
+  if (!OfferId.safeParse(id).success) throw new UsageError(`"${id}" is no file offer id (an id starts with f; parley file list shows them)`);
+  return id;
 }
 
 /** User names are lower case: `Bob` and `BOB` can only mean `bob`. */
@@ -295,19 +301,19 @@ file
   .addHelpText('after', examples('parley file accept fpHM--ZChYx3 --to ~/Downloads'))
   .argument('<id>', "the offer's id (parley file list shows it)")
   .option('--to <dir>', 'where to put the file')
-  .action(run((ctx, id: string, opts: { to?: string }) => fileCommands.accept(ctx, id, opts)));
+  .action(run((ctx, id: string, opts: { to?: string }) => fileCommands.accept(ctx, offerId(id), opts)));
 file
   .command('decline')
   .description('decline an offer: the server deletes its copy, and the sender is told')
   .addHelpText('after', examples('parley file decline fpHM--ZChYx3'))
   .argument('<id>', "the offer's id (parley file list shows it)")
-  .action(run((ctx, id: string) => fileCommands.decline(ctx, id)));
+  .action(run((ctx, id: string) => fileCommands.decline(ctx, offerId(id))));
 file
   .command('cancel')
   .description('withdraw a file you offered: the server deletes it, and receivers who had not taken it are told')
   .addHelpText('after', examples('parley file cancel fpHM--ZChYx3'))
   .argument('<id>', "the offer's id (parley file list shows it)")
-  .action(run((ctx, id: string) => fileCommands.cancel(ctx, id)));
+  .action(run((ctx, id: string) => fileCommands.cancel(ctx, offerId(id))));
 
 // Whatever a command waits for is held by a connection, a timer or input. Should all of them end with the command still
 // waiting (a connection that stopped trying without saying so), Node would leave with status 13 and not a word: say so.
