@@ -183,7 +183,7 @@ describe('parley file accept, into a directory on a full disk', () => {
     expect(saved).toBeGreaterThan(0);
     expect(saved % offer.chunkSize).toBe(0);
     expect(full.stderr.trim()).toBe(
-      `error: the disk holding ${into} is full: ${formatBytes(saved)} of big.bin (6.0 MiB) from ${a} is saved there; ` +
+      `error: disk_full: the disk holding ${into} is full: ${formatBytes(saved)} of big.bin (6.0 MiB) from ${a} is saved there; ` +
         `make room and run parley file accept ${offer.id} --to ${into} to go on from there`,
     );
     expect(readdirSync(into)).toEqual([`.${offer.id}.parley-part`]);

@@ -279,7 +279,7 @@ export async function downloadFile(
       const saved = Math.min(offer.size, next * offer.chunkSize);
       await handle.truncate(next * offer.chunkSize).catch(() => undefined);
       throw new TransferError(
-        'failed',
+        'disk_full',
         `the disk holding ${dir} is full: ${formatBytes(saved)} of ${fileLabel(offer)} from ${offer.from} is saved there; ` +
           `make room and run ${again} to go on from there`,
       );
