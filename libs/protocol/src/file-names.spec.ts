@@ -36,7 +36,7 @@ describe('sanitizeFileName', () => {
   });
 
   it('makes a name of nothing a person could see (zero-width spaces, a blank Braille cell) `file`, as group names and messages need visible text', () => {
-    for (const name of ['\u200b', '\u200b\u200c\u200d', '\u2800', '\u3164', '\u00ad\ufe0f'])
+    for (const name of ['\u200b', '\u200b\u200c\u200d', '\u2800', '\u3164', '\u00ad\ufe0f', '\uffff', '\ufdd0\u{10fffe}'])
       expect([sanitizeFileName(name), isSafeFileName(name)], JSON.stringify(name)).toEqual(['file', false]);
     // Invisible characters next to visible ones are the name's own business.
     expect(isSafeFileName('a\u200bb.txt')).toBe(true);
