@@ -161,6 +161,12 @@ describe.each(fixtures)('FileOfferStore on $name', (fixture) => {
     await store.remove('n2');
     await store.markAnnounced('n2');
     await store.markAnnounced('never');
+    // Nothing of them is left behind: the same ids are free for new offers (a stray key would make them 'exists').
+    expect(await store.create(offer('n2'), LIMITS)).toBe('created');
+    expect(await store.get('n2')).toEqual(offer('n2'));
+    expect(await store.remove('n2')).not.toBeNull();
+    expect(await store.create(offer('never', { from: 'zed' }), LIMITS)).toBe('created');
+    expect(await store.remove('never')).not.toBeNull();
     const again = offersOf(await reopen());
     expect(await again.get('n1')).toEqual({ ...offer('n1'), announced: true });
     expect(await again.get('n2')).toBeNull();
