@@ -499,11 +499,15 @@ describe('GroupService', () => {
       await expect(service.resolve('bob', shown)).rejects.toMatchObject({ code: 'ambiguous_group' });
       await service.delete('eve', `sd${i}`, fake.id);
     }
-    // A name all in another script is a name of its own, even where some of its letters look Latin: Сад (Cyrillic) is
-    // not "Cag", and a Cyrillic name is found by what was typed.
+    // A name in another script with a letter drawn as no Latin one is a name of its own, even where its other letters
+    // look Latin: Сад (Cyrillic) is not "Cag", and a Cyrillic name is found by what was typed.
     const { group: garden } = await service.create('ann', 'c4', '\u0421\u0430\u0434', ['bob']);
     expect(await service.resolve('bob', '\u0421\u0430\u0434')).toBe(garden.id);
     await expect(service.resolve('bob', 'Cag')).rejects.toMatchObject({ code: 'unknown_group' });
+    // One whose every letter is drawn as a Latin one cannot be told from that Latin name, whatever its script: сор
+    // (Cyrillic) is "cop".
+    const { group: cop } = await service.create('ann', 'c5', '\u0441\u043e\u0440', ['bob']);
+    expect(await service.resolve('bob', 'cop')).toBe(cop.id);
     // A joiner that makes an emoji sequence is kept in the name, which stays found by what was typed.
     const { group: family } = await service.create('ann', 'c2', '\u{1F468}\u200d\u{1F469}\u200d\u{1F467}', []);
     expect(family.name).toBe('\u{1F468}\u200d\u{1F469}\u200d\u{1F467}');
