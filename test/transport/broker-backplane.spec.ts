@@ -269,6 +269,13 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     expect(a.sent()).toBeUndefined();
   });
 
+  it('says an event relayed after it closed did not leave (a request that finished during a shutdown)', async () => {
+    const a = redisBackplane(redis.url, `closed${Math.random().toString(36).slice(2)}:`);
+    await new Promise<void>((resolve) => a.mq.close(resolve));
+    a.relay('parley/v1/users/bob/inbox', Buffer.from('{}'));
+    expect(await a.sent()).toBe(false);
+  });
+
   it('hands an inbox packet routed by a gateway of an earlier version (a whole broker packet) to the listener too', async () => {
     const [a, b] = await twoGateways();
     const got = new Promise<string>((resolve) => b.onRelayed((topic, payload) => resolve(`${topic} ${payload.toString()}`)));

@@ -39,7 +39,7 @@ export interface Backplane {
    * Settles once every packet handed over so far has reached Redis, whose PUBLISH answer means each other gateway
    * has it on its way: what a request delivered is then out of this process, and survives its crash. Undefined when
    * there is nothing to wait for (standalone, or nothing on its way). Never rejects: it resolves false when a publish
-   * failed (which is logged), true once Redis answered.
+   * failed (which is logged) or a packet was handed over once closed (dropped), true once Redis answered.
    */
   sent(): Promise<boolean> | undefined;
   /** Where inbox events relayed by other gateways go; without a listener they are routed by the broker like any packet. */
@@ -275,7 +275,10 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       });
     inFlight = published;
   };
+  /** A relay handed over once closed, which never leaves: from then on `sent` says false (see `relay`). */
+  let dropped = false;
   const sent = (): Promise<boolean> | undefined => {
+    if (dropped) return Promise.resolve(false);
     if (batch.length === 0) return inFlight;
     batchSent ??= deferred<boolean>();
     return batchSent.promise;
@@ -322,8 +325,11 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     onGap: (l) => gapListeners.push(l),
     // A packet the broker can route too (it fills in a plain QoS 0 PUBLISH), so a gateway without a relay listener still
     // delivers it; only what differs from those defaults is encoded.
+    // Once closed, an event a request still in flight delivers is dropped, and `sent` says so: taken for sent, a file's
+    // announcement would be recorded as gone out (`announced`), and the sender's retry elsewhere not announce it again.
     relay: (topic, payload) => {
-      if (!closed) toOthers(relayRecord(topic, payload));
+      if (closed) dropped = true;
+      else toOthers(relayRecord(topic, payload));
     },
     onRelayed: (l) => (relayed = l),
     sent,
