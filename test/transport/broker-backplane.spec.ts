@@ -216,14 +216,13 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     const other = redisBackplane(redis.url, 'close-test:');
     const seen: string[] = [];
     other.mq.on('t/#', (p: { topic: string }, done: () => void) => (seen.push(p.topic), done()));
-    // The other gateway is subscribed once a probe reaches it.
+    // The other gateway is subscribed once a probe reaches it (one sent at each try, until one does).
     await vi.waitFor(
-      async () => {
+      () => {
         closing.mq.emit(packet('t/probe'));
-        await new Promise((resolve) => setTimeout(resolve, 20));
         expect(seen).toContain('t/probe');
       },
-      { timeout: 5000 },
+      { timeout: 5000, interval: 20 },
     );
     const admin = new Redis(redis.url);
     try {
