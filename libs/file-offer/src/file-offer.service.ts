@@ -165,9 +165,10 @@ export class FileOfferService {
   /**
    * Stores chunk `index` (base64 `data`) of the sender's offer. Chunks go in
    * order; one already stored is acknowledged again and changes nothing (and
-   * tells no one). The last one completes the upload: the SHA-256 is checked
-   * and the receivers are told, once. Throws unknown_file, chunk_out_of_range, bad_chunk or
-   * checksum_mismatch (which deletes the offer).
+   * tells no one, but for the last one before the announcement is known to have
+   * left: see `announced`). The last one completes the upload: the SHA-256 is
+   * checked and the receivers are told. Throws unknown_file, chunk_out_of_range,
+   * bad_chunk or checksum_mismatch (which deletes the offer).
    */
   putChunk(sender: string, offerId: string, index: number, data: string): Promise<FileOutcome<FileChunkResult>> {
     // One chunk of an offer at a time, in arrival order: two uploads of one offer at once (a resume started while the
