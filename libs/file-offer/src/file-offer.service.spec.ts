@@ -313,6 +313,18 @@ describe('FileOfferService', () => {
     expect((await service.offer('ann', 'e1', { to: 'bob' }, describe_(Buffer.alloc(0), 'empty.txt'))).notify).toBeNull();
   });
 
+  it('answers the last chunk again as the first time when the last receiver yet to decide declines while it is announced again', async () => {
+    const { service, interleave } = setup();
+    const data = Buffer.from('abcdefghij');
+    const { offer } = (await service.offer('ann', 'd1', { to: 'bob' }, describe_(data))).result;
+    const completed = await upload(service, offer.id, data);
+    // Bob declines between the read of the offer (bob still to decide) and the check of what is stored, whose data the
+    // decline deletes: there is no one left to tell, and the chunk was stored; it is not "no file offer".
+    interleave.meanwhile = () => service.decline('bob', offer.id);
+    expect(await service.putChunk('ann', offer.id, 2, 'AAA=')).toEqual({ result: completed.result, notify: null });
+    expect((await service.list('ann'))[0]?.recipients).toEqual({ bob: 'declined' });
+  });
+
   it('takes two uploads of one offer at once (a resume while the first still runs): each chunk stored once, none failing', async () => {
     const { service, blobs } = setup();
     const data = Buffer.from('abcdefghijklmnopqrstuvwx');

@@ -222,8 +222,15 @@ export class FileOfferService {
   private async announcedAgain(offer: StoredOffer): Promise<Pick<FileOutcome<unknown>, 'notify' | 'announces'>> {
     const pending = Object.keys(offer.recipients).filter((r) => offer.recipients[r] === 'pending');
     if (offer.announced || isWithdrawn(offer) || pending.length === 0) return { notify: null };
-    const notify = await this.completed(offer);
-    return { notify: notify && { ...notify, to: pending }, announces: offer.id };
+    const notify = await this.completed(offer).catch(async (e: unknown) => {
+      // Its data gone meanwhile: the last receiver yet to decide did so (or the sender withdrew it), and the data went
+      // with that. No one is left to tell, and the request is answered as any repeat; otherwise the offer is gone.
+      if (!(e instanceof DomainError && e.code === 'unknown_file')) throw e;
+      const now = await this.offers.get(offer.id);
+      if (now && !Object.values(now.recipients).includes('pending')) return null;
+      throw e;
+    });
+    return notify ? { notify: { ...notify, to: pending }, announces: offer.id } : { notify: null };
   }
 
   /** The receiver takes the offer; it may then fetch the chunks. Throws unknown_file, file_not_ready or not_allowed (declined already). */
