@@ -182,7 +182,12 @@ describe('redis backplane: inbox events relayed between gateways', () => {
         timeout: 40_000,
         interval: 200,
       });
+      // It says it does not hear the others (its /readyz is 503), and once it does, its clients resync.
+      expect(a.hearing()).toBe(false);
+      let gaps = 0;
+      a.onGap(() => gaps++);
       await late.restart();
+      await vi.waitFor(() => expect([a.hearing(), gaps]).toEqual([true, 1]), { timeout: 15_000, interval: 200 });
       const b = redisBackplane(late.url, prefix);
       backplanes.push(b);
       const got: string[] = [];

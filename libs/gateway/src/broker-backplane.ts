@@ -30,6 +30,8 @@ export interface Backplane {
   persistence: unknown;
   /** Called when this gateway may have missed packets from the others: its clients should reconnect and resync. */
   onGap(listener: () => void): void;
+  /** Whether this gateway hears the others now (its subscription to their channel is up). Standalone: always. */
+  hearing(): boolean;
   /**
    * Sends an inbox event to the other gateways only: each gateway writes inbox events to its own connections itself
    * (LocalInboxes), without the broker's routing. Standalone there is no other gateway and this does nothing.
@@ -112,7 +114,15 @@ export function inMemoryBackplane(retained?: RetainedStore): Backplane {
   const mq = Object.assign(local, { emit: (p: Packet, done?: Done) => (isRequest(p) ? (done?.(), local) : emit(p, done)) });
   const persistence = memoryPersistence();
   if (retained) keepRetained(persistence, retained);
-  return { mq, persistence, onGap: () => undefined, relay: () => undefined, onRelayed: () => undefined, sent: () => undefined };
+  return {
+    mq,
+    persistence,
+    onGap: () => undefined,
+    hearing: () => true,
+    relay: () => undefined,
+    onRelayed: () => undefined,
+    sent: () => undefined,
+  };
 }
 
 function keepRetained(persistence: MemoryPersistence, store: RetainedStore): void {
@@ -222,8 +232,11 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       local.emit(packet);
     }
   });
+  /** The SUBSCRIBE to the channel has succeeded once: ioredis renews it by itself at each reconnect from then on. */
+  let joined = false;
   sub.on('ready', () => {
-    subscribed = true;
+    // Not before the first SUBSCRIBE succeeds: a connection that is up but not subscribed hears nothing.
+    if (joined) subscribed = true;
   });
   // Packets published while the subscription was down never reach this gateway: its clients must resync.
   sub.on('close', () => {
@@ -234,12 +247,25 @@ export function redisBackplane(url: string, prefix: string): Backplane {
   });
   // ioredis subscribes again by itself after a reconnect, but only to what it had subscribed to: a SUBSCRIBE that gave up
   // (Redis away for its 20 tries at start, some 15 s) is tried again, else this gateway never heard the others.
+  // Once one that failed succeeds, the clients that came meanwhile resync: what the others sent until then is missed.
+  let failed = false;
   const subscribe = (): void => {
-    sub.subscribe(channel).catch((e: unknown) => {
-      if (closed) return;
-      logger.warn({ event: 'backplane_subscribe_failed', error: String(e), retryInMs: SUBSCRIBE_RETRY_MS });
-      setTimeout(subscribe, SUBSCRIBE_RETRY_MS).unref();
-    });
+    sub.subscribe(channel).then(
+      () => {
+        joined = true;
+        subscribed = true;
+        if (!failed || closed) return;
+        failed = false;
+        logger.log({ event: 'backplane_subscribed' });
+        for (const l of gapListeners) l();
+      },
+      (e: unknown) => {
+        if (closed) return;
+        failed = true;
+        logger.warn({ event: 'backplane_subscribe_failed', error: String(e), retryInMs: SUBSCRIBE_RETRY_MS });
+        setTimeout(subscribe, SUBSCRIBE_RETRY_MS).unref();
+      },
+    );
   };
   subscribe();
 
@@ -323,6 +349,7 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     mq: mq as unknown as MQEmitter,
     persistence,
     onGap: (l) => gapListeners.push(l),
+    hearing: () => subscribed && !closed,
     // A packet the broker can route too (it fills in a plain QoS 0 PUBLISH), so a gateway without a relay listener still
     // delivers it; only what differs from those defaults is encoded.
     // Once closed, an event a request still in flight delivers is dropped, and `sent` says so: taken for sent, a file's

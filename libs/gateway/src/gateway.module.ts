@@ -184,6 +184,8 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
     this.previousRunAliveAt = backend.kind === 'embedded' ? backend.db.previousRunAliveAt : null;
     readiness.register('mqtt', () => broker.listening);
     readiness.register('storage', () => storageIsReady(backend));
+    // A gateway that does not hear the others gives its users nothing the others deliver: none should be sent to it.
+    if (backend.kind === 'redis') readiness.register('backplane', () => broker.hearsOthers());
     const writes = storageWritesCheck(backend);
     if (writes) readiness.register('storage:writes', writes, { required: false });
   }

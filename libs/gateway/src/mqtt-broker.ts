@@ -267,6 +267,11 @@ export class MqttBroker {
     this.opts.backplane.relay(topic, payload);
   }
 
+  /** Whether this gateway hears the other gateways now (see `Backplane.hearing`). */
+  hearsOthers(): boolean {
+    return this.opts.backplane.hearing();
+  }
+
   /** Settles once what was relayed so far has left this process for good (see `Backplane.sent`); undefined: at once. */
   relayed(): Promise<boolean> | undefined {
     return this.opts.backplane.sent();
