@@ -117,6 +117,8 @@ class Recorder {
     const payload = typeof fields === 'string' ? fields : JSON.stringify({ ...fields, id });
     const seen = this.events.length;
     const reply = this.waitFor((e) => this.events.indexOf(e) >= seen && e.type === 'reply' && e.id === id, `reply to ${payload.slice(0, 80)}`);
+    // Should the publish fail, its error is the one to report, and the wait for a reply left behind must not reject unheard.
+    reply.catch(() => undefined);
     await this.client.publishAsync(this.requestTopic, payload, { qos: 1 });
     return reply;
   }

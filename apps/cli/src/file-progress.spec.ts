@@ -69,7 +69,7 @@ describe('TransferProgress', () => {
   it('fits its line to the terminal: the rate goes first, then the name is shortened', () => {
     const name = 'a-rather-long-file-name-for-a-narrow-terminal.tar.gz';
     const lines = new Map<number, string>();
-    for (const columns of [130, 110, 80, 40]) {
+    for (const columns of [130, 110, 80, 40, 20]) {
       const t = terminal(columns);
       const bar = new TransferProgress(new Printer(false), 'download', 'f1', name, 10_000, { stream: t.stream, now: t.now });
       bar.update(0);
@@ -83,5 +83,7 @@ describe('TransferProgress', () => {
     expect(lines.get(110)).toBe(`↓ ${name} [############------------]  50% 4.9 KiB / 9.8 KiB`);
     expect(lines.get(80)).toBe('↓ a-rather-long-file-name-fo… [############------------]  50% 4.9 KiB / 9.8 KiB');
     expect(lines.get(40)).toBe('↓ a-rather-long…  50% 4.9 KiB / 9.8 KiB');
+    // Narrower than the figures themselves: what fits of the line, in one row.
+    expect(lines.get(20)).toBe('↓ …  50% 4.9 KiB /…');
   });
 });

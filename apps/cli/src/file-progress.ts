@@ -95,7 +95,8 @@ export class TransferProgress {
     if (fits(withBar)) return `${verb} ${this.name} ${withBar}`;
     // A few characters of the name at least, then the bar goes before them.
     const rest = room - terminalWidth(`${verb}  ${withBar}`) >= MIN_NAME_COLUMNS ? withBar : figures;
-    return `${verb} ${shortened(this.name, room - terminalWidth(`${verb}  ${rest}`))} ${rest}`;
+    // Narrower still (under some 26 columns): whatever fits of the line.
+    return shortened(`${verb} ${shortened(this.name, Math.max(1, room - terminalWidth(`${verb}  ${rest}`)))} ${rest}`, room);
   }
 
   /** Ends the bar's line (if one was drawn). */

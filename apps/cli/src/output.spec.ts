@@ -222,5 +222,7 @@ describe('markedInOneRow', () => {
     expect(markedInOneRow('[10:00:01] you → bob: first\nsecond', '✓', 80)).toBe('[10:00:01] you → bob: first … ✓');
     // Wide characters count two columns each.
     expect(terminalWidth(markedInOneRow('[10:00:01] you → bob: ' + '漢字'.repeat(40), '✓✓', 40))).toBeLessThanOrEqual(39);
+    // Narrower than the mark: what fits, still one row.
+    expect(markedInOneRow(base, '✓✓ read 10:00:03', 12)).toBe('… ✓✓ read …');
   });
 });

@@ -308,5 +308,6 @@ export function markedInOneRow(base: string, mark: string, columns: number): str
   // The last column is left free: some terminals wrap a line that fills it.
   const room = columns - 1 - terminalWidth(mark) - 1;
   const firstLine = base.split('\n', 1)[0]!;
-  return `${shortened(firstLine === base ? base : `${firstLine} …`, room)} ${mark}`;
+  // A terminal narrower than the mark itself gets what fits of it.
+  return shortened(`${shortened(firstLine === base ? base : `${firstLine} …`, Math.max(1, room))} ${mark}`, columns - 1);
 }
