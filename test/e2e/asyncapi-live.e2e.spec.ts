@@ -9,6 +9,7 @@ import { REQUEST_OPS, topics } from '#libs/protocol';
 import { REPO_ROOT } from '../support/parley-server.js';
 import { connectClient, endClient } from '../support/mqtt-user.js';
 import { startTopology, type Mode, type Topology } from '../support/topology.js';
+import { waitForMatches } from '../support/wait-for-events.js';
 
 // ajv-formats is CommonJS: under ESM its plugin is the `default` of the default import (which is the plugin too).
 const addFormats = addFormatsModule.default;
@@ -63,7 +64,7 @@ function channelOf(topic: string): string {
 /** A connection that records every payload it receives, on whatever topic, and asks the server things. */
 class Recorder {
   readonly events: Json[] = [];
-  private listeners: (() => void)[] = [];
+  private readonly listeners = new Set<() => void>();
 
   private constructor(
     readonly name: string,
@@ -91,25 +92,8 @@ class Recorder {
   }
 
   waitFor(match: (e: Json) => boolean, what: string, timeoutMs = 10_000): Promise<Json> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const found = this.events.find(match);
-        if (found) {
-          cleanup();
-          resolve(found);
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`${this.name}: timed out waiting for ${what}; last: ${JSON.stringify(this.events.slice(-3))}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.listeners = this.listeners.filter((l) => l !== check);
-      };
-      this.listeners.push(check);
-      check();
-    });
+    const timedOut = () => new Error(`${this.name}: timed out waiting for ${what}; last: ${JSON.stringify(this.events.slice(-3))}`);
+    return waitForMatches(this.events, this.listeners, match, 1, timeoutMs, timedOut).then((found) => found[0]!);
   }
 
   /** Publishes a request (or raw bytes) and resolves with its reply, as it came. */

@@ -3,6 +3,7 @@ import mqtt, { type IClientOptions, type MqttClient } from 'mqtt';
 import { expect } from 'vitest';
 import { withDeadline } from '#libs/health';
 import { InboxEvent, topics, type OkReply, type ErrorReply } from '#libs/protocol';
+import { waitForMatches } from './wait-for-events.js';
 
 export interface Waiter<T> {
   promise: Promise<T>;
@@ -14,7 +15,7 @@ export interface Waiter<T> {
  */
 export class MqttUser {
   readonly events: InboxEvent[] = [];
-  private listeners: (() => void)[] = [];
+  private readonly listeners = new Set<() => void>();
   /** How many events have arrived, and when (by that count) each did: a reply is looked for among those after its request. */
   private arrivals = 0;
   private readonly arrivedAs = new WeakMap<InboxEvent, number>();
@@ -76,31 +77,20 @@ export class MqttUser {
 
   /** Resolves once `count` recorded events match; rejects after the timeout. */
   waitForCount(match: (e: InboxEvent) => boolean, count: number, timeoutMs = 10_000, what = 'events'): Promise<InboxEvent[]> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const found = this.events.filter(match);
-        if (found.length >= count) {
-          cleanup();
-          resolve(found);
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`${this.user}: timed out after ${timeoutMs} ms waiting for ${count} × ${what}; got ${JSON.stringify(this.events.slice(-5))}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        this.listeners = this.listeners.filter((l) => l !== check);
-      };
-      this.listeners.push(check);
-      check();
-    });
+    return waitForMatches(
+      this.events,
+      this.listeners,
+      match,
+      count,
+      timeoutMs,
+      () => new Error(`${this.user}: timed out after ${timeoutMs} ms waiting for ${count} × ${what}; got ${JSON.stringify(this.events.slice(-5))}`),
+    );
   }
 
   /** Calls `listener` with every event from now on, in arrival order. */
   onEvent(listener: (e: InboxEvent) => void): void {
     let seen = this.events.length;
-    this.listeners.push(() => {
+    this.listeners.add(() => {
       while (seen < this.events.length) listener(this.events[seen++]!);
     });
   }
