@@ -275,6 +275,17 @@ describe('transports', () => {
     }
   });
 
+  it('says that a certificate given without a TLS listener is not used', async () => {
+    const files = makeCertificates(mkdtempSync(join(tmpdir(), 'parley-tls-unused-')));
+    const plain = await startParley({ env: { PARLEY_TLS_CERT: files.cert, PARLEY_TLS_KEY: files.key } });
+    try {
+      expect(plain.stdout.filter((l) => (JSON.parse(l) as { message?: { event?: string } }).message?.event === 'tls_unused')).toHaveLength(1);
+      expect(plain.extraPorts).toEqual({});
+    } finally {
+      await plain.dispose();
+    }
+  });
+
   it('refuses to start a TLS listener without a certificate, in one line', async () => {
     await expect(startParley({ env: { PARLEY_MQTTS_PORT: '0' }, timeoutMs: 10_000 })).rejects.toThrow(
       /PARLEY_MQTTS_PORT needs PARLEY_TLS_CERT and PARLEY_TLS_KEY/,

@@ -53,6 +53,12 @@ async function bootstrap(): Promise<void> {
   }
   const logger = new Logger('Parley');
   stopOnSignals(app, logger, () => app.get(Readiness).stopping());
+  // A certificate with no TLS listener to use it is most likely a listener forgotten: said, rather than ignored.
+  if ((config.PARLEY_TLS_CERT || config.PARLEY_TLS_KEY) && config.PARLEY_MQTTS_PORT === undefined && config.PARLEY_WSS_PORT === undefined)
+    logger.warn({
+      event: 'tls_unused',
+      message: 'PARLEY_TLS_CERT and PARLEY_TLS_KEY are set, but no TLS listener is: set PARLEY_MQTTS_PORT or PARLEY_WSS_PORT',
+    });
   logger.log({
     event: 'listening',
     mqtt: { host: mqtt.address, port: mqtt.port },
