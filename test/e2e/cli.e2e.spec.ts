@@ -90,6 +90,12 @@ describe('the parley CLI', () => {
       2,
       'error: usage: " alice" is no user name (a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -)',
     ]);
+    // Text that starts with a dash is taken for an option: the error says how to send it.
+    const dash = await runCli(['--json', 'send', alice, '-1 for me'], as(alice));
+    expect([dash.code, dash.json]).toEqual([
+      2,
+      [{ type: 'error', code: 'usage', message: `unknown option '-1 for me' (text that starts with a dash goes after --: parley send bob -- "-1 for me")` }],
+    ]);
     const badOffer = await runCli(['file', 'accept', 'bad id!'], as(alice));
     expect([badOffer.code, badOffer.stderr.trim()]).toEqual([
       2,

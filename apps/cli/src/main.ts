@@ -53,7 +53,8 @@ const program = new Command('parley')
   .showHelpAfterError()
   // With --json a script reads stdout: a usage error is one JSON line there too (the help that follows stays on stderr).
   .configureOutput({
-    outputError: (text, write) => {
+    outputError: (said, write) => {
+      const text = withDashHint(said);
       if (!process.argv.includes('--json')) return write(text);
       new Printer(true).error('usage', text.trim().replace(/^error: /, ''));
     },
@@ -115,6 +116,16 @@ async function textFromStdin(printer: Printer): Promise<string> {
     .replace(/\r?\n$/, '');
   if (text === '') throw new UsageError('nothing to send: stdin was empty');
   return text;
+}
+
+/**
+ * Commander's "unknown option" for what is no option but text that starts with a dash (`parley send bob "-1 for me"`):
+ * says how to send such text.
+ */
+function withDashHint(text: string): string {
+  const m = /^error: unknown option '(-[^']*)'/.exec(text);
+  if (!m || !/^-(\d|-?\S*\s)/.test(m[1]!)) return text;
+  return text.replace(/\n?$/, ` (text that starts with a dash goes after --: parley send bob -- "${m[1]}")\n`);
 }
 
 /** A file offer's id as typed: one that cannot be one is a usage mistake, said before connecting. */
