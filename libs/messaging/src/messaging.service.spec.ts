@@ -14,7 +14,7 @@ const freshDatabase = tempDatabases('parley-messaging-unit-');
  * generation, as a Redis restarted without persistence does (the process sees a reconnect), and an append that can be
  * held back.
  */
-function setup() {
+function setup(knownPairs?: number) {
   const db = freshDatabase();
   const realIndex = new EmbeddedConversationIndexStore(db);
   const realLog = new EmbeddedConversationLogStore(db);
@@ -22,7 +22,12 @@ function setup() {
   let generation = 0;
   let holdAppend: Promise<void> | null = null;
   let appending: () => void = () => undefined;
-  const index: ConversationIndexStore = Object.assign(Object.create(realIndex) as ConversationIndexStore, { generation: () => generation });
+  /** Every index write, `user conv`: a pair taken as indexed is not written. */
+  const added: string[] = [];
+  const index: ConversationIndexStore = Object.assign(Object.create(realIndex) as ConversationIndexStore, {
+    generation: () => generation,
+    add: (user: string, c: string) => (added.push(`${user} ${c}`), realIndex.add(user, c)),
+  });
   const log: ConversationLogStore = Object.assign(Object.create(realLog) as ConversationLogStore, {
     append: async (...args: Parameters<ConversationLogStore['append']>) => {
       if (holdAppend) {
@@ -32,7 +37,7 @@ function setup() {
       return realLog.append(...args);
     },
   });
-  const service = new MessagingService(log, index, { exists: () => Promise.resolve(true) }, { maxTextLength: 100 });
+  const service = new MessagingService(log, index, { exists: () => Promise.resolve(true) }, { maxTextLength: 100 }, Date.now, knownPairs);
   /** The index loses everything it held, and the process learns of a new generation (a reconnect). */
   const loseIndex = async () => {
     for (const key of entries.getKeys()) await entries.remove(key);
@@ -44,7 +49,7 @@ function setup() {
     const started = new Promise<void>((resolve) => (appending = resolve));
     return { started, release: () => ((holdAppend = null), release()) };
   };
-  return { service, index, loseIndex, hold };
+  return { service, index, loseIndex, hold, added };
 }
 
 describe('MessagingService', () => {
@@ -91,5 +96,22 @@ describe('MessagingService', () => {
     expect((await sending).accepted.seq).toBe(2);
     expect(await index.list('bob')).toEqual([conv]);
     expect(await index.list('ann')).toEqual([conv]);
+  });
+
+  it('remembers at most so many conversations as indexed, so a long-running server does not keep every one it wrote to', async () => {
+    const { service, added } = setup(4);
+    for (const to of ['bob', 'cy', 'dee', 'eve', 'fay']) await service.send({ from: 'ann', id: `m-${to}`, to, text: 'hi' });
+    const remembered = (service as unknown as { indexed: Map<string, number> }).indexed;
+    // Five conversations, two users each: the four noted last are kept.
+    expect(remembered.size).toBe(4);
+    // A conversation still remembered is not written again; one let go is, once, and is remembered again.
+    added.length = 0;
+    await service.send({ from: 'fay', id: 'f1', to: 'ann', text: 'hi' });
+    expect(added).toEqual([]);
+    await service.send({ from: 'ann', id: 'b2', to: 'bob', text: 'again' });
+    await service.send({ from: 'ann', id: 'b3', to: 'bob', text: 'and again' });
+    const bob = directConversationId('ann', 'bob');
+    expect(added).toEqual([`ann ${bob}`, `bob ${bob}`]);
+    expect(remembered.size).toBe(4);
   });
 });

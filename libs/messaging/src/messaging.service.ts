@@ -55,11 +55,17 @@ export interface HistoryPage {
   messages: MessageEvent[];
 }
 
+/** How many `user\0conv` pairs MessagingService remembers as indexed: about 10 MiB of heap at most. */
+const KNOWN_PAIRS = 100_000;
+
 /** 1:1 messages: validate, append durably, and describe what to deliver. */
 export class MessagingService {
   /**
    * `user\0conv` pairs known to be in the index, so repeat sends skip that write, with the index's generation they were
-   * written in: a store that may have lost them since (see `ConversationIndexStore.generation`) is written again.
+   * written in: a store that may have lost them since (see `ConversationIndexStore.generation`) is written again. At
+   * most `knownPairs`, the least recently noted going first: kept without a bound, it held every conversation written
+   * to since the process started (some 210 bytes of heap per 1:1 conversation, never given back). A pair let go costs
+   * one more index write, which changes nothing, at its next send.
    */
   private readonly indexed = new Map<string, number>();
 
@@ -69,6 +75,7 @@ export class MessagingService {
     private readonly users: UserDirectory,
     private readonly limits: MessagingLimits,
     private readonly now: () => number = Date.now,
+    private readonly knownPairs = KNOWN_PAIRS,
   ) {}
 
   /**
@@ -160,7 +167,12 @@ export class MessagingService {
   private indexOne(user: string, conv: string, generation: number): Promise<void> | null {
     const key = `${user}\0${conv}`;
     if (this.indexed.get(key) === generation) return null;
-    return this.index.add(user, conv).then(() => void this.indexed.set(key, generation));
+    return this.index.add(user, conv).then(() => {
+      // Moved to the end: the first in the map is the least recently noted.
+      this.indexed.delete(key);
+      this.indexed.set(key, generation);
+      if (this.indexed.size > this.knownPairs) this.indexed.delete(this.indexed.keys().next().value!);
+    });
   }
 }
 
