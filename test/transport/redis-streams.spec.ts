@@ -1,4 +1,5 @@
 import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { DomainError } from '#libs/protocol';
 import { exposeService, RedisStreamsClient, RedisStreamsServer, rpcProxy } from '#libs/transport';
@@ -58,6 +59,13 @@ describe('RPC over Redis Streams', () => {
     expect(await counter.add(41)).toBe(42);
     await expect(counter.fail('not_member')).rejects.toMatchObject({ name: 'DomainError', code: 'not_member', message: 'refused with not_member' });
     expect(calls).toEqual([41]);
+    // Answered calls leave nothing in Redis (they filled it up to each stream's cap).
+    const admin = new Redis(redis.url);
+    try {
+      await vi.waitFor(async () => expect(await admin.xlen(`${prefix}rpc:counter`)).toBe(0), { timeout: 5000 });
+    } finally {
+      admin.disconnect();
+    }
   });
 
   it('answers a failure that is no DomainError as unavailable (to be retried), without what the store said', async () => {

@@ -269,7 +269,9 @@ export class RedisStreamsServer extends Server implements CustomTransportStrateg
       reply = { id: f.id ?? '', err: { code: answer.code, message: answer.message } };
     }
     if (f.replyTo) await this.writer!.publish(f.replyTo, JSON.stringify(reply));
-    await this.writer!.xack(stream, group, entryId);
+    // Answered calls are of no more use: deleted with their acknowledgement (one round trip), instead of filling Redis up
+    // to each stream's cap (some 150 MB of old calls and file chunks). Should the delete be lost, the cap trims it.
+    await Promise.all([this.writer!.xack(stream, group, entryId), this.writer!.xdel(stream, entryId)]);
     this.opts.observe?.(group, methodOf(f.pattern ?? ''), reply.err?.code ?? 'ok', Number(process.hrtime.bigint() - started) / 1e9);
   }
 }

@@ -31,7 +31,11 @@ export async function rpcQueueDepths(redis: Redis, prefix: string, services: rea
       }
       const group = groups.map((g) => fieldsOf(g)).find((g) => g.name === service);
       if (!group) return { service, waiting: await redis.xlen(stream), pending: 0 };
-      return { service, waiting: typeof group.lag === 'number' ? group.lag : null, pending: Number(group.pending ?? 0) };
+      const pending = Number(group.pending ?? 0);
+      if (typeof group.lag === 'number') return { service, waiting: group.lag, pending };
+      // Redis cannot tell the lag once entries were deleted from the middle (answered calls are): what is left of the
+      // stream is then the calls no replica took, and those taken and not answered.
+      return { service, waiting: Math.max(0, (await redis.xlen(stream)) - pending), pending };
     }),
   );
 }
