@@ -114,6 +114,9 @@ describe('FileOfferService', () => {
     await service.confirm('bob', id);
     expect((await service.syncEvent('ann'))!.offers[0]).toMatchObject({ recipients: { bob: 'received' }, seen: { bob: 'accepted' } });
     expect((await service.seen('ann', id, { bob: 'received' })).result.offer.seen).toEqual({ bob: 'received', cy: 'declined' });
+    // Every decision made and shown: nothing more to tell, so the sync leaves it out (the list still has it).
+    expect(await service.syncEvent('ann')).toBeNull();
+    expect((await service.list('ann')).map((o) => o.id)).toEqual([id]);
   });
 
   it('lets the sender withdraw an offer: its data goes, and only receivers still waiting are told', async () => {

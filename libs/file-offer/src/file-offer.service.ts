@@ -326,9 +326,13 @@ export class FileOfferService {
     return (await this.offers.listOf(user)).filter((o) => o.expiresAt > now && this.visibleTo(o, user)).map((o) => viewOf(o, user));
   }
 
-  /** The `files` event for a connection's inbox sync: null when the user has no live offer. */
+  /**
+   * The `files` event for a connection's inbox sync: null when there is nothing in it. The user's own offers that have
+   * nothing more to tell it are left out (`file.list` still has them): each of at most a week's offers would otherwise
+   * ride along with every login.
+   */
   async syncEvent(user: string): Promise<FilesEvent | null> {
-    const offers = await this.list(user);
+    const offers = (await this.list(user)).filter((o) => o.from !== user || !toldAll(o));
     return offers.length === 0 ? null : { type: 'files', offers };
   }
 
@@ -439,6 +443,14 @@ function viewOf(offer: StoredOffer, viewer?: string): FileOffer {
   const { open: _open, announced: _announced, seen, request, ...view } = offer;
   if (viewer !== offer.from) return view;
   return { ...view, ...(seen !== undefined ? { seen } : {}), ...(request !== undefined ? { request } : {}) };
+}
+
+/**
+ * Whether an offer (in its sender's view) has nothing more to tell its sender: each receiver has received it or declined
+ * it, and the sender has been shown that (`seen`), or it was withdrawn from them.
+ */
+function toldAll(offer: FileOffer): boolean {
+  return Object.entries(offer.recipients).every(([u, s]) => s === 'withdrawn' || ((s === 'received' || s === 'declined') && offer.seen?.[u] === s));
 }
 
 /** Whether `user` is one of the offer's receivers (an own key: a user may be called `constructor`). */
