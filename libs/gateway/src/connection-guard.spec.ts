@@ -1,5 +1,5 @@
 import { Duplex, PassThrough, Writable } from 'node:stream';
-import { afterEach, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { GuardedConnection, type GuardDrop, type GuardLimits } from './connection-guard.js';
 import { pubackPacket } from './mqtt-frame.js';
 
@@ -270,6 +270,45 @@ describe('GuardedConnection', () => {
       expect(written).toEqual([]);
       expect(g.read()).toEqual(request);
     });
+  });
+
+  it('gathers a packet sent a few bytes at a time with copying in proportion to its size, not to its square', async () => {
+    const { g, read } = guard({ maxConnectBytes: 8192, maxPacketBytes: 100_000 });
+    // A CONNECT of 8011 bytes (its client id 7996 characters), and a PUBLISH of 60009.
+    const id = Buffer.from(`alice/${'a'.repeat(7990)}`);
+    const hello = Buffer.concat([Buffer.from([0x10, 0xc8, 0x3e]), str('MQTT'), Buffer.from([4, 0x02, 0, 60, id.length >> 8, id.length & 0xff]), id]);
+    expect(hello.length).toBe(3 + 8008);
+    const body = Buffer.concat([str('t/a'), Buffer.alloc(60_000, 0x7a)]);
+    const publish = Buffer.concat([Buffer.from([0x30, 0xe5, 0xd4, 0x03]), body]);
+    expect(publish.length).toBe(4 + 60_005);
+    const ping = Buffer.from([0xc0, 0x00]);
+    // Every byte the guard copies goes through one of these: count the bytes they make.
+    let made = 0;
+    const concat = Buffer.concat.bind(Buffer);
+    const allocUnsafe = Buffer.allocUnsafe.bind(Buffer);
+    vi.spyOn(Buffer, 'concat').mockImplementation((list, total) => {
+      const b = concat(list, total);
+      made += b.length;
+      return b;
+    });
+    vi.spyOn(Buffer, 'allocUnsafe').mockImplementation((size) => {
+      made += size;
+      return allocUnsafe(size);
+    });
+    try {
+      for (let i = 0; i < hello.length; i++) g.onData(hello.subarray(i, i + 1));
+      expect(made).toBeLessThan(4 * hello.length);
+      g.admit(true);
+      made = 0;
+      // Three bytes at a time; the last piece ends the PUBLISH and carries a whole PINGREQ behind it.
+      for (let i = 0; i < publish.length - 1; i += 3) g.onData(publish.subarray(i, Math.min(i + 3, publish.length - 1)));
+      g.onData(Buffer.concat([publish.subarray(-1), ping]));
+      expect(made).toBeLessThan(4 * publish.length);
+    } finally {
+      vi.restoreAllMocks();
+    }
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(read)).toEqual(Buffer.concat([hello, publish, ping]));
   });
 
   it('writes a packet of its own behind what the broker has corked in it, never before', async () => {
