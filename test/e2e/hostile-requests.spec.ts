@@ -253,6 +253,26 @@ describe('security', () => {
       await locked.dispose();
     }
   });
+
+  it('a registration retried with guesses at the password is a failed login each: a known request id (the docs’ "reg-1") is no way around the lockout', async () => {
+    const locked = await startParley({ env: { PARLEY_LOGIN_MAX_FAILURES: '5', PARLEY_LOGIN_LOCKOUT_MS: '60000', PARLEY_REGISTRATIONS_PER_MINUTE: '100' } });
+    try {
+      // Registered with the request id "reg-1", as `registerUser` (and the example in docs/topics.md) does.
+      const victim = await new TestUsers(() => [locked.mqttUrl], users.password).fresh('victim');
+      for (let i = 0; i < 5; i++) {
+        expect(await registerUser(locked.mqttUrl, victim, `guess number ${i}`)).toMatchObject({ ok: false, error: { code: 'user_exists' } });
+      }
+      // Locked out now: the right password is not checked (the answer tells nothing), and this address's logins are refused.
+      expect(await registerUser(locked.mqttUrl, victim, users.password)).toMatchObject({ ok: false, error: { code: 'user_exists' } });
+      await expect(connectClient(locked.mqttUrl, { username: victim, password: users.password, clientId: `${victim}/after` })).rejects.toMatchObject({
+        code: 5,
+      });
+      // Another address logs in.
+      await endClient(await connectClient(locked.mqttUrl6, { username: victim, password: users.password, clientId: `${victim}/other` }));
+    } finally {
+      await locked.dispose();
+    }
+  });
 });
 
 describe('abuse limits', () => {

@@ -56,6 +56,23 @@ describe('AccountsService', () => {
     // The account is the first one, once.
     expect(await accounts.authenticate('retry', 'long enough')).toBe(true);
   });
+
+  it('counts the password a retried registration checks as a login attempt: a wrong one fails, and none is checked while locked out', async () => {
+    expect(await accounts.register('guessed', 'long enough', 'reg-1')).toEqual({ user: 'guessed' });
+    let failures = 0;
+    let locked = false;
+    const guesses = { mayTry: () => Promise.resolve(!locked), failed: () => Promise.resolve(void failures++) };
+    await expect(accounts.register('guessed', 'a guess at it', 'reg-1', guesses)).rejects.toMatchObject({ code: 'user_exists' });
+    expect(failures).toBe(1);
+    // Another id checks no password, and counts nothing.
+    await expect(accounts.register('guessed', 'a guess at it', 'reg-2', guesses)).rejects.toMatchObject({ code: 'user_exists' });
+    expect(failures).toBe(1);
+    expect(await accounts.register('guessed', 'long enough', 'reg-1', guesses)).toEqual({ user: 'guessed' });
+    // Locked out, even the right password is not checked: the answer tells nothing.
+    locked = true;
+    await expect(accounts.register('guessed', 'long enough', 'reg-1', guesses)).rejects.toMatchObject({ code: 'user_exists' });
+    expect(failures).toBe(1);
+  });
 });
 
 describe('AccountsService password forms (Unicode normalisation)', () => {

@@ -9,6 +9,14 @@ export interface AccountsOptions {
   verifiedCacheMs?: number;
 }
 
+/** The failed-login limits, as a registration's retry meets them (see `AccountsService.register`). */
+export interface PasswordGuesses {
+  /** False while the user name or the address is locked out: the password is not checked then. */
+  mayTry(): Promise<boolean>;
+  /** The password checked was wrong: one failed login. */
+  failed(): Promise<void>;
+}
+
 /** Registration and login. */
 export class AccountsService {
   /** A hash the KDF runs against for unknown users, so a login's timing does not reveal whether the name exists. */
@@ -44,7 +52,7 @@ export class AccountsService {
    * The password is kept in its NFC form (see `formsOf`), and judged in that form: the same password typed on any
    * keyboard gets the same verdict.
    */
-  async register(user: string, password: string, requestId?: string): Promise<{ user: string }> {
+  async register(user: string, password: string, requestId?: string, guesses?: PasswordGuesses): Promise<{ user: string }> {
     if (!USERNAME_PATTERN.test(user)) {
       throw new DomainError('invalid_username', 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -');
     }
@@ -55,9 +63,14 @@ export class AccountsService {
     const generation = this.store.generation();
     const created = await this.store.create({ user, passwordHash, createdAt: this.now(), ...(requestId ? { request: requestId } : {}) });
     if (!created) {
-      // A retry is the same request: the same id and the same password (two people may pick one id, say "reg-1").
+      // A retry is the same request: the same id and the same password (two people may pick one id, say "reg-1"). Its
+      // password check is a login attempt to `guesses`: an id anyone might pick made it a way to try passwords that no
+      // failed-login limit counted.
       const account = requestId ? await this.store.get(user) : undefined;
-      if (account && account.request === requestId && (await this.matchingForm(password, account.passwordHash)) !== undefined) return { user };
+      if (account && account.request === requestId && (!guesses || (await guesses.mayTry()))) {
+        if ((await this.matchingForm(password, account.passwordHash)) !== undefined) return { user };
+        await guesses?.failed();
+      }
       throw new DomainError('user_exists', `the name "${user}" is taken`);
     }
     this.known.set(user, generation);

@@ -54,25 +54,32 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
       imports: [AccountsModule, MessagingModule, GroupModule, ...services],
       providers: [
         {
+          // Failed logins, counted by logins and by registrations' retries (each checks a password).
+          provide: LoginThrottle,
+          useFactory: (config: ParleyConfig, backend: StorageBackend) =>
+            new LoginThrottle(
+              {
+                maxFailuresPerAddress: config.PARLEY_LOGIN_MAX_FAILURES,
+                maxFailuresPerUser: config.PARLEY_LOGIN_MAX_USER_FAILURES,
+                windowMs: config.PARLEY_LOGIN_WINDOW_MS,
+                lockoutMs: config.PARLEY_LOGIN_LOCKOUT_MS,
+              },
+              // On Redis, failed logins count across every gateway: an attack spread over them is seen as one.
+              adapterFor<FailureLedger>(backend, { embedded: () => new MemoryFailureLedger(), redis: (redis) => new RedisFailureLedger(redis) }),
+            ),
+          inject: [PARLEY_CONFIG, STORAGE_BACKEND],
+        },
+        {
           provide: AccessPolicy,
-          useFactory: (accounts: AccountsService, metrics: Metrics, config: ParleyConfig, backend: StorageBackend) =>
+          useFactory: (accounts: AccountsService, metrics: Metrics, config: ParleyConfig, throttle: LoginThrottle) =>
             new AccessPolicy(accounts, metrics, {
-              throttle: new LoginThrottle(
-                {
-                  maxFailuresPerAddress: config.PARLEY_LOGIN_MAX_FAILURES,
-                  maxFailuresPerUser: config.PARLEY_LOGIN_MAX_USER_FAILURES,
-                  windowMs: config.PARLEY_LOGIN_WINDOW_MS,
-                  lockoutMs: config.PARLEY_LOGIN_LOCKOUT_MS,
-                },
-                // On Redis, failed logins count across every gateway: an attack spread over them is seen as one.
-                adapterFor<FailureLedger>(backend, { embedded: () => new MemoryFailureLedger(), redis: (redis) => new RedisFailureLedger(redis) }),
-              ),
+              throttle,
               maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
               maxAnonymousPerAddress: config.PARLEY_MAX_ANONYMOUS_PER_ADDRESS,
               anonymousTimeoutMs: config.PARLEY_ANONYMOUS_TIMEOUT_MS,
               maxSubscriptions: config.PARLEY_MAX_SUBSCRIPTIONS,
             }),
-          inject: [AccountsService, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
+          inject: [AccountsService, Metrics, PARLEY_CONFIG, LoginThrottle],
         },
         {
           provide: MqttBroker,
@@ -109,6 +116,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             config: ParleyConfig,
             broker: MqttBroker,
             files: FileRequests,
+            logins: LoginThrottle,
           ) => {
             const dispatcher = new RequestDispatcher(
               accounts,
@@ -120,6 +128,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
               metrics,
               {
                 maxRequestBytes: config.PARLEY_MAX_REQUEST_BYTES,
+                logins,
                 rate: new RequestLimiter({
                   perConnection: { perSecond: config.PARLEY_CONNECTION_RATE, burst: config.PARLEY_CONNECTION_BURST },
                   perUser: { perSecond: config.PARLEY_USER_RATE, burst: config.PARLEY_USER_BURST },
@@ -138,7 +147,19 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             broker.limitSubscriptions((connection, principal) => dispatcher.takeRequest(connection, principal));
             return dispatcher;
           },
-          inject: [AccountsService, MessagingService, PRESENCE_API, RECEIPTS_API, GROUP_API, InboxPublisher, Metrics, PARLEY_CONFIG, MqttBroker, FileRequests],
+          inject: [
+            AccountsService,
+            MessagingService,
+            PRESENCE_API,
+            RECEIPTS_API,
+            GROUP_API,
+            InboxPublisher,
+            Metrics,
+            PARLEY_CONFIG,
+            MqttBroker,
+            FileRequests,
+            LoginThrottle,
+          ],
         },
         {
           provide: PresenceTracker,

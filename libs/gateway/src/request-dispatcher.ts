@@ -32,6 +32,7 @@ import { deferred } from './deferred.js';
 import type { FileRequests } from './file-requests.js';
 import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 import { guardOf } from './connection-guard.js';
+import type { LoginThrottle } from './login-throttle.js';
 import type { RequestLimiter } from './request-limiter.js';
 import type { Counter, Histogram } from 'prom-client';
 
@@ -39,6 +40,8 @@ export interface DispatcherLimits {
   maxRequestBytes: number;
   /** Request rate limits per connection and per user; none when absent. */
   rate?: RequestLimiter;
+  /** The failed-login limits, which a registration's retry meets too (it checks a password); none when absent. */
+  logins?: LoginThrottle;
 }
 
 /**
@@ -254,7 +257,13 @@ export class RequestDispatcher {
   private async execute(principal: Principal, req: Request, turn: Turn, connection: Client): Promise<OkReply> {
     if (principal.kind === 'anonymous') {
       if (req.op !== 'register') throw new DomainError('not_allowed', 'log in first: an anonymous connection may only register');
-      return ok(req, 'register', await this.accounts.register(req.user, req.password, req.id));
+      const logins = this.limits.logins;
+      const address = guardOf(connection.conn)?.remoteAddress ?? 'unknown';
+      const guesses = logins && {
+        mayTry: async () => (await logins.lockedUntil(req.user, address)) === 0,
+        failed: () => logins.failed(req.user, address),
+      };
+      return ok(req, 'register', await this.accounts.register(req.user, req.password, req.id, guesses));
     }
     const user = principal.user;
     switch (req.op) {
