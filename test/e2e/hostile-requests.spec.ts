@@ -254,6 +254,29 @@ describe('security', () => {
     }
   });
 
+  it('password guesses sent all at once: no more are hashed than the failure limit lets through, the rest meet the lockout', async () => {
+    const locked = await startParley({ env: { PARLEY_LOGIN_MAX_FAILURES: '5', PARLEY_LOGIN_LOCKOUT_MS: '60000' } });
+    try {
+      const victim = await new TestUsers(() => [locked.mqttUrl], users.password).fresh('victim');
+      const codes = await Promise.all(
+        Array.from({ length: 40 }, async (_, i) => {
+          const c = await RawClient.open(locked.mqttPort);
+          c.send(connectPacket({ clientId: `${victim}/at-once${i}`, username: victim, password: `guess number ${i}` }));
+          const code = await c.connackCode();
+          c.socket.destroy();
+          return code;
+        }),
+      );
+      // Five under way at once, and the few that start as the first end, before the fifth failure locks the address.
+      const hashed = codes.filter((c) => c === 4).length;
+      expect(hashed).toBeGreaterThanOrEqual(5);
+      expect(hashed).toBeLessThanOrEqual(9);
+      expect(codes.filter((c) => c === 5).length).toBe(40 - hashed);
+    } finally {
+      await locked.dispose();
+    }
+  });
+
   it('a registration retried with guesses at the password is a failed login each: a known request id (the docs’ "reg-1") is no way around the lockout', async () => {
     const locked = await startParley({ env: { PARLEY_LOGIN_MAX_FAILURES: '5', PARLEY_LOGIN_LOCKOUT_MS: '60000', PARLEY_REGISTRATIONS_PER_MINUTE: '100' } });
     try {

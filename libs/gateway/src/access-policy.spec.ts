@@ -2,7 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Client, ConnectPacket } from 'aedes';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AccountsService, EmbeddedAccountStore, PasswordHasher } from '#libs/accounts';
 import { Metrics } from '#libs/health';
 import { EmbeddedDatabase } from '#libs/storage';
@@ -100,5 +100,47 @@ describe('AccessPolicy.authenticate, passwords in either Unicode form', () => {
     // Two forms tried (NFC, then as sent), one attempt: one failure recorded.
     expect(await login(clientOf('claire/mac2'), Buffer.from('wrong cre\u0300me', 'utf8'))).toBe(false);
     expect(ledger.failures).toBe(1);
+  });
+});
+
+describe('AccessPolicy.authenticate, attempts sent all at once', () => {
+  it('checks no more passwords than the failed-login limit lets one address try: the rest wait, and meet the lockout', async () => {
+    const throttle = new LoginThrottle({ maxFailuresPerAddress: 3, maxFailuresPerUser: 1000, windowMs: 60_000, lockoutMs: 60_000 });
+    const guarded = new AccessPolicy(accounts, new Metrics(), { throttle, maxConnectionsPerUser: 100 });
+    const checked = vi.spyOn(accounts, 'authenticate');
+    try {
+      // Thirty at once, from one address (these clients have none: all are 'unknown'), each a wrong guess.
+      const codes = await Promise.all(
+        Array.from(
+          { length: 30 },
+          (_, i) =>
+            new Promise<number | undefined>((resolve) =>
+              guarded.authenticate(clientOf(`alice/guess${i}`), 'alice', Buffer.from(`guess number ${i}`), (error) => resolve(error?.returnCode)),
+            ),
+        ),
+      );
+      // Three under way at once; those that start as the first end may run before the third's failure locks the address.
+      expect(checked.mock.calls.length).toBeLessThanOrEqual(5);
+      expect(codes.filter((c) => c === 4).length).toBe(checked.mock.calls.length);
+      expect(codes.filter((c) => c === 5).length).toBe(30 - checked.mock.calls.length);
+    } finally {
+      checked.mockRestore();
+    }
+  });
+
+  it('checks no password for a connection that ended while its attempt waited', async () => {
+    const throttle = new LoginThrottle({ maxFailuresPerAddress: 1, maxFailuresPerUser: 1000, windowMs: 60_000, lockoutMs: 60_000 });
+    const guarded = new AccessPolicy(accounts, new Metrics(), { throttle, maxConnectionsPerUser: 100 });
+    const checked = vi.spyOn(accounts, 'authenticate');
+    try {
+      const first = new Promise((resolve) => guarded.authenticate(clientOf('alice/first'), 'alice', Buffer.from('correct horse'), resolve));
+      const gone = clientOf('alice/gone');
+      const second = new Promise((resolve) => guarded.authenticate(gone, 'alice', Buffer.from('correct horse'), resolve));
+      (gone as { closed: boolean }).closed = true;
+      await Promise.all([first, second]);
+      expect(checked).toHaveBeenCalledTimes(1);
+    } finally {
+      checked.mockRestore();
+    }
   });
 });

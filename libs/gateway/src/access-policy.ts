@@ -138,7 +138,16 @@ export class AccessPolicy {
   }
 
   /** Logs a user's connection in, or resolves with why not. Rejects when a store cannot be asked. */
-  private async logIn(client: Client, principal: Principal & { kind: 'user' }, password: string, address: string): Promise<AuthenticateError | null> {
+  private logIn(client: Client, principal: Principal & { kind: 'user' }, password: string, address: string): Promise<AuthenticateError | null> {
+    const throttle = this.limits?.throttle;
+    if (!throttle) return this.checkLogin(client, principal, password, address);
+    return throttle.attempt(principal.user, address, () =>
+      // A connection that ended while its attempt waited (the connect timeout) costs no KDF run.
+      isOver(client) ? Promise.resolve(refusal(CONNACK.NOT_AUTHORIZED, 'connection closed')) : this.checkLogin(client, principal, password, address),
+    );
+  }
+
+  private async checkLogin(client: Client, principal: Principal & { kind: 'user' }, password: string, address: string): Promise<AuthenticateError | null> {
     // Asked before the password is hashed: a brute force costs a lookup, not a KDF run.
     const lockedUntil = (await this.limits?.throttle.lockedUntil(principal.user, address)) ?? 0;
     if (lockedUntil > 0) {

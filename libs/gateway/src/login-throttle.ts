@@ -114,11 +114,28 @@ export class RedisFailureLedger implements FailureLedger {
  * holds. Counted per gateway standalone, and across all gateways on Redis.
  */
 export class LoginThrottle {
+  private readonly addressTurns: Turns;
+  private readonly userTurns: Turns;
+
   constructor(
     private readonly limits: LoginThrottleLimits,
     private readonly ledger: FailureLedger = new MemoryFailureLedger(),
     private readonly now: () => number = Date.now,
-  ) {}
+  ) {
+    this.addressTurns = new Turns(limits.maxFailuresPerAddress);
+    this.userTurns = new Turns(limits.maxFailuresPerUser);
+  }
+
+  /**
+   * Runs a login attempt (its lockout check, password check and failure count) once fewer attempts of its address, and
+   * of its user name, are under way than would lock them out; until then it waits. Failures are counted as attempts
+   * end: attempts sent all at once all passed the lockout check before the first was counted, and each cost a KDF run
+   * (300 from one address, at once: 300 guesses, seconds of CPU each second). On this gateway; across gateways, each
+   * bounds its own.
+   */
+  attempt<T>(user: string, address: string, run: () => Promise<T>): Promise<T> {
+    return this.addressTurns.take(addressCounter(address), () => this.userTurns.take(userCounter(user), run));
+  }
 
   /** 0 when a login attempt may proceed; otherwise the time (epoch ms) the lockout ends. */
   lockedUntil(user: string, address: string): Promise<number> {
@@ -135,6 +152,28 @@ export class LoginThrottle {
       this.limits.windowMs,
       this.limits.lockoutMs,
     );
+  }
+}
+
+/** At most `max` tasks of one key run at once; the others wait, in order, for one to end. */
+class Turns {
+  private readonly keys = new Map<string, { running: number; waiting: (() => void)[] }>();
+
+  constructor(private readonly max: number) {}
+
+  async take<T>(key: string, run: () => Promise<T>): Promise<T> {
+    const turns = this.keys.get(key) ?? { running: 0, waiting: [] };
+    this.keys.set(key, turns);
+    // A task that ends hands its place to the first waiting, so `running` counts both.
+    if (turns.running < this.max) turns.running++;
+    else await new Promise<void>((resolve) => turns.waiting.push(resolve));
+    try {
+      return await run();
+    } finally {
+      const next = turns.waiting.shift();
+      if (next) next();
+      else if (--turns.running === 0) this.keys.delete(key);
+    }
   }
 }
 
