@@ -232,18 +232,25 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     });
     // Only the sender can say what it has seen.
     expect(await bob.request({ op: 'file.seen', offer: offer.id, states: { [b]: 'received' } })).toMatchObject({ ok: false, error: { code: 'not_allowed' } });
-    // `parley --json chat` prints the sync's one files event (both offers in it) once, as listen does.
+    // Both offers now have nothing more to tell Alice (each decision made for good, and shown): the next sync leaves
+    // them out, and `file list` still has them.
+    await seenBecomes({ [b]: 'received' });
+    await expect
+      .poll(async () => (await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers.find((o) => o.id === other.id)?.seen, {
+        timeout: 15_000,
+      })
+      .toEqual({ [b]: 'declined' });
     const chat = CliProcess.start(['--json', 'chat'], env);
     try {
-      await chat.waitForLine(/"type":"files"/, 30_000);
+      await chat.waitForLine(/"type":"synced"/, 30_000);
       chat.type('/quit');
       await chat.exited;
-      const files = chat.json().filter((l) => l.type === 'files');
-      expect(files).toHaveLength(1);
-      expect((files[0]!.offers as FileOffer[]).map((o) => o.name).sort()).toEqual(['other.bin', 'seen.bin']);
+      expect(chat.json().filter((l) => l.type === 'files')).toEqual([]);
     } finally {
       await chat.stop();
     }
+    const listed = await cli(a, ['--json', 'file', 'list']);
+    expect(listed.json.map((l) => (l.offer as FileOffer).name).sort()).toEqual(['other.bin', 'seen.bin']);
   });
 
   it('checks where to save before accepting, so a bad --to tells the sender nothing; a reader that stops early ends the CLI quietly', async () => {

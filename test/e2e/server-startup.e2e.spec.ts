@@ -1,14 +1,26 @@
+import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runServerToExit, startParley, type ParleyServer } from '../support/parley-server.js';
+import { REPO_ROOT, runServerToExit, startParley, type ParleyServer } from '../support/parley-server.js';
 import { EmbeddedAccountStore } from '#libs/accounts';
 import type { WhoResult } from '#libs/protocol';
 import { EmbeddedDatabase } from '#libs/storage';
 import { MqttUser, okResult, registerUser } from '../support/mqtt-user.js';
+
+/**
+ * Whether the server can be run as another user (nobody): only as root, and only from a checkout that user may read (a
+ * clone in a directory of mode 0700, as mktemp makes, is not).
+ */
+const nobodyCanRun =
+  process.getuid?.() === 0 &&
+  spawnSync(process.execPath, ['-e', `require('node:fs').accessSync(${JSON.stringify(join(REPO_ROOT, 'dist/apps/gateway/src/main.js'))})`], {
+    uid: 65534,
+    gid: 65534,
+  }).status === 0;
 
 /** Runs the server expecting it to refuse to start (on a data directory of its own, unless given another's); returns its exit code and what it printed. */
 async function runToExit(env: Record<string, string>, dataDirOfAnother?: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
@@ -102,7 +114,7 @@ describe('server start-up and configuration', () => {
     }
   });
 
-  it.runIf(process.getuid?.() === 0)('refuses, in one line that names the file, a data directory whose store files another user made', async () => {
+  it.runIf(nobodyCanRun)('refuses, in one line that names the file, a data directory whose store files another user made', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'parley-start-'));
     try {
       // As after a first run as root: the directory is anyone's to write, the store's files root's alone.
