@@ -5,6 +5,8 @@ import { connectClient, endClient, registerUser, subscribeCodes, type MqttUser }
 import { connectPacket, publishPacket, RawClient, subscribePacket } from '../support/raw-mqtt.js';
 import { TestUsers } from '../support/test-users.js';
 import { Witnesses } from '../support/witnesses.js';
+import { sample } from '../support/prometheus.js';
+import request from 'supertest';
 
 /**
  * Malformed requests and the security rules, against the real server: each
@@ -311,6 +313,9 @@ describe('abuse limits', () => {
       const limitedCount = replies.filter((r) => r.type === 'reply' && !r.ok && r.error.code === 'rate_limited').length;
       expect(limitedCount).toBeGreaterThanOrEqual(40);
       expect(replies.filter((r) => r.type === 'reply' && r.ok).length).toBeGreaterThanOrEqual(10);
+      // The metrics say which op was throttled.
+      const metrics = (await request(limited.httpUrl).get('/metrics')).text;
+      expect(sample(metrics, 'parley_requests_total', { op: 'who', outcome: 'rate_limited' })).toBe(limitedCount);
       // Another user is not affected.
       for (let i = 0; i < 10; i++) expect(await calm.request({ op: 'send', to: b, text: `calm ${i}` })).toMatchObject({ ok: true });
       await peer.waitForCount((e) => e.type === 'message' && e.from === a, 10);

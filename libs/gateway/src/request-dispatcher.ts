@@ -202,6 +202,8 @@ export class RequestDispatcher {
     let reply: OkReply | ErrorReply;
     let op = 'invalid';
     if (!allowed) {
+      // Counted under its op, when it is a well-formed request: an operator sees which op is being throttled.
+      if (parsed.ok) op = parsed.request.op;
       const id = parsed.ok ? parsed.request.id : parsed.id;
       reply = errorReply(
         id,
