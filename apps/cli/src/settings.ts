@@ -1,4 +1,4 @@
-import { DEVICE_PATTERN, USERNAME_PATTERN } from '#libs/protocol';
+import { DEVICE_PATTERN, USERNAME_PATTERN, USERNAME_RULE } from '#libs/protocol';
 
 /** Where and as whom the CLI connects: flags win over PARLEY_* environment variables. */
 export interface Settings {
@@ -71,8 +71,7 @@ export async function requireLogin(s: Settings, ask: ((user: string) => Promise<
  * login, which counts towards the lockout of the user and the address.
  */
 export function checkLoginName(user: string): void {
-  if (!USERNAME_PATTERN.test(user))
-    throw new UsageError(`"${user}" is no user name (a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -)`);
+  if (!USERNAME_PATTERN.test(user)) throw new UsageError(`"${user}" is no user name (${USERNAME_RULE})`);
 }
 
 /** A mistake in how the CLI was called (exit code 2). */

@@ -1,5 +1,5 @@
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
-import { DomainError, USERNAME_PATTERN } from '#libs/protocol';
+import { DomainError, USERNAME_PATTERN, USERNAME_RULE } from '#libs/protocol';
 import type { AccountStore } from './account.store.js';
 import type { PasswordHasher } from './password-hasher.js';
 
@@ -54,7 +54,7 @@ export class AccountsService {
    */
   async register(user: string, password: string, requestId?: string, guesses?: PasswordGuesses): Promise<{ user: string }> {
     if (!USERNAME_PATTERN.test(user)) {
-      throw new DomainError('invalid_username', 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -');
+      throw new DomainError('invalid_username', USERNAME_RULE);
     }
     const normalised = password.normalize('NFC');
     const weakness = weaknessOf(user, normalised, this.opts.minPasswordLength);

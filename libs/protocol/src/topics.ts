@@ -6,6 +6,8 @@ export const TOPIC_ROOT = 'parley/v1';
 
 /** Lowercase, starts with a letter, 2–32 characters of `a-z 0-9 _ -`. No MQTT wildcard, `/`, `.` or control character can ever be part of a user name. */
 export const USERNAME_PATTERN = /^[a-z][a-z0-9_-]{1,31}$/;
+/** `USERNAME_PATTERN` as people read it: what the server and the CLI say of a name that does not fit it. */
+export const USERNAME_RULE = 'a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -';
 /** The part after `user/` in a client id: one device name per connection of the same user. */
 export const DEVICE_PATTERN = /^[A-Za-z0-9_.-]{1,64}$/;
 /**
