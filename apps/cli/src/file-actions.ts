@@ -163,19 +163,27 @@ const DOWNLOAD_WINDOW = 8;
  * What `file send` says once the server holds the file: that it was offered, or, sent again while its offer was still
  * open, that it had been offered already (and who has yet to decide), or that its upload was cut short and went on.
  */
-export function offeredText({ offer, earlier }: SentFile): string {
+export function offeredText(sent: SentFile): string {
+  const { offer } = sent;
   const to = offer.group ? displayLabel(offer.group.name) : Object.keys(offer.recipients).join(', ');
-  if (earlier === null) return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
-  if (earlier.uploaded < earlier.chunks) return `offered ${fileLabel(offer)} to ${to}: ${offer.id} (its upload went on from where it stopped)`;
+  const again = againOf(sent);
+  if (again === null) return `offered ${fileLabel(offer)} to ${to}: ${offer.id}`;
+  if (again === 'resumed') return `offered ${fileLabel(offer)} to ${to}: ${offer.id} (its upload went on from where it stopped)`;
   const waiting = Object.keys(offer.recipients).filter((r) => offer.recipients[r] === 'pending');
   const who = offer.group ? `${waiting.length} of ${Object.keys(offer.recipients).length} members` : waiting.join(', ');
   return `already offered ${fileLabel(offer)} to ${to}: ${offer.id}${waiting.length > 0 ? `, waiting for ${who} to decide` : ''}`;
 }
 
 /** The `--json` line of a file sent: `offered`, with `again` when an earlier send's offer was taken up. */
-export function offeredRecord({ offer, earlier }: SentFile): Record<string, unknown> & { type: 'offered' } {
-  if (earlier === null) return { type: 'offered', offer };
-  return { type: 'offered', offer, again: earlier.uploaded < earlier.chunks ? 'resumed' : 'already' };
+export function offeredRecord(sent: SentFile): Record<string, unknown> & { type: 'offered' } {
+  const again = againOf(sent);
+  return again === null ? { type: 'offered', offer: sent.offer } : { type: 'offered', offer: sent.offer, again };
+}
+
+/** How a send took up an earlier offer: its upload had been cut short (`resumed`), or was complete (`already`); null for a new offer. */
+function againOf({ earlier }: SentFile): 'resumed' | 'already' | null {
+  if (earlier === null) return null;
+  return earlier.uploaded < earlier.chunks ? 'resumed' : 'already';
 }
 
 /**
