@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { constants, createReadStream, type Stats } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { formatBytes, isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
@@ -35,9 +35,12 @@ const CONTENT_TYPES: Record<string, string> = {
 };
 
 export async function sha256Of(path: string): Promise<string> {
-  const hash = createHash('sha256');
-  for await (const chunk of createReadStream(path)) hash.update(chunk as Buffer);
-  return hash.digest('hex');
+  const handle = await open(path, 'r');
+  try {
+    return await sha256Through(handle);
+  } finally {
+    await handle.close();
+  }
 }
 
 /**
