@@ -55,6 +55,17 @@ let witnesses: Witnesses;
 const stillServing = () => witnesses.stillServing();
 const hostile = (run: () => Promise<void>) => witnesses.hostile(run);
 
+/** The reasons the server logged for forgetting this client id's persistent session, in order. */
+const forgotten = (clientId: string, from: ParleyServer = server): string[] =>
+  from.output.flatMap((l) => {
+    try {
+      const m = (JSON.parse(l) as { message?: { event?: string; client?: string; reason?: string } }).message;
+      return m?.event === 'session_forgotten' && m.client === clientId ? [m.reason ?? ''] : [];
+    } catch {
+      return [];
+    }
+  });
+
 const refusedConnect = (bytes: Buffer, expected: number | 'closed') =>
   hostile(async () => {
     const c = await RawClient.open(server.mqttPort);
@@ -415,6 +426,28 @@ describe('after login', () => {
     expect(await visit(4)).toBe(true);
     await stillServing();
   });
+  it("keeps at most a connection's allowance of filters (PARLEY_MAX_SUBSCRIPTIONS + inbox and replies) across a user's idle sessions", async () => {
+    const erin = await users.fresh('erin');
+    const watched = [aliceName, bobName, carolName, erin].map((u) => topics.presence(u));
+    /** Logs in device `d` with clean session off, subscribing to its inbox and `filters` when its session is new. */
+    const visit = async (d: number, filters: string[] = []) => {
+      let present: boolean | undefined;
+      const client = await connectClient(server.mqttUrl, { username: erin, password: PASSWORD, clientId: `${erin}/f${d}`, clean: false }, (c) =>
+        c.once('connect', (ack) => (present = ack.sessionPresent)),
+      );
+      if (!present) expect(await subscribeCodes(client, [topics.inbox(erin), ...filters])).toEqual([0, ...filters.map(() => 0)]);
+      await endClient(client);
+      return present;
+    };
+    // Each leaves 5 filters behind; the second one's would make 10 idle filters where 6 may stay: f1 (older) goes.
+    expect([await visit(1, watched), await visit(2, watched)]).toEqual([false, false]);
+    await expect.poll(() => forgotten(`${erin}/f1`), { timeout: 10_000 }).toEqual(['filters']);
+    // f1 comes back as a new session (its inbox alone: 6 idle filters with f2's, within the allowance), and f2 was kept.
+    expect(await visit(1)).toBe(false);
+    expect(await visit(2)).toBe(true);
+    expect(forgotten(`${erin}/f2`)).toEqual([]);
+    await stillServing();
+  });
   it('refuses registration of user names with wildcards, slashes or control characters', async () => {
     for (const bad of ['a+b', 'a#b', 'a/b', 'ab\u0000', 'ab\u0007', '+', '#', 'Alice', 'ab\n']) {
       expect(await registerUser(server.mqttUrl, bad, PASSWORD)).toMatchObject({ ok: false, error: { code: 'invalid_username' } });
@@ -537,6 +570,41 @@ describe('subscriptions and the request rate', () => {
       }
     } finally {
       await limited.dispose();
+    }
+  });
+});
+
+describe('persistent sessions left behind', () => {
+  it('forgets a persistent session PARLEY_SESSION_EXPIRY_MS after its connection ended, and keeps one still connected', async () => {
+    const brief = await startParley({ env: { PARLEY_SESSION_EXPIRY_MS: '1000' } });
+    try {
+      const name = `exp${randomUUID().slice(0, 8)}`;
+      expect((await registerUser(brief.mqttUrl, name, PASSWORD)).ok).toBe(true);
+      const login = async (device: string) => {
+        let present: boolean | undefined;
+        const client = await connectClient(brief.mqttUrl, { username: name, password: PASSWORD, clientId: `${name}/${device}`, clean: false }, (c) =>
+          c.once('connect', (ack) => (present = ack.sessionPresent)),
+        );
+        if (!present) expect(await subscribeCodes(client, [topics.inbox(name), topics.presence('+')])).toEqual([0, 0]);
+        return { client, present };
+      };
+      const gone = await login('gone');
+      const stays = await login('stays');
+      await endClient(gone.client);
+      await expect.poll(() => forgotten(`${name}/gone`, brief), { timeout: 10_000 }).toEqual(['expired']);
+      // Back after its expiry: a new session, which subscribes again.
+      const back = await login('gone');
+      expect(back.present).toBe(false);
+      await endClient(back.client);
+      // Connected all along, past several expiries: its session was never forgotten, and it is still served.
+      expect(forgotten(`${name}/stays`, brief)).toEqual([]);
+      expect(await subscribeCodes(stays.client, [topics.presence(name)])).toEqual([0]);
+      await endClient(stays.client);
+      const again = await login('stays');
+      expect(again.present).toBe(true);
+      await endClient(again.client);
+    } finally {
+      await brief.dispose();
     }
   });
 });

@@ -78,6 +78,12 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ REDIS_URL: 'http://:s3cret@r' })).toThrow(/REDIS_URL must look like .*\(got "http:\/\/:\*\*\*@r"\)/);
   });
 
+  it('keeps persistent sessions a week after their connection ended, and refuses an expiry under a second', () => {
+    expect(loadConfig({}).PARLEY_SESSION_EXPIRY_MS).toBe(7 * 24 * 3600 * 1000);
+    expect(loadConfig({ PARLEY_SESSION_EXPIRY_MS: '1000' }).PARLEY_SESSION_EXPIRY_MS).toBe(1000);
+    expect(() => loadConfig({ PARLEY_SESSION_EXPIRY_MS: '999' })).toThrow('PARLEY_SESSION_EXPIRY_MS must be at least 1000 (a second) (got "999")');
+  });
+
   it('refuses a gateway dead-after time shorter than four of the fastest heartbeats, at which live gateways were taken for dead', () => {
     expect(loadConfig({ PARLEY_GATEWAY_DEAD_AFTER_MS: '1000' }).PARLEY_GATEWAY_DEAD_AFTER_MS).toBe(1000);
     expect(() => loadConfig({ PARLEY_GATEWAY_DEAD_AFTER_MS: '999' })).toThrow(

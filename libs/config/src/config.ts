@@ -201,6 +201,10 @@ export const ConfigSchema = z.object({
   PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
   /** Persistent sessions (clean session off) a gateway keeps per user, connected or not; beyond it the least recently used idle one is forgotten. */
   PARLEY_MAX_SESSIONS_PER_USER: positiveInt('PARLEY_MAX_SESSIONS_PER_USER', 50, 100_000),
+  /** How long a gateway keeps a persistent session whose connection ended (MQTT 5's session expiry); at least a second. */
+  PARLEY_SESSION_EXPIRY_MS: positiveInt('PARLEY_SESSION_EXPIRY_MS', 7 * 24 * 3600 * 1000, 365 * 24 * 3600 * 1000).refine((n) => n >= 1000, {
+    message: 'PARLEY_SESSION_EXPIRY_MS must be at least 1000 (a second)',
+  }),
   /** Topic filters one connection (or persistent session) may hold; `presence/+` watches everyone's presence in one. */
   PARLEY_MAX_SUBSCRIPTIONS: positiveInt('PARLEY_MAX_SUBSCRIPTIONS', 1000, 1_000_000),
   /** MQTT over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */

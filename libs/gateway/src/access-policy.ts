@@ -268,6 +268,11 @@ export class AccessPolicy {
     return this.granted.get(client)?.has(topic) ?? false;
   }
 
+  /** How many filters the connection holds (its own topics too): what its persistent session keeps once it ends. */
+  filtersHeld(client: Client): number {
+    return this.granted.get(client)?.size ?? 0;
+  }
+
   /** The connection unsubscribed from these filters: room for as many others. */
   released(client: Client, topics: readonly string[]): void {
     const held = this.granted.get(client);

@@ -92,7 +92,12 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
                 ? redisBackplane(config.REDIS_URL, config.PARLEY_REDIS_PREFIX)
                 : inMemoryBackplane(backend.kind === 'embedded' ? new EmbeddedRetainedStore(backend.db) : undefined),
               guard: guardLimitsOf(config),
-              maxSessionsPerUser: config.PARLEY_MAX_SESSIONS_PER_USER,
+              sessions: {
+                maxPerUser: config.PARLEY_MAX_SESSIONS_PER_USER,
+                // One connection's allowance, and the inbox and replies topic it holds besides.
+                maxIdleFiltersPerUser: config.PARLEY_MAX_SUBSCRIPTIONS + 2,
+                expiryMs: config.PARLEY_SESSION_EXPIRY_MS,
+              },
               proxyFrom: AddressRanges.parse(config.PARLEY_PROXY_FROM),
             }),
           inject: [AccessPolicy, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],

@@ -9,7 +9,7 @@ import type { Metrics } from '#libs/health';
 import { LogThrottle } from '#libs/runtime';
 import type { AddressRanges } from '#libs/config';
 import { GuardedConnection, guardOf, type GuardDrop, type GuardLimits, type RequestLane } from './connection-guard.js';
-import { SessionKeeper } from './session-keeper.js';
+import { SessionKeeper, type SessionLimits } from './session-keeper.js';
 import { LocalInboxes } from './local-inboxes.js';
 import { addressKey } from './login-throttle.js';
 import type { ProxyHeaderDrop } from './proxy-header.js';
@@ -29,8 +29,8 @@ export interface BrokerOptions {
   id: string;
   /** What every connection is held to before and after login (see GuardedConnection). */
   guard: GuardLimits;
-  /** Persistent sessions kept per user (see SessionKeeper). */
-  maxSessionsPerUser: number;
+  /** What is kept of each user's persistent sessions (see SessionKeeper). */
+  sessions: SessionLimits;
   /**
    * Trusted proxies (PARLEY_PROXY_FROM): a plain or TLS MQTT connection from one of them starts with a PROXY protocol
    * header, and the client address it names is the connection's address for limits and logs.
@@ -86,6 +86,8 @@ type ClientKeepAlive = Client & { _keepaliveInterval?: number; _keepaliveTimer?:
 export class MqttBroker {
   private readonly logger = new Logger('MqttBroker');
   readonly aedes: Aedes;
+  /** Forgets persistent sessions beyond their limits (see SessionKeeper). */
+  private readonly sessions: SessionKeeper;
   private listeners: OpenListener[] = [];
   private sink: RequestSink | undefined;
   /** Whether a connection may take up one more subscription now (the request rate limits); every one when unset. */
@@ -169,7 +171,7 @@ export class MqttBroker {
     };
     this.aedes.on('unsubscribe', (filters, client) => policy.released(client, filters));
     // Bounds the persistent sessions each user leaves in this gateway's memory.
-    new SessionKeeper(this.aedes, policy, opts.maxSessionsPerUser).start();
+    this.sessions = new SessionKeeper(this.aedes, policy, opts.sessions).start();
     this.aedes.on('clientReady', () => this.metrics.connections.inc());
     this.aedes.on('clientDisconnect', (client) => {
       this.metrics.connections.dec();
@@ -297,6 +299,7 @@ export class MqttBroker {
     await Promise.all(this.clients().map((client) => new Promise<void>((resolve) => client.close(() => resolve()))));
     await beforeClosing?.();
     await new Promise<void>((resolve) => this.aedes.close(() => resolve()));
+    this.sessions.stop();
     await closed;
   }
 }

@@ -12,19 +12,47 @@ interface BrokerInternals {
   };
 }
 
+/** What a gateway keeps of its users' persistent sessions. */
+export interface SessionLimits {
+  /** Sessions kept per user, connected or not. */
+  maxPerUser: number;
+  /** Topic filters a user's sessions that are not connected keep, all told. */
+  maxIdleFiltersPerUser: number;
+  /** How long a session that is not connected is kept. */
+  expiryMs: number;
+}
+
+/** A persistent session that is not connected now. */
+interface IdleSession {
+  owner: string;
+  /** The filters it keeps. */
+  filters: number;
+  /** When its connection ended (the keeper's clock). */
+  since: number;
+}
+
+/** Why a session was forgotten, as logged. */
+type ForgetReason = 'sessions' | 'filters' | 'expired';
+
 /**
  * Bounds what persistent sessions (clean session off) keep in a gateway's
  * memory. The broker keeps such a session's subscriptions for as long as it
  * runs, whether or not the client ever comes back, and a client id names a
  * device (`user/<device>`), so one account could otherwise leave behind as many
- * sessions as it cares to invent device names. Each user keeps at most
- * `maxPerUser`; when a login would leave more, the sessions used least
- * recently (logged in or out last) that are not connected now are forgotten,
- * as a clean session would end them: their subscriptions and any QoS 2 packets
- * awaiting a PUBREL. A client whose session was forgotten gets CONNACK session present
- * 0 and subscribes again, as after any session lost with a gateway; nothing
- * else is lost with it, because Parley keeps no messages in sessions (the
- * inbox catch-up comes from the conversation logs).
+ * sessions as it cares to invent device names, each with a full allowance of
+ * filters. A session that is not connected is forgotten, as a clean session
+ * would end it (its subscriptions and any QoS 2 packets awaiting a PUBREL):
+ * - when a login would leave its user more than `maxPerUser` sessions, least
+ *   recently used (logged in or out last) first;
+ * - when its user's sessions that are not connected would keep more than
+ *   `maxIdleFiltersPerUser` filters between them, least recently used first;
+ * - `expiryMs` after its connection ended, as MQTT 5's session expiry would.
+ *
+ * A connected session is never forgotten. A client whose session was forgotten
+ * gets CONNACK session present 0 and subscribes again, as after any session lost
+ * with a gateway; nothing else is lost with it, because Parley keeps no messages
+ * in sessions (every subscription is granted at QoS 0, and the inbox catch-up
+ * comes from the conversation logs).
  *
  * Anonymous connections (they may only register) share one allowance.
  */
@@ -32,20 +60,40 @@ export class SessionKeeper {
   private readonly logger = new Logger('SessionKeeper');
   /** Each user's persistent sessions by client id, least recently used first. */
   private readonly byUser = new Map<string, Set<string>>();
+  /** Sessions not connected now, by client id, in the order their connections ended (oldest first). */
+  private readonly idle = new Map<string, IdleSession>();
+  /** The filters each user's idle sessions keep, all told. */
+  private readonly idleFilters = new Map<string, number>();
+  private sweeper: NodeJS.Timeout | undefined;
 
   constructor(
     private readonly aedes: Aedes,
     private readonly policy: AccessPolicy,
-    private readonly maxPerUser: number,
+    private readonly limits: SessionLimits,
+    private readonly now: () => number = () => performance.now(),
   ) {}
 
-  start(): void {
+  start(): this {
     this.aedes.on('clientReady', (client) => this.onReady(client));
-    // Used until now: a device that was connected all week and left a minute ago is not the least recently used.
-    this.aedes.on('clientDisconnect', (client) => {
-      const sessions = this.sessionsOf(client);
-      if (sessions?.delete(client.id)) sessions.add(client.id);
-    });
+    this.aedes.on('clientDisconnect', (client) => this.onDisconnect(client));
+    // Expired sessions are looked for a few times within their expiry, and at least once a minute.
+    this.sweeper = setInterval(() => this.sweep(), Math.min(60_000, Math.max(250, Math.floor(this.limits.expiryMs / 4))));
+    this.sweeper.unref();
+    return this;
+  }
+
+  stop(): void {
+    clearInterval(this.sweeper);
+  }
+
+  /** Forgets the sessions whose connections ended `expiryMs` ago or longer. */
+  sweep(): void {
+    const before = this.now() - this.limits.expiryMs;
+    for (const [id, session] of this.idle) {
+      // In the order their connections ended: the first one still within its time ends the sweep.
+      if (session.since > before) break;
+      this.forget(id, session.owner, 'expired');
+    }
   }
 
   private ownerOf(client: Client): string | undefined {
@@ -54,14 +102,14 @@ export class SessionKeeper {
     return principal.kind === 'user' ? principal.user : '';
   }
 
-  private sessionsOf(client: Client): Set<string> | undefined {
-    const owner = this.ownerOf(client);
-    return owner === undefined ? undefined : this.byUser.get(owner);
+  private isConnected(id: string): boolean {
+    return Boolean((this.aedes as unknown as BrokerInternals).clients[id]);
   }
 
   private onReady(client: Client): void {
     const owner = this.ownerOf(client);
     if (owner === undefined) return;
+    this.wakeUp(client.id);
     const sessions = this.byUser.get(owner) ?? new Set<string>();
     sessions.delete(client.id);
     // A clean session ended whatever that client id kept (the broker cleaned it): nothing is kept for it now.
@@ -71,21 +119,58 @@ export class SessionKeeper {
       return;
     }
     this.byUser.set(owner, sessions);
-    if (sessions.size <= this.maxPerUser) return;
+    if (sessions.size <= this.limits.maxPerUser) return;
     for (const id of sessions) {
-      if (sessions.size <= this.maxPerUser) break;
-      if ((this.aedes as unknown as BrokerInternals).clients[id]) continue; // connected: its session is in use
-      sessions.delete(id);
-      void this.forget(id, owner);
+      if (sessions.size <= this.limits.maxPerUser) break;
+      if (this.isConnected(id)) continue; // connected: its session is in use
+      this.forget(id, owner, 'sessions');
     }
   }
 
-  private async forget(id: string, owner: string): Promise<void> {
+  private onDisconnect(client: Client): void {
+    const owner = this.ownerOf(client);
+    if (owner === undefined) return;
+    const sessions = this.byUser.get(owner);
+    // Kept only for a persistent session; and one taken over by a new connection of the same id is still in use.
+    if (!sessions?.has(client.id) || this.isConnected(client.id)) return;
+    // Used until now: a device that was connected all week and left a minute ago is not the least recently used.
+    sessions.delete(client.id);
+    sessions.add(client.id);
+    const filters = this.policy.filtersHeld(client);
+    this.idle.set(client.id, { owner, filters, since: this.now() });
+    const kept = (this.idleFilters.get(owner) ?? 0) + filters;
+    this.idleFilters.set(owner, kept);
+    if (kept <= this.limits.maxIdleFiltersPerUser) return;
+    for (const id of sessions) {
+      if ((this.idleFilters.get(owner) ?? 0) <= this.limits.maxIdleFiltersPerUser) break;
+      if (this.idle.has(id)) this.forget(id, owner, 'filters');
+    }
+  }
+
+  /** The session is connected again: it no longer counts among its user's idle ones. */
+  private wakeUp(id: string): void {
+    const session = this.idle.get(id);
+    if (!session) return;
+    this.idle.delete(id);
+    const kept = (this.idleFilters.get(session.owner) ?? 0) - session.filters;
+    if (kept > 0) this.idleFilters.set(session.owner, kept);
+    else this.idleFilters.delete(session.owner);
+  }
+
+  private forget(id: string, owner: string, reason: ForgetReason): void {
+    this.wakeUp(id);
+    const sessions = this.byUser.get(owner);
+    sessions?.delete(id);
+    if (sessions?.size === 0) this.byUser.delete(owner);
+    void this.clean(id, owner, reason);
+  }
+
+  private async clean(id: string, owner: string, reason: ForgetReason): Promise<void> {
     try {
       const store = (this.aedes as unknown as BrokerInternals).persistence;
       await store.cleanSubscriptions({ id });
       await store.cleanIncoming?.({ id });
-      this.logger.log({ event: 'session_forgotten', client: id, user: owner || null, keptPerUser: this.maxPerUser });
+      this.logger.log({ event: 'session_forgotten', client: id, user: owner || null, reason });
     } catch (e) {
       this.logger.warn({ event: 'session_forget_failed', client: id, error: String(e) });
     }
