@@ -36,6 +36,19 @@ export const ERROR_CODES = [
 
 export type ErrorCode = (typeof ERROR_CODES)[number];
 
+/** Control characters (C0 but the tab, DEL, C1) and bidirectional embeddings, overrides and isolates. */
+// eslint-disable-next-line no-control-regex
+const UNPRINTABLE = /[\u0000-\u0008\u000a-\u001f\u007f-\u009f\u202a-\u202e\u2066-\u2069]/g;
+
+/**
+ * An error message as it may be shown: each control or bidirectional character, which a message can only hold where
+ * it repeats a request's input (an unknown op, a user name, a field's name), written out as `\uXXXX`. A client prints
+ * the message as it comes, and should not show a NUL, a terminal escape or reordered text the sender typed.
+ */
+export function printable(message: string): string {
+  return message.replace(UNPRINTABLE, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+}
+
 /**
  * The one error family services throw. Each edge (MQTT reply, CONNACK, HTTP,
  * RPC) maps it once; the code survives every hop unchanged.
@@ -47,7 +60,7 @@ export class DomainError extends Error {
     message: string,
     readonly details?: Record<string, unknown>,
   ) {
-    super(message);
+    super(printable(message));
   }
 }
 

@@ -26,6 +26,18 @@ describe('parseRequest', () => {
     expect(r).toMatchObject({ ok: false, id, error: { code } });
   });
 
+  it("writes out control and bidirectional characters the request put in the error's message, rather than echoing them", () => {
+    const unknown = parseRequest(JSON.stringify({ op: 'se\u0000nd', id: 'c1' }), LIMIT);
+    expect(unknown).toMatchObject({ ok: false, error: { code: 'unknown_op' } });
+    const key = parseRequest(JSON.stringify({ op: 'send', id: 'c2', to: 'bob', text: 'hi', 'k\u001b[31m\u202e': 1 }), LIMIT);
+    expect(key).toMatchObject({ ok: false, error: { code: 'bad_request' } });
+    const messages = [unknown, key].map((r) => (r.ok ? '' : r.error.message));
+    expect(messages[0]).toContain('unknown op "se\\u0000nd"');
+    expect(messages[1]).toContain('"k\\u001b[31m\\u202e"');
+    // eslint-disable-next-line no-control-regex
+    for (const m of messages) expect(m).not.toMatch(/[\u0000-\u001f\u202e]/);
+  });
+
   it('refuses a payload that is not well-formed UTF-8, naming its id, instead of reading U+FFFD into it; takes a U+FFFD sent as such', () => {
     const send = (bytes: number[]) => Buffer.concat([Buffer.from('{"op":"send","id":"u1","to":"bob","text":"hi '), Buffer.from(bytes), Buffer.from('"}')]);
     // A byte that starts no character, an encoded surrogate (CESU-8), an overlong NUL, a sequence cut short.
