@@ -115,6 +115,13 @@ describe('the parley CLI', () => {
     expect(unknown.json).toEqual([{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]);
     const bare = await runCli(['--json', 'group'], as(alice));
     expect([bare.code, bare.json]).toEqual([2, [{ type: 'error', code: 'usage', message: 'give a subcommand (see the help)' }]]);
+    // `help` with a name it does not know says which, as a command of that name would, and goes down to subcommands.
+    const helpUnknown = await runCli(['help', 'frobnicate'], as(alice));
+    expect([helpUnknown.code, helpUnknown.stderr.split('\n')[0]]).toEqual([2, "error: unknown command 'frobnicate'"]);
+    const helpUnknownJson = await runCli(['--json', 'help', 'group', 'frobnicate'], as(alice));
+    expect([helpUnknownJson.code, helpUnknownJson.json]).toEqual([2, [{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]]);
+    const helpSub = await runCli(['help', 'group', 'create'], as(alice));
+    expect([helpSub.code, helpSub.stdout.split('\n')[0]]).toEqual([0, 'Usage: parley group create [options] <name> [members...]']);
   });
 
   it('takes a password exactly as given, and the server takes it in either Unicode form: registered precomposed, logged in decomposed', async () => {
