@@ -84,6 +84,20 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ PARLEY_SESSION_EXPIRY_MS: '999' })).toThrow('PARLEY_SESSION_EXPIRY_MS must be at least 1000 (a second) (got "999")');
   });
 
+  it('refuses timeouts too short to be met, saying why, and takes the shortest that can be', () => {
+    for (const [name, least] of [
+      ['PARLEY_CONNECT_TIMEOUT_MS', 1000],
+      ['PARLEY_ANONYMOUS_TIMEOUT_MS', 1000],
+      ['PARLEY_WRITE_STALL_MS', 1000],
+      ['PARLEY_RPC_TIMEOUT_MS', 100],
+    ] as const) {
+      expect(loadConfig({ [name]: String(least) })[name]).toBe(least);
+      expect(() => loadConfig({ [name]: String(least - 1) })).toThrow(
+        new RegExp(`: ${name} must be at least ${least} \\(shorter, [^)]+\\) \\(got "${least - 1}"\\)`),
+      );
+    }
+  });
+
   it('refuses a gateway dead-after time shorter than four of the fastest heartbeats, at which live gateways were taken for dead', () => {
     expect(loadConfig({ PARLEY_GATEWAY_DEAD_AFTER_MS: '1000' }).PARLEY_GATEWAY_DEAD_AFTER_MS).toBe(1000);
     expect(() => loadConfig({ PARLEY_GATEWAY_DEAD_AFTER_MS: '999' })).toThrow(

@@ -24,9 +24,19 @@ const port = (name: string, fallback: number) =>
     .pipe(z.number().int(`${name} must be a whole number`).min(0, `${name} must be 0–65535`).max(65535, `${name} must be 0–65535`))
     .default(fallback);
 
-const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER) =>
+/**
+ * A whole number from 1 (or from `least.value`, below which the setting would do harm: a timeout no client can meet,
+ * say, with the reason in the refusal) up to `max`.
+ */
+const positiveInt = (name: string, fallback: number, max = Number.MAX_SAFE_INTEGER, least?: { value: number; why: string }) =>
   decimal(name, 'a whole number')
-    .pipe(z.number().int(`${name} must be a whole number`).min(1, `${name} must be at least 1`).max(max, `${name} must be at most ${max}`))
+    .pipe(
+      z
+        .number()
+        .int(`${name} must be a whole number`)
+        .min(least?.value ?? 1, least ? `${name} must be at least ${least.value} (${least.why})` : `${name} must be at least 1`)
+        .max(max, `${name} must be at most ${max}`),
+    )
     .default(fallback);
 
 /**
@@ -159,13 +169,14 @@ export const ConfigSchema = z.object({
    * gateway missed its own deadline and every gateway took the others for dead at each beat (their users flapping
    * offline and online).
    */
-  PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000).refine((n) => n >= 1000, {
-    message: 'PARLEY_GATEWAY_DEAD_AFTER_MS must be at least 1000 (gateways beat at most every 250 ms)',
+  PARLEY_GATEWAY_DEAD_AFTER_MS: positiveInt('PARLEY_GATEWAY_DEAD_AFTER_MS', 10_000, 3_600_000, {
+    value: 1000,
+    why: 'gateways beat at most every 250 ms',
   }),
   /** How long a call to a remote service may take before the client is told `unavailable`. */
-  PARLEY_RPC_TIMEOUT_MS: positiveInt('PARLEY_RPC_TIMEOUT_MS', 5000, 600_000),
+  PARLEY_RPC_TIMEOUT_MS: positiveInt('PARLEY_RPC_TIMEOUT_MS', 5000, 600_000, { value: 100, why: 'shorter, a busy service answers nothing in time' }),
   /** A client must send a complete CONNECT, and its login finish, within this time. */
-  PARLEY_CONNECT_TIMEOUT_MS: positiveInt('PARLEY_CONNECT_TIMEOUT_MS', 10_000, 600_000),
+  PARLEY_CONNECT_TIMEOUT_MS: positiveInt('PARLEY_CONNECT_TIMEOUT_MS', 10_000, 600_000, { value: 1000, why: 'shorter, a login cannot finish' }),
   /** Largest CONNECT packet: all a client can make the server read before it has logged in. */
   PARLEY_MAX_CONNECT_BYTES: positiveInt('PARLEY_MAX_CONNECT_BYTES', 16_384, 262_144),
   /** Largest MQTT packet after login (remaining length). */
@@ -175,7 +186,7 @@ export const ConfigSchema = z.object({
   /** Bytes waiting for a client that does not read, beyond which it is dropped. */
   PARLEY_MAX_OUTBOUND_BYTES: positiveInt('PARLEY_MAX_OUTBOUND_BYTES', 8 * 1024 * 1024, 1024 * 1024 * 1024),
   /** A client that takes none of the bytes sent to it for this long is dropped. */
-  PARLEY_WRITE_STALL_MS: positiveInt('PARLEY_WRITE_STALL_MS', 30_000, 3_600_000),
+  PARLEY_WRITE_STALL_MS: positiveInt('PARLEY_WRITE_STALL_MS', 30_000, 3_600_000, { value: 1000, why: 'shorter, a slow network looks stalled' }),
   /** Requests per second (average) one connection may make, and its burst. */
   PARLEY_CONNECTION_RATE: positiveInt('PARLEY_CONNECTION_RATE', 50, 1_000_000),
   PARLEY_CONNECTION_BURST: positiveInt('PARLEY_CONNECTION_BURST', 1000, 1_000_000),
@@ -196,15 +207,13 @@ export const ConfigSchema = z.object({
   /** Anonymous connections (they may only register) one address (IPv6: one /64) may hold open on one gateway at once. */
   PARLEY_MAX_ANONYMOUS_PER_ADDRESS: positiveInt('PARLEY_MAX_ANONYMOUS_PER_ADDRESS', 10, 100_000),
   /** An anonymous connection is closed this long after it logged in: time enough to register, not to hold a socket. */
-  PARLEY_ANONYMOUS_TIMEOUT_MS: positiveInt('PARLEY_ANONYMOUS_TIMEOUT_MS', 60_000, 86_400_000),
+  PARLEY_ANONYMOUS_TIMEOUT_MS: positiveInt('PARLEY_ANONYMOUS_TIMEOUT_MS', 60_000, 86_400_000, { value: 1000, why: 'shorter, a registration cannot finish' }),
   /** Connections one user may hold open on one gateway. */
   PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
   /** Persistent sessions (clean session off) a gateway keeps per user, connected or not; beyond it the least recently used idle one is forgotten. */
   PARLEY_MAX_SESSIONS_PER_USER: positiveInt('PARLEY_MAX_SESSIONS_PER_USER', 50, 100_000),
   /** How long a gateway keeps a persistent session whose connection ended (MQTT 5's session expiry); at least a second. */
-  PARLEY_SESSION_EXPIRY_MS: positiveInt('PARLEY_SESSION_EXPIRY_MS', 7 * 24 * 3600 * 1000, 365 * 24 * 3600 * 1000).refine((n) => n >= 1000, {
-    message: 'PARLEY_SESSION_EXPIRY_MS must be at least 1000 (a second)',
-  }),
+  PARLEY_SESSION_EXPIRY_MS: positiveInt('PARLEY_SESSION_EXPIRY_MS', 7 * 24 * 3600 * 1000, 365 * 24 * 3600 * 1000, { value: 1000, why: 'a second' }),
   /** Topic filters one connection (or persistent session) may hold; `presence/+` watches everyone's presence in one. */
   PARLEY_MAX_SUBSCRIPTIONS: positiveInt('PARLEY_MAX_SUBSCRIPTIONS', 1000, 1_000_000),
   /** MQTT over TLS: its port, unset for none. Needs PARLEY_TLS_CERT and PARLEY_TLS_KEY. */
