@@ -2,7 +2,7 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createTcpServer, isIPv4, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, createServer as createTlsServer, type SecureContext, TLSSocket } from 'node:tls';
 import { Logger } from '@nestjs/common';
@@ -158,8 +158,9 @@ export interface OpenListener {
 
 /**
  * Opens one listener. On `::` every listener is dual-stack: IPv4 clients
- * arrive as IPv4-mapped addresses on the same socket. WebSocket listeners
- * speak the `mqtt` subprotocol and carry MQTT packets in binary frames.
+ * arrive as IPv4-mapped addresses on the same socket, and are handed on by
+ * their IPv4 address. WebSocket listeners speak the `mqtt` subprotocol and
+ * carry MQTT packets in binary frames.
  */
 export async function openListener(
   kind: ListenerKind,
@@ -172,7 +173,13 @@ export async function openListener(
   const secure = kind === 'mqtts' || kind === 'wss';
   if (secure && !tls) throw new ListenError(`cannot listen for ${LABEL[kind]}: no certificate and key (PARLEY_TLS_CERT, PARLEY_TLS_KEY)`);
   const tlsOptions = tls ? readTlsFiles(tls, kind) : undefined;
-  const addressOf = (s: { remoteAddress?: string | undefined }) => s.remoteAddress ?? 'unknown';
+  // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d: it is known (in logs, by limits) as a.b.c.d, the
+  // address a PROXY header names for it, so that one client is one address whichever way it came in.
+  const addressOf = (s: { remoteAddress?: string | undefined }) => {
+    const address = s.remoteAddress ?? 'unknown';
+    const mapped = address.toLowerCase().startsWith('::ffff:') ? address.slice(7) : '';
+    return isIPv4(mapped) ? mapped : address;
+  };
   const proxy = opts.proxy && !opts.proxy.from.empty ? opts.proxy : undefined;
   /** Hands a TCP connection on, after its PROXY protocol header when it comes from a trusted proxy. */
   const afterProxyHeader = (socket: Socket, next: (socket: Socket, address: string) => void) => {
