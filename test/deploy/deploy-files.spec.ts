@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { Ajv, type ValidateFunction } from 'ajv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parse, parseAllDocuments } from 'yaml';
-import { loadConfig } from '#libs/config';
+import { ConfigSchema, loadConfig } from '#libs/config';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 
 /**
@@ -327,6 +327,22 @@ describe('the deployment files agree with each other and with the apps', () => {
     }
     // The k8s pods get REDIS_URL from the Secret at run time: the same shape stands in for it here.
     expect(() => loadConfig({ ...configMap, REDIS_URL: 'redis://:secret@parley-redis:6379' })).not.toThrow();
+  });
+
+  it('sets only settings the apps read: a misspelt or renamed one would be ignored, its default silently used', () => {
+    const settings = new Set(Object.keys(ConfigSchema.shape));
+    for (const [name, s] of Object.entries(compose().services as Record<string, Json>)) {
+      if (s.image !== 'parley:latest') continue;
+      for (const key of Object.keys(s.environment ?? {})) expect(settings.has(key), `compose ${name}: ${key}`).toBe(true);
+    }
+    for (const key of Object.keys(configMap)) expect(settings.has(key), `ConfigMap: ${key}`).toBe(true);
+    for (const w of byKind(manifests, 'Deployment')) {
+      const container = w.spec.template.spec.containers[0];
+      const env = (container.env ?? []) as Json[];
+      // A variable the apps do not read is there only to be put into another one ($(REDIS_PASSWORD) in REDIS_URL).
+      const referenced = JSON.stringify([env.map((e) => e.value), container.args]);
+      for (const { name } of env) expect(settings.has(name) || referenced.includes(`$(${name})`), `${w.metadata.name}: ${name}`).toBe(true);
+    }
   });
 
   it('probes the HTTP port the apps listen on (PARLEY_HTTP_PORT) and exposes the MQTT port they listen on', () => {
