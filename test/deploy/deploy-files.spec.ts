@@ -251,6 +251,10 @@ describe('k8s/ (kustomize base)', () => {
     // that names both would not apply on a single-stack cluster. PreferDualStack alone adds the second where there is one.
     for (const svc of byKind(manifests, 'Service')) expect(svc.spec.ipFamilies, `Service ${svc.metadata.name}`).toBeUndefined();
     expect(lb.spec.ports).toEqual([expect.objectContaining({ port: 1883, protocol: 'TCP' })]);
+    // The gateways' per-address limits (failed logins, registrations, anonymous connections) and logs need each client's
+    // own address: with the default policy (Cluster) a node passes connections on from its own address, so every client
+    // that came in through one node would share it, and one client's wrong passwords would lock the others out.
+    expect(lb.spec.externalTrafficPolicy).toBe('Local');
     const gateway = named(manifests, 'Deployment', 'parley-gateway');
     expect(lb.spec.selector).toEqual(gateway.spec.selector.matchLabels);
     expect(named(manifests, 'PodDisruptionBudget', 'parley-gateway').spec.selector.matchLabels).toEqual(gateway.spec.selector.matchLabels);
