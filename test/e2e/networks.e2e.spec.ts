@@ -1,15 +1,21 @@
 import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { droppedConnections } from '../support/proxy-protocol.js';
 
 /**
  * Real networks, built for the test with `ip netns` and veth pairs: a server
  * host attached to an IPv4-only network (192.0.2.0/24) and an IPv6-only
  * network (2001:db8::/64), each a bridge on the server's side; one client
  * host on each network; and a third client on the server's own host. All
- * three reach the server's one `::` listener and chat, 1:1 and in a group.
+ * three reach the server's one `::` listener and chat, 1:1 and in a group;
+ * receipts, presence and files cross between the two networks, the server
+ * logs each host by its own address, and its HTTP endpoints answer over IPv6.
  * Addresses are documentation ranges, inside namespaces of our own.
  */
 const tag = randomBytes(3).toString('hex');
@@ -18,6 +24,12 @@ const SERVER_V4 = '192.0.2.1';
 const SERVER_V6 = '2001:db8::1';
 
 const ip = (...args: string[]) => execFileSync('ip', args, { stdio: 'pipe' }).toString();
+
+/** A script for `node -e`: connects to argv host:port, sends a PUBLISH where CONNECT must come first, waits for the close. */
+const JUNK = `const s = require('node:net').connect(Number(process.argv[2]), process.argv[1], () => s.write(Buffer.from([0x30, 0x02, 0, 0])));
+s.on('error', () => undefined); s.on('close', () => undefined);`;
+/** A script for `node -e`: prints the body of a GET of argv URL, exits 1 unless it is 2xx. */
+const GET = `fetch(process.argv[1], { signal: AbortSignal.timeout(5000) }).then(async (r) => { process.stdout.write(await r.text()); process.exit(r.ok ? 0 : 1); });`;
 
 /** Why network namespaces cannot be made here, or null when they can. */
 function netnsUnavailable(): string | null {
@@ -143,5 +155,63 @@ describe.skipIf(unavailable !== null)('networks: IPv4-only and IPv6-only hosts o
     for (const [i, l] of listeners.entries()) {
       for (const h of hosts.filter((_, j) => j !== i)) await l.waitForLine(new RegExp(`group hello from ${h.user}`), 15_000);
     }
+  });
+
+  it('receipts, last seen and a file cross between the IPv4-only and the IPv6-only host', { timeout: 120_000 }, async () => {
+    const port = server.mqttPort;
+    const v4 = { user: `four${tag}`, netns: NS.v4, server: `mqtt://${SERVER_V4}:${port}` };
+    const v6 = { user: `six${tag}`, netns: NS.v6, server: `mqtt://[${SERVER_V6}]:${port}` };
+    const env = (h: typeof v4) => ({ PARLEY_SERVER: h.server, PARLEY_USER: h.user, PARLEY_PASSWORD: 'network password' });
+    const cli = (h: typeof v4, ...args: string[]) => runCli(args, env(h), { netns: h.netns, timeoutMs: 30_000 });
+    for (const h of [v4, v6]) expect((await cli(h, 'register')).code).toBe(0);
+    const [listen4, listen6] = [v4, v6].map((h) => CliProcess.start(['listen', '--json'], env(h), { netns: h.netns })) as [CliProcess, CliProcess];
+    running.push(listen4, listen6);
+    await Promise.all([listen4, listen6].map((l) => l.waitForLine(/"type":"ready"/, 20_000)));
+
+    // Delivered, then read: each receipt reaches the sender on the other network.
+    expect((await cli(v4, 'send', v6.user, 'over both families')).code).toBe(0);
+    await listen4.waitForLine(new RegExp(`"type":"receipt".*"user":"${v6.user}","status":"delivered"`), 15_000);
+    expect((await cli(v6, 'read', v4.user)).code).toBe(0);
+    await listen4.waitForLine(new RegExp(`"type":"receipt".*"user":"${v6.user}","status":"read"`), 15_000);
+
+    // A file offered from the IPv4 host, accepted on the IPv6 host.
+    const dir = mkdtempSync(join(tmpdir(), 'parley-net-'));
+    try {
+      const content = randomBytes(100_000);
+      writeFileSync(join(dir, 'both.bin'), content);
+      const sent = await cli(v4, '--json', 'file', 'send', v6.user, join(dir, 'both.bin'));
+      expect(sent.code, sent.stderr).toBe(0);
+      const offer = sent.json.find((l) => l.type === 'offered')!.offer as { id: string };
+      const into = mkdtempSync(join(dir, 'into-'));
+      const got = await cli(v6, 'file', 'accept', offer.id, '--to', into);
+      expect(got.code, got.stderr).toBe(0);
+      expect(readFileSync(join(into, 'both.bin'))).toEqual(content);
+      await listen4.waitForLine(new RegExp(`"event":"received".*"id":"${offer.id}"`), 15_000);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+
+    // The IPv6 host leaves: the IPv4 host sees it offline, with a last-seen time.
+    await listen6.stop();
+    await expect.poll(async () => (await cli(v4, 'who', v6.user)).stdout, { timeout: 15_000 }).toMatch(/offline, last seen/);
+  });
+
+  it('logs each host by its own address, the IPv4 one as such (not ::ffff:), and serves /readyz and /metrics over IPv6', async () => {
+    // A first packet that is not CONNECT, from each client host: dropped, and logged by the address it came from.
+    const junk = (netns: string, host: string) =>
+      execFileSync('ip', ['netns', 'exec', netns, process.execPath, '-e', JUNK, host, String(server.mqttPort)], { stdio: 'pipe', timeout: 10_000 });
+    junk(NS.v4, SERVER_V4);
+    junk(NS.v6, SERVER_V6);
+    const addresses = () => droppedConnections(server).map((d) => d.address);
+    await expect.poll(addresses, { timeout: 10_000 }).toEqual(expect.arrayContaining(['192.0.2.10', '2001:db8::10']));
+    expect(addresses().filter((a) => a.startsWith('::ffff:'))).toEqual([]);
+
+    const get = (path: string) =>
+      execFileSync('ip', ['netns', 'exec', NS.v6, process.execPath, '-e', GET, `http://[${SERVER_V6}]:${server.httpPort}${path}`], {
+        encoding: 'utf8',
+        timeout: 10_000,
+      });
+    expect(JSON.parse(get('/readyz'))).toMatchObject({ status: 'ready' });
+    expect(get('/metrics')).toMatch(/^parley_/m);
   });
 });
