@@ -1,7 +1,7 @@
 import type { INestApplication, Logger } from '@nestjs/common';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { loadConfig } from '#libs/config';
-import { routeConsoleToLog, stopOnSignals } from './runtime.js';
+import { describeListenError, routeConsoleToLog, stopOnSignals } from './runtime.js';
 
 describe('routeConsoleToLog', () => {
   const saved = { ...console };
@@ -67,5 +67,18 @@ describe('stopOnSignals', () => {
     closed();
     await new Promise((resolve) => setImmediate(resolve));
     expect(exit).toHaveBeenCalledWith(0);
+  });
+});
+
+describe('describeListenError', () => {
+  const error = (code: string, message: string) => Object.assign(new Error(message), { code });
+
+  it('says a host name was not found, quoting it (a stray space shows), rather than pass on getaddrinfo’s words', () => {
+    expect(describeListenError(error('ENOTFOUND', 'getaddrinfo ENOTFOUND  ::'), ' ::', 1883, 'MQTT')).toBe(
+      'cannot listen for MQTT on [ ::]:1883: no address found for the host name " ::"',
+    );
+    expect(describeListenError(error('ENOTFOUND', 'getaddrinfo ENOTFOUND mqtt.example'), 'mqtt.example', 8080, 'HTTP')).toBe(
+      'cannot listen for HTTP on mqtt.example:8080: no address found for the host name "mqtt.example"',
+    );
   });
 });

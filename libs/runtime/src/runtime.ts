@@ -88,6 +88,9 @@ export function describeListenError(err: NodeJS.ErrnoException, host: string, po
       return `cannot listen for ${what} on ${where}: permission denied (ports below 1024 need privileges)`;
     case 'EADDRNOTAVAIL':
       return `cannot listen for ${what} on ${where}: no such address on this machine`;
+    case 'ENOTFOUND':
+      // A mistyped host name, or one with a stray space: quoted, so that what was looked up shows.
+      return `cannot listen for ${what} on ${where}: no address found for the host name "${host}"`;
     default:
       return `cannot listen for ${what} on ${where}: ${err.message}`;
   }
