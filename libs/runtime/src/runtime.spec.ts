@@ -80,5 +80,8 @@ describe('describeListenError', () => {
     expect(describeListenError(error('ENOTFOUND', 'getaddrinfo ENOTFOUND mqtt.example'), 'mqtt.example', 8080, 'HTTP')).toBe(
       'cannot listen for HTTP on mqtt.example:8080: no address found for the host name "mqtt.example"',
     );
+    expect(describeListenError(error('EAI_AGAIN', 'getaddrinfo EAI_AGAIN mqtt.example'), 'mqtt.example', 8080, 'HTTP')).toBe(
+      'cannot listen for HTTP on mqtt.example:8080: the host name "mqtt.example" could not be looked up (no answer from DNS)',
+    );
   });
 });

@@ -91,6 +91,8 @@ export function describeListenError(err: NodeJS.ErrnoException, host: string, po
     case 'ENOTFOUND':
       // A mistyped host name, or one with a stray space: quoted, so that what was looked up shows.
       return `cannot listen for ${what} on ${where}: no address found for the host name "${host}"`;
+    case 'EAI_AGAIN':
+      return `cannot listen for ${what} on ${where}: the host name "${host}" could not be looked up (no answer from DNS)`;
     default:
       return `cannot listen for ${what} on ${where}: ${err.message}`;
   }
