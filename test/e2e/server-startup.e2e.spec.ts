@@ -41,6 +41,8 @@ describe('server start-up and configuration', () => {
     ['PARLEY_MAX_TEXT_LENGTH', '0'],
     // ioredis would send SELECT NaN for it, and die of the uncaught reply with a stack trace.
     ['REDIS_URL', 'redis://127.0.0.1:1/abc'],
+    // Looked up as a host name, it failed only once the store was open, as getaddrinfo's "ENOTFOUND  ::".
+    ['PARLEY_MQTT_HOST', ' ::'],
   ])('refuses %s=%s with one clear line and exit code 2', async (key, value) => {
     const { code, stderr } = await runToExit({ [key]: value });
     expect(code).toBe(2);
@@ -143,9 +145,16 @@ describe('server start-up and configuration', () => {
 describe('health, readiness and metrics over HTTP', () => {
   let server: ParleyServer;
   beforeAll(async () => {
-    server = await startParley();
+    // A misspelt setting, and one of the CLI's, which a server started from the CLI's shell has for good reason.
+    server = await startParley({ env: { PARLEY_MQTT_HOTS: '::', PARLEY_USER: 'alice' } });
   });
   afterAll(() => server?.dispose());
+
+  it('warns at start of PARLEY_* names that are no setting, and says where its HTTP listener is', () => {
+    const logged = server.stdout.map((l) => (JSON.parse(l) as { message?: { event?: string; names?: string[]; http?: object } }).message);
+    expect(logged.filter((m) => m?.event === 'unknown_settings').map((m) => m?.names)).toEqual([['PARLEY_MQTT_HOTS']]);
+    expect(logged.find((m) => m?.event === 'listening')?.http).toEqual({ host: '::', port: server.httpPort });
+  });
 
   it('serves /healthz and /readyz', async () => {
     await request(server.httpUrl).get('/healthz').expect(200, { status: 'ok' });

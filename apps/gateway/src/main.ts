@@ -3,7 +3,7 @@ import { Logger, type INestApplication } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ListenError, MqttBroker } from '#libs/gateway';
 import { Readiness } from '#libs/health';
-import { fail, jsonLogger, listenHttp, loadConfigOrExit, routeConsoleToLog, stopOnSignals } from '#libs/runtime';
+import { fail, jsonLogger, listenHttp, loadConfigOrExit, routeConsoleToLog, stopOnSignals, warnOfUnknownSettings } from '#libs/runtime';
 import { listenerClash, type ParleyConfig } from '#libs/config';
 import { DATA_DIR_FULL_EXIT, DataDirFullError, DataDirLock, START_ROOM_BYTES } from '#libs/storage';
 import { AppModule } from './app.module.js';
@@ -53,6 +53,7 @@ async function bootstrap(): Promise<void> {
   }
   const logger = new Logger('Parley');
   stopOnSignals(app, logger, () => app.get(Readiness).stopping());
+  warnOfUnknownSettings(logger);
   // A certificate with no TLS listener to use it is most likely a listener forgotten: said, rather than ignored.
   if ((config.PARLEY_TLS_CERT || config.PARLEY_TLS_KEY) && config.PARLEY_MQTTS_PORT === undefined && config.PARLEY_WSS_PORT === undefined)
     logger.warn({
@@ -63,7 +64,7 @@ async function bootstrap(): Promise<void> {
     event: 'listening',
     mqtt: { host: mqtt.address, port: mqtt.port },
     ...extra,
-    http: { port: httpPort },
+    http: { host: config.PARLEY_HTTP_HOST, port: httpPort },
     storage: config.REDIS_URL ? 'redis' : `embedded (${config.PARLEY_DATA_DIR})`,
     remoteServices: config.PARLEY_REMOTE_SERVICES,
   });

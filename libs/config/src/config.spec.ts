@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { parseRequest } from '#libs/protocol';
-import { ConfigError, listenerClash, loadConfig } from './config.js';
+import { ConfigError, listenerClash, loadConfig, unknownSettings } from './config.js';
 
 describe('loadConfig', () => {
   it('has defaults for a standalone server', () => {
@@ -82,6 +82,19 @@ describe('loadConfig', () => {
     expect(loadConfig({}).PARLEY_SESSION_EXPIRY_MS).toBe(7 * 24 * 3600 * 1000);
     expect(loadConfig({ PARLEY_SESSION_EXPIRY_MS: '1000' }).PARLEY_SESSION_EXPIRY_MS).toBe(1000);
     expect(() => loadConfig({ PARLEY_SESSION_EXPIRY_MS: '999' })).toThrow('PARLEY_SESSION_EXPIRY_MS must be at least 1000 (a second) (got "999")');
+  });
+
+  it("names the PARLEY_* variables that are no setting, leaving out the CLI's own and other settings", () => {
+    expect(unknownSettings({ PARLEY_MQTT_HOTS: '::', PARLEY_MQTT_PORT: '1', PARLEY_USER: 'a', PARLEY_SERVER: 's', PARLEY_ANOTHER: 'x', HOME: '/' })).toEqual([
+      'PARLEY_ANOTHER',
+      'PARLEY_MQTT_HOTS',
+    ]);
+    expect(unknownSettings({ REDIS_URL: 'redis://r' })).toEqual([]);
+  });
+
+  it('refuses a listen host with a space in it, which would be looked up as a name', () => {
+    expect(() => loadConfig({ PARLEY_MQTT_HOST: ' ::' })).toThrow('PARLEY_MQTT_HOST is an address or a host name, with no spaces in it');
+    expect(() => loadConfig({ PARLEY_HTTP_HOST: '127.0.0.1 ' })).toThrow('PARLEY_HTTP_HOST is an address');
   });
 
   it('refuses timeouts too short to be met, saying why, and takes the shortest that can be', () => {

@@ -47,7 +47,9 @@ const host = (name: string) =>
   z
     .string()
     .min(1, `${name} must not be empty`)
-    .refine((v) => !/^\[.*\]$/.test(v), `${name} is an address without brackets (::1, not [::1])`);
+    .refine((v) => !/^\[.*\]$/.test(v), `${name} is an address without brackets (::1, not [::1])`)
+    // ' ::' was looked up as a host name, and failed only after the store had been opened.
+    .refine((v) => !/\s/.test(v), `${name} is an address or a host name, with no spaces in it`);
 
 /** A port that is off when unset or empty. */
 const optionalPort = (name: string) => z.preprocess((v) => (v === '' ? undefined : v), port(name, 0).unwrap().optional());
@@ -254,6 +256,31 @@ export class ConfigError extends Error {
 }
 
 /** Reads and validates the configuration; throws ConfigError naming every bad variable. */
+/**
+ * `PARLEY_*` names the server does not read but that are Parley's all the same: the CLI's (`parley` reads its server,
+ * user, password, device and CA from these), the container entrypoint's choice of app, and the test harness's log
+ * directory. A server started from the same shell as the CLI has them set for good reason.
+ */
+const NOT_SERVER_SETTINGS: ReadonlySet<string> = new Set([
+  'PARLEY_SERVER',
+  'PARLEY_USER',
+  'PARLEY_PASSWORD',
+  'PARLEY_DEVICE',
+  'PARLEY_CA',
+  'PARLEY_APP',
+  'PARLEY_TEST_LOG_DIR',
+]);
+
+/**
+ * The `PARLEY_*` variables set that are no setting at all, sorted: a misspelt name (`PARLEY_MQTT_HOTS`) leaves its
+ * setting at the default, which nothing else would point out.
+ */
+export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] {
+  return Object.keys(env)
+    .filter((k) => k.startsWith('PARLEY_') && !(k in ConfigSchema.shape) && !NOT_SERVER_SETTINGS.has(k))
+    .sort();
+}
+
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   const picked: Record<string, string | undefined> = {};
   for (const key of Object.keys(ConfigSchema.shape)) picked[key] = env[key];

@@ -1,7 +1,7 @@
 import type { Server } from 'node:http';
 import { format } from 'node:util';
 import { ConsoleLogger, Logger, type INestApplication, type LogLevel } from '@nestjs/common';
-import { ConfigError, loadConfig, type ParleyConfig } from '#libs/config';
+import { ConfigError, loadConfig, unknownSettings, type ParleyConfig } from '#libs/config';
 import { LogThrottle } from './log-throttle.js';
 
 /**
@@ -25,6 +25,13 @@ export function loadConfigOrExit(): ParleyConfig {
     if (e instanceof ConfigError) fail(e.message, 2);
     throw e;
   }
+}
+
+/** Warns of `PARLEY_*` variables that are no setting (a misspelt name leaves its setting at the default). */
+export function warnOfUnknownSettings(logger: Logger): void {
+  const names = unknownSettings();
+  if (names.length > 0)
+    logger.warn({ event: 'unknown_settings', names, message: `${names.join(', ')}: no such setting, so not used (the README lists the settings)` });
 }
 
 /**

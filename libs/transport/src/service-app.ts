@@ -3,7 +3,7 @@ import { Logger, Module, type DynamicModule, type Type } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { ConfigModule } from '#libs/config';
 import { HealthModule, Metrics, Readiness } from '#libs/health';
-import { fail, jsonLogger, listenHttp, loadConfigOrExit, stopOnSignals } from '#libs/runtime';
+import { fail, jsonLogger, listenHttp, loadConfigOrExit, stopOnSignals, warnOfUnknownSettings } from '#libs/runtime';
 import { STORAGE_BACKEND, StorageModule, storageIsReady, storageWritesCheck, type StorageBackend } from '#libs/storage';
 import { RedisStreamsServer } from './redis-streams.server.js';
 import { observeInto } from './rpc-metrics.js';
@@ -51,5 +51,6 @@ export async function runService<T extends object>(spec: ServiceSpec<T>): Promis
   await app.startAllMicroservices();
   const logger = new Logger(`Parley:${spec.name}`);
   stopOnSignals(app, logger, () => readiness.stopping());
-  logger.log({ event: 'listening', service: spec.name, http: { port: httpPort } });
+  warnOfUnknownSettings(logger);
+  logger.log({ event: 'listening', service: spec.name, http: { host: config.PARLEY_HTTP_HOST, port: httpPort } });
 }
