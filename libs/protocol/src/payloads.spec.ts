@@ -26,6 +26,18 @@ describe('parseRequest', () => {
     expect(r).toMatchObject({ ok: false, id, error: { code } });
   });
 
+  it("gives a number too big for a field the field's own bound, not that of every whole number", () => {
+    for (const limit of ['501', '1e300', '9007199254740993']) {
+      const r = parseRequest(`{"op":"history","id":"b1","with":"bob","limit":${limit}}`, LIMIT);
+      expect(r).toMatchObject({ ok: false, error: { code: 'bad_request', message: 'limit: Too big: expected number to be <=500' } });
+    }
+    // A field with no bound of its own has that one.
+    expect(parseRequest('{"op":"history","id":"b2","with":"bob","before":1e300}', LIMIT)).toMatchObject({
+      ok: false,
+      error: { message: 'before: Too big: expected int to be <=9007199254740991' },
+    });
+  });
+
   it("writes out control and bidirectional characters the request put in the error's message, rather than echoing them", () => {
     const unknown = parseRequest(JSON.stringify({ op: 'se\u0000nd', id: 'c1' }), LIMIT);
     expect(unknown).toMatchObject({ ok: false, error: { code: 'unknown_op' } });

@@ -653,7 +653,10 @@ export function parseRequest(payload: Buffer | string, maxBytes: number): Parsed
   if (proto !== null) return { ok: false, id, op, error: new DomainError('bad_request', `${proto}: no field or name may be "__proto__"`) };
   const parsed = Request.safeParse(raw);
   if (!parsed.success) {
-    const first = parsed.error.issues[0];
+    // A whole number beyond 2^53 breaks two rules, the field's own bound and the one every whole number has: the field's
+    // own says what the field takes (`limit` at most 500, not at most 9007199254740991).
+    const issues = parsed.error.issues;
+    const first = issues.find((i) => !(i.code === 'too_big' && Number(i.maximum) === Number.MAX_SAFE_INTEGER)) ?? issues[0];
     const where = first && first.path.length > 0 ? first.path.join('.') : 'request';
     return { ok: false, id, op, error: new DomainError('bad_request', `${where}: ${first?.message ?? 'invalid'}`) };
   }
