@@ -137,6 +137,10 @@ describe('loadConfig', () => {
     // `::` takes the port on every address, 0.0.0.0 on every IPv4 one.
     expect(listenerClash(loadConfig({ PARLEY_HTTP_HOST: '127.0.0.1', PARLEY_HTTP_PORT: '1883' }))).toMatch(/^PARLEY_MQTT_PORT and PARLEY_HTTP_PORT/);
     expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '0.0.0.0', PARLEY_HTTP_HOST: '10.0.0.1', PARLEY_HTTP_PORT: '1883' }))).toBeDefined();
+    // An IPv4-mapped address is the IPv4 address it binds; a host name is one whatever its case.
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '::ffff:127.0.0.1', PARLEY_HTTP_HOST: '127.0.0.1', PARLEY_HTTP_PORT: '1883' }))).toBeDefined();
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '0.0.0.0', PARLEY_HTTP_HOST: '::FFFF:10.0.0.1', PARLEY_HTTP_PORT: '1883' }))).toBeDefined();
+    expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: 'localhost', PARLEY_HTTP_HOST: 'LocalHost', PARLEY_HTTP_PORT: '1883' }))).toBeDefined();
     // One port on two addresses of their own is two listeners.
     expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '127.0.0.1', PARLEY_HTTP_HOST: '::1', PARLEY_HTTP_PORT: '1883' }))).toBeUndefined();
     expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '0.0.0.0', PARLEY_HTTP_HOST: '::1', PARLEY_HTTP_PORT: '1883' }))).toBeUndefined();

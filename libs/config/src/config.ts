@@ -341,7 +341,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
 /**
  * Two of the gateway's own listeners on one port of one address: the second would fail to start as "the port is already
  * in use", which sends the operator looking for another process. `::` (dual-stack) and `0.0.0.0` take the port on every
- * address (of their family), so they clash with any address; host names other than those are compared as written. Only
+ * address (of their family), so they clash with any address; `::ffff:127.0.0.1` is 127.0.0.1; host names are compared
+ * as written, case aside. Only
  * the gateway listens for MQTT: a service's HTTP port is its one listener.
  */
 export function listenerClash(c: ParleyConfig): string | undefined {
@@ -352,8 +353,16 @@ export function listenerClash(c: ParleyConfig): string | undefined {
     ['PARLEY_WS_PORT', c.PARLEY_WS_PORT, c.PARLEY_WS_HOST ?? c.PARLEY_MQTT_HOST],
     ['PARLEY_WSS_PORT', c.PARLEY_WSS_PORT, c.PARLEY_WSS_HOST ?? c.PARLEY_MQTT_HOST],
   ] as const;
-  const overlap = (a: string, b: string) =>
-    a === b || a === '::' || b === '::' || (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
+  // An IPv4-mapped IPv6 address binds that IPv4 address; a host name may stand for any address, so it is compared as
+  // written (`localhost` is 127.0.0.1 or ::1, whichever the resolver gives first).
+  const plain = (h: string) => {
+    const lower = h.toLowerCase();
+    return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice('::ffff:'.length) : lower;
+  };
+  const overlap = (hostA: string, hostB: string) => {
+    const [a, b] = [plain(hostA), plain(hostB)];
+    return a === b || a === '::' || b === '::' || (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
+  };
   for (const [i, [nameA, portA, hostA]] of listeners.entries()) {
     // Port 0 picks a free port for each listener, and the optional ones are off when unset.
     if (!portA) continue;
