@@ -88,6 +88,21 @@ export interface VisibleRange {
 const PAGE = 500;
 
 /**
+ * The changes each request makes, by its op: a request whose id is found in the log with a change of another kind was
+ * another request, and its id is refused rather than taken for a retry. `leave` by the last member deletes the group;
+ * an owner's `delete` is the other kind of deletion.
+ */
+const MADE_BY: Record<GroupRequestKind, (change: GroupChange) => boolean> = {
+  create: (c) => c.kind === 'created',
+  rename: (c) => c.kind === 'renamed',
+  add: (c) => c.kind === 'member_added',
+  remove: (c) => c.kind === 'member_removed',
+  leave: (c) => c.kind === 'member_left' || (c.kind === 'deleted' && c.lastMemberLeft === true),
+  owner: (c) => c.kind === 'owner_changed',
+  delete: (c) => c.kind === 'deleted' && !c.lastMemberLeft,
+};
+
+/**
  * Groups: the creator owns the group; only the owner renames it, manages
  * members, hands ownership over and deletes it; any member posts and leaves.
  * Every change is an entry of the group's own log, so members see changes in
@@ -114,120 +129,70 @@ export class GroupService {
     if (others.length + 1 > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
     await this.mustExist(others);
     const id = newGroupId(actor, requestId);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'create',
-      (c) => c.kind === 'created',
-      () => ({ kind: 'created', name: cleanName, owner: actor, members: others }),
-      true,
-    );
+    return this.change(id, actor, requestId, 'create', () => ({ kind: 'created', name: cleanName, owner: actor, members: others }));
   }
 
   async rename(actor: string, requestId: string, ref: string, name: string): Promise<GroupOutcome> {
     const cleanName = this.validName(name);
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'rename',
-      (c) => c.kind === 'renamed',
-      (g) => {
-        this.mustOwn(g, actor);
-        return g.name === cleanName ? null : { kind: 'renamed', oldName: g.name, name: cleanName };
-      },
-    );
+    return this.change(id, actor, requestId, 'rename', (g) => {
+      this.mustOwn(g, actor);
+      return g.name === cleanName ? null : { kind: 'renamed', oldName: g.name, name: cleanName };
+    });
   }
 
   async add(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
     await this.mustExist(users);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'add',
-      (c) => c.kind === 'member_added',
-      (g) => {
-        this.mustOwn(g, actor);
-        const added = [...new Set(users)].filter((u) => !isMember(g, u));
-        if (added.length === 0) return null;
-        if (g.members.length + added.length > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
-        return { kind: 'member_added', members: added };
-      },
-    );
+    return this.change(id, actor, requestId, 'add', (g) => {
+      this.mustOwn(g, actor);
+      const added = [...new Set(users)].filter((u) => !isMember(g, u));
+      if (added.length === 0) return null;
+      if (g.members.length + added.length > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
+      return { kind: 'member_added', members: added };
+    });
   }
 
   async remove(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'remove',
-      (c) => c.kind === 'member_removed',
-      (g) => {
-        this.mustOwn(g, actor);
-        if (users.includes(actor))
-          throw new DomainError(
-            'not_allowed',
-            'the owner cannot remove itself: leave the group instead (its longest-standing member then owns it), or hand it over first',
-          );
-        const missing = users.filter((u) => !isMember(g, u));
-        if (missing.length > 0) throw new DomainError('not_member', `not in ${g.name}: ${missing.join(', ')}`);
-        return { kind: 'member_removed', members: [...new Set(users)] };
-      },
-    );
+    return this.change(id, actor, requestId, 'remove', (g) => {
+      this.mustOwn(g, actor);
+      if (users.includes(actor))
+        throw new DomainError(
+          'not_allowed',
+          'the owner cannot remove itself: leave the group instead (its longest-standing member then owns it), or hand it over first',
+        );
+      const missing = users.filter((u) => !isMember(g, u));
+      if (missing.length > 0) throw new DomainError('not_member', `not in ${g.name}: ${missing.join(', ')}`);
+      return { kind: 'member_removed', members: [...new Set(users)] };
+    });
   }
 
   async leave(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'leave',
-      (c) => c.kind === 'member_left' || (c.kind === 'deleted' && c.lastMemberLeft === true),
-      (g) => {
-        const others = g.members.filter((m) => m.user !== actor);
-        if (others.length === 0) return { kind: 'deleted', lastMemberLeft: true };
-        if (g.owner !== actor) return { kind: 'member_left', user: actor };
-        return { kind: 'member_left', user: actor, newOwner: others[0]!.user };
-      },
-    );
+    return this.change(id, actor, requestId, 'leave', (g) => {
+      const others = g.members.filter((m) => m.user !== actor);
+      if (others.length === 0) return { kind: 'deleted', lastMemberLeft: true };
+      if (g.owner !== actor) return { kind: 'member_left', user: actor };
+      return { kind: 'member_left', user: actor, newOwner: others[0]!.user };
+    });
   }
 
   async handOver(actor: string, requestId: string, ref: string, user: string): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'owner',
-      (c) => c.kind === 'owner_changed',
-      (g) => {
-        this.mustOwn(g, actor);
-        if (!isMember(g, user)) throw new DomainError('not_member', `${user} is not a member of ${g.name}`);
-        return user === actor ? null : { kind: 'owner_changed', owner: user, previous: actor };
-      },
-    );
+    return this.change(id, actor, requestId, 'owner', (g) => {
+      this.mustOwn(g, actor);
+      if (!isMember(g, user)) throw new DomainError('not_member', `${user} is not a member of ${g.name}`);
+      return user === actor ? null : { kind: 'owner_changed', owner: user, previous: actor };
+    });
   }
 
   async delete(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(
-      id,
-      actor,
-      requestId,
-      'delete',
-      (c) => c.kind === 'deleted' && !c.lastMemberLeft,
-      (g) => {
-        this.mustOwn(g, actor);
-        return { kind: 'deleted' };
-      },
-    );
+    return this.change(id, actor, requestId, 'delete', (g) => {
+      this.mustOwn(g, actor);
+      return { kind: 'deleted' };
+    });
   }
 
   /** The groups the user is a member of now. */
@@ -394,28 +359,20 @@ export class GroupService {
    * Makes one change to a group: under the group's lock, validate against the
    * current state, mark the state pending, append the change to the log, fold
    * it in and clear the mark. A retry of the same request (same actor and id)
-   * returns the original outcome without appending again; `madeBy` tells the
-   * changes the request makes, so that an id the actor used for another
-   * request in the group is refused, never taken for a retry. A request that
+   * returns the original outcome without appending again; an id the actor used
+   * for another request in the group is refused, never taken for a retry
+   * (`MADE_BY`). A request that
    * changes nothing (a rename to the same name, say) appends nothing, so that
    * members are not told of it, but its id is kept with the state (`op`, see
    * `GroupState.noops`): its retry gets the same answer, with the group as it
    * is now, as a change's retry does, and is not made now (a rename back to
    * that name since renamed); another request with its id is refused.
    */
-  private change(
-    id: string,
-    actor: string,
-    requestId: string,
-    op: GroupRequestKind,
-    madeBy: (change: GroupChange) => boolean,
-    decide: (g: GroupState) => GroupChange | null,
-    creating = false,
-  ): Promise<GroupOutcome> {
+  private change(id: string, actor: string, requestId: string, op: GroupRequestKind, decide: (g: GroupState) => GroupChange | null): Promise<GroupOutcome> {
     return this.locks.withLock(id, async () => {
       const conv = groupConv(id);
       const done = await this.log.findById(conv, actor, requestId);
-      if (done && !(done.kind === 'event' && madeBy(done.event))) throw idInUse(requestId);
+      if (done && !(done.kind === 'event' && MADE_BY[op](done.event))) throw idInUse(requestId);
       let g = await this.loadLocked(id);
       if (done) {
         g = g && g.appliedSeq >= done.seq ? g : await this.repair(g ?? skeleton(id, requestId));
@@ -426,7 +383,7 @@ export class GroupService {
         if (noop.op !== op) throw idInUse(requestId);
         return { group: infoFor(g, actor), event: null, deliverTo: [] };
       }
-      if (creating) {
+      if (op === 'create') {
         if (g) throw new DomainError('bad_request', 'a group was already created with this request id');
         g = skeleton(id, requestId);
       } else if (!g || g.deleted || !isMember(g, actor)) {
