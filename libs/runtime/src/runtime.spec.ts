@@ -84,4 +84,10 @@ describe('describeListenError', () => {
       'cannot listen for HTTP on mqtt.example:8080: the host name "mqtt.example" could not be looked up (no answer from DNS)',
     );
   });
+
+  it('says a machine without IPv6 cannot listen on ::, and what to listen on instead', () => {
+    expect(describeListenError(error('EAFNOSUPPORT', 'listen EAFNOSUPPORT: address family not supported :::1883'), '::', 1883, 'MQTT')).toBe(
+      'cannot listen for MQTT on [::]:1883: this machine has no IPv6; listen on an IPv4 address (0.0.0.0 for all of them)',
+    );
+  });
 });

@@ -98,6 +98,9 @@ export function describeListenError(err: NodeJS.ErrnoException, host: string, po
     case 'ENOTFOUND':
       // A mistyped host name, or one with a stray space: quoted, so that what was looked up shows.
       return `cannot listen for ${what} on ${where}: no address found for the host name "${host}"`;
+    case 'EAFNOSUPPORT':
+      // A kernel without IPv6 (booted with ipv6.disable=1) cannot open `::`, the default.
+      return `cannot listen for ${what} on ${where}: this machine has no IPv6; listen on an IPv4 address (0.0.0.0 for all of them)`;
     case 'EAI_AGAIN':
       return `cannot listen for ${what} on ${where}: the host name "${host}" could not be looked up (no answer from DNS)`;
     default:
