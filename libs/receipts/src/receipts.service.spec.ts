@@ -63,6 +63,20 @@ describe('ReceiptsService', () => {
     expect((await service.record({ user: 'bob', conv: 'g:1', seq: 2, status: 'read' })).notify).toBeNull();
   });
 
+  it('does not announce a delivered receipt at a cursor a read already passed: the others would see it after the read', async () => {
+    const { service } = setup();
+    // Bob's phone reads #4 (which moves his delivered cursor to #4 too, announced as the read).
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 4, status: 'read' })).notify?.event).toMatchObject({ status: 'read', seq: 4 });
+    // His laptop, a clean session that showed #4 meanwhile, acknowledges it as delivered: news to no one.
+    const late = await service.record({ user: 'bob', conv: 'g:1', seq: 4, status: 'delivered' });
+    expect(late.result).toMatchObject({ moved: false, cursors: { delivered: 4, read: 4 } });
+    expect(late.notify).toBeNull();
+    // Likewise a retry of a delivered receipt that moved the cursor, once a read has passed it.
+    await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' });
+    await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'read' });
+    expect((await service.record({ user: 'cy', conv: 'g:1', seq: 5, status: 'delivered' })).notify).toBeNull();
+  });
+
   it('tells no one of a move past only the mover’s own messages', async () => {
     const { service } = setup();
     await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'read' });

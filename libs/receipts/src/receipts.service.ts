@@ -107,8 +107,10 @@ export class ReceiptsService {
     // A receipt that moved nothing is news to no one — unless it is a retry of the one that moved the cursor
     // exactly here, whose announcement may have been lost with its first answer: announce it again, with the time the
     // cursor moved, not the time of the retry. One that moved only its device's own position is not a retry: that
-    // device caught up with what another device of the user had acknowledged, which was announced then.
-    const retry = !moved && seq === cmd.seq && own?.moved !== true;
+    // device caught up with what another device of the user had acknowledged, which was announced then. Nor is a
+    // delivered one at a seq the user has read (on another device, say): the read said so, and "delivered" after it
+    // would show the others the message going back from read to delivered.
+    const retry = !moved && seq === cmd.seq && own?.moved !== true && (read || cursors.read < cmd.seq);
     // A former member's receipts are its own business: the group has moved on without it.
     if ((!moved && !retry) || !view.members.includes(cmd.user)) return { result, notify: null };
     // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included). A
