@@ -94,6 +94,24 @@ describe('cluster: two gateways and the services on one Redis', () => {
     expect(bobOnB.events.filter((e) => e.type === 'message')).toHaveLength(1);
   });
 
+  it('a message read on one device and then acknowledged as delivered by another is never shown to the sender as going back to delivered', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await on(gwA, a);
+    const [phone, laptop] = [await on(gwB, b), await on(gwA, b)];
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'read me on your phone' }));
+    // The phone shows it and reads it before the laptop (a clean session) acknowledges it.
+    await phone.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
+    await okResult(phone.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
+    expect(await alice.waitFor((e) => e.type === 'receipt' && e.status === 'read')).toMatchObject({ user: b, seq: sent.seq });
+    await laptop.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
+    await okResult(laptop.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' }));
+    // Whatever the laptop's receipt announced reached alice before this message does.
+    await okResult(laptop.request({ op: 'send', to: a, text: 'after the receipts' }));
+    await alice.waitFor((e) => e.type === 'message' && e.text === 'after the receipts');
+    const receipts = alice.events.filter((e) => e.type === 'receipt' && e.user === b);
+    expect(receipts.map((e) => e.type === 'receipt' && e.status)).toEqual(['read']);
+  });
+
   it('a group across gateways: offline member catches up on the other gateway, the sender sees who read', async () => {
     const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
     const [alice, bob] = [await on(gwA, a), await on(gwB, b)];
