@@ -112,6 +112,28 @@ describe('cluster: two gateways and the services on one Redis', () => {
     expect(receipts.map((e) => e.type === 'receipt' && e.status)).toEqual(['read']);
   });
 
+  it("a message two of the recipient's devices acknowledge as delivered is announced to the sender once; a retry of the first is announced again", async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const alice = await on(gwA, a);
+    const [phone, laptop] = [await on(gwB, b), await on(gwA, b)];
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'one delivered, please' }));
+    await phone.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
+    await laptop.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
+    const receipt = { op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' };
+    await okResult(phone.request({ ...receipt, id: 'phone-ack' }));
+    await okResult(laptop.request({ ...receipt, id: 'laptop-ack' }));
+    // Whatever the receipts announced reached alice before this message does.
+    await okResult(laptop.request({ op: 'send', to: a, text: 'after both receipts' }));
+    await alice.waitFor((e) => e.type === 'message' && e.text === 'after both receipts');
+    const delivered = () => alice.events.filter((e) => e.type === 'receipt' && e.user === b && e.status === 'delivered');
+    expect(delivered()).toHaveLength(1);
+    // The phone's receipt again, its answer lost, say: announced again, as that first announcement may have been lost too.
+    await okResult(phone.request({ ...receipt, id: 'phone-ack' }));
+    await okResult(phone.request({ op: 'send', to: a, text: 'after the retry' }));
+    await alice.waitFor((e) => e.type === 'message' && e.text === 'after the retry');
+    expect(delivered()).toHaveLength(2);
+  });
+
   it('a group across gateways: offline member catches up on the other gateway, the sender sees who read', async () => {
     const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
     const [alice, bob] = [await on(gwA, a), await on(gwB, b)];

@@ -280,7 +280,7 @@ export class RequestDispatcher {
       case 'receipt': {
         // A device that keeps a session (clean session off) has a position of its own (see InboxSync).
         const device = connection.clean ? {} : { device: connection.id };
-        const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status, ...device });
+        const outcome = await this.receipts.record({ user, conv: req.conv, seq: req.seq, status: req.status, requestId: req.id, ...device });
         if (outcome.notify) this.deliver(turn, outcome.notify.to, outcome.notify.event);
         return ok(req, 'receipt', outcome.result);
       }

@@ -63,6 +63,21 @@ describe('ReceiptsService', () => {
     expect((await service.record({ user: 'bob', conv: 'g:1', seq: 2, status: 'read' })).notify).toBeNull();
   });
 
+  it('announces a receipt at the cursor from another request (a second clean-session device) only when it cannot tell', async () => {
+    const { service } = setup();
+    const laptop = await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', requestId: 'laptop-1' });
+    expect(laptop.notify?.event).toMatchObject({ status: 'delivered', seq: 3 });
+    // The phone acknowledges the same message with a request of its own: it moved nothing, and the laptop's was told.
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', requestId: 'phone-1' })).notify).toBeNull();
+    // The laptop's own retry is announced again, as its answer may have been lost; and one without an id, unknown.
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', requestId: 'laptop-1' })).notify).not.toBeNull();
+    expect((await service.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered' })).notify).not.toBeNull();
+    // A move not remembered (made before a restart): any receipt at the cursor may be its retry, and is announced.
+    const { service: restarted } = setup();
+    await restarted.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered' });
+    expect((await restarted.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', requestId: 'phone-2' })).notify).not.toBeNull();
+  });
+
   it('does not announce a delivered receipt at a cursor a read already passed: the others would see it after the read', async () => {
     const { service } = setup();
     // Bob's phone reads #4 (which moves his delivered cursor to #4 too, announced as the read).

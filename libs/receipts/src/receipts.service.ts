@@ -49,7 +49,12 @@ export interface ReceiptCommand {
   status: ReceiptStatus;
   /** The device that sent it, when it keeps a session (MQTT clean session off): its own position moves too. */
   device?: string;
+  /** The request's id: a receipt sent again with it is a retry, one with another id at the same seq is not. */
+  requestId?: string;
 }
+
+/** How many cursor moves the service remembers the request of (see `movers`). */
+const MOVERS_KEPT = 20_000;
 
 export interface ReceiptOutcome {
   result: ReceiptResult;
@@ -59,6 +64,14 @@ export interface ReceiptOutcome {
 
 /** Delivered and read cursors: members move their own, forward only, and the others hear of it. */
 export class ReceiptsService {
+  /**
+   * The request id of the receipt that last moved each cursor (conversation, user, status), for the most recent moves:
+   * a receipt at the cursor from another request (a second device with a clean session acknowledging the same message)
+   * is then known not to be a retry, and is not announced again. A move not remembered (an older one, one made before a
+   * restart, or by another instance of the service) is announced again, as a retry's may have to be.
+   */
+  private readonly movers = new Map<string, string>();
+
   constructor(
     private readonly cursors: CursorStore,
     private readonly conversations: ConversationDirectory,
@@ -109,8 +122,17 @@ export class ReceiptsService {
     // cursor moved, not the time of the retry. One that moved only its device's own position is not a retry: that
     // device caught up with what another device of the user had acknowledged, which was announced then. Nor is a
     // delivered one at a seq the user has read (on another device, say): the read said so, and "delivered" after it
-    // would show the others the message going back from read to delivered.
-    const retry = !moved && seq === cmd.seq && own?.moved !== true && (read || cursors.read < cmd.seq);
+    // would show the others the message going back from read to delivered. Nor one from another request than the one
+    // that moved the cursor, when that is remembered: another device of the user acknowledging the same message.
+    const key = `${cmd.conv}\n${cmd.user}\n${cmd.status}`;
+    const mover = this.movers.get(key);
+    const retry =
+      !moved &&
+      seq === cmd.seq &&
+      own?.moved !== true &&
+      (read || cursors.read < cmd.seq) &&
+      (mover === undefined || cmd.requestId === undefined || mover === cmd.requestId);
+    if (moved && cmd.requestId !== undefined) this.remember(key, cmd.requestId);
     // A former member's receipts are its own business: the group has moved on without it.
     if ((!moved && !retry) || !view.members.includes(cmd.user)) return { result, notify: null };
     // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included). A
@@ -127,6 +149,13 @@ export class ReceiptsService {
         event: { type: 'receipt', conv: cmd.conv, user: cmd.user, status: cmd.status, seq, ts },
       },
     };
+  }
+
+  /** Notes the request that moved a cursor, forgetting the least recently noted beyond MOVERS_KEPT. */
+  private remember(key: string, requestId: string): void {
+    this.movers.delete(key);
+    this.movers.set(key, requestId);
+    if (this.movers.size > MOVERS_KEPT) this.movers.delete(this.movers.keys().next().value!);
   }
 
   /**
