@@ -429,15 +429,22 @@ export class GroupService {
     return { group: infoFor(g, actor), event, deliverTo: stillIn(g, inGroupAt(g, entry.seq), actor) };
   }
 
-  /** The group's state, repaired from the log when a change was cut short. */
   /**
    * The group's state for a reader. A pending mark is a change under way, or one cut short by a crash: the reader folds
    * the log into what it returns, and saves nothing. Saving here, outside the lock, could write a state read before a
    * change's append over the one that change saves after it; waiting for the lock would stall every reader for as long
    * as a crashed holder's lease. The next change, under the lock, saves the repair.
+   *
+   * A state saved before `earlier` was kept (by a version before an upgrade) is the exception: its first reader folds it
+   * again under the lock and saves it, once (see `loadLocked`). Left for the next change, a member added back before the
+   * upgrade would not see their earlier time in the group, their own messages included, for as long as the group went
+   * unchanged. Should the lock not come in time, the reader folds the log itself and saves nothing.
    */
   private async load(id: string): Promise<GroupState | undefined> {
     const g = await this.groups.get(id);
+    if (g && g.earlier === undefined) {
+      return this.locks.withLock(id, () => this.loadLocked(id)).catch(() => this.folded(skeleton(id, g.pending)));
+    }
     if (!g?.pending) return g;
     return this.folded(g);
   }
