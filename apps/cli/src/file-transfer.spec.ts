@@ -1,10 +1,12 @@
+import { createHash } from 'node:crypto';
 import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { open } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import type { FileOffer } from '#libs/protocol';
-import { placeFile } from './file-transfer.js';
+import { offerIdOf, type FileOffer } from '#libs/protocol';
+import type { ParleyClient } from './parley-client.js';
+import { placeFile, uploadFile } from './file-transfer.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -52,5 +54,43 @@ describe('placeFile', () => {
       await handle.close();
     }
     expect(readdirSync(dir)).toEqual([`.${offer.id}.parley-received`]);
+  });
+});
+
+describe('uploadFile', () => {
+  it('resumes an upload cut short on a server from before offers kept their request id, found by its id, and offers nothing new', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-upload-'));
+    dirs.push(dir);
+    const path = join(dir, 'big.bin');
+    const data = Buffer.alloc(4 * 8, 'x');
+    writeFileSync(path, data);
+    const sha256 = createHash('sha256').update(data).digest('hex');
+    const key = createHash('sha256')
+      .update(JSON.stringify([{ to: 'bob' }, 'big.bin', sha256]))
+      .digest('hex')
+      .slice(0, 40);
+    // What a CLI of then left, its second offer of the file (the first was settled): half uploaded, no `request` listed.
+    const earlier = {
+      ...{ id: offerIdOf('ann', `file-${key}-2`), from: 'ann', name: 'big.bin', size: data.length, type: 'application/octet-stream', sha256 },
+      ...{ chunkSize: 8, chunks: 4, uploaded: 2, createdAt: 1, expiresAt: 2, recipients: { bob: 'pending' } },
+    } as FileOffer;
+    const asked: { op: string; id?: string; index?: unknown }[] = [];
+    const client = {
+      user: 'ann',
+      request: (op: string, fields: Record<string, unknown> = {}, id?: string) => {
+        asked.push({ op, id, index: fields.index });
+        if (op === 'file.list') return Promise.resolve({ offers: [earlier] });
+        if (op === 'file.offer') {
+          // The server finds an offer by the id it makes of the request id: only the one that made it names it.
+          const known = id === `file-${key}-2`;
+          return Promise.resolve({ offer: known ? earlier : { ...earlier, id: offerIdOf('ann', id!), uploaded: 0, request: id }, window: 4 });
+        }
+        return Promise.resolve({ uploaded: (fields.index as number) + 1 });
+      },
+    } as unknown as ParleyClient;
+    const sent = await uploadFile(client, { to: 'bob' }, path, () => undefined);
+    expect(sent.id).toBe(earlier.id);
+    expect(asked.filter((a) => a.op === 'file.offer').map((a) => a.id)).toEqual([`file-${key}-2`]);
+    expect(asked.filter((a) => a.op === 'file.chunk').map((a) => a.index)).toEqual([2, 3]);
   });
 });

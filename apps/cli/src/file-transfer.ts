@@ -2,7 +2,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
 import { link, lstat, open, rename, stat, unlink, type FileHandle } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
-import { formatBytes, isWithdrawn, numberedFileName, OfferId, sanitizeFileName, type FileOffer } from '#libs/protocol';
+import { formatBytes, isWithdrawn, numberedFileName, OfferId, offerIdOf, sanitizeFileName, type FileOffer } from '#libs/protocol';
 import { fileLabel } from './file-output.js';
 import { RequestError, RequestTimeout, type ParleyClient } from './parley-client.js';
 
@@ -75,7 +75,10 @@ export async function uploadFile(
   // Each offer of this file to this receiver is made by a request id of its own, `file-KEY-NONCE`, which the sender's
   // list names: one look finds the offer to resume, however many were made before.
   const { offers } = await client.request('file.list');
-  const going = offers.filter((o) => o.from === client.user && o.request !== undefined && isRequestOf(o.request, key) && !settled(o)).at(-1);
+  const mine = offers.filter((o) => o.from === client.user && !settled(o));
+  const going =
+    mine.filter((o) => o.request !== undefined && isRequestOf(o.request, key)).at(-1) ??
+    (client.user !== null ? legacyOfferOf(mine, client.user, key) : undefined);
   let offered = going ? await client.request('file.offer', { ...target, ...file }, going.request) : null;
   // None, or settled (a receiver declined it) since the list was read: this is a new offer.
   if (!offered || settled(offered.offer)) offered = await client.request('file.offer', { ...target, ...file }, `file-${key}-${randomBytes(8).toString('hex')}`);
@@ -91,8 +94,8 @@ export async function uploadFile(
   if (unfinished.length > 0) onUnfinished?.(unfinished);
   const handle = await open(path, 'r');
   try {
-    // The offer's own request again answers with how far its upload has got.
-    const request = offered.offer.request;
+    // The offer's own request again answers with how far its upload has got (one found by its id keeps none: see legacyOfferOf).
+    const request = offered.offer.request ?? (offer.id === going?.id ? going.request : undefined);
     const uploadedNow = async () =>
       request === undefined ? offer.uploaded : (await client.request('file.offer', { ...target, ...file }, request)).offer.uploaded;
     await sendChunks(client, handle, offer, offered.window, (bytes) => onProgress(offer, bytes), uploadedNow);
@@ -111,6 +114,24 @@ function sameTarget(offer: FileOffer, target: FileTarget): boolean {
 /** Whether a request id made an offer of the file whose key this is (`file-KEY` and `file-KEY-N` are earlier CLIs' ids). */
 function isRequestOf(request: string, key: string): boolean {
   return request === `file-${key}` || request.startsWith(`file-${key}-`);
+}
+
+/** The request ids CLIs before `file-KEY-NONCE` gave their offers of a file: `file-KEY`, then `file-KEY-2` up to `-99`. */
+const LEGACY_SUFFIXES = ['', ...Array.from({ length: 98 }, (_, i) => `-${i + 2}`)];
+
+/**
+ * An offer of the file whose key this is that a server from before 2026-12-06 stored: it keeps no request id to list
+ * (`request`), so it is found by its id, which the server made from the sender and one of the request ids the CLI used
+ * then (see offerIdOf); returned with that id as its `request`. Without it, an upload cut short before an upgrade was
+ * not resumed but started over as a new offer, and the old one, not counted as unfinished (it is of this very file),
+ * held its place against the sender's limits unseen until it expired.
+ */
+function legacyOfferOf(offers: FileOffer[], user: string, key: string): (FileOffer & { request: string }) | undefined {
+  const unknown = offers.filter((o) => o.request === undefined);
+  if (unknown.length === 0) return undefined;
+  const requests = new Map(LEGACY_SUFFIXES.map((n) => [offerIdOf(user, `file-${key}${n}`), `file-${key}${n}`]));
+  const found = unknown.find((o) => requests.has(o.id));
+  return found && { ...found, request: requests.get(found.id)! };
 }
 
 /** Nothing more will come of the offer: every receiver declined or has the file, or the sender withdrew it. */

@@ -1,10 +1,10 @@
 import { createHash } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { DomainError } from '#libs/protocol';
+import { DomainError, offerIdOf } from '#libs/protocol';
 import { tempDatabases } from '../../../test/support/temp-databases.js';
 import { EmbeddedFileBlobStore } from './embedded/embedded-file-blob.store.js';
 import { EmbeddedFileOfferStore } from './embedded/embedded-file-offer.store.js';
-import { FileOfferService, offerIdOf } from './file-offer.service.js';
+import { FileOfferService } from './file-offer.service.js';
 import type { FileOfferStore } from './file-offer.store.js';
 
 const CHUNK = 4;

@@ -6,6 +6,7 @@ import {
   isWithdrawn,
   isSafeContentType,
   isSafeFileName,
+  offerIdOf,
   type FileChunkResult,
   type FileEvent,
   type FileFetchResult,
@@ -427,11 +428,6 @@ export class FileOfferService {
     if (offer) await this.blobs.delete(id, offer.chunks);
     return offer !== null;
   }
-}
-
-/** Offer ids come from the sender and its request id, so a retried offer names the same offer. */
-export function offerIdOf(sender: string, requestId: string): string {
-  return `f${createHash('sha256').update(`${sender}\n${requestId}`).digest('base64url').slice(0, 22)}`;
 }
 
 function chunkLength(offer: FileOffer, index: number): number {

@@ -6,3 +6,4 @@ export * from './file-names.js';
 export * from './visible-text.js';
 export * from './lenient.js';
 export * from './byte-sizes.js';
+export * from './offer-ids.js';
