@@ -30,31 +30,31 @@ function inbox(relay?: Promise<boolean>) {
 const chunk = { op: 'file.chunk', id: 'r1', offer: 'f1', index: 2, data: '' } as const;
 
 describe('FileRequests', () => {
-  it('says an upload was announced once the announcement has left the gateway, and not when its relay failed', async () => {
+  it('records an upload as announced once the announcement has left the gateway, before answering, and not when its relay failed', async () => {
     const outcome = { result: { complete: true }, notify: { to: ['bob', 'bob'], event: offered }, announces: 'f1' };
     for (const relayed of [true, false]) {
       const relay = deferred<boolean>();
       const service = files(outcome);
       const out = inbox(relay.promise);
       const note: RelayNote = {};
-      await new FileRequests(service.api, {} as GroupApi, out.publisher).execute('ann', chunk, note);
+      let answered = false;
+      const answer = new FileRequests(service.api, {} as GroupApi, out.publisher).execute('ann', chunk, note).then(() => (answered = true));
+      await new Promise<void>((resolve) => setImmediate(resolve));
       expect(out.published).toEqual([['parley/v1/users/bob/inbox']]);
       expect(note.relayed).toBe(relay.promise);
-      expect(service.announced).toEqual([]);
+      expect([service.announced, answered]).toEqual([[], false]);
       relay.resolve(relayed);
-      await relay.promise;
-      await new Promise<void>((resolve) => setImmediate(resolve));
+      await answer;
+      // Recorded by the time the answer goes: a repeat of the last chunk sent after it announces nothing again.
       expect(service.announced).toEqual(relayed ? ['f1'] : []);
     }
     // Standalone (nothing to relay): at once.
     const service = files(outcome);
     await new FileRequests(service.api, {} as GroupApi, inbox().publisher).execute('ann', chunk, {});
-    await new Promise<void>((resolve) => setImmediate(resolve));
     expect(service.announced).toEqual(['f1']);
     // An event that announces nothing (a decision, say) records nothing.
     const decision = files({ result: {}, notify: { to: ['ann'], event: offered } });
     await new FileRequests(decision.api, {} as GroupApi, inbox().publisher).execute('ann', chunk, {});
-    await new Promise<void>((resolve) => setImmediate(resolve));
     expect(decision.announced).toEqual([]);
   });
 });

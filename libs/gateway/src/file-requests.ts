@@ -61,10 +61,10 @@ export class FileRequests {
     );
     noteRelay(note, relayed);
     // Once the announcement has left this gateway (standalone: at once), the last chunk sent again need not announce it
-    // again; a relay that failed leaves that to the sender's next try. Should recording it fail, the offer may be
-    // announced once more. Nothing waits for it.
-    if (announces !== undefined)
-      void (relayed ?? Promise.resolve(true)).then((left) => (left ? this.files.announced(announces) : undefined)).catch(() => undefined);
+    // again; a relay that failed leaves that to the sender's next try. It is recorded before the answer goes: a repeat
+    // sent after the answer (a retry, `file send` again) then finds it, where one that overtook the record announced the
+    // offer a second time to receivers that had it. Should recording it fail, the offer may be announced once more.
+    if (announces !== undefined && (await (relayed ?? Promise.resolve(true)))) await this.files.announced(announces).catch(() => undefined);
     return result;
   }
 }
