@@ -38,7 +38,9 @@ function setup() {
     othersWroteIn: (_conv, user, after, upTo) => Promise.resolve(authors.slice(after, upTo).some((a) => a !== user)),
   };
   const devices = { store: new EmbeddedDeviceCursorStore(db), keepPerUser: 50 };
-  return { service: new ReceiptsService(new EmbeddedCursorStore(db), directory, () => clock.now, devices), clock, lookups };
+  // Another instance of the service on the same store (distributed mode runs several).
+  const another = () => new ReceiptsService(new EmbeddedCursorStore(db), directory, () => clock.now, devices);
+  return { service: another(), another, clock, lookups };
 }
 
 describe('ReceiptsService', () => {
@@ -76,6 +78,16 @@ describe('ReceiptsService', () => {
     const { service: restarted } = setup();
     await restarted.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered' });
     expect((await restarted.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', requestId: 'phone-2' })).notify).not.toBeNull();
+  });
+
+  it('announces a retry of a move another instance made, though this one remembers the mover of an earlier seq', async () => {
+    const { service: a, another } = setup();
+    const b = another();
+    await a.record({ user: 'bob', conv: 'g:1', seq: 3, status: 'delivered', requestId: 'laptop-1' });
+    // Instance b moves bob's cursor on; its answer is lost, and the retry is taken by instance a.
+    await b.record({ user: 'bob', conv: 'g:1', seq: 5, status: 'delivered', requestId: 'laptop-2' });
+    const retry = await a.record({ user: 'bob', conv: 'g:1', seq: 5, status: 'delivered', requestId: 'laptop-2' });
+    expect(retry.notify?.event).toMatchObject({ status: 'delivered', seq: 5 });
   });
 
   it('does not announce a delivered receipt at a cursor a read already passed: the others would see it after the read', async () => {

@@ -68,9 +68,11 @@ export class ReceiptsService {
    * The request id of the receipt that last moved each cursor (conversation, user, status), for the most recent moves:
    * a receipt at the cursor from another request (a second device with a clean session acknowledging the same message)
    * is then known not to be a retry, and is not announced again. A move not remembered (an older one, one made before a
-   * restart, or by another instance of the service) is announced again, as a retry's may have to be.
+   * restart, or by another instance of the service) is announced again, as a retry's may have to be. Each is kept with
+   * the seq it moved the cursor to: another instance may have moved the cursor on since, and the request that moved it
+   * to an earlier seq says nothing of who moved it to this one.
    */
-  private readonly movers = new Map<string, string>();
+  private readonly movers = new Map<string, { seq: number; requestId: string }>();
 
   constructor(
     private readonly cursors: CursorStore,
@@ -131,8 +133,8 @@ export class ReceiptsService {
       seq === cmd.seq &&
       own?.moved !== true &&
       (read || cursors.read < cmd.seq) &&
-      (mover === undefined || cmd.requestId === undefined || mover === cmd.requestId);
-    if (moved && cmd.requestId !== undefined) this.remember(key, cmd.requestId);
+      (mover?.seq !== seq || cmd.requestId === undefined || mover.requestId === cmd.requestId);
+    if (moved && cmd.requestId !== undefined) this.remember(key, seq, cmd.requestId);
     // A former member's receipts are its own business: the group has moved on without it.
     if ((!moved && !retry) || !view.members.includes(cmd.user)) return { result, notify: null };
     // Nor is a move past only the user's own messages (a client acknowledges what it shows, its own sends included). A
@@ -152,9 +154,9 @@ export class ReceiptsService {
   }
 
   /** Notes the request that moved a cursor, forgetting the least recently noted beyond MOVERS_KEPT. */
-  private remember(key: string, requestId: string): void {
+  private remember(key: string, seq: number, requestId: string): void {
     this.movers.delete(key);
-    this.movers.set(key, requestId);
+    this.movers.set(key, { seq, requestId });
     if (this.movers.size > MOVERS_KEPT) this.movers.delete(this.movers.keys().next().value!);
   }
 
