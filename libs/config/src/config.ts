@@ -255,7 +255,6 @@ export class ConfigError extends Error {
   override readonly name = 'ConfigError';
 }
 
-/** Reads and validates the configuration; throws ConfigError naming every bad variable. */
 /**
  * `PARLEY_*` names the server does not read but that are Parley's all the same: the CLI's (`parley` reads its server,
  * user, password, device and CA from these), the container entrypoint's choice of app, and the test harness's log
@@ -281,6 +280,7 @@ export function unknownSettings(env: NodeJS.ProcessEnv = process.env): string[] 
     .sort();
 }
 
+/** Reads and validates the configuration; throws ConfigError naming every bad variable. */
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   const picked: Record<string, string | undefined> = {};
   for (const key of Object.keys(ConfigSchema.shape)) picked[key] = env[key];
