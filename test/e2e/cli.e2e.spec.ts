@@ -120,6 +120,11 @@ describe('the parley CLI', () => {
     expect([helpUnknown.code, helpUnknown.stderr.split('\n')[0]]).toEqual([2, "error: unknown command 'frobnicate'"]);
     const helpUnknownJson = await runCli(['--json', 'help', 'group', 'frobnicate'], as(alice));
     expect([helpUnknownJson.code, helpUnknownJson.json]).toEqual([2, [{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]]);
+    // The same below a command: `parley group help NAME`.
+    const groupHelpUnknown = await runCli(['--json', 'group', 'help', 'frobnicate'], as(alice));
+    expect([groupHelpUnknown.code, groupHelpUnknown.json]).toEqual([2, [{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]]);
+    const groupHelpSub = await runCli(['file', 'help', 'send'], as(alice));
+    expect([groupHelpSub.code, groupHelpSub.stdout.split('\n')[0]]).toMatchObject([0, expect.stringMatching(/^Usage: parley file send /)]);
     const helpSub = await runCli(['help', 'group', 'create'], as(alice));
     expect([helpSub.code, helpSub.stdout.split('\n')[0]]).toEqual([0, 'Usage: parley group create [options] <name> [members...]']);
   });

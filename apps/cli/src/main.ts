@@ -326,23 +326,25 @@ file
   .argument('<id>', "the offer's id (parley file list shows it)")
   .action(run((ctx, id: string) => fileCommands.cancel(ctx, offerId(id))));
 
-// `parley help COMMAND [SUBCOMMAND]`. Commander's own help command, given a name it did not know, showed the top-level help
-// as an error without saying what was wrong (with --json: "give a subcommand"); this one names it, as `parley bogus` does,
-// and goes down to a subcommand (`parley help group create`).
-program.helpCommand(false);
-program
-  .command('help')
-  .description('display help for command')
-  .argument('[command...]', 'the command, and its subcommand, to explain')
-  .action((names: string[]) => {
-    let shown: Command = program;
-    for (const name of names) {
-      const sub = shown.commands.find((c) => c.name() === name || c.aliases().includes(name));
-      if (!sub) shown.error(`error: unknown command '${name}'`, { code: 'commander.unknownCommand', exitCode: 1 });
-      shown = sub;
-    }
-    shown.help();
-  });
+// `parley help COMMAND [SUBCOMMAND]`, and `parley group help SUBCOMMAND` alike. Commander's own help command, given a name
+// it did not know, showed the help as an error without saying what was wrong (with --json: "give a subcommand"); this
+// one names it, as `parley bogus` does, and goes down to a subcommand (`parley help group create`).
+for (const parent of [program, group, file]) {
+  parent.helpCommand(false);
+  parent
+    .command('help')
+    .description('display help for command')
+    .argument('[command...]', 'the command, and its subcommand, to explain')
+    .action((names: string[]) => {
+      let shown: Command = parent;
+      for (const name of names) {
+        const sub = shown.commands.find((c) => c.name() === name || c.aliases().includes(name));
+        if (!sub) shown.error(`error: unknown command '${name}'`, { code: 'commander.unknownCommand', exitCode: 1 });
+        shown = sub;
+      }
+      shown.help();
+    });
+}
 
 // Whatever a command waits for is held by a connection, a timer or input. Should all of them end with the command still
 // waiting (a connection that stopped trying without saying so), Node would leave with status 13 and not a word: say so.
