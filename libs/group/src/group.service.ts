@@ -438,7 +438,9 @@ export class GroupService {
    * A state saved before `earlier` was kept (by a version before an upgrade) is the exception: its first reader folds it
    * again under the lock and saves it, once (see `loadLocked`). Left for the next change, a member added back before the
    * upgrade would not see their earlier time in the group, their own messages included, for as long as the group went
-   * unchanged. Should the lock not come in time, the reader folds the log itself and saves nothing.
+   * unchanged. Should that fail (another process holds the lock beyond the wait, or the save fails), the reader folds the
+   * log itself and saves nothing. (Within one process the reader waits its turn behind the changes queued before it: a
+   * caller must never load a group while it holds that group's lock, as `change` does, or it would wait for itself.)
    */
   private async load(id: string): Promise<GroupState | undefined> {
     const g = await this.groups.get(id);
