@@ -574,6 +574,43 @@ describe('subscriptions and the request rate', () => {
   });
 });
 
+describe('a persistent session restored', () => {
+  it('restores every subscription of a persistent session at its login, free of the request rate: the client is told its session is present and does not subscribe again', async () => {
+    const limited = await startParley({ env: { PARLEY_USER_RATE: '1', PARLEY_USER_BURST: '6' } });
+    try {
+      const tag = randomUUID().slice(0, 6);
+      const [name, ...watched] = ['erin', 'w1', 'w2', 'w3', 'w4'].map((n) => `${n}${tag}`);
+      for (const u of [name!, ...watched]) expect((await registerUser(limited.mqttUrl, u, PASSWORD)).ok).toBe(true);
+      const device = { username: name, password: PASSWORD, clientId: `${name}/phone`, clean: false };
+      // Four presence filters cost four of the six requests; the inbox's first subscription is free.
+      const first = await connectClient(limited.mqttUrl, device);
+      expect(await subscribeCodes(first, [topics.inbox(name!), ...watched.map((w) => topics.presence(w))])).toEqual([0, 0, 0, 0, 0]);
+      await endClient(first);
+      // Back at once, with two requests left: the session is present, and all four filters are live again.
+      let present: boolean | undefined;
+      const again = await connectClient(limited.mqttUrl, device, (c) => c.once('connect', (ack) => (present = ack.sessionPresent)));
+      try {
+        expect(present).toBe(true);
+        const online = new Set<string>();
+        again.on('message', (_topic, payload) => {
+          const p = JSON.parse(payload.toString()) as { type?: string; user?: string; state?: string };
+          if (p.type === 'presence' && p.state === 'online' && p.user) online.add(p.user);
+        });
+        const others = await Promise.all(watched.map((w) => connectClient(limited.mqttUrl, { username: w, password: PASSWORD, clientId: `${w}/desk` })));
+        try {
+          await expect.poll(() => [...online].sort(), { timeout: 10_000 }).toEqual([...watched].sort());
+        } finally {
+          await Promise.all(others.map((o) => endClient(o)));
+        }
+      } finally {
+        await endClient(again);
+      }
+    } finally {
+      await limited.dispose();
+    }
+  });
+});
+
 describe('persistent sessions left behind', () => {
   it('forgets a persistent session PARLEY_SESSION_EXPIRY_MS after its connection ended, and keeps one still connected', async () => {
     const brief = await startParley({ env: { PARLEY_SESSION_EXPIRY_MS: '1000' } });

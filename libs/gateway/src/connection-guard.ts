@@ -135,6 +135,14 @@ export class GuardedConnection extends Duplex {
     return this.limits.maxKeepAliveS * 1500;
   }
 
+  /**
+   * Whether the broker has accepted the CONNECT. Until then no packet of the client's but the CONNECT has reached the
+   * broker: a subscription authorized before it is the broker restoring a persistent session's own.
+   */
+  get admitted(): boolean {
+    return this.phase === 'open';
+  }
+
   /** The broker answered the CONNECT: from now on the client may send anything a logged-in client may. */
   admit(accepted: boolean): void {
     clearTimeout(this.connectTimer);

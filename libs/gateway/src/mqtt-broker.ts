@@ -127,10 +127,15 @@ export class MqttBroker {
         if (principal && this.sink) this.sink(client, principal, Buffer.isBuffer(packet.payload) ? packet.payload : Buffer.from(packet.payload));
         done(null);
       },
+      // A persistent session's subscriptions restored at its login cost nothing: they were paid for when made, the client
+      // is told its session is present and does not subscribe again, and a restore replays no retained message. Charged,
+      // a user out of requests (several devices reconnecting at once) lost them without a word.
       authorizeSubscribe: (client, sub, done) =>
         done(
           null,
-          this.policy.grantSubscription(client, sub, (principal) => this.subscriptionRate?.(client, principal) ?? true),
+          this.policy.grantSubscription(client, sub, (principal) =>
+            guardOf(client.conn)?.admitted === false ? true : (this.subscriptionRate?.(client, principal) ?? true),
+          ),
         ),
       authorizeForward: (client, packet) => (this.policy.mayReceive(client, packet.topic) ? packet : null),
     });
