@@ -1,4 +1,5 @@
 import { EventEmitter } from 'node:events';
+import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import type { PresenceApi } from '#libs/presence';
@@ -187,6 +188,26 @@ describe('PresenceTracker', () => {
     tracker.realign();
     await expect.poll(() => p.calls).toEqual(['holds bob', 'connected bob', 'holds bob']);
     expect(p.closedAt[1]).toBeGreaterThanOrEqual(asked);
+  });
+
+  it('logs the reports that fail alike while presence is away once, not once per connection', async () => {
+    const t = await started();
+    const users = ['bob', 'carol', 'dave', 'erin', 'frank'];
+    const clients = users.map((u) => t.connect(u));
+    await expect.poll(() => t.users()).toEqual(users);
+    // Redis restarting: every connection of the gateway ends at once, and every end fails to be reported.
+    const logged = vi.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      t.state.mode = 'down';
+      for (const c of clients) t.disconnect(c);
+      await expect.poll(() => t.calls.filter((c) => c.startsWith('disconnected')).length).toBe(users.length);
+      const failures = logged.mock.calls.filter(([m]) => (m as { event?: string }).event === 'presence_report_failed');
+      expect(failures).toHaveLength(1);
+    } finally {
+      logged.mockRestore();
+    }
+    t.state.mode = 'up';
+    await expect.poll(() => t.users(), { timeout: 5000 }).toEqual([]);
   });
 
   it('says its records are out of line from a failed report until a realignment succeeds', async () => {

@@ -2,6 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import { withDeadline } from '#libs/health';
 import type { ConnectionRef, PresenceApi } from '#libs/presence';
+import { LogThrottle } from '#libs/runtime';
 import { DELIVERY_QOS, isQuietDevice, topics, type PresenceEvent } from '#libs/protocol';
 import type { AccessPolicy } from './access-policy.js';
 import { guardOf } from './connection-guard.js';
@@ -44,6 +45,11 @@ const REALIGN_MAX_DELAY_MS = 10_000;
  */
 export class PresenceTracker {
   private readonly logger = new Logger('PresenceTracker');
+  /**
+   * Redis restarting fails the report of every connection the gateway holds at once (they all end together): one line
+   * per kind of failure every 10 s says as much, with how many were left out; the realignment makes them all good.
+   */
+  private readonly failureLog = new LogThrottle();
   private counter = 0;
   /** The connections this gateway holds and reports, in the order they came up. */
   private readonly live = new Map<Client, Tracked>();
@@ -187,7 +193,9 @@ export class PresenceTracker {
         ? this.presence.connected(tracked.ref, tracked.startedAt)
         : this.presence.disconnected(tracked.ref, tracked.endedAt));
     } catch (e) {
-      this.logger.error({ event: 'presence_report_failed', change, error: String(e) });
+      const error = String(e);
+      const fields = this.failureLog.logFields(`${change}\0${error}`);
+      if (fields) this.logger.error({ event: 'presence_report_failed', change, error, ...fields });
       if (change === 'disconnected') this.unreportedEnds.set(tracked.ref.connId, tracked);
       this.realign();
       return;
