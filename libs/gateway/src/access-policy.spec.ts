@@ -1,6 +1,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { Logger } from '@nestjs/common';
 import type { Client, ConnectPacket } from 'aedes';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { AccountsService, EmbeddedAccountStore, PasswordHasher } from '#libs/accounts';
@@ -50,6 +51,30 @@ describe('AccessPolicy.authenticate', () => {
       const early = Buffer.from('correct horse');
       expect(await authenticate(clientOf(id), user, early)).toBe(false);
       expect(early.every((b) => b === 0)).toBe(true);
+    }
+  });
+
+  it('answers logins it cannot check (the account store away) with CONNACK 3, and logs that once, not once per login', async () => {
+    const away = { authenticate: () => Promise.reject(new Error('Redis is restarting')) } as unknown as AccountsService;
+    const cut = new AccessPolicy(away, new Metrics());
+    const logged = vi.spyOn(Logger.prototype, 'error').mockImplementation(() => undefined);
+    try {
+      // Every client of a gateway logging in again at once while Redis restarts, and trying again and again.
+      const codes = await Promise.all(
+        Array.from(
+          { length: 5 },
+          (_, i) =>
+            new Promise((resolve) =>
+              cut.authenticate(clientOf(`alice/d${i}`), 'alice', Buffer.from('correct horse'), (e) =>
+                resolve((e as { returnCode?: number } | null)?.returnCode),
+              ),
+            ),
+        ),
+      );
+      expect(codes).toEqual([3, 3, 3, 3, 3]);
+      expect(logged.mock.calls.filter(([m]) => (m as { event?: string }).event === 'login_failed')).toHaveLength(1);
+    } finally {
+      logged.mockRestore();
     }
   });
 

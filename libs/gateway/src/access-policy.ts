@@ -3,6 +3,7 @@ import { Logger } from '@nestjs/common';
 import type { AuthenticateError, Client, ConnectPacket, PublishPacket, Subscription } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
 import type { Metrics } from '#libs/health';
+import { LogThrottle } from '#libs/runtime';
 import { guardOf } from './connection-guard.js';
 import { addressKey, type LoginThrottle } from './login-throttle.js';
 import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, topics, USERNAME_PATTERN, type Principal } from '#libs/protocol';
@@ -36,6 +37,8 @@ export interface LoginLimits {
 
 export class AccessPolicy {
   private readonly logger = new Logger('AccessPolicy');
+  /** While the account store is away every client trying to log in fails alike, again and again: one line per 10 s says so. */
+  private readonly failureLog = new LogThrottle();
   private readonly principals = new WeakMap<Client, Principal>();
   /** Open logged-in connections per user on this gateway. */
   private readonly open = new OpenCounts();
@@ -130,7 +133,9 @@ export class AccessPolicy {
     this.logIn(client, principal, secret, address).then(
       (refused) => (refused ? done(refused, null) : done(null, true)),
       (e: unknown) => {
-        this.logger.error({ event: 'login_failed', error: String(e) });
+        const error = String(e);
+        const fields = this.failureLog.logFields(error);
+        if (fields) this.logger.error({ event: 'login_failed', error, ...fields });
         this.metrics.loginsFailed.inc({ reason: 'unavailable' });
         done(refusal(CONNACK.SERVER_UNAVAILABLE, 'account store unavailable'), null);
       },
