@@ -232,8 +232,9 @@ describe('presence across a Redis restart', () => {
     await topo.redis!.shutdown();
     // The gateway closes its clients when it loses the backplane; bob's phone goes either way, while Redis is down.
     await endClient(phone);
-    // The gateway could not record it (nor the end of alice's connection, closed with the others).
-    await expect.poll(reportFailures, { timeout: 10_000 }).toBeGreaterThanOrEqual(failuresBefore + 2);
+    // The gateway could not record it (nor the end of alice's connection, closed with the others): failures alike are
+    // logged once per 10 s, so one line says so.
+    await expect.poll(reportFailures, { timeout: 10_000 }).toBeGreaterThanOrEqual(failuresBefore + 1);
     await topo.redis!.restart();
 
     const watcher = await loginWhenBack(a);
