@@ -55,6 +55,16 @@ let witnesses: Witnesses;
 const stillServing = () => witnesses.stillServing();
 const hostile = (run: () => Promise<void>) => witnesses.hostile(run);
 
+/** Runs `body` against a server of its own, started with these settings, and disposes of it after. */
+async function withServer(env: Record<string, string>, body: (server: ParleyServer) => Promise<void>): Promise<void> {
+  const own = await startParley({ env });
+  try {
+    await body(own);
+  } finally {
+    await own.dispose();
+  }
+}
+
 /** The reasons the server logged for forgetting this client id's persistent session, in order. */
 const forgotten = (clientId: string, from: ParleyServer = server): string[] =>
   from.output.flatMap((l) => {
@@ -541,8 +551,7 @@ describe('a Will', () => {
 
 describe('subscriptions and the request rate', () => {
   it('counts each subscription, granted again or new, as a request: over the limit it is refused (0x80), so the retained presence (or the inbox catch-up) cannot be replayed at will; the first to the own inbox is always granted', async () => {
-    const limited = await startParley({ env: { PARLEY_CONNECTION_RATE: '1', PARLEY_CONNECTION_BURST: '3' } });
-    try {
+    await withServer({ PARLEY_CONNECTION_RATE: '1', PARLEY_CONNECTION_BURST: '3' }, async (limited) => {
       const name = `sub${randomUUID().slice(0, 8)}`;
       expect((await registerUser(limited.mqttUrl, name, PASSWORD)).ok).toBe(true);
       const client = await connectClient(limited.mqttUrl, { username: name, password: PASSWORD, clientId: `${name}/watcher` });
@@ -568,16 +577,13 @@ describe('subscriptions and the request rate', () => {
       } finally {
         await endClient(client);
       }
-    } finally {
-      await limited.dispose();
-    }
+    });
   });
 });
 
 describe('a persistent session restored', () => {
   it('restores every subscription of a persistent session at its login, free of the request rate: the client is told its session is present and does not subscribe again', async () => {
-    const limited = await startParley({ env: { PARLEY_USER_RATE: '1', PARLEY_USER_BURST: '6' } });
-    try {
+    await withServer({ PARLEY_USER_RATE: '1', PARLEY_USER_BURST: '6' }, async (limited) => {
       const tag = randomUUID().slice(0, 6);
       const [name, ...watched] = ['erin', 'w1', 'w2', 'w3', 'w4'].map((n) => `${n}${tag}`);
       for (const u of [name!, ...watched]) expect((await registerUser(limited.mqttUrl, u, PASSWORD)).ok).toBe(true);
@@ -605,16 +611,13 @@ describe('a persistent session restored', () => {
       } finally {
         await endClient(again);
       }
-    } finally {
-      await limited.dispose();
-    }
+    });
   });
 });
 
 describe('persistent sessions left behind', () => {
   it('forgets a persistent session PARLEY_SESSION_EXPIRY_MS after its connection ended, and keeps one still connected', async () => {
-    const brief = await startParley({ env: { PARLEY_SESSION_EXPIRY_MS: '1000' } });
-    try {
+    await withServer({ PARLEY_SESSION_EXPIRY_MS: '1000' }, async (brief) => {
       const name = `exp${randomUUID().slice(0, 8)}`;
       expect((await registerUser(brief.mqttUrl, name, PASSWORD)).ok).toBe(true);
       const login = async (device: string) => {
@@ -640,8 +643,6 @@ describe('persistent sessions left behind', () => {
       const again = await login('stays');
       expect(again.present).toBe(true);
       await endClient(again.client);
-    } finally {
-      await brief.dispose();
-    }
+    });
   });
 });
