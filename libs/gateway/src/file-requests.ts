@@ -1,7 +1,8 @@
 import type { FileOfferApi, FileOutcome, OfferTarget } from '#libs/file-offer';
 import type { GroupApi } from '#libs/group';
 import { DomainError, topics, type FileOfferRequest, type OkReply, type Request } from '#libs/protocol';
-import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
+import { withDeadline } from '#libs/health';
+import { noteRelay, RELAY_WAIT_MS, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 
 export type FileRequest = Extract<Request, { op: `file.${string}` }>;
 
@@ -59,12 +60,15 @@ export class FileRequests {
       [...new Set(notify.to)].map((u) => topics.inbox(u)),
       notify.event,
     );
-    noteRelay(note, relayed);
     // Once the announcement has left this gateway (standalone: at once), the last chunk sent again need not announce it
     // again; a relay that failed leaves that to the sender's next try. It is recorded before the answer goes: a repeat
     // sent after the answer (a retry, `file send` again) then finds it, where one that overtook the record announced the
-    // offer a second time to receivers that had it. Should recording it fail, the offer may be announced once more.
-    if (announces !== undefined && (await (relayed ?? Promise.resolve(true)))) await this.files.announced(announces).catch(() => undefined);
+    // offer a second time to receivers that had it. Should recording it fail, the offer may be announced once more. The
+    // wait is the answer's own (RELAY_WAIT_MS): a Redis that never answers held this answer, and every later one of the
+    // connection, for good; past it the relay is not known to have left, and nothing is recorded.
+    const left = announces !== undefined && relayed ? withDeadline(relayed, RELAY_WAIT_MS).catch(() => false) : relayed;
+    noteRelay(note, left);
+    if (announces !== undefined && (await (left ?? true))) await this.files.announced(announces).catch(() => undefined);
     return result;
   }
 }

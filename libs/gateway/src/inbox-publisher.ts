@@ -62,6 +62,13 @@ export interface RelayNote {
   relayed?: Promise<unknown> | undefined;
 }
 
+/**
+ * How long an answer waits, at most, for the events its request delivered to reach the other gateways (Redis's answer to
+ * their PUBLISH, normally within a millisecond). Past it the answer goes: a Redis that does not answer is no reason to
+ * hold it, and the events are stored.
+ */
+export const RELAY_WAIT_MS = 1000;
+
 /** Notes an event's relay, when there is one to wait for. */
 export function noteRelay(note: RelayNote, relayed: Promise<unknown> | undefined): void {
   if (relayed) note.relayed = relayed;

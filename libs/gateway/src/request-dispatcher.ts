@@ -30,7 +30,7 @@ import {
 import { LogThrottle } from '#libs/runtime';
 import { deferred } from './deferred.js';
 import type { FileRequests } from './file-requests.js';
-import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
+import { noteRelay, RELAY_WAIT_MS, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 import { guardOf } from './connection-guard.js';
 import type { LoginThrottle } from './login-throttle.js';
 import type { RequestLimiter } from './request-limiter.js';
@@ -86,13 +86,6 @@ const TRANSFER_OPS: ReadonlySet<string> = new Set(['file.chunk', 'file.fetch']);
  * process and a few over RPC; a presence service that is away would otherwise hold every reply for the RPC timeout.
  */
 export const RECIPIENT_PRESENCE_WAIT_MS = 1000;
-
-/**
- * How long an answer waits, at most, for the events its request delivered to reach the other gateways (Redis's answer to
- * their PUBLISH, normally within a millisecond). Past it the answer goes: a Redis that does not answer is no reason to
- * hold it, and the events are stored.
- */
-const RELAY_WAIT_MS = 1000;
 
 /** Sends of one connection in flight at once, at most. */
 const MAX_PIPELINED = 32;
