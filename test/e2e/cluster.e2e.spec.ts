@@ -94,11 +94,17 @@ describe('cluster: two gateways and the services on one Redis', () => {
     expect(bobOnB.events.filter((e) => e.type === 'message')).toHaveLength(1);
   });
 
-  it('a message read on one device and then acknowledged as delivered by another is never shown to the sender as going back to delivered', async () => {
+  /** Alice on gateway A sends `text` to bob, who has a phone on gateway B and a laptop on A (clean sessions both). */
+  async function toTwoDevices(text: string) {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const alice = await on(gwA, a);
     const [phone, laptop] = [await on(gwB, b), await on(gwA, b)];
-    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'read me on your phone' }));
+    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text }));
+    return { a, b, alice, phone, laptop, sent };
+  }
+
+  it('a message read on one device and then acknowledged as delivered by another is never shown to the sender as going back to delivered', async () => {
+    const { a, b, alice, phone, laptop, sent } = await toTwoDevices('read me on your phone');
     // The phone shows it and reads it before the laptop (a clean session) acknowledges it.
     await phone.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
     await okResult(phone.request({ op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'read' }));
@@ -113,10 +119,7 @@ describe('cluster: two gateways and the services on one Redis', () => {
   });
 
   it("a message two of the recipient's devices acknowledge as delivered is announced to the sender once; a retry of the first is announced again", async () => {
-    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
-    const alice = await on(gwA, a);
-    const [phone, laptop] = [await on(gwB, b), await on(gwA, b)];
-    const sent = await okResult<SendResult>(alice.request({ op: 'send', to: b, text: 'one delivered, please' }));
+    const { a, b, alice, phone, laptop, sent } = await toTwoDevices('one delivered, please');
     await phone.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
     await laptop.waitFor((e) => e.type === 'message' && e.seq === sent.seq);
     const receipt = { op: 'receipt', conv: sent.conv, seq: sent.seq, status: 'delivered' };
