@@ -1,3 +1,4 @@
+import { Logger } from '@nestjs/common';
 import { describe, expect, it, vi } from 'vitest';
 import type { FileOfferApi, FileOutcome } from '#libs/file-offer';
 import type { GroupApi } from '#libs/group';
@@ -78,6 +79,22 @@ describe('FileRequests', () => {
       expect(await note.relayed).toBe(false);
     } finally {
       vi.useRealTimers();
+    }
+  });
+
+  it('answers the completing chunk when the announcement cannot be recorded, and says so in one line per 10 s', async () => {
+    const warn = vi.spyOn(Logger.prototype, 'warn').mockImplementation(() => undefined);
+    try {
+      const outcome = { result: { complete: true }, notify: { to: ['bob'], event: offered }, announces: 'f1' };
+      const api = {
+        putChunk: () => Promise.resolve(outcome),
+        announced: () => Promise.reject(new Error('file-offer did not answer')),
+      } as unknown as FileOfferApi;
+      const requests = new FileRequests(api, {} as GroupApi, inbox().publisher);
+      for (let i = 0; i < 3; i++) expect(await requests.execute('ann', chunk, {})).toEqual({ complete: true });
+      expect(warn.mock.calls.map(([fields]) => fields as object)).toEqual([{ event: 'announcement_not_recorded', error: 'Error: file-offer did not answer' }]);
+    } finally {
+      warn.mockRestore();
     }
   });
 });

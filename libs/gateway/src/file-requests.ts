@@ -1,7 +1,9 @@
+import { Logger } from '@nestjs/common';
 import type { FileOfferApi, FileOutcome, OfferTarget } from '#libs/file-offer';
 import type { GroupApi } from '#libs/group';
 import { DomainError, topics, type FileOfferRequest, type OkReply, type Request } from '#libs/protocol';
 import { withDeadline } from '#libs/health';
+import { LogThrottle } from '#libs/runtime';
 import { noteRelay, RELAY_WAIT_MS, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 
 export type FileRequest = Extract<Request, { op: `file.${string}` }>;
@@ -13,6 +15,10 @@ export type FileRequest = Extract<Request, { op: `file.${string}` }>;
  * decision to the sender) before the reply goes out.
  */
 export class FileRequests {
+  private readonly logger = new Logger('FileRequests');
+  /** Failures to record an announcement come together when the file-offer service is away: one line per 10 s says so. */
+  private readonly failureLog = new LogThrottle();
+
   constructor(
     private readonly files: FileOfferApi,
     private readonly groups: GroupApi,
@@ -68,7 +74,14 @@ export class FileRequests {
     // connection, for good; past it the relay is not known to have left, and nothing is recorded.
     const left = announces !== undefined && relayed ? withDeadline(relayed, RELAY_WAIT_MS).catch(() => false) : relayed;
     noteRelay(note, left);
-    if (announces !== undefined && (await (left ?? true))) await this.files.announced(announces).catch(() => undefined);
+    if (announces !== undefined && (await (left ?? true))) await this.files.announced(announces).catch((e: unknown) => this.recordFailed(e));
     return result;
+  }
+
+  /** The offer may be announced once more (its last chunk again): said, not thrown, as the upload itself is done. */
+  private recordFailed(e: unknown): void {
+    const error = String(e);
+    const fields = this.failureLog.logFields(error);
+    if (fields) this.logger.warn({ event: 'announcement_not_recorded', error, ...fields });
   }
 }
