@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { addressBytes, AddressRanges, addressRangeProblem, formatAddress } from './address-ranges.js';
+import { addressBytes, AddressRanges, addressRangeProblem, formatAddress, unmappedAddress } from './address-ranges.js';
 
 describe('AddressRanges', () => {
   it('holds IPv4 and IPv6 addresses and CIDR ranges, IPv4 clients of a dual-stack socket (::ffff:a.b.c.d) too', () => {
@@ -42,5 +42,18 @@ describe('formatAddress', () => {
       ['192.0.2.1', '192.0.2.1'],
     ])
       expect(formatAddress(addressBytes(given!)!), given).toBe(written);
+  });
+});
+
+describe('unmappedAddress', () => {
+  it('gives an IPv4-mapped IPv6 address as its IPv4 address, and anything else as it is', () => {
+    expect(['::ffff:198.51.100.20', '::FFFF:10.0.0.1', '198.51.100.20', '::1', '::ffff:abc.example', 'unknown'].map(unmappedAddress)).toEqual([
+      '198.51.100.20',
+      '10.0.0.1',
+      '198.51.100.20',
+      '::1',
+      '::ffff:abc.example',
+      'unknown',
+    ]);
   });
 });

@@ -31,6 +31,15 @@ export class AddressRanges {
   }
 }
 
+/**
+ * An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`, the way an IPv4 client shows on a dual-stack socket) as the IPv4
+ * address it is; any other address or name as it is.
+ */
+export function unmappedAddress(address: string): string {
+  const tail = /^::ffff:(.*)$/i.exec(address)?.[1];
+  return tail !== undefined && isIPv4(tail) ? tail : address;
+}
+
 /** Why an entry is not an address or CIDR range, or undefined when it is one. */
 export function addressRangeProblem(entry: string): string | undefined {
   const range = parseRange(entry);

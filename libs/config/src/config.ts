@@ -1,7 +1,7 @@
 import { existsSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { z } from 'zod';
-import { addressRangeProblem } from './address-ranges.js';
+import { addressRangeProblem, unmappedAddress } from './address-ranges.js';
 
 /**
  * Parley's whole configuration, read once from the environment at start and
@@ -355,12 +355,8 @@ export function listenerClash(c: ParleyConfig): string | undefined {
   ] as const;
   // An IPv4-mapped IPv6 address binds that IPv4 address; a host name may stand for any address, so it is compared as
   // written (`localhost` is 127.0.0.1 or ::1, whichever the resolver gives first).
-  const plain = (h: string) => {
-    const lower = h.toLowerCase();
-    return lower.startsWith('::ffff:') && lower.includes('.') ? lower.slice('::ffff:'.length) : lower;
-  };
   const overlap = (hostA: string, hostB: string) => {
-    const [a, b] = [plain(hostA), plain(hostB)];
+    const [a, b] = [unmappedAddress(hostA.toLowerCase()), unmappedAddress(hostB.toLowerCase())];
     return a === b || a === '::' || b === '::' || (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
   };
   for (const [i, [nameA, portA, hostA]] of listeners.entries()) {

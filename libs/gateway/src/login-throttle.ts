@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { isIPv4 } from 'node:net';
+import { unmappedAddress } from '#libs/config';
 import type { RedisConnection } from '#libs/storage';
 
 export interface LoginThrottleLimits {
@@ -182,7 +183,7 @@ const userCounter = (user: string) => `user:${user}`;
 
 /** An IPv4 address (mapped or not) as is; an IPv6 address by its /64. */
 export function addressKey(address: string): string {
-  const v4 = address.startsWith('::ffff:') ? address.slice(7) : address;
+  const v4 = unmappedAddress(address);
   if (isIPv4(v4)) return v4;
   const [head = '', tail = ''] = address.split('::');
   const left = head ? head.split(':') : [];

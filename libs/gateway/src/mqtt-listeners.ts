@@ -2,12 +2,12 @@ import { X509Certificate } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer as createHttpServer } from 'node:http';
 import { createServer as createHttpsServer } from 'node:https';
-import { createServer as createTcpServer, isIPv4, type AddressInfo, type Socket } from 'node:net';
+import { createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { createSecureContext, createServer as createTlsServer, type SecureContext, TLSSocket } from 'node:tls';
 import { Logger } from '@nestjs/common';
 import { createWebSocketStream, WebSocketServer } from 'ws';
-import type { AddressRanges } from '#libs/config';
+import { unmappedAddress, type AddressRanges } from '#libs/config';
 import { describeListenError } from '#libs/runtime';
 import { awaitProxyHeader, type ProxyHeaderDrop } from './proxy-header.js';
 
@@ -175,11 +175,7 @@ export async function openListener(
   const tlsOptions = tls ? readTlsFiles(tls, kind) : undefined;
   // An IPv4 client of a dual-stack socket shows as ::ffff:a.b.c.d: it is known (in logs, by limits) as a.b.c.d, the
   // address a PROXY header names for it, so that one client is one address whichever way it came in.
-  const addressOf = (s: { remoteAddress?: string | undefined }) => {
-    const address = s.remoteAddress ?? 'unknown';
-    const mapped = address.toLowerCase().startsWith('::ffff:') ? address.slice(7) : '';
-    return isIPv4(mapped) ? mapped : address;
-  };
+  const addressOf = (s: { remoteAddress?: string | undefined }) => unmappedAddress(s.remoteAddress ?? 'unknown');
   const proxy = opts.proxy && !opts.proxy.from.empty ? opts.proxy : undefined;
   /** Hands a TCP connection on, after its PROXY protocol header when it comes from a trusted proxy. */
   const afterProxyHeader = (socket: Socket, next: (socket: Socket, address: string) => void) => {
