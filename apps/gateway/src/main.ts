@@ -4,14 +4,14 @@ import { NestFactory } from '@nestjs/core';
 import { ListenError, MqttBroker } from '#libs/gateway';
 import { Readiness } from '#libs/health';
 import { fail, jsonLogger, listenHttp, loadConfigOrExit, routeConsoleToLog, stopOnSignals, warnOfUnknownSettings } from '#libs/runtime';
-import { listenerClash, type ParleyConfig } from '#libs/config';
+import { listenAddresses, listenerClash, type ParleyConfig } from '#libs/config';
 import { DATA_DIR_FULL_EXIT, DataDirFullError, DataDirLock, START_ROOM_BYTES } from '#libs/storage';
 import { AppModule } from './app.module.js';
 
 /** The gateway: the MQTT broker and edge; with no PARLEY_REMOTE_SERVICES, the whole standalone server. */
 async function bootstrap(): Promise<void> {
   const config = loadConfigOrExit();
-  const clash = listenerClash(config);
+  const clash = listenerClash(config, await listenAddresses(config));
   if (clash) fail(`invalid configuration: ${clash}`, 2);
   routeConsoleToLog(config);
   // Said in one line before start-up, rather than as a failed provider's stack trace (the store takes the lock itself).

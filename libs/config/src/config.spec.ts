@@ -1,6 +1,7 @@
+import { lookup } from 'node:dns/promises';
 import { describe, expect, it } from 'vitest';
 import { parseRequest } from '#libs/protocol';
-import { ConfigError, listenerClash, loadConfig, unknownSettings } from './config.js';
+import { ConfigError, listenAddresses, listenerClash, loadConfig, unknownSettings } from './config.js';
 
 describe('loadConfig', () => {
   it('has defaults for a standalone server', () => {
@@ -144,6 +145,18 @@ describe('loadConfig', () => {
     // One port on two addresses of their own is two listeners.
     expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '127.0.0.1', PARLEY_HTTP_HOST: '::1', PARLEY_HTTP_PORT: '1883' }))).toBeUndefined();
     expect(listenerClash(loadConfig({ PARLEY_MQTT_HOST: '0.0.0.0', PARLEY_HTTP_HOST: '::1', PARLEY_HTTP_PORT: '1883' }))).toBeUndefined();
+  });
+
+  it('compares a host name as the address it binds, its first', async () => {
+    const { address } = await lookup('localhost');
+    const config = loadConfig({ PARLEY_MQTT_HOST: 'localhost', PARLEY_HTTP_HOST: address, PARLEY_HTTP_PORT: '1883' });
+    expect(listenerClash(config)).toBeUndefined();
+    expect(await listenAddresses(config)).toEqual(new Map([['localhost', address]]));
+    expect(listenerClash(config, await listenAddresses(config))).toBe(
+      `PARLEY_MQTT_PORT and PARLEY_HTTP_PORT are both 1883 (on localhost and ${address}); give each listener a port of its own`,
+    );
+    // A listener on port 0 takes a free port of its own: its name is not looked up.
+    expect(await listenAddresses(loadConfig({ PARLEY_MQTT_HOST: 'localhost', PARLEY_MQTT_PORT: '0', PARLEY_HTTP_HOST: '::1' }))).toEqual(new Map());
   });
 
   it('has file limits of at least 100 MiB, and refuses a chunk size whose requests would not fit the request limit', () => {

@@ -1,4 +1,6 @@
+import { lookup } from 'node:dns/promises';
 import { existsSync } from 'node:fs';
+import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { addressRangeProblem, unmappedAddress } from './address-ranges.js';
@@ -338,25 +340,49 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): ParleyConfig {
   return { ...result.data, PARLEY_GATEWAY_ID: gatewayId };
 }
 
-/**
- * Two of the gateway's own listeners on one port of one address: the second would fail to start as "the port is already
- * in use", which sends the operator looking for another process. `::` (dual-stack) and `0.0.0.0` take the port on every
- * address (of their family), so they clash with any address; `::ffff:127.0.0.1` is 127.0.0.1; host names are compared
- * as written, case aside. Only
- * the gateway listens for MQTT: a service's HTTP port is its one listener.
- */
-export function listenerClash(c: ParleyConfig): string | undefined {
-  const listeners = [
+/** The gateway's listeners: the setting of each one's port, the port, and the host it listens on. */
+function listenersOf(c: ParleyConfig) {
+  return [
     ['PARLEY_MQTT_PORT', c.PARLEY_MQTT_PORT, c.PARLEY_MQTT_HOST],
     ['PARLEY_HTTP_PORT', c.PARLEY_HTTP_PORT, c.PARLEY_HTTP_HOST],
     ['PARLEY_MQTTS_PORT', c.PARLEY_MQTTS_PORT, c.PARLEY_MQTTS_HOST ?? c.PARLEY_MQTT_HOST],
     ['PARLEY_WS_PORT', c.PARLEY_WS_PORT, c.PARLEY_WS_HOST ?? c.PARLEY_MQTT_HOST],
     ['PARLEY_WSS_PORT', c.PARLEY_WSS_PORT, c.PARLEY_WSS_HOST ?? c.PARLEY_MQTT_HOST],
   ] as const;
-  // An IPv4-mapped IPv6 address binds that IPv4 address; a host name may stand for any address, so it is compared as
-  // written (`localhost` is 127.0.0.1 or ::1, whichever the resolver gives first).
+}
+
+/**
+ * The address each host name among the gateway's listen hosts binds: its first address, as `listen` takes it. A name
+ * that does not resolve is left out (its listener fails in words of its own).
+ */
+export async function listenAddresses(c: ParleyConfig): Promise<Map<string, string>> {
+  const names = new Set(listenersOf(c).flatMap(([, port, host]) => (port && isIP(host) === 0 ? [host] : [])));
+  const addresses = new Map<string, string>();
+  await Promise.all(
+    [...names].map(async (name) => {
+      try {
+        addresses.set(name, (await lookup(name)).address);
+      } catch {
+        // Said by the listener itself (ENOTFOUND, EAI_AGAIN).
+      }
+    }),
+  );
+  return addresses;
+}
+
+/**
+ * Two of the gateway's own listeners on one port of one address: the second would fail to start as "the port is already
+ * in use", which sends the operator looking for another process. `::` (dual-stack) and `0.0.0.0` take the port on every
+ * address (of their family), so they clash with any address; `::ffff:127.0.0.1` is 127.0.0.1; a host name is the
+ * address it binds when `addresses` (from `listenAddresses`) has it, else compared as written, case aside. Only
+ * the gateway listens for MQTT: a service's HTTP port is its one listener.
+ */
+export function listenerClash(c: ParleyConfig, addresses: ReadonlyMap<string, string> = new Map()): string | undefined {
+  const listeners = listenersOf(c);
+  // An IPv4-mapped IPv6 address binds that IPv4 address.
+  const bound = (host: string) => unmappedAddress((addresses.get(host) ?? host).toLowerCase());
   const overlap = (hostA: string, hostB: string) => {
-    const [a, b] = [unmappedAddress(hostA.toLowerCase()), unmappedAddress(hostB.toLowerCase())];
+    const [a, b] = [bound(hostA), bound(hostB)];
     return a === b || a === '::' || b === '::' || (a === '0.0.0.0' && !b.includes(':')) || (b === '0.0.0.0' && !a.includes(':'));
   };
   for (const [i, [nameA, portA, hostA]] of listeners.entries()) {
