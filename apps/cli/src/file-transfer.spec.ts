@@ -69,17 +69,20 @@ describe('uploadFile', () => {
       .update(JSON.stringify([{ to: 'bob' }, 'big.bin', sha256]))
       .digest('hex')
       .slice(0, 40);
-    // What a CLI of then left, its second offer of the file (the first was settled): half uploaded, no `request` listed.
+    // What a CLI of then left, its second offer of the file: half uploaded, no `request` listed.
     const earlier = {
       ...{ id: offerIdOf('ann', `file-${key}-2`), from: 'ann', name: 'big.bin', size: data.length, type: 'application/octet-stream', sha256 },
       ...{ chunkSize: 8, chunks: 4, uploaded: 2, createdAt: 1, expiresAt: 2, recipients: { bob: 'pending' } },
     } as FileOffer;
+    // And its first, left unsettled too (listed first: the list is oldest first). The newest is taken up, as for offers
+    // that list their request id.
+    const first = { ...earlier, id: offerIdOf('ann', `file-${key}`), uploaded: 1 };
     const asked: { op: string; id?: string; index?: unknown }[] = [];
     const client = {
       user: 'ann',
       request: (op: string, fields: Record<string, unknown> = {}, id?: string) => {
         asked.push({ op, id, index: fields.index });
-        if (op === 'file.list') return Promise.resolve({ offers: [earlier] });
+        if (op === 'file.list') return Promise.resolve({ offers: [first, earlier] });
         if (op === 'file.offer') {
           // The server finds an offer by the id it makes of the request id: only the one that made it names it.
           const known = id === `file-${key}-2`;

@@ -130,7 +130,8 @@ function legacyOfferOf(offers: FileOffer[], user: string, key: string): (FileOff
   const unknown = offers.filter((o) => o.request === undefined);
   if (unknown.length === 0) return undefined;
   const requests = new Map(LEGACY_SUFFIXES.map((n) => [offerIdOf(user, `file-${key}${n}`), `file-${key}${n}`]));
-  const found = unknown.find((o) => requests.has(o.id));
+  // The newest, as for offers that keep their request id (the list is oldest first).
+  const found = unknown.findLast((o) => requests.has(o.id));
   return found && { ...found, request: requests.get(found.id)! };
 }
 
