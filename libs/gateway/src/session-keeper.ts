@@ -133,6 +133,9 @@ export class SessionKeeper {
     const sessions = this.byUser.get(owner);
     // Kept only for a persistent session; and one taken over by a new connection of the same id is still in use.
     if (!sessions?.has(client.id) || this.isConnected(client.id)) return;
+    // A login that got as far as the broker's registration but not to its CONNACK ends here without a `clientReady`:
+    // the session's earlier idle record (and its filters) is replaced, not counted twice.
+    this.wakeUp(client.id);
     // Used until now: a device that was connected all week and left a minute ago is not the least recently used.
     sessions.delete(client.id);
     sessions.add(client.id);
@@ -158,6 +161,10 @@ export class SessionKeeper {
   }
 
   private forget(id: string, owner: string, reason: ForgetReason): void {
+    // Connected again, the session is in use, though its login may not have reached `clientReady` yet: the broker has
+    // restored its subscriptions, and cleaning the stored ones now would leave the store short of what the client holds
+    // (and the next login would say "session present" with filters missing). Its `clientReady` wakes it up.
+    if (this.isConnected(id)) return;
     this.wakeUp(id);
     const sessions = this.byUser.get(owner);
     sessions?.delete(id);
