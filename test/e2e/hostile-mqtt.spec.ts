@@ -250,6 +250,34 @@ describe('after login', () => {
     await closesAfterLogin(publishPacket(topics.inbox(bobName), JSON.stringify({ type: 'message', from: aliceName, text: 'forged' })));
     await closesAfterLogin(publishPacket(topics.presence(aliceName), '{"state":"offline"}', { retain: true }));
   });
+  it('logs each connection it closes for a publish to a topic not its own, at the default log level', async () => {
+    // A server of its own: this file's other drops from 127.0.0.1 would use up that address's logged drops (50 in 10 s).
+    await withServer({}, async (own) => {
+      const [name, other] = [`imp${randomUUID().slice(0, 8)}`, `oth${randomUUID().slice(0, 8)}`];
+      for (const u of [name, other]) expect((await registerUser(own.mqttUrl, u, PASSWORD)).ok).toBe(true);
+      const refused = () =>
+        own.output.filter((l) => {
+          try {
+            const m = (JSON.parse(l) as { message?: { event?: string; clause?: string } }).message;
+            return m?.event === 'connection_dropped' && m.clause === 'MQTT-3.3.5-2';
+          } catch {
+            return false;
+          }
+        }).length;
+      const probes = [
+        publishPacket(topics.requests(other), JSON.stringify({ op: 'send', id: 'imp-2', to: name, text: 'I am the other' })),
+        publishPacket(topics.inbox(other), '{"type":"message"}'),
+        publishPacket(topics.presence(other), '{"state":"offline"}', { retain: true }),
+      ];
+      for (const [i, probe] of probes.entries()) {
+        const c = await rawLogin(own.mqttPort, name, PASSWORD, `${name}/probe${i}`);
+        c.send(probe);
+        await c.waitClosed();
+      }
+      // Before, only a debug-level client error said so: probing others' topics left no trace in a default log.
+      await expect.poll(refused, { timeout: 10_000 }).toBe(probes.length);
+    });
+  });
   it('refuses subscriptions to #, +/+/inbox, $SYS/#, $share and other users’ topics with SUBACK 0x80', async () => {
     await hostile(async () => {
       const c = await rawLogin(server.mqttPort, carolName, PASSWORD, `${carolName}/subs`);

@@ -119,7 +119,16 @@ export class MqttBroker {
       },
       authenticate: (client, username, _password, done) => policy.authenticate(client, username ?? undefined, policy.heldPassword(client), done),
       authorizePublish: (client, packet, done) => {
-        if (!this.policy.mayPublish(client, packet)) return done(new Error(`not allowed to publish to ${packet.topic}`));
+        const sender: Client | null = client;
+        if (!this.policy.mayPublish(client, packet)) {
+          // A PUBLISH the connection sent (not its will, looked at once the connection is closed, and only dropped) is a
+          // client writing where it may not, another user's topics say: the drop is logged as the guard's are (before,
+          // only at debug level, as a client error, so probing others' topics left no trace in a default log).
+          if (sender && !sender.closed) {
+            guardOf(sender.conn)?.cut({ reason: 'PUBLISH to a topic other than its own requests topic', clause: 'MQTT-3.3.5-2' });
+          }
+          return done(new Error(`not allowed to publish to ${packet.topic}`));
+        }
         // A request is an instruction to the server, never a message to keep:
         // it is handled here, once, and not retained.
         packet.retain = false;
