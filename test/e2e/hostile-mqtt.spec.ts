@@ -644,6 +644,27 @@ describe('a persistent session restored', () => {
 });
 
 describe('persistent sessions left behind', () => {
+  it('keeps no payload of the QoS 2 requests a session leaves awaiting their PUBREL', async () => {
+    await withServer({}, async (own) => {
+      const name = `qos${randomUUID().slice(0, 8)}`;
+      expect((await registerUser(own.mqttUrl, name, PASSWORD)).ok).toBe(true);
+      const rssMiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${own.pid}/status`, 'utf8'))![1]) / 1024;
+      const before = rssMiB();
+      // Nearly the largest packet a logged-in client may send (PARLEY_MAX_PACKET_BYTES, 128 KiB by default).
+      const payload = Buffer.alloc(130_000, 0x20);
+      for (let session = 0; session < 3; session++) {
+        const c = await RawClient.open(own.mqttPort);
+        c.send(connectPacket({ clientId: `${name}/q${session}`, username: name, password: PASSWORD, clean: false }));
+        expect(await c.connackCode()).toBe(0);
+        // 999 of them, one short of the 1000 that may await a PUBREL: each is answered PUBREC, and none PUBREL'd.
+        for (let id = 1; id <= 999; id++) c.send(publishPacket(topics.requests(name), payload, { qos: 2, id }));
+        await c.until(() => c.packets.filter((p) => p.type === 5).length === 999, 60_000, '999 PUBRECs');
+        c.close();
+      }
+      // The sessions outlive their connections (a week by default). Kept whole, their packets were 390 MB.
+      expect(rssMiB() - before).toBeLessThan(150);
+    });
+  });
   it('forgets a persistent session PARLEY_SESSION_EXPIRY_MS after its connection ended, and keeps one still connected', async () => {
     await withServer({ PARLEY_SESSION_EXPIRY_MS: '1000' }, async (brief) => {
       const name = `exp${randomUUID().slice(0, 8)}`;

@@ -1,7 +1,7 @@
 import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Logger } from '@nestjs/common';
-import { Aedes, type Client, type ConnectPacket, type Subscription } from 'aedes';
+import { Aedes, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
 import type { AccessPolicy } from './access-policy.js';
 import { ownCopy, type Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
@@ -53,6 +53,9 @@ const NO_DUPLICATE_CHECK: Record<string, number> = new Proxy(Object.create(null)
   set: () => true,
   deleteProperty: () => true,
 });
+
+/** The payload an inbound QoS 2 packet is kept with until its PUBREL: none (see the broker's `incomingStorePacket`). */
+const NO_PAYLOAD = Buffer.alloc(0);
 
 /** Hands a connection to the broker, with the duplicate check off (see NO_DUPLICATE_CHECK). */
 export function handleConnection(aedes: Aedes, stream: Duplex): Client {
@@ -167,7 +170,17 @@ export class MqttBroker {
     // A persistent session keeps only the filters it was granted: Aedes stores every filter of its SUBSCRIBE, refused
     // ones too. Aedes calls this once per granted filter, each time with the whole packet; the packet is stored once,
     // after every filter of it has been authorized (synchronously, before this microtask runs).
-    const store = opts.backplane.persistence as { addSubscriptions(client: Client, subs: Subscription[]): Promise<unknown> };
+    const store = opts.backplane.persistence as {
+      addSubscriptions(client: Client, subs: Subscription[]): Promise<unknown>;
+      incomingStorePacket(client: Client, packet: PublishPacket): Promise<unknown>;
+    };
+    // An inbound QoS 2 packet is kept until its PUBREL only so that one sent again is known by its packet id
+    // [MQTT-4.3.3-2]: the request in it was handled as it came (authorizePublish), and the broker never reads the kept
+    // payload. Kept whole, each of the 1000 a connection may leave awaiting a PUBREL held up to PARLEY_MAX_PACKET_BYTES,
+    // and a persistent session keeps them once its connection ends: 128 MB per session, 50 sessions per user, for the
+    // session's expiry (a week), which a logged-in user could fill until the gateway ran out of memory.
+    const storeIncoming = store.incomingStorePacket.bind(store);
+    store.incomingStorePacket = (client, packet) => storeIncoming(client, { ...packet, payload: NO_PAYLOAD });
     const addSubscriptions = store.addSubscriptions.bind(store);
     const storing = new WeakMap<Subscription[], Promise<unknown>>();
     store.addSubscriptions = (client, subs) => {
