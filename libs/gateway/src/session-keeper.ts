@@ -1,5 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
+import { LogThrottle } from '#libs/runtime';
 import type { AccessPolicy } from './access-policy.js';
 
 /** What of the broker this reads beyond its typings: its connected clients by id, and its session store. */
@@ -21,6 +22,9 @@ export interface SessionLimits {
   /** How long a session that is not connected is kept. */
   expiryMs: number;
 }
+
+/** Forgotten sessions logged per user (anonymous connections: all together) in 10 s; the rest are counted. */
+const FORGOTTEN_LOGGED_PER_USER = 50;
 
 /** A persistent session that is not connected now. */
 interface IdleSession {
@@ -65,13 +69,20 @@ export class SessionKeeper {
   /** The filters each user's idle sessions keep, all told. */
   private readonly idleFilters = new Map<string, number>();
   private sweeper: NodeJS.Timeout | undefined;
+  /**
+   * Forgotten sessions logged per user in 10 s before the rest are only counted (`alikeLeftOut`): a user logging in
+   * with a new device name each time has one of its sessions forgotten per login, and the log is not its to fill.
+   */
+  private readonly forgetLog: LogThrottle;
 
   constructor(
     private readonly aedes: Aedes,
     private readonly policy: AccessPolicy,
     private readonly limits: SessionLimits,
     private readonly now: () => number = () => performance.now(),
-  ) {}
+  ) {
+    this.forgetLog = new LogThrottle(10_000, now, FORGOTTEN_LOGGED_PER_USER);
+  }
 
   start(): this {
     this.aedes.on('clientReady', (client) => this.onReady(client));
@@ -177,7 +188,8 @@ export class SessionKeeper {
       const store = (this.aedes as unknown as BrokerInternals).persistence;
       await store.cleanSubscriptions({ id });
       await store.cleanIncoming?.({ id });
-      this.logger.log({ event: 'session_forgotten', client: id, user: owner || null, reason });
+      const fields = this.forgetLog.logFields(owner);
+      if (fields) this.logger.log({ event: 'session_forgotten', client: id, user: owner || null, reason, ...fields });
     } catch (e) {
       this.logger.warn({ event: 'session_forget_failed', client: id, error: String(e) });
     }
