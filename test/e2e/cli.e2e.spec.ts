@@ -868,7 +868,7 @@ describe('the parley CLI against a server that refuses logins for a while', () =
 
   it('listen and chat keep trying a first login refused with "try again" (CONNACK 3), saying so; a one-shot command tries for 10 s, then exits 1 with the reason', async () => {
     for (const user of ['lee', 'max', 'ned']) refuse(user, 3);
-    const retrying = `* login refused by ${url}: the server is unavailable right now; retrying…`;
+    const retrying = `* login refused by ${url}: the server said to try again later: it cannot check logins now, or this user logs in too often; retrying…`;
     const listen = CliProcess.start(['listen'], as('lee'));
     const chat = CliProcess.start(['chat'], as('max'));
     try {
@@ -890,7 +890,7 @@ describe('the parley CLI against a server that refuses logins for a while', () =
       expect(ended.code).toBe(1);
       expect(ended.stderr.trim().split('\n')).toEqual([
         retrying,
-        `error: connect: login refused by ${url}: the server is unavailable right now (tried for 10 s)`,
+        `error: connect: login refused by ${url}: the server said to try again later: it cannot check logins now, or this user logs in too often (tried for 10 s)`,
       ]);
       expect(refused('ned')).toBeGreaterThanOrEqual(3);
     } finally {

@@ -577,6 +577,37 @@ describe('a Will', () => {
   });
 });
 
+describe('logins in a loop', () => {
+  it('lets one user log in PARLEY_LOGINS_PER_MINUTE times in a burst, a wrong password not counted, then answers CONNACK 3 ("try again")', async () => {
+    await withServer({ PARLEY_LOGINS_PER_MINUTE: '3' }, async (limited) => {
+      const [name, other] = [`flap${randomUUID().slice(0, 8)}`, `calm${randomUUID().slice(0, 8)}`];
+      for (const user of [name, other]) expect((await registerUser(limited.mqttUrl, user, PASSWORD)).ok).toBe(true);
+      const connack = async (user: string, clientId: string, password = PASSWORD) => {
+        const c = await RawClient.open(limited.mqttPort);
+        c.send(connectPacket({ clientId, username: user, password }));
+        const code = await c.connackCode();
+        c.send(DISCONNECT);
+        await c.waitClosed();
+        return code;
+      };
+      // A wrong password is the failed-login throttle's to count: it takes none of the three.
+      expect(await connack(name, `${name}/typo`, 'not the password')).toBe(4);
+      // Logging in and out in a loop, each time with its inbox's catch-up and a presence change for its watchers.
+      for (let i = 0; i < 3; i++) {
+        const c = await rawLogin(limited.mqttPort, name, PASSWORD, `${name}/loop`);
+        c.send(subscribePacket([topics.inbox(name)]));
+        c.send(DISCONNECT);
+        await c.waitClosed();
+      }
+      expect(await connack(name, `${name}/loop`)).toBe(3);
+      expect(await connack(name, `${name}/another`)).toBe(3);
+      // Another user's logins are its own.
+      expect(await connack(other, other)).toBe(0);
+      await stillServing();
+    });
+  });
+});
+
 describe('subscriptions and the request rate', () => {
   it('counts each subscription, granted again or new, as a request: over the limit it is refused (0x80), so the retained presence (or the inbox catch-up) cannot be replayed at will; the first to the own inbox is always granted', async () => {
     await withServer({ PARLEY_CONNECTION_RATE: '1', PARLEY_CONNECTION_BURST: '3' }, async (limited) => {

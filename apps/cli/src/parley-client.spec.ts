@@ -337,7 +337,7 @@ describe('ParleyClient while the server refuses logins', () => {
     refuse('ida', 0);
     const client = await connecting;
     try {
-      expect(told).toEqual([`login refused by ${url}: the server is unavailable right now`]);
+      expect(told).toEqual([`login refused by ${url}: the server said to try again later: it cannot check logins now, or this user logs in too often`]);
       expect(await client.request('who', { user: 'bob' })).toEqual({ user: 'bob', state: 'online', lastSeen: null });
     } finally {
       await client.close();
@@ -364,7 +364,9 @@ describe('ParleyClient while the server refuses logins', () => {
     const started = Date.now();
     const given = await ParleyClient.connect({ server: url, user: 'kai', password: 'unused', timeoutMs: 2000, reconnectMs: 100 }).catch((e: unknown) => e);
     expect(given).toBeInstanceOf(ConnectError);
-    expect(given).toMatchObject({ message: `login refused by ${url}: the server is unavailable right now (tried for 2 s)` });
+    expect(given).toMatchObject({
+      message: `login refused by ${url}: the server said to try again later: it cannot check logins now, or this user logs in too often (tried for 2 s)`,
+    });
     expect(Date.now() - started).toBeGreaterThanOrEqual(2000);
     expect(refused('kai')).toBeGreaterThanOrEqual(5);
 
@@ -372,7 +374,9 @@ describe('ParleyClient while the server refuses logins', () => {
     refuse('kai-slow', 3);
     refusing.slowness.set('kai-slow', 1500);
     const slow = await ParleyClient.connect({ server: url, user: 'kai-slow', password: 'unused', timeoutMs: 2000, reconnectMs: 100 }).catch((e: unknown) => e);
-    expect(slow).toMatchObject({ message: `login refused by ${url}: the server is unavailable right now (tried for 2 s)` });
+    expect(slow).toMatchObject({
+      message: `login refused by ${url}: the server said to try again later: it cannot check logins now, or this user logs in too often (tried for 2 s)`,
+    });
 
     // Accepted within that time: it goes on as if accepted at once.
     const connecting = ParleyClient.connect({ server: url, user: 'kai', password: 'unused', timeoutMs: 5000, reconnectMs: 100 });

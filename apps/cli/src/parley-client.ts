@@ -89,7 +89,7 @@ const RETRY_PAUSES_MS = [500, 1000, 2000, 4000];
 const CONNACK_REASONS: Record<number, string> = {
   1: 'the server does not speak this MQTT version',
   2: 'the server refused this client id',
-  3: 'the server is unavailable right now',
+  3: 'the server said to try again later: it cannot check logins now, or this user logs in too often',
   4: 'wrong user name or password',
   5: 'not authorized: too many failed logins or open connections; try again later',
 };

@@ -202,6 +202,8 @@ export const ConfigSchema = z.object({
   PARLEY_TRANSFER_BURST: positiveInt('PARLEY_TRANSFER_BURST', 128 * 1024 * 1024, 1024 * 1024 * 1024 * 1024),
   /** Requests (registrations: anonymous connections may do nothing else) per minute from one address. */
   PARLEY_REGISTRATIONS_PER_MINUTE: positiveInt('PARLEY_REGISTRATIONS_PER_MINUTE', 10, 1_000_000),
+  /** Logins one user may make to one gateway per minute, on average and in a burst; beyond, CONNACK 3 (try again). */
+  PARLEY_LOGINS_PER_MINUTE: positiveInt('PARLEY_LOGINS_PER_MINUTE', 120, 1_000_000),
   /** Failed logins from one address within PARLEY_LOGIN_WINDOW_MS that lock it out for PARLEY_LOGIN_LOCKOUT_MS. */
   PARLEY_LOGIN_MAX_FAILURES: positiveInt('PARLEY_LOGIN_MAX_FAILURES', 10, 1_000_000),
   /** Failed logins for one user name, from all addresses together, that lock the name out. */

@@ -169,3 +169,30 @@ describe('AccessPolicy.authenticate, attempts sent all at once', () => {
     }
   });
 });
+
+describe('AccessPolicy.authenticate, logins per minute', () => {
+  it('lets a user log in PARLEY_LOGINS_PER_MINUTE times at once, then one more per 60/N s, answering the rest "try again" (CONNACK 3) with the wait', async () => {
+    let now = 0;
+    const throttle = new LoginThrottle({ maxFailuresPerAddress: 1000, maxFailuresPerUser: 1000, windowMs: 60_000, lockoutMs: 60_000 });
+    const guarded = new AccessPolicy(accounts, new Metrics(), { throttle, maxConnectionsPerUser: 100, loginsPerMinute: 3 }, () => now);
+    const login = (device: string, password = 'correct horse') =>
+      new Promise<{ code: number | undefined; message: string | undefined }>((resolve) =>
+        guarded.authenticate(clientOf(`alice/${device}`), 'alice', Buffer.from(password), (error) =>
+          resolve({ code: error?.returnCode, message: error?.message }),
+        ),
+      );
+    // A wrong password takes no login: failed logins are the throttle's to count.
+    expect((await login('typo', 'wrong horse!')).code).toBe(4);
+    for (const device of ['a', 'b', 'c']) expect((await login(device)).code).toBeUndefined();
+    expect(await login('d')).toEqual({ code: 3, message: 'at most 3 logins a minute per user; try again in 20 s' });
+    // Another user has logins of its own.
+    await accounts.register('bruno', 'correct horse');
+    const bruno = await new Promise((resolve) => guarded.authenticate(clientOf('bruno'), 'bruno', Buffer.from('correct horse'), resolve));
+    expect(bruno).toBeNull();
+    now += 19_000;
+    expect((await login('d')).message).toBe('at most 3 logins a minute per user; try again in 1 s');
+    now += 1_000;
+    expect((await login('d')).code).toBeUndefined();
+    expect((await login('e')).code).toBe(3);
+  });
+});

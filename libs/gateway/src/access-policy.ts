@@ -6,6 +6,7 @@ import type { Metrics } from '#libs/health';
 import { LogThrottle } from '#libs/runtime';
 import { guardOf } from './connection-guard.js';
 import { addressKey, type LoginThrottle } from './login-throttle.js';
+import { KeyedBuckets } from './request-limiter.js';
 import { DELIVERY_QOS, inboxTopicOf, principalFor, requestTopicOf, TOPIC_ROOT, topics, USERNAME_PATTERN, type Principal } from '#libs/protocol';
 
 const PRESENCE_PREFIX = `${TOPIC_ROOT}/presence/`;
@@ -27,6 +28,11 @@ function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: st
 export interface LoginLimits {
   throttle: LoginThrottle;
   maxConnectionsPerUser: number;
+  /**
+   * Logins one user may make per minute, on average and in a burst (successful ones: a failed one is the throttle's);
+   * beyond, CONNACK 3, "try again". None when absent.
+   */
+  loginsPerMinute?: number;
   /** Anonymous connections one address (IPv6: its /64) may hold at once; more are refused (CONNACK 5). */
   maxAnonymousPerAddress?: number;
   /** How long an anonymous connection may stay: it is closed then, registered or not. */
@@ -52,12 +58,23 @@ export class AccessPolicy {
   private readonly subscribedOnce = new WeakMap<Client, Set<string>>();
   /** The filters each connection was granted, for the subscription cap. */
   private readonly granted = new WeakMap<Client, Set<string>>();
+  /**
+   * Each user's logins (`loginsPerMinute`). A login costs others more than its own connection: a device coming online
+   * tells everyone watching its user's presence, and its inbox catch-up sends the backlog again. A client logging in
+   * and out in a loop (about 250 times a second, measured) flooded every watcher with presence changes and replayed
+   * its backlog at tens of thousands of events a second.
+   */
+  private readonly logins: KeyedBuckets | undefined;
 
   constructor(
     private readonly accounts: AccountsService,
     private readonly metrics: Metrics,
     private readonly limits?: LoginLimits,
-  ) {}
+    now: () => number = Date.now,
+  ) {
+    const perMinute = limits?.loginsPerMinute;
+    this.logins = perMinute === undefined ? undefined : new KeyedBuckets({ perSecond: perMinute / 60, burst: perMinute }, now);
+  }
 
   /** Passwords taken out of CONNECT packets (`holdPassword`) until their login reads them. */
   private readonly passwords = new WeakMap<Client, Buffer>();
@@ -163,7 +180,22 @@ export class AccessPolicy {
       this.metrics.loginsFailed.inc({ reason: 'connections' });
       return refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`);
     }
-    if (!(await this.accounts.authenticate(principal.user, password))) {
+    // Taken before the password is checked, so that logins under way at once cannot all pass on one token; given back
+    // when the login fails after all.
+    if (this.logins && !this.logins.take(principal.user)) {
+      this.metrics.loginsFailed.inc({ reason: 'login_rate' });
+      const seconds = Math.ceil(this.logins.waitMs(principal.user) / 1000);
+      return refusal(CONNACK.SERVER_UNAVAILABLE, `at most ${this.limits?.loginsPerMinute} logins a minute per user; try again in ${seconds} s`);
+    }
+    let known: boolean;
+    try {
+      known = await this.accounts.authenticate(principal.user, password);
+    } catch (e) {
+      this.logins?.give(principal.user);
+      throw e;
+    }
+    if (!known) {
+      this.logins?.give(principal.user);
       // The login is refused either way; a failure that could not be counted is only logged.
       await this.limits?.throttle
         .failed(principal.user, address)
@@ -172,6 +204,7 @@ export class AccessPolicy {
       return refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password');
     }
     if (!this.mayOpenAnother(client, principal.user)) {
+      this.logins?.give(principal.user);
       this.metrics.loginsFailed.inc({ reason: 'connections' });
       return refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`);
     }

@@ -75,6 +75,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
             new AccessPolicy(accounts, metrics, {
               throttle,
               maxConnectionsPerUser: config.PARLEY_MAX_CONNECTIONS_PER_USER,
+              loginsPerMinute: config.PARLEY_LOGINS_PER_MINUTE,
               maxAnonymousPerAddress: config.PARLEY_MAX_ANONYMOUS_PER_ADDRESS,
               anonymousTimeoutMs: config.PARLEY_ANONYMOUS_TIMEOUT_MS,
               maxSubscriptions: config.PARLEY_MAX_SUBSCRIPTIONS,

@@ -27,7 +27,7 @@ export interface LimiterOptions {
 }
 
 /** A token bucket: `burst` tokens, refilled at `perSecond`. */
-class TokenBucket {
+export class TokenBucket {
   private tokens: number;
   private at: number;
 
@@ -65,6 +65,12 @@ class TokenBucket {
     this.tokens = Math.min(this.limit.burst, this.tokens + 1);
   }
 
+  /** How long (ms) until it has a token: 0 when it has one now. */
+  waitMs(now: number): number {
+    this.refill(now);
+    return this.tokens >= 1 ? 0 : ((1 - this.tokens) / this.limit.perSecond) * 1000;
+  }
+
   full(now: number): boolean {
     return this.tokens + ((now - this.at) / 1000) * this.limit.perSecond >= this.limit.burst;
   }
@@ -72,6 +78,49 @@ class TokenBucket {
   private refill(now: number): void {
     this.tokens = Math.min(this.limit.burst, this.tokens + ((now - this.at) / 1000) * this.limit.perSecond);
     this.at = now;
+  }
+}
+
+/**
+ * One token bucket per key (a user, say), made full on first use. A full bucket carries no state worth keeping: the
+ * full ones are let go once a minute, so keys that come and go cost nothing for long.
+ */
+export class KeyedBuckets {
+  private readonly buckets = new Map<string, TokenBucket>();
+  private lastSweep = 0;
+
+  constructor(
+    private readonly limit: RateLimit,
+    private readonly now: () => number = Date.now,
+  ) {}
+
+  /** The key's bucket, as of `now`. */
+  of(key: string, now = this.now()): TokenBucket {
+    if (now - this.lastSweep >= 60_000) {
+      this.lastSweep = now;
+      for (const [k, bucket] of this.buckets) if (bucket.full(now)) this.buckets.delete(k);
+    }
+    let bucket = this.buckets.get(key);
+    if (!bucket) this.buckets.set(key, (bucket = new TokenBucket(this.limit, now)));
+    return bucket;
+  }
+
+  /** Takes a token of the key's; false (taking nothing) when it has none. */
+  take(key: string): boolean {
+    const now = this.now();
+    return this.of(key, now).take(now);
+  }
+
+  /** Gives a token back to the key (one taken for what did not happen), never above the burst. */
+  give(key: string): void {
+    const now = this.now();
+    this.buckets.get(key)?.give(now);
+  }
+
+  /** How long (ms) until the key has a token again: 0 when it has one now. */
+  waitMs(key: string): number {
+    const now = this.now();
+    return this.buckets.get(key)?.waitMs(now) ?? 0;
   }
 }
 
@@ -93,25 +142,24 @@ class TokenBucket {
  */
 export class RequestLimiter {
   private readonly connections = new WeakMap<object, TokenBucket>();
-  private readonly users = new Map<string, TokenBucket>();
-  private readonly transfers = new Map<string, TokenBucket>();
-  private lastSweep = 0;
+  private readonly users: KeyedBuckets;
+  private readonly anonymous: KeyedBuckets;
+  private readonly transfers: KeyedBuckets | undefined;
   private readonly now: () => number;
 
   constructor(private readonly opts: LimiterOptions) {
     this.now = opts.now ?? Date.now;
+    this.users = new KeyedBuckets(opts.perUser, this.now);
+    this.anonymous = new KeyedBuckets(opts.perAnonymousAddress ?? opts.perUser, this.now);
+    this.transfers = opts.transfer && new KeyedBuckets(opts.transfer, this.now);
   }
 
   /** True when the request may run; takes one token from each bucket. `user` null: an anonymous connection from `address`. */
   take(connection: object, user: string | null, address = 'unknown'): boolean {
     const now = this.now();
-    this.sweep(now);
     let conn = this.connections.get(connection);
     if (!conn) this.connections.set(connection, (conn = new TokenBucket(this.opts.perConnection, now)));
-    // User names never contain '@', so the two kinds of key cannot meet.
-    const key = user ?? `anonymous@${addressKey(address)}`;
-    let bucket = this.users.get(key);
-    if (!bucket) this.users.set(key, (bucket = new TokenBucket(user === null ? (this.opts.perAnonymousAddress ?? this.opts.perUser) : this.opts.perUser, now)));
+    const bucket = user === null ? this.anonymous.of(addressKey(address), now) : this.users.of(user, now);
     // Both must allow it.
     if (!bucket.take(now)) return false;
     return conn.take(now);
@@ -125,11 +173,9 @@ export class RequestLimiter {
   takeTransfer(connection: object, user: string, address?: string): number | null {
     const limit = this.opts.transfer;
     if (!this.take(connection, user, address)) return null;
-    if (!limit) return 0;
+    if (!limit || !this.transfers) return 0;
     const now = this.now();
-    let bucket = this.transfers.get(user);
-    if (!bucket) this.transfers.set(user, (bucket = new TokenBucket(limit, now)));
-    const holdMs = bucket.reserve(now, limit.requestBytes, limit.maxWaitMs);
+    const holdMs = this.transfers.of(user, now).reserve(now, limit.requestBytes, limit.maxWaitMs);
     // Refused: it did nothing, and costs what any refused request costs (nothing).
     if (holdMs === null) this.moved(connection, user);
     return holdMs;
@@ -143,13 +189,6 @@ export class RequestLimiter {
     if (!this.opts.transfer) return;
     const now = this.now();
     this.connections.get(connection)?.give(now);
-    this.users.get(user)?.give(now);
-  }
-
-  /** Full buckets carry no state worth keeping. */
-  private sweep(now: number): void {
-    if (now - this.lastSweep < 60_000) return;
-    this.lastSweep = now;
-    for (const buckets of [this.users, this.transfers]) for (const [key, bucket] of buckets) if (bucket.full(now)) buckets.delete(key);
+    this.users.give(user);
   }
 }
