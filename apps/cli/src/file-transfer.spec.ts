@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { offerIdOf, type FileOffer } from '#libs/protocol';
-import type { ParleyClient } from './parley-client.js';
-import { placeFile, uploadFile } from './file-transfer.js';
+import { RequestTimeout, type ParleyClient } from './parley-client.js';
+import { placeFile, sendChunks, uploadFile } from './file-transfer.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -95,5 +95,79 @@ describe('uploadFile', () => {
     expect(sent.id).toBe(earlier.id);
     expect(asked.filter((a) => a.op === 'file.offer').map((a) => a.id)).toEqual([`file-${key}-2`]);
     expect(asked.filter((a) => a.op === 'file.chunk').map((a) => a.index)).toEqual([2, 3]);
+  });
+});
+
+describe('sendChunks', () => {
+  it('goes on from the last chunk the server acknowledged when it cannot be asked where it stands (a file service down)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-upload-'));
+    dirs.push(dir);
+    const path = join(dir, 'big.bin');
+    writeFileSync(path, Buffer.alloc(8 * 8, 'x'));
+    const upload = { id: 'fAAAAAAAAAAAAAAAAAAAAAA', size: 64, chunkSize: 8, chunks: 8, uploaded: 0 } as FileOffer;
+    const sent: number[] = [];
+    const shown: number[] = [];
+    // The service goes away after chunk 3, and is back once the client has tried to ask where the upload stands.
+    let down = false;
+    let asked = 0;
+    const client = {
+      request: (op: string, fields: Record<string, unknown>) => {
+        const index = fields.index as number;
+        sent.push(index);
+        if (index === 4 && asked === 0) down = true;
+        if (down) return Promise.reject(new RequestTimeout(true, 'no answer from the server within 10 s: it may or may not have been done'));
+        return Promise.resolve({ uploaded: index + 1 });
+      },
+    } as unknown as ParleyClient;
+    const handle = await open(path, 'r');
+    try {
+      await sendChunks(
+        client,
+        handle,
+        upload,
+        2,
+        (bytes) => shown.push(bytes),
+        () => {
+          asked++;
+          down = false;
+          return Promise.reject(new RequestTimeout(true, 'no answer from the server within 10 s: it may or may not have been done'));
+        },
+      );
+    } finally {
+      await handle.close();
+    }
+    expect(shown).toEqual([...shown].sort((a, b) => a - b));
+    expect(shown.at(-1)).toBe(64);
+    expect(sent.filter((i) => i < 4)).toEqual([0, 1, 2, 3]);
+  });
+
+  it('sends no chunk the server says it holds already', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-upload-'));
+    dirs.push(dir);
+    const path = join(dir, 'big.bin');
+    writeFileSync(path, Buffer.alloc(8 * 8, 'x'));
+    const upload = { id: 'fAAAAAAAAAAAAAAAAAAAAAA', size: 64, chunkSize: 8, chunks: 8, uploaded: 2 } as FileOffer;
+    const sent: number[] = [];
+    // Chunks up to 5 arrived in a start whose answers were lost: the server answers for what it holds.
+    const client = {
+      request: (_op: string, fields: Record<string, unknown>) => {
+        sent.push(fields.index as number);
+        return Promise.resolve({ uploaded: Math.max(6, (fields.index as number) + 1) });
+      },
+    } as unknown as ParleyClient;
+    const handle = await open(path, 'r');
+    try {
+      await sendChunks(
+        client,
+        handle,
+        upload,
+        1,
+        () => undefined,
+        () => Promise.resolve(2),
+      );
+    } finally {
+      await handle.close();
+    }
+    expect(sent).toEqual([2, 6, 7]);
   });
 });

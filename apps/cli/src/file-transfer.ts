@@ -145,8 +145,9 @@ function settled(offer: FileOffer): boolean {
  * is retried by the client while the ones after it are already on their way; the server then refuses those as out of
  * order (`bad_chunk`). Such a refusal, a chunk still `unavailable` (or `rate_limited`) after the client's retries, or no
  * answer in time (a server restarting, a failover) is no reason to give up at once: the upload goes on from where the
- * server stands (`uploadedNow`), for as long as each new start gets further than the one before, or for three starts
- * that do not; it then fails with the error of the first chunk that failed (the cause).
+ * server stands (`uploadedNow`; when that cannot be asked either, from the last chunk it acknowledged), for as long as
+ * each new start gets further than the one before, or for three starts that do not; it then fails with the error of the
+ * first chunk that failed (the cause).
  */
 /** Refusals after which an upload starts again from where the server stands (see `sendChunks`). */
 const AGAIN_FROM_WHERE_IT_STANDS: ReadonlySet<string> = new Set(['bad_chunk', 'unavailable', 'rate_limited']);
@@ -166,16 +167,19 @@ export async function sendChunks(
 ): Promise<void> {
   let from = offer.uploaded;
   let fruitless = 0;
+  // The most chunks the server has said it holds: the server never loses a chunk it acknowledged.
+  const reached = { chunks: from };
   for (;;) {
     try {
-      await sendFrom(client, handle, offer, from, window, progress);
+      await sendFrom(client, handle, offer, from, window, progress, reached);
       return;
     } catch (e) {
       // No answer in time (the connection was down longer than a request waits) is the same: where does it stand now?
       if (!startsAgain(e)) throw e;
-      // Asking may fail the same way, for a while: that start got no further.
+      // Asking may fail the same way, for a while: then it stands where the server last said, not where this start
+      // began (going back there would show the progress fall and send again what the server has).
       const now = await uploadedNow().catch((asked: unknown) => {
-        if (startsAgain(asked)) return from;
+        if (startsAgain(asked)) return reached.chunks;
         throw asked;
       });
       // A chunk of the wrong length, say, is refused again however often it is sent.
@@ -193,6 +197,7 @@ async function sendFrom(
   uploaded: number,
   window: number,
   progress: (bytes: number) => void,
+  reached: { chunks: number },
 ): Promise<void> {
   let acked = uploaded;
   progress(Math.min(offer.size, acked * offer.chunkSize));
@@ -208,6 +213,9 @@ async function sendFrom(
   for (let index = first; index < offer.chunks && failure === null; index++) {
     while (inflight.size >= window) await Promise.race(inflight);
     if (failure !== null) break;
+    // A chunk the server says it holds already (it answered for more than was sent in this start) is not sent again;
+    // the last one is, should the server hold them all, as after any start that finds the upload done.
+    index = Math.max(index, Math.min(acked, offer.chunks - 1));
     const length = Math.min(offer.chunkSize, offer.size - index * offer.chunkSize);
     const buffer = Buffer.alloc(length);
     await handle.read(buffer, 0, length, index * offer.chunkSize);
@@ -216,6 +224,7 @@ async function sendFrom(
       .request('file.chunk', { offer: offer.id, index, data: buffer.toString('base64') })
       .then((r) => {
         acked = Math.max(acked, r.uploaded);
+        reached.chunks = Math.max(reached.chunks, acked);
         progress(Math.min(offer.size, acked * offer.chunkSize));
       })
       .catch((e: unknown) => {
