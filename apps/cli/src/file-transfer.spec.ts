@@ -5,8 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { offerIdOf, type FileOffer } from '#libs/protocol';
-import { RequestTimeout, type ParleyClient } from './parley-client.js';
-import { placeFile, sendChunks, uploadFile } from './file-transfer.js';
+import { RequestError, RequestTimeout, type ParleyClient } from './parley-client.js';
+import { downloadFile, placeFile, sendChunks, uploadFile } from './file-transfer.js';
 
 const dirs: string[] = [];
 afterEach(() => {
@@ -169,5 +169,57 @@ describe('sendChunks', () => {
       await handle.close();
     }
     expect(sent).toEqual([2, 6, 7]);
+  });
+});
+
+describe('downloadFile', () => {
+  const data = Buffer.from('0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ!?');
+  const download = {
+    ...{ id: 'fBBBBBBBBBBBBBBBBBBBBBB', from: 'ann', name: 'notes.txt', size: data.length, type: 'text/plain' },
+    ...{ sha256: createHash('sha256').update(data).digest('hex'), chunkSize: 8, chunks: 8, uploaded: 8, createdAt: 1, expiresAt: 2 },
+    recipients: { bob: 'accepted' },
+  } as FileOffer;
+  const chunk = (index: number) => ({ offer: download.id, index, data: data.subarray(index * 8, index * 8 + 8).toString('base64') });
+
+  it('rides out a file service that does not answer for a while, and goes on from its last whole chunk', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-download-'));
+    dirs.push(dir);
+    const fetched: number[] = [];
+    // The service goes away at chunk 3 and is back for the next start.
+    let down = 0;
+    const client = {
+      request: (op: string, fields: Record<string, unknown> = {}) => {
+        if (op === 'file.received') return Promise.resolve({ offer: { ...download, recipients: { bob: 'received' } } });
+        const index = fields.index as number;
+        fetched.push(index);
+        if (index === 3 && down === 0) down = 1;
+        if (down === 1) {
+          if (index === 7) down = 2;
+          return Promise.reject(new RequestTimeout(true, 'no answer from the server within 10 s: it may or may not have been done'));
+        }
+        return Promise.resolve(chunk(index));
+      },
+    } as unknown as ParleyClient;
+    const { path } = await downloadFile(client, download, dir, 8, () => undefined);
+    expect(readFileSync(path)).toEqual(data);
+    expect(fetched.filter((i) => i < 3)).toEqual([0, 1, 2]);
+  });
+
+  it('writes no chunk that overtook one before it, which then failed: the part file stays a whole prefix', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-download-'));
+    dirs.push(dir);
+    // Chunk 1's answer comes after the others' (it was retried) and is a refusal; the next start fetches it again.
+    let first = true;
+    const client = {
+      request: (op: string, fields: Record<string, unknown> = {}) => {
+        if (op === 'file.received') return Promise.resolve({ offer: { ...download, recipients: { bob: 'received' } } });
+        const index = fields.index as number;
+        if (index !== 1 || !first) return Promise.resolve(chunk(index));
+        first = false;
+        return new Promise((_, reject) => setTimeout(() => reject(new RequestError('unavailable', 'the server could not do this right now')), 20));
+      },
+    } as unknown as ParleyClient;
+    const { path } = await downloadFile(client, download, dir, 8, () => undefined);
+    expect(readFileSync(path)).toEqual(data);
   });
 });

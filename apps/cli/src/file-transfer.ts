@@ -305,7 +305,22 @@ export async function downloadFile(
     if (found !== null) await handle.chmod(0o600);
     let next = found === null ? 0 : Math.min(offer.chunks, Math.floor((await handle.stat()).size / offer.chunkSize));
     try {
-      await fetchInto();
+      // A service restarting, or no answer in time, is no reason to give up at once: as an upload does, the download
+      // goes on from its last whole chunk for as long as each new start gets further, or for three starts that do not.
+      for (let fruitless = 0; ;) {
+        const from = next;
+        try {
+          await fetchInto();
+          break;
+        } catch (e) {
+          if (isDiskFull(e) || !startsAgain(e)) throw e;
+          fruitless = next > from ? 0 : fruitless + 1;
+          if (fruitless < 3) continue;
+          // The part file keeps what came: said, with how to go on from there.
+          const saved = `${formatBytes(Math.min(offer.size, next * offer.chunkSize))} of ${fileLabel(offer)} is saved in ${dir}; run ${again} to go on from there`;
+          throw e instanceof RequestError ? new RequestError(e.code, `${e.message}; ${saved}`) : new RequestTimeout(true, `${(e as Error).message}; ${saved}`);
+        }
+      }
     } catch (e) {
       // The part file keeps every whole chunk written: the next run goes on from there, once there is room. What a chunk
       // that did not fit left behind is of no use, and takes room.
@@ -340,8 +355,11 @@ export async function downloadFile(
       // A chunk written only in part (a download cut short) is fetched again.
       await handle.truncate(next * offer.chunkSize);
       onProgress(Math.min(offer.size, next * offer.chunkSize));
-      // Answers come in the order asked; each is written in turn, so the part file is always a whole prefix.
+      // Only what extends the whole prefix is written, so the part file is always one: answers come in the order asked,
+      // but not a chunk's answered after a retry (`unavailable` once), which those after it overtake. Those wait here
+      // (a window of chunks at most), and are dropped, to be fetched again, should the one before them fail.
       let writing = Promise.resolve();
+      const early = new Map<number, Buffer>();
       const inflight = new Set<Promise<void>>();
       let failure = null as Error | null;
       for (let index = next; index < offer.chunks && failure === null; index++) {
@@ -350,11 +368,14 @@ export async function downloadFile(
         const fetched: Promise<void> = client
           .request('file.fetch', { offer: offer.id, index })
           .then((r) => {
-            const data = Buffer.from(r.data, 'base64');
+            early.set(r.index, Buffer.from(r.data, 'base64'));
             writing = writing.then(async () => {
-              await writeWhole(handle, data, r.index * offer.chunkSize);
-              next = r.index + 1;
-              onProgress(Math.min(offer.size, next * offer.chunkSize));
+              for (let data = early.get(next); data !== undefined; data = early.get(next)) {
+                early.delete(next);
+                await writeWhole(handle, data, next * offer.chunkSize);
+                next += 1;
+                onProgress(Math.min(offer.size, next * offer.chunkSize));
+              }
             });
             return writing;
           })
