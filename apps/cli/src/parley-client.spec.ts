@@ -3,7 +3,7 @@ import { Aedes } from 'aedes';
 import mqtt, { type MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics } from '#libs/protocol';
-import { ConnectError, ParleyClient, RequestError } from './parley-client.js';
+import { ConnectError, ParleyClient, RequestError, RequestTimeout } from './parley-client.js';
 import { publishPacket, splitPackets } from '../../../test/support/raw-mqtt.js';
 import { startRefusingBroker, type RefusingBroker } from '../../../test/support/refusing-broker.js';
 
@@ -151,6 +151,8 @@ describe('ParleyClient across a dropped connection', () => {
   const asked: { user: string; op: string; id: string; fields: Record<string, unknown> }[] = [];
   /** Users whose publishes the broker takes and holds, never passing them on nor acknowledging them: a server that hangs. */
   const hung = new Set<string>();
+  /** Users whose next request is answered `unavailable`, after which they are hung. */
+  const unavailableOnce = new Set<string>();
 
   const listen = (tcp: Server, at: number) => new Promise<void>((resolve) => tcp.listen({ host: '127.0.0.1', port: at }, resolve));
 
@@ -177,6 +179,10 @@ describe('ParleyClient across a dropped connection', () => {
       const user = topic.split('/').at(-2)!;
       const { op, id, ...fields } = JSON.parse(payload.toString()) as { op: string; id: string } & Record<string, unknown>;
       asked.push({ user, op, id, fields });
+      if (unavailableOnce.delete(user)) {
+        hung.add(user);
+        return answer(server, user, { type: 'reply', id, op, ok: false, error: { code: 'unavailable', message: 'retry with the same id' } });
+      }
       const reply = { type: 'reply', id, op: 'who', ok: true, result: { user: fields.user, state: 'online', lastSeen: null } };
       answer(server, user, reply);
     });
@@ -221,6 +227,22 @@ describe('ParleyClient across a dropped connection', () => {
       expect(await client.request('who', { user: 'bob' })).toMatchObject({ user: 'bob' });
       expect(asked.filter((a) => a.user === 'gus').map((a) => a.fields.user)).toEqual(['bob']);
     } finally {
+      await client.close();
+    }
+  });
+
+  it('says the server answered unavailable before when a retry of that request gets no answer in time', async () => {
+    const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'ivy', password: 'unused', timeoutMs: 1500 });
+    try {
+      // The first answer is `unavailable`; the retry then waits behind what the service could not do either.
+      unavailableOnce.add('ivy');
+      const failed = await client.request('who', { user: 'bob' }).catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(RequestTimeout);
+      expect((failed as Error).message).toBe(
+        'no answer from the server within 2 s: it may or may not have been done (before that, the server said it could not do this right now: one of its services is down, or its storage is full)',
+      );
+    } finally {
+      hung.delete('ivy');
       await client.close();
     }
   });

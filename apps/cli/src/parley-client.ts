@@ -329,11 +329,20 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    * it is retried a few times, after growing pauses, before it is reported.
    */
   async request<Op extends RequestOp>(op: Op, fields: Record<string, unknown> = {}, id: string = randomUUID()): Promise<ResultOf[Op]> {
+    let unavailable = false;
     for (let attempt = 1; ; attempt++) {
       try {
         return await this.requestOnce(op, fields, id);
       } catch (e) {
+        // A retry that got no answer after the server said `unavailable`: a service down, whose calls wait their turn
+        // behind the connection's others (each for the server's own timeout). The cause goes with the timeout.
+        if (e instanceof RequestTimeout && unavailable)
+          throw new RequestTimeout(
+            e.sent,
+            `${e.message} (before that, the server said it could not do this right now: one of its services is down, or its storage is full)`,
+          );
         if (!(e instanceof RequestError) || !RETRIED.has(e.code)) throw e;
+        unavailable ||= e.code === 'unavailable';
         // Given up after the retries: said for a person, who runs the command again, not for a client that keeps an id.
         if (attempt >= RETRY_PAUSES_MS.length + 1)
           throw e.code === 'unavailable'
