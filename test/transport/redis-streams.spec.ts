@@ -98,6 +98,29 @@ describe('RPC over Redis Streams', () => {
     expect(calls).toEqual([7]);
   });
 
+  it('answers a call within a second, for a service it watches, while none of its processes is alive, and waits again once one is', async () => {
+    prefix = `r${randomBytes(3).toString('hex')}:`;
+    const client = new RedisStreamsClient({ url: redis.url, prefix, expireAfterMs: 60_000, failFastFor: ['counter'] });
+    closers.push(() => client.close());
+    // A caller that would wait a minute: the answer comes after the client's short wait for a service found down.
+    const counter = rpcProxy<Counter>(client, 'counter', ['add'], 60_000);
+    const calls: number[] = [];
+    const first = await serve(calls);
+    expect(await counter.add(1)).toBe(2);
+    // Stopped, its process says so (its heartbeat goes): the next look finds the service down.
+    await first.close();
+    await vi.waitFor(() => expect(client.knownDown('counter')).toBe(true), { timeout: 5000 });
+    await expect(counter.add(2)).rejects.toMatchObject({
+      code: 'unavailable',
+      message: 'the counter service is down (none of its processes has been heard from for 5 s); try again later',
+    });
+    // Not carried out later: it never went into the stream.
+    await serve(calls);
+    await vi.waitFor(() => expect(client.knownDown('counter')).toBe(false), { timeout: 5000 });
+    expect(await counter.add(3)).toBe(4);
+    expect(calls).toEqual([1, 3]);
+  });
+
   it('reaches the service once Redis is back, when its first call was made while Redis was down', async () => {
     prefix = `r${randomBytes(3).toString('hex')}:`;
     const calls: number[] = [];

@@ -64,6 +64,9 @@ export class RemoteServicesModule implements OnApplicationShutdown {
               maxLenOf: { 'file-offer': FILE_CHUNK_STREAM_LEN },
               expireAfterMs: config.PARLEY_RPC_TIMEOUT_MS,
               lasting: LASTING_CALLS,
+              // Presence is left to wait: a report of a connection that fails costs a realignment, which backs off (up
+              // to 10 s) while presence is away, and a send's read of presence waits a second at most anyway.
+              failFastFor: services.filter((s) => s !== 'presence'),
             }),
           inject: [PARLEY_CONFIG],
         },
