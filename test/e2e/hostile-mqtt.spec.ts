@@ -494,6 +494,59 @@ describe('after login', () => {
   });
 });
 
+describe('connections the broker ends itself', () => {
+  it('logs each as connection_dropped, as the guard logs its own: a refused login with its CONNACK code, a PUBLISH to a foreign topic, silence past a keep-alive the broker watches', async () => {
+    // A server of its own: the drops of the other tests here, all from this address, would use up the log's allowance.
+    await withServer({}, async (own) => {
+      const name = `drop${randomUUID().slice(0, 8)}`;
+      expect((await registerUser(own.mqttUrl, name, PASSWORD)).ok).toBe(true);
+      const drops = () =>
+        own.output.flatMap((l) => {
+          try {
+            const m = (JSON.parse(l) as { message?: { event?: string; reason?: string; clause?: string; connack?: number } }).message;
+            return m?.event === 'connection_dropped' ? [m] : [];
+          } catch {
+            return [];
+          }
+        });
+      const refused = async (fields: Parameters<typeof connectPacket>[0], code: number) => {
+        const c = await RawClient.open(own.mqttPort);
+        c.send(connectPacket(fields));
+        expect(await c.connackCode()).toBe(code);
+        await c.waitClosed();
+      };
+      await refused({ clientId: name, username: name, password: 'wrong password' }, 4);
+      await refused({ clientId: 'someone-else', username: name, password: PASSWORD }, 2);
+      const forger = await rawLogin(own.mqttPort, name, PASSWORD);
+      forger.send(publishPacket(topics.inbox(name), '{"type":"message","text":"forged"}'));
+      await forger.waitClosed();
+      // A keep-alive of one second: the broker drops it 1.5 s after its last packet [MQTT-3.1.2-24].
+      const silent = await RawClient.open(own.mqttPort);
+      silent.send(connectPacket({ clientId: `${name}/quiet`, username: name, password: PASSWORD, keepAlive: 1 }));
+      expect(await silent.connackCode()).toBe(0);
+      await silent.waitClosed();
+      await expect
+        .poll(() => drops().map((d) => [d.reason, d.clause ?? d.connack]), { timeout: 10_000 })
+        .toEqual([
+          ['login refused: bad user name or password', 4],
+          ['login refused: client id must be your user name or user/<device>', 2],
+          ['PUBLISH to a topic other than its own requests topic', 'MQTT-3.3.5-2'],
+          ['silent for 1500 ms', 'MQTT-3.1.2-24'],
+        ]);
+      // A Will left on a foreign topic is only dropped when its connection ends: no second line for that connection.
+      const willing = await RawClient.open(own.mqttPort);
+      willing.send(connectPacket({ clientId: `${name}/will`, username: name, password: PASSWORD, will: { topic: topics.inbox(name), payload: 'x', qos: 0 } }));
+      expect(await willing.connackCode()).toBe(0);
+      willing.close();
+      const after = await rawLogin(own.mqttPort, name, PASSWORD, `${name}/after`);
+      after.send(PINGREQ);
+      await after.waitFor(13);
+      after.close();
+      expect(drops()).toHaveLength(4);
+    });
+  });
+});
+
 describe('packets sent without waiting for answers', () => {
   /** The ids of the replies a raw connection got on its inbox, in the order they came. */
   const replyIds = (c: RawClient): string[] =>

@@ -143,6 +143,11 @@ export class GuardedConnection extends Duplex {
     return this.phase === 'open';
   }
 
+  /** Bytes read from the client so far (for the log line of a connection the broker ends itself). */
+  get bytesReceived(): number {
+    return this.bytesRead;
+  }
+
   /** The broker answered the CONNECT: from now on the client may send anything a logged-in client may. */
   admit(accepted: boolean): void {
     clearTimeout(this.connectTimer);

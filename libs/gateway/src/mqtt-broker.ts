@@ -120,16 +120,20 @@ export class MqttBroker {
         keepWillApart(packet);
         done(null, true);
       },
-      authenticate: (client, username, _password, done) => policy.authenticate(client, username ?? undefined, policy.heldPassword(client), done),
+      authenticate: (client, username, _password, done) =>
+        policy.authenticate(client, username ?? undefined, policy.heldPassword(client), (error, success) => {
+          // A refused login ends the connection (the broker answers the CONNACK and closes it): logged as any drop is.
+          if (error) this.brokerDropped(client, { reason: `login refused: ${error.message}`, connack: error.returnCode });
+          done(error, success);
+        }),
       authorizePublish: (client, packet, done) => {
-        const sender: Client | null = client;
+        // Kept apart from `client`, which mayPublish's type guard leaves as nothing below when it says no.
+        const publisher = client;
         if (!this.policy.mayPublish(client, packet)) {
-          // A PUBLISH the connection sent (not its will, looked at once the connection is closed, and only dropped) is a
-          // client writing where it may not, another user's topics say: the drop is logged as the guard's are (before,
-          // only at debug level, as a client error, so probing others' topics left no trace in a default log).
-          if (sender && !sender.closed) {
-            guardOf(sender.conn)?.cut({ reason: 'PUBLISH to a topic other than its own requests topic', clause: 'MQTT-3.3.5-2' });
-          }
+          // The broker closes the connection for it [MQTT-3.3.5-2]. A Will is published the same way once its connection
+          // has closed (`client.closed`): that one is only dropped, as docs/topics.md says, and no connection is.
+          if (publisher && !publisher.closed)
+            this.brokerDropped(publisher, { reason: 'PUBLISH to a topic other than its own requests topic', clause: 'MQTT-3.3.5-2' });
           return done(new Error(`not allowed to publish to ${packet.topic}`));
         }
         // A request is an instruction to the server, never a message to keep:
@@ -206,6 +210,12 @@ export class MqttBroker {
       if (principal) this.inboxes.remove(inboxTopicOf(principal), client);
     });
     opts.backplane.onRelayed((topic, payload) => this.inboxes.write(topic, payload));
+    // A client silent for 1.5 times its keep-alive [MQTT-3.1.2-24], which the broker watches (a keep-alive within the
+    // limit), is dropped by the broker: logged as the guard's own drop of one silent past the limit is.
+    this.aedes.on('keepaliveTimeout', (client) => {
+      const ms = (client as ClientKeepAlive)._keepaliveInterval ?? 0;
+      this.brokerDropped(client, { reason: `silent for ${Math.max(0, ms - 1)} ms`, clause: 'MQTT-3.1.2-24' });
+    });
     // Client faults (bad packets, dropped sockets) end that connection only.
     this.aedes.on('clientError', (client, err) => this.logger.debug?.({ event: 'client_error', client: client?.id, error: err.message }));
     this.aedes.on('connectionError', (client, err) => this.logger.debug?.({ event: 'connection_error', client: client?.id, error: err.message }));
@@ -268,9 +278,16 @@ export class MqttBroker {
    */
   private readonly dropLog = new LogThrottle(10_000, undefined, DROPS_LOGGED_PER_ADDRESS);
 
-  private logDropped(address: string, drop: GuardDrop | ProxyHeaderDrop): void {
+  private logDropped(address: string, drop: (GuardDrop & { connack?: number }) | ProxyHeaderDrop): void {
     const fields = this.dropLog.logFields(addressKey(address));
     if (fields) this.logger.log({ event: 'connection_dropped', address, ...drop, ...fields });
+  }
+
+  /** A connection the broker itself ends for what its client did (a refused login, a forbidden PUBLISH, silence): logged as the guard's drops are. */
+  private brokerDropped(client: Client, drop: { reason: string; clause?: string; connack?: number }): void {
+    const guard = guardOf(client.conn);
+    // One the guard has ended, or that closed, was logged then, or was no drop.
+    if (guard && !guard.destroyed) this.logDropped(guard.remoteAddress, { ...drop, bytesRead: guard.bytesReceived });
   }
 
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
