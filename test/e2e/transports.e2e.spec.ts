@@ -203,7 +203,7 @@ describe('transports', () => {
     ok.destroy();
   });
 
-  it('closes a connection that never finishes its TLS handshake or WebSocket upgrade at the connect timeout, and stops at once beside one', async () => {
+  it('closes a connection that never finishes its TLS handshake or WebSocket upgrade at the connect timeout, logging each, and stops at once beside one', async () => {
     const files = makeCertificates(mkdtempSync(join(tmpdir(), 'parley-tls-stall-')));
     const stalled = await startParley({
       env: {
@@ -236,8 +236,31 @@ describe('transports', () => {
         silent(ws!, halfUpgrade),
         silent(wss!),
         silent(wss!, halfHello),
+        // Plain MQTT on the TLS port: the handshake fails at once.
+        silent(mqtts!, connectPacket({ clientId: 'anon.tlsprobe02' })),
       ]);
       for (const ms of waits) expect(ms).toBeLessThan(10_000);
+      // Each is logged, once, as the guard logs the connections it drops (a handshake that fails included).
+      const drops = () =>
+        stalled.output.flatMap((l) => {
+          try {
+            const m = (JSON.parse(l) as { message?: { event?: string; reason?: string } }).message;
+            return m?.event === 'connection_dropped' ? [m.reason!.replace(/^(TLS handshake failed): .*/, '$1')] : [];
+          } catch {
+            return [];
+          }
+        });
+      await expect
+        .poll(() => drops().sort(), { timeout: 10_000 })
+        .toEqual([
+          'TLS handshake failed',
+          'no TLS handshake and WebSocket upgrade in time',
+          'no TLS handshake and WebSocket upgrade in time',
+          'no TLS handshake in time',
+          'no TLS handshake in time',
+          'no WebSocket upgrade in time',
+          'no WebSocket upgrade in time',
+        ]);
 
       // One stays, with nothing sent: a stop does not wait for it.
       const lingering = netConnect({ port: mqtts!, host: '127.0.0.1' });

@@ -256,6 +256,7 @@ export class MqttBroker {
       maxPacketBytes: this.opts.guard.maxPacketBytes,
       connectTimeoutMs: this.opts.guard.connectTimeoutMs,
       proxy: proxyFrom && { from: proxyFrom, headerTimeoutMs: this.opts.guard.connectTimeoutMs, onDrop: this.logProxyDrop },
+      onDrop: this.logListenerDrop,
     });
     this.listeners.push(listener);
     return listener.address;
@@ -292,6 +293,9 @@ export class MqttBroker {
 
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
   private readonly logDrop = (drop: GuardDrop, guard: GuardedConnection): void => this.logDropped(guard.remoteAddress, drop);
+
+  /** A TLS or WebSocket connection closed before it reached a guard (its handshake or upgrade failed, or came too late). */
+  private readonly logListenerDrop = (drop: { reason: string; bytesRead: number }, address: string): void => this.logDropped(address, drop);
 
   /** A trusted proxy's connection closed for its PROXY protocol header: logged as the guard's drops are, by the proxy's address. */
   private readonly logProxyDrop = (drop: ProxyHeaderDrop, proxyAddress: string): void => this.logDropped(proxyAddress, drop);

@@ -32,6 +32,9 @@ export class ListenError extends Error {
 /** A byte stream from a client and the address it came from. */
 export type Accept = (stream: Duplex, remoteAddress: string) => void;
 
+/** A connection closed before it reached the guard (a TLS handshake failed or late, a WebSocket upgrade late), for the log. */
+export type ListenerDrop = (drop: { reason: string; bytesRead: number }, remoteAddress: string) => void;
+
 /**
  * Connections from trusted proxies (PARLEY_PROXY_FROM) on the MQTT and MQTT over TLS listeners: each must start with a
  * PROXY protocol header, and is known by the client address it names.
@@ -70,11 +73,16 @@ function acceptProxiedTls(socket: Socket, secureContext: SecureContext, next: (s
 class Unaccepted {
   private readonly waiting = new Map<string, { socket: Socket; timer: NodeJS.Timeout }>();
 
-  constructor(private readonly deadlineMs: number) {}
+  constructor(
+    private readonly deadlineMs: number,
+    /** Told of each connection closed here, once: what it read, where from, and why. */
+    private readonly onDrop: (socket: Socket, reason: string) => void,
+    private readonly lateReason: string,
+  ) {}
 
   add(socket: Socket): void {
     const key = peerOf(socket);
-    const timer = setTimeout(() => socket.destroy(), this.deadlineMs).unref();
+    const timer = setTimeout(() => this.drop(socket, this.lateReason), this.deadlineMs).unref();
     this.waiting.set(key, { socket, timer });
     socket.once('close', () => {
       clearTimeout(timer);
@@ -89,6 +97,22 @@ class Unaccepted {
     if (!entry) return;
     clearTimeout(entry.timer);
     this.waiting.delete(key);
+  }
+
+  /**
+   * Closes a connection still waiting here for this reason (`socket` may be the TLS socket over it, which TLS may have
+   * destroyed already when it reports a failed handshake). One reported twice (TLS's handshake timeout and the
+   * deadline here) is told of once.
+   */
+  drop(socket: Peer & { destroy(): void }, reason: string): void {
+    const entry = this.waiting.get(peerOf(socket));
+    if (entry) {
+      clearTimeout(entry.timer);
+      this.waiting.delete(peerOf(socket));
+      this.onDrop(entry.socket, reason);
+      entry.socket.destroy();
+    }
+    socket.destroy();
   }
 
   closeAll(): void {
@@ -167,7 +191,7 @@ export async function openListener(
   host: string,
   port: number,
   accept: Accept,
-  opts: { tls?: TlsFiles; maxPacketBytes: number; proxy?: ProxyTrust; connectTimeoutMs: number },
+  opts: { tls?: TlsFiles; maxPacketBytes: number; proxy?: ProxyTrust; connectTimeoutMs: number; onDrop?: ListenerDrop },
 ): Promise<OpenListener> {
   const tls = opts.tls;
   const secure = kind === 'mqtts' || kind === 'wss';
@@ -185,7 +209,14 @@ export async function openListener(
   };
 
   // Behind a trusted proxy the PROXY header comes first, with the connect timeout of its own: then the handshake.
-  const unaccepted = new Unaccepted(proxy ? 2 * opts.connectTimeoutMs : opts.connectTimeoutMs);
+  const late =
+    kind === 'mqtts' ? 'no TLS handshake in time' : kind === 'wss' ? 'no TLS handshake and WebSocket upgrade in time' : 'no WebSocket upgrade in time';
+  const deadlineMs = proxy ? 2 * opts.connectTimeoutMs : opts.connectTimeoutMs;
+  // TLS's own handshake timeout is only a backstop behind this deadline: when it fires, TLS has destroyed the socket
+  // already, and the address it came from, which the log wants, is gone with it.
+  const handshakeTimeout = deadlineMs + 1000;
+  // Each connection closed before it reached a guard is logged as the guard logs its drops.
+  const unaccepted = new Unaccepted(deadlineMs, (socket, reason) => opts.onDrop?.({ reason, bytesRead: socket.bytesRead }, addressOf(socket)), late);
   let server;
   let wss: WebSocketServer | undefined;
   switch (kind) {
@@ -201,7 +232,7 @@ export async function openListener(
       break;
     case 'mqtts': {
       // A handshake that never completes is closed at the connect timeout (`unaccepted`); once it completes, the guard's.
-      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout: opts.connectTimeoutMs }, (socket) => {
+      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout }, (socket) => {
         unaccepted.accepted(socket);
         socket.setNoDelay(true);
         accept(socket, addressOf(socket));
@@ -229,7 +260,7 @@ export async function openListener(
     }
     case 'ws':
     case 'wss': {
-      server = kind === 'wss' ? createHttpsServer({ ...tlsOptions!, handshakeTimeout: opts.connectTimeoutMs }) : createHttpServer();
+      server = kind === 'wss' ? createHttpsServer({ ...tlsOptions!, handshakeTimeout }) : createHttpServer();
       // Until its upgrade to WebSocket (and its TLS handshake before that), a connection has the connect timeout.
       server.on('connection', (socket: Socket) => unaccepted.add(socket));
       server.on('request', (_req, res) => res.writeHead(426, { 'content-type': 'text/plain' }).end('MQTT over WebSocket only\n'));
@@ -250,7 +281,9 @@ export async function openListener(
     }
   }
   // A client that errs during a TLS handshake (or does not finish it in time, which is only reported) affects only itself.
-  server.on('tlsClientError', (_err: Error, socket: Duplex) => socket.destroy());
+  server.on('tlsClientError', (err: NodeJS.ErrnoException, socket: Socket) =>
+    unaccepted.drop(socket, err.code === 'ERR_TLS_HANDSHAKE_TIMEOUT' ? late : `TLS handshake failed: ${err.code ?? err.message}`),
+  );
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) => reject(new ListenError(describeListenError(err, host, port, LABEL[kind]))));
     server.listen({ host, port, ipv6Only: false }, () => resolve());
