@@ -75,6 +75,23 @@ describe('GuardedConnection', () => {
     await expect(calledBack).resolves.toBeUndefined();
   });
 
+  it('passes on at most 64 packets of one connection in a turn of the event loop, the rest in the turns after, in order', async () => {
+    const { g, toServer, read } = guard();
+    toServer.write(connect);
+    await new Promise((r) => setImmediate(r));
+    g.admit(true);
+    read.length = 0;
+    // One read of the socket: 1,000 PINGREQs. Handled in one go, they held up every other connection for as long.
+    const pings = Buffer.alloc(2000);
+    for (let i = 0; i < pings.length; i += 2) pings[i] = 0xc0;
+    toServer.write(pings);
+    await new Promise((r) => setImmediate(r));
+    expect(Buffer.concat(read).length).toBe(128);
+    // Each later turn passes on the next 64, until all have gone, as they came.
+    await vi.waitFor(() => expect(Buffer.concat(read)).toEqual(pings), { timeout: 2000 });
+    expect(g.destroyed).toBe(false);
+  });
+
   it('passes the CONNECT, then holds everything else until the broker admits the client', async () => {
     const { g, toServer, read } = guard();
     toServer.write(Buffer.concat([connect, Buffer.from([0xc0, 0x00])]));

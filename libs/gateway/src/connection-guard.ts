@@ -108,6 +108,8 @@ export class GuardedConnection extends Duplex {
    * hands a request over while it parses it, and sets up a clean session's subscription then too.)
    */
   private brokerIdle = false;
+  /** While packets read wait in `pending` for a later turn (see `PACKETS_PER_TURN`): the socket is paused meanwhile. */
+  private deferred = false;
 
   constructor(
     private readonly stream: Duplex,
@@ -184,7 +186,7 @@ export class GuardedConnection extends Duplex {
   }
 
   override _read(): void {
-    if (this.phase !== 'login') this.stream.resume();
+    if (this.phase !== 'login' && !this.deferred) this.stream.resume();
   }
 
   /** The broker reads with `read()` once it has handled all it read before; `read(0)` is the stream's own look ahead. */
@@ -339,9 +341,26 @@ export class GuardedConnection extends Duplex {
     this.scan();
   }
 
-  /** Passes on every complete packet that may go to the broker now. */
+  /** @internal The turn after `scan` stopped at its budget: goes on with what is left, then reads the socket again. */
+  scanDeferred(): void {
+    this.deferred = false;
+    this.scan();
+    if (!this.deferred && !this.dropped && this.phase !== 'login') this.stream.resume();
+  }
+
+  /** Passes on every complete packet that may go to the broker now, at most `PACKETS_PER_TURN` in this turn. */
   private scan(): void {
+    let budget = PACKETS_PER_TURN;
     while (!this.dropped && this.phase !== 'login') {
+      // One read of a socket holds up to 64 KiB: 32,768 PINGREQs, which the broker handled in one go, holding up
+      // everyone else for a quarter of a second. The rest waits for the next turn, the socket paused meanwhile.
+      if (budget-- === 0) {
+        if (this.pending.length === 0) break;
+        if (!this.deferred) setImmediate(onDeferredScan, this);
+        this.deferred = true;
+        this.stream.pause();
+        break;
+      }
       // The first byte tells: anything but a CONNECT's (an HTTP request, a TLS hello, another packet) is refused at once,
       // not held until the connect timeout waiting for the length it seems to claim.
       if (this.phase === 'connect' && this.pending.length > 0) {
@@ -433,6 +452,11 @@ export class GuardedConnection extends Duplex {
 }
 
 const EMPTY = Buffer.alloc(0);
+/**
+ * Packets one connection passes on in one turn of the event loop. Enough for any client's burst of requests to go in a
+ * few turns; few enough that a client sending small packets as fast as it can delays the others by a turn of this many.
+ */
+const PACKETS_PER_TURN = 64;
 /** Guards whose writes are corked in this turn: one immediate flushes them all. */
 const toFlush: GuardedConnection[] = [];
 function flushAll(): void {
@@ -468,6 +492,9 @@ function onConnectTimeout(g: GuardedConnection): void {
 function onSilence(g: GuardedConnection): void {
   g.heardLastAt = Date.now() - g.silenceLimitMs;
   g.cut({ reason: `silent for ${g.silenceLimitMs} ms` });
+}
+function onDeferredScan(g: GuardedConnection): void {
+  g.scanDeferred();
 }
 function onStallCheck(g: GuardedConnection): void {
   g.checkStall();
