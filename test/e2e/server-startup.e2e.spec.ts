@@ -1,6 +1,6 @@
 import { spawnSync } from 'node:child_process';
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:net';
+import { connect, createServer, type Server } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import request from 'supertest';
@@ -160,6 +160,26 @@ describe('health, readiness and metrics over HTTP', () => {
     await request(server.httpUrl).get('/healthz').expect(200, { status: 'ok' });
     const ready = await request(server.httpUrl).get('/readyz').expect(200);
     expect(ready.body).toEqual({ status: 'ready', checks: { mqtt: true, storage: true }, degraded: [] });
+  });
+
+  it('closes an HTTP connection that sends nothing, or stops halfway through its request, at the connect timeout', async () => {
+    const own = await startParley({ env: { PARLEY_CONNECT_TIMEOUT_MS: '1000' } });
+    try {
+      const closedAfter = (bytes: string) =>
+        new Promise<number>((resolve, reject) => {
+          const socket = connect({ port: own.httpPort, host: '127.0.0.1' }, () => socket.write(bytes));
+          const openedAt = Date.now();
+          socket.on('error', () => undefined);
+          socket.once('close', () => resolve(Date.now() - openedAt));
+          // Before, neither was closed at all (Node keeps a silent connection open for as long as the client likes).
+          setTimeout(() => reject(new Error('still open after 10 s')), 10_000).unref();
+        });
+      for (const ms of await Promise.all([closedAfter(''), closedAfter('GET /healthz HTTP/1.1\r\nHost: x\r\n')])) expect(ms).toBeLessThan(5000);
+      // A request is answered as before.
+      await request(own.httpUrl).get('/healthz').expect(200, { status: 'ok' });
+    } finally {
+      await own.dispose();
+    }
   });
 
   it('counts connections and accepted messages in Prometheus /metrics', async () => {

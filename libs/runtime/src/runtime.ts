@@ -116,6 +116,12 @@ export function describeListenError(err: NodeJS.ErrnoException, host: string, po
 export async function listenHttp(app: INestApplication, config: ParleyConfig): Promise<number> {
   await app.init();
   const httpServer = app.getHttpServer() as Server;
+  // Node keeps a connection that sends nothing open for ever, and one that sends its headers a byte at a time for 60 to
+  // 90 s: each holds a file descriptor, which the MQTT listeners share. Both are given the connect timeout instead (a
+  // request to this port is answered at once), the second checked every 30 s, as Node does.
+  httpServer.timeout = config.PARLEY_CONNECT_TIMEOUT_MS;
+  httpServer.headersTimeout = config.PARLEY_CONNECT_TIMEOUT_MS;
+  httpServer.requestTimeout = config.PARLEY_CONNECT_TIMEOUT_MS;
   try {
     await new Promise<void>((resolve, reject) => {
       httpServer.once('error', reject);
