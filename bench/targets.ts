@@ -120,6 +120,9 @@ async function startParleyTarget(name: TargetName, opts: StartOptions, redis?: R
       PARLEY_USER_RATE: '1000000',
       PARLEY_USER_BURST: '1000000',
       PARLEY_REGISTRATIONS_PER_MINUTE: '1000000',
+      // A scenario logs in its hundreds of users at once, from one address, and a repetition logs them in again.
+      PARLEY_MAX_CONNECTING_PER_ADDRESS: '1000000',
+      PARLEY_LOGINS_PER_MINUTE: '1000000',
       // Every login of the run is paid for (the password KDF) when the users are registered, outside the measurements: a
       // full run outlasts the default ten minutes a login is remembered, and a scenario's 200 logins at once would then
       // queue for the KDF, past the default 10 s a login may take.

@@ -50,6 +50,9 @@ beforeAll(async () => {
       PARLEY_USER_RATE: '100000',
       PARLEY_USER_BURST: '100000',
       PARLEY_MAX_CONNECTIONS_PER_USER: '1000',
+      // The fuzz user logs in again for each packet sent after login, a batch of connections at once.
+      PARLEY_LOGINS_PER_MINUTE: '1000000',
+      PARLEY_MAX_CONNECTING_PER_ADDRESS: '100000',
     },
   });
   users = new TestUsers(() => [server.mqttUrl, server.mqttUrl6]);

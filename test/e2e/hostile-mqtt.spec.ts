@@ -96,6 +96,45 @@ const closesAfterLogin = (bytes: Buffer) =>
   });
 
 describe('before login', () => {
+  it('closes, as it comes, a connection from an address with PARLEY_MAX_CONNECTING_PER_ADDRESS logging in already, and counts one no more once answered', async () => {
+    await withServer({ PARLEY_MAX_CONNECTING_PER_ADDRESS: '3', PARLEY_CONNECT_TIMEOUT_MS: '60000' }, async (limited) => {
+      const name = `many${randomUUID().slice(0, 8)}`;
+      expect((await registerUser(limited.mqttUrl, name, PASSWORD)).ok).toBe(true);
+      // Three that say nothing: each would hold its socket for the connect timeout (a minute here).
+      const silent = await Promise.all([0, 1, 2].map(() => RawClient.open(limited.mqttPort)));
+      try {
+        // A fourth is closed at once, with nothing said to it (it sent nothing to answer).
+        const fourth = await RawClient.open(limited.mqttPort);
+        await fourth.waitClosed();
+        expect(fourth.packets).toEqual([]);
+        await expect
+          .poll(() =>
+            limited.output.some(
+              (l) => l.includes('"event":"connection_dropped"') && l.includes('more than 3 connections from this address logging in at once'),
+            ),
+          )
+          .toBe(true);
+        // One of the three logs in: answered, it no longer counts, and another may come.
+        silent[0]!.send(connectPacket({ clientId: `${name}/first`, username: name, password: PASSWORD }));
+        expect(await silent[0]!.connackCode()).toBe(0);
+        const next = await rawLogin(limited.mqttPort, name, PASSWORD, `${name}/next`);
+        next.close();
+        // One that closed no longer counts either.
+        silent[1]!.close();
+        await expect
+          .poll(async () => {
+            const c = await RawClient.open(limited.mqttPort);
+            c.send(connectPacket({ clientId: `${name}/later`, username: name, password: PASSWORD }));
+            const code = await c.connackCode();
+            c.close();
+            return code;
+          })
+          .toBe(0);
+      } finally {
+        for (const c of silent) c.close();
+      }
+    });
+  });
   it('cuts off a first packet that declares a huge remaining length, reading little and keeping memory flat', async () => {
     const rssKiB = () => Number(/VmRSS:\s+(\d+)/.exec(readFileSync(`/proc/${server.pid}/status`, 'utf8'))![1]);
     const before = rssKiB();

@@ -214,6 +214,8 @@ export const ConfigSchema = z.object({
   PARLEY_MAX_ANONYMOUS_PER_ADDRESS: positiveInt('PARLEY_MAX_ANONYMOUS_PER_ADDRESS', 10, 100_000),
   /** An anonymous connection is closed this long after it logged in: time enough to register, not to hold a socket. */
   PARLEY_ANONYMOUS_TIMEOUT_MS: positiveInt('PARLEY_ANONYMOUS_TIMEOUT_MS', 60_000, 86_400_000, { value: 1000, why: 'shorter, a registration cannot finish' }),
+  /** Connections from one address (IPv6: one /64) that may be logging in at once on one gateway (not yet answered). */
+  PARLEY_MAX_CONNECTING_PER_ADDRESS: positiveInt('PARLEY_MAX_CONNECTING_PER_ADDRESS', 200, 1_000_000),
   /** Connections one user may hold open on one gateway. */
   PARLEY_MAX_CONNECTIONS_PER_USER: positiveInt('PARLEY_MAX_CONNECTIONS_PER_USER', 20, 100_000),
   /** Persistent sessions (clean session off) a gateway keeps per user, connected or not; beyond it the least recently used idle one is forgotten. */

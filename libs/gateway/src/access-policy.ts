@@ -341,7 +341,7 @@ function isOwnTopic(principal: Principal, topic: string): boolean {
 }
 
 /** Open connections per key (a user, an address), forgetting a key whose count is back to zero. */
-class OpenCounts {
+export class OpenCounts {
   private readonly counts = new Map<string, number>();
 
   of(key: string): number {

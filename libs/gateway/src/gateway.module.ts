@@ -100,6 +100,7 @@ export class GatewayModule implements OnApplicationBootstrap, OnApplicationShutd
                 expiryMs: config.PARLEY_SESSION_EXPIRY_MS,
               },
               proxyFrom: AddressRanges.parse(config.PARLEY_PROXY_FROM),
+              maxConnectingPerAddress: config.PARLEY_MAX_CONNECTING_PER_ADDRESS,
             }),
           inject: [AccessPolicy, Metrics, PARLEY_CONFIG, STORAGE_BACKEND],
         },

@@ -2,7 +2,7 @@ import type { AddressInfo } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { Logger } from '@nestjs/common';
 import { Aedes, type Client, type ConnectPacket, type PublishPacket, type Subscription } from 'aedes';
-import type { AccessPolicy } from './access-policy.js';
+import { OpenCounts, type AccessPolicy } from './access-policy.js';
 import { ownCopy, type Backplane } from './broker-backplane.js';
 import { DELIVERY_QOS, inboxTopicOf, type Principal } from '#libs/protocol';
 import type { Metrics } from '#libs/health';
@@ -36,6 +36,12 @@ export interface BrokerOptions {
    * header, and the client address it names is the connection's address for limits and logs.
    */
   proxyFrom?: AddressRanges;
+  /**
+   * Connections from one address (IPv6: its /64) that may be logging in at once, from their first byte (after a
+   * trusted proxy's header; after the handshake on TLS and WebSocket listeners) to their CONNACK; more are closed as
+   * they come (PARLEY_MAX_CONNECTING_PER_ADDRESS). None when absent.
+   */
+  maxConnectingPerAddress?: number;
 }
 
 /**
@@ -164,6 +170,7 @@ export class MqttBroker {
     this.aedes.on('connackSent', (connack, client) => {
       const guard = guardOf(client.conn);
       guard?.admit(connack.returnCode === 0);
+      if (guard) this.loggedIn(guard);
       // The CONNACK is answered a turn after the broker registered the client: a socket that failed meanwhile has been
       // closed (and its 'clientDisconnect' has come and gone), and must not be filed.
       const principal = connack.returnCode === 0 && !client.closed ? this.policy.principalOf(client) : undefined;
@@ -262,16 +269,46 @@ export class MqttBroker {
     return listener.address;
   }
 
+  /**
+   * Connections logging in (see `maxConnectingPerAddress`), per address key, and each one's key until its CONNACK or
+   * its end. Each holds a file descriptor for up to the connect timeout before any login is checked: one address
+   * reopening them as fast as they were closed ran a gateway out of descriptors (its health checks timed out with them).
+   */
+  private readonly connecting = new OpenCounts();
+  private readonly connectingKeys = new WeakMap<GuardedConnection, string>();
+
   /** Hands a client's stream to the broker behind its guard. */
   private accept(stream: Duplex, remoteAddress: string): void {
+    const max = this.opts.maxConnectingPerAddress;
+    const key = addressKey(remoteAddress);
+    if (max !== undefined && this.connecting.of(key) >= max) {
+      stream.destroy();
+      this.logDropped(remoteAddress, { reason: `more than ${max} connections from this address logging in at once`, bytesRead: 0 });
+      return;
+    }
     const guarded = new GuardedConnection(stream, remoteAddress, this.guardLimits, this.logDrop, this.takeRequest, this.connectionClosed);
+    if (max !== undefined) {
+      this.connecting.add(key);
+      this.connectingKeys.set(guarded, key);
+    }
     // No 'error' listener of the gateway's own: the broker's client listens from here on, and leaves a no-op one
     // behind when it lets the connection go. (A third listener grew the guard's list of them to 19 slots.)
     guarded.owner = handleConnection(this.aedes, guarded);
   }
 
   /** One function for every connection's end, not a listener per connection: the policy counts open connections. */
-  private readonly connectionClosed = (guard: GuardedConnection): void => this.policy.connectionClosed(guard.owner as Client);
+  private readonly connectionClosed = (guard: GuardedConnection): void => {
+    this.loggedIn(guard);
+    this.policy.connectionClosed(guard.owner as Client);
+  };
+
+  /** The connection's login is over (answered, or the connection ended): it no longer counts as logging in. */
+  private loggedIn(guard: GuardedConnection): void {
+    const key = this.connectingKeys.get(guard);
+    if (key === undefined) return;
+    this.connectingKeys.delete(guard);
+    this.connecting.remove(key);
+  }
 
   /**
    * Drops logged per address (IPv6: its /64): the first DROPS_LOGGED_PER_ADDRESS in 10 s each, then one line with how many
