@@ -20,9 +20,10 @@ export interface RedisStreamsClientOptions {
   /**
    * Services whose calls (those that expire) wait at most DOWN_WAIT_MS, then are answered `unavailable`, while none of
    * the service's processes is alive (no heartbeat within ALIVE_WITHIN_MS, read every HEARTBEAT_MS), instead of waiting
-   * in the stream for their caller's whole wait. A gateway answers a connection's requests in order, so each request to a service that is down
-   * held up every later one of its connection by PARLEY_RPC_TIMEOUT_MS: a direct message typed behind a few group posts
-   * waited 15 s. A call made in the seconds between a crash and its last heartbeat growing old still waits.
+   * in the stream for their caller's whole wait. A gateway answers a connection's requests in order, so each request to
+   * a service that is down held up every later one of its connection by PARLEY_RPC_TIMEOUT_MS: a direct message typed
+   * behind a few group posts waited 15 s. A call made in the seconds between a crash and its last heartbeat growing old
+   * still waits.
    */
   failFastFor?: readonly string[];
 }
