@@ -20,7 +20,14 @@ afterEach(() => {
   for (const g of open.splice(0)) g.destroy();
 });
 
-function guard(extra: Partial<GuardLimits> = {}): { g: GuardedConnection; toServer: PassThrough; fromServer: PassThrough; drops: GuardDrop[]; read: Buffer[] } {
+function guard(extra: Partial<GuardLimits> = {}): {
+  g: GuardedConnection;
+  socket: Duplex;
+  toServer: PassThrough;
+  fromServer: PassThrough;
+  drops: GuardDrop[];
+  read: Buffer[];
+} {
   const { socket, toServer, fromServer } = pair();
   const drops: GuardDrop[] = [];
   const g = new GuardedConnection(socket, '192.0.2.1', { ...limits, ...extra }, (d) => drops.push(d));
@@ -28,7 +35,7 @@ function guard(extra: Partial<GuardLimits> = {}): { g: GuardedConnection; toServ
   g.on('data', (d: Buffer) => read.push(d));
   g.on('error', () => undefined);
   open.push(g);
-  return { g, toServer, fromServer, drops, read };
+  return { g, socket, toServer, fromServer, drops, read };
 }
 
 const closed = (g: GuardedConnection) => new Promise<void>((resolve) => (g.destroyed ? resolve() : g.once('close', () => resolve())));
@@ -90,6 +97,18 @@ describe('GuardedConnection', () => {
     // Each later turn passes on the next 64, until all have gone, as they came.
     await vi.waitFor(() => expect(Buffer.concat(read)).toEqual(pings), { timeout: 2000 });
     expect(g.destroyed).toBe(false);
+  });
+
+  it('keeps to 64 packets a turn for what came with the CONNECT too: the socket stays paused until the turns after', async () => {
+    const { g, socket, toServer, read } = guard();
+    const pings = Buffer.alloc(2000);
+    for (let i = 0; i < pings.length; i += 2) pings[i] = 0xc0;
+    toServer.write(Buffer.concat([connect, pings]));
+    await new Promise((r) => setImmediate(r));
+    g.admit(true);
+    expect(Buffer.concat(read).length).toBe(connect.length + 128);
+    expect(socket.isPaused()).toBe(true);
+    await vi.waitFor(() => expect(Buffer.concat(read)).toEqual(Buffer.concat([connect, pings])), { timeout: 2000 });
   });
 
   it('passes the CONNECT, then holds everything else until the broker admits the client', async () => {

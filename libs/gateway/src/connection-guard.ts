@@ -157,7 +157,8 @@ export class GuardedConnection extends Duplex {
     if (!accepted || this.phase !== 'login') return;
     this.phase = 'open';
     this.scan();
-    this.stream.resume();
+    // Unless the scan left packets for a later turn (see PACKETS_PER_TURN): that turn reads the socket again.
+    if (!this.deferred) this.stream.resume();
   }
 
   /**
