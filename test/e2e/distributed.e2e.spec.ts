@@ -303,6 +303,8 @@ describe('after Redis lost its data', () => {
   afterAll(() => topo?.dispose());
 
   it('says in /readyz when Redis takes no writes (full at maxmemory), without taking the gateway out', async () => {
+    // Ready first: a gateway reports `listening` before its subscription to the other gateways is up (`backplane`).
+    await expect.poll(async () => (await request(topo.server.httpUrl).get('/readyz')).status, { timeout: 10_000 }).toBe(200);
     const redis = new Redis(topo.redis!.url);
     try {
       await redis.config('SET', 'maxmemory', '1');
