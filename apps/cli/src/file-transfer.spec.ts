@@ -99,12 +99,22 @@ describe('uploadFile', () => {
 });
 
 describe('sendChunks', () => {
-  it('goes on from the last chunk the server acknowledged when it cannot be asked where it stands (a file service down)', async () => {
+  /** Sends a 64-byte file in 8 chunks, `uploaded` of them on the server already, through `client`. */
+  async function sendEight(client: ParleyClient, uploaded: number, window: number, progress: (bytes: number) => void, uploadedNow: () => Promise<number>) {
     const dir = mkdtempSync(join(tmpdir(), 'parley-upload-'));
     dirs.push(dir);
     const path = join(dir, 'big.bin');
     writeFileSync(path, Buffer.alloc(8 * 8, 'x'));
-    const upload = { id: 'fAAAAAAAAAAAAAAAAAAAAAA', size: 64, chunkSize: 8, chunks: 8, uploaded: 0 } as FileOffer;
+    const upload = { id: 'fAAAAAAAAAAAAAAAAAAAAAA', size: 64, chunkSize: 8, chunks: 8, uploaded } as FileOffer;
+    const handle = await open(path, 'r');
+    try {
+      await sendChunks(client, handle, upload, window, progress, uploadedNow);
+    } finally {
+      await handle.close();
+    }
+  }
+
+  it('goes on from the last chunk the server acknowledged when it cannot be asked where it stands (a file service down)', async () => {
     const sent: number[] = [];
     const shown: number[] = [];
     // The service goes away after chunk 3, and is back once the client has tried to ask where the upload stands.
@@ -119,34 +129,23 @@ describe('sendChunks', () => {
         return Promise.resolve({ uploaded: index + 1 });
       },
     } as unknown as ParleyClient;
-    const handle = await open(path, 'r');
-    try {
-      await sendChunks(
-        client,
-        handle,
-        upload,
-        2,
-        (bytes) => shown.push(bytes),
-        () => {
-          asked++;
-          down = false;
-          return Promise.reject(new RequestTimeout(true, 'no answer from the server within 10 s: it may or may not have been done'));
-        },
-      );
-    } finally {
-      await handle.close();
-    }
+    await sendEight(
+      client,
+      0,
+      2,
+      (bytes) => shown.push(bytes),
+      () => {
+        asked++;
+        down = false;
+        return Promise.reject(new RequestTimeout(true, 'no answer from the server within 10 s: it may or may not have been done'));
+      },
+    );
     expect(shown).toEqual([...shown].sort((a, b) => a - b));
     expect(shown.at(-1)).toBe(64);
     expect(sent.filter((i) => i < 4)).toEqual([0, 1, 2, 3]);
   });
 
   it('sends no chunk the server says it holds already', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'parley-upload-'));
-    dirs.push(dir);
-    const path = join(dir, 'big.bin');
-    writeFileSync(path, Buffer.alloc(8 * 8, 'x'));
-    const upload = { id: 'fAAAAAAAAAAAAAAAAAAAAAA', size: 64, chunkSize: 8, chunks: 8, uploaded: 2 } as FileOffer;
     const sent: number[] = [];
     // Chunks up to 5 arrived in a start whose answers were lost: the server answers for what it holds.
     const client = {
@@ -155,19 +154,13 @@ describe('sendChunks', () => {
         return Promise.resolve({ uploaded: Math.max(6, (fields.index as number) + 1) });
       },
     } as unknown as ParleyClient;
-    const handle = await open(path, 'r');
-    try {
-      await sendChunks(
-        client,
-        handle,
-        upload,
-        1,
-        () => undefined,
-        () => Promise.resolve(2),
-      );
-    } finally {
-      await handle.close();
-    }
+    await sendEight(
+      client,
+      2,
+      1,
+      () => undefined,
+      () => Promise.resolve(2),
+    );
     expect(sent).toEqual([2, 6, 7]);
   });
 });
