@@ -140,6 +140,35 @@ function settled(offer: FileOffer): boolean {
   return isWithdrawn(offer) || (offer.uploaded === offer.chunks && Object.values(offer.recipients).every((s) => s === 'declined' || s === 'received'));
 }
 
+/** Refusals after which an upload starts again from where the server stands (see `sendChunks`). */
+const AGAIN_FROM_WHERE_IT_STANDS: ReadonlySet<string> = new Set(['bad_chunk', 'unavailable', 'rate_limited']);
+
+/** A failure after which a transfer starts again from where it stands: one of those refusals, or no answer in time. */
+function startsAgain(e: unknown): boolean {
+  return (e instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(e.code)) || e instanceof RequestTimeout;
+}
+
+/**
+ * Runs `start` from chunk `from`, and again from where the transfer then stands (`whereNow`) while it fails in a way a
+ * new start may get past (`startsAgain`; no answer in time, a connection down longer than a request waits, is one): for
+ * as long as each start gets further than the one before, or for three starts that do not (a chunk of the wrong length,
+ * say, is refused again however often it is sent). Then the failure is thrown: the last one.
+ */
+async function startAgainWhileFurther(from: number, start: (from: number) => Promise<void>, whereNow: () => Promise<number>): Promise<void> {
+  for (let fruitless = 0; ;) {
+    try {
+      await start(from);
+      return;
+    } catch (e) {
+      if (!startsAgain(e)) throw e;
+      const now = await whereNow();
+      fruitless = now > from ? 0 : fruitless + 1;
+      if (fruitless >= 3) throw e;
+      from = now;
+    }
+  }
+}
+
 /**
  * Uploads the chunks the server does not have yet, with at most `window` unacknowledged. A chunk answered `unavailable`
  * is retried by the client while the ones after it are already on their way; the server then refuses those as out of
@@ -149,14 +178,6 @@ function settled(offer: FileOffer): boolean {
  * each new start gets further than the one before, or for three starts that do not; it then fails with the error of the
  * first chunk that failed (the cause).
  */
-/** Refusals after which an upload starts again from where the server stands (see `sendChunks`). */
-const AGAIN_FROM_WHERE_IT_STANDS: ReadonlySet<string> = new Set(['bad_chunk', 'unavailable', 'rate_limited']);
-
-/** A failure after which an upload starts again from where the server stands: one of those refusals, or no answer in time. */
-function startsAgain(e: unknown): boolean {
-  return (e instanceof RequestError && AGAIN_FROM_WHERE_IT_STANDS.has(e.code)) || e instanceof RequestTimeout;
-}
-
 export async function sendChunks(
   client: Pick<ParleyClient, 'request'>,
   handle: FileHandle,
@@ -165,29 +186,19 @@ export async function sendChunks(
   progress: (bytes: number) => void,
   uploadedNow: () => Promise<number>,
 ): Promise<void> {
-  let from = offer.uploaded;
-  let fruitless = 0;
   // The most chunks the server has said it holds: the server never loses a chunk it acknowledged.
-  const reached = { chunks: from };
-  for (;;) {
-    try {
-      await sendFrom(client, handle, offer, from, window, progress, reached);
-      return;
-    } catch (e) {
-      // No answer in time (the connection was down longer than a request waits) is the same: where does it stand now?
-      if (!startsAgain(e)) throw e;
-      // Asking may fail the same way, for a while: then it stands where the server last said, not where this start
-      // began (going back there would show the progress fall and send again what the server has).
-      const now = await uploadedNow().catch((asked: unknown) => {
+  const reached = { chunks: offer.uploaded };
+  await startAgainWhileFurther(
+    offer.uploaded,
+    (from) => sendFrom(client, handle, offer, from, window, progress, reached),
+    // Asking may fail the same way, for a while: then it stands where the server last said, not where the start before
+    // began (going back there would show the progress fall and send again what the server has).
+    () =>
+      uploadedNow().catch((asked: unknown) => {
         if (startsAgain(asked)) return reached.chunks;
         throw asked;
-      });
-      // A chunk of the wrong length, say, is refused again however often it is sent.
-      fruitless = now > from ? 0 : fruitless + 1;
-      if (fruitless >= 3) throw e;
-      from = now;
-    }
-  }
+      }),
+  );
 }
 
 async function sendFrom(
@@ -306,20 +317,14 @@ export async function downloadFile(
     let next = found === null ? 0 : Math.min(offer.chunks, Math.floor((await handle.stat()).size / offer.chunkSize));
     try {
       // A service restarting, or no answer in time, is no reason to give up at once: as an upload does, the download
-      // goes on from its last whole chunk for as long as each new start gets further, or for three starts that do not.
-      for (let fruitless = 0; ;) {
-        const from = next;
-        try {
-          await fetchInto();
-          break;
-        } catch (e) {
-          if (isDiskFull(e) || !startsAgain(e)) throw e;
-          fruitless = next > from ? 0 : fruitless + 1;
-          if (fruitless < 3) continue;
-          // The part file keeps what came: said, with how to go on from there.
-          const saved = `${formatBytes(Math.min(offer.size, next * offer.chunkSize))} of ${fileLabel(offer)} is saved in ${dir}; run ${again} to go on from there`;
-          throw e instanceof RequestError ? new RequestError(e.code, `${e.message}; ${saved}`) : new RequestTimeout(true, `${(e as Error).message}; ${saved}`);
-        }
+      // goes on from its last whole chunk (`next`).
+      try {
+        await startAgainWhileFurther(next, fetchInto, () => Promise.resolve(next));
+      } catch (e) {
+        if (!startsAgain(e)) throw e;
+        // Given up after starts that got no further. The part file keeps what came: said, with how to go on from there.
+        const saved = `${formatBytes(Math.min(offer.size, next * offer.chunkSize))} of ${fileLabel(offer)} is saved in ${dir}; run ${again} to go on from there`;
+        throw e instanceof RequestError ? new RequestError(e.code, `${e.message}; ${saved}`) : new RequestTimeout(true, `${(e as Error).message}; ${saved}`);
       }
     } catch (e) {
       // The part file keeps every whole chunk written: the next run goes on from there, once there is room. What a chunk
