@@ -198,6 +198,34 @@ describe('downloadFile', () => {
     expect(fetched.filter((i) => i < 3)).toEqual([0, 1, 2]);
   });
 
+  it('gives up after three starts that get no further, saying how much is saved and how to go on', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'parley-download-'));
+    dirs.push(dir);
+    let starts = 0;
+    // The service answers chunks 0 to 2, then never again.
+    const client = {
+      request: (_op: string, fields: Record<string, unknown> = {}) => {
+        const index = fields.index as number;
+        if (index === 3) starts++;
+        if (index >= 3) return Promise.reject(new RequestTimeout(true, 'no answer from the server within 10 s: it may or may not have been done'));
+        return Promise.resolve(chunk(index));
+      },
+    } as unknown as ParleyClient;
+    const failed = await downloadFile(client, download, dir, 1, () => undefined).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(failed).toBeInstanceOf(RequestTimeout);
+    expect((failed as Error).message).toMatch(
+      new RegExp(
+        `^no answer from the server within 10 s: it may or may not have been done; 24 B of .*notes\\.txt.* is saved in ${dir}; run accept it again to go on from there$`,
+      ),
+    );
+    // The first start and three that got no further.
+    expect(starts).toBe(4);
+    expect(readdirSync(dir).map((f) => statSync(join(dir, f)).size)).toEqual([24]);
+  });
+
   it('writes no chunk that overtook one before it, which then failed: the part file stays a whole prefix', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'parley-download-'));
     dirs.push(dir);
