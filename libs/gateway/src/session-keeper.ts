@@ -133,7 +133,7 @@ export class SessionKeeper {
     if (sessions.size <= this.limits.maxPerUser) return;
     for (const id of sessions) {
       if (sessions.size <= this.limits.maxPerUser) break;
-      if (this.isConnected(id)) continue; // connected: its session is in use
+      // One that is connected is in use, and kept (see `forget`).
       this.forget(id, owner, 'sessions');
     }
   }
