@@ -187,30 +187,28 @@ export class AccessPolicy {
       const seconds = Math.ceil(this.logins.waitMs(principal.user) / 1000);
       return refusal(CONNACK.SERVER_UNAVAILABLE, `at most ${this.limits?.loginsPerMinute} logins a minute per user; try again in ${seconds} s`);
     }
-    let known: boolean;
+    let loggedIn = false;
     try {
-      known = await this.accounts.authenticate(principal.user, password);
-    } catch (e) {
-      this.logins?.give(principal.user);
-      throw e;
+      if (!(await this.accounts.authenticate(principal.user, password))) {
+        // The login is refused either way; a failure that could not be counted is only logged.
+        await this.limits?.throttle
+          .failed(principal.user, address)
+          .catch((e: unknown) => this.logger.warn({ event: 'login_failure_not_counted', user: principal.user, error: String(e) }));
+        this.metrics.loginsFailed.inc({ reason: 'password' });
+        return refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password');
+      }
+      if (!this.mayOpenAnother(client, principal.user)) {
+        this.metrics.loginsFailed.inc({ reason: 'connections' });
+        return refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`);
+      }
+      this.principals.set(client, principal);
+      this.countOpen(client, principal.user);
+      loggedIn = true;
+      return null;
+    } finally {
+      // A login that did not happen (refused, or the store could not be asked) gives its token back.
+      if (!loggedIn) this.logins?.give(principal.user);
     }
-    if (!known) {
-      this.logins?.give(principal.user);
-      // The login is refused either way; a failure that could not be counted is only logged.
-      await this.limits?.throttle
-        .failed(principal.user, address)
-        .catch((e: unknown) => this.logger.warn({ event: 'login_failure_not_counted', user: principal.user, error: String(e) }));
-      this.metrics.loginsFailed.inc({ reason: 'password' });
-      return refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'bad user name or password');
-    }
-    if (!this.mayOpenAnother(client, principal.user)) {
-      this.logins?.give(principal.user);
-      this.metrics.loginsFailed.inc({ reason: 'connections' });
-      return refusal(CONNACK.NOT_AUTHORIZED, `at most ${this.limits?.maxConnectionsPerUser} connections per user`);
-    }
-    this.principals.set(client, principal);
-    this.countOpen(client, principal.user);
-    return null;
   }
 
   /** A user under its connection limit may open another; taking over one of its own client ids replaces a connection rather than adding one. */
