@@ -3,7 +3,8 @@ import { readFileSync } from 'node:fs';
 import { connect } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { topics } from '#libs/protocol';
-import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { loggedEvents, startParley, type ParleyServer } from '../support/parley-server.js';
+import { droppedConnections } from '../support/proxy-protocol.js';
 import { type MqttUser, registerUser, subscribeCodes, connectClient, endClient } from '../support/mqtt-user.js';
 import { connectPacket, DISCONNECT, packet, PINGREQ, publishPacket, rawLogin, RawClient, subscribePacket, unsubscribePacket } from '../support/raw-mqtt.js';
 import { TestUsers } from '../support/test-users.js';
@@ -67,14 +68,7 @@ async function withServer(env: Record<string, string>, body: (server: ParleyServ
 
 /** The reasons the server logged for forgetting this client id's persistent session, in order. */
 const forgotten = (clientId: string, from: ParleyServer = server): string[] =>
-  from.output.flatMap((l) => {
-    try {
-      const m = (JSON.parse(l) as { message?: { event?: string; client?: string; reason?: string } }).message;
-      return m?.event === 'session_forgotten' && m.client === clientId ? [m.reason ?? ''] : [];
-    } catch {
-      return [];
-    }
-  });
+  loggedEvents<{ client?: string; reason?: string }>(from, 'session_forgotten').flatMap((m) => (m.client === clientId ? [m.reason ?? ''] : []));
 
 const refusedConnect = (bytes: Buffer, expected: number | 'closed') =>
   hostile(async () => {
@@ -108,11 +102,7 @@ describe('before login', () => {
         await fourth.waitClosed();
         expect(fourth.packets).toEqual([]);
         await expect
-          .poll(() =>
-            limited.output.some(
-              (l) => l.includes('"event":"connection_dropped"') && l.includes('more than 3 connections from this address logging in at once'),
-            ),
-          )
+          .poll(() => droppedConnections(limited).some((m) => m.reason === 'more than 3 connections from this address logging in at once'))
           .toBe(true);
         // One of the three logs in: answered, it no longer counts, and another may come.
         silent[0]!.send(connectPacket({ clientId: `${name}/first`, username: name, password: PASSWORD }));
@@ -164,20 +154,11 @@ describe('before login', () => {
     expect(results).toHaveLength(20);
     const grownMiB = (rssKiB() - before) / 1024;
     expect(grownMiB).toBeLessThan(40);
-    const dropsLogged = () =>
-      server.output
-        .map((l) => {
-          try {
-            return (JSON.parse(l) as { message?: { event?: string; reason?: string; bytesRead?: number } }).message;
-          } catch {
-            return undefined;
-          }
-        })
-        .filter((m) => m?.event === 'connection_dropped' && /268435455 bytes is over/.test(m.reason ?? ''));
+    const dropsLogged = () => droppedConnections(server).filter((m) => /268435455 bytes is over/.test(m.reason));
     // A client sees its socket close a moment before the server's log line about it reaches us: wait for the lines, bounded.
     await expect.poll(() => dropsLogged().length, { timeout: 10_000 }).toBe(20);
     const drops = dropsLogged();
-    for (const d of drops) expect(d!.bytesRead).toBeLessThanOrEqual(256 * 1024);
+    for (const d of drops) expect(d.bytesRead).toBeLessThanOrEqual(256 * 1024);
     await stillServing();
   });
 
@@ -294,15 +275,7 @@ describe('after login', () => {
     await withServer({}, async (own) => {
       const [name, other] = [`imp${randomUUID().slice(0, 8)}`, `oth${randomUUID().slice(0, 8)}`];
       for (const u of [name, other]) expect((await registerUser(own.mqttUrl, u, PASSWORD)).ok).toBe(true);
-      const refused = () =>
-        own.output.filter((l) => {
-          try {
-            const m = (JSON.parse(l) as { message?: { event?: string; clause?: string } }).message;
-            return m?.event === 'connection_dropped' && m.clause === 'MQTT-3.3.5-2';
-          } catch {
-            return false;
-          }
-        }).length;
+      const refused = () => droppedConnections(own).filter((m) => m.clause === 'MQTT-3.3.5-2').length;
       const probes = [
         publishPacket(topics.requests(other), JSON.stringify({ op: 'send', id: 'imp-2', to: name, text: 'I am the other' })),
         publishPacket(topics.inbox(other), '{"type":"message"}'),
@@ -539,15 +512,7 @@ describe('connections the broker ends itself', () => {
     await withServer({}, async (own) => {
       const name = `drop${randomUUID().slice(0, 8)}`;
       expect((await registerUser(own.mqttUrl, name, PASSWORD)).ok).toBe(true);
-      const drops = () =>
-        own.output.flatMap((l) => {
-          try {
-            const m = (JSON.parse(l) as { message?: { event?: string; reason?: string; clause?: string; connack?: number } }).message;
-            return m?.event === 'connection_dropped' ? [m] : [];
-          } catch {
-            return [];
-          }
-        });
+      const drops = () => droppedConnections(own);
       const refused = async (fields: Parameters<typeof connectPacket>[0], code: number) => {
         const c = await RawClient.open(own.mqttPort);
         c.send(connectPacket(fields));

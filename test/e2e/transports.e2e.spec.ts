@@ -7,6 +7,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { CliProcess, runCli } from '../support/cli.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
 import { connectPacket } from '../support/raw-mqtt.js';
+import { droppedConnections } from '../support/proxy-protocol.js';
 import { makeCertificates } from '../support/certificates.js';
 
 /**
@@ -241,15 +242,7 @@ describe('transports', () => {
       ]);
       for (const ms of waits) expect(ms).toBeLessThan(10_000);
       // Each is logged, once, as the guard logs the connections it drops (a handshake that fails included).
-      const drops = () =>
-        stalled.output.flatMap((l) => {
-          try {
-            const m = (JSON.parse(l) as { message?: { event?: string; reason?: string } }).message;
-            return m?.event === 'connection_dropped' ? [m.reason!.replace(/^(TLS handshake failed): .*/, '$1')] : [];
-          } catch {
-            return [];
-          }
-        });
+      const drops = () => droppedConnections(stalled).map((m) => m.reason.replace(/^(TLS handshake failed): .*/, '$1'));
       await expect
         .poll(() => drops().sort(), { timeout: 10_000 })
         .toEqual([

@@ -46,6 +46,18 @@ export interface ParleyServer {
   dispose(): Promise<void>;
 }
 
+/** The messages of a server's JSON log lines whose `event` is this one, in the order they were written. */
+export function loggedEvents<T extends object>(server: Pick<ParleyServer, 'output'>, event: string): T[] {
+  return server.output.flatMap((line) => {
+    try {
+      const m = (JSON.parse(line) as { message?: { event?: unknown } }).message;
+      return m?.event === event ? [m as T] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
 export interface StartOptions {
   /** Which app to run; the gateway (standalone server) by default. */
   app?: App;

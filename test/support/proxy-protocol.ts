@@ -1,6 +1,6 @@
 import { isIPv4 } from 'node:net';
 import { addressBytes } from '#libs/config';
-import type { ParleyServer } from './parley-server.js';
+import { loggedEvents, type ParleyServer } from './parley-server.js';
 
 /** A PROXY protocol v1 line (HAProxy's proxy-protocol.txt, 2.1) naming a client; `UNKNOWN` for the proxy's own connection. */
 export function proxyV1(client: string, port = 51234): Buffer {
@@ -26,16 +26,12 @@ export interface DroppedConnection {
   address: string;
   reason: string;
   clause?: string;
+  /** The CONNACK code of a refused login. */
+  connack?: number;
+  bytesRead?: number;
 }
 
 /** The connections the server logged as dropped (`connection_dropped`), so far. */
-export function droppedConnections(server: ParleyServer): DroppedConnection[] {
-  return server.output.flatMap((l) => {
-    try {
-      const m = (JSON.parse(l) as { message?: DroppedConnection & { event?: string } }).message;
-      return m?.event === 'connection_dropped' ? [m] : [];
-    } catch {
-      return [];
-    }
-  });
+export function droppedConnections(server: Pick<ParleyServer, 'output'>): DroppedConnection[] {
+  return loggedEvents<DroppedConnection>(server, 'connection_dropped');
 }
