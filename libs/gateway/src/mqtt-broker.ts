@@ -170,7 +170,7 @@ export class MqttBroker {
     this.aedes.on('connackSent', (connack, client) => {
       const guard = guardOf(client.conn);
       guard?.admit(connack.returnCode === 0);
-      if (guard) this.loggedIn(guard);
+      if (guard) this.loginOver(guard);
       // The CONNACK is answered a turn after the broker registered the client: a socket that failed meanwhile has been
       // closed (and its 'clientDisconnect' has come and gone), and must not be filed.
       const principal = connack.returnCode === 0 && !client.closed ? this.policy.principalOf(client) : undefined;
@@ -298,12 +298,12 @@ export class MqttBroker {
 
   /** One function for every connection's end, not a listener per connection: the policy counts open connections. */
   private readonly connectionClosed = (guard: GuardedConnection): void => {
-    this.loggedIn(guard);
+    this.loginOver(guard);
     this.policy.connectionClosed(guard.owner as Client);
   };
 
   /** The connection's login is over (answered, or the connection ended): it no longer counts as logging in. */
-  private loggedIn(guard: GuardedConnection): void {
+  private loginOver(guard: GuardedConnection): void {
     const key = this.connectingKeys.get(guard);
     if (key === undefined) return;
     this.connectingKeys.delete(guard);
