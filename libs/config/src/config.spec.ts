@@ -85,6 +85,16 @@ describe('loadConfig', () => {
     expect(() => loadConfig({ PARLEY_SESSION_EXPIRY_MS: '999' })).toThrow('PARLEY_SESSION_EXPIRY_MS must be at least 1000 (a second) (got "999")');
   });
 
+  it('takes 120 logins a minute per user and 200 connections logging in at once per address by default, and refuses values that are no count', () => {
+    expect(loadConfig({})).toMatchObject({ PARLEY_LOGINS_PER_MINUTE: 120, PARLEY_MAX_CONNECTING_PER_ADDRESS: 200 });
+    expect(() => loadConfig({ PARLEY_LOGINS_PER_MINUTE: '0' })).toThrow('PARLEY_LOGINS_PER_MINUTE must be at least 1 (got "0")');
+    expect(() => loadConfig({ PARLEY_LOGINS_PER_MINUTE: 'abc' })).toThrow('PARLEY_LOGINS_PER_MINUTE must be a whole number, in decimal digits (got "abc")');
+    expect(() => loadConfig({ PARLEY_MAX_CONNECTING_PER_ADDRESS: '1e3' })).toThrow(
+      'PARLEY_MAX_CONNECTING_PER_ADDRESS must be a whole number, in decimal digits (got "1e3")',
+    );
+    expect(() => loadConfig({ PARLEY_MAX_CONNECTING_PER_ADDRESS: '0' })).toThrow('PARLEY_MAX_CONNECTING_PER_ADDRESS must be at least 1 (got "0")');
+  });
+
   it("names the PARLEY_* variables that are no setting, leaving out the CLI's own and other settings", () => {
     expect(unknownSettings({ PARLEY_MQTT_HOTS: '::', PARLEY_MQTT_PORT: '1', PARLEY_USER: 'a', PARLEY_SERVER: 's', PARLEY_ANOTHER: 'x', HOME: '/' })).toEqual([
       'PARLEY_ANOTHER',
