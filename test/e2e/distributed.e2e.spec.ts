@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import request from 'supertest';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, onTestFinished } from 'vitest';
 import type { OkReply, SendResult, WhoResult } from '#libs/protocol';
 import { CliProcess, runCli } from '../support/cli.js';
 import { connectClient, endClient, MqttUser, registerUser } from '../support/mqtt-user.js';
@@ -55,18 +55,34 @@ describe('services as their own processes', () => {
       .toEqual([]);
   });
 
-  it('brings a user up to date once the receipts service is back, when it was down as they logged in', async () => {
-    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+  it('brings a user up to date once the receipts service is back, when it was down as they logged in, and tells them why it is late', async () => {
+    const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
     const alice = await users.login(a);
     for (const text of ['first while away', 'second while away'])
       expect(await alice.request({ op: 'send', to: b, text })).toMatchObject({ ok: true, result: { status: 'accepted' } });
+    expect(await alice.request({ op: 'send', to: c, text: 'for carol while away' })).toMatchObject({ ok: true });
     await topo.stopService('receipts');
-    // The catch-up needs bob's cursors: it cannot start yet. Live messages still come.
+    // The catch-up needs bob's cursors: it cannot start yet, and the server says why and when it tries again. Live
+    // messages still come.
     const bob = await users.login(b);
+    const delayed = await bob.waitFor((e) => e.type === 'sync_delayed', 15_000);
+    expect(delayed).toMatchObject({ type: 'sync_delayed', error: { code: 'unavailable', message: expect.stringContaining('receipts service') as string } });
+    expect((delayed as { retryInMs: number }).retryInMs).toBeGreaterThan(0);
+    // The CLI tells a person so, once.
+    const listen = CliProcess.start(['listen'], { PARLEY_SERVER: topo.urls()[0]!, PARLEY_USER: c, PARLEY_PASSWORD: users.password });
+    onTestFinished(() => void listen.stop());
+    await listen.waitForLine(
+      /^\* your missed messages have not come yet: the receipts service .*; the server tries again in [\d.]+ s, and they will come then$/,
+      15_000,
+    );
     expect(await alice.request({ op: 'send', to: b, text: 'live meanwhile' })).toMatchObject({ ok: true });
     await bob.waitFor((e) => e.type === 'message' && e.text === 'live meanwhile');
     expect(bob.events.some((e) => e.type === 'sync')).toBe(false);
     await topo.restartService('receipts', 'stop');
+    await listen.waitForLine(/^\* caught up: what you missed is shown above$/, 30_000);
+    expect(await listen.stop()).toBe(0);
+    expect(listen.lines.filter((l) => l.includes('for carol while away'))).toHaveLength(1);
+    expect(listen.lines.filter((l) => l.startsWith('* your missed messages'))).toHaveLength(1);
     // The gateway tries again: the sync and the backlog come on the same connection, without a reconnect. (Whether the
     // backlog also holds the live message depends on whether the attempt that succeeded began before or after it.)
     await bob.waitFor((e) => e.type === 'synced', 30_000);

@@ -16,6 +16,7 @@ import {
   offlineNotice,
   PresenceNews,
   presenceText,
+  reportCatchUp,
   reportConnection,
   type Mark,
   type Printer,
@@ -74,6 +75,8 @@ export class ChatSession {
 
   async run(): Promise<void> {
     const me = this.client.user!;
+    // Where the catch-up ends (for scripts, as listen says it), and that it is late when the server says so.
+    const catchUp = reportCatchUp((human, record) => (human === null ? this.printer.emit(null, record) : this.print(human, record)));
     this.session = new InboxSession(
       this.client,
       {
@@ -91,12 +94,12 @@ export class ChatSession {
           this.printMessage(e, mark);
         },
         mark: (m, mark) => this.updateMark(m, mark),
-        // Where the catch-up ends, for scripts (as listen says it).
-        synced: (n) => {
+        delayed: catchUp.delayed,
+        synced: (n, late) => {
           const newest = this.catchingUp?.newest;
           this.catchingUp = null;
           if (newest && !this.target) this.setTarget(newest);
-          this.printer.emit(null, { type: 'synced', messages: n });
+          catchUp.synced(n, late);
         },
         presence: (p) => {
           if (p.user === me) return;

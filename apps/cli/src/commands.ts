@@ -18,6 +18,7 @@ import {
   Printer,
   receiptLine,
   displayLabel,
+  reportCatchUp,
   reportConnection,
 } from './output.js';
 import { ParleyClient } from './parley-client.js';
@@ -178,7 +179,7 @@ export async function listen(ctx: CommandContext): Promise<void> {
             const told = directPeer(r.conv, me) !== null || passed.length > 0;
             ctx.printer.emit(told ? receiptLine(r, me, session.groups.of(r.conv)) : null, { ...r });
           },
-          synced: (n) => ctx.printer.emit(null, { type: 'synced', messages: n }),
+          ...reportCatchUp((human, record) => ctx.printer.emit(human, record)),
         },
         'delivered',
       );

@@ -2,7 +2,7 @@ import { EventEmitter } from 'node:events';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { MAX_HISTORY_LIMIT, type InboxEvent, type MessageEvent } from '#libs/protocol';
 import { InboxSession, TRACKED_PER_CONVERSATION } from './inbox-session.js';
-import { markText } from './output.js';
+import { markText, Printer, reportCatchUp } from './output.js';
 import type { ParleyClient } from './parley-client.js';
 
 const CONV = 'dm:ann:bob';
@@ -430,5 +430,60 @@ describe('InboxSession acknowledgements', () => {
     expect(shown).toEqual([4]);
     await session.stop();
     expect(asked).toEqual(['receipt']);
+  });
+});
+
+describe('InboxSession, a catch-up the server says is delayed', () => {
+  const delayed = (retryInMs: number): InboxEvent => ({
+    type: 'sync_delayed',
+    error: { code: 'unavailable', message: 'the receipts service did not answer in time' },
+    retryInMs,
+  });
+
+  /** Ann's listen over a client that only carries events, printing as a person (or a script, with json) sees it. */
+  function listening(json: boolean) {
+    const client = Object.assign(new EventEmitter(), { user: 'ann', request: () => Promise.resolve({}) });
+    const out: string[] = [];
+    const printer = new Printer(json, (l) => out.push(l));
+    const session = new InboxSession(client as unknown as ParleyClient, { show: () => undefined, ...reportCatchUp((h, r) => printer.emit(h, r)) }, 'none');
+    return { session, out, emit: (e: InboxEvent) => client.emit('event', e) };
+  }
+  const catchUp = (emit: (e: InboxEvent) => void, messages: number) => {
+    emit({ type: 'sync', conversations: [] });
+    emit({ type: 'synced', messages });
+  };
+
+  it('tells a person once that their missed messages are late, why and when the server tries again, and then that they came', async () => {
+    const { session, out, emit } = listening(false);
+    emit(delayed(500));
+    emit(delayed(1000));
+    catchUp(emit, 3);
+    await vi.waitFor(() => expect(out).toHaveLength(2));
+    // A reconnection's catch-up that was not delayed says nothing; one that was, says it again.
+    catchUp(emit, 0);
+    emit(delayed(15_000));
+    catchUp(emit, 0);
+    await vi.waitFor(() => expect(out).toHaveLength(4));
+    expect(out).toEqual([
+      '* your missed messages have not come yet: the receipts service did not answer in time; the server tries again in 0.5 s, and they will come then',
+      '* caught up: what you missed is shown above',
+      '* your missed messages have not come yet: the receipts service did not answer in time; the server tries again in 15 s, and they will come then',
+      '* caught up: you missed nothing',
+    ]);
+    await session.stop();
+  });
+
+  it('gives a script every sync_delayed as it came, and each synced', async () => {
+    const { session, out, emit } = listening(true);
+    emit(delayed(500));
+    emit(delayed(1000));
+    catchUp(emit, 2);
+    await vi.waitFor(() => expect(out).toHaveLength(3));
+    expect(out.map((l) => JSON.parse(l) as unknown)).toEqual([
+      { type: 'sync_delayed', error: { code: 'unavailable', message: 'the receipts service did not answer in time' }, retryInMs: 500 },
+      { type: 'sync_delayed', error: { code: 'unavailable', message: 'the receipts service did not answer in time' }, retryInMs: 1000 },
+      { type: 'synced', messages: 2 },
+    ]);
+    await session.stop();
   });
 });

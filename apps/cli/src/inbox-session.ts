@@ -7,6 +7,7 @@ import {
   type PresenceEvent,
   type ReceiptEvent,
   type ServerEvent,
+  type SyncDelayedEvent,
 } from '#libs/protocol';
 import { InboxOrder, type FilledStretch, type LogEvent } from './inbox-order.js';
 import { GroupNames, markFor, type Mark } from './output.js';
@@ -23,8 +24,16 @@ export interface SessionHandlers {
    * (shown or tracked in it) that it moved that cursor past, oldest first; in a group, those sent after the member joined.
    */
   receipt?(r: ReceiptEvent, passed: MessageEvent[]): void;
-  /** The backlog announced at (re)connect has been received. */
-  synced?(count: number): void;
+  /**
+   * The backlog announced at (re)connect has been received; `late`: it had been delayed (the server had said so), so a
+   * person may be told it has come.
+   */
+  synced?(count: number, late: boolean): void;
+  /**
+   * The server could not start the catch-up yet, and tries again: `first` for the first such word since the last
+   * catch-up came (a person needs telling once; a script gets every one).
+   */
+  delayed?(e: SyncDelayedEvent, first: boolean): void;
 }
 
 const NO_CURSORS: Cursors = { delivered: 0, deliveredAt: null, read: 0, readAt: null };
@@ -50,6 +59,8 @@ export class InboxSession {
   /** Names of the user's groups, to tell apart two that share a name. */
   readonly groups = new GroupNames();
   private readonly ackTimers = new Map<string, NodeJS.Timeout>();
+  /** The server has said the catch-up is delayed, and it has not come since. */
+  private delayed = false;
   /** Settles once the unread stretches of the last sync are shown (see `InboxOrder.fetchUnread`). */
   private unreadShown: Promise<void> = Promise.resolve();
 
@@ -151,9 +162,16 @@ export class InboxSession {
         for (const c of e.conversations) this.scheduleAck(c.conv);
         this.remarkAll();
         return;
-      case 'synced':
+      case 'synced': {
+        const late = this.delayed;
+        this.delayed = false;
         // The catch-up is over once what was unread before it has been shown too.
-        void this.unreadShown.then(() => this.handlers.synced?.(e.messages)).catch(() => undefined);
+        void this.unreadShown.then(() => this.handlers.synced?.(e.messages, late)).catch(() => undefined);
+        return;
+      }
+      case 'sync_delayed':
+        this.handlers.delayed?.(e, !this.delayed);
+        this.delayed = true;
         return;
       case 'message':
       case 'group':

@@ -11,6 +11,7 @@ import {
   type PeerCursors,
   type PresenceState,
   type ReceiptEvent,
+  type SyncDelayedEvent,
 } from '#libs/protocol';
 import type { ParleyClient } from './parley-client.js';
 import { shortened, terminalWidth } from './terminal-width.js';
@@ -238,6 +239,30 @@ export class PresenceNews {
 
 export function offlineNotice(user: string, p: PresenceState): string {
   return p.lastSeen === null ? `${user} is offline (never seen online)` : `${user} is offline (last seen ${dateTime(p.lastSeen)})`;
+}
+
+/**
+ * What a person is told of their catch-up (listen, chat): the first word that it is delayed, and its coming once it
+ * was; a script (--json) gets each `sync_delayed` and `synced` as it came.
+ */
+export function reportCatchUp(print: (human: string | null, record: Record<string, unknown> & { type: string }) => void): {
+  delayed: (e: SyncDelayedEvent, first: boolean) => void;
+  synced: (count: number, late: boolean) => void;
+} {
+  return {
+    delayed: (e, first) =>
+      print(
+        first
+          ? `* your missed messages have not come yet: ${e.error.message}; the server tries again in ${+(e.retryInMs / 1000).toFixed(1)} s, and they will come then`
+          : null,
+        { ...e },
+      ),
+    synced: (count, late) =>
+      print(late ? (count === 0 ? '* caught up: you missed nothing' : '* caught up: what you missed is shown above') : null, {
+        type: 'synced',
+        messages: count,
+      }),
+  };
 }
 
 export function groupLine(g: GroupInfo): string {

@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
 import type { Conversations } from '#libs/group';
 import type { Metrics } from '#libs/health';
-import { splitPeers, topics, type InboxEvent, type SyncEvent } from '#libs/protocol';
+import { DomainError, splitPeers, topics, type ErrorBody, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
 import { guardOf } from './connection-guard.js';
@@ -110,6 +110,8 @@ export class InboxSync {
         const retryInMs = Math.min(SYNC_RETRY_FIRST_MS * 2 ** state.failures, SYNC_RETRY_MAX_MS);
         state.failures += 1;
         this.logger.warn({ event: 'sync_failed', user, error: String(e), retryInMs });
+        // The client is told, each time, so that a person is not left wondering where their missed messages are.
+        if (this.subscribed(client, user)) writeTo(client, topics.inbox(user), { type: 'sync_delayed', error: delayReason(e), retryInMs });
         setTimeout(() => {
           state.busy = false;
           if (!client.closed && this.subscribed(client, user)) this.run(client, user, state);
@@ -189,6 +191,15 @@ export class InboxSync {
     if (client.closed) throw new Error('connection closed during sync');
     if (catchUp?.dropped || !writeTo(client, topic, event)) throw new Unsubscribed();
   }
+}
+
+/**
+ * Why a catch-up failed, as the client is told: a service's error as it came, without its advice to try again (the
+ * server does); anything else, without the store's inner details.
+ */
+function delayReason(e: unknown): ErrorBody {
+  if (e instanceof DomainError) return { code: e.code, message: e.message.replace(/; try again.*$/, '') };
+  return { code: 'internal', message: 'the server could not read your conversations' };
 }
 
 /** Where one connection's catch-up stands. */

@@ -75,6 +75,11 @@ const EVENTS: [string, z.ZodType, string][] = [
   ['SyncEvent', P.SyncEvent, 'Sent when you subscribe to your inbox: where each conversation stands; the backlog follows.'],
   ['SyncedEvent', P.SyncedEvent, 'The backlog announced by `sync` has been sent.'],
   [
+    'SyncDelayedEvent',
+    P.SyncDelayedEvent,
+    'The catch-up could not be run yet (a service or the store did not answer); the server tries again after `retryInMs`, and `sync` and the backlog follow then.',
+  ],
+  [
     'FileEvent',
     P.FileEvent,
     'A file offer for you (once uploaded), a receiver accepted, declined or received one of yours, or its sender withdrew one offered to you; each also goes to every device of whoever acted, the acting one included.',

@@ -495,6 +495,18 @@ export type SyncedEvent = z.infer<typeof SyncedEvent>;
 export const ErrorBody = z.strictObject({ code: z.enum(ERROR_CODES), message: z.string() });
 export type ErrorBody = z.infer<typeof ErrorBody>;
 
+/**
+ * The catch-up could not be run now (a service or the store it needs did not answer): the server tries again after
+ * `retryInMs`, for as long as the connection stays subscribed, and the `sync` and backlog then follow. Live events still
+ * come meanwhile.
+ */
+export const SyncDelayedEvent = z.strictObject({
+  type: z.literal('sync_delayed'),
+  error: ErrorBody.describe('Why the catch-up could not be run: `unavailable` (a service did not answer) or `internal`.'),
+  retryInMs: z.number().int().positive().describe('How long the server waits before it tries again.'),
+});
+export type SyncDelayedEvent = z.infer<typeof SyncDelayedEvent>;
+
 export const OkReply = z.strictObject({
   type: z.literal('reply'),
   id: RequestId,
@@ -531,7 +543,19 @@ export type ErrorReply = z.infer<typeof ErrorReply>;
 export type Reply = z.infer<typeof Reply>;
 
 /** Everything that can arrive on an inbox topic. */
-export const InboxEvent = z.union([MessageEvent, GroupEvent, OkReply, ErrorReply, ReceiptEvent, PresenceEvent, SyncEvent, SyncedEvent, FileEvent, FilesEvent]);
+export const InboxEvent = z.union([
+  MessageEvent,
+  GroupEvent,
+  OkReply,
+  ErrorReply,
+  ReceiptEvent,
+  PresenceEvent,
+  SyncEvent,
+  SyncedEvent,
+  SyncDelayedEvent,
+  FileEvent,
+  FilesEvent,
+]);
 export type InboxEvent = z.infer<typeof InboxEvent>;
 
 /** The results each op answers with, for typed request helpers. */
