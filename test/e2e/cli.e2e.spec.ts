@@ -221,6 +221,26 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat: says a message is not accepted yet while the server does not answer, then marks it accepted once it does', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const chat = start(['chat'], as(bob));
+    await chat.waitForLine(/logged in as/);
+    chat.type(`/msg ${alice} are you there`);
+    await chat.waitForLine(new RegExp(`you → ${alice}: are you there ✓`));
+    // A server that stops answering (stopped, not gone: the connection stays up).
+    topo.server.process.kill('SIGSTOP');
+    try {
+      chat.type('hello while it is stuck');
+      await chat.waitForLine(new RegExp(`^\\* not accepted yet \\(your message to ${alice}: "hello while it is stuck"\\): still waiting for the server$`), 10_000);
+    } finally {
+      topo.server.process.kill('SIGCONT');
+    }
+    await chat.waitForLine(new RegExp(`you → ${alice}: hello while it is stuck ✓`), 15_000);
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+    expect(chat.lines.filter((l) => l.includes('not accepted yet'))).toHaveLength(1);
+  });
+
   it('chat: shows first what listen had but nobody read, and marks read only what it showed', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const statusOf = async (text: string) =>

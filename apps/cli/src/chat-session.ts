@@ -270,7 +270,7 @@ export class ChatSession {
 
   private async sendDirect(to: string, text: string): Promise<void> {
     const id = randomUUID();
-    const r = await this.sending(id, () => naming(to, text, () => this.client.request('send', { to, text }, id)));
+    const r = await this.sending(id, { to }, text, () => this.client.request('send', { to, text }, id));
     this.watch(to);
     const message: MessageEvent = { type: 'message', conv: r.conv, seq: r.seq, from: this.client.user!, to, ts: r.ts, id, text };
     this.printMessage(message, this.session.track(message), { type: 'accepted', id, to, conv: r.conv, seq: r.seq, ts: r.ts, recipient: r.recipient });
@@ -283,7 +283,7 @@ export class ChatSession {
 
   private async sendGroup(group: string, text: string): Promise<void> {
     const id = randomUUID();
-    const r = await this.sending(id, () => naming(group, text, () => this.client.request('send', { group, text }, id)));
+    const r = await this.sending(id, { group }, text, () => this.client.request('send', { group, text }, id));
     if (!this.session.hasPeers(r.conv)) {
       const info = await this.client.request('group.members', { group: r.group!.id });
       this.session.knowMembers(
@@ -308,15 +308,22 @@ export class ChatSession {
 
   /**
    * A send of this session's: its copy in the inbox is not printed again once the answer has printed it. Should it
-   * fail with no answer, that copy, if it comes (the server did it after all), is printed: it is news then.
+   * fail with no answer, that copy, if it comes (the server did it after all), is printed: it is news then. One not
+   * answered within a few seconds (the connection down, a service slow) is said to be waiting, so that a person does
+   * not take it for sent; a failure says which message it was about, as several may be under way at once.
    */
-  private async sending<T>(id: string, send: () => Promise<T>): Promise<T> {
+  private async sending<T>(id: string, where: { to: string } | { group: string }, text: string, send: () => Promise<T>): Promise<T> {
     this.sentIds.add(id);
+    const what = yourMessage('to' in where ? where.to : where.group, text);
+    const slow = setTimeout(() => this.print(`* not accepted yet ${what}: still waiting for the server`, { type: 'pending', id, ...where }), PENDING_NOTICE_MS);
     try {
       return await send();
     } catch (e) {
       this.sentIds.delete(id);
-      throw e;
+      if (e instanceof RequestError) throw new RequestError(e.code, `${e.message} ${what}`);
+      throw new Error(`${e instanceof Error ? e.message : String(e)} ${what}`, { cause: e });
+    } finally {
+      clearTimeout(slow);
     }
   }
 
@@ -446,14 +453,11 @@ function rowsOf(text: string): number {
   return text.split('\n').reduce((rows, line) => rows + Math.max(1, Math.ceil(terminalWidth(line) / width)), 0);
 }
 
-/** A failed send says which message it was about: several may be under way at once. */
-async function naming<T>(to: string, text: string, send: () => Promise<T>): Promise<T> {
-  try {
-    return await send();
-  } catch (e) {
-    const chars = [...text.replace(/\s+/g, ' ')];
-    const what = `(your message to ${to}: "${chars.length > 40 ? `${chars.slice(0, 40).join('')}…` : chars.join('')}")`;
-    if (e instanceof RequestError) throw new RequestError(e.code, `${e.message} ${what}`);
-    throw new Error(`${e instanceof Error ? e.message : String(e)} ${what}`, { cause: e });
-  }
+/** How long a send goes unanswered before chat says it is still waiting. */
+const PENDING_NOTICE_MS = 3000;
+
+/** Which of several messages under way a line is about: `(your message to bob: "the first 40 characters…")`. */
+function yourMessage(to: string, text: string): string {
+  const chars = [...text.replace(/\s+/g, ' ')];
+  return `(your message to ${to}: "${chars.length > 40 ? `${chars.slice(0, 40).join('')}…` : chars.join('')}")`;
 }
