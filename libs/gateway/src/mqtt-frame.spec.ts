@@ -61,6 +61,14 @@ describe('inspectConnect', () => {
     expect(inspectConnect(0, connectBody({ rest: [Buffer.from([1])] }))).toMatchObject({ clause: 'MQTT-3.1.3-1' });
     expect(inspectConnect(1, connectBody())).toMatchObject({ clause: 'MQTT-2.2.2-2' });
   });
+  it('names the missing will fields as a possible cause when a CONNECT with the Will flag ends early', () => {
+    // Will flag, user name and password flags, then only the user name and password: they are read as the will's fields.
+    expect(inspectConnect(0, connectBody({ flags: 0xc6, rest: [str('alice'), str('secret')] }))).toEqual({
+      reason: 'truncated user name (or the will topic and message the Will flag announces are missing)',
+      clause: 'MQTT-3.1.3-11',
+    });
+    expect(inspectConnect(0, connectBody({ flags: 0xc2, rest: [str('alice')] }))).toEqual({ reason: 'truncated password', clause: 'MQTT-3.1.2-21' });
+  });
   it('refuses U+0000 or bad UTF-8 in the client id or user name', () => {
     expect(inspectConnect(0, connectBody({ clientId: 'a\u0000' }))).toMatchObject({ clause: 'MQTT-1.5.3-1' });
     expect(inspectConnect(0, connectBody({ flags: 0x82, rest: [str(Buffer.from([0xff]))] }))).toMatchObject({ clause: 'MQTT-3.1.3-11' });

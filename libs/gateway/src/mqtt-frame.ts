@@ -150,10 +150,13 @@ export function inspectConnect(flags: number, body: Buffer): ConnectInfo | Viola
     if (!message) return bad('truncated will message', 'MQTT-3.1.3-10');
     at = message.next;
   }
+  // A client that sets the Will flag without writing the will's fields has its user name read as the will topic and its
+  // password as the will message: the payload then ends early, at a field that is there.
+  const orWill = willFlag ? ' (or the will topic and message the Will flag announces are missing)' : '';
   let username: string | undefined;
   if (hasUsername) {
     const user = field(body, at);
-    if (!user) return bad('truncated user name', 'MQTT-3.1.3-11');
+    if (!user) return bad(`truncated user name${orWill}`, 'MQTT-3.1.3-11');
     const decoded = decodeMqttString(user.bytes);
     if (decoded === null) return bad('user name is not valid UTF-8 without U+0000', 'MQTT-3.1.3-11');
     username = decoded;
@@ -161,7 +164,7 @@ export function inspectConnect(flags: number, body: Buffer): ConnectInfo | Viola
   }
   if (hasPassword) {
     const password = field(body, at);
-    if (!password) return bad('truncated password', 'MQTT-3.1.2-21');
+    if (!password) return bad(`truncated password${orWill}`, 'MQTT-3.1.2-21');
     at = password.next;
   }
   if (at !== body.length) return bad('bytes after the CONNECT payload', 'MQTT-3.1.3-1');
