@@ -751,6 +751,15 @@ describe('persistent sessions left behind', () => {
       }
       // The sessions outlive their connections (a week by default). Kept whole, their packets were 390 MB.
       expect(rssMiB() - before).toBeLessThan(150);
+      // One more than the broker keeps awaiting a PUBREL ends the connection, and the drop is logged with its reason.
+      const over = await RawClient.open(own.mqttPort);
+      over.send(connectPacket({ clientId: `${name}/over`, username: name, password: PASSWORD }));
+      expect(await over.connackCode()).toBe(0);
+      for (let id = 1; id <= 1001; id++) over.send(publishPacket(topics.requests(name), '{}', { qos: 2, id }));
+      await over.waitClosed(30_000);
+      await expect
+        .poll(() => droppedConnections(own).filter((d) => d.reason === '1000 inbound QoS 2 messages already awaiting PUBREL'), { timeout: 10_000 })
+        .toHaveLength(1);
     });
   });
   it('forgets a persistent session PARLEY_SESSION_EXPIRY_MS after its connection ended, and keeps one still connected', async () => {

@@ -223,8 +223,13 @@ export class MqttBroker {
       const ms = (client as ClientKeepAlive)._keepaliveInterval ?? 0;
       this.brokerDropped(client, { reason: `silent for ${Math.max(0, ms - 1)} ms`, clause: 'MQTT-3.1.2-24' });
     });
-    // Client faults (bad packets, dropped sockets) end that connection only.
-    this.aedes.on('clientError', (client, err) => this.logger.debug?.({ event: 'client_error', client: client?.id, error: err.message }));
+    // Client faults (bad packets, dropped sockets) end that connection only. One is the client's doing, and logged as a
+    // drop: more QoS 2 requests left awaiting their PUBREL than the broker keeps (Aedes's maxInflightInbound, 1000).
+    this.aedes.on('clientError', (client, err) => {
+      if (err.message.startsWith('maxInflightInbound exceeded'))
+        this.brokerDropped(client, { reason: err.message.replace(/^maxInflightInbound exceeded: /, '') }, true);
+      else this.logger.debug?.({ event: 'client_error', client: client?.id, error: err.message });
+    });
     this.aedes.on('connectionError', (client, err) => this.logger.debug?.({ event: 'connection_error', client: client?.id, error: err.message }));
   }
 
@@ -321,11 +326,14 @@ export class MqttBroker {
     if (fields) this.logger.log({ event: 'connection_dropped', address, ...drop, ...fields });
   }
 
-  /** A connection the broker itself ends for what its client did (a refused login, a forbidden PUBLISH, silence): logged as the guard's drops are. */
-  private brokerDropped(client: Client, drop: { reason: string; clause?: string; connack?: number }): void {
+  /**
+   * A connection the broker itself ends for what its client did (a refused login, a forbidden PUBLISH, silence, QoS 2
+   * requests left unreleased): logged as the guard's drops are. `ended`: the broker has ended it already.
+   */
+  private brokerDropped(client: Client, drop: { reason: string; clause?: string; connack?: number }, ended = false): void {
     const guard = guardOf(client.conn);
-    // One the guard has ended, or that closed, was logged then, or was no drop.
-    if (guard && !guard.destroyed) this.logDropped(guard.remoteAddress, { ...drop, bytesRead: guard.bytesReceived });
+    // Otherwise, one the guard has ended, or that closed, was logged then, or was no drop.
+    if (guard && (ended || !guard.destroyed)) this.logDropped(guard.remoteAddress, { ...drop, bytesRead: guard.bytesReceived });
   }
 
   /** One function for every connection's drops (the guard passes itself), not a closure per connection. */
