@@ -162,6 +162,25 @@ describe('before login', () => {
     await stillServing();
   });
 
+  it('logs the first 50 drops of an address in 10 s, and then how many it left out, though no drop follows', async () => {
+    await withServer({}, async (own) => {
+      // Sixty connections in a row whose first packet is not a CONNECT: each is dropped at its first byte.
+      for (let i = 0; i < 60; i++) {
+        const c = await RawClient.open(own.mqttPort);
+        c.send(PINGREQ);
+        await c.waitClosed();
+      }
+      const drops = () => droppedConnections(own).filter((d) => d.clause === 'MQTT-3.1.0-1');
+      await expect.poll(() => drops().length, { timeout: 10_000 }).toBe(50);
+      // The window ends 10 s after the first drop, and says what it left out.
+      const leftOut = () => loggedEvents<{ of: string; address: string; alikeLeftOut: number }>(own, 'log_left_out');
+      await expect
+        .poll(leftOut, { timeout: 20_000 })
+        .toEqual([expect.objectContaining({ of: 'connection_dropped', address: expect.any(String) as string, alikeLeftOut: 10 })]);
+      expect(drops()).toHaveLength(50);
+    });
+  });
+
   it('drops a half-sent CONNECT after the connect timeout', async () => {
     const c = await RawClient.open(server.mqttPort);
     const full = connectPacket({ clientId: `${carolName}/slow`, username: carolName, password: PASSWORD });

@@ -17,7 +17,9 @@ export type FileRequest = Extract<Request, { op: `file.${string}` }>;
 export class FileRequests {
   private readonly logger = new Logger('FileRequests');
   /** Failures to record an announcement come together when the file-offer service is away: one line per 10 s says so. */
-  private readonly failureLog = new LogThrottle();
+  private readonly failureLog = new LogThrottle(10_000, undefined, 1, (error, n) =>
+    this.logger.warn({ event: 'log_left_out', of: 'announcement_not_recorded', error, alikeLeftOut: n }),
+  );
 
   constructor(
     private readonly files: FileOfferApi,

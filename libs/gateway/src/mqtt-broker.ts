@@ -319,7 +319,9 @@ export class MqttBroker {
    * Drops logged per address (IPv6: its /64): the first DROPS_LOGGED_PER_ADDRESS in 10 s each, then one line with how many
    * were left out. Anyone can make a connection be dropped, and without a bound a stranger could write the log at will.
    */
-  private readonly dropLog = new LogThrottle(10_000, undefined, DROPS_LOGGED_PER_ADDRESS);
+  private readonly dropLog = new LogThrottle(10_000, undefined, DROPS_LOGGED_PER_ADDRESS, (address, n) =>
+    this.logger.log({ event: 'log_left_out', of: 'connection_dropped', address, alikeLeftOut: n }),
+  );
 
   private logDropped(address: string, drop: (GuardDrop & { connack?: number }) | ProxyHeaderDrop): void {
     const fields = this.dropLog.logFields(addressKey(address));

@@ -109,7 +109,10 @@ const MAX_PIPELINED = 32;
 export class RequestDispatcher {
   private readonly logger = new Logger('RequestDispatcher');
   /** Failures alike (a full disk refuses every write) are logged once a window, with a count of the rest. */
-  private readonly failureLog = new LogThrottle();
+  private readonly failureLog = new LogThrottle(10_000, undefined, 1, (kind, n) => {
+    const [op, error] = kind.split('\0');
+    this.logger.error({ event: 'log_left_out', of: 'request_failed', op, error, alikeLeftOut: n });
+  });
   /** The tail of each connection's queue of requests. */
   private readonly queues = new WeakMap<object, QueueTail>();
   /**

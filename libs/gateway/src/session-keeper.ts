@@ -81,7 +81,9 @@ export class SessionKeeper {
     private readonly limits: SessionLimits,
     private readonly now: () => number = () => performance.now(),
   ) {
-    this.forgetLog = new LogThrottle(10_000, now, FORGOTTEN_LOGGED_PER_USER);
+    this.forgetLog = new LogThrottle(10_000, now, FORGOTTEN_LOGGED_PER_USER, (owner, n) =>
+      this.logger.log({ event: 'log_left_out', of: 'session_forgotten', user: owner || null, alikeLeftOut: n }),
+    );
   }
 
   start(): this {

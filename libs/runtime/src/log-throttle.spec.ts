@@ -1,4 +1,4 @@
-import { describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it, vi } from 'vitest';
 import { LogThrottle } from './log-throttle.js';
 
 describe('LogThrottle', () => {
@@ -32,5 +32,52 @@ describe('LogThrottle', () => {
     clock.now = 10_000;
     expect(throttle.admit('::1')).toEqual({ leftOut: 7 });
     expect(throttle.admit('::1')).toEqual({ leftOut: 0 });
+  });
+
+  describe('told of what a window left out as it ends', () => {
+    afterEach(() => {
+      vi.useRealTimers();
+    });
+
+    it('tells the count of a flood that stopped, once, and the next one logged does not count it again', () => {
+      vi.useFakeTimers();
+      const told: [string, number][] = [];
+      const throttle = new LogThrottle(
+        10_000,
+        () => Date.now(),
+        2,
+        (kind, n) => told.push([kind, n]),
+      );
+      for (let i = 0; i < 2; i++) expect(throttle.admit('::1')).toEqual({ leftOut: 0 });
+      for (let i = 0; i < 5; i++) expect(throttle.admit('::1')).toBeNull();
+      // A kind that left nothing out is not told.
+      expect(throttle.admit('192.0.2.1')).toEqual({ leftOut: 0 });
+      vi.advanceTimersByTime(9_999);
+      expect(told).toEqual([]);
+      vi.advanceTimersByTime(1);
+      expect(told).toEqual([['::1', 5]]);
+      expect(throttle.admit('::1')).toEqual({ leftOut: 0 });
+      vi.advanceTimersByTime(60_000);
+      expect(told).toEqual([['::1', 5]]);
+    });
+
+    it('tells nothing at the end when the next one logged, at the window end, has counted them', () => {
+      vi.useFakeTimers();
+      const told: [string, number][] = [];
+      const clock = { now: 0 };
+      const throttle = new LogThrottle(
+        10_000,
+        () => clock.now,
+        1,
+        (kind, n) => told.push([kind, n]),
+      );
+      throttle.admit('k');
+      throttle.admit('k');
+      // The clock the throttle reads reaches the window's end before its timer has run.
+      clock.now = 10_000;
+      expect(throttle.admit('k')).toEqual({ leftOut: 1 });
+      vi.advanceTimersByTime(10_000);
+      expect(told).toEqual([]);
+    });
   });
 });

@@ -1,10 +1,11 @@
 /**
  * Keeps a failure that repeats from flooding the log: the first of a kind in a window is logged, the rest of the window
  * only counted, and the next one logged says how many were left out (a full disk refuses every write at once, and one
- * line a second says as much as a thousand).
+ * line a second says as much as a thousand). Given `leftOutAtEnd`, a window that left some out says so as it ends,
+ * whether or not another of its kind comes: a flood that stops is counted all the same.
  */
 export class LogThrottle {
-  private readonly windows = new Map<string, { until: number; admitted: number; left: number }>();
+  private readonly windows = new Map<string, Window>();
   /** When ended windows were last dropped: at most once a window, so many kinds (addresses) do not cost a scan each. */
   private sweptAt = -Infinity;
 
@@ -13,6 +14,8 @@ export class LogThrottle {
     private readonly windowMs = 10_000,
     private readonly now: () => number = () => performance.now(),
     private readonly burst = 1,
+    /** Told, as a window ends, how many of a kind it left out (none told when none were); those are not counted again. */
+    private readonly leftOutAtEnd?: (kind: string, leftOut: number) => void,
   ) {}
 
   /** Null when this one is left out; else how many of its kind were left out since the last one logged. */
@@ -24,7 +27,7 @@ export class LogThrottle {
         w.admitted++;
         return { leftOut: 0 };
       }
-      w.left++;
+      if (w.left++ === 0 && this.leftOutAtEnd) setTimeout(tellLeftOut, w.until - now, this, kind, w).unref();
       return null;
     }
     // Windows that have ended are dropped as they are found: a kind seen once does not stay.
@@ -36,10 +39,28 @@ export class LogThrottle {
     return { leftOut: w?.left ?? 0 };
   }
 
+  /** A window's end: what it left out is told, unless the next of its kind has told it already (it replaced the window). */
+  endWindow(kind: string, w: Window): void {
+    if (this.windows.get(kind) !== w || w.left === 0) return;
+    this.leftOutAtEnd?.(kind, w.left);
+    w.left = 0;
+  }
+
   /** As `admit`, as fields for the log line: null when left out, else `alikeLeftOut` when some were. */
   logFields(kind: string): { alikeLeftOut?: number } | null {
     const admitted = this.admit(kind);
     if (!admitted) return null;
     return admitted.leftOut > 0 ? { alikeLeftOut: admitted.leftOut } : {};
   }
+}
+
+interface Window {
+  until: number;
+  admitted: number;
+  left: number;
+}
+
+/** One function for every window's timer, not a closure per window. */
+function tellLeftOut(throttle: LogThrottle, kind: string, w: Window): void {
+  throttle.endWindow(kind, w);
 }

@@ -67,8 +67,12 @@ const CONSOLE_BURST = 5;
  */
 export function routeConsoleToLog(config: ParleyConfig): void {
   const logger = jsonLogger(config);
-  const throttle = new LogThrottle(10_000, undefined, CONSOLE_BURST);
+  const levels = new Map<string, 'log' | 'debug' | 'warn' | 'error'>();
+  const throttle = new LogThrottle(10_000, undefined, CONSOLE_BURST, (method, n) =>
+    logger[levels.get(method) ?? 'warn']({ event: 'log_left_out', of: 'library_output', console: method, alikeLeftOut: n }, 'console'),
+  );
   const route = (method: 'log' | 'info' | 'debug' | 'warn' | 'error' | 'trace', level: 'log' | 'debug' | 'warn' | 'error') => {
+    levels.set(method, level);
     console[method] = (...args: unknown[]) => {
       const fields = throttle.logFields(method);
       if (!fields) return;
