@@ -28,6 +28,13 @@ describe('RequestLimiter', () => {
     expect([limiter.take({}, null, '192.0.2.1'), limiter.take({}, null, '::ffff:192.0.2.1'), limiter.take({}, null, '192.0.2.2')]).toEqual([true, false, true]);
   });
 
+  it("refuses a connection past its own limit without taking from its user's shared budget, so the user's other connections go on", () => {
+    const limiter = new RequestLimiter({ perConnection: { perSecond: 1, burst: 2 }, perUser: { perSecond: 1, burst: 4 }, now: () => 0 });
+    const [runaway, phone] = [{}, {}];
+    expect([1, 2, 3, 4, 5, 6].map(() => limiter.take(runaway, 'alice'))).toEqual([true, true, false, false, false, false]);
+    expect([limiter.take(phone, 'alice'), limiter.take(phone, 'alice')]).toEqual([true, true]);
+  });
+
   it('counts file chunks that move their chunk in bytes, not requests: over the budget they wait, and past the longest wait they are refused', () => {
     let now = 0;
     const limiter = new RequestLimiter({

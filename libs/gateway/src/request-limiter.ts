@@ -159,10 +159,13 @@ export class RequestLimiter {
     const now = this.now();
     let conn = this.connections.get(connection);
     if (!conn) this.connections.set(connection, (conn = new TokenBucket(this.opts.perConnection, now)));
-    const bucket = user === null ? this.anonymous.of(addressKey(address), now) : this.users.of(user, now);
-    // Both must allow it.
-    if (!bucket.take(now)) return false;
-    return conn.take(now);
+    const shared = user === null ? this.anonymous.of(addressKey(address), now) : this.users.of(user, now);
+    // Both must allow it, and a refused request takes from neither: a connection past its own limit would otherwise
+    // drain the bucket it shares with the user's other connections, and have them refused for requests that did nothing.
+    if (!shared.take(now)) return false;
+    if (conn.take(now)) return true;
+    shared.give(now);
+    return false;
   }
 
   /**
