@@ -18,13 +18,7 @@ function refusal(returnCode: (typeof CONNACK)[keyof typeof CONNACK], message: st
   return Object.assign(new Error(message), { returnCode });
 }
 
-/**
- * Who may connect, and what each connection may read and write. The rules:
- * a user logs in with its password and a client id of its own (`user` or
- * `user/<device>`); it publishes only to its own requests topic and reads only
- * its own inbox and anyone's presence. An anonymous connection (no user name)
- * may only register.
- */
+/** What limits the logins a gateway accepts, and what each connection may hold; a limit left out is none. */
 export interface LoginLimits {
   throttle: LoginThrottle;
   maxConnectionsPerUser: number;
@@ -41,6 +35,13 @@ export interface LoginLimits {
   maxSubscriptions?: number;
 }
 
+/**
+ * Who may connect, and what each connection may read and write. The rules:
+ * a user logs in with its password and a client id of its own (`user` or
+ * `user/<device>`); it publishes only to its own requests topic and reads only
+ * its own inbox and replies topics and anyone's presence. An anonymous
+ * connection (no user name) may only register, and reads only its inbox.
+ */
 export class AccessPolicy {
   private readonly logger = new Logger('AccessPolicy');
   /** While the account store is away every client trying to log in fails alike, again and again: one line per 10 s says so. */
