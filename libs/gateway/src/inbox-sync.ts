@@ -7,6 +7,7 @@ import type { ReceiptsApi } from '#libs/receipts';
 import type { AccessPolicy } from './access-policy.js';
 import { guardOf } from './connection-guard.js';
 import { writeTo } from './inbox-publisher.js';
+import { isSubscribed } from './local-inboxes.js';
 
 const PAGE = 500;
 /** The pause before a failed sync is run again, doubling up to the longest. */
@@ -54,9 +55,8 @@ export class InboxSync {
     // A resumed session (clean session off) has its inbox subscription restored without a SUBSCRIBE.
     this.aedes.on('clientReady', (client) => {
       const principal = this.policy.principalOf(client);
-      const restored = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
       // A SUBSCRIBE handled before this (on Redis a login is slower) has brought the connection up to date already.
-      if (!client.clean && principal?.kind === 'user' && restored?.[topics.inbox(principal.user)] && !this.states.has(client)) {
+      if (!client.clean && principal?.kind === 'user' && this.subscribed(client, principal.user) && !this.states.has(client)) {
         this.subscribedAnew(client, principal.user);
       }
     });
@@ -121,12 +121,11 @@ export class InboxSync {
   }
 
   private subscribed(client: Client, user: string): boolean {
-    const subs = (client as Client & { subscriptions?: Record<string, unknown> }).subscriptions;
-    return subs?.[topics.inbox(user)] !== undefined;
+    return isSubscribed(client, topics.inbox(user));
   }
 
-  /** Sends the sync event, the backlog and `synced` to one connection. Resolves with the number of messages sent. */
-  async sync(client: Client, user: string, catchUp?: ConnectionSync): Promise<number> {
+  /** Sends the sync event, the backlog and `synced` to one connection. */
+  private async sync(client: Client, user: string, catchUp: ConnectionSync): Promise<void> {
     // Asked at once, so a slow answer does not hold up the backlog; sent before `synced`.
     const extra = this.extra(user).catch((e: unknown) => {
       this.logger.warn({ event: 'sync_extra_failed', user, error: String(e) });
@@ -153,7 +152,7 @@ export class InboxSync {
       const view = views[i]!;
       let after = state.after;
       while (after < state.last) {
-        if (client.closed) return sent;
+        if (client.closed) return;
         const gap = view.hidden.find((h) => h.after <= after && after < h.upTo);
         if (gap) {
           after = gap.upTo;
@@ -178,7 +177,6 @@ export class InboxSync {
     const more = await extra;
     if (more) this.send(client, catchUp, more);
     this.send(client, catchUp, { type: 'synced', messages: sent });
-    return sent;
   }
 
   /**
@@ -186,10 +184,10 @@ export class InboxSync {
    * subscription this catch-up is for (even if it has subscribed again since: that subscription gets a catch-up of its
    * own, from its `sync` on).
    */
-  private send(client: Client, catchUp: ConnectionSync | undefined, event: InboxEvent): void {
+  private send(client: Client, catchUp: ConnectionSync, event: InboxEvent): void {
     const topic = topics.inbox((this.policy.principalOf(client) as { user: string }).user);
     if (client.closed) throw new Error('connection closed during sync');
-    if (catchUp?.dropped || !writeTo(client, topic, event)) throw new Unsubscribed();
+    if (catchUp.dropped || !writeTo(client, topic, event)) throw new Unsubscribed();
   }
 }
 
