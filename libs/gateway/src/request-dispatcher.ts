@@ -19,7 +19,6 @@ import {
   type HistoryRequest,
   type HistoryResult,
   type InboxEvent,
-  type MessageEvent,
   type OkReply,
   type Principal,
   type Request,
@@ -334,7 +333,7 @@ export class RequestDispatcher {
       if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
       await turn.previousDelivered;
       // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
-      this.handOver(turn, outcome.deliverTo, outcome.message);
+      this.deliver(turn, outcome.deliverTo, outcome.message);
       turn.delivered();
       return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
     }
@@ -358,7 +357,7 @@ export class RequestDispatcher {
       await turn.previousDelivered;
       await earlier;
       // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
-      this.handOver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
+      this.deliver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
     } finally {
       handed.resolve();
     }
@@ -409,15 +408,10 @@ export class RequestDispatcher {
   }
 
   /**
-   * Hands a stored message over for these users' inboxes: the reply, and the next request's messages, follow it in
-   * order. A connection that is gone by then gets nothing; the message is in the log, and the user's next sync
-   * delivers it.
+   * Publishes one event to each user's inbox (every device of theirs); its relay is noted for the request's answer.
+   * The reply, and the next request's deliveries, follow it in order. A connection that is gone by then gets nothing:
+   * what the event tells is stored, and the user's next sync brings it.
    */
-  private handOver(turn: Turn, users: string[], event: MessageEvent): void {
-    this.deliver(turn, users, event);
-  }
-
-  /** Publishes one event to each user's inbox (every device of theirs); its relay is noted for the request's answer. */
   private deliver(note: RelayNote, users: string[], event: InboxEvent): void {
     noteRelay(
       note,
