@@ -8,7 +8,7 @@ import {
   type ReceiptEvent,
   type ReceiptResult,
 } from '#libs/protocol';
-import { NO_CURSORS, type CursorStore, type ReceiptStatus } from './cursor.store.js';
+import type { CursorStore, ReceiptStatus } from './cursor.store.js';
 import type { DeviceCursorStore } from './device-cursor.store.js';
 
 /** A device unused this long is brought up to date from its user's positions again, as a new one would be. */
@@ -253,8 +253,6 @@ function notYours(conv: string, user: string): string {
   if (peer === null || !USERNAME_PATTERN.test(peer) || directConversationId(user, peer) === conv) return `you are not a member of ${conv}`;
   return `there is no conversation ${conv}: yours with ${peer} is ${directConversationId(user, peer)}`;
 }
-
-export { NO_CURSORS };
 
 /** What the gateway calls: the service in process, or the same methods over RPC to the receipts app. */
 export const RECEIPTS_API_METHODS = ['record', 'cursorsOf', 'peersOf', 'progress', 'deviceStart'] as const;
