@@ -20,7 +20,7 @@ export interface DeviceOptions {
   keepPerUser: number;
 }
 
-/** What receipts need to know about conversations; the messaging domain provides it. */
+/** What receipts need to know about conversations, direct ones and groups alike; the group domain's `Conversations` provides it. */
 export interface ConversationDirectory {
   /**
    * The members of a conversation, or null when there is no such conversation; in a group, each with the seq of the
