@@ -80,7 +80,8 @@ export class MessagingService {
 
   /**
    * Accepts a message: it is durable in the conversation log when this
-   * resolves. Throws empty_text, text_too_long or unknown_user, storing nothing.
+   * resolves. Throws empty_text, text_too_long, unknown_user or bad_request (a
+   * text `checkText` refuses, an id used for another text), storing nothing.
    * `issued` is called as soon as the append has been handed to the log (which
    * applies appends in call order), before it is durable: a caller may start
    * its next send then, and the two appends keep their order.
