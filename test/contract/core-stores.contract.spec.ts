@@ -73,6 +73,8 @@ describe.each(fixtures)('ConversationLogStore on $name', (fixture) => {
     expect((await again.readBefore('dm:a:b', 6, 2)).map((e) => e.seq)).toEqual([4, 5]);
     expect((await again.readBefore('dm:a:b', 3, 10)).map((e) => e.seq)).toEqual([1, 2]);
     expect(await again.readBefore('dm:a:b', 1, 10)).toEqual([]);
+    // A `before` past the end still reads the newest entries.
+    expect((await again.readBefore('dm:a:b', 100, 2)).map((e) => e.seq)).toEqual([4, 5]);
     expect((await again.readAfter('dm:a:b', 0, 1))[0]).toEqual({ seq: 1, ...text('a', 'm1') });
   });
 

@@ -45,11 +45,16 @@ if checked then return {0, seq, ts, checked} end
 return {0, seq, ts}
 `;
 
-/** Reads entries seq in [from, to] that exist, clamped to the last seq. Returns a flat list seq, json, seq, json… */
+/**
+ * Reads entries seq in [from, to] that exist, clamped to the last seq; with a third argument `n`, only the newest `n` of
+ * those (what `readBefore` asks for: a `before` past the end still reads the newest). Returns a flat list seq, json,
+ * seq, json…
+ */
 const READ_RANGE = `
 local last = tonumber(redis.call('GET', KEYS[1]) or '0')
 local from = tonumber(ARGV[1])
 local to = math.min(tonumber(ARGV[2]), last)
+if ARGV[3] then from = math.max(from, to - tonumber(ARGV[3]) + 1) end
 if from < 1 then from = 1 end
 if to < from then return {} end
 local fields = {}
@@ -95,11 +100,11 @@ export class RedisConversationLogStore implements ConversationLogStore {
   }
 
   async readAfter(conv: string, after: number, limit: number): Promise<LogEntry[]> {
-    return this.readRange(conv, after + 1, after + limit);
+    return this.readRange(conv, [after + 1, after + limit]);
   }
 
   async readBefore(conv: string, before: number, limit: number): Promise<LogEntry[]> {
-    return this.readRange(conv, Math.max(1, before - limit), before - 1);
+    return this.readRange(conv, [1, before - 1, limit]);
   }
 
   async findById(conv: string, from: string, id: string): Promise<LogEntry | undefined> {
@@ -114,9 +119,10 @@ export class RedisConversationLogStore implements ConversationLogStore {
     return Number((await this.redis.client.get(this.keys(conv)[0])) ?? 0);
   }
 
-  private async readRange(conv: string, from: number, to: number): Promise<LogEntry[]> {
+  /** Entries by READ_RANGE's arguments: from, to, and the newest how many. */
+  private async readRange(conv: string, args: number[]): Promise<LogEntry[]> {
     const [lastKey, entriesKey] = this.keys(conv);
-    const flat = (await this.readRangeScript([lastKey, entriesKey], [from, to])) as (number | string)[];
+    const flat = (await this.readRangeScript([lastKey, entriesKey], args)) as (number | string)[];
     const out: LogEntry[] = [];
     for (let i = 0; i < flat.length; i += 2) out.push({ seq: Number(flat[i]), ...(JSON.parse(String(flat[i + 1])) as StoredEntry) });
     return out;
