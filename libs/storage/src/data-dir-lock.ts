@@ -8,6 +8,17 @@ import { checkStartRoom, DataDirFullError, isOutOfRoom } from './data-dir-space.
 /** Takeovers of one stale lock in a row whose takers may all die before the directory counts as wedged. */
 const MAX_CLAIMS = 8;
 
+/** How a `DataDirLock` keeps the directory once it holds it. */
+export interface DataDirLockOptions {
+  /** How often the lock is checked and marked alive; LOCK_HEARTBEAT_MS when absent. */
+  heartbeatMs?: number;
+  /**
+   * Called when a heartbeat finds the lock held by another server (this host was paused long enough for another host
+   * to judge it gone). Both would now write to the directory, so the default stops this process at once.
+   */
+  onLost?: (holder: LockHolder) => void;
+}
+
 /**
  * One server process per data directory. The embedded store numbers appends
  * from memory and caches presence, both relying on being the directory's only
@@ -20,15 +31,6 @@ const MAX_CLAIMS = 8;
  * been refreshed for 30 s. Each refresh checks that the lock is still this
  * process's (see `onLost`).
  */
-export interface DataDirLockOptions {
-  heartbeatMs?: number;
-  /**
-   * Called when a heartbeat finds the lock held by another server (this host was paused long enough for another host
-   * to judge it gone). Both would now write to the directory, so the default stops this process at once.
-   */
-  onLost?: (holder: LockHolder) => void;
-}
-
 export class DataDirLock {
   private readonly path: string;
   private readonly token = randomUUID();
