@@ -2,19 +2,11 @@ import type { RedisConnection } from '#libs/storage';
 import { NotAWriter, type AppendInput, type AppendOptions, type AppendResult, type ConversationLogStore, type LogEntry } from '../conversation-log.store.js';
 
 /**
- * Keys per conversation: `{prefix}log:{conv}:last` (string, last seq),
- * `{prefix}log:{conv}:entries` (hash seq → JSON entry without seq),
- * `{prefix}log:{conv}:idem` (hash from\0id → seq),
- * `{prefix}log:{conv}:writers` (hash: `@` → the seq that set them, and a field per writer),
- * `{prefix}log:{conv}:ts` (string, the last entry's time).
- * The append is one Lua script, so it is atomic and costs one round trip. It
- * answers with the stored entry only for a retry: a new entry is the caller's own, with the time it was stored at.
- *
- * ARGV: from\0id, the entry's JSON without its time, the sender, the seq from which writers are checked ('' for no
- * check), the entry's time, then, when the entry sets the writers, '=' and each of them. The time stored is the later of
- * the given one and the last entry's: gateways' clocks, and the moments their appends reach Redis, differ, and a
- * conversation's times must not go back as its seqs go up. Replies {0, seq, ts} (with the writers, when checked),
- * {1, seq, json} for a repeat, {2} when the sender is not a writer.
+ * The append (see RedisConversationLogStore). ARGV: from\0id, the entry's JSON without its time, the sender, the seq
+ * from which writers are checked ('' for no check), the entry's time, then, when the entry sets the writers, '=' and
+ * each of them. The time stored is the later of the given one and the last entry's: gateways' clocks, and the moments
+ * their appends reach Redis, differ, and a conversation's times must not go back as its seqs go up. Replies
+ * {0, seq, ts} (with the writers, when checked), {1, seq, json} for a repeat, {2} when the sender is not a writer.
  */
 const APPEND = `
 local seen = redis.call('HGET', KEYS[3], ARGV[1])
@@ -69,6 +61,15 @@ return out
 
 type StoredEntry = AppendInput;
 
+/**
+ * Keys per conversation: `{prefix}log:{conv}:last` (string, last seq),
+ * `{prefix}log:{conv}:entries` (hash seq → JSON entry without seq),
+ * `{prefix}log:{conv}:idem` (hash from\0id → seq),
+ * `{prefix}log:{conv}:writers` (hash: `@` → the seq that set them, and a field per writer),
+ * `{prefix}log:{conv}:ts` (string, the last entry's time).
+ * The append is one Lua script (APPEND), so it is atomic and costs one round trip. It
+ * answers with the stored entry only for a retry: a new entry is the caller's own, with the time it was stored at.
+ */
 export class RedisConversationLogStore implements ConversationLogStore {
   private readonly appendScript;
   private readonly readRangeScript;

@@ -2,13 +2,7 @@ import type { Cursors } from '#libs/protocol';
 import type { RedisConnection } from '#libs/storage';
 import { NO_CURSORS, type CursorMove, type CursorStore, type ReceiptStatus } from '../cursor.store.js';
 
-/**
- * Key `{prefix}cursors:{conv}`: a hash with fields `{user}:d`, `{user}:dt`,
- * `{user}:r`, `{user}:rt`. Keys `{prefix}cursor-moves:{conv}:{user}:{status}`:
- * sorted sets of `seq:time` scored by seq, one member per receipt that moved
- * the cursor. The forward-only move is one Lua script, so two
- * receipts racing can never move a cursor back.
- */
+/** The forward-only move (see RedisCursorStore). ARGV: user, status, seq, time; replies {moved, from, d, dt, r, rt}. */
 const ADVANCE = `
 local d = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':d') or '0')
 local r = tonumber(redis.call('HGET', KEYS[1], ARGV[1] .. ':r') or '0')
@@ -36,6 +30,13 @@ function toCursors([d, dt, r, rt]: Raw): Cursors {
   return { delivered: Number(d), deliveredAt: dt ? Number(dt) : null, read: Number(r ?? 0), readAt: rt ? Number(rt) : null };
 }
 
+/**
+ * Key `{prefix}cursors:{conv}`: a hash with fields `{user}:d`, `{user}:dt`,
+ * `{user}:r`, `{user}:rt`. Keys `{prefix}cursor-moves:{conv}:{user}:{status}`:
+ * sorted sets of `seq:time` scored by seq, one member per receipt that moved
+ * the cursor. The forward-only move is one Lua script (ADVANCE), so two
+ * receipts racing can never move a cursor back.
+ */
 export class RedisCursorStore implements CursorStore {
   private readonly advanceScript;
 

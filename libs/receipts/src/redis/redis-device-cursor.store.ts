@@ -1,12 +1,6 @@
 import type { RedisConnection } from '#libs/storage';
 import type { DeviceCursors, DeviceCursorStore } from '../device-cursor.store.js';
 
-/**
- * Keys: `{prefix}devices:{user}`, a sorted set of the user's known devices scored by when each was last used;
- * `{prefix}device-cursors:{user}:{device}`, a hash conv → seq, with the field `''` once the device is complete. Each
- * change is one Lua script. `start` names the hashes of the devices it forgets from the prefix it is given (ARGV), so
- * the deployment must be one Redis, not a cluster (as every other part of Parley assumes).
- */
 const GET = `
 local used = redis.call('ZSCORE', KEYS[1], ARGV[1])
 if not used then return false end
@@ -59,6 +53,12 @@ redis.call('HSET', KEYS[2], ARGV[3], seq)
 return 1
 `;
 
+/**
+ * Keys: `{prefix}devices:{user}`, a sorted set of the user's known devices scored by when each was last used;
+ * `{prefix}device-cursors:{user}:{device}`, a hash conv → seq, with the field `''` once the device is complete. Each
+ * change is one Lua script. `start` names the hashes of the devices it forgets from the prefix it is given (ARGV), so
+ * the deployment must be one Redis, not a cluster (as every other part of Parley assumes).
+ */
 export class RedisDeviceCursorStore implements DeviceCursorStore {
   private readonly getScript;
   private readonly startScript;
