@@ -60,7 +60,7 @@ const NO_DUPLICATE_CHECK: Record<string, number> = new Proxy(Object.create(null)
   deleteProperty: () => true,
 });
 
-/** The payload an inbound QoS 2 packet is kept with until its PUBREL: none (see the broker's `incomingStorePacket`). */
+/** The payload an inbound QoS 2 packet is kept with until its PUBREL: none (see `storeOnlyWhatSessionsNeed`). */
 const NO_PAYLOAD = Buffer.alloc(0);
 
 /** Hands a connection to the broker, with the duplicate check off (see NO_DUPLICATE_CHECK). */
@@ -76,6 +76,42 @@ export function handleConnection(aedes: Aedes, stream: Duplex): Client {
  */
 export function keepWillApart(packet: ConnectPacket): void {
   if (packet.will?.payload && packet.will.payload.length > 0) packet.will.payload = ownCopy(packet.will.payload);
+}
+
+/**
+ * Makes the broker's session store keep no more of a session than Parley needs: the filters it was granted, and no
+ * payload of an inbound QoS 2 packet awaiting its PUBREL.
+ */
+function storeOnlyWhatSessionsNeed(persistence: unknown, policy: AccessPolicy): void {
+  const store = persistence as {
+    addSubscriptions(client: Client, subs: Subscription[]): Promise<unknown>;
+    incomingStorePacket(client: Client, packet: PublishPacket): Promise<unknown>;
+  };
+  // An inbound QoS 2 packet is kept until its PUBREL only so that one sent again is known by its packet id
+  // [MQTT-4.3.3-2]: the request in it was handled as it came (authorizePublish), and the broker never reads the kept
+  // payload. Kept whole, each of the 1000 a connection may leave awaiting a PUBREL held up to PARLEY_MAX_PACKET_BYTES,
+  // and a persistent session keeps them once its connection ends: 128 MB per session, 50 sessions per user, for the
+  // session's expiry (a week), which a logged-in user could fill until the gateway ran out of memory.
+  const storeIncoming = store.incomingStorePacket.bind(store);
+  store.incomingStorePacket = (client, packet) => storeIncoming(client, { ...packet, payload: NO_PAYLOAD });
+  // A persistent session keeps only the filters it was granted: Aedes stores every filter of its SUBSCRIBE, refused
+  // ones too. Aedes calls this once per granted filter, each time with the whole packet; the packet is stored once,
+  // after every filter of it has been authorized (synchronously, before this microtask runs).
+  const addSubscriptions = store.addSubscriptions.bind(store);
+  const storing = new WeakMap<Subscription[], Promise<unknown>>();
+  store.addSubscriptions = (client, subs) => {
+    let stored = storing.get(subs);
+    if (!stored) {
+      stored = Promise.resolve().then(() =>
+        addSubscriptions(
+          client,
+          subs.filter((sub) => policy.holds(client, sub.topic)),
+        ),
+      );
+      storing.set(subs, stored);
+    }
+    return stored;
+  };
 }
 
 /** Receives each authorized request, in the order the connection sent them. */
@@ -178,35 +214,7 @@ export class MqttBroker {
       this.inboxes.add(inboxTopicOf(principal), client);
       guard?.openRequests(principal);
     });
-    // A persistent session keeps only the filters it was granted: Aedes stores every filter of its SUBSCRIBE, refused
-    // ones too. Aedes calls this once per granted filter, each time with the whole packet; the packet is stored once,
-    // after every filter of it has been authorized (synchronously, before this microtask runs).
-    const store = opts.backplane.persistence as {
-      addSubscriptions(client: Client, subs: Subscription[]): Promise<unknown>;
-      incomingStorePacket(client: Client, packet: PublishPacket): Promise<unknown>;
-    };
-    // An inbound QoS 2 packet is kept until its PUBREL only so that one sent again is known by its packet id
-    // [MQTT-4.3.3-2]: the request in it was handled as it came (authorizePublish), and the broker never reads the kept
-    // payload. Kept whole, each of the 1000 a connection may leave awaiting a PUBREL held up to PARLEY_MAX_PACKET_BYTES,
-    // and a persistent session keeps them once its connection ends: 128 MB per session, 50 sessions per user, for the
-    // session's expiry (a week), which a logged-in user could fill until the gateway ran out of memory.
-    const storeIncoming = store.incomingStorePacket.bind(store);
-    store.incomingStorePacket = (client, packet) => storeIncoming(client, { ...packet, payload: NO_PAYLOAD });
-    const addSubscriptions = store.addSubscriptions.bind(store);
-    const storing = new WeakMap<Subscription[], Promise<unknown>>();
-    store.addSubscriptions = (client, subs) => {
-      let stored = storing.get(subs);
-      if (!stored) {
-        stored = Promise.resolve().then(() =>
-          addSubscriptions(
-            client,
-            subs.filter((sub) => policy.holds(client, sub.topic)),
-          ),
-        );
-        storing.set(subs, stored);
-      }
-      return stored;
-    };
+    storeOnlyWhatSessionsNeed(opts.backplane.persistence, policy);
     this.aedes.on('unsubscribe', (filters, client) => policy.released(client, filters));
     // Bounds the persistent sessions each user leaves in this gateway's memory.
     this.sessions = new SessionKeeper(this.aedes, policy, opts.sessions).start();
