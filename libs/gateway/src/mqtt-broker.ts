@@ -139,7 +139,10 @@ export class MqttBroker {
   private subscriptionRate: ((connection: Client, principal: Principal) => boolean) | undefined;
   /** This gateway's connections by inbox topic: where inbox events are written. */
   readonly inboxes = new LocalInboxes();
-  /** Every subscription is granted at the QoS the server delivers at (see DELIVERY_QOS); what is stored of a persistent session's SUBSCRIBE too. */
+  /**
+   * What each connection's guard holds it to: `opts.guard`, with every SUBSCRIBE's QoS lowered to the one the server
+   * delivers at (DELIVERY_QOS) before the broker reads it, so that what a persistent session stores of it is what was granted.
+   */
   private readonly guardLimits: GuardLimits;
 
   constructor(
