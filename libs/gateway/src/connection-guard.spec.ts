@@ -149,6 +149,27 @@ describe('GuardedConnection', () => {
     expect(timers).toMatchObject({ connectTimer: undefined, idleTimer: undefined, stallTimer: undefined });
   });
 
+  it('settles once the socket has taken what waited, though the socket never had to ask for a drain', async () => {
+    // A socket that takes each write when the test says so, with Node's usual 16 KiB high-water mark; the guard paces at
+    // a quarter of a small outbound limit, 10 KB, below that mark: a 12 KB write is "waiting", yet asked for no 'drain'.
+    const done: (() => void)[] = [];
+    const socket = new Duplex({ read: () => undefined, write: (_chunk, _enc, cb: () => void) => void done.push(cb) });
+    // (No login comes: the connect timeout is set past the test's own bound, so that the connection stays open.)
+    const g = new GuardedConnection(socket, '192.0.2.1', { ...limits, maxOutboundBytes: 40_000, connectTimeoutMs: 60_000 });
+    g.on('error', () => undefined);
+    open.push(g);
+    g.write(Buffer.alloc(12_000, 1));
+    await new Promise((r) => setImmediate(r));
+    expect(socket.writableLength).toBe(12_000);
+    let settled = false;
+    const settling = g.settled().then(() => (settled = true));
+    done.shift()!();
+    await Promise.race([settling, new Promise((r) => setTimeout(r, 1000))]);
+    expect(socket.writableLength).toBe(0);
+    expect(g.destroyed).toBe(false);
+    expect(settled).toBe(true);
+  });
+
   it('drops a client whose socket takes none of the bytes waiting for it within the stall time', async () => {
     // A socket whose client never reads: the first write is never done, and what follows waits behind it.
     const frozen = new Writable({ highWaterMark: 16, write: () => undefined });

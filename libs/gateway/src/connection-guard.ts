@@ -175,6 +175,10 @@ export class GuardedConnection extends Duplex {
   /** Resolves once bytes written so far have mostly reached the client (or it is gone): paces bulk sends such as a backlog. */
   settled(): Promise<void> {
     if (this.stream.writableLength <= this.limits.maxOutboundBytes / 4 || this.destroyed) return Promise.resolve();
+    // A socket says 'drain' only once it has asked for one (its buffer reached its high-water mark, 16 KiB): below that,
+    // as under a small PARLEY_MAX_OUTBOUND_BYTES, a wait for it lasted until the connection's next large write or its
+    // end, and a catch-up stopped halfway without a word. The backlog's next writes bring on a 'drain' to wait for.
+    if (!this.stream.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve) => {
       const done = () => {
         this.stream.off('drain', done);
