@@ -142,6 +142,12 @@ function keepRetained(persistence: MemoryPersistence, store: RetainedStore): voi
   };
 }
 
+/** How soon a SUBSCRIBE to the backplane's channel that failed is tried again. */
+const SUBSCRIBE_RETRY_MS = 1000;
+
+/** How long a closing backplane waits for Redis to answer its last batch before it quits all the same. */
+const QUIT_WAIT_MS = 2000;
+
 /**
  * Gateways on one Redis: every packet goes once to `{prefix}broker:packets`;
  * each gateway hands what comes from the others to its own in-memory emitter,
@@ -151,12 +157,6 @@ function keepRetained(persistence: MemoryPersistence, store: RetainedStore): voi
  * runs. Retained messages live in each gateway's memory, written through to
  * `{prefix}broker:retained` and loaded from it at start.
  */
-/** How soon a SUBSCRIBE to the backplane's channel that failed is tried again. */
-const SUBSCRIBE_RETRY_MS = 1000;
-
-/** How long a closing backplane waits for Redis to answer its last batch before it quits all the same. */
-const QUIT_WAIT_MS = 2000;
-
 export function redisBackplane(url: string, prefix: string): Backplane {
   const logger = new Logger('BrokerBackplane');
   const connect = (opts: RedisOptions = {}) => {
