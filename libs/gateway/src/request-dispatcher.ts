@@ -7,6 +7,7 @@ import type { MessagingService, SendOutcome } from '#libs/messaging';
 import type { PresenceApi } from '#libs/presence';
 import type { ReceiptsApi } from '#libs/receipts';
 import {
+  DEFAULT_HISTORY_LIMIT,
   directConversationId,
   DomainError,
   serverFailure,
@@ -431,8 +432,6 @@ export class RequestDispatcher {
     return serverFailure();
   }
 }
-
-const DEFAULT_HISTORY_LIMIT = 50;
 
 /**
  * Settles once `ready` has and `holdMs` have passed from now, whichever is later: a request held back by the transfer

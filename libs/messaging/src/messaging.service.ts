@@ -1,4 +1,5 @@
 import {
+  DEFAULT_HISTORY_LIMIT,
   directConversationId,
   directPeer,
   DomainError,
@@ -47,8 +48,6 @@ export interface HistoryQuery {
   before?: number | undefined;
   limit?: number | undefined;
 }
-
-const DEFAULT_HISTORY_LIMIT = 50;
 
 export interface HistoryPage {
   conv: string;

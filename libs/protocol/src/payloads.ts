@@ -36,6 +36,9 @@ export const SendRequest = z.strictObject({
 /** The most entries one `history` request returns. */
 export const MAX_HISTORY_LIMIT = 500;
 
+/** The entries a `history` request without a `limit` returns, at most. */
+export const DEFAULT_HISTORY_LIMIT = 50;
+
 /** A page of a conversation with a user (`with`) or of a group (`group`): exactly one of the two. */
 export const HistoryRequest = z.strictObject({
   op: z.literal('history'),
