@@ -54,6 +54,14 @@ describe('AccessPolicy.authenticate', () => {
     }
   });
 
+  it('counts every CONNECT it refuses in parley_logins_failed_total: an anonymous one that gives a password too', async () => {
+    const metrics = new Metrics();
+    const counting = new AccessPolicy(accounts, metrics);
+    const error = await new Promise((resolve) => counting.authenticate(clientOf('anon.abcdefgh'), undefined, Buffer.from('a secret'), resolve));
+    expect(error).toMatchObject({ returnCode: 4, message: 'a password needs a user name' });
+    expect((await metrics.loginsFailed.get()).values).toEqual([expect.objectContaining({ labels: { reason: 'password' }, value: 1 })]);
+  });
+
   it('answers logins it cannot check (the account store away) with CONNACK 3, and logs that once, not once per login', async () => {
     const away = { authenticate: () => Promise.reject(new Error('Redis is restarting')) } as unknown as AccountsService;
     const cut = new AccessPolicy(away, new Metrics());

@@ -128,7 +128,10 @@ export class AccessPolicy {
       return done(refusal(CONNACK.IDENTIFIER_REJECTED, 'client id must be your user name or user/<device>'), null);
     }
     if (principal.kind === 'anonymous') {
-      if (secret !== undefined) return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
+      if (secret !== undefined) {
+        this.metrics.loginsFailed.inc({ reason: 'password' });
+        return done(refusal(CONNACK.BAD_USERNAME_OR_PASSWORD, 'a password needs a user name'), null);
+      }
       const address = addressKey(guardOf(client.conn)?.remoteAddress ?? 'unknown');
       const max = this.limits?.maxAnonymousPerAddress;
       if (max !== undefined && this.anonymous.of(address) >= max) {
