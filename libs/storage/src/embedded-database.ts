@@ -126,10 +126,10 @@ export class EmbeddedDatabase {
   open<V = unknown, K extends import('lmdb').Key = import('lmdb').Key>(name: string): Database<V, K> {
     const db = this.root.openDB<V, K>({ name });
     const methods = db as unknown as Record<string, unknown>;
-    for (const name of WATCHED_WRITES) {
-      const write = methods[name];
+    for (const method of WATCHED_WRITES) {
+      const write = methods[method];
       if (typeof write !== 'function') continue;
-      methods[name] = (...args: unknown[]): unknown => {
+      methods[method] = (...args: unknown[]): unknown => {
         // The floor is checked once per write as its caller makes it: not again for each write inside a transaction's
         // callback, which lmdb-js runs later, when the transaction's turn comes. Refused there, a write would be left out
         // of a transaction that still commits the rest and reports success.
