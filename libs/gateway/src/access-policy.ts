@@ -314,9 +314,9 @@ export class AccessPolicy {
   }
 
   /** The connection unsubscribed from these filters: room for as many others. */
-  released(client: Client, topics: readonly string[]): void {
+  released(client: Client, filters: readonly string[]): void {
     const held = this.granted.get(client);
-    if (held) for (const topic of topics) held.delete(topic);
+    if (held) for (const filter of filters) held.delete(filter);
   }
 
   /**

@@ -232,14 +232,14 @@ export async function openListener(
       break;
     case 'mqtts': {
       // A handshake that never completes is closed at the connect timeout (`unaccepted`); once it completes, the guard's.
-      const secure = createTlsServer({ ...tlsOptions, handshakeTimeout }, (socket) => {
+      const tlsServer = createTlsServer({ ...tlsOptions, handshakeTimeout }, (socket) => {
         unaccepted.accepted(socket);
         socket.setNoDelay(true);
         accept(socket, addressOf(socket));
       });
       if (!proxy) {
-        secure.on('connection', (socket: Socket) => unaccepted.add(socket));
-        server = secure;
+        tlsServer.on('connection', (socket: Socket) => unaccepted.add(socket));
+        server = tlsServer;
         break;
       }
       // The PROXY header comes before the TLS handshake: it is read off the TCP connection, and TLS then takes the
@@ -249,7 +249,7 @@ export async function openListener(
       server = createTcpServer({ noDelay: true }, (socket) => {
         unaccepted.add(socket);
         afterProxyHeader(socket, (s, address) => {
-          if (!proxy.from.has(addressOf(s))) return void secure.emit('connection', s);
+          if (!proxy.from.has(addressOf(s))) return void tlsServer.emit('connection', s);
           acceptProxiedTls(s, context, (tlsSocket) => {
             unaccepted.accepted(s);
             accept(tlsSocket, address);
