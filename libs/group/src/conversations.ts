@@ -42,10 +42,6 @@ export class Conversations {
     return this.messaging.conversationsOf(user);
   }
 
-  lastSeq(conv: string): Promise<number> {
-    return this.messaging.lastSeq(conv);
-  }
-
   /** What the user may see of a conversation; null when nothing. */
   async viewOf(conv: string, user: string): Promise<ConversationView | null> {
     if (!MessagingService.isDirect(conv)) return this.groups.visibleRange(conv, user);
