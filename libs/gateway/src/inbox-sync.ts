@@ -1,6 +1,6 @@
 import { Logger } from '@nestjs/common';
 import type { Aedes, Client } from 'aedes';
-import type { Conversations } from '#libs/group';
+import type { Conversations, ConversationView } from '#libs/group';
 import type { Metrics } from '#libs/health';
 import { DomainError, splitPeers, topics, type ErrorBody, type InboxEvent, type SyncEvent } from '#libs/protocol';
 import type { ReceiptsApi } from '#libs/receipts';
@@ -131,6 +131,23 @@ export class InboxSync {
       this.logger.warn({ event: 'sync_extra_failed', user, error: String(e) });
       return null;
     });
+    const { views, states } = await this.whereEachStands(client, user);
+    this.send(client, catchUp, { type: 'sync', conversations: states });
+    let sent = 0;
+    for (const [i, state] of states.entries()) {
+      sent += await this.sendBacklog(client, catchUp, views[i]!, state.after, state.last);
+      if (client.closed) return;
+    }
+    const more = await extra;
+    if (more) this.send(client, catchUp, more);
+    this.send(client, catchUp, { type: 'synced', messages: sent });
+  }
+
+  /**
+   * The `sync` event's conversations (where each stands for this connection, and the other members' receipts), with
+   * the view of each it was made from.
+   */
+  private async whereEachStands(client: Client, user: string): Promise<{ views: ConversationView[]; states: SyncEvent['conversations'] }> {
     const convs = await this.conversations.conversationsOf(user);
     const views = (await Promise.all(convs.map((conv) => this.conversations.viewOf(conv, user)))).filter((v) => v !== null);
     const cursors = await Promise.all(views.map((view) => Promise.all([this.receipts.cursorsOf(view.conv, user), this.receipts.peersOf(view.conv, user)])));
@@ -146,37 +163,38 @@ export class InboxSync {
       const hidden = view.hidden.filter((h) => h.upTo > after);
       return { ...state, ...(view.group ? { group: view.group } : {}), ...(hidden.length > 0 ? { hidden } : {}) };
     });
-    this.send(client, catchUp, { type: 'sync', conversations: states });
+    return { views, states };
+  }
+
+  /**
+   * Sends one conversation's entries after `after` up to `last`, oldest first, a page at a time, skipping its hidden
+   * stretches; stops early once the connection has closed. Resolves with how many it sent.
+   */
+  private async sendBacklog(client: Client, catchUp: ConnectionSync, view: ConversationView, after: number, last: number): Promise<number> {
     let sent = 0;
-    for (const [i, state] of states.entries()) {
-      const view = views[i]!;
-      let after = state.after;
-      while (after < state.last) {
-        if (client.closed) return;
-        const gap = view.hidden.find((h) => h.after <= after && after < h.upTo);
-        if (gap) {
-          after = gap.upTo;
-          continue;
-        }
-        const end = view.hidden.find((h) => h.after > after)?.after ?? state.last;
-        const page = await this.conversations.entriesAfter(view, after, Math.min(PAGE, end - after));
-        if (page.length === 0) {
-          after = end;
-          continue;
-        }
-        for (const event of page) {
-          this.send(client, catchUp, event);
-          // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
-          await guardOf(client.conn)?.settled();
-        }
-        sent += page.length;
-        this.metrics.messagesDelivered.inc({ path: 'sync' }, page.filter((e) => e.type === 'message').length);
-        after = page[page.length - 1]!.seq;
+    while (after < last) {
+      if (client.closed) break;
+      const gap = view.hidden.find((h) => h.after <= after && after < h.upTo);
+      if (gap) {
+        after = gap.upTo;
+        continue;
       }
+      const end = view.hidden.find((h) => h.after > after)?.after ?? last;
+      const page = await this.conversations.entriesAfter(view, after, Math.min(PAGE, end - after));
+      if (page.length === 0) {
+        after = end;
+        continue;
+      }
+      for (const event of page) {
+        this.send(client, catchUp, event);
+        // Writes never wait on the client (see GuardedConnection): a long backlog is paced by what the client takes.
+        await guardOf(client.conn)?.settled();
+      }
+      sent += page.length;
+      this.metrics.messagesDelivered.inc({ path: 'sync' }, page.filter((e) => e.type === 'message').length);
+      after = page[page.length - 1]!.seq;
     }
-    const more = await extra;
-    if (more) this.send(client, catchUp, more);
-    this.send(client, catchUp, { type: 'synced', messages: sent });
+    return sent;
   }
 
   /**
