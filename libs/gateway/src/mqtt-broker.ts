@@ -231,6 +231,7 @@ export class MqttBroker {
     // A client silent for 1.5 times its keep-alive [MQTT-3.1.2-24], which the broker watches (a keep-alive within the
     // limit), is dropped by the broker: logged as the guard's own drop of one silent past the limit is.
     this.aedes.on('keepaliveTimeout', (client) => {
+      // Aedes's timer runs 1.5 times the keep-alive plus 1 ms (lib/handlers/connect.js): the reason says the 1.5 times.
       const ms = (client as ClientKeepAlive)._keepaliveInterval ?? 0;
       this.brokerDropped(client, { reason: `silent for ${Math.max(0, ms - 1)} ms`, clause: 'MQTT-3.1.2-24' });
     });
