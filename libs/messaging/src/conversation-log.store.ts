@@ -7,7 +7,11 @@ export type LogBody = { kind: 'text'; text: string } | { kind: 'event'; event: G
 export type LogEntry = LogHeader & LogBody;
 
 interface LogHeader {
-  /** Position in the conversation, 1 for the first entry, no gaps. */
+  /**
+   * Position in the conversation, 1 for the first entry, each next one higher by one; a seq is left unused only where a
+   * commit failed while later appends of the conversation were already under way (the embedded store: a failing disk),
+   * and a client then finds no entry there in `history`.
+   */
   seq: number;
   /** Server time of the append, epoch milliseconds. */
   ts: number;
