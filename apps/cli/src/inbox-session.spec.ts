@@ -431,6 +431,35 @@ describe('InboxSession acknowledgements', () => {
     await session.stop();
     expect(asked).toEqual(['receipt']);
   });
+
+  it('says the catch-up is over once per connection: a device session caught up at login and again by its own SUBSCRIBE', async () => {
+    const client = Object.assign(new EventEmitter(), { user: 'carol', request: () => Promise.resolve({}) });
+    const events: string[] = [];
+    const session = new InboxSession(
+      client as unknown as ParleyClient,
+      { show: (e) => events.push(`#${e.seq}`), synced: (n) => events.push(`synced ${n}`) },
+      'delivered',
+    );
+    const catchUp = () => {
+      client.emit('event', {
+        type: 'sync',
+        conversations: [{ conv: CCONV, after: 3, last: 5, mine: { delivered: 3, deliveredAt: T1, read: 3, readAt: T1 }, peers: {} }],
+      });
+      for (const seq of [4, 5]) client.emit('event', fromAnn(seq));
+      client.emit('event', { type: 'synced', messages: 2 });
+    };
+    // The session's catch-up as the server answers the login, then the one the SUBSCRIBE brings once it is over.
+    catchUp();
+    catchUp();
+    await vi.waitFor(() => expect(events).toEqual(['#4', '#5', 'synced 2']));
+    // A new connection's catch-up is news again.
+    client.emit('offline');
+    catchUp();
+    await vi.waitFor(() => expect(events).toEqual(['#4', '#5', 'synced 2', 'synced 2']));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(events).toEqual(['#4', '#5', 'synced 2', 'synced 2']);
+    await session.stop();
+  });
 });
 
 describe('InboxSession, a catch-up the server says is delayed', () => {

@@ -63,6 +63,12 @@ export class InboxSession {
   private delayed = false;
   /** Settles once the unread stretches of the last sync are shown (see `InboxOrder.fetchUnread`). */
   private unreadShown: Promise<void> = Promise.resolve();
+  /**
+   * Whether this connection's catch-up has been reported `synced`. A device's session is caught up by the server as it
+   * answers the login, and the client's own SUBSCRIBE, should it come once that catch-up is over, brings a second one
+   * (the same entries, shown once): one catch-up per connection is news.
+   */
+  private syncedTold = false;
 
   constructor(
     private readonly client: ParleyClient,
@@ -79,7 +85,10 @@ export class InboxSession {
     );
     client.on('event', (e) => this.onEvent(e));
     client.on('presence', (p) => handlers.presence?.(p));
-    client.on('offline', () => this.order.reconnecting());
+    client.on('offline', () => {
+      this.order.reconnecting();
+      this.syncedTold = false;
+    });
   }
 
   get me(): string {
@@ -163,6 +172,8 @@ export class InboxSession {
         this.remarkAll();
         return;
       case 'synced': {
+        if (this.syncedTold) return;
+        this.syncedTold = true;
         const late = this.delayed;
         this.delayed = false;
         // The catch-up is over once what was unread before it has been shown too.
