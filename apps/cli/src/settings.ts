@@ -47,7 +47,12 @@ export function checkServer(server: string): URL {
   try {
     url = new URL(server);
   } catch {
-    throw new UsageError(`--server must be a URL such as mqtt://localhost:1883 (got "${server}")`);
+    // An IPv6 address written bare (mqtt://::1:1883) is no URL: its colons cannot be told from the port's.
+    const host = /^[a-z]+:\/\/([^/[\]]*)/i.exec(server)?.[1] ?? '';
+    const bare = (host.match(/:/g)?.length ?? 0) >= 2;
+    throw new UsageError(
+      `--server must be a URL such as mqtt://localhost:1883 (got "${server}")${bare ? '; an IPv6 address goes in brackets: mqtt://[::1]:1883' : ''}`,
+    );
   }
   if (!(SERVER_SCHEMES as readonly string[]).includes(url.protocol)) {
     throw new UsageError(`--server must start with mqtt://, mqtts://, ws:// or wss:// (got "${server}")`);
