@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { CHAT_HELP, parseChatLine } from './chat-line.js';
+import { CHAT_HELP, parseChatLine, unknownGroupHint } from './chat-line.js';
 import { terminalWidth } from './terminal-width.js';
 
 describe('parseChatLine', () => {
@@ -31,10 +31,22 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/file Bob a.txt')).toEqual({ kind: 'file', to: 'bob', path: 'a.txt' });
   });
 
+  it('hints at quotes when the group of /g is unknown and may be the first word of a name with spaces', () => {
+    expect(unknownGroupHint('Lunch', 'crew hello everyone')).toBe('; a group name with spaces goes in quotes, as in /g "Lunch crew" …');
+    // Quoted already, or nothing after the name: quotes are not what is missing.
+    expect(unknownGroupHint('Lunch crew', 'hello')).toBe('');
+    expect(unknownGroupHint('lunch', '')).toBe('');
+  });
+
   it('explains what is wrong with a bad command', () => {
     expect(parseChatLine('/msg')).toMatchObject({ kind: 'invalid', message: 'usage: /msg USER [text]' });
     expect(parseChatLine('/g')).toMatchObject({ kind: 'invalid', message: 'usage: /g GROUP [text]' });
-    expect(parseChatLine('/info g x')).toMatchObject({ kind: 'invalid' });
+    expect(parseChatLine('/info g x')).toEqual({ kind: 'invalid', message: 'usage: /info GROUP SEQ' });
+    // A name with spaces typed without quotes: the words before the number say so.
+    expect(parseChatLine('/info lunch club 6')).toEqual({
+      kind: 'invalid',
+      message: 'usage: /info GROUP SEQ (a group name with spaces goes in quotes, as in /info "lunch club" 6)',
+    });
     expect(parseChatLine('/file bob')).toMatchObject({ kind: 'invalid', message: 'usage: /file USER PATH' });
     expect(parseChatLine('/accept')).toMatchObject({ kind: 'invalid', message: 'usage: /accept ID' });
     expect(parseChatLine('/decline bad!')).toMatchObject({

@@ -42,6 +42,17 @@ function firstWord(s: string): [string, string] {
   return m ? [m[1]!, m[2]!] : ['', ''];
 }
 
+const QUOTED_NAME = 'a group name with spaces goes in quotes, as in';
+
+/**
+ * What to add to a refusal of `/g GROUP text` whose group the server does not know: a name typed without quotes is its
+ * first word only (`/g lunch club hi` names "lunch"), so a name with spaces may be why. Empty when that cannot be it.
+ */
+export function unknownGroupHint(group: string, text: string): string {
+  const [next] = firstWord(text);
+  return /\s/.test(group) || !next ? '' : `; ${QUOTED_NAME} /g "${group} ${next}" …`;
+}
+
 export function parseChatLine(line: string): ChatCommand {
   const trimmed = line.trim();
   if (trimmed === '') return { kind: 'nothing' };
@@ -64,7 +75,9 @@ export function parseChatLine(line: string): ChatCommand {
     case '/info': {
       const [group, seqText] = firstWord(rest);
       const seq = Number(seqText.trim());
-      if (!group || !Number.isInteger(seq) || seq < 1) return { kind: 'invalid', message: 'usage: /info GROUP SEQ' };
+      // `/info lunch club 6`: a name with spaces, not in quotes, leaves words before the number.
+      const spaced = /\S\s+\d+$/.test(seqText.trim()) ? ` (${QUOTED_NAME} /info "lunch club" 6)` : '';
+      if (!group || !Number.isInteger(seq) || seq < 1) return { kind: 'invalid', message: `usage: /info GROUP SEQ${spaced}` };
       return { kind: 'info', group, seq };
     }
     case '/who': {

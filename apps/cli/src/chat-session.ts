@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, clearScreenDown, cursorTo, moveCursor, type Interface } from 'node:readline';
 import type { MessageEvent } from '#libs/protocol';
-import { CHAT_HELP, parseChatLine, type ChatCommand } from './chat-line.js';
+import { CHAT_HELP, parseChatLine, unknownGroupHint, type ChatCommand } from './chat-line.js';
 import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredRecord, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel, withdrewText, type OwnAction } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
@@ -228,7 +228,13 @@ export class ChatSession {
           if (this.isTarget(peer)) this.setTarget({ kind: 'group', name: g.id, label: g.name });
           return this.print(`* plain text goes to [${displayLabel(g.name)}] now`, null);
         }
-        return this.choosing(peer, () => this.sendGroup(cmd.group, cmd.text));
+        return this.choosing(peer, () =>
+          this.sendGroup(cmd.group, cmd.text).catch((e: unknown) => {
+            throw e instanceof RequestError && e.code === 'unknown_group'
+              ? new RequestError(e.code, `${e.message}${unknownGroupHint(cmd.group, cmd.text)}`)
+              : e;
+          }),
+        );
       }
     }
   }
