@@ -165,6 +165,35 @@ describe('the parley CLI', () => {
     expect(empty.stderr).toMatch(/empty_text/);
   });
 
+  it('chat --json gives each new mark of my messages its status, and in a group the counts, as history --json does', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const group = (await runCli(['--json', 'group', 'create', 'marks', bob], as(alice))).json[0]!.id as string;
+    const chat = start(['--json', 'chat'], as(alice));
+    await chat.waitForLine(/"type":"ready"/);
+    const marked = (seq: number, status: string) => (l: string) => l.includes('"type":"mark"') && JSON.parse(l).seq === seq && JSON.parse(l).status === status;
+
+    chat.type(`/msg ${bob} are you there?`);
+    await chat.waitForLine(/"type":"accepted"/);
+    expect((await runCli(['read', alice], as(bob))).code).toBe(0);
+    const direct = JSON.parse(await chat.waitForLine(marked(1, 'read')));
+    expect(direct).toEqual({
+      type: 'mark',
+      conv: expect.stringMatching(/^dm:/),
+      seq: 1,
+      id: expect.any(String),
+      mark: expect.stringMatching(/^✓✓ read /),
+      status: 'read',
+    });
+
+    chat.type(`/g ${group} lunch?`);
+    await chat.waitForLine((l) => l.includes('"type":"accepted"') && JSON.parse(l).group?.id === group);
+    expect((await runCli(['read', '--group', group], as(bob))).code).toBe(0);
+    const inGroup = JSON.parse(await chat.waitForLine(marked(2, 'read')));
+    expect(inGroup).toMatchObject({ type: 'mark', conv: `grp:${group}`, seq: 2, mark: '✓✓ 1/1 read', status: 'read', delivered: 1, read: 1, of: 1 });
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('one-shot commands and user/.name connections are quiet: they neither make the user online nor set last seen', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     // User names typed in capitals mean the same (lower case) user, at login and as arguments.

@@ -18,6 +18,7 @@ import {
   presenceText,
   reportCatchUp,
   reportConnection,
+  statusFields,
   type Mark,
   type Printer,
 } from './output.js';
@@ -367,7 +368,7 @@ export class ChatSession {
     const text = markText(mark);
     if (!seen || seen.mark === text) return;
     seen.mark = text;
-    this.printer.emit(null, { type: 'mark', conv: m.conv, seq: m.seq, id: m.id, mark: text });
+    this.printer.emit(null, { type: 'mark', conv: m.conv, seq: m.seq, id: m.id, mark: text, ...statusFields(mark) });
     if (this.printer.json) return;
     const line = `${seen.base} ${text}`;
     const up = this.row - seen.row;

@@ -20,6 +20,7 @@ import {
   displayLabel,
   reportCatchUp,
   reportConnection,
+  statusFields,
 } from './output.js';
 import { ParleyClient } from './parley-client.js';
 import { canPrompt, promptPassword } from './password-prompt.js';
@@ -336,17 +337,6 @@ function numberOpt(name: string, value: string | undefined, max = Number.MAX_SAF
   if (!Number.isInteger(n) || n < 1) throw new UsageError(`--${name} must be a positive whole number`);
   if (n > max) throw new UsageError(`--${name} must be at most ${max}`);
   return { [name]: n };
-}
-
-/** A message's state for `--json`: its status, and in a group how many of the others have it and have read it. */
-function statusFields(mark: ReturnType<typeof markFor>): { status: string; delivered?: number; read?: number; of?: number } {
-  const status = statusOf(mark);
-  return mark.kind === 'group' ? { status, delivered: mark.delivered, read: mark.read, of: mark.of } : { status };
-}
-
-function statusOf(mark: ReturnType<typeof markFor>): string {
-  if (mark.kind === 'direct') return mark.read ? 'read' : mark.delivered ? 'delivered' : 'accepted';
-  return mark.read === mark.of && mark.of > 0 ? 'read' : mark.delivered > 0 ? 'delivered' : 'accepted';
 }
 
 function untilInterrupted(): Promise<void> {

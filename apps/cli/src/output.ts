@@ -62,6 +62,16 @@ export function markText(mark: Mark | null): string {
 }
 
 /**
+ * A message's state for `--json` (`history`, and `chat`'s `mark` lines): its status, and in a group how many of the
+ * others have it and have read it.
+ */
+export function statusFields(mark: Mark): { status: 'accepted' | 'delivered' | 'read'; delivered?: number; read?: number; of?: number } {
+  if (mark.kind === 'direct') return { status: mark.read ? 'read' : mark.delivered ? 'delivered' : 'accepted' };
+  const status = mark.read === mark.of && mark.of > 0 ? 'read' : mark.delivered > 0 ? 'delivered' : 'accepted';
+  return { status, delivered: mark.delivered, read: mark.read, of: mark.of };
+}
+
+/**
  * The mark of message `seq` given the other members' cursors. A cursor says when it reached its seq, so only the
  * message at a read cursor has its read time; those before it were read at that time or before (`readBy`: it may be
  * long before, so it is not passed for their read time). In a group, a member
