@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, clearScreenDown, cursorTo, moveCursor, type Interface } from 'node:readline';
-import type { MessageEvent } from '#libs/protocol';
+import type { GroupEvent, MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, unknownGroupHint, type ChatCommand } from './chat-line.js';
 import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredRecord, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel, withdrewText, type OwnAction } from './file-output.js';
@@ -27,6 +27,12 @@ import { terminalWidth } from './terminal-width.js';
 
 /** Where plain text goes: a user, or a group by the id or name typed (`label`: how the prompt names it). */
 type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string; label: string };
+
+/** Where plain text goes once a group change is shown: a group renamed keeps it, and the prompt shows its new name. */
+export function targetAfter(target: Peer | null, e: GroupEvent): Peer | null {
+  if (target?.kind !== 'group' || target.name !== e.group.id || e.change.kind !== 'renamed') return target;
+  return { kind: 'group', name: target.name, label: e.change.name };
+}
 
 /**
  * The interactive `parley chat`. Lines arriving while you type are printed
@@ -82,7 +88,10 @@ export class ChatSession {
       this.client,
       {
         show: (e) => {
-          if (e.type === 'group') return this.print(groupEventLine(this.session.groups.display(e), me), { ...e });
+          if (e.type === 'group') {
+            this.print(groupEventLine(this.session.groups.display(e), me), { ...e });
+            return this.setTarget(targetAfter(this.target, e));
+          }
           if (e.from === me && this.sentIds.has(e.id)) return;
           // Before you have chosen, plain text answers the newest conversation: of the catch-up, the one of its last
           // message (shown just above the prompt); after it, the first to speak. One you were written in, or wrote in
