@@ -309,6 +309,25 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat: /info GROUP without a seq tells who has received and read my latest message there', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const group = (await runCli(['--json', 'group', 'create', 'seqless', bob], as(alice))).json[0]!.id as string;
+    const chat = start(['chat'], as(alice));
+    await chat.waitForLine(/logged in as/);
+    chat.type(`/info ${group}`);
+    await chat.waitForLine(/^error: no_such_message: no message of yours among the last \d+ in seqless: \/info GROUP SEQ names an older one/);
+    chat.type(`/g ${group} first`);
+    chat.type(`/g ${group} second`);
+    await chat.waitForLine(/\[seqless\] you: second ✓/);
+    expect((await runCli(['read', '--group', group], as(bob))).code).toBe(0);
+    await chat.waitForLine(/\[seqless\] you: second ✓✓ 1\/1 read/);
+    chat.type(`/info ${group}`);
+    await chat.waitForLine(new RegExp(`^message 3 in seqless, from ${alice}:$`));
+    await chat.waitForLine(new RegExp(`^  ${bob}  delivered ${TIME}  read ${TIME}$`));
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('chat: a /msg or /g that names no one to talk to leaves plain text where it went', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const nobody = `nobody${randomBytes(3).toString('hex')}`;

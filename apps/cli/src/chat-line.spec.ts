@@ -8,6 +8,9 @@ describe('parseChatLine', () => {
     expect(parseChatLine('/g class5b see you')).toEqual({ kind: 'group', group: 'class5b', text: 'see you' });
     expect(parseChatLine('/g "class 5b" see you')).toEqual({ kind: 'group', group: 'class 5b', text: 'see you' });
     expect(parseChatLine('/info class5b 12')).toEqual({ kind: 'info', group: 'class5b', seq: 12 });
+    // Without a seq: the latest of your messages there.
+    expect(parseChatLine('/info class5b')).toEqual({ kind: 'info', group: 'class5b' });
+    expect(parseChatLine('/info "class 5b"')).toEqual({ kind: 'info', group: 'class 5b' });
     expect(parseChatLine('/who bob')).toEqual({ kind: 'who', user: 'bob' });
     expect(parseChatLine('  just text ')).toEqual({ kind: 'reply', text: 'just text' });
     // A doubled slash escapes a reply that starts with one; a lone one is still a command.
@@ -41,11 +44,12 @@ describe('parseChatLine', () => {
   it('explains what is wrong with a bad command', () => {
     expect(parseChatLine('/msg')).toMatchObject({ kind: 'invalid', message: 'usage: /msg USER [text]' });
     expect(parseChatLine('/g')).toMatchObject({ kind: 'invalid', message: 'usage: /g GROUP [text]' });
-    expect(parseChatLine('/info g x')).toEqual({ kind: 'invalid', message: 'usage: /info GROUP SEQ' });
+    expect(parseChatLine('/info g x')).toEqual({ kind: 'invalid', message: 'usage: /info GROUP [SEQ]' });
+    expect(parseChatLine('/info')).toEqual({ kind: 'invalid', message: 'usage: /info GROUP [SEQ]' });
     // A name with spaces typed without quotes: the words before the number say so.
     expect(parseChatLine('/info lunch club 6')).toEqual({
       kind: 'invalid',
-      message: 'usage: /info GROUP SEQ (a group name with spaces goes in quotes, as in /info "lunch club" 6)',
+      message: 'usage: /info GROUP [SEQ] (a group name with spaces goes in quotes, as in /info "lunch club" 6)',
     });
     expect(parseChatLine('/file bob')).toMatchObject({ kind: 'invalid', message: 'usage: /file USER PATH' });
     expect(parseChatLine('/accept')).toMatchObject({ kind: 'invalid', message: 'usage: /accept ID' });

@@ -4,7 +4,7 @@ export type ChatCommand =
   | { kind: 'direct'; to: string; text: string }
   | { kind: 'group'; group: string; text: string }
   | { kind: 'reply'; text: string }
-  | { kind: 'info'; group: string; seq: number }
+  | { kind: 'info'; group: string; seq?: number }
   | { kind: 'who'; user: string }
   | { kind: 'file'; to: string; path: string }
   | { kind: 'accept'; offer: string }
@@ -20,7 +20,8 @@ export const CHAT_HELP = [
   '/msg USER [text]    send a message to USER; plain text goes to USER from now on',
   '/g GROUP [text]     send a message to a group (its id, its name, or "a name',
   '                    with spaces"); plain text goes there from now on',
-  '/info GROUP SEQ     who has received and read message SEQ of a group',
+  '/info GROUP [SEQ]   who has received and read message SEQ of a group (without',
+  '                    SEQ: your latest message there)',
   '/who USER           whether USER is online, or when last seen',
   '/file USER PATH     offer a file to USER (uploaded now; they accept or decline)',
   '/accept ID          accept an offered file (saved in the current directory)',
@@ -74,10 +75,12 @@ export function parseChatLine(line: string): ChatCommand {
     }
     case '/info': {
       const [group, seqText] = firstWord(rest);
+      // Without a SEQ: the latest of your messages in the group (chat shows no seqs).
+      if (group && seqText.trim() === '') return { kind: 'info', group };
       const seq = Number(seqText.trim());
       // `/info lunch club 6`: a name with spaces, not in quotes, leaves words before the number.
       const spaced = /\S\s+\d+$/.test(seqText.trim()) ? ` (${QUOTED_NAME} /info "lunch club" 6)` : '';
-      if (!group || !Number.isInteger(seq) || seq < 1) return { kind: 'invalid', message: `usage: /info GROUP SEQ${spaced}` };
+      if (!group || !Number.isInteger(seq) || seq < 1) return { kind: 'invalid', message: `usage: /info GROUP [SEQ]${spaced}` };
       return { kind: 'info', group, seq };
     }
     case '/who': {

@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, clearScreenDown, cursorTo, moveCursor, type Interface } from 'node:readline';
-import type { GroupEvent, MessageEvent } from '#libs/protocol';
+import { MAX_HISTORY_LIMIT, type GroupEvent, type MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, unknownGroupHint, type ChatCommand } from './chat-line.js';
 import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredRecord, offeredText, offerFile, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel, withdrewText, type OwnAction } from './file-output.js';
@@ -191,7 +191,7 @@ export class ChatSession {
         return this.print(presenceText(cmd.user, who), { type: 'presence', ...who });
       }
       case 'info': {
-        const info = await this.client.request('info', { group: cmd.group, seq: cmd.seq });
+        const info = await this.client.request('info', { group: cmd.group, seq: cmd.seq ?? (await this.latestOfMine(cmd.group)) });
         for (const l of infoLines(info)) this.print(l, null);
         this.printer.emit(null, { type: 'info', ...info });
         return;
@@ -282,6 +282,17 @@ export class ChatSession {
       for (const w of what) this.notices.undoing(offerId, w);
       throw e;
     }
+  }
+
+  /** The seq of my latest message among a group's last entries, for `/info GROUP`: the chat shows no seqs. */
+  private async latestOfMine(group: string): Promise<number> {
+    const page = await this.client.request('history', { group, limit: MAX_HISTORY_LIMIT });
+    const mine = page.messages.filter((e) => e.type === 'message' && e.from === this.client.user).at(-1);
+    if (mine) return mine.seq;
+    throw new RequestError(
+      'no_such_message',
+      `no message of yours among the last ${MAX_HISTORY_LIMIT} in ${displayLabel(page.group?.name ?? group)}: /info GROUP SEQ names an older one (parley history --group GROUP shows the seqs)`,
+    );
   }
 
   private async sendDirect(to: string, text: string): Promise<void> {
