@@ -328,6 +328,30 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
+  it('chat: plain text never goes to a group deleted or left after its last message, in the catch-up or live', async () => {
+    const [alice, bob] = [await fresh('alice'), await fresh('bob')];
+    const group = async (name: string) => (await runCli(['--json', 'group', 'create', name, bob], as(alice))).json[0]!.id as string;
+    const [gone, left] = [await group('gone'), await group('left')];
+    expect((await runCli(['send', '--group', gone, 'last words'], as(alice))).code).toBe(0);
+    expect((await runCli(['group', 'delete', gone], as(alice))).code).toBe(0);
+    const chat = start(['--json', 'chat'], as(bob));
+    const noOne = () => chat.json().filter((l) => l.type === 'error' && l.code === 'usage' && String(l.message).startsWith('no one to reply to yet')).length;
+    // The catch-up ends with the group's deletion, after its last message.
+    await chat.waitForLine(/"type":"synced"/);
+    chat.type('anyone?');
+    await expect.poll(noOne).toBe(1);
+    // Live: chosen, then left on another device.
+    chat.type(`/g ${left} hi`);
+    await chat.waitForLine((l) => l.includes('"type":"accepted"') && JSON.parse(l).group?.id === left);
+    expect((await runCli(['group', 'leave', left], as(bob))).code).toBe(0);
+    await chat.waitForLine((l) => l.includes('"type":"group"') && JSON.parse(l).change.kind === 'member_left');
+    chat.type('still there?');
+    await expect.poll(noOne).toBe(2);
+    expect(chat.json().filter((l) => l.type === 'error' && l.code !== 'usage')).toEqual([]);
+    chat.type('/quit');
+    expect(await chat.exited).toBe(0);
+  });
+
   it('chat: a /msg or /g that names no one to talk to leaves plain text where it went', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     const nobody = `nobody${randomBytes(3).toString('hex')}`;

@@ -28,10 +28,17 @@ import { terminalWidth } from './terminal-width.js';
 /** Where plain text goes: a user, or a group by the id or name typed (`label`: how the prompt names it). */
 type Peer = { kind: 'user'; name: string } | { kind: 'group'; name: string; label: string };
 
-/** Where plain text goes once a group change is shown: a group renamed keeps it, and the prompt shows its new name. */
-export function targetAfter(target: Peer | null, e: GroupEvent): Peer | null {
-  if (target?.kind !== 'group' || target.name !== e.group.id || e.change.kind !== 'renamed') return target;
-  return { kind: 'group', name: target.name, label: e.change.name };
+/**
+ * Where plain text goes once a change to a group is shown: a group renamed keeps it, and the prompt shows its new name;
+ * a group deleted, or one I am out of (removed, or left on another device), no longer takes it: nowhere, until I choose
+ * again or someone writes to me.
+ */
+export function targetAfter(target: Peer | null, e: GroupEvent, me: string): Peer | null {
+  if (target?.kind !== 'group' || target.name !== e.group.id) return target;
+  const c = e.change;
+  if (c.kind === 'renamed') return { kind: 'group', name: target.name, label: c.name };
+  const out = c.kind === 'deleted' || (c.kind === 'member_removed' && c.members.includes(me)) || (c.kind === 'member_left' && c.user === me);
+  return out ? null : target;
 }
 
 /**
@@ -90,7 +97,9 @@ export class ChatSession {
         show: (e) => {
           if (e.type === 'group') {
             this.print(groupEventLine(this.session.groups.display(e), me), { ...e });
-            return this.setTarget(targetAfter(this.target, e));
+            // The newest conversation of the catch-up too: a group deleted after its last message is none to answer.
+            if (this.catchingUp) this.catchingUp.newest = targetAfter(this.catchingUp.newest, e, me);
+            return this.setTarget(targetAfter(this.target, e, me));
           }
           if (e.from === me && this.sentIds.has(e.id)) return;
           // Before you have chosen, plain text answers the newest conversation: of the catch-up, the one of its last
