@@ -475,7 +475,7 @@ describe('InboxSession, a catch-up the server says is delayed', () => {
     const out: string[] = [];
     const printer = new Printer(json, (l) => out.push(l));
     const session = new InboxSession(client as unknown as ParleyClient, { show: () => undefined, ...reportCatchUp((h, r) => printer.emit(h, r)) }, 'none');
-    return { session, out, emit: (e: InboxEvent) => client.emit('event', e) };
+    return { session, out, emit: (e: InboxEvent) => client.emit('event', e), reconnect: () => client.emit('offline') };
   }
   const catchUp = (emit: (e: InboxEvent) => void, messages: number) => {
     emit({ type: 'sync', conversations: [] });
@@ -483,13 +483,15 @@ describe('InboxSession, a catch-up the server says is delayed', () => {
   };
 
   it('tells a person once that their missed messages are late, why and when the server tries again, and then that they came', async () => {
-    const { session, out, emit } = listening(false);
+    const { session, out, emit, reconnect } = listening(false);
     emit(delayed(500));
     emit(delayed(1000));
     catchUp(emit, 3);
     await vi.waitFor(() => expect(out).toHaveLength(2));
     // A reconnection's catch-up that was not delayed says nothing; one that was, says it again.
+    reconnect();
     catchUp(emit, 0);
+    reconnect();
     emit(delayed(15_000));
     catchUp(emit, 0);
     await vi.waitFor(() => expect(out).toHaveLength(4));
