@@ -103,7 +103,7 @@ describe('the parley CLI', () => {
     ]);
     const nowhere = await runCli(['--server', 'mqtt://127.0.0.1:1', 'send', alice, 'hi'], as(alice));
     expect(nowhere.code).toBe(1);
-    expect(nowhere.stderr.trim()).toBe('error: connect: cannot reach mqtt://127.0.0.1:1: connection refused');
+    expect(nowhere.stderr.trim()).toBe('error: connect: cannot reach mqtt://127.0.0.1:1: connection refused (is a Parley server running there?)');
 
     const usage = await runCli(['send', alice], as(alice));
     expect(usage.code).toBe(2);
@@ -260,7 +260,10 @@ describe('the parley CLI', () => {
     topo.server.process.kill('SIGSTOP');
     try {
       chat.type('hello while it is stuck');
-      await chat.waitForLine(new RegExp(`^\\* not accepted yet \\(your message to ${alice}: "hello while it is stuck"\\): still waiting for the server$`), 10_000);
+      await chat.waitForLine(
+        new RegExp(`^\\* not accepted yet \\(your message to ${alice}: "hello while it is stuck"\\): still waiting for the server$`),
+        10_000,
+      );
     } finally {
       topo.server.process.kill('SIGCONT');
     }
@@ -1050,6 +1053,9 @@ describe('the parley CLI before it connects', () => {
     }
     // The maximum itself goes to the server (none here).
     const most = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT)], env);
-    expect([most.code, most.stderr.trim()]).toEqual([1, 'error: connect: cannot reach mqtt://127.0.0.1:1: connection refused']);
+    expect([most.code, most.stderr.trim()]).toEqual([
+      1,
+      'error: connect: cannot reach mqtt://127.0.0.1:1: connection refused (is a Parley server running there?)',
+    ]);
   });
 });

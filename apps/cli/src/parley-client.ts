@@ -570,7 +570,7 @@ function describeConnectError(e: Error, server: string, ca?: string): string {
   const code = (e as { code?: unknown }).code;
   if (typeof code === 'number' && CONNACK_REASONS[code]) return `login refused by ${server}: ${CONNACK_REASONS[code]}`;
   if (code === CLOSED_BEFORE_SUBSCRIBED) return e.message;
-  if (code === 'ECONNREFUSED') return `cannot reach ${server}: connection refused`;
+  if (code === 'ECONNREFUSED') return `cannot reach ${server}: connection refused (is a Parley server running there?)`;
   if (code === 'ENOTFOUND' || code === 'EAI_AGAIN') return `cannot reach ${server}: unknown host`;
   if (/timeout/i.test(e.message)) return `cannot reach ${server}: no answer in time`;
   if (typeof code === 'string' && CERTIFICATE_FAULTS[code]) return `cannot reach ${server}: ${CERTIFICATE_FAULTS[code]} (${code})`;
