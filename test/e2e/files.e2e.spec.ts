@@ -184,6 +184,27 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(listed.stdout).toContain(`${offer.id}  you → ${b}  for-later.bin (195.3 KiB)  ${b}: received`);
   });
 
+  it('parley file send tells the sender when the receiver is offline, and when they were last online, as send does', async () => {
+    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+    const path = join(dir(), 'agenda.txt');
+    writeFileSync(path, 'agenda\n');
+    const never = await cli(a, ['file', 'send', b, path]);
+    expect(never.code, never.stderr).toBe(0);
+    expect(never.stderr.trim()).toBe(`${b} is offline (never seen online): they will see the offer when they next connect`);
+
+    await users.logout(await users.login(b));
+    const seen = await cli(a, ['--json', 'file', 'send', b, path]);
+    expect(seen.code, seen.stderr).toBe(0);
+    expect(seen.json.find((l) => l.type === 'offline')).toEqual({ type: 'offline', user: b, lastSeen: expect.any(Number) as number });
+
+    // Online: nothing to say.
+    const bob = await users.login(b);
+    const online = await cli(a, ['--json', 'file', 'send', b, path]);
+    expect(online.code, online.stderr).toBe(0);
+    expect(online.json.filter((l) => l.type === 'offline')).toEqual([]);
+    await users.logout(bob);
+  });
+
   it('tells the sender of each decision once: a later session shows only what happened since', async () => {
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const env = { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: a, PARLEY_PASSWORD: users.password };

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { createInterface, clearLine, clearScreenDown, cursorTo, moveCursor, type Interface } from 'node:readline';
 import { MAX_HISTORY_LIMIT, type GroupEvent, type MessageEvent } from '#libs/protocol';
 import { CHAT_HELP, parseChatLine, unknownGroupHint, type ChatCommand } from './chat-line.js';
-import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredRecord, offeredText, offerFile, seenReporter } from './file-actions.js';
+import { acceptFile, cancelInCliWords, CHAT_MAKE_ROOM, offeredRecord, offeredText, offerFile, offlineReceiver, seenReporter } from './file-actions.js';
 import { FileNotices, fileLabel, withdrewText, type OwnAction } from './file-output.js';
 import { InboxSession } from './inbox-session.js';
 import {
@@ -207,7 +207,10 @@ export class ChatSession {
       }
       case 'file': {
         const sent = await offerFile(this.client, this.printer, { to: cmd.to }, cmd.path, this.bar, CHAT_MAKE_ROOM);
-        return this.print(offeredText(sent), offeredRecord(sent));
+        this.print(offeredText(sent), offeredRecord(sent));
+        const away = await offlineReceiver(this.client, sent.offer);
+        if (away) this.print(`  ${away.text}`, away.record);
+        return;
       }
       case 'accept': {
         const { offer, path } = await this.ownDoing(cmd.offer, ['accepted', 'received'], () =>

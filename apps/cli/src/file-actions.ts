@@ -5,7 +5,7 @@ import { DownloadLock } from './process-lock.js';
 import { fileLabel, type SeenReporter } from './file-output.js';
 import { TransferProgress, type BarOptions } from './file-progress.js';
 import { discardPart, downloadFile, downloadsOf, saveReceived, TransferError, uploadFile, type FileTarget } from './file-transfer.js';
-import { displayLabel, type Printer } from './output.js';
+import { displayLabel, offlineNotice, type Printer } from './output.js';
 import { RequestError, type ParleyClient } from './parley-client.js';
 
 /**
@@ -184,6 +184,22 @@ export function offeredRecord(sent: SentFile): Record<string, unknown> & { type:
 function againOf({ earlier }: SentFile): 'resumed' | 'already' | null {
   if (earlier === null) return null;
   return earlier.uploaded < earlier.chunks ? 'resumed' : 'already';
+}
+
+/**
+ * What the sender of a direct offer is told when its receiver, who has yet to decide, is offline as the upload ends (as
+ * `send` tells of a message): the offer waits for them. Null for a group, a note to self, a receiver online or who
+ * decided already, or when the server cannot say (the offer stands all the same).
+ */
+export async function offlineReceiver(
+  client: ParleyClient,
+  offer: FileOffer,
+): Promise<{ text: string; record: { type: 'offline'; user: string; lastSeen: number | null } } | null> {
+  const [user] = Object.keys(offer.recipients);
+  if (offer.group || !user || user === client.user || offer.recipients[user] !== 'pending') return null;
+  const who = await client.request('who', { user }).catch(() => null);
+  if (who?.state !== 'offline') return null;
+  return { text: `${offlineNotice(user, who)}: they will see the offer when they next connect`, record: { type: 'offline', user, lastSeen: who.lastSeen } };
 }
 
 /**

@@ -2,7 +2,7 @@ import { resolve } from 'node:path';
 import { target, withClient, type CommandContext } from './commands.js';
 import { fileLabel, offerLine, withdrewText } from './file-output.js';
 import { reportConnection } from './output.js';
-import { acceptFile, cancelInCliWords, offeredRecord, offeredText, offerFile } from './file-actions.js';
+import { acceptFile, cancelInCliWords, offeredRecord, offeredText, offerFile, offlineReceiver } from './file-actions.js';
 
 /** `parley file …` */
 export const fileCommands = {
@@ -14,6 +14,10 @@ export const fileCommands = {
         reportConnection(client, (text, record) => ctx.printer.emit(text, record));
         const sent = await offerFile(client, ctx.printer, to, path);
         ctx.printer.emit(offeredText(sent), offeredRecord(sent));
+        // On stderr for a person (stdout is the offer's line), as a line of its own for a script.
+        const away = await offlineReceiver(client, sent.offer);
+        if (away) ctx.printer.emit(null, away.record);
+        if (away) ctx.printer.note(away.text);
       },
       { reconnect: true },
     );
