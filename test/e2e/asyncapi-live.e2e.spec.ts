@@ -351,6 +351,16 @@ describe.each<Mode>(['embedded', 'distributed'])('docs/asyncapi.json against wha
     await c.waitFor((e) => e.type === 'presence' && e.user === bob && e.state === 'offline', `${bob} offline`);
     await c.ok({ op: 'who', user: bob });
 
+    // A catch-up that cannot be run yet (a service it needs is down) is announced: only a distributed server has a
+    // service of its own to be down.
+    if (mode === 'distributed') {
+      await topo.stopService('receipts');
+      const late = await login(carol, 'laptop');
+      await late.waitFor((e) => e.type === 'sync_delayed', 'sync_delayed', 30_000);
+      await logout(late);
+      await topo.restartService('receipts', 'stop');
+    }
+
     // Over the rate limit: a burst of requests at once, some of them refused.
     const burst = await Promise.all(Array.from({ length: 300 }, () => d.ask({ op: 'who', user: alice })));
     expect(burst.some((r) => (r.error as Json | undefined)?.code === 'rate_limited')).toBe(true);
@@ -408,12 +418,12 @@ describe.each<Mode>(['embedded', 'distributed'])('docs/asyncapi.json against wha
     // a success of every op.
     expect([...seen].sort()).toEqual(
       Object.keys(doc.components.messages)
-        .filter((n) => !n.endsWith('Request'))
+        .filter((n) => !n.endsWith('Request') && (mode === 'distributed' || n !== 'SyncDelayedEvent'))
         .sort(),
     );
     for (const kind of ['created', 'renamed', 'member_added', 'member_removed', 'member_left', 'owner_changed', 'deleted'])
       expect(kinds).toContain(`group:${kind}`);
     for (const event of ['offered', 'accepted', 'declined', 'received', 'withdrawn']) expect(kinds).toContain(`file:${event}`);
     expect([...okOps].sort()).toEqual([...REQUEST_OPS].sort());
-  }, 60_000);
+  }, 90_000);
 });
