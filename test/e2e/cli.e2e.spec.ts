@@ -73,7 +73,7 @@ describe('the parley CLI', () => {
     }
   });
 
-  it('registers, refuses a taken name, a wrong password and an unreachable server in one clear line', async () => {
+  it('registers, refuses a taken name, a wrong password and an unreachable server in one clear line', { timeout: 90_000 }, async () => {
     const alice = await fresh('alice');
     const again = await runCli(['register'], as(alice));
     expect(again.code).toBe(1);
@@ -552,7 +552,7 @@ describe('the parley CLI', () => {
     expect(await chat.exited).toBe(0);
   });
 
-  it('groups: create, rename, add, send --group (json has seq), /g in chat, read --group, info NAME SEQ', async () => {
+  it('groups: create, rename, add, send --group (json has seq), /g in chat, read --group, info NAME SEQ', { timeout: 90_000 }, async () => {
     const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
     const created = await runCli(['--json', 'group', 'create', 'physics', bob], as(alice));
     expect(created.json[0]).toMatchObject({ type: 'group', name: 'physics', owner: alice, members: [alice, bob] });
