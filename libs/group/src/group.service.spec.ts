@@ -205,6 +205,26 @@ describe('GroupService', () => {
     expect((await service.history('ann', group.id, undefined, 50)).events.map((e) => e.seq)).toEqual([1, 2, 3, 4, 5]);
   });
 
+  it('answers a post or change retried by a name that has come to mean another group as the first time, and does not make it there', async () => {
+    const { service } = setup();
+    const first = await service.create('ann', 'c1', 'crew', ['bob']);
+    const posted = await service.post('bob', 'p1', 'crew', 'for the first crew');
+    const added = await service.add('ann', 'a1', 'crew', ['cy']);
+    await service.rename('ann', 'r1', first.group.id, 'old crew');
+    // "crew" now names another group of both: the retries are still the requests made in the first.
+    const second = await service.create('dan', 'c2', 'crew', ['ann', 'bob']);
+    const retried = await service.post('bob', 'p1', 'crew', 'for the first crew');
+    expect(retried).toMatchObject({ duplicate: true, accepted: posted.accepted });
+    expect(retried.deliverTo.sort()).toEqual(['ann', 'bob']);
+    expect((await service.add('ann', 'a1', 'crew', ['cy'])).group.id).toBe(added.group.id);
+    // Nothing of them reached the second group, nor anyone in it.
+    expect((await service.history('dan', second.group.id, undefined, 50)).events.map((e) => e.type)).toEqual(['group']);
+    expect((await service.info('dan', second.group.id)).members.sort()).toEqual(['ann', 'bob', 'dan']);
+    // A new request by that name goes to the group it names now, and an unknown name is still unknown.
+    expect((await service.post('bob', 'p2', 'crew', 'for the second crew')).accepted.conv).toBe(groupConv(second.group.id));
+    await expect(service.post('bob', 'p3', 'nobody', 'lost')).rejects.toMatchObject({ code: 'unknown_group' });
+  });
+
   it('tells one who was in a deleted group, named by its id, that it was deleted (still unknown_group); anyone else that there is no such group', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy', 'dan']);

@@ -501,38 +501,31 @@ export class GroupService {
   async resolve(user: string, ref: string): Promise<string> {
     const ids = await this.groupIdsOf(user);
     if (ids.includes(ref)) return ref;
-    // A name is looked up as it looks: "Café" typed with a combining accent (as macOS spells it) is the group "Café",
-    // and so is a "Café" with a zero-width space in it, which no one can tell from it on screen: with both, the name is
-    // ambiguous, rather than one of them passing for the other.
-    const name = nameLooks(ref);
-    const named: string[] = [];
-    for (const id of ids) {
-      const g = await this.load(id);
-      if (g && !g.deleted && isMember(g, user) && nameLooks(g.name) === name) named.push(id);
-    }
-    if (named.length === 1) return named[0]!;
-    if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);
-    throw unknownGroup(ref);
+    const states: (GroupState | undefined)[] = [];
+    for (const id of ids) states.push(await this.load(id));
+    return byName(user, ref, ids, states);
   }
 
   /**
    * As `resolve`, for a change or a post: a retry of one already made (same actor and request id) finds its group
    * again even when the name no longer leads there (the actor left it, deleted it, or renamed it), so that it is
-   * answered as the first time was, not `unknown_group`. Only a name that leads nowhere costs the search.
+   * answered as the first time was, not `unknown_group`. A name is looked for among the actor's requests first: one
+   * that has come to mean another group since (the first was renamed, or the actor went out of it, and another of that
+   * name is theirs) would otherwise have the retry made a second time there, a message posted to other people. So a
+   * request by name whose id the actor used in another of their groups is that request's retry. A group id is taken
+   * as it is, without the search.
    */
   private async resolveChange(actor: string, requestId: string, ref: string): Promise<string> {
-    try {
-      return await this.resolve(actor, ref);
-    } catch (e) {
-      if (!(e instanceof DomainError && e.code === 'unknown_group')) throw e;
-      for (const id of await this.groupIdsOf(actor)) {
-        const done = await this.log.findById(groupConv(id), actor, requestId);
-        if (done !== undefined) return id;
-        const g = await this.load(id);
-        if (g && noopOf(g, actor, requestId)) return id;
-      }
-      throw e;
-    }
+    const ids = await this.groupIdsOf(actor);
+    if (ids.includes(ref)) return ref;
+    // Looked up together: on Redis, one round trip for them all rather than one per group.
+    const made = await Promise.all(ids.map((id) => this.log.findById(groupConv(id), actor, requestId)));
+    const madeIn = made.findIndex((entry) => entry !== undefined);
+    if (madeIn >= 0) return ids[madeIn]!;
+    const states = await Promise.all(ids.map((id) => this.load(id)));
+    const keptIn = states.findIndex((g) => g !== undefined && noopOf(g, actor, requestId) !== undefined);
+    if (keptIn >= 0) return ids[keptIn]!;
+    return byName(actor, ref, ids, states);
   }
 
   private async groupIdsOf(user: string): Promise<string[]> {
@@ -576,6 +569,23 @@ function visibleSpans(range: VisibleRange): { after: number; last: number }[] {
   }
   spans.push({ after, last: range.last });
   return spans;
+}
+
+/**
+ * The one of the user's groups (`ids`, with their `states`) that a name means. A name is looked up as it looks: "Café"
+ * typed with a combining accent (as macOS spells it) is the group "Café", and so is a "Café" with a zero-width space in
+ * it, which no one can tell from it on screen: with both, the name is ambiguous, rather than one of them passing for the
+ * other.
+ */
+function byName(user: string, ref: string, ids: string[], states: (GroupState | undefined)[]): string {
+  const name = nameLooks(ref);
+  const named = ids.filter((_, i) => {
+    const g = states[i];
+    return g !== undefined && !g.deleted && isMember(g, user) && nameLooks(g.name) === name;
+  });
+  if (named.length === 1) return named[0]!;
+  if (named.length > 1) throw new DomainError('ambiguous_group', `you are in ${named.length} groups named "${ref}"; use an id: ${named.join(', ')}`);
+  throw unknownGroup(ref);
 }
 
 function unknownGroup(ref: string): DomainError {
