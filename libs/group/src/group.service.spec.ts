@@ -223,6 +223,10 @@ describe('GroupService', () => {
     // A new request by that name goes to the group it names now, and an unknown name is still unknown.
     expect((await service.post('bob', 'p2', 'crew', 'for the second crew')).accepted.conv).toBe(groupConv(second.group.id));
     await expect(service.post('bob', 'p3', 'nobody', 'lost')).rejects.toMatchObject({ code: 'unknown_group' });
+    // With two groups of that name, a retry is still the request it was, not ambiguous_group (it was accepted).
+    await service.rename('ann', 'r2', first.group.id, 'crew');
+    expect(await service.post('bob', 'p1', 'crew', 'for the first crew')).toMatchObject({ duplicate: true, accepted: posted.accepted });
+    await expect(service.post('bob', 'p4', 'crew', 'which one?')).rejects.toMatchObject({ code: 'ambiguous_group' });
   });
 
   it('tells one who was in a deleted group, named by its id, that it was deleted (still unknown_group); anyone else that there is no such group', async () => {
