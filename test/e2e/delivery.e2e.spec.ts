@@ -378,6 +378,31 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     expect(bob.events.filter((e) => e.type === 'receipt').map((e) => e.seq)).toEqual([2]);
   });
 
+  it('a device logging in again with its client id while its old connection is still catching up takes over, and gets the whole backlog once, in order', async () => {
+    const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
+    const alice = await login(aliceName);
+    const n = 300;
+    const replies = await Promise.all(Array.from({ length: n }, (_, i) => alice.request({ op: 'send', to: bobName, text: `backlog ${i}` }, 60_000)));
+    expect(replies.every((r) => r.ok)).toBe(true);
+    let last = n;
+    for (const clean of [false, true]) {
+      // The same device (client id) twice: the second login takes over the first part way through its catch-up.
+      const opts = { clientId: `${bobName}/tablet-${String(clean)}`, clean };
+      const old = await users.login(bobName, undefined, opts);
+      await old.waitForCount(isMessage(), 20, 20_000);
+      const taken = new Promise<void>((resolve) => old.client.once('close', () => resolve()));
+      const again = await users.login(bobName, undefined, opts);
+      await again.waitFor((e) => e.type === 'synced', 30_000);
+      await taken;
+      const got = again.events.filter(isMessage()) as MessageEvent[];
+      expect(got.map((m) => m.seq)).toEqual(Array.from({ length: last }, (_, i) => i + 1));
+      // Live messages reach the new connection too.
+      last = (await okResult<SendResult>(alice.request({ op: 'send', to: bobName, text: `live ${String(clean)}` }))).seq;
+      await again.waitFor(isMessage(`live ${String(clean)}`));
+      await logout(again);
+    }
+  }, 90_000);
+
   it('refuses bad receipts and presence queries without changing anyone\u2019s state', async () => {
     const [aliceName, bobName, malloryName] = [await fresh('alice'), await fresh('bob'), await fresh('mallory')];
     const alice = await login(aliceName);
