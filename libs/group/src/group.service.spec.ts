@@ -229,6 +229,29 @@ describe('GroupService', () => {
     await expect(service.post('bob', 'p4', 'crew', 'which one?')).rejects.toMatchObject({ code: 'ambiguous_group' });
   });
 
+  it('answers a post retried after its group was deleted as the first time: it was posted, to the sender alone again', async () => {
+    const { service } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
+    const posted = await service.post('bob', 'p1', group.id, 'hello');
+    const byName = await service.post('bob', 'p2', 'crew', 'hello again');
+    await service.delete('ann', 'd1', group.id);
+    for (const [id, ref, text, first] of [
+      ['p1', group.id, 'hello', posted],
+      ['p2', 'crew', 'hello again', byName],
+    ] as const) {
+      const retried = await service.post('bob', id, ref, text);
+      expect(retried).toMatchObject({ duplicate: true, accepted: first.accepted, group: { id: group.id, name: 'crew' } });
+      expect(retried.deliverTo).toEqual(['bob']);
+    }
+    // Anything new is still refused, and the retry of a message with another text too.
+    await expect(service.post('bob', 'p3', group.id, 'anyone?')).rejects.toMatchObject({
+      code: 'unknown_group',
+      message: `the group crew (${group.id}) was deleted`,
+    });
+    await expect(service.post('bob', 'p1', group.id, 'other text')).rejects.toMatchObject({ code: 'bad_request' });
+    await expect(service.post('cy', 'p1', group.id, 'hello')).rejects.toMatchObject({ code: 'unknown_group' });
+  });
+
   it('tells one who was in a deleted group, named by its id, that it was deleted (still unknown_group); anyone else that there is no such group', async () => {
     const { service } = setup();
     const { group } = await service.create('ann', 'c1', 'crew', ['bob', 'cy', 'dan']);

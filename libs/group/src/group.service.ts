@@ -484,9 +484,13 @@ export class GroupService {
     return { ...state, pending: null };
   }
 
+  /**
+   * The group for one of its members; with `allowFormer` (the retry of a post), for one who was in it too, the group
+   * deleted since included: the post was made, and its retry is answered so, not `unknown_group`.
+   */
   private async memberView(user: string, id: string, allowFormer = false): Promise<GroupState> {
     const g = await this.load(id);
-    if (!g || g.deleted || (!isMember(g, user) && !(allowFormer && formerSpan(g, user)))) {
+    if (!g || ((g.deleted || !isMember(g, user)) && !(allowFormer && formerSpan(g, user)))) {
       if (g && !g.deleted && formerSpan(g, user)) throw new DomainError('not_member', `you are no longer a member of ${labelFor(g, user).name}`);
       throw g ? goneFor(g, user) : unknownGroup(id);
     }
