@@ -227,6 +227,11 @@ describe('GroupService', () => {
     await service.rename('ann', 'r2', first.group.id, 'crew');
     expect(await service.post('bob', 'p1', 'crew', 'for the first crew')).toMatchObject({ duplicate: true, accepted: posted.accepted });
     await expect(service.post('bob', 'p4', 'crew', 'which one?')).rejects.toMatchObject({ code: 'ambiguous_group' });
+    // A leave retried by its name once another group of that name is the leaver's leaves nothing else.
+    const left = await service.leave('cy', 'l1', 'crew');
+    const third = await service.create('dan', 'c3', 'crew', ['cy']);
+    expect((await service.leave('cy', 'l1', 'crew')).group.id).toBe(left.group.id);
+    expect((await service.info('cy', third.group.id)).members).toContain('cy');
   });
 
   it('answers a post retried after its group was deleted as the first time: it was posted, to the sender alone again', async () => {
