@@ -329,14 +329,28 @@ export class RequestDispatcher {
   private async send(user: string, req: SendRequest, turn: Turn): Promise<SendResult> {
     const target = exactlyOne(req.to, req.group, 'to', 'group');
     if (target.key === 'group') {
-      // A group service in another process cannot call `issued` back: there, the next send waits for this one's answer.
-      const outcome = await this.groups.post(user, req.id, target.value, req.text, turn.issued);
-      if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
-      await turn.previousDelivered;
-      // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
-      this.deliver(turn, outcome.deliverTo, outcome.message);
-      turn.delivered();
-      return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
+      // A group service in another process cannot call `issued` back: there, the next send waits for this one's answer,
+      // and posts of several members through one gateway are handed over as they are answered.
+      const handedPost = deferred();
+      let earlierPost: Promise<void> = DONE;
+      try {
+        const issued = (conv: string) => {
+          // In the order of their appends, which is their seq order, after the posts of every member issued before it
+          // on this gateway, as 1:1 sends are (below): members would otherwise see busy posters' messages overtake.
+          earlierPost = this.afterEarlierInConversation(conv, handedPost.promise);
+          turn.issued();
+        };
+        const outcome = await this.groups.post(user, req.id, target.value, req.text, issued);
+        if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
+        await turn.previousDelivered;
+        await earlierPost;
+        // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
+        this.deliver(turn, outcome.deliverTo, outcome.message);
+        turn.delivered();
+        return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
+      } finally {
+        handedPost.resolve();
+      }
     }
     // The recipient's presence is read while the message is stored, not after: one round trip (or RPC) less per message.
     const recipientState = this.presence.stateOf(target.value);
@@ -383,7 +397,10 @@ export class RequestDispatcher {
     return { ...page, peers };
   }
 
-  /** The last 1:1 send of each conversation issued on this gateway whose message is not handed over (or failed) yet. */
+  /**
+   * The last send of each conversation (1:1, or a group's post made in this process) issued on this gateway whose message
+   * is not handed over (or failed) yet.
+   */
   private readonly conversationTails = new Map<string, Promise<void>>();
 
   /** Queues a send's hand-over in its conversation: resolves once the one issued before it is handed over or failed. */

@@ -212,11 +212,11 @@ export class GroupService {
   }
 
   /**
-   * Posts a text message; durable when this resolves. Throws unknown_group or not_member. `issued` is called once the
-   * append has been handed to the log, which applies appends in call order (see MessagingService.send); a caller in
-   * another process never gets that call.
+   * Posts a text message; durable when this resolves. Throws unknown_group or not_member. `issued` is called, with the
+   * group's conversation, once the append has been handed to the log, which applies appends in call order (see
+   * MessagingService.send); a caller in another process never gets that call.
    */
-  async post(actor: string, requestId: string, ref: string, text: string, issued?: () => void): Promise<PostOutcome> {
+  async post(actor: string, requestId: string, ref: string, text: string, issued?: (conv: string) => void): Promise<PostOutcome> {
     checkText(text, this.limits.maxTextLength);
     const id = await this.resolveChange(actor, requestId, ref);
     const conv = groupConv(id);
@@ -230,7 +230,7 @@ export class GroupService {
     const appended: Promise<AppendResult> = before
       ? Promise.resolve({ entry: before, duplicate: true })
       : this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'text', text }, { writersSince: g.appliedSeq });
-    issued?.();
+    issued?.(conv);
     const { entry, duplicate, writers } = await appended.catch(async (e: unknown) => {
       if (!(e instanceof NotAWriter)) throw e;
       // Refused as one who is out is refused (the group named as it was when they went out); one added back since is told
