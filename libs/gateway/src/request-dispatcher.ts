@@ -2,7 +2,7 @@ import { Logger } from '@nestjs/common';
 import type { Client } from 'aedes';
 import type { AccountsService } from '#libs/accounts';
 import { withDeadline, type Metrics } from '#libs/health';
-import type { GroupApi, GroupOutcome } from '#libs/group';
+import type { GroupApi, GroupOutcome, Issued } from '#libs/group';
 import type { MessagingService, SendOutcome } from '#libs/messaging';
 import type { PresenceApi } from '#libs/presence';
 import type { ReceiptsApi } from '#libs/receipts';
@@ -281,20 +281,19 @@ export class RequestDispatcher {
         return ok(req, 'receipt', outcome.result);
       }
       case 'group.create':
-        return ok(req, req.op, await this.groupChange(turn, this.groups.create(user, req.id, req.name, req.members)));
+        return ok(req, req.op, await this.groupChange(turn, (issued) => this.groups.create(user, req.id, req.name, req.members, issued)));
       case 'group.rename':
-        return ok(req, req.op, await this.groupChange(turn, this.groups.rename(user, req.id, req.group, req.name)));
+        return ok(req, req.op, await this.groupChange(turn, (issued) => this.groups.rename(user, req.id, req.group, req.name, issued)));
       case 'group.add':
-        return ok(req, req.op, await this.groupChange(turn, this.groups.add(user, req.id, req.group, req.members)));
+        return ok(req, req.op, await this.groupChange(turn, (issued) => this.groups.add(user, req.id, req.group, req.members, issued)));
       case 'group.remove':
-        return ok(req, req.op, await this.groupChange(turn, this.groups.remove(user, req.id, req.group, req.members)));
+        return ok(req, req.op, await this.groupChange(turn, (issued) => this.groups.remove(user, req.id, req.group, req.members, issued)));
       case 'group.owner':
-        return ok(req, req.op, await this.groupChange(turn, this.groups.handOver(user, req.id, req.group, req.user)));
+        return ok(req, req.op, await this.groupChange(turn, (issued) => this.groups.handOver(user, req.id, req.group, req.user, issued)));
       case 'group.leave':
       case 'group.delete': {
-        const outcome = await this.groupOutcome(
-          turn,
-          req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group) : this.groups.delete(user, req.id, req.group),
+        const outcome = await this.groupOutcome(turn, (issued) =>
+          req.op === 'group.leave' ? this.groups.leave(user, req.id, req.group, issued) : this.groups.delete(user, req.id, req.group, issued),
         );
         const info = outcome.group;
         // A leave by the last member deletes the group, and one by the owner hands it on: the answer says so.
@@ -335,8 +334,8 @@ export class RequestDispatcher {
       let earlierPost: Promise<void> = DONE;
       try {
         const issued = (conv: string) => {
-          // In the order of their appends, which is their seq order, after the posts of every member issued before it
-          // on this gateway, as 1:1 sends are (below): members would otherwise see busy posters' messages overtake.
+          // In the order of their appends, which is their seq order, after the posts and changes of every member issued
+          // before it on this gateway, as 1:1 sends are (below): members would otherwise see busy posters' messages overtake.
           earlierPost = this.afterEarlierInConversation(conv, handedPost.promise);
           turn.issued();
         };
@@ -398,8 +397,8 @@ export class RequestDispatcher {
   }
 
   /**
-   * The last send of each conversation (1:1, or a group's post made in this process) issued on this gateway whose message
-   * is not handed over (or failed) yet.
+   * The last send of each conversation (1:1, or a group's post or change made in this process) issued on this gateway
+   * whose message or event is not handed over (or failed) yet.
    */
   private readonly conversationTails = new Map<string, Promise<void>>();
 
@@ -414,15 +413,27 @@ export class RequestDispatcher {
   }
 
   /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
-  private async groupChange(note: RelayNote, pending: Promise<GroupOutcome>): Promise<GroupInfo> {
-    return (await this.groupOutcome(note, pending)).group;
+  private async groupChange(note: RelayNote, make: (issued: Issued) => Promise<GroupOutcome>): Promise<GroupInfo> {
+    return (await this.groupOutcome(note, make)).group;
   }
 
-  /** Delivers a group change to everyone it concerns; resolves with the whole outcome. */
-  private async groupOutcome(note: RelayNote, pending: Promise<GroupOutcome>): Promise<GroupOutcome> {
-    const outcome = await pending;
-    if (outcome.event) this.deliver(note, outcome.deliverTo, outcome.event);
-    return outcome;
+  /**
+   * Delivers a group change to everyone it concerns; resolves with the whole outcome. A change made in this process is
+   * handed over in its conversation's order, after the posts and changes issued before it on this gateway, as a post is.
+   */
+  private async groupOutcome(note: RelayNote, make: (issued: Issued) => Promise<GroupOutcome>): Promise<GroupOutcome> {
+    const handed = deferred();
+    let earlier: Promise<void> = DONE;
+    try {
+      const outcome = await make((conv) => {
+        earlier = this.afterEarlierInConversation(conv, handed.promise);
+      });
+      await earlier;
+      if (outcome.event) this.deliver(note, outcome.deliverTo, outcome.event);
+      return outcome;
+    } finally {
+      handed.resolve();
+    }
   }
 
   /**

@@ -57,6 +57,13 @@ export interface GroupLimits {
   maxTextLength: number;
 }
 
+/**
+ * Called, with the group's conversation, once a request's entry has been handed to the log, which applies appends in
+ * call order (see MessagingService.send): a caller may hand what it delivers over in that order. A caller in another
+ * process never gets that call.
+ */
+export type Issued = (conv: string) => void;
+
 /** What a change produced: the group after it, and the event to deliver to `deliverTo` (null when nothing changed). */
 export interface GroupOutcome {
   group: GroupInfo;
@@ -123,28 +130,28 @@ export class GroupService {
     private readonly now: () => number = Date.now,
   ) {}
 
-  async create(actor: string, requestId: string, name: string, members: string[] = []): Promise<GroupOutcome> {
+  async create(actor: string, requestId: string, name: string, members: string[] = [], issued?: Issued): Promise<GroupOutcome> {
     const cleanName = this.validName(name);
     const others = [...new Set(members)].filter((m) => m !== actor);
     if (others.length + 1 > this.limits.maxMembers) throw tooLarge(this.limits.maxMembers);
     await this.mustExist(others);
     const id = newGroupId(actor, requestId);
-    return this.change(id, actor, requestId, 'create', () => ({ kind: 'created', name: cleanName, owner: actor, members: others }));
+    return this.change(id, actor, requestId, 'create', issued, () => ({ kind: 'created', name: cleanName, owner: actor, members: others }));
   }
 
-  async rename(actor: string, requestId: string, ref: string, name: string): Promise<GroupOutcome> {
+  async rename(actor: string, requestId: string, ref: string, name: string, issued?: Issued): Promise<GroupOutcome> {
     const cleanName = this.validName(name);
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, 'rename', (g) => {
+    return this.change(id, actor, requestId, 'rename', issued, (g) => {
       this.mustOwn(g, actor);
       return g.name === cleanName ? null : { kind: 'renamed', oldName: g.name, name: cleanName };
     });
   }
 
-  async add(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
+  async add(actor: string, requestId: string, ref: string, users: string[], issued?: Issued): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
     await this.mustExist(users);
-    return this.change(id, actor, requestId, 'add', (g) => {
+    return this.change(id, actor, requestId, 'add', issued, (g) => {
       this.mustOwn(g, actor);
       const added = [...new Set(users)].filter((u) => !isMember(g, u));
       if (added.length === 0) return null;
@@ -153,9 +160,9 @@ export class GroupService {
     });
   }
 
-  async remove(actor: string, requestId: string, ref: string, users: string[]): Promise<GroupOutcome> {
+  async remove(actor: string, requestId: string, ref: string, users: string[], issued?: Issued): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, 'remove', (g) => {
+    return this.change(id, actor, requestId, 'remove', issued, (g) => {
       this.mustOwn(g, actor);
       if (users.includes(actor))
         throw new DomainError(
@@ -168,9 +175,9 @@ export class GroupService {
     });
   }
 
-  async leave(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
+  async leave(actor: string, requestId: string, ref: string, issued?: Issued): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, 'leave', (g) => {
+    return this.change(id, actor, requestId, 'leave', issued, (g) => {
       const others = g.members.filter((m) => m.user !== actor);
       if (others.length === 0) return { kind: 'deleted', lastMemberLeft: true };
       if (g.owner !== actor) return { kind: 'member_left', user: actor };
@@ -178,18 +185,18 @@ export class GroupService {
     });
   }
 
-  async handOver(actor: string, requestId: string, ref: string, user: string): Promise<GroupOutcome> {
+  async handOver(actor: string, requestId: string, ref: string, user: string, issued?: Issued): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, 'owner', (g) => {
+    return this.change(id, actor, requestId, 'owner', issued, (g) => {
       this.mustOwn(g, actor);
       if (!isMember(g, user)) throw new DomainError('not_member', `${user} is not a member of ${g.name}`);
       return user === actor ? null : { kind: 'owner_changed', owner: user, previous: actor };
     });
   }
 
-  async delete(actor: string, requestId: string, ref: string): Promise<GroupOutcome> {
+  async delete(actor: string, requestId: string, ref: string, issued?: Issued): Promise<GroupOutcome> {
     const id = await this.resolveChange(actor, requestId, ref);
-    return this.change(id, actor, requestId, 'delete', (g) => {
+    return this.change(id, actor, requestId, 'delete', issued, (g) => {
       this.mustOwn(g, actor);
       return { kind: 'deleted' };
     });
@@ -216,7 +223,7 @@ export class GroupService {
    * group's conversation, once the append has been handed to the log, which applies appends in call order (see
    * MessagingService.send); a caller in another process never gets that call.
    */
-  async post(actor: string, requestId: string, ref: string, text: string, issued?: (conv: string) => void): Promise<PostOutcome> {
+  async post(actor: string, requestId: string, ref: string, text: string, issued?: Issued): Promise<PostOutcome> {
     checkText(text, this.limits.maxTextLength);
     const id = await this.resolveChange(actor, requestId, ref);
     const conv = groupConv(id);
@@ -368,7 +375,14 @@ export class GroupService {
    * is now, as a change's retry does, and is not made now (a rename back to
    * that name since renamed); another request with its id is refused.
    */
-  private change(id: string, actor: string, requestId: string, op: GroupRequestKind, decide: (g: GroupState) => GroupChange | null): Promise<GroupOutcome> {
+  private change(
+    id: string,
+    actor: string,
+    requestId: string,
+    op: GroupRequestKind,
+    issued: Issued | undefined,
+    decide: (g: GroupState) => GroupChange | null,
+  ): Promise<GroupOutcome> {
     return this.locks.withLock(id, async () => {
       const conv = groupConv(id);
       const done = await this.log.findById(conv, actor, requestId);
@@ -403,7 +417,9 @@ export class GroupService {
       await this.groups.save({ ...g, pending: requestId });
       // The log keeps the members as of each change, for the check of each post (see post).
       const writers = applyChange(g, change, g.appliedSeq + 1, 0).members.map((m) => m.user);
-      const { entry } = await this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'event', event: change }, { writers });
+      const appended = this.log.append(conv, { from: actor, id: requestId, ts: this.now(), kind: 'event', event: change }, { writers });
+      issued?.(conv);
+      const { entry } = await appended;
       const before = g;
       const after = { ...applyChange(g, change, entry.seq, entry.ts), pending: null };
       await this.groups.save(after);
