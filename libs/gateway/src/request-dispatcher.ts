@@ -348,7 +348,9 @@ export class RequestDispatcher {
         turn.delivered();
         return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
       } finally {
-        handedPost.resolve();
+        // Once this one is handed over, or has failed, and the one before it has been handed over: a post refused after
+        // its append was issued (its sender taken out of the group meanwhile) must not let the next overtake that one.
+        void earlierPost.then(handedPost.resolve);
       }
     }
     // The recipient's presence is read while the message is stored, not after: one round trip (or RPC) less per message.
@@ -373,7 +375,8 @@ export class RequestDispatcher {
       // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
       this.deliver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
     } finally {
-      handed.resolve();
+      // After the one before it, even when this one failed (see the group post above).
+      void earlier.then(handed.resolve);
     }
     // The next send's delivery need not wait for this one's answer: with presence slow to answer, pipelined sends would
     // otherwise wait for one another's presence reads in turn, up to RECIPIENT_PRESENCE_WAIT_MS each.
@@ -432,7 +435,8 @@ export class RequestDispatcher {
       if (outcome.event) this.deliver(note, outcome.deliverTo, outcome.event);
       return outcome;
     } finally {
-      handed.resolve();
+      // After the one before it, even when this change failed (see `send`).
+      void earlier.then(handed.resolve);
     }
   }
 
