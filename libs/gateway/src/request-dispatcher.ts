@@ -330,27 +330,25 @@ export class RequestDispatcher {
     if (target.key === 'group') {
       // A group service in another process cannot call `issued` back: there, the next send waits for this one's answer,
       // and posts of several members through one gateway are handed over as they are answered.
-      const handedPost = deferred();
-      let earlierPost: Promise<void> = DONE;
+      const place = new HandOverPlace(this.conversationTails);
       try {
-        const issued = (conv: string) => {
+        const outcome = await this.groups.post(user, req.id, target.value, req.text, (conv) => {
           // In the order of their appends, which is their seq order, after the posts and changes of every member issued
           // before it on this gateway, as 1:1 sends are (below): members would otherwise see busy posters' messages overtake.
-          earlierPost = this.afterEarlierInConversation(conv, handedPost.promise);
+          place.take(conv);
           turn.issued();
-        };
-        const outcome = await this.groups.post(user, req.id, target.value, req.text, issued);
+        });
         if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
         await turn.previousDelivered;
-        await earlierPost;
+        await place.earlier;
         // A retry is delivered again: its first delivery may have been lost with its first answer, and clients drop a seq they have shown.
         this.deliver(turn, outcome.deliverTo, outcome.message);
         turn.delivered();
         return { status: 'accepted', ...outcome.accepted, group: outcome.group, recipients: outcome.deliverTo.filter((m) => m !== user).length };
       } finally {
-        // Once this one is handed over, or has failed, and the one before it has been handed over: a post refused after
-        // its append was issued (its sender taken out of the group meanwhile) must not let the next overtake that one.
-        void earlierPost.then(handedPost.resolve);
+        // Even when this one failed: a post refused after its append was issued (its sender taken out of the group
+        // meanwhile) must not let the next overtake the one before it.
+        place.release();
       }
     }
     // The recipient's presence is read while the message is stored, not after: one round trip (or RPC) less per message.
@@ -360,23 +358,20 @@ export class RequestDispatcher {
     // both members on this gateway issued before it: two people sending bursts to each other at once would otherwise see
     // one another's messages overtake their own, as each connection's deliveries follow only its own.
     const conv = directConversationId(user, target.value);
-    const handed = deferred();
-    let earlier: Promise<void> = DONE;
+    const place = new HandOverPlace(this.conversationTails);
     let outcome: SendOutcome;
     try {
-      const issued = () => {
-        earlier = this.afterEarlierInConversation(conv, handed.promise);
+      outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text }, () => {
+        place.take(conv);
         turn.issued();
-      };
-      outcome = await this.messaging.send({ from: user, id: req.id, to: target.value, text: req.text }, issued);
+      });
       if (!outcome.duplicate) this.metrics.messagesAccepted.inc();
       await turn.previousDelivered;
-      await earlier;
+      await place.earlier;
       // Every device of both members sees the message, the recipient first; a retry is delivered again (see above).
       this.deliver(turn, target.value === user ? [user] : [target.value, user], outcome.message);
     } finally {
-      // After the one before it, even when this one failed (see the group post above).
-      void earlier.then(handed.resolve);
+      place.release();
     }
     // The next send's delivery need not wait for this one's answer: with presence slow to answer, pipelined sends would
     // otherwise wait for one another's presence reads in turn, up to RECIPIENT_PRESENCE_WAIT_MS each.
@@ -401,19 +396,9 @@ export class RequestDispatcher {
 
   /**
    * The last send of each conversation (1:1, or a group's post or change made in this process) issued on this gateway
-   * whose message or event is not handed over (or failed) yet.
+   * whose message or event is not handed over (or failed) yet (see HandOverPlace).
    */
   private readonly conversationTails = new Map<string, Promise<void>>();
-
-  /** Queues a send's hand-over in its conversation: resolves once the one issued before it is handed over or failed. */
-  private afterEarlierInConversation(conv: string, handed: Promise<void>): Promise<void> {
-    const earlier = this.conversationTails.get(conv) ?? DONE;
-    this.conversationTails.set(conv, handed);
-    void handed.then(() => {
-      if (this.conversationTails.get(conv) === handed) this.conversationTails.delete(conv);
-    });
-    return earlier;
-  }
 
   /** Delivers a group change to everyone it concerns, and answers with the group as it is now. */
   private async groupChange(note: RelayNote, make: (issued: Issued) => Promise<GroupOutcome>): Promise<GroupInfo> {
@@ -425,18 +410,14 @@ export class RequestDispatcher {
    * handed over in its conversation's order, after the posts and changes issued before it on this gateway, as a post is.
    */
   private async groupOutcome(note: RelayNote, make: (issued: Issued) => Promise<GroupOutcome>): Promise<GroupOutcome> {
-    const handed = deferred();
-    let earlier: Promise<void> = DONE;
+    const place = new HandOverPlace(this.conversationTails);
     try {
-      const outcome = await make((conv) => {
-        earlier = this.afterEarlierInConversation(conv, handed.promise);
-      });
-      await earlier;
+      const outcome = await make((conv) => place.take(conv));
+      await place.earlier;
       if (outcome.event) this.deliver(note, outcome.deliverTo, outcome.event);
       return outcome;
     } finally {
-      // After the one before it, even when this change failed (see `send`).
-      void earlier.then(handed.resolve);
+      place.release();
     }
   }
 
@@ -462,6 +443,32 @@ export class RequestDispatcher {
     const fields = this.failureLog.logFields(`${op}\0${error}`);
     if (fields) this.logger.error({ event: 'request_failed', op, error, ...fields });
     return serverFailure();
+  }
+}
+
+/**
+ * One send's place in its conversation's queue of hand-overs on this gateway (a 1:1 send, or a group's post or change
+ * made in this process), taken when its append is issued, which is seq order. `earlier` settles once the places taken
+ * before it are released. `release` lets the next one go once this one is handed over or has failed, but never before
+ * `earlier`: a send that failed must not let the one after it overtake the one before it.
+ */
+class HandOverPlace {
+  private readonly handed = deferred();
+  earlier: Promise<void> = DONE;
+
+  constructor(private readonly tails: Map<string, Promise<void>>) {}
+
+  take(conv: string): void {
+    const handed = this.handed.promise;
+    this.earlier = this.tails.get(conv) ?? DONE;
+    this.tails.set(conv, handed);
+    void handed.then(() => {
+      if (this.tails.get(conv) === handed) this.tails.delete(conv);
+    });
+  }
+
+  release(): void {
+    void this.earlier.then(this.handed.resolve);
   }
 }
 
