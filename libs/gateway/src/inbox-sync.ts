@@ -110,8 +110,9 @@ export class InboxSync {
         const retryInMs = Math.min(SYNC_RETRY_FIRST_MS * 2 ** state.failures, SYNC_RETRY_MAX_MS);
         state.failures += 1;
         this.logger.warn({ event: 'sync_failed', user, error: String(e), retryInMs });
-        // The client is told, each time, so that a person is not left wondering where their missed messages are.
-        if (this.subscribed(client, user)) writeTo(client, topics.inbox(user), { type: 'sync_delayed', error: delayReason(e), retryInMs });
+        // The client is told, each time, so that a person is not left wondering where their missed messages are (a
+        // connection no longer subscribed to its inbox is written nothing).
+        writeTo(client, topics.inbox(user), { type: 'sync_delayed', error: delayReason(e), retryInMs });
         setTimeout(() => {
           state.busy = false;
           if (!client.closed && this.subscribed(client, user)) this.run(client, user, state);
