@@ -521,9 +521,7 @@ export class GroupService {
   async resolve(user: string, ref: string): Promise<string> {
     const ids = await this.groupIdsOf(user);
     if (ids.includes(ref)) return ref;
-    const states: (GroupState | undefined)[] = [];
-    for (const id of ids) states.push(await this.load(id));
-    return byName(user, ref, ids, states);
+    return byName(user, ref, ids, await Promise.all(ids.map((id) => this.load(id))));
   }
 
   /**
@@ -538,7 +536,7 @@ export class GroupService {
   private async resolveChange(actor: string, requestId: string, ref: string): Promise<string> {
     const ids = await this.groupIdsOf(actor);
     if (ids.includes(ref)) return ref;
-    // Looked up together: on Redis, one round trip for them all rather than one per group.
+    // Looked up together (as `resolve` loads the groups): on Redis, one round trip for them all rather than one per group.
     const made = await Promise.all(ids.map((id) => this.log.findById(groupConv(id), actor, requestId)));
     const madeIn = made.findIndex((entry) => entry !== undefined);
     if (madeIn >= 0) return ids[madeIn]!;
