@@ -27,7 +27,7 @@ export class LogThrottle {
         w.admitted++;
         return { leftOut: 0 };
       }
-      if (w.left++ === 0 && this.leftOutAtEnd) setTimeout(tellLeftOut, w.until - now, this, kind, w).unref();
+      if (w.left++ === 0 && this.leftOutAtEnd) setTimeout(LogThrottle.endWindow, w.until - now, this, kind, w).unref();
       return null;
     }
     // Windows that have ended are dropped as they are found: a kind seen once does not stay.
@@ -39,10 +39,13 @@ export class LogThrottle {
     return { leftOut: w?.left ?? 0 };
   }
 
-  /** A window's end: what it left out is told, unless the next of its kind has told it already (it replaced the window). */
-  endWindow(kind: string, w: Window): void {
-    if (this.windows.get(kind) !== w || w.left === 0) return;
-    this.leftOutAtEnd?.(kind, w.left);
+  /**
+   * A window's end: what it left out is told, unless the next of its kind has told it already (it replaced the window).
+   * One function for every window's timer, not a closure per window.
+   */
+  private static endWindow(this: void, throttle: LogThrottle, kind: string, w: Window): void {
+    if (throttle.windows.get(kind) !== w || w.left === 0) return;
+    throttle.leftOutAtEnd?.(kind, w.left);
     w.left = 0;
   }
 
@@ -58,9 +61,4 @@ interface Window {
   until: number;
   admitted: number;
   left: number;
-}
-
-/** One function for every window's timer, not a closure per window. */
-function tellLeftOut(throttle: LogThrottle, kind: string, w: Window): void {
-  throttle.endWindow(kind, w);
 }
