@@ -16,8 +16,10 @@ export const fileCommands = {
         ctx.printer.emit(offeredText(sent), offeredRecord(sent));
         // On stderr for a person (stdout is the offer's line), as a line of its own for a script.
         const away = await offlineReceiver(client, sent.offer);
-        if (away) ctx.printer.emit(null, away.record);
-        if (away) ctx.printer.note(away.text);
+        if (away) {
+          ctx.printer.emit(null, away.record);
+          ctx.printer.note(away.text);
+        }
       },
       { reconnect: true },
     );
