@@ -27,8 +27,9 @@ import { canPrompt, promptPassword } from './password-prompt.js';
 import { checkDevice, checkLoginName, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
 /**
- * Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither, but for file
- * transfers, which reconnect after a drop (`reconnect`) so that a server's restart does not end them.
+ * Interactive commands keep trying to reconnect and make their user online; one-shot commands do neither (they connect
+ * again a few times after a drop, to get the answer they wait for), but for file transfers, which reconnect after a drop
+ * (`reconnect`) so that a server's restart does not end them.
  */
 export interface LoginOptions {
   keepTrying?: boolean;

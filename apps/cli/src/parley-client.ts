@@ -28,13 +28,17 @@ export class RequestTimeout extends Error {
   }
 }
 
-/** What a request of a client that does not reconnect learns when the connection closes before its answer comes. */
-function closedBeforeAnswer(sent: boolean): RequestTimeout {
+/**
+ * What a request of a one-shot client learns when its connection closed before the answer came and connecting again
+ * failed (see `rejoin`): `published`, how many times it went out (0: never).
+ */
+function closedBeforeAnswer(published: number): RequestTimeout {
+  if (published === 0) return new RequestTimeout(false, 'not sent: the connection to the server closed, and connecting again failed');
   return new RequestTimeout(
-    sent,
-    sent
-      ? 'the server closed the connection before it answered (as it does on a request larger than it takes): it may or may not have been done'
-      : 'not sent: the connection to the server closed',
+    true,
+    published > 1
+      ? `the server closed the connection before it answered, each of the ${published} times it was sent (as it does on a request larger than it takes): it may or may not have been done`
+      : 'the connection to the server closed before it answered, and connecting again failed: it may or may not have been done',
   );
 }
 
@@ -53,7 +57,8 @@ export interface ConnectOptions {
   password?: string;
   /**
    * Reconnect after a dropped connection, and keep trying a first login refused with "try again" (interactive
-   * commands); one-shot commands fail instead, the latter once `timeoutMs` is over.
+   * commands); one-shot commands connect again only a few times after a drop, and give up such a login once `timeoutMs`
+   * is over.
    */
   keepTrying?: boolean;
   /**
@@ -85,6 +90,11 @@ export interface ConnectOptions {
 /** Answers that ask for the same request again, later; and the pauses before each retry. */
 const RETRIED: ReadonlySet<string> = new Set(['rate_limited', 'unavailable']);
 const RETRY_PAUSES_MS = [500, 1000, 2000, 4000];
+/**
+ * A one-shot client's pauses before each attempt to connect again after its connection dropped (see `rejoin`): a few,
+ * short, within its request's time; one that fails them all fails what waits.
+ */
+const REJOIN_PAUSES_MS = [250, 500, 1000, 2000];
 
 const CONNACK_REASONS: Record<number, string> = {
   1: 'the server does not speak this MQTT version',
@@ -115,10 +125,10 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
   private early: ServerEvent[] | undefined = [];
   private replaying = false;
-  /** Requests waiting for their reply; `sent` once published (on any connection). */
+  /** Requests waiting for their reply; `published`: how many times it went out (on any connection). */
   private readonly pending = new Map<
     string,
-    { op: RequestOp; body: string; sent: boolean; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+    { op: RequestOp; body: string; published: number; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
   >();
   /**
    * The inbox subscription is in place on the current connection, so a reply can reach us: requests are published only
@@ -128,8 +138,11 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Why the connection ended for good (not by `close`); from then on every request fails at once with it. */
   private endedWith: ConnectError | undefined;
   private closing = false;
-  /** The connection closed, and this client does not reconnect (a one-shot command's). */
+  /** The connection closed, and this client (a one-shot command's) could not connect again: see `rejoin`. */
   private gone = false;
+  /** A one-shot client's attempts to connect again so far (see `rejoin`), and the pause before the next one. */
+  private rejoins = 0;
+  private rejoinTimer: NodeJS.Timeout | undefined;
   private readonly onEnded: (e: ConnectError) => void;
   /**
    * Resolves with the reason once the connection has ended for good, and will not be tried again: a refusal that
@@ -177,9 +190,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     mqtt.on('offline', () => this.emit('offline'));
     mqtt.on('close', () => {
       this.ready = false;
-      // A one-shot command does not reconnect (see connect): what waits for an answer will get none, so it is told now
-      // rather than at its timeout, 10 s on.
-      if (!mqtt.options.reconnectPeriod) this.lost();
+      // MQTT.js does not reconnect a one-shot command's connection (see connect): it does so itself, a few times.
+      if (!mqtt.options.reconnectPeriod) this.rejoin();
     });
     mqtt.on('connect', () => {
       this.emit('online');
@@ -215,21 +227,39 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     this.onEnded(reason);
   }
 
-  /** The connection of a client that does not reconnect closed: every request waiting fails at once, and so does every later one. */
+  /**
+   * The connection of a one-shot client closed (a server restarting, a network cut, or its limits: a request larger than
+   * it takes): it connects again, after a short pause, and `resume` publishes again what waits for an answer, with the
+   * same ids, so that a request carried out before the drop is answered as it was, not done twice. A few tries
+   * (REJOIN_PAUSES_MS, within a request's time: its timer runs on meanwhile); then what waits fails at once, and so does
+   * every later request, rather than at its timeout.
+   */
+  private rejoin(): void {
+    if (this.closing || this.endedWith || this.gone || this.rejoinTimer) return;
+    const pause = REJOIN_PAUSES_MS[this.rejoins++];
+    if (pause === undefined) return this.lost();
+    this.rejoinTimer = setTimeout(() => {
+      this.rejoinTimer = undefined;
+      if (this.closing || this.endedWith) return;
+      this.mqtt.reconnect();
+    }, pause);
+  }
+
+  /** A one-shot client could not connect again: every request waiting fails at once, and so does every later one. */
   private lost(): void {
     if (this.closing || this.endedWith || this.gone) return;
     this.gone = true;
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       this.pending.delete(id);
-      p.reject(closedBeforeAnswer(p.sent));
+      p.reject(closedBeforeAnswer(p.published));
     }
   }
 
   private publish(id: string): void {
     const p = this.pending.get(id);
     if (!p) return;
-    p.sent = true;
+    p.published++;
     // A publish cut short by a drop is sent again by `resume` on the next connection, until the request times out; then
     // never again. (At QoS 1, MQTT.js would keep it, unacknowledged, and send it again on its own after a reconnect:
     // `chat` said a message failed, and it arrived later.)
@@ -364,9 +394,9 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string): Promise<ResultOf[Op]> {
     return new Promise((resolve, reject) => {
       if (this.endedWith) return reject(this.endedWith);
-      if (this.gone) return reject(closedBeforeAnswer(false));
+      if (this.gone) return reject(closedBeforeAnswer(0));
       const timer = setTimeout(() => {
-        const sent = this.pending.get(id)?.sent ?? false;
+        const sent = (this.pending.get(id)?.published ?? 0) > 0;
         this.pending.delete(id);
         const secs = Math.round(this.timeoutMs / 1000);
         reject(
@@ -376,7 +406,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
           ),
         );
       }, this.timeoutMs);
-      this.pending.set(id, { op, body: JSON.stringify({ op, id, ...fields }), sent: false, resolve: resolve as (r: unknown) => void, reject, timer });
+      this.pending.set(id, { op, body: JSON.stringify({ op, id, ...fields }), published: 0, resolve: resolve as (r: unknown) => void, reject, timer });
       if (this.ready && this.mqtt.connected) this.publish(id);
     });
   }
@@ -395,6 +425,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
 
   async close(): Promise<void> {
     this.closing = true;
+    clearTimeout(this.rejoinTimer);
     for (const p of this.pending.values()) clearTimeout(p.timer);
     await new Promise<void>((resolve) => {
       const timer = setTimeout(() => {
