@@ -22,7 +22,7 @@ import {
   reportConnection,
   statusFields,
 } from './output.js';
-import { ParleyClient } from './parley-client.js';
+import { ParleyClient, RequestError, RequestTimeout } from './parley-client.js';
 import { canPrompt, promptPassword } from './password-prompt.js';
 import { checkDevice, checkLoginName, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
@@ -137,11 +137,37 @@ export async function register(ctx: CommandContext): Promise<void> {
   }
 }
 
-export async function send(ctx: CommandContext, user: string | undefined, text: string, opts: { group?: string }): Promise<void> {
+/**
+ * A send whose outcome is unknown (sent, and no answer came), or which the server could not complete (`unavailable`):
+ * it names the message's id, which makes running the command again safe.
+ */
+export class SendUnsettled extends Error {
+  override readonly name = 'SendUnsettled';
+  constructor(
+    /** `failed`, or the server's code. */
+    readonly code: string,
+    message: string,
+    readonly id: string,
+  ) {
+    super(message);
+  }
+}
+
+/** `e` as a SendUnsettled when a send that ended with it may have been done, or may be completed by a retry; else `e`. */
+function unsettled(e: unknown, id: string): unknown {
+  const code = e instanceof RequestTimeout && e.sent ? 'failed' : e instanceof RequestError && e.code === 'unavailable' ? e.code : null;
+  if (code === null) return e;
+  return new SendUnsettled(code, `${(e as Error).message}; running the same command again with --id ${id} is safe: the message is stored once`, id);
+}
+
+export async function send(ctx: CommandContext, user: string | undefined, text: string, opts: { group?: string; id?: string }): Promise<void> {
   const to = target(user, opts.group);
   await withClient(ctx, async (client) => {
-    const id = randomUUID();
-    const r = await client.request('send', { ...to, text }, id);
+    // A message's id: sent again with it (a retry, or `--id` after an unknown outcome), it is stored once.
+    const id = opts.id ?? randomUUID();
+    const r = await client.request('send', { ...to, text }, id).catch((e: unknown) => {
+      throw unsettled(e, id);
+    });
     const where = 'group' in to ? { group: r.group } : { to: to.to };
     const human = r.group
       ? `accepted (seq ${r.seq}, to ${r.recipients ?? 0} member${r.recipients === 1 ? '' : 's'} of ${displayLabel(r.group.name)})`

@@ -1,9 +1,9 @@
 import { existsSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, CommanderError } from 'commander';
-import { MAX_HISTORY_LIMIT, OfferId } from '#libs/protocol';
+import { MAX_HISTORY_LIMIT, OfferId, RequestId } from '#libs/protocol';
 import * as commands from './commands.js';
-import { groupCommands } from './commands.js';
+import { groupCommands, SendUnsettled } from './commands.js';
 import { fileCommands } from './file-commands.js';
 import { TransferError } from './file-transfer.js';
 import { ConnectError, RequestError } from './parley-client.js';
@@ -90,6 +90,9 @@ function report(printer: Printer, e: unknown): void {
   if (e instanceof RequestError) {
     printer.error(e.code, e.message);
     process.exitCode = 1;
+  } else if (e instanceof SendUnsettled) {
+    printer.error(e.code, e.message, { id: e.id });
+    process.exitCode = 1;
   } else if (e instanceof UsageError) {
     printer.error('usage', e.message);
     process.exitCode = 2;
@@ -134,6 +137,12 @@ function offerId(id: string): string {
   return id;
 }
 
+/** A message id as typed (`send --id`): one the server would refuse is a usage mistake, said before connecting. */
+function messageId(id: string | undefined): string | undefined {
+  if (id !== undefined && !RequestId.safeParse(id).success) throw new UsageError(`--id must be 1–64 characters of A-Z a-z 0-9 _ . : - (got "${id}")`);
+  return id;
+}
+
 /** User names are lower case: `Bob` and `BOB` can only mean `bob`. */
 function userName<T extends string | undefined>(name: T): T {
   return name?.toLowerCase() as T;
@@ -161,6 +170,7 @@ program
   .argument('[user]', 'recipient (or, with --group, the text)')
   .argument('[text]', 'the message; - reads it from stdin (all of it, one message)')
   .option('--group <name>', 'send to a group (its name or id) instead of a user')
+  .option('--id <id>', "the message's id (default: a new one); sent again with the same id, a message is stored once")
   .usage('USER "text" | --group NAME "text" | USER - < file')
   .addHelpText(
     'after',
@@ -169,15 +179,17 @@ program
       'parley send --group "lunch crew" "on my way"',
       'uptime | parley send bob -',
       'parley send bob -- "-1 is the text"',
+      'parley send bob "lunch at noon?" --id lunch-2024-06-01',
     ),
   )
   .action(
-    run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string }) => {
+    run(async (ctx, a: string | undefined, b: string | undefined, opts: { group?: string; id?: string }) => {
       const [user, text] = userOrGroup(a, b, opts, 'the text', 'usage: parley send USER "text"');
-      if (text !== '-') return commands.send(ctx, userName(user), text, opts);
+      const sendOpts = { group: opts.group, id: messageId(opts.id) };
+      if (text !== '-') return commands.send(ctx, userName(user), text, sendOpts);
       // Both typed at the terminal: the password first, as the message ends stdin.
       await ctx.askPassword();
-      return commands.send(ctx, userName(user), await textFromStdin(ctx.printer), opts);
+      return commands.send(ctx, userName(user), await textFromStdin(ctx.printer), sendOpts);
     }),
   );
 program

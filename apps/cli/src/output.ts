@@ -322,8 +322,9 @@ export class Printer {
     else if (human !== null) this.out(human);
   }
 
-  error(code: string, message: string): void {
-    if (this.json) this.out(JSON.stringify({ type: 'error', code, message }));
+  /** `fields`: more for a script (a send's `id`), after `code` and `message`; a person reads them in the message. */
+  error(code: string, message: string, fields: Record<string, unknown> = {}): void {
+    if (this.json) this.out(JSON.stringify({ type: 'error', code, message, ...fields }));
     // A message that names its kind already ("usage: parley send USER text") is not prefixed twice.
     else this.err(`error: ${code === 'failed' || message.startsWith(`${code}: `) ? '' : `${code}: `}${message}`);
   }

@@ -1,0 +1,83 @@
+import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { packet, splitPackets } from './raw-mqtt.js';
+
+/**
+ * A TCP proxy in front of an MQTT server that loses the answer to a request: on the next `cuts` connections that
+ * publish (a request), it passes the request on, and cuts the connection as the server's first PUBLISH after it (the
+ * answer, the request carried out) arrives, without passing that on. With `refusing` set, it turns every new
+ * connection away (closes it at once): a server that does not come back in time. Other connections are passed through.
+ */
+export interface AnswerCuttingProxy {
+  /** mqtt://127.0.0.1:PORT */
+  url: string;
+  /** How many more connections to cut before an answer. */
+  cuts: number;
+  /** How many answers were lost so far. */
+  cut: number;
+  refusing: boolean;
+  /** Called as an answer is lost (after `cut` has grown): the test may change the proxy before anything else arrives. */
+  onCut: () => void;
+  close(): Promise<void>;
+}
+
+/** MQTT packet types (MQTT 3.1.1, 2.2.1): the one the proxy looks for, and the one a server sends with flags (2.2.2). */
+const PUBLISH = 3;
+const PUBREL = 6;
+
+export async function startAnswerCuttingProxy(target: { host: string; port: number }): Promise<AnswerCuttingProxy> {
+  const sockets = new Set<Socket>();
+  const track = (s: Socket): void => {
+    sockets.add(s);
+    s.on('close', () => sockets.delete(s));
+    s.on('error', () => s.destroy());
+  };
+  const proxy: AnswerCuttingProxy = { url: '', cuts: 0, cut: 0, refusing: false, onCut: () => undefined, close: () => Promise.resolve() };
+  const server = createServer((client) => {
+    track(client);
+    if (proxy.refusing) return void client.destroy();
+    const upstream = connect(target.port, target.host);
+    track(upstream);
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+    // Which connection the cut falls on is decided by its first request, not when it opens.
+    let fromClient: Buffer = Buffer.alloc(0);
+    let fromServer: Buffer = Buffer.alloc(0);
+    let cutting = false;
+    client.on('data', (chunk: Buffer) => {
+      upstream.write(chunk);
+      if (cutting) return;
+      const { packets, rest } = splitPackets(Buffer.concat([fromClient, chunk]));
+      fromClient = rest;
+      if (proxy.cuts > 0 && packets.some((p) => p.type === PUBLISH)) {
+        proxy.cuts--;
+        cutting = true;
+      }
+    });
+    upstream.on('data', (chunk: Buffer) => {
+      if (!cutting) return void client.write(chunk);
+      const { packets, rest } = splitPackets(Buffer.concat([fromServer, chunk]));
+      fromServer = rest;
+      for (const p of packets) {
+        if (p.type === PUBLISH) {
+          proxy.cut++;
+          proxy.onCut();
+          client.destroy();
+          upstream.destroy();
+          return;
+        }
+        // What comes before the answer (a PINGRESP) goes on as it is.
+        client.write(packet((p.type << 4) | (p.type === PUBREL ? 2 : 0), p.body));
+      }
+    });
+  });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => resolve());
+  });
+  proxy.url = `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  proxy.close = async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  };
+  return proxy;
+}
