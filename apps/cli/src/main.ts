@@ -139,7 +139,8 @@ function offerId(id: string): string {
 
 /** A message id as typed (`send --id`): one the server would refuse is a usage mistake, said before connecting. */
 function messageId(id: string | undefined): string | undefined {
-  if (id !== undefined && !RequestId.safeParse(id).success) throw new UsageError(`--id must be 1–64 characters of A-Z a-z 0-9 _ . : - (got "${id}")`);
+  if (id !== undefined && !RequestId.safeParse(id).success)
+    throw new UsageError(`--id must be 1–64 characters of A-Z a-z 0-9 _ . : - (got ${JSON.stringify(id)})`);
   return id;
 }
 
