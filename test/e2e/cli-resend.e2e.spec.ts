@@ -22,7 +22,7 @@ afterAll(async () => {
 });
 
 it(
-  'parley send stores a message once when its answer is lost: it connects again and sends the same id, or names the id that makes running it again safe',
+  'parley send (and a group change) is done once when its answer is lost: it connects again and sends the same id, or names the id that makes running it again safe',
   { timeout: 60_000 },
   async () => {
     const users = new TestUsers(() => [server.mqttUrl]);
@@ -44,13 +44,21 @@ it(
     expect(first.json).toEqual([expect.objectContaining({ type: 'accepted', to: bob, seq: 1 }), expect.objectContaining({ type: 'offline', user: bob })]);
     const firstId = first.json[0]!.id as string;
 
+    // A group change goes the same way: made once, not a second group of that name.
+    proxy.cuts = 1;
+    const created = await runCli(['--json', 'group', 'create', 'crew', bob], through(alice));
+    expect(created.code, created.stdout + created.stderr).toBe(0);
+    expect(proxy.cut).toBe(2);
+    const groups = await runCli(['--json', 'group', 'list'], direct(bob));
+    expect(groups.json.map((g) => [g.type, g.name, g.id])).toEqual([['group', 'crew', created.json[0]!.id]]);
+
     // The answer is lost, and the server cannot be reached again: the outcome is unknown, and the error names the id.
     proxy.cuts = 1;
     proxy.onCut = () => (proxy.refusing = true);
     const started = Date.now();
     const second = await runCli(['--json', 'send', bob, 'maybe stored'], through(alice));
     expect(second.code, second.stdout + second.stderr).toBe(1);
-    expect(proxy.cut).toBe(2);
+    expect(proxy.cut).toBe(3);
     // A few tries, not the whole request timeout (10 s).
     expect(Date.now() - started).toBeLessThan(9000);
     expect(second.json).toEqual([{ type: 'error', code: 'failed', message: expect.any(String), id: expect.any(String) }]);

@@ -352,7 +352,11 @@ async function groupChange(
   human: (g: import('#libs/protocol').GroupInfo) => string,
 ): Promise<void> {
   await withClient(ctx, async (client) => {
-    const g = await client.request(op, fields);
+    const g = await client.request(op, fields).catch((e: unknown) => {
+      // Run again, any other change finds it made (or makes it); a create would make a second group of that name.
+      if (op !== 'group.create' || !(e instanceof RequestTimeout && e.sent)) throw e;
+      throw new RequestTimeout(true, `${e.message}; parley group list tells whether it was made (running this again would make another group)`);
+    });
     ctx.printer.emit(human(g), { type: 'group', ...g });
   });
 }
