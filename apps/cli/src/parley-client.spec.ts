@@ -317,6 +317,35 @@ describe('ParleyClient across a dropped connection', () => {
     }
   });
 
+  it('gives up at once on a request larger than a server takes by default when the connection closes as it goes out, one-shot or not', async () => {
+    for (const [user, keepTrying] of [
+      ['kim', false],
+      ['lou', true],
+    ] as const) {
+      const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user, password: 'unused', timeoutMs: 20_000, keepTrying });
+      try {
+        // What a Parley server does with a packet over its size limit: it closes the connection, answering nothing.
+        cutBeforeAnswer.set(user, 1000);
+        const asking = Date.now();
+        const failed = await client.request('send', { to: 'bob', text: 'x'.repeat(70_000) }, `big-${user}`).catch((e: unknown) => e);
+        expect(failed).toBeInstanceOf(RequestError);
+        expect(failed).toMatchObject({
+          code: 'payload_too_large',
+          message:
+            'the server closed the connection as this request came: at 69 KiB, it is larger than a server takes by default (64 KiB, PARLEY_MAX_REQUEST_BYTES); not sent again',
+        });
+        expect(Date.now() - asking).toBeLessThan(5000);
+        expect(asked.filter((a) => a.user === user).map((a) => a.id)).toEqual([`big-${user}`]);
+        // A request of an ordinary size, cut off once, still goes out again and is answered.
+        cutBeforeAnswer.set(user, 1);
+        expect(await client.request('who', { user: 'bob' })).toMatchObject({ user: 'bob' });
+      } finally {
+        cutBeforeAnswer.delete(user);
+        await client.close();
+      }
+    }
+  });
+
   it('never sends later a request it already reported as not sent', async () => {
     const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'fay', password: 'unused', timeoutMs: 1500, keepTrying: true });
     try {

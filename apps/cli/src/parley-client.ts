@@ -3,7 +3,17 @@ import { readFileSync } from 'node:fs';
 import { EventEmitter } from 'node:events';
 import type { Duplex } from 'node:stream';
 import mqtt, { ErrorWithSubackPacket, type IClientOptions, type MqttClient } from 'mqtt';
-import { readInboxEvent, readPresenceEvent, readResult, topics, type PresenceEvent, type RequestOp, type ResultOf, type ServerEvent } from '#libs/protocol';
+import {
+  DEFAULT_MAX_REQUEST_BYTES,
+  readInboxEvent,
+  readPresenceEvent,
+  readResult,
+  topics,
+  type PresenceEvent,
+  type RequestOp,
+  type ResultOf,
+  type ServerEvent,
+} from '#libs/protocol';
 import { probePort, type PortKind } from './port-probe.js';
 
 /** The server answered a request with an error; `code` is the protocol's stable error code. */
@@ -125,11 +135,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   /** Inbox events that arrived before the first 'event' listener (bounded), replayed to it in order. */
   private early: ServerEvent[] | undefined = [];
   private replaying = false;
-  /** Requests waiting for their reply; `published`: how many times it went out (on any connection). */
+  /**
+   * Requests waiting for their reply; `published`: how many times it went out (on any connection), `on`: the connection
+   * it last went out on (see `connections`).
+   */
   private readonly pending = new Map<
     string,
-    { op: RequestOp; body: string; published: number; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+    { op: RequestOp; body: string; published: number; on: number; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
   >();
+  /** Connections made so far: the current one's number. */
+  private connections = 0;
   /**
    * The inbox subscription is in place on the current connection, so a reply can reach us: requests are published only
    * then. Off from a drop until the next connection's inbox is subscribed again.
@@ -190,10 +205,12 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     mqtt.on('offline', () => this.emit('offline'));
     mqtt.on('close', () => {
       this.ready = false;
+      this.refuseOversized();
       // MQTT.js does not reconnect a one-shot command's connection (see connect): it does so itself, a few times.
       if (!mqtt.options.reconnectPeriod) this.rejoin();
     });
     mqtt.on('connect', () => {
+      this.connections++;
       this.emit('online');
       void this.resume();
     });
@@ -245,6 +262,27 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     }, pause);
   }
 
+  /**
+   * The connection closed with requests on it unanswered that are larger than a server takes by default: a server closes
+   * the connection on a packet over its size limit, before it reads it. Each fails now, `payload_too_large` as a server
+   * says of one over its request limit that still fits a packet, rather than going out again on every new connection,
+   * to be cut off each time, until it times out.
+   */
+  private refuseOversized(): void {
+    for (const [id, p] of this.pending) {
+      const bytes = Buffer.byteLength(p.body);
+      if (p.published === 0 || p.on !== this.connections || bytes <= DEFAULT_MAX_REQUEST_BYTES) continue;
+      clearTimeout(p.timer);
+      this.pending.delete(id);
+      p.reject(
+        new RequestError(
+          'payload_too_large',
+          `the server closed the connection as this request came: at ${Math.ceil(bytes / 1024)} KiB, it is larger than a server takes by default (${DEFAULT_MAX_REQUEST_BYTES / 1024} KiB, PARLEY_MAX_REQUEST_BYTES); not sent again`,
+        ),
+      );
+    }
+  }
+
   /** A one-shot client could not connect again: every request waiting fails at once, and so does every later one. */
   private lost(): void {
     if (this.closing || this.endedWith || this.gone) return;
@@ -260,6 +298,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     const p = this.pending.get(id);
     if (!p) return;
     p.published++;
+    p.on = this.connections;
     // A publish cut short by a drop is sent again by `resume` on the next connection, until the request times out; then
     // never again. (At QoS 1, MQTT.js would keep it, unacknowledged, and send it again on its own after a reconnect:
     // `chat` said a message failed, and it arrived later.)
@@ -406,7 +445,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
           ),
         );
       }, this.timeoutMs);
-      this.pending.set(id, { op, body: JSON.stringify({ op, id, ...fields }), published: 0, resolve: resolve as (r: unknown) => void, reject, timer });
+      this.pending.set(id, { op, body: JSON.stringify({ op, id, ...fields }), published: 0, on: 0, resolve: resolve as (r: unknown) => void, reject, timer });
       if (this.ready && this.mqtt.connected) this.publish(id);
     });
   }

@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { hostname } from 'node:os';
 import { z } from 'zod';
+import { DEFAULT_MAX_REQUEST_BYTES } from '#libs/protocol';
 import { addressRangeProblem, unmappedAddress } from './address-ranges.js';
 
 /**
@@ -118,7 +119,7 @@ export const ConfigSchema = z.object({
     .regex(/^[A-Za-z0-9_:.-]{1,64}$/, 'PARLEY_REDIS_PREFIX must be 1–64 characters of A-Z a-z 0-9 _ : . -')
     .default('parley:'),
   PARLEY_MAX_TEXT_LENGTH: positiveInt('PARLEY_MAX_TEXT_LENGTH', 4000, 100_000),
-  PARLEY_MAX_REQUEST_BYTES: positiveInt('PARLEY_MAX_REQUEST_BYTES', 65_536, 16 * 1024 * 1024),
+  PARLEY_MAX_REQUEST_BYTES: positiveInt('PARLEY_MAX_REQUEST_BYTES', DEFAULT_MAX_REQUEST_BYTES, 16 * 1024 * 1024),
   PARLEY_MAX_GROUP_SIZE: positiveInt('PARLEY_MAX_GROUP_SIZE', 100, 10_000),
   PARLEY_MAX_GROUP_NAME_LENGTH: positiveInt('PARLEY_MAX_GROUP_NAME_LENGTH', 64, 1000),
   PARLEY_MIN_PASSWORD_LENGTH: positiveInt('PARLEY_MIN_PASSWORD_LENGTH', 8, 1024),

@@ -39,6 +39,9 @@ export const MAX_HISTORY_LIMIT = 500;
 /** The entries a `history` request without a `limit` returns, at most. */
 export const DEFAULT_HISTORY_LIMIT = 50;
 
+/** The largest request payload a server takes unless configured otherwise (`PARLEY_MAX_REQUEST_BYTES`). */
+export const DEFAULT_MAX_REQUEST_BYTES = 65_536;
+
 /** A page of a conversation with a user (`with`) or of a group (`group`): exactly one of the two. */
 export const HistoryRequest = z.strictObject({
   op: z.literal('history'),
