@@ -317,7 +317,7 @@ describe('ParleyClient across a dropped connection', () => {
     }
   });
 
-  it('gives up at once on a request larger than a server takes by default when the connection closes as it goes out, one-shot or not', async () => {
+  it('gives up on a request larger than a server takes by default when the connection closes as it goes out twice, one-shot or not', async () => {
     for (const [user, keepTrying] of [
       ['kim', false],
       ['lou', true],
@@ -332,10 +332,11 @@ describe('ParleyClient across a dropped connection', () => {
         expect(failed).toMatchObject({
           code: 'payload_too_large',
           message:
-            'the server closed the connection as this request came: at 69 KiB, it is larger than a server takes by default (64 KiB, PARLEY_MAX_REQUEST_BYTES); not sent again',
+            'the server closed the connection as this request came, 2 times: at 69 KiB, it is larger than a server takes by default (64 KiB, PARLEY_MAX_REQUEST_BYTES); not sent again',
         });
         expect(Date.now() - asking).toBeLessThan(5000);
-        expect(asked.filter((a) => a.user === user).map((a) => a.id)).toEqual([`big-${user}`]);
+        // Twice, in case the first cut was the network's.
+        expect(asked.filter((a) => a.user === user).map((a) => a.id)).toEqual([`big-${user}`, `big-${user}`]);
         // A request of an ordinary size, cut off once, still goes out again and is answered.
         cutBeforeAnswer.set(user, 1);
         expect(await client.request('who', { user: 'bob' })).toMatchObject({ user: 'bob' });

@@ -263,21 +263,22 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
   }
 
   /**
-   * The connection closed with requests on it unanswered that are larger than a server takes by default: a server closes
-   * the connection on a packet over its size limit, before it reads it. Each fails now, `payload_too_large` as a server
-   * says of one over its request limit that still fits a packet, rather than going out again on every new connection,
-   * to be cut off each time, until it times out.
+   * The connection closed, a second one in a row, with a request on it unanswered that is larger than a server takes
+   * by default: a server closes the connection on a packet over its size limit, before it reads it. Such a request fails
+   * now, `payload_too_large` as a server says of one over its request limit that still fits a packet, rather than
+   * going out again on every new connection, to be cut off each time, until it times out. (Once could be a network
+   * drop, on a server configured for larger requests; a file chunk has the size the server asked for.)
    */
   private refuseOversized(): void {
     for (const [id, p] of this.pending) {
       const bytes = Buffer.byteLength(p.body);
-      if (p.published === 0 || p.on !== this.connections || bytes <= DEFAULT_MAX_REQUEST_BYTES) continue;
+      if (p.published < 2 || p.on !== this.connections || bytes <= DEFAULT_MAX_REQUEST_BYTES || p.op === 'file.chunk') continue;
       clearTimeout(p.timer);
       this.pending.delete(id);
       p.reject(
         new RequestError(
           'payload_too_large',
-          `the server closed the connection as this request came: at ${Math.ceil(bytes / 1024)} KiB, it is larger than a server takes by default (${DEFAULT_MAX_REQUEST_BYTES / 1024} KiB, PARLEY_MAX_REQUEST_BYTES); not sent again`,
+          `the server closed the connection as this request came, ${p.published} times: at ${Math.ceil(bytes / 1024)} KiB, it is larger than a server takes by default (${DEFAULT_MAX_REQUEST_BYTES / 1024} KiB, PARLEY_MAX_REQUEST_BYTES); not sent again`,
         ),
       );
     }
