@@ -1,5 +1,5 @@
-import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { existsSync, readFileSync } from 'node:fs';
+import { dirname, join, normalize } from 'node:path';
 import { Parser } from '@asyncapi/parser';
 import { describe, expect, it } from 'vitest';
 import type { z } from 'zod';
@@ -73,5 +73,47 @@ describe('docs/topics.md', () => {
     expect(zod, `no schema named ${schema}`).toBeDefined();
     const result = zod!.safeParse(JSON.parse(json));
     expect(result.success, JSON.stringify(result.error?.issues)).toBe(true);
+  });
+});
+
+describe('links between the docs', () => {
+  const files = [
+    'README.md',
+    'SECURITY.md',
+    'docs/architecture.md',
+    'docs/cli.md',
+    'docs/cli-json.md',
+    'docs/performance.md',
+    'docs/topics.md',
+    'docs/walkthrough.md',
+  ];
+  /** A heading's anchor as GitHub makes it: lower case, punctuation but `-` and `_` dropped, spaces as `-`, a repeat numbered. */
+  const anchorsOf = (text: string): Set<string> => {
+    const seen = new Map<string, number>();
+    const anchors = new Set<string>();
+    for (const [, heading] of text.replace(/```[\s\S]*?```/g, '').matchAll(/^#{1,6} (.+)$/gm)) {
+      const slug = heading!
+        .trim()
+        .toLowerCase()
+        .replace(/[^\p{L}\p{N} _-]/gu, '')
+        .replace(/ /g, '-');
+      const n = seen.get(slug) ?? 0;
+      seen.set(slug, n + 1);
+      anchors.add(n === 0 ? slug : `${slug}-${n}`);
+    }
+    return anchors;
+  };
+
+  it.each(files)('%s links only to files and headings that exist', (file) => {
+    const text = read(file);
+    const broken: string[] = [];
+    for (const [, target] of text.matchAll(/\]\(([^)\s]+)\)/g)) {
+      if (/^[a-z]+:/.test(target!)) continue;
+      const [path, anchor] = target!.split('#');
+      const resolved = path ? normalize(join(dirname(file), path)) : file;
+      if (!existsSync(join(REPO_ROOT, resolved))) broken.push(`${target}: no file ${resolved}`);
+      else if (anchor && resolved.endsWith('.md') && !anchorsOf(read(resolved)).has(anchor)) broken.push(`${target}: no heading #${anchor} in ${resolved}`);
+    }
+    expect(broken).toEqual([]);
   });
 });
