@@ -921,7 +921,8 @@ describe('the parley CLI against a server that follows few users per connection'
  * restarts answers CONNACK 3 ("try again") for a while; a changed password answers 4, a lockout 5. A plain Aedes
  * broker stands in for the server, refusing with the code the test sets.
  */
-describe('the parley CLI against a server that refuses logins for a while', () => {
+// Its tests wait mostly on the CLI's retry timers, each with users of its own: they run side by side.
+describe.concurrent('the parley CLI against a server that refuses logins for a while', () => {
   let refusing: RefusingBroker;
   let url: string;
   const refuse = (user: string, code: number) => refusing.refuse.set(user, code);
@@ -936,7 +937,9 @@ describe('the parley CLI against a server that refuses logins for a while', () =
   const as = (user: string) => ({ PARLEY_SERVER: url, PARLEY_USER: user, PARLEY_PASSWORD: 'unused' });
   const drop = (user: string) => refusing.drop(user);
 
-  it('listen --json rides out "try again" (CONNACK 3), saying when the connection is lost and back; a lockout (5) ends it, with the reason and status 1', async () => {
+  it('listen --json rides out "try again" (CONNACK 3), saying when the connection is lost and back; a lockout (5) ends it, with the reason and status 1', async ({
+    expect,
+  }) => {
     const listen = CliProcess.start(['--json', 'listen'], as('ivy'));
     try {
       await listen.waitForLine((l) => l.includes('"type":"ready"'));
@@ -961,7 +964,9 @@ describe('the parley CLI against a server that refuses logins for a while', () =
     }
   }, 40_000);
 
-  it('listen and chat keep trying a first login refused with "try again" (CONNACK 3), saying so; a one-shot command tries for 10 s, then exits 1 with the reason', async () => {
+  it('listen and chat keep trying a first login refused with "try again" (CONNACK 3), saying so; a one-shot command tries for 10 s, then exits 1 with the reason', async ({
+    expect,
+  }) => {
     for (const user of ['lee', 'max', 'ned']) refuse(user, 3);
     const retrying = `* login refused by ${url}: the server said to try again later: it cannot check logins now, or this user logs in too often; retrying…`;
     const listen = CliProcess.start(['listen'], as('lee'));
@@ -993,7 +998,7 @@ describe('the parley CLI against a server that refuses logins for a while', () =
     }
   }, 40_000);
 
-  it('listen and chat end with the reason and status 1 when the password is refused (CONNACK 4), instead of waiting in silence', async () => {
+  it('listen and chat end with the reason and status 1 when the password is refused (CONNACK 4), instead of waiting in silence', async ({ expect }) => {
     const listen = CliProcess.start(['listen'], as('jay'));
     const chat = CliProcess.start(['chat'], as('kim'));
     try {

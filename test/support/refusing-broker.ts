@@ -1,6 +1,5 @@
 import { createServer, type AddressInfo, type Server } from 'node:net';
 import { Aedes, type Client } from 'aedes';
-import { expect } from 'vitest';
 
 /**
  * A plain Aedes broker standing in for a server that refuses logins for a while: a distributed server whose account
@@ -48,7 +47,22 @@ export async function startRefusingBroker(): Promise<RefusingBroker> {
     slowness,
     drop: async (user) => {
       const open = () => [...logins].filter((c) => c.id.startsWith(`${user}/`) && !c.closed);
-      await expect.poll(() => open().length, { timeout: 5000 }).toBeGreaterThan(0);
+      // Waits for the login itself rather than polling with expect.poll, which a test run concurrently cannot use.
+      if (open().length === 0) {
+        await new Promise<void>((resolve, reject) => {
+          const ready = () => {
+            if (open().length === 0) return;
+            clearTimeout(timer);
+            broker.off('clientReady', ready);
+            resolve();
+          };
+          const timer = setTimeout(() => {
+            broker.off('clientReady', ready);
+            reject(new Error(`${user} did not log in within 5000 ms`));
+          }, 5000);
+          broker.on('clientReady', ready);
+        });
+      }
       for (const c of open()) c.close();
     },
     close: async () => {
