@@ -4,7 +4,7 @@ import { closeSync, openSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { MAX_HISTORY_LIMIT } from '#libs/protocol';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CliProcess, runCli, TIME } from '../support/cli.js';
+import { atMost, CliProcess, runCli, TIME } from '../support/cli.js';
 import { connectClient, endClient, registerUser } from '../support/mqtt-user.js';
 import { REPO_ROOT, startParley, type ParleyServer } from '../support/parley-server.js';
 import { sample, scrape } from '../support/prometheus.js';
@@ -16,6 +16,14 @@ import { startTopology, type Topology } from '../support/topology.js';
  * The default cost has a test of its own (server-startup).
  */
 const CHEAP_HASHING = { PARLEY_PASSWORD_COST: '10' };
+
+/** `parley ARGS --help` (no server needed), run once for the whole file: several tests read the same help. */
+const helpRuns = new Map<string, ReturnType<typeof runCli>>();
+const helpOf = (args: string[]) => {
+  const key = args.join(' ');
+  if (!helpRuns.has(key)) helpRuns.set(key, runCli([...args, '--help'], {}));
+  return helpRuns.get(key)!;
+};
 
 /** The parley CLI, as real processes against the real server, as two people in two terminals would use it. */
 describe('the parley CLI', () => {
@@ -45,8 +53,9 @@ describe('the parley CLI', () => {
   };
 
   it('describes every command and subcommand in its help', async () => {
-    for (const args of [['--help'], ['group', '--help'], ['file', '--help']]) {
-      const help = await runCli(args, {});
+    for (const parent of [[], ['group'], ['file']]) {
+      const args = [...parent, '--help'];
+      const help = await helpOf(parent);
       expect(help.code, args.join(' ')).toBe(0);
       const commands = help.stdout.split('Commands:\n')[1]!.split('\n\n')[0]!.split('\n');
       // A command's line is its name and arguments, then (after two spaces or more) what it does.
@@ -56,18 +65,20 @@ describe('the parley CLI', () => {
 
   it("gives every command and subcommand's help an example of it, and the flags that say who you are", { timeout: 120_000 }, async () => {
     const listed = async (parent: string[]) => {
-      const help = await runCli([...parent, '--help'], {});
+      const help = await helpOf(parent);
       const names = help.stdout
         .split('Commands:\n')[1]!
         .split('\n')
         .flatMap((l) => /^ {2}([a-z]+)/.exec(l)?.[1] ?? []);
       return names.filter((n) => n !== 'help').map((n) => [...parent, n]);
     };
-    const commands = [[], ...(await listed([]))];
-    for (const parent of [['group'], ['file']]) commands.push(...(await listed(parent)));
+    const commands = [[], ...(await Promise.all([[], ['group'], ['file']].map(listed))).flat()];
     expect(commands.length).toBeGreaterThan(20);
-    for (const command of commands) {
-      const help = await runCli([...command, '--help'], {});
+    // Three at a time: each is a process of its own, and none depends on another.
+    const three = atMost(3);
+    const helps = commands.map((command) => three(() => helpOf(command)));
+    for (const [i, command] of commands.entries()) {
+      const help = await helps[i]!;
       const name = ['parley', ...command].join(' ');
       expect(help.code, name).toBe(0);
       // Not only the top level's: `parley send --help` is where a newcomer looks for how to say who they are.
@@ -82,57 +93,78 @@ describe('the parley CLI', () => {
     const alice = `alice${randomBytes(3).toString('hex')}`;
     const registered = await runCli(['register'], as(alice));
     expect([registered.code, registered.stdout.trim()]).toEqual([0, `registered ${alice}`]);
-    const again = await runCli(['register'], as(alice));
+    // The rest depend on nothing but her account: three at a time.
+    const three = atMost(3);
+    const run = (args: string[], env = as(alice)) => three(() => runCli(args, env));
+    const [
+      again,
+      wrong,
+      badName,
+      dash,
+      badOffer,
+      nowhere,
+      usage,
+      noText,
+      unknown,
+      bare,
+      helpUnknown,
+      helpUnknownJson,
+      groupHelpUnknown,
+      groupHelpSub,
+      helpSub,
+    ] = await Promise.all([
+      run(['register']),
+      run(['send', alice, 'hi'], as(alice, 'not the password')),
+      run(['--user', ' alice', 'send', alice, 'hi']),
+      run(['--json', 'send', alice, '-1 for me']),
+      run(['file', 'accept', 'bad id!']),
+      run(['--server', 'mqtt://127.0.0.1:1', 'send', alice, 'hi']),
+      run(['send', alice]),
+      run(['send', '--group', 'crew']),
+      run(['--json', 'frobnicate']),
+      run(['--json', 'group']),
+      run(['help', 'frobnicate']),
+      run(['--json', 'help', 'group', 'frobnicate']),
+      run(['--json', 'group', 'help', 'frobnicate']),
+      run(['file', 'help', 'send']),
+      run(['help', 'group', 'create']),
+    ]);
     expect(again.code).toBe(1);
     expect(again.stderr.trim()).toBe(`error: user_exists: the name "${alice}" is taken`);
 
-    const wrong = await runCli(['send', alice, 'hi'], as(alice, 'not the password'));
     expect(wrong.code).toBe(1);
     expect(wrong.stderr.trim().split('\n')).toHaveLength(1);
     expect(wrong.stderr).toMatch(/wrong user name or password/);
 
     // A name no account can have is not sent (a failed login counts towards the lockout): said before connecting.
-    const badName = await runCli(['--user', ' alice', 'send', alice, 'hi'], as(alice));
     expect([badName.code, badName.stderr.trim()]).toEqual([
       2,
       'error: usage: " alice" is no user name (a user name is 2–32 characters: a lowercase letter, then lowercase letters, digits, _ or -)',
     ]);
     // Text that starts with a dash is taken for an option: the error says how to send it.
-    const dash = await runCli(['--json', 'send', alice, '-1 for me'], as(alice));
     expect([dash.code, dash.json]).toEqual([
       2,
       [{ type: 'error', code: 'usage', message: `unknown option '-1 for me' (text that starts with a dash goes after --: parley send bob -- "-1 for me")` }],
     ]);
-    const badOffer = await runCli(['file', 'accept', 'bad id!'], as(alice));
     expect([badOffer.code, badOffer.stderr.trim()]).toEqual([
       2,
       'error: usage: "bad id!" is no file offer id (an id starts with f; parley file list shows them)',
     ]);
-    const nowhere = await runCli(['--server', 'mqtt://127.0.0.1:1', 'send', alice, 'hi'], as(alice));
     expect(nowhere.code).toBe(1);
     expect(nowhere.stderr.trim()).toBe('error: connect: cannot reach mqtt://127.0.0.1:1: connection refused (is a Parley server running there?)');
 
-    const usage = await runCli(['send', alice], as(alice));
     expect(usage.code).toBe(2);
-    const noText = await runCli(['send', '--group', 'crew'], as(alice));
     expect([noText.code, noText.stderr.trim()]).toEqual([2, 'error: usage: with --group, give the text too']);
     // With --json, a usage error is a JSON line on stdout like any other error.
-    const unknown = await runCli(['--json', 'frobnicate'], as(alice));
     expect(unknown.code).toBe(2);
     expect(unknown.json).toEqual([{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]);
-    const bare = await runCli(['--json', 'group'], as(alice));
     expect([bare.code, bare.json]).toEqual([2, [{ type: 'error', code: 'usage', message: 'give a subcommand (see the help)' }]]);
     // `help` with a name it does not know says which, as a command of that name would, and goes down to subcommands.
-    const helpUnknown = await runCli(['help', 'frobnicate'], as(alice));
     expect([helpUnknown.code, helpUnknown.stderr.split('\n')[0]]).toEqual([2, "error: unknown command 'frobnicate'"]);
-    const helpUnknownJson = await runCli(['--json', 'help', 'group', 'frobnicate'], as(alice));
     expect([helpUnknownJson.code, helpUnknownJson.json]).toEqual([2, [{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]]);
     // The same below a command: `parley group help NAME`.
-    const groupHelpUnknown = await runCli(['--json', 'group', 'help', 'frobnicate'], as(alice));
     expect([groupHelpUnknown.code, groupHelpUnknown.json]).toEqual([2, [{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]]);
-    const groupHelpSub = await runCli(['file', 'help', 'send'], as(alice));
     expect([groupHelpSub.code, groupHelpSub.stdout.split('\n')[0]]).toMatchObject([0, expect.stringMatching(/^Usage: parley file send /)]);
-    const helpSub = await runCli(['help', 'group', 'create'], as(alice));
     expect([helpSub.code, helpSub.stdout.split('\n')[0]]).toEqual([0, 'Usage: parley group create [options] <name> [members...]']);
   });
 
@@ -143,10 +175,14 @@ describe('the parley CLI', () => {
     const name = `uni${randomBytes(3).toString('hex')}`;
     const reg = await runCli(['register'], as(name, composed));
     expect([reg.code, reg.stdout.trim()]).toEqual([0, `registered ${name}`]);
-    expect((await runCli(['who', name], as(name, decomposed))).code).toBe(0);
     // The --password flag is taken as given too; the spaces are part of the password, neither side trims them.
-    expect((await runCli(['--password', decomposed, 'who', name], as(name, 'not it'))).code).toBe(0);
-    const trimmed = await runCli(['who', name], as(name, composed.trim()));
+    const [fromEnv, fromFlag, trimmed] = await Promise.all([
+      runCli(['who', name], as(name, decomposed)),
+      runCli(['--password', decomposed, 'who', name], as(name, 'not it')),
+      runCli(['who', name], as(name, composed.trim())),
+    ]);
+    expect(fromEnv.code).toBe(0);
+    expect(fromFlag.code).toBe(0);
     expect([trimmed.code, trimmed.stderr]).toEqual([1, expect.stringMatching(/wrong user name or password/)]);
     // Any MQTT client, not only the CLI: the CONNECT password in the other form.
     const client = await connectClient(topo.server.mqttUrl, { clientId: `${name}/raw`, username: name, password: decomposed });
@@ -164,10 +200,9 @@ describe('the parley CLI', () => {
     const line = await listen.waitForLine(/hello bob/);
     expect(JSON.parse(line)).toMatchObject({ type: 'message', from: alice, to: bob, text: 'hello bob', seq: 1 });
 
-    const refused = await runCli(['--json', 'send', 'nobody-here', 'hi'], as(alice));
+    const [refused, empty] = await Promise.all([runCli(['--json', 'send', 'nobody-here', 'hi'], as(alice)), runCli(['send', bob, '   '], as(alice))]);
     expect(refused.code).toBe(1);
     expect(refused.json[0]).toMatchObject({ type: 'error', code: 'unknown_user' });
-    const empty = await runCli(['send', bob, '   '], as(alice));
     expect(empty.code).toBe(1);
     expect(empty.stderr).toMatch(/empty_text/);
   });
@@ -204,8 +239,12 @@ describe('the parley CLI', () => {
   it('one-shot commands and user/.name connections are quiet: they neither make the user online nor set last seen', async () => {
     const [alice, bob] = [await fresh('alice'), await fresh('bob')];
     // User names typed in capitals mean the same (lower case) user, at login and as arguments.
-    expect((await runCli(['send', bob.toUpperCase(), 'just passing'], as(alice.toUpperCase()))).code).toBe(0);
-    expect((await runCli(['group', 'list'], as(alice))).code).toBe(0);
+    const [passing, groups] = await Promise.all([
+      runCli(['send', bob.toUpperCase(), 'just passing'], as(alice.toUpperCase())),
+      runCli(['group', 'list'], as(alice)),
+    ]);
+    expect(passing.code).toBe(0);
+    expect(groups.code).toBe(0);
     // A quiet connection of any MQTT client, still open while she is looked up.
     const script = await connectClient(topo.server.mqttUrl, { clientId: `${alice}/.script`, username: alice, password: PASSWORD });
     try {
@@ -226,8 +265,9 @@ describe('the parley CLI', () => {
     for (const text of ['one', 'two', 'three']) expect((await runCli(['send', bob, text], as(alice))).code).toBe(0);
     const fromCatchUps = async () => sample(await scrape(topo.server.httpUrl), 'parley_messages_delivered_total', { path: 'sync' }) ?? 0;
     const before = await fromCatchUps();
-    expect((await runCli(['who', alice], as(bob))).code).toBe(0);
-    expect((await runCli(['history', alice], as(bob))).stdout).toMatch(/#3 .*: three$/m);
+    const [who, history] = await Promise.all([runCli(['who', alice], as(bob)), runCli(['history', alice], as(bob))]);
+    expect(who.code).toBe(0);
+    expect(history.stdout).toMatch(/#3 .*: three$/m);
     expect(await fromCatchUps()).toBe(before);
     // listen is brought up to date as ever.
     const listen = start(['listen'], as(bob));
@@ -406,19 +446,27 @@ describe('the parley CLI', () => {
   });
 
   it('group leave says when leaving deleted the group (you were its last member)', async () => {
-    const alice = await fresh('alice');
-    expect((await runCli(['group', 'create', 'solo'], as(alice))).code).toBe(0);
-    const left = await runCli(['group', 'leave', 'solo'], as(alice));
-    expect(left.stdout.trim()).toBe('left solo; you were its last member, so it is deleted');
-    expect((await runCli(['--json', 'group', 'create', 'duo'], as(alice))).code).toBe(0);
-    expect((await runCli(['--json', 'group', 'leave', 'duo'], as(alice))).json).toEqual([
-      expect.objectContaining({ type: 'group.left', name: 'duo', deleted: true }),
+    const [alice, bob, carol] = [await fresh('alice'), await fresh('bob'), await fresh('carol')];
+    // Three groups of hers, each created and left in turn; the three side by side.
+    await Promise.all([
+      (async () => {
+        expect((await runCli(['group', 'create', 'solo'], as(alice))).code).toBe(0);
+        const left = await runCli(['group', 'leave', 'solo'], as(alice));
+        expect(left.stdout.trim()).toBe('left solo; you were its last member, so it is deleted');
+      })(),
+      (async () => {
+        expect((await runCli(['--json', 'group', 'create', 'duo'], as(alice))).code).toBe(0);
+        expect((await runCli(['--json', 'group', 'leave', 'duo'], as(alice))).json).toEqual([
+          expect.objectContaining({ type: 'group.left', name: 'duo', deleted: true }),
+        ]);
+      })(),
+      (async () => {
+        // Leaving a group one owns hands it to the longest-standing member, and says to whom; a member's leave says nothing of it.
+        expect((await runCli(['group', 'create', 'trio', bob, carol], as(alice))).code).toBe(0);
+        expect((await runCli(['group', 'leave', 'trio'], as(alice))).stdout.trim()).toBe(`left trio; ${bob} owns it now`);
+        expect((await runCli(['--json', 'group', 'leave', 'trio'], as(carol))).json).toEqual([{ type: 'group.left', id: expect.any(String), name: 'trio' }]);
+      })(),
     ]);
-    // Leaving a group one owns hands it to the longest-standing member, and says to whom; a member's leave says nothing of it.
-    const [bob, carol] = [await fresh('bob'), await fresh('carol')];
-    expect((await runCli(['group', 'create', 'trio', bob, carol], as(alice))).code).toBe(0);
-    expect((await runCli(['group', 'leave', 'trio'], as(alice))).stdout.trim()).toBe(`left trio; ${bob} owns it now`);
-    expect((await runCli(['--json', 'group', 'leave', 'trio'], as(carol))).json).toEqual([{ type: 'group.left', id: expect.any(String), name: 'trio' }]);
   });
 
   it('chat --json: says where the catch-up ends, and that a recipient is offline, as listen and send do', async () => {
@@ -441,11 +489,11 @@ describe('the parley CLI', () => {
       (await runCli(['--json', 'history', bob], as(alice))).json.find((m) => m.text === text)?.status as string | undefined;
     let laptop = start(['--device', 'laptop', 'listen'], as(bob));
     await laptop.waitForLine(new RegExp(`listening as ${bob} \\(device laptop\\)`));
-    expect((await runCli(['send', bob, 'one'], as(alice))).code).toBe(0);
+    // One process per device: a second one would take the session from the first, and it back, over and over.
+    const [sent, twice] = await Promise.all([runCli(['send', bob, 'one'], as(alice)), runCli(['--device', 'laptop', 'listen'], as(bob))]);
+    expect(sent.code).toBe(0);
     await laptop.waitForLine(new RegExp(`#1 ${alice} → you: one$`));
     await expect.poll(() => statusOf('one'), { timeout: 10_000 }).toBe('delivered');
-    // One process per device: a second one would take the session from the first, and it back, over and over.
-    const twice = await runCli(['--device', 'laptop', 'listen'], as(bob));
     expect(twice.code).toBe(1);
     expect(twice.stderr).toMatch(/device laptop is in use by another parley here \(process \d+\)/);
     await laptop.stop();
@@ -460,6 +508,9 @@ describe('the parley CLI', () => {
 
     // Back, the laptop gets it all the same; a listen without --device starts at what the phone acknowledged.
     laptop = start(['--device', 'laptop', '--json', 'listen'], as(bob));
+    const other = start(['--json', 'listen'], as(bob));
+    // Meanwhile: a bad device name, which one-shot commands do not use.
+    const [bad, oneShot] = await Promise.all([runCli(['--device', '.hidden', 'listen'], as(bob)), runCli(['--device', '.hidden', 'who', alice], as(bob))]);
     await laptop.waitForLine((l) => l.includes('"type":"synced"'));
     expect(
       laptop
@@ -467,17 +518,15 @@ describe('the parley CLI', () => {
         .filter((e) => e.type === 'message')
         .map((e) => e.text),
     ).toEqual(['two']);
-    const other = start(['--json', 'listen'], as(bob));
     await other.waitForLine((l) => l.includes('"type":"synced"'));
     expect(other.json().filter((e) => e.type === 'message')).toEqual([]);
 
-    const bad = await runCli(['--device', '.hidden', 'listen'], as(bob));
     expect([bad.code, bad.stderr.trim()]).toEqual([
       2,
       `error: usage: --device must be 1–64 letters, digits, '_', '.' or '-', not starting with '.' (got ".hidden")`,
     ]);
     // One-shot commands do not use it: they run whatever it says.
-    expect((await runCli(['--device', '.hidden', 'who', alice], as(bob))).code).toBe(0);
+    expect(oneShot.code).toBe(0);
   });
 
   it('offline: says when the recipient was last seen, delivers on return, and the sender sees ✓✓ then read', async () => {
@@ -487,7 +536,8 @@ describe('the parley CLI', () => {
     await first.waitForLine(/listening as/);
     await first.stop();
 
-    const who = await runCli(['who', bob], as(alice));
+    // A note to self (checked at the end) goes beside the look-up: neither changes what the other sees.
+    const [who, note] = await Promise.all([runCli(['who', bob], as(alice)), runCli(['send', alice, 'note to self'], as(alice))]);
     expect(who.stdout.trim()).toMatch(new RegExp(`^${bob}: offline, last seen \\d{4}-\\d\\d-\\d\\d \\d\\d:\\d\\d:\\d\\d$`));
     const sent = await runCli(['send', bob, 'while you were out'], as(alice));
     expect(sent.stdout).toContain('accepted (seq 1)');
@@ -497,21 +547,27 @@ describe('the parley CLI', () => {
     const back = start(['listen'], as(bob));
     // Its seq, as receipts and `history --before` name it.
     await back.waitForLine(new RegExp(`^\\[${TIME}\\] #1 ${alice} → you: while you were out$`));
-    expect((await runCli(['who', bob], as(alice))).stdout.trim()).toBe(`${bob}: online`);
-    await expect.poll(async () => (await runCli(['--json', 'history', bob], as(alice))).json[0]?.status, { timeout: 10_000 }).toBe('delivered');
+    const [online] = await Promise.all([
+      runCli(['who', bob], as(alice)),
+      expect.poll(async () => (await runCli(['--json', 'history', bob], as(alice))).json[0]?.status, { timeout: 10_000 }).toBe('delivered'),
+    ]);
+    expect(online.stdout.trim()).toBe(`${bob}: online`);
     expect((await runCli(['history', bob], as(alice))).stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓$/m);
 
     const read = await runCli(['read', alice], as(bob));
     expect(read.code).toBe(0);
     expect(read.stdout.trim()).toBe(`marked read up to #1 with ${alice}`);
-    const history = await runCli(['history', bob], as(alice));
+    const [history, again, againJson] = await Promise.all([
+      runCli(['history', bob], as(alice)),
+      runCli(['read', alice], as(bob)),
+      runCli(['--json', 'read', alice], as(bob)),
+    ]);
     expect(history.stdout).toMatch(/^\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\] #1 you → .*: while you were out ✓✓ read \d\d:\d\d:\d\d$/m);
     // Again, it moves nothing, and says so.
-    expect((await runCli(['read', alice], as(bob))).stdout.trim()).toBe(`read already up to #1 with ${alice}`);
-    expect((await runCli(['--json', 'read', alice], as(bob))).json).toEqual([{ type: 'read', conv: expect.any(String), seq: 1, moved: false }]);
+    expect(again.stdout.trim()).toBe(`read already up to #1 with ${alice}`);
+    expect(againJson.json).toEqual([{ type: 'read', conv: expect.any(String), seq: 1, moved: false }]);
 
     // A note to self says nothing about one's own presence (a one-shot connection is quiet, so it reads as offline).
-    const note = await runCli(['send', alice, 'note to self'], as(alice));
     expect(note.stdout.trim()).toBe('accepted (seq 1)');
   });
 
@@ -565,13 +621,13 @@ describe('the parley CLI', () => {
     expect(created.json[0]).toMatchObject({ type: 'group', name: 'physics', owner: alice, members: [alice, bob] });
     expect((await runCli(['group', 'rename', 'physics', 'physics 101'], as(alice))).code).toBe(0);
     expect((await runCli(['group', 'add', 'physics 101', carol], as(alice))).stdout).toContain(`${alice}, ${bob}, ${carol}`);
+    const bobChat = start(['chat'], as(bob));
+    const aliceListen = start(['listen'], as(alice));
     const notOwner = await runCli(['group', 'rename', 'physics 101', 'mine'], as(bob));
     expect(notOwner.code).toBe(1);
     expect(notOwner.stderr).toMatch(/not_group_owner/);
 
-    const bobChat = start(['chat'], as(bob));
     await bobChat.waitForLine(/logged in as/);
-    const aliceListen = start(['listen'], as(alice));
     await aliceListen.waitForLine(/listening as/);
     const sent = await runCli(['--json', 'send', '--group', 'physics 101', 'lab at noon'], as(alice));
     expect(sent.json[0]).toMatchObject({ type: 'accepted', seq: expect.any(Number), group: { name: 'physics 101' }, recipients: expect.any(Number) });
@@ -583,18 +639,21 @@ describe('the parley CLI', () => {
     expect((await runCli(['read', '--group', 'physics 101'], as(carol))).code).toBe(0);
     // Alice's listen names the group in the receipts it prints, never the conversation id.
     await aliceListen.waitForLine(new RegExp(`^\\[${TIME}\\] \\[physics 101\\] ${carol} read up to #\\d+$`));
-    const info = await runCli(['info', 'physics 101', String(seq)], as(alice));
+    const eve = await fresh('eve');
+    const [info, history, list, members, outsider] = await Promise.all([
+      runCli(['info', 'physics 101', String(seq)], as(alice)),
+      runCli(['--json', 'history', '--group', 'physics 101'], as(alice)),
+      runCli(['group', 'list'], as(carol)),
+      runCli(['group', 'members', 'physics 101'], as(carol)),
+      runCli(['group', 'members', 'physics 101'], as(eve)),
+    ]);
     expect(info.code).toBe(0);
     expect(info.stdout).toMatch(new RegExp(`${bob}\\s+delivered ${TIME}\\s+read ${TIME}`));
     expect(info.stdout).toMatch(new RegExp(`${carol}\\s+delivered ${TIME}\\s+read ${TIME}`));
     // history --json says as much as the ✓✓ counts do: both others have it and have read it.
-    const history = await runCli(['--json', 'history', '--group', 'physics 101'], as(alice));
     expect(history.json.find((m) => m.seq === seq)).toMatchObject({ text: 'lab at noon', status: 'read', delivered: 2, read: 2, of: 2 });
-    const list = await runCli(['group', 'list'], as(carol));
     expect(list.stdout).toMatch(/^physics 101 \(g\w+\) owner /m);
-    const members = await runCli(['group', 'members', 'physics 101'], as(carol));
     expect(members.stdout.trim().split('\n')).toEqual([`${alice} (owner)`, bob, carol]);
-    const outsider = await runCli(['group', 'members', 'physics 101'], as(await fresh('eve')));
     expect(outsider.code).toBe(1);
     expect(outsider.stderr).toMatch(/unknown_group/);
 
@@ -1048,23 +1107,25 @@ describe('the parley CLI before it connects', () => {
 
   it('prints its version with --version or -V, and names the default server and PARLEY_SERVER in its help', async () => {
     const { version } = JSON.parse(readFileSync(join(REPO_ROOT, 'package.json'), 'utf8')) as { version: string };
-    for (const flag of ['--version', '-V']) {
-      const r = await runCli([flag], env);
-      expect([r.code, r.stdout, r.stderr], flag).toEqual([0, `${version}\n`, '']);
-    }
-    const help = await runCli(['--help'], {});
+    const flags = ['--version', '-V'];
+    const [help, ...runs] = await Promise.all([helpOf([]), ...flags.map((flag) => runCli([flag], env))]);
+    for (const [i, r] of runs.entries()) expect([r.code, r.stdout, r.stderr], flags[i]).toEqual([0, `${version}\n`, '']);
     expect(help.stdout.replace(/\s+/g, ' ')).toMatch(/--server <url> .*\(env PARLEY_SERVER; default mqtt:\/\/localhost:1883\)/);
   });
 
   it('takes a history --limit over the protocol maximum for a usage mistake (exit 2, naming the maximum), like 0 or abc', async () => {
-    const over = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT + 1)], env);
+    const bads = ['0', 'abc', '-1'];
+    const three = atMost(3);
+    const [over, most, ...badRuns] = await Promise.all([
+      three(() => runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT + 1)], env)),
+      three(() => runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT)], env)),
+      ...bads.map((bad) => three(() => runCli(['--json', 'history', 'bob', `--limit=${bad}`], env))),
+    ]);
     expect([over.code, over.stderr.trim()]).toEqual([2, `error: usage: --limit must be at most ${MAX_HISTORY_LIMIT}`]);
-    for (const bad of ['0', 'abc', '-1']) {
-      const r = await runCli(['--json', 'history', 'bob', `--limit=${bad}`], env);
-      expect([r.code, r.json]).toEqual([2, [{ type: 'error', code: 'usage', message: '--limit must be a positive whole number' }]]);
+    for (const [i, r] of badRuns.entries()) {
+      expect([r.code, r.json], bads[i]).toEqual([2, [{ type: 'error', code: 'usage', message: '--limit must be a positive whole number' }]]);
     }
     // The maximum itself goes to the server (none here).
-    const most = await runCli(['history', 'bob', '--limit', String(MAX_HISTORY_LIMIT)], env);
     expect([most.code, most.stderr.trim()]).toEqual([
       1,
       'error: connect: cannot reach mqtt://127.0.0.1:1: connection refused (is a Parley server running there?)',
