@@ -16,6 +16,11 @@ import { startTopology, type Mode, type Topology } from '../support/topology.js'
 const CHUNK = 32 * 1024;
 const MAX_FILE = 16 * 1024 * 1024;
 const TTL_MS = 20_000;
+/**
+ * The servers here hash passwords at the lowest cost (about 3 ms a hash rather than 0.1 s): users log in over and over,
+ * each CLI command among them. The default cost has a test of its own (server-startup).
+ */
+const CHEAP_HASHING = { PARLEY_PASSWORD_COST: '10' };
 
 /** Matches one whole line. */
 const line = (text: string) => (l: string) => l === text;
@@ -34,6 +39,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
 
   beforeAll(async () => {
     topo = await startTopology(mode, {
+      ...CHEAP_HASHING,
       PARLEY_MAX_FILE_BYTES: String(MAX_FILE),
       PARLEY_FILE_OFFER_TTL_MS: String(TTL_MS),
       PARLEY_FILE_CHUNK_BYTES: String(CHUNK),
@@ -732,6 +738,7 @@ describe('file transfers under tight request limits', () => {
   beforeAll(async () => {
     server = await startParley({
       env: {
+        ...CHEAP_HASHING,
         PARLEY_CONNECTION_RATE: '1',
         PARLEY_CONNECTION_BURST: '30',
         PARLEY_USER_RATE: '1',
