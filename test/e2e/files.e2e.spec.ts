@@ -36,6 +36,12 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
   let redis: Redis | undefined;
   let work: string;
   const users = new TestUsers(() => topo.urls(), 'file transfer password');
+  /** Users of one test run beside others: the file's afterEach would close the shared ones' connections when another ends. */
+  const usersOfItsOwn = (onTestFinished: (fn: () => Promise<void>) => void) => {
+    const own = new TestUsers(() => topo.urls(), users.password);
+    onTestFinished(() => own.closeAll());
+    return own;
+  };
 
   beforeAll(async () => {
     topo = await startTopology(mode, {
@@ -213,7 +219,10 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     await users.logout(bob);
   });
 
-  it('tells the sender of each decision once: a later session shows only what happened since', async () => {
+  // The next five run side by side, each with users of its own: one mostly waits for offers to expire (TTL_MS, 20 s),
+  // the others' work fits in that time.
+  it.concurrent('tells the sender of each decision once: a later session shows only what happened since', async ({ expect, onTestFinished }) => {
+    const users = usersOfItsOwn(onTestFinished);
     const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
     const env = { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: a, PARLEY_PASSWORD: users.password };
     const alice = await users.login(a);
@@ -282,88 +291,95 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
     expect(listed.json.map((l) => (l.offer as FileOffer).name).sort()).toEqual(['other.bin', 'seen.bin']);
   });
 
-  it('checks where to save before accepting, so a bad --to tells the sender nothing; a reader that stops early ends the CLI quietly', async () => {
-    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
-    const alice = await users.login(a);
-    const { offer } = await rawOffer(alice, { to: b, name: 'menu.txt' }, Buffer.from('soup'));
-    const tos = [join(work, 'no-such-dir'), writeTemp('a-file.txt', 'x')];
-    for (const got of await Promise.all(tos.map((to) => cli(b, ['file', 'accept', offer.id, '--to', to])))) {
-      expect(got.code).toBe(2);
-      expect(got.stderr).toMatch(/is not a directory/);
-    }
-    expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers[0]?.recipients).toEqual({ [b]: 'pending' });
-    expect(alice.events.some(isFile('accepted'))).toBe(false);
+  it.concurrent(
+    'checks where to save before accepting, so a bad --to tells the sender nothing; a reader that stops early ends the CLI quietly',
+    async ({ expect, onTestFinished }) => {
+      const users = usersOfItsOwn(onTestFinished);
+      const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+      const alice = await users.login(a);
+      const { offer } = await rawOffer(alice, { to: b, name: 'menu.txt' }, Buffer.from('soup'));
+      const tos = [join(work, 'no-such-dir'), writeTemp('a-file.txt', 'x')];
+      for (const got of await Promise.all(tos.map((to) => cli(b, ['file', 'accept', offer.id, '--to', to])))) {
+        expect(got.code).toBe(2);
+        expect(got.stderr).toMatch(/is not a directory/);
+      }
+      expect((await okResult<{ offers: FileOffer[] }>(alice.request({ op: 'file.list' }))).offers[0]?.recipients).toEqual({ [b]: 'pending' });
+      expect(alice.events.some(isFile('accepted'))).toBe(false);
 
-    // `parley --json file send … | head -1`: the output closes under a running upload.
-    const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/parley.js'), '--json', 'file', 'send', b, writeTemp('big.bin', randomBytes(3 * CHUNK * 8))], {
-      env: { PATH: process.env.PATH ?? '', PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: a, PARLEY_PASSWORD: users.password },
-      stdio: ['ignore', 'pipe', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    child.stdout.once('data', () => child.stdout.destroy());
-    const code = await new Promise((resolve) => child.once('close', resolve));
-    expect(stderr).not.toMatch(/EPIPE|Error/);
-    // As a program ended by SIGPIPE: the upload was cut short.
-    expect(code).toBe(141);
-  });
-
-  it('lets the sender withdraw an offer (parley file cancel): a waiting receiver is told, and the data is gone', async () => {
-    const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
-    const bob = await users.login(b);
-    const alice = await users.login(a);
-    const wrong = writeTemp('wrong.txt', 'not this one');
-    const sent = await cli(a, ['--json', 'file', 'send', b, wrong]);
-    const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
-    await bob.waitFor(isFile('offered', offer.id));
-    const listen = CliProcess.start(['listen'], { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: b, PARLEY_PASSWORD: users.password });
-    try {
-      await listen.waitForLine(line(`* ${a} offers wrong.txt (12 B) — parley file accept ${offer.id} or parley file decline ${offer.id}`), 30_000);
-      // Its receiver is told who may withdraw it, and how to decline it instead; its sender, that only receivers take it.
-      expect((await cli(b, ['file', 'cancel', offer.id])).stderr.trim()).toBe(
-        `error: not_allowed: ${a} sent file offer ${offer.id} (wrong.txt); only its sender withdraws it; decline it instead (parley file decline ${offer.id})`,
-      );
-      expect(await alice.request({ op: 'file.accept', offer: offer.id })).toMatchObject({
-        ok: false,
-        error: { code: 'not_allowed', message: `you sent file offer ${offer.id} (wrong.txt); only its receivers accept it` },
+      // `parley --json file send … | head -1`: the output closes under a running upload.
+      const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/parley.js'), '--json', 'file', 'send', b, writeTemp('big.bin', randomBytes(3 * CHUNK * 8))], {
+        env: { PATH: process.env.PATH ?? '', PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: a, PARLEY_PASSWORD: users.password },
+        stdio: ['ignore', 'pipe', 'pipe'],
       });
-      expect(await alice.request({ op: 'file.fetch', offer: offer.id, index: 0 })).toMatchObject({ ok: false, error: { code: 'not_allowed' } });
-      const cancelled = await cli(a, ['file', 'cancel', offer.id]);
-      expect(cancelled.code, cancelled.stderr).toBe(0);
-      expect(cancelled.stdout.trim()).toBe('withdrew wrong.txt (12 B)');
-      expect(((await bob.waitFor(isFile('withdrawn', offer.id))) as FileEvent).offer.from).toBe(a);
-      await listen.waitForLine(line(`* ${a} withdrew wrong.txt (12 B)`), 30_000);
-    } finally {
-      await listen.stop();
-    }
-    await expect.poll(() => serverHolds(offer.id), { timeout: 10_000 }).toBe(false);
-    expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
-    // A download of it cut short earlier left a part file: asking for it again says why it is gone, and tidies up.
-    const into = dir();
-    writeFileSync(join(into, `.${offer.id}.parley-part`), 'not t');
-    // These change nothing the others look at: three at a time.
-    const three = atMost(3);
-    const [late, listedBySender, cancelledAgain, listedByReceiver, sentAgain] = await Promise.all([
-      three(() => cli(b, ['file', 'accept', offer.id, '--to', into])),
-      three(() => cli(a, ['file', 'list'])),
-      three(() => cli(a, ['file', 'cancel', offer.id])),
-      three(() => cli(b, ['file', 'list'])),
-      three(() => cli(a, ['--json', 'file', 'send', b, wrong])),
-    ]);
-    expect(late.code).not.toBe(0);
-    expect(late.stderr).toContain(`${a} withdrew file offer ${offer.id} (wrong.txt)`);
-    expect(readdirSync(into)).toEqual([]);
-    // The sender's list shows it withdrawn (until it expires); withdrawing again answers the same.
-    expect(listedBySender.stdout).toContain(`${offer.id}  you → ${b}  wrong.txt (12 B)  ${b}: withdrawn`);
-    expect(cancelledAgain.stdout.trim()).toBe('withdrew wrong.txt (12 B)');
-    expect(listedByReceiver.stdout).not.toContain(offer.id);
-    // Sending the same file again is a new offer, with an id of its own: not the one Bob was told is withdrawn.
-    const resent = sentAgain.json.find((l) => l.type === 'offered')!.offer as FileOffer;
-    expect(resent.id).not.toBe(offer.id);
-    await bob.waitFor(isFile('offered', resent.id));
-  });
+      let stderr = '';
+      child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+      child.stdout.once('data', () => child.stdout.destroy());
+      const code = await new Promise((resolve) => child.once('close', resolve));
+      expect(stderr).not.toMatch(/EPIPE|Error/);
+      // As a program ended by SIGPIPE: the upload was cut short.
+      expect(code).toBe(141);
+    },
+  );
 
-  // The next two run side by side: one mostly waits for offers to expire (TTL_MS), the other runs a dozen CLI processes.
+  it.concurrent(
+    'lets the sender withdraw an offer (parley file cancel): a waiting receiver is told, and the data is gone',
+    async ({ expect, onTestFinished }) => {
+      const users = usersOfItsOwn(onTestFinished);
+      const [a, b] = [await users.fresh('alice'), await users.fresh('bob')];
+      const bob = await users.login(b);
+      const alice = await users.login(a);
+      const wrong = writeTemp('wrong.txt', 'not this one');
+      const sent = await cli(a, ['--json', 'file', 'send', b, wrong]);
+      const offer = sent.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+      await bob.waitFor(isFile('offered', offer.id));
+      const listen = CliProcess.start(['listen'], { PARLEY_SERVER: topo.server.mqttUrl, PARLEY_USER: b, PARLEY_PASSWORD: users.password });
+      try {
+        await listen.waitForLine(line(`* ${a} offers wrong.txt (12 B) — parley file accept ${offer.id} or parley file decline ${offer.id}`), 30_000);
+        // Its receiver is told who may withdraw it, and how to decline it instead; its sender, that only receivers take it.
+        expect((await cli(b, ['file', 'cancel', offer.id])).stderr.trim()).toBe(
+          `error: not_allowed: ${a} sent file offer ${offer.id} (wrong.txt); only its sender withdraws it; decline it instead (parley file decline ${offer.id})`,
+        );
+        expect(await alice.request({ op: 'file.accept', offer: offer.id })).toMatchObject({
+          ok: false,
+          error: { code: 'not_allowed', message: `you sent file offer ${offer.id} (wrong.txt); only its receivers accept it` },
+        });
+        expect(await alice.request({ op: 'file.fetch', offer: offer.id, index: 0 })).toMatchObject({ ok: false, error: { code: 'not_allowed' } });
+        const cancelled = await cli(a, ['file', 'cancel', offer.id]);
+        expect(cancelled.code, cancelled.stderr).toBe(0);
+        expect(cancelled.stdout.trim()).toBe('withdrew wrong.txt (12 B)');
+        expect(((await bob.waitFor(isFile('withdrawn', offer.id))) as FileEvent).offer.from).toBe(a);
+        await listen.waitForLine(line(`* ${a} withdrew wrong.txt (12 B)`), 30_000);
+      } finally {
+        await listen.stop();
+      }
+      await expect.poll(() => serverHolds(offer.id), { timeout: 10_000 }).toBe(false);
+      expect(await bob.request({ op: 'file.accept', offer: offer.id })).toMatchObject({ ok: false, error: { code: 'unknown_file' } });
+      // A download of it cut short earlier left a part file: asking for it again says why it is gone, and tidies up.
+      const into = dir();
+      writeFileSync(join(into, `.${offer.id}.parley-part`), 'not t');
+      // These change nothing the others look at: three at a time.
+      const three = atMost(3);
+      const [late, listedBySender, cancelledAgain, listedByReceiver, sentAgain] = await Promise.all([
+        three(() => cli(b, ['file', 'accept', offer.id, '--to', into])),
+        three(() => cli(a, ['file', 'list'])),
+        three(() => cli(a, ['file', 'cancel', offer.id])),
+        three(() => cli(b, ['file', 'list'])),
+        three(() => cli(a, ['--json', 'file', 'send', b, wrong])),
+      ]);
+      expect(late.code).not.toBe(0);
+      expect(late.stderr).toContain(`${a} withdrew file offer ${offer.id} (wrong.txt)`);
+      expect(readdirSync(into)).toEqual([]);
+      // The sender's list shows it withdrawn (until it expires); withdrawing again answers the same.
+      expect(listedBySender.stdout).toContain(`${offer.id}  you → ${b}  wrong.txt (12 B)  ${b}: withdrawn`);
+      expect(cancelledAgain.stdout.trim()).toBe('withdrew wrong.txt (12 B)');
+      expect(listedByReceiver.stdout).not.toContain(offer.id);
+      // Sending the same file again is a new offer, with an id of its own: not the one Bob was told is withdrawn.
+      const resent = sentAgain.json.find((l) => l.type === 'offered')!.offer as FileOffer;
+      expect(resent.id).not.toBe(offer.id);
+      await bob.waitFor(isFile('offered', resent.id));
+    },
+  );
+
   it.concurrent(
     'saves a name at the byte limit again in the same folder, ends two accepts of one offer at once clearly, and offers a settled file anew',
     async ({ expect }) => {
@@ -428,9 +444,7 @@ describe.each<Mode>(['embedded', 'distributed'])('files (%s)', (mode) => {
   it.concurrent(
     'limits how many offers a sender has open, offers to every other member of a group, and expires what nobody took',
     async ({ expect, onTestFinished }) => {
-      // Users of its own: the file's afterEach closes the shared ones' connections when the test beside it ends.
-      const users = new TestUsers(() => topo.urls(), 'file transfer password');
-      onTestFinished(() => users.closeAll());
+      const users = usersOfItsOwn(onTestFinished);
       const [a, b, c] = [await users.fresh('alice'), await users.fresh('bob'), await users.fresh('carol')];
       const alice = await users.login(a);
       const bob = await users.login(b);
