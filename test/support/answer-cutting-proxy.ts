@@ -1,4 +1,5 @@
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { listenOnLoopback, trackedSockets } from './proxy-server.js';
 import { packet, splitPackets } from './raw-mqtt.js';
 
 /**
@@ -25,12 +26,7 @@ const PUBLISH = 3;
 const PUBREL = 6;
 
 export async function startAnswerCuttingProxy(target: { host: string; port: number }): Promise<AnswerCuttingProxy> {
-  const sockets = new Set<Socket>();
-  const track = (s: Socket): void => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-  };
+  const { sockets, track } = trackedSockets();
   const proxy: AnswerCuttingProxy = { url: '', cuts: 0, cut: 0, refusing: false, onCut: () => undefined, close: () => Promise.resolve() };
   const server = createServer((client) => {
     track(client);
@@ -70,14 +66,8 @@ export async function startAnswerCuttingProxy(target: { host: string; port: numb
       }
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  proxy.url = `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  proxy.close = async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
+  const listening = await listenOnLoopback(server, sockets);
+  proxy.url = listening.url;
+  proxy.close = listening.close;
   return proxy;
 }

@@ -1,4 +1,5 @@
-import { connect, createServer, type AddressInfo, type Socket } from 'node:net';
+import { connect, createServer } from 'node:net';
+import { listenOnLoopback, trackedSockets } from './proxy-server.js';
 
 /**
  * A TCP proxy in front of an MQTT server that cuts the next `cuts` connections right after the server's CONNACK has
@@ -19,12 +20,7 @@ export interface CuttingProxy {
 const CONNACK_LENGTH = 4;
 
 export async function startCuttingProxy(target: { host: string; port: number }, cuts: number): Promise<CuttingProxy> {
-  const sockets = new Set<Socket>();
-  const track = (s: Socket): void => {
-    sockets.add(s);
-    s.on('close', () => sockets.delete(s));
-    s.on('error', () => s.destroy());
-  };
+  const { sockets, track } = trackedSockets();
   const proxy: CuttingProxy = { url: '', cuts, cut: 0, close: () => Promise.resolve() };
   const server = createServer((client) => {
     track(client);
@@ -52,14 +48,8 @@ export async function startCuttingProxy(target: { host: string; port: number }, 
       if (!cuttingNow) client.destroy();
     });
   });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => resolve());
-  });
-  proxy.url = `mqtt://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  proxy.close = async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => server.close(() => resolve()));
-  };
+  const listening = await listenOnLoopback(server, sockets);
+  proxy.url = listening.url;
+  proxy.close = listening.close;
   return proxy;
 }
