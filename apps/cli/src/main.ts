@@ -48,7 +48,7 @@ const program = new Command('parley')
       'parley send bob "hello"',
       'parley chat',
     ) +
-      "\n\nExit status: 0 done, 1 the server said no or could not be reached, 2 a usage mistake. A command's own flags and examples:\n`parley COMMAND --help`.",
+      "\n\nExit status: 0 done, 1 the server said no or could not be reached, 2 a usage mistake, 130 a one-shot command\nstopped by Ctrl-C, 141 the output closed early (`parley … | head`). A command's own flags and examples:\n`parley COMMAND --help`.",
   )
   .showHelpAfterError()
   // With --json a script reads stdout: a usage error is one JSON line there too (the help that follows stays on stderr).
