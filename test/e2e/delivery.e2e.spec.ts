@@ -18,6 +18,12 @@ const modes: Mode[] = ['embedded', 'redis', 'distributed'];
 
 const isMessage = (text?: string) => (e: { type: string; text?: string }) => e.type === 'message' && (text === undefined || e.text === text);
 
+/** Sends `n` messages (`${prefix} 0` …) to `to` at once, pipelined, and checks that each is accepted. */
+async function sendMany(from: MqttUser, to: string, n: number, prefix: string): Promise<void> {
+  const replies = await Promise.all(Array.from({ length: n }, (_, i) => from.request({ op: 'send', to, text: `${prefix} ${i}` }, 60_000)));
+  expect(replies.every((r) => r.ok)).toBe(true);
+}
+
 describe.each(modes)('delivery you can trust, %s', (mode) => {
   let topo: Topology;
   const users = new TestUsers(() => topo.urls(), PASSWORD);
@@ -156,8 +162,7 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const alice = await login(aliceName);
     const n = 1000;
-    const replies = await Promise.all(Array.from({ length: n }, (_, i) => alice.request({ op: 'send', to: bobName, text: `queued ${i}` }, 60_000)));
-    expect(replies.every((r) => r.ok)).toBe(true);
+    await sendMany(alice, bobName, n, 'queued');
 
     const bob = await login(bobName);
     await bob.waitFor((e) => e.type === 'synced', 60_000);
@@ -382,8 +387,7 @@ describe.each(modes)('delivery you can trust, %s', (mode) => {
     const [aliceName, bobName] = [await fresh('alice'), await fresh('bob')];
     const alice = await login(aliceName);
     const n = 300;
-    const replies = await Promise.all(Array.from({ length: n }, (_, i) => alice.request({ op: 'send', to: bobName, text: `backlog ${i}` }, 60_000)));
-    expect(replies.every((r) => r.ok)).toBe(true);
+    await sendMany(alice, bobName, n, 'backlog');
     let last = n;
     for (const clean of [false, true]) {
       // The same device (client id) twice: the second login takes over the first part way through its catch-up.
