@@ -66,7 +66,7 @@ export function contextOf(cmd: Command): CommandContext {
     login: async (opts = {}) => {
       const s = await requireLogin(settings, ask);
       checkLoginName(s.user);
-      checkServer(s.server);
+      checkServer(s.server, s.serverFrom);
       return ParleyClient.connect({
         server: s.server,
         ca: s.ca,
@@ -127,7 +127,7 @@ async function askNewPassword(user: string): Promise<string> {
 
 export async function register(ctx: CommandContext): Promise<void> {
   const { user, password } = await requireLogin(ctx.settings, canPrompt() ? askNewPassword : null);
-  checkServer(ctx.settings.server);
+  checkServer(ctx.settings.server, ctx.settings.serverFrom);
   const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca, onUnavailable: retryingNote(ctx.printer) });
   try {
     const r = await client.request('register', { user, password });

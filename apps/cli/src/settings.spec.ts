@@ -24,10 +24,27 @@ describe('checkServer', () => {
   it('takes IPv4, IPv6 in brackets and host names, and tells one who wrote an IPv6 address bare to put it in brackets', () => {
     for (const url of ['mqtt://127.0.0.1:1883', 'mqtt://[::1]:1883', 'ws://[2001:db8::5]:8083/mqtt', 'mqtts://chat.example.org'])
       expect(() => checkServer(url)).not.toThrow();
-    for (const url of ['mqtt://::1:1883', 'mqtt://2001:db8::5', 'ws://::1:80/mqtt'])
-      expect(() => checkServer(url)).toThrow(
-        `--server must be a URL such as mqtt://localhost:1883 (got "${url}"); an IPv6 address goes in brackets: mqtt://[::1]:1883`,
+    // The advice is the URL as written, its scheme, port and path kept, with the address in brackets.
+    for (const [url, fixed] of [
+      ['mqtt://::1:1883', 'mqtt://[::1]:1883'],
+      ['mqtt://2001:db8::5', 'mqtt://[2001:db8::5]'],
+      ['ws://::1:80/mqtt', 'ws://[::1]:80/mqtt'],
+      ['wss://2001:db8:0:0:0:0:0:1:8084/mqtt', 'wss://[2001:db8:0:0:0:0:0:1]:8084/mqtt'],
+      ['mqtt://::1', 'mqtt://[::1]'],
+    ])
+      expect(() => checkServer(url!)).toThrow(
+        `--server must be a URL such as mqtt://localhost:1883 (got "${url}"); an IPv6 address goes in brackets: ${fixed}`,
       );
     expect(() => checkServer('mqtt://bad host:1883')).toThrow(/^--server must be a URL such as mqtt:\/\/localhost:1883 \(got "mqtt:\/\/bad host:1883"\)$/);
+  });
+
+  it('names PARLEY_SERVER when the URL came from it, and --server when it came from the flag, which wins', () => {
+    const fromEnv = resolveSettings({}, { PARLEY_SERVER: 'http://localhost:1883' });
+    expect(fromEnv.serverFrom).toBe('PARLEY_SERVER');
+    expect(() => checkServer(fromEnv.server, fromEnv.serverFrom)).toThrow(
+      'PARLEY_SERVER must start with mqtt://, mqtts://, ws:// or wss:// (got "http://localhost:1883")',
+    );
+    expect(resolveSettings({ server: 'ws://::1:8083' }, { PARLEY_SERVER: 'mqtt://localhost:1883' }).serverFrom).toBe('--server');
+    expect(resolveSettings({}, { PARLEY_SERVER: '' }).serverFrom).toBe('--server');
   });
 });

@@ -3,6 +3,8 @@ import { DEVICE_PATTERN, USERNAME_PATTERN, USERNAME_RULE } from '#libs/protocol'
 /** Where and as whom the CLI connects: flags win over PARLEY_* environment variables. */
 export interface Settings {
   server: string;
+  /** Where `server` came from, named by its usage errors: the environment variable, or else the flag (or the default). */
+  serverFrom: '--server' | 'PARLEY_SERVER';
   user: string | undefined;
   password: string | undefined;
   /** A CA certificate file (PEM) to trust for mqtts:// and wss:// servers, besides the system's. */
@@ -27,6 +29,7 @@ export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = pro
   return {
     // An empty variable (`PARLEY_SERVER=` in a compose file or a script that clears it) is unset, as for PARLEY_CA.
     server: flags.server ?? (env.PARLEY_SERVER || undefined) ?? DEFAULT_SERVER,
+    serverFrom: flags.server === undefined && env.PARLEY_SERVER ? 'PARLEY_SERVER' : '--server',
     // User names are lower case: `--user Alice` can only mean alice (and a failed login would count against the lockout).
     user: (flags.user ?? env.PARLEY_USER)?.toLowerCase(),
     // A password goes as given: no trimming, no Unicode normalisation (the server puts it in NFC itself, and tries it as
@@ -41,23 +44,42 @@ export function resolveSettings(flags: GlobalFlags, env: NodeJS.ProcessEnv = pro
 /** The transports the CLI speaks: MQTT over TCP, over TLS, over WebSocket and over secure WebSocket. */
 export const SERVER_SCHEMES = ['mqtt:', 'mqtts:', 'ws:', 'wss:'] as const;
 
-/** Checks a server URL; throws a usage error naming what is wrong. */
-export function checkServer(server: string): URL {
+/** Checks a server URL; throws a usage error naming what is wrong, and where the URL came from (`from`). */
+export function checkServer(server: string, from = '--server'): URL {
   let url: URL;
   try {
     url = new URL(server);
   } catch {
-    // An IPv6 address written bare (mqtt://::1:1883) is no URL: its colons cannot be told from the port's.
-    const host = /^[a-z]+:\/\/([^/[\]]*)/i.exec(server)?.[1] ?? '';
-    const bare = (host.match(/:/g)?.length ?? 0) >= 2;
-    throw new UsageError(
-      `--server must be a URL such as mqtt://localhost:1883 (got "${server}")${bare ? '; an IPv6 address goes in brackets: mqtt://[::1]:1883' : ''}`,
-    );
+    const hint = bracketed(server);
+    throw new UsageError(`${from} must be a URL such as mqtt://localhost:1883 (got "${server}")${hint ? `; an IPv6 address goes in brackets: ${hint}` : ''}`);
   }
   if (!(SERVER_SCHEMES as readonly string[]).includes(url.protocol)) {
-    throw new UsageError(`--server must start with mqtt://, mqtts://, ws:// or wss:// (got "${server}")`);
+    throw new UsageError(`${from} must start with mqtt://, mqtts://, ws:// or wss:// (got "${server}")`);
   }
   return url;
+}
+
+/**
+ * The URL with its IPv6 address put in brackets, when it was written bare (`ws://::1:8083/mqtt`), which is no URL: its
+ * colons cannot be told from the port's. The last group is taken for the port when it is one (digits, after `::` or
+ * seven other groups), as one who writes a port means it; undefined when the host is no bare IPv6 address.
+ */
+function bracketed(server: string): string | undefined {
+  const m = /^([a-z]+:\/\/)([^/[\]]*)(.*)$/i.exec(server);
+  if (!m) return undefined;
+  const [, scheme, host, rest] = m as unknown as [string, string, string, string];
+  if ((host.match(/:/g)?.length ?? 0) < 2) return undefined;
+  const at = host.lastIndexOf(':');
+  const address = host.slice(0, at);
+  const port = host.slice(at + 1);
+  const portLike = /^\d{1,5}$/.test(port) && (address.includes('::') || address.split(':').length === 8);
+  const candidate = portLike ? `${scheme}[${address}]:${port}${rest}` : `${scheme}[${host}]${rest}`;
+  try {
+    new URL(candidate);
+    return candidate;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
