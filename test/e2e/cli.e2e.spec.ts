@@ -112,6 +112,7 @@ describe('the parley CLI', () => {
       groupHelpUnknown,
       groupHelpSub,
       helpSub,
+      badEnvServer,
     ] = await Promise.all([
       run(['register']),
       run(['send', alice, 'hi'], as(alice, 'not the password')),
@@ -128,6 +129,8 @@ describe('the parley CLI', () => {
       run(['--json', 'group', 'help', 'frobnicate']),
       run(['file', 'help', 'send']),
       run(['help', 'group', 'create']),
+      // No user either: the URL, which no user could make work, is said first, named as the setting it came from.
+      run(['register'], { PARLEY_SERVER: 'http://localhost:1883' }),
     ]);
     expect(again.code).toBe(1);
     expect(again.stderr.trim()).toBe(`error: user_exists: the name "${alice}" is taken`);
@@ -166,6 +169,10 @@ describe('the parley CLI', () => {
     expect([groupHelpUnknown.code, groupHelpUnknown.json]).toEqual([2, [{ type: 'error', code: 'usage', message: "unknown command 'frobnicate'" }]]);
     expect([groupHelpSub.code, groupHelpSub.stdout.split('\n')[0]]).toMatchObject([0, expect.stringMatching(/^Usage: parley file send /)]);
     expect([helpSub.code, helpSub.stdout.split('\n')[0]]).toEqual([0, 'Usage: parley group create [options] <name> [members...]']);
+    expect([badEnvServer.code, badEnvServer.stderr.trim()]).toEqual([
+      2,
+      'error: usage: PARLEY_SERVER must start with mqtt://, mqtts://, ws:// or wss:// (got "http://localhost:1883")',
+    ]);
   });
 
   it('takes a password exactly as given, and the server takes it in either Unicode form: registered precomposed, logged in decomposed', async () => {

@@ -61,12 +61,14 @@ export function contextOf(cmd: Command): CommandContext {
     settings,
     printer,
     askPassword: async () => {
+      // A URL that can never work is said before a password is asked for, not after it was typed.
+      checkServer(settings.server, settings.serverFrom);
       if (ask !== null && settings.user !== undefined && settings.password === undefined) await ask(settings.user);
     },
     login: async (opts = {}) => {
+      checkServer(settings.server, settings.serverFrom);
       const s = await requireLogin(settings, ask);
       checkLoginName(s.user);
-      checkServer(s.server, s.serverFrom);
       return ParleyClient.connect({
         server: s.server,
         ca: s.ca,
@@ -126,8 +128,9 @@ async function askNewPassword(user: string): Promise<string> {
 }
 
 export async function register(ctx: CommandContext): Promise<void> {
-  const { user, password } = await requireLogin(ctx.settings, canPrompt() ? askNewPassword : null);
+  // Before the new password is asked for twice: a URL that can never work is said first.
   checkServer(ctx.settings.server, ctx.settings.serverFrom);
+  const { user, password } = await requireLogin(ctx.settings, canPrompt() ? askNewPassword : null);
   const client = await ParleyClient.connect({ server: ctx.settings.server, ca: ctx.settings.ca, onUnavailable: retryingNote(ctx.printer) });
   try {
     const r = await client.request('register', { user, password });
