@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { startAnswerCuttingProxy, type AnswerCuttingProxy } from '../support/answer-cutting-proxy.js';
 import { runCli } from '../support/cli.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
@@ -9,16 +9,26 @@ import { TestUsers } from '../support/test-users.js';
  * server, the real CLI, and a proxy between them that loses the answer (the server has stored the message by then).
  */
 let server: ParleyServer;
+/** A server of its own, which knows none of the users: a login there is refused as a wrong password would be. */
+let stranger: ParleyServer;
 let proxy: AnswerCuttingProxy;
+const CHEAP_HASHING = { PARLEY_PASSWORD_COST: '10' };
 
 beforeAll(async () => {
-  server = await startParley();
+  [server, stranger] = await Promise.all([startParley({ env: CHEAP_HASHING }), startParley({ env: CHEAP_HASHING })]);
   proxy = await startAnswerCuttingProxy({ host: '127.0.0.1', port: server.mqttPort });
 });
 
 afterAll(async () => {
   await proxy?.close();
-  await server?.dispose();
+  await Promise.all([server?.dispose(), stranger?.dispose()]);
+});
+
+afterEach(() => {
+  proxy.cuts = 0;
+  proxy.refusing = false;
+  proxy.target = { host: '127.0.0.1', port: server.mqttPort };
+  proxy.onCut = () => undefined;
 });
 
 it(
@@ -79,6 +89,50 @@ it(
     expect(history.json.map((m) => [m.seq, m.id, m.text])).toEqual([
       [1, firstId, 'stored once'],
       [2, secondId, 'maybe stored'],
+    ]);
+  },
+);
+
+it(
+  'parley send whose answer is lost, and whose login is refused as it connects again, names the id that makes running it again safe',
+  { timeout: 60_000 },
+  async () => {
+    const users = new TestUsers(() => [server.mqttUrl]);
+    const [alice, bob] = await Promise.all([users.fresh('alice'), users.fresh('bob')]);
+    const through = (user: string) => ({ PARLEY_SERVER: proxy.url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const direct = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+
+    // The message is stored, its answer lost; the next login goes to a server that does not know alice (as if her
+    // password had changed meanwhile), and is refused for good.
+    const cutBefore = proxy.cut;
+    proxy.cuts = 1;
+    proxy.onCut = () => (proxy.target = { host: '127.0.0.1', port: stranger.mqttPort });
+    const sent = await runCli(['--json', 'send', bob, 'stored, answer lost'], through(alice));
+    expect(sent.code, sent.stdout + sent.stderr).toBe(1);
+    expect(proxy.cut).toBe(cutBefore + 1);
+    expect(sent.json).toEqual([{ type: 'error', code: 'connect', message: expect.any(String), id: expect.any(String) }]);
+    const id = sent.json[0]!.id as string;
+    expect(sent.json[0]!.message).toBe(
+      `the connection to the server closed before it answered, and connecting again failed (login refused by ${proxy.url}: wrong user name or password): it may or may not have been done; running the same command again with --id ${id} is safe: the message is stored once`,
+    );
+
+    // For a person, the same words on stderr.
+    proxy.target = { host: '127.0.0.1', port: server.mqttPort };
+    proxy.cuts = 1;
+    const human = await runCli(['send', bob, 'second, answer lost'], through(alice));
+    expect(human.code).toBe(1);
+    expect(human.stderr).toMatch(
+      /^error: connect: the connection to the server closed before it answered, and connecting again failed \(login refused by .*: wrong user name or password\): it may or may not have been done; running the same command again with --id \S+ is safe: the message is stored once\n$/,
+    );
+
+    // Run again with the id: the message the first try stored, once.
+    const again = await runCli(['send', bob, 'stored, answer lost', '--id', id], direct(alice));
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout.split('\n')[0]).toBe('accepted (seq 1)');
+    const history = await runCli(['--json', 'history', alice], direct(bob));
+    expect(history.json.map((m) => [m.seq, m.text])).toEqual([
+      [1, 'stored, answer lost'],
+      [2, 'second, answer lost'],
     ]);
   },
 );

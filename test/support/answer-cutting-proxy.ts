@@ -4,9 +4,10 @@ import { packet, splitPackets } from './raw-mqtt.js';
 
 /**
  * A TCP proxy in front of an MQTT server that loses the answer to a request: on the next `cuts` connections that
- * publish (a request), it passes the request on, and cuts the connection as the server's first PUBLISH after it (the
- * answer, the request carried out) arrives, without passing that on. With `refusing` set, it turns every new
- * connection away (closes it at once): a server that does not come back in time. Other connections are passed through.
+ * publish a request, it passes the request on, and cuts the connection as the server's
+ * first PUBLISH after it (the answer, the request carried out) arrives, without passing that on. With `refusing` set, it
+ * turns every new connection away (closes it at once): a server that does not come back in time. Other connections are
+ * passed through, to `target` as it is when they open (another server: one that does not know the user, say).
  */
 export interface AnswerCuttingProxy {
   /** mqtt://127.0.0.1:PORT */
@@ -16,6 +17,8 @@ export interface AnswerCuttingProxy {
   /** How many answers were lost so far. */
   cut: number;
   refusing: boolean;
+  /** Where new connections go. */
+  target: { host: string; port: number };
   /** Called as an answer is lost (after `cut` has grown): the test may change the proxy before anything else arrives. */
   onCut: () => void;
   close(): Promise<void>;
@@ -27,11 +30,19 @@ const PUBREL = 6;
 
 export async function startAnswerCuttingProxy(target: { host: string; port: number }): Promise<AnswerCuttingProxy> {
   const { sockets, track } = trackedSockets();
-  const proxy: AnswerCuttingProxy = { url: '', cuts: 0, cut: 0, refusing: false, onCut: () => undefined, close: () => Promise.resolve() };
+  const proxy: AnswerCuttingProxy = {
+    url: '',
+    cuts: 0,
+    cut: 0,
+    refusing: false,
+    target,
+    onCut: () => undefined,
+    close: () => Promise.resolve(),
+  };
   const server = createServer((client) => {
     track(client);
     if (proxy.refusing) return void client.destroy();
-    const upstream = connect(target.port, target.host);
+    const upstream = connect(proxy.target.port, proxy.target.host);
     track(upstream);
     client.on('close', () => upstream.destroy());
     upstream.on('close', () => client.destroy());

@@ -22,7 +22,7 @@ import {
   reportConnection,
   statusFields,
 } from './output.js';
-import { ParleyClient, RequestError, RequestTimeout } from './parley-client.js';
+import { ConnectError, ParleyClient, RequestError, RequestTimeout } from './parley-client.js';
 import { canPrompt, promptPassword } from './password-prompt.js';
 import { checkDevice, checkLoginName, checkServer, requireLogin, resolveSettings, UsageError, type GlobalFlags, type Settings } from './settings.js';
 
@@ -147,7 +147,7 @@ export async function register(ctx: CommandContext): Promise<void> {
 export class SendUnsettled extends Error {
   override readonly name = 'SendUnsettled';
   constructor(
-    /** `failed`, or the server's code. */
+    /** `failed`, `connect` (the login refused as it connected again), or the server's code. */
     readonly code: string,
     message: string,
     readonly id: string,
@@ -156,9 +156,17 @@ export class SendUnsettled extends Error {
   }
 }
 
+/**
+ * Whether a request that failed with `e` went out and may have been carried out, its answer lost: no answer in time, or
+ * the connection closed before it, and connecting again failed or the login was refused.
+ */
+function mayBeDone(e: unknown): boolean {
+  return (e instanceof RequestTimeout || e instanceof ConnectError) && e.sent;
+}
+
 /** `e` as a SendUnsettled when a send that ended with it may have been done, or may be completed by a retry; else `e`. */
 function unsettled(e: unknown, id: string): unknown {
-  const code = e instanceof RequestTimeout && e.sent ? 'failed' : e instanceof RequestError && e.code === 'unavailable' ? e.code : null;
+  const code = mayBeDone(e) ? (e instanceof ConnectError ? 'connect' : 'failed') : e instanceof RequestError && e.code === 'unavailable' ? e.code : null;
   if (code === null) return e;
   return new SendUnsettled(code, `${(e as Error).message}; running the same command again with --id ${id} is safe: the message is stored once`, id);
 }
@@ -357,8 +365,9 @@ async function groupChange(
   await withClient(ctx, async (client) => {
     const g = await client.request(op, fields).catch((e: unknown) => {
       // Run again, any other change finds it made (or makes it); a create would make a second group of that name.
-      if (op !== 'group.create' || !(e instanceof RequestTimeout && e.sent)) throw e;
-      throw new RequestTimeout(true, `${e.message}; parley group list tells whether it was made (running this again would make another group)`);
+      if (op !== 'group.create' || !mayBeDone(e)) throw e;
+      const told = `${(e as Error).message}; parley group list tells whether it was made (running this again would make another group)`;
+      throw e instanceof ConnectError ? new ConnectError(told, true) : new RequestTimeout(true, told);
     });
     ctx.printer.emit(human(g), { type: 'group', ...g });
   });

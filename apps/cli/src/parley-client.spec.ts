@@ -375,6 +375,11 @@ describe('ParleyClient while the server refuses logins', () => {
   let server: MqttClient;
   const refuse = (user: string, code: number) => refusing.refuse.set(user, code);
   const refused = (user: string) => refusing.refused.get(user);
+  /**
+   * Users whose next request the server takes and does not answer: it drops their connections and refuses their logins
+   * with this code from then on (a password changed, say).
+   */
+  const refuseOnRequest = new Map<string, number>();
 
   beforeAll(async () => {
     refusing = await startRefusingBroker();
@@ -384,6 +389,12 @@ describe('ParleyClient while the server refuses logins', () => {
     server.on('message', (topic, payload) => {
       const user = topic.split('/').at(-2)!;
       const { id, ...fields } = JSON.parse(payload.toString()) as { id: string } & Record<string, unknown>;
+      const code = refuseOnRequest.get(user);
+      if (code !== undefined) {
+        refuseOnRequest.delete(user);
+        refuse(user, code);
+        return void refusing.drop(user);
+      }
       const reply = { type: 'reply', id, op: 'who', ok: true, result: { user: fields.user, state: 'online', lastSeen: null } };
       answer(server, user, reply);
     });
@@ -500,6 +511,27 @@ describe('ParleyClient while the server refuses logins', () => {
       expect(await waiting).toBe(reason);
       expect(await client.request('who', { user: 'bob' }).catch((e: unknown) => e)).toBe(reason);
       expect(refused('hal')).toBe(1);
+    } finally {
+      await client.close();
+    }
+  });
+
+  it('fails a request sent before the drop, its login then refused for good, saying it may have been done', async () => {
+    const client = await ParleyClient.connect({ server: url, user: 'max', password: 'unused', timeoutMs: 20_000 });
+    try {
+      refuseOnRequest.set('max', 4);
+      const failed = await client.request('who', { user: 'bob' }).catch((e: unknown) => e);
+      expect(failed).toBeInstanceOf(ConnectError);
+      expect(failed).toMatchObject({
+        sent: true,
+        message: `the connection to the server closed before it answered, and connecting again failed (login refused by ${url}: wrong user name or password): it may or may not have been done`,
+      });
+      // The client ends with the refusal itself; a request made after it was never sent, and says only that.
+      expect((await client.ended).message).toBe(`login refused by ${url}: wrong user name or password`);
+      expect(await client.request('who', { user: 'bob' }).catch((e: unknown) => e)).toMatchObject({
+        sent: false,
+        message: `login refused by ${url}: wrong user name or password`,
+      });
     } finally {
       await client.close();
     }

@@ -52,9 +52,18 @@ function closedBeforeAnswer(published: number): RequestTimeout {
   );
 }
 
-/** The CLI could not reach or log in to the server. */
+/**
+ * The CLI could not reach or log in to the server. `sent`: a request had gone out, and the connection closed before its
+ * answer came, and logging in again was refused for good: the request may or may not have been done.
+ */
 export class ConnectError extends Error {
   override readonly name = 'ConnectError';
+  constructor(
+    message: string,
+    readonly sent = false,
+  ) {
+    super(message);
+  }
 }
 
 export interface ConnectOptions {
@@ -239,7 +248,15 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
     for (const [id, p] of this.pending) {
       clearTimeout(p.timer);
       this.pending.delete(id);
-      p.reject(reason);
+      // Sent on a connection that closed before the answer (a refusal comes from a new one): it may have been done.
+      p.reject(
+        p.published > 0
+          ? new ConnectError(
+              `the connection to the server closed before it answered, and connecting again failed (${reason.message}): it may or may not have been done`,
+              true,
+            )
+          : reason,
+      );
     }
     this.onEnded(reason);
   }
