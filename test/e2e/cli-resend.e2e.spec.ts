@@ -1,3 +1,7 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, expect, it } from 'vitest';
 import { startAnswerCuttingProxy, type AnswerCuttingProxy } from '../support/answer-cutting-proxy.js';
 import { runCli } from '../support/cli.js';
@@ -26,6 +30,7 @@ afterAll(async () => {
 
 afterEach(() => {
   proxy.cuts = 0;
+  proxy.ops = null;
   proxy.refusing = false;
   proxy.target = { host: '127.0.0.1', port: server.mqttPort };
   proxy.onCut = () => undefined;
@@ -90,6 +95,71 @@ it(
       [1, firstId, 'stored once'],
       [2, secondId, 'maybe stored'],
     ]);
+  },
+);
+
+it(
+  'a request sent again after its answer was lost reads as its first answer would have: read says it marked, group changes and file decisions say what they did',
+  { timeout: 90_000 },
+  async () => {
+    const users = new TestUsers(() => [server.mqttUrl]);
+    const [alice, bob, carol] = await Promise.all([users.fresh('alice'), users.fresh('bob'), users.fresh('carol')]);
+    const through = (user: string) => ({ PARLEY_SERVER: proxy.url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const direct = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    /** Runs `parley ARGS` as `user` through the proxy, which loses the answer to its first request of `op`. */
+    const cutOnce = async (user: string, op: string, args: string[]) => {
+      const before = proxy.cut;
+      proxy.ops = [op];
+      proxy.cuts = 1;
+      const run = await runCli(args, through(user));
+      expect(run.code, run.stdout + run.stderr).toBe(0);
+      expect(proxy.cut, `the answer to ${op} was lost`).toBe(before + 1);
+      return run;
+    };
+
+    // The receipt moves alice's cursor, and its answer is lost: sent again, the server finds the cursor there already.
+    expect((await runCli(['send', alice, 'one'], direct(bob))).code).toBe(0);
+    const read = await cutOnce(alice, 'receipt', ['read', bob]);
+    expect(read.stdout).toBe(`marked read up to #1 with ${bob}\n`);
+    // Run again (not a resend), it is already read, and says so.
+    const again = await runCli(['read', bob], direct(alice));
+    expect(again.stdout).toBe(`read already up to #1 with ${bob}\n`);
+    expect((await runCli(['send', alice, 'two'], direct(bob))).code).toBe(0);
+    const readJson = await cutOnce(alice, 'receipt', ['--json', 'read', bob]);
+    expect(readJson.json).toEqual([{ type: 'read', conv: expect.any(String), seq: 2, moved: true }]);
+
+    // Each group change, its answer lost, says what it did: the server answers the same id as it did the first time.
+    const made = await runCli(['--json', 'group', 'create', 'crew', bob], direct(alice));
+    expect(made.code, made.stderr).toBe(0);
+    const id = made.json[0]!.id as string;
+    expect((await cutOnce(alice, 'group.rename', ['group', 'rename', id, 'team'])).stdout).toMatch(/^renamed: team \(/);
+    const added = await cutOnce(alice, 'group.add', ['--json', 'group', 'add', id, carol]);
+    expect(added.json).toEqual([expect.objectContaining({ type: 'group', id, members: [alice, bob, carol] })]);
+    const removed = await cutOnce(alice, 'group.remove', ['--json', 'group', 'remove', id, carol]);
+    expect(removed.json).toEqual([expect.objectContaining({ type: 'group', id, members: [alice, bob] })]);
+    expect((await cutOnce(alice, 'group.owner', ['group', 'owner', id, bob])).stdout).toBe(`${bob} now owns team\n`);
+    expect((await cutOnce(alice, 'group.leave', ['group', 'leave', id])).stdout).toBe('left team\n');
+    expect((await cutOnce(bob, 'group.delete', ['group', 'delete', id])).stdout).toBe('deleted team\n');
+
+    // An account registered, its answer lost: the same id and password are answered as the first time, not "taken".
+    const dave = `dave${randomBytes(3).toString('hex')}`;
+    expect((await cutOnce(dave, 'register', ['register'])).stdout).toBe(`registered ${dave}\n`);
+
+    // A file declined, and one withdrawn, their answers lost.
+    const dir = mkdtempSync(join(tmpdir(), 'parley-resend-'));
+    try {
+      writeFileSync(join(dir, 'a.txt'), 'a file');
+      writeFileSync(join(dir, 'b.txt'), 'b file');
+      const offered = await Promise.all(['a.txt', 'b.txt'].map((f) => runCli(['--json', 'file', 'send', alice, join(dir, f)], direct(bob))));
+      const [declining, withdrawing] = offered.map((o) => {
+        expect(o.code, o.stderr).toBe(0);
+        return (o.json.find((l) => l.type === 'offered')!.offer as { id: string }).id;
+      });
+      expect((await cutOnce(alice, 'file.decline', ['file', 'decline', declining!])).stdout).toMatch(/^declined a\.txt \(6 B\) from /);
+      expect((await cutOnce(bob, 'file.cancel', ['file', 'cancel', withdrawing!])).stdout).toMatch(/^withdrew b\.txt/);
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   },
 );
 

@@ -4,7 +4,7 @@ import { packet, splitPackets } from './raw-mqtt.js';
 
 /**
  * A TCP proxy in front of an MQTT server that loses the answer to a request: on the next `cuts` connections that
- * publish a request, it passes the request on, and cuts the connection as the server's
+ * publish a request (of one of the `ops`, when set), it passes the request on, and cuts the connection as the server's
  * first PUBLISH after it (the answer, the request carried out) arrives, without passing that on. With `refusing` set, it
  * turns every new connection away (closes it at once): a server that does not come back in time. Other connections are
  * passed through, to `target` as it is when they open (another server: one that does not know the user, say).
@@ -17,6 +17,8 @@ export interface AnswerCuttingProxy {
   /** How many answers were lost so far. */
   cut: number;
   refusing: boolean;
+  /** Only a request of these ops starts a cut (`{"op":…}`); null: any request. */
+  ops: string[] | null;
   /** Where new connections go. */
   target: { host: string; port: number };
   /** Called as an answer is lost (after `cut` has grown): the test may change the proxy before anything else arrives. */
@@ -35,9 +37,20 @@ export async function startAnswerCuttingProxy(target: { host: string; port: numb
     cuts: 0,
     cut: 0,
     refusing: false,
+    ops: null,
     target,
     onCut: () => undefined,
     close: () => Promise.resolve(),
+  };
+  /** Whether a client's PUBLISH (a request, at QoS 0 as the CLI sends them: its payload right after the topic) starts a cut. */
+  const cutsOn = (body: Buffer): boolean => {
+    if (proxy.ops === null) return true;
+    try {
+      const { op } = JSON.parse(body.subarray(2 + body.readUInt16BE(0)).toString('utf8')) as { op?: unknown };
+      return typeof op === 'string' && proxy.ops.includes(op);
+    } catch {
+      return false;
+    }
   };
   const server = createServer((client) => {
     track(client);
@@ -55,7 +68,7 @@ export async function startAnswerCuttingProxy(target: { host: string; port: numb
       if (cutting) return;
       const { packets, rest } = splitPackets(Buffer.concat([fromClient, chunk]));
       fromClient = rest;
-      if (proxy.cuts > 0 && packets.some((p) => p.type === PUBLISH)) {
+      if (proxy.cuts > 0 && packets.some((p) => p.type === PUBLISH && cutsOn(p.body))) {
         proxy.cuts--;
         cutting = true;
       }

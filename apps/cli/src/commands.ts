@@ -273,14 +273,18 @@ export async function read(ctx: CommandContext, user: string | undefined, opts: 
       ctx.printer.emit('nothing to mark read', { type: 'read', conv: page.conv, seq: 0, moved: false });
       return;
     }
-    const r = await client.request('receipt', { conv: page.conv, seq: last.seq, status: 'read' });
+    const { result: r, repeat } = await client.ask('receipt', { conv: page.conv, seq: last.seq, status: 'read' });
     const where = page.group ? `in ${displayLabel(page.group.name)}` : `with ${'to' in t ? t.to : ''}`;
+    // Sent again after its answer was lost, the receipt finds the cursor where its first copy moved it: this command
+    // moved it, as the first answer would have said. (Already there before it, or moved there meanwhile by another
+    // device, is told apart by nothing in the answer; moved past it, it was not this command.)
+    const moved = r.moved || (repeat && r.cursors.read === last.seq);
     // Run again, it moves nothing: say so rather than claim to have marked something.
-    ctx.printer.emit(`${r.moved ? 'marked read' : 'read already'} up to #${r.cursors.read} ${where}`, {
+    ctx.printer.emit(`${moved ? 'marked read' : 'read already'} up to #${r.cursors.read} ${where}`, {
       type: 'read',
       conv: page.conv,
       seq: r.cursors.read,
-      moved: r.moved,
+      moved,
     });
   });
 }

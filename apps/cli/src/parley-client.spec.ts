@@ -274,6 +274,21 @@ describe('ParleyClient across a dropped connection', () => {
     }
   });
 
+  it('tells a command that an answer may be to a repeat: the request went out again after its connection closed unanswered', async () => {
+    const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'ora', password: 'unused', timeoutMs: 20_000 });
+    try {
+      expect(await client.ask('who', { user: 'bob' })).toEqual({ result: { user: 'bob', state: 'online', lastSeen: null }, repeat: false });
+      // Carried out (by the server here, before it cut the connection), then sent again: "nothing to do" may mean done.
+      cutBeforeAnswer.set('ora', 1);
+      expect(await client.ask('who', { user: 'bob' }, 'who-ora-2')).toEqual({ result: { user: 'bob', state: 'online', lastSeen: null }, repeat: true });
+      expect(asked.filter((a) => a.id === 'who-ora-2')).toHaveLength(2);
+      // The next request, on the new connection, went out once.
+      expect(await client.ask('who', { user: 'cat' })).toMatchObject({ repeat: false });
+    } finally {
+      await client.close();
+    }
+  });
+
   it('a one-shot client that cannot connect again within a few tries fails what waits, not at its timeout, and sends nothing later', async () => {
     const client = await ParleyClient.connect({ server: `mqtt://127.0.0.1:${port}`, user: 'hal', password: 'unused', timeoutMs: 20_000 });
     try {

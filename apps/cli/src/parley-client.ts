@@ -66,6 +66,16 @@ export class ConnectError extends Error {
   }
 }
 
+/**
+ * A request's result, and whether it may answer a repeat: a copy of the same request (its id) went out before, and may
+ * have been carried out with its answer lost (on a connection that closed first, or answered `unavailable`). The server
+ * carries an id out once; a repeat that finds nothing to do ("read already") can then mean that copy did it.
+ */
+export interface Answer<T> {
+  result: T;
+  repeat: boolean;
+}
+
 export interface ConnectOptions {
   /** mqtt://, mqtts://, ws:// or wss:// (a WebSocket URL without a path gets `/`). */
   server: string;
@@ -150,7 +160,17 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    */
   private readonly pending = new Map<
     string,
-    { op: RequestOp; body: string; published: number; on: number; resolve: (r: unknown) => void; reject: (e: Error) => void; timer: NodeJS.Timeout }
+    {
+      op: RequestOp;
+      body: string;
+      published: number;
+      on: number;
+      /** Of the request's call (`ask`): its copies that went out and may have been carried out without their answer coming. */
+      unanswered: { copies: number };
+      resolve: (r: unknown) => void;
+      reject: (e: Error) => void;
+      timer: NodeJS.Timeout;
+    }
   >();
   /** Connections made so far: the current one's number. */
   private connections = 0;
@@ -416,10 +436,17 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    * it is retried a few times, after growing pauses, before it is reported.
    */
   async request<Op extends RequestOp>(op: Op, fields: Record<string, unknown> = {}, id: string = randomUUID()): Promise<ResultOf[Op]> {
+    return (await this.ask(op, fields, id)).result;
+  }
+
+  /** As `request`, and tells whether the answer may be to a repeat of a copy carried out before (see `Answer`). */
+  async ask<Op extends RequestOp>(op: Op, fields: Record<string, unknown> = {}, id: string = randomUUID()): Promise<Answer<ResultOf[Op]>> {
     let unavailable = false;
+    const unanswered = { copies: 0 };
     for (let attempt = 1; ; attempt++) {
       try {
-        return await this.requestOnce(op, fields, id);
+        const result = await this.requestOnce(op, fields, id, unanswered);
+        return { result, repeat: unanswered.copies > 0 };
       } catch (e) {
         // A retry that got no answer after the server said `unavailable`: a service down, whose calls wait their turn
         // behind the connection's others (each for the server's own timeout). The cause goes with the timeout.
@@ -430,6 +457,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
           );
         if (!(e instanceof RequestError) || !RETRIED.has(e.code)) throw e;
         unavailable ||= e.code === 'unavailable';
+        // `unavailable` may be a call the server gave up waiting for, carried out later; `rate_limited` did nothing.
+        if (e.code === 'unavailable') unanswered.copies++;
         // Given up after the retries: said for a person, who runs the command again, not for a client that keeps an id.
         if (attempt >= RETRY_PAUSES_MS.length + 1)
           throw e.code === 'unavailable'
@@ -448,7 +477,7 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
    * `resume`). Times out after `timeoutMs`; a request that was never published is then given up for good, so nothing
    * is done after the caller was told it failed.
    */
-  private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string): Promise<ResultOf[Op]> {
+  private requestOnce<Op extends RequestOp>(op: Op, fields: Record<string, unknown>, id: string, unanswered: { copies: number }): Promise<ResultOf[Op]> {
     return new Promise((resolve, reject) => {
       if (this.endedWith) return reject(this.endedWith);
       if (this.gone) return reject(closedBeforeAnswer(0));
@@ -463,7 +492,16 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
           ),
         );
       }, this.timeoutMs);
-      this.pending.set(id, { op, body: JSON.stringify({ op, id, ...fields }), published: 0, on: 0, resolve: resolve as (r: unknown) => void, reject, timer });
+      this.pending.set(id, {
+        op,
+        body: JSON.stringify({ op, id, ...fields }),
+        published: 0,
+        on: 0,
+        unanswered,
+        resolve: resolve as (r: unknown) => void,
+        reject,
+        timer,
+      });
       if (this.ready && this.mqtt.connected) this.publish(id);
     });
   }
@@ -519,6 +557,8 @@ export class ParleyClient extends EventEmitter<ClientEvents> {
       if (!waiter) return;
       clearTimeout(waiter.timer);
       this.pending.delete(event.id!);
+      // The copies before this one went out on connections that closed before their answers came.
+      waiter.unanswered.copies += waiter.published - 1;
       if (!event.ok) waiter.reject(new RequestError(event.error.code, event.error.message));
       else {
         try {
