@@ -130,7 +130,7 @@ describe('the parley CLI', () => {
       run(['file', 'help', 'send']),
       run(['help', 'group', 'create']),
       // No user either: the URL, which no user could make work, is said first, named as the setting it came from.
-      run(['register'], { PARLEY_SERVER: 'http://localhost:1883' }),
+      three(() => runCli(['register'], { PARLEY_SERVER: 'http://localhost:1883' })),
     ]);
     expect(again.code).toBe(1);
     expect(again.stderr.trim()).toBe(`error: user_exists: the name "${alice}" is taken`);
