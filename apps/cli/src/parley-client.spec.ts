@@ -657,6 +657,11 @@ describe('ParleyClient and a server that drops a connection before it answers th
       await expect(ParleyClient.connect({ server: at, user: 'ann', password: 'unused', timeoutMs: 1500, keepTrying: true, reconnectMs: 100 })).rejects.toThrow(
         'the connection closed before the server answered (tried for 2 s)',
       );
+      // A WebSocket upgrade it closes on is said the same way, not as Node's "socket hang up".
+      const ws = at.replace('mqtt:', 'ws:');
+      await expect(ParleyClient.connect({ server: ws, user: 'ann', password: 'unused', timeoutMs: 5000 })).rejects.toThrow(
+        `cannot reach ${ws}: the connection closed before the server answered`,
+      );
       toDrop = 0;
     } finally {
       await new Promise<void>((resolve) => tcp.close(() => resolve()));

@@ -711,6 +711,8 @@ function describeConnectError(e: Error, server: string, ca?: string): string {
     return `cannot reach ${server}: it does not speak TLS on that port (mqtt:// or ws:// there?)`;
   // MQTT spoken to a WebSocket port, whose HTTP server answers a request it cannot read with 400.
   if (code === SPEAKS_HTTP) return `cannot reach ${server}: it speaks HTTP, not MQTT, on that port (if it is a WebSocket port: ws:// or wss://)`;
+  // A WebSocket upgrade the port closed on (Node says "socket hang up"), said as a closed MQTT attempt is.
+  if (closedUnanswered(e)) return `cannot reach ${server}: the connection closed before the server answered`;
   return `cannot reach ${server}: ${e.message}`;
 }
 
