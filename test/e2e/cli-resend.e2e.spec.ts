@@ -28,6 +28,12 @@ afterAll(async () => {
   await Promise.all([server?.dispose(), stranger?.dispose()]);
 });
 
+/** A user's CLI settings through the proxy, and straight to the server. */
+function logins(users: TestUsers) {
+  const as = (url: string) => (user: string) => ({ PARLEY_SERVER: url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+  return { through: as(proxy.url), direct: as(server.mqttUrl) };
+}
+
 afterEach(() => {
   proxy.cuts = 0;
   proxy.ops = null;
@@ -42,8 +48,7 @@ it(
   async () => {
     const users = new TestUsers(() => [server.mqttUrl]);
     const [alice, bob] = [await users.fresh('alice'), await users.fresh('bob')];
-    const through = (user: string) => ({ PARLEY_SERVER: proxy.url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
-    const direct = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const { through, direct } = logins(users);
 
     // An id the server would refuse is a usage mistake, said before connecting.
     const bad = await runCli(['--json', 'send', bob, 'hi', '--id', 'no spaces'], direct(alice));
@@ -104,8 +109,7 @@ it(
   async () => {
     const users = new TestUsers(() => [server.mqttUrl]);
     const [alice, bob, carol] = await Promise.all([users.fresh('alice'), users.fresh('bob'), users.fresh('carol')]);
-    const through = (user: string) => ({ PARLEY_SERVER: proxy.url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
-    const direct = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const { through, direct } = logins(users);
     /** Runs `parley ARGS` as `user` through the proxy, which loses the answer to its first request of `op`. */
     const cutOnce = async (user: string, op: string, args: string[]) => {
       const before = proxy.cut;
@@ -169,8 +173,7 @@ it(
   async () => {
     const users = new TestUsers(() => [server.mqttUrl]);
     const [alice, bob] = await Promise.all([users.fresh('alice'), users.fresh('bob')]);
-    const through = (user: string) => ({ PARLEY_SERVER: proxy.url, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
-    const direct = (user: string) => ({ PARLEY_SERVER: server.mqttUrl, PARLEY_USER: user, PARLEY_PASSWORD: users.password });
+    const { through, direct } = logins(users);
 
     // The message is stored, its answer lost; the next login goes to a server that does not know alice (as if her
     // password had changed meanwhile), and is refused for good.
