@@ -1,4 +1,5 @@
 import type { Client } from 'aedes';
+import { withDeadline } from '#libs/health';
 import { topics, type InboxEvent } from '#libs/protocol';
 import { writeToConnection } from './local-inboxes.js';
 import type { MqttBroker } from './mqtt-broker.js';
@@ -10,12 +11,18 @@ import type { MqttBroker } from './mqtt-broker.js';
  * what it got with receipts, not PUBACKs.
  *
  * Each event is encoded once, written to this gateway's subscribed connections
- * at once (LocalInboxes) and relayed to the other gateways, which write it to
- * theirs. Writing is synchronous: events handed over one after the other reach
- * each connection in that order.
+ * (LocalInboxes) and relayed to the other gateways, which write it to theirs.
+ * Writing is synchronous: events handed over one after the other reach each
+ * connection in that order. A delivered event (`publishToAll`) that is relayed
+ * is written here once its relay has left (see `RelayNote`), with the rest of
+ * its batch: this gateway's recipients get it when the others' do, and the
+ * requester gets it with its answer, in one write, not in two turns.
  */
 export class InboxPublisher {
   constructor(private readonly broker: MqttBroker) {}
+
+  /** The delivered events of the relay batch being gathered, written here once it has left (see `publishToAll`). */
+  private held: HeldBatch | undefined;
 
   publish(topic: string, event: InboxEvent): void {
     this.send(topic, encode(event));
@@ -38,18 +45,60 @@ export class InboxPublisher {
 
   /**
    * Publishes one event to several inboxes; it is encoded once, however many members receive it. Returns what settles
-   * once it has left this gateway for the others (see `RelayNote`); undefined when there are none.
+   * once it has left this gateway for the others (see `RelayNote`); undefined when there are none. Relayed, it is
+   * written to this gateway's connections when that settles (or RELAY_WAIT_MS has passed): before the answers that wait
+   * for it, and in the order events were published, since batches leave in order.
    */
   publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<boolean> | undefined {
+    if (inboxTopics.length === 0) return undefined;
     const payload = encode(event);
-    for (const topic of inboxTopics) this.send(topic, payload);
-    return inboxTopics.length > 0 ? this.broker.relayed() : undefined;
+    for (const topic of inboxTopics) this.broker.relay(topic, payload);
+    const relayed = this.broker.relayed();
+    if (!relayed) {
+      for (const topic of inboxTopics) this.broker.inboxes.write(topic, payload);
+      return undefined;
+    }
+    let held = this.held;
+    if (held?.relayed !== relayed) {
+      held = this.hold(relayed);
+      this.held = held;
+    }
+    for (const topic of inboxTopics) held.writes.push(topic, payload);
+    return held.written;
+  }
+
+  /** A batch's local writes, made once its relay has left, or RELAY_WAIT_MS has passed (Redis not answering). */
+  private hold(relayed: Promise<boolean>): HeldBatch {
+    const writes: (string | Buffer)[] = [];
+    const write = () => {
+      if (this.held?.writes === writes) this.held = undefined;
+      for (let i = 0; i < writes.length; i += 2) this.broker.inboxes.write(writes[i] as string, writes[i + 1] as Buffer);
+    };
+    const written = withDeadline(relayed, RELAY_WAIT_MS).then(
+      (sent) => (write(), sent),
+      (e: unknown) => {
+        write();
+        throw e;
+      },
+    );
+    // The requests that delivered these events wait on it, and bound their own wait; its failure is theirs to handle.
+    written.catch(() => undefined);
+    return { relayed, writes, written };
   }
 
   private send(topic: string, payload: Buffer): void {
     this.broker.inboxes.write(topic, payload);
     this.broker.relay(topic, payload);
   }
+}
+
+/** Events relayed in one batch, awaiting its departure to be written to this gateway's connections. */
+interface HeldBatch {
+  relayed: Promise<boolean>;
+  /** Topic and payload, in turn, in the order published. */
+  writes: (string | Buffer)[];
+  /** Settles as `relayed` (rejected past RELAY_WAIT_MS), once the writes are made. */
+  written: Promise<boolean>;
 }
 
 /**

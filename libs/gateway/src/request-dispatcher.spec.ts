@@ -36,13 +36,20 @@ describe('heldBack', () => {
   });
 });
 
-/** A dispatcher on a gateway with others (a broker whose relays stay on their way until `relay.send()`), its fakes, and what it writes. */
+/**
+ * A dispatcher on a gateway with others (a broker whose relays stay on their way until `relay.send()`), its fakes, what
+ * it writes to its own connections, and what it relays.
+ */
 function gatewayWithOthers(messagingOverride?: object) {
-  const written: { topic: string; event: Record<string, unknown> }[] = [];
+  type Written = { topic: string; event: Record<string, unknown> };
+  const written: Written[] = [];
+  const relayed: Written[] = [];
+  const read = (topic: string, payload: Buffer): Written => ({ topic, event: JSON.parse(payload.toString()) as Record<string, unknown> });
   let pending: { promise: Promise<void>; resolve: () => void } | undefined;
   const broker = {
-    inboxes: { write: (topic: string, payload: Buffer) => written.push({ topic, event: JSON.parse(payload.toString()) as Record<string, unknown> }) },
-    relay: () => {
+    inboxes: { write: (topic: string, payload: Buffer) => written.push(read(topic, payload)) },
+    relay: (topic: string, payload: Buffer) => {
+      relayed.push(read(topic, payload));
       if (pending) return;
       let resolve!: () => void;
       const promise = new Promise<void>((r) => (resolve = r));
@@ -84,26 +91,32 @@ function gatewayWithOthers(messagingOverride?: object) {
   const request = (client: Client, user: string, body: object) =>
     dispatcher.enqueue(client, { kind: 'user', user, device: null }, Buffer.from(JSON.stringify(body)));
   const replies = () => written.filter((w) => w.event.type === 'reply').map((w) => `${w.topic} ${String(w.event.id)}`);
-  return { written, relay, connection, request, replies };
+  return { written, relayed, relay, connection, request, replies };
 }
 
 describe('RequestDispatcher on a gateway with others', () => {
   afterEach(() => void vi.useRealTimers());
 
-  it('answers a send only once its delivery has reached the other gateways (Redis has it)', async () => {
-    const { written, relay, connection, request, replies } = gatewayWithOthers();
+  it('delivers a send on this gateway and answers it only once its delivery has reached the other gateways (Redis has it)', async () => {
+    const { written, relayed, relay, connection, request } = gatewayWithOthers();
     request(connection('ann'), 'ann', { id: 's1', op: 'send', to: 'bob', text: 'hi' });
-    await vi.waitFor(() => expect(written.map((w) => w.topic)).toContain('parley/v1/users/bob/inbox'));
-    // Delivered on this gateway, relayed, and not answered while the relay is on its way.
+    await vi.waitFor(() => expect(relayed.map((w) => w.topic)).toEqual(['parley/v1/users/bob/inbox', 'parley/v1/users/ann/inbox']));
+    // Relayed, and neither written to this gateway's connections nor answered while the relay is on its way.
     for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
-    expect(replies()).toEqual([]);
+    expect(written).toEqual([]);
     relay.send();
-    await vi.waitFor(() => expect(replies()).toEqual(['parley/v1/users/ann/inbox s1']));
+    // Then this gateway's recipients get it as the others' do, and the sender its copy and the answer together.
+    await vi.waitFor(() => expect(written.map((w) => `${w.topic} ${String(w.event.type)}`)).toHaveLength(3));
+    expect(written.map((w) => `${w.topic} ${String(w.event.type)}`)).toEqual([
+      'parley/v1/users/bob/inbox message',
+      'parley/v1/users/ann/inbox message',
+      'parley/v1/users/ann/inbox reply',
+    ]);
   });
 
-  it('answers after a second all the same when Redis does not answer, and a request that delivered nothing waits for no one', async () => {
+  it('delivers and answers after a second all the same when Redis does not answer, and a request that delivered nothing waits for no one', async () => {
     vi.useFakeTimers();
-    const { relay, connection, request, replies } = gatewayWithOthers();
+    const { written, relay, connection, request, replies } = gatewayWithOthers();
     const ann = connection('ann');
     request(ann, 'ann', { id: 's1', op: 'send', to: 'bob', text: 'hi' });
     request(ann, 'ann', { id: 's2', op: 'send', to: 'bob', text: 'again' });
@@ -115,8 +128,19 @@ describe('RequestDispatcher on a gateway with others', () => {
     expect(replies()).toEqual(['parley/v1/users/cy/inbox w1']);
     // Each answer's second counts from when its request was done, not from the answer before it: a pipeline is not
     // answered one second at a time.
+    expect(written.filter((w) => w.event.type === 'message')).toEqual([]);
     await vi.advanceTimersByTimeAsync(1);
     expect(replies()).toEqual(['parley/v1/users/cy/inbox w1', 'parley/v1/users/ann/inbox s1', 'parley/v1/users/ann/inbox s2']);
+    // The two messages were written to this gateway's connections before their answers, in order.
+    expect(written.map((w) => `${w.topic} ${String(w.event.id)}`)).toEqual([
+      'parley/v1/users/cy/inbox w1',
+      'parley/v1/users/bob/inbox s1',
+      'parley/v1/users/ann/inbox s1',
+      'parley/v1/users/bob/inbox s2',
+      'parley/v1/users/ann/inbox s2',
+      'parley/v1/users/ann/inbox s1',
+      'parley/v1/users/ann/inbox s2',
+    ]);
     relay.send();
   });
 });
@@ -135,17 +159,22 @@ describe('RequestDispatcher, two members sending to each other at once', () => {
         return new Promise((resolve) => settle.push(() => resolve({ accepted: { conv, seq: mine, ts: mine }, message, duplicate: false })));
       },
     };
-    const { written, connection, request } = gatewayWithOthers(messaging);
+    const { written, relayed, relay, connection, request } = gatewayWithOthers(messaging);
     request(connection('ann'), 'ann', { id: 'a1', op: 'send', to: 'bob', text: 'one' });
     request(connection('bob'), 'bob', { id: 'b1', op: 'send', to: 'ann', text: 'two' });
     await vi.waitFor(() => expect(settle).toHaveLength(2));
     // Bob's append (#2) settles before Ann's (#1): it waits for #1 to be handed over.
     settle[1]!();
     for (let i = 0; i < 20; i++) await new Promise((resolve) => setImmediate(resolve));
-    const seqsOn = (user: string) => written.filter((w) => w.topic === `parley/v1/users/${user}/inbox` && w.event.type === 'message').map((w) => w.event.seq);
-    expect(seqsOn('ann')).toEqual([]);
+    const seqsOn = (list: typeof written, user: string) =>
+      list.filter((w) => w.topic === `parley/v1/users/${user}/inbox` && w.event.type === 'message').map((w) => w.event.seq);
+    expect(seqsOn(relayed, 'ann')).toEqual([]);
     settle[0]!();
-    await vi.waitFor(() => expect(seqsOn('ann')).toEqual([1, 2]));
-    expect(seqsOn('bob')).toEqual([1, 2]);
+    await vi.waitFor(() => expect(seqsOn(relayed, 'ann')).toEqual([1, 2]));
+    expect(seqsOn(relayed, 'bob')).toEqual([1, 2]);
+    // Written to this gateway's connections in the same order, once relayed.
+    relay.send();
+    await vi.waitFor(() => expect(seqsOn(written, 'ann')).toEqual([1, 2]));
+    expect(seqsOn(written, 'bob')).toEqual([1, 2]);
   });
 });
