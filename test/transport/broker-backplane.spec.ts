@@ -162,11 +162,31 @@ describe('redis backplane: inbox events relayed between gateways', () => {
         if (atB.length === 2) resolve();
       }),
     );
-    a.relay('parley/v1/users/alice/inbox', Buffer.from('{"n":1}'));
-    a.relay('parley/v1/anon/n0nce123/inbox', Buffer.from('{"n":2}'));
+    a.relay(['parley/v1/users/alice/inbox'], Buffer.from('{"n":1}'));
+    a.relay(['parley/v1/anon/n0nce123/inbox'], Buffer.from('{"n":2}'));
     await arrived;
     expect(atB).toEqual(['parley/v1/users/alice/inbox {"n":1}', 'parley/v1/anon/n0nce123/inbox {"n":2}']);
     expect(atA).toEqual([]);
+  });
+
+  it('hands an event relayed for several inboxes to the other gateway’s listener once for each, in order', async () => {
+    const [a, b] = await twoGateways();
+    const atB: string[] = [];
+    const arrived = new Promise<void>((resolve) =>
+      b.onRelayed((topic, payload) => {
+        atB.push(`${topic} ${payload.toString()}`);
+        if (atB.length === 4) resolve();
+      }),
+    );
+    a.relay(['parley/v1/users/bob/inbox', 'parley/v1/users/ann/inbox', 'parley/v1/users/cy/inbox'], Buffer.from('{"n":1}'));
+    a.relay(['parley/v1/users/bob/inbox'], Buffer.from('{"n":2}'));
+    await arrived;
+    expect(atB).toEqual([
+      'parley/v1/users/bob/inbox {"n":1}',
+      'parley/v1/users/ann/inbox {"n":1}',
+      'parley/v1/users/cy/inbox {"n":1}',
+      'parley/v1/users/bob/inbox {"n":2}',
+    ]);
   });
 
   it('hears the other gateways once Redis is up, when Redis was down at its start for longer than one SUBSCRIBE tries', { timeout: 60_000 }, async () => {
@@ -194,7 +214,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
       a.onRelayed((topic) => got.push(topic));
       await vi.waitFor(
         () => {
-          b.relay('parley/v1/users/alice/inbox', Buffer.from('{}'));
+          b.relay(['parley/v1/users/alice/inbox'], Buffer.from('{}'));
           expect(got).toContain('parley/v1/users/alice/inbox');
         },
         { timeout: 15_000, interval: 250 },
@@ -209,7 +229,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
   it('sends what was published just before it closes: a shutdown’s last presence changes reach the others', async () => {
     const [a, b] = await twoGateways();
     const got = new Promise<string>((resolve) => b.onRelayed((topic, payload) => resolve(`${topic} ${payload.toString()}`)));
-    a.relay('parley/v1/users/alice/inbox', Buffer.from('{"last":true}'));
+    a.relay(['parley/v1/users/alice/inbox'], Buffer.from('{"last":true}'));
     await new Promise<void>((resolve) => a.mq.close(resolve));
     expect(await got).toBe('parley/v1/users/alice/inbox {"last":true}');
   });
@@ -255,7 +275,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     const script = `
       import { redisBackplane } from '#libs/gateway';
       const gateway = redisBackplane(${JSON.stringify(redis.url)}, ${JSON.stringify(prefix)});
-      gateway.relay('parley/v1/users/alice/inbox', Buffer.from('{"last":"words"}'));
+      gateway.relay(['parley/v1/users/alice/inbox'], Buffer.from('{"last":"words"}'));
       await gateway.sent();
       process.kill(process.pid, 'SIGKILL');`;
     const child = spawn(process.execPath, ['--input-type=module', '-e', script], { cwd: REPO_ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
@@ -266,7 +286,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     const never = new Promise<string>((resolve) => setTimeout(() => resolve('nothing arrived within 5 s'), 5000).unref());
     expect(await Promise.race([got, never])).toBe('parley/v1/users/alice/inbox {"last":"words"}');
     // And a gateway's own: settled once published.
-    a.relay('parley/v1/users/bob/inbox', Buffer.from('{}'));
+    a.relay(['parley/v1/users/bob/inbox'], Buffer.from('{}'));
     const sent = a.sent();
     expect(sent).toBeInstanceOf(Promise);
     expect(await sent).toBe(true);
@@ -276,7 +296,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
   it('says an event relayed after it closed did not leave (a request that finished during a shutdown)', async () => {
     const a = redisBackplane(redis.url, `closed${Math.random().toString(36).slice(2)}:`);
     await new Promise<void>((resolve) => a.mq.close(resolve));
-    a.relay('parley/v1/users/bob/inbox', Buffer.from('{}'));
+    a.relay(['parley/v1/users/bob/inbox'], Buffer.from('{}'));
     expect(await a.sent()).toBe(false);
   });
 
@@ -305,7 +325,7 @@ describe('redis backplane: inbox events relayed between gateways', () => {
         resolve(String((packet as { payload?: Buffer }).payload));
       }),
     );
-    a.relay('parley/v1/users/alice/inbox', Buffer.from('{"n":3}'));
+    a.relay(['parley/v1/users/alice/inbox'], Buffer.from('{"n":3}'));
     expect(await routed).toBe('{"n":3}');
   });
 });

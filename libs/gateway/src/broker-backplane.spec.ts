@@ -9,9 +9,23 @@ describe('relayRecord', () => {
     for (const topic of [...topics, 't'.repeat(31), 't'.repeat(32), 't'.repeat(255), 't'.repeat(256), 'zoë/☃'])
       for (const size of [0, 1, 255, 256, 65_535, 65_536, 70_000]) {
         const payload = Buffer.alloc(size, 0x61);
-        const record = relayRecord(topic, payload);
+        const record = relayRecord([topic], payload);
         expect(record.equals(packr.pack({ topic, payload })), `${topic.length} ${size}`).toBe(true);
         expect(packr.unpack(record)).toEqual({ topic, payload });
+      }
+  });
+
+  it('carries the payload once for several inboxes, the first as topic and the rest as also, as msgpackr writes it', () => {
+    const packr = new Packr({ useRecords: false });
+    const inbox = (i: number) => `parley/v1/users/member-${i}/inbox`;
+    for (const count of [2, 16, 17, 300, 65_537])
+      for (const size of [0, 300]) {
+        const topics = Array.from({ length: count }, (_, i) => (i === 1 ? `parley/v1/users/${'z'.repeat(240)}/inbox` : inbox(i)));
+        const payload = Buffer.alloc(size, 0x62);
+        const record = relayRecord(topics, payload);
+        const expected = { topic: topics[0], payload, also: topics.slice(1) };
+        expect(record.equals(packr.pack(expected)), `${count} ${size}`).toBe(true);
+        expect(packr.unpack(record)).toEqual(expected);
       }
   });
 });

@@ -33,10 +33,11 @@ export interface Backplane {
   /** Whether this gateway hears the others now (its subscription to their channel is up). Standalone: always. */
   hearing(): boolean;
   /**
-   * Sends an inbox event to the other gateways only: each gateway writes inbox events to its own connections itself
-   * (LocalInboxes), without the broker's routing. Standalone there is no other gateway and this does nothing.
+   * Sends an inbox event to the other gateways only, for each of the inboxes given (one record, the payload once): each
+   * gateway writes inbox events to its own connections itself (LocalInboxes), without the broker's routing. Standalone
+   * there is no other gateway and this does nothing.
    */
-  relay(topic: string, payload: Buffer): void;
+  relay(topics: readonly string[], payload: Buffer): void;
   /**
    * Settles once every packet handed over so far has reached Redis, whose PUBLISH answer means each other gateway
    * has it on its way: what a request delivered is then out of this process, and survives its crash. Undefined when
@@ -227,6 +228,8 @@ export function redisBackplane(url: string, prefix: string): Backplane {
         void storeLocally(packet);
       } else if (relayed && Buffer.isBuffer(packet.payload) && INBOXES.test(packet.topic)) {
         relayed(packet.topic, packet.payload);
+        // The event's other inboxes (see `relayRecord`); a gateway from before them wrote it to the first alone.
+        if (Array.isArray(packet.also)) for (const topic of packet.also) if (typeof topic === 'string' && INBOXES.test(topic)) relayed(topic, packet.payload);
         continue;
       }
       local.emit(packet);
@@ -354,47 +357,81 @@ export function redisBackplane(url: string, prefix: string): Backplane {
     // delivers it; only what differs from those defaults is encoded.
     // Once closed, an event a request still in flight delivers is dropped, and `sent` says so: taken for sent, a file's
     // announcement would be recorded as gone out (`announced`), and the sender's retry elsewhere not announce it again.
-    relay: (topic, payload) => {
+    relay: (topics, payload) => {
       if (closed) dropped = true;
-      else toOthers(relayRecord(topic, payload));
+      else if (topics.length > 0) toOthers(relayRecord(topics, payload));
     },
     onRelayed: (l) => (relayed = l),
     sent,
   };
 }
 
-/** map16 of two entries: msgpackr writes an object's map with a 16-bit size. */
+/** map16 of two and of three entries: msgpackr writes an object's map with a 16-bit size. */
 const MAP_OF_TWO = Buffer.from([0xde, 0x00, 0x02]);
+const MAP_OF_THREE = Buffer.from([0xde, 0x00, 0x03]);
 const TOPIC_KEY = Buffer.from([0xa5, ...Buffer.from('topic')]);
 const PAYLOAD_KEY = Buffer.from([0xa7, ...Buffer.from('payload')]);
+const ALSO_KEY = Buffer.from([0xa4, ...Buffer.from('also')]);
 
 /**
- * `{topic, payload}` in MessagePack, as `Packr.pack` writes it (a map of two entries: a string, then binary), built
- * directly: a relayed inbox event is encoded once per inbox it goes to, and the generic encoder was the largest part of
- * relaying one.
+ * An inbox event for the other gateways, in MessagePack as `Packr.pack` writes it, built directly (the generic encoder
+ * was the largest part of relaying one): `{topic, payload}` for one inbox, `{topic, payload, also}` for more, `also`
+ * listing the inboxes after the first. The payload goes once however many inboxes it is for: a 1:1 message's event (the
+ * recipient's inbox and the sender's) or a group's (every member's). A gateway from before `also` reads the record as
+ * one for its first inbox alone, so in a rolling upgrade its connections of the other inboxes get the event at their
+ * next catch-up rather than live.
  */
-export function relayRecord(topic: string, payload: Buffer): Buffer {
-  const topicBytes = Buffer.byteLength(topic);
-  const topicHead = topicBytes < 32 ? 1 : topicBytes < 0x100 ? 2 : 3;
-  const payloadHead = payload.length < 0x100 ? 2 : payload.length < 0x10000 ? 3 : 5;
-  const out = Buffer.allocUnsafe(MAP_OF_TWO.length + TOPIC_KEY.length + topicHead + topicBytes + PAYLOAD_KEY.length + payloadHead + payload.length);
-  let at = MAP_OF_TWO.copy(out, 0);
+export function relayRecord(topics: readonly string[], payload: Buffer): Buffer {
+  const also = topics.length > 1 ? topics.slice(1) : undefined;
+  let size = MAP_OF_TWO.length + TOPIC_KEY.length + strSize(topics[0]!) + PAYLOAD_KEY.length + binHead(payload.length) + payload.length;
+  if (also) {
+    size += ALSO_KEY.length + arrayHead(also.length);
+    for (const topic of also) size += strSize(topic);
+  }
+  const out = Buffer.allocUnsafe(size);
+  let at = (also ? MAP_OF_THREE : MAP_OF_TWO).copy(out, 0);
   at += TOPIC_KEY.copy(out, at);
-  // str: fixstr, str8 or str16
-  if (topicHead === 1) out[at] = 0xa0 | topicBytes;
-  else if (topicHead === 2) out.writeUInt16BE(0xd900 | topicBytes, at);
-  else out.writeUIntBE(0xda0000 | topicBytes, at, 3);
-  at += topicHead;
-  at += out.write(topic, at, 'utf8');
+  at = writeStr(out, at, topics[0]!);
   at += PAYLOAD_KEY.copy(out, at);
   // bin8, bin16 or bin32
-  if (payloadHead === 2) out.writeUInt16BE(0xc400 | payload.length, at);
-  else if (payloadHead === 3) out.writeUIntBE(0xc50000 | payload.length, at, 3);
+  const head = binHead(payload.length);
+  if (head === 2) out.writeUInt16BE(0xc400 | payload.length, at);
+  else if (head === 3) out.writeUIntBE(0xc50000 | payload.length, at, 3);
   else {
     out[at] = 0xc6;
     out.writeUInt32BE(payload.length, at + 1);
   }
-  at += payloadHead;
-  payload.copy(out, at);
+  at += head;
+  at += payload.copy(out, at);
+  if (also) {
+    at += ALSO_KEY.copy(out, at);
+    // fixarray, array16 or array32
+    const count = also.length;
+    if (count < 16) out[at] = 0x90 | count;
+    else if (count < 0x10000) out.writeUIntBE(0xdc0000 | count, at, 3);
+    else {
+      out[at] = 0xdd;
+      out.writeUInt32BE(count, at + 1);
+    }
+    at += arrayHead(count);
+    for (const topic of also) at = writeStr(out, at, topic);
+  }
   return out;
+}
+
+const binHead = (length: number) => (length < 0x100 ? 2 : length < 0x10000 ? 3 : 5);
+const arrayHead = (length: number) => (length < 16 ? 1 : length < 0x10000 ? 3 : 5);
+/** A string's MessagePack size: fixstr, str8 or str16 (topics are far shorter than 64 KiB), and its UTF-8 bytes. */
+function strSize(text: string): number {
+  const bytes = Buffer.byteLength(text);
+  return (bytes < 32 ? 1 : bytes < 0x100 ? 2 : 3) + bytes;
+}
+/** Writes a string as `strSize` counts it; returns where the next value goes. */
+function writeStr(out: Buffer, at: number, text: string): number {
+  const bytes = Buffer.byteLength(text);
+  if (bytes < 32) out[at] = 0xa0 | bytes;
+  else if (bytes < 0x100) out.writeUInt16BE(0xd900 | bytes, at);
+  else out.writeUIntBE(0xda0000 | bytes, at, 3);
+  const start = at + strSize(text) - bytes;
+  return start + out.write(text, start, 'utf8');
 }

@@ -52,7 +52,7 @@ export class InboxPublisher {
   publishToAll(inboxTopics: readonly string[], event: InboxEvent): Promise<boolean> | undefined {
     if (inboxTopics.length === 0) return undefined;
     const payload = encode(event);
-    for (const topic of inboxTopics) this.broker.relay(topic, payload);
+    this.broker.relay(inboxTopics, payload);
     const relayed = this.broker.relayed();
     if (!relayed) {
       for (const topic of inboxTopics) this.broker.inboxes.write(topic, payload);
@@ -88,7 +88,7 @@ export class InboxPublisher {
 
   private send(topic: string, payload: Buffer): void {
     this.broker.inboxes.write(topic, payload);
-    this.broker.relay(topic, payload);
+    this.broker.relay([topic], payload);
   }
 }
 

@@ -371,9 +371,9 @@ export class MqttBroker {
     return true;
   };
 
-  /** Sends an inbox event to the other gateways (they write it to their own connections). */
-  relay(topic: string, payload: Buffer): void {
-    this.opts.backplane.relay(topic, payload);
+  /** Sends an inbox event for these inboxes to the other gateways (they write it to their own connections). */
+  relay(topics: readonly string[], payload: Buffer): void {
+    this.opts.backplane.relay(topics, payload);
   }
 
   /** Whether this gateway hears the other gateways now (see `Backplane.hearing`). */

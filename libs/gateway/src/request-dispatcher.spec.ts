@@ -48,8 +48,8 @@ function gatewayWithOthers(messagingOverride?: object) {
   let pending: { promise: Promise<void>; resolve: () => void } | undefined;
   const broker = {
     inboxes: { write: (topic: string, payload: Buffer) => written.push(read(topic, payload)) },
-    relay: (topic: string, payload: Buffer) => {
-      relayed.push(read(topic, payload));
+    relay: (topics: readonly string[], payload: Buffer) => {
+      for (const topic of topics) relayed.push(read(topic, payload));
       if (pending) return;
       let resolve!: () => void;
       const promise = new Promise<void>((r) => (resolve = r));
