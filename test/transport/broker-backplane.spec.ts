@@ -317,15 +317,19 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     expect(await got).toBe('parley/v1/users/alice/inbox {"n":4}');
   });
 
-  it('a gateway without a relay listener routes a relayed inbox event through its broker, like any packet', async () => {
+  it('a gateway without a relay listener routes a relayed inbox event through its broker, like any packet, for each inbox', async () => {
     const [a, b] = await twoGateways();
-    const routed = new Promise<string>((resolve) =>
-      b.mq.on('parley/v1/users/alice/inbox', (packet, done) => {
-        done();
-        resolve(String((packet as { payload?: Buffer }).payload));
-      }),
-    );
-    a.relay(['parley/v1/users/alice/inbox'], Buffer.from('{"n":3}'));
-    expect(await routed).toBe('{"n":3}');
+    const routedTo = (topic: string) =>
+      new Promise<string>((resolve) =>
+        b.mq.on(topic, (packet, done) => {
+          done();
+          resolve(String((packet as { payload?: Buffer }).payload));
+        }),
+      );
+    const alice = routedTo('parley/v1/users/alice/inbox');
+    const bob = routedTo('parley/v1/users/bob/inbox');
+    a.relay(['parley/v1/users/alice/inbox', 'parley/v1/users/bob/inbox'], Buffer.from('{"n":3}'));
+    expect(await alice).toBe('{"n":3}');
+    expect(await bob).toBe('{"n":3}');
   });
 });

@@ -226,13 +226,15 @@ export function redisBackplane(url: string, prefix: string): Backplane {
       if (packet.retain) {
         fresh.add(packet.topic);
         void storeLocally(packet);
-      } else if (relayed && Buffer.isBuffer(packet.payload) && INBOXES.test(packet.topic)) {
-        relayed(packet.topic, packet.payload);
-        // The event's other inboxes (see `relayRecord`); a gateway from before them wrote it to the first alone.
-        if (Array.isArray(packet.also)) for (const topic of packet.also) if (typeof topic === 'string' && INBOXES.test(topic)) relayed(topic, packet.payload);
-        continue;
-      }
-      local.emit(packet);
+        local.emit(packet);
+      } else if (Buffer.isBuffer(packet.payload) && INBOXES.test(packet.topic)) {
+        // An inbox event, for its first inbox and for those `also` lists (see `relayRecord`).
+        const also = Array.isArray(packet.also) ? (packet.also as unknown[]) : [];
+        const payload = packet.payload;
+        const toInbox = (topic: string) => (relayed ? relayed(topic, payload) : local.emit({ ...packet, topic, also: undefined }));
+        toInbox(packet.topic);
+        for (const topic of also) if (typeof topic === 'string' && INBOXES.test(topic)) toInbox(topic);
+      } else local.emit(packet);
     }
   });
   /** The SUBSCRIBE to the channel has succeeded once: ioredis renews it by itself at each reconnect from then on. */
