@@ -75,7 +75,10 @@ export class InboxPublisher {
       for (let i = 0; i < writes.length; i += 2) this.broker.inboxes.write(writes[i] as string, writes[i + 1] as Buffer);
     };
     const written = withDeadline(relayed, RELAY_WAIT_MS).then(
-      (sent) => (write(), sent),
+      (sent) => {
+        write();
+        return sent;
+      },
       (e: unknown) => {
         write();
         throw e;
