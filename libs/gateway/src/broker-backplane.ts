@@ -423,10 +423,12 @@ export function relayRecord(topics: readonly string[], payload: Buffer): Buffer 
 
 const binHead = (length: number) => (length < 0x100 ? 2 : length < 0x10000 ? 3 : 5);
 const arrayHead = (length: number) => (length < 16 ? 1 : length < 0x10000 ? 3 : 5);
-/** A string's MessagePack size: fixstr, str8 or str16 (topics are far shorter than 64 KiB), and its UTF-8 bytes. */
+/** A string's head: fixstr, str8 or str16 (topics are far shorter than 64 KiB). */
+const strHead = (bytes: number) => (bytes < 32 ? 1 : bytes < 0x100 ? 2 : 3);
+/** A string's MessagePack size: its head and its UTF-8 bytes. */
 function strSize(text: string): number {
   const bytes = Buffer.byteLength(text);
-  return (bytes < 32 ? 1 : bytes < 0x100 ? 2 : 3) + bytes;
+  return strHead(bytes) + bytes;
 }
 /** Writes a string as `strSize` counts it; returns where the next value goes. */
 function writeStr(out: Buffer, at: number, text: string): number {
@@ -434,6 +436,6 @@ function writeStr(out: Buffer, at: number, text: string): number {
   if (bytes < 32) out[at] = 0xa0 | bytes;
   else if (bytes < 0x100) out.writeUInt16BE(0xd900 | bytes, at);
   else out.writeUIntBE(0xda0000 | bytes, at, 3);
-  const start = at + strSize(text) - bytes;
+  const start = at + strHead(bytes);
   return start + out.write(text, start, 'utf8');
 }
