@@ -4,7 +4,8 @@ import type { FileOfferApi, FileOutcome } from '#libs/file-offer';
 import type { GroupApi } from '#libs/group';
 import type { FileEvent } from '#libs/protocol';
 import { FileRequests } from './file-requests.js';
-import { RELAY_WAIT_MS, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
+import { InboxPublisher, RELAY_WAIT_MS, type RelayNote } from './inbox-publisher.js';
+import type { MqttBroker } from './mqtt-broker.js';
 import { deferred } from './deferred.js';
 
 const offered = { type: 'file', event: 'offered', offer: { id: 'f1' }, ts: 1 } as unknown as FileEvent;
@@ -66,7 +67,9 @@ describe('FileRequests', () => {
       const service = files(outcome);
       const note: RelayNote = {};
       let answered = false;
-      const answer = new FileRequests(service.api, {} as GroupApi, inbox(new Promise<boolean>(() => undefined)).publisher)
+      // The real publisher, on a broker whose relay Redis never answers: the bound is the relay's own.
+      const broker = { inboxes: { write: () => undefined }, relay: () => undefined, relayed: () => new Promise<boolean>(() => undefined) };
+      const answer = new FileRequests(service.api, {} as GroupApi, new InboxPublisher(broker as unknown as MqttBroker))
         .execute('ann', chunk, note)
         .then(() => (answered = true));
       await vi.advanceTimersByTimeAsync(RELAY_WAIT_MS - 1);

@@ -2,9 +2,8 @@ import { Logger } from '@nestjs/common';
 import type { FileOfferApi, FileOutcome, OfferTarget } from '#libs/file-offer';
 import type { GroupApi } from '#libs/group';
 import { DomainError, topics, type FileOfferRequest, type OkReply, type Request } from '#libs/protocol';
-import { withDeadline } from '#libs/health';
 import { LogThrottle } from '#libs/runtime';
-import { noteRelay, RELAY_WAIT_MS, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
+import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 
 export type FileRequest = Extract<Request, { op: `file.${string}` }>;
 
@@ -74,7 +73,7 @@ export class FileRequests {
     // offer a second time to receivers that had it. Should recording it fail, the offer may be announced once more. The
     // wait is the answer's own (RELAY_WAIT_MS): a Redis that never answers held this answer, and every later one of the
     // connection, for good; past it the relay is not known to have left, and nothing is recorded.
-    const left = announces !== undefined && relayed ? withDeadline(relayed, RELAY_WAIT_MS).catch(() => false) : relayed;
+    const left = announces !== undefined && relayed ? relayed.catch(() => false) : relayed;
     noteRelay(note, left);
     if (announces !== undefined && (await (left ?? true))) await this.files.announced(announces).catch((e: unknown) => this.recordFailed(e));
     return result;

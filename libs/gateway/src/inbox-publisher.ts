@@ -111,6 +111,7 @@ interface HeldBatch {
  * with the same id, and the repeat is delivered again. Batches are answered in order: the last one noted covers all.
  */
 export interface RelayNote {
+  /** From `publishToAll`: it settles within RELAY_WAIT_MS of its batch's first event, rejecting past it, so waits on it are bounded. */
   relayed?: Promise<unknown> | undefined;
 }
 

@@ -30,7 +30,7 @@ import {
 import { LogThrottle } from '#libs/runtime';
 import { deferred } from './deferred.js';
 import type { FileRequests } from './file-requests.js';
-import { noteRelay, RELAY_WAIT_MS, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
+import { noteRelay, type InboxPublisher, type RelayNote } from './inbox-publisher.js';
 import { guardOf } from './connection-guard.js';
 import type { LoginThrottle } from './login-throttle.js';
 import type { RequestLimiter } from './request-limiter.js';
@@ -218,10 +218,10 @@ export class RequestDispatcher {
       // A chunk moved: its bytes paid for it, and the request it took goes back. One that moved nothing keeps it.
       if (reply.ok && principal.kind === 'user' && TRANSFER_OPS.has(op)) this.limits.rate?.moved(connection, principal.user);
     }
-    // What the request delivered reaches the other gateways before it is answered (see `RelayNote`). Bounded from now,
-    // not from when the answers before it went, should Redis not answer: the events are stored, and reach their
-    // recipients' next catch-up.
-    const relayed = turn.relayed && withDeadline(turn.relayed, RELAY_WAIT_MS).catch(() => undefined);
+    // What the request delivered reaches the other gateways before it is answered (see `RelayNote`). The wait is bounded
+    // by the relay's own RELAY_WAIT_MS, counted from its batch, not from when the answers before it went, should Redis
+    // not answer: the events are stored, and reach their recipients' next catch-up.
+    const relayed = turn.relayed?.catch(() => undefined);
     turn.issued();
     await turn.previous;
     turn.delivered();
