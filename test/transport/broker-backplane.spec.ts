@@ -5,6 +5,7 @@ import { Aedes, type Client } from 'aedes';
 import { Redis } from 'ioredis';
 import type { MqttClient } from 'mqtt';
 import { Logger } from '@nestjs/common';
+import { Packr } from 'msgpackr';
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { handleConnection, inMemoryBackplane, redisBackplane, type Backplane } from '#libs/gateway';
 import type { InboxEvent } from '#libs/protocol';
@@ -315,6 +316,39 @@ describe('redis backplane: inbox events relayed between gateways', () => {
     };
     a.mq.emit(packet as never);
     expect(await got).toBe('parley/v1/users/alice/inbox {"n":4}');
+  });
+
+  it('hands on only the inboxes of a record whose also is malformed (not a list, or holding other things), and goes on', async () => {
+    const [, b, prefix] = await twoGateways();
+    const atB: string[] = [];
+    const arrived = new Promise<void>((resolve) =>
+      b.onRelayed((topic, payload) => {
+        atB.push(`${topic} ${payload.toString()}`);
+        if (payload.toString() === '{"n":3}') resolve();
+      }),
+    );
+    // A batch as another gateway's would be (its 36-byte id, then the records), with an also no gateway writes.
+    const packr = new Packr({ useRecords: false });
+    const payload = (n: number) => Buffer.from(`{"n":${n}}`);
+    const batch = Buffer.concat([
+      Buffer.from('x'.repeat(36), 'latin1'),
+      packr.pack({ topic: 'parley/v1/users/bob/inbox', payload: payload(1), also: 'parley/v1/users/ann/inbox' }),
+      packr.pack({ topic: 'parley/v1/users/bob/inbox', payload: payload(2), also: [7, null, 'parley/v1/users/ann/requests', 'parley/v1/users/cy/inbox'] }),
+      packr.pack({ topic: 'parley/v1/users/bob/inbox', payload: payload(3) }),
+    ]);
+    const outsider = new Redis(redis.url);
+    try {
+      await outsider.publish(`${prefix}broker:packets`, batch);
+      await arrived;
+    } finally {
+      outsider.disconnect();
+    }
+    expect(atB).toEqual([
+      'parley/v1/users/bob/inbox {"n":1}',
+      'parley/v1/users/bob/inbox {"n":2}',
+      'parley/v1/users/cy/inbox {"n":2}',
+      'parley/v1/users/bob/inbox {"n":3}',
+    ]);
   });
 
   it('a gateway without a relay listener routes a relayed inbox event through its broker, like any packet, for each inbox', async () => {
