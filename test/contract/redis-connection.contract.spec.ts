@@ -60,3 +60,91 @@ describe('RedisConnection generation', () => {
     }
   });
 });
+
+/** Calls of a batched script: one script call per event-loop turn, each call still answered, or refused, on its own. */
+describe('RedisConnection batchedScript', () => {
+  let redis: RedisServer;
+  let admin: Redis;
+  let connection: RedisConnection;
+  /** Pushes its argument onto its key's list and answers the list's new length; a second argument `fail` raises an error. */
+  let push: (keys: string[], args: (string | number)[]) => Promise<unknown>;
+  beforeAll(async () => {
+    redis = await startRedis();
+    admin = new Redis(redis.url);
+    connection = new RedisConnection(redis.url, `batch${Date.now()}:`);
+    push = connection.batchedScript(
+      'parleyTestPush',
+      1,
+      `if ARGV[2] == 'fail' then return redis.call('INCR', KEYS[1]) end
+return redis.call('RPUSH', KEYS[1], ARGV[1])`,
+    );
+    await admin.ping();
+  });
+  afterAll(async () => {
+    await connection?.close();
+    admin?.disconnect();
+    await redis?.stop();
+  });
+
+  /** The script calls Redis ran, by SLOWLOG (which records every command with a threshold of 0), that named `key`. */
+  async function scriptCallsNaming(key: string): Promise<string[][]> {
+    const entries = (await admin.slowlog('GET', 10_000)) as [number, number, number, string[]][];
+    return entries.map((e) => e[3]).filter((args) => /^eval/i.test(args[0] ?? '') && args.includes(key));
+  }
+
+  it('sends the calls of one turn as one script call, runs them in the order they were made, and answers each its own result', async () => {
+    await admin.config('SET', 'slowlog-log-slower-than', '0');
+    await admin.config('SET', 'slowlog-max-len', '10000');
+    await admin.slowlog('RESET');
+    const key = connection.key('list', 'one-turn');
+    const replies = await Promise.all(Array.from({ length: 20 }, (_, i) => push([key], [`m${i}`])));
+    expect(replies).toEqual(Array.from({ length: 20 }, (_, i) => i + 1));
+    expect(await admin.lrange(key, 0, -1)).toEqual(Array.from({ length: 20 }, (_, i) => `m${i}`));
+    expect(await scriptCallsNaming(key)).toHaveLength(1);
+    // Calls of a later turn go in a call of their own.
+    await push([key], ['later']);
+    expect(await scriptCallsNaming(key)).toHaveLength(2);
+    await admin.config('SET', 'slowlog-log-slower-than', '10000');
+  });
+
+  it('refuses only the call whose commands raised an error, with Redis’s words, and runs the calls after it', async () => {
+    const key = connection.key('list', 'one-fails');
+    const calls = [push([key], ['a']), push([key], ['b', 'fail']), push([key], ['c'])];
+    const settled = await Promise.allSettled(calls);
+    expect(settled[0]).toEqual({ status: 'fulfilled', value: 1 });
+    expect(settled[1]).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('WRONGTYPE') } });
+    expect(settled[2]).toEqual({ status: 'fulfilled', value: 2 });
+    expect(await admin.lrange(key, 0, -1)).toEqual(['a', 'c']);
+  });
+
+  it('splits a turn of more calls than one script call takes, keeping their order', async () => {
+    const key = connection.key('list', 'many');
+    const replies = await Promise.all(Array.from({ length: 300 }, (_, i) => push([key], [i])));
+    expect(replies).toEqual(Array.from({ length: 300 }, (_, i) => i + 1));
+    expect(await admin.lrange(key, 0, -1)).toEqual(Array.from({ length: 300 }, (_, i) => String(i)));
+  });
+
+  it('refuses each call of a batch, with Redis’s words, when Redis takes no writes, and works again once it does', async () => {
+    const key = connection.key('list', 'full');
+    await admin.config('SET', 'maxmemory', '1');
+    try {
+      const settled = await Promise.allSettled([push([key], ['a']), push([key], ['b'])]);
+      for (const s of settled) expect(s).toMatchObject({ status: 'rejected', reason: { message: expect.stringContaining('OOM') } });
+    } finally {
+      await admin.config('SET', 'maxmemory', '0');
+    }
+    expect(await admin.exists(key)).toBe(0);
+    expect(await push([key], ['c'])).toBe(1);
+  });
+
+  it('still runs once Redis has forgotten the script (a restart, SCRIPT FLUSH)', async () => {
+    const key = connection.key('list', 'flushed');
+    expect(await push([key], ['a'])).toBe(1);
+    await admin.script('FLUSH');
+    expect(await Promise.all([push([key], ['b']), push([key], ['c'])])).toEqual([2, 3]);
+  });
+
+  it('refuses a call with the wrong number of keys at once, sending nothing', () => {
+    expect(() => push(['a', 'b'], ['x'])).toThrow(/takes 1 keys, not 2/);
+  });
+});

@@ -67,15 +67,16 @@ type StoredEntry = AppendInput;
  * `{prefix}log:{conv}:idem` (hash from\0id → seq),
  * `{prefix}log:{conv}:writers` (hash: `@` → the seq that set them, and a field per writer),
  * `{prefix}log:{conv}:ts` (string, the last entry's time).
- * The append is one Lua script (APPEND), so it is atomic and costs one round trip. It
- * answers with the stored entry only for a retry: a new entry is the caller's own, with the time it was stored at.
+ * The append is one Lua script (APPEND), so it is atomic and costs one round trip; the appends of one event-loop turn
+ * go as one script call (`RedisConnection.batchedScript`), in the order they were made. It answers with the stored
+ * entry only for a retry: a new entry is the caller's own, with the time it was stored at.
  */
 export class RedisConversationLogStore implements ConversationLogStore {
   private readonly appendScript;
   private readonly readRangeScript;
 
   constructor(private readonly redis: RedisConnection) {
-    this.appendScript = redis.script('parleyLogAppend', 5, APPEND);
+    this.appendScript = redis.batchedScript('parleyLogAppends', 5, APPEND);
     this.readRangeScript = redis.script('parleyLogReadRange', 2, READ_RANGE);
   }
 
