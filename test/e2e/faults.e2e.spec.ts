@@ -10,6 +10,7 @@ import { CliProcess, runCli } from '../support/cli.js';
 import { startCuttingProxy } from '../support/cutting-proxy.js';
 import { connectClient, type MqttUser } from '../support/mqtt-user.js';
 import { startParley, type ParleyServer } from '../support/parley-server.js';
+import { freePort as freeTcpPort } from '../support/redis-server.js';
 import { TestUsers } from '../support/test-users.js';
 
 /**
@@ -27,16 +28,8 @@ afterEach(async () => {
   server = undefined;
 });
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen({ port: 0, host: '::', ipv6Only: false }, () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
-}
+/** A port for a gateway that restarts on it: dual-stack, as the gateway listens, and outside the ephemeral range. */
+const freePort = () => freeTcpPort('::');
 
 it('a kill -9 after PUBACK but before the durable append never loses an accepted message', { timeout: 120_000 }, async () => {
   server = await startParley({ env: LIMITS });

@@ -1,5 +1,5 @@
 import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -28,18 +28,52 @@ export interface RedisOptions {
 /** Ports this process has handed out: never handed out twice, so servers started side by side cannot be given one port. */
 const handedOut = new Set<number>();
 
-/** A TCP port that was free on 127.0.0.1 a moment ago (another process may still take it: retry on a bind failure). */
-export async function freePort(): Promise<number> {
-  for (let attempt = 0; attempt < 1000; attempt++) {
-    const port = await new Promise<number>((resolve, reject) => {
-      const srv = createServer();
-      srv.once('error', reject);
-      srv.listen(0, '127.0.0.1', () => {
-        const { port } = srv.address() as { port: number };
-        srv.close(() => resolve(port));
-      });
+/**
+ * Where this test process picks its ports: below the kernel's ephemeral range, in a slice of its own. A port from the
+ * ephemeral range (what `listen(0)` gives) can be taken while its server is down for a restart: by another worker's
+ * `listen(0)`, or by a client retrying a connection to it, which the kernel may give that very port as its own end
+ * (a TCP self-connect); either way the server cannot bind it again. Below the range, no outgoing connection ever gets
+ * it, and each vitest worker has a slice of its own, so only a process outside the tests could take it.
+ */
+function portSlice(): { from: number; size: number } | null {
+  let ephemeralFrom = 32768;
+  try {
+    ephemeralFrom = Number(readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/)[0]);
+  } catch {
+    // Not Linux: the usual default.
+  }
+  const from = 10_000;
+  const slices = 16;
+  const size = Math.floor((ephemeralFrom - from) / slices);
+  if (!(size >= 200)) return null;
+  const worker = Number(process.env.VITEST_POOL_ID ?? process.env.VITEST_WORKER_ID ?? 0) || 0;
+  return { from: from + (worker % slices) * size, size };
+}
+
+/** Whether `port` could be bound on `host` a moment ago. */
+function bindable(port: number, host: string): Promise<number | null> {
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', () => resolve(null));
+    srv.listen({ port, host, ipv6Only: false }, () => {
+      const { port: bound } = srv.address() as { port: number };
+      srv.close(() => resolve(bound));
     });
-    if (handedOut.has(port)) continue;
+  });
+}
+
+/**
+ * A TCP port that was free on `host` (127.0.0.1 unless told; `::` for a dual-stack listener) a moment ago, picked
+ * outside the ephemeral range where it can be (see `portSlice`). Another process may still take it: retry on a bind
+ * failure.
+ */
+export async function freePort(host = '127.0.0.1'): Promise<number> {
+  const slice = portSlice();
+  for (let attempt = 0; attempt < 1000; attempt++) {
+    const wanted = slice ? slice.from + Math.floor(Math.random() * slice.size) : 0;
+    if (handedOut.has(wanted)) continue;
+    const port = await bindable(wanted, host);
+    if (port === null || handedOut.has(port)) continue;
     handedOut.add(port);
     return port;
   }
@@ -98,8 +132,15 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
       '--daemonize',
       'no',
     ];
-    child = spawn('redis-server', args, { stdio: 'ignore' });
-    await waitReady(port, child);
+    // Its log, in its dir, says why it stopped when it does (a port it could not bind, say).
+    const log = openSync(join(dir, 'redis.log'), 'a');
+    child = spawn('redis-server', args, { stdio: ['ignore', log, log] });
+    closeSync(log);
+    try {
+      await waitReady(port, child);
+    } catch (e) {
+      throw new Error(`${(e as Error).message}; its log ends: ${logTail(dir)}`, { cause: e });
+    }
   };
   const terminate = async (signal: NodeJS.Signals) => {
     const c = child;
@@ -138,7 +179,26 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     shutdown: () => terminate('SIGTERM'),
     restart: async () => {
       await terminate('SIGTERM');
-      await launch();
+      // The port was free while it was down for anyone to take; whoever took it for a moment lets it go again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await launch();
+          return;
+        } catch (e) {
+          await terminate('SIGKILL');
+          if (attempt >= 5) throw e;
+          await new Promise((r) => setTimeout(r, 200));
+        }
+      }
     },
   };
+}
+
+/** The last lines of a redis-server's log, on one line. */
+function logTail(dir: string): string {
+  try {
+    return readFileSync(join(dir, 'redis.log'), 'utf8').trim().split('\n').slice(-3).join(' | ') || '(empty)';
+  } catch {
+    return '(no log)';
+  }
 }

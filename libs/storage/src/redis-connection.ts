@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { Logger } from '@nestjs/common';
-import { Redis } from 'ioredis';
+import { Command, Redis } from 'ioredis';
 import { withDeadline } from '#libs/health';
 import { LogThrottle } from '#libs/runtime';
 
@@ -102,12 +102,14 @@ export class RedisConnection {
    *
    * The batch is sent at the end of the turn (`setImmediate`) and straight onto the connection, past the automatic
    * pipeline: queued there, it would wait for the next turn whenever the pipeline of this turn had left before it.
-   * So a batched call is not ordered with the other commands of its turn, only with the other calls of its script.
+   * So a batched call is ordered with the other calls of its script, not with the other commands of its turn. It is
+   * sent as EVAL, with the script's text, never as EVALSHA: batches of several turns may be in flight at once, and an
+   * EVALSHA that Redis answered NOSCRIPT (its scripts flushed, a failover behind the same connection) would be sent
+   * again after batches of later turns had run, its calls then applied after theirs. The text is about 1.4 KB a batch,
+   * which Redis finds in its script cache by its digest.
    */
   batchedScript(name: string, keysPerCall: number, body: string): (keys: string[], args: (string | number)[]) => Promise<unknown> {
-    this.client.defineCommand(name, { lua: batchLua(keysPerCall, body) });
-    (this.client.options.autoPipeliningIgnoredCommands ??= []).push(name);
-    const client = this.client as unknown as Record<string, (...a: (string | number)[]) => Promise<unknown[]>>;
+    const lua = batchLua(keysPerCall, body);
     let pending: { keys: string[]; args: (string | number)[]; done: Deferred }[] = [];
     const send = (calls: typeof pending) => {
       const keys: string[] = [];
@@ -116,7 +118,9 @@ export class RedisConnection {
         keys.push(...c.keys);
         args.push(c.args.length, ...c.args);
       }
-      client[name]!(keys.length, ...keys, ...args).then(
+      const command = new Command('eval', [lua, keys.length, ...keys, ...args], { replyEncoding: 'utf8' });
+      void this.client.sendCommand(command);
+      (command.promise as Promise<unknown[]>).then(
         (replies) => calls.forEach((c, i) => settle(c.done, replies[i])),
         (e: unknown) => calls.forEach((c) => c.done.reject(e)),
       );
@@ -201,10 +205,13 @@ interface Deferred {
   reject: (e: unknown) => void;
 }
 
-/** Settles one call of a batch by its reply: `{1, result}`, or `{0, message}` for an error its own commands raised. */
+/**
+ * Settles one call of a batch by its reply: `{1, result}`, or `{0, message}` for an error its own commands raised. A
+ * result of nil leaves `{1}` (Lua's tables end at a nil): null, as a script's own nil reply is.
+ */
 function settle(done: Deferred, reply: unknown): void {
   if (!Array.isArray(reply)) done.reject(new Error('no reply for this call in the batch'));
-  else if (reply[0] === 1) done.resolve(reply[1]);
+  else if (reply[0] === 1) done.resolve(reply.length > 1 ? reply[1] : null);
   else done.reject(new Error(String(reply[1])));
 }
 
