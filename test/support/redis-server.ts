@@ -152,17 +152,25 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     clearTimeout(timer);
   };
 
-  for (let attempt = 1; ; attempt++) {
-    port = await freePort();
-    try {
-      await launch();
-      break;
-    } catch (e) {
-      await terminate('SIGKILL');
-      // Another process may have taken the port between our probe and redis's bind.
-      if (attempt >= 5) throw e;
+  /**
+   * Launches, trying up to 5 times: another process may have taken the port between our probe and redis's bind (a
+   * fresh one is picked for each try), or, for a restart on the same port, while the server was down (whoever took it
+   * for a moment lets it go again).
+   */
+  const launchRetrying = async (freshPort: boolean): Promise<void> => {
+    for (let attempt = 1; ; attempt++) {
+      if (freshPort) port = await freePort();
+      try {
+        await launch();
+        return;
+      } catch (e) {
+        await terminate('SIGKILL');
+        if (attempt >= 5) throw e;
+        if (!freshPort) await new Promise((r) => setTimeout(r, 200));
+      }
     }
-  }
+  };
+  await launchRetrying(true);
 
   return {
     url: `redis://127.0.0.1:${port}`,
@@ -179,17 +187,7 @@ export async function startRedis(opts: RedisOptions = {}): Promise<RedisServer> 
     shutdown: () => terminate('SIGTERM'),
     restart: async () => {
       await terminate('SIGTERM');
-      // The port was free while it was down for anyone to take; whoever took it for a moment lets it go again.
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await launch();
-          return;
-        } catch (e) {
-          await terminate('SIGKILL');
-          if (attempt >= 5) throw e;
-          await new Promise((r) => setTimeout(r, 200));
-        }
-      }
+      await launchRetrying(false);
     },
   };
 }
