@@ -52,15 +52,19 @@ function setup() {
       return appended;
     },
   });
-  const service = new GroupService(
-    store,
-    new EmbeddedGroupLocks(),
-    log,
-    new EmbeddedConversationIndexStore(db),
-    { exists: () => Promise.resolve(true) },
-    { maxMembers: 10, maxNameLength: 64, maxTextLength: 1000 },
-  );
-  return { service, realStore, seams };
+  const index = new EmbeddedConversationIndexStore(db);
+  const serviceWith = (maxTextLength: number) =>
+    new GroupService(
+      store,
+      new EmbeddedGroupLocks(),
+      log,
+      index,
+      { exists: () => Promise.resolve(true) },
+      { maxMembers: 10, maxNameLength: 64, maxTextLength },
+    );
+  const service = serviceWith(1000);
+  /** The same stores served with another text limit, as after a restart with the setting changed. */
+  return { service, realStore, seams, serviceWith };
 }
 
 describe('GroupService', () => {
@@ -184,6 +188,21 @@ describe('GroupService', () => {
     await expect(service.create('bob', 'c5', 'y\udead', [])).rejects.toMatchObject({ code: 'invalid_group_name' });
     // Close to an id is a name like any other.
     expect((await service.create('bob', 'c4', 'g2024 reunion', [])).group.name).toBe('g2024 reunion');
+  });
+
+  it('answers a post retried after the text limit was lowered as the first time; a new post of that text is refused, storing nothing', async () => {
+    const { service, serviceWith } = setup();
+    const { group } = await service.create('ann', 'c1', 'crew', ['bob']);
+    const text = 'x'.repeat(50);
+    const posted = await service.post('bob', 'p1', group.id, text);
+    const lowered = serviceWith(20);
+    const again = await lowered.post('bob', 'p1', group.id, text);
+    expect(again.accepted).toEqual(posted.accepted);
+    expect(again.duplicate).toBe(true);
+    await expect(lowered.post('bob', 'p2', group.id, text)).rejects.toMatchObject({ code: 'text_too_long' });
+    // The same id with another text that is too long now: refused for its text, as any new post of it is.
+    await expect(lowered.post('bob', 'p1', group.id, 'y'.repeat(50))).rejects.toMatchObject({ code: 'text_too_long' });
+    expect((await service.history('ann', group.id, undefined, 50)).events.map((e) => e.seq)).toEqual([1, 2]);
   });
 
   it('answers a retried leave, delete, rename or post by name as the first time, though the name leads nowhere now', async () => {

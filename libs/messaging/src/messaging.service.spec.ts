@@ -75,6 +75,23 @@ describe('MessagingService', () => {
     expect((await service.history({ user: 'ann', with: 'bob' })).messages.map((m) => m.text)).toEqual(['lunch at noon?', 'see you', 'yes']);
   });
 
+  it('answers a message retried after the text limit was lowered as the first time; a new message of that text is refused, storing nothing', async () => {
+    const db = freshDatabase();
+    const [log, index] = [new EmbeddedConversationLogStore(db), new EmbeddedConversationIndexStore(db)];
+    const users = { exists: () => Promise.resolve(true) };
+    const text = 'x'.repeat(50);
+    const first = await new MessagingService(log, index, users, { maxTextLength: 100 }).send({ from: 'ann', id: 'm1', to: 'bob', text });
+    // Restarted with a lower limit: the retry of a message it stored is still that message, not a refused one.
+    const lowered = new MessagingService(log, index, users, { maxTextLength: 20 });
+    let issued = false;
+    expect(await lowered.send({ from: 'ann', id: 'm1', to: 'bob', text }, () => (issued = true))).toEqual({ ...first, duplicate: true });
+    expect(issued).toBe(true);
+    await expect(lowered.send({ from: 'ann', id: 'm2', to: 'bob', text })).rejects.toMatchObject({ code: 'text_too_long' });
+    // The same id with another text that is too long now: refused for its text, as any new message of it is.
+    await expect(lowered.send({ from: 'ann', id: 'm1', to: 'bob', text: 'y'.repeat(50) })).rejects.toMatchObject({ code: 'text_too_long' });
+    expect((await lowered.history({ user: 'bob', with: 'ann' })).messages.map((m) => m.seq)).toEqual([1]);
+  });
+
   it('writes the index again in a new generation of the store, where the entries it knew of may be gone', async () => {
     const { service, index, loseIndex } = setup();
     await service.send({ from: 'ann', id: 'm1', to: 'bob', text: 'one' });
