@@ -109,11 +109,7 @@ export class MessagingService {
     // The store was reconnected meanwhile, and may have lost the index entries taken as known: written again before the
     // message is answered, so that a catch-up finds it.
     if (this.index.generation() !== generation) await this.ensureIndexed(cmd.from, cmd.to, conv, this.index.generation());
-    return {
-      accepted: { conv, seq: entry.seq, ts: entry.ts },
-      message: toMessageEvent(conv, entry),
-      duplicate,
-    };
+    return sendOutcome(conv, entry, duplicate);
   }
 
   /**
@@ -125,7 +121,7 @@ export class MessagingService {
     const conv = directConversationId(cmd.from, cmd.to);
     const entry = await this.log.findById(conv, cmd.from, cmd.id);
     if (entry?.kind !== 'text' || entry.text !== cmd.text) return null;
-    return { accepted: { conv, seq: entry.seq, ts: entry.ts }, message: toMessageEvent(conv, entry), duplicate: true };
+    return sendOutcome(conv, entry, true);
   }
 
   /** A page of a direct conversation the user is part of, oldest first. Throws unknown_user. */
@@ -231,6 +227,11 @@ export function checkRetry(entry: LogEntry, id: string, text: string): void {
       'bad_request',
       `the id "${id}" was used for another message in this conversation (#${entry.seq}): a new message needs an id of its own`,
     );
+}
+
+/** What a send answers with, for the entry it stored (or, `duplicate`, the one stored by the message it retries). */
+function sendOutcome(conv: string, entry: LogEntry, duplicate: boolean): SendOutcome {
+  return { accepted: { conv, seq: entry.seq, ts: entry.ts }, message: toMessageEvent(conv, entry), duplicate };
 }
 
 /** The wire form of a direct-conversation log entry (direct conversations hold only text). */
